@@ -1,0 +1,174 @@
+"""Findings and the message catalogue: Istio's analyzer messages (`istioctl analyze` codes, names, levels)
+plus the few this project adds for loading (file errors, ignored kinds, unsupported fields).
+
+Istio's codes, names, levels and templates are those of istio/istio `pkg/config/analysis/msg/messages.yaml`.
+Our own codes use the `PYM` prefix so they never collide with Istio's `IST` range.
+
+A `Finding` is what every stage produces: a level, a message type, the text, and where it points
+(file, line, `Kind namespace/name`, field path). `str(finding)` is istioctl's log line:
+    Error [IST0101] (VirtualService default/reviews file.yaml:12) Referenced host not found: "x"
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Level(enum.IntEnum):
+    """istioctl's diag levels, ordered so thresholds compare (`--failure-threshold Warning`)."""
+
+    INFO = 0
+    WARNING = 1
+    ERROR = 2
+
+    @property
+    def label(self) -> str:  # "Info" / "Warning" / "Error", as istioctl prints them
+        return self.name.capitalize()
+
+    @classmethod
+    def parse(cls, text: str) -> "Level":
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown level {text!r} (want Info, Warning or Error)") from None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageType:
+    code: str
+    name: str
+    level: Level
+    template: str  # printf-style like Istio's ("%s", "%q" is written as "%r"-ish quoting by `render`)
+
+
+def _m(code: str, name: str, level: Level, template: str) -> MessageType:
+    return MessageType(code, name, level, template)
+
+
+# Istio's messages this project produces (subset of messages.yaml; same codes, names, levels, text).
+INTERNAL_ERROR = _m("IST0001", "InternalError", Level.ERROR, "Internal error: {0}")
+DEPRECATED = _m("IST0002", "Deprecated", Level.WARNING, "Deprecated: {0}")
+REFERENCED_RESOURCE_NOT_FOUND = _m("IST0101", "ReferencedResourceNotFound", Level.ERROR,
+                                   "Referenced {0} not found: {1!q}")
+SCHEMA_VALIDATION_ERROR = _m("IST0106", "SchemaValidationError", Level.ERROR, "Schema validation error: {0}")
+CONFLICTING_MESH_GATEWAY_VS_HOSTS = _m(
+    "IST0109", "ConflictingMeshGatewayVirtualServiceHosts", Level.ERROR,
+    "The VirtualServices {0} associated with mesh gateway define the same host {1} which can lead to "
+    "undefined behavior. This can be fixed by merging the conflicting VirtualServices into a single resource.")
+NO_MATCHING_WORKLOADS_FOUND = _m("IST0127", "NoMatchingWorkloadsFound", Level.WARNING,
+                                 "No matching workloads for this resource with the following labels: {0}")
+NO_SERVER_CERT_VERIFICATION_DESTINATION = _m(
+    "IST0128", "NoServerCertificateVerificationDestinationLevel", Level.WARNING,
+    "DestinationRule {0} in namespace {1} has TLS mode set to {2} but no caCertificates are set to validate "
+    "server identity for host: {3}")
+NO_SERVER_CERT_VERIFICATION_PORT = _m(
+    "IST0129", "NoServerCertificateVerificationPortLevel", Level.WARNING,
+    "DestinationRule {0} in namespace {1} has TLS mode set to {2} but no caCertificates are set to validate "
+    "server identity for host: {3} at port {4}")
+VS_UNREACHABLE_RULE = _m("IST0130", "VirtualServiceUnreachableRule", Level.WARNING,
+                         "VirtualService rule {0} not used ({1}).")
+VS_INEFFECTIVE_MATCH = _m("IST0131", "VirtualServiceIneffectiveMatch", Level.INFO,
+                          "VirtualService rule {0} match {1} is not used (duplicate/overlapping match in rule {2}).")
+VS_HOST_NOT_FOUND_IN_GATEWAY = _m("IST0132", "VirtualServiceHostNotFoundInGateway", Level.WARNING,
+                                  "one or more host {0} defined in VirtualService {1} not found in Gateway {2}.")
+SCHEMA_WARNING = _m("IST0133", "SchemaWarning", Level.WARNING, "Schema validation warning: {0}")
+CONFLICTING_GATEWAYS = _m("IST0145", "ConflictingGateways", Level.ERROR,
+                          "Conflict with gateways {0} (workload selector {1}, port {2}, hosts {3}).")
+DR_SUBSET_NOT_SELECT_PODS = _m(
+    "IST0173", "DestinationRuleSubsetNotSelectPods", Level.ERROR,
+    "The Subset {0} defined in the DestinationRule does not select any pods. Which may lead to 503 UH "
+    "(NoHealthyUpstream).")
+UNKNOWN_DR_HOST = _m("IST0174", "UnknownDestinationRuleHost", Level.WARNING,
+                     "The host {0} defined in the DestinationRule does not match any services in the mesh.")
+
+# This project's own messages (not Istio's): loading and support.
+FILE_ERROR = _m("PYM0001", "FileError", Level.ERROR, "{0}")
+YAML_SYNTAX_ERROR = _m("PYM0002", "YAMLSyntaxError", Level.ERROR, "YAML syntax error: {0}")
+IGNORED_KIND = _m("PYM0003", "IgnoredKind", Level.INFO, "{0}")
+UNSUPPORTED_FIELD = _m("PYM0004", "UnsupportedField", Level.WARNING,
+                       "{0} is accepted by Istio but not supported by pyproxy mesh yet; it is ignored")
+UNKNOWN_FIELD_DROPPED = _m("PYM0005", "UnknownFieldDropped", Level.WARNING, "{0}")
+
+# Loading problems that make the input unusable as a whole (the CLI exits 1 rather than 79 for these).
+FATAL_CODES = frozenset({FILE_ERROR.code, YAML_SYNTAX_ERROR.code})
+
+CATALOGUE: dict[str, MessageType] = {
+    m.code: m for m in (
+        INTERNAL_ERROR, DEPRECATED, REFERENCED_RESOURCE_NOT_FOUND, SCHEMA_VALIDATION_ERROR,
+        CONFLICTING_MESH_GATEWAY_VS_HOSTS, NO_MATCHING_WORKLOADS_FOUND, NO_SERVER_CERT_VERIFICATION_DESTINATION,
+        NO_SERVER_CERT_VERIFICATION_PORT, VS_UNREACHABLE_RULE, VS_INEFFECTIVE_MATCH,
+        VS_HOST_NOT_FOUND_IN_GATEWAY, SCHEMA_WARNING, CONFLICTING_GATEWAYS, DR_SUBSET_NOT_SELECT_PODS,
+        UNKNOWN_DR_HOST, FILE_ERROR, YAML_SYNTAX_ERROR, IGNORED_KIND, UNSUPPORTED_FIELD, UNKNOWN_FIELD_DROPPED,
+    )
+}
+
+
+def _quote(value: object) -> str:
+    """Go's %q: a double-quoted string with escapes."""
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+class _Formatter:
+    """`str.format` with one extra conversion, `!q`, for Go's %q."""
+
+    @staticmethod
+    def render(template: str, args: tuple) -> str:
+        import string
+
+        class F(string.Formatter):
+            def convert_field(self, value, conversion):  # noqa: D401 - string.Formatter hook
+                if conversion == "q":
+                    return _quote(value)
+                return super().convert_field(value, conversion)
+
+        return F().format(template, *args)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One message about the input. `file`/`line` point at the field when known, else the resource."""
+
+    type: MessageType
+    message: str
+    level: Level
+    file: str = ""
+    line: int = 0
+    resource: str = ""  # `Kind namespace/name`, empty for file-level problems
+    path: str = ""  # field path, e.g. "spec.http[0].route[0].destination.host"
+
+    @property
+    def code(self) -> str:
+        return self.type.code
+
+    @property
+    def origin(self) -> str:
+        where = f"{self.file}:{self.line}" if self.file and self.line else self.file
+        return " ".join(p for p in (self.resource, where) if p)
+
+    def __str__(self) -> str:
+        origin = f" ({self.origin})" if self.origin else ""
+        return f"{self.level.label} [{self.code}]{origin} {self.message}"
+
+    def as_dict(self) -> dict:
+        """istioctl's -o json shape (code, level, message, origin, reference) plus our file/line/path."""
+        return {
+            "code": self.code,
+            "name": self.type.name,
+            "level": self.level.label,
+            "message": self.message,
+            "origin": self.resource,
+            "reference": f"{self.file}:{self.line}" if self.line else self.file,
+            "file": self.file,
+            "line": self.line,
+            "path": self.path,
+            "documentationUrl": (f"https://istio.io/latest/docs/reference/config/analysis/{self.code.lower()}/"
+                                 if self.code.startswith("IST") else ""),
+        }
+
+
+def finding(type_: MessageType, *args: object, file: str = "", line: int = 0, resource: str = "",
+            path: str = "", level: Level | None = None) -> Finding:
+    """Build a finding from a message type and its template arguments."""
+    return Finding(type_, _Formatter.render(type_.template, args), type_.level if level is None else level,
+                   file, line, resource, path)
