@@ -1,0 +1,895 @@
+"""The Envoy v3 resources pyproxy understands, as frozen dataclasses.
+
+Field names are Envoy's proto field names, so `static_resources.clusters[0].connect_timeout` in a bootstrap
+YAML is `bootstrap.static_resources.clusters[0].connect_timeout` here. Defaults are Envoy's defaults (cited
+where they matter). Every class is immutable (`frozen=True`, tuples for repeated fields): a whole snapshot
+is built once and swapped in; a request keeps the snapshot it started with.
+
+A field that is not declared here is *unsupported* and the decoder rejects it by path rather than silently
+ignoring it. Oneofs are declared in `ONEOFS` (at most one member set) and `REQUIRED_ONEOFS` (exactly one).
+
+Reference: envoy/api/envoy/config/{bootstrap,listener,route,cluster,endpoint,core}/v3/*.proto.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .schema import any_config, duration, enum, fld, struct, typed, wrapped
+
+frozen = dataclass(frozen=True, slots=True, kw_only=True)
+
+# ---------------------------------------------------------------- core
+
+
+@frozen
+class SocketAddress:
+    address: str = fld(required=True)
+    port_value: int = 0
+    protocol: str = enum("TCP", "UDP")
+    ipv4_compat: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port_value <= 65535:
+            raise ValueError(f"port_value {self.port_value} out of range 0..65535")
+
+
+@frozen
+class Address:
+    socket_address: SocketAddress | None = fld(required=True)
+
+
+@frozen
+class Percent:
+    value: float = 0.0
+
+
+@frozen
+class FractionalPercent:
+    """envoy.type.v3.FractionalPercent: numerator / denominator (HUNDRED, TEN_THOUSAND, MILLION)."""
+
+    numerator: int = 0
+    denominator: str = enum("HUNDRED", "TEN_THOUSAND", "MILLION")
+
+    @property
+    def fraction(self) -> float:
+        return self.numerator / {"HUNDRED": 100, "TEN_THOUSAND": 10_000, "MILLION": 1_000_000}[self.denominator]
+
+
+@frozen
+class RuntimeFractionalPercent:
+    default_value: FractionalPercent | None = None
+    runtime_key: str = ""
+
+
+@frozen
+class HeaderValue:
+    key: str = fld(required=True)
+    value: str = ""
+
+
+@frozen
+class HeaderValueOption:
+    """A header to add. `append_action` (v3) supersedes the deprecated `append` (BoolValue, default true)."""
+
+    header: HeaderValue | None = fld(required=True)
+    append: bool | None = wrapped()
+    append_action: str = enum(
+        "APPEND_IF_EXISTS_OR_ADD", "ADD_IF_ABSENT", "OVERWRITE_IF_EXISTS_OR_ADD", "OVERWRITE_IF_EXISTS"
+    )
+    keep_empty_value: bool = False
+
+    @property
+    def action(self) -> str:
+        if self.append is False and self.append_action == "APPEND_IF_EXISTS_OR_ADD":
+            return "OVERWRITE_IF_EXISTS_OR_ADD"
+        return self.append_action
+
+
+@frozen
+class DataSource:
+    filename: str | None = None
+    inline_bytes: str | None = None  # base64 in JSON
+    inline_string: str | None = None
+    environment_variable: str | None = None
+    ONEOFS = (("filename", "inline_bytes", "inline_string", "environment_variable"),)
+
+
+@frozen
+class TypedExtensionConfig:
+    """A named extension with a `typed_config` (Any)."""
+
+    name: str = ""
+    typed_config: Any = any_config()
+
+
+@frozen
+class Node:
+    id: str = ""
+    cluster: str = ""
+    metadata: Mapping[str, Any] | None = struct()
+    locality: Mapping[str, Any] | None = struct()
+
+
+@frozen
+class RegexMatcher:
+    """envoy.type.matcher.v3.RegexMatcher (RE2 in Envoy; Python `re` here, see docs/deviations)."""
+
+    regex: str = fld(required=True)
+    google_re2: Mapping[str, Any] | None = struct()
+
+    def __post_init__(self) -> None:
+        import re
+
+        re.compile(self.regex)
+
+
+@frozen
+class StringMatcher:
+    exact: str | None = None
+    prefix: str | None = None
+    suffix: str | None = None
+    contains: str | None = None
+    safe_regex: RegexMatcher | None = None
+    ignore_case: bool = False
+    REQUIRED_ONEOFS = (("exact", "prefix", "suffix", "contains", "safe_regex"),)
+
+
+@frozen
+class Int64Range:
+    start: int = 0
+    end: int = 0
+
+
+# ---------------------------------------------------------------- access log
+
+
+@frozen
+class SubstitutionFormatString:
+    """How an access-log line is formatted: text with %COMMAND% operators, or a JSON object of them."""
+
+    text_format: str | None = None
+    text_format_source: DataSource | None = None
+    json_format: Mapping[str, Any] | None = struct()
+    omit_empty_values: bool = False
+    content_type: str = ""
+    ONEOFS = (("text_format", "text_format_source", "json_format"),)
+
+
+@typed("envoy.extensions.access_loggers.file.v3.FileAccessLog")
+@frozen
+class FileAccessLog:
+    path: str = fld(required=True)
+    log_format: SubstitutionFormatString | None = None
+    format: str | None = None  # deprecated text form
+    json_format: Mapping[str, Any] | None = struct()  # deprecated JSON form
+    ONEOFS = (("log_format", "format", "json_format"),)
+
+
+@typed("envoy.extensions.access_loggers.stream.v3.StdoutAccessLog")
+@frozen
+class StdoutAccessLog:
+    log_format: SubstitutionFormatString | None = None
+
+
+@typed("envoy.extensions.access_loggers.stream.v3.StderrAccessLog")
+@frozen
+class StderrAccessLog:
+    log_format: SubstitutionFormatString | None = None
+
+
+@frozen
+class AccessLog:
+    name: str = ""
+    typed_config: Any = any_config(required=True)
+
+
+# ---------------------------------------------------------------- routes
+
+
+@frozen
+class HeaderMatcher:
+    """envoy.config.route.v3.HeaderMatcher. Exactly one way to match; `invert_match` flips it."""
+
+    name: str = fld(required=True)
+    exact_match: str | None = None
+    safe_regex_match: RegexMatcher | None = None
+    range_match: Int64Range | None = None
+    present_match: bool | None = None
+    prefix_match: str | None = None
+    suffix_match: str | None = None
+    contains_match: str | None = None
+    string_match: StringMatcher | None = None
+    invert_match: bool = False
+    treat_missing_header_as_empty: bool = False
+    ONEOFS = (
+        (
+            "exact_match",
+            "safe_regex_match",
+            "range_match",
+            "present_match",
+            "prefix_match",
+            "suffix_match",
+            "contains_match",
+            "string_match",
+        ),
+    )
+
+
+@frozen
+class QueryParameterMatcher:
+    name: str = fld(required=True)
+    string_match: StringMatcher | None = None
+    present_match: bool | None = None
+    ONEOFS = (("string_match", "present_match"),)
+
+
+@frozen
+class RouteMatch:
+    prefix: str | None = None
+    path: str | None = None
+    safe_regex: RegexMatcher | None = None
+    path_separated_prefix: str | None = None
+    case_sensitive: bool | None = wrapped()  # default true
+    headers: tuple[HeaderMatcher, ...] = ()
+    query_parameters: tuple[QueryParameterMatcher, ...] = ()
+    runtime_fraction: RuntimeFractionalPercent | None = None
+    REQUIRED_ONEOFS = (("prefix", "path", "safe_regex", "path_separated_prefix"),)
+
+
+@frozen
+class ClusterWeight:
+    name: str = fld(required=True)
+    weight: int = wrapped(0)
+    request_headers_to_add: tuple[HeaderValueOption, ...] = ()
+    request_headers_to_remove: tuple[str, ...] = ()
+    response_headers_to_add: tuple[HeaderValueOption, ...] = ()
+    response_headers_to_remove: tuple[str, ...] = ()
+    typed_per_filter_config: Mapping[str, Any] | None = fld(kind="any_map")
+
+
+@frozen
+class WeightedCluster:
+    clusters: tuple[ClusterWeight, ...] = ()
+    total_weight: int | None = wrapped()  # deprecated: Envoy now uses the sum of weights
+    runtime_key_prefix: str = ""
+
+
+@frozen
+class RegexMatchAndSubstitute:
+    pattern: RegexMatcher | None = fld(required=True)
+    substitution: str = ""
+
+
+@frozen
+class RetryBackOff:
+    """Envoy default: base 25 ms, max 10 × base; jittered exponential (router.proto RetryBackOff)."""
+
+    base_interval: float | None = duration(required=True)
+    max_interval: float | None = duration()
+
+
+@frozen
+class RetryPolicy:
+    """envoy.config.route.v3.RetryPolicy."""
+
+    retry_on: str = ""
+    num_retries: int = wrapped(1)  # Envoy default: 1
+    per_try_timeout: float | None = duration()
+    per_try_idle_timeout: float | None = duration()
+    retry_host_predicate: tuple[TypedExtensionConfig, ...] = ()
+    retry_priority: TypedExtensionConfig | None = None
+    host_selection_retry_max_attempts: int = 1
+    retriable_status_codes: tuple[int, ...] = ()
+    retry_back_off: RetryBackOff | None = None
+    retriable_headers: tuple[HeaderMatcher, ...] = ()
+    retriable_request_headers: tuple[HeaderMatcher, ...] = ()
+
+
+@frozen
+class RequestMirrorPolicy:
+    cluster: str = fld(required=True)
+    runtime_fraction: RuntimeFractionalPercent | None = None
+    trace_sampled: bool | None = wrapped()
+
+
+@frozen
+class HashPolicyHeader:
+    header_name: str = fld(required=True)
+
+
+@frozen
+class HashPolicyCookie:
+    name: str = fld(required=True)
+    ttl: float | None = duration()
+    path: str = ""
+
+
+@frozen
+class HashPolicyConnectionProperties:
+    source_ip: bool = False
+
+
+@frozen
+class HashPolicyQueryParameter:
+    name: str = fld(required=True)
+
+
+@frozen
+class HashPolicy:
+    header: HashPolicyHeader | None = None
+    cookie: HashPolicyCookie | None = None
+    connection_properties: HashPolicyConnectionProperties | None = None
+    query_parameter: HashPolicyQueryParameter | None = None
+    terminal: bool = False
+    REQUIRED_ONEOFS = (("header", "cookie", "connection_properties", "query_parameter"),)
+
+
+@frozen
+class UpgradeConfig:
+    upgrade_type: str = fld(required=True)
+    enabled: bool | None = wrapped()
+
+
+@frozen
+class MaxStreamDuration:
+    max_stream_duration: float | None = duration()
+    grpc_timeout_header_max: float | None = duration()
+    grpc_timeout_header_offset: float | None = duration()
+
+
+@frozen
+class RouteAction:
+    """envoy.config.route.v3.RouteAction: where a matched request goes and how."""
+
+    cluster: str | None = None
+    cluster_header: str | None = None
+    weighted_clusters: WeightedCluster | None = None
+    cluster_not_found_response_code: str = enum("SERVICE_UNAVAILABLE", "NOT_FOUND", "INTERNAL_SERVER_ERROR")
+    prefix_rewrite: str = ""
+    regex_rewrite: RegexMatchAndSubstitute | None = None
+    host_rewrite_literal: str | None = None
+    auto_host_rewrite: bool | None = wrapped()
+    timeout: float | None = duration()  # Envoy default 15 s; 0 disables
+    idle_timeout: float | None = duration()
+    retry_policy: RetryPolicy | None = None
+    request_mirror_policies: tuple[RequestMirrorPolicy, ...] = ()
+    hash_policy: tuple[HashPolicy, ...] = ()
+    upgrade_configs: tuple[UpgradeConfig, ...] = ()
+    max_stream_duration: MaxStreamDuration | None = None
+    priority: str = enum("DEFAULT", "HIGH")
+    REQUIRED_ONEOFS = (("cluster", "cluster_header", "weighted_clusters"),)
+    ONEOFS = (("host_rewrite_literal", "auto_host_rewrite"),)
+
+    @property
+    def effective_timeout(self) -> float:
+        """Envoy: 15 s when unset; 0 means no timeout (returned as 0.0)."""
+        return 15.0 if self.timeout is None else self.timeout
+
+
+@frozen
+class RedirectAction:
+    https_redirect: bool | None = None
+    scheme_redirect: str | None = None
+    host_redirect: str = ""
+    port_redirect: int = 0
+    path_redirect: str | None = None
+    prefix_rewrite: str | None = None
+    regex_rewrite: RegexMatchAndSubstitute | None = None
+    response_code: str = enum("MOVED_PERMANENTLY", "FOUND", "SEE_OTHER", "TEMPORARY_REDIRECT", "PERMANENT_REDIRECT")
+    strip_query: bool = False
+    ONEOFS = (("https_redirect", "scheme_redirect"), ("path_redirect", "prefix_rewrite", "regex_rewrite"))
+
+    STATUS = {
+        "MOVED_PERMANENTLY": 301,
+        "FOUND": 302,
+        "SEE_OTHER": 303,
+        "TEMPORARY_REDIRECT": 307,
+        "PERMANENT_REDIRECT": 308,
+    }
+
+
+@frozen
+class DirectResponseAction:
+    status: int = fld(required=True)
+    body: DataSource | None = None
+
+    def __post_init__(self) -> None:
+        if not 100 <= self.status <= 599:
+            raise ValueError(f"status {self.status} out of range 100..599")
+
+
+@frozen
+class Decorator:
+    operation: str = fld(required=True)
+    propagate: bool | None = wrapped()
+
+
+@frozen
+class Route:
+    name: str = ""
+    match: RouteMatch | None = fld(required=True)
+    route: RouteAction | None = None
+    redirect: RedirectAction | None = None
+    direct_response: DirectResponseAction | None = None
+    decorator: Decorator | None = None
+    metadata: Mapping[str, Any] | None = struct()
+    typed_per_filter_config: Mapping[str, Any] | None = fld(kind="any_map")
+    request_headers_to_add: tuple[HeaderValueOption, ...] = ()
+    request_headers_to_remove: tuple[str, ...] = ()
+    response_headers_to_add: tuple[HeaderValueOption, ...] = ()
+    response_headers_to_remove: tuple[str, ...] = ()
+    REQUIRED_ONEOFS = (("route", "redirect", "direct_response"),)
+
+
+@frozen
+class VirtualHost:
+    name: str = fld(required=True)
+    domains: tuple[str, ...] = fld(required=True)
+    routes: tuple[Route, ...] = ()
+    require_tls: str = enum("NONE", "EXTERNAL_ONLY", "ALL")
+    request_headers_to_add: tuple[HeaderValueOption, ...] = ()
+    request_headers_to_remove: tuple[str, ...] = ()
+    response_headers_to_add: tuple[HeaderValueOption, ...] = ()
+    response_headers_to_remove: tuple[str, ...] = ()
+    retry_policy: RetryPolicy | None = None
+    typed_per_filter_config: Mapping[str, Any] | None = fld(kind="any_map")
+    include_request_attempt_count: bool = False
+    include_attempt_count_in_response: bool = False
+
+
+@typed("envoy.config.route.v3.RouteConfiguration")
+@frozen
+class RouteConfiguration:
+    name: str = ""
+    virtual_hosts: tuple[VirtualHost, ...] = ()
+    request_headers_to_add: tuple[HeaderValueOption, ...] = ()
+    request_headers_to_remove: tuple[str, ...] = ()
+    response_headers_to_add: tuple[HeaderValueOption, ...] = ()
+    response_headers_to_remove: tuple[str, ...] = ()
+    internal_only_headers: tuple[str, ...] = ()
+    validate_clusters: bool | None = wrapped()
+
+
+# ---------------------------------------------------------------- HTTP connection manager
+
+
+@frozen
+class ConfigSource:
+    ads: Mapping[str, Any] | None = struct()
+    api_config_source: Mapping[str, Any] | None = struct()
+    path: str | None = None
+    resource_api_version: str = enum("AUTO", "V2", "V3")
+    initial_fetch_timeout: float | None = duration()
+
+
+@frozen
+class Rds:
+    route_config_name: str = fld(required=True)
+    config_source: ConfigSource | None = None
+
+
+@frozen
+class HttpProtocolOptions:
+    """envoy.config.core.v3.Http1ProtocolOptions (the HCM's `http_protocol_options`)."""
+
+    accept_http_10: bool = False
+    default_host_for_http_10: str = ""
+    allow_absolute_url: bool | None = wrapped()
+    allow_chunked_length: bool = False
+    enable_trailers: bool = False
+
+
+@frozen
+class CommonHttpProtocolOptions:
+    """envoy.config.core.v3.HttpProtocolOptions. `max_headers_count` default 100 (Envoy)."""
+
+    idle_timeout: float | None = duration()  # downstream default 1 h (HCM), upstream default 1 h
+    max_connection_duration: float | None = duration()
+    max_headers_count: int | None = wrapped()
+    max_stream_duration: float | None = duration()
+    headers_with_underscores_action: str = enum("ALLOW", "REJECT_REQUEST", "DROP_HEADER")
+    max_requests_per_connection: int | None = wrapped()
+
+
+@frozen
+class HttpFilter:
+    name: str = fld(required=True)
+    typed_config: Any = any_config()
+    is_optional: bool = False
+
+
+@typed("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager")
+@frozen
+class HttpConnectionManager:
+    """The HTTP connection manager network filter: codec, limits, route table, HTTP filters, access log."""
+
+    stat_prefix: str = fld(required=True)
+    codec_type: str = enum("AUTO", "HTTP1", "HTTP2", "HTTP3")
+    route_config: RouteConfiguration | None = None
+    rds: Rds | None = None
+    http_filters: tuple[HttpFilter, ...] = ()
+    access_log: tuple[AccessLog, ...] = ()
+    common_http_protocol_options: CommonHttpProtocolOptions | None = None
+    http_protocol_options: HttpProtocolOptions | None = None
+    max_request_headers_kb: int | None = wrapped()  # default 60, max 8192
+    request_headers_timeout: float | None = duration()  # default: disabled
+    stream_idle_timeout: float | None = duration()  # default 5 min
+    request_timeout: float | None = duration()  # default: disabled
+    drain_timeout: float | None = duration()
+    delayed_close_timeout: float | None = duration()
+    use_remote_address: bool | None = wrapped()
+    xff_num_trusted_hops: int = 0
+    skip_xff_append: bool = False
+    via: str = ""
+    generate_request_id: bool | None = wrapped()  # default true
+    preserve_external_request_id: bool = False
+    always_set_request_id_in_response: bool = False
+    server_name: str = ""
+    server_header_transformation: str = enum("OVERWRITE", "APPEND_IF_ABSENT", "PASS_THROUGH")
+    normalize_path: bool | None = wrapped()
+    merge_slashes: bool = False
+    upgrade_configs: tuple[UpgradeConfig, ...] = ()
+    forward_client_cert_details: str = enum(
+        "SANITIZE", "FORWARD_ONLY", "APPEND_FORWARD", "SANITIZE_SET", "ALWAYS_FORWARD_ONLY"
+    )
+    REQUIRED_ONEOFS = (("route_config", "rds"),)
+
+    def __post_init__(self) -> None:
+        kb = self.max_request_headers_kb
+        if kb is not None and not 1 <= kb <= 8192:
+            raise ValueError("max_request_headers_kb must be in 1..8192")
+
+    @property
+    def header_limit_bytes(self) -> int:
+        return (self.max_request_headers_kb or 60) * 1024
+
+    @property
+    def max_headers_count(self) -> int:
+        opts = self.common_http_protocol_options
+        return (opts.max_headers_count if opts and opts.max_headers_count else None) or 100
+
+
+@typed("envoy.extensions.filters.http.router.v3.Router")
+@frozen
+class Router:
+    dynamic_stats: bool | None = wrapped()
+    start_child_span: bool = False
+    suppress_envoy_headers: bool = False
+    respect_expected_rq_timeout: bool = False
+    suppress_grpc_request_failure_code_stats: bool = False
+
+
+@frozen
+class FaultDelay:
+    fixed_delay: float | None = duration()
+    header_delay: Mapping[str, Any] | None = struct()
+    percentage: FractionalPercent | None = None
+    REQUIRED_ONEOFS = (("fixed_delay", "header_delay"),)
+
+
+@frozen
+class FaultAbort:
+    http_status: int | None = None
+    grpc_status: int | None = None
+    header_abort: Mapping[str, Any] | None = struct()
+    percentage: FractionalPercent | None = None
+    REQUIRED_ONEOFS = (("http_status", "grpc_status", "header_abort"),)
+
+
+@typed("envoy.extensions.filters.http.fault.v3.HTTPFault")
+@frozen
+class HTTPFault:
+    """envoy.filters.http.fault: inject delays (flag DI) and aborts (flag FI)."""
+
+    delay: FaultDelay | None = None
+    abort: FaultAbort | None = None
+    upstream_cluster: str = ""
+    headers: tuple[HeaderMatcher, ...] = ()
+    downstream_nodes: tuple[str, ...] = ()
+    max_active_faults: int | None = wrapped()
+
+
+# ---------------------------------------------------------------- listeners
+
+
+@frozen
+class Filter:
+    name: str = fld(required=True)
+    typed_config: Any = any_config()
+
+
+@frozen
+class FilterChainMatch:
+    destination_port: int | None = wrapped()
+    server_names: tuple[str, ...] = ()
+    transport_protocol: str = ""
+    application_protocols: tuple[str, ...] = ()
+
+
+@frozen
+class FilterChain:
+    name: str = ""
+    filter_chain_match: FilterChainMatch | None = None
+    filters: tuple[Filter, ...] = ()
+    transport_socket: TypedExtensionConfig | None = None
+
+    @property
+    def http_connection_manager(self) -> HttpConnectionManager | None:
+        for f in self.filters:
+            if isinstance(f.typed_config, HttpConnectionManager):
+                return f.typed_config
+        return None
+
+
+@frozen
+class ListenerFilter:
+    name: str = fld(required=True)
+    typed_config: Any = any_config()
+
+
+@typed("envoy.config.listener.v3.Listener")
+@frozen
+class Listener:
+    name: str = ""
+    address: Address | None = fld(required=True)
+    filter_chains: tuple[FilterChain, ...] = ()
+    default_filter_chain: FilterChain | None = None
+    listener_filters: tuple[ListenerFilter, ...] = ()
+    per_connection_buffer_limit_bytes: int | None = wrapped()
+    traffic_direction: str = enum("UNSPECIFIED", "INBOUND", "OUTBOUND")
+    metadata: Mapping[str, Any] | None = struct()
+    continue_on_listener_filters_timeout: bool = False
+    listener_filters_timeout: float | None = duration()
+    use_original_dst: bool | None = wrapped()
+    bind_to_port: bool | None = wrapped()
+    reuse_port: bool | None = wrapped()
+    enable_reuse_port: bool | None = wrapped()
+
+
+# ---------------------------------------------------------------- clusters and endpoints
+
+
+@frozen
+class Locality:
+    region: str = ""
+    zone: str = ""
+    sub_zone: str = ""
+
+
+@frozen
+class Endpoint:
+    address: Address | None = fld(required=True)
+    hostname: str = ""
+    health_check_config: Mapping[str, Any] | None = struct()
+
+
+@frozen
+class LbEndpoint:
+    endpoint: Endpoint | None = fld(required=True)
+    health_status: str = enum("UNKNOWN", "HEALTHY", "UNHEALTHY", "DRAINING", "TIMEOUT", "DEGRADED")
+    metadata: Mapping[str, Any] | None = struct()
+    load_balancing_weight: int | None = wrapped()  # default 1
+
+
+@frozen
+class LocalityLbEndpoints:
+    locality: Locality | None = None
+    lb_endpoints: tuple[LbEndpoint, ...] = ()
+    load_balancing_weight: int | None = wrapped()
+    priority: int = 0
+
+
+@frozen
+class ClusterLoadAssignmentPolicy:
+    overprovisioning_factor: int | None = wrapped()
+    endpoint_stale_after: float | None = duration()
+
+
+@typed("envoy.config.endpoint.v3.ClusterLoadAssignment")
+@frozen
+class ClusterLoadAssignment:
+    cluster_name: str = fld(required=True)
+    endpoints: tuple[LocalityLbEndpoints, ...] = ()
+    policy: ClusterLoadAssignmentPolicy | None = None
+
+
+@frozen
+class Thresholds:
+    """circuit_breakers.thresholds[]: Envoy's defaults are 1024 each and 3 retries; Istio sets them to
+    2^32-1 ("unlimited") unless a DestinationRule says otherwise."""
+
+    priority: str = enum("DEFAULT", "HIGH")
+    max_connections: int | None = wrapped()
+    max_pending_requests: int | None = wrapped()
+    max_requests: int | None = wrapped()
+    max_retries: int | None = wrapped()
+    max_connection_pools: int | None = wrapped()
+    track_remaining: bool = False
+    retry_budget: Mapping[str, Any] | None = struct()
+
+
+@frozen
+class CircuitBreakers:
+    thresholds: tuple[Thresholds, ...] = ()
+
+
+@frozen
+class OutlierDetection:
+    """envoy.config.cluster.v3.OutlierDetection (defaults from outlier_detection.proto)."""
+
+    consecutive_5xx: int | None = wrapped()  # 5
+    interval: float | None = duration()  # 10 s
+    base_ejection_time: float | None = duration()  # 30 s
+    max_ejection_percent: int | None = wrapped()  # 10
+    enforcing_consecutive_5xx: int | None = wrapped()  # 100
+    enforcing_success_rate: int | None = wrapped()  # 100
+    success_rate_minimum_hosts: int | None = wrapped()  # 5
+    success_rate_request_volume: int | None = wrapped()  # 100
+    success_rate_stdev_factor: int | None = wrapped()  # 1900
+    consecutive_gateway_failure: int | None = wrapped()  # 5
+    enforcing_consecutive_gateway_failure: int | None = wrapped()  # 0
+    split_external_local_origin_errors: bool = False
+    consecutive_local_origin_failure: int | None = wrapped()
+    enforcing_consecutive_local_origin_failure: int | None = wrapped()
+    enforcing_local_origin_success_rate: int | None = wrapped()
+    failure_percentage_threshold: int | None = wrapped()
+    enforcing_failure_percentage: int | None = wrapped()
+    enforcing_failure_percentage_local_origin: int | None = wrapped()
+    failure_percentage_minimum_hosts: int | None = wrapped()
+    failure_percentage_request_volume: int | None = wrapped()
+    max_ejection_time: float | None = duration()  # 300 s
+    max_ejection_time_jitter: float | None = duration()
+    successful_active_health_check_uneject_host: bool | None = wrapped()
+
+
+@frozen
+class CommonLbConfig:
+    healthy_panic_threshold: Percent | None = None  # Envoy default 50 %
+    locality_weighted_lb_config: Mapping[str, Any] | None = struct()
+    zone_aware_lb_config: Mapping[str, Any] | None = struct()
+    update_merge_window: float | None = duration()
+    ignore_new_hosts_until_first_hc: bool = False
+    close_connections_on_host_set_change: bool = False
+
+
+@frozen
+class LeastRequestLbConfig:
+    choice_count: int | None = wrapped()  # default 2
+    active_request_bias: Mapping[str, Any] | None = struct()
+
+
+@frozen
+class RingHashLbConfig:
+    minimum_ring_size: int | None = wrapped()  # 1024
+    maximum_ring_size: int | None = wrapped()  # 8M
+    hash_function: str = enum("XX_HASH", "MURMUR_HASH_2")
+
+
+@frozen
+class MaglevLbConfig:
+    table_size: int | None = wrapped()  # 65537
+
+
+@frozen
+class TcpKeepalive:
+    keepalive_probes: int | None = wrapped()
+    keepalive_time: int | None = wrapped()
+    keepalive_interval: int | None = wrapped()
+
+
+@frozen
+class UpstreamConnectionOptions:
+    tcp_keepalive: TcpKeepalive | None = None
+
+
+@frozen
+class EdsClusterConfig:
+    eds_config: ConfigSource | None = None
+    service_name: str = ""
+
+
+@frozen
+class ExplicitHttpConfig:
+    http_protocol_options: Mapping[str, Any] | None = struct()
+    http2_protocol_options: Mapping[str, Any] | None = struct()
+    ONEOFS = (("http_protocol_options", "http2_protocol_options"),)
+
+
+@typed("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+@frozen
+class UpstreamHttpProtocolOptions:
+    common_http_protocol_options: CommonHttpProtocolOptions | None = None
+    explicit_http_config: ExplicitHttpConfig | None = None
+    use_downstream_protocol_config: Mapping[str, Any] | None = struct()
+    auto_config: Mapping[str, Any] | None = struct()
+
+
+@typed("envoy.config.cluster.v3.Cluster")
+@frozen
+class Cluster:
+    """envoy.config.cluster.v3.Cluster: a named group of upstream hosts and how to talk to them."""
+
+    name: str = fld(required=True)
+    alt_stat_name: str = ""
+    type: str = enum("STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST")
+    eds_cluster_config: EdsClusterConfig | None = None
+    connect_timeout: float | None = duration()  # Envoy default 5 s
+    per_connection_buffer_limit_bytes: int | None = wrapped()  # 1 MiB
+    lb_policy: str = enum("ROUND_ROBIN", "LEAST_REQUEST", "RING_HASH", "RANDOM", "MAGLEV", "CLUSTER_PROVIDED")
+    load_assignment: ClusterLoadAssignment | None = None
+    circuit_breakers: CircuitBreakers | None = None
+    typed_extension_protocol_options: Mapping[str, Any] | None = fld(kind="any_map")
+    max_requests_per_connection: int | None = wrapped()  # deprecated, still honoured
+    common_http_protocol_options: CommonHttpProtocolOptions | None = None  # deprecated
+    http_protocol_options: Mapping[str, Any] | None = struct()  # deprecated
+    http2_protocol_options: Mapping[str, Any] | None = struct()  # deprecated; HTTP/2 upstream unsupported
+    outlier_detection: OutlierDetection | None = None
+    common_lb_config: CommonLbConfig | None = None
+    least_request_lb_config: LeastRequestLbConfig | None = None
+    ring_hash_lb_config: RingHashLbConfig | None = None
+    maglev_lb_config: MaglevLbConfig | None = None
+    dns_lookup_family: str = enum("AUTO", "V4_ONLY", "V6_ONLY", "V4_PREFERRED", "ALL")
+    dns_refresh_rate: float | None = duration()  # 5 s
+    respect_dns_ttl: bool = False
+    upstream_connection_options: UpstreamConnectionOptions | None = None
+    transport_socket: TypedExtensionConfig | None = None
+    metadata: Mapping[str, Any] | None = struct()
+    cleanup_interval: float | None = duration()
+    ignore_health_on_host_removal: bool = False
+
+    @property
+    def effective_connect_timeout(self) -> float:
+        return 5.0 if self.connect_timeout is None else self.connect_timeout
+
+    @property
+    def upstream_http_options(self) -> CommonHttpProtocolOptions | None:
+        """The v3 home (typed_extension_protocol_options) wins over the deprecated cluster field."""
+        opts = (self.typed_extension_protocol_options or {}).get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+        if isinstance(opts, UpstreamHttpProtocolOptions) and opts.common_http_protocol_options:
+            return opts.common_http_protocol_options
+        return self.common_http_protocol_options
+
+    @property
+    def effective_max_requests_per_connection(self) -> int:
+        opts = self.upstream_http_options
+        if opts and opts.max_requests_per_connection:
+            return opts.max_requests_per_connection
+        return self.max_requests_per_connection or 0  # 0 = unlimited
+
+
+# ---------------------------------------------------------------- bootstrap
+
+
+@frozen
+class Admin:
+    address: Address | None = None
+    access_log_path: str = ""
+    access_log: tuple[AccessLog, ...] = ()
+    profile_path: str = ""
+
+
+@frozen
+class StaticResources:
+    listeners: tuple[Listener, ...] = ()
+    clusters: tuple[Cluster, ...] = ()
+    secrets: tuple[Mapping[str, Any], ...] = ()
+
+
+@frozen
+class DynamicResources:
+    lds_config: ConfigSource | None = None
+    cds_config: ConfigSource | None = None
+    ads_config: Mapping[str, Any] | None = struct()
+
+
+@frozen
+class Bootstrap:
+    """envoy.config.bootstrap.v3.Bootstrap (the subset pyproxy runs)."""
+
+    node: Node | None = None
+    admin: Admin | None = None
+    static_resources: StaticResources | None = None
+    dynamic_resources: DynamicResources | None = None
+    layered_runtime: Mapping[str, Any] | None = struct()
+    stats_flush_interval: float | None = duration()

@@ -1,0 +1,110 @@
+"""HTTP header maps as the proxy sees them: ordered, case-insensitive, multi-valued.
+
+Names are stored lower-cased (as Envoy does internally and as HTTP/2 requires); values are `str` decoded as
+latin-1, so any byte a peer sends survives the round trip unchanged (`value.encode("latin-1")`). Order and
+duplicates are kept: `set-cookie` must never be merged, while other repeated request headers are joined
+with "," by `get()` (RFC 9110 §5.3), which is what Envoy does for e.g. `user-agent` (conformance #19).
+
+This is a plain data structure with no I/O; the codec fills it, filters and the router read and edit it.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+
+class Headers:
+    """An ordered multimap of lower-case header names to values."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()):
+        self._items: list[tuple[str, str]] = [(k.lower(), v) for k, v in items]
+
+    @classmethod
+    def from_lowered(cls, items: list[tuple[str, str]]) -> "Headers":
+        """Adopt a list whose names are already lower-case (the codec's fast path)."""
+        h = cls.__new__(cls)
+        h._items = items
+        return h
+
+    # -- reading
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The value of `name`; repeated fields joined with "," (never use for set-cookie)."""
+        found = None
+        for k, v in self._items:
+            if k == name:
+                found = v if found is None else f"{found},{v}"
+        return default if found is None else found
+
+    def get_first(self, name: str) -> str | None:
+        for k, v in self._items:
+            if k == name:
+                return v
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        return [v for k, v in self._items if k == name]
+
+    def __contains__(self, name: object) -> bool:
+        for k, _ in self._items:
+            if k == name:
+                return True
+        return False
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def byte_size(self) -> int:
+        return sum(len(k) + len(v) + 4 for k, v in self._items)
+
+    # -- editing
+    def add(self, name: str, value: str) -> None:
+        self._items.append((name.lower(), value))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every `name` field by one with `value` (keeps the position of the first)."""
+        name = name.lower()
+        out: list[tuple[str, str]] = []
+        placed = False
+        for k, v in self._items:
+            if k == name:
+                if not placed:
+                    out.append((k, value))
+                    placed = True
+            else:
+                out.append((k, v))
+        if not placed:
+            out.append((name, value))
+        self._items = out
+
+    def setdefault(self, name: str, value: str) -> str:
+        current = self.get(name)
+        if current is None:
+            self.add(name, value)
+            return value
+        return current
+
+    def remove(self, name: str) -> bool:
+        name = name.lower()
+        before = len(self._items)
+        self._items = [(k, v) for k, v in self._items if k != name]
+        return len(self._items) != before
+
+    def remove_many(self, names: Iterable[str] | frozenset[str]) -> None:
+        names = names if isinstance(names, frozenset) else frozenset(n.lower() for n in names)
+        self._items = [(k, v) for k, v in self._items if k not in names]
+
+    def copy(self) -> "Headers":
+        return Headers.from_lowered(list(self._items))
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Headers) and other._items == self._items
