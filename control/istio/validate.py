@@ -1,10 +1,36 @@
-"""Schema validation of loaded resources (placeholder: accepts everything; the schema follows)."""
+"""Validate one loaded resource the way Istio's admission webhook and `istioctl validate` do.
+
+Two layers, both pure:
+1. **Schema** (`control.istio.schema`, data): every field's type, required fields, oneofs, enum values,
+   durations, ports, percentages, RE2 regexes, and unknown fields. An unknown field gets a "did you mean"
+   for a misspelling (difflib over the message's fields) or for a misplacement (the same field name exists
+   elsewhere in the resource's message tree, e.g. `consecutive5xxErrors` under
+   `trafficPolicy.connectionPool.http` -> `trafficPolicy.outlierDetection.consecutive5xxErrors`; when
+   several places have it, the one that also has most of the unknown field's siblings wins).
+2. **Rules** (`RULES` below): Istio's semantic checks from `pkg/config/validation` (route/redirect
+   conflicts, weights, retryOn tokens, TLS settings, ...), one small function per message.
+
+Outcome per resource (`Checked`): hard errors (wrong type, invalid value) reject it; unknown fields are
+dropped from the spec and reported (IST0106 error when `strict`, as `istioctl validate` does; a warning
+otherwise, as the Kubernetes API server prunes them); deprecations are IST0002; fields this project does
+not implement yet are PYM0004 warnings, by field.
+
+Regexes: Istio uses RE2. Python's `re` is used as an approximation; RE2's missing features (lookaround,
+backreferences, atomic groups, possessive quantifiers) are rejected explicitly.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+import ipaddress
+import re
+from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable, Iterator, Mapping
 
-from control.istio.messages import Finding
-from control.istio.resources import Resource
+from control.istio import messages as msg
+from control.istio import schema as S
+from control.istio.messages import Finding, Level, finding
+from control.istio.resources import Resource, freeze, thaw
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,5 +39,861 @@ class Checked:
     findings: tuple[Finding, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One problem at a field path (full path, e.g. "spec.http[0].timeout")."""
+
+    path: str
+    kind: str  # "error" (rejects), "unknown", "warning", "info", "deprecated", "unsupported"
+    text: str
+
+
+_INVALID = object()  # a value that failed its type check
+
+
+# --- scalar parsers ---------------------------------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
+                     "m": 60_000_000_000, "h": 3_600_000_000_000}
+
+
+def parse_duration(text: str) -> int:
+    """Go's time.ParseDuration (what gogo jsonpb uses for Istio durations): "1s", "0.5s", "100ms", "1h30m".
+    Returns nanoseconds; raises ValueError."""
+    s = text.strip()
+    if s in ("0", "+0", "-0"):
+        return 0
+    sign = -1 if s.startswith("-") else 1
+    body = s.lstrip("+-")
+    if not body:
+        raise ValueError(f"invalid duration {text!r}")
+    pos, total = 0, Decimal(0)
+    while pos < len(body):
+        m = _DURATION_PART.match(body, pos)
+        if not m:
+            if re.fullmatch(r"\d+(\.\d*)?", body[pos:]):
+                raise ValueError(f"missing unit in duration {text!r} (write e.g. \"{body}s\")")
+            raise ValueError(f"invalid duration {text!r} (units are ns, us, ms, s, m, h; e.g. \"1.5s\", \"100ms\")")
+        try:
+            total += Decimal(m.group(1)) * _DURATION_UNIT_NS[m.group(2)]
+        except InvalidOperation:
+            raise ValueError(f"invalid duration {text!r}") from None
+        pos = m.end()
+    return sign * int(total)
+
+
+def check_duration(value: Any) -> str | None:
+    """Istio's agent.ValidateDuration: a duration string, >= 1ms, to millisecond precision."""
+    if not isinstance(value, str):
+        return f"must be a duration string such as \"5s\" or \"100ms\", not {_describe(value)}"
+    try:
+        ns = parse_duration(value)
+    except ValueError as err:
+        return str(err)
+    if ns < 1_000_000:
+        return f"duration {value!r} must be greater than 1ms"
+    if ns % 1_000_000:
+        return f"duration {value!r}: only durations to ms precision are supported"
+    return None
+
+
+_RE2_UNSUPPORTED = (
+    (re.compile(r"\(\?<?[=!]"), "lookahead/lookbehind"),
+    (re.compile(r"\\[1-9]|\(\?P="), "backreferences"),
+    (re.compile(r"\(\?>"), "atomic groups"),
+    (re.compile(r"[*+?}]\+"), "possessive quantifiers"),
+)
+
+
+def check_regex(value: Any) -> str | None:
+    """An RE2 pattern: Python `re` must compile it and it must not use what RE2 lacks (an approximation)."""
+    if not isinstance(value, str):
+        return f"must be a regular expression string, not {_describe(value)}"
+    for pattern, feature in _RE2_UNSUPPORTED:
+        if pattern.search(value.replace("\\\\", "")):
+            return f"regex {value!r} uses {feature}, which RE2 (Istio's regex engine) does not support"
+    try:
+        re.compile(value)
+    except re.error as err:
+        return f"error parsing regexp {value!r}: {err}; Istio uses RE2 style regex-based match"
+    return None
+
+
+_INT_RANGES = {"int32": (-2**31, 2**31 - 1), "uint32": (0, 2**32 - 1), "int64": (-2**63, 2**63 - 1),
+               "uint64": (0, 2**64 - 1)}
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"number {value}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return type(value).__name__
+
+
+def _scalar(value: Any, typ: str) -> tuple[Any, str | None]:
+    """Check one scalar against its type string; returns (clean value, error or None)."""
+    if typ == "string":
+        return (value, None) if isinstance(value, str) else (value, f"must be a string, not {_describe(value)}")
+    if typ == "bool":
+        return (value, None) if isinstance(value, bool) else (value, f"must be true or false, not {_describe(value)}")
+    if typ in _INT_RANGES or typ == "port":
+        lo, hi = (1, 65535) if typ == "port" else _INT_RANGES[typ]
+        v = value
+        if isinstance(v, str) and typ in ("int64", "uint64") and re.fullmatch(r"-?\d+", v):
+            v = int(v)  # protobuf JSON writes 64-bit integers as strings
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, int):
+            return value, f"must be an integer, not {_describe(value)}"
+        if not lo <= v <= hi:
+            if typ == "port":
+                return value, f"port number {v} must be in the range 1..65535"
+            return value, f"{v} is out of range for {typ} ({lo}..{hi})"
+        return v, None
+    if typ in ("double", "percent"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return value, f"must be a number, not {_describe(value)}"
+        if typ == "percent" and not 0 <= value <= 100:
+            return value, f"percentage {value} must be in the range 0..100"
+        return value, None
+    if typ == "duration":
+        return value, check_duration(value)
+    if typ == "regex":
+        return value, check_regex(value)
+    if typ.startswith("enum:"):
+        allowed = typ[5:].split("|")
+        if isinstance(value, str) and value in allowed:
+            return value, None
+        close = difflib.get_close_matches(str(value).upper(), allowed, n=1, cutoff=0.6) if value is not None else []
+        hint = f"; did you mean {close[0]}?" if close else ""
+        return value, f"invalid value {value!r}; must be one of {', '.join(allowed)}{hint}"
+    if typ in ("struct", "any"):
+        if typ == "struct" and not isinstance(value, Mapping):
+            return value, f"must be an object, not {_describe(value)}"
+        return value, None
+    raise KeyError(typ)  # a schema bug, not user input
+
+
+# --- the schema walker ------------------------------------------------------------------------------------
+
+def _split_type(typ: str) -> tuple[str, bool]:
+    return (typ[:-1], True) if typ.endswith("!") else (typ, False)
+
+
+def _element_message(typ: str) -> str | None:
+    """The message name a field type leads to (through [] and map:), or None for scalars."""
+    t = _split_type(typ)[0]
+    while True:
+        if t.startswith("[]"):
+            t = t[2:]
+        elif t.startswith("map:"):
+            t = t[4:]
+        else:
+            break
+    return t if t in S.MESSAGES else None
+
+
+def _type_step(typ: str) -> str:
+    """How a path goes through a field type: "[]" for repeated, "{}" for maps, "" for a message."""
+    t = _split_type(typ)[0]
+    return "[]" if t.startswith("[]") else ".*" if t.startswith("map:") else ""
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def _message_tree(root: str, max_depth: int = 6) -> Iterator[tuple[str, str]]:
+    """(relative path, message) for every message reachable from `root`, breadth first, without cycles."""
+    queue: list[tuple[str, str, int, frozenset]] = [("", root, 0, frozenset({root}))]
+    while queue:
+        rel, name, depth, seen = queue.pop(0)
+        yield rel, name
+        if depth >= max_depth:
+            continue
+        for field, typ in S.MESSAGES[name].items():
+            child = _element_message(typ)
+            if child and child not in seen:
+                child_rel = f"{rel}.{field}{_type_step(typ)}" if rel else f"{field}{_type_step(typ)}"
+                queue.append((child_rel, child, depth + 1, seen | {child}))
+
+
+def suggest_field(field: str, message: str, siblings: frozenset[str],
+                  ancestors: list[tuple[str, str]], here: str) -> str | None:
+    """'did you mean' for an unknown field: a misplaced field elsewhere in the tree, else a misspelling."""
+    best: tuple[int, int, int, str] | None = None
+    for depth, (anc_path, anc_msg) in enumerate(reversed(ancestors)):
+        for rel, name in _message_tree(anc_msg):
+            if field not in S.MESSAGES[name]:
+                continue
+            where = ".".join(p for p in (anc_path, rel) if p)
+            if where == here:
+                continue
+            score = len(siblings & S.MESSAGES[name].keys())
+            key = (-score, depth, len(rel), where)
+            if best is None or key < best:
+                best = key
+    if best is not None:
+        where = best[3]
+        where = where[len("spec."):] if where.startswith("spec.") else where
+        return f"{where}.{field}" if where else field
+    fields = list(S.MESSAGES[message])
+    camel = _camel(field)
+    if camel in fields and camel != field:
+        return camel
+    close = difflib.get_close_matches(field, fields, n=1, cutoff=0.7)
+    if not close:
+        lowered = {f.lower(): f for f in fields}
+        close = difflib.get_close_matches(field.lower(), list(lowered), n=1, cutoff=0.7)
+        close = [lowered[c] for c in close]
+    return close[0] if close else None
+
+
+class _Walker:
+    """Walks a value against a message type, collecting issues and building the cleaned value."""
+
+    def __init__(self) -> None:
+        self.issues: list[Issue] = []
+
+    def add(self, path: str, kind: str, text: str) -> None:
+        self.issues.append(Issue(path, kind, text))
+
+    def value(self, value: Any, typ: str, path: str, ancestors: list[tuple[str, str]]) -> Any:
+        if typ.startswith("[]"):
+            if not isinstance(value, (list, tuple)):
+                self.add(path, "error", f"must be a list, not {_describe(value)}")
+                return _INVALID
+            out = []
+            for i, item in enumerate(value):
+                item_path = f"{path}[{i}]"
+                if item is None:
+                    self.add(item_path, "error", "list entries cannot be null")
+                    continue
+                out.append(self.value(item, typ[2:], item_path, ancestors))
+            return out
+        if typ.startswith("map:"):
+            if not isinstance(value, Mapping):
+                self.add(path, "error", f"must be an object (a map), not {_describe(value)}")
+                return _INVALID
+            return {str(k): (None if v is None and typ[4:] in S.MESSAGES else
+                             self.value(v, typ[4:], f"{path}.{k}", ancestors))
+                    for k, v in value.items()}
+        if typ in S.MESSAGES:
+            return self.message(value, typ, path, ancestors)
+        clean, error = _scalar(value, typ)
+        if error:
+            self.add(path, "error", error)
+            return _INVALID
+        return clean
+
+    def message(self, value: Any, name: str, path: str, ancestors: list[tuple[str, str]]) -> Any:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.add(path, "error", f"must be an object ({name}), not {_describe(value)}")
+            return _INVALID
+        fields = S.MESSAGES[name]
+        here = ancestors + [(path, name)]
+        unknown = frozenset(k for k in value if str(k) not in fields)
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            key = str(key)
+            field_path = _join(path, key)
+            if key not in fields:
+                if (name, key) in S.OBSOLETE:
+                    self.add(field_path, "deprecated", f"{key} is obsolete: {S.OBSOLETE[(name, key)]}; it is ignored")
+                    continue
+                if name in S.OPEN:
+                    out[key] = item
+                    continue
+                hint = suggest_field(key, name, unknown - {key}, ancestors, path)
+                text = f'unknown field "{key}" in {name}'
+                if hint:
+                    text += f"; did you mean {hint}?"
+                self.add(field_path, "unknown", text)
+                continue
+            typ, _required = _split_type(fields[key])
+            if item is None:  # protobuf JSON: null is "not set"
+                continue
+            cleaned = self.value(item, typ, field_path, here)
+            if cleaned is _INVALID:
+                continue
+            out[key] = cleaned
+            self._notes(name, key, item, field_path)
+        for key, typ in fields.items():
+            if typ.endswith("!") and _is_unset(value.get(key)):
+                self.add(_join(path, key), "error", f"{key} is required")
+        for group in S.ONEOFS.get(name, ()):
+            present = [f for f in group if not _is_unset(value.get(f))]
+            if len(present) > 1:
+                self.add(_join(path, present[1]), "error",
+                         f"only one of {', '.join(group)} may be set (found {' and '.join(present)})")
+        rule = RULES.get(name)
+        if rule is not None:
+            for rel, kind, text in rule(value):
+                self.add(_join(path, rel), kind, text)
+        return out
+
+    def _notes(self, message: str, field: str, value: Any, path: str) -> None:
+        if (message, field) in S.DEPRECATED_FIELDS:
+            self.add(path, "deprecated", f"{field} is deprecated: {S.DEPRECATED_FIELDS[(message, field)]}")
+        if isinstance(value, str) and (message, field, value) in S.DEPRECATED_VALUES:
+            self.add(path, "deprecated", S.DEPRECATED_VALUES[(message, field, value)])
+        if (message, field) in S.UNSUPPORTED:
+            self.add(path, "unsupported", f"{path.removeprefix('spec.')} ({S.UNSUPPORTED[(message, field)]})")
+
+
+def _join(path: str, rel: str) -> str:
+    return f"{path}.{rel}" if path and rel else path or rel
+
+
+def _is_unset(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == () or value == {}
+
+
+# --- Istio's semantic rules (pkg/config/validation), one function per message -----------------------------
+# Each takes the raw message value and yields (relative path, kind, text).
+
+RuleResult = Iterator[tuple[str, str, str]]
+RULES: dict[str, Callable[[Mapping[str, Any]], RuleResult]] = {}
+
+
+def rule(name: str):
+    def register(fn):
+        RULES[name] = fn
+        return fn
+    return register
+
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def _host_error(host: Any) -> str | None:
+    """Istio's ValidateWildcardDomain (or an IP): labels of letters/digits/'-', an optional leading '*'."""
+    if not isinstance(host, str) or not host:
+        return "host must be a non-empty string"
+    try:
+        ipaddress.ip_network(host, strict=False)
+        return None
+    except ValueError:
+        pass
+    if host == "*":
+        return None
+    name = host[2:] if host.startswith("*.") else host[1:] if host.startswith("*") else host
+    if len(host) > 255:
+        return f"domain name {host!r} too long (max 255)"
+    labels = name.split(".")
+    if labels and labels[-1] == "":
+        labels = labels[:-1]  # an FQDN's trailing dot
+    for label in labels:
+        if not _DNS_LABEL.match(label):
+            return f"invalid host {host!r}: {label!r} is not a valid DNS label"
+    return None
+
+
+def _weights(routes: Any, key: str) -> RuleResult:
+    if not isinstance(routes, (list, tuple)):
+        return
+    total = 0
+    for i, dest in enumerate(routes):
+        if not isinstance(dest, Mapping):
+            continue
+        weight = dest.get("weight", 0) or 0
+        if isinstance(weight, int) and not isinstance(weight, bool):
+            if weight < 0:
+                yield f"{key}[{i}].weight", "error", f"weight {weight} < 0"
+            total += weight
+    if len(routes) > 1 and total == 0:
+        yield key, "error", "total destination weight = 0"
+    elif len(routes) > 1 and total != 100:
+        yield key, "info", (f"destination weights add up to {total}, not 100; Istio treats them as relative "
+                            f"shares (each gets weight/{total})")
+
+
+@rule("VirtualService")
+def _virtual_service(vs: Mapping[str, Any]) -> RuleResult:
+    hosts = vs.get("hosts") or ()
+    gateways = vs.get("gateways") or ()
+    if not hosts and gateways:
+        yield "hosts", "error", "virtual service must have at least one host (a delegate VirtualService has no " \
+                                "gateways)"
+    if not any(vs.get(k) for k in ("http", "tcp", "tls")):
+        yield "", "error", "http, tcp or tls must be provided in virtual service"
+    if isinstance(hosts, (list, tuple)):
+        for i, host in enumerate(hosts):
+            if host == "*" and (not gateways or "mesh" in gateways):
+                yield f"hosts[{i}]", "error", "wildcard host * is not allowed for virtual services bound to the mesh gateway"
+            elif (err := _host_error(host)) and host != "*":
+                yield f"hosts[{i}]", "error", err
+
+
+@rule("HTTPRoute")
+def _http_route(http: Mapping[str, Any]) -> RuleResult:
+    has = {k for k in ("route", "redirect", "directResponse", "delegate", "fault", "rewrite") if http.get(k)}
+    if "delegate" in has:
+        for other in ("route", "redirect"):
+            if other in has:
+                yield other, "error", f"root HTTP route must not specify {other} together with delegate"
+    elif "redirect" in has:
+        for other in ("route", "fault", "rewrite", "directResponse"):
+            if other in has:
+                yield other, "error", f"HTTP route cannot contain both {other} and redirect"
+    elif "directResponse" in has:
+        for other in ("route", "fault", "rewrite"):
+            if other in has:
+                yield other, "error", f"HTTP route cannot contain both {other} and directResponse"
+    elif "route" not in has:
+        yield "", "error", "HTTP route, redirect or directResponse is required"
+    yield from _weights(http.get("route"), "route")
+
+
+@rule("TCPRoute")
+def _tcp_route(tcp: Mapping[str, Any]) -> RuleResult:
+    yield from _weights(tcp.get("route"), "route")
+
+
+@rule("TLSRoute")
+def _tls_route(tls: Mapping[str, Any]) -> RuleResult:
+    yield from _weights(tls.get("route"), "route")
+
+
+@rule("Destination")
+def _destination(dest: Mapping[str, Any]) -> RuleResult:
+    host = dest.get("host")
+    if host == "*":
+        yield "host", "error", "invalid destination host *"
+    elif host and (err := _host_error(host)):
+        yield "host", "error", err
+    subset = dest.get("subset")
+    if isinstance(subset, str) and subset and not _DNS1123_LABEL.match(subset):
+        yield "subset", "error", f"subset name is invalid: {subset}"
+
+
+@rule("HTTPRetry")
+def _http_retry(retry: Mapping[str, Any]) -> RuleResult:
+    attempts = retry.get("attempts", 0) or 0
+    if isinstance(attempts, int) and attempts < 0:
+        yield "attempts", "error", "attempts cannot be negative"
+    if attempts == 0 and any(retry.get(k) for k in ("perTryTimeout", "retryOn", "retryRemoteLocalities")):
+        yield "attempts", "error", "http retry policy configured when attempts are set to 0 (disabled)"
+    retry_on = retry.get("retryOn")
+    if isinstance(retry_on, str) and retry_on:
+        for token in retry_on.split(","):
+            if token.isdigit() and 100 <= int(token) <= 599:
+                continue
+            if token not in S.RETRY_ON:
+                close = difflib.get_close_matches(token.strip(), sorted(S.RETRY_ON), n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                yield "retryOn", "error", f"{token!r} is not a valid retryOn policy{hint}"
+
+
+@rule("HTTPFaultInjection")
+def _fault(fault: Mapping[str, Any]) -> RuleResult:
+    if not fault.get("abort") and not fault.get("delay"):
+        yield "", "error", "HTTP fault injection must have an abort and/or a delay"
+
+
+@rule("FaultAbort")
+def _abort(abort: Mapping[str, Any]) -> RuleResult:
+    status = abort.get("httpStatus")
+    if isinstance(status, int) and not isinstance(status, bool) and not 200 <= status <= 600:
+        yield "httpStatus", "error", f"HTTP status {status} is not in range 200-599"
+    grpc = abort.get("grpcStatus")
+    if isinstance(grpc, str) and grpc and grpc not in S.GRPC_STATUSES:
+        yield "grpcStatus", "error", f"gRPC status {grpc!r} is not supported (e.g. NOT_FOUND, UNAVAILABLE)"
+    if abort.get("http2Error"):
+        yield "http2Error", "error", "HTTP/2 abort fault injection not supported yet"
+    if not any(abort.get(k) for k in ("httpStatus", "grpcStatus", "http2Error")):
+        yield "", "warning", "abort configured, but error type not set"
+
+
+@rule("FaultDelay")
+def _delay(delay: Mapping[str, Any]) -> RuleResult:
+    if delay.get("exponentialDelay"):
+        yield "exponentialDelay", "error", "exponentialDelay not supported yet"
+
+
+@rule("HTTPRedirect")
+def _redirect(redirect: Mapping[str, Any]) -> RuleResult:
+    if not any(redirect.get(k) for k in ("uri", "authority", "port", "derivePort", "scheme")):
+        yield "", "error", "redirect must specify URI, authority, scheme, or port"
+    code = redirect.get("redirectCode")
+    if isinstance(code, int) and code and not 300 <= code <= 399:
+        yield "redirectCode", "error", f"{code} is not a valid redirect code, must be 3xx"
+    scheme = redirect.get("scheme")
+    if scheme and scheme not in ("http", "https"):
+        yield "scheme", "error", 'invalid redirect scheme, must be "http" or "https"'
+
+
+@rule("HTTPRewrite")
+def _rewrite(rewrite: Mapping[str, Any]) -> RuleResult:
+    if not any(rewrite.get(k) for k in ("uri", "uriRegexRewrite", "authority")):
+        yield "", "error", "rewrite must specify at least one of uri, uriRegexRewrite, or authority"
+
+
+@rule("RegexRewrite")
+def _regex_rewrite(rw: Mapping[str, Any]) -> RuleResult:
+    if not rw.get("match") or not rw.get("rewrite"):
+        yield "", "error", "uriRegexRewrite requires both rewrite and match fields to be specified"
+
+
+@rule("HTTPDirectResponse")
+def _direct_response(dr: Mapping[str, Any]) -> RuleResult:
+    status = dr.get("status")
+    if isinstance(status, int) and not isinstance(status, bool) and not 200 <= status <= 600:
+        yield "status", "error", f"HTTP status {status} is not in range 200-599"
+
+
+@rule("CorsPolicy")
+def _cors(cors: Mapping[str, Any]) -> RuleResult:
+    max_age = cors.get("maxAge")
+    if isinstance(max_age, str) and check_duration(max_age) is None and parse_duration(max_age) % 1_000_000_000:
+        yield "maxAge", "error", "max_age duration is accurate only to seconds precision"
+
+
+@rule("DestinationRule")
+def _destination_rule(dr: Mapping[str, Any]) -> RuleResult:
+    host = dr.get("host")
+    if isinstance(host, str) and host and (err := _host_error(host)):
+        yield "host", "error", err
+    seen: set[str] = set()
+    for i, subset in enumerate(dr.get("subsets") or ()):
+        name = subset.get("name") if isinstance(subset, Mapping) else None
+        if isinstance(name, str) and name:
+            if name in seen:
+                yield f"subsets[{i}].name", "error", f"duplicate subset names: {name}"
+            seen.add(name)
+
+
+@rule("Subset")
+def _subset(subset: Mapping[str, Any]) -> RuleResult:
+    name = subset.get("name")
+    if isinstance(name, str) and name and not _DNS1123_LABEL.match(name):
+        yield "name", "error", f"subset name is invalid: {name}"
+
+
+@rule("TrafficPolicy")
+def _traffic_policy(tp: Mapping[str, Any]) -> RuleResult:
+    if not any(not _is_unset(v) for v in tp.values()):
+        yield "", "error", "traffic policy must have at least one field"
+
+
+@rule("ConnectionPoolSettings")
+def _connection_pool(cp: Mapping[str, Any]) -> RuleResult:
+    if _is_unset(cp.get("tcp")) and _is_unset(cp.get("http")):
+        yield "", "error", "connection pool must have at least one field (tcp or http)"
+
+
+def _non_negative(fields: tuple[str, ...]) -> Callable[[Mapping[str, Any]], RuleResult]:
+    def check(value: Mapping[str, Any]) -> RuleResult:
+        for f in fields:
+            v = value.get(f)
+            if isinstance(v, int) and not isinstance(v, bool) and v < 0:
+                yield f, "error", f"{f} must be non-negative"
+    return check
+
+
+RULES["TCPSettings"] = _non_negative(("maxConnections",))
+RULES["HTTPSettings"] = _non_negative(("http1MaxPendingRequests", "http2MaxRequests", "maxRequestsPerConnection",
+                                       "maxRetries", "maxConcurrentStreams"))
+
+
+@rule("OutlierDetection")
+def _outlier(od: Mapping[str, Any]) -> RuleResult:
+    yield from _non_negative(("consecutiveErrors",))(od)
+    if od.get("consecutiveLocalOriginFailures") and not od.get("splitExternalLocalOriginErrors"):
+        yield "consecutiveLocalOriginFailures", "error", (
+            "consecutive local origin failures is specified, but split external local origin errors is set "
+            "to false")
+
+
+@rule("ClientTLSSettings")
+def _client_tls(tls: Mapping[str, Any]) -> RuleResult:
+    mode = tls.get("mode")
+    if mode == "MUTUAL" and not tls.get("credentialName"):
+        if not tls.get("clientCertificate"):
+            yield "clientCertificate", "error", "client certificate required for mutual tls"
+        if not tls.get("privateKey"):
+            yield "privateKey", "error", "private key required for mutual tls"
+    if mode == "ISTIO_MUTUAL":
+        for f in ("clientCertificate", "privateKey", "caCertificates", "credentialName", "subjectAltNames", "sni"):
+            if tls.get(f):
+                yield f, "error", f"cannot specify {f} with ISTIO_MUTUAL: Istio manages the certificates"
+
+
+@rule("Gateway")
+def _gateway(gw: Mapping[str, Any]) -> RuleResult:
+    names: set[str] = set()
+    for i, server in enumerate(gw.get("servers") or ()):
+        name = server.get("name") if isinstance(server, Mapping) else None
+        if name:
+            if name in names:
+                yield f"servers[{i}].name", "error", f"server names must be unique: {name}"
+            names.add(name)
+
+
+def _namespaced_hosts(hosts: Any, what: str) -> RuleResult:
+    for i, host in enumerate(hosts or ()):
+        if not isinstance(host, str):
+            continue
+        ns, slash, name = host.rpartition("/")
+        if slash and ns not in ("*", ".", "~") and not _DNS1123_LABEL.match(ns):
+            yield f"hosts[{i}]", "error", f"invalid namespace {ns!r} in {what} host {host!r}"
+        if name != "*" and (err := _host_error(name)):
+            yield f"hosts[{i}]", "error", err
+
+
+@rule("Server")
+def _server(server: Mapping[str, Any]) -> RuleResult:
+    yield from _namespaced_hosts(server.get("hosts"), "server")
+    port = server.get("port") if isinstance(server.get("port"), Mapping) else {}
+    protocol = str(port.get("protocol") or "").upper()
+    tls = server.get("tls") if isinstance(server.get("tls"), Mapping) else None
+    if protocol in ("HTTPS", "TLS") and tls is None:
+        yield "tls", "error", f"server must have TLS settings for HTTPS/TLS protocols (port {port.get('number')})"
+    if protocol == "HTTP" and tls is not None and any(k != "httpsRedirect" and v for k, v in tls.items()):
+        yield "tls", "error", "server cannot have TLS settings for plain text HTTP ports (only httpsRedirect)"
+
+
+def _protocol(port: Mapping[str, Any]) -> RuleResult:
+    protocol = port.get("protocol")
+    if isinstance(protocol, str) and protocol and protocol.upper() not in S.PROTOCOLS:
+        close = difflib.get_close_matches(protocol.upper(), sorted(S.PROTOCOLS), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        yield "protocol", "error", f"unrecognized protocol {protocol!r}{hint}"
+
+
+RULES["GatewayPort"] = _protocol
+RULES["SidecarPort"] = _protocol
+RULES["ServicePort"] = _protocol
+
+
+@rule("ServerTLSSettings")
+def _server_tls(tls: Mapping[str, Any]) -> RuleResult:
+    mode = tls.get("mode")
+    has_credential = bool(tls.get("credentialName") or tls.get("credentialNames") or tls.get("tlsCertificates"))
+    if mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL") and not has_credential:
+        if not tls.get("serverCertificate"):
+            yield "serverCertificate", "error", f"{mode} TLS requires a server certificate (or credentialName)"
+        if not tls.get("privateKey"):
+            yield "privateKey", "error", f"{mode} TLS requires a private key (or credentialName)"
+        if mode != "SIMPLE" and not tls.get("caCertificates"):
+            yield "caCertificates", "error", f"{mode} TLS requires caCertificates (or credentialName)"
+    if mode == "ISTIO_MUTUAL":
+        for f in ("serverCertificate", "privateKey", "caCertificates", "credentialName"):
+            if tls.get(f):
+                yield f, "error", f"cannot have associated {f} in ISTIO_MUTUAL mode"
+
+
+@rule("ServiceEntry")
+def _service_entry(se: Mapping[str, Any]) -> RuleResult:
+    resolution = se.get("resolution") or "NONE"
+    hosts = se.get("hosts") or ()
+    for i, host in enumerate(hosts):
+        if host == "*":
+            yield f"hosts[{i}]", "error", "invalid host *"
+        elif isinstance(host, str) and (err := _host_error(host)):
+            yield f"hosts[{i}]", "error", err
+        elif isinstance(host, str) and host.startswith("*") and resolution in ("DNS", "DNS_ROUND_ROBIN") \
+                and not se.get("endpoints"):
+            yield f"hosts[{i}]", "error", f"wildcard host {host} cannot be resolved with {resolution} resolution " \
+                                          f"without endpoints"
+    endpoints = se.get("endpoints") or ()
+    if resolution == "NONE" and endpoints:
+        yield "endpoints", "error", "no endpoints should be provided for resolution type none"
+    if resolution == "STATIC" and not endpoints and not se.get("workloadSelector"):
+        yield "endpoints", "error", "endpoints or workloadSelector must be provided for resolution type STATIC"
+    if resolution == "DNS_ROUND_ROBIN" and len(endpoints) > 1:
+        yield "endpoints", "error", "there must only be 0 or 1 endpoint for resolution mode DNS_ROUND_ROBIN"
+    numbers: set[int] = set()
+    names: set[str] = set()
+    for i, port in enumerate(se.get("ports") or ()):
+        if not isinstance(port, Mapping):
+            continue
+        number, name = port.get("number"), port.get("name")
+        if number in numbers:
+            yield f"ports[{i}].number", "error", f"service entry port {number} already defined"
+        if name in names:
+            yield f"ports[{i}].name", "error", f"service entry port name {name} already defined"
+        numbers.add(number)
+        names.add(name)
+
+
+@rule("WorkloadEntry")
+def _workload_entry(we: Mapping[str, Any]) -> RuleResult:
+    if not we.get("address") and not we.get("network"):
+        yield "address", "error", "address is required"
+
+
+@rule("IstioEgressListener")
+def _egress(listener: Mapping[str, Any]) -> RuleResult:
+    for i, host in enumerate(listener.get("hosts") or ()):
+        if isinstance(host, str) and "/" not in host:
+            yield f"hosts[{i}]", "error", f"sidecar: host {host!r} must be of form namespace/dnsName"
+    yield from _namespaced_hosts(listener.get("hosts"), "egress")
+
+
+@rule("Sidecar")
+def _sidecar(sc: Mapping[str, Any]) -> RuleResult:
+    if all(_is_unset(sc.get(k)) for k in ("egress", "ingress", "outboundTrafficPolicy", "inboundConnectionPool")):
+        yield "", "error", "sidecar: empty configuration provided"
+
+
+@rule("PeerAuthentication")
+def _peer_authentication(pa: Mapping[str, Any]) -> RuleResult:
+    port_level = pa.get("portLevelMtls")
+    if port_level is not None:
+        selector = pa.get("selector") or {}
+        if not (isinstance(selector, Mapping) and selector.get("matchLabels")):
+            yield "portLevelMtls", "error", "portLevelMtls requires selector"
+        if isinstance(port_level, Mapping):
+            if not port_level:
+                yield "portLevelMtls", "error", "port level mtls must have at least one entry"
+            for port in port_level:
+                if not (str(port).isdigit() and 1 <= int(port) <= 65535):
+                    yield f"portLevelMtls.{port}", "error", f"port {port!r} must be a number in 1..65535"
+
+
+@rule("AuthorizationPolicy")
+def _authorization_policy(ap: Mapping[str, Any]) -> RuleResult:
+    action = ap.get("action") or "ALLOW"
+    if action == "CUSTOM" and not ap.get("provider"):
+        yield "provider", "error", "CUSTOM action requires a provider"
+    if action != "CUSTOM" and ap.get("provider"):
+        yield "provider", "error", f"provider can be set only with the CUSTOM action, not {action}"
+
+
+@rule("Source")
+def _source(src: Mapping[str, Any]) -> RuleResult:
+    if (src.get("serviceAccounts") or src.get("notServiceAccounts")) and (
+            src.get("principals") or src.get("notPrincipals") or src.get("namespaces") or src.get("notNamespaces")):
+        yield "serviceAccounts", "error", "serviceAccounts cannot be combined with principals or namespaces"
+    for f in ("principals", "notPrincipals"):
+        for i, p in enumerate(src.get(f) or ()):
+            if isinstance(p, str) and p.startswith("spiffe://"):
+                yield f"{f}[{i}]", "error", f"{f} must not include the spiffe:// prefix: {p}"
+
+
+@rule("Operation")
+def _operation(op: Mapping[str, Any]) -> RuleResult:
+    for f in ("ports", "notPorts"):
+        for i, p in enumerate(op.get(f) or ()):
+            if not (isinstance(p, str) and p.isdigit() and 1 <= int(p) <= 65535):
+                yield f"{f}[{i}]", "error", f"invalid port {p!r}: ports are strings of a number in 1..65535"
+
+
+@rule("Condition")
+def _condition(cond: Mapping[str, Any]) -> RuleResult:
+    if not cond.get("values") and not cond.get("notValues"):
+        yield "", "error", f"at least one of values or notValues must be set for key {cond.get('key')}"
+
+
+@rule("JWTRule")
+def _jwt_rule(jwt: Mapping[str, Any]) -> RuleResult:
+    uri = jwt.get("jwksUri")
+    if isinstance(uri, str) and uri and not re.match(r"^https?://[^/\s]+", uri):
+        yield "jwksUri", "error", f"jwksUri {uri!r} is not a valid http(s) URL"
+
+
+@rule("Tracing")
+def _tracing(tracing: Mapping[str, Any]) -> RuleResult:
+    providers = tracing.get("providers") or ()
+    if isinstance(providers, (list, tuple)) and len(providers) > 1:
+        yield "providers", "error", "multiple providers is not currently supported"
+
+
+_CEL_ROOTS = ("request", "response", "source", "destination", "connection", "upstream", "xds", "node",
+              "filter_state", "metadata")
+
+
+@rule("TagOverride")
+def _tag_override(tag: Mapping[str, Any]) -> RuleResult:
+    operation = tag.get("operation") or "UPSERT"
+    value = tag.get("value")
+    if operation == "UPSERT" and not value:
+        yield "value", "error", "value must be set when operation is UPSERT"
+    if operation == "REMOVE" and value:
+        yield "value", "error", "value must only be set when operation is UPSERT"
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value) \
+            and value not in _CEL_ROOTS and value not in ("true", "false", "null"):
+        yield "value", "warning", (
+            f"value is a CEL expression: {value} is read as an attribute name, not a string; "
+            f"to set the literal write \"'{value}'\"")
+    elif isinstance(value, str) and re.fullmatch(r"[A-Za-z_][\w-]*-[\w-]*", value):
+        yield "value", "warning", (
+            f"value is a CEL expression: {value} parses as a subtraction of attribute names; "
+            f"to set the literal write \"'{value}'\"")
+
+
+@rule("IstioOperator")
+def _istio_operator(iop: Mapping[str, Any]) -> RuleResult:
+    profile = iop.get("profile")
+    if isinstance(profile, str) and profile and profile not in S.PROFILES and "/" not in profile:
+        close = difflib.get_close_matches(profile, sorted(S.PROFILES), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        yield "profile", "error", (f"profile {profile!r} is not a built-in Istio profile "
+                                   f"({', '.join(sorted(S.PROFILES))}){hint}")
+
+
+# --- resource entry point ---------------------------------------------------------------------------------
+
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+_KIND_TO_FINDING = {
+    "error": (msg.SCHEMA_VALIDATION_ERROR, None),
+    "warning": (msg.SCHEMA_WARNING, None),
+    "info": (msg.SCHEMA_WARNING, Level.INFO),
+    "deprecated": (msg.DEPRECATED, None),
+    "unsupported": (msg.UNSUPPORTED_FIELD, None),
+}
+
+
+def check_spec(kind: str, spec: Any, root: str = "spec") -> tuple[Any, list[Issue]]:
+    """Validate a kind's spec (pure, no Resource needed). Returns (cleaned spec, issues)."""
+    walker = _Walker()
+    cleaned = walker.message(spec, S.KIND_MESSAGE[kind], root, [])
+    return cleaned, walker.issues
+
+
 def validate_resource(resource: Resource, *, strict: bool = False) -> Checked:
-    return Checked(resource, ())
+    """Validate one resource; return it (unknown fields dropped) or None if a hard error rejects it."""
+    message = S.KIND_MESSAGE.get(resource.kind)
+    if message is None:
+        return Checked(resource, ())
+    root = "spec" if "spec" in resource.lines or resource.kind not in ("ServiceAccount", "Namespace") else ""
+    cleaned, issues = check_spec(resource.kind, thaw(resource.spec), root)
+    if not _NAME.match(resource.name) or len(resource.name) > 253:
+        issues.append(Issue("metadata.name", "error",
+                            f"invalid name {resource.name!r}: must be a lowercase RFC 1123 subdomain"))
+    if resource.namespace and not _DNS1123_LABEL.match(resource.namespace):
+        issues.append(Issue("metadata.namespace", "error", f"invalid namespace {resource.namespace!r}"))
+    findings = []
+    rejected = False
+    for issue in issues:
+        where = dict(file=resource.source.file, line=resource.line_of(issue.path), resource=resource.key,
+                     path=issue.path)
+        if issue.kind == "unknown":
+            if strict:
+                findings.append(finding(msg.SCHEMA_VALIDATION_ERROR, f"{issue.path}: {issue.text}", **where))
+            else:
+                findings.append(finding(msg.UNKNOWN_FIELD_DROPPED, f"{issue.path}: {issue.text} (ignored)", **where))
+            continue
+        type_, level = _KIND_TO_FINDING[issue.kind]
+        text = issue.text if issue.kind == "unsupported" else f"{issue.path}: {issue.text}"
+        findings.append(finding(type_, text, level=level, **where))
+        rejected = rejected or issue.kind == "error"
+    if rejected:
+        return Checked(None, tuple(findings))
+    return Checked(replace(resource, spec=freeze(cleaned)), tuple(findings))

@@ -1,0 +1,359 @@
+"""Istio's API schema as data: message -> field (lowerCamelCase JSON name) -> type.
+
+Taken from the istio/api protos (networking/v1alpha3/{virtual_service,destination_rule,gateway,service_entry,
+sidecar,workload_entry}.proto, security/v1beta1/{peer_authentication,authorization_policy,
+request_authentication}.proto, telemetry/v1alpha1/telemetry.proto, mesh/v1alpha1/config.proto and
+operator/v1alpha1/operator.proto) and the Kubernetes core/apps types for the few fields the mesh reads.
+v1alpha3, v1beta1 and v1 of an Istio kind share one schema, as they do in Istio.
+
+Type strings (read by `control.istio.validate`):
+    string bool int32 uint32 int64 uint64 double   protobuf scalars (JSON forms)
+    duration        Go/gogo-jsonpb duration string ("1s", "0.5s", "100ms", "1h30m"); >= 1ms, ms precision
+    port            uint32 in 1..65535 (Istio's ValidatePort)
+    percent         double in 0..100
+    regex           an RE2 regular expression (checked with Python `re` plus RE2's missing features)
+    enum:A|B|C      a protobuf enum, by name
+    []T             repeated T;   map:T  map<string, T>
+    struct          google.protobuf.Struct / free-form (not checked inside)
+    any             anything (Kubernetes fields the mesh does not read)
+    Name            another message in MESSAGES
+A trailing "!" marks a field Istio's validation requires. ONEOFS lists fields of which at most one may be set.
+OPEN marks messages whose unknown fields are not an error (Kubernetes objects we read only partly).
+"""
+from __future__ import annotations
+
+_TLS_VERSION = "enum:TLS_AUTO|TLSV1_0|TLSV1_1|TLSV1_2|TLSV1_3"
+_WORKLOAD_MODE = "enum:CLIENT_AND_SERVER|CLIENT|SERVER"
+_ISTIO_METRIC = ("enum:ALL_METRICS|REQUEST_COUNT|REQUEST_DURATION|REQUEST_SIZE|RESPONSE_SIZE|"
+                 "TCP_OPENED_CONNECTIONS|TCP_CLOSED_CONNECTIONS|TCP_SENT_BYTES|TCP_RECEIVED_BYTES|"
+                 "GRPC_REQUEST_MESSAGES|GRPC_RESPONSE_MESSAGES")
+
+MESSAGES: dict[str, dict[str, str]] = {
+    # ---- common ------------------------------------------------------------------------------------------
+    "WorkloadSelector": {"matchLabels": "map:string"},
+    "PolicyTargetReference": {"group": "string", "kind": "string!", "name": "string!", "namespace": "string"},
+    "StringMatch": {"exact": "string", "prefix": "string", "regex": "regex"},
+    "Percent": {"value": "percent"},
+    "PortSelector": {"number": "port"},
+    "Destination": {"host": "string!", "subset": "string", "port": "PortSelector"},
+    "Headers": {"request": "HeaderOperations", "response": "HeaderOperations"},
+    "HeaderOperations": {"set": "map:string", "add": "map:string", "remove": "[]string"},
+
+    # ---- networking: VirtualService ----------------------------------------------------------------------
+    "VirtualService": {"hosts": "[]string", "gateways": "[]string", "http": "[]HTTPRoute", "tls": "[]TLSRoute",
+                       "tcp": "[]TCPRoute", "exportTo": "[]string"},
+    "HTTPRoute": {"name": "string", "match": "[]HTTPMatchRequest", "route": "[]HTTPRouteDestination",
+                  "redirect": "HTTPRedirect", "directResponse": "HTTPDirectResponse", "delegate": "Delegate",
+                  "rewrite": "HTTPRewrite", "timeout": "duration", "retries": "HTTPRetry",
+                  "fault": "HTTPFaultInjection", "mirror": "Destination", "mirrors": "[]HTTPMirrorPolicy",
+                  "mirrorPercent": "uint32", "mirrorPercentage": "Percent", "corsPolicy": "CorsPolicy",
+                  "headers": "Headers"},
+    "HTTPMatchRequest": {"name": "string", "uri": "StringMatch", "scheme": "StringMatch", "method": "StringMatch",
+                         "authority": "StringMatch", "headers": "map:StringMatch", "port": "port",
+                         "sourceLabels": "map:string", "gateways": "[]string", "queryParams": "map:StringMatch",
+                         "ignoreUriCase": "bool", "withoutHeaders": "map:StringMatch",
+                         "sourceNamespace": "string", "statPrefix": "string"},
+    "HTTPRouteDestination": {"destination": "Destination!", "weight": "int32", "headers": "Headers"},
+    "RouteDestination": {"destination": "Destination!", "weight": "int32"},
+    "Delegate": {"name": "string", "namespace": "string"},
+    "HTTPRedirect": {"uri": "string", "authority": "string", "port": "port",
+                     "derivePort": "enum:FROM_PROTOCOL_DEFAULT|FROM_REQUEST_PORT", "scheme": "string",
+                     "redirectCode": "uint32"},
+    "HTTPDirectResponse": {"status": "uint32!", "body": "HTTPBody"},
+    "HTTPBody": {"string": "string", "bytes": "string"},
+    "HTTPRewrite": {"uri": "string", "authority": "string", "uriRegexRewrite": "RegexRewrite"},
+    "RegexRewrite": {"match": "regex", "rewrite": "string"},
+    "HTTPRetry": {"attempts": "int32", "perTryTimeout": "duration", "retryOn": "string",
+                  "retryRemoteLocalities": "bool", "retryIgnorePreviousHosts": "bool", "backoff": "duration"},
+    "CorsPolicy": {"allowOrigins": "[]StringMatch", "allowOrigin": "[]string", "allowMethods": "[]string",
+                   "allowHeaders": "[]string", "exposeHeaders": "[]string", "maxAge": "duration",
+                   "allowCredentials": "bool", "unmatchedPreflights": "enum:UNSPECIFIED|FORWARD|IGNORE"},
+    "HTTPFaultInjection": {"delay": "FaultDelay", "abort": "FaultAbort"},
+    "FaultDelay": {"fixedDelay": "duration", "exponentialDelay": "duration", "percentage": "Percent",
+                   "percent": "int32"},
+    "FaultAbort": {"httpStatus": "int32", "grpcStatus": "string", "http2Error": "string", "percentage": "Percent"},
+    "HTTPMirrorPolicy": {"destination": "Destination!", "percentage": "Percent"},
+    "TLSRoute": {"match": "[]TLSMatchAttributes!", "route": "[]RouteDestination"},
+    "TLSMatchAttributes": {"sniHosts": "[]string!", "destinationSubnets": "[]string", "port": "port",
+                           "sourceLabels": "map:string", "gateways": "[]string", "sourceNamespace": "string"},
+    "TCPRoute": {"match": "[]L4MatchAttributes", "route": "[]RouteDestination"},
+    "L4MatchAttributes": {"destinationSubnets": "[]string", "port": "port", "sourceSubnet": "string",
+                          "sourceLabels": "map:string", "gateways": "[]string", "sourceNamespace": "string"},
+
+    # ---- networking: DestinationRule ---------------------------------------------------------------------
+    "DestinationRule": {"host": "string!", "trafficPolicy": "TrafficPolicy", "subsets": "[]Subset",
+                        "exportTo": "[]string", "workloadSelector": "WorkloadSelector"},
+    "TrafficPolicy": {"loadBalancer": "LoadBalancerSettings", "connectionPool": "ConnectionPoolSettings",
+                      "outlierDetection": "OutlierDetection", "tls": "ClientTLSSettings",
+                      "portLevelSettings": "[]PortTrafficPolicy", "tunnel": "TunnelSettings",
+                      "proxyProtocol": "ProxyProtocol", "retryBudget": "RetryBudget"},
+    "PortTrafficPolicy": {"port": "PortSelector", "loadBalancer": "LoadBalancerSettings",
+                          "connectionPool": "ConnectionPoolSettings", "outlierDetection": "OutlierDetection",
+                          "tls": "ClientTLSSettings"},
+    "Subset": {"name": "string!", "labels": "map:string", "trafficPolicy": "TrafficPolicy"},
+    "LoadBalancerSettings": {
+        "simple": "enum:UNSPECIFIED|LEAST_CONN|RANDOM|PASSTHROUGH|ROUND_ROBIN|LEAST_REQUEST",
+        "consistentHash": "ConsistentHashLB", "localityLbSetting": "LocalityLoadBalancerSetting",
+        "warmupDurationSecs": "duration", "warmup": "WarmupConfiguration"},
+    "ConsistentHashLB": {"httpHeaderName": "string", "httpCookie": "HTTPCookie", "useSourceIp": "bool",
+                         "httpQueryParameterName": "string", "ringHash": "RingHash", "maglev": "MagLev",
+                         "minimumRingSize": "uint64"},
+    "HTTPCookie": {"name": "string!", "path": "string", "ttl": "duration", "attributes": "[]CookieAttribute"},
+    "CookieAttribute": {"name": "string!", "value": "string"},
+    "RingHash": {"minimumRingSize": "uint64"},
+    "MagLev": {"tableSize": "uint64"},
+    "LocalityLoadBalancerSetting": {"distribute": "[]LocalityDistribute", "failover": "[]LocalityFailover",
+                                    "failoverPriority": "[]string", "enabled": "bool"},
+    "LocalityDistribute": {"from": "string", "to": "map:uint32"},
+    "LocalityFailover": {"from": "string", "to": "string"},
+    "WarmupConfiguration": {"duration": "duration!", "minimumPercent": "percent", "aggression": "double"},
+    "ConnectionPoolSettings": {"tcp": "TCPSettings", "http": "HTTPSettings"},
+    "TCPSettings": {"maxConnections": "int32", "connectTimeout": "duration", "tcpKeepalive": "TcpKeepalive",
+                    "maxConnectionDuration": "duration", "idleTimeout": "duration"},
+    "TcpKeepalive": {"probes": "uint32", "time": "duration", "interval": "duration"},
+    "HTTPSettings": {"http1MaxPendingRequests": "int32", "http2MaxRequests": "int32",
+                     "maxRequestsPerConnection": "int32", "maxRetries": "int32", "idleTimeout": "duration",
+                     "h2UpgradePolicy": "enum:DEFAULT|DO_NOT_UPGRADE|UPGRADE", "useClientProtocol": "bool",
+                     "maxConcurrentStreams": "int32"},
+    "OutlierDetection": {"splitExternalLocalOriginErrors": "bool", "consecutiveLocalOriginFailures": "uint32",
+                         "consecutiveGatewayErrors": "uint32", "consecutive5xxErrors": "uint32",
+                         "consecutiveErrors": "int32", "interval": "duration", "baseEjectionTime": "duration",
+                         "maxEjectionPercent": "percent", "minHealthPercent": "percent"},
+    "ClientTLSSettings": {"mode": "enum:DISABLE|SIMPLE|MUTUAL|ISTIO_MUTUAL", "clientCertificate": "string",
+                          "privateKey": "string", "caCertificates": "string", "credentialName": "string",
+                          "subjectAltNames": "[]string", "sni": "string", "insecureSkipVerify": "bool",
+                          "caCrl": "string"},
+    "TunnelSettings": {"protocol": "enum:CONNECT|POST", "targetHost": "string!", "targetPort": "port"},
+    "ProxyProtocol": {"version": "enum:V1|V2"},
+    "RetryBudget": {"percent": "percent", "minRetryConcurrency": "uint32"},
+
+    # ---- networking: Gateway -----------------------------------------------------------------------------
+    "Gateway": {"servers": "[]Server!", "selector": "map:string"},
+    "Server": {"port": "GatewayPort!", "bind": "string", "hosts": "[]string!", "tls": "ServerTLSSettings",
+               "defaultEndpoint": "string", "name": "string"},
+    "GatewayPort": {"number": "port!", "protocol": "string!", "name": "string!", "targetPort": "uint32"},
+    "ServerTLSSettings": {
+        "httpsRedirect": "bool",
+        "mode": "enum:PASSTHROUGH|SIMPLE|MUTUAL|AUTO_PASSTHROUGH|ISTIO_MUTUAL|OPTIONAL_MUTUAL",
+        "serverCertificate": "string", "privateKey": "string", "caCertificates": "string", "caCrl": "string",
+        "credentialName": "string", "credentialNames": "[]string", "tlsCertificates": "[]TLSCertificate",
+        "subjectAltNames": "[]string", "verifyCertificateSpki": "[]string", "verifyCertificateHash": "[]string",
+        "minProtocolVersion": _TLS_VERSION, "maxProtocolVersion": _TLS_VERSION, "cipherSuites": "[]string"},
+    "TLSCertificate": {"serverCertificate": "string", "privateKey": "string", "caCertificates": "string"},
+
+    # ---- networking: ServiceEntry, WorkloadEntry, Sidecar ------------------------------------------------
+    "ServiceEntry": {"hosts": "[]string!", "addresses": "[]string", "ports": "[]ServicePort",
+                     "location": "enum:MESH_EXTERNAL|MESH_INTERNAL",
+                     "resolution": "enum:NONE|STATIC|DNS|DNS_ROUND_ROBIN|DYNAMIC_DNS",
+                     "endpoints": "[]WorkloadEntry", "workloadSelector": "WorkloadSelector",
+                     "exportTo": "[]string", "subjectAltNames": "[]string"},
+    "ServicePort": {"number": "port!", "protocol": "string", "name": "string!", "targetPort": "port"},
+    "WorkloadEntry": {"address": "string", "ports": "map:port", "labels": "map:string", "network": "string",
+                      "locality": "string", "weight": "uint32", "serviceAccount": "string"},
+    "Sidecar": {"workloadSelector": "WorkloadSelector", "ingress": "[]IstioIngressListener",
+                "egress": "[]IstioEgressListener", "inboundConnectionPool": "ConnectionPoolSettings",
+                "outboundTrafficPolicy": "OutboundTrafficPolicy"},
+    "IstioIngressListener": {"port": "SidecarPort!", "bind": "string", "captureMode": "enum:DEFAULT|IPTABLES|NONE",
+                             "defaultEndpoint": "string", "tls": "ServerTLSSettings",
+                             "connectionPool": "ConnectionPoolSettings"},
+    "IstioEgressListener": {"port": "SidecarPort", "bind": "string", "captureMode": "enum:DEFAULT|IPTABLES|NONE",
+                            "hosts": "[]string!"},
+    "SidecarPort": {"number": "port", "protocol": "string", "name": "string", "targetPort": "uint32"},
+    "OutboundTrafficPolicy": {"mode": "enum:REGISTRY_ONLY|ALLOW_ANY", "egressProxy": "Destination"},
+
+    # ---- security ----------------------------------------------------------------------------------------
+    "PeerAuthentication": {"selector": "WorkloadSelector", "mtls": "MutualTLS", "portLevelMtls": "map:MutualTLS"},
+    "MutualTLS": {"mode": "enum:UNSET|DISABLE|PERMISSIVE|STRICT"},
+    "AuthorizationPolicy": {"selector": "WorkloadSelector", "targetRef": "PolicyTargetReference",
+                            "targetRefs": "[]PolicyTargetReference", "rules": "[]Rule",
+                            "action": "enum:ALLOW|DENY|AUDIT|CUSTOM", "provider": "ExtensionProvider"},
+    "ExtensionProvider": {"name": "string!"},
+    "Rule": {"from": "[]RuleFrom", "to": "[]RuleTo", "when": "[]Condition"},
+    "RuleFrom": {"source": "Source"},
+    "RuleTo": {"operation": "Operation"},
+    "Source": {f: "[]string" for f in (
+        "principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals", "namespaces", "notNamespaces",
+        "ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks", "serviceAccounts", "notServiceAccounts",
+        "trustDomains", "notTrustDomains")},
+    "Operation": {f: "[]string" for f in (
+        "hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths")},
+    "Condition": {"key": "string!", "values": "[]string", "notValues": "[]string"},
+    "RequestAuthentication": {"selector": "WorkloadSelector", "targetRef": "PolicyTargetReference",
+                              "targetRefs": "[]PolicyTargetReference", "jwtRules": "[]JWTRule"},
+    "JWTRule": {"issuer": "string!", "audiences": "[]string", "jwksUri": "string", "jwks": "string",
+                "fromHeaders": "[]JWTHeader", "fromParams": "[]string", "fromCookies": "[]string",
+                "outputPayloadToHeader": "string", "forwardOriginalToken": "bool",
+                "outputClaimToHeaders": "[]ClaimToHeader", "timeout": "duration",
+                "spaceDelimitedClaims": "[]string"},
+    "JWTHeader": {"name": "string!", "prefix": "string"},
+    "ClaimToHeader": {"header": "string!", "claim": "string!"},
+
+    # ---- telemetry ---------------------------------------------------------------------------------------
+    "Telemetry": {"selector": "WorkloadSelector", "targetRef": "PolicyTargetReference",
+                  "targetRefs": "[]PolicyTargetReference", "tracing": "[]Tracing", "metrics": "[]Metrics",
+                  "accessLogging": "[]AccessLogging"},
+    "ProviderRef": {"name": "string!"},
+    "Tracing": {"match": "TracingSelector", "providers": "[]ProviderRef", "randomSamplingPercentage": "percent",
+                "disableSpanReporting": "bool", "customTags": "map:CustomTag",
+                "useRequestIdForTraceSampling": "bool", "enableIstioTags": "bool",
+                "disableContextPropagation": "bool"},
+    "TracingSelector": {"mode": _WORKLOAD_MODE},
+    "CustomTag": {"literal": "TagLiteral", "environment": "TagEnvironment", "header": "TagHeader",
+                  "formatter": "TagFormatter"},
+    "TagLiteral": {"value": "string!"},
+    "TagEnvironment": {"name": "string!", "defaultValue": "string"},
+    "TagHeader": {"name": "string!", "defaultValue": "string"},
+    "TagFormatter": {"value": "string!"},
+    "Metrics": {"providers": "[]ProviderRef", "overrides": "[]MetricsOverrides", "reportingInterval": "duration"},
+    "MetricsOverrides": {"match": "MetricSelector", "disabled": "bool", "tagOverrides": "map:TagOverride"},
+    "MetricSelector": {"metric": _ISTIO_METRIC, "customMetric": "string", "mode": _WORKLOAD_MODE},
+    "TagOverride": {"operation": "enum:UPSERT|REMOVE", "value": "string"},
+    "AccessLogging": {"match": "LogSelector", "providers": "[]ProviderRef", "disabled": "bool",
+                      "filter": "AccessLogFilter"},
+    "LogSelector": {"mode": _WORKLOAD_MODE},
+    "AccessLogFilter": {"expression": "string"},
+
+    # ---- install: IstioOperator (mesh-wide settings) -----------------------------------------------------
+    "IstioOperator": {"profile": "string", "hub": "string", "tag": "any", "revision": "string",
+                      "namespace": "string", "installPackagePath": "string", "compatibilityVersion": "string",
+                      "meshConfig": "MeshConfig", "components": "struct", "values": "struct",
+                      "unvalidatedValues": "struct"},
+    "MeshConfig": {
+        "outboundTrafficPolicy": "MeshOutboundTrafficPolicy", "accessLogFile": "string",
+        "accessLogFormat": "string", "accessLogEncoding": "enum:TEXT|JSON", "enableTracing": "bool",
+        "enableAutoMtls": "bool", "trustDomain": "string", "trustDomainAliases": "[]string",
+        "rootNamespace": "string", "connectTimeout": "duration", "protocolDetectionTimeout": "duration",
+        "dnsRefreshRate": "duration", "defaultConfig": "struct", "defaultProviders": "DefaultProviders",
+        "extensionProviders": "[]struct", "defaultServiceExportTo": "[]string",
+        "defaultVirtualServiceExportTo": "[]string", "defaultDestinationRuleExportTo": "[]string",
+        "localityLbSetting": "LocalityLoadBalancerSetting", "h2UpgradePolicy": "enum:DO_NOT_UPGRADE|UPGRADE",
+        "inboundTrafficPolicy": "struct", "defaultHttpRetryPolicy": "HTTPRetry",
+        "defaultTrafficPolicy": "TrafficPolicy", "ingressClass": "string", "ingressService": "string",
+        "ingressControllerMode": "enum:UNSPECIFIED|OFF|DEFAULT|STRICT", "ingressSelector": "string",
+        "enablePrometheusMerge": "bool", "disableEnvoyListenerLog": "bool", "tcpKeepalive": "TcpKeepalive",
+        "pathNormalization": "struct", "meshMTLS": "struct", "tlsDefaults": "struct", "caCertificates": "[]struct",
+        "serviceSettings": "[]struct", "discoverySelectors": "[]struct", "configSources": "[]struct",
+        "proxyHttpPort": "int32", "proxyListenPort": "int32", "proxyInboundListenPort": "int32",
+        "enableEnvoyAccessLogService": "bool", "accessLogFormatString": "string", "verifyCertificateAtClient": "bool",
+        "outboundClusterStatName": "string", "inboundClusterStatName": "string", "certificates": "[]struct",
+        "thriftConfig": "struct", "serviceScopeConfigs": "[]struct"},
+    "MeshOutboundTrafficPolicy": {"mode": "enum:REGISTRY_ONLY|ALLOW_ANY"},
+    "DefaultProviders": {"tracing": "[]string", "metrics": "[]string", "accessLogging": "[]string"},
+
+    # ---- Kubernetes (only what the mesh reads is typed; the rest is open) --------------------------------
+    "K8sServiceSpec": {"selector": "map:string", "ports": "[]K8sServicePort", "type": "string",
+                       "clusterIP": "string", "externalName": "string"},
+    "K8sServicePort": {"name": "string", "port": "port!", "targetPort": "any", "protocol": "enum:TCP|UDP|SCTP",
+                       "appProtocol": "string", "nodePort": "int32"},
+    "K8sDeploymentSpec": {"replicas": "int32", "selector": "struct", "template": "K8sPodTemplate!"},
+    "K8sPodTemplate": {"metadata": "K8sObjectMeta", "spec": "K8sPodSpec"},
+    "K8sObjectMeta": {"labels": "map:string", "annotations": "map:string", "name": "string"},
+    "K8sPodSpec": {"serviceAccountName": "string", "serviceAccount": "string", "containers": "[]K8sContainer"},
+    "K8sContainer": {"name": "string", "image": "string", "ports": "[]K8sContainerPort"},
+    "K8sContainerPort": {"containerPort": "port!", "name": "string", "protocol": "enum:TCP|UDP|SCTP"},
+    "K8sServiceAccount": {},
+    "K8sNamespaceSpec": {},
+}
+
+# Messages where unknown fields are fine (Kubernetes objects: the mesh reads a few fields of a large API).
+OPEN = frozenset({"K8sServiceSpec", "K8sServicePort", "K8sDeploymentSpec", "K8sPodTemplate", "K8sObjectMeta",
+                  "K8sPodSpec", "K8sContainer", "K8sContainerPort", "K8sServiceAccount", "K8sNamespaceSpec"})
+
+# Protobuf oneofs (and Istio's "only one of" rules): at most one of each group may be set.
+ONEOFS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "StringMatch": (("exact", "prefix", "regex"),),
+    "HTTPRedirect": (("port", "derivePort"),),
+    "HTTPBody": (("string", "bytes"),),
+    "HTTPRewrite": (("uri", "uriRegexRewrite"),),
+    "FaultDelay": (("fixedDelay", "exponentialDelay"),),
+    "FaultAbort": (("httpStatus", "grpcStatus", "http2Error"),),
+    "HTTPRoute": (("mirror", "mirrors"),),
+    "LoadBalancerSettings": (("simple", "consistentHash"), ("warmupDurationSecs", "warmup")),
+    "ConsistentHashLB": (("httpHeaderName", "httpCookie", "useSourceIp", "httpQueryParameterName"),
+                         ("ringHash", "maglev")),
+    "LocalityLoadBalancerSetting": (("distribute", "failover"),),
+    "ServiceEntry": (("endpoints", "workloadSelector"),),
+    "JWTRule": (("jwks", "jwksUri"),),
+    "AuthorizationPolicy": (("selector", "targetRef", "targetRefs"),),
+    "RequestAuthentication": (("selector", "targetRef", "targetRefs"),),
+    "Telemetry": (("selector", "targetRef", "targetRefs"),),
+    "CustomTag": (("literal", "environment", "header", "formatter"),),
+    "MetricSelector": (("metric", "customMetric"),),
+}
+
+# Kind -> the message its `spec` is (Kubernetes kinds without a spec validate the whole body).
+KIND_MESSAGE: dict[str, str] = {
+    "VirtualService": "VirtualService", "DestinationRule": "DestinationRule", "Gateway": "Gateway",
+    "ServiceEntry": "ServiceEntry", "Sidecar": "Sidecar", "WorkloadEntry": "WorkloadEntry",
+    "PeerAuthentication": "PeerAuthentication", "AuthorizationPolicy": "AuthorizationPolicy",
+    "RequestAuthentication": "RequestAuthentication", "Telemetry": "Telemetry", "IstioOperator": "IstioOperator",
+    "Service": "K8sServiceSpec", "Deployment": "K8sDeploymentSpec", "Pod": "K8sPodSpec",
+    "ServiceAccount": "K8sServiceAccount", "Namespace": "K8sNamespaceSpec",
+}
+
+# Deprecated fields and enum values (Istio's proto comments): reported as IST0002 Deprecated, still honoured.
+DEPRECATED_FIELDS: dict[tuple[str, str], str] = {
+    ("HTTPRoute", "mirrorPercent"): "use mirrorPercentage instead",
+    ("OutlierDetection", "consecutiveErrors"): "use consecutive5xxErrors (or consecutiveGatewayErrors) instead",
+    ("LoadBalancerSettings", "warmupDurationSecs"): "use warmup.duration instead",
+    ("ConsistentHashLB", "minimumRingSize"): "use ringHash.minimumRingSize instead",
+    ("CorsPolicy", "allowOrigin"): "use allowOrigins instead",
+    ("FaultDelay", "percent"): "use percentage instead",
+    ("GatewayPort", "targetPort"): "it is ignored by Istio",
+}
+DEPRECATED_VALUES: dict[tuple[str, str, str], str] = {
+    ("LoadBalancerSettings", "simple", "LEAST_CONN"): "LEAST_CONN is deprecated; use LEAST_REQUEST (same Envoy LB)",
+}
+
+# Fields Istio's API had once and removed: still seen in old YAML, ignored by Istio. Reported as IST0002 and
+# dropped (not as unknown fields), with what replaced them.
+OBSOLETE: dict[tuple[str, str], str] = {
+    ("HTTPRoute", "websocketUpgrade"): "removed from Istio's API; WebSocket upgrades are always allowed",
+    ("HTTPRoute", "appendHeaders"): "removed from Istio's API; use headers.request.add",
+    ("HTTPRoute", "removeResponseHeaders"): "removed from Istio's API; use headers.response.remove",
+    ("HTTPRoute", "appendResponseHeaders"): "removed from Istio's API; use headers.response.add",
+    ("HTTPRoute", "removeRequestHeaders"): "removed from Istio's API; use headers.request.remove",
+    ("HTTPRoute", "appendRequestHeaders"): "removed from Istio's API; use headers.request.add",
+}
+
+# Istio fields this project accepts and validates but does not act on yet: a Warning finding names each
+# one used (PYM0004) so nothing is dropped silently. Keep in step with control/translate/.
+UNSUPPORTED: dict[tuple[str, str], str] = {
+    ("HTTPRoute", "delegate"): "VirtualService delegation",
+    ("HTTPRoute", "mirror"): "traffic mirroring",
+    ("HTTPRoute", "mirrors"): "traffic mirroring",
+    ("HTTPRoute", "mirrorPercentage"): "traffic mirroring",
+    ("HTTPRoute", "mirrorPercent"): "traffic mirroring",
+    ("HTTPRoute", "corsPolicy"): "CORS",
+    ("FaultDelay", "exponentialDelay"): "exponential delay (Istio rejects it too)",
+    ("TrafficPolicy", "tunnel"): "HTTP CONNECT tunnelling",
+    ("TrafficPolicy", "proxyProtocol"): "PROXY protocol",
+    ("LoadBalancerSettings", "localityLbSetting"): "locality load balancing",
+    ("LoadBalancerSettings", "warmup"): "slow start",
+    ("LoadBalancerSettings", "warmupDurationSecs"): "slow start",
+    ("IstioIngressListener", "captureMode"): "capture modes (outbound capture is explicit)",
+    ("IstioEgressListener", "captureMode"): "capture modes (outbound capture is explicit)",
+    ("WorkloadEntry", "network"): "multi-network",
+    ("AuthorizationPolicy", "provider"): "CUSTOM (ext_authz) authorization",
+    ("Tracing", "useRequestIdForTraceSampling"): "request-id based sampling",
+}
+
+# Istio's port protocols (pkg/config/protocol: Parse is case-insensitive).
+PROTOCOLS = frozenset({"HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "HTTP_PROXY", "MONGO", "MYSQL", "REDIS",
+                       "TCP", "TLS", "UDP", "THRIFT", "HBONE"})
+
+# retryOn tokens Istio accepts (pkg/config/validation: supportedRetryOnPolicies); integers that are HTTP
+# statuses are accepted too.
+RETRY_ON = frozenset({
+    "5xx", "gateway-error", "reset", "reset-before-request", "connect-failure", "retriable-4xx", "refused-stream",
+    "retriable-status-codes", "retriable-headers", "envoy-ratelimited", "http3-post-connect-failure",
+    "cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"})
+
+GRPC_STATUSES = frozenset({
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+    "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"})
+
+# IstioOperator built-in profiles (istio/istio manifests/profiles/*.yaml).
+PROFILES = frozenset({"default", "demo", "minimal", "remote", "empty", "preview", "ambient", "openshift",
+                      "openshift-ambient", "stable"})
