@@ -843,7 +843,7 @@ def _istio_operator(iop: Mapping[str, Any]) -> RuleResult:
     if isinstance(profile, str) and profile and profile not in S.PROFILES and "/" not in profile:
         close = difflib.get_close_matches(profile, sorted(S.PROFILES), n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]}?" if close else ""
-        yield "profile", "error", (f"profile {profile!r} is not a built-in Istio profile "
+        yield "profile", "error", (f'profile "{profile}" is not a built-in Istio profile '
                                    f"({', '.join(sorted(S.PROFILES))}){hint}")
 
 

@@ -1,0 +1,180 @@
+"""The facts analyzers look things up in: hosts, workloads, gateways and destination rules, by namespace.
+
+A small, pure index over loaded resources (istioctl analyze's view of a cluster, built from files):
+* hosts: Kubernetes Services (`name.namespace.svc.cluster.local`) and ServiceEntry hosts (exact or
+  wildcard `*.example.com`);
+* workloads: Pods, Deployments (their pod template) and WorkloadEntries, each with namespace and labels;
+* gateways by `namespace/name`, destination rules by resolved host.
+Short names resolve in the namespace of the rule that wrote them, as in Istio
+(`reviews` in namespace `default` -> `reviews.default.svc.cluster.local`); a name with a dot is taken as
+written (`reviews.default` is not expanded, as Istio's ResolveShortnameToFQDN does not).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from control.istio.messages import Finding, MessageType, finding
+from control.istio.resources import Resource
+
+DOMAIN_SUFFIX = "svc.cluster.local"
+ROOT_NAMESPACE = "istio-system"  # meshConfig.rootNamespace default
+
+
+def resolve_host(host: str, namespace: str) -> str:
+    """Istio's short-name resolution: a name without a dot is a Service in the rule's namespace."""
+    if not host or "." in host or host == "*" or host.startswith("*"):
+        return host
+    return f"{host}.{namespace}.{DOMAIN_SUFFIX}"
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    """Exact match, or a left-most wildcard pattern (`*.example.com`, `*`) covering the host."""
+    if pattern == host or pattern == "*":
+        return True
+    if pattern.startswith("*"):
+        return host.endswith(pattern[1:])
+    return False
+
+
+def hosts_overlap(a: str, b: str) -> bool:
+    return host_matches(a, b) or host_matches(b, a)
+
+
+def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """A label selector (matchLabels) selects labels when every pair is present."""
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def format_labels(selector: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    host: str  # FQDN or (for ServiceEntry) a possibly wildcard host
+    namespace: str
+    selector: Mapping[str, str] | None  # Kubernetes Service selector; None for ServiceEntry / selector-less
+    ports: tuple[int, ...]
+    resource: Resource
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    name: str
+    namespace: str
+    labels: Mapping[str, str]
+    resource: Resource
+
+
+def _get(mapping: Any, *path: str, default: Any = None) -> Any:
+    for key in path:
+        if not isinstance(mapping, Mapping) or key not in mapping:
+            return default
+        mapping = mapping[key]
+    return mapping
+
+
+class Index:
+    """Everything analyzers need to look up, built once from the loaded resources."""
+
+    def __init__(self, resources: Sequence[Resource]) -> None:
+        self.resources = tuple(resources)
+        self.by_kind: dict[str, list[Resource]] = defaultdict(list)
+        for r in resources:
+            self.by_kind[r.kind].append(r)
+        self.services: list[Service] = []
+        self.workloads: list[Workload] = []
+        for r in self.of("Service"):
+            selector = _get(r.spec, "selector")
+            ports = tuple(p.get("port") for p in _get(r.spec, "ports", default=()) if isinstance(p, Mapping))
+            self.services.append(Service(f"{r.name}.{r.namespace}.{DOMAIN_SUFFIX}", r.namespace,
+                                         dict(selector) if selector else None, ports, r))
+        for r in self.of("ServiceEntry"):
+            ports = tuple(p.get("number") for p in _get(r.spec, "ports", default=()) if isinstance(p, Mapping))
+            for host in _get(r.spec, "hosts", default=()):
+                self.services.append(Service(host, r.namespace, None, ports, r))
+        for r in self.of("Pod"):
+            self.workloads.append(Workload(r.name, r.namespace, dict(r.labels), r))
+        for r in self.of("Deployment"):
+            labels = _get(r.spec, "template", "metadata", "labels", default={})
+            self.workloads.append(Workload(r.name, r.namespace, dict(labels), r))
+        for r in self.of("WorkloadEntry"):
+            self.workloads.append(Workload(r.name, r.namespace, dict(_get(r.spec, "labels", default={})), r))
+        self.gateways = {f"{g.namespace}/{g.name}": g for g in self.of("Gateway")}
+        self.destination_rules: dict[str, list[Resource]] = defaultdict(list)
+        for dr in self.of("DestinationRule"):
+            host = _get(dr.spec, "host")
+            if isinstance(host, str):
+                self.destination_rules[resolve_host(host, dr.namespace)].append(dr)
+
+    def of(self, kind: str) -> list[Resource]:
+        return self.by_kind.get(kind, [])
+
+    def find_services(self, host: str, namespace: str) -> list[Service]:
+        """Services a (possibly short or wildcard) host written in `namespace` refers to."""
+        fqdn = resolve_host(host, namespace)
+        return [s for s in self.services if hosts_overlap(s.host, fqdn)]
+
+    def has_host(self, host: str, namespace: str) -> bool:
+        return bool(self.find_services(host, namespace))
+
+    def workloads_selected(self, selector: Mapping[str, str], namespace: str | None) -> list[Workload]:
+        """Workloads the selector picks in `namespace` (None: every namespace)."""
+        return [w for w in self.workloads
+                if (namespace is None or w.namespace == namespace) and selects(selector, w.labels)]
+
+    def subsets(self, host: str, namespace: str) -> set[str]:
+        fqdn = resolve_host(host, namespace)
+        names: set[str] = set()
+        for dr_host, rules in self.destination_rules.items():
+            if host_matches(dr_host, fqdn):
+                for dr in rules:
+                    names.update(s.get("name") for s in _get(dr.spec, "subsets", default=())
+                                 if isinstance(s, Mapping))
+        return names
+
+    def gateway(self, ref: str, namespace: str) -> Resource | None:
+        """A VirtualService's gateway reference: `name`, `ns/name` or the legacy `name.ns[.svc...]` form."""
+        if "/" in ref:
+            return self.gateways.get(ref)
+        if "." in ref:
+            name, ns = ref.split(".")[:2]
+            return self.gateways.get(f"{ns}/{name}")
+        return self.gateways.get(f"{namespace}/{ref}")
+
+
+def report(type_: MessageType, resource: Resource, path: str, *args: object) -> Finding:
+    """A finding about `resource`, pointing at the line of `path` (or the resource)."""
+    return finding(type_, *args, file=resource.source.file, line=resource.line_of(path),
+                   resource=resource.key, path=path)
+
+
+def http_destinations(vs: Resource) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(field path, destination) for every destination a VirtualService routes or mirrors to."""
+    for section in ("http", "tcp", "tls"):
+        for i, route in enumerate(_get(vs.spec, section, default=())):
+            for j, dest in enumerate(_get(route, "route", default=())):
+                if isinstance(_get(dest, "destination"), Mapping):
+                    yield f"spec.{section}[{i}].route[{j}].destination", dest["destination"]
+            if isinstance(_get(route, "mirror"), Mapping):
+                yield f"spec.{section}[{i}].mirror", route["mirror"]
+            for j, mirror in enumerate(_get(route, "mirrors", default=())):
+                if isinstance(_get(mirror, "destination"), Mapping):
+                    yield f"spec.{section}[{i}].mirrors[{j}].destination", mirror["destination"]
+
+
+def vs_gateways(vs: Resource) -> tuple[str, ...]:
+    """A VirtualService's gateways; omitted means the mesh (all sidecars)."""
+    gateways = _get(vs.spec, "gateways", default=())
+    return tuple(gateways) if gateways else ("mesh",)
+
+
+def get(mapping: Any, *path: str, default: Any = None) -> Any:
+    """Safe nested lookup in a frozen spec."""
+    return _get(mapping, *path, default=default)
+
+
+def sorted_unique(items: Iterable[str]) -> list[str]:
+    return sorted(set(items))
