@@ -449,6 +449,8 @@ class RouteConfiguration:
     response_headers_to_remove: tuple[str, ...] = ()
     internal_only_headers: tuple[str, ...] = ()
     validate_clusters: bool | None = wrapped()
+    most_specific_header_mutations_wins: bool = False  # default: route, then vhost, then this level
+    ignore_port_in_host_matching: bool = False  # default: the Host header is matched with its port
 
 
 # ---------------------------------------------------------------- HTTP connection manager
@@ -741,6 +743,7 @@ class OutlierDetection:
     max_ejection_time: float | None = duration()  # 300 s
     max_ejection_time_jitter: float | None = duration()
     successful_active_health_check_uneject_host: bool | None = wrapped()
+    always_eject_one_host: bool | None = wrapped()  # default false: max_ejection_percent is strict
 
 
 @frozen

@@ -1,0 +1,530 @@
+"""RouteTable: Envoy's virtual-host selection, first-match-wins route matching, rewrites, redirects, weighted
+clusters and header mutations. Configs are written as Envoy v3 JSON and decoded, as the proxy does."""
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyproxy.config.decode import ConfigError, decode
+from pyproxy.config.model import RedirectAction, RouteConfiguration
+from pyproxy.http.headers import Headers
+from pyproxy.routing.table import (
+    RouteTable,
+    apply_header_mutations,
+    choose_weighted_cluster,
+    redirect_location,
+    rewrite_path,
+    split_host_port,
+)
+
+
+def table(virtual_hosts, **extra) -> RouteTable:
+    return RouteTable(decode(RouteConfiguration, {"name": "80", "virtual_hosts": virtual_hosts, **extra}))
+
+
+def vh(name, domains, routes=None, **extra):
+    return {"name": name, "domains": domains, "routes": routes or [{"match": {"prefix": "/"}, "route": {"cluster": name}}], **extra}
+
+
+def route(match, cluster="c", **extra):
+    return {"match": match, "route": {"cluster": cluster}, **extra}
+
+
+def H(**kv) -> Headers:
+    return Headers([(k.replace("_", "-"), v) for k, v in kv.items()])
+
+
+# ---------------------------------------------------------------- virtual hosts
+
+VHOSTS = [
+    vh("exact", ["api.example.com", "api.example.com:8080"]),
+    vh("suffix-short", ["*.example.com"]),
+    vh("suffix-long", ["*.eu.example.com"]),
+    vh("suffix-dash", ["*-bar.example.com"]),
+    vh("prefix", ["api.*"]),
+    vh("prefix-long", ["api.internal.*"]),
+    vh("default", ["*"]),
+]
+
+
+@pytest.mark.parametrize(
+    "authority, expected",
+    [
+        ("api.example.com", "exact"),
+        ("API.Example.COM", "exact"),  # hostnames are case-insensitive
+        ("api.example.com:8080", "exact"),  # the port is part of the domain when listed
+        ("api.example.com:9090", "prefix"),  # port kept: only "api.*" matches "api.example.com:9090"
+        ("www.example.com", "suffix-short"),
+        ("x.eu.example.com", "suffix-long"),  # longest suffix wildcard wins
+        ("foo-bar.example.com", "suffix-dash"),  # '*' may stand for part of a label
+        ("api.other.org", "prefix"),
+        ("api.internal.corp", "prefix-long"),  # longest prefix wildcard wins
+        ("example.com", "default"),  # '*.example.com' needs at least one character before '.example.com'
+        (".example.com", "default"),
+        ("unknown", "default"),
+        ("", "default"),
+    ],
+)
+def test_virtual_host_most_specific_domain_wins(authority, expected):
+    result = table(VHOSTS).match(authority, "/", Headers())
+    assert result is not None and result.virtual_host.name == expected
+
+
+def test_host_with_unlisted_port_is_not_stripped_by_default():
+    t = table([vh("svc", ["svc.ns.svc.cluster.local"]), vh("other", ["*.com"])])
+    assert t.match("svc.ns.svc.cluster.local:80", "/", Headers()) is None
+
+
+def test_ignore_port_in_host_matching_strips_the_port():
+    t = table([vh("svc", ["svc"])], ignore_port_in_host_matching=True)
+    assert t.match("svc:80", "/", Headers()).virtual_host.name == "svc"
+    assert t.match("[::1]:80", "/", Headers()) is None
+
+
+def test_suffix_wildcard_does_not_shadow_exact_match_with_port():
+    t = table([vh("wild", ["*.com:80"]), vh("exact", ["a.com:80"])])
+    assert t.match("a.com:80", "/", Headers()).virtual_host.name == "exact"
+    assert t.match("b.com:80", "/", Headers()).virtual_host.name == "wild"
+
+
+def test_no_virtual_host_means_no_match():
+    assert table([vh("a", ["a"])]).match("b", "/", Headers()) is None
+
+
+@pytest.mark.parametrize(
+    "vhosts, path",
+    [
+        ([vh("a", ["*"]), vh("b", ["*"])], "virtual_hosts[1].domains[0]"),
+        ([vh("a", ["x.com"]), vh("b", ["X.com"])], "virtual_hosts[1].domains[0]"),
+        ([vh("a", ["*.x.com", "*.x.com"])], "virtual_hosts[0].domains[1]"),
+    ],
+)
+def test_duplicate_domains_are_config_errors_with_a_path(vhosts, path):
+    with pytest.raises(ConfigError) as e:
+        table(vhosts)
+    assert e.value.path == path
+
+
+@pytest.mark.parametrize(
+    "authority, host, port",
+    [("a.com", "a.com", None), ("a.com:80", "a.com", "80"), ("[::1]:443", "[::1]", "443"), ("[::1]", "[::1]", None),
+     ("::1", "::1", None)],
+)
+def test_split_host_port(authority, host, port):
+    assert split_host_port(authority) == (host, port)
+
+
+# ---------------------------------------------------------------- path matching
+
+PATH_CASES = [
+    # (match, path, matches?)
+    ({"prefix": "/api"}, "/api/v1", True),
+    ({"prefix": "/api"}, "/apiv1", True),  # plain string prefix
+    ({"prefix": "/api"}, "/API/v1", False),
+    ({"prefix": "/api", "case_sensitive": False}, "/API/v1", True),
+    ({"prefix": "/a?b"}, "/a", False),
+    ({"prefix": "/api"}, "/x?/api", False),  # the query is not part of the path
+    ({"path": "/health"}, "/health", True),
+    ({"path": "/health"}, "/health?full=1", True),
+    ({"path": "/health"}, "/health#frag", True),
+    ({"path": "/health"}, "/health/", False),
+    ({"path": "/Health", "case_sensitive": False}, "/HEALTH", True),
+    ({"safe_regex": {"regex": "/users/[0-9]+"}}, "/users/42", True),
+    ({"safe_regex": {"regex": "/users/[0-9]+"}}, "/users/42/x", False),  # full match, not search
+    ({"safe_regex": {"regex": "/users/[0-9]+"}}, "/users/42?x=1", True),
+    ({"safe_regex": {"regex": "/users/[a-z]+"}, "case_sensitive": False}, "/users/ABC", False),  # regex ignores it
+    ({"path_separated_prefix": "/api"}, "/api", True),
+    ({"path_separated_prefix": "/api"}, "/api/x", True),
+    ({"path_separated_prefix": "/api"}, "/api?x", True),
+    ({"path_separated_prefix": "/api"}, "/apix", False),
+    ({"path_separated_prefix": "/api", "case_sensitive": False}, "/API/x", True),
+]
+
+
+@pytest.mark.parametrize("match, path, expected", PATH_CASES)
+def test_path_matching(match, path, expected):
+    t = table([vh("v", ["*"], [route(match)])])
+    assert (t.match("h", path, Headers()) is not None) is expected
+
+
+def test_first_matching_route_wins_in_order():
+    t = table([vh("v", ["*"], [
+        route({"prefix": "/api/v2"}, "v2"),
+        route({"prefix": "/api"}, "api"),
+        route({"prefix": "/api/v3"}, "unreachable"),
+        route({"prefix": "/"}, "catch-all"),
+    ])])
+    assert [t.match("h", p, Headers()).action.cluster for p in ("/api/v2/x", "/api/v3", "/other")] == [
+        "v2", "api", "catch-all"]
+
+
+def test_invalid_path_separated_prefix_is_rejected_with_its_path():
+    with pytest.raises(ConfigError) as e:
+        table([vh("v", ["*"], [route({"path_separated_prefix": "/api/"})])])
+    assert e.value.path == "virtual_hosts[0].routes[0].match.path_separated_prefix"
+
+
+# ---------------------------------------------------------------- header and query matching
+
+HEADER_CASES = [
+    # (header matcher, request headers, matches?)
+    ({"name": "x-env", "string_match": {"exact": "prod"}}, {"x-env": "prod"}, True),
+    ({"name": "x-env", "string_match": {"exact": "prod"}}, {"x-env": "PROD"}, False),
+    ({"name": "x-env", "string_match": {"exact": "prod", "ignore_case": True}}, {"x-env": "PROD"}, True),
+    ({"name": "x-env", "string_match": {"prefix": "pr"}}, {"x-env": "prod"}, True),
+    ({"name": "x-env", "string_match": {"suffix": "od"}}, {"x-env": "prod"}, True),
+    ({"name": "x-env", "string_match": {"contains": "ro"}}, {"x-env": "prod"}, True),
+    ({"name": "x-env", "string_match": {"safe_regex": {"regex": "p.o"}}}, {"x-env": "prod"}, False),  # full match
+    ({"name": "x-env", "string_match": {"safe_regex": {"regex": "p.o."}}}, {"x-env": "prod"}, True),
+    ({"name": "x-env", "exact_match": "prod"}, {"x-env": "prod"}, True),  # legacy fields
+    ({"name": "x-env", "prefix_match": "p"}, {"x-env": "prod"}, True),
+    ({"name": "x-env", "suffix_match": "d"}, {"x-env": "prod"}, True),
+    ({"name": "x-env", "contains_match": "x"}, {"x-env": "prod"}, False),
+    ({"name": "x-env", "safe_regex_match": {"regex": "[a-z]+"}}, {"x-env": "prod"}, True),
+    ({"name": "x-env", "present_match": True}, {"x-env": ""}, True),
+    ({"name": "x-env", "present_match": True}, {}, False),
+    ({"name": "x-env", "present_match": False}, {}, True),
+    ({"name": "x-env", "present_match": True, "invert_match": True}, {}, True),
+    ({"name": "x-env", "string_match": {"exact": "prod"}, "invert_match": True}, {"x-env": "dev"}, True),
+    # a missing header fails even an inverted matcher ...
+    ({"name": "x-env", "string_match": {"exact": "prod"}, "invert_match": True}, {}, False),
+    # ... unless it is treated as empty (Istio's withoutHeaders)
+    ({"name": "x-env", "string_match": {"exact": "prod"}, "invert_match": True,
+      "treat_missing_header_as_empty": True}, {}, True),
+    ({"name": "x-n", "range_match": {"start": 10, "end": 20}}, {"x-n": "10"}, True),
+    ({"name": "x-n", "range_match": {"start": 10, "end": 20}}, {"x-n": "20"}, False),  # end exclusive
+    ({"name": "x-n", "range_match": {"start": 0, "end": 5}}, {"x-n": "-3"}, False),  # signed value parsed
+    ({"name": "x-n", "range_match": {"start": 10, "end": 20}}, {"x-n": "15x"}, False),
+    ({"name": ":method", "string_match": {"exact": "POST"}}, {}, False),  # request line gives GET
+    ({"name": ":authority", "string_match": {"exact": "h"}}, {}, True),
+    ({"name": ":path", "string_match": {"prefix": "/p?q"}}, {}, True),  # :path includes the query
+    ({"name": ":scheme", "string_match": {"exact": "http"}}, {}, True),
+    ({"name": "X-Env", "string_match": {"exact": "a,b"}}, [("x-env", "a"), ("x-env", "b")], True),  # joined
+]
+
+
+@pytest.mark.parametrize("matcher, headers, expected", HEADER_CASES)
+def test_header_matching(matcher, headers, expected):
+    t = table([vh("v", ["*"], [route({"prefix": "/", "headers": [matcher]})])])
+    items = headers.items() if isinstance(headers, dict) else headers
+    assert (t.match("h", "/p?q=1", Headers(items)) is not None) is expected
+
+
+def test_all_header_matchers_must_hold():
+    t = table([vh("v", ["*"], [route({"prefix": "/", "headers": [
+        {"name": "a", "string_match": {"exact": "1"}}, {"name": "b", "present_match": True}]})])])
+    assert t.match("h", "/", H(a="1", b="x")) is not None
+    assert t.match("h", "/", H(a="1")) is None
+
+
+def test_method_match_reads_the_request_line():
+    t = table([vh("v", ["*"], [route({"prefix": "/", "headers": [{"name": ":method", "exact_match": "POST"}]})])])
+    assert t.match("h", "/", Headers(), method="POST") is not None
+    assert t.match("h", "/", Headers(), method="GET") is None
+
+
+QUERY_CASES = [
+    ({"name": "v", "string_match": {"exact": "2"}}, "/p?v=2", True),
+    ({"name": "v", "string_match": {"exact": "2"}}, "/p?v=3", False),
+    ({"name": "v", "string_match": {"exact": "2"}}, "/p?v=2&v=3", True),  # first value wins
+    ({"name": "v", "string_match": {"exact": "2"}}, "/p?v=3&v=2", False),
+    ({"name": "v", "string_match": {"exact": ""}}, "/p?v", True),  # ?key has the empty value
+    ({"name": "v", "string_match": {"exact": ""}}, "/p?v=", True),
+    ({"name": "v", "string_match": {"exact": "a b"}}, "/p?v=a%20b", True),  # percent-decoded
+    ({"name": "v", "string_match": {"safe_regex": {"regex": "\\d+"}}}, "/p?v=a123", False),
+    ({"name": "v", "present_match": True}, "/p?x=1&v=", True),
+    ({"name": "v", "present_match": True}, "/p", False),
+]
+
+
+@pytest.mark.parametrize("matcher, path, expected", QUERY_CASES)
+def test_query_parameter_matching(matcher, path, expected):
+    t = table([vh("v", ["*"], [route({"prefix": "/", "query_parameters": [matcher]})])])
+    assert (t.match("h", path, Headers()) is not None) is expected
+
+
+def test_runtime_fraction_takes_the_share_of_requests_drawn_from_rng():
+    t = table([vh("v", ["*"], [
+        route({"prefix": "/", "runtime_fraction": {"default_value": {"numerator": 25, "denominator": "HUNDRED"}}}, "canary"),
+        route({"prefix": "/"}, "stable"),
+    ])])
+    rng = random.Random(7)
+    picks = [t.match("h", "/", Headers(), rng=rng).action.cluster for _ in range(2000)]
+    assert 400 <= picks.count("canary") <= 600
+
+
+# ---------------------------------------------------------------- require_tls
+
+
+@pytest.mark.parametrize(
+    "require_tls, scheme, internal, redirected",
+    [("ALL", "http", False, True), ("ALL", "https", False, False), ("ALL", "http", True, True),
+     ("EXTERNAL_ONLY", "http", False, True), ("EXTERNAL_ONLY", "http", True, False), ("NONE", "http", False, False)],
+)
+def test_require_tls_redirects_plain_http(require_tls, scheme, internal, redirected):
+    t = table([vh("v", ["*"], require_tls=require_tls)])
+    r = t.match("shop.com:80", "/cart?x=1", Headers(), scheme=scheme, internal=internal)
+    assert (r.kind == "redirect") is redirected
+    if redirected:
+        assert r.redirect_status == 301
+        assert r.redirect_location(scheme, "shop.com:80", "/cart?x=1") == "https://shop.com/cart?x=1"
+
+
+# ---------------------------------------------------------------- rewrite
+
+
+REWRITE_CASES = [
+    # (match, action extras, request path, upstream path)
+    ({"prefix": "/api/"}, {"prefix_rewrite": "/"}, "/api/users?x=1", "/users?x=1"),
+    ({"prefix": "/api"}, {"prefix_rewrite": "/v2"}, "/api/users", "/v2/users"),
+    ({"prefix": "/API", "case_sensitive": False}, {"prefix_rewrite": "/x"}, "/api/y", "/x/y"),
+    ({"path": "/old"}, {"prefix_rewrite": "/new"}, "/old?q", "/new?q"),
+    ({"path_separated_prefix": "/svc"}, {"prefix_rewrite": "/"}, "/svc/a", "//a"),
+    ({"prefix": "/"}, {"regex_rewrite": {"pattern": {"regex": "^/service/([^/]+)(/.*)$"},
+                                          "substitution": "\\2/instance/\\1"}},
+     "/service/foo/v1/api?x", "/v1/api/instance/foo?x"),
+    ({"prefix": "/"}, {"regex_rewrite": {"pattern": {"regex": "o"}, "substitution": "0"}}, "/foo/o?o", "/f00/0?o"),
+    ({"prefix": "/"}, {"regex_rewrite": {"pattern": {"regex": "^/a"}, "substitution": "\\0\\0"}}, "/ab", "/a/ab"),
+    ({"prefix": "/"}, {}, "/unchanged?x", "/unchanged?x"),
+]
+
+
+@pytest.mark.parametrize("match, extra, path, expected", REWRITE_CASES)
+def test_path_rewrite(match, extra, path, expected):
+    t = table([vh("v", ["*"], [{"match": match, "route": {"cluster": "c", **extra}}])])
+    result = t.match("h", path, Headers())
+    assert result.rewrite_path(path) == expected
+    assert rewrite_path(result.action, result.route, path) == expected
+
+
+def test_regex_substitution_referring_to_a_missing_group_is_a_config_error():
+    with pytest.raises(ConfigError) as e:
+        table([vh("v", ["*"], [{"match": {"prefix": "/"}, "route": {
+            "cluster": "c", "regex_rewrite": {"pattern": {"regex": "(a)"}, "substitution": "\\2"}}}])])
+    assert e.value.path == "virtual_hosts[0].routes[0].route.regex_rewrite.substitution"
+
+
+# ---------------------------------------------------------------- redirect
+
+REDIRECT_CASES = [
+    # (redirect action, scheme, authority, path, location)
+    ({"https_redirect": True}, "http", "a.com", "/x?q", "https://a.com/x?q"),
+    ({"https_redirect": True}, "http", "a.com:80", "/x", "https://a.com/x"),  # :80 dropped for https
+    ({"https_redirect": True}, "http", "a.com:8080", "/x", "https://a.com:8080/x"),
+    ({"scheme_redirect": "http"}, "https", "a.com:443", "/", "http://a.com/"),
+    ({"host_redirect": "b.com"}, "http", "a.com:8080", "/x", "http://b.com/x"),
+    ({"port_redirect": 8443}, "https", "a.com:443", "/x", "https://a.com:8443/x"),
+    ({"path_redirect": "/new"}, "http", "a.com", "/old?q=1", "http://a.com/new?q=1"),
+    ({"path_redirect": "/new?z=2"}, "http", "a.com", "/old?q=1", "http://a.com/new?z=2"),
+    ({"path_redirect": "/new", "strip_query": True}, "http", "a.com", "/old?q=1", "http://a.com/new"),
+    ({"prefix_rewrite": "/v2/"}, "http", "a.com", "/v1/items?q", "http://a.com/v2/items?q"),
+    ({"regex_rewrite": {"pattern": {"regex": "v1"}, "substitution": "v9"}}, "http", "a.com", "/v1/x", "http://a.com/v9/x"),
+]
+
+
+@pytest.mark.parametrize("action, scheme, authority, path, expected", REDIRECT_CASES)
+def test_redirect_location(action, scheme, authority, path, expected):
+    t = table([vh("v", ["*"], [{"match": {"prefix": "/v1/" if "prefix_rewrite" in action else "/"},
+                                "redirect": action}])])
+    result = t.match(authority, path, Headers())
+    assert result.kind == "redirect"
+    assert result.redirect_location(scheme, authority, path) == expected
+    assert redirect_location(result.redirect, scheme, authority, path, matched_route=result.route) == expected
+
+
+@pytest.mark.parametrize("code, status", [(None, 301), ("FOUND", 302), ("SEE_OTHER", 303),
+                                          ("TEMPORARY_REDIRECT", 307), ("PERMANENT_REDIRECT", 308)])
+def test_redirect_status_codes(code, status):
+    action = {"path_redirect": "/x", **({"response_code": code} if code else {})}
+    r = table([vh("v", ["*"], [{"match": {"prefix": "/"}, "redirect": action}])]).match("h", "/", Headers())
+    assert r.redirect_status == status
+
+
+def test_plain_redirect_action_keeps_the_request():
+    assert redirect_location(RedirectAction(), "http", "a.com:81", "/p?q") == "http://a.com:81/p?q"
+
+
+# ---------------------------------------------------------------- clusters
+
+
+def weighted(*pairs):
+    return {"match": {"prefix": "/"}, "route": {"weighted_clusters": {"clusters": [
+        {"name": n, "weight": w} for n, w in pairs]}}}
+
+
+def test_50_50_weighted_route_over_2000_picks_lands_within_bounds_seeded_rng():
+    r = table([vh("v", ["*"], [weighted(("v1", 50), ("v2", 50))])]).match("h", "/", Headers())
+    rng = random.Random(1)
+    picks = [r.choose_cluster(Headers(), rng)[0] for _ in range(2000)]
+    assert 900 <= picks.count("v1") <= 1100
+    assert picks.count("v1") + picks.count("v2") == 2000
+
+
+def test_weights_need_not_sum_to_100_and_zero_weight_is_never_chosen():
+    r = table([vh("v", ["*"], [weighted(("a", 1), ("never", 0), ("b", 3))])]).match("h", "/", Headers())
+    rng = random.Random(3)
+    picks = [r.choose_cluster(Headers(), rng)[0] for _ in range(4000)]
+    assert picks.count("never") == 0
+    assert 800 <= picks.count("a") <= 1200  # 25 %
+
+
+def test_choose_weighted_cluster_helper():
+    from pyproxy.config.model import WeightedCluster, ClusterWeight
+
+    wc = WeightedCluster(clusters=(ClusterWeight(name="only", weight=5), ClusterWeight(name="zero", weight=0)))
+    assert {choose_weighted_cluster(wc, random.Random(i)).name for i in range(50)} == {"only"}
+
+
+def test_all_zero_weights_are_a_config_error():
+    with pytest.raises(ConfigError) as e:
+        table([vh("v", ["*"], [weighted(("a", 0), ("b", 0))])])
+    assert e.value.path == "virtual_hosts[0].routes[0].route.weighted_clusters.clusters"
+
+
+def test_cluster_header_names_the_cluster_and_missing_header_means_not_found():
+    r = table([vh("v", ["*"], [{"match": {"prefix": "/"}, "route": {"cluster_header": "X-Cluster"}}])]).match(
+        "h", "/", Headers())
+    assert r.choose_cluster(H(x_cluster="blue"), random.Random())[0] == "blue"
+    assert r.choose_cluster(Headers(), random.Random())[0] is None
+
+
+def test_route_retry_policy_replaces_the_virtual_host_policy():
+    t = table([vh("v", ["*"], [
+        {"match": {"prefix": "/own"}, "route": {"cluster": "c", "retry_policy": {"retry_on": "reset"}}},
+        route({"prefix": "/"}),
+    ], retry_policy={"retry_on": "5xx", "num_retries": 3})])
+    assert t.match("h", "/own", Headers()).retry_policy.retry_on == "reset"
+    assert t.match("h", "/x", Headers()).retry_policy.num_retries == 3
+
+
+def test_route_timeout_defaults_to_envoys_15s_and_0_disables():
+    t = table([vh("v", ["*"], [
+        {"match": {"prefix": "/istio"}, "route": {"cluster": "c", "timeout": "0s"}},
+        route({"prefix": "/"}),
+    ])])
+    assert t.match("h", "/istio", Headers()).timeout == 0.0
+    assert t.match("h", "/", Headers()).timeout == 15.0
+
+
+# ---------------------------------------------------------------- header mutations
+
+
+def hvo(key, value, **extra):
+    return {"header": {"key": key, "value": value}, **extra}
+
+
+MUTATION_CASES = [
+    # (option, existing headers, resulting values of x-a)
+    (hvo("x-a", "new"), [("x-a", "old")], ["old", "new"]),  # default APPEND_IF_EXISTS_OR_ADD
+    (hvo("x-a", "new", append=False), [("x-a", "old")], ["new"]),  # deprecated append: false
+    (hvo("x-a", "new", append_action="OVERWRITE_IF_EXISTS_OR_ADD"), [("x-a", "o1"), ("x-a", "o2")], ["new"]),
+    (hvo("x-a", "new", append_action="OVERWRITE_IF_EXISTS_OR_ADD"), [], ["new"]),
+    (hvo("x-a", "new", append_action="ADD_IF_ABSENT"), [("x-a", "old")], ["old"]),
+    (hvo("x-a", "new", append_action="ADD_IF_ABSENT"), [], ["new"]),
+    (hvo("x-a", "new", append_action="OVERWRITE_IF_EXISTS"), [], []),
+    (hvo("x-a", "new", append_action="OVERWRITE_IF_EXISTS"), [("x-a", "old")], ["new"]),
+    (hvo("x-a", ""), [], []),  # empty values are skipped ...
+    (hvo("x-a", "", keep_empty_value=True), [], [""]),  # ... unless kept
+]
+
+
+@pytest.mark.parametrize("option, existing, expected", MUTATION_CASES)
+def test_apply_header_mutations_honours_append_action(option, existing, expected):
+    from pyproxy.config.model import HeaderValueOption
+
+    headers = Headers(existing)
+    apply_header_mutations(headers, [decode(HeaderValueOption, option)])
+    assert headers.get_all("x-a") == expected
+
+
+def test_removals_happen_before_additions():
+    from pyproxy.config.model import HeaderValueOption
+
+    headers = H(x_a="old", x_b="keep")
+    apply_header_mutations(headers, [decode(HeaderValueOption, hvo("x-a", "new"))], ["X-A"])
+    assert headers.items() == [("x-b", "keep"), ("x-a", "new")]
+
+
+def layered_config(**extra):
+    return table([vh("v", ["*"], [{
+        "match": {"prefix": "/"},
+        "route": {"weighted_clusters": {"clusters": [{"name": "c", "weight": 1, "request_headers_to_add": [
+            hvo("x-level", "cluster", append_action="OVERWRITE_IF_EXISTS_OR_ADD")]}]}},
+        "request_headers_to_add": [hvo("x-level", "route", append_action="OVERWRITE_IF_EXISTS_OR_ADD")],
+        "response_headers_to_remove": ["server"],
+    }], request_headers_to_add=[hvo("x-level", "vhost", append_action="OVERWRITE_IF_EXISTS_OR_ADD")])],
+        request_headers_to_add=[hvo("x-level", "global", append_action="OVERWRITE_IF_EXISTS_OR_ADD")], **extra)
+
+
+def test_header_layers_run_route_then_vhost_then_global_by_default_so_least_specific_wins():
+    r = layered_config().match("h", "/", Headers())
+    _, cw = r.choose_cluster(Headers(), random.Random())
+    headers = Headers()
+    r.apply_request_headers(headers, cw)
+    assert headers.get_all("x-level") == ["global"]
+
+
+def test_most_specific_header_mutations_wins_reverses_the_order():
+    r = layered_config(most_specific_header_mutations_wins=True).match("h", "/", Headers())
+    _, cw = r.choose_cluster(Headers(), random.Random())
+    headers = Headers()
+    r.apply_request_headers(headers, cw)
+    # the weighted-cluster layer always runs first, so the route's own value wins here
+    assert headers.get_all("x-level") == ["route"]
+
+
+def test_response_layers_apply_too():
+    r = layered_config().match("h", "/", Headers())
+    headers = H(server="upstream", x_other="1")
+    r.apply_response_headers(headers)
+    assert "server" not in headers
+
+
+def test_host_and_pseudo_headers_cannot_be_mutated():
+    with pytest.raises(ConfigError) as e:
+        table([vh("v", ["*"], [{**route({"prefix": "/"}), "request_headers_to_add": [hvo(":path", "/x")]}])])
+    assert e.value.path == "virtual_hosts[0].routes[0].request_headers_to_add[0].header.key"
+
+
+def test_per_filter_config_most_specific_wins():
+    from pyproxy.config.model import HTTPFault
+
+    fault = {"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+             "abort": {"http_status": 503, "percentage": {"numerator": 100}}}
+    r = table([vh("v", ["*"], [route({"prefix": "/"})], typed_per_filter_config={
+        "envoy.filters.http.fault": fault})]).match("h", "/", Headers())
+    assert isinstance(r.per_filter_config("envoy.filters.http.fault"), HTTPFault)
+    assert r.per_filter_config("envoy.filters.http.rbac") is None
+
+
+# ---------------------------------------------------------------- robustness
+
+ROBUST = table([
+    vh("a", ["a.com", "*.b.com", "c.*"], [
+        route({"safe_regex": {"regex": "/x/[0-9]+"}, "headers": [{"name": "h", "range_match": {"start": 0, "end": 9}}]}),
+        route({"prefix": "/", "query_parameters": [{"name": "q", "string_match": {"prefix": "z"}}]}),
+        route({"path_separated_prefix": "/p", "case_sensitive": False}),
+    ]),
+    vh("d", ["*"]),
+])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    authority=st.text(max_size=30),
+    path=st.text(max_size=60),
+    headers=st.lists(st.tuples(st.sampled_from(["h", "q", "x", ":path"]), st.text(max_size=20)), max_size=5),
+    method=st.text(max_size=8),
+)
+def test_route_table_never_raises_on_arbitrary_requests(authority, path, headers, method):
+    result = ROBUST.match(authority, path, Headers(headers), method=method)
+    vhost = ROBUST.find_virtual_host(authority)
+    assert vhost is not None  # '*' catches every authority
+    if vhost.name == "d" and path.startswith("/"):
+        assert result is not None
+    if result is not None:
+        assert result.virtual_host is vhost
+        result.rewrite_path(path)
