@@ -1,0 +1,113 @@
+"""translate: the mesh snapshot -> one proxy's Envoy v3 resources (LDS, RDS, CDS, EDS), like istiod's ConfigGen.
+
+Pure functions: `render_sidecar(mesh, "reviews-v1")` and `render_gateway(mesh, "istio-ingressgateway")` return
+a `Rendered` with plain JSON-like dicts in Envoy's v3 JSON shape (snake_case fields, `@type` on every resource
+and typed_config), the same dicts pyproxy decodes and real Envoy accepts. One module per output:
+listeners.py, routes.py, clusters.py (+ policy.py), endpoints.py; common.py holds names, values and the
+extension seams (security and telemetry add HTTP filters, listener and cluster changes there).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from control.mesh import MeshSnapshot
+from control.registry.model import Workload
+from control.translate import clusters as cds
+from control.translate import listeners as lds
+from control.translate import routes as rds
+from control.translate.common import Extensions, Notes, Options, TranslateError, make_proxy
+
+# istiod's default ingress/egress gateway deployments (manifests/charts/gateways): used when the config
+# directory has no Deployment of that name.
+DEFAULT_GATEWAYS = {
+    "istio-ingressgateway": {"app": "istio-ingressgateway", "istio": "ingressgateway"},
+    "istio-egressgateway": {"app": "istio-egressgateway", "istio": "egressgateway"},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """One proxy's resources, grouped by xDS type, each list sorted by resource name."""
+
+    listeners: tuple[dict, ...]
+    routes: tuple[dict, ...]
+    clusters: tuple[dict, ...]
+    endpoints: tuple[dict, ...]
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {"listeners": list(self.listeners), "routes": list(self.routes), "clusters": list(self.clusters),
+                "endpoints": list(self.endpoints)}
+
+
+def find_workload(mesh: MeshSnapshot, name: str, namespace: str | None = None) -> Workload:
+    found = mesh.workload(name, namespace)
+    if found is None:
+        known = ", ".join(sorted({f"{w.namespace}/{w.owner or w.name}" for w in mesh.workloads})) or "none"
+        where = f" in namespace {namespace}" if namespace else ""
+        raise TranslateError(f"no workload named {name!r}{where} (Deployment, Pod or WorkloadEntry); "
+                             f"known workloads: {known}")
+    return found
+
+
+def render_sidecar(mesh: MeshSnapshot, workload: str | Workload, namespace: str | None = None,
+                   options: Options = Options()) -> Rendered:
+    """The sidecar configuration of one workload (by Deployment/Pod/WorkloadEntry name or a Workload)."""
+    wl = workload if isinstance(workload, Workload) else find_workload(mesh, workload, namespace)
+    proxy = make_proxy(mesh, wl, "sidecar", options)
+    specs = cds.outbound_specs(proxy)
+    index = cds.spec_index(specs)
+    route_configs = rds.sidecar_route_configs(proxy, index)
+    by_name = {r["name"]: r for r in route_configs}
+    listeners = lds.sidecar_listeners(proxy, by_name)
+    return Rendered(
+        listeners=tuple(sorted(listeners, key=lambda l: l["name"])),
+        routes=() if options.inline_routes else tuple(route_configs),
+        clusters=tuple(cds.build_clusters(proxy, specs)),
+        endpoints=tuple(cds.build_endpoints(proxy, specs)),
+        notes=tuple(proxy.notes.items),
+    )
+
+
+def gateway_workload(mesh: MeshSnapshot, name: str, namespace: str | None = None) -> Workload:
+    """The gateway's workload: a Deployment/Pod of that name, else Istio's default gateway labels."""
+    found = mesh.workload(name, namespace)
+    if found is not None:
+        return found
+    if name in DEFAULT_GATEWAYS:
+        return Workload(name=name, namespace=namespace or mesh.config.root_namespace,
+                        labels=DEFAULT_GATEWAYS[name], address="0.0.0.0", service_account=f"{name}-service-account",
+                        kind="Deployment", owner=name)
+    return find_workload(mesh, name, namespace)
+
+
+def render_gateway(mesh: MeshSnapshot, name: str = "istio-ingressgateway", namespace: str | None = None,
+                   options: Options = Options()) -> Rendered:
+    """The configuration of a gateway proxy: listeners for the servers of the Gateways selecting it, routes
+    from the VirtualServices bound to them, clusters and endpoints for every service."""
+    wl = gateway_workload(mesh, name, namespace)
+    proxy = make_proxy(mesh, wl, "router", options)
+    specs = cds.outbound_specs(proxy)
+    index = cds.spec_index(specs)
+    servers = lds.gateway_servers(proxy)
+    by_route: dict[str, tuple[int, list]] = {}
+    for port, entries in servers.items():
+        for gw, server in entries:
+            by_route.setdefault(lds.gateway_route_name(gw, server), (port, []))[1].append((gw, server))
+    route_configs = [rds.route_configuration(rname, rds.gateway_virtual_hosts(proxy, index, port, entries))
+                     for rname, (port, entries) in sorted(by_route.items())]
+    listeners = lds.gateway_listeners(proxy, servers, {r["name"]: r for r in route_configs})
+    if not servers:
+        proxy.notes.add(None, "", f"no Gateway selects {wl.namespace}/{wl.owner or wl.name} "
+                                  f"(labels {dict(wl.labels)}): it has no listeners")
+    return Rendered(
+        listeners=tuple(listeners),
+        routes=() if options.inline_routes else tuple(route_configs),
+        clusters=tuple(cds.build_clusters(proxy, specs)),
+        endpoints=tuple(cds.build_endpoints(proxy, specs)),
+        notes=tuple(proxy.notes.items),
+    )
+
+
+__all__ = ["Extensions", "Notes", "Options", "Rendered", "TranslateError", "find_workload", "render_gateway",
+           "render_sidecar"]

@@ -1,0 +1,419 @@
+"""CDS: Envoy clusters for one proxy, carrying the DestinationRule traffic policy.
+
+istiod's ClusterBuilder (pilot/pkg/networking/core/cluster_builder.go, cluster_traffic_policy.go):
+
+* outbound: per visible service and port `outbound|<port>||<fqdn>`, plus `outbound|<port>|<subset>|<fqdn>` per
+  DestinationRule subset. Discovery type from the service: Kubernetes Service and STATIC ServiceEntry -> EDS
+  (`eds_config: {ads: {}}`); DNS -> STRICT_DNS, DNS_ROUND_ROBIN -> LOGICAL_DNS (inline `load_assignment`);
+  NONE / headless -> ORIGINAL_DST. `connect_timeout` = meshConfig.connectTimeout (10s) unless
+  `connectionPool.tcp.connectTimeout`.
+* policy (see policy.py for which one applies):
+  - loadBalancer.simple -> `lb_policy` (unset/LEAST_CONN -> LEAST_REQUEST, Istio's default); PASSTHROUGH ->
+    ORIGINAL_DST + CLUSTER_PROVIDED; consistentHash -> RING_HASH (minimum_ring_size 1024 unless set) or MAGLEV
+    (the hash key goes on the routes); warmup -> slow_start_config.
+  - connectionPool -> `circuit_breakers.thresholds` (always written, unset = 2^32-1, `track_remaining`),
+    HTTP settings in `typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]`
+    (`common_http_protocol_options.max_requests_per_connection`, `idle_timeout`, `max_connection_duration`;
+    HTTP/2 upstream for http2/grpc ports and h2UpgradePolicy UPGRADE; `use_downstream_protocol_config` for
+    useClientProtocol), tcpKeepalive -> `upstream_connection_options.tcp_keepalive`.
+  - outlierDetection -> `outlier_detection` (consecutive_5xx / gateway errors with enforcing 100 when > 0,
+    interval, base_ejection_time, max_ejection_percent, enforcing_success_rate 0, split local-origin) and
+    `common_lb_config.healthy_panic_threshold` = minHealthPercent (default 0).
+  - tls -> `transport_socket` UpstreamTlsContext: SIMPLE/MUTUAL with files or `credentialName` (SDS
+    `kubernetes://<name>`); ISTIO_MUTUAL with SDS `default` + `ROOTCA`, SNI `outbound_.<port>_.<subset>_.<fqdn>`,
+    SANs = the destination's service accounts (spiffe://<td>/ns/<ns>/sa/<sa>) unless subjectAltNames.
+    Auto-mTLS (no DR tls) is the security issue's: it plugs in through `Extensions.cluster_contributors`.
+* `BlackHoleCluster` (STATIC, no endpoints) and `PassthroughCluster` (ORIGINAL_DST) always exist.
+* inbound (sidecars): `inbound|<targetPort>||<fqdn>` STATIC to 127.0.0.1:<targetPort>, the local app.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from control.istio.resources import Resource
+from control.mesh import DestinationRuleView
+from control.registry.base import workload_port
+from control.registry.model import Protocol, Resolution, Service, ServicePort
+from control.translate import endpoints as eds
+from control.translate.common import (ADS, BLACKHOLE_CLUSTER, CLUSTER, HTTP_PROTOCOL_OPTIONS, MAX_UINT32,
+                                      PASSTHROUGH_CLUSTER, UPSTREAM_TLS, Proxy, cluster_name, connect_timeout, duration,
+                                      parse_seconds, sni_name)
+from control.translate.policy import effective_policy
+
+SIMPLE_LB = {"ROUND_ROBIN": "ROUND_ROBIN", "LEAST_REQUEST": "LEAST_REQUEST", "LEAST_CONN": "LEAST_REQUEST",
+             "RANDOM": "RANDOM", "UNSPECIFIED": "LEAST_REQUEST"}
+DEFAULT_RING_SIZE = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSpec:
+    """One outbound cluster to build: which service port and subset, under which rule and policy."""
+
+    name: str
+    service: Service
+    port: ServicePort
+    subset: str
+    subset_labels: Mapping[str, str] | None
+    rule: DestinationRuleView | None
+    policy: Mapping[str, Any] | None
+
+    @property
+    def rule_resource(self) -> Resource | None:
+        return self.rule.rules[0] if self.rule else None
+
+    @property
+    def uses_eds(self) -> bool:
+        lb = (self.policy or {}).get("loadBalancer") or {}
+        return self.service.resolution == Resolution.STATIC and lb.get("simple") != "PASSTHROUGH"
+
+    @property
+    def consistent_hash(self) -> Mapping[str, Any] | None:
+        return ((self.policy or {}).get("loadBalancer") or {}).get("consistentHash")
+
+
+def outbound_specs(proxy: Proxy) -> list[ClusterSpec]:
+    """Every outbound cluster the proxy needs, in a stable order (service host, port, subset)."""
+    specs = []
+    for svc in proxy.visible_services():
+        if svc.hostname.startswith("*") and svc.resolution != Resolution.NONE:
+            continue  # wildcard ServiceEntry hosts only make sense as passthrough
+        rule = proxy.mesh.destination_rule(svc.hostname, proxy.namespace, svc.namespace)
+        for port in svc.ports:
+            if port.protocol == Protocol.UDP:
+                continue
+            specs.append(ClusterSpec(cluster_name("outbound", port.port, "", svc.hostname), svc, port, "", None,
+                                     rule, effective_policy(rule, port.port)))
+            for sub in (rule.subsets if rule else ()):
+                name = str(sub.get("name", ""))
+                labels = {str(k): str(v) for k, v in (sub.get("labels") or {}).items()}
+                specs.append(ClusterSpec(cluster_name("outbound", port.port, name, svc.hostname), svc, port, name,
+                                         labels, rule, effective_policy(rule, port.port, name)))
+    return specs
+
+
+def spec_index(specs: list[ClusterSpec]) -> dict[str, ClusterSpec]:
+    return {s.name: s for s in specs}
+
+
+# --- building --------------------------------------------------------------------------------------------
+
+def unlimited_thresholds() -> dict:
+    return {"max_connections": MAX_UINT32, "max_pending_requests": MAX_UINT32, "max_requests": MAX_UINT32,
+            "max_retries": MAX_UINT32, "track_remaining": True}
+
+
+def _metadata(spec_service: Service, port: int, subset: str, rule: DestinationRuleView | None) -> dict:
+    istio: dict = {"services": [{"host": spec_service.hostname, "name": spec_service.name,
+                                 "namespace": spec_service.namespace}],
+                   "default_original_port": port}
+    if subset:
+        istio["subset"] = subset
+    if rule is not None:
+        first = rule.rules[0]
+        istio["config"] = f"/apis/networking.istio.io/v1/namespaces/{first.namespace}/destination-rule/{first.name}"
+    return {"filter_metadata": {"istio": istio}}
+
+
+def build_outbound_cluster(proxy: Proxy, spec: ClusterSpec) -> dict:
+    svc, port = spec.service, spec.port
+    cluster: dict = {"@type": CLUSTER, "name": spec.name}
+    if svc.resolution == Resolution.STATIC:
+        cluster["type"] = "EDS"
+        cluster["eds_cluster_config"] = {"service_name": spec.name, "eds_config": dict(ADS)}
+    elif svc.resolution in (Resolution.DNS, Resolution.DNS_ROUND_ROBIN):
+        cluster["type"] = "STRICT_DNS" if svc.resolution == Resolution.DNS else "LOGICAL_DNS"
+        cluster["dns_lookup_family"] = "V4_ONLY"
+        cluster["dns_refresh_rate"] = "60s"  # meshConfig.dnsRefreshRate default
+        cluster["respect_dns_ttl"] = True
+        cluster["load_assignment"] = _dns_load_assignment(proxy, spec)
+    else:
+        cluster["type"] = "ORIGINAL_DST"
+    cluster["connect_timeout"] = connect_timeout(proxy)
+    policy = spec.policy or {}
+    res = spec.rule_resource
+    _apply_load_balancer(proxy, cluster, policy.get("loadBalancer"), res)
+    _apply_connection_pool(cluster, policy.get("connectionPool"), port, res)
+    _apply_outlier_detection(cluster, policy.get("outlierDetection"), res)
+    tls = policy.get("tls")
+    if tls:
+        socket = _upstream_tls(proxy, spec, tls)
+        if socket is not None:
+            cluster["transport_socket"] = socket
+    for key in ("tunnel", "proxyProtocol", "retryBudget"):
+        if policy.get(key) and res is not None:
+            proxy.notes.add(res, f"spec.trafficPolicy.{key}", f"{key} is not translated yet")
+    cluster["metadata"] = _metadata(svc, port.port, spec.subset, spec.rule)
+    return cluster
+
+
+def _dns_load_assignment(proxy: Proxy, spec: ClusterSpec) -> dict:
+    svc, port = spec.service, spec.port
+    lb_endpoints = []
+    if svc.static_endpoints:
+        for w in svc.static_endpoints:
+            if spec.subset_labels and not all(w.labels.get(k) == v for k, v in spec.subset_labels.items()):
+                continue
+            number = workload_port(svc, port, w)
+            if number is not None:
+                lb_endpoints.append(eds.lb_endpoint(w.address, number))
+    else:  # no endpoints: Envoy resolves the host itself
+        target = port.target_port if isinstance(port.target_port, int) else port.port
+        lb_endpoints.append(eds.lb_endpoint(svc.hostname, target))
+    return {"cluster_name": spec.name, "endpoints": [{"lb_endpoints": lb_endpoints}]}
+
+
+def _apply_load_balancer(proxy: Proxy, cluster: dict, lb: Mapping[str, Any] | None, res: Resource | None) -> None:
+    lb = lb or {}
+    consistent = lb.get("consistentHash")
+    simple = str(lb.get("simple") or "UNSPECIFIED")
+    if consistent:
+        if consistent.get("maglev") is not None:
+            cluster["lb_policy"] = "MAGLEV"
+            table = (consistent.get("maglev") or {}).get("tableSize")
+            if table:
+                cluster["maglev_lb_config"] = {"table_size": int(table)}
+        else:
+            ring = consistent.get("ringHash") or {}
+            size = ring.get("minimumRingSize") or consistent.get("minimumRingSize") or DEFAULT_RING_SIZE
+            cluster["lb_policy"] = "RING_HASH"
+            cluster["ring_hash_lb_config"] = {"minimum_ring_size": int(size)}
+    elif simple == "PASSTHROUGH":
+        cluster["type"] = "ORIGINAL_DST"
+        cluster["lb_policy"] = "CLUSTER_PROVIDED"
+        cluster.pop("eds_cluster_config", None)
+        cluster.pop("load_assignment", None)
+        return
+    elif simple in SIMPLE_LB:
+        cluster["lb_policy"] = SIMPLE_LB[simple]
+    if cluster.get("type") == "ORIGINAL_DST":
+        cluster["lb_policy"] = "CLUSTER_PROVIDED"
+    warmup = lb.get("warmup") or ({"duration": lb["warmupDurationSecs"]} if lb.get("warmupDurationSecs") else None)
+    if warmup and cluster.get("lb_policy") in ("ROUND_ROBIN", "LEAST_REQUEST") and res is not None:
+        slow: dict = {"slow_start_window": duration(res, "spec.trafficPolicy.loadBalancer.warmup.duration",
+                                                    warmup.get("duration"))}
+        if warmup.get("aggression") is not None:
+            slow["aggression"] = {"default_value": float(warmup["aggression"]),
+                                  "runtime_key": "upstream.slow_start.aggression"}
+        if warmup.get("minimumPercent") is not None:
+            slow["min_weight_percent"] = {"value": float(warmup["minimumPercent"])}
+        key = "round_robin_lb_config" if cluster["lb_policy"] == "ROUND_ROBIN" else "least_request_lb_config"
+        cluster[key] = {"slow_start_config": slow}
+    if lb.get("localityLbSetting") and res is not None:
+        proxy.notes.add(res, "spec.trafficPolicy.loadBalancer.localityLbSetting",
+                        "locality load balancing is not translated yet")
+
+
+def _positive(value: Any) -> int | None:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+def _apply_connection_pool(cluster: dict, pool: Mapping[str, Any] | None, port: ServicePort,
+                           res: Resource | None) -> None:
+    thresholds = unlimited_thresholds()
+    common: dict = {}
+    protocol: dict = {}
+    pool = pool or {}
+    tcp, http = pool.get("tcp") or {}, pool.get("http") or {}
+    base = "spec.trafficPolicy.connectionPool"
+    if _positive(tcp.get("maxConnections")):
+        thresholds["max_connections"] = int(tcp["maxConnections"])
+    if tcp.get("connectTimeout") and res is not None:
+        cluster["connect_timeout"] = duration(res, f"{base}.tcp.connectTimeout", tcp["connectTimeout"])
+    keepalive = tcp.get("tcpKeepalive")
+    if isinstance(keepalive, Mapping):
+        ka: dict = {}
+        if keepalive.get("probes"):
+            ka["keepalive_probes"] = int(keepalive["probes"])
+        for src, dst in (("time", "keepalive_time"), ("interval", "keepalive_interval")):
+            if keepalive.get(src):
+                ka[dst] = int(parse_seconds(str(keepalive[src])) or 0)
+        cluster["upstream_connection_options"] = {"tcp_keepalive": ka}
+    if tcp.get("maxConnectionDuration") and res is not None:
+        common["max_connection_duration"] = duration(res, f"{base}.tcp.maxConnectionDuration",
+                                                     tcp["maxConnectionDuration"])
+    for src, dst in (("http1MaxPendingRequests", "max_pending_requests"), ("http2MaxRequests", "max_requests"),
+                     ("maxRetries", "max_retries")):
+        if _positive(http.get(src)):
+            thresholds[dst] = int(http[src])
+    if _positive(http.get("maxRequestsPerConnection")):
+        common["max_requests_per_connection"] = int(http["maxRequestsPerConnection"])
+    idle = http.get("idleTimeout") or tcp.get("idleTimeout")
+    if idle and res is not None:
+        common["idle_timeout"] = duration(res, f"{base}.http.idleTimeout", idle)
+    h2 = port.protocol.is_http2 or (http.get("h2UpgradePolicy") == "UPGRADE" and port.protocol.is_http)
+    if http.get("useClientProtocol"):
+        protocol["use_downstream_protocol_config"] = {"http_protocol_options": {}, "http2_protocol_options": {}}
+    elif h2:
+        h2_options: dict = {}
+        if _positive(http.get("maxConcurrentStreams")):
+            h2_options["max_concurrent_streams"] = int(http["maxConcurrentStreams"])
+        protocol["explicit_http_config"] = {"http2_protocol_options": h2_options}
+    cluster["circuit_breakers"] = {"thresholds": [thresholds]}
+    if common or protocol:
+        options: dict = {"@type": HTTP_PROTOCOL_OPTIONS}
+        if common:
+            options["common_http_protocol_options"] = common
+        if not protocol:
+            protocol["explicit_http_config"] = {"http_protocol_options": {}}
+        options.update(protocol)
+        cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions":
+                                                       options}
+
+
+def _apply_outlier_detection(cluster: dict, od: Mapping[str, Any] | None, res: Resource | None) -> None:
+    if not od or res is None:
+        return
+    base = "spec.trafficPolicy.outlierDetection"
+    out: dict = {}
+    five = od.get("consecutive5xxErrors", od.get("consecutiveErrors"))
+    if five is not None:
+        out["consecutive_5xx"] = int(five)
+        out["enforcing_consecutive_5xx"] = 100 if int(five) > 0 else 0
+    gateway = od.get("consecutiveGatewayErrors")
+    if gateway is not None:
+        out["consecutive_gateway_failure"] = int(gateway)
+        out["enforcing_consecutive_gateway_failure"] = 100 if int(gateway) > 0 else 0
+    for src, dst in (("interval", "interval"), ("baseEjectionTime", "base_ejection_time")):
+        if od.get(src):
+            out[dst] = duration(res, f"{base}.{src}", od[src])
+    if od.get("maxEjectionPercent") is not None:
+        out["max_ejection_percent"] = int(od["maxEjectionPercent"])
+    if od.get("splitExternalLocalOriginErrors"):
+        out["split_external_local_origin_errors"] = True
+        if od.get("consecutiveLocalOriginFailures") is not None:
+            out["consecutive_local_origin_failure"] = int(od["consecutiveLocalOriginFailures"])
+            out["enforcing_consecutive_local_origin_failure"] = 100
+    out["enforcing_success_rate"] = 0
+    cluster["outlier_detection"] = out
+    cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": float(od.get("minHealthPercent", 0))}}
+
+
+def _sds(name: str) -> dict:
+    return {"name": name, "sds_config": dict(ADS)}
+
+
+def _san_matchers(sans: list[str]) -> list[dict]:
+    return [{"san_type": "URI" if s.startswith("spiffe://") else "DNS", "matcher": {"exact": s}} for s in sans]
+
+
+def _service_accounts(proxy: Proxy, spec: ClusterSpec) -> list[str]:
+    if spec.service.subject_alt_names:
+        return list(spec.service.subject_alt_names)
+    td = proxy.mesh.config.trust_domain
+    accounts = {f"spiffe://{td}/ns/{ep.workload.namespace}/sa/{ep.workload.service_account}"
+                for ep in eds.select(proxy.mesh.endpoints(spec.service, spec.port), spec.subset_labels)}
+    return sorted(accounts)
+
+
+def _upstream_tls(proxy: Proxy, spec: ClusterSpec, tls: Mapping[str, Any]) -> dict | None:
+    mode = str(tls.get("mode") or "DISABLE")
+    if mode == "DISABLE":
+        return None
+    context: dict = {}
+    common: dict = {}
+    sans = [str(s) for s in tls.get("subjectAltNames") or ()]
+    if mode == "ISTIO_MUTUAL":
+        context["sni"] = str(tls.get("sni") or sni_name(spec.port.port, spec.subset, spec.service.hostname))
+        common["alpn_protocols"] = ["istio-peer-exchange", "istio"]
+        common["tls_certificate_sds_secret_configs"] = [_sds("default")]
+        common["combined_validation_context"] = {
+            "default_validation_context": {"match_typed_subject_alt_names":
+                                           _san_matchers(sans or _service_accounts(proxy, spec))},
+            "validation_context_sds_secret_config": _sds("ROOTCA"),
+        }
+    else:  # SIMPLE, MUTUAL
+        context["sni"] = str(tls.get("sni") or spec.service.hostname)
+        credential = tls.get("credentialName")
+        validation: dict = {}
+        if sans:
+            validation["match_typed_subject_alt_names"] = _san_matchers(sans)
+        if credential:
+            if mode == "MUTUAL":
+                common["tls_certificate_sds_secret_configs"] = [_sds(f"kubernetes://{credential}")]
+            common["combined_validation_context"] = {
+                "default_validation_context": validation,
+                "validation_context_sds_secret_config": _sds(f"kubernetes://{credential}-cacert")}
+        else:
+            if mode == "MUTUAL" and tls.get("clientCertificate"):
+                common["tls_certificates"] = [{"certificate_chain": {"filename": str(tls["clientCertificate"])},
+                                               "private_key": {"filename": str(tls.get("privateKey", ""))}}]
+            if tls.get("caCertificates"):
+                validation["trusted_ca"] = {"filename": str(tls["caCertificates"])}
+            if validation:
+                common["validation_context"] = validation
+        if spec.port.protocol.is_http2:
+            common["alpn_protocols"] = ["h2"]
+    context["common_tls_context"] = common
+    return {"name": "envoy.transport_sockets.tls", "typed_config": {"@type": UPSTREAM_TLS, **context}}
+
+
+def blackhole_cluster(proxy: Proxy) -> dict:
+    return {"@type": CLUSTER, "name": BLACKHOLE_CLUSTER, "type": "STATIC",
+            "connect_timeout": connect_timeout(proxy)}
+
+
+def passthrough_cluster(proxy: Proxy) -> dict:
+    return {"@type": CLUSTER, "name": PASSTHROUGH_CLUSTER, "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED",
+            "connect_timeout": connect_timeout(proxy),
+            "circuit_breakers": {"thresholds": [unlimited_thresholds()]}}
+
+
+@dataclass(frozen=True, slots=True)
+class InboundPort:
+    """One port the local app serves: the workload (target) port, the service that exposes it."""
+
+    port: int
+    service: Service
+    service_port: ServicePort
+
+    @property
+    def cluster(self) -> str:
+        return cluster_name("inbound", self.port, "", self.service.hostname)
+
+
+def inbound_ports(proxy: Proxy) -> list[InboundPort]:
+    """Workload ports exposed by the services selecting this workload; the first service wins a port."""
+    seen: dict[int, InboundPort] = {}
+    for svc in proxy.mesh.services_of_workload(proxy.workload):
+        for sp in svc.ports:
+            number = workload_port(svc, sp, proxy.workload)
+            if number is not None and number not in seen:
+                seen[number] = InboundPort(number, svc, sp)
+    return [seen[p] for p in sorted(seen)]
+
+
+def inbound_cluster(proxy: Proxy, ip: InboundPort) -> dict:
+    cluster = {
+        "@type": CLUSTER, "name": ip.cluster, "type": "STATIC",
+        "connect_timeout": connect_timeout(proxy),
+        "load_assignment": {"cluster_name": ip.cluster,
+                            "endpoints": [{"lb_endpoints": [eds.lb_endpoint("127.0.0.1", ip.port)]}]},
+        "circuit_breakers": {"thresholds": [unlimited_thresholds()]},
+        "metadata": _metadata(ip.service, ip.service_port.port, "", None),
+    }
+    if ip.service_port.protocol.is_http2:
+        cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": HTTP_PROTOCOL_OPTIONS, "explicit_http_config": {"http2_protocol_options": {}}}}
+    return cluster
+
+
+def build_clusters(proxy: Proxy, specs: list[ClusterSpec]) -> list[dict]:
+    """All clusters for the proxy, sorted by name, passed through the cluster contributors."""
+    out = [build_outbound_cluster(proxy, s) for s in specs]
+    out += [blackhole_cluster(proxy), passthrough_cluster(proxy)]
+    if proxy.kind == "sidecar":
+        out += [inbound_cluster(proxy, ip) for ip in inbound_ports(proxy)]
+    for contribute in proxy.options.extensions.cluster_contributors:
+        out = [contribute(proxy, c) for c in out]
+    return sorted(out, key=lambda c: c["name"])
+
+
+def build_endpoints(proxy: Proxy, specs: list[ClusterSpec]) -> list[dict]:
+    """One ClusterLoadAssignment per EDS cluster."""
+    return [eds.cluster_load_assignment(s.name, proxy.mesh.endpoints(s.service, s.port), s.subset_labels)
+            for s in sorted(specs, key=lambda s: s.name) if s.uses_eds]

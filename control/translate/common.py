@@ -1,0 +1,250 @@
+"""Shared vocabulary of the translators: the proxy being configured, names, durations, errors, seams.
+
+`Proxy` is istiod's `model.Proxy` + `SidecarScope` for one workload: which services and VirtualServices it
+sees (exportTo, Sidecar egress hosts), its outbound traffic policy, its namespace. Names follow istiod:
+clusters `outbound|<port>|<subset>|<fqdn>` / `inbound|<port>||<fqdn>` (`model.BuildSubsetKey`), SNI
+`outbound_.<port>_.<subset>_.<fqdn>` (`BuildDNSSrvSubsetKey`), listeners `<ip>_<port>`.
+
+Seams for later issues (security, telemetry): `Extensions` carries contributor callables. Each HTTP filter
+contributor is called with (proxy, direction) and returns Envoy HTTP filter dicts inserted before the fault
+filter (authn/authz position: jwt_authn, rbac, ext_authz), or before the router (stats, rate limit); each
+listener contributor may return a replacement listener dict (e.g. to add a transport socket or listener
+filters); each cluster contributor may return a replacement cluster dict (e.g. auto-mTLS transport sockets).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from control.istio.resources import Resource
+from control.mesh import ALLOW_ANY, MESH_GATEWAY, MeshSnapshot, export_visible, host_matches, resolve_host
+from control.registry.files import where
+from control.registry.model import Service, Workload
+
+# Envoy type URLs (type.googleapis.com/<proto full name>)
+T = "type.googleapis.com/"
+LISTENER = T + "envoy.config.listener.v3.Listener"
+ROUTE_CONFIGURATION = T + "envoy.config.route.v3.RouteConfiguration"
+CLUSTER = T + "envoy.config.cluster.v3.Cluster"
+CLUSTER_LOAD_ASSIGNMENT = T + "envoy.config.endpoint.v3.ClusterLoadAssignment"
+HCM = T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+TCP_PROXY = T + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+ROUTER = T + "envoy.extensions.filters.http.router.v3.Router"
+FAULT = T + "envoy.extensions.filters.http.fault.v3.HTTPFault"
+CORS = T + "envoy.extensions.filters.http.cors.v3.Cors"
+CORS_POLICY = T + "envoy.extensions.filters.http.cors.v3.CorsPolicy"
+UPSTREAM_TLS = T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+DOWNSTREAM_TLS = T + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+HTTP_PROTOCOL_OPTIONS = T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+PREVIOUS_HOSTS = T + "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+PREVIOUS_PRIORITIES = T + "envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig"
+TLS_INSPECTOR = T + "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+
+PASSTHROUGH_CLUSTER = "PassthroughCluster"
+BLACKHOLE_CLUSTER = "BlackHoleCluster"
+MAX_UINT32 = 4294967295  # istiod's "unlimited" circuit-breaker thresholds (math.MaxUint32)
+ADS = {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}
+
+OUTBOUND_PORT = 15001  # ARCHITECTURE.md decision 4
+INBOUND_PORT = 15006
+
+
+class TranslateError(ValueError):
+    """Config that cannot be translated. The message names file:line, resource and field."""
+
+
+
+def fail(res: Resource, path: str, message: str) -> TranslateError:
+    return TranslateError(f"{where(res, path)}: {message}")
+
+
+# --- names -----------------------------------------------------------------------------------------------
+
+def cluster_name(direction: str, port: int, subset: str, host: str) -> str:
+    """istiod's BuildSubsetKey: `outbound|9080|v1|reviews.default.svc.cluster.local`."""
+    return f"{direction}|{port}|{subset}|{host}"
+
+
+def sni_name(port: int, subset: str, host: str) -> str:
+    """istiod's BuildDNSSrvSubsetKey: `outbound_.9080_.v1_.reviews.default.svc.cluster.local`."""
+    return f"outbound_.{port}_.{subset}_.{host}"
+
+
+# --- values ----------------------------------------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|m|s|ms|us|µs|ns)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def parse_seconds(text: Any) -> float | None:
+    """Seconds in an Istio duration (`10s`, `0.5s`, `500ms`, `1m30s`, `1h`: protobuf JSON and Go forms, which
+    Istio's CRDs accept). None if malformed."""
+    if not isinstance(text, str) or not text:
+        return None
+    pos, total = 0, 0.0
+    for m in _DURATION_PART.finditer(text):
+        if m.start() != pos:
+            return None
+        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos = m.end()
+    return total if pos == len(text) else None
+
+
+def envoy_duration(seconds: float) -> str:
+    """Protobuf JSON duration: `10s`, `0.500s`, `0s` (nanosecond precision, trailing zeros trimmed)."""
+    nanos = round(seconds * 1e9)
+    whole, frac = divmod(nanos, 1_000_000_000)
+    if not frac:
+        return f"{whole}s"
+    return f"{whole}.{frac:09d}".rstrip("0") + "s"
+
+
+def duration(res: Resource, path: str, value: Any) -> str:
+    seconds = parse_seconds(value)
+    if seconds is None:
+        raise fail(res, path, f"invalid duration {value!r} (use e.g. 10s, 0.5s, 500ms, 1m)")
+    return envoy_duration(seconds)
+
+
+def connect_timeout(proxy: "Proxy") -> str:
+    """meshConfig.connectTimeout (default 10s) as an Envoy duration."""
+    seconds = parse_seconds(proxy.mesh.config.connect_timeout)
+    return envoy_duration(10.0 if seconds is None else seconds)
+
+
+def fractional_percent(value: float) -> dict:
+    """Istio's translatePercentToFractionalPercent: percent (0-100, may be fractional) per million."""
+    return {"numerator": int(round(float(value) * 10000)), "denominator": "MILLION"}
+
+
+def percent_of(spec: Mapping[str, Any], legacy_key: str | None = "percent") -> float:
+    """`percentage.value` (double), else the deprecated int `percent`; unset = 0% (Istio's rule for faults)."""
+    pct = spec.get("percentage")
+    if isinstance(pct, Mapping) and "value" in pct:
+        return float(pct["value"])
+    if legacy_key and legacy_key in spec:
+        return float(spec[legacy_key])
+    return 0.0
+
+
+# --- diagnostics -----------------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Notes:
+    """What translation skipped or could not honour (ARCHITECTURE decision 1: unsupported fields are reported,
+    never silently dropped). Collected per render; printed by `meshctl render` on stderr."""
+
+    items: list[str] = field(default_factory=list)
+
+    def add(self, res: Resource | None, path: str, message: str) -> None:
+        text = f"{where(res, path)}: {message}" if res is not None else message
+        if text not in self.items:
+            self.items.append(text)
+
+
+# --- seams -----------------------------------------------------------------------------------------------
+
+HttpFilterContributor = Callable[["Proxy", str], list[dict]]
+ResourceContributor = Callable[["Proxy", dict], dict]
+
+
+@dataclass(frozen=True, slots=True)
+class Extensions:
+    """Hooks for the security and telemetry issues. Directions: "outbound", "inbound", "gateway"."""
+
+    http_filters_authn: tuple[HttpFilterContributor, ...] = ()  # before fault (jwt_authn, rbac, ext_authz)
+    http_filters_before_router: tuple[HttpFilterContributor, ...] = ()  # stats, local rate limit
+    listener_contributors: tuple[ResourceContributor, ...] = ()  # may rewrite a listener dict
+    cluster_contributors: tuple[ResourceContributor, ...] = ()  # may rewrite a cluster dict
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    inline_routes: bool = False  # HCM carries `route_config` instead of `rds` (static rendering)
+    extensions: Extensions = Extensions()
+
+
+# --- the proxy being configured --------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class EgressHost:
+    """One Sidecar `egress[].hosts` entry `namespace/dnsName` (`*` any ns, `.` own ns, `~` none)."""
+
+    namespace: str
+    host: str
+
+    def admits(self, sidecar_ns: str, obj_ns: str, host: str) -> bool:
+        if self.namespace == "~":
+            return False
+        if self.namespace not in ("*", obj_ns) and not (self.namespace == "." and obj_ns == sidecar_ns):
+            return False
+        return host_matches(self.host, host) or (self.host.startswith("*") and host_matches(host, self.host))
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """One proxy's view of the mesh (istiod's Proxy + SidecarScope)."""
+
+    mesh: MeshSnapshot
+    workload: Workload
+    kind: str  # "sidecar" | "router"
+    sidecar: Resource | None
+    egress: tuple[EgressHost, ...]  # () = no Sidecar scoping: everything exported to the namespace
+    outbound_policy: str
+    notes: Notes
+    options: Options = Options()
+
+    @property
+    def namespace(self) -> str:
+        return self.workload.namespace
+
+    @property
+    def dns_domain(self) -> str:
+        """`<ns>.svc.cluster.local`: what istiod calls the proxy's DNSDomain (used for short vhost domains)."""
+        return f"{self.namespace}.svc.{self.mesh.config.domain}"
+
+    def sees_service(self, svc: Service) -> bool:
+        if self.kind == "sidecar" and not export_visible(svc.export_to, svc.namespace, self.namespace):
+            return False
+        if not self.egress:
+            return True
+        return any(e.admits(self.sidecar.namespace, svc.namespace, svc.hostname) for e in self.egress)
+
+    def sees_virtual_service(self, vs: Resource) -> bool:
+        export = tuple(str(e) for e in vs.spec.get("exportTo") or ())
+        if self.kind == "sidecar" and not export_visible(export, vs.namespace, self.namespace):
+            return False
+        if not self.egress:
+            return True
+        hosts = [resolve_host(str(h), vs.namespace, self.mesh.config.domain) for h in vs.spec.get("hosts") or ()]
+        return any(e.admits(self.sidecar.namespace, vs.namespace, h) for e in self.egress for h in hosts)
+
+    def visible_services(self) -> tuple[Service, ...]:
+        return tuple(s for s in self.mesh.services if self.sees_service(s))
+
+    def mesh_virtual_services(self) -> tuple[Resource, ...]:
+        return tuple(vs for vs in self.mesh.virtual_services_for(MESH_GATEWAY) if self.sees_virtual_service(vs))
+
+
+def make_proxy(mesh: MeshSnapshot, workload: Workload, kind: str = "sidecar", options: Options = Options()) -> Proxy:
+    """Resolve the Sidecar scope and outbound policy for a workload."""
+    notes = Notes()
+    sidecar = mesh.sidecar_for(workload) if kind == "sidecar" else None
+    egress: list[EgressHost] = []
+    policy = mesh.config.outbound_traffic_policy
+    if sidecar is not None:
+        for i, listener in enumerate(sidecar.spec.get("egress") or ()):
+            if listener.get("port") or listener.get("bind") or listener.get("captureMode"):
+                notes.add(sidecar, f"spec.egress[{i}].port",
+                          "per-port egress listeners are not translated; only `hosts` scoping is applied")
+            for h in listener.get("hosts") or ():
+                ns, _, name = str(h).partition("/")
+                egress.append(EgressHost(ns, resolve_host(name, sidecar.namespace, mesh.config.domain)))
+        if sidecar.spec.get("ingress"):
+            notes.add(sidecar, "spec.ingress", "Sidecar ingress listeners are not translated")
+        otp = sidecar.spec.get("outboundTrafficPolicy")
+        if isinstance(otp, Mapping) and otp.get("mode"):
+            policy = str(otp["mode"])
+    return Proxy(mesh, workload, kind, sidecar, tuple(egress), policy or ALLOW_ANY, notes, options)
+

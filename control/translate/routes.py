@@ -1,0 +1,654 @@
+"""RDS: RouteConfigurations from VirtualServices (and default routes for services without one).
+
+istiod's httproute.go + route/route.go:
+
+* Sidecar outbound: one RouteConfiguration per HTTP service port, named by the port (`"9080"`). Each
+  visible service on that port gets a virtual host `<fqdn>:<port>` whose `domains` are what a client may put in
+  Host (`generateVirtualHostDomains`): the FQDN, and for Kubernetes services the short forms the proxy's
+  namespace allows (same namespace: `reviews`, `reviews.default.svc`, `reviews.default`; other namespace:
+  `reviews.default`, `reviews.default.svc`), each also with `:<port>`, then the cluster IP. A VirtualService
+  bound to `mesh` whose host names the service replaces its default route (`name: default`, prefix `/`, to
+  `outbound|<port>||<fqdn>`); its hosts that are no service become their own virtual host (port 80 only, as
+  istiod). The first VirtualService for a host wins. Virtual hosts are sorted by name and a catch-all is
+  appended: `allow_any` -> PassthroughCluster (outboundTrafficPolicy ALLOW_ANY) or `block_all` -> direct 502
+  (REGISTRY_ONLY).
+* `"http_proxy"`: the same virtual hosts for all ports merged (istiod's RDSHttpProxy, for a Sidecar egress
+  listener of protocol HTTP_PROXY): port-80 hosts keep every domain, other ports only their `host:port` forms.
+  The explicit outbound listener 15001 uses it (see listeners.py).
+* Gateways: `http.<port>` for plain HTTP servers, `https.<port>.<portName>.<gateway>.<ns>` per terminating
+  HTTPS server; virtual hosts from the VirtualServices bound to the gateway whose hosts intersect the server's
+  `hosts` (`ns/host`); `httpsRedirect` -> `require_tls: ALL`; nothing bound -> `blackhole:<port>` (404).
+
+Each HTTPRoute becomes one Envoy route per `match` block (OR), in order, stopping after a catch-all. Matches:
+uri exact/prefix/regex -> path/prefix/safe_regex (`ignoreUriCase` -> case_sensitive false), headers /
+withoutHeaders (invert_match) / method / authority / scheme -> header matchers sorted by name (empty or regex
+`*` = presence), queryParams -> query_parameters; `port`, `sourceLabels`, `sourceNamespace`, `gateways` are
+compile-time filters. Actions: one destination -> `cluster`, several -> `weighted_clusters` (weight 0 dropped);
+`rewrite` -> prefix_rewrite / regex_rewrite / host_rewrite_literal; `redirect`; `directResponse`; `headers` ->
+*_headers_to_add (set = OVERWRITE_IF_EXISTS_OR_ADD, add = APPEND_IF_EXISTS_OR_ADD) / *_to_remove; `timeout`
+(Istio default 0s = disabled; max_grpc_timeout the same); `retries` (Istio's default policy when unset:
+2 attempts, connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes, previous_hosts,
+host_selection_retry_max_attempts 5); `fault` -> typed_per_filter_config envoy.filters.http.fault; `mirror(s)`
+-> request_mirror_policies; `corsPolicy` -> typed_per_filter_config envoy.filters.http.cors; consistent-hash
+DestinationRules -> hash_policy.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from control.istio.resources import Resource
+from control.mesh import MESH_GATEWAY, REGISTRY_ONLY, gateway_key, host_matches, hosts_intersect, resolve_host
+from control.registry.model import Service
+from control.translate.clusters import ClusterSpec
+from control.translate.common import (CORS_POLICY, FAULT, PASSTHROUGH_CLUSTER, PREVIOUS_HOSTS, PREVIOUS_PRIORITIES,
+                                      ROUTE_CONFIGURATION, Proxy, cluster_name, duration, envoy_duration, fail,
+                                      fractional_percent, parse_seconds, percent_of)
+
+DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+DEFAULT_RETRY_ATTEMPTS = 2
+HOST_SELECTION_RETRY_MAX_ATTEMPTS = 5
+HTTP_PROXY_ROUTE = "http_proxy"
+REDIRECT_CODES = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER", 307: "TEMPORARY_REDIRECT",
+                  308: "PERMANENT_REDIRECT"}
+GRPC_CODES = {"OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
+              "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
+              "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14,
+              "DATA_LOSS": 15, "UNAUTHENTICATED": 16}
+PSEUDO_MATCH_HEADERS = {"method": ":method", "authority": ":authority", "scheme": ":scheme"}
+
+
+class RouteContext:
+    """What route translation needs besides the rule: the proxy, the clusters it has (for consistent-hash
+    policies), the listener port and the gateway the routes are for (`mesh` for sidecars)."""
+
+    __slots__ = ("proxy", "specs", "port", "gateway")
+
+    def __init__(self, proxy: Proxy, specs: Mapping[str, ClusterSpec], port: int, gateway: str = MESH_GATEWAY):
+        self.proxy, self.specs, self.port, self.gateway = proxy, specs, port, gateway
+
+
+# --- matches ---------------------------------------------------------------------------------------------
+
+def string_match(sm: Mapping[str, Any] | None) -> dict | None:
+    """Istio StringMatch -> Envoy StringMatcher; None for a presence-only match (empty, or regex `*`)."""
+    if not sm:
+        return None
+    if "exact" in sm:
+        return {"exact": str(sm["exact"])}
+    if "prefix" in sm:
+        return {"prefix": str(sm["prefix"])}
+    if "regex" in sm:
+        if sm["regex"] == "*":
+            return None
+        return {"safe_regex": {"regex": str(sm["regex"])}}
+    return None
+
+
+def header_matcher(name: str, sm: Mapping[str, Any] | None, invert: bool = False) -> dict:
+    out: dict = {"name": name}
+    matcher = string_match(sm)
+    if matcher is None:
+        out["present_match"] = True
+    else:
+        out["string_match"] = matcher
+        if invert:
+            out["treat_missing_header_as_empty"] = True
+    if invert:
+        out["invert_match"] = True
+    return out
+
+
+def route_match(ctx: RouteContext, vs: Resource, path: str, m: Mapping[str, Any]) -> dict:
+    out: dict = {}
+    uri = m.get("uri") or {}
+    if "exact" in uri:
+        out["path"] = str(uri["exact"])
+    elif "prefix" in uri:
+        out["prefix"] = str(uri["prefix"])
+    elif "regex" in uri:
+        out["safe_regex"] = {"regex": str(uri["regex"])}
+    else:
+        out["prefix"] = "/"
+    if m.get("ignoreUriCase"):
+        out["case_sensitive"] = False
+    headers: list[dict] = []
+    for name, sm in (m.get("headers") or {}).items():
+        name = str(name).lower()
+        if name.startswith("@request.auth.claims"):
+            ctx.proxy.notes.add(vs, f"{path}.headers", "JWT claim matches are translated with security (later issue)")
+            continue
+        if name in ("uri", "scheme", "method", "authority"):
+            continue  # ignored by Istio
+        headers.append(header_matcher(name, sm))
+    for name, sm in (m.get("withoutHeaders") or {}).items():
+        headers.append(header_matcher(str(name).lower(), sm, invert=True))
+    for key, pseudo in PSEUDO_MATCH_HEADERS.items():
+        if m.get(key):
+            headers.append(header_matcher(pseudo, m[key]))
+    if headers:
+        out["headers"] = sorted(headers, key=lambda h: h["name"])
+    params = []
+    for name in sorted(m.get("queryParams") or {}):
+        sm = m["queryParams"][name]
+        matcher = string_match(sm)
+        params.append({"name": str(name), "present_match": True} if matcher is None
+                      else {"name": str(name), "string_match": matcher})
+    if params:
+        out["query_parameters"] = params
+    return out
+
+
+def _is_catch_all(match: Mapping[str, Any]) -> bool:
+    return match.get("prefix") == "/" and not match.get("headers") and not match.get("query_parameters") \
+        and match.get("case_sensitive", True)
+
+
+def _match_applies(ctx: RouteContext, vs: Resource, m: Mapping[str, Any]) -> bool:
+    """Compile-time filters: `port`, per-match `gateways` (when set, source filters are not consulted),
+    else `sourceLabels` / `sourceNamespace` against the client proxy."""
+    if m.get("port") and int(m["port"]) != ctx.port:
+        return False
+    if m.get("gateways"):
+        return ctx.gateway in {gateway_key(str(g), vs.namespace) for g in m["gateways"]}
+    if m.get("sourceLabels") and not ctx.proxy.workload.matches(
+            {str(k): str(v) for k, v in m["sourceLabels"].items()}):
+        return False
+    if m.get("sourceNamespace") and str(m["sourceNamespace"]) != ctx.proxy.namespace:
+        return False
+    return True
+
+
+# --- actions ---------------------------------------------------------------------------------------------
+
+def header_operations(ops: Mapping[str, Any] | None) -> tuple[list[dict], list[str], str | None]:
+    """(headers_to_add, headers_to_remove, authority) for one `headers.request|response` block. `set` ->
+    OVERWRITE_IF_EXISTS_OR_ADD, `add` -> APPEND_IF_EXISTS_OR_ADD; pseudo-headers are dropped and `host` /
+    `:authority` in set/add becomes the authority rewrite (istiod translateAppendHeaders)."""
+    if not ops:
+        return [], [], None
+    add: list[dict] = []
+    authority = None
+    for key, action in (("set", "OVERWRITE_IF_EXISTS_OR_ADD"), ("add", "APPEND_IF_EXISTS_OR_ADD")):
+        for name in sorted(ops.get(key) or {}):
+            value = str(ops[key][name])
+            lowered = str(name).lower()
+            if lowered in ("host", ":authority"):
+                authority = value
+                continue
+            if lowered.startswith(":"):
+                continue
+            add.append({"header": {"key": str(name), "value": value}, "append_action": action})
+    remove = [str(n) for n in ops.get("remove") or () if not str(n).startswith(":") and str(n).lower() != "host"]
+    return add, remove, authority
+
+
+def _apply_headers(target: dict, headers: Mapping[str, Any] | None) -> str | None:
+    """Add request/response header operations to a route or weighted cluster; returns an authority rewrite."""
+    headers = headers or {}
+    req_add, req_remove, authority = header_operations(headers.get("request"))
+    resp_add, resp_remove, _ = header_operations(headers.get("response"))
+    for key, value in (("request_headers_to_add", req_add), ("request_headers_to_remove", req_remove),
+                       ("response_headers_to_add", resp_add), ("response_headers_to_remove", resp_remove)):
+        if value:
+            target.setdefault(key, []).extend(value)
+    return authority
+
+
+def destination_cluster(ctx: RouteContext, vs: Resource, path: str, dest: Mapping[str, Any]) -> str:
+    """`outbound|<port>|<subset>|<fqdn>` for a Destination: short host resolved in the VirtualService's
+    namespace; port from `port.number`, else the service's only port, else the listener port."""
+    mesh = ctx.proxy.mesh
+    host = resolve_host(str(dest.get("host", "")), vs.namespace, mesh.config.domain)
+    svc = mesh.service(host, vs.namespace)
+    number = (dest.get("port") or {}).get("number")
+    if number:
+        port = int(number)
+    elif svc is not None and len(svc.ports) == 1:
+        port = svc.ports[0].port
+    else:
+        port = ctx.port
+    subset = str(dest.get("subset") or "")
+    name = cluster_name("outbound", port, subset, host)
+    if svc is None:
+        ctx.proxy.notes.add(vs, f"{path}.host", f"destination {host} is not in the registry: Envoy answers 503 NC")
+    elif name not in ctx.specs and subset:
+        ctx.proxy.notes.add(vs, f"{path}.subset",
+                            f"subset {subset!r} of {host} is not defined by a DestinationRule: Envoy answers 503 NC")
+    return name
+
+
+def hash_policy(spec: ClusterSpec | None) -> list[dict]:
+    """DestinationRule consistentHash key -> route hash_policy (istiod's consistentHashToHashPolicy)."""
+    ch = spec.consistent_hash if spec is not None else None
+    if not ch:
+        return []
+    if ch.get("httpHeaderName"):
+        return [{"header": {"header_name": str(ch["httpHeaderName"])}}]
+    if ch.get("httpCookie"):
+        cookie = ch["httpCookie"]
+        out: dict = {"name": str(cookie.get("name", ""))}
+        if cookie.get("path"):
+            out["path"] = str(cookie["path"])
+        if cookie.get("ttl") is not None:
+            out["ttl"] = envoy_duration(parse_seconds(str(cookie["ttl"])) or 0.0)
+        return [{"cookie": out}]
+    if ch.get("useSourceIp"):
+        return [{"connection_properties": {"source_ip": True}}]
+    if ch.get("httpQueryParameterName"):
+        return [{"query_parameter": {"name": str(ch["httpQueryParameterName"])}}]
+    return []
+
+
+def retry_policy(ctx: RouteContext, vs: Resource | None, path: str, retries: Mapping[str, Any] | None,
+                 consistent_hash: bool) -> dict | None:
+    """istiod's retry.ConvertPolicy. None (no `retries`) -> meshConfig.defaultHttpRetryPolicy or Istio's
+    default; attempts 0 -> no retry policy."""
+    if retries is None:
+        retries = ctx.proxy.mesh.config.default_http_retry_policy
+    policy: dict = {"retry_on": DEFAULT_RETRY_ON, "num_retries": DEFAULT_RETRY_ATTEMPTS,
+                    "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
+                                              "typed_config": {"@type": PREVIOUS_HOSTS}}],
+                    "host_selection_retry_max_attempts": HOST_SELECTION_RETRY_MAX_ATTEMPTS}
+    if retries is not None:
+        attempts = int(retries.get("attempts") or 0)
+        if attempts <= 0:
+            return None
+        policy["num_retries"] = attempts
+        if retries.get("retryOn"):
+            tokens, codes = [], []
+            for token in str(retries["retryOn"]).split(","):
+                token = token.strip()
+                if token.isdigit():
+                    codes.append(int(token))
+                elif token:
+                    tokens.append(token)
+            if codes:
+                policy["retriable_status_codes"] = codes
+                if "retriable-status-codes" not in tokens:
+                    tokens.append("retriable-status-codes")
+            policy["retry_on"] = ",".join(tokens)
+        if retries.get("perTryTimeout") and vs is not None:
+            policy["per_try_timeout"] = duration(vs, f"{path}.perTryTimeout", retries["perTryTimeout"])
+        if retries.get("retryRemoteLocalities"):
+            policy["retry_priority"] = {"name": "envoy.retry_priorities.previous_priorities",
+                                        "typed_config": {"@type": PREVIOUS_PRIORITIES, "update_frequency": 2}}
+        if retries.get("retryIgnorePreviousHosts") is False:
+            del policy["retry_host_predicate"]
+        if retries.get("backoff") and vs is not None:
+            base = parse_seconds(duration(vs, f"{path}.backoff", retries["backoff"])) or 0.0
+            policy["retry_back_off"] = {"base_interval": envoy_duration(base),
+                                        "max_interval": envoy_duration(base * 10)}
+    if consistent_hash:
+        policy.pop("retry_host_predicate", None)
+    return policy
+
+
+def fault_config(vs: Resource, path: str, fault: Mapping[str, Any]) -> dict:
+    out: dict = {"@type": FAULT}
+    delay = fault.get("delay")
+    if delay:
+        if not delay.get("fixedDelay"):
+            raise fail(vs, f"{path}.delay", "only fixedDelay is supported (exponentialDelay is not, as in Istio)")
+        out["delay"] = {"fixed_delay": duration(vs, f"{path}.delay.fixedDelay", delay["fixedDelay"]),
+                        "percentage": fractional_percent(percent_of(delay))}
+    abort = fault.get("abort")
+    if abort:
+        body: dict = {"percentage": fractional_percent(percent_of(abort, legacy_key=None))}
+        if abort.get("httpStatus") is not None:
+            body["http_status"] = int(abort["httpStatus"])
+        elif abort.get("grpcStatus") is not None:
+            code = abort["grpcStatus"]
+            body["grpc_status"] = GRPC_CODES.get(str(code).upper(), code) if not isinstance(code, int) else code
+        else:
+            raise fail(vs, f"{path}.abort", "abort needs httpStatus or grpcStatus (http2Error is not supported)")
+        out["abort"] = body
+    return out
+
+
+def cors_config(vs: Resource, path: str, cors: Mapping[str, Any]) -> dict:
+    out: dict = {"@type": CORS_POLICY}
+    origins = [string_match(o) for o in cors.get("allowOrigins") or ()]
+    origins += [{"exact": str(o)} for o in cors.get("allowOrigin") or ()]  # deprecated exact list
+    origins = [o for o in origins if o is not None]
+    if origins:
+        out["allow_origin_string_match"] = origins
+    for src, dst in (("allowMethods", "allow_methods"), ("allowHeaders", "allow_headers"),
+                     ("exposeHeaders", "expose_headers")):
+        if cors.get(src):
+            out[dst] = ",".join(str(v) for v in cors[src])
+    if cors.get("maxAge"):
+        seconds = parse_seconds(duration(vs, f"{path}.maxAge", cors["maxAge"])) or 0
+        out["max_age"] = str(int(seconds))
+    if cors.get("allowCredentials") is not None:
+        out["allow_credentials"] = bool(cors["allowCredentials"])
+    out["forward_not_matching_preflights"] = str(cors.get("unmatchedPreflights") or "FORWARD") != "IGNORE"
+    out["filter_enabled"] = {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}
+    return out
+
+
+def mirror_policies(ctx: RouteContext, vs: Resource, path: str, rule: Mapping[str, Any]) -> list[dict]:
+    entries: list[tuple[Mapping[str, Any], float, str]] = []
+    if rule.get("mirror"):
+        pct = rule.get("mirrorPercentage")
+        value = float(pct.get("value", 0)) if isinstance(pct, Mapping) else \
+            float(rule["mirrorPercent"]) if rule.get("mirrorPercent") is not None else 100.0
+        entries.append((rule["mirror"], value, f"{path}.mirror"))
+    for i, m in enumerate(rule.get("mirrors") or ()):
+        pct = m.get("percentage")
+        value = float(pct.get("value", 0)) if isinstance(pct, Mapping) else 100.0
+        entries.append((m.get("destination") or {}, value, f"{path}.mirrors[{i}].destination"))
+    out = []
+    for dest, value, dpath in entries:
+        if value <= 0:
+            continue
+        out.append({"cluster": destination_cluster(ctx, vs, dpath, dest),
+                    "runtime_fraction": {"default_value": fractional_percent(value)},
+                    "trace_sampled": False})
+    return out
+
+
+def _redirect(ctx: RouteContext, vs: Resource, path: str, redirect: Mapping[str, Any]) -> dict | None:
+    out: dict = {}
+    if redirect.get("uri"):
+        out["path_redirect"] = str(redirect["uri"])
+    if redirect.get("authority"):
+        out["host_redirect"] = str(redirect["authority"])
+    if redirect.get("scheme"):
+        out["scheme_redirect"] = str(redirect["scheme"])
+    if redirect.get("port"):
+        out["port_redirect"] = int(redirect["port"])
+    elif redirect.get("derivePort") == "FROM_REQUEST_PORT":
+        out["port_redirect"] = ctx.port
+    elif redirect.get("derivePort") == "FROM_PROTOCOL_DEFAULT":
+        out["port_redirect"] = 443 if str(redirect.get("scheme", "")).lower() == "https" else 80
+    code = int(redirect.get("redirectCode") or 301)
+    if code not in REDIRECT_CODES:
+        ctx.proxy.notes.add(vs, f"{path}.redirectCode", f"redirect code {code} is not one of 301, 302, 303, 307, "
+                                                         "308; the route is dropped (as istiod does)")
+        return None
+    out["response_code"] = REDIRECT_CODES[code]
+    return out
+
+
+def _route_action(ctx: RouteContext, vs: Resource, path: str, rule: Mapping[str, Any], route: dict) -> bool:
+    """Fill `route` with the action of one HTTPRoute; False when the route must be dropped."""
+    dests = list(rule.get("route") or ())
+    action: dict = {}
+    authority = None
+    first_spec = None
+    if len(dests) == 1:
+        action["cluster"] = destination_cluster(ctx, vs, f"{path}.route[0].destination",
+                                                dests[0].get("destination") or {})
+        authority = _apply_headers(route, dests[0].get("headers"))
+        first_spec = ctx.specs.get(action["cluster"])
+    else:
+        clusters = []
+        for i, d in enumerate(dests):
+            weight = int(d.get("weight") or 0)
+            name = destination_cluster(ctx, vs, f"{path}.route[{i}].destination", d.get("destination") or {})
+            if first_spec is None:
+                first_spec = ctx.specs.get(name)
+            if weight <= 0:
+                continue
+            entry: dict = {"name": name, "weight": weight}
+            authority = _apply_headers(entry, d.get("headers")) or authority
+            clusters.append(entry)
+        if not clusters:
+            ctx.proxy.notes.add(vs, f"{path}.route", "total destination weight is 0; the route is dropped")
+            return False
+        action["weighted_clusters"] = {"clusters": clusters}
+    timeout = duration(vs, f"{path}.timeout", rule["timeout"]) if rule.get("timeout") else "0s"
+    action["timeout"] = timeout
+    policy = retry_policy(ctx, vs, f"{path}.retries", rule.get("retries"), bool(hash_policy(first_spec)))
+    if policy is not None:
+        action["retry_policy"] = policy
+    action["max_grpc_timeout"] = timeout
+    rewrite = rule.get("rewrite") or {}
+    if rewrite.get("uri") is not None and rewrite.get("uri") != "":
+        action["prefix_rewrite"] = str(rewrite["uri"])
+    if rewrite.get("uriRegexRewrite"):
+        rr = rewrite["uriRegexRewrite"]
+        action["regex_rewrite"] = {"pattern": {"regex": str(rr.get("match", ""))},
+                                   "substitution": str(rr.get("rewrite", ""))}
+    authority = rewrite.get("authority") or authority
+    if authority:
+        action["host_rewrite_literal"] = str(authority)
+    mirrors = mirror_policies(ctx, vs, path, rule)
+    if mirrors:
+        action["request_mirror_policies"] = mirrors
+    hp = hash_policy(first_spec)
+    if hp:
+        action["hash_policy"] = hp
+    route["route"] = action
+    return True
+
+
+def http_routes(ctx: RouteContext, vs: Resource) -> list[dict]:
+    """Envoy routes for one VirtualService on one listener port (istiod BuildHTTPRoutesForVirtualService)."""
+    out: list[dict] = []
+    notes = ctx.proxy.notes
+    for section in ("tcp", "tls"):
+        if vs.spec.get(section):
+            notes.add(vs, f"spec.{section}", f"{section} routes are not translated yet (HTTP only)")
+    for i, rule in enumerate(vs.spec.get("http") or ()):
+        path = f"spec.http[{i}]"
+        if rule.get("delegate"):
+            notes.add(vs, f"{path}.delegate", "delegate VirtualServices are not translated yet")
+            continue
+        matches = list(rule.get("match") or ())
+        blocks = [(j, m) for j, m in enumerate(matches) if _match_applies(ctx, vs, m)]
+        if matches and not blocks:
+            continue
+        for j, m in (blocks or [(None, None)]):
+            route: dict = {}
+            names = [str(n) for n in (rule.get("name"), m.get("name") if m else None) if n]
+            if names:
+                route["name"] = ".".join(names)
+            route["match"] = route_match(ctx, vs, f"{path}.match[{j}]", m) if m else {"prefix": "/"}
+            authority = _apply_headers(route, rule.get("headers"))
+            if rule.get("redirect"):
+                redirect = _redirect(ctx, vs, f"{path}.redirect", rule["redirect"])
+                if redirect is None:
+                    continue
+                route["redirect"] = redirect
+            elif rule.get("directResponse"):
+                dr = rule["directResponse"]
+                direct: dict = {"status": int(dr.get("status", 200))}
+                body = dr.get("body") or {}
+                if "string" in body:
+                    direct["body"] = {"inline_string": str(body["string"])}
+                elif "bytes" in body:
+                    direct["body"] = {"inline_bytes": str(body["bytes"])}
+                route["direct_response"] = direct
+            elif not _route_action(ctx, vs, path, rule, route):
+                continue
+            if authority and "route" in route and "host_rewrite_literal" not in route["route"]:
+                route["route"]["host_rewrite_literal"] = authority
+            per_filter: dict = {}
+            if rule.get("fault"):
+                per_filter["envoy.filters.http.fault"] = fault_config(vs, f"{path}.fault", rule["fault"])
+            if rule.get("corsPolicy"):
+                per_filter["envoy.filters.http.cors"] = cors_config(vs, f"{path}.corsPolicy", rule["corsPolicy"])
+            if per_filter:
+                route["typed_per_filter_config"] = per_filter
+            out.append(route)
+            if _is_catch_all(route["match"]):
+                return out  # later rules are unreachable; istiod stops here too
+    return out
+
+
+def default_route(ctx: RouteContext, cluster: str) -> dict:
+    """istiod's BuildDefaultHTTPOutboundRoute: everything to the service's default cluster."""
+    spec = ctx.specs.get(cluster)
+    hp = hash_policy(spec)
+    action: dict = {"cluster": cluster, "timeout": "0s"}
+    policy = retry_policy(ctx, None, "", None, bool(hp))
+    if policy is not None:
+        action["retry_policy"] = policy
+    action["max_grpc_timeout"] = "0s"
+    if hp:
+        action["hash_policy"] = hp
+    return {"name": "default", "match": {"prefix": "/"}, "route": action}
+
+
+# --- virtual hosts ---------------------------------------------------------------------------------------
+
+def _domain(host: str, port: int) -> str:
+    return f"{host}:{port}"
+
+
+def service_domains(proxy: Proxy, svc: Service, port: int) -> list[str]:
+    """istiod generateVirtualHostDomains + GenerateAltVirtualHosts (with port variants)."""
+    host = svc.hostname
+    out = [host, _domain(host, port)]
+    proxy_domain = proxy.dns_domain
+    svc_cut = host.find(".svc.")
+    if svc_cut > 0 and host.endswith(proxy_domain[proxy_domain.find(".svc."):]):
+        name_cut = host.find(".")
+        name, name_ns = host[:name_cut], host[:svc_cut]
+        if host[name_cut + 1:svc_cut] == proxy.namespace:
+            alts = [name, name_ns + ".svc", name_ns]
+        else:
+            alts = [name_ns, name_ns + ".svc"]
+        for alt in alts:
+            out += [alt, _domain(alt, port)]
+    for address in svc.addresses:
+        if "/" not in address and address != "0.0.0.0":
+            out += [address, _domain(address, port)]
+    return out
+
+
+def _vhost(name: str, domains: list[str], routes: list[dict]) -> dict:
+    return {"name": name, "domains": domains, "routes": routes, "include_request_attempt_count": True}
+
+
+def catch_all_vhost(proxy: Proxy) -> dict:
+    if proxy.outbound_policy == REGISTRY_ONLY:
+        return _vhost("block_all", ["*"], [{"name": "block_all", "match": {"prefix": "/"},
+                                            "direct_response": {"status": 502}}])
+    return _vhost("allow_any", ["*"], [{"name": "allow_any", "match": {"prefix": "/"},
+                                        "route": {"cluster": PASSTHROUGH_CLUSTER, "timeout": "0s",
+                                                  "max_grpc_timeout": "0s"}}])
+
+
+def sidecar_virtual_hosts(proxy: Proxy, specs: Mapping[str, ClusterSpec], port: int) -> list[dict]:
+    """The virtual hosts of route configuration `"<port>"` (without the catch-all), sorted by name."""
+    ctx = RouteContext(proxy, specs, port)
+    domain = proxy.mesh.config.domain
+    services = {}
+    for svc in proxy.visible_services():
+        sp = svc.port(port)
+        if sp is not None and sp.protocol.is_http and svc.hostname not in services:
+            services[svc.hostname] = svc
+    vhosts: dict[str, dict] = {}
+    seen_domains: set[str] = set()
+
+    def add(name: str, domains: list[str], routes: list[dict]) -> None:
+        if name in vhosts:
+            return  # the first VirtualService for a host wins (istiod: duplicate domain metric)
+        fresh = [d for d in domains if d not in seen_domains]
+        seen_domains.update(fresh)
+        if fresh:
+            vhosts[name] = _vhost(name, fresh, routes)
+
+    covered: set[str] = set()
+    for vs in proxy.mesh_virtual_services():
+        hosts = [resolve_host(str(h), vs.namespace, domain) for h in vs.spec.get("hosts") or ()]
+        matched = [s for s in services.values() if any(host_matches(h, s.hostname) for h in hosts)]
+        if port != 80 and not matched:
+            continue  # istiod: on ports other than 80 only VirtualServices that match a service
+        if not vs.spec.get("http"):
+            continue
+        routes = http_routes(ctx, vs)
+        for svc in matched:
+            if svc.hostname in covered:
+                continue
+            covered.add(svc.hostname)
+            add(_domain(svc.hostname, port), service_domains(proxy, svc, port), routes)
+        if port == 80:
+            for h in hosts:
+                if h not in services and not any(host_matches(h, s) for s in services):
+                    add(_domain(h, port), [h, _domain(h, port)], routes)
+    for host, svc in services.items():
+        if host not in covered:
+            add(_domain(host, port), service_domains(proxy, svc, port),
+                [default_route(ctx, cluster_name("outbound", port, "", host))])
+    return [vhosts[n] for n in sorted(vhosts)]
+
+
+def route_configuration(name: str, virtual_hosts: list[dict]) -> dict:
+    return {"@type": ROUTE_CONFIGURATION, "name": name, "virtual_hosts": virtual_hosts, "validate_clusters": False}
+
+
+def sidecar_http_ports(proxy: Proxy) -> list[int]:
+    return sorted({p.port for s in proxy.visible_services() for p in s.ports if p.protocol.is_http})
+
+
+def sidecar_route_configs(proxy: Proxy, specs: Mapping[str, ClusterSpec]) -> list[dict]:
+    """Per-port route configurations plus `http_proxy` (all ports merged) for the explicit outbound listener."""
+    per_port = {port: sidecar_virtual_hosts(proxy, specs, port) for port in sidecar_http_ports(proxy)}
+    out = [route_configuration(str(port), vhosts + [catch_all_vhost(proxy)]) for port, vhosts in per_port.items()]
+    merged: list[dict] = []
+    for port, vhosts in per_port.items():
+        for vh in vhosts:
+            domains = vh["domains"] if port == 80 else [d for d in vh["domains"] if ":" in d]
+            if domains:
+                merged.append({**vh, "domains": domains})
+    merged.sort(key=lambda v: v["name"])
+    out.append(route_configuration(HTTP_PROXY_ROUTE, merged + [catch_all_vhost(proxy)]))
+    return sorted(out, key=lambda r: r["name"])
+
+
+# --- gateways --------------------------------------------------------------------------------------------
+
+def _server_hosts(server: Mapping[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for h in server.get("hosts") or ():
+        ns, _, host = str(h).rpartition("/")
+        out.append((ns or "*", host.lower()))
+    return out
+
+
+def gateway_virtual_hosts(proxy: Proxy, specs: Mapping[str, ClusterSpec], port: int,
+                          servers: list[tuple[Resource, Mapping[str, Any]]]) -> list[dict]:
+    """Virtual hosts for gateway servers sharing one route configuration (istiod buildGatewayHTTPRouteConfig)."""
+    domain = proxy.mesh.config.domain
+    vhosts: dict[str, dict] = {}
+    for gw, server in servers:
+        key = f"{gw.namespace}/{gw.name}"
+        ctx = RouteContext(proxy, specs, port, key)
+        redirect = bool((server.get("tls") or {}).get("httpsRedirect"))
+        for vs in proxy.mesh.virtual_services_for(key):
+            if not vs.spec.get("http"):
+                continue
+            routes = None
+            for raw in vs.spec.get("hosts") or ():
+                vh = resolve_host(str(raw), vs.namespace, domain)
+                for ns, sh in _server_hosts(server):
+                    if ns not in ("*", vs.namespace) and not (ns == "." and vs.namespace == gw.namespace):
+                        continue
+                    if not hosts_intersect(sh, vh):
+                        continue
+                    host = vh if host_matches(sh, vh) else sh  # the more specific of the two
+                    if routes is None:
+                        routes = http_routes(ctx, vs)
+                    name = _domain(host, port)
+                    if name in vhosts:
+                        vhosts[name]["routes"].extend(r for r in routes if r not in vhosts[name]["routes"])
+                    else:
+                        domains = ["*"] if host == "*" else [host, _domain(host, port)]
+                        vhosts[name] = _vhost(name, domains, list(routes))
+                    if redirect:
+                        vhosts[name]["require_tls"] = "ALL"
+                    break
+        if redirect and not any(v.get("require_tls") for v in vhosts.values()):
+            for ns, sh in _server_hosts(server):  # httpsRedirect without a VirtualService still redirects
+                name = _domain(sh, port)
+                vhosts.setdefault(name, _vhost(name, ["*"] if sh == "*" else [sh, _domain(sh, port)],
+                                               [{"name": "default", "match": {"prefix": "/"},
+                                                 "direct_response": {"status": 404}}]))["require_tls"] = "ALL"
+    if not vhosts:
+        return [_vhost(f"blackhole:{port}", ["*"], [{"name": "default", "match": {"prefix": "/"},
+                                                      "direct_response": {"status": 404}}])]
+    return [vhosts[n] for n in sorted(vhosts)]
+
