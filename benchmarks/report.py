@@ -1,0 +1,232 @@
+"""The benchmark's results and how they are read and shown: wrk's output in, a markdown report out. No I/O.
+
+A `Row` is one way of reaching the backend (direct, through pyproxy, through nginx) with what was measured:
+`Throughput` (closed loop: wrk, or the bundled loadgen when wrk is absent) and `FixedRate` (open loop at a
+fixed rate: the bundled loadgen). A row that could not be measured carries the reason instead, and the
+report shows it ("pyproxy failed to start: ...") rather than dropping the row.
+
+The two targets from the issue are evaluated here:
+* throughput: pyproxy requests/s ≥ 0.5 × nginx requests/s (both one worker, small keep-alive requests);
+* latency: pyproxy's p99 at the fixed rate (1,000 req/s) minus the direct p99 < 1 ms.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from benchmarks.stats import LatencySummary
+
+THROUGHPUT_TARGET_RATIO = 0.5
+ADDED_P99_TARGET_US = 1000.0
+WRK_MARKER = "WRK_JSON "
+
+
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    tool: str  # "wrk" or "loadgen"
+    rps: float
+    requests: int
+    p50_us: float
+    p99_us: float
+    errors: int
+    proxy_cpu_us: float | None = None  # CPU time of the proxy under test per request
+    backend_cpu_us: float | None = None  # CPU time of the backend per request
+
+
+@dataclass(frozen=True, slots=True)
+class FixedRate:
+    target_rps: float
+    achieved_rps: float
+    completed: int
+    p50_us: float
+    p90_us: float
+    p99_us: float
+    max_us: float
+    errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    name: str  # "direct", "pyproxy", "nginx"
+    setup: str  # one line: what runs, how
+    throughput: Throughput | None = None
+    fixed_rate: FixedRate | None = None
+    error: str | None = None
+
+
+def parse_wrk(stdout: str) -> Throughput:
+    """The `WRK_JSON {...}` line printed by benchmarks/wrk_report.lua → Throughput (rps over wrk's duration)."""
+    for line in stdout.splitlines():
+        if line.startswith(WRK_MARKER):
+            data = json.loads(line[len(WRK_MARKER) :])
+            break
+    else:
+        raise ValueError("wrk printed no WRK_JSON line (was it run with -s benchmarks/wrk_report.lua?)")
+    seconds = data["duration_us"] / 1e6
+    return Throughput(
+        tool="wrk",
+        rps=data["requests"] / seconds if seconds > 0 else 0.0,
+        requests=data["requests"],
+        p50_us=float(data["latency_us"]["p50"]),
+        p99_us=float(data["latency_us"]["p99"]),
+        errors=sum(int(v) for v in data["errors"].values()),
+    )
+
+
+def throughput_from_loadgen(result: Mapping) -> Throughput:
+    """A closed-loop `LoadResult.as_dict()` (loadgen --closed --json) → Throughput."""
+    return Throughput(
+        tool="loadgen",
+        rps=result["achieved_rps"],
+        requests=result["completed"],
+        p50_us=result["latency"]["p50_us"],
+        p99_us=result["latency"]["p99_us"],
+        errors=sum(result["errors"].values()),
+    )
+
+
+def fixed_rate_from_rounds(rounds: list[Mapping]) -> FixedRate:
+    """Open-loop `LoadResult.as_dict(raw=True)`s (loadgen --rate R --json --raw) of one path → FixedRate.
+
+    The percentiles are over every request of every round pooled, not an average of per-round percentiles.
+    """
+    if not rounds:
+        raise ValueError("no fixed-rate rounds to summarize")
+    samples = [s for r in rounds for s in r["samples_s"]]
+    lat = LatencySummary.of_seconds(samples)
+    completed = sum(r["completed"] for r in rounds)
+    seconds = sum(r["duration_s"] for r in rounds)
+    return FixedRate(
+        target_rps=rounds[0]["target_rps"],
+        achieved_rps=completed / seconds if seconds > 0 else 0.0,
+        completed=completed,
+        p50_us=lat.p50_us,
+        p90_us=lat.p90_us,
+        p99_us=lat.p99_us,
+        max_us=lat.max_us,
+        errors=sum(sum(r["errors"].values()) for r in rounds),
+    )
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Text fit for one markdown table cell: no newlines or pipes, bounded length."""
+    flat = " / ".join(part.strip() for part in text.splitlines() if part.strip()).replace("|", "\\|")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def cpu_plan(available: Iterable[int]) -> tuple[frozenset[int] | None, frozenset[int] | None, frozenset[int] | None]:
+    """(proxy CPUs, backend CPUs, load-tool CPUs) for the CPUs this process may use.
+
+    Three or more: one each. Two: the proxy under test and the backend share the first, the load tool has
+    the second (the load tool must never steal time from what it measures; the backend costs the same in
+    every row). One: no pinning (None).
+    """
+    cpus = sorted(available)
+    if len(cpus) >= 3:
+        return frozenset({cpus[0]}), frozenset({cpus[1]}), frozenset({cpus[2]})
+    if len(cpus) == 2:
+        return frozenset({cpus[0]}), frozenset({cpus[0]}), frozenset({cpus[1]})
+    return None, None, None
+
+
+def _us(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f} µs"
+
+
+def _signed_us(value: float) -> str:
+    return f"{value:+,.0f} µs"
+
+
+def _by_name(rows: Iterable[Row]) -> dict[str, Row]:
+    return {row.name: row for row in rows}
+
+
+def throughput_ratio(rows: Iterable[Row], numerator: str = "pyproxy", denominator: str = "nginx") -> float | None:
+    named = _by_name(rows)
+    num, den = named.get(numerator), named.get(denominator)
+    if num is None or den is None or num.throughput is None or den.throughput is None or den.throughput.rps <= 0:
+        return None
+    return num.throughput.rps / den.throughput.rps
+
+
+def added_latency(rows: Iterable[Row], name: str, baseline: str = "direct") -> tuple[float, float] | None:
+    """(added p50, added p99) in µs at the fixed rate, `name` minus `baseline`."""
+    named = _by_name(rows)
+    row, base = named.get(name), named.get(baseline)
+    if row is None or base is None or row.fixed_rate is None or base.fixed_rate is None:
+        return None
+    return (row.fixed_rate.p50_us - base.fixed_rate.p50_us, row.fixed_rate.p99_us - base.fixed_rate.p99_us)
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def render_markdown(rows: list[Row], *, rate: float, machine: Mapping[str, str], settings: Mapping[str, str]) -> str:
+    rate_label = f"{rate:,.0f}/s"
+    lines = [
+        "| path | req/s | p50 | p99 | proxy CPU/req | backend CPU/req "
+        f"| p50 @ {rate_label} | p99 @ {rate_label} | max @ {rate_label} | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        if row.error is not None and row.throughput is None and row.fixed_rate is None:
+            lines.append(f"| {row.name} | {one_line(row.error)} | | | | | | | | |")
+            continue
+        t, f = row.throughput, row.fixed_rate
+        errors = (t.errors if t else 0) + (f.errors if f else 0)
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    row.name,
+                    f"{t.rps:,.0f}" if t else "—",
+                    _us(t.p50_us if t else None),
+                    _us(t.p99_us if t else None),
+                    _us(t.proxy_cpu_us if t else None),
+                    _us(t.backend_cpu_us if t else None),
+                    _us(f.p50_us if f else None),
+                    _us(f.p99_us if f else None),
+                    _us(f.max_us if f else None),
+                    str(errors) + (f" ({one_line(row.error)})" if row.error else ""),
+                ]
+            )
+            + " |"
+        )
+    lines.append("")
+    ratio = throughput_ratio(rows)
+    if ratio is None:
+        lines.append("- pyproxy / nginx requests/s: not available (a row is missing)")
+    else:
+        lines.append(
+            f"- pyproxy / nginx requests/s: **{ratio:.2f}** "
+            f"(target ≥ {THROUGHPUT_TARGET_RATIO}: {_met(ratio >= THROUGHPUT_TARGET_RATIO)})"
+        )
+    for name in ("pyproxy", "nginx"):
+        added = added_latency(rows, name)
+        if added is None:
+            lines.append(f"- {name} added latency at {rate_label} vs direct: not available")
+            continue
+        p50, p99 = added
+        target = (
+            f" (target p99 < {ADDED_P99_TARGET_US / 1000:g} ms: {_met(p99 < ADDED_P99_TARGET_US)})"
+            if name == "pyproxy"
+            else ""
+        )
+        lines.append(
+            f"- {name} added latency at {rate_label} vs direct: p50 {_signed_us(p50)}, p99 **{_signed_us(p99)}**{target}"
+        )
+    for row in rows:
+        if row.fixed_rate is not None and row.fixed_rate.achieved_rps < 0.95 * row.fixed_rate.target_rps:
+            lines.append(
+                f"- warning: {row.name} reached only {row.fixed_rate.achieved_rps:,.0f} of "
+                f"{row.fixed_rate.target_rps:,.0f} req/s in the fixed-rate run"
+            )
+    lines += ["", "Setup:", ""]
+    lines += [f"- {row.name}: {row.setup}" for row in rows]
+    lines += [f"- {key}: {value}" for key, value in settings.items()]
+    lines += ["", "Machine:", ""]
+    lines += [f"- {key}: {value}" for key, value in machine.items()]
+    return "\n".join(lines) + "\n"

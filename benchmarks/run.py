@@ -1,0 +1,456 @@
+"""The first benchmark: client → backend directly, through pyproxy, and through nginx, in one run.
+
+    .venv/bin/python benchmarks/run.py            # or: make bench [BENCH_ARGS="--duration 5"]
+
+For each path (`direct`, `pyproxy`, `nginx`) against the same backend:
+1. a sanity GET (must answer 200 "hello world\\n"), then a 1 s closed-loop warm-up;
+2. fixed-rate latency: the bundled open-loop generator (benchmarks/loadgen.py) at `--rate` (1,000 req/s) for
+   `--latency-duration` s, latency counted from each request's scheduled send time;
+3. throughput: wrk (`-t1 -c32 -d8s`, closed loop, keep-alive), or the bundled generator in closed-loop mode
+   when wrk is missing; CPU time used by the proxy and the backend during it, per request.
+Then a markdown table with pyproxy/nginx requests/s and the latency each proxy adds over direct, printed
+and written to benchmarks/results/latest.md. See benchmarks/README.md for how to read it.
+
+nginx and wrk come from Debian (`apt-get install -y nginx-light wrk`, as root) when missing; without them
+the nginx row is skipped with a note and the bundled generator replaces wrk. Every process started here
+(backend, nginx master and workers, pyproxy) is stopped by PID at the end, on error and Ctrl-C too.
+Only 127.0.0.1 is used; ports are picked free at run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import yaml  # noqa: E402
+
+from benchmarks import configs, procs, report  # noqa: E402
+
+BENCH_DIR = REPO / "benchmarks"
+WRK_SCRIPT = BENCH_DIR / "wrk_report.lua"
+LOADGEN = BENCH_DIR / "loadgen.py"
+BACKEND = BENCH_DIR / "backend.py"
+DEFAULT_OUTPUT = BENCH_DIR / "results" / "latest.md"
+WARMUP_S = 1
+TARGETS = ("direct", "pyproxy", "nginx")
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+class RowFailed(Exception):
+    """This path could not be measured; the message is shown in its row."""
+
+
+# ---------------------------------------------------------------------------------------------- tools
+
+
+def find_nginx() -> str | None:
+    found = shutil.which("nginx")
+    if found:
+        return found
+    for candidate in ("/usr/sbin/nginx", "/usr/local/sbin/nginx"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def apt_install(alternatives: list[list[str]]) -> tuple[bool, str]:
+    """`apt-get install -y` the first installable package set; `apt-get update` once if none was."""
+    if os.geteuid() != 0:
+        return False, "not root, so apt-get cannot install it"
+    if shutil.which("apt-get") is None:
+        return False, "no apt-get on this machine"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    last = ""
+    for updated in (False, True):
+        if updated:
+            log("running: apt-get update")
+            done = subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                return False, f"apt-get update failed: {done.stderr.strip().splitlines()[-1:]}"
+        for packages in alternatives:
+            command = ["apt-get", "install", "-y", "-q", *packages]
+            log(f"running: {shlex.join(command)}")
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+            if done.returncode == 0:
+                return True, f"installed {' '.join(packages)} from Debian"
+            last = (done.stderr.strip().splitlines() or ["?"])[-1]
+    return False, f"apt-get install failed: {last}"
+
+
+def ensure_tools(install: bool) -> tuple[str | None, str | None, list[str]]:
+    """(wrk path, nginx path, notes). Installs what is missing when `install` and possible."""
+    notes: list[str] = []
+    wrk, nginx = shutil.which("wrk"), find_nginx()
+    if install:
+        if wrk is None:
+            log("wrk is missing; installing it")
+            ok, why = apt_install([["wrk"]])
+            notes.append(f"wrk: {why}")
+            wrk = shutil.which("wrk")
+        if nginx is None:
+            log("nginx is missing; installing it")
+            ok, why = apt_install([["nginx-light"], ["nginx"]])
+            notes.append(f"nginx: {why}")
+            nginx = find_nginx()
+    if wrk is None:
+        notes.append("wrk unavailable: throughput measured with the bundled loadgen (closed loop)")
+    if nginx is None:
+        notes.append("nginx unavailable: nginx row skipped, backend is benchmarks/backend.py")
+    return wrk, nginx, notes
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unknown ({exc})"
+    text = (done.stdout + done.stderr).strip()
+    return text.splitlines()[0].split("Copyright")[0].strip() if text else "unknown"
+
+
+def machine_facts(wrk: str | None, nginx: str | None) -> dict[str, str]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import httptools
+        import uvloop
+
+        libs = f"uvloop {uvloop.__version__}, httptools {httptools.__version__}"
+    except ImportError:
+        libs = "uvloop/httptools missing"
+    commit = _first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "pyproxy"], capture_output=True, text=True)
+    load1, load5, _ = os.getloadavg()
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": model,
+        "cpus": f"{os.cpu_count()} online, {len(os.sched_getaffinity(0))} usable",
+        "kernel": f"{platform.system()} {platform.release()} ({platform.machine()})",
+        "python": f"{platform.python_implementation()} {platform.python_version()} ({libs})",
+        "wrk": _first_line([wrk, "-v"]) if wrk else "not installed",
+        "nginx": _first_line([nginx, "-v"]) if nginx else "not installed",
+        "pyproxy": f"commit {commit}" + (" + uncommitted changes in pyproxy/" if dirty.stdout.strip() else ""),
+        "load average at start": f"{load1:.2f} (1 min), {load5:.2f} (5 min)",
+    }
+
+
+# ------------------------------------------------------------------------------------------- servers
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def start_nginx(pm: procs.Processes, nginx: str, workdir: Path, role: str, directives, port: int, cpus):
+    conf = _write(workdir / f"{role}.conf", configs.render_nginx(directives) + "\n")
+    argv = [nginx, "-p", str(workdir), "-e", str(workdir / f"{role}.error.log"), "-c", str(conf)]
+    proc = pm.start(f"nginx-{role}", argv, cpus=cpus)
+    procs.wait_listening(proc, port)
+    return proc
+
+
+def start_backend(pm, kind: str, nginx: str | None, workdir: Path, cpus) -> tuple[int, procs.ManagedProcess, str]:
+    (port,) = procs.free_ports(1)
+    if kind == "nginx":
+        assert nginx is not None
+        conf = configs.nginx_origin_config(workdir=str(workdir), port=port)
+        proc = start_nginx(pm, nginx, workdir, "origin", conf, port, cpus)
+        return port, proc, 'nginx, 1 worker, `return 200 "hello world\\n"`, keep-alive'
+    proc = pm.start("backend", [sys.executable, str(BACKEND), "--port", str(port)], cpus=cpus)
+    procs.wait_listening(proc, port)
+    return port, proc, "benchmarks/backend.py (uvloop + httptools, 1 process), 200 hello world"
+
+
+def pyproxy_command(override: str | None) -> list[str]:
+    if override:
+        return shlex.split(override)
+    console_script = Path(sys.executable).parent / "pyproxy"
+    if console_script.exists():
+        return [str(console_script)]
+    return [sys.executable, "-m", "pyproxy"]
+
+
+def start_pyproxy(pm, args, workdir: Path, backend_port: int, cpus) -> tuple[int, procs.ManagedProcess]:
+    listen_port, admin_port = procs.free_ports(2)
+    bootstrap = configs.pyproxy_bootstrap(listen_port=listen_port, admin_port=admin_port, backend_port=backend_port)
+    path = _write(workdir / "pyproxy.yaml", yaml.safe_dump(bootstrap, sort_keys=False))
+    argv = [*pyproxy_command(args.pyproxy_cmd), "run", "-c", str(path), "--concurrency", str(args.concurrency)]
+    log(f"starting: {shlex.join(argv)}")
+    proc = pm.start("pyproxy", argv, cpus=cpus)
+    try:
+        procs.wait_http_ok(proc, admin_port, "/ready", timeout=args.start_timeout)
+        procs.wait_listening(proc, listen_port, timeout=args.start_timeout)
+    except procs.NotReady as exc:
+        pm.stop(proc)
+        log("pyproxy's last output:\n" + proc.log_tail(15))
+        raise RowFailed(f"pyproxy failed to start: {exc}") from None
+    return listen_port, proc
+
+
+# ------------------------------------------------------------------------------------------ load tools
+
+
+def _affinity(cpus):
+    return (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+
+
+def _run_tool(argv: list[str], cpus, timeout: float) -> str:
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, preexec_fn=_affinity(cpus), start_new_session=True
+        )
+    except subprocess.TimeoutExpired:
+        raise RowFailed(f"{Path(argv[0]).name} did not finish within {timeout:.0f}s") from None
+    if done.returncode != 0:
+        raise RowFailed(f"{Path(argv[0]).name} exited {done.returncode}: {done.stderr.strip()[-300:]}")
+    return done.stdout
+
+
+def closed_loop(url: str, args, wrk: str | None, duration: int, cpus) -> report.Throughput:
+    if wrk:
+        argv = [wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{duration}s", "--timeout", "2s",
+                "-s", str(WRK_SCRIPT), url]  # fmt: skip
+        return report.parse_wrk(_run_tool(argv, cpus, duration + 30))
+    argv = [sys.executable, str(LOADGEN), url, "--closed", "--connections", str(args.connections),
+            "--duration", str(duration), "--json"]  # fmt: skip
+    return report.throughput_from_loadgen(json.loads(_run_tool(argv, cpus, duration + 30)))
+
+
+def fixed_rate_round(url: str, args, cpus) -> dict:
+    """One open-loop run at --rate (a `LoadResult.as_dict(raw=True)`)."""
+    argv = [sys.executable, str(LOADGEN), url, "--rate", str(args.rate), "--duration", str(args.latency_duration),
+            "--connections", str(args.latency_connections), "--json", "--raw"]  # fmt: skip
+    return json.loads(_run_tool(argv, cpus, args.latency_duration + 30))
+
+
+def _per_request(before: float | None, after: float | None, requests: int) -> float | None:
+    if before is None or after is None or requests <= 0:
+        return None
+    return (after - before) / requests * 1e6
+
+
+@dataclass
+class Subject:
+    """One way to the backend (direct, pyproxy, nginx) being measured: its port, its proxy (None for direct)."""
+
+    name: str
+    setup: str
+    port: int = 0
+    proxy: procs.ManagedProcess | None = None
+    error: str | None = None
+    rounds: list[dict] = field(default_factory=list)
+    throughput: report.Throughput | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def row(self) -> report.Row:
+        fixed = report.fixed_rate_from_rounds(self.rounds) if self.rounds else None
+        return report.Row(self.name, self.setup, self.throughput, fixed, self.error)
+
+
+def _check_alive(path: Subject, backend: procs.ManagedProcess, stage: str) -> None:
+    for proc in (path.proxy, backend):
+        if proc is not None and not proc.alive():
+            raise RowFailed(f"{proc.name} died during {stage}: {procs.exited_reason(proc)}")
+
+
+def _guarded(path: Subject, backend: procs.ManagedProcess, stage: str, step) -> None:
+    """Run one measurement step of `path`; a failure marks the path failed and it is skipped from then on."""
+    if path.error is not None:
+        return
+    try:
+        step()
+        _check_alive(path, backend, stage)
+    except RowFailed as exc:
+        path.error = str(exc)
+        log(f"{path.name}: {exc}")
+
+
+def warm_up(path: Subject, args, wrk) -> None:
+    status, body = procs.http_get(path.port)
+    if status != 200 or body != configs.BODY.encode():
+        raise RowFailed(f"GET / through {path.name} answered {status} {body[:80]!r}, expected 200 {configs.BODY!r}")
+    closed_loop(path.url, args, wrk, WARMUP_S, args.load_cpus)
+
+
+def throughput(path: Subject, backend: procs.ManagedProcess, args, wrk) -> None:
+    proxy_before = procs.cpu_seconds(path.proxy.pid) if path.proxy else None
+    backend_before = procs.cpu_seconds(backend.pid)
+    result = closed_loop(path.url, args, wrk, args.duration, args.load_cpus)
+    proxy_after = procs.cpu_seconds(path.proxy.pid) if path.proxy else None
+    backend_after = procs.cpu_seconds(backend.pid)
+    path.throughput = replace(
+        result,
+        proxy_cpu_us=_per_request(proxy_before, proxy_after, result.requests),
+        backend_cpu_us=_per_request(backend_before, backend_after, result.requests),
+    )
+    log(f"{path.name}: {result.rps:,.0f} req/s, p50 {result.p50_us:,.0f} µs, p99 {result.p99_us:,.0f} µs")
+
+
+def start_path(pm, name: str, args, nginx: str | None, workdir: Path, backend_port: int) -> Subject:
+    if name == "direct":
+        return Subject(name, "client → backend, no proxy", port=backend_port)
+    if name == "pyproxy":
+        path = Subject(name, f"pyproxy run --concurrency {args.concurrency}, Envoy v3 bootstrap: listener → HCM "
+                           "(no access log) → router → STATIC cluster with 1 endpoint")  # fmt: skip
+        try:
+            path.port, path.proxy = start_pyproxy(pm, args, workdir, backend_port, args.proxy_cpus)
+        except RowFailed as exc:
+            path.error = str(exc)
+        return path
+    path = Subject(name, f"nginx, 1 worker, access_log off, upstream keepalive {configs.UPSTREAM_KEEPALIVE}, "
+                       'proxy_http_version 1.1, proxy_set_header Connection ""')  # fmt: skip
+    if nginx is None:
+        path.error = "skipped: nginx is not installed (see notes)"
+        return path
+    (path.port,) = procs.free_ports(1)
+    conf = configs.nginx_proxy_config(workdir=str(workdir), port=path.port, backend_port=backend_port)
+    try:
+        path.proxy = start_nginx(pm, nginx, workdir, "proxy", conf, path.port, args.proxy_cpus)
+    except procs.NotReady as exc:
+        path.error = f"nginx failed to start: {exc}"
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="direct vs pyproxy vs nginx: requests/s and latency on this machine")
+    p.add_argument("--duration", type=int, default=8, help="seconds of closed-loop throughput per path (default 8)")
+    p.add_argument("--connections", type=int, default=32, help="closed-loop connections (default 32)")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    p.add_argument("--rate", type=float, default=1000.0, help="fixed rate for the latency run (default 1000/s)")
+    p.add_argument("--latency-duration", type=float, default=3.0, help="seconds of one fixed-rate round (default 3)")
+    p.add_argument("--rounds", type=int, default=3, help="fixed-rate rounds, interleaved across paths (default 3)")
+    p.add_argument("--latency-connections", type=int, default=16, help="fixed-rate connections (default 16)")
+    p.add_argument("--targets", default=",".join(TARGETS), help="comma list of direct,pyproxy,nginx (default all)")
+    p.add_argument("--backend", choices=("auto", "nginx", "python"), default="auto",
+                   help="origin server: nginx (when installed; default) or benchmarks/backend.py")  # fmt: skip
+    p.add_argument("--concurrency", type=int, default=1, help="pyproxy --concurrency (default 1 worker)")
+    p.add_argument("--pyproxy-cmd", default=None, help="command before `run -c FILE` (default .venv/bin/pyproxy)")
+    p.add_argument("--start-timeout", type=float, default=20.0, help="seconds to wait for pyproxy /ready")
+    p.add_argument("--no-install", action="store_true", help="never apt-get install nginx/wrk")
+    p.add_argument("--no-pin", action="store_true", help="do not pin servers and load tool to CPUs")
+    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="markdown report (default results/latest.md)")
+    p.add_argument("--json", type=Path, default=None, help="also write the raw rows as JSON here")
+    args = p.parse_args(argv)
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = [t for t in args.targets if t not in TARGETS]
+    if unknown:
+        p.error(f"--targets: unknown {', '.join(unknown)} (choose from {', '.join(TARGETS)})")
+    if args.duration < 1 or args.rounds < 1 or args.latency_duration <= 0 or args.rate <= 0:
+        p.error("--duration and --rounds must be ≥ 1, --latency-duration and --rate positive")
+    return args
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    wrk, nginx, notes = ensure_tools(install=not args.no_install)
+    for note in notes:
+        log(note)
+    backend_kind = args.backend if args.backend != "auto" else ("nginx" if nginx else "python")
+    if backend_kind == "nginx" and nginx is None:
+        log("--backend nginx asked for, but nginx is not available")
+        return 2
+    proxy_cpus, backend_cpus, load_cpus = (
+        (None, None, None) if args.no_pin else report.cpu_plan(os.sched_getaffinity(0))
+    )
+    machine = machine_facts(wrk, nginx)
+    args.proxy_cpus, args.load_cpus = proxy_cpus, load_cpus
+    with tempfile.TemporaryDirectory(prefix="pyproxy-bench-") as tmp, procs.Processes(Path(tmp)) as pm:
+        workdir = Path(tmp)
+        backend_port, backend, backend_setup = start_backend(pm, backend_kind, nginx, workdir, backend_cpus)
+        log(f"backend: {backend_setup} on 127.0.0.1:{backend_port}")
+        paths = [start_path(pm, name, args, nginx, workdir, backend_port) for name in args.targets]
+        for path in paths:
+            if path.error:
+                log(f"{path.name}: {path.error}")
+            else:
+                log(f"{path.name}: sanity GET and {WARMUP_S} s warm-up")
+            _guarded(path, backend, "the warm-up", lambda: warm_up(path, args, wrk))
+        for round_no in range(1, args.rounds + 1):
+            for path in paths:
+                if path.error is None:
+                    log(f"{path.name}: {args.rate:,.0f} req/s open loop for {args.latency_duration:g} s "
+                        f"(round {round_no}/{args.rounds})")  # fmt: skip
+                _guarded(path, backend, "the fixed-rate run",
+                         lambda: path.rounds.append(fixed_rate_round(path.url, args, load_cpus)))  # fmt: skip
+        for path in paths:
+            if path.error is None:
+                log(f"{path.name}: closed loop for {args.duration} s ({'wrk' if wrk else 'loadgen'}, "
+                    f"{args.connections} connections)")  # fmt: skip
+            _guarded(path, backend, "the throughput run", lambda: throughput(path, backend, args, wrk))
+        rows = [path.row() for path in paths]
+    pin = ("none" if proxy_cpus is None else
+           f"proxy on CPU {sorted(proxy_cpus)}, backend on CPU {sorted(backend_cpus)}, load tool on CPU {sorted(load_cpus)}")  # fmt: skip
+    tool = f"wrk -t{args.threads}" if wrk else "benchmarks/loadgen.py --closed"
+    settings = {
+        "backend": backend_setup,
+        "throughput": f"{tool}, {args.connections} keep-alive connections, {args.duration} s after a {WARMUP_S} s "
+        "warm-up, GET / → 200, 12-byte body; p50/p99 are closed-loop (wrk's) latencies",
+        "fixed rate": f"benchmarks/loadgen.py open loop, {args.rate:,.0f} req/s, {args.rounds} rounds of "
+        f"{args.latency_duration:g} s per path interleaved (direct, pyproxy, nginx, direct, ...) over "
+        f"{args.latency_connections} keep-alive connections; latency from each request's scheduled send time, "
+        "percentiles over all rounds pooled",
+        "CPU pinning": pin,
+        **({"notes": "; ".join(notes)} if notes else {}),
+    }
+    table = report.render_markdown(rows, rate=args.rate, machine=machine, settings=settings)
+    print()
+    print(table)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text("# Benchmark: direct vs pyproxy vs nginx\n\nProduced by `make bench` "
+                           f"(benchmarks/run.py).\n\n{table}")  # fmt: skip
+    log(f"wrote {args.output}")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "machine": machine,
+                                         "settings": settings}, indent=2) + "\n")  # fmt: skip
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        log("interrupted; every process started was stopped")
+        return 130
+    except procs.NotReady as exc:
+        log(f"the backend did not start: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

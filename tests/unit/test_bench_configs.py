@@ -1,0 +1,88 @@
+"""The benchmark's configs: pyproxy's bootstrap is a real Envoy v3 Bootstrap; nginx configs are valid nginx."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+import yaml
+from google.protobuf import json_format
+
+from benchmarks import configs
+
+
+def test_the_pyproxy_bootstrap_parses_as_an_envoy_v3_bootstrap():
+    from envoy.config.bootstrap.v3 import bootstrap_pb2
+    from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401  (registers the Any type)
+    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
+
+    bootstrap = configs.pyproxy_bootstrap(listen_port=10000, admin_port=9901, backend_port=8080)
+    # Through YAML and back, as the file pyproxy (or Envoy) would read.
+    message = json_format.ParseDict(yaml.safe_load(yaml.safe_dump(bootstrap)), bootstrap_pb2.Bootstrap())
+
+    assert message.admin.address.socket_address.port_value == 9901
+    (listener,) = message.static_resources.listeners
+    assert listener.address.socket_address.address == "127.0.0.1"
+    assert listener.address.socket_address.port_value == 10000
+    hcm = http_connection_manager_pb2.HttpConnectionManager()
+    listener.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    assert not hcm.access_log
+    assert [f.name for f in hcm.http_filters] == ["envoy.filters.http.router"]
+    (vhost,) = hcm.route_config.virtual_hosts
+    assert list(vhost.domains) == ["*"]
+    assert (vhost.routes[0].match.prefix, vhost.routes[0].route.cluster) == ("/", "backend")
+    (cluster,) = message.static_resources.clusters
+    assert cluster.name == "backend" and cluster.connect_timeout.seconds == 1
+    endpoint = cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+    assert (endpoint.address, endpoint.port_value) == ("127.0.0.1", 8080)
+
+
+@pytest.mark.parametrize(
+    "arg, rendered",
+    [
+        ("1", "1"),
+        ("/tmp/x.pid", "/tmp/x.pid"),
+        ("", '""'),
+        ("hello world\n", '"hello world\\n"'),
+        ('say "hi"', '"say \\"hi\\""'),
+        ("a;b", '"a;b"'),
+        ("$host", '"$host"'),
+        ("back\\slash", '"back\\\\slash"'),
+    ],
+)
+def test_nginx_arguments_are_quoted_only_when_needed(arg, rendered):
+    assert configs.quote_nginx(arg) == rendered
+
+
+def test_nginx_blocks_nest_and_end_each_directive_with_a_semicolon():
+    tree = [configs.directive("events", block=[configs.directive("worker_connections", 10)]),
+            configs.directive("daemon", "off")]  # fmt: skip
+    assert configs.render_nginx(tree) == "events {\n    worker_connections 10;\n}\ndaemon off;"
+
+
+def test_the_nginx_proxy_pools_keepalive_connections_to_the_backend():
+    text = configs.render_nginx(configs.nginx_proxy_config(workdir="/w", port=8000, backend_port=8001))
+    for line in ("worker_processes 1;", "access_log off;", "server 127.0.0.1:8001;", "keepalive 64;",
+                 "proxy_http_version 1.1;", 'proxy_set_header Connection "";', "proxy_pass http://backend;",
+                 "listen 127.0.0.1:8000;"):  # fmt: skip
+        assert line in text
+
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx is not installed (benchmarks/run.py installs it)")
+@pytest.mark.parametrize("role", ["origin", "proxy"])
+def test_nginx_accepts_both_configs(tmp_path, role):
+    nginx = NGINX
+    if role == "origin":
+        tree = configs.nginx_origin_config(workdir=str(tmp_path), port=1)
+    else:
+        tree = configs.nginx_proxy_config(workdir=str(tmp_path), port=1, backend_port=2)
+    conf = tmp_path / f"{role}.conf"
+    conf.write_text(configs.render_nginx(tree) + "\n")
+    done = subprocess.run([nginx, "-t", "-q", "-p", str(tmp_path), "-e", str(tmp_path / "e.log"), "-c", str(conf)],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 0, done.stderr
