@@ -317,7 +317,7 @@ class _Walker:
                 if name in S.OPEN:
                     out[key] = item
                     continue
-                hint = suggest_field(key, name, unknown - {key}, ancestors, path)
+                hint = suggest_field(key, name, unknown - {key}, here, path)
                 text = f'unknown field "{key}" in {name}'
                 if hint:
                     text += f"; did you mean {hint}?"

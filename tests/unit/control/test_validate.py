@@ -1,0 +1,205 @@
+"""control.istio.validate: Istio's schema and webhook rules, one table per kind of check."""
+from __future__ import annotations
+
+import pytest
+
+from control.istio.validate import check_duration, check_regex, check_spec, parse_duration
+
+
+def issues(kind, spec, *kinds):
+    _, found = check_spec(kind, spec)
+    return [(i.path, i.text) for i in found if not kinds or i.kind in kinds]
+
+
+def errors(kind, spec):
+    return issues(kind, spec, "error")
+
+
+def route(*destinations, **extra):
+    return {"hosts": ["r"], "http": [{"route": list(destinations), **extra}]}
+
+
+def dest(host="r", weight=None, **more):
+    d = {"destination": {"host": host, **more}}
+    if weight is not None:
+        d["weight"] = weight
+    return d
+
+
+# --- durations: Go's time.ParseDuration (gogo jsonpb), then Istio's >= 1ms at ms precision ---------------
+
+@pytest.mark.parametrize("text, ns", [("1s", 10**9), ("0.5s", 5 * 10**8), ("100ms", 10**8), ("1h30m", 5400 * 10**9),
+                                      ("1.5m", 90 * 10**9), ("250us", 250_000), ("0", 0)])
+def test_duration_syntax(text, ns):
+    assert parse_duration(text) == ns
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("1s", None), ("0.5s", None), ("100ms", None), ("2h", None), ("1ms", None),
+    ("5", "missing unit"), ("5 s", "invalid duration"), ("1d", "invalid duration"), ("abc", "invalid duration"),
+    ("500us", "greater than 1ms"), ("0s", "greater than 1ms"), ("1.5ms", "ms precision"),
+    (5, "duration string"), (True, "duration string"),
+])
+def test_duration_validation(value, problem):
+    result = check_duration(value)
+    assert (result is None) if problem is None else (problem in result)
+
+
+def test_duration_field_error_names_the_path():
+    assert errors("VirtualService", route(dest(), timeout="10")) == [
+        ("spec.http[0].timeout", "missing unit in duration '10' (write e.g. \"10s\")")]
+
+
+# --- ports ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("number, ok", [(1, True), (80, True), (65535, True), (0, False), (65536, False),
+                                        (-1, False), ("80", False), (80.0, True)])
+def test_port_numbers(number, ok):
+    found = errors("VirtualService", route(dest(port={"number": number})))
+    assert (found == []) == ok
+
+
+def test_port_error_message():
+    assert errors("ServiceEntry", {"hosts": ["a.com"], "ports": [{"number": 70000, "name": "http"}]}) == [
+        ("spec.ports[0].number", "port number 70000 must be in the range 1..65535")]
+
+
+# --- weights: relative in modern Istio; negative or all-zero multi-destination routes are errors ------------
+
+@pytest.mark.parametrize("weights, expect", [
+    ((100,), []),
+    ((80, 20), []),
+    ((50, 50), []),
+    ((70, 20), [("info", "add up to 90, not 100")]),
+    ((0, 0), [("error", "total destination weight = 0")]),
+    ((None, None), [("error", "total destination weight = 0")]),
+    ((-10, 110), [("error", "weight -10 < 0")]),
+])
+def test_route_weights(weights, expect):
+    spec = route(*(dest(subset=f"v{i}", weight=w) for i, w in enumerate(weights)))
+    _, found = check_spec("VirtualService", spec)
+    got = [(i.kind, i.text) for i in found]
+    assert len(got) == len(expect)
+    for (kind, text), (want_kind, want_text) in zip(got, expect):
+        assert kind == want_kind and want_text in text
+
+
+# --- regexes: RE2 approximated by Python re, RE2-only features rejected --------------------------------------
+
+@pytest.mark.parametrize("pattern, problem", [
+    ("^/api/v[0-9]+/.*", None), ("(?i)/Login", None), (r"\d+$", None),
+    ("[unclosed", "error parsing regexp"), ("(?=x)y", "lookahead"), (r"(a)\1", "backreferences"),
+    ("a++", "possessive"), (5, "regular expression string"),
+])
+def test_regex_validation(pattern, problem):
+    result = check_regex(pattern)
+    assert (result is None) if problem is None else (problem in result)
+
+
+def test_regex_in_a_uri_match():
+    spec = {"hosts": ["r"], "http": [{"match": [{"uri": {"regex": "(?!admin)"}}], "route": [dest()]}]}
+    ((path, text),) = errors("VirtualService", spec)
+    assert path == "spec.http[0].match[0].uri.regex" and "RE2" in text
+
+
+# --- oneofs and required fields ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind, spec, path, text", [
+    ("VirtualService", {"hosts": ["r"], "http": [{"match": [{"uri": {"exact": "/a", "prefix": "/"}}],
+                                                  "route": [dest()]}]},
+     "spec.http[0].match[0].uri.prefix", "only one of exact, prefix, regex may be set"),
+    ("DestinationRule", {"host": "r", "trafficPolicy": {"loadBalancer": {"simple": "RANDOM",
+                                                                         "consistentHash": {"useSourceIp": True}}}},
+     "spec.trafficPolicy.loadBalancer.consistentHash", "only one of simple, consistentHash may be set"),
+    ("RequestAuthentication", {"jwtRules": [{"issuer": "i", "jwks": "{}", "jwksUri": "https://x/jwks"}]},
+     "spec.jwtRules[0].jwksUri", "only one of jwks, jwksUri may be set"),
+])
+def test_oneof_fields(kind, spec, path, text):
+    assert (path, text.split(" (")[0]) in [(p, t.split(" (")[0]) for p, t in errors(kind, spec)]
+
+
+@pytest.mark.parametrize("kind, spec, path", [
+    ("DestinationRule", {"subsets": [{"labels": {"v": "1"}}]}, "spec.host"),
+    ("DestinationRule", {"host": "r", "subsets": [{"labels": {"v": "1"}}]}, "spec.subsets[0].name"),
+    ("VirtualService", {"hosts": ["r"], "http": [{"route": [{"weight": 100}]}]}, "spec.http[0].route[0].destination"),
+    ("Gateway", {"selector": {"istio": "ingressgateway"}}, "spec.servers"),
+    ("Gateway", {"servers": [{"port": {"number": 80, "protocol": "HTTP"}, "hosts": ["*"]}]},
+     "spec.servers[0].port.name"),
+    ("ServiceEntry", {"ports": [{"number": 80, "name": "http"}]}, "spec.hosts"),
+    ("AuthorizationPolicy", {"rules": [{"when": [{"values": ["a"]}]}]}, "spec.rules[0].when[0].key"),
+])
+def test_required_fields(kind, spec, path):
+    assert (path, f"{path.rsplit('.', 1)[1]} is required") in errors(kind, spec)
+
+
+# --- unknown fields: misspelt and misplaced "did you mean" ----------------------------------------------
+
+@pytest.mark.parametrize("kind, spec, path, hint", [
+    ("VirtualService", route(dest(), timout="1s"), "spec.http[0].timout", "did you mean timeout?"),
+    ("VirtualService", route(dest(), retries={"attempts": 2, "perTryTimout": "1s"}),
+     "spec.http[0].retries.perTryTimout", "did you mean perTryTimeout?"),
+    ("DestinationRule", {"host": "r", "trafficPolicy": {"connectionPool": {"tcp": {"max_connections": 1}}}},
+     "spec.trafficPolicy.connectionPool.tcp.max_connections", "did you mean maxConnections?"),
+    ("DestinationRule", {"host": "r", "trafficPolicy": {"connectionPool": {"http": {"consecutive5xxErrors": 5}}}},
+     "spec.trafficPolicy.connectionPool.http.consecutive5xxErrors",
+     "did you mean trafficPolicy.outlierDetection.consecutive5xxErrors?"),
+    ("DestinationRule", {"host": "r", "subsets": [{"name": "v1", "trafficPolicy": {
+        "connectionPool": {"http": {"baseEjectionTime": "30s", "interval": "5s"}}}}]},
+     "spec.subsets[0].trafficPolicy.connectionPool.http.interval",
+     "did you mean subsets[0].trafficPolicy.outlierDetection.interval?"),
+    ("VirtualService", {"hosts": ["r"], "http": [{"route": [dest()], "perTryTimeout": "1s"}]},
+     "spec.http[0].perTryTimeout", "did you mean http[0].retries.perTryTimeout?"),
+    ("Gateway", {"servers": [{"port": {"number": 80, "name": "h", "protocol": "HTTP"}, "hosts": ["*"],
+                              "httpsRedirect": True}]},
+     "spec.servers[0].httpsRedirect", "did you mean servers[0].tls.httpsRedirect?"),
+])
+def test_unknown_field_did_you_mean(kind, spec, path, hint):
+    found = dict(issues(kind, spec, "unknown"))
+    assert found[path].endswith(hint)
+
+
+def test_unknown_field_is_dropped_from_the_cleaned_spec():
+    cleaned, _ = check_spec("VirtualService", route(dest(), timout="1s"))
+    assert "timout" not in cleaned["http"][0] and cleaned["http"][0]["route"][0]["destination"]["host"] == "r"
+
+
+def test_kubernetes_objects_are_open_for_fields_the_mesh_does_not_read():
+    spec = {"selector": {"app": "a"}, "ports": [{"port": 80, "targetPort": "http"}], "sessionAffinity": "None"}
+    assert issues("Service", spec) == []
+
+
+# --- types and enums ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind, spec, path, text", [
+    ("VirtualService", {"hosts": "r", "http": [{"route": [dest()]}]}, "spec.hosts", "must be a list, not string 'r'"),
+    ("DestinationRule", {"host": "r", "trafficPolicy": {"tls": {"mode": "MUTAL"}}}, "spec.trafficPolicy.tls.mode",
+     "did you mean MUTUAL?"),
+    ("DestinationRule", {"host": "r", "trafficPolicy": {"connectionPool": {"tcp": {"maxConnections": "ten"}}}},
+     "spec.trafficPolicy.connectionPool.tcp.maxConnections", "must be an integer"),
+    ("DestinationRule", {"host": "r", "trafficPolicy": {"outlierDetection": {"maxEjectionPercent": 150}}},
+     "spec.trafficPolicy.outlierDetection.maxEjectionPercent", "must be in the range 0..100"),
+    ("PeerAuthentication", {"mtls": {"mode": "STRICT"}, "portLevelMtls": {8080: {"mode": "DISABLE"}}},
+     "spec.portLevelMtls", "portLevelMtls requires selector"),
+    ("Gateway", {"servers": [{"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": ["a.com"]}]},
+     "spec.servers[0].tls", "server must have TLS settings"),
+    ("Gateway", {"servers": [{"port": {"number": 443, "name": "h", "protocol": "HTTPX"}, "hosts": ["a.com"]}]},
+     "spec.servers[0].port.protocol", "unrecognized protocol 'HTTPX'; did you mean HTTP?"),
+    ("VirtualService", route(dest(), retries={"attempts": 3, "retryOn": "5xx,conect-failure"}),
+     "spec.http[0].retries.retryOn", "'conect-failure' is not a valid retryOn policy; did you mean connect-failure?"),
+    ("VirtualService", route(dest(), retries={"attempts": 0, "perTryTimeout": "1s"}),
+     "spec.http[0].retries.attempts", "attempts are set to 0"),
+    ("VirtualService", route(dest(), fault={"abort": {"httpStatus": 700, "percentage": {"value": 10}}}),
+     "spec.http[0].fault.abort.httpStatus", "not in range 200-599"),
+    ("VirtualService", route(dest(), redirect={"uri": "/x"}), "spec.http[0].route",
+     "cannot contain both route and redirect"),
+    ("VirtualService", {"hosts": ["r"], "http": [{"match": [{"uri": {"prefix": "/"}}]}]}, "spec.http[0]",
+     "HTTP route, redirect or directResponse is required"),
+    ("VirtualService", {"hosts": ["r"]}, "spec", "http, tcp or tls must be provided"),
+    ("DestinationRule", {"host": "r", "trafficPolicy": {"tls": {"mode": "MUTUAL"}}},
+     "spec.trafficPolicy.tls.clientCertificate", "client certificate required for mutual tls"),
+    ("Telemetry", {"tracing": [{"providers": [{"name": "a"}, {"name": "b"}]}]}, "spec.tracing[0].providers",
+     "multiple providers is not currently supported"),
+])
+def test_type_enum_and_rule_errors(kind, spec, path, text):
+    found = errors(kind, spec)
+    assert any(p == path and text in t for p, t in found), found
