@@ -1,0 +1,235 @@
+"""The per-request record the access log reads: Envoy's `StreamInfo`, reduced to what pyproxy logs.
+
+The HTTP connection manager creates one `StreamInfo` when a request's headers arrive, the filters and the
+router fill it in as the request moves along (response code, details, response flags, upstream host,
+timestamps, byte counts), and when the stream ends it is handed to every configured access logger
+(`pyproxy.observe.access_log`). Nothing here does I/O or reads a clock: the engine stores the times it read.
+
+It is a plain mutable `__slots__` object with every attribute set in `__init__`, so creating one per request
+costs one allocation and reading a field is an attribute load.
+
+Times: `start_time` is wall-clock epoch seconds (rendered by %START_TIME%); everything else is a
+`time.monotonic()` reading, or None when the event did not happen. Durations are taken relative to
+`start_monotonic`, as Envoy's `TimingUtility` does.
+
+Response flags (%RESPONSE_FLAGS%) are an int bitmask: set one with `info.response_flags |= ResponseFlag.UH`.
+The bit order is Envoy's `ResponseFlag` enum order (`envoy/stream_info/stream_info.h`,
+`source/common/stream_info/utility.h` ALL_RESPONSE_STRINGS_FLAGS), and flags render in that order.
+Deviation: Envoy >= 1.29 keeps flags in a list and prints them in the order they were set; a bitmask cannot
+remember that order, so pyproxy prints them in Envoy's table order (what Envoy <= 1.28 did).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from pyproxy.http.headers import Headers
+
+__all__ = [
+    "RESPONSE_FLAGS",
+    "ResponseFlag",
+    "StreamInfo",
+    "parse_response_flag",
+    "response_flags_long",
+    "response_flags_short",
+]
+
+# (short name, long name), in Envoy's enum order: bit i is entry i.
+RESPONSE_FLAGS: tuple[tuple[str, str], ...] = (
+    ("LH", "FailedLocalHealthCheck"),
+    ("UH", "NoHealthyUpstream"),
+    ("UT", "UpstreamRequestTimeout"),
+    ("LR", "LocalReset"),
+    ("UR", "UpstreamRemoteReset"),
+    ("UF", "UpstreamConnectionFailure"),
+    ("UC", "UpstreamConnectionTermination"),
+    ("UO", "UpstreamOverflow"),
+    ("NR", "NoRouteFound"),
+    ("DI", "DelayInjected"),
+    ("FI", "FaultInjected"),
+    ("RL", "RateLimited"),
+    ("UAEX", "UnauthorizedExternalService"),
+    ("RLSE", "RateLimitServiceError"),
+    ("DC", "DownstreamConnectionTermination"),
+    ("URX", "UpstreamRetryLimitExceeded"),
+    ("SI", "StreamIdleTimeout"),
+    ("IH", "InvalidEnvoyRequestHeaders"),
+    ("DPE", "DownstreamProtocolError"),
+    ("UMSDR", "UpstreamMaxStreamDurationReached"),
+    ("RFCF", "ResponseFromCacheFilter"),
+    ("NFCF", "NoFilterConfigFound"),
+    ("DT", "DurationTimeout"),
+    ("UPE", "UpstreamProtocolError"),
+    ("NC", "NoClusterFound"),
+    ("OM", "OverloadManagerTerminated"),
+    ("DF", "DnsResolutionFailed"),
+    ("DO", "DropOverload"),
+)
+
+
+class ResponseFlag:
+    """Bit values for `StreamInfo.response_flags`, by Envoy's short name and by its enum name."""
+
+    LH = FAILED_LOCAL_HEALTH_CHECK = 1 << 0
+    UH = NO_HEALTHY_UPSTREAM = 1 << 1
+    UT = UPSTREAM_REQUEST_TIMEOUT = 1 << 2
+    LR = LOCAL_RESET = 1 << 3
+    UR = UPSTREAM_REMOTE_RESET = 1 << 4
+    UF = UPSTREAM_CONNECTION_FAILURE = 1 << 5
+    UC = UPSTREAM_CONNECTION_TERMINATION = 1 << 6
+    UO = UPSTREAM_OVERFLOW = 1 << 7
+    NR = NO_ROUTE_FOUND = 1 << 8
+    DI = DELAY_INJECTED = 1 << 9
+    FI = FAULT_INJECTED = 1 << 10
+    RL = RATE_LIMITED = 1 << 11
+    UAEX = UNAUTHORIZED_EXTERNAL_SERVICE = 1 << 12
+    RLSE = RATE_LIMIT_SERVICE_ERROR = 1 << 13
+    DC = DOWNSTREAM_CONNECTION_TERMINATION = 1 << 14
+    URX = UPSTREAM_RETRY_LIMIT_EXCEEDED = 1 << 15
+    SI = STREAM_IDLE_TIMEOUT = 1 << 16
+    IH = INVALID_ENVOY_REQUEST_HEADERS = 1 << 17
+    DPE = DOWNSTREAM_PROTOCOL_ERROR = 1 << 18
+    UMSDR = UPSTREAM_MAX_STREAM_DURATION_REACHED = 1 << 19
+    RFCF = RESPONSE_FROM_CACHE_FILTER = 1 << 20
+    NFCF = NO_FILTER_CONFIG_FOUND = 1 << 21
+    DT = DURATION_TIMEOUT = 1 << 22
+    UPE = UPSTREAM_PROTOCOL_ERROR = 1 << 23
+    NC = NO_CLUSTER_FOUND = 1 << 24
+    OM = OVERLOAD_MANAGER = 1 << 25
+    DF = DNS_RESOLUTION_FAILED = 1 << 26
+    DO = DROP_OVERLOAD = 1 << 27
+
+
+_BY_SHORT = {short: 1 << i for i, (short, _) in enumerate(RESPONSE_FLAGS)}
+_SHORT_CACHE: dict[int, str] = {0: "-"}
+_LONG_CACHE: dict[int, str] = {0: "-"}
+
+
+def _render(mask: int, column: int, cache: dict[int, str]) -> str:
+    text = cache.get(mask)
+    if text is None:
+        names = [entry[column] for i, entry in enumerate(RESPONSE_FLAGS) if mask & (1 << i)]
+        text = ",".join(names) if names else "-"
+        if len(cache) < 4096:  # real traffic produces a handful of combinations
+            cache[mask] = text
+    return text
+
+
+def response_flags_short(mask: int) -> str:
+    """%RESPONSE_FLAGS%: short names comma-joined in Envoy's order, "-" when none is set."""
+    return _render(mask, 0, _SHORT_CACHE)
+
+
+def response_flags_long(mask: int) -> str:
+    """%RESPONSE_FLAGS_LONG%: the PascalCase names, comma-joined, "-" when none is set."""
+    return _render(mask, 1, _LONG_CACHE)
+
+
+def parse_response_flag(short: str) -> int:
+    """The bit for a short name ("UH"); ValueError naming the valid ones otherwise."""
+    try:
+        return _BY_SHORT[short]
+    except KeyError:
+        raise ValueError(
+            f"unknown response flag {short!r}; expected one of {', '.join(_BY_SHORT)}"
+        ) from None
+
+
+class StreamInfo:
+    """What is known about one request/response exchange, for access logs (and later stats/tracing)."""
+
+    __slots__ = (
+        # timing: wall clock for display, monotonic for durations
+        "start_time",
+        "start_monotonic",
+        "last_downstream_rx",
+        "first_upstream_tx",
+        "last_upstream_tx",
+        "first_upstream_rx",
+        "last_upstream_rx",
+        "first_downstream_tx",
+        "last_downstream_tx",
+        "request_complete",
+        # request: pseudo-headers are fields, not entries of request_headers
+        "method",
+        "path",
+        "authority",
+        "scheme",
+        "protocol",
+        "request_headers",
+        # response
+        "response_code",
+        "response_code_details",
+        "connection_termination_details",
+        "response_flags",
+        "response_headers",
+        "response_trailers",
+        "bytes_received",
+        "bytes_sent",
+        # upstream
+        "upstream_host",
+        "upstream_cluster",
+        "upstream_local_address",
+        "upstream_transport_failure_reason",
+        "upstream_request_attempt_count",
+        # downstream connection
+        "downstream_local_address",
+        "downstream_remote_address",
+        "downstream_direct_remote_address",
+        "requested_server_name",
+        "connection_id",
+        # routing
+        "route_name",
+    )
+
+    def __init__(self, start_time: float = 0.0, start_monotonic: float = 0.0) -> None:
+        self.start_time = start_time
+        self.start_monotonic = start_monotonic
+        self.last_downstream_rx: float | None = None
+        self.first_upstream_tx: float | None = None
+        self.last_upstream_tx: float | None = None
+        self.first_upstream_rx: float | None = None
+        self.last_upstream_rx: float | None = None
+        self.first_downstream_tx: float | None = None
+        self.last_downstream_tx: float | None = None
+        self.request_complete: float | None = None
+        self.method: str | None = None
+        self.path: str | None = None
+        self.authority: str | None = None
+        self.scheme: str | None = None
+        self.protocol: str | None = None
+        self.request_headers: Headers | None = None
+        self.response_code: int | None = None
+        self.response_code_details: str | None = None
+        self.connection_termination_details: str | None = None
+        self.response_flags = 0
+        self.response_headers: Headers | None = None
+        self.response_trailers: Headers | None = None
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.upstream_host: str | None = None
+        self.upstream_cluster: str | None = None
+        self.upstream_local_address: str | None = None
+        self.upstream_transport_failure_reason: str | None = None
+        self.upstream_request_attempt_count = 0
+        self.downstream_local_address: str | None = None
+        self.downstream_remote_address: str | None = None
+        self.downstream_direct_remote_address: str | None = None
+        self.requested_server_name: str | None = None
+        self.connection_id: int | None = None
+        self.route_name: str | None = None
+
+    def has_response_flag(self, flag: int) -> bool:
+        return bool(self.response_flags & flag)
+
+    @property
+    def x_request_id(self) -> str | None:
+        headers = self.request_headers
+        return headers.get_first("x-request-id") if headers is not None else None
+
+    def __repr__(self) -> str:
+        return (
+            f"StreamInfo({self.method} {self.path} {self.protocol} -> {self.response_code} "
+            f"{response_flags_short(self.response_flags)} details={self.response_code_details} "
+            f"upstream={self.upstream_cluster}/{self.upstream_host})"
+        )
