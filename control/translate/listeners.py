@@ -75,7 +75,6 @@ def http_connection_manager(proxy: Proxy, direction: str, stat_prefix: str, rout
         hcm["server_name"] = "istio-envoy"
     hcm["stream_idle_timeout"] = "0s"
     hcm["normalize_path"] = True
-    hcm["path_with_escaped_slashes_action"] = "KEEP_UNCHANGED"
     hcm["upgrade_configs"] = [{"upgrade_type": "websocket"}]
     hcm["http_protocol_options"] = {"accept_http_10": True}
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}

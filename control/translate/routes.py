@@ -34,6 +34,7 @@ DestinationRules -> hash_policy.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Mapping
 
 from control.istio.resources import Resource
@@ -593,7 +594,7 @@ def sidecar_route_configs(proxy: Proxy, specs: Mapping[str, ClusterSpec]) -> lis
         for vh in vhosts:
             domains = vh["domains"] if port == 80 else [d for d in vh["domains"] if ":" in d]
             if domains:
-                merged.append({**vh, "domains": domains})
+                merged.append({**copy.deepcopy(vh), "domains": domains})
     merged.sort(key=lambda v: v["name"])
     out.append(route_configuration(HTTP_PROXY_ROUTE, merged + [catch_all_vhost(proxy)]))
     return sorted(out, key=lambda r: r["name"])
