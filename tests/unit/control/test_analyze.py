@@ -1,0 +1,226 @@
+"""control.analyze: each Istio analyzer, a case that fires and a case that must not."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from control.analyze import analyze
+from control.analyze.index import resolve_host
+from control.istio.load import load_text
+
+BASE = """
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reviews-v1}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  template:
+    metadata: {labels: {app: reviews, version: v1}}
+    spec: {containers: [{name: r, image: r}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  template:
+    metadata: {labels: {istio: ingressgateway}}
+    spec: {containers: [{name: p, image: p}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["shop.example.com"]
+"""
+
+
+def run(extra: str, base: str = BASE):
+    result = load_text(base + "---\n" + textwrap.dedent(extra), "mesh.yaml", strict=True)
+    assert [str(f) for f in result.findings] == []
+    return analyze(result.resources)
+
+
+def codes(findings):
+    return sorted(f.code for f in findings)
+
+
+def vs(spec: str, name: str = "vs") -> str:
+    return (f"apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n"
+            + textwrap.indent(textwrap.dedent(spec), "  "))
+
+
+OK_VS = vs("""
+    hosts: [reviews]
+    http:
+    - route: [{destination: {host: reviews, subset: v1}}]
+    """)
+
+
+def test_short_names_resolve_in_the_rule_namespace():
+    assert resolve_host("reviews", "default") == "reviews.default.svc.cluster.local"
+    assert resolve_host("reviews.other", "default") == "reviews.other"
+    assert resolve_host("*.example.com", "default") == "*.example.com"
+
+
+def test_a_consistent_mesh_has_no_findings():
+    assert run(OK_VS) == ()
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("hosts: [reviews]\nhttp:\n- route: [{destination: {host: reviewz}}]\n", 'Referenced host not found: "reviewz"'),
+    ("hosts: [reviews]\nhttp:\n- route: [{destination: {host: reviews, subset: v9}}]\n",
+     'Referenced host+subset in destinationrule not found: "reviews+v9"'),
+    ("hosts: [shop.example.com]\ngateways: [nogw]\nhttp:\n- route: [{destination: {host: reviews}}]\n",
+     'Referenced gateway not found: "nogw"'),
+])
+def test_ist0101_referenced_resource_not_found(spec, message):
+    (f,) = run(vs(spec))
+    assert (f.code, f.message, f.resource) == ("IST0101", message, "VirtualService default/vs")
+    assert f.line > 1
+
+
+def test_ist0101_gateway_selector_without_workloads():
+    gw = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: eg}\nspec:\n  selector: {istio: egress}\n" \
+         "  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]\n"
+    (f,) = run(gw)
+    assert f.message == 'Referenced selector not found: "istio=egress"'
+
+
+def test_ist0101_fqdn_and_service_entry_hosts_are_found():
+    se = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: ext}\nspec:\n" \
+         "  hosts: ['*.google.com']\n  ports: [{number: 443, name: https, protocol: HTTPS}]\n  resolution: NONE\n"
+    spec = "hosts: [reviews]\nhttp:\n- route: [{destination: {host: reviews.default.svc.cluster.local}}]\n" \
+           "tls:\n- match: [{sniHosts: [www.google.com]}]\n  route: [{destination: {host: www.google.com}}]\n"
+    assert run(se + "---\n" + vs(spec)) == ()
+
+
+def test_ist0109_two_mesh_virtual_services_for_one_host():
+    found = run(OK_VS + "---\n" + OK_VS.replace("name: vs", "name: vs2"))
+    assert codes(found) == ["IST0109", "IST0109"]
+    assert "default/vs,default/vs2" in found[0].message and "reviews.default.svc.cluster.local" in found[0].message
+
+
+def test_ist0109_not_when_one_is_bound_to_a_gateway_only():
+    other = vs("hosts: [reviews]\ngateways: [gw]\nhttp:\n- route: [{destination: {host: reviews}}]\n", "vs2")
+    assert "IST0109" not in codes(run(OK_VS + "---\n" + other))
+
+
+@pytest.mark.parametrize("labels, fires", [("{app: ratings}", True), ("{app: reviews}", False)])
+def test_ist0127_policy_selector_matches_no_workload(labels, fires):
+    ap = f"apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: ap}}\nspec:\n" \
+         f"  selector: {{matchLabels: {labels}}}\n  action: DENY\n  rules: [{{}}]\n"
+    assert codes(run(ap)) == (["IST0127"] if fires else [])
+
+
+@pytest.mark.parametrize("tls, expected", [
+    ("{mode: SIMPLE}", ["IST0128"]),
+    ("{mode: MUTUAL, clientCertificate: /c, privateKey: /k}", ["IST0128"]),
+    ("{mode: SIMPLE, caCertificates: /ca.pem}", []),
+    ("{mode: ISTIO_MUTUAL}", []),
+])
+def test_ist0128_tls_origination_without_ca(tls, expected):
+    dr = f"apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: tls}}\nspec:\n" \
+         f"  host: reviews\n  trafficPolicy:\n    tls: {tls}\n"
+    found = run(dr)
+    assert codes(found) == expected
+    if expected:
+        assert found[0].message.startswith("DestinationRule tls in namespace default has TLS mode set to")
+
+
+@pytest.mark.parametrize("ca, expected", [("", ["IST0129"]), (", caCertificates: /ca.pem", [])])
+def test_ist0129_port_level_tls_without_ca(ca, expected):
+    dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: tls}\nspec:\n" \
+         "  host: reviews\n  trafficPolicy:\n    portLevelSettings:\n" \
+         f"    - port: {{number: 9080}}\n      tls: {{mode: SIMPLE{ca}}}\n"
+    found = run(dr)
+    assert codes(found) == expected
+    if expected:
+        text_lines = (BASE + "---\n" + dr).splitlines()
+        assert found[0].message.endswith("at port 9080")
+        assert found[0].line == 1 + next(i for i, line in enumerate(text_lines) if "tls: {mode" in line)
+
+
+def test_ist0130_rule_after_a_catch_all_is_unreachable():
+    spec = "hosts: [reviews]\nhttp:\n- route: [{destination: {host: reviews}}]\n" \
+           "- name: late\n  match: [{uri: {prefix: /a}}]\n  route: [{destination: {host: reviews}}]\n"
+    (f,) = run(vs(spec))
+    assert (f.code, f.message) == ("IST0130", 'VirtualService rule "late" not used (only the last rule can have no matches).')
+
+
+def test_ist0130_and_ist0131_duplicate_matches():
+    spec = "hosts: [reviews]\nhttp:\n- match: [{uri: {prefix: /api}}]\n  route: [{destination: {host: reviews}}]\n" \
+           "- match: [{uri: {exact: /api/v1}}, {uri: {prefix: /api}}]\n  route: [{destination: {host: reviews}}]\n"
+    found = run(vs(spec))
+    assert codes(found) == ["IST0130", "IST0131", "IST0131"]
+    msgs = {f.message for f in found}
+    assert "VirtualService rule #1 match #1 is not used (duplicate/overlapping match in rule #0)." in msgs
+    assert "VirtualService rule #1 not used (all matches used by prior rules)." in msgs
+
+
+def test_ist0130_ist0131_distinct_matches_are_fine():
+    spec = "hosts: [reviews]\nhttp:\n- match: [{uri: {prefix: /api}}]\n  route: [{destination: {host: reviews}}]\n" \
+           "- match: [{uri: {prefix: /static}}]\n  route: [{destination: {host: reviews}}]\n" \
+           "- route: [{destination: {host: reviews}}]\n"
+    assert run(vs(spec)) == ()
+
+
+@pytest.mark.parametrize("hosts, expected", [("[shop.example.com]", []), ("[other.example.com]", ["IST0132"])])
+def test_ist0132_virtual_service_host_not_in_gateway(hosts, expected):
+    spec = f"hosts: {hosts}\ngateways: [gw]\nhttp:\n- route: [{{destination: {{host: reviews}}}}]\n"
+    found = run(vs(spec))
+    assert codes(found) == expected
+    if expected:
+        assert found[0].message == ("one or more host [other.example.com] defined in VirtualService default/vs "
+                                    "not found in Gateway default/gw.")
+
+
+@pytest.mark.parametrize("port, host, expected", [(80, "shop.example.com", ["IST0145", "IST0145"]),
+                                                  (80, "*.example.com", ["IST0145", "IST0145"]),
+                                                  (443, "shop.example.com", []), (80, "other.com", [])])
+def test_ist0145_conflicting_gateways(port, host, expected):
+    proto = "HTTP" if port == 80 else "HTTPS"
+    tls = "" if port == 80 else ", tls: {mode: SIMPLE, credentialName: c}"
+    gw = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw2}\nspec:\n" \
+         "  selector: {istio: ingressgateway}\n" \
+         f"  servers: [{{port: {{number: {port}, name: p, protocol: {proto}}}, hosts: ['{host}']{tls}}}]\n"
+    found = run(gw)
+    assert codes(found) == expected
+    if expected:
+        assert "Conflict with gateways" in found[0].message and f"port {port}" in found[0].message
+
+
+@pytest.mark.parametrize("subset, expected", [("{name: v1, labels: {version: v1}}", []),
+                                              ("{name: v3, labels: {version: v3}}", ["IST0173"])])
+def test_ist0173_subset_selects_no_pods(subset, expected):
+    base = BASE.replace("  - {name: v1, labels: {version: v1}}", f"  - {subset}")
+    found = run("", base=base + "---\n" + OK_VS.replace("subset: v1", "subset: " + subset.split(",")[0][7:]))
+    assert codes(found) == expected
+    if expected:
+        assert found[0].message.startswith("The Subset v3 defined in the DestinationRule does not select any pods.")
+
+
+@pytest.mark.parametrize("host, expected", [("reviews", []), ("reviews.default.svc.cluster.local", []),
+                                            ("nothing", ["IST0174"])])
+def test_ist0174_destination_rule_host_unknown(host, expected):
+    dr = f"apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: d2}}\nspec:\n  host: {host}\n"
+    assert codes(run(dr)) == expected
