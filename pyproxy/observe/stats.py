@@ -206,36 +206,27 @@ class Stats:
         self._gauges: dict[str, Gauge] = {}
         self._histograms: dict[str, Histogram] = {}
 
-    def _check_free(self, name: str, kind: str) -> None:
-        for other, table in (("counter", self._counters), ("gauge", self._gauges),
-                             ("histogram", self._histograms)):
+    def _create(self, kind: str, name: str, make: Any) -> Any:
+        """Slow path: first use of a name. A name belongs to one kind of stat only."""
+        tables = {"counter": self._counters, "gauge": self._gauges, "histogram": self._histograms}
+        for other, table in tables.items():
             if other != kind and name in table:
                 raise ValueError(f"stat {name!r} already exists as a {other}, cannot create it as a {kind}")
+        stat = tables[kind][name] = make()
+        return stat
 
     def counter(self, name: str) -> Counter:
-        c = self._counters.get(name)
-        if c is None:
-            self._check_free(name, "counter")
-            c = self._counters[name] = Counter(name)
-        return c
+        return self._counters.get(name) or self._create("counter", name, lambda: Counter(name))
 
     def gauge(self, name: str, mode: str = "accumulate") -> Gauge:
-        g = self._gauges.get(name)
-        if g is None:
-            if mode not in GAUGE_IMPORT_MODES:
-                raise ValueError(f"gauge {name!r}: import mode {mode!r}, expected one of {GAUGE_IMPORT_MODES}")
-            self._check_free(name, "gauge")
-            g = self._gauges[name] = Gauge(name, mode)
-        return g
+        if mode not in GAUGE_IMPORT_MODES:
+            raise ValueError(f"gauge {name!r}: import mode {mode!r}, expected one of {GAUGE_IMPORT_MODES}")
+        return self._gauges.get(name) or self._create("gauge", name, lambda: Gauge(name, mode))
 
     def histogram(self, name: str, unit: str = "ms") -> Histogram:
-        h = self._histograms.get(name)
-        if h is None:
-            if unit not in HISTOGRAM_UNITS:
-                raise ValueError(f"histogram {name!r}: unit {unit!r}, expected one of {HISTOGRAM_UNITS}")
-            self._check_free(name, "histogram")
-            h = self._histograms[name] = Histogram(name, unit)
-        return h
+        if unit not in HISTOGRAM_UNITS:
+            raise ValueError(f"histogram {name!r}: unit {unit!r}, expected one of {HISTOGRAM_UNITS}")
+        return self._histograms.get(name) or self._create("histogram", name, lambda: Histogram(name, unit))
 
     def scope(self, prefix: str) -> "Scope":
         return Scope(self, _scope_prefix("", prefix))

@@ -1,0 +1,196 @@
+"""The admin listener (Envoy's `admin.address`): what the proxy holds, read from the live objects.
+
+Endpoints (Envoy's paths and shapes):
+  /ready            200 "LIVE" once the first config is applied, else 503
+  /server_info      version, state, uptime, pid, config version, workers
+  /config_dump      the running config as Envoy v3 JSON (envoy.admin.v3.ConfigDump)
+  /clusters         every host of every cluster with its counters; `?format=json` for ClusterStatuses
+  /stats            counters and gauges, `name: value`; `?format=json`, `?filter=<regex>`, `?usedonly`
+  /stats/prometheus the same in Prometheus text form (Envoy's tag extraction)
+  /listeners        listener names and bound addresses
+  /quitquitquit     stop the proxy
+This is served by aiohttp: the admin port is not the hot path.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from ..config.decode import encode
+from ..observe import stats as stats_mod
+from ..server import ProxyServer
+
+
+def _ts(epoch: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def config_dump(server: ProxyServer, bootstrap: Any = None) -> dict[str, Any]:
+    """envoy.admin.v3.ConfigDump of what the server runs now."""
+    updated = _ts(server.last_updated or server.started)
+    static = server.version == "static"
+    clusters = [{"cluster": encode(c, as_any=True), "last_updated": updated} for c in server.cluster_configs]
+    listeners = []
+    routes = []
+    for lis in server.listener_configs:
+        entry = {"listener": encode(lis, as_any=True), "last_updated": updated}
+        if static:
+            listeners.append(entry)
+        else:
+            listeners.append({"name": lis.name, "active_state": {"version_info": server.version, **entry}})
+    for rt in server.listeners.values():
+        rc = rt.current.route_config
+        if rc is not None and rt.current.config.rds is not None:
+            routes.append({"version_info": server.version, "route_config": encode(rc, as_any=True),
+                           "last_updated": updated})
+    configs: list[dict[str, Any]] = []
+    if bootstrap is not None:
+        configs.append({"@type": "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump",
+                        "bootstrap": encode(bootstrap), "last_updated": _ts(server.started)})
+    cl: dict[str, Any] = {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump"}
+    ls: dict[str, Any] = {"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump"}
+    if static:
+        cl["static_clusters"] = clusters
+        ls["static_listeners"] = listeners
+    else:
+        cl["version_info"] = server.version
+        cl["dynamic_active_clusters"] = [{"version_info": server.version, **c} for c in clusters]
+        ls["version_info"] = server.version
+        ls["dynamic_listeners"] = listeners
+    configs += [cl, ls]
+    rd: dict[str, Any] = {"@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump"}
+    if routes:
+        rd["dynamic_route_configs"] = routes
+    configs.append(rd)
+    return {"configs": configs}
+
+
+def clusters_text(server: ProxyServer) -> str:
+    """Envoy's /clusters text: `cluster::host:port::stat::value` lines."""
+    lines: list[str] = []
+    if server.clusters is None:
+        return ""
+    for name, rt in server.clusters.clusters.items():
+        limits = rt.limits
+        for key, value in limits.describe().items():
+            lines.append(f"{name}::default_priority::{key}::{value}")
+        lines.append(f"{name}::added_via_api::{'false' if server.version == 'static' else 'true'}")
+        for h in rt.hosts:
+            hp = f"{name}::{h.address}:{h.port}"
+            for key, value in h.describe().items():
+                lines.append(f"{hp}::{key}::{value}")
+    return "\n".join(lines) + "\n"
+
+
+def clusters_json(server: ProxyServer) -> dict[str, Any]:
+    """envoy.admin.v3.Clusters (subset)."""
+    out = []
+    if server.clusters is not None:
+        for name, rt in server.clusters.clusters.items():
+            hosts = []
+            for h in rt.hosts:
+                d = h.describe()
+                hosts.append({
+                    "address": {"socket_address": {"address": h.address, "port_value": h.port}},
+                    "stats": [{"name": k, "value": str(v), "type": "COUNTER"} for k, v in d.items()
+                              if isinstance(v, int)],
+                    "health_status": {"eds_health_status": h.health_status,
+                                      "failed_outlier_check": bool(d.get("health_flags", "") == "/failed_outlier_check")},
+                    "weight": h.weight,
+                })
+            out.append({"name": name, "added_via_api": server.version != "static", "host_statuses": hosts})
+    return {"cluster_statuses": out}
+
+
+StatsSource = Callable[[], Awaitable[stats_mod.Stats]]
+
+
+def make_app(server: ProxyServer, *, bootstrap: Any = None, stats_source: StatsSource | None = None,
+             extra_info: Callable[[], dict[str, Any]] | None = None,
+             on_quit: Callable[[], None] | None = None) -> web.Application:
+    """The admin app. `stats_source` lets a multi-worker supervisor serve the sum of its workers' stats."""
+
+    async def current_stats() -> stats_mod.Stats:
+        return await stats_source() if stats_source is not None else server.stats
+
+    async def ready(_: web.Request) -> web.Response:
+        if server.ready:
+            return web.Response(text="LIVE\n")
+        return web.Response(status=503, text="PRE_INITIALIZING\n")
+
+    async def server_info(_: web.Request) -> web.Response:
+        info = server.server_info()
+        if extra_info is not None:
+            info.update(extra_info())
+        return web.json_response(info)
+
+    async def dump(_: web.Request) -> web.Response:
+        return web.json_response(config_dump(server, bootstrap), dumps=lambda o: json.dumps(o, indent=2))
+
+    async def clusters(req: web.Request) -> web.Response:
+        if req.query.get("format") == "json":
+            return web.json_response(clusters_json(server), dumps=lambda o: json.dumps(o, indent=2))
+        return web.Response(text=clusters_text(server))
+
+    async def stats(req: web.Request) -> web.Response:
+        st = await current_stats()
+        flt = req.query.get("filter")
+        used = "usedonly" in req.query
+        try:
+            if req.query.get("format") == "json":
+                return web.Response(text=stats_mod.render_json(st, filter=flt, used_only=used),
+                                    content_type="application/json")
+            if req.query.get("format") == "prometheus":
+                return web.Response(text=stats_mod.render_prometheus(st), content_type="text/plain")
+            return web.Response(text=stats_mod.render_text(st, filter=flt, used_only=used))
+        except ValueError as e:  # a bad filter regex
+            return web.Response(status=400, text=f"{e}\n")
+
+    async def prometheus(_: web.Request) -> web.Response:
+        st = await current_stats()
+        return web.Response(text=stats_mod.render_prometheus(st), content_type="text/plain")
+
+    async def listeners(req: web.Request) -> web.Response:
+        items = [{"name": k, "local_address": {"socket_address": {
+            "address": rt.config.address.socket_address.address, "port_value": rt.port}}}
+            for k, rt in server.listeners.items()]
+        if req.query.get("format") == "json":
+            return web.json_response({"listener_statuses": items})
+        return web.Response(text="".join(f"{i['name']}::{i['local_address']['socket_address']['address']}:"
+                                         f"{i['local_address']['socket_address']['port_value']}\n" for i in items))
+
+    async def quit_(_: web.Request) -> web.Response:
+        if on_quit is not None:
+            asyncio.get_running_loop().call_soon(on_quit)
+        return web.Response(text="OK\n")
+
+    async def index(_: web.Request) -> web.Response:
+        paths = ["/ready", "/server_info", "/config_dump", "/clusters", "/stats", "/stats/prometheus",
+                 "/listeners", "/quitquitquit (POST)"]
+        return web.Response(text="pyproxy admin\n" + "".join(f"  {p}\n" for p in paths))
+
+    app = web.Application()
+    app.router.add_get("/", index)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/server_info", server_info)
+    app.router.add_get("/config_dump", dump)
+    app.router.add_get("/clusters", clusters)
+    app.router.add_get("/stats", stats)
+    app.router.add_get("/stats/prometheus", prometheus)
+    app.router.add_get("/listeners", listeners)
+    app.router.add_post("/quitquitquit", quit_)
+    return app
+
+
+async def start_admin(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    sock = site._server.sockets[0]  # type: ignore[union-attr]
+    return runner, sock.getsockname()[1]

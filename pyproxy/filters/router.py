@@ -1,0 +1,438 @@
+"""The router: the terminal HTTP filter that sends a request to a cluster and streams the answer back.
+
+Order of work for one request (Envoy's router filter, `source/common/router/router.cc`):
+1. match a route (`RouteTable.match` on Host + path + headers); none -> 404 NR;
+2. direct responses and redirects are answered here; otherwise pick the cluster (`cluster`, or a
+   `weighted_clusters` draw); unknown -> `cluster_not_found_response_code` with flag NC;
+3. apply header mutations and rewrites, start the timers (route `timeout`, default 15 s, starts when
+   the downstream request is complete; `per_try_timeout` per attempt);
+4. ask the cluster's load balancer for a host (none -> 503 UH), check `max_requests` (-> 503 UO), and
+   ask that host's pool for a connection (`on_pool_ready` / `on_pool_failure`);
+5. forward the head and stream the body; stream the response back through `ActiveStream.encode_*`.
+Retries (`retry_policy`) re-run steps 4-5 with the buffered request body (see `pyproxy.routing.retry`).
+
+One `RouterFilter` per request; it holds the snapshot's route and cluster objects it started with.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..http import codec, local_reply
+from ..http.headers import Headers
+from ..observe.stream_info import ResponseFlag
+from ..upstream.load_balancer import LbContext, compute_hash
+from ..upstream.pool import PoolFailure
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..http.connection import ActiveStream
+    from ..upstream.cluster_manager import ClusterRuntime
+
+# Request body kept for a retry; above this the request is not retried (Envoy: per_connection_buffer_limit_bytes, 1 MiB)
+RETRY_BUFFER_LIMIT = 1024 * 1024
+# Bytes buffered while waiting for an upstream connection before we stop reading the client
+PENDING_BODY_HIGH_WATER = 256 * 1024
+
+
+class RouterFilter:
+    __slots__ = (
+        "stream", "hcm", "match", "action", "cluster", "host", "conn", "waiting_pool", "body", "body_bytes",
+        "body_overflow", "request_chunked", "head", "timeout", "per_try_timeout", "timer", "per_try_timer",
+        "response_started", "done", "counted_request", "retry", "attempts", "upstream_start", "rng",
+        "buffered_while_waiting", "cluster_weight",
+    )
+
+    def __init__(self, stream: "ActiveStream"):
+        self.stream = stream
+        self.hcm = stream.hcm
+        self.match: Any = None
+        self.action: Any = None
+        self.cluster: ClusterRuntime | None = None
+        self.host: Any = None
+        self.conn: Any = None
+        self.waiting_pool: Any = None
+        self.body: list[bytes] = []
+        self.body_bytes = 0
+        self.body_overflow = False
+        self.buffered_while_waiting = 0
+        self.request_chunked = False
+        self.head = b""
+        self.timeout = 0.0
+        self.per_try_timeout = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.per_try_timer: asyncio.TimerHandle | None = None
+        self.response_started = False
+        self.done = False
+        self.counted_request = False
+        self.retry: Any = None
+        self.attempts = 0
+        self.upstream_start = 0.0
+        self.rng = stream.hcm.rng
+        self.cluster_weight: Any = None
+
+    # ------------------------------------------------------------ request headers: route and cluster
+    def on_request_headers(self) -> None:
+        stream = self.stream
+        info = stream.info
+        headers = stream.headers
+        hcm = self.hcm
+        self.request_chunked = stream.request_chunked
+        m = hcm.route_table.match(info.authority, stream.path, headers, method=stream.method)
+        if m is None:
+            stream.send_local_reply(local_reply.NO_ROUTE)
+            return
+        self.match = m
+        route = m.route
+        info.route_name = route.name or None
+        if m.direct_response is not None:
+            self._direct_response(m.direct_response)
+            return
+        if m.redirect is not None:
+            self._redirect(m.redirect)
+            return
+        action = self.action = route.route
+        name, self.cluster_weight = m.choose_cluster(headers, self.rng)
+        cluster = hcm.clusters.get(name) if name else None
+        info.upstream_cluster = name
+        if cluster is None:
+            code = 404 if action.cluster_not_found_response_code == "NOT_FOUND" else (
+                500 if action.cluster_not_found_response_code == "INTERNAL_SERVER_ERROR" else 503)
+            stream.send_local_reply(local_reply.NO_CLUSTER, status=code)
+            return
+        self.cluster = cluster
+        # header mutations: route, then virtual host, then route configuration (Envoy's default order)
+        m.apply_request_headers(headers, self.cluster_weight)
+        path = stream.path
+        if action.prefix_rewrite or action.regex_rewrite is not None:
+            headers.set("x-envoy-original-path", path)
+            path = m.rewrite_path(path)
+        if action.host_rewrite_literal:
+            headers.set("host", action.host_rewrite_literal)
+        self.timeout = m.timeout
+        if self.timeout:
+            headers.set("x-envoy-expected-rq-timeout-ms", str(int(self.timeout * 1000)))
+        self.retry = hcm.make_retry_state(m, headers)
+        if self.retry is not None:
+            self.per_try_timeout = self.retry.per_try_timeout or 0.0
+        self.head = codec.request_line(stream.method, path)
+        self._start_attempt()
+
+    def _direct_response(self, dr: Any) -> None:
+        body = ""
+        if dr.body is not None:
+            body = dr.body.inline_string or ""
+        h = Headers()
+        self.match.apply_response_headers(h)
+        self.stream.info.response_code_details = "direct_response"
+        self.stream.send_local_reply(local_reply.LocalReply(dr.status, body, "direct_response"), extra_headers=h)
+
+    def _redirect(self, rd: Any) -> None:
+        stream = self.stream
+        location = self.match.redirect_location(stream.info.scheme, stream.info.authority, stream.path)
+        h = Headers([("location", location)])
+        status = self.match.redirect_status
+        stream.send_local_reply(local_reply.LocalReply(status, "", "direct_response"), extra_headers=h)
+
+    # ------------------------------------------------------------ attempts
+    def _start_attempt(self) -> None:
+        stream = self.stream
+        cluster = self.cluster
+        assert cluster is not None
+        if not cluster.limits.can_create_request():
+            cluster.stats_rq_pending_overflow.inc()
+            self._overflow()
+            return
+        ctx = LbContext(hash_key=compute_hash(self.match.hash_policies, stream.headers, stream.conn.remote_ip)
+                        if self.match.hash_policies else None,
+                        excluded=self.retry.excluded_hosts if self.retry is not None else ())
+        host = cluster.choose_host(ctx)
+        if host is None:
+            cluster.stats_cx_none_healthy.inc()
+            self._fail(local_reply.NO_HEALTHY_UPSTREAM)
+            return
+        self.host = host
+        self.attempts += 1
+        if self.retry is not None:
+            self.retry.on_attempt(host)
+        stream.info.upstream_host = f"{host.address}:{host.port}"
+        cluster.limits.inc_requests()
+        self.counted_request = True
+        cluster.stats_rq_total.inc()
+        cluster.stats_rq_active.inc()
+        host.active_requests += 1
+        host.rq_total += 1
+        self.upstream_start = time.monotonic()
+        if self.per_try_timeout and stream.request_complete:
+            self._arm_per_try_timer()
+        self.waiting_pool = cluster.pool_for(host)
+        self.waiting_pool.acquire(self)
+
+    def on_pool_ready(self, conn: Any) -> None:
+        self.waiting_pool = None
+        if self.done:
+            conn.pool.release(conn)
+            return
+        self.conn = conn
+        stream = self.stream
+        headers = stream.headers
+        if self.retry is not None and self.hcm.attempt_count_header(self.match):
+            headers.set("x-envoy-attempt-count", str(self.attempts))
+        if self.request_chunked:
+            head = codec.encode_head(self.head, _with_chunked(headers))
+        else:
+            head = codec.encode_head(self.head, headers)
+        conn.send(self, head, stream.head_request)
+        for chunk in self.body:
+            conn.write(codec.encode_chunk(chunk) if self.request_chunked else chunk)
+        if self.body_overflow or self.retry is None:
+            self.body = []
+        if self.buffered_while_waiting:
+            self.buffered_while_waiting = 0
+            stream.conn.resume_reading_for_upstream()
+        if stream.request_complete:
+            self._write_request_end()
+        if stream.conn.write_paused:
+            conn.pause_reading()
+
+    def on_pool_failure(self, failure: PoolFailure) -> None:
+        self.waiting_pool = None
+        if self.done:
+            return
+        self._release_request()
+        if failure is PoolFailure.OVERFLOW:
+            self._overflow()
+            return
+        reply = local_reply.CONNECT_TIMEOUT if failure is PoolFailure.CONNECT_TIMEOUT else local_reply.CONNECT_FAILURE
+        self._attempt_failed(reply, connect_failure=True)
+
+    def _overflow(self) -> None:
+        h = Headers([("x-envoy-overloaded", "true")])
+        self.stream.send_local_reply(local_reply.OVERFLOW, extra_headers=h)
+
+    # ------------------------------------------------------------ request body
+    def on_request_data(self, chunk: bytes) -> None:
+        keep = self.retry is not None and not self.body_overflow
+        if keep:
+            self.body_bytes += len(chunk)
+            if self.body_bytes > RETRY_BUFFER_LIMIT:
+                self.body_overflow = True  # too big to replay: this request will not be retried
+        conn = self.conn
+        if conn is not None:
+            conn.write(codec.encode_chunk(chunk) if self.request_chunked else chunk)
+            if keep and not self.body_overflow:
+                self.body.append(chunk)
+        elif not self.done:
+            self.body.append(chunk)
+            self.buffered_while_waiting += len(chunk)
+            if self.buffered_while_waiting > PENDING_BODY_HIGH_WATER:
+                self.stream.conn.pause_reading_for_upstream()
+
+    def on_request_end(self) -> None:
+        if self.done:
+            return
+        if self.timeout and self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.timeout, self._on_global_timeout)
+        if self.per_try_timeout and self.per_try_timer is None and self.conn is not None:
+            self._arm_per_try_timer()
+        if self.conn is not None:
+            self._write_request_end()
+
+    def _write_request_end(self) -> None:
+        if self.request_chunked:
+            self.conn.write(codec.LAST_CHUNK)
+
+    # ------------------------------------------------------------ response (from UpstreamConnection)
+    def on_response_headers(self, status: int, headers: Headers) -> None:
+        if self.done:
+            return
+        if self.retry is not None and not self.body_overflow:
+            decision = self.retry.decide_on_response(status, headers)
+            if decision is not None:
+                self._retry_after(decision)
+                return
+        self._cancel_per_try_timer()
+        stream = self.stream
+        info = stream.info
+        self.response_started = True
+        info.response_code_details = "via_upstream"
+        self._record_host_outcome(status)
+        elapsed_ms = int((time.monotonic() - self.upstream_start) * 1000)
+        headers.set("x-envoy-upstream-service-time", str(elapsed_ms))
+        if self.retry is not None and self.hcm.attempt_count_in_response(self.match):
+            headers.set("x-envoy-attempt-count", str(self.attempts))
+        self.match.apply_response_headers(headers, self.cluster_weight)
+        framed = "content-length" in headers and "transfer-encoding" not in headers
+        self.cluster.count_response(status)  # type: ignore[union-attr]
+        stream.encode_headers(status, headers, False, framed_length=framed)
+
+    def on_response_data(self, data: bytes) -> None:
+        if not self.done and self.response_started:
+            self.stream.encode_data(data)
+
+    def on_response_end(self) -> None:
+        if self.done or not self.response_started:
+            return  # e.g. the retried attempt's body
+        self.conn = None
+        self._cancel_timers()
+        self._release_request()
+        self.stream.encode_end()
+
+    def on_upstream_reset(self, reason: str) -> None:
+        self.conn = None
+        if self.done:
+            return
+        self._release_request()
+        cluster = self.cluster
+        if self.response_started:
+            cluster.stats_rq_rx_reset.inc()  # type: ignore[union-attr]
+            self.stream.info.response_flags |= ResponseFlag.UC
+            self._cancel_timers()
+            self.stream.reset()
+            return
+        if reason == "protocol error":
+            self._attempt_failed(local_reply.UPSTREAM_PROTOCOL_ERROR, reset=True)
+        else:
+            self._attempt_failed(local_reply.CONNECTION_TERMINATION, reset=True)
+
+    def on_upstream_write_paused(self) -> None:
+        self.stream.conn.pause_reading_for_upstream()
+
+    def on_upstream_write_resumed(self) -> None:
+        self.stream.conn.resume_reading_for_upstream()
+
+    def pause_upstream_reading(self) -> None:
+        if self.conn is not None:
+            self.conn.pause_reading()
+
+    def resume_upstream_reading(self) -> None:
+        if self.conn is not None:
+            self.conn.resume_reading()
+
+    # ------------------------------------------------------------ failures, retries, timeouts
+    def _attempt_failed(self, reply: local_reply.LocalReply, *, connect_failure: bool = False,
+                        reset: bool = False, timeout: bool = False) -> None:
+        self._cancel_per_try_timer()
+        self._record_host_outcome(None, connect_failure=connect_failure, reset=reset, timeout=timeout)
+        if self.retry is not None and not self.body_overflow:
+            decision = self.retry.decide_on_failure(connect_failure=connect_failure, reset=reset, timeout=timeout)
+            if decision is not None:
+                self._retry_after(decision)
+                return
+            if self.retry.exhausted:
+                self.stream.info.response_flags |= ResponseFlag.URX
+        self._fail(reply)
+
+    def _fail(self, reply: local_reply.LocalReply) -> None:
+        self._cancel_timers()
+        self.stream.send_local_reply(reply)
+
+    def _retry_after(self, delay: float) -> None:
+        """Drop this attempt and start another after `delay` (jittered back-off)."""
+        self._cancel_per_try_timer()
+        if self.conn is not None:
+            self.conn.detach()
+            self.conn = None
+        self._release_request()
+        cluster = self.cluster
+        if not cluster.limits.can_retry():  # type: ignore[union-attr]
+            cluster.stats_rq_retry_overflow.inc()  # type: ignore[union-attr]
+            self.stream.info.response_flags |= ResponseFlag.UO
+            self._overflow()
+            return
+        cluster.stats_rq_retry.inc()  # type: ignore[union-attr]
+        cluster.limits.inc_retries()  # type: ignore[union-attr]
+
+        def go() -> None:
+            cluster.limits.dec_retries()  # type: ignore[union-attr]
+            if not self.done:
+                self._start_attempt()
+
+        asyncio.get_running_loop().call_later(delay, go)
+
+    def _on_global_timeout(self) -> None:
+        self.timer = None
+        if self.done:
+            return
+        self.cluster.stats_rq_timeout.inc()  # type: ignore[union-attr]
+        self._abandon_attempt()
+        self._record_host_outcome(None, timeout=True)
+        self.stream.info.response_flags |= ResponseFlag.UT
+        if self.response_started:
+            self._cancel_timers()
+            self.stream.reset()
+        else:
+            self._fail(local_reply.UPSTREAM_TIMEOUT)
+
+    def _arm_per_try_timer(self) -> None:
+        self._cancel_per_try_timer()
+        self.per_try_timer = asyncio.get_running_loop().call_later(self.per_try_timeout, self._on_per_try_timeout)
+
+    def _on_per_try_timeout(self) -> None:
+        self.per_try_timer = None
+        if self.done or self.response_started:
+            return
+        self.cluster.stats_rq_per_try_timeout.inc()  # type: ignore[union-attr]
+        self._abandon_attempt()
+        self.stream.info.response_flags |= ResponseFlag.UT
+        self._attempt_failed(local_reply.UPSTREAM_TIMEOUT, timeout=True)
+
+    def _abandon_attempt(self) -> None:
+        if self.conn is not None:
+            self.conn.detach()
+            self.conn = None
+        if self.waiting_pool is not None:
+            self.waiting_pool.cancel(self)
+            self.waiting_pool = None
+        self._release_request()
+
+    def _record_host_outcome(self, status: int | None, *, connect_failure: bool = False, reset: bool = False,
+                             timeout: bool = False) -> None:
+        cluster = self.cluster
+        host = self.host
+        if host is None or cluster is None:
+            return
+        cluster.record_outcome(host, status, connect_failure=connect_failure, reset=reset, timeout=timeout)
+
+    def _release_request(self) -> None:
+        if self.counted_request:
+            self.counted_request = False
+            cluster = self.cluster
+            cluster.limits.dec_requests()  # type: ignore[union-attr]
+            cluster.stats_rq_active.dec()  # type: ignore[union-attr]
+            if self.host is not None:
+                self.host.active_requests -= 1
+
+    def _cancel_per_try_timer(self) -> None:
+        if self.per_try_timer is not None:
+            self.per_try_timer.cancel()
+            self.per_try_timer = None
+
+    def _cancel_timers(self) -> None:
+        self._cancel_per_try_timer()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def on_stream_done(self) -> None:
+        """The downstream stream ended (normally, by local reply, or by reset): let go of everything."""
+        if self.done:
+            return
+        self.done = True
+        self._cancel_timers()
+        if self.conn is not None:
+            # the response did not complete (client went away or we reset): the connection is unusable
+            self.conn.detach()
+            self.conn = None
+        if self.waiting_pool is not None:
+            self.waiting_pool.cancel(self)
+            self.waiting_pool = None
+        self._release_request()
+        self.stream.info.upstream_request_attempt_count = self.attempts
+
+
+def _with_chunked(headers: Headers) -> Headers:
+    h = headers.copy()
+    h.remove("content-length")
+    h.add("transfer-encoding", "chunked")
+    return h

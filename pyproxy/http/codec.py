@@ -1,0 +1,79 @@
+"""HTTP/1.1 wire format: what the proxy writes, and the header rules it applies while forwarding.
+
+Parsing is done by llhttp (Node's C parser, via `httptools`), which already rejects the request-smuggling
+shapes Envoy's tests pin down (Content-Length with Transfer-Encoding, duplicate or negative
+Content-Length). This module holds the other half: serialising heads and chunked framing, and the pure
+header rules of a proxy hop (RFC 9110 §7.6.1 hop-by-hop fields; Envoy strips the same set).
+
+No I/O here; `pyproxy.http.connection` (downstream) and `pyproxy.upstream.connection` (upstream) use it.
+"""
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from .headers import Headers
+
+# Connection-specific fields a proxy must not forward (RFC 9110 §7.6.1); Envoy removes these too.
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"}
+)
+
+# Responses that never carry a body (RFC 9110 §6.4.1), whatever their framing headers say.
+NO_BODY_STATUSES = frozenset({204, 304})
+
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+_REASONS.update({425: "Too Early", 426: "Upgrade Required", 431: "Request Header Fields Too Large"})
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def reason(status: int) -> str:
+    return _REASONS.get(status, "Unknown")
+
+
+def status_line(status: int, version: str = "1.1") -> bytes:
+    if version == "1.1":
+        line = _STATUS_LINES.get(status)
+        if line is None:
+            line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {reason(status)}\r\n".encode("latin-1")
+        return line
+    return f"HTTP/{version} {status} {reason(status)}\r\n".encode("latin-1")
+
+
+def encode_head(first_line: bytes, headers: Headers) -> bytes:
+    """First line + header block + blank line, as bytes."""
+    parts = [first_line]
+    for k, v in headers:
+        parts.append(f"{k}: {v}\r\n".encode("latin-1"))
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def request_line(method: str, target: str) -> bytes:
+    return f"{method} {target} HTTP/1.1\r\n".encode("latin-1")
+
+
+def encode_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def strip_hop_by_hop(headers: Headers) -> None:
+    """Remove hop-by-hop fields and any field the `connection` header names (RFC 9110 §7.6.1).
+    `te: trailers` is the one value allowed to pass (Envoy keeps it)."""
+    listed: set[str] = set()
+    conn = headers.get("connection")
+    if conn:
+        listed = {t.strip().lower() for t in conn.split(",") if t.strip()}
+    te = headers.get("te")
+    names = HOP_BY_HOP | listed
+    if any(k in names for k, _ in headers):
+        headers.remove_many(frozenset(names))
+    if te and te.strip().lower() == "trailers":
+        headers.add("te", "trailers")
+
+
+def is_chunked(headers: Headers) -> bool:
+    te = headers.get("transfer-encoding")
+    return bool(te) and te.rstrip().lower().endswith("chunked")

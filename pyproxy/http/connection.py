@@ -1,0 +1,557 @@
+"""The HTTP connection manager: one downstream HTTP/1.1 connection and the streams on it.
+
+Where it sits: listener accept() -> **DownstreamConnection** (this module) -> filter chain -> router
+(`pyproxy.filters.router`) -> cluster -> upstream connection -> back through `ActiveStream.encode_*`.
+
+Envoy's HttpConnectionManager does the same job: it owns the codec (here llhttp via `httptools`, fed bytes
+in `data_received`), enforces the limits (`max_request_headers_kb` 60 KiB, `max_headers_count` 100,
+`request_headers_timeout`), turns each request into an `ActiveStream`, and writes the response framing.
+It is callback-driven on purpose: no task per request, bodies streamed chunk by chunk with
+`pause_reading()`/`resume_reading()` for back-pressure in both directions.
+
+Pipelined requests are served strictly in order: the first is active; the ones parsed behind it wait
+(with their bodies buffered) and reading is paused until the active response is done.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from ..observe.stream_info import ResponseFlag, StreamInfo
+from . import codec, local_reply
+from .headers import Headers
+from .local_reply import LocalReply
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..server import HcmRuntime
+
+
+class _Reject(Exception):
+    """Raised inside a parser callback to abort parsing with a specific local reply."""
+
+    def __init__(self, reply: LocalReply):
+        self.reply = reply
+
+
+_INTERNAL_PREFIXES = ("127.", "10.", "192.168.", "::1", "fd", "fc")
+
+
+def _is_internal(ip: str) -> bool:
+    """Envoy's default internal-address test (RFC 1918, loopback, ULA) for x-request-id/XFF decisions."""
+    if ip.startswith(_INTERNAL_PREFIXES):
+        return True
+    if ip.startswith("172."):
+        try:
+            return 16 <= int(ip.split(".")[1]) <= 31
+        except (IndexError, ValueError):
+            return False
+    return False
+
+
+class ActiveStream:
+    """One request/response exchange on a downstream connection (Envoy: ActiveStream)."""
+
+    __slots__ = (
+        "conn", "hcm", "info", "method", "path", "version", "headers", "keep_alive", "started",
+        "request_complete", "pending_body", "router", "response_started", "response_chunked",
+        "response_complete", "head_request", "bytes_sent", "expect_continue", "trailer_count", "request_chunked",
+    )
+
+    def __init__(self, conn: "DownstreamConnection", hcm: "HcmRuntime", method: str, path: str, version: str,
+                 headers: Headers, keep_alive: bool):
+        self.conn = conn
+        self.hcm = hcm  # the config snapshot this stream runs on, whatever gets swapped meanwhile
+        self.method = method
+        self.path = path
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.head_request = method == "HEAD"
+        self.started = False
+        self.request_complete = False
+        self.pending_body: list[bytes] | None = None
+        self.router: Any = None
+        self.response_started = False
+        self.response_chunked = False
+        self.response_complete = False
+        self.bytes_sent = 0
+        self.expect_continue = False
+        self.trailer_count = 0
+        self.request_chunked = False
+        info = self.info = StreamInfo(time.time(), time.monotonic())
+        info.method = method
+        info.path = path
+        info.protocol = "HTTP/1.0" if version == "1.0" else "HTTP/1.1"
+        info.request_headers = headers
+        info.downstream_remote_address = conn.remote_address
+        info.downstream_local_address = conn.local_address
+        info.scheme = "http"
+
+    # ------------------------------------------------------------ request side (decoder)
+    def start(self) -> None:
+        """Run the request through the filter chain and into the router."""
+        self.started = True
+        hcm = self.hcm
+        hcm.stats_rq_total.inc()
+        hcm.stats_rq_active.inc()
+        self._prepare_request_headers()
+        if self.expect_continue:
+            self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.router = hcm.router_factory(self)
+        self.router.on_request_headers()
+        if self.pending_body is not None:
+            body, self.pending_body = self.pending_body, None
+            for chunk in body:
+                if self.response_complete:
+                    break
+                self.router.on_request_data(chunk)
+        if self.request_complete and not self.response_complete:
+            self.router.on_request_end()
+
+    def _prepare_request_headers(self) -> None:
+        """Envoy's request header normalisation (HCM `use_remote_address`, `generate_request_id`...)."""
+        h = self.headers
+        cfg = self.hcm.config
+        if self.expect_continue:
+            h.remove("expect")  # Envoy answers 100-continue itself and strips it (proxy_100_continue: false)
+        self.request_chunked = codec.is_chunked(h)
+        codec.strip_hop_by_hop(h)
+        remote_ip = self.conn.remote_ip
+        external = bool(cfg.use_remote_address) and not _is_internal(remote_ip)
+        if cfg.use_remote_address:
+            if not cfg.skip_xff_append:
+                xff = h.get("x-forwarded-for")
+                h.set("x-forwarded-for", f"{xff},{remote_ip}" if xff else remote_ip)
+            h.set("x-forwarded-proto", self.info.scheme)
+        elif "x-forwarded-proto" not in h:
+            h.add("x-forwarded-proto", self.info.scheme)
+        if cfg.generate_request_id is not False:
+            rid = h.get_first("x-request-id")
+            if rid is None or (external and not cfg.preserve_external_request_id):
+                h.set("x-request-id", str(uuid.uuid4()))
+        if cfg.via:
+            via = h.get("via")
+            h.set("via", f"{via}, {cfg.via}" if via else cfg.via)
+
+    def on_body(self, chunk: bytes) -> None:
+        self.info.bytes_received += len(chunk)
+        if not self.started:
+            if self.pending_body is None:
+                self.pending_body = []
+            self.pending_body.append(chunk)
+        elif not self.response_complete:
+            self.router.on_request_data(chunk)
+
+    def on_complete(self) -> None:
+        self.request_complete = True
+        self.info.request_complete = time.monotonic()
+        if self.started and not self.response_complete:
+            self.router.on_request_end()
+
+    # ------------------------------------------------------------ response side (encoder)
+    def encode_headers(self, status: int, headers: Headers, end_stream: bool, *, framed_length: bool) -> None:
+        """Write the response head. `framed_length`: the upstream gave a Content-Length we keep."""
+        if self.response_started:
+            return
+        self.response_started = True
+        info = self.info
+        info.response_code = status
+        info.response_headers = headers
+        codec.strip_hop_by_hop(headers)
+        server_name = self.hcm.config.server_name or "pyproxy"
+        mode = self.hcm.config.server_header_transformation
+        if mode == "OVERWRITE" or (mode == "APPEND_IF_ABSENT" and "server" not in headers):
+            headers.set("server", server_name)
+        if self.hcm.config.via:
+            headers.set("via", self.hcm.config.via)
+        no_body = status in codec.NO_BODY_STATUSES or 100 <= status < 200
+        if status == 204:
+            headers.remove("content-length")
+        elif not no_body and not framed_length:
+            headers.remove("content-length")
+            if self.version == "1.1":
+                headers.add("transfer-encoding", "chunked")
+                self.response_chunked = not self.head_request
+            else:
+                self.keep_alive = False  # HTTP/1.0: body delimited by close
+        close = not self.keep_alive or self.conn.draining
+        if close:
+            self.keep_alive = False
+            headers.set("connection", "close")
+        head = codec.encode_head(codec.status_line(status, self.version), headers)
+        self.bytes_sent = 0
+        self.conn.write(head)
+        if end_stream or no_body or self.head_request:
+            self._finish()
+
+    def encode_data(self, data: bytes) -> None:
+        if self.response_complete or not data:
+            return
+        self.bytes_sent += len(data)
+        if self.response_chunked:
+            self.conn.write(codec.encode_chunk(data))
+        else:
+            self.conn.write(data)
+
+    def encode_end(self) -> None:
+        if self.response_complete:
+            return
+        if self.response_chunked:
+            self.conn.write(codec.LAST_CHUNK)
+        self._finish()
+
+    def send_local_reply(self, reply: LocalReply, *, extra_headers: Headers | None = None,
+                         status: int | None = None, body: str | None = None) -> None:
+        """Answer from the proxy itself (Envoy's sendLocalReply), or reset if the response already began."""
+        self.info.response_flags |= reply.flag
+        self.info.response_code_details = reply.details
+        if self.response_started:
+            self.reset()
+            return
+        status = reply.status if status is None else status
+        text = (reply.body if body is None else body).encode()
+        h = extra_headers if extra_headers is not None else Headers()
+        if text:
+            h.set("content-length", str(len(text)))
+            h.set("content-type", "text/plain")
+        elif status not in codec.NO_BODY_STATUSES:
+            h.set("content-length", "0")
+        h.set("date", _http_date())
+        self.encode_headers(status, h, not text, framed_length=True)
+        if text and not self.head_request:
+            self.encode_data(text)
+        self.encode_end()
+
+    def reset(self) -> None:
+        """The response cannot be completed: abort the downstream connection (Envoy resets the stream)."""
+        if self.response_complete:
+            return
+        self.response_complete = True
+        self.keep_alive = False
+        self._log_and_count()
+        self.conn.abort()
+
+    def _finish(self) -> None:
+        if self.response_complete:
+            return
+        self.response_complete = True
+        self._log_and_count()
+        self.conn.stream_finished(self)
+
+    def _log_and_count(self) -> None:
+        info = self.info
+        info.bytes_sent = self.bytes_sent
+        info.last_downstream_tx = time.monotonic()
+        hcm = self.hcm
+        hcm.stats_rq_active.dec()
+        code = info.response_code
+        if code:
+            hcm.count_response(code)
+        if self.router is not None:
+            self.router.on_stream_done()
+        for logger in hcm.access_loggers:
+            logger.log(info)
+
+
+_date_cache: list[Any] = [0, ""]
+
+
+def _http_date() -> str:
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[0] = now
+        _date_cache[1] = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
+    return _date_cache[1]
+
+
+class DownstreamConnection(asyncio.Protocol):
+    """asyncio protocol for one accepted connection; parser callbacks are methods of this class."""
+
+    def __init__(self, listener: Any):
+        self.listener = listener  # a ListenerRuntime: gives the current HcmRuntime
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.streams: deque[ActiveStream] = deque()
+        self.remote_address = "-"
+        self.remote_ip = "-"
+        self.local_address = "-"
+        self.closed = False
+        self.draining = False
+        self.paused_for_pipeline = False
+        self.upstream_paused = False  # reading paused because the upstream cannot take more
+        self.write_paused = False
+        self._hcm: HcmRuntime | None = None
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._header_bytes = 0
+        self._in_headers = False
+        self._cur: ActiveStream | None = None
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------ asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        if peer:
+            self.remote_ip = str(peer[0])
+            self.remote_address = f"{peer[0]}:{peer[1]}" if ":" not in str(peer[0]) else f"[{peer[0]}]:{peer[1]}"
+        if local:
+            self.local_address = f"{local[0]}:{local[1]}" if ":" not in str(local[0]) else f"[{local[0]}]:{local[1]}"
+        self.listener.on_connection_open(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timers()
+        for stream in list(self.streams):
+            if stream.started and not stream.response_complete:
+                stream.info.response_flags |= ResponseFlag.DC  # downstream connection termination
+                stream.response_complete = True
+                stream._log_and_count()
+        self.streams.clear()
+        self.listener.on_connection_close(self)
+
+    def pause_writing(self) -> None:
+        """The client reads slower than the upstream sends: stop reading the upstream."""
+        self.write_paused = True
+        if self.streams and self.streams[0].router is not None:
+            self.streams[0].router.pause_upstream_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.streams and self.streams[0].router is not None:
+            self.streams[0].router.resume_upstream_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        try:
+            self.parser.feed_data(data)
+        except _Reject as e:
+            self._protocol_error(e.reply)
+        except httptools.HttpParserCallbackError as e:
+            cause = e.__context__
+            if isinstance(cause, _Reject):
+                self._protocol_error(cause.reply)
+            else:
+                raise
+        except httptools.HttpParserUpgrade:
+            # Upgrade/CONNECT tunnelling is not implemented yet: refuse clearly rather than mis-proxy.
+            self._protocol_error(local_reply.LocalReply(501, "upgrade not supported", "upgrade_failed"))
+        except httptools.HttpParserError:
+            self._protocol_error(local_reply.BAD_REQUEST)
+
+    def eof_received(self) -> bool | None:
+        # Half-close from the client: let an in-flight response finish, then close.
+        if self.streams:
+            for s in self.streams:
+                s.keep_alive = False
+            return True
+        return None
+
+    # ------------------------------------------------------------ llhttp callbacks
+    def on_message_begin(self) -> None:
+        self._hcm = self.listener.current
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._in_headers = True
+        self._cur = None
+        if self._header_timer is None:
+            self._arm_header_timer()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._header_bytes += len(url)
+        if self._header_bytes > self._hcm.header_limit:  # type: ignore[union-attr]
+            raise _Reject(local_reply.HEADERS_TOO_LARGE)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        hcm = self._hcm
+        self._header_bytes += len(name) + len(value)
+        if self._in_headers:
+            self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1").strip(" \t")))
+            if self._header_bytes > hcm.header_limit or len(self._headers) > hcm.max_headers:  # type: ignore
+                raise _Reject(local_reply.HEADERS_TOO_LARGE)
+        else:  # trailers (chunked request); HTTP/1 trailers are not forwarded (Envoy: enable_trailers false)
+            cur = self._cur
+            if cur is not None:
+                cur.trailer_count += 1
+                if cur.trailer_count > hcm.max_headers:  # type: ignore[union-attr]
+                    raise _Reject(local_reply.HEADERS_TOO_LARGE)
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._cancel_header_timer()
+        hcm = self._hcm
+        assert hcm is not None
+        parser = self.parser
+        version = parser.get_http_version()
+        method = parser.get_method().decode("latin-1")
+        headers = Headers.from_lowered(self._headers)
+        if version != "1.1":
+            if version == "1.0" and hcm.accept_http_10:
+                if "host" not in headers and hcm.default_host_for_http_10:
+                    headers.add("host", hcm.default_host_for_http_10)
+            else:
+                raise _Reject(local_reply.HTTP10_DISABLED)
+        host_values = headers.get_all("host")
+        if len(host_values) != 1 or not host_values[0]:
+            raise _Reject(local_reply.MISSING_HOST)
+        if hcm.underscore_action != "ALLOW" and any("_" in k for k, _ in headers):
+            if hcm.underscore_action == "REJECT_REQUEST":
+                raise _Reject(local_reply.BAD_REQUEST)
+            headers = Headers.from_lowered([(k, v) for k, v in headers if "_" not in k])
+        keep_alive = parser.should_keep_alive()
+        path = self._url.decode("latin-1")
+        if not path.startswith("/") and path != "*":
+            # absolute-form (http://host/path): route by the URI's authority (Envoy: allow_absolute_url)
+            scheme_end = path.find("://")
+            if scheme_end <= 0:
+                raise _Reject(local_reply.BAD_REQUEST)
+            rest = path[scheme_end + 3:]
+            slash = rest.find("/")
+            authority, path = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
+            headers.set("host", authority)
+        stream = ActiveStream(self, hcm, method, path, version, headers, keep_alive)
+        stream.info.authority = headers.get_first("host") or ""
+        if version == "1.1" and (headers.get_first("expect") or "").lower() == "100-continue":
+            stream.expect_continue = True
+        self._cur = stream
+        self.streams.append(stream)
+        if len(self.streams) == 1:
+            stream.start()
+        elif not self.paused_for_pipeline and self.transport is not None:
+            self.paused_for_pipeline = True
+            self.transport.pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        cur = self._cur
+        if cur is not None:
+            cur.on_body(body)
+
+    def on_message_complete(self) -> None:
+        cur = self._cur
+        self._cur = None
+        if cur is not None:
+            cur.on_complete()
+
+    # ------------------------------------------------------------ writing and stream lifecycle
+    def write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    def stream_finished(self, stream: ActiveStream) -> None:
+        if self.streams and self.streams[0] is stream:
+            self.streams.popleft()
+        if not stream.keep_alive or not stream.request_complete:
+            # Envoy closes when it answered before the request body finished (it cannot resync the codec).
+            self.close()
+            return
+        if self.streams:
+            nxt = self.streams[0]
+            nxt.start()
+            return
+        if self.paused_for_pipeline and self.transport is not None:
+            self.paused_for_pipeline = False
+            self.transport.resume_reading()
+        self._arm_idle_timer()
+
+    def pause_reading_for_upstream(self) -> None:
+        if not self.upstream_paused and self.transport is not None and not self.closed:
+            self.upstream_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading_for_upstream(self) -> None:
+        if self.upstream_paused and self.transport is not None and not self.closed:
+            self.upstream_paused = False
+            if not self.paused_for_pipeline:
+                self.transport.resume_reading()
+
+    def _protocol_error(self, reply: LocalReply) -> None:
+        """A codec-level error: answer if we still can (with connection: close), then close."""
+        hcm = self._hcm or self.listener.current
+        stream = self._cur
+        if stream is None or stream.response_started or stream.started:
+            if stream is not None and stream.started:
+                stream.info.response_flags |= ResponseFlag.DPE
+                stream.send_local_reply(reply)
+            if stream is None:
+                stream = ActiveStream(self, hcm, "-", "-", "1.1", Headers(), False)
+                stream.info.method = None
+                stream.info.path = None
+                stream.started = True
+                hcm.stats_rq_total.inc()
+                hcm.stats_rq_active.inc()
+                self.streams.append(stream)
+                stream.send_local_reply(reply)
+        else:
+            # not started (pipelined behind another): answer after the ones ahead of it
+            stream.keep_alive = False
+            stream.request_complete = True
+            stream.started = True
+            hcm.stats_rq_total.inc()
+            hcm.stats_rq_active.inc()
+            if self.streams and self.streams[0] is stream:
+                stream.send_local_reply(reply)
+        self.parser = httptools.HttpRequestParser(self)  # never parse past an error
+        self.draining = True
+        if not self.streams:
+            self.close()
+        elif self.transport is not None:
+            self.transport.pause_reading()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.closed = True
+            self.transport.abort()
+
+    # ------------------------------------------------------------ timers
+    def _arm_header_timer(self) -> None:
+        hcm = self.listener.current
+        timeout = hcm.request_headers_timeout
+        if timeout and self.transport is not None:
+            loop = asyncio.get_running_loop()
+            self._header_timer = loop.call_later(timeout, self._on_header_timeout)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _on_header_timeout(self) -> None:
+        self._header_timer = None
+        if self._in_headers or not self.streams:
+            # Envoy closes the connection (no response) when request_headers_timeout fires
+            self.listener.current.stats_header_timeout.inc()
+            self.abort()
+
+    def _arm_idle_timer(self) -> None:
+        timeout = self.listener.current.idle_timeout
+        if timeout and not self.closed:
+            self._idle_timer = asyncio.get_running_loop().call_later(timeout, self.close)
+
+    def _cancel_timers(self) -> None:
+        self._cancel_header_timer()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None

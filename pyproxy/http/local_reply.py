@@ -1,0 +1,48 @@
+"""Responses the proxy writes itself ("local replies"), with Envoy's bodies and details.
+
+When Envoy cannot or will not forward a request it answers with a short text/plain body, sets
+`response_code_details` (visible in the access log as %RESPONSE_CODE_DETAILS%) and a response flag. The
+strings below are Envoy's, so scripts written against Envoy's errors work unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..observe.stream_info import ResponseFlag as F
+
+
+@dataclass(frozen=True, slots=True)
+class LocalReply:
+    status: int
+    body: str
+    details: str  # Envoy's response_code_details
+    flag: int = 0  # Envoy's response flag (a ResponseFlag bit)
+
+
+def upstream_reset(reason: str, flag: int, details: str) -> LocalReply:
+    return LocalReply(
+        503, f"upstream connect error or disconnect/reset before headers. reset reason: {reason}", details, flag
+    )
+
+
+NO_ROUTE = LocalReply(404, "", "route_not_found", F.NR)
+NO_CLUSTER = LocalReply(503, "", "cluster_not_found", F.NC)
+NO_HEALTHY_UPSTREAM = LocalReply(503, "no healthy upstream", "no_healthy_upstream", F.UH)
+UPSTREAM_TIMEOUT = LocalReply(504, "upstream request timeout", "upstream_response_timeout", F.UT)
+CONNECT_FAILURE = upstream_reset("connection failure", F.UF, "upstream_reset_before_response_started{connection_failure}")
+CONNECT_TIMEOUT = upstream_reset("connection timeout", F.UF, "upstream_reset_before_response_started{connection_timeout}")
+CONNECTION_TERMINATION = upstream_reset(
+    "connection termination", F.UC, "upstream_reset_before_response_started{connection_termination}"
+)
+UPSTREAM_PROTOCOL_ERROR = upstream_reset(
+    "protocol error", F.UPE, "upstream_reset_before_response_started{protocol_error}"
+)
+OVERFLOW = LocalReply(503, "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+                      "upstream_reset_before_response_started{overflow}", F.UO)
+# Codec-level rejections (flag DPE: downstream protocol error)
+BAD_REQUEST = LocalReply(400, "Bad Request", "http1.codec_error", F.DPE)
+HEADERS_TOO_LARGE = LocalReply(431, "Request Header Fields Too Large", "http1.headers_too_large", F.DPE)
+HTTP10_DISABLED = LocalReply(426, "Upgrade Required", "http1.http10_disabled", 0)
+MISSING_HOST = LocalReply(400, "Bad Request", "missing_host_header", F.DPE)
+PAYLOAD_TOO_LARGE = LocalReply(413, "Payload Too Large", "request_payload_too_large", 0)
+REQUEST_HEADERS_TIMEOUT = LocalReply(408, "request timeout", "request_header_timeout", 0)

@@ -1,0 +1,294 @@
+"""The proxy server: owns the current config snapshot, its listeners and clusters; start, apply, drain, stop.
+
+A config (`Bootstrap`, or listeners + clusters from xDS) becomes a *runtime*: one `ListenerRuntime` per
+listener (a bound socket whose `current` HTTP connection manager config can be replaced), and one
+`ClusterManager`. `apply()` swaps both whole: new streams see the new config, streams in flight keep the
+objects they started with (each `ActiveStream` holds its `HcmRuntime`, each router its `ClusterRuntime`).
+Listeners whose address did not change keep their socket, so a swap drops no connection.
+
+Read next: `pyproxy.http.connection` (what happens on accept), then `pyproxy.filters.router`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+from typing import Any, Callable, Iterable
+
+from .config import model
+from .config.decode import ConfigError
+from .filters.router import RouterFilter
+from .http.connection import DownstreamConnection
+from .observe.access_log import AccessLogManager, build_access_loggers
+from .observe.stats import Stats
+from .routing.table import RouteTable
+from .upstream.cluster_manager import ClusterManager
+
+log = logging.getLogger("pyproxy.server")
+
+
+class ConfigRejected(Exception):
+    """A config that cannot be applied; the previous one keeps serving (Envoy NACKs it)."""
+
+
+class HcmRuntime:
+    """An HttpConnectionManager config compiled for serving: route table, limits, loggers, counters."""
+
+    def __init__(self, config: model.HttpConnectionManager, clusters: ClusterManager, stats: Stats,
+                 rng: random.Random, route_config: model.RouteConfiguration | None = None,
+                 access_logs: AccessLogManager | None = None):
+        self.config = config
+        self.clusters = clusters
+        self.rng = rng
+        self.route_config = route_config or config.route_config or model.RouteConfiguration()
+        self.route_table = RouteTable(self.route_config)
+        self.access_loggers = build_access_loggers(config.access_log, manager=access_logs)
+        self.header_limit = config.header_limit_bytes
+        self.max_headers = config.max_headers_count
+        h1 = config.http_protocol_options
+        self.accept_http_10 = bool(h1 and h1.accept_http_10)
+        self.default_host_for_http_10 = h1.default_host_for_http_10 if h1 else ""
+        common = config.common_http_protocol_options
+        self.underscore_action = common.headers_with_underscores_action if common else "ALLOW"
+        self.idle_timeout = (common.idle_timeout if common and common.idle_timeout is not None else 3600.0)
+        self.request_headers_timeout = config.request_headers_timeout or 0.0
+        self.router_factory = RouterFilter
+        st = stats.scope(f"http.{config.stat_prefix}.")
+        self.stats = st
+        self.stats_rq_total = st.counter("downstream_rq_total")
+        self.stats_rq_active = st.gauge("downstream_rq_active")
+        self.stats_header_timeout = st.counter("downstream_rq_header_timeout")
+        self._rq_xx = {c: st.counter(f"downstream_rq_{c}xx") for c in range(1, 6)}
+
+    def count_response(self, status: int) -> None:
+        xx = self._rq_xx.get(status // 100)
+        if xx is not None:
+            xx.inc()
+
+    # retries are wired by the traffic-management layer; without a policy there are none (Envoy's default)
+    def make_retry_state(self, match: Any, headers: Any) -> Any:
+        factory = _retry_factory()
+        if factory is None:
+            return None
+        return factory(match, headers, self.rng)
+
+    @staticmethod
+    def attempt_count_header(match: Any) -> bool:
+        return bool(match.virtual_host.include_request_attempt_count)
+
+    @staticmethod
+    def attempt_count_in_response(match: Any) -> bool:
+        return bool(match.virtual_host.include_attempt_count_in_response)
+
+
+def _retry_factory() -> Callable[..., Any] | None:
+    try:
+        from .routing.retry import retry_state_for
+    except ImportError:  # pragma: no cover - retry module not present
+        return None
+    return retry_state_for
+
+
+class ListenerRuntime:
+    """A bound listener. `current` is swapped on config change; open connections keep serving."""
+
+    def __init__(self, config: model.Listener, hcm: HcmRuntime, stats: Stats, worker_id: int = 0):
+        self.config = config
+        self.name = config.name or _address_key(config)
+        self.current = hcm
+        self.server: asyncio.base_events.Server | None = None
+        self.connections: set[DownstreamConnection] = set()
+        st = stats.scope(f"listener.{_address_key(config)}.")
+        self.stats_cx_total = st.counter("downstream_cx_total")
+        self.stats_cx_active = st.gauge("downstream_cx_active")
+        self.stats_worker_cx_total = st.counter(f"worker_{worker_id}.downstream_cx_total")  # Envoy's per-worker stat
+        self.port = 0
+
+    def on_connection_open(self, conn: DownstreamConnection) -> None:
+        self.connections.add(conn)
+        self.stats_cx_total.inc()
+        self.stats_worker_cx_total.inc()
+        self.stats_cx_active.inc()
+
+    def on_connection_close(self, conn: DownstreamConnection) -> None:
+        self.connections.discard(conn)
+        self.stats_cx_active.dec()
+
+    async def start(self, reuse_port: bool = False) -> None:
+        sa = self.config.address.socket_address
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: DownstreamConnection(self), host=sa.address, port=sa.port_value,
+            reuse_address=True, reuse_port=reuse_port or None, backlog=1024,
+        )
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting; let connections finish their current request, then close them."""
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.connections):
+            conn.draining = True
+            if not conn.streams:
+                conn.close()
+        deadline = time.monotonic() + timeout
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.abort()
+
+
+def _address_key(listener: model.Listener) -> str:
+    sa = listener.address.socket_address
+    return f"{sa.address}_{sa.port_value}"
+
+
+def http_connection_manager_of(listener: model.Listener) -> model.HttpConnectionManager:
+    chains = listener.filter_chains or ((listener.default_filter_chain,) if listener.default_filter_chain else ())
+    for chain in chains:
+        hcm = chain.http_connection_manager if chain else None
+        if hcm is not None:
+            return hcm
+    raise ConfigRejected(f"listener {listener.name!r}: only HTTP listeners (an "
+                         "envoy.filters.network.http_connection_manager filter) are supported")
+
+
+def validate_snapshot(listeners: Iterable[model.Listener], clusters: Iterable[model.Cluster]) -> None:
+    """Checks Envoy makes when a config is loaded (beyond schema): unique names, known filters."""
+    names = set()
+    for c in clusters:
+        if c.name in names:
+            raise ConfigRejected(f"duplicate cluster name {c.name!r}")
+        names.add(c.name)
+        if c.type in ("STATIC", "STRICT_DNS", "LOGICAL_DNS") and c.load_assignment is None:
+            raise ConfigRejected(f"cluster {c.name!r}: type {c.type} needs a load_assignment")
+    lnames = set()
+    for lis in listeners:
+        key = lis.name or _address_key(lis)
+        if key in lnames:
+            raise ConfigRejected(f"duplicate listener name {key!r}")
+        lnames.add(key)
+        hcm = http_connection_manager_of(lis)
+        filters = [f.name for f in hcm.http_filters]
+        if not filters or filters[-1] != "envoy.filters.http.router":
+            raise ConfigRejected(f"listener {key!r}: the last HTTP filter must be envoy.filters.http.router "
+                                 f"(got {filters or 'none'})")
+        for f in filters[:-1]:
+            if f not in SUPPORTED_HTTP_FILTERS:
+                raise ConfigRejected(f"listener {key!r}: HTTP filter {f!r} is not supported yet")
+
+
+SUPPORTED_HTTP_FILTERS: set[str] = set()
+
+
+class ProxyServer:
+    """Everything one pyproxy worker runs: listeners + clusters from the current config."""
+
+    def __init__(self, *, stats: Stats | None = None, rng: random.Random | None = None, reuse_port: bool = False,
+                 drain_time: float = 5.0, worker_id: int | None = None):
+        self.worker_id = worker_id
+        self.stats = stats or Stats()
+        self.rng = rng or random.Random()
+        self.reuse_port = reuse_port
+        self.drain_time = drain_time
+        self.listeners: dict[str, ListenerRuntime] = {}
+        self.clusters: ClusterManager | None = None
+        self.listener_configs: tuple[model.Listener, ...] = ()
+        self.cluster_configs: tuple[model.Cluster, ...] = ()
+        self.version = ""
+        self.last_updated = 0.0
+        self.started = time.time()
+        self._lock = asyncio.Lock()
+        self.access_logs: AccessLogManager | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.clusters is not None
+
+    async def apply(self, listeners: Iterable[model.Listener], clusters: Iterable[model.Cluster],
+                    version: str = "") -> None:
+        """Build the new runtime completely, then swap it in; on any error the old one keeps serving."""
+        listeners = tuple(listeners)
+        clusters = tuple(clusters)
+        validate_snapshot(listeners, clusters)
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            if self.access_logs is None:
+                self.access_logs = AccessLogManager(scheduler=loop.call_later)
+            new_clusters = ClusterManager(clusters, self.stats, self.rng, previous=self.clusters)
+            await new_clusters.start()
+            new_hcms = {}
+            for lis in listeners:
+                key = lis.name or _address_key(lis)
+                try:
+                    new_hcms[key] = HcmRuntime(http_connection_manager_of(lis), new_clusters, self.stats,
+                                               self.rng, access_logs=self.access_logs)
+                except ConfigError as e:
+                    raise ConfigRejected(f"listener {key!r}: {e}") from None
+            # bind new listeners before touching old ones, so a bind failure leaves everything as it was
+            started: list[ListenerRuntime] = []
+            new_listeners: dict[str, ListenerRuntime] = {}
+            try:
+                for lis in listeners:
+                    key = lis.name or _address_key(lis)
+                    old = self.listeners.get(key)
+                    if old is not None and old.config.address == lis.address:
+                        new_listeners[key] = old
+                        continue
+                    rt = ListenerRuntime(lis, new_hcms[key], self.stats, self.worker_id or 0)
+                    await rt.start(self.reuse_port)
+                    started.append(rt)
+                    new_listeners[key] = rt
+            except OSError as e:
+                for rt in started:
+                    if rt.server is not None:
+                        rt.server.close()
+                raise ConfigRejected(f"cannot bind listener: {e}") from None
+            # commit: swap everything
+            for key, rt in new_listeners.items():
+                rt.current = new_hcms[key]
+                rt.config = next(lis for lis in listeners if (lis.name or _address_key(lis)) == key)
+            removed = [rt for key, rt in self.listeners.items() if new_listeners.get(key) is not rt]
+            self.listeners = new_listeners
+            self.clusters = new_clusters
+            self.listener_configs = listeners
+            self.cluster_configs = clusters
+            self.version = version or str(int(time.time() * 1000))
+            self.last_updated = time.time()
+            for rt in removed:
+                loop.create_task(rt.drain(self.drain_time))
+            log.info("config %s applied: %d listeners, %d clusters", self.version, len(listeners), len(clusters))
+
+    async def apply_bootstrap(self, bootstrap: model.Bootstrap) -> None:
+        sr = bootstrap.static_resources or model.StaticResources()
+        await self.apply(sr.listeners, sr.clusters, version="static")
+
+    async def stop(self) -> None:
+        for rt in self.listeners.values():
+            await rt.drain(0.0)
+        if self.clusters is not None:
+            self.clusters.close()
+        if self.access_logs is not None:
+            self.access_logs.close()
+
+    def listener_port(self, name: str) -> int:
+        return self.listeners[name].port
+
+    def server_info(self) -> dict[str, Any]:
+        return {
+            "version": "pyproxy/0.1.0",
+            "state": "LIVE" if self.ready else "PRE_INITIALIZING",
+            "uptime_current_epoch": f"{int(time.time() - self.started)}s",
+            "pid": os.getpid(),
+            "config_version": self.version,
+            "worker_id": self.worker_id,
+        }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,276 @@
+"""Clusters at run time: their hosts, load balancer, circuit-breaker limits, pools and stats.
+
+Envoy's ClusterManager turns each `Cluster` resource into a live object; so does this module. Config is
+frozen and swapped whole, but live state must survive a swap when its identity is unchanged: a cluster
+whose config did not change keeps its `ClusterRuntime` (pools, outlier state, counters); a changed one
+gets a new runtime that adopts the old `Host` objects by (address, port), so an ejected host stays ejected.
+In-flight requests keep the runtime they started with; an orphaned runtime's idle connections are closed
+and its busy ones finish their request.
+
+Endpoint discovery: STATIC takes `load_assignment` as written; STRICT_DNS resolves every endpoint's name
+(all addresses, Envoy's behaviour) at start and every `dns_refresh_rate` (5 s); EDS endpoints are pushed
+by the control plane (`update_endpoints`).
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from typing import Any, Iterable
+
+from ..config import model
+from ..observe.stats import Stats
+from .circuit_breaker import ResourceLimits
+from .host import Host
+from .load_balancer import LbContext, build_load_balancer
+from .pool import ConnectionPool
+
+_DEFAULT_RNG = random.Random()
+
+
+def endpoints_of(cla: model.ClusterLoadAssignment | None) -> list[tuple[str, int, int, Any]]:
+    """(address, port, weight, LbEndpoint) for each endpoint of a load assignment, priority 0 first."""
+    out = []
+    if cla is None:
+        return out
+    for loc in sorted(cla.endpoints, key=lambda l: l.priority):
+        for ep in loc.lb_endpoints:
+            sa = ep.endpoint.address.socket_address
+            out.append((sa.address, sa.port_value, ep.load_balancing_weight or 1, ep))
+    return out
+
+
+class ClusterRuntime:
+    """One live cluster (Envoy: ClusterImplBase + its host set + thread-local LB and pools)."""
+
+    def __init__(self, config: model.Cluster, stats: Stats, rng: random.Random | None = None,
+                 previous: "ClusterRuntime | None" = None):
+        self.config = config
+        self.name = config.name
+        self.rng = rng or _DEFAULT_RNG
+        self.stats = stats.scope(f"cluster.{config.alt_stat_name or config.name}.")
+        st = self.stats
+        self.stats_rq_total = st.counter("upstream_rq_total")
+        self.stats_rq_completed = st.counter("upstream_rq_completed")
+        self.stats_rq_active = st.gauge("upstream_rq_active")
+        self.stats_rq_timeout = st.counter("upstream_rq_timeout")
+        self.stats_rq_per_try_timeout = st.counter("upstream_rq_per_try_timeout")
+        self.stats_rq_pending_total = st.counter("upstream_rq_pending_total")
+        self.stats_rq_pending_overflow = st.counter("upstream_rq_pending_overflow")
+        self.stats_rq_retry = st.counter("upstream_rq_retry")
+        self.stats_rq_retry_overflow = st.counter("upstream_rq_retry_overflow")
+        self.stats_rq_retry_success = st.counter("upstream_rq_retry_success")
+        self.stats_rq_rx_reset = st.counter("upstream_rq_rx_reset")
+        self.stats_rq_tx_reset = st.counter("upstream_rq_tx_reset")
+        self.stats_cx_total = st.counter("upstream_cx_total")
+        self.stats_cx_http1_total = st.counter("upstream_cx_http1_total")
+        self.stats_cx_active = st.gauge("upstream_cx_active")
+        self.stats_cx_connect_fail = st.counter("upstream_cx_connect_fail")
+        self.stats_cx_connect_timeout = st.counter("upstream_cx_connect_timeout")
+        self.stats_cx_overflow = st.counter("upstream_cx_overflow")
+        self.stats_cx_destroy = st.counter("upstream_cx_destroy")
+        self.stats_cx_max_requests = st.counter("upstream_cx_max_requests")
+        self.stats_cx_none_healthy = st.counter("upstream_cx_none_healthy")
+        self.stats_membership_total = st.gauge("membership_total")
+        self._rq_xx = {c: st.counter(f"upstream_rq_{c}xx") for c in range(1, 6)}
+        self._rq_codes: dict[int, Any] = {}
+        self.connect_timeout = config.effective_connect_timeout
+        self.max_requests_per_connection = config.effective_max_requests_per_connection
+        thresholds = config.circuit_breakers.thresholds if config.circuit_breakers else ()
+        self.limits = ResourceLimits(thresholds)
+        self.pools: dict[Any, ConnectionPool] = {}
+        self.hosts: list[Host] = []
+        self._old_hosts = {(h.address, h.port): h for h in previous.hosts} if previous else {}
+        self._dns_task: asyncio.Task | None = None
+        self.retired = False
+        self.outlier: Any = None  # set by the outlier detection wiring when configured
+        self.set_endpoints(self._static_endpoints())
+
+    # ------------------------------------------------------------ membership
+    def _static_endpoints(self) -> list[tuple[str, int, int, Any]]:
+        if self.config.type in ("STATIC", "EDS", "ORIGINAL_DST"):
+            return endpoints_of(self.config.load_assignment)
+        return []  # DNS clusters fill in after resolution
+
+    def set_endpoints(self, endpoints: Iterable[tuple[str, int, int, Any]]) -> None:
+        """Replace the host set, keeping Host objects (and their live state) by (address, port)."""
+        old = {(h.address, h.port): h for h in self.hosts} or self._old_hosts
+        hosts: list[Host] = []
+        for address, port, weight, ep in endpoints:
+            h = old.get((address, port))
+            if h is None:
+                h = Host(address, port, weight=weight)
+            else:
+                h.weight = weight
+            if ep is not None and getattr(ep, "health_status", "UNKNOWN") in ("UNHEALTHY", "DRAINING", "TIMEOUT"):
+                h.health_status = ep.health_status
+            hosts.append(h)
+        removed = set(old.values()) - set(hosts)
+        for h in removed:
+            pool = self.pools.pop(h, None)
+            if pool is not None:
+                pool.close()
+        self.hosts = hosts
+        self.stats_membership_total.set(len(hosts))
+        self.lb = build_load_balancer(self.config, hosts, self.rng)
+
+    def update_endpoints(self, cla: model.ClusterLoadAssignment) -> None:
+        self.set_endpoints(endpoints_of(cla))
+
+    async def start(self) -> None:
+        """Resolve DNS clusters once before serving (Envoy's cluster warming), then keep refreshing."""
+        if self.config.type in ("STRICT_DNS", "LOGICAL_DNS"):
+            await self._resolve()
+            self._dns_task = asyncio.get_running_loop().create_task(self._dns_refresh())
+
+    async def _resolve(self) -> None:
+        loop = asyncio.get_running_loop()
+        family = {"V4_ONLY": socket.AF_INET, "V6_ONLY": socket.AF_INET6}.get(self.config.dns_lookup_family,
+                                                                              socket.AF_UNSPEC)
+        resolved: list[tuple[str, int, int, Any]] = []
+        for address, port, weight, ep in endpoints_of(self.config.load_assignment):
+            try:
+                infos = await loop.getaddrinfo(address, port, family=family, type=socket.SOCK_STREAM)
+            except OSError:
+                self.stats.counter("update_failure").inc()
+                continue
+            seen = set()
+            for info in infos:
+                ip = info[4][0]
+                if ip not in seen:
+                    seen.add(ip)
+                    resolved.append((ip, port, weight, ep))
+                if self.config.type == "LOGICAL_DNS":
+                    break
+        if resolved or not self.hosts:
+            self.set_endpoints(resolved)
+
+    async def _dns_refresh(self) -> None:
+        interval = self.config.dns_refresh_rate or 5.0
+        while True:
+            await asyncio.sleep(interval)
+            await self._resolve()
+
+    # ------------------------------------------------------------ choosing a host and a pool
+    def choose_host(self, ctx: LbContext) -> Host | None:
+        return self.lb.choose(ctx)
+
+    def pool_for(self, host: Host) -> ConnectionPool:
+        pool = self.pools.get(host)
+        if pool is None:
+            pool = self.pools[host] = ConnectionPool(self, host)
+        return pool
+
+    # ------------------------------------------------------------ connection accounting (from pools)
+    def on_connection_start(self) -> None:
+        self.limits.inc_connections()
+        self.stats_cx_total.inc()
+        self.stats_cx_http1_total.inc()
+        self.stats_cx_active.inc()
+
+    def on_connect_failure(self, host: Host) -> None:
+        self.limits.dec_connections()
+        self.stats_cx_active.dec()
+        self.stats_cx_connect_fail.inc()
+        host.stats_cx_connect_fail += 1
+
+    def on_connection_established(self, conn: Any) -> None:
+        conn.counted = True
+        conn.pool.host.cx_active += 1
+
+    def on_connection_closed(self, conn: Any) -> None:
+        if getattr(conn, "counted", False):
+            conn.counted = False
+            self.limits.dec_connections()
+            self.stats_cx_active.dec()
+            self.stats_cx_destroy.inc()
+            conn.pool.host.cx_active -= 1
+
+    def apply_socket_options(self, sock: socket.socket) -> None:
+        """`upstream_connection_options.tcp_keepalive` (Istio: connectionPool.tcp.tcpKeepalive)."""
+        opts = self.config.upstream_connection_options
+        if opts is None or opts.tcp_keepalive is None:
+            return
+        ka = opts.tcp_keepalive
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if ka.keepalive_time and hasattr(socket, "TCP_KEEPIDLE"):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, ka.keepalive_time)
+            if ka.keepalive_interval and hasattr(socket, "TCP_KEEPINTVL"):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, ka.keepalive_interval)
+            if ka.keepalive_probes and hasattr(socket, "TCP_KEEPCNT"):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, ka.keepalive_probes)
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------ response accounting
+    def count_response(self, status: int) -> None:
+        self.stats_rq_completed.inc()
+        xx = self._rq_xx.get(status // 100)
+        if xx is not None:
+            xx.inc()
+        c = self._rq_codes.get(status)
+        if c is None:
+            c = self._rq_codes[status] = self.stats.counter(f"upstream_rq_{status}")
+        c.inc()
+
+    def record_outcome(self, host: Host, status: int | None, *, connect_failure: bool = False,
+                       reset: bool = False, timeout: bool = False) -> None:
+        """Per-host accounting after an attempt (and, with outlier detection, its input)."""
+        if status is not None and status < 500:
+            host.rq_success += 1
+        else:
+            host.rq_error += 1
+            if timeout:
+                host.rq_timeout += 1
+        detector = self.outlier
+        if detector is not None:
+            detector.record(host, status, connect_failure=connect_failure, reset=reset, timeout=timeout)
+
+    def close_idle_later(self) -> None:
+        """This runtime was replaced: close idle connections now; busy ones close when their request ends."""
+        self.retired = True
+        if self._dns_task is not None:
+            self._dns_task.cancel()
+        for pool in self.pools.values():
+            for conn in list(pool.idle):
+                conn.close()
+            pool.idle.clear()
+
+    def close(self) -> None:
+        if self._dns_task is not None:
+            self._dns_task.cancel()
+        for pool in self.pools.values():
+            pool.close()
+
+    def __repr__(self) -> str:
+        return f"<ClusterRuntime {self.name} hosts={len(self.hosts)} pools={len(self.pools)}>"
+
+
+class ClusterManager:
+    """All clusters of one config snapshot, by name."""
+
+    def __init__(self, clusters: Iterable[model.Cluster], stats: Stats, rng: random.Random | None = None,
+                 previous: "ClusterManager | None" = None):
+        self.clusters: dict[str, ClusterRuntime] = {}
+        old = previous.clusters if previous else {}
+        for cfg in clusters:
+            prev = old.get(cfg.name)
+            if prev is not None and prev.config == cfg:
+                self.clusters[cfg.name] = prev  # unchanged: keep pools, hosts, counters
+            else:
+                self.clusters[cfg.name] = ClusterRuntime(cfg, stats, rng, previous=prev)
+        self._orphans = [rt for name, rt in old.items() if self.clusters.get(name) is not rt]
+
+    def get(self, name: str) -> ClusterRuntime | None:
+        return self.clusters.get(name)
+
+    async def start(self) -> None:
+        await asyncio.gather(*(rt.start() for rt in self.clusters.values() if rt.config.type != "STATIC"))
+        for rt in self._orphans:
+            rt.close_idle_later()
+        self._orphans = []
+
+    def close(self) -> None:
+        for rt in self.clusters.values():
+            rt.close()

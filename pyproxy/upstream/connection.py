@@ -1,0 +1,193 @@
+"""One HTTP/1.1 connection from the proxy to an upstream host (Envoy: the HTTP/1 codec client).
+
+It carries one request at a time (HTTP/1.1 without upstream pipelining, as Envoy does) for whichever
+router attempt the pool lent it to, parses the response with llhttp and reports events to that attempt:
+`on_response_headers`, `on_response_data`, `on_response_end`, `on_upstream_reset`. When the exchange is
+done it goes back to its pool (`pyproxy.upstream.pool`) if both sides allow keep-alive.
+
+Things an upstream may do wrong and what happens (Envoy's behaviour): garbage instead of a status line ->
+protocol error (503 UPE before headers); extra responses nobody asked for -> only the first is forwarded,
+the connection is closed; closing before the response ends -> 503 UC, or the downstream is reset when the
+response had already started.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from ..http.headers import Headers
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .pool import ConnectionPool
+
+
+class UpstreamConnection(asyncio.Protocol):
+    def __init__(self, pool: "ConnectionPool"):
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.attempt: Any = None  # the router's UpstreamRequest using us now
+        self.requests_served = 0
+        self.closed = False
+        self.reusable = True
+        self.local_address = "-"
+        self._headers: list[tuple[str, str]] = []
+        self._status = 0
+        self._in_headers = False
+        self._got_headers = False
+        self._complete = False
+        self._head = False  # the request was HEAD: the response has no body whatever it says
+        self._read_paused = False
+
+    # ------------------------------------------------------------ asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            self.pool.cluster.apply_socket_options(sock)
+        local = transport.get_extra_info("sockname")
+        if local:
+            self.local_address = f"{local[0]}:{local[1]}"
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        attempt, self.attempt = self.attempt, None
+        self.pool.on_connection_closed(self)
+        if attempt is not None:
+            if self._got_headers and not self._complete and self._close_delimited():
+                attempt.on_response_end()  # body delimited by connection close: this is its end
+            else:
+                attempt.on_upstream_reset("connection termination")
+
+    def pause_writing(self) -> None:
+        if self.attempt is not None:
+            self.attempt.on_upstream_write_paused()
+
+    def resume_writing(self) -> None:
+        if self.attempt is not None:
+            self.attempt.on_upstream_write_resumed()
+
+    def data_received(self, data: bytes) -> None:
+        if self.attempt is None:
+            # Bytes with no request outstanding: an upstream protocol violation; do not reuse.
+            self.pool.stats_protocol_error.inc()
+            self.close()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.reusable = False
+            self.pool.stats_protocol_error.inc()
+            attempt, self.attempt = self.attempt, None
+            self.close()
+            if attempt is not None and not self._complete:
+                attempt.on_upstream_reset("protocol error")
+            return
+        if self._complete:
+            self._finish()
+
+    # ------------------------------------------------------------ sending
+    def send(self, attempt: Any, head: bytes, head_request: bool) -> None:
+        self.attempt = attempt
+        self._headers = []
+        self._status = 0
+        self._got_headers = False
+        self._complete = False
+        self._head = head_request
+        self.requests_served += 1
+        self.transport.write(head)  # type: ignore[union-attr]
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def pause_reading(self) -> None:
+        if not self._read_paused and not self.closed:
+            self._read_paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def resume_reading(self) -> None:
+        if self._read_paused and not self.closed:
+            self._read_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        self.reusable = False
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.reusable = False
+        if self.transport is not None:
+            self.closed = True
+            self.transport.abort()
+
+    def detach(self) -> None:
+        """The attempt gives up on this exchange (timeout, downstream gone): the connection is unusable."""
+        self.attempt = None
+        self.abort()
+
+    # ------------------------------------------------------------ llhttp callbacks
+    def on_message_begin(self) -> None:
+        if self._got_headers and self._complete:
+            # a second response to one request (conformance #14): protocol error
+            raise httptools.HttpParserError("unexpected pipelined response")
+        self._headers = []
+        self._in_headers = True
+
+    def on_status(self, status: bytes) -> None:
+        pass
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_headers:
+            self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # interim response (100 Continue, 103): not forwarded (Envoy: proxy_100_continue false)
+            self._headers = []
+            return
+        self._status = status
+        self._got_headers = True
+        headers = Headers.from_lowered(self._headers)
+        if not self.parser.should_keep_alive():
+            self.reusable = False  # `connection: close` or HTTP/1.0 upstream
+        if self.attempt is not None:
+            self.attempt.on_response_headers(status, headers)
+        if self._head or status in (204, 304):
+            self._complete = True
+            self.parser = httptools.HttpResponseParser(self)  # llhttp would wait for the body otherwise
+
+    def on_body(self, body: bytes) -> None:
+        if self._complete or self.attempt is None:
+            return
+        self.attempt.on_response_data(body)
+
+    def on_message_complete(self) -> None:
+        if self._got_headers:
+            self._complete = True
+
+    # ------------------------------------------------------------ completion
+    def _close_delimited(self) -> bool:
+        names = {k for k, _ in self._headers}
+        return "content-length" not in names and "transfer-encoding" not in names and not self._head
+
+    def _finish(self) -> None:
+        attempt, self.attempt = self.attempt, None
+        self.pool.release(self)
+        if attempt is not None:
+            attempt.on_response_end()
+
+    def __repr__(self) -> str:
+        state = "busy" if self.attempt is not None else ("closed" if self.closed else "idle")
+        return f"<UpstreamConnection {self.local_address} {state} served={self.requests_served}>"

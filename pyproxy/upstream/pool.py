@@ -1,0 +1,181 @@
+"""HTTP/1.1 connection pool for one upstream host of one cluster (Envoy: Http1::ConnPoolImpl).
+
+A request asks the pool for a connection. The pool answers at once with an idle keep-alive connection,
+or starts a new connection if the cluster's circuit breaker allows one (`max_connections`), or queues the
+request as *pending* if it may (`max_pending_requests`), or refuses: 503 with flag UO and
+`x-envoy-overloaded: true` (the router does that). `max_requests_per_connection` retires connections.
+
+The decision step (`_decide`) is plain code over counters; the I/O (connect with `connect_timeout`) is the
+small async part at the bottom. Connection states: connecting -> busy <-> idle -> closed.
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from .connection import UpstreamConnection
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .cluster_manager import ClusterRuntime
+
+
+class PoolFailure(enum.Enum):
+    OVERFLOW = "overflow"  # circuit breaker: pending queue full (UO)
+    CONNECT_FAILURE = "connection failure"  # UF
+    CONNECT_TIMEOUT = "connection timeout"  # UF
+    REMOTE_CLOSED = "connection termination"
+
+
+class Decision(enum.Enum):
+    USE_IDLE = 1
+    CONNECT = 2
+    QUEUE = 3
+    OVERFLOW = 4
+
+
+class ConnectionPool:
+    def __init__(self, cluster: "ClusterRuntime", host: Any):
+        self.cluster = cluster
+        self.host = host
+        self.idle: list[UpstreamConnection] = []
+        self.busy: set[UpstreamConnection] = set()
+        self.pending: deque[Any] = deque()  # waiters: objects with on_pool_ready / on_pool_failure
+        self.connecting = 0
+        self.stats_protocol_error = cluster.stats.counter("upstream_cx_protocol_error")
+        self._tasks: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------ pure decision
+    def _decide(self) -> Decision:
+        if self.idle:
+            return Decision.USE_IDLE
+        limits = self.cluster.limits
+        # Envoy only opens a connection for a request that has no connection coming yet
+        if len(self.pending) >= self.connecting and limits.can_create_connection():
+            return Decision.CONNECT
+        if limits.can_create_pending():
+            return Decision.QUEUE
+        return Decision.OVERFLOW
+
+    # ------------------------------------------------------------ requests
+    def acquire(self, waiter: Any) -> None:
+        """Give `waiter` a connection now or later (`on_pool_ready(conn)`), or fail it (`on_pool_failure`)."""
+        while True:
+            d = self._decide()
+            if d is Decision.USE_IDLE:
+                conn = self.idle.pop()
+                if conn.closed:
+                    continue
+                self.busy.add(conn)
+                waiter.on_pool_ready(conn)
+                return
+            if d is Decision.CONNECT:
+                self.pending.append(waiter)
+                self.cluster.limits.inc_pending()
+                self.cluster.stats_rq_pending_total.inc()
+                self._connect()
+                return
+            if d is Decision.QUEUE:
+                if not self.cluster.limits.can_create_connection():
+                    self.cluster.stats_cx_overflow.inc()
+                self.pending.append(waiter)
+                self.cluster.limits.inc_pending()
+                self.cluster.stats_rq_pending_total.inc()
+                return
+            self.cluster.stats_rq_pending_overflow.inc()
+            waiter.on_pool_failure(PoolFailure.OVERFLOW)
+            return
+
+    def cancel(self, waiter: Any) -> None:
+        """A pending request gave up (timeout, downstream reset)."""
+        try:
+            self.pending.remove(waiter)
+        except ValueError:
+            return
+        self.cluster.limits.dec_pending()
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """A request finished with `conn`: reuse it, hand it to a pending request, or close it."""
+        self.busy.discard(conn)
+        max_rq = self.cluster.max_requests_per_connection
+        if conn.closed or not conn.reusable or self.cluster.retired or (max_rq and conn.requests_served >= max_rq):
+            if max_rq and conn.requests_served >= max_rq:
+                self.cluster.stats_cx_max_requests.inc()
+            conn.close()
+            self._maybe_connect_for_pending()
+            return
+        if self.pending:
+            waiter = self.pending.popleft()
+            self.cluster.limits.dec_pending()
+            self.busy.add(conn)
+            waiter.on_pool_ready(conn)
+            return
+        self.idle.append(conn)
+
+    def on_connection_closed(self, conn: UpstreamConnection) -> None:
+        if conn in self.busy:
+            self.busy.discard(conn)
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+        self.cluster.on_connection_closed(conn)
+        self._maybe_connect_for_pending()
+
+    def _maybe_connect_for_pending(self) -> None:
+        if len(self.pending) > self.connecting and self.cluster.limits.can_create_connection():
+            self._connect()
+
+    # ------------------------------------------------------------ I/O: connecting
+    def _connect(self) -> None:
+        self.connecting += 1
+        self.cluster.on_connection_start()
+        task = asyncio.get_running_loop().create_task(self._do_connect())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _do_connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        cluster = self.cluster
+        failure: PoolFailure | None = None
+        conn: UpstreamConnection | None = None
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: UpstreamConnection(self), self.host.address, self.host.port),
+                cluster.connect_timeout,
+            )
+        except asyncio.TimeoutError:
+            failure = PoolFailure.CONNECT_TIMEOUT
+            cluster.stats_cx_connect_timeout.inc()
+        except OSError:
+            failure = PoolFailure.CONNECT_FAILURE
+        finally:
+            self.connecting -= 1
+        if failure is not None:
+            cluster.on_connect_failure(self.host)
+            # Envoy fails every request pending on this host's pool when a connect attempt fails.
+            waiters = list(self.pending)
+            self.pending.clear()
+            for w in waiters:
+                cluster.limits.dec_pending()
+                w.on_pool_failure(failure)
+            return
+        assert conn is not None
+        cluster.on_connection_established(conn)
+        if self.pending:
+            waiter = self.pending.popleft()
+            cluster.limits.dec_pending()
+            self.busy.add(conn)
+            waiter.on_pool_ready(conn)
+        else:
+            self.idle.append(conn)
+
+    def close(self) -> None:
+        for conn in list(self.idle) + list(self.busy):
+            conn.close()
+        self.idle.clear()
+
+    def __repr__(self) -> str:
+        return (f"<ConnectionPool {self.host.address}:{self.host.port} idle={len(self.idle)} "
+                f"busy={len(self.busy)} connecting={self.connecting} pending={len(self.pending)}>")

@@ -1,0 +1,146 @@
+"""`--concurrency N`: N worker processes share each listener (SO_REUSEPORT), like Envoy's worker threads.
+
+The supervisor (this module) starts `pyproxy run --worker-id i` N times. Every worker binds every
+listener with SO_REUSEPORT, so the kernel spreads new connections across them, and holds its own copy
+of the config, pools and counters. Each worker runs a private admin on an ephemeral 127.0.0.1 port and
+announces it on stdout (`ADMIN_PORT n`). The supervisor owns the real admin address: `/stats` is the sum
+of the workers' stats (per-worker counters such as `listener.<addr>.worker_<i>.downstream_cx_total` stay
+separate); other pages are answered by worker 0. Workers are stopped by PID when the supervisor stops.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from .bootstrap import load_bootstrap
+from .observe.stats import Stats
+
+log = logging.getLogger("pyproxy.workers")
+
+
+class Worker:
+    def __init__(self, index: int, proc: asyncio.subprocess.Process):
+        self.index = index
+        self.proc = proc
+        self.admin_port = 0
+
+
+async def _spawn(index: int, config_path: str, drain_time: float) -> Worker:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pyproxy", "run", "-c", config_path, "--worker-id", str(index),
+        "--drain-time-s", str(drain_time), stdout=asyncio.subprocess.PIPE,
+    )
+    w = Worker(index, proc)
+    assert proc.stdout is not None
+    while True:
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        if not line:
+            raise RuntimeError(f"worker {index} exited before it was ready (exit code {await proc.wait()})")
+        text = line.decode().strip()
+        if text.startswith("ADMIN_PORT "):
+            w.admin_port = int(text.split()[1])
+            break
+        print(text, flush=True)
+    asyncio.get_running_loop().create_task(_pump(proc.stdout))
+    return w
+
+
+async def _pump(stream: asyncio.StreamReader) -> None:
+    """Forward a worker's stdout (access logs) to ours."""
+    while True:
+        line = await stream.readline()
+        if not line:
+            return
+        sys.stdout.buffer.write(line)
+        sys.stdout.flush()
+
+
+async def _fetch(session: aiohttp.ClientSession, w: Worker, path: str) -> tuple[int, bytes, str]:
+    async with session.get(f"http://127.0.0.1:{w.admin_port}{path}") as r:
+        return r.status, await r.read(), r.headers.get("content-type", "text/plain")
+
+
+async def run_supervisor(config_path: str, concurrency: int, drain_time: float) -> int:
+    from .admin.server import start_admin
+
+    bootstrap = load_bootstrap(config_path)
+    workers: list[Worker] = []
+    try:
+        for i in range(concurrency):
+            workers.append(await _spawn(i, config_path, drain_time))
+    except (RuntimeError, asyncio.TimeoutError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        for w in workers:
+            w.proc.terminate()
+        return 1
+    session = aiohttp.ClientSession()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def summed_stats() -> Stats:
+        total = Stats()
+        for w in workers:
+            _, body, _ = await _fetch(session, w, "/stats?format=json")
+            for entry in json.loads(body).get("stats", []):
+                if "value" in entry and isinstance(entry["value"], int):
+                    if entry.get("type") == "gauge" or entry["name"].endswith(("_active", "membership_total")):
+                        g = total.gauge(entry["name"])
+                        g.set(g.value + entry["value"])
+                    else:
+                        total.counter(entry["name"]).inc(entry["value"])
+        return total
+
+    async def handler(req: web.Request) -> web.StreamResponse:
+        from .observe import stats as stats_mod
+
+        if req.path in ("/stats", "/stats/prometheus"):
+            st = await summed_stats()
+            if req.path == "/stats/prometheus" or req.query.get("format") == "prometheus":
+                return web.Response(text=stats_mod.render_prometheus(st))
+            if req.query.get("format") == "json":
+                return web.Response(text=stats_mod.render_json(st, filter=req.query.get("filter")),
+                                    content_type="application/json")
+            return web.Response(text=stats_mod.render_text(st, filter=req.query.get("filter")))
+        if req.path == "/quitquitquit":
+            loop.call_soon(stop.set)
+            return web.Response(text="OK\n")
+        status, body, ctype = await _fetch(session, workers[0], req.path_qs)
+        if req.path == "/server_info":
+            info: dict[str, Any] = json.loads(body)
+            info["workers"] = [{"worker_id": w.index, "pid": w.proc.pid} for w in workers]
+            info["concurrency"] = concurrency
+            return web.json_response(info)
+        return web.Response(status=status, body=body, content_type=ctype.split(";")[0])
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = None
+    if bootstrap.admin is not None and bootstrap.admin.address is not None:
+        sa = bootstrap.admin.address.socket_address
+        runner, _ = await start_admin(app, sa.address, sa.port_value)
+    log.info("supervisor: %d workers %s", concurrency, [w.proc.pid for w in workers])
+    waits = [loop.create_task(w.proc.wait()) for w in workers]
+    stopper = loop.create_task(stop.wait())
+    await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
+    for w in workers:
+        if w.proc.returncode is None:
+            w.proc.send_signal(signal.SIGTERM)
+    for w in workers:
+        try:
+            await asyncio.wait_for(w.proc.wait(), drain_time + 5)
+        except asyncio.TimeoutError:
+            w.proc.kill()
+    await session.close()
+    if runner is not None:
+        await runner.cleanup()
+    stopper.cancel()
+    return 0
