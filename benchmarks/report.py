@@ -168,12 +168,12 @@ def render_markdown(rows: list[Row], *, rate: float, machine: Mapping[str, str],
     rate_label = f"{rate:,.0f}/s"
     lines = [
         "| path | req/s | p50 | p99 | proxy CPU/req | backend CPU/req "
-        f"| p50 @ {rate_label} | p99 @ {rate_label} | max @ {rate_label} | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| p50 @ {rate_label} | p90 @ {rate_label} | p99 @ {rate_label} | max @ {rate_label} | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         if row.error is not None and row.throughput is None and row.fixed_rate is None:
-            lines.append(f"| {row.name} | {one_line(row.error)} | | | | | | | | |")
+            lines.append(f"| {row.name} | {one_line(row.error)} | | | | | | | | | |")
             continue
         t, f = row.throughput, row.fixed_rate
         errors = (t.errors if t else 0) + (f.errors if f else 0)
@@ -188,6 +188,7 @@ def render_markdown(rows: list[Row], *, rate: float, machine: Mapping[str, str],
                     _us(t.proxy_cpu_us if t else None),
                     _us(t.backend_cpu_us if t else None),
                     _us(f.p50_us if f else None),
+                    _us(f.p90_us if f else None),
                     _us(f.p99_us if f else None),
                     _us(f.max_us if f else None),
                     str(errors) + (f" ({one_line(row.error)})" if row.error else ""),

@@ -348,12 +348,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=32, help="closed-loop connections (default 32)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     p.add_argument("--rate", type=float, default=1000.0, help="fixed rate for the latency run (default 1000/s)")
-    p.add_argument("--latency-duration", type=float, default=3.0, help="seconds of one fixed-rate round (default 3)")
-    p.add_argument("--rounds", type=int, default=3, help="fixed-rate rounds, interleaved across paths (default 3)")
+    p.add_argument("--latency-duration", type=float, default=2.0, help="seconds of one fixed-rate round (default 2)")
+    p.add_argument("--rounds", type=int, default=5, help="fixed-rate rounds, interleaved across paths (default 5)")
     p.add_argument("--latency-connections", type=int, default=16, help="fixed-rate connections (default 16)")
     p.add_argument("--targets", default=",".join(TARGETS), help="comma list of direct,pyproxy,nginx (default all)")
     p.add_argument("--backend", choices=("auto", "nginx", "python"), default="auto",
                    help="origin server: nginx (when installed; default) or benchmarks/backend.py")  # fmt: skip
+    p.add_argument("--load-tool", choices=("auto", "wrk", "loadgen"), default="auto",
+                   help="closed-loop tool: wrk (when installed; default) or the bundled loadgen")  # fmt: skip
     p.add_argument("--concurrency", type=int, default=1, help="pyproxy --concurrency (default 1 worker)")
     p.add_argument("--pyproxy-cmd", default=None, help="command before `run -c FILE` (default .venv/bin/pyproxy)")
     p.add_argument("--start-timeout", type=float, default=20.0, help="seconds to wait for pyproxy /ready")
@@ -377,6 +379,11 @@ def _raise_interrupt(signum, frame):
 
 def run(args: argparse.Namespace) -> int:
     wrk, nginx, notes = ensure_tools(install=not args.no_install)
+    if args.load_tool == "loadgen":
+        wrk = None
+    elif args.load_tool == "wrk" and wrk is None:
+        log("--load-tool wrk asked for, but wrk is not available")
+        return 2
     for note in notes:
         log(note)
     backend_kind = args.backend if args.backend != "auto" else ("nginx" if nginx else "python")
@@ -418,7 +425,7 @@ def run(args: argparse.Namespace) -> int:
     settings = {
         "backend": backend_setup,
         "throughput": f"{tool}, {args.connections} keep-alive connections, {args.duration} s after a {WARMUP_S} s "
-        "warm-up, GET / → 200, 12-byte body; p50/p99 are closed-loop (wrk's) latencies",
+        f"warm-up, GET / → 200, 12-byte body; req/s, p50, p99 and CPU/req come from this closed-loop run",
         "fixed rate": f"benchmarks/loadgen.py open loop, {args.rate:,.0f} req/s, {args.rounds} rounds of "
         f"{args.latency_duration:g} s per path interleaved (direct, pyproxy, nginx, direct, ...) over "
         f"{args.latency_connections} keep-alive connections; latency from each request's scheduled send time, "

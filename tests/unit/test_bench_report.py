@@ -74,7 +74,7 @@ def test_report_shows_ratio_added_latency_and_whether_targets_are_met():
     assert report.throughput_ratio(rows) == pytest.approx(0.4)
     assert report.added_latency(rows, "pyproxy") == (150, 1200)
     text = _render(rows)
-    assert "| pyproxy | 12,000 | 200 µs | 900 µs | 20 µs | 9 µs | 230 µs | 1,500 µs | 4,500 µs | 0 |" in text
+    assert "| pyproxy | 12,000 | 200 µs | 900 µs | 20 µs | 9 µs | 230 µs | 276 µs | 1,500 µs | 4,500 µs | 0 |" in text
     assert "pyproxy / nginx requests/s: **0.40** (target ≥ 0.5: NOT met)" in text
     assert "pyproxy added latency at 1,000/s vs direct: p50 +150 µs, p99 **+1,200 µs** (target p99 < 1 ms: NOT met)" in text
     assert "nginx added latency at 1,000/s vs direct: p50 +50 µs, p99 **+100 µs**" in text
@@ -88,7 +88,7 @@ def test_a_pyproxy_that_did_not_start_is_a_row_saying_why():
         report.Row("nginx", "nginx", _throughput(30_000), _fixed(130, 400)),
     ]
     text = _render(rows)
-    assert "| pyproxy | pyproxy failed to start: exited with code 1: / No module \\| cli |" in text
+    assert "| pyproxy | pyproxy failed to start: exited with code 1: / No module \\| cli | | | | | | | | | |" in text
     assert "pyproxy / nginx requests/s: not available" in text
     assert "pyproxy added latency at 1,000/s vs direct: not available" in text
 
