@@ -55,6 +55,7 @@ __all__ = [
     "RETRY_REQUEST_HEADERS",
     "Timeouts",
     "parse_retry_on",
+    "retry_state_for",
 ]
 
 DEFAULT_BASE_INTERVAL = 0.025  # Envoy runtime `upstream.base_retry_backoff_ms` default 25 ms
@@ -207,10 +208,8 @@ class RetryDecision:
     stat: str | None = None
     flag: str | None = None
 
-    NO: "RetryDecision" = None  # type: ignore[assignment]  (set below)
 
-
-RetryDecision.NO = RetryDecision(False)
+_NO_RETRY = RetryDecision(False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +267,8 @@ class RetryState:
         "_exclude_previous",
         "host_selection_retries",
         "_holding_retry",
+        "exhausted",
+        "_armed",
     )
 
     def __init__(
@@ -276,7 +277,7 @@ class RetryState:
         request_headers: Headers,
         *,
         rng: random.Random,
-        start: float,
+        start: float = 0.0,
         route_timeout: float = 0.0,
         method: str = "GET",
         limits: "ResourceLimits | None" = None,
@@ -332,6 +333,8 @@ class RetryState:
         )
         self.host_selection_retries = policy.host_selection_retry_max_attempts if policy is not None else 1
         self._holding_retry = False
+        self._armed = False  # the last decision was a retry (so the next success counts retry_success)
+        self.exhausted = False  # the last retriable failure found no retry left (flag URX)
         if consume:
             request_headers.remove_many(frozenset(RETRY_REQUEST_HEADERS))
 
@@ -406,22 +409,27 @@ class RetryState:
                 return True
         return False
 
-    def decide(self, outcome: Outcome, *, now: float) -> RetryDecision:
+    def decide(self, outcome: Outcome, *, now: float | None = None) -> RetryDecision:
         """Retry this failed (or retriable) try? Call once per finished try, successes included (a success after
-        a retry counts `upstream_rq_retry_success`). Consumes a retry and a `max_retries` slot when it says yes."""
-        would = self.would_retry(outcome)
-        had_retried = self._holding_retry
+        a retry counts `upstream_rq_retry_success`). Consumes a retry and a `max_retries` slot when it says yes.
+        With `now` past the global deadline nothing is retried (Envoy never retries after the route timeout)."""
+        would = self.would_retry(outcome) and not (now is not None and self.expired(now))
+        had_retried = self._armed
+        self._armed = False
         self._release_retry()
         if not would:
-            return RetryDecision(False, stat="upstream_rq_retry_success") if had_retried else RetryDecision.NO
+            return RetryDecision(False, stat="upstream_rq_retry_success") if had_retried else _NO_RETRY
         if self.retries_remaining <= 0:
+            self.exhausted = True
             return RetryDecision(False, stat="upstream_rq_retry_limit_exceeded", flag="URX")
         self.retries_remaining -= 1
+        self.exhausted = self.retries_remaining <= 0
         limits = self.limits
         if limits is not None:
             if not limits.try_acquire_retry():  # counts upstream_rq_retry_overflow in limits.stats
                 return RetryDecision(False, flag="UO")
             self._holding_retry = True
+        self._armed = True
         return RetryDecision(True, backoff=self.backoff.next(), stat="upstream_rq_retry")
 
     def _release_retry(self) -> None:
@@ -434,8 +442,48 @@ class RetryState:
         """The request is over (response sent, reset or timed out): give back a held `max_retries` slot."""
         self._release_retry()
 
+    # -- the router's convenience surface (pyproxy/filters/router.py): delays in seconds, None = do not retry
+    @property
+    def per_try_timeout(self) -> float:
+        return self.timeouts.per_try_timeout
+
+    def on_attempt(self, host: Any) -> int:
+        return self.record_attempt(host)
+
+    def decide_on_response(self, status: int, headers: Headers | None = None, *, now: float | None = None) -> float | None:
+        d = self.decide(Outcome(status=status, headers=headers), now=now)
+        return d.backoff if d.retry else None
+
+    def decide_on_failure(
+        self,
+        *,
+        connect_failure: bool = False,
+        reset: bool = False,
+        timeout: bool = False,
+        overflow: bool = False,
+        refused_stream: bool = False,
+        request_started: bool = True,
+        now: float | None = None,
+    ) -> float | None:
+        d = self.decide(
+            Outcome(reset=True, connect_failure=connect_failure, timeout=timeout, overflow=overflow,
+                    refused_stream=refused_stream, request_started=request_started and not connect_failure),
+            now=now,
+        )
+        return d.backoff if d.retry else None
+
     def __repr__(self) -> str:
         return (
             f"RetryState(retry_on={self.retry_on!r}, remaining={self.retries_remaining}, attempts={self.attempts}, "
             f"timeouts={self.timeouts.global_timeout}s/{self.timeouts.per_try_timeout}s)"
         )
+
+
+def retry_state_for(match: Any, headers: Headers, rng: random.Random, *, now: float = 0.0,
+                    method: str = "GET", limits: "ResourceLimits | None" = None) -> RetryState | None:
+    """The RetryState for a matched route, or None when nothing could ever be retried (Envoy allocates no retry
+    state then, and the router need not buffer the body). `match` is a RouteMatchResult. The x-envoy-* retry
+    headers are consumed either way."""
+    state = RetryState(match.retry_policy, headers, rng=rng, start=now, route_timeout=match.timeout,
+                       method=method, limits=limits)
+    return state if state.enabled else None

@@ -19,7 +19,7 @@ Envoy semantics (envoy/config/cluster/v3/circuit_breaker.proto; arch_overview/up
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from pyproxy.config.model import Cluster, Thresholds
 
@@ -93,11 +93,17 @@ class ResourceLimits:
     """The DEFAULT-priority circuit breakers of one cluster: connections, pending requests, requests, retries.
 
     Use `try_acquire_*()` (True = go ahead, count it; False = overflow, counted in `stats`) and the matching
-    `release_*()` exactly once per successful acquire."""
+    `release_*()` exactly once per successful acquire. The finer-grained `can_create_*()` / `inc_*()` / `dec_*()`
+    do the same without counting overflows (the caller counts them).
+
+    `thresholds`: one Thresholds, the cluster's `circuit_breakers.thresholds` list (the first DEFAULT-priority
+    entry is used), or None for Envoy's defaults."""
 
     __slots__ = ("connections", "pending_requests", "requests", "retries", "track_remaining", "stats")
 
-    def __init__(self, thresholds: Thresholds | None = None):
+    def __init__(self, thresholds: Thresholds | Iterable[Thresholds] | None = None):
+        if thresholds is not None and not isinstance(thresholds, Thresholds):
+            thresholds = next((t for t in thresholds if t.priority == "DEFAULT"), None)
         t = thresholds or Thresholds()
         self.track_remaining = t.track_remaining
         self.connections = Resource("cx", t.max_connections if t.max_connections is not None else DEFAULT_MAX_CONNECTIONS)
@@ -121,11 +127,72 @@ class ResourceLimits:
     @classmethod
     def for_cluster(cls, cluster: Cluster) -> "ResourceLimits":
         """The cluster's DEFAULT-priority thresholds (the first such entry), or Envoy's defaults."""
-        if cluster.circuit_breakers is not None:
-            for t in cluster.circuit_breakers.thresholds:
-                if t.priority == "DEFAULT":
-                    return cls(t)
-        return cls(None)
+        return cls(cluster.circuit_breakers.thresholds if cluster.circuit_breakers is not None else None)
+
+    # -- limits as numbers (Envoy's /clusters `default_priority` lines)
+    @property
+    def max_connections(self) -> int:
+        return self.connections.max
+
+    @property
+    def max_pending_requests(self) -> int:
+        return self.pending_requests.max
+
+    @property
+    def max_requests(self) -> int:
+        return self.requests.max
+
+    @property
+    def max_retries(self) -> int:
+        return self.retries.max
+
+    def describe(self) -> dict[str, int]:
+        """The `default_priority` lines of Envoy's /clusters."""
+        return {
+            "max_connections": self.max_connections,
+            "max_pending_requests": self.max_pending_requests,
+            "max_requests": self.max_requests,
+            "max_retries": self.max_retries,
+        }
+
+    # -- check / count separately (no overflow stats: the caller counts them)
+    def can_create_connection(self) -> bool:
+        return self.connections.can_create()
+
+    def can_create_pending(self) -> bool:
+        return self.pending_requests.can_create()
+
+    def can_create_request(self) -> bool:
+        return self.requests.can_create()
+
+    def can_retry(self) -> bool:
+        return self.retries.can_create()
+
+    def inc_connections(self) -> None:
+        self.connections.inc()
+
+    def dec_connections(self) -> None:
+        self.connections.dec()
+
+    def inc_pending(self) -> None:
+        self.pending_requests.inc()
+
+    def dec_pending(self) -> None:
+        self.pending_requests.dec()
+
+    def inc_requests(self) -> None:
+        self.requests.inc()
+
+    def dec_requests(self) -> None:
+        self.requests.dec()
+
+    def inc_retries(self) -> None:
+        self.retries.inc()
+
+    def dec_retries(self) -> None:
+        self.retries.dec()
+
+    # -- check and count in one step (overflow counted in `stats`)
 
     def _try(self, resource: Resource, overflow_stat: str) -> bool:
         if resource.count < resource.max:
@@ -150,17 +217,10 @@ class ResourceLimits:
         """Start a retry? False counts `upstream_rq_retry_overflow` (the retry is not attempted)."""
         return self._try(self.retries, "upstream_rq_retry_overflow")
 
-    def release_connection(self) -> None:
-        self.connections.dec()
-
-    def release_pending(self) -> None:
-        self.pending_requests.dec()
-
-    def release_request(self) -> None:
-        self.requests.dec()
-
-    def release_retry(self) -> None:
-        self.retries.dec()
+    release_connection = dec_connections
+    release_pending = dec_pending
+    release_request = dec_requests
+    release_retry = dec_retries
 
     def gauges(self) -> dict[str, int]:
         """Envoy's circuit-breaker gauges, named as under `cluster.<name>.`."""

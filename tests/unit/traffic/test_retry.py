@@ -1,0 +1,235 @@
+"""RetryState: Envoy's retry_on semantics, x-envoy-* request headers, retry limits, the max_retries circuit
+breaker, jittered exponential back-off, previous-hosts exclusion and timeouts."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from pyproxy.config.decode import decode
+from pyproxy.config.model import RetryPolicy, RouteConfiguration
+from pyproxy.http.headers import Headers
+from pyproxy.routing.retry import (
+    JitteredExponentialBackoff,
+    Outcome,
+    RetryOn,
+    RetryState,
+    Timeouts,
+    parse_retry_on,
+    retry_state_for,
+)
+from pyproxy.routing.table import RouteTable
+from pyproxy.upstream.circuit_breaker import ResourceLimits
+
+
+def policy(**fields) -> RetryPolicy:
+    return decode(RetryPolicy, fields)
+
+
+def state(retry_on="", headers=(), *, limits=None, start=0.0, route_timeout=0.0, method="GET", **fields):
+    p = policy(retry_on=retry_on, **fields) if (retry_on or fields) else None
+    return RetryState(p, Headers(headers), rng=random.Random(0), start=start, route_timeout=route_timeout,
+                      method=method, limits=limits)
+
+
+RESP = Outcome  # readability in tables
+CASES = [
+    # (retry_on, outcome, retried?)
+    ("5xx", RESP(status=500), True),
+    ("5xx", RESP(status=503), True),
+    ("5xx", RESP(status=404), False),
+    ("5xx", RESP(reset=True), True),  # no response at all counts as 5xx
+    ("5xx", RESP(reset=True, connect_failure=True), True),
+    ("5xx", RESP(reset=True, timeout=True), True),  # per-try timeout
+    ("gateway-error", RESP(status=502), True),
+    ("gateway-error", RESP(status=504), True),
+    ("gateway-error", RESP(status=500), False),
+    ("gateway-error", RESP(reset=True), True),
+    ("reset", RESP(reset=True), True),
+    ("reset", RESP(status=503), False),
+    ("reset", RESP(reset=True, timeout=True), True),
+    ("connect-failure", RESP(reset=True, connect_failure=True), True),
+    ("connect-failure", RESP(reset=True), False),
+    ("connect-failure", RESP(reset=True, timeout=True), False),  # Istio's default policy: per-try timeouts not retried
+    ("connect-failure", RESP(status=503), False),
+    ("refused-stream", RESP(reset=True, refused_stream=True), True),
+    ("refused-stream", RESP(reset=True), False),
+    ("reset-before-request", RESP(reset=True, request_started=False), True),
+    ("reset-before-request", RESP(reset=True), False),
+    ("retriable-4xx", RESP(status=409), True),
+    ("retriable-4xx", RESP(status=429), False),
+    ("envoy-ratelimited", RESP(status=429, headers=Headers([("x-envoy-ratelimited", "true")])), True),
+    # x-envoy-ratelimited responses are retried only with envoy-ratelimited, even under 5xx
+    ("5xx", RESP(status=503, headers=Headers([("x-envoy-ratelimited", "true")])), False),
+    ("unavailable", RESP(status=200, headers=Headers([("grpc-status", "14")])), True),
+    ("cancelled,internal", RESP(status=200, headers=Headers([("grpc-status", "13")])), True),
+    ("deadline-exceeded", RESP(status=200, headers=Headers([("grpc-status", "14")])), False),
+    ("resource-exhausted", RESP(status=200, headers=Headers([("grpc-status", "8")])), True),
+    ("5xx,reset", RESP(reset=True, overflow=True), False),  # circuit-breaker overflow is never retried
+    ("", RESP(status=503), False),
+]
+
+
+@pytest.mark.parametrize("retry_on, outcome, expected", CASES)
+def test_retry_on_tokens(retry_on, outcome, expected):
+    s = state(retry_on or "retriable-status-codes")  # an empty policy still needs a state object
+    if not retry_on:
+        s.retry_on = RetryOn.NONE
+    assert s.decide(outcome).retry is expected
+
+
+def test_retriable_status_codes_from_policy_and_header():
+    s = state("retriable-status-codes", retriable_status_codes=[418], num_retries=5)
+    assert s.decide(Outcome(status=418)).retry
+    assert not s.decide(Outcome(status=503)).retry
+    s = state("retriable-status-codes", [("x-envoy-retriable-status-codes", "503, 504")], num_retries=5)
+    assert s.decide(Outcome(status=504)).retry
+
+
+def test_retriable_headers_from_policy_and_header_names():
+    s = state("retriable-headers", retriable_headers=[{"name": "x-retry-me", "string_match": {"exact": "yes"}}])
+    assert s.decide(Outcome(status=200, headers=Headers([("x-retry-me", "yes")]))).retry
+    s = state("retriable-headers", [("x-envoy-retriable-header-names", "x-upstream-busy")])
+    assert s.decide(Outcome(status=200, headers=Headers([("x-upstream-busy", "1")]))).retry
+    assert not state("retriable-headers", [("x-envoy-retriable-header-names", "x-upstream-busy")]).decide(
+        Outcome(status=200, headers=Headers())).retry
+
+
+def test_retriable_request_headers_must_match_or_nothing_is_retried():
+    only_get = [{"name": ":method", "string_match": {"exact": "GET"}}]
+    assert state("5xx", retriable_request_headers=only_get).decide(Outcome(status=503)).retry
+    assert not state("5xx", method="POST", retriable_request_headers=only_get).decide(Outcome(status=503)).retry
+
+
+def test_x_envoy_retry_on_header_is_or_ed_into_the_policy_and_consumed():
+    headers = Headers([("x-envoy-retry-on", "retriable-4xx"), ("x-envoy-max-retries", "2"), ("x-keep", "1")])
+    s = RetryState(policy(retry_on="5xx"), headers, rng=random.Random(0), start=0.0)
+    assert s.retry_on == RetryOn.FIVE_XX | RetryOn.RETRIABLE_4XX
+    assert s.retries_remaining == 2
+    assert headers.items() == [("x-keep", "1")]  # x-envoy-* retry headers never reach the upstream
+
+
+def test_retry_headers_alone_enable_retries_without_a_policy():
+    s = state(headers=[("x-envoy-retry-on", "5xx")])
+    assert s.enabled and s.retries_remaining == 1  # Envoy's default num_retries
+    s = state(headers=[("x-envoy-retry-grpc-on", "unavailable,5xx")])
+    assert s.retry_on == RetryOn.GRPC_UNAVAILABLE  # the gRPC header takes gRPC tokens only
+
+
+def test_no_policy_and_no_headers_means_no_retry_state():
+    t = RouteTable(decode(RouteConfiguration, {"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+        {"match": {"prefix": "/r"}, "route": {"cluster": "c", "retry_policy": {"retry_on": "5xx"}}},
+        {"match": {"prefix": "/"}, "route": {"cluster": "c"}}]}]}))
+    assert retry_state_for(t.match("h", "/", Headers()), Headers(), random.Random()) is None
+    assert retry_state_for(t.match("h", "/r", Headers()), Headers(), random.Random()) is not None
+
+
+def test_num_retries_bounds_the_retries_then_limit_exceeded_sets_urx():
+    s = state("5xx", num_retries=2)
+    decisions = [s.decide(Outcome(status=503)) for _ in range(3)]
+    assert [d.retry for d in decisions] == [True, True, False]
+    assert decisions[0].stat == "upstream_rq_retry"
+    assert decisions[2].stat == "upstream_rq_retry_limit_exceeded" and decisions[2].flag == "URX"
+    assert s.exhausted
+
+
+def test_success_after_a_retry_counts_retry_success():
+    s = state("5xx", num_retries=3)
+    s.decide(Outcome(status=503))
+    assert s.decide(Outcome(status=200)).stat == "upstream_rq_retry_success"
+    assert s.decide(Outcome(status=200)).stat is None
+
+
+def test_max_retries_circuit_breaker_refuses_a_retry_with_uo():
+    limits = ResourceLimits(decode_thresholds(max_retries=1))
+    a, b = state("5xx", limits=limits, num_retries=3), state("5xx", limits=limits, num_retries=3)
+    assert a.decide(Outcome(status=503)).retry  # a holds the only retry slot during its back-off and retry
+    refused = b.decide(Outcome(status=503))
+    assert not refused.retry and refused.flag == "UO"
+    assert limits.stats["upstream_rq_retry_overflow"] == 1
+    a.finish()  # a's request is over: its slot is free again
+    assert limits.retries.count == 0
+    assert b.decide(Outcome(status=503)).retry
+
+
+def decode_thresholds(**fields):
+    from pyproxy.config.model import Thresholds
+
+    return decode(Thresholds, fields)
+
+
+def test_backoff_is_fully_jittered_exponential_with_25ms_base_and_10x_cap():
+    # the n-th back-off is uniform in [0, min(25 ms * 2^(n-1), 250 ms))
+    rng = random.Random(42)
+    maxima = [0.0] * 6
+    for _ in range(400):
+        b = JitteredExponentialBackoff(0.025, 0.25, rng)
+        for i in range(6):
+            maxima[i] = max(maxima[i], b.next())
+    bounds = [0.025, 0.050, 0.100, 0.200, 0.250, 0.250]
+    for got, bound in zip(maxima, bounds):
+        assert got < bound
+        assert got >= bound * 0.9  # 400 draws reach the top of each range
+
+
+def test_retry_back_off_policy_sets_base_and_max():
+    s = state("5xx", num_retries=10, retry_back_off={"base_interval": "0.1s", "max_interval": "0.15s"})
+    delays = [s.decide(Outcome(status=503)).backoff for _ in range(10)]
+    assert all(0 <= d < 0.15 for d in delays)
+    s = state("5xx", num_retries=10, retry_back_off={"base_interval": "1s"})
+    assert s.backoff.max_ms == 10_000  # max defaults to 10 x base
+
+
+def test_previous_hosts_predicate_excludes_tried_hosts():
+    s = state("5xx", retry_host_predicate=[{"name": "envoy.retry_host_predicates.previous_hosts"}],
+              host_selection_retry_max_attempts=5)
+    assert s.on_attempt("h1") == 1 and s.on_attempt("h2") == 2
+    assert s.excluded_hosts == ("h1", "h2")
+    assert s.host_selection_retries == 5
+    plain = state("5xx")
+    plain.on_attempt("h1")
+    assert plain.excluded_hosts == ()
+
+
+TIMEOUT_CASES = [
+    # (route timeout, per_try, headers, global, per-try)
+    (15.0, None, [], 15.0, 0.0),
+    (0.0, "2s", [], 0.0, 2.0),
+    (3.0, "2s", [], 3.0, 2.0),
+    (3.0, "5s", [], 3.0, 0.0),  # a per-try timeout >= the global one is ignored
+    (3.0, None, [("x-envoy-upstream-rq-timeout-ms", "500")], 0.5, 0.0),
+    (3.0, "2s", [("x-envoy-upstream-rq-per-try-timeout-ms", "100")], 3.0, 0.1),
+    (3.0, None, [("x-envoy-upstream-rq-timeout-ms", "junk")], 3.0, 0.0),
+]
+
+
+@pytest.mark.parametrize("route_timeout, per_try, headers, expected_global, expected_per_try", TIMEOUT_CASES)
+def test_timeouts(route_timeout, per_try, headers, expected_global, expected_per_try):
+    p = policy(retry_on="5xx", **({"per_try_timeout": per_try} if per_try else {}))
+    t = Timeouts.compute(route_timeout, p, Headers(headers))
+    assert (t.global_timeout, t.per_try_timeout) == (expected_global, expected_per_try)
+
+
+def test_attempt_deadline_is_per_try_capped_by_the_global_deadline():
+    s = state("5xx", start=100.0, route_timeout=3.0, per_try_timeout="1s")
+    assert s.attempt_deadline(100.0) == 101.0
+    assert s.attempt_deadline(102.5) == 103.0  # the route timeout covers every try and back-off
+    assert state("5xx").attempt_deadline(5.0) is None  # Istio's default: no timeout at all
+
+
+def test_nothing_is_retried_after_the_global_timeout():
+    s = state("5xx", start=0.0, route_timeout=1.0, num_retries=5)
+    assert s.decide(Outcome(status=503), now=0.5).retry
+    assert not s.decide(Outcome(status=503), now=1.0).retry
+
+
+def test_router_convenience_surface():
+    s = state("connect-failure", num_retries=1)
+    assert s.decide_on_response(503, Headers()) is None
+    delay = s.decide_on_failure(connect_failure=True)
+    assert delay is not None and 0 <= delay < 0.025
+    assert s.decide_on_failure(connect_failure=True) is None and s.exhausted
+
+
+def test_parse_retry_on_reports_unknown_tokens():
+    assert parse_retry_on("5xx, bogus ,reset") == (RetryOn.FIVE_XX | RetryOn.RESET, ("bogus",))
