@@ -12,7 +12,7 @@ Sidecar (istiod listener_builder.go, adapted to ARCHITECTURE.md decision 5, expl
   receive nothing until transparent capture hands them connections via SO_ORIGINAL_DST, a later option). Their
   connection manager uses the RDS route configuration named by the port (`"9080"`). A TCP port gets a
   `tcp_proxy` to the first service on it.
-* `virtualInbound` binds 0.0.0.0:15006: one filter chain per workload port (`filter_chain_match.destination_port`)
+* `virtualInbound` binds 0.0.0.0:15006 (only when the workload serves a port): one filter chain per workload port (`filter_chain_match.destination_port`)
   whose connection manager carries an inline route configuration `inbound|<port>||` with virtual host
   `inbound|http|<port>` (`*`) -> `inbound|<port>||<fqdn>` -> 127.0.0.1:<port>.
 
@@ -147,7 +147,12 @@ def inbound_listener(proxy: Proxy) -> dict:
 
 
 def sidecar_listeners(proxy: Proxy, routes: Mapping[str, dict]) -> list[dict]:
-    out = outbound_listeners(proxy, routes) + [inbound_listener(proxy)]
+    """Outbound listeners, and `virtualInbound` when the workload serves some port (Envoy rejects a listener
+    without filter chains; istiod's passthrough chain for unknown ports is not emitted: with explicit capture
+    it would loop back into 15006)."""
+    out = outbound_listeners(proxy, routes)
+    if inbound_ports(proxy):
+        out.append(inbound_listener(proxy))
     for contribute in proxy.options.extensions.listener_contributors:
         out = [contribute(proxy, listener) for listener in out]
     return out
