@@ -346,12 +346,12 @@ def _select(stats: Stats, filter: str | re.Pattern[str] | None, used_only: bool,
 
 
 def _num(value: float) -> str:
-    """A double as Envoy's fmt prints it: no trailing ".0", "nan" for not-a-number."""
+    """A double as Envoy's fmt prints it: no trailing ".0", "nan"; 12 digits hide float noise."""
     if math.isnan(value):
         return "nan"
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
-    return repr(value)
+    return format(value, ".12g")
 
 
 def _quantile_summary(h: Histogram) -> str:

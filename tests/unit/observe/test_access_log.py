@@ -515,3 +515,24 @@ def test_a_failed_write_is_counted_not_raised(tmp_path):
 
 def test_formatters_have_a_readable_repr():
     assert "TextFormatter('%PROTOCOL%')" == repr(TextFormatter("%PROTOCOL%"))
+
+
+def test_text_format_source_reads_an_inline_string_or_a_file(tmp_path):
+    inline = decode(SubstitutionFormatString, {"text_format_source": {"inline_string": "%PROTOCOL%\n"}})
+    assert Formatter.compile(inline).format(full_info()) == "HTTP/2\n"
+    fmt_file = tmp_path / "format.txt"
+    fmt_file.write_text("%RESPONSE_CODE%")
+    from_file = decode(SubstitutionFormatString, {"text_format_source": {"filename": str(fmt_file)}})
+    assert Formatter.compile(from_file).format(full_info()) == "204"
+
+
+def test_a_missing_text_format_source_file_is_a_config_error(tmp_path):
+    missing = decode(SubstitutionFormatString, {"text_format_source": {"filename": str(tmp_path / "nope")}})
+    with pytest.raises(ConfigError, match="cannot read") as e:
+        Formatter.compile(missing, path="log_format")
+    assert e.value.path == "log_format.text_format_source.filename"
+
+
+def test_a_log_format_with_only_omit_empty_values_uses_the_default_format():
+    fmt = Formatter.compile(SubstitutionFormatString(omit_empty_values=True))
+    assert fmt.format(full_info()).startswith('[2016-04-15T20:17:00.310Z] "POST /api/v1/locations HTTP/2" 204')
