@@ -91,28 +91,25 @@ def _compile_start_time(fmt: str) -> Getter:
         pos = m.end()
     if pos < len(fmt):
         parts.append(fmt[pos:])
-    # Lines rendered within the same second (or microsecond, when the format shows fractions) share one text.
-    key_of_fraction = any(isinstance(p, int) and p > 0 for p in parts)
-    cache: list[Any] = [None, ""]
+    # strftime runs once per second (lines of the same second share it); only %s/%Nf are filled per line.
+    cache: list[Any] = [None, ()]
 
     def start_time(info: StreamInfo) -> str:
         micros = round(info.start_time * 1_000_000)
         seconds, frac = divmod(micros, 1_000_000)
-        key = micros if key_of_fraction else seconds
-        if cache[0] == key:
-            return cache[1]
-        tm = time.gmtime(seconds)
+        if cache[0] != seconds:
+            tm = time.gmtime(seconds)
+            cache[0] = seconds
+            cache[1] = tuple(time.strftime(p, tm) if isinstance(p, str) else p for p in parts)
         out = []
-        for part in parts:
-            if isinstance(part, str):
-                out.append(time.strftime(part, tm))
+        for part in cache[1]:
+            if part.__class__ is str:
+                out.append(part)
             elif part == 0:
                 out.append(str(seconds))
             else:  # float start times carry microseconds; nanosecond digits are zero-filled
                 out.append(f"{frac:06d}000"[:part])
-        text = "".join(out)
-        cache[0], cache[1] = key, text
-        return text
+        return "".join(out)
 
     return start_time
 
