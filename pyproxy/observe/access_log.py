@@ -56,6 +56,7 @@ __all__ = [
     "Formatter",
     "JsonFormatter",
     "LogFile",
+    "SUPPORTED_OPERATORS",
     "TextFormatter",
     "build_access_loggers",
 ]

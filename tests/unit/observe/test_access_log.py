@@ -536,3 +536,17 @@ def test_a_missing_text_format_source_file_is_a_config_error(tmp_path):
 def test_a_log_format_with_only_omit_empty_values_uses_the_default_format():
     fmt = Formatter.compile(SubstitutionFormatString(omit_empty_values=True))
     assert fmt.format(full_info()).startswith('[2016-04-15T20:17:00.310Z] "POST /api/v1/locations HTTP/2" 204')
+
+
+async def test_the_scheduler_can_be_the_event_loops_call_later(tmp_path):
+    import asyncio
+
+    path = tmp_path / "access.log"
+    log_file = LogFile(str(path), scheduler=asyncio.get_running_loop().call_later, flush_interval=3600)
+    log_file.write("buffered\n")
+    handle = log_file._timer
+    assert isinstance(handle, asyncio.TimerHandle) and not handle.cancelled()
+    assert path.read_text() == ""
+    log_file.close()  # shutdown writes what is left and cancels the loop's timer
+    assert handle.cancelled()
+    assert path.read_text() == "buffered\n"
