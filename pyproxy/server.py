@@ -70,6 +70,8 @@ class HcmRuntime:
 
     # retries are wired by the traffic-management layer; without a policy there are none (Envoy's default)
     def make_retry_state(self, match: Any, headers: Any) -> Any:
+        if match.retry_policy is None and "x-envoy-retry-on" not in headers and "x-envoy-retry-grpc-on" not in headers:
+            return None  # fast path: nothing could be retried, Envoy allocates no retry state either
         factory = _retry_factory()
         if factory is None:
             return None

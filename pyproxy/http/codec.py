@@ -62,14 +62,21 @@ LAST_CHUNK = b"0\r\n\r\n"
 def strip_hop_by_hop(headers: Headers) -> None:
     """Remove hop-by-hop fields and any field the `connection` header names (RFC 9110 §7.6.1).
     `te: trailers` is the one value allowed to pass (Envoy keeps it)."""
-    listed: set[str] = set()
-    conn = headers.get("connection")
+    conn = te = None
+    found = False
+    for k, v in headers:
+        if k in HOP_BY_HOP:
+            found = True
+            if k == "connection":
+                conn = v if conn is None else f"{conn},{v}"
+            elif k == "te":
+                te = v
+    if not found:
+        return  # the common case: one pass, no allocation
+    names = HOP_BY_HOP
     if conn:
-        listed = {t.strip().lower() for t in conn.split(",") if t.strip()}
-    te = headers.get("te")
-    names = HOP_BY_HOP | listed
-    if any(k in names for k, _ in headers):
-        headers.remove_many(frozenset(names))
+        names = HOP_BY_HOP | {t.strip().lower() for t in conn.split(",") if t.strip()}
+    headers.remove_many(frozenset(names))
     if te and te.strip().lower() == "trailers":
         headers.add("te", "trailers")
 

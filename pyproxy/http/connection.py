@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-import uuid
+import os
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,15 @@ class _Reject(Exception):
 
     def __init__(self, reply: LocalReply):
         self.reply = reply
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID string, as Envoy generates for x-request-id; cheaper than uuid.uuid4()."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 _INTERNAL_PREFIXES = ("127.", "10.", "192.168.", "::1", "fd", "fc")
@@ -134,7 +143,7 @@ class ActiveStream:
         if cfg.generate_request_id is not False:
             rid = h.get_first("x-request-id")
             if rid is None or (external and not cfg.preserve_external_request_id):
-                h.set("x-request-id", str(uuid.uuid4()))
+                h.set("x-request-id", new_request_id())
         if cfg.via:
             via = h.get("via")
             h.set("via", f"{via}, {cfg.via}" if via else cfg.via)
@@ -294,6 +303,9 @@ class DownstreamConnection(asyncio.Protocol):
         self._cur: ActiveStream | None = None
         self._header_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._wbuf: list[bytes] = []
+        self._loop = asyncio.get_event_loop()
+        self._idle_since: float | None = None
 
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -312,6 +324,7 @@ class DownstreamConnection(asyncio.Protocol):
         if local:
             self.local_address = f"{local[0]}:{local[1]}" if ":" not in str(local[0]) else f"[{local[0]}]:{local[1]}"
         self.listener.on_connection_open(self)
+        self._arm_idle_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -336,9 +349,7 @@ class DownstreamConnection(asyncio.Protocol):
             self.streams[0].router.resume_upstream_reading()
 
     def data_received(self, data: bytes) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self._idle_since = None
         try:
             self.parser.feed_data(data)
         except _Reject as e:
@@ -354,6 +365,12 @@ class DownstreamConnection(asyncio.Protocol):
             self._protocol_error(local_reply.LocalReply(501, "upgrade not supported", "upgrade_failed"))
         except httptools.HttpParserError:
             self._protocol_error(local_reply.BAD_REQUEST)
+        self.flush()
+        streams = self.streams
+        if streams:
+            router = streams[0].router
+            if router is not None and router.conn is not None:
+                router.conn.flush()
 
     def eof_received(self) -> bool | None:
         # Half-close from the client: let an in-flight response finish, then close.
@@ -452,8 +469,21 @@ class DownstreamConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------ writing and stream lifecycle
     def write(self, data: bytes) -> None:
-        if not self.closed and self.transport is not None:
-            self.transport.write(data)
+        """Queue bytes; they go out in one send() at the end of the current callback (see `flush`)."""
+        if self.closed:
+            return
+        buf = self._wbuf
+        if not buf:
+            self._loop.call_soon(self.flush)  # safety net for writes made outside data_received
+        buf.append(data)
+
+    def flush(self) -> None:
+        """Coalesce queued writes (e.g. response head + first body chunk) into one syscall."""
+        buf = self._wbuf
+        if buf:
+            self._wbuf = []
+            if not self.closed and self.transport is not None:
+                self.transport.write(buf[0] if len(buf) == 1 else b"".join(buf))
 
     def stream_finished(self, stream: ActiveStream) -> None:
         if self.streams and self.streams[0] is stream:
@@ -517,6 +547,7 @@ class DownstreamConnection(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
+            self.flush()
             self.closed = True
             self.transport.close()
 
@@ -546,9 +577,25 @@ class DownstreamConnection(asyncio.Protocol):
             self.abort()
 
     def _arm_idle_timer(self) -> None:
+        """HCM `idle_timeout` (default 1 h): close a connection with no stream for that long. One timer per
+        connection that re-arms itself lazily, rather than a new timer per request."""
         timeout = self.listener.current.idle_timeout
-        if timeout and not self.closed:
-            self._idle_timer = asyncio.get_running_loop().call_later(timeout, self.close)
+        self._idle_since = self._loop.time()
+        if timeout and not self.closed and self._idle_timer is None:
+            self._idle_timer = self._loop.call_later(timeout, self._on_idle_timer)
+
+    def _on_idle_timer(self) -> None:
+        self._idle_timer = None
+        if self.closed:
+            return
+        timeout = self.listener.current.idle_timeout
+        if self.streams or self._idle_since is None:
+            return  # busy: re-armed when the connection goes idle again
+        remaining = self._idle_since + timeout - self._loop.time()
+        if remaining > 0:
+            self._idle_timer = self._loop.call_later(remaining, self._on_idle_timer)
+        else:
+            self.close()
 
     def _cancel_timers(self) -> None:
         self._cancel_header_timer()

@@ -70,18 +70,22 @@ class Headers:
     def set(self, name: str, value: str) -> None:
         """Replace every `name` field by one with `value` (keeps the position of the first)."""
         name = name.lower()
-        out: list[tuple[str, str]] = []
-        placed = False
-        for k, v in self._items:
+        items = self._items
+        first = -1
+        dup = False
+        for i, (k, _) in enumerate(items):
             if k == name:
-                if not placed:
-                    out.append((k, value))
-                    placed = True
-            else:
-                out.append((k, v))
-        if not placed:
-            out.append((name, value))
-        self._items = out
+                if first < 0:
+                    first = i
+                else:
+                    dup = True
+                    break
+        if first < 0:
+            items.append((name, value))
+            return
+        items[first] = (name, value)
+        if dup:  # rare: drop the later duplicates
+            self._items = items[: first + 1] + [(k, v) for k, v in items[first + 1:] if k != name]
 
     def setdefault(self, name: str, value: str) -> str:
         current = self.get(name)

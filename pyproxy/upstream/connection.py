@@ -41,6 +41,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._complete = False
         self._head = False  # the request was HEAD: the response has no body whatever it says
         self._read_paused = False
+        self._wbuf: list[bytes] = []
+        self._loop = asyncio.get_event_loop()
 
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -80,6 +82,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.pool.stats_protocol_error.inc()
             self.close()
             return
+        downstream = self.attempt.stream.conn
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -89,9 +92,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             if attempt is not None and not self._complete:
                 attempt.on_upstream_reset("protocol error")
+            downstream.flush()
             return
         if self._complete:
             self._finish()
+        downstream.flush()
 
     # ------------------------------------------------------------ sending
     def send(self, attempt: Any, head: bytes, head_request: bool) -> None:
@@ -102,11 +107,23 @@ class UpstreamConnection(asyncio.Protocol):
         self._complete = False
         self._head = head_request
         self.requests_served += 1
-        self.transport.write(head)  # type: ignore[union-attr]
+        self.write(head)
 
     def write(self, data: bytes) -> None:
-        if not self.closed:
-            self.transport.write(data)  # type: ignore[union-attr]
+        """Queue bytes; flushed as one send() at the end of the current callback."""
+        if self.closed:
+            return
+        buf = self._wbuf
+        if not buf:
+            self._loop.call_soon(self.flush)
+        buf.append(data)
+
+    def flush(self) -> None:
+        buf = self._wbuf
+        if buf:
+            self._wbuf = []
+            if not self.closed:
+                self.transport.write(buf[0] if len(buf) == 1 else b"".join(buf))  # type: ignore[union-attr]
 
     def pause_reading(self) -> None:
         if not self._read_paused and not self.closed:
@@ -121,6 +138,7 @@ class UpstreamConnection(asyncio.Protocol):
     def close(self) -> None:
         self.reusable = False
         if self.transport is not None and not self.closed:
+            self.flush()
             self.closed = True
             self.transport.close()
 
