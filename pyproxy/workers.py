@@ -89,10 +89,12 @@ async def run_supervisor(config_path: str, concurrency: int, drain_time: float) 
     async def summed_stats() -> Stats:
         total = Stats()
         for w in workers:
-            _, body, _ = await _fetch(session, w, "/stats?format=json")
-            for entry in json.loads(body).get("stats", []):
-                if "value" in entry and isinstance(entry["value"], int):
-                    if entry.get("type") == "gauge" or entry["name"].endswith(("_active", "membership_total")):
+            for kind in ("Counters", "Gauges"):
+                _, body, _ = await _fetch(session, w, f"/stats?format=json&type={kind}")
+                for entry in json.loads(body).get("stats", []):
+                    if not isinstance(entry.get("value"), int):
+                        continue
+                    if kind == "Gauges":
                         g = total.gauge(entry["name"])
                         g.set(g.value + entry["value"])
                     else:
@@ -103,13 +105,16 @@ async def run_supervisor(config_path: str, concurrency: int, drain_time: float) 
         from .observe import stats as stats_mod
 
         if req.path in ("/stats", "/stats/prometheus"):
-            st = await summed_stats()
-            if req.path == "/stats/prometheus" or req.query.get("format") == "prometheus":
-                return web.Response(text=stats_mod.render_prometheus(st))
-            if req.query.get("format") == "json":
-                return web.Response(text=stats_mod.render_json(st, filter=req.query.get("filter")),
-                                    content_type="application/json")
-            return web.Response(text=stats_mod.render_text(st, filter=req.query.get("filter")))
+            from .admin.server import render_stats
+
+            params = dict(req.query)
+            if req.path == "/stats/prometheus":
+                params["format"] = "prometheus"
+            try:
+                q = stats_mod.StatsQuery.from_params(params)
+            except ValueError as e:
+                return web.Response(status=400, text=f"{e}\n")
+            return render_stats(await summed_stats(), q)
         if req.path == "/quitquitquit":
             loop.call_soon(stop.set)
             return web.Response(text="OK\n")

@@ -110,6 +110,16 @@ def clusters_json(server: ProxyServer) -> dict[str, Any]:
 StatsSource = Callable[[], Awaitable[stats_mod.Stats]]
 
 
+def render_stats(st: stats_mod.Stats, q: "stats_mod.StatsQuery") -> web.Response:
+    """/stats in the format the query asks for (text, json, prometheus)."""
+    if q.format == "json":
+        return web.Response(text=stats_mod.render_json(st, filter=q.filter, used_only=q.used_only, type=q.type),
+                            content_type="application/json")
+    if q.format == "prometheus":
+        return web.Response(text=stats_mod.render_prometheus(st, filter=q.filter, used_only=q.used_only))
+    return web.Response(text=stats_mod.render_text(st, filter=q.filter, used_only=q.used_only, type=q.type))
+
+
 def make_app(server: ProxyServer, *, bootstrap: Any = None, stats_source: StatsSource | None = None,
              extra_info: Callable[[], dict[str, Any]] | None = None,
              on_quit: Callable[[], None] | None = None) -> web.Application:
@@ -138,18 +148,11 @@ def make_app(server: ProxyServer, *, bootstrap: Any = None, stats_source: StatsS
         return web.Response(text=clusters_text(server))
 
     async def stats(req: web.Request) -> web.Response:
-        st = await current_stats()
-        flt = req.query.get("filter")
-        used = "usedonly" in req.query
         try:
-            if req.query.get("format") == "json":
-                return web.Response(text=stats_mod.render_json(st, filter=flt, used_only=used),
-                                    content_type="application/json")
-            if req.query.get("format") == "prometheus":
-                return web.Response(text=stats_mod.render_prometheus(st), content_type="text/plain")
-            return web.Response(text=stats_mod.render_text(st, filter=flt, used_only=used))
-        except ValueError as e:  # a bad filter regex
+            q = stats_mod.StatsQuery.from_params(req.query)
+        except ValueError as e:
             return web.Response(status=400, text=f"{e}\n")
+        return render_stats(await current_stats(), q)
 
     async def prometheus(_: web.Request) -> web.Response:
         st = await current_stats()
