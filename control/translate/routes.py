@@ -34,7 +34,6 @@ DestinationRules -> hash_policy.
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Mapping
 
 from control.istio.resources import Resource
@@ -555,13 +554,18 @@ def sidecar_virtual_hosts(proxy: Proxy, specs: Mapping[str, ClusterSpec], port: 
     covered: set[str] = set()
     for vs in proxy.mesh_virtual_services():
         hosts = [resolve_host(str(h), vs.namespace, domain) for h in vs.spec.get("hosts") or ()]
-        matched = [s for s in services.values() if any(host_matches(h, s.hostname) for h in hosts)]
+        matched: dict[str, Service] = {}
+        for h in hosts:
+            if h.startswith("*"):
+                matched.update((n, s) for n, s in services.items() if host_matches(h, n))
+            elif h in services:
+                matched[h] = services[h]
         if port != 80 and not matched:
             continue  # istiod: on ports other than 80 only VirtualServices that match a service
         if not vs.spec.get("http"):
             continue
         routes = http_routes(ctx, vs)
-        for svc in matched:
+        for svc in matched.values():
             if svc.hostname in covered:
                 continue
             covered.add(svc.hostname)
@@ -594,7 +598,7 @@ def sidecar_route_configs(proxy: Proxy, specs: Mapping[str, ClusterSpec]) -> lis
         for vh in vhosts:
             domains = vh["domains"] if port == 80 else [d for d in vh["domains"] if ":" in d]
             if domains:
-                merged.append({**copy.deepcopy(vh), "domains": domains})
+                merged.append({**vh, "domains": domains})  # routes shared with "<port>": read-only
     merged.sort(key=lambda v: v["name"])
     out.append(route_configuration(HTTP_PROXY_ROUTE, merged + [catch_all_vhost(proxy)]))
     return sorted(out, key=lambda r: r["name"])
