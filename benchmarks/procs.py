@@ -3,8 +3,10 @@
 Everything `run.py` starts goes through `Processes`, a context manager that stops what it started when the
 block ends, on success, error or Ctrl-C alike: SIGTERM to the process, SIGKILL after a grace period, then
 SIGKILL to any descendant (nginx workers, pyproxy workers) recorded before the stop that is still alive with
-the same command line. Nothing is stopped by name. Each process gets its own session, so a Ctrl-C in the
-terminal reaches only run.py, which then stops the rest in order.
+the same command line. Nothing is stopped by name. Each process gets its own process group (in run.py's
+session), so a Ctrl-C in the terminal reaches only run.py, which then stops the rest in order. It stays in
+run.py's session, so with the kernel's autogroup scheduling all of the benchmark's processes are scheduled
+as one group, as programs started from one terminal are.
 
 CPU time is read from /proc/<pid>/stat (utime + stime) over a process and its descendants, so the cost
 of a request in each server can be reported in CPU microseconds, which is steadier than requests/s on a
@@ -132,7 +134,7 @@ class Processes:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                process_group=0,
                 preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
             )
         finally:

@@ -222,7 +222,7 @@ def _affinity(cpus):
 def _run_tool(argv: list[str], cpus, timeout: float) -> str:
     try:
         done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, preexec_fn=_affinity(cpus), start_new_session=True
+            argv, capture_output=True, text=True, timeout=timeout, preexec_fn=_affinity(cpus), process_group=0
         )
     except subprocess.TimeoutExpired:
         raise RowFailed(f"{Path(argv[0]).name} did not finish within {timeout:.0f}s") from None
@@ -441,8 +441,10 @@ def run(args: argparse.Namespace) -> int:
                            f"(benchmarks/run.py).\n\n{table}")  # fmt: skip
     log(f"wrote {args.output}")
     if args.json:
-        args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "machine": machine,
-                                         "settings": settings}, indent=2) + "\n")  # fmt: skip
+        rounds = {path.name: [{k: r[k] for k in ("completed", "errors", "latency", "send_lag")} for r in path.rounds]
+                  for path in paths}  # fmt: skip
+        args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "fixed_rate_rounds": rounds,
+                                         "machine": machine, "settings": settings}, indent=2) + "\n")  # fmt: skip
     return 0
 
 
