@@ -1,0 +1,43 @@
+"""Shared fixtures: a controllable upstream and an in-process proxy (see tests/support/)."""
+from __future__ import annotations
+
+import pytest
+
+from tests.support.proxy import run_proxy
+from tests.support.upstream import TestUpstream
+
+
+@pytest.fixture
+async def upstream_factory():
+    """`await upstream_factory(name)` -> a started `TestUpstream`; all are closed after the test."""
+    started: list[TestUpstream] = []
+
+    async def make(name: str = "upstream", handler=None) -> TestUpstream:
+        up = await TestUpstream(name=name, handler=handler).start()
+        started.append(up)
+        return up
+
+    yield make
+    for up in started:
+        await up.close()
+
+
+@pytest.fixture
+async def upstream(upstream_factory) -> TestUpstream:
+    return await upstream_factory()
+
+
+@pytest.fixture
+async def proxy_factory():
+    """`await proxy_factory(bootstrap_dict)` -> a `RunningProxy`; all are stopped after the test."""
+    stack = []
+
+    async def make(config: dict):
+        cm = run_proxy(config)
+        running = await cm.__aenter__()
+        stack.append(cm)
+        return running
+
+    yield make
+    for cm in reversed(stack):
+        await cm.__aexit__(None, None, None)
