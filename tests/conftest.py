@@ -41,3 +41,22 @@ async def proxy_factory():
     yield make
     for cm in reversed(stack):
         await cm.__aexit__(None, None, None)
+
+
+@pytest.fixture
+def pyproxy_process(tmp_path):
+    """`pyproxy_process(bootstrap_dict, *args)` -> a started `ProxyProcess`; stopped by PID after the test."""
+    from tests.support.process import ProxyProcess
+
+    started: list[ProxyProcess] = []
+
+    def make(config: dict, *args: str) -> ProxyProcess:
+        workdir = tmp_path / f"pyproxy{len(started)}"
+        workdir.mkdir()
+        proc = ProxyProcess(config, workdir, *args).start()
+        started.append(proc)
+        return proc
+
+    yield make
+    for proc in started:
+        proc.stop()
