@@ -13,17 +13,21 @@ from control.istio import messages as msg
 from control.istio.messages import Finding
 
 CODES = (msg.NO_MATCHING_WORKLOADS_FOUND.code,)
-_SELECTOR_FIELD = {"AuthorizationPolicy": "selector", "RequestAuthentication": "selector",
-                   "PeerAuthentication": "selector", "Telemetry": "selector", "Sidecar": "workloadSelector"}
+# kind -> (selector field, its labels field): security and telemetry use istio.type.v1beta1.WorkloadSelector
+# (`selector.matchLabels`), Sidecar uses networking.v1alpha3.WorkloadSelector (`workloadSelector.labels`).
+_SELECTOR_FIELD = {"AuthorizationPolicy": ("selector", "matchLabels"),
+                   "RequestAuthentication": ("selector", "matchLabels"),
+                   "PeerAuthentication": ("selector", "matchLabels"), "Telemetry": ("selector", "matchLabels"),
+                   "Sidecar": ("workloadSelector", "labels")}
 
 
 def analyze(index: Index) -> Iterator[Finding]:
-    for kind, field in _SELECTOR_FIELD.items():
+    for kind, (field, labels_field) in _SELECTOR_FIELD.items():
         for policy in index.of(kind):
-            labels = get(policy.spec, field, "matchLabels")
+            labels = get(policy.spec, field, labels_field)
             if not labels:
                 continue
             namespace = None if policy.namespace == ROOT_NAMESPACE else policy.namespace
             if not index.workloads_selected(labels, namespace):
-                yield report(msg.NO_MATCHING_WORKLOADS_FOUND, policy, f"spec.{field}.matchLabels",
+                yield report(msg.NO_MATCHING_WORKLOADS_FOUND, policy, f"spec.{field}.{labels_field}",
                              format_labels(labels))

@@ -9,6 +9,8 @@ v1alpha3, v1beta1 and v1 of an Istio kind share one schema, as they do in Istio.
 Type strings (read by `control.istio.validate`):
     string bool int32 uint32 int64 uint64 double   protobuf scalars (JSON forms)
     duration        Go/gogo-jsonpb duration string ("1s", "0.5s", "100ms", "1h30m"); >= 1ms, ms precision
+    duration0       the same, but 0 is allowed: fields the webhook does not range-check or where 0s has a
+                    meaning (HTTPCookie.ttl 0s = session cookie; TCPSettings.idleTimeout 0s = disabled)
     port            uint32 in 1..65535 (Istio's ValidatePort)
     percent         double in 0..100
     regex           an RE2 regular expression (checked with Python `re` plus RE2's missing features)
@@ -30,7 +32,10 @@ _ISTIO_METRIC = ("enum:ALL_METRICS|REQUEST_COUNT|REQUEST_DURATION|REQUEST_SIZE|R
 
 MESSAGES: dict[str, dict[str, str]] = {
     # ---- common ------------------------------------------------------------------------------------------
+    # istio.type.v1beta1.WorkloadSelector: security/telemetry `selector` and DestinationRule `workloadSelector`
     "WorkloadSelector": {"matchLabels": "map:string"},
+    # istio.networking.v1alpha3.WorkloadSelector: Sidecar and ServiceEntry `workloadSelector` (field `labels`)
+    "NetworkingWorkloadSelector": {"labels": "map:string"},
     "PolicyTargetReference": {"group": "string", "kind": "string!", "name": "string!", "namespace": "string"},
     "StringMatch": {"exact": "string", "prefix": "string", "regex": "regex"},
     "Percent": {"value": "percent"},
@@ -98,7 +103,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "ConsistentHashLB": {"httpHeaderName": "string", "httpCookie": "HTTPCookie", "useSourceIp": "bool",
                          "httpQueryParameterName": "string", "ringHash": "RingHash", "maglev": "MagLev",
                          "minimumRingSize": "uint64"},
-    "HTTPCookie": {"name": "string!", "path": "string", "ttl": "duration", "attributes": "[]CookieAttribute"},
+    "HTTPCookie": {"name": "string!", "path": "string", "ttl": "duration0", "attributes": "[]CookieAttribute"},
     "CookieAttribute": {"name": "string!", "value": "string"},
     "RingHash": {"minimumRingSize": "uint64"},
     "MagLev": {"tableSize": "uint64"},
@@ -109,7 +114,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "WarmupConfiguration": {"duration": "duration!", "minimumPercent": "percent", "aggression": "double"},
     "ConnectionPoolSettings": {"tcp": "TCPSettings", "http": "HTTPSettings"},
     "TCPSettings": {"maxConnections": "int32", "connectTimeout": "duration", "tcpKeepalive": "TcpKeepalive",
-                    "maxConnectionDuration": "duration", "idleTimeout": "duration"},
+                    "maxConnectionDuration": "duration", "idleTimeout": "duration0"},
     "TcpKeepalive": {"probes": "uint32", "time": "duration", "interval": "duration"},
     "HTTPSettings": {"http1MaxPendingRequests": "int32", "http2MaxRequests": "int32",
                      "maxRequestsPerConnection": "int32", "maxRetries": "int32", "idleTimeout": "duration",
@@ -145,12 +150,12 @@ MESSAGES: dict[str, dict[str, str]] = {
     "ServiceEntry": {"hosts": "[]string!", "addresses": "[]string", "ports": "[]ServicePort",
                      "location": "enum:MESH_EXTERNAL|MESH_INTERNAL",
                      "resolution": "enum:NONE|STATIC|DNS|DNS_ROUND_ROBIN|DYNAMIC_DNS",
-                     "endpoints": "[]WorkloadEntry", "workloadSelector": "WorkloadSelector",
+                     "endpoints": "[]WorkloadEntry", "workloadSelector": "NetworkingWorkloadSelector",
                      "exportTo": "[]string", "subjectAltNames": "[]string"},
     "ServicePort": {"number": "port!", "protocol": "string", "name": "string!", "targetPort": "port"},
     "WorkloadEntry": {"address": "string", "ports": "map:port", "labels": "map:string", "network": "string",
                       "locality": "string", "weight": "uint32", "serviceAccount": "string"},
-    "Sidecar": {"workloadSelector": "WorkloadSelector", "ingress": "[]IstioIngressListener",
+    "Sidecar": {"workloadSelector": "NetworkingWorkloadSelector", "ingress": "[]IstioIngressListener",
                 "egress": "[]IstioEgressListener", "inboundConnectionPool": "ConnectionPoolSettings",
                 "outboundTrafficPolicy": "OutboundTrafficPolicy"},
     "IstioIngressListener": {"port": "SidecarPort!", "bind": "string", "captureMode": "enum:DEFAULT|IPTABLES|NONE",

@@ -83,14 +83,19 @@ def parse_duration(text: str) -> int:
     return sign * int(total)
 
 
-def check_duration(value: Any) -> str | None:
-    """Istio's agent.ValidateDuration: a duration string, >= 1ms, to millisecond precision."""
+def check_duration(value: Any, *, zero_ok: bool = False) -> str | None:
+    """Istio's agent.ValidateDuration: a duration string, >= 1ms, to millisecond precision. With `zero_ok`,
+    0 is accepted too (fields where 0s means "session" or "disabled"); negative durations never are."""
     if not isinstance(value, str):
         return f"must be a duration string such as \"5s\" or \"100ms\", not {_describe(value)}"
     try:
         ns = parse_duration(value)
     except ValueError as err:
         return str(err)
+    if zero_ok and ns == 0:
+        return None
+    if ns < 0:
+        return f"duration {value!r} must not be negative"
     if ns < 1_000_000:
         return f"duration {value!r} must be greater than 1ms"
     if ns % 1_000_000:
@@ -168,6 +173,8 @@ def _scalar(value: Any, typ: str) -> tuple[Any, str | None]:
         return value, None
     if typ == "duration":
         return value, check_duration(value)
+    if typ == "duration0":
+        return value, check_duration(value, zero_ok=True)
     if typ == "regex":
         return value, check_regex(value)
     if typ.startswith("enum:"):
@@ -749,6 +756,19 @@ def _egress(listener: Mapping[str, Any]) -> RuleResult:
 def _sidecar(sc: Mapping[str, Any]) -> RuleResult:
     if all(_is_unset(sc.get(k)) for k in ("egress", "ingress", "outboundTrafficPolicy", "inboundConnectionPool")):
         yield "", "error", "sidecar: empty configuration provided"
+    selector = sc.get("workloadSelector")
+    if isinstance(selector, Mapping) and not selector.get("labels"):
+        yield "workloadSelector", "error", "sidecar: workloadSelector cannot have empty labels"
+
+
+@rule("NetworkingWorkloadSelector")
+def _networking_workload_selector(selector: Mapping[str, Any]) -> RuleResult:
+    labels = selector.get("labels")
+    for key, value in labels.items() if isinstance(labels, Mapping) else ():
+        if not key:
+            yield "labels", "error", f"empty key is not supported in selector: \"={value}\""
+        elif "*" in str(key) or "*" in str(value):
+            yield f"labels.{key}", "error", f"wildcard is not supported in selector: \"{key}={value}\""
 
 
 @rule("PeerAuthentication")

@@ -132,6 +132,16 @@ def test_ist0127_policy_selector_matches_no_workload(labels, fires):
     assert codes(run(ap)) == (["IST0127"] if fires else [])
 
 
+@pytest.mark.parametrize("labels, fires", [("{app: ratings}", True), ("{app: reviews, version: v1}", False)])
+def test_ist0127_sidecar_workload_selector_labels_match_no_workload(labels, fires):
+    sidecar = f"apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: sc}}\nspec:\n" \
+              f"  workloadSelector: {{labels: {labels}}}\n  egress: [{{hosts: ['./*']}}]\n"
+    found = run(sidecar)
+    assert codes(found) == (["IST0127"] if fires else [])
+    if fires:
+        assert found[0].path == "spec.workloadSelector.labels"
+
+
 @pytest.mark.parametrize("tls, expected", [
     ("{mode: SIMPLE}", ["IST0128"]),
     ("{mode: MUTUAL, clientCertificate: /c, privateKey: /k}", ["IST0128"]),

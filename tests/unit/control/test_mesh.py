@@ -149,8 +149,6 @@ def test_virtual_services_are_indexed_by_every_gateway_they_bind(mesh) -> None:
     assert mesh.virtual_services_for("default/ingress") == (vs,)
 
 
-@pytest.mark.xfail(strict=True, reason="control/istio/schema.py gives Sidecar/ServiceEntry `workloadSelector` "
-                   "`matchLabels`; Istio's networking WorkloadSelector field is `labels`, so the loader drops it")
 def test_sidecar_with_matching_selector_wins_over_namespace_default(mesh) -> None:
     special = Workload(name="s", namespace="default", labels={"app": "special"}, address="1.1.1.1")
     plain = Workload(name="p", namespace="default", labels={"app": "other"}, address="1.1.1.2")

@@ -203,3 +203,72 @@ def test_kubernetes_objects_are_open_for_fields_the_mesh_does_not_read():
 def test_type_enum_and_rule_errors(kind, spec, path, text):
     found = errors(kind, spec)
     assert any(p == path and text in t for p, t in found), found
+
+
+# --- durations where 0s means something ------------------------------------------------------------------
+
+def _cookie(ttl):
+    return {"host": "r", "trafficPolicy": {"loadBalancer": {"consistentHash": {"httpCookie": {"name": "u", "ttl": ttl}}}}}
+
+
+@pytest.mark.parametrize("ttl, problem", [
+    ("0s", None),  # Istio's own example: a session cookie (the webhook only requires the name)
+    ("3600s", None), ("1h", None),
+    ("-1s", "must not be negative"), ("10", "missing unit"),
+])
+def test_http_cookie_ttl_zero_is_a_session_cookie(ttl, problem):
+    found = errors("DestinationRule", _cookie(ttl))
+    if problem is None:
+        assert found == []
+    else:
+        assert [p for p, t in found if problem in t] == ["spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.ttl"]
+
+
+@pytest.mark.parametrize("idle, ok", [("0s", True), ("1h", True), ("500us", False)])
+def test_tcp_idle_timeout_zero_disables_it(idle, ok):
+    spec = {"host": "r", "trafficPolicy": {"connectionPool": {"tcp": {"idleTimeout": idle}}}}
+    assert (errors("DestinationRule", spec) == []) == ok
+
+
+def test_other_durations_still_reject_zero():
+    spec = {"host": "r", "trafficPolicy": {"connectionPool": {"tcp": {"connectTimeout": "0s"}}}}
+    assert errors("DestinationRule", spec) == [
+        ("spec.trafficPolicy.connectionPool.tcp.connectTimeout", "duration '0s' must be greater than 1ms")]
+
+
+# --- two WorkloadSelectors: networking (`labels`) and istio.type.v1beta1 (`matchLabels`) ------------------
+
+@pytest.mark.parametrize("kind, spec", [
+    ("Sidecar", {"workloadSelector": {"labels": {"app": "a"}}, "egress": [{"hosts": ["./*"]}]}),
+    ("ServiceEntry", {"hosts": ["a.internal"], "ports": [{"number": 80, "name": "http"}], "resolution": "STATIC",
+                      "location": "MESH_INTERNAL", "workloadSelector": {"labels": {"app": "a"}}}),
+    ("DestinationRule", {"host": "r", "workloadSelector": {"matchLabels": {"app": "a"}},
+                         "trafficPolicy": {"loadBalancer": {"simple": "RANDOM"}}}),
+    ("AuthorizationPolicy", {"selector": {"matchLabels": {"app": "a"}}}),
+])
+def test_each_kind_uses_its_own_workload_selector_field(kind, spec):
+    assert issues(kind, spec) == []
+
+
+@pytest.mark.parametrize("kind, spec, path, hint", [
+    ("Sidecar", {"workloadSelector": {"matchLabels": {"app": "a"}}, "egress": [{"hosts": ["./*"]}]},
+     "spec.workloadSelector.matchLabels", "did you mean labels?"),
+    ("ServiceEntry", {"hosts": ["a.internal"], "resolution": "STATIC", "workloadSelector": {"matchLabels": {"a": "b"}}},
+     "spec.workloadSelector.matchLabels", "did you mean labels?"),
+    ("AuthorizationPolicy", {"selector": {"labels": {"app": "a"}}}, "spec.selector.labels",
+     "did you mean matchLabels?"),
+])
+def test_the_other_selector_field_is_unknown_with_a_hint(kind, spec, path, hint):
+    found = issues(kind, spec, "unknown")
+    assert any(p == path and hint in t for p, t in found), found
+
+
+def test_sidecar_selector_without_labels_is_an_error():
+    spec = {"workloadSelector": {}, "egress": [{"hosts": ["./*"]}]}
+    assert ("spec.workloadSelector", "sidecar: workloadSelector cannot have empty labels") in errors("Sidecar", spec)
+
+
+def test_selector_labels_reject_wildcards():
+    spec = {"workloadSelector": {"labels": {"app": "a*"}}, "egress": [{"hosts": ["./*"]}]}
+    assert errors("Sidecar", spec) == [("spec.workloadSelector.labels.app",
+                                        'wildcard is not supported in selector: "app=a*"')]
