@@ -40,7 +40,7 @@ class RouterFilter:
         "stream", "hcm", "match", "action", "cluster", "host", "conn", "waiting_pool", "body", "body_bytes",
         "body_overflow", "request_chunked", "head", "timeout", "per_try_timeout", "timer", "per_try_timer",
         "response_started", "done", "counted_request", "retry", "attempts", "upstream_start", "rng",
-        "buffered_while_waiting", "cluster_weight",
+        "buffered_while_waiting", "cluster_weight", "request_ended",
     )
 
     def __init__(self, stream: "ActiveStream"):
@@ -70,6 +70,7 @@ class RouterFilter:
         self.upstream_start = 0.0
         self.rng = stream.hcm.rng
         self.cluster_weight: Any = None
+        self.request_ended = False  # on_request_end was delivered (the body, if any, is all here)
 
     # ------------------------------------------------------------ request headers: route and cluster
     def on_request_headers(self) -> None:
@@ -163,7 +164,7 @@ class RouterFilter:
         host.active_requests += 1
         host.rq_total += 1
         self.upstream_start = time.monotonic()
-        if self.per_try_timeout and stream.request_complete:
+        if self.per_try_timeout and self.request_ended:
             self._arm_per_try_timer()
         self.waiting_pool = cluster.pool_for(host)
         self.waiting_pool.acquire(self)
@@ -190,7 +191,7 @@ class RouterFilter:
         if self.buffered_while_waiting:
             self.buffered_while_waiting = 0
             stream.conn.resume_reading_for_upstream()
-        if stream.request_complete:
+        if self.request_ended:
             self._write_request_end()
         if stream.conn.write_paused:
             conn.pause_reading()
@@ -229,6 +230,7 @@ class RouterFilter:
                 self.stream.conn.pause_reading_for_upstream()
 
     def on_request_end(self) -> None:
+        self.request_ended = True
         if self.done:
             return
         if self.timeout and self.timer is None:

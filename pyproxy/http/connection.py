@@ -70,6 +70,7 @@ class ActiveStream:
         "conn", "hcm", "info", "method", "path", "version", "headers", "keep_alive", "started",
         "request_complete", "pending_body", "router", "response_started", "response_chunked",
         "response_complete", "head_request", "bytes_sent", "expect_continue", "trailer_count", "request_chunked",
+        "pending_error",
     )
 
     def __init__(self, conn: "DownstreamConnection", hcm: "HcmRuntime", method: str, path: str, version: str,
@@ -93,6 +94,7 @@ class ActiveStream:
         self.expect_continue = False
         self.trailer_count = 0
         self.request_chunked = False
+        self.pending_error: LocalReply | None = None  # a codec error to answer when this stream's turn comes
         info = self.info = StreamInfo(time.time(), time.monotonic())
         info.method = method
         info.path = path
@@ -109,6 +111,9 @@ class ActiveStream:
         hcm = self.hcm
         hcm.stats_rq_total.inc()
         hcm.stats_rq_active.inc()
+        if self.pending_error is not None:
+            self.send_local_reply(self.pending_error)
+            return
         self._prepare_request_headers()
         if self.expect_continue:
             self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -306,6 +311,7 @@ class DownstreamConnection(asyncio.Protocol):
         self._wbuf: list[bytes] = []
         self._loop = asyncio.get_event_loop()
         self._idle_since: float | None = None
+        self._errored = False
 
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -350,6 +356,8 @@ class DownstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._idle_since = None
+        if self._errored:
+            return  # never parse past a codec error
         try:
             self.parser.feed_data(data)
         except _Reject as e:
@@ -513,37 +521,28 @@ class DownstreamConnection(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def _protocol_error(self, reply: LocalReply) -> None:
-        """A codec-level error: answer if we still can (with connection: close), then close."""
+        """A codec-level error. The request it belongs to gets `reply` (400/431/426 ...) in its turn: the
+        requests pipelined ahead of it are answered first. Nothing after the error is parsed, and the
+        connection closes after that reply (Envoy cannot resync an HTTP/1 stream after a codec error)."""
         hcm = self._hcm or self.listener.current
-        stream = self._cur
-        if stream is None or stream.response_started or stream.started:
-            if stream is not None and stream.started:
-                stream.info.response_flags |= ResponseFlag.DPE
-                stream.send_local_reply(reply)
-            if stream is None:
-                stream = ActiveStream(self, hcm, "-", "-", "1.1", Headers(), False)
-                stream.info.method = None
-                stream.info.path = None
-                stream.started = True
-                hcm.stats_rq_total.inc()
-                hcm.stats_rq_active.inc()
-                self.streams.append(stream)
-                stream.send_local_reply(reply)
-        else:
-            # not started (pipelined behind another): answer after the ones ahead of it
-            stream.keep_alive = False
-            stream.request_complete = True
-            stream.started = True
-            hcm.stats_rq_total.inc()
-            hcm.stats_rq_active.inc()
-            if self.streams and self.streams[0] is stream:
-                stream.send_local_reply(reply)
-        self.parser = httptools.HttpRequestParser(self)  # never parse past an error
-        self.draining = True
-        if not self.streams:
-            self.close()
-        elif self.transport is not None:
+        self._errored = True
+        if self.transport is not None:
             self.transport.pause_reading()
+        stream = self._cur
+        self._cur = None
+        if stream is None:  # the error came before a stream existed (request line or headers)
+            stream = ActiveStream(self, hcm, "-", "-", "1.1", Headers(), False)
+            stream.info.method = None
+            stream.info.path = None
+            self.streams.append(stream)
+        stream.keep_alive = False
+        stream.request_complete = True
+        if stream.started:
+            stream.send_local_reply(reply)  # resets instead when the response already began
+        else:
+            stream.pending_error = reply
+            if self.streams and self.streams[0] is stream:
+                stream.start()
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:

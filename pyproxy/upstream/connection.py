@@ -88,10 +88,15 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError:
             self.reusable = False
             self.pool.stats_protocol_error.inc()
-            attempt, self.attempt = self.attempt, None
-            self.close()
-            if attempt is not None and not self._complete:
-                attempt.on_upstream_reset("protocol error")
+            if self._complete:
+                # the response was whole; what followed (e.g. unrequested pipelined responses, conformance
+                # #14) only poisons this connection: forward the first response, close the connection
+                self._finish()
+            else:
+                attempt, self.attempt = self.attempt, None
+                self.close()
+                if attempt is not None:
+                    attempt.on_upstream_reset("protocol error")
             downstream.flush()
             return
         if self._complete:
