@@ -321,21 +321,16 @@ OBSOLETE: dict[tuple[str, str], str] = {
     ("HTTPRoute", "appendRequestHeaders"): "removed from Istio's API; use headers.request.add",
 }
 
-# Istio fields this project accepts and validates but does not act on yet: a Warning finding names each
-# one used (PYM0004) so nothing is dropped silently. Keep in step with control/translate/.
+# Istio fields this project accepts and validates but does not translate yet: a Warning finding names each
+# one used (PYM0004) so nothing is dropped silently. Keep in step with control/translate/ (mirror, CORS and
+# warmup are translated: control/translate/routes.py, clusters.py).
 UNSUPPORTED: dict[tuple[str, str], str] = {
     ("HTTPRoute", "delegate"): "VirtualService delegation",
-    ("HTTPRoute", "mirror"): "traffic mirroring",
-    ("HTTPRoute", "mirrors"): "traffic mirroring",
-    ("HTTPRoute", "mirrorPercentage"): "traffic mirroring",
-    ("HTTPRoute", "mirrorPercent"): "traffic mirroring",
-    ("HTTPRoute", "corsPolicy"): "CORS",
     ("FaultDelay", "exponentialDelay"): "exponential delay (Istio rejects it too)",
     ("TrafficPolicy", "tunnel"): "HTTP CONNECT tunnelling",
     ("TrafficPolicy", "proxyProtocol"): "PROXY protocol",
+    ("TrafficPolicy", "retryBudget"): "retry budgets",
     ("LoadBalancerSettings", "localityLbSetting"): "locality load balancing",
-    ("LoadBalancerSettings", "warmup"): "slow start",
-    ("LoadBalancerSettings", "warmupDurationSecs"): "slow start",
     ("IstioIngressListener", "captureMode"): "capture modes (outbound capture is explicit)",
     ("IstioEgressListener", "captureMode"): "capture modes (outbound capture is explicit)",
     ("WorkloadEntry", "network"): "multi-network",

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from control.analyze import analyze
-from control.istio.load import load_paths
+from control.istio.load import load_paths, load_text
 from control.istio.messages import Level
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -27,12 +27,23 @@ def test_istio_sample_loads_without_errors(path, strict):
     assert result.resources, "every sample file holds at least one resource"
 
 
-def test_unsupported_fields_in_samples_are_named_not_dropped_silently():
+def test_cors_sample_loads_with_its_policy_for_translation():
     result = load_paths([str(FIXTURES / "known-good" / "rule-default-route-cors-policy.yaml")])
-    (f,) = [f for f in result.findings if f.code == "PYM0004"]
-    assert f.path == "spec.http[0].corsPolicy" and f.line == 31 and "CORS" in f.message
+    assert [f for f in result.findings if f.code == "PYM0004"] == []  # translated: control/translate/routes.py
     (vs,) = [r for r in result.resources if r.kind == "VirtualService"]
-    assert "corsPolicy" in vs.spec["http"][0]  # kept for whoever supports it later
+    assert "corsPolicy" in vs.spec["http"][0]
+
+
+def test_fields_not_translated_yet_are_named_not_dropped_silently():
+    text = ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r}\nspec:\n"
+            "  host: r\n  trafficPolicy:\n    loadBalancer:\n      simple: RANDOM\n"
+            "      localityLbSetting: {enabled: true}\n")
+    result = load_text(text, "dr.yaml")
+    (f,) = [f for f in result.findings if f.code == "PYM0004"]
+    assert f.path == "spec.trafficPolicy.loadBalancer.localityLbSetting" and f.line == 9
+    assert "locality load balancing" in f.message and f.level == Level.WARNING
+    (dr,) = result.resources
+    assert "localityLbSetting" in dr.spec["trafficPolicy"]["loadBalancer"]  # kept for whoever supports it later
 
 
 def test_obsolete_websocket_upgrade_is_a_deprecation_not_an_error():
