@@ -139,6 +139,21 @@ class ProxyProcess:
                 raise AssertionError(f"pyproxy pid {pid} listens on {ports} after {timeout}s:\n{self.output()}")
             await asyncio.sleep(0.05)
 
+    async def wait_workers(self, count: int, port: int, timeout: float = 30.0) -> set[int]:
+        """Poll until `count` child processes of the proxy each listen on `port`; return their PIDs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"pyproxy exited with {self.proc.returncode}:\n{self.output()}")
+            kids = children(self.pid)
+            self.known_children.update(kids)
+            ready = {pid for pid in kids if port in listening_ports(pid)}
+            if len(ready) >= count:
+                return ready
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(ready)} of {count} workers listen on {port}:\n{self.output()}")
+            await asyncio.sleep(0.05)
+
     def rss(self) -> int:
         return rss_bytes(self.pid)
 
