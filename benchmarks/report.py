@@ -19,6 +19,9 @@ from typing import Iterable, Mapping
 from benchmarks.stats import LatencySummary
 
 THROUGHPUT_TARGET_RATIO = 0.5
+# A fixed-rate round whose own send lag p99 is above this was disturbed by other work on the machine (the
+# generator could not send on time; undisturbed rounds here show 2-50 µs), so it measures the machine.
+SEND_LAG_LIMIT_US = 200.0
 ADDED_P99_TARGET_US = 1000.0
 WRK_MARKER = "WRK_JSON "
 
@@ -45,6 +48,8 @@ class FixedRate:
     p99_us: float
     max_us: float
     errors: int
+    rounds: int = 1  # rounds pooled
+    discarded: int = 0  # rounds discarded because the load generator was held up
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +92,7 @@ def throughput_from_loadgen(result: Mapping) -> Throughput:
     )
 
 
-def fixed_rate_from_rounds(rounds: list[Mapping]) -> FixedRate:
+def fixed_rate_from_rounds(rounds: list[Mapping], discarded: int = 0) -> FixedRate:
     """Open-loop `LoadResult.as_dict(raw=True)`s (loadgen --rate R --json --raw) of one path → FixedRate.
 
     The percentiles are over every request of every round pooled, not an average of per-round percentiles.
@@ -107,7 +112,14 @@ def fixed_rate_from_rounds(rounds: list[Mapping]) -> FixedRate:
         p99_us=lat.p99_us,
         max_us=lat.max_us,
         errors=sum(sum(r["errors"].values()) for r in rounds),
+        rounds=len(rounds),
+        discarded=discarded,
     )
+
+
+def round_was_disturbed(result: Mapping) -> bool:
+    """Whether an open-loop round measured the machine rather than the path: the generator sent late."""
+    return result["send_lag"]["p99_us"] > SEND_LAG_LIMIT_US
 
 
 def one_line(text: str, limit: int = 300) -> str:
@@ -151,13 +163,14 @@ def throughput_ratio(rows: Iterable[Row], numerator: str = "pyproxy", denominato
     return num.throughput.rps / den.throughput.rps
 
 
-def added_latency(rows: Iterable[Row], name: str, baseline: str = "direct") -> tuple[float, float] | None:
-    """(added p50, added p99) in µs at the fixed rate, `name` minus `baseline`."""
+def added_latency(rows: Iterable[Row], name: str, baseline: str = "direct") -> tuple[float, float, float] | None:
+    """(added p50, added p90, added p99) in µs at the fixed rate, `name` minus `baseline`."""
     named = _by_name(rows)
     row, base = named.get(name), named.get(baseline)
     if row is None or base is None or row.fixed_rate is None or base.fixed_rate is None:
         return None
-    return (row.fixed_rate.p50_us - base.fixed_rate.p50_us, row.fixed_rate.p99_us - base.fixed_rate.p99_us)
+    f, b = row.fixed_rate, base.fixed_rate
+    return (f.p50_us - b.p50_us, f.p90_us - b.p90_us, f.p99_us - b.p99_us)
 
 
 def _met(ok: bool) -> str:
@@ -168,12 +181,12 @@ def render_markdown(rows: list[Row], *, rate: float, machine: Mapping[str, str],
     rate_label = f"{rate:,.0f}/s"
     lines = [
         "| path | req/s | p50 | p99 | proxy CPU/req | backend CPU/req "
-        f"| p50 @ {rate_label} | p90 @ {rate_label} | p99 @ {rate_label} | max @ {rate_label} | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| p50 @ {rate_label} | p90 @ {rate_label} | p99 @ {rate_label} | max @ {rate_label} | rounds kept | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         if row.error is not None and row.throughput is None and row.fixed_rate is None:
-            lines.append(f"| {row.name} | {one_line(row.error)} | | | | | | | | | |")
+            lines.append(f"| {row.name} | {one_line(row.error)} | | | | | | | | | | |")
             continue
         t, f = row.throughput, row.fixed_rate
         errors = (t.errors if t else 0) + (f.errors if f else 0)
@@ -191,6 +204,7 @@ def render_markdown(rows: list[Row], *, rate: float, machine: Mapping[str, str],
                     _us(f.p90_us if f else None),
                     _us(f.p99_us if f else None),
                     _us(f.max_us if f else None),
+                    f"{f.rounds}/{f.rounds + f.discarded}" if f else "—",
                     str(errors) + (f" ({one_line(row.error)})" if row.error else ""),
                 ]
             )
@@ -210,14 +224,21 @@ def render_markdown(rows: list[Row], *, rate: float, machine: Mapping[str, str],
         if added is None:
             lines.append(f"- {name} added latency at {rate_label} vs direct: not available")
             continue
-        p50, p99 = added
+        p50, p90, p99 = added
         target = (
             f" (target p99 < {ADDED_P99_TARGET_US / 1000:g} ms: {_met(p99 < ADDED_P99_TARGET_US)})"
             if name == "pyproxy"
             else ""
         )
+        noise = (
+            "; below zero: on this run the machine's own stalls (see the direct row) outweigh what the proxy "
+            "adds at p99, so compare p90 or rerun on a quiet machine"
+            if p99 < 0
+            else ""
+        )
         lines.append(
-            f"- {name} added latency at {rate_label} vs direct: p50 {_signed_us(p50)}, p99 **{_signed_us(p99)}**{target}"
+            f"- {name} added latency at {rate_label} vs direct: p50 {_signed_us(p50)}, p90 {_signed_us(p90)}, "
+            f"p99 **{_signed_us(p99)}**{target}{noise}"
         )
     for row in rows:
         if row.fixed_rate is not None and row.fixed_rate.achieved_rps < 0.95 * row.fixed_rate.target_rps:

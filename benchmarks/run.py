@@ -263,7 +263,8 @@ class Subject:
     port: int = 0
     proxy: procs.ManagedProcess | None = None
     error: str | None = None
-    rounds: list[dict] = field(default_factory=list)
+    rounds: list[dict] = field(default_factory=list)  # fixed-rate rounds kept
+    discarded: list[dict] = field(default_factory=list)  # rounds during which the load generator was held up
     throughput: report.Throughput | None = None
 
     @property
@@ -271,7 +272,7 @@ class Subject:
         return f"http://127.0.0.1:{self.port}/"
 
     def row(self) -> report.Row:
-        fixed = report.fixed_rate_from_rounds(self.rounds) if self.rounds else None
+        fixed = report.fixed_rate_from_rounds(self.rounds, discarded=len(self.discarded)) if self.rounds else None
         return report.Row(self.name, self.setup, self.throughput, fixed, self.error)
 
 
@@ -291,6 +292,32 @@ def _guarded(path: Subject, backend: procs.ManagedProcess, stage: str, step) -> 
     except RowFailed as exc:
         path.error = str(exc)
         log(f"{path.name}: {exc}")
+
+
+def _take_round(path: Subject, args) -> None:
+    result = fixed_rate_round(path.url, args, args.load_cpus)
+    if report.round_was_disturbed(result) and len(path.discarded) < args.rounds:
+        path.discarded.append(result)
+        log(f"{path.name}: round discarded, the load generator itself was held up "
+            f"(send lag p99 {result['send_lag']['p99_us']:,.0f} µs)")  # fmt: skip
+    else:
+        path.rounds.append(result)
+
+
+def fixed_rate_rounds(paths: list[Subject], backend: procs.ManagedProcess, args) -> None:
+    """`--rounds` kept rounds per path, interleaved across paths. A round during which the load generator
+    could not send on time (its send lag p99 over report.SEND_LAG_LIMIT_US: the machine was busy with other
+    work) is discarded and taken again, at most `--rounds` times per path; the report says how many."""
+    attempt = 0
+    while attempt < 2 * args.rounds:
+        attempt += 1
+        due = [p for p in paths if p.error is None and len(p.rounds) < args.rounds]
+        if not due:
+            return
+        for path in due:
+            log(f"{path.name}: {args.rate:,.0f} req/s open loop for {args.latency_duration:g} s "
+                f"(round {len(path.rounds) + 1}/{args.rounds})")  # fmt: skip
+            _guarded(path, backend, "the fixed-rate run", lambda: _take_round(path, args))
 
 
 def warm_up(path: Subject, args, wrk) -> None:
@@ -406,13 +433,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 log(f"{path.name}: sanity GET and {WARMUP_S} s warm-up")
             _guarded(path, backend, "the warm-up", lambda: warm_up(path, args, wrk))
-        for round_no in range(1, args.rounds + 1):
-            for path in paths:
-                if path.error is None:
-                    log(f"{path.name}: {args.rate:,.0f} req/s open loop for {args.latency_duration:g} s "
-                        f"(round {round_no}/{args.rounds})")  # fmt: skip
-                _guarded(path, backend, "the fixed-rate run",
-                         lambda: path.rounds.append(fixed_rate_round(path.url, args, load_cpus)))  # fmt: skip
+        fixed_rate_rounds(paths, backend, args)
         for path in paths:
             if path.error is None:
                 log(f"{path.name}: closed loop for {args.duration} s ({'wrk' if wrk else 'loadgen'}, "
@@ -429,7 +450,8 @@ def run(args: argparse.Namespace) -> int:
         "fixed rate": f"benchmarks/loadgen.py open loop, {args.rate:,.0f} req/s, {args.rounds} rounds of "
         f"{args.latency_duration:g} s per path interleaved (direct, pyproxy, nginx, direct, ...) over "
         f"{args.latency_connections} keep-alive connections; latency from each request's scheduled send time, "
-        "percentiles over all rounds pooled",
+        "percentiles over all kept rounds pooled; a round is discarded and taken again (at most --rounds times) "
+        f"when the generator's own send lag p99 exceeds {report.SEND_LAG_LIMIT_US:g} µs (the machine was busy)",
         "CPU pinning": pin,
         **({"notes": "; ".join(notes)} if notes else {}),
     }
@@ -441,7 +463,8 @@ def run(args: argparse.Namespace) -> int:
                            f"(benchmarks/run.py).\n\n{table}")  # fmt: skip
     log(f"wrote {args.output}")
     if args.json:
-        rounds = {path.name: [{k: r[k] for k in ("completed", "errors", "latency", "send_lag")} for r in path.rounds]
+        rounds = {path.name: [{"kept": kept, **{k: r[k] for k in ("completed", "errors", "latency", "send_lag")}}
+                              for kept, group in ((True, path.rounds), (False, path.discarded)) for r in group]
                   for path in paths}  # fmt: skip
         args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "fixed_rate_rounds": rounds,
                                          "machine": machine, "settings": settings}, indent=2) + "\n")  # fmt: skip

@@ -32,12 +32,18 @@ def _round(samples_s, *, duration=1.0, errors=None):
 def test_fixed_rate_percentiles_are_over_all_rounds_pooled():
     # Round 1: 99 fast answers and one slow; round 2: 100 fast. Pooled, the slow one is the 200th of 200.
     rounds = [_round([0.0001] * 99 + [0.005]), _round([0.0002] * 100, errors={"status": 1, "timeout": 2})]
-    fixed = report.fixed_rate_from_rounds(rounds)
+    fixed = report.fixed_rate_from_rounds(rounds, discarded=1)
     assert fixed.completed == 200 and fixed.achieved_rps == 100.0
+    assert (fixed.rounds, fixed.discarded) == (2, 1)
     assert fixed.p50_us == pytest.approx(200.0)
     assert fixed.p99_us == pytest.approx(200.0)  # the 198th sample
     assert fixed.max_us == pytest.approx(5000.0)
     assert fixed.errors == 3
+
+
+@pytest.mark.parametrize("lag_p99_us, disturbed", [(4.0, False), (200.0, False), (201.0, True), (5000.0, True)])
+def test_a_round_whose_generator_sent_late_is_disturbed(lag_p99_us, disturbed):
+    assert report.round_was_disturbed({"send_lag": {"p99_us": lag_p99_us}}) is disturbed
 
 
 @pytest.mark.parametrize(
@@ -58,7 +64,7 @@ def _throughput(rps):
 
 
 def _fixed(p50, p99):
-    return report.FixedRate(1000.0, 999.0, 9000, p50, p50 * 1.2, p99, p99 * 3, 0)
+    return report.FixedRate(1000.0, 999.0, 9000, p50, p50 * 1.2, p99, p99 * 3, 0, rounds=3, discarded=1)
 
 
 def _render(rows):
@@ -72,13 +78,19 @@ def test_report_shows_ratio_added_latency_and_whether_targets_are_met():
         report.Row("nginx", "nginx", _throughput(30_000), _fixed(130, 400)),
     ]
     assert report.throughput_ratio(rows) == pytest.approx(0.4)
-    assert report.added_latency(rows, "pyproxy") == (150, 1200)
+    assert report.added_latency(rows, "pyproxy") == pytest.approx((150, 180, 1200))
     text = _render(rows)
-    assert "| pyproxy | 12,000 | 200 µs | 900 µs | 20 µs | 9 µs | 230 µs | 276 µs | 1,500 µs | 4,500 µs | 0 |" in text
+    assert "| pyproxy | 12,000 | 200 µs | 900 µs | 20 µs | 9 µs | 230 µs | 276 µs | 1,500 µs | 4,500 µs | 3/4 | 0 |" in text
     assert "pyproxy / nginx requests/s: **0.40** (target ≥ 0.5: NOT met)" in text
-    assert "pyproxy added latency at 1,000/s vs direct: p50 +150 µs, p99 **+1,200 µs** (target p99 < 1 ms: NOT met)" in text
-    assert "nginx added latency at 1,000/s vs direct: p50 +50 µs, p99 **+100 µs**" in text
+    assert "pyproxy added latency at 1,000/s vs direct: p50 +150 µs, p90 +180 µs, p99 **+1,200 µs** (target p99 < 1 ms: NOT met)" in text
+    assert "nginx added latency at 1,000/s vs direct: p50 +50 µs, p90 +60 µs, p99 **+100 µs**" in text
     assert "- cpu: Test CPU" in text
+
+
+def test_a_negative_added_p99_is_called_noise():
+    rows = [report.Row("direct", "no proxy", _throughput(100_000), _fixed(80, 2000)),
+            report.Row("pyproxy", "pyproxy", _throughput(12_000), _fixed(230, 1300))]  # fmt: skip
+    assert "p99 **-700 µs** (target p99 < 1 ms: met); below zero: on this run the machine's own stalls" in _render(rows)
 
 
 def test_a_pyproxy_that_did_not_start_is_a_row_saying_why():
@@ -88,7 +100,7 @@ def test_a_pyproxy_that_did_not_start_is_a_row_saying_why():
         report.Row("nginx", "nginx", _throughput(30_000), _fixed(130, 400)),
     ]
     text = _render(rows)
-    assert "| pyproxy | pyproxy failed to start: exited with code 1: / No module \\| cli | | | | | | | | | |" in text
+    assert "| pyproxy | pyproxy failed to start: exited with code 1: / No module \\| cli | | | | | | | | | | |" in text
     assert "pyproxy / nginx requests/s: not available" in text
     assert "pyproxy added latency at 1,000/s vs direct: not available" in text
 
