@@ -286,6 +286,13 @@ class RetryPolicy:
     retriable_request_headers: tuple[HeaderMatcher, ...] = ()
 
 
+@typed("envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate")
+@frozen
+class PreviousHostsPredicate:
+    """`retry_host_predicate` envoy.retry_host_predicates.previous_hosts (no fields): a retry avoids hosts
+    already tried (pyproxy.routing.retry reads the predicate by name)."""
+
+
 @frozen
 class RequestMirrorPolicy:
     cluster: str = fld(required=True)
@@ -357,6 +364,8 @@ class RouteAction:
     hash_policy: tuple[HashPolicy, ...] = ()
     upgrade_configs: tuple[UpgradeConfig, ...] = ()
     max_stream_duration: MaxStreamDuration | None = None
+    max_grpc_timeout: float | None = duration()  # deprecated (max_stream_duration); istiod still sets it
+    grpc_timeout_offset: float | None = duration()  # deprecated (max_stream_duration)
     priority: str = enum("DEFAULT", "HIGH")
     REQUIRED_ONEOFS = (("cluster", "cluster_header", "weighted_clusters"),)
     ONEOFS = (("host_rewrite_literal", "auto_host_rewrite"),)
@@ -590,6 +599,121 @@ class HTTPFault:
     headers: tuple[HeaderMatcher, ...] = ()
     downstream_nodes: tuple[str, ...] = ()
     max_active_faults: int | None = wrapped()
+
+
+@typed("envoy.extensions.filters.http.cors.v3.Cors")
+@frozen
+class Cors:
+    """envoy.filters.http.cors in the HTTP filter chain (no fields); the policy is per route (CorsPolicy)."""
+
+
+@typed("envoy.extensions.filters.http.cors.v3.CorsPolicy")
+@frozen
+class CorsPolicy:
+    """`typed_per_filter_config["envoy.filters.http.cors"]` of a virtual host or route (cors.v3.CorsPolicy)."""
+
+    allow_origin_string_match: tuple[StringMatcher, ...] = ()
+    allow_methods: str = ""
+    allow_headers: str = ""
+    expose_headers: str = ""
+    max_age: str = ""  # seconds, as a string (Envoy's field type)
+    allow_credentials: bool | None = wrapped()
+    filter_enabled: RuntimeFractionalPercent | None = None  # default 100 %
+    shadow_enabled: RuntimeFractionalPercent | None = None
+    allow_private_network_access: bool | None = wrapped()
+    forward_not_matching_preflights: bool | None = wrapped()  # default true
+
+
+# ---------------------------------------------------------------- TLS transport sockets
+# Decoded so that control-plane config (DestinationRule TLS, Gateway HTTPS) is accepted by shape; pyproxy does
+# not originate or terminate TLS from these yet (envoy.extensions.transport_sockets.tls.v3).
+
+
+@frozen
+class SdsSecretConfig:
+    name: str = ""
+    sds_config: ConfigSource | None = None
+
+
+@frozen
+class TlsCertificate:
+    certificate_chain: DataSource | None = None
+    private_key: DataSource | None = None
+
+
+_TLS_VERSIONS = ("TLS_AUTO", "TLSv1_0", "TLSv1_1", "TLSv1_2", "TLSv1_3")
+
+
+@frozen
+class TlsParameters:
+    tls_minimum_protocol_version: str = enum(*_TLS_VERSIONS)
+    tls_maximum_protocol_version: str = enum(*_TLS_VERSIONS)
+    cipher_suites: tuple[str, ...] = ()
+    ecdh_curves: tuple[str, ...] = ()
+
+
+@frozen
+class SubjectAltNameMatcher:
+    san_type: str = enum("SAN_TYPE_UNSPECIFIED", "EMAIL", "DNS", "URI", "IP_ADDRESS", "OTHER_NAME")
+    matcher: StringMatcher | None = fld(required=True)
+
+
+@frozen
+class CertificateValidationContext:
+    trusted_ca: DataSource | None = None
+    match_typed_subject_alt_names: tuple[SubjectAltNameMatcher, ...] = ()
+    match_subject_alt_names: tuple[StringMatcher, ...] = ()  # deprecated
+    verify_certificate_spki: tuple[str, ...] = ()
+    verify_certificate_hash: tuple[str, ...] = ()
+    crl: DataSource | None = None
+
+
+@frozen
+class CombinedCertificateValidationContext:
+    default_validation_context: CertificateValidationContext | None = fld(required=True)
+    validation_context_sds_secret_config: SdsSecretConfig | None = fld(required=True)
+
+
+@frozen
+class CommonTlsContext:
+    tls_params: TlsParameters | None = None
+    tls_certificates: tuple[TlsCertificate, ...] = ()
+    tls_certificate_sds_secret_configs: tuple[SdsSecretConfig, ...] = ()
+    validation_context: CertificateValidationContext | None = None
+    validation_context_sds_secret_config: SdsSecretConfig | None = None
+    combined_validation_context: CombinedCertificateValidationContext | None = None
+    alpn_protocols: tuple[str, ...] = ()
+    ONEOFS = (("validation_context", "validation_context_sds_secret_config", "combined_validation_context"),)
+
+
+@typed("envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext")
+@frozen
+class UpstreamTlsContext:
+    """A cluster's `transport_socket` envoy.transport_sockets.tls: TLS origination (DestinationRule tls)."""
+
+    common_tls_context: CommonTlsContext | None = None
+    sni: str = ""
+    allow_renegotiation: bool = False
+    max_session_keys: int | None = wrapped()
+
+
+@typed("envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext")
+@frozen
+class DownstreamTlsContext:
+    """A filter chain's `transport_socket` envoy.transport_sockets.tls: TLS termination (Gateway servers)."""
+
+    common_tls_context: CommonTlsContext | None = None
+    require_client_certificate: bool | None = wrapped()
+    require_sni: bool | None = wrapped()
+    session_timeout: float | None = duration()
+
+
+@typed("envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector")
+@frozen
+class TlsInspector:
+    """Listener filter envoy.filters.listener.tls_inspector (SNI/ALPN for filter_chain_match)."""
+
+    enable_ja3_fingerprinting: bool | None = wrapped()
 
 
 # ---------------------------------------------------------------- listeners
