@@ -144,7 +144,6 @@ async def test_9_http10_keep_alive_with_host_trailing_lws(http10_proxy, upstream
 
 # ---------------------------------------------------------------- #10 / #11 pipelining
 
-@pytest.mark.xfail(reason="engine bug: see notes", strict=False)
 async def test_10_pipelined_request_without_host_is_400_after_the_good_one(proxy, upstream):
     """Envoy: integration_test.cc Pipeline, NoHost: two pipelined requests, the second without Host:
     200 then 400 on the same connection."""
@@ -164,7 +163,6 @@ async def test_10_missing_host_is_400(proxy, upstream):
     assert upstream.requests == []
 
 
-@pytest.mark.xfail(reason="engine bug: see notes", strict=False)
 async def test_11_pipelined_chunked_posts_with_trailers(proxy, upstream):
     """Envoy: integration_test.cc PipelineWithTrailers: two good chunked POSTs with trailers get 200,
     200; a third whose trailer has no colon gets 400."""
@@ -233,7 +231,6 @@ async def test_13_upstream_protocol_error_is_503(proxy):
     await assert_serving(proxy)
 
 
-@pytest.mark.xfail(reason="engine bug: see notes", strict=False)
 async def test_14_pipelined_responses_only_first_forwarded(proxy, upstream):
     """Envoy: integration_test.cc TestPipelinedResponses: three responses to one request → the client
     gets the first; the upstream connection is a protocol error and is not reused."""
