@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable
 
 from .config import model
 from .config.decode import ConfigError
+from .filters.registry import build_chain, supported as supported_filters
 from .filters.router import RouterFilter
 from .http.connection import DownstreamConnection
 from .observe.access_log import AccessLogManager, build_access_loggers
@@ -51,11 +52,18 @@ class HcmRuntime:
         h1 = config.http_protocol_options
         self.accept_http_10 = bool(h1 and h1.accept_http_10)
         self.default_host_for_http_10 = h1.default_host_for_http_10 if h1 else ""
+        # absolute-form request targets (forward-proxy style); Envoy's default is to accept them
+        self.allow_absolute_url = not (h1 and h1.allow_absolute_url is False)
         common = config.common_http_protocol_options
         self.underscore_action = common.headers_with_underscores_action if common else "ALLOW"
         self.idle_timeout = (common.idle_timeout if common and common.idle_timeout is not None else 3600.0)
         self.request_headers_timeout = config.request_headers_timeout or 0.0
         self.router_factory = RouterFilter
+        st_http = stats.scope(f"http.{config.stat_prefix}.")
+        try:
+            self.filter_factories = build_chain(config.http_filters, st_http, rng)
+        except ValueError as e:
+            raise ConfigRejected(str(e)) from None
         st = stats.scope(f"http.{config.stat_prefix}.")
         self.stats = st
         self.stats_rq_total = st.counter("downstream_rq_total")
@@ -178,12 +186,10 @@ def validate_snapshot(listeners: Iterable[model.Listener], clusters: Iterable[mo
         if not filters or filters[-1] != "envoy.filters.http.router":
             raise ConfigRejected(f"listener {key!r}: the last HTTP filter must be envoy.filters.http.router "
                                  f"(got {filters or 'none'})")
-        for f in filters[:-1]:
-            if f not in SUPPORTED_HTTP_FILTERS:
-                raise ConfigRejected(f"listener {key!r}: HTTP filter {f!r} is not supported yet")
-
-
-SUPPORTED_HTTP_FILTERS: set[str] = set()
+        for f in hcm.http_filters[:-1]:
+            if f.name not in supported_filters() and not f.is_optional and type(f.typed_config).__name__ != "HTTPFault":
+                raise ConfigRejected(f"listener {key!r}: HTTP filter {f.name!r} is not supported yet "
+                                     f"(supported: {', '.join(supported_filters())})")
 
 
 class ProxyServer:
@@ -275,6 +281,13 @@ class ProxyServer:
             self.clusters.close()
         if self.access_logs is not None:
             self.access_logs.close()
+
+    def collect_stats(self) -> Stats:
+        """Bring counts kept by pure modules (outlier detection, circuit breakers) into `self.stats`."""
+        if self.clusters is not None:
+            for rt in self.clusters.clusters.values():
+                rt.collect_stats()
+        return self.stats
 
     def listener_port(self, name: str) -> int:
         return self.listeners[name].port

@@ -126,7 +126,7 @@ def make_app(server: ProxyServer, *, bootstrap: Any = None, stats_source: StatsS
     """The admin app. `stats_source` lets a multi-worker supervisor serve the sum of its workers' stats."""
 
     async def current_stats() -> stats_mod.Stats:
-        return await stats_source() if stats_source is not None else server.stats
+        return await stats_source() if stats_source is not None else server.collect_stats()
 
     async def ready(_: web.Request) -> web.Response:
         if server.ready:

@@ -79,7 +79,7 @@ class RouterFilter:
         headers = stream.headers
         hcm = self.hcm
         self.request_chunked = stream.request_chunked
-        m = hcm.route_table.match(info.authority, stream.path, headers, method=stream.method)
+        m = stream.route_match  # resolved by the connection manager before the filters ran
         if m is None:
             stream.send_local_reply(local_reply.NO_ROUTE)
             return
@@ -93,7 +93,7 @@ class RouterFilter:
             self._redirect(m.redirect)
             return
         action = self.action = route.route
-        name, self.cluster_weight = m.choose_cluster(headers, self.rng)
+        name, self.cluster_weight = stream.cluster_name, stream.cluster_weight
         cluster = hcm.clusters.get(name) if name else None
         info.upstream_cluster = name
         if cluster is None:
@@ -296,6 +296,9 @@ class RouterFilter:
             self._attempt_failed(local_reply.UPSTREAM_PROTOCOL_ERROR, reset=True)
         else:
             self._attempt_failed(local_reply.CONNECTION_TERMINATION, reset=True)
+
+    def flush_downstream(self) -> None:
+        self.stream.conn.flush()
 
     def on_upstream_write_paused(self) -> None:
         self.stream.conn.pause_reading_for_upstream()

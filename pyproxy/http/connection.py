@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from ..filters.base import FilterStatus
 from ..observe.stream_info import ResponseFlag, StreamInfo
 from . import codec, local_reply
 from .headers import Headers
@@ -70,7 +71,7 @@ class ActiveStream:
         "conn", "hcm", "info", "method", "path", "version", "headers", "keep_alive", "started",
         "request_complete", "pending_body", "router", "response_started", "response_chunked",
         "response_complete", "head_request", "bytes_sent", "expect_continue", "trailer_count", "request_chunked",
-        "pending_error",
+        "pending_error", "route_match", "cluster_name", "cluster_weight", "filters", "filter_index",
     )
 
     def __init__(self, conn: "DownstreamConnection", hcm: "HcmRuntime", method: str, path: str, version: str,
@@ -95,6 +96,11 @@ class ActiveStream:
         self.trailer_count = 0
         self.request_chunked = False
         self.pending_error: LocalReply | None = None  # a codec error to answer when this stream's turn comes
+        self.route_match: Any = None
+        self.cluster_name: str | None = None
+        self.cluster_weight: Any = None
+        self.filters: list[Any] | None = None
+        self.filter_index = 0
         info = self.info = StreamInfo(time.time(), time.monotonic())
         info.method = method
         info.path = path
@@ -106,7 +112,7 @@ class ActiveStream:
 
     # ------------------------------------------------------------ request side (decoder)
     def start(self) -> None:
-        """Run the request through the filter chain and into the router."""
+        """Route the request, run it through the HTTP filters, then hand it to the router."""
         self.started = True
         hcm = self.hcm
         hcm.stats_rq_total.inc()
@@ -117,7 +123,27 @@ class ActiveStream:
         self._prepare_request_headers()
         if self.expect_continue:
             self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        self.router = hcm.router_factory(self)
+        # Envoy resolves the route before the filters run, so they can read per-route config
+        m = self.route_match = hcm.route_table.match(self.info.authority or "", self.path, self.headers,
+                                                     method=self.method, scheme=self.info.scheme, rng=hcm.rng)
+        if m is not None and m.action is not None:
+            self.cluster_name, self.cluster_weight = m.choose_cluster(self.headers, hcm.rng)
+        self.filter_index = 0
+        if hcm.filter_factories:
+            self.filters = [factory() for factory in hcm.filter_factories]
+        self.continue_decoding()
+
+    def continue_decoding(self) -> None:
+        """Run the remaining filters; when all said CONTINUE, start the router and feed it the body so far."""
+        filters = self.filters
+        while filters is not None and self.filter_index < len(filters):
+            f = filters[self.filter_index]
+            self.filter_index += 1
+            if f.decode_headers(self) is FilterStatus.STOP or self.response_complete:
+                return
+        if self.response_complete:
+            return
+        self.router = self.hcm.router_factory(self)
         self.router.on_request_headers()
         if self.pending_body is not None:
             body, self.pending_body = self.pending_body, None
@@ -155,7 +181,7 @@ class ActiveStream:
 
     def on_body(self, chunk: bytes) -> None:
         self.info.bytes_received += len(chunk)
-        if not self.started:
+        if self.router is None:  # not started yet, or held by a filter (e.g. a fault delay)
             if self.pending_body is None:
                 self.pending_body = []
             self.pending_body.append(chunk)
@@ -165,7 +191,7 @@ class ActiveStream:
     def on_complete(self) -> None:
         self.request_complete = True
         self.info.request_complete = time.monotonic()
-        if self.started and not self.response_complete:
+        if self.router is not None and not self.response_complete:
             self.router.on_request_end()
 
     # ------------------------------------------------------------ response side (encoder)
@@ -269,6 +295,9 @@ class ActiveStream:
             hcm.count_response(code)
         if self.router is not None:
             self.router.on_stream_done()
+        if self.filters is not None:
+            for f in self.filters:
+                f.on_destroy()
         for logger in hcm.access_loggers:
             logger.log(info)
 
@@ -381,11 +410,8 @@ class DownstreamConnection(asyncio.Protocol):
                 router.conn.flush()
 
     def eof_received(self) -> bool | None:
-        # Half-close from the client: let an in-flight response finish, then close.
-        if self.streams:
-            for s in self.streams:
-                s.keep_alive = False
-            return True
+        # Envoy's HCM does not support half-close downstream: EOF is a remote close, streams in flight are
+        # reset (flag DC, see connection_lost) and the upstream requests abandoned.
         return None
 
     # ------------------------------------------------------------ llhttp callbacks
@@ -443,7 +469,7 @@ class DownstreamConnection(asyncio.Protocol):
             headers = Headers.from_lowered([(k, v) for k, v in headers if "_" not in k])
         keep_alive = parser.should_keep_alive()
         path = self._url.decode("latin-1")
-        if not path.startswith("/") and path != "*":
+        if not path.startswith("/") and path != "*" and hcm.allow_absolute_url:
             # absolute-form (http://host/path): route by the URI's authority (Envoy: allow_absolute_url)
             scheme_end = path.find("://")
             if scheme_end <= 0:

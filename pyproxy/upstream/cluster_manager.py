@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import time
 from typing import Any, Iterable
 
 from ..config import model
@@ -23,6 +24,7 @@ from ..observe.stats import Stats
 from .circuit_breaker import ResourceLimits
 from .host import Host
 from .load_balancer import LbContext, build_load_balancer
+from .outlier import OutlierDetector, detector_for
 from .pool import ConnectionPool
 
 _DEFAULT_RNG = random.Random()
@@ -72,9 +74,12 @@ class ClusterRuntime:
         self.stats_cx_max_requests = st.counter("upstream_cx_max_requests")
         self.stats_cx_none_healthy = st.counter("upstream_cx_none_healthy")
         self.stats_membership_total = st.gauge("membership_total")
+        self.stats_membership_healthy = st.gauge("membership_healthy")
         self._rq_xx = {c: st.counter(f"upstream_rq_{c}xx") for c in range(1, 6)}
         self._rq_codes: dict[int, Any] = {}
         self.connect_timeout = config.effective_connect_timeout
+        http_opts = config.upstream_http_options
+        self.idle_timeout = http_opts.idle_timeout if http_opts and http_opts.idle_timeout is not None else 3600.0
         self.max_requests_per_connection = config.effective_max_requests_per_connection
         thresholds = config.circuit_breakers.thresholds if config.circuit_breakers else ()
         self.limits = ResourceLimits(thresholds)
@@ -83,7 +88,8 @@ class ClusterRuntime:
         self._old_hosts = {(h.address, h.port): h for h in previous.hosts} if previous else {}
         self._dns_task: asyncio.Task | None = None
         self.retired = False
-        self.outlier: Any = None  # set by the outlier detection wiring when configured
+        self.outlier: OutlierDetector | None = None  # made by set_endpoints when outlier_detection is configured
+        self._outlier_timer: asyncio.TimerHandle | None = None
         self.set_endpoints(self._static_endpoints())
 
     # ------------------------------------------------------------ membership
@@ -112,13 +118,21 @@ class ClusterRuntime:
                 pool.close()
         self.hosts = hosts
         self.stats_membership_total.set(len(hosts))
+        self.stats_membership_healthy.set(sum(1 for h in hosts if h.healthy))
         self.lb = build_load_balancer(self.config, hosts, self.rng)
+        if self.outlier is not None:
+            self.outlier.update_hosts(hosts)
+        elif self.config.outlier_detection is not None:
+            self.outlier = detector_for(self.config.outlier_detection, hosts, rng=self.rng, clock=time.monotonic)
 
     def update_endpoints(self, cla: model.ClusterLoadAssignment) -> None:
         self.set_endpoints(endpoints_of(cla))
 
     async def start(self) -> None:
-        """Resolve DNS clusters once before serving (Envoy's cluster warming), then keep refreshing."""
+        """Resolve DNS clusters once before serving (Envoy's cluster warming), then keep refreshing; start the
+        outlier detector's interval sweep."""
+        if self.outlier is not None and self._outlier_timer is None:
+            self._outlier_timer = asyncio.get_running_loop().call_later(self.outlier.interval, self._outlier_tick)
         if self.config.type in ("STRICT_DNS", "LOGICAL_DNS"):
             await self._resolve()
             self._dns_task = asyncio.get_running_loop().create_task(self._dns_refresh())
@@ -177,6 +191,7 @@ class ClusterRuntime:
     def on_connection_established(self, conn: Any) -> None:
         conn.counted = True
         conn.pool.host.cx_active += 1
+        conn.pool.host.cx_total += 1
 
     def on_connection_closed(self, conn: Any) -> None:
         if getattr(conn, "counted", False):
@@ -214,6 +229,31 @@ class ClusterRuntime:
             c = self._rq_codes[status] = self.stats.counter(f"upstream_rq_{status}")
         c.inc()
 
+    def _outlier_tick(self) -> None:
+        """outlier_detection.interval: un-eject hosts whose ejection time is over, run success-rate checks."""
+        detector = self.outlier
+        if detector is None or self.retired:
+            self._outlier_timer = None
+            return
+        detector.tick(time.monotonic())
+        self.stats_membership_healthy.set(sum(1 for h in self.hosts if h.healthy))
+        self._outlier_timer = asyncio.get_running_loop().call_later(detector.interval, self._outlier_tick)
+
+    def collect_stats(self) -> None:
+        """Publish the pure modules' counts (outlier detection, circuit breakers) into the stats store."""
+        if self.outlier is not None:
+            for name, value in self.outlier.stats.items():
+                if name == "ejections_active":
+                    self.stats.gauge(f"outlier_detection.{name}").set(value)
+                else:
+                    c = self.stats.counter(f"outlier_detection.{name}")
+                    c.value = value
+        gauges = getattr(self.limits, "gauges", None)
+        if gauges is not None:
+            for name, value in gauges().items():
+                self.stats.gauge(name).set(value)
+        self.stats_membership_healthy.set(sum(1 for h in self.hosts if h.healthy))
+
     def record_outcome(self, host: Host, status: int | None, *, connect_failure: bool = False,
                        reset: bool = False, timeout: bool = False) -> None:
         """Per-host accounting after an attempt (and, with outlier detection, its input)."""
@@ -225,7 +265,8 @@ class ClusterRuntime:
                 host.rq_timeout += 1
         detector = self.outlier
         if detector is not None:
-            detector.record(host, status, connect_failure=connect_failure, reset=reset, timeout=timeout)
+            if detector.record(host, status, connect_failure=connect_failure, reset=reset, timeout=timeout):
+                self.stats_membership_healthy.set(sum(1 for h in self.hosts if h.healthy))
 
     def close_idle_later(self) -> None:
         """This runtime was replaced: close idle connections now; busy ones close when their request ends."""
@@ -240,6 +281,9 @@ class ClusterRuntime:
     def close(self) -> None:
         if self._dns_task is not None:
             self._dns_task.cancel()
+        if self._outlier_timer is not None:
+            self._outlier_timer.cancel()
+            self._outlier_timer = None
         for pool in self.pools.values():
             pool.close()
 
@@ -266,7 +310,7 @@ class ClusterManager:
         return self.clusters.get(name)
 
     async def start(self) -> None:
-        await asyncio.gather(*(rt.start() for rt in self.clusters.values() if rt.config.type != "STATIC"))
+        await asyncio.gather(*(rt.start() for rt in self.clusters.values()))
         for rt in self._orphans:
             rt.close_idle_later()
         self._orphans = []

@@ -43,6 +43,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._read_paused = False
         self._wbuf: list[bytes] = []
         self._loop = asyncio.get_event_loop()
+        self._idle_since: float | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -60,6 +62,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         attempt, self.attempt = self.attempt, None
         self.pool.on_connection_closed(self)
         if attempt is not None:
@@ -82,7 +87,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.pool.stats_protocol_error.inc()
             self.close()
             return
-        downstream = self.attempt.stream.conn
+        attempt = self.attempt
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -93,19 +98,19 @@ class UpstreamConnection(asyncio.Protocol):
                 # #14) only poisons this connection: forward the first response, close the connection
                 self._finish()
             else:
-                attempt, self.attempt = self.attempt, None
+                self.attempt = None
                 self.close()
-                if attempt is not None:
-                    attempt.on_upstream_reset("protocol error")
-            downstream.flush()
+                attempt.on_upstream_reset("protocol error")
+            attempt.flush_downstream()
             return
         if self._complete:
             self._finish()
-        downstream.flush()
+        attempt.flush_downstream()
 
     # ------------------------------------------------------------ sending
     def send(self, attempt: Any, head: bytes, head_request: bool) -> None:
         self.attempt = attempt
+        self._idle_since = None
         self._headers = []
         self._status = 0
         self._got_headers = False
@@ -152,6 +157,24 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None:
             self.closed = True
             self.transport.abort()
+
+    def mark_idle(self, timeout: float) -> None:
+        """Back in the pool: close after `timeout` idle seconds (cluster common_http_protocol_options.idle_timeout,
+        Envoy default 1 h). One lazily re-armed timer per connection, not one per request."""
+        self._idle_since = self._loop.time()
+        if timeout and self._idle_timer is None and not self.closed:
+            self._idle_timer = self._loop.call_later(timeout, self._on_idle_timer, timeout)
+
+    def _on_idle_timer(self, timeout: float) -> None:
+        self._idle_timer = None
+        if self.closed or self.attempt is not None or self._idle_since is None:
+            return
+        remaining = self._idle_since + timeout - self._loop.time()
+        if remaining > 0:
+            self._idle_timer = self._loop.call_later(remaining, self._on_idle_timer, timeout)
+        else:
+            self.pool.stats_idle_timeout.inc()
+            self.close()
 
     def detach(self) -> None:
         """The attempt gives up on this exchange (timeout, downstream gone): the connection is unusable."""

@@ -44,6 +44,7 @@ class ConnectionPool:
         self.pending: deque[Any] = deque()  # waiters: objects with on_pool_ready / on_pool_failure
         self.connecting = 0
         self.stats_protocol_error = cluster.stats.counter("upstream_cx_protocol_error")
+        self.stats_idle_timeout = cluster.stats.counter("upstream_cx_idle_timeout")
         self._tasks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------ pure decision
@@ -112,6 +113,7 @@ class ConnectionPool:
             waiter.on_pool_ready(conn)
             return
         self.idle.append(conn)
+        conn.mark_idle(self.cluster.idle_timeout)
 
     def on_connection_closed(self, conn: UpstreamConnection) -> None:
         if conn in self.busy:
@@ -170,6 +172,7 @@ class ConnectionPool:
             waiter.on_pool_ready(conn)
         else:
             self.idle.append(conn)
+            conn.mark_idle(cluster.idle_timeout)
 
     def close(self) -> None:
         for conn in list(self.idle) + list(self.busy):
