@@ -105,6 +105,12 @@ class MeshConfig:
     connect_timeout: str = "10s"
     enable_auto_mtls: bool = True
     default_http_retry_policy: Mapping[str, Any] | None = None  # HTTPRetry shape; None = Istio's default
+    # telemetry settings, carried for the telemetry issue (translation notes them as not applied yet)
+    access_log_file: str = ""  # "" = no access log (Istio's default profile); "/dev/stdout" in demo
+    access_log_encoding: str = "TEXT"
+    access_log_format: str = ""  # "" = Istio's default format
+    enable_tracing: bool = True
+    default_providers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # tracing/metrics/accessLogging
     source: str = "defaults (pkg/config/mesh/mesh.go)"
 
     @classmethod
@@ -124,6 +130,12 @@ class MeshConfig:
                 connect_timeout=str(mc.get("connectTimeout") or "10s"),
                 enable_auto_mtls=bool(mc.get("enableAutoMtls", True)),
                 default_http_retry_policy=mc.get("defaultHttpRetryPolicy"),
+                access_log_file=str(mc.get("accessLogFile") or ""),
+                access_log_encoding=str(mc.get("accessLogEncoding") or "TEXT"),
+                access_log_format=str(mc.get("accessLogFormat") or ""),
+                enable_tracing=bool(mc.get("enableTracing", True)),
+                default_providers=MappingProxyType({str(k): tuple(str(p) for p in v or ())
+                                                   for k, v in (mc.get("defaultProviders") or {}).items()}),
                 source=f"{res.key} ({res.source})",
             )
         return cls()

@@ -118,6 +118,10 @@ spec:
   meshConfig:
     outboundTrafficPolicy: {mode: REGISTRY_ONLY}
     defaultHttpRetryPolicy: {attempts: 5}
+    accessLogFile: /dev/stdout
+    accessLogEncoding: JSON
+    enableTracing: false
+    defaultProviders: {tracing: [otel]}
 """
 
 
@@ -168,6 +172,8 @@ def test_policies_for_a_workload_include_root_namespace_and_matching_selectors(m
 def test_mesh_config_from_istio_operator(mesh) -> None:
     assert mesh.config.outbound_traffic_policy == "REGISTRY_ONLY"
     assert mesh.config.default_http_retry_policy == {"attempts": 5}
+    assert (mesh.config.access_log_file, mesh.config.access_log_encoding) == ("/dev/stdout", "JSON")
+    assert mesh.config.enable_tracing is False and mesh.config.default_providers == {"tracing": ("otel",)}
     assert MeshConfig().outbound_traffic_policy == "ALLOW_ANY" and MeshConfig().connect_timeout == "10s"
 
 

@@ -289,3 +289,26 @@ def test_meshctl_render_yaml_one_group_and_bad_input(tmp_path) -> None:
     assert meshctl.main(["render", "--config-dir", str(tmp_path), "--workload", "ghost"], out, err) == 1
     assert err.getvalue().startswith("Error: no workload named 'ghost'") and "Traceback" not in err.getvalue()
     assert meshctl.main(["render", "--config-dir", str(tmp_path / "missing"), "--workload", "x"], out, err) == 1
+
+
+def test_security_and_telemetry_config_is_named_in_notes_not_dropped_silently() -> None:
+    rendered = render("""
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: client-only}
+spec: {selector: {matchLabels: {app: client}}, action: DENY, rules: [{}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews-only}
+spec: {selector: {matchLabels: {app: reviews}}, action: DENY, rules: [{}]}
+---
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {name: cp, namespace: istio-system}
+spec: {meshConfig: {accessLogFile: /dev/stdout}}
+""")
+    notes = "\n".join(rendered.notes)
+    assert "AuthorizationPolicy default/client-only" in notes and "translated with security" in notes
+    assert "reviews-only" not in notes  # it does not select the client
+    assert "meshConfig.accessLogFile" in notes and "translated with telemetry" in notes
