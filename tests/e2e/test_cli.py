@@ -123,6 +123,24 @@ async def test_run_serves_traffic_and_admin_then_stops_on_sigterm(upstream, pypr
     assert "Traceback" not in proc.output()
 
 
+STDOUT_LOG = {"name": "envoy.access_loggers.stdout", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"}}
+
+
+async def test_run_writes_the_default_access_log_to_stdout(upstream, pyproxy_process):
+    """A stdout access log with Envoy's default format: one line per request, flushed by shutdown."""
+    proc = pyproxy_process(bootstrap({"backend": [upstream.port]}, hcm={"access_log": [STDOUT_LOG]}))
+    (port,) = await proc.wait_listening(1)
+    assert (await fetch(port, "GET", "/logged", [("User-Agent", "cli-test")])).status == 200
+    assert (await fetch(port, "GET", "/status/503")).status == 503
+    assert proc.stop() == 0
+    lines = [line for line in proc.stdout_path.read_text().splitlines() if '"GET ' in line]
+    assert len(lines) == 2, proc.output()
+    assert '"GET /logged HTTP/1.1" 200 - ' in lines[0] and '"cli-test"' in lines[0]
+    assert f'"127.0.0.1:{upstream.port}"' in lines[0]
+    assert '"GET /status/503 HTTP/1.1" 503 - ' in lines[1]
+
+
 def _reserve_reuseport() -> socket.socket:
     """A bound (not listening) SO_REUSEPORT socket on 127.0.0.1:0: holds a port the workers can share."""
     s = socket.socket()

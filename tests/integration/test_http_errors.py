@@ -123,6 +123,15 @@ async def test_upstream_garbage_is_503_upe(proxy):
     await assert_serving(proxy)
 
 
+async def test_upstream_response_with_cl_and_te_is_503_upe(proxy):
+    """Response smuggling: content-length together with transfer-encoding from the upstream is a
+    protocol error (llhttp rejects it) → 503 UPE, the connection is not reused."""
+    r = await proxy.fetch("GET", "/cl-and-te")
+    assert r.status == 503
+    assert last_log(proxy)["flags"] == "UPE"
+    await assert_serving(proxy)
+
+
 async def test_codec_errors_are_logged_dpe(proxy):
     """A request the codec rejects is logged with flag DPE and a 400 (smuggling shape here)."""
     c = await proxy.connect()

@@ -137,6 +137,66 @@ async def test_use_remote_address_appends_the_peer_to_xff(upstream, proxy_factor
     assert first.header("x-request-id") == "keep-me"
 
 
+# ---------------------------------------------------------------- responses
+
+async def test_upstream_status_and_body_pass_through(proxy):
+    """An upstream error status is the upstream's answer, not the proxy's: forwarded as is, no flag."""
+    c = await proxy.connect()
+    r = await c.request("GET", "/status/503")
+    assert (r.status, r.body) == (503, b"xxxxx")
+    r = await c.request("GET", "/status/418")
+    assert r.status == 418
+    assert proxy.stat("cluster.backend.upstream_rq_5xx") == 1
+    assert proxy.stat("http.ingress_http.downstream_rq_4xx") == 1
+
+
+async def test_upstream_100_continue_is_not_forwarded(proxy):
+    """An interim `100 Continue` from the upstream is absorbed (Envoy: proxy_100_continue false)."""
+    c = await proxy.connect()
+    await c.send(b"GET /interim-100 HTTP/1.1\r\nHost: h\r\n\r\n")
+    r = await c.read_response()
+    assert r.interim == []
+    assert (r.status, r.body) == (200, b"after interim")
+
+
+async def test_upstream_trailers_are_dropped_body_kept(proxy):
+    """HTTP/1 response trailers are not forwarded (Envoy: enable_trailers false); the body is intact
+    and the chunked response is well-formed."""
+    c = await proxy.connect()
+    r = await c.request("GET", "/trailers")
+    assert (r.status, r.body, r.chunked) == (200, b"trailed", True)
+    assert r.trailers == []
+    assert (await c.request("GET", "/")).status == 200
+
+
+async def test_head_of_a_chunked_resource(proxy):
+    """HEAD answered with `transfer-encoding: chunked` and no body: forwarded as such, and the
+    connection is still in sync for the next request."""
+    c = await proxy.connect()
+    await c.send(b"HEAD /download/100 HTTP/1.1\r\nHost: h\r\n\r\n")
+    r = await c.read_response(method="HEAD")
+    assert r.status == 200 and r.header("transfer-encoding") == "chunked"
+    again = await c.request("GET", "/")
+    assert (again.status, again.body) == (200, b"ok")
+
+
+async def test_zero_length_bodies(proxy, upstream):
+    """Envoy: ValidZeroLengthContent: `content-length: 0` and an empty chunked body are valid."""
+    c = await proxy.connect()
+    assert (await c.request("POST", "/", [("content-length", "0")])).status == 200
+    await c.send(b"POST / HTTP/1.1\r\nHost: h\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n")
+    assert (await c.read_response()).status == 200
+    assert [rq.body_length for rq in upstream.requests] == [0, 0]
+    assert all(rq.complete for rq in upstream.requests)
+
+
+async def test_route_timeout_zero_disables_the_timeout(upstream, proxy_factory):
+    """Envoy: a route `timeout: 0s` means no timeout."""
+    p = await proxy_factory(bootstrap({"backend": [upstream.port]}, route_timeout="0s"))
+    r = await p.fetch("GET", "/delay/0.3")
+    assert (r.status, r.body) == (200, b"delayed")
+
+
 # ---------------------------------------------------------------- routing
 
 @pytest.fixture

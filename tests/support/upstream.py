@@ -23,6 +23,9 @@ Paths (query strings are ignored unless stated):
   /download/<n>         n bytes of `pattern()`; `?framing=chunked` (default) | `length` | `close`
   /echo                 stream the request body back, chunked, as it arrives
   /headers              the request's header lines as the body (`name: value\\n`)
+  /interim-100          `100 Continue` first, then 200 "after interim"
+  /trailers             a chunked body "trailed" followed by trailers `x-t1`, `x-t2`
+  /cl-and-te            a response with both content-length and transfer-encoding (response smuggling)
   /reflect              request fields named `x-reflect-*` copied into the response, values unchanged
   anything else         200 "ok"
 Every response carries `x-upstream: <name>`. HEAD requests get the headers a GET would, and no body.
@@ -268,6 +271,16 @@ async def default_handler(conn: _Conn, req: RecordedRequest) -> bool:
         if framing == "chunked":
             conn.write(b"0\r\n\r\n")
         return framing == "close"
+    elif first == "interim-100":
+        conn.write(_response(100, [], reason="Continue"))
+        simple(200, b"after interim")
+    elif first == "trailers":
+        conn.write(_response(200, [tag, ("transfer-encoding", "chunked"), ("trailer", "x-t1, x-t2")]))
+        if not head:
+            conn.write(b"7\r\ntrailed\r\n0\r\nx-t1: a\r\nx-t2: b\r\n\r\n")
+    elif first == "cl-and-te":
+        conn.write(_response(200, [tag, ("content-length", "5"), ("transfer-encoding", "chunked")],
+                             b"5\r\nhello\r\n0\r\n\r\n"))
     elif first == "reflect":
         simple(200, b"reflected", [(k, v) for k, v in req.headers if k.startswith("x-reflect-")])
     elif first == "headers":
