@@ -26,6 +26,7 @@ Paths (query strings are ignored unless stated):
   /interim-100          `100 Continue` first, then 200 "after interim"
   /trailers             a chunked body "trailed" followed by trailers `x-t1`, `x-t2`
   /cl-and-te            a response with both content-length and transfer-encoding (response smuggling)
+  /dated                200 with `date: Sun, 06 Nov 1994 08:49:37 GMT`
   /reflect              request fields named `x-reflect-*` copied into the response, values unchanged
   anything else         200 "ok"
 Every response carries `x-upstream: <name>`. HEAD requests get the headers a GET would, and no body.
@@ -281,6 +282,8 @@ async def default_handler(conn: _Conn, req: RecordedRequest) -> bool:
     elif first == "cl-and-te":
         conn.write(_response(200, [tag, ("content-length", "5"), ("transfer-encoding", "chunked")],
                              b"5\r\nhello\r\n0\r\n\r\n"))
+    elif first == "dated":
+        simple(200, b"dated", [("date", "Sun, 06 Nov 1994 08:49:37 GMT")])
     elif first == "reflect":
         simple(200, b"reflected", [(k, v) for k, v in req.headers if k.startswith("x-reflect-")])
     elif first == "headers":
