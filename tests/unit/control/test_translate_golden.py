@@ -7,7 +7,7 @@
   assumes (`tests/golden/brief/registry.yaml`), loaded for serving (unknown fields dropped with a warning, the
   IstioOperator with an invalid profile rejected) -> `tests/golden/brief/<proxy>.json`, for the ingress
   gateway and for the my-app-v1 sidecar. The expected files also record the load findings.
-* Bookinfo: each of the 21 networking samples in `tests/fixtures/bookinfo/` applied together with
+* Bookinfo: each of the 21 networking samples in `tests/fixtures/istio/bookinfo/` applied together with
   `destination-rule-all.yaml` and `platform-kube-bookinfo.yaml` (the Kubernetes manifests) ->
   `tests/golden/bookinfo/<sample>.json`, rendered for the proxy the sample is about (the gateway for gateway
   samples, reviews-v2 (a ratings client) for ratings samples, productpage-v1 otherwise).
@@ -32,7 +32,7 @@ from tests.golden.envoy_schema import check_rendered
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "golden"
-BOOKINFO = ROOT / "fixtures" / "bookinfo"
+BOOKINFO = ROOT / "fixtures" / "istio" / "bookinfo"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 BOOKINFO_BASE = ("platform-kube-bookinfo.yaml", "destination-rule-all.yaml")
 BOOKINFO_SAMPLES = sorted(p.name for p in BOOKINFO.glob("*.yaml") if p.name != "platform-kube-bookinfo.yaml")
