@@ -4,8 +4,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from control.cli import meshctl
 from control.istio.load import load_text
@@ -312,3 +314,28 @@ spec: {meshConfig: {accessLogFile: /dev/stdout}}
     assert "AuthorizationPolicy default/client-only" in notes and "translated with security" in notes
     assert "reviews-only" not in notes  # it does not select the client
     assert "meshConfig.accessLogFile" in notes and "translated with telemetry" in notes
+
+
+EXAMPLES_MESH = str(Path(__file__).resolve().parents[3] / "examples" / "mesh") + "/"  # as the issue writes it
+
+
+def _meshctl(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    return meshctl.main(list(argv), out, err), out.getvalue(), err.getvalue()
+
+
+def test_the_issues_commands_on_the_demo_mesh() -> None:
+    """`meshctl analyze examples/mesh/`, `render --workload reviews-v1 [-o yaml|json]`, `render --gateway`."""
+    code, _, err = _meshctl("analyze", EXAMPLES_MESH)
+    assert code == 0 and err.startswith("✔ No validation issues found")
+    code, as_json, err = _meshctl("render", "--config-dir", EXAMPLES_MESH, "--workload", "reviews-v1", "-o", "json")
+    assert code == 0 and err == ""
+    code, as_yaml, _ = _meshctl("render", "--config-dir", EXAMPLES_MESH, "--workload", "reviews-v1", "-o", "yaml")
+    assert code == 0 and yaml.safe_load(as_yaml) == json.loads(as_json)
+    sidecar = json.loads(as_json)
+    assert check_rendered(sidecar) > 0
+    assert "inbound|9080||reviews.default.svc.cluster.local" in {c["name"] for c in sidecar["clusters"]}
+    code, gateway, err = _meshctl("render", "--config-dir", EXAMPLES_MESH, "--gateway", "istio-ingressgateway")
+    assert code == 0 and err == ""
+    gw = json.loads(gateway)
+    assert check_rendered(gw) > 0 and [l["name"] for l in gw["listeners"]] == ["0.0.0.0_8080"]
