@@ -6,7 +6,7 @@
                               -o log|json|yaml, --suppress CODE=RESOURCE; exit 79 when findings reach the
                               failure threshold
     meshctl validate -f PATH  schema validation only (istioctl validate -f): exit 1 on any error
-    meshctl render ...        (added by control.cli.render when present)
+    meshctl render ...        the Envoy v3 config of one workload or gateway (control.cli.render)
 
 Bad input never prints a traceback: a missing file or a YAML syntax error is one line naming file:line,
 with exit code 1.
@@ -23,6 +23,7 @@ from typing import Sequence, TextIO
 import yaml
 
 from control.analyze import analyze, sort_findings
+from control.cli import render
 from control.istio.load import LoadResult, load_paths
 from control.istio.messages import Finding, Level
 
@@ -66,15 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="print only problems")
     p.set_defaults(func=cmd_validate)
 
-    # The mesh snapshot / translation side adds its own subcommand (`render`) when its module exists:
-    # `render.register(subparsers)` adds a subparser whose `func(args, out, err) -> int` is called with the
-    # parsed arguments and the output/error streams, like cmd_analyze below.
-    try:
-        from control.cli import render  # type: ignore[attr-defined]
-    except ImportError:
-        pass
-    else:
-        render.register(subparsers)
+    # `render` lives in its own module: `render.register(subparsers)` adds a subparser whose
+    # `func(args, out, err) -> int` is called with the parsed arguments and the streams, like cmd_analyze.
+    render.register(subparsers)
     return parser
 
 
