@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -56,6 +57,10 @@ async def run_single(bootstrap_path: str, *, worker_id: int | None = None, reuse
             return 1
         if worker_id is not None:
             print(f"ADMIN_PORT {bound}", flush=True)  # the supervisor reads this line
+    # Everything allocated so far (config, route tables, modules) lives as long as the process: move it out of
+    # the collector's view so gen-2 collections do not rescan it (the "gc.freeze" idiom of long-running servers).
+    gc.collect()
+    gc.freeze()
     ports = ", ".join(f"{k}=127.0.0.1:{rt.port}" if rt.config.address.socket_address.address in ("127.0.0.1", "0.0.0.0")
                       else f"{k}={rt.config.address.socket_address.address}:{rt.port}"
                       for k, rt in server.listeners.items())

@@ -24,6 +24,8 @@ from ..http.headers import Headers
 from ..observe.stream_info import ResponseFlag
 from ..upstream.load_balancer import LbContext, compute_hash
 from ..upstream.pool import PoolFailure
+from ..routing.retry import Outcome
+from .shadow import ShadowRequest, shadow_headers, should_mirror
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..http.connection import ActiveStream
@@ -40,7 +42,7 @@ class RouterFilter:
         "stream", "hcm", "match", "action", "cluster", "host", "conn", "waiting_pool", "body", "body_bytes",
         "body_overflow", "request_chunked", "head", "timeout", "per_try_timeout", "timer", "per_try_timer",
         "response_started", "done", "counted_request", "retry", "attempts", "upstream_start", "rng",
-        "buffered_while_waiting", "cluster_weight", "request_ended",
+        "buffered_while_waiting", "cluster_weight", "request_ended", "shadows",
     )
 
     def __init__(self, stream: "ActiveStream"):
@@ -71,6 +73,7 @@ class RouterFilter:
         self.rng = stream.hcm.rng
         self.cluster_weight: Any = None
         self.request_ended = False  # on_request_end was delivered (the body, if any, is all here)
+        self.shadows: list[ShadowRequest] | None = None
 
     # ------------------------------------------------------------ request headers: route and cluster
     def on_request_headers(self) -> None:
@@ -116,8 +119,22 @@ class RouterFilter:
         self.retry = hcm.make_retry_state(m, headers)
         if self.retry is not None:
             self.per_try_timeout = self.retry.per_try_timeout or 0.0
+            self.timeout = self.retry.timeouts.global_timeout  # honours x-envoy-upstream-rq-timeout-ms
         self.head = codec.request_line(stream.method, path)
+        if action.request_mirror_policies:
+            self._start_shadows(action.request_mirror_policies, headers)
         self._start_attempt()
+
+    def _start_shadows(self, policies: Any, headers: Headers) -> None:
+        shadows = []
+        for policy in policies:
+            cluster = self.hcm.clusters.get(policy.cluster)
+            if cluster is None or not should_mirror(policy, self.rng):
+                continue
+            h = shadow_headers(_with_chunked(headers) if self.request_chunked else headers)
+            shadows.append(ShadowRequest(cluster, codec.encode_head(self.head, h), self.request_chunked,
+                                         self.timeout))
+        self.shadows = shadows or None
 
     def _direct_response(self, dr: Any) -> None:
         body = ""
@@ -213,6 +230,9 @@ class RouterFilter:
 
     # ------------------------------------------------------------ request body
     def on_request_data(self, chunk: bytes) -> None:
+        if self.shadows is not None:
+            for sh in self.shadows:
+                sh.on_data(chunk)
         keep = self.retry is not None and not self.body_overflow
         if keep:
             self.body_bytes += len(chunk)
@@ -231,6 +251,9 @@ class RouterFilter:
 
     def on_request_end(self) -> None:
         self.request_ended = True
+        if self.shadows is not None:
+            for sh in self.shadows:
+                sh.on_end()
         if self.done:
             return
         if self.timeout and self.timer is None:
@@ -249,9 +272,7 @@ class RouterFilter:
         if self.done:
             return
         if self.retry is not None and not self.body_overflow:
-            decision = self.retry.decide_on_response(status, headers)
-            if decision is not None:
-                self._retry_after(decision)
+            if self._retry_decision(Outcome(status=status, headers=headers)):
                 return
         self._cancel_per_try_timer()
         stream = self.stream
@@ -261,8 +282,10 @@ class RouterFilter:
         self._record_host_outcome(status)
         elapsed_ms = int((time.monotonic() - self.upstream_start) * 1000)
         headers.set("x-envoy-upstream-service-time", str(elapsed_ms))
-        if self.retry is not None and self.hcm.attempt_count_in_response(self.match):
-            headers.set("x-envoy-attempt-count", str(self.attempts))
+        if self.retry is not None:
+            if self.hcm.attempt_count_in_response(self.match):
+                headers.set("x-envoy-attempt-count", str(self.attempts))
+
         self.match.apply_response_headers(headers, self.cluster_weight)
         framed = "content-length" in headers and "transfer-encoding" not in headers
         self.cluster.count_response(status)  # type: ignore[union-attr]
@@ -320,13 +343,23 @@ class RouterFilter:
         self._cancel_per_try_timer()
         self._record_host_outcome(None, connect_failure=connect_failure, reset=reset, timeout=timeout)
         if self.retry is not None and not self.body_overflow:
-            decision = self.retry.decide_on_failure(connect_failure=connect_failure, reset=reset, timeout=timeout)
-            if decision is not None:
-                self._retry_after(decision)
+            outcome = Outcome(reset=True, connect_failure=connect_failure, timeout=timeout,
+                              request_started=not connect_failure)
+            if self._retry_decision(outcome):
                 return
-            if self.retry.exhausted:
-                self.stream.info.response_flags |= ResponseFlag.URX
         self._fail(reply)
+
+    def _retry_decision(self, outcome: Outcome) -> bool:
+        """Ask the retry state (pure) about this try; start the retry if it says so. True = retrying."""
+        d = self.retry.decide(outcome)
+        if d.stat is not None and d.stat != "upstream_rq_retry":
+            self.cluster.stats.counter(d.stat).inc()  # type: ignore[union-attr]
+        if d.retry:
+            self._retry_after(d.backoff)
+            return True
+        if d.flag == "URX":
+            self.stream.info.response_flags |= ResponseFlag.URX
+        return False
 
     def _fail(self, reply: local_reply.LocalReply) -> None:
         self._cancel_timers()

@@ -181,6 +181,8 @@ class ActiveStream:
 
     def on_body(self, chunk: bytes) -> None:
         self.info.bytes_received += len(chunk)
+        if self.response_complete:
+            return  # answered already (early local reply): the rest of the body is dropped
         if self.router is None:  # not started yet, or held by a filter (e.g. a fault delay)
             if self.pending_body is None:
                 self.pending_body = []
@@ -293,11 +295,14 @@ class ActiveStream:
         code = info.response_code
         if code:
             hcm.count_response(code)
-        if self.router is not None:
-            self.router.on_stream_done()
+        router = self.router
+        if router is not None:
+            router.on_stream_done()
+            self.router = None  # break the stream <-> router cycle: freed by refcount, not by the GC
         if self.filters is not None:
             for f in self.filters:
                 f.on_destroy()
+            self.filters = None
         for logger in hcm.access_loggers:
             logger.log(info)
 
@@ -341,6 +346,7 @@ class DownstreamConnection(asyncio.Protocol):
         self._loop = asyncio.get_event_loop()
         self._idle_since: float | None = None
         self._errored = False
+        self._early: ActiveStream | None = None
 
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -402,6 +408,9 @@ class DownstreamConnection(asyncio.Protocol):
             self._protocol_error(local_reply.LocalReply(501, "upgrade not supported", "upgrade_failed"))
         except httptools.HttpParserError:
             self._protocol_error(local_reply.BAD_REQUEST)
+        if self._early is not None:  # answered early and the request body is still coming: give up on it
+            self._early = None
+            self.close()
         self.flush()
         streams = self.streams
         if streams:
@@ -500,6 +509,9 @@ class DownstreamConnection(asyncio.Protocol):
         self._cur = None
         if cur is not None:
             cur.on_complete()
+            if cur is self._early:
+                self._early = None
+                self._next_stream()
 
     # ------------------------------------------------------------ writing and stream lifecycle
     def write(self, data: bytes) -> None:
@@ -522,10 +534,18 @@ class DownstreamConnection(asyncio.Protocol):
     def stream_finished(self, stream: ActiveStream) -> None:
         if self.streams and self.streams[0] is stream:
             self.streams.popleft()
-        if not stream.keep_alive or not stream.request_complete:
-            # Envoy closes when it answered before the request body finished (it cannot resync the codec).
+        if not stream.keep_alive:
             self.close()
             return
+        if not stream.request_complete:
+            # Answered before the request ended (a local reply to a GET is sent from on_headers_complete,
+            # just before llhttp reports the message end). Decide once this read is parsed: if the request is
+            # still incomplete then, close (Envoy cannot resync an HTTP/1 codec mid-body either).
+            self._early = stream
+            return
+        self._next_stream()
+
+    def _next_stream(self) -> None:
         if self.streams:
             nxt = self.streams[0]
             nxt.start()
