@@ -112,26 +112,38 @@ async def test_expect_100_continue(proxy, upstream):
 
 # ---------------------------------------------------------------- 1 GiB through a `pyproxy run` process
 
-async def _sample_rss(proc, peak: list[int], stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        peak[0] = max(peak[0], proc.rss())
-        try:
-            await asyncio.wait_for(stop.wait(), 0.1)
-        except asyncio.TimeoutError:
-            pass
+class RssWatch:
+    """Samples a process's VmRSS every 0.1 s while active; `growth` is peak minus the value at entry."""
 
+    def __init__(self, proc):
+        self.proc = proc
+        self.before = self.peak = 0
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task | None = None
 
-async def _with_rss_watch(proc, coro):
-    """Run `coro`; return (its result, RSS before, peak RSS during)."""
-    before = proc.rss()
-    peak, stop = [before], asyncio.Event()
-    sampler = asyncio.create_task(_sample_rss(proc, peak, stop))
-    try:
-        result = await coro
-    finally:
-        stop.set()
-        await sampler
-    return result, before, peak[0]
+    async def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.rss())
+            try:
+                await asyncio.wait_for(self._stop.wait(), 0.1)
+            except asyncio.TimeoutError:
+                pass
+
+    async def __aenter__(self) -> "RssWatch":
+        self.before = self.peak = self.proc.rss()
+        self._task = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._stop.set()
+        await self._task
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.before
+
+    def assert_bounded(self) -> None:
+        assert self.growth < RSS_GROWTH_LIMIT, f"proxy RSS grew {self.growth / MiB:.0f} MiB"
 
 
 @pytest.fixture
@@ -147,18 +159,74 @@ async def proxy_process(upstream, pyproxy_process):
 @pytest.mark.timeout(600)
 async def test_1_gib_upload_in_bounded_memory(proxy_process, upstream):
     proc, port = proxy_process
-    r, before, peak = await _with_rss_watch(proc, upload(port, GiB, chunked=False, timeout=500))
+    async with RssWatch(proc) as rss:
+        r = await upload(port, GiB, chunked=False, timeout=500)
     assert r.status == 200
     rq = upstream.requests[-1]
     assert (rq.body_length, rq.body_sha256) == (GiB, pattern_sha256(GiB))
-    assert peak - before < RSS_GROWTH_LIMIT, f"proxy RSS grew {(peak - before) / MiB:.0f} MiB"
+    rss.assert_bounded()
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 async def test_1_gib_download_in_bounded_memory(proxy_process):
     proc, port = proxy_process
-    (r, digest), before, peak = await _with_rss_watch(proc, download(port, f"/download/{GiB}", timeout=500))
+    async with RssWatch(proc) as rss:
+        r, digest = await download(port, f"/download/{GiB}", timeout=500)
     assert r.status == 200
     assert (r.body_length, digest) == (GiB, pattern_sha256(GiB))
-    assert peak - before < RSS_GROWTH_LIMIT, f"proxy RSS grew {(peak - before) / MiB:.0f} MiB"
+    rss.assert_bounded()
+
+
+# ---------------------------------------------------------------- back-pressure: a slow side never fills the proxy
+
+STALL = 3.0  # seconds one side stops reading; a proxy without back-pressure would buffer everything by then
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_slow_client_download_is_backpressured(proxy_process, upstream):
+    """The client stops reading a 512 MiB download: the proxy stops reading the upstream (which stays
+    blocked well short of the whole body) and its memory stays bounded; then everything arrives."""
+    proc, port = proxy_process
+    total = 512 * MiB
+    c = await RawClient.connect(port)
+    try:
+        await c.send(request_bytes("GET", f"/download/{total}?framing=length"))
+        sent_before = upstream.bytes_sent
+        async with RssWatch(proc) as rss:
+            await asyncio.sleep(STALL)  # the stall itself: the client reads nothing meanwhile
+        stalled_at = upstream.bytes_sent - sent_before
+        assert stalled_at < total // 2, f"upstream wrote {stalled_at / MiB:.0f} MiB to a stalled client"
+        rss.assert_bounded()
+        h = hashlib.sha256()
+        r = await c.read_response(timeout=120, body_sink=h.update)
+    finally:
+        await c.aclose()
+    assert (r.body_length, h.hexdigest()) == (total, pattern_sha256(total))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_slow_upstream_upload_is_backpressured(proxy_process, upstream):
+    """The upstream stops reading a 512 MiB upload: the proxy stops reading the client (whose sends
+    block) and its memory stays bounded; once the upstream reads again the body arrives intact."""
+    proc, port = proxy_process
+    total = 512 * MiB
+    c = await RawClient.connect(port)
+    try:
+        await c.send(request_bytes("POST", "/stall-read", [("content-length", str(total))]))
+        sender = asyncio.create_task(send_body(c, total, chunked=False))
+        async with RssWatch(proc) as rss:
+            done, _ = await asyncio.wait([sender], timeout=STALL)
+        assert not done, "the client sent all 512 MiB into a proxy whose upstream was not reading"
+        rss.assert_bounded()
+        upstream.reading_allowed.set()
+        await asyncio.wait_for(sender, 120)
+        r = await c.read_response(timeout=60)
+    finally:
+        sender.cancel()
+        await c.aclose()
+    assert r.status == 200
+    rq = upstream.requests[-1]
+    assert (rq.body_length, rq.body_sha256) == (total, pattern_sha256(total))

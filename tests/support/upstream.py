@@ -22,6 +22,7 @@ Paths (query strings are ignored unless stated):
   /conn-close           200 with `connection: close`, then close
   /download/<n>         n bytes of `pattern()`; `?framing=chunked` (default) | `length` | `close`
   /echo                 stream the request body back, chunked, as it arrives
+  /stall-read           stop reading the request body until `reading_allowed` is set, then answer 200
   /headers              the request's header lines as the body (`name: value\\n`)
   /interim-100          `100 Continue` first, then 200 "after interim"
   /trailers             a chunked body "trailed" followed by trailers `x-t1`, `x-t2`
@@ -159,8 +160,18 @@ class _Conn(asyncio.Protocol):
         self.up.requests.append(req)
         self.up._arrived.set()
         self._echo = urlsplit(req.path).path == "/echo"
+        if urlsplit(req.path).path == "/stall-read" and not self.up.reading_allowed.is_set():
+            self.transport.pause_reading()
+            t = asyncio.get_running_loop().create_task(self._resume_when_allowed())
+            self._tasks.add(t)
+            t.add_done_callback(self._tasks.discard)
         if self._echo:
             self.write(_response(200, [("transfer-encoding", "chunked"), ("x-upstream", self.up.name)]))
+
+    async def _resume_when_allowed(self) -> None:
+        await self.up.reading_allowed.wait()
+        if not self.closed:
+            self.transport.resume_reading()
 
     def on_body(self, body):
         self.cur.body_length += len(body)
@@ -186,6 +197,7 @@ class _Conn(asyncio.Protocol):
     # writing
     def write(self, data: bytes) -> None:
         if not self.closed:
+            self.up.bytes_sent += len(data)
             self.transport.write(data)
 
     async def _answer(self, req: RecordedRequest, keep_alive: bool) -> None:
@@ -307,6 +319,8 @@ class TestUpstream:
     requests: list[RecordedRequest] = field(default_factory=list)
     connections: int = 0
     parse_errors: int = 0
+    bytes_sent: int = 0  # everything written to the proxy, all connections
+    reading_allowed: asyncio.Event = field(default_factory=asyncio.Event)  # gates /stall-read
     port: int = 0
     _server: asyncio.base_events.Server | None = None
     _conns: set = field(default_factory=set)
