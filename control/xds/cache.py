@@ -1,0 +1,268 @@
+"""Per-proxy xDS bookkeeping: snapshots, versions, nonces, ACK/NACK, and when a response is due. No I/O.
+
+This is the part of istiod's `pilot/pkg/xds` (`ads.go` `shouldRespond`, the per-connection `WatchedResource`
+and `pkg/xds` `SyncStatus`) that decides, for one proxy and one xDS type, what a DiscoveryRequest means and
+whether a DiscoveryResponse should be sent now. The aiohttp shell (`control.xds.server`) feeds it requests and
+long-polls on `ready`; tests walk it without sockets (tests/unit/control/test_xds_cache.py).
+
+Terms (Envoy's xDS protocol, docs/xds.md is this project's contract):
+
+* A proxy's **snapshot** is its complete config at one moment: CDS, EDS, LDS and RDS resources cut from one
+  mesh state. Its `version` is a content hash of all four, so it names the same config across control-plane
+  restarts; every response cut from a snapshot carries that version.
+* A request's `response_nonce` names the response it answers. Same nonce and no `error_detail` = **ACK** (the
+  proxy applied it); `error_detail` set = **NACK** (it kept its previous config). A nonce that is not the last
+  one sent for that type is **stale** and changes nothing (Envoy and istiod ignore stale nonces). A nonce the
+  cache never issued (the control plane restarted) whose `version_info` equals the current snapshot version
+  **resumes**: the proxy already holds this config, so it is recorded as acknowledged and not re-sent.
+* A response for type T is **due** when the proxy does not hold T's current content, has not rejected that
+  exact content, and holds (has ACKed) the current content of every type before T in ADS order
+  CDS -> EDS -> LDS -> RDS. So a proxy learns clusters before the endpoints and listeners/routes that use them,
+  and never routes to a cluster it does not know; a NACK stops the chain until new content arrives.
+  A type whose content did not change is not re-sent: a proxy may hold CDS at an older version string whose
+  content equals the current one.
+* **Sync status** (istioctl proxy-status): NOT SENT (nothing sent for the type), SYNCED (the last nonce sent
+  was ACKed), STALE otherwise; a NACK of the last nonce is STALE with the error kept for display.
+"""
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping
+
+from control.translate.common import CLUSTER, CLUSTER_LOAD_ASSIGNMENT, LISTENER, ROUTE_CONFIGURATION
+
+
+@dataclass(frozen=True, slots=True)
+class XdsType:
+    short: str  # "cds": metrics labels, proxy-status columns
+    path: str  # "clusters": the REST path `/v3/discovery:clusters`
+    type_url: str
+
+
+CDS = XdsType("cds", "clusters", CLUSTER)
+EDS = XdsType("eds", "endpoints", CLUSTER_LOAD_ASSIGNMENT)
+LDS = XdsType("lds", "listeners", LISTENER)
+RDS = XdsType("rds", "routes", ROUTE_CONFIGURATION)
+ORDER: tuple[XdsType, ...] = (CDS, EDS, LDS, RDS)  # ADS order (Envoy's xDS docs, "eventual consistency")
+BY_SHORT = MappingProxyType({t.short: t for t in ORDER})
+BY_PATH = MappingProxyType({t.path: t for t in ORDER})
+BY_URL = MappingProxyType({t.type_url: t for t in ORDER})
+
+
+def content_hash(resources: Iterable[Any]) -> str:
+    """Stable hash of resources (canonical JSON: sorted keys, no spaces)."""
+    text = json.dumps(list(resources), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySnapshot:
+    """One proxy's complete config: resources per type short name ("cds" ...), their hashes, one version."""
+
+    version: str
+    resources: Mapping[str, tuple[dict, ...]]
+    hashes: Mapping[str, str]
+    changed_at: float = 0.0  # when the change that led to it happened (convergence time starts here)
+
+    @classmethod
+    def build(cls, resources: Mapping[str, Iterable[dict]], changed_at: float = 0.0) -> "ProxySnapshot":
+        frozen = {t.short: tuple(resources.get(t.short, ())) for t in ORDER}
+        hashes = {short: content_hash(res) for short, res in frozen.items()}
+        version = hashlib.sha256("".join(hashes[t.short] for t in ORDER).encode()).hexdigest()[:16]
+        return cls(version, MappingProxyType(frozen), MappingProxyType(hashes), changed_at)
+
+
+class RequestKind(str, enum.Enum):
+    INITIAL = "initial"  # no nonce: the first request of a subscription
+    ACK = "ack"
+    NACK = "nack"
+    STALE = "stale"  # answers a response that is no longer the latest: ignored
+    RESUME = "resume"  # unknown nonce, but the version is the current one (control plane restarted)
+
+
+class SyncStatus(str, enum.Enum):
+    SYNCED = "SYNCED"
+    STALE = "STALE"
+    NOT_SENT = "NOT SENT"
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryRequest:
+    """The fields of Envoy's DiscoveryRequest the cache reads (the node is handled by the server)."""
+
+    version_info: str = ""
+    response_nonce: str = ""
+    error_detail: str | None = None  # google.rpc.Status message; None = no error
+    resource_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one request meant. `converged_after` is set when this ACK completed the proxy's current snapshot
+    (every type holds it): seconds since the change, for pilot_proxy_convergence_time."""
+
+    kind: RequestKind
+    converged_after: float | None = None
+
+
+@dataclass(slots=True)
+class TypeState:
+    """One proxy's subscription to one type: what was sent, acknowledged and rejected last."""
+
+    sent_version: str = ""
+    sent_nonce: str = ""
+    sent_hash: str = ""
+    acked_version: str = ""
+    acked_nonce: str = ""
+    acked_hash: str = ""
+    nack_version: str = ""
+    nack_nonce: str = ""
+    nack_hash: str = ""
+    nack_error: str = ""
+    resource_names: tuple[str, ...] = ()
+
+    @property
+    def status(self) -> SyncStatus:
+        if not self.sent_nonce:
+            return SyncStatus.NOT_SENT
+        return SyncStatus.SYNCED if self.acked_nonce == self.sent_nonce else SyncStatus.STALE
+
+    @property
+    def nacked(self) -> bool:
+        """The last response sent was rejected."""
+        return bool(self.sent_nonce) and self.nack_nonce == self.sent_nonce
+
+    def as_dict(self) -> dict:
+        return {
+            "status": self.status.value,
+            "sent": {"version": self.sent_version, "nonce": self.sent_nonce},
+            "acked": {"version": self.acked_version, "nonce": self.acked_nonce},
+            "nack": ({"version": self.nack_version, "nonce": self.nack_nonce, "error": self.nack_error}
+                     if self.nack_nonce else None),
+            "nacked": self.nacked,
+            "resource_names": list(self.resource_names),
+        }
+
+
+@dataclass(slots=True)
+class ProxyState:
+    snapshot: ProxySnapshot | None = None
+    types: dict[str, TypeState] = field(default_factory=lambda: {t.short: TypeState() for t in ORDER})
+    converged_version: str = ""
+
+    def holds(self, short: str) -> bool:
+        """The proxy has acknowledged the current content of this type."""
+        return self.snapshot is not None and self.types[short].acked_hash == self.snapshot.hashes[short]
+
+
+class XdsCache:
+    """Snapshots and subscription state of every proxy, keyed by node id. Nonces are `<prefix><counter>`; give
+    each control-plane process its own prefix so nonces never repeat across restarts."""
+
+    def __init__(self, nonce_prefix: str = ""):
+        self._prefix = nonce_prefix
+        self._counter = 0
+        self._proxies: dict[str, ProxyState] = {}
+
+    def __repr__(self) -> str:
+        return f"XdsCache(proxies={len(self._proxies)}, nonces_issued={self._counter})"
+
+    # --- snapshots --------------------------------------------------------------------------------------
+    def proxy_ids(self) -> tuple[str, ...]:
+        return tuple(self._proxies)
+
+    def snapshot(self, proxy_id: str) -> ProxySnapshot | None:
+        state = self._proxies.get(proxy_id)
+        return state.snapshot if state else None
+
+    def set_snapshot(self, proxy_id: str, snapshot: ProxySnapshot) -> bool:
+        """Install a proxy's new snapshot; False (and nothing changes) when its content is the same."""
+        state = self._proxies.setdefault(proxy_id, ProxyState())
+        if state.snapshot is not None and state.snapshot.version == snapshot.version:
+            return False
+        state.snapshot = snapshot
+        return True
+
+    def remove(self, proxy_id: str) -> None:
+        self._proxies.pop(proxy_id, None)
+
+    # --- requests and responses -------------------------------------------------------------------------
+    def receive(self, proxy_id: str, xds_type: XdsType, request: DiscoveryRequest, now: float = 0.0) -> Outcome:
+        """Record what a request says about the last response (ACK, NACK, stale, resume)."""
+        state = self._proxies.setdefault(proxy_id, ProxyState())
+        ts = state.types[xds_type.short]
+        ts.resource_names = request.resource_names
+        nonce = request.response_nonce
+        if nonce and nonce == ts.sent_nonce:
+            if request.error_detail is not None:
+                ts.nack_version, ts.nack_nonce, ts.nack_hash = ts.sent_version, nonce, ts.sent_hash
+                ts.nack_error = request.error_detail
+                return Outcome(RequestKind.NACK)
+            ts.acked_version, ts.acked_nonce, ts.acked_hash = ts.sent_version, nonce, ts.sent_hash
+            return Outcome(RequestKind.ACK, self._converged(state, now))
+        current = state.snapshot
+        if not ts.sent_nonce and current is not None and request.version_info == current.version \
+                and request.error_detail is None:
+            h = current.hashes[xds_type.short]
+            ts.sent_version = ts.acked_version = current.version
+            ts.sent_nonce = ts.acked_nonce = nonce or "resumed"
+            ts.sent_hash = ts.acked_hash = h
+            return Outcome(RequestKind.RESUME, self._converged(state, now))
+        return Outcome(RequestKind.STALE if nonce else RequestKind.INITIAL)
+
+    def ready(self, proxy_id: str, xds_type: XdsType) -> bool:
+        """A response for this type is due now (see the module docstring)."""
+        state = self._proxies.get(proxy_id)
+        if state is None or state.snapshot is None:
+            return False
+        ts = state.types[xds_type.short]
+        current = state.snapshot.hashes[xds_type.short]
+        if ts.acked_hash == current or ts.nack_hash == current:
+            return False
+        for earlier in ORDER[:ORDER.index(xds_type)]:
+            if not state.holds(earlier.short):
+                return False
+        return True
+
+    def respond(self, proxy_id: str, xds_type: XdsType) -> dict:
+        """The DiscoveryResponse for this type from the proxy's current snapshot; records it as sent."""
+        state = self._proxies[proxy_id]
+        snap = state.snapshot
+        if snap is None:
+            raise LookupError(f"no snapshot for proxy {proxy_id!r}")
+        self._counter += 1
+        nonce = f"{self._prefix}{self._counter}"
+        ts = state.types[xds_type.short]
+        ts.sent_version, ts.sent_nonce, ts.sent_hash = snap.version, nonce, snap.hashes[xds_type.short]
+        return {
+            "version_info": snap.version,
+            "resources": list(snap.resources[xds_type.short]),
+            "type_url": xds_type.type_url,
+            "nonce": nonce,
+            "control_plane": {"identifier": "pyproxy-control"},
+        }
+
+    def _converged(self, state: ProxyState, now: float) -> float | None:
+        snap = state.snapshot
+        if snap is None or state.converged_version == snap.version:
+            return None
+        if all(state.holds(t.short) for t in ORDER):
+            state.converged_version = snap.version
+            return max(0.0, now - snap.changed_at)
+        return None
+
+    # --- views ------------------------------------------------------------------------------------------
+    def type_state(self, proxy_id: str, xds_type: XdsType) -> TypeState:
+        return self._proxies[proxy_id].types[xds_type.short]
+
+    def describe(self, proxy_id: str) -> dict:
+        """Per type: status, last sent / acked version and nonce, last NACK (for /debug/syncz)."""
+        state = self._proxies[proxy_id]
+        return {
+            "version": state.snapshot.version if state.snapshot else "",
+            "types": {t.short: state.types[t.short].as_dict() for t in ORDER},
+        }
