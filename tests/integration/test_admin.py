@@ -104,7 +104,6 @@ async def test_clusters_lists_the_real_host_with_its_request_count(admin, upstre
     assert lines[f"{host}::health_flags"] == "healthy"
 
 
-@pytest.mark.xfail(reason="engine bug: see notes", strict=False)
 async def test_clusters_host_cx_total_counts_connections(admin, upstream):
     """/clusters `cx_total` per host is the number of connections the proxy opened to it."""
     _, text = await admin("/clusters")

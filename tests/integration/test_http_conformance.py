@@ -209,7 +209,6 @@ async def test_12_absolute_url_port_must_match_the_domain(authority_proxy):
     assert r.header("x-upstream") == "web"
 
 
-@pytest.mark.xfail(reason="engine bug: see notes", strict=False)
 async def test_12_absolute_url_disallowed_is_404(upstream, proxy_factory):
     """Envoy: integration_test.cc BadPath: with `allow_absolute_url: false` an absolute-form target
     matches no route → 404, and nothing reaches the upstream."""

@@ -65,7 +65,6 @@ async def test_client_gone_while_upstream_is_slow(proxy, upstream):
     assert (await proxy.fetch("GET", "/")).status == 200
 
 
-@pytest.mark.xfail(reason="engine bug: see notes", strict=False)
 async def test_client_close_resets_the_stream_with_dc(proxy, upstream):
     """Envoy's HCM does not enable half-close: a FIN from the client closes the connection and resets
     its streams at once (flag DC, upstream request abandoned), it does not wait for the response."""
@@ -78,7 +77,6 @@ async def test_client_close_resets_the_stream_with_dc(proxy, upstream):
     assert "DC" in entry["flags"].split(",")
 
 
-@pytest.mark.xfail(reason="engine bug: see notes", strict=False)
 async def test_client_gone_mid_upload(proxy, upstream):
     """The client sends half of a declared body and leaves: nothing stays active, the next request
     works (on a fresh upstream connection: the half-sent one cannot be reused)."""
