@@ -12,6 +12,7 @@ from control.analyze import (
     conflicting_gateways,
     conflicting_mesh_gateway_virtual_service_hosts,
     destination_rule_subset_not_select_pods,
+    merged_destination_rule_ignored,
     no_matching_workloads_found,
     no_server_certificate_verification,
     referenced_resource_not_found,
@@ -34,6 +35,7 @@ ANALYZERS = (
     conflicting_gateways,
     destination_rule_subset_not_select_pods,
     unknown_destination_rule_host,
+    merged_destination_rule_ignored,
 )
 
 

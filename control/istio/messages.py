@@ -89,6 +89,10 @@ UNSUPPORTED_FIELD = _m("PYM0004", "UnsupportedField", Level.WARNING,
                        "{0} is accepted by Istio but not supported by pyproxy mesh yet; it is ignored")
 UNKNOWN_FIELD_DROPPED = _m("PYM0005", "UnknownFieldDropped", Level.WARNING, "{0}")
 DUPLICATE_RESOURCE = _m("PYM0006", "DuplicateResource", Level.INFO, "{0} is defined again at {1}; the later one wins")
+MERGED_DESTINATION_RULES = _m(
+    "PYM0007", "MergedDestinationRuleIgnored", Level.WARNING,
+    "DestinationRules {0} for host {1} in namespace {2} are merged (istiod's mergeDestinationRule, in "
+    "creation order): {3}. Put the host's policy in one DestinationRule.")
 
 # Loading problems that make the input unusable as a whole (the CLI exits 1 rather than 79 for these).
 FATAL_CODES = frozenset({FILE_ERROR.code, YAML_SYNTAX_ERROR.code})
@@ -100,7 +104,7 @@ CATALOGUE: dict[str, MessageType] = {
         NO_SERVER_CERT_VERIFICATION_PORT, VS_UNREACHABLE_RULE, VS_INEFFECTIVE_MATCH,
         VS_HOST_NOT_FOUND_IN_GATEWAY, SCHEMA_WARNING, CONFLICTING_GATEWAYS, DR_SUBSET_NOT_SELECT_PODS,
         UNKNOWN_DR_HOST, FILE_ERROR, YAML_SYNTAX_ERROR, IGNORED_KIND, UNSUPPORTED_FIELD, UNKNOWN_FIELD_DROPPED,
-        DUPLICATE_RESOURCE,
+        DUPLICATE_RESOURCE, MERGED_DESTINATION_RULES,
     )
 }
 

@@ -234,3 +234,26 @@ def test_ist0173_subset_selects_no_pods(subset, expected):
 def test_ist0174_destination_rule_host_unknown(host, expected):
     dr = f"apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: d2}}\nspec:\n  host: {host}\n"
     assert codes(run(dr)) == expected
+
+
+K8S_ONLY = BASE.split("---\napiVersion: networking")[0]  # BASE's Service and Deployments, not its DestinationRule
+
+
+def _dr(name: str, body: str) -> str:
+    return f"apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}}}\nspec:\n" \
+           f"  host: reviews\n" + textwrap.indent(textwrap.dedent(body), "  ")
+
+
+@pytest.mark.parametrize("second, expected_paths", [
+    ("trafficPolicy: {loadBalancer: {simple: RANDOM}}\n", ["spec.trafficPolicy"]),  # ignored policy
+    ("subsets: [{name: v1, labels: {version: v1}}]\n", ["spec.subsets[0]"]),  # duplicate subset dropped
+    ("subsets: [{name: v9, labels: {version: v1}}]\n", []),  # a new subset merges fine
+    ("workloadSelector: {matchLabels: {app: reviews}}\ntrafficPolicy: {loadBalancer: {simple: RANDOM}}\n", []),
+])
+def test_pym0007_merged_destination_rules_that_lose_something(second, expected_paths):
+    first = _dr("first", "trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}\n"
+                         "subsets: [{name: v1, labels: {version: v1}}]\n")
+    found = [f for f in run(first + "---\n" + _dr("second", second), base=K8S_ONLY)
+             if f.code == "PYM0007"]
+    assert [f.path for f in found] == expected_paths
+    assert all(f.resource == "DestinationRule default/second" for f in found)

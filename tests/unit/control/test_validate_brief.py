@@ -88,6 +88,12 @@ def test_gateway_selector_matches_no_gateway_workload(analysis):
     assert at(analysis, "gateway.yaml", 7, "IST0101").message == 'Referenced selector not found: "istio=ingressgateway"'
 
 
+def test_two_destination_rules_for_one_host_merge_and_the_second_policy_is_ignored(analysis):
+    f = at(analysis, "destinationrule.yaml", 8, "PYM0007")
+    assert f.path == "spec.trafficPolicy" and f.level == Level.WARNING
+    assert "the trafficPolicy of default/my-app-dr is ignored, the one of default/my-app-circuit-breaker" in f.message
+
+
 def test_authorization_policy_selects_no_workload(analysis):
     assert at(analysis, "security-policy.yaml", 17, "IST0127").message.endswith("labels: app=my-app")
 
