@@ -142,6 +142,24 @@ async def test_9_http10_keep_alive_with_host_trailing_lws(http10_proxy, upstream
     assert upstream.requests[0].header("host") == "foo.com"
 
 
+@pytest.mark.xfail(reason="engine bug: see notes", strict=False)
+async def test_9_http10_keep_alive_with_content_length_stays_open(http10_proxy, upstream):
+    """Envoy: integration_test.cc Http10WithHostandKeepAliveAndContentLengthAndLws: an HTTP/1.0
+    keep-alive request whose response has a content-length gets `connection: keep-alive` (not close),
+    the length, no chunking, and the connection serves a second request."""
+    c = await http10_proxy.connect()
+    ka = b"GET /download/10?framing=length HTTP/1.0\r\nHost: foo.com \r\nConnection:Keep-alive\r\n\r\n"
+    await c.send(ka)
+    r = await c.read_response()
+    assert (r.version, r.status) == ("HTTP/1.0", 200)
+    assert r.header("connection") == "keep-alive"
+    assert r.header("content-length") == "10" and not r.has("transfer-encoding")
+    assert r.body == pattern(10)
+    await c.send(ka)
+    assert (await c.read_response()).body == pattern(10)
+    assert upstream.requests[0].header("host") == "foo.com"
+
+
 # ---------------------------------------------------------------- #10 / #11 pipelining
 
 async def test_10_pipelined_request_without_host_is_400_after_the_good_one(proxy, upstream):
