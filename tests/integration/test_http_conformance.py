@@ -76,6 +76,24 @@ async def test_2_to_7_malformed_request_is_400(proxy, raw):
     await assert_serving(proxy)
 
 
+@pytest.mark.parametrize("raw", [
+    pytest.param(b"GET / HTTP/1.1\r\nHost: host\r\nFoo : bar\r\n\r\n", id="space-before-colon"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: host\r\nX-Bad: a\x00b\r\n\r\n", id="nul-in-value"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: host\r\ntransfer-encoding: chunked\r\n\r\n"
+                 b"fffffffffffffffffff\r\n", id="chunk-size-overflow"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: host\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n", id="chunk-size-not-hex"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: host\r\ntransfer-encoding: gzip\r\n\r\nabc", id="te-not-ending-chunked"),
+])
+async def test_rfc9112_malformed_request_is_400_and_not_forwarded(proxy, upstream, raw):
+    """Not in Envoy's table but required by RFC 9112 (§5.1, §6.3, §7.1) and enforced by Envoy's codecs:
+    whitespace before the colon, a NUL in a value, a bad chunk size, or a request whose last transfer
+    coding is not chunked → 400, connection closed, nothing (or no smuggled remainder) forwarded."""
+    r, c = await raw_exchange(proxy, raw)
+    assert r.status == 400
+    await c.assert_closed()
+    assert all(rq.body_length == 0 for rq in upstream.requests)
+
+
 async def test_3_missing_delimiter_logs_dpe_and_codec_error(proxy):
     """Envoy: integration_test.cc MissingDelimiter: the access log shows flag DPE and details
     http1.codec_error."""

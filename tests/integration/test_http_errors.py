@@ -173,3 +173,17 @@ async def test_request_headers_timeout_does_not_cut_complete_requests(slow_heade
     assert (r.status, r.body) == (200, b"delayed")
     again = await c.request("GET", "/")
     assert again.status == 200
+
+
+async def test_downstream_status_classes_count_local_replies(upstream, proxy_factory):
+    """downstream_rq_<N>xx count every answer the client got, the proxy's own included."""
+    vh = [virtual_host("app", ["app.example.com"], [route("/", "backend")])]
+    p = await proxy_factory(bootstrap({"backend": [upstream.port]}, virtual_hosts=vh))
+    assert (await p.fetch("GET", "/", host="app.example.com")).status == 200
+    assert (await p.fetch("GET", "/", host="nowhere.example.com")).status == 404
+    assert (await p.fetch("GET", "/reset-before-headers", host="app.example.com")).status == 503
+    assert (await p.fetch("GET", "/status/502", host="app.example.com")).status == 502
+    counts = {c: p.stat(f"http.ingress_http.downstream_rq_{c}xx") for c in (2, 4, 5)}
+    assert counts == {2: 1, 4: 1, 5: 2}
+    assert p.stat("http.ingress_http.downstream_rq_total") == 4
+    assert p.stat("http.ingress_http.downstream_rq_active") == 0
