@@ -90,6 +90,27 @@ def test_run_bad_file_exits_1_with_file_and_field(tmp_path):
     assert_clean_error(run_cli("run", "-c", path), path, "static_resources.clusters[0].conect_timeout")
 
 
+@pytest.fixture
+def busy_port():
+    """A 127.0.0.1 port someone else is listening on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def test_run_listener_port_in_use_exits_1_cleanly(tmp_path, busy_port):
+    path = write(tmp_path, "busy.yaml", bootstrap({"backend": [busy_port]}, listener_port=busy_port))
+    r = run_cli("run", "-c", path)
+    assert_clean_error(r, path, str(busy_port))
+
+
+def test_run_admin_port_in_use_exits_1_cleanly(tmp_path, busy_port):
+    path = write(tmp_path, "busy.yaml", bootstrap({"backend": [busy_port]}, admin_port=busy_port))
+    r = run_cli("run", "-c", path)
+    assert_clean_error(r, str(busy_port))
+
+
 async def _admin_get(port: int, path: str) -> tuple[int, str]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
         async with s.get(f"http://127.0.0.1:{port}{path}") as r:
