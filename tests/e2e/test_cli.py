@@ -8,6 +8,7 @@ stopped by PID (the `pyproxy_process` fixture), workers included.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -142,6 +143,16 @@ async def test_run_serves_traffic_and_admin_then_stops_on_sigterm(upstream, pypr
     assert f"http.ingress_http.downstream_rq_total: {len(upstream.requests)}" in stats.splitlines()
     assert proc.stop() == 0
     assert "Traceback" not in proc.output()
+
+
+async def test_run_stops_on_admin_quitquitquit(upstream, pyproxy_process):
+    """POST /quitquitquit on the admin port stops the proxy with exit code 0 (Envoy's admin verb)."""
+    proc = pyproxy_process(bootstrap({"backend": [upstream.port]}, admin_port=0))
+    admin = await _find_admin(await proc.wait_listening(2))
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+        async with s.post(f"http://127.0.0.1:{admin}/quitquitquit") as r:
+            assert r.status == 200
+    assert await asyncio.to_thread(proc.proc.wait, 15) == 0
 
 
 STDOUT_LOG = {"name": "envoy.access_loggers.stdout", "typed_config": {
