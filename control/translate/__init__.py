@@ -81,11 +81,12 @@ def gateway_workload(mesh: MeshSnapshot, name: str, namespace: str | None = None
     return find_workload(mesh, name, namespace)
 
 
-def render_gateway(mesh: MeshSnapshot, name: str = "istio-ingressgateway", namespace: str | None = None,
+def render_gateway(mesh: MeshSnapshot, name: str | Workload = "istio-ingressgateway", namespace: str | None = None,
                    options: Options = Options()) -> Rendered:
-    """The configuration of a gateway proxy: listeners for the servers of the Gateways selecting it, routes
-    from the VirtualServices bound to them, clusters and endpoints for every service."""
-    wl = gateway_workload(mesh, name, namespace)
+    """The configuration of a gateway proxy (by deployment name or a Workload, e.g. a registered proxy):
+    listeners for the servers of the Gateways selecting it, routes from the VirtualServices bound to them,
+    clusters and endpoints for every service."""
+    wl = name if isinstance(name, Workload) else gateway_workload(mesh, name, namespace)
     proxy = make_proxy(mesh, wl, "router", options)
     specs = cds.outbound_specs(proxy)
     index = cds.spec_index(specs)

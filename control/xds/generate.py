@@ -1,0 +1,107 @@
+"""One connected proxy's xDS resources: translate the mesh for its registered workload (istiod's ConfigGenerator).
+
+`generate(mesh, registry, node)` renders a sidecar (`control.translate.render_sidecar`) or a gateway
+(`render_gateway`) for the workload the proxy registered (control.registry.live.MeshRegistry), then applies
+the proxy's own ports (ARCHITECTURE.md decision 4: on a shared host ports are assigned per proxy and sent
+in its node metadata, docs/xds.md):
+
+* the outbound listener `0.0.0.0_15001` binds OUTBOUND_PORT (and is named after it);
+* `virtualInbound` binds INBOUND_PORT. Peers reach a sidecar at `<ip>:<INBOUND_PORT>` (explicit capture), so
+  the connection's destination port is the inbound port, not the app port istiod's `destination_port`
+  filter-chain match expects; for a sidecar with one app port the first inbound chain is kept without the
+  match (the others name the same app), with several the chains are kept as translated (correct only under
+  transparent capture) and a note says so;
+* `inbound|...` clusters of a one-app-port sidecar send to 127.0.0.1:<app port>, whatever the service's
+  targetPort (two replicas on one host cannot both listen on the targetPort).
+
+Pure: returns a `Generated` (resources per xDS type, as `ProxySnapshot.build` takes them, plus notes).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from control.mesh import MeshSnapshot
+from control.registry.live import MeshRegistry, app_port
+from control.translate import Options, Rendered, render_gateway, render_sidecar
+from control.translate.common import INBOUND_PORT, OUTBOUND_PORT
+from control.xds.node import ProxyNode
+
+VIRTUAL_INBOUND = "virtualInbound"
+
+
+@dataclass(frozen=True, slots=True)
+class Generated:
+    resources: dict  # "cds" | "eds" | "lds" | "rds" -> list of resource dicts
+    notes: tuple[str, ...] = ()
+
+
+class GenerateError(LookupError):
+    """The proxy is not in the registry the mesh was built from."""
+
+
+def _with_port(listener: dict, port: int, name: str | None = None) -> dict:
+    out = copy.deepcopy(listener)
+    out["address"]["socket_address"]["port_value"] = port
+    if name is not None:
+        out["name"] = name
+    return out
+
+
+def _inbound_listener(listener: dict, node: ProxyNode, notes: list[str]) -> dict:
+    out = _with_port(listener, node.inbound_port)
+    chains = out.get("filter_chains") or []
+    if app_port(node) is not None and chains:
+        first = dict(chains[0])
+        first.pop("filter_chain_match", None)
+        out["filter_chains"] = [first]
+    elif len(chains) > 1:
+        notes.append(f"{node.short}: {len(chains)} inbound ports share {VIRTUAL_INBOUND} on port "
+                     f"{node.inbound_port}; chains match the app port, which only transparent capture preserves")
+    return out
+
+
+def _inbound_cluster(cluster: dict, port: int) -> dict:
+    out = copy.deepcopy(cluster)
+    for group in out.get("load_assignment", {}).get("endpoints", []):
+        for lb in group.get("lb_endpoints", []):
+            lb["endpoint"]["address"]["socket_address"]["port_value"] = port
+    return out
+
+
+def apply_proxy_ports(rendered: Rendered, node: ProxyNode) -> tuple[list[dict], list[dict], list[str]]:
+    """(listeners, clusters, notes) of a sidecar rendering, moved to the proxy's own ports."""
+    notes: list[str] = []
+    listeners = []
+    outbound_name = f"0.0.0.0_{OUTBOUND_PORT}"
+    for lis in rendered.listeners:
+        if lis.get("name") == outbound_name and node.outbound_port != OUTBOUND_PORT:
+            lis = _with_port(lis, node.outbound_port, f"0.0.0.0_{node.outbound_port}")
+        elif lis.get("name") == VIRTUAL_INBOUND and (node.inbound_port != INBOUND_PORT or app_port(node)):
+            lis = _inbound_listener(lis, node, notes)
+        listeners.append(lis)
+    names = [lis.get("name") for lis in listeners]
+    if len(set(names)) != len(names):
+        notes.append(f"{node.short}: OUTBOUND_PORT {node.outbound_port} is also a service port; "
+                     f"pick another outbound port")
+    port = app_port(node)
+    clusters = [_inbound_cluster(c, port) if port is not None and c.get("name", "").startswith("inbound|")
+                and c.get("load_assignment") else c for c in rendered.clusters]
+    return listeners, clusters, notes
+
+
+def generate(mesh: MeshSnapshot, registry: MeshRegistry, node: ProxyNode, options: Options = Options()) -> Generated:
+    """The four xDS resource lists for one registered proxy."""
+    workload = registry.workload_of(node.id)
+    if workload is None:
+        raise GenerateError(f"proxy {node.id!r} is not registered")
+    if node.is_gateway:
+        rendered = render_gateway(mesh, workload, options=options)
+        listeners, clusters, notes = list(rendered.listeners), list(rendered.clusters), []
+    else:
+        rendered = render_sidecar(mesh, workload, options=options)
+        listeners, clusters, notes = apply_proxy_ports(rendered, node)
+    return Generated(
+        resources={"cds": clusters, "eds": list(rendered.endpoints), "lds": listeners, "rds": list(rendered.routes)},
+        notes=tuple(rendered.notes) + tuple(notes),
+    )
