@@ -1,15 +1,17 @@
-"""Shared fixtures: a controllable upstream and an in-process proxy (see tests/support/)."""
+"""Shared fixtures: a controllable upstream, an in-process proxy, a `pyproxy run` process (tests/support/).
+
+Imports happen inside the fixtures, so collecting unrelated tests never imports the proxy.
+"""
 from __future__ import annotations
 
 import pytest
-
-from tests.support.proxy import run_proxy
-from tests.support.upstream import TestUpstream
 
 
 @pytest.fixture
 async def upstream_factory():
     """`await upstream_factory(name)` -> a started `TestUpstream`; all are closed after the test."""
+    from tests.support.upstream import TestUpstream
+
     started: list[TestUpstream] = []
 
     async def make(name: str = "upstream", handler=None) -> TestUpstream:
@@ -23,13 +25,15 @@ async def upstream_factory():
 
 
 @pytest.fixture
-async def upstream(upstream_factory) -> TestUpstream:
+async def upstream(upstream_factory):
     return await upstream_factory()
 
 
 @pytest.fixture
 async def proxy_factory():
     """`await proxy_factory(bootstrap_dict)` -> a `RunningProxy`; all are stopped after the test."""
+    from tests.support.proxy import run_proxy
+
     stack = []
 
     async def make(config: dict):
