@@ -320,9 +320,6 @@ class RouterFilter:
         else:
             self._attempt_failed(local_reply.CONNECTION_TERMINATION, reset=True)
 
-    def flush_downstream(self) -> None:
-        self.stream.conn.flush()
-
     def on_upstream_write_paused(self) -> None:
         self.stream.conn.pause_reading_for_upstream()
 

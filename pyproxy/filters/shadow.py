@@ -114,9 +114,6 @@ class ShadowRequest:
     def on_upstream_write_resumed(self) -> None:
         pass
 
-    def flush_downstream(self) -> None:
-        pass
-
     def abandon(self) -> None:
         self.timer = None
         if self.conn is not None:

@@ -41,11 +41,7 @@ def status_line(status: int, version: str = "1.1") -> bytes:
 
 def encode_head(first_line: bytes, headers: Headers) -> bytes:
     """First line + header block + blank line, as bytes."""
-    parts = [first_line]
-    for k, v in headers:
-        parts.append(f"{k}: {v}\r\n".encode("latin-1"))
-    parts.append(b"\r\n")
-    return b"".join(parts)
+    return first_line + "".join([f"{k}: {v}\r\n" for k, v in headers]).encode("latin-1") + b"\r\n"
 
 
 def request_line(method: str, target: str) -> bytes:

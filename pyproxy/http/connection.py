@@ -26,6 +26,7 @@ import httptools
 from ..filters.base import FilterStatus
 from ..observe.stream_info import ResponseFlag, StreamInfo
 from . import codec, local_reply
+from .flush import flush_later, flush_pending
 from .headers import Headers
 from .local_reply import LocalReply
 
@@ -411,12 +412,7 @@ class DownstreamConnection(asyncio.Protocol):
         if self._early is not None:  # answered early and the request body is still coming: give up on it
             self._early = None
             self.close()
-        self.flush()
-        streams = self.streams
-        if streams:
-            router = streams[0].router
-            if router is not None and router.conn is not None:
-                router.conn.flush()
+        flush_pending()
 
     def eof_received(self) -> bool | None:
         # Envoy's HCM does not support half-close downstream: EOF is a remote close, streams in flight are
@@ -520,7 +516,7 @@ class DownstreamConnection(asyncio.Protocol):
             return
         buf = self._wbuf
         if not buf:
-            self._loop.call_soon(self.flush)  # safety net for writes made outside data_received
+            flush_later(self)
         buf.append(data)
 
     def flush(self) -> None:

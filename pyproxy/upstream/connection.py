@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from ..http.flush import flush_later, flush_pending
 from ..http.headers import Headers
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -101,11 +102,11 @@ class UpstreamConnection(asyncio.Protocol):
                 self.attempt = None
                 self.close()
                 attempt.on_upstream_reset("protocol error")
-            attempt.flush_downstream()
+            flush_pending()
             return
         if self._complete:
             self._finish()
-        attempt.flush_downstream()
+        flush_pending()
 
     # ------------------------------------------------------------ sending
     def send(self, attempt: Any, head: bytes, head_request: bool) -> None:
@@ -125,7 +126,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         buf = self._wbuf
         if not buf:
-            self._loop.call_soon(self.flush)
+            flush_later(self)
         buf.append(data)
 
     def flush(self) -> None:
