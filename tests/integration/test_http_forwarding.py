@@ -276,3 +276,24 @@ async def test_config_swap_keeps_open_downstream_connections(upstream_factory, p
     await p.server.apply(*listeners_and_clusters(bootstrap({"new": [new.port]})), version="2")
     assert p.port == port
     assert (await c.request("GET", "/")).header("x-upstream") == "new"
+
+
+async def test_removed_listener_drains_its_in_flight_request(upstream, proxy_factory):
+    """A swap that replaces listener_0 by listener_1: the old port stops accepting, the request in
+    flight on it still completes, and the new listener serves."""
+    from tests.support.client import RawClient, fetch
+
+    p = await proxy_factory(bootstrap({"backend": [upstream.port]}))
+    old_port = p.port
+    in_flight = asyncio.create_task(p.fetch("GET", "/delay/0.5"))
+    await upstream.wait_requests(1)
+    await p.server.apply(*listeners_and_clusters(bootstrap({"backend": [upstream.port]},
+                                                           listener_name="listener_1")), version="2")
+    assert list(p.server.listeners) == ["listener_1"]
+    new_port = p.server.listeners["listener_1"].port
+    assert new_port != old_port
+    assert (await fetch(new_port, "GET", "/")).status == 200
+    with pytest.raises(OSError):
+        await RawClient.connect(old_port)
+    slow = await asyncio.wait_for(in_flight, 5)
+    assert (slow.status, slow.body) == (200, b"delayed")
