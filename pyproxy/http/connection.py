@@ -223,10 +223,14 @@ class ActiveStream:
                 self.response_chunked = not self.head_request
             else:
                 self.keep_alive = False  # HTTP/1.0: body delimited by close
+        if "date" not in headers:
+            headers.add("date", _http_date())  # Envoy's HCM adds one when the upstream gave none
         close = not self.keep_alive or self.conn.draining
         if close:
             self.keep_alive = False
             headers.set("connection", "close")
+        elif self.version == "1.0":
+            headers.set("connection", "keep-alive")  # an HTTP/1.0 client assumes close otherwise
         head = codec.encode_head(codec.status_line(status, self.version), headers)
         self.bytes_sent = 0
         self.conn.write(head)
@@ -265,7 +269,6 @@ class ActiveStream:
             h.set("content-type", "text/plain")
         elif status not in codec.NO_BODY_STATUSES:
             h.set("content-length", "0")
-        h.set("date", _http_date())
         self.encode_headers(status, h, not text, framed_length=True)
         if text and not self.head_request:
             self.encode_data(text)
