@@ -160,7 +160,6 @@ async def test_9_http10_keep_alive_with_host_trailing_lws(http10_proxy, upstream
     assert upstream.requests[0].header("host") == "foo.com"
 
 
-@pytest.mark.xfail(reason="engine bug: see notes", strict=False)
 async def test_9_http10_keep_alive_with_content_length_stays_open(http10_proxy, upstream):
     """Envoy: integration_test.cc Http10WithHostandKeepAliveAndContentLengthAndLws: an HTTP/1.0
     keep-alive request whose response has a content-length gets `connection: keep-alive` (not close),

@@ -151,7 +151,6 @@ async def test_upstream_status_and_body_pass_through(proxy):
     assert proxy.stat("http.ingress_http.downstream_rq_4xx") == 1
 
 
-@pytest.mark.xfail(reason="engine bug: see notes", strict=False)
 async def test_date_added_when_absent_and_upstream_date_kept(proxy):
     """Envoy's HCM adds a `date` (IMF-fixdate) to every response that lacks one and keeps the
     upstream's own (envoy.reloadable_features.preserve_upstream_date, on by default)."""
