@@ -16,7 +16,7 @@ import os
 import random
 import socket
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from .config import model
 from .config.decode import ConfigError
@@ -128,6 +128,8 @@ class ListenerRuntime:
         self.stats_cx_active.dec()
 
     async def start(self, reuse_port: bool = False) -> None:
+        if self.config.bind_to_port is False:
+            return  # a listener that only exists to be handed connections (Istio's per-port listeners)
         sa = self.config.address.socket_address
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
@@ -173,7 +175,7 @@ def validate_snapshot(listeners: Iterable[model.Listener], clusters: Iterable[mo
         if c.name in names:
             raise ConfigRejected(f"duplicate cluster name {c.name!r}")
         names.add(c.name)
-        if c.type in ("STATIC", "STRICT_DNS", "LOGICAL_DNS") and c.load_assignment is None:
+        if c.type in ("STRICT_DNS", "LOGICAL_DNS") and c.load_assignment is None:
             raise ConfigRejected(f"cluster {c.name!r}: type {c.type} needs a load_assignment")
     lnames = set()
     for lis in listeners:
@@ -187,7 +189,8 @@ def validate_snapshot(listeners: Iterable[model.Listener], clusters: Iterable[mo
             raise ConfigRejected(f"listener {key!r}: the last HTTP filter must be envoy.filters.http.router "
                                  f"(got {filters or 'none'})")
         for f in hcm.http_filters[:-1]:
-            if f.name not in supported_filters() and not f.is_optional and type(f.typed_config).__name__ != "HTTPFault":
+            if f.name not in supported_filters() and not f.is_optional and \
+                    type(f.typed_config).__name__ not in ("HTTPFault", "Cors"):
                 raise ConfigRejected(f"listener {key!r}: HTTP filter {f.name!r} is not supported yet "
                                      f"(supported: {', '.join(supported_filters())})")
 
@@ -206,6 +209,8 @@ class ProxyServer:
         self.clusters: ClusterManager | None = None
         self.listener_configs: tuple[model.Listener, ...] = ()
         self.cluster_configs: tuple[model.Cluster, ...] = ()
+        self.route_configs: dict[str, model.RouteConfiguration] = {}
+        self.endpoint_configs: dict[str, model.ClusterLoadAssignment] = {}
         self.version = ""
         self.last_updated = 0.0
         self.started = time.time()
@@ -217,23 +222,36 @@ class ProxyServer:
         return self.clusters is not None
 
     async def apply(self, listeners: Iterable[model.Listener], clusters: Iterable[model.Cluster],
-                    version: str = "") -> None:
-        """Build the new runtime completely, then swap it in; on any error the old one keeps serving."""
+                    version: str = "", *, routes: Mapping[str, model.RouteConfiguration] | None = None,
+                    endpoints: Mapping[str, model.ClusterLoadAssignment] | None = None) -> None:
+        """Build the new runtime completely, then swap it in; on any error the old one keeps serving.
+
+        `routes` are the RDS route configurations by name (for listeners whose HCM uses `rds`), `endpoints` the
+        EDS load assignments by service name (for clusters of type EDS). Static configs pass neither."""
         listeners = tuple(listeners)
         clusters = tuple(clusters)
+        routes = dict(routes or {})
+        endpoints = dict(endpoints or {})
         validate_snapshot(listeners, clusters)
+        for lis in listeners:
+            hcm_cfg = http_connection_manager_of(lis)
+            if hcm_cfg.rds is not None and hcm_cfg.rds.route_config_name not in routes:
+                raise ConfigRejected(f"listener {lis.name!r}: route configuration "
+                                     f"{hcm_cfg.rds.route_config_name!r} (rds) was not provided")
         async with self._lock:
             loop = asyncio.get_running_loop()
             if self.access_logs is None:
                 self.access_logs = AccessLogManager(scheduler=loop.call_later)
-            new_clusters = ClusterManager(clusters, self.stats, self.rng, previous=self.clusters)
+            new_clusters = ClusterManager(clusters, self.stats, self.rng, previous=self.clusters, endpoints=endpoints)
             await new_clusters.start()
             new_hcms = {}
             for lis in listeners:
                 key = lis.name or _address_key(lis)
+                hcm_cfg = http_connection_manager_of(lis)
+                rc = routes[hcm_cfg.rds.route_config_name] if hcm_cfg.rds is not None else None
                 try:
-                    new_hcms[key] = HcmRuntime(http_connection_manager_of(lis), new_clusters, self.stats,
-                                               self.rng, access_logs=self.access_logs)
+                    new_hcms[key] = HcmRuntime(hcm_cfg, new_clusters, self.stats, self.rng, route_config=rc,
+                                               access_logs=self.access_logs)
                 except ConfigError as e:
                     raise ConfigRejected(f"listener {key!r}: {e}") from None
             # bind new listeners before touching old ones, so a bind failure leaves everything as it was
@@ -243,7 +261,8 @@ class ProxyServer:
                 for lis in listeners:
                     key = lis.name or _address_key(lis)
                     old = self.listeners.get(key)
-                    if old is not None and old.config.address == lis.address:
+                    if old is not None and old.config.address == lis.address and \
+                            old.config.bind_to_port == lis.bind_to_port:
                         new_listeners[key] = old
                         continue
                     rt = ListenerRuntime(lis, new_hcms[key], self.stats, self.worker_id or 0)
@@ -264,6 +283,8 @@ class ProxyServer:
             self.clusters = new_clusters
             self.listener_configs = listeners
             self.cluster_configs = clusters
+            self.route_configs = routes
+            self.endpoint_configs = endpoints
             self.version = version or str(int(time.time() * 1000))
             self.last_updated = time.time()
             for rt in removed:

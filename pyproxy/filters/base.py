@@ -28,6 +28,9 @@ class HttpFilter:
     def decode_headers(self, stream: "ActiveStream") -> FilterStatus:
         return FilterStatus.CONTINUE
 
+    def encode_headers(self, stream: "ActiveStream", headers: Any) -> None:
+        """The response head is about to be written (upstream or local reply): a filter may edit it."""
+
     def on_destroy(self) -> None:
         """The stream ended (normally or not): release timers, counters."""
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import fault
+from . import cors, fault
 from .base import FactoryBuilder, FilterFactory
 
 ROUTER = "envoy.filters.http.router"
 
 BUILDERS: dict[str, FactoryBuilder] = {
     fault.NAME: fault.build_factory,
+    cors.NAME: cors.build_factory,
 }
 
 
@@ -38,4 +39,4 @@ def build_chain(http_filters: Any, stats: Any, rng: Any) -> tuple[FilterFactory,
     return tuple(out)
 
 
-BY_TYPE: dict[str, FactoryBuilder] = {"HTTPFault": fault.build_factory}
+BY_TYPE: dict[str, FactoryBuilder] = {"HTTPFault": fault.build_factory, "Cors": cors.build_factory}

@@ -207,6 +207,9 @@ class ActiveStream:
         info.response_code = status
         info.response_headers = headers
         codec.strip_hop_by_hop(headers)
+        if self.filters is not None:
+            for f in self.filters:
+                f.encode_headers(self, headers)
         server_name = self.hcm.config.server_name or "pyproxy"
         mode = self.hcm.config.server_header_transformation
         if mode == "OVERWRITE" or (mode == "APPEND_IF_ABSENT" and "server" not in headers):

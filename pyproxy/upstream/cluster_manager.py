@@ -46,7 +46,7 @@ class ClusterRuntime:
     """One live cluster (Envoy: ClusterImplBase + its host set + thread-local LB and pools)."""
 
     def __init__(self, config: model.Cluster, stats: Stats, rng: random.Random | None = None,
-                 previous: "ClusterRuntime | None" = None):
+                 previous: "ClusterRuntime | None" = None, eds: model.ClusterLoadAssignment | None = None):
         self.config = config
         self.name = config.name
         self.rng = rng or _DEFAULT_RNG
@@ -87,14 +87,15 @@ class ClusterRuntime:
         self.hosts: list[Host] = []
         self._old_hosts = {(h.address, h.port): h for h in previous.hosts} if previous else {}
         self._dns_task: asyncio.Task | None = None
+        self.eds = eds
         self.retired = False
         self.outlier: OutlierDetector | None = None  # made by set_endpoints when outlier_detection is configured
         self._outlier_timer: asyncio.TimerHandle | None = None
-        self.set_endpoints(self._static_endpoints())
+        self.set_endpoints(endpoints_of(eds) if config.type == "EDS" else self._static_endpoints())
 
     # ------------------------------------------------------------ membership
     def _static_endpoints(self) -> list[tuple[str, int, int, Any]]:
-        if self.config.type in ("STATIC", "EDS", "ORIGINAL_DST"):
+        if self.config.type in ("STATIC", "ORIGINAL_DST"):
             return endpoints_of(self.config.load_assignment)
         return []  # DNS clusters fill in after resolution
 
@@ -126,6 +127,7 @@ class ClusterRuntime:
             self.outlier = detector_for(self.config.outlier_detection, hosts, rng=self.rng, clock=time.monotonic)
 
     def update_endpoints(self, cla: model.ClusterLoadAssignment) -> None:
+        self.eds = cla
         self.set_endpoints(endpoints_of(cla))
 
     async def start(self) -> None:
@@ -295,15 +297,23 @@ class ClusterManager:
     """All clusters of one config snapshot, by name."""
 
     def __init__(self, clusters: Iterable[model.Cluster], stats: Stats, rng: random.Random | None = None,
-                 previous: "ClusterManager | None" = None):
+                 previous: "ClusterManager | None" = None,
+                 endpoints: "dict[str, model.ClusterLoadAssignment] | None" = None):
         self.clusters: dict[str, ClusterRuntime] = {}
         old = previous.clusters if previous else {}
+        endpoints = endpoints or {}
         for cfg in clusters:
             prev = old.get(cfg.name)
+            eds = None
+            if cfg.type == "EDS":
+                service = (cfg.eds_cluster_config.service_name if cfg.eds_cluster_config else "") or cfg.name
+                eds = endpoints.get(service)
             if prev is not None and prev.config == cfg:
                 self.clusters[cfg.name] = prev  # unchanged: keep pools, hosts, counters
+                if eds is not None and eds != prev.eds:
+                    prev.update_endpoints(eds)  # EDS update: same runtime, new host set (hosts reused)
             else:
-                self.clusters[cfg.name] = ClusterRuntime(cfg, stats, rng, previous=prev)
+                self.clusters[cfg.name] = ClusterRuntime(cfg, stats, rng, previous=prev, eds=eds)
         self._orphans = [rt for name, rt in old.items() if self.clusters.get(name) is not rt]
 
     def get(self, name: str) -> ClusterRuntime | None:
