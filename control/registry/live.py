@@ -170,12 +170,14 @@ class MeshRegistry(Registry):
         self._static = tuple(w for w in file_workloads if w.kind not in TEMPLATE_KINDS)
         live: list[Workload] = []
         self._node_of: dict[int, ProxyNode] = {}
+        self._by_node_id: dict[str, Workload] = {}
         for node in nodes:
             template = template_for(node, file_workloads)
             base = proxy_workload(node, template)
             w = proxy_workload(node, template, self._named_target_ports(node, base))
             live.append(w)
             self._node_of[id(w)] = node
+            self._by_node_id[node.id] = w
         self._live = tuple(live)
         self._workloads = self._static + self._live
 
@@ -208,10 +210,7 @@ class MeshRegistry(Registry):
 
     def workload_of(self, node_id: str) -> Workload | None:
         """The workload a registered proxy stands for."""
-        for w in self._live:
-            if self._node_of[id(w)].id == node_id:
-                return w
-        return None
+        return self._by_node_id.get(node_id)
 
     def endpoints(self, service: Service, port: ServicePort) -> tuple[Endpoint, ...]:
         out = list(select_endpoints(service, port, self._static))

@@ -69,9 +69,13 @@ class ProxySnapshot:
     changed_at: float = 0.0  # when the change that led to it happened (convergence time starts here)
 
     @classmethod
-    def build(cls, resources: Mapping[str, Iterable[dict]], changed_at: float = 0.0) -> "ProxySnapshot":
+    def build(cls, resources: Mapping[str, Iterable[dict]], changed_at: float = 0.0,
+              hashes: Mapping[str, str] | None = None) -> "ProxySnapshot":
+        """`hashes` may carry known content hashes per type (any deterministic function of the content: a
+        memoized render shared by many proxies is hashed once); missing ones are computed."""
         frozen = {t.short: tuple(resources.get(t.short, ())) for t in ORDER}
-        hashes = {short: content_hash(res) for short, res in frozen.items()}
+        known = hashes or {}
+        hashes = {short: known.get(short) or content_hash(res) for short, res in frozen.items()}
         version = hashlib.sha256("".join(hashes[t.short] for t in ORDER).encode()).hexdigest()[:16]
         return cls(version, MappingProxyType(frozen), MappingProxyType(hashes), changed_at)
 

@@ -19,12 +19,15 @@ Pure: returns a `Generated` (resources per xDS type, as `ProxySnapshot.build` ta
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 
 from control.mesh import MeshSnapshot
 from control.registry.live import MeshRegistry, app_port
+from control.registry.model import Workload
 from control.translate import Options, Rendered, render_gateway, render_sidecar
 from control.translate.common import INBOUND_PORT, OUTBOUND_PORT
+from control.xds.cache import ProxySnapshot, content_hash
 from control.xds.node import ProxyNode
 
 VIRTUAL_INBOUND = "virtualInbound"
@@ -34,6 +37,7 @@ VIRTUAL_INBOUND = "virtualInbound"
 class Generated:
     resources: dict  # "cds" | "eds" | "lds" | "rds" -> list of resource dicts
     notes: tuple[str, ...] = ()
+    hashes: dict = field(default_factory=dict)  # known content hashes per type (see ProxySnapshot.build)
 
 
 class GenerateError(LookupError):
@@ -90,18 +94,70 @@ def apply_proxy_ports(rendered: Rendered, node: ProxyNode) -> tuple[list[dict], 
     return listeners, clusters, notes
 
 
+def render_key(node: ProxyNode, workload: Workload) -> tuple:
+    """What a rendering depends on besides the mesh: translation reads the workload's namespace, labels,
+    service account and ports, never its name or address (a gateway's name only appears in a note)."""
+    return (node.type, workload.namespace, tuple(sorted(workload.labels.items())), workload.service_account,
+            workload.ports, workload.owner if node.is_gateway else "")
+
+
+def _render(mesh: MeshSnapshot, workload: Workload, node: ProxyNode, options: Options) -> Rendered:
+    if node.is_gateway:
+        return render_gateway(mesh, workload, options=options)
+    return render_sidecar(mesh, workload, options=options)
+
+
+def _derived_hash(base: str, node: ProxyNode) -> str:
+    """Hash of content derived deterministically from `base` content and the proxy's ports."""
+    key = f"{base}|{node.inbound_port}|{node.outbound_port}|{app_port(node)}"
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class SnapshotBuilder:
+    """Snapshots for every proxy of one mesh state. Proxies with the same render key share one rendering
+    (and its hashes): a push renders once per workload shape, not once per proxy."""
+
+    def __init__(self, mesh: MeshSnapshot, registry: MeshRegistry, options: Options = Options()):
+        self.mesh = mesh
+        self.registry = registry
+        self.options = options
+        self._memo: dict[tuple, tuple[Rendered, dict[str, str]]] = {}
+        self.renders = 0
+
+    def _base(self, node: ProxyNode, workload: Workload) -> tuple[Rendered, dict[str, str]]:
+        key = render_key(node, workload)
+        hit = self._memo.get(key)
+        if hit is None:
+            rendered = _render(self.mesh, workload, node, self.options)
+            self.renders += 1
+            hashes = {"cds": content_hash(rendered.clusters), "eds": content_hash(rendered.endpoints),
+                      "lds": content_hash(rendered.listeners), "rds": content_hash(rendered.routes)}
+            hit = self._memo[key] = (rendered, hashes)
+        return hit
+
+    def generate(self, node: ProxyNode) -> Generated:
+        workload = self.registry.workload_of(node.id)
+        if workload is None:
+            raise GenerateError(f"proxy {node.id!r} is not registered")
+        rendered, hashes = self._base(node, workload)
+        if node.is_gateway:
+            return Generated({"cds": list(rendered.clusters), "eds": list(rendered.endpoints),
+                              "lds": list(rendered.listeners), "rds": list(rendered.routes)},
+                             tuple(rendered.notes), dict(hashes))
+        listeners, clusters, notes = apply_proxy_ports(rendered, node)
+        return Generated(
+            resources={"cds": clusters, "eds": list(rendered.endpoints), "lds": listeners,
+                       "rds": list(rendered.routes)},
+            notes=tuple(rendered.notes) + tuple(notes),
+            hashes={"cds": _derived_hash(hashes["cds"], node), "eds": hashes["eds"],
+                    "lds": _derived_hash(hashes["lds"], node), "rds": hashes["rds"]},
+        )
+
+    def snapshot(self, node: ProxyNode, changed_at: float = 0.0) -> tuple[ProxySnapshot, tuple[str, ...]]:
+        gen = self.generate(node)
+        return ProxySnapshot.build(gen.resources, changed_at, gen.hashes), gen.notes
+
+
 def generate(mesh: MeshSnapshot, registry: MeshRegistry, node: ProxyNode, options: Options = Options()) -> Generated:
     """The four xDS resource lists for one registered proxy."""
-    workload = registry.workload_of(node.id)
-    if workload is None:
-        raise GenerateError(f"proxy {node.id!r} is not registered")
-    if node.is_gateway:
-        rendered = render_gateway(mesh, workload, options=options)
-        listeners, clusters, notes = list(rendered.listeners), list(rendered.clusters), []
-    else:
-        rendered = render_sidecar(mesh, workload, options=options)
-        listeners, clusters, notes = apply_proxy_ports(rendered, node)
-    return Generated(
-        resources={"cds": clusters, "eds": list(rendered.endpoints), "lds": listeners, "rds": list(rendered.routes)},
-        notes=tuple(rendered.notes) + tuple(notes),
-    )
+    return SnapshotBuilder(mesh, registry, options).generate(node)

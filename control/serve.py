@@ -1,0 +1,324 @@
+"""The serving control plane (istiod's discovery server minus the sockets): config in, per-proxy snapshots out.
+
+    files --load/validate--> last good resources ----+
+                                                     +--> MeshRegistry + build_mesh --> SnapshotBuilder
+    proxies' DiscoveryRequests --> LiveRegistry -----+         (per connected proxy) --> XdsCache --> waiters
+
+* **Config.** `reload()` loads every YAML/JSON file under the config directory, one file at a time. A file
+  with an Error finding (YAML syntax, schema) keeps its last good resources serving; the error is logged,
+  counted (`galley_validation_failed`, `pilot_config_errors`) and shown at `/debug/configz` (and
+  `meshctl analyze` on the directory prints it with file:line). Accepted changes count
+  `pilot_k8s_cfg_events{type,event}`.
+* **Registration.** Each request's node registers or refreshes its proxy (control.registry.live); a proxy
+  with no request in flight for the grace period is removed by `expire()`.
+* **Push.** Config or registry changes are debounced (`debounce`, istiod's PILOT_DEBOUNCE_AFTER 100ms), then
+  one mesh is built and every registered proxy's snapshot regenerated (renders shared by workload shape);
+  only proxies whose snapshot changed are woken. Long-polls wait on a per-proxy event, woken by a new
+  snapshot or by an ACK (which may open the next type in ADS order, see control.xds.cache).
+
+Time: `clock` (monotonic seconds) is injected for registration and convergence; waiting uses the event loop.
+The aiohttp shell is control.xds.server; the command is control.cli.control.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from typing import Callable, Iterable
+
+from control.istio.load import expand_paths, load_paths
+from control.istio.messages import Level
+from control.istio.resources import Resource
+from control.mesh import MeshConfig, build_mesh
+from control.metrics import ControlMetrics
+from control.registry.files import FileRegistry, RegistryError
+from control.registry.live import DEFAULT_GRACE, LiveRegistry, MeshRegistry
+from control.translate import Options, TranslateError
+from control.xds.cache import DiscoveryRequest, Outcome, RequestKind, XdsCache, XdsType
+from control.xds.generate import GenerateError, SnapshotBuilder
+from control.xds.node import ProxyNode
+
+log = logging.getLogger("pyproxy.control")
+
+DEFAULT_DEBOUNCE = 0.1  # seconds; istiod PILOT_DEBOUNCE_AFTER
+DEFAULT_LONG_POLL = 30.0  # seconds a long-poll waits before 304
+
+
+def _identity(res: Resource) -> tuple:
+    return (res.spec, dict(res.labels), dict(res.annotations))
+
+
+def config_events(old: Iterable[Resource], new: Iterable[Resource]) -> list[tuple[str, str]]:
+    """(kind, event) for each resource added, updated or deleted between two configs (pilot_k8s_cfg_events)."""
+    before = {(r.kind, r.namespace, r.name): r for r in old}
+    after = {(r.kind, r.namespace, r.name): r for r in new}
+    events = [(k[0], "add") for k in after if k not in before]
+    events += [(k[0], "update") for k in after if k in before and _identity(after[k]) != _identity(before[k])]
+    events += [(k[0], "delete") for k in before if k not in after]
+    return sorted(events)
+
+
+class ControlPlane:
+    """Config, registry, snapshots and waiters of one control-plane process."""
+
+    def __init__(self, config_dir: str, *, clock: Callable[[], float] = time.monotonic,
+                 grace: float = DEFAULT_GRACE, debounce: float = DEFAULT_DEBOUNCE,
+                 long_poll_timeout: float = DEFAULT_LONG_POLL, nonce_prefix: str | None = None,
+                 metrics: ControlMetrics | None = None, options: Options = Options()):
+        self.config_dir = config_dir
+        self.clock = clock
+        self.debounce = debounce
+        self.long_poll_timeout = long_poll_timeout
+        self.options = options
+        self.metrics = metrics or ControlMetrics()
+        self.cache = XdsCache(nonce_prefix if nonce_prefix is not None else secrets.token_hex(3) + "-")
+        self.live = LiveRegistry(grace)
+        self.errors: tuple[str, ...] = ()  # error findings of the last reload
+        self.notes: dict[str, tuple[str, ...]] = {}  # per proxy: what translation could not honour
+        self.pushes = 0  # completed push cycles
+        self._good_files: dict[str, tuple[Resource, ...]] = {}
+        self._resources: tuple[Resource, ...] = ()
+        self._files = FileRegistry((), ())
+        self._events: dict[str, asyncio.Event] = {}
+        self._dirty: asyncio.Event | None = None
+        self._change_at: float | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._push_done: asyncio.Condition | None = None
+        m = self.metrics.gauges
+        m.set_source("pilot_xds", lambda: sum(1 for n in self.live.nodes() if self.live.connected(n.id)))
+        m.set_source("pilot_services", lambda: len(self._files.services()))
+        m.set_source("pilot_virt_services", lambda: sum(1 for r in self._resources if r.kind == "VirtualService"))
+        m.set_source("pilot_config_errors", lambda: len(self.errors))
+
+    def __repr__(self) -> str:
+        return (f"ControlPlane({self.config_dir!r}, resources={len(self._resources)}, errors={len(self.errors)}, "
+                f"{self.live!r}, {self.cache!r})")
+
+    @property
+    def resources(self) -> tuple[Resource, ...]:
+        return self._resources
+
+    # --- config ------------------------------------------------------------------------------------------
+    def reload(self) -> bool:
+        """Re-read the config directory. True when the serving config changed (a push is scheduled)."""
+        paths, problems = expand_paths([self.config_dir])
+        errors = [str(f) for f in problems]
+        files: dict[str, tuple[Resource, ...]] = {}
+        for path in paths:
+            result = load_paths([path], strict=False)
+            bad = [f for f in result.findings if f.level >= Level.ERROR]
+            for f in result.findings:
+                if f.level < Level.ERROR:
+                    log.debug("%s", f)
+            if bad:
+                errors += [str(f) for f in bad]
+                if path in self._good_files:
+                    files[path] = self._good_files[path]
+                    errors.append(f"{path}: keeping its last good version ({len(files[path])} resources)")
+            else:
+                files[path] = result.resources
+        resources = tuple(r for path in sorted(files) for r in files[path])
+        try:
+            registry = FileRegistry.from_resources(resources, MeshConfig.from_resources(resources).domain)
+        except RegistryError as err:
+            errors.append(f"Error: {err} (keeping the last good config)")
+            registry = None
+        self.errors = tuple(errors)
+        if errors:
+            self.metrics.validation_failed()
+            for e in errors:
+                log.error("config: %s", e)
+        if registry is None:
+            return False
+        events = config_events(self._resources, resources)
+        self._good_files = {p: r for p, r in files.items()}
+        if not events and registry.services() == self._files.services() \
+                and registry.workloads() == self._files.workloads():
+            return False
+        for kind, event in events:
+            self.metrics.config_event(kind, event)
+        self._resources, self._files = resources, registry
+        log.info("config: %d resources from %s (%d changes)", len(resources), self.config_dir, len(events))
+        self.schedule_push()
+        return True
+
+    # --- pushes ------------------------------------------------------------------------------------------
+    def schedule_push(self) -> None:
+        """Note a change; the push loop rebuilds after the debounce delay (no-op before `start`)."""
+        if self._change_at is None:
+            self._change_at = self.clock()
+        if self._dirty is not None:
+            self._dirty.set()
+
+    async def _push_loop(self) -> None:
+        assert self._dirty is not None and self._push_done is not None
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(self.debounce)
+            self._dirty.clear()
+            changed_at, self._change_at = self._change_at, None
+            try:
+                await self.push(changed_at if changed_at is not None else self.clock())
+            except Exception:  # a bug of ours must not stop future pushes; the last snapshots keep serving
+                log.exception("push failed")
+            async with self._push_done:
+                self.pushes += 1
+                self._push_done.notify_all()
+
+    async def push(self, changed_at: float) -> int:
+        """Regenerate every registered proxy's snapshot; wake the ones that changed. Returns how many."""
+        nodes = self.live.nodes()
+        registry = MeshRegistry(self._files, nodes)
+        mesh = build_mesh(self._resources, registry=registry)
+        builder = SnapshotBuilder(mesh, registry, self.options)
+        changed = 0
+        for node in nodes:
+            if self.live.node(node.id) is None:  # expired while we were rendering others
+                continue
+            started = time.perf_counter()
+            try:
+                snapshot, notes = builder.snapshot(node, changed_at)
+            except (TranslateError, RegistryError, GenerateError) as err:
+                self.notes[node.id] = (f"error: {err} (keeping its last config)",)
+                log.error("translate %s: %s", node.short, err)
+                continue
+            self.metrics.push_time.observe(time.perf_counter() - started)
+            self.notes[node.id] = notes
+            if self.cache.set_snapshot(node.id, snapshot):
+                changed += 1
+                self._notify(node.id)
+            await asyncio.sleep(0)  # let responses for already-regenerated proxies go out
+        log.debug("push: %d proxies, %d changed, %d renders", len(nodes), changed, builder.renders)
+        return changed
+
+    async def wait_push(self, after: int, timeout: float = 10.0) -> None:
+        """Wait until more than `after` push cycles completed (tests, benchmarks)."""
+        assert self._push_done is not None
+
+        async def done() -> None:
+            async with self._push_done:
+                await self._push_done.wait_for(lambda: self.pushes > after)
+        await asyncio.wait_for(done(), timeout)
+
+    def _notify(self, proxy_id: str) -> None:
+        event = self._events.pop(proxy_id, None)
+        if event is not None:
+            event.set()
+
+    # --- registration ------------------------------------------------------------------------------------
+    def connect(self, node: ProxyNode) -> None:
+        """A request from `node` began: register or refresh it."""
+        if self.live.connect(node, self.clock()):
+            log.info("proxy %s registered (%s %s, labels %s)", node.short, node.type, node.ip, dict(node.labels))
+            self.schedule_push()
+
+    def release(self, node_id: str) -> None:
+        self.live.release(node_id, self.clock())
+
+    def expire(self) -> tuple[ProxyNode, ...]:
+        """Remove proxies gone for the grace period; their endpoints leave EDS at the next push."""
+        gone = self.live.expire(self.clock())
+        for node in gone:
+            self.cache.remove(node.id)
+            self.notes.pop(node.id, None)
+            self._notify(node.id)
+            log.info("proxy %s removed (no request for %.1fs)", node.short, self.live.grace)
+        if gone:
+            self.schedule_push()
+        return gone
+
+    async def _expire_loop(self) -> None:
+        period = max(0.05, min(1.0, self.live.grace / 4))
+        while True:
+            await asyncio.sleep(period)
+            self.expire()
+
+    # --- xDS ---------------------------------------------------------------------------------------------
+    def receive(self, node: ProxyNode, xds_type: XdsType, request: DiscoveryRequest) -> Outcome:
+        outcome = self.cache.receive(node.id, xds_type, request, self.clock())
+        if outcome.kind is RequestKind.NACK:
+            self.metrics.rejected(xds_type.short)
+            log.warning("proxy %s rejected %s version %s: %s", node.short, xds_type.short.upper(),
+                        self.cache.type_state(node.id, xds_type).nack_version, request.error_detail)
+        elif outcome.kind in (RequestKind.ACK, RequestKind.RESUME):
+            self._notify(node.id)  # may open the next type in ADS order
+        if outcome.converged_after is not None:
+            self.metrics.convergence.observe(outcome.converged_after)
+        return outcome
+
+    async def next_response(self, node_id: str, xds_type: XdsType, wait: float) -> dict | None:
+        """The response due for this proxy and type, waiting up to `wait` seconds; None if nothing is due."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while not self.cache.ready(node_id, xds_type):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            event = self._events.setdefault(node_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+        self.metrics.pushed(xds_type.short)
+        return self.cache.respond(node_id, xds_type)
+
+    # --- views -------------------------------------------------------------------------------------------
+    def syncz(self) -> list[dict]:
+        """Per proxy and type: sync status, last sent/acked version and nonce, last NACK (/debug/syncz)."""
+        out = []
+        known = set(self.cache.proxy_ids())
+        for node in self.live.nodes():
+            entry = {
+                "proxy": node.id, "name": node.short, "type": node.type, "ip": node.ip,
+                "namespace": node.namespace, "labels": dict(node.labels),
+                "admin": f"{node.ip}:{node.admin_port}", "istio_version": node.version,
+                "connected": self.live.connected(node.id), **self.live.info(node.id),
+                "notes": list(self.notes.get(node.id, ())),
+            }
+            entry.update(self.cache.describe(node.id) if node.id in known else {"version": "", "types": {}})
+            out.append(entry)
+        return out
+
+    def configz(self) -> dict:
+        return {
+            "config_dir": self.config_dir,
+            "files": sorted(self._good_files),
+            "resources": len(self._resources),
+            "services": len(self._files.services()),
+            "errors": list(self.errors),
+            "pushes": self.pushes,
+        }
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+    async def start(self, watch: bool = True) -> None:
+        """Load the config, then run the push, expiry and (optionally) file-watch loops."""
+        self._dirty = asyncio.Event()
+        self._push_done = asyncio.Condition()
+        if not os.path.exists(self.config_dir):
+            raise FileNotFoundError(f"{self.config_dir}: no such file or directory")
+        self.reload()
+        self._dirty.set()
+        self._tasks = [asyncio.create_task(self._push_loop(), name="push"),
+                       asyncio.create_task(self._expire_loop(), name="expire")]
+        if watch:
+            from control.watch import watch_config
+            self._stop_watch = asyncio.Event()
+            self._tasks.append(asyncio.create_task(
+                watch_config([self.config_dir], lambda _changed: self.reload(), self._stop_watch), name="watch"))
+
+    async def stop(self) -> None:
+        stop_watch = getattr(self, "_stop_watch", None)
+        if stop_watch is not None:
+            stop_watch.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks = []
+        for event in self._events.values():
+            event.set()

@@ -1,0 +1,152 @@
+"""The xDS server over REST-JSON (ARCHITECTURE.md decision 2), with long-polling, and the debug/metrics pages.
+
+    POST /v3/discovery:clusters | :endpoints | :listeners | :routes    DiscoveryRequest -> DiscoveryResponse
+    GET  /debug/syncz      per proxy and type: SYNCED/STALE/NOT SENT, sent/acked version+nonce, last NACK
+    GET  /debug/configz    config directory, resources, current config errors
+    GET  /ready            200 once the config is loaded
+    GET  /metrics          (metrics port, 15014) Prometheus text: pilot_* series (control.metrics)
+
+Envoy's REST subscription (`api_type: REST`) POSTs a DiscoveryRequest in JSON and gets a DiscoveryResponse.
+Plain REST is polling; this server long-polls (this project's extension, docs/xds.md): when nothing is due
+for the proxy and type, the request waits until something is (a new snapshot, or the ACK that opens the
+next type in ADS order), at most `?wait=SECONDS` (default and maximum: the server's long-poll timeout, 30s),
+then answers `304 Not Modified` with no body. `?wait=0` is plain polling. Bad requests get 400 with
+`{"error": "..."}` naming the field. A client that goes away cancels its long-poll (aiohttp
+`handler_cancellation`), which is how the registry learns it stopped polling.
+
+Thin: what a request means and what is due is control.xds.cache; config and registry are control.serve.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from control.metrics import CONTENT_TYPE
+from control.serve import ControlPlane
+from control.xds.cache import BY_PATH, DiscoveryRequest, XdsType
+from control.xds.node import NodeError, parse_node
+
+CONTROL_PLANE = web.AppKey("control_plane", ControlPlane)
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _string(body: dict, key: str) -> str:
+    value = body.get(key, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadRequest(f"{key}: want a string, got {type(value).__name__}")
+    return value
+
+
+def parse_request(body: Any, xds_type: XdsType) -> DiscoveryRequest:
+    """The DiscoveryRequest fields the server reads (Envoy's JSON names); BadRequest names the field."""
+    if not isinstance(body, dict):
+        raise BadRequest("body: want a DiscoveryRequest JSON object")
+    type_url = _string(body, "type_url")
+    if type_url and type_url != xds_type.type_url:
+        raise BadRequest(f"type_url: {type_url!r} does not match /v3/discovery:{xds_type.path} "
+                         f"(want {xds_type.type_url})")
+    names = body.get("resource_names") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise BadRequest("resource_names: want a list of strings")
+    detail = body.get("error_detail")
+    error: str | None = None
+    if detail is not None:
+        if not isinstance(detail, dict):
+            raise BadRequest("error_detail: want a google.rpc.Status object {code, message}")
+        error = str(detail.get("message") or json.dumps(detail, sort_keys=True))
+    return DiscoveryRequest(version_info=_string(body, "version_info"),
+                            response_nonce=_string(body, "response_nonce"),
+                            error_detail=error, resource_names=tuple(names))
+
+
+def _wait(request: web.Request, maximum: float) -> float:
+    text = request.query.get("wait")
+    if text is None:
+        return maximum
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadRequest(f"wait: want seconds, got {text!r}") from None
+    return max(0.0, min(value, maximum))
+
+
+def _discovery(xds_type: XdsType):
+    async def handler(request: web.Request) -> web.StreamResponse:
+        cp = request.app[CONTROL_PLANE]
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "body: not JSON (want a DiscoveryRequest)")
+        try:
+            req = parse_request(body, xds_type)
+            node = parse_node(body.get("node"))
+            wait = _wait(request, cp.long_poll_timeout)
+        except (BadRequest, NodeError) as err:
+            return _error(400, str(err))
+        cp.connect(node)
+        try:
+            cp.receive(node, xds_type, req)
+            response = await cp.next_response(node.id, xds_type, wait)
+        finally:
+            cp.release(node.id)
+        if response is None:
+            return web.Response(status=304)
+        return web.json_response(response)
+    return handler
+
+
+def make_app(cp: ControlPlane) -> web.Application:
+    app = web.Application()
+    app[CONTROL_PLANE] = cp
+    for xds_type in BY_PATH.values():
+        app.router.add_post(f"/v3/discovery:{xds_type.path}", _discovery(xds_type))
+
+    async def syncz(_: web.Request) -> web.Response:
+        return web.json_response(cp.syncz(), dumps=lambda o: json.dumps(o, indent=2))
+
+    async def configz(_: web.Request) -> web.Response:
+        return web.json_response(cp.configz(), dumps=lambda o: json.dumps(o, indent=2))
+
+    async def ready(_: web.Request) -> web.Response:
+        return web.Response(text="LIVE\n")
+
+    app.router.add_get("/debug/syncz", syncz)
+    app.router.add_get("/debug/configz", configz)
+    app.router.add_get("/ready", ready)
+    return app
+
+
+def make_metrics_app(cp: ControlPlane) -> web.Application:
+    app = web.Application()
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=cp.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Serve `app` on host:port (0 = any free port); returns the runner and the bound port."""
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    server = site._server  # aiohttp exposes the bound sockets only here
+    bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port
+    return runner, bound
