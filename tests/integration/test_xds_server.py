@@ -1,0 +1,278 @@
+"""The xDS server over real HTTP on 127.0.0.1 (port 0): DiscoveryRequest in, DiscoveryResponse out, as
+docs/xds.md specifies. A proxy here is a plain HTTP client speaking the wire contract; the control plane is
+the real one (control.serve + control.xds.server) over a copy of examples/mesh."""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from control.serve import ControlPlane
+from control.xds.node import node_id
+from control.xds.server import make_app, make_metrics_app, start_site
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "mesh"
+PATHS = ("clusters", "endpoints", "listeners", "routes")  # ADS order
+GRACE = 30.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def node(name: str, labels: dict, inbound: int, app_port: int | None = None) -> dict:
+    meta = {"NAME": name, "NAMESPACE": "default", "LABELS": labels, "INSTANCE_IPS": "127.0.0.1",
+            "INBOUND_PORT": inbound, "OUTBOUND_PORT": inbound - 5, "ADMIN_PORT": inbound - 6}
+    if app_port:
+        meta["POD_PORTS"] = [{"name": "http", "containerPort": app_port}]
+    return {"id": node_id("sidecar", "127.0.0.1", name, "default"), "cluster": f"{labels['app']}.default",
+            "metadata": meta}
+
+
+PRODUCTPAGE = node("productpage-v1", {"app": "productpage", "version": "v1"}, 15206, 9180)
+REVIEWS = node("reviews-v1", {"app": "reviews", "version": "v1"}, 15106, 9181)
+
+
+class Proxy:
+    """A client of the wire contract: per type, the last response it holds (version + nonce)."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str, node: dict):
+        self.session, self.base, self.node = session, base, node
+        self.held: dict[str, dict] = {}
+
+    async def post(self, path: str, wait: float = 5.0, ack: bool = True, error: str | None = None,
+                   **extra) -> tuple[int, dict | None]:
+        body: dict = {"node": self.node, **extra}
+        last = self.held.get(path)
+        if last is not None and ack:
+            body.update(version_info=last["version_info"], response_nonce=last["nonce"])
+        if error is not None and last is not None:
+            body.update(response_nonce=last["nonce"], error_detail={"code": 3, "message": error})
+        async with self.session.post(f"{self.base}/v3/discovery:{path}?wait={wait}", json=body) as resp:
+            data = await resp.json() if resp.status == 200 else None
+            if resp.status == 400:
+                data = await resp.json()
+        if resp.status == 200:
+            self.held[path] = data
+        return resp.status, data
+
+    async def sync(self) -> None:
+        """Fetch every type in ADS order, then ACK each (an ACK with nothing new answers 304 at wait=0)."""
+        for path in PATHS:
+            if path not in self.held:
+                status, _ = await self.post(path)
+                assert status == 200, path
+            assert (await self.post(path, wait=0))[0] == 304
+
+    def names(self, path: str) -> list[str]:
+        key = "cluster_name" if path == "endpoints" else "name"
+        return [r[key] for r in self.held[path]["resources"]]
+
+    def endpoints(self, cluster: str) -> list[tuple[str, int]]:
+        for cla in self.held["endpoints"]["resources"]:
+            if cla["cluster_name"] == cluster:
+                return [(lb["endpoint"]["address"]["socket_address"]["address"],
+                         lb["endpoint"]["address"]["socket_address"]["port_value"])
+                        for group in cla["endpoints"] for lb in group["lb_endpoints"]]
+        raise KeyError(cluster)
+
+
+@pytest.fixture
+async def mesh(tmp_path):
+    """(control plane, base URL, metrics URL, config dir, fake clock, session); all stopped after the test."""
+    config = tmp_path / "mesh"
+    shutil.copytree(EXAMPLES, config)
+    clock = FakeClock()
+    cp = ControlPlane(str(config), clock=clock, grace=GRACE, debounce=0.01, long_poll_timeout=10.0,
+                      nonce_prefix="t-")
+    await cp.start(watch=True)
+    runner, port = await start_site(make_app(cp), "127.0.0.1", 0)
+    mrunner, mport = await start_site(make_metrics_app(cp), "127.0.0.1", 0)
+    session = aiohttp.ClientSession()
+    try:
+        yield cp, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{mport}", config, clock, session
+    finally:
+        await session.close()
+        await runner.cleanup()
+        await mrunner.cleanup()
+        await cp.stop()
+
+
+async def syncz(session, base) -> dict:
+    async with session.get(f"{base}/debug/syncz") as resp:
+        return {p["name"]: p for p in await resp.json()}
+
+
+async def metric(session, url: str, name: str, labels: dict | None = None) -> float:
+    async with session.get(f"{url}/metrics") as resp:
+        text = await resp.text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
+                return sample.value
+    return 0.0
+
+
+async def test_first_request_gets_resources_with_version_and_nonce_then_ack_is_synced(mesh):
+    cp, base, _m, _c, _clock, session = mesh
+    proxy = Proxy(session, base, REVIEWS)
+    status, cds = await proxy.post("clusters")
+    assert status == 200
+    assert cds["type_url"] == "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+    assert cds["version_info"] and cds["nonce"].startswith("t-")
+    assert "outbound|9080|v2|reviews.default.svc.cluster.local" in proxy.names("clusters")
+    assert all(r["@type"] == cds["type_url"] for r in cds["resources"])
+    assert (await syncz(session, base))["reviews-v1.default"]["types"]["cds"]["status"] == "STALE"
+    await proxy.sync()
+    entry = (await syncz(session, base))["reviews-v1.default"]
+    assert {t: s["status"] for t, s in entry["types"].items()} == dict.fromkeys(("cds", "eds", "lds", "rds"),
+                                                                                "SYNCED")
+    assert {proxy.held[p]["version_info"] for p in PATHS} == {entry["version"]}  # one version across types
+    assert entry["admin"] == "127.0.0.1:15100"
+    lds = {lis["name"]: lis for lis in proxy.held["listeners"]["resources"]}
+    assert lds["0.0.0.0_15101"]["address"]["socket_address"]["port_value"] == 15101  # OUTBOUND_PORT
+    assert lds["virtualInbound"]["address"]["socket_address"]["port_value"] == 15106  # INBOUND_PORT
+
+
+async def test_endpoints_wait_for_the_clusters_ack(mesh):
+    _cp, base, _m, _c, _clock, session = mesh
+    proxy = Proxy(session, base, REVIEWS)
+    assert (await proxy.post("endpoints", wait=0.2))[0] == 304  # no CDS acknowledged yet
+    await proxy.post("clusters")
+    pending = asyncio.create_task(proxy.post("endpoints", wait=5))
+    await asyncio.sleep(0)
+    assert (await proxy.post("clusters", wait=0))[0] == 304  # the ACK of CDS ...
+    status, eds = await pending  # ... releases EDS
+    assert status == 200 and eds["version_info"] == proxy.held["clusters"]["version_info"]
+
+
+async def test_nack_shows_stale_with_the_error_and_counts_a_reject(mesh):
+    _cp, base, murl, _c, _clock, session = mesh
+    proxy = Proxy(session, base, REVIEWS)
+    for path in PATHS:
+        await proxy.post(path)
+        if path != "routes":
+            await proxy.post(path, wait=0)
+    status, _ = await proxy.post("routes", wait=0.2, error="route 9080: cluster outbound|9080|v3|x unknown")
+    assert status == 304  # the rejected content is not sent again
+    rds = (await syncz(session, base))["reviews-v1.default"]["types"]["rds"]
+    assert rds["status"] == "STALE" and rds["nacked"]
+    assert rds["nack"]["error"] == "route 9080: cluster outbound|9080|v3|x unknown"
+    assert rds["nack"]["nonce"] == proxy.held["routes"]["nonce"]
+    assert await metric(session, murl, "pilot_total_xds_rejects", {"type": "rds"}) == 1.0
+
+
+async def test_editing_a_virtual_service_wakes_a_long_poll_well_under_a_second(mesh):
+    _cp, base, murl, config, _clock, session = mesh
+    proxy = Proxy(session, base, PRODUCTPAGE)
+    await proxy.sync()
+    before = proxy.held["routes"]["version_info"]
+    poll = asyncio.create_task(proxy.post("routes", wait=10))
+    await asyncio.sleep(0.05)
+    assert not poll.done()  # nothing new: the ACK waits
+    traffic = config / "traffic.yaml"
+    started = time.monotonic()
+    traffic.write_text(traffic.read_text().replace("weight: 80", "weight: 50").replace("weight: 20", "weight: 50"))
+    status, rds = await poll
+    elapsed = time.monotonic() - started
+    assert status == 200 and rds["version_info"] != before
+    weights = [c["weight"] for rc in rds["resources"] for vh in rc["virtual_hosts"] for r in vh["routes"]
+               for c in r.get("route", {}).get("weighted_clusters", {}).get("clusters", [])]
+    assert 50 in weights and 80 not in weights
+    assert elapsed < 1.0, f"push took {elapsed:.3f}s"
+    assert await metric(session, murl, "pilot_xds_pushes", {"type": "rds"}) >= 2
+    assert await metric(session, murl, "pilot_k8s_cfg_events", {"type": "VirtualService", "event": "update"}) == 1
+
+
+async def test_a_registered_proxy_appears_in_another_proxys_eds_and_leaves_after_the_grace_period(mesh):
+    cp, base, murl, _c, clock, session = mesh
+    productpage = Proxy(session, base, PRODUCTPAGE)
+    await productpage.sync()
+    cluster = "outbound|9080|v1|reviews.default.svc.cluster.local"
+    assert productpage.endpoints(cluster) == []  # file Deployments are templates, not endpoints
+    poll = asyncio.create_task(productpage.post("endpoints", wait=10))
+    reviews = Proxy(session, base, REVIEWS)
+    await reviews.post("clusters")  # connecting registers it
+    status, _ = await poll
+    assert status == 200
+    assert productpage.endpoints(cluster) == [("127.0.0.1", 15106)]  # its sidecar's inbound port
+    assert productpage.endpoints("outbound|9080|v2|reviews.default.svc.cluster.local") == []
+    inbound = [c for c in reviews.held["clusters"]["resources"] if c["name"].startswith("inbound|9080|")]
+    lb = inbound[0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    assert lb["endpoint"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 9181}  # app
+    assert await metric(session, murl, "pilot_xds") >= 0
+
+    # reviews stops polling; before the grace period it stays, after it is gone
+    poll = asyncio.create_task(productpage.post("endpoints", wait=10))
+    await asyncio.sleep(0.05)
+    clock.now += GRACE - 1
+    assert cp.expire() == ()
+    clock.now += 1
+    assert [n.name for n in cp.expire()] == ["reviews-v1"]
+    status, _ = await poll
+    assert status == 200 and productpage.endpoints(cluster) == []
+    assert "reviews-v1.default" not in await syncz(session, base)
+
+
+async def test_a_long_poll_in_flight_keeps_a_proxy_registered(mesh):
+    cp, base, _m, _c, clock, session = mesh
+    reviews = Proxy(session, base, REVIEWS)
+    await reviews.post("clusters")
+    poll = asyncio.create_task(reviews.post("clusters", wait=10))
+    await asyncio.sleep(0.05)
+    clock.now += GRACE * 2
+    assert cp.expire() == ()  # waiting on a long-poll = connected
+    poll.cancel()  # the client goes away: the server's handler is cancelled and releases the proxy
+    with pytest.raises(asyncio.CancelledError):
+        await poll
+    for _ in range(100):
+        if not cp.live.connected(REVIEWS["id"]):
+            break
+        await asyncio.sleep(0.01)
+    clock.now += GRACE
+    assert [n.name for n in cp.expire()] == ["reviews-v1"]
+
+
+async def test_a_broken_file_keeps_the_last_good_config_and_is_reported(mesh):
+    cp, base, murl, config, _clock, session = mesh
+    proxy = Proxy(session, base, PRODUCTPAGE)
+    await proxy.sync()
+    version = proxy.held["routes"]["version_info"]
+    (config / "traffic.yaml").write_text("apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+                                         "metadata: {name: reviews\nspec: [\n")
+    assert cp.reload() is False  # nothing changed in what is served
+    async with session.get(f"{base}/debug/configz") as resp:
+        configz = await resp.json()
+    assert any("traffic.yaml" in e for e in configz["errors"])
+    assert any("keeping its last good version" in e for e in configz["errors"])
+    assert await metric(session, murl, "galley_validation_failed") >= 1
+    assert await metric(session, murl, "pilot_config_errors") >= 1
+    assert len([r for r in cp.resources if r.kind == "VirtualService"]) == 3
+    assert (await proxy.post("routes", wait=0.2))[0] == 304  # still holding the current config
+    assert (await syncz(session, base))["productpage-v1.default"]["version"] == version
+
+
+async def test_bad_requests_name_the_field(mesh):
+    _cp, base, _m, _c, _clock, session = mesh
+    cases = [
+        ({"node": {"id": "nope"}}, "node.id"),
+        ({}, "node"),
+        ({"node": REVIEWS, "type_url": "type.googleapis.com/envoy.config.listener.v3.Listener"}, "type_url"),
+        ({"node": REVIEWS, "resource_names": "x"}, "resource_names"),
+        ({"node": REVIEWS, "error_detail": "boom"}, "error_detail"),
+    ]
+    for body, field in cases:
+        async with session.post(f"{base}/v3/discovery:clusters", json=body) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"].startswith(field)
+    async with session.post(f"{base}/v3/discovery:clusters", data=b"{") as resp:
+        assert resp.status == 400 and "not JSON" in (await resp.json())["error"]
