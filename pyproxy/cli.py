@@ -13,6 +13,7 @@ import gc
 import logging
 import signal
 import sys
+from typing import Any
 
 from .bootstrap import BootstrapError, load_bootstrap
 
@@ -72,6 +73,63 @@ async def run_single(bootstrap_path: str, *, worker_id: int | None = None, reuse
     return 0
 
 
+async def run_dynamic(args: argparse.Namespace, kind: str) -> int:
+    """`pyproxy sidecar|gateway`: no bootstrap file; everything comes from the control plane over xDS."""
+    from .admin.server import make_app, start_admin
+    from .server import ProxyServer
+    from .xds.client import XdsClient
+    from .xds.node import build_node, parse_labels
+
+    try:
+        labels = parse_labels(args.labels)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if kind == "gateway" and not labels:
+        labels = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
+    node = build_node(kind=kind, name=args.name, namespace=args.namespace, ip=args.ip,
+                      service_account=args.service_account, labels=labels, app_ports=args.app_port,
+                      inbound_port=args.inbound_port, outbound_port=args.outbound_port, admin_port=args.admin_port)
+    server = ProxyServer(drain_time=args.drain_time_s)
+    client = XdsClient(args.control, node, server)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    app = make_app(server, on_quit=stop.set, extra_info=lambda: {"node": node["id"], "xds": client.state.describe(),
+                                                                 "control_plane_connected": client.connected})
+    try:
+        runner, port = await start_admin(app, "127.0.0.1", args.admin_port)
+    except OSError as e:
+        print(f"error: cannot bind admin port {args.admin_port}: {e.strerror}", file=sys.stderr)
+        return 1
+    logging.getLogger("pyproxy").info("%s %s.%s: admin on 127.0.0.1:%d, following %s", kind, args.name,
+                                      args.namespace, port, args.control)
+    await client.start()
+    await stop.wait()
+    await client.stop()
+    await server.stop()
+    await runner.cleanup()
+    return 0
+
+
+def _add_dynamic(sub: Any, kind: str) -> None:
+    p = sub.add_parser(kind, help=f"run a {kind} configured by the control plane over xDS (registers itself)")
+    p.add_argument("--control", default="http://127.0.0.1:15010", help="control plane xDS URL")
+    p.add_argument("--name", required=kind == "sidecar", default="istio-ingressgateway",
+                   help="workload (pod) name, e.g. reviews-v1")
+    p.add_argument("--namespace", default="default" if kind == "sidecar" else "istio-system")
+    p.add_argument("--service-account", default="")
+    p.add_argument("--labels", default="", help="k=v,k2=v2 (the workload's labels; selects services and policies)")
+    p.add_argument("--app-port", type=int, action="append", default=[], help="the local app's port (repeatable)")
+    p.add_argument("--ip", default="127.0.0.1", help="the address other proxies reach this one at")
+    p.add_argument("--inbound-port", type=int, default=15006)
+    p.add_argument("--outbound-port", type=int, default=15001)
+    p.add_argument("--admin-port", type=int, default=15000)
+    p.add_argument("--drain-time-s", type=float, default=5.0)
+    p.add_argument("-l", "--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pyproxy", description="pyproxy: an Envoy-like proxy in Python")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -83,11 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--worker-id", type=int, default=None, help=argparse.SUPPRESS)
     val = sub.add_parser("validate", help="check a bootstrap file and exit (like envoy --mode validate)")
     val.add_argument("-c", "--config-path", required=True)
+    _add_dynamic(sub, "sidecar")
+    _add_dynamic(sub, "gateway")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=getattr(logging, getattr(args, "log_level", "info").upper()),
                         format="[%(asctime)s][%(process)d][%(levelname)s][%(name)s] %(message)s")
     try:
+        if args.cmd in ("sidecar", "gateway"):
+            _install_uvloop()
+            return asyncio.run(run_dynamic(args, args.cmd))
         if args.cmd == "validate":
             b = load_bootstrap(args.config_path)
             from .server import ConfigRejected, validate_snapshot

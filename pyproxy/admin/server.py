@@ -67,6 +67,11 @@ def config_dump(server: ProxyServer, bootstrap: Any = None) -> dict[str, Any]:
     if routes:
         rd["dynamic_route_configs"] = routes
     configs.append(rd)
+    if server.endpoint_configs:
+        configs.append({"@type": "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump",
+                        "dynamic_endpoint_configs": [
+                            {"version_info": server.version, "endpoint_config": encode(cla, as_any=True),
+                             "last_updated": updated} for cla in server.endpoint_configs.values()]})
     return {"configs": configs}
 
 

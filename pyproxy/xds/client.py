@@ -1,0 +1,186 @@
+"""A REST-JSON xDS subscription: how a dynamic pyproxy (`pyproxy sidecar` / `gateway`) follows the control plane.
+
+Envoy's `api_type: REST` polls `POST /v3/discovery:<type>` with a DiscoveryRequest; the control plane here
+long-polls (docs/xds.md), so one outstanding request per type is enough for pushes to arrive at once.
+Four loops run side by side (clusters, endpoints, listeners, routes); the control plane releases them in
+ADS order (CDS → EDS → LDS → RDS), so a proxy learns a cluster before anything routes to it.
+
+Each response is decoded (`pyproxy.config.decode`) and applied *together with the last accepted resources
+of the other types* through `ProxyServer.apply()`, which builds the whole new runtime before swapping it
+in. Any error (decode, validation, bind) keeps the last good config serving and NACKs the response with
+`error_detail`; success ACKs it (the next request echoes version and nonce). When the control plane is
+unreachable, the proxy keeps serving what it has and retries with jittered exponential back-off.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any
+
+import aiohttp
+
+from ..config.decode import ConfigError, decode_any
+from ..server import ConfigRejected, ProxyServer
+from .state import CDS, EDS, LDS, RDS, SHORT, TYPES, XdsState
+
+log = logging.getLogger("pyproxy.xds")
+
+BACKOFF_BASE = 0.1  # seconds; doubled per failure up to BACKOFF_MAX, each wait drawn in [base/2, base]
+BACKOFF_MAX = 10.0
+
+
+def resource_name(obj: Any) -> str:
+    for attr in ("name", "cluster_name"):
+        value = getattr(obj, attr, None)
+        if value:
+            return value
+    return ""
+
+
+def decode_resources(type_url: str, resources: Any) -> dict[str, Any]:
+    """DiscoveryResponse.resources -> {name: model object}; ConfigError names the resource and field."""
+    if not isinstance(resources, list):
+        raise ConfigError("resources", "expected a list")
+    out: dict[str, Any] = {}
+    for i, raw in enumerate(resources):
+        if isinstance(raw, dict) and raw.get("@type") != type_url:
+            raise ConfigError(f"resources[{i}].@type", f"{raw.get('@type')!r} in a {SHORT[type_url].upper()} "
+                                                        f"response (want {type_url})")
+        obj = decode_any(raw, f"resources[{i}]")
+        name = resource_name(obj)
+        if not name:
+            raise ConfigError(f"resources[{i}]", "resource without a name")
+        if name in out:
+            raise ConfigError(f"resources[{i}]", f"duplicate resource name {name!r}")
+        out[name] = obj
+    return out
+
+
+class XdsClient:
+    def __init__(self, control_url: str, node: dict[str, Any], server: ProxyServer, *,
+                 wait: float = 30.0, rng: random.Random | None = None):
+        self.url = control_url.rstrip("/")
+        self.server = server
+        self.state = XdsState(node)
+        self.wait = wait
+        self.rng = rng or random.Random()
+        self.connected = False
+        self.applied_once = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._apply_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._loop(path, url), name=f"xds-{SHORT[url]}") for path, url in TYPES]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    def _names(self, type_url: str) -> list[str]:
+        """resource_names: EDS asks for the EDS clusters it knows, RDS for the route configs its listeners use."""
+        if type_url == EDS:
+            out = []
+            for c in self.state.resources(CDS).values():
+                if c.type == "EDS":
+                    out.append((c.eds_cluster_config.service_name if c.eds_cluster_config else "") or c.name)
+            return sorted(out)
+        if type_url == RDS:
+            from ..server import http_connection_manager_of
+
+            names = set()
+            for lis in self.state.resources(LDS).values():
+                try:
+                    hcm = http_connection_manager_of(lis)
+                except ConfigRejected:
+                    continue
+                if hcm.rds is not None:
+                    names.add(hcm.rds.route_config_name)
+            return sorted(names)
+        return []
+
+    async def _loop(self, path: str, type_url: str) -> None:
+        backoff = BACKOFF_BASE
+        url = f"{self.url}/v3/discovery:{path}"
+        assert self._session is not None
+        while True:
+            body = self.state.next_request(type_url, self._names(type_url))
+            try:
+                async with self._session.post(url, json=body, params={"wait": str(self.wait)}) as resp:
+                    self.state.request_sent(type_url)
+                    if resp.status == 304:
+                        self.connected = True
+                        continue
+                    if resp.status != 200:
+                        text = (await resp.text())[:300]
+                        raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=text)
+                    data = await resp.json()
+            except asyncio.CancelledError:
+                raise
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
+                if self.connected:
+                    log.warning("xds %s: control plane unreachable (%s); serving the last good config",
+                                SHORT[type_url], e)
+                self.connected = False
+                await asyncio.sleep(backoff * (0.5 + self.rng.random() / 2))
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            backoff = BACKOFF_BASE
+            self.connected = True
+            await self._handle(type_url, data)
+
+    async def _handle(self, type_url: str, data: dict[str, Any]) -> None:
+        nonce = str(data.get("nonce", ""))
+        version = str(data.get("version_info", ""))
+        self.state.received(type_url, nonce)
+        try:
+            decoded = decode_resources(type_url, data.get("resources", []))
+        except ConfigError as e:
+            self._reject(type_url, version, str(e))
+            return
+        async with self._apply_lock:
+            sets = {url: self.state.resources(url) for _, url in TYPES}
+            sets[type_url] = decoded
+            listeners = self._warm(sets[LDS], sets[RDS])
+            try:
+                await self.server.apply(
+                    listeners, sets[CDS].values(), version=version, routes=sets[RDS], endpoints=sets[EDS])
+            except (ConfigRejected, ConfigError) as e:
+                self._reject(type_url, version, str(e))
+                return
+        self.state.accepted(type_url, version, decoded)
+        log.info("xds %s: applied version %s (%d resources)", SHORT[type_url], version, len(decoded))
+        if all(self.state.types[url].responses for _, url in TYPES):
+            self.applied_once.set()
+
+    def _warm(self, listeners: dict[str, Any], routes: dict[str, Any]) -> list[Any]:
+        """Envoy's listener warming: a listener whose RDS route config has not arrived yet is not served;
+        the previous version of it (if any) keeps serving until the routes arrive."""
+        from ..server import http_connection_manager_of
+
+        previous = {lis.name: lis for lis in self.server.listener_configs}
+        out = []
+        for name, lis in listeners.items():
+            try:
+                hcm = http_connection_manager_of(lis)
+            except ConfigRejected:
+                out.append(lis)  # let apply() reject it with its message
+                continue
+            if hcm.rds is None or hcm.rds.route_config_name in routes:
+                out.append(lis)
+            elif name in previous:
+                old = http_connection_manager_of(previous[name])
+                if old.rds is None or old.rds.route_config_name in routes:
+                    out.append(previous[name])
+        return out
+
+    def _reject(self, type_url: str, version: str, message: str) -> None:
+        log.warning("xds %s: rejected version %s: %s", SHORT[type_url], version, message)
+        self.state.rejected(type_url, message)
+        self.server.stats.counter(f"xds.{SHORT[type_url]}.update_rejected").inc()
