@@ -7,6 +7,8 @@
                               failure threshold
     meshctl validate -f PATH  schema validation only (istioctl validate -f): exit 1 on any error
     meshctl render ...        the Envoy v3 config of one workload or gateway (control.cli.render)
+    meshctl proxy-status      sync status of every connected proxy; proxy-config: what a proxy runs
+                              (control.cli.proxy)
 
 Bad input never prints a traceback: a missing file or a YAML syntax error is one line naming file:line,
 with exit code 1.
@@ -23,7 +25,7 @@ from typing import Sequence, TextIO
 import yaml
 
 from control.analyze import analyze, sort_findings
-from control.cli import render
+from control.cli import proxy, render
 from control.istio.load import LoadResult, load_paths
 from control.istio.messages import Finding, Level
 
@@ -70,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     # `render` lives in its own module: `render.register(subparsers)` adds a subparser whose
     # `func(args, out, err) -> int` is called with the parsed arguments and the streams, like cmd_analyze.
     render.register(subparsers)
+    proxy.register(subparsers)  # proxy-status, proxy-config: the live mesh (control.cli.proxy)
     return parser
 
 

@@ -276,3 +276,58 @@ async def test_bad_requests_name_the_field(mesh):
             assert (await resp.json())["error"].startswith(field)
     async with session.post(f"{base}/v3/discovery:clusters", data=b"{") as resp:
         assert resp.status == 400 and "not JSON" in (await resp.json())["error"]
+
+
+async def meshctl(*argv: str) -> tuple[int, str, str]:
+    """Run `meshctl` (synchronous urllib inside) in a thread so the server in this loop can answer."""
+    import io
+
+    from control.cli.meshctl import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = await asyncio.to_thread(main, list(argv), out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+async def test_meshctl_proxy_status_shows_synced_stale_and_nack(mesh):
+    _cp, base, _m, _c, _clock, session = mesh
+    reviews, productpage = Proxy(session, base, REVIEWS), Proxy(session, base, PRODUCTPAGE)
+    await productpage.sync()
+    await reviews.post("clusters")
+    for path in ("clusters", "endpoints", "listeners"):
+        if path != "clusters":
+            await reviews.post(path)
+        await reviews.post(path, wait=0)
+    await reviews.post("routes")
+    await reviews.post("routes", wait=0, error="bad route")
+    code, out, err = await meshctl("proxy-status", "--control", base)
+    assert code == 0, err
+    lines = [line.split() for line in out.splitlines()]
+    assert lines[0] == ["NAME", "CDS", "LDS", "EDS", "RDS", "VERSION"]
+    rows = {line[0]: line for line in lines[1:3]}  # the table; NACK details follow it
+    assert rows["productpage-v1.default"][1:5] == ["SYNCED"] * 4
+    assert rows["reviews-v1.default"][1:6] == ["SYNCED", "SYNCED", "SYNCED", "STALE", "(NACK)"]
+    assert "reviews-v1.default rejected RDS version" in out and "bad route" in out
+
+
+async def test_meshctl_proxy_config_reads_a_running_proxys_admin(mesh, upstream, proxy_factory):
+    from pyproxy.admin.server import make_app as admin_app, start_admin
+    from tests.support.proxy import bootstrap, decode_bootstrap
+
+    config = bootstrap({"backend": [upstream.port]})
+    running = await proxy_factory(config)
+    runner, port = await start_admin(admin_app(running.server, bootstrap=decode_bootstrap(config)), "127.0.0.1", 0)
+    try:
+        code, out, err = await meshctl("proxy-config", "cluster", "--admin", f"127.0.0.1:{port}")
+        assert code == 0, err
+        assert out.split("\n")[0].split() == ["SERVICE", "FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE",
+                                             "DESTINATION", "RULE"]
+        assert "backend" in out
+        code, out, _ = await meshctl("proxy-config", "endpoint", "--admin", f"127.0.0.1:{port}")
+        assert f"127.0.0.1:{upstream.port}" in out and "HEALTHY" in out
+        code, out, _ = await meshctl("proxy-config", "all", "--admin", f"127.0.0.1:{port}", "-o", "json")
+        assert code == 0 and '"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump"' in out
+    finally:
+        await runner.cleanup()
+    code, _, err = await meshctl("proxy-config", "route", "nobody", "--control", mesh[1])
+    assert code == 1 and "no proxy named 'nobody'" in err
