@@ -12,9 +12,11 @@ Terms (Envoy's xDS protocol, docs/xds.md is this project's contract):
   restarts; every response cut from a snapshot carries that version.
 * A request's `response_nonce` names the response it answers. Same nonce and no `error_detail` = **ACK** (the
   proxy applied it); `error_detail` set = **NACK** (it kept its previous config). A nonce that is not the last
-  one sent for that type is **stale** and changes nothing (Envoy and istiod ignore stale nonces). A nonce the
-  cache never issued (the control plane restarted) whose `version_info` equals the current snapshot version
-  **resumes**: the proxy already holds this config, so it is recorded as acknowledged and not re-sent.
+  one sent for that type is **stale** and changes nothing (Envoy and istiod ignore stale nonces). A request
+  without a nonce starts a subscription afresh (the proxy started or restarted): it holds nothing, unless
+  its `version_info` is the current snapshot version. A nonce the cache never issued (the control plane
+  restarted) whose `version_info` equals the current snapshot version **resumes**: the proxy already holds
+  this config, so it is recorded as acknowledged and not re-sent.
 * A response for type T is **due** when the proxy does not hold T's current content, has not rejected that
   exact content, and holds (has ACKed) the current content of every type before T in ADS order
   CDS -> EDS -> LDS -> RDS. So a proxy learns clusters before the endpoints and listeners/routes that use them,
@@ -208,9 +210,12 @@ class XdsCache:
                 return Outcome(RequestKind.NACK)
             ts.acked_version, ts.acked_nonce, ts.acked_hash = ts.sent_version, nonce, ts.sent_hash
             return Outcome(RequestKind.ACK, self._converged(state, now))
+        if nonce and ts.sent_nonce:  # answers an older response than the last one sent
+            return Outcome(RequestKind.STALE)
+        if not nonce:  # a new subscription (the proxy started or restarted): it holds only what it says
+            state.types[xds_type.short] = ts = TypeState(resource_names=request.resource_names)
         current = state.snapshot
-        if not ts.sent_nonce and current is not None and request.version_info == current.version \
-                and request.error_detail is None:
+        if current is not None and request.version_info == current.version and request.error_detail is None:
             h = current.hashes[xds_type.short]
             ts.sent_version = ts.acked_version = current.version
             ts.sent_nonce = ts.acked_nonce = nonce or "resumed"

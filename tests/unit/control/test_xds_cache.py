@@ -148,6 +148,20 @@ def test_after_a_restart_with_changed_config_the_proxy_gets_the_new_version():
     assert new.ready(P, CDS)
 
 
+def test_a_restarted_proxy_starting_afresh_gets_everything_again():
+    cache = XdsCache()
+    cache.set_snapshot(P, snapshot())
+    sync(cache)
+    assert cache.receive(P, CDS, DiscoveryRequest()).kind is RequestKind.INITIAL  # no nonce, no version
+    assert cache.ready(P, CDS)
+    assert cache.type_state(P, CDS).status is SyncStatus.NOT_SENT
+    assert not cache.ready(P, EDS)  # EDS waits for the new CDS ACK, as at first connect
+    cache.receive(P, CDS, ack(cache.respond(P, CDS)))
+    assert cache.ready(P, EDS) is False  # the proxy's EDS subscription still holds the content ...
+    cache.receive(P, EDS, DiscoveryRequest())  # ... until it too starts afresh
+    assert cache.ready(P, EDS)
+
+
 def test_sync_status_walks_not_sent_stale_synced():
     cache = XdsCache()
     cache.set_snapshot(P, snapshot())
