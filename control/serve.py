@@ -4,7 +4,8 @@
                                                      +--> MeshRegistry + build_mesh --> SnapshotBuilder
     proxies' DiscoveryRequests --> LiveRegistry -----+         (per connected proxy) --> XdsCache --> waiters
 
-* **Config.** `reload()` loads every YAML/JSON file under the config directory, one file at a time. A file
+* **Config.** `reload()` loads every YAML/JSON file under the config directory, one file at a time (a file
+  whose size, mtime and inode are unchanged is not parsed again). A file
   with an Error finding (YAML syntax, schema) keeps its last good resources serving; the error is logged,
   counted (`galley_validation_failed`, `pilot_config_errors`) and shown at `/debug/configz` (and
   `meshctl analyze` on the directory prints it with file:line). Accepted changes count
@@ -79,6 +80,7 @@ class ControlPlane:
         self.notes: dict[str, tuple[str, ...]] = {}  # per proxy: what translation could not honour
         self.pushes = 0  # completed push cycles
         self._good_files: dict[str, tuple[Resource, ...]] = {}
+        self._parsed: dict[str, tuple] = {}  # path -> (stat key, resources, error findings)
         self._resources: tuple[Resource, ...] = ()
         self._files = FileRegistry((), ())
         self._events: dict[str, asyncio.Event] = {}
@@ -107,18 +109,14 @@ class ControlPlane:
         errors = [str(f) for f in problems]
         files: dict[str, tuple[Resource, ...]] = {}
         for path in paths:
-            result = load_paths([path], strict=False)
-            bad = [f for f in result.findings if f.level >= Level.ERROR]
-            for f in result.findings:
-                if f.level < Level.ERROR:
-                    log.debug("%s", f)
+            resources, bad = self._load_file(path)
             if bad:
                 errors += [str(f) for f in bad]
                 if path in self._good_files:
                     files[path] = self._good_files[path]
                     errors.append(f"{path}: keeping its last good version ({len(files[path])} resources)")
             else:
-                files[path] = result.resources
+                files[path] = resources
         resources = tuple(r for path in sorted(files) for r in files[path])
         try:
             registry = FileRegistry.from_resources(resources, MeshConfig.from_resources(resources).domain)
@@ -143,6 +141,25 @@ class ControlPlane:
         log.info("config: %d resources from %s (%d changes)", len(resources), self.config_dir, len(events))
         self.schedule_push()
         return True
+
+    def _load_file(self, path: str) -> tuple[tuple[Resource, ...], list]:
+        """(resources, error findings) of one file; re-parsed only when its size or mtime changed."""
+        try:
+            st = os.stat(path)
+            key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            key = None
+        cached = self._parsed.get(path)
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        result = load_paths([path], strict=False)
+        for f in result.findings:
+            if f.level < Level.ERROR:
+                log.debug("%s", f)
+        bad = [f for f in result.findings if f.level >= Level.ERROR]
+        if key is not None:
+            self._parsed[path] = (key, result.resources, bad)
+        return result.resources, bad
 
     # --- pushes ------------------------------------------------------------------------------------------
     def schedule_push(self) -> None:
