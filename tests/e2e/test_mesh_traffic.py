@@ -1,0 +1,87 @@
+"""The live mesh carries traffic (issue 5): real `pyproxy-control`, `pyproxy sidecar` and demo-app processes.
+
+The app of productpage calls its own sidecar's outbound port with `Host: reviews:9080`; the sidecar routes by
+the VirtualService to `outbound|9080|<subset>|reviews...`, whose EDS endpoint is the reviews sidecar's inbound
+listener; that sidecar's `inbound|9080||reviews...` cluster is the reviews app. Editing the VirtualService file
+moves live traffic with no failed request. Processes: tests/support/mesh.py.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from tests.support.mesh import (Mesh, bookinfo_config, call, client_session, failures, fqdn, labels, load,
+                                outbound_cluster, virtual_service)
+from tests.support.mesh import mesh  # noqa: F401 (the fixture)
+
+INBOUND_RQ = "http.inbound_0.0.0.0_9080.downstream_rq_total"
+INBOUND_CLUSTER_RQ = f"cluster.inbound|9080||{fqdn('reviews')}.upstream_rq_total"
+OUTBOUND_V1_RQ = f"cluster.{outbound_cluster('reviews', subset='v1')}.upstream_rq_total"
+
+pytestmark = pytest.mark.timeout(90)
+
+
+async def test_request_goes_through_both_sidecars_to_the_service_app(mesh: Mesh):
+    bookinfo_config(mesh, {"v1": 100})
+    await mesh.control_plane()
+    productpage, reviews = await mesh.workloads(("productpage-v1", labels("productpage")),
+                                                ("reviews-v1", labels("reviews", "v1")))
+    client, server = productpage.sidecar, reviews.sidecar
+    await mesh.wait_hosts(client, outbound_cluster("reviews", subset="v1"), lambda h: server.endpoint in h,
+                          "has the reviews sidecar's inbound port")
+    before_in, before_out = await server.stats(), await client.stats()
+    request_id = str(uuid.uuid4())
+    async with client_session() as session:
+        answer = await call(session, client.outbound_port, "reviews:9080", "/anything/hop",
+                            {"x-request-id": request_id})
+        echoed = await session.get(f"http://127.0.0.1:{client.outbound_port}/anything/hop",
+                                   headers={"Host": "reviews:9080", "x-request-id": request_id})
+        seen = await echoed.json()
+    seen_headers = {k.lower(): v for k, v in seen["headers"].items()}
+    assert (answer.status, answer.served_by) == (200, "reviews-v1"), (answer, mesh.logs())
+    assert seen["served_by"] == "reviews-v1" and seen["path"] == "/anything/hop"
+    # the app saw the request the client sent, with the id it gave, after two proxies
+    assert seen_headers["x-request-id"] == request_id
+    assert seen_headers["host"] == "reviews:9080"
+    after_in, after_out = await server.stats(), await client.stats()
+    # destination side: the inbound listener's HCM and the inbound cluster each took both requests
+    assert after_in[INBOUND_RQ] - before_in.get(INBOUND_RQ, 0) == 2
+    assert after_in[INBOUND_CLUSTER_RQ] - before_in.get(INBOUND_CLUSTER_RQ, 0) == 2
+    # source side: the outbound cluster for subset v1 sent them
+    assert after_out[OUTBOUND_V1_RQ] - before_out.get(OUTBOUND_V1_RQ, 0) == 2
+
+
+@pytest.mark.slow
+async def test_editing_the_virtual_service_shifts_live_traffic_without_a_failed_request(mesh: Mesh, record_property):
+    bookinfo_config(mesh, {"v1": 100})
+    await mesh.control_plane()
+    productpage, v1, v2 = await mesh.workloads(("productpage-v1", labels("productpage")),
+                                               ("reviews-v1", labels("reviews", "v1")),
+                                               ("reviews-v2", labels("reviews", "v2")))
+    client = productpage.sidecar
+    for subset, w in (("v1", v1), ("v2", v2)):
+        await mesh.wait_hosts(client, outbound_cluster("reviews", subset=subset),
+                              lambda h, w=w: w.sidecar.endpoint in h, f"has {w.name}")
+    written: list[float] = []
+
+    def edit_then_see_v2(answers) -> bool:
+        """Drive the test from inside the load: edit once warmed up, stop a while after v2 answers."""
+        if not written and len(answers) >= 20:
+            written.append(mesh.write("reviews-vs.yaml", virtual_service("reviews", {"v2": 100})))
+        v2_seen = [a for a in answers if a.served_by == "reviews-v2"]
+        return bool(v2_seen) and time.monotonic() - min(a.done for a in v2_seen) > 1.0
+
+    answers = await load(client.outbound_port, "reviews:9080", until=edit_then_see_v2, max_seconds=15)
+    assert written, "the load never warmed up"
+    assert not failures(answers), (failures(answers)[:5], mesh.logs())
+    before = [a for a in answers if a.sent < written[0]]
+    assert before and {a.served_by for a in before} == {"reviews-v1"}
+    first_v2 = min((a.done for a in answers if a.served_by == "reviews-v2"), default=None)
+    assert first_v2 is not None, f"no answer from v2 within 15s of the edit\n{mesh.logs()}"
+    after = [a for a in answers if a.sent > first_v2]
+    assert after and {a.served_by for a in after} == {"reviews-v2"}
+    shift = first_v2 - written[0]
+    record_property("vs_edit_to_first_v2_seconds", round(shift, 3))
+    print(f"VirtualService edit -> first v2 answer: {shift * 1000:.0f} ms; {len(answers)} requests, 0 failed")

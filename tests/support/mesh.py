@@ -1,0 +1,518 @@
+"""A live mesh on 127.0.0.1 for end-to-end tests: the control plane, sidecars and demo apps as real processes.
+
+    Mesh(workdir)                      a temp config directory the test writes, and every process it starts
+      .write(name, docs)               a YAML file in the config directory (atomic: temp file + rename)
+      .control_plane(grace=...)        `pyproxy-control serve --config-dir DIR --xds-port P --metrics-port 0`
+      .workload(name, labels)          `python -m pyproxy.demo_app` (DEMO_APP_NAME=name) + `pyproxy sidecar`
+      .stop()                          every process, by PID: SIGTERM, then SIGKILL after a grace period
+
+The control plane prints `XDS_PORT n` / `METRICS_PORT n`; they are read from its stdout file. A restart keeps
+its xDS port (the sidecars were told that URL). Sidecars get their ports explicitly (the node metadata carries
+INBOUND_PORT/OUTBOUND_PORT/ADMIN_PORT, which is how the control plane learns their endpoints), taken from a
+batch of ports the kernel handed out free just before. Readiness is polled with a deadline: the control
+plane's /ready, the app's /healthz, the sidecar's admin /ready and its row in /debug/syncz. stdout and stderr
+go to files under the workdir (a chatty process never blocks on a pipe); `Mesh.logs()` gathers their tails
+for assertion messages.
+
+Observation helpers read what an operator would: `/debug/syncz` (sync status per proxy and type), a
+sidecar's admin `/clusters?format=json` (hosts per cluster) and `/stats` (counters).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Iterable
+
+import aiohttp
+import pytest
+import yaml
+
+from .process import REPO, _alive, pyproxy_command
+
+NAMESPACE = "default"
+DOMAIN = "svc.cluster.local"
+XDS_TYPES = ("cds", "eds", "lds", "rds")
+DEADLINE = 20.0  # seconds any readiness wait may take before the test fails (a hang guard, not a threshold)
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct 127.0.0.1 ports the kernel reports free (all bound at once, then released)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def console_script(name: str, module: str) -> list[str]:
+    exe = pathlib.Path(sys.executable).parent / name
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", module]
+
+
+def fqdn(service: str, namespace: str = NAMESPACE) -> str:
+    return f"{service}.{namespace}.{DOMAIN}"
+
+
+def outbound_cluster(service: str, port: int = 9080, subset: str = "") -> str:
+    return f"outbound|{port}|{subset}|{fqdn(service)}"
+
+
+async def poll(what: str, probe: Callable[[], Awaitable[Any]], timeout: float = DEADLINE,
+               interval: float = 0.05, detail: Callable[[], str] = lambda: "") -> Any:
+    """Await `probe()` until it returns something truthy; AssertionError naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = await probe()
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
+            last = err
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {timeout}s (last: {last!r})\n{detail()}")
+        await asyncio.sleep(interval)
+
+
+async def get(url: str, **kwargs: Any) -> tuple[int, str]:
+    """One GET with a short timeout, on a fresh connection (no keep-alive state shared with the test)."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
+        async with s.get(url, **kwargs) as r:
+            return r.status, await r.text()
+
+
+async def get_json(url: str) -> Any:
+    status, text = await get(url)
+    if status != 200:
+        raise AssertionError(f"GET {url}: {status} {text[:300]}")
+    return yaml.safe_load(text) if text else None  # JSON is YAML; keeps one parser for both
+
+
+class Process:
+    """One subprocess with stdout/stderr in files; stopped by PID."""
+
+    def __init__(self, name: str, argv: list[str], workdir: pathlib.Path, env: dict[str, str] | None = None):
+        self.name = name
+        self.argv = argv
+        self.env = env or {}
+        self.stdout_path = workdir / f"{name}.stdout"
+        self.stderr_path = workdir / f"{name}.stderr"
+        self.proc: subprocess.Popen | None = None
+        self.started_at = 0.0
+
+    def __repr__(self) -> str:
+        state = "not started" if self.proc is None else (
+            f"pid {self.proc.pid} " + ("running" if self.proc.poll() is None else f"exited {self.proc.returncode}"))
+        return f"<{type(self).__name__} {self.name} {state}>"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> "Process":
+        # append: a restarted process keeps its earlier output in the same files
+        with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO,
+                                         env={**os.environ, **self.env})
+        self.started_at = time.monotonic()
+        return self
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self, tail: int = 4000) -> str:
+        text = ""
+        for path in (self.stdout_path, self.stderr_path):
+            if path.exists():
+                text += path.read_text(errors="replace")
+        return text[-tail:]
+
+    def check_running(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.output()}")
+
+    def kill(self) -> None:
+        """SIGKILL, no goodbye (a crash)."""
+        if self.running():
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def stop(self, grace: float = 5.0) -> int | None:
+        """SIGTERM, then SIGKILL after `grace` seconds; the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if _alive(self.proc.pid):  # pragma: no cover - a zombie the kernel has not reaped
+            os.kill(self.proc.pid, signal.SIGKILL)
+        return self.proc.returncode
+
+
+class ControlPlane(Process):
+    def __init__(self, workdir: pathlib.Path, config_dir: pathlib.Path, *, grace: float, debounce: float,
+                 long_poll_timeout: float, xds_port: int = 0):
+        self.config_dir = config_dir
+        self.grace, self.debounce, self.long_poll_timeout = grace, debounce, long_poll_timeout
+        self.xds_port = xds_port
+        self.metrics_port = 0
+        self.starts = 0
+        super().__init__("control-plane", [], workdir)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.xds_port}"
+
+    def start(self) -> "ControlPlane":
+        self.argv = [*console_script("pyproxy-control", "control.cli.control"), "serve",
+                     "--config-dir", str(self.config_dir), "--xds-port", str(self.xds_port), "--metrics-port", "0",
+                     "--grace", str(self.grace), "--debounce", str(self.debounce),
+                     "--long-poll-timeout", str(self.long_poll_timeout)]
+        self.starts += 1
+        super().start()
+        return self
+
+    def _ports(self) -> dict[str, int]:
+        ports = {}
+        for line in self.stdout_path.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(" ")
+            if key in ("XDS_PORT", "METRICS_PORT") and value.strip().isdigit():
+                ports[key] = int(value)
+        return ports
+
+    async def ready(self) -> "ControlPlane":
+        """Wait for this start's port lines and /ready."""
+        async def ports() -> bool:
+            self.check_running()
+            lines = self.stdout_path.read_text(errors="replace").count("XDS_PORT ")
+            return lines >= self.starts and "METRICS_PORT" in self._ports()
+        await poll("control plane prints its ports", ports, detail=self.output)
+        found = self._ports()
+        if self.xds_port:
+            assert found["XDS_PORT"] == self.xds_port, (found, self.output())
+        self.xds_port, self.metrics_port = found["XDS_PORT"], found["METRICS_PORT"]
+
+        async def live() -> bool:
+            self.check_running()
+            return (await get(f"{self.url}/ready"))[0] == 200
+        await poll("control plane /ready", live, detail=self.output)
+        return self
+
+    def log_time(self, needle: str) -> float:
+        """Wall-clock time (epoch seconds) of the last log line containing `needle` (its logging timestamp,
+        `2026-01-01 12:00:00,123`, local time)."""
+        lines = [line for line in self.output(tail=10**7).splitlines() if needle in line]
+        assert lines, f"no control-plane log line with {needle!r}:\n{self.output()}"
+        stamp = lines[-1][:23]
+        return time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")) + int(stamp[20:23]) / 1000
+
+    async def syncz(self) -> list[dict]:
+        return await get_json(f"{self.url}/debug/syncz")
+
+    async def configz(self) -> dict:
+        return await get_json(f"{self.url}/debug/configz")
+
+    async def proxy_rows(self) -> dict[str, dict]:
+        """syncz rows by proxy name (`reviews-v1`, without the namespace)."""
+        return {row["name"].rsplit(".", 1)[0]: row for row in await self.syncz()}
+
+
+def synced(row: dict) -> bool:
+    """Every xDS type of this syncz row is SYNCED."""
+    return all(row.get("types", {}).get(t, {}).get("status") == "SYNCED" for t in XDS_TYPES)
+
+
+class DemoApp(Process):
+    def __init__(self, workdir: pathlib.Path, name: str, port: int):
+        self.port = port
+        super().__init__(f"app-{name}", [sys.executable, "-m", "pyproxy.demo_app", "--port", str(port)], workdir,
+                         {"DEMO_APP_NAME": name})
+
+    async def ready(self) -> "DemoApp":
+        async def healthy() -> bool:
+            self.check_running()
+            return (await get(f"http://127.0.0.1:{self.port}/healthz"))[0] == 200
+        await poll(f"{self.name} /healthz", healthy, detail=self.output)
+        return self
+
+
+class Sidecar(Process):
+    def __init__(self, workdir: pathlib.Path, name: str, labels: dict[str, str], control: ControlPlane,
+                 app_port: int, ports: Iterable[int], service_account: str = ""):
+        self.workload = name
+        self.labels = dict(labels)
+        self.control = control
+        self.app_port = app_port
+        self.inbound_port, self.outbound_port, self.admin_port = ports
+        super().__init__(f"sidecar-{name}", [
+            *pyproxy_command(), "sidecar", "--control", control.url, "--name", name, "--namespace", NAMESPACE,
+            "--service-account", service_account or f"bookinfo-{labels.get('app', name)}",
+            "--labels", ",".join(f"{k}={v}" for k, v in labels.items()),
+            "--app-port", str(app_port), "--inbound-port", str(self.inbound_port),
+            "--outbound-port", str(self.outbound_port), "--admin-port", str(self.admin_port)], workdir)
+
+    @property
+    def endpoint(self) -> str:
+        """How other proxies' EDS names this sidecar: its inbound listener."""
+        return f"127.0.0.1:{self.inbound_port}"
+
+    def admin(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.admin_port}{path}"
+
+    async def ready(self) -> "Sidecar":
+        """Admin /ready is LIVE and the control plane shows all four types SYNCED for it."""
+        async def live() -> bool:
+            self.check_running()
+            return (await get(self.admin("/ready")))[0] == 200
+        await poll(f"{self.name} admin /ready", live, detail=self.output)
+
+        async def in_syncz() -> bool:
+            self.check_running()
+            row = (await self.control.proxy_rows()).get(self.workload)
+            return row is not None and synced(row)
+        await poll(f"{self.name} SYNCED in /debug/syncz", in_syncz, detail=self.output)
+        return self
+
+    async def clusters(self) -> dict[str, set[str]]:
+        """Cluster name -> its hosts (`ip:port`), from admin /clusters?format=json."""
+        data = await get_json(self.admin("/clusters?format=json"))
+        out = {}
+        for c in data.get("cluster_statuses", []):
+            out[c["name"]] = {f"{h['address']['socket_address']['address']}:"
+                              f"{h['address']['socket_address']['port_value']}" for h in c.get("host_statuses", [])}
+        return out
+
+    async def stats(self) -> dict[str, int]:
+        """Counters and gauges from admin /stats (`name: value` lines)."""
+        _, text = await get(self.admin("/stats"))
+        out = {}
+        for line in text.splitlines():
+            name, sep, value = line.rpartition(": ")
+            if sep and value.strip().lstrip("-").isdigit():
+                out[name] = int(value)
+        return out
+
+    async def server_info(self) -> dict:
+        return await get_json(self.admin("/server_info"))
+
+
+@dataclass
+class Workload:
+    app: DemoApp
+    sidecar: Sidecar
+
+    @property
+    def name(self) -> str:
+        return self.sidecar.workload
+
+
+class Mesh:
+    """The config directory and every process of one test; `stop()` ends them all (run it in a finalizer)."""
+
+    def __init__(self, workdir: pathlib.Path):
+        self.workdir = workdir
+        self.config_dir = workdir / "config"
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        self.processes: list[Process] = []
+        self.cp: ControlPlane | None = None
+
+    def __repr__(self) -> str:
+        return f"Mesh({self.config_dir}, {self.processes!r})"
+
+    # --- config ------------------------------------------------------------------------------------------
+    def write(self, name: str, docs: Iterable[dict] | dict) -> float:
+        """Write (or replace) config file `name` atomically; returns time.monotonic() just after the rename."""
+        docs = [docs] if isinstance(docs, dict) else list(docs)
+        path = self.config_dir / name
+        tmp = self.workdir / f".{name}.tmp"  # outside the watched directory
+        tmp.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+        os.replace(tmp, path)
+        return time.monotonic()
+
+    def remove(self, name: str) -> float:
+        (self.config_dir / name).unlink()
+        return time.monotonic()
+
+    # --- processes ---------------------------------------------------------------------------------------
+    def _track(self, proc: Process) -> Process:
+        self.processes.append(proc)
+        return proc
+
+    async def control_plane(self, *, grace: float = 1.0, debounce: float = 0.05,
+                            long_poll_timeout: float = 30.0) -> ControlPlane:
+        cp = ControlPlane(self.workdir, self.config_dir, grace=grace, debounce=debounce,
+                          long_poll_timeout=long_poll_timeout)
+        self.cp = self._track(cp)
+        cp.start()
+        return await cp.ready()
+
+    async def restart_control_plane(self) -> ControlPlane:
+        """Start the control plane again on the same xDS port (after `kill()` or `stop()`)."""
+        assert self.cp is not None and not self.cp.running()
+        self.cp.start()
+        return await self.cp.ready()
+
+    def start_workload(self, name: str, labels: dict[str, str]) -> Workload:
+        """Start a demo app and its sidecar (no waiting); `await workload_ready(w)` after."""
+        assert self.cp is not None, "start the control plane first"
+        app_port, *ports = free_ports(4)
+        app = self._track(DemoApp(self.workdir, name, app_port))
+        sidecar = self._track(Sidecar(self.workdir, name, labels, self.cp, app_port, ports))
+        app.start()
+        sidecar.start()
+        return Workload(app, sidecar)
+
+    async def workloads(self, *specs: tuple[str, dict[str, str]]) -> list[Workload]:
+        """Start several workloads at once and wait until each is ready and SYNCED."""
+        started = [self.start_workload(name, labels) for name, labels in specs]
+        await asyncio.gather(*(w.app.ready() for w in started))
+        await asyncio.gather(*(w.sidecar.ready() for w in started))
+        return started
+
+    def stop(self) -> None:
+        """Every process, newest first (sidecars before the control plane), by PID."""
+        for proc in reversed(self.processes):
+            proc.stop()
+
+    def logs(self, tail: int = 1500) -> str:
+        return "\n".join(f"--- {p!r}\n{p.output(tail)}" for p in self.processes)
+
+    # --- waiting on the mesh -----------------------------------------------------------------------------
+    async def wait_hosts(self, sidecar: Sidecar, cluster: str, want: Callable[[set[str]], bool], what: str,
+                         timeout: float = DEADLINE, interval: float = 0.02) -> set[str]:
+        """Poll `sidecar`'s /clusters until `want(hosts of cluster)`; returns those hosts."""
+        async def probe() -> set[str] | None:
+            sidecar.check_running()
+            hosts = (await sidecar.clusters()).get(cluster, set())
+            return hosts if want(hosts) else None
+        found = await poll(f"{sidecar.name}: {cluster} {what}", probe, timeout, interval, self.logs)
+        return found if isinstance(found, set) else set()
+
+    async def wait_all_synced(self, names: Iterable[str], timeout: float = DEADLINE) -> dict[str, dict]:
+        """Every named proxy is in /debug/syncz with all four types SYNCED (and no other proxy is missing)."""
+        assert self.cp is not None
+        names = set(names)
+
+        async def probe() -> dict[str, dict] | None:
+            self.cp.check_running()
+            rows = await self.cp.proxy_rows()
+            return rows if names <= set(rows) and all(synced(rows[n]) for n in names) else None
+        return await poll(f"{sorted(names)} all SYNCED", probe, timeout, detail=self.logs)
+
+
+@pytest.fixture
+def mesh(tmp_path: pathlib.Path):
+    """A `Mesh` in the test's temp directory; every process it started is stopped afterwards, pass or fail."""
+    m = Mesh(tmp_path)
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+# --- the test mesh's config: a cut-down bookinfo (services, subsets, one VirtualService) ----------------------
+
+def service(name: str, ports: Iterable[tuple[str, int]] = (("http", 9080),)) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"selector": {"app": name}, "ports": [{"name": n, "port": p} for n, p in ports]}}
+
+
+def destination_rule(host: str, versions: Iterable[str]) -> dict:
+    return {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": host, "namespace": NAMESPACE},
+            "spec": {"host": host, "subsets": [{"name": v, "labels": {"version": v}} for v in versions]}}
+
+
+def virtual_service(host: str, weights: dict[str, int]) -> dict:
+    """All of `host`'s HTTP traffic split across subsets by weight (`{"v1": 100}`)."""
+    return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": host, "namespace": NAMESPACE},
+            "spec": {"hosts": [host], "http": [{"route": [
+                {"destination": {"host": host, "subset": subset}, "weight": weight}
+                for subset, weight in weights.items()]}]}}
+
+
+def bookinfo_config(mesh: Mesh, reviews: dict[str, int] | None = None) -> None:
+    """services.yaml (productpage, reviews, DestinationRule reviews v1/v2) and reviews-vs.yaml."""
+    mesh.write("services.yaml", [service("productpage"), service("reviews"),
+                                 destination_rule("reviews", ("v1", "v2"))])
+    mesh.write("reviews-vs.yaml", virtual_service("reviews", reviews or {"v1": 100}))
+
+
+def labels(app: str, version: str = "v1") -> dict[str, str]:
+    return {"app": app, "version": version}
+
+
+# --- traffic ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Answer:
+    sent: float  # time.monotonic() when the request was sent
+    done: float  # ... and when its answer (or error) came back
+    status: int  # 0 = no HTTP answer (see error)
+    served_by: str = ""
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+
+async def call(session: aiohttp.ClientSession, port: int, host: str, path: str = "/anything",
+               headers: dict[str, str] | None = None) -> Answer:
+    """One request to a sidecar's outbound port for service `host` (the Host header names it)."""
+    sent = time.monotonic()
+    try:
+        async with session.get(f"http://127.0.0.1:{port}{path}", headers={"Host": host, **(headers or {})}) as r:
+            body = await r.read()
+            served_by = ""
+            if r.status == 200 and r.content_type == "application/json":
+                served_by = yaml.safe_load(body).get("served_by", "")
+            return Answer(sent, time.monotonic(), r.status, served_by, "" if r.status == 200 else body[:200].decode(
+                errors="replace"))
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
+        return Answer(sent, time.monotonic(), 0, error=f"{type(err).__name__}: {err}")
+
+
+def client_session(timeout: float = 5.0) -> aiohttp.ClientSession:
+    """A keep-alive client, as an app calling its sidecar would have."""
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
+
+
+async def load(port: int, host: str, *, until: Callable[[list[Answer]], bool], max_seconds: float,
+               workers: int = 2, pause: float = 0.01, answers: list[Answer] | None = None) -> list[Answer]:
+    """Requests from `workers` concurrent keep-alive clients, back to back (a short pause between), until
+    `until(answers so far)` or `max_seconds`; every answer, ordered by send time. Pass `answers` to watch
+    them arrive while the load runs."""
+    answers = [] if answers is None else answers
+    deadline = time.monotonic() + max_seconds
+
+    async def worker() -> None:
+        async with client_session() as session:
+            while time.monotonic() < deadline and not until(answers):
+                answers.append(await call(session, port, host))
+                await asyncio.sleep(pause)
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return sorted(answers, key=lambda a: a.sent)
+
+
+def failures(answers: Iterable[Answer]) -> list[Answer]:
+    return [a for a in answers if not a.ok]
