@@ -256,14 +256,14 @@ class DemoApp(Process):
 
 class Sidecar(Process):
     def __init__(self, workdir: pathlib.Path, name: str, labels: dict[str, str], control: ControlPlane,
-                 app_port: int, ports: Iterable[int], service_account: str = ""):
+                 app_port: int, ports: Iterable[int], service_account: str = "", control_url: str = ""):
         self.workload = name
         self.labels = dict(labels)
         self.control = control
         self.app_port = app_port
         self.inbound_port, self.outbound_port, self.admin_port = ports
         super().__init__(f"sidecar-{name}", [
-            *pyproxy_command(), "sidecar", "--control", control.url, "--name", name, "--namespace", NAMESPACE,
+            *pyproxy_command(), "sidecar", "--control", control_url or control.url, "--name", name, "--namespace", NAMESPACE,
             "--service-account", service_account or f"bookinfo-{labels.get('app', name)}",
             "--labels", ",".join(f"{k}={v}" for k, v in labels.items()),
             "--app-port", str(app_port), "--inbound-port", str(self.inbound_port),
@@ -370,19 +370,22 @@ class Mesh:
         self.cp.start()
         return await self.cp.ready()
 
-    def start_workload(self, name: str, labels: dict[str, str]) -> Workload:
-        """Start a demo app and its sidecar (no waiting); `await workload_ready(w)` after."""
+    def start_workload(self, name: str, labels: dict[str, str], control_url: str = "") -> Workload:
+        """Start a demo app and its sidecar (no waiting: `await w.app.ready()`, `w.sidecar.ready()` after).
+        `control_url` points the sidecar elsewhere than the control plane (a `Relay` in front of it)."""
         assert self.cp is not None, "start the control plane first"
         app_port, *ports = free_ports(4)
         app = self._track(DemoApp(self.workdir, name, app_port))
-        sidecar = self._track(Sidecar(self.workdir, name, labels, self.cp, app_port, ports))
+        sidecar = self._track(Sidecar(self.workdir, name, labels, self.cp, app_port, ports, control_url=control_url))
         app.start()
         sidecar.start()
         return Workload(app, sidecar)
 
-    async def workloads(self, *specs: tuple[str, dict[str, str]]) -> list[Workload]:
+    async def workloads(self, *specs: tuple[str, dict[str, str]], control_urls: dict[str, str] | None = None
+                        ) -> list[Workload]:
         """Start several workloads at once and wait until each is ready and SYNCED."""
-        started = [self.start_workload(name, labels) for name, labels in specs]
+        urls = control_urls or {}
+        started = [self.start_workload(name, labels, urls.get(name, "")) for name, labels in specs]
         await asyncio.gather(*(w.app.ready() for w in started))
         await asyncio.gather(*(w.sidecar.ready() for w in started))
         return started
@@ -459,6 +462,70 @@ def bookinfo_config(mesh: Mesh, reviews: dict[str, int] | None = None) -> None:
 
 def labels(app: str, version: str = "v1") -> dict[str, str]:
     return {"app": app, "version": version}
+
+
+# --- a cuttable link between one sidecar and the control plane -----------------------------------------------
+
+class Relay:
+    """A TCP relay on 127.0.0.1 in front of the control plane's xDS port, inside the test process. While
+    `cut` is set, it accepts and at once closes every new connection (the sidecar sees the control plane as
+    unreachable and backs off) and has closed the ones it carried; the sidecar's data plane is untouched."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.cut = False
+        self.port = 0
+        self._server: asyncio.base_events.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
+
+    def __repr__(self) -> str:
+        return f"Relay(:{self.port} -> :{self.target_port}, cut={self.cut}, open={len(self._open)})"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> "Relay":
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def set_cut(self, cut: bool) -> None:
+        self.cut = cut
+        if cut:
+            for writer in list(self._open):
+                writer.transport.abort()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.cut:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._open.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.transport.abort()
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            self._open.difference_update((writer, up_writer))
+
+    async def close(self) -> None:
+        self.set_cut(True)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
 
 
 # --- traffic ---------------------------------------------------------------------------------------------------
