@@ -18,6 +18,7 @@ import asyncio
 import socket
 import time
 import os
+import random
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -41,12 +42,14 @@ class _Reject(Exception):
         self.reply = reply
 
 
+_RID_RANDOM = random.Random(os.urandom(32))  # seeded once from the OS; ids must be unique, not secret
+
+
 def new_request_id() -> str:
-    """A random (version 4) UUID string, as Envoy generates for x-request-id; cheaper than uuid.uuid4()."""
-    b = bytearray(os.urandom(16))
-    b[6] = (b[6] & 0x0F) | 0x40
-    b[8] = (b[8] & 0x3F) | 0x80
-    h = b.hex()
+    """A random (version 4) UUID string, as Envoy generates for x-request-id. Unlike uuid.uuid4() it makes
+    no getrandom() syscall per request: a request id is a correlation key, not a secret."""
+    n = (_RID_RANDOM.getrandbits(128) & ~(0xF000 << 64) & ~(0xC000 << 48)) | (0x4000 << 64) | (0x8000 << 48)
+    h = f"{n:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
