@@ -139,6 +139,26 @@ async def test_virtual_host_retry_policy_applies_when_the_route_has_none(traffic
     assert len(upstream.requests) == 2
 
 
+async def test_a_retried_request_replays_its_body(traffic_proxy, upstream):
+    """POST with a body: the retry sends the same bytes again."""
+    upstream.handler = scripted("/status/503")
+    p = await traffic_proxy(retried(retry_policy("5xx"), {"backend": [upstream.port]}))
+    body = bytes(range(256)) * 40
+    r = await p.fetch("POST", "/", body=body)
+    assert r.status == 200
+    assert [(rq.body_length, rq.complete) for rq in upstream.requests] == [(len(body), True)] * 2
+    assert upstream.requests[0].body_sha256 == upstream.requests[1].body_sha256
+
+
+async def test_x_envoy_max_retries_overrides_num_retries(traffic_proxy, upstream, tmp_path):
+    upstream.handler = always("/status/503")
+    p = await traffic_proxy(retried(retry_policy("5xx", 1), {"backend": [upstream.port]}, log=tmp_path / "a.log"))
+    assert (await p.fetch("GET", "/", [("x-envoy-max-retries", "3")])).status == 503
+    assert len(upstream.requests) == 4
+    assert upstream.requests[-1].header("x-envoy-max-retries") is None
+    assert last_log(p)["flags"] == "URX"
+
+
 # ---------------------------------------------------------------- limits of retrying
 
 async def test_exhausted_retries_return_the_last_answer_with_urx(traffic_proxy, upstream, tmp_path):
