@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup bench clean
+.PHONY: demo demo-proxy test setup bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 demo: setup
+	$(BIN)/python -m pyproxy.demo_mesh
+
+demo-proxy: setup
 	$(BIN)/python -m pyproxy.demo
 
 test: setup

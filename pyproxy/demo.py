@@ -1,4 +1,4 @@
-"""`make demo`: a pyproxy in front of a small demo backend, with a request shown going through.
+"""`python -m pyproxy.demo`: one pyproxy in front of a small demo backend, a request shown going through.
 
 What it does, in order (everything on 127.0.0.1):
 1. starts the demo backend (`pyproxy.demo_app`, an aiohttp "httpbin"-like app) in its own process;
@@ -74,10 +74,14 @@ def build_bootstrap(listener_port: int, admin_port: int, backend_port: int, acce
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pyproxy.demo", description=__doc__.splitlines()[0])
     ap.add_argument("--once", action="store_true", help="show one request going through, then stop")
+    ap.add_argument("--free-ports", action="store_true", help="use any free ports, not 8080/10000/9901")
     args = ap.parse_args(argv)
 
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="pyproxy-demo-"))
-    backend_port, listener_port, admin_port = _port(8080), _port(10000), _port(9901)
+    if args.free_ports:
+        backend_port, listener_port, admin_port = _port(0), _port(0), _port(0)
+    else:
+        backend_port, listener_port, admin_port = _port(8080), _port(10000), _port(9901)
     access_log = workdir / "access.log"
     bootstrap = workdir / "front-proxy.yaml"
     bootstrap.write_text(yaml.safe_dump(build_bootstrap(listener_port, admin_port, backend_port, str(access_log)),

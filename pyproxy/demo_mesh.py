@@ -1,0 +1,192 @@
+"""`make demo`: the demo mesh as local processes (no Docker): a control plane, apps and their sidecars.
+
+What runs (all on 127.0.0.1, ports picked free at start):
+  pyproxy-control serve --config-dir examples/mesh        ≈ istiod: watches the YAML, serves xDS
+  for each workload (productpage-v1, details-v1, reviews-v1, reviews-v2, ratings-v1):
+      python -m pyproxy.demo_app                          the "app" (an httpbin-like echo server)
+      pyproxy sidecar --name <workload> --labels ...      its sidecar: registers itself, follows the control plane
+Then, acting as the productpage app, it sends requests through productpage's sidecar (outbound port, Host =
+the service) and shows what the mesh did: the VirtualService's 80/20 split of reviews between v1 and v2, the
+`end-user: jason` match that always goes to v2, and the sidecars' stats. It keeps running (Ctrl-C stops every
+process) and prints commands to try, including editing examples/mesh/traffic.yaml... on a copy it made, so
+the repository's files are never modified.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+MESH = ROOT / "examples" / "mesh"
+
+WORKLOADS = [  # name, service account, labels
+    ("productpage-v1", "bookinfo-productpage", {"app": "productpage", "version": "v1"}),
+    ("details-v1", "bookinfo-details", {"app": "details", "version": "v1"}),
+    ("reviews-v1", "bookinfo-reviews", {"app": "reviews", "version": "v1"}),
+    ("reviews-v2", "bookinfo-reviews", {"app": "reviews", "version": "v2"}),
+    ("ratings-v1", "bookinfo-ratings", {"app": "ratings", "version": "v1"}),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_until(check, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+class Mesh:
+    """The processes of the demo mesh; `stop()` ends every one by PID."""
+
+    def __init__(self, workdir: pathlib.Path):
+        self.workdir = workdir
+        self.config_dir = workdir / "mesh"
+        shutil.copytree(MESH, self.config_dir)
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.xds_port = free_port()
+        self.sidecars: dict[str, dict[str, int]] = {}
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "w")
+        import os
+
+        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        self.procs.append((name, p))
+        return p
+
+    def start(self) -> None:
+        py = sys.executable
+        self.spawn("control-plane", [py, "-m", "control.cli.control", "serve", "--config-dir", str(self.config_dir),
+                                     "--xds-port", str(self.xds_port), "--metrics-port", str(free_port()),
+                                     "--grace", "3"])
+        wait_until(lambda: http(f"http://127.0.0.1:{self.xds_port}/ready")[0] == 200, "the control plane")
+        for name, sa, labels in WORKLOADS:
+            ports = {"app": free_port(), "inbound": free_port(), "outbound": free_port(), "admin": free_port()}
+            self.sidecars[name] = ports
+            self.spawn(f"{name}-app", [py, "-m", "pyproxy.demo_app", "--port", str(ports["app"])],
+                       env={"DEMO_APP_NAME": name})
+            self.spawn(f"{name}-sidecar", [
+                py, "-m", "pyproxy", "sidecar", "--control", f"http://127.0.0.1:{self.xds_port}",
+                "--name", name, "--namespace", "default", "--service-account", sa,
+                "--labels", ",".join(f"{k}={v}" for k, v in labels.items()), "--app-port", str(ports["app"]),
+                "--inbound-port", str(ports["inbound"]), "--outbound-port", str(ports["outbound"]),
+                "--admin-port", str(ports["admin"])])
+        for name, ports in self.sidecars.items():
+            wait_until(lambda p=ports: http(f"http://127.0.0.1:{p['admin']}/ready")[0] == 200
+                       and _synced(self.xds_port, name), f"{name}'s sidecar to sync")
+        # every reviews instance visible in productpage's endpoints
+        pp_admin = self.sidecars["productpage-v1"]["admin"]
+        wait_until(lambda: http(f"http://127.0.0.1:{pp_admin}/clusters")[1].count(b"reviews.default.svc.cluster.local::127.0.0.1") >= 4,
+                   "reviews endpoints in productpage's sidecar")
+
+    def stop(self) -> None:
+        for _, p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for _, p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _synced(xds_port: int, name: str) -> bool:
+    status, body = http(f"http://127.0.0.1:{xds_port}/debug/syncz")
+    if status != 200:
+        return False
+    for proxy in json.loads(body):
+        if proxy.get("name") == f"{name}.default":
+            return all(t.get("status") == "SYNCED" for t in proxy.get("types", {}).values())
+    return False
+
+
+def served_by(outbound: int, host: str, n: int, headers: dict[str, str] | None = None) -> collections.Counter:
+    seen: collections.Counter = collections.Counter()
+    for _ in range(n):
+        status, body = http(f"http://127.0.0.1:{outbound}/anything", {"Host": host, **(headers or {})})
+        seen[json.loads(body)["served_by"] if status == 200 else f"HTTP {status}"] += 1
+    return seen
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pyproxy.demo_mesh", description=__doc__.splitlines()[0])
+    ap.add_argument("--once", action="store_true", help="show the requests going through, then stop")
+    args = ap.parse_args(argv)
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="pyproxy-mesh-demo-"))
+    mesh = Mesh(workdir)
+    try:
+        print(f"[demo] starting the control plane and {len(WORKLOADS)} workloads with sidecars (logs in {workdir})")
+        mesh.start()
+        pp = mesh.sidecars["productpage-v1"]
+        print("[demo] every sidecar registered itself and is SYNCED with the control plane\n")
+        print("[demo] as the productpage app: 20 requests to http://reviews:9080 through productpage's sidecar")
+        print(f"       (curl -H 'Host: reviews:9080' http://127.0.0.1:{pp['outbound']}/anything)")
+        print("       VirtualService reviews: 80% v1 / 20% v2 ->", dict(served_by(pp["outbound"], "reviews:9080", 20)))
+        print("[demo] the same with header end-user: jason (matched to v2) ->",
+              dict(served_by(pp["outbound"], "reviews:9080", 5, {"end-user": "jason"})))
+        print("[demo] details ->", dict(served_by(pp["outbound"], "details:9080", 3)))
+        _, stats = http(f"http://127.0.0.1:{mesh.sidecars['reviews-v1']['admin']}/stats?filter=inbound")
+        print("[demo] reviews-v1's sidecar saw them arrive (inbound counters):")
+        for line in stats.decode().splitlines():
+            if line.endswith(("downstream_rq_total: 0", ": 0")) or "rq_total" not in line:
+                continue
+            print("       " + line)
+        print(f"""
+[demo] try it yourself:
+  curl -s -H 'Host: reviews:9080' http://127.0.0.1:{pp['outbound']}/anything | python3 -m json.tool
+  curl -s http://127.0.0.1:{mesh.xds_port}/debug/syncz | python3 -m json.tool | head -40     # proxy status
+  .venv/bin/meshctl proxy-status --control http://127.0.0.1:{mesh.xds_port}
+  curl -s http://127.0.0.1:{pp['admin']}/config_dump | head -60            # productpage's sidecar config
+  curl -s http://127.0.0.1:{pp['admin']}/clusters | grep reviews
+  edit {mesh.config_dir}/traffic.yaml (e.g. reviews weights 0/100) and repeat the first curl: the
+  control plane pushes the change to every sidecar within a second.""")
+        if args.once:
+            return 0
+        print("\n[demo] running; Ctrl-C to stop")
+        while all(p.poll() is None for _, p in mesh.procs):
+            time.sleep(0.5)
+        dead = [n for n, p in mesh.procs if p.poll() is not None]
+        print(f"[demo] {', '.join(dead)} exited; stopping (see {workdir})", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except (RuntimeError, OSError, ValueError) as e:
+        print(f"[demo] error: {e} (logs in {workdir})", file=sys.stderr)
+        return 1
+    finally:
+        mesh.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
