@@ -10,17 +10,18 @@ refuses a retry).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import time
 
 import pytest
 
 from tests.support.proxy import bootstrap, cluster, route
+from tests.support.upstream import default_handler
 from tests.support.traffic import (  # noqa: F401 (traffic_proxy is a fixture)
     PREVIOUS_HOSTS, always, by_attempt, endpoints_cluster, retry_policy, scripted, stat, thresholds, traffic_proxy,
 )
 
-ENGINE_BUG = "engine bug: see notes"
 
 
 def vhost(routes: list[dict], policy: dict | None = None, *, attempt_count: bool = True) -> dict:
@@ -184,7 +185,6 @@ async def test_attempt_count_is_sent_only_when_the_virtual_host_asks(traffic_pro
     assert [rq.header("x-envoy-attempt-count") for rq in upstream.requests] == [None, None]
 
 
-@pytest.mark.xfail(reason=ENGINE_BUG, strict=False)
 async def test_per_try_timeout_retries_a_stalled_try(traffic_proxy, upstream, tmp_path):
     """per_try_timeout 0.2 s: the first try stalls, the second answers; the client gets 200 without a flag."""
     upstream.handler = by_attempt({"1": "/delay/1"})
@@ -196,7 +196,6 @@ async def test_per_try_timeout_retries_a_stalled_try(traffic_proxy, upstream, tm
     assert stat(p, "cluster.backend.upstream_rq_per_try_timeout") == 1
 
 
-@pytest.mark.xfail(reason=ENGINE_BUG, strict=False)
 async def test_per_try_timeout_followed_by_success_logs_no_flag(traffic_proxy, upstream, tmp_path):
     """Envoy sets UT only when it gives up on a timed-out try (router.cc onPerTryTimeoutCommon)."""
     upstream.handler = by_attempt({"1": "/delay/1"})
@@ -206,7 +205,6 @@ async def test_per_try_timeout_followed_by_success_logs_no_flag(traffic_proxy, u
     assert last_log(p)["flags"] == "-"
 
 
-@pytest.mark.xfail(reason=ENGINE_BUG, strict=False)
 async def test_per_try_timeout_is_not_retried_by_connect_failure(traffic_proxy, upstream, tmp_path):
     """A timed-out try is a reset after the request started: connect-failure alone does not retry it."""
     upstream.handler = always("/delay/1")
@@ -218,7 +216,6 @@ async def test_per_try_timeout_is_not_retried_by_connect_failure(traffic_proxy, 
     assert last_log(p)["flags"] == "UT"
 
 
-@pytest.mark.xfail(reason=ENGINE_BUG, strict=False)
 async def test_route_timeout_bounds_all_tries(traffic_proxy, upstream, tmp_path):
     """timeout 0.5 s over tries of 0.2 s with 5 retries allowed: the client gets 504 UT at the route timeout,
     after at most 3 tries."""
@@ -284,7 +281,6 @@ async def test_retry_on_reset_reaches_a_second_host(traffic_proxy, upstream_fact
     assert {e["upstream_host"] for e in p.access_log()} == {f"127.0.0.1:{good.port}"}
 
 
-@pytest.mark.xfail(reason=ENGINE_BUG, strict=False)
 async def test_previous_hosts_with_host_selection_retry_max_attempts(traffic_proxy, upstream_factory):
     """RANDOM over [bad, good]: with previous_hosts and host_selection_retry_max_attempts 10 a retry re-picks
     until it finds a host not tried yet (chance of landing on `bad` again: 2^-11 per request)."""
@@ -311,7 +307,6 @@ async def test_without_previous_hosts_a_retry_may_hit_the_same_host(traffic_prox
 
 # ---------------------------------------------------------------- the max_retries circuit breaker
 
-@pytest.mark.xfail(reason=ENGINE_BUG, strict=False)
 async def test_retry_overflow_returns_the_upstream_answer_with_uo(traffic_proxy, upstream, tmp_path):
     """max_retries 0: the retry is not attempted (upstream_rq_retry_overflow), the client gets the upstream's
     own 503 and the log says UO (router.cc: RetryStatus::NoOverflow sets the flag, the response goes on)."""
@@ -338,15 +333,11 @@ async def test_max_retries_zero_prevents_every_retry(traffic_proxy, upstream, tm
     assert "UO" in last_log(p)["flags"].split(",")
 
 
-@pytest.mark.xfail(reason=ENGINE_BUG, strict=False)
 async def test_a_retry_in_flight_holds_the_max_retries_budget(traffic_proxy, upstream, tmp_path):
     """max_retries 1. Request A's first try fails and its retry stalls; while that retry is in flight request
     B's first try fails too: B's retry overflows (Envoy holds the retry resource from the retry decision until
     the retried try finishes: RetryStateImpl resetRetry), so B gets its 503 with flag UO."""
     release = asyncio.Event()
-    from tests.support.upstream import default_handler
-    import dataclasses
-
     async def handler(conn, req):
         if req.header("x-envoy-attempt-count") == "2" and req.header("x-req") == "A":
             await release.wait()

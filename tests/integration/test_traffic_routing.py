@@ -13,7 +13,7 @@ import asyncio
 import pytest
 
 from tests.support.client import RawClient
-from tests.support.proxy import bootstrap, cluster, route, virtual_host
+from tests.support.proxy import bootstrap, route, virtual_host
 from tests.support.traffic import binomial_bounds, percent, stat, traffic_proxy  # noqa: F401 (fixture)
 
 
