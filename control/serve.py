@@ -37,7 +37,7 @@ from control.metrics import ControlMetrics
 from control.registry.files import FileRegistry, RegistryError
 from control.registry.live import DEFAULT_GRACE, LiveRegistry, MeshRegistry
 from control.translate import Options, TranslateError
-from control.xds.cache import DiscoveryRequest, Outcome, RequestKind, XdsCache, XdsType
+from control.xds.cache import DiscoveryRequest, DiscoveryResponse, Outcome, RequestKind, XdsCache, XdsType
 from control.xds.generate import GenerateError, SnapshotBuilder
 from control.xds.node import ProxyNode
 
@@ -265,7 +265,7 @@ class ControlPlane:
             self.metrics.convergence.observe(outcome.converged_after)
         return outcome
 
-    async def next_response(self, node_id: str, xds_type: XdsType, wait: float) -> dict | None:
+    async def next_response(self, node_id: str, xds_type: XdsType, wait: float) -> DiscoveryResponse | None:
         """The response due for this proxy and type, waiting up to `wait` seconds; None if nothing is due."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait

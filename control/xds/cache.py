@@ -55,31 +55,78 @@ BY_PATH = MappingProxyType({t.path: t for t in ORDER})
 BY_URL = MappingProxyType({t.type_url: t for t in ORDER})
 
 
-def content_hash(resources: Iterable[Any]) -> str:
-    """Stable hash of resources (canonical JSON: sorted keys, no spaces)."""
-    text = json.dumps(list(resources), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no spaces: equal content gives equal bytes (and hash)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def content_hash(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """One type's resources, serialized once (the JSON array of a DiscoveryResponse's `resources`) with its
+    hash. Proxies with the same content share one Payload: memory and serialization scale with distinct
+    configurations, not with proxies."""
+
+    body: bytes
+    hash: str
+    count: int
+
+    @classmethod
+    def of(cls, resources: Iterable[dict]) -> "Payload":
+        items = list(resources)
+        body = canonical_json(items)
+        return cls(body, content_hash(body), len(items))
 
 
 @dataclass(frozen=True, slots=True)
 class ProxySnapshot:
-    """One proxy's complete config: resources per type short name ("cds" ...), their hashes, one version."""
+    """One proxy's complete config: a Payload per type short name ("cds" ...) and one version."""
 
     version: str
-    resources: Mapping[str, tuple[dict, ...]]
-    hashes: Mapping[str, str]
+    payloads: Mapping[str, Payload]
     changed_at: float = 0.0  # when the change that led to it happened (convergence time starts here)
 
+    @property
+    def hashes(self) -> Mapping[str, str]:
+        return {short: p.hash for short, p in self.payloads.items()}
+
+    def resources(self, short: str) -> list[dict]:
+        """The decoded resources of one type (views and tests; responses use the payload bytes)."""
+        return json.loads(self.payloads[short].body)
+
     @classmethod
-    def build(cls, resources: Mapping[str, Iterable[dict]], changed_at: float = 0.0,
-              hashes: Mapping[str, str] | None = None) -> "ProxySnapshot":
-        """`hashes` may carry known content hashes per type (any deterministic function of the content: a
-        memoized render shared by many proxies is hashed once); missing ones are computed."""
-        frozen = {t.short: tuple(resources.get(t.short, ())) for t in ORDER}
-        known = hashes or {}
-        hashes = {short: known.get(short) or content_hash(res) for short, res in frozen.items()}
-        version = hashlib.sha256("".join(hashes[t.short] for t in ORDER).encode()).hexdigest()[:16]
-        return cls(version, MappingProxyType(frozen), MappingProxyType(hashes), changed_at)
+    def build(cls, resources: Mapping[str, Iterable[dict] | Payload], changed_at: float = 0.0) -> "ProxySnapshot":
+        """From resources per type, each a list of dicts or an already serialized Payload."""
+        payloads = {}
+        for t in ORDER:
+            value = resources.get(t.short, ())
+            payloads[t.short] = value if isinstance(value, Payload) else Payload.of(value)
+        version = hashlib.sha256("".join(payloads[t.short].hash for t in ORDER).encode()).hexdigest()[:16]
+        return cls(version, MappingProxyType(payloads), changed_at)
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryResponse:
+    """Envoy's DiscoveryResponse. `body()` is its JSON: the envelope fields encoded here, `resources` spliced
+    in from the shared payload bytes (no re-serialization per proxy)."""
+
+    version_info: str
+    type_url: str
+    nonce: str
+    payload: Payload
+
+    def body(self) -> bytes:
+        def enc(value: Any) -> bytes:
+            return json.dumps(value).encode()
+        return (b'{"version_info":' + enc(self.version_info) + b',"resources":' + self.payload.body
+                + b',"type_url":' + enc(self.type_url) + b',"nonce":' + enc(self.nonce)
+                + b',"control_plane":{"identifier":"pyproxy-control"}}')
+
+    def as_dict(self) -> dict:
+        return json.loads(self.body())
 
 
 class RequestKind(str, enum.Enum):
@@ -162,7 +209,7 @@ class ProxyState:
 
     def holds(self, short: str) -> bool:
         """The proxy has acknowledged the current content of this type."""
-        return self.snapshot is not None and self.types[short].acked_hash == self.snapshot.hashes[short]
+        return self.snapshot is not None and self.types[short].acked_hash == self.snapshot.payloads[short].hash
 
 
 class XdsCache:
@@ -216,7 +263,7 @@ class XdsCache:
             state.types[xds_type.short] = ts = TypeState(resource_names=request.resource_names)
         current = state.snapshot
         if current is not None and request.version_info == current.version and request.error_detail is None:
-            h = current.hashes[xds_type.short]
+            h = current.payloads[xds_type.short].hash
             ts.sent_version = ts.acked_version = current.version
             ts.sent_nonce = ts.acked_nonce = nonce or "resumed"
             ts.sent_hash = ts.acked_hash = h
@@ -229,7 +276,7 @@ class XdsCache:
         if state is None or state.snapshot is None:
             return False
         ts = state.types[xds_type.short]
-        current = state.snapshot.hashes[xds_type.short]
+        current = state.snapshot.payloads[xds_type.short].hash
         if ts.acked_hash == current or ts.nack_hash == current:
             return False
         for earlier in ORDER[:ORDER.index(xds_type)]:
@@ -237,7 +284,7 @@ class XdsCache:
                 return False
         return True
 
-    def respond(self, proxy_id: str, xds_type: XdsType) -> dict:
+    def respond(self, proxy_id: str, xds_type: XdsType) -> DiscoveryResponse:
         """The DiscoveryResponse for this type from the proxy's current snapshot; records it as sent."""
         state = self._proxies[proxy_id]
         snap = state.snapshot
@@ -245,15 +292,10 @@ class XdsCache:
             raise LookupError(f"no snapshot for proxy {proxy_id!r}")
         self._counter += 1
         nonce = f"{self._prefix}{self._counter}"
+        payload = snap.payloads[xds_type.short]
         ts = state.types[xds_type.short]
-        ts.sent_version, ts.sent_nonce, ts.sent_hash = snap.version, nonce, snap.hashes[xds_type.short]
-        return {
-            "version_info": snap.version,
-            "resources": list(snap.resources[xds_type.short]),
-            "type_url": xds_type.type_url,
-            "nonce": nonce,
-            "control_plane": {"identifier": "pyproxy-control"},
-        }
+        ts.sent_version, ts.sent_nonce, ts.sent_hash = snap.version, nonce, payload.hash
+        return DiscoveryResponse(snap.version, xds_type.type_url, nonce, payload)
 
     def _converged(self, state: ProxyState, now: float) -> float | None:
         snap = state.snapshot

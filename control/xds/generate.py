@@ -19,15 +19,15 @@ Pure: returns a `Generated` (resources per xDS type, as `ProxySnapshot.build` ta
 from __future__ import annotations
 
 import copy
-import hashlib
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass
 
 from control.mesh import MeshSnapshot
 from control.registry.live import MeshRegistry, app_port
 from control.registry.model import Workload
 from control.translate import Options, Rendered, render_gateway, render_sidecar
 from control.translate.common import INBOUND_PORT, OUTBOUND_PORT
-from control.xds.cache import ProxySnapshot, content_hash
+from control.xds.cache import Payload, ProxySnapshot
 from control.xds.node import ProxyNode
 
 VIRTUAL_INBOUND = "virtualInbound"
@@ -35,9 +35,12 @@ VIRTUAL_INBOUND = "virtualInbound"
 
 @dataclass(frozen=True, slots=True)
 class Generated:
-    resources: dict  # "cds" | "eds" | "lds" | "rds" -> list of resource dicts
+    resources: dict  # "cds" | "eds" | "lds" | "rds" -> list of resource dicts, or a shared Payload
     notes: tuple[str, ...] = ()
-    hashes: dict = field(default_factory=dict)  # known content hashes per type (see ProxySnapshot.build)
+
+    def decoded(self, short: str) -> list[dict]:
+        value = self.resources[short]
+        return json.loads(value.body) if isinstance(value, Payload) else list(value)
 
 
 class GenerateError(LookupError):
@@ -107,55 +110,46 @@ def _render(mesh: MeshSnapshot, workload: Workload, node: ProxyNode, options: Op
     return render_sidecar(mesh, workload, options=options)
 
 
-def _derived_hash(base: str, node: ProxyNode) -> str:
-    """Hash of content derived deterministically from `base` content and the proxy's ports."""
-    key = f"{base}|{node.inbound_port}|{node.outbound_port}|{app_port(node)}"
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 class SnapshotBuilder:
-    """Snapshots for every proxy of one mesh state. Proxies with the same render key share one rendering
-    (and its hashes): a push renders once per workload shape, not once per proxy."""
+    """Snapshots for every proxy of one mesh state. Proxies with the same render key share one rendering and
+    its serialized payloads: a push renders and serializes once per workload shape, not once per proxy.
+    Only what the proxy's ports change (its listeners; its clusters when it has one app port) is per proxy."""
 
     def __init__(self, mesh: MeshSnapshot, registry: MeshRegistry, options: Options = Options()):
         self.mesh = mesh
         self.registry = registry
         self.options = options
-        self._memo: dict[tuple, tuple[Rendered, dict[str, str]]] = {}
+        self._memo: dict[tuple, tuple[Rendered, dict[str, Payload]]] = {}
         self.renders = 0
 
-    def _base(self, node: ProxyNode, workload: Workload) -> tuple[Rendered, dict[str, str]]:
+    def _base(self, node: ProxyNode, workload: Workload) -> tuple[Rendered, dict[str, Payload]]:
         key = render_key(node, workload)
         hit = self._memo.get(key)
         if hit is None:
             rendered = _render(self.mesh, workload, node, self.options)
             self.renders += 1
-            hashes = {"cds": content_hash(rendered.clusters), "eds": content_hash(rendered.endpoints),
-                      "lds": content_hash(rendered.listeners), "rds": content_hash(rendered.routes)}
-            hit = self._memo[key] = (rendered, hashes)
+            payloads = {"cds": Payload.of(rendered.clusters), "eds": Payload.of(rendered.endpoints),
+                        "lds": Payload.of(rendered.listeners), "rds": Payload.of(rendered.routes)}
+            hit = self._memo[key] = (rendered, payloads)
         return hit
 
     def generate(self, node: ProxyNode) -> Generated:
         workload = self.registry.workload_of(node.id)
         if workload is None:
             raise GenerateError(f"proxy {node.id!r} is not registered")
-        rendered, hashes = self._base(node, workload)
+        rendered, payloads = self._base(node, workload)
         if node.is_gateway:
-            return Generated({"cds": list(rendered.clusters), "eds": list(rendered.endpoints),
-                              "lds": list(rendered.listeners), "rds": list(rendered.routes)},
-                             tuple(rendered.notes), dict(hashes))
+            return Generated(dict(payloads), tuple(rendered.notes))
         listeners, clusters, notes = apply_proxy_ports(rendered, node)
         return Generated(
-            resources={"cds": clusters, "eds": list(rendered.endpoints), "lds": listeners,
-                       "rds": list(rendered.routes)},
+            resources={"cds": payloads["cds"] if app_port(node) is None else clusters, "eds": payloads["eds"],
+                       "lds": listeners, "rds": payloads["rds"]},
             notes=tuple(rendered.notes) + tuple(notes),
-            hashes={"cds": _derived_hash(hashes["cds"], node), "eds": hashes["eds"],
-                    "lds": _derived_hash(hashes["lds"], node), "rds": hashes["rds"]},
         )
 
     def snapshot(self, node: ProxyNode, changed_at: float = 0.0) -> tuple[ProxySnapshot, tuple[str, ...]]:
         gen = self.generate(node)
-        return ProxySnapshot.build(gen.resources, changed_at, gen.hashes), gen.notes
+        return ProxySnapshot.build(gen.resources, changed_at), gen.notes
 
 
 def generate(mesh: MeshSnapshot, registry: MeshRegistry, node: ProxyNode, options: Options = Options()) -> Generated:

@@ -102,7 +102,7 @@ def _discovery(xds_type: XdsType):
             cp.release(node.id)
         if response is None:
             return web.Response(status=304)
-        return web.json_response(response)
+        return web.Response(body=response.body(), content_type="application/json")
     return handler
 
 

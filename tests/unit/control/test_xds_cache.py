@@ -25,7 +25,7 @@ def snapshot(clusters=("a",), endpoints=("a",), listeners=("l",), routes=("80",)
 
 
 def ack(resp):
-    return DiscoveryRequest(version_info=resp["version_info"], response_nonce=resp["nonce"])
+    return DiscoveryRequest(version_info=resp.version_info, response_nonce=resp.nonce)
 
 
 def sync(cache, proxy=P):
@@ -48,10 +48,10 @@ def test_first_request_gets_resources_with_version_and_nonce():
     assert cache.receive(P, CDS, DiscoveryRequest()).kind is RequestKind.INITIAL
     assert cache.ready(P, CDS)
     resp = cache.respond(P, CDS)
-    assert resp["version_info"] == cache.snapshot(P).version
-    assert resp["nonce"] == "n-1"
-    assert resp["type_url"] == "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-    assert [r["name"] for r in resp["resources"]] == ["a"]
+    assert resp.version_info == cache.snapshot(P).version
+    assert resp.nonce == "n-1"
+    assert resp.type_url == "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+    assert [r["name"] for r in resp.as_dict()["resources"]] == ["a"]
     assert cache.type_state(P, CDS).status is SyncStatus.STALE  # sent, not yet acknowledged
 
 
@@ -70,12 +70,12 @@ def test_nack_keeps_status_stale_with_the_error_and_the_same_content_is_not_rese
     sync(cache)
     cache.set_snapshot(P, snapshot(routes=("80", "9080")))
     resp = cache.respond(P, RDS)
-    out = cache.receive(P, RDS, DiscoveryRequest(version_info="old", response_nonce=resp["nonce"],
+    out = cache.receive(P, RDS, DiscoveryRequest(version_info="old", response_nonce=resp.nonce,
                                                  error_detail="route 9080: unknown cluster"))
     assert out.kind is RequestKind.NACK
     st = cache.type_state(P, RDS)
     assert st.status is SyncStatus.STALE and st.nacked
-    assert st.nack_error == "route 9080: unknown cluster" and st.nack_version == resp["version_info"]
+    assert st.nack_error == "route 9080: unknown cluster" and st.nack_version == resp.version_info
     assert not cache.ready(P, RDS)  # rejected content is not pushed again
     cache.set_snapshot(P, snapshot(routes=("80", "8080")))  # fixed config: different content, due again
     assert cache.ready(P, RDS)
@@ -109,7 +109,7 @@ def test_a_rejected_cds_stops_the_chain_so_no_listener_names_an_unknown_cluster(
     sync(cache)
     cache.set_snapshot(P, snapshot(clusters=("a", "b"), endpoints=("a", "b"), routes=("80", "b")))
     resp = cache.respond(P, CDS)
-    cache.receive(P, CDS, DiscoveryRequest(response_nonce=resp["nonce"], error_detail="bad cluster b"))
+    cache.receive(P, CDS, DiscoveryRequest(response_nonce=resp.nonce, error_detail="bad cluster b"))
     assert [cache.ready(P, t) for t in ORDER] == [False, False, False, False]
 
 
@@ -223,3 +223,15 @@ def test_node_defaults_come_from_the_id_and_istio_ports():
 def test_bad_node_names_the_field(node, field):
     with pytest.raises(NodeError, match=field.replace(".", r"\.").replace("[", r"\[")):
         parse_node(node)
+
+
+def test_response_body_is_envoys_discovery_response_json():
+    import json
+
+    cache = XdsCache("n-")
+    cache.set_snapshot(P, snapshot(clusters=("a", "b")))
+    resp = cache.respond(P, CDS)
+    body = json.loads(resp.body())
+    assert body == {"version_info": cache.snapshot(P).version, "resources": [cluster("a"), cluster("b")],
+                    "type_url": CDS.type_url, "nonce": "n-1", "control_plane": {"identifier": "pyproxy-control"}}
+    assert cache.snapshot(P).resources("cds") == [cluster("a"), cluster("b")]
