@@ -107,10 +107,28 @@ async def run_dynamic(args: argparse.Namespace, kind: str) -> int:
                                       args.namespace, port, args.control)
     await client.start()
     await stop.wait()
+    # Graceful shutdown as Istio's sidecar does it (terminationDrainDuration): stop following the control plane
+    # (its registration grace period starts), keep serving for the drain time so in-flight and late requests
+    # still land while the endpoint leaves everyone's EDS, asking clients to reconnect (connection: close).
     await client.stop()
+    server.begin_drain()
+    if args.drain_time_s > 0:
+        logging.getLogger("pyproxy").info("draining for %.1fs", args.drain_time_s)
+        try:
+            await asyncio.wait_for(_second_signal(loop), args.drain_time_s)
+        except asyncio.TimeoutError:
+            pass
     await server.stop()
     await runner.cleanup()
     return 0
+
+
+async def _second_signal(loop: asyncio.AbstractEventLoop) -> None:
+    """A second SIGTERM/SIGINT during the drain stops at once."""
+    again = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, again.set)
+    await again.wait()
 
 
 def _add_dynamic(sub: Any, kind: str) -> None:
@@ -126,7 +144,8 @@ def _add_dynamic(sub: Any, kind: str) -> None:
     p.add_argument("--inbound-port", type=int, default=15006)
     p.add_argument("--outbound-port", type=int, default=15001)
     p.add_argument("--admin-port", type=int, default=15000)
-    p.add_argument("--drain-time-s", type=float, default=5.0)
+    p.add_argument("--drain-time-s", type=float, default=5.0,
+                   help="on SIGTERM keep serving this long before stopping (Istio's terminationDrainDuration, 5 s)")
     p.add_argument("-l", "--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 

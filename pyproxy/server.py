@@ -25,6 +25,7 @@ from .filters.router import RouterFilter
 from .http.connection import DownstreamConnection
 from .observe.access_log import AccessLogManager, build_access_loggers
 from .observe.stats import Stats
+from .routing.retry import retry_state_for
 from .routing.table import RouteTable
 from .upstream.cluster_manager import ClusterManager
 
@@ -77,13 +78,10 @@ class HcmRuntime:
             xx.inc()
 
     # retries are wired by the traffic-management layer; without a policy there are none (Envoy's default)
-    def make_retry_state(self, match: Any, headers: Any) -> Any:
+    def make_retry_state(self, match: Any, headers: Any, limits: Any = None) -> Any:
         if match.retry_policy is None and "x-envoy-retry-on" not in headers and "x-envoy-retry-grpc-on" not in headers:
             return None  # fast path: nothing could be retried, Envoy allocates no retry state either
-        factory = _retry_factory()
-        if factory is None:
-            return None
-        return factory(match, headers, self.rng)
+        return retry_state_for(match, headers, self.rng, limits=limits)
 
     @staticmethod
     def attempt_count_header(match: Any) -> bool:
@@ -92,14 +90,6 @@ class HcmRuntime:
     @staticmethod
     def attempt_count_in_response(match: Any) -> bool:
         return bool(match.virtual_host.include_attempt_count_in_response)
-
-
-def _retry_factory() -> Callable[..., Any] | None:
-    try:
-        from .routing.retry import retry_state_for
-    except ImportError:  # pragma: no cover - retry module not present
-        return None
-    return retry_state_for
 
 
 class ListenerRuntime:
@@ -294,6 +284,14 @@ class ProxyServer:
     async def apply_bootstrap(self, bootstrap: model.Bootstrap) -> None:
         sr = bootstrap.static_resources or model.StaticResources()
         await self.apply(sr.listeners, sr.clusters, version="static")
+
+    def begin_drain(self) -> None:
+        """Shutdown is coming: keep serving, but answer with `connection: close` so clients move elsewhere."""
+        for rt in self.listeners.values():
+            for conn in list(rt.connections):
+                conn.draining = True
+                if not conn.streams:
+                    conn.close()
 
     async def stop(self) -> None:
         for rt in self.listeners.values():

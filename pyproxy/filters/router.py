@@ -116,7 +116,7 @@ class RouterFilter:
         self.timeout = m.timeout
         if self.timeout:
             headers.set("x-envoy-expected-rq-timeout-ms", str(int(self.timeout * 1000)))
-        self.retry = hcm.make_retry_state(m, headers)
+        self.retry = hcm.make_retry_state(m, headers, cluster.limits)
         if self.retry is not None:
             self.per_try_timeout = self.retry.per_try_timeout or 0.0
             self.timeout = self.retry.timeouts.global_timeout  # honours x-envoy-upstream-rq-timeout-ms
@@ -161,9 +161,11 @@ class RouterFilter:
             cluster.stats_rq_pending_overflow.inc()
             self._overflow()
             return
-        ctx = LbContext(hash_key=compute_hash(self.match.hash_policies, stream.headers, stream.conn.remote_ip)
+        ctx = LbContext(hash_key=compute_hash(self.match.hash_policies, stream.headers, stream.conn.remote_ip,
+                                              path=stream.path)
                         if self.match.hash_policies else None,
-                        excluded=self.retry.excluded_hosts if self.retry is not None else ())
+                        excluded=self.retry.excluded_hosts if self.retry is not None else (),
+                        host_selection_retries=self.retry.host_selection_retries if self.retry is not None else 1)
         host = cluster.choose_host(ctx)
         if host is None:
             cluster.stats_cx_none_healthy.inc()
@@ -181,8 +183,6 @@ class RouterFilter:
         host.active_requests += 1
         host.rq_total += 1
         self.upstream_start = time.monotonic()
-        if self.per_try_timeout and self.request_ended:
-            self._arm_per_try_timer()
         self.waiting_pool = cluster.pool_for(host)
         self.waiting_pool.acquire(self)
 
@@ -210,6 +210,8 @@ class RouterFilter:
             stream.conn.resume_reading_for_upstream()
         if self.request_ended:
             self._write_request_end()
+            if self.per_try_timeout:
+                self._arm_per_try_timer()  # Envoy: from pool-ready once the request is complete
         if stream.conn.write_paused:
             conn.pause_reading()
 
@@ -271,6 +273,7 @@ class RouterFilter:
     def on_response_headers(self, status: int, headers: Headers) -> None:
         if self.done:
             return
+        self._record_host_outcome(status)  # every try's answer feeds outlier detection, retried or not
         if self.retry is not None and not self.body_overflow:
             if self._retry_decision(Outcome(status=status, headers=headers)):
                 return
@@ -279,7 +282,6 @@ class RouterFilter:
         info = stream.info
         self.response_started = True
         info.response_code_details = "via_upstream"
-        self._record_host_outcome(status)
         elapsed_ms = int((time.monotonic() - self.upstream_start) * 1000)
         headers.set("x-envoy-upstream-service-time", str(elapsed_ms))
         if self.retry is not None:
@@ -356,6 +358,8 @@ class RouterFilter:
             return True
         if d.flag == "URX":
             self.stream.info.response_flags |= ResponseFlag.URX
+        elif d.flag == "UO":  # max_retries overflow: Envoy flags it and lets this try's answer through
+            self.stream.info.response_flags |= ResponseFlag.UO
         return False
 
     def _fail(self, reply: local_reply.LocalReply) -> None:
@@ -369,21 +373,13 @@ class RouterFilter:
             self.conn.detach()
             self.conn = None
         self._release_request()
-        cluster = self.cluster
-        if not cluster.limits.can_retry():  # type: ignore[union-attr]
-            cluster.stats_rq_retry_overflow.inc()  # type: ignore[union-attr]
-            self.stream.info.response_flags |= ResponseFlag.UO
-            self._overflow()
-            return
-        cluster.stats_rq_retry.inc()  # type: ignore[union-attr]
-        cluster.limits.inc_retries()  # type: ignore[union-attr]
+        self.cluster.stats_rq_retry.inc()  # type: ignore[union-attr]
+        # the max_retries slot is held by the RetryState until its next decision or finish() (Envoy)
+        asyncio.get_running_loop().call_later(delay, self._retry_now)
 
-        def go() -> None:
-            cluster.limits.dec_retries()  # type: ignore[union-attr]
-            if not self.done:
-                self._start_attempt()
-
-        asyncio.get_running_loop().call_later(delay, go)
+    def _retry_now(self) -> None:
+        if not self.done:
+            self._start_attempt()
 
     def _on_global_timeout(self) -> None:
         self.timer = None
@@ -409,7 +405,6 @@ class RouterFilter:
             return
         self.cluster.stats_rq_per_try_timeout.inc()  # type: ignore[union-attr]
         self._abandon_attempt()
-        self.stream.info.response_flags |= ResponseFlag.UT
         self._attempt_failed(local_reply.UPSTREAM_TIMEOUT, timeout=True)
 
     def _abandon_attempt(self) -> None:
@@ -463,6 +458,8 @@ class RouterFilter:
             self.waiting_pool.cancel(self)
             self.waiting_pool = None
         self._release_request()
+        if self.retry is not None:
+            self.retry.finish()  # give back a held max_retries slot
         self.stream.info.upstream_request_attempt_count = self.attempts
 
 

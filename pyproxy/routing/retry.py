@@ -35,6 +35,7 @@ Envoy behaviour implemented (source/common/router/retry_state_impl.cc, router.cc
 from __future__ import annotations
 
 import enum
+import functools
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -131,6 +132,7 @@ _ANY_GRPC = (
 )
 
 
+@functools.lru_cache(maxsize=1024)  # a route's retry_on string is parsed per request: cache it
 def parse_retry_on(text: str, *, grpc_only: bool = False) -> tuple[RetryOn, tuple[str, ...]]:
     """A comma-separated retry_on string → (bits, unknown tokens). The route's `retry_on` accepts HTTP and gRPC
     tokens; the `x-envoy-retry-grpc-on` header only gRPC ones."""

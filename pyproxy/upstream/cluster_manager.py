@@ -250,10 +250,10 @@ class ClusterRuntime:
                 else:
                     c = self.stats.counter(f"outlier_detection.{name}")
                     c.value = value
-        gauges = getattr(self.limits, "gauges", None)
-        if gauges is not None:
-            for name, value in gauges().items():
-                self.stats.gauge(name).set(value)
+        for name, value in self.limits.gauges().items():
+            self.stats.gauge(name).set(value)
+        # retry overflows are counted by ResourceLimits.try_acquire_retry (RetryState holds the slot)
+        self.stats_rq_retry_overflow.value = self.limits.stats.get("upstream_rq_retry_overflow", 0)
         self.stats_membership_healthy.set(sum(1 for h in self.hosts if h.healthy))
 
     def record_outcome(self, host: Host, status: int | None, *, connect_failure: bool = False,

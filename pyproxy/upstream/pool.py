@@ -52,12 +52,14 @@ class ConnectionPool:
         if self.idle:
             return Decision.USE_IDLE
         limits = self.cluster.limits
+        # A request waiting for a connection (new or busy) is *pending*: Envoy checks max_pending_requests
+        # before it creates the pending stream (ConnPoolImplBase::newStreamImpl), connection or not.
+        if not limits.can_create_pending():
+            return Decision.OVERFLOW
         # Envoy only opens a connection for a request that has no connection coming yet
         if len(self.pending) >= self.connecting and limits.can_create_connection():
             return Decision.CONNECT
-        if limits.can_create_pending():
-            return Decision.QUEUE
-        return Decision.OVERFLOW
+        return Decision.QUEUE
 
     # ------------------------------------------------------------ requests
     def acquire(self, waiter: Any) -> None:

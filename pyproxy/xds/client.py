@@ -47,7 +47,9 @@ def decode_resources(type_url: str, resources: Any) -> dict[str, Any]:
         if isinstance(raw, dict) and raw.get("@type") != type_url:
             raise ConfigError(f"resources[{i}].@type", f"{raw.get('@type')!r} in a {SHORT[type_url].upper()} "
                                                         f"response (want {type_url})")
-        obj = decode_any(raw, f"resources[{i}]")
+        label = (raw.get("name") or raw.get("cluster_name")) if isinstance(raw, dict) else None
+        kind = type_url.rsplit(".", 1)[-1]
+        obj = decode_any(raw, f"resources[{i}] ({kind} {label!r})" if label else f"resources[{i}]")
         name = resource_name(obj)
         if not name:
             raise ConfigError(f"resources[{i}]", "resource without a name")
