@@ -123,14 +123,20 @@ class SnapshotBuilder:
         self.renders = 0
 
     def _base(self, node: ProxyNode, workload: Workload) -> tuple[Rendered, dict[str, Payload]]:
-        key = render_key(node, workload)
+        """The shared rendering: payloads of all four types, and of the decoded resources only what
+        `apply_proxy_ports` edits (listeners; clusters for one-app-port sidecars). The rest is dropped once
+        serialized, so a push holds one copy of each distinct config as bytes, not as dicts."""
+        keep_clusters = not node.is_gateway and app_port(node) is not None
+        key = render_key(node, workload) + (keep_clusters,)
         hit = self._memo.get(key)
         if hit is None:
             rendered = _render(self.mesh, workload, node, self.options)
             self.renders += 1
             payloads = {"cds": Payload.of(rendered.clusters), "eds": Payload.of(rendered.endpoints),
                         "lds": Payload.of(rendered.listeners), "rds": Payload.of(rendered.routes)}
-            hit = self._memo[key] = (rendered, payloads)
+            slim = Rendered(listeners=rendered.listeners, routes=(), endpoints=(), notes=rendered.notes,
+                            clusters=rendered.clusters if keep_clusters else ())
+            hit = self._memo[key] = (slim, payloads)
         return hit
 
     def generate(self, node: ProxyNode) -> Generated:

@@ -102,7 +102,14 @@ def _discovery(xds_type: XdsType):
             cp.release(node.id)
         if response is None:
             return web.Response(status=304)
-        return web.Response(body=response.body(), content_type="application/json")
+        parts = response.parts()
+        out = web.StreamResponse(headers={"Content-Type": "application/json"})
+        out.content_length = sum(len(p) for p in parts)
+        await out.prepare(request)
+        for part in parts:  # write() waits for the socket to drain: no per-proxy copy of a large payload
+            await out.write(part)
+        await out.write_eof()
+        return out
     return handler
 
 

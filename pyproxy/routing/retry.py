@@ -34,7 +34,6 @@ Envoy behaviour implemented (source/common/router/retry_state_impl.cc, router.cc
 """
 from __future__ import annotations
 
-import enum
 import functools
 import random
 from dataclasses import dataclass
