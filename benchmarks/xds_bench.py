@@ -1,0 +1,234 @@
+"""Benchmark: the control plane with many connected proxies. Not a test.
+
+    .venv/bin/python benchmarks/xds_bench.py [--proxies 100] [--shapes 10] [--services 1000] [--rounds 3]
+
+Starts `pyproxy-control serve` (its own process, so its RSS is its own) on a synthetic mesh
+(benchmarks/translate_bench.synthetic_mesh: services in 10 namespaces, a DestinationRule + VirtualService on
+every 4th), then `--proxies` simulated sidecars in this process, each speaking the wire contract of
+docs/xds.md with four long-poll loops (CDS, EDS, LDS, RDS) that ACK every response. The proxies are
+replicas of `--shapes` Deployments (`app<k>`), so a push renders `--shapes` configurations; `--shapes
+--proxies` makes every proxy distinct (the worst case: one render per proxy).
+
+Measured:
+* initial sync: from the first request until every proxy has ACKed all four types;
+* push latency, per round: a VirtualService in its own file (`canary.yaml`) changes weights; latency =
+  from the file write until each proxy receives its new RDS response (includes the file watcher's batching
+  and the push debounce, i.e. what a user sees). p50 / p99 / max over proxies, all rounds pooled;
+* registration latency: a new proxy connects; from its first request until every other proxy's EDS
+  response lists it;
+* control-plane RSS (VmRSS, VmHWM from /proc) after sync and at the end.
+
+The simulated proxies only read `version_info` and `nonce` (regex on the head and tail of the body), so
+the client side stays cheap; the two processes still share the machine's cores, printed first.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.translate_bench import cpu_model, synthetic_mesh  # noqa: E402
+from control.xds.node import node_id  # noqa: E402
+
+PATHS = ("clusters", "endpoints", "listeners", "routes")
+TYPE_URLS = {
+    "clusters": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+    "endpoints": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+    "listeners": "type.googleapis.com/envoy.config.listener.v3.Listener",
+    "routes": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+}
+VERSION_RE = re.compile(rb'"version_info":\s*"([^"]*)"')
+NONCE_RE = re.compile(rb'"nonce":\s*"([^"]*)"')
+
+CANARY = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: canary, namespace: ns1}}
+spec:
+  hosts: [svc1]
+  http:
+  - route:
+    - {{destination: {{host: svc1}}, weight: {a}}}
+    - {{destination: {{host: svc11}}, weight: {b}}}
+"""
+
+
+class SimProxy:
+    """A simulated sidecar: four long-poll loops that ACK everything and record arrival times."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str, index: int, shape: int):
+        ns = f"ns{shape % 10}"
+        self.name = f"app{shape}-{index}"
+        self.node = {"id": node_id("sidecar", "127.0.0.1", self.name, ns), "metadata": {
+            "NAME": self.name, "NAMESPACE": ns, "INSTANCE_IPS": "127.0.0.1",
+            "INBOUND_PORT": 20000 + index, "OUTBOUND_PORT": 30000 + index, "ADMIN_PORT": 40000 + index}}
+        self.session, self.base = session, base
+        self.held: dict[str, tuple[str, str]] = {}
+        self.acked: dict[str, str] = {}
+        self.arrivals: dict[str, list[tuple[float, str, bytes]]] = {p: [] for p in PATHS}
+        self.changed = asyncio.Event()
+        self.tasks: list[asyncio.Task] = []
+
+    def start(self) -> None:
+        self.tasks = [asyncio.create_task(self._loop(p)) for p in PATHS]
+
+    async def _loop(self, path: str) -> None:
+        url = f"{self.base}/v3/discovery:{path}?wait=30"
+        while True:
+            body: dict = {"node": self.node, "type_url": TYPE_URLS[path]}
+            if path in self.held:
+                body["version_info"], body["response_nonce"] = self.held[path]
+                self.acked[path] = self.held[path][0]
+            try:
+                async with self.session.post(url, json=body) as resp:
+                    data = await resp.read() if resp.status == 200 else b""
+                    status = resp.status
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.1)
+                continue
+            if status == 200:
+                version = VERSION_RE.search(data[:200]).group(1).decode()
+                nonce = NONCE_RE.search(data[-300:]).group(1).decode()
+                self.held[path] = (version, nonce)
+                self.arrivals[path].append((time.monotonic(), version, data))
+                self.changed.set()
+            elif status != 304:
+                await asyncio.sleep(0.1)
+
+    def synced(self) -> bool:
+        return all(p in self.held for p in PATHS)
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def proc_status(pid: int) -> dict[str, float]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) / 1024
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+async def wait_until(cond, timeout: float, what: str) -> float:
+    start = time.monotonic()
+    while not cond():
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"{what}: not done after {timeout}s")
+        await asyncio.sleep(0.005)
+    return time.monotonic() - start
+
+
+async def run(args: argparse.Namespace) -> int:
+    print(f"machine: nproc={os.cpu_count()} cpu={cpu_model()!r} python={platform.python_version()} "
+          f"({platform.python_implementation()})")
+    workdir = Path(tempfile.mkdtemp(prefix="xds-bench-"))
+    (workdir / "mesh.yaml").write_text(synthetic_mesh(args.services, max(args.shapes, 10)))
+    canary = workdir / "canary.yaml"
+    canary.write_text(CANARY.format(a=90, b=10))
+    print(f"mesh: {args.services} services, {args.proxies} proxies as replicas of {args.shapes} Deployments")
+    server = subprocess.Popen(
+        [str(ROOT / ".venv/bin/pyproxy-control"), "serve", "--config-dir", str(workdir), "--xds-port", "0",
+         "--metrics-port", "0", "-l", "warning", "--grace", "60"],
+        stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        ports = {}
+        while len(ports) < 2:
+            line = server.stdout.readline()
+            if not line:
+                print("control plane exited", file=sys.stderr)
+                return 1
+            key, _, value = line.strip().partition(" ")
+            ports[key] = int(value)
+        base = f"http://127.0.0.1:{ports['XDS_PORT']}"
+        print(f"control plane pid {server.pid}, RSS at start {proc_status(server.pid)['VmRSS']:.0f} MiB")
+        connector = aiohttp.TCPConnector(limit=0)
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            proxies = [SimProxy(session, base, i, i % args.shapes) for i in range(args.proxies)]
+            started = time.monotonic()
+            for p in proxies:
+                p.start()
+            sync = await wait_until(lambda: all(p.synced() for p in proxies), 600, "initial sync")
+            print(f"initial sync of {args.proxies} proxies: {sync:.2f} s; control plane "
+                  + ", ".join(f"{k} {v:.0f} MiB" for k, v in proc_status(server.pid).items()))
+            await asyncio.sleep(1.0)  # let the last ACKs land
+
+            latencies: list[float] = []
+            for r in range(args.rounds):
+                before = {id(p): len(p.arrivals["routes"]) for p in proxies}
+                weights = (50, 50) if r % 2 == 0 else (90, 10)
+                t0 = time.monotonic()
+                canary.write_text(CANARY.format(a=weights[0], b=weights[1]))
+                await wait_until(lambda: all(len(p.arrivals["routes"]) > before[id(p)] for p in proxies), 600,
+                                 f"round {r + 1}")
+                lat = [p.arrivals["routes"][before[id(p)]][0] - t0 for p in proxies]
+                latencies += lat
+                print(f"round {r + 1}: RDS push to {len(lat)} proxies: first {min(lat) * 1000:.0f} ms, "
+                      f"p50 {pct(lat, 0.5) * 1000:.0f} ms, last {max(lat) * 1000:.0f} ms")
+                await asyncio.sleep(0.5)
+            print(f"push latency (file write -> RDS received), {len(latencies)} samples: "
+                  f"p50 {pct(latencies, 0.5) * 1000:.0f} ms, p99 {pct(latencies, 0.99) * 1000:.0f} ms, "
+                  f"max {max(latencies) * 1000:.0f} ms, mean {statistics.mean(latencies) * 1000:.0f} ms")
+
+            # registration: a new replica of shape 0; every other proxy's EDS must list its inbound port
+            newcomer = SimProxy(session, base, args.proxies, 0)
+            marker = f'"port_value":{20000 + args.proxies}'.encode()  # payloads are compact JSON
+            before = {id(p): len(p.arrivals["endpoints"]) for p in proxies}
+            t0 = time.monotonic()
+            newcomer.start()
+
+            def listed(p: SimProxy) -> bool:
+                return any(marker in data for _t, _v, data in p.arrivals["endpoints"][before[id(p)]:])
+            await wait_until(lambda: all(listed(p) for p in proxies), 600, "registration")
+            reg = [next(t for t, _v, data in p.arrivals["endpoints"][before[id(p)]:] if marker in data) - t0
+                   for p in proxies]
+            print(f"registration -> in every proxy's EDS: p50 {pct(reg, 0.5) * 1000:.0f} ms, "
+                  f"max {max(reg) * 1000:.0f} ms")
+            status = proc_status(server.pid)
+            print("control plane at the end: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in status.items()))
+            for p in proxies + [newcomer]:
+                await p.stop()
+        print(f"total {time.monotonic() - started:.1f} s")
+        return 0
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--proxies", type=int, default=100)
+    parser.add_argument("--shapes", type=int, default=10, help="distinct Deployments the proxies are replicas of")
+    parser.add_argument("--services", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    return asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
