@@ -331,3 +331,15 @@ async def test_meshctl_proxy_config_reads_a_running_proxys_admin(mesh, upstream,
         await runner.cleanup()
     code, _, err = await meshctl("proxy-config", "route", "nobody", "--control", mesh[1])
     assert code == 1 and "no proxy named 'nobody'" in err
+
+
+async def test_a_gateway_gets_the_listeners_of_the_gateways_selecting_its_labels(mesh):
+    _cp, base, _m, _c, _clock, session = mesh
+    gateway = Proxy(session, base, {
+        "id": node_id("router", "127.0.0.1", "istio-ingressgateway", "istio-system"),
+        "metadata": {"LABELS": {"istio": "ingressgateway", "app": "istio-ingressgateway"}, "ADMIN_PORT": 15300}})
+    await gateway.sync()
+    listeners = {lis["name"]: lis for lis in gateway.held["listeners"]["resources"]}
+    assert list(listeners) == ["0.0.0.0_8080"]  # bookinfo-gateway's server port, as written
+    assert gateway.names("routes") == ["http.8080"]
+    assert (await syncz(session, base))["istio-ingressgateway.istio-system"]["type"] == "router"
