@@ -23,8 +23,12 @@ Terms (Envoy's xDS protocol, docs/xds.md is this project's contract):
   and never routes to a cluster it does not know; a NACK stops the chain until new content arrives.
   A type whose content did not change is not re-sent: a proxy may hold CDS at an older version string whose
   content equals the current one.
+* An **ACK** must echo the response's version: Envoy's `version_info` is the last version *applied*, so a
+  request with the last nonce but an older version (a proxy polling again after its NACK) **holds**: it
+  changes nothing, the NACK stands.
 * **Sync status** (istioctl proxy-status): NOT SENT (nothing sent for the type), SYNCED (the last nonce sent
-  was ACKed), STALE otherwise; a NACK of the last nonce is STALE with the error kept for display.
+  was ACKed, or the proxy holds the current content anyway: a rejected config was reverted), STALE
+  otherwise; a NACK of the last nonce is STALE with the error kept for display.
 """
 from __future__ import annotations
 
@@ -142,6 +146,7 @@ class RequestKind(str, enum.Enum):
     NACK = "nack"
     STALE = "stale"  # answers a response that is no longer the latest: ignored
     RESUME = "resume"  # unknown nonce, but the version is the current one (control plane restarted)
+    HOLD = "hold"  # answers the last response but still holds an older version: it did not apply it
 
 
 class SyncStatus(str, enum.Enum):
@@ -196,14 +201,22 @@ class TypeState:
         """The last response sent was rejected."""
         return bool(self.sent_nonce) and self.nack_nonce == self.sent_nonce
 
-    def as_dict(self) -> dict:
+    def sync_status(self, current: str = "") -> SyncStatus:
+        """The status to show: `status`, except that a proxy holding the current content is SYNCED even when
+        the last response sent was rejected (the rejected config was reverted: nothing is owed)."""
+        if self.sent_nonce and current and self.acked_hash == current:
+            return SyncStatus.SYNCED
+        return self.status
+
+    def as_dict(self, current: str = "") -> dict:
+        status = self.sync_status(current)
         return {
-            "status": self.status.value,
+            "status": status.value,
             "sent": {"version": self.sent_version, "nonce": self.sent_nonce},
             "acked": {"version": self.acked_version, "nonce": self.acked_nonce},
             "nack": ({"version": self.nack_version, "nonce": self.nack_nonce, "error": self.nack_error}
                      if self.nack_nonce else None),
-            "nacked": self.nacked,
+            "nacked": self.nacked and status is not SyncStatus.SYNCED,
             "resource_names": list(self.resource_names),
         }
 
@@ -262,6 +275,8 @@ class XdsCache:
                 ts.nack_version, ts.nack_nonce, ts.nack_hash = ts.sent_version, nonce, ts.sent_hash
                 ts.nack_error = request.error_detail
                 return Outcome(RequestKind.NACK)
+            if request.version_info != ts.sent_version:  # e.g. polling again after its NACK
+                return Outcome(RequestKind.HOLD)
             ts.acked_version, ts.acked_nonce, ts.acked_hash = ts.sent_version, nonce, ts.sent_hash
             return Outcome(RequestKind.ACK, self._converged(state, now))
         if nonce and ts.sent_nonce:  # answers an older response than the last one sent
@@ -322,5 +337,6 @@ class XdsCache:
         state = self._proxies[proxy_id]
         return {
             "version": state.snapshot.version if state.snapshot else "",
-            "types": {t.short: state.types[t.short].as_dict() for t in ORDER},
+            "types": {t.short: state.types[t.short].as_dict(state.snapshot.payloads[t.short].hash
+                                                             if state.snapshot else "") for t in ORDER},
         }

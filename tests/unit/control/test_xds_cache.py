@@ -83,6 +83,37 @@ def test_nack_keeps_status_stale_with_the_error_and_the_same_content_is_not_rese
     assert not cache.ready(P, RDS) and cache.type_state(P, RDS).status is SyncStatus.STALE
 
 
+def test_polling_again_after_a_nack_with_the_old_version_is_not_an_ack():
+    cache = XdsCache()
+    cache.set_snapshot(P, snapshot())
+    sync(cache)
+    held = cache.type_state(P, LDS).acked_version
+    cache.set_snapshot(P, snapshot(listeners=("l", "bad")))
+    resp = cache.respond(P, LDS)
+    cache.receive(P, LDS, DiscoveryRequest(version_info=held, response_nonce=resp.nonce, error_detail="bad"))
+    # the NACK went out; the proxy's next poll echoes the nonce and the version it still runs, no error
+    out = cache.receive(P, LDS, DiscoveryRequest(version_info=held, response_nonce=resp.nonce))
+    assert out.kind is RequestKind.HOLD
+    st = cache.type_state(P, LDS)
+    assert st.nacked and st.acked_version == held and not cache.ready(P, LDS)
+
+
+def test_reverting_a_rejected_config_shows_synced_again():
+    cache = XdsCache()
+    cache.set_snapshot(P, snapshot())
+    sync(cache)
+    cache.set_snapshot(P, snapshot(listeners=("l", "bad")))
+    resp = cache.respond(P, LDS)
+    cache.receive(P, LDS, DiscoveryRequest(response_nonce=resp.nonce, error_detail="bad"))
+    assert cache.describe(P)["types"]["lds"]["status"] == "STALE"
+    assert cache.describe(P)["types"]["lds"]["nacked"]
+    cache.set_snapshot(P, snapshot())  # the operator reverts: the proxy holds the current config again
+    assert not cache.ready(P, LDS)
+    lds = cache.describe(P)["types"]["lds"]
+    assert lds["status"] == "SYNCED" and not lds["nacked"]
+    assert lds["nack"]["error"] == "bad"  # history kept
+
+
 def test_stale_nonce_changes_nothing():
     cache = XdsCache()
     cache.set_snapshot(P, snapshot())
