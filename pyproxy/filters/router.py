@@ -450,14 +450,8 @@ class RouterFilter:
             return
         self.done = True
         self._cancel_timers()
-        if self.conn is not None:
-            # the response did not complete (client went away or we reset): the connection is unusable
-            self.conn.detach()
-            self.conn = None
-        if self.waiting_pool is not None:
-            self.waiting_pool.cancel(self)
-            self.waiting_pool = None
-        self._release_request()
+        # a connection still attached means the response did not complete (client gone, reset): unusable
+        self._abandon_attempt()
         if self.retry is not None:
             self.retry.finish()  # give back a held max_retries slot
         self.stream.info.upstream_request_attempt_count = self.attempts

@@ -27,7 +27,7 @@ import httptools
 from ..filters.base import FilterStatus
 from ..observe.stream_info import ResponseFlag, StreamInfo
 from . import codec, local_reply
-from .flush import flush_later, flush_pending
+from .flush import BatchedWriter, flush_pending
 from .headers import Headers
 from .local_reply import LocalReply
 
@@ -328,7 +328,7 @@ def _http_date() -> str:
     return _date_cache[1]
 
 
-class DownstreamConnection(asyncio.Protocol):
+class DownstreamConnection(BatchedWriter, asyncio.Protocol):
     """asyncio protocol for one accepted connection; parser callbacks are methods of this class."""
 
     def __init__(self, listener: Any):
@@ -519,23 +519,6 @@ class DownstreamConnection(asyncio.Protocol):
                 self._next_stream()
 
     # ------------------------------------------------------------ writing and stream lifecycle
-    def write(self, data: bytes) -> None:
-        """Queue bytes; they go out in one send() at the end of the current callback (see `flush`)."""
-        if self.closed:
-            return
-        buf = self._wbuf
-        if not buf:
-            flush_later(self)
-        buf.append(data)
-
-    def flush(self) -> None:
-        """Coalesce queued writes (e.g. response head + first body chunk) into one syscall."""
-        buf = self._wbuf
-        if buf:
-            self._wbuf = []
-            if not self.closed and self.transport is not None:
-                self.transport.write(buf[0] if len(buf) == 1 else b"".join(buf))
-
     def stream_finished(self, stream: ActiveStream) -> None:
         if self.streams and self.streams[0] is stream:
             self.streams.popleft()

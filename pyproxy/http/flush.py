@@ -36,3 +36,26 @@ def flush_pending() -> None:
         _pending.clear()
         for conn in conns:
             conn.flush()
+
+
+class BatchedWriter:
+    """Mixin for a connection protocol with `transport`, `closed`, `_loop` and `_wbuf`: queue, then flush once."""
+
+    __slots__ = ()
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes; they go out in one send() at the end of the current callback (see `flush`)."""
+        if self.closed:  # type: ignore[attr-defined]
+            return
+        buf = self._wbuf  # type: ignore[attr-defined]
+        if not buf:
+            flush_later(self)
+        buf.append(data)
+
+    def flush(self) -> None:
+        """Coalesce the queued writes (e.g. a head + the first body chunk) into one syscall."""
+        buf = self._wbuf  # type: ignore[attr-defined]
+        if buf:
+            self._wbuf = []  # type: ignore[attr-defined]
+            if not self.closed and self.transport is not None:  # type: ignore[attr-defined]
+                self.transport.write(buf[0] if len(buf) == 1 else b"".join(buf))  # type: ignore[attr-defined]

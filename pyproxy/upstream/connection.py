@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from ..http.flush import flush_later, flush_pending
+from ..http.flush import BatchedWriter, flush_pending
 from ..http.headers import Headers
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pool import ConnectionPool
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(BatchedWriter, asyncio.Protocol):
     def __init__(self, pool: "ConnectionPool"):
         self.pool = pool
         self.transport: asyncio.Transport | None = None
@@ -119,22 +119,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._head = head_request
         self.requests_served += 1
         self.write(head)
-
-    def write(self, data: bytes) -> None:
-        """Queue bytes; flushed as one send() at the end of the current callback."""
-        if self.closed:
-            return
-        buf = self._wbuf
-        if not buf:
-            flush_later(self)
-        buf.append(data)
-
-    def flush(self) -> None:
-        buf = self._wbuf
-        if buf:
-            self._wbuf = []
-            if not self.closed:
-                self.transport.write(buf[0] if len(buf) == 1 else b"".join(buf))  # type: ignore[union-attr]
 
     def pause_reading(self) -> None:
         if not self._read_paused and not self.closed:
