@@ -11,7 +11,10 @@
   `meshctl analyze` on the directory prints it with file:line). Accepted changes count
   `pilot_k8s_cfg_events{type,event}`.
 * **Registration.** Each request's node registers or refreshes its proxy (control.registry.live); a proxy
-  with no request in flight for the grace period is removed by `expire()`.
+  with no request in flight for the grace period is removed by `expire()`. With a `state_file`, the set is
+  saved on every change and restored at start, so a control-plane restart does not drop the endpoints of
+  proxies that have not reconnected yet (they get the grace period to come back, as istiod's persisted
+  auto-registered WorkloadEntries do).
 * **Push.** Config or registry changes are debounced (`debounce`, istiod's PILOT_DEBOUNCE_AFTER 100ms), then
   one mesh is built and every registered proxy's snapshot regenerated (renders shared by workload shape);
   only proxies whose snapshot changed are woken. Long-polls wait on a per-proxy event, woken by a new
@@ -23,6 +26,7 @@ The aiohttp shell is control.xds.server; the command is control.cli.control.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import secrets
@@ -39,7 +43,7 @@ from control.registry.live import DEFAULT_GRACE, LiveRegistry, MeshRegistry
 from control.translate import Options, TranslateError
 from control.xds.cache import DiscoveryRequest, DiscoveryResponse, Outcome, RequestKind, XdsCache, XdsType
 from control.xds.generate import GenerateError, SnapshotBuilder
-from control.xds.node import ProxyNode
+from control.xds.node import ProxyNode, node_dict, parse_node
 
 log = logging.getLogger("pyproxy.control")
 
@@ -67,8 +71,10 @@ class ControlPlane:
     def __init__(self, config_dir: str, *, clock: Callable[[], float] = time.monotonic,
                  grace: float = DEFAULT_GRACE, debounce: float = DEFAULT_DEBOUNCE,
                  long_poll_timeout: float = DEFAULT_LONG_POLL, nonce_prefix: str | None = None,
-                 metrics: ControlMetrics | None = None, options: Options = Options()):
+                 metrics: ControlMetrics | None = None, options: Options = Options(),
+                 state_file: str | None = None):
         self.config_dir = config_dir
+        self.state_file = state_file
         self.clock = clock
         self.debounce = debounce
         self.long_poll_timeout = long_poll_timeout
@@ -229,6 +235,7 @@ class ControlPlane:
         """A request from `node` began: register or refresh it."""
         if self.live.connect(node, self.clock()):
             log.info("proxy %s registered (%s %s, labels %s)", node.short, node.type, node.ip, dict(node.labels))
+            self.save_registrations()
             self.schedule_push()
 
     def release(self, node_id: str) -> None:
@@ -243,8 +250,40 @@ class ControlPlane:
             self._notify(node.id)
             log.info("proxy %s removed (no request for %.1fs)", node.short, self.live.grace)
         if gone:
+            self.save_registrations()
             self.schedule_push()
         return gone
+
+    # --- registrations across restarts -------------------------------------------------------------------
+    def save_registrations(self) -> None:
+        """Write the registered proxies to `state_file` (atomically), if one is set."""
+        if not self.state_file:
+            return
+        data = {"kind": "pyproxy-control registrations", "proxies": [node_dict(n) for n in self.live.nodes()]}
+        tmp = f"{self.state_file}.tmp"
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.state_file)), exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(data, fh)
+            os.replace(tmp, self.state_file)
+        except OSError as err:
+            log.warning("cannot save registrations to %s: %s", self.state_file, err)
+
+    def load_registrations(self) -> int:
+        """Re-register the proxies of `state_file` (see LiveRegistry.restore). Unreadable state is a warning."""
+        if not self.state_file or not os.path.exists(self.state_file):
+            return 0
+        try:
+            with open(self.state_file, encoding="utf-8") as fh:
+                nodes = [parse_node(n) for n in json.load(fh).get("proxies", ())]
+        except (OSError, ValueError, AttributeError) as err:
+            log.warning("ignoring registrations in %s: %s", self.state_file, err)
+            return 0
+        added = self.live.restore(nodes, self.clock())
+        if added:
+            log.info("restored %d registered proxies from %s (removed unless they reconnect within %.1fs)",
+                     added, self.state_file, self.live.grace)
+        return added
 
     async def _expire_loop(self) -> None:
         period = max(0.05, min(1.0, self.live.grace / 4))
@@ -316,6 +355,7 @@ class ControlPlane:
         if not os.path.exists(self.config_dir):
             raise FileNotFoundError(f"{self.config_dir}: no such file or directory")
         self.reload()
+        self.load_registrations()
         self._dirty.set()
         self._tasks = [asyncio.create_task(self._push_loop(), name="push"),
                        asyncio.create_task(self._expire_loop(), name="expire")]

@@ -2,20 +2,25 @@
 
     pyproxy-control serve --config-dir examples/mesh/ [--xds-port 15010] [--metrics-port 15014]
                           [--host 127.0.0.1] [--grace 10] [--debounce 0.1] [--long-poll-timeout 30]
-                          [--no-watch] [-l info]
+                          [--no-watch] [--state-file PATH] [-l info]
 
 Serves xDS (REST-JSON + long-poll, docs/xds.md) and /debug/syncz, /debug/configz on the xDS port, Prometheus
 metrics on the metrics port; watches the config directory and pushes changes. Prints one line per bound
 port (`XDS_PORT 15010`, `METRICS_PORT 15014`) so scripts using port 0 learn the ports. Stops on SIGTERM or
-SIGINT. Bad input (missing directory, busy port) is one line on stderr and exit code 1.
+SIGINT. Registered proxies are remembered in a state file (outside the config directory) so a restart keeps
+their endpoints for the grace period while they reconnect. Bad input (missing directory, busy port) is one
+line on stderr and exit code 1.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import logging
+import os
 import signal
 import sys
+import tempfile
 from typing import Sequence
 
 EXIT_BAD_INPUT = 1
@@ -37,16 +42,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--long-poll-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="longest a discovery request waits for a change before 304 (default 30)")
     p.add_argument("--no-watch", action="store_true", help="do not watch the config directory")
+    p.add_argument("--state-file", default=None, metavar="PATH",
+                   help="where registered proxies are remembered across restarts (default: "
+                        "<tmp>/pyproxy-control-<hash of the config dir>/registrations.json; '' = nowhere)")
     p.add_argument("-l", "--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
+
+
+def default_state_file(config_dir: str) -> str:
+    """One state file per config directory, outside it (the directory is watched and is the user's)."""
+    digest = hashlib.sha256(os.path.abspath(config_dir).encode()).hexdigest()[:12]
+    return os.path.join(tempfile.gettempdir(), f"pyproxy-control-{digest}", "registrations.json")
 
 
 async def serve(args: argparse.Namespace) -> int:
     from control.serve import ControlPlane
     from control.xds.server import make_app, make_metrics_app, start_site
 
+    state_file = default_state_file(args.config_dir) if args.state_file is None else args.state_file
     cp = ControlPlane(args.config_dir, grace=args.grace, debounce=args.debounce,
-                      long_poll_timeout=args.long_poll_timeout)
+                      long_poll_timeout=args.long_poll_timeout, state_file=state_file or None)
     try:
         await cp.start(watch=not args.no_watch)
     except FileNotFoundError as err:

@@ -75,6 +75,19 @@ class LiveRegistry(Registry):
             return True
         return False
 
+    def restore(self, nodes: Iterable[ProxyNode], now: float) -> int:
+        """Re-register proxies remembered from before a control-plane restart, as seen `now` with no request
+        in flight: they keep their endpoints for the grace period, and stay if they reconnect in time
+        (istiod keeps auto-registered WorkloadEntries the same way). Returns how many were added."""
+        added = 0
+        for node in nodes:
+            if node.id not in self._entries:
+                self._entries[node.id] = _Entry(node, now, now, 0)
+                added += 1
+        if added:
+            self._changed()
+        return added
+
     def release(self, node_id: str, now: float) -> None:
         """A request from this proxy ended (answered, timed out, or the client went away)."""
         entry = self._entries.get(node_id)

@@ -157,3 +157,19 @@ def parse_node(node: Any) -> ProxyNode:
         cluster=str(node.get("cluster") or ""),
         version=str(meta.get("ISTIO_VERSION") or ""),
     )
+
+
+def node_dict(node: ProxyNode) -> dict:
+    """The Envoy `node` object a ProxyNode was parsed from (`parse_node(node_dict(n)) == n`): what the control
+    plane persists to remember registrations across its own restarts."""
+    meta: dict = {"NAME": node.name, "NAMESPACE": node.namespace, "LABELS": dict(node.labels),
+                  "INSTANCE_IPS": node.ip, "INBOUND_PORT": node.inbound_port, "OUTBOUND_PORT": node.outbound_port,
+                  "ADMIN_PORT": node.admin_port}
+    if node.service_account:
+        meta["SERVICE_ACCOUNT"] = node.service_account
+    if node.pod_ports:
+        meta["POD_PORTS"] = [{"name": p.name, "containerPort": p.port, "protocol": p.protocol}
+                             for p in node.pod_ports]
+    if node.version:
+        meta["ISTIO_VERSION"] = node.version
+    return {"id": node.id, "cluster": node.cluster, "metadata": meta}

@@ -343,3 +343,33 @@ async def test_a_gateway_gets_the_listeners_of_the_gateways_selecting_its_labels
     assert list(listeners) == ["0.0.0.0_8080"]  # bookinfo-gateway's server port, as written
     assert gateway.names("routes") == ["http.8080"]
     assert (await syncz(session, base))["istio-ingressgateway.istio-system"]["type"] == "router"
+
+
+async def test_after_a_restart_remembered_proxies_keep_their_endpoints_until_the_grace_period(tmp_path):
+    config = tmp_path / "mesh"
+    shutil.copytree(EXAMPLES, config)
+    state = str(tmp_path / "state" / "registrations.json")
+    clock = FakeClock()
+    cluster = "outbound|9080|v1|reviews.default.svc.cluster.local"
+    async with aiohttp.ClientSession() as session:
+        for incarnation in ("first", "second"):
+            cp = ControlPlane(str(config), clock=clock, grace=GRACE, debounce=0.01, nonce_prefix=incarnation,
+                              state_file=state)
+            await cp.start(watch=False)
+            runner, port = await start_site(make_app(cp), "127.0.0.1", 0)
+            base = f"http://127.0.0.1:{port}"
+            try:
+                if incarnation == "first":
+                    await Proxy(session, base, REVIEWS).post("clusters")  # registers, then "goes quiet"
+                    continue
+                productpage = Proxy(session, base, PRODUCTPAGE)  # reconnects first, after the restart
+                await productpage.sync()
+                assert productpage.endpoints(cluster) == [("127.0.0.1", 15106)]
+                poll = asyncio.create_task(productpage.post("endpoints", wait=10))
+                await asyncio.sleep(0.05)
+                clock.now += GRACE
+                assert [n.name for n in cp.expire()] == ["reviews-v1"]  # it never came back
+                assert (await poll)[0] == 200 and productpage.endpoints(cluster) == []
+            finally:
+                await runner.cleanup()
+                await cp.stop()

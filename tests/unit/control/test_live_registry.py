@@ -114,3 +114,13 @@ def test_a_gateway_is_an_endpoint_on_its_own_port():
     reg = MeshRegistry(files(), [gw])
     svc = next(s for s in reg.services() if s.name == "ingress")
     assert [(e.address, e.port) for e in reg.endpoints(svc, svc.ports[0])] == [("127.0.0.2", 8080)]
+
+
+def test_restored_proxies_count_from_the_restart_and_leave_if_they_do_not_come_back():
+    live = LiveRegistry(grace=10)
+    back, lost = sidecar("a"), sidecar("b")
+    assert live.restore([back, lost], now=100) == 2
+    assert not live.connected(back.id)
+    live.connect(back, now=105)
+    assert live.expire(now=110) == (lost,)
+    assert [n.name for n in live.nodes()] == ["a"]

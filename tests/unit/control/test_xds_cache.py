@@ -266,3 +266,12 @@ def test_response_body_is_envoys_discovery_response_json():
     assert body == {"version_info": cache.snapshot(P).version, "resources": [cluster("a"), cluster("b")],
                     "type_url": CDS.type_url, "nonce": "n-1", "control_plane": {"identifier": "pyproxy-control"}}
     assert cache.snapshot(P).resources("cds") == [cluster("a"), cluster("b")]
+
+
+def test_node_dict_is_the_inverse_of_parse_node():
+    from control.xds.node import node_dict
+
+    node = parse_node({"id": P, "cluster": "reviews.default", "metadata": {
+        "SERVICE_ACCOUNT": "sa", "LABELS": {"app": "reviews"}, "POD_PORTS": [{"name": "http", "containerPort": 9}],
+        "INBOUND_PORT": 1, "ISTIO_VERSION": "x"}})
+    assert parse_node(node_dict(node)) == node
