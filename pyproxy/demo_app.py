@@ -1,6 +1,6 @@
 """A small httpbin-like demo backend (aiohttp): what the demo, examples and docs send traffic to.
 
-  /anything[/...]   echo method, path, query, headers and body length as JSON
+  /anything[/...]   echo method, path, query, headers and body length as JSON (so does any other path)
   /status/<code>    answer with that status
   /delay/<seconds>  answer after a delay (max 10 s)
   /headers          the request headers as JSON
@@ -62,7 +62,7 @@ def make_app() -> web.Application:
     app.router.add_get("/delay/{seconds}", delay)
     app.router.add_get("/headers", headers)
     app.router.add_get("/healthz", healthz)
-    app.router.add_route("*", "/", anything)
+    app.router.add_route("*", "/{tail:.*}", anything)  # any other path echoes too (e.g. /productpage)
     return app
 
 

@@ -2,6 +2,7 @@
 
 What runs (all on 127.0.0.1, ports picked free at start):
   pyproxy-control serve --config-dir examples/mesh        ≈ istiod: watches the YAML, serves xDS
+  pyproxy gateway                                         the ingress gateway (Gateway bookinfo-gateway)
   for each workload (productpage-v1, details-v1, reviews-v1, reviews-v2, ratings-v1):
       python -m pyproxy.demo_app                          the "app" (an httpbin-like echo server)
       pyproxy sidecar --name <workload> --labels ...      its sidecar: registers itself, follows the control plane
@@ -73,6 +74,8 @@ class Mesh:
         self.workdir = workdir
         self.config_dir = workdir / "mesh"
         shutil.copytree(MESH, self.config_dir)
+        self.gateway_port = free_port()
+        _set_gateway_port(self.config_dir / "ingress.yaml", self.gateway_port)
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.xds_port = free_port()
         self.sidecars: dict[str, dict[str, int]] = {}
@@ -102,9 +105,16 @@ class Mesh:
                 "--labels", ",".join(f"{k}={v}" for k, v in labels.items()), "--app-port", str(ports["app"]),
                 "--inbound-port", str(ports["inbound"]), "--outbound-port", str(ports["outbound"]),
                 "--admin-port", str(ports["admin"])])
+        self.gateway_admin = free_port()
+        self.spawn("ingressgateway", [
+            py, "-m", "pyproxy", "gateway", "--control", f"http://127.0.0.1:{self.xds_port}",
+            "--admin-port", str(self.gateway_admin), "--inbound-port", str(free_port()),
+            "--outbound-port", str(free_port())])
         for name, ports in self.sidecars.items():
             wait_until(lambda p=ports: http(f"http://127.0.0.1:{p['admin']}/ready")[0] == 200
                        and _synced(self.xds_port, name), f"{name}'s sidecar to sync")
+        wait_until(lambda: http(f"http://127.0.0.1:{self.gateway_port}/productpage")[0] == 200,
+                   "the ingress gateway to route /productpage")
         # every reviews instance visible in productpage's endpoints
         pp_admin = self.sidecars["productpage-v1"]["admin"]
         wait_until(lambda: http(f"http://127.0.0.1:{pp_admin}/clusters")[1].count(b"reviews.default.svc.cluster.local::127.0.0.1") >= 4,
@@ -119,6 +129,26 @@ class Mesh:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def _set_gateway_port(path: pathlib.Path, port: int) -> None:
+    """Point the demo copy's Gateway (and its Service targetPort) at a free port: several meshes, or anything
+    else on 8080, can then run side by side. Done on the parsed YAML, not on text."""
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for d in docs:
+        if d.get("kind") == "Gateway":
+            for server in d["spec"]["servers"]:
+                server["port"]["number"] = port
+        elif d.get("kind") == "Service" and d["metadata"]["name"] == "istio-ingressgateway":
+            for p in d["spec"]["ports"]:
+                p["targetPort"] = port
+        elif d.get("kind") == "Deployment" and d["metadata"]["name"] == "istio-ingressgateway":
+            for c in d["spec"]["template"]["spec"]["containers"]:
+                for p in c.get("ports", []):
+                    p["containerPort"] = port
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
 
 
 def _synced(xds_port: int, name: str) -> bool:
@@ -156,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         print("[demo] the same with header end-user: jason (matched to v2) ->",
               dict(served_by(pp["outbound"], "reviews:9080", 5, {"end-user": "jason"})))
         print("[demo] details ->", dict(served_by(pp["outbound"], "details:9080", 3)))
+        status, body = http(f"http://127.0.0.1:{mesh.gateway_port}/productpage")
+        print(f"[demo] from outside, through the ingress gateway: GET http://127.0.0.1:{mesh.gateway_port}/productpage "
+              f"-> {status}, served by {json.loads(body).get('served_by') if status == 200 else '-'}")
         _, stats = http(f"http://127.0.0.1:{mesh.sidecars['reviews-v1']['admin']}/stats?filter=inbound")
         print("[demo] reviews-v1's sidecar saw them arrive (inbound counters):")
         for line in stats.decode().splitlines():
@@ -169,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
   .venv/bin/meshctl proxy-status --control http://127.0.0.1:{mesh.xds_port}
   curl -s http://127.0.0.1:{pp['admin']}/config_dump | head -60            # productpage's sidecar config
   curl -s http://127.0.0.1:{pp['admin']}/clusters | grep reviews
+  curl -s http://127.0.0.1:{mesh.gateway_port}/productpage              # through the ingress gateway
   edit {mesh.config_dir}/traffic.yaml (e.g. reviews weights 0/100) and repeat the first curl: the
   control plane pushes the change to every sidecar within a second.""")
         if args.once:

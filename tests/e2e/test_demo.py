@@ -31,3 +31,5 @@ def test_mesh_demo_routes_through_sidecars_by_the_virtual_service():
     assert "'reviews-v2': 5" in jason  # the header match always goes to v2
     split = next(line for line in r.stdout.splitlines() if "80% v1 / 20% v2" in line)
     assert "reviews-v1" in split and "HTTP" not in split  # every request answered by a reviews app
+    gateway = next(line for line in r.stdout.splitlines() if "through the ingress gateway: GET" in line)
+    assert "-> 200, served by productpage-v1" in gateway
