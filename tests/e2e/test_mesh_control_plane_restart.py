@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from tests.support.mesh import (XDS_TYPES, Mesh, Relay, bookinfo_config, failures, labels, load, outbound_cluster,
-                                virtual_service)
+from tests.support.mesh import (XDS_TYPES, Mesh, Relay, bookinfo_config, call, client_session, failures, labels, load,
+                                outbound_cluster, virtual_service)
 from tests.support.mesh import mesh  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.timeout(120)
@@ -72,18 +72,17 @@ async def test_killing_the_control_plane_keeps_traffic_flowing_and_a_restart_res
     assert after and not failures(after) and {a.served_by for a in after} == {"reviews-v2"}, failures(after)[:5]
     first_v2 = min(a.done for a in answers if a.served_by == "reviews-v2")
     assert {a.served_by for a in answers if a.sent > first_v2} == {"reviews-v2"}
-    # between the restart and the resync, proxies re-register in back-off order: a client that resyncs before a
-    # destination re-registers loses its endpoints for a while (mesh-failures.md #3, the test below); counted here
+    # between the restart and the resync, proxies re-register in back-off order; the restarted control plane
+    # remembers the registrations (its state file), so no client loses endpoints meanwhile (the test below)
     window = failures(a for a in answers if restarted <= a.sent <= resynced)
+    assert not window, (len(window), sorted({(a.status, a.error) for a in window}))
     record_property("restart_to_first_v2_seconds", round(first_v2 - restarted, 3))
-    record_property("failed_requests_between_restart_and_resync", len(window))
     print(f"control plane down {restarted - killed:.1f}s ({len(down)} requests, all 200); edit made while down at "
           f"+{edited - killed:.1f}s; restart -> first v2 answer {(first_v2 - restarted) * 1000:.0f} ms; "
-          f"{len(answers)} requests in all, {len(window)} failed between restart and resync")
+          f"{len(answers)} requests in all, 0 failed")
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="bug: see notes (mesh-failures.md #3)", strict=False)
 async def test_after_a_restart_a_proxy_that_reconnects_late_keeps_its_endpoints_in_the_others_eds(
         mesh: Mesh, record_property):
     """After a control-plane restart the proxies reconnect in no fixed order. reviews-v1 reaches the control
@@ -127,3 +126,20 @@ async def test_after_a_restart_a_proxy_that_reconnects_late_keeps_its_endpoints_
           f"{len(answers)} requests, {len(bad)} failed; v1 hosts while cut: {sorted(hosts_while_cut)}")
     assert not bad, (len(bad), sorted({(a.status, a.error) for a in bad}))
     assert reviews.sidecar.endpoint in hosts_while_cut, (hosts_while_cut, mesh.logs())
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="bug: see notes (mesh-failures.md #5)", strict=False)
+async def test_sigterm_stops_the_control_plane_promptly_while_proxies_long_poll(mesh: Mesh):
+    """SIGTERM with sidecars connected: the control plane ends its long-polls and exits 0 (10 s is a hang guard,
+    not a threshold: the long-poll timeout here is 30 s), and the sidecars keep serving."""
+    bookinfo_config(mesh, {"v1": 100})
+    cp = await mesh.control_plane()
+    productpage, reviews = await mesh.workloads(("productpage-v1", labels("productpage")),
+                                                ("reviews-v1", labels("reviews", "v1")))
+    cp.terminate()
+    assert await cp.exited(timeout=10) == 0, cp.output()
+    assert "Traceback" not in cp.output()
+    async with client_session() as session:
+        answer = await call(session, productpage.sidecar.outbound_port, "reviews:9080")
+    assert (answer.status, answer.served_by) == (200, "reviews-v1")

@@ -85,7 +85,6 @@ async def one_sidecar_nacking(mesh: Mesh):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="bug: see notes (mesh-failures.md #1)", strict=False)
 async def test_reverting_a_rejected_config_brings_the_proxy_back_to_synced(mesh: Mesh):
     await one_sidecar_nacking(mesh)
     mesh.remove("mysql.yaml")
@@ -94,7 +93,6 @@ async def test_reverting_a_rejected_config_brings_the_proxy_back_to_synced(mesh:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="bug: see notes (mesh-failures.md #2)", strict=False)
 async def test_the_nack_error_names_the_rejected_listener(mesh: Mesh):
     _, row = await one_sidecar_nacking(mesh)
     assert "0.0.0.0_3306" in row["types"]["lds"]["nack"]["error"]

@@ -46,14 +46,15 @@ async def test_a_new_sidecar_joins_the_endpoints_and_leaves_them_when_it_stops(m
     assert {a.served_by for a in answers} == {"reviews-v1", "reviews-v1-b"}
 
     stopping = time.monotonic()
-    if how == "SIGTERM":
-        assert second.sidecar.stop() == 0, second.sidecar.output()
+    if how == "SIGTERM":  # it stops following the control plane at once, and serves 2 s more (drain)
+        second.sidecar.terminate()
     else:  # a crash: no goodbye, the control plane sees its long-polls drop
         second.sidecar.kill()
     hosts = await mesh.wait_hosts(client, V1, lambda h: second.sidecar.endpoint not in h, "drops the stopped one",
                                   timeout=HANG_GUARD)
     left = time.monotonic() - stopping
     assert hosts == {first.sidecar.endpoint}
+    assert await second.sidecar.exited() == (0 if how == "SIGTERM" else -9), second.sidecar.output()
     rows = await mesh.cp.proxy_rows()
     assert "reviews-v1-b" not in rows and {"productpage-v1", "reviews-v1"} <= set(rows)
     record_property("sidecar_start_to_visible_in_eds_seconds", round(joined, 3))
@@ -66,10 +67,11 @@ async def test_a_new_sidecar_joins_the_endpoints_and_leaves_them_when_it_stops(m
 
 @pytest.mark.slow
 @pytest.mark.xfail(reason="bug: see notes (mesh-failures.md #4)", strict=False)
-async def test_stopping_one_of_two_instances_under_load_loses_no_request(mesh: Mesh):
-    """Until the control plane notices (grace 1 s) and pushes, the client still sends some requests to the
-    stopped instance's address; Istio's default retry policy (connect-failure, refused-stream, unavailable, 2
-    attempts, previous_hosts) retries those on the other instance, so the app sees no failure."""
+async def test_stopping_one_of_two_instances_under_load_loses_no_request(mesh: Mesh, record_property):
+    """SIGTERM one instance's sidecar: it leaves the control plane (grace 1 s, then a push drops its endpoint)
+    while it keeps serving for its drain time (2 s), as Istio's sidecar does; a request that still reaches a
+    closed port is retried elsewhere by Istio's default retry policy (connect-failure, 2 attempts,
+    previous_hosts with 5 host re-picks). The client sees no failure."""
     bookinfo_config(mesh, {"v1": 100})
     await mesh.control_plane(grace=1.0)
     productpage, first, second = await mesh.workloads(("productpage-v1", labels("productpage")),
@@ -81,12 +83,16 @@ async def test_stopping_one_of_two_instances_under_load_loses_no_request(mesh: M
 
     def stop_then_wait(answers) -> bool:
         if not gone and len(answers) >= 20:
-            second.sidecar.stop()
+            second.sidecar.terminate()
             gone.append(time.monotonic())
-        return bool(gone) and time.monotonic() - gone[0] > 2.5  # past grace + push
+        return bool(gone) and time.monotonic() - gone[0] > 3.0  # past grace + push, and past the drain
     answers = await load(client.outbound_port, "reviews:9080", until=stop_then_wait, max_seconds=20)
     assert gone
     counters = {k.rsplit(".", 1)[1]: v for k, v in (await client.stats()).items()
                 if k.startswith(f"cluster.{V1}.") and ("retry" in k or "connect_fail" in k)}
-    assert not failures(answers), (counters, len(failures(answers)), sorted({(a.status, a.error) for a in failures(answers)}))
-    assert {a.served_by for a in answers if a.sent > gone[0]} == {"reviews-v1"}
+    record_property("scale_down_counters", counters)
+    bad = failures(answers)
+    assert not bad, (counters, [(f"+{a.sent - gone[0]:.3f}s", a.status, a.error) for a in bad])
+    assert await second.sidecar.exited() == 0, second.sidecar.output()
+    late = [a for a in answers if a.sent > gone[0] + 2.0]  # after the drain: only the remaining instance
+    assert late and {a.served_by for a in late} == {"reviews-v1"}

@@ -5,6 +5,7 @@
       .control_plane(grace=...)        `pyproxy-control serve --config-dir DIR --xds-port P --metrics-port 0`
       .workload(name, labels)          `python -m pyproxy.demo_app` (DEMO_APP_NAME=name) + `pyproxy sidecar`
       .stop()                          every process, by PID: SIGTERM, then SIGKILL after a grace period
+                                       (sidecars get `--drain-time-s 2`: on SIGTERM they keep serving 2 s)
 
 The control plane prints `XDS_PORT n` / `METRICS_PORT n`; they are read from its stdout file. A restart keeps
 its xDS port (the sidecars were told that URL). Sidecars get their ports explicitly (the node metadata carries
@@ -151,17 +152,33 @@ class Process:
             self.proc.kill()
             self.proc.wait(5)
 
-    def stop(self, grace: float = 5.0) -> int | None:
-        """SIGTERM, then SIGKILL after `grace` seconds; the exit code."""
+    def terminate(self) -> None:
+        """SIGTERM without waiting (a sidecar then drains for its drain time)."""
+        if self.running():
+            self.proc.send_signal(signal.SIGTERM)
+
+    async def exited(self, timeout: float = DEADLINE) -> int:
+        """Wait for the process to exit on its own; its exit code."""
+        async def gone() -> bool:
+            return not self.running()
+        await poll(f"{self.name} exits", gone, timeout, detail=self.output)
+        return self.proc.returncode
+
+    @property
+    def stop_grace(self) -> float:
+        """How long a SIGTERMed process may take before SIGKILL."""
+        return 5.0
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after `stop_grace` seconds; the exit code."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        self.terminate()
+        try:
+            self.proc.wait(self.stop_grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
         if _alive(self.proc.pid):  # pragma: no cover - a zombie the kernel has not reaped
             os.kill(self.proc.pid, signal.SIGKILL)
         return self.proc.returncode
@@ -185,7 +202,8 @@ class ControlPlane(Process):
         self.argv = [*console_script("pyproxy-control", "control.cli.control"), "serve",
                      "--config-dir", str(self.config_dir), "--xds-port", str(self.xds_port), "--metrics-port", "0",
                      "--grace", str(self.grace), "--debounce", str(self.debounce),
-                     "--long-poll-timeout", str(self.long_poll_timeout)]
+                     "--long-poll-timeout", str(self.long_poll_timeout),
+                     "--state-file", str(self.stdout_path.parent / "registrations.json")]
         self.starts += 1
         super().start()
         return self
@@ -256,8 +274,10 @@ class DemoApp(Process):
 
 class Sidecar(Process):
     def __init__(self, workdir: pathlib.Path, name: str, labels: dict[str, str], control: ControlPlane,
-                 app_port: int, ports: Iterable[int], service_account: str = "", control_url: str = ""):
+                 app_port: int, ports: Iterable[int], service_account: str = "", control_url: str = "",
+                 drain_time: float = 2.0):
         self.workload = name
+        self.drain_time = drain_time
         self.labels = dict(labels)
         self.control = control
         self.app_port = app_port
@@ -267,7 +287,12 @@ class Sidecar(Process):
             "--service-account", service_account or f"bookinfo-{labels.get('app', name)}",
             "--labels", ",".join(f"{k}={v}" for k, v in labels.items()),
             "--app-port", str(app_port), "--inbound-port", str(self.inbound_port),
-            "--outbound-port", str(self.outbound_port), "--admin-port", str(self.admin_port)], workdir)
+            "--outbound-port", str(self.outbound_port), "--admin-port", str(self.admin_port),
+            "--drain-time-s", str(drain_time)], workdir)
+
+    @property
+    def stop_grace(self) -> float:
+        return self.drain_time + 5.0
 
     @property
     def endpoint(self) -> str:
@@ -391,7 +416,14 @@ class Mesh:
         return started
 
     def stop(self) -> None:
-        """Every process, newest first (sidecars before the control plane), by PID."""
+        """Every process, by PID: SIGTERM to all (newest first: sidecars before the control plane), a second
+        SIGTERM to sidecars still draining (pyproxy stops at once on a second signal), SIGKILL what is left."""
+        for proc in reversed(self.processes):
+            proc.terminate()
+        time.sleep(0.3)
+        for proc in reversed(self.processes):
+            if isinstance(proc, Sidecar):
+                proc.terminate()
         for proc in reversed(self.processes):
             proc.stop()
 
@@ -477,6 +509,7 @@ class Relay:
         self.port = 0
         self._server: asyncio.base_events.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task] = set()
 
     def __repr__(self) -> str:
         return f"Relay(:{self.port} -> :{self.target_port}, cut={self.cut}, open={len(self._open)})"
@@ -497,6 +530,14 @@ class Relay:
                 writer.transport.abort()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._handlers.add(task)
+        try:
+            await self._relay(reader, writer)
+        finally:
+            self._handlers.discard(task)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.cut:
             writer.transport.abort()
             return
@@ -522,9 +563,14 @@ class Relay:
             self._open.difference_update((writer, up_writer))
 
     async def close(self) -> None:
-        self.set_cut(True)
+        """Stop accepting, cut every relayed connection, and let their handlers finish (none is left to be
+        cancelled with the event loop)."""
         if self._server is not None:
             self._server.close()
+        self.set_cut(True)
+        if self._handlers:
+            await asyncio.wait(set(self._handlers), timeout=5)
+        if self._server is not None:
             await self._server.wait_closed()
 
 
