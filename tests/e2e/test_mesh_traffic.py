@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from tests.support.mesh import (Mesh, bookinfo_config, call, client_session, failures, fqdn, labels, load,
+from tests.support.mesh import (Mesh, bookinfo_config, call, client_session, failures, fqdn, labels, load, poll,
                                 outbound_cluster, virtual_service)
 from tests.support.mesh import mesh  # noqa: F401 (the fixture)
 
@@ -85,3 +85,48 @@ async def test_editing_the_virtual_service_shifts_live_traffic_without_a_failed_
     shift = first_v2 - written[0]
     record_property("vs_edit_to_first_v2_seconds", round(shift, 3))
     print(f"VirtualService edit -> first v2 answer: {shift * 1000:.0f} ms; {len(answers)} requests, 0 failed")
+
+
+def jason_to_v2() -> dict:
+    """bookinfo's reviews route: `end-user: jason` -> v2, everyone else -> v1."""
+    vs = virtual_service("reviews", {"v1": 100})
+    vs["spec"]["http"].insert(0, {"match": [{"headers": {"end-user": {"exact": "jason"}}}],
+                                  "route": [{"destination": {"host": "reviews", "subset": "v2"}}]})
+    return vs
+
+
+@pytest.mark.slow
+async def test_a_broken_edit_keeps_traffic_on_the_last_good_config_and_the_fix_applies(mesh: Mesh):
+    """A VirtualService file that stops parsing is reported (file and line at /debug/configz) and changes
+    nothing; the corrected file then takes effect: the header match sends `end-user: jason` to v2."""
+    bookinfo_config(mesh, {"v1": 100})
+    cp = await mesh.control_plane()
+    productpage, _, _ = await mesh.workloads(("productpage-v1", labels("productpage")),
+                                             ("reviews-v1", labels("reviews", "v1")),
+                                             ("reviews-v2", labels("reviews", "v2")))
+    port = productpage.sidecar.outbound_port
+    version = (await cp.proxy_rows())["productpage-v1"]["version"]
+    broken = mesh.config_dir / "reviews-vs.yaml"
+    broken.write_text("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews\n")
+
+    async def reported() -> list[str]:
+        return [e for e in (await cp.configz())["errors"] if "reviews-vs.yaml" in e]
+    errors = await poll("the broken file in /debug/configz errors", reported, detail=mesh.logs)
+    assert any(":3" in e or ":4" in e for e in errors), errors  # names the line
+    async with client_session() as session:
+        answers = [await call(session, port, "reviews:9080", headers={"end-user": "jason"}) for _ in range(5)]
+    assert [(a.status, a.served_by) for a in answers] == [(200, "reviews-v1")] * 5
+    assert (await cp.proxy_rows())["productpage-v1"]["version"] == version  # nothing was pushed
+
+    mesh.write("reviews-vs.yaml", jason_to_v2())
+
+    async def jason_on_v2() -> bool:
+        async with client_session() as session:
+            return (await call(session, port, "reviews:9080", headers={"end-user": "jason"})).served_by == "reviews-v2"
+    await poll("end-user: jason routed to v2", jason_on_v2, detail=mesh.logs)
+    async with client_session() as session:
+        jason = [await call(session, port, "reviews:9080", headers={"end-user": "jason"}) for _ in range(5)]
+        others = [await call(session, port, "reviews:9080", headers={"end-user": "kim"}) for _ in range(5)]
+    assert {(a.status, a.served_by) for a in jason} == {(200, "reviews-v2")}
+    assert {(a.status, a.served_by) for a in others} == {(200, "reviews-v1")}
+    assert not (await cp.configz())["errors"]

@@ -198,6 +198,11 @@ class ControlPlane(Process):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.xds_port}"
 
+    @property
+    def stop_grace(self) -> float:
+        """It should exit at once on SIGTERM (mesh-failures.md #5 tracks the case where it does not)."""
+        return 2.0
+
     def start(self) -> "ControlPlane":
         self.argv = [*console_script("pyproxy-control", "control.cli.control"), "serve",
                      "--config-dir", str(self.config_dir), "--xds-port", str(self.xds_port), "--metrics-port", "0",
@@ -381,7 +386,7 @@ class Mesh:
         self.processes.append(proc)
         return proc
 
-    async def control_plane(self, *, grace: float = 1.0, debounce: float = 0.05,
+    async def control_plane(self, *, grace: float = 1.0, debounce: float = 0.1,
                             long_poll_timeout: float = 30.0) -> ControlPlane:
         cp = ControlPlane(self.workdir, self.config_dir, grace=grace, debounce=debounce,
                           long_poll_timeout=long_poll_timeout)
