@@ -16,6 +16,8 @@ Measured:
   and the push debounce, i.e. what a user sees). p50 / p99 / max over proxies, all rounds pooled;
 * registration latency: a new proxy connects; from its first request until every other proxy's EDS
   response lists it;
+* per phase, the control plane's own account of its last push (/debug/configz `last_push`: full or
+  endpoint-only, shapes rendered, seconds), which separates computing snapshots from delivering them;
 * control-plane RSS (VmRSS, VmHWM from /proc) after sync and at the end.
 
 The simulated proxies only read `version_info` and `nonce` (regex on the head and tail of the body), so
@@ -131,6 +133,15 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
+async def last_push(session: aiohttp.ClientSession, base: str) -> str:
+    """The control plane's own account of its last push cycle (/debug/configz): compute vs delivery."""
+    async with session.get(f"{base}/debug/configz") as resp:
+        push = (await resp.json()).get("last_push") or {}
+    kind = "full" if push.get("full") else "endpoint-only"
+    return (f"server: {kind} push of {push.get('proxies')} proxies, {push.get('renders')} renders, "
+            f"{push.get('seconds', 0) * 1000:.0f} ms")
+
+
 async def wait_until(cond, timeout: float, what: str) -> float:
     start = time.monotonic()
     while not cond():
@@ -186,7 +197,8 @@ async def run(args: argparse.Namespace) -> int:
                 lat = [p.arrivals["routes"][before[id(p)]][0] - t0 for p in proxies]
                 latencies += lat
                 print(f"round {r + 1}: RDS push to {len(lat)} proxies: first {min(lat) * 1000:.0f} ms, "
-                      f"p50 {pct(lat, 0.5) * 1000:.0f} ms, last {max(lat) * 1000:.0f} ms")
+                      f"p50 {pct(lat, 0.5) * 1000:.0f} ms, last {max(lat) * 1000:.0f} ms; "
+                      f"{await last_push(session, base)}")
                 await asyncio.sleep(0.5)
             print(f"push latency (file write -> RDS received), {len(latencies)} samples: "
                   f"p50 {pct(latencies, 0.5) * 1000:.0f} ms, p99 {pct(latencies, 0.99) * 1000:.0f} ms, "
@@ -199,13 +211,22 @@ async def run(args: argparse.Namespace) -> int:
             t0 = time.monotonic()
             newcomer.start()
 
-            def listed(p: SimProxy) -> bool:
-                return any(marker in data for _t, _v, data in p.arrivals["endpoints"][before[id(p)]:])
-            await wait_until(lambda: all(listed(p) for p in proxies), 600, "registration")
-            reg = [next(t for t, _v, data in p.arrivals["endpoints"][before[id(p)]:] if marker in data) - t0
-                   for p in proxies]
+            found: dict[int, float] = {}  # proxy -> arrival time of the first EDS listing the newcomer
+            scanned = dict(before)
+
+            def listed(p: SimProxy) -> bool:  # each arrival is scanned once (a payload is megabytes)
+                if id(p) not in found:
+                    arrivals = p.arrivals["endpoints"]
+                    for t, _v, data in arrivals[scanned[id(p)]:]:
+                        if marker in data:
+                            found[id(p)] = t
+                            break
+                    scanned[id(p)] = len(arrivals)
+                return id(p) in found
+            await wait_until(lambda: all([listed(p) for p in proxies]), 600, "registration")
+            reg = [found[id(p)] - t0 for p in proxies]
             print(f"registration -> in every proxy's EDS: p50 {pct(reg, 0.5) * 1000:.0f} ms, "
-                  f"max {max(reg) * 1000:.0f} ms")
+                  f"max {max(reg) * 1000:.0f} ms; {await last_push(session, base)}")
             status = proc_status(server.pid)
             print("control plane at the end: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in status.items()))
             for p in proxies + [newcomer]:

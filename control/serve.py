@@ -17,8 +17,11 @@
   auto-registered WorkloadEntries do).
 * **Push.** Config or registry changes are debounced (`debounce`, istiod's PILOT_DEBOUNCE_AFTER 100ms), then
   one mesh is built and every registered proxy's snapshot regenerated (renders shared by workload shape);
-  only proxies whose snapshot changed are woken. Long-polls wait on a per-proxy event, woken by a new
-  snapshot or by an ACK (which may open the next type in ADS order, see control.xds.cache).
+  only proxies whose snapshot changed are woken. A push after changes that only move endpoints (proxies
+  registering or leaving, WorkloadEntry edits) reuses the shapes' CDS/LDS/RDS and computes EDS alone
+  (istiod's incremental EDS push): `config_generation` counts the other changes, and
+  control.xds.generate.endpoint_identities turns it full when the service accounts behind a service change.
+  Long-polls wait on a per-proxy event, woken by a new snapshot or by an ACK (which may open the next type in ADS order, see control.xds.cache).
 
 Time: `clock` (monotonic seconds) is injected for registration and convergence; waiting uses the event loop.
 The aiohttp shell is control.xds.server; the command is control.cli.control.
@@ -31,6 +34,7 @@ import logging
 import os
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from control.istio.load import expand_paths, load_paths
@@ -42,13 +46,30 @@ from control.registry.files import FileRegistry, RegistryError
 from control.registry.live import DEFAULT_GRACE, LiveRegistry, MeshRegistry
 from control.translate import Options, TranslateError
 from control.xds.cache import DiscoveryRequest, DiscoveryResponse, Outcome, RequestKind, XdsCache, XdsType
-from control.xds.generate import GenerateError, SnapshotBuilder
+from control.xds.generate import GenerateError, ShapeCache, SnapshotBuilder, endpoint_identities
 from control.xds.node import ProxyNode, node_dict, parse_node
 
 log = logging.getLogger("pyproxy.control")
 
 DEFAULT_DEBOUNCE = 0.1  # seconds; istiod PILOT_DEBOUNCE_AFTER
 DEFAULT_LONG_POLL = 30.0  # seconds a long-poll waits before 304
+ENDPOINT_KINDS = ("WorkloadEntry",)  # config kinds whose changes only move endpoints (EDS)
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """One push cycle: `full` = shapes rendered again (a config change), else endpoint-only (EDS computed,
+    CDS/LDS/RDS reused); `renders` = shapes rendered; `seconds` = wall time of the cycle."""
+
+    full: bool
+    proxies: int
+    changed: int
+    renders: int
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return {"full": self.full, "proxies": self.proxies, "changed": self.changed, "renders": self.renders,
+                "seconds": round(self.seconds, 4)}
 
 
 def _identity(res: Resource) -> tuple:
@@ -85,6 +106,9 @@ class ControlPlane:
         self.errors: tuple[str, ...] = ()  # error findings of the last reload
         self.notes: dict[str, tuple[str, ...]] = {}  # per proxy: what translation could not honour
         self.pushes = 0  # completed push cycles
+        self.config_generation = 0  # bumped by every config change that is not endpoint-only
+        self._shapes = ShapeCache()
+        self.last_push: PushResult | None = None
         self._good_files: dict[str, tuple[Resource, ...]] = {}
         self._parsed: dict[str, tuple] = {}  # path -> (stat key, resources, error findings)
         self._resources: tuple[Resource, ...] = ()
@@ -143,6 +167,8 @@ class ControlPlane:
             return False
         for kind, event in events:
             self.metrics.config_event(kind, event)
+        if any(kind not in ENDPOINT_KINDS for kind, _event in events) or registry.services() != self._files.services():
+            self.config_generation += 1  # the next push renders again; else it is endpoint-only
         self._resources, self._files = resources, registry
         log.info("config: %d resources from %s (%d changes)", len(resources), self.config_dir, len(events))
         self.schedule_push()
@@ -190,12 +216,17 @@ class ControlPlane:
                 self.pushes += 1
                 self._push_done.notify_all()
 
-    async def push(self, changed_at: float) -> int:
-        """Regenerate every registered proxy's snapshot; wake the ones that changed. Returns how many."""
+    async def push(self, changed_at: float) -> PushResult:
+        """Regenerate every registered proxy's snapshot; wake the ones that changed."""
+        started_push = time.perf_counter()
         nodes = self.live.nodes()
         registry = MeshRegistry(self._files, nodes)
         mesh = build_mesh(self._resources, registry=registry)
-        builder = SnapshotBuilder(mesh, registry, self.options)
+        key = (self.config_generation, endpoint_identities(mesh))
+        full = key != self._shapes.key
+        if full:
+            self._shapes = ShapeCache(key)
+        builder = SnapshotBuilder(mesh, registry, self.options, self._shapes)
         changed = 0
         for node in nodes:
             if self.live.node(node.id) is None:  # expired while we were rendering others
@@ -213,8 +244,10 @@ class ControlPlane:
                 changed += 1
                 self._notify(node.id)
             await asyncio.sleep(0)  # let responses for already-regenerated proxies go out
-        log.debug("push: %d proxies, %d changed, %d renders", len(nodes), changed, builder.renders)
-        return changed
+        self._shapes.retain(builder.used)
+        self.last_push = PushResult(full, len(nodes), changed, builder.renders, time.perf_counter() - started_push)
+        log.debug("%s", self.last_push)
+        return self.last_push
 
     async def wait_push(self, after: int, timeout: float = 10.0) -> None:
         """Wait until more than `after` push cycles completed (tests, benchmarks)."""
@@ -345,6 +378,7 @@ class ControlPlane:
             "services": len(self._files.services()),
             "errors": list(self.errors),
             "pushes": self.pushes,
+            "last_push": self.last_push.as_dict() if self.last_push else None,
         }
 
     # --- lifecycle ---------------------------------------------------------------------------------------

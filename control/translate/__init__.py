@@ -34,6 +34,9 @@ class Rendered:
     clusters: tuple[dict, ...]
     endpoints: tuple[dict, ...]
     notes: tuple[str, ...] = ()
+    # the EDS clusters, sorted by name: what `endpoints` is computed from, so a caller whose only change is
+    # endpoints can recompute EDS (`clusters.build_endpoints`) without rendering the rest again
+    eds_clusters: tuple[cds.ClusterSpec, ...] = ()
 
     def as_dict(self) -> dict:
         return {"listeners": list(self.listeners), "routes": list(self.routes), "clusters": list(self.clusters),
@@ -51,12 +54,14 @@ def find_workload(mesh: MeshSnapshot, name: str, namespace: str | None = None) -
 
 
 def render_sidecar(mesh: MeshSnapshot, workload: str | Workload, namespace: str | None = None,
-                   options: Options = Options()) -> Rendered:
-    """The sidecar configuration of one workload (by Deployment/Pod/WorkloadEntry name or a Workload)."""
+                   options: Options = Options(), endpoints: bool = True) -> Rendered:
+    """The sidecar configuration of one workload (by Deployment/Pod/WorkloadEntry name or a Workload).
+    `endpoints=False` leaves EDS empty (`eds_clusters` still says which clusters it would list)."""
     wl = workload if isinstance(workload, Workload) else find_workload(mesh, workload, namespace)
     proxy = make_proxy(mesh, wl, "sidecar", options)
     specs = cds.outbound_specs(proxy)
     index = cds.spec_index(specs)
+    eds_clusters = cds.eds_clusters(specs)
     route_configs = rds.sidecar_route_configs(proxy, index)
     by_name = {r["name"]: r for r in route_configs}
     listeners = lds.sidecar_listeners(proxy, by_name)
@@ -64,8 +69,9 @@ def render_sidecar(mesh: MeshSnapshot, workload: str | Workload, namespace: str 
         listeners=tuple(sorted(listeners, key=lambda l: l["name"])),
         routes=() if options.inline_routes else tuple(route_configs),
         clusters=tuple(cds.build_clusters(proxy, specs)),
-        endpoints=tuple(cds.build_endpoints(proxy, specs)),
+        endpoints=tuple(cds.build_endpoints(mesh, eds_clusters)) if endpoints else (),
         notes=tuple(proxy.notes.items),
+        eds_clusters=eds_clusters,
     )
 
 
@@ -82,7 +88,7 @@ def gateway_workload(mesh: MeshSnapshot, name: str, namespace: str | None = None
 
 
 def render_gateway(mesh: MeshSnapshot, name: str | Workload = "istio-ingressgateway", namespace: str | None = None,
-                   options: Options = Options()) -> Rendered:
+                   options: Options = Options(), endpoints: bool = True) -> Rendered:
     """The configuration of a gateway proxy (by deployment name or a Workload, e.g. a registered proxy):
     listeners for the servers of the Gateways selecting it, routes from the VirtualServices bound to them,
     clusters and endpoints for every service."""
@@ -90,6 +96,7 @@ def render_gateway(mesh: MeshSnapshot, name: str | Workload = "istio-ingressgate
     proxy = make_proxy(mesh, wl, "router", options)
     specs = cds.outbound_specs(proxy)
     index = cds.spec_index(specs)
+    eds_clusters = cds.eds_clusters(specs)
     servers = lds.gateway_servers(proxy)
     by_route: dict[str, tuple[int, list]] = {}
     for port, entries in servers.items():
@@ -105,8 +112,9 @@ def render_gateway(mesh: MeshSnapshot, name: str | Workload = "istio-ingressgate
         listeners=tuple(listeners),
         routes=() if options.inline_routes else tuple(route_configs),
         clusters=tuple(cds.build_clusters(proxy, specs)),
-        endpoints=tuple(cds.build_endpoints(proxy, specs)),
+        endpoints=tuple(cds.build_endpoints(mesh, eds_clusters)) if endpoints else (),
         notes=tuple(proxy.notes.items),
+        eds_clusters=eds_clusters,
     )
 
 

@@ -29,10 +29,10 @@ istiod's ClusterBuilder (pilot/pkg/networking/core/cluster_builder.go, cluster_t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from control.istio.resources import Resource
-from control.mesh import DestinationRuleView
+from control.mesh import DestinationRuleView, MeshSnapshot
 from control.registry.base import workload_port
 from control.registry.model import Protocol, Resolution, Service, ServicePort
 from control.translate import endpoints as eds
@@ -413,7 +413,11 @@ def build_clusters(proxy: Proxy, specs: list[ClusterSpec]) -> list[dict]:
     return sorted(out, key=lambda c: c["name"])
 
 
-def build_endpoints(proxy: Proxy, specs: list[ClusterSpec]) -> list[dict]:
-    """One ClusterLoadAssignment per EDS cluster."""
-    return [eds.cluster_load_assignment(s.name, proxy.mesh.endpoints(s.service, s.port), s.subset_labels)
-            for s in sorted(specs, key=lambda s: s.name) if s.uses_eds]
+def eds_clusters(specs: list[ClusterSpec]) -> tuple[ClusterSpec, ...]:
+    """The clusters EDS serves (type EDS), sorted by name."""
+    return tuple(sorted((s for s in specs if s.uses_eds), key=lambda s: s.name))
+
+
+def build_endpoints(mesh: MeshSnapshot, specs: Iterable[ClusterSpec]) -> list[dict]:
+    """One ClusterLoadAssignment per EDS cluster (`eds_clusters`), its endpoints from `mesh`."""
+    return [eds.cluster_load_assignment(s.name, mesh.endpoints(s.service, s.port), s.subset_labels) for s in specs]

@@ -84,6 +84,13 @@ class Payload:
         body = canonical_json(items)
         return cls(body, content_hash(body), len(items))
 
+    @classmethod
+    def join(cls, items: list[bytes]) -> "Payload":
+        """From resources already serialized one by one with `canonical_json`: the same bytes as `of`
+        (a JSON array is its items joined by commas), so shared pieces are serialized once."""
+        body = b"[" + b",".join(items) + b"]"
+        return cls(body, content_hash(body), len(items))
+
 
 @dataclass(frozen=True, slots=True)
 class ProxySnapshot:

@@ -14,6 +14,11 @@ in its node metadata, docs/xds.md):
 * `inbound|...` clusters of a one-app-port sidecar send to 127.0.0.1:<app port>, whatever the service's
   targetPort (two replicas on one host cannot both listen on the targetPort).
 
+Endpoint-only pushes (istiod's incremental EDS push): a shape's CDS/LDS/RDS are kept in a `ShapeCache` across
+pushes while the config and the endpoint identities translation reads (`endpoint_identities`) are unchanged;
+then only EDS is computed, each ClusterLoadAssignment once per push (`EndpointTable`), and the unchanged types
+keep their content hashes, so the cache (control.xds.cache) re-sends EDS alone.
+
 Pure: returns a `Generated` (resources per xDS type, as `ProxySnapshot.build` takes them, plus notes).
 """
 from __future__ import annotations
@@ -21,13 +26,16 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Iterable, Mapping
 
 from control.mesh import MeshSnapshot
 from control.registry.live import MeshRegistry, app_port
 from control.registry.model import Workload
 from control.translate import Options, Rendered, render_gateway, render_sidecar
+from control.translate.clusters import ClusterSpec, build_endpoints
 from control.translate.common import INBOUND_PORT, OUTBOUND_PORT
-from control.xds.cache import Payload, ProxySnapshot
+from control.xds.cache import Payload, ProxySnapshot, canonical_json, content_hash
 from control.xds.node import ProxyNode
 
 VIRTUAL_INBOUND = "virtualInbound"
@@ -106,49 +114,129 @@ def render_key(node: ProxyNode, workload: Workload) -> tuple:
 
 def _render(mesh: MeshSnapshot, workload: Workload, node: ProxyNode, options: Options) -> Rendered:
     if node.is_gateway:
-        return render_gateway(mesh, workload, options=options)
-    return render_sidecar(mesh, workload, options=options)
+        return render_gateway(mesh, workload, options=options, endpoints=False)
+    return render_sidecar(mesh, workload, options=options, endpoints=False)
+
+
+def endpoint_identities(mesh: MeshSnapshot) -> str:
+    """A digest of what CDS/LDS/RDS read from endpoints: per service port, the namespaces, service accounts and
+    labels of the workloads behind it (ISTIO_MUTUAL SANs are the destination's service accounts, per
+    subset). Addresses and ports are not in it: only EDS carries them. While the digest and the config are
+    unchanged, a registration or a WorkloadEntry edit changes EDS alone (istiod's incremental EDS push; it
+    also turns a push full when a service's service accounts change)."""
+    seen: dict[int, tuple] = {}
+    parts = []
+    for svc in mesh.services:
+        for port in svc.ports:
+            ids = set()
+            for ep in mesh.endpoints(svc, port):
+                w = ep.workload
+                ident = seen.get(id(w))
+                if ident is None:
+                    ident = seen[id(w)] = (w.namespace, w.service_account, tuple(sorted(w.labels.items())))
+                ids.add(ident)
+            if ids:
+                parts.append((svc.hostname, svc.namespace, port.port, sorted(ids)))
+    return content_hash(repr(parts).encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """One workload shape's rendering without endpoints: CDS/LDS/RDS serialized, and of the decoded resources
+    only what `apply_proxy_ports` edits (listeners; clusters for one-app-port sidecars) plus the EDS clusters.
+    The rest is dropped once serialized, so memory holds one copy of each distinct config as bytes."""
+
+    rendered: Rendered
+    payloads: Mapping[str, Payload]  # "cds" | "lds" | "rds"
+
+
+class ShapeCache:
+    """Shapes by render key, kept across pushes while `key` (config generation, endpoint identities) holds:
+    an endpoint-only push reuses every shape and computes EDS alone. `retain` drops shapes no proxy uses."""
+
+    def __init__(self, key: tuple = ()):
+        self.key = key
+        self.shapes: dict[tuple, Shape] = {}
+
+    def __repr__(self) -> str:
+        return f"ShapeCache(shapes={len(self.shapes)})"
+
+    def retain(self, keys: Iterable[tuple]) -> None:
+        keep = set(keys)
+        for key in [k for k in self.shapes if k not in keep]:
+            del self.shapes[key]
+
+
+class EndpointTable:
+    """EDS of one mesh state: each ClusterLoadAssignment serialized once and shared by every shape that
+    lists the cluster (a cluster's assignment depends on its service, port and subset labels only)."""
+
+    def __init__(self, mesh: MeshSnapshot):
+        self.mesh = mesh
+        self._assignments: dict[tuple, bytes] = {}
+
+    def payload(self, clusters: Iterable[ClusterSpec]) -> Payload:
+        parts = []
+        for spec in clusters:
+            key = (spec.name, spec.service.hostname, spec.service.namespace, spec.port.port,
+                   tuple(sorted(spec.subset_labels.items())) if spec.subset_labels else ())
+            body = self._assignments.get(key)
+            if body is None:
+                body = self._assignments[key] = canonical_json(build_endpoints(self.mesh, (spec,))[0])
+            parts.append(body)
+        return Payload.join(parts)
 
 
 class SnapshotBuilder:
     """Snapshots for every proxy of one mesh state. Proxies with the same render key share one rendering and
-    its serialized payloads: a push renders and serializes once per workload shape, not once per proxy.
+    its serialized payloads: a push renders and serializes once per workload shape, not once per proxy, and
+    with a `ShapeCache` kept from an earlier push of the same config, not at all (EDS only).
     Only what the proxy's ports change (its listeners; its clusters when it has one app port) is per proxy."""
 
-    def __init__(self, mesh: MeshSnapshot, registry: MeshRegistry, options: Options = Options()):
+    def __init__(self, mesh: MeshSnapshot, registry: MeshRegistry, options: Options = Options(),
+                 shapes: ShapeCache | None = None):
         self.mesh = mesh
         self.registry = registry
         self.options = options
-        self._memo: dict[tuple, tuple[Rendered, dict[str, Payload]]] = {}
+        self.shapes = shapes if shapes is not None else ShapeCache()
+        self.endpoints = EndpointTable(mesh)
+        self._eds: dict[tuple, Payload] = {}
+        self.used: set[tuple] = set()
         self.renders = 0
 
-    def _base(self, node: ProxyNode, workload: Workload) -> tuple[Rendered, dict[str, Payload]]:
-        """The shared rendering: payloads of all four types, and of the decoded resources only what
-        `apply_proxy_ports` edits (listeners; clusters for one-app-port sidecars). The rest is dropped once
-        serialized, so a push holds one copy of each distinct config as bytes, not as dicts."""
+    def _shape(self, node: ProxyNode, workload: Workload) -> tuple[tuple, Shape]:
         keep_clusters = not node.is_gateway and app_port(node) is not None
         key = render_key(node, workload) + (keep_clusters,)
-        hit = self._memo.get(key)
-        if hit is None:
+        self.used.add(key)
+        shape = self.shapes.shapes.get(key)
+        if shape is None:
             rendered = _render(self.mesh, workload, node, self.options)
             self.renders += 1
-            payloads = {"cds": Payload.of(rendered.clusters), "eds": Payload.of(rendered.endpoints),
-                        "lds": Payload.of(rendered.listeners), "rds": Payload.of(rendered.routes)}
+            payloads = {"cds": Payload.of(rendered.clusters), "lds": Payload.of(rendered.listeners),
+                        "rds": Payload.of(rendered.routes)}
             slim = Rendered(listeners=rendered.listeners, routes=(), endpoints=(), notes=rendered.notes,
-                            clusters=rendered.clusters if keep_clusters else ())
-            hit = self._memo[key] = (slim, payloads)
-        return hit
+                            clusters=rendered.clusters if keep_clusters else (), eds_clusters=rendered.eds_clusters)
+            shape = self.shapes.shapes[key] = Shape(slim, MappingProxyType(payloads))
+        return key, shape
+
+    def _endpoints(self, key: tuple, shape: Shape) -> Payload:
+        eds = self._eds.get(key)
+        if eds is None:
+            eds = self._eds[key] = self.endpoints.payload(shape.rendered.eds_clusters)
+        return eds
 
     def generate(self, node: ProxyNode) -> Generated:
         workload = self.registry.workload_of(node.id)
         if workload is None:
             raise GenerateError(f"proxy {node.id!r} is not registered")
-        rendered, payloads = self._base(node, workload)
+        key, shape = self._shape(node, workload)
+        rendered, payloads = shape.rendered, shape.payloads
+        eds = self._endpoints(key, shape)
         if node.is_gateway:
-            return Generated(dict(payloads), tuple(rendered.notes))
+            return Generated({**payloads, "eds": eds}, tuple(rendered.notes))
         listeners, clusters, notes = apply_proxy_ports(rendered, node)
         return Generated(
-            resources={"cds": payloads["cds"] if app_port(node) is None else clusters, "eds": payloads["eds"],
+            resources={"cds": payloads["cds"] if app_port(node) is None else clusters, "eds": eds,
                        "lds": listeners, "rds": payloads["rds"]},
             notes=tuple(rendered.notes) + tuple(notes),
         )
