@@ -87,6 +87,9 @@ async def test_editing_the_virtual_service_shifts_live_traffic_without_a_failed_
     print(f"VirtualService edit -> first v2 answer: {shift * 1000:.0f} ms; {len(answers)} requests, 0 failed")
 
 
+BROKEN = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews\n"  # unclosed flow map
+
+
 def jason_to_v2() -> dict:
     """bookinfo's reviews route: `end-user: jason` -> v2, everyone else -> v1."""
     vs = virtual_service("reviews", {"v1": 100})
@@ -101,13 +104,15 @@ async def test_a_broken_edit_keeps_traffic_on_the_last_good_config_and_the_fix_a
     nothing; the corrected file then takes effect: the header match sends `end-user: jason` to v2."""
     bookinfo_config(mesh, {"v1": 100})
     cp = await mesh.control_plane()
-    productpage, _, _ = await mesh.workloads(("productpage-v1", labels("productpage")),
-                                             ("reviews-v1", labels("reviews", "v1")),
-                                             ("reviews-v2", labels("reviews", "v2")))
+    productpage, v1, v2 = await mesh.workloads(("productpage-v1", labels("productpage")),
+                                               ("reviews-v1", labels("reviews", "v1")),
+                                               ("reviews-v2", labels("reviews", "v2")))
     port = productpage.sidecar.outbound_port
-    version = (await cp.proxy_rows())["productpage-v1"]["version"]
-    broken = mesh.config_dir / "reviews-vs.yaml"
-    broken.write_text("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews\n")
+    for subset, w in (("v1", v1), ("v2", v2)):  # every registration pushed: the mesh is steady
+        await mesh.wait_hosts(productpage.sidecar, outbound_cluster("reviews", subset=subset),
+                              lambda h, w=w: w.sidecar.endpoint in h, f"has {w.name}")
+    version = (await mesh.wait_all_synced(["productpage-v1"]))["productpage-v1"]["version"]
+    mesh.write("reviews-vs.yaml", BROKEN)
 
     async def reported() -> list[str]:
         return [e for e in (await cp.configz())["errors"] if "reviews-vs.yaml" in e]

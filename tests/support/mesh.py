@@ -288,7 +288,8 @@ class Sidecar(Process):
         self.app_port = app_port
         self.inbound_port, self.outbound_port, self.admin_port = ports
         super().__init__(f"sidecar-{name}", [
-            *pyproxy_command(), "sidecar", "--control", control_url or control.url, "--name", name, "--namespace", NAMESPACE,
+            *pyproxy_command(), "sidecar", "--control", control_url or control.url, "--name", name,
+            "--namespace", NAMESPACE,
             "--service-account", service_account or f"bookinfo-{labels.get('app', name)}",
             "--labels", ",".join(f"{k}={v}" for k, v in labels.items()),
             "--app-port", str(app_port), "--inbound-port", str(self.inbound_port),
@@ -368,13 +369,14 @@ class Mesh:
         return f"Mesh({self.config_dir}, {self.processes!r})"
 
     # --- config ------------------------------------------------------------------------------------------
-    def write(self, name: str, docs: Iterable[dict] | dict) -> float:
-        """Write (or replace) config file `name` atomically; returns time.monotonic() just after the rename."""
-        docs = [docs] if isinstance(docs, dict) else list(docs)
-        path = self.config_dir / name
+    def write(self, name: str, docs: Iterable[dict] | dict | str) -> float:
+        """Write (or replace) config file `name` atomically (YAML documents, or text as is); returns
+        time.monotonic() just after the rename."""
+        if not isinstance(docs, str):
+            docs = yaml.safe_dump_all([docs] if isinstance(docs, dict) else list(docs), sort_keys=False)
         tmp = self.workdir / f".{name}.tmp"  # outside the watched directory
-        tmp.write_text(yaml.safe_dump_all(docs, sort_keys=False))
-        os.replace(tmp, path)
+        tmp.write_text(docs)
+        os.replace(tmp, self.config_dir / name)
         return time.monotonic()
 
     def remove(self, name: str) -> float:
