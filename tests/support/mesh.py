@@ -3,7 +3,8 @@
     Mesh(workdir)                      a temp config directory the test writes, and every process it starts
       .write(name, docs)               a YAML file in the config directory (atomic: temp file + rename)
       .control_plane(grace=...)        `pyproxy-control serve --config-dir DIR --xds-port P --metrics-port 0`
-      .workload(name, labels)          `python -m pyproxy.demo_app` (DEMO_APP_NAME=name) + `pyproxy sidecar`
+      .workloads((name, labels), ...)  per workload `python -m pyproxy.demo_app` (DEMO_APP_NAME=name) and
+                                       `pyproxy sidecar`, waited until ready and SYNCED (`start_workload`: no wait)
       .stop()                          every process, by PID: SIGTERM, then SIGKILL after a grace period
                                        (sidecars get `--drain-time-s 2`: on SIGTERM they keep serving 2 s)
 
@@ -15,12 +16,16 @@ plane's /ready, the app's /healthz, the sidecar's admin /ready and its row in /d
 go to files under the workdir (a chatty process never blocks on a pipe); `Mesh.logs()` gathers their tails
 for assertion messages.
 
+`Relay` puts a cuttable TCP link between one sidecar and the control plane (a proxy that reconnects late).
+`load()` drives keep-alive clients against a sidecar's outbound port and records every `Answer`.
+
 Observation helpers read what an operator would: `/debug/syncz` (sync status per proxy and type), a
 sidecar's admin `/clusters?format=json` (hosts per cluster) and `/stats` (counters).
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pathlib
 import signal
@@ -99,7 +104,7 @@ async def get_json(url: str) -> Any:
     status, text = await get(url)
     if status != 200:
         raise AssertionError(f"GET {url}: {status} {text[:300]}")
-    return yaml.safe_load(text) if text else None  # JSON is YAML; keeps one parser for both
+    return json.loads(text) if text else None
 
 
 class Process:
@@ -605,7 +610,7 @@ async def call(session: aiohttp.ClientSession, port: int, host: str, path: str =
             body = await r.read()
             served_by = ""
             if r.status == 200 and r.content_type == "application/json":
-                served_by = yaml.safe_load(body).get("served_by", "")
+                served_by = json.loads(body).get("served_by", "")
             return Answer(sent, time.monotonic(), r.status, served_by, "" if r.status == 200 else body[:200].decode(
                 errors="replace"))
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
