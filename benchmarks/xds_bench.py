@@ -128,6 +128,30 @@ def proc_status(pid: int) -> dict[str, float]:
     return out
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU time of a process (/proc/<pid>/stat) or of this one."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds the control plane and this process (the simulated proxies) spent since `start()`."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.start()
+
+    def start(self) -> None:
+        self.server, self.clients = cpu_seconds(self.pid), cpu_seconds()
+
+    def __str__(self) -> str:
+        return (f"CPU: control plane {cpu_seconds(self.pid) - self.server:.2f} s, "
+                f"simulated proxies {cpu_seconds() - self.clients:.2f} s")
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
@@ -187,6 +211,7 @@ async def run(args: argparse.Namespace) -> int:
             await asyncio.sleep(1.0)  # let the last ACKs land
 
             latencies: list[float] = []
+            cpu = CpuMeter(server.pid)
             for r in range(args.rounds):
                 before = {id(p): len(p.arrivals["routes"]) for p in proxies}
                 weights = (50, 50) if r % 2 == 0 else (90, 10)
@@ -200,6 +225,7 @@ async def run(args: argparse.Namespace) -> int:
                       f"p50 {pct(lat, 0.5) * 1000:.0f} ms, last {max(lat) * 1000:.0f} ms; "
                       f"{await last_push(session, base)}")
                 await asyncio.sleep(0.5)
+            print(f"  {cpu} for {args.rounds} rounds")
             print(f"push latency (file write -> RDS received), {len(latencies)} samples: "
                   f"p50 {pct(latencies, 0.5) * 1000:.0f} ms, p99 {pct(latencies, 0.99) * 1000:.0f} ms, "
                   f"max {max(latencies) * 1000:.0f} ms, mean {statistics.mean(latencies) * 1000:.0f} ms")
@@ -208,6 +234,7 @@ async def run(args: argparse.Namespace) -> int:
             newcomer = SimProxy(session, base, args.proxies, 0)
             marker = f'"port_value":{20000 + args.proxies}'.encode()  # payloads are compact JSON
             before = {id(p): len(p.arrivals["endpoints"]) for p in proxies}
+            cpu.start()
             t0 = time.monotonic()
             newcomer.start()
 
@@ -226,7 +253,7 @@ async def run(args: argparse.Namespace) -> int:
             await wait_until(lambda: all([listed(p) for p in proxies]), 600, "registration")
             reg = [found[id(p)] - t0 for p in proxies]
             print(f"registration -> in every proxy's EDS: p50 {pct(reg, 0.5) * 1000:.0f} ms, "
-                  f"max {max(reg) * 1000:.0f} ms; {await last_push(session, base)}")
+                  f"max {max(reg) * 1000:.0f} ms; {await last_push(session, base)}\n  {cpu}")
             status = proc_status(server.pid)
             print("control plane at the end: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in status.items()))
             for p in proxies + [newcomer]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from control.istio.resources import Resource
 from control.registry.base import Registry
@@ -48,7 +48,7 @@ def resolve_host(host: str, namespace: str, domain: str = DEFAULT_DOMAIN) -> str
     """Istio's ResolveShortnameToFQDN: short names (no dot) get `.<namespace>.svc.<domain>` (namespace of the
     rule, not of the service); names with a dot, `*`, wildcards and IPs are kept."""
     host = host.strip().lower()
-    if not host or host == "*" or _is_ip(host) or "." in host:
+    if not host or host == "*" or "." in host or (":" in host and _is_ip(host)):  # no dot: an IP only if IPv6
         return host
     return f"{host}.{namespace}.svc.{domain}"
 
@@ -206,7 +206,10 @@ class MeshSnapshot:
     sidecars_by_namespace: Mapping[str, tuple[Resource, ...]]
     # kind -> namespace -> resources (PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry)
     policies_by_kind: Mapping[str, Mapping[str, tuple[Resource, ...]]]
+    # exact-host keys of destination_rules_by_host that are wildcards, most specific (longest) first
+    wildcard_rule_hosts: tuple[str, ...] = ()
     _endpoint_cache: dict = field(default_factory=dict, compare=False, repr=False)
+    _memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __repr__(self) -> str:
         return (f"MeshSnapshot(services={len(self.services)}, workloads={len(self.workloads)}, "
@@ -239,6 +242,15 @@ class MeshSnapshot:
             cached = self._endpoint_cache[key] = self.registry.endpoints(service, port)
         return cached
 
+    def memo(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        """A value derived from this snapshot only, computed once (istiod's PushContext caches): `key` starts
+        with what it is (`("policy", ...)`) and holds every other input."""
+        try:
+            return self._memo[key]
+        except KeyError:
+            value = self._memo[key] = compute()
+            return value
+
     def services_of_workload(self, workload: Workload) -> tuple[Service, ...]:
         """Services in the workload's namespace whose selector matches it (its inbound side)."""
         return tuple(s for s in self.services
@@ -253,12 +265,16 @@ class MeshSnapshot:
         """The rule a proxy in `proxy_namespace` uses for `host` (istiod's lookup order: the proxy's own
         namespace, then the service's namespace, then the root namespace, then any other exported to it).
         An exact-host rule wins over a wildcard one."""
+        return self.memo(("destination_rule", host, proxy_namespace, service_namespace),
+                         lambda: self._destination_rule(host, proxy_namespace, service_namespace))
+
+    def _destination_rule(self, host: str, proxy_namespace: str, service_namespace: str) \
+            -> DestinationRuleView | None:
         candidates = list(self.destination_rules_by_host.get(host, ()))
         if not candidates:
-            wildcard = [h for h in self.destination_rules_by_host if h.startswith("*") and host_matches(h, host)]
-            wildcard.sort(key=len, reverse=True)  # most specific first
-            for h in wildcard:
-                candidates.extend(self.destination_rules_by_host[h])
+            for h in self.wildcard_rule_hosts:
+                if host_matches(h, host):
+                    candidates.extend(self.destination_rules_by_host[h])
         visible = [d for d in candidates if export_visible(d.export_to, d.namespace, proxy_namespace)]
         for ns in (proxy_namespace, service_namespace, self.config.root_namespace):
             for d in visible:
@@ -372,6 +388,7 @@ def build_mesh(resources: Iterable[Resource], registry: Registry | None = None) 
         virtual_services=virtual_services,
         virtual_services_by_gateway=frozen(by_gateway),
         destination_rules_by_host=frozen(dr_by_host),
+        wildcard_rule_hosts=tuple(sorted((h for h in dr_by_host if h.startswith("*")), key=len, reverse=True)),
         gateways=tuple(r for r in resources if r.kind == "Gateway"),
         sidecars_by_namespace=frozen(sidecars),
         policies_by_kind=MappingProxyType({k: frozen(v) for k, v in policies.items()}),

@@ -28,6 +28,7 @@ istiod's ClusterBuilder (pilot/pkg/networking/core/cluster_builder.go, cluster_t
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -37,7 +38,7 @@ from control.registry.base import workload_port
 from control.registry.model import Protocol, Resolution, Service, ServicePort
 from control.translate import endpoints as eds
 from control.translate.common import (ADS, BLACKHOLE_CLUSTER, CLUSTER, HTTP_PROTOCOL_OPTIONS, MAX_UINT32,
-                                      PASSTHROUGH_CLUSTER, UPSTREAM_TLS, Proxy, cluster_name, connect_timeout, duration,
+                                      PASSTHROUGH_CLUSTER, UPSTREAM_TLS, Notes, Proxy, cluster_name, connect_timeout, duration,
                                       parse_seconds, sni_name)
 from control.translate.policy import effective_policy
 
@@ -402,9 +403,24 @@ def inbound_cluster(proxy: Proxy, ip: InboundPort) -> dict:
     return cluster
 
 
+def shared_outbound_cluster(proxy: Proxy, spec: ClusterSpec) -> dict:
+    """`build_outbound_cluster`, once per mesh snapshot: an outbound cluster depends on its spec (service,
+    port, subset, rule) and the mesh alone, so every proxy that sees the service under the same rule gets the
+    same dict (read-only; serializers may share its bytes too). The notes it raised are added to each proxy's."""
+    def build() -> tuple[dict, tuple[str, ...]]:
+        notes = Notes()
+        return build_outbound_cluster(dataclasses.replace(proxy, notes=notes), spec), tuple(notes.items)
+    cluster, notes = proxy.mesh.memo(("outbound_cluster", spec.name, id(spec.service), id(spec.rule)), build)
+    for text in notes:
+        proxy.notes.add(None, "", text)
+    return cluster
+
+
 def build_clusters(proxy: Proxy, specs: list[ClusterSpec]) -> list[dict]:
-    """All clusters for the proxy, sorted by name, passed through the cluster contributors."""
-    out = [build_outbound_cluster(proxy, s) for s in specs]
+    """All clusters for the proxy, sorted by name, passed through the cluster contributors (which may edit a
+    cluster: then each proxy builds its own)."""
+    build = build_outbound_cluster if proxy.options.extensions.cluster_contributors else shared_outbound_cluster
+    out = [build(proxy, s) for s in specs]
     out += [blackhole_cluster(proxy), passthrough_cluster(proxy)]
     if proxy.kind == "sidecar":
         out += [inbound_cluster(proxy, ip) for ip in inbound_ports(proxy)]

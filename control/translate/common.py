@@ -13,6 +13,7 @@ filters); each cluster contributor may return a replacement cluster dict (e.g. a
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -82,6 +83,11 @@ def parse_seconds(text: Any) -> float | None:
     Istio's CRDs accept). None if malformed."""
     if not isinstance(text, str) or not text:
         return None
+    return _parse_seconds(text)
+
+
+@functools.lru_cache(maxsize=4096)  # a config repeats a few durations thousands of times
+def _parse_seconds(text: str) -> float | None:
     pos, total = 0, 0.0
     for m in _DURATION_PART.finditer(text):
         if m.start() != pos:
@@ -91,6 +97,7 @@ def parse_seconds(text: Any) -> float | None:
     return total if pos == len(text) else None
 
 
+@functools.lru_cache(maxsize=4096)
 def envoy_duration(seconds: float) -> str:
     """Protobuf JSON duration: `10s`, `0.500s`, `0s` (nanosecond precision, trailing zeros trimmed)."""
     nanos = round(seconds * 1e9)
@@ -220,11 +227,18 @@ class Proxy:
         hosts = [resolve_host(str(h), vs.namespace, self.mesh.config.domain) for h in vs.spec.get("hosts") or ()]
         return any(e.admits(self.sidecar.namespace, vs.namespace, h) for e in self.egress for h in hosts)
 
+    @property
+    def _scope(self) -> tuple:
+        """Everything visibility depends on (proxies with the same scope see the same things)."""
+        return self.kind, self.namespace, self.egress, self.sidecar.namespace if self.sidecar else ""
+
     def visible_services(self) -> tuple[Service, ...]:
-        return tuple(s for s in self.mesh.services if self.sees_service(s))
+        return self.mesh.memo(("visible_services",) + self._scope,
+                              lambda: tuple(s for s in self.mesh.services if self.sees_service(s)))
 
     def mesh_virtual_services(self) -> tuple[Resource, ...]:
-        return tuple(vs for vs in self.mesh.virtual_services_for(MESH_GATEWAY) if self.sees_virtual_service(vs))
+        return self.mesh.memo(("mesh_virtual_services",) + self._scope, lambda: tuple(
+            vs for vs in self.mesh.virtual_services_for(MESH_GATEWAY) if self.sees_virtual_service(vs)))
 
 
 def make_proxy(mesh: MeshSnapshot, workload: Workload, kind: str = "sidecar", options: Options = Options()) -> Proxy:

@@ -399,7 +399,8 @@ def _route_action(ctx: RouteContext, vs: Resource, path: str, rule: Mapping[str,
         action["weighted_clusters"] = {"clusters": clusters}
     timeout = duration(vs, f"{path}.timeout", rule["timeout"]) if rule.get("timeout") else "0s"
     action["timeout"] = timeout
-    policy = retry_policy(ctx, vs, f"{path}.retries", rule.get("retries"), bool(hash_policy(first_spec)))
+    hp = hash_policy(first_spec)
+    policy = retry_policy(ctx, vs, f"{path}.retries", rule.get("retries"), bool(hp))
     if policy is not None:
         action["retry_policy"] = policy
     action["max_grpc_timeout"] = timeout
@@ -416,7 +417,6 @@ def _route_action(ctx: RouteContext, vs: Resource, path: str, rule: Mapping[str,
     mirrors = mirror_policies(ctx, vs, path, rule)
     if mirrors:
         action["request_mirror_policies"] = mirrors
-    hp = hash_policy(first_spec)
     if hp:
         action["hash_policy"] = hp
     route["route"] = action

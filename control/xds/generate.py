@@ -148,6 +148,7 @@ class Shape:
 
     rendered: Rendered
     payloads: Mapping[str, Payload]  # "cds" | "lds" | "rds"
+    cluster_parts: tuple[bytes, ...] = ()  # each of rendered.clusters serialized (when they are kept)
 
 
 class ShapeCache:
@@ -201,6 +202,7 @@ class SnapshotBuilder:
         self.shapes = shapes if shapes is not None else ShapeCache()
         self.endpoints = EndpointTable(mesh)
         self._eds: dict[tuple, Payload] = {}
+        self._fragments: dict[int, tuple[dict, bytes]] = {}
         self.used: set[tuple] = set()
         self.renders = 0
 
@@ -212,12 +214,25 @@ class SnapshotBuilder:
         if shape is None:
             rendered = _render(self.mesh, workload, node, self.options)
             self.renders += 1
-            payloads = {"cds": Payload.of(rendered.clusters), "lds": Payload.of(rendered.listeners),
+            cluster_parts = self._serialize(rendered.clusters)
+            payloads = {"cds": Payload.join(cluster_parts), "lds": Payload.of(rendered.listeners),
                         "rds": Payload.of(rendered.routes)}
             slim = Rendered(listeners=rendered.listeners, routes=(), endpoints=(), notes=rendered.notes,
                             clusters=rendered.clusters if keep_clusters else (), eds_clusters=rendered.eds_clusters)
-            shape = self.shapes.shapes[key] = Shape(slim, MappingProxyType(payloads))
+            shape = self.shapes.shapes[key] = Shape(slim, MappingProxyType(payloads),
+                                                    cluster_parts if keep_clusters else ())
         return key, shape
+
+    def _serialize(self, resources: Iterable[dict]) -> tuple[bytes, ...]:
+        """Each resource's canonical JSON; a dict that several shapes share (control.translate.clusters
+        `shared_outbound_cluster`) is serialized once per push."""
+        parts = []
+        for item in resources:
+            hit = self._fragments.get(id(item))
+            if hit is None or hit[0] is not item:
+                hit = self._fragments[id(item)] = (item, canonical_json(item))  # holds `item`: its id stays its own
+            parts.append(hit[1])
+        return tuple(parts)
 
     def _endpoints(self, key: tuple, shape: Shape) -> Payload:
         eds = self._eds.get(key)
@@ -235,9 +250,13 @@ class SnapshotBuilder:
         if node.is_gateway:
             return Generated({**payloads, "eds": eds}, tuple(rendered.notes))
         listeners, clusters, notes = apply_proxy_ports(rendered, node)
+        if app_port(node) is None:
+            cds = payloads["cds"]
+        else:  # only the inbound clusters moved to the app port are serialized again
+            cds = Payload.join([part if mine is theirs else canonical_json(mine)
+                                for mine, theirs, part in zip(clusters, rendered.clusters, shape.cluster_parts)])
         return Generated(
-            resources={"cds": payloads["cds"] if app_port(node) is None else clusters, "eds": eds,
-                       "lds": listeners, "rds": payloads["rds"]},
+            resources={"cds": cds, "eds": eds, "lds": listeners, "rds": payloads["rds"]},
             notes=tuple(rendered.notes) + tuple(notes),
         )
 

@@ -1,0 +1,93 @@
+"""What renders of one mesh snapshot share (control.mesh `memo`, control.translate.clusters
+`shared_outbound_cluster`, control.xds.cache `Payload.join`), and that sharing never changes an output."""
+from __future__ import annotations
+
+import textwrap
+
+from control.istio.load import load_text
+from control.mesh import build_mesh, resolve_host
+from control.translate import Extensions, Options, render_sidecar
+from control.xds.cache import Payload, canonical_json
+
+MESH = textwrap.dedent("""
+    apiVersion: v1
+    kind: Service
+    metadata: {name: reviews, namespace: default}
+    spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+    ---
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata: {name: reviews-v1, namespace: default}
+    spec:
+      template:
+        metadata: {labels: {app: reviews, version: v1}}
+        spec: {containers: [{name: app, ports: [{containerPort: 9080}]}]}
+    ---
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata: {name: ratings-v1, namespace: default}
+    spec:
+      template:
+        metadata: {labels: {app: ratings, version: v1}}
+        spec: {containers: [{name: app, ports: [{containerPort: 9080}]}]}
+    ---
+    apiVersion: networking.istio.io/v1
+    kind: DestinationRule
+    metadata: {name: reviews, namespace: default}
+    spec:
+      host: reviews
+      trafficPolicy: {tunnel: {protocol: CONNECT, targetHost: egress, targetPort: 8080}}
+      subsets: [{name: v1, labels: {version: v1}}]
+    """)
+REVIEWS = "outbound|9080||reviews.default.svc.cluster.local"
+
+
+def mesh():
+    result = load_text(MESH, "mesh.yaml")
+    assert not [f for f in result.findings if f.level >= 2], result.findings
+    return build_mesh(result.resources)
+
+
+def clusters(rendered) -> dict[str, dict]:
+    return {c["name"]: c for c in rendered.clusters}
+
+
+def test_proxies_that_see_a_service_under_the_same_rule_share_its_cluster_and_each_gets_its_notes():
+    m = mesh()
+    ratings, reviews = render_sidecar(m, "ratings-v1"), render_sidecar(m, "reviews-v1")
+    assert clusters(ratings)[REVIEWS] is clusters(reviews)[REVIEWS]
+    for rendered in (ratings, reviews):
+        assert any("spec.trafficPolicy.tunnel" in n and "not translated yet" in n for n in rendered.notes)
+
+
+def test_a_cluster_contributor_gets_a_cluster_of_its_own_proxy():
+    def tag(proxy, cluster):
+        cluster.setdefault("metadata", {}).setdefault("filter_metadata", {})["test"] = {"by": proxy.workload.name}
+        return cluster
+    options = Options(extensions=Extensions(cluster_contributors=(tag,)))
+    m = mesh()
+    ratings = clusters(render_sidecar(m, "ratings-v1", options=options))[REVIEWS]
+    reviews = clusters(render_sidecar(m, "reviews-v1", options=options))[REVIEWS]
+    assert ratings is not reviews
+    assert ratings["metadata"]["filter_metadata"]["test"] == {"by": "ratings-v1-0"}
+    assert reviews["metadata"]["filter_metadata"]["test"] == {"by": "reviews-v1-0"}
+
+
+def test_a_later_snapshot_renders_the_same_bytes_as_a_fresh_one():
+    first, second = mesh(), mesh()
+    render_sidecar(first, "reviews-v1")  # fills first's memo
+    assert Payload.of(render_sidecar(first, "ratings-v1").clusters) == \
+        Payload.of(render_sidecar(second, "ratings-v1").clusters)
+
+
+def test_a_payload_joined_from_serialized_resources_is_the_payload_of_the_list():
+    items = [{"b": 1, "a": [1, {"z": None, "y": "é"}]}, {"name": "x"}]
+    assert Payload.join([canonical_json(i) for i in items]) == Payload.of(items)
+    assert Payload.join([]) == Payload.of([])
+
+
+def test_short_names_resolve_and_addresses_are_kept():
+    assert resolve_host("reviews", "default") == "reviews.default.svc.cluster.local"
+    assert resolve_host("Reviews.default", "x") == "reviews.default"
+    for kept in ("::1", "fe80::1", "10.0.0.1", "*", "*.foo.com"):
+        assert resolve_host(kept, "default") == kept
