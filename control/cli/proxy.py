@@ -110,6 +110,16 @@ def _istio_config_name(metadata: dict | None) -> str:
     return ""
 
 
+def cluster_type(cluster: dict) -> str:
+    """Envoy's discovery type: `type`, else a custom `cluster_type`'s name, else STATIC (the proto default, which
+    a config dump that leaves defaults out does not write)."""
+    if "type" in cluster:
+        return str(cluster["type"])
+    if cluster.get("cluster_type"):
+        return str(cluster["cluster_type"].get("name", "-"))
+    return "STATIC"
+
+
 def cluster_rows(clusters: Iterable[dict], fqdn: str = "", port: int | None = None, subset: str = "",
                  direction: str = "") -> list[list[str]]:
     rows = []
@@ -122,8 +132,7 @@ def cluster_rows(clusters: Iterable[dict], fqdn: str = "", port: int | None = No
         if (fqdn and fqdn not in host) or (port is not None and number != str(port)) \
                 or (subset and sub != subset) or (direction and dir_ != direction):
             continue
-        rows.append([host, number, sub or "-", dir_, c.get("type", "EDS" if "eds_cluster_config" in c else "-"),
-                     _istio_config_name(c.get("metadata"))])
+        rows.append([host, number, sub or "-", dir_, cluster_type(c), _istio_config_name(c.get("metadata"))])
     return rows
 
 

@@ -38,8 +38,8 @@ from control.registry.base import workload_port
 from control.registry.model import Protocol, Resolution, Service, ServicePort
 from control.translate import endpoints as eds
 from control.translate.common import (ADS, BLACKHOLE_CLUSTER, CLUSTER, HTTP_PROTOCOL_OPTIONS, MAX_UINT32,
-                                      PASSTHROUGH_CLUSTER, UPSTREAM_TLS, Notes, Proxy, cluster_name, connect_timeout, duration,
-                                      parse_seconds, sni_name)
+                                      PASSTHROUGH_CLUSTER, UPSTREAM_TLS, Notes, Proxy, cluster_name, config_path,
+                                      connect_timeout, duration, parse_seconds, sni_name)
 from control.translate.policy import effective_policy
 
 SIMPLE_LB = {"ROUND_ROBIN": "ROUND_ROBIN", "LEAST_REQUEST": "LEAST_REQUEST", "LEAST_CONN": "LEAST_REQUEST",
@@ -111,8 +111,7 @@ def _metadata(spec_service: Service, port: int, subset: str, rule: DestinationRu
     if subset:
         istio["subset"] = subset
     if rule is not None:
-        first = rule.rules[0]
-        istio["config"] = f"/apis/networking.istio.io/v1/namespaces/{first.namespace}/destination-rule/{first.name}"
+        istio["config"] = config_path(rule.rules[0])
     return {"filter_metadata": {"istio": istio}}
 
 

@@ -72,6 +72,20 @@ def sni_name(port: int, subset: str, host: str) -> str:
     return f"outbound_.{port}_.{subset}_.{host}"
 
 
+def config_path(res: Resource) -> str:
+    """istiod's reference to the config an Envoy resource came from (util.AddConfigInfoMetadata), set as
+    `metadata.filter_metadata.istio.config` on clusters (DestinationRule) and routes (VirtualService):
+    `/apis/networking.istio.io/v1/namespaces/<ns>/<kind in kebab case>/<name>`, the internal version istiod
+    stores networking config at. istioctl's DESTINATION RULE and VIRTUAL SERVICE columns read it."""
+    kind = re.sub(r"(?<!^)(?=[A-Z])", "-", res.kind).lower()
+    return f"/apis/{res.group or 'networking.istio.io'}/v1/namespaces/{res.namespace}/{kind}/{res.name}"
+
+
+def config_metadata(res: Resource) -> dict:
+    """Envoy `metadata` naming the config (see config_path)."""
+    return {"filter_metadata": {"istio": {"config": config_path(res)}}}
+
+
 # --- values ----------------------------------------------------------------------------------------------
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|us|µs|ns|h|m|s)")

@@ -19,7 +19,9 @@ istiod's httproute.go + route/route.go:
   HTTPS server; virtual hosts from the VirtualServices bound to the gateway whose hosts intersect the server's
   `hosts` (`ns/host`); `httpsRedirect` -> `require_tls: ALL`; nothing bound -> `blackhole:<port>` (404).
 
-Each HTTPRoute becomes one Envoy route per `match` block (OR), in order, stopping after a catch-all. Matches:
+Each HTTPRoute becomes one Envoy route per `match` block (OR), in order, stopping after a catch-all, carrying
+istiod's `metadata.filter_metadata.istio.config` naming its VirtualService (istioctl's VIRTUAL SERVICE column;
+default routes have none). Matches:
 uri exact/prefix/regex -> path/prefix/safe_regex (`ignoreUriCase` -> case_sensitive false), headers /
 withoutHeaders (invert_match) / method / authority / scheme -> header matchers sorted by name (empty or regex
 `*` = presence), queryParams -> query_parameters; `port`, `sourceLabels`, `sourceNamespace`, `gateways` are
@@ -41,8 +43,8 @@ from control.mesh import MESH_GATEWAY, REGISTRY_ONLY, gateway_key, host_matches,
 from control.registry.model import Service
 from control.translate.clusters import ClusterSpec
 from control.translate.common import (CORS_POLICY, FAULT, PASSTHROUGH_CLUSTER, PREVIOUS_HOSTS, PREVIOUS_PRIORITIES,
-                                      ROUTE_CONFIGURATION, Proxy, cluster_name, duration, envoy_duration, fail,
-                                      fractional_percent, parse_seconds, percent_of)
+                                      ROUTE_CONFIGURATION, Proxy, cluster_name, config_metadata, duration,
+                                      envoy_duration, fail, fractional_percent, parse_seconds, percent_of)
 
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 DEFAULT_RETRY_ATTEMPTS = 2
@@ -445,6 +447,7 @@ def http_routes(ctx: RouteContext, vs: Resource) -> list[dict]:
             if names:
                 route["name"] = ".".join(names)
             route["match"] = route_match(ctx, vs, f"{path}.match[{j}]", m) if m else {"prefix": "/"}
+            route["metadata"] = config_metadata(vs)  # istiod TranslateRoute: the VirtualService it came from
             authority = _apply_headers(route, rule.get("headers"))
             if rule.get("redirect"):
                 redirect = _redirect(ctx, vs, f"{path}.redirect", rule["redirect"])

@@ -9,7 +9,7 @@ import pytest
 from control.cli import proxy as cli
 from control.istio.load import load_paths
 from control.mesh import build_mesh
-from control.translate import render_sidecar
+from control.translate import render_gateway, render_sidecar
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "mesh"
 
@@ -77,6 +77,35 @@ def test_route_rows_with_domains_and_matches(dump):
     reviews = [r for r in rows if r[1] == "reviews.default.svc.cluster.local:9080"]
     assert [r[3] for r in reviews] == ["/* (+headers)", "/*"]
     assert reviews[0][2] == "reviews +3 more..."  # .default, .default.svc, FQDN
+
+
+def test_route_rows_name_the_virtual_service_of_each_route_and_default_routes_none(dump):
+    rows = {(r[1].split(".")[0], r[3]): r[4] for r in cli.route_rows(cli.dump_routes(dump), name="9080")}
+    assert rows[("reviews", "/* (+headers)")] == rows[("reviews", "/*")] == "reviews.default"
+    assert rows[("ratings", "/*")] == "ratings.default"
+    assert rows[("details", "/*")] == "-" and rows[("allow_any", "/*")] == "-"  # no VirtualService
+
+
+def test_the_virtual_service_column_survives_pyproxys_config_dump(dump):
+    """pyproxy decodes route and cluster metadata and encodes it back in /config_dump."""
+    from pyproxy.config.decode import decode, encode
+    from pyproxy.config.model import Cluster, RouteConfiguration
+    t = cli.T
+    routes = [encode(decode(RouteConfiguration, rc), as_any=True) for rc in cli.dump_routes(dump)]
+    clusters = [encode(decode(Cluster, c), as_any=True) for c in cli.dump_clusters(dump)]
+    redump = {"configs": [
+        {"@type": t + "ClustersConfigDump", "dynamic_active_clusters": [{"cluster": c} for c in clusters]},
+        {"@type": t + "RoutesConfigDump", "dynamic_route_configs": [{"route_config": rc} for rc in routes]}]}
+    assert cli.route_rows(cli.dump_routes(redump)) == cli.route_rows(cli.dump_routes(dump))
+    assert cli.cluster_rows(cli.dump_clusters(redump)) == cli.cluster_rows(cli.dump_clusters(dump))
+
+
+def test_translated_routes_carry_istiods_config_path_of_their_virtual_service():
+    mesh = build_mesh(load_paths([str(EXAMPLES)]).resources)
+    gateway = render_gateway(mesh, "istio-ingressgateway")
+    metadata = [r.get("metadata") for rc in gateway.routes for vh in rc["virtual_hosts"] for r in vh["routes"]]
+    assert {"filter_metadata": {"istio": {
+        "config": "/apis/networking.istio.io/v1/namespaces/default/virtual-service/bookinfo"}}} in metadata
 
 
 @pytest.mark.parametrize("match, text", [
