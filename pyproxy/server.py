@@ -101,6 +101,7 @@ class ListenerRuntime:
         self.current = hcm
         self.server: asyncio.base_events.Server | None = None
         self.connections: set[DownstreamConnection] = set()
+        self.draining = False
         st = stats.scope(f"listener.{_address_key(config)}.")
         self.stats_cx_total = st.counter("downstream_cx_total")
         self.stats_cx_active = st.gauge("downstream_cx_active")
@@ -108,6 +109,7 @@ class ListenerRuntime:
         self.port = 0
 
     def on_connection_open(self, conn: DownstreamConnection) -> None:
+        conn.draining = self.draining
         self.connections.add(conn)
         self.stats_cx_total.inc()
         self.stats_worker_cx_total.inc()
@@ -286,12 +288,13 @@ class ProxyServer:
         await self.apply(sr.listeners, sr.clusters, version="static")
 
     def begin_drain(self) -> None:
-        """Shutdown is coming: keep serving, but answer with `connection: close` so clients move elsewhere."""
+        """Shutdown is coming: keep serving, but answer with `connection: close` so clients move elsewhere.
+        Idle keep-alive connections are left open (closing them now races with a client that is just sending
+        on one: its request would fail); each closes after its next response, the rest at the end of the drain."""
         for rt in self.listeners.values():
+            rt.draining = True
             for conn in list(rt.connections):
                 conn.draining = True
-                if not conn.streams:
-                    conn.close()
 
     async def stop(self) -> None:
         for rt in self.listeners.values():
