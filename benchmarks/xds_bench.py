@@ -163,7 +163,7 @@ async def last_push(session: aiohttp.ClientSession, base: str) -> str:
         push = (await resp.json()).get("last_push") or {}
     kind = "full" if push.get("full") else "endpoint-only"
     return (f"server: {kind} push of {push.get('proxies')} proxies, {push.get('renders')} renders, "
-            f"{push.get('seconds', 0) * 1000:.0f} ms")
+            f"{push.get('assignments')} EDS assignments, {push.get('seconds', 0) * 1000:.0f} ms")
 
 
 async def wait_until(cond, timeout: float, what: str) -> float:

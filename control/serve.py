@@ -46,7 +46,7 @@ from control.registry.files import FileRegistry, RegistryError
 from control.registry.live import DEFAULT_GRACE, LiveRegistry, MeshRegistry
 from control.translate import Options, TranslateError
 from control.xds.cache import DiscoveryRequest, DiscoveryResponse, Outcome, RequestKind, XdsCache, XdsType
-from control.xds.generate import GenerateError, ShapeCache, SnapshotBuilder, endpoint_identities
+from control.xds.generate import EndpointTable, GenerateError, ShapeCache, SnapshotBuilder, endpoint_identities
 from control.xds.node import ProxyNode, node_dict, parse_node
 
 log = logging.getLogger("pyproxy.control")
@@ -59,17 +59,19 @@ ENDPOINT_KINDS = ("WorkloadEntry",)  # config kinds whose changes only move endp
 @dataclass(frozen=True, slots=True)
 class PushResult:
     """One push cycle: `full` = shapes rendered again (a config change), else endpoint-only (EDS computed,
-    CDS/LDS/RDS reused); `renders` = shapes rendered; `seconds` = wall time of the cycle."""
+    CDS/LDS/RDS reused); `renders` = shapes rendered; `assignments` = ClusterLoadAssignments computed (0 when
+    no endpoint moved); `seconds` = wall time of the cycle."""
 
     full: bool
     proxies: int
     changed: int
     renders: int
+    assignments: int
     seconds: float
 
     def as_dict(self) -> dict:
         return {"full": self.full, "proxies": self.proxies, "changed": self.changed, "renders": self.renders,
-                "seconds": round(self.seconds, 4)}
+                "assignments": self.assignments, "seconds": round(self.seconds, 4)}
 
 
 def _identity(res: Resource) -> tuple:
@@ -107,7 +109,9 @@ class ControlPlane:
         self.notes: dict[str, tuple[str, ...]] = {}  # per proxy: what translation could not honour
         self.pushes = 0  # completed push cycles
         self.config_generation = 0  # bumped by every config change that is not endpoint-only
+        self.registry_generation = 0  # bumped when the files' services or workloads change
         self._shapes = ShapeCache()
+        self._endpoints = EndpointTable()
         self.last_push: PushResult | None = None
         self._good_files: dict[str, tuple[Resource, ...]] = {}
         self._parsed: dict[str, tuple] = {}  # path -> (stat key, resources, error findings)
@@ -167,8 +171,11 @@ class ControlPlane:
             return False
         for kind, event in events:
             self.metrics.config_event(kind, event)
-        if any(kind not in ENDPOINT_KINDS for kind, _event in events) or registry.services() != self._files.services():
+        same_services = registry.services() == self._files.services()
+        if any(kind not in ENDPOINT_KINDS for kind, _event in events) or not same_services:
             self.config_generation += 1  # the next push renders again; else it is endpoint-only
+        if not same_services or registry.workloads() != self._files.workloads():
+            self.registry_generation += 1  # endpoints may have moved
         self._resources, self._files = resources, registry
         log.info("config: %d resources from %s (%d changes)", len(resources), self.config_dir, len(events))
         self.schedule_push()
@@ -222,11 +229,15 @@ class ControlPlane:
         nodes = self.live.nodes()
         registry = MeshRegistry(self._files, nodes)
         mesh = build_mesh(self._resources, registry=registry)
-        key = (self.config_generation, endpoint_identities(mesh))
+        endpoints_key = (self.registry_generation, self.live.generation)
+        if endpoints_key != self._endpoints.key:
+            self._endpoints = EndpointTable(endpoints_key, endpoint_identities(mesh))
+        key = (self.config_generation, self._endpoints.identities)
         full = key != self._shapes.key
         if full:
             self._shapes = ShapeCache(key)
-        builder = SnapshotBuilder(mesh, registry, self.options, self._shapes)
+        builder = SnapshotBuilder(mesh, registry, self.options, self._shapes, self._endpoints)
+        built = self._endpoints.built
         changed = 0
         for node in nodes:
             if self.live.node(node.id) is None:  # expired while we were rendering others
@@ -245,7 +256,8 @@ class ControlPlane:
                 self._notify(node.id)
             await asyncio.sleep(0)  # let responses for already-regenerated proxies go out
         self._shapes.retain(builder.used)
-        self.last_push = PushResult(full, len(nodes), changed, builder.renders, time.perf_counter() - started_push)
+        self.last_push = PushResult(full, len(nodes), changed, builder.renders, builder.endpoints.built - built,
+                                    time.perf_counter() - started_push)
         log.debug("%s", self.last_push)
         return self.last_push
 

@@ -192,6 +192,9 @@ class MeshRegistry(Registry):
             self._node_of[id(w)] = node
             self._by_node_id[node.id] = w
         self._live = tuple(live)
+        self._live_by_namespace: dict[str, list[Workload]] = {}
+        for w in self._live:
+            self._live_by_namespace.setdefault(w.namespace, []).append(w)
         self._workloads = self._static + self._live
 
     def __repr__(self) -> str:
@@ -229,8 +232,8 @@ class MeshRegistry(Registry):
         out = list(select_endpoints(service, port, self._static))
         if not service.selector:
             return tuple(out)
-        for w in self._live:
-            if w.namespace != service.namespace or not w.matches(service.selector):
+        for w in self._live_by_namespace.get(service.namespace, ()):
+            if not w.matches(service.selector):
                 continue
             node = self._node_of[id(w)]
             number = workload_port(service, port, w)

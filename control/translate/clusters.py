@@ -73,23 +73,33 @@ class ClusterSpec:
         return ((self.policy or {}).get("loadBalancer") or {}).get("consistentHash")
 
 
-def outbound_specs(proxy: Proxy) -> list[ClusterSpec]:
-    """Every outbound cluster the proxy needs, in a stable order (service host, port, subset)."""
+def service_specs(svc: Service, rule: DestinationRuleView | None) -> list[ClusterSpec]:
+    """The clusters of one service under one rule (or none): per port, the default one, then one per subset."""
     specs = []
+    for port in svc.ports:
+        if port.protocol == Protocol.UDP:
+            continue
+        specs.append(ClusterSpec(cluster_name("outbound", port.port, "", svc.hostname), svc, port, "", None,
+                                 rule, effective_policy(rule, port.port)))
+        for sub in (rule.subsets if rule else ()):
+            name = str(sub.get("name", ""))
+            labels = {str(k): str(v) for k, v in (sub.get("labels") or {}).items()}
+            specs.append(ClusterSpec(cluster_name("outbound", port.port, name, svc.hostname), svc, port, name,
+                                     labels, rule, effective_policy(rule, port.port, name)))
+    return specs
+
+
+def outbound_specs(proxy: Proxy) -> list[ClusterSpec]:
+    """Every outbound cluster the proxy needs, in a stable order (service host, port, subset). Proxies that see
+    a service under the same rule share its ClusterSpec objects (memoized on the mesh snapshot), so what is
+    derived from a spec can be shared too (`shared_outbound_cluster`, routes.shared_http_routes)."""
+    specs: list[ClusterSpec] = []
+    mesh = proxy.mesh
     for svc in proxy.visible_services():
         if svc.hostname.startswith("*") and svc.resolution != Resolution.NONE:
             continue  # wildcard ServiceEntry hosts only make sense as passthrough
-        rule = proxy.mesh.destination_rule(svc.hostname, proxy.namespace, svc.namespace)
-        for port in svc.ports:
-            if port.protocol == Protocol.UDP:
-                continue
-            specs.append(ClusterSpec(cluster_name("outbound", port.port, "", svc.hostname), svc, port, "", None,
-                                     rule, effective_policy(rule, port.port)))
-            for sub in (rule.subsets if rule else ()):
-                name = str(sub.get("name", ""))
-                labels = {str(k): str(v) for k, v in (sub.get("labels") or {}).items()}
-                specs.append(ClusterSpec(cluster_name("outbound", port.port, name, svc.hostname), svc, port, name,
-                                         labels, rule, effective_policy(rule, port.port, name)))
+        rule = mesh.destination_rule(svc.hostname, proxy.namespace, svc.namespace)
+        specs += mesh.memo(("cluster_specs", id(svc), id(rule)), lambda: service_specs(svc, rule))
     return specs
 
 

@@ -36,6 +36,8 @@ DestinationRules -> hash_policy.
 """
 from __future__ import annotations
 
+import dataclasses
+from collections import abc
 from typing import Any, Mapping
 
 from control.istio.resources import Resource
@@ -43,7 +45,7 @@ from control.mesh import MESH_GATEWAY, REGISTRY_ONLY, gateway_key, host_matches,
 from control.registry.model import Service
 from control.translate.clusters import ClusterSpec
 from control.translate.common import (CORS_POLICY, FAULT, PASSTHROUGH_CLUSTER, PREVIOUS_HOSTS, PREVIOUS_PRIORITIES,
-                                      ROUTE_CONFIGURATION, Proxy, cluster_name, config_metadata, duration,
+                                      ROUTE_CONFIGURATION, Notes, Proxy, cluster_name, config_metadata, duration,
                                       envoy_duration, fail, fractional_percent, parse_seconds, percent_of)
 
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
@@ -480,6 +482,60 @@ def http_routes(ctx: RouteContext, vs: Resource) -> list[dict]:
     return out
 
 
+class _RecordedSpecs(abc.Mapping):
+    """ctx.specs as one rendering reads it: every cluster name looked up, with what it found (None = absent)."""
+
+    def __init__(self, specs: Mapping[str, ClusterSpec]):
+        self._specs = specs
+        self.read: dict[str, ClusterSpec | None] = {}
+        self.complete = True  # False once iterated: then the result depends on every spec
+
+    def __getitem__(self, name: str) -> ClusterSpec:
+        found = self.read[name] = self._specs.get(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __iter__(self):
+        self.complete = False
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        self.complete = False
+        return len(self._specs)
+
+
+def shared_http_routes(ctx: RouteContext, vs: Resource) -> list[dict]:
+    """`http_routes`, shared by every proxy for which it comes out the same (istiod caches routes per config
+    the same way): memoized on the mesh snapshot per VirtualService, port and gateway, with the proxy facts it
+    read (source labels/namespace when a match names them; each cluster it looked up, by identity: proxies that
+    see a service under the same DestinationRule share ClusterSpec objects). The routes are read-only; the
+    notes they raised are added to each proxy's."""
+    source = any(m.get("sourceLabels") or m.get("sourceNamespace")
+                 for rule in vs.spec.get("http") or () for m in rule.get("match") or ())
+    proxy = ctx.proxy
+    key = ("http_routes", id(vs), ctx.port, ctx.gateway,
+           (tuple(sorted(proxy.workload.labels.items())), proxy.namespace) if source else None)
+    variants: list = proxy.mesh.memo(key, list)
+    for read, routes, notes in variants:
+        if all(ctx.specs.get(name) is spec for name, spec in read.items()):
+            break
+    else:
+        specs = _RecordedSpecs(ctx.specs)
+        collected = Notes()
+        routes = http_routes(RouteContext(dataclasses.replace(proxy, notes=collected), specs, ctx.port, ctx.gateway),
+                             vs)
+        notes = tuple(collected.items)
+        if specs.complete:
+            variants.append((specs.read, routes, notes))
+    for text in notes:
+        proxy.notes.add(None, "", text)
+    return routes
+
+
 def default_route(ctx: RouteContext, cluster: str) -> dict:
     """istiod's BuildDefaultHTTPOutboundRoute: everything to the service's default cluster."""
     spec = ctx.specs.get(cluster)
@@ -567,7 +623,7 @@ def sidecar_virtual_hosts(proxy: Proxy, specs: Mapping[str, ClusterSpec], port: 
             continue  # istiod: on ports other than 80 only VirtualServices that match a service
         if not vs.spec.get("http"):
             continue
-        routes = http_routes(ctx, vs)
+        routes = shared_http_routes(ctx, vs)
         for svc in matched.values():
             if svc.hostname in covered:
                 continue
@@ -639,7 +695,7 @@ def gateway_virtual_hosts(proxy: Proxy, specs: Mapping[str, ClusterSpec], port: 
                         continue
                     host = vh if host_matches(sh, vh) else sh  # the more specific of the two
                     if routes is None:
-                        routes = http_routes(ctx, vs)
+                        routes = shared_http_routes(ctx, vs)
                     name = _domain(host, port)
                     if name in vhosts:
                         vhosts[name]["routes"].extend(r for r in routes if r not in vhosts[name]["routes"])

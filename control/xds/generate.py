@@ -16,8 +16,9 @@ in its node metadata, docs/xds.md):
 
 Endpoint-only pushes (istiod's incremental EDS push): a shape's CDS/LDS/RDS are kept in a `ShapeCache` across
 pushes while the config and the endpoint identities translation reads (`endpoint_identities`) are unchanged;
-then only EDS is computed, each ClusterLoadAssignment once per push (`EndpointTable`), and the unchanged types
-keep their content hashes, so the cache (control.xds.cache) re-sends EDS alone.
+then only EDS is computed, each ClusterLoadAssignment once (`EndpointTable`, itself kept across pushes that move
+no endpoint), and the unchanged types keep their content hashes, so the cache (control.xds.cache) re-sends EDS
+alone.
 
 Pure: returns a `Generated` (resources per xDS type, as `ProxySnapshot.build` takes them, plus notes).
 """
@@ -169,21 +170,31 @@ class ShapeCache:
 
 
 class EndpointTable:
-    """EDS of one mesh state: each ClusterLoadAssignment serialized once and shared by every shape that
-    lists the cluster (a cluster's assignment depends on its service, port and subset labels only)."""
+    """EDS of one registry state (services, workloads, registered proxies; `key` names it): each
+    ClusterLoadAssignment serialized once and shared by every shape that lists the cluster (an assignment
+    depends on its service port, subset labels and the workloads only), and `identities`
+    (endpoint_identities). Kept across pushes while the registry state holds, so a config change that moves
+    no endpoint computes no EDS."""
 
-    def __init__(self, mesh: MeshSnapshot):
-        self.mesh = mesh
+    def __init__(self, key: tuple = (), identities: str = ""):
+        self.key = key
+        self.identities = identities
+        self.built = 0  # assignments computed
         self._assignments: dict[tuple, bytes] = {}
 
-    def payload(self, clusters: Iterable[ClusterSpec]) -> Payload:
+    def __repr__(self) -> str:
+        return f"EndpointTable(assignments={len(self._assignments)})"
+
+    def payload(self, mesh: MeshSnapshot, clusters: Iterable[ClusterSpec]) -> Payload:
+        """The EDS payload listing `clusters`, endpoints from `mesh` (whose registry state is `key`)."""
         parts = []
         for spec in clusters:
             key = (spec.name, spec.service.hostname, spec.service.namespace, spec.port.port,
                    tuple(sorted(spec.subset_labels.items())) if spec.subset_labels else ())
             body = self._assignments.get(key)
             if body is None:
-                body = self._assignments[key] = canonical_json(build_endpoints(self.mesh, (spec,))[0])
+                body = self._assignments[key] = canonical_json(build_endpoints(mesh, (spec,))[0])
+                self.built += 1
             parts.append(body)
         return Payload.join(parts)
 
@@ -195,12 +206,12 @@ class SnapshotBuilder:
     Only what the proxy's ports change (its listeners; its clusters when it has one app port) is per proxy."""
 
     def __init__(self, mesh: MeshSnapshot, registry: MeshRegistry, options: Options = Options(),
-                 shapes: ShapeCache | None = None):
+                 shapes: ShapeCache | None = None, endpoints: EndpointTable | None = None):
         self.mesh = mesh
         self.registry = registry
         self.options = options
         self.shapes = shapes if shapes is not None else ShapeCache()
-        self.endpoints = EndpointTable(mesh)
+        self.endpoints = endpoints if endpoints is not None else EndpointTable()
         self._eds: dict[tuple, Payload] = {}
         self._fragments: dict[int, tuple[dict, bytes]] = {}
         self.used: set[tuple] = set()
@@ -237,7 +248,7 @@ class SnapshotBuilder:
     def _endpoints(self, key: tuple, shape: Shape) -> Payload:
         eds = self._eds.get(key)
         if eds is None:
-            eds = self._eds[key] = self.endpoints.payload(shape.rendered.eds_clusters)
+            eds = self._eds[key] = self.endpoints.payload(self.mesh, shape.rendered.eds_clusters)
         return eds
 
     def generate(self, node: ProxyNode) -> Generated:

@@ -159,7 +159,7 @@ async def test_a_workload_entry_edit_is_endpoint_only_and_a_virtual_service_edit
     rewrite(config / "vm.yaml", WORKLOAD_ENTRY.replace("{address}", "10.0.0.8"))
     assert cp.reload()
     result = await cp.push(1.0)
-    assert (result.full, result.renders) == (False, 0)
+    assert (result.full, result.renders) == (False, 0) and result.assignments > 0
     after = hashes(cp, RATINGS)
     assert [t for t in after if after[t] != before[t]] == ["eds"]
     clas = {c["cluster_name"]: c for c in cp.cache.snapshot(RATINGS.id).resources("eds")}
@@ -169,8 +169,9 @@ async def test_a_workload_entry_edit_is_endpoint_only_and_a_virtual_service_edit
     assert cp.reload()
     result = await cp.push(2.0)
     assert result.full and result.renders == 1
+    assert result.assignments == 0  # no endpoint moved: EDS comes from the last push's assignments
     again = hashes(cp, RATINGS)
-    assert again["rds"] != after["rds"] and again["cds"] == after["cds"]
+    assert again["rds"] != after["rds"] and again["cds"] == after["cds"] and again["eds"] == after["eds"]
 
 
 async def test_a_new_service_account_behind_a_service_renders_again_so_istio_mutual_sans_follow(control):
