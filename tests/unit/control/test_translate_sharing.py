@@ -91,3 +91,91 @@ def test_short_names_resolve_and_addresses_are_kept():
     assert resolve_host("Reviews.default", "x") == "reviews.default"
     for kept in ("::1", "fe80::1", "10.0.0.1", "*", "*.foo.com"):
         assert resolve_host(kept, "default") == kept
+
+
+ROUTING = textwrap.dedent("""
+    apiVersion: v1
+    kind: Service
+    metadata: {name: reviews, namespace: default}
+    spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+    ---
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata: {name: ratings-v1, namespace: default}
+    spec:
+      template:
+        metadata: {labels: {app: ratings}}
+        spec: {containers: [{name: app, ports: [{containerPort: 9080}]}]}
+    ---
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata: {name: details-v1, namespace: default}
+    spec:
+      template:
+        metadata: {labels: {app: details}}
+        spec: {containers: [{name: app, ports: [{containerPort: 9080}]}]}
+    ---
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata: {name: client, namespace: other}
+    spec:
+      template:
+        metadata: {labels: {app: client}}
+        spec: {containers: [{name: app, ports: [{containerPort: 8000}]}]}
+    ---
+    apiVersion: networking.istio.io/v1
+    kind: DestinationRule
+    metadata: {name: reviews, namespace: default}
+    spec:
+      host: reviews
+      trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}
+    ---
+    apiVersion: networking.istio.io/v1
+    kind: DestinationRule
+    metadata: {name: reviews-from-other, namespace: other}
+    spec:
+      host: reviews.default.svc.cluster.local
+      trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-other}}}
+    ---
+    apiVersion: networking.istio.io/v1
+    kind: VirtualService
+    metadata: {name: reviews, namespace: default}
+    spec:
+      hosts: [reviews]
+      http: [{route: [{destination: {host: reviews}}], timeout: 2s}]
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {name: ratings, namespace: default}
+    spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}
+    ---
+    apiVersion: networking.istio.io/v1
+    kind: VirtualService
+    metadata: {name: ratings, namespace: default}
+    spec:
+      hosts: [ratings]
+      http:
+      - match: [{sourceLabels: {app: details}, headers: {x-test: {exact: "1"}}}]
+        route: [{destination: {host: ratings}}]
+        timeout: 3s
+      - route: [{destination: {host: ratings}}]
+    """)
+
+
+def routes_of(rendered, host: str) -> list[dict]:
+    port = next(rc for rc in rendered.routes if rc["name"] == "9080")
+    return next(vh for vh in port["virtual_hosts"] if vh["name"].startswith(host + "."))["routes"]
+
+
+def test_virtual_service_routes_follow_each_proxys_own_destination_rule_and_source_labels():
+    result = load_text(ROUTING, "routing.yaml")
+    assert not [f for f in result.findings if f.level >= 2], result.findings
+    m = build_mesh(result.resources)
+    ratings, details, client = (render_sidecar(m, n) for n in ("ratings-v1", "details-v1", "client"))
+    assert routes_of(ratings, "reviews") is routes_of(details, "reviews")  # same namespace, same rule: shared
+    assert routes_of(ratings, "reviews")[0]["route"]["hash_policy"] == [{"header": {"header_name": "x-user"}}]
+    assert routes_of(client, "reviews")[0]["route"]["hash_policy"] == [{"header": {"header_name": "x-other"}}]
+    assert [r["route"]["timeout"] for r in routes_of(details, "ratings")] == ["3s", "0s"]  # sourceLabels match
+    assert [r["route"]["timeout"] for r in routes_of(ratings, "ratings")] == ["0s"]
+    fresh = render_sidecar(build_mesh(result.resources), "client")
+    assert fresh.routes == client.routes  # what a proxy gets does not depend on who was rendered before it
