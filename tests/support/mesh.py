@@ -623,7 +623,8 @@ def client_session(timeout: float = 5.0) -> aiohttp.ClientSession:
 
 
 async def load(port: int, host: str, *, until: Callable[[list[Answer]], bool], max_seconds: float,
-               workers: int = 2, pause: float = 0.01, answers: list[Answer] | None = None) -> list[Answer]:
+               workers: int = 2, pause: float = 0.01, answers: list[Answer] | None = None,
+               path: str = "/anything") -> list[Answer]:
     """Requests from `workers` concurrent keep-alive clients, back to back (a short pause between), until
     `until(answers so far)` or `max_seconds`; every answer, ordered by send time. Pass `answers` to watch
     them arrive while the load runs."""
@@ -633,7 +634,7 @@ async def load(port: int, host: str, *, until: Callable[[list[Answer]], bool], m
     async def worker() -> None:
         async with client_session() as session:
             while time.monotonic() < deadline and not until(answers):
-                answers.append(await call(session, port, host))
+                answers.append(await call(session, port, host, path))
                 await asyncio.sleep(pause)
     await asyncio.gather(*(worker() for _ in range(workers)))
     return sorted(answers, key=lambda a: a.sent)
