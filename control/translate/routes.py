@@ -557,28 +557,52 @@ def _domain(host: str, port: int) -> str:
 
 
 def service_domains(proxy: Proxy, svc: Service, port: int) -> list[str]:
-    """istiod generateVirtualHostDomains + GenerateAltVirtualHosts (with port variants)."""
+    """istiod generateVirtualHostDomains + GenerateAltVirtualHosts (with port variants). Read-only: the lists
+    are memoized on the mesh snapshot (they depend on the proxy only through whether it is in the service's
+    DNS namespace)."""
+    namespace, own, other = proxy.mesh.memo(("service_domains", id(svc), port),
+                                            lambda: _domain_forms(svc, port, proxy.mesh.config.domain))
+    return own if namespace == proxy.namespace else other
+
+
+def _domain_forms(svc: Service, port: int, dns_domain: str) -> tuple[str | None, list[str], list[str]]:
+    """(the namespace in the host name or None, domains for a proxy in that namespace, for any other)."""
     host = svc.hostname
-    out = [host, _domain(host, port)]
-    proxy_domain = proxy.dns_domain
-    svc_cut = host.find(".svc.")
-    if svc_cut > 0 and host.endswith(proxy_domain[proxy_domain.find(".svc."):]):
-        name_cut = host.find(".")
-        name, name_ns = host[:name_cut], host[:svc_cut]
-        if host[name_cut + 1:svc_cut] == proxy.namespace:
-            alts = [name, name_ns + ".svc", name_ns]
-        else:
-            alts = [name_ns, name_ns + ".svc"]
-        for alt in alts:
-            out += [alt, _domain(alt, port)]
+    head = [host, _domain(host, port)]
+    tail = []
     for address in svc.addresses:
         if "/" not in address and address != "0.0.0.0":
-            out += [address, _domain(address, port)]
-    return out
+            tail += [address, _domain(address, port)]
+    svc_cut = host.find(".svc.")
+    if not (svc_cut > 0 and host.endswith(f".svc.{dns_domain}")):
+        return None, head + tail, head + tail
+    name_cut = host.find(".")
+    name, name_ns = host[:name_cut], host[:svc_cut]
+    forms = {}
+    for own, alts in ((True, [name, name_ns + ".svc", name_ns]), (False, [name_ns, name_ns + ".svc"])):
+        forms[own] = head + [d for alt in alts for d in (alt, _domain(alt, port))] + tail
+    return host[name_cut + 1:svc_cut], forms[True], forms[False]
 
 
 def _vhost(name: str, domains: list[str], routes: list[dict]) -> dict:
     return {"name": name, "domains": domains, "routes": routes, "include_request_attempt_count": True}
+
+
+def _shared_vhost(proxy: Proxy, name: str, domains: list[str], routes: list[dict]) -> dict:
+    """`_vhost`, one read-only dict per mesh snapshot for equal domains and the same (shared) routes list, so
+    proxies in other namespaces share most virtual hosts (and serializers their bytes)."""
+    held, vhost = proxy.mesh.memo(("vhost", name, tuple(domains), id(routes)),
+                                  lambda: (routes, _vhost(name, domains, routes)))
+    return vhost if held is routes else _vhost(name, domains, routes)
+
+
+def shared_default_routes(ctx: RouteContext, cluster: str) -> list[dict]:
+    """[default_route], shared by proxies that see the cluster under the same rule (the route reads only its
+    ClusterSpec and the mesh config)."""
+    spec = ctx.specs.get(cluster)
+    held, routes = ctx.proxy.mesh.memo(("default_routes", cluster, id(spec)),
+                                       lambda: (spec, [default_route(ctx, cluster)]))
+    return routes if held is spec else [default_route(ctx, cluster)]
 
 
 def catch_all_vhost(proxy: Proxy) -> dict:
@@ -608,7 +632,7 @@ def sidecar_virtual_hosts(proxy: Proxy, specs: Mapping[str, ClusterSpec], port: 
         fresh = [d for d in domains if d not in seen_domains]
         seen_domains.update(fresh)
         if fresh:
-            vhosts[name] = _vhost(name, fresh, routes)
+            vhosts[name] = _shared_vhost(proxy, name, fresh, routes)
 
     covered: set[str] = set()
     for vs in proxy.mesh_virtual_services():
@@ -636,7 +660,7 @@ def sidecar_virtual_hosts(proxy: Proxy, specs: Mapping[str, ClusterSpec], port: 
     for host, svc in services.items():
         if host not in covered:
             add(_domain(host, port), service_domains(proxy, svc, port),
-                [default_route(ctx, cluster_name("outbound", port, "", host))])
+                shared_default_routes(ctx, cluster_name("outbound", port, "", host)))
     return [vhosts[n] for n in sorted(vhosts)]
 
 
@@ -648,6 +672,13 @@ def sidecar_http_ports(proxy: Proxy) -> list[int]:
     return sorted({p.port for s in proxy.visible_services() for p in s.ports if p.protocol.is_http})
 
 
+def _http_proxy_vhost(vh: dict, port: int) -> dict | None:
+    """A port's virtual host as `http_proxy` lists it: port-80 hosts with every domain, others by `host:port`
+    (None when nothing is left); routes shared with `"<port>"`: read-only."""
+    domains = vh["domains"] if port == 80 else [d for d in vh["domains"] if ":" in d]
+    return {**vh, "domains": domains} if domains else None
+
+
 def sidecar_route_configs(proxy: Proxy, specs: Mapping[str, ClusterSpec]) -> list[dict]:
     """Per-port route configurations plus `http_proxy` (all ports merged) for the explicit outbound listener."""
     per_port = {port: sidecar_virtual_hosts(proxy, specs, port) for port in sidecar_http_ports(proxy)}
@@ -655,9 +686,12 @@ def sidecar_route_configs(proxy: Proxy, specs: Mapping[str, ClusterSpec]) -> lis
     merged: list[dict] = []
     for port, vhosts in per_port.items():
         for vh in vhosts:
-            domains = vh["domains"] if port == 80 else [d for d in vh["domains"] if ":" in d]
-            if domains:
-                merged.append({**vh, "domains": domains})  # routes shared with "<port>": read-only
+            held, proxy_vh = proxy.mesh.memo(("http_proxy_vhost", id(vh), port),
+                                             lambda: (vh, _http_proxy_vhost(vh, port)))
+            if held is not vh:
+                proxy_vh = _http_proxy_vhost(vh, port)
+            if proxy_vh is not None:
+                merged.append(proxy_vh)
     merged.sort(key=lambda v: v["name"])
     out.append(route_configuration(HTTP_PROXY_ROUTE, merged + [catch_all_vhost(proxy)]))
     return sorted(out, key=lambda r: r["name"])

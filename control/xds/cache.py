@@ -64,6 +64,17 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
+def canonical_json_spliced(value: dict, key: str, items: list[bytes]) -> bytes:
+    """canonical_json(value), where value[key] is a list whose items are already serialized as `items` (each
+    with canonical_json): the same bytes, without serializing shared items again. `key` must sort after every
+    other key (it is written last); otherwise the value is serialized whole."""
+    rest = {k: v for k, v in value.items() if k != key}
+    if key not in value or any(k > key for k in rest):
+        return canonical_json(value)
+    head = canonical_json(rest)[:-1] + (b"," if rest else b"")
+    return head + json.dumps(key).encode() + b":[" + b",".join(items) + b"]}"
+
+
 def content_hash(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
 

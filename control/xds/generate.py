@@ -36,7 +36,7 @@ from control.registry.model import Workload
 from control.translate import Options, Rendered, render_gateway, render_sidecar
 from control.translate.clusters import ClusterSpec, build_endpoints
 from control.translate.common import INBOUND_PORT, OUTBOUND_PORT
-from control.xds.cache import Payload, ProxySnapshot, canonical_json, content_hash
+from control.xds.cache import Payload, ProxySnapshot, canonical_json, canonical_json_spliced, content_hash
 from control.xds.node import ProxyNode
 
 VIRTUAL_INBOUND = "virtualInbound"
@@ -226,24 +226,26 @@ class SnapshotBuilder:
             rendered = _render(self.mesh, workload, node, self.options)
             self.renders += 1
             cluster_parts = self._serialize(rendered.clusters)
+            route_parts = [canonical_json_spliced(rc, "virtual_hosts", self._serialize(rc["virtual_hosts"]))
+                           for rc in rendered.routes]
             payloads = {"cds": Payload.join(cluster_parts), "lds": Payload.of(rendered.listeners),
-                        "rds": Payload.of(rendered.routes)}
+                        "rds": Payload.join(route_parts)}
             slim = Rendered(listeners=rendered.listeners, routes=(), endpoints=(), notes=rendered.notes,
                             clusters=rendered.clusters if keep_clusters else (), eds_clusters=rendered.eds_clusters)
             shape = self.shapes.shapes[key] = Shape(slim, MappingProxyType(payloads),
-                                                    cluster_parts if keep_clusters else ())
+                                                    tuple(cluster_parts) if keep_clusters else ())
         return key, shape
 
-    def _serialize(self, resources: Iterable[dict]) -> tuple[bytes, ...]:
-        """Each resource's canonical JSON; a dict that several shapes share (control.translate.clusters
-        `shared_outbound_cluster`) is serialized once per push."""
+    def _serialize(self, resources: Iterable[dict]) -> list[bytes]:
+        """Each resource's canonical JSON; a dict that several shapes share (an outbound cluster, a virtual
+        host: control.translate memoizes them per mesh snapshot) is serialized once per push."""
         parts = []
         for item in resources:
             hit = self._fragments.get(id(item))
             if hit is None or hit[0] is not item:
                 hit = self._fragments[id(item)] = (item, canonical_json(item))  # holds `item`: its id stays its own
             parts.append(hit[1])
-        return tuple(parts)
+        return parts
 
     def _endpoints(self, key: tuple, shape: Shape) -> Payload:
         eds = self._eds.get(key)

@@ -2,6 +2,7 @@
 `shared_outbound_cluster`, control.xds.cache `Payload.join`), and that sharing never changes an output."""
 from __future__ import annotations
 
+import json
 import textwrap
 
 from control.istio.load import load_text
@@ -179,3 +180,19 @@ def test_virtual_service_routes_follow_each_proxys_own_destination_rule_and_sour
     assert [r["route"]["timeout"] for r in routes_of(ratings, "ratings")] == ["0s"]
     fresh = render_sidecar(build_mesh(result.resources), "client")
     assert fresh.routes == client.routes  # what a proxy gets does not depend on who was rendered before it
+
+
+def test_route_configurations_spliced_from_serialized_virtual_hosts_are_byte_identical():
+    from pathlib import Path
+
+    from control.xds.cache import canonical_json_spliced
+    golden = Path(__file__).resolve().parents[2] / "golden"
+    configs = [rc for path in sorted(golden.rglob("*.json")) for rc in json.loads(path.read_text()).get("routes", ())]
+    assert len(configs) > 20
+    for rc in configs:
+        parts = [canonical_json(vh) for vh in rc["virtual_hosts"]]
+        assert canonical_json_spliced(rc, "virtual_hosts", parts) == canonical_json(rc)
+    odd = {"zzz": 1, "virtual_hosts": [{"a": 1}]}  # a key after it: serialized whole, still the same bytes
+    assert canonical_json_spliced(odd, "virtual_hosts", [b'{"a":1}']) == canonical_json(odd)
+    only = {"virtual_hosts": []}
+    assert canonical_json_spliced(only, "virtual_hosts", []) == canonical_json(only)
