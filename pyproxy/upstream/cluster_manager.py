@@ -116,7 +116,7 @@ class ClusterRuntime:
         for h in removed:
             pool = self.pools.pop(h, None)
             if pool is not None:
-                pool.close()
+                pool.drain()  # requests in flight to a removed host finish; nothing new goes there
         self.hosts = hosts
         self.stats_membership_total.set(len(hosts))
         self.stats_membership_healthy.set(sum(1 for h in hosts if h.healthy))

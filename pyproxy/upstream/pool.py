@@ -43,6 +43,7 @@ class ConnectionPool:
         self.busy: set[UpstreamConnection] = set()
         self.pending: deque[Any] = deque()  # waiters: objects with on_pool_ready / on_pool_failure
         self.connecting = 0
+        self.draining = False  # the host left the cluster: no new connections, busy ones finish
         self.stats_protocol_error = cluster.stats.counter("upstream_cx_protocol_error")
         self.stats_idle_timeout = cluster.stats.counter("upstream_cx_idle_timeout")
         self._tasks: set[asyncio.Task] = set()
@@ -102,6 +103,9 @@ class ConnectionPool:
         """A request finished with `conn`: reuse it, hand it to a pending request, or close it."""
         self.busy.discard(conn)
         max_rq = self.cluster.max_requests_per_connection
+        if self.draining and not self.pending:
+            conn.close()
+            return
         if conn.closed or not conn.reusable or self.cluster.retired or (max_rq and conn.requests_served >= max_rq):
             if max_rq and conn.requests_served >= max_rq:
                 self.cluster.stats_cx_max_requests.inc()
@@ -128,7 +132,7 @@ class ConnectionPool:
         self._maybe_connect_for_pending()
 
     def _maybe_connect_for_pending(self) -> None:
-        if len(self.pending) > self.connecting and self.cluster.limits.can_create_connection():
+        if len(self.pending) > self.connecting and self.cluster.limits.can_create_connection() and not self.draining:
             self._connect()
 
     # ------------------------------------------------------------ I/O: connecting
@@ -175,6 +179,14 @@ class ConnectionPool:
         else:
             self.idle.append(conn)
             conn.mark_idle(cluster.idle_timeout)
+
+    def drain(self) -> None:
+        """The host was removed (EDS/DNS update): close idle connections now, busy ones after their request
+        (Envoy drains a removed host's pool rather than cutting requests in flight)."""
+        self.draining = True
+        for conn in list(self.idle):
+            conn.close()
+        self.idle.clear()
 
     def close(self) -> None:
         for conn in list(self.idle) + list(self.busy):
