@@ -67,7 +67,6 @@ async def test_a_new_sidecar_joins_the_endpoints_and_leaves_them_when_it_stops(m
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="bug: see notes (mesh-failures.md #4)", strict=False)
 async def test_stopping_one_of_two_instances_under_load_loses_no_request(mesh: Mesh, record_property):
     """SIGTERM one instance's sidecar: it leaves the control plane (grace 1 s, then a push drops its endpoint)
     while it keeps serving for its drain time (2 s), as Istio's sidecar does; a request that still reaches a
