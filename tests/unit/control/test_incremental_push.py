@@ -6,6 +6,7 @@ The control plane is the real one (control.serve.ControlPlane) over files in a t
 called directly (no sockets, no sleeping)."""
 from __future__ import annotations
 
+import json
 import textwrap
 
 import pytest
@@ -17,7 +18,7 @@ from control.registry.live import MeshRegistry
 from control.serve import ControlPlane
 from control.translate import render_sidecar
 from control.xds.cache import ORDER, DiscoveryRequest, Payload, XdsCache
-from control.xds.generate import SnapshotBuilder, endpoint_identities
+from control.xds.generate import SnapshotBuilder, apply_proxy_ports, endpoint_identities
 from control.xds.node import node_id, parse_node
 
 SERVICES = textwrap.dedent("""
@@ -202,6 +203,20 @@ def test_eds_joined_from_shared_assignments_is_byte_identical_to_a_full_render()
         assert generated["cds"].body == Payload.of(full.clusters).body
         assert generated["rds"].body == Payload.of(full.routes).body
     assert builder.renders == 2
+
+
+def test_a_one_app_port_sidecar_gets_the_shared_clusters_with_its_inbound_ones_moved_to_its_app_port():
+    resources = load_text(SERVICES, "m.yaml").resources
+    node = sidecar("reviews-v1-c", 20005, POD_PORTS=[{"name": "http", "containerPort": 19080}])
+    registry = MeshRegistry(FileRegistry.from_resources(resources), (node, RATINGS))
+    mesh = build_mesh(resources, registry=registry)
+    clusters = SnapshotBuilder(mesh, registry).generate(node).resources["cds"]
+    full = render_sidecar(mesh, registry.workload_of(node.id))
+    expected = apply_proxy_ports(full, node)[1]
+    assert clusters.body == Payload.of(expected).body
+    inbound = next(c for c in json.loads(clusters.body) if c["name"].startswith("inbound|"))
+    assert inbound["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+        "socket_address"]["port_value"] == 19080
 
 
 def test_endpoint_identities_ignore_addresses_and_ports_but_not_service_accounts():
