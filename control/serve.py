@@ -118,6 +118,7 @@ class ControlPlane:
         self._resources: tuple[Resource, ...] = ()
         self._files = FileRegistry((), ())
         self._events: dict[str, asyncio.Event] = {}
+        self._stopping = False
         self._dirty: asyncio.Event | None = None
         self._change_at: float | None = None
         self._tasks: list[asyncio.Task] = []
@@ -355,8 +356,8 @@ class ControlPlane:
         deadline = loop.time() + wait
         while not self.cache.ready(node_id, xds_type):
             remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
+            if remaining <= 0 or self._stopping:
+                return None  # 304: poll again (after a stop, the proxy reconnects to the next control plane)
             event = self._events.setdefault(node_id, asyncio.Event())
             try:
                 await asyncio.wait_for(event.wait(), remaining)
@@ -412,6 +413,7 @@ class ControlPlane:
                 watch_config([self.config_dir], lambda _changed: self.reload(), self._stop_watch), name="watch"))
 
     async def stop(self) -> None:
+        self._stopping = True  # long-polls end now instead of when their wait expires
         stop_watch = getattr(self, "_stop_watch", None)
         if stop_watch is not None:
             stop_watch.set()
@@ -425,3 +427,4 @@ class ControlPlane:
         self._tasks = []
         for event in self._events.values():
             event.set()
+        self._events.clear()
