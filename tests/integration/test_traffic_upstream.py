@@ -148,7 +148,6 @@ async def test_consistent_hash_on_cookie_and_source_ip(traffic_proxy, upstream_f
     assert len(answered) == 1
 
 
-@pytest.mark.xfail(reason="engine bug: see notes", strict=False)
 async def test_consistent_hash_on_a_query_parameter(traffic_proxy, upstream_factory):
     """Istio `httpQueryParameterName`: the same `?user=` reaches the same host; different users spread."""
     ups = await three(upstream_factory)
