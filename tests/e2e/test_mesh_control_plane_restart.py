@@ -129,7 +129,6 @@ async def test_after_a_restart_a_proxy_that_reconnects_late_keeps_its_endpoints_
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="bug: see notes (mesh-failures.md #5)", strict=False)
 async def test_sigterm_stops_the_control_plane_promptly_while_proxies_long_poll(mesh: Mesh):
     """SIGTERM with sidecars connected: the control plane ends its long-polls and exits 0 (10 s is a hang guard,
     not a threshold: the long-poll timeout here is 30 s), and the sidecars keep serving."""

@@ -205,7 +205,7 @@ class ControlPlane(Process):
 
     @property
     def stop_grace(self) -> float:
-        """It should exit at once on SIGTERM (mesh-failures.md #5 tracks the case where it does not)."""
+        """It exits at once on SIGTERM (ends its long-polls); mesh-failures.md #5 was the case where it did not."""
         return 2.0
 
     def start(self) -> "ControlPlane":
