@@ -92,7 +92,7 @@ class Mesh:
         py = sys.executable
         self.spawn("control-plane", [py, "-m", "control.cli.control", "serve", "--config-dir", str(self.config_dir),
                                      "--xds-port", str(self.xds_port), "--metrics-port", str(free_port()),
-                                     "--grace", "3"])
+                                     "--grace", "3", "--state-file", str(self.workdir / "registrations.json")])
         wait_until(lambda: http(f"http://127.0.0.1:{self.xds_port}/ready")[0] == 200, "the control plane")
         for name, sa, labels in WORKLOADS:
             ports = {"app": free_port(), "inbound": free_port(), "outbound": free_port(), "admin": free_port()}
@@ -206,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
   edit {mesh.config_dir}/traffic.yaml (e.g. reviews weights 0/100) and repeat the first curl: the
   control plane pushes the change to every sidecar within a second.""")
         if args.once:
+            mesh.stop()
+            shutil.rmtree(workdir, ignore_errors=True)  # a clean run leaves nothing behind
             return 0
         print("\n[demo] running; Ctrl-C to stop")
         while all(p.poll() is None for _, p in mesh.procs):
