@@ -16,7 +16,7 @@ import os
 import random
 import socket
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from .config import model
 from .config.decode import ConfigError
