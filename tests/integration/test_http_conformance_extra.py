@@ -1,0 +1,46 @@
+"""More rows of shared/docs/http_conformance.md: #30 headers with underscores, #32 require_tls."""
+from __future__ import annotations
+
+import pytest
+
+from tests.support.proxy import bootstrap, route, virtual_host
+
+
+async def _exchange(proxy, data: bytes):
+    c = await proxy.connect()
+    await c.send(data)
+    return await c.read_response()
+
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: host\r\nfoo_bar: baz\r\n\r\n"
+
+
+@pytest.mark.parametrize("action, status, reaches_upstream, kept", [
+    (None, 200, True, True),                 # default ALLOW: kept
+    ("ALLOW", 200, True, True),
+    ("DROP_HEADER", 200, True, False),       # removed before it goes upstream
+    ("REJECT_REQUEST", 400, False, False),   # refused at the edge
+])
+async def test_30_headers_with_underscores(upstream, proxy_factory, action, status, reaches_upstream, kept):
+    """Envoy: integration_test.cc HeadersWithUnderscoresDropped / ...RemainHeadersWithUnderscores /
+    ...CauseRequestRejectedByDefault (with REJECT_REQUEST): `headers_with_underscores_action`."""
+    hcm = {"common_http_protocol_options": {"headers_with_underscores_action": action}} if action else None
+    proxy = await proxy_factory(bootstrap({"backend": [upstream.port]}, hcm=hcm))
+    r = await _exchange(proxy, REQUEST)
+    assert r.status == status
+    assert bool(upstream.requests) == reaches_upstream
+    if reaches_upstream:
+        names = [k.lower() for k, _ in upstream.requests[-1].headers]
+        assert ("foo_bar" in names) == kept
+
+
+async def test_32_require_tls_all_redirects_plaintext_to_https(upstream, proxy_factory):
+    """Envoy: integration_test.cc RouterRedirect: a virtual host with `require_tls: ALL` answers a plaintext
+    request with 301 and `location: https://<host><path>`; nothing reaches the upstream."""
+    vh = virtual_host("secure", ["www.redirect.com"], [route("/", "backend")])
+    vh["require_tls"] = "ALL"
+    proxy = await proxy_factory(bootstrap({"backend": [upstream.port]}, virtual_hosts=[vh]))
+    r = await _exchange(proxy, b"GET /foo HTTP/1.1\r\nHost: www.redirect.com\r\n\r\n")
+    assert r.status == 301
+    assert r.header("location") == "https://www.redirect.com/foo"
+    assert not upstream.requests
