@@ -44,3 +44,25 @@ async def test_32_require_tls_all_redirects_plaintext_to_https(upstream, proxy_f
     assert r.status == 301
     assert r.header("location") == "https://www.redirect.com/foo"
     assert not upstream.requests
+
+
+async def test_28_body_larger_than_the_retry_buffer_is_not_retried(upstream, proxy_factory):
+    """Envoy: integration_test.cc RetryHittingBufferLimit: a request body over the retry buffer (here Envoy's
+    default per-connection buffer, 1 MiB) cannot be replayed, so a retriable 503 goes to the client as is,
+    after a single upstream try; a small body is retried."""
+    proxy = await proxy_factory(bootstrap({"backend": [upstream.port]}))
+    big = b"x" * (1536 * 1024)
+    c = await proxy.connect()
+    await c.send(b"POST /status/503 HTTP/1.1\r\nHost: host\r\nx-envoy-retry-on: 5xx\r\n"
+                 b"content-length: %d\r\n\r\n" % len(big) + big)
+    r = await c.read_response()
+    assert r.status == 503
+    assert len([q for q in upstream.requests if q.path.startswith("/status/503")]) == 1
+
+    small = b"y" * 1024
+    c = await proxy.connect()
+    await c.send(b"POST /status/503 HTTP/1.1\r\nHost: host\r\nx-envoy-retry-on: 5xx\r\n"
+                 b"content-length: %d\r\n\r\n" % len(small) + small)
+    r = await c.read_response()
+    assert r.status == 503
+    assert len([q for q in upstream.requests if q.path.startswith("/status/503")]) == 3  # 1 + (1 try + 1 retry)
