@@ -169,12 +169,20 @@ def validate_snapshot(listeners: Iterable[model.Listener], clusters: Iterable[mo
         names.add(c.name)
         if c.type in ("STRICT_DNS", "LOGICAL_DNS") and c.load_assignment is None:
             raise ConfigRejected(f"cluster {c.name!r}: type {c.type} needs a load_assignment")
+        if c.transport_socket is not None:
+            # Refuse rather than silently talk plaintext where TLS was asked for (a security downgrade).
+            raise ConfigRejected(f"cluster {c.name!r}: transport_socket {c.transport_socket.name or 'tls'!r} "
+                                 "(TLS origination) is not supported by pyproxy yet")
     lnames = set()
     for lis in listeners:
         key = lis.name or _address_key(lis)
         if key in lnames:
             raise ConfigRejected(f"duplicate listener name {key!r}")
         lnames.add(key)
+        for chain in lis.filter_chains:
+            if chain.transport_socket is not None:
+                raise ConfigRejected(f"listener {key!r}: transport_socket (TLS termination) is not supported by "
+                                     "pyproxy yet")
         hcm = http_connection_manager_of(lis)
         filters = [f.name for f in hcm.http_filters]
         if not filters or filters[-1] != "envoy.filters.http.router":

@@ -1,0 +1,42 @@
+"""TLS is not implemented in pyproxy yet: a config that asks for it is rejected by name (a NACK over xDS),
+never served in plaintext (which would silently downgrade the security the config asked for)."""
+from __future__ import annotations
+
+import pytest
+
+from pyproxy.config.decode import decode
+from pyproxy.config.model import Cluster, Listener
+from pyproxy.server import ConfigRejected, validate_snapshot
+
+HCM = {"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+    "stat_prefix": "x", "route_config": {"virtual_hosts": []},
+    "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}
+UPSTREAM_TLS = {"name": "envoy.transport_sockets.tls", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", "sni": "x"}}
+DOWNSTREAM_TLS = {"name": "envoy.transport_sockets.tls", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"}}
+
+
+def listener(**chain):
+    return decode(Listener, {"name": "l", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                             "filter_chains": [{"filters": [HCM], **chain}]})
+
+
+def cluster(**extra):
+    return decode(Cluster, {"name": "c", **extra})
+
+
+def test_plain_config_is_accepted():
+    validate_snapshot([listener()], [cluster()])
+
+
+def test_cluster_with_tls_origination_is_rejected_by_name():
+    with pytest.raises(ConfigRejected, match=r"cluster 'c': transport_socket .* not supported"):
+        validate_snapshot([listener()], [cluster(transport_socket=UPSTREAM_TLS)])
+
+
+def test_listener_with_tls_termination_is_rejected_by_name():
+    with pytest.raises(ConfigRejected, match=r"listener 'l': transport_socket .* not supported"):
+        validate_snapshot([listener(transport_socket=DOWNSTREAM_TLS)], [cluster()])
