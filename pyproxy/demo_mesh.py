@@ -115,10 +115,11 @@ class Mesh:
                        and _synced(self.xds_port, name), f"{name}'s sidecar to sync")
         wait_until(lambda: http(f"http://127.0.0.1:{self.gateway_port}/productpage")[0] == 200,
                    "the ingress gateway to route /productpage")
-        # every reviews instance visible in productpage's endpoints
+        # every subset the demo uses has its endpoint in productpage's sidecar (EDS arrives just after SYNC)
         pp_admin = self.sidecars["productpage-v1"]["admin"]
-        wait_until(lambda: http(f"http://127.0.0.1:{pp_admin}/clusters")[1].count(b"reviews.default.svc.cluster.local::127.0.0.1") >= 4,
-                   "reviews endpoints in productpage's sidecar")
+        wanted = [f"outbound|9080|{subset}|{svc}.default.svc.cluster.local"
+                  for svc, subset in (("reviews", "v1"), ("reviews", "v2"), ("details", "v1"), ("ratings", "v1"))]
+        wait_until(lambda: _all_have_hosts(pp_admin, wanted), "reviews/details/ratings endpoints in productpage's sidecar")
 
     def stop(self) -> None:
         for _, p in self.procs:
@@ -149,6 +150,14 @@ def _set_gateway_port(path: pathlib.Path, port: int) -> None:
                 for p in c.get("ports", []):
                     p["containerPort"] = port
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+
+
+def _all_have_hosts(admin_port: int, clusters: list[str]) -> bool:
+    status, body = http(f"http://127.0.0.1:{admin_port}/clusters?format=json")
+    if status != 200:
+        return False
+    hosts = {c["name"]: len(c.get("host_statuses", [])) for c in json.loads(body)["cluster_statuses"]}
+    return all(hosts.get(name, 0) > 0 for name in clusters)
 
 
 def _synced(xds_port: int, name: str) -> bool:
