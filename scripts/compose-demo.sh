@@ -40,6 +40,8 @@ down() {
         pid=$(cat "$WORK/dockerd.pid"); kill "$pid" 2>/dev/null || true
         while kill -0 "$pid" 2>/dev/null; do sleep 1; done
     fi
+    # dockerd leaves its network-namespace bind mount under the exec root
+    grep -o " $WORK/[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount "$m" || true; done
     rm -rf "$WORK"
 }
 

@@ -89,6 +89,10 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        # dockerd leaves its exec root's network-namespace bind mount behind: unmount what is under workdir.
+        mounts = [line.split()[1] for line in pathlib.Path("/proc/self/mounts").read_text().splitlines()]
+        for target in sorted((m for m in mounts if m.startswith(f"{self.workdir}/")), reverse=True):
+            subprocess.run(["umount", target], capture_output=True)
 
 
 def _build_context(dest: pathlib.Path) -> pathlib.Path:
