@@ -1,0 +1,1 @@
+"""Citadel (the certificate authority: CSR signing into SPIFFE certificates, rotation): not built yet."""
