@@ -11,8 +11,8 @@ import asyncio
 
 import pytest
 
-from tests.support.client import RawClient, chunked, request_bytes
-from tests.support.proxy import bootstrap, cluster, route, virtual_host
+from tests.support.client import chunked, request_bytes
+from tests.support.proxy import bootstrap, route, virtual_host
 from tests.support.upstream import pattern
 
 SMUGGLED = b"GET / HTTP/1.1\r\nHost: disallowed\r\n\r\n"  # 36 bytes
@@ -28,6 +28,14 @@ async def raw_exchange(proxy, data: bytes, *, method: str = "GET"):
     c = await proxy.connect()
     await c.send(data)
     return await c.read_response(method=method), c
+
+
+async def assert_rejected(proxy, upstream, data: bytes, status: int):
+    """`data` gets `status`, the connection is closed, and nothing reaches the upstream."""
+    r, c = await raw_exchange(proxy, data)
+    assert r.status == status
+    await c.assert_closed()
+    assert upstream.requests == []
 
 
 async def assert_serving(proxy):
@@ -46,10 +54,7 @@ async def assert_serving(proxy):
 async def test_1_smuggling_content_length_with_transfer_encoding_is_400(proxy, upstream, framing):
     """Envoy: integration_test.cc TestSmuggling. CL together with TE is rejected; the smuggled
     request inside the body never reaches the upstream."""
-    r, c = await raw_exchange(proxy, b"GET / HTTP/1.1\r\nHost: host\r\n" + framing + b"\r\n" + SMUGGLED)
-    assert r.status == 400
-    await c.assert_closed()
-    assert upstream.requests == []
+    await assert_rejected(proxy, upstream, b"GET / HTTP/1.1\r\nHost: host\r\n" + framing + b"\r\n" + SMUGGLED, 400)
     await assert_serving(proxy)
     assert [rq.header("host") for rq in upstream.requests] == ["example.com"]
 
@@ -373,10 +378,7 @@ async def test_20_via_is_appended_upstream_and_set_downstream(upstream, proxy_fa
 async def test_21_invalid_content_length_is_400_and_closes(proxy, upstream, cl):
     """Envoy: integration_test.cc InvalidContentLength, MultipleContentLengths: → 400, connection
     closed, nothing forwarded."""
-    r, c = await raw_exchange(proxy, b"POST / HTTP/1.1\r\nHost: host\r\n" + cl + b"\r\nabc")
-    assert r.status == 400
-    await c.assert_closed()
-    assert upstream.requests == []
+    await assert_rejected(proxy, upstream, b"POST / HTTP/1.1\r\nHost: host\r\n" + cl + b"\r\nabc", 400)
 
 
 # ---------------------------------------------------------------- #22 / #23 limits
@@ -392,10 +394,7 @@ async def test_22_request_headers_over_60_kib_are_431(proxy, upstream, what):
     big = "a" * (95 * 1024)
     raw = (request_bytes("GET", "/", [("x-big", big)]) if what == "header"
            else request_bytes("GET", "/" + big))
-    r, c = await raw_exchange(proxy, raw)
-    assert r.status == 431
-    await c.assert_closed()
-    assert upstream.requests == []
+    await assert_rejected(proxy, upstream, raw, 431)
 
 
 @pytest.mark.parametrize("what", ["header", "url"])
@@ -413,10 +412,7 @@ async def test_22_raised_max_request_headers_kb_accepts_95_kib(upstream, proxy_f
 async def test_22_more_than_100_headers_is_431(proxy, upstream):
     """Envoy: integration_test.cc ManyRequestHeadersRejected: max_headers_count defaults to 100; Host +
     100 more is one too many → 431."""
-    r, c = await raw_exchange(proxy, request_bytes("GET", "/", _headers(100)))
-    assert r.status == 431
-    await c.assert_closed()
-    assert upstream.requests == []
+    await assert_rejected(proxy, upstream, request_bytes("GET", "/", _headers(100)), 431)
 
 
 async def test_22_exactly_100_headers_is_accepted(proxy, upstream):
