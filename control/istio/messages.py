@@ -11,6 +11,7 @@ A `Finding` is what every stage produces: a level, a message type, the text, and
 from __future__ import annotations
 
 import enum
+import string
 from dataclasses import dataclass
 
 
@@ -115,20 +116,16 @@ def _quote(value: object) -> str:
     return f'"{text}"'
 
 
-class _Formatter:
+class _Formatter(string.Formatter):
     """`str.format` with one extra conversion, `!q`, for Go's %q."""
 
-    @staticmethod
-    def render(template: str, args: tuple) -> str:
-        import string
+    def convert_field(self, value, conversion):  # noqa: D401 - string.Formatter hook
+        if conversion == "q":
+            return _quote(value)
+        return super().convert_field(value, conversion)
 
-        class F(string.Formatter):
-            def convert_field(self, value, conversion):  # noqa: D401 - string.Formatter hook
-                if conversion == "q":
-                    return _quote(value)
-                return super().convert_field(value, conversion)
 
-        return F().format(template, *args)
+_FORMATTER = _Formatter()
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,5 +173,5 @@ class Finding:
 def finding(type_: MessageType, *args: object, file: str = "", line: int = 0, resource: str = "",
             path: str = "", level: Level | None = None) -> Finding:
     """Build a finding from a message type and its template arguments."""
-    return Finding(type_, _Formatter.render(type_.template, args), type_.level if level is None else level,
+    return Finding(type_, _FORMATTER.format(type_.template, *args), type_.level if level is None else level,
                    file, line, resource, path)
