@@ -41,12 +41,7 @@ class Host:
                  health_status: str = "HEALTHY", hostname: str = "", locality: Any = None, priority: int = 0):
         self.address = address
         self.port = port
-        self.weight = weight if weight and weight > 0 else 1
-        self.metadata = metadata
-        self.health_status = health_status
-        self.hostname = hostname
-        self.locality = locality
-        self.priority = priority
+        self.update_config(weight, metadata, health_status, hostname, locality, priority)
         self.active_requests = 0
         self.rq_total = 0
         self.rq_success = 0
@@ -78,10 +73,6 @@ class Host:
     def address_string(self) -> str:
         """`ip:port` as Envoy prints it (%UPSTREAM_HOST%, /clusters); IPv6 in brackets."""
         return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
-
-    @property
-    def cx_connect_fail(self) -> int:
-        return self.stats_cx_connect_fail
 
     @property
     def ejected(self) -> bool:
