@@ -13,8 +13,6 @@ from control.analyze.index import Index, format_labels, get, hosts_overlap, repo
 from control.istio import messages as msg
 from control.istio.messages import Finding
 
-CODES = (msg.CONFLICTING_GATEWAYS.code,)
-
 
 def _overlapping_selectors(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
     small, big = (a, b) if len(a) <= len(b) else (b, a)

@@ -14,8 +14,6 @@ from control.istio import messages as msg
 from control.istio.messages import Finding
 from control.istio.resources import Resource
 
-CODES = (msg.CONFLICTING_MESH_GATEWAY_VS_HOSTS.code,)
-
 
 def analyze(index: Index) -> Iterator[Finding]:
     by_host: dict[str, list[tuple[Resource, int]]] = defaultdict(list)

@@ -12,8 +12,6 @@ from control.analyze.index import Index, get, report
 from control.istio import messages as msg
 from control.istio.messages import Finding
 
-CODES = (msg.DR_SUBSET_NOT_SELECT_PODS.code,)
-
 
 def analyze(index: Index) -> Iterator[Finding]:
     for dr in index.of("DestinationRule"):

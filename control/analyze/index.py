@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from control.istio.messages import Finding, MessageType, finding
 from control.istio.resources import Resource
@@ -68,7 +68,8 @@ class Workload:
     resource: Resource
 
 
-def _get(mapping: Any, *path: str, default: Any = None) -> Any:
+def get(mapping: Any, *path: str, default: Any = None) -> Any:
+    """Safe nested lookup in a frozen spec."""
     for key in path:
         if not isinstance(mapping, Mapping) or key not in mapping:
             return default
@@ -80,32 +81,31 @@ class Index:
     """Everything analyzers need to look up, built once from the loaded resources."""
 
     def __init__(self, resources: Sequence[Resource]) -> None:
-        self.resources = tuple(resources)
         self.by_kind: dict[str, list[Resource]] = defaultdict(list)
         for r in resources:
             self.by_kind[r.kind].append(r)
         self.services: list[Service] = []
         self.workloads: list[Workload] = []
         for r in self.of("Service"):
-            selector = _get(r.spec, "selector")
-            ports = tuple(p.get("port") for p in _get(r.spec, "ports", default=()) if isinstance(p, Mapping))
+            selector = get(r.spec, "selector")
+            ports = tuple(p.get("port") for p in get(r.spec, "ports", default=()) if isinstance(p, Mapping))
             self.services.append(Service(f"{r.name}.{r.namespace}.{DOMAIN_SUFFIX}", r.namespace,
                                          dict(selector) if selector else None, ports, r))
         for r in self.of("ServiceEntry"):
-            ports = tuple(p.get("number") for p in _get(r.spec, "ports", default=()) if isinstance(p, Mapping))
-            for host in _get(r.spec, "hosts", default=()):
+            ports = tuple(p.get("number") for p in get(r.spec, "ports", default=()) if isinstance(p, Mapping))
+            for host in get(r.spec, "hosts", default=()):
                 self.services.append(Service(host, r.namespace, None, ports, r))
         for r in self.of("Pod"):
             self.workloads.append(Workload(r.name, r.namespace, dict(r.labels), r))
         for r in self.of("Deployment"):
-            labels = _get(r.spec, "template", "metadata", "labels", default={})
+            labels = get(r.spec, "template", "metadata", "labels", default={})
             self.workloads.append(Workload(r.name, r.namespace, dict(labels), r))
         for r in self.of("WorkloadEntry"):
-            self.workloads.append(Workload(r.name, r.namespace, dict(_get(r.spec, "labels", default={})), r))
+            self.workloads.append(Workload(r.name, r.namespace, dict(get(r.spec, "labels", default={})), r))
         self.gateways = {f"{g.namespace}/{g.name}": g for g in self.of("Gateway")}
         self.destination_rules: dict[str, list[Resource]] = defaultdict(list)
         for dr in self.of("DestinationRule"):
-            host = _get(dr.spec, "host")
+            host = get(dr.spec, "host")
             if isinstance(host, str):
                 self.destination_rules[resolve_host(host, dr.namespace)].append(dr)
 
@@ -131,7 +131,7 @@ class Index:
         for dr_host, rules in self.destination_rules.items():
             if host_matches(dr_host, fqdn):
                 for dr in rules:
-                    names.update(s.get("name") for s in _get(dr.spec, "subsets", default=())
+                    names.update(s.get("name") for s in get(dr.spec, "subsets", default=())
                                  if isinstance(s, Mapping))
         return names
 
@@ -154,27 +154,18 @@ def report(type_: MessageType, resource: Resource, path: str, *args: object) -> 
 def http_destinations(vs: Resource) -> Iterator[tuple[str, Mapping[str, Any]]]:
     """(field path, destination) for every destination a VirtualService routes or mirrors to."""
     for section in ("http", "tcp", "tls"):
-        for i, route in enumerate(_get(vs.spec, section, default=())):
-            for j, dest in enumerate(_get(route, "route", default=())):
-                if isinstance(_get(dest, "destination"), Mapping):
+        for i, route in enumerate(get(vs.spec, section, default=())):
+            for j, dest in enumerate(get(route, "route", default=())):
+                if isinstance(get(dest, "destination"), Mapping):
                     yield f"spec.{section}[{i}].route[{j}].destination", dest["destination"]
-            if isinstance(_get(route, "mirror"), Mapping):
+            if isinstance(get(route, "mirror"), Mapping):
                 yield f"spec.{section}[{i}].mirror", route["mirror"]
-            for j, mirror in enumerate(_get(route, "mirrors", default=())):
-                if isinstance(_get(mirror, "destination"), Mapping):
+            for j, mirror in enumerate(get(route, "mirrors", default=())):
+                if isinstance(get(mirror, "destination"), Mapping):
                     yield f"spec.{section}[{i}].mirrors[{j}].destination", mirror["destination"]
 
 
 def vs_gateways(vs: Resource) -> tuple[str, ...]:
     """A VirtualService's gateways; omitted means the mesh (all sidecars)."""
-    gateways = _get(vs.spec, "gateways", default=())
+    gateways = get(vs.spec, "gateways", default=())
     return tuple(gateways) if gateways else ("mesh",)
-
-
-def get(mapping: Any, *path: str, default: Any = None) -> Any:
-    """Safe nested lookup in a frozen spec."""
-    return _get(mapping, *path, default=default)
-
-
-def sorted_unique(items: Iterable[str]) -> list[str]:
-    return sorted(set(items))

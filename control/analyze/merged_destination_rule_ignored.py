@@ -17,8 +17,6 @@ from control.analyze.index import Index, get, report
 from control.istio import messages as msg
 from control.istio.messages import Finding
 
-CODES = (msg.MERGED_DESTINATION_RULES.code,)
-
 
 def analyze(index: Index) -> Iterator[Finding]:
     groups: dict[tuple[str, str], list] = defaultdict(list)

@@ -12,7 +12,6 @@ from control.analyze.index import ROOT_NAMESPACE, Index, format_labels, get, rep
 from control.istio import messages as msg
 from control.istio.messages import Finding
 
-CODES = (msg.NO_MATCHING_WORKLOADS_FOUND.code,)
 # kind -> (selector field, its labels field): security and telemetry use istio.type.v1beta1.WorkloadSelector
 # (`selector.matchLabels`), Sidecar uses networking.v1alpha3.WorkloadSelector (`workloadSelector.labels`).
 _SELECTOR_FIELD = {"AuthorizationPolicy": ("selector", "matchLabels"),

@@ -12,8 +12,6 @@ from control.analyze.index import Index, get, report
 from control.istio import messages as msg
 from control.istio.messages import Finding
 
-CODES = (msg.NO_SERVER_CERT_VERIFICATION_DESTINATION.code, msg.NO_SERVER_CERT_VERIFICATION_PORT.code)
-
 
 def _unverified(tls: Any, has_selector: bool) -> str | None:
     """The TLS mode when it originates TLS without a CA to verify the server, else None."""

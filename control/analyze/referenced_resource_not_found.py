@@ -13,8 +13,6 @@ from control.analyze.index import Index, format_labels, get, http_destinations, 
 from control.istio import messages as msg
 from control.istio.messages import Finding
 
-CODES = (msg.REFERENCED_RESOURCE_NOT_FOUND.code,)
-
 
 def analyze(index: Index) -> Iterator[Finding]:
     for vs in index.of("VirtualService"):

@@ -11,8 +11,6 @@ from control.analyze.index import Index, get, report
 from control.istio import messages as msg
 from control.istio.messages import Finding
 
-CODES = (msg.UNKNOWN_DR_HOST.code,)
-
 
 def analyze(index: Index) -> Iterator[Finding]:
     for dr in index.of("DestinationRule"):

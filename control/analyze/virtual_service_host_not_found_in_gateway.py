@@ -12,8 +12,6 @@ from control.analyze.index import Index, get, hosts_overlap, report
 from control.istio import messages as msg
 from control.istio.messages import Finding
 
-CODES = (msg.VS_HOST_NOT_FOUND_IN_GATEWAY.code,)
-
 
 def _server_hosts(gateway, vs_namespace: str) -> list[str]:
     hosts = []

@@ -18,7 +18,6 @@ from control.istio import messages as msg
 from control.istio.messages import Finding
 from control.istio.resources import thaw
 
-CODES = (msg.VS_UNREACHABLE_RULE.code, msg.VS_INEFFECTIVE_MATCH.code)
 _IGNORED = ("name", "statPrefix")
 
 
