@@ -221,9 +221,6 @@ class MeshRegistry(Registry):
         """The proxy behind a live workload (None for file workloads)."""
         return self._node_of.get(id(workload))
 
-    def live_workloads(self) -> tuple[Workload, ...]:
-        return self._live
-
     def workload_of(self, node_id: str) -> Workload | None:
         """The workload a registered proxy stands for."""
         return self._by_node_id.get(node_id)

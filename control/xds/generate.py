@@ -25,7 +25,6 @@ Pure: returns a `Generated` (resources per xDS type, as `ProxySnapshot.build` ta
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Iterable, Mapping
@@ -46,10 +45,6 @@ VIRTUAL_INBOUND = "virtualInbound"
 class Generated:
     resources: dict  # "cds" | "eds" | "lds" | "rds" -> list of resource dicts, or a shared Payload
     notes: tuple[str, ...] = ()
-
-    def decoded(self, short: str) -> list[dict]:
-        value = self.resources[short]
-        return json.loads(value.body) if isinstance(value, Payload) else list(value)
 
 
 class GenerateError(LookupError):
