@@ -9,14 +9,14 @@ from __future__ import annotations
 from itertools import combinations
 from typing import Iterator, Mapping
 
-from control.analyze.index import Index, format_labels, get, hosts_overlap, report
+from control.analyze.index import Index, format_labels, get, hosts_overlap, report, selects
 from control.istio import messages as msg
 from control.istio.messages import Finding
 
 
 def _overlapping_selectors(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
     small, big = (a, b) if len(a) <= len(b) else (b, a)
-    return all(big.get(k) == v for k, v in small.items())
+    return selects(small, big)
 
 
 def _servers(gateway) -> list[tuple[int, list[str], int]]:
@@ -31,12 +31,13 @@ def _servers(gateway) -> list[tuple[int, list[str], int]]:
 def analyze(index: Index) -> Iterator[Finding]:
     gateways = index.of("Gateway")
     conflicts: dict[int, list[tuple[object, str, int, list[str], int]]] = {}
+    servers = {id(g): _servers(g) for g in gateways}
     for a, b in combinations(gateways, 2):
         sel_a, sel_b = dict(get(a.spec, "selector", default={})), dict(get(b.spec, "selector", default={}))
         if not _overlapping_selectors(sel_a, sel_b):
             continue
-        for port_a, hosts_a, i in _servers(a):
-            for port_b, hosts_b, j in _servers(b):
+        for port_a, hosts_a, i in servers[id(a)]:
+            for port_b, hosts_b, j in servers[id(b)]:
                 if port_a != port_b:
                     continue
                 shared = sorted({h for h in hosts_a for g in hosts_b if hosts_overlap(h, g)}
