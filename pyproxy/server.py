@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 
 from .config import model
 from .config.decode import ConfigError
-from .filters.registry import build_chain, supported as supported_filters
+from .filters.registry import build_chain, builder_for, unsupported_message
 from .filters.router import RouterFilter
 from .http.connection import DownstreamConnection
 from .observe.access_log import AccessLogManager, build_access_loggers
@@ -189,10 +189,8 @@ def validate_snapshot(listeners: Iterable[model.Listener], clusters: Iterable[mo
             raise ConfigRejected(f"listener {key!r}: the last HTTP filter must be envoy.filters.http.router "
                                  f"(got {filters or 'none'})")
         for f in hcm.http_filters[:-1]:
-            if f.name not in supported_filters() and not f.is_optional and \
-                    type(f.typed_config).__name__ not in ("HTTPFault", "Cors"):
-                raise ConfigRejected(f"listener {key!r}: HTTP filter {f.name!r} is not supported yet "
-                                     f"(supported: {', '.join(supported_filters())})")
+            if builder_for(f) is None and not f.is_optional:
+                raise ConfigRejected(f"listener {key!r}: {unsupported_message(f)}")
 
 
 class ProxyServer:

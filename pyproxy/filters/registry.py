@@ -7,36 +7,45 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config.model import Cors, HTTPFault
 from . import cors, fault
 from .base import FactoryBuilder, FilterFactory
 
 ROUTER = "envoy.filters.http.router"
 
-BUILDERS: dict[str, FactoryBuilder] = {
+BY_NAME: dict[str, FactoryBuilder] = {
     fault.NAME: fault.build_factory,
     cors.NAME: cors.build_factory,
 }
+BY_TYPE: dict[type, FactoryBuilder] = {HTTPFault: fault.build_factory, Cors: cors.build_factory}
 
 
 def supported() -> list[str]:
-    return sorted([*BUILDERS, ROUTER])
+    return sorted([*BY_NAME, ROUTER])
+
+
+def builder_for(http_filter: Any) -> FactoryBuilder | None:
+    """The builder for an `HttpFilter` entry: by its name, else by its typed_config's type (Envoy's rule)."""
+    builder = BY_NAME.get(http_filter.name)
+    if builder is None and http_filter.typed_config is not None:
+        builder = BY_TYPE.get(type(http_filter.typed_config))
+    return builder
+
+
+def unsupported_message(http_filter: Any) -> str:
+    return f"HTTP filter {http_filter.name!r} is not supported (supported: {', '.join(supported())})"
 
 
 def build_chain(http_filters: Any, stats: Any, rng: Any) -> tuple[FilterFactory, ...]:
-    """Factories for every HTTP filter before the router, in order."""
+    """Factories for every HTTP filter before the router, in order (optional unknown filters are skipped)."""
     out = []
     for f in http_filters:
         if f.name == ROUTER:
             continue
-        builder = BUILDERS.get(f.name)
-        if builder is None and f.typed_config is not None:
-            builder = BY_TYPE.get(type(f.typed_config).__name__)
+        builder = builder_for(f)
         if builder is None:
             if f.is_optional:
                 continue
-            raise ValueError(f"HTTP filter {f.name!r} is not supported (supported: {', '.join(supported())})")
+            raise ValueError(unsupported_message(f))
         out.append(builder(f.typed_config, stats, rng))
     return tuple(out)
-
-
-BY_TYPE: dict[str, FactoryBuilder] = {"HTTPFault": fault.build_factory, "Cors": cors.build_factory}

@@ -40,3 +40,25 @@ def test_cluster_with_tls_origination_is_rejected_by_name():
 def test_listener_with_tls_termination_is_rejected_by_name():
     with pytest.raises(ConfigRejected, match=r"listener 'l': transport_socket .* not supported"):
         validate_snapshot([listener(transport_socket=DOWNSTREAM_TLS)], [cluster()])
+
+
+def _with_filters(*filters):
+    hcm = {**HCM, "typed_config": {**HCM["typed_config"],
+                                   "http_filters": [*filters, *HCM["typed_config"]["http_filters"]]}}
+    return decode(Listener, {"name": "l", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                             "filter_chains": [{"filters": [hcm]}]})
+
+
+FAULT = {"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"}
+
+
+def test_known_http_filter_by_name_or_by_type_is_accepted():
+    validate_snapshot([_with_filters({"name": "envoy.filters.http.fault", "typed_config": FAULT})], [cluster()])
+    # Istio names filters freely; Envoy then finds the filter by its typed_config's type
+    validate_snapshot([_with_filters({"name": "istio.fault", "typed_config": FAULT})], [cluster()])
+
+
+def test_unknown_http_filter_is_rejected_by_name_unless_optional():
+    with pytest.raises(ConfigRejected, match=r"HTTP filter 'envoy.filters.http.rbac' is not supported"):
+        validate_snapshot([_with_filters({"name": "envoy.filters.http.rbac"})], [cluster()])
+    validate_snapshot([_with_filters({"name": "envoy.filters.http.rbac", "is_optional": True})], [cluster()])
