@@ -77,8 +77,7 @@ class _LineLoader(yaml.SafeLoader):
 
 
 def _record_lines(node: yaml.Node, path: str, lines: dict[str, int], findings: list[str]) -> None:
-    """Walk a composed node tree and record the 1-based line of each field path."""
-    lines.setdefault(path, node.start_mark.line + 1) if path else None
+    """Walk a composed node tree and record the 1-based line of each field path (scalars have no fields)."""
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -88,17 +87,12 @@ def _record_lines(node: yaml.Node, path: str, lines: dict[str, int], findings: l
                 findings.append(f"{child}: duplicate key at line {key_node.start_mark.line + 1}; the last one wins")
             seen.add(key)
             lines[child] = key_node.start_mark.line + 1
-            _record_lines_value(value_node, child, lines, findings)
+            _record_lines(value_node, child, lines, findings)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             child = f"{path}[{i}]"
             lines[child] = item.start_mark.line + 1
-            _record_lines_value(item, child, lines, findings)
-
-
-def _record_lines_value(node: yaml.Node, path: str, lines: dict[str, int], findings: list[str]) -> None:
-    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
-        _record_lines(node, path, lines, findings)
+            _record_lines(item, child, lines, findings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +103,7 @@ class _Document:
     duplicates: tuple[str, ...]
 
 
-def _documents(text: str, filename: str) -> Iterator[_Document]:
+def _documents(text: str) -> Iterator[_Document]:
     """Parse every YAML document with its field lines. Raises yaml.YAMLError on bad syntax."""
     loader = _LineLoader(text)
     try:
@@ -119,7 +113,7 @@ def _documents(text: str, filename: str) -> Iterator[_Document]:
                 continue
             lines: dict[str, int] = {}
             dups: list[str] = []
-            _record_lines_value(node, "", lines, dups)
+            _record_lines(node, "", lines, dups)
             body = loader.construct_document(node)
             yield _Document(body, node.start_mark.line + 1, lines, tuple(dups))
     finally:
@@ -139,7 +133,7 @@ def load_text(text: str, filename: str = "<stdin>", *, strict: bool = False) -> 
     resources: list[Resource] = []
     findings: list[Finding] = []
     try:
-        for doc in _documents(text, filename):
+        for doc in _documents(text):
             for dup in doc.duplicates:
                 findings.append(finding(msg.SCHEMA_WARNING, dup, file=filename, line=doc.line))
             _load_document(doc.body, doc.line, doc.lines, filename, strict, resources, findings)
