@@ -123,6 +123,7 @@ class ControlPlane:
         self._change_at: float | None = None
         self._tasks: list[asyncio.Task] = []
         self._push_done: asyncio.Condition | None = None
+        self._stop_watch: asyncio.Event | None = None
         m = self.metrics.gauges
         m.set_source("pilot_xds", lambda: sum(1 for n in self.live.nodes() if self.live.connected(n.id)))
         m.set_source("pilot_services", lambda: len(self._files.services()))
@@ -166,16 +167,16 @@ class ControlPlane:
         if registry is None:
             return False
         events = config_events(self._resources, resources)
-        self._good_files = {p: r for p, r in files.items()}
-        if not events and registry.services() == self._files.services() \
-                and registry.workloads() == self._files.workloads():
+        self._good_files = files
+        same_services = registry.services() == self._files.services()
+        same_workloads = registry.workloads() == self._files.workloads()
+        if not events and same_services and same_workloads:
             return False
         for kind, event in events:
             self.metrics.config_event(kind, event)
-        same_services = registry.services() == self._files.services()
         if any(kind not in ENDPOINT_KINDS for kind, _event in events) or not same_services:
             self.config_generation += 1  # the next push renders again; else it is endpoint-only
-        if not same_services or registry.workloads() != self._files.workloads():
+        if not (same_services and same_workloads):
             self.registry_generation += 1  # endpoints may have moved
         self._resources, self._files = resources, registry
         log.info("config: %d resources from %s (%d changes)", len(resources), self.config_dir, len(events))
@@ -414,9 +415,8 @@ class ControlPlane:
 
     async def stop(self) -> None:
         self._stopping = True  # long-polls end now instead of when their wait expires
-        stop_watch = getattr(self, "_stop_watch", None)
-        if stop_watch is not None:
-            stop_watch.set()
+        if self._stop_watch is not None:
+            self._stop_watch.set()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
