@@ -191,21 +191,35 @@ class _Edf:
         return host
 
 
-class RoundRobinLoadBalancer(LoadBalancer):
-    policy = "ROUND_ROBIN"
+def _setting(cluster: Any, section: str, field: str, default: int) -> int:
+    """`cluster.<section>.<field>`, or `default` when the section or the field is unset (or 0)."""
+    cfg = getattr(cluster, section, None)
+    return (getattr(cfg, field) if cfg is not None else None) or default
 
-    def __init__(self, cluster: Any, hosts: Sequence[Host], rng: random.Random):
-        super().__init__(cluster, hosts, rng)
-        self._rr = rng.randrange(1 << 30)  # Envoy seeds the index randomly so workers do not move in lockstep
-        self._edf: _Edf | None = None
+
+class _EdfLoadBalancer(LoadBalancer):
+    """Picks from an EDF schedule when the pool's weights differ; `_edf is None` means all weights are equal."""
+
+    _edf: _Edf | None = None
+
+    def _edf_weight(self, h: Host) -> float:
+        return h.weight
 
     def _rebuild(self, pool: list[Host]) -> None:
         self._edf = None
         if len({h.weight for h in pool}) > 1:
             edf = _Edf()
             for h in pool:
-                edf.add(h, h.weight)
+                edf.add(h, self._edf_weight(h))
             self._edf = edf
+
+
+class RoundRobinLoadBalancer(_EdfLoadBalancer):
+    policy = "ROUND_ROBIN"
+
+    def __init__(self, cluster: Any, hosts: Sequence[Host], rng: random.Random):
+        super().__init__(cluster, hosts, rng)
+        self._rr = rng.randrange(1 << 30)  # Envoy seeds the index randomly so workers do not move in lockstep
 
     def _pick(self, pool: list[Host], ctx: LbContext) -> Host:
         edf = self._edf
@@ -217,39 +231,30 @@ class RoundRobinLoadBalancer(LoadBalancer):
         return host
 
 
-class LeastRequestLoadBalancer(LoadBalancer):
+class LeastRequestLoadBalancer(_EdfLoadBalancer):
     policy = "LEAST_REQUEST"
 
     def __init__(self, cluster: Any, hosts: Sequence[Host], rng: random.Random):
         super().__init__(cluster, hosts, rng)
+        self.choice_count = _setting(cluster, "least_request_lb_config", "choice_count", 2)
         cfg = getattr(cluster, "least_request_lb_config", None)
-        self.choice_count = (cfg.choice_count if cfg is not None and cfg.choice_count else None) or 2
         bias = 1.0
         if cfg is not None and isinstance(cfg.active_request_bias, Mapping):
             raw = cfg.active_request_bias.get("default_value", 1.0)
             bias = float(raw) if isinstance(raw, (int, float)) else 1.0
         self.active_request_bias = bias
-        self._edf: _Edf | None = None
 
-    def _weight(self, h: Host) -> float:
+    def _edf_weight(self, h: Host) -> float:
         bias = self.active_request_bias
         if bias == 0.0:
             return float(h.weight)
         return h.weight / math.pow(h.active_requests + 1, bias)
 
-    def _rebuild(self, pool: list[Host]) -> None:
-        self._edf = None
-        if len({h.weight for h in pool}) > 1:
-            edf = _Edf()
-            for h in pool:
-                edf.add(h, self._weight(h))
-            self._edf = edf
-
     def _pick(self, pool: list[Host], ctx: LbContext) -> Host:
         edf = self._edf
         if edf is not None:
             host = edf.pick()
-            edf.add(host, self._weight(host))  # re-scheduled with its load at this moment
+            edf.add(host, self._edf_weight(host))  # re-scheduled with its load at this moment
             return host
         rng = self.rng
         n = len(pool)
@@ -296,9 +301,8 @@ class RingHashLoadBalancer(_HashingLoadBalancer):
 
     def __init__(self, cluster: Any, hosts: Sequence[Host], rng: random.Random):
         super().__init__(cluster, hosts, rng)
-        cfg = getattr(cluster, "ring_hash_lb_config", None)
-        self.min_ring_size = (cfg.minimum_ring_size if cfg is not None and cfg.minimum_ring_size else None) or DEFAULT_MIN_RING_SIZE
-        self.max_ring_size = (cfg.maximum_ring_size if cfg is not None and cfg.maximum_ring_size else None) or DEFAULT_MAX_RING_SIZE
+        self.min_ring_size = _setting(cluster, "ring_hash_lb_config", "minimum_ring_size", DEFAULT_MIN_RING_SIZE)
+        self.max_ring_size = _setting(cluster, "ring_hash_lb_config", "maximum_ring_size", DEFAULT_MAX_RING_SIZE)
         if self.min_ring_size > self.max_ring_size:
             raise ConfigError("ring_hash_lb_config.minimum_ring_size",
                               f"minimum_ring_size {self.min_ring_size} exceeds maximum_ring_size {self.max_ring_size}")
@@ -350,8 +354,7 @@ class MaglevLoadBalancer(_HashingLoadBalancer):
 
     def __init__(self, cluster: Any, hosts: Sequence[Host], rng: random.Random):
         super().__init__(cluster, hosts, rng)
-        cfg = getattr(cluster, "maglev_lb_config", None)
-        size = (cfg.table_size if cfg is not None and cfg.table_size else None) or DEFAULT_MAGLEV_TABLE_SIZE
+        size = _setting(cluster, "maglev_lb_config", "table_size", DEFAULT_MAGLEV_TABLE_SIZE)
         if not _is_prime(size) or size >= 5_000_011:
             raise ConfigError("maglev_lb_config.table_size", f"table_size {size} must be a prime number below 5000011")
         self.table_size = size
