@@ -64,9 +64,14 @@ def codes(findings):
     return sorted(f.code for f in findings)
 
 
-def vs(spec: str, name: str = "vs") -> str:
-    return (f"apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n"
+def doc(kind: str, name: str, spec: str, api: str = "networking.istio.io/v1") -> str:
+    """One resource's YAML: the header, then `spec` (any indentation) indented under `spec:`."""
+    return (f"apiVersion: {api}\nkind: {kind}\nmetadata: {{name: {name}}}\nspec:\n"
             + textwrap.indent(textwrap.dedent(spec), "  "))
+
+
+def vs(spec: str, name: str = "vs") -> str:
+    return doc("VirtualService", name, spec)
 
 
 OK_VS = vs("""
@@ -100,15 +105,15 @@ def test_ist0101_referenced_resource_not_found(spec, message):
 
 
 def test_ist0101_gateway_selector_without_workloads():
-    gw = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: eg}\nspec:\n  selector: {istio: egress}\n" \
-         "  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]\n"
+    gw = doc("Gateway", "eg", "selector: {istio: egress}\n"
+                              "servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]\n")
     (f,) = run(gw)
     assert f.message == 'Referenced selector not found: "istio=egress"'
 
 
 def test_ist0101_fqdn_and_service_entry_hosts_are_found():
-    se = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: ext}\nspec:\n" \
-         "  hosts: ['*.google.com']\n  ports: [{number: 443, name: https, protocol: HTTPS}]\n  resolution: NONE\n"
+    se = doc("ServiceEntry", "ext", "hosts: ['*.google.com']\nports: [{number: 443, name: https, protocol: HTTPS}]\n"
+                                    "resolution: NONE\n")
     spec = "hosts: [reviews]\nhttp:\n- route: [{destination: {host: reviews.default.svc.cluster.local}}]\n" \
            "tls:\n- match: [{sniHosts: [www.google.com]}]\n  route: [{destination: {host: www.google.com}}]\n"
     assert run(se + "---\n" + vs(spec)) == ()
@@ -127,15 +132,14 @@ def test_ist0109_not_when_one_is_bound_to_a_gateway_only():
 
 @pytest.mark.parametrize("labels, fires", [("{app: ratings}", True), ("{app: reviews}", False)])
 def test_ist0127_policy_selector_matches_no_workload(labels, fires):
-    ap = f"apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: ap}}\nspec:\n" \
-         f"  selector: {{matchLabels: {labels}}}\n  action: DENY\n  rules: [{{}}]\n"
+    ap = doc("AuthorizationPolicy", "ap", f"selector: {{matchLabels: {labels}}}\naction: DENY\nrules: [{{}}]\n",
+             api="security.istio.io/v1")
     assert codes(run(ap)) == (["IST0127"] if fires else [])
 
 
 @pytest.mark.parametrize("labels, fires", [("{app: ratings}", True), ("{app: reviews, version: v1}", False)])
 def test_ist0127_sidecar_workload_selector_labels_match_no_workload(labels, fires):
-    sidecar = f"apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: sc}}\nspec:\n" \
-              f"  workloadSelector: {{labels: {labels}}}\n  egress: [{{hosts: ['./*']}}]\n"
+    sidecar = doc("Sidecar", "sc", f"workloadSelector: {{labels: {labels}}}\negress: [{{hosts: ['./*']}}]\n")
     found = run(sidecar)
     assert codes(found) == (["IST0127"] if fires else [])
     if fires:
@@ -149,8 +153,7 @@ def test_ist0127_sidecar_workload_selector_labels_match_no_workload(labels, fire
     ("{mode: ISTIO_MUTUAL}", []),
 ])
 def test_ist0128_tls_origination_without_ca(tls, expected):
-    dr = f"apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: tls}}\nspec:\n" \
-         f"  host: reviews\n  trafficPolicy:\n    tls: {tls}\n"
+    dr = doc("DestinationRule", "tls", f"host: reviews\ntrafficPolicy:\n  tls: {tls}\n")
     found = run(dr)
     assert codes(found) == expected
     if expected:
@@ -159,9 +162,8 @@ def test_ist0128_tls_origination_without_ca(tls, expected):
 
 @pytest.mark.parametrize("ca, expected", [("", ["IST0129"]), (", caCertificates: /ca.pem", [])])
 def test_ist0129_port_level_tls_without_ca(ca, expected):
-    dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: tls}\nspec:\n" \
-         "  host: reviews\n  trafficPolicy:\n    portLevelSettings:\n" \
-         f"    - port: {{number: 9080}}\n      tls: {{mode: SIMPLE{ca}}}\n"
+    dr = doc("DestinationRule", "tls", "host: reviews\ntrafficPolicy:\n  portLevelSettings:\n"
+                                       f"  - port: {{number: 9080}}\n    tls: {{mode: SIMPLE{ca}}}\n")
     found = run(dr)
     assert codes(found) == expected
     if expected:
@@ -210,9 +212,8 @@ def test_ist0132_virtual_service_host_not_in_gateway(hosts, expected):
 def test_ist0145_conflicting_gateways(port, host, expected):
     proto = "HTTP" if port == 80 else "HTTPS"
     tls = "" if port == 80 else ", tls: {mode: SIMPLE, credentialName: c}"
-    gw = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw2}\nspec:\n" \
-         "  selector: {istio: ingressgateway}\n" \
-         f"  servers: [{{port: {{number: {port}, name: p, protocol: {proto}}}, hosts: ['{host}']{tls}}}]\n"
+    server = f"{{port: {{number: {port}, name: p, protocol: {proto}}}, hosts: ['{host}']{tls}}}"
+    gw = doc("Gateway", "gw2", f"selector: {{istio: ingressgateway}}\nservers: [{server}]\n")
     found = run(gw)
     assert codes(found) == expected
     if expected:
@@ -232,7 +233,7 @@ def test_ist0173_subset_selects_no_pods(subset, expected):
 @pytest.mark.parametrize("host, expected", [("reviews", []), ("reviews.default.svc.cluster.local", []),
                                             ("nothing", ["IST0174"])])
 def test_ist0174_destination_rule_host_unknown(host, expected):
-    dr = f"apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: d2}}\nspec:\n  host: {host}\n"
+    dr = doc("DestinationRule", "d2", f"host: {host}\n")
     assert codes(run(dr)) == expected
 
 
@@ -240,8 +241,7 @@ K8S_ONLY = BASE.split("---\napiVersion: networking")[0]  # BASE's Service and De
 
 
 def _dr(name: str, body: str) -> str:
-    return f"apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}}}\nspec:\n" \
-           f"  host: reviews\n" + textwrap.indent(textwrap.dedent(body), "  ")
+    return doc("DestinationRule", name, "host: reviews\n" + textwrap.dedent(body))
 
 
 @pytest.mark.parametrize("second, expected_paths", [
