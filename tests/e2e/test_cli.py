@@ -142,7 +142,7 @@ async def test_run_serves_traffic_and_admin_then_stops_on_sigterm(upstream, pypr
     assert [rq.path for rq in upstream.requests].count("/via-cli") == 3
     assert f"http.ingress_http.downstream_rq_total: {len(upstream.requests)}" in stats.splitlines()
     assert proc.stop() == 0
-    assert "Traceback" not in proc.output()
+    assert "Traceback" not in proc.output(tail=None)
 
 
 async def test_run_stops_on_admin_quitquitquit(upstream, pyproxy_process):

@@ -28,24 +28,21 @@ import asyncio
 import json
 import os
 import pathlib
-import signal
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import aiohttp
 import pytest
 import yaml
 
-from .process import REPO, _alive, pyproxy_command
+from .process import DEADLINE, Process, poll, pyproxy_command
 
 NAMESPACE = "default"
 DOMAIN = "svc.cluster.local"
 XDS_TYPES = ("cds", "eds", "lds", "rds")
-DEADLINE = 20.0  # seconds any readiness wait may take before the test fails (a hang guard, not a threshold)
 
 
 def free_ports(count: int) -> list[int]:
@@ -75,24 +72,6 @@ def outbound_cluster(service: str, port: int = 9080, subset: str = "") -> str:
     return f"outbound|{port}|{subset}|{fqdn(service)}"
 
 
-async def poll(what: str, probe: Callable[[], Awaitable[Any]], timeout: float = DEADLINE,
-               interval: float = 0.05, detail: Callable[[], str] = lambda: "") -> Any:
-    """Await `probe()` until it returns something truthy; AssertionError naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = await probe()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
-            last = err
-        else:
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not after {timeout}s (last: {last!r})\n{detail()}")
-        await asyncio.sleep(interval)
-
-
 async def get(url: str, **kwargs: Any) -> tuple[int, str]:
     """One GET with a short timeout, on a fresh connection (no keep-alive state shared with the test)."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
@@ -105,88 +84,6 @@ async def get_json(url: str) -> Any:
     if status != 200:
         raise AssertionError(f"GET {url}: {status} {text[:300]}")
     return json.loads(text) if text else None
-
-
-class Process:
-    """One subprocess with stdout/stderr in files; stopped by PID."""
-
-    def __init__(self, name: str, argv: list[str], workdir: pathlib.Path, env: dict[str, str] | None = None):
-        self.name = name
-        self.argv = argv
-        self.env = env or {}
-        self.stdout_path = workdir / f"{name}.stdout"
-        self.stderr_path = workdir / f"{name}.stderr"
-        self.proc: subprocess.Popen | None = None
-        self.started_at = 0.0
-
-    def __repr__(self) -> str:
-        state = "not started" if self.proc is None else (
-            f"pid {self.proc.pid} " + ("running" if self.proc.poll() is None else f"exited {self.proc.returncode}"))
-        return f"<{type(self).__name__} {self.name} {state}>"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self) -> "Process":
-        # append: a restarted process keeps its earlier output in the same files
-        with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
-            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO,
-                                         env={**os.environ, **self.env})
-        self.started_at = time.monotonic()
-        return self
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def output(self, tail: int = 4000) -> str:
-        text = ""
-        for path in (self.stdout_path, self.stderr_path):
-            if path.exists():
-                text += path.read_text(errors="replace")
-        return text[-tail:]
-
-    def check_running(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.output()}")
-
-    def kill(self) -> None:
-        """SIGKILL, no goodbye (a crash)."""
-        if self.running():
-            self.proc.kill()
-            self.proc.wait(5)
-
-    def terminate(self) -> None:
-        """SIGTERM without waiting (a sidecar then drains for its drain time)."""
-        if self.running():
-            self.proc.send_signal(signal.SIGTERM)
-
-    async def exited(self, timeout: float = DEADLINE) -> int:
-        """Wait for the process to exit on its own; its exit code."""
-        async def gone() -> bool:
-            return not self.running()
-        await poll(f"{self.name} exits", gone, timeout, detail=self.output)
-        return self.proc.returncode
-
-    @property
-    def stop_grace(self) -> float:
-        """How long a SIGTERMed process may take before SIGKILL."""
-        return 5.0
-
-    def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL after `stop_grace` seconds; the exit code."""
-        if self.proc is None:
-            return None
-        self.terminate()
-        try:
-            self.proc.wait(self.stop_grace)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        if _alive(self.proc.pid):  # pragma: no cover - a zombie the kernel has not reaped
-            os.kill(self.proc.pid, signal.SIGKILL)
-        return self.proc.returncode
 
 
 class ControlPlane(Process):

@@ -1,7 +1,8 @@
 """Run `pyproxy` as a real process for end-to-end tests, and always stop it.
 
-`ProxyProcess` writes a bootstrap to a file, starts `pyproxy run -c FILE [args]` with stdout/stderr to
-files (so a chatty proxy never blocks on a full pipe), finds the ports it listens on from /proc (a
+`Process` is one subprocess with stdout/stderr in files, stopped by PID (the live mesh in mesh.py builds
+on it); `poll` awaits a probe with a deadline. `ProxyProcess` writes a bootstrap to a file, starts
+`pyproxy run -c FILE [args]` with stdout/stderr to files (so a chatty proxy never blocks on a full pipe), finds the ports it listens on from /proc (a
 listener on port 0 is only known to the kernel), measures its memory (VmRSS), and stops it and any
 worker processes it started by PID: SIGTERM, then SIGKILL after a grace period.
 """
@@ -15,10 +16,13 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any, Awaitable, Callable
 
+import aiohttp
 import yaml
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+DEADLINE = 20.0  # seconds any readiness wait may take before the test fails (a hang guard, not a threshold)
 
 
 def pyproxy_command() -> list[str]:
@@ -100,37 +104,122 @@ def _alive(pid: int) -> bool:
         return False
 
 
-class ProxyProcess:
-    def __init__(self, config: dict, workdir: pathlib.Path, *args: str):
-        self.config_path = workdir / "bootstrap.yaml"
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.stdout_path = workdir / "pyproxy.stdout"
-        self.stderr_path = workdir / "pyproxy.stderr"
-        self.args = args
+async def poll(what: str, probe: Callable[[], Awaitable[Any]], timeout: float = DEADLINE,
+               interval: float = 0.05, detail: Callable[[], str] = lambda: "") -> Any:
+    """Await `probe()` until it returns something truthy; AssertionError naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = await probe()
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
+            last = err
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {timeout}s (last: {last!r})\n{detail()}")
+        await asyncio.sleep(interval)
+
+
+class Process:
+    """One subprocess with stdout/stderr in files; stopped by PID."""
+
+    def __init__(self, name: str, argv: list[str], workdir: pathlib.Path, env: dict[str, str] | None = None):
+        self.name = name
+        self.argv = argv
+        self.env = env or {}
+        self.stdout_path = workdir / f"{name}.stdout"
+        self.stderr_path = workdir / f"{name}.stderr"
         self.proc: subprocess.Popen | None = None
-        self.known_children: set[int] = set()
+        self.started_at = 0.0
+
+    def __repr__(self) -> str:
+        state = "not started" if self.proc is None else (
+            f"pid {self.proc.pid} " + ("running" if self.proc.poll() is None else f"exited {self.proc.returncode}"))
+        return f"<{type(self).__name__} {self.name} {state}>"
 
     @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self) -> "ProxyProcess":
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen([*pyproxy_command(), "run", "-c", str(self.config_path), *self.args],
-                                         stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO)
+    def start(self) -> "Process":
+        # append: a restarted process keeps its earlier output in the same files
+        with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO,
+                                         env={**os.environ, **self.env})
+        self.started_at = time.monotonic()
         return self
 
-    def output(self) -> str:
-        return self.stdout_path.read_text(errors="replace") + self.stderr_path.read_text(errors="replace")
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self, tail: int | None = 4000) -> str:
+        """stdout then stderr; the last `tail` characters (None: all of it)."""
+        text = ""
+        for path in (self.stdout_path, self.stderr_path):
+            if path.exists():
+                text += path.read_text(errors="replace")
+        return text if tail is None else text[-tail:]
+
+    def check_running(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.output()}")
+
+    def kill(self) -> None:
+        """SIGKILL, no goodbye (a crash)."""
+        if self.running():
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def terminate(self) -> None:
+        """SIGTERM without waiting (a sidecar then drains for its drain time)."""
+        if self.running():
+            self.proc.send_signal(signal.SIGTERM)
+
+    async def exited(self, timeout: float = DEADLINE) -> int:
+        """Wait for the process to exit on its own; its exit code."""
+        async def gone() -> bool:
+            return not self.running()
+        await poll(f"{self.name} exits", gone, timeout, detail=self.output)
+        return self.proc.returncode
+
+    @property
+    def stop_grace(self) -> float:
+        """How long a SIGTERMed process may take before SIGKILL."""
+        return 5.0
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after `stop_grace` seconds; the exit code."""
+        if self.proc is None:
+            return None
+        self.terminate()
+        try:
+            self.proc.wait(self.stop_grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        if _alive(self.proc.pid):  # pragma: no cover - a zombie the kernel has not reaped
+            os.kill(self.proc.pid, signal.SIGKILL)
+        return self.proc.returncode
+
+
+class ProxyProcess(Process):
+    """`pyproxy run -c bootstrap.yaml ARGS`; `stop()` also stops the worker processes it started."""
+
+    def __init__(self, config: dict, workdir: pathlib.Path, *args: str):
+        self.config_path = workdir / "bootstrap.yaml"
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        super().__init__("pyproxy", [*pyproxy_command(), "run", "-c", str(self.config_path), *args], workdir)
+        self.known_children: set[int] = set()
 
     async def wait_listening(self, count: int, pid: int | None = None, timeout: float = 20.0) -> set[int]:
         """Poll /proc until `pid` (default: the proxy) listens on `count` ports; return them."""
         pid = pid or self.pid
         deadline = time.monotonic() + timeout
         while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"pyproxy exited with {self.proc.returncode}:\n{self.output()}")
+            self.check_running()
             self.known_children.update(children(self.pid))
             ports = listening_ports(pid)
             if len(ports) >= count:
@@ -143,8 +232,7 @@ class ProxyProcess:
         """Poll until `count` child processes of the proxy each listen on `port`; return their PIDs."""
         deadline = time.monotonic() + timeout
         while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"pyproxy exited with {self.proc.returncode}:\n{self.output()}")
+            self.check_running()
             kids = children(self.pid)
             self.known_children.update(kids)
             ready = {pid for pid in kids if port in listening_ports(pid)}
@@ -157,22 +245,20 @@ class ProxyProcess:
     def rss(self) -> int:
         return rss_bytes(self.pid)
 
-    def stop(self, grace: float = 10.0) -> int | None:
+    @property
+    def stop_grace(self) -> float:
+        return 10.0
+
+    def stop(self) -> int | None:
         """SIGTERM the proxy (and, after it, any worker it started), SIGKILL what is left; returns its exit code."""
         if self.proc is None:
             return None
         self.known_children.update(children(self.pid) if self.proc.poll() is None else [])
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        deadline = time.monotonic() + grace
+        code = super().stop()
+        deadline = time.monotonic() + self.stop_grace
         for pid in self.known_children:
             while _alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
-        return self.proc.returncode
+        return code
