@@ -79,8 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _fatal(result: LoadResult, err: TextIO) -> bool:
     """Print unreadable-input problems (missing file, YAML syntax) as one line each."""
     for f in result.fatal:
-        where = f"{f.file}:{f.line}" if f.line else f.file
-        text = f.message if f.message.startswith(f.file) else f"{where}: {f.message}"
+        text = f.message if f.message.startswith(f.file) else f"{f.location}: {f.message}"
         print(f"Error: {text}", file=err)
     return bool(result.fatal)
 

@@ -145,9 +145,13 @@ class Finding:
         return self.type.code
 
     @property
+    def location(self) -> str:
+        """`file:line`, or just the file when the line is unknown."""
+        return f"{self.file}:{self.line}" if self.file and self.line else self.file
+
+    @property
     def origin(self) -> str:
-        where = f"{self.file}:{self.line}" if self.file and self.line else self.file
-        return " ".join(p for p in (self.resource, where) if p)
+        return " ".join(p for p in (self.resource, self.location) if p)
 
     def __str__(self) -> str:
         origin = f" ({self.origin})" if self.origin else ""
@@ -161,7 +165,7 @@ class Finding:
             "level": self.level.label,
             "message": self.message,
             "origin": self.resource,
-            "reference": f"{self.file}:{self.line}" if self.line else self.file,
+            "reference": self.location,
             "file": self.file,
             "line": self.line,
             "path": self.path,
