@@ -208,7 +208,6 @@ class MeshSnapshot:
     policies_by_kind: Mapping[str, Mapping[str, tuple[Resource, ...]]]
     # exact-host keys of destination_rules_by_host that are wildcards, most specific (longest) first
     wildcard_rule_hosts: tuple[str, ...] = ()
-    _endpoint_cache: dict = field(default_factory=dict, compare=False, repr=False)
     _memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __repr__(self) -> str:
@@ -236,11 +235,8 @@ class MeshSnapshot:
         return None
 
     def endpoints(self, service: Service, port: ServicePort) -> tuple[Endpoint, ...]:
-        key = (service.hostname, service.namespace, port.port)
-        cached = self._endpoint_cache.get(key)
-        if cached is None:
-            cached = self._endpoint_cache[key] = self.registry.endpoints(service, port)
-        return cached
+        return self.memo(("endpoints", service.hostname, service.namespace, port.port),
+                         lambda: self.registry.endpoints(service, port))
 
     def memo(self, key: tuple, compute: Callable[[], Any]) -> Any:
         """A value derived from this snapshot only, computed once (istiod's PushContext caches): `key` starts
