@@ -296,8 +296,8 @@ class MeshSnapshot:
         """Gateways whose `selector` matches the workload's labels (any namespace); no selector = all."""
         out = []
         for gw in self.gateways:
-            sel = gw.spec.get("selector")
-            if sel is None or workload.matches({str(k): str(v) for k, v in sel.items()}):
+            sel = selector_labels(gw.spec)
+            if sel is None or workload.matches(sel):
                 out.append(gw)
         return tuple(out)
 
