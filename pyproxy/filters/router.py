@@ -39,17 +39,16 @@ PENDING_BODY_HIGH_WATER = 256 * 1024
 
 class RouterFilter:
     __slots__ = (
-        "stream", "hcm", "match", "action", "cluster", "host", "conn", "waiting_pool", "body", "body_bytes",
+        "stream", "hcm", "match", "cluster", "host", "conn", "waiting_pool", "body", "body_bytes",
         "body_overflow", "request_chunked", "head", "timeout", "per_try_timeout", "timer", "per_try_timer",
-        "response_started", "done", "counted_request", "retry", "attempts", "upstream_start", "rng",
-        "buffered_while_waiting", "cluster_weight", "request_ended", "shadows",
+        "response_started", "done", "counted_request", "retry", "attempts", "upstream_start",
+        "buffered_while_waiting", "request_ended", "shadows",
     )
 
     def __init__(self, stream: "ActiveStream"):
         self.stream = stream
         self.hcm = stream.hcm
         self.match: Any = None
-        self.action: Any = None
         self.cluster: ClusterRuntime | None = None
         self.host: Any = None
         self.conn: Any = None
@@ -70,8 +69,6 @@ class RouterFilter:
         self.retry: Any = None
         self.attempts = 0
         self.upstream_start = 0.0
-        self.rng = stream.hcm.rng
-        self.cluster_weight: Any = None
         self.request_ended = False  # on_request_end was delivered (the body, if any, is all here)
         self.shadows: list[ShadowRequest] | None = None
 
@@ -93,10 +90,10 @@ class RouterFilter:
             self._direct_response(m.direct_response)
             return
         if m.redirect is not None:
-            self._redirect(m.redirect)
+            self._redirect()
             return
-        action = self.action = route.route
-        name, self.cluster_weight = stream.cluster_name, stream.cluster_weight
+        action = route.route
+        name = stream.cluster_name  # chosen with the route (weighted clusters draw there)
         cluster = hcm.clusters.get(name) if name else None
         info.upstream_cluster = name
         if cluster is None:
@@ -106,7 +103,7 @@ class RouterFilter:
             return
         self.cluster = cluster
         # header mutations: route, then virtual host, then route configuration (Envoy's default order)
-        m.apply_request_headers(headers, self.cluster_weight)
+        m.apply_request_headers(headers, stream.cluster_weight)
         path = stream.path
         if action.prefix_rewrite or action.regex_rewrite is not None:
             headers.set("x-envoy-original-path", path)
@@ -114,12 +111,14 @@ class RouterFilter:
         if action.host_rewrite_literal:
             headers.set("host", action.host_rewrite_literal)
         self.timeout = m.timeout
-        if self.timeout:
-            headers.set("x-envoy-expected-rq-timeout-ms", str(int(self.timeout * 1000)))
         self.retry = hcm.make_retry_state(m, headers, cluster.limits)
         if self.retry is not None:
             self.per_try_timeout = self.retry.per_try_timeout or 0.0
             self.timeout = self.retry.timeouts.global_timeout  # honours x-envoy-upstream-rq-timeout-ms
+        # Envoy tells the upstream the time it has: the per-try timeout if set, else the global one
+        expected_ms = self.retry.timeouts.expected_ms if self.retry is not None else int(self.timeout * 1000)
+        if expected_ms:
+            headers.set("x-envoy-expected-rq-timeout-ms", str(expected_ms))
         self.head = codec.request_line(stream.method, path)
         if action.request_mirror_policies:
             self._start_shadows(action.request_mirror_policies, headers)
@@ -129,7 +128,7 @@ class RouterFilter:
         shadows = []
         for policy in policies:
             cluster = self.hcm.clusters.get(policy.cluster)
-            if cluster is None or not should_mirror(policy, self.rng):
+            if cluster is None or not should_mirror(policy, self.hcm.rng):
                 continue
             h = shadow_headers(_with_chunked(headers) if self.request_chunked else headers)
             shadows.append(ShadowRequest(cluster, codec.encode_head(self.head, h), self.request_chunked,
@@ -142,10 +141,9 @@ class RouterFilter:
             body = dr.body.inline_string or ""
         h = Headers()
         self.match.apply_response_headers(h)
-        self.stream.info.response_code_details = "direct_response"
         self.stream.send_local_reply(local_reply.LocalReply(dr.status, body, "direct_response"), extra_headers=h)
 
-    def _redirect(self, rd: Any) -> None:
+    def _redirect(self) -> None:
         stream = self.stream
         location = self.match.redirect_location(stream.info.scheme, stream.info.authority, stream.path)
         h = Headers([("location", location)])
@@ -288,7 +286,7 @@ class RouterFilter:
             if self.hcm.attempt_count_in_response(self.match):
                 headers.set("x-envoy-attempt-count", str(self.attempts))
 
-        self.match.apply_response_headers(headers, self.cluster_weight)
+        self.match.apply_response_headers(headers, self.stream.cluster_weight)
         framed = "content-length" in headers and "transfer-encoding" not in headers
         self.cluster.count_response(status)  # type: ignore[union-attr]
         stream.encode_headers(status, headers, False, framed_length=framed)

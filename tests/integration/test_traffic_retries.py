@@ -66,6 +66,18 @@ async def test_route_timeout_zero_disables_it(traffic_proxy, upstream):
     assert upstream.requests[-1].header("x-envoy-expected-rq-timeout-ms") is None
 
 
+@pytest.mark.parametrize("policy, expected", [
+    (None, "5000"),                                                     # the route timeout
+    ({"retry_on": "5xx", "per_try_timeout": "0.5s"}, "500"),           # the per-try timeout wins
+])
+async def test_expected_rq_timeout_header_is_the_time_the_upstream_has(traffic_proxy, upstream, policy, expected):
+    """Envoy's router sends x-envoy-expected-rq-timeout-ms = per-try timeout if set, else the route timeout."""
+    p = await traffic_proxy(retried(policy, {"backend": [upstream.port]}, timeout="5s"))
+    r = await p.fetch("GET", "/")
+    assert r.status == 200
+    assert upstream.requests[-1].header("x-envoy-expected-rq-timeout-ms") == expected
+
+
 # ---------------------------------------------------------------- retry_on tokens
 
 @pytest.mark.parametrize("retry_on, first, retried_", [
