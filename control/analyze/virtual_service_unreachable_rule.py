@@ -52,7 +52,7 @@ def analyze(index: Index) -> Iterator[Finding]:
 
 def _section(vs, section: str) -> Iterator[Finding]:
     catch_all: int | None = None
-    seen: list[tuple[dict, int, str]] = []  # (match, rule index, rule label)
+    seen: list[tuple[dict, str]] = []  # (match, rule label)
     for i, rule in enumerate(get(vs.spec, section, default=())):
         label = _label(rule, i)
         path = f"spec.{section}[{i}]"
@@ -66,11 +66,11 @@ def _section(vs, section: str) -> Iterator[Finding]:
         ineffective = 0
         for j, match in enumerate(matches):
             key = _key(match)
-            earlier = next((s for s in seen if _covers(s[0], key)), None)
+            earlier = next((rule_label for match_key, rule_label in seen if _covers(match_key, key)), None)
             if earlier is not None:
                 ineffective += 1
-                yield report(msg.VS_INEFFECTIVE_MATCH, vs, f"{path}.match[{j}]", label, _label(match, j), earlier[2])
-            seen.append((key, i, label))
+                yield report(msg.VS_INEFFECTIVE_MATCH, vs, f"{path}.match[{j}]", label, _label(match, j), earlier)
+            seen.append((key, label))
         if ineffective == len(matches):
             yield report(msg.VS_UNREACHABLE_RULE, vs, path, label, "all matches used by prior rules")
 
