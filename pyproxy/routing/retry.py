@@ -150,6 +150,14 @@ def parse_retry_on(text: str, *, grpc_only: bool = False) -> tuple[RetryOn, tupl
     return bits, tuple(unknown)
 
 
+@functools.lru_cache(maxsize=1024)  # a route's matchers are compiled once, not per request
+def _compile_matchers(matchers: tuple[HeaderMatcher, ...], path: str) -> tuple[Callable[[RequestView], bool], ...]:
+    return tuple(compile_header_matcher(h, path) for h in matchers)
+
+
+_RETRY_REQUEST_HEADER_SET = frozenset(RETRY_REQUEST_HEADERS)
+
+
 def _parse_int(value: str | None) -> int | None:
     if value is None:
         return None
@@ -293,7 +301,7 @@ class RetryState:
         if policy is not None:
             retry_on, _ = parse_retry_on(policy.retry_on)
             codes.extend(policy.retriable_status_codes)
-            matchers.extend(compile_header_matcher(h, "retry_policy.retriable_headers") for h in policy.retriable_headers)
+            matchers.extend(_compile_matchers(policy.retriable_headers, "retry_policy.retriable_headers"))
         header_on = request_headers.get("x-envoy-retry-on")
         if header_on:
             retry_on |= parse_retry_on(header_on)[0]
@@ -302,8 +310,7 @@ class RetryState:
             retry_on |= parse_retry_on(header_grpc_on, grpc_only=True)[0]
         if policy is not None and policy.retriable_request_headers:
             req = RequestView(request_headers, "", "", method, "")
-            checks = [compile_header_matcher(h, "retry_policy.retriable_request_headers")
-                      for h in policy.retriable_request_headers]
+            checks = _compile_matchers(policy.retriable_request_headers, "retry_policy.retriable_request_headers")
             if not any(check(req) for check in checks):
                 retry_on = RetryOn.NONE
         remaining = policy.num_retries if policy is not None else 1
@@ -338,7 +345,7 @@ class RetryState:
         self._armed = False  # the last decision was a retry (so the next success counts retry_success)
         self.exhausted = False  # the last retriable failure found no retry left (flag URX)
         if consume:
-            request_headers.remove_many(frozenset(RETRY_REQUEST_HEADERS))
+            request_headers.remove_many(_RETRY_REQUEST_HEADER_SET)
 
     # -- per try
     @property
