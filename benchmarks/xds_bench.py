@@ -43,6 +43,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.procs import cpu_seconds  # noqa: E402
+from benchmarks.stats import percentile  # noqa: E402
 from benchmarks.translate_bench import cpu_model, synthetic_mesh  # noqa: E402
 from control.xds.node import node_id  # noqa: E402
 
@@ -128,13 +130,9 @@ def proc_status(pid: int) -> dict[str, float]:
     return out
 
 
-def cpu_seconds(pid: int | None = None) -> float:
-    """User + system CPU time of a process (/proc/<pid>/stat) or of this one."""
-    if pid is None:
-        t = os.times()
-        return t.user + t.system
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 class CpuMeter:
@@ -145,16 +143,16 @@ class CpuMeter:
         self.start()
 
     def start(self) -> None:
-        self.server, self.clients = cpu_seconds(self.pid), cpu_seconds()
+        self.server, self.clients = cpu_seconds(self.pid), own_cpu_seconds()
 
     def __str__(self) -> str:
         return (f"CPU: control plane {cpu_seconds(self.pid) - self.server:.2f} s, "
-                f"simulated proxies {cpu_seconds() - self.clients:.2f} s")
+                f"simulated proxies {own_cpu_seconds() - self.clients:.2f} s")
 
 
 def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+    """Nearest-rank percentile (`q` in (0, 1]) of unsorted samples: benchmarks.stats.percentile."""
+    return percentile(sorted(values), q * 100)
 
 
 async def last_push(session: aiohttp.ClientSession, base: str) -> str:
