@@ -42,8 +42,7 @@ class MessageType:
     template: str  # printf-style like Istio's ("%s", "%q" is written as "%r"-ish quoting by `render`)
 
 
-def _m(code: str, name: str, level: Level, template: str) -> MessageType:
-    return MessageType(code, name, level, template)
+_m = MessageType  # a short name for the catalogue below
 
 
 # Istio's messages this project produces (subset of messages.yaml; same codes, names, levels, text).
