@@ -19,6 +19,7 @@ import time
 from typing import Any, Iterable, Mapping
 
 from .config import model
+from .config.datasource import read_data_source
 from .config.decode import ConfigError
 from .filters.registry import build_chain, builder_for, unsupported_message
 from .filters.router import RouterFilter
@@ -36,6 +37,17 @@ class ConfigRejected(Exception):
     """A config that cannot be applied; the previous one keeps serving (Envoy NACKs it)."""
 
 
+def direct_response_bodies(rc: model.RouteConfiguration) -> dict[model.DirectResponseAction, str]:
+    """Every `direct_response` body of a route table, read once at load time (Envoy reads DataSources then)."""
+    out: dict[model.DirectResponseAction, str] = {}
+    for i, vh in enumerate(rc.virtual_hosts):
+        for j, route in enumerate(vh.routes):
+            dr = route.direct_response
+            if dr is not None and dr.body is not None and dr not in out:
+                out[dr] = read_data_source(dr.body, f"virtual_hosts[{i}].routes[{j}].direct_response.body")
+    return out
+
+
 class HcmRuntime:
     """An HttpConnectionManager config compiled for serving: route table, limits, loggers, counters."""
 
@@ -47,6 +59,7 @@ class HcmRuntime:
         self.rng = rng
         self.route_config = route_config or config.route_config or model.RouteConfiguration()
         self.route_table = RouteTable(self.route_config)
+        self.direct_bodies = direct_response_bodies(self.route_config)
         self.access_loggers = build_access_loggers(config.access_log, manager=access_logs)
         self.header_limit = config.header_limit_bytes
         self.max_headers = config.max_headers_count

@@ -136,9 +136,7 @@ class RouterFilter:
         self.shadows = shadows or None
 
     def _direct_response(self, dr: Any) -> None:
-        body = ""
-        if dr.body is not None:
-            body = dr.body.inline_string or ""
+        body = self.hcm.direct_bodies.get(dr, "")  # read at load time (inline, base64, file or env)
         h = Headers()
         self.match.apply_response_headers(h)
         self.stream.send_local_reply(local_reply.LocalReply(dr.status, body, "direct_response"), extra_headers=h)

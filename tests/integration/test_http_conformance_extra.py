@@ -66,3 +66,32 @@ async def test_28_body_larger_than_the_retry_buffer_is_not_retried(upstream, pro
     r = await c.read_response()
     assert r.status == 503
     assert len([q for q in upstream.requests if q.path.startswith("/status/503")]) == 3  # 1 + (1 try + 1 retry)
+
+
+@pytest.mark.parametrize("body_source", ["inline_string", "inline_bytes", "filename"])
+async def test_direct_response_body_from_any_data_source(upstream, proxy_factory, tmp_path, body_source):
+    """route `direct_response.body` is an Envoy DataSource: inline text, base64 bytes or a file, read at load."""
+    import base64
+
+    path = tmp_path / "body.txt"
+    path.write_text("hello from a file")
+    source, expected = {
+        "inline_string": ({"inline_string": "hello inline"}, b"hello inline"),
+        "inline_bytes": ({"inline_bytes": base64.b64encode(b"hello bytes").decode()}, b"hello bytes"),
+        "filename": ({"filename": str(path)}, b"hello from a file"),
+    }[body_source]
+    vh = virtual_host("direct", ["*"], [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": source}}])
+    proxy = await proxy_factory(bootstrap({"backend": [upstream.port]}, virtual_hosts=[vh]))
+    r = await _exchange(proxy, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (r.status, r.body) == (200, expected)
+    assert not upstream.requests
+
+
+async def test_unreadable_direct_response_file_rejects_the_config(upstream, proxy_factory, tmp_path):
+    from pyproxy.server import ConfigRejected
+
+    vh = virtual_host("direct", ["*"], [{"match": {"prefix": "/"},
+                                         "direct_response": {"status": 200,
+                                                             "body": {"filename": str(tmp_path / "missing")}}}])
+    with pytest.raises(ConfigRejected, match=r"direct_response\.body\.filename: cannot read"):
+        await proxy_factory(bootstrap({"backend": [upstream.port]}, virtual_hosts=[vh]))
