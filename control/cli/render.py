@@ -33,6 +33,8 @@ class _NoAliasDumper(yaml.SafeDumper):
 
     def ignore_aliases(self, data):
         return True
+
+
 GROUPS = ("listeners", "routes", "clusters", "endpoints")
 
 
