@@ -15,11 +15,13 @@ Pipelined requests are served strictly in order: the first is active; the ones p
 from __future__ import annotations
 
 import asyncio
-import socket
-import time
+import ipaddress
 import os
 import random
+import socket
+import time
 from collections import deque
+from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -53,19 +55,12 @@ def new_request_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-_INTERNAL_PREFIXES = ("127.", "10.", "192.168.", "::1", "fd", "fc")
-
-
-def _is_internal(ip: str) -> bool:
-    """Envoy's default internal-address test (RFC 1918, loopback, ULA) for x-request-id/XFF decisions."""
-    if ip.startswith(_INTERNAL_PREFIXES):
-        return True
-    if ip.startswith("172."):
-        try:
-            return 16 <= int(ip.split(".")[1]) <= 31
-        except (IndexError, ValueError):
-            return False
-    return False
+def is_internal_address(ip: str) -> bool:
+    """Envoy's default internal-address test (RFC 1918, loopback, ULA...) for x-request-id / XFF decisions."""
+    try:
+        return ipaddress.ip_address(ip).is_private
+    except ValueError:
+        return False
 
 
 class ActiveStream:
@@ -74,7 +69,7 @@ class ActiveStream:
     __slots__ = (
         "conn", "hcm", "info", "method", "path", "version", "headers", "keep_alive", "started",
         "request_complete", "pending_body", "router", "response_started", "response_chunked",
-        "response_complete", "head_request", "bytes_sent", "expect_continue", "trailer_count", "request_chunked",
+        "response_complete", "head_request", "expect_continue", "trailer_count", "request_chunked",
         "pending_error", "route_match", "cluster_name", "cluster_weight", "filters", "filter_index",
     )
 
@@ -95,7 +90,6 @@ class ActiveStream:
         self.response_started = False
         self.response_chunked = False
         self.response_complete = False
-        self.bytes_sent = 0
         self.expect_continue = False
         self.trailer_count = 0
         self.request_chunked = False
@@ -167,7 +161,7 @@ class ActiveStream:
         self.request_chunked = codec.is_chunked(h)
         codec.strip_hop_by_hop(h)
         remote_ip = self.conn.remote_ip
-        external = bool(cfg.use_remote_address) and not _is_internal(remote_ip)
+        external = bool(cfg.use_remote_address) and not self.conn.remote_internal
         if cfg.use_remote_address:
             if not cfg.skip_xff_append:
                 xff = h.get("x-forwarded-for")
@@ -238,7 +232,6 @@ class ActiveStream:
         elif self.version == "1.0":
             headers.set("connection", "keep-alive")  # an HTTP/1.0 client assumes close otherwise
         head = codec.encode_head(codec.status_line(status, self.version), headers)
-        self.bytes_sent = 0
         self.conn.write(head)
         if end_stream or no_body or self.head_request:
             self._finish()
@@ -246,7 +239,7 @@ class ActiveStream:
     def encode_data(self, data: bytes) -> None:
         if self.response_complete or not data:
             return
-        self.bytes_sent += len(data)
+        self.info.bytes_sent += len(data)
         if self.response_chunked:
             self.conn.write(codec.encode_chunk(data))
         else:
@@ -260,7 +253,7 @@ class ActiveStream:
         self._finish()
 
     def send_local_reply(self, reply: LocalReply, *, extra_headers: Headers | None = None,
-                         status: int | None = None, body: str | None = None) -> None:
+                         status: int | None = None) -> None:
         """Answer from the proxy itself (Envoy's sendLocalReply), or reset if the response already began."""
         self.info.response_flags |= reply.flag
         self.info.response_code_details = reply.details
@@ -268,7 +261,7 @@ class ActiveStream:
             self.reset()
             return
         status = reply.status if status is None else status
-        text = (reply.body if body is None else body).encode()
+        text = reply.body.encode()
         h = extra_headers if extra_headers is not None else Headers()
         if text:
             h.set("content-length", str(len(text)))
@@ -298,7 +291,6 @@ class ActiveStream:
 
     def _log_and_count(self) -> None:
         info = self.info
-        info.bytes_sent = self.bytes_sent
         info.last_downstream_tx = time.monotonic()
         hcm = self.hcm
         hcm.stats_rq_active.dec()
@@ -321,10 +313,11 @@ _date_cache: list[Any] = [0, ""]
 
 
 def _http_date() -> str:
+    """IMF-fixdate for the `date` header, formatted once per second."""
     now = int(time.time())
     if _date_cache[0] != now:
         _date_cache[0] = now
-        _date_cache[1] = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
+        _date_cache[1] = formatdate(now, usegmt=True)
     return _date_cache[1]
 
 
@@ -338,6 +331,7 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
         self.streams: deque[ActiveStream] = deque()
         self.remote_address = "-"
         self.remote_ip = "-"
+        self.remote_internal = True  # a peer without an IP (unix socket) is local
         self.local_address = "-"
         self.closed = False
         self.draining = False
@@ -371,6 +365,7 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
         local = transport.get_extra_info("sockname")
         if peer:
             self.remote_ip = str(peer[0])
+            self.remote_internal = is_internal_address(self.remote_ip)
             self.remote_address = f"{peer[0]}:{peer[1]}" if ":" not in str(peer[0]) else f"[{peer[0]}]:{peer[1]}"
         if local:
             self.local_address = f"{local[0]}:{local[1]}" if ":" not in str(local[0]) else f"[{local[0]}]:{local[1]}"
