@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Container, Mapping, Sequence
 
 from pyproxy.config.decode import ConfigError
+from pyproxy.routing.table import parse_query
 
 from .host import Host
 
@@ -78,12 +79,6 @@ def _cookie(headers: Any, name: str) -> str | None:
     return None
 
 
-def _query_param(path: str, name: str) -> str | None:
-    from pyproxy.routing.table import parse_query
-
-    return parse_query(path).get(name)
-
-
 def compute_hash(hash_policies: Sequence[Any], headers: Any, source_ip: str | None, *, path: str = "") -> int | None:
     """Envoy `HashPolicyImpl::generateHash` for a route's `hash_policy` list; None when no policy applied.
 
@@ -103,7 +98,7 @@ def compute_hash(hash_policies: Sequence[Any], headers: Any, source_ip: str | No
             if p.connection_properties.source_ip and source_ip:
                 value = source_ip
         elif p.query_parameter is not None:
-            value = _query_param(path, p.query_parameter.name)
+            value = parse_query(path).get(p.query_parameter.name)
         if value is not None:
             new = hash_key(value)
             old = (((result << 1) | (result >> 63)) & _MASK64) if result is not None else 0
