@@ -1,8 +1,11 @@
-"""Shared fixtures: a controllable upstream, an in-process proxy, a `pyproxy run` process (tests/support/).
+"""Shared fixtures: a controllable upstream, an in-process proxy (seeded for the traffic tests), a `pyproxy run`
+process (tests/support/).
 
 Imports happen inside the fixtures, so collecting unrelated tests never imports the proxy.
 """
 from __future__ import annotations
+
+from contextlib import AsyncExitStack
 
 import pytest
 
@@ -31,20 +34,24 @@ async def upstream(upstream_factory):
 
 @pytest.fixture
 async def proxy_factory():
-    """`await proxy_factory(bootstrap_dict)` -> a `RunningProxy`; all are stopped after the test."""
+    """`await proxy_factory(bootstrap_dict, seed=None)` -> a `RunningProxy`; all are stopped after the test."""
     from tests.support.proxy import run_proxy
 
-    stack = []
+    async with AsyncExitStack() as stack:
+        async def make(config: dict, seed: int | None = None):
+            return await stack.enter_async_context(run_proxy(config, seed))
 
-    async def make(config: dict):
-        cm = run_proxy(config)
-        running = await cm.__aenter__()
-        stack.append(cm)
-        return running
+        yield make
 
-    yield make
-    for cm in reversed(stack):
-        await cm.__aexit__(None, None, None)
+
+@pytest.fixture
+def traffic_proxy(proxy_factory):
+    """`await traffic_proxy(bootstrap_dict, seed=1)`: `proxy_factory` with a seeded rng (weighted clusters, load
+    balancers, fault and mirror percentages draw from it), so a statistical test is the same run every time."""
+    def make(config: dict, seed: int = 1):
+        return proxy_factory(config, seed)
+
+    return make
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import pytest
 
 from tests.support.client import RawClient
 from tests.support.proxy import bootstrap, route
-from tests.support.traffic import (  # noqa: F401 (traffic_proxy is a fixture)
-    binomial_bounds, fault_config, fault_filter, percent, stat, traffic_proxy, with_filters,
+from tests.support.traffic import (
+    binomial_bounds, fault_config, fault_filter, percent, stat, with_filters,
 )
 
 ABORTS = "http.ingress_http.fault.aborts_injected"

@@ -13,9 +13,9 @@ import time
 
 
 from tests.support.proxy import bootstrap, route
-from tests.support.traffic import (  # noqa: F401 (traffic_proxy is a fixture)
+from tests.support.traffic import (
     always, clusters_text, endpoints_cluster, host_line, hosts_hit, outlier, retry_policy, scripted, stat,
-    stats_text, traffic_proxy, until,
+    stats_text, until,
 )
 
 OD = "cluster.backend.outlier_detection."

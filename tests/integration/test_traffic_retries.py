@@ -18,8 +18,8 @@ import pytest
 
 from tests.support.proxy import bootstrap, cluster, route
 from tests.support.upstream import default_handler
-from tests.support.traffic import (  # noqa: F401 (traffic_proxy is a fixture)
-    PREVIOUS_HOSTS, always, by_attempt, endpoints_cluster, retry_policy, scripted, stat, thresholds, traffic_proxy,
+from tests.support.traffic import (
+    PREVIOUS_HOSTS, always, by_attempt, endpoints_cluster, retry_policy, scripted, stat, thresholds,
 )
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.client import RawClient
 from tests.support.proxy import bootstrap, route, virtual_host
-from tests.support.traffic import binomial_bounds, percent, stat, traffic_proxy  # noqa: F401 (fixture)
+from tests.support.traffic import binomial_bounds, percent, stat
 
 
 def named(name: str, match: dict, **extra) -> dict:

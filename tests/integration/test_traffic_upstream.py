@@ -16,9 +16,8 @@ import pytest
 from tests.support.client import RawClient
 from tests.support.upstream import default_handler
 from tests.support.proxy import bootstrap, listeners_and_clusters, route
-from tests.support.traffic import (  # noqa: F401 (traffic_proxy is a fixture)
-    always, binomial_bounds, endpoints_cluster, fetch_many, hosts_hit, retry_policy, stat, thresholds,
-    traffic_proxy, until,
+from tests.support.traffic import (
+    binomial_bounds, endpoints_cluster, fetch_many, hosts_hit, retry_policy, stat, thresholds, until,
 )
 
 OVERFLOW_BODY = b"upstream connect error or disconnect/reset before headers. reset reason: overflow"

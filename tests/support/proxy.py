@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import random
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -160,9 +161,10 @@ class RunningProxy:
 
 
 @asynccontextmanager
-async def run_proxy(config: dict) -> AsyncIterator[RunningProxy]:
-    """Start a proxy for `config` (a bootstrap dict) in this event loop; stop it on exit."""
-    server = ProxyServer(drain_time=0.5)
+async def run_proxy(config: dict, seed: int | None = None) -> AsyncIterator[RunningProxy]:
+    """Start a proxy for `config` (a bootstrap dict) in this event loop; stop it on exit. With `seed`, its
+    `ProxyServer` draws from `random.Random(seed)`, so a statistical test is the same run every time."""
+    server = ProxyServer(drain_time=0.5, rng=None if seed is None else random.Random(seed))
     log = _access_log_path(config)
     try:
         await server.apply_bootstrap(decode_bootstrap(config))

@@ -2,9 +2,6 @@
 
 What the generic helpers in `proxy.py` / `upstream.py` lack for issue 3:
 
-* `traffic_proxy` — a fixture like `proxy_factory`, but the `ProxyServer` gets an injected
-  `random.Random(seed)` (weighted clusters, load balancers, fault and mirror percentages draw from it), so a
-  statistical test is the same run every time.
 * `scripted(...)` — an upstream handler that plays a per-host script: the n-th request that reaches this
   upstream is answered as if it had asked for the n-th path of the script (`"/status/503"`,
   `"/reset-before-headers"`, `"/delay/0.3"` ... any path `TestUpstream` knows), then the request's own path.
@@ -20,17 +17,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import random
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, AsyncIterator, Callable, Iterable
-
-import pytest
+from typing import Any, Callable, Iterable
 
 from pyproxy.observe.stats import render_text
-from pyproxy.server import ProxyServer
 
 from .client import Response, fetch
-from .proxy import HCM_TYPE, RunningProxy, _access_log_path, decode_bootstrap, socket_address
+from .proxy import HCM_TYPE, RunningProxy, socket_address
 from .upstream import RecordedRequest, default_handler
 
 FAULT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
@@ -39,29 +31,6 @@ PREVIOUS_HOSTS = {
     "name": "envoy.retry_host_predicates.previous_hosts",
     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
 }
-
-
-# ---------------------------------------------------------------- a seeded proxy
-
-@asynccontextmanager
-async def run_seeded_proxy(config: dict, seed: int = 1) -> AsyncIterator[RunningProxy]:
-    """`run_proxy` with `ProxyServer(rng=random.Random(seed))`."""
-    server = ProxyServer(drain_time=0.5, rng=random.Random(seed))
-    try:
-        await server.apply_bootstrap(decode_bootstrap(config))
-        yield RunningProxy(server, config, _access_log_path(config))
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
-async def traffic_proxy():
-    """`await traffic_proxy(bootstrap_dict, seed=1)` -> a `RunningProxy` with a seeded rng; stopped after."""
-    async with AsyncExitStack() as stack:
-        async def make(config: dict, seed: int = 1) -> RunningProxy:
-            return await stack.enter_async_context(run_seeded_proxy(config, seed))
-
-        yield make
 
 
 # ---------------------------------------------------------------- scripted upstream behaviour
