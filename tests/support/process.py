@@ -1,10 +1,10 @@
 """Run `pyproxy` as a real process for end-to-end tests, and always stop it.
 
-`Process` is one subprocess with stdout/stderr in files, stopped by PID (the live mesh in mesh.py builds
-on it); `poll` awaits a probe with a deadline. `ProxyProcess` writes a bootstrap to a file, starts
-`pyproxy run -c FILE [args]` with stdout/stderr to files (so a chatty proxy never blocks on a full pipe), finds the ports it listens on from /proc (a
-listener on port 0 is only known to the kernel), measures its memory (VmRSS), and stops it and any
-worker processes it started by PID: SIGTERM, then SIGKILL after a grace period.
+`Process` is one subprocess with stdout/stderr in files (so a chatty process never blocks on a full pipe),
+stopped by PID: SIGTERM, then SIGKILL after a grace period (the live mesh in mesh.py builds on it); `poll`
+awaits a probe with a deadline. `ProxyProcess` writes a bootstrap to a file, starts
+`pyproxy run -c FILE [args]`, finds the ports it listens on from /proc (a listener on port 0 is only known
+to the kernel), measures its memory (VmRSS), and also stops any worker processes it started.
 """
 from __future__ import annotations
 
