@@ -38,7 +38,7 @@ from __future__ import annotations
 import bisect
 import random
 import re
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import unquote
 
 from pyproxy.config.decode import ConfigError
@@ -851,10 +851,3 @@ class RouteTable:
     def __repr__(self) -> str:
         count = len(self.config.virtual_hosts)
         return f"RouteTable({self.config.name!r}, virtual_hosts={count})"
-
-
-def route_table_from_mapping(data: Mapping[str, Any]) -> RouteTable:
-    """Decode an Envoy RouteConfiguration JSON object and compile it (convenience for tests and tools)."""
-    from pyproxy.config.decode import decode
-
-    return RouteTable(decode(RouteConfiguration, data))

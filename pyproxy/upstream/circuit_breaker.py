@@ -165,9 +165,6 @@ class ResourceLimits:
     def can_create_request(self) -> bool:
         return self.requests.can_create()
 
-    def can_retry(self) -> bool:
-        return self.retries.can_create()
-
     def inc_connections(self) -> None:
         self.connections.inc()
 
@@ -185,9 +182,6 @@ class ResourceLimits:
 
     def dec_requests(self) -> None:
         self.requests.dec()
-
-    def inc_retries(self) -> None:
-        self.retries.inc()
 
     def dec_retries(self) -> None:
         self.retries.dec()

@@ -321,9 +321,6 @@ class OutlierDetector:
                     if h.ejected_until is None:
                         self._eject(h, fp_kind, now, events)
 
-    def next_tick(self, last: float) -> float:
-        return last + self.interval
-
     def __repr__(self) -> str:
         return (f"<OutlierDetector hosts={len(self.hosts)} ejected={self.stats['ejections_active']} "
                 f"interval={self.interval}s base={self.base_ejection_time}s max%={self.max_ejection_percent}>")
