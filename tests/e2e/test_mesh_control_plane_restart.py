@@ -16,7 +16,6 @@ import pytest
 
 from tests.support.mesh import (XDS_TYPES, Mesh, Relay, bookinfo_config, call, client_session, failures, labels, load,
                                 outbound_cluster, virtual_service)
-from tests.support.mesh import mesh  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.timeout(120)
 WORKLOADS = (("productpage-v1", labels("productpage")), ("reviews-v1", labels("reviews", "v1")),

@@ -17,7 +17,6 @@ import pytest
 
 from tests.support.mesh import (XDS_TYPES, Mesh, bookinfo_config, call, client_session, console_script, labels,
                                 poll, service)
-from tests.support.mesh import mesh  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -14,7 +14,6 @@ import pytest
 
 from tests.support.mesh import (Mesh, bookinfo_config, call, client_session, failures, labels, load,
                                 outbound_cluster)
-from tests.support.mesh import mesh  # noqa: F401 (the fixture)
 
 V1 = outbound_cluster("reviews", subset="v1")
 HANG_GUARD = 10.0

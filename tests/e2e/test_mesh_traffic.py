@@ -15,7 +15,6 @@ import pytest
 
 from tests.support.mesh import (Mesh, bookinfo_config, call, client_session, failures, fqdn, labels, load, poll,
                                 outbound_cluster, virtual_service)
-from tests.support.mesh import mesh  # noqa: F401 (the fixture)
 
 INBOUND_RQ = "http.inbound_0.0.0.0_9080.downstream_rq_total"
 INBOUND_CLUSTER_RQ = f"cluster.inbound|9080||{fqdn('reviews')}.upstream_rq_total"

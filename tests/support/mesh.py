@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import aiohttp
-import pytest
 import yaml
 
 from .process import DEADLINE, Process, poll, pyproxy_command
@@ -360,16 +359,6 @@ class Mesh:
             rows = await self.cp.proxy_rows()
             return rows if names <= set(rows) and all(synced(rows[n]) for n in names) else None
         return await poll(f"{sorted(names)} all SYNCED", probe, timeout, detail=self.logs)
-
-
-@pytest.fixture
-def mesh(tmp_path: pathlib.Path):
-    """A `Mesh` in the test's temp directory; every process it started is stopped afterwards, pass or fail."""
-    m = Mesh(tmp_path)
-    try:
-        yield m
-    finally:
-        m.stop()
 
 
 # --- the test mesh's config: a cut-down bookinfo (services, subsets, one VirtualService) ----------------------
