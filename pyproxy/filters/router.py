@@ -407,6 +407,7 @@ class RouterFilter:
         if self.conn is not None:
             self.conn.detach()
             self.conn = None
+            self.cluster.stats_rq_tx_reset.inc()  # type: ignore[union-attr]  # reset by us (Envoy's name)
         if self.waiting_pool is not None:
             self.waiting_pool.cancel(self)
             self.waiting_pool = None

@@ -61,7 +61,7 @@ class ClusterRuntime:
         self.stats_rq_pending_overflow = st.counter("upstream_rq_pending_overflow")
         self.stats_rq_retry = st.counter("upstream_rq_retry")
         self.stats_rq_retry_overflow = st.counter("upstream_rq_retry_overflow")
-        self.stats_rq_retry_success = st.counter("upstream_rq_retry_success")
+        st.counter("upstream_rq_retry_success")  # shown from the start; counted by name (RetryDecision.stat)
         self.stats_rq_rx_reset = st.counter("upstream_rq_rx_reset")
         self.stats_rq_tx_reset = st.counter("upstream_rq_tx_reset")
         self.stats_cx_total = st.counter("upstream_cx_total")
@@ -196,7 +196,7 @@ class ClusterRuntime:
         conn.pool.host.cx_total += 1
 
     def on_connection_closed(self, conn: Any) -> None:
-        if getattr(conn, "counted", False):
+        if conn.counted:
             conn.counted = False
             self.limits.dec_connections()
             self.stats_cx_active.dec()

@@ -32,6 +32,7 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.attempt: Any = None  # the router's UpstreamRequest using us now
         self.requests_served = 0
+        self.counted = False  # in the cluster's connection counts (set once established)
         self.closed = False
         self.reusable = True
         self.local_address = "-"

@@ -57,6 +57,7 @@ async def test_route_timeout_is_504_ut(traffic_proxy, upstream, tmp_path):
     assert (r.status, r.body) == (504, b"upstream request timeout")
     assert last_log(p)["flags"] == "UT"
     assert stat(p, "cluster.backend.upstream_rq_timeout") == 1
+    assert stat(p, "cluster.backend.upstream_rq_tx_reset") == 1  # the proxy reset the upstream request
 
 
 async def test_route_timeout_zero_disables_it(traffic_proxy, upstream):
