@@ -459,28 +459,6 @@ class RetryState:
     def on_attempt(self, host: Any) -> int:
         return self.record_attempt(host)
 
-    def decide_on_response(self, status: int, headers: Headers | None = None, *, now: float | None = None) -> float | None:
-        d = self.decide(Outcome(status=status, headers=headers), now=now)
-        return d.backoff if d.retry else None
-
-    def decide_on_failure(
-        self,
-        *,
-        connect_failure: bool = False,
-        reset: bool = False,
-        timeout: bool = False,
-        overflow: bool = False,
-        refused_stream: bool = False,
-        request_started: bool = True,
-        now: float | None = None,
-    ) -> float | None:
-        d = self.decide(
-            Outcome(reset=True, connect_failure=connect_failure, timeout=timeout, overflow=overflow,
-                    refused_stream=refused_stream, request_started=request_started and not connect_failure),
-            now=now,
-        )
-        return d.backoff if d.retry else None
-
     def __repr__(self) -> str:
         return (
             f"RetryState(retry_on={self.retry_on!r}, remaining={self.retries_remaining}, attempts={self.attempts}, "

@@ -223,12 +223,13 @@ def test_nothing_is_retried_after_the_global_timeout():
     assert not s.decide(Outcome(status=503), now=1.0).retry
 
 
-def test_router_convenience_surface():
+def test_connect_failure_policy_ignores_a_503_then_retries_a_connect_failure_once():
     s = state("connect-failure", num_retries=1)
-    assert s.decide_on_response(503, Headers()) is None
-    delay = s.decide_on_failure(connect_failure=True)
-    assert delay is not None and 0 <= delay < 0.025
-    assert s.decide_on_failure(connect_failure=True) is None and s.exhausted
+    assert not s.decide(Outcome(status=503, headers=Headers())).retry
+    connect_failure = Outcome(reset=True, connect_failure=True, request_started=False)
+    d = s.decide(connect_failure)
+    assert d.retry and 0 <= d.backoff < 0.025
+    assert not s.decide(connect_failure).retry and s.exhausted
 
 
 def test_parse_retry_on_reports_unknown_tokens():
