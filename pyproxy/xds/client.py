@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from ..config.decode import ConfigError, decode_any
-from ..server import ConfigRejected, ProxyServer
+from ..server import ConfigRejected, ProxyServer, http_connection_manager_of
 from .state import CDS, EDS, LDS, RDS, SHORT, TYPES, XdsState
 
 log = logging.getLogger("pyproxy.xds")
@@ -36,6 +36,15 @@ def resource_name(obj: Any) -> str:
         if value:
             return value
     return ""
+
+
+def rds_name(listener: Any) -> str | None:
+    """The RDS route configuration an HTTP listener waits for; None for inline routes or a non-HTTP listener."""
+    try:
+        hcm = http_connection_manager_of(listener)
+    except ConfigRejected:
+        return None
+    return hcm.rds.route_config_name if hcm.rds is not None else None
 
 
 def decode_resources(type_url: str, resources: Any) -> dict[str, Any]:
@@ -68,7 +77,6 @@ class XdsClient:
         self.wait = wait
         self.rng = rng or random.Random()
         self.connected = False
-        self.applied_once = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._session: aiohttp.ClientSession | None = None
         self._apply_lock = asyncio.Lock()
@@ -94,17 +102,8 @@ class XdsClient:
                     out.append((c.eds_cluster_config.service_name if c.eds_cluster_config else "") or c.name)
             return sorted(out)
         if type_url == RDS:
-            from ..server import http_connection_manager_of
-
-            names = set()
-            for lis in self.state.resources(LDS).values():
-                try:
-                    hcm = http_connection_manager_of(lis)
-                except ConfigRejected:
-                    continue
-                if hcm.rds is not None:
-                    names.add(hcm.rds.route_config_name)
-            return sorted(names)
+            names = {rds_name(lis) for lis in self.state.resources(LDS).values()}
+            return sorted(n for n in names if n is not None)
         return []
 
     async def _loop(self, path: str, type_url: str) -> None:
@@ -158,28 +157,22 @@ class XdsClient:
                 return
         self.state.accepted(type_url, version, decoded)
         log.info("xds %s: applied version %s (%d resources)", SHORT[type_url], version, len(decoded))
-        if all(self.state.types[url].responses for _, url in TYPES):
-            self.applied_once.set()
 
     def _warm(self, listeners: dict[str, Any], routes: dict[str, Any]) -> list[Any]:
         """Envoy's listener warming: a listener whose RDS route config has not arrived yet is not served;
-        the previous version of it (if any) keeps serving until the routes arrive."""
-        from ..server import http_connection_manager_of
+        the previous version of it (if any) keeps serving until the routes arrive. (A non-HTTP listener has
+        no RDS name: it goes through, and apply() rejects it with its message.)"""
+        def ready(lis: Any) -> bool:
+            name = rds_name(lis)
+            return name is None or name in routes
 
         previous = {lis.name: lis for lis in self.server.listener_configs}
         out = []
         for name, lis in listeners.items():
-            try:
-                hcm = http_connection_manager_of(lis)
-            except ConfigRejected:
-                out.append(lis)  # let apply() reject it with its message
-                continue
-            if hcm.rds is None or hcm.rds.route_config_name in routes:
+            if ready(lis):
                 out.append(lis)
-            elif name in previous:
-                old = http_connection_manager_of(previous[name])
-                if old.rds is None or old.rds.route_config_name in routes:
-                    out.append(previous[name])
+            elif name in previous and ready(previous[name]):
+                out.append(previous[name])
         return out
 
     def _reject(self, type_url: str, version: str, message: str) -> None:
