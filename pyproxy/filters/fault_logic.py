@@ -28,7 +28,7 @@ from pyproxy.config.model import FractionalPercent, HTTPFault
 from pyproxy.http.headers import Headers
 from pyproxy.routing.table import RequestView, compile_header_matcher
 
-__all__ = ["FAULT_FILTER_NAME", "FaultConfig", "FaultDecision", "decide", "effective_fault_config"]
+__all__ = ["FAULT_FILTER_NAME", "FaultConfig", "FaultDecision", "effective_fault_config"]
 
 FAULT_FILTER_NAME = "envoy.filters.http.fault"
 DELAY_HEADER = "x-envoy-fault-delay-request"
@@ -167,17 +167,3 @@ def effective_fault_config(filter_config: HTTPFault | None, route_match: Any = N
         if isinstance(override, HTTPFault):
             return override
     return filter_config
-
-
-_COMPILED: dict[int, tuple[HTTPFault, FaultConfig]] = {}
-
-
-def decide(cfg: HTTPFault, headers: Headers, cluster_name: str | None, rng: random.Random,
-           active_faults: int = 0) -> FaultDecision:
-    """`FaultConfig(cfg).decide(...)`, compiling each config object once (cached by identity)."""
-    entry = _COMPILED.get(id(cfg))
-    if entry is None or entry[0] is not cfg:
-        if len(_COMPILED) > 1024:
-            _COMPILED.clear()
-        entry = _COMPILED[id(cfg)] = (cfg, FaultConfig(cfg))
-    return entry[1].decide(headers, cluster_name, rng, active_faults)

@@ -8,7 +8,7 @@ import pytest
 
 from pyproxy.config.decode import decode
 from pyproxy.config.model import HTTPFault, RouteConfiguration
-from pyproxy.filters.fault_logic import FaultConfig, decide, effective_fault_config
+from pyproxy.filters.fault_logic import FaultConfig, effective_fault_config
 from pyproxy.http.headers import Headers
 from pyproxy.routing.table import RouteTable
 
@@ -105,8 +105,8 @@ def test_per_route_config_replaces_the_filter_config():
         {"match": {"prefix": "/slow"}, "route": {"cluster": "c"},
          "typed_per_filter_config": {"envoy.filters.http.fault": route_fault}},
         {"match": {"prefix": "/"}, "route": {"cluster": "c"}}]}]}))
-    slow = effective_fault_config(filter_cfg, t.match("h", "/slow", Headers()))
-    plain = effective_fault_config(filter_cfg, t.match("h", "/", Headers()))
+    slow = FaultConfig(effective_fault_config(filter_cfg, t.match("h", "/slow", Headers())))
+    plain = FaultConfig(effective_fault_config(filter_cfg, t.match("h", "/", Headers())))
     rng = random.Random(0)
-    assert decide(slow, Headers(), "c", rng).delay == 3.0 and decide(slow, Headers(), "c", rng).abort_status is None
-    assert decide(plain, Headers(), "c", rng).abort_status == 500
+    assert slow.decide(Headers(), "c", rng).delay == 3.0 and slow.decide(Headers(), "c", rng).abort_status is None
+    assert plain.decide(Headers(), "c", rng).abort_status == 500
