@@ -14,7 +14,7 @@ import pytest
 from tests.support.client import RawClient
 from tests.support.proxy import bootstrap, route
 from tests.support.traffic import (
-    binomial_bounds, fault_config, fault_filter, percent, stat, with_filters,
+    binomial_bounds, fault_config, fault_filter, percent, with_filters,
 )
 
 ABORTS = "http.ingress_http.fault.aborts_injected"
@@ -33,7 +33,7 @@ async def test_abort_answers_locally_with_fi(traffic_proxy, upstream, tmp_path):
     assert upstream.requests == []
     e = p.access_log()[-1]
     assert (e["code"], e["flags"]) == (503, "FI")
-    assert stat(p, ABORTS) == 1
+    assert p.stat(ABORTS) == 1
 
 
 async def test_delay_holds_the_request_then_forwards_it_with_di(traffic_proxy, upstream, tmp_path):
@@ -45,7 +45,7 @@ async def test_delay_holds_the_request_then_forwards_it_with_di(traffic_proxy, u
     assert (r.status, r.body) == (200, b"ok")
     assert upstream.requests[-1].body_length == len(b"held body")
     assert p.access_log()[-1]["flags"] == "DI"
-    assert stat(p, DELAYS) == 1
+    assert p.stat(DELAYS) == 1
 
 
 async def test_delay_then_abort_logs_both_flags(traffic_proxy, upstream, tmp_path):
@@ -54,7 +54,7 @@ async def test_delay_then_abort_logs_both_flags(traffic_proxy, upstream, tmp_pat
     p = await traffic_proxy(faulty(upstream, tmp_path, fault))
     assert (await p.fetch("GET", "/")).status == 418
     assert p.access_log()[-1]["flags"] == "DI,FI"
-    assert (stat(p, DELAYS), stat(p, ABORTS)) == (1, 1)
+    assert (p.stat(DELAYS), p.stat(ABORTS)) == (1, 1)
     assert upstream.requests == []
 
 
@@ -81,7 +81,7 @@ async def test_abort_percentage(traffic_proxy, upstream, tmp_path, fraction, sha
     assert lo <= statuses.count(500) <= hi, statuses.count(500)
     assert statuses.count(500) + statuses.count(200) == 400
     assert len(upstream.requests) == statuses.count(200)
-    assert stat(p, ABORTS) == statuses.count(500)
+    assert p.stat(ABORTS) == statuses.count(500)
 
 
 async def test_delay_percentage(traffic_proxy, upstream, tmp_path):
@@ -94,7 +94,7 @@ async def test_delay_percentage(traffic_proxy, upstream, tmp_path):
     lo, hi = binomial_bounds(200, 0.5)
     assert lo <= flags.count("DI") <= hi
     assert flags.count("DI") + flags.count("-") == 200
-    assert stat(p, DELAYS) == flags.count("DI")
+    assert p.stat(DELAYS) == flags.count("DI")
 
 
 async def test_no_percentage_means_no_fault(traffic_proxy, upstream, tmp_path):
@@ -102,7 +102,7 @@ async def test_no_percentage_means_no_fault(traffic_proxy, upstream, tmp_path):
     p = await traffic_proxy(faulty(upstream, tmp_path, {"abort": {"http_status": 500}}))
     for _ in range(10):
         assert (await p.fetch("GET", "/")).status == 200
-    assert stat(p, ABORTS) == 0
+    assert p.stat(ABORTS) == 0
 
 
 async def test_header_controlled_abort_and_delay(traffic_proxy, upstream, tmp_path):

@@ -14,8 +14,7 @@ import time
 
 from tests.support.proxy import bootstrap, route
 from tests.support.traffic import (
-    always, clusters_text, endpoints_cluster, host_line, hosts_hit, outlier, retry_policy, scripted, stat,
-    stats_text, until,
+    always, clusters_text, endpoints_cluster, host_line, hosts_hit, outlier, retry_policy, scripted, stats_text, until,
 )
 
 OD = "cluster.backend.outlier_detection."
@@ -50,15 +49,15 @@ async def test_consecutive_5xx_ejects_the_host_and_it_comes_back(traffic_proxy, 
     assert len(bad.requests) == 3
     assert health(p, bad.port) == "/failed_outlier_check"
     assert health(p, good.port) == "healthy"
-    assert stat(p, OD + "ejections_enforced_consecutive_5xx") == 1
-    assert stat(p, OD + "ejections_detected_consecutive_5xx") == 1
-    assert stat(p, OD + "ejections_active") == 1
-    assert stat(p, "cluster.backend.membership_healthy") == 1
+    assert p.stat(OD + "ejections_enforced_consecutive_5xx") == 1
+    assert p.stat(OD + "ejections_detected_consecutive_5xx") == 1
+    assert p.stat(OD + "ejections_active") == 1
+    assert p.stat("cluster.backend.membership_healthy") == 1
     assert f"{OD}ejections_enforced_total: 1" in stats_text(p, filter="outlier_detection")
     assert hosts_hit(await send(p, 10)) == {"good": 10}
     out = await ejected_for(p, bad.port)
     assert out <= 3.0
-    assert stat(p, OD + "ejections_active") == 0
+    assert p.stat(OD + "ejections_active") == 0
     before = len(bad.requests)
     await send(p, 4)
     assert len(bad.requests) == before + 2  # back in the rotation
@@ -70,7 +69,7 @@ async def test_a_success_resets_the_consecutive_count(traffic_proxy, upstream):
     p = await traffic_proxy(bootstrap([cluster_of([upstream.port], outlier(consecutive_5xx=3))]))
     assert [r.status for r in await send(p, 5)] == [503, 503, 200, 503, 503]
     assert health(p, upstream.port) == "healthy"
-    assert stat(p, OD + "ejections_enforced_total") == 0
+    assert p.stat(OD + "ejections_enforced_total") == 0
 
 
 async def test_resets_count_as_5xx(traffic_proxy, upstream_factory):
@@ -97,7 +96,7 @@ async def test_ejection_time_grows_with_the_number_of_ejections(traffic_proxy, u
     second = await ejected_for(p, bad.port)
     assert second >= 0.75, second
     assert second > first
-    assert stat(p, OD + "ejections_enforced_consecutive_5xx") == 2
+    assert p.stat(OD + "ejections_enforced_consecutive_5xx") == 2
 
 
 async def test_max_ejection_time_caps_the_ejection(traffic_proxy, upstream_factory):
@@ -123,8 +122,8 @@ async def test_max_ejection_percent_limits_ejections(traffic_proxy, upstream_fac
     await send(p, 6)
     flags = sorted([health(p, a.port), health(p, b.port)])
     assert flags == ["/failed_outlier_check", "healthy"]
-    assert stat(p, OD + "ejections_active") == 1
-    assert stat(p, OD + "ejections_overflow") >= 1
+    assert p.stat(OD + "ejections_active") == 1
+    assert p.stat(OD + "ejections_overflow") >= 1
 
 
 async def test_default_max_ejection_percent_ejects_nothing_of_two_hosts(traffic_proxy, upstream_factory):
@@ -135,7 +134,7 @@ async def test_default_max_ejection_percent_ejects_nothing_of_two_hosts(traffic_
     p = await traffic_proxy(bootstrap([cluster_of([bad.port, good.port], od)]))
     await send(p, 6)
     assert health(p, bad.port) == "healthy"
-    assert stat(p, OD + "ejections_overflow") >= 1
+    assert p.stat(OD + "ejections_overflow") >= 1
 
 
 async def test_enforcing_0_detects_without_ejecting(traffic_proxy, upstream):
@@ -144,8 +143,8 @@ async def test_enforcing_0_detects_without_ejecting(traffic_proxy, upstream):
     p = await traffic_proxy(bootstrap([cluster_of([upstream.port], od)]))
     await send(p, 4)
     assert health(p, upstream.port) == "healthy"
-    assert stat(p, OD + "ejections_detected_consecutive_5xx") >= 1
-    assert stat(p, OD + "ejections_enforced_total") == 0
+    assert p.stat(OD + "ejections_detected_consecutive_5xx") >= 1
+    assert p.stat(OD + "ejections_enforced_total") == 0
 
 
 async def test_consecutive_gateway_failure(traffic_proxy, upstream_factory):
@@ -158,7 +157,7 @@ async def test_consecutive_gateway_failure(traffic_proxy, upstream_factory):
     await send(p, 9)
     assert health(p, gw.port) == "/failed_outlier_check"
     assert health(p, five.port) == "healthy"
-    assert stat(p, OD + "ejections_enforced_consecutive_gateway_failure") == 1
+    assert p.stat(OD + "ejections_enforced_consecutive_gateway_failure") == 1
 
 
 async def test_success_rate_ejects_the_outlier(traffic_proxy, upstream_factory):
@@ -172,7 +171,7 @@ async def test_success_rate_ejects_the_outlier(traffic_proxy, upstream_factory):
     await send(p, 45)
     await until(lambda: health(p, c.port) == "/failed_outlier_check", timeout=3)
     assert (health(p, a.port), health(p, b.port)) == ("healthy", "healthy")
-    assert stat(p, OD + "ejections_enforced_success_rate") == 1
+    assert p.stat(OD + "ejections_enforced_success_rate") == 1
 
 
 async def test_retried_failures_still_count_for_outlier_detection(traffic_proxy, upstream_factory):
@@ -186,7 +185,7 @@ async def test_retried_failures_still_count_for_outlier_detection(traffic_proxy,
     assert [r.status for r in await send(p, 8)] == [200] * 8
     assert len(bad.requests) >= 3
     assert health(p, bad.port) == "/failed_outlier_check"
-    assert stat(p, OD + "ejections_enforced_consecutive_5xx") == 1
+    assert p.stat(OD + "ejections_enforced_consecutive_5xx") == 1
 
 
 # ---------------------------------------------------------------- panic threshold

@@ -19,7 +19,7 @@ import pytest
 from tests.support.proxy import bootstrap, cluster, route
 from tests.support.upstream import default_handler
 from tests.support.traffic import (
-    PREVIOUS_HOSTS, always, by_attempt, endpoints_cluster, retry_policy, scripted, stat, thresholds,
+    PREVIOUS_HOSTS, always, by_attempt, endpoints_cluster, retry_policy, scripted, thresholds,
 )
 
 
@@ -56,8 +56,8 @@ async def test_route_timeout_is_504_ut(traffic_proxy, upstream, tmp_path):
     r = await p.fetch("GET", "/delay/2")
     assert (r.status, r.body) == (504, b"upstream request timeout")
     assert last_log(p)["flags"] == "UT"
-    assert stat(p, "cluster.backend.upstream_rq_timeout") == 1
-    assert stat(p, "cluster.backend.upstream_rq_tx_reset") == 1  # the proxy reset the upstream request
+    assert p.stat("cluster.backend.upstream_rq_timeout") == 1
+    assert p.stat("cluster.backend.upstream_rq_tx_reset") == 1  # the proxy reset the upstream request
 
 
 async def test_route_timeout_zero_disables_it(traffic_proxy, upstream):
@@ -114,10 +114,10 @@ async def test_retry_on(traffic_proxy, upstream, retry_on, first, retried_):
     assert tries == (2 if retried_ else 1)
     if retried_:
         assert (status, r.body) == (200, b"ok")
-        assert stat(p, "cluster.backend.upstream_rq_retry") == 1
-        assert stat(p, "cluster.backend.upstream_rq_retry_success") == 1
+        assert p.stat("cluster.backend.upstream_rq_retry") == 1
+        assert p.stat("cluster.backend.upstream_rq_retry_success") == 1
     else:
-        assert stat(p, "cluster.backend.upstream_rq_retry") == 0
+        assert p.stat("cluster.backend.upstream_rq_retry") == 0
 
 
 async def test_connect_failure_retry_reaches_the_live_host(traffic_proxy, upstream, closed_port, tmp_path):
@@ -127,8 +127,8 @@ async def test_connect_failure_retry_reaches_the_live_host(traffic_proxy, upstre
     for _ in range(4):
         r = await p.fetch("GET", "/")
         assert (r.status, r.header("x-upstream")) == (200, "upstream")
-    assert stat(p, "cluster.backend.upstream_cx_connect_fail") >= 1
-    assert stat(p, "cluster.backend.upstream_rq_retry") == stat(p, "cluster.backend.upstream_cx_connect_fail")
+    assert p.stat("cluster.backend.upstream_cx_connect_fail") >= 1
+    assert p.stat("cluster.backend.upstream_rq_retry") == p.stat("cluster.backend.upstream_cx_connect_fail")
     assert {e["upstream_host"] for e in p.access_log()} == {f"127.0.0.1:{upstream.port}"}
 
 
@@ -184,8 +184,8 @@ async def test_exhausted_retries_return_the_last_answer_with_urx(traffic_proxy, 
     assert (r.status, r.header("x-upstream")) == (503, "upstream")
     assert [rq.header("x-envoy-attempt-count") for rq in upstream.requests] == ["1", "2", "3"]
     assert last_log(p)["flags"] == "URX"
-    assert stat(p, "cluster.backend.upstream_rq_retry") == 2
-    assert stat(p, "cluster.backend.upstream_rq_retry_limit_exceeded") == 1
+    assert p.stat("cluster.backend.upstream_rq_retry") == 2
+    assert p.stat("cluster.backend.upstream_rq_retry_limit_exceeded") == 1
 
 
 async def test_attempt_count_is_sent_only_when_the_virtual_host_asks(traffic_proxy, upstream):
@@ -206,7 +206,7 @@ async def test_per_try_timeout_retries_a_stalled_try(traffic_proxy, upstream, tm
     r = await p.fetch("GET", "/")
     assert (r.status, r.body) == (200, b"ok")
     assert [rq.header("x-envoy-attempt-count") for rq in upstream.requests] == ["1", "2"]
-    assert stat(p, "cluster.backend.upstream_rq_per_try_timeout") == 1
+    assert p.stat("cluster.backend.upstream_rq_per_try_timeout") == 1
 
 
 async def test_per_try_timeout_followed_by_success_logs_no_flag(traffic_proxy, upstream, tmp_path):
@@ -242,7 +242,7 @@ async def test_route_timeout_bounds_all_tries(traffic_proxy, upstream, tmp_path)
     assert 2 <= len(upstream.requests) <= 3
     assert elapsed < 2.0  # bounded by the 0.5 s route timeout, not 6 × 0.2 s + back-offs
     assert "UT" in last_log(p)["flags"].split(",")
-    assert stat(p, "cluster.backend.upstream_rq_timeout") == 1
+    assert p.stat("cluster.backend.upstream_rq_timeout") == 1
 
 
 async def test_route_timeout_covers_the_back_off(traffic_proxy, upstream, tmp_path):
@@ -328,8 +328,8 @@ async def test_retry_overflow_returns_the_upstream_answer_with_uo(traffic_proxy,
     p = await traffic_proxy(retried(retry_policy("5xx", 3), [c], log=tmp_path / "a.log"))
     r = await p.fetch("GET", "/")
     assert len(upstream.requests) == 1
-    assert stat(p, "cluster.backend.upstream_rq_retry_overflow") == 1
-    assert stat(p, "cluster.backend.upstream_rq_retry") == 0
+    assert p.stat("cluster.backend.upstream_rq_retry_overflow") == 1
+    assert p.stat("cluster.backend.upstream_rq_retry") == 0
     assert last_log(p)["flags"] == "UO"
     assert (r.status, r.header("x-upstream"), r.body) == (503, "upstream", b"xxxxx")
     assert not r.has("x-envoy-overloaded")
@@ -342,7 +342,7 @@ async def test_max_retries_zero_prevents_every_retry(traffic_proxy, upstream, tm
     p = await traffic_proxy(retried(retry_policy("5xx", 3), [c], log=tmp_path / "a.log"))
     assert (await p.fetch("GET", "/")).status == 503
     assert len(upstream.requests) == 1
-    assert stat(p, "cluster.backend.upstream_rq_retry_overflow") == 1
+    assert p.stat("cluster.backend.upstream_rq_retry_overflow") == 1
     assert "UO" in last_log(p)["flags"].split(",")
 
 
@@ -366,7 +366,7 @@ async def test_a_retry_in_flight_holds_the_max_retries_budget(traffic_proxy, ups
         rb = await p.fetch("GET", "/", [("x-req", "B")])
         assert rb.status == 503
         assert [rq.header("x-req") for rq in upstream.requests] == ["A", "A", "B"]
-        assert stat(p, "cluster.backend.upstream_rq_retry_overflow") == 1
+        assert p.stat("cluster.backend.upstream_rq_retry_overflow") == 1
     finally:
         release.set()
     ra = await task_a

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.client import RawClient
 from tests.support.proxy import bootstrap, route, virtual_host
-from tests.support.traffic import binomial_bounds, percent, stat
+from tests.support.traffic import binomial_bounds, percent
 
 
 def named(name: str, match: dict, **extra) -> dict:
@@ -298,7 +298,7 @@ async def test_mirror_runtime_fraction(traffic_proxy, upstream_factory):
     async with await RawClient.connect(p.port) as c:
         for _ in range(400):
             assert (await c.request("GET", "/")).status == 200
-    mirrored_count = stat(p, "cluster.mirror.upstream_rq_total")
+    mirrored_count = p.stat("cluster.mirror.upstream_rq_total")
     lo, hi = binomial_bounds(400, 0.25)
     assert lo <= mirrored_count <= hi, mirrored_count
     await mirror.wait_requests(mirrored_count)
@@ -306,5 +306,5 @@ async def test_mirror_runtime_fraction(traffic_proxy, upstream_factory):
     before = len(mirror.requests)
     for _ in range(20):
         assert (await p0.fetch("GET", "/")).status == 200
-    assert stat(p0, "cluster.mirror.upstream_rq_total") == 0
+    assert p0.stat("cluster.mirror.upstream_rq_total") == 0
     assert len(mirror.requests) == before

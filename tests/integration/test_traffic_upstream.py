@@ -17,7 +17,7 @@ from tests.support.client import RawClient
 from tests.support.upstream import default_handler
 from tests.support.proxy import bootstrap, listeners_and_clusters, route
 from tests.support.traffic import (
-    binomial_bounds, endpoints_cluster, fetch_many, hosts_hit, retry_policy, stat, thresholds, until,
+    binomial_bounds, endpoints_cluster, fetch_many, hosts_hit, retry_policy, thresholds, until,
 )
 
 OVERFLOW_BODY = b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
@@ -184,7 +184,7 @@ async def test_max_requests_overflow_is_503_uo(traffic_proxy, upstream, tmp_path
     assert sum(r.status == 200 for r in rs) == 2
     assert sum(overloaded(r) for r in rs) == 8
     assert [e["flags"] for e in p.access_log()].count("UO") == 8
-    assert stat(p, "cluster.backend.upstream_rq_pending_overflow") == 8
+    assert p.stat("cluster.backend.upstream_rq_pending_overflow") == 8
     assert len(upstream.requests) == 2
 
 
@@ -198,7 +198,7 @@ async def test_max_pending_and_max_connections_1(traffic_proxy, upstream, tmp_pa
     ok = sum(r.status == 200 for r in rs)
     assert 1 <= ok <= 2
     assert sum(overloaded(r) for r in rs) == 20 - ok
-    assert stat(p, "cluster.backend.upstream_rq_pending_overflow") == 20 - ok
+    assert p.stat("cluster.backend.upstream_rq_pending_overflow") == 20 - ok
     assert upstream.connections == 1
     assert [e["flags"] for e in p.access_log()].count("UO") == 20 - ok
 
@@ -212,7 +212,7 @@ async def test_max_pending_requests_1_with_default_connection_limit(traffic_prox
     rs = await concurrent(p, 20, "/delay/0.2")
     assert sum(overloaded(r) for r in rs) >= 1
     assert all(r.status == 200 or overloaded(r) for r in rs)
-    assert stat(p, "cluster.backend.upstream_rq_pending_overflow") == sum(overloaded(r) for r in rs)
+    assert p.stat("cluster.backend.upstream_rq_pending_overflow") == sum(overloaded(r) for r in rs)
 
 
 async def test_max_connections_queues_instead_of_failing(traffic_proxy, upstream):
@@ -223,7 +223,7 @@ async def test_max_connections_queues_instead_of_failing(traffic_proxy, upstream
     rs = await concurrent(p, 6, "/delay/0.1")
     assert [r.status for r in rs] == [200] * 6
     assert upstream.connections == 2
-    assert stat(p, "cluster.backend.upstream_cx_overflow") >= 1
+    assert p.stat("cluster.backend.upstream_cx_overflow") >= 1
 
 
 async def test_overflow_is_never_retried(traffic_proxy, upstream):
@@ -235,7 +235,7 @@ async def test_overflow_is_never_retried(traffic_proxy, upstream):
     rs = await concurrent(p, 3, "/delay/0.5")
     assert sum(r.status == 200 for r in rs) == 1
     assert sum(overloaded(r) for r in rs) == 2
-    assert stat(p, "cluster.backend.upstream_rq_retry") == 0
+    assert p.stat("cluster.backend.upstream_rq_retry") == 0
     assert len(upstream.requests) == 1
 
 
@@ -245,13 +245,13 @@ async def test_circuit_breaker_gauges_and_remaining(traffic_proxy, upstream):
     limits["thresholds"][0]["track_remaining"] = True
     c = endpoints_cluster("backend", [upstream.port], circuit_breakers=limits)
     p = await traffic_proxy(bootstrap([c]))
-    assert stat(p, "cluster.backend.circuit_breakers.default.remaining_rq") == 2
+    assert p.stat("cluster.backend.circuit_breakers.default.remaining_rq") == 2
     tasks = [asyncio.create_task(p.fetch("GET", "/delay/0.3")) for _ in range(2)]
     await upstream.wait_requests(2)
-    assert stat(p, "cluster.backend.circuit_breakers.default.remaining_rq") == 0
-    assert stat(p, "cluster.backend.circuit_breakers.default.rq_open") == 1
+    assert p.stat("cluster.backend.circuit_breakers.default.remaining_rq") == 0
+    assert p.stat("cluster.backend.circuit_breakers.default.rq_open") == 1
     await asyncio.gather(*tasks)
-    assert stat(p, "cluster.backend.circuit_breakers.default.rq_open") == 0
+    assert p.stat("cluster.backend.circuit_breakers.default.rq_open") == 0
 
 
 # ---------------------------------------------------------------- connection lifetime
@@ -272,7 +272,7 @@ async def test_max_requests_per_connection_replaces_connections(traffic_proxy, u
     assert await sequence(p, 6) == ["upstream"] * 6
     assert upstream.connections == 3
     assert [rq.connection_id for rq in upstream.requests] == [0, 0, 1, 1, 2, 2]
-    assert stat(p, "cluster.backend.upstream_cx_max_requests") == 3
+    assert p.stat("cluster.backend.upstream_cx_max_requests") == 3
 
 
 async def test_upstream_idle_timeout_closes_idle_connections(traffic_proxy, upstream):
@@ -280,7 +280,7 @@ async def test_upstream_idle_timeout_closes_idle_connections(traffic_proxy, upst
     p = await traffic_proxy(bootstrap([c]))
     assert (await p.fetch("GET", "/")).status == 200
     await until(lambda: upstream.open_connections == 0, timeout=3)
-    assert stat(p, "cluster.backend.upstream_cx_idle_timeout") == 1
+    assert p.stat("cluster.backend.upstream_cx_idle_timeout") == 1
     assert (await p.fetch("GET", "/")).status == 200  # a new connection is opened for the next request
     assert upstream.connections == 2
 
@@ -311,7 +311,7 @@ async def test_connect_timeout_is_503_uf(traffic_proxy, unanswering_port, tmp_pa
     assert r.status == 503
     assert r.body.endswith(b"reset reason: connection timeout")
     assert p.access_log()[-1]["flags"] == "UF"
-    assert stat(p, "cluster.backend.upstream_cx_connect_timeout") == 1
+    assert p.stat("cluster.backend.upstream_cx_connect_timeout") == 1
 
 
 async def test_tcp_keepalive_is_set_on_upstream_sockets(traffic_proxy, upstream):

@@ -152,8 +152,8 @@ class RunningProxy:
         return [json.loads(line) for line in self.access_log_path.read_text().splitlines() if line.strip()]
 
     def stat(self, name: str) -> int:
-        """A counter or gauge by full name (0 when never created)."""
-        st = self.server.stats
+        """A counter or gauge by full name, after publishing the pure modules' counts (0 when never created)."""
+        st = self.server.collect_stats()
         for s in [*st.counters(), *st.gauges()]:
             if s.name == name:
                 return s.value

@@ -8,7 +8,7 @@ What the generic helpers in `proxy.py` / `upstream.py` lack for issue 3:
   `always(path)` does one behaviour forever. The request is still recorded with its real path and headers.
 * Cluster, route and filter builders with the Envoy v3 fields these tests need (weighted endpoints,
   circuit breakers, outlier detection, retry policies, the fault filter).
-* `stat()` / `stats_text()` / `clusters_text()` — Envoy's counters and /clusters, after
+* `stats_text()` / `clusters_text()` — Envoy's /stats and /clusters text, after
   `server.collect_stats()` publishes what the pure modules count.
 * `hosts_hit()` — which upstream answered each response (`x-upstream`), counted.
 """
@@ -123,12 +123,6 @@ def with_filters(config: dict, filters: list[dict]) -> dict:
 
 
 # ---------------------------------------------------------------- observing
-
-def stat(proxy: RunningProxy, name: str) -> int:
-    """A counter or gauge by full name after publishing the pure modules' counts (0 when never created)."""
-    proxy.server.collect_stats()
-    return proxy.stat(name)
-
 
 def stats_text(proxy: RunningProxy, filter: str | None = None) -> str:
     """Envoy's /stats text."""
