@@ -114,6 +114,7 @@ class ListenerRuntime:
         self.current = hcm
         self.server: asyncio.base_events.Server | None = None
         self.connections: set[DownstreamConnection] = set()
+        self._all_closed: asyncio.Event | None = None  # set when draining and the last connection closes
         self.draining = False
         st = stats.scope(f"listener.{_address_key(config)}.")
         self.stats_cx_total = st.counter("downstream_cx_total")
@@ -131,6 +132,8 @@ class ListenerRuntime:
     def on_connection_close(self, conn: DownstreamConnection) -> None:
         self.connections.discard(conn)
         self.stats_cx_active.dec()
+        if not self.connections and self._all_closed is not None:
+            self._all_closed.set()
 
     async def start(self, reuse_port: bool = False) -> None:
         if self.config.bind_to_port is False:
@@ -151,9 +154,12 @@ class ListenerRuntime:
             conn.draining = True
             if not conn.streams:
                 conn.close()
-        deadline = time.monotonic() + timeout
-        while self.connections and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        if self.connections and timeout > 0:
+            self._all_closed = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._all_closed.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
         for conn in list(self.connections):
             conn.abort()
 

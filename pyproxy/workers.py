@@ -95,8 +95,7 @@ async def run_supervisor(config_path: str, concurrency: int, drain_time: float) 
                     if not isinstance(entry.get("value"), int):
                         continue
                     if kind == "Gauges":
-                        g = total.gauge(entry["name"])
-                        g.set(g.value + entry["value"])
+                        total.gauge(entry["name"]).inc(entry["value"])
                     else:
                         total.counter(entry["name"]).inc(entry["value"])
         return total

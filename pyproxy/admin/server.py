@@ -105,7 +105,7 @@ def clusters_json(server: ProxyServer) -> dict[str, Any]:
                     "stats": [{"name": k, "value": str(v), "type": "COUNTER"} for k, v in d.items()
                               if isinstance(v, int)],
                     "health_status": {"eds_health_status": h.health_status,
-                                      "failed_outlier_check": bool(d.get("health_flags", "") == "/failed_outlier_check")},
+                                      "failed_outlier_check": "/failed_outlier_check" in d["health_flags"]},
                     "weight": h.weight,
                 })
             out.append({"name": name, "added_via_api": server.version != "static", "host_statuses": hosts})
