@@ -25,32 +25,24 @@ import urllib.request
 
 import yaml
 
+from .demo_mesh import free_port, http, wait_until
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "static" / "front-proxy.yaml"
 
 
 def _port(preferred: int) -> int:
     """The preferred port when free, else any free port (the demo must not collide with anything)."""
-    for candidate in (preferred, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-            return s.getsockname()[1]
-    raise RuntimeError("no free port")
-
-
-def _wait_http(url: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    with socket.socket() as s:
         try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
+            s.bind(("127.0.0.1", preferred))
         except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not come up within {timeout:.0f}s") from None
-            time.sleep(0.1)
+            return free_port()
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str) -> None:
+    wait_until(lambda: http(url)[0] == 200, url)
 
 
 def build_bootstrap(listener_port: int, admin_port: int, backend_port: int, access_log: str) -> dict:
@@ -79,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="pyproxy-demo-"))
     if args.free_ports:
-        backend_port, listener_port, admin_port = _port(0), _port(0), _port(0)
+        backend_port, listener_port, admin_port = free_port(), free_port(), free_port()
     else:
         backend_port, listener_port, admin_port = _port(8080), _port(10000), _port(9901)
     access_log = workdir / "access.log"
