@@ -143,6 +143,14 @@ def cpu_plan(available: Iterable[int]) -> tuple[frozenset[int] | None, frozenset
     return None, None, None
 
 
+def describe_pinning(proxy: frozenset[int] | None, backend: frozenset[int] | None,
+                     load: frozenset[int] | None) -> str:
+    """The report's "CPU pinning" setting for a `cpu_plan` (or three Nones: not pinned)."""
+    if proxy is None:
+        return "none"
+    return f"proxy on CPU {sorted(proxy)}, backend on CPU {sorted(backend)}, load tool on CPU {sorted(load)}"
+
+
 def _us(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f} µs"
 

@@ -209,13 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, run._raise_interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    wrk, nginx, notes = run.ensure_tools(install=not args.no_install)
-    if args.load_tool == "loadgen":
-        wrk = None
-    elif args.load_tool == "wrk" and wrk is None:
-        log("--load-tool wrk asked for, but wrk is not available")
+    tools = run.choose_tools(args)
+    if tools is None:
         return 2
-    backend_kind = args.backend if args.backend != "auto" else ("nginx" if nginx else "python")
+    wrk, nginx, notes, backend_kind = tools
     args.proxy_cpus, backend_cpus, args.load_cpus = (
         (None, None, None) if args.no_pin else report.cpu_plan(os.sched_getaffinity(0)))
     machine = run.machine_facts(wrk, nginx)
@@ -233,12 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         log("interrupted; every process started was stopped")
         return 130
     tool = f"wrk -t{args.threads}" if wrk else "benchmarks/loadgen.py --closed"
-    pin = ("none" if args.proxy_cpus is None else f"proxy on CPU {sorted(args.proxy_cpus)}, backend on CPU "
-           f"{sorted(backend_cpus)}, load tool on CPU {sorted(args.load_cpus)}")
     settings = {"backend": backend_setup,
                 "load": f"{tool}, {args.connections} keep-alive connections, GET {PATH}, {args.duration} s per round "
                         f"after a {run.WARMUP_S} s warm-up, {args.rounds} rounds per config alternating",
-                "proxy": "pyproxy run --concurrency 1, no access log", "CPU pinning": pin,
+                "proxy": "pyproxy run --concurrency 1, no access log",
+                "CPU pinning": report.describe_pinning(args.proxy_cpus, backend_cpus, args.load_cpus),
                 **({"notes": "; ".join(notes)} if notes else {})}
     print()
     print(render(results, machine, settings))

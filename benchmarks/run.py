@@ -404,19 +404,29 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def run(args: argparse.Namespace) -> int:
+def choose_tools(args: argparse.Namespace) -> tuple[str | None, str | None, list[str], str] | None:
+    """(wrk or None for loadgen, nginx, install notes, backend kind) after `--load-tool` and `--backend`;
+    None, after saying why, when the one asked for is not available."""
     wrk, nginx, notes = ensure_tools(install=not args.no_install)
     if args.load_tool == "loadgen":
         wrk = None
     elif args.load_tool == "wrk" and wrk is None:
         log("--load-tool wrk asked for, but wrk is not available")
-        return 2
-    for note in notes:
-        log(note)
+        return None
     backend_kind = args.backend if args.backend != "auto" else ("nginx" if nginx else "python")
     if backend_kind == "nginx" and nginx is None:
         log("--backend nginx asked for, but nginx is not available")
+        return None
+    return wrk, nginx, notes, backend_kind
+
+
+def run(args: argparse.Namespace) -> int:
+    tools = choose_tools(args)
+    if tools is None:
         return 2
+    wrk, nginx, notes, backend_kind = tools
+    for note in notes:
+        log(note)
     proxy_cpus, backend_cpus, load_cpus = (
         (None, None, None) if args.no_pin else report.cpu_plan(os.sched_getaffinity(0))
     )
@@ -440,8 +450,6 @@ def run(args: argparse.Namespace) -> int:
                     f"{args.connections} connections)")  # fmt: skip
             _guarded(path, backend, "the throughput run", lambda: throughput(path, backend, args, wrk))
         rows = [path.row() for path in paths]
-    pin = ("none" if proxy_cpus is None else
-           f"proxy on CPU {sorted(proxy_cpus)}, backend on CPU {sorted(backend_cpus)}, load tool on CPU {sorted(load_cpus)}")  # fmt: skip
     tool = f"wrk -t{args.threads}" if wrk else "benchmarks/loadgen.py --closed"
     settings = {
         "backend": backend_setup,
@@ -452,7 +460,7 @@ def run(args: argparse.Namespace) -> int:
         f"{args.latency_connections} keep-alive connections; latency from each request's scheduled send time, "
         "percentiles over all kept rounds pooled; a round is discarded and taken again (at most --rounds times) "
         f"when the generator's own send lag p99 exceeds {report.SEND_LAG_LIMIT_US:g} µs (the machine was busy)",
-        "CPU pinning": pin,
+        "CPU pinning": report.describe_pinning(proxy_cpus, backend_cpus, load_cpus),
         **({"notes": "; ".join(notes)} if notes else {}),
     }
     table = report.render_markdown(rows, rate=args.rate, machine=machine, settings=settings)

@@ -144,3 +144,9 @@ def test_latency_summary_is_in_microseconds():
     assert (s.count, s.p50_us, s.max_us) == (3, pytest.approx(2000.0), pytest.approx(3000.0))
     assert s.mean_us == pytest.approx(2000.0)
     assert stats.LatencySummary.of_seconds([]).count == 0
+
+
+def test_pinning_is_described_per_role_or_as_none():
+    assert report.describe_pinning(*report.cpu_plan({0})) == "none"
+    assert (report.describe_pinning(*report.cpu_plan({0, 1}))
+            == "proxy on CPU [0], backend on CPU [0], load tool on CPU [1]")
