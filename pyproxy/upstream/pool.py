@@ -25,7 +25,6 @@ class PoolFailure(enum.Enum):
     OVERFLOW = "overflow"  # circuit breaker: pending queue full (UO)
     CONNECT_FAILURE = "connection failure"  # UF
     CONNECT_TIMEOUT = "connection timeout"  # UF
-    REMOTE_CLOSED = "connection termination"
 
 
 class Decision(enum.Enum):
