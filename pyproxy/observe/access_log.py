@@ -38,6 +38,7 @@ import socket
 import time
 from typing import Any, Callable, Iterable, Mapping
 
+from pyproxy.config.datasource import read_data_source
 from pyproxy.config.decode import ConfigError
 from pyproxy.config.model import (
     AccessLog,
@@ -362,31 +363,9 @@ class Formatter:
         if log_format.json_format is not None:
             return JsonFormatter(log_format.json_format, path=f"{path}.json_format", omit_empty_values=omit)
         if log_format.text_format_source is not None:
-            text = _read_data_source(log_format.text_format_source, f"{path}.text_format_source")
+            text = read_data_source(log_format.text_format_source, f"{path}.text_format_source")
             return TextFormatter(text, path=f"{path}.text_format_source", omit_empty_values=omit)
         return TextFormatter(DEFAULT_FORMAT, path=path, omit_empty_values=omit)
-
-
-def _read_data_source(source: Any, where: str) -> str:
-    if source.inline_string is not None:
-        return source.inline_string
-    if source.inline_bytes is not None:
-        import base64
-
-        return base64.b64decode(source.inline_bytes).decode("utf-8")
-    if source.filename is not None:
-        try:
-            with open(source.filename, encoding="utf-8") as f:
-                return f.read()
-        except OSError as e:
-            raise ConfigError(f"{where}.filename", f"cannot read {source.filename!r}: {e.strerror}") from None
-    if source.environment_variable is not None:
-        value = os.environ.get(source.environment_variable)
-        if value is None:
-            raise ConfigError(f"{where}.environment_variable",
-                              f"environment variable {source.environment_variable!r} is not set")
-        return value
-    raise ConfigError(where, "empty DataSource")
 
 
 class TextFormatter(Formatter):

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from pyproxy.config.decode import ConfigError, decode
-from pyproxy.config.model import AccessLog, SubstitutionFormatString
+from pyproxy.config.model import AccessLog, DataSource, SubstitutionFormatString
 from pyproxy.http.headers import Headers
 from pyproxy.observe.access_log import (
     DEFAULT_FORMAT,
@@ -531,6 +531,13 @@ def test_a_missing_text_format_source_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read") as e:
         Formatter.compile(missing, path="log_format")
     assert e.value.path == "log_format.text_format_source.filename"
+
+
+def test_text_format_source_inline_bytes_that_are_not_base64_is_a_config_error():
+    bad = SubstitutionFormatString(text_format_source=DataSource(inline_bytes="%%%not base64"))
+    with pytest.raises(ConfigError, match="not base64") as e:
+        Formatter.compile(bad, path="log_format")
+    assert e.value.path == "log_format.text_format_source.inline_bytes"
 
 
 def test_a_log_format_with_only_omit_empty_values_uses_the_default_format():
