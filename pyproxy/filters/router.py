@@ -154,7 +154,7 @@ class RouterFilter:
         cluster = self.cluster
         assert cluster is not None
         if not cluster.limits.can_create_request():
-            cluster.stats_rq_pending_overflow.inc()
+            cluster.limits.record_overflow("upstream_rq_pending_overflow")  # Envoy's name for max_requests too
             self._overflow()
             return
         ctx = LbContext(hash_key=compute_hash(self.match.hash_policies, stream.headers, stream.conn.remote_ip,

@@ -188,6 +188,11 @@ class ResourceLimits:
 
     # -- check and count in one step (overflow counted in `stats`)
 
+    def record_overflow(self, overflow_stat: str) -> None:
+        """An overflow decided elsewhere (the pool's pure decision step): counted here like the others, so
+        `stats` is the one place overflow counts live."""
+        self.stats[overflow_stat] += 1
+
     def _try(self, resource: Resource, overflow_stat: str) -> bool:
         if resource.count < resource.max:
             resource.count += 1

@@ -58,9 +58,7 @@ class ClusterRuntime:
         self.stats_rq_timeout = st.counter("upstream_rq_timeout")
         self.stats_rq_per_try_timeout = st.counter("upstream_rq_per_try_timeout")
         self.stats_rq_pending_total = st.counter("upstream_rq_pending_total")
-        self.stats_rq_pending_overflow = st.counter("upstream_rq_pending_overflow")
         self.stats_rq_retry = st.counter("upstream_rq_retry")
-        self.stats_rq_retry_overflow = st.counter("upstream_rq_retry_overflow")
         st.counter("upstream_rq_retry_success")  # shown from the start; counted by name (RetryDecision.stat)
         self.stats_rq_rx_reset = st.counter("upstream_rq_rx_reset")
         self.stats_rq_tx_reset = st.counter("upstream_rq_tx_reset")
@@ -69,7 +67,6 @@ class ClusterRuntime:
         self.stats_cx_active = st.gauge("upstream_cx_active")
         self.stats_cx_connect_fail = st.counter("upstream_cx_connect_fail")
         self.stats_cx_connect_timeout = st.counter("upstream_cx_connect_timeout")
-        self.stats_cx_overflow = st.counter("upstream_cx_overflow")
         self.stats_cx_destroy = st.counter("upstream_cx_destroy")
         self.stats_cx_max_requests = st.counter("upstream_cx_max_requests")
         self.stats_cx_none_healthy = st.counter("upstream_cx_none_healthy")
@@ -252,8 +249,10 @@ class ClusterRuntime:
                     c.value = value
         for name, value in self.limits.gauges().items():
             self.stats.gauge(name).set(value)
-        # retry overflows are counted by ResourceLimits.try_acquire_retry (RetryState holds the slot)
-        self.stats_rq_retry_overflow.value = self.limits.stats.get("upstream_rq_retry_overflow", 0)
+        # overflow counts live in ResourceLimits.stats (upstream_cx_overflow, upstream_rq_pending_overflow,
+        # upstream_rq_retry_overflow), whoever detected the overflow
+        for name, value in self.limits.stats.items():
+            self.stats.counter(name).value = value
         self.stats_membership_healthy.set(sum(1 for h in self.hosts if h.healthy))
 
     def record_outcome(self, host: Host, status: int | None, *, connect_failure: bool = False,

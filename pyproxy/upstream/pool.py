@@ -81,12 +81,12 @@ class ConnectionPool:
                 return
             if d is Decision.QUEUE:
                 if not self.cluster.limits.can_create_connection():
-                    self.cluster.stats_cx_overflow.inc()
+                    self.cluster.limits.record_overflow("upstream_cx_overflow")
                 self.pending.append(waiter)
                 self.cluster.limits.inc_pending()
                 self.cluster.stats_rq_pending_total.inc()
                 return
-            self.cluster.stats_rq_pending_overflow.inc()
+            self.cluster.limits.record_overflow("upstream_rq_pending_overflow")
             waiter.on_pool_failure(PoolFailure.OVERFLOW)
             return
 

@@ -88,3 +88,12 @@ def test_check_then_count_api_counts_no_stats():
     assert lim.stats["upstream_cx_overflow"] == 0
     lim.dec_connections()
     assert repr(lim).startswith("ResourceLimits(cx=0/1")
+
+
+def test_an_overflow_decided_elsewhere_is_counted_with_the_others():
+    lim = ResourceLimits()
+    lim.record_overflow("upstream_cx_overflow")
+    lim.record_overflow("upstream_rq_pending_overflow")
+    assert lim.stats["upstream_cx_overflow"] == 1
+    assert lim.stats["upstream_rq_pending_overflow"] == 1
+    assert lim.stats["upstream_rq_retry_overflow"] == 0
