@@ -24,6 +24,7 @@ from .config.decode import ConfigError
 from .filters.registry import build_chain, builder_for, unsupported_message
 from .filters.router import RouterFilter
 from .http.connection import DownstreamConnection
+from .http.path import PathPolicy
 from .observe.access_log import AccessLogManager, build_access_loggers
 from .observe.stats import Stats
 from .routing.retry import retry_state_for
@@ -72,6 +73,9 @@ class HcmRuntime:
         self.underscore_action = common.headers_with_underscores_action if common else "ALLOW"
         self.idle_timeout = (common.idle_timeout if common and common.idle_timeout is not None else 3600.0)
         self.request_headers_timeout = config.request_headers_timeout or 0.0
+        policy = PathPolicy(bool(config.normalize_path), config.merge_slashes,
+                            config.path_with_escaped_slashes_action)
+        self.path_policy = policy if policy.active else None  # None: Envoy's defaults, nothing to do per request
         self.router_factory = RouterFilter
         st_http = stats.scope(f"http.{config.stat_prefix}.")
         try:
@@ -83,6 +87,8 @@ class HcmRuntime:
         self.stats_rq_total = st.counter("downstream_rq_total")
         self.stats_rq_active = st.gauge("downstream_rq_active")
         self.stats_header_timeout = st.counter("downstream_rq_header_timeout")
+        self.stats_failed_path_normalization = st.counter("downstream_rq_failed_path_normalization")
+        self.stats_redirected_with_normalized_path = st.counter("downstream_rq_redirected_with_normalized_path")
         self._rq_xx = {c: st.counter(f"downstream_rq_{c}xx") for c in range(1, 6)}
 
     def count_response(self, status: int) -> None:

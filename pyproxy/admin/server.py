@@ -22,6 +22,7 @@ from aiohttp import web
 from ..config.decode import encode
 from ..observe import stats as stats_mod
 from ..server import ProxyServer
+from .guard import refusal
 
 
 def _ts(epoch: float) -> str:
@@ -196,6 +197,14 @@ def make_app(server: ProxyServer, *, bootstrap: Any = None, stats_source: StatsS
 
 
 async def start_admin(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    @web.middleware
+    async def guard(req: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+        refused = refusal(req.method, req.path, req.headers.get("Host"), req.headers.get("Origin"), host)
+        if refused is not None:
+            return web.Response(status=refused[0], text=refused[1] + "\n")
+        return await handler(req)
+
+    app.middlewares.append(guard)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)

@@ -540,6 +540,9 @@ class HttpConnectionManager:
     server_header_transformation: str = enum("OVERWRITE", "APPEND_IF_ABSENT", "PASS_THROUGH")
     normalize_path: bool | None = wrapped()
     merge_slashes: bool = False
+    path_with_escaped_slashes_action: str = enum(
+        "IMPLEMENTATION_SPECIFIC_DEFAULT", "KEEP_UNCHANGED", "REJECT_REQUEST", "UNESCAPE_AND_REDIRECT",
+        "UNESCAPE_AND_FORWARD")
     upgrade_configs: tuple[UpgradeConfig, ...] = ()
     forward_client_cert_details: str = enum(
         "SANITIZE", "FORWARD_ONLY", "APPEND_FORWARD", "SANITIZE_SET", "ALWAYS_FORWARD_ONLY"

@@ -264,6 +264,7 @@ class RouterFilter:
     def _write_request_end(self) -> None:
         if self.request_chunked:
             self.conn.write(codec.LAST_CHUNK)
+        self.conn.end_request()
 
     # ------------------------------------------------------------ response (from UpstreamConnection)
     def on_response_headers(self, status: int, headers: Headers) -> None:

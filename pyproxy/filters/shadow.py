@@ -71,8 +71,13 @@ class ShadowRequest:
 
     def on_end(self) -> None:
         self.ended = True
-        if self.conn is not None and self.chunked and not self.done:
-            self.conn.write(codec.LAST_CHUNK)
+        if self.conn is not None and not self.done:
+            self._write_end(self.conn)
+
+    def _write_end(self, conn: Any) -> None:
+        if self.chunked:
+            conn.write(codec.LAST_CHUNK)
+        conn.end_request()
 
     # pool callbacks
     def on_pool_ready(self, conn: Any) -> None:
@@ -85,8 +90,8 @@ class ShadowRequest:
         for chunk in self.body:
             conn.write(codec.encode_chunk(chunk) if self.chunked else chunk)
         self.body = []
-        if self.ended and self.chunked:
-            conn.write(codec.LAST_CHUNK)
+        if self.ended:
+            self._write_end(conn)
         conn.flush()
 
     def on_pool_failure(self, failure: Any) -> None:

@@ -18,6 +18,12 @@ HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"}
 )
 
+# Fields a `connection` header may not nominate for removal. The proxy frames what it forwards from its own
+# parse, so the framing fields and Host must survive whatever the peer nominates: letting `connection:
+# content-length` drop the length while the body is still forwarded raw turns the body into a second,
+# smuggled request (RFC 9110 §7.6.1 allows refusing such nominations; Envoy keeps these fields too).
+NEVER_NOMINATED = frozenset({"content-length", "host"})
+
 # Responses that never carry a body (RFC 9110 §6.4.1), whatever their framing headers say.
 NO_BODY_STATUSES = frozenset({204, 304})
 
@@ -56,8 +62,8 @@ LAST_CHUNK = b"0\r\n\r\n"
 
 
 def strip_hop_by_hop(headers: Headers) -> None:
-    """Remove hop-by-hop fields and any field the `connection` header names (RFC 9110 §7.6.1).
-    `te: trailers` is the one value allowed to pass (Envoy keeps it)."""
+    """Remove hop-by-hop fields and any field the `connection` header names (RFC 9110 §7.6.1), except the
+    framing fields and Host (`NEVER_NOMINATED`). `te: trailers` is the one value allowed to pass (Envoy keeps it)."""
     conn = te = None
     found = False
     for k, v in headers:
@@ -71,12 +77,25 @@ def strip_hop_by_hop(headers: Headers) -> None:
         return  # the common case: one pass, no allocation
     names = HOP_BY_HOP
     if conn:
-        names = HOP_BY_HOP | {t.strip().lower() for t in conn.split(",") if t.strip()}
+        names = HOP_BY_HOP | ({t.strip().lower() for t in conn.split(",") if t.strip()} - NEVER_NOMINATED)
     headers.remove_many(frozenset(names))
     if te and te.strip().lower() == "trailers":
         headers.add("te", "trailers")
 
 
 def is_chunked(headers: Headers) -> bool:
-    te = headers.get("transfer-encoding")
-    return bool(te) and te.rstrip().lower().endswith("chunked")
+    """The request is chunked. Call after `transfer_encoding_supported` accepted it."""
+    return "transfer-encoding" in headers
+
+
+def is_chunked_last(headers: Headers) -> bool:
+    """`chunked` is the final transfer coding (the message can be framed, RFC 9112 §6.3)."""
+    te = headers.get("transfer-encoding") or ""
+    return te.rstrip(" \t").lower().endswith("chunked")
+
+
+def transfer_encoding_supported(headers: Headers) -> bool:
+    """Envoy's HTTP/1 codec accepts exactly one transfer coding, `chunked`, and answers 501 to any other
+    (`gzip, chunked` would otherwise be forwarded as `chunked`, losing the gzip layer the sender applied)."""
+    values = headers.get_all("transfer-encoding")
+    return not values or (len(values) == 1 and values[0].strip().lower() == "chunked")

@@ -32,6 +32,8 @@ from . import codec, local_reply
 from .flush import BatchedWriter, flush_pending
 from .headers import Headers
 from .local_reply import LocalReply
+from .path import Verdict as PathVerdict
+from .path import normalize as normalize_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..server import HcmRuntime
@@ -70,7 +72,8 @@ class ActiveStream:
         "conn", "hcm", "info", "method", "path", "version", "headers", "keep_alive", "started",
         "request_complete", "pending_body", "router", "response_started", "response_chunked",
         "response_complete", "head_request", "expect_continue", "trailer_count", "request_chunked",
-        "pending_error", "route_match", "cluster_name", "cluster_weight", "filters", "filter_index",
+        "pending_error", "pending_headers", "route_match", "cluster_name", "cluster_weight", "filters",
+        "filter_index",
     )
 
     def __init__(self, conn: "DownstreamConnection", hcm: "HcmRuntime", method: str, path: str, version: str,
@@ -94,6 +97,7 @@ class ActiveStream:
         self.trailer_count = 0
         self.request_chunked = False
         self.pending_error: LocalReply | None = None  # a codec error to answer when this stream's turn comes
+        self.pending_headers: Headers | None = None  # ... and the headers that go with it (a redirect's location)
         self.route_match: Any = None
         self.cluster_name: str | None = None
         self.cluster_weight: Any = None
@@ -116,7 +120,7 @@ class ActiveStream:
         hcm.stats_rq_total.inc()
         hcm.stats_rq_active.inc()
         if self.pending_error is not None:
-            self.send_local_reply(self.pending_error)
+            self.send_local_reply(self.pending_error, extra_headers=self.pending_headers)
             return
         self._prepare_request_headers()
         if self.expect_continue:
@@ -351,6 +355,7 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
         self._idle_since: float | None = None
         self._errored = False
         self._early: ActiveStream | None = None
+        self._in_feed = False  # inside parser.feed_data (callbacks may finish a stream synchronously)
 
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -398,6 +403,7 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
         self._idle_since = None
         if self._errored:
             return  # never parse past a codec error
+        self._in_feed = True
         try:
             self.parser.feed_data(data)
         except _Reject as e:
@@ -413,6 +419,8 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
             self._protocol_error(local_reply.LocalReply(501, "upgrade not supported", "upgrade_failed"))
         except httptools.HttpParserError:
             self._protocol_error(local_reply.BAD_REQUEST)
+        finally:
+            self._in_feed = False
         if self._early is not None:  # answered early and the request body is still coming: give up on it
             self._early = None
             self.close()
@@ -476,6 +484,11 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
             if hcm.underscore_action == "REJECT_REQUEST":
                 raise _Reject(local_reply.BAD_REQUEST)
             headers = Headers.from_lowered([(k, v) for k, v in headers if "_" not in k])
+        if "transfer-encoding" in headers and not codec.transfer_encoding_supported(headers):
+            # a last coding other than chunked cannot be framed at all (RFC 9112 §6.3: 400); chunked under
+            # another coding is framed but not supported (Envoy: 501)
+            raise _Reject(local_reply.INVALID_TRANSFER_ENCODING if codec.is_chunked_last(headers)
+                          else local_reply.BAD_REQUEST)
         keep_alive = parser.should_keep_alive()
         path = self._url.decode("latin-1")
         if not path.startswith("/") and path != "*" and hcm.allow_absolute_url:
@@ -486,8 +499,30 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
             rest = path[scheme_end + 3:]
             slash = rest.find("/")
             authority, path = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
+            # userinfo (`user:pw@`) is not part of the host: Envoy takes the URL's host component only
+            authority = authority[authority.rfind("@") + 1:]
+            if not authority:
+                raise _Reject(local_reply.BAD_REQUEST)
             headers.set("host", authority)
+        if "#" in path:
+            # a fragment is never sent on the wire (RFC 9110 §4.2.4); Envoy rejects the request
+            raise _Reject(local_reply.BAD_REQUEST)
+        redirect = None
+        if hcm.path_policy is not None and path != "*":
+            verdict, normalized = normalize_path(path, hcm.path_policy)
+            if verdict is PathVerdict.REJECT:
+                redirect = local_reply.PATH_NORMALIZATION_FAILED
+            elif verdict is PathVerdict.REDIRECT:
+                redirect = local_reply.PATH_REDIRECT
+            path = normalized
         stream = ActiveStream(self, hcm, method, path, version, headers, keep_alive)
+        if redirect is not None:
+            stream.pending_error = redirect
+            if redirect.status == 307:
+                hcm.stats_redirected_with_normalized_path.inc()
+                stream.pending_headers = Headers([("location", path)])
+            else:
+                hcm.stats_failed_path_normalization.inc()
         stream.info.authority = headers.get_first("host") or ""
         if version == "1.1" and (headers.get_first("expect") or "").lower() == "100-continue":
             stream.expect_continue = True
@@ -523,8 +558,12 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
         if not stream.request_complete:
             # Answered before the request ended (a local reply to a GET is sent from on_headers_complete,
             # just before llhttp reports the message end). Decide once this read is parsed: if the request is
-            # still incomplete then, close (Envoy cannot resync an HTTP/1 codec mid-body either).
-            self._early = stream
+            # still incomplete then, close (Envoy cannot resync an HTTP/1 codec mid-body either). An answer
+            # that came from the upstream, outside a read, closes at once.
+            if self._in_feed:
+                self._early = stream
+            else:
+                self.close()
             return
         self._next_stream()
 

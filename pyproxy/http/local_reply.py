@@ -43,4 +43,7 @@ OVERFLOW = LocalReply(503, "upstream connect error or disconnect/reset before he
 BAD_REQUEST = LocalReply(400, "Bad Request", "http1.codec_error", F.DPE)
 HEADERS_TOO_LARGE = LocalReply(431, "Request Header Fields Too Large", "http1.headers_too_large", F.DPE)
 HTTP10_DISABLED = LocalReply(426, "Upgrade Required", "http1.http10_disabled", 0)
+INVALID_TRANSFER_ENCODING = LocalReply(501, "Not Implemented", "http1.invalid_transfer_encoding", F.DPE)
+PATH_NORMALIZATION_FAILED = LocalReply(400, "", "path_normalization_failed", 0)
+PATH_REDIRECT = LocalReply(307, "", "path_normalization_redirect", 0)
 MISSING_HOST = LocalReply(400, "Bad Request", "missing_host_header", F.DPE)

@@ -3,7 +3,10 @@
 It carries one request at a time (HTTP/1.1 without upstream pipelining, as Envoy does) for whichever
 router attempt the pool lent it to, parses the response with llhttp and reports events to that attempt:
 `on_response_headers`, `on_response_data`, `on_response_end`, `on_upstream_reset`. When the exchange is
-done it goes back to its pool (`pyproxy.upstream.pool`) if both sides allow keep-alive.
+done it goes back to its pool (`pyproxy.upstream.pool`) if both sides allow keep-alive and the request was
+sent whole (`end_request()`): an upstream may answer before the request body is finished, and a connection
+reused then would carry the next client's request as the rest of that body (request desync). Envoy's rule is
+the same: a connection is reusable only when the request was fully sent and the response fully received.
 
 Things an upstream may do wrong and what happens (Envoy's behaviour): garbage instead of a status line ->
 protocol error (503 UPE before headers); extra responses nobody asked for -> only the first is forwarded,
@@ -35,6 +38,7 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
         self.counted = False  # in the cluster's connection counts (set once established)
         self.closed = False
         self.reusable = True
+        self.request_sent = True  # the current request went out whole (no request: trivially true)
         self.local_address = "-"
         self._headers: list[tuple[str, str]] = []
         self._status = 0
@@ -118,8 +122,13 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
         self._got_headers = False
         self._complete = False
         self._head = head_request
+        self.request_sent = False
         self.requests_served += 1
         self.write(head)
+
+    def end_request(self) -> None:
+        """The request's last byte has been written: the connection may be reused once the response is done."""
+        self.request_sent = True
 
     def pause_reading(self) -> None:
         if not self._read_paused and not self.closed:
@@ -215,6 +224,8 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
         return "content-length" not in names and "transfer-encoding" not in names and not self._head
 
     def _finish(self) -> None:
+        if not self.request_sent:
+            self.reusable = False  # answered before the request body was all sent: never reuse
         attempt, self.attempt = self.attempt, None
         self.pool.release(self)
         if attempt is not None:

@@ -22,6 +22,7 @@ Paths (query strings are ignored unless stated):
   /conn-close           200 with `connection: close`, then close
   /download/<n>         n bytes of `pattern()`; `?framing=chunked` (default) | `length` | `close`
   /echo                 stream the request body back, chunked, as it arrives
+  /early-answer         200 "early" as soon as the request head arrives, before any body (keep-alive)
   /stall-read           stop reading the request body until `reading_allowed` is set, then answer 200
   /headers              the request's header lines as the body (`name: value\\n`)
   /interim-100          `100 Continue` first, then 200 "after interim"
@@ -106,6 +107,7 @@ class _Conn(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._hash = hashlib.sha256()
         self._echo = False
+        self._early = False
         self._can_write = asyncio.Event()
         self._can_write.set()
         self._tasks: set[asyncio.Task] = set()
@@ -167,6 +169,9 @@ class _Conn(asyncio.Protocol):
             t.add_done_callback(self._tasks.discard)
         if self._echo:
             self.write(_response(200, [("transfer-encoding", "chunked"), ("x-upstream", self.up.name)]))
+        self._early = urlsplit(req.path).path == "/early-answer"
+        if self._early:
+            self.write(_response(200, [("content-length", "5"), ("x-upstream", self.up.name)], b"early"))
 
     async def _resume_when_allowed(self) -> None:
         await self.up.reading_allowed.wait()
@@ -184,6 +189,9 @@ class _Conn(asyncio.Protocol):
         req.body_sha256 = self._hash.hexdigest()
         req.complete = True
         keep_alive = self.parser.should_keep_alive()
+        if self._early:
+            self._early = False
+            return
         if self._echo:
             self.write(b"0\r\n\r\n")
             self._echo = False
