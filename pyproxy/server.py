@@ -89,6 +89,9 @@ class HcmRuntime:
         self.stats_header_timeout = st.counter("downstream_rq_header_timeout")
         self.stats_failed_path_normalization = st.counter("downstream_rq_failed_path_normalization")
         self.stats_redirected_with_normalized_path = st.counter("downstream_rq_redirected_with_normalized_path")
+        self.stats_ws_on_non_ws_route = st.counter("downstream_rq_ws_on_non_ws_route")
+        self.stats_upgrades_total = st.counter("downstream_cx_upgrades_total")
+        self.stats_upgrades_active = st.gauge("downstream_cx_upgrades_active")
         self._rq_xx = {c: st.counter(f"downstream_rq_{c}xx") for c in range(1, 6)}
 
     def count_response(self, status: int) -> None:

@@ -111,7 +111,8 @@ class RouterFilter:
         if action.host_rewrite_literal:
             headers.set("host", action.host_rewrite_literal)
         self.timeout = m.timeout
-        self.retry = hcm.make_retry_state(m, headers, cluster.limits)
+        # an upgrade handshake is not retried: its connection becomes the tunnel (pyproxy.http.tunnel)
+        self.retry = hcm.make_retry_state(m, headers, cluster.limits) if stream.upgrade is None else None
         if self.retry is not None:
             self.per_try_timeout = self.retry.per_try_timeout or 0.0
             self.timeout = self.retry.timeouts.global_timeout  # honours x-envoy-upstream-rq-timeout-ms
@@ -197,6 +198,8 @@ class RouterFilter:
         else:
             head = codec.encode_head(self.head, headers)
         conn.send(self, head, stream.head_request)
+        if stream.upgrade is not None:
+            conn.reusable = False  # whatever the answer, this connection never carries another request
         for chunk in self.body:
             conn.write(codec.encode_chunk(chunk) if self.request_chunked else chunk)
         if self.body_overflow or self.retry is None:
@@ -270,6 +273,9 @@ class RouterFilter:
     def on_response_headers(self, status: int, headers: Headers) -> None:
         if self.done:
             return
+        if status == 101:
+            self._switch_protocols(headers)
+            return
         self._record_host_outcome(status)  # every try's answer feeds outlier detection, retried or not
         if self.retry is not None and not self.body_overflow:
             if self._retry_decision(Outcome(status=status, headers=headers)):
@@ -289,6 +295,33 @@ class RouterFilter:
         framed = "content-length" in headers and "transfer-encoding" not in headers
         self.cluster.count_response(status)  # type: ignore[union-attr]
         stream.encode_headers(status, headers, False, framed_length=framed)
+
+    def _switch_protocols(self, headers: Headers) -> None:
+        """The upstream accepted the upgrade: forward its 101 and hand both connections to the tunnel."""
+        stream = self.stream
+        tunnel = stream.conn.tunnel
+        conn = self.conn
+        if stream.upgrade is None or tunnel is None or conn is None:
+            # 101 to a request that asked for no upgrade: an upstream protocol error (Envoy: 503 UPE)
+            self._record_host_outcome(None, reset=True)
+            if conn is not None:
+                conn.detach()
+            self.conn = None
+            self._fail(local_reply.UPSTREAM_PROTOCOL_ERROR)
+            return
+        self._record_host_outcome(101)
+        self._cancel_timers()  # the route timeout covers the handshake, not the tunnel (Envoy: idle timeout)
+        self.response_started = True
+        stream.info.response_code_details = "via_upstream"
+        self.cluster.count_response(101)  # type: ignore[union-attr]
+        self.match.apply_response_headers(headers, stream.cluster_weight)
+        stream.encode_switching_protocols(headers)
+        self.conn = None  # the tunnel owns the connection now; on_stream_done must not abort it
+        hcm = self.hcm
+        idle = self.match.action.idle_timeout
+        if idle is None:
+            idle = hcm.config.stream_idle_timeout if hcm.config.stream_idle_timeout is not None else 300.0
+        tunnel.open(conn, idle, hcm.stats_upgrades_total, hcm.stats_upgrades_active)
 
     def on_response_data(self, data: bytes) -> None:
         if not self.done and self.response_started:

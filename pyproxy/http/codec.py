@@ -10,6 +10,7 @@ No I/O here; `pyproxy.http.connection` (downstream) and `pyproxy.upstream.connec
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Any
 
 from .headers import Headers
 
@@ -99,3 +100,17 @@ def transfer_encoding_supported(headers: Headers) -> bool:
     (`gzip, chunked` would otherwise be forwarded as `chunked`, losing the gzip layer the sender applied)."""
     values = headers.get_all("transfer-encoding")
     return not values or (len(values) == 1 and values[0].strip().lower() == "chunked")
+
+
+def upgrade_allowed(upgrade_type: str, hcm_configs: Any, route_configs: Any) -> bool:
+    """May this HTTP/1.1 Upgrade (or CONNECT) go ahead? Envoy's FilterChainUtility::createUpgradeFilterChain:
+    the route's `upgrade_configs` entry for the type decides when present (`enabled` defaults to true), otherwise
+    the HCM's entry does; a type named by neither is refused. Types compare case-insensitively."""
+    t = upgrade_type.lower()
+    for uc in route_configs:
+        if uc.upgrade_type.lower() == t:
+            return uc.enabled is not False
+    for uc in hcm_configs:
+        if uc.upgrade_type.lower() == t:
+            return uc.enabled is not False
+    return False

@@ -34,6 +34,7 @@ from .headers import Headers
 from .local_reply import LocalReply
 from .path import Verdict as PathVerdict
 from .path import normalize as normalize_path
+from .tunnel import Tunnel
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..server import HcmRuntime
@@ -73,7 +74,7 @@ class ActiveStream:
         "request_complete", "pending_body", "router", "response_started", "response_chunked",
         "response_complete", "head_request", "expect_continue", "trailer_count", "request_chunked",
         "pending_error", "pending_headers", "route_match", "cluster_name", "cluster_weight", "filters",
-        "filter_index",
+        "filter_index", "upgrade",
     )
 
     def __init__(self, conn: "DownstreamConnection", hcm: "HcmRuntime", method: str, path: str, version: str,
@@ -103,6 +104,7 @@ class ActiveStream:
         self.cluster_weight: Any = None
         self.filters: list[Any] | None = None
         self.filter_index = 0
+        self.upgrade: str | None = None  # the Upgrade value (or "CONNECT") of an upgrade request
         info = self.info = StreamInfo(time.time(), time.monotonic())
         info.method = method
         info.path = path
@@ -130,6 +132,12 @@ class ActiveStream:
                                                      method=self.method, scheme=self.info.scheme, rng=hcm.rng)
         if m is not None and m.action is not None:
             self.cluster_name, self.cluster_weight = m.choose_cluster(self.headers, hcm.rng)
+        if self.upgrade is not None and not codec.upgrade_allowed(
+                self.upgrade, hcm.config.upgrade_configs,
+                m.action.upgrade_configs if m is not None and m.action is not None else ()):
+            hcm.stats_ws_on_non_ws_route.inc()  # Envoy counts every refused upgrade under this name
+            self.send_local_reply(local_reply.UPGRADE_FAILED)
+            return
         self.filter_index = 0
         if hcm.filter_factories:
             self.filters = [factory() for factory in hcm.filter_factories]
@@ -164,6 +172,9 @@ class ActiveStream:
             h.remove("expect")  # Envoy answers 100-continue itself and strips it (proxy_100_continue: false)
         self.request_chunked = codec.is_chunked(h)
         codec.strip_hop_by_hop(h)
+        if self.upgrade is not None and self.upgrade != "CONNECT":
+            h.add("connection", "upgrade")  # the handshake goes upstream as the client wrote it
+            h.add("upgrade", self.upgrade)
         remote_ip = self.conn.remote_ip
         external = bool(cfg.use_remote_address) and not self.conn.remote_internal
         if cfg.use_remote_address:
@@ -239,6 +250,29 @@ class ActiveStream:
         self.conn.write(head)
         if end_stream or no_body or self.head_request:
             self._finish()
+
+    def encode_switching_protocols(self, headers: Headers) -> None:
+        """Write the upstream's `101 Switching Protocols`, keeping `connection: upgrade` / `upgrade` (an
+        upgrade's response is the one place they pass); the tunnel (pyproxy.http.tunnel) takes over after."""
+        self.response_started = True
+        info = self.info
+        info.response_code = 101
+        info.response_headers = headers
+        upgrade = headers.get_first("upgrade") or self.upgrade or ""
+        codec.strip_hop_by_hop(headers)
+        headers.add("connection", "upgrade")
+        headers.add("upgrade", upgrade)
+        if self.filters is not None:
+            for f in self.filters:
+                f.encode_headers(self, headers)
+        self.conn.write(codec.encode_head(codec.status_line(101), headers))
+
+    def tunnel_closed(self) -> None:
+        """The upgraded connection ended: this stream is complete (logged and counted now)."""
+        if not self.response_complete:
+            self.response_complete = True
+            self.keep_alive = False
+            self._log_and_count()
 
     def encode_data(self, data: bytes) -> None:
         if self.response_complete or not data:
@@ -355,6 +389,7 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
         self._idle_since: float | None = None
         self._errored = False
         self._early: ActiveStream | None = None
+        self.tunnel: Tunnel | None = None  # set once an upgrade request was parsed: bytes bypass the parser
         self._in_feed = False  # inside parser.feed_data (callbacks may finish a stream synchronously)
 
     # ------------------------------------------------------------ asyncio.Protocol
@@ -380,6 +415,8 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._cancel_timers()
+        if self.tunnel is not None:
+            self.tunnel.close()
         for stream in list(self.streams):
             if stream.started and not stream.response_complete:
                 stream.info.response_flags |= ResponseFlag.DC  # downstream connection termination
@@ -391,16 +428,23 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
     def pause_writing(self) -> None:
         """The client reads slower than the upstream sends: stop reading the upstream."""
         self.write_paused = True
-        if self.streams and self.streams[0].router is not None:
+        if self.tunnel is not None and self.tunnel.upstream is not None:
+            self.tunnel.upstream.pause_reading()
+        elif self.streams and self.streams[0].router is not None:
             self.streams[0].router.pause_upstream_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self.streams and self.streams[0].router is not None:
+        if self.tunnel is not None and self.tunnel.upstream is not None:
+            self.tunnel.upstream.resume_reading()
+        elif self.streams and self.streams[0].router is not None:
             self.streams[0].router.resume_upstream_reading()
 
     def data_received(self, data: bytes) -> None:
         self._idle_since = None
+        if self.tunnel is not None:
+            self.tunnel.from_downstream(data)
+            return
         if self._errored:
             return  # never parse past a codec error
         self._in_feed = True
@@ -414,9 +458,8 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
                 self._protocol_error(cause.reply)
             else:
                 raise
-        except httptools.HttpParserUpgrade:
-            # Upgrade/CONNECT tunnelling is not implemented yet: refuse clearly rather than mis-proxy.
-            self._protocol_error(local_reply.LocalReply(501, "upgrade not supported", "upgrade_failed"))
+        except httptools.HttpParserUpgrade as e:
+            self._upgraded(data[e.args[0]:])
         except httptools.HttpParserError:
             self._protocol_error(local_reply.BAD_REQUEST)
         finally:
@@ -425,6 +468,17 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
             self._early = None
             self.close()
         flush_pending()
+
+    def _upgraded(self, rest: bytes) -> None:
+        """llhttp stopped after an upgrade request's head: what follows is not HTTP. If that request is still
+        in flight it gets a tunnel (bytes held until the upstream's 101); if it was already refused, the
+        connection is closing and the bytes are dropped. Either way the parser is never fed again."""
+        self._errored = True
+        stream = self.streams[-1] if self.streams else None
+        if stream is not None and stream.upgrade is not None and not stream.response_complete:
+            self.tunnel = Tunnel(stream)
+            if rest:
+                self.tunnel.from_downstream(rest)
 
     def eof_received(self) -> bool | None:
         # Envoy's HCM does not support half-close downstream: EOF is a remote close, streams in flight are
@@ -515,7 +569,13 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
             elif verdict is PathVerdict.REDIRECT:
                 redirect = local_reply.PATH_REDIRECT
             path = normalized
+        upgrade = None
+        if parser.should_upgrade():
+            # an upgrade request ends this connection's HTTP/1: it becomes a tunnel, or closes after the answer
+            upgrade = "CONNECT" if method == "CONNECT" else (headers.get_first("upgrade") or "")
+            keep_alive = False
         stream = ActiveStream(self, hcm, method, path, version, headers, keep_alive)
+        stream.upgrade = upgrade
         if redirect is not None:
             stream.pending_error = redirect
             if redirect.status == 307:

@@ -46,4 +46,5 @@ HTTP10_DISABLED = LocalReply(426, "Upgrade Required", "http1.http10_disabled", 0
 INVALID_TRANSFER_ENCODING = LocalReply(501, "Not Implemented", "http1.invalid_transfer_encoding", F.DPE)
 PATH_NORMALIZATION_FAILED = LocalReply(400, "", "path_normalization_failed", 0)
 PATH_REDIRECT = LocalReply(307, "", "path_normalization_redirect", 0)
+UPGRADE_FAILED = LocalReply(403, "", "upgrade_failed", 0)
 MISSING_HOST = LocalReply(400, "Bad Request", "missing_host_header", F.DPE)

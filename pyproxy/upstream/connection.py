@@ -51,6 +51,7 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
         self._loop = asyncio.get_event_loop()
         self._idle_since: float | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self.tunnel: Any = None  # after a 101: bytes go to this pyproxy.http.tunnel.Tunnel, not the parser
 
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -71,6 +72,10 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        if self.tunnel is not None:
+            self.pool.on_connection_closed(self)
+            self.tunnel.close()
+            return
         attempt, self.attempt = self.attempt, None
         self.pool.on_connection_closed(self)
         if attempt is not None:
@@ -88,6 +93,9 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
             self.attempt.on_upstream_write_resumed()
 
     def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.from_upstream(data)
+            return
         if self.attempt is None:
             # Bytes with no request outstanding: an upstream protocol violation; do not reuse.
             self.pool.stats_protocol_error.inc()
@@ -96,6 +104,17 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
         attempt = self.attempt
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            # a 101 answered an upgrade request: the router has opened the tunnel (on_response_headers)
+            if self.tunnel is not None:
+                self.tunnel.from_upstream(data[e.args[0]:])
+            else:  # a 101 nobody asked for, or an upgrade the downstream gave up on
+                self.attempt = None
+                self.close()
+                if attempt is not None and not self._got_headers:
+                    attempt.on_upstream_reset("protocol error")
+            flush_pending()
+            return
         except httptools.HttpParserError:
             self.reusable = False
             self.pool.stats_protocol_error.inc()
