@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import re
 import sys
 import tempfile
 
@@ -20,6 +21,7 @@ from tests.oracle.test_http1_differential import CASES  # noqa: E402
 
 
 def cell(text: str) -> str:
+    text = re.sub(r"\S*bootstrap\.yaml: \S*typed_config\.", "", text)  # a refusal: keep the field and why
     return text.replace("|", "\\|").replace("\n", "; ")
 
 

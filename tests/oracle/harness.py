@@ -105,7 +105,9 @@ class Observation:
     def upstream_summary(self) -> str:
         if not self.upstream:
             return "nothing"
-        parts = [f"{u.method} {u.path}" + ("" if u.complete else " (incomplete)") for u in self.upstream]
+        parts = [f"{u.method} {u.path} host={u.header('host')}" + (" te=chunked" if u.header("transfer-encoding") else "")
+                 + (f" body={len(u.body)}B" if u.body else "") + ("" if u.complete else " (incomplete)")
+                 for u in self.upstream]
         return f"{'; '.join(parts)} [{self.upstream_connections} conn]"
 
 
