@@ -29,7 +29,8 @@ import httptools
 from tests.support.client import PeerClosed, RawClient
 from tests.support.upstream import TestUpstream, _Conn, _response, default_handler
 
-READ_TIMEOUT = 2.0  # per response: a proxy that waits for more bytes is recorded as "no response"
+READ_TIMEOUT = 3.0  # per response: a proxy that waits for more bytes is recorded as "no response"
+PROBE_TIMEOUT = 5.0  # an open connection must answer the probe within this (a hang guard, generous for load)
 CLOSE_TIMEOUT = 3.0  # hang guard for an announced close
 PROBE = b"GET /__probe HTTP/1.1\r\nHost: probe\r\n\r\n"
 MARK_PREFIX = "/__oracle_mark/"
@@ -296,7 +297,7 @@ async def _closes(client: RawClient) -> bool:
 async def _answers_probe(client: RawClient) -> bool:
     try:
         await client.send(PROBE)
-        await client.read_response(timeout=READ_TIMEOUT)
+        await client.read_response(timeout=PROBE_TIMEOUT)
     except (PeerClosed, ConnectionError, asyncio.TimeoutError, AssertionError):
         return False
     return True
