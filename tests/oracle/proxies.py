@@ -1,0 +1,132 @@
+"""The bootstraps the oracle cases run under, and an Envoy + pyproxy pair per bootstrap.
+
+`GROUPS` names each bootstrap by what it changes on the HTTP connection manager (HCM) of
+`tests.support.proxy.bootstrap` (one listener, a catch-all route with a 5 s timeout to one STATIC cluster).
+`bootstrap_for(group, upstream_port, access_log)` builds it; Envoy and pyproxy get the same dict except
+for the upstream port (each has its own `CapturingUpstream`, so their views never mix) and the access
+log path. `ProxyPair` starts the two proxies of one group side by side (pyproxy with `pyproxy run -c`,
+Envoy with `EnvoyProcess`), plays a `Case` through both and stops both by PID. A pyproxy that refuses the
+bootstrap is not an error here: its observation carries the refusal, so the case shows it as a difference.
+"""
+from __future__ import annotations
+
+import asyncio
+import pathlib
+from typing import Any
+
+from tests.support.envoy import EnvoyProcess
+from tests.support.process import ProxyProcess
+from tests.support.proxy import bootstrap
+
+from .harness import (READ_TIMEOUT, CapturingUpstream, Case, LogCursor, Observation, exchange,
+                      lines_before_mark, mark, read_json_lines)
+
+GROUPS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "http10": {"http_protocol_options": {"accept_http_10": True, "default_host_for_http_10": "default.com"}},
+    "absolute-url-on": {"http_protocol_options": {"allow_absolute_url": True}},
+    "absolute-url-off": {"http_protocol_options": {"allow_absolute_url": False}},
+    "normalize": {"normalize_path": True, "merge_slashes": True},
+    "via": {"via": "bar"},
+    "underscore-drop": {"common_http_protocol_options": {"headers_with_underscores_action": "DROP_HEADER"}},
+    "underscore-reject": {"common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"}},
+    "websocket": {"upgrade_configs": [{"upgrade_type": "websocket"}]},
+    "early": {},  # its own pair: a half-sent request must not leave a poisoned connection for other cases
+    **{f"escaped-{action.lower()}": {"normalize_path": True, "path_with_escaped_slashes_action": action}
+       for action in ("KEEP_UNCHANGED", "REJECT_REQUEST", "UNESCAPE_AND_REDIRECT", "UNESCAPE_AND_FORWARD")},
+}
+
+
+def bootstrap_for(group: str, upstream_port: int, access_log: pathlib.Path) -> dict:
+    return bootstrap({"backend": [upstream_port]}, access_log=access_log, hcm=GROUPS[group])
+
+
+class ProxyPair:
+    """Envoy and pyproxy for one group, each with its own capturing upstream."""
+
+    def __init__(self, group: str, workdir: pathlib.Path):
+        self.group = group
+        self.workdir = workdir
+        self.envoy_upstream = CapturingUpstream()
+        self.pyproxy_upstream = CapturingUpstream()
+        self.envoy: EnvoyProcess | None = None
+        self.pyproxy: ProxyProcess | None = None
+        self.pyproxy_port = 0
+        self.pyproxy_error = ""
+        self.log = LogCursor()
+
+    async def start(self) -> "ProxyPair":
+        await self.envoy_upstream.start()
+        await self.pyproxy_upstream.start()
+        (self.workdir / "envoy").mkdir(parents=True)
+        (self.workdir / "pyproxy").mkdir(parents=True)
+        self.envoy_log = self.workdir / "envoy" / "access.log"
+        self.envoy = EnvoyProcess(bootstrap_for(self.group, self.envoy_upstream.port, self.envoy_log),
+                                  self.workdir / "envoy").start()
+        self.pyproxy = ProxyProcess(bootstrap_for(self.group, self.pyproxy_upstream.port,
+                                                  self.workdir / "pyproxy" / "access.log"),
+                                    self.workdir / "pyproxy", "-l", "warning").start()
+        await self.envoy.wait_ready()
+        try:
+            (self.pyproxy_port,) = await self.pyproxy.wait_listening(1)
+        except AssertionError:
+            out = [ln for ln in self.pyproxy.output().splitlines() if ln.strip()]
+            self.pyproxy_error = out[-1] if out else f"exited {self.pyproxy.proc.returncode}"
+        return self
+
+    def stop(self) -> None:
+        for proc in (self.envoy, self.pyproxy):
+            if proc is not None:
+                proc.stop()
+
+    async def close(self) -> None:
+        self.stop()
+        await self.envoy_upstream.close()
+        await self.pyproxy_upstream.close()
+
+    async def run(self, case: Case) -> tuple[Observation, Observation]:
+        """(Envoy's observation with its access log lines, pyproxy's observation)."""
+        envoy_obs = await exchange(self.envoy.port, self.envoy_upstream, case)
+        envoy_obs = Observation(envoy_obs.replies, envoy_obs.closed, envoy_obs.upstream,
+                                envoy_obs.upstream_bytes, tuple(await self._envoy_log_lines()))
+        if self.pyproxy_error:
+            return envoy_obs, Observation((), False, (), startup_error=self.pyproxy_error)
+        return envoy_obs, await exchange(self.pyproxy_port, self.pyproxy_upstream, case)
+
+    async def _envoy_log_lines(self) -> list[dict]:
+        """This case's access log lines: everything before a mark request's line (polled, bounded)."""
+        n = self.log.next_mark
+        self.log.next_mark += 1
+        if not self.envoy.running():
+            return [{"note": "envoy exited"}]
+        await mark(self.envoy.port, n)
+        deadline = asyncio.get_running_loop().time() + 5 * READ_TIMEOUT
+        while True:
+            found = lines_before_mark(read_json_lines(self.envoy_log), n, self.log.start)
+            if found is not None:
+                lines, self.log.start = found
+                return lines
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"envoy access log has no line for mark {n}")
+            await asyncio.sleep(0.02)
+
+
+class Oracle:
+    """The pairs of one test module (or one script run), by group, each started on first use."""
+
+    def __init__(self, workdir: pathlib.Path):
+        self.workdir = workdir
+        self.pairs: dict[str, ProxyPair] = {}
+
+    async def pair(self, group: str) -> ProxyPair:
+        if group not in self.pairs:
+            self.pairs[group] = ProxyPair(group, self.workdir / group)  # registered first: always closed
+            await self.pairs[group].start()
+        return self.pairs[group]
+
+    async def run(self, case: Case) -> tuple[Observation, Observation]:
+        return await (await self.pair(case.group)).run(case)
+
+    async def close(self) -> None:
+        for p in self.pairs.values():
+            await p.close()
