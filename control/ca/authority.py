@@ -216,6 +216,9 @@ class CertificateAuthority:
         self.roots = tuple(roots) or ((signing_cert,) if is_self_signed(signing_cert) else ())
         if not self.roots:
             raise ValueError("no root certificate: the trust bundle is empty")
+        for root in self.roots:
+            if not is_self_signed(root):
+                raise ValueError(f"trust bundle entry {root.subject.rfc4514_string()} is not a self-signed root")
         self.chain_root = self._find_chain_root()
 
     def _find_chain_root(self) -> x509.Certificate:
