@@ -131,8 +131,8 @@ def error_body(err: CAError) -> dict[str, Any]:
     return {"code": err.reason.grpc_code, "reason": err.reason.grpc_name, "message": err.message}
 
 
-def ca_app(service: CertificateService) -> web.Application:
-    """An aiohttp application (mount it as a sub-app or add its routes) serving CreateCertificate."""
+def ca_routes(service: CertificateService) -> list[web.RouteDef]:
+    """The CreateCertificate route, to add to the 15012 application beside xDS: `app.add_routes(ca_routes(s))`."""
 
     async def create_certificate(request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_REQUEST_BYTES:
@@ -147,8 +147,13 @@ def ca_app(service: CertificateService) -> web.Application:
             return web.json_response(error_body(err), status=err.reason.http_status)
         return web.json_response(result)
 
+    return [web.post(CREATE_CERTIFICATE_PATH, create_certificate)]
+
+
+def ca_app(service: CertificateService) -> web.Application:
+    """A standalone aiohttp application serving only CreateCertificate (tests, or a CA-only port)."""
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
-    app.router.add_post(CREATE_CERTIFICATE_PATH, create_certificate)
+    app.add_routes(ca_routes(service))
     return app
 
 
@@ -165,5 +170,5 @@ def server_ssl_context(authority: CertificateAuthority, *, hosts: Sequence[str] 
                           require_client_cert=False)
 
 
-__all__ = ["CAMetrics", "CertificateService", "ca_app", "server_ssl_context", "CREATE_CERTIFICATE_PATH",
+__all__ = ["CAMetrics", "CertificateService", "ca_app", "ca_routes", "server_ssl_context", "CREATE_CERTIFICATE_PATH",
            "parse_request", "Reason"]
