@@ -9,6 +9,8 @@
     meshctl render ...        the Envoy v3 config of one workload or gateway (control.cli.render)
     meshctl proxy-status      sync status of every connected proxy; proxy-config: what a proxy runs
                               (control.cli.proxy)
+    meshctl ca init           a root + intermediate in Istio's cacerts layout; token create: a sidecar's
+                              service-account token (control.ca.cli)
 
 Bad input never prints a traceback: a missing file or a YAML syntax error is one line naming file:line,
 with exit code 1.
@@ -25,6 +27,7 @@ from typing import Sequence, TextIO
 import yaml
 
 from control.analyze import analyze, sort_findings
+from control.ca import cli as ca_cli
 from control.cli import proxy, render
 from control.istio.load import LoadResult, load_paths
 from control.istio.messages import Finding, Level
@@ -73,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     # `func(args, out, err) -> int` is called with the parsed arguments and the streams, like cmd_analyze.
     render.register(subparsers)
     proxy.register(subparsers)  # proxy-status, proxy-config: the live mesh (control.cli.proxy)
+    ca_cli.register(subparsers)  # ca init, token create: workload identity (control.ca.cli)
     return parser
 
 
