@@ -285,8 +285,9 @@ class RouterFilter:
         info = stream.info
         self.response_started = True
         info.response_code_details = "via_upstream"
-        elapsed_ms = int((time.monotonic() - self.upstream_start) * 1000)
-        headers.set("x-envoy-upstream-service-time", str(elapsed_ms))
+        if stream.request_complete:  # Envoy times the upstream from the request's end: none for an early answer
+            elapsed_ms = int((time.monotonic() - self.upstream_start) * 1000)
+            headers.set("x-envoy-upstream-service-time", str(elapsed_ms))
         if self.retry is not None:
             if self.hcm.attempt_count_in_response(self.match):
                 headers.set("x-envoy-attempt-count", str(self.attempts))

@@ -171,9 +171,13 @@ class ActiveStream:
         if self.expect_continue:
             h.remove("expect")  # Envoy answers 100-continue itself and strips it (proxy_100_continue: false)
         self.request_chunked = codec.is_chunked(h)
+        token = "upgrade"
+        if self.upgrade is not None:
+            token = next((t.strip() for t in (h.get("connection") or "").split(",")
+                          if t.strip().lower() == "upgrade"), token)
         codec.strip_hop_by_hop(h)
         if self.upgrade is not None and self.upgrade != "CONNECT":
-            h.add("connection", "upgrade")  # the handshake goes upstream as the client wrote it
+            h.add("connection", token)  # the handshake goes upstream as the client wrote it
             h.add("upgrade", self.upgrade)
         remote_ip = self.conn.remote_ip
         external = bool(cfg.use_remote_address) and not self.conn.remote_internal
@@ -222,12 +226,7 @@ class ActiveStream:
         if self.filters is not None:
             for f in self.filters:
                 f.encode_headers(self, headers)
-        server_name = self.hcm.config.server_name or "pyproxy"
-        mode = self.hcm.config.server_header_transformation
-        if mode == "OVERWRITE" or (mode == "APPEND_IF_ABSENT" and "server" not in headers):
-            headers.set("server", server_name)
-        if self.hcm.config.via:
-            headers.set("via", self.hcm.config.via)
+        self._add_server_and_date(headers)
         no_body = status in codec.NO_BODY_STATUSES or 100 <= status < 200
         if status == 204:
             headers.remove("content-length")
@@ -238,8 +237,10 @@ class ActiveStream:
                 self.response_chunked = not self.head_request
             else:
                 self.keep_alive = False  # HTTP/1.0: body delimited by close
-        if "date" not in headers:
-            headers.add("date", _http_date())  # Envoy's HCM adds one when the upstream gave none
+        if not self.request_complete and not self.conn._in_feed:
+            # answered (by the upstream) before the request was whole: this connection cannot be resynced,
+            # say so on the response (Envoy adds `connection: close` too)
+            self.keep_alive = False
         close = not self.keep_alive or self.conn.draining
         if close:
             self.keep_alive = False
@@ -250,6 +251,18 @@ class ActiveStream:
         self.conn.write(head)
         if end_stream or no_body or self.head_request:
             self._finish()
+
+    def _add_server_and_date(self, headers: Headers) -> None:
+        """`server` (HCM server_name / server_header_transformation), `via`, and a `date` when the upstream
+        gave none, as Envoy's HCM does on every response it encodes."""
+        config = self.hcm.config
+        mode = config.server_header_transformation
+        if mode == "OVERWRITE" or (mode == "APPEND_IF_ABSENT" and "server" not in headers):
+            headers.set("server", config.server_name or "pyproxy")
+        if config.via:
+            headers.set("via", config.via)
+        if "date" not in headers:
+            headers.add("date", _http_date())
 
     def encode_switching_protocols(self, headers: Headers) -> None:
         """Write the upstream's `101 Switching Protocols`, keeping `connection: upgrade` / `upgrade` (an
@@ -265,6 +278,7 @@ class ActiveStream:
         if self.filters is not None:
             for f in self.filters:
                 f.encode_headers(self, headers)
+        self._add_server_and_date(headers)
         self.conn.write(codec.encode_head(codec.status_line(101), headers))
 
     def tunnel_closed(self) -> None:
@@ -390,6 +404,9 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
         self._errored = False
         self._early: ActiveStream | None = None
         self.tunnel: Tunnel | None = None  # set once an upgrade request was parsed: bytes bypass the parser
+        self._h2c_ignored = False  # the request just parsed asked for h2c, which is ignored
+        self._in_request_line = False  # the request line has not ended yet (HTTP/0.9 detection)
+        self._after_url = b""  # bytes after the URL seen so far on that line
         self._in_feed = False  # inside parser.feed_data (callbacks may finish a stream synchronously)
 
     # ------------------------------------------------------------ asyncio.Protocol
@@ -445,8 +462,16 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
         if self.tunnel is not None:
             self.tunnel.from_downstream(data)
             return
-        if self._errored:
-            return  # never parse past a codec error
+        while data and not self._errored:  # never parse past a codec error
+            data = self._feed(data)
+        if self._early is not None:  # answered early and the request body is still coming: give up on it
+            self._early = None
+            self.close()
+        flush_pending()
+
+    def _feed(self, data: bytes) -> bytes:
+        """Feed llhttp; returns bytes still to parse (after an ignored h2c upgrade llhttp stops and a new
+        parser takes over: a loop, not recursion, so pipelined h2c requests cannot exhaust the stack)."""
         self._in_feed = True
         try:
             self.parser.feed_data(data)
@@ -459,15 +484,34 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
             else:
                 raise
         except httptools.HttpParserUpgrade as e:
+            if self._h2c_ignored:  # not an upgrade after all: parse what follows as HTTP/1.1 again
+                self._h2c_ignored = False
+                self.parser = httptools.HttpRequestParser(self)
+                return data[e.args[0]:]
             self._upgraded(data[e.args[0]:])
-        except httptools.HttpParserError:
-            self._protocol_error(local_reply.BAD_REQUEST)
+        except httptools.HttpParserError as e:
+            # llhttp refuses `chunked, gzip` itself; Envoy answers any transfer coding but chunked with 501
+            self._protocol_error(local_reply.INVALID_TRANSFER_ENCODING if "Invalid `Transfer-Encoding`" in str(e)
+                                 else local_reply.BAD_REQUEST)
         finally:
             self._in_feed = False
-        if self._early is not None:  # answered early and the request body is still coming: give up on it
-            self._early = None
-            self.close()
-        flush_pending()
+        if self._in_request_line and self._url and not self._errored and self._http09(data):
+            self._protocol_error(local_reply.HTTP10_DISABLED)  # Envoy: 426 at once, connection closed
+        return b""
+
+    def _http09(self, data: bytes) -> bool:
+        """An HTTP/0.9 request line (`GET /x` + CRLF, no version): llhttp accepts it and waits for headers
+        that never come, so look at what followed the URL in this read (and the reads before): once the line
+        has ended, it must have carried `HTTP/`. Runs only between the URL and the first header line."""
+        tail = self._url[-16:]
+        i = data.rfind(tail)
+        after = data[i + len(tail):] if i >= 0 else self._after_url + data
+        nl = after.find(b"\n")
+        if nl < 0:
+            self._after_url = after[-64:]
+            return False
+        self._in_request_line = False  # the line is complete: decided once per request
+        return b"HTTP/" not in after[:nl]
 
     def _upgraded(self, rest: bytes) -> None:
         """llhttp stopped after an upgrade request's head: what follows is not HTTP. If that request is still
@@ -487,6 +531,8 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
 
     # ------------------------------------------------------------ llhttp callbacks
     def on_message_begin(self) -> None:
+        self._in_request_line = True
+        self._after_url = b""
         self._hcm = self.listener.current
         self._url = b""
         self._headers = []
@@ -503,6 +549,7 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
             raise _Reject(local_reply.HEADERS_TOO_LARGE)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._in_request_line = False
         hcm = self._hcm
         self._header_bytes += len(name) + len(value)
         if self._in_headers:
@@ -518,6 +565,7 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
+        self._in_request_line = False
         self._cancel_header_timer()
         hcm = self._hcm
         assert hcm is not None
@@ -539,10 +587,7 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
                 raise _Reject(local_reply.BAD_REQUEST)
             headers = Headers.from_lowered([(k, v) for k, v in headers if "_" not in k])
         if "transfer-encoding" in headers and not codec.transfer_encoding_supported(headers):
-            # a last coding other than chunked cannot be framed at all (RFC 9112 §6.3: 400); chunked under
-            # another coding is framed but not supported (Envoy: 501)
-            raise _Reject(local_reply.INVALID_TRANSFER_ENCODING if codec.is_chunked_last(headers)
-                          else local_reply.BAD_REQUEST)
+            raise _Reject(local_reply.INVALID_TRANSFER_ENCODING)  # Envoy: 501, whatever the other coding
         keep_alive = parser.should_keep_alive()
         path = self._url.decode("latin-1")
         if not path.startswith("/") and path != "*" and hcm.allow_absolute_url:
@@ -558,11 +603,12 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
             if not authority:
                 raise _Reject(local_reply.BAD_REQUEST)
             headers.set("host", authority)
-        if "#" in path:
-            # a fragment is never sent on the wire (RFC 9110 §4.2.4); Envoy rejects the request
-            raise _Reject(local_reply.BAD_REQUEST)
         redirect = None
-        if hcm.path_policy is not None and path != "*":
+        if "#" in path:
+            # a fragment is never sent on the wire (RFC 9110 §4.2.4); Envoy refuses the request (400
+            # path_normalization_failed, then closes)
+            redirect = local_reply.PATH_NORMALIZATION_FAILED
+        elif hcm.path_policy is not None and path != "*":
             verdict, normalized = normalize_path(path, hcm.path_policy)
             if verdict is PathVerdict.REJECT:
                 redirect = local_reply.PATH_NORMALIZATION_FAILED
@@ -570,7 +616,13 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
                 redirect = local_reply.PATH_REDIRECT
             path = normalized
         upgrade = None
-        if parser.should_upgrade():
+        if parser.should_upgrade() and (headers.get_first("upgrade") or "").strip().lower() == "h2c" \
+                and method != "CONNECT":
+            # Envoy does not do the HTTP/2 cleartext upgrade: it drops the upgrade headers and serves the request
+            # as HTTP/1.1 (curl --http2 http://... works). llhttp still stops after it: see data_received.
+            headers.remove_many(frozenset({"upgrade", "http2-settings"}))
+            self._h2c_ignored = True
+        elif parser.should_upgrade():
             # an upgrade request ends this connection's HTTP/1: it becomes a tunnel, or closes after the answer
             upgrade = "CONNECT" if method == "CONNECT" else (headers.get_first("upgrade") or "")
             keep_alive = False
@@ -583,6 +635,7 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
                 stream.pending_headers = Headers([("location", path)])
             else:
                 hcm.stats_failed_path_normalization.inc()
+                stream.keep_alive = False  # Envoy closes the connection after this 400 too
         stream.info.authority = headers.get_first("host") or ""
         if version == "1.1" and (headers.get_first("expect") or "").lower() == "100-continue":
             stream.expect_continue = True

@@ -34,8 +34,10 @@ CONNECT_TIMEOUT = upstream_reset("connection timeout", F.UF, "upstream_reset_bef
 CONNECTION_TERMINATION = upstream_reset(
     "connection termination", F.UC, "upstream_reset_before_response_started{connection_termination}"
 )
-UPSTREAM_PROTOCOL_ERROR = upstream_reset(
-    "protocol error", F.UPE, "upstream_reset_before_response_started{protocol_error}"
+# Envoy 1.40 answers an upstream protocol error before the response with 502 (checked against Envoy: tests/oracle)
+UPSTREAM_PROTOCOL_ERROR = LocalReply(
+    502, "upstream connect error or disconnect/reset before headers. reset reason: protocol error",
+    "upstream_reset_before_response_started{protocol_error}", F.UPE
 )
 OVERFLOW = LocalReply(503, "upstream connect error or disconnect/reset before headers. reset reason: overflow",
                       "upstream_reset_before_response_started{overflow}", F.UO)
@@ -47,4 +49,4 @@ INVALID_TRANSFER_ENCODING = LocalReply(501, "Not Implemented", "http1.invalid_tr
 PATH_NORMALIZATION_FAILED = LocalReply(400, "", "path_normalization_failed", 0)
 PATH_REDIRECT = LocalReply(307, "", "path_normalization_redirect", 0)
 UPGRADE_FAILED = LocalReply(403, "", "upgrade_failed", 0)
-MISSING_HOST = LocalReply(400, "Bad Request", "missing_host_header", F.DPE)
+MISSING_HOST = LocalReply(400, "", "missing_host_header", F.DPE)  # Envoy: an empty body

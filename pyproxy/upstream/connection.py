@@ -217,9 +217,13 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
             # interim response (100 Continue, 103): not forwarded (Envoy: proxy_100_continue false)
             self._headers = []
             return
+        headers = Headers.from_lowered(self._headers)
+        if status == 204 and ((headers.get_first("content-length") or "0").strip() != "0"
+                              or "transfer-encoding" in headers):
+            # a 204 announcing a body cannot be framed: Envoy 1.40 treats it as a protocol error (502 UPE)
+            raise httptools.HttpParserError("204 response with a body")
         self._status = status
         self._got_headers = True
-        headers = Headers.from_lowered(self._headers)
         if not self.parser.should_keep_alive():
             self.reusable = False  # `connection: close` or HTTP/1.0 upstream
         if self.attempt is not None:

@@ -99,15 +99,12 @@ async def test_whole_exchanges_still_reuse_the_upstream_connection(proxy, upstre
     assert len({q.connection_id for q in upstream.requests}) == 1
 
 
-@pytest.mark.parametrize("te, status, details", [
-    ("gzip, chunked", 501, "http1.invalid_transfer_encoding"),
-    ("gzip,chunked", 501, "http1.invalid_transfer_encoding"),
-    ("identity", 400, "http1.codec_error"),
-    ("deflate", 400, "http1.codec_error"),
-])
-async def test_unsupported_transfer_coding_is_refused_and_never_forwarded(proxy, upstream, te, status, details):
-    """Envoy's HTTP/1 codec accepts only `chunked`: another coding under chunked is 501
-    (http1.invalid_transfer_encoding); a body whose last coding is not chunked cannot be framed (400)."""
+@pytest.mark.parametrize("te", ["gzip, chunked", "gzip,chunked", "chunked, gzip", "identity", "deflate",
+                                "chunked, chunked"])
+async def test_unsupported_transfer_coding_is_refused_and_never_forwarded(proxy, upstream, te):
+    """Envoy's HTTP/1 codec accepts only `chunked` and answers any other transfer coding with 501
+    (http1.invalid_transfer_encoding), checked against Envoy 1.40 in tests/oracle."""
+    status, details = 501, "http1.invalid_transfer_encoding"
     data = f"POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n".encode() + chunked([b"abc"])
     r, c = await one_exchange(proxy, data)
     assert r.status == status
@@ -126,7 +123,60 @@ async def test_absolute_form_userinfo_is_not_part_of_the_host(proxy, upstream):
 
 
 async def test_fragment_in_the_path_is_rejected(proxy, upstream):
+    """Envoy 1.40: 400 path_normalization_failed, `connection: close` (checked in tests/oracle)."""
     r, c = await one_exchange(proxy, request_bytes("GET", "/a#frag"))
-    assert r.status == 400
+    assert r.status == 400 and r.header("connection") == "close"
+    await c.assert_closed()
     assert upstream.requests == []
+    assert proxy.access_log()[0]["details"] == "path_normalization_failed"
+    c.close()
+
+
+async def test_http09_request_line_is_answered_at_once(proxy, upstream):
+    """`GET /x` + CRLF with no version: Envoy answers 426 at once instead of waiting for headers."""
+    r, c = await one_exchange(proxy, b"GET /x\r\n")
+    assert r.status == 426
+    await c.assert_closed()
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize("pieces", [[b"GET /x\r\n"], [b"GET /x", b"\r\n"], [b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /x\r\n"]])
+async def test_http09_detected_whatever_the_read_boundaries(proxy, upstream, pieces):
+    c = await proxy.connect()
+    for piece in pieces:
+        await c.send(piece)
+    if len(pieces[0]) > 20:
+        assert (await c.read_response()).status == 200
+    assert (await c.read_response()).status == 426
+    await c.assert_closed()
+
+
+async def test_request_line_split_before_the_version_is_not_http09(proxy, upstream):
+    c = await proxy.connect()
+    for piece in (b"GET /x HT", b"TP/1.1\r\nHost: x\r\n\r\n"):
+        await c.send(piece)
+    assert (await c.read_response()).status == 200
+    c.close()
+
+
+async def test_early_answer_says_connection_close(proxy, upstream):
+    """Envoy marks an answer to an unfinished request `connection: close` (the connection cannot be resynced)."""
+    c = await proxy.connect()
+    await c.send(b"POST /early-answer HTTP/1.1\r\nHost: x\r\nContent-Length: 59\r\n\r\n")
+    r = await c.read_response(method="POST")
+    assert r.status == 200 and r.header("connection") == "close"
+    await c.assert_closed()
+
+
+async def test_h2c_upgrade_is_ignored_and_served_as_http11(proxy, upstream):
+    """`curl --http2 http://...` asks for h2c; Envoy drops the upgrade headers and serves HTTP/1.1, and the
+    requests pipelined behind it are parsed as usual."""
+    c = await proxy.connect()
+    await c.send(b"GET /one HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                 b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n" + request_bytes("GET", "/two"))
+    assert (await c.read_response()).status == 200
+    assert (await c.read_response()).status == 200
+    one, two = await upstream.wait_requests(2)
+    assert (one.path, two.path) == ("/one", "/two")
+    assert one.header("upgrade") is None and one.header("http2-settings") is None
     c.close()

@@ -87,8 +87,7 @@ CASES = [
     case("9-http10-default-host", b"GET / HTTP/1.0\r\n\r\n", 200, group="http10"),
     case("9-http10-keepalive-lws-host", b"GET / HTTP/1.0\r\nHost: foo.com \r\nConnection: keep-alive\r\n\r\n",
          200, group="http10"),
-    case("10-pipeline-then-no-host", get("/") + b"GET / HTTP/1.1\r\n\r\n", (200, 400), reads=2,
-         differs="missing Host: 400 with a text/plain `Bad Request` body; Envoy's has content-length 0"),
+    case("10-pipeline-then-no-host", get("/") + b"GET / HTTP/1.1\r\n\r\n", (200, 400), reads=2),
     case("11-pipelined-trailers", b"".join(
         b"POST / HTTP/1.1\r\nHost: host\r\ntransfer-encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n" + t + b"\r\n"
         for t in (b"trailer1: t1\r\n", b"trailer2: t2\r\n", b"trailer1\r\n")), (200, 200, 400), reads=3,
@@ -97,13 +96,11 @@ CASES = [
     case("12-absolute-url-off", get("http://api.lyft.com/"), 404, group="absolute-url-off"),
     case("12-absolute-url-on", get("http://api.lyft.com/"), 200, group="absolute-url-on"),
     case("12-absolute-url-with-port", get("http://api.lyft.com:80/"), 200, group="absolute-url-on"),
-    case("13-upstream-garbage", get("/garbage"), 502,
-         differs="503; Envoy 1.40 answers 502 (UPE, upstream_reset_before_response_started{protocol_error})"),
+    case("13-upstream-garbage", get("/garbage"), 502),
     case("14-three-responses", get("/three-responses"), 200),
     case("15-head-no-length", b"HEAD /no-length HTTP/1.1\r\nHost: x\r\n\r\n", 200, method="HEAD"),
     case("15-head-content-length", b"HEAD /x HTTP/1.1\r\nHost: x\r\n\r\n", 200, method="HEAD"),
-    case("16-204-with-body", get("/204-with-body"), 502,
-         differs="forwards the 204; Envoy 1.40 answers 502 UPE (a 204 with content-length is a protocol error)"),
+    case("16-204-with-body", get("/204-with-body"), 502),
     case("17-304-with-cl", get("/304-with-cl"), 304),
     case("18-upgrade-in-response", get("/upgrade-header"), 200),
     case("19-duplicate-user-agent", get("/", b"User-Agent: public\r\nUser-Agent: 123\r\n"), 200,
@@ -125,49 +122,41 @@ CASES = [
 
     # ---------------------------------------------------------------- smuggling through Connection
     case("connection-content-length", smuggle(b"content-length", b"Content-Length: 48", SLOW), 200,
-         differs="REQUEST SMUGGLING: drops the content-length named by Connection but forwards the body bytes "
-                 "unframed, so the upstream parses GET /slow/SMUGGLED as a second request; Envoy re-frames the "
-                 "body chunked (one request upstream)"),
+         differs="BY DESIGN: both send one request upstream; pyproxy keeps the Content-Length the Connection "
+                 "header nominated (framing fields are never nominated away), Envoy re-frames the body chunked"),
     case("connection-transfer-encoding", smuggle(b"transfer-encoding", b"Transfer-Encoding: chunked",
                                                  chunked([SLOW])), 200),
     case("connection-host", smuggle(b"host", b"Content-Length: 48", SLOW), 400,
-         differs="removes the Host named by Connection and forwards the request upstream with NO Host (200); "
-                 "Envoy answers 400 missing_host_header and forwards nothing"),
+         differs="BY DESIGN: pyproxy keeps the Host a Connection header nominates and forwards the request "
+                 "(200, Host intact); Envoy answers 400 missing_host_header"),
 
     # ---------------------------------------------------------------- absolute-form with userinfo
-    case("absolute-url-userinfo", get("http://user:pw@other.example/"), 200, group="absolute-url-on",
-         differs="forwards host `user:pw@other.example`; Envoy strips the userinfo (host `other.example`)"),
+    case("absolute-url-userinfo", get("http://user:pw@other.example/"), 200, group="absolute-url-on"),
 
     # ---------------------------------------------------------------- path normalisation
-    *[case(f"path-fragment-{group}", get("/a#frag"), 400, group=group,
-           differs="forwards `/a#frag` (200); Envoy rejects a fragment in the path: 400 path_normalization_failed")
+    *[case(f"path-fragment-{group}", get("/a#frag"), 400, group=group)
       for group in ("default", "normalize")],
     *[case(f"path-{name}-default", get(path), 200) for name, path in PATHS],
     *[case(f"path-{name}-normalize", get(path), 200, group="normalize",
-           differs="" if name == "escaped-slash" else NOT_NORMALISED) for name, path in PATHS],
-    *[case(f"path-{name}-{group}", get(path), ESCAPED_STATUS.get((name, group), 200), group=group,
-           differs="refuses the bootstrap: path_with_escaped_slashes_action is not supported")
+           ) for name, path in PATHS],
+    *[case(f"path-{name}-{group}", get(path), ESCAPED_STATUS.get((name, group), 200), group=group)
       for group in ("escaped-keep_unchanged", "escaped-reject_request", "escaped-unescape_and_redirect",
                     "escaped-unescape_and_forward")
       for name, path in PATHS[-2:]],
 
     # ---------------------------------------------------------------- transfer codings
     case("te-gzip-chunked", b"POST /te HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
-         + chunked([b"hello"]), 501,
-         differs="forwards it (200); Envoy answers 501 Not Implemented (http1.invalid_transfer_encoding) and closes"),
+         + chunked([b"hello"]), 501),
     case("te-chunked-gzip", b"POST /te HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"
-         + chunked([b"hello"]), 501, differs="400 Bad Request; Envoy 501 Not Implemented"),
-    case("te-identity", b"POST /te HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\nhello", 501,
-         differs="400 Bad Request; Envoy 501 Not Implemented"),
+         + chunked([b"hello"]), 501),
+    case("te-identity", b"POST /te HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\nhello", 501),
 
     # ---------------------------------------------------------------- HTTP/0.9
-    case("http09-request-line", b"GET /x\r\n", 426,
-         differs="waits for more bytes (no response); Envoy answers 426 (low_version) at once and closes"),
+    case("http09-request-line", b"GET /x\r\n", 426),
     case("http09-request-line-crlf", b"GET /x\r\n\r\n", 426),
 
     # ---------------------------------------------------------------- upgrade
-    case("websocket-not-enabled", get("/ws", WS), 403,
-         differs="forwards a plain GET without the upgrade (200); Envoy answers 403 (upgrade_failed), sends nothing"),
+    case("websocket-not-enabled", get("/ws", WS), 403),
     case("websocket-enabled", get("/ws", WS), 101, group="websocket",
          differs="forwards a plain GET without the upgrade headers (200); Envoy forwards the upgrade, relays 101"),
 
@@ -207,8 +196,8 @@ async def _quit_from_foreign_origin(url: str, proc) -> tuple[int, bool]:
 
 async def test_admin_quitquitquit_with_foreign_origin(tmp_path):
     """Envoy's admin has no CSRF guard: a cross-site POST /quitquitquit (what a browser page could send to
-    a local admin port) answers 200 and stops Envoy. Recorded so pyproxy's admin behaves the same or
-    documents why it is stricter."""
+    a local admin port) answers 200 and stops Envoy. pyproxy refuses it (403) and keeps running: a documented,
+    deliberate difference."""
     from tests.support.envoy import EnvoyProcess, require_envoy
     from tests.support.mesh import free_ports
 
@@ -224,8 +213,8 @@ async def test_admin_quitquitquit_with_foreign_origin(tmp_path):
         seen_envoy = await _quit_from_foreign_origin(envoy.admin_url, envoy)
         assert seen_envoy == (200, True), f"the oracle moved: Envoy now gives {seen_envoy}"
         seen_pyproxy = await _quit_from_foreign_origin(f"http://127.0.0.1:{admin_port}", pyproxy)
-        if seen_pyproxy != seen_envoy:
-            raise Differs(f"quitquitquit from a foreign Origin: envoy {seen_envoy} pyproxy {seen_pyproxy}")
+        # BY DESIGN pyproxy goes beyond Envoy here (pyproxy/admin/guard.py, docs/hardening.md): refused, still up
+        assert seen_pyproxy == (403, False), f"pyproxy's admin guard let it through: {seen_pyproxy}"
     finally:
         envoy.stop()
         pyproxy.stop()
