@@ -214,6 +214,9 @@ class ControlPlane:
         again) and build its registry. Reads the last applied state, changes nothing: safe in a thread."""
         paths, problems = expand_paths([self.config_dir])
         errors = [str(f) for f in problems]
+        if problems:  # the directory itself is gone (being replaced?): nothing was deleted on purpose
+            errors.append(f"{self.config_dir}: keeping the last good config ({len(self._resources)} resources)")
+            return ConfigRead(self._good_files, self._resources, None, tuple(errors), self._parsed)
         files: dict[str, tuple[Resource, ...]] = {}
         parsed: dict[str, tuple] = {}
         for path in paths:
@@ -507,22 +510,32 @@ class ControlPlane:
             self._stop_watch = asyncio.Event()
             self._tasks.append(asyncio.create_task(self._watch_loop(self._stop_watch), name="watch"))
 
-    async def _watch_loop(self, stop: asyncio.Event, restart_after: float = 1.0) -> None:
+    async def _watch_loop(self, stop: asyncio.Event, retry_after: float = 1.0) -> None:
         """Watch the config directory and refresh on changes until `stop`. A reload never ends the watch
-        (`refresh` does not raise); should the watcher itself fail (the directory removed, inotify limits),
-        it is restarted after `restart_after` seconds, with a refresh for the changes it may have missed."""
+        (`refresh` does not raise). The watch does end when the directory goes away (inotify forgets it) or
+        the watcher fails; then the directory is looked for every `retry_after` seconds, and once it is
+        there again it is reloaded and watched anew."""
         from control.watch import watch_config
 
+        async def on_change(_changed: set[str]) -> bool:
+            await self.refresh()
+            return os.path.isdir(self.config_dir)  # False ends this watch
+
         while not stop.is_set():
-            try:
-                await watch_config([self.config_dir], lambda _changed: self.refresh(), stop)
-            except Exception as err:  # noqa: BLE001 - the watcher must outlive any one failure
-                log.error("config watcher failed (%s: %s); restarting it in %.1fs", type(err).__name__, err,
-                          restart_after)
-            try:
-                await asyncio.wait_for(stop.wait(), restart_after)
-            except asyncio.TimeoutError:
-                await self.refresh()
+            if os.path.isdir(self.config_dir):
+                try:
+                    await watch_config([self.config_dir], on_change, stop)
+                except Exception as err:  # noqa: BLE001 - the watcher must outlive any one failure
+                    log.error("config watcher failed (%s: %s); restarting it", type(err).__name__, err)
+                if not stop.is_set():
+                    log.warning("config: %s is gone; watching for it to come back", self.config_dir)
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), retry_after)
+                except asyncio.TimeoutError:
+                    if os.path.isdir(self.config_dir):
+                        await self.refresh()  # what changed while nobody watched
+                        break
 
     async def stop(self) -> None:
         self._stopping = True  # long-polls end now instead of when their wait expires
