@@ -92,6 +92,9 @@ class ConfigRead:
     registry: FileRegistry | None
     errors: tuple[str, ...]
     parsed: dict[str, tuple]  # path -> (stat key, resources, error findings)
+    events: tuple[tuple[str, str], ...] = ()  # against the config applied when read (config_events)
+    same_services: bool = True
+    same_workloads: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,14 +125,14 @@ def _identity(res: Resource) -> tuple:
     return (res.spec, dict(res.labels), dict(res.annotations))
 
 
-def config_events(old: Iterable[Resource], new: Iterable[Resource]) -> list[tuple[str, str]]:
+def config_events(old: Iterable[Resource], new: Iterable[Resource]) -> tuple[tuple[str, str], ...]:
     """(kind, event) for each resource added, updated or deleted between two configs (pilot_k8s_cfg_events)."""
     before = {(r.kind, r.namespace, r.name): r for r in old}
     after = {(r.kind, r.namespace, r.name): r for r in new}
     events = [(k[0], "add") for k in after if k not in before]
     events += [(k[0], "update") for k in after if k in before and _identity(after[k]) != _identity(before[k])]
     events += [(k[0], "delete") for k in before if k not in after]
-    return sorted(events)
+    return tuple(sorted(events))
 
 
 class ControlPlane:
@@ -234,8 +237,10 @@ class ControlPlane:
             registry = FileRegistry.from_resources(resources, MeshConfig.from_resources(resources).domain)
         except RegistryError as err:
             errors.append(f"Error: {err} (keeping the last good config)")
-            registry = None
-        return ConfigRead(files, resources, registry, tuple(errors), parsed)
+            return ConfigRead(files, resources, None, tuple(errors), parsed)
+        return ConfigRead(files, resources, registry, tuple(errors), parsed, config_events(self._resources, resources),
+                          registry.services() == self._files.services(),
+                          registry.workloads() == self._files.workloads())
 
     def _parse(self, path: str) -> tuple:
         """(stat key, resources, error findings) of one file; the last read's when its size, mtime and
@@ -264,11 +269,9 @@ class ControlPlane:
                 log.error("config: %s", e)
         if read.registry is None:
             return False
-        registry, resources = read.registry, read.resources
-        events = config_events(self._resources, resources)
+        registry, resources, events = read.registry, read.resources, read.events
         self._good_files = read.files
-        same_services = registry.services() == self._files.services()
-        same_workloads = registry.workloads() == self._files.workloads()
+        same_services, same_workloads = read.same_services, read.same_workloads
         if not events and same_services and same_workloads:
             return False
         for kind, event in events:
