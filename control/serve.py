@@ -29,6 +29,7 @@ The aiohttp shell is control.xds.server; the command is control.cli.control.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from control.istio.load import expand_paths, load_paths
+from control.istio.load import LoadLimits, LoadResult, expand_paths, load_paths
 from control.istio.messages import Level
 from control.istio.resources import Resource
 from control.mesh import MeshConfig, build_mesh
@@ -46,10 +47,17 @@ from control.registry.files import FileRegistry, RegistryError
 from control.registry.live import DEFAULT_GRACE, LiveRegistry, MeshRegistry
 from control.translate import Options, TranslateError
 from control.xds.cache import DiscoveryRequest, DiscoveryResponse, Outcome, RequestKind, XdsCache, XdsType
+from control.xds.admission import Admission
+from control.xds.cache import ProxySnapshot
 from control.xds.generate import EndpointTable, GenerateError, ShapeCache, SnapshotBuilder, endpoint_identities
 from control.xds.node import ProxyNode, node_dict, parse_node
 
 log = logging.getLogger("pyproxy.control")
+
+
+def load_one(path: str, *, strict: bool, limits: LoadLimits) -> LoadResult:
+    """One config file's resources and findings (control.istio.load.load_paths on that file alone)."""
+    return load_paths([path], strict=strict, limits=limits)
 
 DEFAULT_DEBOUNCE = 0.1  # seconds; istiod PILOT_DEBOUNCE_AFTER
 DEFAULT_LONG_POLL = 30.0  # seconds a long-poll waits before 304
@@ -74,18 +82,57 @@ class PushResult:
                 "assignments": self.assignments, "seconds": round(self.seconds, 4)}
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigRead:
+    """One read of the config directory (made in a worker thread, applied on the loop): the files' last good
+    resources, their registry (None when it cannot be built), the errors, and the per-file parse cache."""
+
+    files: dict[str, tuple[Resource, ...]]
+    resources: tuple[Resource, ...]
+    registry: FileRegistry | None
+    errors: tuple[str, ...]
+    parsed: dict[str, tuple]  # path -> (stat key, resources, error findings)
+    events: tuple[tuple[str, str], ...] = ()  # against the config applied when read (config_events)
+    same_services: bool = True
+    same_workloads: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PushInputs:
+    """What a push renders from, taken on the loop at once so the worker thread sees one consistent state."""
+
+    files: FileRegistry
+    resources: tuple[Resource, ...]
+    config_generation: int
+    registry_generation: int
+    nodes: tuple[ProxyNode, ...]
+    members: frozenset[str]
+    live_generation: int
+    changed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A push's snapshots: per node (node, snapshot or None on error, notes, seconds to render)."""
+
+    full: bool
+    renders: int
+    assignments: int
+    proxies: tuple[tuple[ProxyNode, ProxySnapshot | None, tuple[str, ...], float], ...]
+
+
 def _identity(res: Resource) -> tuple:
     return (res.spec, dict(res.labels), dict(res.annotations))
 
 
-def config_events(old: Iterable[Resource], new: Iterable[Resource]) -> list[tuple[str, str]]:
+def config_events(old: Iterable[Resource], new: Iterable[Resource]) -> tuple[tuple[str, str], ...]:
     """(kind, event) for each resource added, updated or deleted between two configs (pilot_k8s_cfg_events)."""
     before = {(r.kind, r.namespace, r.name): r for r in old}
     after = {(r.kind, r.namespace, r.name): r for r in new}
     events = [(k[0], "add") for k in after if k not in before]
     events += [(k[0], "update") for k in after if k in before and _identity(after[k]) != _identity(before[k])]
     events += [(k[0], "delete") for k in before if k not in after]
-    return sorted(events)
+    return tuple(sorted(events))
 
 
 class ControlPlane:
@@ -95,8 +142,12 @@ class ControlPlane:
                  grace: float = DEFAULT_GRACE, debounce: float = DEFAULT_DEBOUNCE,
                  long_poll_timeout: float = DEFAULT_LONG_POLL, nonce_prefix: str | None = None,
                  metrics: ControlMetrics | None = None, options: Options = Options(),
-                 state_file: str | None = None):
+                 state_file: str | None = None, limits: LoadLimits = LoadLimits(),
+                 load_file: Callable[[str], LoadResult] | None = None):
         self.config_dir = config_dir
+        self.limits = limits
+        # one file -> resources and findings; called in a worker thread (tests wrap it to hold a reload)
+        self.load_file = load_file or functools.partial(load_one, strict=False, limits=limits)
         self.state_file = state_file
         self.clock = clock
         self.debounce = debounce
@@ -124,6 +175,7 @@ class ControlPlane:
         self._tasks: list[asyncio.Task] = []
         self._push_done: asyncio.Condition | None = None
         self._stop_watch: asyncio.Event | None = None
+        self._reload_lock = asyncio.Lock()
         m = self.metrics.gauges
         m.set_source("pilot_xds", lambda: sum(1 for n in self.live.nodes() if self.live.connected(n.id)))
         m.set_source("pilot_services", lambda: len(self._files.services()))
@@ -140,12 +192,39 @@ class ControlPlane:
 
     # --- config ------------------------------------------------------------------------------------------
     def reload(self) -> bool:
-        """Re-read the config directory. True when the serving config changed (a push is scheduled)."""
+        """Re-read the config directory here and now. True when the serving config changed (a push is
+        scheduled). The serving process uses `refresh`, which reads in a worker thread."""
+        return self._apply(self._read())
+
+    async def refresh(self) -> bool:
+        """Reload with the reading, parsing and validation in a worker thread, so the event loop keeps
+        answering xDS meanwhile; the result is swapped in whole, here on the loop. Never raises: a failure
+        (a bug: hostile files are findings, see control.istio.load.LoadLimits) is logged and shown at
+        /debug/configz, and the last good config keeps serving."""
+        async with self._reload_lock:
+            try:
+                read = await asyncio.to_thread(self._read)
+            except Exception as err:  # noqa: BLE001 - see the docstring
+                log.exception("config: reload of %s failed; keeping the last good config", self.config_dir)
+                self.errors = (*self.errors, f"Error: reload failed: {type(err).__name__}: {err} "
+                                             "(keeping the last good config)")
+                self.metrics.validation_failed()
+                return False
+            return self._apply(read)
+
+    def _read(self) -> "ConfigRead":
+        """Read every file of the config directory (those unchanged since the last read are not parsed
+        again) and build its registry. Reads the last applied state, changes nothing: safe in a thread."""
         paths, problems = expand_paths([self.config_dir])
         errors = [str(f) for f in problems]
+        if problems:  # the directory itself is gone (being replaced?): nothing was deleted on purpose
+            errors.append(f"{self.config_dir}: keeping the last good config ({len(self._resources)} resources)")
+            return ConfigRead(self._good_files, self._resources, None, tuple(errors), self._parsed)
         files: dict[str, tuple[Resource, ...]] = {}
+        parsed: dict[str, tuple] = {}
         for path in paths:
-            resources, bad = self._load_file(path)
+            parsed[path] = self._parse(path)
+            _key, resources, bad = parsed[path]
             if bad:
                 errors += [str(f) for f in bad]
                 if path in self._good_files:
@@ -158,18 +237,41 @@ class ControlPlane:
             registry = FileRegistry.from_resources(resources, MeshConfig.from_resources(resources).domain)
         except RegistryError as err:
             errors.append(f"Error: {err} (keeping the last good config)")
-            registry = None
-        self.errors = tuple(errors)
-        if errors:
+            return ConfigRead(files, resources, None, tuple(errors), parsed)
+        return ConfigRead(files, resources, registry, tuple(errors), parsed, config_events(self._resources, resources),
+                          registry.services() == self._files.services(),
+                          registry.workloads() == self._files.workloads())
+
+    def _parse(self, path: str) -> tuple:
+        """(stat key, resources, error findings) of one file; the last read's when its size, mtime and
+        inode are unchanged."""
+        try:
+            st = os.stat(path)
+            key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            key = None
+        cached = self._parsed.get(path)
+        if key is not None and cached is not None and cached[0] == key:
+            return cached
+        result = self.load_file(path)
+        for f in result.findings:
+            if f.level < Level.ERROR:
+                log.debug("%s", f)
+        return key, result.resources, [f for f in result.findings if f.level >= Level.ERROR]
+
+    def _apply(self, read: "ConfigRead") -> bool:
+        """Swap in what `_read` found (on the loop). True when the serving config changed."""
+        self._parsed = {path: entry for path, entry in read.parsed.items() if entry[0] is not None}
+        self.errors = read.errors
+        if read.errors:
             self.metrics.validation_failed()
-            for e in errors:
+            for e in read.errors:
                 log.error("config: %s", e)
-        if registry is None:
+        if read.registry is None:
             return False
-        events = config_events(self._resources, resources)
-        self._good_files = files
-        same_services = registry.services() == self._files.services()
-        same_workloads = registry.workloads() == self._files.workloads()
+        registry, resources, events = read.registry, read.resources, read.events
+        self._good_files = read.files
+        same_services, same_workloads = read.same_services, read.same_workloads
         if not events and same_services and same_workloads:
             return False
         for kind, event in events:
@@ -182,25 +284,6 @@ class ControlPlane:
         log.info("config: %d resources from %s (%d changes)", len(resources), self.config_dir, len(events))
         self.schedule_push()
         return True
-
-    def _load_file(self, path: str) -> tuple[tuple[Resource, ...], list]:
-        """(resources, error findings) of one file; re-parsed only when its size or mtime changed."""
-        try:
-            st = os.stat(path)
-            key = (st.st_mtime_ns, st.st_size, st.st_ino)
-        except OSError:
-            key = None
-        cached = self._parsed.get(path)
-        if key is not None and cached is not None and cached[0] == key:
-            return cached[1], cached[2]
-        result = load_paths([path], strict=False)
-        for f in result.findings:
-            if f.level < Level.ERROR:
-                log.debug("%s", f)
-        bad = [f for f in result.findings if f.level >= Level.ERROR]
-        if key is not None:
-            self._parsed[path] = (key, result.resources, bad)
-        return result.resources, bad
 
     # --- pushes ------------------------------------------------------------------------------------------
     def schedule_push(self) -> None:
@@ -226,42 +309,54 @@ class ControlPlane:
                 self._push_done.notify_all()
 
     async def push(self, changed_at: float) -> PushResult:
-        """Regenerate every registered proxy's snapshot; wake the ones that changed."""
+        """Regenerate every connected proxy's snapshot (in a worker thread: the heavy part of a push, so
+        long-polls and registrations keep being answered); set them and wake the changed ones on the loop."""
         started_push = time.perf_counter()
-        nodes = self.live.nodes()
-        registry = MeshRegistry(self._files, nodes)
-        mesh = build_mesh(self._resources, registry=registry)
-        endpoints_key = (self.registry_generation, self.live.generation)
+        inputs = PushInputs(self._files, self._resources, self.config_generation, self.registry_generation,
+                            self.live.nodes(), self.live.members(), self.live.generation, changed_at)
+        rendered = await asyncio.to_thread(self._render, inputs)
+        changed = 0
+        for node, snapshot, notes, seconds in rendered.proxies:
+            if self.live.node(node.id) is None:  # expired while we were rendering
+                continue
+            self.notes[node.id] = notes
+            if snapshot is None:
+                continue
+            self.metrics.push_time.observe(seconds)
+            if self.cache.set_snapshot(node.id, snapshot):
+                changed += 1
+                self._notify(node.id)
+        self.last_push = PushResult(rendered.full, len(rendered.proxies), changed, rendered.renders,
+                                    rendered.assignments, time.perf_counter() - started_push)
+        log.debug("%s", self.last_push)
+        return self.last_push
+
+    def _render(self, inputs: "PushInputs") -> "Rendered":
+        """Mesh, endpoints and every node's snapshot from `inputs`, taken on the loop (this runs in a worker
+        thread; pushes run one at a time, so the shape and endpoint caches are its alone meanwhile)."""
+        registry = MeshRegistry(inputs.files, inputs.nodes, inputs.members)
+        mesh = build_mesh(inputs.resources, registry=registry)
+        endpoints_key = (inputs.registry_generation, inputs.live_generation)
         if endpoints_key != self._endpoints.key:
             self._endpoints = EndpointTable(endpoints_key, endpoint_identities(mesh))
-        key = (self.config_generation, self._endpoints.identities)
+        key = (inputs.config_generation, self._endpoints.identities)
         full = key != self._shapes.key
         if full:
             self._shapes = ShapeCache(key)
         builder = SnapshotBuilder(mesh, registry, self.options, self._shapes, self._endpoints)
         built = self._endpoints.built
-        changed = 0
-        for node in nodes:
-            if self.live.node(node.id) is None:  # expired while we were rendering others
-                continue
+        proxies = []
+        for node in inputs.nodes:
             started = time.perf_counter()
             try:
-                snapshot, notes = builder.snapshot(node, changed_at)
+                snapshot, notes = builder.snapshot(node, inputs.changed_at)
             except (TranslateError, RegistryError, GenerateError) as err:
-                self.notes[node.id] = (f"error: {err} (keeping its last config)",)
                 log.error("translate %s: %s", node.short, err)
+                proxies.append((node, None, (f"error: {err} (keeping its last config)",), 0.0))
                 continue
-            self.metrics.push_time.observe(time.perf_counter() - started)
-            self.notes[node.id] = notes
-            if self.cache.set_snapshot(node.id, snapshot):
-                changed += 1
-                self._notify(node.id)
-            await asyncio.sleep(0)  # let responses for already-regenerated proxies go out
+            proxies.append((node, snapshot, notes, time.perf_counter() - started))
         self._shapes.retain(builder.used)
-        self.last_push = PushResult(full, len(nodes), changed, builder.renders, builder.endpoints.built - built,
-                                    time.perf_counter() - started_push)
-        log.debug("%s", self.last_push)
-        return self.last_push
+        return Rendered(full, builder.renders, builder.endpoints.built - built, tuple(proxies))
 
     async def wait_push(self, after: int, timeout: float = 10.0) -> None:
         """Wait until more than `after` push cycles completed (tests, benchmarks)."""
@@ -278,10 +373,15 @@ class ControlPlane:
             event.set()
 
     # --- registration ------------------------------------------------------------------------------------
-    def connect(self, node: ProxyNode) -> None:
-        """A request from `node` began: register or refresh it."""
-        if self.live.connect(node, self.clock()):
-            log.info("proxy %s registered (%s %s, labels %s)", node.short, node.type, node.ip, dict(node.labels))
+    def connect(self, node: ProxyNode, admission: Admission = Admission(True)) -> None:
+        """A request from `node` began: register or refresh it; as an endpoint only if `admission` says so
+        (control.xds.admission), else it only reads config."""
+        if self.live.connect(node, self.clock(), member=admission.register):
+            if admission.register:
+                log.info("proxy %s registered (%s %s, labels %s)", node.short, node.type, node.ip,
+                         dict(node.labels))
+            else:
+                log.info("proxy %s connected, not registered: %s", node.short, admission.reason)
             self.save_registrations()
             self.schedule_push()
 
@@ -306,7 +406,9 @@ class ControlPlane:
         """Write the registered proxies to `state_file` (atomically), if one is set."""
         if not self.state_file:
             return
-        data = {"kind": "pyproxy-control registrations", "proxies": [node_dict(n) for n in self.live.nodes()]}
+        members = self.live.members()
+        data = {"kind": "pyproxy-control registrations",
+                "proxies": [node_dict(n) for n in self.live.nodes() if n.id in members]}
         tmp = f"{self.state_file}.tmp"
         try:
             os.makedirs(os.path.dirname(os.path.abspath(self.state_file)), exist_ok=True)
@@ -402,16 +504,41 @@ class ControlPlane:
         self._push_done = asyncio.Condition()
         if not os.path.exists(self.config_dir):
             raise FileNotFoundError(f"{self.config_dir}: no such file or directory")
-        self.reload()
+        await self.refresh()  # a bad file is reported and skipped; the rest serves
         self.load_registrations()
         self._dirty.set()
         self._tasks = [asyncio.create_task(self._push_loop(), name="push"),
                        asyncio.create_task(self._expire_loop(), name="expire")]
         if watch:
-            from control.watch import watch_config
             self._stop_watch = asyncio.Event()
-            self._tasks.append(asyncio.create_task(
-                watch_config([self.config_dir], lambda _changed: self.reload(), self._stop_watch), name="watch"))
+            self._tasks.append(asyncio.create_task(self._watch_loop(self._stop_watch), name="watch"))
+
+    async def _watch_loop(self, stop: asyncio.Event, retry_after: float = 1.0) -> None:
+        """Watch the config directory and refresh on changes until `stop`. A reload never ends the watch
+        (`refresh` does not raise). The watch does end when the directory goes away (inotify forgets it) or
+        the watcher fails; then the directory is looked for every `retry_after` seconds, and once it is
+        there again it is reloaded and watched anew."""
+        from control.watch import watch_config
+
+        async def on_change(_changed: set[str]) -> bool:
+            await self.refresh()
+            return os.path.isdir(self.config_dir)  # False ends this watch
+
+        while not stop.is_set():
+            if os.path.isdir(self.config_dir):
+                try:
+                    await watch_config([self.config_dir], on_change, stop)
+                except Exception as err:  # noqa: BLE001 - the watcher must outlive any one failure
+                    log.error("config watcher failed (%s: %s); restarting it", type(err).__name__, err)
+                if not stop.is_set():
+                    log.warning("config: %s is gone; watching for it to come back", self.config_dir)
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), retry_after)
+                except asyncio.TimeoutError:
+                    if os.path.isdir(self.config_dir):
+                        await self.refresh()  # what changed while nobody watched
+                        break
 
     async def stop(self) -> None:
         self._stopping = True  # long-polls end now instead of when their wait expires

@@ -2,12 +2,18 @@
 
     pyproxy-control serve --config-dir examples/mesh/ [--xds-port 15010] [--metrics-port 15014]
                           [--host 127.0.0.1] [--grace 10] [--debounce 0.1] [--long-poll-timeout 30]
-                          [--no-watch] [--state-file PATH] [-l info]
+                          [--no-watch] [--state-file PATH] [--plaintext-xds on|read-only|off]
+                          [--max-file-size BYTES] [--max-documents N] [--max-depth N] [--max-alias-nodes N]
+                          [-l info]
 
 Serves xDS (REST-JSON + long-poll, docs/xds.md) and /debug/syncz, /debug/configz on the xDS port, Prometheus
 metrics on the metrics port; watches the config directory and pushes changes. Prints one line per bound
 port (`XDS_PORT 15010`, `METRICS_PORT 15014`) so scripts using port 0 learn the ports. Stops on SIGTERM or
-SIGINT. Registered proxies are remembered in a state file (outside the config directory) so a restart keeps
+SIGINT. `--plaintext-xds` is the xDS port's registration policy (control.xds.admission): `on` (default,
+the demo: any caller registers as an endpoint), `read-only` (config is served, nobody registers), `off`
+(no xDS port; /debug and /ready stay on the metrics port). The `--max-*` options are the config loader's
+limits (control.istio.load.LoadLimits); a file over one is reported like invalid YAML and skipped.
+Registered proxies are remembered in a state file (outside the config directory) so a restart keeps
 their endpoints for the grace period while they reconnect. Bad input (missing directory, busy port) is one
 line on stderr and exit code 1.
 """
@@ -23,7 +29,20 @@ import sys
 import tempfile
 from typing import Sequence
 
+from control.istio.load import LoadLimits
+from control.xds.admission import PlaintextXds
+
 EXIT_BAD_INPUT = 1
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"want a number above 0, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,8 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-file", default=None, metavar="PATH",
                    help="where registered proxies are remembered across restarts (default: "
                         "<tmp>/pyproxy-control-<hash of the config dir>/registrations.json; '' = nowhere)")
+    p.add_argument("--plaintext-xds", choices=[m.value for m in PlaintextXds], default=PlaintextXds.ON.value,
+                   help="the plaintext xDS port: 'on' = any caller registers as an endpoint (the demo's default), "
+                        "'read-only' = config is served but nobody registers, 'off' = not bound "
+                        "(see docs/hardening.md)")
+    limits = LoadLimits()
+    for flag, field, text in (("--max-file-size", "max_file_bytes", "bytes per config file"),
+                              ("--max-documents", "max_documents", "YAML documents per file"),
+                              ("--max-depth", "max_depth", "nesting levels (after alias expansion)"),
+                              ("--max-alias-nodes", "max_alias_nodes", "nodes YAML aliases may add per document")):
+        p.add_argument(flag, dest=field, type=_positive, default=getattr(limits, field), metavar="N",
+                       help=f"most {text} (default {getattr(limits, field)}); a file over it is skipped and reported")
     p.add_argument("-l", "--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
+
+
+log = logging.getLogger("pyproxy.control")
 
 
 def default_state_file(config_dir: str) -> str:
@@ -60,8 +93,10 @@ async def serve(args: argparse.Namespace) -> int:
     from control.xds.server import make_app, make_metrics_app, start_site
 
     state_file = default_state_file(args.config_dir) if args.state_file is None else args.state_file
+    limits = LoadLimits(args.max_file_bytes, args.max_documents, args.max_depth, args.max_alias_nodes)
+    plaintext = PlaintextXds(args.plaintext_xds)
     cp = ControlPlane(args.config_dir, grace=args.grace, debounce=args.debounce,
-                      long_poll_timeout=args.long_poll_timeout, state_file=state_file or None)
+                      long_poll_timeout=args.long_poll_timeout, state_file=state_file or None, limits=limits)
     try:
         await cp.start(watch=not args.no_watch)
     except FileNotFoundError as err:
@@ -69,8 +104,15 @@ async def serve(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     runners = []
     try:
-        for name, app, port in (("XDS_PORT", make_app(cp), args.xds_port),
-                                ("METRICS_PORT", make_metrics_app(cp), args.metrics_port)):
+        sites = [("METRICS_PORT", make_metrics_app(cp), args.metrics_port)]
+        if plaintext is PlaintextXds.OFF:
+            log.warning("plaintext xDS is off: no xDS port is bound (/debug and /ready are on the metrics port)")
+        else:
+            sites.insert(0, ("XDS_PORT", make_app(cp, plaintext), args.xds_port))
+            if plaintext is PlaintextXds.ON:
+                log.warning("plaintext xDS is on: any local process can register as an endpoint of any service "
+                            "(the demo's setting; use --plaintext-xds read-only outside a demo)")
+        for name, app, port in sites:
             try:
                 runner, bound = await start_site(app, args.host, port)
             except OSError as err:
@@ -78,7 +120,7 @@ async def serve(args: argparse.Namespace) -> int:
                 return EXIT_BAD_INPUT
             runners.append(runner)
             print(f"{name} {bound}", flush=True)
-        logging.getLogger("pyproxy.control").info("serving xDS for %s", args.config_dir)
+        log.info("serving xDS for %s (plaintext xDS %s)", args.config_dir, plaintext.value)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -93,9 +93,11 @@ MERGED_DESTINATION_RULES = _m(
     "PYM0007", "MergedDestinationRuleIgnored", Level.WARNING,
     "DestinationRules {0} for host {1} in namespace {2} are merged (istiod's mergeDestinationRule, in "
     "creation order): {3}. Put the host's policy in one DestinationRule.")
+LIMIT_EXCEEDED = _m("PYM0008", "ConfigLimitExceeded", Level.ERROR, "{0}")
 
-# Loading problems that make the input unusable as a whole (the CLI exits 1 rather than 79 for these).
-FATAL_CODES = frozenset({FILE_ERROR.code, YAML_SYNTAX_ERROR.code})
+# Loading problems that make the input unusable as a whole (the CLI exits 1 rather than 79 for these):
+# unreadable files, YAML syntax, and files over a loader limit (control.istio.load.LoadLimits).
+FATAL_CODES = frozenset({FILE_ERROR.code, YAML_SYNTAX_ERROR.code, LIMIT_EXCEEDED.code})
 
 CATALOGUE: dict[str, MessageType] = {
     m.code: m for m in (
@@ -104,7 +106,7 @@ CATALOGUE: dict[str, MessageType] = {
         NO_SERVER_CERT_VERIFICATION_PORT, VS_UNREACHABLE_RULE, VS_INEFFECTIVE_MATCH,
         VS_HOST_NOT_FOUND_IN_GATEWAY, SCHEMA_WARNING, CONFLICTING_GATEWAYS, DR_SUBSET_NOT_SELECT_PODS,
         UNKNOWN_DR_HOST, FILE_ERROR, YAML_SYNTAX_ERROR, IGNORED_KIND, UNSUPPORTED_FIELD, UNKNOWN_FIELD_DROPPED,
-        DUPLICATE_RESOURCE, MERGED_DESTINATION_RULES,
+        DUPLICATE_RESOURCE, MERGED_DESTINATION_RULES, LIMIT_EXCEEDED,
     )
 }
 

@@ -24,7 +24,7 @@ their own ports.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Collection, Iterable
 
 from control.registry.base import Registry, select_endpoints, workload_port
 from control.registry.model import ContainerPort, Endpoint, Service, ServicePort, Workload
@@ -41,6 +41,7 @@ class _Entry:
     registered_at: float
     last_seen: float
     in_flight: int = 0
+    member: bool = True  # joins the endpoints of the services it matches (False: config only, read-only)
 
 
 class LiveRegistry(Registry):
@@ -60,17 +61,18 @@ class LiveRegistry(Registry):
         self.generation += 1
         self._workloads = None
 
-    def connect(self, node: ProxyNode, now: float) -> bool:
-        """A request from this proxy began. True when the registry changed (new proxy or new metadata)."""
+    def connect(self, node: ProxyNode, now: float, member: bool = True) -> bool:
+        """A request from this proxy began. True when the registry changed (new proxy, new metadata, or
+        membership: `member=False` keeps it out of every service's endpoints, see control.xds.admission)."""
         entry = self._entries.get(node.id)
         if entry is None:
-            self._entries[node.id] = _Entry(node, now, now, 1)
+            self._entries[node.id] = _Entry(node, now, now, 1, member)
             self._changed()
             return True
         entry.in_flight += 1
         entry.last_seen = now
-        if entry.node != node:
-            entry.node = node
+        if entry.node != node or entry.member != member:
+            entry.node, entry.member = node, member
             self._changed()
             return True
         return False
@@ -113,6 +115,10 @@ class LiveRegistry(Registry):
     def nodes(self) -> tuple[ProxyNode, ...]:
         return tuple(self._entries[k].node for k in sorted(self._entries))
 
+    def members(self) -> frozenset[str]:
+        """Ids of the proxies that are endpoints (registered), not only config readers."""
+        return frozenset(k for k, e in self._entries.items() if e.member)
+
     def node(self, node_id: str) -> ProxyNode | None:
         entry = self._entries.get(node_id)
         return entry.node if entry else None
@@ -132,7 +138,7 @@ class LiveRegistry(Registry):
 
     def workloads(self) -> tuple[Workload, ...]:
         if self._workloads is None:
-            self._workloads = tuple(proxy_workload(n) for n in self.nodes())
+            self._workloads = tuple(proxy_workload(e.node) for k, e in sorted(self._entries.items()) if e.member)
         return self._workloads
 
 
@@ -175,9 +181,10 @@ def app_port(node: ProxyNode) -> int | None:
 
 class MeshRegistry(Registry):
     """File services + WorkloadEntries + live proxies: the registry the serving control plane translates from.
-    Immutable: build a new one when the files or the live set change."""
+    Immutable: build a new one when the files or the live set change. Every node gets a workload (its
+    config is rendered for it); only `members` (default: all) are endpoints of the services they match."""
 
-    def __init__(self, files: Registry, nodes: Iterable[ProxyNode]):
+    def __init__(self, files: Registry, nodes: Iterable[ProxyNode], members: Collection[str] | None = None):
         file_workloads = files.workloads()
         self._services = files.services()
         self._static = tuple(w for w in file_workloads if w.kind not in TEMPLATE_KINDS)
@@ -188,7 +195,8 @@ class MeshRegistry(Registry):
             template = template_for(node, file_workloads)
             base = proxy_workload(node, template)
             w = proxy_workload(node, template, self._named_target_ports(node, base))
-            live.append(w)
+            if members is None or node.id in members:
+                live.append(w)
             self._node_of[id(w)] = node
             self._by_node_id[node.id] = w
         self._live = tuple(live)

@@ -4,7 +4,14 @@
     GET  /debug/syncz      per proxy and type: SYNCED/STALE/NOT SENT, sent/acked version+nonce, last NACK
     GET  /debug/configz    config directory, resources, current config errors
     GET  /ready            200 once the config is loaded
-    GET  /metrics          (metrics port, 15014) Prometheus text: pilot_* series (control.metrics)
+    GET  /metrics          (metrics port, 15014) Prometheus text: pilot_* series (control.metrics); the
+                           metrics port serves /debug/* and /ready too (as istiod's 15014 does), so they
+                           stay reachable when the plaintext xDS port is off
+
+The plaintext xDS port has a policy (`PlaintextXds`, control.xds.admission): `on` registers every caller's
+node as an endpoint (the demo), `read-only` answers DiscoveryRequests but registers nobody (the node gets
+the config for what it claims to be, and joins no service's EDS), `off` is not served at all (the caller,
+control.cli.control, does not bind it).
 
 Envoy's REST subscription (`api_type: REST`) POSTs a DiscoveryRequest in JSON and gets a DiscoveryResponse.
 Plain REST is polling; this server long-polls (this project's extension, docs/xds.md): when nothing is due
@@ -25,6 +32,7 @@ from aiohttp import web
 
 from control.metrics import CONTENT_TYPE
 from control.serve import ControlPlane
+from control.xds.admission import PlaintextXds, admit
 from control.xds.cache import BY_PATH, DiscoveryRequest, XdsType
 from control.xds.node import NodeError, parse_node
 
@@ -81,7 +89,7 @@ def _wait(request: web.Request, maximum: float) -> float:
     return max(0.0, min(value, maximum))
 
 
-def _discovery(xds_type: XdsType):
+def _discovery(xds_type: XdsType, policy: PlaintextXds):
     async def handler(request: web.Request) -> web.StreamResponse:
         cp = request.app[CONTROL_PLANE]
         try:
@@ -94,7 +102,7 @@ def _discovery(xds_type: XdsType):
             wait = _wait(request, cp.long_poll_timeout)
         except (BadRequest, NodeError) as err:
             return _error(400, str(err))
-        cp.connect(node)
+        cp.connect(node, admit(node, None, anonymous_may_register=policy.anonymous_may_register))
         try:
             cp.receive(node, xds_type, req)
             response = await cp.next_response(node.id, xds_type, wait)
@@ -113,12 +121,19 @@ def _discovery(xds_type: XdsType):
     return handler
 
 
-def make_app(cp: ControlPlane) -> web.Application:
+def make_app(cp: ControlPlane, plaintext: PlaintextXds = PlaintextXds.ON) -> web.Application:
+    """The plaintext xDS port: discovery under `plaintext`'s registration policy, plus /debug and /ready."""
+    if plaintext is PlaintextXds.OFF:
+        raise ValueError("plaintext xDS is off: do not serve it")
     app = web.Application()
     app[CONTROL_PLANE] = cp
     for xds_type in BY_PATH.values():
-        app.router.add_post(f"/v3/discovery:{xds_type.path}", _discovery(xds_type))
+        app.router.add_post(f"/v3/discovery:{xds_type.path}", _discovery(xds_type, plaintext))
+    _add_debug(app, cp)
+    return app
 
+
+def _add_debug(app: web.Application, cp: ControlPlane) -> None:
     async def syncz(_: web.Request) -> web.Response:
         return web.json_response(cp.syncz(), dumps=lambda o: json.dumps(o, indent=2))
 
@@ -131,11 +146,11 @@ def make_app(cp: ControlPlane) -> web.Application:
     app.router.add_get("/debug/syncz", syncz)
     app.router.add_get("/debug/configz", configz)
     app.router.add_get("/ready", ready)
-    return app
 
 
 def make_metrics_app(cp: ControlPlane) -> web.Application:
     app = web.Application()
+    _add_debug(app, cp)
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=cp.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
