@@ -112,22 +112,22 @@ async def test_upstream_timeout_is_504_ut(upstream, proxy_factory, tmp_path):
     assert (await p.fetch("GET", "/")).status == 200
 
 
-async def test_upstream_garbage_is_503_upe(proxy):
-    """The upstream answers with bytes that are not HTTP → 503, flag UPE."""
+async def test_upstream_garbage_is_502_upe(proxy):
+    """The upstream answers with bytes that are not HTTP → 502 (Envoy 1.40, tests/oracle), flag UPE."""
     r = await proxy.fetch("GET", "/garbage")
-    assert r.status == 503
+    assert r.status == 502
     assert r.body.startswith(RESET_BEFORE_HEADERS)
     e = last_log(proxy)
-    assert (e["code"], e["flags"]) == (503, "UPE")
+    assert (e["code"], e["flags"]) == (502, "UPE")
     assert proxy.stat("cluster.backend.upstream_cx_protocol_error") == 1
     await assert_serving(proxy)
 
 
-async def test_upstream_response_with_cl_and_te_is_503_upe(proxy):
+async def test_upstream_response_with_cl_and_te_is_502_upe(proxy):
     """Response smuggling: content-length together with transfer-encoding from the upstream is a
-    protocol error (llhttp rejects it) → 503 UPE, the connection is not reused."""
+    protocol error (llhttp rejects it) → 502 UPE, the connection is not reused."""
     r = await proxy.fetch("GET", "/cl-and-te")
-    assert r.status == 503
+    assert r.status == 502
     assert last_log(proxy)["flags"] == "UPE"
     await assert_serving(proxy)
 
