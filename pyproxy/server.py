@@ -6,6 +6,11 @@ listener (a bound socket whose `current` HTTP connection manager config can be r
 objects they started with (each `ActiveStream` holds its `HcmRuntime`, each router its `ClusterRuntime`).
 Listeners whose address did not change keep their socket, so a swap drops no connection.
 
+The CPU-heavy part of a build (compiling route tables, `compile_routes`) runs on a worker thread through
+`self.offload` (`pyproxy.runtime.offload`), so a huge RDS update does not stall traffic; a route table whose
+RouteConfiguration object did not change is reused, not recompiled. A replaced snapshot with a large route table
+is freed a piece at a time off the loop (`release_retired`) once no stream runs on it any more.
+
 Read next: `pyproxy.http.connection` (what happens on accept), then `pyproxy.filters.router`.
 """
 from __future__ import annotations
@@ -29,9 +34,16 @@ from .observe.access_log import AccessLogManager, build_access_loggers
 from .observe.stats import Stats
 from .routing.retry import retry_state_for
 from .routing.table import RouteTable
+from .runtime.offload import Offload, freeze_after_swap, sole_reference
 from .upstream.cluster_manager import ClusterManager
 
 log = logging.getLogger("pyproxy.server")
+
+# A replaced route table with at least this many virtual hosts is freed gradually off the loop, and a new one
+# that big is frozen out of the collector's view after the swap (pyproxy.runtime.offload). Below it the
+# ordinary drop takes a few milliseconds at most.
+LARGE_ROUTE_TABLE_VIRTUAL_HOSTS = 1000
+RELEASE_RETRY_S = 1.0  # how often to look again at a replaced snapshot that an in-flight stream still uses
 
 
 class ConfigRejected(Exception):
@@ -49,18 +61,52 @@ def direct_response_bodies(rc: model.RouteConfiguration) -> dict[model.DirectRes
     return out
 
 
+class CompiledRoutes:
+    """A RouteConfiguration compiled for serving: its `RouteTable` and its direct_response bodies. Built by
+    `compile_routes`, a pure function that `ProxyServer.apply` runs on a worker thread."""
+
+    __slots__ = ("route_config", "route_table", "direct_bodies")
+
+    def __init__(self, route_config: model.RouteConfiguration):
+        self.route_config = route_config
+        self.route_table = RouteTable(route_config)
+        self.direct_bodies = direct_response_bodies(route_config)
+
+    @property
+    def large(self) -> bool:
+        return len(self.route_config.virtual_hosts) >= LARGE_ROUTE_TABLE_VIRTUAL_HOSTS
+
+    def __repr__(self) -> str:
+        return f"CompiledRoutes({self.route_table!r})"
+
+
+def effective_route_config(config: model.HttpConnectionManager,
+                           route_config: model.RouteConfiguration | None = None) -> model.RouteConfiguration:
+    """The routes an HCM serves: the RDS one when given, else its inline `route_config`, else an empty table."""
+    return route_config or config.route_config or model.RouteConfiguration()
+
+
+def compile_routes(route_config: model.RouteConfiguration) -> CompiledRoutes:
+    """Compile a RouteConfiguration; ConfigError names the field. Pure: safe on a worker thread."""
+    return CompiledRoutes(route_config)
+
+
 class HcmRuntime:
-    """An HttpConnectionManager config compiled for serving: route table, limits, loggers, counters."""
+    """An HttpConnectionManager config compiled for serving: route table, limits, loggers, counters.
+    `routes` is the precompiled route table (built off the loop by `apply`); without it, it is compiled here."""
 
     def __init__(self, config: model.HttpConnectionManager, clusters: ClusterManager, stats: Stats,
                  rng: random.Random, route_config: model.RouteConfiguration | None = None,
-                 access_logs: AccessLogManager | None = None):
+                 access_logs: AccessLogManager | None = None, routes: CompiledRoutes | None = None):
         self.config = config
         self.clusters = clusters
         self.rng = rng
-        self.route_config = route_config or config.route_config or model.RouteConfiguration()
-        self.route_table = RouteTable(self.route_config)
-        self.direct_bodies = direct_response_bodies(self.route_config)
+        if routes is None:
+            routes = compile_routes(effective_route_config(config, route_config))
+        self.routes = routes
+        self.route_config = routes.route_config
+        self.route_table = routes.route_table
+        self.direct_bodies = routes.direct_bodies
         self.access_loggers = build_access_loggers(config.access_log, manager=access_logs)
         self.header_limit = config.header_limit_bytes
         self.max_headers = config.max_headers_count
@@ -242,6 +288,10 @@ class ProxyServer:
         self.started = time.time()
         self._lock = asyncio.Lock()
         self.access_logs: AccessLogManager | None = None
+        self.offload = Offload()  # where route tables are compiled and old ones freed (a worker thread)
+        self._retired: list[HcmRuntime] = []  # replaced snapshots with a large route table, freed gradually
+        self._release_timer: asyncio.TimerHandle | None = None
+        self._release_tasks: set[asyncio.Task] = set()
 
     @property
     def ready(self) -> bool:
@@ -264,58 +314,121 @@ class ProxyServer:
             if hcm_cfg.rds is not None and hcm_cfg.rds.route_config_name not in routes:
                 raise ConfigRejected(f"listener {lis.name!r}: route configuration "
                                      f"{hcm_cfg.rds.route_config_name!r} (rds) was not provided")
-        async with self._lock:
-            loop = asyncio.get_running_loop()
-            if self.access_logs is None:
-                self.access_logs = AccessLogManager(scheduler=loop.call_later)
-            new_clusters = ClusterManager(clusters, self.stats, self.rng, previous=self.clusters, endpoints=endpoints)
-            await new_clusters.start()
-            new_hcms = {}
+        with self.offload.gc_paused():  # no collector pass over a half-built snapshot (pyproxy.runtime.offload)
+            async with self._lock:
+                await self._apply_locked(listeners, clusters, version, routes, endpoints)
+
+    def _compiled_now(self) -> dict[int, CompiledRoutes]:
+        """The route tables serving now, by id of their RouteConfiguration (an unchanged one is reused)."""
+        return {id(rt.current.route_config): rt.current.routes for rt in self.listeners.values()}
+
+    async def _apply_locked(self, listeners: tuple[model.Listener, ...], clusters: tuple[model.Cluster, ...],
+                            version: str, routes: dict[str, model.RouteConfiguration],
+                            endpoints: dict[str, model.ClusterLoadAssignment]) -> None:
+        loop = asyncio.get_running_loop()
+        if self.access_logs is None:
+            self.access_logs = AccessLogManager(scheduler=loop.call_later)
+        new_clusters = ClusterManager(clusters, self.stats, self.rng, previous=self.clusters, endpoints=endpoints)
+        await new_clusters.start()
+        new_hcms = {}
+        serving = self._compiled_now()
+        built_large = False
+        for lis in listeners:
+            key = lis.name or _address_key(lis)
+            hcm_cfg = http_connection_manager_of(lis)
+            rc = routes[hcm_cfg.rds.route_config_name] if hcm_cfg.rds is not None else None
+            rc = effective_route_config(hcm_cfg, rc)
+            try:
+                compiled = serving.get(id(rc))
+                if compiled is None or compiled.route_config is not rc:
+                    compiled = await self.offload.run(compile_routes, rc)  # the heavy part, off the loop
+                    built_large = built_large or compiled.large
+                new_hcms[key] = HcmRuntime(hcm_cfg, new_clusters, self.stats, self.rng,
+                                           access_logs=self.access_logs, routes=compiled)
+            except ConfigError as e:
+                raise ConfigRejected(f"listener {key!r}: {e}") from None
+        # bind new listeners before touching old ones, so a bind failure leaves everything as it was
+        started: list[ListenerRuntime] = []
+        new_listeners: dict[str, ListenerRuntime] = {}
+        try:
             for lis in listeners:
                 key = lis.name or _address_key(lis)
-                hcm_cfg = http_connection_manager_of(lis)
-                rc = routes[hcm_cfg.rds.route_config_name] if hcm_cfg.rds is not None else None
-                try:
-                    new_hcms[key] = HcmRuntime(hcm_cfg, new_clusters, self.stats, self.rng, route_config=rc,
-                                               access_logs=self.access_logs)
-                except ConfigError as e:
-                    raise ConfigRejected(f"listener {key!r}: {e}") from None
-            # bind new listeners before touching old ones, so a bind failure leaves everything as it was
-            started: list[ListenerRuntime] = []
-            new_listeners: dict[str, ListenerRuntime] = {}
-            try:
-                for lis in listeners:
-                    key = lis.name or _address_key(lis)
-                    old = self.listeners.get(key)
-                    if old is not None and old.config.address == lis.address and \
-                            old.config.bind_to_port == lis.bind_to_port:
-                        new_listeners[key] = old
-                        continue
-                    rt = ListenerRuntime(lis, new_hcms[key], self.stats, self.worker_id or 0)
-                    await rt.start(self.reuse_port)
-                    started.append(rt)
-                    new_listeners[key] = rt
-            except OSError as e:
-                for rt in started:
-                    if rt.server is not None:
-                        rt.server.close()
-                raise ConfigRejected(f"cannot bind listener: {e}") from None
-            # commit: swap everything
-            for key, rt in new_listeners.items():
-                rt.current = new_hcms[key]
-                rt.config = next(lis for lis in listeners if (lis.name or _address_key(lis)) == key)
-            removed = [rt for key, rt in self.listeners.items() if new_listeners.get(key) is not rt]
-            self.listeners = new_listeners
-            self.clusters = new_clusters
-            self.listener_configs = listeners
-            self.cluster_configs = clusters
-            self.route_configs = routes
-            self.endpoint_configs = endpoints
-            self.version = version or str(int(time.time() * 1000))
-            self.last_updated = time.time()
-            for rt in removed:
-                loop.create_task(rt.drain(self.drain_time))
-            log.info("config %s applied: %d listeners, %d clusters", self.version, len(listeners), len(clusters))
+                old = self.listeners.get(key)
+                if old is not None and old.config.address == lis.address and \
+                        old.config.bind_to_port == lis.bind_to_port:
+                    new_listeners[key] = old
+                    continue
+                rt = ListenerRuntime(lis, new_hcms[key], self.stats, self.worker_id or 0)
+                await rt.start(self.reuse_port)
+                started.append(rt)
+                new_listeners[key] = rt
+        except OSError as e:
+            for rt in started:
+                if rt.server is not None:
+                    rt.server.close()
+            raise ConfigRejected(f"cannot bind listener: {e}") from None
+        # commit: swap everything
+        replaced = [rt.current for rt in self.listeners.values()]
+        for key, rt in new_listeners.items():
+            rt.current = new_hcms[key]
+            rt.config = next(lis for lis in listeners if (lis.name or _address_key(lis)) == key)
+        removed = [rt for key, rt in self.listeners.items() if new_listeners.get(key) is not rt]
+        self.listeners = new_listeners
+        self.clusters = new_clusters
+        self.listener_configs = listeners
+        self.cluster_configs = clusters
+        self.route_configs = routes
+        self.endpoint_configs = endpoints
+        self.version = version or str(int(time.time() * 1000))
+        self.last_updated = time.time()
+        for rt in removed:
+            loop.create_task(rt.drain(self.drain_time))
+        if built_large and self.offload.off_loop:
+            freeze_after_swap()
+        kept = {id(h.routes) for h in new_hcms.values()}
+        self._retired.extend(h for h in replaced if h.routes.large and id(h.routes) not in kept)
+        del replaced
+        if self._retired:
+            self._schedule_release(0.0)
+        log.info("config %s applied: %d listeners, %d clusters", self.version, len(listeners), len(clusters))
+
+    # ---------------------------------------------------------------- freeing replaced snapshots
+
+    def _schedule_release(self, delay: float) -> None:
+        if self._release_timer is not None or not self._retired:
+            return
+
+        def fire() -> None:
+            self._release_timer = None
+            task = asyncio.get_running_loop().create_task(self.release_retired())
+            self._release_tasks.add(task)
+            task.add_done_callback(self._release_tasks.discard)
+
+        self._release_timer = asyncio.get_running_loop().call_later(delay, fire)
+
+    async def release_retired(self) -> int:
+        """Free the replaced large route tables that nothing uses any more, a piece at a time off the loop
+        (`release_gradually`); one that an in-flight stream (or an idle connection's last request) still holds
+        is looked at again in RELEASE_RETRY_S. Returns the number of objects released."""
+        released = 0
+        still_used: list[HcmRuntime] = []
+        while self._retired:
+            holder: list[Any] = [self._retired.pop()]
+            if not sole_reference(holder, 0):
+                still_used.append(holder.pop())
+                continue
+            parts: list[Any] = [holder[0].routes]
+            holder.clear()  # frees the small HcmRuntime itself; its route table lives on in `parts`
+            if not sole_reference(parts, 0):
+                continue  # shared with a snapshot still serving: nothing to free
+            routes = parts.pop()
+            parts = [routes.route_table, routes.route_config, routes.direct_bodies]
+            del routes
+            released += await self.offload.release(parts)
+        self._retired.extend(still_used)
+        if self._retired:
+            self._schedule_release(RELEASE_RETRY_S)
+        return released
 
     async def apply_bootstrap(self, bootstrap: model.Bootstrap) -> None:
         sr = bootstrap.static_resources or model.StaticResources()
@@ -331,6 +444,10 @@ class ProxyServer:
                 conn.draining = True
 
     async def stop(self) -> None:
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
+        self._retired.clear()
         for rt in self.listeners.values():
             await rt.drain(0.0)
         if self.clusters is not None:

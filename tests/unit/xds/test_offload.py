@@ -1,0 +1,198 @@
+"""Building a config off the event loop (pyproxy.runtime.offload, pyproxy.xds.wire): the same results as the
+inline build, the same NACKs, requests answered while a large RDS update is being built, the replaced snapshot
+freed. No timing thresholds: the "during the apply" test is sequenced on the apply task not being done."""
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import weakref
+
+import pytest
+
+from benchmarks.apply_bench import HOST, rds_body, start_proxy
+from pyproxy.config import model
+from pyproxy.config.decode import decode
+from pyproxy.http.headers import Headers
+from pyproxy.routing.table import RouteTable
+from pyproxy.runtime.offload import (
+    Offload,
+    gc_paused,
+    release_gradually,
+    snapshot_objects,
+    sole_reference,
+)
+from pyproxy.server import compile_routes
+from pyproxy.xds.state import RDS
+from pyproxy.xds.wire import parse_response
+
+SMALL = {"name": "80", "virtual_hosts": [
+    {"name": "a", "domains": ["a.example.com", "*.a.example.com"], "routes": [
+        {"name": "api", "match": {"prefix": "/api", "headers": [{"name": "x-v", "exact_match": "2"}]},
+         "route": {"cluster": "a-v2"}},
+        {"name": "regex", "match": {"safe_regex": {"regex": "/items/[0-9]+"}}, "route": {"cluster": "items"}},
+        {"name": "rest", "match": {"prefix": "/"}, "route": {"cluster": "a"}}]},
+    {"name": "b", "domains": ["b.*"], "routes": [
+        {"name": "exact", "match": {"path": "/x", "case_sensitive": False}, "route": {"cluster": "b"}}]},
+    {"name": "default", "domains": ["*"], "routes": [
+        {"name": "direct", "match": {"prefix": "/"}, "direct_response": {"status": 404}}]},
+]}
+
+REQUESTS = [  # (authority, path, headers)
+    ("a.example.com", "/api/x", {"x-v": "2"}),
+    ("a.example.com", "/api/x", {}),
+    ("x.a.example.com", "/items/42", {}),
+    ("x.a.example.com", "/items/4x", {}),
+    ("b.local", "/X", {}),
+    ("b.local", "/y", {}),
+    ("other", "/", {}),
+]
+
+
+def _matches(table: RouteTable) -> list[tuple[str, str] | None]:
+    out = []
+    for authority, path, headers in REQUESTS:
+        m = table.match(authority, path, Headers(list(headers.items())))
+        out.append((m.virtual_host.name, m.name) if m else None)
+    return out
+
+
+async def test_a_route_table_compiled_off_the_loop_matches_as_the_inline_one():
+    rc = decode(model.RouteConfiguration, SMALL)
+    compiled = await Offload(off_loop=True).run(compile_routes, rc)
+    assert _matches(compiled.route_table) == _matches(RouteTable(rc)) == [
+        ("a", "api"), ("a", "rest"), ("a", "regex"), ("a", "rest"), ("b", "exact"), None, ("default", "direct")]
+
+
+@pytest.mark.parametrize("text", [
+    b'{"version_info": "1", "resources": [{"a": 1, "b": 1.5, "c": [true, null, "\\u00e9"], "a": 2}]}',
+    b'{"nested": {"deep": [[[]], {}], "n": -1234567890123456789, "e": 1e3}}',
+])
+def test_the_incremental_parser_gives_what_json_loads_gives(text):
+    assert parse_response(text) == json.loads(text)
+
+
+@pytest.mark.parametrize("text", [b"", b"{", b'{"a": 1}x', b"{}{}", b"{'a': 1}"])
+def test_a_body_that_is_not_one_json_document_is_a_value_error(text):
+    with pytest.raises(ValueError):
+        parse_response(text)
+
+
+def test_gc_pause_nests_and_restores_the_collector():
+    assert gc.isenabled()
+    with gc_paused():
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+class Leaf:
+    """A weak-referenceable object the walk does not descend into (any non-config class)."""
+
+    def __init__(self) -> None:
+        self.children = [object()]
+
+
+def test_gradual_release_walks_config_objects_only_and_frees_them():
+    rc = decode(model.RouteConfiguration, SMALL)
+    table = RouteTable(rc)
+    leaf = Leaf()
+    seen = weakref.ref(leaf)
+    holder = [table, rc, {"extra": (leaf,)}]
+    objs = snapshot_objects(holder)
+    assert sum(1 for o in objs if isinstance(o, model.VirtualHost)) == 3  # each once, though shared
+    assert leaf in objs and leaf.children not in objs  # a foreign object is a leaf: not walked into
+    del objs, table, rc, leaf
+    assert release_gradually(holder) > 20
+    assert holder == [] and seen() is None
+
+
+def test_sole_reference_reads_the_reference_count():
+    obj = object()
+    holder = [obj]
+    assert not sole_reference(holder, 0)
+    del obj
+    assert sole_reference(holder, 0)
+
+
+# ---------------------------------------------------------------- through the xDS client
+
+
+async def _proxy(off_loop: bool = True):
+    return await start_proxy(off_loop)
+
+
+async def _get(port: int, host: str = HOST) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET / HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n".encode())
+        return await reader.read()
+    finally:
+        writer.close()
+
+
+async def test_a_request_sent_while_a_large_rds_is_applied_is_answered_before_the_apply_ends():
+    up, server, xds = await _proxy()
+    try:
+        port = server.listener_port("bench")
+        body = rds_body(10_000, "v1")  # seconds of parse + decode + compile; one request takes milliseconds
+        apply = asyncio.get_running_loop().create_task(xds._receive(RDS, body))
+        await asyncio.sleep(0)  # the apply has started: its parse runs on a worker thread
+        assert not apply.done()
+        response = await _get(port)
+        assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"ok")
+        assert not apply.done(), "the response should have arrived while the apply was still running"
+        await apply
+        assert server.version == "v1" and xds.state.types[RDS].version == "v1"
+        assert (await _get(port, "svc9999.default")).startswith(b"HTTP/1.1 200")  # a host of the new table
+    finally:
+        await server.stop()
+        up.close()
+
+
+async def test_a_replaced_large_route_table_is_freed_gradually_once_nothing_uses_it():
+    up, server, xds = await _proxy()
+    try:
+        await xds._receive(RDS, rds_body(1_500, "v1"))
+        old = weakref.ref(server.listeners["bench"].current)
+        await server.release_retired()  # the one-host table it replaced is small: nothing retired
+        await xds._receive(RDS, rds_body(1_500, "v2"))
+        assert old() is not server.listeners["bench"].current
+        # the swap retired it and scheduled its release; let that finish (or run it, if it is not due yet)
+        await asyncio.gather(*server._release_tasks)
+        if server._retired:
+            assert await server.release_retired() > 1_500 * 10
+        assert server._retired == [] and old() is None
+    finally:
+        await server.stop()
+        up.close()
+
+
+BAD_ROUTES = [  # (what is wrong, RouteConfiguration "80")
+    ("a duplicate domain", {"@type": RDS, "name": "80", "virtual_hosts": [
+        {"name": "a", "domains": ["x"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]},
+        {"name": "b", "domains": ["x"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]}),
+    ("a bad regex", {"@type": RDS, "name": "80", "virtual_hosts": [
+        {"name": "a", "domains": ["*"], "routes": [{"match": {"safe_regex": {"regex": "("}},
+                                                    "route": {"cluster": "up"}}]}]}),
+    ("an unknown field", {"@type": RDS, "name": "80", "virtual_hosts": [{"name": "a", "domainz": ["*"]}]}),
+]
+
+
+@pytest.mark.parametrize("what,resource", BAD_ROUTES, ids=[w for w, _ in BAD_ROUTES])
+async def test_a_bad_route_configuration_is_nacked_with_the_same_text_as_inline(what, resource):
+    body = json.dumps({"version_info": "bad", "resources": [resource], "nonce": "n"}).encode()
+    errors = {}
+    for off_loop in (False, True):
+        up, server, xds = await _proxy(off_loop)
+        try:
+            await xds._receive(RDS, body)
+            assert server.version == "0" and xds.state.types[RDS].version == "0"  # the last good one serves
+            assert (await _get(server.listener_port("bench"))).startswith(b"HTTP/1.1 200")
+            assert server.stats.counter("xds.rds.update_rejected").value == 1
+            errors[off_loop] = xds.state.types[RDS].error
+        finally:
+            await server.stop()
+            up.close()
+    assert errors[True] == errors[False] and errors[True]
