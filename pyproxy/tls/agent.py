@@ -21,6 +21,7 @@ Subscribers (callbacks) are told of each new secret; with `output_dir`, the file
 
 This module must not import `control`: the sidecar and the control plane share only wire formats.
 """
+from .secrets import SDS_DEFAULT, SDS_ROOTCA
 from __future__ import annotations
 
 import asyncio
@@ -43,8 +44,6 @@ from pyproxy.tls.pki import (KeyType, build_csr, certificates_pem, generate_key,
 
 log = logging.getLogger("pyproxy.tls.agent")
 
-SDS_DEFAULT = "default"     # workload cert chain + key
-SDS_ROOTCA = "ROOTCA"       # trust bundle
 CREATE_CERTIFICATE_PATH = "/istio.v1.auth.IstioCertificateService/CreateCertificate"
 SECRET_TTL = 24 * 3600      # SECRET_TTL: what the agent asks for
 GRACE_PERIOD_RATIO = 0.5    # SECRET_GRACE_PERIOD_RATIO
