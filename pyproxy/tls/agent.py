@@ -21,7 +21,6 @@ Subscribers (callbacks) are told of each new secret; with `output_dir`, the file
 
 This module must not import `control`: the sidecar and the control plane share only wire formats.
 """
-from .secrets import SDS_DEFAULT, SDS_ROOTCA
 from __future__ import annotations
 
 import asyncio
@@ -39,6 +38,7 @@ from cryptography import x509
 from pyproxy.tls.contexts import client_context
 from pyproxy.tls.files import make_private_dir, write_file_atomic
 from pyproxy.tls.identity import PeerIdentity, identity_from_uri_sans, uri_sans_from_certificate
+from pyproxy.tls.secrets import SDS_DEFAULT, SDS_ROOTCA
 from pyproxy.tls.pki import (KeyType, build_csr, certificates_pem, generate_key, is_self_signed, issued_by,
                              load_certificates, private_key_pem, same_public_key)
 
