@@ -34,6 +34,7 @@ from .observe.access_log import AccessLogManager, build_access_loggers
 from .observe.stats import Stats
 from .routing.retry import retry_state_for
 from .routing.table import RouteTable
+from .tls.secrets import SecretManager
 from .runtime.offload import Offload, freeze_after_swap, sole_reference
 from .upstream.cluster_manager import ClusterManager
 
@@ -274,6 +275,7 @@ class ProxyServer:
                  drain_time: float = 5.0, worker_id: int | None = None):
         self.worker_id = worker_id
         self.stats = stats or Stats()
+        self.secrets = SecretManager()  # SDS secrets by name (`default`, `ROOTCA`): filled by the certificate agent
         self.rng = rng or random.Random()
         self.reuse_port = reuse_port
         self.drain_time = drain_time
