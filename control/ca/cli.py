@@ -27,7 +27,8 @@ from pyproxy.tls.pki import KeyType, load_certificates
 CA_DIR_ENV = "PYPROXY_CA_DIR"
 
 
-def _seconds(text: str) -> int:
+def duration_seconds(text: str) -> int:
+    """An argparse type: a Go duration (`24h`, `30m`) -> whole seconds, at least 1."""
     try:
         seconds = parse_duration(text) // 1_000_000_000
     except ValueError as err:
@@ -64,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = token_sub.add_parser("create", help="make a token for NAMESPACE/SERVICE-ACCOUNT")
     p.add_argument("-n", "--namespace", required=True)
     p.add_argument("--service-account", required=True, metavar="SA")
-    p.add_argument("--ttl", type=_seconds, default=DEFAULT_TOKEN_TTL, metavar="DURATION",
+    p.add_argument("--ttl", type=duration_seconds, default=DEFAULT_TOKEN_TTL, metavar="DURATION",
                    help="lifetime, e.g. 24h (default), 30m")
     p.add_argument("--audience", default=DEFAULT_AUDIENCE, help=f"aud claim (default {DEFAULT_AUDIENCE})")
     p.add_argument("--ca-dir", default=os.environ.get(CA_DIR_ENV), metavar="DIR",

@@ -3,6 +3,8 @@
     pyproxy-control serve --config-dir examples/mesh/ [--xds-port 15010] [--metrics-port 15014]
                           [--host 127.0.0.1] [--grace 10] [--debounce 0.1] [--long-poll-timeout 30]
                           [--no-watch] [--state-file PATH] [--plaintext-xds on|read-only|off]
+                          [--secure-port 15012] [--ca-dir DIR | --cacerts DIR] [--trust-domain TD]
+                          [--max-cert-ttl 2160h]
                           [--max-file-size BYTES] [--max-documents N] [--max-depth N] [--max-alias-nodes N]
                           [-l info]
 
@@ -29,10 +31,13 @@ import sys
 import tempfile
 from typing import Sequence
 
+from control.ca.cli import duration_seconds
 from control.istio.load import LoadLimits
 from control.xds.admission import PlaintextXds
 
 EXIT_BAD_INPUT = 1
+CA_DIR_ENV = "PYPROXY_CA_DIR"  # as `meshctl token create --ca-dir`
+ROOT_CERT_FILE = "root-cert.pem"  # the published mesh root (Istio's istio-ca-root-cert ConfigMap key)
 
 
 def _positive(text: str) -> int:
@@ -68,6 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the plaintext xDS port: 'on' = any caller registers as an endpoint (the demo's default), "
                         "'read-only' = config is served but nobody registers, 'off' = not bound "
                         "(see docs/hardening.md)")
+    p.add_argument("--secure-port", type=int, default=None, metavar="PORT",
+                   help="serve the CA and authenticated xDS over TLS on this port (istiod's 15012; 0 = any); "
+                        "not served when absent")
+    p.add_argument("--ca-dir", default=os.environ.get(CA_DIR_ENV), metavar="DIR",
+                   help=f"CA state directory: self-signed root (made at first start), token key, published "
+                        f"{ROOT_CERT_FILE} (default ${CA_DIR_ENV}, else <tmp>/pyproxy-control-<hash>/)")
+    p.add_argument("--cacerts", default=None, metavar="DIR",
+                   help="a plugged-in CA in Istio's cacerts layout (ca-cert.pem, ca-key.pem, root-cert.pem, "
+                        "cert-chain.pem) instead of the self-signed root")
+    p.add_argument("--trust-domain", default=None, metavar="TD",
+                   help="SPIFFE trust domain (default: meshConfig trustDomain, else cluster.local)")
+    p.add_argument("--max-cert-ttl", type=duration_seconds, default=None, metavar="DURATION",
+                   help="longest workload certificate the CA signs (default 2160h = 90 days, MAX_WORKLOAD_CERT_TTL)")
     limits = LoadLimits()
     for flag, field, text in (("--max-file-size", "max_file_bytes", "bytes per config file"),
                               ("--max-documents", "max_documents", "YAML documents per file"),
@@ -82,15 +100,47 @@ def build_parser() -> argparse.ArgumentParser:
 log = logging.getLogger("pyproxy.control")
 
 
-def default_state_file(config_dir: str) -> str:
-    """One state file per config directory, outside it (the directory is watched and is the user's)."""
+def default_state_dir(config_dir: str) -> str:
+    """One state directory per config directory, outside it (the directory is watched and is the user's)."""
     digest = hashlib.sha256(os.path.abspath(config_dir).encode()).hexdigest()[:12]
-    return os.path.join(tempfile.gettempdir(), f"pyproxy-control-{digest}", "registrations.json")
+    return os.path.join(tempfile.gettempdir(), f"pyproxy-control-{digest}")
+
+
+def default_state_file(config_dir: str) -> str:
+    return os.path.join(default_state_dir(config_dir), "registrations.json")
+
+
+class SecurePort:
+    """What the secure port serves with: the CA service, the xDS auth counters, the TLS context."""
+
+    def __init__(self, args: argparse.Namespace, cp) -> None:
+        """The CA at start (control.ca.store: files only here); CAStoreError / OSError / ValueError on bad input."""
+        from control.ca.authority import DEFAULT_WORKLOAD_CERT_TTL, MAX_WORKLOAD_CERT_TTL, CAPolicy
+        from control.ca.server import CAMetrics, CertificateService, server_ssl_context
+        from control.ca.store import open_authority, token_verifier
+        from control.mesh import MeshConfig
+        from control.xds.secure import XdsAuthMetrics
+        from pyproxy.tls.files import write_file_atomic
+
+        self.state_dir = args.ca_dir or default_state_dir(args.config_dir)
+        trust_domain = args.trust_domain or MeshConfig.from_resources(cp.resources).trust_domain
+        max_ttl = args.max_cert_ttl or MAX_WORKLOAD_CERT_TTL
+        policy = CAPolicy(trust_domain=trust_domain, default_ttl=min(DEFAULT_WORKLOAD_CERT_TTL, max_ttl),
+                          max_ttl=max_ttl)
+        tokens = token_verifier(self.state_dir)  # makes the state directory (0700) and the token key (0600)
+        self.authority = open_authority(self.state_dir, cacerts_dir=args.cacerts, policy=policy)
+        self.root_cert = os.path.join(self.state_dir, ROOT_CERT_FILE)
+        write_file_atomic(self.root_cert, self.authority.trust_bundle_pem, 0o644)
+        self.service = CertificateService(self.authority, tokens, CAMetrics(cp.metrics.registry))
+        self.auth_metrics = XdsAuthMetrics(cp.metrics.registry)
+        self.ssl_context = server_ssl_context(self.authority)
+        self.source = f"plugged-in CA {args.cacerts}" if args.cacerts else \
+            f"self-signed root in {os.path.join(self.state_dir, 'ca')}"
 
 
 async def serve(args: argparse.Namespace) -> int:
     from control.serve import ControlPlane
-    from control.xds.server import make_app, make_metrics_app, start_site
+    from control.xds.server import make_app, make_metrics_app, make_secure_app, start_site
 
     state_file = default_state_file(args.config_dir) if args.state_file is None else args.state_file
     limits = LoadLimits(args.max_file_bytes, args.max_documents, args.max_depth, args.max_alias_nodes)
@@ -103,24 +153,46 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"Error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     runners = []
+    secure = None
+    if args.secure_port is not None:
+        from control.ca.store import CAStoreError
+
+        try:
+            secure = SecurePort(args, cp)
+        except (CAStoreError, ValueError) as err:
+            print(f"Error: CA: {err}", file=sys.stderr)
+            await cp.stop()
+            return EXIT_BAD_INPUT
+        except OSError as err:
+            print(f"Error: CA: {err.filename or args.ca_dir}: {err.strerror}", file=sys.stderr)
+            await cp.stop()
+            return EXIT_BAD_INPUT
     try:
-        sites = [("METRICS_PORT", make_metrics_app(cp), args.metrics_port)]
+        sites = [("METRICS_PORT", make_metrics_app(cp), args.metrics_port, None)]
+        if secure is not None:
+            sites.insert(0, ("SECURE_PORT", make_secure_app(cp, secure.service, secure.auth_metrics),
+                             args.secure_port, secure.ssl_context))
         if plaintext is PlaintextXds.OFF:
             log.warning("plaintext xDS is off: no xDS port is bound (/debug and /ready are on the metrics port)")
         else:
-            sites.insert(0, ("XDS_PORT", make_app(cp, plaintext), args.xds_port))
+            sites.insert(0, ("XDS_PORT", make_app(cp, plaintext), args.xds_port, None))
             if plaintext is PlaintextXds.ON:
                 log.warning("plaintext xDS is on: any local process can register as an endpoint of any service "
                             "(the demo's setting; use --plaintext-xds read-only outside a demo)")
-        for name, app, port in sites:
+        for name, app, port, ssl_context in sites:
             try:
-                runner, bound = await start_site(app, args.host, port)
+                runner, bound = await start_site(app, args.host, port, ssl_context=ssl_context)
             except OSError as err:
                 print(f"Error: cannot bind {args.host}:{port}: {err.strerror}", file=sys.stderr)
                 return EXIT_BAD_INPUT
             runners.append(runner)
             print(f"{name} {bound}", flush=True)
         log.info("serving xDS for %s (plaintext xDS %s)", args.config_dir, plaintext.value)
+        if secure is not None:
+            td = secure.authority.policy.trust_domain
+            log.info("secure port: CA (%s, trust domain %s) and authenticated xDS over TLS; mesh root "
+                     "published at %s; tokens: meshctl token create -n NS --service-account SA --ca-dir %s",
+                     secure.source, td, secure.root_cert, secure.state_dir)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -8,6 +8,12 @@
                            metrics port serves /debug/* and /ready too (as istiod's 15014 does), so they
                            stay reachable when the plaintext xDS port is off
 
+The secure port (istiod's 15012, `make_secure_app`, served over TLS by control.cli.control) has the same
+four discovery paths plus the CA's `POST /istio.v1.auth.IstioCertificateService/CreateCertificate`
+(control.ca.server) and /ready, and no /debug pages. There every request is authenticated and authorized
+(control.xds.secure: a token or a mesh client certificate whose namespace/service account are the node's)
+before its node is even connected; a refusal is 401/403 with `{"error", "code", "reason"}`.
+
 The plaintext xDS port has a policy (`PlaintextXds`, control.xds.admission): `on` registers every caller's
 node as an endpoint (the demo), `read-only` answers DiscoveryRequests but registers nobody (the node gets
 the config for what it claims to be, and joins no service's EDS), `off` is not served at all (the caller,
@@ -26,15 +32,23 @@ Thin: what a request means and what is due is control.xds.cache; config and regi
 from __future__ import annotations
 
 import json
-from typing import Any
+import logging
+import ssl
+from typing import Any, Callable
 
 from aiohttp import web
 
+from control.ca.authority import Reason
+from control.ca.server import CertificateService, ca_routes
+from control.ca.tokens import TokenVerifier
 from control.metrics import CONTENT_TYPE
 from control.serve import ControlPlane
-from control.xds.admission import PlaintextXds, admit
+from control.xds.admission import Admission, PlaintextXds, admit
 from control.xds.cache import BY_PATH, DiscoveryRequest, XdsType
-from control.xds.node import NodeError, parse_node
+from control.xds.node import NodeError, ProxyNode, parse_node
+from control.xds.secure import XdsAuthError, XdsAuthMetrics, authorize_discovery
+
+log = logging.getLogger("pyproxy.control")
 
 CONTROL_PLANE = web.AppKey("control_plane", ControlPlane)
 
@@ -89,7 +103,41 @@ def _wait(request: web.Request, maximum: float) -> float:
     return max(0.0, min(value, maximum))
 
 
-def _discovery(xds_type: XdsType, policy: PlaintextXds):
+# Who may use a port, and whether the request's node registers: the Admission, or XdsAuthError (refused).
+Gate = Callable[[web.Request, ProxyNode], Admission]
+
+
+def plaintext_gate(policy: PlaintextXds) -> Gate:
+    """Anonymous callers under the port's policy. A read-only caller may not use the node id of a proxy
+    registered (through the secure port) right now: its request would replace that proxy's node and take
+    it out of every service's endpoints until its next request."""
+    def gate(request: web.Request, node: ProxyNode) -> Admission:
+        admission = admit(node, None, anonymous_may_register=policy.anonymous_may_register)
+        if not admission.register and node.id in request.app[CONTROL_PLANE].live.members():
+            raise XdsAuthError(Reason.PERMISSION_DENIED,
+                               f"{node.short} is registered by an authenticated proxy; the plaintext xDS port "
+                               "(read-only) does not serve its node id")
+        return admission
+    return gate
+
+
+def secure_gate(tokens: TokenVerifier, trust_domain: str, metrics: XdsAuthMetrics) -> Gate:
+    """The secure port's check (control.xds.secure), fed the Authorization header and the TLS peer
+    certificate (non-empty only when OpenSSL verified it against the mesh roots)."""
+    def gate(request: web.Request, node: ProxyNode) -> Admission:
+        transport = request.transport
+        peercert = transport.get_extra_info("peercert") if transport is not None else None
+        try:
+            return authorize_discovery(node, request.headers.get("Authorization"), peercert, tokens,
+                                       trust_domain).admission
+        except XdsAuthError as err:
+            metrics.refused(err)
+            log.warning("Unauthorized XDS from %s: %s", request.remote, err.message)
+            raise
+    return gate
+
+
+def _discovery(xds_type: XdsType, gate: Gate):
     async def handler(request: web.Request) -> web.StreamResponse:
         cp = request.app[CONTROL_PLANE]
         try:
@@ -102,7 +150,12 @@ def _discovery(xds_type: XdsType, policy: PlaintextXds):
             wait = _wait(request, cp.long_poll_timeout)
         except (BadRequest, NodeError) as err:
             return _error(400, str(err))
-        cp.connect(node, admit(node, None, anonymous_may_register=policy.anonymous_may_register))
+        try:
+            admission = gate(request, node)
+        except XdsAuthError as err:
+            headers = {"WWW-Authenticate": "Bearer"} if err.http_status == 401 else None
+            return web.json_response(err.body(), status=err.http_status, headers=headers)
+        cp.connect(node, admission)
         try:
             cp.receive(node, xds_type, req)
             response = await cp.next_response(node.id, xds_type, wait)
@@ -127,10 +180,28 @@ def make_app(cp: ControlPlane, plaintext: PlaintextXds = PlaintextXds.ON) -> web
         raise ValueError("plaintext xDS is off: do not serve it")
     app = web.Application()
     app[CONTROL_PLANE] = cp
-    for xds_type in BY_PATH.values():
-        app.router.add_post(f"/v3/discovery:{xds_type.path}", _discovery(xds_type, plaintext))
+    _add_discovery(app, plaintext_gate(plaintext))
     _add_debug(app, cp)
     return app
+
+
+def make_secure_app(cp: ControlPlane, ca: CertificateService, metrics: XdsAuthMetrics) -> web.Application:
+    """The secure port (15012): CreateCertificate and authenticated discovery (serve it with the CA's
+    `server_ssl_context`). Tokens and trust domain are the CA's, so both endpoints agree on who is who."""
+    app = web.Application()
+    app[CONTROL_PLANE] = cp
+    _add_discovery(app, secure_gate(ca.tokens, ca.authority.policy.trust_domain, metrics))
+    app.add_routes(ca_routes(ca))
+
+    async def ready(_: web.Request) -> web.Response:
+        return web.Response(text="LIVE\n")
+    app.router.add_get("/ready", ready)
+    return app
+
+
+def _add_discovery(app: web.Application, gate: Gate) -> None:
+    for xds_type in BY_PATH.values():
+        app.router.add_post(f"/v3/discovery:{xds_type.path}", _discovery(xds_type, gate))
 
 
 def _add_debug(app: web.Application, cp: ControlPlane) -> None:
@@ -159,11 +230,13 @@ def make_metrics_app(cp: ControlPlane) -> web.Application:
     return app
 
 
-async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Serve `app` on host:port (0 = any free port); returns the runner and the bound port."""
+async def start_site(app: web.Application, host: str, port: int, *,
+                     ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, int]:
+    """Serve `app` on host:port (0 = any free port), over TLS with `ssl_context`; returns the runner and the
+    bound port."""
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:
         await site.start()
     except OSError:
