@@ -2,6 +2,15 @@
 
     pyproxy run -c examples/static/front-proxy.yaml [--concurrency N]
     pyproxy validate -c examples/static/front-proxy.yaml      # like `envoy --mode validate`
+    pyproxy sidecar --name reviews-v1 --service-account bookinfo-reviews ... \
+        [--control https://127.0.0.1:15012 --ca-root root-cert.pem --token-file istio-token]
+
+With an `https://` control URL (the control plane's secure port) the sidecar/gateway first gets its
+workload certificate from the control plane's CA (pyproxy.tls.agent, as istio-agent does: the identity is
+the node's namespace and service account, the token file authenticates the CSR, the mesh root verifies the
+server), installs it as the SDS secrets `default`/`ROOTCA`, keeps renewing it at about half its lifetime
+(authenticating with the current certificate), and only then follows xDS over HTTPS with the token and the
+certificate (pyproxy.xds.credentials). Until a certificate comes, one warning line per attempt, with back-off.
 
 Thin on purpose: it parses arguments and calls `pyproxy.bootstrap`, `pyproxy.server`, `pyproxy.workers`.
 """
@@ -91,26 +100,45 @@ async def run_dynamic(args: argparse.Namespace, kind: str) -> int:
                       service_account=args.service_account, labels=labels, app_ports=args.app_port,
                       inbound_port=args.inbound_port, outbound_port=args.outbound_port, admin_port=args.admin_port)
     server = ProxyServer(drain_time=args.drain_time_s)
-    client = XdsClient(args.control, node, server)
+    secure = None
+    if args.control.startswith("https://"):
+        try:
+            secure = _secure_control(args, node, server)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    client = XdsClient(args.control, node, server, credentials=secure.credentials if secure else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    app = make_app(server, on_quit=stop.set, extra_info=lambda: {"node": node["id"], "xds": client.state.describe(),
-                                                                 "control_plane_connected": client.connected})
+
+    def info() -> dict[str, Any]:
+        out = {"node": node["id"], "xds": client.state.describe(), "control_plane_connected": client.connected,
+               "control_plane_refused": client.refused}
+        if secure is not None:
+            out.update(secure.describe())
+        return out
+    app = make_app(server, on_quit=stop.set, extra_info=info)
     try:
         runner, port = await start_admin(app, "127.0.0.1", args.admin_port)
     except OSError as e:
         print(f"error: cannot bind admin port {args.admin_port}: {e.strerror}", file=sys.stderr)
         return 1
-    logging.getLogger("pyproxy").info("%s %s.%s: admin on 127.0.0.1:%d, following %s", kind, args.name,
-                                      args.namespace, port, args.control)
+    log = logging.getLogger("pyproxy")
+    log.info("%s %s.%s: admin on 127.0.0.1:%d, following %s", kind, args.name, args.namespace, port, args.control)
+    if secure is not None and not await secure.first_certificate(stop):
+        await secure.stop()
+        await runner.cleanup()
+        return 0 if stop.is_set() else 1
     await client.start()
     await stop.wait()
     # Graceful shutdown as Istio's sidecar does it (terminationDrainDuration): stop following the control plane
     # (its registration grace period starts), keep serving for the drain time so in-flight and late requests
     # still land while the endpoint leaves everyone's EDS, asking clients to reconnect (connection: close).
     await client.stop()
+    if secure is not None:
+        await secure.stop()
     server.begin_drain()
     if args.drain_time_s > 0:
         logging.getLogger("pyproxy").info("draining for %.1fs", args.drain_time_s)
@@ -123,6 +151,96 @@ async def run_dynamic(args: argparse.Namespace, kind: str) -> int:
     return 0
 
 
+class SecureControl:
+    """The certificate agent and the xDS credentials of a proxy that follows the control plane's secure port."""
+
+    def __init__(self, agent: Any, credentials: Any, server: Any):
+        self.agent, self.credentials, self.server = agent, credentials, server
+        self.task: asyncio.Task | None = None
+        agent.subscribe(self._installed)
+
+    def _installed(self, secret: Any) -> None:
+        """Every new certificate: SDS `default`/`ROOTCA` for the data plane, the client certificate for xDS."""
+        self.server.secrets.install_workload_secret(secret)
+        self.credentials.use_secret(secret)
+        logging.getLogger("pyproxy").info("workload certificate for %s installed (valid until %s, renewal at %s)",
+                                          secret.identity.uri, _utc(secret.not_after), _utc(secret.rotate_at))
+
+    async def first_certificate(self, stop: asyncio.Event) -> bool:
+        """Run the agent; True once it holds a certificate, False when stopped first or the agent died."""
+        got = asyncio.Event()
+        self.agent.subscribe(lambda _secret: got.set())
+        self.task = asyncio.create_task(self.agent.run(), name="certificate-agent")
+        waits = {asyncio.create_task(got.wait()), asyncio.create_task(stop.wait())}
+        done, pending = await asyncio.wait({*waits, self.task}, return_when=asyncio.FIRST_COMPLETED)
+        for t in pending - {self.task}:
+            t.cancel()
+        if self.task in done:
+            err = self.task.exception()
+            print(f"error: certificate agent stopped: {type(err).__name__}: {err}", file=sys.stderr)
+            return False
+        return got.is_set()
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    def describe(self) -> dict[str, Any]:
+        """For the admin /server_info: the SPIFFE identity and the certificate's times."""
+        s = self.agent.secret
+        return {"identity": s.identity.uri if s else None,
+                "workload_certificate": None if s is None else {
+                    "serial_number": _serial(s.cert_chain_pem), "valid_until": _utc(s.not_after),
+                    "renewal_at": _utc(s.rotate_at)},
+                "certificate_rotations": self.agent.rotations, "certificate_failures": self.agent.failures}
+
+
+def _utc(seconds: float) -> str:
+    import datetime as dt
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _serial(chain_pem: bytes) -> str:
+    from .tls.pki import load_certificates
+    return format(load_certificates(chain_pem, "workload certificate")[0].serial_number, "x")
+
+
+def _secure_control(args: argparse.Namespace, node: dict[str, Any], server: Any) -> SecureControl:
+    """The agent and credentials for an https:// control URL; ValueError (one line) on bad options."""
+    from .tls.agent import CertificateAgent
+    from .tls.identity import IdentityError, PeerIdentity
+    from .xds.credentials import ControlPlaneCredentials, CredentialsError
+
+    missing = [flag for flag, value in (("--ca-root FILE", args.ca_root), ("--token-file FILE", args.token_file))
+               if not value]
+    if missing:
+        raise ValueError(f"{' and '.join(missing)} needed with an https:// --control URL "
+                         "(the mesh root that verifies the control plane, the service-account token)")
+    meta = node["metadata"]
+    try:
+        identity = PeerIdentity(args.trust_domain, meta["NAMESPACE"], meta["SERVICE_ACCOUNT"])
+        credentials = ControlPlaneCredentials(args.ca_root, args.token_file)
+    except (IdentityError, CredentialsError) as e:
+        raise ValueError(str(e)) from None
+    agent = CertificateAgent(args.control, root_cert_path=args.ca_root, token_path=args.token_file,
+                             identity=identity, ttl=args.secret_ttl, renew_with_certificate=True)
+    return SecureControl(agent, credentials, server)
+
+
+def _seconds(text: str) -> float:
+    """`86400`, `90s`, `30m`, `24h` -> seconds (an argparse type)."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], units[text[-1]]) if text and text[-1] in units else (text, 1)
+    try:
+        value = float(number) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want a duration like 24h, 30m, 90s; got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"want a duration above 0, got {text!r}")
+    return value
+
+
 async def _second_signal(loop: asyncio.AbstractEventLoop) -> None:
     """A second SIGTERM/SIGINT during the drain stops at once."""
     again = asyncio.Event()
@@ -133,7 +251,19 @@ async def _second_signal(loop: asyncio.AbstractEventLoop) -> None:
 
 def _add_dynamic(sub: Any, kind: str) -> None:
     p = sub.add_parser(kind, help=f"run a {kind} configured by the control plane over xDS (registers itself)")
-    p.add_argument("--control", default="http://127.0.0.1:15010", help="control plane xDS URL")
+    p.add_argument("--control", default="http://127.0.0.1:15010",
+                   help="control plane xDS URL: http://...:15010 (plaintext), or https://...:15012 (the secure "
+                        "port: certificate from its CA first, then authenticated xDS; needs --ca-root, --token-file)")
+    p.add_argument("--ca-root", metavar="FILE",
+                   help="the mesh root certificate (root-cert.pem, Istio's istio-ca-root-cert) that verifies the "
+                        "control plane's secure port")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="the service-account token (meshctl token create; Istio's ./var/run/secrets/tokens/"
+                        "istio-token) that authenticates the certificate request and xDS")
+    p.add_argument("--trust-domain", default="cluster.local",
+                   help="SPIFFE trust domain of this workload's identity (default cluster.local, TRUST_DOMAIN)")
+    p.add_argument("--secret-ttl", type=_seconds, default=86400.0, metavar="DURATION",
+                   help="certificate lifetime to ask for (default 24h, Istio's SECRET_TTL); renewal at about half")
     p.add_argument("--name", required=kind == "sidecar", default="istio-ingressgateway",
                    help="workload (pod) name, e.g. reviews-v1")
     p.add_argument("--namespace", default="default" if kind == "sidecar" else "istio-system")

@@ -11,6 +11,12 @@ in. Any error (decode, validation, bind) keeps the last good config serving and 
 `error_detail`; success ACKs it (the next request echoes version and nonce). When the control plane is
 unreachable, the proxy keeps serving what it has and retries with jittered exponential back-off.
 
+Over `https://` (the control plane's secure port, 15012) every request carries the proxy's credentials
+(`pyproxy.xds.credentials`: the mesh root to verify the server, the service-account token, the workload
+certificate once the agent has one). A 401/403 from the control plane (no valid credential, or an identity
+that is not this node's) is logged once per distinct answer and kept in `refused` (shown on the admin
+/server_info); the proxy keeps retrying with back-off, as for an unreachable control plane.
+
 Parsing (`pyproxy.xds.wire`, incremental) and decoding run on a worker thread (`ProxyServer.offload`), with
 the cyclic GC paused from the parse to the swap, so a huge update (26,795 virtual hosts, 18 MB of JSON) does
 not stall the requests the proxy is serving meanwhile (docs/hardening.md, "Sidecar: applying a huge config").
@@ -26,6 +32,7 @@ import aiohttp
 
 from ..config.decode import ConfigError, decode_any
 from ..server import ConfigRejected, ProxyServer, http_connection_manager_of
+from .credentials import ControlPlaneCredentials, CredentialsError
 from .state import CDS, EDS, LDS, RDS, SHORT, TYPES, XdsState
 
 log = logging.getLogger("pyproxy.xds")
@@ -72,10 +79,17 @@ def decode_resources(type_url: str, resources: Any) -> dict[str, Any]:
     return out
 
 
+class Refused(Exception):
+    """The control plane answered 401/403: this proxy's credentials do not let it act as its node."""
+
+
 class XdsClient:
     def __init__(self, control_url: str, node: dict[str, Any], server: ProxyServer, *,
-                 wait: float = 30.0, rng: random.Random | None = None):
+                 wait: float = 30.0, rng: random.Random | None = None,
+                 credentials: ControlPlaneCredentials | None = None):
         self.url = control_url.rstrip("/")
+        self.credentials = credentials
+        self.refused: str | None = None  # the control plane's last 401/403 answer, until a request succeeds
         self.server = server
         self.state = XdsState(node)
         self.wait = wait
@@ -117,11 +131,15 @@ class XdsClient:
         while True:
             body = self.state.next_request(type_url, self._names(type_url))
             try:
-                async with self._session.post(url, json=body, params={"wait": str(self.wait)}) as resp:
+                extra = {} if self.credentials is None else {"headers": self.credentials.headers(),
+                                                             "ssl": self.credentials.ssl_context()}
+                async with self._session.post(url, json=body, params={"wait": str(self.wait)}, **extra) as resp:
                     self.state.request_sent(type_url)
                     if resp.status == 304:
-                        self.connected = True
+                        self.connected, self.refused = True, None
                         continue
+                    if resp.status in (401, 403):
+                        raise Refused(await self._refusal(resp))
                     if resp.status != 200:
                         text = (await resp.text())[:300]
                         raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=text)
@@ -134,6 +152,13 @@ class XdsClient:
                 await self._receive(type_url, raw)
             except asyncio.CancelledError:
                 raise
+            except (Refused, CredentialsError) as e:
+                if self.refused != str(e):
+                    log.warning("xds %s: %s; retrying", SHORT[type_url], e)
+                self.refused, self.connected = str(e), False
+                await asyncio.sleep(backoff * (0.5 + self.rng.random() / 2))
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
                 if self.connected:
                     log.warning("xds %s: control plane unreachable (%s); serving the last good config",
@@ -144,6 +169,17 @@ class XdsClient:
                 continue
             backoff = BACKOFF_BASE
 
+    @staticmethod
+    async def _refusal(resp: aiohttp.ClientResponse) -> str:
+        """One line from a 401/403 answer (`{"error", "reason"}`, control.xds.secure)."""
+        try:
+            doc = await resp.json(content_type=None)
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict) and doc.get("error"):
+            return f"control plane refused this proxy: HTTP {resp.status} {doc.get('reason', '')}: {doc['error']}"
+        return f"control plane refused this proxy: HTTP {resp.status} {resp.reason}"
+
     async def _receive(self, type_url: str, raw: bytes) -> None:
         """A DiscoveryResponse body: parse it (ValueError if it is not JSON), decode and apply it.
 
@@ -153,7 +189,7 @@ class XdsClient:
         offload = self.server.offload
         with offload.gc_paused():
             parsed = [await offload.parse_json(raw)]
-            self.connected = True
+            self.connected, self.refused = True, None
             await self._handle(type_url, parsed[0])
             await offload.release(parsed)  # still paused: the collector never walks the parsed JSON
 
