@@ -3,13 +3,16 @@
     Mesh(workdir)                      a temp config directory the test writes, and every process it starts
       .write(name, docs)               a YAML file in the config directory (atomic: temp file + rename)
       .control_plane(grace=...)        `pyproxy-control serve --config-dir DIR --xds-port P --metrics-port 0`
+      .control_plane(secure=True)      ... plus `--secure-port 0 --ca-dir DIR` (the CA and authenticated xDS over
+                                       TLS, istiod's 15012) and `--plaintext-xds read-only`; workloads then join
+                                       over https:// with a token per service account (`cp.token(ns, sa)`)
       .workloads((name, labels), ...)  per workload `python -m pyproxy.demo_app` (DEMO_APP_NAME=name) and
                                        `pyproxy sidecar`, waited until ready and SYNCED (`start_workload`: no wait)
       .stop()                          every process, by PID: SIGTERM, then SIGKILL after a grace period
                                        (sidecars get `--drain-time-s 2`: on SIGTERM they keep serving 2 s)
 
-The control plane prints `XDS_PORT n` / `METRICS_PORT n`; they are read from its stdout file. A restart keeps
-its xDS port (the sidecars were told that URL). Sidecars get their ports explicitly (the node metadata carries
+The control plane prints `XDS_PORT n` / `SECURE_PORT n` / `METRICS_PORT n`; they are read from its stdout
+file. A restart keeps its xDS and secure ports (the sidecars were told those URLs). Sidecars get their ports explicitly (the node metadata carries
 INBOUND_PORT/OUTBOUND_PORT/ADMIN_PORT, which is how the control plane learns their endpoints), taken from a
 batch of ports the kernel handed out free just before. Readiness is polled with a deadline: the control
 plane's /ready, the app's /healthz, the sidecar's admin /ready and its row in /debug/syncz. stdout and stderr
@@ -87,17 +90,56 @@ async def get_json(url: str) -> Any:
 
 class ControlPlane(Process):
     def __init__(self, workdir: pathlib.Path, config_dir: pathlib.Path, *, grace: float, debounce: float,
-                 long_poll_timeout: float, xds_port: int = 0):
+                 long_poll_timeout: float, xds_port: int = 0, secure: bool = False, plaintext: str = "on"):
         self.config_dir = config_dir
         self.grace, self.debounce, self.long_poll_timeout = grace, debounce, long_poll_timeout
         self.xds_port = xds_port
         self.metrics_port = 0
+        self.secure = secure
+        self.secure_port = 0
+        self.plaintext = plaintext
+        self.ca_dir = workdir / "ca-state"  # the control plane's CA state directory (--ca-dir)
         self.starts = 0
         super().__init__("control-plane", [], workdir)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.xds_port}"
+
+    @property
+    def secure_url(self) -> str:
+        return f"https://127.0.0.1:{self.secure_port}"
+
+    @property
+    def debug_url(self) -> str:
+        """Where /debug/* and /ready are: the plaintext xDS port, or the metrics port when that is off."""
+        return self.url if self.plaintext != "off" else f"http://127.0.0.1:{self.metrics_port}"
+
+    @property
+    def root_cert(self) -> pathlib.Path:
+        """The mesh root the control plane publishes (Istio's istio-ca-root-cert `root-cert.pem`)."""
+        return self.ca_dir / "root-cert.pem"
+
+    def token(self, namespace: str, service_account: str, ttl: float = 3600) -> pathlib.Path:
+        """A service-account token file signed with the control plane's token key (`meshctl token create`)."""
+        from control.ca.store import token_signer
+        from pyproxy.tls.files import write_file_atomic
+
+        path = self.ca_dir.parent / "tokens" / f"{namespace}.{service_account}"
+        path.parent.mkdir(exist_ok=True)
+        token = token_signer(self.ca_dir).create(namespace, service_account, ttl)
+        write_file_atomic(path, token.encode("ascii") + b"\n", 0o600)
+        return path
+
+    async def metric(self, name: str, labels: str = "") -> float:
+        """One sample of /metrics (`labels` as written there: `reason="PermissionDenied"`); 0 when absent."""
+        _, text = await get(f"http://127.0.0.1:{self.metrics_port}/metrics")
+        wanted = f"{name}{{{labels}}}" if labels else name
+        for line in text.splitlines():
+            key, _, value = line.rpartition(" ")
+            if key == wanted:
+                return float(value)
+        return 0.0
 
     @property
     def stop_grace(self) -> float:
@@ -109,7 +151,10 @@ class ControlPlane(Process):
                      "--config-dir", str(self.config_dir), "--xds-port", str(self.xds_port), "--metrics-port", "0",
                      "--grace", str(self.grace), "--debounce", str(self.debounce),
                      "--long-poll-timeout", str(self.long_poll_timeout),
-                     "--state-file", str(self.stdout_path.parent / "registrations.json")]
+                     "--state-file", str(self.stdout_path.parent / "registrations.json"),
+                     "--plaintext-xds", self.plaintext]
+        if self.secure:
+            self.argv += ["--secure-port", str(self.secure_port), "--ca-dir", str(self.ca_dir)]
         self.starts += 1
         super().start()
         return self
@@ -118,7 +163,7 @@ class ControlPlane(Process):
         ports = {}
         for line in self.stdout_path.read_text(errors="replace").splitlines():
             key, _, value = line.partition(" ")
-            if key in ("XDS_PORT", "METRICS_PORT") and value.strip().isdigit():
+            if key in ("XDS_PORT", "SECURE_PORT", "METRICS_PORT") and value.strip().isdigit():
                 ports[key] = int(value)
         return ports
 
@@ -126,17 +171,19 @@ class ControlPlane(Process):
         """Wait for this start's port lines and /ready."""
         async def ports() -> bool:
             self.check_running()
-            lines = self.stdout_path.read_text(errors="replace").count("XDS_PORT ")
-            return lines >= self.starts and "METRICS_PORT" in self._ports()
+            lines = self.stdout_path.read_text(errors="replace").count("METRICS_PORT ")
+            return lines >= self.starts
         await poll("control plane prints its ports", ports, detail=self.output)
         found = self._ports()
-        if self.xds_port:
-            assert found["XDS_PORT"] == self.xds_port, (found, self.output())
-        self.xds_port, self.metrics_port = found["XDS_PORT"], found["METRICS_PORT"]
+        for key, attr in (("XDS_PORT", "xds_port"), ("SECURE_PORT", "secure_port")):
+            if getattr(self, attr) and key in found:
+                assert found[key] == getattr(self, attr), (found, self.output())
+            setattr(self, attr, found.get(key, getattr(self, attr)))
+        self.metrics_port = found["METRICS_PORT"]
 
         async def live() -> bool:
             self.check_running()
-            return (await get(f"{self.url}/ready"))[0] == 200
+            return (await get(f"{self.debug_url}/ready"))[0] == 200
         await poll("control plane /ready", live, detail=self.output)
         return self
 
@@ -149,10 +196,10 @@ class ControlPlane(Process):
         return time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")) + int(stamp[20:23]) / 1000
 
     async def syncz(self) -> list[dict]:
-        return await get_json(f"{self.url}/debug/syncz")
+        return await get_json(f"{self.debug_url}/debug/syncz")
 
     async def configz(self) -> dict:
-        return await get_json(f"{self.url}/debug/configz")
+        return await get_json(f"{self.debug_url}/debug/configz")
 
     async def proxy_rows(self) -> dict[str, dict]:
         """syncz rows by proxy name (`reviews-v1`, without the namespace)."""
@@ -181,7 +228,7 @@ class DemoApp(Process):
 class Sidecar(Process):
     def __init__(self, workdir: pathlib.Path, name: str, labels: dict[str, str], control: ControlPlane,
                  app_port: int, ports: Iterable[int], service_account: str = "", control_url: str = "",
-                 drain_time: float = 2.0):
+                 drain_time: float = 2.0, extra_args: Iterable[str] = ()):
         self.workload = name
         self.drain_time = drain_time
         self.labels = dict(labels)
@@ -195,7 +242,7 @@ class Sidecar(Process):
             "--labels", ",".join(f"{k}={v}" for k, v in labels.items()),
             "--app-port", str(app_port), "--inbound-port", str(self.inbound_port),
             "--outbound-port", str(self.outbound_port), "--admin-port", str(self.admin_port),
-            "--drain-time-s", str(drain_time)], workdir)
+            "--drain-time-s", str(drain_time), *extra_args], workdir)
 
     @property
     def stop_grace(self) -> float:
@@ -290,9 +337,12 @@ class Mesh:
         return proc
 
     async def control_plane(self, *, grace: float = 1.0, debounce: float = 0.1,
-                            long_poll_timeout: float = 30.0) -> ControlPlane:
+                            long_poll_timeout: float = 30.0, secure: bool = False,
+                            plaintext: str | None = None) -> ControlPlane:
+        """`secure`: also the secure port (CA + authenticated xDS), plaintext xDS `read-only` unless given."""
         cp = ControlPlane(self.workdir, self.config_dir, grace=grace, debounce=debounce,
-                          long_poll_timeout=long_poll_timeout)
+                          long_poll_timeout=long_poll_timeout, secure=secure,
+                          plaintext=plaintext or ("read-only" if secure else "on"))
         self.cp = self._track(cp)
         cp.start()
         return await cp.ready()
@@ -303,13 +353,23 @@ class Mesh:
         self.cp.start()
         return await self.cp.ready()
 
-    def start_workload(self, name: str, labels: dict[str, str], control_url: str = "") -> Workload:
+    def start_workload(self, name: str, labels: dict[str, str], control_url: str = "", *,
+                       token: pathlib.Path | None = None, extra_args: Iterable[str] = ()) -> Workload:
         """Start a demo app and its sidecar (no waiting: `await w.app.ready()`, `w.sidecar.ready()` after).
-        `control_url` points the sidecar elsewhere than the control plane (a `Relay` in front of it)."""
+        `control_url` points the sidecar elsewhere than the control plane (a `Relay` in front of it). With a
+        secure control plane the sidecar joins over https:// with `token` (default: a token for its own
+        service account, `bookinfo-<app>`)."""
         assert self.cp is not None, "start the control plane first"
         app_port, *ports = free_ports(4)
+        sa = f"bookinfo-{labels.get('app', name)}"
+        args = list(extra_args)
+        if self.cp.secure:
+            control_url = control_url or self.cp.secure_url
+            args += ["--ca-root", str(self.cp.root_cert),
+                     "--token-file", str(token or self.cp.token(NAMESPACE, sa))]
         app = self._track(DemoApp(self.workdir, name, app_port))
-        sidecar = self._track(Sidecar(self.workdir, name, labels, self.cp, app_port, ports, control_url=control_url))
+        sidecar = self._track(Sidecar(self.workdir, name, labels, self.cp, app_port, ports, service_account=sa,
+                                      control_url=control_url, extra_args=args))
         app.start()
         sidecar.start()
         return Workload(app, sidecar)
