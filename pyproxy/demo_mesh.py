@@ -1,11 +1,18 @@
 """`make demo`: the demo mesh as local processes (no Docker): a control plane, apps and their sidecars.
 
 What runs (all on 127.0.0.1, ports picked free at start):
-  pyproxy-control serve --config-dir examples/mesh        ≈ istiod: watches the YAML, serves xDS
-  pyproxy gateway                                         the ingress gateway (Gateway bookinfo-gateway)
+  pyproxy-control serve --config-dir examples/mesh        ≈ istiod: watches the YAML, serves xDS; its CA and
+      --secure-port P --ca-dir <tmp>/ca                   authenticated xDS on the secure port (≈ 15012);
+      --plaintext-xds read-only                           plaintext xDS only serves config (nobody registers)
+  meshctl token create -n NS --service-account SA       one token per service account (≈ projected tokens)
+  pyproxy gateway --control https://...                   the ingress gateway (Gateway bookinfo-gateway)
   for each workload (productpage-v1, details-v1, reviews-v1, reviews-v2, ratings-v1):
       python -m pyproxy.demo_app                          the "app" (an httpbin-like echo server)
-      pyproxy sidecar --name <workload> --labels ...      its sidecar: registers itself, follows the control plane
+      pyproxy sidecar --name <workload> --labels ...      its sidecar: gets its certificate (SPIFFE identity)
+          --control https://127.0.0.1:P                   from the control plane's CA with its token, then
+          --ca-root <tmp>/ca/root-cert.pem --token-file   registers itself and follows xDS over the secure port
+The sidecars' traffic between each other is still plaintext HTTP (data-plane mTLS is not wired yet); the
+demo prints each workload's identity as its sidecar's admin /server_info reports it.
 Then, acting as the productpage app, it sends requests through productpage's sidecar (outbound port, Host =
 the service) and shows what the mesh did: the VirtualService's 80/20 split of reviews between v1 and v2, the
 `end-user: jason` match that always goes to v2, and the sidecars' stats. It keeps running (Ctrl-C stops every
@@ -31,6 +38,7 @@ import urllib.request
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MESH = ROOT / "examples" / "mesh"
 
+GATEWAY_NAMESPACE, GATEWAY_SA = "istio-system", "istio-ingressgateway-service-account"
 WORKLOADS = [  # name, service account, labels
     ("productpage-v1", "bookinfo-productpage", {"app": "productpage", "version": "v1"}),
     ("details-v1", "bookinfo-details", {"app": "details", "version": "v1"}),
@@ -41,9 +49,22 @@ WORKLOADS = [  # name, service account, labels
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports the kernel reports free: all bound at once, then released (one at a time, the
+    kernel may hand the same port out twice)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def http(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -74,10 +95,15 @@ class Mesh:
         self.workdir = workdir
         self.config_dir = workdir / "mesh"
         shutil.copytree(MESH, self.config_dir)
-        self.gateway_port = free_port()
+        # every port the demo needs, in one batch: gateway, control plane (3), gateway proxy (3), 4 per workload
+        self._ports = iter(free_ports(7 + 4 * len(WORKLOADS)))
+        self.gateway_port = self.free_port()
         _set_gateway_port(self.config_dir / "ingress.yaml", self.gateway_port)
         self.procs: list[tuple[str, subprocess.Popen]] = []
-        self.xds_port = free_port()
+        self.xds_port = self.free_port()
+        self.secure_port = self.free_port()
+        self.metrics_port = self.free_port()
+        self.ca_dir = workdir / "ca"  # the control plane's CA state: root, token key, published root-cert.pem
         self.sidecars: dict[str, dict[str, int]] = {}
 
     def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -88,28 +114,54 @@ class Mesh:
         self.procs.append((name, p))
         return p
 
+    def free_port(self) -> int:
+        return next(self._ports)
+
+    @property
+    def secure_url(self) -> str:
+        return f"https://127.0.0.1:{self.secure_port}"
+
+    def token(self, namespace: str, sa: str) -> pathlib.Path:
+        """`meshctl token create` for one service account (the demo's stand-in for a projected token)."""
+        path = self.workdir / "tokens" / f"{namespace}.{sa}"
+        path.parent.mkdir(exist_ok=True)
+        done = subprocess.run([sys.executable, "-m", "control.cli.meshctl", "token", "create", "-n", namespace,
+                               "--service-account", sa, "--ca-dir", str(self.ca_dir), "-o", str(path)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"meshctl token create: {done.stderr.strip()}")
+        return path
+
+    def secure_args(self, namespace: str, sa: str) -> list[str]:
+        return ["--control", self.secure_url, "--ca-root", str(self.ca_dir / "root-cert.pem"),
+                "--token-file", str(self.token(namespace, sa)), "--service-account", sa]
+
     def start(self) -> None:
         py = sys.executable
         self.spawn("control-plane", [py, "-m", "control.cli.control", "serve", "--config-dir", str(self.config_dir),
-                                     "--xds-port", str(self.xds_port), "--metrics-port", str(free_port()),
+                                     "--xds-port", str(self.xds_port), "--metrics-port", str(self.metrics_port),
+                                     "--secure-port", str(self.secure_port), "--ca-dir", str(self.ca_dir),
+                                     "--plaintext-xds", "read-only",
                                      "--grace", "3", "--state-file", str(self.workdir / "registrations.json")])
-        wait_until(lambda: http(f"http://127.0.0.1:{self.xds_port}/ready")[0] == 200, "the control plane")
+        # the metrics port is bound last: once it answers, the secure port is up and root-cert.pem written
+        wait_until(lambda: http(f"http://127.0.0.1:{self.metrics_port}/ready")[0] == 200, "the control plane")
         for name, sa, labels in WORKLOADS:
-            ports = {"app": free_port(), "inbound": free_port(), "outbound": free_port(), "admin": free_port()}
+            ports = {"app": self.free_port(), "inbound": self.free_port(), "outbound": self.free_port(),
+                     "admin": self.free_port()}
             self.sidecars[name] = ports
             self.spawn(f"{name}-app", [py, "-m", "pyproxy.demo_app", "--port", str(ports["app"])],
                        env={"DEMO_APP_NAME": name})
             self.spawn(f"{name}-sidecar", [
-                py, "-m", "pyproxy", "sidecar", "--control", f"http://127.0.0.1:{self.xds_port}",
-                "--name", name, "--namespace", "default", "--service-account", sa,
+                py, "-m", "pyproxy", "sidecar", *self.secure_args("default", sa),
+                "--name", name, "--namespace", "default",
                 "--labels", ",".join(f"{k}={v}" for k, v in labels.items()), "--app-port", str(ports["app"]),
                 "--inbound-port", str(ports["inbound"]), "--outbound-port", str(ports["outbound"]),
                 "--admin-port", str(ports["admin"])])
-        self.gateway_admin = free_port()
+        self.gateway_admin = self.free_port()
         self.spawn("ingressgateway", [
-            py, "-m", "pyproxy", "gateway", "--control", f"http://127.0.0.1:{self.xds_port}",
-            "--admin-port", str(self.gateway_admin), "--inbound-port", str(free_port()),
-            "--outbound-port", str(free_port())])
+            py, "-m", "pyproxy", "gateway", *self.secure_args(GATEWAY_NAMESPACE, GATEWAY_SA),
+            "--admin-port", str(self.gateway_admin), "--inbound-port", str(self.free_port()),
+            "--outbound-port", str(self.free_port())])
         for name, ports in self.sidecars.items():
             wait_until(lambda p=ports: http(f"http://127.0.0.1:{p['admin']}/ready")[0] == 200
                        and _synced(self.xds_port, name), f"{name}'s sidecar to sync")
@@ -170,6 +222,16 @@ def _synced(xds_port: int, name: str) -> bool:
     return False
 
 
+def identities(mesh: Mesh) -> list[tuple[str, str]]:
+    """(workload, SPIFFE identity) as each sidecar's (and the gateway's) admin /server_info reports it."""
+    admins = [(name, ports["admin"]) for name, ports in mesh.sidecars.items()]
+    out = []
+    for name, admin in [*admins, ("istio-ingressgateway", mesh.gateway_admin)]:
+        status, body = http(f"http://127.0.0.1:{admin}/server_info")
+        out.append((name, (json.loads(body).get("identity") or "-") if status == 200 else f"HTTP {status}"))
+    return out
+
+
 def served_by(outbound: int, host: str, n: int, headers: dict[str, str] | None = None) -> collections.Counter:
     seen: collections.Counter = collections.Counter()
     for _ in range(n):
@@ -189,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
         mesh.start()
         pp = mesh.sidecars["productpage-v1"]
         print("[demo] every sidecar registered itself and is SYNCED with the control plane\n")
+        print(f"[demo] identities: each proxy got its certificate from the control plane's CA on the secure port "
+              f"({mesh.secure_url}) with its service-account token, then followed xDS there:")
+        for name, identity in identities(mesh):
+            print(f"       {name:22} {identity}")
+        print("       (traffic between the sidecars below is still plaintext: data-plane mTLS comes next)\n")
         print("[demo] as the productpage app: 20 requests to http://reviews:9080 through productpage's sidecar")
         print(f"       (curl -H 'Host: reviews:9080' http://127.0.0.1:{pp['outbound']}/anything)")
         print("       VirtualService reviews: 80% v1 / 20% v2 ->", dict(served_by(pp["outbound"], "reviews:9080", 20)))
@@ -211,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
   .venv/bin/meshctl proxy-status --control http://127.0.0.1:{mesh.xds_port}
   curl -s http://127.0.0.1:{pp['admin']}/config_dump | head -60            # productpage's sidecar config
   curl -s http://127.0.0.1:{pp['admin']}/clusters | grep reviews
+  curl -s http://127.0.0.1:{pp['admin']}/server_info | grep -A4 identity    # its SPIFFE id and certificate
+  .venv/bin/meshctl token create -n default --service-account sleep --ca-dir {mesh.ca_dir}   # a new token
   curl -s http://127.0.0.1:{mesh.gateway_port}/productpage              # through the ingress gateway
   edit {mesh.config_dir}/traffic.yaml (e.g. reviews weights 0/100) and repeat the first curl: the
   control plane pushes the change to every sidecar within a second.""")

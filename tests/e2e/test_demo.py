@@ -27,6 +27,10 @@ def test_mesh_demo_routes_through_sidecars_by_the_virtual_service():
     r = run("pyproxy.demo_mesh")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "every sidecar registered itself and is SYNCED" in r.stdout
+    # every proxy joined over the secure port with a certificate for its own service account
+    assert "reviews-v2             spiffe://cluster.local/ns/default/sa/bookinfo-reviews" in r.stdout
+    assert "istio-ingressgateway   spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account" \
+        in r.stdout
     jason = next(line for line in r.stdout.splitlines() if "end-user: jason" in line)
     assert "'reviews-v2': 5" in jason  # the header match always goes to v2
     split = next(line for line in r.stdout.splitlines() if "80% v1 / 20% v2" in line)

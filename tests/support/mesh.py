@@ -31,7 +31,6 @@ import asyncio
 import json
 import os
 import pathlib
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -40,25 +39,13 @@ from typing import Any, Callable, Iterable
 import aiohttp
 import yaml
 
+from pyproxy.demo_mesh import free_ports  # noqa: F401 - re-exported: tests take their ports from here
+
 from .process import DEADLINE, Process, poll, pyproxy_command
 
 NAMESPACE = "default"
 DOMAIN = "svc.cluster.local"
 XDS_TYPES = ("cds", "eds", "lds", "rds")
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct 127.0.0.1 ports the kernel reports free (all bound at once, then released)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def console_script(name: str, module: str) -> list[str]:
