@@ -129,6 +129,7 @@ async def run_dynamic(args: argparse.Namespace, kind: str) -> int:
     log.info("%s %s.%s: admin on 127.0.0.1:%d, following %s", kind, args.name, args.namespace, port, args.control)
     if secure is not None and not await secure.first_certificate(stop):
         await secure.stop()
+        await server.stop()
         await runner.cleanup()
         return 0 if stop.is_set() else 1
     await client.start()
