@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo demo-proxy test setup envoy bench clean
+.PHONY: demo demo-proxy test setup envoy bench clean coverage
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,14 @@ demo-proxy: setup
 
 test: setup envoy
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Branch coverage of pyproxy/, control/ and bookinfo/, subprocesses included; HTML in build/coverage-html/.
+coverage: setup envoy
+	$(BIN)/python -m coverage erase
+	$(BIN)/python -m coverage run -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m coverage combine -q
+	$(BIN)/python -m coverage html -q
+	$(BIN)/python -m coverage report --skip-covered --sort=cover $(COVERAGE_ARGS)
 
 bench: setup
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)

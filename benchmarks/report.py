@@ -227,6 +227,11 @@ def render_markdown(rows: list[Row], *, rate: float, machine: Mapping[str, str],
             f"- pyproxy / nginx requests/s: **{ratio:.2f}** "
             f"(target ≥ {THROUGHPUT_TARGET_RATIO}: {_met(ratio >= THROUGHPUT_TARGET_RATIO)})"
         )
+    floor = throughput_ratio(rows, "pyproxy", "floor")
+    floor_nginx = throughput_ratio(rows, "floor", "nginx")
+    lines.append("- pyproxy / floor requests/s: " + (f"**{floor:.2f}** (floor / nginx {floor_nginx:.2f})"
+                                                    if floor is not None and floor_nginx is not None
+                                                    else "not available (a row is missing)"))
     for name in ("pyproxy", "nginx"):
         added = added_latency(rows, name)
         if added is None:
@@ -260,3 +265,14 @@ def render_markdown(rows: list[Row], *, rate: float, machine: Mapping[str, str],
     lines += ["", "Machine:", ""]
     lines += [f"- {key}: {value}" for key, value in machine.items()]
     return "\n".join(lines) + "\n"
+
+
+def summary_line(rows: list[Row]) -> str:
+    """The result in one line, printed last so nobody has to read the table to know it."""
+    parts = []
+    for num, den in (("pyproxy", "nginx"), ("pyproxy", "floor"), ("floor", "nginx")):
+        r = throughput_ratio(rows, num, den)
+        parts.append(f"{num}/{den} {r:.2f}" if r is not None else f"{num}/{den} n/a")
+    added = added_latency(rows, "pyproxy")
+    parts.append(f"pyproxy adds p99 {_signed_us(added[2])}" if added is not None else "pyproxy added p99 n/a")
+    return "summary: " + ", ".join(parts)

@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/run.py            # or: make bench [BENCH_ARGS="--duration 5"]
 
-For each path (`direct`, `pyproxy`, `nginx`) against the same backend:
+For each path (`direct`, `floor`, `pyproxy`, `nginx`) against the same backend (`floor` is
+benchmarks/floor_proxy.py, the least a Python proxy on uvloop + httptools does per request):
 1. a sanity GET (must answer 200 "hello world\\n"), then a 1 s closed-loop warm-up;
 2. fixed-rate latency: the bundled open-loop generator (benchmarks/loadgen.py) at `--rate` (1,000 req/s) for
    `--latency-duration` s, latency counted from each request's scheduled send time;
@@ -47,7 +48,8 @@ LOADGEN = BENCH_DIR / "loadgen.py"
 BACKEND = BENCH_DIR / "backend.py"
 DEFAULT_OUTPUT = BENCH_DIR / "results" / "latest.md"
 WARMUP_S = 1
-TARGETS = ("direct", "pyproxy", "nginx")
+TARGETS = ("direct", "floor", "pyproxy", "nginx")
+FLOOR = BENCH_DIR / "floor_proxy.py"
 
 
 def log(message: str) -> None:
@@ -352,6 +354,18 @@ def start_path(pm, name: str, args, nginx: str | None, workdir: Path, backend_po
         except RowFailed as exc:
             path.error = str(exc)
         return path
+    if name == "floor":
+        path = Subject(name, "benchmarks/floor_proxy.py: uvloop + httptools, one upstream connection per client, "
+                             "no features (the floor of a Python proxy)")  # fmt: skip
+        (path.port,) = procs.free_ports(1)
+        proc = pm.start("floor", [sys.executable, str(FLOOR), "--port", str(path.port),
+                                  "--backend-port", str(backend_port)], cpus=args.proxy_cpus)
+        try:
+            procs.wait_listening(proc, path.port, timeout=args.start_timeout)
+            path.proxy = proc
+        except procs.NotReady as exc:
+            path.error = f"floor proxy failed to start: {exc}"
+        return path
     path = Subject(name, f"nginx, 1 worker, access_log off, upstream keepalive {configs.UPSTREAM_KEEPALIVE}, "
                        'proxy_http_version 1.1, proxy_set_header Connection ""')  # fmt: skip
     if nginx is None:
@@ -378,7 +392,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latency-duration", type=float, default=2.0, help="seconds of one fixed-rate round (default 2)")
     p.add_argument("--rounds", type=int, default=5, help="fixed-rate rounds, interleaved across paths (default 5)")
     p.add_argument("--latency-connections", type=int, default=16, help="fixed-rate connections (default 16)")
-    p.add_argument("--targets", default=",".join(TARGETS), help="comma list of direct,pyproxy,nginx (default all)")
+    p.add_argument("--targets", default=",".join(TARGETS), help="comma list of direct,floor,pyproxy,nginx (default all)")
     p.add_argument("--backend", choices=("auto", "nginx", "python"), default="auto",
                    help="origin server: nginx (when installed; default) or benchmarks/backend.py")  # fmt: skip
     p.add_argument("--load-tool", choices=("auto", "wrk", "loadgen"), default="auto",
@@ -470,6 +484,7 @@ def run(args: argparse.Namespace) -> int:
     args.output.write_text("# Benchmark: direct vs pyproxy vs nginx\n\nProduced by `make bench` "
                            f"(benchmarks/run.py).\n\n{table}")  # fmt: skip
     log(f"wrote {args.output}")
+    print(report.summary_line(rows))
     if args.json:
         rounds = {path.name: [{"kept": kept, **{k: r[k] for k in ("completed", "errors", "latency", "send_lag")}}
                               for kept, group in ((True, path.rounds), (False, path.discarded)) for r in group]

@@ -25,6 +25,7 @@ import sys
 from typing import Any
 
 from .bootstrap import BootstrapError, load_bootstrap
+from . import __version__
 
 
 def _install_uvloop() -> str:
@@ -282,6 +283,7 @@ def _add_dynamic(sub: Any, kind: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pyproxy", description="pyproxy: an Envoy-like proxy in Python")
+    parser.add_argument("--version", action="version", version=f"pyproxy (pyproxy mesh) {__version__}")
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run a proxy from an Envoy v3 bootstrap file")
     run.add_argument("-c", "--config-path", required=True, help="Envoy v3 bootstrap (YAML or JSON)")

@@ -34,6 +34,7 @@ from typing import Sequence
 from control.ca.cli import duration_seconds
 from control.istio.load import LoadLimits
 from control.xds.admission import PlaintextXds
+from pyproxy import __version__
 
 EXIT_BAD_INPUT = 1
 CA_DIR_ENV = "PYPROXY_CA_DIR"  # as `meshctl token create --ca-dir`
@@ -52,6 +53,7 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyproxy-control", description="pyproxy mesh control plane (≈ istiod)")
+    parser.add_argument("--version", action="version", version=f"pyproxy-control (pyproxy mesh) {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("serve", help="serve xDS for a config directory, watch it, push changes")
     p.add_argument("--config-dir", required=True, metavar="DIR", help="Istio + Kubernetes YAML (watched)")

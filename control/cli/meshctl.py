@@ -22,7 +22,7 @@ import fnmatch
 import json
 import os
 import sys
-from typing import Sequence, TextIO
+from typing import Any, Sequence, TextIO
 
 import yaml
 
@@ -31,6 +31,7 @@ from control.ca import cli as ca_cli
 from control.cli import proxy, render
 from control.istio.load import LoadResult, load_paths
 from control.istio.messages import Finding, Level
+from pyproxy import __version__
 
 EXIT_ISSUES_FOUND = 79  # istioctl's exit code when analysis finds issues at/above --failure-threshold
 EXIT_USAGE = 64  # sysexits EX_USAGE, as istioctl
@@ -52,6 +53,7 @@ def _level(text: str) -> Level:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="meshctl", description="Operate a pyproxy mesh (an istioctl look-alike).")
+    parser.add_argument("--version", action="version", version=f"meshctl (pyproxy mesh) {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
 
@@ -96,9 +98,17 @@ def _suppressed(f: Finding, rules: Sequence[str]) -> bool:
     return False
 
 
+def _nothing_found(result: Any, paths: Sequence[str], err: TextIO) -> bool:
+    """No resource in any input and no error to explain why: say so, as istioctl fails on empty input."""
+    if result.resources or any(f.level >= Level.ERROR for f in result.findings):
+        return False
+    print(f"Error: no Istio or Kubernetes resources found in {', '.join(paths)}", file=err)
+    return True
+
+
 def cmd_analyze(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     result = load_paths(args.paths, strict=True)
-    if _fatal(result, err):
+    if _fatal(result, err) or _nothing_found(result, args.paths, err):
         return EXIT_BAD_INPUT
     findings = sort_findings(list(result.findings) + list(analyze(result.resources)))
     findings = [f for f in findings if not _suppressed(f, args.suppress)]
@@ -117,7 +127,7 @@ def cmd_analyze(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     result = load_paths(args.paths, strict=True)
-    if _fatal(result, err):
+    if _fatal(result, err) or _nothing_found(result, args.paths, err):
         return EXIT_BAD_INPUT
     errors = [f for f in result.findings if f.level >= Level.ERROR]
     for f in result.findings:

@@ -590,7 +590,10 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
             raise _Reject(local_reply.INVALID_TRANSFER_ENCODING)  # Envoy: 501, whatever the other coding
         keep_alive = parser.should_keep_alive()
         path = self._url.decode("latin-1")
-        if not path.startswith("/") and path != "*" and hcm.allow_absolute_url:
+        connect = method == "CONNECT"
+        if path == "*" and method != "OPTIONS":
+            raise _Reject(local_reply.BAD_REQUEST)  # asterisk-form is OPTIONS-only (RFC 9112 §3.2.4; Envoy: 400)
+        if not path.startswith("/") and path != "*" and hcm.allow_absolute_url and not connect:
             # absolute-form (http://host/path): route by the URI's authority (Envoy: allow_absolute_url)
             scheme_end = path.find("://")
             if scheme_end <= 0:
@@ -604,7 +607,11 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
                 raise _Reject(local_reply.BAD_REQUEST)
             headers.set("host", authority)
         redirect = None
-        if "#" in path:
+        if connect:
+            # CONNECT (authority-form `host:port`) is matched only by routes with a connect_matcher, which pyproxy
+            # does not implement: no route, as Envoy answers without one (404)
+            redirect = local_reply.NO_ROUTE
+        elif "#" in path:
             # a fragment is never sent on the wire (RFC 9110 §4.2.4); Envoy refuses the request (400
             # path_normalization_failed, then closes)
             redirect = local_reply.PATH_NORMALIZATION_FAILED
@@ -628,12 +635,12 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
             keep_alive = False
         stream = ActiveStream(self, hcm, method, path, version, headers, keep_alive)
         stream.upgrade = upgrade
-        if redirect is not None:
+        if redirect is not None:  # answered by the connection manager without routing (see above)
             stream.pending_error = redirect
-            if redirect.status == 307:
+            if redirect is local_reply.PATH_REDIRECT:
                 hcm.stats_redirected_with_normalized_path.inc()
                 stream.pending_headers = Headers([("location", path)])
-            else:
+            elif redirect is local_reply.PATH_NORMALIZATION_FAILED:
                 hcm.stats_failed_path_normalization.inc()
                 stream.keep_alive = False  # Envoy closes the connection after this 400 too
         stream.info.authority = headers.get_first("host") or ""

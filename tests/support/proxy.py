@@ -152,12 +152,21 @@ class RunningProxy:
         return [json.loads(line) for line in self.access_log_path.read_text().splitlines() if line.strip()]
 
     def stat(self, name: str) -> int:
-        """A counter or gauge by full name, after publishing the pure modules' counts (0 when never created)."""
+        """A counter or gauge by full name, after publishing the pure modules' counts. Raises KeyError for a
+        name the proxy never created, so `stat("...typo") == 0` cannot pass by accident; use `stat_or_absent`
+        where "never created" is the expected answer."""
+        value = self.stat_or_absent(name)
+        if value is None:
+            raise KeyError(f"no stat named {name!r} (use stat_or_absent when absence is expected)")
+        return value
+
+    def stat_or_absent(self, name: str) -> int | None:
+        """The stat's value, or None when the proxy never created it (Envoy creates most stats lazily)."""
         st = self.server.collect_stats()
         for s in [*st.counters(), *st.gauges()]:
             if s.name == name:
                 return s.value
-        return 0
+        return None
 
 
 @asynccontextmanager

@@ -150,3 +150,16 @@ def test_pinning_is_described_per_role_or_as_none():
     assert report.describe_pinning(*report.cpu_plan({0})) == "none"
     assert (report.describe_pinning(*report.cpu_plan({0, 1}))
             == "proxy on CPU [0], backend on CPU [0], load tool on CPU [1]")
+
+
+def test_floor_row_gives_pyproxy_over_floor_and_a_one_line_summary():
+    rows = [
+        report.Row("direct", "no proxy", _throughput(100_000), _fixed(80, 300)),
+        report.Row("floor", "floor", _throughput(25_000), _fixed(120, 350)),
+        report.Row("pyproxy", "pyproxy", _throughput(10_000), _fixed(230, 500)),
+        report.Row("nginx", "nginx", _throughput(30_000), _fixed(130, 400)),
+    ]
+    assert "- pyproxy / floor requests/s: **0.40** (floor / nginx 0.83)" in _render(rows)
+    assert report.summary_line(rows) == ("summary: pyproxy/nginx 0.33, pyproxy/floor 0.40, floor/nginx 0.83, "
+                                         "pyproxy adds p99 +200 µs")
+    assert "pyproxy/floor n/a" in report.summary_line(rows[2:])
