@@ -2,20 +2,22 @@
 `chain_match` and `client_hello`).
 
     accept -> ChainAcceptor.connection_made
-        [listener filters] pause the transport; wait (edge-triggered, private epoll) until the first bytes
-                           decide tls_inspector / http_inspector; MSG_PEEK leaves them in the socket
+        [listener filters] keep the first bytes read until tls_inspector / http_inspector can decide
         select the chain (ChainSelector.select, pure); none -> close, `no_filter_chain_match`
-        plaintext chain -> hand the transport to a DownstreamConnection, resume reading (it reads the bytes
-                           that were only peeked)
-        TLS chain       -> loop.start_tls(server_side=True) with the chain's current SSLContext; on success the
+        plaintext chain -> the transport's events go to a DownstreamConnection, the kept bytes first
+        TLS chain       -> a server-side SSLProtocol with the chain's current SSLContext, fed the kept bytes
+                           (the ClientHello) and then the rest; on success the
                            connection gets `tls` (a TlsSession: peer identity, version, SNI, ALPN) and the
                            HTTP connection manager takes over; on failure the connection is closed, counted
                            under `listener.<addr>.ssl.<reason>`.
 
-Why peek instead of read: the TLS handshake must see the ClientHello bytes, and asyncio's start_tls cannot be
-given bytes already read. The peek waits on a private epoll instance registered edge-triggered on the socket
-(so a ClientHello that arrives in pieces does not spin the loop); uvloop owns the socket's own registration,
-which is why the loop watches the epoll fd instead of the socket. A listener with one plaintext chain never
+Why bytes are read, not peeked: the acceptor stays the raw transport's protocol for the connection's life and
+forwards every event to what serves the connection: the DownstreamConnection (plaintext) or a server-side
+SSLProtocol (uvloop's own, in C, under uvloop; asyncio's otherwise) whose application side is the
+DownstreamConnection. Because the proxy owns that TLS layer, the ClientHello bytes it already read are simply
+fed to it first; no MSG_PEEK, no second poller. (`loop.start_tls` would need the bytes left unread, and under
+uvloop 0.23 neither pausing an accepted transport in connection_made nor start_tls/set_protocol on it took
+effect: reads kept going to the first protocol.) A listener with one plaintext chain never
 comes here: `ListenerRuntime` keeps today's direct path for it.
 
 A `ChainView` is what a DownstreamConnection on such a listener uses as its `listener`: `current` resolves the
@@ -25,11 +27,17 @@ connections already open, as it does on single-chain listeners.
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import logging
-import select
-import socket
 import ssl
 from typing import TYPE_CHECKING, Any
+
+try:
+    import uvloop
+    from uvloop.loop import SSLProtocol as _UvSSLProtocol
+except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+    uvloop = None
+    _UvSSLProtocol = None
 
 from ..http.connection import DownstreamConnection
 from ..tls.session import TlsSession
@@ -46,7 +54,6 @@ TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 HTTP_INSPECTOR = "envoy.filters.listener.http_inspector"
 LISTENER_FILTERS_TIMEOUT = 15.0  # Listener.listener_filters_timeout default
 HANDSHAKE_TIMEOUT = 10.0  # a stalled handshake is closed (Envoy: transport_socket_connect_timeout-like bound)
-PEEK_BYTES = 16 * 1024 + 5
 
 
 class ChainRuntime:
@@ -70,7 +77,7 @@ class ListenerChains:
         self.runtimes = runtimes  # by id() of the FilterChain config object the selector returns
         self.by_key = {rt.key: rt for rt in runtimes.values()}
         any_tls = any(rt.tls is not None for rt in runtimes.values())
-        # Envoy adds tls_inspector itself when a chain needs SNI / transport protocol; pyproxy also peeks for
+        # Envoy adds tls_inspector itself when a chain needs SNI / transport protocol; pyproxy also inspects for
         # any TLS chain, so that %REQUESTED_SERVER_NAME% is known (Python's ssl does not expose a server's SNI)
         self.inspect_tls = TLS_INSPECTOR in listener_filters or any_tls or selector.needs_server_name or \
             selector.needs_transport
@@ -122,10 +129,11 @@ class ChainAcceptor(asyncio.Protocol):
         self.chains: ListenerChains = runtime.chains
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
-        self._poll: Any = None
+        self._inspecting = False
+        self._pending: list[bytes] = []  # bytes read before the chain was chosen: replayed into it
         self._timer: asyncio.TimerHandle | None = None
-        self._early: list[bytes] = []  # application data decrypted before the HCM took over
-        self._eof = False
+        self.inner: Any = None  # what the raw transport's events go to once the chain is chosen
+        self._inner_buffered = False
         self.done = False
         self.facts = ConnectionFacts()
 
@@ -138,85 +146,87 @@ class ChainAcceptor(asyncio.Protocol):
         self.facts = ConnectionFacts(destination_port=dst_port, destination_ip=dst_ip, direct_source_ip=src_ip,
                                      source_ip=src_ip, source_port=src_port)
         if self.chains.inspect_tls or self.chains.inspect_http:
-            self._start_peek()
+            self._inspecting = True
+            self._start_inspection()
         else:
             self._dispatch(self.facts)
 
     def data_received(self, data: bytes) -> None:
-        self._early.append(data)  # only during a TLS handshake hand-over: replayed to the HCM
+        inner = self.inner
+        if inner is None:
+            if self._inspecting:
+                self._on_first_bytes(data)
+            return
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        inner = self.inner
+        if not self._inner_buffered:
+            inner.data_received(data)
+            return
+        view = memoryview(data)
+        while view:
+            buf = inner.get_buffer(len(view))
+            n = min(len(buf), len(view))
+            buf[:n] = view[:n]
+            inner.buffer_updated(n)
+            view = view[n:]
 
     def eof_received(self) -> bool | None:
-        self._eof = True
+        if self.inner is not None:
+            return self.inner.eof_received()
+        self._stop_timer()
+        self._close()  # closed before its chain was known
         return None
 
+    def pause_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.resume_writing()
+
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_peek()
+        self._stop_timer()
+        if self.inner is not None:
+            self.inner.connection_lost(exc)
         if not self.done:
             self.done = True
             self.runtime.rejected(self)
 
-    # ------------------------------------------------------------------ listener filters: peek
-    def _start_peek(self) -> None:
-        transport = self.transport
-        assert transport is not None
-        transport.pause_reading()
-        sock = transport.get_extra_info("socket")
-        try:
-            self._poll = select.epoll()
-            self._poll.register(sock.fileno(), select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
-            self._sock = socket.socket(fileno=sock.fileno())  # a view for recv(MSG_PEEK); detached after
-            self.loop.add_reader(self._poll.fileno(), self._on_readable)
-        except OSError as e:
-            log.warning("listener %s: cannot inspect connection: %s", self.runtime.name, e)
-            self._stop_peek()
-            self._close()
-            return
+    def _forward_to(self, inner: Any) -> None:
+        self.inner = inner
+        self._inner_buffered = isinstance(inner, asyncio.BufferedProtocol) or (
+            _UvSSLProtocol is not None and isinstance(inner, _UvSSLProtocol))
+
+    # ------------------------------------------------------------------ listener filters
+    def _start_inspection(self) -> None:
         if self.chains.timeout:
             self._timer = self.loop.call_later(self.chains.timeout, self._on_timeout)
 
-    def _stop_peek(self) -> None:
+    def _stop_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._poll is not None:
-            try:
-                self.loop.remove_reader(self._poll.fileno())
-            finally:
-                self._poll.close()
-                self._poll = None
-                self._sock.detach()  # the fd belongs to the transport
 
-    def _on_readable(self) -> None:
-        if self._poll is None:
-            return
-        self._poll.poll(0)  # consume the edge
-        try:
-            data = self._sock.recv(PEEK_BYTES, socket.MSG_PEEK)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._stop_peek()
-            self._close()
-            return
-        facts = self._inspect(data, final=False)
+    def _on_first_bytes(self, data: bytes) -> None:
+        self._pending.append(data)
+        facts = self._inspect(b"".join(self._pending), final=False)
         if facts is not None:
-            self._stop_peek()
+            self._stop_timer()
             self._dispatch(facts)
 
     def _on_timeout(self) -> None:
         self._timer = None
         self.runtime.stats_filters_timeout.inc()
         if self.chains.continue_on_timeout:
-            self._stop_peek()
             self._dispatch(self.facts)
         else:
-            self._stop_peek()
             self._close()
 
     def _inspect(self, data: bytes, final: bool) -> ConnectionFacts | None:
-        """Facts from the peeked bytes, or None to wait for more."""
+        """Facts from the first bytes, or None to wait for more."""
         transport, server_name, alpn = "raw_buffer", "", ()
         if self.chains.inspect_tls:
             hello = inspect_tls(data)
@@ -236,6 +246,7 @@ class ChainAcceptor(asyncio.Protocol):
 
     # ------------------------------------------------------------------ chain and transport socket
     def _dispatch(self, facts: ConnectionFacts) -> None:
+        self._inspecting = False
         self.facts = facts
         chain = self.chains.select(facts)
         if chain is None:
@@ -245,8 +256,9 @@ class ChainAcceptor(asyncio.Protocol):
         if chain.tls is None:
             conn = DownstreamConnection(ChainView(self.runtime, chain))
             conn.requested_server_name = facts.server_name or None
+            self._forward_to(conn)
             self._hand_over(conn, self.transport)
-            self.transport.resume_reading()  # type: ignore[union-attr]
+            self._replay()
             return
         task = self.loop.create_task(self._handshake(chain, facts))
         self.runtime.handshakes.add(task)
@@ -261,8 +273,19 @@ class ChainAcceptor(asyncio.Protocol):
             if provider.require_sni and not facts.server_name:
                 raise ssl.SSLError(1, "[SSL] require_sni: the ClientHello has no server name")
             ctx = provider.context()
-            ssl_transport = await self.loop.start_tls(transport, self, ctx, server_side=True,  # type: ignore
-                                                      ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+            waiter = self.loop.create_future()
+            early = _EarlyData()
+            impl = _UvSSLProtocol if uvloop is not None and isinstance(self.loop, uvloop.Loop) \
+                else asyncio.sslproto.SSLProtocol
+            # call_connection_made=True: the application transport reaches us via _EarlyData.connection_made
+            sslp = impl(self.loop, early, ctx, waiter, True, None, True, HANDSHAKE_TIMEOUT)
+            self._forward_to(sslp)
+            sslp.connection_made(transport)
+            self._replay()
+            await waiter
+            ssl_transport = early.transport
+            if ssl_transport is None:
+                raise ConnectionError("TLS layer gave no transport")
         except (ssl.SSLError, SecretNotReady, ConnectionError, OSError, asyncio.TimeoutError, EOFError) as e:
             stat, reason = classify_handshake_error(e)
             stats[stat].inc()
@@ -281,17 +304,22 @@ class ChainAcceptor(asyncio.Protocol):
         conn = DownstreamConnection(ChainView(self.runtime, chain))
         conn.tls = tls
         conn.requested_server_name = facts.server_name or None
+        ssl_transport.set_protocol(conn)
         self._hand_over(conn, ssl_transport)
-        early, self._early = self._early, []
-        for data in early:
+        for data in early.data:
             conn.data_received(data)
-        if self._eof:
+        if early.eof:
             conn.eof_received()
+        early.target = conn
+
+    def _replay(self) -> None:
+        pending, self._pending = self._pending, []
+        for data in pending:
+            self._feed(data)
 
     def _hand_over(self, conn: DownstreamConnection, transport: Any) -> None:
         self.done = True
         self.runtime.handed_over(self)
-        transport.set_protocol(conn)
         conn.connection_made(transport)
 
     def _close(self) -> None:
@@ -300,3 +328,31 @@ class ChainAcceptor(asyncio.Protocol):
         if not self.done:
             self.done = True
             self.runtime.rejected(self)
+
+
+class _EarlyData(asyncio.Protocol):
+    """The TLS layer's application side until the HTTP connection manager takes over: keeps what the client
+    sent right after its Finished message (TLS 1.3 clients do), replayed in order."""
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.eof = False
+        self.target: Any = None
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.target is not None:
+            self.target.data_received(data)
+        else:
+            self.data.append(data)
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.target is not None:
+            self.target.connection_lost(exc)

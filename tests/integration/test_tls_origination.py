@@ -8,6 +8,7 @@ working); two pyproxies doing mTLS with SPIFFE certificates, the server side see
 """
 from __future__ import annotations
 
+import asyncio
 import pytest
 
 from pyproxy.tls.secrets import TlsCertificate, ValidationContext
@@ -20,6 +21,16 @@ SERVER_ID = "spiffe://cluster.local/ns/server/sa/httpbin"
 CLIENT_ID = "spiffe://cluster.local/ns/client/sa/sleep"
 LOG = {"code": "%RESPONSE_CODE%", "flags": "%RESPONSE_FLAGS%", "details": "%RESPONSE_CODE_DETAILS%",
        "utfr": "%UPSTREAM_TRANSPORT_FAILURE_REASON%", "peer": "%DOWNSTREAM_PEER_URI_SAN%"}
+
+
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def event_loop_policy(request):
+    """Every test runs on asyncio's loop and on uvloop (what `pyproxy run` uses): their TLS layers differ."""
+    if request.param == "uvloop":
+        import uvloop
+
+        return uvloop.EventLoopPolicy()
+    return asyncio.DefaultEventLoopPolicy()
 
 
 @pytest.fixture(scope="module")

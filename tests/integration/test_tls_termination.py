@@ -8,6 +8,7 @@ x-forwarded-client-cert.
 """
 from __future__ import annotations
 
+import asyncio
 import ssl
 
 import pytest
@@ -22,6 +23,16 @@ CLIENT_ID = "spiffe://cluster.local/ns/client/sa/sleep"
 LOG = {"code": "%RESPONSE_CODE%", "peer": "%DOWNSTREAM_PEER_URI_SAN%", "local": "%DOWNSTREAM_LOCAL_URI_SAN%",
        "version": "%DOWNSTREAM_TLS_VERSION%", "sni": "%REQUESTED_SERVER_NAME%",
        "subject": "%DOWNSTREAM_PEER_SUBJECT%", "xfp": "%REQ(X-FORWARDED-PROTO)%"}
+
+
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def event_loop_policy(request):
+    """Every test runs on asyncio's loop and on uvloop (what `pyproxy run` uses): their TLS layers differ."""
+    if request.param == "uvloop":
+        import uvloop
+
+        return uvloop.EventLoopPolicy()
+    return asyncio.DefaultEventLoopPolicy()
 
 
 @pytest.fixture(scope="module")
