@@ -29,12 +29,15 @@ from .config.decode import ConfigError
 from .filters.registry import build_chain, builder_for, unsupported_message
 from .filters.router import RouterFilter
 from .http.connection import DownstreamConnection
+from .listener.accept import ChainAcceptor, ChainRuntime, ListenerChains
+from .listener.chain_match import ChainMatchError, ChainSelector
 from .http.path import PathPolicy
 from .observe.access_log import AccessLogManager, build_access_loggers
 from .observe.stats import Stats
 from .routing.retry import retry_state_for
 from .routing.table import RouteTable
 from .tls.secrets import SecretManager
+from .tls.transport_socket import SSL_STATS, TlsContextProvider, tls_context_of
 from .runtime.offload import Offload, freeze_after_swap, sole_reference
 from .upstream.cluster_manager import ClusterManager
 
@@ -164,19 +167,61 @@ class HcmRuntime:
 class ListenerRuntime:
     """A bound listener. `current` is swapped on config change; open connections keep serving."""
 
-    def __init__(self, config: model.Listener, hcm: HcmRuntime, stats: Stats, worker_id: int = 0):
+    def __init__(self, config: model.Listener, hcm: HcmRuntime, stats: Stats, worker_id: int = 0,
+                 chains: ListenerChains | None = None):
         self.config = config
         self.name = config.name or _address_key(config)
         self.current = hcm
+        # None: one plaintext chain, connections go straight to the HCM (the fast path). Otherwise chain
+        # selection / TLS happen per connection in pyproxy.listener.accept.
+        self.chains = chains
         self.server: asyncio.base_events.Server | None = None
         self.connections: set[DownstreamConnection] = set()
+        self.acceptors: set[ChainAcceptor] = set()  # connections whose chain or TLS handshake is not settled
+        self.handshakes: set[asyncio.Task] = set()
+        self.last_transport_failure: str | None = None  # %DOWNSTREAM_TRANSPORT_FAILURE_REASON% of the last one
         self._all_closed: asyncio.Event | None = None  # set when draining and the last connection closes
         self.draining = False
         st = stats.scope(f"listener.{_address_key(config)}.")
         self.stats_cx_total = st.counter("downstream_cx_total")
         self.stats_cx_active = st.gauge("downstream_cx_active")
         self.stats_worker_cx_total = st.counter(f"worker_{worker_id}.downstream_cx_total")  # Envoy's per-worker stat
+        self.stats_no_chain = st.counter("no_filter_chain_match")
+        self.stats_filters_timeout = st.counter("downstream_pre_cx_timeout")
+        self.ssl_stats = {name: st.counter(f"ssl.{name}") for name in SSL_STATS}
         self.port = 0
+
+    def hcms(self) -> list[HcmRuntime]:
+        """Every HTTP connection manager this listener serves now (one per filter chain)."""
+        if self.chains is None:
+            return [self.current]
+        return [rt.hcm for rt in self.chains.by_key.values()]
+
+    def make_protocol(self) -> asyncio.Protocol:
+        if self.chains is None:
+            return DownstreamConnection(self)
+        return ChainAcceptor(self)
+
+    # the accept path of multi-chain / TLS listeners (pyproxy.listener.accept) reports here
+    def accepted(self, acceptor: ChainAcceptor) -> None:
+        self.acceptors.add(acceptor)
+        self.stats_cx_total.inc()
+        self.stats_worker_cx_total.inc()
+        self.stats_cx_active.inc()
+
+    def rejected(self, acceptor: ChainAcceptor) -> None:
+        self.acceptors.discard(acceptor)
+        self.stats_cx_active.dec()
+
+    def handed_over(self, acceptor: ChainAcceptor) -> None:
+        self.acceptors.discard(acceptor)
+
+    def track(self, conn: DownstreamConnection) -> None:
+        conn.draining = self.draining
+        self.connections.add(conn)
+
+    def untrack(self, conn: DownstreamConnection) -> None:
+        self.on_connection_close(conn)
 
     def on_connection_open(self, conn: DownstreamConnection) -> None:
         conn.draining = self.draining
@@ -197,7 +242,7 @@ class ListenerRuntime:
         sa = self.config.address.socket_address
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            lambda: DownstreamConnection(self), host=sa.address, port=sa.port_value,
+            self.make_protocol, host=sa.address, port=sa.port_value,
             reuse_address=True, reuse_port=reuse_port or None, backlog=1024,
         )
         self.port = self.server.sockets[0].getsockname()[1]
@@ -206,6 +251,10 @@ class ListenerRuntime:
         """Stop accepting; let connections finish their current request, then close them."""
         if self.server is not None:
             self.server.close()
+        for acceptor in list(self.acceptors):
+            acceptor._close()
+        for task in list(self.handshakes):
+            task.cancel()
         for conn in list(self.connections):
             conn.draining = True
             if not conn.streams:
@@ -225,14 +274,34 @@ def _address_key(listener: model.Listener) -> str:
     return f"{sa.address}_{sa.port_value}"
 
 
+def chains_of(listener: model.Listener) -> list[tuple[str, model.FilterChain]]:
+    """(key, chain) for each filter chain, `default_filter_chain` last. The key names the chain across config
+    swaps: its `name`, else its position."""
+    out = [(chain.name or f"filter_chains[{i}]", chain) for i, chain in enumerate(listener.filter_chains)]
+    if listener.default_filter_chain is not None:
+        out.append((listener.default_filter_chain.name or "default_filter_chain", listener.default_filter_chain))
+    return out
+
+
 def http_connection_manager_of(listener: model.Listener) -> model.HttpConnectionManager:
-    chains = listener.filter_chains or ((listener.default_filter_chain,) if listener.default_filter_chain else ())
-    for chain in chains:
-        hcm = chain.http_connection_manager if chain else None
+    """The first chain's HTTP connection manager (every chain must have one: see validate_snapshot)."""
+    for _key, chain in chains_of(listener):
+        hcm = chain.http_connection_manager
         if hcm is not None:
             return hcm
     raise ConfigRejected(f"listener {listener.name!r}: only HTTP listeners (an "
                          "envoy.filters.network.http_connection_manager filter) are supported")
+
+
+def single_plaintext_chain(listener: model.Listener) -> bool:
+    """One chain, no TLS, nothing to match: connections go straight to the HCM (no listener-filter work)."""
+    chains = chains_of(listener)
+    if len(chains) != 1:
+        return False
+    chain = chains[0][1]
+    empty = chain.filter_chain_match is None or chain.filter_chain_match == model.FilterChainMatch()
+    return empty and tls_context_of(chain.transport_socket) is None and not any(
+        f.name == "envoy.filters.listener.http_inspector" for f in listener.listener_filters)
 
 
 def validate_snapshot(listeners: Iterable[model.Listener], clusters: Iterable[model.Cluster]) -> None:
@@ -244,28 +313,49 @@ def validate_snapshot(listeners: Iterable[model.Listener], clusters: Iterable[mo
         names.add(c.name)
         if c.type in ("STRICT_DNS", "LOGICAL_DNS") and c.load_assignment is None:
             raise ConfigRejected(f"cluster {c.name!r}: type {c.type} needs a load_assignment")
-        if c.transport_socket is not None:
-            # Refuse rather than silently talk plaintext where TLS was asked for (a security downgrade).
-            raise ConfigRejected(f"cluster {c.name!r}: transport_socket {c.transport_socket.name or 'tls'!r} "
-                                 "(TLS origination) is not supported by pyproxy yet")
+        for where, ts in ((f"cluster {c.name!r}: transport_socket", c.transport_socket),
+                          *((f"cluster {c.name!r}: transport_socket_matches[{i}] ({m.name})", m.transport_socket)
+                            for i, m in enumerate(c.transport_socket_matches))):
+            try:
+                tc = tls_context_of(ts)
+            except ValueError as e:
+                raise ConfigRejected(f"{where}: {e}") from None
+            if tc is not None and not isinstance(tc, model.UpstreamTlsContext):
+                raise ConfigRejected(f"{where}: a cluster's TLS context must be an UpstreamTlsContext")
     lnames = set()
     for lis in listeners:
         key = lis.name or _address_key(lis)
         if key in lnames:
             raise ConfigRejected(f"duplicate listener name {key!r}")
         lnames.add(key)
-        for chain in lis.filter_chains:
-            if chain.transport_socket is not None:
-                raise ConfigRejected(f"listener {key!r}: transport_socket (TLS termination) is not supported by "
-                                     "pyproxy yet")
-        hcm = http_connection_manager_of(lis)
-        filters = [f.name for f in hcm.http_filters]
-        if not filters or filters[-1] != "envoy.filters.http.router":
-            raise ConfigRejected(f"listener {key!r}: the last HTTP filter must be envoy.filters.http.router "
-                                 f"(got {filters or 'none'})")
-        for f in hcm.http_filters[:-1]:
-            if builder_for(f) is None and not f.is_optional:
-                raise ConfigRejected(f"listener {key!r}: {unsupported_message(f)}")
+        chains = chains_of(lis)
+        if not chains:
+            raise ConfigRejected(f"listener {key!r}: no filter chains")
+        for ckey, chain in chains:
+            try:
+                tc = tls_context_of(chain.transport_socket)
+            except ValueError as e:
+                raise ConfigRejected(f"listener {key!r} {ckey}: {e}") from None
+            if tc is not None and not isinstance(tc, model.DownstreamTlsContext):
+                raise ConfigRejected(f"listener {key!r} {ckey}: a filter chain's TLS context must be a "
+                                     "DownstreamTlsContext")
+            hcm = chain.http_connection_manager
+            if hcm is None:
+                names = [f.name for f in chain.filters] or ["none"]
+                raise ConfigRejected(f"listener {key!r} {ckey}: only HTTP filter chains (an "
+                                     "envoy.filters.network.http_connection_manager filter) are supported, "
+                                     f"got {', '.join(names)}")
+            filters = [f.name for f in hcm.http_filters]
+            if not filters or filters[-1] != "envoy.filters.http.router":
+                raise ConfigRejected(f"listener {key!r}: the last HTTP filter must be envoy.filters.http.router "
+                                     f"(got {filters or 'none'})")
+            for f in hcm.http_filters[:-1]:
+                if builder_for(f) is None and not f.is_optional:
+                    raise ConfigRejected(f"listener {key!r}: {unsupported_message(f)}")
+        try:
+            ChainSelector(lis.filter_chains, lis.default_filter_chain, key)
+        except ChainMatchError as e:
+            raise ConfigRejected(str(e)) from None
 
 
 class ProxyServer:
@@ -312,17 +402,18 @@ class ProxyServer:
         endpoints = dict(endpoints or {})
         validate_snapshot(listeners, clusters)
         for lis in listeners:
-            hcm_cfg = http_connection_manager_of(lis)
-            if hcm_cfg.rds is not None and hcm_cfg.rds.route_config_name not in routes:
-                raise ConfigRejected(f"listener {lis.name!r}: route configuration "
-                                     f"{hcm_cfg.rds.route_config_name!r} (rds) was not provided")
+            for _ckey, chain in chains_of(lis):
+                hcm_cfg = chain.http_connection_manager
+                if hcm_cfg.rds is not None and hcm_cfg.rds.route_config_name not in routes:
+                    raise ConfigRejected(f"listener {lis.name!r}: route configuration "
+                                         f"{hcm_cfg.rds.route_config_name!r} (rds) was not provided")
         with self.offload.gc_paused():  # no collector pass over a half-built snapshot (pyproxy.runtime.offload)
             async with self._lock:
                 await self._apply_locked(listeners, clusters, version, routes, endpoints)
 
     def _compiled_now(self) -> dict[int, CompiledRoutes]:
         """The route tables serving now, by id of their RouteConfiguration (an unchanged one is reused)."""
-        return {id(rt.current.route_config): rt.current.routes for rt in self.listeners.values()}
+        return {id(h.route_config): h.routes for rt in self.listeners.values() for h in rt.hcms()}
 
     async def _apply_locked(self, listeners: tuple[model.Listener, ...], clusters: tuple[model.Cluster, ...],
                             version: str, routes: dict[str, model.RouteConfiguration],
@@ -330,25 +421,47 @@ class ProxyServer:
         loop = asyncio.get_running_loop()
         if self.access_logs is None:
             self.access_logs = AccessLogManager(scheduler=loop.call_later)
-        new_clusters = ClusterManager(clusters, self.stats, self.rng, previous=self.clusters, endpoints=endpoints)
+        try:
+            new_clusters = ClusterManager(clusters, self.stats, self.rng, previous=self.clusters,
+                                          endpoints=endpoints, secrets=self.secrets)
+        except ValueError as e:  # a transport socket's key material (unreadable file, refused by OpenSSL)
+            raise ConfigRejected(str(e)) from None
         await new_clusters.start()
-        new_hcms = {}
+        new_hcms: dict[str, HcmRuntime] = {}
+        new_chains: dict[str, ListenerChains | None] = {}
+        all_hcms: list[HcmRuntime] = []
         serving = self._compiled_now()
         built_large = False
         for lis in listeners:
             key = lis.name or _address_key(lis)
-            hcm_cfg = http_connection_manager_of(lis)
-            rc = routes[hcm_cfg.rds.route_config_name] if hcm_cfg.rds is not None else None
-            rc = effective_route_config(hcm_cfg, rc)
-            try:
-                compiled = serving.get(id(rc))
-                if compiled is None or compiled.route_config is not rc:
-                    compiled = await self.offload.run(compile_routes, rc)  # the heavy part, off the loop
-                    built_large = built_large or compiled.large
-                new_hcms[key] = HcmRuntime(hcm_cfg, new_clusters, self.stats, self.rng,
-                                           access_logs=self.access_logs, routes=compiled)
-            except ConfigError as e:
-                raise ConfigRejected(f"listener {key!r}: {e}") from None
+            runtimes: dict[int, ChainRuntime] = {}
+            for ckey, chain in chains_of(lis):
+                hcm_cfg = chain.http_connection_manager
+                rc = routes[hcm_cfg.rds.route_config_name] if hcm_cfg.rds is not None else None
+                rc = effective_route_config(hcm_cfg, rc)
+                try:
+                    compiled = serving.get(id(rc))
+                    if compiled is None or compiled.route_config is not rc:
+                        compiled = await self.offload.run(compile_routes, rc)  # the heavy part, off the loop
+                        built_large = built_large or compiled.large
+                        serving[id(rc)] = compiled
+                    hcm = HcmRuntime(hcm_cfg, new_clusters, self.stats, self.rng,
+                                     access_logs=self.access_logs, routes=compiled)
+                    tc = tls_context_of(chain.transport_socket)
+                    tls = TlsContextProvider(tc, self.secrets, f"listener {key!r} {ckey}.transport_socket") \
+                        if tc is not None else None
+                except (ConfigError, ValueError) as e:
+                    raise ConfigRejected(f"listener {key!r}: {e}") from None
+                runtimes[id(chain)] = ChainRuntime(ckey, chain, hcm, tls)
+                all_hcms.append(hcm)
+            new_hcms[key] = next(iter(runtimes.values())).hcm
+            if single_plaintext_chain(lis):
+                new_chains[key] = None
+            else:
+                selector = ChainSelector(lis.filter_chains, lis.default_filter_chain, key)
+                new_chains[key] = ListenerChains(selector, runtimes, {f.name for f in lis.listener_filters},
+                                                 lis.listener_filters_timeout,
+                                                 lis.continue_on_listener_filters_timeout)
         # bind new listeners before touching old ones, so a bind failure leaves everything as it was
         started: list[ListenerRuntime] = []
         new_listeners: dict[str, ListenerRuntime] = {}
@@ -360,7 +473,7 @@ class ProxyServer:
                         old.config.bind_to_port == lis.bind_to_port:
                     new_listeners[key] = old
                     continue
-                rt = ListenerRuntime(lis, new_hcms[key], self.stats, self.worker_id or 0)
+                rt = ListenerRuntime(lis, new_hcms[key], self.stats, self.worker_id or 0, new_chains[key])
                 await rt.start(self.reuse_port)
                 started.append(rt)
                 new_listeners[key] = rt
@@ -370,9 +483,10 @@ class ProxyServer:
                     rt.server.close()
             raise ConfigRejected(f"cannot bind listener: {e}") from None
         # commit: swap everything
-        replaced = [rt.current for rt in self.listeners.values()]
+        replaced = [h for rt in self.listeners.values() for h in rt.hcms()]
         for key, rt in new_listeners.items():
             rt.current = new_hcms[key]
+            rt.chains = new_chains[key]
             rt.config = next(lis for lis in listeners if (lis.name or _address_key(lis)) == key)
         removed = [rt for key, rt in self.listeners.items() if new_listeners.get(key) is not rt]
         self.listeners = new_listeners
@@ -387,7 +501,7 @@ class ProxyServer:
             loop.create_task(rt.drain(self.drain_time))
         if built_large and self.offload.off_loop:
             freeze_after_swap()
-        kept = {id(h.routes) for h in new_hcms.values()}
+        kept = {id(h.routes) for h in all_hcms}
         self._retired.extend(h for h in replaced if h.routes.large and id(h.routes) not in kept)
         del replaced
         if self._retired:

@@ -12,13 +12,14 @@ import pytest
 
 @pytest.fixture
 async def upstream_factory():
-    """`await upstream_factory(name)` -> a started `TestUpstream`; all are closed after the test."""
+    """`await upstream_factory(name, ssl=ctx)` -> a started `TestUpstream` (HTTPS with an ssl.SSLContext); all are
+    closed after the test."""
     from tests.support.upstream import TestUpstream
 
     started: list[TestUpstream] = []
 
-    async def make(name: str = "upstream", handler=None) -> TestUpstream:
-        up = await TestUpstream(name=name, handler=handler).start()
+    async def make(name: str = "upstream", handler=None, ssl=None) -> TestUpstream:
+        up = await TestUpstream(name=name, handler=handler, ssl=ssl).start()
         started.append(up)
         return up
 

@@ -510,6 +510,18 @@ class HttpFilter:
     is_optional: bool = False
 
 
+@frozen
+class SetCurrentClientCertDetails:
+    """HCM `set_current_client_cert_details`: which parts of the client certificate go into the
+    x-forwarded-client-cert element this proxy adds (APPEND_FORWARD / SANITIZE_SET)."""
+
+    subject: bool | None = wrapped()
+    cert: bool = False
+    chain: bool = False
+    dns: bool = False
+    uri: bool = False
+
+
 @typed("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager")
 @frozen
 class HttpConnectionManager:
@@ -547,6 +559,7 @@ class HttpConnectionManager:
     forward_client_cert_details: str = enum(
         "SANITIZE", "FORWARD_ONLY", "APPEND_FORWARD", "SANITIZE_SET", "ALWAYS_FORWARD_ONLY"
     )
+    set_current_client_cert_details: SetCurrentClientCertDetails | None = None
     REQUIRED_ONEOFS = (("route_config", "rds"),)
 
     def __post_init__(self) -> None:
@@ -628,8 +641,7 @@ class CorsPolicy:
 
 
 # ---------------------------------------------------------------- TLS transport sockets
-# Decoded so that control-plane config (DestinationRule TLS, Gateway HTTPS) is accepted by shape; pyproxy does
-# not originate or terminate TLS from these yet (envoy.extensions.transport_sockets.tls.v3).
+# envoy.extensions.transport_sockets.tls.v3: served by pyproxy.tls.transport_socket (docs/tls.md).
 
 
 @frozen
@@ -711,6 +723,19 @@ class DownstreamTlsContext:
     session_timeout: float | None = duration()
 
 
+@typed("envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer")
+@frozen
+class RawBuffer:
+    """Transport socket envoy.transport_sockets.raw_buffer: plaintext (Istio's `tlsMode-disabled` match)."""
+
+
+@typed("envoy.extensions.filters.listener.http_inspector.v3.HttpInspector")
+@frozen
+class HttpInspector:
+    """Listener filter envoy.filters.listener.http_inspector: sets the application protocol of a plaintext
+    connection (`http/1.0`, `http/1.1`, `h2c`) for filter_chain_match.application_protocols."""
+
+
 @typed("envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector")
 @frozen
 class TlsInspector:
@@ -729,11 +754,24 @@ class Filter:
 
 
 @frozen
+class CidrRange:
+    address_prefix: str = fld(required=True)
+    prefix_len: int | None = wrapped()
+
+
+@frozen
 class FilterChainMatch:
+    """How a connection picks its filter chain (pyproxy.listener.chain_match: Envoy's order and rules)."""
+
     destination_port: int | None = wrapped()
+    prefix_ranges: tuple[CidrRange, ...] = ()
     server_names: tuple[str, ...] = ()
     transport_protocol: str = ""
     application_protocols: tuple[str, ...] = ()
+    direct_source_prefix_ranges: tuple[CidrRange, ...] = ()
+    source_type: str = enum("ANY", "SAME_IP_OR_LOOPBACK", "EXTERNAL")
+    source_prefix_ranges: tuple[CidrRange, ...] = ()
+    source_ports: tuple[int, ...] = ()
 
 
 @frozen
@@ -935,6 +973,16 @@ class UpstreamHttpProtocolOptions:
     auto_config: Mapping[str, Any] | None = struct()
 
 
+@frozen
+class TransportSocketMatch:
+    """Cluster `transport_socket_matches[]`: the socket for endpoints whose
+    `metadata.filter_metadata["envoy.transport_socket_match"]` holds every key/value of `match`."""
+
+    name: str = fld(required=True)
+    match: Mapping[str, Any] | None = struct()
+    transport_socket: TypedExtensionConfig | None = None
+
+
 @typed("envoy.config.cluster.v3.Cluster")
 @frozen
 class Cluster:
@@ -964,6 +1012,7 @@ class Cluster:
     respect_dns_ttl: bool = False
     upstream_connection_options: UpstreamConnectionOptions | None = None
     transport_socket: TypedExtensionConfig | None = None
+    transport_socket_matches: tuple[TransportSocketMatch, ...] = ()
     metadata: Mapping[str, Any] | None = struct()
     cleanup_interval: float | None = duration()
     ignore_health_on_host_removal: bool = False

@@ -215,12 +215,17 @@ class RouterFilter:
             conn.pause_reading()
 
     def on_pool_failure(self, failure: PoolFailure) -> None:
-        self.waiting_pool = None
+        pool, self.waiting_pool = self.waiting_pool, None
         if self.done:
             return
         self._release_request()
         if failure is PoolFailure.OVERFLOW:
             self._overflow()
+            return
+        if failure is PoolFailure.TLS_FAILURE:
+            reason = pool.transport_failure if pool is not None else ""
+            self.stream.info.upstream_transport_failure_reason = reason
+            self._attempt_failed(local_reply.tls_connect_failure(reason), connect_failure=True)
             return
         reply = local_reply.CONNECT_TIMEOUT if failure is PoolFailure.CONNECT_TIMEOUT else local_reply.CONNECT_FAILURE
         self._attempt_failed(reply, connect_failure=True)

@@ -28,6 +28,7 @@ import httptools
 
 from ..filters.base import FilterStatus
 from ..observe.stream_info import ResponseFlag, StreamInfo
+from ..tls.session import forwarded_client_cert
 from . import codec, local_reply
 from .flush import BatchedWriter, flush_pending
 from .headers import Headers
@@ -112,7 +113,13 @@ class ActiveStream:
         info.request_headers = headers
         info.downstream_remote_address = conn.remote_address
         info.downstream_local_address = conn.local_address
-        info.scheme = "http"
+        tls = conn.tls
+        if tls is None:
+            info.scheme = "http"
+        else:  # a TLS connection (pyproxy.listener.accept): the session is visible to filters and the log
+            info.scheme = "https"
+            info.downstream_tls = tls
+        info.requested_server_name = conn.requested_server_name
 
     # ------------------------------------------------------------ request side (decoder)
     def start(self) -> None:
@@ -188,6 +195,14 @@ class ActiveStream:
             h.set("x-forwarded-proto", self.info.scheme)
         elif "x-forwarded-proto" not in h:
             h.add("x-forwarded-proto", self.info.scheme)
+        xfcc_mode = cfg.forward_client_cert_details
+        if xfcc_mode != "SANITIZE" or self.conn.tls is not None or "x-forwarded-client-cert" in h:
+            xfcc = forwarded_client_cert(xfcc_mode, cfg.set_current_client_cert_details, self.conn.tls,
+                                         h.get("x-forwarded-client-cert"))
+            if xfcc is None:
+                h.remove("x-forwarded-client-cert")
+            else:
+                h.set("x-forwarded-client-cert", xfcc)
         if cfg.generate_request_id is not False:
             rid = h.get_first("x-request-id")
             if rid is None or (external and not cfg.preserve_external_request_id):
@@ -377,8 +392,10 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
     """asyncio protocol for one accepted connection; parser callbacks are methods of this class."""
 
     def __init__(self, listener: Any):
-        self.listener = listener  # a ListenerRuntime: gives the current HcmRuntime
+        self.listener = listener  # a ListenerRuntime (or a listener.accept.ChainView): the current HcmRuntime
         self.transport: asyncio.Transport | None = None
+        self.tls: Any = None  # a pyproxy.tls.session.TlsSession once a TLS handshake completed: peer identity...
+        self.requested_server_name: str | None = None  # SNI seen by tls_inspector
         self.parser = httptools.HttpRequestParser(self)
         self.streams: deque[ActiveStream] = deque()
         self.remote_address = "-"

@@ -31,6 +31,17 @@ NO_HEALTHY_UPSTREAM = LocalReply(503, "no healthy upstream", "no_healthy_upstrea
 UPSTREAM_TIMEOUT = LocalReply(504, "upstream request timeout", "upstream_response_timeout", F.UT)
 CONNECT_FAILURE = upstream_reset("connection failure", F.UF, "upstream_reset_before_response_started{connection_failure}")
 CONNECT_TIMEOUT = upstream_reset("connection timeout", F.UF, "upstream_reset_before_response_started{connection_timeout}")
+
+
+def tls_connect_failure(transport_failure_reason: str) -> LocalReply:
+    """The upstream TLS handshake failed. Envoy 1.40 (checked in tests/oracle): body `... reset reason: remote
+    connection failure` (the TLS text is not in the body), details `upstream_reset_before_response_started{
+    remote_connection_failure|<reason, spaces as _>}`, flag UF."""
+    reason = transport_failure_reason.replace(" ", "_")
+    return upstream_reset("remote connection failure", F.UF,
+                          f"upstream_reset_before_response_started{{remote_connection_failure|{reason}}}")
+
+
 CONNECTION_TERMINATION = upstream_reset(
     "connection termination", F.UC, "upstream_reset_before_response_started{connection_termination}"
 )

@@ -226,6 +226,15 @@ def _hostname() -> str:
     return _HOSTNAME[0]
 
 
+def _underscored(value: str | None) -> str | None:
+    return value.replace(" ", "_") if value else None
+
+
+def _tls(info: StreamInfo, get: Callable[[Any], Any]) -> Any:
+    tls = info.downstream_tls
+    return get(tls) if tls is not None else None
+
+
 # Operators that take no argument: name -> getter. Values are str, int or None (unset).
 _SIMPLE: dict[str, Getter] = {
     "PROTOCOL": lambda info: info.protocol,
@@ -246,7 +255,13 @@ _SIMPLE: dict[str, Getter] = {
     "RESPONSE_TRAILERS_BYTES": _headers_bytes("response_trailers"),
     "UPSTREAM_HOST": lambda info: info.upstream_host,
     "UPSTREAM_CLUSTER": lambda info: info.upstream_cluster,
-    "UPSTREAM_TRANSPORT_FAILURE_REASON": lambda info: info.upstream_transport_failure_reason,
+    # Envoy renders transport failure reasons with spaces as underscores
+    "UPSTREAM_TRANSPORT_FAILURE_REASON": lambda info: _underscored(info.upstream_transport_failure_reason),
+    "DOWNSTREAM_TRANSPORT_FAILURE_REASON": lambda info: _underscored(info.downstream_transport_failure_reason),
+    "DOWNSTREAM_PEER_URI_SAN": lambda info: _tls(info, lambda t: ",".join(t.peer_uri_sans) or None),
+    "DOWNSTREAM_LOCAL_URI_SAN": lambda info: _tls(info, lambda t: ",".join(t.local_uri_sans) or None),
+    "DOWNSTREAM_PEER_SUBJECT": lambda info: _tls(info, lambda t: t.peer_subject or None),
+    "DOWNSTREAM_TLS_VERSION": lambda info: _tls(info, lambda t: t.version or None),
     "UPSTREAM_REQUEST_ATTEMPT_COUNT": lambda info: info.upstream_request_attempt_count,
     "REQUESTED_SERVER_NAME": lambda info: info.requested_server_name,
     "ROUTE_NAME": lambda info: info.route_name,
@@ -262,8 +277,7 @@ _OPTIONAL_ARGUMENT = ("START_TIME",)
 # Envoy operators that exist but pyproxy does not render: named in the error so nobody hunts for a typo.
 _ENVOY_NOT_SUPPORTED = frozenset({
     "DYNAMIC_METADATA", "CLUSTER_METADATA", "UPSTREAM_METADATA", "FILTER_STATE", "UPSTREAM_FILTER_STATE",
-    "GRPC_STATUS", "GRPC_STATUS_NUMBER", "VIRTUAL_CLUSTER_NAME", "UPSTREAM_PROTOCOL", "DOWNSTREAM_PEER_URI_SAN",
-    "DOWNSTREAM_LOCAL_URI_SAN", "DOWNSTREAM_PEER_SUBJECT", "DOWNSTREAM_TLS_VERSION", "DOWNSTREAM_TLS_CIPHER",
+    "GRPC_STATUS", "GRPC_STATUS_NUMBER", "VIRTUAL_CLUSTER_NAME", "UPSTREAM_PROTOCOL", "DOWNSTREAM_TLS_CIPHER",
     "DOWNSTREAM_PEER_FINGERPRINT_256", "DOWNSTREAM_TLS_SESSION_ID", "UPSTREAM_WIRE_BYTES_SENT",
     "UPSTREAM_WIRE_BYTES_RECEIVED", "DOWNSTREAM_WIRE_BYTES_SENT", "DOWNSTREAM_WIRE_BYTES_RECEIVED",
     "UPSTREAM_HEADER_BYTES_SENT", "UPSTREAM_HEADER_BYTES_RECEIVED", "DOWNSTREAM_HEADER_BYTES_SENT",

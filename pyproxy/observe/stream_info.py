@@ -20,7 +20,7 @@ remember that order, so pyproxy prints them in Envoy's table order (what Envoy <
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from pyproxy.http.headers import Headers
@@ -177,6 +177,8 @@ class StreamInfo:
         "downstream_remote_address",
         "downstream_direct_remote_address",
         "requested_server_name",
+        "downstream_tls",
+        "downstream_transport_failure_reason",
         "connection_id",
         # routing
         "route_name",
@@ -216,6 +218,8 @@ class StreamInfo:
         self.downstream_remote_address: str | None = None
         self.downstream_direct_remote_address: str | None = None
         self.requested_server_name: str | None = None
+        self.downstream_tls: Any = None  # pyproxy.tls.session.TlsSession of a TLS downstream connection
+        self.downstream_transport_failure_reason: str | None = None
         self.connection_id: int | None = None
         self.route_name: str | None = None
 

@@ -1,4 +1,4 @@
-"""Workload identity on the sidecar side: SPIFFE ids from peer certificates (identity.py), mTLS contexts
-(contexts.py) and the certificate agent that gets and renews the workload certificate from the CA (agent.py).
-The listeners do not terminate or originate TLS yet: pyproxy still rejects configs asking for TLS
-(`pyproxy.server.validate_snapshot`) rather than serving them in plaintext."""
+"""TLS and workload identity: transport sockets (`transport_socket`: Envoy's UpstreamTlsContext /
+DownstreamTlsContext -> ssl.SSLContext, with SDS secrets from `secrets`), what a handshake exposes (`session`:
+peer identity, XFCC, SAN matchers), SPIFFE ids (`identity`), mTLS contexts for the CA (`contexts`) and the
+certificate agent (`agent`). See docs/tls.md."""

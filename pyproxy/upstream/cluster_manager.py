@@ -10,6 +10,10 @@ and its busy ones finish their request.
 Endpoint discovery: STATIC takes `load_assignment` as written; STRICT_DNS resolves every endpoint's name
 (all addresses, Envoy's behaviour) at start and every `dns_refresh_rate` (5 s); EDS endpoints are pushed
 by the control plane (`update_endpoints`).
+
+TLS origination: the cluster's `transport_socket` and `transport_socket_matches` become `TlsContextProvider`s
+once per runtime (`pyproxy.tls.transport_socket`); `tls_for(host)` picks one per endpoint (Istio's auto-mTLS:
+endpoints labelled `tlsMode: istio` get the mTLS socket, the others plaintext).
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ from typing import Any, Iterable
 
 from ..config import model
 from ..observe.stats import Stats
+from ..tls.secrets import SecretManager
+from ..tls.transport_socket import SSL_STATS, TlsContextProvider, tls_context_of
 from .circuit_breaker import ResourceLimits
 from .host import Host
 from .load_balancer import LbContext, build_load_balancer
@@ -46,7 +52,8 @@ class ClusterRuntime:
     """One live cluster (Envoy: ClusterImplBase + its host set + thread-local LB and pools)."""
 
     def __init__(self, config: model.Cluster, stats: Stats, rng: random.Random | None = None,
-                 previous: "ClusterRuntime | None" = None, eds: model.ClusterLoadAssignment | None = None):
+                 previous: "ClusterRuntime | None" = None, eds: model.ClusterLoadAssignment | None = None,
+                 secrets: SecretManager | None = None):
         self.config = config
         self.name = config.name
         self.rng = rng or _DEFAULT_RNG
@@ -74,6 +81,15 @@ class ClusterRuntime:
         self.stats_membership_healthy = st.gauge("membership_healthy")
         self._rq_xx = {c: st.counter(f"upstream_rq_{c}xx") for c in range(1, 6)}
         self._rq_codes: dict[int, Any] = {}
+        secrets = secrets if secrets is not None else SecretManager()
+        self.tls = self._provider(config.transport_socket, secrets, "transport_socket")
+        self.tls_matches = tuple(
+            (dict(m.match or {}), self._provider(m.transport_socket, secrets, f"transport_socket_matches[{i}]"))
+            for i, m in enumerate(config.transport_socket_matches))
+        if self.tls is not None or any(p is not None for _, p in self.tls_matches):
+            self.ssl_stats = {name: st.counter(f"ssl.{name}") for name in SSL_STATS}
+        else:
+            self.ssl_stats = {}
         self.connect_timeout = config.effective_connect_timeout
         http_opts = config.upstream_http_options
         self.idle_timeout = http_opts.idle_timeout if http_opts and http_opts.idle_timeout is not None else 3600.0
@@ -89,6 +105,22 @@ class ClusterRuntime:
         self.outlier: OutlierDetector | None = None  # made by set_endpoints when outlier_detection is configured
         self._outlier_timer: asyncio.TimerHandle | None = None
         self.set_endpoints(endpoints_of(eds) if config.type == "EDS" else self._static_endpoints())
+
+    def _provider(self, socket: Any, secrets: SecretManager, where: str) -> TlsContextProvider | None:
+        tc = tls_context_of(socket)
+        if tc is None:
+            return None
+        return TlsContextProvider(tc, secrets, f"cluster {self.name!r} {where}")
+
+    def tls_for(self, host: Host) -> TlsContextProvider | None:
+        """The transport socket for `host`: the first `transport_socket_matches` entry whose `match` is a subset
+        of the endpoint's `envoy.transport_socket_match` metadata, else the cluster's `transport_socket`."""
+        if self.tls_matches:
+            meta = ((host.metadata or {}).get("filter_metadata") or {}).get("envoy.transport_socket_match") or {}
+            for match, provider in self.tls_matches:
+                if all(meta.get(k) == v for k, v in match.items()):
+                    return provider
+        return self.tls
 
     # ------------------------------------------------------------ membership
     def _static_endpoints(self) -> list[tuple[str, int, int, Any]]:
@@ -106,6 +138,7 @@ class ClusterRuntime:
                 h = Host(address, port, weight=weight)
             else:
                 h.weight = weight
+            h.metadata = getattr(ep, "metadata", None) if ep is not None else None
             if ep is not None and getattr(ep, "health_status", "UNKNOWN") in ("UNHEALTHY", "DRAINING", "TIMEOUT"):
                 h.health_status = ep.health_status
             hosts.append(h)
@@ -297,7 +330,8 @@ class ClusterManager:
 
     def __init__(self, clusters: Iterable[model.Cluster], stats: Stats, rng: random.Random | None = None,
                  previous: "ClusterManager | None" = None,
-                 endpoints: "dict[str, model.ClusterLoadAssignment] | None" = None):
+                 endpoints: "dict[str, model.ClusterLoadAssignment] | None" = None,
+                 secrets: SecretManager | None = None):
         self.clusters: dict[str, ClusterRuntime] = {}
         old = previous.clusters if previous else {}
         endpoints = endpoints or {}
@@ -312,7 +346,7 @@ class ClusterManager:
                 if eds is not None and eds != prev.eds:
                     prev.update_endpoints(eds)  # EDS update: same runtime, new host set (hosts reused)
             else:
-                self.clusters[cfg.name] = ClusterRuntime(cfg, stats, rng, previous=prev, eds=eds)
+                self.clusters[cfg.name] = ClusterRuntime(cfg, stats, rng, previous=prev, eds=eds, secrets=secrets)
         self._orphans = [rt for name, rt in old.items() if self.clusters.get(name) is not rt]
 
     def get(self, name: str) -> ClusterRuntime | None:

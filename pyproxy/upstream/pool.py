@@ -7,14 +7,26 @@ request as *pending* if it may (`max_pending_requests`), or refuses: 503 with fl
 
 The decision step (`_decide`) is plain code over counters; the I/O (connect with `connect_timeout`) is the
 small async part at the bottom. Connection states: connecting -> busy <-> idle -> closed.
+
+TLS (cluster `transport_socket` / `transport_socket_matches`, chosen per host once: `ClusterRuntime.tls_for`):
+the connect step also runs the handshake with the provider's current `SSLContext`, SNI = `sni` (or none), then
+checks the server's SANs against the matchers. A handshake or SAN failure is a connect failure (503 UF,
+`remote connection failure`, the TLS text in `%UPSTREAM_TRANSPORT_FAILURE_REASON%`), counted under
+`cluster.<name>.ssl.*`. The last TLS session of the pool is offered again on the next connect (resumption).
 """
 from __future__ import annotations
 
 import asyncio
 import enum
+import ipaddress
+import ssl
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from cryptography import x509
+
+from ..tls.session import certificate_sans
+from ..tls.transport_socket import (SecretNotReady, classify_handshake_error, san_failure_reason)
 from .connection import UpstreamConnection
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,6 +37,7 @@ class PoolFailure(enum.Enum):
     OVERFLOW = "overflow"  # circuit breaker: pending queue full (UO)
     CONNECT_FAILURE = "connection failure"  # UF
     CONNECT_TIMEOUT = "connection timeout"  # UF
+    TLS_FAILURE = "remote connection failure"  # UF: the handshake (or the SAN check after it) failed
 
 
 class Decision(enum.Enum):
@@ -46,6 +59,9 @@ class ConnectionPool:
         self.stats_protocol_error = cluster.stats.counter("upstream_cx_protocol_error")
         self.stats_idle_timeout = cluster.stats.counter("upstream_cx_idle_timeout")
         self._tasks: set[asyncio.Task] = set()
+        self.tls = cluster.tls_for(host) if hasattr(cluster, "tls_for") else None  # TlsContextProvider or None
+        self.tls_session: ssl.SSLSession | None = None  # the last session, offered for resumption
+        self.transport_failure: str = ""  # the last handshake failure's text (for the waiters it fails)
 
     # ------------------------------------------------------------ pure decision
     def _decide(self) -> Decision:
@@ -147,14 +163,20 @@ class ConnectionPool:
         cluster = self.cluster
         failure: PoolFailure | None = None
         conn: UpstreamConnection | None = None
+        tls = self.tls
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: UpstreamConnection(self), self.host.address, self.host.port),
-                cluster.connect_timeout,
-            )
+            if tls is None:
+                _, conn = await asyncio.wait_for(
+                    loop.create_connection(lambda: UpstreamConnection(self), self.host.address, self.host.port),
+                    cluster.connect_timeout,
+                )
+            else:
+                conn = await asyncio.wait_for(self._connect_tls(loop, tls), cluster.connect_timeout)
         except asyncio.TimeoutError:
             failure = PoolFailure.CONNECT_TIMEOUT
             cluster.stats_cx_connect_timeout.inc()
+        except _TlsFailure:
+            failure = PoolFailure.TLS_FAILURE
         except OSError:
             failure = PoolFailure.CONNECT_FAILURE
         finally:
@@ -179,6 +201,41 @@ class ConnectionPool:
             self.idle.append(conn)
             conn.mark_idle(cluster.idle_timeout)
 
+    async def _connect_tls(self, loop: asyncio.AbstractEventLoop, tls: Any) -> UpstreamConnection:
+        """TCP connect + handshake + SAN check. Raises _TlsFailure (counted, reason kept), OSError (TCP)."""
+        stats = self.cluster.ssl_stats
+        try:
+            ctx = tls.context()
+        except SecretNotReady as e:
+            self._tls_failed(*classify_handshake_error(e))
+        host = self.host.address
+        # Envoy sends SNI only when `sni` is set; Python sends none for an IP literal (hosts are IPs, except for
+        # a DNS cluster's name, which then goes out as SNI: a documented difference)
+        try:
+            transport, conn = await loop.create_connection(
+                lambda: UpstreamConnection(self), host, self.host.port, ssl=ctx, server_hostname=tls.sni or host)
+        except ssl.SSLError as e:
+            self._tls_failed(*classify_handshake_error(e))
+        except (ConnectionResetError, EOFError) as e:
+            self._tls_failed(*classify_handshake_error(e))
+        sslobj = transport.get_extra_info("ssl_object")
+        der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+        if tls.san_check is not None:
+            sans = certificate_sans(x509.load_der_x509_certificate(der)) if der else ()
+            if not tls.san_check(sans):
+                transport.abort()
+                self._tls_failed("fail_verify_san", san_failure_reason(tuple(v for _, v in sans)))
+        stats["handshake"].inc()
+        if sslobj is not None and sslobj.session is not None:
+            self.tls_session = sslobj.session
+        conn.tls_version = sslobj.version() if sslobj is not None else ""
+        return conn
+
+    def _tls_failed(self, stat: str, reason: str) -> None:
+        self.cluster.ssl_stats[stat].inc()
+        self.transport_failure = reason
+        raise _TlsFailure(reason)
+
     def drain(self) -> None:
         """The host was removed (EDS/DNS update): close idle connections now, busy ones after their request
         (Envoy drains a removed host's pool rather than cutting requests in flight)."""
@@ -195,3 +252,15 @@ class ConnectionPool:
     def __repr__(self) -> str:
         return (f"<ConnectionPool {self.host.address}:{self.host.port} idle={len(self.idle)} "
                 f"busy={len(self.busy)} connecting={self.connecting} pending={len(self.pending)}>")
+
+
+class _TlsFailure(Exception):
+    """The upstream TLS handshake or its SAN check failed (a connect failure for the router)."""
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 DEFAULT_TIMEOUT = 5.0
 READ_LIMIT = 4 * 1024 * 1024  # longest head line / chunk-size line we accept
@@ -72,8 +72,14 @@ class RawClient:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, port: int, host: str = "127.0.0.1", timeout: float = DEFAULT_TIMEOUT) -> "RawClient":
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=READ_LIMIT), timeout)
+    async def connect(cls, port: int, host: str = "127.0.0.1", timeout: float = DEFAULT_TIMEOUT, *,
+                      ssl: Any = None, server_hostname: str | None = None) -> "RawClient":
+        """A TCP connection, or a TLS one with `ssl` (an ssl.SSLContext; SNI = `server_hostname`)."""
+        extra = {"ssl": ssl, "server_hostname": server_hostname or (host if ssl is not None else None)}
+        if ssl is None:
+            extra = {}
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=READ_LIMIT, **extra),
+                                                timeout)
         return cls(reader, writer)
 
     async def send(self, data: bytes, timeout: float = DEFAULT_TIMEOUT) -> None:

@@ -39,7 +39,7 @@ import asyncio
 import hashlib
 import itertools
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import httptools
@@ -117,6 +117,9 @@ class _Conn(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         self.up._conns.add(self)
+        if self.up.ssl is not None:
+            sslobj = transport.get_extra_info("ssl_object")
+            self.up.peer_certs.append(sslobj.getpeercert(binary_form=True) if sslobj is not None else None)
 
     def connection_lost(self, exc):
         self.closed = True
@@ -330,6 +333,8 @@ class TestUpstream:
     bytes_sent: int = 0  # everything written to the proxy, all connections
     reading_allowed: asyncio.Event = field(default_factory=asyncio.Event)  # gates /stall-read
     port: int = 0
+    ssl: Any = None  # an ssl.SSLContext: serve HTTPS (each connection's peer cert lands in `peer_certs`)
+    peer_certs: list = field(default_factory=list)
     _server: asyncio.base_events.Server | None = None
     _conns: set = field(default_factory=set)
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -337,7 +342,7 @@ class TestUpstream:
 
     async def start(self) -> "TestUpstream":
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._accept, "127.0.0.1", 0)
+        self._server = await loop.create_server(self._accept, "127.0.0.1", 0, ssl=self.ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -1,0 +1,187 @@
+"""What one TLS connection knows after its handshake, and what Envoy derives from it (pure).
+
+`TlsSession` is built once per connection from the handshake's results (the peer certificate as DER, the
+negotiated version and ALPN, the SNI the client asked for, the URI SANs of our own certificate). Everything
+Envoy exposes from `Ssl::ConnectionInfo` is a property here: `peer_identity` (SPIFFE, `pyproxy.tls.identity`),
+`peer_uri_sans`, `peer_dns_sans`, `peer_subject` (RFC 2253 order), `peer_hash` (SHA-256 of the DER, hex),
+`tls_version` (`TLSv1.3`). The access log (%DOWNSTREAM_PEER_URI_SAN% ...) and HTTP filters read these through
+`ActiveStream.conn.tls` / `StreamInfo.downstream_tls`.
+
+`forwarded_client_cert` is the HCM's `forward_client_cert_details` + `set_current_client_cert_details` logic
+(Envoy `ConnectionManagerUtility::mutateXfccRequestHeader`): the x-forwarded-client-cert value to send
+upstream, or None to remove the header. Elements look like
+`By=spiffe://td/ns/a/sa/server;Hash=<sha256 hex>;Subject="";URI=spiffe://td/ns/b/sa/client`.
+
+`san_matcher` / `SanCheck` implement `match_typed_subject_alt_names` (SAN type + StringMatcher) and the
+deprecated `match_subject_alt_names` (any SAN type) on a parsed certificate.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+from urllib.parse import quote
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ..config import model
+from .identity import IdentityError, PeerIdentity, identity_from_uri_sans
+
+_SAN_TYPES = {
+    "DNS": x509.DNSName,
+    "URI": x509.UniformResourceIdentifier,
+    "EMAIL": x509.RFC822Name,
+    "IP_ADDRESS": x509.IPAddress,
+}
+
+
+def certificate_sans(cert: x509.Certificate | None) -> tuple[tuple[str, str], ...]:
+    """(type, value) for each SAN: types DNS, URI, EMAIL, IP_ADDRESS (Envoy's san_type names)."""
+    if cert is None:
+        return ()
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ()
+    out = []
+    for name, cls in _SAN_TYPES.items():
+        for value in ext.get_values_for_type(cls):
+            out.append((name, str(value) if not isinstance(value, str) else value))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSession:
+    """The result of one completed handshake, seen from this proxy."""
+
+    version: str = ""  # "TLSv1.3" (ssl.SSLObject.version())
+    server_name: str = ""  # the SNI the client sent (downstream) or that we sent (upstream)
+    alpn: str = ""  # the negotiated application protocol, "" when none
+    peer_der: bytes | None = field(default=None, repr=False)
+    local_uri_sans: tuple[str, ...] = ()
+    peer_certificate: x509.Certificate | None = field(default=None, repr=False, compare=False)
+    peer_sans: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def build(cls, version: str, server_name: str, alpn: str, peer_der: bytes | None,
+              local_uri_sans: tuple[str, ...] = ()) -> "TlsSession":
+        cert = x509.load_der_x509_certificate(peer_der) if peer_der else None
+        return cls(version or "", server_name or "", alpn or "", peer_der, local_uri_sans, cert,
+                   certificate_sans(cert))
+
+    @property
+    def peer_presented(self) -> bool:
+        return self.peer_der is not None
+
+    @property
+    def peer_uri_sans(self) -> tuple[str, ...]:
+        return tuple(v for t, v in self.peer_sans if t == "URI")
+
+    @property
+    def peer_dns_sans(self) -> tuple[str, ...]:
+        return tuple(v for t, v in self.peer_sans if t == "DNS")
+
+    @property
+    def peer_identity(self) -> PeerIdentity | None:
+        """The client's SPIFFE identity (first spiffe:// URI SAN), None without one (or a malformed one)."""
+        try:
+            return identity_from_uri_sans(self.peer_uri_sans)
+        except IdentityError:
+            return None
+
+    @property
+    def peer_subject(self) -> str:
+        """Envoy's subjectPeerCertificate: RFC 2253 (most specific RDN first), "" when the subject is empty."""
+        return self.peer_certificate.subject.rfc4514_string() if self.peer_certificate is not None else ""
+
+    @property
+    def peer_hash(self) -> str:
+        return hashlib.sha256(self.peer_der).hexdigest() if self.peer_der else ""
+
+    @property
+    def peer_pem(self) -> str:
+        if self.peer_certificate is None:
+            return ""
+        return self.peer_certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+# ------------------------------------------------------------------ x-forwarded-client-cert
+
+def forwarded_client_cert(mode: str, details: model.SetCurrentClientCertDetails | None, tls: TlsSession | None,
+                          existing: str | None) -> str | None:
+    """The x-forwarded-client-cert value to forward (None: remove the header). `mode` is the HCM's
+    forward_client_cert_details (SANITIZE by default)."""
+    if mode == "ALWAYS_FORWARD_ONLY":
+        return existing
+    if mode == "SANITIZE" or tls is None or not tls.peer_presented:
+        return None
+    if mode == "FORWARD_ONLY":
+        return existing
+    parts = [f"By={uri}" for uri in tls.local_uri_sans]
+    if tls.peer_hash:
+        parts.append(f"Hash={tls.peer_hash}")
+    if details is not None:
+        # Envoy builds the list in this order (http_connection_manager config.cc)
+        if details.subject:
+            parts.append(f'Subject="{tls.peer_subject}"')
+        if details.cert:
+            parts.append(f'Cert="{quote(tls.peer_pem, safe="")}"')
+        if details.chain:
+            parts.append(f'Chain="{quote(tls.peer_pem, safe="")}"')  # the leaf: Python exposes no peer chain
+        if details.uri:
+            uris = tls.peer_uri_sans
+            parts.extend(f"URI={u}" for u in uris) if uris else parts.append("URI=")
+        if details.dns:
+            parts.extend(f"DNS={d}" for d in tls.peer_dns_sans)
+    value = ";".join(parts)
+    if mode == "APPEND_FORWARD" and existing:
+        return f"{existing},{value}"
+    return value
+
+
+# ------------------------------------------------------------------ subject alt name checks
+
+SanPredicate = Callable[[Sequence[tuple[str, str]]], bool]
+
+
+def _string_predicate(m: model.StringMatcher, where: str) -> Callable[[str], bool]:
+    from ..routing.table import compile_string_matcher  # the one StringMatcher implementation
+
+    return compile_string_matcher(m, where)
+
+
+def san_matcher(vc: model.CertificateValidationContext | None, where: str) -> SanPredicate | None:
+    """A predicate over a certificate's SANs: True when any matcher matches any SAN of its type (Envoy ORs
+    the list). None when the validation context has no SAN matchers (any SAN is accepted)."""
+    if vc is None:
+        return None
+    checks: list[tuple[str | None, Callable[[str], bool]]] = []
+    for i, typed in enumerate(vc.match_typed_subject_alt_names):
+        if typed.san_type not in _SAN_TYPES:
+            raise ValueError(f"{where}.match_typed_subject_alt_names[{i}].san_type {typed.san_type} is not "
+                             "supported (DNS, URI, EMAIL, IP_ADDRESS)")
+        checks.append((typed.san_type, _string_predicate(typed.matcher, f"{where}.match_typed_subject_alt_names[{i}]")))
+    for i, m in enumerate(vc.match_subject_alt_names):
+        checks.append((None, _string_predicate(m, f"{where}.match_subject_alt_names[{i}]")))
+    if not checks:
+        return None
+
+    def matches(sans: Sequence[tuple[str, str]]) -> bool:
+        for kind, value in sans:
+            for want, pred in checks:
+                if (want is None or want == kind) and pred(_canonical(kind, value)):
+                    return True
+        return False
+
+    return matches
+
+
+def _canonical(kind: str, value: str) -> str:
+    if kind == "IP_ADDRESS":
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            return value
+    return value

@@ -1,0 +1,72 @@
+"""Filter-chain selection (pyproxy.listener.chain_match): Envoy's order of criteria, most specific wins, no
+backtracking, default_filter_chain, and the configs Envoy refuses. Pure: chains and facts in, a chain out."""
+from __future__ import annotations
+
+import pytest
+
+from pyproxy.config.decode import decode
+from pyproxy.config.model import FilterChain
+from pyproxy.listener.chain_match import ChainMatchError, ChainSelector, ConnectionFacts
+
+
+def chain(name, **match):
+    return decode(FilterChain, {"name": name, "filter_chain_match": match} if match else {"name": name})
+
+
+def facts(**kw):
+    base = dict(destination_port=15006, destination_ip="10.0.0.1", source_ip="10.0.0.9", source_port=40000)
+    base.update(kw)
+    return ConnectionFacts(**base)
+
+
+ISTIO_INBOUND = [  # the PERMISSIVE inbound chains of security_telemetry.md §2.3
+    chain("mtls-http", transport_protocol="tls", application_protocols=["istio-http/1.0", "istio-http/1.1", "istio-h2"]),
+    chain("plain-http", transport_protocol="raw_buffer", application_protocols=["http/1.0", "http/1.1", "h2c"]),
+    chain("mtls-tcp", transport_protocol="tls", application_protocols=["istio-peer-exchange", "istio"]),
+    chain("plain-tcp", transport_protocol="raw_buffer"),
+    chain("passthrough-tls", transport_protocol="tls"),
+]
+
+CASES = [
+    # (description, chains, facts, expected chain name or None)
+    ("an istio sidecar's HTTP mTLS", ISTIO_INBOUND, facts(transport_protocol="tls", application_protocols=("istio-http/1.1",)), "mtls-http"),
+    ("plaintext HTTP seen by http_inspector", ISTIO_INBOUND, facts(application_protocols=("http/1.1",)), "plain-http"),
+    ("an istio sidecar's TCP mTLS", ISTIO_INBOUND, facts(transport_protocol="tls", application_protocols=("istio-peer-exchange", "istio")), "mtls-tcp"),
+    ("plaintext that is not HTTP", ISTIO_INBOUND, facts(), "plain-tcp"),
+    ("an app's own TLS, no istio ALPN", ISTIO_INBOUND, facts(transport_protocol="tls", application_protocols=("h2",)), "passthrough-tls"),
+    ("exact port beats any port", [chain("any"), chain("p", destination_port=15006)], facts(), "p"),
+    ("other port falls to the portless chain", [chain("any"), chain("p", destination_port=80)], facts(), "any"),
+    ("exact SNI beats a wildcard", [chain("w", server_names=["*.example.com"]), chain("e", server_names=["a.example.com"])], facts(server_name="a.example.com"), "e"),
+    ("longer wildcard wins", [chain("w", server_names=["*.com"]), chain("ww", server_names=["*.example.com"])], facts(server_name="a.example.com"), "ww"),
+    ("wildcard does not match the bare domain", [chain("w", server_names=["*.example.com"])], facts(server_name="example.com"), None),
+    ("no SNI: only chains without server_names", [chain("s", server_names=["a.example.com"]), chain("none")], facts(), "none"),
+    ("SNI is case-insensitive", [chain("s", server_names=["A.Example.com"])], facts(server_name="a.example.COM"), "s"),
+    ("longest destination prefix wins", [chain("8", prefix_ranges=[{"address_prefix": "10.0.0.0", "prefix_len": 8}]), chain("24", prefix_ranges=[{"address_prefix": "10.0.0.0", "prefix_len": 24}])], facts(), "24"),
+    ("source range narrows", [chain("lan", source_prefix_ranges=[{"address_prefix": "10.0.0.0", "prefix_len": 24}]), chain("any")], facts(), "lan"),
+    ("source range miss falls back within the level", [chain("lan", source_prefix_ranges=[{"address_prefix": "192.168.0.0", "prefix_len": 16}]), chain("any")], facts(), "any"),
+    ("loopback source is SAME_IP_OR_LOOPBACK", [chain("local", source_type="SAME_IP_OR_LOOPBACK"), chain("ext", source_type="EXTERNAL")], facts(source_ip="127.0.0.1"), "local"),
+    ("source port", [chain("p", source_ports=[40000]), chain("any")], facts(), "p"),
+    # no backtracking: the exact-port chain wins level 1, then fails transport_protocol -> no chain at all
+    ("no backtracking to a less specific level", [chain("p-tls", destination_port=15006, transport_protocol="tls"), chain("any")], facts(), None),
+]
+
+
+@pytest.mark.parametrize("desc, chains, f, expected", CASES, ids=[c[0] for c in CASES])
+def test_selection(desc, chains, f, expected):
+    got = ChainSelector(chains).select(f)
+    assert (got.name if got else None) == expected
+
+
+def test_no_match_uses_the_default_filter_chain():
+    default = chain("default")
+    assert ChainSelector([chain("tls", transport_protocol="tls")], default).select(facts()) is default
+
+
+def test_identical_matches_are_refused_like_envoy():
+    with pytest.raises(ChainMatchError, match="multiple filter chains with the same matching rules"):
+        ChainSelector([chain("a", transport_protocol="tls"), chain("b", transport_protocol="tls")], listener="l")
+
+
+def test_partial_wildcards_are_refused():
+    with pytest.raises(ChainMatchError, match="partial wildcards"):
+        ChainSelector([chain("a", server_names=["*foo.com"])])

@@ -1,0 +1,71 @@
+"""What a handshake exposes (pyproxy.tls.session): peer identity, subject, SANs, the XFCC header Envoy writes for
+each forward_client_cert_details mode, and SAN matchers. Pure: certificates from a throwaway CA, no sockets."""
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from pyproxy.config.decode import decode
+from pyproxy.config.model import CertificateValidationContext, SetCurrentClientCertDetails
+from pyproxy.tls.identity import PeerIdentity
+from pyproxy.tls.session import TlsSession, certificate_sans, forwarded_client_cert, san_matcher
+from tests.support.pki import TestCA
+
+CLIENT = "spiffe://cluster.local/ns/client/sa/sleep"
+SERVER = "spiffe://cluster.local/ns/server/sa/httpbin"
+
+
+@pytest.fixture(scope="module")
+def session():
+    leaf = TestCA().issue(uris=[CLIENT], dns=["sleep.client"], common_name="sleep")
+    der = leaf.cert.public_bytes(serialization.Encoding.DER)
+    return TlsSession.build("TLSv1.3", "sni.example", "http/1.1", der, (SERVER,))
+
+
+def test_session_exposes_identity_subject_and_sans(session):
+    assert session.peer_identity == PeerIdentity("cluster.local", "client", "sleep")
+    assert (session.peer_uri_sans, session.peer_dns_sans, session.peer_subject) == ((CLIENT,), ("sleep.client",),
+                                                                                     "CN=sleep")
+    assert len(session.peer_hash) == 64
+
+
+DETAILS = SetCurrentClientCertDetails(subject=True, uri=True, dns=True)
+
+
+@pytest.mark.parametrize("mode, existing, expected", [
+    ("SANITIZE", "By=x", None),
+    ("FORWARD_ONLY", "By=x", "By=x"),
+    ("ALWAYS_FORWARD_ONLY", "By=x", "By=x"),
+    ("APPEND_FORWARD", "By=x", "By=x,{mine}"),
+    ("APPEND_FORWARD", None, "{mine}"),
+    ("SANITIZE_SET", "By=x", "{mine}"),
+])
+def test_xfcc_modes(session, mode, existing, expected):
+    mine = f'By={SERVER};Hash={session.peer_hash};Subject="CN=sleep";URI={CLIENT};DNS=sleep.client'
+    got = forwarded_client_cert(mode, DETAILS, session, existing)
+    assert got == (expected.format(mine=mine) if expected else None)
+
+
+def test_xfcc_without_a_client_certificate_is_removed_unless_always_forward_only():
+    plain = TlsSession.build("TLSv1.3", "", "", None)
+    assert forwarded_client_cert("APPEND_FORWARD", DETAILS, plain, "By=x") is None
+    assert forwarded_client_cert("FORWARD_ONLY", DETAILS, None, "By=x") is None
+    assert forwarded_client_cert("ALWAYS_FORWARD_ONLY", DETAILS, None, "By=x") == "By=x"
+
+
+@pytest.mark.parametrize("vc, ok", [
+    ({"match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": CLIENT}}]}, True),
+    ({"match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"prefix": "spiffe://cluster.local/"}}]}, True),
+    ({"match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"suffix": "/sa/other"}}]}, False),
+    ({"match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"safe_regex": {"regex": r"spiffe://.*/ns/client/.*"}}}]}, True),
+    ({"match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": CLIENT}}]}, False),  # wrong type
+    ({"match_subject_alt_names": [{"exact": "sleep.client"}]}, True),  # legacy: any SAN type
+])
+def test_san_matchers(session, vc, ok):
+    check = san_matcher(decode(CertificateValidationContext, vc), "vc")
+    assert check(session.peer_sans) is ok
+
+
+def test_no_matchers_means_no_check():
+    assert san_matcher(decode(CertificateValidationContext, {}), "vc") is None
+    assert certificate_sans(None) == ()
