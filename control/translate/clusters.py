@@ -19,10 +19,16 @@ istiod's ClusterBuilder (pilot/pkg/networking/core/cluster_builder.go, cluster_t
   - outlierDetection -> `outlier_detection` (consecutive_5xx / gateway errors with enforcing 100 when > 0,
     interval, base_ejection_time, max_ejection_percent, enforcing_success_rate 0, split local-origin) and
     `common_lb_config.healthy_panic_threshold` = minHealthPercent (default 0).
-  - tls -> `transport_socket` UpstreamTlsContext: SIMPLE/MUTUAL with files or `credentialName` (SDS
-    `kubernetes://<name>`); ISTIO_MUTUAL with SDS `default` + `ROOTCA`, SNI `outbound_.<port>_.<subset>_.<fqdn>`,
-    SANs = the destination's service accounts (spiffe://<td>/ns/<ns>/sa/<sa>) unless subjectAltNames.
-    Auto-mTLS (no DR tls) is the security issue's: it plugs in through `Extensions.cluster_contributors`.
+  - tls -> `transport_socket` UpstreamTlsContext (istiod cluster_tls.go `buildUpstreamClusterTLSContext`):
+    ISTIO_MUTUAL: SDS `default` + `ROOTCA` from `sds-grpc` (authn.py), SNI `outbound_.<port>_.<subset>_.<fqdn>`,
+    `match_subject_alt_names` = the DR's subjectAltNames or the service's SPIFFE ids (every workload behind
+    it, PushContext.ServiceAccounts), ALPN istio-peer-exchange/istio (+h2); SIMPLE/MUTUAL: TLS 1.2-1.3,
+    client cert/key and CA from files (CA default: the OS bundle, istio-agent's `system`) or from the Secret
+    `credentialName` names (inline bytes, credentials.py; sidecars ignore it on selector-less rules, as
+    istiod), `insecureSkipVerify` = no validation, cluster metadata `alpn_override: "false"`; DISABLE: none.
+  - auto-mTLS (no DR tls, meshConfig enableAutoMtls): `transport_socket_matches` tlsMode-istio (ISTIO_MUTUAL)
+    then tlsMode-disabled (raw_buffer), unless the service is mesh-external, its namespace/mesh
+    PeerAuthentication is DISABLE, or the cluster is ORIGINAL_DST; EDS marks the endpoints (endpoints.py).
 * `BlackHoleCluster` (STATIC, no endpoints) and `PassthroughCluster` (ORIGINAL_DST) always exist.
 * inbound (sidecars): `inbound|<targetPort>||<fqdn>` STATIC to 127.0.0.1:<targetPort>, the local app.
 """
