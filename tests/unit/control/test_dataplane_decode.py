@@ -59,7 +59,7 @@ PENDING = (
 )
 
 
-def _refusal(resource: dict, refused=REFUSED + PENDING) -> str | None:
+def _refusal(resource: dict, refused=PENDING + REFUSED) -> str | None:
     text = json.dumps(resource)
     return next((expected for marker, expected in refused if marker in text), None)
 
