@@ -12,9 +12,12 @@ from control.analyze import (
     conflicting_gateways,
     conflicting_mesh_gateway_virtual_service_hosts,
     destination_rule_subset_not_select_pods,
+    gateway_duplicate_certificate,
+    invalid_gateway_credential,
     merged_destination_rule_ignored,
     no_matching_workloads_found,
     no_server_certificate_verification,
+    plaintext_to_strict_mtls,
     referenced_resource_not_found,
     unknown_destination_rule_host,
     virtual_service_host_not_found_in_gateway,
@@ -36,6 +39,9 @@ ANALYZERS = (
     destination_rule_subset_not_select_pods,
     unknown_destination_rule_host,
     merged_destination_rule_ignored,
+    invalid_gateway_credential,
+    gateway_duplicate_certificate,
+    plaintext_to_strict_mtls,
 )
 
 

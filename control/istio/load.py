@@ -10,9 +10,11 @@ Each document is composed with PyYAML's SafeLoader into nodes first, so every fi
 * `security.istio.io`    PeerAuthentication, AuthorizationPolicy, RequestAuthentication
 * `telemetry.istio.io`   Telemetry
 * `install.istio.io`     IstioOperator (mesh-wide settings: `spec.meshConfig`)
-* Kubernetes             Service, ServiceAccount, Namespace, Pod, Deployment (registry and labels)
+* Kubernetes             Service, ServiceAccount, Namespace, Pod, Deployment (registry and labels), Secret
+                         (TLS material that Gateway and DestinationRule `credentialName` name; its `data` is
+                         never printed: `Resource.__repr__` leaves a Secret's body out)
 
-Other Kubernetes kinds (ConfigMap, Secret, ...) and other API groups are skipped with an Info finding.
+Other Kubernetes kinds (ConfigMap, ...) and other API groups are skipped with an Info finding.
 A resource with a hard schema error (wrong type, invalid value) is left out and a finding says why;
 unknown fields are dropped with a warning (`strict=False`, what the Kubernetes API server does when
 serving) or reported as IST0106 errors (`strict=True`, what `istioctl validate`/`analyze` do).
@@ -52,6 +54,7 @@ KINDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("", "Namespace"): ("v1",),
     ("", "Pod"): ("v1",),
     ("apps", "Deployment"): ("v1",),
+    ("", "Secret"): ("v1",),
 }
 # Kinds without a namespace (kubectl puts no "default" on them).
 CLUSTER_SCOPED = frozenset({"Namespace"})

@@ -65,6 +65,9 @@ NO_SERVER_CERT_VERIFICATION_PORT = _m(
     "IST0129", "NoServerCertificateVerificationPortLevel", Level.WARNING,
     "DestinationRule {0} in namespace {1} has TLS mode set to {2} but no caCertificates are set to validate "
     "server identity for host: {3} at port {4}")
+GATEWAY_DUPLICATE_CERTIFICATE = _m(
+    "IST0138", "GatewayDuplicateCertificate", Level.WARNING,
+    "Duplicate certificate in multiple gateways {0} may cause 404s if clients re-use HTTP2 connections.")
 VS_UNREACHABLE_RULE = _m("IST0130", "VirtualServiceUnreachableRule", Level.WARNING,
                          "VirtualService rule {0} not used ({1}).")
 VS_INEFFECTIVE_MATCH = _m("IST0131", "VirtualServiceIneffectiveMatch", Level.INFO,
@@ -74,6 +77,10 @@ VS_HOST_NOT_FOUND_IN_GATEWAY = _m("IST0132", "VirtualServiceHostNotFoundInGatewa
 SCHEMA_WARNING = _m("IST0133", "SchemaWarning", Level.WARNING, "Schema validation warning: {0}")
 CONFLICTING_GATEWAYS = _m("IST0145", "ConflictingGateways", Level.ERROR,
                           "Conflict with gateways {0} (workload selector {1}, port {2}, hosts {3}).")
+INVALID_GATEWAY_CREDENTIAL = _m(
+    "IST0161", "InvalidGatewayCredential", Level.ERROR,
+    "The credential referenced by the Gateway {0} in namespace {1} is invalid, which can cause the traffic not "
+    "to work as expected.")
 DR_SUBSET_NOT_SELECT_PODS = _m(
     "IST0173", "DestinationRuleSubsetNotSelectPods", Level.ERROR,
     "The Subset {0} defined in the DestinationRule does not select any pods. Which may lead to 503 UH "
@@ -94,6 +101,10 @@ MERGED_DESTINATION_RULES = _m(
     "DestinationRules {0} for host {1} in namespace {2} are merged (istiod's mergeDestinationRule, in "
     "creation order): {3}. Put the host's policy in one DestinationRule.")
 LIMIT_EXCEEDED = _m("PYM0008", "ConfigLimitExceeded", Level.ERROR, "{0}")
+PLAINTEXT_TO_STRICT_MTLS = _m(
+    "PYM0009", "PlaintextToStrictMtls", Level.WARNING,
+    "DestinationRule {0} sends {1} to {2} port {3}, whose PeerAuthentication {4} is STRICT: the server only "
+    "accepts Istio mTLS and refuses these connections (use ISTIO_MUTUAL or remove the tls setting)")
 
 # Loading problems that make the input unusable as a whole (the CLI exits 1 rather than 79 for these):
 # unreadable files, YAML syntax, and files over a loader limit (control.istio.load.LoadLimits).

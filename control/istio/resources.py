@@ -39,6 +39,12 @@ class Resource:
     # field path ("spec.http[0].route[0].destination.host") -> line, for findings that point at a field
     lines: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
+    def __repr__(self) -> str:
+        # a Secret's body is key material: never in a log line, a finding or a traceback
+        body = "<redacted>" if self.kind == "Secret" and self.group == "" else repr(self.spec)
+        return (f"Resource({self.api_version} {self.key}, spec={body}, labels={dict(self.labels)}, "
+                f"source={self.source})")
+
     @property
     def group(self) -> str:
         return self.api_version.split("/", 1)[0] if "/" in self.api_version else ""

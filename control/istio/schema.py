@@ -258,11 +258,14 @@ MESSAGES: dict[str, dict[str, str]] = {
     "K8sContainerPort": {"containerPort": "port!", "name": "string", "protocol": "enum:TCP|UDP|SCTP"},
     "K8sServiceAccount": {},
     "K8sNamespaceSpec": {},
+    # the body of a Secret (no spec): values are never echoed in findings ("struct" checks the shape only)
+    "K8sSecret": {"type": "string", "data": "struct", "stringData": "struct", "immutable": "bool"},
 }
 
 # Messages where unknown fields are fine (Kubernetes objects: the mesh reads a few fields of a large API).
 OPEN = frozenset({"K8sServiceSpec", "K8sServicePort", "K8sDeploymentSpec", "K8sPodTemplate", "K8sObjectMeta",
-                  "K8sPodSpec", "K8sContainer", "K8sContainerPort", "K8sServiceAccount", "K8sNamespaceSpec"})
+                  "K8sPodSpec", "K8sContainer", "K8sContainerPort", "K8sServiceAccount", "K8sNamespaceSpec",
+                  "K8sSecret"})
 
 # Protobuf oneofs (and Istio's "only one of" rules): at most one of each group may be set.
 ONEOFS: dict[str, tuple[tuple[str, ...], ...]] = {
@@ -293,7 +296,7 @@ KIND_MESSAGE: dict[str, str] = {
     "PeerAuthentication": "PeerAuthentication", "AuthorizationPolicy": "AuthorizationPolicy",
     "RequestAuthentication": "RequestAuthentication", "Telemetry": "Telemetry", "IstioOperator": "IstioOperator",
     "Service": "K8sServiceSpec", "Deployment": "K8sDeploymentSpec", "Pod": "K8sPodSpec",
-    "ServiceAccount": "K8sServiceAccount", "Namespace": "K8sNamespaceSpec",
+    "ServiceAccount": "K8sServiceAccount", "Namespace": "K8sNamespaceSpec", "Secret": "K8sSecret",
 }
 
 # Deprecated fields and enum values (Istio's proto comments): reported as IST0002 Deprecated, still honoured.

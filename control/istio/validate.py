@@ -892,7 +892,7 @@ def validate_resource(resource: Resource, *, strict: bool = False) -> Checked:
     message = S.KIND_MESSAGE.get(resource.kind)
     if message is None:
         return Checked(resource, ())
-    root = "spec" if "spec" in resource.lines or resource.kind not in ("ServiceAccount", "Namespace") else ""
+    root = "spec" if "spec" in resource.lines or resource.kind not in ("ServiceAccount", "Namespace", "Secret") else ""
     cleaned, issues = check_spec(resource.kind, thaw(resource.spec), root)
     if not _NAME.match(resource.name) or len(resource.name) > 253:
         issues.append(Issue("metadata.name", "error",

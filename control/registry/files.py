@@ -13,6 +13,9 @@ serviceentry controllers do):
 * `Pod`: one instance (manifests carry no `status.podIP`, so it gets an address like a replica).
 * `WorkloadEntry`: one instance with its `address`, `labels`, `serviceAccount`, `ports` (name -> number).
 
+A workload labelled `security.istio.io/tlsMode: istio` (what sidecar injection puts on a pod; on a Deployment's
+pod template, a Pod or a WorkloadEntry here) has a sidecar: its endpoints carry the auto-mTLS metadata.
+
 Deterministic addresses (file-based workloads have no IP, and an endpoint needs one). Each Deployment (and
 each Pod) owns the block `10.A.B.0/24`, where A.B are the first two bytes of
 sha256("<namespace>/<name>"); replica *i* gets `10.A.B.(i+1)` and is named `<deployment>-<i>`. Blocks are
@@ -28,7 +31,8 @@ from typing import Any, Iterable, Mapping
 
 from control.istio.resources import Resource
 from control.registry.base import Registry
-from control.registry.model import ContainerPort, Protocol, Resolution, Service, ServicePort, Workload
+from control.registry.model import (ContainerPort, Protocol, Resolution, Service, ServicePort, Workload,
+                                    tls_mode_of)
 
 DEFAULT_DOMAIN = "cluster.local"
 EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
@@ -167,10 +171,11 @@ def workload_entry(res: Resource, spec: Mapping[str, Any], name: str, namespace:
                    kind: str = "WorkloadEntry") -> Workload:
     """A WorkloadEntry spec (also the shape of ServiceEntry `endpoints[]`)."""
     ports = spec.get("ports") or {}
+    labels = _labels(spec.get("labels") if kind != "WorkloadEntry" or spec.get("labels") else res.labels)
     return Workload(
         name=name,
         namespace=namespace,
-        labels=_labels(spec.get("labels") if kind != "WorkloadEntry" or spec.get("labels") else res.labels),
+        labels=labels,
         address=str(spec.get("address", "")),
         service_account=str(spec.get("serviceAccount") or "default"),
         kind=kind,
@@ -178,6 +183,7 @@ def workload_entry(res: Resource, spec: Mapping[str, Any], name: str, namespace:
         weight=int(spec.get("weight", 0) or 0),
         locality=str(spec.get("locality", "")),
         network=str(spec.get("network", "")),
+        tls_mode=tls_mode_of(labels),
     )
 
 
@@ -205,6 +211,7 @@ def _pod_workload(res: Resource, address: str, name: str | None = None, owner: s
         name=name or res.name,
         namespace=res.namespace,
         labels=_labels(labels),
+        tls_mode=tls_mode_of(labels),
         address=address,
         service_account=str(pod_spec.get("serviceAccountName") or pod_spec.get("serviceAccount") or "default"),
         ports=_container_ports(pod_spec),

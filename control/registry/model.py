@@ -109,6 +109,15 @@ class Service:
         return None
 
 
+TLS_MODE_LABEL = "security.istio.io/tlsMode"  # istiod's model.TLSModeLabelName
+ISTIO_TLS_MODE = "istio"  # model.IstioMutualTLSModeLabel
+
+
+def tls_mode_of(labels: Mapping[str, str]) -> str:
+    """istiod's GetTLSModeFromEndpointLabels: the label's value when it is `istio`, else "" (disabled)."""
+    return ISTIO_TLS_MODE if labels.get(TLS_MODE_LABEL) == ISTIO_TLS_MODE else ""
+
+
 @dataclass(frozen=True, slots=True)
 class ContainerPort:
     name: str
@@ -132,6 +141,9 @@ class Workload:
     weight: int = 0
     locality: str = ""
     network: str = ""
+    # `security.istio.io/tlsMode`: "istio" when the workload has a sidecar that terminates Istio mTLS (the
+    # label injection puts on pods; every registered sidecar), else "" (istiod's IstioEndpoint.TLSMode)
+    tls_mode: str = ""
 
     def container_port(self, name: str) -> int | None:
         for p in self.ports:

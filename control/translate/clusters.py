@@ -19,10 +19,16 @@ istiod's ClusterBuilder (pilot/pkg/networking/core/cluster_builder.go, cluster_t
   - outlierDetection -> `outlier_detection` (consecutive_5xx / gateway errors with enforcing 100 when > 0,
     interval, base_ejection_time, max_ejection_percent, enforcing_success_rate 0, split local-origin) and
     `common_lb_config.healthy_panic_threshold` = minHealthPercent (default 0).
-  - tls -> `transport_socket` UpstreamTlsContext: SIMPLE/MUTUAL with files or `credentialName` (SDS
-    `kubernetes://<name>`); ISTIO_MUTUAL with SDS `default` + `ROOTCA`, SNI `outbound_.<port>_.<subset>_.<fqdn>`,
-    SANs = the destination's service accounts (spiffe://<td>/ns/<ns>/sa/<sa>) unless subjectAltNames.
-    Auto-mTLS (no DR tls) is the security issue's: it plugs in through `Extensions.cluster_contributors`.
+  - tls -> `transport_socket` UpstreamTlsContext (istiod cluster_tls.go `buildUpstreamClusterTLSContext`):
+    ISTIO_MUTUAL: SDS `default` + `ROOTCA` from `sds-grpc` (authn.py), SNI `outbound_.<port>_.<subset>_.<fqdn>`,
+    `match_subject_alt_names` = the DR's subjectAltNames or the service's SPIFFE ids (every workload behind
+    it, PushContext.ServiceAccounts), ALPN istio-peer-exchange/istio (+h2); SIMPLE/MUTUAL: TLS 1.2-1.3,
+    client cert/key and CA from files (CA default: the OS bundle, istio-agent's `system`) or from the Secret
+    `credentialName` names (inline bytes, credentials.py; sidecars ignore it on selector-less rules, as
+    istiod), `insecureSkipVerify` = no validation, cluster metadata `alpn_override: "false"`; DISABLE: none.
+  - auto-mTLS (no DR tls, meshConfig enableAutoMtls): `transport_socket_matches` tlsMode-istio (ISTIO_MUTUAL)
+    then tlsMode-disabled (raw_buffer), unless the service is mesh-external, its namespace/mesh
+    PeerAuthentication is DISABLE, or the cluster is ORIGINAL_DST; EDS marks the endpoints (endpoints.py).
 * `BlackHoleCluster` (STATIC, no endpoints) and `PassthroughCluster` (ORIGINAL_DST) always exist.
 * inbound (sidecars): `inbound|<targetPort>||<fqdn>` STATIC to 127.0.0.1:<targetPort>, the local app.
 """
@@ -36,9 +42,10 @@ from control.istio.resources import Resource
 from control.mesh import DestinationRuleView, MeshSnapshot
 from control.registry.base import workload_port
 from control.registry.model import Protocol, Resolution, Service, ServicePort
+from control.translate import authn, credentials
 from control.translate import endpoints as eds
 from control.translate.common import (ADS, BLACKHOLE_CLUSTER, CLUSTER, HTTP_PROTOCOL_OPTIONS, MAX_UINT32,
-                                      PASSTHROUGH_CLUSTER, UPSTREAM_TLS, Notes, Proxy, cluster_name, config_path,
+                                      PASSTHROUGH_CLUSTER, UPSTREAM_TLS, Notes, Proxy, T, cluster_name, config_path,
                                       connect_timeout, duration, parse_seconds, sni_name)
 from control.translate.policy import effective_policy
 
@@ -146,14 +153,18 @@ def build_outbound_cluster(proxy: Proxy, spec: ClusterSpec) -> dict:
     _apply_connection_pool(cluster, policy.get("connectionPool"), port, res)
     _apply_outlier_detection(cluster, policy.get("outlierDetection"), res)
     tls = policy.get("tls")
-    if tls:
+    if tls is not None:
         socket = _upstream_tls(proxy, spec, tls)
         if socket is not None:
             cluster["transport_socket"] = socket
+    elif auto_mtls_applies(proxy, spec, cluster["type"]):
+        cluster["transport_socket_matches"] = auto_mtls_matches(proxy, spec)
     for key in ("tunnel", "proxyProtocol", "retryBudget"):
         if policy.get(key) and res is not None:
             proxy.notes.add(res, f"spec.trafficPolicy.{key}", f"{key} is not translated yet")
     cluster["metadata"] = _metadata(svc, port.port, spec.subset, spec.rule)
+    if isinstance(tls, Mapping) and tls.get("mode") in ("SIMPLE", "MUTUAL"):
+        cluster["metadata"]["filter_metadata"]["istio"]["alpn_override"] = "false"  # util.AddALPNOverrideToMetadata
     return cluster
 
 
@@ -303,63 +314,143 @@ def _apply_outlier_detection(cluster: dict, od: Mapping[str, Any] | None, res: R
     cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": float(od.get("minHealthPercent", 0))}}
 
 
-def _sds(name: str) -> dict:
-    return {"name": name, "sds_config": dict(ADS)}
+SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"  # istio-agent's `system` root: the OS bundle (Debian path)
+RAW_BUFFER = {"name": "envoy.transport_sockets.raw_buffer",
+              "typed_config": {"@type": T + "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}}
 
 
-def _san_matchers(sans: list[str]) -> list[dict]:
-    return [{"san_type": "URI" if s.startswith("spiffe://") else "DNS", "matcher": {"exact": s}} for s in sans]
+def service_accounts(proxy: Proxy, service: Service) -> list[str]:
+    """PushContext.ServiceAccounts(host, namespace): the SPIFFE ids of every workload behind the service (any
+    port, any subset), plus a ServiceEntry's `subjectAltNames`, sorted."""
+    def compute() -> list[str]:
+        td = proxy.mesh.config.trust_domain
+        accounts = set(service.subject_alt_names)
+        for port in service.ports:
+            accounts.update(authn.spiffe_id(td, ep.workload.namespace, ep.workload.service_account)
+                            for ep in proxy.mesh.endpoints(service, port))
+        return sorted(accounts)
+    return proxy.mesh.memo(("service_accounts", service.hostname, service.namespace), compute)
 
 
-def _service_accounts(proxy: Proxy, spec: ClusterSpec) -> list[str]:
-    if spec.service.subject_alt_names:
-        return list(spec.service.subject_alt_names)
-    td = proxy.mesh.config.trust_domain
-    accounts = {f"spiffe://{td}/ns/{ep.workload.namespace}/sa/{ep.workload.service_account}"
-                for ep in eds.select(proxy.mesh.endpoints(spec.service, spec.port), spec.subset_labels)}
-    return sorted(accounts)
+def _dr_has_selector(spec: ClusterSpec) -> bool:
+    return any(r.spec.get("workloadSelector") for r in (spec.rule.rules if spec.rule else ()))
+
+
+def credential_scope(proxy: Proxy, spec: ClusterSpec) -> tuple:
+    """What a cluster's TLS reads from the proxy besides the spec: with a `credentialName`, its kind (sidecars
+    ignore credentials of selector-less rules) and namespace (where the Secret is looked up)."""
+    tls = (spec.policy or {}).get("tls") or {}
+    return (proxy.kind, proxy.namespace) if tls.get("credentialName") else ()
+
+
+def _validation(proxy: Proxy, spec: ClusterSpec, tls: Mapping[str, Any], res: Resource | None) -> dict | None:
+    """The `validation_context` of a SIMPLE/MUTUAL client (None: verify nothing, insecureSkipVerify)."""
+    if tls.get("insecureSkipVerify"):
+        return None
+    sans = [str(s) for s in tls.get("subjectAltNames") or ()]
+    if not sans and spec.service.kind == "ServiceEntry":
+        sans = list(spec.service.subject_alt_names)  # provider.External: the ServiceEntry's SANs
+    out: dict = {"trusted_ca": {"filename": str(tls.get("caCertificates") or SYSTEM_CA)}}
+    if sans:
+        out["match_subject_alt_names"] = authn.exact_sans(sans)
+    elif not tls.get("sni"):  # istiod's auto_san_validation: the server must be the host it was asked for
+        out["match_typed_subject_alt_names"] = [{"san_type": "DNS", "matcher": {"exact": spec.service.hostname}}]
+    if tls.get("caCrl"):
+        out["crl"] = {"filename": str(tls["caCrl"])}
+    return out
+
+
+def _credential_tls(proxy: Proxy, spec: ClusterSpec, tls: Mapping[str, Any], common: dict,
+                    validation: dict | None, res: Resource | None) -> bool:
+    """SIMPLE/MUTUAL with `credentialName`: the Secret's bytes inline (False: no TLS context, as istiod for a
+    sidecar and a selector-less rule)."""
+    name, mutual = str(tls["credentialName"]), tls.get("mode") == "MUTUAL"
+    if proxy.kind == "sidecar" and not _dr_has_selector(spec):
+        if res is not None:
+            proxy.notes.add(res, "spec.trafficPolicy.tls.credentialName",
+                            f"{spec.name}: credentialName is only used by gateways and by DestinationRules with a "
+                            "workloadSelector (istiod); this sidecar gets no TLS context for it")
+        return False
+    try:
+        cred = credentials.credential(proxy.mesh.resources, name, proxy.namespace, cert=mutual,
+                                      ca=validation is not None)
+    except credentials.CredentialError as err:
+        if res is not None:
+            proxy.notes.add(res, "spec.trafficPolicy.tls.credentialName",
+                            f"{spec.name}: {err}; the cluster refers to SDS kubernetes://{name}, which no one "
+                            "serves (it fails closed)")
+        if mutual:
+            common["tls_certificate_sds_secret_configs"] = [_ads_sds(f"kubernetes://{name}")]
+        common["combined_validation_context"] = {"default_validation_context": {},
+                                                 "validation_context_sds_secret_config":
+                                                     _ads_sds(f"kubernetes://{name}{credentials.CA_SUFFIX}")}
+        return True
+    if mutual:
+        common["tls_certificates"] = [{"certificate_chain": credentials.inline(cred.cert),
+                                       "private_key": credentials.inline(cred.key)}]
+    if validation is not None:
+        validation["trusted_ca"] = credentials.inline(cred.ca)
+        common["validation_context"] = validation
+    else:
+        common["validation_context"] = {}
+    return True
+
+
+def _ads_sds(name: str) -> dict:
+    """security/model ConstructSdsSecretConfigForCredential: a credential over ADS from istiod."""
+    return {"name": name, "sds_config": {"ads": {}, "resource_api_version": "V3"}}
 
 
 def _upstream_tls(proxy: Proxy, spec: ClusterSpec, tls: Mapping[str, Any]) -> dict | None:
+    """istiod's buildUpstreamClusterTLSContext for a DestinationRule's (user-supplied) `tls`."""
     mode = str(tls.get("mode") or "DISABLE")
     if mode == "DISABLE":
         return None
-    context: dict = {}
-    common: dict = {}
-    sans = [str(s) for s in tls.get("subjectAltNames") or ()]
+    http2 = spec.port.protocol.is_http2
     if mode == "ISTIO_MUTUAL":
-        context["sni"] = str(tls.get("sni") or sni_name(spec.port.port, spec.subset, spec.service.hostname))
-        common["alpn_protocols"] = ["istio-peer-exchange", "istio"]
-        common["tls_certificate_sds_secret_configs"] = [_sds("default")]
-        common["combined_validation_context"] = {
-            "default_validation_context": {"match_typed_subject_alt_names":
-                                           _san_matchers(sans or _service_accounts(proxy, spec))},
-            "validation_context_sds_secret_config": _sds("ROOTCA"),
-        }
-    else:  # SIMPLE, MUTUAL
-        context["sni"] = str(tls.get("sni") or spec.service.hostname)
-        credential = tls.get("credentialName")
-        validation: dict = {}
-        if sans:
-            validation["match_typed_subject_alt_names"] = _san_matchers(sans)
-        if credential:
-            if mode == "MUTUAL":
-                common["tls_certificate_sds_secret_configs"] = [_sds(f"kubernetes://{credential}")]
-            common["combined_validation_context"] = {
-                "default_validation_context": validation,
-                "validation_context_sds_secret_config": _sds(f"kubernetes://{credential}-cacert")}
-        else:
-            if mode == "MUTUAL" and tls.get("clientCertificate"):
-                common["tls_certificates"] = [{"certificate_chain": {"filename": str(tls["clientCertificate"])},
-                                               "private_key": {"filename": str(tls.get("privateKey", ""))}}]
-            if tls.get("caCertificates"):
-                validation["trusted_ca"] = {"filename": str(tls["caCertificates"])}
-            if validation:
-                common["validation_context"] = validation
-        if spec.port.protocol.is_http2:
-            common["alpn_protocols"] = ["h2"]
-    context["common_tls_context"] = common
-    return {"name": "envoy.transport_sockets.tls", "typed_config": {"@type": UPSTREAM_TLS, **context}}
+        sans = [str(s) for s in tls.get("subjectAltNames") or ()] or service_accounts(proxy, spec.service)
+        sni = str(tls.get("sni") or sni_name(spec.port.port, spec.subset, spec.service.hostname))
+        return authn.transport_socket(authn.istio_mutual_upstream(sni, sans, http2))
+    res = spec.rule_resource
+    common: dict = {"tls_params": {"tls_minimum_protocol_version": "TLSv1_2",
+                                   "tls_maximum_protocol_version": "TLSv1_3"}}
+    validation = _validation(proxy, spec, tls, res)
+    if tls.get("credentialName"):
+        if not _credential_tls(proxy, spec, tls, common, validation, res):
+            return None
+    else:
+        if mode == "MUTUAL":
+            if not tls.get("clientCertificate") or not tls.get("privateKey"):
+                if res is not None:
+                    proxy.notes.add(res, "spec.trafficPolicy.tls", f"{spec.name}: MUTUAL needs clientCertificate "
+                                    "and privateKey (istiod then sends no TLS context)")
+                return None
+            common["tls_certificates"] = [{"certificate_chain": {"filename": str(tls["clientCertificate"])},
+                                           "private_key": {"filename": str(tls["privateKey"])}}]
+        common["validation_context"] = validation or {}
+    if http2:
+        common["alpn_protocols"] = ["h2"]  # util.ALPNH2Only
+    context: dict = {"@type": UPSTREAM_TLS, "common_tls_context": common}
+    context["sni"] = str(tls.get("sni") or spec.service.hostname)  # istiod: auto_sni (the request's host)
+    return authn.transport_socket(context)
+
+
+def auto_mtls_applies(proxy: Proxy, spec: ClusterSpec, cluster_type: str) -> bool:
+    """buildUpstreamTLSSettings with no DestinationRule `tls`: auto-mTLS unless it is off in meshConfig, the
+    service is mesh-external, its namespace/mesh PeerAuthentication is DISABLE, or the cluster is
+    ORIGINAL_DST (headless / passthrough)."""
+    if not proxy.mesh.config.enable_auto_mtls or cluster_type == "ORIGINAL_DST":
+        return False
+    return authn.service_mtls_mode(proxy.mesh, spec.service) not in (authn.MtlsMode.UNKNOWN, authn.MtlsMode.DISABLE)
+
+
+def auto_mtls_matches(proxy: Proxy, spec: ClusterSpec) -> list[dict]:
+    """Istio's transport_socket_matches: endpoints whose metadata says `tlsMode: istio` get ISTIO_MUTUAL, the
+    others plaintext (`tlsMode-disabled` matches every endpoint)."""
+    sni = sni_name(spec.port.port, spec.subset, spec.service.hostname)
+    context = authn.istio_mutual_upstream(sni, service_accounts(proxy, spec.service), spec.port.protocol.is_http2)
+    return [{"name": "tlsMode-istio", "match": {"tlsMode": "istio"}, "transport_socket": authn.transport_socket(context)},
+            {"name": "tlsMode-disabled", "match": {}, "transport_socket": RAW_BUFFER}]
 
 
 def blackhole_cluster(proxy: Proxy) -> dict:
@@ -419,7 +510,8 @@ def shared_outbound_cluster(proxy: Proxy, spec: ClusterSpec) -> dict:
     def build() -> tuple[dict, tuple[str, ...]]:
         notes = Notes()
         return build_outbound_cluster(dataclasses.replace(proxy, notes=notes), spec), tuple(notes.items)
-    cluster, notes = proxy.mesh.memo(("outbound_cluster", spec.name, id(spec.service), id(spec.rule)), build)
+    cluster, notes = proxy.mesh.memo(("outbound_cluster", spec.name, id(spec.service), id(spec.rule))
+                                     + credential_scope(proxy, spec), build)
     for text in notes:
         proxy.notes.add(None, "", text)
     return cluster
@@ -443,6 +535,18 @@ def eds_clusters(specs: list[ClusterSpec]) -> tuple[ClusterSpec, ...]:
     return tuple(sorted((s for s in specs if s.uses_eds), key=lambda s: s.name))
 
 
+def mtls_checker(mesh: MeshSnapshot, spec: ClusterSpec) -> eds.MtlsCheck:
+    """istiod's mtlsChecker for one cluster: the DestinationRule's tls mode decides when it sets one
+    (ISTIO_MUTUAL: mTLS, any other: plaintext); else the endpoint workload's PeerAuthentication on the
+    endpoint port (DISABLE: plaintext)."""
+    tls = (spec.policy or {}).get("tls")
+    if tls is not None:
+        enabled = str(tls.get("mode") or "DISABLE") == "ISTIO_MUTUAL"
+        return lambda ep: enabled
+    return lambda ep: authn.effective_mtls(mesh, ep.workload, ep.port) != authn.MtlsMode.DISABLE
+
+
 def build_endpoints(mesh: MeshSnapshot, specs: Iterable[ClusterSpec]) -> list[dict]:
     """One ClusterLoadAssignment per EDS cluster (`eds_clusters`), its endpoints from `mesh`."""
-    return [eds.cluster_load_assignment(s.name, mesh.endpoints(s.service, s.port), s.subset_labels) for s in specs]
+    return [eds.cluster_load_assignment(s.name, mesh.endpoints(s.service, s.port), s.subset_labels,
+                                        mtls_checker(mesh, s)) for s in specs]

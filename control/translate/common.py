@@ -279,7 +279,7 @@ def make_proxy(mesh: MeshSnapshot, workload: Workload, kind: str = "sidecar", op
 
 
 # kinds whose translation belongs to a later issue, and which issue
-LATER_ISSUE_KINDS = {"PeerAuthentication": "security", "RequestAuthentication": "security",
+LATER_ISSUE_KINDS = {"RequestAuthentication": "security",
                      "AuthorizationPolicy": "security", "Telemetry": "telemetry"}
 
 

@@ -12,9 +12,15 @@ Sidecar (istiod listener_builder.go, adapted to ARCHITECTURE.md decision 5, expl
   receive nothing until transparent capture hands them connections via SO_ORIGINAL_DST, a later option). Their
   connection manager uses the RDS route configuration named by the port (`"9080"`). A TCP port gets a
   `tcp_proxy` to the first service on it.
-* `virtualInbound` binds 0.0.0.0:15006 (only when the workload serves a port): one filter chain per workload port (`filter_chain_match.destination_port`)
-  whose connection manager carries an inline route configuration `inbound|<port>||` with virtual host
-  `inbound|http|<port>` (`*`) -> `inbound|<port>||<fqdn>` -> 127.0.0.1:<port>.
+* `virtualInbound` binds 0.0.0.0:15006 (only when the workload serves a port): per workload port the filter
+  chains its PeerAuthentication mode asks for (`filter_chain_match.destination_port` + `transport_protocol`,
+  authn.py resolves the mode; istiod listener_inbound.go, filterchain_options.go): STRICT one `tls` chain with
+  the mesh mTLS DownstreamTlsContext; PERMISSIVE that chain (matching Istio's ALPNs) plus a `raw_buffer` one
+  (TCP ports also a TLS passthrough chain); DISABLE `raw_buffer` only. `envoy.filters.listener.tls_inspector`
+  when a chain matches `tls`. The connection manager carries an inline route configuration `inbound|<port>||`
+  with virtual host `inbound|http|<port>` (`*`) -> `inbound|<port>||<fqdn>` -> 127.0.0.1:<port>, and the
+  client-certificate headers istiod sets on sidecars (`forward_client_cert_details: APPEND_FORWARD`,
+  `set_current_client_cert_details` subject, dns, uri).
 
 Connection managers use RDS `{route_config_name, config_source: {ads: {}}}` unless `Options.inline_routes`.
 Settings istiod puts on every sidecar HCM: `use_remote_address` false (gateways: true), `stream_idle_timeout`
@@ -24,8 +30,12 @@ rate-limit contributors, envoy.filters.http.router.
 
 Gateway (istiod gateway.go): one listener `0.0.0.0_<port>` per server port. Plain HTTP servers share one chain
 with RDS `http.<port>`; each terminating HTTPS server (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL) gets a chain
-matched on SNI (`server_names` = its hosts) with a DownstreamTlsContext (`credentialName` -> SDS
-`kubernetes://<name>`, or file paths) and RDS `https.<port>.<portName>.<gateway>.<namespace>`.
+matched on SNI (`server_names` = its hosts) with a DownstreamTlsContext (istiod BuildListenerTLSContext:
+ALPN h2/http1.1, `require_client_certificate` for MUTUAL/ISTIO_MUTUAL, `minProtocolVersion`/`maxProtocolVersion`/
+`cipherSuites` -> `tls_params`; `credentialName` -> the Secret's certificate and key *inline* (credentials.py;
+istiod sends `kubernetes://<name>` over SDS, which this control plane does not serve), MUTUAL clients checked
+against the Secret's `ca.crt`/`cacert` or the `<name>-cacert` Secret; file paths as DataSource filenames) and
+RDS `https.<port>.<portName>.<gateway>.<namespace>`. `httpsRedirect` is `require_tls: ALL` (routes.py).
 PASSTHROUGH / AUTO_PASSTHROUGH / TCP / TLS servers are reported as not translated yet.
 """
 from __future__ import annotations
@@ -34,12 +44,14 @@ from typing import Any, Mapping
 
 from control.istio.resources import Resource
 from control.registry.model import Protocol
+from control.translate import authn, credentials
 from control.translate.clusters import InboundPort, inbound_ports
 from control.translate.common import (ADS, CORS, DOWNSTREAM_TLS, FAULT, HCM, INBOUND_PORT, LISTENER, OUTBOUND_PORT,
                                       ROUTER, TCP_PROXY, TLS_INSPECTOR, Proxy, cluster_name)
 from control.translate.routes import HTTP_PROXY_ROUTE, retry_policy, route_configuration, RouteContext
 
 INBOUND_RETRY = {"attempts": 2, "retryOn": "reset-before-request"}  # istiod BuildDefaultHTTPInboundRoute
+TLS_INSPECTOR_FILTER = {"name": "envoy.filters.listener.tls_inspector", "typed_config": {"@type": TLS_INSPECTOR}}
 TERMINATING_TLS = ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL")
 
 
@@ -73,6 +85,9 @@ def http_connection_manager(proxy: Proxy, direction: str, stat_prefix: str, rout
     hcm["use_remote_address"] = direction == "gateway"
     if direction != "outbound":
         hcm["server_name"] = "istio-envoy"
+    if direction == "inbound":  # buildSidecarInboundHTTPOpts: the sidecar default of meshConfig's proxy headers
+        hcm["forward_client_cert_details"] = "APPEND_FORWARD"
+        hcm["set_current_client_cert_details"] = {"subject": True, "dns": True, "uri": True}
     hcm["stream_idle_timeout"] = "0s"
     hcm["normalize_path"] = True
     hcm["upgrade_configs"] = [{"upgrade_type": "websocket"}]
@@ -131,19 +146,50 @@ def inbound_route_configuration(proxy: Proxy, ip: InboundPort) -> dict:
     return route_configuration(f"inbound|{ip.port}||", [vhost])
 
 
-def inbound_listener(proxy: Proxy) -> dict:
+# filter_chain_match options per inbound port (istiod filterchain_options.go, listener.go ALPN lists): TLS chains
+# carry the mesh mTLS context; PERMISSIVE adds plaintext (and, for TCP, a TLS-passthrough chain for apps that
+# speak TLS themselves); DISABLE is plaintext only. Chains of one port share its name, `0.0.0.0_<port>`.
+ALL_ISTIO_MTLS_ALPNS = ("istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1", "istio-h2")
+TLS, RAW = "tls", "raw_buffer"
+
+
+def inbound_chain_options(mode: authn.MtlsMode, http: bool) -> list[tuple[dict, bool]]:
+    """(filter_chain_match without the port, terminates mesh mTLS) for each chain of one inbound port."""
+    if mode == authn.MtlsMode.STRICT:
+        return [({"transport_protocol": TLS}, True)]
+    if mode == authn.MtlsMode.PERMISSIVE:
+        mtls = ({"transport_protocol": TLS, "application_protocols": list(ALL_ISTIO_MTLS_ALPNS)}, True)
+        if http:
+            return [mtls, ({"transport_protocol": RAW}, False)]
+        return [mtls, ({"transport_protocol": TLS}, False), ({"transport_protocol": RAW}, False)]
+    return [({"transport_protocol": RAW}, False)]
+
+
+def inbound_filter_chains(proxy: Proxy, ip: InboundPort) -> list[dict]:
+    """The chains of one workload port under its PeerAuthentication mode (istiod buildInboundListeners)."""
+    http = ip.service_port.protocol.is_http
+    stat = f"inbound_0.0.0.0_{ip.port}"
+    if http:
+        rc = inbound_route_configuration(proxy, ip)
+        filters = [http_connection_manager(proxy, "inbound", stat, rc["name"], {rc["name"]: rc}, inline=True)]
+    else:
+        filters = [_tcp_proxy(ip.cluster, ip.cluster)]
     chains = []
-    for ip in inbound_ports(proxy):
-        match = {"destination_port": ip.port}
-        stat = f"inbound_0.0.0.0_{ip.port}"
-        if ip.service_port.protocol.is_http:
-            rc = inbound_route_configuration(proxy, ip)
-            hcm = http_connection_manager(proxy, "inbound", stat, rc["name"], {rc["name"]: rc}, inline=True)
-            chains.append({"filter_chain_match": match, "filters": [hcm], "name": ip.cluster})
-        else:
-            chains.append({"filter_chain_match": match, "filters": [_tcp_proxy(ip.cluster, ip.cluster)],
-                           "name": ip.cluster})
-    return _listener("virtualInbound", INBOUND_PORT, "INBOUND", chains)
+    for match, terminates in inbound_chain_options(authn.effective_mtls(proxy.mesh, proxy.workload, ip.port), http):
+        chain: dict = {"filter_chain_match": {"destination_port": ip.port, **match}, "filters": filters}
+        if terminates:
+            chain["transport_socket"] = authn.transport_socket(authn.inbound_tls_context(tcp=not http))
+        chain["name"] = f"0.0.0.0_{ip.port}"
+        chains.append(chain)
+    return chains
+
+
+def inbound_listener(proxy: Proxy) -> dict:
+    chains = [chain for ip in inbound_ports(proxy) for chain in inbound_filter_chains(proxy, ip)]
+    extra: dict = {}
+    if any(c["filter_chain_match"].get("transport_protocol") == TLS for c in chains):
+        extra["listener_filters"] = [TLS_INSPECTOR_FILTER]  # populateListenerFilters
+    return _listener("virtualInbound", INBOUND_PORT, "INBOUND", chains, **extra)
 
 
 def sidecar_listeners(proxy: Proxy, routes: Mapping[str, dict]) -> list[dict]:
@@ -168,44 +214,73 @@ def gateway_route_name(gw: Resource, server: Mapping[str, Any]) -> str:
     return f"http.{port.get('number')}"
 
 
-def _sds(name: str) -> dict:
-    return {"name": name, "sds_config": dict(ADS)}
+def _credential_sds(name: str) -> dict:
+    """security/model ConstructSdsSecretConfigForCredential: `kubernetes://<name>` over ADS (what istiod sends;
+    used here only when the Secret is missing or unusable, so the chain fails closed)."""
+    return {"name": f"kubernetes://{name}", "sds_config": {"ads": {}, "resource_api_version": "V3"}}
 
 
-def downstream_tls(tls: Mapping[str, Any]) -> dict:
-    mode = str(tls.get("mode") or "SIMPLE")
-    common: dict = {"alpn_protocols": ["h2", "http/1.1"]}
-    context: dict = {"@type": DOWNSTREAM_TLS}
-    if mode == "ISTIO_MUTUAL":
-        common["tls_certificate_sds_secret_configs"] = [_sds("default")]
-        common["combined_validation_context"] = {"default_validation_context": {},
-                                                 "validation_context_sds_secret_config": _sds("ROOTCA")}
-    elif tls.get("credentialName"):
-        credential = str(tls["credentialName"])
-        common["tls_certificate_sds_secret_configs"] = [_sds(f"kubernetes://{credential}")]
-        if mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
+def _server_credential(proxy: Proxy, gw: Resource | None, path: str, tls: Mapping[str, Any], common: dict,
+                       validate_client: bool) -> None:
+    """A `credentialName` resolved to its Secret (in the gateway's namespace), inline in the context."""
+    name = str(tls["credentialName"])
+    sans = [str(s) for s in tls.get("subjectAltNames") or ()]
+    try:
+        cred = credentials.credential(proxy.mesh.resources, name, proxy.namespace, cert=True, ca=validate_client)
+    except credentials.CredentialError as err:
+        if gw is not None:
+            proxy.notes.add(gw, path, f"{err}; the server refers to SDS kubernetes://{name}, which no one serves "
+                                      "(its TLS handshakes fail)")
+        common["tls_certificate_sds_secret_configs"] = [_credential_sds(name)]
+        if validate_client:
             common["combined_validation_context"] = {
-                "default_validation_context": {},
-                "validation_context_sds_secret_config": _sds(f"kubernetes://{credential}-cacert")}
+                "default_validation_context": {"match_subject_alt_names": authn.exact_sans(sans)} if sans else {},
+                "validation_context_sds_secret_config": _credential_sds(name + credentials.CA_SUFFIX)}
+        return
+    common["tls_certificates"] = [{"certificate_chain": credentials.inline(cred.cert),
+                                   "private_key": credentials.inline(cred.key)}]
+    if validate_client:
+        validation: dict = {"trusted_ca": credentials.inline(cred.ca)}
+        if sans:
+            validation["match_subject_alt_names"] = authn.exact_sans(sans)
+        common["validation_context"] = validation
+
+
+def downstream_tls(proxy: Proxy, tls: Mapping[str, Any], gw: Resource | None = None, path: str = "") -> dict:
+    """istiod's BuildListenerTLSContext for a Gateway server's `tls` (HTTP over TLS)."""
+    mode = str(tls.get("mode") or "SIMPLE")
+    require = mode in ("MUTUAL", "ISTIO_MUTUAL")
+    validate_client = require or mode == "OPTIONAL_MUTUAL"
+    common: dict = {"alpn_protocols": list(authn.ALPN_HTTP)}
+    sans = [str(s) for s in tls.get("subjectAltNames") or ()]
+    if mode == "ISTIO_MUTUAL":
+        common["tls_certificate_sds_secret_configs"] = [authn.sds(authn.SDS_DEFAULT)]
+        common["combined_validation_context"] = {
+            "default_validation_context": {"match_subject_alt_names": authn.exact_sans(sans)} if sans else {},
+            "validation_context_sds_secret_config": authn.sds(authn.SDS_ROOTCA)}
+    elif tls.get("credentialName"):
+        _server_credential(proxy, gw, f"{path}.credentialName", tls, common, validate_client)
     else:
         if tls.get("serverCertificate"):
             common["tls_certificates"] = [{"certificate_chain": {"filename": str(tls["serverCertificate"])},
                                            "private_key": {"filename": str(tls.get("privateKey", ""))}}]
-        if tls.get("caCertificates") and mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
-            common["validation_context"] = {"trusted_ca": {"filename": str(tls["caCertificates"])}}
+        if tls.get("caCertificates") and validate_client:
+            validation: dict = {"trusted_ca": {"filename": str(tls["caCertificates"])}}
+            if sans:
+                validation["match_subject_alt_names"] = authn.exact_sans(sans)
+            common["validation_context"] = validation
     params: dict = {}
-    for src, dst in (("minProtocolVersion", "tls_minimum_protocol_version"),
-                     ("maxProtocolVersion", "tls_maximum_protocol_version")):
-        if tls.get(src) and tls[src] != "TLS_AUTO":
-            params[dst] = str(tls[src]).replace("TLSV", "TLSv")
-    if tls.get("cipherSuites"):
-        params["cipher_suites"] = [str(c) for c in tls["cipherSuites"]]
+    if mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"):  # applyServerTLSSettings
+        for src, dst in (("minProtocolVersion", "tls_minimum_protocol_version"),
+                         ("maxProtocolVersion", "tls_maximum_protocol_version")):
+            if tls.get(src) and tls[src] != "TLS_AUTO":
+                params[dst] = str(tls[src]).replace("TLSV", "TLSv")
+        if tls.get("cipherSuites"):
+            params["cipher_suites"] = [str(c) for c in tls["cipherSuites"]]
     if params:
-        common["tls_params"] = params
-    context["common_tls_context"] = common
-    if mode in ("MUTUAL", "ISTIO_MUTUAL"):
-        context["require_client_certificate"] = True
-    return {"name": "envoy.transport_sockets.tls", "typed_config": context}
+        common = {"tls_params": params, **common}
+    context: dict = {"@type": DOWNSTREAM_TLS, "common_tls_context": common, "require_client_certificate": require}
+    return authn.transport_socket(context)
 
 
 def gateway_servers(proxy: Proxy) -> dict[int, list[tuple[Resource, Mapping[str, Any]]]]:
@@ -233,6 +308,7 @@ def gateway_listeners(proxy: Proxy, servers: Mapping[int, list], routes: Mapping
         plain_done = False
         tls_chains = False
         for gw, server in servers[port]:
+            index = list(gw.spec.get("servers") or ()).index(server)
             route = gateway_route_name(gw, server)
             tls = server.get("tls") or {}
             if route.startswith("https."):
@@ -241,7 +317,7 @@ def gateway_listeners(proxy: Proxy, servers: Mapping[int, list], routes: Mapping
                 if hosts:
                     chain["filter_chain_match"] = {"server_names": hosts}
                 chain["filters"] = [http_connection_manager(proxy, "gateway", f"outbound_{name}", route, routes)]
-                chain["transport_socket"] = downstream_tls(tls)
+                chain["transport_socket"] = downstream_tls(proxy, tls, gw, f"spec.servers[{index}].tls")
                 chains.append(chain)
                 tls_chains = True
             elif not plain_done:
@@ -250,8 +326,7 @@ def gateway_listeners(proxy: Proxy, servers: Mapping[int, list], routes: Mapping
                 plain_done = True
         extra: dict = {}
         if tls_chains:
-            extra["listener_filters"] = [{"name": "envoy.filters.listener.tls_inspector",
-                                          "typed_config": {"@type": TLS_INSPECTOR}}]
+            extra["listener_filters"] = [TLS_INSPECTOR_FILTER]
         out.append(_listener(name, port, "OUTBOUND", chains, **extra))
     for contribute in proxy.options.extensions.listener_contributors:
         out = [contribute(proxy, listener) for listener in out]

@@ -11,6 +11,8 @@ import copy
 from google.protobuf import any_pb2, json_format
 
 import tests.envoy_protos  # noqa: F401  (registers the Envoy message types)
+# transport sockets the security translation emits beyond tests.envoy_protos' list (auto-mTLS plaintext match)
+import envoy.extensions.transport_sockets.raw_buffer.v3.raw_buffer_pb2  # noqa: F401,E402
 
 
 def check_resource(resource: dict) -> None:

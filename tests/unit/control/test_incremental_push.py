@@ -187,8 +187,8 @@ async def test_a_new_service_account_behind_a_service_renders_again_so_istio_mut
     assert result.full
     clusters = {c["name"]: c for c in cp.cache.snapshot(RATINGS.id).resources("cds")}
     sans = clusters[REVIEWS_CLUSTER]["transport_socket"]["typed_config"]["common_tls_context"][
-        "combined_validation_context"]["default_validation_context"]["match_typed_subject_alt_names"]
-    assert {"san_type": "URI", "matcher": {"exact": "spiffe://cluster.local/ns/default/sa/reviews-canary"}} in sans
+        "combined_validation_context"]["default_validation_context"]["match_subject_alt_names"]
+    assert {"exact": "spiffe://cluster.local/ns/default/sa/reviews-canary"} in sans  # istiod StringToExactMatch
 
 
 def test_eds_joined_from_shared_assignments_is_byte_identical_to_a_full_render():

@@ -196,8 +196,8 @@ def test_inline_routes_option_embeds_route_config_instead_of_rds() -> None:
 
 def test_inbound_listener_and_cluster_go_to_the_local_app() -> None:
     rendered = render(workload="reviews-v1")
-    chain = by_name(rendered.listeners, "virtualInbound")["filter_chains"][0]
-    assert chain["filter_chain_match"] == {"destination_port": 9080}
+    chain = by_name(rendered.listeners, "virtualInbound")["filter_chains"][-1]  # PERMISSIVE: the plaintext one
+    assert chain["filter_chain_match"] == {"destination_port": 9080, "transport_protocol": "raw_buffer"}
     route = chain["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]
     assert route["name"] == "inbound|http|9080" and route["domains"] == ["*"]
     assert route["routes"][0]["route"]["cluster"] == f"inbound|9080||{REVIEWS}"
