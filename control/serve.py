@@ -63,7 +63,10 @@ def load_one(path: str, *, strict: bool, limits: LoadLimits) -> LoadResult:
 
 DEFAULT_DEBOUNCE = 0.1  # seconds; istiod PILOT_DEBOUNCE_AFTER
 DEFAULT_LONG_POLL = 30.0  # seconds a long-poll waits before 304
-ENDPOINT_KINDS = ("WorkloadEntry",)  # config kinds whose changes only move endpoints (EDS)
+ENDPOINT_KINDS = ("WorkloadEntry",)
+# kinds whose changes alter endpoints' metadata (auto-mTLS: PeerAuthentication DISABLE and DestinationRule tls
+# decide whether an endpoint carries tlsMode: istio), so EDS is computed again
+ENDPOINT_POLICY_KINDS = ("PeerAuthentication", "DestinationRule")  # config kinds whose changes only move endpoints (EDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,8 +292,8 @@ class ControlPlane:
             self.metrics.config_event(kind, event)
         if any(kind not in ENDPOINT_KINDS for kind, _event in events) or not same_services:
             self.config_generation += 1  # the next push renders again; else it is endpoint-only
-        if not (same_services and same_workloads):
-            self.registry_generation += 1  # endpoints may have moved
+        if not (same_services and same_workloads) or any(kind in ENDPOINT_POLICY_KINDS for kind, _e in events):
+            self.registry_generation += 1  # endpoints may have moved, or their tlsMode metadata changed
         self._resources, self._files = resources, registry
         log.info("config: %d resources from %s (%d changes)", len(resources), self.config_dir, len(events))
         self.schedule_push()

@@ -97,6 +97,10 @@ async def run_dynamic(args: argparse.Namespace, kind: str) -> int:
         return 2
     if kind == "gateway" and not labels:
         labels = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
+    if kind == "sidecar" and args.control.startswith("https://"):
+        # this sidecar will hold a workload certificate: say so as sidecar injection labels a pod, so peers'
+        # auto-mTLS (the cluster's `tlsMode-istio` transport socket match) talks mTLS to it
+        labels.setdefault("security.istio.io/tlsMode", "istio")
     node = build_node(kind=kind, name=args.name, namespace=args.namespace, ip=args.ip,
                       service_account=args.service_account, labels=labels, app_ports=args.app_port,
                       inbound_port=args.inbound_port, outbound_port=args.outbound_port, admin_port=args.admin_port)

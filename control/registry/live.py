@@ -19,8 +19,9 @@ Explicit capture on a shared host (ARCHITECTURE.md decisions 4 and 5): a sidecar
 listener, so its endpoints are `<ip>:<INBOUND_PORT>`, not `<ip>:<targetPort>`. A sidecar that declares one
 app port (or none) serves every port of every service selecting it on that port (see control.xds.generate);
 with several app ports, Kubernetes' targetPort rules pick among them. Gateways (`router`) are endpoints on
-their own ports. Every registered sidecar has `tls_mode` "istio" (what injection's `security.istio.io/tlsMode`
-label says of a pod), so auto-mTLS clients talk mTLS to it; gateways do not.
+their own ports. A registered sidecar has `tls_mode` "istio" when its labels carry injection's
+`security.istio.io/tlsMode: istio` (pyproxy sidecar adds it when it follows the secure port and so holds a
+workload certificate), so auto-mTLS clients talk mTLS to it; a plaintext-only sidecar and gateways do not.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from typing import Collection, Iterable
 
 from control.registry.base import Registry, select_endpoints, workload_port
-from control.registry.model import ISTIO_TLS_MODE, ContainerPort, Endpoint, Service, ServicePort, Workload
+from control.registry.model import ContainerPort, Endpoint, Service, ServicePort, Workload, tls_mode_of
 from control.xds.node import ProxyNode
 
 DEFAULT_GRACE = 10.0  # seconds; istiod's PILOT_WORKLOAD_ENTRY_GRACE_PERIOD
@@ -158,7 +159,9 @@ def proxy_workload(node: ProxyNode, template: Workload | None = None,
         ports=ports + tuple(extra_ports),
         kind=LIVE_KIND,
         owner=(template.owner or template.name) if template is not None else "",
-        tls_mode="" if node.is_gateway else ISTIO_TLS_MODE,  # a registered sidecar terminates Istio mTLS
+        # a sidecar holding a workload certificate says so with the injection label (pyproxy sidecar sets it
+        # when it follows the secure port); one without cannot terminate Istio mTLS, so peers send plaintext
+        tls_mode="" if node.is_gateway else tls_mode_of(node.labels),
     )
 
 

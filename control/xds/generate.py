@@ -8,9 +8,9 @@ in its node metadata, docs/xds.md):
 * the outbound listener `0.0.0.0_15001` binds OUTBOUND_PORT (and is named after it);
 * `virtualInbound` binds INBOUND_PORT. Peers reach a sidecar at `<ip>:<INBOUND_PORT>` (explicit capture), so
   the connection's destination port is the inbound port, not the app port istiod's `destination_port`
-  filter-chain match expects; for a sidecar with one app port the first inbound chain is kept without the
-  match (the others name the same app), with several the chains are kept as translated (correct only under
-  transparent capture) and a note says so;
+  filter-chain match expects; for a sidecar with one app port the first port's chains (mTLS and/or
+  plaintext, per PeerAuthentication) are kept without `destination_port` (the others name the same app), with
+  several the chains are kept as translated (correct only under transparent capture) and a note says so;
 * `inbound|...` clusters of a one-app-port sidecar send to 127.0.0.1:<app port>, whatever the service's
   targetPort (two replicas on one host cannot both listen on the targetPort).
 
@@ -63,9 +63,22 @@ def _inbound_listener(listener: dict, node: ProxyNode, notes: list[str]) -> dict
     out = _with_port(listener, node.inbound_port)
     chains = out.get("filter_chains") or []
     if app_port(node) is not None and chains:
-        first = dict(chains[0])
-        first.pop("filter_chain_match", None)
-        out["filter_chains"] = [first]
+        # the chains of the first port (one per PeerAuthentication mode: mTLS, plaintext): they keep their
+        # transport_protocol / application_protocols match and lose destination_port, which explicit
+        # capture cannot preserve
+        port = (chains[0].get("filter_chain_match") or {}).get("destination_port")
+        kept = []
+        for chain in chains:
+            match = dict(chain.get("filter_chain_match") or {})
+            if match.pop("destination_port", None) != port:
+                continue
+            chain = dict(chain)
+            if match:
+                chain["filter_chain_match"] = match
+            else:
+                chain.pop("filter_chain_match", None)
+            kept.append(chain)
+        out["filter_chains"] = kept
     elif len(chains) > 1:
         notes.append(f"{node.short}: {len(chains)} inbound ports share {VIRTUAL_INBOUND} on port "
                      f"{node.inbound_port}; chains match the app port, which only transparent capture preserves")

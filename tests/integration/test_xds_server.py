@@ -199,26 +199,33 @@ async def test_a_registered_proxy_appears_in_another_proxys_eds_and_leaves_after
     await productpage.sync()
     cluster = "outbound|9080|v1|reviews.default.svc.cluster.local"
     assert productpage.endpoints(cluster) == []  # file Deployments are templates, not endpoints
-    poll = asyncio.create_task(productpage.post("endpoints", wait=10))
+    # the first workload behind reviews brings its service account into the clusters' SAN lists (auto-mTLS,
+    # as istiod), so CDS changes too: the waiting CDS long-poll wakes, then EDS follows in ADS order
+    poll = asyncio.create_task(productpage.post("clusters", wait=10))
     reviews = Proxy(session, base, REVIEWS)
     await reviews.post("clusters")  # connecting registers it
     status, _ = await poll
     assert status == 200
+    assert (await productpage.post("clusters", wait=0))[0] == 304  # the ACK that opens EDS (ADS order)
+    assert (await productpage.post("endpoints"))[0] == 200
     assert productpage.endpoints(cluster) == [("127.0.0.1", 15106)]  # its sidecar's inbound port
     assert productpage.endpoints("outbound|9080|v2|reviews.default.svc.cluster.local") == []
     inbound = [c for c in reviews.held["clusters"]["resources"] if c["name"].startswith("inbound|9080|")]
     lb = inbound[0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
     assert lb["endpoint"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 9181}  # app
 
-    # reviews stops polling; before the grace period it stays, after it is gone
-    poll = asyncio.create_task(productpage.post("endpoints", wait=10))
+    # reviews stops polling; before the grace period it stays, after it is gone (its service account leaves the
+    # SAN lists: CDS wakes first again)
+    poll = asyncio.create_task(productpage.post("clusters", wait=10))
     await asyncio.sleep(0.05)
     clock.now += GRACE - 1
     assert cp.expire() == ()
     clock.now += 1
     assert [n.name for n in cp.expire()] == ["reviews-v1"]
     status, _ = await poll
-    assert status == 200 and productpage.endpoints(cluster) == []
+    assert status == 200 and (await productpage.post("clusters", wait=0))[0] == 304
+    assert (await productpage.post("endpoints"))[0] == 200
+    assert productpage.endpoints(cluster) == []
     assert "reviews-v1.default" not in await syncz(session, base)
 
 
@@ -365,11 +372,13 @@ async def test_after_a_restart_remembered_proxies_keep_their_endpoints_until_the
                 productpage = Proxy(session, base, PRODUCTPAGE)  # reconnects first, after the restart
                 await productpage.sync()
                 assert productpage.endpoints(cluster) == [("127.0.0.1", 15106)]
-                poll = asyncio.create_task(productpage.post("endpoints", wait=10))
+                poll = asyncio.create_task(productpage.post("clusters", wait=10))  # SAN lists change first
                 await asyncio.sleep(0.05)
                 clock.now += GRACE
                 assert [n.name for n in cp.expire()] == ["reviews-v1"]  # it never came back
-                assert (await poll)[0] == 200 and productpage.endpoints(cluster) == []
+                assert (await poll)[0] == 200 and (await productpage.post("clusters", wait=0))[0] == 304
+                assert (await productpage.post("endpoints"))[0] == 200
+                assert productpage.endpoints(cluster) == []
             finally:
                 await runner.cleanup()
                 await cp.stop()

@@ -12,9 +12,6 @@ Refused on purpose, each pinned below to the exact field the decoder names:
 TLS contexts (UpstreamTlsContext / DownstreamTlsContext / tls_inspector) and the CORS filter decode, but the
 data plane does not act on them yet (other issues); decoding is what this test proves.
 
-Pending in the data plane (the dp-tls branch implements them; `PENDING` pins today's refusal so that its
-landing makes this test fail until the entries are removed): cluster `transport_socket_matches` (auto-mTLS,
-on every in-mesh cluster) and the inbound HCM's `set_current_client_cert_details`.
 """
 from __future__ import annotations
 
@@ -53,13 +50,7 @@ def _resources():
 RESOURCES = list(_resources())
 
 
-PENDING = (
-    ('"transport_socket_matches"', "transport_socket_matches: unknown or unsupported field"),
-    ('"set_current_client_cert_details"', "set_current_client_cert_details: unknown or unsupported field"),
-)
-
-
-def _refusal(resource: dict, refused=PENDING + REFUSED) -> str | None:
+def _refusal(resource: dict, refused=REFUSED) -> str | None:
     text = json.dumps(resource)
     return next((expected for marker, expected in refused if marker in text), None)
 

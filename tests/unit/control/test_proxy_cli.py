@@ -88,8 +88,6 @@ def test_route_rows_name_the_virtual_service_of_each_route_and_default_routes_no
     assert rows[("details", "/*")] == "-" and rows[("allow_any", "/*")] == "-"  # no VirtualService
 
 
-@pytest.mark.xfail(strict=True, reason="pyproxy.config.model has no Cluster.transport_socket_matches until the "
-                   "dp-tls branch lands (auto-mTLS puts it on every in-mesh cluster); strict: remove this mark then")
 def test_the_virtual_service_column_survives_pyproxys_config_dump(dump):
     """pyproxy decodes route and cluster metadata and encodes it back in /config_dump."""
     from pyproxy.config.decode import decode, encode
