@@ -232,6 +232,16 @@ def identities(mesh: Mesh) -> list[tuple[str, str]]:
     return out
 
 
+def plaintext_refused(port: int) -> str:
+    """What a client without a certificate gets from a STRICT inbound listener: the connection is closed
+    (no filter chain matches plaintext), never an answer from the app."""
+    try:
+        status, _ = http(f"http://127.0.0.1:{port}/anything", {"Host": "reviews:9080"})
+    except OSError as e:  # urllib wraps resets and closes
+        return f"refused ({type(e).__name__}), as STRICT requires"
+    return f"answered {status} (NOT refused)"
+
+
 def served_by(outbound: int, host: str, n: int, headers: dict[str, str] | None = None) -> collections.Counter:
     seen: collections.Counter = collections.Counter()
     for _ in range(n):
@@ -255,7 +265,16 @@ def main(argv: list[str] | None = None) -> int:
               f"({mesh.secure_url}) with its service-account token, then followed xDS there:")
         for name, identity in identities(mesh):
             print(f"       {name:22} {identity}")
-        print("       (traffic between the sidecars below is still plaintext: data-plane mTLS comes next)\n")
+        print()
+        print("[demo] PeerAuthentication istio-system/default says STRICT (examples/mesh/security.yaml): the sidecars "
+              "talk mutual TLS to each other\n       (auto-mTLS, certificates from the mesh CA); the server side "
+              "hands its app the caller's identity in x-forwarded-client-cert:")
+        status, body = http(f"http://127.0.0.1:{pp['outbound']}/anything", {"Host": "details:9080"})
+        seen = {k.lower(): v for k, v in json.loads(body)["headers"].items()} if status == 200 else {}
+        xfcc = seen.get("x-forwarded-client-cert", "-") if status == 200 else f"HTTP {status}"
+        print(f"       details saw: x-forwarded-client-cert: {xfcc}")
+        print(f"       plaintext straight to reviews-v1's sidecar (port {mesh.sidecars['reviews-v1']['inbound']}): "
+              f"{plaintext_refused(mesh.sidecars['reviews-v1']['inbound'])}\n")
         print("[demo] as the productpage app: 20 requests to http://reviews:9080 through productpage's sidecar")
         print(f"       (curl -H 'Host: reviews:9080' http://127.0.0.1:{pp['outbound']}/anything)")
         print("       VirtualService reviews: 80% v1 / 20% v2 ->", dict(served_by(pp["outbound"], "reviews:9080", 20)))

@@ -37,3 +37,8 @@ def test_mesh_demo_routes_through_sidecars_by_the_virtual_service():
     assert "reviews-v1" in split and "HTTP" not in split  # every request answered by a reviews app
     gateway = next(line for line in r.stdout.splitlines() if "through the ingress gateway: GET" in line)
     assert "-> 200, served by productpage-v1" in gateway
+    # STRICT mTLS between the sidecars: the server side saw the caller's SPIFFE identity, plaintext is refused
+    xfcc = next(line for line in r.stdout.splitlines() if "details saw: x-forwarded-client-cert:" in line)
+    assert "By=spiffe://cluster.local/ns/default/sa/bookinfo-details;" in xfcc
+    assert xfcc.endswith("URI=spiffe://cluster.local/ns/default/sa/bookinfo-productpage")
+    assert "as STRICT requires" in next(line for line in r.stdout.splitlines() if "plaintext straight to" in line)
