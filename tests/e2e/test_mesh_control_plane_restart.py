@@ -22,6 +22,20 @@ WORKLOADS = (("productpage-v1", labels("productpage")), ("reviews-v1", labels("r
              ("reviews-v2", labels("reviews", "v2")))
 
 
+async def more_answers(live: list, n: int, traffic: asyncio.Task, timeout: float = 20.0) -> None:
+    """Let the load run until `n` more requests were answered (bounded): the test's notion of "a while",
+    counted in requests rather than slept in seconds."""
+    target = len(live) + n
+
+    async def wait() -> None:
+        while len(live) < target:
+            if traffic.done():
+                traffic.result()  # a crashed load surfaces here
+                raise AssertionError("the load stopped early")
+            await asyncio.sleep(0.02)
+    await asyncio.wait_for(wait(), timeout)
+
+
 @pytest.mark.slow
 async def test_killing_the_control_plane_keeps_traffic_flowing_and_a_restart_resyncs_every_proxy(
         mesh: Mesh, record_property):
@@ -36,13 +50,13 @@ async def test_killing_the_control_plane_keeps_traffic_flowing_and_a_restart_res
     live: list = []
     traffic = asyncio.create_task(load(client.outbound_port, "reviews:9080", until=lambda _: done.is_set(),
                                        max_seconds=60, answers=live))
-    await asyncio.sleep(0.5)
+    await more_answers(live, 20, traffic)
 
     killed = time.monotonic()
     cp.kill()
-    await asyncio.sleep(1.0)
+    await more_answers(live, 30, traffic)  # traffic keeps flowing with the control plane gone
     edited = mesh.write("reviews-vs.yaml", virtual_service("reviews", {"v2": 100}))
-    await asyncio.sleep(1.0)
+    await more_answers(live, 30, traffic)  # ... and the edit applies nowhere while it is down
     restarted = time.monotonic()
     await mesh.restart_control_plane()
 
@@ -60,7 +74,7 @@ async def test_killing_the_control_plane_keeps_traffic_flowing_and_a_restart_res
         acked = {t: row["types"][t]["acked"]["version"] for t in XDS_TYPES}
         assert {t: info["xds"][t]["version"] for t in XDS_TYPES} == acked, (w.name, info["xds"], row)
         assert info["control_plane_connected"] is True
-    await asyncio.sleep(0.5)
+    await more_answers(live, 20, traffic)
     done.set()
     answers = await traffic
 
@@ -102,19 +116,19 @@ async def test_after_a_restart_a_proxy_that_reconnects_late_keeps_its_endpoints_
         live: list = []
         traffic = asyncio.create_task(load(client.outbound_port, "reviews:9080", until=lambda _: done.is_set(),
                                            max_seconds=60, answers=live))
-        await asyncio.sleep(0.3)
+        await more_answers(live, 10, traffic)
         cp.kill()
         relay.set_cut(True)
-        await asyncio.sleep(0.5)
+        await more_answers(live, 10, traffic)
         restarted = time.monotonic()
         await mesh.restart_control_plane()
         await mesh.wait_all_synced(["productpage-v1"])
         resynced = time.monotonic()
-        await asyncio.sleep(2.0)
+        await more_answers(live, 60, traffic)  # productpage resynced; reviews-v1 stays cut for a while
         hosts_while_cut = (await client.clusters()).get(v1, set())
         relay.set_cut(False)
         await mesh.wait_all_synced(["productpage-v1", "reviews-v1"])
-        await asyncio.sleep(0.3)
+        await more_answers(live, 10, traffic)
         done.set()
         answers = await traffic
     finally:

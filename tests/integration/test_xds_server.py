@@ -112,6 +112,14 @@ async def syncz(session, base) -> dict:
         return {p["name"]: p for p in await resp.json()}
 
 
+async def wait_for_metric(session, murl: str, name: str, value: float, timeout: float = 5.0) -> None:
+    """Poll the control plane's metric until it reads `value` (bounded): sequencing without a fixed sleep."""
+    async def poll() -> None:
+        while await metric(session, murl, name) != value:
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(poll(), timeout)
+
+
 async def metric(session, url: str, name: str, labels: dict | None = None) -> float:
     async with session.get(f"{url}/metrics") as resp:
         text = await resp.text()
@@ -171,24 +179,22 @@ async def test_nack_shows_stale_with_the_error_and_counts_a_reject(mesh):
     assert await metric(session, murl, "pilot_total_xds_rejects", {"type": "rds"}) == 1.0
 
 
-async def test_editing_a_virtual_service_wakes_a_long_poll_well_under_a_second(mesh):
+async def test_editing_a_virtual_service_wakes_the_waiting_long_poll(mesh):
+    """A config edit reaches a proxy that is waiting on a long-poll (how fast is for benchmarks/xds_bench.py)."""
     _cp, base, murl, config, _clock, session = mesh
     proxy = Proxy(session, base, PRODUCTPAGE)
     await proxy.sync()
     before = proxy.held["routes"]["version_info"]
     poll = asyncio.create_task(proxy.post("routes", wait=10))
-    await asyncio.sleep(0.05)
-    assert not poll.done()  # nothing new: the ACK waits
+    await wait_for_metric(session, murl, "pilot_xds", 1)  # the long-poll is waiting (nothing new: the ACK waits)
+    assert not poll.done()
     traffic = config / "traffic.yaml"
-    started = time.monotonic()
     traffic.write_text(traffic.read_text().replace("weight: 80", "weight: 50").replace("weight: 20", "weight: 50"))
     status, rds = await poll
-    elapsed = time.monotonic() - started
     assert status == 200 and rds["version_info"] != before
     weights = [c["weight"] for rc in rds["resources"] for vh in rc["virtual_hosts"] for r in vh["routes"]
                for c in r.get("route", {}).get("weighted_clusters", {}).get("clusters", [])]
     assert 50 in weights and 80 not in weights
-    assert elapsed < 1.0, f"push took {elapsed:.3f}s"
     assert await metric(session, murl, "pilot_xds_pushes", {"type": "rds"}) >= 2
     assert await metric(session, murl, "pilot_k8s_cfg_events", {"type": "VirtualService", "event": "update"}) == 1
 
@@ -217,7 +223,7 @@ async def test_a_registered_proxy_appears_in_another_proxys_eds_and_leaves_after
     # reviews stops polling; before the grace period it stays, after it is gone (its service account leaves the
     # SAN lists: CDS wakes first again)
     poll = asyncio.create_task(productpage.post("clusters", wait=10))
-    await asyncio.sleep(0.05)
+    await wait_for_metric(session, murl, "pilot_xds", 1)  # the long-poll is in
     clock.now += GRACE - 1
     assert cp.expire() == ()
     clock.now += 1
@@ -234,7 +240,7 @@ async def test_a_long_poll_in_flight_keeps_a_proxy_registered(mesh):
     reviews = Proxy(session, base, REVIEWS)
     await reviews.post("clusters")
     poll = asyncio.create_task(reviews.post("clusters", wait=10))
-    await asyncio.sleep(0.05)
+    await wait_for_metric(session, murl, "pilot_xds", 1)  # the long-poll is in
     assert await metric(session, murl, "pilot_xds") == 1  # the waiting long-poll is a connected proxy
     clock.now += GRACE * 2
     assert cp.expire() == ()  # waiting on a long-poll = connected
@@ -372,8 +378,9 @@ async def test_after_a_restart_remembered_proxies_keep_their_endpoints_until_the
                 productpage = Proxy(session, base, PRODUCTPAGE)  # reconnects first, after the restart
                 await productpage.sync()
                 assert productpage.endpoints(cluster) == [("127.0.0.1", 15106)]
-                poll = asyncio.create_task(productpage.post("clusters", wait=10))  # SAN lists change first
-                await asyncio.sleep(0.05)
+                # the expiry below changes CDS (SAN lists) whether or not the long-poll is in yet: either way
+                # it answers 200 with the new clusters
+                poll = asyncio.create_task(productpage.post("clusters", wait=10))
                 clock.now += GRACE
                 assert [n.name for n in cp.expire()] == ["reviews-v1"]  # it never came back
                 assert (await poll)[0] == 200 and (await productpage.post("clusters", wait=0))[0] == 304
