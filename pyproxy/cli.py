@@ -197,7 +197,8 @@ class SecureControl:
         s = self.agent.secret
         return {"identity": s.identity.uri if s else None,
                 "workload_certificate": None if s is None else {
-                    "serial_number": _serial(s.cert_chain_pem), "valid_until": _utc(s.not_after),
+                    "serial_number": _serial(s.cert_chain_pem), "sha256": _fingerprint(s.cert_chain_pem),
+                    "valid_until": _utc(s.not_after),
                     "renewal_at": _utc(s.rotate_at)},
                 "certificate_rotations": self.agent.rotations, "certificate_failures": self.agent.failures}
 
@@ -232,6 +233,16 @@ def _secure_control(args: argparse.Namespace, node: dict[str, Any], server: Any)
     agent = CertificateAgent(args.control, root_cert_path=args.ca_root, token_path=args.token_file,
                              identity=identity, ttl=args.secret_ttl, renew_with_certificate=True)
     return SecureControl(agent, credentials, server)
+
+
+def _fingerprint(chain_pem: bytes) -> str:
+    """SHA-256 of the leaf's DER, hex: what a peer's x-forwarded-client-cert `Hash=` shows for it."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from .tls.pki import load_certificates
+    return hashlib.sha256(load_certificates(chain_pem, "workload certificate")[0].public_bytes(Encoding.DER)).hexdigest()
 
 
 def _seconds(text: str) -> float:

@@ -289,7 +289,9 @@ class CertificateAuthority:
     def issue_server_certificate(self, public_key: PublicKeyTypes, dns_names: Iterable[str], ttl_seconds: float,
                                  *, uris: Iterable[str] = ()) -> tuple[str, ...]:
         """A serving certificate for the control plane itself (15012): DNS and IP SANs (strings that parse as
-        an IP address become IP SANs), optional URI SANs. Same template as a workload's."""
+        an IP address become IP SANs), optional URI SANs. Same template as a workload's. Its lifetime is not
+        bounded by the workload policy (`--max-cert-ttl` is about what workloads may ask for; istiod's own DNS
+        certificate is not a workload's either), only by the CA chain's expiry."""
         sans: list[x509.GeneralName] = []
         for name in dns_names:
             try:
@@ -298,7 +300,10 @@ class CertificateAuthority:
                 sans.append(x509.DNSName(name))
         sans.extend(x509.UniformResourceIdentifier(u) for u in uris)
         now = self._clock()
-        not_after = self.resolve_ttl(ttl_seconds, now)
+        expiry = self.chain_expiry
+        if expiry <= now:
+            raise SigningError(f"CA certificate chain expired at {iso_time(expiry)}", "CANotReady", Reason.UNAVAILABLE)
+        not_after = min(now + ttl_seconds, expiry)
         builder = _leaf_builder(public_key, self.signing_cert, now - CLOCK_SKEW_GRACE, not_after, sans,
                                 x509.Name([]))
         return self.response_chain(builder.sign(self.signing_key, hashes.SHA256()))

@@ -157,14 +157,17 @@ def ca_app(service: CertificateService) -> web.Application:
     return app
 
 
+SERVING_CERT_TTL = 90 * 24 * 3600  # the 15012 certificate: 90 days (MAX_WORKLOAD_CERT_TTL's value), whatever
+#                                   --max-cert-ttl says workloads may ask for; not renewed while running
+
+
 def server_ssl_context(authority: CertificateAuthority, *, hosts: Sequence[str] = SERVING_HOSTS,
                        key_type: KeyType = KeyType.EC_P256, ttl: float | None = None) -> ssl.SSLContext:
     """The TLS context of 15012: a serving certificate the CA issues to itself (DNS/IP SANs `hosts`, a new key
     in memory only), the trust bundle to verify client certificates, which are optional (token callers have
     none; renewing workloads and xDS clients with certificates present theirs)."""
     key = generate_key(key_type)
-    chain = authority.issue_server_certificate(key.public_key(), hosts,
-                                               authority.policy.max_ttl if ttl is None else ttl)
+    chain = authority.issue_server_certificate(key.public_key(), hosts, SERVING_CERT_TTL if ttl is None else ttl)
     served = chain[:len(chain) - len(authority.roots)]  # leaf + intermediates; the peer has the roots
     return server_context("".join(served).encode("ascii"), private_key_pem(key), authority.trust_bundle_pem,
                           require_client_cert=False)

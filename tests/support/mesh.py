@@ -77,8 +77,10 @@ async def get_json(url: str) -> Any:
 
 class ControlPlane(Process):
     def __init__(self, workdir: pathlib.Path, config_dir: pathlib.Path, *, grace: float, debounce: float,
-                 long_poll_timeout: float, xds_port: int = 0, secure: bool = False, plaintext: str = "on"):
+                 long_poll_timeout: float, xds_port: int = 0, secure: bool = False, plaintext: str = "on",
+                 extra_args: Iterable[str] = ()):
         self.config_dir = config_dir
+        self.extra_args = list(extra_args)  # e.g. --max-cert-ttl 6s, --cacerts DIR; change it before a restart
         self.grace, self.debounce, self.long_poll_timeout = grace, debounce, long_poll_timeout
         self.xds_port = xds_port
         self.metrics_port = 0
@@ -142,6 +144,7 @@ class ControlPlane(Process):
                      "--plaintext-xds", self.plaintext]
         if self.secure:
             self.argv += ["--secure-port", str(self.secure_port), "--ca-dir", str(self.ca_dir)]
+        self.argv += self.extra_args
         self.starts += 1
         super().start()
         return self
@@ -325,11 +328,12 @@ class Mesh:
 
     async def control_plane(self, *, grace: float = 1.0, debounce: float = 0.1,
                             long_poll_timeout: float = 30.0, secure: bool = False,
-                            plaintext: str | None = None) -> ControlPlane:
-        """`secure`: also the secure port (CA + authenticated xDS), plaintext xDS `read-only` unless given."""
+                            plaintext: str | None = None, extra_args: Iterable[str] = ()) -> ControlPlane:
+        """`secure`: also the secure port (CA + authenticated xDS), plaintext xDS `read-only` unless given;
+        `extra_args` go to `pyproxy-control serve` as they are (`--max-cert-ttl 6s`, `--cacerts DIR`)."""
         cp = ControlPlane(self.workdir, self.config_dir, grace=grace, debounce=debounce,
                           long_poll_timeout=long_poll_timeout, secure=secure,
-                          plaintext=plaintext or ("read-only" if secure else "on"))
+                          plaintext=plaintext or ("read-only" if secure else "on"), extra_args=extra_args)
         self.cp = self._track(cp)
         cp.start()
         return await cp.ready()
