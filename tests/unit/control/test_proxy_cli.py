@@ -67,9 +67,8 @@ def test_listener_rows_show_match_and_destination(dump):
     rows = cli.listener_rows(cli.dump_listeners(dump))
     assert ["0.0.0.0", 15001, "ALL", "Route: http_proxy"] in [[r[0], r[1], r[2], r[3]] for r in rows]
     inbound = [r for r in rows if r[1] == 15006]
-    assert inbound[0][2] == ("Trans: tls; App: istio,istio-peer-exchange,istio-http/1.0,istio-http/1.1,istio-h2; "
-                             "Addr: *:9080")  # PERMISSIVE: the mTLS chain first, as istiod orders them
-    assert inbound[1][2] == "Trans: raw_buffer; Addr: *:9080"
+    # examples/mesh/security.yaml makes the mesh STRICT: one mTLS chain, no ALPN match (istiod's STRICT chain)
+    assert [r[2] for r in inbound] == ["Trans: tls; Addr: *:9080"]
     assert inbound[0][3] == "Inline Route: /* -> inbound|9080||reviews.default.svc.cluster.local"
     assert [r[1] for r in cli.listener_rows(cli.dump_listeners(dump), port=9080)] == [9080]
 
