@@ -25,7 +25,7 @@ Sidecar (istiod listener_builder.go, adapted to ARCHITECTURE.md decision 5, expl
 Connection managers use RDS `{route_config_name, config_source: {ads: {}}}` unless `Options.inline_routes`.
 Settings istiod puts on every sidecar HCM: `use_remote_address` false (gateways: true), `stream_idle_timeout`
 0s, `normalize_path` true, websocket upgrades, HTTP/1.0 accepted; inbound and gateways send `server:
-istio-envoy`. HTTP filters: security contributors, envoy.filters.http.fault, envoy.filters.http.cors, stats /
+istio-envoy`. HTTP filters: inbound RBAC from AuthorizationPolicy (authz.py), security contributors, envoy.filters.http.fault, envoy.filters.http.cors, stats /
 rate-limit contributors, envoy.filters.http.router.
 
 Gateway (istiod gateway.go): one listener `0.0.0.0_<port>` per server port. Plain HTTP servers share one chain
@@ -44,7 +44,7 @@ from typing import Any, Mapping
 
 from control.istio.resources import Resource
 from control.registry.model import Protocol
-from control.translate import authn, credentials
+from control.translate import authn, authz, credentials
 from control.translate.clusters import InboundPort, inbound_ports
 from control.translate.common import (ADS, CORS, DOWNSTREAM_TLS, FAULT, HCM, INBOUND_PORT, LISTENER, OUTBOUND_PORT,
                                       ROUTER, TCP_PROXY, TLS_INSPECTOR, Proxy, cluster_name)
@@ -57,7 +57,7 @@ TERMINATING_TLS = ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL")
 
 def http_filters(proxy: Proxy, direction: str) -> list[dict]:
     ext = proxy.options.extensions
-    out: list[dict] = []
+    out: list[dict] = authz.http_filters(proxy, direction)  # AuthorizationPolicy: RBAC filters (inbound)
     for contribute in ext.http_filters_authn:
         out += contribute(proxy, direction)
     out.append({"name": "envoy.filters.http.fault", "typed_config": {"@type": FAULT}})
@@ -174,6 +174,7 @@ def inbound_filter_chains(proxy: Proxy, ip: InboundPort) -> list[dict]:
         filters = [http_connection_manager(proxy, "inbound", stat, rc["name"], {rc["name"]: rc}, inline=True)]
     else:
         filters = [_tcp_proxy(ip.cluster, ip.cluster)]
+        authz.note_tcp_port(proxy, ip.port)
     chains = []
     for match, terminates in inbound_chain_options(authn.effective_mtls(proxy.mesh, proxy.workload, ip.port), http):
         chain: dict = {"filter_chain_match": {"destination_port": ip.port, **match}, "filters": filters}
@@ -199,6 +200,8 @@ def sidecar_listeners(proxy: Proxy, routes: Mapping[str, dict]) -> list[dict]:
     out = outbound_listeners(proxy, routes)
     if inbound_ports(proxy):
         out.append(inbound_listener(proxy))
+    else:
+        authz.note_no_inbound(proxy)
     for contribute in proxy.options.extensions.listener_contributors:
         out = [contribute(proxy, listener) for listener in out]
     return out

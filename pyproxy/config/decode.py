@@ -165,6 +165,12 @@ def _decode_value(f: dataclasses.Field, tp: Any, raw: Any, path: str) -> Any:
         if not isinstance(raw, Mapping):
             raise ConfigError(path, "expected a map of name -> typed config")
         return MappingProxyType({k: decode_any(v, f"{path}[{k!r}]") for k, v in raw.items()})
+    if kind == "message_map":  # map<string, Message>: each value decoded as the Mapping's value type
+        if not isinstance(raw, Mapping):
+            raise ConfigError(path, "expected a map of name -> message")
+        (mapping,) = [a for a in typing.get_args(tp) if a is not NoneType]
+        item = typing.get_args(mapping)[1]
+        return MappingProxyType({str(k): _decode_typed(item, v, f"{path}[{k!r}]") for k, v in raw.items()})
     if kind == schema.STRUCT:
         return _freeze_json(raw)
     if kind == schema.WRAPPED and isinstance(raw, Mapping) and set(raw) == {"value"}:
@@ -257,6 +263,8 @@ def encode(obj: Any, *, as_any: bool = False) -> Any:
             out[f.name] = _fmt_duration(value)
         elif kind == "any_map":
             out[f.name] = {k: encode(v, as_any=True) for k, v in value.items()}
+        elif kind == "message_map":
+            out[f.name] = {k: encode(v) for k, v in value.items()}
         elif kind == schema.ANY:
             out[f.name] = encode(value, as_any=True)
         elif isinstance(value, tuple):

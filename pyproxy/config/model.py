@@ -640,6 +640,133 @@ class CorsPolicy:
     forward_not_matching_preflights: bool | None = wrapped()  # default true
 
 
+# ---------------------------------------------------------------- RBAC (envoy.filters.http.rbac)
+# envoy/config/rbac/v3/rbac.proto and envoy/extensions/filters/http/rbac/v3/rbac.proto: evaluated by
+# pyproxy.filters.rbac_logic (pure) behind pyproxy.filters.rbac; docs/authz.md.
+
+
+@frozen
+class PathMatcher:
+    """envoy.type.matcher.v3.PathMatcher: a StringMatcher on the path without query and fragment."""
+
+    path: StringMatcher | None = fld(required=True)
+
+
+@frozen
+class PathSegment:
+    key: str = fld(required=True)
+
+
+@frozen
+class ValueMatcher:
+    """envoy.type.matcher.v3.ValueMatcher (the subset RBAC metadata matchers use)."""
+
+    string_match: StringMatcher | None = None
+    present_match: bool | None = None
+    bool_match: bool | None = None
+    REQUIRED_ONEOFS = (("string_match", "present_match", "bool_match"),)
+
+
+@frozen
+class MetadataMatcher:
+    """envoy.type.matcher.v3.MetadataMatcher: dynamic metadata `filter` -> `path` keys -> `value`."""
+
+    filter: str = fld(required=True)
+    path: tuple[PathSegment, ...] = ()
+    value: ValueMatcher | None = fld(required=True)
+    invert: bool = False
+
+
+@frozen
+class Int32Range:
+    start: int = 0
+    end: int = 0
+
+
+@frozen
+class PermissionSet:
+    rules: tuple[Permission, ...] = ()
+
+
+@frozen
+class Permission:
+    """envoy.config.rbac.v3.Permission: exactly one rule (what the request is for)."""
+
+    and_rules: PermissionSet | None = None
+    or_rules: PermissionSet | None = None
+    any: bool | None = None
+    header: HeaderMatcher | None = None
+    url_path: PathMatcher | None = None
+    destination_ip: CidrRange | None = None
+    destination_port: int | None = None
+    destination_port_range: Int32Range | None = None
+    metadata: MetadataMatcher | None = None
+    not_rule: Permission | None = None
+    requested_server_name: StringMatcher | None = None
+    REQUIRED_ONEOFS = (("and_rules", "or_rules", "any", "header", "url_path", "destination_ip", "destination_port",
+                        "destination_port_range", "metadata", "not_rule", "requested_server_name"),)
+
+
+@frozen
+class PrincipalSet:
+    ids: tuple[Principal, ...] = ()
+
+
+@frozen
+class Authenticated:
+    """The peer's certificate: URI SANs, then DNS SANs, then the subject, against `principal_name`
+    (unset: any authenticated peer)."""
+
+    principal_name: StringMatcher | None = None
+
+
+@frozen
+class Principal:
+    """envoy.config.rbac.v3.Principal: exactly one identifier (who sends the request)."""
+
+    and_ids: PrincipalSet | None = None
+    or_ids: PrincipalSet | None = None
+    any: bool | None = None
+    authenticated: Authenticated | None = None
+    source_ip: CidrRange | None = None
+    direct_remote_ip: CidrRange | None = None
+    remote_ip: CidrRange | None = None
+    header: HeaderMatcher | None = None
+    url_path: PathMatcher | None = None
+    metadata: MetadataMatcher | None = None
+    not_id: Principal | None = None
+    REQUIRED_ONEOFS = (("and_ids", "or_ids", "any", "authenticated", "source_ip", "direct_remote_ip", "remote_ip",
+                        "header", "url_path", "metadata", "not_id"),)
+
+
+@frozen
+class Policy:
+    """A policy matches when ANY permission and ANY principal match."""
+
+    permissions: tuple[Permission, ...] = fld((), required=True)
+    principals: tuple[Principal, ...] = fld((), required=True)
+
+
+@frozen
+class RBACRules:
+    """envoy.config.rbac.v3.RBAC: `action` applied when a policy matches (LOG only marks the request)."""
+
+    action: str = enum("ALLOW", "DENY", "LOG")
+    policies: Mapping[str, Policy] | None = fld(kind="message_map")
+
+
+@typed("envoy.extensions.filters.http.rbac.v3.RBAC")
+@frozen
+class RBAC:
+    """envoy.filters.http.rbac: enforced `rules` and logged-only `shadow_rules` (Istio's dry-run)."""
+
+    rules: RBACRules | None = None
+    rules_stat_prefix: str = ""
+    shadow_rules: RBACRules | None = None
+    shadow_rules_stat_prefix: str = ""
+    track_per_rule_stats: bool = False
+
+
 # ---------------------------------------------------------------- TLS transport sockets
 # envoy.extensions.transport_sockets.tls.v3: served by pyproxy.tls.transport_socket (docs/tls.md).
 

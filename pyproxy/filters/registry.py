@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config.model import Cors, HTTPFault
-from . import cors, fault
+from ..config.model import RBAC, Cors, HTTPFault
+from . import cors, fault, rbac
 from .base import FactoryBuilder, FilterFactory
 
 ROUTER = "envoy.filters.http.router"
@@ -16,8 +16,10 @@ ROUTER = "envoy.filters.http.router"
 BY_NAME: dict[str, FactoryBuilder] = {
     fault.NAME: fault.build_factory,
     cors.NAME: cors.build_factory,
+    rbac.NAME: rbac.build_factory,
 }
-BY_TYPE: dict[type, FactoryBuilder] = {HTTPFault: fault.build_factory, Cors: cors.build_factory}
+BY_TYPE: dict[type, FactoryBuilder] = {HTTPFault: fault.build_factory, Cors: cors.build_factory,
+                                       RBAC: rbac.build_factory}
 
 
 def supported() -> list[str]:

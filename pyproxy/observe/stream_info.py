@@ -182,6 +182,8 @@ class StreamInfo:
         "connection_id",
         # routing
         "route_name",
+        # filters' dynamic metadata (namespace -> {key: value}), e.g. envoy.filters.http.rbac; None until set
+        "dynamic_metadata",
     )
 
     def __init__(self, start_time: float = 0.0, start_monotonic: float = 0.0) -> None:
@@ -222,6 +224,13 @@ class StreamInfo:
         self.downstream_transport_failure_reason: str | None = None
         self.connection_id: int | None = None
         self.route_name: str | None = None
+        self.dynamic_metadata: dict[str, dict[str, Any]] | None = None
+
+    def set_dynamic_metadata(self, namespace: str, values: dict[str, Any]) -> None:
+        """Merge `values` into the namespace (Envoy `setDynamicMetadata` merges the struct's fields)."""
+        if self.dynamic_metadata is None:
+            self.dynamic_metadata = {}
+        self.dynamic_metadata.setdefault(namespace, {}).update(values)
 
     def has_response_flag(self, flag: int) -> bool:
         return bool(self.response_flags & flag)

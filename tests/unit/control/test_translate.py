@@ -311,7 +311,8 @@ metadata: {name: cp, namespace: istio-system}
 spec: {meshConfig: {accessLogFile: /dev/stdout}}
 """)
     notes = "\n".join(rendered.notes)
-    assert "AuthorizationPolicy default/client-only" in notes and "translated with security" in notes
+    assert "AuthorizationPolicy default/client-only: spec: applies to this proxy, which serves no inbound port" \
+        in notes
     assert "reviews-only" not in notes  # it does not select the client
     assert "meshConfig.accessLogFile" in notes and "translated with telemetry" in notes
 

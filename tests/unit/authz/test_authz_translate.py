@@ -1,0 +1,110 @@
+"""AuthorizationPolicy -> RBAC filter translation (control.translate.authz) as tables: string forms, fields,
+filter order, dry-run, empty spec / empty rule, CUSTOM, error handling per action. Each output parses with
+Envoy's protos and decodes into pyproxy's model."""
+from __future__ import annotations
+
+import pytest
+
+from control.istio.load import load_text
+from control.translate.authz import build_filters, cidr, rule_policy, string_matcher
+from control.translate.common import Notes
+import pyproxy.config.model  # noqa: F401  (registers the typed configs)
+from pyproxy.config.decode import decode_any
+from tests.golden.envoy_schema import check_resource
+
+STRINGS = [("abc", "", {"exact": "abc"}), ("abc*", "", {"prefix": "abc"}), ("*abc", "", {"suffix": "abc"}),
+           ("*", "", {"safe_regex": {"regex": ".+"}}),
+           ("ns/default/sa/x", "spiffe://", {"exact": "spiffe://ns/default/sa/x"}),
+           ("cluster.local/ns/*", "spiffe://", {"prefix": "spiffe://cluster.local/ns/"}),
+           ("*/sa/robot", "spiffe://", {"safe_regex": {"regex": "spiffe://.*/sa/robot"}}),
+           ("*", "spiffe://", {"safe_regex": {"regex": ".+"}})]
+
+
+@pytest.mark.parametrize("value,prefix,expected", STRINGS)
+def test_string_forms(value, prefix, expected):
+    assert string_matcher(value, prefix) == expected
+
+
+@pytest.mark.parametrize("value,expected", [("1.2.3.4", {"address_prefix": "1.2.3.4", "prefix_len": 32}),
+                                            ("5.6.0.0/16", {"address_prefix": "5.6.0.0", "prefix_len": 16}),
+                                            ("::1", {"address_prefix": "::1", "prefix_len": 128})])
+def test_cidr(value, expected):
+    assert cidr(value) == expected
+
+
+def _filters(yaml_text: str) -> tuple[list[dict], list[str]]:
+    notes = Notes()
+    res = [r for r in load_text(yaml_text, "p.yaml").resources if r.kind == "AuthorizationPolicy"]
+    out = build_filters(res, notes)
+    for f in out:
+        check_resource(f["typed_config"])
+        decode_any(f["typed_config"], "typed_config")
+    return out, notes.items
+
+
+def _pol(name: str, spec: str, annotations: str = "") -> str:
+    return (f"apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, "
+            f"namespace: foo{annotations}}}\nspec: {spec}\n---\n")
+
+
+NEVER = {"permissions": [{"not_rule": {"any": True}}], "principals": [{"not_id": {"any": True}}]}
+ANY = {"permissions": [{"and_rules": {"rules": [{"any": True}]}}], "principals": [{"and_ids": {"ids": [{"any": True}]}}]}
+
+
+def test_empty_spec_is_allow_with_a_never_matching_policy():
+    (f,), _ = _filters(_pol("deny-all", "{}"))
+    assert f["typed_config"]["rules"] == {"policies": {"ns[foo]-policy[deny-all]-rule[0]": NEVER}}
+
+
+def test_empty_rule_matches_everything():
+    (f,), _ = _filters(_pol("allow-all", "{rules: [{}]}"))
+    assert f["typed_config"]["rules"] == {"policies": {"ns[foo]-policy[allow-all]-rule[0]": ANY}}
+
+
+def test_order_audit_deny_allow_and_dry_run_prefixes():
+    fs, _ = _filters(_pol("a", "{rules: [{}]}") + _pol("d", "{action: DENY, rules: [{}]}")
+                     + _pol("au", "{action: AUDIT, rules: [{}]}")
+                     + _pol("dd", "{action: DENY, rules: [{}]}", ", annotations: {istio.io/dry-run: 'true'}"))
+    summary = [(f["typed_config"].get("rules", {}).get("action", "ALLOW" if "rules" in f["typed_config"] else None),
+                sorted(f["typed_config"].get("rules", {}).get("policies", {})),
+                sorted(f["typed_config"].get("shadow_rules", {}).get("policies", {})),
+                f["typed_config"].get("shadow_rules_stat_prefix")) for f in fs]
+    assert summary == [("LOG", ["ns[foo]-policy[au]-rule[0]"], [], "istio_dry_run_allow_"),
+                       ("DENY", ["ns[foo]-policy[d]-rule[0]"], ["ns[foo]-policy[dd]-rule[0]"], "istio_dry_run_deny_"),
+                       ("ALLOW", ["ns[foo]-policy[a]-rule[0]"], [], "istio_dry_run_allow_")]
+
+
+def test_custom_is_reported_and_enforced_as_deny():
+    (f,), notes = _filters(_pol("ext", "{action: CUSTOM, provider: {name: opa}, rules: [{}]}"))
+    assert f["typed_config"]["rules"] == {"action": "DENY",
+                                          "policies": {"ns[foo]-policy[ext]-rule[0]-bad-custom-action": ANY}}
+    assert any("CUSTOM authorization (provider 'opa'" in n for n in notes)
+
+
+RULES = [
+    ("principal + namespace", {"from": [{"source": {"principals": ["cluster.local/ns/a/sa/b"], "notNamespaces": ["x"]}}]},
+     "ALLOW", {"permissions": ANY["permissions"], "principals": [{"and_ids": {"ids": [
+         {"or_ids": {"ids": [{"authenticated": {"principal_name": {"exact": "spiffe://cluster.local/ns/a/sa/b"}}}]}},
+         {"not_id": {"or_ids": {"ids": [{"authenticated": {"principal_name": {
+             "safe_regex": {"regex": ".*/ns/x/.*"}}}}]}}}]}}]}),
+    ("methods paths ports and when", {"to": [{"operation": {"methods": ["GET"], "notPaths": ["/a*"], "ports": ["80"]}}],
+                                      "when": [{"key": "connection.sni", "values": ["*.x"]}]},
+     "ALLOW", {"permissions": [{"and_rules": {"rules": [
+         {"or_rules": {"rules": [{"header": {"name": ":method", "string_match": {"exact": "GET"}}}]}},
+         {"not_rule": {"or_rules": {"rules": [{"url_path": {"path": {"prefix": "/a"}}}]}}},
+         {"or_rules": {"rules": [{"destination_port": 80}]}},
+         {"or_rules": {"rules": [{"requested_server_name": {"suffix": ".x"}}]}}]}}],
+         "principals": ANY["principals"]}),
+    ("requestPrincipals ignored in DENY", {"from": [{"source": {"requestPrincipals": ["*"]}}]}, "DENY", ANY),
+]
+
+
+@pytest.mark.parametrize("name,rule,action,expected", RULES, ids=[r[0] for r in RULES])
+def test_rule_policy(name, rule, action, expected):
+    assert rule_policy(rule, "foo", action, []) == expected
+
+
+def test_untranslatable_value_drops_the_allow_rule():
+    (f,), notes = _filters(_pol("p", "{rules: [{from: [{source: {ipBlocks: ['not-an-ip']}}]}, {}]}"))
+    assert sorted(f["typed_config"]["rules"]["policies"]) == ["ns[foo]-policy[p]-rule[1]"]
+    assert any("skipped rule ns[foo]-policy[p]-rule[0]: invalid IP address or CIDR 'not-an-ip'" in n for n in notes)
