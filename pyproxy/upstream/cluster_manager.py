@@ -136,9 +136,17 @@ class ClusterRuntime:
             h = old.get((address, port))
             if h is None:
                 h = Host(address, port, weight=weight)
+                h.metadata = getattr(ep, "metadata", None) if ep is not None else None
             else:
                 h.weight = weight
-            h.metadata = getattr(ep, "metadata", None) if ep is not None else None
+                before = self.tls_for(h)
+                h.metadata = getattr(ep, "metadata", None) if ep is not None else None
+                if self.tls_for(h) is not before:
+                    # the endpoint's tlsMode moved (auto-mTLS: its PeerAuthentication changed): the pool chose
+                    # its transport socket once, so it drains and the next request gets a pool with the new one
+                    pool = self.pools.pop(h, None)
+                    if pool is not None:
+                        pool.drain()
             if ep is not None and getattr(ep, "health_status", "UNKNOWN") in ("UNHEALTHY", "DRAINING", "TIMEOUT"):
                 h.health_status = ep.health_status
             hosts.append(h)

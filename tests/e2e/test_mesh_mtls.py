@@ -289,9 +289,7 @@ async def test_peer_authentication_modes_apply_to_live_sidecars(mesh: Mesh):
     mesh.write("authn.yaml", [peer_authentication("reviews", "reviews", "STRICT"),
                               peer_authentication("ratings", "ratings", "PERMISSIVE"),
                               peer_authentication("details", "details", "STRICT", {app_port: "PERMISSIVE"})])
-    # (the client side does NOT switch to mTLS after DISABLE -> STRICT: its EDS keeps details without tlsMode
-    # and it keeps sending plaintext; docs/security.md "Proofs" records this gap. Only the server side is
-    # checked here: PERMISSIVE on 9080 serves plaintext, and the client's plaintext still gets through)
+    # (the server side: PERMISSIVE on 9080 serves plaintext from a client without a certificate)
     direct = await eventually("details serves plaintext (port-level PERMISSIVE)",
                               lambda: plaintext_direct(details.sidecar.inbound_port, "details:9080"),
                               lambda s: s.status == 200)
@@ -303,6 +301,11 @@ async def test_peer_authentication_modes_apply_to_live_sidecars(mesh: Mesh):
                               peer_authentication("details", "details", "STRICT")])
     await eventually("details refuses plaintext", lambda: plaintext_direct(details.sidecar.inbound_port,
                                                                            "details:9080"), refused)
+    # the client side followed DISABLE -> STRICT: its EDS gave details tlsMode: istio again and its pool for that
+    # host was replaced, so the call through the mesh is mTLS (XFCC) and succeeds
+    seen = await eventually("the client sidecar talks mTLS to details again", lambda: via_mesh("details:9080"),
+                            lambda s: s.status == 200 and f"URI={PRODUCTPAGE_ID}" in s.xfcc)
+    assert seen.served_by == "details-v1"
 
 
 # --- 4. bad peers -------------------------------------------------------------------------------------------
