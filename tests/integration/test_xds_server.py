@@ -112,6 +112,14 @@ async def syncz(session, base) -> dict:
         return {p["name"]: p for p in await resp.json()}
 
 
+async def long_poll_in(cp, node_id: str, timeout: float = 5.0) -> None:
+    """Wait (bounded) until the control plane holds a long-poll of `node_id` (it counts as connected)."""
+    async def poll() -> None:
+        while not cp.live.connected(node_id):
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(poll(), timeout)
+
+
 async def wait_for_metric(session, murl: str, name: str, value: float, timeout: float = 5.0) -> None:
     """Poll the control plane's metric until it reads `value` (bounded): sequencing without a fixed sleep."""
     async def poll() -> None:
@@ -378,9 +386,8 @@ async def test_after_a_restart_remembered_proxies_keep_their_endpoints_until_the
                 productpage = Proxy(session, base, PRODUCTPAGE)  # reconnects first, after the restart
                 await productpage.sync()
                 assert productpage.endpoints(cluster) == [("127.0.0.1", 15106)]
-                # the expiry below changes CDS (SAN lists) whether or not the long-poll is in yet: either way
-                # it answers 200 with the new clusters
-                poll = asyncio.create_task(productpage.post("clusters", wait=10))
+                poll = asyncio.create_task(productpage.post("clusters", wait=10))  # SAN lists change first
+                await long_poll_in(cp, PRODUCTPAGE["id"])  # connected: it must survive the clock jump below
                 clock.now += GRACE
                 assert [n.name for n in cp.expire()] == ["reviews-v1"]  # it never came back
                 assert (await poll)[0] == 200 and (await productpage.post("clusters", wait=0))[0] == 304
