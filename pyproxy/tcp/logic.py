@@ -4,7 +4,8 @@
   proportion to its weight (Envoy: `Config::getRegularRouteFromEntries` / `WeightedClusterEntry`).
 * `ConnectAttempts`: `TcpProxy.max_connect_attempts` (default 1). A failed connect (refused, timed out, TLS
   handshake or SAN check failed) is retried on a newly chosen host while attempts remain; when they are gone the
-  downstream connection is closed with flag UF and `tcp.<stat_prefix>.upstream_cx_connect_attempts_exceeded`.
+  downstream connection is closed with flags UF,URX and `tcp.<stat_prefix>.upstream_cx_connect_attempts_exceeded`
+  (Envoy 1.40 sets URX even when the limit is 1: checked with the oracle).
 * `HalfClose`: what a FIN or a close on one side does to the other. Envoy enables half-close on both
   connections of a tcp_proxy: a FIN from one side is passed on as a FIN (the other direction keeps flowing); the
   pair is closed once both sides have sent theirs, or as soon as either side closes or resets.

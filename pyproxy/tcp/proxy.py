@@ -15,7 +15,7 @@ built on a chain's `TcpProxyRuntime` (Envoy: `TcpProxy::Config`, parsed once).
                       either closes; a side that cannot half-close (TLS) is closed after flushing
     idle_timeout      nothing moved either way for `idle_timeout` (default 1 h) -> both closed, `idle_timeout`
     end               one access-log line (%BYTES_RECEIVED% / %BYTES_SENT% are the downstream byte counts,
-                      %DURATION% the connection's life, %RESPONSE_FLAGS% UF / UH / UO / NC)
+                      %DURATION% the connection's life, %RESPONSE_FLAGS% UF,URX / UH / UO / NC)
 
 Stats: `tcp.<stat_prefix>.downstream_cx_total`, `downstream_cx_no_route`, `downstream_cx_rx_bytes_total`,
 `downstream_cx_tx_bytes_total`, `downstream_flow_control_paused_reading_total`,
@@ -257,10 +257,9 @@ class TcpProxySession(asyncio.Protocol):
             if failed:
                 cluster.on_connect_failure(host)
                 cluster.record_outcome(host, None, connect_failure=True)
-                if attempts.exhausted:
-                    if attempts.limit > 1:
-                        rt.attempts_exceeded.inc()
-                    self._fail(ResponseFlag.UF)
+                if attempts.exhausted:  # Envoy: UF, and URX once the attempts are used up (even just one)
+                    rt.attempts_exceeded.inc()
+                    self._fail(ResponseFlag.UF | ResponseFlag.URX)
                     return
                 excluded.append(host)
                 continue

@@ -103,7 +103,7 @@ async def test_weighted_clusters_send_connections_to_each(echo, proxy_factory):
     assert seen == {b"a", b"b"}
 
 
-@pytest.mark.parametrize("case, flag", [("refused", "UF"), ("no_hosts", "UH"), ("no_cluster", "NC")])
+@pytest.mark.parametrize("case, flag", [("refused", "UF,URX"), ("no_hosts", "UH"), ("no_cluster", "NC")])
 async def test_a_connection_that_cannot_be_proxied_is_closed_with_its_flag(case, flag, proxy_factory, tmp_path):
     import socket
 
@@ -117,7 +117,7 @@ async def test_a_connection_that_cannot_be_proxied_is_closed_with_its_flag(case,
     assert await _refused(proxy.port, b"hello") == b""
     await _until(lambda: _log(log), "access log line")
     assert _log(log)[0]["flags"] == flag
-    stat = {"UF": "cluster.a.upstream_cx_connect_fail", "UH": "cluster.a.upstream_cx_none_healthy",
+    stat = {"UF,URX": "cluster.a.upstream_cx_connect_fail", "UH": "cluster.a.upstream_cx_none_healthy",
             "NC": "tcp.tcp.downstream_cx_no_route"}[flag]
     assert proxy.stat(stat) == 1
 
