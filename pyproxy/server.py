@@ -39,6 +39,7 @@ from .routing.table import RouteTable
 from .tls.secrets import SecretManager
 from .tls.transport_socket import SSL_STATS, TlsContextProvider, tls_context_of
 from .runtime.offload import Offload, freeze_after_swap, sole_reference
+from .tcp.proxy import TcpProxyRuntime
 from .upstream.cluster_manager import ClusterManager
 
 log = logging.getLogger("pyproxy.server")
@@ -167,7 +168,7 @@ class HcmRuntime:
 class ListenerRuntime:
     """A bound listener. `current` is swapped on config change; open connections keep serving."""
 
-    def __init__(self, config: model.Listener, hcm: HcmRuntime, stats: Stats, worker_id: int = 0,
+    def __init__(self, config: model.Listener, hcm: HcmRuntime | None, stats: Stats, worker_id: int = 0,
                  chains: ListenerChains | None = None):
         self.config = config
         self.name = config.name or _address_key(config)
@@ -194,8 +195,8 @@ class ListenerRuntime:
     def hcms(self) -> list[HcmRuntime]:
         """Every HTTP connection manager this listener serves now (one per filter chain)."""
         if self.chains is None:
-            return [self.current]
-        return [rt.hcm for rt in self.chains.by_key.values()]
+            return [self.current] if self.current is not None else []
+        return [rt.hcm for rt in self.chains.by_key.values() if rt.hcm is not None]
 
     def make_protocol(self) -> asyncio.Protocol:
         if self.chains is None:
@@ -299,6 +300,8 @@ def single_plaintext_chain(listener: model.Listener) -> bool:
     if len(chains) != 1:
         return False
     chain = chains[0][1]
+    if chain.http_connection_manager is None:
+        return False  # a tcp_proxy chain is served through the ChainAcceptor
     empty = chain.filter_chain_match is None or chain.filter_chain_match == model.FilterChainMatch()
     return empty and tls_context_of(chain.transport_socket) is None and not any(
         f.name == "envoy.filters.listener.http_inspector" for f in listener.listener_filters)
@@ -340,11 +343,14 @@ def validate_snapshot(listeners: Iterable[model.Listener], clusters: Iterable[mo
                 raise ConfigRejected(f"listener {key!r} {ckey}: a filter chain's TLS context must be a "
                                      "DownstreamTlsContext")
             hcm = chain.http_connection_manager
-            if hcm is None:
-                names = [f.name for f in chain.filters] or ["none"]
-                raise ConfigRejected(f"listener {key!r} {ckey}: only HTTP filter chains (an "
-                                     "envoy.filters.network.http_connection_manager filter) are supported, "
-                                     f"got {', '.join(names)}")
+            tcp = chain.tcp_proxy
+            names = [f.name for f in chain.filters] or ["none"]
+            if (hcm is None) == (tcp is None) or len(chain.filters) != 1:
+                raise ConfigRejected(f"listener {key!r} {ckey}: a filter chain needs exactly one network filter, "
+                                     "envoy.filters.network.http_connection_manager or "
+                                     f"envoy.filters.network.tcp_proxy, got {', '.join(names)}")
+            if tcp is not None:
+                continue
             filters = [f.name for f in hcm.http_filters]
             if not filters or filters[-1] != "envoy.filters.http.router":
                 raise ConfigRejected(f"listener {key!r}: the last HTTP filter must be envoy.filters.http.router "
@@ -404,7 +410,7 @@ class ProxyServer:
         for lis in listeners:
             for _ckey, chain in chains_of(lis):
                 hcm_cfg = chain.http_connection_manager
-                if hcm_cfg.rds is not None and hcm_cfg.rds.route_config_name not in routes:
+                if hcm_cfg is not None and hcm_cfg.rds is not None and hcm_cfg.rds.route_config_name not in routes:
                     raise ConfigRejected(f"listener {lis.name!r}: route configuration "
                                          f"{hcm_cfg.rds.route_config_name!r} (rds) was not provided")
         with self.offload.gc_paused():  # no collector pass over a half-built snapshot (pyproxy.runtime.offload)
@@ -437,6 +443,17 @@ class ProxyServer:
             runtimes: dict[int, ChainRuntime] = {}
             for ckey, chain in chains_of(lis):
                 hcm_cfg = chain.http_connection_manager
+                if hcm_cfg is None:  # a tcp_proxy chain (validate_snapshot: exactly one of the two)
+                    try:
+                        tcp = TcpProxyRuntime(chain.tcp_proxy, new_clusters, self.stats, self.rng,
+                                              access_logs=self.access_logs)
+                        tc = tls_context_of(chain.transport_socket)
+                        tls = TlsContextProvider(tc, self.secrets, f"listener {key!r} {ckey}.transport_socket") \
+                            if tc is not None else None
+                    except (ConfigError, ValueError) as e:
+                        raise ConfigRejected(f"listener {key!r}: {e}") from None
+                    runtimes[id(chain)] = ChainRuntime(ckey, chain, None, tls, tcp)
+                    continue
                 rc = routes[hcm_cfg.rds.route_config_name] if hcm_cfg.rds is not None else None
                 rc = effective_route_config(hcm_cfg, rc)
                 try:
@@ -454,7 +471,7 @@ class ProxyServer:
                     raise ConfigRejected(f"listener {key!r}: {e}") from None
                 runtimes[id(chain)] = ChainRuntime(ckey, chain, hcm, tls)
                 all_hcms.append(hcm)
-            new_hcms[key] = next(iter(runtimes.values())).hcm
+            new_hcms[key] = next((rt.hcm for rt in runtimes.values() if rt.hcm is not None), None)
             if single_plaintext_chain(lis):
                 new_chains[key] = None
             else:

@@ -64,7 +64,7 @@ def render_sidecar(mesh: MeshSnapshot, workload: str | Workload, namespace: str 
     eds_clusters = cds.eds_clusters(specs)
     route_configs = rds.sidecar_route_configs(proxy, index)
     by_name = {r["name"]: r for r in route_configs}
-    listeners = lds.sidecar_listeners(proxy, by_name)
+    listeners = lds.sidecar_listeners(proxy, by_name, index)
     return Rendered(
         listeners=tuple(sorted(listeners, key=lambda l: l["name"])),
         routes=() if options.inline_routes else tuple(route_configs),
@@ -101,10 +101,12 @@ def render_gateway(mesh: MeshSnapshot, name: str | Workload = "istio-ingressgate
     by_route: dict[str, tuple[int, list]] = {}
     for port, entries in servers.items():
         for gw, server in entries:
+            if lds.l4_server(server) is not None:
+                continue  # tcp_proxy chains, no route configuration
             by_route.setdefault(lds.gateway_route_name(gw, server), (port, []))[1].append((gw, server))
     route_configs = [rds.route_configuration(rname, rds.gateway_virtual_hosts(proxy, index, port, entries))
                      for rname, (port, entries) in sorted(by_route.items())]
-    listeners = lds.gateway_listeners(proxy, servers, {r["name"]: r for r in route_configs})
+    listeners = lds.gateway_listeners(proxy, servers, {r["name"]: r for r in route_configs}, index)
     if not servers:
         proxy.notes.add(None, "", f"no Gateway selects {wl.namespace}/{wl.owner or wl.name} "
                                   f"(labels {dict(wl.labels)}): it has no listeners")

@@ -11,7 +11,7 @@ Sidecar (istiod listener_builder.go, adapted to ARCHITECTURE.md decision 5, expl
 * `0.0.0.0_<port>` per HTTP service port (Istio's per-port outbound listeners, `bind_to_port: false`: they
   receive nothing until transparent capture hands them connections via SO_ORIGINAL_DST, a later option). Their
   connection manager uses the RDS route configuration named by the port (`"9080"`). A TCP port gets a
-  `tcp_proxy` to the first service on it.
+  `tcp_proxy` to the first service on it, or what a mesh VirtualService `tcp` rule for it says (tcp.py).
 * `virtualInbound` binds 0.0.0.0:15006 (only when the workload serves a port): per workload port the filter
   chains its PeerAuthentication mode asks for (`filter_chain_match.destination_port` + `transport_protocol`,
   authn.py resolves the mode; istiod listener_inbound.go, filterchain_options.go): STRICT one `tls` chain with
@@ -36,7 +36,9 @@ ALPN h2/http1.1, `require_client_certificate` for MUTUAL/ISTIO_MUTUAL, `minProto
 istiod sends `kubernetes://<name>` over SDS, which this control plane does not serve), MUTUAL clients checked
 against the Secret's `ca.crt`/`cacert` or the `<name>-cacert` Secret; file paths as DataSource filenames) and
 RDS `https.<port>.<portName>.<gateway>.<namespace>`. `httpsRedirect` is `require_tls: ALL` (routes.py).
-PASSTHROUGH / AUTO_PASSTHROUGH / TCP / TLS servers are reported as not translated yet.
+A `tls.mode: PASSTHROUGH` server gets one chain per SNI set of the bound VirtualServices' `tls` rules with a
+tcp_proxy and no TLS context; a `TCP` server one chain with the bound `tcp` rule's tcp_proxy (control/translate/
+tcp.py). AUTO_PASSTHROUGH, and TLS servers terminating into TCP, are reported as not translated yet.
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ from typing import Any, Mapping
 from control.istio.resources import Resource
 from control.registry.model import Protocol
 from control.translate import authn, authz, credentials
+from control.translate import tcp as l4
 from control.translate.clusters import InboundPort, inbound_ports
 from control.translate.common import (ADS, CORS, DOWNSTREAM_TLS, FAULT, HCM, INBOUND_PORT, LISTENER, OUTBOUND_PORT,
                                       ROUTER, TCP_PROXY, TLS_INSPECTOR, Proxy, cluster_name)
@@ -111,18 +114,18 @@ def _tcp_proxy(stat: str, cluster: str) -> dict:
 
 # --- sidecar ---------------------------------------------------------------------------------------------
 
-def outbound_listeners(proxy: Proxy, routes: Mapping[str, dict]) -> list[dict]:
+def outbound_listeners(proxy: Proxy, routes: Mapping[str, dict], specs: Mapping[str, Any] | None = None) -> list[dict]:
     name = f"0.0.0.0_{OUTBOUND_PORT}"
     out = [_listener(name, OUTBOUND_PORT, "OUTBOUND", [{"filters": [
         http_connection_manager(proxy, "outbound", f"outbound_{name}", HTTP_PROXY_ROUTE, routes)]}])]
-    tcp_ports: dict[int, str] = {}
+    tcp_ports: dict[int, tuple[str, str]] = {}
     http_ports: set[int] = set()
     for svc in proxy.visible_services():
         for sp in svc.ports:
             if sp.protocol.is_http:
                 http_ports.add(sp.port)
             elif sp.protocol != Protocol.UDP:
-                tcp_ports.setdefault(sp.port, cluster_name("outbound", sp.port, "", svc.hostname))
+                tcp_ports.setdefault(sp.port, (svc.hostname, cluster_name("outbound", sp.port, "", svc.hostname)))
     for port in sorted(http_ports):
         lname = f"0.0.0.0_{port}"
         out.append(_listener(lname, port, "OUTBOUND", [{"filters": [
@@ -130,8 +133,9 @@ def outbound_listeners(proxy: Proxy, routes: Mapping[str, dict]) -> list[dict]:
             bind_to_port=False))
     for port in sorted(set(tcp_ports) - http_ports):
         lname = f"0.0.0.0_{port}"
-        out.append(_listener(lname, port, "OUTBOUND", [{"filters": [_tcp_proxy(tcp_ports[port], tcp_ports[port])]}],
-                             bind_to_port=False))
+        host, default = tcp_ports[port]
+        filters = l4.sidecar_tcp_filters(proxy, specs or {}, port, host) or [_tcp_proxy(default, default)]
+        out.append(_listener(lname, port, "OUTBOUND", [{"filters": filters}], bind_to_port=False))
     return out
 
 
@@ -193,11 +197,11 @@ def inbound_listener(proxy: Proxy) -> dict:
     return _listener("virtualInbound", INBOUND_PORT, "INBOUND", chains, **extra)
 
 
-def sidecar_listeners(proxy: Proxy, routes: Mapping[str, dict]) -> list[dict]:
+def sidecar_listeners(proxy: Proxy, routes: Mapping[str, dict], specs: Mapping[str, Any] | None = None) -> list[dict]:
     """Outbound listeners, and `virtualInbound` when the workload serves some port (Envoy rejects a listener
     without filter chains; istiod's passthrough chain for unknown ports is not emitted: with explicit capture
     it would loop back into 15006)."""
-    out = outbound_listeners(proxy, routes)
+    out = outbound_listeners(proxy, routes, specs)
     if inbound_ports(proxy):
         out.append(inbound_listener(proxy))
     else:
@@ -294,16 +298,30 @@ def gateway_servers(proxy: Proxy) -> dict[int, list[tuple[Resource, Mapping[str,
             port = server.get("port") or {}
             protocol = str(port.get("protocol", "")).upper()
             mode = str((server.get("tls") or {}).get("mode") or "")
-            if protocol in ("TCP", "TLS", "MONGO") or mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH") or \
-                    (protocol == "HTTPS" and not mode):
+            if mode == "AUTO_PASSTHROUGH" or protocol == "MONGO" or \
+                    (protocol in ("HTTPS", "TLS") and mode not in ("PASSTHROUGH", *TERMINATING_TLS)):
                 proxy.notes.add(gw, f"spec.servers[{i}]", f"{protocol} {mode or ''} servers are not translated "
-                                                          "yet (HTTP and terminated HTTPS only)".replace("  ", " "))
+                                                          "yet (HTTP, terminated HTTPS, TLS PASSTHROUGH and TCP)"
+                                .replace("  ", " "))
                 continue
             by_port.setdefault(int(port.get("number", 0)), []).append((gw, server))
     return by_port
 
 
-def gateway_listeners(proxy: Proxy, servers: Mapping[int, list], routes: Mapping[str, dict]) -> list[dict]:
+def l4_server(server: Mapping[str, Any]) -> str | None:
+    """"passthrough" (tls.mode PASSTHROUGH), "tcp" (protocol TCP, or TLS terminated into TCP is not
+    translated), or None for an HTTP/HTTPS server."""
+    mode = str((server.get("tls") or {}).get("mode") or "")
+    protocol = str((server.get("port") or {}).get("protocol", "")).upper()
+    if mode == "PASSTHROUGH":
+        return "passthrough"
+    if protocol == "TCP":
+        return "tcp"
+    return None
+
+
+def gateway_listeners(proxy: Proxy, servers: Mapping[int, list], routes: Mapping[str, dict],
+                      specs: Mapping[str, Any] | None = None) -> list[dict]:
     out = []
     for port in sorted(servers):
         name = f"0.0.0.0_{port}"
@@ -312,6 +330,16 @@ def gateway_listeners(proxy: Proxy, servers: Mapping[int, list], routes: Mapping
         tls_chains = False
         for gw, server in servers[port]:
             index = list(gw.spec.get("servers") or ()).index(server)
+            kind = l4_server(server)
+            if kind is not None:
+                build = l4.gateway_passthrough_chains if kind == "passthrough" else l4.gateway_tcp_chains
+                found = build(proxy, specs or {}, port, gw, server)
+                if not found:
+                    proxy.notes.add(gw, f"spec.servers[{index}]", f"no VirtualService {'tls' if kind == 'passthrough' else 'tcp'} "
+                                                                  "route is bound to this server: no filter chain")
+                chains.extend(found)
+                tls_chains = tls_chains or kind == "passthrough"
+                continue
             route = gateway_route_name(gw, server)
             tls = server.get("tls") or {}
             if route.startswith("https."):
@@ -327,6 +355,8 @@ def gateway_listeners(proxy: Proxy, servers: Mapping[int, list], routes: Mapping
                 chains.append({"filters": [http_connection_manager(proxy, "gateway", f"outbound_{name}", route,
                                                                    routes)]})
                 plain_done = True
+        if not chains:
+            continue  # Envoy rejects a listener without filter chains
         extra: dict = {}
         if tls_chains:
             extra["listener_filters"] = [TLS_INSPECTOR_FILTER]

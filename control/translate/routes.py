@@ -431,9 +431,8 @@ def http_routes(ctx: RouteContext, vs: Resource) -> list[dict]:
     """Envoy routes for one VirtualService on one listener port (istiod BuildHTTPRoutesForVirtualService)."""
     out: list[dict] = []
     notes = ctx.proxy.notes
-    for section in ("tcp", "tls"):
-        if vs.spec.get(section):
-            notes.add(vs, f"spec.{section}", f"{section} routes are not translated yet (HTTP only)")
+    if vs.spec.get("tls") and ctx.gateway == MESH_GATEWAY:  # `tcp` rules: control/translate/tcp.py
+        notes.add(vs, "spec.tls", "tls routes are translated for gateway PASSTHROUGH servers only, not on sidecars")
     for i, rule in enumerate(vs.spec.get("http") or ()):
         path = f"spec.http[{i}]"
         if rule.get("delegate"):

@@ -44,9 +44,13 @@ def config_dump(server: ProxyServer, bootstrap: Any = None) -> dict[str, Any]:
             listeners.append(entry)
         else:
             listeners.append({"name": lis.name, "active_state": {"version_info": server.version, **entry}})
+    seen: set[str] = set()
     for rt in server.listeners.values():
-        rc = rt.current.route_config
-        if rc is not None and rt.current.config.rds is not None:
+        for hcm in rt.hcms():
+            rc = hcm.route_config
+            if rc is None or hcm.config.rds is None or hcm.config.rds.route_config_name in seen:
+                continue
+            seen.add(hcm.config.rds.route_config_name)
             routes.append({"version_info": server.version, "route_config": encode(rc, as_any=True),
                            "last_updated": updated})
     configs: list[dict[str, Any]] = []

@@ -577,6 +577,45 @@ class HttpConnectionManager:
         return (opts.max_headers_count if opts and opts.max_headers_count else None) or 100
 
 
+@frozen
+class TcpClusterWeight:
+    """TcpProxy.WeightedCluster.ClusterWeight (`weight` is a plain uint32 here, not a wrapper)."""
+
+    name: str = fld(required=True)
+    weight: int = 0
+
+
+@frozen
+class TcpWeightedCluster:
+    clusters: tuple[TcpClusterWeight, ...] = fld((), required=True)
+
+
+@typed("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy")
+@frozen
+class TcpProxy:
+    """The TCP proxy network filter (pyproxy.tcp): bytes both ways to a host of `cluster` (or one of
+    `weighted_clusters`, picked per connection). `idle_timeout` defaults to 1 h; 0 disables it."""
+
+    stat_prefix: str = fld(required=True)
+    cluster: str | None = None
+    weighted_clusters: TcpWeightedCluster | None = None
+    idle_timeout: float | None = duration()
+    access_log: tuple[AccessLog, ...] = ()
+    max_connect_attempts: int | None = wrapped()  # default 1, at least 1
+    REQUIRED_ONEOFS = (("cluster", "weighted_clusters"),)
+
+    def __post_init__(self) -> None:
+        if self.max_connect_attempts is not None and self.max_connect_attempts < 1:
+            raise ValueError("max_connect_attempts must be at least 1")
+        if self.weighted_clusters is not None:
+            if any(w.weight < 1 for w in self.weighted_clusters.clusters):
+                raise ValueError("weighted_clusters: every weight must be at least 1")
+
+    @property
+    def effective_idle_timeout(self) -> float:
+        return 3600.0 if self.idle_timeout is None else self.idle_timeout
+
+
 @typed("envoy.extensions.filters.http.router.v3.Router")
 @frozen
 class Router:
@@ -912,6 +951,13 @@ class FilterChain:
     def http_connection_manager(self) -> HttpConnectionManager | None:
         for f in self.filters:
             if isinstance(f.typed_config, HttpConnectionManager):
+                return f.typed_config
+        return None
+
+    @property
+    def tcp_proxy(self) -> TcpProxy | None:
+        for f in self.filters:
+            if isinstance(f.typed_config, TcpProxy):
                 return f.typed_config
         return None
 

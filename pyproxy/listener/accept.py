@@ -10,6 +10,9 @@
                            connection gets `tls` (a TlsSession: peer identity, version, SNI, ALPN) and the
                            HTTP connection manager takes over; on failure the connection is closed, counted
                            under `listener.<addr>.ssl.<reason>`.
+        tcp_proxy chain -> the same, with a `pyproxy.tcp.proxy.TcpProxySession` instead of a DownstreamConnection;
+                           a tcp_proxy chain without a DownstreamTlsContext matched by `server_names` is TLS
+                           passthrough: the kept bytes (the ClientHello) are replayed to the upstream unchanged.
 
 Why bytes are read, not peeked: the acceptor stays the raw transport's protocol for the connection's life and
 forwards every event to what serves the connection: the DownstreamConnection (plaintext) or a server-side
@@ -40,6 +43,7 @@ except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
     _UvSSLProtocol = None
 
 from ..http.connection import DownstreamConnection
+from ..tcp.proxy import TcpProxySession
 from ..tls.session import TlsSession
 from ..tls.transport_socket import SecretNotReady, TlsContextProvider, classify_handshake_error
 from .chain_match import ChainSelector, ConnectionFacts
@@ -47,6 +51,7 @@ from .client_hello import NEED_MORE, TlsHello, inspect_http, inspect_tls
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..server import HcmRuntime
+    from ..tcp.proxy import TcpProxyRuntime
 
 log = logging.getLogger("pyproxy.listener")
 
@@ -57,15 +62,24 @@ HANDSHAKE_TIMEOUT = 10.0  # a stalled handshake is closed (Envoy: transport_sock
 
 
 class ChainRuntime:
-    """One filter chain ready to serve: its HTTP connection manager and its TLS provider (None: plaintext)."""
+    """One filter chain ready to serve: its HTTP connection manager or its TCP proxy (exactly one is set), and its
+    TLS provider (None: the chain does not terminate TLS)."""
 
-    __slots__ = ("key", "config", "hcm", "tls")
+    __slots__ = ("key", "config", "hcm", "tls", "tcp")
 
-    def __init__(self, key: str, config: Any, hcm: "HcmRuntime", tls: TlsContextProvider | None):
-        self.key, self.config, self.hcm, self.tls = key, config, hcm, tls
+    def __init__(self, key: str, config: Any, hcm: "HcmRuntime | None", tls: TlsContextProvider | None,
+                 tcp: "TcpProxyRuntime | None" = None):
+        self.key, self.config, self.hcm, self.tls, self.tcp = key, config, hcm, tls, tcp
+
+    def serve(self, listener_runtime: Any) -> Any:
+        """The protocol that serves a connection on this chain once its transport is settled."""
+        if self.tcp is not None:
+            return TcpProxySession(ChainView(listener_runtime, self), self.tcp)
+        return DownstreamConnection(ChainView(listener_runtime, self))
 
     def __repr__(self) -> str:
-        return f"<ChainRuntime {self.key} {'tls' if self.tls else 'plaintext'}>"
+        kind = "tcp_proxy" if self.tcp is not None else "http"
+        return f"<ChainRuntime {self.key} {kind} {'tls' if self.tls else 'plaintext'}>"
 
 
 class ListenerChains:
@@ -253,8 +267,8 @@ class ChainAcceptor(asyncio.Protocol):
             self.runtime.stats_no_chain.inc()
             self._close()
             return
-        if chain.tls is None:
-            conn = DownstreamConnection(ChainView(self.runtime, chain))
+        if chain.tls is None:  # plaintext, or (tcp_proxy without a TLS context) TLS passed through unchanged
+            conn = chain.serve(self.runtime)
             conn.requested_server_name = facts.server_name or None
             self._forward_to(conn)
             self._hand_over(conn, self.transport)
@@ -301,7 +315,7 @@ class ChainAcceptor(asyncio.Protocol):
         tls = TlsSession.build(sslobj.version() if sslobj else "", facts.server_name,
                                (sslobj.selected_alpn_protocol() if sslobj else "") or "", peer_der,
                                provider.local_uri_sans)
-        conn = DownstreamConnection(ChainView(self.runtime, chain))
+        conn = chain.serve(self.runtime)
         conn.tls = tls
         conn.requested_server_name = facts.server_name or None
         ssl_transport.set_protocol(conn)
@@ -317,7 +331,7 @@ class ChainAcceptor(asyncio.Protocol):
         for data in pending:
             self._feed(data)
 
-    def _hand_over(self, conn: DownstreamConnection, transport: Any) -> None:
+    def _hand_over(self, conn: Any, transport: Any) -> None:
         self.done = True
         self.runtime.handed_over(self)
         conn.connection_made(transport)

@@ -216,10 +216,11 @@ class ClusterRuntime:
         return pool
 
     # ------------------------------------------------------------ connection accounting (from pools)
-    def on_connection_start(self) -> None:
+    def on_connection_start(self, http1: bool = True) -> None:
         self.limits.inc_connections()
         self.stats_cx_total.inc()
-        self.stats_cx_http1_total.inc()
+        if http1:
+            self.stats_cx_http1_total.inc()
         self.stats_cx_active.inc()
 
     def on_connect_failure(self, host: Host) -> None:

@@ -16,13 +16,13 @@ response had already started.
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import TYPE_CHECKING, Any
 
 import httptools
 
 from ..http.flush import BatchedWriter, flush_pending
 from ..http.headers import Headers
+from .connect import tune_upstream_socket
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pool import ConnectionPool
@@ -56,13 +56,7 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-            self.pool.cluster.apply_socket_options(sock)
+        tune_upstream_socket(transport, self.pool.cluster)
         local = transport.get_extra_info("sockname")
         if local:
             self.local_address = f"{local[0]}:{local[1]}"

@@ -23,10 +23,7 @@ import ssl
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-
-from ..tls.session import certificate_sans
-from ..tls.transport_socket import (SecretNotReady, classify_handshake_error, san_failure_reason)
+from .connect import UpstreamTlsFailure, open_upstream
 from .connection import UpstreamConnection
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -202,39 +199,17 @@ class ConnectionPool:
             conn.mark_idle(cluster.idle_timeout)
 
     async def _connect_tls(self, loop: asyncio.AbstractEventLoop, tls: Any) -> UpstreamConnection:
-        """TCP connect + handshake + SAN check. Raises _TlsFailure (counted, reason kept), OSError (TCP)."""
-        stats = self.cluster.ssl_stats
+        """TCP connect + handshake + SAN check (`open_upstream`). Raises _TlsFailure (reason kept), OSError."""
         try:
-            ctx = tls.context()
-        except SecretNotReady as e:
-            self._tls_failed(*classify_handshake_error(e))
-        host = self.host.address
-        # Envoy sends SNI only when `sni` is set; Python sends none for an IP literal (hosts are IPs, except for
-        # a DNS cluster's name, which then goes out as SNI: a documented difference)
-        try:
-            transport, conn = await loop.create_connection(
-                lambda: UpstreamConnection(self), host, self.host.port, ssl=ctx, server_hostname=tls.sni or host)
-        except ssl.SSLError as e:
-            self._tls_failed(*classify_handshake_error(e))
-        except (ConnectionResetError, EOFError) as e:
-            self._tls_failed(*classify_handshake_error(e))
+            transport, conn = await open_upstream(loop, self.cluster, self.host, tls, lambda: UpstreamConnection(self))
+        except UpstreamTlsFailure as e:
+            self.transport_failure = e.reason
+            raise _TlsFailure(e.reason) from None
         sslobj = transport.get_extra_info("ssl_object")
-        der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
-        if tls.san_check is not None:
-            sans = certificate_sans(x509.load_der_x509_certificate(der)) if der else ()
-            if not tls.san_check(sans):
-                transport.abort()
-                self._tls_failed("fail_verify_san", san_failure_reason(tuple(v for _, v in sans)))
-        stats["handshake"].inc()
         if sslobj is not None and sslobj.session is not None:
             self.tls_session = sslobj.session
         conn.tls_version = sslobj.version() if sslobj is not None else ""
         return conn
-
-    def _tls_failed(self, stat: str, reason: str) -> None:
-        self.cluster.ssl_stats[stat].inc()
-        self.transport_failure = reason
-        raise _TlsFailure(reason)
 
     def drain(self) -> None:
         """The host was removed (EDS/DNS update): close idle connections now, busy ones after their request

@@ -2,11 +2,11 @@
 keeps serving its last good config, and `/debug/syncz` and `meshctl proxy-status` show the type STALE with
 the proxy's error_detail.
 
-The rejected config is one the translator really emits: a Service with a TCP port (`tcp-mysql`, 3306)
-gives every sidecar an outbound listener `0.0.0.0_3306` whose only filter is `envoy.filters.network.tcp_proxy`,
-and pyproxy serves HTTP listeners only, so LDS is NACKed. (When pyproxy learns tcp_proxy, this test needs
-another config it refuses.) Removing the file again must bring the proxy back to SYNCED, and the NACK's
-error_detail should name the listener it refused.
+The rejected config is one the translator really emits: a DestinationRule `warmup` on reviews gives its
+clusters a `round_robin_lb_config` (`slow_start_config`), and pyproxy's load balancers have no slow start, so CDS is
+NACKed. (Until pyproxy learned tcp_proxy, a TCP Service's outbound listener was the refused config.) Writing the
+DestinationRule back without `warmup` must bring the proxy back to SYNCED, and the NACK's error_detail should
+name the cluster it refused.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import subprocess
 
 import pytest
 
-from tests.support.mesh import (XDS_TYPES, Mesh, bookinfo_config, call, client_session, console_script, labels,
-                                poll, service)
+from tests.support.mesh import (XDS_TYPES, Mesh, bookinfo_config, call, client_session, console_script,
+                                destination_rule, labels, poll, service)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -26,10 +26,18 @@ def proxy_status(url: str, *args: str) -> subprocess.CompletedProcess:
                            *args], capture_output=True, text=True, timeout=30)
 
 
-MYSQL = service("mysql", [("tcp-mysql", 3306)])  # a TCP port: an outbound tcp_proxy listener 0.0.0.0_3306
+def with_warmup() -> list[dict]:
+    """services.yaml of bookinfo_config, its reviews DestinationRule with `warmup` (slow start: refused)."""
+    dr = destination_rule("reviews", ("v1", "v2"))
+    dr["spec"]["trafficPolicy"] = {"loadBalancer": {"simple": "ROUND_ROBIN", "warmup": {"duration": "30s"}}}
+    return [service("productpage"), service("reviews"), dr]
 
 
-async def nacked(cp, name: str, xds_type: str = "lds") -> dict:
+def write_warmup(mesh: Mesh) -> None:
+    mesh.write("services.yaml", with_warmup())
+
+
+async def nacked(cp, name: str, xds_type: str = "cds") -> dict:
     """Wait until `name`'s last response of this type is NACKed in /debug/syncz; its row."""
     async def probe() -> dict | None:
         row = (await cp.proxy_rows()).get(name)
@@ -38,27 +46,27 @@ async def nacked(cp, name: str, xds_type: str = "lds") -> dict:
 
 
 @pytest.mark.slow
-async def test_a_listener_the_proxy_rejects_is_nacked_shown_stale_and_the_last_good_config_keeps_serving(mesh: Mesh):
+async def test_a_cluster_the_proxy_rejects_is_nacked_shown_stale_and_the_last_good_config_keeps_serving(mesh: Mesh):
     bookinfo_config(mesh, {"v1": 100})
     cp = await mesh.control_plane()
     productpage, _ = await mesh.workloads(("productpage-v1", labels("productpage")),
                                           ("reviews-v1", labels("reviews", "v1")))
     client = productpage.sidecar
-    good = (await cp.proxy_rows())["productpage-v1"]["types"]["lds"]["acked"]["version"]
+    good = (await cp.proxy_rows())["productpage-v1"]["types"]["cds"]["acked"]["version"]
 
-    mesh.write("mysql.yaml", MYSQL)
+    write_warmup(mesh)
     row = await nacked(cp, "productpage-v1")
-    lds = row["types"]["lds"]
-    assert lds["status"] == "STALE"
-    assert lds["acked"]["version"] == good and lds["nack"]["version"] == lds["sent"]["version"] != good
-    assert "filter_chains[0].filters[0]" in lds["nack"]["error"] and "TcpProxy" in lds["nack"]["error"], lds
+    cds = row["types"]["cds"]
+    assert cds["status"] == "STALE"
+    assert cds["acked"]["version"] == good and cds["nack"]["version"] == cds["sent"]["version"] != good
+    assert "round_robin_lb_config" in cds["nack"]["error"], cds
     assert row["types"]["rds"]["status"] == "SYNCED"  # RDS content did not change; the NACK did not touch it
-    assert cp.log_time("proxy productpage-v1.default rejected LDS")
+    assert cp.log_time("proxy productpage-v1.default rejected CDS")
 
     # the proxy's side: it counted the rejection and still holds (and serves) the last good listeners
     info = await client.server_info()
-    assert info["xds"]["lds"]["rejects"] >= 1 and info["xds"]["lds"]["version"] == good
-    assert (await client.stats())["xds.lds.update_rejected"] >= 1
+    assert info["xds"]["cds"]["rejects"] >= 1 and info["xds"]["cds"]["version"] == good
+    assert (await client.stats())["xds.cds.update_rejected"] >= 1
     async with client_session() as session:
         answers = [await call(session, client.outbound_port, "reviews:9080") for _ in range(5)]
     assert [(a.status, a.served_by) for a in answers] == [(200, "reviews-v1")] * 5
@@ -70,7 +78,7 @@ async def test_a_listener_the_proxy_rejects_is_nacked_shown_stale_and_the_last_g
     assert "STALE" in line or "NACK" in line, table.stdout
     as_json = proxy_status(cp.url, "productpage-v1", "-o", "json")
     assert as_json.returncode == 0, as_json.stderr
-    assert "TcpProxy" in as_json.stdout and "STALE" in as_json.stdout, as_json.stdout
+    assert "round_robin_lb_config" in as_json.stdout and "STALE" in as_json.stdout, as_json.stdout
     json.loads(as_json.stdout)
 
 
@@ -79,19 +87,20 @@ async def one_sidecar_nacking(mesh: Mesh):
     bookinfo_config(mesh, {"v1": 100})
     cp = await mesh.control_plane()
     await mesh.workloads(("reviews-v1", labels("reviews", "v1")))
-    mesh.write("mysql.yaml", MYSQL)
+    write_warmup(mesh)
     return cp, await nacked(cp, "reviews-v1")
 
 
 @pytest.mark.slow
 async def test_reverting_a_rejected_config_brings_the_proxy_back_to_synced(mesh: Mesh):
     await one_sidecar_nacking(mesh)
-    mesh.remove("mysql.yaml")
+    bookinfo_config(mesh, {"v1": 100})  # the DestinationRule again without warmup
     rows = await mesh.wait_all_synced(["reviews-v1"], timeout=5)
     assert not any(rows["reviews-v1"]["types"][t]["nacked"] for t in XDS_TYPES)
 
 
 @pytest.mark.slow
-async def test_the_nack_error_names_the_rejected_listener(mesh: Mesh):
+async def test_the_nack_error_names_the_rejected_cluster(mesh: Mesh):
     _, row = await one_sidecar_nacking(mesh)
-    assert "0.0.0.0_3306" in row["types"]["lds"]["nack"]["error"]
+    error = row["types"]["cds"]["nack"]["error"]
+    assert "(Cluster 'outbound|9080|" in error and "|reviews.default.svc.cluster.local')" in error, error

@@ -3,8 +3,6 @@ own decoder (`pyproxy.config.decode`) into its model class, and what pyproxy can
 name (ARCHITECTURE decision 1: unsupported fields are reported, never silently dropped).
 
 Refused on purpose, each pinned below to the exact field the decoder names:
-* `envoy.filters.network.tcp_proxy` (TcpProxy): pyproxy has no TCP proxying yet (TCP/TLS/opaque ports,
-  ServiceEntry HTTPS without TLS origination, gateway TLS passthrough);
 * `round_robin_lb_config` / `least_request_lb_config.slow_start_config` (DestinationRule `warmup`): pyproxy's
   load balancers have no slow start;
 * `retry_priority` envoy.retry_priorities.previous_priorities (VirtualService `retryRemoteLocalities`):
@@ -30,8 +28,6 @@ MODEL = {"listeners": Listener, "routes": RouteConfiguration, "clusters": Cluste
 
 # what pyproxy refuses, as (marker in the resource's JSON, the path/text the decoder's error must name)
 REFUSED = (
-    ("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-     "typed_config.@type: unsupported type 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3"),
     ('"slow_start_config"', "_lb_config: unknown or unsupported field"),
     ("envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
      "retry_priority.typed_config.@type: unsupported type"),
@@ -75,12 +71,10 @@ def test_golden_resource_decodes_with_pyproxy_or_is_refused_by_name(cls, resourc
     check_resource(encode(model, as_any=True))
 
 
-def test_tcp_proxy_refusal_is_a_clear_error_naming_the_field():
+def test_a_tcp_proxy_listener_decodes():
     listener = {"name": "0.0.0.0_3306", "address": {"socket_address": {"address": "0.0.0.0", "port_value": 3306}},
                 "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
                     "stat_prefix": "x", "cluster": "x"}}]}]}
-    with pytest.raises(ConfigError) as err:
-        decode(Listener, listener)
-    assert err.value.path == "filter_chains[0].filters[0].typed_config.@type"
-    assert "unsupported type" in err.value.message and "TcpProxy" in err.value.message
+    tcp = decode(Listener, listener).filter_chains[0].tcp_proxy
+    assert (tcp.stat_prefix, tcp.cluster, tcp.effective_idle_timeout) == ("x", "x", 3600.0)

@@ -226,10 +226,11 @@ def test_sidecar_egress_hosts_hide_other_services() -> None:
 
 def test_unsupported_fields_are_reported_not_dropped_silently() -> None:
     extra = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\n"
-             "spec:\n  hosts: [reviews]\n  tcp:\n  - route: [{destination: {host: reviews}}]\n"
+             "spec:\n  hosts: [reviews]\n  tls:\n  - match: [{sniHosts: [reviews]}]\n"
+             "    route: [{destination: {host: reviews}}]\n"
              "  http:\n  - route: [{destination: {host: reviews, subset: nope}}]\n")
     notes = render(extra).notes
-    assert any("spec.tcp: tcp routes are not translated yet" in n for n in notes)
+    assert any("spec.tls: tls routes are translated for gateway PASSTHROUGH servers only" in n for n in notes)
     assert any("subset 'nope'" in n and "503 NC" in n for n in notes)
 
 

@@ -1,0 +1,123 @@
+"""L4 routing: VirtualService `tcp` and `tls` routes -> `envoy.filters.network.tcp_proxy` network filters.
+
+istiod (pilot/pkg/networking/core/networkfilter.go, gateway.go), read and adapted:
+
+* `tcp_proxy_filter`: a route with one destination is `{stat_prefix: <cluster>, cluster: <cluster>}`
+  (buildOutboundNetworkFiltersWithSingleDestination); several are `weighted_clusters` with the route weights
+  and `stat_prefix` `<vs name>.<vs namespace>` (buildOutboundNetworkFiltersWithWeightedClusters; a weight of 0
+  is left out). Clusters are `outbound|<port>|<subset>|<fqdn>` (routes.destination_cluster).
+* Sidecar outbound TCP port: the first `tcp` rule of a mesh VirtualService for the port's service whose
+  `match` applies (no match, or `port` equal to the listener port) replaces the default tcp_proxy to the service.
+  Istio tells services on one port apart by destination IP (`prefix_ranges`); with explicit capture this
+  control plane serves the port's first service only (listeners.py).
+* Gateway `tls.mode: PASSTHROUGH` server (buildGatewayNetworkFiltersFromTLSRoutes): per `tls` rule of a
+  VirtualService bound to the gateway, per `match` whose `port` (if set) is the server's and whose `gateways`
+  (if set) include it: a chain `filter_chain_match.server_names = match.sniHosts` (no TLS context: the
+  ClientHello and the rest go to the upstream unchanged) with that rule's tcp_proxy. The listener gets
+  tls_inspector.
+* Gateway `TCP` server (buildGatewayNetworkFiltersFromTCPRoutes): the first `tcp` rule that applies, one chain
+  without a match.
+AUTO_PASSTHROUGH (SNI-DNAT to `outbound_.<port>_.<subset>_.<host>` clusters) is not translated.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from control.istio.resources import Resource
+from control.mesh import gateway_key, host_matches, hosts_intersect, resolve_host
+from control.translate.common import TCP_PROXY, Proxy
+from control.translate.routes import RouteContext, destination_cluster
+
+
+def tcp_proxy_filter(ctx: RouteContext, vs: Resource, path: str, route: list[Mapping[str, Any]]) -> dict | None:
+    """The tcp_proxy for one rule's `route` (None when no destination has a weight)."""
+    clusters = []
+    for k, dest in enumerate(route):
+        weight = int(dest.get("weight", 100 if len(route) == 1 else 0) or 0)
+        if weight > 0 or len(route) == 1:
+            clusters.append((destination_cluster(ctx, vs, f"{path}.route[{k}].destination",
+                                                 dest.get("destination") or {}), weight))
+    if not clusters:
+        return None
+    if len(clusters) == 1:
+        name = clusters[0][0]
+        config: dict = {"@type": TCP_PROXY, "stat_prefix": name, "cluster": name}
+    else:
+        config = {"@type": TCP_PROXY, "stat_prefix": f"{vs.name}.{vs.namespace}",
+                  "weighted_clusters": {"clusters": [{"name": n, "weight": w} for n, w in clusters]}}
+    return {"name": "envoy.filters.network.tcp_proxy", "typed_config": config}
+
+
+def _l4_match_applies(ctx: RouteContext, vs: Resource, m: Mapping[str, Any]) -> bool:
+    """istiod l4SingleMatch for one match block: `port`, and `gateways` (or the VirtualService's)."""
+    if m.get("port") and int(m["port"]) != ctx.port:
+        return False
+    gateways = m.get("gateways")
+    if gateways:
+        return ctx.gateway in {gateway_key(str(g), vs.namespace) for g in gateways}
+    return True
+
+
+def sidecar_tcp_filters(proxy: Proxy, specs: Mapping[str, Any], port: int, host: str) -> list[dict] | None:
+    """The tcp_proxy a mesh VirtualService's `tcp` rule gives `host`'s port, or None (the default applies)."""
+    ctx = RouteContext(proxy, specs, port)
+    domain = proxy.mesh.config.domain
+    for vs in proxy.mesh_virtual_services():
+        if not vs.spec.get("tcp"):
+            continue
+        if not any(host_matches(resolve_host(str(h), vs.namespace, domain), host) for h in vs.spec.get("hosts") or ()):
+            continue
+        for i, rule in enumerate(vs.spec["tcp"]):
+            matches = list(rule.get("match") or ())
+            if matches and not any(_l4_match_applies(ctx, vs, m) for m in matches):
+                continue
+            f = tcp_proxy_filter(ctx, vs, f"spec.tcp[{i}]", list(rule.get("route") or ()))
+            if f is not None:
+                return [f]
+    return None
+
+
+def _bound(proxy: Proxy, gw: Resource, server: Mapping[str, Any], section: str):
+    """(vs, index, rule) for the `section` rules of VirtualServices bound to `gw` whose hosts meet the server's."""
+    key = f"{gw.namespace}/{gw.name}"
+    domain = proxy.mesh.config.domain
+    server_hosts = [str(h).rpartition("/")[2].lower() for h in server.get("hosts") or ()]
+    for vs in proxy.mesh.virtual_services_for(key):
+        hosts = [resolve_host(str(h), vs.namespace, domain) for h in vs.spec.get("hosts") or ()]
+        if not any(hosts_intersect(sh, h) for sh in server_hosts for h in hosts):
+            continue
+        for i, rule in enumerate(vs.spec.get(section) or ()):
+            yield vs, i, rule
+
+
+def gateway_passthrough_chains(proxy: Proxy, specs: Mapping[str, Any], port: int, gw: Resource,
+                               server: Mapping[str, Any]) -> list[dict]:
+    """Filter chains of a PASSTHROUGH server: one per applicable `tls` match, by SNI."""
+    ctx = RouteContext(proxy, specs, port, f"{gw.namespace}/{gw.name}")
+    chains = []
+    seen: set[tuple[str, ...]] = set()
+    for vs, i, rule in _bound(proxy, gw, server, "tls"):
+        for j, m in enumerate(rule.get("match") or ()):
+            sni = tuple(sorted(str(h) for h in m.get("sniHosts") or ()))
+            if not sni or sni in seen or not _l4_match_applies(ctx, vs, m):
+                continue
+            f = tcp_proxy_filter(ctx, vs, f"spec.tls[{i}]", list(rule.get("route") or ()))
+            if f is None:
+                continue
+            seen.add(sni)  # istiod keeps the first chain for a set of SNI names
+            chains.append({"filter_chain_match": {"server_names": list(sni)}, "filters": [f]})
+    return chains
+
+
+def gateway_tcp_chains(proxy: Proxy, specs: Mapping[str, Any], port: int, gw: Resource,
+                       server: Mapping[str, Any]) -> list[dict]:
+    """The filter chain of a TCP server: the first bound `tcp` rule that applies."""
+    ctx = RouteContext(proxy, specs, port, f"{gw.namespace}/{gw.name}")
+    for vs, i, rule in _bound(proxy, gw, server, "tcp"):
+        matches = list(rule.get("match") or ())
+        if matches and not any(_l4_match_applies(ctx, vs, m) for m in matches):
+            continue
+        f = tcp_proxy_filter(ctx, vs, f"spec.tcp[{i}]", list(rule.get("route") or ()))
+        if f is not None:
+            return [{"filters": [f]}]
+    return []

@@ -1,0 +1,74 @@
+"""Opening one connection to an upstream host: TCP connect, and with a TLS transport socket the handshake and
+the SAN check (the I/O shell both users share: the HTTP pool `pyproxy.upstream.pool` and the TCP proxy
+`pyproxy.tcp.proxy`).
+
+Envoy: `ClusterInfo::createNetworkConnection` + the cluster's transport socket (`envoy.transport_sockets.tls`,
+`UpstreamTlsContext`). SNI is `UpstreamTlsContext.sni` (Python sends none for an IP literal when unset). A failed
+handshake or SAN check raises `UpstreamTlsFailure` with Envoy's failure text (`%UPSTREAM_TRANSPORT_FAILURE_REASON%`),
+counted under `cluster.<name>.ssl.<reason>`; a refused or unreachable TCP connect raises OSError. The caller
+bounds the whole thing with the cluster's `connect_timeout`.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from typing import Any, Callable
+
+from cryptography import x509
+
+from ..tls.session import certificate_sans
+from ..tls.transport_socket import SecretNotReady, classify_handshake_error, san_failure_reason
+
+
+class UpstreamTlsFailure(Exception):
+    """The upstream TLS handshake or its SAN check failed (a connect failure, flag UF)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def tune_upstream_socket(transport: asyncio.BaseTransport, cluster: Any) -> None:
+    """TCP_NODELAY (as Envoy sets on every upstream connection) and the cluster's
+    `upstream_connection_options` (tcp_keepalive)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
+    cluster.apply_socket_options(sock)
+
+
+def _failed(cluster: Any, stat: str, reason: str) -> UpstreamTlsFailure:
+    cluster.ssl_stats[stat].inc()
+    return UpstreamTlsFailure(reason)
+
+
+async def open_upstream(loop: asyncio.AbstractEventLoop, cluster: Any, host: Any, tls: Any,
+                        factory: Callable[[], asyncio.Protocol]) -> tuple[asyncio.Transport, Any]:
+    """(transport, protocol) connected to `host`, TLS-wrapped and SAN-checked when `tls` (a TlsContextProvider)
+    is given. Raises UpstreamTlsFailure or OSError."""
+    if tls is None:
+        return await loop.create_connection(factory, host.address, host.port)
+    try:
+        ctx = tls.context()
+    except SecretNotReady as e:
+        raise _failed(cluster, *classify_handshake_error(e)) from None
+    address = host.address
+    try:
+        transport, proto = await loop.create_connection(factory, address, host.port, ssl=ctx,
+                                                        server_hostname=tls.sni or address)
+    except (ssl.SSLError, ConnectionResetError, EOFError) as e:
+        raise _failed(cluster, *classify_handshake_error(e)) from None
+    sslobj = transport.get_extra_info("ssl_object")
+    der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+    if tls.san_check is not None:
+        sans = certificate_sans(x509.load_der_x509_certificate(der)) if der else ()
+        if not tls.san_check(sans):
+            transport.abort()
+            raise _failed(cluster, "fail_verify_san", san_failure_reason(tuple(v for _, v in sans)))
+    cluster.ssl_stats["handshake"].inc()
+    return transport, proto
