@@ -47,26 +47,6 @@ class Identity(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class SpiffeId:
-    trust_domain: str
-    namespace: str
-    service_account: str
-
-    def __str__(self) -> str:
-        return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
-
-
-def parse_spiffe(uri: str) -> SpiffeId:
-    """`spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>` (Istio's workload identity form)."""
-    scheme, sep, rest = uri.partition("://")
-    parts = rest.split("/")
-    if scheme != "spiffe" or not sep or len(parts) != 5 or parts[1] != "ns" or parts[3] != "sa" \
-            or not all(parts[i] for i in (0, 2, 4)):
-        raise ValueError(f"{uri!r} is not spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>")
-    return SpiffeId(parts[0], parts[2], parts[4])
-
-
-@dataclass(frozen=True, slots=True)
 class Admission:
     """Whether a request's node joins the endpoints of the services it matches; `reason` says why not."""
 

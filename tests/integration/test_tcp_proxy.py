@@ -14,16 +14,10 @@ from tests.support.pki import TestCA
 from tests.support.proxy import cluster
 from tests.support.tcp import EchoServer, exchange, tcp_bootstrap, tcp_proxy
 from tests.support.tls import TLS_INSPECTOR, client_ctx, downstream_tls, server_ctx, upstream_tls
+from tests.support.loops import both_event_loops
 
 
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
-def event_loop_policy(request):
-    """asyncio's loop and uvloop (what `pyproxy run` uses): their transports and TLS layers differ."""
-    if request.param == "uvloop":
-        import uvloop
-
-        return uvloop.EventLoopPolicy()
-    return asyncio.DefaultEventLoopPolicy()
+event_loop_policy = both_event_loops  # every test runs on asyncio and on uvloop
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from tests.support.client import RawClient
 from tests.support.pki import TestCA
 from tests.support.proxy import bootstrap, cluster
 from tests.support.tls import client_ctx, downstream_tls, server_ctx, upstream_tls, uri_san, with_chains
+from tests.support.loops import both_event_loops
 
 SERVER_ID = "spiffe://cluster.local/ns/server/sa/httpbin"
 CLIENT_ID = "spiffe://cluster.local/ns/client/sa/sleep"
@@ -23,14 +24,7 @@ LOG = {"code": "%RESPONSE_CODE%", "flags": "%RESPONSE_FLAGS%", "details": "%RESP
        "utfr": "%UPSTREAM_TRANSPORT_FAILURE_REASON%", "peer": "%DOWNSTREAM_PEER_URI_SAN%"}
 
 
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
-def event_loop_policy(request):
-    """Every test runs on asyncio's loop and on uvloop (what `pyproxy run` uses): their TLS layers differ."""
-    if request.param == "uvloop":
-        import uvloop
-
-        return uvloop.EventLoopPolicy()
-    return asyncio.DefaultEventLoopPolicy()
+event_loop_policy = both_event_loops  # every test runs on asyncio and on uvloop
 
 
 @pytest.fixture(scope="module")

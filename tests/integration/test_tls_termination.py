@@ -17,6 +17,7 @@ from tests.support.client import PeerClosed, RawClient
 from tests.support.pki import TestCA
 from tests.support.proxy import bootstrap
 from tests.support.tls import TLS_INSPECTOR, client_ctx, downstream_tls, with_chains
+from tests.support.loops import both_event_loops
 
 SERVER_ID = "spiffe://cluster.local/ns/server/sa/httpbin"
 CLIENT_ID = "spiffe://cluster.local/ns/client/sa/sleep"
@@ -25,14 +26,7 @@ LOG = {"code": "%RESPONSE_CODE%", "peer": "%DOWNSTREAM_PEER_URI_SAN%", "local": 
        "subject": "%DOWNSTREAM_PEER_SUBJECT%", "xfp": "%REQ(X-FORWARDED-PROTO)%"}
 
 
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
-def event_loop_policy(request):
-    """Every test runs on asyncio's loop and on uvloop (what `pyproxy run` uses): their TLS layers differ."""
-    if request.param == "uvloop":
-        import uvloop
-
-        return uvloop.EventLoopPolicy()
-    return asyncio.DefaultEventLoopPolicy()
+event_loop_policy = both_event_loops  # every test runs on asyncio and on uvloop
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from control.serve import ControlPlane
-from control.xds.admission import Admission, PlaintextXds, SpiffeId, admit, parse_spiffe
+from control.xds.admission import Admission, PlaintextXds, admit
+from pyproxy.tls.identity import PeerIdentity as SpiffeId
 from control.xds.node import node_id, parse_node
 from tests.unit.control.test_incremental_push import SERVICES, eds_ports
 
@@ -48,23 +49,6 @@ def test_admit(proxy, identity, anonymous, trust_domain, register, reason):
 def test_only_an_open_plaintext_port_lets_unauthenticated_callers_register(mode, anonymous):
     assert mode.anonymous_may_register is anonymous
     assert PlaintextXds(mode.value) is mode
-
-
-@pytest.mark.parametrize("uri, parsed", [
-    ("spiffe://cluster.local/ns/default/sa/bookinfo-reviews", REVIEWS_ID),
-    ("spiffe://td/ns/a/sa/b", SpiffeId("td", "a", "b")),
-    ("spiffe://cluster.local/ns/default/sa/", None),
-    ("spiffe://cluster.local/ns/default", None),
-    ("https://cluster.local/ns/default/sa/x", None),
-    ("spiffe://cluster.local/sa/x/ns/default", None),
-    ("spiffe://cluster.local/ns/default/sa/x/extra", None),
-])
-def test_parse_spiffe(uri, parsed):
-    if parsed is None:
-        with pytest.raises(ValueError, match="is not spiffe://"):
-            parse_spiffe(uri)
-    else:
-        assert parse_spiffe(uri) == parsed and str(parsed) == uri
 
 
 async def test_a_node_that_may_not_register_gets_config_but_is_in_no_endpoints(tmp_path):
