@@ -8,7 +8,6 @@ working); two pyproxies doing mTLS with SPIFFE certificates, the server side see
 """
 from __future__ import annotations
 
-import asyncio
 import pytest
 
 from pyproxy.tls.secrets import TlsCertificate, ValidationContext

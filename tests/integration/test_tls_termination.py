@@ -8,7 +8,6 @@ x-forwarded-client-cert.
 """
 from __future__ import annotations
 
-import asyncio
 import ssl
 
 import pytest
