@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config.model import Cors, HTTPFault
-from . import cors, fault
+from . import cors, fault, istio_stats
 from .base import FactoryBuilder, FilterFactory
 
 ROUTER = "envoy.filters.http.router"
@@ -16,6 +16,7 @@ ROUTER = "envoy.filters.http.router"
 BY_NAME: dict[str, FactoryBuilder] = {
     fault.NAME: fault.build_factory,
     cors.NAME: cors.build_factory,
+    istio_stats.NAME: istio_stats.build_factory,
 }
 BY_TYPE: dict[type, FactoryBuilder] = {HTTPFault: fault.build_factory, Cors: cors.build_factory}
 
