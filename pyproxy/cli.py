@@ -105,6 +105,7 @@ async def run_dynamic(args: argparse.Namespace, kind: str) -> int:
                       service_account=args.service_account, labels=labels, app_ports=args.app_port,
                       inbound_port=args.inbound_port, outbound_port=args.outbound_port, admin_port=args.admin_port)
     server = ProxyServer(drain_time=args.drain_time_s)
+    server.node = node  # the workload's own metadata for istio.stats (peer metadata exchange)
     secure = None
     if args.control.startswith("https://"):
         try:

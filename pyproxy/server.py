@@ -102,8 +102,11 @@ class HcmRuntime:
 
     def __init__(self, config: model.HttpConnectionManager, clusters: ClusterManager, stats: Stats,
                  rng: random.Random, route_config: model.RouteConfiguration | None = None,
-                 access_logs: AccessLogManager | None = None, routes: CompiledRoutes | None = None):
+                 access_logs: AccessLogManager | None = None, routes: CompiledRoutes | None = None,
+                 node: Any = None, traffic_direction: str = "UNSPECIFIED"):
         self.config = config
+        self.node = node  # the proxy's Envoy node (bootstrap `node` or the xDS node dict): istio.stats reads it
+        self.traffic_direction = traffic_direction  # of the listener this HCM serves (istio.stats' reporter)
         self.clusters = clusters
         self.rng = rng
         if routes is None:
@@ -371,6 +374,7 @@ class ProxyServer:
                  drain_time: float = 5.0, worker_id: int | None = None):
         self.worker_id = worker_id
         self.stats = stats or Stats()
+        self.node: Any = None  # Envoy's node (bootstrap `node`, or the xDS node dict of `pyproxy sidecar`)
         self.secrets = SecretManager()  # SDS secrets by name (`default`, `ROOTCA`): filled by the certificate agent
         self.rng = rng or random.Random()
         self.reuse_port = reuse_port
@@ -463,7 +467,8 @@ class ProxyServer:
                         built_large = built_large or compiled.large
                         serving[id(rc)] = compiled
                     hcm = HcmRuntime(hcm_cfg, new_clusters, self.stats, self.rng,
-                                     access_logs=self.access_logs, routes=compiled)
+                                     access_logs=self.access_logs, routes=compiled, node=self.node,
+                                     traffic_direction=lis.traffic_direction)
                     tc = tls_context_of(chain.transport_socket)
                     tls = TlsContextProvider(tc, self.secrets, f"listener {key!r} {ckey}.transport_socket") \
                         if tc is not None else None
@@ -565,6 +570,8 @@ class ProxyServer:
 
     async def apply_bootstrap(self, bootstrap: model.Bootstrap) -> None:
         sr = bootstrap.static_resources or model.StaticResources()
+        if bootstrap.node is not None:
+            self.node = bootstrap.node
         await self.apply(sr.listeners, sr.clusters, version="static")
 
     def begin_drain(self) -> None:

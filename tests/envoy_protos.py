@@ -31,6 +31,7 @@ _MODULES = [
     "envoy.extensions.retry.priority.previous_priorities.v3.previous_priorities_config_pb2",
     "envoy.extensions.transport_sockets.tls.v3.tls_pb2",
     "envoy.admin.v3.config_dump_pb2",
+    "udpa.type.v1.typed_struct_pb2",  # Istio's istio.stats config (stats.PluginConfig) travels as a TypedStruct
 ]
 for _m in _MODULES:
     try:

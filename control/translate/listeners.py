@@ -25,8 +25,9 @@ Sidecar (istiod listener_builder.go, adapted to ARCHITECTURE.md decision 5, expl
 Connection managers use RDS `{route_config_name, config_source: {ads: {}}}` unless `Options.inline_routes`.
 Settings istiod puts on every sidecar HCM: `use_remote_address` false (gateways: true), `stream_idle_timeout`
 0s, `normalize_path` true, websocket upgrades, HTTP/1.0 accepted; inbound and gateways send `server:
-istio-envoy`. HTTP filters: inbound RBAC from AuthorizationPolicy (authz.py), security contributors, envoy.filters.http.fault, envoy.filters.http.cors, stats /
-rate-limit contributors, envoy.filters.http.router.
+istio-envoy`. HTTP filters: inbound RBAC from AuthorizationPolicy (authz.py), security contributors,
+envoy.filters.http.fault, envoy.filters.http.cors, stats / rate-limit contributors, `istio.stats` (Istio's standard
+metrics, `istio_stats_filter`), envoy.filters.http.router.
 
 Gateway (istiod gateway.go): one listener `0.0.0.0_<port>` per server port. Plain HTTP servers share one chain
 with RDS `http.<port>`; each terminating HTTPS server (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL) gets a chain
@@ -50,12 +51,22 @@ from control.translate import authn, authz, credentials
 from control.translate import tcp as l4
 from control.translate.clusters import InboundPort, inbound_ports
 from control.translate.common import (ADS, CORS, DOWNSTREAM_TLS, FAULT, HCM, INBOUND_PORT, LISTENER, OUTBOUND_PORT,
-                                      ROUTER, TCP_PROXY, TLS_INSPECTOR, Proxy, cluster_name)
+                                      ROUTER, STATS_PLUGIN_CONFIG, TCP_PROXY, TLS_INSPECTOR, TYPED_STRUCT, Proxy,
+                                      cluster_name)
 from control.translate.routes import HTTP_PROXY_ROUTE, retry_policy, route_configuration, RouteContext
 
 INBOUND_RETRY = {"attempts": 2, "retryOn": "reset-before-request"}  # istiod BuildDefaultHTTPInboundRoute
 TLS_INSPECTOR_FILTER = {"name": "envoy.filters.listener.tls_inspector", "typed_config": {"@type": TLS_INSPECTOR}}
 TERMINATING_TLS = ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL")
+
+
+def istio_stats_filter(direction: str) -> dict:
+    """Istio's stats filter as istiod names it (`istio.stats`, `stats.PluginConfig`, just before the router). The
+    reporter is not in the config: the proxy derives it from the listener's `traffic_direction` (INBOUND ->
+    destination; sidecar outbound and gateways, OUTBOUND -> source), as istio-proxy does. The config travels
+    as a TypedStruct, which Envoy's protos parse (istiod sends the `stats.PluginConfig` Any itself)."""
+    return {"name": "istio.stats", "typed_config": {"@type": TYPED_STRUCT, "type_url": STATS_PLUGIN_CONFIG,
+                                                   "value": {}}}
 
 
 def http_filters(proxy: Proxy, direction: str) -> list[dict]:
@@ -67,6 +78,7 @@ def http_filters(proxy: Proxy, direction: str) -> list[dict]:
     out.append({"name": "envoy.filters.http.cors", "typed_config": {"@type": CORS}})
     for contribute in ext.http_filters_before_router:
         out += contribute(proxy, direction)
+    out.append(istio_stats_filter(direction))
     out.append({"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}})
     return out
 

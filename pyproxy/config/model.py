@@ -656,6 +656,16 @@ class HTTPFault:
     max_active_faults: int | None = wrapped()
 
 
+@typed("udpa.type.v1.TypedStruct")
+@frozen
+class TypedStruct:
+    """udpa.type.v1.TypedStruct: an extension's config as a Struct, named by `type_url`. Istio's stats filter
+    (`istio.stats`, `type.googleapis.com/stats.PluginConfig`) comes this way: Envoy's protos do not carry it."""
+
+    type_url: str = ""
+    value: Mapping[str, Any] | None = struct()
+
+
 @typed("envoy.extensions.filters.http.cors.v3.Cors")
 @frozen
 class Cors:

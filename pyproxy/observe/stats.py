@@ -205,6 +205,16 @@ class Stats:
         self._counters: dict[str, Counter] = {}
         self._gauges: dict[str, Gauge] = {}
         self._histograms: dict[str, Histogram] = {}
+        # stores that are not name -> value stats (Istio's labelled metrics), by key; each may offer
+        # `collector()` for /stats/prometheus (pyproxy.observe.istio_metrics)
+        self.extensions: dict[str, Any] = {}
+
+    def extension(self, key: str, make: Any) -> Any:
+        """The store's extension `key`, made by `make()` on first use (kept for the store's lifetime)."""
+        ext = self.extensions.get(key)
+        if ext is None:
+            ext = self.extensions[key] = make()
+        return ext
 
     def _create(self, kind: str, name: str, make: Any) -> Any:
         """Slow path: first use of a name. A name belongs to one kind of stat only."""
@@ -623,4 +633,22 @@ def render_prometheus(stats: Stats, *, filter: str | re.Pattern[str] | None = No
                       extractors: tuple[TagExtractor, ...] = DEFAULT_TAG_EXTRACTORS) -> str:
     """Envoy's `/stats/prometheus`, written by prometheus_client's text exposition (format 0.0.4)."""
     scalars, histograms = _select(stats, filter, used_only, "All")
-    return generate_latest(_EnvoyCollector(scalars, histograms, extractors)).decode("utf-8")  # type: ignore[arg-type]
+    text = generate_latest(_EnvoyCollector(scalars, histograms, extractors)).decode("utf-8")  # type: ignore[arg-type]
+    pattern = _pattern(filter)
+    for ext in list(stats.extensions.values()):
+        collector = ext.collector() if hasattr(ext, "collector") else None
+        if collector is not None:
+            text += generate_latest(_Filtered(collector, pattern)).decode("utf-8")  # type: ignore[arg-type]
+    return text
+
+
+class _Filtered:
+    """An extension's collector, keeping the families whose name the admin `filter=` regex finds."""
+
+    def __init__(self, collector: Any, pattern: re.Pattern[str] | None):
+        self.collector, self.pattern = collector, pattern
+
+    def collect(self) -> Iterator[Metric]:
+        for m in self.collector.collect():
+            if self.pattern is None or self.pattern.search(m.name):
+                yield m

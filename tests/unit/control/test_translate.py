@@ -181,7 +181,7 @@ def test_outbound_listener_15001_uses_the_merged_http_proxy_routes_and_per_port_
     assert per_port["bind_to_port"] is False
     assert per_port["filter_chains"][0]["filters"][0]["typed_config"]["rds"]["route_config_name"] == "9080"
     assert [f["name"] for f in hcm["http_filters"]] == [
-        "envoy.filters.http.fault", "envoy.filters.http.cors", "envoy.filters.http.router"]
+        "envoy.filters.http.fault", "envoy.filters.http.cors", "istio.stats", "envoy.filters.http.router"]
     merged = by_name(rendered.routes, "http_proxy")["virtual_hosts"]
     assert by_name(merged, f"{REVIEWS}:9080")["domains"] == [  # not port 80: only host:port forms
         f"{REVIEWS}:9080", "reviews:9080", "reviews.default.svc:9080", "reviews.default:9080"]

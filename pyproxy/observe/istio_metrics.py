@@ -1,0 +1,197 @@
+"""Istio's standard HTTP metrics: the label set, the peer metadata, the per-series counts, the exposition.
+
+Where it sits: the `istio.stats` HTTP filter (`pyproxy.filters.istio_stats`) builds one label tuple per finished
+request and calls `IstioMetrics.record(labels, duration_ms, request_bytes, response_bytes)`; the admin
+`/stats/prometheus` asks the store's collector (`IstioCollector`, a prometheus_client custom collector) for the
+families at scrape time, beside Envoy's own stats. Nothing here does I/O or reads a clock.
+
+What it implements (Istio `istio_stats.cc`, docs reference/config/metrics):
+- `istio_requests_total` (counter), `istio_request_duration_milliseconds`, `istio_request_bytes`,
+  `istio_response_bytes` (histograms with Envoy's default buckets, `DEFAULT_BUCKETS`), labelled with
+  `LABELS` in Istio's emission order. Missing values are `unknown`, `*_canonical_revision` defaults to `latest`.
+- Peer metadata (`PeerMetadata`): the workload facts a proxy learns from its node (NAME, NAMESPACE, CLUSTER_ID,
+  SERVICE_ACCOUNT, LABELS app/version/canonical name+revision) and exchanges with its peer in
+  `x-envoy-peer-metadata` (base64) + `x-envoy-peer-metadata-id`.
+  Deviation: Istio base64-encodes a serialized `google.protobuf.Struct`; pyproxy base64-encodes the same keys as
+  JSON (protobuf is not a runtime dependency). Two pyproxies understand each other; a real Envoy would not.
+
+Hot path: a series is a plain `__slots__` object found by one dict lookup on the label tuple; a record is a few
+integer adds and one `bisect`. No locks, no prometheus_client objects per request. Cardinality is bounded:
+labels never carry paths or ids, and past `max_series` distinct tuples new ones are dropped and counted
+(`dropped`), as a guard against a client-controlled value (the Host fallback of destination_service).
+"""
+from __future__ import annotations
+
+import base64
+import json
+from bisect import bisect_left
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+from prometheus_client.metrics_core import Metric
+
+from .stats import DEFAULT_BUCKETS
+
+__all__ = ["LABELS", "IstioCollector", "IstioMetrics", "PeerMetadata", "Series", "UNKNOWN",
+           "PEER_METADATA_HEADER", "PEER_METADATA_ID_HEADER"]
+
+PEER_METADATA_HEADER = "x-envoy-peer-metadata"
+PEER_METADATA_ID_HEADER = "x-envoy-peer-metadata-id"
+UNKNOWN = "unknown"
+
+# Istio's label order (istio_stats.cc all_tags_; testdata/metric/server_request_total.yaml.tmpl).
+LABELS: tuple[str, ...] = (
+    "reporter", "source_workload", "source_canonical_service", "source_canonical_revision",
+    "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster",
+    "destination_workload", "destination_workload_namespace", "destination_principal", "destination_app",
+    "destination_version", "destination_service", "destination_canonical_service",
+    "destination_canonical_revision", "destination_service_name", "destination_service_namespace",
+    "destination_cluster", "request_protocol", "response_code", "grpc_response_status", "response_flags",
+    "connection_security_policy",
+)
+DEFAULT_MAX_SERIES = 10000
+
+CANONICAL_NAME = "service.istio.io/canonical-name"
+CANONICAL_REVISION = "service.istio.io/canonical-revision"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerMetadata:
+    """One side's workload facts, as the metric labels need them (values already defaulted to `unknown`)."""
+
+    workload: str = UNKNOWN
+    namespace: str = UNKNOWN
+    app: str = UNKNOWN
+    version: str = UNKNOWN
+    canonical_service: str = UNKNOWN
+    canonical_revision: str = "latest"
+    cluster: str = UNKNOWN
+    service_account: str = ""
+    node_id: str = ""
+
+    @classmethod
+    def from_node(cls, node_id: str, metadata: Mapping[str, Any] | None) -> "PeerMetadata":
+        """From an Envoy node's metadata (Istio NodeMetadata keys). The workload name is WORKLOAD_NAME, else
+        the pod NAME (pyproxy's node carries the workload's name there), canonical service defaults to app."""
+        md = metadata or {}
+        labels = md.get("LABELS") or {}
+        app = str(labels.get("app") or labels.get("app.kubernetes.io/name") or UNKNOWN)
+        version = str(labels.get("version") or labels.get("app.kubernetes.io/version") or UNKNOWN)
+        workload = str(md.get("WORKLOAD_NAME") or md.get("NAME") or UNKNOWN)
+        return cls(
+            workload=workload,
+            namespace=str(md.get("NAMESPACE") or UNKNOWN),
+            app=app,
+            version=version,
+            canonical_service=str(labels.get(CANONICAL_NAME) or (app if app != UNKNOWN else workload)),
+            canonical_revision=str(labels.get(CANONICAL_REVISION) or (version if version != UNKNOWN else "latest")),
+            cluster=str(md.get("CLUSTER_ID") or "Kubernetes"),
+            service_account=str(md.get("SERVICE_ACCOUNT") or ""),
+            node_id=node_id,
+        )
+
+    def encode(self) -> str:
+        """The `x-envoy-peer-metadata` value: base64 of the Istio NodeMetadata keys (JSON, see the module doc)."""
+        labels = {"app": self.app, "version": self.version, CANONICAL_NAME: self.canonical_service,
+                  CANONICAL_REVISION: self.canonical_revision}
+        md = {"WORKLOAD_NAME": self.workload, "NAMESPACE": self.namespace, "CLUSTER_ID": self.cluster,
+              "SERVICE_ACCOUNT": self.service_account,
+              "LABELS": {k: v for k, v in labels.items() if v != UNKNOWN}}
+        return base64.b64encode(json.dumps(md, separators=(",", ":"), sort_keys=True).encode()).decode("ascii")
+
+    @classmethod
+    def decode(cls, value: str | None, node_id: str = "") -> "PeerMetadata | None":
+        """The peer's metadata from its header; None when absent or not valid (then the peer is unknown)."""
+        if not value or len(value) > 8192:
+            return None
+        try:
+            md = json.loads(base64.b64decode(value, validate=True))
+        except ValueError:
+            return None
+        if not isinstance(md, dict) or not isinstance(md.get("LABELS", {}), dict):
+            return None
+        return cls.from_node(node_id, md)
+
+
+class Series:
+    """The counts of one label tuple: a counter and three histograms (per-bucket counts, sum)."""
+
+    __slots__ = ("requests", "duration", "duration_sum", "request_bytes", "request_bytes_sum",
+                 "response_bytes", "response_bytes_sum")
+
+    def __init__(self, n_buckets: int):
+        self.requests = 0
+        self.duration = [0] * (n_buckets + 1)  # the last slot is +Inf
+        self.duration_sum = 0.0
+        self.request_bytes = [0] * (n_buckets + 1)
+        self.request_bytes_sum = 0
+        self.response_bytes = [0] * (n_buckets + 1)
+        self.response_bytes_sum = 0
+
+
+class IstioMetrics:
+    """The store of one proxy (one per `Stats` store, so one per worker process), kept across config swaps."""
+
+    def __init__(self, bounds: tuple[float, ...] = DEFAULT_BUCKETS, max_series: int = DEFAULT_MAX_SERIES):
+        self.bounds = tuple(bounds)
+        self.max_series = max_series
+        self.series: dict[tuple[str, ...], Series] = {}
+        self.dropped = 0
+
+    def record(self, labels: tuple[str, ...], duration_ms: float, request_bytes: int, response_bytes: int) -> None:
+        s = self.series.get(labels)
+        if s is None:
+            if len(self.series) >= self.max_series:
+                self.dropped += 1
+                return
+            s = self.series[labels] = Series(len(self.bounds))
+        bounds = self.bounds
+        s.requests += 1
+        s.duration[bisect_left(bounds, duration_ms)] += 1  # Envoy's buckets are upper-inclusive (le)
+        s.duration_sum += duration_ms
+        s.request_bytes[bisect_left(bounds, request_bytes)] += 1
+        s.request_bytes_sum += request_bytes
+        s.response_bytes[bisect_left(bounds, response_bytes)] += 1
+        s.response_bytes_sum += response_bytes
+
+    def collector(self) -> "IstioCollector":
+        return IstioCollector(self)
+
+    def __repr__(self) -> str:
+        total = sum(s.requests for s in self.series.values())
+        return f"IstioMetrics({len(self.series)} series, {total} requests, {self.dropped} dropped)"
+
+
+def _le(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else repr(float(bound))
+
+
+class IstioCollector:
+    """prometheus_client collector: the store's series as Istio's four families, built at scrape time."""
+
+    def __init__(self, store: IstioMetrics):
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        store = self.store
+        items = sorted(store.series.items())
+        les = [*map(_le, store.bounds), "+Inf"]
+        requests = Metric("istio_requests", "", "counter")
+        hists = {name: Metric(name, "", "histogram") for name in (
+            "istio_request_duration_milliseconds", "istio_request_bytes", "istio_response_bytes")}
+        for key, s in items:
+            labels = dict(zip(LABELS, key))
+            requests.add_sample("istio_requests_total", labels, s.requests)
+            for name, counts, total in (("istio_request_duration_milliseconds", s.duration, s.duration_sum),
+                                        ("istio_request_bytes", s.request_bytes, s.request_bytes_sum),
+                                        ("istio_response_bytes", s.response_bytes, s.response_bytes_sum)):
+                m = hists[name]
+                cumulative = 0
+                for le, c in zip(les, counts):
+                    cumulative += c
+                    m.add_sample(name + "_bucket", {**labels, "le": le}, cumulative)
+                m.add_sample(name + "_sum", labels, total)
+                m.add_sample(name + "_count", labels, cumulative)
+        if items:
+            yield requests
+            yield from hists.values()

@@ -1,0 +1,66 @@
+"""The pure parts of Istio's metrics: peer metadata from a node and through its header, the filter config's
+checks and reporter rule, the bounded store and its exposition (parsed back with prometheus_client)."""
+from __future__ import annotations
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pyproxy.config.model import TypedStruct
+from pyproxy.filters.istio_stats import PLUGIN_CONFIG, IstioStatsFilterConfig
+from pyproxy.observe.istio_metrics import LABELS, IstioMetrics, PeerMetadata
+from pyproxy.observe.stats import Stats, render_prometheus
+
+NODE_MD = {"NAME": "reviews-v2", "NAMESPACE": "bookinfo", "SERVICE_ACCOUNT": "reviews", "CLUSTER_ID": "c1",
+           "LABELS": {"app": "reviews", "version": "v2"}}
+
+
+def test_peer_metadata_from_node_defaults_and_survives_its_header():
+    p = PeerMetadata.from_node("sidecar~1", NODE_MD)
+    assert (p.workload, p.namespace, p.app, p.version, p.canonical_service, p.canonical_revision, p.cluster) == (
+        "reviews-v2", "bookinfo", "reviews", "v2", "reviews", "v2", "c1")
+    back = PeerMetadata.decode(p.encode(), "sidecar~1")
+    assert back == p
+    bare = PeerMetadata.from_node("", {})
+    assert (bare.workload, bare.app, bare.canonical_revision, bare.cluster) == ("unknown", "unknown", "latest",
+                                                                                 "Kubernetes")
+    assert PeerMetadata.decode("not base64!") is None and PeerMetadata.decode("") is None
+
+
+@pytest.mark.parametrize("direction,value,reporter", [
+    ("INBOUND", {}, "destination"), ("OUTBOUND", {}, "source"), ("UNSPECIFIED", {}, "source"),
+    ("INBOUND", {"reporter": "SERVER_GATEWAY"}, "waypoint")])
+def test_reporter_follows_the_listener_direction(direction, value, reporter):
+    cfg = IstioStatsFilterConfig(TypedStruct(type_url=PLUGIN_CONFIG, value=value), Stats())
+    hcm = type("H", (), {"node": None, "traffic_direction": direction})()
+    assert cfg.local_for(hcm).reporter == reporter
+
+
+@pytest.mark.parametrize("typed,message", [
+    (TypedStruct(type_url="type.googleapis.com/other.Config", value={}), "expected 'type.googleapis.com/stats"),
+    (TypedStruct(type_url=PLUGIN_CONFIG, value={"metrics": []}), "fields ['metrics'] are not supported"),
+    (TypedStruct(type_url=PLUGIN_CONFIG, value={"reporter": "CLIENT"}), "reporter 'CLIENT'")])
+def test_config_refuses_what_it_does_not_implement(typed, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
+        IstioStatsFilterConfig(typed, Stats())
+
+
+def test_store_is_bounded_and_renders_buckets_through_prometheus_client():
+    stats = Stats()
+    store = stats.extension("istio", lambda: IstioMetrics(max_series=1))
+    key = tuple(f"v{i}" for i in range(len(LABELS)))
+    store.record(key, 0.5, 10, 1000)
+    store.record(key, 7.0, 2600, 1001)
+    store.record(tuple("x" for _ in LABELS), 1.0, 1, 1)  # a second tuple: over the bound, dropped
+    assert store.dropped == 1
+    samples = {(s.name, s.labels.get("le")): s.value
+               for f in text_string_to_metric_families(render_prometheus(stats)) if f.name.startswith("istio")
+               for s in f.samples}
+    assert samples[("istio_requests_total", None)] == 2
+    assert samples[("istio_request_duration_milliseconds_bucket", "0.5")] == 1  # upper-inclusive, as Envoy
+    assert samples[("istio_request_duration_milliseconds_bucket", "5")] == 1
+    assert samples[("istio_request_duration_milliseconds_bucket", "10")] == 2
+    assert samples[("istio_request_bytes_bucket", "2500")] == 1
+    assert samples[("istio_request_bytes_bucket", "5000")] == 2
+    assert samples[("istio_response_bytes_bucket", "1000")] == 1
+    assert samples[("istio_response_bytes_sum", None)] == 2001
+    assert "istio_requests_total" not in render_prometheus(stats, filter="envoy_")
