@@ -36,8 +36,39 @@ def _socket_address(port: int) -> dict:
     return {"socket_address": {"address": LOOPBACK, "port_value": port}}
 
 
-def pyproxy_bootstrap(*, listen_port: int, admin_port: int, backend_port: int) -> dict:
-    """An Envoy v3 Bootstrap: listener on `listen_port` → cluster `backend` (127.0.0.1:`backend_port`)."""
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files for one TLS side: our certificate chain and key, and the CA that verifies the peer (or None)."""
+
+    cert_chain: str
+    private_key: str
+    trusted_ca: str | None = None
+
+
+DOWNSTREAM_TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+UPSTREAM_TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+
+
+def _common_tls_context(files: TlsFiles, peer_uri: str | None = None) -> dict:
+    common: dict = {"tls_certificates": [{"certificate_chain": {"filename": files.cert_chain},
+                                          "private_key": {"filename": files.private_key}}]}
+    if files.trusted_ca is not None:
+        validation: dict = {"trusted_ca": {"filename": files.trusted_ca}}
+        if peer_uri is not None:
+            validation["match_typed_subject_alt_names"] = [{"san_type": "URI", "matcher": {"exact": peer_uri}}]
+        common["validation_context"] = validation
+    return common
+
+
+def pyproxy_bootstrap(*, listen_port: int, admin_port: int, backend_port: int,
+                      downstream_tls: TlsFiles | None = None, upstream_tls: TlsFiles | None = None,
+                      upstream_peer_uri: str | None = None) -> dict:
+    """An Envoy v3 Bootstrap: listener on `listen_port` → cluster `backend` (127.0.0.1:`backend_port`).
+
+    `downstream_tls`: the listener's filter chain terminates TLS (`DownstreamTlsContext`, a client certificate
+    is required when it has a `trusted_ca`). `upstream_tls`: the cluster originates TLS with that client
+    certificate (`UpstreamTlsContext`), verifying the origin with `trusted_ca` and its URI SAN
+    `upstream_peer_uri`, as a sidecar's outbound cluster does with ISTIO_MUTUAL."""
     hcm = {
         "@type": HCM_TYPE,
         "stat_prefix": "ingress_http",
@@ -54,6 +85,17 @@ def pyproxy_bootstrap(*, listen_port: int, admin_port: int, backend_port: int) -
         },
         "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
     }
+    chain: dict = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+    if downstream_tls is not None:
+        context = {"@type": DOWNSTREAM_TLS_TYPE, "common_tls_context": _common_tls_context(downstream_tls)}
+        if downstream_tls.trusted_ca is not None:
+            context["require_client_certificate"] = True
+        chain["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": context}
+    cluster_tls: dict = {}
+    if upstream_tls is not None:
+        context = {"@type": UPSTREAM_TLS_TYPE,
+                   "common_tls_context": _common_tls_context(upstream_tls, upstream_peer_uri)}
+        cluster_tls["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": context}
     return {
         "admin": {"address": _socket_address(admin_port)},
         "static_resources": {
@@ -61,9 +103,7 @@ def pyproxy_bootstrap(*, listen_port: int, admin_port: int, backend_port: int) -
                 {
                     "name": "listener_0",
                     "address": _socket_address(listen_port),
-                    "filter_chains": [
-                        {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
-                    ],
+                    "filter_chains": [chain],
                 }
             ],
             "clusters": [
@@ -76,6 +116,7 @@ def pyproxy_bootstrap(*, listen_port: int, admin_port: int, backend_port: int) -
                         "cluster_name": "backend",
                         "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(backend_port)}}]}],
                     },
+                    **cluster_tls,
                 }
             ],
         },
@@ -143,20 +184,33 @@ def _nginx_main(workdir: str, role: str, http_block: list[Directive]) -> list[Di
     ]
 
 
-def nginx_origin_config(*, workdir: str, port: int) -> list[Directive]:
-    """nginx as the backend: `return 200 "hello world\\n"` on 127.0.0.1:`port`."""
-    server = directive(
-        "server",
-        block=[
-            directive("listen", f"{LOOPBACK}:{port}"),
-            directive("location", "/", block=[directive("default_type", "text/plain"), directive("return", 200, BODY)]),
-        ],
-    )
-    return _nginx_main(workdir, "origin", [server])
+def _ssl_server(files: TlsFiles) -> list[Directive]:
+    """`ssl_certificate` & co. for a server block; a `trusted_ca` makes the client certificate required."""
+    out = [directive("ssl_certificate", files.cert_chain), directive("ssl_certificate_key", files.private_key)]
+    if files.trusted_ca is not None:
+        out += [directive("ssl_client_certificate", files.trusted_ca), directive("ssl_verify_client", "on")]
+    return out
 
 
-def nginx_proxy_config(*, workdir: str, port: int, backend_port: int) -> list[Directive]:
-    """nginx as the proxy under test: 127.0.0.1:`port` → upstream `backend` with pooled keep-alive."""
+def nginx_origin_config(*, workdir: str, port: int, mtls_port: int | None = None,
+                        mtls: TlsFiles | None = None) -> list[Directive]:
+    """nginx as the backend: `return 200 "hello world\\n"` on 127.0.0.1:`port`, and with `mtls_port` the same
+    answer over TLS that requires a client certificate (`ssl_verify_client on`), as a STRICT sidecar's inbound."""
+    location = directive("location", "/", block=[directive("default_type", "text/plain"), directive("return", 200, BODY)])
+    servers = [directive("server", block=[directive("listen", f"{LOOPBACK}:{port}"), location])]
+    if mtls_port is not None:
+        assert mtls is not None and mtls.trusted_ca is not None, "an mTLS origin needs its certificate and a CA"
+        servers.append(directive("server", block=[directive("listen", f"{LOOPBACK}:{mtls_port}", "ssl"),
+                                                  *_ssl_server(mtls), location]))
+    return _nginx_main(workdir, "origin", servers)
+
+
+def nginx_proxy_config(*, workdir: str, port: int, backend_port: int, role: str = "proxy",
+                       downstream_tls: TlsFiles | None = None, upstream_tls: TlsFiles | None = None) -> list[Directive]:
+    """nginx as the proxy under test: 127.0.0.1:`port` → upstream `backend` with pooled keep-alive.
+    `downstream_tls`: `listen ... ssl` with that certificate. `upstream_tls`: `proxy_pass https://` presenting
+    that client certificate and verifying the origin with its `trusted_ca` (`proxy_ssl_verify on`); upstream
+    keep-alive holds the TLS connections as it holds plaintext ones."""
     upstream = directive(
         "upstream",
         "backend",
@@ -166,19 +220,18 @@ def nginx_proxy_config(*, workdir: str, port: int, backend_port: int) -> list[Di
             directive("keepalive_requests", KEEPALIVE_REQUESTS),
         ],
     )
-    server = directive(
-        "server",
-        block=[
-            directive("listen", f"{LOOPBACK}:{port}"),
-            directive(
-                "location",
-                "/",
-                block=[
-                    directive("proxy_pass", "http://backend"),
-                    directive("proxy_http_version", "1.1"),
-                    directive("proxy_set_header", "Connection", ""),
-                ],
-            ),
-        ],
-    )
-    return _nginx_main(workdir, "proxy", [upstream, server])
+    proxy = [
+        directive("proxy_pass", "https://backend" if upstream_tls else "http://backend"),
+        directive("proxy_http_version", "1.1"),
+        directive("proxy_set_header", "Connection", ""),
+    ]
+    if upstream_tls is not None:
+        proxy += [directive("proxy_ssl_certificate", upstream_tls.cert_chain),
+                  directive("proxy_ssl_certificate_key", upstream_tls.private_key)]
+        if upstream_tls.trusted_ca is not None:
+            proxy += [directive("proxy_ssl_trusted_certificate", upstream_tls.trusted_ca),
+                      directive("proxy_ssl_verify", "on"), directive("proxy_ssl_name", "localhost")]
+    listen = directive("listen", f"{LOOPBACK}:{port}", *(("ssl",) if downstream_tls else ()))
+    tls = _ssl_server(downstream_tls) if downstream_tls else []
+    server = directive("server", block=[listen, *tls, directive("location", "/", block=proxy)])
+    return _nginx_main(workdir, role, [upstream, server])

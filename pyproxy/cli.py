@@ -199,8 +199,11 @@ class SecureControl:
         return {"identity": s.identity.uri if s else None,
                 "workload_certificate": None if s is None else {
                     "serial_number": _serial(s.cert_chain_pem), "sha256": _fingerprint(s.cert_chain_pem),
+                    "issuer": _issuer(s.cert_chain_pem),
                     "valid_until": _utc(s.not_after),
                     "renewal_at": _utc(s.rotate_at)},
+                # SDS ROOTCA: the roots this sidecar verifies peers with (two during a root rotation)
+                "trust_bundle": None if s is None else _root_fingerprints(s.root_bundle_pem),
                 "certificate_rotations": self.agent.rotations, "certificate_failures": self.agent.failures}
 
 
@@ -234,6 +237,23 @@ def _secure_control(args: argparse.Namespace, node: dict[str, Any], server: Any)
     agent = CertificateAgent(args.control, root_cert_path=args.ca_root, token_path=args.token_file,
                              identity=identity, ttl=args.secret_ttl, renew_with_certificate=True)
     return SecureControl(agent, credentials, server)
+
+
+def _issuer(chain_pem: bytes) -> str:
+    """The leaf's issuer, RFC 4514 (which intermediate signed it: it changes at step 3 of a root rotation)."""
+    from .tls.pki import load_certificates
+    return load_certificates(chain_pem, "workload certificate")[0].issuer.rfc4514_string()
+
+
+def _root_fingerprints(roots_pem: bytes) -> list[str]:
+    """SHA-256 of each root in the trust bundle, hex, in bundle order."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from .tls.pki import load_certificates
+    return [hashlib.sha256(c.public_bytes(Encoding.DER)).hexdigest()
+            for c in load_certificates(roots_pem, "trust bundle")]
 
 
 def _fingerprint(chain_pem: bytes) -> str:

@@ -8,6 +8,7 @@ SHA-256 of the client certificate the server side verified), each sidecar's admi
 certificate a fresh TLS connection straight to an inbound port is shown.
 
 * rotation under load: 6 s certificates (renewed at about 3 s) while keep-alive and new connections flow;
+* root rotation (certs/README.md's steps) through two STRICT sidecars with traffic flowing;
 * PeerAuthentication STRICT / PERMISSIVE / DISABLE and a portLevelMtls override, on the same mesh, live;
 * bad peers: a sidecar of another mesh (another CA) refused by a STRICT sidecar (a SAN mismatch is proved
   at the pyproxy level, tests/integration/test_tls_origination.py: no live-mesh config can pin a wrong SAN).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pathlib
 import time
 
 import aiohttp
@@ -106,6 +108,32 @@ async def probe_secret(mesh: Mesh, ttl: float):
     return await agent.fetch()
 
 
+def strict_pair_with_fresh_connections() -> list[dict]:
+    """STRICT, productpage and reviews, and `reviews-fresh`: the same reviews pods behind a DestinationRule with
+    maxRequestsPerConnection 1, so every request through it opens a new mTLS connection between the sidecars."""
+    return [STRICT_MESH, service("productpage"), service("reviews"),
+            {**service("reviews-fresh"), "spec": {"selector": {"app": "reviews"},
+                                                  "ports": [{"name": "http", "port": 9080}]}},
+            destination_rule("reviews", ("v1",)),
+            {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+             "metadata": {"name": "reviews-fresh", "namespace": NAMESPACE},
+             "spec": {"host": "reviews-fresh", "trafficPolicy": {"connectionPool": {"http": {
+                 "maxRequestsPerConnection": 1}}}}}]
+
+
+async def start_pair_with_6s_certificates(mesh: Mesh):
+    """productpage-v1 and reviews-v1 asking for 6 s certificates, ready, the client knowing the server."""
+    ttl = ["--secret-ttl", "6s"]
+    client = mesh.start_workload("productpage-v1", labels("productpage"), extra_args=ttl)
+    server = mesh.start_workload("reviews-v1", labels("reviews"), extra_args=ttl)
+    for w in (client, server):
+        await w.app.ready()
+        await w.sidecar.ready()
+    await mesh.wait_hosts(client.sidecar, outbound_cluster("reviews-fresh"), lambda h: h == {server.sidecar.endpoint},
+                          "has reviews-v1")
+    return client, server
+
+
 # --- 1. certificate rotation under load ------------------------------------------------------------------
 
 async def test_certificates_rotate_under_load_without_a_failed_request(mesh: Mesh):
@@ -115,24 +143,9 @@ async def test_certificates_rotate_under_load_without_a_failed_request(mesh: Mes
     (`reviews`), keep-alive app connections where every request opens a NEW mTLS connection between the
     sidecars (`reviews-fresh`: DestinationRule maxRequestsPerConnection 1), and a new app connection per
     request. Not one request may fail while both sidecars rotate at least twice."""
-    mesh.write("services.yaml", [
-        STRICT_MESH, service("productpage"), service("reviews"),
-        {**service("reviews-fresh"), "spec": {"selector": {"app": "reviews"}, "ports": [{"name": "http",
-                                                                                            "port": 9080}]}},
-        destination_rule("reviews", ("v1",)),
-        {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-         "metadata": {"name": "reviews-fresh", "namespace": NAMESPACE},
-         "spec": {"host": "reviews-fresh", "trafficPolicy": {"connectionPool": {"http": {
-             "maxRequestsPerConnection": 1}}}}}])
+    mesh.write("services.yaml", strict_pair_with_fresh_connections())
     await mesh.control_plane(secure=True, extra_args=["--max-cert-ttl", "6s"])
-    ttl = ["--secret-ttl", "6s"]
-    client = mesh.start_workload("productpage-v1", labels("productpage"), extra_args=ttl)
-    server = mesh.start_workload("reviews-v1", labels("reviews"), extra_args=ttl)
-    for w in (client, server):
-        await w.app.ready()
-        await w.sidecar.ready()
-    await mesh.wait_hosts(client.sidecar, outbound_cluster("reviews-fresh"), lambda h: h == {server.sidecar.endpoint},
-                          "has reviews-v1")
+    client, server = await start_pair_with_6s_certificates(mesh)
     start = {w.name: await w.sidecar.server_info() for w in (client, server)}
     port = client.sidecar.outbound_port
 
@@ -212,6 +225,141 @@ async def test_certificates_rotate_under_load_without_a_failed_request(mesh: Mes
     stats = await server.sidecar.stats()
     handshakes = stats[f"listener.0.0.0.0_{server.sidecar.inbound_port}.ssl.handshake"]
     assert handshakes >= len(answers["new upstream connection"]), handshakes
+
+
+# --- 2. root rotation through live sidecars --------------------------------------------------------------
+
+def sha256_of_pem(pem: bytes) -> list[str]:
+    import hashlib
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+    return [hashlib.sha256(c.public_bytes(Encoding.DER)).hexdigest() for c in x509.load_pem_x509_certificates(pem)]
+
+
+@pytest.mark.timeout(180)
+async def test_the_root_rotates_through_live_sidecars_without_a_failed_request(mesh: Mesh, tmp_path):
+    """certs/README.md's four steps, live: a plugged-in CA `old/` (`meshctl ca init`), STRICT, 6 s certificates,
+    two sidecars (productpage -> reviews) and steady traffic through the pair all along: keep-alive, and a new
+    mTLS connection between the sidecars per request (`reviews-fresh`). Step 2: the control plane restarted on
+    `old/` whose root-cert.pem holds old+new (it publishes the bundle as the sidecars' --ca-root; they renew and
+    get both roots in ROOTCA). Step 3: restarted on `new/` (new intermediate, same bundle). Step 4: `new/` with
+    the new root alone. Each step waits until both sidecars show the expected trust bundle and issuer on
+    /server_info. Not one request may fail; at the end the server side trusts the new root only, and what it
+    verified (XFCC Hash) is the client's certificate from the new intermediate."""
+    import subprocess
+
+    from tests.support.mesh import console_script
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    for out in (old, new):
+        subprocess.run([*console_script("meshctl", "control.cli.meshctl"), "ca", "init", "--out", str(out),
+                        "--key-type", "ec-p256"], check=True, capture_output=True)
+    old_root, new_root = (old / "root-cert.pem").read_bytes(), (new / "root-cert.pem").read_bytes()
+    old_issuer, new_issuer = (x509.load_pem_x509_certificate((d / "ca-cert.pem").read_bytes()).subject.rfc4514_string()
+                              for d in (old, new))
+    mesh.write("services.yaml", strict_pair_with_fresh_connections())
+    ttl_args = ["--max-cert-ttl", "6s"]
+    # grace 10 s (the control plane's default): a sidecar reconnecting after a restart keeps its endpoint meanwhile.
+    # With the fixture's 1 s, one full-file run saw 503 "no healthy upstream" in step 4 (both kinds of traffic),
+    # most likely a sidecar still backing off after the restart for longer than the grace (not proven: the log
+    # was not kept; not seen again in 4 runs, 2 of them with grace 10 s)
+    cp = await mesh.control_plane(secure=True, grace=10.0, extra_args=[*ttl_args, "--cacerts", str(old)])
+    assert cp.root_cert.read_bytes() == old_root
+    client, server = await start_pair_with_6s_certificates(mesh)
+    port = client.sidecar.outbound_port
+
+    step = ["1 old root"]
+    answers: list[tuple[str, str, Seen]] = []   # (step, kind, answer)
+    done = asyncio.Event()
+    deadline = time.monotonic() + 100           # bounds: 100 s, 40 000 requests
+
+    def over() -> bool:
+        return done.is_set() or time.monotonic() > deadline or len(answers) >= 40_000
+
+    async def traffic(kind: str, host: str) -> None:
+        async with client_session() as session:
+            while not over():
+                answers.append((step[0], kind, await fetch(session, port, host)))
+                await asyncio.sleep(0.002)  # pacing (about 100-300 req/s per loop), not synchronisation
+
+    async def sidecars_show(what: str, bundle: list[str], issuer: str) -> None:
+        """Both sidecars hold a certificate from `issuer` and trust exactly `bundle` (renewed since the step)."""
+        async def both() -> bool:
+            for w in (client, server):
+                info = await w.sidecar.server_info()
+                if info["trust_bundle"] != bundle or info["workload_certificate"]["issuer"] != issuer:
+                    return False
+            return True
+        await poll(what, both, timeout=40, detail=mesh.logs)
+
+    async def renewed_once_more(what: str) -> None:
+        """Both sidecars renew once more from now (traffic keeps flowing meanwhile)."""
+        before = {w.name: (await w.sidecar.server_info())["certificate_rotations"] for w in (client, server)}
+
+        async def both() -> bool:
+            infos = [await w.sidecar.server_info() for w in (client, server)]
+            return all(info["certificate_rotations"] > before[w.name] for info, w in zip(infos, (client, server)))
+        await poll(what, both, timeout=20, detail=mesh.logs)
+
+    async def restart_on(cacerts: pathlib.Path, name: str) -> None:
+        step[0] = name
+        cp.stop()
+        cp.extra_args = [*ttl_args, "--cacerts", str(cacerts)]
+        await mesh.restart_control_plane()
+
+    async def rotate() -> None:
+        try:
+            await sidecars_show("step 1: old root", sha256_of_pem(old_root), old_issuer)
+            await renewed_once_more("step 1: a renewal under the old root")
+            # 2. trust both, still signing with the old intermediate
+            bundle = old_root + new_root
+            (old / "root-cert.pem").write_bytes(bundle)
+            (new / "root-cert.pem").write_bytes(bundle)
+            await restart_on(old, "2 both roots, old intermediate")
+            assert cp.root_cert.read_bytes() == bundle  # published: the sidecars' --ca-root
+            await sidecars_show("step 2: both roots", sha256_of_pem(bundle), old_issuer)
+            # 3. sign with the new intermediate
+            await restart_on(new, "3 both roots, new intermediate")
+            await sidecars_show("step 3: new intermediate", sha256_of_pem(bundle), new_issuer)
+            # 4. drop the old root
+            (new / "root-cert.pem").write_bytes(new_root)
+            await restart_on(new, "4 new root only")
+            await sidecars_show("step 4: new root only", sha256_of_pem(new_root), new_issuer)
+            await renewed_once_more("step 4: a renewal under the new root alone")
+        finally:
+            done.set()
+
+    await asyncio.gather(rotate(), traffic("keep-alive", "reviews:9080"),
+                         traffic("new upstream connection", "reviews-fresh:9080"))
+
+    per_step: dict[str, int] = {}
+    for name, kind, _ in answers:
+        per_step[f"{name} / {kind}"] = per_step.get(f"{name} / {kind}", 0) + 1
+    print("root rotation under traffic:", per_step)
+    failed = [(name, kind, a) for name, kind, a in answers if a.status != 200]
+    assert failed == [], (len(failed), {(n, k, a.status, a.text or a.error) for n, k, a in failed},
+                          [round(a.sent - answers[0][2].sent, 2) for _, _, a in failed][:20], mesh.logs())
+    assert len(per_step) == 8, per_step  # every step saw both kinds of traffic
+    assert all(f"URI={PRODUCTPAGE_ID}" in a.xfcc for _, _, a in answers)
+
+    # the end state: the server trusts the new root alone, and the client certificate it verified on the last
+    # new connection is the client's current one, from the new intermediate
+    server_info = await server.sidecar.server_info()
+    assert server_info["trust_bundle"] == sha256_of_pem(new_root), server_info
+
+    async def verified_current_client_cert() -> bool:
+        async with client_session() as session:
+            before = (await client.sidecar.server_info())["workload_certificate"]
+            seen = await fetch(session, port, "reviews-fresh:9080")
+            after = (await client.sidecar.server_info())["workload_certificate"]
+        return seen.status == 200 and before == after and seen.hash == after["sha256"] and \
+            after["issuer"] == new_issuer
+    await poll("the server verified a client certificate from the new intermediate", verified_current_client_cert)
+    # a client trusting the new root alone verifies the server's current certificate
+    probe = await probe_secret(mesh, ttl=6)
+    assert sha256_of_pem(probe.root_bundle_pem) == sha256_of_pem(new_root)
+    leaf = await peer_certificate(server.sidecar.inbound_port, probe)
+    assert leaf.issuer.rfc4514_string() == new_issuer
 
 
 # --- 3. PeerAuthentication, live ---------------------------------------------------------------------------

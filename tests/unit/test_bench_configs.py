@@ -86,3 +86,73 @@ def test_nginx_accepts_both_configs(tmp_path, role):
     done = subprocess.run([nginx, "-t", "-q", "-p", str(tmp_path), "-e", str(tmp_path / "e.log"), "-c", str(conf)],
                           capture_output=True, text=True, timeout=30)  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+# --- TLS (benchmarks/tls_bench.py) -----------------------------------------------------------------------------
+
+def test_the_tls_bootstrap_terminates_tls_and_originates_mtls_as_envoy_reads_it():
+    from envoy.config.bootstrap.v3 import bootstrap_pb2
+    from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
+    from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+    server = configs.TlsFiles("/pki/server.crt", "/pki/server.key")
+    client = configs.TlsFiles("/pki/client.crt", "/pki/client.key", trusted_ca="/pki/root.pem")
+    bootstrap = configs.pyproxy_bootstrap(listen_port=10000, admin_port=9901, backend_port=8443,
+                                          downstream_tls=server, upstream_tls=client,
+                                          upstream_peer_uri="spiffe://cluster.local/ns/bench/sa/origin")
+    message = json_format.ParseDict(yaml.safe_load(yaml.safe_dump(bootstrap)), bootstrap_pb2.Bootstrap())
+    (chain,) = message.static_resources.listeners[0].filter_chains
+    downstream = tls_pb2.DownstreamTlsContext()
+    assert chain.transport_socket.name == "envoy.transport_sockets.tls"
+    chain.transport_socket.typed_config.Unpack(downstream)
+    (cert,) = downstream.common_tls_context.tls_certificates
+    assert (cert.certificate_chain.filename, cert.private_key.filename) == ("/pki/server.crt", "/pki/server.key")
+    assert not downstream.require_client_certificate.value  # wrk presents no certificate
+    assert not downstream.common_tls_context.HasField("validation_context")
+    upstream = tls_pb2.UpstreamTlsContext()
+    message.static_resources.clusters[0].transport_socket.typed_config.Unpack(upstream)
+    common = upstream.common_tls_context
+    assert common.tls_certificates[0].certificate_chain.filename == "/pki/client.crt"
+    assert common.validation_context.trusted_ca.filename == "/pki/root.pem"
+    (san,) = common.validation_context.match_typed_subject_alt_names
+    assert (san.san_type, san.matcher.exact) == (san.URI, "spiffe://cluster.local/ns/bench/sa/origin")
+
+
+def test_the_plaintext_bootstrap_has_no_transport_socket():
+    bootstrap = configs.pyproxy_bootstrap(listen_port=1, admin_port=2, backend_port=3)
+    assert "transport_socket" not in bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]
+    assert "transport_socket" not in bootstrap["static_resources"]["clusters"][0]
+
+
+def test_the_nginx_tls_configs_say_what_they_do():
+    server = configs.TlsFiles("/p/s.crt", "/p/s.key")
+    client = configs.TlsFiles("/p/c.crt", "/p/c.key", trusted_ca="/p/root.pem")
+    proxy = configs.render_nginx(configs.nginx_proxy_config(workdir="/w", port=8000, backend_port=8001,
+                                                            downstream_tls=server, upstream_tls=client))
+    for line in ("listen 127.0.0.1:8000 ssl;", "ssl_certificate /p/s.crt;", "proxy_pass https://backend;",
+                 "proxy_ssl_certificate /p/c.crt;", "proxy_ssl_trusted_certificate /p/root.pem;",
+                 "proxy_ssl_verify on;", "keepalive 64;"):
+        assert line in proxy
+    assert "ssl_verify_client" not in proxy
+    origin = configs.render_nginx(configs.nginx_origin_config(workdir="/w", port=8001, mtls_port=8443,
+                                                              mtls=client))
+    for line in ("listen 127.0.0.1:8001;", "listen 127.0.0.1:8443 ssl;", "ssl_client_certificate /p/root.pem;",
+                 "ssl_verify_client on;"):
+        assert line in origin
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx is not installed (benchmarks/run.py installs it)")
+def test_nginx_accepts_the_tls_configs_with_certificates_from_the_project_ca(tmp_path):
+    from benchmarks.tls_bench import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    trees = {"origin": configs.nginx_origin_config(workdir=str(tmp_path), port=1, mtls_port=2, mtls=pki.origin),
+             "proxy": configs.nginx_proxy_config(workdir=str(tmp_path), port=3, backend_port=2,
+                                                 downstream_tls=pki.server_p256, upstream_tls=pki.proxy_client)}
+    for role, tree in trees.items():
+        conf = tmp_path / f"{role}.conf"
+        conf.write_text(configs.render_nginx(tree) + "\n")
+        done = subprocess.run([NGINX, "-t", "-q", "-p", str(tmp_path), "-e", str(tmp_path / "e.log"), "-c",
+                               str(conf)], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, (role, done.stderr)
