@@ -38,7 +38,12 @@ async def _read_log(path, n: int) -> list[dict]:
         if path.exists():
             lines = [json.loads(x) for x in path.read_text().splitlines()]
             if len(lines) >= n:
-                return sorted(lines, key=lambda e: (e["cluster"], e["rx"]))  # lines of one cluster: any order
+                for e in lines:
+                    if "UF" in e["flags"]:
+                        # bytes the client sent before the refused connect was noticed: a race in Envoy and in
+                        # pyproxy alike (0 or 5 in either), so not part of the comparison
+                        e["rx"] = "-"
+                return sorted(lines, key=lambda e: (e["cluster"], e["rx"] if isinstance(e["rx"], int) else -1))
         await asyncio.sleep(0.01)
     raise AssertionError(f"{path}: fewer than {n} access-log lines")
 
@@ -92,5 +97,5 @@ async def test_tcp_proxy_behaves_as_envoy(tmp_path):
     half_close, upstream_close, refused, log = envoy
     assert half_close == b"0123456789" * 100 + b"up:bye:1000"
     assert (upstream_close, refused) == (b"", b"")
-    assert [e["flags"] for e in log] == ["UF,URX", "-", "-"] and [e["rx"] for e in log] == [0, 4, 1000]
+    assert [e["flags"] for e in log] == ["UF,URX", "-", "-"] and [e["rx"] for e in log] == ["-", 4, 1000]
 
