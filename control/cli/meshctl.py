@@ -28,7 +28,7 @@ import yaml
 
 from control.analyze import analyze, sort_findings
 from control.ca import cli as ca_cli
-from control.cli import proxy, render
+from control.cli import authz, proxy, render
 from control.istio.load import LoadResult, load_paths
 from control.istio.messages import Finding, Level
 from pyproxy import __version__
@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     # `func(args, out, err) -> int` is called with the parsed arguments and the streams, like cmd_analyze.
     render.register(subparsers)
     proxy.register(subparsers)  # proxy-status, proxy-config: the live mesh (control.cli.proxy)
+    authz.register(subparsers)  # authz check: the policies a proxy enforces (control.cli.authz)
     ca_cli.register(subparsers)  # ca init, token create: workload identity (control.ca.cli)
     return parser
 
