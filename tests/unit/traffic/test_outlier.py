@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyproxy.config.decode import decode
 from pyproxy.config.model import OutlierDetection
@@ -210,3 +212,41 @@ def test_clock_is_used_when_now_is_not_given():
         d.record(hosts[0], 503)
     assert hosts[0].ejected_until == 530.0
     assert "ejected=1" in repr(d)
+
+
+@pytest.mark.parametrize("ok, bad", [(100, 0), (90, 10), (50, 50)])
+def test_equal_success_rates_eject_nobody(ok, bad):
+    """Every host at the same rate: the threshold (mean - 1.9 x stdev) equals that rate, and Envoy ejects only a
+    host strictly below it (`<`). With `<=` every host would be ejected."""
+    d, hs = detector(n=6, consecutive_5xx=1000)
+    for h in hs:
+        volume(d, h, ok, bad)
+    assert d.tick(10.0) == []
+    assert all(h.ejected_until is None for h in hs)
+
+
+@given(st.lists(st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=40), min_size=2, max_size=12),
+       st.integers(min_value=0, max_value=100), st.integers(min_value=1, max_value=4))
+@settings(max_examples=150, deadline=None)
+def test_never_more_ejected_than_max_ejection_percent(sequences, max_percent, sweeps):
+    """Whatever the results (0: 200, 1: 500, 2: connect failure, 3: 503), at most max_ejection_percent of the hosts
+    are ejected at once: Envoy ejects only when 100 x (active + 1) / hosts <= max_ejection_percent
+    (always_eject_one_host, which overrides that for the first host, is off here)."""
+    n = len(sequences)
+    d, hs = detector(n=n, max_ejection_percent=max_percent, consecutive_5xx=2, consecutive_gateway_failure=2,
+                     enforcing_consecutive_gateway_failure=100, success_rate_minimum_hosts=2,
+                     success_rate_request_volume=1, enforcing_failure_percentage=100,
+                     failure_percentage_minimum_hosts=2, failure_percentage_request_volume=1)
+    outcomes = {0: 200, 1: 500, 2: OutlierResult.LOCAL_ORIGIN_CONNECT_FAILED, 3: 503}
+    now = 0.0
+    for sweep in range(sweeps):
+        for host, seq in zip(hs, sequences):
+            for code in seq:
+                d.record(host, outcomes[code], now)
+                ejected = sum(1 for h in hs if h.ejected_until is not None)
+                assert ejected * 100 <= max_percent * n, (ejected, n, max_percent)
+        now += 10.0
+        d.tick(now)
+        ejected = sum(1 for h in hs if h.ejected_until is not None)
+        assert ejected * 100 <= max_percent * n, (ejected, n, max_percent)
+        assert d.stats["ejections_active"] == ejected
