@@ -528,3 +528,25 @@ def test_route_table_never_raises_on_arbitrary_requests(authority, path, headers
     if result is not None:
         assert result.virtual_host is vhost
         result.rewrite_path(path)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=100), min_size=1, max_size=6).filter(lambda ws: sum(ws) > 0),
+       st.integers(min_value=0, max_value=2**32))
+@settings(max_examples=40, deadline=None)
+def test_weighted_picks_converge_on_the_weights(weights, seed):
+    """Whatever the weights (zero allowed, any sum), 3,000 seeded draws land on each cluster within 6 standard
+    deviations of weight/total (binomial), and a zero-weight cluster is never chosen."""
+    pairs = [(f"c{i}", w) for i, w in enumerate(weights)]
+    r = table([vh("v", ["*"], [weighted(*pairs)])]).match("h", "/", Headers())
+    rng = random.Random(seed)
+    n = 3000
+    picks = [r.choose_cluster(Headers(), rng)[0] for _ in range(n)]
+    total = sum(weights)
+    for name, w in pairs:
+        p = w / total
+        expected, sigma = n * p, (n * p * (1 - p)) ** 0.5
+        got = picks.count(name)
+        if w == 0:
+            assert got == 0
+        else:
+            assert abs(got - expected) <= 6 * sigma + 1, (name, w, total, got, expected)
