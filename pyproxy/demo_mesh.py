@@ -25,6 +25,7 @@ import argparse
 import collections
 import json
 import pathlib
+import random
 import shutil
 import signal
 import socket
@@ -52,16 +53,46 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
-def free_ports(count: int) -> list[int]:
-    """`count` distinct ports the kernel reports free: all bound at once, then released (one at a time, the
-    kernel may hand the same port out twice)."""
-    socks = []
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out to outgoing connections (Linux ip_local_port_range, default 32768)."""
     try:
-        for _ in range(count):
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_port_rng = random.Random()
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports for processes that bind them LATER (sidecars, the control plane).
+
+    A port the kernel picks for `bind(port 0)` comes from the ephemeral range, which is also where every outgoing
+    connection gets its source port: between our check and the process's bind, some connection may take it
+    ("address already in use", seen in CI). So pick below the ephemeral range (10000 up to its start), and check
+    each one by binding it on 0.0.0.0 (what the sidecars bind), all at once, then release them."""
+    low, high = 10000, max(_ephemeral_low() - 1, 10001 + count * 4)
+    socks: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        for _ in range(count * 200):
+            if len(ports) == count:
+                break
+            port = _port_rng.randint(low, high)
+            if port in ports:
+                continue
             s = socket.socket()
-            s.bind(("127.0.0.1", 0))
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+            ports.append(port)
+        if len(ports) < count:
+            raise OSError(f"could not find {count} free ports between {low} and {high}")
+        return ports
     finally:
         for s in socks:
             s.close()
