@@ -131,13 +131,11 @@ class HcmRuntime:
                             config.path_with_escaped_slashes_action)
         self.path_policy = policy if policy.active else None  # None: Envoy's defaults, nothing to do per request
         self.router_factory = RouterFilter
-        st_http = stats.scope(f"http.{config.stat_prefix}.")
+        st = self.stats = stats.scope(f"http.{config.stat_prefix}.")
         try:
-            self.filter_factories = build_chain(config.http_filters, st_http, rng)
+            self.filter_factories = build_chain(config.http_filters, st, rng)
         except ValueError as e:
             raise ConfigRejected(str(e)) from None
-        st = stats.scope(f"http.{config.stat_prefix}.")
-        self.stats = st
         self.stats_rq_total = st.counter("downstream_rq_total")
         self.stats_rq_active = st.gauge("downstream_rq_active")
         self.stats_header_timeout = st.counter("downstream_rq_header_timeout")

@@ -122,3 +122,13 @@ async def test_admin_mutation_needs_post_and_reads_stay_open(admin_port):
                                                                     "Origin": "http://evil.example"}) as r:
             assert r.status == 200
     assert quits == []
+
+
+def test_admin_guard_allows_the_admins_own_bound_address_only():
+    """A state change addressed to the admin's own (non-loopback) bound address is allowed; another host is not,
+    and a wildcard bind (0.0.0.0) never makes a foreign Host acceptable."""
+    from pyproxy.admin.guard import refusal
+
+    assert refusal("POST", "/quitquitquit", "10.1.2.3:15000", None, "10.1.2.3") is None
+    assert refusal("POST", "/quitquitquit", "10.9.9.9:15000", None, "10.1.2.3")[0] == 403
+    assert refusal("POST", "/quitquitquit", "0.0.0.0:15000", None, "0.0.0.0")[0] == 403

@@ -202,3 +202,40 @@ async def test_idle_tunnel_is_closed_by_the_stream_idle_timeout(proxy_factory):
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_bytes_before_the_101_are_bounded_reading_pauses(proxy_factory):
+    """A client that streams data before the upstream has said 101: the tunnel holds at most PENDING_LIMIT
+    bytes, then stops reading the client (back-pressure), and resumes once the tunnel opens."""
+    from pyproxy.http.tunnel import PENDING_LIMIT
+
+    release = asyncio.Event()
+
+    async def slow_upgrade(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        await release.wait()
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        total = 0
+        while data := await reader.read(65536):
+            total += len(data)
+            writer.write(b"%d;" % total)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(slow_upgrade, "127.0.0.1", 0)
+    try:
+        p = await proxy_factory(bootstrap({"app": [server.sockets[0].getsockname()[1]]},
+                                          hcm={"upgrade_configs": [{"upgrade_type": "echo"}]}))
+        c = await RawClient.connect(p.port)
+        c.writer.write(b"GET /t HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+                       + b"x" * (PENDING_LIMIT * 3))
+        conn = next(iter(next(iter(p.server.listeners.values())).connections))
+        await wait_for(lambda: conn.upstream_paused)  # held bytes over the limit: reading the client paused
+        assert conn.tunnel.pending_bytes > PENDING_LIMIT
+        release.set()
+        await wait_for(lambda: not conn.upstream_paused)  # the tunnel opened: reading resumes
+        await asyncio.wait_for(c.reader.readuntil(b"\r\n\r\n"), 5)
+        c.close()
+    finally:
+        server.close()
+        await server.wait_closed()
