@@ -14,7 +14,7 @@ one request's spans into one trace and route on them. A failed call shows up on 
 productpage shows it ("Error fetching product reviews!", "Ratings service is currently unavailable").
 
 Run one service: `python -m bookinfo.app --service reviews --version v2 --port 9081 --outbound http://127.0.0.1:15001`.
-Every service answers `/health`; productpage serves `/productpage` (HTML, `?u=jason` logs in as jason) and
+Every service answers `/health` and `/headers` (what it received, as httpbin's); productpage serves `/productpage` (HTML, `?u=jason` logs in as jason) and
 `/api/v1/products/<id>` (JSON); details `/details/<id>`, reviews `/reviews/<id>`, ratings `/ratings/<id>`.
 """
 from __future__ import annotations
@@ -84,6 +84,12 @@ async def call(req: web.Request, service: str, path: str) -> tuple[int, Any]:
 
 async def health(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
+
+
+async def headers(req: web.Request) -> web.Response:
+    """What this app received (httpbin's /headers): how the demo shows the `x-forwarded-client-cert` that the
+    server-side sidecar adds, the caller's identity from mTLS, without the app knowing anything of TLS."""
+    return web.json_response({"headers": dict(req.headers)})
 
 
 async def details(req: web.Request) -> web.Response:
@@ -172,6 +178,7 @@ def make_app(settings: Settings) -> web.Application:
     for path, handler in ROUTES[settings.service]:
         app.router.add_get(path, handler)
     app.router.add_get("/health", health)
+    app.router.add_get("/headers", headers)
 
     async def session_ctx(app: web.Application):
         app[SESSION] = aiohttp.ClientSession()

@@ -103,7 +103,8 @@ async def run_dynamic(args: argparse.Namespace, kind: str) -> int:
         labels.setdefault("security.istio.io/tlsMode", "istio")
     node = build_node(kind=kind, name=args.name, namespace=args.namespace, ip=args.ip,
                       service_account=args.service_account, labels=labels, app_ports=args.app_port,
-                      inbound_port=args.inbound_port, outbound_port=args.outbound_port, admin_port=args.admin_port)
+                      inbound_port=args.inbound_port, outbound_port=args.outbound_port, admin_port=args.admin_port,
+                      bind_address=args.bind)
     server = ProxyServer(drain_time=args.drain_time_s)
     server.node = node  # the workload's own metadata for istio.stats (peer metadata exchange)
     secure = None
@@ -309,6 +310,9 @@ def _add_dynamic(sub: Any, kind: str) -> None:
     p.add_argument("--labels", default="", help="k=v,k2=v2 (the workload's labels; selects services and policies)")
     p.add_argument("--app-port", type=int, action="append", default=[], help="the local app's port (repeatable)")
     p.add_argument("--ip", default="127.0.0.1", help="the address other proxies reach this one at")
+    p.add_argument("--bind", default="", metavar="IP",
+                   help="bind the listeners here instead of 0.0.0.0 (a pod's own network namespace makes 0.0.0.0 "
+                        "private; processes sharing one host want 127.0.0.1)")
     p.add_argument("--inbound-port", type=int, default=15006)
     p.add_argument("--outbound-port", type=int, default=15001)
     p.add_argument("--admin-port", type=int, default=15000)

@@ -1,23 +1,24 @@
-"""`make demo`: the demo mesh as local processes (no Docker): a control plane, apps and their sidecars.
+"""`make demo`: the demo mesh as local processes (no Docker): a control plane, bookinfo and its sidecars.
 
-What runs (all on 127.0.0.1, ports picked free at start):
-  pyproxy-control serve --config-dir examples/mesh        ≈ istiod: watches the YAML, serves xDS; its CA and
+What runs (every listener on 127.0.0.1, ports picked free at start, written to a state file that meshctl reads):
+  pyproxy-control serve --config-dir <copy of examples/mesh>  ≈ istiod: watches the YAML, serves xDS; its CA and
       --secure-port P --ca-dir <tmp>/ca                   authenticated xDS on the secure port (≈ 15012);
       --plaintext-xds read-only                           plaintext xDS only serves config (nobody registers)
   meshctl token create -n NS --service-account SA       one token per service account (≈ projected tokens)
-  pyproxy gateway --control https://...                   the ingress gateway (Gateway bookinfo-gateway)
-  for each workload (productpage-v1, details-v1, reviews-v1, reviews-v2, ratings-v1):
-      python -m pyproxy.demo_app                          the "app" (an httpbin-like echo server)
+  pyproxy gateway --control https://... --bind 127.0.0.1  the ingress gateway (Gateway bookinfo-gateway)
+  for each workload (productpage-v1, details-v1, reviews-v1/v2/v3, ratings-v1):
+      python -m bookinfo.app --service S --version V      Istio's bookinfo app (bookinfo/app.py): productpage
+                                                          calls details and reviews, reviews v2/v3 call ratings,
+                                                          each through its own sidecar, by service name
       pyproxy sidecar --name <workload> --labels ...      its sidecar: gets its certificate (SPIFFE identity)
           --control https://127.0.0.1:P                   from the control plane's CA with its token, then
           --ca-root <tmp>/ca/root-cert.pem --token-file   registers itself and follows xDS over the secure port
-The sidecars' traffic between each other is still plaintext HTTP (data-plane mTLS is not wired yet); the
-demo prints each workload's identity as its sidecar's admin /server_info reports it.
-Then, acting as the productpage app, it sends requests through productpage's sidecar (outbound port, Host =
-the service) and shows what the mesh did: the VirtualService's 80/20 split of reviews between v1 and v2, the
-`end-user: jason` match that always goes to v2, and the sidecars' stats. It keeps running (Ctrl-C stops every
-process) and prints commands to try, including editing examples/mesh/traffic.yaml... on a copy it made, so
-the repository's files are never modified.
+Every sidecar talks mutual TLS to the others (examples/mesh/security.yaml says STRICT). The demo then sends
+requests from outside through the ingress gateway and shows what the mesh did: the VirtualService's 80/20
+split of reviews between v1 and v3, `end-user: jason` always on v2, the fault injected for `tester`, the
+caller's identity as the server side's app sees it, plaintext refused. It keeps running until Ctrl-C, which
+stops every process and removes its temporary directory (`--keep` keeps it); the config it serves is a copy,
+so editing it never touches the repository's files.
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ import time
 import urllib.error
 import urllib.request
 
+from .demo_state import clear_state, write_state
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MESH = ROOT / "examples" / "mesh"
 
@@ -45,6 +48,7 @@ WORKLOADS = [  # name, service account, labels
     ("details-v1", "bookinfo-details", {"app": "details", "version": "v1"}),
     ("reviews-v1", "bookinfo-reviews", {"app": "reviews", "version": "v1"}),
     ("reviews-v2", "bookinfo-reviews", {"app": "reviews", "version": "v2"}),
+    ("reviews-v3", "bookinfo-reviews", {"app": "reviews", "version": "v3"}),
     ("ratings-v1", "bookinfo-ratings", {"app": "ratings", "version": "v1"}),
 ]
 
@@ -180,17 +184,19 @@ class Mesh:
             ports = {"app": self.free_port(), "inbound": self.free_port(), "outbound": self.free_port(),
                      "admin": self.free_port()}
             self.sidecars[name] = ports
-            self.spawn(f"{name}-app", [py, "-m", "pyproxy.demo_app", "--port", str(ports["app"])],
-                       env={"DEMO_APP_NAME": name})
+            self.spawn(f"{name}-app", [py, "-m", "bookinfo.app", "--service", labels["app"],
+                                        "--version", labels["version"], "--port", str(ports["app"]),
+                                        "--outbound", f"http://127.0.0.1:{ports['outbound']}"],
+                       env={"POD_NAME": name})
             self.spawn(f"{name}-sidecar", [
-                py, "-m", "pyproxy", "sidecar", *self.secure_args("default", sa),
+                py, "-m", "pyproxy", "sidecar", *self.secure_args("default", sa), "--bind", "127.0.0.1",
                 "--name", name, "--namespace", "default",
                 "--labels", ",".join(f"{k}={v}" for k, v in labels.items()), "--app-port", str(ports["app"]),
                 "--inbound-port", str(ports["inbound"]), "--outbound-port", str(ports["outbound"]),
                 "--admin-port", str(ports["admin"])])
         self.gateway_admin = self.free_port()
         self.spawn("ingressgateway", [
-            py, "-m", "pyproxy", "gateway", *self.secure_args(GATEWAY_NAMESPACE, GATEWAY_SA),
+            py, "-m", "pyproxy", "gateway", *self.secure_args(GATEWAY_NAMESPACE, GATEWAY_SA), "--bind", "127.0.0.1",
             "--admin-port", str(self.gateway_admin), "--inbound-port", str(self.free_port()),
             "--outbound-port", str(self.free_port())])
         for name, ports in self.sidecars.items():
@@ -201,10 +207,24 @@ class Mesh:
         # every subset the demo uses has its endpoint in productpage's sidecar (EDS arrives just after SYNC)
         pp_admin = self.sidecars["productpage-v1"]["admin"]
         wanted = [f"outbound|9080|{subset}|{svc}.default.svc.cluster.local"
-                  for svc, subset in (("reviews", "v1"), ("reviews", "v2"), ("details", "v1"), ("ratings", "v1"))]
-        wait_until(lambda: _all_have_hosts(pp_admin, wanted), "reviews/details/ratings endpoints in productpage's sidecar")
+                  for svc, subset in (("reviews", "v1"), ("reviews", "v2"), ("reviews", "v3"), ("details", "v1"))]
+        wait_until(lambda: _all_have_hosts(pp_admin, wanted), "reviews/details endpoints in productpage's sidecar")
+        for name in ("reviews-v2", "reviews-v3"):
+            wait_until(lambda n=name: _all_have_hosts(self.sidecars[n]["admin"],
+                                                      ["outbound|9080|v1|ratings.default.svc.cluster.local"]),
+                       f"ratings endpoints in {name}'s sidecar")
 
-    def stop(self) -> None:
+    def state(self) -> dict:
+        """What meshctl and a learner need to find every process (pyproxy/demo_state.py)."""
+        return {"control": f"http://127.0.0.1:{self.xds_port}", "secure": self.secure_url,
+                "metrics": f"http://127.0.0.1:{self.metrics_port}", "gateway": f"http://127.0.0.1:{self.gateway_port}",
+                "gateway_admin": self.gateway_admin, "workdir": str(self.workdir), "config_dir": str(self.config_dir),
+                "proxies": self.sidecars}
+
+    def stop(self, say=None) -> None:
+        running = [name for name, p in self.procs if p.poll() is None]
+        if say and running:
+            say(f"[demo] stopping {len(running)} processes: {', '.join(running)}")
         for _, p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -273,23 +293,54 @@ def plaintext_refused(port: int) -> str:
     return f"answered {status} (NOT refused)"
 
 
-def served_by(outbound: int, host: str, n: int, headers: dict[str, str] | None = None) -> collections.Counter:
-    seen: collections.Counter = collections.Counter()
-    for _ in range(n):
-        status, body = http(f"http://127.0.0.1:{outbound}/anything", {"Host": host, **(headers or {})})
-        seen[json.loads(body)["served_by"] if status == 200 else f"HTTP {status}"] += 1
-    return seen
+def product(gateway: str, user: str = "") -> dict:
+    """productpage's JSON API through the ingress gateway (what the HTML page shows, as data)."""
+    status, body = http(f"{gateway}/api/v1/products/0" + (f"?u={user}" if user else ""))
+    if status != 200:
+        return {"error": f"HTTP {status}"}
+    return json.loads(body)
+
+
+def reviews_seen(p: dict) -> str:
+    """`v3 (red stars)`, `v1 (no stars)`, `v3 (Ratings service is currently unavailable)`, or the page's error."""
+    r = p.get("reviews") or {}
+    if "error" in p or "error" in r:
+        return p.get("error") or f"{r['error']} ({r.get('status')})"
+    rating = (r.get("reviews") or [{}])[0].get("rating")
+    if rating is None:
+        return f"{r['version']} (no stars)"
+    if "error" in rating:
+        return f"{r['version']} ({rating['error']})"
+    return f"{r['version']} ({rating['color']} stars)"
+
+
+def tally(gateway: str, n: int, user: str = "") -> dict[str, int]:
+    return dict(collections.Counter(reviews_seen(product(gateway, user)) for _ in range(n)).most_common())
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pyproxy.demo_mesh", description=__doc__.splitlines()[0])
     ap.add_argument("--once", action="store_true", help="show the requests going through, then stop")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, config copy, CA) on exit")
     args = ap.parse_args(argv)
+    started = time.monotonic()
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="pyproxy-mesh-demo-"))
     mesh = Mesh(workdir)
+    # SIGTERM (kill, a closing terminal) stops the demo the way Ctrl-C does: every process, the temp dir
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        print(f"[demo] starting the control plane and {len(WORKLOADS)} workloads with sidecars (logs in {workdir})")
+        print(f"[demo] starting the control plane, the ingress gateway and {len(WORKLOADS)} bookinfo workloads with "
+              f"sidecars, all on 127.0.0.1 (logs in {workdir})")
         mesh.start()
+        gw = f"http://127.0.0.1:{mesh.gateway_port}"
+        first = product(gw)
+        print(f"[demo] first request through the gateway answered {time.monotonic() - started:.1f} s after start "
+              f"({'OK' if 'error' not in first else first['error']})")
+        state_file = write_state(mesh.state())
         pp = mesh.sidecars["productpage-v1"]
         print("[demo] every sidecar registered itself and is SYNCED with the control plane\n")
         print(f"[demo] identities: each proxy got its certificate from the control plane's CA on the secure port "
@@ -300,56 +351,61 @@ def main(argv: list[str] | None = None) -> int:
         print("[demo] PeerAuthentication istio-system/default says STRICT (examples/mesh/security.yaml): the sidecars "
               "talk mutual TLS to each other\n       (auto-mTLS, certificates from the mesh CA); the server side "
               "hands its app the caller's identity in x-forwarded-client-cert:")
-        status, body = http(f"http://127.0.0.1:{pp['outbound']}/anything", {"Host": "details:9080"})
+        status, body = http(f"http://127.0.0.1:{pp['outbound']}/headers", {"Host": "details:9080"})
         seen = {k.lower(): v for k, v in json.loads(body)["headers"].items()} if status == 200 else {}
         xfcc = seen.get("x-forwarded-client-cert", "-") if status == 200 else f"HTTP {status}"
         print(f"       details saw: x-forwarded-client-cert: {xfcc}")
         print(f"       plaintext straight to reviews-v1's sidecar (port {mesh.sidecars['reviews-v1']['inbound']}): "
               f"{plaintext_refused(mesh.sidecars['reviews-v1']['inbound'])}\n")
-        print("[demo] as the productpage app: 20 requests to http://reviews:9080 through productpage's sidecar")
-        print(f"       (curl -H 'Host: reviews:9080' http://127.0.0.1:{pp['outbound']}/anything)")
-        print("       VirtualService reviews: 80% v1 / 20% v2 ->", dict(served_by(pp["outbound"], "reviews:9080", 20)))
-        print("[demo] the same with header end-user: jason (matched to v2) ->",
-              dict(served_by(pp["outbound"], "reviews:9080", 5, {"end-user": "jason"})))
-        print("[demo] details ->", dict(served_by(pp["outbound"], "details:9080", 3)))
-        status, body = http(f"http://127.0.0.1:{mesh.gateway_port}/productpage")
-        print(f"[demo] from outside, through the ingress gateway: GET http://127.0.0.1:{mesh.gateway_port}/productpage "
-              f"-> {status}, served by {json.loads(body).get('served_by') if status == 200 else '-'}")
+        print(f"[demo] from outside, through the ingress gateway: 20 x GET {gw}/api/v1/products/0 (productpage asks "
+              f"details and reviews; reviews v2/v3 ask ratings)")
+        print("       VirtualService reviews: 80% v1 / 20% v3 ->", tally(gw, 20))
+        print("[demo] signed in as jason (?u=jason: productpage forwards end-user: jason; matched to v2) ->",
+              tally(gw, 5, "jason"))
+        print("[demo] signed in as tester (reviews v3; VirtualService ratings aborts tester's calls with 503, "
+              "flag FI) ->", tally(gw, 3, "tester"))
         _, stats = http(f"http://127.0.0.1:{mesh.sidecars['reviews-v1']['admin']}/stats?filter=inbound")
         print("[demo] reviews-v1's sidecar saw them arrive (inbound counters):")
         for line in stats.decode().splitlines():
-            if line.endswith(("downstream_rq_total: 0", ": 0")) or "rq_total" not in line:
+            if line.endswith(": 0") or "rq_total" not in line:
                 continue
             print("       " + line)
         print(f"""
-[demo] try it yourself:
-  curl -s -H 'Host: reviews:9080' http://127.0.0.1:{pp['outbound']}/anything | python3 -m json.tool
-  curl -s http://127.0.0.1:{mesh.xds_port}/debug/syncz | python3 -m json.tool | head -40     # proxy status
-  .venv/bin/meshctl proxy-status --control http://127.0.0.1:{mesh.xds_port}
+[demo] try it yourself (meshctl finds this mesh through {state_file}):
+  open {gw}/productpage?u=jason in a browser                        # bookinfo, through the gateway
+  .venv/bin/meshctl proxy-status
+  .venv/bin/meshctl proxy-config route productpage-v1               # what its sidecar routes, istioctl's columns
+  .venv/bin/meshctl proxy-config endpoint reviews-v3 --cluster 'outbound|9080|v1|ratings.default.svc.cluster.local'
   curl -s http://127.0.0.1:{pp['admin']}/config_dump | head -60            # productpage's sidecar config
-  curl -s http://127.0.0.1:{pp['admin']}/clusters | grep reviews
   curl -s http://127.0.0.1:{pp['admin']}/server_info | grep -A4 identity    # its SPIFFE id and certificate
-  .venv/bin/meshctl token create -n default --service-account sleep --ca-dir {mesh.ca_dir}   # a new token
-  curl -s http://127.0.0.1:{mesh.gateway_port}/productpage              # through the ingress gateway
-  edit {mesh.config_dir}/traffic.yaml (e.g. reviews weights 0/100) and repeat the first curl: the
+  curl -s http://127.0.0.1:{pp['admin']}/stats | grep reviews
+  edit {mesh.config_dir}/traffic.yaml (e.g. reviews weights 0/100) and reload the page: the
   control plane pushes the change to every sidecar within a second.""")
         if args.once:
-            mesh.stop()
-            shutil.rmtree(workdir, ignore_errors=True)  # a clean run leaves nothing behind
             return 0
         print("\n[demo] running; Ctrl-C to stop")
         while all(p.poll() is None for _, p in mesh.procs):
             time.sleep(0.5)
         dead = [n for n, p in mesh.procs if p.poll() is not None]
-        print(f"[demo] {', '.join(dead)} exited; stopping (see {workdir})", file=sys.stderr)
+        print(f"[demo] {', '.join(dead)} exited; stopping (logs kept in {workdir})", file=sys.stderr)
+        args.keep = True
         return 1
     except KeyboardInterrupt:
+        print()
         return 0
     except (RuntimeError, OSError, ValueError) as e:
-        print(f"[demo] error: {e} (logs in {workdir})", file=sys.stderr)
+        print(f"[demo] error: {e} (logs kept in {workdir})", file=sys.stderr)
+        args.keep = True
         return 1
     finally:
-        mesh.stop()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the cleanup
+        mesh.stop(say=print)
+        clear_state()
+        if args.keep:
+            print(f"[demo] kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)  # a clean run leaves nothing behind
+            print(f"[demo] stopped; removed {workdir}")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,11 @@ class ConfigRejected(Exception):
     """A config that cannot be applied; the previous one keeps serving (Envoy NACKs it)."""
 
 
+class BindFailed(ConfigRejected):
+    """A listener's address is taken. Unlike a bad config this can heal by itself (the other process exits),
+    so a dynamic proxy tries the same config again later (pyproxy.xds.client)."""
+
+
 def direct_response_bodies(rc: model.RouteConfiguration) -> dict[model.DirectResponseAction, str]:
     """Every `direct_response` body of a route table, read once at load time (Envoy reads DataSources then)."""
     out: dict[model.DirectResponseAction, str] = {}
@@ -501,7 +506,7 @@ class ProxyServer:
             for rt in started:
                 if rt.server is not None:
                     rt.server.close()
-            raise ConfigRejected(f"cannot bind listener: {e}") from None
+            raise BindFailed(f"cannot bind listener: {e}") from None
         # commit: swap everything
         replaced = [h for rt in self.listeners.values() for h in rt.hcms()]
         for key, rt in new_listeners.items():

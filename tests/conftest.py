@@ -5,9 +5,23 @@ Imports happen inside the fixtures, so collecting unrelated tests never imports 
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from contextlib import AsyncExitStack
 
 import pytest
+
+
+def pytest_configure(config):
+    """A `make demo` running on this machine writes a state file that meshctl reads (pyproxy/demo_state.py):
+    point the suite, and every process it starts, at a file of its own so the two never meet."""
+    os.environ["PYPROXY_MESH_STATE"] = os.path.join(tempfile.mkdtemp(prefix="pyproxy-test-state-"), "demo.json")
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    shutil.rmtree(os.path.dirname(os.environ.get("PYPROXY_MESH_STATE", "/nonexistent/x")), ignore_errors=True)
 
 
 @pytest.fixture

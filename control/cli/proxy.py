@@ -16,7 +16,8 @@ runs (istioctl's commands of the same names).
 
 NAME is `<pod>.<namespace>` or just `<pod>` when unique. The proxy's admin address comes from the control
 plane (node metadata ADMIN_PORT on its INSTANCE_IP, docs/xds.md), or `--admin HOST:PORT` directly. The
-control plane is `--control` (default $MESHCTL_CONTROL or http://127.0.0.1:15010). Unreachable
+control plane is `--control`, else $MESHCTL_CONTROL, else the running `make demo`'s (its state file,
+pyproxy/demo_state.py), else http://127.0.0.1:15010 (istiod's plaintext port). Unreachable
 addresses are one line on stderr and exit code 1. Table building is pure (`*_rows` functions).
 """
 from __future__ import annotations
@@ -30,9 +31,12 @@ from typing import Any, Iterable, Sequence, TextIO
 
 import yaml
 
+from pyproxy.demo_state import read_state
+
 EXIT_BAD_INPUT = 1
 DEFAULT_CONTROL = "http://127.0.0.1:15010"
 TIMEOUT = 5.0
+CONTROL_HELP = f"control plane xDS address (default: $MESHCTL_CONTROL, the running make demo's, {DEFAULT_CONTROL})"
 T = "type.googleapis.com/envoy.admin.v3."
 TYPE_COLUMNS = (("CDS", "cds"), ("LDS", "lds"), ("EDS", "eds"), ("RDS", "rds"))  # istioctl's column order
 KINDS = {"cluster": "cluster", "clusters": "cluster", "route": "route", "routes": "route",
@@ -265,7 +269,8 @@ def find_proxy(proxies: Sequence[dict], name: str) -> dict:
 
 
 def _control(args: argparse.Namespace) -> str:
-    return (args.control or os.environ.get("MESHCTL_CONTROL") or DEFAULT_CONTROL).rstrip("/")
+    demo = read_state() or {}
+    return (args.control or os.environ.get("MESHCTL_CONTROL") or demo.get("control") or DEFAULT_CONTROL).rstrip("/")
 
 
 def _print(data: Any, output: str, out: TextIO) -> None:
@@ -325,14 +330,14 @@ def cmd_proxy_config(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("proxy-status", help="sync status of every proxy (istioctl proxy-status)")
     p.add_argument("name", nargs="?", help="only this proxy (<pod>[.<namespace>])")
-    p.add_argument("--control", metavar="URL", help=f"control plane xDS address (default {DEFAULT_CONTROL})")
+    p.add_argument("--control", metavar="URL", help=CONTROL_HELP)
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_proxy_status)
 
     p = subparsers.add_parser("proxy-config", help="what a proxy runs, from its admin port (istioctl proxy-config)")
     p.add_argument("kind", choices=sorted(KINDS), metavar="{cluster,listener,route,endpoint,all}")
     p.add_argument("name", nargs="?", help="the proxy (<pod>[.<namespace>]); not needed with --admin")
-    p.add_argument("--control", metavar="URL", help=f"control plane xDS address (default {DEFAULT_CONTROL})")
+    p.add_argument("--control", metavar="URL", help=CONTROL_HELP)
     p.add_argument("--admin", metavar="HOST:PORT", help="the proxy's admin address (skip the control plane)")
     p.add_argument("-o", "--output", choices=("table", "short", "json", "yaml"), default="table")
     p.add_argument("--fqdn", default="", help="clusters: only this service FQDN (substring)")

@@ -59,6 +59,17 @@ def _with_port(listener: dict, port: int, name: str | None = None) -> dict:
     return out
 
 
+def _bound(listener: dict, address: str) -> dict:
+    """The listener on the node's BIND_ADDRESS where the translator said 0.0.0.0 (its name, istiod's
+    `0.0.0.0_<port>`, is kept: names are how routes and stats find it)."""
+    sock = (listener.get("address") or {}).get("socket_address") or {}
+    if sock.get("address") != "0.0.0.0":
+        return listener
+    out = copy.deepcopy(listener)
+    out["address"]["socket_address"]["address"] = address
+    return out
+
+
 def _inbound_listener(listener: dict, node: ProxyNode, notes: list[str]) -> dict:
     out = _with_port(listener, node.inbound_port)
     chains = out.get("filter_chains") or []
@@ -104,6 +115,8 @@ def apply_proxy_ports(rendered: Rendered, node: ProxyNode) -> tuple[list[dict], 
         elif lis.get("name") == VIRTUAL_INBOUND and (node.inbound_port != INBOUND_PORT or app_port(node)):
             lis = _inbound_listener(lis, node, notes)
         listeners.append(lis)
+    if node.bind_address:
+        listeners = [_bound(lis, node.bind_address) for lis in listeners]
     names = [lis.get("name") for lis in listeners]
     if len(set(names)) != len(names):
         notes.append(f"{node.short}: OUTBOUND_PORT {node.outbound_port} is also a service port; "
@@ -269,6 +282,8 @@ class SnapshotBuilder:
         rendered, payloads = shape.rendered, shape.payloads
         eds = self._endpoints(key, shape)
         if node.is_gateway:
+            if node.bind_address:
+                payloads = {**payloads, "lds": [_bound(lis, node.bind_address) for lis in rendered.listeners]}
             return Generated({**payloads, "eds": eds}, tuple(rendered.notes))
         listeners, clusters, notes = apply_proxy_ports(rendered, node)
         if app_port(node) is None:

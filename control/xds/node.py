@@ -5,7 +5,9 @@ Every DiscoveryRequest carries `node`. istiod reads the proxy's type, IP and pod
 `node.metadata` (Istio's `NodeMetadata` keys: NAME, NAMESPACE, SERVICE_ACCOUNT, LABELS, INSTANCE_IPS,
 POD_PORTS). This project adds the per-proxy ports a shared host needs (ARCHITECTURE.md decision 4):
 INBOUND_PORT (its `virtualInbound` listener, default 15006), OUTBOUND_PORT (the app's outbound proxy port,
-default 15001) and ADMIN_PORT (where `meshctl proxy-config` reads `/config_dump`, default 15000).
+default 15001) and ADMIN_PORT (where `meshctl proxy-config` reads `/config_dump`, default 15000), and
+BIND_ADDRESS: the address its listeners bind instead of istiod's `0.0.0.0` (a pod's own network namespace makes
+0.0.0.0 private; a mesh of local processes shares the host's, so `make demo` asks for 127.0.0.1).
 
 Metadata values may be JSON numbers or strings (Istio's agent sends strings: `"INBOUND_PORT": "15006"`);
 `POD_PORTS` may be a list or Istio's JSON-encoded string (`'[{"name":"http","containerPort":9080}]'`);
@@ -59,6 +61,7 @@ class ProxyNode:
     admin_port: int = DEFAULT_ADMIN_PORT
     cluster: str = ""  # node.cluster (Istio: `<app>.<namespace>`)
     version: str = ""  # metadata ISTIO_VERSION, shown by proxy-status
+    bind_address: str = ""  # metadata BIND_ADDRESS; "" = bind what the translator says (0.0.0.0, as istiod)
 
     @property
     def is_gateway(self) -> bool:
@@ -124,6 +127,16 @@ def _first_ip(meta: Mapping[str, Any], from_id: str) -> str:
     return ip
 
 
+def _bind_address(meta: Mapping[str, Any]) -> str:
+    value = str(meta.get("BIND_ADDRESS") or "")
+    if value:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise NodeError(f"node.metadata.BIND_ADDRESS: {value!r} is not an IP address") from None
+    return value
+
+
 def parse_node(node: Any) -> ProxyNode:
     """A DiscoveryRequest's `node` -> ProxyNode (NodeError names the bad field)."""
     if not isinstance(node, Mapping):
@@ -156,6 +169,7 @@ def parse_node(node: Any) -> ProxyNode:
         admin_port=_port(meta, "ADMIN_PORT", DEFAULT_ADMIN_PORT),
         cluster=str(node.get("cluster") or ""),
         version=str(meta.get("ISTIO_VERSION") or ""),
+        bind_address=_bind_address(meta),
     )
 
 
@@ -172,4 +186,6 @@ def node_dict(node: ProxyNode) -> dict:
                              for p in node.pod_ports]
     if node.version:
         meta["ISTIO_VERSION"] = node.version
+    if node.bind_address:
+        meta["BIND_ADDRESS"] = node.bind_address
     return {"id": node.id, "cluster": node.cluster, "metadata": meta}

@@ -31,12 +31,13 @@ from typing import Any
 import aiohttp
 
 from ..config.decode import ConfigError, decode_any
-from ..server import ConfigRejected, ProxyServer, http_connection_manager_of
+from ..server import BindFailed, ConfigRejected, ProxyServer, http_connection_manager_of
 from .credentials import ControlPlaneCredentials, CredentialsError
 from .state import CDS, EDS, LDS, RDS, SHORT, TYPES, XdsState
 
 log = logging.getLogger("pyproxy.xds")
 
+BIND_RETRY_FIRST, BIND_RETRY_MAX = 1.0, 30.0  # seconds between tries of a config whose listener could not bind
 BACKOFF_BASE = 0.1  # seconds; doubled per failure up to BACKOFF_MAX, each wait drawn in [base/2, base]
 BACKOFF_MAX = 10.0
 
@@ -98,6 +99,8 @@ class XdsClient:
         self._tasks: list[asyncio.Task] = []
         self._session: aiohttp.ClientSession | None = None
         self._apply_lock = asyncio.Lock()
+        self._bind_retry: asyncio.Task | None = None
+        self._kicks = {url: asyncio.Event() for _, url in TYPES}  # set: end this type's long poll, ask again now
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
@@ -105,6 +108,8 @@ class XdsClient:
         self._tasks = [loop.create_task(self._loop(path, url), name=f"xds-{SHORT[url]}") for path, url in TYPES]
 
     async def stop(self) -> None:
+        if self._bind_retry is not None:
+            self._tasks.append(self._bind_retry)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -128,28 +133,28 @@ class XdsClient:
         backoff = BACKOFF_BASE
         url = f"{self.url}/v3/discovery:{path}"
         assert self._session is not None
+        kick = self._kicks[type_url]
+        loop = asyncio.get_running_loop()
         while True:
             body = self.state.next_request(type_url, self._names(type_url))
+            exchange = loop.create_task(self._exchange(url, body, type_url))
+            kicked = loop.create_task(kick.wait())
             try:
-                extra = {} if self.credentials is None else {"headers": self.credentials.headers(),
-                                                             "ssl": self.credentials.ssl_context()}
-                async with self._session.post(url, json=body, params={"wait": str(self.wait)}, **extra) as resp:
-                    self.state.request_sent(type_url)
-                    if resp.status == 304:
-                        self.connected, self.refused = True, None
-                        continue
-                    if resp.status in (401, 403):
-                        raise Refused(await self._refusal(resp))
-                    if resp.status != 200:
-                        text = (await resp.text())[:300]
-                        raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=text)
-                    if resp.content_type != "application/json":  # what resp.json() refused, refused the same way
-                        raise aiohttp.ContentTypeError(resp.request_info, resp.history, status=resp.status,
-                                                       message=f"unexpected content type {resp.content_type!r}",
-                                                       headers=resp.headers)
-                    raw = await resp.read()
-                # parsed off the loop; a body that is not JSON raises ValueError, handled as before (back off)
-                await self._receive(type_url, raw)
+                await asyncio.wait((exchange, kicked), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                kicked.cancel()
+                abandoned = not exchange.done()
+                if abandoned:
+                    exchange.cancel()
+            if abandoned:  # kicked: this type has something new to say (an ACK) before the long poll ends
+                await asyncio.gather(exchange, return_exceptions=True)
+                kick.clear()
+                continue
+            try:
+                raw = exchange.result()
+                if raw is not None:
+                    # parsed off the loop; a body that is not JSON raises ValueError, handled as before (back off)
+                    await self._receive(type_url, raw)
             except asyncio.CancelledError:
                 raise
             except (Refused, CredentialsError) as e:
@@ -168,6 +173,27 @@ class XdsClient:
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = BACKOFF_BASE
+
+    async def _exchange(self, url: str, body: dict[str, Any], type_url: str) -> bytes | None:
+        """One DiscoveryRequest, long-polled: the response body, or None when the wait ended with nothing new."""
+        assert self._session is not None
+        extra = {} if self.credentials is None else {"headers": self.credentials.headers(),
+                                                     "ssl": self.credentials.ssl_context()}
+        async with self._session.post(url, json=body, params={"wait": str(self.wait)}, **extra) as resp:
+            self.state.request_sent(type_url)
+            if resp.status == 304:
+                self.connected, self.refused = True, None
+                return None
+            if resp.status in (401, 403):
+                raise Refused(await self._refusal(resp))
+            if resp.status != 200:
+                text = (await resp.text())[:300]
+                raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=text)
+            if resp.content_type != "application/json":  # what resp.json() refused, refused the same way
+                raise aiohttp.ContentTypeError(resp.request_info, resp.history, status=resp.status,
+                                               message=f"unexpected content type {resp.content_type!r}",
+                                               headers=resp.headers)
+            return await resp.read()
 
     @staticmethod
     async def _refusal(resp: aiohttp.ClientResponse) -> str:
@@ -202,18 +228,51 @@ class XdsClient:
         except ConfigError as e:
             self._reject(type_url, version, str(e))
             return
+        if self._bind_retry is not None:  # a newer response supersedes the one waiting for its port
+            self._bind_retry.cancel()
+            self._bind_retry = None
+        try:
+            await self._apply(type_url, version, decoded)
+        except BindFailed as e:
+            self._reject(type_url, version, str(e))
+            self._bind_retry = asyncio.get_running_loop().create_task(
+                self._retry_bind(type_url, version, decoded), name=f"xds-{SHORT[type_url]}-bind-retry")
+        except (ConfigRejected, ConfigError) as e:
+            self._reject(type_url, version, str(e))
+
+    async def _apply(self, type_url: str, version: str, decoded: dict[str, Any]) -> None:
+        """Apply one type's resources with the last accepted ones of the others; accepted (ACKed) on success."""
         async with self._apply_lock:
             sets = {url: self.state.resources(url) for _, url in TYPES}
             sets[type_url] = decoded
             listeners = self._warm(sets[LDS], sets[RDS])
-            try:
-                await self.server.apply(
-                    listeners, sets[CDS].values(), version=version, routes=sets[RDS], endpoints=sets[EDS])
-            except (ConfigRejected, ConfigError) as e:
-                self._reject(type_url, version, str(e))
-                return
+            await self.server.apply(
+                listeners, sets[CDS].values(), version=version, routes=sets[RDS], endpoints=sets[EDS])
         self.state.accepted(type_url, version, decoded)
         log.info("xds %s: applied version %s (%d resources)", SHORT[type_url], version, len(decoded))
+
+    async def _retry_bind(self, type_url: str, version: str, decoded: dict[str, Any]) -> None:
+        """Envoy leaves a listener that failed to bind unserved until the next LDS update; a gateway whose port
+        was taken (something else on 8080) would then wait for an unrelated config change. Instead the same
+        config is tried again, 1 s, 2 s, ... up to every 30 s, until its port frees up (the next request then
+        ACKs it) or a newer response replaces it. Each try is counted in `xds.<type>.bind_retry`."""
+        delay = BIND_RETRY_FIRST
+        while True:
+            await asyncio.sleep(delay * (0.5 + self.rng.random() / 2))
+            self.server.stats.counter(f"xds.{SHORT[type_url]}.bind_retry").inc()
+            try:
+                await self._apply(type_url, version, decoded)
+            except BindFailed:
+                delay = min(delay * 2, BIND_RETRY_MAX)
+                continue
+            except (ConfigRejected, ConfigError) as e:  # something else changed meanwhile: stop trying
+                log.warning("xds %s: retrying version %s: %s", SHORT[type_url], version, e)
+            else:
+                log.info("xds %s: the listener that could not bind is now serving (version %s)",
+                         SHORT[type_url], version)
+                self._kicks[type_url].set()  # ACK it now, not when the pending long poll ends
+            self._bind_retry = None
+            return
 
     def _warm(self, listeners: dict[str, Any], routes: dict[str, Any]) -> list[Any]:
         """Envoy's listener warming: a listener whose RDS route config has not arrived yet is not served;

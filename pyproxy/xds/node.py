@@ -25,9 +25,10 @@ def parse_labels(text: str) -> dict[str, str]:
 
 def build_node(*, kind: str, name: str, namespace: str, ip: str, service_account: str = "",
                labels: dict[str, str] | None = None, app_ports: list[int] | None = None,
-               inbound_port: int = 15006, outbound_port: int = 15001, admin_port: int = 15000) -> dict[str, Any]:
+               inbound_port: int = 15006, outbound_port: int = 15001, admin_port: int = 15000,
+               bind_address: str = "") -> dict[str, Any]:
     node_type = "router" if kind == "gateway" else "sidecar"
-    return {
+    node = {
         "id": f"{node_type}~{ip}~{name}.{namespace}~{namespace}.svc.cluster.local",
         "cluster": f"{(labels or {}).get('app', name)}.{namespace}",
         "metadata": {
@@ -44,3 +45,6 @@ def build_node(*, kind: str, name: str, namespace: str, ip: str, service_account
         },
         "user_agent_name": "pyproxy",
     }
+    if bind_address:  # this project's key: bind listeners here instead of 0.0.0.0 (control/xds/node.py)
+        node["metadata"]["BIND_ADDRESS"] = bind_address
+    return node

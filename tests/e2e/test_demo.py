@@ -1,8 +1,14 @@
 """The README's demo commands work: each shows requests going through and exits cleanly with --once."""
 from __future__ import annotations
 
+import json
+import os
+import pathlib
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -23,22 +29,71 @@ def test_front_proxy_demo_shows_a_request_through_the_proxy():
 
 
 @pytest.mark.slow
-def test_mesh_demo_routes_through_sidecars_by_the_virtual_service():
-    r = run("pyproxy.demo_mesh")
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "every sidecar registered itself and is SYNCED" in r.stdout
-    # every proxy joined over the secure port with a certificate for its own service account
-    assert "reviews-v2             spiffe://cluster.local/ns/default/sa/bookinfo-reviews" in r.stdout
-    assert "istio-ingressgateway   spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account" \
-        in r.stdout
-    jason = next(line for line in r.stdout.splitlines() if "end-user: jason" in line)
-    assert "'reviews-v2': 5" in jason  # the header match always goes to v2
-    split = next(line for line in r.stdout.splitlines() if "80% v1 / 20% v2" in line)
-    assert "reviews-v1" in split and "HTTP" not in split  # every request answered by a reviews app
-    gateway = next(line for line in r.stdout.splitlines() if "through the ingress gateway: GET" in line)
-    assert "-> 200, served by productpage-v1" in gateway
-    # STRICT mTLS between the sidecars: the server side saw the caller's SPIFFE identity, plaintext is refused
-    xfcc = next(line for line in r.stdout.splitlines() if "details saw: x-forwarded-client-cert:" in line)
-    assert "By=spiffe://cluster.local/ns/default/sa/bookinfo-details;" in xfcc
-    assert xfcc.endswith("URI=spiffe://cluster.local/ns/default/sa/bookinfo-productpage")
-    assert "as STRICT requires" in next(line for line in r.stdout.splitlines() if "plaintext straight to" in line)
+def test_mesh_demo_teaches_through_bookinfo_then_meshctl_finds_it_and_ctrl_c_cleans_up(tmp_path):
+    """`make demo` as a user runs it: bookinfo through the gateway, then meshctl with no flags, then Ctrl-C."""
+    state = pathlib.Path(os.environ["PYPROXY_MESH_STATE"])  # tests/conftest.py: the suite's own state file
+    proc = subprocess.Popen([sys.executable, "-m", "pyproxy.demo_mesh"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip("\n"))
+            if "running; Ctrl-C to stop" in line:
+                break
+        out = "\n".join(lines)
+        assert "running; Ctrl-C to stop" in out, out
+
+        def line_with(text: str) -> str:
+            return next(line for line in lines if text in line)
+
+        assert "every sidecar registered itself and is SYNCED" in out
+        assert "all on 127.0.0.1" in out and "first request through the gateway answered" in out
+        # every proxy joined over the secure port with a certificate for its own service account
+        assert "reviews-v3             spiffe://cluster.local/ns/default/sa/bookinfo-reviews" in out
+        assert "istio-ingressgateway   spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account" \
+            in out
+        # the call graph: productpage -> reviews (80/20 v1/v3; v3 -> ratings), through the gateway
+        split = line_with("80% v1 / 20% v3")
+        assert "'v1 (no stars)'" in split and "HTTP" not in split and "error" not in split.lower()
+        assert set(re.findall(r"'([^']+)': \d+", split)) <= {"v1 (no stars)", "v3 (red stars)"}
+        assert "{'v2 (black stars)': 5}" in line_with("signed in as jason")
+        assert "{'v3 (Ratings service is currently unavailable)': 3}" in line_with("signed in as tester")
+        # STRICT mTLS between the sidecars: the server side saw the caller's SPIFFE identity, plaintext is refused
+        xfcc = line_with("details saw: x-forwarded-client-cert:")
+        assert "By=spiffe://cluster.local/ns/default/sa/bookinfo-details;" in xfcc
+        assert xfcc.endswith("URI=spiffe://cluster.local/ns/default/sa/bookinfo-productpage")
+        assert "as STRICT requires" in line_with("plaintext straight to")
+
+        # meshctl needs no flags while the demo runs: it reads the demo's state file
+        written = json.loads(state.read_text())
+        assert written["pid"] == proc.pid and set(written["proxies"]) == {
+            "productpage-v1", "details-v1", "reviews-v1", "reviews-v2", "reviews-v3", "ratings-v1"}
+        status = subprocess.run([sys.executable, "-m", "control.cli.meshctl", "proxy-status"], capture_output=True,
+                                text=True, timeout=30, env={k: v for k, v in os.environ.items()
+                                                            if k != "MESHCTL_CONTROL"})
+        assert status.returncode == 0, status.stderr
+        rows = [r for r in status.stdout.splitlines()[1:] if r.strip()]
+        assert len(rows) == 7 and all(r.count("SYNCED") == 4 for r in rows), status.stdout
+        routes = subprocess.run([sys.executable, "-m", "control.cli.meshctl", "proxy-config", "route",
+                                 "productpage-v1"], capture_output=True, text=True, timeout=30)
+        assert routes.returncode == 0 and "reviews" in routes.stdout, routes.stderr
+        # every listener of the mesh is on 127.0.0.1 (the sidecars' and the gateway's from --bind)
+        listeners = subprocess.run([sys.executable, "-m", "control.cli.meshctl", "proxy-config", "listener",
+                                    "reviews-v1", "-o", "json"], capture_output=True, text=True, timeout=30)
+        addresses = {lis["address"]["socket_address"]["address"] for lis in json.loads(listeners.stdout)}
+        assert addresses == {"127.0.0.1"}, addresses
+
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        rest, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, rest
+        assert "stopping 14 processes: control-plane," in rest
+        workdir = re.search(r"removed (\S+)", rest).group(1)
+        assert not pathlib.Path(workdir).exists() and not state.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -11,12 +11,13 @@ name the cluster it refused.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 
 import pytest
 
 from tests.support.mesh import (XDS_TYPES, Mesh, bookinfo_config, call, client_session, console_script,
-                                destination_rule, labels, poll, service)
+                                destination_rule, free_ports, labels, poll, service, synced)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -104,3 +105,40 @@ async def test_the_nack_error_names_the_rejected_cluster(mesh: Mesh):
     _, row = await one_sidecar_nacking(mesh)
     error = row["types"]["cds"]["nack"]["error"]
     assert "(Cluster 'outbound|9080|" in error and "|reviews.default.svc.cluster.local')" in error, error
+
+
+@pytest.mark.slow
+async def test_a_listener_whose_port_is_taken_is_nacked_then_serves_once_the_port_frees(mesh: Mesh):
+    """Something else holds the outbound port (a gateway's 8080 taken by `pyproxy run`): the listener cannot bind,
+    the update that would start it is NACKed (RDS: the listener warms until its routes arrive), and once the port
+    frees the proxy binds it on its own (no config change needed) and ACKs."""
+    bookinfo_config(mesh, {"v1": 100})
+    cp = await mesh.control_plane()
+    inbound, outbound, admin = free_ports(3)
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", outbound))
+    blocker.listen()
+    try:
+        w = mesh.start_workload("productpage-v1", labels("productpage"), extra_args=["--bind", "127.0.0.1"],
+                                ports=(inbound, outbound, admin))
+        await w.app.ready()
+        row = await nacked(cp, "productpage-v1", "rds")
+        assert "cannot bind listener" in row["types"]["rds"]["nack"]["error"]
+        assert row["types"]["rds"]["status"] == "STALE"
+    finally:
+        blocker.close()
+
+    async def serving() -> dict | None:
+        row = (await cp.proxy_rows()).get("productpage-v1")
+        return row if row and synced(row) else None
+
+    await poll("productpage-v1 SYNCED after the port freed", serving)
+    stats = await w.sidecar.stats()
+    assert stats["xds.rds.bind_retry"] >= 1
+    listener = json.loads(subprocess.run(
+        [*console_script("meshctl", "control.cli.meshctl"), "proxy-config", "listener", "productpage-v1",
+         "--control", cp.url, "-o", "json"], capture_output=True, text=True, timeout=30).stdout)
+    bound = {lis["name"]: lis["address"]["socket_address"] for lis in listener}
+    assert bound[f"0.0.0.0_{outbound}"] == {"address": "127.0.0.1", "port_value": outbound}
+    with socket.create_connection(("127.0.0.1", outbound), timeout=5):
+        pass  # the proxy accepts on the port it could not bind before

@@ -345,13 +345,15 @@ class Mesh:
         return await self.cp.ready()
 
     def start_workload(self, name: str, labels: dict[str, str], control_url: str = "", *,
-                       token: pathlib.Path | None = None, extra_args: Iterable[str] = ()) -> Workload:
+                       token: pathlib.Path | None = None, extra_args: Iterable[str] = (),
+                       ports: tuple[int, int, int] | None = None) -> Workload:
         """Start a demo app and its sidecar (no waiting: `await w.app.ready()`, `w.sidecar.ready()` after).
         `control_url` points the sidecar elsewhere than the control plane (a `Relay` in front of it). With a
         secure control plane the sidecar joins over https:// with `token` (default: a token for its own
-        service account, `bookinfo-<app>`)."""
+        service account, `bookinfo-<app>`). `ports`: the sidecar's (inbound, outbound, admin), else free ones."""
         assert self.cp is not None, "start the control plane first"
-        app_port, *ports = free_ports(4)
+        app_port, *picked = free_ports(4)
+        ports = ports or tuple(picked)
         sa = f"bookinfo-{labels.get('app', name)}"
         args = list(extra_args)
         if self.cp.secure:

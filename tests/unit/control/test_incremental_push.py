@@ -19,7 +19,7 @@ from control.serve import ControlPlane
 from control.translate import render_sidecar
 from control.xds.cache import ORDER, DiscoveryRequest, Payload, XdsCache
 from control.xds.generate import SnapshotBuilder, apply_proxy_ports, endpoint_identities
-from control.xds.node import node_id, parse_node
+from control.xds.node import NodeError, node_id, parse_node
 
 SERVICES = textwrap.dedent("""
     apiVersion: v1
@@ -227,3 +227,38 @@ def test_endpoint_identities_ignore_addresses_and_ports_but_not_service_accounts
         return endpoint_identities(build_mesh(resources, registry=MeshRegistry(files, nodes)))
     assert digest(REVIEWS_A) == digest(REVIEWS_A, REVIEWS_B) == digest(REVIEWS_B)
     assert digest(REVIEWS_A) != digest(REVIEWS_A, sidecar("reviews-x", 20009, LABELS={"app": "reviews"}, SERVICE_ACCOUNT="other"))
+
+
+def test_bind_address_moves_every_wildcard_listener_of_sidecars_and_gateways_and_keeps_their_names():
+    """BIND_ADDRESS (pyproxy sidecar|gateway --bind): `make demo` binds 127.0.0.1, not istiod's 0.0.0.0."""
+    gateway_yaml = textwrap.dedent("""
+        apiVersion: networking.istio.io/v1
+        kind: Gateway
+        metadata: {name: gw, namespace: default}
+        spec:
+          selector: {istio: ingressgateway}
+          servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ["*"]}]
+        """)
+    resources = load_text(SERVICES + "---\n" + gateway_yaml, "m.yaml").resources
+    node = sidecar("reviews-v1-c", 20005, BIND_ADDRESS="127.0.0.1")
+    plain = sidecar("reviews-v1-d", 20006)
+    gw = parse_node({"id": node_id("router", "127.0.0.1", "gw", "istio-system"),
+                     "metadata": {"LABELS": {"istio": "ingressgateway"}, "BIND_ADDRESS": "127.0.0.1"}})
+    registry = MeshRegistry(FileRegistry.from_resources(resources), (node, plain, gw, RATINGS))
+    builder = SnapshotBuilder(build_mesh(resources, registry=registry), registry)
+
+    def bound(n):
+        lds = builder.generate(n).resources["lds"]
+        lds = json.loads(lds.body) if isinstance(lds, Payload) else lds
+        return {lis["name"]: lis["address"]["socket_address"]["address"] for lis in lds}
+
+    mine, theirs, gateway = bound(node), bound(plain), bound(gw)
+    assert mine.keys() == theirs.keys() and "0.0.0.0_15001" in mine
+    assert set(mine.values()) == {"127.0.0.1"}
+    assert set(theirs.values()) == {"0.0.0.0"}  # without it: what istiod binds
+    assert gateway == {"0.0.0.0_8080": "127.0.0.1"}
+
+
+def test_bind_address_must_be_an_ip():
+    with pytest.raises(NodeError, match="BIND_ADDRESS"):
+        sidecar("x", 20007, BIND_ADDRESS="localhost")
