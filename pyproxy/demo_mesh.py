@@ -37,6 +37,8 @@ import time
 import urllib.error
 import urllib.request
 
+from .demo_scenarios import SCENARIOS
+from .demo_scenarios import run as run_scenario
 from .demo_state import clear_state, write_state
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -326,7 +328,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pyproxy.demo_mesh", description=__doc__.splitlines()[0])
     ap.add_argument("--once", action="store_true", help="show the requests going through, then stop")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, config copy, CA) on exit")
+    ap.add_argument("--scenario", action="append", default=[], metavar="NAME",
+                    help="after the tour, run a lesson: one of " + ", ".join(SCENARIOS) + ", or all (repeatable)")
     args = ap.parse_args(argv)
+    names = list(SCENARIOS) if "all" in args.scenario else args.scenario
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        ap.error(f"unknown scenario {unknown[0]!r}: one of {', '.join(SCENARIOS)}, all")
     started = time.monotonic()
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="pyproxy-mesh-demo-"))
     mesh = Mesh(workdir)
@@ -381,6 +389,14 @@ def main(argv: list[str] | None = None) -> int:
   curl -s http://127.0.0.1:{pp['admin']}/stats | grep reviews
   edit {mesh.config_dir}/traffic.yaml (e.g. reviews weights 0/100) and reload the page: the
   control plane pushes the change to every sidecar within a second.""")
+        failed = [c for name in names for c in run_scenario(name, mesh) if not c.ok]
+        if failed:
+            print(f"[demo] {len(failed)} claim(s) did not hold: " + "; ".join(c.claim for c in failed),
+                  file=sys.stderr)
+            return 1
+        if not names:
+            print(f"[demo] lessons: make demo SCENARIO=<{'|'.join(SCENARIOS)}> changes one thing and shows what "
+                  f"the sidecars did")
         if args.once:
             return 0
         print("\n[demo] running; Ctrl-C to stop")

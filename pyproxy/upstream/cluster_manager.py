@@ -3,7 +3,8 @@
 Envoy's ClusterManager turns each `Cluster` resource into a live object; so does this module. Config is
 frozen and swapped whole, but live state must survive a swap when its identity is unchanged: a cluster
 whose config did not change keeps its `ClusterRuntime` (pools, outlier state, counters); a changed one
-gets a new runtime that adopts the old `Host` objects by (address, port), so an ejected host stays ejected.
+gets a new runtime that adopts the old `Host` objects by (address, port), so an ejected host stays ejected
+(while the new config still has outlier detection to bring it back; without one it returns at once).
 In-flight requests keep the runtime they started with; an orphaned runtime's idle connections are closed
 and its busy ones finish their request.
 
@@ -163,6 +164,13 @@ class ClusterRuntime:
             self.outlier.update_hosts(hosts)
         elif self.config.outlier_detection is not None:
             self.outlier = detector_for(self.config.outlier_detection, hosts, rng=self.rng, clock=time.monotonic)
+        else:
+            # a host adopted from a runtime whose config had outlier detection: with none here, no interval
+            # timer would ever return it, so it would stay ejected for good. No detector, no ejection.
+            for h in hosts:
+                if h.ejected:
+                    h.ejected_until = None
+                    h.unejected_at = time.monotonic()
 
     def update_endpoints(self, cla: model.ClusterLoadAssignment) -> None:
         self.eds = cla

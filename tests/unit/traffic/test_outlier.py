@@ -250,3 +250,30 @@ def test_never_more_ejected_than_max_ejection_percent(sequences, max_percent, sw
         ejected = sum(1 for h in hs if h.ejected_until is not None)
         assert ejected * 100 <= max_percent * n, (ejected, n, max_percent)
         assert d.stats["ejections_active"] == ejected
+
+
+def _cluster_config(outlier: dict | None):
+    from pyproxy.config.decode import decode
+    from pyproxy.config.model import Cluster
+
+    raw = {"name": "c", "type": "STATIC", "load_assignment": {"cluster_name": "c", "endpoints": [{"lb_endpoints": [
+        {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}} for p in (1, 2)]}]}}
+    if outlier is not None:
+        raw["outlier_detection"] = outlier
+    return decode(Cluster, raw)
+
+
+@pytest.mark.parametrize("outlier, still_ejected", [({"consecutive_5xx": 1}, True), (None, False)])
+def test_a_cluster_update_keeps_an_ejection_only_while_outlier_detection_can_end_it(outlier, still_ejected):
+    """A changed cluster adopts the old hosts (an ejected host stays ejected), but a new config without
+    outlier_detection has no interval timer to return it: it must not stay ejected for good."""
+    from pyproxy.observe.stats import Stats
+    from pyproxy.upstream.cluster_manager import ClusterRuntime
+
+    first = ClusterRuntime(_cluster_config({"consecutive_5xx": 1, "base_ejection_time": "60s",
+                                            "max_ejection_percent": 100}), Stats())
+    host = first.hosts[0]
+    first.outlier.record(host, 503, now=1.0)
+    assert host.ejected
+    second = ClusterRuntime(_cluster_config(outlier), Stats(), previous=first)
+    assert second.hosts[0] is host and host.ejected is still_ejected
