@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo demo-proxy test setup envoy bench clean coverage
+.PHONY: demo demo-proxy test setup envoy bench clean coverage mutate
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -44,8 +44,14 @@ coverage: setup envoy
 	$(BIN)/python -m coverage html -q
 	$(BIN)/python -m coverage report --skip-covered --sort=cover $(COVERAGE_ARGS)
 
+# Mutation testing of the decision modules ([tool.mutmut] in pyproject.toml lists them). Long: minutes per
+# module. MODULE=pyproxy.upstream.outlier runs one; the report (score per module, survivors) follows.
+mutate: setup
+	mkdir -p build && $(BIN)/mutmut run $(if $(MODULE),"$(MODULE).*") > build/mutmut.log 2>&1 || (tail -20 build/mutmut.log; exit 1)
+	$(BIN)/python scripts/mutation_report.py $(MODULE)
+
 bench: setup
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info mutants
