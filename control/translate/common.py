@@ -265,9 +265,9 @@ def make_proxy(mesh: MeshSnapshot, workload: Workload, kind: str = "sidecar", op
     policy = mesh.config.outbound_traffic_policy
     if sidecar is not None:
         for i, listener in enumerate(sidecar.spec.get("egress") or ()):
-            if listener.get("port") or listener.get("bind") or listener.get("captureMode"):
-                notes.add(sidecar, f"spec.egress[{i}].port",
-                          "per-port egress listeners are not translated; only `hosts` scoping is applied")
+            if not listener.get("port") and (listener.get("bind") or listener.get("captureMode")):
+                notes.add(sidecar, f"spec.egress[{i}]", "`bind`/`captureMode` without a `port` are not translated; "
+                                                        "only `hosts` scoping is applied")
             for h in listener.get("hosts") or ():
                 ns, _, name = str(h).partition("/")
                 egress.append(EgressHost(ns, resolve_host(name, sidecar.namespace, mesh.config.domain)))

@@ -52,7 +52,8 @@ from control.translate import tcp as l4
 from control.translate.clusters import InboundPort, inbound_ports
 from control.translate.common import (ADS, CORS, DOWNSTREAM_TLS, FAULT, HCM, INBOUND_PORT, LISTENER, OUTBOUND_PORT,
                                       ROUTER, STATS_PLUGIN_CONFIG, TCP_PROXY, TLS_INSPECTOR, TYPED_STRUCT, Proxy,
-                                      cluster_name)
+                                      EgressHost, cluster_name)
+from control.mesh import resolve_host
 from control.translate.routes import HTTP_PROXY_ROUTE, retry_policy, route_configuration, RouteContext
 
 INBOUND_RETRY = {"attempts": 2, "retryOn": "reset-before-request"}  # istiod BuildDefaultHTTPInboundRoute
@@ -126,28 +127,90 @@ def _tcp_proxy(stat: str, cluster: str) -> dict:
 
 # --- sidecar ---------------------------------------------------------------------------------------------
 
+def _l4_port_chains(proxy: Proxy, specs: Mapping[str, Any], port: int, svc: Any, protocol: Protocol) -> list[dict]:
+    """A non-HTTP outbound port's chains: by SNI for TLS/HTTPS ports with VirtualService `tls` rules, else the
+    `tcp` rules' chains, else one tcp_proxy to the service (istiod: TLS ports without a VirtualService are
+    opaque TCP)."""
+    default = cluster_name("outbound", port, "", svc.hostname)
+    chains = None
+    if protocol in (Protocol.TLS, Protocol.HTTPS):
+        chains = l4.sidecar_tls_chains(proxy, specs, port, svc.hostname)
+    if chains is None:
+        chains = l4.sidecar_tcp_chains(proxy, specs, port, svc.hostname) or [{"filters": [_tcp_proxy(default, default)]}]
+    return chains
+
+
+def _l4_listener(name: str, port: int, chains: list[dict], **extra: Any) -> dict:
+    if any("server_names" in (c.get("filter_chain_match") or {}) for c in chains):
+        extra["listener_filters"] = [TLS_INSPECTOR_FILTER]  # SNI is read from the ClientHello
+    return _listener(name, port, "OUTBOUND", chains, **extra)
+
+
+def egress_port_listeners(proxy: Proxy, specs: Mapping[str, Any]) -> dict[int, dict]:
+    """Sidecar `egress[]` listeners with a `port` and `captureMode: NONE`, by port: istiod binds them
+    (`bind`, default 127.0.0.1 when the listener captures nothing) and names them `<bind>_<port>`; the app
+    connects to that address, which is how a TCP or TLS service is reached with explicit capture. Only
+    services the listener's `hosts` admit are routed. HTTP egress ports are not translated (the HTTP proxy
+    listener on 15001 serves every HTTP port)."""
+    out: dict[int, dict] = {}
+    sidecar = proxy.sidecar
+    if sidecar is None:
+        return out
+    domain = proxy.mesh.config.domain
+    for i, egress in enumerate(sidecar.spec.get("egress") or ()):
+        port_spec = egress.get("port") or {}
+        if not port_spec:
+            continue
+        number = int(port_spec.get("number", 0))
+        protocol = Protocol.parse(str(port_spec.get("protocol") or "")) if port_spec.get("protocol") \
+            else Protocol.from_port_name(str(port_spec.get("name") or ""))
+        if str(egress.get("captureMode") or "DEFAULT") != "NONE" or protocol.is_http or protocol == Protocol.UDP:
+            proxy.notes.add(sidecar, f"spec.egress[{i}].port", "only egress listeners with captureMode NONE and a "
+                                                               "TCP/TLS port are translated; this one is not")
+            continue
+        hosts = []
+        for h in egress.get("hosts") or ():
+            ns, _, name = str(h).partition("/")
+            hosts.append(EgressHost(ns, resolve_host(name, sidecar.namespace, domain)))
+        svc = next((s for s in proxy.visible_services() if any(sp.port == number for sp in s.ports)
+                    and any(e.admits(sidecar.namespace, s.namespace, s.hostname) for e in hosts)), None)
+        if svc is None:
+            proxy.notes.add(sidecar, f"spec.egress[{i}].port", f"no service its hosts admit has port {number}")
+            continue
+        bind = str(egress.get("bind") or "127.0.0.1")
+        chains = _l4_port_chains(proxy, specs, number, svc, protocol)
+        lis = _l4_listener(f"{bind}_{number}", number, chains)
+        lis["address"] = _address(number, bind)
+        out.setdefault(number, lis)
+    return out
+
+
 def outbound_listeners(proxy: Proxy, routes: Mapping[str, dict], specs: Mapping[str, Any] | None = None) -> list[dict]:
     name = f"0.0.0.0_{OUTBOUND_PORT}"
     out = [_listener(name, OUTBOUND_PORT, "OUTBOUND", [{"filters": [
         http_connection_manager(proxy, "outbound", f"outbound_{name}", HTTP_PROXY_ROUTE, routes)]}])]
-    tcp_ports: dict[int, tuple[str, str]] = {}
+    tcp_ports: dict[int, tuple[Any, Protocol]] = {}
     http_ports: set[int] = set()
     for svc in proxy.visible_services():
         for sp in svc.ports:
             if sp.protocol.is_http:
                 http_ports.add(sp.port)
             elif sp.protocol != Protocol.UDP:
-                tcp_ports.setdefault(sp.port, (svc.hostname, cluster_name("outbound", sp.port, "", svc.hostname)))
+                tcp_ports.setdefault(sp.port, (svc, sp.protocol))
     for port in sorted(http_ports):
         lname = f"0.0.0.0_{port}"
         out.append(_listener(lname, port, "OUTBOUND", [{"filters": [
             http_connection_manager(proxy, "outbound", f"outbound_{lname}", str(port), routes)]}],
             bind_to_port=False))
+    bound = egress_port_listeners(proxy, specs or {})
     for port in sorted(set(tcp_ports) - http_ports):
-        lname = f"0.0.0.0_{port}"
-        host, default = tcp_ports[port]
-        filters = l4.sidecar_tcp_filters(proxy, specs or {}, port, host) or [_tcp_proxy(default, default)]
-        out.append(_listener(lname, port, "OUTBOUND", [{"filters": filters}], bind_to_port=False))
+        if port in bound:
+            out.append(bound.pop(port))
+            continue
+        svc, protocol = tcp_ports[port]
+        out.append(_l4_listener(f"0.0.0.0_{port}", port, _l4_port_chains(proxy, specs or {}, port, svc, protocol),
+                                bind_to_port=False))
+    out.extend(bound[p] for p in sorted(bound))
     return out
 
 

@@ -21,6 +21,8 @@ AUTO_PASSTHROUGH (SNI-DNAT to `outbound_.<port>_.<subset>_.<host>` clusters) is 
 """
 from __future__ import annotations
 
+import ipaddress
+import json
 from typing import Any, Mapping
 
 from control.istio.resources import Resource
@@ -48,33 +50,92 @@ def tcp_proxy_filter(ctx: RouteContext, vs: Resource, path: str, route: list[Map
     return {"name": "envoy.filters.network.tcp_proxy", "typed_config": config}
 
 
-def _l4_match_applies(ctx: RouteContext, vs: Resource, m: Mapping[str, Any]) -> bool:
-    """istiod l4SingleMatch for one match block: `port`, and `gateways` (or the VirtualService's)."""
+def l4_match_applies(ctx: RouteContext, vs: Resource, m: Mapping[str, Any]) -> bool:
+    """istiod matchTCP / matchTLS for one match block: `port` (the listener's), `gateways` (a sidecar is the
+    gateway `mesh`), `sourceLabels` (a subset of the proxy's labels) and `sourceNamespace` (the proxy's)."""
     if m.get("port") and int(m["port"]) != ctx.port:
         return False
     gateways = m.get("gateways")
-    if gateways:
-        return ctx.gateway in {gateway_key(str(g), vs.namespace) for g in gateways}
-    return True
+    if gateways and ctx.gateway not in {gateway_key(str(g), vs.namespace) for g in gateways}:
+        return False
+    labels = ctx.proxy.workload.labels
+    if any(labels.get(str(k)) != str(v) for k, v in (m.get("sourceLabels") or {}).items()):
+        return False
+    return not m.get("sourceNamespace") or str(m["sourceNamespace"]) == ctx.proxy.namespace
 
 
-def sidecar_tcp_filters(proxy: Proxy, specs: Mapping[str, Any], port: int, host: str) -> list[dict] | None:
-    """The tcp_proxy a mesh VirtualService's `tcp` rule gives `host`'s port, or None (the default applies)."""
-    ctx = RouteContext(proxy, specs, port)
+def prefix_ranges(subnets: list[Any]) -> list[dict]:
+    """`destinationSubnets` (`10.0.0.0/8`, or a bare IP) -> filter_chain_match.prefix_ranges (CidrRange)."""
+    out = []
+    for s in subnets:
+        net = ipaddress.ip_network(str(s), strict=False)
+        out.append({"address_prefix": str(net.network_address), "prefix_len": net.prefixlen})
+    return out
+
+
+def _routing_virtual_services(proxy: Proxy, host: str, section: str):
+    """(vs, index, rule) of the `section` rules of mesh VirtualServices whose hosts cover `host`."""
     domain = proxy.mesh.config.domain
     for vs in proxy.mesh_virtual_services():
-        if not vs.spec.get("tcp"):
+        if not vs.spec.get(section):
             continue
         if not any(host_matches(resolve_host(str(h), vs.namespace, domain), host) for h in vs.spec.get("hosts") or ()):
             continue
-        for i, rule in enumerate(vs.spec["tcp"]):
-            matches = list(rule.get("match") or ())
-            if matches and not any(_l4_match_applies(ctx, vs, m) for m in matches):
+        for i, rule in enumerate(vs.spec[section]):
+            yield vs, i, rule
+
+
+def sidecar_tcp_chains(proxy: Proxy, specs: Mapping[str, Any], port: int, host: str) -> list[dict] | None:
+    """The chains mesh VirtualService `tcp` rules give `host`'s port, or None (the default tcp_proxy applies).
+
+    istiod buildSidecarOutboundTCPFilterChainOpts: rules in order; a rule applies when it has no `match` or one
+    of its matches applies (l4_match_applies). A rule whose applicable matches all name `destinationSubnets` gets
+    a chain on those `prefix_ranges` and the next rules are still read; the first rule without them is the
+    catch-all chain and ends the list."""
+    ctx = RouteContext(proxy, specs, port)
+    chains: list[dict] = []
+    for vs, i, rule in _routing_virtual_services(proxy, host, "tcp"):
+        matches = [m for m in rule.get("match") or () if l4_match_applies(ctx, vs, m)]
+        if rule.get("match") and not matches:
+            continue
+        f = tcp_proxy_filter(ctx, vs, f"spec.tcp[{i}]", list(rule.get("route") or ()))
+        if f is None:
+            continue
+        subnets = [s for m in matches for s in m.get("destinationSubnets") or ()]
+        if matches and all(m.get("destinationSubnets") for m in matches):
+            chains.append({"filter_chain_match": {"prefix_ranges": prefix_ranges(subnets)}, "filters": [f]})
+            continue
+        chains.append({"filters": [f]})
+        break
+    return chains or None
+
+
+def sidecar_tls_chains(proxy: Proxy, specs: Mapping[str, Any], port: int, host: str) -> list[dict] | None:
+    """The SNI chains mesh VirtualService `tls` rules give `host`'s TLS/HTTPS port, or None (no rule applies:
+    the port is proxied as opaque TCP to the service).
+
+    istiod buildSidecarOutboundTLSFilterChainOpts: per rule, per applicable match, a chain
+    `filter_chain_match.server_names = sniHosts` (plus `prefix_ranges` from `destinationSubnets`) whose
+    tcp_proxy carries the app's own TLS unchanged to the rule's destination; the first chain for a given
+    match wins (Envoy rejects two identical matches)."""
+    ctx = RouteContext(proxy, specs, port)
+    chains: list[dict] = []
+    seen: set[tuple] = set()
+    for vs, i, rule in _routing_virtual_services(proxy, host, "tls"):
+        for m in rule.get("match") or ():
+            sni = sorted(str(h) for h in m.get("sniHosts") or ())
+            if not sni or not l4_match_applies(ctx, vs, m):
                 continue
-            f = tcp_proxy_filter(ctx, vs, f"spec.tcp[{i}]", list(rule.get("route") or ()))
-            if f is not None:
-                return [f]
-    return None
+            match: dict = {"server_names": sni}
+            if m.get("destinationSubnets"):
+                match["prefix_ranges"] = prefix_ranges(list(m["destinationSubnets"]))
+            key = json.dumps(match, sort_keys=True)
+            f = tcp_proxy_filter(ctx, vs, f"spec.tls[{i}]", list(rule.get("route") or ()))
+            if f is None or key in seen:
+                continue
+            seen.add(key)
+            chains.append({"filter_chain_match": match, "filters": [f]})
+    return chains or None
 
 
 def _bound(proxy: Proxy, gw: Resource, server: Mapping[str, Any], section: str):
@@ -99,7 +160,7 @@ def gateway_passthrough_chains(proxy: Proxy, specs: Mapping[str, Any], port: int
     for vs, i, rule in _bound(proxy, gw, server, "tls"):
         for j, m in enumerate(rule.get("match") or ()):
             sni = tuple(sorted(str(h) for h in m.get("sniHosts") or ()))
-            if not sni or sni in seen or not _l4_match_applies(ctx, vs, m):
+            if not sni or sni in seen or not l4_match_applies(ctx, vs, m):
                 continue
             f = tcp_proxy_filter(ctx, vs, f"spec.tls[{i}]", list(rule.get("route") or ()))
             if f is None:
@@ -115,7 +176,7 @@ def gateway_tcp_chains(proxy: Proxy, specs: Mapping[str, Any], port: int, gw: Re
     ctx = RouteContext(proxy, specs, port, f"{gw.namespace}/{gw.name}")
     for vs, i, rule in _bound(proxy, gw, server, "tcp"):
         matches = list(rule.get("match") or ())
-        if matches and not any(_l4_match_applies(ctx, vs, m) for m in matches):
+        if matches and not any(l4_match_applies(ctx, vs, m) for m in matches):
             continue
         f = tcp_proxy_filter(ctx, vs, f"spec.tcp[{i}]", list(rule.get("route") or ()))
         if f is not None:
