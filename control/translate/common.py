@@ -292,8 +292,10 @@ def _note_later_issues(mesh: MeshSnapshot, workload: Workload, notes: Notes) -> 
             notes.add(pol, "spec", f"{kind} applies to this proxy; it is translated with {issue} (a later "
                                    "issue) and is not in this output")
     config = mesh.config
-    for name, value in (("accessLogFile", config.access_log_file), ("defaultProviders", config.default_providers)):
-        if value:
-            notes.add(None, "", f"meshConfig.{name} ({config.source}) is translated with telemetry (a later "
-                                "issue) and is not in this output")
+    if config.access_log_file:
+        notes.add(None, "", f"meshConfig.accessLogFile ({config.source}) is applied to tcp_proxy filters only; HTTP "
+                            "connection managers get it with telemetry (a later issue)")
+    if config.default_providers:
+        notes.add(None, "", f"meshConfig.defaultProviders ({config.source}) is translated with telemetry (a later "
+                            "issue) and is not in this output")
 

@@ -51,7 +51,7 @@ from control.translate import authn, authz, credentials
 from control.translate import tcp as l4
 from control.translate.clusters import InboundPort, inbound_ports
 from control.translate.common import (ADS, CORS, DOWNSTREAM_TLS, FAULT, HCM, INBOUND_PORT, LISTENER, OUTBOUND_PORT,
-                                      ROUTER, STATS_PLUGIN_CONFIG, TCP_PROXY, TLS_INSPECTOR, TYPED_STRUCT, Proxy,
+                                      ROUTER, STATS_PLUGIN_CONFIG, TLS_INSPECTOR, TYPED_STRUCT, Proxy,
                                       EgressHost, cluster_name)
 from control.mesh import resolve_host
 from control.translate.routes import HTTP_PROXY_ROUTE, retry_policy, route_configuration, RouteContext
@@ -120,11 +120,6 @@ def _listener(name: str, port: int, direction: str, chains: list[dict], **extra:
             "filter_chains": chains, **extra}
 
 
-def _tcp_proxy(stat: str, cluster: str) -> dict:
-    return {"name": "envoy.filters.network.tcp_proxy",
-            "typed_config": {"@type": TCP_PROXY, "stat_prefix": stat, "cluster": cluster}}
-
-
 # --- sidecar ---------------------------------------------------------------------------------------------
 
 def _l4_port_chains(proxy: Proxy, specs: Mapping[str, Any], port: int, svc: Any, protocol: Protocol) -> list[dict]:
@@ -136,7 +131,7 @@ def _l4_port_chains(proxy: Proxy, specs: Mapping[str, Any], port: int, svc: Any,
     if protocol in (Protocol.TLS, Protocol.HTTPS):
         chains = l4.sidecar_tls_chains(proxy, specs, port, svc.hostname)
     if chains is None:
-        chains = l4.sidecar_tcp_chains(proxy, specs, port, svc.hostname) or [{"filters": [_tcp_proxy(default, default)]}]
+        chains = l4.sidecar_tcp_chains(proxy, specs, port, svc.hostname) or [{"filters": [l4.tcp_proxy(proxy, default)]}]
     return chains
 
 
@@ -252,7 +247,7 @@ def inbound_filter_chains(proxy: Proxy, ip: InboundPort) -> list[dict]:
         rc = inbound_route_configuration(proxy, ip)
         filters = [http_connection_manager(proxy, "inbound", stat, rc["name"], {rc["name"]: rc}, inline=True)]
     else:
-        filters = [_tcp_proxy(ip.cluster, ip.cluster)]
+        filters = [l4.tcp_proxy(proxy, ip.cluster)]
         authz.note_tcp_port(proxy, ip.port)
     chains = []
     for match, terminates in inbound_chain_options(authn.effective_mtls(proxy.mesh, proxy.workload, ip.port), http):

@@ -27,6 +27,7 @@ from typing import Any, Mapping
 
 from control.istio.resources import Resource
 from control.mesh import gateway_key, host_matches, hosts_intersect, resolve_host
+from control.translate.accesslog import mesh_access_logs
 from control.translate.common import TCP_PROXY, Proxy
 from control.translate.routes import RouteContext, destination_cluster
 
@@ -42,11 +43,21 @@ def tcp_proxy_filter(ctx: RouteContext, vs: Resource, path: str, route: list[Map
     if not clusters:
         return None
     if len(clusters) == 1:
-        name = clusters[0][0]
-        config: dict = {"@type": TCP_PROXY, "stat_prefix": name, "cluster": name}
-    else:
-        config = {"@type": TCP_PROXY, "stat_prefix": f"{vs.name}.{vs.namespace}",
-                  "weighted_clusters": {"clusters": [{"name": n, "weight": w} for n, w in clusters]}}
+        return tcp_proxy(ctx.proxy, clusters[0][0])
+    return _filter(ctx.proxy, {"@type": TCP_PROXY, "stat_prefix": f"{vs.name}.{vs.namespace}",
+                               "weighted_clusters": {"clusters": [{"name": n, "weight": w} for n, w in clusters]}})
+
+
+def tcp_proxy(proxy: Proxy, cluster: str) -> dict:
+    """The tcp_proxy to one cluster, its stat_prefix the cluster's name (istiod
+    buildOutboundNetworkFiltersWithSingleDestination, and the inbound chains' filter)."""
+    return _filter(proxy, {"@type": TCP_PROXY, "stat_prefix": cluster, "cluster": cluster})
+
+
+def _filter(proxy: Proxy, config: dict) -> dict:
+    logs = mesh_access_logs(proxy)
+    if logs:
+        config["access_log"] = logs
     return {"name": "envoy.filters.network.tcp_proxy", "typed_config": config}
 
 

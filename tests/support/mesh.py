@@ -215,6 +215,22 @@ class DemoApp(Process):
         return self
 
 
+class TcpEchoApp(Process):
+    """A TCP echo app (tests/support/tcp_echo_app.py): the workload behind a `tcp-` service port."""
+
+    def __init__(self, workdir: pathlib.Path, name: str, port: int):
+        self.port = port
+        super().__init__(f"app-{name}", [sys.executable, "-m", "tests.support.tcp_echo_app", "--port", str(port),
+                                         "--name", name], workdir)
+
+    async def ready(self) -> "TcpEchoApp":
+        async def listening() -> bool:
+            self.check_running()
+            return f"TCP_ECHO_PORT {self.port}" in self.output()
+        await poll(f"{self.name} listening", listening, detail=self.output)
+        return self
+
+
 class Sidecar(Process):
     def __init__(self, workdir: pathlib.Path, name: str, labels: dict[str, str], control: ControlPlane,
                  app_port: int, ports: Iterable[int], service_account: str = "", control_url: str = "",
@@ -285,7 +301,7 @@ class Sidecar(Process):
 
 @dataclass
 class Workload:
-    app: DemoApp
+    app: DemoApp | TcpEchoApp
     sidecar: Sidecar
 
     @property
@@ -345,11 +361,12 @@ class Mesh:
         return await self.cp.ready()
 
     def start_workload(self, name: str, labels: dict[str, str], control_url: str = "", *,
-                       token: pathlib.Path | None = None, extra_args: Iterable[str] = ()) -> Workload:
+                       token: pathlib.Path | None = None, extra_args: Iterable[str] = (),
+                       app: str = "http") -> Workload:
         """Start a demo app and its sidecar (no waiting: `await w.app.ready()`, `w.sidecar.ready()` after).
         `control_url` points the sidecar elsewhere than the control plane (a `Relay` in front of it). With a
         secure control plane the sidecar joins over https:// with `token` (default: a token for its own
-        service account, `bookinfo-<app>`)."""
+        service account, `bookinfo-<app>`). `app="tcp-echo"`: the app is a TCP echo server instead."""
         assert self.cp is not None, "start the control plane first"
         app_port, *ports = free_ports(4)
         sa = f"bookinfo-{labels.get('app', name)}"
@@ -358,7 +375,8 @@ class Mesh:
             control_url = control_url or self.cp.secure_url
             args += ["--ca-root", str(self.cp.root_cert),
                      "--token-file", str(token or self.cp.token(NAMESPACE, sa))]
-        app = self._track(DemoApp(self.workdir, name, app_port))
+        app_cls = TcpEchoApp if app == "tcp-echo" else DemoApp
+        app = self._track(app_cls(self.workdir, name, app_port))
         sidecar = self._track(Sidecar(self.workdir, name, labels, self.cp, app_port, ports, service_account=sa,
                                       control_url=control_url, extra_args=args))
         app.start()

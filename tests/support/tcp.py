@@ -65,13 +65,13 @@ class EchoServer:
         self.server: asyncio.base_events.Server | None = None
         self.port = 0
 
-    async def start(self) -> "EchoServer":
+    async def start(self, port: int = 0) -> "EchoServer":
         if self.ssl is not None:
             def remember(sslobj, name, ctx):
                 self.last_sni = name
             self.ssl.sni_callback = remember
         self.server = await asyncio.get_running_loop().create_server(
-            lambda: EchoConn(self), "127.0.0.1", 0, ssl=self.ssl)
+            lambda: EchoConn(self), "127.0.0.1", port, ssl=self.ssl)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 

@@ -1,0 +1,104 @@
+"""TCP between live sidecars over mutual TLS (docs/security.md "Proofs", docs/tls.md "TCP routes").
+
+Real processes on 127.0.0.1 (tests/support/mesh.py, secure mode): a TCP echo app behind its sidecar (service
+port named `tcp-echo`), a client workload whose Sidecar resource gives it an egress listener on the service
+port (`captureMode: NONE`, bound on 127.0.0.1: how an app reaches a TCP service with explicit capture), and
+PeerAuthentication STRICT. The client sidecar originates ISTIO_MUTUAL (auto-mTLS), the server sidecar terminates
+it and proxies the bytes to the app. meshConfig `accessLogFile: /dev/stdout` with a format naming
+`%DOWNSTREAM_PEER_URI_SAN%` puts the identity the server sidecar verified into its access log (stdout).
+"""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.support.mesh import NAMESPACE, Mesh, Workload, fqdn, free_ports, labels, outbound_cluster, service
+from tests.support.process import poll
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
+
+CLIENT_ID = "spiffe://cluster.local/ns/default/sa/bookinfo-client"
+STRICT_MESH = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+               "metadata": {"name": "default", "namespace": "istio-system"}, "spec": {"mtls": {"mode": "STRICT"}}}
+LOG_FORMAT = "TCPLOG %UPSTREAM_CLUSTER% peer=%DOWNSTREAM_PEER_URI_SAN% rx=%BYTES_RECEIVED% tx=%BYTES_SENT%"
+ACCESS_LOG = {"apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator",
+              "metadata": {"name": "control-plane", "namespace": "istio-system"},
+              "spec": {"meshConfig": {"accessLogFile": "/dev/stdout", "accessLogFormat": LOG_FORMAT}}}
+
+
+def egress_sidecar(port: int) -> dict:
+    """The client's Sidecar: an egress listener for the TCP port, bound on 127.0.0.1 (captureMode NONE)."""
+    return {"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
+            "metadata": {"name": "client", "namespace": NAMESPACE},
+            "spec": {"workloadSelector": {"labels": {"app": "client"}},
+                     "egress": [{"port": {"number": port, "protocol": "TCP", "name": "tcp-echo"},
+                                 "captureMode": "NONE", "hosts": ["./*"]},
+                                {"hosts": ["./*"]}]}}
+
+
+async def tcp_round_trip(port: int, payload: bytes) -> bytes:
+    """Send `payload` to 127.0.0.1:port and read back as many bytes (the echo); then close."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
+    try:
+        writer.write(payload)
+        return await asyncio.wait_for(reader.readexactly(len(payload)), 10)
+    finally:
+        writer.close()
+
+
+async def tcp_mesh(mesh: Mesh) -> tuple[Workload, Workload, int]:
+    (port,) = free_ports(1)
+    mesh.write("mesh.yaml", [STRICT_MESH, ACCESS_LOG, service("echo", (("tcp-echo", port),)), egress_sidecar(port)])
+    await mesh.control_plane(secure=True)
+    server = mesh.start_workload("echo-v1", labels("echo"), app="tcp-echo")
+    client = mesh.start_workload("client-v1", labels("client"))
+    for w in (server, client):
+        await w.app.ready()
+        await w.sidecar.ready()
+    await mesh.wait_hosts(client.sidecar, outbound_cluster("echo", port), lambda h: h == {server.sidecar.endpoint},
+                          "has echo-v1")
+    return client, server, port
+
+
+def access_log_lines(server: Workload) -> list[str]:
+    return [line for line in server.sidecar.output(tail=None).splitlines() if line.startswith("TCPLOG ")]
+
+
+async def test_tcp_bytes_cross_the_mesh_over_mtls_with_the_client_identity(mesh: Mesh):
+    client, server, port = await tcp_mesh(mesh)
+    payload = b"hello over mtls " * 4096  # 64 KiB: several TLS records each way
+
+    async def answered() -> bytes | None:
+        try:
+            return await tcp_round_trip(port, payload)
+        except (OSError, asyncio.IncompleteReadError):
+            return None  # the egress listener is not bound yet
+    echoed = await poll("the echo answers through both sidecars", answered, detail=mesh.logs)
+    assert echoed == payload
+
+    inbound = f"inbound|{port}||{fqdn('echo')}"
+
+    async def logged() -> list[str] | None:
+        lines = [line for line in access_log_lines(server) if f" rx={len(payload)} " in line]
+        return lines or None
+    (line, *_) = await poll("the server sidecar logs the connection", logged, detail=mesh.logs)
+    assert line.split()[1:3] == [inbound, f"peer={CLIENT_ID}"], line  # mTLS, and whose certificate
+
+    server_stats, client_stats = await server.sidecar.stats(), await client.sidecar.stats()
+    assert server_stats.get(f"listener.0.0.0.0_{server.sidecar.inbound_port}.ssl.handshake", 0) >= 1, server_stats
+    assert client_stats.get(f"cluster.{outbound_cluster('echo', port)}.ssl.handshake", 0) >= 1, client_stats
+
+
+async def test_strict_refuses_plaintext_tcp_to_the_server_sidecar(mesh: Mesh):
+    client, server, port = await tcp_mesh(mesh)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.sidecar.inbound_port)
+    try:
+        writer.write(b"plaintext hello")
+        got = await asyncio.wait_for(reader.read(), 10)
+    except ConnectionResetError:
+        got = b""
+    finally:
+        writer.close()
+    assert got == b""  # closed without a byte from the app: no plaintext chain under STRICT
+    assert not [line for line in access_log_lines(server) if "rx=15 " in line]
