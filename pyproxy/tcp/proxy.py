@@ -12,7 +12,8 @@ built on a chain's `TcpProxyRuntime` (Envoy: `TcpProxy::Config`, parsed once).
                       read) go first, reading resumes, then bytes are copied both ways
     back-pressure     a side whose write buffer is over its high-water mark pauses reading on the other
     FIN               passed on as a FIN (HalfClose); the pair closes when both sides have sent one, or when
-                      either closes; a side that cannot half-close (TLS) is closed after flushing
+                      either closes. Over TLS a FIN is close_notify + the TCP FIN, both ways: the chain's and the
+                      upstream's TLS layers are `pyproxy.tls.half_close` (asyncio's cannot half-close)
     idle_timeout      nothing moved either way for `idle_timeout` (default 1 h) -> both closed, `idle_timeout`
     end               one access-log line (%BYTES_RECEIVED% / %BYTES_SENT% are the downstream byte counts,
                       %DURATION% the connection's life, %RESPONSE_FLAGS% UF,URX / UH / UO / NC)
@@ -242,7 +243,7 @@ class TcpProxySession(asyncio.Protocol):
             up = UpstreamTcp(self, host)
             try:
                 transport, _ = await asyncio.wait_for(
-                    open_upstream(self.loop, cluster, host, cluster.tls_for(host), lambda: up),
+                    open_upstream(self.loop, cluster, host, cluster.tls_for(host), lambda: up, half_close=True),
                     cluster.connect_timeout)
             except asyncio.TimeoutError:
                 cluster.stats_cx_connect_timeout.inc()
@@ -346,7 +347,7 @@ class TcpProxySession(asyncio.Protocol):
             return
         if transport.can_write_eof():
             transport.write_eof()
-        else:  # a TLS connection cannot be half-closed here: close it after flushing
+        else:  # a transport without half-close: close it after flushing
             transport.close()
 
     def _on_idle(self) -> None:

@@ -4,7 +4,8 @@ Real processes on 127.0.0.1 (tests/support/mesh.py, secure mode): a TCP echo app
 port named `tcp-echo`), a client workload whose Sidecar resource gives it an egress listener on the service
 port (`captureMode: NONE`, bound on 127.0.0.1: how an app reaches a TCP service with explicit capture), and
 PeerAuthentication STRICT. The client sidecar originates ISTIO_MUTUAL (auto-mTLS), the server sidecar terminates
-it and proxies the bytes to the app. meshConfig `accessLogFile: /dev/stdout` with a format naming
+it and proxies the bytes to the app; a FIN from the client crosses both sidecars (close_notify + FIN on the mTLS
+leg) while the app's answer still flows back (Envoy's tcp_proxy half-close). meshConfig `accessLogFile: /dev/stdout` with a format naming
 `%DOWNSTREAM_PEER_URI_SAN%` puts the identity the server sidecar verified into its access log (stdout).
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 
 from tests.support.mesh import NAMESPACE, Mesh, Workload, fqdn, free_ports, labels, outbound_cluster, service
 from tests.support.process import poll
+from tests.support.tcp import exchange
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -84,6 +86,11 @@ async def test_tcp_bytes_cross_the_mesh_over_mtls_with_the_client_identity(mesh:
         return lines or None
     (line, *_) = await poll("the server sidecar logs the connection", logged, detail=mesh.logs)
     assert line.split()[1:3] == [inbound, f"peer={CLIENT_ID}"], line  # mTLS, and whose certificate
+
+    # half-close across the mesh: the client's FIN crosses both sidecars (as close_notify + FIN on the mTLS leg),
+    # the app answers after it, and that answer comes back over the half-closed connections
+    half_closed, _ = await exchange(port, b"last words")
+    assert half_closed == b"last words" + b"echo-v1:bye:10"
 
     server_stats, client_stats = await server.sidecar.stats(), await client.sidecar.stats()
     assert server_stats.get(f"listener.0.0.0.0_{server.sidecar.inbound_port}.ssl.handshake", 0) >= 1, server_stats
