@@ -39,7 +39,9 @@ against the Secret's `ca.crt`/`cacert` or the `<name>-cacert` Secret; file paths
 RDS `https.<port>.<portName>.<gateway>.<namespace>`. `httpsRedirect` is `require_tls: ALL` (routes.py).
 A `tls.mode: PASSTHROUGH` server gets one chain per SNI set of the bound VirtualServices' `tls` rules with a
 tcp_proxy and no TLS context; a `TCP` server one chain with the bound `tcp` rule's tcp_proxy (control/translate/
-tcp.py). AUTO_PASSTHROUGH, and TLS servers terminating into TCP, are reported as not translated yet.
+tcp.py); an AUTO_PASSTHROUGH server one chain [sni_cluster, tcp_proxy] routing by the SNI to the gateway's
+SNI-DNAT clusters (tcp.py, clusters.sni_dnat_specs). TLS servers terminating into TCP are reported as not
+translated yet.
 """
 from __future__ import annotations
 
@@ -368,10 +370,10 @@ def gateway_servers(proxy: Proxy) -> dict[int, list[tuple[Resource, Mapping[str,
             port = server.get("port") or {}
             protocol = str(port.get("protocol", "")).upper()
             mode = str((server.get("tls") or {}).get("mode") or "")
-            if mode == "AUTO_PASSTHROUGH" or protocol == "MONGO" or \
-                    (protocol in ("HTTPS", "TLS") and mode not in ("PASSTHROUGH", *TERMINATING_TLS)):
+            if protocol == "MONGO" or \
+                    (protocol in ("HTTPS", "TLS") and mode not in ("PASSTHROUGH", "AUTO_PASSTHROUGH", *TERMINATING_TLS)):
                 proxy.notes.add(gw, f"spec.servers[{i}]", f"{protocol} {mode or ''} servers are not translated "
-                                                          "yet (HTTP, terminated HTTPS, TLS PASSTHROUGH and TCP)"
+                                                          "yet (HTTP, terminated HTTPS, TLS PASSTHROUGH/AUTO_PASSTHROUGH and TCP)"
                                 .replace("  ", " "))
                 continue
             by_port.setdefault(int(port.get("number", 0)), []).append((gw, server))
@@ -385,6 +387,8 @@ def l4_server(server: Mapping[str, Any]) -> str | None:
     protocol = str((server.get("port") or {}).get("protocol", "")).upper()
     if mode == "PASSTHROUGH":
         return "passthrough"
+    if mode == "AUTO_PASSTHROUGH":
+        return "auto_passthrough"
     if protocol == "TCP":
         return "tcp"
     return None
@@ -401,6 +405,10 @@ def gateway_listeners(proxy: Proxy, servers: Mapping[int, list], routes: Mapping
         for gw, server in servers[port]:
             index = list(gw.spec.get("servers") or ()).index(server)
             kind = l4_server(server)
+            if kind == "auto_passthrough":
+                chains.extend(l4.gateway_auto_passthrough_chains(proxy, server))
+                tls_chains = True
+                continue
             if kind is not None:
                 build = l4.gateway_passthrough_chains if kind == "passthrough" else l4.gateway_tcp_chains
                 found = build(proxy, specs or {}, port, gw, server)

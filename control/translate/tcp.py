@@ -17,7 +17,11 @@ istiod (pilot/pkg/networking/core/networkfilter.go, gateway.go), read and adapte
   tls_inspector.
 * Gateway `TCP` server (buildGatewayNetworkFiltersFromTCPRoutes): the first `tcp` rule that applies, one chain
   without a match.
-AUTO_PASSTHROUGH (SNI-DNAT to `outbound_.<port>_.<subset>_.<host>` clusters) is not translated.
+* Gateway `tls.mode: AUTO_PASSTHROUGH` server (createGatewayTCPFilterChainOpts,
+  buildOutboundAutoPassthroughFilterStack): no VirtualService; one chain matched on the server's hosts as SNI
+  names with `envoy.filters.network.sni_cluster` before a tcp_proxy to BlackHoleCluster: the SNI a sidecar's
+  ISTIO_MUTUAL sends, `outbound_.<port>_.<subset>_.<host>`, names the gateway's SNI-DNAT copy of that cluster
+  (clusters.sni_dnat_specs), and the client's mTLS goes through to the destination's sidecar untouched.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from typing import Any, Mapping
 from control.istio.resources import Resource
 from control.mesh import gateway_key, host_matches, hosts_intersect, resolve_host
 from control.translate.accesslog import mesh_access_logs
-from control.translate.common import TCP_PROXY, Proxy
+from control.translate.common import BLACKHOLE_CLUSTER, TCP_PROXY, Proxy
 from control.translate.routes import RouteContext, destination_cluster
 
 
@@ -193,3 +197,16 @@ def gateway_tcp_chains(proxy: Proxy, specs: Mapping[str, Any], port: int, gw: Re
         if f is not None:
             return [{"filters": [f]}]
     return []
+
+
+SNI_CLUSTER = {"name": "envoy.filters.network.sni_cluster",
+               "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.sni_cluster.v3.SniCluster"}}
+
+
+def gateway_auto_passthrough_chains(proxy: Proxy, server: Mapping[str, Any]) -> list[dict]:
+    """The chain of an AUTO_PASSTHROUGH server: SNI names from its hosts (`*` matches any), sni_cluster, then the
+    tcp_proxy whose own cluster (BlackHoleCluster) only serves connections without SNI."""
+    hosts = sorted({str(h).rpartition("/")[2] for h in server.get("hosts") or ()} - {"*"})
+    chain: dict = {"filter_chain_match": {"server_names": hosts}} if hosts else {}
+    chain["filters"] = [SNI_CLUSTER, tcp_proxy(proxy, BLACKHOLE_CLUSTER)]
+    return [chain]

@@ -1,7 +1,8 @@
 """The TCP proxy at run time: one `TcpProxySession` per downstream connection (Envoy: `TcpProxy::Filter`),
 built on a chain's `TcpProxyRuntime` (Envoy: `TcpProxy::Config`, parsed once).
 
-    connection_made   reading paused; pick the cluster (ClusterPicker), ask its load balancer for a host
+    connection_made   reading paused; pick the cluster (ClusterPicker; the SNI after an sni_cluster filter), ask
+                      its load balancer for a host
                       no cluster -> close, flag NC, `downstream_cx_no_route`
                       no host    -> close, flag UH, `cluster.<c>.upstream_cx_none_healthy`
                       circuit breaker max_connections reached -> close, flag UO, `upstream_cx_overflow`
@@ -48,8 +49,10 @@ log = logging.getLogger("pyproxy.tcp")
 class TcpProxyRuntime:
     """A chain's TcpProxy config ready to serve: cluster picker, timeouts, stats, access loggers."""
 
-    def __init__(self, config: Any, clusters: Any, stats: Stats, rng: random.Random, access_logs: Any = None):
+    def __init__(self, config: Any, clusters: Any, stats: Stats, rng: random.Random, access_logs: Any = None,
+                 sni_cluster: bool = False):
         self.config = config
+        self.sni_cluster = sni_cluster  # envoy.filters.network.sni_cluster before it: the SNI names the cluster
         self.clusters = clusters
         self.rng = rng
         self.picker = ClusterPicker(config)
@@ -215,7 +218,8 @@ class TcpProxySession(asyncio.Protocol):
     async def _connect(self) -> None:
         rt = self.runtime
         info = self.info
-        name = rt.picker.pick(rt.rng)
+        # sni_cluster sets the cluster from the SNI (Envoy: filter state envoy.tcp_proxy.cluster); no SNI: unchanged
+        name = self.requested_server_name if rt.sni_cluster and self.requested_server_name else rt.picker.pick(rt.rng)
         cluster = rt.clusters.get(name) if name is not None else None
         if cluster is None:
             rt.cx_no_route.inc()

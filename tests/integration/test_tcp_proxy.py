@@ -284,3 +284,37 @@ async def test_a_fin_is_passed_to_a_tls_upstream_as_close_notify_and_its_answer_
     data, _ = await exchange(proxy.port, b"half closed")
     assert data == b"half closed" + b"secure:bye:11"  # the upstream read our close_notify as EOF, then answered
     assert up.conns[0].eof
+
+
+# --- envoy.filters.network.sni_cluster (Istio AUTO_PASSTHROUGH gateways) -----------------------------------------
+
+SNI_CLUSTER = {"name": "envoy.filters.network.sni_cluster",
+               "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.sni_cluster.v3.SniCluster"}}
+
+
+async def test_sni_cluster_sends_each_connection_to_the_cluster_its_sni_names(pki, echo, proxy_factory, tmp_path):
+    """One chain [sni_cluster, tcp_proxy(BlackHoleCluster)]: the SNI is the cluster's name, so each client's own
+    TLS reaches the upstream that name stands for; an SNI naming no cluster is closed (NC)."""
+    a = await echo("a", ssl=server_ctx(pki["a"]))
+    b = await echo("b", ssl=server_ctx(pki["b"]))
+    log = tmp_path / "tcp.log"
+    names = {"outbound_.9000_._.a.example.com": a, "outbound_.9000_.v2_.b.example.com": b}
+    chain = {"filters": [SNI_CLUSTER, tcp_proxy("BlackHoleCluster", stat_prefix="BlackHoleCluster", access_log=log)]}
+    clusters = [cluster(name, [server.port]) for name, server in names.items()]
+    clusters.append({"name": "BlackHoleCluster", "type": "STATIC", "connect_timeout": "10s"})
+    proxy = await proxy_factory(tcp_bootstrap(clusters, [chain], listener_filters=[TLS_INSPECTOR]))
+    for sni, server in names.items():
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port, ssl=client_ctx(pki["ca"].cert_pem),
+                                                       server_hostname=sni)
+        writer.write(b"routed")
+        assert await reader.readexactly(6) == b"routed"
+        assert server.last_sni == sni  # passed through untouched to the cluster the SNI names
+        writer.close()
+    with pytest.raises((ssl.SSLError, ConnectionError, EOFError)):
+        r, _ = await asyncio.open_connection("127.0.0.1", proxy.port, ssl=client_ctx(pki["ca"].cert_pem),
+                                             server_hostname="outbound_.9000_._.c.example.com")
+        await r.read()
+    await _until(lambda: len(_log(log)) == 3, "three log lines")
+    assert sorted((e["cluster"] or "-", e["flags"]) for e in _log(log)) == [
+        ("-", "NC"), ("outbound_.9000_._.a.example.com", "-"), ("outbound_.9000_.v2_.b.example.com", "-")]
+    assert proxy.stat("tcp.BlackHoleCluster.downstream_cx_no_route") == 1
