@@ -24,11 +24,9 @@ import aiohttp
 import pytest
 from cryptography import x509
 
-from pyproxy.tls.agent import CertificateAgent
 from pyproxy.tls.contexts import client_context
-from pyproxy.tls.identity import PeerIdentity
 from tests.support.mesh import (Mesh, NAMESPACE, client_session, destination_rule, fqdn, labels, outbound_cluster,
-                                service)
+                                probe_secret, service)
 from tests.support.process import poll
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
@@ -98,14 +96,6 @@ async def peer_certificate(port: int, secret) -> x509.Certificate:
     finally:
         writer.close()
     return x509.load_der_x509_certificate(der)
-
-
-async def probe_secret(mesh: Mesh, ttl: float):
-    """A workload certificate from the mesh CA for a test client (service account `probe`)."""
-    cp = mesh.cp
-    agent = CertificateAgent(cp.secure_url, root_cert_path=cp.root_cert, token_path=cp.token(NAMESPACE, "probe"),
-                             identity=PeerIdentity("cluster.local", NAMESPACE, "probe"), ttl=ttl)
-    return await agent.fetch()
 
 
 def strict_pair_with_fresh_connections() -> list[dict]:

@@ -11,10 +11,15 @@ leg) while the app's answer still flows back (Envoy's tcp_proxy half-close). mes
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import pytest
+from cryptography import x509
 
-from tests.support.mesh import NAMESPACE, Mesh, Workload, fqdn, free_ports, labels, outbound_cluster, service
+from pyproxy.tls.contexts import client_context
+
+from tests.support.mesh import (NAMESPACE, Mesh, Workload, fqdn, free_ports, labels, outbound_cluster, probe_secret,
+                                service)
 from tests.support.process import poll
 from tests.support.tcp import exchange
 
@@ -109,3 +114,55 @@ async def test_strict_refuses_plaintext_tcp_to_the_server_sidecar(mesh: Mesh):
         writer.close()
     assert got == b""  # closed without a byte from the app: no plaintext chain under STRICT
     assert not [line for line in access_log_lines(server) if "rx=15 " in line]
+
+
+def auto_passthrough_gateway(port: int) -> dict:
+    """Istio's cross-network gateway server: TLS AUTO_PASSTHROUGH for every `*.local` SNI."""
+    return {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+            "metadata": {"name": "cross-network-gateway", "namespace": "istio-system"},
+            "spec": {"selector": {"istio": "ingressgateway"}, "servers": [{
+                "port": {"number": port, "name": "tls", "protocol": "TLS"}, "hosts": ["*.local"],
+                "tls": {"mode": "AUTO_PASSTHROUGH"}}]}}
+
+
+async def test_an_auto_passthrough_gateway_carries_a_peers_mtls_to_the_cluster_its_sni_names(mesh: Mesh):
+    """A mesh client (a workload certificate for service account `probe`) opens mTLS to the gateway with the SNI a
+    sidecar's ISTIO_MUTUAL sends for echo (`outbound_.<port>_._.echo...`), as a sidecar of another network does.
+    The gateway does not terminate it (no VirtualService either): the certificate the client is shown is the echo
+    sidecar's, the echo answers, and the echo sidecar's access log names the probe's identity."""
+    port, gw_port = free_ports(2)
+    mesh.write("mesh.yaml", [STRICT_MESH, ACCESS_LOG, service("echo", (("tcp-echo", port),)),
+                             auto_passthrough_gateway(gw_port)])
+    await mesh.control_plane(secure=True)
+    server = mesh.start_workload("echo-v1", labels("echo"), app="tcp-echo")
+    await server.app.ready()
+    await server.sidecar.ready()
+    gateway = await mesh.gateway()
+    sni = f"outbound_.{port}_._.{fqdn('echo')}"
+    await mesh.wait_hosts(gateway, sni, lambda h: h == {server.sidecar.endpoint}, "has echo-v1")
+    probe = await probe_secret(mesh)
+    ctx = client_context(probe.root_bundle_pem, probe.cert_chain_pem, probe.private_key_pem,
+                         alpn_protocols=("istio-peer-exchange", "istio"))
+
+    async def through_gateway() -> tuple[bytes, list[str]] | None:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", gw_port, ssl=ctx, server_hostname=sni), 10)
+        except (OSError, ssl.SSLError):
+            return None  # the gateway's listener is not up yet
+        try:
+            leaf = x509.load_der_x509_certificate(writer.get_extra_info("ssl_object").getpeercert(binary_form=True))
+            writer.write(b"across networks")
+            echoed = await asyncio.wait_for(reader.readexactly(15), 10)
+        finally:
+            writer.close()
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return echoed, san.get_values_for_type(x509.UniformResourceIdentifier)
+    echoed, server_ids = await poll("the gateway routes by SNI", through_gateway, detail=mesh.logs)
+    assert echoed == b"across networks"
+    assert server_ids == ["spiffe://cluster.local/ns/default/sa/bookinfo-echo"]  # the echo sidecar's, not the gateway's
+
+    async def logged() -> list[str] | None:
+        return [line for line in access_log_lines(server) if " rx=15 " in line] or None
+    (line, *_) = await poll("the echo sidecar logs the connection", logged, detail=mesh.logs)
+    assert line.split()[2] == "peer=spiffe://cluster.local/ns/default/sa/probe", line

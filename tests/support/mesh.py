@@ -6,6 +6,7 @@
       .control_plane(secure=True)      ... plus `--secure-port 0 --ca-dir DIR` (the CA and authenticated xDS over
                                        TLS, istiod's 15012) and `--plaintext-xds read-only`; workloads then join
                                        over https:// with a token per service account (`cp.token(ns, sa)`)
+      .gateway()                       `pyproxy gateway` (istio-ingressgateway), ready and SYNCED
       .workloads((name, labels), ...)  per workload `python -m pyproxy.demo_app` (DEMO_APP_NAME=name) and
                                        `pyproxy sidecar`, waited until ready and SYNCED (`start_workload`: no wait)
       .stop()                          every process, by PID: SIGTERM, then SIGKILL after a grace period
@@ -299,6 +300,20 @@ class Sidecar(Process):
         return await get_json(self.admin("/server_info"))
 
 
+class Gateway(Sidecar):
+    """`pyproxy gateway` (the ingress gateway deployment `istio-ingressgateway` in istio-system): its listeners
+    bind the Gateway servers' port numbers; ready like a sidecar (admin /ready, SYNCED in /debug/syncz)."""
+
+    def __init__(self, workdir: pathlib.Path, control: ControlPlane, ports: Iterable[int], extra_args: Iterable[str]):
+        super().__init__(workdir, "istio-ingressgateway", {}, control, 0, ports, drain_time=2.0)
+        self.name = "gateway"
+        self.stdout_path = workdir / "gateway.stdout"
+        self.stderr_path = workdir / "gateway.stderr"
+        self.argv = [*pyproxy_command(), "gateway", "--control", control.secure_url if control.secure else control.url,
+                     "--inbound-port", str(self.inbound_port), "--outbound-port", str(self.outbound_port),
+                     "--admin-port", str(self.admin_port), "--drain-time-s", "2", *extra_args]
+
+
 @dataclass
 class Workload:
     app: DemoApp | TcpEchoApp
@@ -383,6 +398,19 @@ class Mesh:
         sidecar.start()
         return Workload(app, sidecar)
 
+    async def gateway(self) -> Gateway:
+        """Start the ingress gateway (service account istio-system/istio-ingressgateway-service-account) and wait
+        until it is ready and SYNCED."""
+        assert self.cp is not None, "start the control plane first"
+        args: list[str] = []
+        if self.cp.secure:
+            token = self.cp.token("istio-system", "istio-ingressgateway-service-account")
+            args += ["--ca-root", str(self.cp.root_cert), "--token-file", str(token),
+                     "--service-account", "istio-ingressgateway-service-account"]
+        gw = self._track(Gateway(self.workdir, self.cp, free_ports(3), args))
+        gw.start()
+        return await gw.ready()
+
     async def workloads(self, *specs: tuple[str, dict[str, str]], control_urls: dict[str, str] | None = None
                         ) -> list[Workload]:
         """Start several workloads at once and wait until each is ready and SYNCED."""
@@ -428,6 +456,20 @@ class Mesh:
             rows = await self.cp.proxy_rows()
             return rows if names <= set(rows) and all(synced(rows[n]) for n in names) else None
         return await poll(f"{sorted(names)} all SYNCED", probe, timeout, detail=self.logs)
+
+
+async def probe_secret(mesh: Mesh, ttl: float = 3600, service_account: str = "probe"):
+    """A workload certificate from the mesh CA for a test client (`spiffe://cluster.local/ns/default/sa/probe`),
+    asked for as a sidecar's agent does (CSR + token over the secure port)."""
+    from pyproxy.tls.agent import CertificateAgent
+    from pyproxy.tls.identity import PeerIdentity
+
+    cp = mesh.cp
+    assert cp is not None and cp.secure
+    agent = CertificateAgent(cp.secure_url, root_cert_path=cp.root_cert,
+                             token_path=cp.token(NAMESPACE, service_account),
+                             identity=PeerIdentity("cluster.local", NAMESPACE, service_account), ttl=ttl)
+    return await agent.fetch()
 
 
 # --- the test mesh's config: a cut-down bookinfo (services, subsets, one VirtualService) ----------------------
