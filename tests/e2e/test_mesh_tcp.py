@@ -1,12 +1,15 @@
-"""TCP between live sidecars over mutual TLS (docs/security.md "Proofs", docs/tls.md "TCP routes").
+"""TCP and TLS traffic between live sidecars over mutual TLS (docs/security.md "Proofs", docs/tls.md).
 
-Real processes on 127.0.0.1 (tests/support/mesh.py, secure mode): a TCP echo app behind its sidecar (service
-port named `tcp-echo`), a client workload whose Sidecar resource gives it an egress listener on the service
-port (`captureMode: NONE`, bound on 127.0.0.1: how an app reaches a TCP service with explicit capture), and
-PeerAuthentication STRICT. The client sidecar originates ISTIO_MUTUAL (auto-mTLS), the server sidecar terminates
-it and proxies the bytes to the app; a FIN from the client crosses both sidecars (close_notify + FIN on the mTLS
-leg) while the app's answer still flows back (Envoy's tcp_proxy half-close). meshConfig `accessLogFile: /dev/stdout` with a format naming
-`%DOWNSTREAM_PEER_URI_SAN%` puts the identity the server sidecar verified into its access log (stdout).
+Real processes on 127.0.0.1 (tests/support/mesh.py, secure mode, PeerAuthentication STRICT):
+
+* TCP: an echo app behind its sidecar (port `tcp-echo`); a client whose Sidecar resource gives it an egress
+  listener on the service port (`captureMode: NONE`, bound on 127.0.0.1: how an app reaches a TCP service with
+  explicit capture). The client sidecar originates ISTIO_MUTUAL (auto-mTLS), the server sidecar terminates it;
+  a FIN from the client crosses both sidecars (close_notify + FIN on the mTLS leg) while the app's answer still
+  flows back (Envoy's tcp_proxy half-close). meshConfig `accessLogFile: /dev/stdout` with a format naming
+  `%DOWNSTREAM_PEER_URI_SAN%` puts the identity the server sidecar verified into its access log (stdout).
+* TLS routes: apps that speak TLS themselves, routed by SNI by the client sidecar's VirtualService `tls` rules.
+* AUTO_PASSTHROUGH: a gateway routing a peer's mTLS by its SNI without terminating it.
 """
 from __future__ import annotations
 
@@ -18,10 +21,11 @@ from cryptography import x509
 
 from pyproxy.tls.contexts import client_context
 
-from tests.support.mesh import (NAMESPACE, Mesh, Workload, fqdn, free_ports, labels, outbound_cluster, probe_secret,
-                                service)
+from tests.support.mesh import (NAMESPACE, Mesh, Workload, destination_rule, fqdn, free_ports, labels,
+                                outbound_cluster, probe_secret, service)
 from tests.support.process import poll
-from tests.support.tcp import exchange
+from tests.support.pki import TestCA
+from tests.support.tcp import exchange, tls_half_close_exchange
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -34,12 +38,12 @@ ACCESS_LOG = {"apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator"
               "spec": {"meshConfig": {"accessLogFile": "/dev/stdout", "accessLogFormat": LOG_FORMAT}}}
 
 
-def egress_sidecar(port: int) -> dict:
-    """The client's Sidecar: an egress listener for the TCP port, bound on 127.0.0.1 (captureMode NONE)."""
+def egress_sidecar(port: int, protocol: str = "TCP") -> dict:
+    """The client's Sidecar: an egress listener for the port, bound on 127.0.0.1 (captureMode NONE)."""
     return {"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
             "metadata": {"name": "client", "namespace": NAMESPACE},
             "spec": {"workloadSelector": {"labels": {"app": "client"}},
-                     "egress": [{"port": {"number": port, "protocol": "TCP", "name": "tcp-echo"},
+                     "egress": [{"port": {"number": port, "protocol": protocol, "name": f"{protocol.lower()}-app"},
                                  "captureMode": "NONE", "hosts": ["./*"]},
                                 {"hosts": ["./*"]}]}}
 
@@ -166,3 +170,50 @@ async def test_an_auto_passthrough_gateway_carries_a_peers_mtls_to_the_cluster_i
         return [line for line in access_log_lines(server) if " rx=15 " in line] or None
     (line, *_) = await poll("the echo sidecar logs the connection", logged, detail=mesh.logs)
     assert line.split()[2] == "peer=spiffe://cluster.local/ns/default/sa/probe", line
+
+
+def tls_routes(hosts: dict[str, str]) -> list[dict]:
+    """Service `web` (a `tls-` port, its apps terminate their own TLS), subsets v1/v2, and a VirtualService whose
+    `tls` rules route each SNI (`hosts`: sni -> subset)."""
+    return [destination_rule("web", ("v1", "v2")),
+            {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+             "metadata": {"name": "web", "namespace": NAMESPACE},
+             "spec": {"hosts": ["web", *hosts], "tls": [
+                 {"match": [{"sniHosts": [sni]}], "route": [{"destination": {"host": "web", "subset": subset}}]}
+                 for sni, subset in hosts.items()]}}]
+
+
+async def test_sidecar_tls_routes_pick_the_subset_by_sni_and_carry_the_apps_own_tls(mesh: Mesh, tmp_path):
+    """The client app originates TLS itself (SNI a.web.example or b.web.example) to its sidecar's egress listener
+    for the `tls-` port; the sidecar reads the SNI (tls_inspector), picks the chain of the VirtualService `tls`
+    rule, and carries the app's TLS unchanged inside the mesh mTLS to the subset's sidecar, whose app terminates
+    it. Each SNI reaches its own subset (its `bye` line names the app), and a half-close crosses both layers."""
+    ca = TestCA("web")
+    chain, key = ca.issue(dns=["a.web.example", "b.web.example"]).write(tmp_path, "web")
+    (port,) = free_ports(1)
+    mesh.write("mesh.yaml", [STRICT_MESH, service("web", (("tls-web", port),)), egress_sidecar(port, "TLS"),
+                             *tls_routes({"a.web.example": "v1", "b.web.example": "v2"})])
+    await mesh.control_plane(secure=True)
+    tls_app = ["--cert", str(chain), "--key", str(key)]
+    v1 = mesh.start_workload("web-v1", labels("web", "v1"), app="tcp-echo", app_args=tls_app)
+    v2 = mesh.start_workload("web-v2", labels("web", "v2"), app="tcp-echo", app_args=tls_app)
+    client = mesh.start_workload("client-v1", labels("client"))
+    for w in (v1, v2, client):
+        await w.app.ready()
+        await w.sidecar.ready()
+    for subset, w in (("v1", v1), ("v2", v2)):
+        await mesh.wait_hosts(client.sidecar, outbound_cluster("web", port, subset),
+                              lambda h, w=w: h == {w.sidecar.endpoint}, f"has web-{subset}")
+    ctx = ssl.create_default_context(cadata=ca.cert_pem.decode())
+
+    async def answer(sni: str) -> bytes | None:
+        try:
+            return await tls_half_close_exchange(port, b"to " + sni.encode(), ctx, sni)
+        except (OSError, ssl.SSLError):
+            return None  # the egress listener is not bound yet
+    for sni, app in (("a.web.example", "web-v1"), ("b.web.example", "web-v2")):
+        got = await poll(f"{sni} answers", lambda sni=sni: answer(sni), detail=mesh.logs)
+        sent = b"to " + sni.encode()
+        assert got == sent + f"{app}:bye:{len(sent)}".encode()
+    # the apps terminated the TLS the client started (the client verified their certificate, not a mesh one)
+    assert "SNI a.web.example" in v1.app.output() and "SNI b.web.example" in v2.app.output()

@@ -219,10 +219,10 @@ class DemoApp(Process):
 class TcpEchoApp(Process):
     """A TCP echo app (tests/support/tcp_echo_app.py): the workload behind a `tcp-` service port."""
 
-    def __init__(self, workdir: pathlib.Path, name: str, port: int):
+    def __init__(self, workdir: pathlib.Path, name: str, port: int, extra_args: Iterable[str] = ()):
         self.port = port
         super().__init__(f"app-{name}", [sys.executable, "-m", "tests.support.tcp_echo_app", "--port", str(port),
-                                         "--name", name], workdir)
+                                         "--name", name, *extra_args], workdir)
 
     async def ready(self) -> "TcpEchoApp":
         async def listening() -> bool:
@@ -377,11 +377,12 @@ class Mesh:
 
     def start_workload(self, name: str, labels: dict[str, str], control_url: str = "", *,
                        token: pathlib.Path | None = None, extra_args: Iterable[str] = (),
-                       app: str = "http") -> Workload:
+                       app: str = "http", app_args: Iterable[str] = ()) -> Workload:
         """Start a demo app and its sidecar (no waiting: `await w.app.ready()`, `w.sidecar.ready()` after).
         `control_url` points the sidecar elsewhere than the control plane (a `Relay` in front of it). With a
         secure control plane the sidecar joins over https:// with `token` (default: a token for its own
-        service account, `bookinfo-<app>`). `app="tcp-echo"`: the app is a TCP echo server instead."""
+        service account, `bookinfo-<app>`). `app="tcp-echo"`: the app is a TCP echo server instead (`app_args`
+        go to it: `--cert F --key F` makes it terminate TLS itself)."""
         assert self.cp is not None, "start the control plane first"
         app_port, *ports = free_ports(4)
         sa = f"bookinfo-{labels.get('app', name)}"
@@ -390,13 +391,14 @@ class Mesh:
             control_url = control_url or self.cp.secure_url
             args += ["--ca-root", str(self.cp.root_cert),
                      "--token-file", str(token or self.cp.token(NAMESPACE, sa))]
-        app_cls = TcpEchoApp if app == "tcp-echo" else DemoApp
-        app = self._track(app_cls(self.workdir, name, app_port))
+        app_proc = TcpEchoApp(self.workdir, name, app_port, app_args) if app == "tcp-echo" else \
+            DemoApp(self.workdir, name, app_port)
+        self._track(app_proc)
         sidecar = self._track(Sidecar(self.workdir, name, labels, self.cp, app_port, ports, service_account=sa,
                                       control_url=control_url, extra_args=args))
-        app.start()
+        app_proc.start()
         sidecar.start()
-        return Workload(app, sidecar)
+        return Workload(app_proc, sidecar)
 
     async def gateway(self) -> Gateway:
         """Start the ingress gateway (service account istio-system/istio-ingressgateway-service-account) and wait
