@@ -11,7 +11,9 @@ Sidecar (istiod listener_builder.go, adapted to ARCHITECTURE.md decision 5, expl
 * `0.0.0.0_<port>` per HTTP service port (Istio's per-port outbound listeners, `bind_to_port: false`: they
   receive nothing until transparent capture hands them connections via SO_ORIGINAL_DST, a later option). Their
   connection manager uses the RDS route configuration named by the port (`"9080"`). A TCP port gets a
-  `tcp_proxy` to the first service on it, or what a mesh VirtualService `tcp` rule for it says (tcp.py).
+  `tcp_proxy` to the first service on it, or the chains of mesh VirtualService `tcp` rules; a TLS/HTTPS port
+  the SNI chains of `tls` rules (tls_inspector) (tcp.py). A Sidecar egress listener with a TCP/TLS `port` and
+  `captureMode: NONE` replaces that port's listener with a bound one, `<bind>_<port>` (127.0.0.1 by default).
 * `virtualInbound` binds 0.0.0.0:15006 (only when the workload serves a port): per workload port the filter
   chains its PeerAuthentication mode asks for (`filter_chain_match.destination_port` + `transport_protocol`,
   authn.py resolves the mode; istiod listener_inbound.go, filterchain_options.go): STRICT one `tls` chain with

@@ -6,10 +6,13 @@ istiod (pilot/pkg/networking/core/networkfilter.go, gateway.go), read and adapte
   (buildOutboundNetworkFiltersWithSingleDestination); several are `weighted_clusters` with the route weights
   and `stat_prefix` `<vs name>.<vs namespace>` (buildOutboundNetworkFiltersWithWeightedClusters; a weight of 0
   is left out). Clusters are `outbound|<port>|<subset>|<fqdn>` (routes.destination_cluster).
-* Sidecar outbound TCP port: the first `tcp` rule of a mesh VirtualService for the port's service whose
-  `match` applies (no match, or `port` equal to the listener port) replaces the default tcp_proxy to the service.
-  Istio tells services on one port apart by destination IP (`prefix_ranges`); with explicit capture this
-  control plane serves the port's first service only (listeners.py).
+* Sidecar outbound TCP port (buildSidecarOutboundTCPFilterChainOpts): `sidecar_tcp_chains`, the mesh
+  VirtualServices' `tcp` rules for the port's service whose matches apply (`l4_match_applies`: istiod matchTCP);
+  `destinationSubnets` give `prefix_ranges` chains, the first rule without them is the catch-all. Sidecar TLS
+  port (buildSidecarOutboundTLSFilterChainOpts): `sidecar_tls_chains`, one chain per applicable `tls` match by
+  `sniHosts`. Istio tells services on one port apart by destination IP; with explicit capture this control
+  plane serves the port's first service only (listeners.py).
+* Every tcp_proxy carries meshConfig's file access log when `accessLogFile` is set (accesslog.py).
 * Gateway `tls.mode: PASSTHROUGH` server (buildGatewayNetworkFiltersFromTLSRoutes): per `tls` rule of a
   VirtualService bound to the gateway, per `match` whose `port` (if set) is the server's and whose `gateways`
   (if set) include it: a chain `filter_chain_match.server_names = match.sniHosts` (no TLS context: the
