@@ -351,10 +351,13 @@ def validate_snapshot(listeners: Iterable[model.Listener], clusters: Iterable[mo
             hcm = chain.http_connection_manager
             tcp = chain.tcp_proxy
             names = [f.name for f in chain.filters] or ["none"]
-            if (hcm is None) == (tcp is None) or len(chain.filters) != 1:
+            sni_first = tcp is not None and len(chain.filters) == 2 and chain.sni_cluster \
+                and chain.filters[1].typed_config is tcp
+            if (hcm is None) == (tcp is None) or (len(chain.filters) != 1 and not sni_first):
                 raise ConfigRejected(f"listener {key!r} {ckey}: a filter chain needs exactly one network filter, "
                                      "envoy.filters.network.http_connection_manager or "
-                                     f"envoy.filters.network.tcp_proxy, got {', '.join(names)}")
+                                     "envoy.filters.network.tcp_proxy (optionally after "
+                                     f"envoy.filters.network.sni_cluster), got {', '.join(names)}")
             if tcp is not None:
                 continue
             filters = [f.name for f in hcm.http_filters]
@@ -453,7 +456,7 @@ class ProxyServer:
                 if hcm_cfg is None:  # a tcp_proxy chain (validate_snapshot: exactly one of the two)
                     try:
                         tcp = TcpProxyRuntime(chain.tcp_proxy, new_clusters, self.stats, self.rng,
-                                              access_logs=self.access_logs)
+                                              access_logs=self.access_logs, sni_cluster=chain.sni_cluster)
                         tc = tls_context_of(chain.transport_socket)
                         tls = TlsContextProvider(tc, self.secrets, f"listener {key!r} {ckey}.transport_socket") \
                             if tc is not None else None

@@ -19,6 +19,7 @@ _MODULES = [
     "envoy.config.endpoint.v3.endpoint_pb2",
     "envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2",
     "envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2",
+    "envoy.extensions.filters.network.sni_cluster.v3.sni_cluster_pb2",
     "envoy.extensions.filters.listener.tls_inspector.v3.tls_inspector_pb2",
     "envoy.extensions.filters.http.router.v3.router_pb2",
     "envoy.extensions.filters.http.fault.v3.fault_pb2",

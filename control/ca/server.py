@@ -173,5 +173,30 @@ def server_ssl_context(authority: CertificateAuthority, *, hosts: Sequence[str] 
                           require_client_cert=False)
 
 
-__all__ = ["CAMetrics", "CertificateService", "ca_app", "ca_routes", "server_ssl_context", "CREATE_CERTIFICATE_PATH",
+class ServingContext:
+    """15012's TLS across CA reloads. A listening socket keeps the SSLContext it was given for its whole life, so
+    the port is served with `outer`, whose `sni_callback` moves each new handshake to the `current` context
+    (`SSLObject.context = ...`, OpenSSL's SSL_set_SSL_CTX, called with or without SNI): after `replace`, new
+    connections get the new serving certificate and verify client certificates against the new trust bundle;
+    connections already open keep their handshake (istiod reloads a changed `cacerts` the same way)."""
+
+    def __init__(self, authority: CertificateAuthority):
+        self.current = server_ssl_context(authority)
+        self.outer = server_ssl_context(authority)
+        self.outer.sni_callback = self._select
+        self.replacements = 0
+
+    def _select(self, sslobj: Any, server_name: str | None, context: ssl.SSLContext) -> None:
+        sslobj.context = self.current
+        return None
+
+    def replace(self, authority: CertificateAuthority) -> None:
+        self.current = server_ssl_context(authority)
+        self.replacements += 1
+
+    def __repr__(self) -> str:
+        return f"<ServingContext replacements={self.replacements}>"
+
+
+__all__ = ["CAMetrics", "CertificateService", "ServingContext", "ca_app", "ca_routes", "server_ssl_context", "CREATE_CERTIFICATE_PATH",
            "parse_request", "Reason"]

@@ -17,9 +17,10 @@ printed. Every problem is a `CAStoreError` with one line naming the file.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
@@ -131,6 +132,26 @@ def open_authority(state_dir: str | Path, *, cacerts_dir: str | Path | None = No
         root = make_root_certificate(key, policy.trust_domain, clock())
         write_cacerts(own, root, key, [], [root])
     return load_cacerts(own, clock=clock, policy=policy)
+
+
+def cacerts_fingerprint(files: Mapping[str, bytes | None]) -> str:
+    """What a reload decision compares: a digest of the four cacerts files' contents (None: missing). Pure, so
+    the watcher only reads files and asks whether this changed."""
+    digest = hashlib.sha256()
+    for name in (CA_CERT, CA_KEY, ROOT_CERT, CERT_CHAIN):
+        content = files.get(name)
+        digest.update(name.encode() + b"\0" + (b"-" if content is None else b"+" + content) + b"\0")
+    return digest.hexdigest()
+
+
+def read_cacerts_files(cacerts_dir: str | Path) -> dict[str, bytes | None]:
+    out: dict[str, bytes | None] = {}
+    for name in (CA_CERT, CA_KEY, ROOT_CERT, CERT_CHAIN):
+        try:
+            out[name] = (Path(cacerts_dir) / name).read_bytes()
+        except OSError:
+            out[name] = None
+    return out
 
 
 def token_signing_key(state_dir: str | Path, *, create: bool = True) -> CertificateIssuerPrivateKeyTypes:

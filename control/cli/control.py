@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ca-dir", default=os.environ.get(CA_DIR_ENV), metavar="DIR",
                    help=f"CA state directory: self-signed root (made at first start), token key, published "
                         f"{ROOT_CERT_FILE} (default ${CA_DIR_ENV}, else <tmp>/pyproxy-control-<hash>/)")
+    p.add_argument("--cacerts-check-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="how often a --cacerts directory is checked for changed files, which are then loaded "
+                        "without a restart (default 5)")
     p.add_argument("--cacerts", default=None, metavar="DIR",
                    help="a plugged-in CA in Istio's cacerts layout (ca-cert.pem, ca-key.pem, root-cert.pem, "
                         "cert-chain.pem) instead of the self-signed root")
@@ -118,8 +121,8 @@ class SecurePort:
     def __init__(self, args: argparse.Namespace, cp) -> None:
         """The CA at start (control.ca.store: files only here); CAStoreError / OSError / ValueError on bad input."""
         from control.ca.authority import DEFAULT_WORKLOAD_CERT_TTL, MAX_WORKLOAD_CERT_TTL, CAPolicy
-        from control.ca.server import CAMetrics, CertificateService, server_ssl_context
-        from control.ca.store import open_authority, token_verifier
+        from control.ca.server import CAMetrics, CertificateService, ServingContext
+        from control.ca.store import cacerts_fingerprint, open_authority, read_cacerts_files, token_verifier
         from control.mesh import MeshConfig
         from control.xds.secure import XdsAuthMetrics
         from pyproxy.tls.files import write_file_atomic
@@ -130,14 +133,53 @@ class SecurePort:
         policy = CAPolicy(trust_domain=trust_domain, default_ttl=min(DEFAULT_WORKLOAD_CERT_TTL, max_ttl),
                           max_ttl=max_ttl)
         tokens = token_verifier(self.state_dir)  # makes the state directory (0700) and the token key (0600)
+        self.cacerts = args.cacerts
+        self.check_interval = args.cacerts_check_interval
+        self._fingerprint = cacerts_fingerprint(read_cacerts_files(args.cacerts)) if args.cacerts else ""
         self.authority = open_authority(self.state_dir, cacerts_dir=args.cacerts, policy=policy)
         self.root_cert = os.path.join(self.state_dir, ROOT_CERT_FILE)
         write_file_atomic(self.root_cert, self.authority.trust_bundle_pem, 0o644)
         self.service = CertificateService(self.authority, tokens, CAMetrics(cp.metrics.registry))
         self.auth_metrics = XdsAuthMetrics(cp.metrics.registry)
-        self.ssl_context = server_ssl_context(self.authority)
+        self.serving = ServingContext(self.authority)
+        self.ssl_context = self.serving.outer
         self.source = f"plugged-in CA {args.cacerts}" if args.cacerts else \
             f"self-signed root in {os.path.join(self.state_dir, 'ca')}"
+
+    def reload_if_changed(self) -> bool:
+        """A plugged-in `cacerts` directory whose files changed is loaded again and, when it loads (key matches
+        the certificate, the chain reaches a root of the bundle), swapped in whole: new CSRs are signed by it,
+        new connections to 15012 get a serving certificate from it and are verified against its bundle, and the
+        published mesh root file (the sidecars' --ca-root) is rewritten. A set that does not load (files
+        half-copied) is logged and the CA in use stays; the next change is tried again. True when swapped."""
+        from control.ca.store import CAStoreError, cacerts_fingerprint, open_authority, read_cacerts_files
+        from pyproxy.tls.files import write_file_atomic
+
+        if not self.cacerts:
+            return False
+        fingerprint = cacerts_fingerprint(read_cacerts_files(self.cacerts))
+        if fingerprint == self._fingerprint:
+            return False
+        self._fingerprint = fingerprint
+        try:
+            authority = open_authority(self.state_dir, cacerts_dir=self.cacerts, policy=self.authority.policy)
+        except (CAStoreError, ValueError, OSError) as err:
+            log.warning("cacerts %s changed but does not load (%s): still signing with the previous CA",
+                        self.cacerts, err)
+            return False
+        self.authority = authority
+        self.service.replace_authority(authority)
+        self.serving.replace(authority)
+        write_file_atomic(self.root_cert, authority.trust_bundle_pem, 0o644)
+        log.info("cacerts %s reloaded: signing with %s, trust bundle of %d root(s) published at %s", self.cacerts,
+                 authority.signing_cert.subject.rfc4514_string(), len(authority.roots), self.root_cert)
+        return True
+
+    async def watch(self) -> None:
+        """Poll the cacerts directory (istiod watches its mounted cacerts the same way, by file events)."""
+        while True:
+            await asyncio.sleep(self.check_interval)
+            self.reload_if_changed()
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -195,11 +237,15 @@ async def serve(args: argparse.Namespace) -> int:
             log.info("secure port: CA (%s, trust domain %s) and authenticated xDS over TLS; mesh root "
                      "published at %s; tokens: meshctl token create -n NS --service-account SA --ca-dir %s",
                      secure.source, td, secure.root_cert, secure.state_dir)
+        watcher = asyncio.get_running_loop().create_task(secure.watch()) \
+            if secure is not None and secure.cacerts else None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        if watcher is not None:
+            watcher.cancel()
         return 0
     finally:
         await cp.stop()

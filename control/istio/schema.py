@@ -335,7 +335,6 @@ UNSUPPORTED: dict[tuple[str, str], str] = {
     ("TrafficPolicy", "retryBudget"): "retry budgets",
     ("LoadBalancerSettings", "localityLbSetting"): "locality load balancing",
     ("IstioIngressListener", "captureMode"): "capture modes (outbound capture is explicit)",
-    ("IstioEgressListener", "captureMode"): "capture modes (outbound capture is explicit)",
     ("WorkloadEntry", "network"): "multi-network",
     ("AuthorizationPolicy", "provider"): "CUSTOM (ext_authz) authorization",
     ("Tracing", "useRequestIdForTraceSampling"): "request-id based sampling",

@@ -95,9 +95,11 @@ def render_gateway(mesh: MeshSnapshot, name: str | Workload = "istio-ingressgate
     wl = name if isinstance(name, Workload) else gateway_workload(mesh, name, namespace)
     proxy = make_proxy(mesh, wl, "router", options)
     specs = cds.outbound_specs(proxy)
+    servers = lds.gateway_servers(proxy)
+    if any(lds.l4_server(server) == "auto_passthrough" for entries in servers.values() for _, server in entries):
+        specs = specs + cds.sni_dnat_specs(specs)  # istiod: ContainsAutoPassthroughGateways
     index = cds.spec_index(specs)
     eds_clusters = cds.eds_clusters(specs)
-    servers = lds.gateway_servers(proxy)
     by_route: dict[str, tuple[int, list]] = {}
     for port, entries in servers.items():
         for gw, server in entries:

@@ -65,6 +65,7 @@ class ClusterSpec:
     subset_labels: Mapping[str, str] | None
     rule: DestinationRuleView | None
     policy: Mapping[str, Any] | None
+    sni_dnat: bool = False  # an AUTO_PASSTHROUGH gateway's SNI-DNAT copy (named by its SNI, no TLS of its own)
 
     @property
     def rule_resource(self) -> Resource | None:
@@ -110,6 +111,15 @@ def outbound_specs(proxy: Proxy) -> list[ClusterSpec]:
     return specs
 
 
+def sni_dnat_specs(specs: list[ClusterSpec]) -> list[ClusterSpec]:
+    """istiod buildOutboundSniDnatClusters (a gateway with an AUTO_PASSTHROUGH server): each outbound cluster
+    again, named `outbound_.<port>_.<subset>_.<host>` (the SNI a sidecar's ISTIO_MUTUAL sends), so the
+    gateway's sni_cluster filter finds it; the client's mTLS passes through to the destination's sidecar, so
+    the copy originates no TLS (SniDnatClusterMode skips the upstream TLS settings)."""
+    return [dataclasses.replace(s, name=sni_name(s.port.port, s.subset, s.service.hostname), sni_dnat=True)
+            for s in specs]
+
+
 def spec_index(specs: list[ClusterSpec]) -> dict[str, ClusterSpec]:
     return {s.name: s for s in specs}
 
@@ -152,12 +162,12 @@ def build_outbound_cluster(proxy: Proxy, spec: ClusterSpec) -> dict:
     _apply_load_balancer(proxy, cluster, policy.get("loadBalancer"), res)
     _apply_connection_pool(cluster, policy.get("connectionPool"), port, res)
     _apply_outlier_detection(cluster, policy.get("outlierDetection"), res)
-    tls = policy.get("tls")
+    tls = None if spec.sni_dnat else policy.get("tls")  # SNI-DNAT: the client's own mTLS is carried as it is
     if tls is not None:
         socket = _upstream_tls(proxy, spec, tls)
         if socket is not None:
             cluster["transport_socket"] = socket
-    elif auto_mtls_applies(proxy, spec, cluster["type"]):
+    elif not spec.sni_dnat and auto_mtls_applies(proxy, spec, cluster["type"]):
         cluster["transport_socket_matches"] = auto_mtls_matches(proxy, spec)
     for key in ("tunnel", "proxyProtocol", "retryBudget"):
         if policy.get(key) and res is not None:

@@ -265,9 +265,9 @@ def make_proxy(mesh: MeshSnapshot, workload: Workload, kind: str = "sidecar", op
     policy = mesh.config.outbound_traffic_policy
     if sidecar is not None:
         for i, listener in enumerate(sidecar.spec.get("egress") or ()):
-            if listener.get("port") or listener.get("bind") or listener.get("captureMode"):
-                notes.add(sidecar, f"spec.egress[{i}].port",
-                          "per-port egress listeners are not translated; only `hosts` scoping is applied")
+            if not listener.get("port") and (listener.get("bind") or listener.get("captureMode")):
+                notes.add(sidecar, f"spec.egress[{i}]", "`bind`/`captureMode` without a `port` are not translated; "
+                                                        "only `hosts` scoping is applied")
             for h in listener.get("hosts") or ():
                 ns, _, name = str(h).partition("/")
                 egress.append(EgressHost(ns, resolve_host(name, sidecar.namespace, mesh.config.domain)))
@@ -292,8 +292,10 @@ def _note_later_issues(mesh: MeshSnapshot, workload: Workload, notes: Notes) -> 
             notes.add(pol, "spec", f"{kind} applies to this proxy; it is translated with {issue} (a later "
                                    "issue) and is not in this output")
     config = mesh.config
-    for name, value in (("accessLogFile", config.access_log_file), ("defaultProviders", config.default_providers)):
-        if value:
-            notes.add(None, "", f"meshConfig.{name} ({config.source}) is translated with telemetry (a later "
-                                "issue) and is not in this output")
+    if config.access_log_file:
+        notes.add(None, "", f"meshConfig.accessLogFile ({config.source}) is applied to tcp_proxy filters only; HTTP "
+                            "connection managers get it with telemetry (a later issue)")
+    if config.default_providers:
+        notes.add(None, "", f"meshConfig.defaultProviders ({config.source}) is translated with telemetry (a later "
+                            "issue) and is not in this output")
 

@@ -11,7 +11,9 @@ Sidecar (istiod listener_builder.go, adapted to ARCHITECTURE.md decision 5, expl
 * `0.0.0.0_<port>` per HTTP service port (Istio's per-port outbound listeners, `bind_to_port: false`: they
   receive nothing until transparent capture hands them connections via SO_ORIGINAL_DST, a later option). Their
   connection manager uses the RDS route configuration named by the port (`"9080"`). A TCP port gets a
-  `tcp_proxy` to the first service on it, or what a mesh VirtualService `tcp` rule for it says (tcp.py).
+  `tcp_proxy` to the first service on it, or the chains of mesh VirtualService `tcp` rules; a TLS/HTTPS port
+  the SNI chains of `tls` rules (tls_inspector) (tcp.py). A Sidecar egress listener with a TCP/TLS `port` and
+  `captureMode: NONE` replaces that port's listener with a bound one, `<bind>_<port>` (127.0.0.1 by default).
 * `virtualInbound` binds 0.0.0.0:15006 (only when the workload serves a port): per workload port the filter
   chains its PeerAuthentication mode asks for (`filter_chain_match.destination_port` + `transport_protocol`,
   authn.py resolves the mode; istiod listener_inbound.go, filterchain_options.go): STRICT one `tls` chain with
@@ -39,7 +41,9 @@ against the Secret's `ca.crt`/`cacert` or the `<name>-cacert` Secret; file paths
 RDS `https.<port>.<portName>.<gateway>.<namespace>`. `httpsRedirect` is `require_tls: ALL` (routes.py).
 A `tls.mode: PASSTHROUGH` server gets one chain per SNI set of the bound VirtualServices' `tls` rules with a
 tcp_proxy and no TLS context; a `TCP` server one chain with the bound `tcp` rule's tcp_proxy (control/translate/
-tcp.py). AUTO_PASSTHROUGH, and TLS servers terminating into TCP, are reported as not translated yet.
+tcp.py); an AUTO_PASSTHROUGH server one chain [sni_cluster, tcp_proxy] routing by the SNI to the gateway's
+SNI-DNAT clusters (tcp.py, clusters.sni_dnat_specs). TLS servers terminating into TCP are reported as not
+translated yet.
 """
 from __future__ import annotations
 
@@ -51,8 +55,9 @@ from control.translate import authn, authz, credentials
 from control.translate import tcp as l4
 from control.translate.clusters import InboundPort, inbound_ports
 from control.translate.common import (ADS, CORS, DOWNSTREAM_TLS, FAULT, HCM, INBOUND_PORT, LISTENER, OUTBOUND_PORT,
-                                      ROUTER, STATS_PLUGIN_CONFIG, TCP_PROXY, TLS_INSPECTOR, TYPED_STRUCT, Proxy,
-                                      cluster_name)
+                                      ROUTER, STATS_PLUGIN_CONFIG, TLS_INSPECTOR, TYPED_STRUCT, Proxy,
+                                      EgressHost, cluster_name)
+from control.mesh import resolve_host
 from control.translate.routes import HTTP_PROXY_ROUTE, retry_policy, route_configuration, RouteContext
 
 INBOUND_RETRY = {"attempts": 2, "retryOn": "reset-before-request"}  # istiod BuildDefaultHTTPInboundRoute
@@ -119,35 +124,92 @@ def _listener(name: str, port: int, direction: str, chains: list[dict], **extra:
             "filter_chains": chains, **extra}
 
 
-def _tcp_proxy(stat: str, cluster: str) -> dict:
-    return {"name": "envoy.filters.network.tcp_proxy",
-            "typed_config": {"@type": TCP_PROXY, "stat_prefix": stat, "cluster": cluster}}
-
-
 # --- sidecar ---------------------------------------------------------------------------------------------
+
+def _l4_port_chains(proxy: Proxy, specs: Mapping[str, Any], port: int, svc: Any, protocol: Protocol) -> list[dict]:
+    """A non-HTTP outbound port's chains: by SNI for TLS/HTTPS ports with VirtualService `tls` rules, else the
+    `tcp` rules' chains, else one tcp_proxy to the service (istiod: TLS ports without a VirtualService are
+    opaque TCP)."""
+    default = cluster_name("outbound", port, "", svc.hostname)
+    chains = None
+    if protocol in (Protocol.TLS, Protocol.HTTPS):
+        chains = l4.sidecar_tls_chains(proxy, specs, port, svc.hostname)
+    if chains is None:
+        chains = l4.sidecar_tcp_chains(proxy, specs, port, svc.hostname) or [{"filters": [l4.tcp_proxy(proxy, default)]}]
+    return chains
+
+
+def _l4_listener(name: str, port: int, chains: list[dict], **extra: Any) -> dict:
+    if any("server_names" in (c.get("filter_chain_match") or {}) for c in chains):
+        extra["listener_filters"] = [TLS_INSPECTOR_FILTER]  # SNI is read from the ClientHello
+    return _listener(name, port, "OUTBOUND", chains, **extra)
+
+
+def egress_port_listeners(proxy: Proxy, specs: Mapping[str, Any]) -> dict[int, dict]:
+    """Sidecar `egress[]` listeners with a `port` and `captureMode: NONE`, by port: istiod binds them
+    (`bind`, default 127.0.0.1 when the listener captures nothing) and names them `<bind>_<port>`; the app
+    connects to that address, which is how a TCP or TLS service is reached with explicit capture. Only
+    services the listener's `hosts` admit are routed. HTTP egress ports are not translated (the HTTP proxy
+    listener on 15001 serves every HTTP port)."""
+    out: dict[int, dict] = {}
+    sidecar = proxy.sidecar
+    if sidecar is None:
+        return out
+    domain = proxy.mesh.config.domain
+    for i, egress in enumerate(sidecar.spec.get("egress") or ()):
+        port_spec = egress.get("port") or {}
+        if not port_spec:
+            continue
+        number = int(port_spec.get("number", 0))
+        protocol = Protocol.parse(str(port_spec.get("protocol") or "")) if port_spec.get("protocol") \
+            else Protocol.from_port_name(str(port_spec.get("name") or ""))
+        if str(egress.get("captureMode") or "DEFAULT") != "NONE" or protocol.is_http or protocol == Protocol.UDP:
+            proxy.notes.add(sidecar, f"spec.egress[{i}].port", "only egress listeners with captureMode NONE and a "
+                                                               "TCP/TLS port are translated; this one is not")
+            continue
+        hosts = []
+        for h in egress.get("hosts") or ():
+            ns, _, name = str(h).partition("/")
+            hosts.append(EgressHost(ns, resolve_host(name, sidecar.namespace, domain)))
+        svc = next((s for s in proxy.visible_services() if any(sp.port == number for sp in s.ports)
+                    and any(e.admits(sidecar.namespace, s.namespace, s.hostname) for e in hosts)), None)
+        if svc is None:
+            proxy.notes.add(sidecar, f"spec.egress[{i}].port", f"no service its hosts admit has port {number}")
+            continue
+        bind = str(egress.get("bind") or "127.0.0.1")
+        chains = _l4_port_chains(proxy, specs, number, svc, protocol)
+        lis = _l4_listener(f"{bind}_{number}", number, chains)
+        lis["address"] = _address(number, bind)
+        out.setdefault(number, lis)
+    return out
+
 
 def outbound_listeners(proxy: Proxy, routes: Mapping[str, dict], specs: Mapping[str, Any] | None = None) -> list[dict]:
     name = f"0.0.0.0_{OUTBOUND_PORT}"
     out = [_listener(name, OUTBOUND_PORT, "OUTBOUND", [{"filters": [
         http_connection_manager(proxy, "outbound", f"outbound_{name}", HTTP_PROXY_ROUTE, routes)]}])]
-    tcp_ports: dict[int, tuple[str, str]] = {}
+    tcp_ports: dict[int, tuple[Any, Protocol]] = {}
     http_ports: set[int] = set()
     for svc in proxy.visible_services():
         for sp in svc.ports:
             if sp.protocol.is_http:
                 http_ports.add(sp.port)
             elif sp.protocol != Protocol.UDP:
-                tcp_ports.setdefault(sp.port, (svc.hostname, cluster_name("outbound", sp.port, "", svc.hostname)))
+                tcp_ports.setdefault(sp.port, (svc, sp.protocol))
     for port in sorted(http_ports):
         lname = f"0.0.0.0_{port}"
         out.append(_listener(lname, port, "OUTBOUND", [{"filters": [
             http_connection_manager(proxy, "outbound", f"outbound_{lname}", str(port), routes)]}],
             bind_to_port=False))
+    bound = egress_port_listeners(proxy, specs or {})
     for port in sorted(set(tcp_ports) - http_ports):
-        lname = f"0.0.0.0_{port}"
-        host, default = tcp_ports[port]
-        filters = l4.sidecar_tcp_filters(proxy, specs or {}, port, host) or [_tcp_proxy(default, default)]
-        out.append(_listener(lname, port, "OUTBOUND", [{"filters": filters}], bind_to_port=False))
+        if port in bound:
+            out.append(bound.pop(port))
+            continue
+        svc, protocol = tcp_ports[port]
+        out.append(_l4_listener(f"0.0.0.0_{port}", port, _l4_port_chains(proxy, specs or {}, port, svc, protocol),
+                                bind_to_port=False))
+    out.extend(bound[p] for p in sorted(bound))
     return out
 
 
@@ -189,7 +251,7 @@ def inbound_filter_chains(proxy: Proxy, ip: InboundPort) -> list[dict]:
         rc = inbound_route_configuration(proxy, ip)
         filters = [http_connection_manager(proxy, "inbound", stat, rc["name"], {rc["name"]: rc}, inline=True)]
     else:
-        filters = [_tcp_proxy(ip.cluster, ip.cluster)]
+        filters = [l4.tcp_proxy(proxy, ip.cluster)]
         authz.note_tcp_port(proxy, ip.port)
     chains = []
     for match, terminates in inbound_chain_options(authn.effective_mtls(proxy.mesh, proxy.workload, ip.port), http):
@@ -310,10 +372,10 @@ def gateway_servers(proxy: Proxy) -> dict[int, list[tuple[Resource, Mapping[str,
             port = server.get("port") or {}
             protocol = str(port.get("protocol", "")).upper()
             mode = str((server.get("tls") or {}).get("mode") or "")
-            if mode == "AUTO_PASSTHROUGH" or protocol == "MONGO" or \
-                    (protocol in ("HTTPS", "TLS") and mode not in ("PASSTHROUGH", *TERMINATING_TLS)):
+            if protocol == "MONGO" or \
+                    (protocol in ("HTTPS", "TLS") and mode not in ("PASSTHROUGH", "AUTO_PASSTHROUGH", *TERMINATING_TLS)):
                 proxy.notes.add(gw, f"spec.servers[{i}]", f"{protocol} {mode or ''} servers are not translated "
-                                                          "yet (HTTP, terminated HTTPS, TLS PASSTHROUGH and TCP)"
+                                                          "yet (HTTP, terminated HTTPS, TLS PASSTHROUGH/AUTO_PASSTHROUGH and TCP)"
                                 .replace("  ", " "))
                 continue
             by_port.setdefault(int(port.get("number", 0)), []).append((gw, server))
@@ -327,6 +389,8 @@ def l4_server(server: Mapping[str, Any]) -> str | None:
     protocol = str((server.get("port") or {}).get("protocol", "")).upper()
     if mode == "PASSTHROUGH":
         return "passthrough"
+    if mode == "AUTO_PASSTHROUGH":
+        return "auto_passthrough"
     if protocol == "TCP":
         return "tcp"
     return None
@@ -343,6 +407,10 @@ def gateway_listeners(proxy: Proxy, servers: Mapping[int, list], routes: Mapping
         for gw, server in servers[port]:
             index = list(gw.spec.get("servers") or ()).index(server)
             kind = l4_server(server)
+            if kind == "auto_passthrough":
+                chains.extend(l4.gateway_auto_passthrough_chains(proxy, server))
+                tls_chains = True
+                continue
             if kind is not None:
                 build = l4.gateway_passthrough_chains if kind == "passthrough" else l4.gateway_tcp_chains
                 found = build(proxy, specs or {}, port, gw, server)

@@ -920,6 +920,13 @@ class TlsInspector:
     enable_ja3_fingerprinting: bool | None = wrapped()
 
 
+@typed("envoy.extensions.filters.network.sni_cluster.v3.SniCluster")
+@frozen
+class SniCluster:
+    """Network filter envoy.filters.network.sni_cluster (no settings): the connection's SNI names the cluster
+    the tcp_proxy after it connects to (Istio's AUTO_PASSTHROUGH gateways: `outbound_.<port>_.<subset>_.<host>`)."""
+
+
 # ---------------------------------------------------------------- listeners
 
 
@@ -970,6 +977,11 @@ class FilterChain:
             if isinstance(f.typed_config, TcpProxy):
                 return f.typed_config
         return None
+
+    @property
+    def sni_cluster(self) -> bool:
+        """An envoy.filters.network.sni_cluster filter comes before the tcp_proxy."""
+        return any(isinstance(f.typed_config, SniCluster) for f in self.filters)
 
 
 @frozen

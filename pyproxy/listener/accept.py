@@ -44,6 +44,7 @@ except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
 
 from ..http.connection import DownstreamConnection
 from ..tcp.proxy import TcpProxySession
+from ..tls.half_close import HalfCloseSSLProtocol
 from ..tls.session import TlsSession
 from ..tls.transport_socket import SecretNotReady, TlsContextProvider, classify_handshake_error
 from .chain_match import ChainSelector, ConnectionFacts
@@ -288,9 +289,13 @@ class ChainAcceptor(asyncio.Protocol):
                 raise ssl.SSLError(1, "[SSL] require_sni: the ClientHello has no server name")
             ctx = provider.context()
             waiter = self.loop.create_future()
-            early = _EarlyData()
-            impl = _UvSSLProtocol if uvloop is not None and isinstance(self.loop, uvloop.Loop) \
-                else asyncio.sslproto.SSLProtocol
+            early = _EarlyData(keep_open_on_eof=chain.tcp is not None)
+            if chain.tcp is not None:  # a tcp_proxy passes FINs on: TLS that can half-close (tls/half_close.py)
+                impl = HalfCloseSSLProtocol
+            elif uvloop is not None and isinstance(self.loop, uvloop.Loop):
+                impl = _UvSSLProtocol
+            else:
+                impl = asyncio.sslproto.SSLProtocol
             # call_connection_made=True: the application transport reaches us via _EarlyData.connection_made
             sslp = impl(self.loop, early, ctx, waiter, True, None, True, HANDSHAKE_TIMEOUT)
             self._forward_to(sslp)
@@ -322,8 +327,8 @@ class ChainAcceptor(asyncio.Protocol):
         self._hand_over(conn, ssl_transport)
         for data in early.data:
             conn.data_received(data)
-        if early.eof:
-            conn.eof_received()
+        if early.eof and not conn.eof_received() and early.keep_open_on_eof:
+            ssl_transport.close()  # the TLS layer kept the connection for it; it does not want it
         early.target = conn
 
     def _replay(self) -> None:
@@ -348,9 +353,12 @@ class _EarlyData(asyncio.Protocol):
     """The TLS layer's application side until the HTTP connection manager takes over: keeps what the client
     sent right after its Finished message (TLS 1.3 clients do), replayed in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_open_on_eof: bool = False) -> None:
         self.data: list[bytes] = []
         self.eof = False
+        # a tcp_proxy's TLS layer (HalfCloseSSLProtocol) can stay open after the client's close_notify: keep it
+        # until the session, replayed the EOF, says what it wants (it passes the FIN on and still answers)
+        self.keep_open_on_eof = keep_open_on_eof
         self.target: Any = None
         self.transport: Any = None
 
@@ -364,8 +372,10 @@ class _EarlyData(asyncio.Protocol):
             self.data.append(data)
 
     def eof_received(self) -> bool | None:
+        if self.target is not None:
+            return self.target.eof_received()
         self.eof = True
-        return None
+        return self.keep_open_on_eof
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.target is not None:

@@ -255,6 +255,8 @@ _SIMPLE: dict[str, Getter] = {
     "RESPONSE_TRAILERS_BYTES": _headers_bytes("response_trailers"),
     "UPSTREAM_HOST": lambda info: info.upstream_host,
     "UPSTREAM_CLUSTER": lambda info: info.upstream_cluster,
+    # Envoy: the cluster's name, never its alt_stat_name (which pyproxy does not use): the same value
+    "UPSTREAM_CLUSTER_RAW": lambda info: info.upstream_cluster,
     # Envoy renders transport failure reasons with spaces as underscores
     "UPSTREAM_TRANSPORT_FAILURE_REASON": lambda info: _underscored(info.upstream_transport_failure_reason),
     "DOWNSTREAM_TRANSPORT_FAILURE_REASON": lambda info: _underscored(info.downstream_transport_failure_reason),

@@ -1,7 +1,8 @@
 """The TCP proxy at run time: one `TcpProxySession` per downstream connection (Envoy: `TcpProxy::Filter`),
 built on a chain's `TcpProxyRuntime` (Envoy: `TcpProxy::Config`, parsed once).
 
-    connection_made   reading paused; pick the cluster (ClusterPicker), ask its load balancer for a host
+    connection_made   reading paused; pick the cluster (ClusterPicker; the SNI after an sni_cluster filter), ask
+                      its load balancer for a host
                       no cluster -> close, flag NC, `downstream_cx_no_route`
                       no host    -> close, flag UH, `cluster.<c>.upstream_cx_none_healthy`
                       circuit breaker max_connections reached -> close, flag UO, `upstream_cx_overflow`
@@ -12,7 +13,8 @@ built on a chain's `TcpProxyRuntime` (Envoy: `TcpProxy::Config`, parsed once).
                       read) go first, reading resumes, then bytes are copied both ways
     back-pressure     a side whose write buffer is over its high-water mark pauses reading on the other
     FIN               passed on as a FIN (HalfClose); the pair closes when both sides have sent one, or when
-                      either closes; a side that cannot half-close (TLS) is closed after flushing
+                      either closes. Over TLS a FIN is close_notify + the TCP FIN, both ways: the chain's and the
+                      upstream's TLS layers are `pyproxy.tls.half_close` (asyncio's cannot half-close)
     idle_timeout      nothing moved either way for `idle_timeout` (default 1 h) -> both closed, `idle_timeout`
     end               one access-log line (%BYTES_RECEIVED% / %BYTES_SENT% are the downstream byte counts,
                       %DURATION% the connection's life, %RESPONSE_FLAGS% UF,URX / UH / UO / NC)
@@ -47,8 +49,10 @@ log = logging.getLogger("pyproxy.tcp")
 class TcpProxyRuntime:
     """A chain's TcpProxy config ready to serve: cluster picker, timeouts, stats, access loggers."""
 
-    def __init__(self, config: Any, clusters: Any, stats: Stats, rng: random.Random, access_logs: Any = None):
+    def __init__(self, config: Any, clusters: Any, stats: Stats, rng: random.Random, access_logs: Any = None,
+                 sni_cluster: bool = False):
         self.config = config
+        self.sni_cluster = sni_cluster  # envoy.filters.network.sni_cluster before it: the SNI names the cluster
         self.clusters = clusters
         self.rng = rng
         self.picker = ClusterPicker(config)
@@ -214,7 +218,8 @@ class TcpProxySession(asyncio.Protocol):
     async def _connect(self) -> None:
         rt = self.runtime
         info = self.info
-        name = rt.picker.pick(rt.rng)
+        # sni_cluster sets the cluster from the SNI (Envoy: filter state envoy.tcp_proxy.cluster); no SNI: unchanged
+        name = self.requested_server_name if rt.sni_cluster and self.requested_server_name else rt.picker.pick(rt.rng)
         cluster = rt.clusters.get(name) if name is not None else None
         if cluster is None:
             rt.cx_no_route.inc()
@@ -242,7 +247,7 @@ class TcpProxySession(asyncio.Protocol):
             up = UpstreamTcp(self, host)
             try:
                 transport, _ = await asyncio.wait_for(
-                    open_upstream(self.loop, cluster, host, cluster.tls_for(host), lambda: up),
+                    open_upstream(self.loop, cluster, host, cluster.tls_for(host), lambda: up, half_close=True),
                     cluster.connect_timeout)
             except asyncio.TimeoutError:
                 cluster.stats_cx_connect_timeout.inc()
@@ -346,7 +351,7 @@ class TcpProxySession(asyncio.Protocol):
             return
         if transport.can_write_eof():
             transport.write_eof()
-        else:  # a TLS connection cannot be half-closed here: close it after flushing
+        else:  # a transport without half-close: close it after flushing
             transport.close()
 
     def _on_idle(self) -> None:

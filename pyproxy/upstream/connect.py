@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from cryptography import x509
 
+from ..tls.half_close import connect_half_close_tls
 from ..tls.session import certificate_sans
 from ..tls.transport_socket import SecretNotReady, classify_handshake_error, san_failure_reason
 
@@ -48,9 +49,11 @@ def _failed(cluster: Any, stat: str, reason: str) -> UpstreamTlsFailure:
 
 
 async def open_upstream(loop: asyncio.AbstractEventLoop, cluster: Any, host: Any, tls: Any,
-                        factory: Callable[[], asyncio.Protocol]) -> tuple[asyncio.Transport, Any]:
+                        factory: Callable[[], asyncio.Protocol], half_close: bool = False
+                        ) -> tuple[asyncio.Transport, Any]:
     """(transport, protocol) connected to `host`, TLS-wrapped and SAN-checked when `tls` (a TlsContextProvider)
-    is given. Raises UpstreamTlsFailure or OSError."""
+    is given. `half_close`: the tcp_proxy's TLS layer, whose transport can `write_eof` (tls/half_close.py).
+    Raises UpstreamTlsFailure or OSError."""
     if tls is None:
         return await loop.create_connection(factory, host.address, host.port)
     try:
@@ -59,8 +62,12 @@ async def open_upstream(loop: asyncio.AbstractEventLoop, cluster: Any, host: Any
         raise _failed(cluster, *classify_handshake_error(e)) from None
     address = host.address
     try:
-        transport, proto = await loop.create_connection(factory, address, host.port, ssl=ctx,
-                                                        server_hostname=tls.sni or address)
+        if half_close:
+            transport, proto = await connect_half_close_tls(loop, factory, address, host.port, ctx,
+                                                            tls.sni or address)
+        else:
+            transport, proto = await loop.create_connection(factory, address, host.port, ssl=ctx,
+                                                            server_hostname=tls.sni or address)
     except (ssl.SSLError, ConnectionResetError, EOFError) as e:
         raise _failed(cluster, *classify_handshake_error(e)) from None
     sslobj = transport.get_extra_info("ssl_object")

@@ -24,11 +24,9 @@ import aiohttp
 import pytest
 from cryptography import x509
 
-from pyproxy.tls.agent import CertificateAgent
 from pyproxy.tls.contexts import client_context
-from pyproxy.tls.identity import PeerIdentity
 from tests.support.mesh import (Mesh, NAMESPACE, client_session, destination_rule, fqdn, labels, outbound_cluster,
-                                service)
+                                probe_secret, service)
 from tests.support.process import poll
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
@@ -98,14 +96,6 @@ async def peer_certificate(port: int, secret) -> x509.Certificate:
     finally:
         writer.close()
     return x509.load_der_x509_certificate(der)
-
-
-async def probe_secret(mesh: Mesh, ttl: float):
-    """A workload certificate from the mesh CA for a test client (service account `probe`)."""
-    cp = mesh.cp
-    agent = CertificateAgent(cp.secure_url, root_cert_path=cp.root_cert, token_path=cp.token(NAMESPACE, "probe"),
-                             identity=PeerIdentity("cluster.local", NAMESPACE, "probe"), ttl=ttl)
-    return await agent.fetch()
 
 
 def strict_pair_with_fresh_connections() -> list[dict]:
@@ -237,17 +227,22 @@ def sha256_of_pem(pem: bytes) -> list[str]:
 
 
 @pytest.mark.timeout(180)
-async def test_the_root_rotates_through_live_sidecars_without_a_failed_request(mesh: Mesh, tmp_path):
+@pytest.mark.parametrize("apply", ["restart", "reload"])
+async def test_the_root_rotates_through_live_sidecars_without_a_failed_request(mesh: Mesh, tmp_path, apply):
     """certs/README.md's four steps, live: a plugged-in CA `old/` (`meshctl ca init`), STRICT, 6 s certificates,
     two sidecars (productpage -> reviews) and steady traffic through the pair all along: keep-alive, and a new
-    mTLS connection between the sidecars per request (`reviews-fresh`). Step 2: the control plane restarted on
-    `old/` whose root-cert.pem holds old+new (it publishes the bundle as the sidecars' --ca-root; they renew and
-    get both roots in ROOTCA). Step 3: restarted on `new/` (new intermediate, same bundle). Step 4: `new/` with
-    the new root alone. Each step waits until both sidecars show the expected trust bundle and issuer on
-    /server_info. Not one request may fail; at the end the server side trusts the new root only, and what it
-    verified (XFCC Hash) is the client's certificate from the new intermediate."""
+    mTLS connection between the sidecars per request (`reviews-fresh`). Step 2: the control plane on `old/`
+    whose root-cert.pem holds old+new (it publishes the bundle as the sidecars' --ca-root; they renew and get
+    both roots in ROOTCA). Step 3: on `new/` (new intermediate, same bundle). Step 4: `new/` with the new root
+    alone. `restart`: each step restarts the control plane on that directory; `reload`: the control plane runs
+    on one `cacerts` directory whose files each step overwrites, and reloads them itself (never restarted).
+    Each step waits until both sidecars show the expected trust bundle and issuer on /server_info. Not one
+    request may fail; at the end the server side trusts the new root only, and what it verified (XFCC Hash) is
+    the client's certificate from the new intermediate."""
+    import shutil
     import subprocess
 
+    from pyproxy.tls.files import write_file_atomic
     from tests.support.mesh import console_script
 
     old, new = tmp_path / "old", tmp_path / "new"
@@ -263,7 +258,12 @@ async def test_the_root_rotates_through_live_sidecars_without_a_failed_request(m
     # With the fixture's 1 s, one full-file run saw 503 "no healthy upstream" in step 4 (both kinds of traffic),
     # most likely a sidecar still backing off after the restart for longer than the grace (not proven: the log
     # was not kept; not seen again in 4 runs, 2 of them with grace 10 s)
-    cp = await mesh.control_plane(secure=True, grace=10.0, extra_args=[*ttl_args, "--cacerts", str(old)])
+    live = tmp_path / "live"  # `reload`: the one directory the control plane watches
+    if apply == "reload":
+        shutil.copytree(old, live)
+        ttl_args += ["--cacerts-check-interval", "0.2"]
+    cp = await mesh.control_plane(secure=True, grace=10.0,
+                                  extra_args=[*ttl_args, "--cacerts", str(old if apply == "restart" else live)])
     assert cp.root_cert.read_bytes() == old_root
     client, server = await start_pair_with_6s_certificates(mesh)
     port = client.sidecar.outbound_port
@@ -303,6 +303,10 @@ async def test_the_root_rotates_through_live_sidecars_without_a_failed_request(m
 
     async def restart_on(cacerts: pathlib.Path, name: str) -> None:
         step[0] = name
+        if apply == "reload":  # the operator updates the files in place (as a cacerts Secret is updated)
+            for f in ("root-cert.pem", "cert-chain.pem", "ca-cert.pem", "ca-key.pem"):
+                write_file_atomic(live / f, (cacerts / f).read_bytes(), 0o600)
+            return
         cp.stop()
         cp.extra_args = [*ttl_args, "--cacerts", str(cacerts)]
         await mesh.restart_control_plane()
@@ -316,7 +320,9 @@ async def test_the_root_rotates_through_live_sidecars_without_a_failed_request(m
             (old / "root-cert.pem").write_bytes(bundle)
             (new / "root-cert.pem").write_bytes(bundle)
             await restart_on(old, "2 both roots, old intermediate")
-            assert cp.root_cert.read_bytes() == bundle  # published: the sidecars' --ca-root
+            async def published() -> bool:  # the sidecars' --ca-root (at once after a restart; reload: polled)
+                return cp.root_cert.read_bytes() == bundle
+            await poll("the bundle is published", published, detail=mesh.logs)
             await sidecars_show("step 2: both roots", sha256_of_pem(bundle), old_issuer)
             # 3. sign with the new intermediate
             await restart_on(new, "3 both roots, new intermediate")
@@ -360,6 +366,7 @@ async def test_the_root_rotates_through_live_sidecars_without_a_failed_request(m
     assert sha256_of_pem(probe.root_bundle_pem) == sha256_of_pem(new_root)
     leaf = await peer_certificate(server.sidecar.inbound_port, probe)
     assert leaf.issuer.rfc4514_string() == new_issuer
+    assert cp.starts == (1 if apply == "reload" else 4)
 
 
 # --- 3. PeerAuthentication, live ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from cryptography import x509
 
 from tests.support.pki import TestCA
 from tests.support.proxy import cluster
-from tests.support.tcp import EchoServer, exchange, tcp_bootstrap, tcp_proxy
+from tests.support.tcp import EchoServer, exchange, tcp_bootstrap, tcp_proxy, tls_half_close_exchange
 from tests.support.tls import TLS_INSPECTOR, client_ctx, downstream_tls, server_ctx, upstream_tls
 from tests.support.loops import both_event_loops
 
@@ -260,3 +260,61 @@ async def test_mtls_origination_presents_the_cluster_certificate(pki, echo, prox
     assert uris == ["spiffe://cluster.local/ns/default/sa/client"]
     assert up.last_sni == "a.example.com"
     assert proxy.stat("cluster.a.ssl.handshake") == 1
+
+
+# --- half-close over TLS (tls/half_close.py): close_notify + FIN is a FIN; the other direction keeps flowing ---
+
+async def test_a_tls_client_that_half_closes_still_reads_the_answer(pki, echo, proxy_factory):
+    """The client sends close_notify and its FIN; the proxy passes the FIN to the upstream (which then answers
+    `bye` and closes) and keeps the TLS session up to carry that answer back, then closes it."""
+    up = await echo("plain")
+    chain = {"filters": [tcp_proxy("a")], "transport_socket": downstream_tls(pki["front"])}
+    proxy = await proxy_factory(tcp_bootstrap([cluster("a", [up.port])], [chain]))
+    payload = b"x" * 100_000
+    got = await tls_half_close_exchange(proxy.port, payload, client_ctx(pki["ca"].cert_pem), "front.example.com")
+    assert got == payload + b"plain:bye:100000"
+    assert up.conns[0].eof  # the upstream saw a FIN, not a close
+
+
+async def test_a_fin_is_passed_to_a_tls_upstream_as_close_notify_and_its_answer_comes_back(pki, echo,
+                                                                                         proxy_factory):
+    up = await echo("secure", ssl=server_ctx(pki["a"], pki["ca"].cert_pem, require_client=True))
+    c = cluster("a", [up.port], transport_socket=upstream_tls(pki["client"], pki["ca"].cert_pem, sni="a.example.com"))
+    proxy = await proxy_factory(tcp_bootstrap([c], [{"filters": [tcp_proxy("a")]}]))
+    data, _ = await exchange(proxy.port, b"half closed")
+    assert data == b"half closed" + b"secure:bye:11"  # the upstream read our close_notify as EOF, then answered
+    assert up.conns[0].eof
+
+
+# --- envoy.filters.network.sni_cluster (Istio AUTO_PASSTHROUGH gateways) -----------------------------------------
+
+SNI_CLUSTER = {"name": "envoy.filters.network.sni_cluster",
+               "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.sni_cluster.v3.SniCluster"}}
+
+
+async def test_sni_cluster_sends_each_connection_to_the_cluster_its_sni_names(pki, echo, proxy_factory, tmp_path):
+    """One chain [sni_cluster, tcp_proxy(BlackHoleCluster)]: the SNI is the cluster's name, so each client's own
+    TLS reaches the upstream that name stands for; an SNI naming no cluster is closed (NC)."""
+    a = await echo("a", ssl=server_ctx(pki["a"]))
+    b = await echo("b", ssl=server_ctx(pki["b"]))
+    log = tmp_path / "tcp.log"
+    names = {"outbound_.9000_._.a.example.com": a, "outbound_.9000_.v2_.b.example.com": b}
+    chain = {"filters": [SNI_CLUSTER, tcp_proxy("BlackHoleCluster", stat_prefix="BlackHoleCluster", access_log=log)]}
+    clusters = [cluster(name, [server.port]) for name, server in names.items()]
+    clusters.append({"name": "BlackHoleCluster", "type": "STATIC", "connect_timeout": "10s"})
+    proxy = await proxy_factory(tcp_bootstrap(clusters, [chain], listener_filters=[TLS_INSPECTOR]))
+    for sni, server in names.items():
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port, ssl=client_ctx(pki["ca"].cert_pem),
+                                                       server_hostname=sni)
+        writer.write(b"routed")
+        assert await reader.readexactly(6) == b"routed"
+        assert server.last_sni == sni  # passed through untouched to the cluster the SNI names
+        writer.close()
+    with pytest.raises((ssl.SSLError, ConnectionError, EOFError)):
+        r, _ = await asyncio.open_connection("127.0.0.1", proxy.port, ssl=client_ctx(pki["ca"].cert_pem),
+                                             server_hostname="outbound_.9000_._.c.example.com")
+        await r.read()
+    await _until(lambda: len(_log(log)) == 3, "three log lines")
+    assert sorted((e["cluster"] or "-", e["flags"]) for e in _log(log)) == [
+        ("-", "NC"), ("outbound_.9000_._.a.example.com", "-"), ("outbound_.9000_.v2_.b.example.com", "-")]
+    assert proxy.stat("tcp.BlackHoleCluster.downstream_cx_no_route") == 1

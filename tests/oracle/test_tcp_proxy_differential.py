@@ -11,8 +11,7 @@ import asyncio
 import json
 import socket
 
-from tests.support.envoy import EnvoyProcess, require_envoy, with_fixed_ports
-from tests.support.process import ProxyProcess
+from tests.support.envoy import require_envoy, start_either
 from tests.support.proxy import FILE_LOG_TYPE, cluster, socket_address
 from tests.support.tcp import TCP_PROXY, EchoServer, exchange
 
@@ -75,19 +74,8 @@ async def test_tcp_proxy_behaves_as_envoy(tmp_path):
         d.mkdir()
         echo = await EchoServer("up").start()
         log_path = d / "tcp.log"
-        config = tcp_bootstrap(echo.port, dead, log_path)
-        if who == "pyproxy":
-            config = with_fixed_ports(config)
-        proc = EnvoyProcess(config, d) if who == "envoy" else ProxyProcess(config, d, "-l", "warning")
-        proc.start()
+        proc, ports = await start_either(who, tcp_bootstrap(echo.port, dead, log_path), d)
         try:
-            if who == "envoy":
-                await proc.wait_ready()
-                ports = proc.listener_ports
-            else:
-                await proc.wait_listening(2)
-                ports = [lis["address"]["socket_address"]["port_value"]
-                         for lis in config["static_resources"]["listeners"]]
             views.append(await observe(ports, echo, log_path))
         finally:
             proc.stop()

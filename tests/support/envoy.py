@@ -128,3 +128,29 @@ class EnvoyProcess(Process):
                                  **kw) as r:
                 return r.status, await r.text()
 
+
+
+async def start_either(who: str, config: dict, workdir: pathlib.Path) -> tuple[Process, list[int]]:
+    """Real Envoy (`who == "envoy"`) or `pyproxy run` (a subprocess) for one bootstrap, ready: (the process, its
+    listeners' ports in the bootstrap's order). The caller stops the process (in a `finally`)."""
+    from .process import ProxyProcess
+
+    if who == "envoy":
+        envoy = EnvoyProcess(config, workdir)
+        envoy.start()
+        try:
+            await envoy.wait_ready()
+        except BaseException:
+            envoy.stop()
+            raise
+        return envoy, envoy.listener_ports
+    config = with_fixed_ports(config)
+    listeners = config["static_resources"]["listeners"]
+    proc = ProxyProcess(config, workdir, "-l", "warning")
+    proc.start()
+    try:
+        await proc.wait_listening(len(listeners))
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, [lis["address"]["socket_address"]["port_value"] for lis in listeners]

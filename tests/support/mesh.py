@@ -6,6 +6,7 @@
       .control_plane(secure=True)      ... plus `--secure-port 0 --ca-dir DIR` (the CA and authenticated xDS over
                                        TLS, istiod's 15012) and `--plaintext-xds read-only`; workloads then join
                                        over https:// with a token per service account (`cp.token(ns, sa)`)
+      .gateway()                       `pyproxy gateway` (istio-ingressgateway), ready and SYNCED
       .workloads((name, labels), ...)  per workload `python -m pyproxy.demo_app` (DEMO_APP_NAME=name) and
                                        `pyproxy sidecar`, waited until ready and SYNCED (`start_workload`: no wait)
       .stop()                          every process, by PID: SIGTERM, then SIGKILL after a grace period
@@ -215,6 +216,22 @@ class DemoApp(Process):
         return self
 
 
+class TcpEchoApp(Process):
+    """A TCP echo app (tests/support/tcp_echo_app.py): the workload behind a `tcp-` service port."""
+
+    def __init__(self, workdir: pathlib.Path, name: str, port: int, extra_args: Iterable[str] = ()):
+        self.port = port
+        super().__init__(f"app-{name}", [sys.executable, "-m", "tests.support.tcp_echo_app", "--port", str(port),
+                                         "--name", name, *extra_args], workdir)
+
+    async def ready(self) -> "TcpEchoApp":
+        async def listening() -> bool:
+            self.check_running()
+            return f"TCP_ECHO_PORT {self.port}" in self.output()
+        await poll(f"{self.name} listening", listening, detail=self.output)
+        return self
+
+
 class Sidecar(Process):
     def __init__(self, workdir: pathlib.Path, name: str, labels: dict[str, str], control: ControlPlane,
                  app_port: int, ports: Iterable[int], service_account: str = "", control_url: str = "",
@@ -283,9 +300,23 @@ class Sidecar(Process):
         return await get_json(self.admin("/server_info"))
 
 
+class Gateway(Sidecar):
+    """`pyproxy gateway` (the ingress gateway deployment `istio-ingressgateway` in istio-system): its listeners
+    bind the Gateway servers' port numbers; ready like a sidecar (admin /ready, SYNCED in /debug/syncz)."""
+
+    def __init__(self, workdir: pathlib.Path, control: ControlPlane, ports: Iterable[int], extra_args: Iterable[str]):
+        super().__init__(workdir, "istio-ingressgateway", {}, control, 0, ports, drain_time=2.0)
+        self.name = "gateway"
+        self.stdout_path = workdir / "gateway.stdout"
+        self.stderr_path = workdir / "gateway.stderr"
+        self.argv = [*pyproxy_command(), "gateway", "--control", control.secure_url if control.secure else control.url,
+                     "--inbound-port", str(self.inbound_port), "--outbound-port", str(self.outbound_port),
+                     "--admin-port", str(self.admin_port), "--drain-time-s", "2", *extra_args]
+
+
 @dataclass
 class Workload:
-    app: DemoApp
+    app: DemoApp | TcpEchoApp
     sidecar: Sidecar
 
     @property
@@ -346,11 +377,14 @@ class Mesh:
 
     def start_workload(self, name: str, labels: dict[str, str], control_url: str = "", *,
                        token: pathlib.Path | None = None, extra_args: Iterable[str] = (),
-                       ports: tuple[int, int, int] | None = None) -> Workload:
+                       ports: tuple[int, int, int] | None = None, app: str = "http",
+                       app_args: Iterable[str] = ()) -> Workload:
         """Start a demo app and its sidecar (no waiting: `await w.app.ready()`, `w.sidecar.ready()` after).
         `control_url` points the sidecar elsewhere than the control plane (a `Relay` in front of it). With a
         secure control plane the sidecar joins over https:// with `token` (default: a token for its own
-        service account, `bookinfo-<app>`). `ports`: the sidecar's (inbound, outbound, admin), else free ones."""
+        service account, `bookinfo-<app>`). `ports`: the sidecar's (inbound, outbound, admin), else free ones.
+        `app="tcp-echo"`: the app is a TCP echo server instead (`app_args` go to it: `--cert F --key F` makes
+        it terminate TLS itself)."""
         assert self.cp is not None, "start the control plane first"
         app_port, *picked = free_ports(4)
         ports = ports or tuple(picked)
@@ -360,12 +394,27 @@ class Mesh:
             control_url = control_url or self.cp.secure_url
             args += ["--ca-root", str(self.cp.root_cert),
                      "--token-file", str(token or self.cp.token(NAMESPACE, sa))]
-        app = self._track(DemoApp(self.workdir, name, app_port))
+        app_proc = TcpEchoApp(self.workdir, name, app_port, app_args) if app == "tcp-echo" else \
+            DemoApp(self.workdir, name, app_port)
+        self._track(app_proc)
         sidecar = self._track(Sidecar(self.workdir, name, labels, self.cp, app_port, ports, service_account=sa,
                                       control_url=control_url, extra_args=args))
-        app.start()
+        app_proc.start()
         sidecar.start()
-        return Workload(app, sidecar)
+        return Workload(app_proc, sidecar)
+
+    async def gateway(self) -> Gateway:
+        """Start the ingress gateway (service account istio-system/istio-ingressgateway-service-account) and wait
+        until it is ready and SYNCED."""
+        assert self.cp is not None, "start the control plane first"
+        args: list[str] = []
+        if self.cp.secure:
+            token = self.cp.token("istio-system", "istio-ingressgateway-service-account")
+            args += ["--ca-root", str(self.cp.root_cert), "--token-file", str(token),
+                     "--service-account", "istio-ingressgateway-service-account"]
+        gw = self._track(Gateway(self.workdir, self.cp, free_ports(3), args))
+        gw.start()
+        return await gw.ready()
 
     async def workloads(self, *specs: tuple[str, dict[str, str]], control_urls: dict[str, str] | None = None
                         ) -> list[Workload]:
@@ -412,6 +461,20 @@ class Mesh:
             rows = await self.cp.proxy_rows()
             return rows if names <= set(rows) and all(synced(rows[n]) for n in names) else None
         return await poll(f"{sorted(names)} all SYNCED", probe, timeout, detail=self.logs)
+
+
+async def probe_secret(mesh: Mesh, ttl: float = 3600, service_account: str = "probe"):
+    """A workload certificate from the mesh CA for a test client (`spiffe://cluster.local/ns/default/sa/probe`),
+    asked for as a sidecar's agent does (CSR + token over the secure port)."""
+    from pyproxy.tls.agent import CertificateAgent
+    from pyproxy.tls.identity import PeerIdentity
+
+    cp = mesh.cp
+    assert cp is not None and cp.secure
+    agent = CertificateAgent(cp.secure_url, root_cert_path=cp.root_cert,
+                             token_path=cp.token(NAMESPACE, service_account),
+                             identity=PeerIdentity("cluster.local", NAMESPACE, service_account), ttl=ttl)
+    return await agent.fetch()
 
 
 # --- the test mesh's config: a cut-down bookinfo (services, subsets, one VirtualService) ----------------------

@@ -8,6 +8,7 @@ asked for and the client certificate it got. `hold()` stops reading (back-pressu
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl as ssl_mod
 from typing import Any
 
@@ -65,13 +66,13 @@ class EchoServer:
         self.server: asyncio.base_events.Server | None = None
         self.port = 0
 
-    async def start(self) -> "EchoServer":
+    async def start(self, port: int = 0) -> "EchoServer":
         if self.ssl is not None:
             def remember(sslobj, name, ctx):
                 self.last_sni = name
             self.ssl.sni_callback = remember
         self.server = await asyncio.get_running_loop().create_server(
-            lambda: EchoConn(self), "127.0.0.1", 0, ssl=self.ssl)
+            lambda: EchoConn(self), "127.0.0.1", port, ssl=self.ssl)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 
@@ -132,3 +133,65 @@ async def exchange(port: int, payload: bytes, *, ssl: ssl_mod.SSLContext | None 
     data = await asyncio.wait_for(reader.read(), timeout)
     writer.close()
     return data, writer
+
+
+def _tls_half_close_blocking(port: int, payload: bytes, ctx: ssl_mod.SSLContext, server_hostname: str,
+                             timeout: float) -> bytes:
+    """A TLS client written on SSLObject + MemoryBIO over a blocking socket (nothing of the proxy's TLS code):
+    handshake, send `payload`, then close_notify and the TCP FIN (a TLS half-close), then read everything the
+    server still sends until its close_notify or EOF."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout)
+    incoming, outgoing = ssl_mod.MemoryBIO(), ssl_mod.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=server_hostname)
+
+    def flush() -> None:
+        data = outgoing.read()
+        if data:
+            sock.sendall(data)
+
+    def pump() -> bool:
+        data = sock.recv(65536)
+        if not data:
+            incoming.write_eof()
+            return False
+        incoming.write(data)
+        return True
+    try:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl_mod.SSLWantReadError:
+                flush()
+                if not pump():
+                    raise ConnectionError("EOF during the handshake")
+        flush()
+        tls.write(payload)
+        try:
+            tls.unwrap()  # close_notify; it then wants the server's, which comes after the answer
+        except ssl_mod.SSLWantReadError:
+            pass
+        flush()
+        sock.shutdown(socket.SHUT_WR)
+        got = bytearray()
+        while True:
+            try:
+                chunk = tls.read(65536)
+            except ssl_mod.SSLWantReadError:
+                if not pump():
+                    break
+                continue
+            except (ssl_mod.SSLZeroReturnError, ssl_mod.SSLEOFError):
+                break
+            if not chunk:
+                break
+            got += chunk
+        return bytes(got)
+    finally:
+        sock.close()
+
+
+async def tls_half_close_exchange(port: int, payload: bytes, ctx: ssl_mod.SSLContext, server_hostname: str,
+                                  timeout: float = 10.0) -> bytes:
+    """`exchange` over TLS: send, half-close with close_notify + FIN, read to the end (in a thread)."""
+    return await asyncio.to_thread(_tls_half_close_blocking, port, payload, ctx, server_hostname, timeout)

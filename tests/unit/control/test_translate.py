@@ -315,7 +315,7 @@ spec: {meshConfig: {accessLogFile: /dev/stdout}}
     assert "AuthorizationPolicy default/client-only: spec: applies to this proxy, which serves no inbound port" \
         in notes
     assert "reviews-only" not in notes  # it does not select the client
-    assert "meshConfig.accessLogFile" in notes and "translated with telemetry" in notes
+    assert "meshConfig.accessLogFile" in notes and "get it with telemetry" in notes
 
 
 EXAMPLES_MESH = str(Path(__file__).resolve().parents[3] / "examples" / "mesh") + "/"  # as the issue writes it
