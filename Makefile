@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo demo-proxy test setup envoy bench clean coverage mutate
+.PHONY: demo demo-proxy test setup envoy bench clean coverage coverage-floors mutate
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,13 @@ coverage: setup envoy
 	$(BIN)/python -m coverage combine -q
 	$(BIN)/python -m coverage html -q
 	$(BIN)/python -m coverage report --skip-covered --sort=cover $(COVERAGE_ARGS)
+
+# The pure decision modules' branch-coverage floors, from their unit tests alone (scripts/coverage_floors.py).
+coverage-floors: setup
+	@mkdir -p build
+	$(BIN)/python -m coverage run --rcfile=/dev/null --branch --data-file=build/coverage-unit --source=pyproxy,control \
+		-m pytest -q -p no:cacheprovider tests/unit
+	$(BIN)/python scripts/coverage_floors.py build/coverage-unit
 
 # Mutation testing of the decision modules ([tool.mutmut] in pyproject.toml lists them). Long: minutes per
 # module. MODULE=pyproxy.upstream.outlier runs one; the report (score per module, survivors) follows.
