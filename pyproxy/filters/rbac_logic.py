@@ -16,7 +16,8 @@ Semantics (envoy source/extensions/filters/common/rbac/{engine_impl,matchers}.cc
   connection manager derived (x-forwarded-for); `destination_ip` / `destination_port` the local address.
 * `url_path` matches the path without query and fragment; `header` uses the route table's HeaderMatcher
   (pseudo headers `:method`, `:authority`, `:path` from the request line).
-* `metadata` reads dynamic metadata (string / present / bool value matchers).
+* `metadata` reads dynamic metadata (string / present / bool / list / or value matchers): istiod's
+  `requestPrincipals` and `request.auth.*` read the verified JWT payload `jwt_authn` left there.
 * Response details of a denial: `rbac_access_denied_matched_policy[<id>]` (`none` when an ALLOW list matched
   nothing), whitespace in the id replaced by `_` (envoy common/rbac/utility.cc `responseDetail`).
 """
@@ -28,7 +29,8 @@ from typing import Any, Callable, Mapping
 
 from ..config import model
 from ..http.headers import Headers
-from ..routing.table import RequestView, compile_header_matcher, compile_string_matcher, strip_query
+from ..routing.table import (RequestView, compile_header_matcher, compile_metadata_matcher, compile_string_matcher,
+                             strip_query)
 
 __all__ = ["EngineResult", "PeerCertificate", "RbacDecision", "RbacEngine", "RbacPolicySet", "RbacRequest",
            "response_detail"]
@@ -91,28 +93,8 @@ def _path(m: model.PathMatcher) -> Predicate:
 
 
 def _metadata(m: model.MetadataMatcher) -> Predicate:
-    keys = tuple(seg.key for seg in m.path)
-    v = m.value
-    if v.string_match is not None:
-        sm = compile_string_matcher(v.string_match)
-        value_ok: Callable[[Any], bool] = lambda x: isinstance(x, str) and sm(x)  # noqa: E731
-    elif v.bool_match is not None:
-        want = v.bool_match
-        value_ok = lambda x: isinstance(x, bool) and x == want  # noqa: E731
-    else:
-        present = bool(v.present_match)
-        value_ok = lambda x: present  # noqa: E731
-
-    def check(req: RbacRequest, view: RequestView) -> bool:
-        node: Any = req.metadata.get(m.filter)
-        for key in keys:
-            if not isinstance(node, Mapping) or key not in node:
-                node = None
-                break
-            node = node[key]
-        return (node is not None and value_ok(node)) != m.invert
-
-    return check
+    check = compile_metadata_matcher(m)
+    return lambda req, view: check(req.metadata)
 
 
 def _all_of(preds: tuple[Predicate, ...]) -> Predicate:
