@@ -40,6 +40,7 @@ from .tls.secrets import SecretManager
 from .tls.transport_socket import SSL_STATS, TlsContextProvider, tls_context_of
 from .runtime.offload import Offload, freeze_after_swap, sole_reference
 from .tcp.proxy import TcpProxyRuntime
+from .tcp.rbac import NetworkRbacConfig
 from .upstream.cluster_manager import ClusterManager
 
 log = logging.getLogger("pyproxy.server")
@@ -346,10 +347,13 @@ def validate_snapshot(listeners: Iterable[model.Listener], clusters: Iterable[mo
             hcm = chain.http_connection_manager
             tcp = chain.tcp_proxy
             names = [f.name for f in chain.filters] or ["none"]
-            if (hcm is None) == (tcp is None) or len(chain.filters) != 1:
+            rbac_count = len(chain.network_rbac)
+            if (hcm is None) == (tcp is None) or len(chain.filters) != 1 + rbac_count \
+                    or (rbac_count and (hcm is not None or names[-1] != "envoy.filters.network.tcp_proxy")):
                 raise ConfigRejected(f"listener {key!r} {ckey}: a filter chain needs exactly one network filter, "
                                      "envoy.filters.network.http_connection_manager or "
-                                     f"envoy.filters.network.tcp_proxy, got {', '.join(names)}")
+                                     "envoy.filters.network.tcp_proxy (the latter may follow "
+                                     f"envoy.filters.network.rbac filters), got {', '.join(names)}")
             if tcp is not None:
                 continue
             filters = [f.name for f in hcm.http_filters]
@@ -448,7 +452,8 @@ class ProxyServer:
                 if hcm_cfg is None:  # a tcp_proxy chain (validate_snapshot: exactly one of the two)
                     try:
                         tcp = TcpProxyRuntime(chain.tcp_proxy, new_clusters, self.stats, self.rng,
-                                              access_logs=self.access_logs)
+                                              access_logs=self.access_logs,
+                                              rbac=tuple(NetworkRbacConfig(r, self.stats) for r in chain.network_rbac))
                         tc = tls_context_of(chain.transport_socket)
                         tls = TlsContextProvider(tc, self.secrets, f"listener {key!r} {ckey}.transport_socket") \
                             if tc is not None else None

@@ -1120,6 +1120,11 @@ class FilterChain:
                 return f.typed_config
         return None
 
+    @property
+    def network_rbac(self) -> tuple[NetworkRBAC, ...]:
+        """`envoy.filters.network.rbac` filters before the terminal filter (pyproxy.tcp.rbac)."""
+        return tuple(f.typed_config for f in self.filters if isinstance(f.typed_config, NetworkRBAC))
+
 
 @frozen
 class ListenerFilter:

@@ -31,7 +31,7 @@ NAME = "envoy.filters.http.rbac"
 DENIED_BODY = "RBAC: access denied"
 
 
-def _split_address(address: str | None) -> tuple[str, int]:
+def split_address(address: str | None) -> tuple[str, int]:
     """"ip:port" / "[v6]:port" -> (ip, port); ("", 0) when unknown."""
     if not address or address == "-":
         return "", 0
@@ -60,7 +60,7 @@ def request_facts(stream: "ActiveStream") -> RbacRequest:
     if tls is not None and tls.peer_presented:
         peer = PeerCertificate(tls.peer_uri_sans, tls.peer_dns_sans, tls.peer_subject)
     direct = stream.conn.remote_ip if stream.conn.remote_ip != "-" else ""
-    local_ip, local_port = _split_address(info.downstream_local_address)
+    local_ip, local_port = split_address(info.downstream_local_address)
     cfg = stream.hcm.config
     return RbacRequest(
         method=stream.method, path=stream.path, authority=info.authority or "", headers=stream.headers,

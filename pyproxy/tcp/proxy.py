@@ -1,7 +1,8 @@
 """The TCP proxy at run time: one `TcpProxySession` per downstream connection (Envoy: `TcpProxy::Filter`),
 built on a chain's `TcpProxyRuntime` (Envoy: `TcpProxy::Config`, parsed once).
 
-    connection_made   reading paused; pick the cluster (ClusterPicker), ask its load balancer for a host
+    connection_made   network RBAC filters of the chain (pyproxy.tcp.rbac): denied -> closed, nothing proxied;
+                      reading paused; pick the cluster (ClusterPicker), ask its load balancer for a host
                       no cluster -> close, flag NC, `downstream_cx_no_route`
                       no host    -> close, flag UH, `cluster.<c>.upstream_cx_none_healthy`
                       circuit breaker max_connections reached -> close, flag UO, `upstream_cx_overflow`
@@ -38,6 +39,7 @@ from ..observe.stats import Stats
 from ..observe.stream_info import ResponseFlag, StreamInfo
 from ..upstream.connect import UpstreamTlsFailure, open_upstream, tune_upstream_socket
 from ..upstream.load_balancer import LbContext
+from .rbac import connection_facts, first_denial
 from ..upstream.outlier import OutlierResult
 from .logic import Action, ClusterPicker, ConnectAttempts, HalfClose, Side
 
@@ -47,8 +49,10 @@ log = logging.getLogger("pyproxy.tcp")
 class TcpProxyRuntime:
     """A chain's TcpProxy config ready to serve: cluster picker, timeouts, stats, access loggers."""
 
-    def __init__(self, config: Any, clusters: Any, stats: Stats, rng: random.Random, access_logs: Any = None):
+    def __init__(self, config: Any, clusters: Any, stats: Stats, rng: random.Random, access_logs: Any = None,
+                 rbac: tuple = ()):
         self.config = config
+        self.rbac = rbac  # the chain's network RBAC filters (pyproxy.tcp.rbac), decided before connecting
         self.clusters = clusters
         self.rng = rng
         self.picker = ClusterPicker(config)
@@ -162,6 +166,13 @@ class TcpProxySession(asyncio.Protocol):
         info.downstream_tls = self.tls
         self.listener.on_connection_open(self)
         self.runtime.cx_total.inc()
+        if self.runtime.rbac:
+            denial = first_denial(self.runtime.rbac, connection_facts(info, self.tls))
+            if denial is not None:  # envoy.filters.network.rbac: close, nothing proxied
+                info.connection_termination_details = denial.details
+                self.closing.closed(Side.DOWNSTREAM)
+                self.close()
+                return
         self._set_down_reading()
         self._task = self.loop.create_task(self._connect())
 

@@ -72,6 +72,6 @@ def test_known_http_filter_by_name_or_by_type_is_accepted():
 
 
 def test_unknown_http_filter_is_rejected_by_name_unless_optional():
-    with pytest.raises(ConfigRejected, match=r"HTTP filter 'envoy.filters.http.jwt_authn' is not supported"):
-        validate_snapshot([_with_filters({"name": "envoy.filters.http.jwt_authn"})], [cluster()])
-    validate_snapshot([_with_filters({"name": "envoy.filters.http.jwt_authn", "is_optional": True})], [cluster()])
+    with pytest.raises(ConfigRejected, match=r"HTTP filter 'envoy.filters.http.ext_authz' is not supported"):
+        validate_snapshot([_with_filters({"name": "envoy.filters.http.ext_authz"})], [cluster()])
+    validate_snapshot([_with_filters({"name": "envoy.filters.http.ext_authz", "is_optional": True})], [cluster()])
