@@ -119,6 +119,32 @@ def build_filter(policies: tuple[Resource, ...] | list[Resource], notes: Any,
         "rules": [{"match": {"prefix": "/"}, "requires": requires}], "bypass_cors_preflight": True}}
 
 
+def routing_claims(header: str) -> list[str] | None:
+    """istiod jwt.ToRoutingClaim: `@request.auth.claims.a.b` or `@request.auth.claims[a][b]` -> ["a", "b"];
+    None when the header is not a claim (or names none)."""
+    if not header.startswith(CLAIM_ROUTE_PREFIX):
+        return None
+    rest = header[len(CLAIM_ROUTE_PREFIX):]
+    if rest.startswith("."):
+        claims = rest[1:].split(".")
+    elif rest.startswith("[") and rest.endswith("]"):
+        claims = rest[1:-1].split("][")
+    else:
+        return None
+    return claims if claims and all(claims) else None
+
+
+def claim_route_matcher(claims: list[str], string_matcher: dict | None, invert: bool = False) -> dict:
+    """istiod translateMetadataMatch: a route `dynamic_metadata` matcher on the verified payload (string or
+    list claim, MetadataMatcherForJWTClaims); jwt_authn re-picks the route (`clear_route_cache`)."""
+    one = {"string_match": string_matcher} if string_matcher is not None else {"present_match": True}
+    m: dict = {"filter": FILTER_NAME, "path": [{"key": k} for k in [PAYLOAD_KEY, *claims]],
+               "value": {"or_match": {"value_matchers": [{"list_match": {"one_of": one}}, one]}}}
+    if invert:
+        m["invert"] = True
+    return m
+
+
 def uses_claim_routing(vs: Resource) -> bool:
     """A VirtualService matching on `@request.auth.claims.*` headers (istiod: JWT claim based routing)."""
     for route in vs.spec.get("http") or ():

@@ -228,3 +228,31 @@ async def test_unreachable_jwks_fails_closed(proxy_factory, upstream, tmp_path, 
     assert (r.status, r.body) == (401, b"Jwks remote fetch is failed")
     assert p.stat("http.inbound_0.0.0.0_8080.jwt_authn.jwks_fetch_failed") == 1
     assert (await p.fetch("GET", "/api/x")).status == 403  # no token: still RBAC's answer, no fetch needed
+
+
+async def test_jwt_claim_routing_picks_the_route_after_verification(proxy_factory, upstream_factory, keys):
+    """A VirtualService `@request.auth.claims.groups` match (istiod: route dynamic_metadata on the payload) routes
+    verified admins to another cluster; jwt_authn's clear_route_cache makes the route be picked again."""
+    from control.translate.request_authn import claim_route_matcher
+    from tests.support.proxy import route
+
+    plain, admins = await upstream_factory("plain"), await upstream_factory("admins")
+    admin_route = route("/", "admins")
+    admin_route["match"]["dynamic_metadata"] = [claim_route_matcher(["groups"], {"exact": "admin"})]
+    b = bootstrap({"plain": [plain.port], "admins": [admins.port]}, routes=[admin_route, route("/", "plain")])
+    jwks = json.dumps({"keys": [_jwk(keys["k1"], "k1")]})
+    jwt_filter = {"name": "envoy.filters.http.jwt_authn", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": {"origins-0": {"issuer": ISS, "payload_in_metadata": "payload", "clear_route_cache": True,
+                                    "local_jwks": {"inline_string": jwks}}},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [
+            {"provider_name": "origins-0"}, {"allow_missing": {}}]}}}]}}
+    hcm = b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_filters"] = [jwt_filter] + hcm["http_filters"]
+    p = await proxy_factory(b)
+    calls = [("no token", []), ("list claim with admin", bearer(token(keys, groups=["dev", "admin"]))),
+             ("string claim admin", bearer(token(keys, groups="admin"))),
+             ("no admin", bearer(token(keys, groups=["dev"]))), ("unverified claim", [("groups", "admin")])]
+    for _, headers in calls:
+        assert (await p.fetch("GET", "/x", headers)).status == 200
+    assert (len(admins.requests), len(plain.requests)) == (2, 3)
