@@ -8,7 +8,8 @@ Per request: the first `rules[]` entry whose `match` fits picks a requirement (n
 requirement names extracts its tokens; a provider with a token whose remote JWKS is missing or older than
 `cache_duration` (default 10 min) has its keys fetched first (asynchronously; the request waits, as Envoy
 waits without `async_fetch`; one fetch is shared by the requests that wait for it). Then the pure verifier
-(`jwt_authn_logic`) decides. Allowed: payload to metadata, `forward: false` removes the token's header,
+(`jwt_authn_logic`) decides. Allowed: payload to metadata, `forward: false` removes the token's header (or
+query parameter),
 `forward_payload_header`, `claim_to_headers`, and `clear_route_cache` re-picks the route (JWT claim routing).
 Denied: Envoy's local reply, 401 (403 for audiences) with the status text as body, `www-authenticate:
 Bearer realm="<original uri>", error="invalid_token"` (no error part when the token is missing) and details
@@ -35,9 +36,9 @@ from ..http.headers import Headers
 from ..http.local_reply import LocalReply
 from ..routing.table import RequestView, _compile_path, compile_header_matcher, parse_query
 from .base import FilterFactory, FilterStatus, HttpFilter
-from .jwt_authn_logic import (Jwks, Jwt, ProviderSpec, Requirement, Status, compile_requirement, extract_tokens,
-                              normalise_payload, claim_value, original_uri, parse_jwks, verify_token,
-                              www_authenticate)
+from .jwt_authn_logic import (Jwks, Jwt, ProviderSpec, Requirement, Status, claim_value, compile_requirement,
+                              extract_tokens, normalise_payload, original_uri, parse_jwks, remove_query_param,
+                              verify_token, www_authenticate)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..http.connection import ActiveStream
@@ -134,6 +135,8 @@ class ProviderRuntime:
                 p.payload_in_metadata: normalise_payload(token.payload, self.space_delimited)})
         if not p.forward and located.kind == "header":
             h.remove(located.name)
+        elif not p.forward and located.kind == "param":
+            stream.path = remove_query_param(stream.path, located.name)
         if p.forward_payload_header:
             b64 = token.payload_b64.rstrip("=")
             h.set(p.forward_payload_header, b64 + "=" * (-len(b64) % 4) if p.pad_forward_payload_header else b64)

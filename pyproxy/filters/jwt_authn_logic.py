@@ -34,8 +34,8 @@ from jwt.algorithms import get_default_algorithms
 from ..config import model
 
 __all__ = ["Status", "Jwk", "Jwks", "Jwt", "parse_jwks", "parse_jwt", "check_claims", "verify_signature",
-           "ProviderSpec", "extract_tokens", "verify_token", "www_authenticate", "Requirement", "compile_requirement", "original_uri",
-           "normalise_payload", "claim_value", "DEFAULT_CLOCK_SKEW"]
+           "ProviderSpec", "extract_tokens", "verify_token", "www_authenticate", "Requirement", "compile_requirement",
+           "original_uri", "normalise_payload", "claim_value", "remove_query_param", "DEFAULT_CLOCK_SKEW"]
 
 DEFAULT_CLOCK_SKEW = 60  # JwtProvider.clock_skew_seconds: "If not specified, the default is 60 seconds"
 MAX_PATH_IN_REALM = 256  # Envoy crops the path of `www-authenticate`'s realm (Http::Utility::buildOriginalUri)
@@ -486,6 +486,16 @@ def claim_value(payload: Mapping[str, Any], claim: str) -> str | None:
         items = [scalar(v) for v in node]
         return ",".join(i for i in items if i is not None) if all(i is not None for i in items) else None
     return scalar(node)
+
+
+def remove_query_param(path: str, name: str) -> str:
+    """`forward: false` with a token in a query parameter: Envoy drops that parameter (every occurrence) from
+    `:path`, and the `?` when nothing is left (checked against Envoy 1.40, tests/oracle)."""
+    base, sep, query = path.partition("?")
+    if not sep:
+        return path
+    kept = [p for p in query.split("&") if p.partition("=")[0] != name]
+    return base + ("?" + "&".join(kept) if kept else "")
 
 
 def original_uri(scheme: str, authority: str, path: str) -> str:

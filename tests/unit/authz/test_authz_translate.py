@@ -106,7 +106,8 @@ RULES = [
          _jwt_claim("iss", {"exact": "https://iss.example"}), _jwt_claim("sub", {"exact": "alice"})]}}]}}]}),
     ("requestPrincipals *: any verified token", {"from": [{"source": {"notRequestPrincipals": ["*"]}}]}, "DENY",
      {"permissions": ANY["permissions"], "principals": [{"and_ids": {"ids": [{"not_id": {"and_ids": {"ids": [
-         _jwt_claim("iss", {"safe_regex": {"regex": ".+"}}), _jwt_claim("sub", {"safe_regex": {"regex": ".+"}})]}}}]}}]}),
+         _jwt_claim("iss", {"safe_regex": {"regex": ".+"}}),
+         _jwt_claim("sub", {"safe_regex": {"regex": ".+"}})]}}}]}}]}),
 ]
 
 

@@ -222,3 +222,12 @@ def test_payload_helpers():
     assert claim_value(p, "flag") == "true"
     assert claim_value(p, "nested") is None
     assert claim_value(p, "missing") is None
+
+
+@pytest.mark.parametrize("path,expected", [
+    ("/p?access_token=T", "/p"), ("/p?q=1&access_token=T&r=2", "/p?q=1&r=2"), ("/p", "/p"),
+    ("/p?access_token=T&access_token=U", "/p"), ("/p?access_tokens=T", "/p?access_tokens=T"),
+])
+def test_token_parameter_is_removed_from_the_path(path, expected):
+    from pyproxy.filters.jwt_authn_logic import remove_query_param
+    assert remove_query_param(path, "access_token") == expected
