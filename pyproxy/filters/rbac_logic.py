@@ -33,7 +33,7 @@ from ..routing.table import (RequestView, compile_header_matcher, compile_metada
                              strip_query)
 
 __all__ = ["EngineResult", "PeerCertificate", "RbacDecision", "RbacEngine", "RbacPolicySet", "RbacRequest",
-           "response_detail"]
+           "response_detail", "stat_prefix_join"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +260,12 @@ class RbacPolicySet:
             return RbacDecision(True, None, shadow_allowed, shadow_id)
         r = self.engine.evaluate(req, view)
         return RbacDecision(r.allowed, r.policy_id, shadow_allowed, shadow_id, r.log)
+
+
+def stat_prefix_join(prefix: str) -> str:
+    """Envoy statPrefixJoin for a `rules_stat_prefix` / `shadow_rules_stat_prefix`: a non-empty prefix is
+    followed by a `.` (Envoy 1.40: `http.<hcm>.rbac.istio_dry_run_deny_.shadow_denied`, `tcp.rbac.denied`)."""
+    return prefix if not prefix or prefix.endswith(".") else prefix + "."
 
 
 def response_detail(policy_id: str) -> str:

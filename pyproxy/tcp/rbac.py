@@ -7,8 +7,9 @@ istiod drops those attributes for TCP. Denied: the connection is closed before a
 termination details `rbac_access_denied_matched_policy[<id>|none]`.
 
 Stats (envoy network/rbac `generateStats(stat_prefix)`, `statPrefixJoin(stat_prefix, "rbac.")`):
-`<stat_prefix>rbac.allowed|denied`, `<stat_prefix>rbac.<shadow_rules_stat_prefix>shadow_allowed|shadow_denied`
-(Istio's stat_prefix is `tcp.`: `tcp.rbac.denied`).
+`<stat_prefix>rbac.allowed|denied`, `<stat_prefix>rbac.<shadow_rules_stat_prefix>.shadow_allowed|shadow_denied`
+(Istio's stat_prefix is `tcp.`: `tcp.rbac.denied`, `tcp.rbac.istio_dry_run_allow_.shadow_denied`; both checked
+against Envoy 1.40).
 Deviation: Envoy's default enforcement (`ONE_TIME_ON_FIRST_BYTE`) decides when the first bytes arrive; the
 facts it reads are all known when the connection is accepted, so pyproxy decides then, before connecting
 upstream (a denied client sees the close without sending anything). `CONTINUOUS` behaves the same.
@@ -19,7 +20,7 @@ from typing import Any
 
 from ..config.model import NetworkRBAC
 from ..filters.rbac import split_address
-from ..filters.rbac_logic import PeerCertificate, RbacDecision, RbacPolicySet, RbacRequest
+from ..filters.rbac_logic import PeerCertificate, RbacDecision, RbacPolicySet, RbacRequest, stat_prefix_join
 
 NAME = "envoy.filters.network.rbac"
 
@@ -41,12 +42,12 @@ class NetworkRbacConfig:
 
     def __init__(self, cfg: NetworkRBAC, stats: Any):
         self.policies = RbacPolicySet(cfg)  # type: ignore[arg-type]  # same rules / shadow_rules fields
-        prefix = cfg.stat_prefix if cfg.stat_prefix.endswith(".") or not cfg.stat_prefix else cfg.stat_prefix + "."
-        st = stats.scope(f"{prefix}rbac.")
+        st = stats.scope(f"{stat_prefix_join(cfg.stat_prefix)}rbac.")
         self.allowed = st.counter("allowed")
         self.denied = st.counter("denied")
-        self.shadow_allowed = st.counter(f"{cfg.shadow_rules_stat_prefix}shadow_allowed")
-        self.shadow_denied = st.counter(f"{cfg.shadow_rules_stat_prefix}shadow_denied")
+        shadow = stat_prefix_join(cfg.shadow_rules_stat_prefix)
+        self.shadow_allowed = st.counter(f"{shadow}shadow_allowed")
+        self.shadow_denied = st.counter(f"{shadow}shadow_denied")
 
     def decide(self, facts: RbacRequest) -> RbacDecision:
         d = self.policies.decide(facts)
