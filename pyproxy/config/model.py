@@ -893,6 +893,14 @@ class NormalizePayload:
 
 
 @frozen
+class JwtCacheConfig:
+    """Verified tokens kept per provider (Envoy caches by default; 0 means its default size, 100)."""
+
+    jwt_cache_size: int = 0
+    jwt_max_token_size: int = 0
+
+
+@frozen
 class JwtProvider:
     """One issuer: where its tokens are, its keys, and what a verified token leaves behind."""
 
@@ -912,6 +920,7 @@ class JwtProvider:
     clock_skew_seconds: int = 0  # 0: Envoy's default, 60
     clear_route_cache: bool = False
     claim_to_headers: tuple[JwtClaimToHeader, ...] = ()
+    jwt_cache_config: JwtCacheConfig | None = None
     ONEOFS = (("remote_jwks", "local_jwks"),)
 
 

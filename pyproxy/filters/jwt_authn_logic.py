@@ -25,6 +25,8 @@ import base64
 import binascii
 import enum
 import json
+import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -35,7 +37,8 @@ from ..config import model
 
 __all__ = ["Status", "Jwk", "Jwks", "Jwt", "parse_jwks", "parse_jwt", "check_claims", "verify_signature",
            "ProviderSpec", "extract_tokens", "verify_token", "www_authenticate", "Requirement", "compile_requirement",
-           "original_uri", "normalise_payload", "claim_value", "remove_query_param", "DEFAULT_CLOCK_SKEW"]
+           "original_uri", "normalise_payload", "claim_value", "remove_query_param", "DEFAULT_CLOCK_SKEW",
+           "VerifiedTokens"]
 
 DEFAULT_CLOCK_SKEW = 60  # JwtProvider.clock_skew_seconds: "If not specified, the default is 60 seconds"
 MAX_PATH_IN_REALM = 256  # Envoy crops the path of `www-authenticate`'s realm (Http::Utility::buildOriginalUri)
@@ -92,16 +95,16 @@ ALGORITHMS: dict[str, tuple[str, str | None]] = {
     "EdDSA": ("OKP", None),
 }
 _PYJWT_ALGS = get_default_algorithms()
-_B64URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=")
+_B64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 
 
 def b64url_decode(part: str) -> bytes | None:
     """base64url with or without padding; None when it is not."""
-    raw = part.encode("ascii", "replace")
-    if not raw or any(c not in _B64URL for c in raw):
+    if _B64URL.fullmatch(part) is None:
         return None
+    raw = part.rstrip("=").encode("ascii")
     try:
-        return base64.urlsafe_b64decode(raw.rstrip(b"=") + b"=" * (-len(raw.rstrip(b"=")) % 4))
+        return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
     except (binascii.Error, ValueError):
         return None
 
@@ -371,6 +374,35 @@ def verify_token(spec: ProviderSpec, text: str, jwks: Jwks, now: float,
     if status is Status.OK:
         status = verify_signature(token, jwks)
     return status, (token if status is Status.OK else None)
+
+
+class VerifiedTokens:
+    """Envoy's per-provider JWT cache (`jwt_cache_config`, on by default, 100 tokens, LRU): a token whose
+    signature verified against these keys skips parsing and the signature next time; issuer, time window and
+    audiences are checked again on every hit. An entry is only valid for the key set it was verified with, so
+    a JWKS refresh (rotation) makes every cached token verify again."""
+
+    __slots__ = ("size", "_entries")
+
+    def __init__(self, size: int = 0):
+        self.size = size or 100
+        self._entries: OrderedDict[str, tuple[Jwks, Jwt]] = OrderedDict()
+
+    def get(self, text: str, jwks: Jwks) -> Jwt | None:
+        entry = self._entries.get(text)
+        if entry is None or entry[0] is not jwks:
+            return None
+        self._entries.move_to_end(text)
+        return entry[1]
+
+    def put(self, text: str, jwks: Jwks, token: Jwt) -> None:
+        self._entries[text] = (jwks, token)
+        self._entries.move_to_end(text)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 # The outcome of one provider for one request: its status and, when OK, the token it verified.

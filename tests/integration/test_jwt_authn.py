@@ -197,9 +197,12 @@ async def test_verified_token_is_removed_and_claims_copied_to_headers(proxy, key
 
 
 async def test_jwks_is_fetched_once_and_cached(proxy, keys, jwks):
+    same = token(keys)
     for _ in range(3):
-        assert (await proxy.fetch("GET", "/api/x", bearer(token(keys)))).status == 200
+        assert (await proxy.fetch("GET", "/api/x", bearer(same))).status == 200
     assert jwks.fetches == 1
+    prefix = "http.inbound_0.0.0.0_8080.jwt_authn."
+    assert (proxy.stat(prefix + "jwt_cache_miss"), proxy.stat(prefix + "jwt_cache_hit")) == (1, 2)
     jwks.keys = [_jwk(keys["k2"], "k2")]  # rotated at the server; the 5 min cache still holds k1
     assert (await proxy.fetch("GET", "/api/x", bearer(token(keys)))).status == 200
     r = await proxy.fetch("GET", "/api/x", bearer(token(keys, key="k2", kid="k2")))

@@ -231,3 +231,42 @@ def test_payload_helpers():
 def test_token_parameter_is_removed_from_the_path(path, expected):
     from pyproxy.filters.jwt_authn_logic import remove_query_param
     assert remove_query_param(path, "access_token") == expected
+
+
+# ---------------------------------------------------------------- the verified-token cache
+
+
+def test_verified_tokens_are_an_lru_bound_to_their_key_set(keys):
+    from pyproxy.filters.jwt_authn_logic import VerifiedTokens
+    cache = VerifiedTokens(2)
+    jwks, rotated = keys["jwks"], parse_jwks(json.dumps({"keys": []}))
+    a, b, c = (parse_jwt(sign(keys, claims(sub=s))) for s in "abc")
+    cache.put("a", jwks, a)
+    cache.put("b", jwks, b)
+    assert cache.get("a", jwks) is a  # a is now the most recent
+    cache.put("c", jwks, c)
+    assert (cache.get("b", jwks), cache.get("a", jwks), cache.get("c", jwks)) == (None, a, c)
+    assert cache.get("a", rotated) is None  # verified with other keys: must verify again
+    assert VerifiedTokens().size == 100  # Envoy's default jwt_cache_size
+
+
+def test_a_cached_token_still_expires_and_is_counted(keys):
+    from pyproxy.config.decode import decode
+    from pyproxy.filters.jwt_authn import JwtAuthnFilter, JwtAuthnFilterConfig
+    from pyproxy.observe.stats import Stats
+    now = [float(NOW)]
+    cfg = decode(model.JwtAuthentication, {"providers": {"p": {
+        "issuer": ISS, "local_jwks": {"inline_string": json.dumps(
+            {"keys": [_jwk(keys["rsa"].public_key(), "RS256", "rsa")]})}}}})
+    stats = Stats()
+    config = JwtAuthnFilterConfig(cfg, stats, clock=lambda: now[0])
+    provider = config.providers["p"]
+    text = sign(keys, claims(exp=NOW + 100))
+    f = JwtAuthnFilter(config)
+    f.tokens = {"p": [(text, Location("header", "authorization", "Bearer "))]}
+    results = [f._check_provider(provider, None, now[0])[0] for _ in range(2)]
+    now[0] += 200  # past exp + 60 s skew
+    results.append(f._check_provider(provider, None, now[0])[0])
+    assert results == [Status.OK, Status.OK, Status.JwtExpired]
+    counts = {c.name: c.value for c in stats.counters()}
+    assert (counts["jwt_authn.jwt_cache_miss"], counts["jwt_authn.jwt_cache_hit"]) == (1, 2)
