@@ -52,13 +52,20 @@ log = logging.getLogger("pyproxy.jwt_authn")
 Fetch = Callable[[str, float], Awaitable[str]]
 
 
+MAX_JWKS_BYTES = 1 << 20  # a JWKS is a few KiB; a server sending more is refused rather than buffered
+
+
 async def http_get(uri: str, timeout: float) -> str:
-    """GET a JWKS document over HTTP(S) (aiohttp: off the request path, a few times an hour)."""
+    """GET a JWKS document over HTTP(S) (aiohttp: off the request path, a few times an hour), at most
+    MAX_JWKS_BYTES."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
         async with session.get(uri) as resp:
             if resp.status != 200:
                 raise OSError(f"JWKS fetch {uri}: HTTP {resp.status}")
-            return await resp.text()
+            body = await resp.content.read(MAX_JWKS_BYTES + 1)
+            if len(body) > MAX_JWKS_BYTES:
+                raise OSError(f"JWKS fetch {uri}: more than {MAX_JWKS_BYTES} bytes")
+            return body.decode("utf-8")
 
 
 class RemoteJwksCache:

@@ -261,3 +261,12 @@ async def test_jwt_claim_routing_picks_the_route_after_verification(proxy_factor
     for _, headers in calls:
         assert (await p.fetch("GET", "/x", headers)).status == 200
     assert (len(admins.requests), len(plain.requests)) == (2, 3)
+
+
+async def test_an_oversized_jwks_is_refused(proxy_factory, upstream, tmp_path, keys, jwks):
+    from pyproxy.filters.jwt_authn import MAX_JWKS_BYTES
+    jwks.keys = [_jwk(keys["k1"], "k1"), {"kty": "oct", "k": "A" * MAX_JWKS_BYTES}]
+    p = await _proxy(proxy_factory, upstream, tmp_path, jwks.uri)
+    r = await p.fetch("GET", "/api/x", bearer(token(keys)))
+    assert (r.status, r.body) == (401, b"Jwks remote fetch is failed")
+    assert p.stat("http.inbound_0.0.0.0_8080.jwt_authn.jwks_fetch_failed") == 1
