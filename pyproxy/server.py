@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping
 from .config import model
 from .config.datasource import read_data_source
 from .config.decode import ConfigError
+from .filters.jwt_authn_logic import check_config as check_jwt_config
 from .filters.registry import build_chain, builder_for, unsupported_message
 from .filters.router import RouterFilter
 from .http.connection import DownstreamConnection
@@ -363,6 +364,11 @@ def validate_snapshot(listeners: Iterable[model.Listener], clusters: Iterable[mo
             for f in hcm.http_filters[:-1]:
                 if builder_for(f) is None and not f.is_optional:
                     raise ConfigRejected(f"listener {key!r}: {unsupported_message(f)}")
+                if isinstance(f.typed_config, model.JwtAuthentication):
+                    try:
+                        check_jwt_config(f.typed_config)
+                    except ValueError as e:
+                        raise ConfigRejected(f"listener {key!r} {ckey}: {f.name}: {e}") from None
         try:
             ChainSelector(lis.filter_chains, lis.default_filter_chain, key)
         except ChainMatchError as e:

@@ -38,7 +38,7 @@ from ..http.headers import Headers
 from ..http.local_reply import LocalReply
 from ..routing.table import RequestView, _compile_path, compile_header_matcher, parse_query
 from .base import FilterFactory, FilterStatus, HttpFilter
-from .jwt_authn_logic import (Jwks, Jwt, ProviderSpec, Requirement, Status, VerifiedTokens, check_claims,
+from .jwt_authn_logic import (Jwks, Jwt, ProviderSpec, Requirement, Status, VerifiedTokens, check_claims, check_config,
                               claim_value, compile_requirement, extract_tokens, normalise_payload, original_uri,
                               parse_jwks, remove_query_param, verify_token, www_authenticate)
 
@@ -175,13 +175,12 @@ class JwtAuthnFilterConfig:
         self.jwt_cache_miss = st.counter("jwt_cache_miss")
         providers = dict(cfg.providers or {})
         self.providers = {name: ProviderRuntime(name, p, self) for name, p in sorted(providers.items())}
+        check_config(cfg)
         rules = []
         for i, rule in enumerate(cfg.rules):
             path_ok, _ = _compile_path(rule.match, f"rules[{i}].match")
             checks = tuple(compile_header_matcher(hm, f"rules[{i}].match.headers[{j}]")
                            for j, hm in enumerate(rule.match.headers))
-            if rule.requirement_name is not None:
-                raise ValueError(f"rules[{i}].requirement_name: requirement_map is not supported")
             req = compile_requirement(rule.requires, providers, f"rules[{i}].requires")
             rules.append((path_ok, checks, req, tuple(sorted(req.providers()))))
         self.rules = tuple(rules)

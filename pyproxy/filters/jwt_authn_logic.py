@@ -38,7 +38,7 @@ from ..config import model
 __all__ = ["Status", "Jwk", "Jwks", "Jwt", "parse_jwks", "parse_jwt", "check_claims", "verify_signature",
            "ProviderSpec", "extract_tokens", "verify_token", "www_authenticate", "Requirement", "compile_requirement",
            "original_uri", "normalise_payload", "claim_value", "remove_query_param", "DEFAULT_CLOCK_SKEW",
-           "VerifiedTokens"]
+           "VerifiedTokens", "check_config"]
 
 DEFAULT_CLOCK_SKEW = 60  # JwtProvider.clock_skew_seconds: "If not specified, the default is 60 seconds"
 MAX_PATH_IN_REALM = 256  # Envoy crops the path of `www-authenticate`'s realm (Http::Utility::buildOriginalUri)
@@ -483,6 +483,15 @@ def compile_requirement(r: model.JwtRequirement | None, providers: Mapping[str, 
     if r.allow_missing is not None:
         return Requirement("allow_missing")
     return Requirement("allow_missing_or_failed")
+
+
+def check_config(cfg: model.JwtAuthentication) -> None:
+    """What Envoy refuses when the filter is loaded: a requirement naming no provider, requirement_map rules."""
+    providers = dict(cfg.providers or {})
+    for i, rule in enumerate(cfg.rules):
+        if rule.requirement_name is not None:
+            raise ValueError(f"rules[{i}].requirement_name: requirement_map is not supported")
+        compile_requirement(rule.requires, providers, f"rules[{i}].requires")
 
 
 # ---------------------------------------------------------------- what a verified token leaves behind
