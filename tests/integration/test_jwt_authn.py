@@ -14,12 +14,12 @@ import time
 
 import jwt as pyjwt
 import pytest
-from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from control.istio.load import load_text
 from control.translate.authz import build_filters
 from control.translate.request_authn import build_filter
+from tests.support.jwks import JwksServer, jwk
 from tests.support.proxy import bootstrap
 
 ISS = "https://issuer.example"
@@ -52,39 +52,6 @@ spec:
 REALM = 'Bearer realm="http://example.com{path}", error="invalid_token"'
 
 
-def _jwk(key: rsa.RSAPrivateKey, kid: str) -> dict:
-    d = json.loads(pyjwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
-    return {**d, "kid": kid, "alg": "RS256", "use": "sig"}
-
-
-class JwksServer:
-    """Serves `keys` as a JWKS on 127.0.0.1 and counts the fetches."""
-
-    def __init__(self):
-        self.keys: list[dict] = []
-        self.fetches = 0
-        self.runner: web.AppRunner | None = None
-        self.port = 0
-
-    async def _serve(self, request: web.Request) -> web.Response:
-        self.fetches += 1
-        return web.json_response({"keys": self.keys})
-
-    async def start(self) -> "JwksServer":
-        app = web.Application()
-        app.router.add_get("/jwks.json", self._serve)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}/jwks.json"
-
-
 @pytest.fixture(scope="module")
 def keys():
     return {name: rsa.generate_private_key(public_exponent=65537, key_size=2048) for name in ("k1", "k2", "stray")}
@@ -93,9 +60,9 @@ def keys():
 @pytest.fixture
 async def jwks(keys):
     server = await JwksServer().start()
-    server.keys = [_jwk(keys["k1"], "k1")]
+    server.keys = [jwk(keys["k1"], "k1")]
     yield server
-    await server.runner.cleanup()
+    await server.close()
 
 
 def token(keys, key="k1", kid="k1", **claims) -> str:
@@ -203,7 +170,7 @@ async def test_jwks_is_fetched_once_and_cached(proxy, keys, jwks):
     assert jwks.fetches == 1
     prefix = "http.inbound_0.0.0.0_8080.jwt_authn."
     assert (proxy.stat(prefix + "jwt_cache_miss"), proxy.stat(prefix + "jwt_cache_hit")) == (1, 2)
-    jwks.keys = [_jwk(keys["k2"], "k2")]  # rotated at the server; the 5 min cache still holds k1
+    jwks.keys = [jwk(keys["k2"], "k2")]  # rotated at the server; the 5 min cache still holds k1
     assert (await proxy.fetch("GET", "/api/x", bearer(token(keys)))).status == 200
     r = await proxy.fetch("GET", "/api/x", bearer(token(keys, key="k2", kid="k2")))
     assert (r.status, r.body) == (401, b"Jwks doesn't have key to match kid or alg from Jwt")
@@ -213,7 +180,7 @@ async def test_jwks_is_fetched_once_and_cached(proxy, keys, jwks):
 async def test_rotation_is_picked_up_after_the_cache_duration(proxy_factory, upstream, tmp_path, keys, jwks):
     p = await _proxy(proxy_factory, upstream, tmp_path, jwks.uri, cache_duration="0.2s")
     assert (await p.fetch("GET", "/api/x", bearer(token(keys)))).status == 200
-    jwks.keys = [_jwk(keys["k2"], "k2")]
+    jwks.keys = [jwk(keys["k2"], "k2")]
     new = token(keys, key="k2", kid="k2")
     deadline = time.monotonic() + 10  # hang guard only: the cache expires after 0.2 s
     while (await p.fetch("GET", "/api/x", bearer(new))).status != 200:
@@ -227,7 +194,7 @@ async def test_rotation_is_picked_up_after_the_cache_duration(proxy_factory, ups
 async def test_unreachable_jwks_fails_closed(proxy_factory, upstream, tmp_path, keys):
     server = await JwksServer().start()
     uri = server.uri
-    await server.runner.cleanup()  # nothing listens there any more
+    await server.close()  # nothing listens there any more
     p = await _proxy(proxy_factory, upstream, tmp_path, uri)
     r = await p.fetch("GET", "/api/x", bearer(token(keys)))
     assert (r.status, r.body) == (401, b"Jwks remote fetch is failed")
@@ -245,7 +212,7 @@ async def test_jwt_claim_routing_picks_the_route_after_verification(proxy_factor
     admin_route = route("/", "admins")
     admin_route["match"]["dynamic_metadata"] = [claim_route_matcher(["groups"], {"exact": "admin"})]
     b = bootstrap({"plain": [plain.port], "admins": [admins.port]}, routes=[admin_route, route("/", "plain")])
-    jwks = json.dumps({"keys": [_jwk(keys["k1"], "k1")]})
+    jwks = json.dumps({"keys": [jwk(keys["k1"], "k1")]})
     jwt_filter = {"name": "envoy.filters.http.jwt_authn", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
         "providers": {"origins-0": {"issuer": ISS, "payload_in_metadata": "payload", "clear_route_cache": True,
@@ -265,7 +232,7 @@ async def test_jwt_claim_routing_picks_the_route_after_verification(proxy_factor
 
 async def test_an_oversized_jwks_is_refused(proxy_factory, upstream, tmp_path, keys, jwks):
     from pyproxy.filters.jwt_authn import MAX_JWKS_BYTES
-    jwks.keys = [_jwk(keys["k1"], "k1"), {"kty": "oct", "k": "A" * MAX_JWKS_BYTES}]
+    jwks.keys = [jwk(keys["k1"], "k1"), {"kty": "oct", "k": "A" * MAX_JWKS_BYTES}]
     p = await _proxy(proxy_factory, upstream, tmp_path, jwks.uri)
     r = await p.fetch("GET", "/api/x", bearer(token(keys)))
     assert (r.status, r.body) == (401, b"Jwks remote fetch is failed")
