@@ -230,11 +230,28 @@ def compile_value_matcher(v: Any, path: str = "") -> Callable[[Any], bool]:
         return lambda x: isinstance(x, bool) and x == want
     if v.list_match is not None:
         one = compile_value_matcher(v.list_match.one_of, f"{path}.list_match.one_of")
-        return lambda x: isinstance(x, (list, tuple)) and any(one(e) for e in x)
+
+        def some_element(x: Any) -> bool:
+            if isinstance(x, (list, tuple)):
+                for e in x:
+                    if one(e):
+                        return True
+            return False
+
+        return some_element
     if v.or_match is not None:
         subs = tuple(compile_value_matcher(m, f"{path}.or_match.value_matchers[{i}]")
                      for i, m in enumerate(v.or_match.value_matchers))
-        return lambda x: any(s(x) for s in subs)
+        if len(subs) == 1:
+            return subs[0]
+
+        def any_matcher(x: Any) -> bool:  # loops, not generators: this runs per request per JWT condition
+            for sub in subs:
+                if sub(x):
+                    return True
+            return False
+
+        return any_matcher
     present = bool(v.present_match)  # Envoy PresentMatcher: `present_match: false` never matches
     return lambda x: present and x is not None
 
