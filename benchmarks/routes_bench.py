@@ -23,6 +23,7 @@ process started here is stopped by PID, also on error and Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import http.client
 import os
@@ -32,6 +33,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -53,8 +55,20 @@ RETRY_POLICY = {"retry_on": "5xx,reset,connect-failure,retriable-status-codes", 
                 "host_selection_retry_max_attempts": 5}
 
 
-def log(message: str) -> None:
-    print(f"[routes-bench] {message}", flush=True)
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    """What a config-comparison benchmark varies: its configs (name -> (description, bootstrap builder)), the
+    request path, the sanity check of one answer, and its name in logs and temp dirs. `plain` is the baseline."""
+
+    name: str
+    configs: dict
+    path: str
+    sanity: Callable[[str, int], None]
+    description: str
+
+
+def log(message: str, suite: str = "routes-bench") -> None:
+    print(f"[{suite}] {message}", flush=True)
 
 
 # ------------------------------------------------------------------------------------------- configs
@@ -115,19 +129,19 @@ CONFIGS = {
 # ------------------------------------------------------------------------------------------- running
 
 
-def start_proxy(pm: procs.Processes, args, workdir: Path, name: str, backend_port: int):
+def start_proxy(pm: procs.Processes, args, workdir: Path, name: str, backend_port: int, suite: Suite):
     listen_port, admin_port = procs.free_ports(2)
-    bootstrap = CONFIGS[name][1](listen_port=listen_port, admin_port=admin_port, backend_port=backend_port)
+    bootstrap = suite.configs[name][1](listen_port=listen_port, admin_port=admin_port, backend_port=backend_port)
     path = workdir / f"pyproxy-{name}.yaml"
     path.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
     argv = [*run.pyproxy_command(args.pyproxy_cmd), "run", "-c", str(path), "--concurrency", "1"]
-    log(f"{name}: starting {shlex.join(argv)}")
+    log(f"{name}: starting {shlex.join(argv)}", suite.name)
     proc = pm.start(f"pyproxy-{name}", argv, cpus=args.proxy_cpus)
     try:
         procs.wait_http_ok(proc, admin_port, "/ready", timeout=args.start_timeout)
         procs.wait_listening(proc, listen_port, timeout=args.start_timeout)
     except procs.NotReady as exc:
-        log(f"{name}: pyproxy's last output:\n" + proc.log_tail(15))
+        log(f"{name}: pyproxy's last output:\n" + proc.log_tail(15), suite.name)
         raise SystemExit(f"pyproxy ({name}) failed to start: {exc}") from None
     return listen_port, proc
 
@@ -147,12 +161,17 @@ def sanity_check(name: str, port: int) -> None:
                          f"expected 200 {configs.BODY!r} x-route={want_route!r}")
 
 
-def measure(pm, args, workdir: Path, name: str, backend_port: int, wrk: str | None) -> report.Throughput:
+SUITE = Suite("routes-bench", CONFIGS, PATH, sanity_check,
+              "pyproxy throughput: one route vs a 50 × 20 route table with retries")
+
+
+def measure(pm, args, workdir: Path, name: str, backend_port: int, wrk: str | None, suite: Suite) \
+        -> report.Throughput:
     """One round: start this config's pyproxy, check, warm up, run the closed loop, stop it."""
-    port, proc = start_proxy(pm, args, workdir, name, backend_port)
+    port, proc = start_proxy(pm, args, workdir, name, backend_port, suite)
     try:
-        sanity_check(name, port)
-        url = f"http://127.0.0.1:{port}{PATH}"
+        suite.sanity(name, port)
+        url = f"http://127.0.0.1:{port}{suite.path}"
         run.closed_loop(url, args, wrk, run.WARMUP_S, args.load_cpus)
         before = procs.cpu_seconds(proc.pid)
         result = run.closed_loop(url, args, wrk, args.duration, args.load_cpus)
@@ -162,19 +181,21 @@ def measure(pm, args, workdir: Path, name: str, backend_port: int, wrk: str | No
     finally:
         pm.stop(proc)
     log(f"{name}: {result.rps:,.0f} req/s, p50 {result.p50_us:,.0f} µs, p99 {result.p99_us:,.0f} µs, "
-        f"{cpu_us:,.0f} µs CPU/req, {result.errors} errors")
+        f"{cpu_us:,.0f} µs CPU/req, {result.errors} errors", suite.name)
     return report.Throughput(result.tool, result.rps, result.requests, result.p50_us, result.p99_us, result.errors,
                              proxy_cpu_us=cpu_us)
 
 
-def render(results: dict[str, list[report.Throughput]], machine: dict[str, str], settings: dict[str, str]) -> str:
+def render(results: dict[str, list[report.Throughput]], machine: dict[str, str], settings: dict[str, str],
+           suite: Suite | None = None) -> str:
+    configs = (suite or SUITE).configs
     median = {name: statistics.median(r.rps for r in rounds) for name, rounds in results.items()}
     lines = ["| config | routes | req/s (median) | req/s per round | p50 | p99 | proxy CPU/req | errors | vs plain |",
              "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for name, rounds in results.items():
         mid = min(rounds, key=lambda r: abs(r.rps - median[name]))
         cpu = statistics.median(r.proxy_cpu_us for r in rounds if r.proxy_cpu_us is not None)
-        lines.append(f"| {name} | {report.one_line(CONFIGS[name][0])} | {median[name]:,.0f} | "
+        lines.append(f"| {name} | {report.one_line(configs[name][0])} | {median[name]:,.0f} | "
                      f"{', '.join(f'{r.rps:,.0f}' for r in rounds)} | {mid.p50_us:,.0f} µs | {mid.p99_us:,.0f} µs | "
                      f"{cpu:,.0f} µs | {sum(r.errors for r in rounds)} | {median[name] / median['plain']:.2f} |")
     lines.append("")
@@ -182,9 +203,11 @@ def render(results: dict[str, list[report.Throughput]], machine: dict[str, str],
     return "\n".join(lines) + "\n"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="pyproxy throughput: one route vs a 50 × 20 route table with retries")
-    p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma list of {', '.join(CONFIGS)} (default all)")
+def parse_args(argv: list[str] | None, suite: Suite | None = None) -> argparse.Namespace:
+    suite = suite or SUITE
+    configs = suite.configs
+    p = argparse.ArgumentParser(description=suite.description)
+    p.add_argument("--configs", default=",".join(configs), help=f"comma list of {', '.join(configs)} (default all)")
     p.add_argument("--duration", type=int, default=5, help="seconds of closed loop per round (default 5)")
     p.add_argument("--rounds", type=int, default=3, help="rounds per config, alternating (default 3)")
     p.add_argument("--connections", type=int, default=32, help="keep-alive connections (default 32)")
@@ -200,13 +223,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.duration < 1 or args.rounds < 1:
         p.error("--duration and --rounds must be ≥ 1")
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    if "plain" not in args.configs or any(c not in CONFIGS for c in args.configs):
-        p.error(f"--configs: choose from {', '.join(CONFIGS)}, plain included (the baseline)")
+    if "plain" not in args.configs or any(c not in configs for c in args.configs):
+        p.error(f"--configs: choose from {', '.join(configs)}, plain included (the baseline)")
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, suite: Suite | None = None) -> int:
+    suite = suite or SUITE
+    args = parse_args(argv, suite)
     signal.signal(signal.SIGTERM, run._raise_interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     tools = run.choose_tools(args)
@@ -218,26 +242,27 @@ def main(argv: list[str] | None = None) -> int:
     machine = run.machine_facts(wrk, nginx)
     results: dict[str, list[report.Throughput]] = {name: [] for name in args.configs}
     try:
-        with tempfile.TemporaryDirectory(prefix="pyproxy-routes-") as tmp, procs.Processes(Path(tmp)) as pm:
+        with tempfile.TemporaryDirectory(prefix=f"pyproxy-{suite.name}-") as tmp, procs.Processes(Path(tmp)) as pm:
             workdir = Path(tmp)
             backend_port, _, backend_setup = run.start_backend(pm, backend_kind, nginx, workdir, backend_cpus)
-            log(f"backend: {backend_setup} on 127.0.0.1:{backend_port}")
+            log(f"backend: {backend_setup} on 127.0.0.1:{backend_port}", suite.name)
             for i in range(args.rounds):
                 for name in args.configs:
-                    log(f"{name}: round {i + 1}/{args.rounds}")
-                    results[name].append(measure(pm, args, workdir, name, backend_port, wrk))
+                    log(f"{name}: round {i + 1}/{args.rounds}", suite.name)
+                    results[name].append(measure(pm, args, workdir, name, backend_port, wrk, suite))
     except KeyboardInterrupt:
-        log("interrupted; every process started was stopped")
+        log("interrupted; every process started was stopped", suite.name)
         return 130
     tool = f"wrk -t{args.threads}" if wrk else "benchmarks/loadgen.py --closed"
     settings = {"backend": backend_setup,
-                "load": f"{tool}, {args.connections} keep-alive connections, GET {PATH}, {args.duration} s per round "
+                "load": f"{tool}, {args.connections} keep-alive connections, GET {suite.path}, "
+                        f"{args.duration} s per round "
                         f"after a {run.WARMUP_S} s warm-up, {args.rounds} rounds per config alternating",
                 "proxy": "pyproxy run --concurrency 1, no access log",
                 "CPU pinning": report.describe_pinning(args.proxy_cpus, backend_cpus, args.load_cpus),
                 **({"notes": "; ".join(notes)} if notes else {})}
     print()
-    print(render(results, machine, settings))
+    print(render(results, machine, settings, suite))
     return 0
 
 

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping
 from .config import model
 from .config.datasource import read_data_source
 from .config.decode import ConfigError
+from .filters.jwt_authn_logic import check_config as check_jwt_config
 from .filters.registry import build_chain, builder_for, unsupported_message
 from .filters.router import RouterFilter
 from .http.connection import DownstreamConnection
@@ -40,6 +41,7 @@ from .tls.secrets import SecretManager
 from .tls.transport_socket import SSL_STATS, TlsContextProvider, tls_context_of
 from .runtime.offload import Offload, freeze_after_swap, sole_reference
 from .tcp.proxy import TcpProxyRuntime
+from .tcp.rbac import NetworkRbacConfig
 from .upstream.cluster_manager import ClusterManager
 
 log = logging.getLogger("pyproxy.server")
@@ -351,13 +353,19 @@ def validate_snapshot(listeners: Iterable[model.Listener], clusters: Iterable[mo
             hcm = chain.http_connection_manager
             tcp = chain.tcp_proxy
             names = [f.name for f in chain.filters] or ["none"]
-            sni_first = tcp is not None and len(chain.filters) == 2 and chain.sni_cluster \
-                and chain.filters[1].typed_config is tcp
-            if (hcm is None) == (tcp is None) or (len(chain.filters) != 1 and not sni_first):
+            # before a tcp_proxy: network RBAC filters, then optionally sni_cluster (Envoy runs them in order)
+            pre = names[:-1]
+            rbac_count = len(chain.network_rbac)
+            allowed_pre = ["envoy.filters.network.rbac"] * rbac_count + (
+                ["envoy.filters.network.sni_cluster"] if chain.sni_cluster else [])
+            if (hcm is None) == (tcp is None) or names[-1] not in (
+                    "envoy.filters.network.http_connection_manager", "envoy.filters.network.tcp_proxy") \
+                    or pre != allowed_pre or (pre and hcm is not None):
                 raise ConfigRejected(f"listener {key!r} {ckey}: a filter chain needs exactly one network filter, "
                                      "envoy.filters.network.http_connection_manager or "
-                                     "envoy.filters.network.tcp_proxy (optionally after "
-                                     f"envoy.filters.network.sni_cluster), got {', '.join(names)}")
+                                     "envoy.filters.network.tcp_proxy (the latter may follow "
+                                     "envoy.filters.network.rbac filters and an envoy.filters.network.sni_cluster), "
+                                     f"got {', '.join(names)}")
             if tcp is not None:
                 continue
             filters = [f.name for f in hcm.http_filters]
@@ -367,6 +375,11 @@ def validate_snapshot(listeners: Iterable[model.Listener], clusters: Iterable[mo
             for f in hcm.http_filters[:-1]:
                 if builder_for(f) is None and not f.is_optional:
                     raise ConfigRejected(f"listener {key!r}: {unsupported_message(f)}")
+                if isinstance(f.typed_config, model.JwtAuthentication):
+                    try:
+                        check_jwt_config(f.typed_config)
+                    except ValueError as e:
+                        raise ConfigRejected(f"listener {key!r} {ckey}: {f.name}: {e}") from None
         try:
             ChainSelector(lis.filter_chains, lis.default_filter_chain, key)
         except ChainMatchError as e:
@@ -456,7 +469,8 @@ class ProxyServer:
                 if hcm_cfg is None:  # a tcp_proxy chain (validate_snapshot: exactly one of the two)
                     try:
                         tcp = TcpProxyRuntime(chain.tcp_proxy, new_clusters, self.stats, self.rng,
-                                              access_logs=self.access_logs, sni_cluster=chain.sni_cluster)
+                                              access_logs=self.access_logs, sni_cluster=chain.sni_cluster,
+                                              rbac=tuple(NetworkRbacConfig(r, self.stats) for r in chain.network_rbac))
                         tc = tls_context_of(chain.transport_socket)
                         tls = TlsContextProvider(tc, self.secrets, f"listener {key!r} {ckey}.transport_socket") \
                             if tc is not None else None

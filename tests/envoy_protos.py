@@ -25,6 +25,8 @@ _MODULES = [
     "envoy.extensions.filters.http.fault.v3.fault_pb2",
     "envoy.extensions.filters.http.cors.v3.cors_pb2",
     "envoy.extensions.filters.http.rbac.v3.rbac_pb2",
+    "envoy.extensions.filters.network.rbac.v3.rbac_pb2",
+    "envoy.extensions.filters.http.jwt_authn.v3.config_pb2",
     "envoy.extensions.access_loggers.file.v3.file_pb2",
     "envoy.extensions.access_loggers.stream.v3.stream_pb2",
     "envoy.extensions.upstreams.http.v3.http_protocol_options_pb2",

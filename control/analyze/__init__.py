@@ -13,7 +13,9 @@ from control.analyze import (
     conflicting_mesh_gateway_virtual_service_hosts,
     destination_rule_subset_not_select_pods,
     gateway_duplicate_certificate,
+    ineffective_policy,
     invalid_gateway_credential,
+    jwt_claim_based_routing,
     merged_destination_rule_ignored,
     no_matching_workloads_found,
     no_server_certificate_verification,
@@ -42,6 +44,8 @@ ANALYZERS = (
     invalid_gateway_credential,
     gateway_duplicate_certificate,
     plaintext_to_strict_mtls,
+    jwt_claim_based_routing,
+    ineffective_policy,
 )
 
 

@@ -75,6 +75,12 @@ VS_INEFFECTIVE_MATCH = _m("IST0131", "VirtualServiceIneffectiveMatch", Level.INF
 VS_HOST_NOT_FOUND_IN_GATEWAY = _m("IST0132", "VirtualServiceHostNotFoundInGateway", Level.WARNING,
                                   "one or more host {0} defined in VirtualService {1} not found in Gateway {2}.")
 SCHEMA_WARNING = _m("IST0133", "SchemaWarning", Level.WARNING, "Schema validation warning: {0}")
+JWT_CLAIM_ROUTING_WITHOUT_REQUEST_AUTHN = _m(
+    "IST0149", "JwtClaimBasedRoutingWithoutRequestAuthN", Level.ERROR,
+    "The virtual service uses the JWT claim based routing (key: {0}) but found no request authentication for the "
+    "gateway ({1}) pod ({2}). The request authentication must first be applied for the gateway pods to validate "
+    "the JWT token and make the claims available for routing.")
+INEFFECTIVE_POLICY = _m("IST0167", "IneffectivePolicy", Level.WARNING, "The policy has no impact: {0}.")
 CONFLICTING_GATEWAYS = _m("IST0145", "ConflictingGateways", Level.ERROR,
                           "Conflict with gateways {0} (workload selector {1}, port {2}, hosts {3}).")
 INVALID_GATEWAY_CREDENTIAL = _m(
@@ -115,7 +121,8 @@ CATALOGUE: dict[str, MessageType] = {
         INTERNAL_ERROR, DEPRECATED, REFERENCED_RESOURCE_NOT_FOUND, SCHEMA_VALIDATION_ERROR,
         CONFLICTING_MESH_GATEWAY_VS_HOSTS, NO_MATCHING_WORKLOADS_FOUND, NO_SERVER_CERT_VERIFICATION_DESTINATION,
         NO_SERVER_CERT_VERIFICATION_PORT, VS_UNREACHABLE_RULE, VS_INEFFECTIVE_MATCH,
-        VS_HOST_NOT_FOUND_IN_GATEWAY, SCHEMA_WARNING, CONFLICTING_GATEWAYS, DR_SUBSET_NOT_SELECT_PODS,
+        VS_HOST_NOT_FOUND_IN_GATEWAY, SCHEMA_WARNING, JWT_CLAIM_ROUTING_WITHOUT_REQUEST_AUTHN, INEFFECTIVE_POLICY,
+        CONFLICTING_GATEWAYS, DR_SUBSET_NOT_SELECT_PODS,
         UNKNOWN_DR_HOST, FILE_ERROR, YAML_SYNTAX_ERROR, IGNORED_KIND, UNSUPPORTED_FIELD, UNKNOWN_FIELD_DROPPED,
         DUPLICATE_RESOURCE, MERGED_DESTINATION_RULES, LIMIT_EXCEEDED,
     )

@@ -18,12 +18,16 @@ What istiod does (pilot/pkg/security/authz/builder/builder.go, model/model.go, m
   prepended (suffix form: regex `spiffe://.*<v>`); namespaces become the regex `.*/ns/<ns>/.*` on the peer's
   SPIFFE id (so mTLS is required); hosts match `:authority` ignoring case.
 * A value istiod cannot translate (a bad CIDR or port, or here an attribute this control plane does not
-  support: requestPrincipals, request.auth.*, path templates) drops the whole rule for ALLOW (stricter) and only
+  support: experimental.envoy.filters.*, path templates) drops the whole rule for ALLOW (stricter) and only
   that value for DENY/AUDIT (wider); an unknown `when` key drops the rule. Each is reported in the notes.
 * CUSTOM (ext_authz) is not supported: reported by name, and its rules are enforced as DENY rules (istiod's
   behaviour for a CUSTOM policy whose provider is unusable), so a CUSTOM policy never silently allows.
-Gateways get the same filters. TCP ports (network RBAC filter) are not translated; a policy that applies to
-a TCP port is reported.
+* requestPrincipals and `request.auth.*` read the verified JWT payload (`envoy.filters.http.jwt_authn`
+  metadata `payload`, request_authn.py): iss AND sub for a principal, `aud` / `azp` / any (nested) claim with
+  istiod's string-or-list matcher.
+Gateways get the same filters. Inbound TCP chains get `envoy.filters.network.rbac` (stat prefix `tcp.`) from the
+same rules without their HTTP-only attributes (hosts, methods, paths, requestPrincipals, request.headers,
+request.auth.*): an ALLOW rule using one is dropped, a DENY/AUDIT rule loses it (istiod's checkError).
 """
 from __future__ import annotations
 
@@ -35,7 +39,10 @@ from control.mesh import MeshSnapshot, selector_labels
 from control.registry.model import Workload
 
 RBAC_HTTP = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+RBAC_NETWORK = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"
 FILTER_NAME = "envoy.filters.http.rbac"
+NETWORK_FILTER_NAME = "envoy.filters.network.rbac"
+TCP_STAT_PREFIX = "tcp."  # authz model RBACTCPFilterStatPrefix
 DRY_RUN = "istio.io/dry-run"
 SHADOW_ALLOW_PREFIX = "istio_dry_run_allow_"
 SHADOW_DENY_PREFIX = "istio_dry_run_deny_"
@@ -146,10 +153,79 @@ def _path(v: str) -> dict:
     return {"url_path": {"path": string_matcher(v)}}
 
 
-def _unsupported(what: str):
-    def gen(v: str) -> dict:
-        raise Unsupported(f"{what} is not supported by this control plane (no JWT authentication)")
-    return gen
+# ---------------------------------------------------------------- JWT attributes (istiod generator.go)
+# The verified payload is in dynamic metadata `envoy.filters.http.jwt_authn` under `payload` (request_authn.py).
+# istiod's "extended JWT" matchers: a claim may be a string or a list, so each value matcher is
+# or_match[list_match{one_of: V}, V] with V the OR of the values' string matchers.
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+JWT_PAYLOAD = "payload"
+MATCH_ANY = {"safe_regex": {"regex": ".+"}}
+
+
+class Extended:
+    """A generator that turns ALL values of a field into one principal (istiod's extendedPrincipal), and
+    that only HTTP can evaluate."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, values: list[str]) -> dict:
+        return self.fn(values)
+
+
+def _claim_string(claim: str, sm: dict) -> dict:
+    """MetadataStringMatcherForJWTClaim: payload.<claim> is this string."""
+    return {"metadata": {"filter": JWT_FILTER, "path": [{"key": JWT_PAYLOAD}, {"key": claim}],
+                         "value": {"string_match": sm}}}
+
+
+def _claims_any(claims: list[str], values: list[str]) -> dict:
+    """MetadataListValueMatcherForJWTClaims: payload.<claims...> is (or, as a list, holds) one of the values."""
+    one = {"or_match": {"value_matchers": [{"string_match": string_matcher(v)} for v in values]}}
+    return {"metadata": {"filter": JWT_FILTER, "path": [{"key": k} for k in [JWT_PAYLOAD, *claims]],
+                         "value": {"or_match": {"value_matchers": [{"list_match": {"one_of": one}}, one]}}}}
+
+
+def _one_or_many(items: list[dict]) -> dict:
+    return items[0] if len(items) == 1 else {"or_ids": {"ids": items}}
+
+
+def _request_principals(values: list[str]) -> dict:
+    """requestPrincipalGenerator: `iss/sub` split at the LAST `/` (issuers are URLs); `*` any, `*x`/`x*` forms."""
+    out = []
+    for value in values:
+        idx = value.rfind("/")
+        found = idx >= 0
+        iss, sub = (value[:idx], value[idx + 1:]) if found else (value, "")
+        if value == "*":
+            m_iss, m_sub = MATCH_ANY, MATCH_ANY
+        elif value.startswith("*"):
+            if found:
+                m_iss = MATCH_ANY if iss == "*" else {"suffix": iss[1:]}
+                m_sub = {"exact": sub}
+            else:
+                m_iss, m_sub = MATCH_ANY, {"suffix": value[1:]}
+        elif value.endswith("*"):
+            if found:
+                m_iss = {"exact": iss}
+                m_sub = MATCH_ANY if sub == "*" else {"prefix": sub[:-1]}
+            else:
+                m_iss, m_sub = {"prefix": value[:-1]}, MATCH_ANY
+        else:
+            m_iss, m_sub = {"exact": iss}, {"exact": sub}
+        out.append({"and_ids": {"ids": [_claim_string("iss", m_iss), _claim_string("sub", m_sub)]}})
+    return _one_or_many(out)
+
+
+def nested_claims(key: str) -> list[str]:
+    """`request.auth.claims[a][b]` -> ["a", "b"] (istiod extractNameInNestedBrackets)."""
+    rest = key[len("request.auth.claims"):]
+    if not rest.startswith("[") or not rest.endswith("]") or len(rest) < 3:
+        raise UnknownAttribute(f"invalid claim key {key!r}: want request.auth.claims[name] or [a][b]")
+    names = rest[1:-1].split("][")
+    if any(not n or "[" in n or "]" in n for n in names):
+        raise UnknownAttribute(f"invalid claim key {key!r}: want request.auth.claims[name] or [a][b]")
+    return names
 
 
 # ---------------------------------------------------------------- rule -> policy
@@ -166,7 +242,7 @@ TO_FIELDS = (
 def _from_fields(policy_ns: str) -> tuple:
     return (
         ("principals", "notPrincipals", _principal),
-        ("requestPrincipals", "notRequestPrincipals", _unsupported("requestPrincipals")),
+        ("requestPrincipals", "notRequestPrincipals", Extended(_request_principals)),
         ("namespaces", "notNamespaces", _namespace),
         ("serviceAccounts", "notServiceAccounts", lambda v: _service_account(policy_ns, v)),
         ("remoteIpBlocks", "notRemoteIpBlocks", lambda v: {"remote_ip": cidr(v)}),
@@ -193,17 +269,48 @@ def _when(key: str):
     if key.startswith("request.headers[") and key.endswith("]") and len(key) > len("request.headers[]"):
         name = key[len("request.headers["):-1]
         return "principal", lambda v: {"header": header_matcher(name, v)}
-    if key.startswith("request.auth.") or key.startswith("experimental.envoy.filters."):
-        return "principal", _unsupported(key)
+    if key == "request.auth.principal":
+        return "principal", Extended(_request_principals)
+    if key == "request.auth.audiences":
+        return "principal", Extended(lambda vs: _claims_any(["aud"], vs))
+    if key == "request.auth.presenter":
+        return "principal", Extended(lambda vs: _claims_any(["azp"], vs))
+    if key.startswith("request.auth.claims"):
+        claims = nested_claims(key)
+        return "principal", Extended(lambda vs: _claims_any(claims, vs))
+    if key.startswith("experimental.envoy.filters."):
+        return "principal", _unsupported_value(f"{key} (raw dynamic metadata)")
     raise UnknownAttribute(f"unknown attribute {key}")
 
 
-class _RuleBuilder:
-    """One rule's values -> Envoy matchers, with istiod's error handling for the action (`checkError`)."""
+def _unsupported_value(what: str):
+    def gen(v: str) -> dict:
+        raise Unsupported(f"{what} is not supported by this control plane")
+    return gen
 
-    def __init__(self, action: str, problems: list[str]):
+
+HTTP_ONLY_FROM = frozenset({"requestPrincipals", "notRequestPrincipals"})
+HTTP_ONLY_TO = frozenset({"hosts", "notHosts", "methods", "notMethods", "paths", "notPaths"})
+
+
+def _http_only_key(key: str) -> bool:
+    return key.startswith("request.headers[") or key.startswith("request.auth.")
+
+
+class _RuleBuilder:
+    """One rule's values -> Envoy matchers, with istiod's error handling for the action (`checkError`).
+    `for_tcp`: the rule is for a network RBAC filter, where HTTP-only attributes cannot be evaluated (istiod
+    generator.go: `"<key>" is HTTP only`): an ALLOW rule using one is dropped, a DENY/AUDIT rule loses it."""
+
+    def __init__(self, action: str, problems: list[str], for_tcp: bool = False):
         self.action = action
         self.problems = problems
+        self.for_tcp = for_tcp
+
+    def _error(self, e: Unsupported) -> None:
+        if self.action == "ALLOW":
+            raise e
+        self.problems.append(f"{e}; ignored in this {self.action} rule (the rule matches more)")
 
     def values(self, gen, values: Any) -> list[dict]:
         out = []
@@ -211,15 +318,23 @@ class _RuleBuilder:
             try:
                 out.append(gen(str(v)))
             except Unsupported as e:
-                if self.action == "ALLOW":
-                    raise
-                self.problems.append(f"{e}; ignored in this {self.action} rule (the rule matches more)")
+                self._error(e)
         return out
 
-    def field(self, gen, values: Any, not_values: Any, kind: str) -> list[dict]:
+    def field(self, gen, values: Any, not_values: Any, kind: str, key: str = "", http_only: bool = False) \
+            -> list[dict]:
         or_key, not_key, list_key = ("or_rules", "not_rule", "rules") if kind == "permission" \
             else ("or_ids", "not_id", "ids")
+        if self.for_tcp and http_only and (values or not_values):
+            self._error(Unsupported(f'"{key}" is HTTP only'))
+            return []
         out = []
+        if isinstance(gen, Extended):  # all values -> one principal (istiod extendedPrincipal)
+            if values:
+                out.append(gen([str(v) for v in values]))
+            if not_values:
+                out.append({not_key: gen([str(v) for v in not_values])})
+            return out
         pos = self.values(gen, values)
         if pos:
             out.append({or_key: {list_key: pos}})
@@ -229,23 +344,25 @@ class _RuleBuilder:
         return out
 
 
-def rule_policy(rule: Mapping[str, Any] | None, policy_ns: str, action: str, problems: list[str]) -> dict:
+def rule_policy(rule: Mapping[str, Any] | None, policy_ns: str, action: str, problems: list[str],
+                for_tcp: bool = False) -> dict:
     """One AuthorizationPolicy rule -> an envoy.config.rbac.v3.Policy dict. Raises Unsupported (ALLOW: the rule
     is dropped) or UnknownAttribute (any action: the rule is dropped)."""
     rule = rule or {}
-    b = _RuleBuilder(action, problems)
+    b = _RuleBuilder(action, problems, for_tcp)
     base_perm: list[dict] = []
     base_princ: list[dict] = []
     for cond in rule.get("when") or ():
-        side, gen = _when(str(cond.get("key", "")))
-        items = b.field(gen, cond.get("values"), cond.get("notValues"), side)
+        key = str(cond.get("key", ""))
+        side, gen = _when(key)
+        items = b.field(gen, cond.get("values"), cond.get("notValues"), side, key, _http_only_key(key))
         (base_perm if side == "permission" else base_princ).extend(items)
     principals = []
     for entry in rule.get("from") or ():
         src = entry.get("source") or {}
         ids: list[dict] = []
         for key, not_key, gen in _from_fields(policy_ns):
-            ids += b.field(gen, src.get(key), src.get(not_key), "principal")
+            ids += b.field(gen, src.get(key), src.get(not_key), "principal", key, key in HTTP_ONLY_FROM)
         principals.append({"and_ids": {"ids": ids + base_princ or [{"any": True}]}})
     if not principals:
         principals.append({"and_ids": {"ids": base_princ or [{"any": True}]}})
@@ -254,7 +371,7 @@ def rule_policy(rule: Mapping[str, Any] | None, policy_ns: str, action: str, pro
         op = entry.get("operation") or {}
         rules: list[dict] = []
         for key, not_key, gen in TO_FIELDS:
-            rules += b.field(gen, op.get(key), op.get(not_key), "permission")
+            rules += b.field(gen, op.get(key), op.get(not_key), "permission", key, key in HTTP_ONLY_TO)
         permissions.append({"and_rules": {"rules": rules + base_perm or [{"any": True}]}})
     if not permissions:
         permissions.append({"and_rules": {"rules": base_perm or [{"any": True}]}})
@@ -273,8 +390,9 @@ def _rbac(action: str, policies: dict) -> dict:
     return out
 
 
-def build_filters(policies: list[Resource], notes: Any = None) -> list[dict]:
-    """The RBAC HTTP filters for these policies, in istiod's order (AUDIT, DENY, ALLOW)."""
+def build_filters(policies: list[Resource], notes: Any = None, for_tcp: bool = False) -> list[dict]:
+    """The RBAC HTTP filters for these policies, in istiod's order (AUDIT, DENY, ALLOW); `for_tcp`: the
+    network RBAC filters of a TCP filter chain (HTTP-only attributes dropped, stat prefix `tcp.`)."""
     by_action: dict[str, list[tuple[Resource, str]]] = {}
     for pol in policies:
         action, suffix = action_of(pol), ""
@@ -306,7 +424,7 @@ def build_filters(policies: list[Resource], notes: Any = None) -> list[dict]:
                 name = policy_name(pol.namespace, pol.name, i) + suffix
                 problems: list[str] = []
                 try:
-                    target[name] = rule_policy(rule, pol.namespace, action, problems)
+                    target[name] = rule_policy(rule, pol.namespace, action, problems, for_tcp)
                 except (Unsupported, UnknownAttribute) as e:
                     _note(notes, pol, f"spec.rules[{i}]", f"skipped rule {name}: {e}")
                     continue
@@ -314,7 +432,7 @@ def build_filters(policies: list[Resource], notes: Any = None) -> list[dict]:
                     _note(notes, pol, f"spec.rules[{i}]", p)
             if not rules:
                 target[policy_name(pol.namespace, pol.name, 0) + suffix] = MATCH_NEVER
-        typed: dict = {"@type": RBAC_HTTP}
+        typed: dict = {"@type": RBAC_NETWORK if for_tcp else RBAC_HTTP}
         if enforced is not None:
             typed["rules"] = _rbac(rbac_action, enforced)
         if shadow is not None:
@@ -324,7 +442,9 @@ def build_filters(policies: list[Resource], notes: Any = None) -> list[dict]:
         prefix = {"ALLOW": SHADOW_ALLOW_PREFIX, "DENY": SHADOW_DENY_PREFIX}.get(shadow_action, "")
         if prefix:
             typed["shadow_rules_stat_prefix"] = prefix
-        filters.append({"name": FILTER_NAME, "typed_config": typed})
+        if for_tcp:
+            typed["stat_prefix"] = TCP_STAT_PREFIX
+        filters.append({"name": NETWORK_FILTER_NAME if for_tcp else FILTER_NAME, "typed_config": typed})
     return filters
 
 
@@ -347,8 +467,19 @@ def note_no_inbound(proxy: Any) -> None:
         proxy.notes.add(pol, "spec", "applies to this proxy, which serves no inbound port: nothing to enforce")
 
 
-def note_tcp_port(proxy: Any, port: int) -> None:
-    """A TCP inbound port gets no network RBAC filter here: say so for every policy that applies."""
-    for pol in policies_for(proxy.mesh, proxy.workload):
-        proxy.notes.add(pol, "spec", f"not enforced on TCP port {port}: the network RBAC filter "
-                                     "(envoy.filters.network.rbac) is not translated")
+def network_filters(proxy: Any, port: int) -> list[dict]:
+    """The network RBAC filters of an inbound TCP chain (before tcp_proxy, istiod's position). HTTP-only
+    attributes cannot be evaluated there: the notes say which rules were dropped or widened."""
+    notes = _PortNotes(proxy.notes, port)
+    return build_filters(policies_for(proxy.mesh, proxy.workload), notes, for_tcp=True)
+
+
+class _PortNotes:
+    """Notes about a TCP port's translation, saying which port."""
+
+    def __init__(self, notes: Any, port: int):
+        self.notes = notes
+        self.port = port
+
+    def add(self, pol: Resource, path: str, message: str) -> None:
+        self.notes.add(pol, path, f"TCP port {self.port}: {message}")

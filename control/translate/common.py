@@ -281,7 +281,7 @@ def make_proxy(mesh: MeshSnapshot, workload: Workload, kind: str = "sidecar", op
 
 
 # kinds whose translation belongs to a later issue, and which issue
-LATER_ISSUE_KINDS = {"RequestAuthentication": "security", "Telemetry": "telemetry"}
+LATER_ISSUE_KINDS = {"Telemetry": "telemetry"}
 
 
 def _note_later_issues(mesh: MeshSnapshot, workload: Workload, notes: Notes) -> None:

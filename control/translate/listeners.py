@@ -27,7 +27,8 @@ Sidecar (istiod listener_builder.go, adapted to ARCHITECTURE.md decision 5, expl
 Connection managers use RDS `{route_config_name, config_source: {ads: {}}}` unless `Options.inline_routes`.
 Settings istiod puts on every sidecar HCM: `use_remote_address` false (gateways: true), `stream_idle_timeout`
 0s, `normalize_path` true, websocket upgrades, HTTP/1.0 accepted; inbound and gateways send `server:
-istio-envoy`. HTTP filters: inbound RBAC from AuthorizationPolicy (authz.py), security contributors,
+istio-envoy`. HTTP filters: inbound jwt_authn from RequestAuthentication (request_authn.py), RBAC from
+AuthorizationPolicy (authz.py), security contributors,
 envoy.filters.http.fault, envoy.filters.http.cors, stats / rate-limit contributors, `istio.stats` (Istio's standard
 metrics, `istio_stats_filter`), envoy.filters.http.router.
 
@@ -51,7 +52,7 @@ from typing import Any, Mapping
 
 from control.istio.resources import Resource
 from control.registry.model import Protocol
-from control.translate import authn, authz, credentials
+from control.translate import authn, authz, credentials, request_authn
 from control.translate import tcp as l4
 from control.translate.clusters import InboundPort, inbound_ports
 from control.translate.common import (ADS, CORS, DOWNSTREAM_TLS, FAULT, HCM, INBOUND_PORT, LISTENER, OUTBOUND_PORT,
@@ -76,7 +77,8 @@ def istio_stats_filter(direction: str) -> dict:
 
 def http_filters(proxy: Proxy, direction: str) -> list[dict]:
     ext = proxy.options.extensions
-    out: list[dict] = authz.http_filters(proxy, direction)  # AuthorizationPolicy: RBAC filters (inbound)
+    out: list[dict] = request_authn.http_filters(proxy, direction)  # RequestAuthentication: jwt_authn (inbound)
+    out += authz.http_filters(proxy, direction)  # AuthorizationPolicy: RBAC filters, after jwt_authn as istiod
     for contribute in ext.http_filters_authn:
         out += contribute(proxy, direction)
     out.append({"name": "envoy.filters.http.fault", "typed_config": {"@type": FAULT}})
@@ -251,8 +253,7 @@ def inbound_filter_chains(proxy: Proxy, ip: InboundPort) -> list[dict]:
         rc = inbound_route_configuration(proxy, ip)
         filters = [http_connection_manager(proxy, "inbound", stat, rc["name"], {rc["name"]: rc}, inline=True)]
     else:
-        filters = [l4.tcp_proxy(proxy, ip.cluster)]
-        authz.note_tcp_port(proxy, ip.port)
+        filters = [*authz.network_filters(proxy, ip.port), l4.tcp_proxy(proxy, ip.cluster)]
     chains = []
     for match, terminates in inbound_chain_options(authn.effective_mtls(proxy.mesh, proxy.workload, ip.port), http):
         chain: dict = {"filter_chain_match": {"destination_port": ip.port, **match}, "filters": filters}

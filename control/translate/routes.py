@@ -43,6 +43,7 @@ from typing import Any, Mapping
 from control.istio.resources import Resource
 from control.mesh import MESH_GATEWAY, REGISTRY_ONLY, gateway_key, host_matches, hosts_intersect, resolve_host
 from control.registry.model import Service
+from control.translate import request_authn
 from control.translate.clusters import ClusterSpec
 from control.translate.common import (CORS_POLICY, FAULT, PASSTHROUGH_CLUSTER, PREVIOUS_HOSTS, PREVIOUS_PRIORITIES,
                                       ROUTE_CONFIGURATION, Notes, Proxy, cluster_name, config_metadata, duration,
@@ -116,16 +117,18 @@ def route_match(ctx: RouteContext, vs: Resource, path: str, m: Mapping[str, Any]
     if m.get("ignoreUriCase"):
         out["case_sensitive"] = False
     headers: list[dict] = []
-    for name, sm in (m.get("headers") or {}).items():
-        name = str(name).lower()
-        if name.startswith("@request.auth.claims"):
-            ctx.proxy.notes.add(vs, f"{path}.headers", "JWT claim matches are translated with security (later issue)")
-            continue
-        if name in ("uri", "scheme", "method", "authority"):
-            continue  # ignored by Istio
-        headers.append(header_matcher(name, sm))
-    for name, sm in (m.get("withoutHeaders") or {}).items():
-        headers.append(header_matcher(str(name).lower(), sm, invert=True))
+    claims: list[tuple[str, dict]] = []  # JWT claim routing: route dynamic_metadata (request_authn.py)
+    for key, invert in (("headers", False), ("withoutHeaders", True)):
+        for name, sm in (m.get(key) or {}).items():
+            name = str(name)
+            rc = request_authn.routing_claims(name)
+            if rc is not None:
+                claims.append((name, request_authn.claim_route_matcher(rc, string_match(sm), invert)))
+                continue
+            name = name.lower()
+            if not invert and name in ("uri", "scheme", "method", "authority"):
+                continue  # ignored by Istio
+            headers.append(header_matcher(name, sm, invert=invert))
     for key, pseudo in PSEUDO_MATCH_HEADERS.items():
         if m.get(key):
             headers.append(header_matcher(pseudo, m[key]))
@@ -139,12 +142,14 @@ def route_match(ctx: RouteContext, vs: Resource, path: str, m: Mapping[str, Any]
                       else {"name": str(name), "string_match": matcher})
     if params:
         out["query_parameters"] = params
+    if claims:
+        out["dynamic_metadata"] = [c for _, c in sorted(claims, key=lambda t: t[0])]
     return out
 
 
 def _is_catch_all(match: Mapping[str, Any]) -> bool:
     return match.get("prefix") == "/" and not match.get("headers") and not match.get("query_parameters") \
-        and match.get("case_sensitive", True)
+        and not match.get("dynamic_metadata") and match.get("case_sensitive", True)
 
 
 def _match_applies(ctx: RouteContext, vs: Resource, m: Mapping[str, Any]) -> bool:

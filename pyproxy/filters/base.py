@@ -1,7 +1,7 @@
 """The HTTP filter contract (Envoy: Http::StreamDecoderFilter), in its smallest useful form.
 
 A filter's config is parsed once per config snapshot (`<Name>Config`); a filter object is made per request
-(`<Name>Filter`) and sees the request headers in chain order (Envoy's order: rbac → jwt → fault → local
+(`<Name>Filter`) and sees the request headers in chain order (istiod's order: jwt_authn → rbac → fault → local
 rate limit → router). It answers CONTINUE, or STOP when it has answered the request itself
 (`stream.send_local_reply`) or will resume it later (`stream.continue_decoding()`, e.g. after a fault delay).
 The router is the terminal filter and is not part of this list (`pyproxy.filters.router`).

@@ -8,8 +8,9 @@ denial with Envoy's local reply: 403, body `RBAC: access denied`, details
 `rbac_access_denied_matched_policy[<policy id>|none]`.
 
 Stats (envoy common/rbac/utility.cc `generateStats`), under the connection manager's `http.<stat_prefix>.`:
-`rbac.<rules_stat_prefix>allowed|denied` and `rbac.<shadow_rules_stat_prefix>shadow_allowed|shadow_denied`
-(Istio sets `shadow_rules_stat_prefix: istio_dry_run_allow_` / `istio_dry_run_deny_`).
+`rbac.[<rules_stat_prefix>.]allowed|denied` and `rbac.[<shadow_rules_stat_prefix>.]shadow_allowed|shadow_denied`
+(Istio sets `shadow_rules_stat_prefix: istio_dry_run_allow_` / `istio_dry_run_deny_`; Envoy 1.40 joins a prefix
+with a `.`: `rbac.istio_dry_run_deny_.shadow_denied`, checked against Envoy).
 Dynamic metadata `envoy.filters.http.rbac`: `<prefix>shadow_engine_result` (`allowed`/`denied`),
 `<prefix>shadow_effective_policy_id`, `<prefix>enforced_engine_result`, `<prefix>enforced_effective_policy_id`;
 a LOG engine sets `envoy.common` `access_log_hint`.
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..config.model import RBAC
 from ..http.local_reply import LocalReply
 from .base import FilterFactory, FilterStatus, HttpFilter
-from .rbac_logic import PeerCertificate, RbacPolicySet, RbacRequest
+from .rbac_logic import PeerCertificate, RbacPolicySet, RbacRequest, stat_prefix_join
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..http.connection import ActiveStream
@@ -31,7 +32,7 @@ NAME = "envoy.filters.http.rbac"
 DENIED_BODY = "RBAC: access denied"
 
 
-def _split_address(address: str | None) -> tuple[str, int]:
+def split_address(address: str | None) -> tuple[str, int]:
     """"ip:port" / "[v6]:port" -> (ip, port); ("", 0) when unknown."""
     if not address or address == "-":
         return "", 0
@@ -60,7 +61,7 @@ def request_facts(stream: "ActiveStream") -> RbacRequest:
     if tls is not None and tls.peer_presented:
         peer = PeerCertificate(tls.peer_uri_sans, tls.peer_dns_sans, tls.peer_subject)
     direct = stream.conn.remote_ip if stream.conn.remote_ip != "-" else ""
-    local_ip, local_port = _split_address(info.downstream_local_address)
+    local_ip, local_port = split_address(info.downstream_local_address)
     cfg = stream.hcm.config
     return RbacRequest(
         method=stream.method, path=stream.path, authority=info.authority or "", headers=stream.headers,
@@ -80,10 +81,11 @@ class RbacFilterConfig:
         self.rules_prefix = cfg.rules_stat_prefix
         self.shadow_prefix = cfg.shadow_rules_stat_prefix
         st = stats.scope("rbac.")
-        self.allowed = st.counter(f"{self.rules_prefix}allowed")
-        self.denied = st.counter(f"{self.rules_prefix}denied")
-        self.shadow_allowed = st.counter(f"{self.shadow_prefix}shadow_allowed")
-        self.shadow_denied = st.counter(f"{self.shadow_prefix}shadow_denied")
+        rules, shadow = stat_prefix_join(self.rules_prefix), stat_prefix_join(self.shadow_prefix)
+        self.allowed = st.counter(f"{rules}allowed")
+        self.denied = st.counter(f"{rules}denied")
+        self.shadow_allowed = st.counter(f"{shadow}shadow_allowed")
+        self.shadow_denied = st.counter(f"{shadow}shadow_denied")
 
     def __repr__(self) -> str:
         return f"RbacFilterConfig(rules={self.policies.engine!r}, shadow={self.policies.shadow_engine!r})"

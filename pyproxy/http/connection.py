@@ -134,11 +134,8 @@ class ActiveStream:
         self._prepare_request_headers()
         if self.expect_continue:
             self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        # Envoy resolves the route before the filters run, so they can read per-route config
-        m = self.route_match = hcm.route_table.match(self.info.authority or "", self.path, self.headers,
-                                                     method=self.method, scheme=self.info.scheme, rng=hcm.rng)
-        if m is not None and m.action is not None:
-            self.cluster_name, self.cluster_weight = m.choose_cluster(self.headers, hcm.rng)
+        self.clear_route_cache()  # Envoy resolves the route before the filters run, so they can read per-route config
+        m = self.route_match
         if self.upgrade is not None and not codec.upgrade_allowed(
                 self.upgrade, hcm.config.upgrade_configs,
                 m.action.upgrade_configs if m is not None and m.action is not None else ()):
@@ -149,6 +146,17 @@ class ActiveStream:
         if hcm.filter_factories:
             self.filters = [factory() for factory in hcm.filter_factories]
         self.continue_decoding()
+
+    def clear_route_cache(self) -> None:
+        """Pick the route (and cluster): before the filters, and again when a filter changed what routing reads
+        (JWT claims in dynamic metadata; Envoy `clearRouteCache`). The router, made after the filters, uses it."""
+        hcm = self.hcm
+        m = self.route_match = hcm.route_table.match(self.info.authority or "", self.path, self.headers,
+                                                     method=self.method, scheme=self.info.scheme, rng=hcm.rng,
+                                                     metadata=self.info.dynamic_metadata)
+        self.cluster_name = self.cluster_weight = None
+        if m is not None and m.action is not None:
+            self.cluster_name, self.cluster_weight = m.choose_cluster(self.headers, hcm.rng)
 
     def continue_decoding(self) -> None:
         """Run the remaining filters; when all said CONTINUE, start the router and feed it the body so far."""

@@ -38,7 +38,7 @@ from __future__ import annotations
 import bisect
 import random
 import re
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import unquote
 
 from pyproxy.config.decode import ConfigError
@@ -85,10 +85,12 @@ class RequestView:
     """The facts a matcher reads about one request. Built once per `match()` call; the query string is parsed
     only if some matcher asks for it."""
 
-    __slots__ = ("headers", "authority", "path", "full_path", "method", "scheme", "_query", "_lower_path")
+    __slots__ = ("headers", "authority", "path", "full_path", "method", "scheme", "metadata", "_query", "_lower_path")
 
-    def __init__(self, headers: Headers, authority: str, full_path: str, method: str, scheme: str):
+    def __init__(self, headers: Headers, authority: str, full_path: str, method: str, scheme: str,
+                 metadata: Mapping[str, Any] | None = None):
         self.headers = headers
+        self.metadata = metadata  # the stream's dynamic metadata (route `dynamic_metadata` matchers read it)
         self.authority = authority
         self.full_path = full_path
         self.path = strip_query(full_path)
@@ -213,6 +215,62 @@ def _range_predicate(start: int, end: int) -> Callable[[str], bool]:
         if not body.isascii() or not body.isdigit():
             return False
         return start <= int(v) < end
+
+    return check
+
+
+def compile_value_matcher(v: Any, path: str = "") -> Callable[[Any], bool]:
+    """envoy.type.matcher.v3.ValueMatcher -> a predicate on a metadata value (a JSON-like Python value; None
+    when absent). `list_match` needs a list value with some element matching `one_of`; `or_match` any of."""
+    if v.string_match is not None:
+        sm = compile_string_matcher(v.string_match, f"{path}.string_match")
+        return lambda x: isinstance(x, str) and sm(x)
+    if v.bool_match is not None:
+        want = v.bool_match
+        return lambda x: isinstance(x, bool) and x == want
+    if v.list_match is not None:
+        one = compile_value_matcher(v.list_match.one_of, f"{path}.list_match.one_of")
+
+        def some_element(x: Any) -> bool:
+            if isinstance(x, (list, tuple)):
+                for e in x:
+                    if one(e):
+                        return True
+            return False
+
+        return some_element
+    if v.or_match is not None:
+        subs = tuple(compile_value_matcher(m, f"{path}.or_match.value_matchers[{i}]")
+                     for i, m in enumerate(v.or_match.value_matchers))
+        if len(subs) == 1:
+            return subs[0]
+
+        def any_matcher(x: Any) -> bool:  # loops, not generators: this runs per request per JWT condition
+            for sub in subs:
+                if sub(x):
+                    return True
+            return False
+
+        return any_matcher
+    present = bool(v.present_match)  # Envoy PresentMatcher: `present_match: false` never matches
+    return lambda x: present and x is not None
+
+
+def compile_metadata_matcher(m: Any, path: str = "") -> Callable[[Mapping[str, Any] | None], bool]:
+    """envoy.type.matcher.v3.MetadataMatcher -> a predicate on dynamic metadata (`{filter: {key: value}}`):
+    walk `filter` then the `path` keys, match the value, `invert` the answer (Envoy `Metadata::match`)."""
+    keys = tuple(seg.key for seg in m.path)
+    value_ok = compile_value_matcher(m.value, f"{path}.value")
+    name = m.filter
+
+    def check(metadata: Mapping[str, Any] | None) -> bool:
+        node: Any = metadata.get(name) if metadata else None
+        for key in keys:
+            if not isinstance(node, Mapping) or key not in node:
+                node = None
+                break
+            node = node[key]
+        return value_ok(node) != m.invert
 
     return check
 
@@ -702,6 +760,9 @@ class _CompiledRoute:
             checks.append(compile_header_matcher(hm, f"{path}.match.headers[{i}]"))
         for i, qm in enumerate(m.query_parameters):
             checks.append(_compile_query_matcher(qm, f"{path}.match.query_parameters[{i}]"))
+        for i, dm in enumerate(m.dynamic_metadata):
+            meta_ok = compile_metadata_matcher(dm, f"{path}.match.dynamic_metadata[{i}]")
+            checks.append(lambda req, ok=meta_ok: ok(req.metadata))
         self.checks = tuple(checks)
         fraction = None
         if m.runtime_fraction is not None and m.runtime_fraction.default_value is not None:
@@ -829,6 +890,7 @@ class RouteTable:
         scheme: str = "http",
         internal: bool = False,
         rng: random.Random | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> RouteMatchResult | None:
         """The first matching route of the selected virtual host, or None (⇒ 404 NR).
 
@@ -842,7 +904,7 @@ class RouteTable:
         if cvh.tls_redirect is not None and scheme != "https":
             if cvh.vh.require_tls == "ALL" or not internal:
                 return cvh.tls_redirect
-        req = RequestView(headers, authority, path, method, scheme)
+        req = RequestView(headers, authority, path, method, scheme, metadata)
         for route in cvh.routes:
             if route.matches(req, rng):
                 return route.result

@@ -1,7 +1,8 @@
 """The TCP proxy at run time: one `TcpProxySession` per downstream connection (Envoy: `TcpProxy::Filter`),
 built on a chain's `TcpProxyRuntime` (Envoy: `TcpProxy::Config`, parsed once).
 
-    connection_made   reading paused; pick the cluster (ClusterPicker; the SNI after an sni_cluster filter), ask
+    connection_made   network RBAC filters of the chain (pyproxy.tcp.rbac): denied -> closed, nothing proxied;
+                      reading paused; pick the cluster (ClusterPicker; the SNI after an sni_cluster filter), ask
                       its load balancer for a host
                       no cluster -> close, flag NC, `downstream_cx_no_route`
                       no host    -> close, flag UH, `cluster.<c>.upstream_cx_none_healthy`
@@ -40,6 +41,7 @@ from ..observe.stats import Stats
 from ..observe.stream_info import ResponseFlag, StreamInfo
 from ..upstream.connect import UpstreamTlsFailure, open_upstream, tune_upstream_socket
 from ..upstream.load_balancer import LbContext
+from .rbac import connection_facts, first_denial
 from ..upstream.outlier import OutlierResult
 from .logic import Action, ClusterPicker, ConnectAttempts, HalfClose, Side
 
@@ -50,9 +52,10 @@ class TcpProxyRuntime:
     """A chain's TcpProxy config ready to serve: cluster picker, timeouts, stats, access loggers."""
 
     def __init__(self, config: Any, clusters: Any, stats: Stats, rng: random.Random, access_logs: Any = None,
-                 sni_cluster: bool = False):
+                 sni_cluster: bool = False, rbac: tuple = ()):
         self.config = config
         self.sni_cluster = sni_cluster  # envoy.filters.network.sni_cluster before it: the SNI names the cluster
+        self.rbac = rbac  # the chain's network RBAC filters (pyproxy.tcp.rbac), decided before connecting
         self.clusters = clusters
         self.rng = rng
         self.picker = ClusterPicker(config)
@@ -166,6 +169,13 @@ class TcpProxySession(asyncio.Protocol):
         info.downstream_tls = self.tls
         self.listener.on_connection_open(self)
         self.runtime.cx_total.inc()
+        if self.runtime.rbac:
+            denial = first_denial(self.runtime.rbac, connection_facts(info, self.tls))
+            if denial is not None:  # envoy.filters.network.rbac: close, nothing proxied
+                info.connection_termination_details = denial.details
+                self.closing.closed(Side.DOWNSTREAM)
+                self.close()
+                return
         self._set_down_reading()
         self._task = self.loop.create_task(self._connect())
 

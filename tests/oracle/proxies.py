@@ -18,6 +18,7 @@ from tests.support.envoy import EnvoyProcess
 from tests.support.process import ProxyProcess
 from tests.support.proxy import bootstrap
 
+from . import jwt_group
 from .harness import (READ_TIMEOUT, CapturingUpstream, Case, LogCursor, Observation, exchange,
                       lines_before_mark, mark, read_json_lines)
 
@@ -31,6 +32,7 @@ GROUPS: dict[str, dict[str, Any]] = {
     "underscore-drop": {"common_http_protocol_options": {"headers_with_underscores_action": "DROP_HEADER"}},
     "underscore-reject": {"common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"}},
     "websocket": {"upgrade_configs": [{"upgrade_type": "websocket"}]},
+    "jwt": jwt_group.HCM,  # envoy.filters.http.jwt_authn as istiod emits it (tests/oracle/jwt_group.py)
     "early": {},  # its own pair: a half-sent request must not leave a poisoned connection for other cases
     **{f"escaped-{action.lower()}": {"normalize_path": True, "path_with_escaped_slashes_action": action}
        for action in ("KEEP_UNCHANGED", "REJECT_REQUEST", "UNESCAPE_AND_REDIRECT", "UNESCAPE_AND_FORWARD")},

@@ -81,6 +81,11 @@ def test_custom_is_reported_and_enforced_as_deny():
     assert any("CUSTOM authorization (provider 'opa'" in n for n in notes)
 
 
+def _jwt_claim(claim, sm):
+    return {"metadata": {"filter": "envoy.filters.http.jwt_authn", "path": [{"key": "payload"}, {"key": claim}],
+                         "value": {"string_match": sm}}}
+
+
 RULES = [
     ("principal + namespace", {"from": [{"source": {"principals": ["cluster.local/ns/a/sa/b"], "notNamespaces": ["x"]}}]},
      "ALLOW", {"permissions": ANY["permissions"], "principals": [{"and_ids": {"ids": [
@@ -95,7 +100,14 @@ RULES = [
          {"or_rules": {"rules": [{"destination_port": 80}]}},
          {"or_rules": {"rules": [{"requested_server_name": {"suffix": ".x"}}]}}]}}],
          "principals": ANY["principals"]}),
-    ("requestPrincipals ignored in DENY", {"from": [{"source": {"requestPrincipals": ["*"]}}]}, "DENY", ANY),
+    ("requestPrincipals: iss AND sub from the jwt_authn payload", {"from": [{"source": {
+        "requestPrincipals": ["https://iss.example/alice"]}}]}, "ALLOW",
+     {"permissions": ANY["permissions"], "principals": [{"and_ids": {"ids": [{"and_ids": {"ids": [
+         _jwt_claim("iss", {"exact": "https://iss.example"}), _jwt_claim("sub", {"exact": "alice"})]}}]}}]}),
+    ("requestPrincipals *: any verified token", {"from": [{"source": {"notRequestPrincipals": ["*"]}}]}, "DENY",
+     {"permissions": ANY["permissions"], "principals": [{"and_ids": {"ids": [{"not_id": {"and_ids": {"ids": [
+         _jwt_claim("iss", {"safe_regex": {"regex": ".+"}}),
+         _jwt_claim("sub", {"safe_regex": {"regex": ".+"}})]}}}]}}]}),
 ]
 
 
@@ -108,3 +120,60 @@ def test_untranslatable_value_drops_the_allow_rule():
     (f,), notes = _filters(_pol("p", "{rules: [{from: [{source: {ipBlocks: ['not-an-ip']}}]}, {}]}"))
     assert sorted(f["typed_config"]["rules"]["policies"]) == ["ns[foo]-policy[p]-rule[1]"]
     assert any("skipped rule ns[foo]-policy[p]-rule[0]: invalid IP address or CIDR 'not-an-ip'" in n for n in notes)
+
+
+PRINCIPAL_FORMS = [  # istiod requestPrincipalGenerator: split at the LAST "/"
+    ("*", ".+", ".+"), ("iss/*", "exact:iss", ".+"), ("*/sub", ".+", "exact:sub"),
+    ("https://a.b/c/d", "exact:https://a.b/c", "exact:d"), ("*.b/d", "suffix:.b", "exact:d"),
+    ("iss/pre*", "exact:iss", "prefix:pre"), ("nosub*", "prefix:nosub", ".+"), ("*tail", ".+", "suffix:tail"),
+]
+
+
+@pytest.mark.parametrize("value,iss,sub", PRINCIPAL_FORMS, ids=[f[0] for f in PRINCIPAL_FORMS])
+def test_request_principal_forms(value, iss, sub):
+    def sm(form):
+        kind, _, v = form.partition(":")
+        return {"safe_regex": {"regex": ".+"}} if form == ".+" else {kind: v}
+    p = rule_policy({"from": [{"source": {"requestPrincipals": [value]}}]}, "foo", "ALLOW", [])
+    assert p["principals"][0]["and_ids"]["ids"][0] == {"and_ids": {"ids": [_jwt_claim("iss", sm(iss)),
+                                                                            _jwt_claim("sub", sm(sub))]}}
+
+
+def test_nested_claim_condition_reads_the_payload_path():
+    p = rule_policy({"when": [{"key": "request.auth.claims[team][name]", "values": ["blue"]}]}, "foo", "ALLOW", [])
+    m = p["principals"][0]["and_ids"]["ids"][0]["metadata"]
+    assert [s["key"] for s in m["path"]] == ["payload", "team", "name"]
+    one = {"or_match": {"value_matchers": [{"string_match": {"exact": "blue"}}]}}
+    assert m["value"] == {"or_match": {"value_matchers": [{"list_match": {"one_of": one}}, one]}}
+
+
+@pytest.mark.parametrize("key", ["request.auth.claims", "request.auth.claims[]", "request.auth.claims[a]x"])
+def test_bad_claim_keys_skip_the_rule(key):
+    with pytest.raises(ValueError, match="invalid claim key"):
+        rule_policy({"when": [{"key": key, "values": ["v"]}]}, "foo", "DENY", [])
+
+
+TCP_RULES = [  # istiod on a TCP chain: ALLOW rule with an HTTP-only field dropped; DENY loses the field
+    ("ALLOW with methods dropped", {"to": [{"operation": {"methods": ["GET"]}}]}, "ALLOW", None),
+    ("ALLOW with requestPrincipals dropped", {"from": [{"source": {"requestPrincipals": ["*"]}}]}, "ALLOW", None),
+    ("ALLOW with a header condition dropped", {"when": [{"key": "request.headers[x]", "values": ["1"]}]}, "ALLOW",
+     None),
+    ("DENY methods+ports keeps the port", {"to": [{"operation": {"methods": ["POST"], "ports": ["8080"]}}]}, "DENY",
+     {"permissions": [{"and_rules": {"rules": [{"or_rules": {"rules": [{"destination_port": 8080}]}}]}}],
+      "principals": ANY["principals"]}),
+    ("DENY paths only: denies everything", {"to": [{"operation": {"paths": ["/admin"]}}]}, "DENY", ANY),
+    ("ALLOW principals stays", {"from": [{"source": {"principals": ["cluster.local/ns/a/sa/b"]}}]}, "ALLOW",
+     {"permissions": ANY["permissions"], "principals": [{"and_ids": {"ids": [{"or_ids": {"ids": [
+         {"authenticated": {"principal_name": {"exact": "spiffe://cluster.local/ns/a/sa/b"}}}]}}]}}]}),
+]
+
+
+@pytest.mark.parametrize("name,rule,action,expected", TCP_RULES, ids=[r[0] for r in TCP_RULES])
+def test_rule_policy_for_tcp(name, rule, action, expected):
+    problems: list[str] = []
+    if expected is None:
+        with pytest.raises(ValueError, match="is HTTP only"):
+            rule_policy(rule, "foo", action, problems, for_tcp=True)
+        return
+    assert rule_policy(rule, "foo", action, problems, for_tcp=True) == expected
+    assert all("is HTTP only; ignored in this DENY rule" in p for p in problems)

@@ -72,6 +72,19 @@ def test_known_http_filter_by_name_or_by_type_is_accepted():
 
 
 def test_unknown_http_filter_is_rejected_by_name_unless_optional():
-    with pytest.raises(ConfigRejected, match=r"HTTP filter 'envoy.filters.http.jwt_authn' is not supported"):
-        validate_snapshot([_with_filters({"name": "envoy.filters.http.jwt_authn"})], [cluster()])
-    validate_snapshot([_with_filters({"name": "envoy.filters.http.jwt_authn", "is_optional": True})], [cluster()])
+    with pytest.raises(ConfigRejected, match=r"HTTP filter 'envoy.filters.http.ext_authz' is not supported"):
+        validate_snapshot([_with_filters({"name": "envoy.filters.http.ext_authz"})], [cluster()])
+    validate_snapshot([_with_filters({"name": "envoy.filters.http.ext_authz", "is_optional": True})], [cluster()])
+
+
+def test_jwt_requirement_naming_no_provider_is_rejected_with_its_place():
+    jwt = {"name": "envoy.filters.http.jwt_authn", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": {"a": {"issuer": "i", "local_jwks": {"inline_string": '{"keys": []}'}}},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [
+            {"provider_name": "a"}, {"provider_name": "zz"}]}}}]}}
+    with pytest.raises(ConfigRejected, match=r"listener 'l' filter_chains\[0\]: envoy.filters.http.jwt_authn: "
+                                             r"rules\[0\].requires.requires_any\[1\]: unknown provider 'zz'"):
+        validate_snapshot([_with_filters(jwt)], [cluster()])
+    jwt["typed_config"]["rules"][0]["requires"] = {"provider_name": "a"}
+    validate_snapshot([_with_filters(jwt)], [cluster()])

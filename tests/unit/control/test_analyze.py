@@ -258,3 +258,80 @@ def test_pym0007_merged_destination_rules_that_lose_something(second, expected_p
              if f.code == "PYM0007"]
     assert [f.path for f in found] == expected_paths
     assert all(f.resource == "DestinationRule default/second" for f in found)
+
+
+CLAIM_VS = vs("""
+    hosts: [shop.example.com]
+    gateways: [gw]
+    http:
+    - match: [{headers: {"@request.auth.claims.groups": {exact: admin}}}]
+      route: [{destination: {host: reviews, subset: v1}}]
+    - route: [{destination: {host: reviews, subset: v1}}]
+    """)
+
+
+def _ra(namespace: str, selector: str = "") -> str:
+    sel = f"  selector: {{matchLabels: {{{selector}}}}}\n" if selector else ""
+    return (f"apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: ra, namespace: "
+            f"{namespace}}}\nspec:\n{sel}  jwtRules: [{{issuer: iss, jwksUri: 'https://k.example/jwks'}}]\n")
+
+
+def test_ist0149_claim_routing_without_request_authentication():
+    (f,) = run(CLAIM_VS)
+    assert (f.code, f.resource) == ("IST0149", "VirtualService default/vs")
+    assert f.message == ("The virtual service uses the JWT claim based routing (key: @request.auth.claims.groups) "
+                         "but found no request authentication for the gateway (default/gw) pod (gw). The request "
+                         "authentication must first be applied for the gateway pods to validate the JWT token and "
+                         "make the claims available for routing.")
+
+
+@pytest.mark.parametrize("ra, fires", [
+    (_ra("istio-system", "istio: ingressgateway"), False),  # root namespace, selector matching the pod
+    (_ra("istio-system"), False),  # mesh-wide
+    (_ra("istio-system", "istio: egressgateway"), True),  # selects other pods
+    (_ra("default"), True),  # another namespace than the gateway pod's
+])
+def test_ist0149_request_authentication_scope(ra, fires):
+    assert [c for c in codes(run(CLAIM_VS + "---\n" + ra)) if c == "IST0149"] == (["IST0149"] if fires else [])
+
+
+TCP_SVC = """
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec:
+  selector: {app: db}
+  ports: [{name: tcp-pg, port: 5432}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: db}
+spec:
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: d, image: d}]}
+"""
+
+
+def _ap(rules: str, action: str = "ALLOW", app: str = "db") -> str:
+    return doc("AuthorizationPolicy", "ap", f"selector: {{matchLabels: {{app: {app}}}}}\naction: {action}\n"
+                                            f"rules: {rules}\n", api="security.istio.io/v1")
+
+
+@pytest.mark.parametrize("rules, action, app, expected", [
+    ("[{to: [{operation: {methods: [GET]}}]}]", "ALLOW", "db",
+     "rule 0 uses HTTP-only attributes (methods) but applies only to TCP ports (5432): the ALLOW rule is dropped "
+     "there"),
+    ("[{from: [{source: {requestPrincipals: ['*']}}], to: [{operation: {ports: ['5432']}}]}]", "DENY", "db",
+     "rule 0 uses HTTP-only attributes (requestPrincipals) but applies only to TCP ports (5432): the DENY rule "
+     "ignores them there and matches more"),
+    ("[{when: [{key: 'request.auth.claims[groups]', values: [a]}]}]", "ALLOW", "db",
+     "rule 0 uses HTTP-only attributes (request.auth.claims[groups]) but applies only to TCP ports (5432): the "
+     "ALLOW rule is dropped there"),
+    ("[{to: [{operation: {methods: [GET]}}]}]", "ALLOW", "reviews", None),  # an HTTP port: effective
+    ("[{to: [{operation: {ports: ['5432']}}]}]", "ALLOW", "db", None),  # nothing HTTP-only
+])
+def test_ist0167_http_only_attributes_on_tcp_ports(rules, action, app, expected):
+    found = [f for f in run(TCP_SVC + "---\n" + _ap(rules, action, app)) if f.code == "IST0167"]
+    assert [f.message for f in found] == ([f"The policy has no impact: {expected}."] if expected else [])

@@ -16,7 +16,7 @@ def test_rows_from_the_translated_policies_in_evaluation_order():
     rows = authz.authz_rows(listeners)
     assert rows[0] == ["AUDIT", "audit-posts.default", "1"]
     assert ["DENY", "deny-untrusted.istio-system", "1"] in rows and ["DENY", "deny-admin.default", "2"] in rows
-    assert ["ALLOW", "app-full.default", "2"] in rows
+    assert ["ALLOW", "app-full.default", "3"] in rows  # 4 rules; the one with an unknown `when` key is skipped
     assert ["ALLOW (dry-run)", "dry-allow.default", "1"] in rows
     # evaluation order: AUDIT, then DENY, then ALLOW (istiod's filter order)
     actions = [r[0] for r in rows]

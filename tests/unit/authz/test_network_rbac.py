@@ -1,0 +1,58 @@
+"""envoy.filters.network.rbac's shell without sockets: connection facts -> the engines -> Envoy's stat names.
+The names were read from Envoy 1.40's /stats with the same config (`tcp.rbac.denied`,
+`tcp.rbac.istio_dry_run_allow_.shadow_denied`; HTTP: `rbac.istio_dry_run_deny_.shadow_denied`)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from pyproxy.config.decode import decode
+from pyproxy.config.model import RBAC, NetworkRBAC
+from pyproxy.filters.rbac import RbacFilterConfig
+from pyproxy.observe.stats import Stats
+from pyproxy.tcp.rbac import NetworkRbacConfig, connection_facts, first_denial
+
+ALLOW_API = {"action": "ALLOW", "policies": {"api": {
+    "permissions": [{"destination_port": 5432}],
+    "principals": [{"authenticated": {"principal_name": {"exact": "spiffe://cluster.local/ns/default/sa/api"}}}]}}}
+DENY_ALL = {"action": "DENY", "policies": {"all": {"permissions": [{"any": True}], "principals": [{"any": True}]}}}
+
+
+def _tls(uri: str | None):
+    if uri is None:
+        return None
+    return SimpleNamespace(peer_presented=True, peer_uri_sans=(uri,), peer_dns_sans=(), peer_subject="",
+                           server_name="db")
+
+
+def _info(port: int = 5432):
+    return SimpleNamespace(downstream_remote_address="10.0.0.7:41000",
+                           downstream_local_address=f"10.0.0.9:{port}", requested_server_name=None)
+
+
+def _counters(stats: Stats) -> dict[str, int]:
+    return {c.name: c.value for c in stats.counters() if c.value}
+
+
+def test_network_rbac_decides_on_peer_and_port_with_envoys_stat_names():
+    stats = Stats()
+    cfg = NetworkRbacConfig(decode(NetworkRBAC, {"rules": ALLOW_API, "shadow_rules": DENY_ALL, "stat_prefix": "tcp.",
+                                                 "shadow_rules_stat_prefix": "istio_dry_run_allow_"}), stats)
+    rows = [("spiffe://cluster.local/ns/default/sa/api", 5432, True),
+            ("spiffe://cluster.local/ns/default/sa/web", 5432, False),
+            ("spiffe://cluster.local/ns/default/sa/api", 6379, False),
+            (None, 5432, False)]
+    for uri, port, allowed in rows:
+        denial = first_denial((cfg,), connection_facts(_info(port), _tls(uri)))
+        assert (denial is None) == allowed
+        if denial is not None:
+            assert denial.details == "rbac_access_denied_matched_policy[none]"
+    assert _counters(stats) == {"tcp.rbac.allowed": 1, "tcp.rbac.denied": 3,
+                                "tcp.rbac.istio_dry_run_allow_.shadow_denied": 4}
+
+
+def test_http_rbac_shadow_stats_are_joined_with_a_dot():
+    stats = Stats()
+    RbacFilterConfig(decode(RBAC, {"shadow_rules": DENY_ALL, "shadow_rules_stat_prefix": "istio_dry_run_deny_"}),
+                     stats.scope("http.x."))
+    names = {c.name for c in stats.counters()}
+    assert {"http.x.rbac.istio_dry_run_deny_.shadow_denied", "http.x.rbac.allowed"} <= names

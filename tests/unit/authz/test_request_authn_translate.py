@@ -1,0 +1,71 @@
+"""control.translate.request_authn: RequestAuthentication -> jwt_authn as istiod's convertToEnvoyJwtConfig."""
+from __future__ import annotations
+
+import pytest
+
+from control.istio.load import load_text
+from control.translate.request_authn import build_filter, claim_route_matcher, jwks_cluster, routing_claims
+
+
+class Notes(list):
+    def add(self, pol, path, message):
+        self.append(f"{pol.name}: {path}: {message}")
+
+
+def _ra(rules: str, name: str = "ra") -> list:
+    text = (f"apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: {name}, "
+            f"namespace: default}}\nspec:\n  jwtRules: {rules}\n")
+    return [r for r in load_text(text, "ra.yaml").resources]
+
+
+def test_one_provider_is_provider_or_allow_missing():
+    notes = Notes()
+    f = build_filter(_ra("[{issuer: iss, jwksUri: 'https://keys.example/jwks', timeout: 2s}]"), notes)
+    cfg = f["typed_config"]
+    assert cfg["rules"] == [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [
+        {"provider_name": "origins-0"}, {"allow_missing": {}}]}}}]
+    p = cfg["providers"]["origins-0"]
+    assert p["remote_jwks"] == {"http_uri": {"uri": "https://keys.example/jwks", "timeout": "2s",
+                                             "cluster": "outbound|443||keys.example"}, "cache_duration": "300s"}
+    assert (p["payload_in_metadata"], cfg["bypass_cors_preflight"], notes) == ("payload", True, [])
+    assert "forward" not in p and "clear_route_cache" not in p
+
+
+def test_rules_of_several_policies_are_sorted_by_issuer():
+    pols = _ra("[{issuer: zeta, jwks: '{}'}]", "a") + _ra("[{issuer: alpha, jwks: '{}'}]", "b")
+    providers = build_filter(pols, Notes())["typed_config"]["providers"]
+    assert [(n, p["issuer"]) for n, p in providers.items()] == [("origins-0", "alpha"), ("origins-1", "zeta")]
+
+
+def test_no_keys_at_all_is_noted_and_fails_closed():
+    notes = Notes()
+    p = build_filter(_ra("[{issuer: iss}]"), notes)["typed_config"]["providers"]["origins-0"]
+    assert p["local_jwks"] == {"inline_string": '{"keys":[]}'}
+    assert notes == ["ra: spec.jwtRules[0]: neither jwks nor jwksUri: OpenID discovery of the issuer's keys is not "
+                     "done by this control plane; its tokens are rejected"]
+
+
+def test_no_rules_no_filter():
+    assert build_filter(_ra("[]"), Notes()) is None
+
+
+@pytest.mark.parametrize("uri, cluster", [("http://k.example/jwks", "outbound|80||k.example"),
+                                          ("https://k.example:8443/x", "outbound|8443||k.example")])
+def test_jwks_cluster(uri, cluster):
+    assert jwks_cluster(uri) == cluster
+
+
+@pytest.mark.parametrize("header, claims", [
+    ("@request.auth.claims.groups", ["groups"]), ("@request.auth.claims.a.b", ["a", "b"]),
+    ("@request.auth.claims[a][b]", ["a", "b"]), ("@request.auth.claims", None), ("@request.auth.claims.", None),
+    ("x-user", None), ("@request.auth.claimsx", None),
+])
+def test_routing_claims(header, claims):
+    assert routing_claims(header) == claims
+
+
+def test_claim_route_matcher_is_string_or_list():
+    m = claim_route_matcher(["groups"], {"exact": "admin"}, invert=True)
+    one = {"string_match": {"exact": "admin"}}
+    assert m == {"filter": "envoy.filters.http.jwt_authn", "path": [{"key": "payload"}, {"key": "groups"}],
+                 "value": {"or_match": {"value_matchers": [{"list_match": {"one_of": one}}, one]}}, "invert": True}
