@@ -1,0 +1,325 @@
+"""Istio's own analyzer and validation test data, as this project's measuring table.
+
+Two corpora, both copied from istio/istio (Apache-2.0, attribution in each file's header) under `testdata/`:
+
+* `ANALYZER_CASES`: the rows of Istio's `pkg/config/analysis/analyzers/analyzers_test.go` testGrid whose
+  analyzer can emit a code this project claims (`CLAIMED`). Istio runs one analyzer per row and compares
+  (message type, origin) as a multiset; `meshctl analyze` runs all of its analyzers at once, so each finding
+  is attributed to the Istio analyzer that would have produced it (`istio_analyzer`) and only those of the
+  row's analyzer are compared. The expected findings are written here from Istio's table.
+* `crd_documents()`: every document of `pkg/config/validation/testdata/crds/*-{valid,invalid}.yaml` (the
+  CRD schema/CEL corpus), judged as `meshctl validate` judges it (an Error finding = invalid).
+
+Pure apart from reading the files under `testdata/`; `scripts/istio_agreement.py` prints the figures and
+`test_istio_agreement.py` turns every row into a test.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import yaml
+
+from control.analyze import analyze
+from control.istio.load import load_text
+from control.istio.messages import Finding, Level
+
+TESTDATA = Path(__file__).parent / "testdata"
+
+# Istio codes `meshctl analyze` claims to produce as Istio does (control/istio/messages.py).
+CLAIMED = frozenset({"IST0101", "IST0109", "IST0127", "IST0128", "IST0129", "IST0130", "IST0131", "IST0132",
+                     "IST0138", "IST0145", "IST0161", "IST0173", "IST0174"})
+
+# Istio analyzer -> the codes it can emit (its Metadata and the messages its code reports).
+ANALYZER_CODES: dict[str, frozenset[str]] = {
+    "gateway.IngressGatewayPortAnalyzer": frozenset({"IST0101", "IST0162"}),
+    "gateway.SecretAnalyzer": frozenset({"IST0101", "IST0161"}),
+    "gateway.ConflictingGatewayAnalyzer": frozenset({"IST0145"}),
+    "gateway.CertificateAnalyzer": frozenset({"IST0138"}),
+    "sidecar.SelectorAnalyzer": frozenset({"IST0101", "IST0110"}),
+    "telemetry.SelectorAnalyzer": frozenset({"IST0101", "IST0159"}),
+    "virtualservice.ConflictingMeshGatewayHostsAnalyzer": frozenset({"IST0109"}),
+    "virtualservice.DestinationHostAnalyzer": frozenset({"IST0101", "IST0112", "IST0140"}),
+    "virtualservice.DestinationRuleAnalyzer": frozenset({"IST0101"}),
+    "virtualservice.GatewayAnalyzer": frozenset({"IST0101", "IST0132", "IST0165"}),
+    "authz.AuthorizationPoliciesAnalyzer": frozenset({"IST0101", "IST0127"}),
+    "destinationrule.CaCertificateAnalyzer": frozenset({"IST0128", "IST0129"}),
+    "destinationrule.PodNotSelectedAnalyzer": frozenset({"IST0173", "IST0174"}),
+    "schema.ValidationAnalyzer.VirtualService": frozenset({"IST0106", "IST0130", "IST0131"}),
+}
+
+
+def istio_analyzer(f: Finding) -> str:
+    """The Istio analyzer that reports what this finding reports (by code, kind and field), or "" if none."""
+    kind = f.resource.split(" ", 1)[0]
+    if f.code == "IST0101":
+        if kind == "Gateway":
+            return "gateway.SecretAnalyzer" if "credentialName" in f.path else "gateway.IngressGatewayPortAnalyzer"
+        if kind == "VirtualService":
+            if f.path.startswith("spec.gateways"):
+                return "virtualservice.GatewayAnalyzer"
+            if f.path.endswith(".subset"):
+                return "virtualservice.DestinationRuleAnalyzer"
+            return "virtualservice.DestinationHostAnalyzer"
+    if f.code in ("IST0101", "IST0127", "IST0110", "IST0159"):
+        return {"Sidecar": "sidecar.SelectorAnalyzer", "Telemetry": "telemetry.SelectorAnalyzer",
+                "AuthorizationPolicy": "authz.AuthorizationPoliciesAnalyzer"}.get(kind, "")
+    if f.code in ("IST0130", "IST0131") or (f.code == "IST0106" and kind == "VirtualService"):
+        return "schema.ValidationAnalyzer.VirtualService"
+    for name, codes in ANALYZER_CODES.items():
+        if f.code in codes and len([n for n, c in ANALYZER_CODES.items() if f.code in c]) == 1:
+            return name
+    return ""
+
+
+@dataclass(frozen=True)
+class AnalyzerCase:
+    """One row of Istio's testGrid: input files, the analyzer, the (code, origin) findings it expects.
+    An origin without a namespace is a resource whose YAML names none ("default" here, as kubectl)."""
+
+    name: str
+    files: tuple[str, ...]
+    analyzer: str
+    expected: tuple[tuple[str, str], ...] = ()
+    # a known disagreement with Istio: why (the row is a strict xfail in the tests)
+    known_difference: str = ""
+
+    @property
+    def codes(self) -> frozenset[str]:
+        return ANALYZER_CODES[self.analyzer] & CLAIMED
+
+
+def _c(name: str, files: str | Sequence[str], analyzer: str, *expected: tuple[str, str], known: str = "") \
+        -> AnalyzerCase:
+    files = (files,) if isinstance(files, str) else tuple(files)
+    return AnalyzerCase(name, files, analyzer, tuple(expected), known)
+
+
+IGP, SEC, CGW, CRT = ("gateway.IngressGatewayPortAnalyzer", "gateway.SecretAnalyzer",
+                      "gateway.ConflictingGatewayAnalyzer", "gateway.CertificateAnalyzer")
+VSH, VSR, VSG, VSC = ("virtualservice.DestinationHostAnalyzer", "virtualservice.DestinationRuleAnalyzer",
+                      "virtualservice.GatewayAnalyzer", "virtualservice.ConflictingMeshGatewayHostsAnalyzer")
+CAC, PNS = "destinationrule.CaCertificateAnalyzer", "destinationrule.PodNotSelectedAnalyzer"
+
+ANALYZER_CASES: tuple[AnalyzerCase, ...] = (
+    _c("gatewayNoWorkload", "gateway-no-workload", IGP, ("IST0101", "Gateway httpbin-gateway")),
+    _c("gatewayBadPort", "gateway-no-port", IGP),  # IST0162 only (not claimed): no IST0101
+    _c("gatewayCorrectPort", "gateway-correct-port", IGP),
+    _c("gatewayCustomIngressGateway", "gateway-custom-ingressgateway", IGP),
+    _c("gatewayCustomIngressGatewayBadPort", "gateway-custom-ingressgateway-badport", IGP),
+    _c("gatewayCustomIngressGatewayBadPortWithoutTarget", "gateway-custom-ingressgateway-badport-notarget", IGP),
+    _c("gatewayCustomIngressGatewayTranslation", "gateway-custom-ingressgateway-translation", IGP),
+    _c("gatewayServiceMatchPod", "gateway-custom-ingressgateway-svcselector", IGP),
+    _c("gatewaySecret", "gateway-secrets", SEC,
+       ("IST0101", "Gateway defaultgateway-bogusCredentialName"),
+       ("IST0101", "Gateway customgateway-wrongnamespace"),
+       ("IST0101", "Gateway bogusgateway")),
+    _c("gatewaySecretValidations", "gateway-secrets-validation", SEC,
+       ("IST0161", "Gateway defaultgateway-invalid-keys"), ("IST0161", "Gateway defaultgateway-missing-keys"),
+       ("IST0161", "Gateway defaultgateway-invalid-cert"), ("IST0161", "Gateway defaultgateway-expired")),
+    _c("conflicting gateways detect", "conflicting-gateways", CGW,
+       ("IST0145", "Gateway alpha"), ("IST0145", "Gateway beta")),
+    _c("gateways with different port are non-conflicting", "gateway-different-port", CGW),
+    _c("conflicting gateways with multiple port declarations", "conflicting-gateways-multiple-ports", CGW,
+       ("IST0145", "Gateway alpha"), ("IST0145", "Gateway beta")),
+    _c("conflicting gateways detect by sub selector", "conflicting-gateways-subSelector", CGW,
+       ("IST0145", "Gateway alpha"), ("IST0145", "Gateway beta")),
+    _c("conflicting gateways detect: no port", "conflicting-gateways-invalid-port", CGW),
+    _c("Analyze conflicting gateway with list type", "analyze-list-type", CGW,
+       ("IST0145", "Gateway alpha"), ("IST0145", "Gateway alpha-l"), ("IST0145", "Gateway beta-l")),
+    _c("sidecarSelector", "sidecar-selector", "sidecar.SelectorAnalyzer",
+       ("IST0101", "Sidecar default/maps-to-nonexistent"), ("IST0101", "Sidecar other/maps-to-different-ns")),
+    _c("telemetrySelector", "telemetry-selector", "telemetry.SelectorAnalyzer",
+       ("IST0101", "Telemetry default/maps-to-nonexistent"), ("IST0101", "Telemetry other/maps-to-different-ns")),
+    _c("virtualServiceConflictingMeshGatewayHosts", "virtualservice_conflictingmeshgatewayhosts", VSC,
+       ("IST0109", "VirtualService team3/ratings"), ("IST0109", "VirtualService team4/ratings"),
+       ("IST0109", "VirtualService foo/ratings"), ("IST0109", "VirtualService bar/ratings"),
+       ("IST0109", "VirtualService foo/productpage"), ("IST0109", "VirtualService foo/bogus-productpage"),
+       ("IST0109", "VirtualService team2/ratings")),
+    _c("virtualServiceConflictingMeshGatewayHostsWithExportTo",
+       "virtualservice_conflictingmeshgatewayhosts_with_exportto", VSC,
+       ("IST0109", "VirtualService foo/productpage"), ("IST0109", "VirtualService bar/productpage"),
+       ("IST0109", "VirtualService foo/productpage-c"), ("IST0109", "VirtualService bar/productpage-c"),
+       ("IST0109", "VirtualService foo/productpage-d"), ("IST0109", "VirtualService bar/productpage-d")),
+    _c("virtualServiceDestinationHosts", "virtualservice_destinationhosts", VSH,
+       ("IST0101", "VirtualService default/reviews-bogushost"),
+       ("IST0101", "VirtualService default/reviews-bogushost"),
+       ("IST0101", "VirtualService default/reviews-bookinfo-other"),
+       ("IST0101", "VirtualService default/reviews-mirror-bogushost"),
+       ("IST0101", "VirtualService default/reviews-bogusport"),
+       ("IST0101", "VirtualService istio-system/cross-namespace-details"),
+       ("IST0101", "VirtualService hello/hello-export-to-bogus")),
+    _c("virtualServiceDestinationRules", "virtualservice_destinationrules", VSR,
+       ("IST0101", "VirtualService default/reviews-bogussubset"),
+       ("IST0101", "VirtualService default/reviews-mirror-bogussubset")),
+    _c("virtualServiceGateways", "virtualservice_gateways", VSG,
+       ("IST0101", "VirtualService httpbin-bogus"), ("IST0132", "VirtualService default/cross-test"),
+       ("IST0132", "VirtualService httpbin-bogus"), ("IST0132", "VirtualService httpbin")),
+    _c("virtualServiceKubernetesGateways", "virtualservice_kubernetes_gateways", VSG,
+       ("IST0132", "VirtualService default/my-vs-host-mismatch")),
+    _c("virtualServiceInternalGatewayRef", "virtualservice_internal_gateway_ref", VSG),  # IST0165 only
+    _c("Route Rule no effect on Ingress", "virtualservice_route_rule_no_effects_ingress", VSH),  # IST0140 only
+    _c("host defined in virtualservice not found in the gateway", "virtualservice_host_not_found_gateway", VSG,
+       ("IST0132", "VirtualService default/testing-service-02-test-01"),
+       ("IST0132", "VirtualService default/testing-service-02-test-02"),
+       ("IST0132", "VirtualService default/testing-service-02-test-03"),
+       ("IST0132", "VirtualService default/testing-service-03-test-04")),
+    _c("host defined in virtualservice not found in the gateway(beta version)",
+       "virtualservice_host_not_found_gateway_beta", VSG,
+       ("IST0132", "VirtualService default/testing-service-02-test-01"),
+       ("IST0132", "VirtualService default/testing-service-02-test-02"),
+       ("IST0132", "VirtualService default/testing-service-02-test-03"),
+       ("IST0132", "VirtualService default/testing-service-03-test-04")),
+    _c("host defined in virtualservice not found in the gateway with ns",
+       "virtualservice_host_not_found_gateway_with_ns_prefix", VSG,
+       ("IST0132", "VirtualService default/testing-service-01-test-01")),
+    _c("host defined in virtualservice not found in the gateway with ns(beta version)",
+       "virtualservice_host_not_found_gateway_with_ns_prefix_beta", VSG,
+       ("IST0132", "VirtualService default/testing-service-01-test-01")),
+    _c("authorizationpolicies", "authorizationpolicies", "authz.AuthorizationPoliciesAnalyzer",
+       ("IST0127", "AuthorizationPolicy istio-system/meshwide-httpbin-v1"),
+       ("IST0127", "AuthorizationPolicy httpbin-empty/httpbin-empty-namespace-wide"),
+       ("IST0127", "AuthorizationPolicy httpbin/httpbin-nopods"),
+       ("IST0101", "AuthorizationPolicy httpbin/httpbin-bogus-ns"),
+       ("IST0101", "AuthorizationPolicy httpbin/httpbin-bogus-ns"),
+       ("IST0101", "AuthorizationPolicy httpbin/httpbin-bogus-not-ns"),
+       ("IST0101", "AuthorizationPolicy httpbin/httpbin-bogus-not-ns"),
+       ("IST0127", "AuthorizationPolicy test-ambient/no-workload")),
+    _c("destinationrule with no cacert, simple at destinationlevel", "destinationrule-simple-destination", CAC,
+       ("IST0128", "DestinationRule db-tls")),
+    _c("destinationrule with no cacert, mutual at destinationlevel", "destinationrule-mutual-destination", CAC,
+       ("IST0128", "DestinationRule db-mtls")),
+    _c("destinationrule with no cacert, simple at portlevel", "destinationrule-simple-port", CAC,
+       ("IST0129", "DestinationRule db-tls")),
+    _c("destinationrule with credentialname, simple at destinationlevel, no workloadSelector",
+       "destinationrule-simple-destination-credentialname", CAC, ("IST0128", "DestinationRule db-tls")),
+    _c("destinationrule with credentialname, simple at destinationlevel, workloadSelector",
+       "destinationrule-simple-destination-credentialname-selector", CAC),
+    _c("destinationrule with credentialname, simple at portlevel, no workloadSelector",
+       "destinationrule-simple-port-credentialname", CAC, ("IST0129", "DestinationRule db-tls")),
+    _c("destinationrule with credentialname, simple at portlevel, workloadSelector",
+       "destinationrule-simple-port-credentialname-selector", CAC),
+    _c("destinationrule with no cacert, mutual at portlevel", "destinationrule-mutual-port", CAC,
+       ("IST0129", "DestinationRule db-mtls")),
+    _c("destinationrule with no cacert, mutual at destinationlevel and simple at port level",
+       "destinationrule-compound-simple-mutual", CAC,
+       ("IST0128", "DestinationRule db-mtls"), ("IST0129", "DestinationRule db-mtls")),
+    _c("destinationrule with no cacert, simple at destinationlevel and mutual at port level",
+       "destinationrule-compound-mutual-simple", CAC,
+       ("IST0129", "DestinationRule db-mtls"), ("IST0128", "DestinationRule db-mtls")),
+    _c("destinationrule with both cacerts", "destinationrule-with-ca", CAC),
+    _c("dupmatches", ("virtualservice_dupmatches", "virtualservice_overlappingmatches"),
+       "schema.ValidationAnalyzer.VirtualService",
+       ("IST0130", "VirtualService duplicate-match"), ("IST0130", "VirtualService foo/sample-foo-cluster01"),
+       ("IST0131", "VirtualService almost-duplicate-match"), ("IST0131", "VirtualService duplicate-match"),
+       ("IST0130", "VirtualService duplicate-tcp-match"), ("IST0130", "VirtualService duplicate-empty-tcp"),
+       ("IST0131", "VirtualService almost-duplicate-tcp-match"), ("IST0131", "VirtualService duplicate-tcp-match"),
+       ("IST0130", "VirtualService none/tls-routing"), ("IST0131", "VirtualService none/tls-routing-almostmatch"),
+       ("IST0131", "VirtualService none/tls-routing"), ("IST0131", "VirtualService non-method-get"),
+       ("IST0131", "VirtualService overlapping-in-single-match"),
+       ("IST0131", "VirtualService overlapping-in-two-matches"),
+       ("IST0131", "VirtualService overlapping-mathes-with-different-methods")),
+    _c("certificate duplication in Gateway", "gateway-duplicate-certificate", CRT,
+       ("IST0138", "Gateway istio-system/gateway-01-test-01"), ("IST0138", "Gateway istio-system/gateway-02-test-01"),
+       ("IST0138", "Gateway istio-system/gateway-01-test-02"), ("IST0138", "Gateway default/gateway-01-test-03")),
+    _c("DestinationRuleWithFakeHost", "destinationrule-with-fake-host", PNS,
+       ("IST0174", "DestinationRule default/fake-host")),
+    _c("DestinationRuleSubsetsNotSelectPods", "destinationrule-subsets-not-select-pods", PNS,
+       ("IST0173", "DestinationRule default/subsets-not-select-pods")),
+    _c("DestinationRuleSubsetsWithTopologyLabels", "destinationrule-subsets-with-topology-labels", PNS),
+    _c("DestinationRuleEmptyTopologyLabels", "destinationrule-empty-topology-labels", PNS,
+       ("IST0173", "DestinationRule default/empty-topology-labels")),
+)
+
+
+def normalize_origin(origin: str) -> str:
+    """Istio's FriendlyName without a namespace is a resource whose YAML names none: "default" here."""
+    kind, _, name = origin.partition(" ")
+    return origin if "/" in name else f"{kind} default/{name}"
+
+
+def load_and_analyze(paths: Iterable[Path]) -> tuple[Finding, ...]:
+    """What `meshctl analyze FILES` finds: loading (strict) findings and the analyzers' findings."""
+    resources, findings = [], []
+    for path in paths:
+        result = load_text(path.read_text(), str(path), strict=True)
+        resources += result.resources
+        findings += result.findings
+    return tuple(findings) + analyze(resources)
+
+
+@dataclass
+class Outcome:
+    """A row's comparison: the (code, origin) multisets Istio expects and meshctl gives, in the row's scope."""
+
+    expected: Counter = field(default_factory=Counter)
+    actual: Counter = field(default_factory=Counter)
+
+    @property
+    def missed(self) -> Counter:
+        return self.expected - self.actual
+
+    @property
+    def extra(self) -> Counter:
+        return self.actual - self.expected
+
+    @property
+    def agrees(self) -> bool:
+        return self.expected == self.actual
+
+
+def run_case(case: AnalyzerCase) -> Outcome:
+    findings = load_and_analyze(TESTDATA / "analyzers" / f"{f}.yaml" for f in case.files)
+    out = Outcome()
+    out.expected.update((code, normalize_origin(o)) for code, o in case.expected if code in case.codes)
+    out.actual.update((f.code, f.resource) for f in findings
+                      if f.code in case.codes and istio_analyzer(f) == case.analyzer)
+    return out
+
+
+@dataclass(frozen=True)
+class CrdDocument:
+    """One document of Istio's CRD corpus: its kind, whether Istio accepts it, and its text (`_err` removed)."""
+
+    file: str
+    index: int
+    kind: str
+    valid: bool
+    text: str
+    istio_error: str  # the `_err` Istio expects, for invalid documents
+
+    @property
+    def id(self) -> str:
+        return f"{self.file}#{self.index}"
+
+
+def crd_documents() -> list[CrdDocument]:
+    """Every document, kept as written (not re-serialized: YAML typing such as `001:db8::` matters)."""
+    docs = []
+    for path in sorted((TESTDATA / "crds").glob("*.yaml")):
+        valid = path.stem.endswith("-valid")
+        chunks = [c for c in re.split(r"^---[ \t]*$", path.read_text(), flags=re.M) if yaml.safe_load(c)]
+        for i, chunk in enumerate(chunks):
+            err = re.search(r"^_err:[ \t]*(.*)$", chunk, flags=re.M)
+            text = chunk[:err.start()] + chunk[err.end():] if err else chunk
+            kind = yaml.safe_load(text).get("kind")
+            docs.append(CrdDocument(path.name, i, str(kind), valid, text,
+                                    err.group(1).strip("'\"") if err else ""))
+    return docs
+
+
+def validate_document(doc: CrdDocument) -> tuple[bool, bool, tuple[Finding, ...]]:
+    """(loaded, judged valid, findings) as `meshctl validate -f` would give for the document alone."""
+    result = load_text(doc.text, doc.id, strict=True)
+    errors = tuple(f for f in result.findings if f.level >= Level.ERROR)
+    loaded = bool(result.resources) or bool(errors)
+    return loaded, not errors, result.findings
+
+
+# The CRD corpus files of kinds meshctl loads; EnvoyFilter, ProxyConfig, WasmPlugin and WorkloadGroup are
+# not loaded (an Info "ignored" finding), see docs/istio-config.md.
+LOADED_CRD_KINDS = frozenset({"AuthorizationPolicy", "DestinationRule", "PeerAuthentication",
+                              "RequestAuthentication", "ServiceEntry", "Telemetry", "WorkloadEntry"})
