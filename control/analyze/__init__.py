@@ -1,7 +1,8 @@
 """`meshctl analyze`: Istio's analyzers over loaded resources, one module per message (named after it).
 
 `analyze(resources)` runs every analyzer over an `Index` of the resources and returns the findings sorted
-by file and line. Schema problems (IST0106, IST0133, IST0002) come from loading with `strict=True`
+by file and line. Like `istioctl analyze` without a cluster, it adds Istio's default ingress gateway
+(control.analyze.default_ingress_gateway) unless `default_ingress=False`. Schema problems (IST0106, IST0133, IST0002) come from loading with `strict=True`
 (`control.istio.load`); this package adds the cross-resource checks.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from control.analyze import (
     virtual_service_host_not_found_in_gateway,
     virtual_service_unreachable_rule,
 )
+from control.analyze.default_ingress_gateway import default_ingress_gateway
 from control.analyze.index import Index
 from control.istio import messages as msg
 from control.istio.messages import Finding, finding
@@ -45,8 +47,10 @@ ANALYZERS = (
 )
 
 
-def analyze(resources: Sequence[Resource]) -> tuple[Finding, ...]:
-    latest, findings = dedupe(resources)
+def analyze(resources: Sequence[Resource], *, default_ingress: bool = True) -> tuple[Finding, ...]:
+    defaults = default_ingress_gateway() if default_ingress else ()
+    given = {(r.kind, r.namespace, r.name) for r in resources}
+    latest, findings = dedupe([d for d in defaults if (d.kind, d.namespace, d.name) not in given] + list(resources))
     index = Index(latest)
     findings += [f for analyzer in ANALYZERS for f in analyzer.analyze(index)]
     return tuple(sort_findings(findings))

@@ -20,6 +20,7 @@ from control.istio.resources import Resource
 
 DOMAIN_SUFFIX = "svc.cluster.local"
 ROOT_NAMESPACE = "istio-system"  # meshConfig.rootNamespace default
+EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"  # a Service's exportTo
 
 
 def resolve_host(host: str, namespace: str) -> str:
@@ -86,15 +87,25 @@ class Index:
             self.by_kind[r.kind].append(r)
         self.services: list[Service] = []
         self.workloads: list[Workload] = []
+        # (scope, fqdn) -> service: who may see a host ("*" everyone, else a namespace), Istio's ScopedFqdn
+        self.scoped_hosts: dict[tuple[str, str], Service] = {}
         for r in self.of("Service"):
             selector = get(r.spec, "selector")
             ports = tuple(p.get("port") for p in get(r.spec, "ports", default=()) if isinstance(p, Mapping))
-            self.services.append(Service(f"{r.name}.{r.namespace}.{DOMAIN_SUFFIX}", r.namespace,
-                                         dict(selector) if selector else None, ports, r))
+            service = Service(f"{r.name}.{r.namespace}.{DOMAIN_SUFFIX}", r.namespace,
+                              dict(selector) if selector else None, ports, r)
+            self.services.append(service)
+            scopes = r.annotations.get(EXPORT_TO_ANNOTATION, "")
+            for scope in _scopes([s.strip() for s in scopes.split(",")] if scopes else [], r.namespace):
+                self.scoped_hosts[(scope, service.host)] = service
         for r in self.of("ServiceEntry"):
             ports = tuple(p.get("number") for p in get(r.spec, "ports", default=()) if isinstance(p, Mapping))
+            scopes = _scopes(list(get(r.spec, "exportTo", default=())), r.namespace)
             for host in get(r.spec, "hosts", default=()):
-                self.services.append(Service(host, r.namespace, None, ports, r))
+                service = Service(host, r.namespace, None, ports, r)
+                self.services.append(service)
+                for scope in scopes:
+                    self.scoped_hosts[(scope, resolve_host(host, r.namespace))] = service
         for r in self.of("Pod"):
             self.workloads.append(Workload(r.name, r.namespace, dict(r.labels), r))
         for r in self.of("Deployment"):
@@ -116,6 +127,21 @@ class Index:
         """Services a (possibly short or wildcard) host written in `namespace` refers to."""
         fqdn = resolve_host(host, namespace)
         return [s for s in self.services if hosts_overlap(s.host, fqdn)]
+
+    def destination_service(self, host: str, namespace: str, export_to: Sequence[str] = ()) -> Service | None:
+        """The Service or ServiceEntry a VirtualService in `namespace` (exported to `export_to`) reaches as
+        `host`, honouring exportTo; Istio's util.GetDestinationHost: exact FQDN visible to all, then to the
+        VirtualService's own scopes, then a visible wildcard ServiceEntry host covering it."""
+        fqdn = resolve_host(host, namespace)
+        found = self.scoped_hosts.get(("*", fqdn))
+        for scope in (export_to or (namespace,)):
+            found = found or self.scoped_hosts.get((namespace if scope == "." else scope, fqdn))
+        if found:
+            return found
+        for (scope, pattern), service in self.scoped_hosts.items():
+            if pattern.startswith("*") and scope in ("*", namespace) and host.lstrip("*").endswith(pattern[1:]):
+                return service
+        return None
 
     def has_host(self, host: str, namespace: str) -> bool:
         return bool(self.find_services(host, namespace))
@@ -143,6 +169,13 @@ class Index:
             name, ns = ref.split(".")[:2]
             return self.gateways.get(f"{ns}/{name}")
         return self.gateways.get(f"{namespace}/{ref}")
+
+
+def _scopes(export_to: Sequence[str], namespace: str) -> tuple[str, ...]:
+    """Where a host is visible: "*" (everyone, also when exportTo is empty) or namespaces ("." = its own)."""
+    if not export_to or "*" in export_to:
+        return ("*",)
+    return tuple(namespace if e == "." else e for e in export_to)
 
 
 def report(type_: MessageType, resource: Resource, path: str, *args: object) -> Finding:

@@ -15,7 +15,8 @@ Each document is composed with PyYAML's SafeLoader into nodes first, so every fi
                          never printed: `Resource.__repr__` leaves a Secret's body out)
 
 Other Kubernetes kinds (ConfigMap, ...) and other API groups are skipped with an Info finding.
-A resource with a hard schema error (wrong type, invalid value) is left out and a finding says why;
+A resource with a hard schema error (wrong type, invalid value) is left out and a finding says why (for
+analysis, `keep_invalid=True` keeps what is well-typed of it, as istioctl analyze still analyzes it);
 unknown fields are dropped with a warning (`strict=False`, what the Kubernetes API server does when
 serving) or reported as IST0106 errors (`strict=True`, what `istioctl validate`/`analyze` do).
 Pure apart from `load_paths` reading files/stdin.
@@ -263,16 +264,18 @@ def _sub_lines(lines: dict[str, int], prefix: str) -> dict[str, int]:
 # --- documents -> resources -------------------------------------------------------------------------------
 
 def load_text(text: str, filename: str = "<stdin>", *, strict: bool = False,
-              limits: LoadLimits = LoadLimits()) -> LoadResult:
+              limits: LoadLimits = LoadLimits(), keep_invalid: bool = False) -> LoadResult:
     """Load every resource in one YAML/JSON text. Never raises for bad input: problems become findings.
-    A limit reached rejects the whole text (no resources)."""
+    A limit reached rejects the whole text (no resources). `keep_invalid` (analysis only, as
+    `istioctl analyze`): a resource with a hard schema error is reported and still returned, its invalid
+    values left out, so references from and to it are analyzed; serving never asks for this."""
     resources: list[Resource] = []
     findings: list[Finding] = []
     try:
         for doc in _documents(text, limits):
             for dup in doc.duplicates:
                 findings.append(finding(msg.SCHEMA_WARNING, dup, file=filename, line=doc.line))
-            _load_document(doc.body, doc.line, doc.lines, filename, strict, resources, findings)
+            _load_document(doc.body, doc.line, doc.lines, filename, strict, resources, findings, keep_invalid)
     except LimitExceeded as err:
         line = err.problem_mark.line + 1 if err.problem_mark else 0
         return LoadResult((), (finding(msg.LIMIT_EXCEEDED, f"{err.problem}; the file is not loaded",
@@ -292,7 +295,7 @@ def load_text(text: str, filename: str = "<stdin>", *, strict: bool = False,
 
 
 def _load_document(body: Any, line: int, lines: dict[str, int], filename: str, strict: bool,
-                   resources: list[Resource], findings: list[Finding]) -> None:
+                   resources: list[Resource], findings: list[Finding], keep_invalid: bool = False) -> None:
     if body is None:  # empty document, `---` tail
         return
     where = dict(file=filename, line=line)
@@ -306,7 +309,7 @@ def _load_document(body: Any, line: int, lines: dict[str, int], filename: str, s
         for i, item in enumerate(body["items"]):
             prefix = f"items[{i}]"
             _load_document(item, lines.get(prefix, line), _sub_lines(lines, prefix), filename, strict,
-                           resources, findings)
+                           resources, findings, keep_invalid)
         return
     if not isinstance(api_version, str) or not isinstance(kind, str) or not api_version or not kind:
         missing = [n for n, v in (("apiVersion", api_version), ("kind", kind)) if not isinstance(v, str) or not v]
@@ -354,6 +357,8 @@ def _load_document(body: Any, line: int, lines: dict[str, int], filename: str, s
     findings.extend(checked.findings)
     if checked.resource is not None:
         resources.append(checked.resource)
+    elif keep_invalid and checked.rejected is not None:
+        resources.append(checked.rejected)
 
 
 def _string_map(value: Any) -> MappingProxyType:
@@ -445,7 +450,8 @@ def read_source(path: str, limits: LoadLimits) -> tuple[str | None, list[Finding
     return text, []
 
 
-def load_paths(paths: Sequence[str], *, strict: bool = False, limits: LoadLimits = LoadLimits()) -> LoadResult:
+def load_paths(paths: Sequence[str], *, strict: bool = False, limits: LoadLimits = LoadLimits(),
+               keep_invalid: bool = False) -> LoadResult:
     """Load every resource from files, directories (recursive) and stdin ('-'). Never raises for bad input.
 
     An unexpected exception while loading one file (a bug of ours: the limits above are what keeps hostile
@@ -459,7 +465,7 @@ def load_paths(paths: Sequence[str], *, strict: bool = False, limits: LoadLimits
             continue
         name = "<stdin>" if path == "-" else path
         try:
-            result = load_text(text, name, strict=strict, limits=limits)
+            result = load_text(text, name, strict=strict, limits=limits, keep_invalid=keep_invalid)
         except Exception as err:  # noqa: BLE001 - last line of defence, see the docstring
             log.error("loading %s failed: %s: %s", name, type(err).__name__, err)
             log.debug("loading %s failed", name, exc_info=True)

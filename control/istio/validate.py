@@ -37,6 +37,9 @@ from control.istio.resources import Resource, freeze, thaw
 class Checked:
     resource: Resource | None  # None: rejected by a hard error
     findings: tuple[Finding, ...]
+    # what analysis still sees of a rejected resource: its well-typed fields (the invalid values left out).
+    # Istio's analyzers run over a resource that fails schema validation too (IST0106 and the rest).
+    rejected: Resource | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -914,6 +917,7 @@ def validate_resource(resource: Resource, *, strict: bool = False) -> Checked:
         text = issue.text if issue.kind == "unsupported" else f"{issue.path}: {issue.text}"
         findings.append(finding(type_, text, level=level, **where))
         rejected = rejected or issue.kind == "error"
+    kept = replace(resource, spec=freeze(cleaned if isinstance(cleaned, dict) else {}))
     if rejected:
-        return Checked(None, tuple(findings))
-    return Checked(replace(resource, spec=freeze(cleaned)), tuple(findings))
+        return Checked(None, tuple(findings), rejected=kept)
+    return Checked(kept, tuple(findings))

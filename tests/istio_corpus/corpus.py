@@ -245,7 +245,7 @@ def load_and_analyze(paths: Iterable[Path]) -> tuple[Finding, ...]:
     """What `meshctl analyze FILES` finds: loading (strict) findings and the analyzers' findings."""
     resources, findings = [], []
     for path in paths:
-        result = load_text(path.read_text(), str(path), strict=True)
+        result = load_text(path.read_text(), str(path), strict=True, keep_invalid=True)
         resources += result.resources
         findings += result.findings
     return tuple(findings) + analyze(resources)

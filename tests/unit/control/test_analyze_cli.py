@@ -64,7 +64,9 @@ def test_warnings_only_fail_with_a_warning_failure_threshold():
 def test_suppress_by_code_and_resource():
     path = str(FIXTURES / "brief" / "security-policy.yaml")
     assert "IST0127" in meshctl("analyze", path)[1]
-    code, out, err = meshctl("analyze", "-S", "IST0127=AuthorizationPolicy default/*", path)
+    # IST0101: the policy's `namespaces: [monitoring]` names a namespace the input does not define
+    code, out, err = meshctl("analyze", "-S", "IST0127=AuthorizationPolicy default/*",
+                             "-S", "IST0101=AuthorizationPolicy default/my-app-authz", path)
     assert (code, out) == (0, "")
 
 
@@ -93,6 +95,16 @@ def test_unreadable_input_is_one_line_and_exit_1(monkeypatch, tmp_path, args, st
     code, out, err = meshctl(*args, stdin=stdin, monkeypatch=monkeypatch)
     assert code == 1 and out == ""
     assert err.startswith(needle) and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_no_default_ingress_gateway_flag(monkeypatch, capsys):
+    monkeypatch.chdir(FIXTURES)
+    assert 'Referenced selector not found: "istio=ingressgateway"' not in meshctl("analyze", "brief/gateway.yaml")[1]
+    _, out, _ = meshctl("analyze", "--no-default-ingress-gateway", "brief/gateway.yaml")
+    assert 'Referenced selector not found: "istio=ingressgateway"' in out
+    assert meshctl("analyze", "--help")[0] == 0  # argparse prints help to sys.stdout
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--no-default-ingress-gateway" in help_text and "default ingress gateway" in help_text
 
 
 def test_bad_usage_exits_64():
