@@ -106,8 +106,10 @@ class Index:
                 self.services.append(service)
                 for scope in scopes:
                     self.scoped_hosts[(scope, resolve_host(host, r.namespace))] = service
+        nodes = {n.name: n.labels for n in self.of("Node")}
         for r in self.of("Pod"):
-            self.workloads.append(Workload(r.name, r.namespace, dict(r.labels), r))
+            labels = {**r.labels, **topology_labels(nodes, get(r.spec, "nodeName", default=""))}
+            self.workloads.append(Workload(r.name, r.namespace, labels, r))
         for r in self.of("Deployment"):
             labels = get(r.spec, "template", "metadata", "labels", default={})
             self.workloads.append(Workload(r.name, r.namespace, dict(labels), r))
@@ -169,6 +171,20 @@ class Index:
             name, ns = ref.split(".")[:2]
             return self.gateways.get(f"{ns}/{name}")
         return self.gateways.get(f"{namespace}/{ref}")
+
+
+# Node labels that become a pod's locality labels (Istio's label.AugmentLabels), and the hostname label.
+TOPOLOGY_LABELS = ("topology.kubernetes.io/region", "topology.kubernetes.io/zone", "topology.istio.io/subzone")
+
+
+def topology_labels(nodes: Mapping[str, Mapping[str, str]], node_name: Any) -> dict[str, str]:
+    """The labels istiod adds to a pod's own from the Node it runs on: region, zone, subzone, hostname."""
+    if not isinstance(node_name, str) or not node_name:
+        return {}
+    node = nodes.get(node_name, {})
+    added = {k: node[k] for k in TOPOLOGY_LABELS if node.get(k)}
+    added["kubernetes.io/hostname"] = node_name
+    return added
 
 
 def _scopes(export_to: Sequence[str], namespace: str) -> tuple[str, ...]:

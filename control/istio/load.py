@@ -12,7 +12,8 @@ Each document is composed with PyYAML's SafeLoader into nodes first, so every fi
 * `install.istio.io`     IstioOperator (mesh-wide settings: `spec.meshConfig`)
 * Kubernetes             Service, ServiceAccount, Namespace, Pod, Deployment (registry and labels), Secret
                          (TLS material that Gateway and DestinationRule `credentialName` name; its `data` is
-                         never printed: `Resource.__repr__` leaves a Secret's body out)
+                         never printed: `Resource.__repr__` leaves a Secret's body out), Node (its topology
+                         labels are the locality of the pods on it, for analysis)
 
 Other Kubernetes kinds (ConfigMap, ...) and other API groups are skipped with an Info finding.
 A resource with a hard schema error (wrong type, invalid value) is left out and a finding says why (for
@@ -56,9 +57,10 @@ KINDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("", "Pod"): ("v1",),
     ("apps", "Deployment"): ("v1",),
     ("", "Secret"): ("v1",),
+    ("", "Node"): ("v1",),
 }
 # Kinds without a namespace (kubectl puts no "default" on them).
-CLUSTER_SCOPED = frozenset({"Namespace"})
+CLUSTER_SCOPED = frozenset({"Namespace", "Node"})
 # Istio API groups we know of but do not load (EnvoyFilter, WorkloadGroup, ProxyConfig, WasmPlugin, ...).
 ISTIO_GROUPS = frozenset({"networking.istio.io", "security.istio.io", "telemetry.istio.io", "install.istio.io",
                           "extensions.istio.io"})

@@ -34,8 +34,8 @@ def test_analyze_of_the_brief_matches_the_golden_output(monkeypatch):
 def test_line_format_is_istioctls(monkeypatch):
     monkeypatch.chdir(FIXTURES)
     _, out, _ = meshctl("analyze", "brief/virtualservice.yaml")
-    assert out.splitlines()[1] == ("Error [IST0101] (VirtualService default/my-app-vs brief/virtualservice.yaml:17) "
-                                   'Referenced host not found: "my-app-service"')
+    assert ("Error [IST0101] (VirtualService default/my-app-vs brief/virtualservice.yaml:17) "
+            'Referenced host not found: "my-app-service"') in out.splitlines()
 
 
 def test_clean_input_exits_0_with_istioctls_message():
