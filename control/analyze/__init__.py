@@ -7,6 +7,7 @@ by file and line. Like `istioctl analyze` without a cluster, it adds Istio's def
 """
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Sequence
 
 from control.analyze import (
@@ -47,11 +48,14 @@ ANALYZERS = (
 )
 
 
-def analyze(resources: Sequence[Resource], *, default_ingress: bool = True) -> tuple[Finding, ...]:
+def analyze(resources: Sequence[Resource], *, default_ingress: bool = True,
+            now: datetime | None = None) -> tuple[Finding, ...]:
+    """`now` (injected, UTC): certificates outside their validity window at that time are invalid (IST0161);
+    None leaves the window unchecked."""
     defaults = default_ingress_gateway() if default_ingress else ()
     given = {(r.kind, r.namespace, r.name) for r in resources}
     latest, findings = dedupe([d for d in defaults if (d.kind, d.namespace, d.name) not in given] + list(resources))
-    index = Index(latest)
+    index = Index(latest, now)
     findings += [f for analyzer in ANALYZERS for f in analyzer.analyze(index)]
     return tuple(sort_findings(findings))
 

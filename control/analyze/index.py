@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Iterator, Mapping, Sequence
 
 from control.istio.messages import Finding, MessageType, finding
@@ -81,7 +82,8 @@ def get(mapping: Any, *path: str, default: Any = None) -> Any:
 class Index:
     """Everything analyzers need to look up, built once from the loaded resources."""
 
-    def __init__(self, resources: Sequence[Resource]) -> None:
+    def __init__(self, resources: Sequence[Resource], now: datetime | None = None) -> None:
+        self.now = now  # the time certificates are checked against (None: their validity window is not checked)
         self.by_kind: dict[str, list[Resource]] = defaultdict(list)
         for r in resources:
             self.by_kind[r.kind].append(r)

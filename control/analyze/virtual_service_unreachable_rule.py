@@ -1,47 +1,88 @@
 """IST0130 VirtualServiceUnreachableRule and IST0131 VirtualServiceIneffectiveMatch: rules and matches that
 can never be used because an earlier rule already takes the traffic (first match wins).
 
-Istio's analyzer: virtualservice/... analyzeUnreachableHTTPRules / analyzeUnreachableTCPRules:
-* a rule after a rule with no `match` is unreachable ("only the last rule can have no matches");
-* a match equal to an earlier one (ignoring its name) is ineffective (IST0131, Info), and a rule whose
-  every match is ineffective is unreachable ("all matches used by prior rules").
-This project also treats a match as overlapping when an earlier match is identical except that its `uri`
-prefix covers this one's `uri` exact/prefix (e.g. `prefix: /api` before `prefix: /api/v1`).
-Rules are named `"name"` when they have one, else `#index`, as istioctl does.
+Istio's checks: pkg/config/validation/validation.go analyzeUnreachableHTTPRules / ...TCPRules / ...TLSRules,
+reported by the VirtualService schema analyzer:
+* a rule after a rule with no `match` is unreachable: "only the last rule can have no matches" when it has no
+  match either, else "route without matches defined before" once per match;
+* a match equal to an earlier one (ignoring its `name`) is ineffective (IST0131), and a rule whose every match
+  is ineffective is unreachable ("all matches used by prior rules");
+* HTTP only (genMatchHTTPRoutes / coveredValidation): a `uri.prefix` match covered by an earlier, different
+  prefix with the same port, method (GET when unset), authority, headers, query params and withoutHeaders
+  (equal, or the earlier value a prefix-string of the later) is ineffective too ("... of prefix /a on ..."),
+  without making its rule unreachable.
+Rules and matches are named `"name"` when they have one, else `#index`, as istioctl does.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
 from control.analyze.index import Index, get, report
 from control.istio import messages as msg
 from control.istio.messages import Finding
-from control.istio.resources import thaw
-
-_IGNORED = ("name", "statPrefix")
+from control.istio.resources import Resource, thaw
 
 
 def _label(entry: Mapping[str, Any], index: int) -> str:
-    name = entry.get("name")
+    name = entry.get("name") if isinstance(entry, Mapping) else None
     return f'"{name}"' if name else f"#{index}"
 
 
-def _key(match: Mapping[str, Any]) -> dict:
-    return {k: v for k, v in thaw(match).items() if k not in _IGNORED}
+def _string_match(value: Any) -> str:
+    """assignExactOrPrefix: `exact:<v>`, `prefix:<v>` or "" (a regex counts as unset, as in Istio)."""
+    if not isinstance(value, Mapping):
+        return ""
+    if value.get("exact"):
+        return f"exact:{value['exact']}"
+    if value.get("prefix"):
+        return f"prefix:{value['prefix']}"
+    return ""
 
 
-def _covers(earlier: dict, later: dict) -> bool:
-    """An earlier match takes every request a later one would: equal, or a wider uri prefix."""
-    if earlier == later:
-        return True
-    e_uri, l_uri = earlier.get("uri"), later.get("uri")
-    if not (isinstance(e_uri, dict) and "prefix" in e_uri and isinstance(l_uri, dict)):
+@dataclass(frozen=True)
+class _PrefixMatch:
+    """OverlappingMatchValidationForHTTPRoute: what a `uri.prefix` match is compared on."""
+
+    rule: str
+    match: str
+    path: str
+    prefix: str
+    port: Any
+    method: str
+    authority: str
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    without: Mapping[str, str]
+
+
+def _prefix_match(match: Mapping[str, Any], rule: str, label: str, path: str) -> _PrefixMatch | None:
+    prefix = get(match, "uri", "prefix")
+    if not prefix:
+        return None
+
+    def strings(field: str) -> dict[str, str]:
+        return {k: _string_match(v) for k, v in (get(match, field, default={}) or {}).items()}
+    return _PrefixMatch(rule, label, path, str(prefix), match.get("port"),
+                        _string_match(match.get("method")) or "exact:GET", _string_match(match.get("authority")),
+                        strings("headers"), strings("queryParams"), strings("withoutHeaders"))
+
+
+def _same_or_wider(a: str, b: str) -> bool:
+    return a == b or a.startswith(b)
+
+
+def _covered(a: _PrefixMatch, b: _PrefixMatch) -> bool:
+    """coveredValidation: every request `b` takes, the earlier `a` already takes."""
+    if not b.prefix.startswith(a.prefix) or a.port != b.port:
         return False
-    rest_e = {k: v for k, v in earlier.items() if k != "uri"}
-    rest_l = {k: v for k, v in later.items() if k != "uri"}
-    target = l_uri.get("prefix", l_uri.get("exact"))
-    return rest_e == rest_l and isinstance(target, str) and target.startswith(e_uri["prefix"]) \
-        and earlier.get("ignoreUriCase") == later.get("ignoreUriCase")
+    if not (_same_or_wider(a.method, b.method) and _same_or_wider(a.authority, b.authority)):
+        return False
+    for mine, theirs in ((a.headers, b.headers), (a.query, b.query), (a.without, b.without)):
+        if len(mine) != len(theirs) or any(k not in theirs or not _same_or_wider(v, theirs[k])
+                                           for k, v in mine.items()):
+            return False
+    return True
 
 
 def analyze(index: Index) -> Iterator[Finding]:
@@ -50,28 +91,40 @@ def analyze(index: Index) -> Iterator[Finding]:
             yield from _section(vs, section)
 
 
-def _section(vs, section: str) -> Iterator[Finding]:
-    catch_all: int | None = None
-    seen: list[tuple[dict, str]] = []  # (match, rule label)
+def _section(vs: Resource, section: str) -> Iterator[Finding]:
+    empty_seen = False
+    seen: dict[str, str] = {}  # match (as JSON-ish repr, name left out) -> the rule that had it first
+    prefixes: list[_PrefixMatch] = []
     for i, rule in enumerate(get(vs.spec, section, default=())):
-        label = _label(rule, i)
+        label = _label(rule, i) if section == "http" else f"#{i}"
         path = f"spec.{section}[{i}]"
-        if catch_all is not None:
-            yield report(msg.VS_UNREACHABLE_RULE, vs, path, label, "only the last rule can have no matches")
-            continue
         matches = get(rule, "match", default=())
         if not matches:
-            catch_all = i
+            if empty_seen:
+                yield report(msg.VS_UNREACHABLE_RULE, vs, path, label, "only the last rule can have no matches")
+            empty_seen = True
             continue
-        ineffective = 0
+        duplicates = 0
         for j, match in enumerate(matches):
-            key = _key(match)
-            earlier = next((rule_label for match_key, rule_label in seen if _covers(match_key, key)), None)
-            if earlier is not None:
-                ineffective += 1
-                yield report(msg.VS_INEFFECTIVE_MATCH, vs, f"{path}.match[{j}]", label, _label(match, j), earlier)
-            seen.append((key, label))
-        if ineffective == len(matches):
+            if empty_seen:
+                yield report(msg.VS_UNREACHABLE_RULE, vs, path, label, "route without matches defined before")
+                continue
+            plain = {k: v for k, v in thaw(match).items() if not (section == "http" and k == "name")}
+            key = repr(sorted(plain.items()))
+            match_label = _label(match, j) if section == "http" else f"#{j}"
+            if key in seen:
+                duplicates += 1
+                yield report(msg.VS_INEFFECTIVE_MATCH, vs, f"{path}.match[{j}]", label, match_label, seen[key])
+                continue
+            seen[key] = label
+            if section == "http":
+                prefix = _prefix_match(match, label, match_label, f"{path}.match[{j}]")
+                if prefix is not None:
+                    prefixes.append(prefix)
+        if duplicates == len(matches):
             yield report(msg.VS_UNREACHABLE_RULE, vs, path, label, "all matches used by prior rules")
-
-
+    for n, a in enumerate(prefixes):
+        for b in prefixes[n + 1:]:
+            if b.prefix != a.prefix and _covered(a, b):
+                yield report(msg.VS_INEFFECTIVE_MATCH, vs, b.path, b.rule, f"{b.match} of prefix {b.prefix}",
+                             f"{a.match} of prefix {a.prefix} on {a.rule}")

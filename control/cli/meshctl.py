@@ -18,6 +18,7 @@ with exit code 1.
 from __future__ import annotations
 
 import argparse
+from datetime import datetime, timezone
 import fnmatch
 import json
 import os
@@ -119,8 +120,8 @@ def cmd_analyze(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     result = load_paths(args.paths, strict=True, keep_invalid=True)
     if _fatal(result, err) or _nothing_found(result, args.paths, err):
         return EXIT_BAD_INPUT
-    findings = sort_findings(list(result.findings) + list(analyze(result.resources,
-                                                                  default_ingress=args.default_ingress)))
+    findings = sort_findings(list(result.findings) + list(analyze(
+        result.resources, default_ingress=args.default_ingress, now=datetime.now(timezone.utc))))
     findings = [f for f in findings if not _suppressed(f, args.suppress)]
     shown = [f for f in findings if f.level >= args.output_threshold]
     if args.output == "json":

@@ -177,17 +177,33 @@ def test_ist0130_rule_after_a_catch_all_is_unreachable():
     spec = "hosts: [reviews]\nhttp:\n- route: [{destination: {host: reviews}}]\n" \
            "- name: late\n  match: [{uri: {prefix: /a}}]\n  route: [{destination: {host: reviews}}]\n"
     (f,) = run(vs(spec))
-    assert (f.code, f.message) == ("IST0130", 'VirtualService rule "late" not used (only the last rule can have no matches).')
+    assert (f.code, f.message) == ("IST0130", 'VirtualService rule "late" not used (route without matches defined before).')
 
 
 def test_ist0130_and_ist0131_duplicate_matches():
     spec = "hosts: [reviews]\nhttp:\n- match: [{uri: {prefix: /api}}]\n  route: [{destination: {host: reviews}}]\n" \
-           "- match: [{uri: {exact: /api/v1}}, {uri: {prefix: /api}}]\n  route: [{destination: {host: reviews}}]\n"
+           "- match: [{uri: {prefix: /api}, name: again}]\n  route: [{destination: {host: reviews}}]\n"
     found = run(vs(spec))
-    assert codes(found) == ["IST0130", "IST0131", "IST0131"]
+    assert codes(found) == ["IST0130", "IST0131"]
     msgs = {f.message for f in found}
-    assert "VirtualService rule #1 match #1 is not used (duplicate/overlapping match in rule #0)." in msgs
+    assert 'VirtualService rule #1 match "again" is not used (duplicate/overlapping match in rule #0).' in msgs
     assert "VirtualService rule #1 not used (all matches used by prior rules)." in msgs
+
+
+def test_ist0131_a_duplicate_among_other_matches_leaves_the_rule_reachable():
+    """Istio's analyzeUnreachableHTTPRules: only an exact duplicate or a covered uri prefix is ineffective;
+    an exact uri under an earlier prefix is not checked."""
+    spec = "hosts: [reviews]\nhttp:\n- match: [{uri: {prefix: /api}}]\n  route: [{destination: {host: reviews}}]\n" \
+           "- match: [{uri: {exact: /api/v1}}, {uri: {prefix: /api}}]\n  route: [{destination: {host: reviews}}]\n"
+    assert codes(run(vs(spec))) == ["IST0131"]
+
+
+def test_ist0131_uri_prefix_covered_by_an_earlier_prefix_with_the_same_method():
+    spec = "hosts: [reviews]\nhttp:\n- match: [{uri: {prefix: /api}}]\n  route: [{destination: {host: reviews}}]\n" \
+           "- match: [{uri: {prefix: /api/v1}, method: {exact: GET}}]\n  route: [{destination: {host: reviews}}]\n"
+    (f,) = run(vs(spec))
+    assert f.message == ("VirtualService rule #1 match #0 of prefix /api/v1 is not used (duplicate/overlapping "
+                         "match in rule #0 of prefix /api on #0).")
 
 
 def test_ist0130_ist0131_distinct_matches_are_fine():
