@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 import sys
 from dataclasses import dataclass
@@ -263,6 +264,17 @@ def _sub_lines(lines: dict[str, int], prefix: str) -> dict[str, int]:
     return {k[len(head):]: v for k, v in lines.items() if k.startswith(head)}
 
 
+# An IPv6-like plain scalar ending in ':' inside a flow sequence (`addresses: [1.2.3.4, 001:db8::]`):
+# YAML 1.2 and libyaml end the scalar at a ':' before ',' or ']' and then fail; Go's yaml.v3, which Istio and
+# kubectl use, reads the whole token as a string. Only such a token, between '[' or ',' and ',' or ']'.
+_FLOW_IPV6 = re.compile(r"(?<=[\[,])(\s*)([0-9A-Fa-f]*:[0-9A-Fa-f:.]*:)(?=\s*[,\]])")
+
+
+def quote_flow_ipv6(text: str) -> str:
+    """The text with IPv6-like flow-sequence scalars that end in ':' double-quoted (same lines)."""
+    return _FLOW_IPV6.sub(lambda m: f'{m.group(1)}"{m.group(2)}"', text)
+
+
 # --- documents -> resources -------------------------------------------------------------------------------
 
 def load_text(text: str, filename: str = "<stdin>", *, strict: bool = False,
@@ -283,6 +295,9 @@ def load_text(text: str, filename: str = "<stdin>", *, strict: bool = False,
         return LoadResult((), (finding(msg.LIMIT_EXCEEDED, f"{err.problem}; the file is not loaded",
                                        file=filename, line=line),))
     except yaml.MarkedYAMLError as err:
+        quoted = quote_flow_ipv6(text) if "unexpected ':'" in str(err.problem) else text
+        if quoted != text:  # Go's YAML reads `[1.2.3.4, 001:db8::]` as strings: read it as istiod does
+            return load_text(quoted, filename, strict=strict, limits=limits, keep_invalid=keep_invalid)
         mark = err.problem_mark or err.context_mark
         line = min(mark.line + 1, text.count("\n") + 1) if mark else 0  # libyaml marks EOF one line on
         problem = " ".join(p for p in (err.context, err.problem) if p) or str(err)

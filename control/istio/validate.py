@@ -623,10 +623,21 @@ RULES["HTTPSettings"] = _non_negative(("http1MaxPendingRequests", "http2MaxReque
 @rule("OutlierDetection")
 def _outlier(od: Mapping[str, Any]) -> RuleResult:
     yield from _non_negative(("consecutiveErrors",))(od)
+    for i, code in enumerate(od.get("outlierDetectionHttpErrorCodes") or ()):
+        if isinstance(code, int) and not 100 <= code <= 599:  # the CRD's minimum/maximum
+            yield f"outlierDetectionHttpErrorCodes[{i}]", "error", f"{code} is not an HTTP status (100-599)"
     if od.get("consecutiveLocalOriginFailures") and not od.get("splitExternalLocalOriginErrors"):
         yield "consecutiveLocalOriginFailures", "error", (
             "consecutive local origin failures is specified, but split external local origin errors is set "
             "to false")
+
+
+@rule("WarmupConfiguration")
+def _warmup(warmup: Mapping[str, Any]) -> RuleResult:
+    """validateWarmupConfiguration: aggression, when set, must be greater than 0."""
+    aggression = warmup.get("aggression")
+    if isinstance(aggression, (int, float)) and not isinstance(aggression, bool) and aggression <= 0:
+        yield "aggression", "error", "aggression should be greater than 0"
 
 
 @rule("ClientTLSSettings")
@@ -720,6 +731,8 @@ def _service_entry(se: Mapping[str, Any]) -> RuleResult:
                 and not se.get("endpoints"):
             yield f"hosts[{i}]", "error", f"wildcard host {host} cannot be resolved with {resolution} resolution " \
                                           f"without endpoints"
+    if resolution not in ("NONE", "STATIC") and any("/" in str(a) for a in se.get("addresses") or ()):
+        yield "addresses", "error", "CIDR addresses are allowed only for NONE/STATIC resolution types"
     endpoints = se.get("endpoints") or ()
     if resolution == "NONE" and endpoints:
         yield "endpoints", "error", "no endpoints should be provided for resolution type none"
@@ -741,10 +754,25 @@ def _service_entry(se: Mapping[str, Any]) -> RuleResult:
         names.add(name)
 
 
+_PORT_NAME = re.compile(r"^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$")
+
+
 @rule("WorkloadEntry")
 def _workload_entry(we: Mapping[str, Any]) -> RuleResult:
-    if not we.get("address") and not we.get("network"):
+    """The WorkloadEntry CRD's rules (x-kubernetes-validations) and ValidateWorkloadEntry's UDS checks."""
+    address = we.get("address")
+    if not address and not we.get("network"):
         yield "address", "error", "address is required"
+    if isinstance(address, str) and address.startswith("unix://"):
+        if address[7:8] not in ("/", "@"):
+            yield "address", "error", "UDS must be an absolute path or abstract socket"
+        elif address.endswith("/"):
+            yield "address", "error", "UDS may not be a dir"
+        if we.get("ports"):
+            yield "ports", "error", "UDS may not include ports"
+    for name in (we.get("ports") or {}):
+        if len(str(name)) >= 63 or not _PORT_NAME.match(str(name)):
+            yield "ports", "error", f"invalid port name {name!r}: letters, digits and '-' (not at either end)"
 
 
 @rule("IstioEgressListener")
@@ -825,9 +853,47 @@ def _condition(cond: Mapping[str, Any]) -> RuleResult:
 
 @rule("JWTRule")
 def _jwt_rule(jwt: Mapping[str, Any]) -> RuleResult:
-    uri = jwt.get("jwksUri")
-    if isinstance(uri, str) and uri and not re.match(r"^https?://[^/\s]+", uri):
-        yield "jwksUri", "error", f"jwksUri {uri!r} is not a valid http(s) URL"
+    for field in ("jwksUri", "jwks_uri"):
+        uri = jwt.get(field)
+        if isinstance(uri, str) and uri and not re.match(r"^https?://[^/\s]+", uri):
+            yield field, "error", f"{field} {uri!r} is not a valid http(s) URL"
+    for field in ("audiences", "fromParams", "fromCookies", "spaceDelimitedClaims"):  # the CRD's minLength: 1
+        for i, item in enumerate(jwt.get(field) or ()):
+            if item == "":
+                yield f"{field}[{i}]", "error", "must not be empty"
+
+
+_HEADER_NAME = re.compile(r"^[-_A-Za-z0-9]+$")
+
+
+@rule("ClaimToHeader")
+def _claim_to_header(c: Mapping[str, Any]) -> RuleResult:
+    """The CRD's pattern: a plain header name (no pseudo-headers such as :authority)."""
+    header = c.get("header")
+    if isinstance(header, str) and header and not _HEADER_NAME.match(header):
+        yield "header", "error", f"invalid header name {header!r}: letters, digits, '-' and '_' only"
+
+
+_TARGET_GROUP = re.compile(r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_TARGET_KIND = re.compile(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
+
+
+@rule("PolicyTargetReference")
+def _target_ref(ref: Mapping[str, Any]) -> RuleResult:
+    """istio.type.v1beta1.PolicyTargetReference's CRD rules: group and kind patterns, no namespace."""
+    group, kind = ref.get("group"), ref.get("kind")
+    if isinstance(group, str) and not _TARGET_GROUP.match(group):
+        yield "group", "error", f"invalid group {group!r}"
+    if isinstance(kind, str) and kind and not _TARGET_KIND.match(kind):
+        yield "kind", "error", f"invalid kind {kind!r}"
+    if ref.get("namespace"):
+        yield "namespace", "error", "cross namespace referencing is not currently supported"
+
+
+@rule("MetricSelector")
+def _metric_selector(selector: Mapping[str, Any]) -> RuleResult:
+    if selector.get("customMetric") == "":
+        yield "customMetric", "error", "customMetric must not be empty"
 
 
 @rule("Tracing")

@@ -31,7 +31,7 @@ from control.istio.messages import Finding, Level
 TESTDATA = Path(__file__).parent / "testdata"
 
 # Istio codes `meshctl analyze` claims to produce as Istio does (control/istio/messages.py).
-CLAIMED = frozenset({"IST0101", "IST0109", "IST0127", "IST0128", "IST0129", "IST0130", "IST0131", "IST0132",
+CLAIMED = frozenset({"IST0002", "IST0101", "IST0106", "IST0109", "IST0127", "IST0128", "IST0129", "IST0130", "IST0131", "IST0132",
                      "IST0138", "IST0145", "IST0161", "IST0173", "IST0174"})
 
 # Istio analyzer -> the codes it can emit (its Metadata and the messages its code reports).
@@ -50,6 +50,7 @@ ANALYZER_CODES: dict[str, frozenset[str]] = {
     "destinationrule.CaCertificateAnalyzer": frozenset({"IST0128", "IST0129"}),
     "destinationrule.PodNotSelectedAnalyzer": frozenset({"IST0173", "IST0174"}),
     "schema.ValidationAnalyzer.VirtualService": frozenset({"IST0106", "IST0130", "IST0131"}),
+    "deprecation.FieldAnalyzer": frozenset({"IST0002"}),
 }
 
 
@@ -72,8 +73,8 @@ def istio_analyzers(f: Finding) -> frozenset[str]:
         by_kind = {"Sidecar": "sidecar.SelectorAnalyzer", "Telemetry": "telemetry.SelectorAnalyzer",
                    "AuthorizationPolicy": "authz.AuthorizationPoliciesAnalyzer"}
         return frozenset({by_kind[kind]}) if kind in by_kind else frozenset()
-    if f.code in ("IST0130", "IST0131") or (f.code == "IST0106" and kind == "VirtualService"):
-        return frozenset({"schema.ValidationAnalyzer.VirtualService"})
+    if f.code in ("IST0130", "IST0131", "IST0106"):  # the schema analyzer of the resource's own kind
+        return frozenset({f"schema.ValidationAnalyzer.{kind}"})
     return frozenset(name for name, codes in ANALYZER_CODES.items() if f.code in codes)
 
 
@@ -88,16 +89,19 @@ class AnalyzerCase:
     expected: tuple[tuple[str, str], ...] = ()
     # a known disagreement with Istio: why (the row is a strict xfail in the tests)
     known_difference: str = ""
+    # the disagreement comes from something out of this project's scope (a kind it does not load): the row
+    # is left out of the figures, and docs/istio-config.md lists it
+    out_of_scope: bool = False
 
     @property
     def codes(self) -> frozenset[str]:
         return ANALYZER_CODES[self.analyzer] & CLAIMED
 
 
-def _c(name: str, files: str | Sequence[str], analyzer: str, *expected: tuple[str, str], known: str = "") \
-        -> AnalyzerCase:
+def _c(name: str, files: str | Sequence[str], analyzer: str, *expected: tuple[str, str], known: str = "",
+       out_of_scope: bool = False) -> AnalyzerCase:
     files = (files,) if isinstance(files, str) else tuple(files)
-    return AnalyzerCase(name, files, analyzer, tuple(expected), known)
+    return AnalyzerCase(name, files, analyzer, tuple(expected), known, out_of_scope)
 
 
 IGP, SEC, CGW, CRT = ("gateway.IngressGatewayPortAnalyzer", "gateway.SecretAnalyzer",
@@ -107,6 +111,8 @@ VSH, VSR, VSG, VSC = ("virtualservice.DestinationHostAnalyzer", "virtualservice.
 CAC, PNS = "destinationrule.CaCertificateAnalyzer", "destinationrule.PodNotSelectedAnalyzer"
 
 ANALYZER_CASES: tuple[AnalyzerCase, ...] = (
+    _c("deprecation", "deprecation", "deprecation.FieldAnalyzer",
+       ("IST0002", "VirtualService foo/productpage"), ("IST0002", "Sidecar default/no-selector")),
     _c("gatewayNoWorkload", "gateway-no-workload", IGP, ("IST0101", "Gateway httpbin-gateway")),
     _c("gatewayBadPort", "gateway-no-port", IGP),  # IST0162 only (not claimed): no IST0101
     _c("gatewayCorrectPort", "gateway-correct-port", IGP),
@@ -161,7 +167,10 @@ ANALYZER_CASES: tuple[AnalyzerCase, ...] = (
        ("IST0101", "VirtualService httpbin-bogus"), ("IST0132", "VirtualService default/cross-test"),
        ("IST0132", "VirtualService httpbin-bogus"), ("IST0132", "VirtualService httpbin")),
     _c("virtualServiceKubernetesGateways", "virtualservice_kubernetes_gateways", VSG,
-       ("IST0132", "VirtualService default/my-vs-host-mismatch")),
+       ("IST0132", "VirtualService default/my-vs-host-mismatch"),
+       known="Kubernetes Gateway API Gateways (gateway.networking.k8s.io) are not loaded, so a VirtualService "
+             "naming one gets IST0101 'gateway not found' and IST0132 where Istio checks the listener hostnames",
+       out_of_scope=True),
     _c("virtualServiceInternalGatewayRef", "virtualservice_internal_gateway_ref", VSG),  # IST0165 only
     _c("Route Rule no effect on Ingress", "virtualservice_route_rule_no_effects_ingress", VSH),  # IST0140 only
     _c("host defined in virtualservice not found in the gateway", "virtualservice_host_not_found_gateway", VSG,

@@ -112,7 +112,7 @@ def test_regex_in_a_uri_match():
                                                                          "consistentHash": {"useSourceIp": True}}}},
      "spec.trafficPolicy.loadBalancer.consistentHash", "only one of simple, consistentHash may be set"),
     ("RequestAuthentication", {"jwtRules": [{"issuer": "i", "jwks": "{}", "jwksUri": "https://x/jwks"}]},
-     "spec.jwtRules[0].jwksUri", "only one of jwks, jwksUri may be set"),
+     "spec.jwtRules[0].jwksUri", "only one of jwks, jwksUri, jwks_uri may be set"),
 ])
 def test_oneof_fields(kind, spec, path, text):
     assert (path, text.split(" (")[0]) in [(p, t.split(" (")[0]) for p, t in errors(kind, spec)]
