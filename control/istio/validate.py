@@ -441,12 +441,123 @@ def _virtual_service(vs: Mapping[str, Any]) -> RuleResult:
                                 "gateways)"
     if not any(vs.get(k) for k in ("http", "tcp", "tls")):
         yield "", "error", "http, tcp or tls must be provided in virtual service"
+    bound_to_gateway = bool(gateways) and "mesh" not in gateways  # isGateway
+    yield from _gateway_names(gateways)
+    if not bound_to_gateway:
+        yield from _jwt_claim_routes(vs, gateways)
+    sni = any(get_path(match, "sniHosts") for tls in vs.get("tls") or ()  # isSniHost
+              for match in (get_path(tls, "match") or ()))
+    all_valid = True
     if isinstance(hosts, (list, tuple)):
         for i, host in enumerate(hosts):
-            if host == "*" and (not gateways or "mesh" in gateways):
+            if host == "*" and not bound_to_gateway:
+                all_valid = False
                 yield f"hosts[{i}]", "error", "wildcard host * is not allowed for virtual services bound to the mesh gateway"
-            elif (err := _host_error(host)) and host != "*":
+            elif host != "*" and (err := _vs_host_error(host, bound_to_gateway and sni)):
+                all_valid = False
                 yield f"hosts[{i}]", "error", err
+        if all_valid:  # literal and wildcard duplicates (*.foo.com and *.com), as Istio's host.Name.Matches
+            for i, a in enumerate(hosts):
+                for b in hosts[i + 1:]:
+                    if isinstance(a, str) and isinstance(b, str) and _hosts_overlap(a, b):
+                        yield f"hosts[{i}]", "error", f"duplicate hosts in virtual service: {a} & {b}"
+    for i, tls in enumerate(vs.get("tls") or ()):
+        for j, match in enumerate(tls.get("match") or () if isinstance(tls, Mapping) else ()):
+            for k, sni_host in enumerate(match.get("sniHosts") or () if isinstance(match, Mapping) else ()):
+                where = f"tls[{i}].match[{j}].sniHosts[{k}]"
+                yield from _sni_host(sni_host, hosts, bound_to_gateway, where)
+
+
+def _hosts_overlap(a: str, b: str) -> bool:
+    """Istio's host.Name.Matches: equal, or a wildcard on either side covering the other."""
+    if a.startswith("*") and b.startswith("*"):
+        return a[1:].endswith(b[1:]) or b[1:].endswith(a[1:])
+    if a.startswith("*"):
+        return b.endswith(a[1:])
+    if b.startswith("*"):
+        return a.endswith(b[1:])
+    return a == b
+
+
+def _host_subset(a: str, b: str) -> bool:
+    """Istio's host.Name.SubsetOf: every name `a` matches, `b` matches too."""
+    if b.startswith("*"):
+        return a.endswith(b[1:]) if not a.startswith("*") else a[1:].endswith(b[1:])
+    return a == b
+
+
+_AUTO_SNI = re.compile(r"^outbound_\.\d+_\._\.[A-Za-z].*$")  # outbound_.<port>_._.<hostname>
+
+
+def _vs_host_error(host: Any, sni_on_gateway: bool) -> str | None:
+    """ValidateWildcardDomain, or for a gateway-bound VirtualService with SNI matches
+    ValidateWildcardDomainForVirtualServiceBoundToGateway, which also takes `outbound_.<port>_._.<host>`."""
+    if sni_on_gateway and isinstance(host, str) and host.startswith("outbound_"):
+        return None if _AUTO_SNI.match(host) else f"domain name {host!r} invalid, should follow " \
+                                                  "'outbound_.<port>_._.<hostname>' format"
+    return _host_error(host)
+
+
+def _sni_host(sni_host: Any, hosts: Any, bound_to_gateway: bool, where: str) -> RuleResult:
+    """validateSniHost: a valid (wildcard) domain that is a subset of one of the VirtualService's hosts."""
+    err = _vs_host_error(sni_host, bound_to_gateway)
+    if err:
+        yield where, "error", err
+        return
+    if not isinstance(sni_host, str) or _is_ip(sni_host):
+        return
+    if not any(isinstance(h, str) and _host_subset(sni_host, h) for h in hosts or ()):
+        yield where, "error", (f"SNI host {sni_host!r} is not a compatible subset of any of the virtual service "
+                               f"hosts: [{', '.join(str(h) for h in hosts or ())}]")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _gateway_names(gateways: Any) -> RuleResult:
+    """validateGatewayNames: `namespace/name` of two DNS-1123 labels, or a legacy FQDN-style name."""
+    for i, name in enumerate(gateways or ()):
+        if not isinstance(name, str):
+            continue
+        ns, slash, short = name.partition("/")
+        if not slash:
+            if (err := _host_error(name)) or "*" in name:
+                yield f"gateways[{i}]", "error", err or f"invalid gateway name {name!r}"
+            elif "." in name:
+                parts = name.split(".")
+                yield f"gateways[{i}]", "warning", (f"using legacy gatewayName format {name!r}; prefer the "
+                                                    f"<namespace>/<name> format: '{parts[1]}/{parts[0]}'")
+            continue
+        if not _DNS1123_LABEL.match(ns):
+            yield f"gateways[{i}]", "error", f"invalid value for namespace: {ns!r}"
+        if not _DNS1123_LABEL.match(short):
+            yield f"gateways[{i}]", "error", f"invalid value for gateway name: {short!r}"
+
+
+def is_jwt_claim(header: str) -> bool:
+    """jwt.ToRoutingClaim(...).Match: `@request.auth.claims.<name>` or `@request.auth.claims[<name>]`."""
+    prefix = "@request.auth.claims"
+    if not header.lower().startswith(prefix):
+        return False
+    rest = header[len(prefix):]
+    return (rest.startswith(".") and len(rest) > 1) or (rest.startswith("[") and rest.endswith("]") and len(rest) > 2)
+
+
+def _jwt_claim_routes(vs: Mapping[str, Any], gateways: Any) -> RuleResult:
+    """JWT claim based routing needs a gateway (the claims come from its RequestAuthentication)."""
+    for i, http in enumerate(vs.get("http") or ()):
+        for j, match in enumerate(http.get("match") or () if isinstance(http, Mapping) else ()):
+            for field in ("headers", "withoutHeaders"):
+                for key in (match.get(field) or {}) if isinstance(match, Mapping) else ():
+                    if is_jwt_claim(str(key)):
+                        yield f"http[{i}].match[{j}].{field}", "error", (
+                            f"JWT claim based routing (key: {key}) is only supported for gateway, found no "
+                            f"gateways: [{' '.join(str(g) for g in gateways or ())}]")
 
 
 @rule("HTTPRoute")
@@ -467,15 +578,43 @@ def _http_route(http: Mapping[str, Any]) -> RuleResult:
     elif "route" not in has:
         yield "", "error", "HTTP route, redirect or directResponse is required"
     yield from _weights(http.get("route"), "route")
+    yield from _authority_rewrite(http)
+
+
+def _authority_rewrite(http: Mapping[str, Any]) -> RuleResult:
+    """validateAuthorityRewrite: the authority is rewritten in one place only (rewrite.authority or a request
+    header set/add of :authority / host)."""
+    current = get_path(http, "rewrite", "authority") or ""
+    for op in ("set", "add"):
+        for key, value in (get_path(http, "headers", "request", op) or {}).items():
+            if str(key).lower() not in (":authority", "host"):
+                continue
+            if current:
+                yield f"headers.request.{op}", "error", (f"authority header cannot be set multiple times: have "
+                                                        f"{current!r}, attempting to set {value!r}")
+                return
+            current = value
+
+
+def get_path(value: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
 
 
 @rule("TCPRoute")
 def _tcp_route(tcp: Mapping[str, Any]) -> RuleResult:
+    if not tcp.get("route"):
+        yield "route", "error", "TCP route is required"
     yield from _weights(tcp.get("route"), "route")
 
 
 @rule("TLSRoute")
 def _tls_route(tls: Mapping[str, Any]) -> RuleResult:
+    if not tls.get("route"):
+        yield "route", "error", "TLS route is required"
     yield from _weights(tls.get("route"), "route")
 
 
@@ -657,12 +796,19 @@ def _client_tls(tls: Mapping[str, Any]) -> RuleResult:
 @rule("Gateway")
 def _gateway(gw: Mapping[str, Any]) -> RuleResult:
     names: set[str] = set()
+    port_names: set[str] = set()
     for i, server in enumerate(gw.get("servers") or ()):
         name = server.get("name") if isinstance(server, Mapping) else None
         if name:
             if name in names:
                 yield f"servers[{i}].name", "error", f"server names must be unique: {name}"
             names.add(name)
+        port_name = get_path(server, "port", "name")
+        if isinstance(port_name, str):
+            if port_name in port_names:
+                yield f"servers[{i}].port.name", "error", \
+                    f"port names in servers must be unique: duplicate name {port_name}"
+            port_names.add(port_name)
 
 
 def _namespaced_hosts(hosts: Any, what: str) -> RuleResult:

@@ -114,7 +114,7 @@ def test_ist0101_gateway_selector_without_workloads():
 def test_ist0101_fqdn_and_service_entry_hosts_are_found():
     se = doc("ServiceEntry", "ext", "hosts: ['*.google.com']\nports: [{number: 443, name: https, protocol: HTTPS}]\n"
                                     "resolution: NONE\n")
-    spec = "hosts: [reviews]\nhttp:\n- route: [{destination: {host: reviews.default.svc.cluster.local}}]\n" \
+    spec = "hosts: [reviews, www.google.com]\nhttp:\n- route: [{destination: {host: reviews.default.svc.cluster.local}}]\n" \
            "tls:\n- match: [{sniHosts: [www.google.com]}]\n  route: [{destination: {host: www.google.com}}]\n"
     assert run(se + "---\n" + vs(spec)) == ()
 
