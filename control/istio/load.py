@@ -15,6 +15,8 @@ Each document is composed with PyYAML's SafeLoader into nodes first, so every fi
                          never printed: `Resource.__repr__` leaves a Secret's body out), Node (its topology
                          labels are the locality of the pods on it, for analysis)
 
+EnvoyFilter, ProxyConfig, WorkloadGroup and WasmPlugin are validated against Istio's schema (IST0106 when
+invalid, as the API server would refuse them) and then skipped with an Info finding: they are not served.
 Other Kubernetes kinds (ConfigMap, ...) and other API groups are skipped with an Info finding.
 A resource with a hard schema error (wrong type, invalid value) is left out and a finding says why (for
 analysis, `keep_invalid=True` keeps what is well-typed of it, as istioctl analyze still analyzes it);
@@ -59,6 +61,13 @@ KINDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("apps", "Deployment"): ("v1",),
     ("", "Secret"): ("v1",),
     ("", "Node"): ("v1",),
+}
+# Istio kinds validated (IST0106 when invalid) but not served: reported as ignored after validation.
+VALIDATED_ONLY: dict[tuple[str, str], tuple[str, ...]] = {
+    ("networking.istio.io", "EnvoyFilter"): ("v1alpha3",),
+    ("networking.istio.io", "ProxyConfig"): ("v1beta1",),
+    ("networking.istio.io", "WorkloadGroup"): ("v1alpha3", "v1beta1", "v1"),
+    ("extensions.istio.io", "WasmPlugin"): ("v1alpha1",),
 }
 # Kinds without a namespace (kubectl puts no "default" on them).
 CLUSTER_SCOPED = frozenset({"Namespace", "Node"})
@@ -339,7 +348,7 @@ def _load_document(body: Any, line: int, lines: dict[str, int], filename: str, s
     name = metadata.get("name") if isinstance(metadata.get("name"), str) else ""
     namespace = "" if kind in CLUSTER_SCOPED else str(metadata.get("namespace") or "default")
     label = f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
-    versions = KINDS.get((group, kind))
+    versions = KINDS.get((group, kind)) or VALIDATED_ONLY.get((group, kind))
     if versions is None:
         if group in ISTIO_GROUPS:
             text = f"{api_version} {kind} is not supported by pyproxy mesh yet; it is ignored"
@@ -372,6 +381,10 @@ def _load_document(body: Any, line: int, lines: dict[str, int], filename: str, s
 
     checked = validate_resource(resource, strict=strict)
     findings.extend(checked.findings)
+    if (group, kind) in VALIDATED_ONLY:
+        findings.append(finding(msg.IGNORED_KIND, f"{api_version} {kind} is validated but not supported by "
+                                                  "pyproxy mesh yet; it is ignored", resource=label, **where))
+        return
     if checked.resource is not None:
         resources.append(checked.resource)
     elif keep_invalid and checked.rejected is not None:

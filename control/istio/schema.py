@@ -269,6 +269,67 @@ MESSAGES: dict[str, dict[str, str]] = {
     "K8sNamespaceSpec": {},
     # the body of a Secret (no spec): values are never echoed in findings ("struct" checks the shape only)
     "K8sSecret": {"type": "string", "data": "struct", "stringData": "struct", "immutable": "bool"},
+
+    # ---- validated only (not served): EnvoyFilter, ProxyConfig, WasmPlugin, WorkloadGroup ------------------
+    # networking/v1alpha3/envoy_filter.proto
+    "EnvoyFilter": {"workloadSelector": "NetworkingWorkloadSelector", "targetRefs": "[]PolicyTargetReference",
+                    "configPatches": "[]EnvoyConfigObjectPatch", "priority": "int32"},
+    "EnvoyConfigObjectPatch": {
+        "applyTo": "enum:INVALID|LISTENER|FILTER_CHAIN|NETWORK_FILTER|HTTP_FILTER|ROUTE_CONFIGURATION|VIRTUAL_HOST|"
+                   "HTTP_ROUTE|CLUSTER|EXTENSION_CONFIG|BOOTSTRAP|LISTENER_FILTER",
+        "match": "EnvoyConfigObjectMatch", "patch": "EnvoyPatch"},
+    "EnvoyConfigObjectMatch": {"context": "enum:ANY|SIDECAR_INBOUND|SIDECAR_OUTBOUND|GATEWAY|WAYPOINT",
+                               "proxy": "EnvoyProxyMatch", "listener": "EnvoyListenerMatch",
+                               "routeConfiguration": "EnvoyRouteConfigurationMatch", "cluster": "EnvoyClusterMatch",
+                               "waypoint": "EnvoyWaypointMatch"},
+    "EnvoyProxyMatch": {"proxyVersion": "string", "metadata": "map:string"},
+    "EnvoyListenerMatch": {"portNumber": "uint32", "portName": "string", "filterChain": "EnvoyFilterChainMatch",
+                           "listenerFilter": "string", "name": "string"},
+    "EnvoyFilterChainMatch": {"name": "string", "sni": "string", "transportProtocol": "string",
+                              "applicationProtocols": "string", "filter": "EnvoyFilterMatch",
+                              "destinationPort": "uint32", "transportSocket": "string"},
+    "EnvoyFilterMatch": {"name": "string", "subFilter": "EnvoySubFilterMatch"},
+    "EnvoySubFilterMatch": {"name": "string"},
+    "EnvoyRouteConfigurationMatch": {"portNumber": "uint32", "portName": "string", "gateway": "string",
+                                     "vhost": "EnvoyVirtualHostMatch", "name": "string"},
+    "EnvoyVirtualHostMatch": {"name": "string", "domainName": "string", "route": "EnvoyRouteMatch"},
+    "EnvoyRouteMatch": {"name": "string", "action": "enum:ANY|ROUTE|REDIRECT|DIRECT_RESPONSE"},
+    "EnvoyClusterMatch": {"portNumber": "uint32", "service": "string", "subset": "string", "name": "string"},
+    "EnvoyWaypointMatch": {"filter": "EnvoyFilterMatch", "route": "EnvoySubFilterMatch", "portNumber": "port"},
+    "EnvoyPatch": {"operation": "enum:INVALID|MERGE|ADD|REMOVE|INSERT_BEFORE|INSERT_AFTER|INSERT_FIRST|REPLACE|"
+                                "MERGE_AND_REPLACE_LIST",
+                   "value": "struct", "filterClass": "enum:UNSPECIFIED|AUTHN|AUTHZ|STATS"},
+    # networking/v1beta1/proxy_config.proto
+    "ProxyConfig": {"selector": "WorkloadSelector", "concurrency": "int32", "environmentVariables": "map:string",
+                    "image": "ProxyImage"},
+    "ProxyImage": {"imageType": "string"},
+    # extensions/v1alpha1/wasm.proto
+    "WasmPlugin": {"selector": "WorkloadSelector", "targetRef": "PolicyTargetReference",
+                   "targetRefs": "[]PolicyTargetReference", "url": "string!", "sha256": "string",
+                   "imagePullPolicy": "enum:UNSPECIFIED_POLICY|IfNotPresent|Always", "imagePullSecret": "string",
+                   "verificationKey": "string", "pluginConfig": "struct", "pluginName": "string",
+                   "phase": "enum:UNSPECIFIED_PHASE|AUTHN|AUTHZ|STATS", "priority": "int32",
+                   "failStrategy": "enum:FAIL_CLOSE|FAIL_OPEN|FAIL_RELOAD", "vmConfig": "VmConfig",
+                   "match": "[]WasmPluginTrafficSelector", "type": "enum:UNSPECIFIED_PLUGIN_TYPE|HTTP|NETWORK"},
+    "VmConfig": {"env": "[]WasmEnvVar"},
+    "WasmEnvVar": {"name": "string!", "valueFrom": "enum:INLINE|HOST", "value": "string"},
+    "WasmPluginTrafficSelector": {"mode": "enum:UNDEFINED|CLIENT|SERVER|CLIENT_AND_SERVER",
+                                  "ports": "[]WasmPortSelector"},
+    "WasmPortSelector": {"number": "port!"},
+    # networking/v1alpha3/workload_group.proto
+    "WorkloadGroup": {"metadata": "WorkloadGroupObjectMeta", "template": "WorkloadEntry!",
+                      "probe": "ReadinessProbe"},
+    "WorkloadGroupObjectMeta": {"labels": "map:string", "annotations": "map:string"},
+    "ReadinessProbe": {"initialDelaySeconds": "int32", "timeoutSeconds": "int32", "periodSeconds": "int32",
+                       "successThreshold": "int32", "failureThreshold": "int32", "httpGet": "HTTPHealthCheckConfig",
+                       "tcpSocket": "TCPHealthCheckConfig", "exec": "ExecHealthCheckConfig",
+                       "grpc": "GrpcHealthCheckConfig"},
+    "HTTPHealthCheckConfig": {"path": "string", "port": "port!", "host": "string", "scheme": "string",
+                              "httpHeaders": "[]HTTPHealthCheckHeader"},
+    "HTTPHealthCheckHeader": {"name": "string", "value": "string"},
+    "TCPHealthCheckConfig": {"host": "string", "port": "port!"},
+    "ExecHealthCheckConfig": {"command": "[]string!"},
+    "GrpcHealthCheckConfig": {"port": "port", "service": "string"},
 }
 
 # Messages where unknown fields are fine (Kubernetes objects: the mesh reads a few fields of a large API).
@@ -294,6 +355,9 @@ ONEOFS: dict[str, tuple[tuple[str, ...], ...]] = {
     "AuthorizationPolicy": (("selector", "targetRef", "targetRefs"),),
     "RequestAuthentication": (("selector", "targetRef", "targetRefs"),),
     "Telemetry": (("selector", "targetRef", "targetRefs"),),
+    "EnvoyFilter": (("workloadSelector", "targetRefs"),),
+    "WasmPlugin": (("selector", "targetRef", "targetRefs"),),
+    "ReadinessProbe": (("httpGet", "tcpSocket", "exec", "grpc"),),
     "CustomTag": (("literal", "environment", "header", "formatter"),),
     "MetricSelector": (("metric", "customMetric"),),
 }
@@ -306,6 +370,8 @@ KIND_MESSAGE: dict[str, str] = {
     "RequestAuthentication": "RequestAuthentication", "Telemetry": "Telemetry", "IstioOperator": "IstioOperator",
     "Service": "K8sServiceSpec", "Deployment": "K8sDeploymentSpec", "Pod": "K8sPodSpec",
     "ServiceAccount": "K8sServiceAccount", "Namespace": "K8sNamespaceSpec", "Secret": "K8sSecret",
+    "EnvoyFilter": "EnvoyFilter", "ProxyConfig": "ProxyConfig", "WasmPlugin": "WasmPlugin",
+    "WorkloadGroup": "WorkloadGroup",
 }
 
 # Deprecated fields and enum values (Istio's proto comments): reported as IST0002 Deprecated, still honoured.

@@ -1036,6 +1036,73 @@ def _target_ref(ref: Mapping[str, Any]) -> RuleResult:
         yield "namespace", "error", "cross namespace referencing is not currently supported"
 
 
+@rule("WorkloadSelector")
+def _workload_selector(selector: Mapping[str, Any]) -> RuleResult:
+    """istio.type.v1beta1.WorkloadSelector's CRD rules: no empty keys, no wildcards in keys or values."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if key == "":
+            yield "matchLabels", "error", "key must not be empty"
+        elif "*" in str(key):
+            yield "matchLabels", "error", "wildcard not allowed in label key match"
+        elif "*" in str(value):
+            yield f"matchLabels.{key}", "error", "wildcard not allowed in label value match"
+
+
+@rule("EnvoyConfigObjectMatch")
+def _envoy_filter_match(match: Mapping[str, Any]) -> RuleResult:
+    """The EnvoyFilter CRD: `waypoint` goes with context WAYPOINT, and context WAYPOINT needs it."""
+    if (match.get("context") == "WAYPOINT") != ("waypoint" in match):  # present, even if empty
+        yield "", "error", "only support waypointMatch when context is WAYPOINT"
+
+
+@rule("ProxyConfig")
+def _proxy_config(pc: Mapping[str, Any]) -> RuleResult:
+    concurrency = pc.get("concurrency")
+    if isinstance(concurrency, int) and concurrency < 0:
+        yield "concurrency", "error", "concurrency must be greater than or equal to 0"
+
+
+_WASM_SCHEMES = ("", "http", "https", "oci", "file")
+
+
+@rule("WasmPlugin")
+def _wasm_plugin(wp: Mapping[str, Any]) -> RuleResult:
+    """The WasmPlugin CRD's rules (x-kubernetes-validations, minLength, patterns)."""
+    url = wp.get("url")
+    if isinstance(url, str) and url:
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        # Go's url.Parse refuses a '%' that is not an escape, and whitespace
+        if scheme not in _WASM_SCHEMES or re.search(r"%(?![0-9A-Fa-f]{2})|\s", url):
+            yield "url", "error", "url must have schema one of [http, https, file, oci]"
+    sha = wp.get("sha256")
+    if isinstance(sha, str) and sha and not re.fullmatch(r"[a-f0-9]{64}", sha):
+        yield "sha256", "error", "sha256 must be 64 lowercase hex digits"
+    for field in ("imagePullSecret", "pluginName"):
+        if wp.get(field) == "":
+            yield field, "error", f"{field} must not be empty"
+    seen: set[str] = set()
+    for i, env in enumerate(get_path(wp, "vmConfig", "env") or ()):
+        name = get_path(env, "name")
+        if name in seen:
+            yield f"vmConfig.env[{i}].name", "error", f"duplicate env name {name!r}"
+        seen.add(name)
+        if get_path(env, "valueFrom") == "HOST" and get_path(env, "value") is not None:
+            yield f"vmConfig.env[{i}].value", "error", "value may only be set when valueFrom is INLINE"
+
+
+@rule("HTTPHealthCheckHeader")
+def _probe_header(header: Mapping[str, Any]) -> RuleResult:
+    name = header.get("name")
+    if isinstance(name, str) and not _HEADER_NAME.match(name):
+        yield "name", "error", f"invalid header name {name!r}: letters, digits, '-' and '_' only"
+
+
+@rule("HTTPHealthCheckConfig")
+def _probe_http(check: Mapping[str, Any]) -> RuleResult:
+    if check.get("scheme") not in (None, "", "HTTP", "HTTPS"):
+        yield "scheme", "error", "scheme must be one of [HTTP, HTTPS]"
+
+
 @rule("MetricSelector")
 def _metric_selector(selector: Mapping[str, Any]) -> RuleResult:
     if selector.get("customMetric") == "":
