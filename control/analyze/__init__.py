@@ -14,6 +14,7 @@ from control.analyze import (
     conflicting_gateways,
     conflicting_mesh_gateway_virtual_service_hosts,
     destination_rule_subset_not_select_pods,
+    envoy_filter_patch,
     gateway_duplicate_certificate,
     invalid_gateway_credential,
     merged_destination_rule_ignored,
@@ -45,6 +46,7 @@ ANALYZERS = (
     invalid_gateway_credential,
     gateway_duplicate_certificate,
     plaintext_to_strict_mtls,
+    envoy_filter_patch,
 )
 
 

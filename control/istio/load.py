@@ -16,7 +16,8 @@ Each document is composed with PyYAML's SafeLoader into nodes first, so every fi
                          labels are the locality of the pods on it, for analysis)
 
 EnvoyFilter, ProxyConfig, WorkloadGroup and WasmPlugin are validated against Istio's schema (IST0106 when
-invalid, as the API server would refuse them) and then skipped with an Info finding: they are not served.
+invalid, as the API server would refuse them) and then skipped with an Info finding: they are not served
+(analysis, `keep_invalid=True`, still gets them).
 Other Kubernetes kinds (ConfigMap, ...) and other API groups are skipped with an Info finding.
 A resource with a hard schema error (wrong type, invalid value) is left out and a finding says why (for
 analysis, `keep_invalid=True` keeps what is well-typed of it, as istioctl analyze still analyzes it);
@@ -384,6 +385,8 @@ def _load_document(body: Any, line: int, lines: dict[str, int], filename: str, s
     if (group, kind) in VALIDATED_ONLY:
         findings.append(finding(msg.IGNORED_KIND, f"{api_version} {kind} is validated but not supported by "
                                                   "pyproxy mesh yet; it is ignored", resource=label, **where))
+        if keep_invalid:  # analysis (EnvoyFilter's IST0151-IST0155) still sees it, valid or not
+            resources.append(checked.resource or checked.rejected)
         return
     if checked.resource is not None:
         resources.append(checked.resource)

@@ -81,6 +81,25 @@ INVALID_GATEWAY_CREDENTIAL = _m(
     "IST0161", "InvalidGatewayCredential", Level.ERROR,
     "The credential referenced by the Gateway {0} in namespace {1} is invalid, which can cause the traffic not "
     "to work as expected.")
+ENVOY_FILTER_RELATIVE_OPERATION = _m(
+    "IST0151", "EnvoyFilterUsesRelativeOperation", Level.WARNING,
+    "This EnvoyFilter does not have a priority and has a relative patch operation set which can cause the "
+    "EnvoyFilter not to be applied. Using the INSERT_FIRST of ADD option or setting the priority may help in "
+    "ensuring the EnvoyFilter is applied correctly.")
+ENVOY_FILTER_REPLACE_INCORRECTLY = _m("IST0152", "EnvoyFilterUsesReplaceOperationIncorrectly", Level.ERROR,
+                                      "The REPLACE operation is only valid for HTTP_FILTER and NETWORK_FILTER.")
+ENVOY_FILTER_ADD_INCORRECTLY = _m(
+    "IST0153", "EnvoyFilterUsesAddOperationIncorrectly", Level.ERROR,
+    "The ADD operation will be ignored when applyTo is set to ROUTE_CONFIGURATION, or HTTP_ROUTE.")
+ENVOY_FILTER_REMOVE_INCORRECTLY = _m(
+    "IST0154", "EnvoyFilterUsesRemoveOperationIncorrectly", Level.ERROR,
+    "The REMOVE operation will be ignored when applyTo is set to ROUTE_CONFIGURATION, or HTTP_ROUTE.")
+ENVOY_FILTER_RELATIVE_WITH_PROXY_VERSION = _m(
+    "IST0155", "EnvoyFilterUsesRelativeOperationWithProxyVersion", Level.WARNING,
+    "This EnvoyFilter does not have a priority and has a relative patch operation (NSTERT_BEFORE/AFTER, REPLACE, "
+    "MERGE, DELETE) and proxyVersion set which can cause the EnvoyFilter not to be applied during an upgrade. "
+    "Using the INSERT_FIRST or ADD option or setting the priority may help in ensuring the EnvoyFilter is "
+    "applied correctly.")
 DR_SUBSET_NOT_SELECT_PODS = _m(
     "IST0173", "DestinationRuleSubsetNotSelectPods", Level.ERROR,
     "The Subset {0} defined in the DestinationRule does not select any pods. Which may lead to 503 UH "
@@ -116,6 +135,9 @@ CATALOGUE: dict[str, MessageType] = {
         CONFLICTING_MESH_GATEWAY_VS_HOSTS, NO_MATCHING_WORKLOADS_FOUND, NO_SERVER_CERT_VERIFICATION_DESTINATION,
         NO_SERVER_CERT_VERIFICATION_PORT, VS_UNREACHABLE_RULE, VS_INEFFECTIVE_MATCH,
         VS_HOST_NOT_FOUND_IN_GATEWAY, SCHEMA_WARNING, CONFLICTING_GATEWAYS, DR_SUBSET_NOT_SELECT_PODS,
+        GATEWAY_DUPLICATE_CERTIFICATE, INVALID_GATEWAY_CREDENTIAL, ENVOY_FILTER_RELATIVE_OPERATION,
+        ENVOY_FILTER_REPLACE_INCORRECTLY, ENVOY_FILTER_ADD_INCORRECTLY, ENVOY_FILTER_REMOVE_INCORRECTLY,
+        ENVOY_FILTER_RELATIVE_WITH_PROXY_VERSION,
         UNKNOWN_DR_HOST, FILE_ERROR, YAML_SYNTAX_ERROR, IGNORED_KIND, UNSUPPORTED_FIELD, UNKNOWN_FIELD_DROPPED,
         DUPLICATE_RESOURCE, MERGED_DESTINATION_RULES, LIMIT_EXCEEDED,
     )

@@ -275,3 +275,40 @@ def test_pym0007_merged_destination_rules_that_lose_something(second, expected_p
              if f.code == "PYM0007"]
     assert [f.path for f in found] == expected_paths
     assert all(f.resource == "DestinationRule default/second" for f in found)
+
+
+def envoy_filter(name: str, patches: str, priority: int = 0) -> str:
+    return doc("EnvoyFilter", name, f"priority: {priority}\nconfigPatches:\n{textwrap.dedent(patches)}",
+               api="networking.istio.io/v1alpha3")
+
+
+def analyze_for_analysis(text: str):
+    """Like meshctl analyze: EnvoyFilters are validated, not served, but analysis sees them."""
+    result = load_text(text, "ef.yaml", strict=True, keep_invalid=True)
+    return [f for f in analyze(result.resources) if f.code.startswith("IST015")]
+
+
+@pytest.mark.parametrize("apply_to, operation, priority, expected", [
+    ("HTTP_ROUTE", "ADD", 0, ["IST0153"]),                 # ignored by Istio
+    ("ROUTE_CONFIGURATION", "REMOVE", 0, ["IST0154"]),     # ignored by Istio
+    ("CLUSTER", "REPLACE", 0, ["IST0152"]),                # REPLACE only for filters and virtual hosts
+    ("HTTP_FILTER", "REPLACE", 0, ["IST0151"]),            # relative, no priority
+    ("HTTP_FILTER", "INSERT_BEFORE", 0, ["IST0151"]),
+    ("HTTP_FILTER", "INSERT_BEFORE", 10, []),              # a priority orders it
+    ("HTTP_FILTER", "INSERT_FIRST", 0, []),                # absolute
+])
+def test_envoy_filter_patch_operations(apply_to, operation, priority, expected):
+    ef = envoy_filter("ef", f"- applyTo: {apply_to}\n  patch: {{operation: {operation}, value: {{name: f}}}}\n",
+                      priority)
+    assert codes(analyze_for_analysis(ef)) == expected
+
+
+def test_ist0155_relative_patch_of_a_filter_an_earlier_patch_matched_by_proxy_version():
+    ef = envoy_filter("ef", """\
+        - applyTo: HTTP_FILTER
+          match: {proxy: {proxyVersion: '^1\\.11.*'}}
+          patch: {operation: INSERT_FIRST, value: {name: envoy.lua}}
+        - applyTo: HTTP_FILTER
+          patch: {operation: INSERT_AFTER, value: {name: envoy.lua}}
+        """)
+    assert codes(analyze_for_analysis(ef)) == ["IST0155"]
