@@ -25,6 +25,7 @@ from control.analyze import (
     unknown_destination_rule_host,
     virtual_service_host_not_found_in_gateway,
     virtual_service_unreachable_rule,
+    workload_selector_conflicts,
 )
 from control.analyze.default_ingress_gateway import default_ingress_gateway
 from control.analyze.index import Index
@@ -47,6 +48,7 @@ ANALYZERS = (
     gateway_duplicate_certificate,
     plaintext_to_strict_mtls,
     envoy_filter_patch,
+    workload_selector_conflicts,
 )
 
 

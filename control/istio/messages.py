@@ -81,6 +81,20 @@ INVALID_GATEWAY_CREDENTIAL = _m(
     "IST0161", "InvalidGatewayCredential", Level.ERROR,
     "The credential referenced by the Gateway {0} in namespace {1} is invalid, which can cause the traffic not "
     "to work as expected.")
+CONFLICTING_SIDECAR_SELECTORS = _m(
+    "IST0110", "ConflictingSidecarWorkloadSelectors", Level.ERROR,
+    "The Sidecars {0} in namespace {1!q} select the same workload pod {2!q}, which can lead to undefined behavior.")
+MULTIPLE_SIDECARS_NO_SELECTOR = _m(
+    "IST0111", "MultipleSidecarsWithoutWorkloadSelectors", Level.ERROR,
+    "The Sidecars {0} in namespace {1!q} have no workload selector, which can lead to undefined behavior.")
+CONFLICTING_TELEMETRY_SELECTORS = _m(
+    "IST0159", "ConflictingTelemetryWorkloadSelectors", Level.ERROR,
+    "The Telemetries {0} in namespace {1!q} select the same workload pod {2!q}, which can lead to undefined "
+    "behavior.")
+MULTIPLE_TELEMETRIES_NO_SELECTOR = _m(
+    "IST0160", "MultipleTelemetriesWithoutWorkloadSelectors", Level.ERROR,
+    "The Telemetries {0} in namespace {1!q} have no workload selector, which can lead to undefined behavior.")
+INEFFECTIVE_POLICY = _m("IST0167", "IneffectivePolicy", Level.WARNING, "The policy has no impact: {0}.")
 ENVOY_FILTER_RELATIVE_OPERATION = _m(
     "IST0151", "EnvoyFilterUsesRelativeOperation", Level.WARNING,
     "This EnvoyFilter does not have a priority and has a relative patch operation set which can cause the "
@@ -138,6 +152,8 @@ CATALOGUE: dict[str, MessageType] = {
         GATEWAY_DUPLICATE_CERTIFICATE, INVALID_GATEWAY_CREDENTIAL, ENVOY_FILTER_RELATIVE_OPERATION,
         ENVOY_FILTER_REPLACE_INCORRECTLY, ENVOY_FILTER_ADD_INCORRECTLY, ENVOY_FILTER_REMOVE_INCORRECTLY,
         ENVOY_FILTER_RELATIVE_WITH_PROXY_VERSION,
+        CONFLICTING_SIDECAR_SELECTORS, MULTIPLE_SIDECARS_NO_SELECTOR, CONFLICTING_TELEMETRY_SELECTORS,
+        MULTIPLE_TELEMETRIES_NO_SELECTOR, INEFFECTIVE_POLICY,
         UNKNOWN_DR_HOST, FILE_ERROR, YAML_SYNTAX_ERROR, IGNORED_KIND, UNSUPPORTED_FIELD, UNKNOWN_FIELD_DROPPED,
         DUPLICATE_RESOURCE, MERGED_DESTINATION_RULES, LIMIT_EXCEEDED,
     )

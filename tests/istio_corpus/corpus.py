@@ -31,7 +31,7 @@ from control.istio.messages import Finding, Level
 TESTDATA = Path(__file__).parent / "testdata"
 
 # Istio codes `meshctl analyze` claims to produce as Istio does (control/istio/messages.py).
-CLAIMED = frozenset({"IST0002", "IST0101", "IST0106", "IST0151", "IST0152", "IST0153", "IST0154", "IST0155", "IST0109", "IST0127", "IST0128", "IST0129", "IST0130", "IST0131", "IST0132",
+CLAIMED = frozenset({"IST0002", "IST0101", "IST0106", "IST0110", "IST0111", "IST0159", "IST0160", "IST0167", "IST0151", "IST0152", "IST0153", "IST0154", "IST0155", "IST0109", "IST0127", "IST0128", "IST0129", "IST0130", "IST0131", "IST0132",
                      "IST0138", "IST0145", "IST0161", "IST0173", "IST0174"})
 
 # Istio analyzer -> the codes it can emit (its Metadata and the messages its code reports).
@@ -40,8 +40,9 @@ ANALYZER_CODES: dict[str, frozenset[str]] = {
     "gateway.SecretAnalyzer": frozenset({"IST0101", "IST0161"}),
     "gateway.ConflictingGatewayAnalyzer": frozenset({"IST0145"}),
     "gateway.CertificateAnalyzer": frozenset({"IST0138"}),
-    "sidecar.SelectorAnalyzer": frozenset({"IST0101", "IST0110"}),
+    "sidecar.SelectorAnalyzer": frozenset({"IST0101", "IST0110", "IST0111", "IST0167"}),
     "telemetry.SelectorAnalyzer": frozenset({"IST0101", "IST0159"}),
+    "telemetry.DefaultSelectorAnalyzer": frozenset({"IST0160"}),
     "virtualservice.ConflictingMeshGatewayHostsAnalyzer": frozenset({"IST0109"}),
     "virtualservice.DestinationHostAnalyzer": frozenset({"IST0101", "IST0112", "IST0140"}),
     "virtualservice.DestinationRuleAnalyzer": frozenset({"IST0101"}),
@@ -70,6 +71,8 @@ def istio_analyzers(f: Finding) -> frozenset[str]:
             if f.path.endswith(".subset"):
                 return frozenset({"virtualservice.DestinationRuleAnalyzer"})
             return frozenset({"virtualservice.DestinationHostAnalyzer"})
+    if f.code in ("IST0110", "IST0111", "IST0167") and kind == "Sidecar":
+        return frozenset({"sidecar.SelectorAnalyzer"})
     if f.code in ("IST0101", "IST0127", "IST0110", "IST0159"):
         by_kind = {"Sidecar": "sidecar.SelectorAnalyzer", "Telemetry": "telemetry.SelectorAnalyzer",
                    "AuthorizationPolicy": "authz.AuthorizationPoliciesAnalyzer"}
@@ -140,10 +143,19 @@ ANALYZER_CASES: tuple[AnalyzerCase, ...] = (
     _c("conflicting gateways detect: no port", "conflicting-gateways-invalid-port", CGW),
     _c("Analyze conflicting gateway with list type", "analyze-list-type", CGW,
        ("IST0145", "Gateway alpha"), ("IST0145", "Gateway alpha-l"), ("IST0145", "Gateway beta-l")),
+    _c("sidecarDefaultSelector", "sidecar-default-selector", "sidecar.SelectorAnalyzer",
+       ("IST0111", "Sidecar ns2/has-conflict-2"), ("IST0111", "Sidecar ns2/has-conflict-1"),
+       ("IST0167", "Sidecar ns-ambient/namespace-scoped"), ("IST0167", "Sidecar ns-ambient/pod-scoped")),
     _c("sidecarSelector", "sidecar-selector", "sidecar.SelectorAnalyzer",
-       ("IST0101", "Sidecar default/maps-to-nonexistent"), ("IST0101", "Sidecar other/maps-to-different-ns")),
+       ("IST0101", "Sidecar default/maps-to-nonexistent"), ("IST0101", "Sidecar other/maps-to-different-ns"),
+       ("IST0110", "Sidecar default/dupe-1"), ("IST0110", "Sidecar default/dupe-2"),
+       ("IST0110", "Sidecar default/overlap-1"), ("IST0110", "Sidecar default/overlap-2")),
     _c("telemetrySelector", "telemetry-selector", "telemetry.SelectorAnalyzer",
-       ("IST0101", "Telemetry default/maps-to-nonexistent"), ("IST0101", "Telemetry other/maps-to-different-ns")),
+       ("IST0101", "Telemetry default/maps-to-nonexistent"), ("IST0101", "Telemetry other/maps-to-different-ns"),
+       ("IST0159", "Telemetry default/dupe-1"), ("IST0159", "Telemetry default/dupe-2"),
+       ("IST0159", "Telemetry default/overlap-1"), ("IST0159", "Telemetry default/overlap-2")),
+    _c("telemetryDefaultSelector", "telemetry-default-selector", "telemetry.DefaultSelectorAnalyzer",
+       ("IST0160", "Telemetry ns2/has-conflict-2"), ("IST0160", "Telemetry ns2/has-conflict-1")),
     _c("virtualServiceConflictingMeshGatewayHosts", "virtualservice_conflictingmeshgatewayhosts", VSC,
        ("IST0109", "VirtualService team3/ratings"), ("IST0109", "VirtualService team4/ratings"),
        ("IST0109", "VirtualService foo/ratings"), ("IST0109", "VirtualService bar/ratings"),

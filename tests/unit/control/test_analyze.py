@@ -312,3 +312,20 @@ def test_ist0155_relative_patch_of_a_filter_an_earlier_patch_matched_by_proxy_ve
           patch: {operation: INSERT_AFTER, value: {name: envoy.lua}}
         """)
     assert codes(analyze_for_analysis(ef)) == ["IST0155"]
+
+
+def sidecar(name: str, selector: str = "") -> str:
+    body = f"workloadSelector: {{labels: {selector}}}\n" if selector else ""
+    return doc("Sidecar", name, body + "egress: [{hosts: ['./*']}]\n")
+
+
+def test_ist0110_two_sidecars_select_the_same_pod():
+    found = [f for f in run(sidecar("a", "{app: reviews}") + "---\n" + sidecar("b", "{version: v1}"))
+             if f.code == "IST0110"]
+    assert len(found) == 2 and {f.resource for f in found} == {"Sidecar default/a", "Sidecar default/b"}
+    assert 'The Sidecars [a b] in namespace "default" select the same workload pod' in found[0].message
+
+
+def test_ist0111_two_sidecars_without_selector_in_one_namespace():
+    assert codes(run(sidecar("a") + "---\n" + sidecar("b"))) == ["IST0111", "IST0111"]
+    assert codes(run(sidecar("a"))) == []
