@@ -55,24 +55,23 @@ def _kind(index: Index, kind: str) -> Iterator[Finding]:
         for w in index.workloads_selected(labels, r.namespace):
             by_workload.setdefault(id(w), (w, []))[1].append(r)
     ineffective: set[int] = set()
+
+    def no_impact(resources: list[Resource], why: str) -> Iterator[Finding]:
+        for r in resources:
+            if id(r) not in ineffective:  # once per Sidecar
+                ineffective.add(id(r))
+                yield report(msg.INEFFECTIVE_POLICY, r, "metadata.name", f"{why}, the policy has no impact")
+
     for workload, resources in by_workload.values():
         if kind == "Sidecar" and pod_in_ambient(workload):
-            for r in resources:
-                if id(r) not in ineffective:
-                    ineffective.add(id(r))
-                    yield report(msg.INEFFECTIVE_POLICY, r, "metadata.name",
-                                 "selected workload is in ambient mode, the policy has no impact")
+            yield from no_impact(resources, "selected workload is in ambient mode")
         elif len(resources) > 1:
             for r in resources:
                 yield report(conflicting, r, "metadata.name", _names(resources), workload.namespace, workload.name)
     namespaces = {ns.name: ns for ns in index.of("Namespace")}
     for namespace, resources in sorted(without.items()):
         if kind == "Sidecar" and namespace_in_ambient(namespaces.get(namespace)):
-            for r in resources:
-                if id(r) not in ineffective:
-                    ineffective.add(id(r))
-                    yield report(msg.INEFFECTIVE_POLICY, r, "metadata.name",
-                                 "namespace is in ambient mode, the policy has no impact")
+            yield from no_impact(resources, "namespace is in ambient mode")
         elif len(resources) > 1:
             for r in resources:
                 yield report(unselected, r, "metadata.name", _names(resources), namespace)
