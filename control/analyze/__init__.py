@@ -2,7 +2,8 @@
 
 `analyze(resources)` runs every analyzer over an `Index` of the resources and returns the findings sorted
 by file and line. Like `istioctl analyze` without a cluster, it adds Istio's default ingress gateway
-(control.analyze.default_ingress_gateway) unless `default_ingress=False`. Schema problems (IST0106, IST0133, IST0002) come from loading with `strict=True`
+(control.analyze.default_ingress_gateway) unless `default_ingress=False`, and leaves out resources of the
+Kubernetes system namespaces (kube-system, kube-public, kube-node-lease, local-path-storage). Schema problems (IST0106, IST0133, IST0002) come from loading with `strict=True`
 (`control.istio.load`); this package adds the cross-resource checks.
 """
 from __future__ import annotations
@@ -16,12 +17,15 @@ from control.analyze import (
     destination_rule_subset_not_select_pods,
     envoy_filter_patch,
     gateway_duplicate_certificate,
+    gateway_port_not_on_service,
     invalid_gateway_credential,
     merged_destination_rule_ignored,
     no_matching_workloads_found,
     no_server_certificate_verification,
     plaintext_to_strict_mtls,
+    port_name_convention,
     referenced_resource_not_found,
+    service_entry_addresses,
     unknown_destination_rule_host,
     virtual_service_host_not_found_in_gateway,
     virtual_service_unreachable_rule,
@@ -49,6 +53,9 @@ ANALYZERS = (
     plaintext_to_strict_mtls,
     envoy_filter_patch,
     workload_selector_conflicts,
+    gateway_port_not_on_service,
+    port_name_convention,
+    service_entry_addresses,
 )
 
 
@@ -56,12 +63,22 @@ def analyze(resources: Sequence[Resource], *, default_ingress: bool = True,
             now: datetime | None = None) -> tuple[Finding, ...]:
     """`now` (injected, UTC): certificates outside their validity window at that time are invalid (IST0161);
     None leaves the window unchecked."""
+    resources = [r for r in resources if not ignored_namespace(r)]
     defaults = default_ingress_gateway() if default_ingress else ()
     given = {(r.kind, r.namespace, r.name) for r in resources}
     latest, findings = dedupe([d for d in defaults if (d.kind, d.namespace, d.name) not in given] + list(resources))
     index = Index(latest, now)
     findings += [f for analyzer in ANALYZERS for f in analyzer.analyze(index)]
     return tuple(sort_findings(findings))
+
+
+# Kubernetes' system namespaces, whose resources istioctl analyze leaves out of its input (Istio's
+# inject.IgnoredNamespaces, applied by the local analyzer's namespace filter).
+IGNORED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease", "local-path-storage"})
+
+
+def ignored_namespace(r: Resource) -> bool:
+    return (r.name if r.kind == "Namespace" else r.namespace) in IGNORED_NAMESPACES
 
 
 def dedupe(resources: Sequence[Resource]) -> tuple[list[Resource], list[Finding]]:

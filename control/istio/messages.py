@@ -95,6 +95,20 @@ MULTIPLE_TELEMETRIES_NO_SELECTOR = _m(
     "IST0160", "MultipleTelemetriesWithoutWorkloadSelectors", Level.ERROR,
     "The Telemetries {0} in namespace {1!q} have no workload selector, which can lead to undefined behavior.")
 INEFFECTIVE_POLICY = _m("IST0167", "IneffectivePolicy", Level.WARNING, "The policy has no impact: {0}.")
+PORT_NAME_NOT_UNDER_NAMING_CONVENTION = _m(
+    "IST0118", "PortNameIsNotUnderNamingConvention", Level.INFO,
+    "Port name {0} (port: {1}, targetPort: {2}) doesn't follow the naming convention of Istio port.")
+SERVICE_ENTRY_ADDRESSES_REQUIRED = _m("IST0134", "ServiceEntryAddressesRequired", Level.WARNING,
+                                      "ServiceEntry addresses are required for this protocol.")
+EXTERNAL_NAME_INVALID_PORT_NAME = _m(
+    "IST0150", "ExternalNameServiceTypeInvalidPortName", Level.WARNING,
+    "Port name for ExternalName service is invalid. Proxy may prevent tcp named ports and unmatched traffic for "
+    "ports serving TCP protocol from being forwarded correctly")
+GATEWAY_PORT_NOT_ON_SERVICE = _m(
+    "IST0162", "GatewayPortNotDefinedOnService", Level.WARNING,
+    "The gateway is listening on a target port (port {0}) that is not defined in the Service associated with its "
+    "workload instances (Pod selector {1}). If you need to access the gateway port through the gateway Service, "
+    "it will not be available.")
 ENVOY_FILTER_RELATIVE_OPERATION = _m(
     "IST0151", "EnvoyFilterUsesRelativeOperation", Level.WARNING,
     "This EnvoyFilter does not have a priority and has a relative patch operation set which can cause the "
@@ -154,6 +168,8 @@ CATALOGUE: dict[str, MessageType] = {
         ENVOY_FILTER_RELATIVE_WITH_PROXY_VERSION,
         CONFLICTING_SIDECAR_SELECTORS, MULTIPLE_SIDECARS_NO_SELECTOR, CONFLICTING_TELEMETRY_SELECTORS,
         MULTIPLE_TELEMETRIES_NO_SELECTOR, INEFFECTIVE_POLICY,
+        PORT_NAME_NOT_UNDER_NAMING_CONVENTION, SERVICE_ENTRY_ADDRESSES_REQUIRED, EXTERNAL_NAME_INVALID_PORT_NAME,
+        GATEWAY_PORT_NOT_ON_SERVICE,
         UNKNOWN_DR_HOST, FILE_ERROR, YAML_SYNTAX_ERROR, IGNORED_KIND, UNSUPPORTED_FIELD, UNKNOWN_FIELD_DROPPED,
         DUPLICATE_RESOURCE, MERGED_DESTINATION_RULES, LIMIT_EXCEEDED,
     )

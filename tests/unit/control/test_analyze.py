@@ -329,3 +329,54 @@ def test_ist0110_two_sidecars_select_the_same_pod():
 def test_ist0111_two_sidecars_without_selector_in_one_namespace():
     assert codes(run(sidecar("a") + "---\n" + sidecar("b"))) == ["IST0111", "IST0111"]
     assert codes(run(sidecar("a"))) == []
+
+
+def service(name: str, ports: str, namespace: str = "default", extra: str = "") -> str:
+    return (f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {namespace}}}\n"
+            f"spec:\n  selector: {{app: {name}}}\n  ports: {ports}\n{extra}")
+
+
+def analyzed(text: str, code_prefix: str):
+    result = load_text(text, "x.yaml", strict=True, keep_invalid=True)
+    return [f for f in analyze(result.resources) if f.code.startswith(code_prefix)]
+
+
+@pytest.mark.parametrize("ports, expected", [
+    ("[{name: http-web, port: 80}]", []),
+    ("[{name: grpc-web-x, port: 80}]", []),
+    ("[{name: web, port: 80}]", ["IST0118"]),                              # no protocol prefix
+    ("[{name: web, port: 80, appProtocol: http}]", []),                     # appProtocol decides
+    ("[{name: db, port: 3306}]", []),                                       # well-known port: TCP
+    ("[{name: dns, port: 5353, protocol: UDP}]", []),
+])
+def test_ist0118_port_names_istio_can_read_a_protocol_from(ports, expected):
+    assert codes(analyzed(service("s", ports), "IST0118")) == expected
+
+
+def test_ist0118_skips_kubernetes_system_namespaces_as_istioctl_does():
+    assert analyzed(service("s", "[{name: web, port: 80}]", namespace="kube-system"), "IST0118") == []
+
+
+def test_ist0150_external_name_service_port_named_tcp():
+    svc = service("s", "[{name: tcp, port: 80}]", extra="  type: ExternalName\n  externalName: x.example.com\n")
+    assert codes(analyzed(svc, "IST0150")) == ["IST0150"]
+
+
+@pytest.mark.parametrize("ports, expected", [
+    ("[{number: 9000, name: tcp, protocol: TCP}]", ["IST0134"]),
+    ("[{number: 9000, name: t}]", ["IST0134"]),                    # no protocol: TCP
+    ("[{number: 80, name: http, protocol: HTTP}]", []),
+])
+def test_ist0134_tcp_service_entry_without_addresses(ports, expected):
+    se = doc("ServiceEntry", "se", f"hosts: [db.example.com]\nports: {ports}\nresolution: DNS\n")
+    assert codes(analyzed(se, "IST0134")) == expected
+
+
+def test_ist0162_gateway_port_not_exposed_by_its_service():
+    gw = doc("Gateway", "gw", "selector: {istio: ingressgateway}\n"
+                              "servers: [{port: {number: 8443, name: https, protocol: HTTPS}, hosts: ['a.example.com'],"
+                              " tls: {mode: PASSTHROUGH}}, {port: {number: 443, name: tls, protocol: TLS}, "
+                              "hosts: ['b.example.com'], tls: {mode: PASSTHROUGH}}]\n")
+    found = analyzed(gw, "IST0162")  # the default ingress gateway Service exposes 80, 443, 31400, 15443
+    assert [f.path for f in found] == ["spec.servers[0].port.number"]
+    assert "(port 8443)" in found[0].message and "istio=ingressgateway" in found[0].message
