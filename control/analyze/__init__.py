@@ -18,15 +18,18 @@ from control.analyze import (
     envoy_filter_patch,
     gateway_duplicate_certificate,
     gateway_port_not_on_service,
+    ingress_route_rules_not_affected,
     invalid_gateway_credential,
     merged_destination_rule_ignored,
     no_matching_workloads_found,
     no_server_certificate_verification,
     plaintext_to_strict_mtls,
     port_name_convention,
+    referenced_internal_gateway,
     referenced_resource_not_found,
     service_entry_addresses,
     unknown_destination_rule_host,
+    virtual_service_destination_port_selector_required,
     virtual_service_host_not_found_in_gateway,
     virtual_service_unreachable_rule,
     workload_selector_conflicts,
@@ -56,6 +59,9 @@ ANALYZERS = (
     gateway_port_not_on_service,
     port_name_convention,
     service_entry_addresses,
+    virtual_service_destination_port_selector_required,
+    ingress_route_rules_not_affected,
+    referenced_internal_gateway,
 )
 
 

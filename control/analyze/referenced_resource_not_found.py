@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Mapping
 
-from control.analyze.index import Index, format_labels, get, report, resolve_host
+from control.analyze.index import Index, format_labels, get, is_internal_gateway, report, resolve_host
 from control.istio import messages as msg
 from control.istio.messages import Finding
 from control.istio.resources import Resource
@@ -63,7 +63,7 @@ def _virtual_service(index: Index, vs: Resource, subsets: set[tuple[str, str]]) 
             what = "mirror+subset in destinationrule" if mirror else "host+subset in destinationrule"
             yield report(msg.REFERENCED_RESOURCE_NOT_FOUND, vs, f"{path}.subset", what, f"{host}+{subset}")
     for i, ref in enumerate(get(vs.spec, "gateways", default=())):
-        if ref != "mesh" and "~" not in ref and index.gateway(ref, vs.namespace) is None:
+        if ref != "mesh" and not is_internal_gateway(ref) and index.gateway(ref, vs.namespace) is None:
             yield report(msg.REFERENCED_RESOURCE_NOT_FOUND, vs, f"spec.gateways[{i}]", "gateway", ref)
 
 

@@ -5,13 +5,13 @@ Istio's analyzer: virtualservice/gateways.go (vsHostInGateway): reported once pe
 gateway when none of the VirtualService's hosts overlaps a server host visible to its namespace (a gateway
 that does not exist accepts nothing, so it gets this besides IST0101). A server host is `[namespace/]dnsName`
 where the namespace is `*` (any, the default), `.` (the Gateway's own) or a name, and dnsName may be `*`
-or `*.suffix`. Internal gateway names (`~` in them, Istio's IST0165) are left alone.
+or `*.suffix`. Internal gateway names (Istio's IST0165) are left alone.
 """
 from __future__ import annotations
 
 from typing import Iterator
 
-from control.analyze.index import Index, get, hosts_overlap, report
+from control.analyze.index import Index, get, hosts_overlap, is_internal_gateway, report
 from control.istio import messages as msg
 from control.istio.messages import Finding
 
@@ -30,7 +30,7 @@ def analyze(index: Index) -> Iterator[Finding]:
     for vs in index.of("VirtualService"):
         vs_hosts = get(vs.spec, "hosts", default=())
         for i, ref in enumerate(get(vs.spec, "gateways", default=())):
-            if ref == "mesh" or "~" in ref:
+            if ref == "mesh" or is_internal_gateway(ref):
                 continue
             gateway = index.gateway(ref, vs.namespace)
             accepted = _server_hosts(gateway, vs.namespace) if gateway is not None else []

@@ -109,6 +109,15 @@ GATEWAY_PORT_NOT_ON_SERVICE = _m(
     "The gateway is listening on a target port (port {0}) that is not defined in the Service associated with its "
     "workload instances (Pod selector {1}). If you need to access the gateway port through the gateway Service, "
     "it will not be available.")
+VS_DESTINATION_PORT_SELECTOR_REQUIRED = _m(
+    "IST0112", "VirtualServiceDestinationPortSelectorRequired", Level.ERROR,
+    "This VirtualService routes to a service {0!q} that exposes multiple ports {1}. Specifying a port in the "
+    "destination is required to disambiguate.")
+INGRESS_ROUTE_RULES_NOT_AFFECTED = _m("IST0140", "IngressRouteRulesNotAffected", Level.WARNING,
+                                      "Subset in virtual service {0} has no effect on ingress gateway {1} requests")
+REFERENCED_INTERNAL_GATEWAY = _m(
+    "IST0165", "ReferencedInternalGateway", Level.WARNING,
+    "Gateway reference in VirtualService {0} is to an implementation-generated internal Gateway: {1}.")
 ENVOY_FILTER_RELATIVE_OPERATION = _m(
     "IST0151", "EnvoyFilterUsesRelativeOperation", Level.WARNING,
     "This EnvoyFilter does not have a priority and has a relative patch operation set which can cause the "
@@ -170,6 +179,7 @@ CATALOGUE: dict[str, MessageType] = {
         MULTIPLE_TELEMETRIES_NO_SELECTOR, INEFFECTIVE_POLICY,
         PORT_NAME_NOT_UNDER_NAMING_CONVENTION, SERVICE_ENTRY_ADDRESSES_REQUIRED, EXTERNAL_NAME_INVALID_PORT_NAME,
         GATEWAY_PORT_NOT_ON_SERVICE,
+        VS_DESTINATION_PORT_SELECTOR_REQUIRED, INGRESS_ROUTE_RULES_NOT_AFFECTED, REFERENCED_INTERNAL_GATEWAY,
         UNKNOWN_DR_HOST, FILE_ERROR, YAML_SYNTAX_ERROR, IGNORED_KIND, UNSUPPORTED_FIELD, UNKNOWN_FIELD_DROPPED,
         DUPLICATE_RESOURCE, MERGED_DESTINATION_RULES, LIMIT_EXCEEDED,
     )

@@ -31,7 +31,7 @@ from control.istio.messages import Finding, Level
 TESTDATA = Path(__file__).parent / "testdata"
 
 # Istio codes `meshctl analyze` claims to produce as Istio does (control/istio/messages.py).
-CLAIMED = frozenset({"IST0002", "IST0101", "IST0106", "IST0118", "IST0134", "IST0150", "IST0162", "IST0110", "IST0111", "IST0159", "IST0160", "IST0167", "IST0151", "IST0152", "IST0153", "IST0154", "IST0155", "IST0109", "IST0127", "IST0128", "IST0129", "IST0130", "IST0131", "IST0132",
+CLAIMED = frozenset({"IST0002", "IST0101", "IST0106", "IST0112", "IST0140", "IST0165", "IST0118", "IST0134", "IST0150", "IST0162", "IST0110", "IST0111", "IST0159", "IST0160", "IST0167", "IST0151", "IST0152", "IST0153", "IST0154", "IST0155", "IST0109", "IST0127", "IST0128", "IST0129", "IST0130", "IST0131", "IST0132",
                      "IST0138", "IST0145", "IST0161", "IST0173", "IST0174"})
 
 # Istio analyzer -> the codes it can emit (its Metadata and the messages its code reports).
@@ -197,6 +197,7 @@ ANALYZER_CASES: tuple[AnalyzerCase, ...] = (
        ("IST0101", "VirtualService default/reviews-bookinfo-other"),
        ("IST0101", "VirtualService default/reviews-mirror-bogushost"),
        ("IST0101", "VirtualService default/reviews-bogusport"),
+       ("IST0112", "VirtualService default/reviews-2port-missing"),
        ("IST0101", "VirtualService istio-system/cross-namespace-details"),
        ("IST0101", "VirtualService hello/hello-export-to-bogus")),
     _c("virtualServiceDestinationRules", "virtualservice_destinationrules", VSR,
@@ -210,8 +211,10 @@ ANALYZER_CASES: tuple[AnalyzerCase, ...] = (
        known="Kubernetes Gateway API Gateways (gateway.networking.k8s.io) are not loaded, so a VirtualService "
              "naming one gets IST0101 'gateway not found' and IST0132 where Istio checks the listener hostnames",
        out_of_scope=True),
-    _c("virtualServiceInternalGatewayRef", "virtualservice_internal_gateway_ref", VSG),  # IST0165 only
-    _c("Route Rule no effect on Ingress", "virtualservice_route_rule_no_effects_ingress", VSH),  # IST0140 only
+    _c("virtualServiceInternalGatewayRef", "virtualservice_internal_gateway_ref", VSG,
+       ("IST0165", "VirtualService httpbin")),
+    _c("Route Rule no effect on Ingress", "virtualservice_route_rule_no_effects_ingress", VSH,
+       ("IST0140", "VirtualService default/testing-service-01-test-01")),
     _c("host defined in virtualservice not found in the gateway", "virtualservice_host_not_found_gateway", VSG,
        ("IST0132", "VirtualService default/testing-service-02-test-01"),
        ("IST0132", "VirtualService default/testing-service-02-test-02"),
