@@ -14,7 +14,8 @@ from collections import Counter, defaultdict
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from tests.istio_corpus.corpus import (  # noqa: E402
-    ANALYZER_CASES, LOADED_CRD_KINDS, crd_documents, run_case, validate_document,
+    ANALYZER_CASES, LOADED_CRD_KINDS, crd_documents, judge_validation_case, run_case, validate_document,
+    validation_cases,
 )
 
 
@@ -73,12 +74,37 @@ def crd_table(verbose: bool) -> None:
     print(f"{'overall':22} {total[1]:5} {total[0]:7} {pct(total[0], total[1]):>10} {pct(total[3], total[2]):>19}")
 
 
+def validation_table(verbose: bool) -> None:
+    by_table: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # agree, total, flagged, flagged-invalid
+    for case in validation_cases():
+        if case.go_only:
+            print(f"  left out of the figures: {case.id}: {case.go_only}")
+            continue
+        valid, errors = judge_validation_case(case)
+        row = by_table[case.table]
+        row[0] += valid == case.valid
+        row[1] += 1
+        row[2] += not valid
+        row[3] += not valid and not case.valid
+        if verbose and valid != case.valid:
+            print(f"  {case.id}: Istio {'valid' if case.valid else 'invalid'}; meshctl "
+                  f"{'valid' if valid else 'invalid: ' + '; '.join(errors)[:160]}")
+    print(f"{'table':30} {'cases':>5} {'agreed':>7} {'agreement':>10} {'precision(invalid)':>19}")
+    total = [0, 0, 0, 0]
+    for table, row in sorted(by_table.items()):
+        total = [a + b for a, b in zip(total, row)]
+        print(f"{table:30} {row[1]:5} {row[0]:7} {pct(row[0], row[1]):>10} {pct(row[3], row[2]):>19}")
+    print(f"{'overall':30} {total[1]:5} {total[0]:7} {pct(total[0], total[1]):>10} {pct(total[3], total[2]):>19}")
+
+
 def main(argv: list[str]) -> None:
     verbose = "-v" in argv
     print("Istio analyzer grid (pkg/config/analysis/analyzers/analyzers_test.go), claimed codes:")
     analyzer_table(verbose)
     print("\nIstio CRD corpus (pkg/config/validation/testdata/crds), kinds meshctl loads:")
     crd_table(verbose)
+    print("\nIstio validation tables (pkg/config/validation/validation_test.go):")
+    validation_table(verbose)
 
 
 if __name__ == "__main__":

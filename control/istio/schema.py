@@ -126,7 +126,7 @@ MESSAGES: dict[str, dict[str, str]] = {
                      "maxRequestsPerConnection": "int32", "maxRetries": "int32", "idleTimeout": "duration",
                      "h2UpgradePolicy": "enum:DEFAULT|DO_NOT_UPGRADE|UPGRADE", "useClientProtocol": "bool",
                      "maxConcurrentStreams": "int32", "http2KeepAlive": "HTTP2KeepAlive"},
-    "HTTP2KeepAlive": {"interval": "duration", "timeout": "duration"},
+    "HTTP2KeepAlive": {"interval": "duration!", "timeout": "duration!"},
     "OutlierDetection": {"splitExternalLocalOriginErrors": "bool", "consecutiveLocalOriginFailures": "uint32",
                          "consecutiveGatewayErrors": "uint32", "consecutive5xxErrors": "uint32",
                          "consecutiveErrors": "int32", "interval": "duration", "baseEjectionTime": "duration",
@@ -144,7 +144,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "Gateway": {"servers": "[]Server!", "selector": "map:string"},
     "Server": {"port": "GatewayPort!", "bind": "string", "hosts": "[]string!", "tls": "ServerTLSSettings",
                "defaultEndpoint": "string", "name": "string"},
-    "GatewayPort": {"number": "port!", "protocol": "string!", "name": "string!", "targetPort": "uint32"},
+    # number: a port, or 0 with a unix:// bind (the Server rule checks the range, knowing the bind)
+    "GatewayPort": {"number": "uint32!", "protocol": "string!", "name": "string!", "targetPort": "uint32"},
     "ServerTLSSettings": {
         "httpsRedirect": "bool",
         "mode": "enum:PASSTHROUGH|SIMPLE|MUTUAL|AUTO_PASSTHROUGH|ISTIO_MUTUAL|OPTIONAL_MUTUAL",
@@ -346,7 +347,8 @@ ONEOFS: dict[str, tuple[tuple[str, ...], ...]] = {
     "FaultDelay": (("fixedDelay", "exponentialDelay"),),
     "FaultAbort": (("httpStatus", "grpcStatus", "http2Error"),),
     "HTTPRoute": (("mirror", "mirrors"),),
-    "LoadBalancerSettings": (("simple", "consistentHash"), ("warmupDurationSecs", "warmup")),
+    "LoadBalancerSettings": (("simple", "consistentHash"), ("warmupDurationSecs", "warmup"),
+                             ("localityLbSetting", "zoneAwareLbSetting")),
     "ConsistentHashLB": (("httpHeaderName", "httpCookie", "useSourceIp", "httpQueryParameterName"),
                          ("ringHash", "maglev")),
     "LocalityLoadBalancerSetting": (("distribute", "failover"),),

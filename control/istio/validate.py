@@ -579,6 +579,19 @@ def _http_route(http: Mapping[str, Any]) -> RuleResult:
         yield "", "error", "HTTP route, redirect or directResponse is required"
     yield from _weights(http.get("route"), "route")
     yield from _authority_rewrite(http)
+    yield from _redirect_prefix_rewrite(http)
+
+
+def _redirect_prefix_rewrite(http: Mapping[str, Any]) -> RuleResult:
+    """validateHTTPRedirect: uri and prefixRewrite exclude each other; prefixRewrite needs prefix URI matches."""
+    if not get_path(http, "redirect", "prefixRewrite"):
+        return
+    if get_path(http, "redirect", "uri"):
+        yield "redirect", "error", "redirect may only specify one of uri or prefix_rewrite"
+    for i, match in enumerate(http.get("match") or ()):
+        uri = get_path(match, "uri")
+        if isinstance(uri, Mapping) and "prefix" not in uri:
+            yield f"match[{i}].uri", "error", "redirect prefix_rewrite requires all URI matches to use prefix match type"
 
 
 def _authority_rewrite(http: Mapping[str, Any]) -> RuleResult:
@@ -635,7 +648,8 @@ def _http_retry(retry: Mapping[str, Any]) -> RuleResult:
     attempts = retry.get("attempts", 0) or 0
     if isinstance(attempts, int) and attempts < 0:
         yield "attempts", "error", "attempts cannot be negative"
-    if attempts == 0 and any(retry.get(k) for k in ("perTryTimeout", "retryOn", "retryRemoteLocalities")):
+    if attempts == 0 and (retry.get("perTryTimeout") is not None or retry.get("retryOn")
+                          or retry.get("retryRemoteLocalities") is not None):
         yield "attempts", "error", "http retry policy configured when attempts are set to 0 (disabled)"
     retry_on = retry.get("retryOn")
     if isinstance(retry_on, str) and retry_on:
@@ -676,7 +690,7 @@ def _delay(delay: Mapping[str, Any]) -> RuleResult:
 
 @rule("HTTPRedirect")
 def _redirect(redirect: Mapping[str, Any]) -> RuleResult:
-    if not any(redirect.get(k) for k in ("uri", "authority", "port", "derivePort", "scheme")):
+    if not any(redirect.get(k) for k in ("uri", "prefixRewrite", "authority", "port", "derivePort", "scheme")):
         yield "", "error", "redirect must specify URI, authority, scheme, or port"
     code = redirect.get("redirectCode")
     if isinstance(code, int) and code and not 300 <= code <= 399:
@@ -733,6 +747,63 @@ def _subset(subset: Mapping[str, Any]) -> RuleResult:
         yield "name", "error", f"subset name is invalid: {name}"
 
 
+_ENVOY_VARIABLE = re.compile(r"[A-Z][A-Z0-9_]*(\(.*\))?(:\d+)?")
+
+
+def header_value_error(value: str) -> str | None:
+    """ValidateHTTPHeaderValue: no control characters, and every '%' either '%%' or around an Envoy variable
+    (`%HOSTNAME%`, `%REQ(x-foo)%`); "abc%123" and "%START_TIME%%" are refused, as Envoy would."""
+    if re.search(r"[\x00-\x08\x0a-\x1f\x7f]", value):
+        return f"header value configuration {value!r} is invalid"
+    i = 0
+    while i < len(value):
+        if value[i] != "%":
+            i += 1
+        elif value[i + 1:i + 2] == "%":
+            i += 2
+        else:
+            end = value.find("%", i + 1)
+            if end < 0 or not _ENVOY_VARIABLE.fullmatch(value[i + 1:end]):
+                return f"header value configuration {value!r}: invalid or unescaped '%' (write %% for a literal)"
+            i = end + 1
+    return None
+
+
+@rule("HeaderOperations")
+def _header_operations(ops: Mapping[str, Any]) -> RuleResult:
+    for op in ("set", "add"):
+        for name, value in (ops.get(op) or {}).items():
+            if name == "":
+                yield op, "error", "header name cannot be empty"
+            elif isinstance(value, str) and (err := header_value_error(value)):
+                yield f"{op}.{name}", "error", err
+    for i, name in enumerate(ops.get("remove") or ()):
+        if name == "":
+            yield f"remove[{i}]", "error", "header name cannot be empty"
+
+
+@rule("HTTPMatchRequest")
+def _http_match(match: Mapping[str, Any]) -> RuleResult:
+    for name, value in (match.get("headers") or {}).items():
+        if value is None:
+            yield f"headers.{name}", "error", f"header match {name} cannot be null"
+
+
+@rule("StringMatch")
+def _string_match(sm: Mapping[str, Any]) -> RuleResult:
+    if "prefix" in sm and sm["prefix"] == "":
+        yield "prefix", "error", "prefix string match should not be empty"
+
+
+@rule("PortTrafficPolicy")
+def _port_traffic_policy(ptp: Mapping[str, Any]) -> RuleResult:
+    """validatePortTrafficPolicies: a port, and at least one policy for it."""
+    if _is_unset(ptp.get("port")):
+        yield "port", "error", "portTrafficPolicy must have valid port"
+    if all(_is_unset(ptp.get(k)) for k in ("outlierDetection", "connectionPool", "loadBalancer", "tls")):
+        yield "", "error", "port traffic policy must have at least one field"
+
+
 @rule("TrafficPolicy")
 def _traffic_policy(tp: Mapping[str, Any]) -> RuleResult:
     if not any(not _is_unset(v) for v in tp.values()):
@@ -771,6 +842,12 @@ def _outlier(od: Mapping[str, Any]) -> RuleResult:
             "to false")
 
 
+@rule("LoadBalancerSettings")
+def _load_balancer(lb: Mapping[str, Any]) -> RuleResult:
+    if lb.get("localityLbSetting") is not None and lb.get("zoneAwareLbSetting") is not None:  # even when empty
+        yield "zoneAwareLbSetting", "error", "only one of localityLbSetting and zoneAwareLbSetting can be set"
+
+
 @rule("WarmupConfiguration")
 def _warmup(warmup: Mapping[str, Any]) -> RuleResult:
     """validateWarmupConfiguration: aggression, when set, must be greater than 0."""
@@ -782,6 +859,12 @@ def _warmup(warmup: Mapping[str, Any]) -> RuleResult:
 @rule("ClientTLSSettings")
 def _client_tls(tls: Mapping[str, Any]) -> RuleResult:
     mode = tls.get("mode")
+    if tls.get("insecureSkipVerify") is True:  # agent.ValidateTLS: nothing to verify with, then
+        named = ("caCertificates", "credentialName", "subjectAltNames") if mode == "SIMPLE" else \
+            ("caCertificates", "subjectAltNames") if mode == "MUTUAL" else ()
+        for f in named:
+            if tls.get(f) is not None and tls.get(f) != "":
+                yield f, "error", f"cannot specify {f} when insecureSkipVerify is set true"
     if mode == "MUTUAL" and not tls.get("credentialName"):
         if not tls.get("clientCertificate"):
             yield "clientCertificate", "error", "client certificate required for mutual tls"
@@ -822,10 +905,37 @@ def _namespaced_hosts(hosts: Any, what: str) -> RuleResult:
             yield f"hosts[{i}]", "error", err
 
 
+def _gateway_hosts(hosts: Any) -> RuleResult:
+    """ValidateNamespaceSlashWildcardHostname for gateways: a namespace of `*`, `.` or a DNS label, and a
+    dnsName that is `*` or an FQDN (no short names, no partial wildcards like `*bar.com`), or an IP."""
+    for i, host in enumerate(hosts or ()):
+        if not isinstance(host, str):
+            continue
+        ns, slash, name = host.partition("/") if "/" in host else ("", "", host)
+        if slash and (not ns or not name):
+            yield f"hosts[{i}]", "error", "config namespace and dnsName in host entry cannot be empty"
+            continue
+        if slash and ns not in ("*", ".") and not _DNS1123_LABEL.match(ns):
+            yield f"hosts[{i}]", "error", f"invalid namespace value {ns!r} in gateway"
+        if name != "*" and "." not in name and not _is_ip(name):
+            yield f"hosts[{i}]", "error", f"short names (non FQDN) are not allowed: {name!r}"
+        elif "*" in name and name != "*" and not name.startswith("*."):
+            yield f"hosts[{i}]", "error", f"partial wildcard {name!r} not allowed"
+        elif name != "*" and not _is_ip(name) and (err := _host_error(name)):
+            yield f"hosts[{i}]", "error", err
+
+
 @rule("Server")
 def _server(server: Mapping[str, Any]) -> RuleResult:
-    yield from _namespaced_hosts(server.get("hosts"), "server")
+    yield from _gateway_hosts(server.get("hosts"))
     port = server.get("port") if isinstance(server.get("port"), Mapping) else {}
+    bind = server.get("bind")
+    number = port.get("number")
+    if isinstance(bind, str) and bind.startswith("unix://"):
+        if number:
+            yield "port.number", "error", "port number must be 0 for unix domain socket"
+    elif isinstance(number, int) and not isinstance(number, bool) and not 1 <= number <= 65535:
+        yield "port.number", "error", f"port number {number} must be in the range 1..65535"
     protocol = str(port.get("protocol") or "").upper()
     tls = server.get("tls") if isinstance(server.get("tls"), Mapping) else None
     if protocol in ("HTTPS", "TLS") and tls is None:
@@ -1164,8 +1274,14 @@ _KIND_TO_FINDING = {
 
 def check_spec(kind: str, spec: Any, root: str = "spec") -> tuple[Any, list[Issue]]:
     """Validate a kind's spec (pure, no Resource needed). Returns (cleaned spec, issues)."""
+    return check_message(S.KIND_MESSAGE[kind], spec, root)
+
+
+def check_message(message: str, value: Any, root: str = "spec") -> tuple[Any, list[Issue]]:
+    """Validate a value as one of the schema's messages (`HTTPRetry`, `OutlierDetection`, ...), as Istio's
+    validation functions for a message part do. Returns (cleaned value, issues)."""
     walker = _Walker()
-    cleaned = walker.message(spec, S.KIND_MESSAGE[kind], root, [])
+    cleaned = walker.message(value, message, root, [])
     return cleaned, walker.issues
 
 

@@ -12,7 +12,8 @@ from collections import Counter
 import pytest
 
 from tests.istio_corpus.corpus import (
-    ANALYZER_CASES, CLAIMED, LOADED_CRD_KINDS, AnalyzerCase, crd_documents, run_case, validate_document,
+    ANALYZER_CASES, CLAIMED, LOADED_CRD_KINDS, AnalyzerCase, ValidationCase, crd_documents, judge_validation_case,
+    run_case, validate_document, validation_cases,
 )
 
 # CRD documents Istio judges differently from meshctl, and why (none today).
@@ -75,3 +76,23 @@ def test_the_crd_corpus_covers_every_loaded_istio_kind_it_has_files_for():
     kinds = {d.kind for d in crd_documents()}
     assert LOADED_CRD_KINDS <= kinds
     assert {d.valid for d in crd_documents() if d.kind in LOADED_CRD_KINDS} == {True, False}
+
+
+def _validation_param(case: ValidationCase):
+    marks = [pytest.mark.xfail(strict=True, reason=case.go_only)] if case.go_only else []
+    return pytest.param(case, id=case.id, marks=marks)
+
+
+@pytest.mark.parametrize("case", [_validation_param(c) for c in validation_cases()])
+def test_istio_validation_table_case_is_judged_as_istio_judges_it(case: ValidationCase):
+    """Istio's validation_test.go tables (VirtualService, HTTPRoute, retries, Gateway, Server, DestinationRule,
+    traffic policy, connection pool, load balancer, outlier detection), ported to YAML."""
+    valid, errors = judge_validation_case(case)
+    assert valid == case.valid, f"Istio says {'valid' if case.valid else 'invalid'}; meshctl errors: {errors}"
+
+
+def test_the_validation_tables_cover_valid_and_invalid_cases_of_every_table():
+    tables = {c.table for c in validation_cases()}
+    assert len(tables) == 10
+    for table in tables:
+        assert {c.valid for c in validation_cases() if c.table == table} == {True, False}, table
