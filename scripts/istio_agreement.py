@@ -10,6 +10,7 @@ from __future__ import annotations
 import pathlib
 import sys
 from collections import Counter, defaultdict
+from typing import Iterable, Iterator
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
@@ -51,50 +52,47 @@ def analyzer_table(verbose: bool) -> None:
           f"({len(ANALYZER_CASES) - len(counted)} out of scope)")
 
 
-def crd_table(verbose: bool) -> None:
-    by_kind: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # agree, total, flagged, flagged-invalid
+def verdict_table(label: str, verdicts: Iterable[tuple[str, bool, bool]]) -> None:
+    """Per group: documents, agreeing verdicts, and precision of meshctl's "invalid" against Istio's."""
+    by_group: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # agree, total, flagged, flagged-invalid
+    for group, istio_valid, valid in verdicts:
+        row = by_group[group]
+        row[0] += valid == istio_valid
+        row[1] += 1
+        row[2] += not valid
+        row[3] += not valid and not istio_valid
+    print(f"{label:30} {'docs':>5} {'agreed':>7} {'agreement':>10} {'precision(invalid)':>19}")
+    total = [0, 0, 0, 0]
+    for group, row in sorted(by_group.items()) + [("overall", None)]:
+        if row is None:
+            row = total
+        else:
+            total = [a + b for a, b in zip(total, row)]
+        print(f"{group:30} {row[1]:5} {row[0]:7} {pct(row[0], row[1]):>10} {pct(row[3], row[2]):>19}")
+
+
+def crd_verdicts(verbose: bool) -> Iterator[tuple[str, bool, bool]]:
     for doc in crd_documents():
         if doc.kind not in LOADED_CRD_KINDS:
             continue
         _, valid, findings = validate_document(doc)
-        row = by_kind[doc.kind]
-        row[0] += valid == doc.valid
-        row[1] += 1
-        row[2] += not valid
-        row[3] += not valid and not doc.valid
         if verbose and valid != doc.valid:
             said = "; ".join(f"{f.code} {f.message}" for f in findings if f.level.label == "Error")[:160]
             print(f"  {doc.id} {doc.kind}: Istio {'valid' if doc.valid else 'invalid: ' + doc.istio_error}; "
                   f"meshctl {'valid' if valid else 'invalid: ' + said}")
-    print(f"{'kind':22} {'docs':>5} {'agreed':>7} {'agreement':>10} {'precision(invalid)':>19}")
-    total = [0, 0, 0, 0]
-    for kind, row in sorted(by_kind.items()):
-        total = [a + b for a, b in zip(total, row)]
-        print(f"{kind:22} {row[1]:5} {row[0]:7} {pct(row[0], row[1]):>10} {pct(row[3], row[2]):>19}")
-    print(f"{'overall':22} {total[1]:5} {total[0]:7} {pct(total[0], total[1]):>10} {pct(total[3], total[2]):>19}")
+        yield doc.kind, doc.valid, valid
 
 
-def validation_table(verbose: bool) -> None:
-    by_table: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # agree, total, flagged, flagged-invalid
+def validation_verdicts(verbose: bool) -> Iterator[tuple[str, bool, bool]]:
     for case in validation_cases():
         if case.go_only:
             print(f"  left out of the figures: {case.id}: {case.go_only}")
             continue
         valid, errors = judge_validation_case(case)
-        row = by_table[case.table]
-        row[0] += valid == case.valid
-        row[1] += 1
-        row[2] += not valid
-        row[3] += not valid and not case.valid
         if verbose and valid != case.valid:
             print(f"  {case.id}: Istio {'valid' if case.valid else 'invalid'}; meshctl "
                   f"{'valid' if valid else 'invalid: ' + '; '.join(errors)[:160]}")
-    print(f"{'table':30} {'cases':>5} {'agreed':>7} {'agreement':>10} {'precision(invalid)':>19}")
-    total = [0, 0, 0, 0]
-    for table, row in sorted(by_table.items()):
-        total = [a + b for a, b in zip(total, row)]
-        print(f"{table:30} {row[1]:5} {row[0]:7} {pct(row[0], row[1]):>10} {pct(row[3], row[2]):>19}")
-    print(f"{'overall':30} {total[1]:5} {total[0]:7} {pct(total[0], total[1]):>10} {pct(total[3], total[2]):>19}")
+        yield case.table, case.valid, valid
 
 
 def main(argv: list[str]) -> None:
@@ -102,9 +100,9 @@ def main(argv: list[str]) -> None:
     print("Istio analyzer grid (pkg/config/analysis/analyzers/analyzers_test.go), claimed codes:")
     analyzer_table(verbose)
     print("\nIstio CRD corpus (pkg/config/validation/testdata/crds), kinds meshctl loads:")
-    crd_table(verbose)
+    verdict_table("kind", crd_verdicts(verbose))
     print("\nIstio validation tables (pkg/config/validation/validation_test.go):")
-    validation_table(verbose)
+    verdict_table("table", validation_verdicts(verbose))
 
 
 if __name__ == "__main__":
