@@ -16,7 +16,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from tests.istio_corpus.corpus import (  # noqa: E402
     ANALYZER_CASES, LOADED_CRD_KINDS, crd_documents, judge_validation_case, run_case, validate_document,
-    validation_cases,
+    validation_cases, validation_warnings,
 )
 
 
@@ -103,6 +103,10 @@ def main(argv: list[str]) -> None:
     verdict_table("kind", crd_verdicts(verbose))
     print("\nIstio validation tables (pkg/config/validation/validation_test.go):")
     verdict_table("table", validation_verdicts(verbose))
+    told = [c for c in validation_cases() if c.warning is not None and not c.go_only]
+    agree = sum(bool(validation_warnings(c)) == c.warning for c in told)
+    print(f"warnings: {agree}/{len(told)} cases agree on whether Istio warns "
+          f"(Istio warns on {sum(bool(c.warning) for c in told)})")
 
 
 if __name__ == "__main__":

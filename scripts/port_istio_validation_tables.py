@@ -1,5 +1,5 @@
 """Port the table-driven cases of Istio's pkg/config/validation/validation_test.go into YAML test inputs:
-one document per case, `{case: <name>, valid: <Istio's verdict>, message: <schema message>, spec: <input>}`,
+one document per case, `{case, valid, warning: Istio's verdicts, message: the schema message, spec: the input}`,
 written to tests/istio_corpus/testdata/validation/<TestName>.yaml with attribution (Apache-2.0).
 
 The Go tables are protobuf struct literals; this reads the subset of Go they use (composite literals, `&T{}`,
@@ -33,6 +33,10 @@ TABLES: dict[str, tuple[str, str]] = {
     "TestValidateOutlierDetection": ("OutlierDetection", "valid"),
 }
 INPUT_KEYS = ("in", "route")
+# Tables with a warning column (`warning`/`warn`, or the 4th positional field); the others assert no warnings
+# either way (their `warning` is written as null).
+WARNING_COLUMN = {"TestValidateGateway": True, "TestValidateVirtualService": True,
+                  "TestValidateDestinationRule": True, "TestValidateOutlierDetection": True}
 DURATIONS = {"time.Nanosecond": 1, "time.Microsecond": 10**3, "time.Millisecond": 10**6, "time.Second": 10**9,
              "time.Minute": 60 * 10**9, "time.Hour": 3600 * 10**9}
 JSON_NAMES = {"Consecutive_5XxErrors": "consecutive5xxErrors"}
@@ -263,14 +267,18 @@ def port(source: str, test: str, message: str, verdict: str) -> tuple[list[dict]
             if isinstance(value, list):  # positional: name, in, out[, warning]
                 name, spec, out = value[0], value[1], value[2]
                 valid = out == ""
+                warning = (len(value) > 3 and value[3] != "") if WARNING_COLUMN.get(test) else None
             else:
                 fields = value.fields
                 name = fields.get("name", "")
                 spec = next(fields[k] for k in INPUT_KEYS if k in fields)
                 valid = bool(fields.get("valid", False)) if verdict == "valid" else fields.get("out", "") == ""
+                flag = fields.get("warning", fields.get("warn"))
+                warning = (None if flag is None and not WARNING_COLUMN.get(test) else
+                           bool(flag) if verdict == "valid" else (flag or "") != "")
             if not isinstance(spec, Msg) or spec.type.rsplit(".", 1)[-1] != message:
                 raise Unsupported("input of another type")
-            docs.append({"case": name, "valid": valid, "message": message, "spec": _json(spec)})
+            docs.append({"case": name, "valid": valid, "warning": warning, "message": message, "spec": _json(spec)})
         except (Unsupported, StopIteration, IndexError, ValueError, KeyError):
             skipped += 1
     return docs, skipped

@@ -31,7 +31,6 @@ from control.analyze import (
     unknown_destination_rule_host,
     virtual_service_destination_port_selector_required,
     virtual_service_host_not_found_in_gateway,
-    virtual_service_unreachable_rule,
     workload_selector_conflicts,
 )
 from control.analyze.default_ingress_gateway import default_ingress_gateway
@@ -45,7 +44,6 @@ ANALYZERS = (
     conflicting_mesh_gateway_virtual_service_hosts,
     no_matching_workloads_found,
     no_server_certificate_verification,
-    virtual_service_unreachable_rule,
     virtual_service_host_not_found_in_gateway,
     conflicting_gateways,
     destination_rule_subset_not_select_pods,

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, Iterator, Mapping, Sequence
 
 from control.istio.messages import Finding, MessageType, finding
-from control.istio.resources import Resource
+from control.istio.resources import Resource, get  # noqa: F401 - `get` is used by every analyzer
 
 DOMAIN_SUFFIX = "svc.cluster.local"
 ROOT_NAMESPACE = "istio-system"  # meshConfig.rootNamespace default
@@ -68,15 +68,6 @@ class Workload:
     namespace: str
     labels: Mapping[str, str]
     resource: Resource
-
-
-def get(mapping: Any, *path: str, default: Any = None) -> Any:
-    """Safe nested lookup in a frozen spec."""
-    for key in path:
-        if not isinstance(mapping, Mapping) or key not in mapping:
-            return default
-        mapping = mapping[key]
-    return mapping
 
 
 class Index:

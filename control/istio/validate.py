@@ -30,7 +30,8 @@ from typing import Any, Callable, Iterator, Mapping
 from control.istio import messages as msg
 from control.istio import schema as S
 from control.istio.messages import Finding, Level, finding
-from control.istio.resources import Resource, freeze, thaw
+from control.istio.resources import Resource, freeze, get, thaw
+from control.istio.route_reachability import unused_rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +48,11 @@ class Issue:
     """One problem at a field path (full path, e.g. "spec.http[0].timeout")."""
 
     path: str
-    kind: str  # "error" (rejects), "unknown", "warning", "info", "deprecated", "unsupported"
+    # "error" (rejects), "unknown", "warning", "info", "deprecated", "unsupported", and "unreachable" /
+    # "ineffective" (Istio's webhook warnings that istioctl analyze reports as IST0130 / IST0131, with `args`)
+    kind: str
     text: str
+    args: tuple = ()
 
 
 _INVALID = object()  # a value that failed its type check
@@ -276,8 +280,8 @@ class _Walker:
     def __init__(self) -> None:
         self.issues: list[Issue] = []
 
-    def add(self, path: str, kind: str, text: str) -> None:
-        self.issues.append(Issue(path, kind, text))
+    def add(self, path: str, kind: str, text: str, args: tuple = ()) -> None:
+        self.issues.append(Issue(path, kind, text, args))
 
     def value(self, value: Any, typ: str, path: str, ancestors: list[tuple[str, str]]) -> Any:
         if typ.startswith("[]"):
@@ -351,8 +355,8 @@ class _Walker:
                          f"only one of {', '.join(group)} may be set (found {' and '.join(present)})")
         rule = RULES.get(name)
         if rule is not None:
-            for rel, kind, text in rule(value):
-                self.add(_join(path, rel), kind, text)
+            for rel, kind, text, *args in rule(value):
+                self.add(_join(path, rel), kind, text, tuple(args))
         return out
 
     def _notes(self, message: str, field: str, value: Any, path: str) -> None:
@@ -445,8 +449,8 @@ def _virtual_service(vs: Mapping[str, Any]) -> RuleResult:
     yield from _gateway_names(gateways)
     if not bound_to_gateway:
         yield from _jwt_claim_routes(vs, gateways)
-    sni = any(get_path(match, "sniHosts") for tls in vs.get("tls") or ()  # isSniHost
-              for match in (get_path(tls, "match") or ()))
+    sni = any(get(match, "sniHosts") for tls in vs.get("tls") or ()  # isSniHost
+              for match in (get(tls, "match") or ()))
     all_valid = True
     if isinstance(hosts, (list, tuple)):
         for i, host in enumerate(hosts):
@@ -466,6 +470,14 @@ def _virtual_service(vs: Mapping[str, Any]) -> RuleResult:
             for k, sni_host in enumerate(match.get("sniHosts") or () if isinstance(match, Mapping) else ()):
                 where = f"tls[{i}].match[{j}].sniHosts[{k}]"
                 yield from _sni_host(sni_host, hosts, bound_to_gateway, where)
+    for unused in unused_rules(vs):  # Istio's webhook warns about these; istioctl analyze says IST0130/IST0131
+        if unused.reason:
+            yield (unused.path, "unreachable", f"virtualService rule {unused.rule} not used ({unused.reason})",
+                   unused.rule, unused.reason)
+        else:
+            yield (unused.path, "ineffective", f"virtualService rule {unused.rule} match {unused.match} is not "
+                   f"used (duplicate/overlapping match in rule {unused.earlier})",
+                   unused.rule, unused.match, unused.earlier)
 
 
 def _hosts_overlap(a: str, b: str) -> bool:
@@ -504,7 +516,11 @@ def _sni_host(sni_host: Any, hosts: Any, bound_to_gateway: bool, where: str) -> 
     if err:
         yield where, "error", err
         return
-    if not isinstance(sni_host, str) or _is_ip(sni_host):
+    if isinstance(sni_host, str) and _is_ip(sni_host):
+        yield where, "warning", f"using an IP address ({sni_host!r}) goes against SNI spec and most clients do not " \
+                                "support this"
+        return
+    if not isinstance(sni_host, str):
         return
     if not any(isinstance(h, str) and _host_subset(sni_host, h) for h in hosts or ()):
         yield where, "error", (f"SNI host {sni_host!r} is not a compatible subset of any of the virtual service "
@@ -584,12 +600,12 @@ def _http_route(http: Mapping[str, Any]) -> RuleResult:
 
 def _redirect_prefix_rewrite(http: Mapping[str, Any]) -> RuleResult:
     """validateHTTPRedirect: uri and prefixRewrite exclude each other; prefixRewrite needs prefix URI matches."""
-    if not get_path(http, "redirect", "prefixRewrite"):
+    if not get(http, "redirect", "prefixRewrite"):
         return
-    if get_path(http, "redirect", "uri"):
+    if get(http, "redirect", "uri"):
         yield "redirect", "error", "redirect may only specify one of uri or prefix_rewrite"
     for i, match in enumerate(http.get("match") or ()):
-        uri = get_path(match, "uri")
+        uri = get(match, "uri")
         if isinstance(uri, Mapping) and "prefix" not in uri:
             yield f"match[{i}].uri", "error", "redirect prefix_rewrite requires all URI matches to use prefix match type"
 
@@ -597,9 +613,9 @@ def _redirect_prefix_rewrite(http: Mapping[str, Any]) -> RuleResult:
 def _authority_rewrite(http: Mapping[str, Any]) -> RuleResult:
     """validateAuthorityRewrite: the authority is rewritten in one place only (rewrite.authority or a request
     header set/add of :authority / host)."""
-    current = get_path(http, "rewrite", "authority") or ""
+    current = get(http, "rewrite", "authority") or ""
     for op in ("set", "add"):
-        for key, value in (get_path(http, "headers", "request", op) or {}).items():
+        for key, value in (get(http, "headers", "request", op) or {}).items():
             if str(key).lower() not in (":authority", "host"):
                 continue
             if current:
@@ -608,13 +624,6 @@ def _authority_rewrite(http: Mapping[str, Any]) -> RuleResult:
                 return
             current = value
 
-
-def get_path(value: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(key)
-    return value
 
 
 @rule("TCPRoute")
@@ -886,7 +895,10 @@ def _gateway(gw: Mapping[str, Any]) -> RuleResult:
             if name in names:
                 yield f"servers[{i}].name", "error", f"server names must be unique: {name}"
             names.add(name)
-        port_name = get_path(server, "port", "name")
+        protocol = str(get(server, "port", "protocol") or "").upper()
+        if get(server, "tls", "httpsRedirect") and protocol not in ("HTTP", "HTTP2", "GRPC", "GRPC-WEB", ""):
+            yield f"servers[{i}].tls.httpsRedirect", "warning", "tls.httpsRedirect should only be used with http servers"
+        port_name = get(server, "port", "name")
         if isinstance(port_name, str):
             if port_name in port_names:
                 yield f"servers[{i}].port.name", "error", \
@@ -1191,12 +1203,12 @@ def _wasm_plugin(wp: Mapping[str, Any]) -> RuleResult:
         if wp.get(field) == "":
             yield field, "error", f"{field} must not be empty"
     seen: set[str] = set()
-    for i, env in enumerate(get_path(wp, "vmConfig", "env") or ()):
-        name = get_path(env, "name")
+    for i, env in enumerate(get(wp, "vmConfig", "env") or ()):
+        name = get(env, "name")
         if name in seen:
             yield f"vmConfig.env[{i}].name", "error", f"duplicate env name {name!r}"
         seen.add(name)
-        if get_path(env, "valueFrom") == "HOST" and get_path(env, "value") is not None:
+        if get(env, "valueFrom") == "HOST" and get(env, "value") is not None:
             yield f"vmConfig.env[{i}].value", "error", "value may only be set when valueFrom is INLINE"
 
 
@@ -1269,6 +1281,8 @@ _KIND_TO_FINDING = {
     "info": (msg.SCHEMA_WARNING, Level.INFO),
     "deprecated": (msg.DEPRECATED, None),
     "unsupported": (msg.UNSUPPORTED_FIELD, None),
+    "unreachable": (msg.VS_UNREACHABLE_RULE, None),
+    "ineffective": (msg.VS_INEFFECTIVE_MATCH, None),
 }
 
 
@@ -1309,6 +1323,9 @@ def validate_resource(resource: Resource, *, strict: bool = False) -> Checked:
                 findings.append(finding(msg.UNKNOWN_FIELD_DROPPED, f"{issue.path}: {issue.text} (ignored)", **where))
             continue
         type_, level = _KIND_TO_FINDING[issue.kind]
+        if issue.args:  # a message with its own template (IST0130/IST0131)
+            findings.append(finding(type_, *issue.args, level=level, **where))
+            continue
         text = issue.text if issue.kind == "unsupported" else f"{issue.path}: {issue.text}"
         findings.append(finding(type_, text, level=level, **where))
         rejected = rejected or issue.kind == "error"

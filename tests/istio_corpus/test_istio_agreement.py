@@ -13,7 +13,7 @@ import pytest
 
 from tests.istio_corpus.corpus import (
     ANALYZER_CASES, CLAIMED, LOADED_CRD_KINDS, AnalyzerCase, ValidationCase, crd_documents, judge_validation_case,
-    run_case, validate_document, validation_cases,
+    run_case, validate_document, validation_cases, validation_warnings,
 )
 
 # CRD documents Istio judges differently from meshctl, and why (none today).
@@ -89,6 +89,9 @@ def test_istio_validation_table_case_is_judged_as_istio_judges_it(case: Validati
     traffic policy, connection pool, load balancer, outlier detection), ported to YAML."""
     valid, errors = judge_validation_case(case)
     assert valid == case.valid, f"Istio says {'valid' if case.valid else 'invalid'}; meshctl errors: {errors}"
+    if case.warning is not None:  # the table says whether Istio warns too
+        warnings = validation_warnings(case)
+        assert bool(warnings) == case.warning, f"Istio {'warns' if case.warning else 'does not warn'}: {warnings}"
 
 
 def test_the_validation_tables_cover_valid_and_invalid_cases_of_every_table():

@@ -1,12 +1,12 @@
-"""IST0130 VirtualServiceUnreachableRule and IST0131 VirtualServiceIneffectiveMatch: rules and matches that
-can never be used because an earlier rule already takes the traffic (first match wins).
+"""Rules and matches of a VirtualService that can never be used because an earlier rule already takes the
+traffic (first match wins): pure, over the spec, shared by validation (warnings, as Istio's webhook gives)
+and analysis (IST0130 VirtualServiceUnreachableRule, IST0131 VirtualServiceIneffectiveMatch).
 
-Istio's checks: pkg/config/validation/validation.go analyzeUnreachableHTTPRules / ...TCPRules / ...TLSRules,
-reported by the VirtualService schema analyzer:
+Istio's checks: pkg/config/validation/validation.go analyzeUnreachableHTTPRules / ...TCPRules / ...TLSRules:
 * a rule after a rule with no `match` is unreachable: "only the last rule can have no matches" when it has no
   match either, else "route without matches defined before" once per match;
-* a match equal to an earlier one (ignoring its `name`) is ineffective (IST0131), and a rule whose every match
-  is ineffective is unreachable ("all matches used by prior rules");
+* a match equal to an earlier one (ignoring its `name`) is ineffective, and a rule whose every match is
+  ineffective is unreachable ("all matches used by prior rules");
 * HTTP only (genMatchHTTPRoutes / coveredValidation): a `uri.prefix` match covered by an earlier, different
   prefix with the same port, method (GET when unset), authority, headers, query params and withoutHeaders
   (equal, or the earlier value a prefix-string of the later) is ineffective too ("... of prefix /a on ..."),
@@ -18,10 +18,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
-from control.analyze.index import Index, get, report
-from control.istio import messages as msg
-from control.istio.messages import Finding
-from control.istio.resources import Resource, thaw
+from control.istio.resources import get, thaw
+
+
+@dataclass(frozen=True)
+class Unused:
+    """An unreachable rule (`reason` set) or an ineffective match (`match` and `earlier` set), at `path`
+    (relative to the spec, e.g. `http[1]`)."""
+
+    path: str
+    rule: str
+    reason: str = ""
+    match: str = ""
+    earlier: str = ""
 
 
 def _label(entry: Mapping[str, Any], index: int) -> str:
@@ -85,36 +94,36 @@ def _covered(a: _PrefixMatch, b: _PrefixMatch) -> bool:
     return True
 
 
-def analyze(index: Index) -> Iterator[Finding]:
-    for vs in index.of("VirtualService"):
-        for section in ("http", "tcp", "tls"):
-            yield from _section(vs, section)
+def unused_rules(spec: Mapping[str, Any]) -> Iterator[Unused]:
+    """Every unreachable rule and ineffective match of a VirtualService spec, in Istio's order."""
+    for section in ("http", "tcp", "tls"):
+        yield from _section(spec, section)
 
 
-def _section(vs: Resource, section: str) -> Iterator[Finding]:
+def _section(spec: Mapping[str, Any], section: str) -> Iterator[Unused]:
     empty_seen = False
     seen: dict[str, str] = {}  # match (as JSON-ish repr, name left out) -> the rule that had it first
     prefixes: list[_PrefixMatch] = []
-    for i, rule in enumerate(get(vs.spec, section, default=())):
+    for i, rule in enumerate(get(spec, section, default=()) or ()):
         label = _label(rule, i) if section == "http" else f"#{i}"
-        path = f"spec.{section}[{i}]"
+        path = f"{section}[{i}]"
         matches = get(rule, "match", default=())
         if not matches:
             if empty_seen:
-                yield report(msg.VS_UNREACHABLE_RULE, vs, path, label, "only the last rule can have no matches")
+                yield Unused(path, label, "only the last rule can have no matches")
             empty_seen = True
             continue
         duplicates = 0
         for j, match in enumerate(matches):
             if empty_seen:
-                yield report(msg.VS_UNREACHABLE_RULE, vs, path, label, "route without matches defined before")
+                yield Unused(path, label, "route without matches defined before")
                 continue
             plain = {k: v for k, v in thaw(match).items() if not (section == "http" and k == "name")}
             key = repr(sorted(plain.items()))
             match_label = _label(match, j) if section == "http" else f"#{j}"
             if key in seen:
                 duplicates += 1
-                yield report(msg.VS_INEFFECTIVE_MATCH, vs, f"{path}.match[{j}]", label, match_label, seen[key])
+                yield Unused(f"{path}.match[{j}]", label, match=match_label, earlier=seen[key])
                 continue
             seen[key] = label
             if section == "http":
@@ -122,9 +131,9 @@ def _section(vs: Resource, section: str) -> Iterator[Finding]:
                 if prefix is not None:
                     prefixes.append(prefix)
         if duplicates == len(matches):
-            yield report(msg.VS_UNREACHABLE_RULE, vs, path, label, "all matches used by prior rules")
+            yield Unused(path, label, "all matches used by prior rules")
     for n, a in enumerate(prefixes):
         for b in prefixes[n + 1:]:
             if b.prefix != a.prefix and _covered(a, b):
-                yield report(msg.VS_INEFFECTIVE_MATCH, vs, b.path, b.rule, f"{b.match} of prefix {b.prefix}",
-                             f"{a.match} of prefix {a.prefix} on {a.rule}")
+                yield Unused(b.path, b.rule, match=f"{b.match} of prefix {b.prefix}",
+                             earlier=f"{a.match} of prefix {a.prefix} on {a.rule}")
