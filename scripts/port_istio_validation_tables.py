@@ -135,9 +135,9 @@ class Reader:
         if re.fullmatch(r"[A-Za-z_][\w.]*", tok) and self.peek(1) == "{":
             self.take()
             return self.composite(tok)
-        if re.fullmatch(r"\w+\.\w+_\w+", tok):  # an enum constant: networking.ClientTLSSettings_SIMPLE
+        if re.fullmatch(r"\w+\.\w+_\w+", tok):  # an enum constant: networking.ClientTLSSettings_ISTIO_MUTUAL
             self.take()
-            return tok.split(".", 1)[1].split("_", 1)[1]
+            return _enum_value(tok)
         raise Unsupported(f"value {tok!r}")
 
     def arith(self) -> Any:
@@ -188,6 +188,16 @@ class Reader:
         return Msg(typ, keyed)
 
 
+def _enum_value(constant: str) -> str:
+    """The value of a Go enum constant: the trailing upper-case segments after the (possibly nested) type,
+    `MetricsOverrides_TagOverride_UPSERT` -> UPSERT, `ServerTLSSettings_TLSV1_2` -> TLSV1_2."""
+    parts = constant.split(".", 1)[1].split("_")
+    value: list[str] = []
+    while len(parts) > 1 and re.fullmatch(r"[A-Z0-9]+", parts[-1]):
+        value.insert(0, parts.pop())
+    return "_".join(value) if value else parts[-1]
+
+
 def _duration(ns: int) -> str:
     seconds, rest = divmod(int(ns), 10**9)
     return f"{seconds}s" if not rest else f"{seconds}.{rest:09d}".rstrip("0") + "s"
@@ -226,7 +236,7 @@ def _json(value: Any) -> Any:
 def _is_oneof_wrapper(m: Msg) -> bool:
     """networking.LoadBalancerSettings_Simple{Simple: ...}: a oneof case, whose field is named after it."""
     short = m.type.rsplit(".", 1)[-1]
-    return "_" in short and len(m.fields) == 1 and short.split("_", 1)[1] == next(iter(m.fields))
+    return "_" in short and len(m.fields) == 1 and short.rsplit("_", 1)[1] == next(iter(m.fields))
 
 
 def table_rows(source: str, test: str) -> str:

@@ -385,6 +385,8 @@ RULES: dict[str, Callable[[Mapping[str, Any]], RuleResult]] = {}
 
 def rule(name: str):
     def register(fn):
+        if name in RULES:  # a second rule would silently replace the first
+            raise ValueError(f"a rule for {name} is already registered ({RULES[name].__name__})")
         RULES[name] = fn
         return fn
     return register
@@ -835,8 +837,6 @@ def _non_negative(fields: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Rule
 
 
 RULES["TCPSettings"] = _non_negative(("maxConnections",))
-RULES["HTTPSettings"] = _non_negative(("http1MaxPendingRequests", "http2MaxRequests", "maxRequestsPerConnection",
-                                       "maxRetries", "maxConcurrentStreams"))
 
 
 @rule("OutlierDetection")
@@ -855,6 +855,25 @@ def _outlier(od: Mapping[str, Any]) -> RuleResult:
 def _load_balancer(lb: Mapping[str, Any]) -> RuleResult:
     if lb.get("localityLbSetting") is not None and lb.get("zoneAwareLbSetting") is not None:  # even when empty
         yield "zoneAwareLbSetting", "error", "only one of localityLbSetting and zoneAwareLbSetting can be set"
+
+
+@rule("MagLev")
+def _maglev(maglev: Mapping[str, Any]) -> RuleResult:
+    size = maglev.get("tableSize")
+    if isinstance(size, int) and size and not _is_prime(size):
+        yield "tableSize", "error", "tableSize must be a prime number for maglev"
+
+
+def _is_prime(n: int) -> bool:
+    return n > 1 and all(n % d for d in range(2, int(n ** 0.5) + 1))
+
+
+@rule("HTTPSettings")
+def _http_settings(http: Mapping[str, Any]) -> RuleResult:
+    yield from _non_negative(("http1MaxPendingRequests", "http2MaxRequests", "maxRequestsPerConnection",
+                              "maxRetries", "maxConcurrentStreams"))(http)
+    if http.get("h2UpgradePolicy") == "UPGRADE" and http.get("useClientProtocol"):
+        yield "useClientProtocol", "error", "use client protocol must not be true when H2UpgradePolicy is UPGRADE"
 
 
 @rule("WarmupConfiguration")
