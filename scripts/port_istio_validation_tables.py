@@ -31,12 +31,23 @@ TABLES: dict[str, tuple[str, str]] = {
     "TestValidateConnectionPool": ("ConnectionPoolSettings", "valid"),
     "TestValidateLoadBalancer": ("LoadBalancerSettings", "valid"),
     "TestValidateOutlierDetection": ("OutlierDetection", "valid"),
+    "TestValidateWorkloadEntry": ("WorkloadEntry", "valid"),
+    "TestValidateTelemetry": ("Telemetry", "out"),
+    "TestValidateWasmPlugin": ("WasmPlugin", "out"),
+    "TestValidateRequestAuthentication": ("RequestAuthentication", "valid"),
+    "TestValidateAuthorizationPolicy": ("AuthorizationPolicy", "valid"),
 }
+# Not ported yet (measured with this reader: ServiceEntry 51/62 and Sidecar 46/73 cases agree; see
+# docs/istio-config.md): TestValidateServiceEntries, TestValidateSidecar; TestValidatePeerAuthentication's
+# cases all depend on the config name/namespace, which these spec-only inputs do not carry.
 INPUT_KEYS = ("in", "route")
 # Tables with a warning column (`warning`/`warn`, or the 4th positional field); the others assert no warnings
 # either way (their `warning` is written as null).
 WARNING_COLUMN = {"TestValidateGateway": True, "TestValidateVirtualService": True,
-                  "TestValidateDestinationRule": True, "TestValidateOutlierDetection": True}
+                  "TestValidateDestinationRule": True, "TestValidateOutlierDetection": True,
+                  "TestValidateWorkloadEntry": True, "TestValidateTelemetry": True, "TestValidateWasmPlugin": True,
+                  "TestValidatePeerAuthentication": True, "TestValidateRequestAuthentication": True,
+                  "TestValidateAuthorizationPolicy": True}
 DURATIONS = {"time.Nanosecond": 1, "time.Microsecond": 10**3, "time.Millisecond": 10**6, "time.Second": 10**9,
              "time.Minute": 60 * 10**9, "time.Hour": 3600 * 10**9}
 JSON_NAMES = {"Consecutive_5XxErrors": "consecutive5xxErrors"}
@@ -221,7 +232,8 @@ def _json(value: Any) -> Any:
         return _json(value.fields.get("Value", 0 if short != "BoolValue" else False))
     if short == "Duration":
         return _duration(value.fields.get("Seconds", 0) * 10**9 + value.fields.get("Nanos", 0))
-    if value.type.split(".")[0] not in ("networking", "security_beta", "v1beta1", "type_beta", "") :
+    if value.type.split(".")[0] not in ("networking", "security_beta", "v1beta1", "type_beta", "", "telemetry",
+                                         "extensions"):
         raise Unsupported(f"type {value.type}")
     out: dict[str, Any] = {}
     for key, field in value.fields.items():
@@ -276,14 +288,14 @@ def port(source: str, test: str, message: str, verdict: str) -> tuple[list[dict]
             value = Reader(tokens(row)).value()
             if isinstance(value, list):  # positional: name, in, out[, warning]
                 name, spec, out = value[0], value[1], value[2]
-                valid = out == ""
+                valid = out if isinstance(out, bool) else out == ""
                 warning = (len(value) > 3 and value[3] != "") if WARNING_COLUMN.get(test) else None
             else:
                 fields = value.fields
                 name = fields.get("name", "")
                 spec = next(fields[k] for k in INPUT_KEYS if k in fields)
-                valid = bool(fields.get("valid", False)) if verdict == "valid" else fields.get("out", "") == ""
-                flag = fields.get("warning", fields.get("warn"))
+                valid = bool(fields.get("valid", False)) if verdict == "valid" else fields.get("out", fields.get("err", "")) == ""
+                flag = fields.get("warning", fields.get("warn", fields.get("Warning")))
                 warning = (None if flag is None and not WARNING_COLUMN.get(test) else
                            bool(flag) if verdict == "valid" else (flag or "") != "")
             if not isinstance(spec, Msg) or spec.type.rsplit(".", 1)[-1] != message:

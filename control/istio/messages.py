@@ -157,6 +157,7 @@ MERGED_DESTINATION_RULES = _m(
     "DestinationRules {0} for host {1} in namespace {2} are merged (istiod's mergeDestinationRule, in "
     "creation order): {3}. Put the host's policy in one DestinationRule.")
 LIMIT_EXCEEDED = _m("PYM0008", "ConfigLimitExceeded", Level.ERROR, "{0}")
+CEL_VALUE_NOTE = _m("PYM0010", "TagValueIsCel", Level.WARNING, "{0}")
 PLAINTEXT_TO_STRICT_MTLS = _m(
     "PYM0009", "PlaintextToStrictMtls", Level.WARNING,
     "DestinationRule {0} sends {1} to {2} port {3}, whose PeerAuthentication {4} is STRICT: the server only "
@@ -181,7 +182,7 @@ CATALOGUE: dict[str, MessageType] = {
         GATEWAY_PORT_NOT_ON_SERVICE,
         VS_DESTINATION_PORT_SELECTOR_REQUIRED, INGRESS_ROUTE_RULES_NOT_AFFECTED, REFERENCED_INTERNAL_GATEWAY,
         UNKNOWN_DR_HOST, FILE_ERROR, YAML_SYNTAX_ERROR, IGNORED_KIND, UNSUPPORTED_FIELD, UNKNOWN_FIELD_DROPPED,
-        DUPLICATE_RESOURCE, MERGED_DESTINATION_RULES, LIMIT_EXCEEDED,
+        DUPLICATE_RESOURCE, MERGED_DESTINATION_RULES, LIMIT_EXCEEDED, CEL_VALUE_NOTE,
     )
 }
 

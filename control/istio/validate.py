@@ -1046,10 +1046,16 @@ _PORT_NAME = re.compile(r"^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$")
 
 @rule("WorkloadEntry")
 def _workload_entry(we: Mapping[str, Any]) -> RuleResult:
-    """The WorkloadEntry CRD's rules (x-kubernetes-validations) and ValidateWorkloadEntry's UDS checks."""
+    """The WorkloadEntry CRD's rules (x-kubernetes-validations) and ValidateWorkloadEntry's UDS checks; an
+    address is an IP, a DNS name (no port) or a unix:// socket."""
     address = we.get("address")
     if not address and not we.get("network"):
         yield "address", "error", "address is required"
+    elif not address:
+        yield "address", "warning", f"address is unset with network {we.get('network')!r}"
+    if isinstance(address, str) and address and not address.startswith("unix://") and not _is_ip(address) \
+            and _host_error(address):
+        yield "address", "error", f"invalid address {address!r}: not an IP, DNS name or unix:// socket"
     if isinstance(address, str) and address.startswith("unix://"):
         if address[7:8] not in ("/", "@"):
             yield "address", "error", "UDS must be an absolute path or abstract socket"
@@ -1106,22 +1112,115 @@ def _peer_authentication(pa: Mapping[str, Any]) -> RuleResult:
 
 @rule("AuthorizationPolicy")
 def _authorization_policy(ap: Mapping[str, Any]) -> RuleResult:
+    """ValidateAuthorizationPolicy: what CUSTOM and DENY need, and where `from`/`to` may not be empty."""
     action = ap.get("action") or "ALLOW"
-    if action == "CUSTOM" and not ap.get("provider"):
-        yield "provider", "error", "CUSTOM action requires a provider"
-    if action != "CUSTOM" and ap.get("provider"):
-        yield "provider", "error", f"provider can be set only with the CUSTOM action, not {action}"
+    has_rules = ap.get("rules") is not None
+    if action in ("CUSTOM", "DENY") and not has_rules:
+        yield "rules", "error", (f"{action} action without `rules` is meaningless as it will never be triggered, "
+                                 "add an empty rule `{}` if you want it be triggered for every request")
+    elif action == "CUSTOM" and not get(ap, "provider", "name"):
+        yield "provider", "error", "`provider.name` must not be empty"
+    if action != "CUSTOM" and ap.get("provider") is not None:
+        yield "provider", "error", f"`provider` must not be with non CUSTOM action, found {action}"
+    for i, rule in enumerate(ap.get("rules") or ()):
+        if not isinstance(rule, Mapping):
+            continue
+        if action == "CUSTOM":
+            yield from _custom_rule(rule, f"rules[{i}]")
+        for field, inner in (("from", "source"), ("to", "operation")):
+            entries = rule.get(field)
+            if entries is not None and len(entries) == 0:
+                yield f"rules[{i}].{field}", "error", f"`{field}` must not be empty, found at rule {i}"
+            for j, entry in enumerate(entries or ()):
+                value = get(entry, inner)
+                if value is None:
+                    yield f"rules[{i}].{field}[{j}]", "error", f"`{field}.{inner}` must not be nil, found at rule {i}"
+                elif isinstance(value, Mapping) and not any(value.get(k) for k in value):
+                    yield f"rules[{i}].{field}[{j}].{inner}", "error", \
+                        f"`{field}.{inner}` must not be empty, found at rule {i}"
+
+
+_CUSTOM_UNSUPPORTED_SOURCE = ("namespaces", "notNamespaces", "serviceAccounts", "notServiceAccounts", "trustDomains",
+                              "notTrustDomains", "principals", "notPrincipals", "requestPrincipals",
+                              "notRequestPrincipals")
+_CUSTOM_UNSUPPORTED_KEYS = ("source.namespace", "source.serviceAccount", "source.trustDomain", "source.principal")
+
+
+def _custom_rule(rule: Mapping[str, Any], path: str) -> RuleResult:
+    """What the CUSTOM action (ext_authz) cannot match on."""
+    for j, entry in enumerate(rule.get("from") or ()):
+        for f in _CUSTOM_UNSUPPORTED_SOURCE:
+            if get(entry, "source", f):
+                yield f"{path}.from[{j}].source.{f}", "error", f"From.{f[0].upper() + f[1:]} is currently not " \
+                                                              "supported with CUSTOM action"
+    for j, cond in enumerate(rule.get("when") or ()):
+        key = str(get(cond, "key", default=""))
+        if key in _CUSTOM_UNSUPPORTED_KEYS or key.startswith("request.auth."):
+            yield f"{path}.when[{j}].key", "error", f"{key} is currently not supported with CUSTOM action"
+
+
+def _empty_value(field: str, values: Any) -> str | None:
+    """security.CheckEmptyValues."""
+    return f"empty value not allowed, found in {field}" if any(v == "" for v in values or ()) else None
+
+
+def _ips_error(values: Any) -> str | None:
+    """security.ValidateIPs: addresses or CIDR ranges."""
+    for v in values or ():
+        try:
+            if "/" in str(v):
+                ipaddress.ip_network(str(v), strict=False)
+            else:
+                ipaddress.ip_address(str(v))
+        except ValueError:
+            return f"bad IP address or CIDR range ({v})"
+    return None
+
+
+def _service_accounts_error(field: str, values: Any) -> str | None:
+    """security.CheckServiceAccount: `sa` or `namespace/sa`, no wildcards, at most 16."""
+    values = list(values or ())
+    if len(values) > 16:
+        return "may not have more than 16 values"
+    for v in values:
+        ns, slash, sa = str(v).partition("/")
+        if v == "" or "*" in str(v) or str(v).count("/") > 1 or (slash and (not ns or not sa)) or len(str(v)) > 320:
+            return f"expected format 'serviceAccount' or 'namespace/serviceAccount', found {v!r} in {field}"
+    return None
+
+
+def _wildcards_error(field: str, values: Any) -> str | None:
+    """security.CheckWildcardValues: one `*`, at the start or the end."""
+    for v in values or ():
+        v = str(v)
+        if v.count("*") > 1 or (v.count("*") == 1 and v != "*" and not v.startswith("*") and not v.endswith("*")):
+            return f"wildcard is only allowed once, at the start or end, found in {field}: {v!r}"
+    return None
 
 
 @rule("Source")
 def _source(src: Mapping[str, Any]) -> RuleResult:
     if (src.get("serviceAccounts") or src.get("notServiceAccounts")) and (
             src.get("principals") or src.get("notPrincipals") or src.get("namespaces") or src.get("notNamespaces")):
-        yield "serviceAccounts", "error", "serviceAccounts cannot be combined with principals or namespaces"
+        yield "serviceAccounts", "error", "cannot set serviceAccounts with namespaces or principals"
     for f in ("principals", "notPrincipals"):
         for i, p in enumerate(src.get(f) or ()):
             if isinstance(p, str) and p.startswith("spiffe://"):
                 yield f"{f}[{i}]", "error", f"{f} must not include the spiffe:// prefix: {p}"
+    for f in ("ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks"):
+        if err := _ips_error(src.get(f)):
+            yield f, "error", err
+    for f in ("serviceAccounts", "notServiceAccounts"):
+        if err := _service_accounts_error(f, src.get(f)):
+            yield f, "error", err
+    for f in ("trustDomains", "notTrustDomains"):
+        err = _wildcards_error(f, src.get(f)) or next(
+            (f"trust domain must not contain '/', found in {f}" for v in src.get(f) or () if "/" in str(v)), None)
+        if err:
+            yield f, "error", err
+    for f, values in src.items():
+        if err := _empty_value(f, values):
+            yield f, "error", err
 
 
 @rule("Operation")
@@ -1130,20 +1229,61 @@ def _operation(op: Mapping[str, Any]) -> RuleResult:
         for i, p in enumerate(op.get(f) or ()):
             if not (isinstance(p, str) and p.isdigit() and 1 <= int(p) <= 65535):
                 yield f"{f}[{i}]", "error", f"invalid port {p!r}: ports are strings of a number in 1..65535"
+    for f, values in op.items():
+        if err := _empty_value(f, values):
+            yield f, "error", err
+
+
+def _map_key_error(key: str) -> str | None:
+    """security validateMapKey: `a[b]`."""
+    opening = key.find("[")
+    return None if key.endswith("]") and 0 < opening < len(key) - 2 else f"bad key ({key}): should have format a[b]"
+
+
+def attribute_error(key: str, values: Any) -> str | None:
+    """security.ValidateAttribute: a known condition key, and values of its kind."""
+    if err := _empty_value(key, values):
+        return err
+    if key.startswith(("request.headers", "request.auth.claims", "experimental.envoy.filters.")):
+        return _map_key_error(key)
+    if key in ("source.ip", "remote.ip", "destination.ip"):
+        return _ips_error(values)
+    if key == "source.serviceAccount":
+        return _service_accounts_error(key, values)
+    if key == "source.trustDomain":
+        return _wildcards_error(key, values)
+    if key == "destination.port":
+        return next((f"bad port ({v})" for v in values or () if not str(v).isdigit() or int(v) > 65535), None)
+    if key in ("source.namespace", "source.principal", "request.auth.principal", "request.auth.audiences",
+               "request.auth.presenter", "connection.sni"):
+        return None
+    if key == "destination.namespace":
+        return f"attribute {key} is replaced by the metadata.namespace"
+    if key.startswith("destination.labels"):
+        return f"attribute {key} is replaced by the workload selector"
+    if key in ("destination.name", "destination.user"):
+        return f"deprecated attribute {key}: only supported in v1alpha1"
+    return f"unknown attribute: {key}"
 
 
 @rule("Condition")
 def _condition(cond: Mapping[str, Any]) -> RuleResult:
+    key = cond.get("key")
     if not cond.get("values") and not cond.get("notValues"):
-        yield "", "error", f"at least one of values or notValues must be set for key {cond.get('key')}"
+        yield "", "error", f"at least one of values or notValues must be set for key {key}"
+        return
+    if isinstance(key, str) and key:
+        for f in ("values", "notValues"):
+            if err := attribute_error(key, cond.get(f)):
+                yield f, "error", f"invalid `{f}` for `key` {key}: {err}"
 
 
 @rule("JWTRule")
 def _jwt_rule(jwt: Mapping[str, Any]) -> RuleResult:
     for field in ("jwksUri", "jwks_uri"):
         uri = jwt.get(field)
-        if isinstance(uri, str) and uri and not re.match(r"^https?://[^/\s]+", uri):
-            yield field, "error", f"{field} {uri!r} is not a valid http(s) URL"
+        if isinstance(uri, str) and uri and not re.match(r"^https?://[^/\s:]+(:\d+)?(/|$)", uri):
+            yield field, "error", f"{field} {uri!r} is not a valid http(s) URL (host, optional numeric port)"
     for field in ("audiences", "fromParams", "fromCookies", "spaceDelimitedClaims"):  # the CRD's minLength: 1
         for i, item in enumerate(jwt.get(field) or ()):
             if item == "":
@@ -1250,11 +1390,20 @@ def _metric_selector(selector: Mapping[str, Any]) -> RuleResult:
         yield "customMetric", "error", "customMetric must not be empty"
 
 
+@rule("Telemetry")
+def _telemetry(telemetry: Mapping[str, Any]) -> RuleResult:
+    if len(telemetry.get("tracing") or ()) > 1:  # validateTelemetryTracing warns
+        yield "tracing", "warning", "multiple tracing is not currently supported"
+
+
 @rule("Tracing")
 def _tracing(tracing: Mapping[str, Any]) -> RuleResult:
     providers = tracing.get("providers") or ()
-    if isinstance(providers, (list, tuple)) and len(providers) > 1:
-        yield "providers", "error", "multiple providers is not currently supported"
+    if isinstance(providers, (list, tuple)) and len(providers) > 1:  # Istio warns (validateTelemetryTracing)
+        yield "providers", "warning", "multiple providers is not currently supported"
+    for name, tag in (tracing.get("customTags") or {}).items():
+        if tag is None:
+            yield f"customTags.{name}", "error", f"tag {name!r} may not have a nil value"
 
 
 _CEL_ROOTS = ("request", "response", "source", "destination", "connection", "upstream", "xds", "node",
@@ -1271,11 +1420,11 @@ def _tag_override(tag: Mapping[str, Any]) -> RuleResult:
         yield "value", "error", "value must only be set when operation is UPSERT"
     if isinstance(value, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value) \
             and value not in _CEL_ROOTS and value not in ("true", "false", "null"):
-        yield "value", "warning", (
+        yield "value", "cel", (  # this project's own warning (PYM0010); Istio gives none
             f"value is a CEL expression: {value} is read as an attribute name, not a string; "
             f"to set the literal write \"'{value}'\"")
     elif isinstance(value, str) and re.fullmatch(r"[A-Za-z_][\w-]*-[\w-]*", value):
-        yield "value", "warning", (
+        yield "value", "cel", (
             f"value is a CEL expression: {value} parses as a subtraction of attribute names; "
             f"to set the literal write \"'{value}'\"")
 
@@ -1300,6 +1449,7 @@ _KIND_TO_FINDING = {
     "info": (msg.SCHEMA_WARNING, Level.INFO),
     "deprecated": (msg.DEPRECATED, None),
     "unsupported": (msg.UNSUPPORTED_FIELD, None),
+    "cel": (msg.CEL_VALUE_NOTE, None),
     "unreachable": (msg.VS_UNREACHABLE_RULE, None),
     "ineffective": (msg.VS_INEFFECTIVE_MATCH, None),
 }

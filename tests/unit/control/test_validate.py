@@ -197,8 +197,6 @@ def test_kubernetes_objects_are_open_for_fields_the_mesh_does_not_read():
     ("VirtualService", {"hosts": ["r"]}, "spec", "http, tcp or tls must be provided"),
     ("DestinationRule", {"host": "r", "trafficPolicy": {"tls": {"mode": "MUTUAL"}}},
      "spec.trafficPolicy.tls.clientCertificate", "client certificate required for mutual tls"),
-    ("Telemetry", {"tracing": [{"providers": [{"name": "a"}, {"name": "b"}]}]}, "spec.tracing[0].providers",
-     "multiple providers is not currently supported"),
 ])
 def test_type_enum_and_rule_errors(kind, spec, path, text):
     found = errors(kind, spec)
@@ -330,3 +328,10 @@ def test_gateway_port_names_must_be_unique():
     servers = [{"port": {"number": n, "name": "http", "protocol": "HTTP"}, "hosts": ["a.com"]} for n in (80, 81)]
     assert errors("Gateway", {"servers": servers}) == [
         ("spec.servers[1].port.name", "port names in servers must be unique: duplicate name http")]
+
+
+def test_multiple_tracing_providers_is_a_warning_as_in_istio():
+    spec = {"tracing": [{"providers": [{"name": "a"}, {"name": "b"}]}]}
+    assert errors("Telemetry", spec) == []
+    assert issues("Telemetry", spec, "warning") == [("spec.tracing[0].providers",
+                                                     "multiple providers is not currently supported")]
