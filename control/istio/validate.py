@@ -1023,10 +1023,12 @@ def _service_entry(se: Mapping[str, Any]) -> RuleResult:
     endpoints = se.get("endpoints") or ()
     if resolution == "NONE" and endpoints:
         yield "endpoints", "error", "no endpoints should be provided for resolution type none"
-    if resolution == "STATIC" and not endpoints and not se.get("workloadSelector"):
-        yield "endpoints", "error", "endpoints or workloadSelector must be provided for resolution type STATIC"
     if resolution == "DNS_ROUND_ROBIN" and len(endpoints) > 1:
         yield "endpoints", "error", "there must only be 0 or 1 endpoint for resolution mode DNS_ROUND_ROBIN"
+    yield from _service_entry_endpoints(se, resolution, endpoints)
+    yield from _service_entry_warnings(se, resolution)
+    if resolution == "DYNAMIC_DNS":
+        yield from _dynamic_dns(se, endpoints)
     numbers: set[int] = set()
     names: set[str] = set()
     for i, port in enumerate(se.get("ports") or ()):
@@ -1042,6 +1044,73 @@ def _service_entry(se: Mapping[str, Any]) -> RuleResult:
 
 
 _PORT_NAME = re.compile(r"^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$")
+
+
+def _service_entry_endpoints(se: Mapping[str, Any], resolution: str, endpoints: Any) -> RuleResult:
+    """ValidateServiceEntry's endpoint checks: STATIC endpoints are IPs or unix sockets (a unix one with exactly
+    one service port), DNS ones IPs or FQDNs; an endpoint's port names are service port names."""
+    if resolution not in ("STATIC", "DNS", "DNS_ROUND_ROBIN"):
+        return
+    port_names = {get(p, "name") for p in se.get("ports") or ()}
+    for i, ep in enumerate(endpoints):
+        address = get(ep, "address")
+        where = f"endpoints[{i}]"
+        if isinstance(address, str) and address:
+            if resolution == "STATIC":
+                if address.startswith("unix://"):
+                    if len(port_names) != 1:
+                        yield f"{where}.address", "error", "exactly 1 service port required for unix endpoints"
+                elif not _is_ip(address):
+                    yield f"{where}.address", "error", f"endpoint address {address!r} is not a valid IP address"
+            elif not _is_ip(address) and (address.startswith("*") or _host_error(address) or "/" in address):
+                yield f"{where}.address", "error", f"endpoint address {address!r} is not a valid FQDN or an IP address"
+        for name in (get(ep, "ports") or {}):
+            if name not in port_names:
+                yield f"{where}.ports", "error", f"endpoint port {name} is not defined by the service entry"
+
+
+_TCP_PROTOCOLS = ("TCP", "HTTPS", "TLS", "MONGO", "REDIS", "MYSQL")  # protocol.Instance.IsTCP()
+
+
+def _service_entry_warnings(se: Mapping[str, Any], resolution: str) -> RuleResult:
+    """The warnings ValidateServiceEntry gives (the entry is accepted)."""
+    selector = se.get("workloadSelector")
+    labels = get(selector, "labels") or {}
+    if any(k == "" or "*" in str(k) or "*" in str(v) for k, v in labels.items()):
+        return  # ValidateAlphaWorkloadSelector's error ends the validation before any warning
+    if selector is not None and not labels:
+        yield "workloadSelector", "warning", "service entry: workload selector specified without labels, will be " \
+                                             "applied to all services in namespace"
+    if selector is not None and resolution == "NONE":
+        yield "workloadSelector", "warning", "workloadSelector should not be set when resolution mode is NONE"
+    if resolution != "DYNAMIC_DNS":
+        for i, host in enumerate(se.get("hosts") or ()):
+            if isinstance(host, str) and "*" in host and host != "*" and not host.startswith("*."):
+                yield f"hosts[{i}]", "warning", f"partial wildcard {host!r} not allowed"
+    ports = [p for p in se.get("ports") or () if isinstance(p, Mapping)]
+    # istiod auto-allocates addresses (ENABLE_IP_AUTOALLOCATE, on by default) except for resolution NONE
+    if resolution == "NONE" and not se.get("addresses") and any(p.get("protocol") in (None, "", "TCP") for p in ports):
+        yield "addresses", "warning", "addresses are required for ports serving TCP (or unset) protocol when IP " \
+                                      "Autoallocation is not enabled"
+    if resolution in ("DNS", "DNS_ROUND_ROBIN") and se.get("addresses") and len(se.get("hosts") or ()) > 1 \
+            and any(str(p.get("protocol") or "").upper() in _TCP_PROTOCOLS for p in ports):
+        yield "hosts", "warning", "service entry can not have more than one host specified simultaneously with " \
+                                  "address and tcp port"
+
+
+def _dynamic_dns(se: Mapping[str, Any], endpoints: Any) -> RuleResult:
+    """ValidateServiceEntry for DYNAMIC_DNS: wildcard hosts only, no addresses or endpoints, HTTP-ish ports."""
+    for i, host in enumerate(se.get("hosts") or ()):
+        if isinstance(host, str) and not host.startswith("*"):
+            yield f"hosts[{i}]", "error", "host must be wildcarded for resolution mode DYNAMIC_DNS"
+    if se.get("addresses"):
+        yield "addresses", "error", "addresses cannot be set for resolution type DYNAMIC_DNS"
+    if endpoints:
+        yield "endpoints", "error", "endpoints cannot be set for resolution type DYNAMIC_DNS"
+    for i, port in enumerate(se.get("ports") or ()):
+        if str(get(port, "protocol", default="") or "").upper() not in ("HTTP", "TLS", "GRPC", "HTTP2"):
+            yield f"ports[{i}].protocol", "error", \
+                "only HTTP, TLS, GRPC, and HTTP2 protocols are supported for resolution type DYNAMIC_DNS"
 
 
 @rule("WorkloadEntry")
