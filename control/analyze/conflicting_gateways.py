@@ -1,51 +1,52 @@
-"""IST0145 ConflictingGateways: two Gateways select the same gateway workload and declare a server on the
-same port with overlapping hosts; Envoy cannot tell which one a request belongs to.
+"""IST0145 ConflictingGateways: Gateways that select the same gateway workload declare servers on the same
+port with overlapping hosts; Envoy cannot tell which one a request belongs to.
 
-Istio's analyzer: gateway/conflictinggateway.go. Selectors conflict when one is a subset of the other
-(they pick the same pods); hosts overlap when equal or one wildcard covers the other.
+Istio's analyzer: gateway/conflictinggateway.go. Two selectors pick the same workload when they are equal,
+or when one's labels are part of the other's and some workload has them all. Hosts overlap when equal or one
+wildcard covers the other (and both servers have the same `bind`). Reported once per Gateway server that
+conflicts, naming every Gateway it conflicts with (`ns/name`, sorted, comma-separated) and its own hosts.
 """
 from __future__ import annotations
 
-from itertools import combinations
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 from control.analyze.index import Index, format_labels, get, hosts_overlap, report, selects
 from control.istio import messages as msg
 from control.istio.messages import Finding
+from control.istio.resources import Resource
 
 
-def _overlapping_selectors(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
-    small, big = (a, b) if len(a) <= len(b) else (b, a)
-    return selects(small, big)
+def _same_workload(index: Index, a: Mapping[str, str], b: Mapping[str, str]) -> bool:
+    if a == b:
+        return True
+    if not (selects(a, b) or selects(b, a)):
+        return False
+    return bool(index.workloads_selected({**a, **b}, None))
 
 
-def _servers(gateway) -> list[tuple[int, list[str], int]]:
-    out = []
-    for i, server in enumerate(get(gateway.spec, "servers", default=())):
-        port = get(server, "port", "number")
-        hosts = [h.rpartition("/")[2] for h in get(server, "hosts", default=())]
-        out.append((port, hosts, i))
-    return out
+def _conflict(server: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+    """Same port, same bind, and a host of one overlapping a host of the other (model.CheckDuplicates)."""
+    if get(server, "port", "number") != get(other, "port", "number") or server.get("bind") != other.get("bind"):
+        return False
+    hosts = [str(h).rpartition("/")[2] for h in get(server, "hosts", default=())]
+    others = [str(h).rpartition("/")[2] for h in get(other, "hosts", default=())]
+    return any(hosts_overlap(h, o) for h in hosts for o in others)
+
+
+def _gateway(index: Index, gw: Resource, gateways: list[Resource]) -> Iterator[Finding]:
+    selector = dict(get(gw.spec, "selector", default={}) or {})
+    peers = [o for o in gateways
+             if o is not gw and _same_workload(index, selector, dict(get(o.spec, "selector", default={}) or {}))]
+    for i, server in enumerate(get(gw.spec, "servers", default=())):
+        names = sorted({f"{o.namespace}/{o.name}" for o in peers
+                        if any(_conflict(server, s) for s in get(o.spec, "servers", default=()))})
+        if names:
+            yield report(msg.CONFLICTING_GATEWAYS, gw, f"spec.servers[{i}].port", ",".join(names),
+                         format_labels(selector), get(server, "port", "number"),
+                         ",".join(str(h) for h in get(server, "hosts", default=())))
 
 
 def analyze(index: Index) -> Iterator[Finding]:
     gateways = index.of("Gateway")
-    conflicts: dict[int, list[tuple[object, str, int, list[str], int]]] = {}
-    servers = {id(g): _servers(g) for g in gateways}
-    for a, b in combinations(gateways, 2):
-        sel_a, sel_b = dict(get(a.spec, "selector", default={})), dict(get(b.spec, "selector", default={}))
-        if not _overlapping_selectors(sel_a, sel_b):
-            continue
-        for port_a, hosts_a, i in servers[id(a)]:
-            for port_b, hosts_b, j in servers[id(b)]:
-                if port_a != port_b:
-                    continue
-                shared = sorted({h for h in hosts_a for g in hosts_b if hosts_overlap(h, g)}
-                                | {g for g in hosts_b for h in hosts_a if hosts_overlap(h, g)})
-                if shared:
-                    conflicts.setdefault(id(a), []).append((a, f"{b.namespace}/{b.name}", port_a, shared, i))
-                    conflicts.setdefault(id(b), []).append((b, f"{a.namespace}/{a.name}", port_b, shared, j))
-    for entries in conflicts.values():
-        for gw, other, port, shared, i in entries:
-            yield report(msg.CONFLICTING_GATEWAYS, gw, f"spec.servers[{i}].port", other,
-                         format_labels(get(gw.spec, "selector", default={})), port, "[" + " ".join(shared) + "]")
+    for gw in gateways:
+        yield from _gateway(index, gw, gateways)

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Iterator, Mapping, Sequence
 
 from control.istio.messages import Finding, MessageType, finding
-from control.istio.resources import Resource
+from control.istio.resources import Resource, get  # noqa: F401 - `get` is used by every analyzer
 
 DOMAIN_SUFFIX = "svc.cluster.local"
 ROOT_NAMESPACE = "istio-system"  # meshConfig.rootNamespace default
+EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"  # a Service's exportTo
 
 
 def resolve_host(host: str, namespace: str) -> str:
@@ -68,35 +70,39 @@ class Workload:
     resource: Resource
 
 
-def get(mapping: Any, *path: str, default: Any = None) -> Any:
-    """Safe nested lookup in a frozen spec."""
-    for key in path:
-        if not isinstance(mapping, Mapping) or key not in mapping:
-            return default
-        mapping = mapping[key]
-    return mapping
-
-
 class Index:
     """Everything analyzers need to look up, built once from the loaded resources."""
 
-    def __init__(self, resources: Sequence[Resource]) -> None:
+    def __init__(self, resources: Sequence[Resource], now: datetime | None = None) -> None:
+        self.now = now  # the time certificates are checked against (None: their validity window is not checked)
         self.by_kind: dict[str, list[Resource]] = defaultdict(list)
         for r in resources:
             self.by_kind[r.kind].append(r)
         self.services: list[Service] = []
         self.workloads: list[Workload] = []
+        # (scope, fqdn) -> service: who may see a host ("*" everyone, else a namespace), Istio's ScopedFqdn
+        self.scoped_hosts: dict[tuple[str, str], Service] = {}
         for r in self.of("Service"):
             selector = get(r.spec, "selector")
             ports = tuple(p.get("port") for p in get(r.spec, "ports", default=()) if isinstance(p, Mapping))
-            self.services.append(Service(f"{r.name}.{r.namespace}.{DOMAIN_SUFFIX}", r.namespace,
-                                         dict(selector) if selector else None, ports, r))
+            service = Service(f"{r.name}.{r.namespace}.{DOMAIN_SUFFIX}", r.namespace,
+                              dict(selector) if selector else None, ports, r)
+            self.services.append(service)
+            scopes = r.annotations.get(EXPORT_TO_ANNOTATION, "")
+            for scope in _scopes([s.strip() for s in scopes.split(",")] if scopes else [], r.namespace):
+                self.scoped_hosts[(scope, service.host)] = service
         for r in self.of("ServiceEntry"):
             ports = tuple(p.get("number") for p in get(r.spec, "ports", default=()) if isinstance(p, Mapping))
+            scopes = _scopes(list(get(r.spec, "exportTo", default=())), r.namespace)
             for host in get(r.spec, "hosts", default=()):
-                self.services.append(Service(host, r.namespace, None, ports, r))
+                service = Service(host, r.namespace, None, ports, r)
+                self.services.append(service)
+                for scope in scopes:
+                    self.scoped_hosts[(scope, resolve_host(host, r.namespace))] = service
+        nodes = {n.name: n.labels for n in self.of("Node")}
         for r in self.of("Pod"):
-            self.workloads.append(Workload(r.name, r.namespace, dict(r.labels), r))
+            labels = {**r.labels, **topology_labels(nodes, get(r.spec, "nodeName", default=""))}
+            self.workloads.append(Workload(r.name, r.namespace, labels, r))
         for r in self.of("Deployment"):
             labels = get(r.spec, "template", "metadata", "labels", default={})
             self.workloads.append(Workload(r.name, r.namespace, dict(labels), r))
@@ -116,6 +122,21 @@ class Index:
         """Services a (possibly short or wildcard) host written in `namespace` refers to."""
         fqdn = resolve_host(host, namespace)
         return [s for s in self.services if hosts_overlap(s.host, fqdn)]
+
+    def destination_service(self, host: str, namespace: str, export_to: Sequence[str] = ()) -> Service | None:
+        """The Service or ServiceEntry a VirtualService in `namespace` (exported to `export_to`) reaches as
+        `host`, honouring exportTo; Istio's util.GetDestinationHost: exact FQDN visible to all, then to the
+        VirtualService's own scopes, then a visible wildcard ServiceEntry host covering it."""
+        fqdn = resolve_host(host, namespace)
+        found = self.scoped_hosts.get(("*", fqdn))
+        for scope in (export_to or (namespace,)):
+            found = found or self.scoped_hosts.get((namespace if scope == "." else scope, fqdn))
+        if found:
+            return found
+        for (scope, pattern), service in self.scoped_hosts.items():
+            if pattern.startswith("*") and scope in ("*", namespace) and host.lstrip("*").endswith(pattern[1:]):
+                return service
+        return None
 
     def has_host(self, host: str, namespace: str) -> bool:
         return bool(self.find_services(host, namespace))
@@ -145,6 +166,27 @@ class Index:
         return self.gateways.get(f"{namespace}/{ref}")
 
 
+# Node labels that become a pod's locality labels (Istio's label.AugmentLabels), and the hostname label.
+TOPOLOGY_LABELS = ("topology.kubernetes.io/region", "topology.kubernetes.io/zone", "topology.istio.io/subzone")
+
+
+def topology_labels(nodes: Mapping[str, Mapping[str, str]], node_name: Any) -> dict[str, str]:
+    """The labels istiod adds to a pod's own from the Node it runs on: region, zone, subzone, hostname."""
+    if not isinstance(node_name, str) or not node_name:
+        return {}
+    node = nodes.get(node_name, {})
+    added = {k: node[k] for k in TOPOLOGY_LABELS if node.get(k)}
+    added["kubernetes.io/hostname"] = node_name
+    return added
+
+
+def _scopes(export_to: Sequence[str], namespace: str) -> tuple[str, ...]:
+    """Where a host is visible: "*" (everyone, also when exportTo is empty) or namespaces ("." = its own)."""
+    if not export_to or "*" in export_to:
+        return ("*",)
+    return tuple(namespace if e == "." else e for e in export_to)
+
+
 def report(type_: MessageType, resource: Resource, path: str, *args: object) -> Finding:
     """A finding about `resource`, pointing at the line of `path` (or the resource)."""
     return finding(type_, *args, file=resource.source.file, line=resource.line_of(path),
@@ -163,6 +205,11 @@ def http_destinations(vs: Resource) -> Iterator[tuple[str, Mapping[str, Any]]]:
             for j, mirror in enumerate(get(route, "mirrors", default=())):
                 if isinstance(get(mirror, "destination"), Mapping):
                     yield f"spec.{section}[{i}].mirrors[{j}].destination", mirror["destination"]
+
+
+def is_internal_gateway(ref: str) -> bool:
+    """kubeconfig.IsInternalGatewayReference: a gateway Istio generated from a Kubernetes Gateway."""
+    return "~istio-autogenerated-k8s-gateway~" in ref.rpartition("/")[2]
 
 
 def vs_gateways(vs: Resource) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ with exit code 1.
 from __future__ import annotations
 
 import argparse
+from datetime import datetime, timezone
 import fnmatch
 import json
 import os
@@ -57,7 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
 
-    p = subparsers.add_parser("analyze", help="analyze Istio configuration files (istioctl analyze)")
+    p = subparsers.add_parser(
+        "analyze", help="analyze Istio configuration files (istioctl analyze)",
+        description="Analyze Istio configuration files as `istioctl analyze` does without a cluster: Istio's "
+                    "default ingress gateway (Service istio-system/istio-ingressgateway and a Pod labelled "
+                    "istio=ingressgateway) is assumed present unless --no-default-ingress-gateway is given, and "
+                    "resources with schema errors are reported (IST0106) and still analyzed.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="YAML/JSON files, directories (recursive) or '-'")
     p.add_argument("--output-threshold", type=_level, default=Level.INFO, metavar="LEVEL",
                    help="lowest level printed: Info, Warning or Error (default Info)")
@@ -66,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=("log", "json", "yaml"), default="log")
     p.add_argument("-S", "--suppress", action="append", default=[], metavar="CODE=RESOURCE",
                    help='suppress findings, e.g. "IST0102=Namespace frod" (RESOURCE may use * wildcards)')
+    p.add_argument("--no-default-ingress-gateway", dest="default_ingress", action="store_false",
+                   help="do not assume Istio's default ingress gateway (istio-system/istio-ingressgateway, "
+                        "labels istio=ingressgateway), which istioctl analyze adds when it has no cluster")
     p.set_defaults(func=cmd_analyze)
 
     p = subparsers.add_parser("validate", help="validate Istio resources against the schema (istioctl validate)")
@@ -108,10 +117,11 @@ def _nothing_found(result: Any, paths: Sequence[str], err: TextIO) -> bool:
 
 
 def cmd_analyze(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    result = load_paths(args.paths, strict=True)
+    result = load_paths(args.paths, strict=True, keep_invalid=True)
     if _fatal(result, err) or _nothing_found(result, args.paths, err):
         return EXIT_BAD_INPUT
-    findings = sort_findings(list(result.findings) + list(analyze(result.resources)))
+    findings = sort_findings(list(result.findings) + list(analyze(
+        result.resources, default_ingress=args.default_ingress, now=datetime.now(timezone.utc))))
     findings = [f for f in findings if not _suppressed(f, args.suppress)]
     shown = [f for f in findings if f.level >= args.output_threshold]
     if args.output == "json":

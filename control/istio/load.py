@@ -12,10 +12,15 @@ Each document is composed with PyYAML's SafeLoader into nodes first, so every fi
 * `install.istio.io`     IstioOperator (mesh-wide settings: `spec.meshConfig`)
 * Kubernetes             Service, ServiceAccount, Namespace, Pod, Deployment (registry and labels), Secret
                          (TLS material that Gateway and DestinationRule `credentialName` name; its `data` is
-                         never printed: `Resource.__repr__` leaves a Secret's body out)
+                         never printed: `Resource.__repr__` leaves a Secret's body out), Node (its topology
+                         labels are the locality of the pods on it, for analysis)
 
+EnvoyFilter, ProxyConfig, WorkloadGroup and WasmPlugin are validated against Istio's schema (IST0106 when
+invalid, as the API server would refuse them) and then skipped with an Info finding: they are not served
+(analysis, `keep_invalid=True`, still gets them).
 Other Kubernetes kinds (ConfigMap, ...) and other API groups are skipped with an Info finding.
-A resource with a hard schema error (wrong type, invalid value) is left out and a finding says why;
+A resource with a hard schema error (wrong type, invalid value) is left out and a finding says why (for
+analysis, `keep_invalid=True` keeps what is well-typed of it, as istioctl analyze still analyzes it);
 unknown fields are dropped with a warning (`strict=False`, what the Kubernetes API server does when
 serving) or reported as IST0106 errors (`strict=True`, what `istioctl validate`/`analyze` do).
 Pure apart from `load_paths` reading files/stdin.
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 import sys
 from dataclasses import dataclass
@@ -55,9 +61,17 @@ KINDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("", "Pod"): ("v1",),
     ("apps", "Deployment"): ("v1",),
     ("", "Secret"): ("v1",),
+    ("", "Node"): ("v1",),
+}
+# Istio kinds validated (IST0106 when invalid) but not served: reported as ignored after validation.
+VALIDATED_ONLY: dict[tuple[str, str], tuple[str, ...]] = {
+    ("networking.istio.io", "EnvoyFilter"): ("v1alpha3",),
+    ("networking.istio.io", "ProxyConfig"): ("v1beta1",),
+    ("networking.istio.io", "WorkloadGroup"): ("v1alpha3", "v1beta1", "v1"),
+    ("extensions.istio.io", "WasmPlugin"): ("v1alpha1",),
 }
 # Kinds without a namespace (kubectl puts no "default" on them).
-CLUSTER_SCOPED = frozenset({"Namespace"})
+CLUSTER_SCOPED = frozenset({"Namespace", "Node"})
 # Istio API groups we know of but do not load (EnvoyFilter, WorkloadGroup, ProxyConfig, WasmPlugin, ...).
 ISTIO_GROUPS = frozenset({"networking.istio.io", "security.istio.io", "telemetry.istio.io", "install.istio.io",
                           "extensions.istio.io"})
@@ -260,24 +274,40 @@ def _sub_lines(lines: dict[str, int], prefix: str) -> dict[str, int]:
     return {k[len(head):]: v for k, v in lines.items() if k.startswith(head)}
 
 
+# An IPv6-like plain scalar ending in ':' inside a flow sequence (`addresses: [1.2.3.4, 001:db8::]`):
+# YAML 1.2 and libyaml end the scalar at a ':' before ',' or ']' and then fail; Go's yaml.v3, which Istio and
+# kubectl use, reads the whole token as a string. Only such a token, between '[' or ',' and ',' or ']'.
+_FLOW_IPV6 = re.compile(r"(?<=[\[,])(\s*)([0-9A-Fa-f]*:[0-9A-Fa-f:.]*:)(?=\s*[,\]])")
+
+
+def quote_flow_ipv6(text: str) -> str:
+    """The text with IPv6-like flow-sequence scalars that end in ':' double-quoted (same lines)."""
+    return _FLOW_IPV6.sub(lambda m: f'{m.group(1)}"{m.group(2)}"', text)
+
+
 # --- documents -> resources -------------------------------------------------------------------------------
 
 def load_text(text: str, filename: str = "<stdin>", *, strict: bool = False,
-              limits: LoadLimits = LoadLimits()) -> LoadResult:
+              limits: LoadLimits = LoadLimits(), keep_invalid: bool = False) -> LoadResult:
     """Load every resource in one YAML/JSON text. Never raises for bad input: problems become findings.
-    A limit reached rejects the whole text (no resources)."""
+    A limit reached rejects the whole text (no resources). `keep_invalid` (analysis only, as
+    `istioctl analyze`): a resource with a hard schema error is reported and still returned, its invalid
+    values left out, so references from and to it are analyzed; serving never asks for this."""
     resources: list[Resource] = []
     findings: list[Finding] = []
     try:
         for doc in _documents(text, limits):
             for dup in doc.duplicates:
                 findings.append(finding(msg.SCHEMA_WARNING, dup, file=filename, line=doc.line))
-            _load_document(doc.body, doc.line, doc.lines, filename, strict, resources, findings)
+            _load_document(doc.body, doc.line, doc.lines, filename, strict, resources, findings, keep_invalid)
     except LimitExceeded as err:
         line = err.problem_mark.line + 1 if err.problem_mark else 0
         return LoadResult((), (finding(msg.LIMIT_EXCEEDED, f"{err.problem}; the file is not loaded",
                                        file=filename, line=line),))
     except yaml.MarkedYAMLError as err:
+        quoted = quote_flow_ipv6(text) if "unexpected ':'" in str(err.problem) else text
+        if quoted != text:  # Go's YAML reads `[1.2.3.4, 001:db8::]` as strings: read it as istiod does
+            return load_text(quoted, filename, strict=strict, limits=limits, keep_invalid=keep_invalid)
         mark = err.problem_mark or err.context_mark
         line = min(mark.line + 1, text.count("\n") + 1) if mark else 0  # libyaml marks EOF one line on
         problem = " ".join(p for p in (err.context, err.problem) if p) or str(err)
@@ -292,7 +322,7 @@ def load_text(text: str, filename: str = "<stdin>", *, strict: bool = False,
 
 
 def _load_document(body: Any, line: int, lines: dict[str, int], filename: str, strict: bool,
-                   resources: list[Resource], findings: list[Finding]) -> None:
+                   resources: list[Resource], findings: list[Finding], keep_invalid: bool = False) -> None:
     if body is None:  # empty document, `---` tail
         return
     where = dict(file=filename, line=line)
@@ -306,7 +336,7 @@ def _load_document(body: Any, line: int, lines: dict[str, int], filename: str, s
         for i, item in enumerate(body["items"]):
             prefix = f"items[{i}]"
             _load_document(item, lines.get(prefix, line), _sub_lines(lines, prefix), filename, strict,
-                           resources, findings)
+                           resources, findings, keep_invalid)
         return
     if not isinstance(api_version, str) or not isinstance(kind, str) or not api_version or not kind:
         missing = [n for n, v in (("apiVersion", api_version), ("kind", kind)) if not isinstance(v, str) or not v]
@@ -319,7 +349,7 @@ def _load_document(body: Any, line: int, lines: dict[str, int], filename: str, s
     name = metadata.get("name") if isinstance(metadata.get("name"), str) else ""
     namespace = "" if kind in CLUSTER_SCOPED else str(metadata.get("namespace") or "default")
     label = f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
-    versions = KINDS.get((group, kind))
+    versions = KINDS.get((group, kind)) or VALIDATED_ONLY.get((group, kind))
     if versions is None:
         if group in ISTIO_GROUPS:
             text = f"{api_version} {kind} is not supported by pyproxy mesh yet; it is ignored"
@@ -352,8 +382,16 @@ def _load_document(body: Any, line: int, lines: dict[str, int], filename: str, s
 
     checked = validate_resource(resource, strict=strict)
     findings.extend(checked.findings)
+    if (group, kind) in VALIDATED_ONLY:
+        findings.append(finding(msg.IGNORED_KIND, f"{api_version} {kind} is validated but not supported by "
+                                                  "pyproxy mesh yet; it is ignored", resource=label, **where))
+        if keep_invalid:  # analysis (EnvoyFilter's IST0151-IST0155) still sees it, valid or not
+            resources.append(checked.resource or checked.rejected)
+        return
     if checked.resource is not None:
         resources.append(checked.resource)
+    elif keep_invalid and checked.rejected is not None:
+        resources.append(checked.rejected)
 
 
 def _string_map(value: Any) -> MappingProxyType:
@@ -445,7 +483,8 @@ def read_source(path: str, limits: LoadLimits) -> tuple[str | None, list[Finding
     return text, []
 
 
-def load_paths(paths: Sequence[str], *, strict: bool = False, limits: LoadLimits = LoadLimits()) -> LoadResult:
+def load_paths(paths: Sequence[str], *, strict: bool = False, limits: LoadLimits = LoadLimits(),
+               keep_invalid: bool = False) -> LoadResult:
     """Load every resource from files, directories (recursive) and stdin ('-'). Never raises for bad input.
 
     An unexpected exception while loading one file (a bug of ours: the limits above are what keeps hostile
@@ -459,7 +498,7 @@ def load_paths(paths: Sequence[str], *, strict: bool = False, limits: LoadLimits
             continue
         name = "<stdin>" if path == "-" else path
         try:
-            result = load_text(text, name, strict=strict, limits=limits)
+            result = load_text(text, name, strict=strict, limits=limits, keep_invalid=keep_invalid)
         except Exception as err:  # noqa: BLE001 - last line of defence, see the docstring
             log.error("loading %s failed: %s: %s", name, type(err).__name__, err)
             log.debug("loading %s failed", name, exc_info=True)

@@ -87,6 +87,61 @@ INVALID_GATEWAY_CREDENTIAL = _m(
     "IST0161", "InvalidGatewayCredential", Level.ERROR,
     "The credential referenced by the Gateway {0} in namespace {1} is invalid, which can cause the traffic not "
     "to work as expected.")
+CONFLICTING_SIDECAR_SELECTORS = _m(
+    "IST0110", "ConflictingSidecarWorkloadSelectors", Level.ERROR,
+    "The Sidecars {0} in namespace {1!q} select the same workload pod {2!q}, which can lead to undefined behavior.")
+MULTIPLE_SIDECARS_NO_SELECTOR = _m(
+    "IST0111", "MultipleSidecarsWithoutWorkloadSelectors", Level.ERROR,
+    "The Sidecars {0} in namespace {1!q} have no workload selector, which can lead to undefined behavior.")
+CONFLICTING_TELEMETRY_SELECTORS = _m(
+    "IST0159", "ConflictingTelemetryWorkloadSelectors", Level.ERROR,
+    "The Telemetries {0} in namespace {1!q} select the same workload pod {2!q}, which can lead to undefined "
+    "behavior.")
+MULTIPLE_TELEMETRIES_NO_SELECTOR = _m(
+    "IST0160", "MultipleTelemetriesWithoutWorkloadSelectors", Level.ERROR,
+    "The Telemetries {0} in namespace {1!q} have no workload selector, which can lead to undefined behavior.")
+PORT_NAME_NOT_UNDER_NAMING_CONVENTION = _m(
+    "IST0118", "PortNameIsNotUnderNamingConvention", Level.INFO,
+    "Port name {0} (port: {1}, targetPort: {2}) doesn't follow the naming convention of Istio port.")
+SERVICE_ENTRY_ADDRESSES_REQUIRED = _m("IST0134", "ServiceEntryAddressesRequired", Level.WARNING,
+                                      "ServiceEntry addresses are required for this protocol.")
+EXTERNAL_NAME_INVALID_PORT_NAME = _m(
+    "IST0150", "ExternalNameServiceTypeInvalidPortName", Level.WARNING,
+    "Port name for ExternalName service is invalid. Proxy may prevent tcp named ports and unmatched traffic for "
+    "ports serving TCP protocol from being forwarded correctly")
+GATEWAY_PORT_NOT_ON_SERVICE = _m(
+    "IST0162", "GatewayPortNotDefinedOnService", Level.WARNING,
+    "The gateway is listening on a target port (port {0}) that is not defined in the Service associated with its "
+    "workload instances (Pod selector {1}). If you need to access the gateway port through the gateway Service, "
+    "it will not be available.")
+VS_DESTINATION_PORT_SELECTOR_REQUIRED = _m(
+    "IST0112", "VirtualServiceDestinationPortSelectorRequired", Level.ERROR,
+    "This VirtualService routes to a service {0!q} that exposes multiple ports {1}. Specifying a port in the "
+    "destination is required to disambiguate.")
+INGRESS_ROUTE_RULES_NOT_AFFECTED = _m("IST0140", "IngressRouteRulesNotAffected", Level.WARNING,
+                                      "Subset in virtual service {0} has no effect on ingress gateway {1} requests")
+REFERENCED_INTERNAL_GATEWAY = _m(
+    "IST0165", "ReferencedInternalGateway", Level.WARNING,
+    "Gateway reference in VirtualService {0} is to an implementation-generated internal Gateway: {1}.")
+ENVOY_FILTER_RELATIVE_OPERATION = _m(
+    "IST0151", "EnvoyFilterUsesRelativeOperation", Level.WARNING,
+    "This EnvoyFilter does not have a priority and has a relative patch operation set which can cause the "
+    "EnvoyFilter not to be applied. Using the INSERT_FIRST of ADD option or setting the priority may help in "
+    "ensuring the EnvoyFilter is applied correctly.")
+ENVOY_FILTER_REPLACE_INCORRECTLY = _m("IST0152", "EnvoyFilterUsesReplaceOperationIncorrectly", Level.ERROR,
+                                      "The REPLACE operation is only valid for HTTP_FILTER and NETWORK_FILTER.")
+ENVOY_FILTER_ADD_INCORRECTLY = _m(
+    "IST0153", "EnvoyFilterUsesAddOperationIncorrectly", Level.ERROR,
+    "The ADD operation will be ignored when applyTo is set to ROUTE_CONFIGURATION, or HTTP_ROUTE.")
+ENVOY_FILTER_REMOVE_INCORRECTLY = _m(
+    "IST0154", "EnvoyFilterUsesRemoveOperationIncorrectly", Level.ERROR,
+    "The REMOVE operation will be ignored when applyTo is set to ROUTE_CONFIGURATION, or HTTP_ROUTE.")
+ENVOY_FILTER_RELATIVE_WITH_PROXY_VERSION = _m(
+    "IST0155", "EnvoyFilterUsesRelativeOperationWithProxyVersion", Level.WARNING,
+    "This EnvoyFilter does not have a priority and has a relative patch operation (NSTERT_BEFORE/AFTER, REPLACE, "
+    "MERGE, DELETE) and proxyVersion set which can cause the EnvoyFilter not to be applied during an upgrade. "
+    "Using the INSERT_FIRST or ADD option or setting the priority may help in ensuring the EnvoyFilter is "
+    "applied correctly.")
 DR_SUBSET_NOT_SELECT_PODS = _m(
     "IST0173", "DestinationRuleSubsetNotSelectPods", Level.ERROR,
     "The Subset {0} defined in the DestinationRule does not select any pods. Which may lead to 503 UH "
@@ -107,6 +162,7 @@ MERGED_DESTINATION_RULES = _m(
     "DestinationRules {0} for host {1} in namespace {2} are merged (istiod's mergeDestinationRule, in "
     "creation order): {3}. Put the host's policy in one DestinationRule.")
 LIMIT_EXCEEDED = _m("PYM0008", "ConfigLimitExceeded", Level.ERROR, "{0}")
+CEL_VALUE_NOTE = _m("PYM0010", "TagValueIsCel", Level.WARNING, "{0}")
 PLAINTEXT_TO_STRICT_MTLS = _m(
     "PYM0009", "PlaintextToStrictMtls", Level.WARNING,
     "DestinationRule {0} sends {1} to {2} port {3}, whose PeerAuthentication {4} is STRICT: the server only "
@@ -121,10 +177,17 @@ CATALOGUE: dict[str, MessageType] = {
         INTERNAL_ERROR, DEPRECATED, REFERENCED_RESOURCE_NOT_FOUND, SCHEMA_VALIDATION_ERROR,
         CONFLICTING_MESH_GATEWAY_VS_HOSTS, NO_MATCHING_WORKLOADS_FOUND, NO_SERVER_CERT_VERIFICATION_DESTINATION,
         NO_SERVER_CERT_VERIFICATION_PORT, VS_UNREACHABLE_RULE, VS_INEFFECTIVE_MATCH,
-        VS_HOST_NOT_FOUND_IN_GATEWAY, SCHEMA_WARNING, JWT_CLAIM_ROUTING_WITHOUT_REQUEST_AUTHN, INEFFECTIVE_POLICY,
-        CONFLICTING_GATEWAYS, DR_SUBSET_NOT_SELECT_PODS,
+        VS_HOST_NOT_FOUND_IN_GATEWAY, SCHEMA_WARNING, CONFLICTING_GATEWAYS, DR_SUBSET_NOT_SELECT_PODS,
+        GATEWAY_DUPLICATE_CERTIFICATE, INVALID_GATEWAY_CREDENTIAL, ENVOY_FILTER_RELATIVE_OPERATION,
+        ENVOY_FILTER_REPLACE_INCORRECTLY, ENVOY_FILTER_ADD_INCORRECTLY, ENVOY_FILTER_REMOVE_INCORRECTLY,
+        ENVOY_FILTER_RELATIVE_WITH_PROXY_VERSION, JWT_CLAIM_ROUTING_WITHOUT_REQUEST_AUTHN,
+        CONFLICTING_SIDECAR_SELECTORS, MULTIPLE_SIDECARS_NO_SELECTOR, CONFLICTING_TELEMETRY_SELECTORS,
+        MULTIPLE_TELEMETRIES_NO_SELECTOR, INEFFECTIVE_POLICY,
+        PORT_NAME_NOT_UNDER_NAMING_CONVENTION, SERVICE_ENTRY_ADDRESSES_REQUIRED, EXTERNAL_NAME_INVALID_PORT_NAME,
+        GATEWAY_PORT_NOT_ON_SERVICE,
+        VS_DESTINATION_PORT_SELECTOR_REQUIRED, INGRESS_ROUTE_RULES_NOT_AFFECTED, REFERENCED_INTERNAL_GATEWAY,
         UNKNOWN_DR_HOST, FILE_ERROR, YAML_SYNTAX_ERROR, IGNORED_KIND, UNSUPPORTED_FIELD, UNKNOWN_FIELD_DROPPED,
-        DUPLICATE_RESOURCE, MERGED_DESTINATION_RULES, LIMIT_EXCEEDED,
+        DUPLICATE_RESOURCE, MERGED_DESTINATION_RULES, LIMIT_EXCEEDED, CEL_VALUE_NOTE,
     )
 }
 

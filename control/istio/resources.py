@@ -64,6 +64,15 @@ class Resource:
         return self.source.line
 
 
+def get(mapping: Any, *path: str, default: Any = None) -> Any:
+    """Safe nested lookup in a (frozen or plain) spec: `default` when any step is missing or not a mapping."""
+    for key in path:
+        if not isinstance(mapping, Mapping) or key not in mapping:
+            return default
+        mapping = mapping[key]
+    return mapping
+
+
 def freeze(value: Any) -> Any:
     """Deep read-only copy of parsed YAML: dict -> MappingProxyType, list -> tuple."""
     if isinstance(value, dict):

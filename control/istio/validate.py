@@ -30,13 +30,17 @@ from typing import Any, Callable, Iterator, Mapping
 from control.istio import messages as msg
 from control.istio import schema as S
 from control.istio.messages import Finding, Level, finding
-from control.istio.resources import Resource, freeze, thaw
+from control.istio.resources import Resource, freeze, get, thaw
+from control.istio.route_reachability import unused_rules
 
 
 @dataclass(frozen=True, slots=True)
 class Checked:
     resource: Resource | None  # None: rejected by a hard error
     findings: tuple[Finding, ...]
+    # what analysis still sees of a rejected resource: its well-typed fields (the invalid values left out).
+    # Istio's analyzers run over a resource that fails schema validation too (IST0106 and the rest).
+    rejected: Resource | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +48,11 @@ class Issue:
     """One problem at a field path (full path, e.g. "spec.http[0].timeout")."""
 
     path: str
-    kind: str  # "error" (rejects), "unknown", "warning", "info", "deprecated", "unsupported"
+    # "error" (rejects), "unknown", "warning", "info", "deprecated", "unsupported", and "unreachable" /
+    # "ineffective" (Istio's webhook warnings that istioctl analyze reports as IST0130 / IST0131, with `args`)
+    kind: str
     text: str
+    args: tuple = ()
 
 
 _INVALID = object()  # a value that failed its type check
@@ -273,8 +280,8 @@ class _Walker:
     def __init__(self) -> None:
         self.issues: list[Issue] = []
 
-    def add(self, path: str, kind: str, text: str) -> None:
-        self.issues.append(Issue(path, kind, text))
+    def add(self, path: str, kind: str, text: str, args: tuple = ()) -> None:
+        self.issues.append(Issue(path, kind, text, args))
 
     def value(self, value: Any, typ: str, path: str, ancestors: list[tuple[str, str]]) -> Any:
         if typ.startswith("[]"):
@@ -348,8 +355,8 @@ class _Walker:
                          f"only one of {', '.join(group)} may be set (found {' and '.join(present)})")
         rule = RULES.get(name)
         if rule is not None:
-            for rel, kind, text in rule(value):
-                self.add(_join(path, rel), kind, text)
+            for rel, kind, text, *args in rule(value):
+                self.add(_join(path, rel), kind, text, tuple(args))
         return out
 
     def _notes(self, message: str, field: str, value: Any, path: str) -> None:
@@ -378,6 +385,8 @@ RULES: dict[str, Callable[[Mapping[str, Any]], RuleResult]] = {}
 
 def rule(name: str):
     def register(fn):
+        if name in RULES:  # a second rule would silently replace the first
+            raise ValueError(f"a rule for {name} is already registered ({RULES[name].__name__})")
         RULES[name] = fn
         return fn
     return register
@@ -438,12 +447,135 @@ def _virtual_service(vs: Mapping[str, Any]) -> RuleResult:
                                 "gateways)"
     if not any(vs.get(k) for k in ("http", "tcp", "tls")):
         yield "", "error", "http, tcp or tls must be provided in virtual service"
+    bound_to_gateway = bool(gateways) and "mesh" not in gateways  # isGateway
+    yield from _gateway_names(gateways)
+    if not bound_to_gateway:
+        yield from _jwt_claim_routes(vs, gateways)
+    sni = any(get(match, "sniHosts") for tls in vs.get("tls") or ()  # isSniHost
+              for match in (get(tls, "match") or ()))
+    all_valid = True
     if isinstance(hosts, (list, tuple)):
         for i, host in enumerate(hosts):
-            if host == "*" and (not gateways or "mesh" in gateways):
+            if host == "*" and not bound_to_gateway:
+                all_valid = False
                 yield f"hosts[{i}]", "error", "wildcard host * is not allowed for virtual services bound to the mesh gateway"
-            elif (err := _host_error(host)) and host != "*":
+            elif host != "*" and (err := _vs_host_error(host, bound_to_gateway and sni)):
+                all_valid = False
                 yield f"hosts[{i}]", "error", err
+        if all_valid:  # literal and wildcard duplicates (*.foo.com and *.com), as Istio's host.Name.Matches
+            for i, a in enumerate(hosts):
+                for b in hosts[i + 1:]:
+                    if isinstance(a, str) and isinstance(b, str) and _hosts_overlap(a, b):
+                        yield f"hosts[{i}]", "error", f"duplicate hosts in virtual service: {a} & {b}"
+    for i, tls in enumerate(vs.get("tls") or ()):
+        for j, match in enumerate(tls.get("match") or () if isinstance(tls, Mapping) else ()):
+            for k, sni_host in enumerate(match.get("sniHosts") or () if isinstance(match, Mapping) else ()):
+                where = f"tls[{i}].match[{j}].sniHosts[{k}]"
+                yield from _sni_host(sni_host, hosts, bound_to_gateway, where)
+    for unused in unused_rules(vs):  # Istio's webhook warns about these; istioctl analyze says IST0130/IST0131
+        if unused.reason:
+            yield (unused.path, "unreachable", f"virtualService rule {unused.rule} not used ({unused.reason})",
+                   unused.rule, unused.reason)
+        else:
+            yield (unused.path, "ineffective", f"virtualService rule {unused.rule} match {unused.match} is not "
+                   f"used (duplicate/overlapping match in rule {unused.earlier})",
+                   unused.rule, unused.match, unused.earlier)
+
+
+def _hosts_overlap(a: str, b: str) -> bool:
+    """Istio's host.Name.Matches: equal, or a wildcard on either side covering the other."""
+    if a.startswith("*") and b.startswith("*"):
+        return a[1:].endswith(b[1:]) or b[1:].endswith(a[1:])
+    if a.startswith("*"):
+        return b.endswith(a[1:])
+    if b.startswith("*"):
+        return a.endswith(b[1:])
+    return a == b
+
+
+def _host_subset(a: str, b: str) -> bool:
+    """Istio's host.Name.SubsetOf: every name `a` matches, `b` matches too."""
+    if b.startswith("*"):
+        return a.endswith(b[1:]) if not a.startswith("*") else a[1:].endswith(b[1:])
+    return a == b
+
+
+_AUTO_SNI = re.compile(r"^outbound_\.\d+_\._\.[A-Za-z].*$")  # outbound_.<port>_._.<hostname>
+
+
+def _vs_host_error(host: Any, sni_on_gateway: bool) -> str | None:
+    """ValidateWildcardDomain, or for a gateway-bound VirtualService with SNI matches
+    ValidateWildcardDomainForVirtualServiceBoundToGateway, which also takes `outbound_.<port>_._.<host>`."""
+    if sni_on_gateway and isinstance(host, str) and host.startswith("outbound_"):
+        return None if _AUTO_SNI.match(host) else f"domain name {host!r} invalid, should follow " \
+                                                  "'outbound_.<port>_._.<hostname>' format"
+    return _host_error(host)
+
+
+def _sni_host(sni_host: Any, hosts: Any, bound_to_gateway: bool, where: str) -> RuleResult:
+    """validateSniHost: a valid (wildcard) domain that is a subset of one of the VirtualService's hosts."""
+    err = _vs_host_error(sni_host, bound_to_gateway)
+    if err:
+        yield where, "error", err
+        return
+    if isinstance(sni_host, str) and _is_ip(sni_host):
+        yield where, "warning", f"using an IP address ({sni_host!r}) goes against SNI spec and most clients do not " \
+                                "support this"
+        return
+    if not isinstance(sni_host, str):
+        return
+    if not any(isinstance(h, str) and _host_subset(sni_host, h) for h in hosts or ()):
+        yield where, "error", (f"SNI host {sni_host!r} is not a compatible subset of any of the virtual service "
+                               f"hosts: [{', '.join(str(h) for h in hosts or ())}]")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _gateway_names(gateways: Any) -> RuleResult:
+    """validateGatewayNames: `namespace/name` of two DNS-1123 labels, or a legacy FQDN-style name."""
+    for i, name in enumerate(gateways or ()):
+        if not isinstance(name, str):
+            continue
+        ns, slash, short = name.partition("/")
+        if not slash:
+            if (err := _host_error(name)) or "*" in name:
+                yield f"gateways[{i}]", "error", err or f"invalid gateway name {name!r}"
+            elif "." in name:
+                parts = name.split(".")
+                yield f"gateways[{i}]", "warning", (f"using legacy gatewayName format {name!r}; prefer the "
+                                                    f"<namespace>/<name> format: '{parts[1]}/{parts[0]}'")
+            continue
+        if not _DNS1123_LABEL.match(ns):
+            yield f"gateways[{i}]", "error", f"invalid value for namespace: {ns!r}"
+        if not _DNS1123_LABEL.match(short):
+            yield f"gateways[{i}]", "error", f"invalid value for gateway name: {short!r}"
+
+
+def is_jwt_claim(header: str) -> bool:
+    """jwt.ToRoutingClaim(...).Match: `@request.auth.claims.<name>` or `@request.auth.claims[<name>]`."""
+    prefix = "@request.auth.claims"
+    if not header.lower().startswith(prefix):
+        return False
+    rest = header[len(prefix):]
+    return (rest.startswith(".") and len(rest) > 1) or (rest.startswith("[") and rest.endswith("]") and len(rest) > 2)
+
+
+def _jwt_claim_routes(vs: Mapping[str, Any], gateways: Any) -> RuleResult:
+    """JWT claim based routing needs a gateway (the claims come from its RequestAuthentication)."""
+    for i, http in enumerate(vs.get("http") or ()):
+        for j, match in enumerate(http.get("match") or () if isinstance(http, Mapping) else ()):
+            for field in ("headers", "withoutHeaders"):
+                for key in (match.get(field) or {}) if isinstance(match, Mapping) else ():
+                    if is_jwt_claim(str(key)):
+                        yield f"http[{i}].match[{j}].{field}", "error", (
+                            f"JWT claim based routing (key: {key}) is only supported for gateway, found no "
+                            f"gateways: [{' '.join(str(g) for g in gateways or ())}]")
 
 
 @rule("HTTPRoute")
@@ -464,15 +596,49 @@ def _http_route(http: Mapping[str, Any]) -> RuleResult:
     elif "route" not in has:
         yield "", "error", "HTTP route, redirect or directResponse is required"
     yield from _weights(http.get("route"), "route")
+    yield from _authority_rewrite(http)
+    yield from _redirect_prefix_rewrite(http)
+
+
+def _redirect_prefix_rewrite(http: Mapping[str, Any]) -> RuleResult:
+    """validateHTTPRedirect: uri and prefixRewrite exclude each other; prefixRewrite needs prefix URI matches."""
+    if not get(http, "redirect", "prefixRewrite"):
+        return
+    if get(http, "redirect", "uri"):
+        yield "redirect", "error", "redirect may only specify one of uri or prefix_rewrite"
+    for i, match in enumerate(http.get("match") or ()):
+        uri = get(match, "uri")
+        if isinstance(uri, Mapping) and "prefix" not in uri:
+            yield f"match[{i}].uri", "error", "redirect prefix_rewrite requires all URI matches to use prefix match type"
+
+
+def _authority_rewrite(http: Mapping[str, Any]) -> RuleResult:
+    """validateAuthorityRewrite: the authority is rewritten in one place only (rewrite.authority or a request
+    header set/add of :authority / host)."""
+    current = get(http, "rewrite", "authority") or ""
+    for op in ("set", "add"):
+        for key, value in (get(http, "headers", "request", op) or {}).items():
+            if str(key).lower() not in (":authority", "host"):
+                continue
+            if current:
+                yield f"headers.request.{op}", "error", (f"authority header cannot be set multiple times: have "
+                                                        f"{current!r}, attempting to set {value!r}")
+                return
+            current = value
+
 
 
 @rule("TCPRoute")
 def _tcp_route(tcp: Mapping[str, Any]) -> RuleResult:
+    if not tcp.get("route"):
+        yield "route", "error", "TCP route is required"
     yield from _weights(tcp.get("route"), "route")
 
 
 @rule("TLSRoute")
 def _tls_route(tls: Mapping[str, Any]) -> RuleResult:
+    if not tls.get("route"):
+        yield "route", "error", "TLS route is required"
     yield from _weights(tls.get("route"), "route")
 
 
@@ -493,7 +659,8 @@ def _http_retry(retry: Mapping[str, Any]) -> RuleResult:
     attempts = retry.get("attempts", 0) or 0
     if isinstance(attempts, int) and attempts < 0:
         yield "attempts", "error", "attempts cannot be negative"
-    if attempts == 0 and any(retry.get(k) for k in ("perTryTimeout", "retryOn", "retryRemoteLocalities")):
+    if attempts == 0 and (retry.get("perTryTimeout") is not None or retry.get("retryOn")
+                          or retry.get("retryRemoteLocalities") is not None):
         yield "attempts", "error", "http retry policy configured when attempts are set to 0 (disabled)"
     retry_on = retry.get("retryOn")
     if isinstance(retry_on, str) and retry_on:
@@ -534,7 +701,7 @@ def _delay(delay: Mapping[str, Any]) -> RuleResult:
 
 @rule("HTTPRedirect")
 def _redirect(redirect: Mapping[str, Any]) -> RuleResult:
-    if not any(redirect.get(k) for k in ("uri", "authority", "port", "derivePort", "scheme")):
+    if not any(redirect.get(k) for k in ("uri", "prefixRewrite", "authority", "port", "derivePort", "scheme")):
         yield "", "error", "redirect must specify URI, authority, scheme, or port"
     code = redirect.get("redirectCode")
     if isinstance(code, int) and code and not 300 <= code <= 399:
@@ -591,6 +758,63 @@ def _subset(subset: Mapping[str, Any]) -> RuleResult:
         yield "name", "error", f"subset name is invalid: {name}"
 
 
+_ENVOY_VARIABLE = re.compile(r"[A-Z][A-Z0-9_]*(\(.*\))?(:\d+)?")
+
+
+def header_value_error(value: str) -> str | None:
+    """ValidateHTTPHeaderValue: no control characters, and every '%' either '%%' or around an Envoy variable
+    (`%HOSTNAME%`, `%REQ(x-foo)%`); "abc%123" and "%START_TIME%%" are refused, as Envoy would."""
+    if re.search(r"[\x00-\x08\x0a-\x1f\x7f]", value):
+        return f"header value configuration {value!r} is invalid"
+    i = 0
+    while i < len(value):
+        if value[i] != "%":
+            i += 1
+        elif value[i + 1:i + 2] == "%":
+            i += 2
+        else:
+            end = value.find("%", i + 1)
+            if end < 0 or not _ENVOY_VARIABLE.fullmatch(value[i + 1:end]):
+                return f"header value configuration {value!r}: invalid or unescaped '%' (write %% for a literal)"
+            i = end + 1
+    return None
+
+
+@rule("HeaderOperations")
+def _header_operations(ops: Mapping[str, Any]) -> RuleResult:
+    for op in ("set", "add"):
+        for name, value in (ops.get(op) or {}).items():
+            if name == "":
+                yield op, "error", "header name cannot be empty"
+            elif isinstance(value, str) and (err := header_value_error(value)):
+                yield f"{op}.{name}", "error", err
+    for i, name in enumerate(ops.get("remove") or ()):
+        if name == "":
+            yield f"remove[{i}]", "error", "header name cannot be empty"
+
+
+@rule("HTTPMatchRequest")
+def _http_match(match: Mapping[str, Any]) -> RuleResult:
+    for name, value in (match.get("headers") or {}).items():
+        if value is None:
+            yield f"headers.{name}", "error", f"header match {name} cannot be null"
+
+
+@rule("StringMatch")
+def _string_match(sm: Mapping[str, Any]) -> RuleResult:
+    if "prefix" in sm and sm["prefix"] == "":
+        yield "prefix", "error", "prefix string match should not be empty"
+
+
+@rule("PortTrafficPolicy")
+def _port_traffic_policy(ptp: Mapping[str, Any]) -> RuleResult:
+    """validatePortTrafficPolicies: a port, and at least one policy for it."""
+    if _is_unset(ptp.get("port")):
+        yield "port", "error", "portTrafficPolicy must have valid port"
+    if all(_is_unset(ptp.get(k)) for k in ("outlierDetection", "connectionPool", "loadBalancer", "tls")):
+        yield "", "error", "port traffic policy must have at least one field"
+
+
 @rule("TrafficPolicy")
 def _traffic_policy(tp: Mapping[str, Any]) -> RuleResult:
     if not any(not _is_unset(v) for v in tp.values()):
@@ -613,22 +837,62 @@ def _non_negative(fields: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Rule
 
 
 RULES["TCPSettings"] = _non_negative(("maxConnections",))
-RULES["HTTPSettings"] = _non_negative(("http1MaxPendingRequests", "http2MaxRequests", "maxRequestsPerConnection",
-                                       "maxRetries", "maxConcurrentStreams"))
 
 
 @rule("OutlierDetection")
 def _outlier(od: Mapping[str, Any]) -> RuleResult:
     yield from _non_negative(("consecutiveErrors",))(od)
+    for i, code in enumerate(od.get("outlierDetectionHttpErrorCodes") or ()):
+        if isinstance(code, int) and not 100 <= code <= 599:  # the CRD's minimum/maximum
+            yield f"outlierDetectionHttpErrorCodes[{i}]", "error", f"{code} is not an HTTP status (100-599)"
     if od.get("consecutiveLocalOriginFailures") and not od.get("splitExternalLocalOriginErrors"):
         yield "consecutiveLocalOriginFailures", "error", (
             "consecutive local origin failures is specified, but split external local origin errors is set "
             "to false")
 
 
+@rule("LoadBalancerSettings")
+def _load_balancer(lb: Mapping[str, Any]) -> RuleResult:
+    if lb.get("localityLbSetting") is not None and lb.get("zoneAwareLbSetting") is not None:  # even when empty
+        yield "zoneAwareLbSetting", "error", "only one of localityLbSetting and zoneAwareLbSetting can be set"
+
+
+@rule("MagLev")
+def _maglev(maglev: Mapping[str, Any]) -> RuleResult:
+    size = maglev.get("tableSize")
+    if isinstance(size, int) and size and not _is_prime(size):
+        yield "tableSize", "error", "tableSize must be a prime number for maglev"
+
+
+def _is_prime(n: int) -> bool:
+    return n > 1 and all(n % d for d in range(2, int(n ** 0.5) + 1))
+
+
+@rule("HTTPSettings")
+def _http_settings(http: Mapping[str, Any]) -> RuleResult:
+    yield from _non_negative(("http1MaxPendingRequests", "http2MaxRequests", "maxRequestsPerConnection",
+                              "maxRetries", "maxConcurrentStreams"))(http)
+    if http.get("h2UpgradePolicy") == "UPGRADE" and http.get("useClientProtocol"):
+        yield "useClientProtocol", "error", "use client protocol must not be true when H2UpgradePolicy is UPGRADE"
+
+
+@rule("WarmupConfiguration")
+def _warmup(warmup: Mapping[str, Any]) -> RuleResult:
+    """validateWarmupConfiguration: aggression, when set, must be greater than 0."""
+    aggression = warmup.get("aggression")
+    if isinstance(aggression, (int, float)) and not isinstance(aggression, bool) and aggression <= 0:
+        yield "aggression", "error", "aggression should be greater than 0"
+
+
 @rule("ClientTLSSettings")
 def _client_tls(tls: Mapping[str, Any]) -> RuleResult:
     mode = tls.get("mode")
+    if tls.get("insecureSkipVerify") is True:  # agent.ValidateTLS: nothing to verify with, then
+        named = ("caCertificates", "credentialName", "subjectAltNames") if mode == "SIMPLE" else \
+            ("caCertificates", "subjectAltNames") if mode == "MUTUAL" else ()
+        for f in named:
+            if tls.get(f) is not None and tls.get(f) != "":
+                yield f, "error", f"cannot specify {f} when insecureSkipVerify is set true"
     if mode == "MUTUAL" and not tls.get("credentialName"):
         if not tls.get("clientCertificate"):
             yield "clientCertificate", "error", "client certificate required for mutual tls"
@@ -643,12 +907,22 @@ def _client_tls(tls: Mapping[str, Any]) -> RuleResult:
 @rule("Gateway")
 def _gateway(gw: Mapping[str, Any]) -> RuleResult:
     names: set[str] = set()
+    port_names: set[str] = set()
     for i, server in enumerate(gw.get("servers") or ()):
         name = server.get("name") if isinstance(server, Mapping) else None
         if name:
             if name in names:
                 yield f"servers[{i}].name", "error", f"server names must be unique: {name}"
             names.add(name)
+        protocol = str(get(server, "port", "protocol") or "").upper()
+        if get(server, "tls", "httpsRedirect") and protocol not in ("HTTP", "HTTP2", "GRPC", "GRPC-WEB", ""):
+            yield f"servers[{i}].tls.httpsRedirect", "warning", "tls.httpsRedirect should only be used with http servers"
+        port_name = get(server, "port", "name")
+        if isinstance(port_name, str):
+            if port_name in port_names:
+                yield f"servers[{i}].port.name", "error", \
+                    f"port names in servers must be unique: duplicate name {port_name}"
+            port_names.add(port_name)
 
 
 def _namespaced_hosts(hosts: Any, what: str) -> RuleResult:
@@ -662,10 +936,37 @@ def _namespaced_hosts(hosts: Any, what: str) -> RuleResult:
             yield f"hosts[{i}]", "error", err
 
 
+def _gateway_hosts(hosts: Any) -> RuleResult:
+    """ValidateNamespaceSlashWildcardHostname for gateways: a namespace of `*`, `.` or a DNS label, and a
+    dnsName that is `*` or an FQDN (no short names, no partial wildcards like `*bar.com`), or an IP."""
+    for i, host in enumerate(hosts or ()):
+        if not isinstance(host, str):
+            continue
+        ns, slash, name = host.partition("/") if "/" in host else ("", "", host)
+        if slash and (not ns or not name):
+            yield f"hosts[{i}]", "error", "config namespace and dnsName in host entry cannot be empty"
+            continue
+        if slash and ns not in ("*", ".") and not _DNS1123_LABEL.match(ns):
+            yield f"hosts[{i}]", "error", f"invalid namespace value {ns!r} in gateway"
+        if name != "*" and "." not in name and not _is_ip(name):
+            yield f"hosts[{i}]", "error", f"short names (non FQDN) are not allowed: {name!r}"
+        elif "*" in name and name != "*" and not name.startswith("*."):
+            yield f"hosts[{i}]", "error", f"partial wildcard {name!r} not allowed"
+        elif name != "*" and not _is_ip(name) and (err := _host_error(name)):
+            yield f"hosts[{i}]", "error", err
+
+
 @rule("Server")
 def _server(server: Mapping[str, Any]) -> RuleResult:
-    yield from _namespaced_hosts(server.get("hosts"), "server")
+    yield from _gateway_hosts(server.get("hosts"))
     port = server.get("port") if isinstance(server.get("port"), Mapping) else {}
+    bind = server.get("bind")
+    number = port.get("number")
+    if isinstance(bind, str) and bind.startswith("unix://"):
+        if number:
+            yield "port.number", "error", "port number must be 0 for unix domain socket"
+    elif isinstance(number, int) and not isinstance(number, bool) and not 1 <= number <= 65535:
+        yield "port.number", "error", f"port number {number} must be in the range 1..65535"
     protocol = str(port.get("protocol") or "").upper()
     tls = server.get("tls") if isinstance(server.get("tls"), Mapping) else None
     if protocol in ("HTTPS", "TLS") and tls is None:
@@ -717,13 +1018,17 @@ def _service_entry(se: Mapping[str, Any]) -> RuleResult:
                 and not se.get("endpoints"):
             yield f"hosts[{i}]", "error", f"wildcard host {host} cannot be resolved with {resolution} resolution " \
                                           f"without endpoints"
+    if resolution not in ("NONE", "STATIC") and any("/" in str(a) for a in se.get("addresses") or ()):
+        yield "addresses", "error", "CIDR addresses are allowed only for NONE/STATIC resolution types"
     endpoints = se.get("endpoints") or ()
     if resolution == "NONE" and endpoints:
         yield "endpoints", "error", "no endpoints should be provided for resolution type none"
-    if resolution == "STATIC" and not endpoints and not se.get("workloadSelector"):
-        yield "endpoints", "error", "endpoints or workloadSelector must be provided for resolution type STATIC"
     if resolution == "DNS_ROUND_ROBIN" and len(endpoints) > 1:
         yield "endpoints", "error", "there must only be 0 or 1 endpoint for resolution mode DNS_ROUND_ROBIN"
+    yield from _service_entry_endpoints(se, resolution, endpoints)
+    yield from _service_entry_warnings(se, resolution)
+    if resolution == "DYNAMIC_DNS":
+        yield from _dynamic_dns(se, endpoints)
     numbers: set[int] = set()
     names: set[str] = set()
     for i, port in enumerate(se.get("ports") or ()):
@@ -738,10 +1043,98 @@ def _service_entry(se: Mapping[str, Any]) -> RuleResult:
         names.add(name)
 
 
+_PORT_NAME = re.compile(r"^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$")
+
+
+def _service_entry_endpoints(se: Mapping[str, Any], resolution: str, endpoints: Any) -> RuleResult:
+    """ValidateServiceEntry's endpoint checks: STATIC endpoints are IPs or unix sockets (a unix one with exactly
+    one service port), DNS ones IPs or FQDNs; an endpoint's port names are service port names."""
+    if resolution not in ("STATIC", "DNS", "DNS_ROUND_ROBIN"):
+        return
+    port_names = {get(p, "name") for p in se.get("ports") or ()}
+    for i, ep in enumerate(endpoints):
+        address = get(ep, "address")
+        where = f"endpoints[{i}]"
+        if isinstance(address, str) and address:
+            if resolution == "STATIC":
+                if address.startswith("unix://"):
+                    if len(port_names) != 1:
+                        yield f"{where}.address", "error", "exactly 1 service port required for unix endpoints"
+                elif not _is_ip(address):
+                    yield f"{where}.address", "error", f"endpoint address {address!r} is not a valid IP address"
+            elif not _is_ip(address) and (address.startswith("*") or _host_error(address) or "/" in address):
+                yield f"{where}.address", "error", f"endpoint address {address!r} is not a valid FQDN or an IP address"
+        for name in (get(ep, "ports") or {}):
+            if name not in port_names:
+                yield f"{where}.ports", "error", f"endpoint port {name} is not defined by the service entry"
+
+
+_TCP_PROTOCOLS = ("TCP", "HTTPS", "TLS", "MONGO", "REDIS", "MYSQL")  # protocol.Instance.IsTCP()
+
+
+def _service_entry_warnings(se: Mapping[str, Any], resolution: str) -> RuleResult:
+    """The warnings ValidateServiceEntry gives (the entry is accepted)."""
+    selector = se.get("workloadSelector")
+    labels = get(selector, "labels") or {}
+    if any(k == "" or "*" in str(k) or "*" in str(v) for k, v in labels.items()):
+        return  # ValidateAlphaWorkloadSelector's error ends the validation before any warning
+    if selector is not None and not labels:
+        yield "workloadSelector", "warning", "service entry: workload selector specified without labels, will be " \
+                                             "applied to all services in namespace"
+    if selector is not None and resolution == "NONE":
+        yield "workloadSelector", "warning", "workloadSelector should not be set when resolution mode is NONE"
+    if resolution != "DYNAMIC_DNS":
+        for i, host in enumerate(se.get("hosts") or ()):
+            if isinstance(host, str) and "*" in host and host != "*" and not host.startswith("*."):
+                yield f"hosts[{i}]", "warning", f"partial wildcard {host!r} not allowed"
+    ports = [p for p in se.get("ports") or () if isinstance(p, Mapping)]
+    # istiod auto-allocates addresses (ENABLE_IP_AUTOALLOCATE, on by default) except for resolution NONE
+    if resolution == "NONE" and not se.get("addresses") and any(p.get("protocol") in (None, "", "TCP") for p in ports):
+        yield "addresses", "warning", "addresses are required for ports serving TCP (or unset) protocol when IP " \
+                                      "Autoallocation is not enabled"
+    if resolution in ("DNS", "DNS_ROUND_ROBIN") and se.get("addresses") and len(se.get("hosts") or ()) > 1 \
+            and any(str(p.get("protocol") or "").upper() in _TCP_PROTOCOLS for p in ports):
+        yield "hosts", "warning", "service entry can not have more than one host specified simultaneously with " \
+                                  "address and tcp port"
+
+
+def _dynamic_dns(se: Mapping[str, Any], endpoints: Any) -> RuleResult:
+    """ValidateServiceEntry for DYNAMIC_DNS: wildcard hosts only, no addresses or endpoints, HTTP-ish ports."""
+    for i, host in enumerate(se.get("hosts") or ()):
+        if isinstance(host, str) and not host.startswith("*"):
+            yield f"hosts[{i}]", "error", "host must be wildcarded for resolution mode DYNAMIC_DNS"
+    if se.get("addresses"):
+        yield "addresses", "error", "addresses cannot be set for resolution type DYNAMIC_DNS"
+    if endpoints:
+        yield "endpoints", "error", "endpoints cannot be set for resolution type DYNAMIC_DNS"
+    for i, port in enumerate(se.get("ports") or ()):
+        if str(get(port, "protocol", default="") or "").upper() not in ("HTTP", "TLS", "GRPC", "HTTP2"):
+            yield f"ports[{i}].protocol", "error", \
+                "only HTTP, TLS, GRPC, and HTTP2 protocols are supported for resolution type DYNAMIC_DNS"
+
+
 @rule("WorkloadEntry")
 def _workload_entry(we: Mapping[str, Any]) -> RuleResult:
-    if not we.get("address") and not we.get("network"):
+    """The WorkloadEntry CRD's rules (x-kubernetes-validations) and ValidateWorkloadEntry's UDS checks; an
+    address is an IP, a DNS name (no port) or a unix:// socket."""
+    address = we.get("address")
+    if not address and not we.get("network"):
         yield "address", "error", "address is required"
+    elif not address:
+        yield "address", "warning", f"address is unset with network {we.get('network')!r}"
+    if isinstance(address, str) and address and not address.startswith("unix://") and not _is_ip(address) \
+            and _host_error(address):
+        yield "address", "error", f"invalid address {address!r}: not an IP, DNS name or unix:// socket"
+    if isinstance(address, str) and address.startswith("unix://"):
+        if address[7:8] not in ("/", "@"):
+            yield "address", "error", "UDS must be an absolute path or abstract socket"
+        elif address.endswith("/"):
+            yield "address", "error", "UDS may not be a dir"
+        if we.get("ports"):
+            yield "ports", "error", "UDS may not include ports"
+    for name in (we.get("ports") or {}):
+        if len(str(name)) >= 63 or not _PORT_NAME.match(str(name)):
+            yield "ports", "error", f"invalid port name {name!r}: letters, digits and '-' (not at either end)"
 
 
 @rule("IstioEgressListener")
@@ -788,22 +1181,115 @@ def _peer_authentication(pa: Mapping[str, Any]) -> RuleResult:
 
 @rule("AuthorizationPolicy")
 def _authorization_policy(ap: Mapping[str, Any]) -> RuleResult:
+    """ValidateAuthorizationPolicy: what CUSTOM and DENY need, and where `from`/`to` may not be empty."""
     action = ap.get("action") or "ALLOW"
-    if action == "CUSTOM" and not ap.get("provider"):
-        yield "provider", "error", "CUSTOM action requires a provider"
-    if action != "CUSTOM" and ap.get("provider"):
-        yield "provider", "error", f"provider can be set only with the CUSTOM action, not {action}"
+    has_rules = ap.get("rules") is not None
+    if action in ("CUSTOM", "DENY") and not has_rules:
+        yield "rules", "error", (f"{action} action without `rules` is meaningless as it will never be triggered, "
+                                 "add an empty rule `{}` if you want it be triggered for every request")
+    elif action == "CUSTOM" and not get(ap, "provider", "name"):
+        yield "provider", "error", "`provider.name` must not be empty"
+    if action != "CUSTOM" and ap.get("provider") is not None:
+        yield "provider", "error", f"`provider` must not be with non CUSTOM action, found {action}"
+    for i, rule in enumerate(ap.get("rules") or ()):
+        if not isinstance(rule, Mapping):
+            continue
+        if action == "CUSTOM":
+            yield from _custom_rule(rule, f"rules[{i}]")
+        for field, inner in (("from", "source"), ("to", "operation")):
+            entries = rule.get(field)
+            if entries is not None and len(entries) == 0:
+                yield f"rules[{i}].{field}", "error", f"`{field}` must not be empty, found at rule {i}"
+            for j, entry in enumerate(entries or ()):
+                value = get(entry, inner)
+                if value is None:
+                    yield f"rules[{i}].{field}[{j}]", "error", f"`{field}.{inner}` must not be nil, found at rule {i}"
+                elif isinstance(value, Mapping) and not any(value.get(k) for k in value):
+                    yield f"rules[{i}].{field}[{j}].{inner}", "error", \
+                        f"`{field}.{inner}` must not be empty, found at rule {i}"
+
+
+_CUSTOM_UNSUPPORTED_SOURCE = ("namespaces", "notNamespaces", "serviceAccounts", "notServiceAccounts", "trustDomains",
+                              "notTrustDomains", "principals", "notPrincipals", "requestPrincipals",
+                              "notRequestPrincipals")
+_CUSTOM_UNSUPPORTED_KEYS = ("source.namespace", "source.serviceAccount", "source.trustDomain", "source.principal")
+
+
+def _custom_rule(rule: Mapping[str, Any], path: str) -> RuleResult:
+    """What the CUSTOM action (ext_authz) cannot match on."""
+    for j, entry in enumerate(rule.get("from") or ()):
+        for f in _CUSTOM_UNSUPPORTED_SOURCE:
+            if get(entry, "source", f):
+                yield f"{path}.from[{j}].source.{f}", "error", f"From.{f[0].upper() + f[1:]} is currently not " \
+                                                              "supported with CUSTOM action"
+    for j, cond in enumerate(rule.get("when") or ()):
+        key = str(get(cond, "key", default=""))
+        if key in _CUSTOM_UNSUPPORTED_KEYS or key.startswith("request.auth."):
+            yield f"{path}.when[{j}].key", "error", f"{key} is currently not supported with CUSTOM action"
+
+
+def _empty_value(field: str, values: Any) -> str | None:
+    """security.CheckEmptyValues."""
+    return f"empty value not allowed, found in {field}" if any(v == "" for v in values or ()) else None
+
+
+def _ips_error(values: Any) -> str | None:
+    """security.ValidateIPs: addresses or CIDR ranges."""
+    for v in values or ():
+        try:
+            if "/" in str(v):
+                ipaddress.ip_network(str(v), strict=False)
+            else:
+                ipaddress.ip_address(str(v))
+        except ValueError:
+            return f"bad IP address or CIDR range ({v})"
+    return None
+
+
+def _service_accounts_error(field: str, values: Any) -> str | None:
+    """security.CheckServiceAccount: `sa` or `namespace/sa`, no wildcards, at most 16."""
+    values = list(values or ())
+    if len(values) > 16:
+        return "may not have more than 16 values"
+    for v in values:
+        ns, slash, sa = str(v).partition("/")
+        if v == "" or "*" in str(v) or str(v).count("/") > 1 or (slash and (not ns or not sa)) or len(str(v)) > 320:
+            return f"expected format 'serviceAccount' or 'namespace/serviceAccount', found {v!r} in {field}"
+    return None
+
+
+def _wildcards_error(field: str, values: Any) -> str | None:
+    """security.CheckWildcardValues: one `*`, at the start or the end."""
+    for v in values or ():
+        v = str(v)
+        if v.count("*") > 1 or (v.count("*") == 1 and v != "*" and not v.startswith("*") and not v.endswith("*")):
+            return f"wildcard is only allowed once, at the start or end, found in {field}: {v!r}"
+    return None
 
 
 @rule("Source")
 def _source(src: Mapping[str, Any]) -> RuleResult:
     if (src.get("serviceAccounts") or src.get("notServiceAccounts")) and (
             src.get("principals") or src.get("notPrincipals") or src.get("namespaces") or src.get("notNamespaces")):
-        yield "serviceAccounts", "error", "serviceAccounts cannot be combined with principals or namespaces"
+        yield "serviceAccounts", "error", "cannot set serviceAccounts with namespaces or principals"
     for f in ("principals", "notPrincipals"):
         for i, p in enumerate(src.get(f) or ()):
             if isinstance(p, str) and p.startswith("spiffe://"):
                 yield f"{f}[{i}]", "error", f"{f} must not include the spiffe:// prefix: {p}"
+    for f in ("ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks"):
+        if err := _ips_error(src.get(f)):
+            yield f, "error", err
+    for f in ("serviceAccounts", "notServiceAccounts"):
+        if err := _service_accounts_error(f, src.get(f)):
+            yield f, "error", err
+    for f in ("trustDomains", "notTrustDomains"):
+        err = _wildcards_error(f, src.get(f)) or next(
+            (f"trust domain must not contain '/', found in {f}" for v in src.get(f) or () if "/" in str(v)), None)
+        if err:
+            yield f, "error", err
+    for f, values in src.items():
+        if err := _empty_value(f, values):
+            yield f, "error", err
 
 
 @rule("Operation")
@@ -812,26 +1298,181 @@ def _operation(op: Mapping[str, Any]) -> RuleResult:
         for i, p in enumerate(op.get(f) or ()):
             if not (isinstance(p, str) and p.isdigit() and 1 <= int(p) <= 65535):
                 yield f"{f}[{i}]", "error", f"invalid port {p!r}: ports are strings of a number in 1..65535"
+    for f, values in op.items():
+        if err := _empty_value(f, values):
+            yield f, "error", err
+
+
+def _map_key_error(key: str) -> str | None:
+    """security validateMapKey: `a[b]`."""
+    opening = key.find("[")
+    return None if key.endswith("]") and 0 < opening < len(key) - 2 else f"bad key ({key}): should have format a[b]"
+
+
+def attribute_error(key: str, values: Any) -> str | None:
+    """security.ValidateAttribute: a known condition key, and values of its kind."""
+    if err := _empty_value(key, values):
+        return err
+    if key.startswith(("request.headers", "request.auth.claims", "experimental.envoy.filters.")):
+        return _map_key_error(key)
+    if key in ("source.ip", "remote.ip", "destination.ip"):
+        return _ips_error(values)
+    if key == "source.serviceAccount":
+        return _service_accounts_error(key, values)
+    if key == "source.trustDomain":
+        return _wildcards_error(key, values)
+    if key == "destination.port":
+        return next((f"bad port ({v})" for v in values or () if not str(v).isdigit() or int(v) > 65535), None)
+    if key in ("source.namespace", "source.principal", "request.auth.principal", "request.auth.audiences",
+               "request.auth.presenter", "connection.sni"):
+        return None
+    if key == "destination.namespace":
+        return f"attribute {key} is replaced by the metadata.namespace"
+    if key.startswith("destination.labels"):
+        return f"attribute {key} is replaced by the workload selector"
+    if key in ("destination.name", "destination.user"):
+        return f"deprecated attribute {key}: only supported in v1alpha1"
+    return f"unknown attribute: {key}"
 
 
 @rule("Condition")
 def _condition(cond: Mapping[str, Any]) -> RuleResult:
+    key = cond.get("key")
     if not cond.get("values") and not cond.get("notValues"):
-        yield "", "error", f"at least one of values or notValues must be set for key {cond.get('key')}"
+        yield "", "error", f"at least one of values or notValues must be set for key {key}"
+        return
+    if isinstance(key, str) and key:
+        for f in ("values", "notValues"):
+            if err := attribute_error(key, cond.get(f)):
+                yield f, "error", f"invalid `{f}` for `key` {key}: {err}"
 
 
 @rule("JWTRule")
 def _jwt_rule(jwt: Mapping[str, Any]) -> RuleResult:
-    uri = jwt.get("jwksUri")
-    if isinstance(uri, str) and uri and not re.match(r"^https?://[^/\s]+", uri):
-        yield "jwksUri", "error", f"jwksUri {uri!r} is not a valid http(s) URL"
+    for field in ("jwksUri", "jwks_uri"):
+        uri = jwt.get(field)
+        if isinstance(uri, str) and uri and not re.match(r"^https?://[^/\s:]+(:\d+)?(/|$)", uri):
+            yield field, "error", f"{field} {uri!r} is not a valid http(s) URL (host, optional numeric port)"
+    for field in ("audiences", "fromParams", "fromCookies", "spaceDelimitedClaims"):  # the CRD's minLength: 1
+        for i, item in enumerate(jwt.get(field) or ()):
+            if item == "":
+                yield f"{field}[{i}]", "error", "must not be empty"
+
+
+_HEADER_NAME = re.compile(r"^[-_A-Za-z0-9]+$")
+
+
+@rule("ClaimToHeader")
+def _claim_to_header(c: Mapping[str, Any]) -> RuleResult:
+    """The CRD's pattern: a plain header name (no pseudo-headers such as :authority)."""
+    header = c.get("header")
+    if isinstance(header, str) and header and not _HEADER_NAME.match(header):
+        yield "header", "error", f"invalid header name {header!r}: letters, digits, '-' and '_' only"
+
+
+_TARGET_GROUP = re.compile(r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_TARGET_KIND = re.compile(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
+
+
+@rule("PolicyTargetReference")
+def _target_ref(ref: Mapping[str, Any]) -> RuleResult:
+    """istio.type.v1beta1.PolicyTargetReference's CRD rules: group and kind patterns, no namespace."""
+    group, kind = ref.get("group"), ref.get("kind")
+    if isinstance(group, str) and not _TARGET_GROUP.match(group):
+        yield "group", "error", f"invalid group {group!r}"
+    if isinstance(kind, str) and kind and not _TARGET_KIND.match(kind):
+        yield "kind", "error", f"invalid kind {kind!r}"
+    if ref.get("namespace"):
+        yield "namespace", "error", "cross namespace referencing is not currently supported"
+
+
+@rule("WorkloadSelector")
+def _workload_selector(selector: Mapping[str, Any]) -> RuleResult:
+    """istio.type.v1beta1.WorkloadSelector's CRD rules: no empty keys, no wildcards in keys or values."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if key == "":
+            yield "matchLabels", "error", "key must not be empty"
+        elif "*" in str(key):
+            yield "matchLabels", "error", "wildcard not allowed in label key match"
+        elif "*" in str(value):
+            yield f"matchLabels.{key}", "error", "wildcard not allowed in label value match"
+
+
+@rule("EnvoyConfigObjectMatch")
+def _envoy_filter_match(match: Mapping[str, Any]) -> RuleResult:
+    """The EnvoyFilter CRD: `waypoint` goes with context WAYPOINT, and context WAYPOINT needs it."""
+    if (match.get("context") == "WAYPOINT") != ("waypoint" in match):  # present, even if empty
+        yield "", "error", "only support waypointMatch when context is WAYPOINT"
+
+
+@rule("ProxyConfig")
+def _proxy_config(pc: Mapping[str, Any]) -> RuleResult:
+    concurrency = pc.get("concurrency")
+    if isinstance(concurrency, int) and concurrency < 0:
+        yield "concurrency", "error", "concurrency must be greater than or equal to 0"
+
+
+_WASM_SCHEMES = ("", "http", "https", "oci", "file")
+
+
+@rule("WasmPlugin")
+def _wasm_plugin(wp: Mapping[str, Any]) -> RuleResult:
+    """The WasmPlugin CRD's rules (x-kubernetes-validations, minLength, patterns)."""
+    url = wp.get("url")
+    if isinstance(url, str) and url:
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        # Go's url.Parse refuses a '%' that is not an escape, and whitespace
+        if scheme not in _WASM_SCHEMES or re.search(r"%(?![0-9A-Fa-f]{2})|\s", url):
+            yield "url", "error", "url must have schema one of [http, https, file, oci]"
+    sha = wp.get("sha256")
+    if isinstance(sha, str) and sha and not re.fullmatch(r"[a-f0-9]{64}", sha):
+        yield "sha256", "error", "sha256 must be 64 lowercase hex digits"
+    for field in ("imagePullSecret", "pluginName"):
+        if wp.get(field) == "":
+            yield field, "error", f"{field} must not be empty"
+    seen: set[str] = set()
+    for i, env in enumerate(get(wp, "vmConfig", "env") or ()):
+        name = get(env, "name")
+        if name in seen:
+            yield f"vmConfig.env[{i}].name", "error", f"duplicate env name {name!r}"
+        seen.add(name)
+        if get(env, "valueFrom") == "HOST" and get(env, "value") is not None:
+            yield f"vmConfig.env[{i}].value", "error", "value may only be set when valueFrom is INLINE"
+
+
+@rule("HTTPHealthCheckHeader")
+def _probe_header(header: Mapping[str, Any]) -> RuleResult:
+    name = header.get("name")
+    if isinstance(name, str) and not _HEADER_NAME.match(name):
+        yield "name", "error", f"invalid header name {name!r}: letters, digits, '-' and '_' only"
+
+
+@rule("HTTPHealthCheckConfig")
+def _probe_http(check: Mapping[str, Any]) -> RuleResult:
+    if check.get("scheme") not in (None, "", "HTTP", "HTTPS"):
+        yield "scheme", "error", "scheme must be one of [HTTP, HTTPS]"
+
+
+@rule("MetricSelector")
+def _metric_selector(selector: Mapping[str, Any]) -> RuleResult:
+    if selector.get("customMetric") == "":
+        yield "customMetric", "error", "customMetric must not be empty"
+
+
+@rule("Telemetry")
+def _telemetry(telemetry: Mapping[str, Any]) -> RuleResult:
+    if len(telemetry.get("tracing") or ()) > 1:  # validateTelemetryTracing warns
+        yield "tracing", "warning", "multiple tracing is not currently supported"
 
 
 @rule("Tracing")
 def _tracing(tracing: Mapping[str, Any]) -> RuleResult:
     providers = tracing.get("providers") or ()
-    if isinstance(providers, (list, tuple)) and len(providers) > 1:
-        yield "providers", "error", "multiple providers is not currently supported"
+    if isinstance(providers, (list, tuple)) and len(providers) > 1:  # Istio warns (validateTelemetryTracing)
+        yield "providers", "warning", "multiple providers is not currently supported"
+    for name, tag in (tracing.get("customTags") or {}).items():
+        if tag is None:
+            yield f"customTags.{name}", "error", f"tag {name!r} may not have a nil value"
 
 
 _CEL_ROOTS = ("request", "response", "source", "destination", "connection", "upstream", "xds", "node",
@@ -848,11 +1489,11 @@ def _tag_override(tag: Mapping[str, Any]) -> RuleResult:
         yield "value", "error", "value must only be set when operation is UPSERT"
     if isinstance(value, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value) \
             and value not in _CEL_ROOTS and value not in ("true", "false", "null"):
-        yield "value", "warning", (
+        yield "value", "cel", (  # this project's own warning (PYM0010); Istio gives none
             f"value is a CEL expression: {value} is read as an attribute name, not a string; "
             f"to set the literal write \"'{value}'\"")
     elif isinstance(value, str) and re.fullmatch(r"[A-Za-z_][\w-]*-[\w-]*", value):
-        yield "value", "warning", (
+        yield "value", "cel", (
             f"value is a CEL expression: {value} parses as a subtraction of attribute names; "
             f"to set the literal write \"'{value}'\"")
 
@@ -877,13 +1518,22 @@ _KIND_TO_FINDING = {
     "info": (msg.SCHEMA_WARNING, Level.INFO),
     "deprecated": (msg.DEPRECATED, None),
     "unsupported": (msg.UNSUPPORTED_FIELD, None),
+    "cel": (msg.CEL_VALUE_NOTE, None),
+    "unreachable": (msg.VS_UNREACHABLE_RULE, None),
+    "ineffective": (msg.VS_INEFFECTIVE_MATCH, None),
 }
 
 
 def check_spec(kind: str, spec: Any, root: str = "spec") -> tuple[Any, list[Issue]]:
     """Validate a kind's spec (pure, no Resource needed). Returns (cleaned spec, issues)."""
+    return check_message(S.KIND_MESSAGE[kind], spec, root)
+
+
+def check_message(message: str, value: Any, root: str = "spec") -> tuple[Any, list[Issue]]:
+    """Validate a value as one of the schema's messages (`HTTPRetry`, `OutlierDetection`, ...), as Istio's
+    validation functions for a message part do. Returns (cleaned value, issues)."""
     walker = _Walker()
-    cleaned = walker.message(spec, S.KIND_MESSAGE[kind], root, [])
+    cleaned = walker.message(value, message, root, [])
     return cleaned, walker.issues
 
 
@@ -911,9 +1561,13 @@ def validate_resource(resource: Resource, *, strict: bool = False) -> Checked:
                 findings.append(finding(msg.UNKNOWN_FIELD_DROPPED, f"{issue.path}: {issue.text} (ignored)", **where))
             continue
         type_, level = _KIND_TO_FINDING[issue.kind]
+        if issue.args:  # a message with its own template (IST0130/IST0131)
+            findings.append(finding(type_, *issue.args, level=level, **where))
+            continue
         text = issue.text if issue.kind == "unsupported" else f"{issue.path}: {issue.text}"
         findings.append(finding(type_, text, level=level, **where))
         rejected = rejected or issue.kind == "error"
+    kept = replace(resource, spec=freeze(cleaned if isinstance(cleaned, dict) else {}))
     if rejected:
-        return Checked(None, tuple(findings))
-    return Checked(replace(resource, spec=freeze(cleaned)), tuple(findings))
+        return Checked(None, tuple(findings), rejected=kept)
+    return Checked(kept, tuple(findings))

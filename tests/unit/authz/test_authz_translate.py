@@ -117,7 +117,14 @@ def test_rule_policy(name, rule, action, expected):
 
 
 def test_untranslatable_value_drops_the_allow_rule():
-    (f,), notes = _filters(_pol("p", "{rules: [{from: [{source: {ipBlocks: ['not-an-ip']}}]}, {}]}"))
+    """Validation refuses the policy (Istio's security.ValidateIPs), so it is never served; the translator
+    still drops such a rule should one reach it (here loaded as analysis does, invalid values kept)."""
+    text = _pol("p", "{rules: [{from: [{source: {ipBlocks: ['not-an-ip']}}]}, {}]}")
+    assert load_text(text, "p.yaml").resources == ()
+    notes = Notes()
+    res = [r for r in load_text(text, "p.yaml", keep_invalid=True).resources if r.kind == "AuthorizationPolicy"]
+    (f,) = build_filters(res, notes)
+    notes = notes.items
     assert sorted(f["typed_config"]["rules"]["policies"]) == ["ns[foo]-policy[p]-rule[1]"]
     assert any("skipped rule ns[foo]-policy[p]-rule[0]: invalid IP address or CIDR 'not-an-ip'" in n for n in notes)
 

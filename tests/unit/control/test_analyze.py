@@ -99,7 +99,7 @@ def test_a_consistent_mesh_has_no_findings():
      'Referenced gateway not found: "nogw"'),
 ])
 def test_ist0101_referenced_resource_not_found(spec, message):
-    (f,) = run(vs(spec))
+    (f,) = [f for f in run(vs(spec)) if f.code == "IST0101"]  # a missing gateway also gets IST0132, as in Istio
     assert (f.code, f.message, f.resource) == ("IST0101", message, "VirtualService default/vs")
     assert f.line > 1
 
@@ -114,7 +114,7 @@ def test_ist0101_gateway_selector_without_workloads():
 def test_ist0101_fqdn_and_service_entry_hosts_are_found():
     se = doc("ServiceEntry", "ext", "hosts: ['*.google.com']\nports: [{number: 443, name: https, protocol: HTTPS}]\n"
                                     "resolution: NONE\n")
-    spec = "hosts: [reviews]\nhttp:\n- route: [{destination: {host: reviews.default.svc.cluster.local}}]\n" \
+    spec = "hosts: [reviews, www.google.com]\nhttp:\n- route: [{destination: {host: reviews.default.svc.cluster.local}}]\n" \
            "tls:\n- match: [{sniHosts: [www.google.com]}]\n  route: [{destination: {host: www.google.com}}]\n"
     assert run(se + "---\n" + vs(spec)) == ()
 
@@ -138,10 +138,11 @@ def test_ist0127_policy_selector_matches_no_workload(labels, fires):
 
 
 @pytest.mark.parametrize("labels, fires", [("{app: ratings}", True), ("{app: reviews, version: v1}", False)])
-def test_ist0127_sidecar_workload_selector_labels_match_no_workload(labels, fires):
+def test_ist0101_sidecar_workload_selector_labels_match_no_workload(labels, fires):
+    """Istio's sidecar.SelectorAnalyzer reports a selector matching no pod as IST0101 "selector"."""
     sidecar = doc("Sidecar", "sc", f"workloadSelector: {{labels: {labels}}}\negress: [{{hosts: ['./*']}}]\n")
     found = run(sidecar)
-    assert codes(found) == (["IST0127"] if fires else [])
+    assert codes(found) == (["IST0101"] if fires else [])
     if fires:
         assert found[0].path == "spec.workloadSelector.labels"
 
@@ -172,28 +173,50 @@ def test_ist0129_port_level_tls_without_ca(ca, expected):
         assert found[0].line == 1 + next(i for i, line in enumerate(text_lines) if "tls: {mode" in line)
 
 
+def unused(text: str):
+    """IST0130/IST0131 come with validation (Istio's webhook warns; istioctl analyze names them so)."""
+    result = load_text(BASE + "---\n" + textwrap.dedent(text), "mesh.yaml", strict=True)
+    return [f for f in result.findings if f.code in ("IST0130", "IST0131")]
+
+
 def test_ist0130_rule_after_a_catch_all_is_unreachable():
     spec = "hosts: [reviews]\nhttp:\n- route: [{destination: {host: reviews}}]\n" \
            "- name: late\n  match: [{uri: {prefix: /a}}]\n  route: [{destination: {host: reviews}}]\n"
-    (f,) = run(vs(spec))
-    assert (f.code, f.message) == ("IST0130", 'VirtualService rule "late" not used (only the last rule can have no matches).')
+    (f,) = unused(vs(spec))
+    assert (f.code, f.message) == ("IST0130", 'VirtualService rule "late" not used (route without matches defined before).')
 
 
 def test_ist0130_and_ist0131_duplicate_matches():
     spec = "hosts: [reviews]\nhttp:\n- match: [{uri: {prefix: /api}}]\n  route: [{destination: {host: reviews}}]\n" \
-           "- match: [{uri: {exact: /api/v1}}, {uri: {prefix: /api}}]\n  route: [{destination: {host: reviews}}]\n"
-    found = run(vs(spec))
-    assert codes(found) == ["IST0130", "IST0131", "IST0131"]
+           "- match: [{uri: {prefix: /api}, name: again}]\n  route: [{destination: {host: reviews}}]\n"
+    found = unused(vs(spec))
+    assert codes(found) == ["IST0130", "IST0131"]
     msgs = {f.message for f in found}
-    assert "VirtualService rule #1 match #1 is not used (duplicate/overlapping match in rule #0)." in msgs
+    assert 'VirtualService rule #1 match "again" is not used (duplicate/overlapping match in rule #0).' in msgs
     assert "VirtualService rule #1 not used (all matches used by prior rules)." in msgs
+
+
+def test_ist0131_a_duplicate_among_other_matches_leaves_the_rule_reachable():
+    """Istio's analyzeUnreachableHTTPRules: only an exact duplicate or a covered uri prefix is ineffective;
+    an exact uri under an earlier prefix is not checked."""
+    spec = "hosts: [reviews]\nhttp:\n- match: [{uri: {prefix: /api}}]\n  route: [{destination: {host: reviews}}]\n" \
+           "- match: [{uri: {exact: /api/v1}}, {uri: {prefix: /api}}]\n  route: [{destination: {host: reviews}}]\n"
+    assert codes(unused(vs(spec))) == ["IST0131"]
+
+
+def test_ist0131_uri_prefix_covered_by_an_earlier_prefix_with_the_same_method():
+    spec = "hosts: [reviews]\nhttp:\n- match: [{uri: {prefix: /api}}]\n  route: [{destination: {host: reviews}}]\n" \
+           "- match: [{uri: {prefix: /api/v1}, method: {exact: GET}}]\n  route: [{destination: {host: reviews}}]\n"
+    (f,) = unused(vs(spec))
+    assert f.message == ("VirtualService rule #1 match #0 of prefix /api/v1 is not used (duplicate/overlapping "
+                         "match in rule #0 of prefix /api on #0).")
 
 
 def test_ist0130_ist0131_distinct_matches_are_fine():
     spec = "hosts: [reviews]\nhttp:\n- match: [{uri: {prefix: /api}}]\n  route: [{destination: {host: reviews}}]\n" \
            "- match: [{uri: {prefix: /static}}]\n  route: [{destination: {host: reviews}}]\n" \
            "- route: [{destination: {host: reviews}}]\n"
-    assert run(vs(spec)) == ()
+    assert run(vs(spec)) == () and unused(vs(spec)) == []
 
 
 @pytest.mark.parametrize("hosts, expected", [("[shop.example.com]", []), ("[other.example.com]", ["IST0132"])])
@@ -335,3 +358,124 @@ def _ap(rules: str, action: str = "ALLOW", app: str = "db") -> str:
 def test_ist0167_http_only_attributes_on_tcp_ports(rules, action, app, expected):
     found = [f for f in run(TCP_SVC + "---\n" + _ap(rules, action, app)) if f.code == "IST0167"]
     assert [f.message for f in found] == ([f"The policy has no impact: {expected}."] if expected else [])
+
+
+def envoy_filter(name: str, patches: str, priority: int = 0) -> str:
+    return doc("EnvoyFilter", name, f"priority: {priority}\nconfigPatches:\n{textwrap.dedent(patches)}",
+               api="networking.istio.io/v1alpha3")
+
+
+def analyze_for_analysis(text: str):
+    """Like meshctl analyze: EnvoyFilters are validated, not served, but analysis sees them."""
+    result = load_text(text, "ef.yaml", strict=True, keep_invalid=True)
+    return [f for f in analyze(result.resources) if f.code.startswith("IST015")]
+
+
+@pytest.mark.parametrize("apply_to, operation, priority, expected", [
+    ("HTTP_ROUTE", "ADD", 0, ["IST0153"]),                 # ignored by Istio
+    ("ROUTE_CONFIGURATION", "REMOVE", 0, ["IST0154"]),     # ignored by Istio
+    ("CLUSTER", "REPLACE", 0, ["IST0152"]),                # REPLACE only for filters and virtual hosts
+    ("HTTP_FILTER", "REPLACE", 0, ["IST0151"]),            # relative, no priority
+    ("HTTP_FILTER", "INSERT_BEFORE", 0, ["IST0151"]),
+    ("HTTP_FILTER", "INSERT_BEFORE", 10, []),              # a priority orders it
+    ("HTTP_FILTER", "INSERT_FIRST", 0, []),                # absolute
+])
+def test_envoy_filter_patch_operations(apply_to, operation, priority, expected):
+    ef = envoy_filter("ef", f"- applyTo: {apply_to}\n  patch: {{operation: {operation}, value: {{name: f}}}}\n",
+                      priority)
+    assert codes(analyze_for_analysis(ef)) == expected
+
+
+def test_ist0155_relative_patch_of_a_filter_an_earlier_patch_matched_by_proxy_version():
+    ef = envoy_filter("ef", """\
+        - applyTo: HTTP_FILTER
+          match: {proxy: {proxyVersion: '^1\\.11.*'}}
+          patch: {operation: INSERT_FIRST, value: {name: envoy.lua}}
+        - applyTo: HTTP_FILTER
+          patch: {operation: INSERT_AFTER, value: {name: envoy.lua}}
+        """)
+    assert codes(analyze_for_analysis(ef)) == ["IST0155"]
+
+
+def sidecar(name: str, selector: str = "") -> str:
+    body = f"workloadSelector: {{labels: {selector}}}\n" if selector else ""
+    return doc("Sidecar", name, body + "egress: [{hosts: ['./*']}]\n")
+
+
+def test_ist0110_two_sidecars_select_the_same_pod():
+    found = [f for f in run(sidecar("a", "{app: reviews}") + "---\n" + sidecar("b", "{version: v1}"))
+             if f.code == "IST0110"]
+    assert len(found) == 2 and {f.resource for f in found} == {"Sidecar default/a", "Sidecar default/b"}
+    assert 'The Sidecars [a b] in namespace "default" select the same workload pod' in found[0].message
+
+
+def test_ist0111_two_sidecars_without_selector_in_one_namespace():
+    assert codes(run(sidecar("a") + "---\n" + sidecar("b"))) == ["IST0111", "IST0111"]
+    assert codes(run(sidecar("a"))) == []
+
+
+def service(name: str, ports: str, namespace: str = "default", extra: str = "") -> str:
+    return (f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {namespace}}}\n"
+            f"spec:\n  selector: {{app: {name}}}\n  ports: {ports}\n{extra}")
+
+
+def analyzed(text: str, code_prefix: str):
+    result = load_text(text, "x.yaml", strict=True, keep_invalid=True)
+    return [f for f in analyze(result.resources) if f.code.startswith(code_prefix)]
+
+
+@pytest.mark.parametrize("ports, expected", [
+    ("[{name: http-web, port: 80}]", []),
+    ("[{name: grpc-web-x, port: 80}]", []),
+    ("[{name: web, port: 80}]", ["IST0118"]),                              # no protocol prefix
+    ("[{name: web, port: 80, appProtocol: http}]", []),                     # appProtocol decides
+    ("[{name: db, port: 3306}]", []),                                       # well-known port: TCP
+    ("[{name: dns, port: 5353, protocol: UDP}]", []),
+])
+def test_ist0118_port_names_istio_can_read_a_protocol_from(ports, expected):
+    assert codes(analyzed(service("s", ports), "IST0118")) == expected
+
+
+def test_ist0118_skips_kubernetes_system_namespaces_as_istioctl_does():
+    assert analyzed(service("s", "[{name: web, port: 80}]", namespace="kube-system"), "IST0118") == []
+
+
+def test_ist0150_external_name_service_port_named_tcp():
+    svc = service("s", "[{name: tcp, port: 80}]", extra="  type: ExternalName\n  externalName: x.example.com\n")
+    assert codes(analyzed(svc, "IST0150")) == ["IST0150"]
+
+
+@pytest.mark.parametrize("ports, expected", [
+    ("[{number: 9000, name: tcp, protocol: TCP}]", ["IST0134"]),
+    ("[{number: 9000, name: t}]", ["IST0134"]),                    # no protocol: TCP
+    ("[{number: 80, name: http, protocol: HTTP}]", []),
+])
+def test_ist0134_tcp_service_entry_without_addresses(ports, expected):
+    se = doc("ServiceEntry", "se", f"hosts: [db.example.com]\nports: {ports}\nresolution: DNS\n")
+    assert codes(analyzed(se, "IST0134")) == expected
+
+
+def test_ist0162_gateway_port_not_exposed_by_its_service():
+    gw = doc("Gateway", "gw", "selector: {istio: ingressgateway}\n"
+                              "servers: [{port: {number: 8443, name: https, protocol: HTTPS}, hosts: ['a.example.com'],"
+                              " tls: {mode: PASSTHROUGH}}, {port: {number: 443, name: tls, protocol: TLS}, "
+                              "hosts: ['b.example.com'], tls: {mode: PASSTHROUGH}}]\n")
+    found = analyzed(gw, "IST0162")  # the default ingress gateway Service exposes 80, 443, 31400, 15443
+    assert [f.path for f in found] == ["spec.servers[0].port.number"]
+    assert "(port 8443)" in found[0].message and "istio=ingressgateway" in found[0].message
+
+
+def test_ist0112_destination_needs_a_port_when_the_service_has_several():
+    svc = service("multi", "[{name: http, port: 80}, {name: http-admin, port: 8080}]")
+    no_port = vs("hosts: [multi]\nhttp:\n- route: [{destination: {host: multi}}]\n", "v1")
+    with_port = vs("hosts: [multi2]\nhttp:\n- route: [{destination: {host: multi, port: {number: 80}}}]\n", "v2")
+    found = analyzed(svc + "---\n" + no_port + "---\n" + with_port, "IST0112")
+    assert [f.resource for f in found] == ["VirtualService default/v1"]
+    assert found[0].message.startswith('This VirtualService routes to a service "multi" that exposes multiple ports [80 8080].')
+
+
+def test_ist0165_reference_to_a_generated_gateway():
+    spec = "hosts: [a.example.com]\ngateways: [istio-system/gw~istio-autogenerated-k8s-gateway~x]\n" \
+           "http:\n- route: [{destination: {host: reviews}}]\n"
+    result = load_text(BASE + "---\n" + vs(spec), "x.yaml", keep_invalid=True)
+    assert [f.code for f in analyze(result.resources) if f.code in ("IST0101", "IST0132", "IST0165")] == ["IST0165"]

@@ -181,3 +181,48 @@ def test_missing_path_is_a_fatal_finding_not_an_exception(tmp_path):
     result = load_paths([str(tmp_path / "nope.yaml")])
     (f,) = result.fatal
     assert f.code == "PYM0001" and "no such file" in f.message
+
+
+SERVICE_WITH_BAD_PROTOCOL = yaml_text("""
+    apiVersion: v1
+    kind: Service
+    metadata: {name: reviews}
+    spec:
+      selector: {app: reviews}
+      ports: [{name: http, port: 9080, protocol: HTTP}]
+    """)
+
+
+def test_a_resource_with_a_schema_error_is_dropped_when_serving_and_kept_for_analysis():
+    """istioctl analyze reports IST0106 and still analyzes the resource; serving keeps rejecting it."""
+    served = load_text(SERVICE_WITH_BAD_PROTOCOL, "svc.yaml", strict=True)
+    analyzed = load_text(SERVICE_WITH_BAD_PROTOCOL, "svc.yaml", strict=True, keep_invalid=True)
+    assert served.resources == () and [f.code for f in served.findings] == ["IST0106"]
+    assert [f.code for f in analyzed.findings] == ["IST0106"]
+    (svc,) = analyzed.resources
+    assert svc.spec["ports"][0] == {"name": "http", "port": 9080}  # the invalid value left out, the rest kept
+
+
+@pytest.mark.parametrize("text, addresses", [
+    ("addresses: [1.2.3.4, 001:db8::]", ["1.2.3.4", "001:db8::"]),
+    ("addresses: [fe80::, '::1']", ["fe80::", "::1"]),
+])
+def test_ipv6_flow_scalars_ending_in_a_colon_read_as_go_yaml_reads_them(text, addresses):
+    doc = yaml_text(f"""
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {{name: se}}
+        spec:
+          hosts: [example.com]
+          {text}
+          resolution: STATIC
+          workloadSelector: {{labels: {{app: x}}}}
+        """)
+    result = load_text(doc, "se.yaml", strict=True)
+    assert [f.code for f in result.findings] == []
+    assert list(result.resources[0].spec["addresses"]) == addresses
+
+
+def test_a_colon_before_a_flow_end_is_still_a_syntax_error_elsewhere():
+    result = load_text("a: [b:]\n", "x.yaml")
+    assert [f.code for f in result.findings] == ["PYM0002"]

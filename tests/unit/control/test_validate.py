@@ -112,7 +112,7 @@ def test_regex_in_a_uri_match():
                                                                          "consistentHash": {"useSourceIp": True}}}},
      "spec.trafficPolicy.loadBalancer.consistentHash", "only one of simple, consistentHash may be set"),
     ("RequestAuthentication", {"jwtRules": [{"issuer": "i", "jwks": "{}", "jwksUri": "https://x/jwks"}]},
-     "spec.jwtRules[0].jwksUri", "only one of jwks, jwksUri may be set"),
+     "spec.jwtRules[0].jwksUri", "only one of jwks, jwksUri, jwks_uri may be set"),
 ])
 def test_oneof_fields(kind, spec, path, text):
     assert (path, text.split(" (")[0]) in [(p, t.split(" (")[0]) for p, t in errors(kind, spec)]
@@ -197,8 +197,6 @@ def test_kubernetes_objects_are_open_for_fields_the_mesh_does_not_read():
     ("VirtualService", {"hosts": ["r"]}, "spec", "http, tcp or tls must be provided"),
     ("DestinationRule", {"host": "r", "trafficPolicy": {"tls": {"mode": "MUTUAL"}}},
      "spec.trafficPolicy.tls.clientCertificate", "client certificate required for mutual tls"),
-    ("Telemetry", {"tracing": [{"providers": [{"name": "a"}, {"name": "b"}]}]}, "spec.tracing[0].providers",
-     "multiple providers is not currently supported"),
 ])
 def test_type_enum_and_rule_errors(kind, spec, path, text):
     found = errors(kind, spec)
@@ -272,3 +270,68 @@ def test_selector_labels_reject_wildcards():
     spec = {"workloadSelector": {"labels": {"app": "a*"}}, "egress": [{"hosts": ["./*"]}]}
     assert errors("Sidecar", spec) == [("spec.workloadSelector.labels.app",
                                         'wildcard is not supported in selector: "app=a*"')]
+
+
+# --- Istio's VirtualService / Gateway rules (pkg/config/validation validation.go, virtualservice.go) -------
+
+R = [{"destination": {"host": "r"}}]
+
+
+@pytest.mark.parametrize("spec, path, text", [
+    ({"hosts": ["a.com", "a.com"], "http": [{"route": R}]}, "spec.hosts[0]", "duplicate hosts in virtual service"),
+    ({"hosts": ["*.a.com", "b.a.com"], "http": [{"route": R}]}, "spec.hosts[0]",
+     "duplicate hosts in virtual service: *.a.com & b.a.com"),
+    ({"hosts": ["a.com"], "gateways": ["b@dgateway"], "http": [{"route": R}]}, "spec.gateways[0]", "invalid host"),
+    ({"hosts": ["a.com"], "gateways": ["ns1/*"], "http": [{"route": R}]}, "spec.gateways[0]",
+     "invalid value for gateway name"),
+    ({"hosts": ["a.com"], "gateways": ["*/gateway"], "http": [{"route": R}]}, "spec.gateways[0]",
+     "invalid value for namespace"),
+    ({"hosts": ["a.com"], "tcp": [{"match": [{"port": 80}]}]}, "spec.tcp[0].route", "TCP route is required"),
+    ({"hosts": ["a.com"], "gateways": ["gw"], "tls": [{"match": [{"sniHosts": ["a.com"]}]}]}, "spec.tls[0].route",
+     "TLS route is required"),
+    ({"hosts": ["a.com"], "http": [{"rewrite": {"authority": "b"}, "route": R,
+                                    "headers": {"request": {"set": {":authority": "c"}}}}]},
+     "spec.http[0].headers.request.set", "authority header cannot be set multiple times"),
+    ({"hosts": ["a.com"], "http": [{"match": [{"headers": {"@request.auth.claims.group": {"exact": "x"}}}],
+                                    "route": R}]},
+     "spec.http[0].match[0].headers", "JWT claim based routing (key: @request.auth.claims.group) is only supported"),
+    ({"hosts": ["a.com"], "gateways": ["gw"], "tls": [{"match": [{"sniHosts": ["foo*.a.com"]}], "route": R}]},
+     "spec.tls[0].match[0].sniHosts[0]", "invalid host"),
+    ({"hosts": ["a.com"], "gateways": ["gw"], "tls": [{"match": [{"sniHosts": ["b.com"]}], "route": R}]},
+     "spec.tls[0].match[0].sniHosts[0]", "is not a compatible subset of any of the virtual service hosts"),
+])
+def test_istio_rejects_virtual_service(spec, path, text):
+    assert any(p == path and text in t for p, t in errors("VirtualService", spec)), errors("VirtualService", spec)
+
+
+@pytest.mark.parametrize("spec", [
+    # Istio's auto-generated SNI names (AUTO_PASSTHROUGH) on a gateway-bound VirtualService with SNI matches
+    {"hosts": ["outbound_.15010_._.istiod.istio-system.svc.cluster.local"], "gateways": ["istio-system/gw"],
+     "tls": [{"match": [{"sniHosts": ["outbound_.15010_._.istiod.istio-system.svc.cluster.local"]}], "route": R}]},
+    {"hosts": ["*.a.com"], "gateways": ["gw"], "tls": [{"match": [{"sniHosts": ["b.a.com"]}], "route": R}]},
+    {"hosts": ["a.com"], "gateways": ["gw"], "http": [{"match": [{"headers": {"@request.auth.claims[g]": {"exact": "x"}}}],
+                                                       "route": R}]},
+    {"hosts": ["a.com"], "http": [{"rewrite": {"authority": "b"}, "route": R}]},
+])
+def test_istio_accepts_virtual_service(spec):
+    assert errors("VirtualService", spec) == []
+
+
+def test_legacy_gateway_name_is_a_warning():
+    spec = {"hosts": ["a.com"], "gateways": ["gw.istio-system"], "http": [{"route": R}]}
+    assert errors("VirtualService", spec) == []
+    assert any("prefer the <namespace>/<name> format: 'istio-system/gw'" in t
+               for _, t in issues("VirtualService", spec, "warning"))
+
+
+def test_gateway_port_names_must_be_unique():
+    servers = [{"port": {"number": n, "name": "http", "protocol": "HTTP"}, "hosts": ["a.com"]} for n in (80, 81)]
+    assert errors("Gateway", {"servers": servers}) == [
+        ("spec.servers[1].port.name", "port names in servers must be unique: duplicate name http")]
+
+
+def test_multiple_tracing_providers_is_a_warning_as_in_istio():
+    spec = {"tracing": [{"providers": [{"name": "a"}, {"name": "b"}]}]}
+    assert errors("Telemetry", spec) == []
+    assert issues("Telemetry", spec, "warning") == [("spec.tracing[0].providers",
+                                                     "multiple providers is not currently supported")]

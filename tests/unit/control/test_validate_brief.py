@@ -61,7 +61,9 @@ def test_overrides_under_tracing_belongs_to_metrics(strict):
 
 
 def test_tag_override_value_is_cel_not_a_string_literal(strict):
-    f = at(strict.findings, "telemetry.yaml", 15, "IST0133")
+    """This project's own warning (PYM0010, Warning level): Istio does not warn, so it is not IST0133."""
+    f = at(strict.findings, "telemetry.yaml", 15, "PYM0010")
+    assert f.level.label == "Warning"
     assert f.path == "spec.metrics[1].overrides[0].tagOverrides.request_protocol.value"
     assert "write \"'http'\"" in f.message
 
@@ -84,8 +86,14 @@ def test_destination_rule_host_has_no_service(analysis, file):
     assert "my-app-service" in at(analysis, file, 7, "IST0174").message
 
 
-def test_gateway_selector_matches_no_gateway_workload(analysis):
+def test_gateway_selector_matches_no_gateway_workload_without_the_default_ingress_gateway(strict):
+    analysis = analyze(strict.resources, default_ingress=False)
     assert at(analysis, "gateway.yaml", 7, "IST0101").message == 'Referenced selector not found: "istio=ingressgateway"'
+
+
+def test_gateway_selector_finds_istioctls_default_ingress_gateway(analysis):
+    """istioctl analyze without a cluster adds Istio's default istio-ingressgateway Pod (istio=ingressgateway)."""
+    assert not [f for f in analysis if f.code == "IST0101" and f.path == "spec.selector"]
 
 
 def test_two_destination_rules_for_one_host_merge_and_the_second_policy_is_ignored(analysis):
