@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo demo-proxy test setup envoy bench clean coverage
+.PHONY: demo demo-proxy test setup envoy bench clean coverage compose-up compose-down
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,14 @@ coverage: setup envoy
 	$(BIN)/python -m coverage combine -q
 	$(BIN)/python -m coverage html -q
 	$(BIN)/python -m coverage report --skip-covered --sort=cover $(COVERAGE_ARGS)
+
+# docker-compose.yml on this machine: checks prerequisites, starts a Docker daemon when none runs, picks the base
+# image (Docker Hub's python:3.12-slim, else a local debootstrap one), builds, starts, waits for /productpage.
+compose-up:
+	@scripts/compose-demo.sh up
+
+compose-down:
+	@scripts/compose-demo.sh down
 
 bench: setup
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
