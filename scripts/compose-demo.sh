@@ -70,11 +70,11 @@ local_base() {
     if [ ! -d "$CACHE/rootfs-bookworm" ]; then
         command -v debootstrap >/dev/null 2>&1 || missing "debootstrap (Docker Hub is out of reach: the base image is made locally)" debootstrap
         say "Docker Hub is out of reach: making a Debian base image with debootstrap (about a minute, cached in $CACHE)" >&2
-        rm -rf "$CACHE/rootfs-bookworm.tmp"
-        debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm \
-            "$CACHE/rootfs-bookworm.tmp" >"$WORK/debootstrap.log" 2>&1 \
-            || die 1 "debootstrap failed (log: $WORK/debootstrap.log)"
-        mv "$CACHE/rootfs-bookworm.tmp" "$CACHE/rootfs-bookworm"
+        # into a directory of its own, renamed when complete: a run beside ours, or one cut short, leaves no half
+        tmp=$(mktemp -d "$CACHE/rootfs.XXXXXX")
+        debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$tmp" \
+            >"$WORK/debootstrap.log" 2>&1 || { rm -rf "$tmp"; die 1 "debootstrap failed (log: $WORK/debootstrap.log)"; }
+        mv -T "$tmp" "$CACHE/rootfs-bookworm" 2>/dev/null || rm -rf "$tmp"
     fi
     tar -C "$CACHE/rootfs-bookworm" -c . | docker import - "$LOCAL_BASE" >/dev/null
 }
