@@ -221,6 +221,17 @@ def test_bookinfo_through_the_gateway_shows_details_and_reviews(mesh):
 
 
 @pytest.mark.timeout(TIMEOUT)
+def test_meshctl_proxy_status_sees_every_proxy_through_the_published_xds_port(mesh):
+    done = subprocess.run([sys.executable, "-m", "control.cli.meshctl", "proxy-status", "--control",
+                           f"http://127.0.0.1:{mesh.ports['xds']}"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    for proxy in ("productpage.default", "details.default", "reviews-v1.default", "reviews-v2.default",
+                  "reviews-v3.default", "ratings.default", "istio-ingressgateway.istio-system"):
+        assert proxy in done.stdout, done.stdout
+    assert "SYNCED" in done.stdout and "STALE" not in done.stdout, done.stdout
+
+
+@pytest.mark.timeout(TIMEOUT)
 def test_sidecars_talk_mutual_tls_and_refuse_plaintext(mesh):
     seen = fetch(mesh, "productpage", "http://127.0.0.1:15001/headers", {"Host": "details:9080"})
     assert seen["status"] == 200, seen
