@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import sys
 from pathlib import Path
 from typing import TextIO
 
@@ -40,11 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_inject)
 
 
-def _read(path: str, stdin: TextIO | None = None) -> str:
+def _read(path: str) -> str:
     if path == "-":
-        import sys
-
-        return (stdin or sys.stdin).read(MAX_INPUT_BYTES + 1)
+        return sys.stdin.read(MAX_INPUT_BYTES + 1)
     p = Path(path)
     if p.is_dir():
         raise InjectError(f"{path}: is a directory, not a compose file")
