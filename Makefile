@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo demo-proxy test setup envoy bench clean coverage coverage-floors mutate
+.PHONY: demo demo-proxy test setup envoy bench clean coverage coverage-floors mutate compose-up compose-down
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -56,6 +56,14 @@ coverage-floors: setup
 mutate: setup
 	mkdir -p build && $(BIN)/mutmut run $(if $(MODULE),"$(MODULE).*") > build/mutmut.log 2>&1 || (tail -20 build/mutmut.log; exit 1)
 	$(BIN)/python scripts/mutation_report.py $(MODULE)
+
+# docker-compose.yml on this machine: checks prerequisites, starts a Docker daemon when none runs, picks the base
+# image (Docker Hub's python:3.12-slim, else a local debootstrap one), builds, starts, waits for /productpage.
+compose-up:
+	@scripts/compose-demo.sh up
+
+compose-down:
+	@scripts/compose-demo.sh down
 
 bench: setup
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)

@@ -122,7 +122,7 @@ async def run_single(bootstrap_path: str, *, worker_id: int | None = None, reuse
 
 async def run_dynamic(args: argparse.Namespace, kind: str) -> int:
     """`pyproxy sidecar|gateway`: no bootstrap file; everything comes from the control plane over xDS."""
-    from .admin.server import make_app, start_admin
+    from .admin.server import make_app, make_prometheus_app, start_admin
     from .server import ProxyServer
     from .xds.client import XdsClient
     from .xds.node import build_node, parse_labels
@@ -169,12 +169,24 @@ async def run_dynamic(args: argparse.Namespace, kind: str) -> int:
     except OSError as e:
         print(f"error: cannot bind admin port {args.admin_port}: {e.strerror}", file=sys.stderr)
         return 1
+    runners = [runner]
     log = logging.getLogger("pyproxy")
     log.info("%s %s.%s: admin on 127.0.0.1:%d, following %s", kind, args.name, args.namespace, port, args.control)
+    if args.prometheus_port is not None:
+        try:
+            prom_runner, prom_port = await start_admin(make_prometheus_app(app), args.bind or "0.0.0.0",
+                                                       args.prometheus_port)
+        except OSError as e:
+            print(f"error: cannot bind --prometheus-port {args.prometheus_port}: {e.strerror}", file=sys.stderr)
+            await runner.cleanup()
+            return 1
+        runners.append(prom_runner)
+        log.info("%s: /stats/prometheus on %s:%d", kind, args.bind or "0.0.0.0", prom_port)
     if secure is not None and not await secure.first_certificate(stop):
         await secure.stop()
         await server.stop()
-        await runner.cleanup()
+        for r in runners:
+            await r.cleanup()
         return 0 if stop.is_set() else 1
     await client.start()
     await stop.wait()
@@ -192,7 +204,8 @@ async def run_dynamic(args: argparse.Namespace, kind: str) -> int:
         except asyncio.TimeoutError:
             pass
     await server.stop()
-    await runner.cleanup()
+    for r in runners:
+        await r.cleanup()
     return 0
 
 
@@ -353,6 +366,9 @@ def _add_dynamic(sub: Any, kind: str) -> None:
     p.add_argument("--inbound-port", type=int, default=15006)
     p.add_argument("--outbound-port", type=int, default=15001)
     p.add_argument("--admin-port", type=int, default=15000)
+    p.add_argument("--prometheus-port", type=int, default=None, metavar="PORT",
+                   help="also serve /stats/prometheus (only) on --bind (default 0.0.0.0) at PORT, as Istio's 15090 "
+                        "does for a Prometheus elsewhere; the admin port stays on 127.0.0.1 (default: off)")
     p.add_argument("--drain-time-s", type=float, default=5.0,
                    help="on SIGTERM keep serving this long before stopping (Istio's terminationDrainDuration, 5 s)")
     p.add_argument("-l", "--log-level", default="info", choices=["debug", "info", "warning", "error"])

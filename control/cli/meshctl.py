@@ -11,6 +11,7 @@
                               (control.cli.proxy)
     meshctl ca init           a root + intermediate in Istio's cacerts layout; token create: a sidecar's
                               service-account token (control.ca.cli)
+    meshctl inject -f FILE    sidecars into a docker-compose file, as istioctl kube-inject (control.cli.inject)
 
 Bad input never prints a traceback: a missing file or a YAML syntax error is one line naming file:line,
 with exit code 1.
@@ -29,7 +30,7 @@ import yaml
 
 from control.analyze import analyze, sort_findings
 from control.ca import cli as ca_cli
-from control.cli import authz, proxy, render
+from control.cli import authz, inject, proxy, render
 from control.istio.load import LoadResult, load_paths
 from control.istio.messages import Finding, Level
 from pyproxy import __version__
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.register(subparsers)  # proxy-status, proxy-config: the live mesh (control.cli.proxy)
     authz.register(subparsers)  # authz check: the policies a proxy enforces (control.cli.authz)
     ca_cli.register(subparsers)  # ca init, token create: workload identity (control.ca.cli)
+    inject.register(subparsers)  # inject: sidecars into a docker-compose file (control.cli.inject)
     return parser
 
 

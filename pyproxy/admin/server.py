@@ -195,8 +195,20 @@ def make_app(server: ProxyServer, *, bootstrap: Any = None, stats_source: StatsS
     app.router.add_get("/clusters", clusters)
     app.router.add_get("/stats", stats)
     app.router.add_get("/stats/prometheus", prometheus)
+    app[PROMETHEUS_HANDLER] = prometheus
     app.router.add_get("/listeners", listeners)
     app.router.add_post("/quitquitquit", quit_)
+    return app
+
+
+PROMETHEUS_HANDLER: web.AppKey[Callable[[web.Request], Awaitable[web.Response]]] = web.AppKey("prometheus")
+
+
+def make_prometheus_app(admin: web.Application) -> web.Application:
+    """Istio's 15090: only GET /stats/prometheus, meant to be reachable by a Prometheus on the network while
+    the admin port (everything else, mutations included) stays on loopback."""
+    app = web.Application()
+    app.router.add_get("/stats/prometheus", admin[PROMETHEUS_HANDLER])
     return app
 
 

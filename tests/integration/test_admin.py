@@ -157,3 +157,27 @@ async def test_server_info(admin):
     status, text = await admin("/server_info")
     info = json.loads(text)
     assert status == 200 and info["state"] == "LIVE"
+
+
+async def test_prometheus_port_serves_the_same_metrics_and_nothing_else(admin):
+    """`--prometheus-port` (Istio's 15090) is reachable by a Prometheus elsewhere, so it must not expose the
+    admin's config, its mutations, or anything but the metrics the admin port itself serves."""
+    from pyproxy.admin.server import make_app, make_prometheus_app, start_admin
+
+    admin_app = make_app(admin.proxy.server)
+    runner, port = await start_admin(make_prometheus_app(admin_app), "127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}",
+                                         timeout=aiohttp.ClientTimeout(total=10)) as s:
+            async with s.get("/stats/prometheus") as r:
+                metrics = await r.text()
+                assert r.status == 200
+            names = {f.name for f in text_string_to_metric_families(metrics)}
+            assert names and names == {f.name for f in text_string_to_metric_families(
+                (await admin("/stats/prometheus"))[1])}
+            for method, path in (("GET", "/config_dump"), ("GET", "/stats"), ("POST", "/quitquitquit"),
+                                 ("GET", "/server_info")):
+                async with s.request(method, path) as r:
+                    assert r.status in (404, 405), (method, path, r.status)
+    finally:
+        await runner.cleanup()
