@@ -40,6 +40,7 @@ from .tls.secrets import SecretManager
 from .tls.transport_socket import SSL_STATS, TlsContextProvider, tls_context_of
 from .runtime.offload import Offload, freeze_after_swap, sole_reference
 from .tcp.proxy import TcpProxyRuntime
+from .tracing import SpanExporters, TracingConfigError, build_http_tracer
 from .upstream.cluster_manager import ClusterManager
 
 log = logging.getLogger("pyproxy.server")
@@ -103,7 +104,7 @@ class HcmRuntime:
     def __init__(self, config: model.HttpConnectionManager, clusters: ClusterManager, stats: Stats,
                  rng: random.Random, route_config: model.RouteConfiguration | None = None,
                  access_logs: AccessLogManager | None = None, routes: CompiledRoutes | None = None,
-                 node: Any = None, traffic_direction: str = "UNSPECIFIED"):
+                 node: Any = None, traffic_direction: str = "UNSPECIFIED", tracers: SpanExporters | None = None):
         self.config = config
         self.node = node  # the proxy's Envoy node (bootstrap `node` or the xDS node dict): istio.stats reads it
         self.traffic_direction = traffic_direction  # of the listener this HCM serves (istio.stats' reporter)
@@ -116,6 +117,11 @@ class HcmRuntime:
         self.route_table = routes.route_table
         self.direct_bodies = routes.direct_bodies
         self.access_loggers = build_access_loggers(config.access_log, manager=access_logs)
+        try:
+            self.tracer = build_http_tracer(config.tracing, tracers, clusters, node,
+                                            egress=traffic_direction == "OUTBOUND")
+        except TracingConfigError as e:
+            raise ConfigRejected(str(e)) from None
         self.header_limit = config.header_limit_bytes
         self.max_headers = config.max_headers_count
         h1 = config.http_protocol_options
@@ -388,6 +394,7 @@ class ProxyServer:
         self.started = time.time()
         self._lock = asyncio.Lock()
         self.access_logs: AccessLogManager | None = None
+        self.span_exporters: SpanExporters | None = None  # trace export pipelines (pyproxy.tracing.export)
         self.offload = Offload()  # where route tables are compiled and old ones freed (a worker thread)
         self._retired: list[HcmRuntime] = []  # replaced snapshots with a large route table, freed gradually
         self._release_timer: asyncio.TimerHandle | None = None
@@ -429,6 +436,8 @@ class ProxyServer:
         loop = asyncio.get_running_loop()
         if self.access_logs is None:
             self.access_logs = AccessLogManager(scheduler=loop.call_later)
+        if self.span_exporters is None:
+            self.span_exporters = SpanExporters()
         try:
             new_clusters = ClusterManager(clusters, self.stats, self.rng, previous=self.clusters,
                                           endpoints=endpoints, secrets=self.secrets)
@@ -466,7 +475,7 @@ class ProxyServer:
                         serving[id(rc)] = compiled
                     hcm = HcmRuntime(hcm_cfg, new_clusters, self.stats, self.rng,
                                      access_logs=self.access_logs, routes=compiled, node=self.node,
-                                     traffic_direction=lis.traffic_direction)
+                                     traffic_direction=lis.traffic_direction, tracers=self.span_exporters)
                     tc = tls_context_of(chain.transport_socket)
                     tls = TlsContextProvider(tc, self.secrets, f"listener {key!r} {ckey}.transport_socket") \
                         if tc is not None else None
@@ -592,6 +601,9 @@ class ProxyServer:
             self.clusters.close()
         if self.access_logs is not None:
             self.access_logs.close()
+        if self.span_exporters is not None:  # flush queued spans; the posts block, so not on the loop
+            exporters, self.span_exporters = self.span_exporters, None
+            await asyncio.to_thread(exporters.close)
 
     def collect_stats(self) -> Stats:
         """Bring counts kept by pure modules (outlier detection, circuit breakers) into `self.stats`."""

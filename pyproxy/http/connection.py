@@ -75,7 +75,7 @@ class ActiveStream:
         "request_complete", "pending_body", "router", "response_started", "response_chunked",
         "response_complete", "head_request", "expect_continue", "trailer_count", "request_chunked",
         "pending_error", "pending_headers", "route_match", "cluster_name", "cluster_weight", "filters",
-        "filter_index", "upgrade",
+        "filter_index", "upgrade", "span",
     )
 
     def __init__(self, conn: "DownstreamConnection", hcm: "HcmRuntime", method: str, path: str, version: str,
@@ -106,6 +106,7 @@ class ActiveStream:
         self.filters: list[Any] | None = None
         self.filter_index = 0
         self.upgrade: str | None = None  # the Upgrade value (or "CONNECT") of an upgrade request
+        self.span: Any = None  # a pyproxy.tracing.tracer.ActiveSpan when this request is sampled
         info = self.info = StreamInfo(time.time(), time.monotonic())
         info.method = method
         info.path = path
@@ -139,6 +140,8 @@ class ActiveStream:
                                                      method=self.method, scheme=self.info.scheme, rng=hcm.rng)
         if m is not None and m.action is not None:
             self.cluster_name, self.cluster_weight = m.choose_cluster(self.headers, hcm.rng)
+        if hcm.tracer is not None:  # the trace decision, once per request (pyproxy.tracing.tracer)
+            self.span = hcm.tracer.start(self)
         if self.upgrade is not None and not codec.upgrade_allowed(
                 self.upgrade, hcm.config.upgrade_configs,
                 m.action.upgrade_configs if m is not None and m.action is not None else ()):
@@ -372,6 +375,10 @@ class ActiveStream:
             for f in self.filters:
                 f.on_destroy()
             self.filters = None
+        span = self.span
+        if span is not None:
+            self.span = None
+            span.finish(self)
         for logger in hcm.access_loggers:
             logger.log(info)
 
