@@ -96,11 +96,15 @@ class Collector:
 
     async def wait_for(self, n: int, timeout: float = 20.0) -> list[Span]:
         """At least `n` spans (the bound only stops a hang; it is no timing assertion)."""
+        return await self.wait_until(lambda spans: len(spans) >= n, timeout)
+
+    async def wait_until(self, predicate: Any, timeout: float = 20.0) -> list[Span]:
+        """The spans once `predicate(spans)` holds."""
         assert self._cond is not None
 
         async def enough() -> None:
             async with self._cond:
-                await self._cond.wait_for(lambda: len(self.spans) >= n)
+                await self._cond.wait_for(lambda: predicate(self.spans))
         await asyncio.wait_for(enough(), timeout)
         return list(self.spans)
 
