@@ -444,6 +444,7 @@ class ProxyServer:
         except ValueError as e:  # a transport socket's key material (unreadable file, refused by OpenSSL)
             raise ConfigRejected(str(e)) from None
         await new_clusters.start()
+        self.span_exporters.clusters = new_clusters  # span export follows the clusters now being applied
         new_hcms: dict[str, HcmRuntime] = {}
         new_chains: dict[str, ListenerChains | None] = {}
         all_hcms: list[HcmRuntime] = []

@@ -11,10 +11,13 @@ from typing import Sequence
 from control.analyze import (
     conflicting_gateways,
     conflicting_mesh_gateway_virtual_service_hosts,
+    conflicting_telemetry_workload_selectors,
     destination_rule_subset_not_select_pods,
     gateway_duplicate_certificate,
     invalid_gateway_credential,
+    invalid_telemetry_provider,
     merged_destination_rule_ignored,
+    multiple_telemetries_without_workload_selectors,
     no_matching_workloads_found,
     no_server_certificate_verification,
     plaintext_to_strict_mtls,
@@ -42,6 +45,9 @@ ANALYZERS = (
     invalid_gateway_credential,
     gateway_duplicate_certificate,
     plaintext_to_strict_mtls,
+    invalid_telemetry_provider,
+    conflicting_telemetry_workload_selectors,
+    multiple_telemetries_without_workload_selectors,
 )
 
 

@@ -1,5 +1,6 @@
 """IST0127 NoMatchingWorkloadsFound: a policy's workload selector (AuthorizationPolicy,
-RequestAuthentication, PeerAuthentication, Sidecar, Telemetry) matches no workload, so it applies to nothing.
+RequestAuthentication, PeerAuthentication, Sidecar) matches no workload, so it applies to nothing. (Telemetry's
+selector is checked by conflicting_telemetry_workload_selectors, which reports IST0101 as Istio's does.)
 
 Istio's analyzers: authz/authorizationpolicies.go and the selector checks of the other kinds. A selector in
 the root namespace (istio-system) applies mesh-wide, so workloads of every namespace count.
@@ -16,7 +17,7 @@ from control.istio.messages import Finding
 # (`selector.matchLabels`), Sidecar uses networking.v1alpha3.WorkloadSelector (`workloadSelector.labels`).
 _SELECTOR_FIELD = {"AuthorizationPolicy": ("selector", "matchLabels"),
                    "RequestAuthentication": ("selector", "matchLabels"),
-                   "PeerAuthentication": ("selector", "matchLabels"), "Telemetry": ("selector", "matchLabels"),
+                   "PeerAuthentication": ("selector", "matchLabels"),
                    "Sidecar": ("workloadSelector", "labels")}
 
 

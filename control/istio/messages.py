@@ -57,6 +57,14 @@ CONFLICTING_MESH_GATEWAY_VS_HOSTS = _m(
     "undefined behavior. This can be fixed by merging the conflicting VirtualServices into a single resource.")
 NO_MATCHING_WORKLOADS_FOUND = _m("IST0127", "NoMatchingWorkloadsFound", Level.WARNING,
                                  "No matching workloads for this resource with the following labels: {0}")
+INVALID_TELEMETRY_PROVIDER = _m("IST0157", "InvalidTelemetryProvider", Level.WARNING,
+                                "The Telemetry {0} in namespace {1!q} with empty providers will be ignored.")
+CONFLICTING_TELEMETRY_WORKLOAD_SELECTORS = _m(
+    "IST0159", "ConflictingTelemetryWorkloadSelectors", Level.ERROR,
+    "The Telemetries {0} in namespace {1!q} select the same workload pod {2!q}, which can lead to undefined behavior.")
+MULTIPLE_TELEMETRIES_WITHOUT_WORKLOAD_SELECTORS = _m(
+    "IST0160", "MultipleTelemetriesWithoutWorkloadSelectors", Level.ERROR,
+    "The Telemetries {0} in namespace {1!q} have no workload selector, which can lead to undefined behavior.")
 NO_SERVER_CERT_VERIFICATION_DESTINATION = _m(
     "IST0128", "NoServerCertificateVerificationDestinationLevel", Level.WARNING,
     "DestinationRule {0} in namespace {1} has TLS mode set to {2} but no caCertificates are set to validate "

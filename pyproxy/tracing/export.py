@@ -5,7 +5,10 @@ This is the I/O edge of tracing. The event loop only ends a span: the SDK's `Bat
 in a bounded queue (a full queue drops the span, as Envoy's tracers drop when their buffer is full) and its
 thread posts batches:
 - `envoy.tracers.opentelemetry` with `http_service`: OTLP/HTTP protobuf (`opentelemetry-exporter-otlp-proto-http`)
-  POSTed to `http_uri.uri`, with `request_headers_to_add`; the resource's `service.name` is `service_name`.
+  POSTed, as Envoy does, to a host of `http_uri.cluster` (looked up at export time in the proxy's current
+  clusters, so an EDS change is followed) with the path of `http_uri.uri` and its authority as Host; when the
+  proxy has no such cluster, to `http_uri.uri` itself (a deviation: Envoy rejects the config). Headers from
+  `request_headers_to_add`; the resource's `service.name` is `service_name`.
 - `envoy.tracers.zipkin` (`HTTP_JSON`): Zipkin JSON v2 POSTed to the first host of `collector_cluster` +
   `collector_endpoint` (`collector_hostname` as Host). Each span carries its own span id (pyproxy does not
   implement `shared_span_context`, a documented deviation).
@@ -17,8 +20,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import urllib.parse
 import urllib.request
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -89,11 +93,46 @@ class ZipkinJsonExporter(SpanExporter):
         return None
 
 
+def cluster_url(clusters: Any, cluster: str, uri: str) -> str:
+    """`uri` with its authority replaced by the first host of `cluster` (Envoy posts to the cluster); `uri`
+    unchanged when the cluster is unknown or empty."""
+    found = clusters.get(cluster) if clusters is not None and cluster else None
+    hosts = getattr(found, "hosts", None) or []
+    if not hosts:
+        return uri
+    parts = urllib.parse.urlsplit(uri)
+    return urllib.parse.urlunsplit(("http", f"{hosts[0].address}:{hosts[0].port}", parts.path or "/",
+                                    parts.query, ""))
+
+
+class ClusterTargetExporter(SpanExporter):
+    """Resolves the target on every export (on the processor's thread) and re-creates the inner exporter when it
+    moved."""
+
+    def __init__(self, make: Callable[[str], SpanExporter], url_now: Callable[[], str]):
+        self.make = make
+        self.url_now = url_now
+        self.url = ""
+        self.inner: SpanExporter | None = None
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        url = self.url_now()
+        if self.inner is None or url != self.url:
+            self.inner, self.url = self.make(url), url
+        return self.inner.export(spans)
+
+    def shutdown(self) -> None:
+        if self.inner is not None:
+            self.inner.shutdown()
+
+
 class SpanExporters:
-    """The proxy's span pipelines, by target; an HCM swap reuses the pipeline of an unchanged target."""
+    """The proxy's span pipelines, by target; an HCM swap reuses the pipeline of an unchanged target.
+    `clusters` is the proxy's current ClusterManager (set on every config apply), read at export time."""
 
     def __init__(self) -> None:
         self._providers: dict[tuple, TracerProvider] = {}
+        self.clusters: Any = None
 
     def __repr__(self) -> str:
         return f"SpanExporters({[k[:2] for k in self._providers]})"
@@ -108,10 +147,16 @@ class SpanExporters:
             uri = cfg.http_service.http_uri
             headers = tuple((o.header.key, o.header.value) for o in cfg.http_service.request_headers_to_add
                             if o.header is not None)
-            key: tuple = (OPENTELEMETRY, uri.uri, cfg.service_name, headers, uri.timeout)
+            key: tuple = (OPENTELEMETRY, uri.uri, uri.cluster, cfg.service_name, headers, uri.timeout)
             if key not in self._providers:
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-                exporter = OTLPSpanExporter(endpoint=uri.uri, headers=dict(headers), timeout=uri.timeout or 5.0)
+                authority = urllib.parse.urlsplit(uri.uri).netloc
+                all_headers = dict(headers)
+
+                def make(url: str, timeout: float = uri.timeout or 5.0) -> SpanExporter:
+                    sent = {**all_headers, "host": authority} if url != uri.uri else all_headers
+                    return OTLPSpanExporter(endpoint=url, headers=sent, timeout=timeout)
+                exporter = ClusterTargetExporter(make, lambda: cluster_url(self.clusters, uri.cluster, uri.uri))
                 self._providers[key] = self._provider(exporter, cfg.service_name)
             return self._providers[key].get_tracer("pyproxy")
         if provider.name == ZIPKIN or isinstance(cfg, model.ZipkinConfig):
@@ -120,16 +165,16 @@ class SpanExporters:
             if cfg.collector_endpoint_version not in ("HTTP_JSON",):
                 raise TracingConfigError(f"{where}.provider.typed_config.collector_endpoint_version: "
                                          f"{cfg.collector_endpoint_version} is not implemented (HTTP_JSON is)")
-            cluster = clusters.get(cfg.collector_cluster) if clusters is not None else None
-            hosts = getattr(cluster, "hosts", None) or []
-            if cluster is None:
+            if clusters is not None and clusters.get(cfg.collector_cluster) is None:
                 raise TracingConfigError(f"{where}.provider.typed_config.collector_cluster: "
                                          f"unknown cluster {cfg.collector_cluster!r}")
-            target = f"{hosts[0].address}:{hosts[0].port}" if hosts else cfg.collector_cluster
-            url = f"http://{target}{cfg.collector_endpoint}"
-            key = (ZIPKIN, url, cfg.collector_cluster, cfg.collector_hostname, cfg.trace_id_128bit)
+            fallback = f"http://{cfg.collector_hostname or cfg.collector_cluster}{cfg.collector_endpoint}"
+            key = (ZIPKIN, cfg.collector_endpoint, cfg.collector_cluster, cfg.collector_hostname, cfg.trace_id_128bit)
             if key not in self._providers:
-                exporter = ZipkinJsonExporter(url, cfg.collector_hostname, 5.0, cfg.trace_id_128bit)
+                zc = cfg
+                exporter = ClusterTargetExporter(
+                    lambda url: ZipkinJsonExporter(url, zc.collector_hostname, 5.0, zc.trace_id_128bit),
+                    lambda: cluster_url(self.clusters, zc.collector_cluster, fallback))
                 self._providers[key] = self._provider(exporter, cfg.collector_cluster)
             return self._providers[key].get_tracer("pyproxy")
         raise TracingConfigError(f"{where}.provider.name: tracer {provider.name!r} is not implemented by pyproxy "

@@ -226,3 +226,15 @@ async def test_sampling_rate_within_bounds(rig):
         await asyncio.sleep(0)
     assert 133 <= len(sampled_ids) <= 267
     assert sorted(s.attributes["guid:x-request-id"] for s in spans) == sorted(sampled_ids)
+
+
+async def test_otlp_goes_to_a_host_of_the_http_uri_cluster(rig):
+    """Envoy posts to `http_uri.cluster`; the uri's host need not resolve (Istio writes the service's FQDN)."""
+    collector, upstream = rig
+    tracing = otel_tracing(collector.port, 100)
+    tracing["provider"]["typed_config"]["http_service"]["http_uri"]["uri"] = (
+        "http://otel-collector.observability.svc.cluster.local:4318/v1/traces")
+    async with run_proxy(config(upstream.port, tracing, extra_clusters=[cluster("otel", [collector.port])])) as proxy:
+        await _one(proxy, upstream, {})
+        (span,) = await collector.wait_for(1)
+    assert span.name == "myop"
