@@ -281,7 +281,7 @@ def make_proxy(mesh: MeshSnapshot, workload: Workload, kind: str = "sidecar", op
 
 
 # kinds whose translation belongs to a later issue, and which issue
-LATER_ISSUE_KINDS = {"RequestAuthentication": "security", "Telemetry": "telemetry"}
+LATER_ISSUE_KINDS = {"RequestAuthentication": "security"}  # Telemetry: control/translate/telemetry.py
 
 
 def _note_later_issues(mesh: MeshSnapshot, workload: Workload, notes: Notes) -> None:
@@ -291,9 +291,4 @@ def _note_later_issues(mesh: MeshSnapshot, workload: Workload, notes: Notes) -> 
         for pol in mesh.policies_for(kind, workload):
             notes.add(pol, "spec", f"{kind} applies to this proxy; it is translated with {issue} (a later "
                                    "issue) and is not in this output")
-    config = mesh.config
-    for name, value in (("accessLogFile", config.access_log_file), ("defaultProviders", config.default_providers)):
-        if value:
-            notes.add(None, "", f"meshConfig.{name} ({config.source}) is translated with telemetry (a later "
-                                "issue) and is not in this output")
 

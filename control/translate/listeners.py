@@ -27,7 +27,8 @@ Settings istiod puts on every sidecar HCM: `use_remote_address` false (gateways:
 0s, `normalize_path` true, websocket upgrades, HTTP/1.0 accepted; inbound and gateways send `server:
 istio-envoy`. HTTP filters: inbound RBAC from AuthorizationPolicy (authz.py), security contributors,
 envoy.filters.http.fault, envoy.filters.http.cors, stats / rate-limit contributors, `istio.stats` (Istio's standard
-metrics, `istio_stats_filter`), envoy.filters.http.router.
+metrics, `istio_stats_filter`), envoy.filters.http.router. `tracing` and `access_log` from the Telemetry API
+(telemetry.py).
 
 Gateway (istiod gateway.go): one listener `0.0.0.0_<port>` per server port. Plain HTTP servers share one chain
 with RDS `http.<port>`; each terminating HTTPS server (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL) gets a chain
@@ -47,7 +48,7 @@ from typing import Any, Mapping
 
 from control.istio.resources import Resource
 from control.registry.model import Protocol
-from control.translate import authn, authz, credentials
+from control.translate import authn, authz, credentials, telemetry
 from control.translate import tcp as l4
 from control.translate.clusters import InboundPort, inbound_ports
 from control.translate.common import (ADS, CORS, DOWNSTREAM_TLS, FAULT, HCM, INBOUND_PORT, LISTENER, OUTBOUND_PORT,
@@ -78,7 +79,8 @@ def http_filters(proxy: Proxy, direction: str) -> list[dict]:
     out.append({"name": "envoy.filters.http.cors", "typed_config": {"@type": CORS}})
     for contribute in ext.http_filters_before_router:
         out += contribute(proxy, direction)
-    out.append(istio_stats_filter(direction))
+    if telemetry.stats_enabled(proxy, direction):  # a Telemetry disabling ALL_METRICS drops the stats filter
+        out.append(istio_stats_filter(direction))
     out.append({"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}})
     return out
 
@@ -97,6 +99,12 @@ def http_connection_manager(proxy: Proxy, direction: str, stat_prefix: str, rout
     else:
         hcm["rds"] = {"route_config_name": route_name, "config_source": dict(ADS)}
     hcm["http_filters"] = http_filters(proxy, direction)
+    access_logs = telemetry.hcm_access_logs(proxy, direction)  # Telemetry accessLogging / meshConfig.accessLogFile
+    if access_logs:
+        hcm["access_log"] = access_logs
+    tracing = telemetry.hcm_tracing(proxy, direction)  # Telemetry tracing + meshConfig.extensionProviders
+    if tracing is not None:
+        hcm["tracing"] = tracing
     hcm["use_remote_address"] = direction == "gateway"
     if direction != "outbound":
         hcm["server_name"] = "istio-envoy"

@@ -178,9 +178,33 @@ class StderrAccessLog:
     log_format: SubstitutionFormatString | None = None
 
 
+@typed("envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter")
+@frozen
+class ExpressionFilter:
+    """`envoy.access_loggers.extension_filters.cel`: log only when the CEL expression is true (pyproxy evaluates
+    the subset in pyproxy/observe/cel.py; istiod emits this for a Telemetry `accessLogging[].filter`)."""
+
+    expression: str = fld(required=True)
+
+
+@frozen
+class ExtensionFilter:
+    name: str = ""
+    typed_config: Any = any_config(required=True)
+
+
+@frozen
+class AccessLogFilter:
+    """envoy.config.accesslog.v3.AccessLogFilter; only `extension_filter` (CEL) is implemented, any other kind
+    is refused by name by the decoder."""
+
+    extension_filter: ExtensionFilter | None = None
+
+
 @frozen
 class AccessLog:
     name: str = ""
+    filter: AccessLogFilter | None = None
     typed_config: Any = any_config(required=True)
 
 
