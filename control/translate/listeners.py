@@ -61,13 +61,14 @@ TLS_INSPECTOR_FILTER = {"name": "envoy.filters.listener.tls_inspector", "typed_c
 TERMINATING_TLS = ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL")
 
 
-def istio_stats_filter(direction: str) -> dict:
+def istio_stats_filter(direction: str, metrics: list[dict] | None = None) -> dict:
     """Istio's stats filter as istiod names it (`istio.stats`, `stats.PluginConfig`, just before the router). The
     reporter is not in the config: the proxy derives it from the listener's `traffic_direction` (INBOUND ->
     destination; sidecar outbound and gateways, OUTBOUND -> source), as istio-proxy does. The config travels
-    as a TypedStruct, which Envoy's protos parse (istiod sends the `stats.PluginConfig` Any itself)."""
+    as a TypedStruct, which Envoy's protos parse (istiod sends the `stats.PluginConfig` Any itself). `metrics`:
+    the Telemetry API's overrides (control/translate/telemetry.py `stats_config`)."""
     return {"name": "istio.stats", "typed_config": {"@type": TYPED_STRUCT, "type_url": STATS_PLUGIN_CONFIG,
-                                                   "value": {}}}
+                                                   "value": {"metrics": metrics} if metrics else {}}}
 
 
 def http_filters(proxy: Proxy, direction: str) -> list[dict]:
@@ -79,8 +80,9 @@ def http_filters(proxy: Proxy, direction: str) -> list[dict]:
     out.append({"name": "envoy.filters.http.cors", "typed_config": {"@type": CORS}})
     for contribute in ext.http_filters_before_router:
         out += contribute(proxy, direction)
-    if telemetry.stats_enabled(proxy, direction):  # a Telemetry disabling ALL_METRICS drops the stats filter
-        out.append(istio_stats_filter(direction))
+    stats_on, metrics = telemetry.stats_config(proxy, direction)  # Telemetry metrics overrides
+    if stats_on:  # a Telemetry disabling ALL_METRICS drops the stats filter
+        out.append(istio_stats_filter(direction, metrics))
     out.append({"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}})
     return out
 

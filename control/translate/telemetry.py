@@ -19,8 +19,9 @@ outbound listeners and gateways).
   `disabled`/`filter` to the current set (or to `defaultProviders.accessLogging`); `filter.expression` becomes
   Envoy's CEL extension filter (`envoy.access_loggers.extension_filters.cel`), which pyproxy evaluates for the
   CEL subset in pyproxy/observe/cel.py. Without any Telemetry logging, `meshConfig.accessLogFile` adds a file log.
-- metrics: only `disabled` for ALL_METRICS (drops `istio.stats` on that side, as istiod drops the stats filter);
-  per-metric `disabled` and `tagOverrides` are noted as not translated.
+- metrics: `disabled` for ALL_METRICS drops `istio.stats` on that side (as istiod drops the stats filter);
+  per-metric `disabled` and `tagOverrides` become the filter's stats.PluginConfig `metrics` (`drop`,
+  `dimensions`, `tags_to_remove`), for the HTTP metrics.
 """
 from __future__ import annotations
 
@@ -332,22 +333,84 @@ def hcm_access_logs(proxy: Proxy, direction: str) -> list[dict]:
 
 # --------------------------------------------------------------------------- metrics
 
-def stats_enabled(proxy: Proxy, direction: str) -> bool:
-    """False when the merged Telemetry disables ALL_METRICS for this side (istiod drops the stats filter)."""
+# Telemetry metric selectors -> Istio's stats.PluginConfig metric names (telemetry_metrics.go)
+METRIC_NAMES = {"REQUEST_COUNT": "requests_total", "REQUEST_DURATION": "request_duration_milliseconds",
+                "REQUEST_SIZE": "request_bytes", "RESPONSE_SIZE": "response_bytes",
+                "TCP_OPENED_CONNECTIONS": "tcp_connections_opened_total",
+                "TCP_CLOSED_CONNECTIONS": "tcp_connections_closed_total", "TCP_SENT_BYTES": "tcp_sent_bytes_total",
+                "TCP_RECEIVED_BYTES": "tcp_received_bytes_total", "GRPC_REQUEST_MESSAGES": "request_messages_total",
+                "GRPC_RESPONSE_MESSAGES": "response_messages_total"}
+HTTP_METRIC_NAMES = ("requests_total", "request_duration_milliseconds", "request_bytes", "response_bytes")
+
+
+@dataclass
+class MetricOverride:
+    drop: bool = False
+    dimensions: dict[str, str] = field(default_factory=dict)
+    remove: list[str] = field(default_factory=list)
+
+
+def stats_config(proxy: Proxy, direction: str) -> tuple[bool, list[dict]]:
+    """(istio.stats present?, its stats.PluginConfig `metrics`) for this side. Overrides merge root ->
+    namespace -> workload in list order; ALL_METRICS expands to every metric; UPSERT sets a dimension to a CEL
+    expression, REMOVE removes the tag; `disabled` on ALL_METRICS drops the filter, on one metric sets `drop`.
+    Only HTTP metrics go into the config (pyproxy reports no TCP or gRPC-message metrics yet: noted); a value
+    that is not an expression pyproxy evaluates is noted and left out."""
+    from pyproxy.observe.cel import CelError, compile_value
+
     mode = mode_of(direction)
     enabled = True
+    merged: dict[str, MetricOverride] = {}
     for tel in telemetries(proxy):
         for i, entry in enumerate(tel.spec.get("metrics") or ()):
             for j, override in enumerate(entry.get("overrides") or ()):
                 match = override.get("match") or {}
                 if str(match.get("mode") or "CLIENT_AND_SERVER") not in ("CLIENT_AND_SERVER", mode):
                     continue
-                metric = str(match.get("metric") or "ALL_METRICS")
                 path = f"spec.metrics[{i}].overrides[{j}]"
-                if metric == "ALL_METRICS" and override.get("disabled") is not None and not match.get("customMetric"):
+                if match.get("customMetric"):
+                    proxy.notes.add(tel, f"{path}.match.customMetric", "custom metrics are not translated")
+                    continue
+                metric = str(match.get("metric") or "ALL_METRICS")
+                names = HTTP_METRIC_NAMES if metric == "ALL_METRICS" else (METRIC_NAMES.get(metric),)
+                if names[0] not in HTTP_METRIC_NAMES:
+                    proxy.notes.add(tel, path, f"{metric} overrides are not translated (pyproxy reports the HTTP "
+                                               "metrics only)")
+                    continue
+                if metric == "ALL_METRICS" and override.get("disabled") is not None:
                     enabled = not bool(override["disabled"])
-                elif override.get("disabled"):
-                    proxy.notes.add(tel, path, f"disabling {metric} alone is not translated (ALL_METRICS is)")
-                if override.get("tagOverrides"):
-                    proxy.notes.add(tel, f"{path}.tagOverrides", "metric tagOverrides are not translated yet")
-    return enabled
+                for name in names:
+                    o = merged.setdefault(name, MetricOverride())
+                    if metric != "ALL_METRICS" and override.get("disabled") is not None:
+                        o.drop = bool(override["disabled"])
+                    for tag, spec in (override.get("tagOverrides") or {}).items():
+                        tag = str(tag)
+                        if str((spec or {}).get("operation") or "UPSERT") == "REMOVE":
+                            o.dimensions.pop(tag, None)
+                            if tag not in o.remove:
+                                o.remove.append(tag)
+                            continue
+                        value = str((spec or {}).get("value") or "")
+                        try:
+                            compile_value(value)
+                        except CelError as e:
+                            proxy.notes.add(tel, f"{path}.tagOverrides.{tag}.value",
+                                            f"{value!r} is not an expression pyproxy evaluates ({e}); tag left out")
+                            continue
+                        o.dimensions[tag] = value
+                        if tag in o.remove:
+                            o.remove.remove(tag)
+    out = []
+    for name in HTTP_METRIC_NAMES:
+        o = merged.get(name)
+        if o is None or not (o.drop or o.dimensions or o.remove):
+            continue
+        entry: dict[str, Any] = {"name": name}
+        if o.dimensions:
+            entry["dimensions"] = dict(sorted(o.dimensions.items()))
+        if o.remove:
+            entry["tags_to_remove"] = list(o.remove)
+        if o.drop:
+            entry["drop"] = True
+        out.append(entry)
+    return enabled, out

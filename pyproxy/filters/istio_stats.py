@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any, Mapping
 from cryptography import x509
 
 from ..config.model import TypedStruct
-from ..observe.istio_metrics import (PEER_METADATA_HEADER, PEER_METADATA_ID_HEADER, UNKNOWN, IstioMetrics,
-                                     PeerMetadata)
+from ..observe.cel import CelError, compile_value
+from ..observe.istio_metrics import (HTTP_METRICS, LABELS, PEER_METADATA_HEADER, PEER_METADATA_ID_HEADER, UNKNOWN,
+                                     IstioMetrics, PeerMetadata)
 from ..observe.stream_info import response_flags_short
 from ..tls.session import certificate_sans
 from .base import FilterFactory, FilterStatus, HttpFilter
@@ -36,7 +37,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 NAME = "istio.stats"
 PLUGIN_CONFIG = "type.googleapis.com/stats.PluginConfig"
-SUPPORTED_FIELDS = frozenset({"reporter", "disable_host_header_fallback"})
+SUPPORTED_FIELDS = frozenset({"reporter", "disable_host_header_fallback", "metrics"})
+METRIC_FIELDS = frozenset({"name", "dimensions", "tags_to_remove", "drop"})
 NO_PEER = PeerMetadata()
 EXTENSION_KEY = "istio"
 
@@ -95,6 +97,50 @@ def request_labels(*, reporter: str, source: PeerMetadata, destination: PeerMeta
     )
 
 
+MetricShape = tuple[tuple[str, ...], tuple[Any, ...]]  # label names, and per label a LABELS index or a getter
+
+
+def metric_shapes(entries: Any) -> dict[str, MetricShape | None] | None:
+    """stats.PluginConfig `metrics` -> per HTTP metric its label shape (None: dropped); None when nothing is
+    overridden. Istio's semantics (proxy extensions/stats config.proto): entries apply in order; an empty `name`
+    means every metric; `tags_to_remove` removes standard or added tags; `dimensions` set a tag to a CEL
+    expression, replacing a standard one in place or adding a new one at the end; `drop` stops the metric."""
+    if not entries:
+        return None
+    if not isinstance(entries, (list, tuple)):
+        raise ValueError(f"HTTP filter {NAME!r}: stats.PluginConfig.metrics must be a list")
+    shapes: dict[str, list[tuple[str, Any]] | None] = {m: [(n, i) for i, n in enumerate(LABELS)] for m in HTTP_METRICS}
+    for k, entry in enumerate(entries):
+        where = f"HTTP filter {NAME!r}: stats.PluginConfig.metrics[{k}]"
+        if not isinstance(entry, Mapping) or set(entry) - METRIC_FIELDS:
+            raise ValueError(f"{where}: supported fields are {sorted(METRIC_FIELDS)}")
+        name = str(entry.get("name") or "")
+        if name and name not in HTTP_METRICS:
+            raise ValueError(f"{where}.name: {name!r} is not an HTTP metric pyproxy reports ({sorted(HTTP_METRICS)})")
+        for metric in [name] if name else list(HTTP_METRICS):
+            shape = shapes[metric]
+            if shape is None:
+                continue
+            if entry.get("drop"):
+                shapes[metric] = None
+                continue
+            removed = {str(t) for t in entry.get("tags_to_remove") or ()}
+            shape = [(n, g) for n, g in shape if n not in removed]
+            for tag, expr in (entry.get("dimensions") or {}).items():
+                try:
+                    getter = compile_value(str(expr))
+                except CelError as e:
+                    raise ValueError(f"{where}.dimensions.{tag}: {expr!r}: {e}") from None
+                at = next((j for j, (n, _) in enumerate(shape) if n == tag), None)
+                if at is None:
+                    shape.append((str(tag), getter))
+                else:
+                    shape[at] = (str(tag), getter)
+            shapes[metric] = shape
+    return {m: (tuple(n for n, _ in sh), tuple(g for _, g in sh)) if sh is not None else None
+            for m, sh in shapes.items()}
+
+
 class IstioStatsFilterConfig:
     """Parsed once per snapshot: the reporter override, the store (kept by the `Stats` store, so it survives
     config swaps), and small caches keyed by identity (local side, cluster services, upstream certificates)."""
@@ -117,6 +163,7 @@ class IstioStatsFilterConfig:
             raise ValueError(f"HTTP filter {NAME!r}: reporter {reporter!r}, expected UNSPECIFIED or SERVER_GATEWAY")
         self.waypoint = reporter == "SERVER_GATEWAY"
         self.host_fallback = not value.get("disable_host_header_fallback", False)
+        self.shapes = metric_shapes(value.get("metrics"))  # Telemetry tagOverrides / disabled metrics
         store = getattr(stats, "store", stats)
         self.metrics: IstioMetrics = store.extension(EXTENSION_KEY, IstioMetrics)
         self._local_key: tuple[int, str] | None = None
@@ -271,7 +318,16 @@ class IstioStatsFilter(HttpFilter):
         response_bytes = info.bytes_sent
         if info.response_code:
             response_bytes += header_bytes(info.response_headers) + len(":status") + 3
-        config.metrics.record(labels, duration_ms, request_bytes, response_bytes)
+        if config.shapes is None:
+            config.metrics.record(labels, duration_ms, request_bytes, response_bytes)
+            return
+        amounts = {"requests_total": 1, "request_duration_milliseconds": duration_ms,
+                   "request_bytes": request_bytes, "response_bytes": response_bytes}
+        for metric, shape in config.shapes.items():
+            if shape is not None:
+                names, getters = shape
+                values = tuple(labels[g] if type(g) is int else g(info) for g in getters)
+                config.metrics.record_one(metric, names, values, amounts[metric])
 
 
 def _host_of(authority: str) -> str:

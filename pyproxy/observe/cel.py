@@ -252,3 +252,20 @@ def compile_filter(expression: str) -> Callable[[Any], bool]:
         except (_EvalError, TypeError):
             return False
     return predicate
+
+
+def compile_value(expression: str, default: str = "unknown") -> Callable[[Any], str]:
+    """`expression` -> value(StreamInfo) as a metric label: strings as they are, numbers in decimal, booleans
+    `true`/`false`; `default` when evaluation fails (a missing header, an unknown name at run time). Used for
+    Telemetry metric `tagOverrides` (istio.stats `dimensions`)."""
+    getter = _Parser(expression).parse()
+
+    def value(info: Any) -> str:
+        try:
+            v = getter(info)
+        except (_EvalError, TypeError):
+            return default
+        if v is None:
+            return default
+        return str(v).lower() if isinstance(v, bool) else str(v)
+    return value

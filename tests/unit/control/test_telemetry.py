@@ -181,3 +181,36 @@ def test_all_metrics_disabled_drops_istio_stats_on_that_side_only():
                          "metrics: [{overrides: [{match: {metric: ALL_METRICS, mode: SERVER}, disabled: true}]}]\n"))
     names = lambda lis: [f["name"] for f in hcms(r, lis)[0]["http_filters"]]  # noqa: E731
     assert "istio.stats" not in names("virtualInbound") and "istio.stats" in names("0.0.0.0_15001")
+
+
+def stats_value(rendered, listener: str) -> dict:
+    f = next(f for f in hcms(rendered, listener)[0]["http_filters"] if f["name"] == "istio.stats")
+    return f["typed_config"]["value"]
+
+
+def test_tag_overrides_merge_into_istio_stats_dimensions():
+    r = render(tel("mesh", "metrics: [{overrides: [{match: {metric: ALL_METRICS}, tagOverrides: "
+                           "{request_host: {value: request.host}, response_flags: {operation: REMOVE}}}]}]\n",
+                   "istio-system")
+               + tel("wl", "selector: {matchLabels: {app: reviews}}\n"
+                           "metrics:\n"
+                           "- overrides:\n"
+                           "  - match: {metric: REQUEST_COUNT, mode: SERVER}\n"
+                           "    tagOverrides: {request_host: {operation: REMOVE}, method: {value: request.method}}\n"
+                           "  - match: {metric: RESPONSE_SIZE}\n"
+                           "    disabled: true\n"
+                           "  - match: {metric: TCP_SENT_BYTES}\n"
+                           "    disabled: true\n"
+                           "  - match: {metric: REQUEST_SIZE}\n"
+                           "    tagOverrides: {proto: {value: http}}\n"))
+    inbound = stats_value(r, "virtualInbound")["metrics"]
+    by_name = {m["name"]: m for m in inbound}
+    assert by_name["requests_total"] == {"name": "requests_total", "dimensions": {"method": "request.method"},
+                                         "tags_to_remove": ["response_flags", "request_host"]}
+    assert by_name["response_bytes"] == {"name": "response_bytes", "dimensions": {"request_host": "request.host"},
+                                         "tags_to_remove": ["response_flags"], "drop": True}
+    outbound = {m["name"]: m for m in stats_value(r, "0.0.0.0_15001")["metrics"]}
+    assert outbound["requests_total"]["dimensions"] == {"request_host": "request.host"}  # the SERVER-only one skipped
+    notes = "\n".join(r.notes)
+    assert "TCP_SENT_BYTES overrides are not translated" in notes
+    assert "tagOverrides.proto.value: 'http' is not an expression pyproxy evaluates" in notes
