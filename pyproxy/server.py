@@ -352,10 +352,14 @@ def validate_snapshot(listeners: Iterable[model.Listener], clusters: Iterable[mo
             hcm = chain.http_connection_manager
             tcp = chain.tcp_proxy
             names = [f.name for f in chain.filters] or ["none"]
-            if (hcm is None) == (tcp is None) or len(chain.filters) != 1:
+            # Istio puts its `istio.stats` network filter before a tcp_proxy (TCP metrics); nothing else may come
+            extra = [f.name for f in chain.filters[:-1]]
+            tcp_ok = tcp is not None and chain.filters[-1].typed_config is tcp and all(n == "istio.stats" for n in extra)
+            if (hcm is None) == (tcp is None) or (len(chain.filters) != 1 and not tcp_ok):
                 raise ConfigRejected(f"listener {key!r} {ckey}: a filter chain needs exactly one network filter, "
                                      "envoy.filters.network.http_connection_manager or "
-                                     f"envoy.filters.network.tcp_proxy, got {', '.join(names)}")
+                                     "envoy.filters.network.tcp_proxy (after istio.stats), "
+                                     f"got {', '.join(names)}")
             if tcp is not None:
                 continue
             filters = [f.name for f in hcm.http_filters]
@@ -458,7 +462,8 @@ class ProxyServer:
                 if hcm_cfg is None:  # a tcp_proxy chain (validate_snapshot: exactly one of the two)
                     try:
                         tcp = TcpProxyRuntime(chain.tcp_proxy, new_clusters, self.stats, self.rng,
-                                              access_logs=self.access_logs)
+                                              access_logs=self.access_logs, network_filters=chain.filters,
+                                              node=self.node, traffic_direction=lis.traffic_direction)
                         tc = tls_context_of(chain.transport_socket)
                         tls = TlsContextProvider(tc, self.secrets, f"listener {key!r} {ckey}.transport_socket") \
                             if tc is not None else None

@@ -71,6 +71,13 @@ def istio_stats_filter(direction: str, metrics: list[dict] | None = None) -> dic
                                                    "value": {"metrics": metrics} if metrics else {}}}
 
 
+def tcp_stats(proxy: Proxy, direction: str, filters: list[dict]) -> list[dict]:
+    """Istio's TCP metrics: the `istio.stats` network filter before the tcp_proxy (sidecars; same config shape as
+    the HTTP one), unless a Telemetry disables ALL_METRICS on this side."""
+    stats_on, _ = telemetry.stats_config(proxy, direction)
+    return [istio_stats_filter(direction), *filters] if stats_on else filters
+
+
 def http_filters(proxy: Proxy, direction: str) -> list[dict]:
     ext = proxy.options.extensions
     out: list[dict] = authz.http_filters(proxy, direction)  # AuthorizationPolicy: RBAC filters (inbound)
@@ -157,7 +164,8 @@ def outbound_listeners(proxy: Proxy, routes: Mapping[str, dict], specs: Mapping[
         lname = f"0.0.0.0_{port}"
         host, default = tcp_ports[port]
         filters = l4.sidecar_tcp_filters(proxy, specs or {}, port, host) or [_tcp_proxy(default, default)]
-        out.append(_listener(lname, port, "OUTBOUND", [{"filters": filters}], bind_to_port=False))
+        out.append(_listener(lname, port, "OUTBOUND", [{"filters": tcp_stats(proxy, "outbound", filters)}],
+                             bind_to_port=False))
     return out
 
 
@@ -199,7 +207,7 @@ def inbound_filter_chains(proxy: Proxy, ip: InboundPort) -> list[dict]:
         rc = inbound_route_configuration(proxy, ip)
         filters = [http_connection_manager(proxy, "inbound", stat, rc["name"], {rc["name"]: rc}, inline=True)]
     else:
-        filters = [_tcp_proxy(ip.cluster, ip.cluster)]
+        filters = tcp_stats(proxy, "inbound", [_tcp_proxy(ip.cluster, ip.cluster)])
         authz.note_tcp_port(proxy, ip.port)
     chains = []
     for match, terminates in inbound_chain_options(authn.effective_mtls(proxy.mesh, proxy.workload, ip.port), http):
