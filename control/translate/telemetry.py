@@ -326,6 +326,14 @@ def hcm_access_logs(proxy: Proxy, direction: str) -> list[dict]:
             proxy.notes.add(None, "", f"access log provider {name!r}: {kind} is not translated (envoyFileAccessLog is)")
             continue
         spec = provider["envoyFileAccessLog"] or {}
+        if choice.expression:
+            from pyproxy.observe.cel import CelError, compile_filter
+            try:
+                compile_filter(choice.expression)
+            except CelError as e:  # Envoy would NACK the listener; istiod does not check CEL
+                proxy.notes.add(None, "", f"access log provider {name!r}: filter {choice.expression!r} is not an "
+                                          f"expression the proxy evaluates ({e}); this access log is left out")
+                continue
         out.append(_file_log(str(spec.get("path") or "/dev/stdout"), spec.get("logFormat"),
                              expression=choice.expression))
     return out

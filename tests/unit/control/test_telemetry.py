@@ -214,3 +214,10 @@ def test_tag_overrides_merge_into_istio_stats_dimensions():
     notes = "\n".join(r.notes)
     assert "TCP_SENT_BYTES overrides are not translated" in notes
     assert "tagOverrides.proto.value: 'http' is not an expression pyproxy evaluates" in notes
+
+
+def test_an_access_log_filter_the_proxy_would_refuse_is_left_out_with_a_note():
+    r = render(tel("mesh", "accessLogging: [{providers: [{name: envoy}], filter: {expression: 'response.code >'}}]\n",
+                   "istio-system"))
+    assert "access_log" not in hcms(r, "0.0.0.0_15001")[0]
+    assert any("filter 'response.code >' is not an expression the proxy evaluates" in n for n in r.notes)
