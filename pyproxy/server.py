@@ -448,7 +448,6 @@ class ProxyServer:
         except ValueError as e:  # a transport socket's key material (unreadable file, refused by OpenSSL)
             raise ConfigRejected(str(e)) from None
         await new_clusters.start()
-        self.span_exporters.clusters = new_clusters  # span export follows the clusters now being applied
         new_hcms: dict[str, HcmRuntime] = {}
         new_chains: dict[str, ListenerChains | None] = {}
         all_hcms: list[HcmRuntime] = []
@@ -526,6 +525,7 @@ class ProxyServer:
         removed = [rt for key, rt in self.listeners.items() if new_listeners.get(key) is not rt]
         self.listeners = new_listeners
         self.clusters = new_clusters
+        self.span_exporters.clusters = new_clusters  # span export posts to hosts of the clusters now serving
         self.listener_configs = listeners
         self.cluster_configs = clusters
         self.route_configs = routes
