@@ -363,7 +363,8 @@ def gateway_listeners(proxy: Proxy, servers: Mapping[int, list], routes: Mapping
             kind = l4_server(server)
             if kind is not None:
                 build = l4.gateway_passthrough_chains if kind == "passthrough" else l4.gateway_tcp_chains
-                found = build(proxy, specs or {}, port, gw, server)
+                found = [{**c, "filters": tcp_stats(proxy, "gateway", c["filters"])}
+                         for c in build(proxy, specs or {}, port, gw, server)]
                 if not found:
                     proxy.notes.add(gw, f"spec.servers[{index}]", f"no VirtualService {'tls' if kind == 'passthrough' else 'tcp'} "
                                                                   "route is bound to this server: no filter chain")
