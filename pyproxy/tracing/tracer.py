@@ -207,13 +207,13 @@ def downstream_tags(tracer: HttpTracer, stream: "ActiveStream") -> dict[str, str
     info = stream.info
     h = info.request_headers
     get = h.get_first if h is not None else (lambda name: None)
-    url = f"{info.scheme or 'http'}://{info.authority or ''}{info.path or ''}"
+    url = f"{info.scheme or 'http'}://{info.authority or ''}{(info.path or '')[:tracer.max_path]}"  # Envoy's buildUrl
     remote = info.downstream_remote_address or "-"
     tags = {
         "node_id": tracer.node_id,
         "zone": "",
         "guid:x-request-id": get("x-request-id") or "",
-        "http.url": url[:tracer.max_path],
+        "http.url": url,
         "http.method": info.method or "",
         "downstream_cluster": get("x-envoy-downstream-service-cluster") or "-",
         "user_agent": get("user-agent") or "-",

@@ -41,7 +41,7 @@ CASES = [
 ]
 
 
-def config(collector: int, upstream: int, random_pct: float, spawn: bool) -> dict:
+def config(collector: int, upstream: int, random_pct: float, spawn: bool, max_path: int | None = None) -> dict:
     tracing = {"random_sampling": {"value": random_pct}, "spawn_upstream_span": spawn,
                "custom_tags": [{"tag": "lit", "literal": {"value": "v"}},
                                {"tag": "hdr", "request_header": {"name": "x-h", "default_value": "dflt"}}],
@@ -49,6 +49,8 @@ def config(collector: int, upstream: int, random_pct: float, spawn: bool) -> dic
                    "@type": OTEL, "service_name": "svc-a",
                    "http_service": {"http_uri": {"uri": f"http://127.0.0.1:{collector}/v1/traces",
                                                  "cluster": "otel", "timeout": "2s"}}}}}
+    if max_path is not None:
+        tracing["max_path_tag_length"] = max_path
     routes = [dict(route("/", "up"), decorator={"operation": "myop"})]
     b = bootstrap([cluster("up", [upstream]), cluster("otel", [collector])], routes=routes,
                   hcm={"tracing": tracing})
@@ -92,19 +94,20 @@ async def run_cases(port: int, collector: Collector, upstream: TestUpstream) -> 
     return seen
 
 
-@pytest.mark.parametrize("random_pct,spawn", [(0, False), (100, False), (100, True)],
-                         ids=["random-0", "random-100", "random-100-spawn-upstream"])
-async def test_tracing_matches_envoy(tmp_path: pathlib.Path, monkeypatch, random_pct, spawn):
+@pytest.mark.parametrize("random_pct,spawn,max_path", [(0, False, None), (100, False, None), (100, True, None),
+                                                       (100, False, 5)],
+                         ids=["random-0", "random-100", "random-100-spawn-upstream", "max-path-tag-length-5"])
+async def test_tracing_matches_envoy(tmp_path: pathlib.Path, monkeypatch, random_pct, spawn, max_path):
     require_envoy()
     monkeypatch.setenv("PYPROXY_TRACE_FLUSH_INTERVAL_MS", "20")
     collector = await Collector().start()
     upstream = await TestUpstream().start()
-    envoy = EnvoyProcess(config(collector.port, upstream.port, random_pct, spawn), tmp_path)
+    envoy = EnvoyProcess(config(collector.port, upstream.port, random_pct, spawn, max_path), tmp_path)
     try:
         envoy.start()
         await envoy.wait_ready()
         expected = await run_cases(envoy.port, collector, upstream)
-        async with run_proxy(config(collector.port, upstream.port, random_pct, spawn)) as proxy:
+        async with run_proxy(config(collector.port, upstream.port, random_pct, spawn, max_path)) as proxy:
             actual = await run_cases(proxy.port, collector, upstream)
     finally:
         envoy.stop()

@@ -77,3 +77,11 @@ def test_the_decision_is_made_once_and_written_into_the_request_id():
         again = stream([])
         again.headers.set("x-request-id", rid)  # the next hop sees the same id: the same answer
         assert (t.start(again) is not None) == (active is not None)
+
+
+def test_http_url_cuts_the_path_at_max_path_tag_length():
+    from pyproxy.tracing.tracer import downstream_tags
+    t, _ = tracer(100, max_path_tag_length=5)
+    s = stream()
+    s.info.scheme, s.info.authority, s.info.path = "http", "a-long-host.example", "/0123456789"
+    assert downstream_tags(t, s)["http.url"] == "http://a-long-host.example/0123"
