@@ -41,7 +41,8 @@ CASES = [
 ]
 
 
-def config(collector: int, upstream: int, random_pct: float, spawn: bool, max_path: int | None = None) -> dict:
+def config(collector: int, upstream: int, random_pct: float, spawn: bool, max_path: int | None = None,
+           direction: str | None = None, decorator: bool = True) -> dict:
     tracing = {"random_sampling": {"value": random_pct}, "spawn_upstream_span": spawn,
                "custom_tags": [{"tag": "lit", "literal": {"value": "v"}},
                                {"tag": "hdr", "request_header": {"name": "x-h", "default_value": "dflt"}}],
@@ -51,9 +52,11 @@ def config(collector: int, upstream: int, random_pct: float, spawn: bool, max_pa
                                                  "cluster": "otel", "timeout": "2s"}}}}}
     if max_path is not None:
         tracing["max_path_tag_length"] = max_path
-    routes = [dict(route("/", "up"), decorator={"operation": "myop"})]
+    routes = [dict(route("/", "up"), decorator={"operation": "myop"}) if decorator else route("/", "up")]
     b = bootstrap([cluster("up", [upstream]), cluster("otel", [collector])], routes=routes,
                   hcm={"tracing": tracing})
+    if direction:
+        b["static_resources"]["listeners"][0]["traffic_direction"] = direction
     b["node"] = NODE
     b["layered_runtime"] = {"layers": [{"name": "static", "static_layer": {
         "tracing.opentelemetry.flush_interval_ms": 20, "tracing.opentelemetry.min_flush_spans": 1}}]}
@@ -72,6 +75,7 @@ def observe(spans, before: int, up, incoming: dict) -> dict:
         "upstream trace kept": len(parent_in) == 4 and trace_id == parent_in[1],
         "upstream tracestate": up.header("tracestate"),
         "request id reason": up.header("x-request-id")[14],
+        "decorator header": up.header("x-envoy-decorator-operation"),
         "spans": sorted((s.kind, s.name, s.service_name, bool(s.parent_span_id),
                          s.span_id == span_id, tuple(sorted(s.attributes)),
                          tuple((k, s.attributes.get(k)) for k in STABLE_TAGS)) for s in mine),
@@ -94,20 +98,23 @@ async def run_cases(port: int, collector: Collector, upstream: TestUpstream) -> 
     return seen
 
 
-@pytest.mark.parametrize("random_pct,spawn,max_path", [(0, False, None), (100, False, None), (100, True, None),
-                                                       (100, False, 5)],
-                         ids=["random-0", "random-100", "random-100-spawn-upstream", "max-path-tag-length-5"])
-async def test_tracing_matches_envoy(tmp_path: pathlib.Path, monkeypatch, random_pct, spawn, max_path):
+@pytest.mark.parametrize("random_pct,spawn,extra", [
+    (0, False, {}), (100, False, {}), (100, True, {}), (100, False, {"max_path": 5}),
+    (100, False, {"direction": "OUTBOUND"}), (100, False, {"decorator": False}),
+    (100, False, {"direction": "OUTBOUND", "decorator": False}),
+], ids=["random-0", "random-100", "random-100-spawn-upstream", "max-path-tag-length-5", "outbound",
+        "no-decorator", "outbound-no-decorator"])
+async def test_tracing_matches_envoy(tmp_path: pathlib.Path, monkeypatch, random_pct, spawn, extra):
     require_envoy()
     monkeypatch.setenv("PYPROXY_TRACE_FLUSH_INTERVAL_MS", "20")
     collector = await Collector().start()
     upstream = await TestUpstream().start()
-    envoy = EnvoyProcess(config(collector.port, upstream.port, random_pct, spawn, max_path), tmp_path)
+    envoy = EnvoyProcess(config(collector.port, upstream.port, random_pct, spawn, **extra), tmp_path)
     try:
         envoy.start()
         await envoy.wait_ready()
         expected = await run_cases(envoy.port, collector, upstream)
-        async with run_proxy(config(collector.port, upstream.port, random_pct, spawn, max_path)) as proxy:
+        async with run_proxy(config(collector.port, upstream.port, random_pct, spawn, **extra)) as proxy:
             actual = await run_cases(proxy.port, collector, upstream)
     finally:
         envoy.stop()
