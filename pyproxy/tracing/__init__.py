@@ -16,12 +16,12 @@ from .tracer import HttpTracer, TracingConfigError
 __all__ = ["SpanExporters", "HttpTracer", "TracingConfigError", "build_http_tracer"]
 
 
-def _node_id(node: Any) -> str:
+def _node_field(node: Any, name: str) -> str:
     if node is None:
         return ""
     if isinstance(node, dict):
-        return str(node.get("id") or "")
-    return str(getattr(node, "id", "") or "")
+        return str(node.get(name) or "")
+    return str(getattr(node, name, "") or "")
 
 
 def build_http_tracer(cfg: model.HcmTracing | None, exporters: SpanExporters | None, clusters: Any, node: Any,
@@ -31,5 +31,5 @@ def build_http_tracer(cfg: model.HcmTracing | None, exporters: SpanExporters | N
     if cfg is None or cfg.provider is None:
         return None
     exporters = exporters if exporters is not None else SpanExporters()
-    sdk_tracer = exporters.tracer_for(cfg.provider, clusters, "tracing")
-    return HttpTracer(cfg, sdk_tracer, node_id=_node_id(node), egress=egress)
+    sdk_tracer = exporters.tracer_for(cfg.provider, clusters, "tracing", _node_field(node, "cluster"))
+    return HttpTracer(cfg, sdk_tracer, node_id=_node_field(node, "id"), egress=egress)

@@ -108,8 +108,9 @@ def b3_decision(headers: Any) -> bool | None:
 
 
 def extract(headers: Any) -> TraceContext | None:
-    """The parent context: W3C first, then B3. Deviation: Envoy's OpenTelemetry tracer reads only W3C and its
-    Zipkin tracer only B3; pyproxy reads both for either provider, so a B3-only client joins an OTLP trace."""
+    """The parent context for the OpenTelemetry tracer: W3C first, then B3. Deviation: Envoy's OpenTelemetry
+    tracer reads only W3C; pyproxy also reads B3, so a B3-only client joins an OTLP trace. (The Zipkin tracer
+    reads B3 only, as Envoy's.)"""
     return extract_w3c(headers) or extract_b3(headers)
 
 

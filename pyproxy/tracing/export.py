@@ -10,8 +10,9 @@ thread posts batches:
   proxy has no such cluster, to `http_uri.uri` itself (a deviation: Envoy rejects the config). Headers from
   `request_headers_to_add`; the resource's `service.name` is `service_name`.
 - `envoy.tracers.zipkin` (`HTTP_JSON`): Zipkin JSON v2 POSTed to the first host of `collector_cluster` +
-  `collector_endpoint` (`collector_hostname` as Host). Each span carries its own span id (pyproxy does not
-  implement `shared_span_context`, a documented deviation).
+  `collector_endpoint` (`collector_hostname` as Host), the node's `cluster` as `localEndpoint.serviceName` (as
+  Envoy). Each span carries its own span id (pyproxy does not implement `shared_span_context`, a documented
+  deviation; Istio sets it false anyway).
 Flush interval: Envoy's runtime `tracing.opentelemetry.flush_interval_ms` (default 5000 ms) is read from the
 environment variable `PYPROXY_TRACE_FLUSH_INTERVAL_MS` (pyproxy has no runtime layer). `close()` flushes.
 """
@@ -56,7 +57,7 @@ def zipkin_json(spans: Sequence[ReadableSpan], trace_id_128bit: bool) -> list[di
             "traceId": tid, "id": f"{ctx.span_id:016x}", "name": s.name,
             "timestamp": (s.start_time or 0) // 1000, "duration": max(1, ((s.end_time or 0) - (s.start_time or 0)) // 1000),
             "localEndpoint": {"serviceName": str(s.resource.attributes.get("service.name", ""))},
-            "tags": {k: str(v) for k, v in (s.attributes or {}).items()},
+            "tags": {k: str(v) for k, v in (s.attributes or {}).items() if str(v)},  # Envoy's Zipkin drops empty ones
         }
         if s.kind in kinds:
             item["kind"] = kinds[s.kind]
@@ -137,8 +138,9 @@ class SpanExporters:
     def __repr__(self) -> str:
         return f"SpanExporters({[k[:2] for k in self._providers]})"
 
-    def tracer_for(self, provider: model.TracingProvider, clusters: Any, where: str) -> Any:
-        """The SDK tracer for an HCM `tracing.provider`; TracingConfigError names what is unsupported."""
+    def tracer_for(self, provider: model.TracingProvider, clusters: Any, where: str, local_cluster: str = "") -> Any:
+        """The SDK tracer for an HCM `tracing.provider`; TracingConfigError names what is unsupported.
+        `local_cluster`: the node's `cluster`, which Envoy's Zipkin tracer reports as the local service name."""
         cfg = provider.typed_config
         if provider.name == OPENTELEMETRY or isinstance(cfg, model.OpenTelemetryConfig):
             if not isinstance(cfg, model.OpenTelemetryConfig) or cfg.http_service is None:
@@ -169,13 +171,14 @@ class SpanExporters:
                 raise TracingConfigError(f"{where}.provider.typed_config.collector_cluster: "
                                          f"unknown cluster {cfg.collector_cluster!r}")
             fallback = f"http://{cfg.collector_hostname or cfg.collector_cluster}{cfg.collector_endpoint}"
-            key = (ZIPKIN, cfg.collector_endpoint, cfg.collector_cluster, cfg.collector_hostname, cfg.trace_id_128bit)
+            key = (ZIPKIN, cfg.collector_endpoint, cfg.collector_cluster, cfg.collector_hostname, cfg.trace_id_128bit,
+                   local_cluster)
             if key not in self._providers:
                 zc = cfg
                 exporter = ClusterTargetExporter(
                     lambda url: ZipkinJsonExporter(url, zc.collector_hostname, 5.0, zc.trace_id_128bit),
                     lambda: cluster_url(self.clusters, zc.collector_cluster, fallback))
-                self._providers[key] = self._provider(exporter, cfg.collector_cluster)
+                self._providers[key] = self._provider(exporter, local_cluster)
             return self._providers[key].get_tracer("pyproxy")
         raise TracingConfigError(f"{where}.provider.name: tracer {provider.name!r} is not implemented by pyproxy "
                                  f"(supported: {OPENTELEMETRY}, {ZIPKIN})")

@@ -103,7 +103,7 @@ class HttpTracer:
                                  force_trace="x-envoy-force-trace" in h and h.get_first("x-envoy-internal") == "true")
         if new_rid is not None:
             h.set("x-request-id", new_rid)
-        parent = (tc.extract_b3(h) or tc.extract_w3c(h)) if self.b3 else tc.extract(h)
+        parent = tc.extract_b3(h) if self.b3 else tc.extract(h)  # Zipkin: B3 only (Envoy's USE_B3 default)
         name = self._operation(stream)
         if not reason.traced or (parent is not None and parent.sampled is False):
             self._propagate_unsampled(h, parent)

@@ -42,7 +42,7 @@ CASES = [
 
 
 def config(collector: int, upstream: int, random_pct: float, spawn: bool, max_path: int | None = None,
-           direction: str | None = None, decorator: bool = True) -> dict:
+           direction: str | None = None, decorator: bool = True, zipkin: bool = False) -> dict:
     tracing = {"random_sampling": {"value": random_pct}, "spawn_upstream_span": spawn,
                "custom_tags": [{"tag": "lit", "literal": {"value": "v"}},
                                {"tag": "hdr", "request_header": {"name": "x-h", "default_value": "dflt"}}],
@@ -52,6 +52,11 @@ def config(collector: int, upstream: int, random_pct: float, spawn: bool, max_pa
                                                  "cluster": "otel", "timeout": "2s"}}}}}
     if max_path is not None:
         tracing["max_path_tag_length"] = max_path
+    if zipkin:  # Istio's ZipkinConfig shape, posted to the same in-test collector (/api/v2/spans)
+        tracing["provider"] = {"name": "envoy.tracers.zipkin", "typed_config": {
+            "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig", "collector_cluster": "otel",
+            "collector_endpoint": "/api/v2/spans", "collector_endpoint_version": "HTTP_JSON",
+            "trace_id_128bit": True, "shared_span_context": False}}
     routes = [dict(route("/", "up"), decorator={"operation": "myop"}) if decorator else route("/", "up")]
     b = bootstrap([cluster("up", [upstream]), cluster("otel", [collector])], routes=routes,
                   hcm={"tracing": tracing})
@@ -59,7 +64,8 @@ def config(collector: int, upstream: int, random_pct: float, spawn: bool, max_pa
         b["static_resources"]["listeners"][0]["traffic_direction"] = direction
     b["node"] = NODE
     b["layered_runtime"] = {"layers": [{"name": "static", "static_layer": {
-        "tracing.opentelemetry.flush_interval_ms": 20, "tracing.opentelemetry.min_flush_spans": 1}}]}
+        "tracing.opentelemetry.flush_interval_ms": 20, "tracing.opentelemetry.min_flush_spans": 1,
+        "tracing.zipkin.flush_interval_ms": 20, "tracing.zipkin.min_flush_spans": 1}}]}
     return b
 
 
@@ -68,6 +74,9 @@ def observe(spans, before: int, up, incoming: dict) -> dict:
     probes = {s.trace_id for s in spans[before:] if s.attributes.get("guid:x-client-trace-id") == "probe"}
     mine = [s for s in spans[before:] if s.trace_id not in probes]
     tp = up.header("traceparent")
+    if tp is None:  # the Zipkin tracer sends B3
+        tp = "00-{}-{}-{}".format(up.header("x-b3-traceid"), up.header("x-b3-spanid"),
+                                  "01" if up.header("x-b3-sampled") == "1" else "00")
     version, trace_id, span_id, flags = tp.split("-")
     parent_in = incoming.get("traceparent", "").split("-")
     out = {
@@ -76,6 +85,7 @@ def observe(spans, before: int, up, incoming: dict) -> dict:
         "upstream tracestate": up.header("tracestate"),
         "request id reason": up.header("x-request-id")[14],
         "decorator header": up.header("x-envoy-decorator-operation"),
+        "b3 parent": up.header("x-b3-parentspanid") is not None,
         "spans": sorted((s.kind, s.name, s.service_name, bool(s.parent_span_id),
                          s.span_id == span_id, tuple(sorted(s.attributes)),
                          tuple((k, s.attributes.get(k)) for k in STABLE_TAGS)) for s in mine),
@@ -101,9 +111,10 @@ async def run_cases(port: int, collector: Collector, upstream: TestUpstream) -> 
 @pytest.mark.parametrize("random_pct,spawn,extra", [
     (0, False, {}), (100, False, {}), (100, True, {}), (100, False, {"max_path": 5}),
     (100, False, {"direction": "OUTBOUND"}), (100, False, {"decorator": False}),
-    (100, False, {"direction": "OUTBOUND", "decorator": False}),
+    (100, False, {"direction": "OUTBOUND", "decorator": False}), (100, False, {"zipkin": True}),
+    (0, False, {"zipkin": True}),
 ], ids=["random-0", "random-100", "random-100-spawn-upstream", "max-path-tag-length-5", "outbound",
-        "no-decorator", "outbound-no-decorator"])
+        "no-decorator", "outbound-no-decorator", "zipkin-100", "zipkin-0"])
 async def test_tracing_matches_envoy(tmp_path: pathlib.Path, monkeypatch, random_pct, spawn, extra):
     require_envoy()
     monkeypatch.setenv("PYPROXY_TRACE_FLUSH_INTERVAL_MS", "20")
@@ -121,4 +132,4 @@ async def test_tracing_matches_envoy(tmp_path: pathlib.Path, monkeypatch, random
         await upstream.close()
         await collector.close()
     for name, _ in CASES:
-        assert actual[name] == expected[name], f"case {name!r}: pyproxy differs from Envoy"
+        assert actual[name] == expected[name], f"case {name!r}: pyproxy differs from Envoy: {actual[name]} != {expected[name]}"
