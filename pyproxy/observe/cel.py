@@ -9,7 +9,8 @@ indexing `m['key']`. Attributes (Envoy's names): `response.code`,
 `response.code_details`, `response.size`, `response.headers`, `response.flags` (Envoy's bitmask),
 `request.method`, `request.path`, `request.url_path`, `request.host`, `request.scheme`, `request.protocol`,
 `request.id`, `request.useragent`, `request.size`, `request.headers`, `connection.mtls`,
-`connection.requested_server_name`, `source.address`, `destination.address`, `upstream.address`.
+`connection.requested_server_name`, `source.address`, `source.port`, `destination.address`,
+`destination.port`, `upstream.address`.
 Header maps are looked up case-insensitively (Envoy lowers the key). Anything else is a ConfigError naming the
 expression and the position, at config load. An evaluation error (a missing header read with `[]`, comparing a
 string with an int) makes the filter say "do not log", as Envoy's CEL filter does.
@@ -59,6 +60,14 @@ def _headers(h: Any) -> dict[str, str] | None:
     return {k.lower(): v for k, v in h.items()}
 
 
+def _port(address: str | None) -> int:
+    """The port of `ip:port` / `[v6]:port` (Envoy's source.port / destination.port are ints)."""
+    _, sep, port = (address or "").rpartition(":")
+    if not sep or not port.isdigit():
+        raise _EvalError("no port")
+    return int(port)
+
+
 def _tls_mtls(info: Any) -> bool:
     tls = info.downstream_tls
     return bool(tls is not None and tls.peer_presented)
@@ -83,7 +92,9 @@ ATTRIBUTES: dict[tuple[str, ...], Getter] = {
     ("connection", "mtls"): _tls_mtls,
     ("connection", "requested_server_name"): lambda i: i.requested_server_name or "",
     ("source", "address"): lambda i: i.downstream_remote_address or "",
+    ("source", "port"): lambda i: _port(i.downstream_remote_address),
     ("destination", "address"): lambda i: i.downstream_local_address or "",
+    ("destination", "port"): lambda i: _port(i.downstream_local_address),
     ("upstream", "address"): lambda i: i.upstream_host or "",
 }
 _MAPS = {("request", "headers"), ("response", "headers")}

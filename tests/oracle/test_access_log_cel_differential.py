@@ -26,6 +26,7 @@ EXPRESSIONS = [
     "!connection.mtls && response.code >= 500",
     "size(request.path) > 12",
     "response.code == '200'",
+    "destination.port > 1 && source.port > 1 && response.code == 404",
 ]
 REQUESTS = [("GET", "/status/200", []), ("GET", "/status/404", []), ("GET", "/status/503", []),
             ("POST", "/status/201", []), ("GET", "/status/200", [("x-debug", "on")]),
