@@ -80,7 +80,12 @@ def applies(entry: Mapping[str, Any], mode: str) -> bool:
 def telemetries(proxy: Proxy) -> list[Resource]:
     """The Telemetries for this proxy, least specific first: root namespace, namespace, workload selector."""
     root = proxy.mesh.config.root_namespace
-    found = proxy.mesh.policies_for("Telemetry", proxy.workload)
+    found = []
+    for tel in proxy.mesh.policies_for("Telemetry", proxy.workload):
+        if tel.spec.get("targetRef") or tel.spec.get("targetRefs"):  # Gateway API / waypoint binding
+            proxy.notes.add(tel, "spec.targetRef", "Telemetry bound by targetRef(s) is not translated (selector is)")
+            continue
+        found.append(tel)
     return sorted(found, key=lambda t: (t.namespace != root, bool((t.spec.get("selector") or {}).get("matchLabels"))))
 
 
@@ -201,6 +206,9 @@ def tracer_provider(proxy: Proxy, provider: Mapping[str, Any], service_name: str
                 "typed_config": {"@type": OTEL_CONFIG, "http_service": service, "service_name": service_name}}
     if "zipkin" in provider:
         z = provider["zipkin"] or {}
+        if z.get("traceContextOption") not in (None, "USE_B3"):
+            proxy.notes.add(None, "", f"meshConfig.extensionProviders {name!r}: zipkin.traceContextOption "
+                                      f"{z.get('traceContextOption')} is not translated (B3 only)")
         host, port = str(z.get("service", "")), int(z.get("port") or 0)
         cluster = _service_cluster(proxy, host, port, name, "zipkin.service")
         if cluster is None:

@@ -221,3 +221,10 @@ def test_an_access_log_filter_the_proxy_would_refuse_is_left_out_with_a_note():
                    "istio-system"))
     assert "access_log" not in hcms(r, "0.0.0.0_15001")[0]
     assert any("filter 'response.code >' is not an expression the proxy evaluates" in n for n in r.notes)
+
+
+def test_target_ref_telemetry_is_noted_not_applied_namespace_wide():
+    r = render(tel("gw", "targetRef: {kind: Gateway, group: gateway.networking.k8s.io, name: gw}\n"
+                         "tracing: [{providers: [{name: otel}]}]\n"))
+    assert sampling(r, "0.0.0.0_15001") is None
+    assert any("targetRef(s) is not translated" in n for n in r.notes)
