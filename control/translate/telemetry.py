@@ -411,7 +411,8 @@ def stats_config(proxy: Proxy, direction: str) -> tuple[bool, list[dict]]:
                             compile_value(value)
                         except CelError as e:
                             proxy.notes.add(tel, f"{path}.tagOverrides.{tag}.value",
-                                            f"{value!r} is not an expression pyproxy evaluates ({e}); tag left out")
+                                            f"{value!r} is not an expression pyproxy evaluates "
+                                            f"({str(e).split(' (supported')[0]}); tag left out")
                             continue
                         o.dimensions[tag] = value
                         if tag in o.remove:
