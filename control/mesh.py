@@ -111,6 +111,8 @@ class MeshConfig:
     access_log_format: str = ""  # "" = Istio's default format
     enable_tracing: bool = True
     default_providers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # tracing/metrics/accessLogging
+    extension_providers: tuple[Mapping[str, Any], ...] = ()  # meshConfig.extensionProviders, as written
+    default_config: Mapping[str, Any] = field(default_factory=dict)  # meshConfig.defaultConfig (ProxyConfig)
     source: str = "defaults (pkg/config/mesh/mesh.go)"
 
     @classmethod
@@ -136,6 +138,8 @@ class MeshConfig:
                 enable_tracing=bool(mc.get("enableTracing", True)),
                 default_providers=MappingProxyType({str(k): tuple(str(p) for p in v or ())
                                                    for k, v in (mc.get("defaultProviders") or {}).items()}),
+                extension_providers=tuple(p for p in mc.get("extensionProviders") or () if isinstance(p, Mapping)),
+                default_config=mc.get("defaultConfig") or MappingProxyType({}),
                 source=f"{res.key} ({res.source})",
             )
         return cls()

@@ -42,6 +42,7 @@ from .tls.transport_socket import SSL_STATS, TlsContextProvider, tls_context_of
 from .runtime.offload import Offload, freeze_after_swap, sole_reference
 from .tcp.proxy import TcpProxyRuntime
 from .tcp.rbac import NetworkRbacConfig
+from .tracing import SpanExporters, TracingConfigError, build_http_tracer
 from .upstream.cluster_manager import ClusterManager
 
 log = logging.getLogger("pyproxy.server")
@@ -51,6 +52,9 @@ log = logging.getLogger("pyproxy.server")
 # ordinary drop takes a few milliseconds at most.
 LARGE_ROUTE_TABLE_VIRTUAL_HOSTS = 1000
 RELEASE_RETRY_S = 1.0  # how often to look again at a replaced snapshot that an in-flight stream still uses
+
+
+PRE_TCP_FILTERS = frozenset({"envoy.filters.network.rbac", "istio.stats", "envoy.filters.network.sni_cluster"})
 
 
 class ConfigRejected(Exception):
@@ -110,7 +114,7 @@ class HcmRuntime:
     def __init__(self, config: model.HttpConnectionManager, clusters: ClusterManager, stats: Stats,
                  rng: random.Random, route_config: model.RouteConfiguration | None = None,
                  access_logs: AccessLogManager | None = None, routes: CompiledRoutes | None = None,
-                 node: Any = None, traffic_direction: str = "UNSPECIFIED"):
+                 node: Any = None, traffic_direction: str = "UNSPECIFIED", tracers: SpanExporters | None = None):
         self.config = config
         self.node = node  # the proxy's Envoy node (bootstrap `node` or the xDS node dict): istio.stats reads it
         self.traffic_direction = traffic_direction  # of the listener this HCM serves (istio.stats' reporter)
@@ -123,6 +127,11 @@ class HcmRuntime:
         self.route_table = routes.route_table
         self.direct_bodies = routes.direct_bodies
         self.access_loggers = build_access_loggers(config.access_log, manager=access_logs)
+        try:
+            self.tracer = build_http_tracer(config.tracing, tracers, clusters, node,
+                                            egress=traffic_direction == "OUTBOUND")
+        except TracingConfigError as e:
+            raise ConfigRejected(str(e)) from None
         self.header_limit = config.header_limit_bytes
         self.max_headers = config.max_headers_count
         h1 = config.http_protocol_options
@@ -353,18 +362,18 @@ def validate_snapshot(listeners: Iterable[model.Listener], clusters: Iterable[mo
             hcm = chain.http_connection_manager
             tcp = chain.tcp_proxy
             names = [f.name for f in chain.filters] or ["none"]
-            # before a tcp_proxy: network RBAC filters, then optionally sni_cluster (Envoy runs them in order)
+            # before a tcp_proxy: network RBAC filters, Istio's `istio.stats` (TCP metrics), an sni_cluster (run in
+            # the config's order, as Envoy does); nothing else may come before the terminal filter
             pre = names[:-1]
-            rbac_count = len(chain.network_rbac)
-            allowed_pre = ["envoy.filters.network.rbac"] * rbac_count + (
-                ["envoy.filters.network.sni_cluster"] if chain.sni_cluster else [])
+            pre_ok = all(n in PRE_TCP_FILTERS for n in pre) and pre.count("envoy.filters.network.sni_cluster") <= 1
             if (hcm is None) == (tcp is None) or names[-1] not in (
                     "envoy.filters.network.http_connection_manager", "envoy.filters.network.tcp_proxy") \
-                    or pre != allowed_pre or (pre and hcm is not None):
+                    or not pre_ok or (pre and hcm is not None):
                 raise ConfigRejected(f"listener {key!r} {ckey}: a filter chain needs exactly one network filter, "
                                      "envoy.filters.network.http_connection_manager or "
                                      "envoy.filters.network.tcp_proxy (the latter may follow "
-                                     "envoy.filters.network.rbac filters and an envoy.filters.network.sni_cluster), "
+                                     "envoy.filters.network.rbac filters, istio.stats and an "
+                                     "envoy.filters.network.sni_cluster), "
                                      f"got {', '.join(names)}")
             if tcp is not None:
                 continue
@@ -409,6 +418,7 @@ class ProxyServer:
         self.started = time.time()
         self._lock = asyncio.Lock()
         self.access_logs: AccessLogManager | None = None
+        self.span_exporters: SpanExporters | None = None  # trace export pipelines (pyproxy.tracing.export)
         self.offload = Offload()  # where route tables are compiled and old ones freed (a worker thread)
         self._retired: list[HcmRuntime] = []  # replaced snapshots with a large route table, freed gradually
         self._release_timer: asyncio.TimerHandle | None = None
@@ -450,6 +460,8 @@ class ProxyServer:
         loop = asyncio.get_running_loop()
         if self.access_logs is None:
             self.access_logs = AccessLogManager(scheduler=loop.call_later)
+        if self.span_exporters is None:
+            self.span_exporters = SpanExporters()
         try:
             new_clusters = ClusterManager(clusters, self.stats, self.rng, previous=self.clusters,
                                           endpoints=endpoints, secrets=self.secrets)
@@ -470,7 +482,9 @@ class ProxyServer:
                     try:
                         tcp = TcpProxyRuntime(chain.tcp_proxy, new_clusters, self.stats, self.rng,
                                               access_logs=self.access_logs, sni_cluster=chain.sni_cluster,
-                                              rbac=tuple(NetworkRbacConfig(r, self.stats) for r in chain.network_rbac))
+                                              rbac=tuple(NetworkRbacConfig(r, self.stats) for r in chain.network_rbac),
+                                              network_filters=chain.filters, node=self.node,
+                                              traffic_direction=lis.traffic_direction)
                         tc = tls_context_of(chain.transport_socket)
                         tls = TlsContextProvider(tc, self.secrets, f"listener {key!r} {ckey}.transport_socket") \
                             if tc is not None else None
@@ -488,7 +502,7 @@ class ProxyServer:
                         serving[id(rc)] = compiled
                     hcm = HcmRuntime(hcm_cfg, new_clusters, self.stats, self.rng,
                                      access_logs=self.access_logs, routes=compiled, node=self.node,
-                                     traffic_direction=lis.traffic_direction)
+                                     traffic_direction=lis.traffic_direction, tracers=self.span_exporters)
                     tc = tls_context_of(chain.transport_socket)
                     tls = TlsContextProvider(tc, self.secrets, f"listener {key!r} {ckey}.transport_socket") \
                         if tc is not None else None
@@ -533,6 +547,7 @@ class ProxyServer:
         removed = [rt for key, rt in self.listeners.items() if new_listeners.get(key) is not rt]
         self.listeners = new_listeners
         self.clusters = new_clusters
+        self.span_exporters.clusters = new_clusters  # span export posts to hosts of the clusters now serving
         self.listener_configs = listeners
         self.cluster_configs = clusters
         self.route_configs = routes
@@ -614,6 +629,9 @@ class ProxyServer:
             self.clusters.close()
         if self.access_logs is not None:
             self.access_logs.close()
+        if self.span_exporters is not None:  # flush queued spans; the posts block, so not on the loop
+            exporters, self.span_exporters = self.span_exporters, None
+            await asyncio.to_thread(exporters.close)
 
     def collect_stats(self) -> Stats:
         """Bring counts kept by pure modules (outlier detection, circuit breakers) into `self.stats`."""

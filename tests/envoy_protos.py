@@ -29,6 +29,9 @@ _MODULES = [
     "envoy.extensions.filters.http.jwt_authn.v3.config_pb2",
     "envoy.extensions.access_loggers.file.v3.file_pb2",
     "envoy.extensions.access_loggers.stream.v3.stream_pb2",
+    "envoy.extensions.access_loggers.filters.cel.v3.cel_pb2",  # Telemetry accessLogging filter.expression
+    "envoy.config.trace.v3.opentelemetry_pb2",  # HCM tracing providers
+    "envoy.config.trace.v3.zipkin_pb2",
     "envoy.extensions.upstreams.http.v3.http_protocol_options_pb2",
     "envoy.extensions.retry.host.previous_hosts.v3.previous_hosts_pb2",
     "envoy.extensions.retry.priority.previous_priorities.v3.previous_priorities_config_pb2",

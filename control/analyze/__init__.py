@@ -21,6 +21,7 @@ from control.analyze import (
     ineffective_policy,
     ingress_route_rules_not_affected,
     invalid_gateway_credential,
+    invalid_telemetry_provider,
     jwt_claim_based_routing,
     merged_destination_rule_ignored,
     no_matching_workloads_found,
@@ -64,6 +65,7 @@ ANALYZERS = (
     virtual_service_destination_port_selector_required,
     ingress_route_rules_not_affected,
     referenced_internal_gateway,
+    invalid_telemetry_provider,
 )
 
 

@@ -57,6 +57,8 @@ CONFLICTING_MESH_GATEWAY_VS_HOSTS = _m(
     "undefined behavior. This can be fixed by merging the conflicting VirtualServices into a single resource.")
 NO_MATCHING_WORKLOADS_FOUND = _m("IST0127", "NoMatchingWorkloadsFound", Level.WARNING,
                                  "No matching workloads for this resource with the following labels: {0}")
+INVALID_TELEMETRY_PROVIDER = _m("IST0157", "InvalidTelemetryProvider", Level.WARNING,
+                                "The Telemetry {0} in namespace {1!q} with empty providers will be ignored.")
 NO_SERVER_CERT_VERIFICATION_DESTINATION = _m(
     "IST0128", "NoServerCertificateVerificationDestinationLevel", Level.WARNING,
     "DestinationRule {0} in namespace {1} has TLS mode set to {2} but no caCertificates are set to validate "
@@ -182,7 +184,7 @@ CATALOGUE: dict[str, MessageType] = {
         ENVOY_FILTER_REPLACE_INCORRECTLY, ENVOY_FILTER_ADD_INCORRECTLY, ENVOY_FILTER_REMOVE_INCORRECTLY,
         ENVOY_FILTER_RELATIVE_WITH_PROXY_VERSION, JWT_CLAIM_ROUTING_WITHOUT_REQUEST_AUTHN,
         CONFLICTING_SIDECAR_SELECTORS, MULTIPLE_SIDECARS_NO_SELECTOR, CONFLICTING_TELEMETRY_SELECTORS,
-        MULTIPLE_TELEMETRIES_NO_SELECTOR, INEFFECTIVE_POLICY,
+        MULTIPLE_TELEMETRIES_NO_SELECTOR, INEFFECTIVE_POLICY, INVALID_TELEMETRY_PROVIDER,
         PORT_NAME_NOT_UNDER_NAMING_CONVENTION, SERVICE_ENTRY_ADDRESSES_REQUIRED, EXTERNAL_NAME_INVALID_PORT_NAME,
         GATEWAY_PORT_NOT_ON_SERVICE,
         VS_DESTINATION_PORT_SELECTOR_REQUIRED, INGRESS_ROUTE_RULES_NOT_AFFECTED, REFERENCED_INTERNAL_GATEWAY,

@@ -30,7 +30,8 @@ Settings istiod puts on every sidecar HCM: `use_remote_address` false (gateways:
 istio-envoy`. HTTP filters: inbound jwt_authn from RequestAuthentication (request_authn.py), RBAC from
 AuthorizationPolicy (authz.py), security contributors,
 envoy.filters.http.fault, envoy.filters.http.cors, stats / rate-limit contributors, `istio.stats` (Istio's standard
-metrics, `istio_stats_filter`), envoy.filters.http.router.
+metrics, `istio_stats_filter`), envoy.filters.http.router. `tracing` and `access_log` from the Telemetry API
+(telemetry.py).
 
 Gateway (istiod gateway.go): one listener `0.0.0.0_<port>` per server port. Plain HTTP servers share one chain
 with RDS `http.<port>`; each terminating HTTPS server (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL) gets a chain
@@ -52,7 +53,7 @@ from typing import Any, Mapping
 
 from control.istio.resources import Resource
 from control.registry.model import Protocol
-from control.translate import authn, authz, credentials, request_authn
+from control.translate import authn, authz, credentials, request_authn, telemetry
 from control.translate import tcp as l4
 from control.translate.clusters import InboundPort, inbound_ports
 from control.translate.common import (ADS, CORS, DOWNSTREAM_TLS, FAULT, HCM, INBOUND_PORT, LISTENER, OUTBOUND_PORT,
@@ -66,13 +67,21 @@ TLS_INSPECTOR_FILTER = {"name": "envoy.filters.listener.tls_inspector", "typed_c
 TERMINATING_TLS = ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL")
 
 
-def istio_stats_filter(direction: str) -> dict:
+def istio_stats_filter(direction: str, metrics: list[dict] | None = None) -> dict:
     """Istio's stats filter as istiod names it (`istio.stats`, `stats.PluginConfig`, just before the router). The
     reporter is not in the config: the proxy derives it from the listener's `traffic_direction` (INBOUND ->
     destination; sidecar outbound and gateways, OUTBOUND -> source), as istio-proxy does. The config travels
-    as a TypedStruct, which Envoy's protos parse (istiod sends the `stats.PluginConfig` Any itself)."""
+    as a TypedStruct, which Envoy's protos parse (istiod sends the `stats.PluginConfig` Any itself). `metrics`:
+    the Telemetry API's overrides (control/translate/telemetry.py `stats_config`)."""
     return {"name": "istio.stats", "typed_config": {"@type": TYPED_STRUCT, "type_url": STATS_PLUGIN_CONFIG,
-                                                   "value": {}}}
+                                                   "value": {"metrics": metrics} if metrics else {}}}
+
+
+def tcp_stats(proxy: Proxy, direction: str, filters: list[dict]) -> list[dict]:
+    """Istio's TCP metrics: the `istio.stats` network filter before the tcp_proxy (sidecars; same config shape as
+    the HTTP one), unless a Telemetry disables ALL_METRICS on this side."""
+    stats_on, _ = telemetry.stats_config(proxy, direction)
+    return [istio_stats_filter(direction), *filters] if stats_on else filters
 
 
 def http_filters(proxy: Proxy, direction: str) -> list[dict]:
@@ -85,7 +94,9 @@ def http_filters(proxy: Proxy, direction: str) -> list[dict]:
     out.append({"name": "envoy.filters.http.cors", "typed_config": {"@type": CORS}})
     for contribute in ext.http_filters_before_router:
         out += contribute(proxy, direction)
-    out.append(istio_stats_filter(direction))
+    stats_on, metrics = telemetry.stats_config(proxy, direction)  # Telemetry metrics overrides
+    if stats_on:  # a Telemetry disabling ALL_METRICS drops the stats filter
+        out.append(istio_stats_filter(direction, metrics))
     out.append({"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}})
     return out
 
@@ -104,6 +115,12 @@ def http_connection_manager(proxy: Proxy, direction: str, stat_prefix: str, rout
     else:
         hcm["rds"] = {"route_config_name": route_name, "config_source": dict(ADS)}
     hcm["http_filters"] = http_filters(proxy, direction)
+    access_logs = telemetry.hcm_access_logs(proxy, direction)  # Telemetry accessLogging / meshConfig.accessLogFile
+    if access_logs:
+        hcm["access_log"] = access_logs
+    tracing = telemetry.hcm_tracing(proxy, direction)  # Telemetry tracing + meshConfig.extensionProviders
+    if tracing is not None:
+        hcm["tracing"] = tracing
     hcm["use_remote_address"] = direction == "gateway"
     if direction != "outbound":
         hcm["server_name"] = "istio-envoy"
@@ -138,7 +155,7 @@ def _l4_port_chains(proxy: Proxy, specs: Mapping[str, Any], port: int, svc: Any,
         chains = l4.sidecar_tls_chains(proxy, specs, port, svc.hostname)
     if chains is None:
         chains = l4.sidecar_tcp_chains(proxy, specs, port, svc.hostname) or [{"filters": [l4.tcp_proxy(proxy, default)]}]
-    return chains
+    return [{**c, "filters": tcp_stats(proxy, "outbound", c["filters"])} for c in chains]  # Istio's TCP metrics
 
 
 def _l4_listener(name: str, port: int, chains: list[dict], **extra: Any) -> dict:
@@ -253,7 +270,8 @@ def inbound_filter_chains(proxy: Proxy, ip: InboundPort) -> list[dict]:
         rc = inbound_route_configuration(proxy, ip)
         filters = [http_connection_manager(proxy, "inbound", stat, rc["name"], {rc["name"]: rc}, inline=True)]
     else:
-        filters = [*authz.network_filters(proxy, ip.port), l4.tcp_proxy(proxy, ip.cluster)]
+        filters = [*authz.network_filters(proxy, ip.port),
+                   *tcp_stats(proxy, "inbound", [l4.tcp_proxy(proxy, ip.cluster)])]
     chains = []
     for match, terminates in inbound_chain_options(authn.effective_mtls(proxy.mesh, proxy.workload, ip.port), http):
         chain: dict = {"filter_chain_match": {"destination_port": ip.port, **match}, "filters": filters}
@@ -414,7 +432,8 @@ def gateway_listeners(proxy: Proxy, servers: Mapping[int, list], routes: Mapping
                 continue
             if kind is not None:
                 build = l4.gateway_passthrough_chains if kind == "passthrough" else l4.gateway_tcp_chains
-                found = build(proxy, specs or {}, port, gw, server)
+                found = [{**c, "filters": tcp_stats(proxy, "gateway", c["filters"])}
+                         for c in build(proxy, specs or {}, port, gw, server)]
                 if not found:
                     proxy.notes.add(gw, f"spec.servers[{index}]", f"no VirtualService {'tls' if kind == 'passthrough' else 'tcp'} "
                                                                   "route is bound to this server: no filter chain")

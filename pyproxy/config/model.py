@@ -178,9 +178,33 @@ class StderrAccessLog:
     log_format: SubstitutionFormatString | None = None
 
 
+@typed("envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter")
+@frozen
+class ExpressionFilter:
+    """`envoy.access_loggers.extension_filters.cel`: log only when the CEL expression is true (pyproxy evaluates
+    the subset in pyproxy/observe/cel.py; istiod emits this for a Telemetry `accessLogging[].filter`)."""
+
+    expression: str = fld(required=True)
+
+
+@frozen
+class ExtensionFilter:
+    name: str = ""
+    typed_config: Any = any_config(required=True)
+
+
+@frozen
+class AccessLogFilter:
+    """envoy.config.accesslog.v3.AccessLogFilter; only `extension_filter` (CEL) is implemented, any other kind
+    is refused by name by the decoder."""
+
+    extension_filter: ExtensionFilter | None = None
+
+
 @frozen
 class AccessLog:
     name: str = ""
+    filter: AccessLogFilter | None = None
     typed_config: Any = any_config(required=True)
 
 
@@ -523,6 +547,101 @@ class SetCurrentClientCertDetails:
     uri: bool = False
 
 
+# ---------------------------------------------------------------- tracing (HCM `tracing`, envoy.config.trace.v3)
+
+
+@frozen
+class HttpUri:
+    """envoy.config.core.v3.HttpUri: where a tracer posts spans (`cluster` names the collector's cluster)."""
+
+    uri: str = fld(required=True)
+    cluster: str = ""
+    timeout: float | None = duration(required=True)
+
+
+@frozen
+class HttpService:
+    """envoy.config.core.v3.HttpService: OTLP/HTTP export target of the OpenTelemetry tracer."""
+
+    http_uri: HttpUri | None = fld(required=True)
+    request_headers_to_add: tuple[HeaderValueOption, ...] = ()
+
+
+@typed("envoy.config.trace.v3.OpenTelemetryConfig")
+@frozen
+class OpenTelemetryConfig:
+    """`envoy.tracers.opentelemetry`. Only `http_service` (OTLP/HTTP protobuf) is implemented: a
+    `grpc_service` is refused by name rather than ignored."""
+
+    http_service: HttpService | None = None
+    service_name: str = ""
+    max_cache_size: int | None = wrapped()
+
+
+@typed("envoy.config.trace.v3.ZipkinConfig")
+@frozen
+class ZipkinConfig:
+    """`envoy.tracers.zipkin`: Zipkin JSON v2 (`HTTP_JSON`) posted to `collector_cluster` + `collector_endpoint`."""
+
+    collector_cluster: str = fld(required=True)
+    collector_endpoint: str = fld(required=True)
+    trace_id_128bit: bool = False
+    shared_span_context: bool | None = wrapped()
+    collector_endpoint_version: str = enum("DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE", "HTTP_JSON", "HTTP_PROTO", "GRPC")
+    collector_hostname: str = ""
+    split_spans_for_request: bool = False
+
+
+@frozen
+class TracingProvider:
+    """envoy.config.trace.v3.Tracing.Http: the tracer's extension name and its typed config."""
+
+    name: str = fld(required=True)
+    typed_config: Any = any_config()
+
+
+@frozen
+class CustomTagLiteral:
+    value: str = fld(required=True)
+
+
+@frozen
+class CustomTagEnvironment:
+    name: str = fld(required=True)
+    default_value: str = ""
+
+
+@frozen
+class CustomTagHeader:
+    name: str = fld(required=True)
+    default_value: str = ""
+
+
+@frozen
+class CustomTag:
+    """envoy.type.tracing.v3.CustomTag: a span tag from a literal, an environment variable or a request header."""
+
+    tag: str = fld(required=True)
+    literal: CustomTagLiteral | None = None
+    environment: CustomTagEnvironment | None = None
+    request_header: CustomTagHeader | None = None
+    REQUIRED_ONEOFS = (("literal", "environment", "request_header"),)
+
+
+@frozen
+class HcmTracing:
+    """HttpConnectionManager.Tracing. Sampling percentages default to 100 % (Envoy); Istio sends its own."""
+
+    client_sampling: Percent | None = None
+    random_sampling: Percent | None = None
+    overall_sampling: Percent | None = None
+    verbose: bool = False
+    max_path_tag_length: int | None = wrapped()  # default 256
+    custom_tags: tuple[CustomTag, ...] = ()
+    provider: TracingProvider | None = None
+    spawn_upstream_span: bool | None = wrapped()
+
+
 @typed("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager")
 @frozen
 class HttpConnectionManager:
@@ -534,6 +653,7 @@ class HttpConnectionManager:
     rds: Rds | None = None
     http_filters: tuple[HttpFilter, ...] = ()
     access_log: tuple[AccessLog, ...] = ()
+    tracing: HcmTracing | None = None
     common_http_protocol_options: CommonHttpProtocolOptions | None = None
     http_protocol_options: HttpProtocolOptions | None = None
     max_request_headers_kb: int | None = wrapped()  # default 60, max 8192

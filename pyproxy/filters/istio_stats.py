@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any, Mapping
 from cryptography import x509
 
 from ..config.model import TypedStruct
-from ..observe.istio_metrics import (PEER_METADATA_HEADER, PEER_METADATA_ID_HEADER, UNKNOWN, IstioMetrics,
-                                     PeerMetadata)
+from ..observe.cel import CelError, compile_value
+from ..observe.istio_metrics import (HTTP_METRICS, LABELS, PEER_METADATA_HEADER, PEER_METADATA_ID_HEADER, UNKNOWN,
+                                     IstioMetrics, PeerMetadata)
 from ..observe.stream_info import response_flags_short
 from ..tls.session import certificate_sans
 from .base import FilterFactory, FilterStatus, HttpFilter
@@ -36,7 +37,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 NAME = "istio.stats"
 PLUGIN_CONFIG = "type.googleapis.com/stats.PluginConfig"
-SUPPORTED_FIELDS = frozenset({"reporter", "disable_host_header_fallback"})
+SUPPORTED_FIELDS = frozenset({"reporter", "disable_host_header_fallback", "metrics"})
+METRIC_FIELDS = frozenset({"name", "dimensions", "tags_to_remove", "drop"})
 NO_PEER = PeerMetadata()
 EXTENSION_KEY = "istio"
 
@@ -95,6 +97,50 @@ def request_labels(*, reporter: str, source: PeerMetadata, destination: PeerMeta
     )
 
 
+MetricShape = tuple[tuple[str, ...], tuple[Any, ...]]  # label names, and per label a LABELS index or a getter
+
+
+def metric_shapes(entries: Any) -> dict[str, MetricShape | None] | None:
+    """stats.PluginConfig `metrics` -> per HTTP metric its label shape (None: dropped); None when nothing is
+    overridden. Istio's semantics (proxy extensions/stats config.proto): entries apply in order; an empty `name`
+    means every metric; `tags_to_remove` removes standard or added tags; `dimensions` set a tag to a CEL
+    expression, replacing a standard one in place or adding a new one at the end; `drop` stops the metric."""
+    if not entries:
+        return None
+    if not isinstance(entries, (list, tuple)):
+        raise ValueError(f"HTTP filter {NAME!r}: stats.PluginConfig.metrics must be a list")
+    shapes: dict[str, list[tuple[str, Any]] | None] = {m: [(n, i) for i, n in enumerate(LABELS)] for m in HTTP_METRICS}
+    for k, entry in enumerate(entries):
+        where = f"HTTP filter {NAME!r}: stats.PluginConfig.metrics[{k}]"
+        if not isinstance(entry, Mapping) or set(entry) - METRIC_FIELDS:
+            raise ValueError(f"{where}: supported fields are {sorted(METRIC_FIELDS)}")
+        name = str(entry.get("name") or "")
+        if name and name not in HTTP_METRICS:
+            raise ValueError(f"{where}.name: {name!r} is not an HTTP metric pyproxy reports ({sorted(HTTP_METRICS)})")
+        for metric in [name] if name else list(HTTP_METRICS):
+            shape = shapes[metric]
+            if shape is None:
+                continue
+            if entry.get("drop"):
+                shapes[metric] = None
+                continue
+            removed = {str(t) for t in entry.get("tags_to_remove") or ()}
+            shape = [(n, g) for n, g in shape if n not in removed]
+            for tag, expr in (entry.get("dimensions") or {}).items():
+                try:
+                    getter = compile_value(str(expr))
+                except CelError as e:
+                    raise ValueError(f"{where}.dimensions.{tag}: {expr!r}: {e}") from None
+                at = next((j for j, (n, _) in enumerate(shape) if n == tag), None)
+                if at is None:
+                    shape.append((str(tag), getter))
+                else:
+                    shape[at] = (str(tag), getter)
+            shapes[metric] = shape
+    return {m: (tuple(n for n, _ in sh), tuple(g for _, g in sh)) if sh is not None else None
+            for m, sh in shapes.items()}
+
+
 class IstioStatsFilterConfig:
     """Parsed once per snapshot: the reporter override, the store (kept by the `Stats` store, so it survives
     config swaps), and small caches keyed by identity (local side, cluster services, upstream certificates)."""
@@ -117,6 +163,7 @@ class IstioStatsFilterConfig:
             raise ValueError(f"HTTP filter {NAME!r}: reporter {reporter!r}, expected UNSPECIFIED or SERVER_GATEWAY")
         self.waypoint = reporter == "SERVER_GATEWAY"
         self.host_fallback = not value.get("disable_host_header_fallback", False)
+        self.shapes = metric_shapes(value.get("metrics"))  # Telemetry tagOverrides / disabled metrics
         store = getattr(stats, "store", stats)
         self.metrics: IstioMetrics = store.extension(EXTENSION_KEY, IstioMetrics)
         self._local_key: tuple[int, str] | None = None
@@ -271,7 +318,16 @@ class IstioStatsFilter(HttpFilter):
         response_bytes = info.bytes_sent
         if info.response_code:
             response_bytes += header_bytes(info.response_headers) + len(":status") + 3
-        config.metrics.record(labels, duration_ms, request_bytes, response_bytes)
+        if config.shapes is None:
+            config.metrics.record(labels, duration_ms, request_bytes, response_bytes)
+            return
+        amounts = {"requests_total": 1, "request_duration_milliseconds": duration_ms,
+                   "request_bytes": request_bytes, "response_bytes": response_bytes}
+        for metric, shape in config.shapes.items():
+            if shape is not None:
+                names, getters = shape
+                values = tuple(labels[g] if type(g) is int else g(info) for g in getters)
+                config.metrics.record_one(metric, names, values, amounts[metric])
 
 
 def _host_of(authority: str) -> str:
@@ -292,3 +348,80 @@ def _with_namespace(peer: PeerMetadata, namespace: str) -> PeerMetadata:
 def build_factory(typed_config: Any, stats: Any, rng: Any) -> FilterFactory:
     config = IstioStatsFilterConfig(typed_config, stats)
     return lambda: IstioStatsFilter(config)
+
+
+# --------------------------------------------------------------------------- TCP (the `istio.stats` network filter)
+
+_TCP_INDEXES = tuple(i for i, n in enumerate(LABELS) if n not in ("response_code", "grpc_response_status"))
+
+
+def tcp_labels(*, reporter: str, source: PeerMetadata, destination: PeerMetadata, source_principal: str,
+               destination_principal: str, service: tuple[str, str, str], flags: int, security: str) -> tuple[str, ...]:
+    """The TCP label tuple in `istio_metrics.TCP_LABELS` order: the HTTP one, request_protocol `tcp`, without
+    response_code and grpc_response_status."""
+    full = request_labels(reporter=reporter, source=source, destination=destination,
+                          source_principal=source_principal, destination_principal=destination_principal,
+                          service=service, protocol="tcp", response_code=0, grpc_status="", flags=flags,
+                          security=security)
+    return tuple(full[i] for i in _TCP_INDEXES)
+
+
+def peer_from_endpoint(metadata: Any) -> PeerMetadata | None:
+    """The upstream workload from its endpoint's `istio.workload` metadata (`name;ns;canonical;revision;cluster`,
+    what istiod puts on EDS endpoints): how Istio's client side names a TCP peer without a header exchange."""
+    md = (metadata or {}).get("filter_metadata", metadata or {}) if isinstance(metadata, Mapping) else {}
+    value = ((md.get("istio") or {}) if isinstance(md, Mapping) else {}).get("workload")
+    if not isinstance(value, str) or value.count(";") != 4:
+        return None
+    name, ns, canonical, revision, cluster = value.split(";")
+    return PeerMetadata(workload=name or UNKNOWN, namespace=ns or UNKNOWN, app=canonical or UNKNOWN,
+                        version=revision or UNKNOWN, canonical_service=canonical or UNKNOWN,
+                        canonical_revision=revision or "latest", cluster=cluster or UNKNOWN)
+
+
+class IstioTcpStats:
+    """`istio.stats` in front of a tcp_proxy (Istio puts it there for TCP chains): istio_tcp_connections_opened /
+    closed and istio_tcp_sent / received_bytes. Opened is counted when the upstream connection is up (or at
+    close for a connection that never got one); bytes and closed when the connection ends. Deviation: Istio
+    also reports open connections' bytes every 15 s (`tcp_reporting_duration`); pyproxy reports at close."""
+
+    def __init__(self, typed_config: Any, stats: Any, runtime: Any):
+        self.config = IstioStatsFilterConfig(typed_config, stats)
+        self.runtime = runtime  # has .node, .traffic_direction, .clusters (what local_for / service_of read)
+
+    def labels(self, session: Any) -> tuple[str, ...]:
+        config, info = self.config, session.info
+        local = config.local_for(self.runtime)
+        service = config.service_of(self.runtime, info.upstream_cluster) or (UNKNOWN, UNKNOWN, UNKNOWN)
+        tls = info.downstream_tls
+        if local.reporter == "source":
+            up = session.upstream
+            peer = peer_from_endpoint(getattr(getattr(up, "host", None), "metadata", None)) if up else None
+            transport = getattr(up, "transport", None) if up is not None else None
+            ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+            der = ssl_object.getpeercert(True) if ssl_object is not None else None
+            return tcp_labels(reporter="source", source=local.peer, destination=peer or NO_PEER,
+                              source_principal=UNKNOWN, destination_principal=config.principal_of(der) if der else
+                              UNKNOWN, service=service, flags=info.response_flags, security=UNKNOWN)
+        mtls = tls is not None and tls.peer_presented and bool(tls.local_uri_sans)
+        source_principal = _first_uri(tls.peer_uri_sans) if tls is not None else UNKNOWN
+        source = NO_PEER
+        ns = _ns_from_principal(source_principal)
+        if ns is not None:
+            source = _with_namespace(source, ns)
+        return tcp_labels(reporter=local.reporter, source=source, destination=local.peer,
+                          source_principal=source_principal,
+                          destination_principal=_first_uri(tls.local_uri_sans) if tls is not None else UNKNOWN,
+                          service=service, flags=info.response_flags, security="mutual_tls" if mtls else "none")
+
+    def opened(self, session: Any) -> tuple[str, ...]:
+        labels = self.labels(session)
+        self.config.metrics.record_tcp(labels, opened=1)
+        return labels
+
+    def closed(self, session: Any, opened_labels: tuple[str, ...] | None) -> None:
+        info = session.info
+        labels = self.labels(session)
+        if opened_labels is None:
+            self.config.metrics.record_tcp(labels, opened=1)
+        self.config.metrics.record_tcp(labels, closed=1, sent=info.bytes_sent, received=info.bytes_received)

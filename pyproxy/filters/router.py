@@ -102,6 +102,8 @@ class RouterFilter:
             stream.send_local_reply(local_reply.NO_CLUSTER, status=code)
             return
         self.cluster = cluster
+        if stream.span is not None:
+            stream.span.on_upstream(stream, name)  # spawn_upstream_span: the upstream span starts here
         # header mutations: route, then virtual host, then route configuration (Envoy's default order)
         m.apply_request_headers(headers, stream.cluster_weight)
         path = stream.path

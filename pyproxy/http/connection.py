@@ -75,7 +75,7 @@ class ActiveStream:
         "request_complete", "pending_body", "router", "response_started", "response_chunked",
         "response_complete", "head_request", "expect_continue", "trailer_count", "request_chunked",
         "pending_error", "pending_headers", "route_match", "cluster_name", "cluster_weight", "filters",
-        "filter_index", "upgrade",
+        "filter_index", "upgrade", "span",
     )
 
     def __init__(self, conn: "DownstreamConnection", hcm: "HcmRuntime", method: str, path: str, version: str,
@@ -106,6 +106,7 @@ class ActiveStream:
         self.filters: list[Any] | None = None
         self.filter_index = 0
         self.upgrade: str | None = None  # the Upgrade value (or "CONNECT") of an upgrade request
+        self.span: Any = None  # a pyproxy.tracing.tracer.ActiveSpan when this request is sampled
         info = self.info = StreamInfo(time.time(), time.monotonic())
         info.method = method
         info.path = path
@@ -136,6 +137,8 @@ class ActiveStream:
             self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.clear_route_cache()  # Envoy resolves the route before the filters run, so they can read per-route config
         m = self.route_match
+        if hcm.tracer is not None:  # the trace decision, once per request (pyproxy.tracing.tracer)
+            self.span = hcm.tracer.start(self)
         if self.upgrade is not None and not codec.upgrade_allowed(
                 self.upgrade, hcm.config.upgrade_configs,
                 m.action.upgrade_configs if m is not None and m.action is not None else ()):
@@ -380,6 +383,10 @@ class ActiveStream:
             for f in self.filters:
                 f.on_destroy()
             self.filters = None
+        span = self.span
+        if span is not None:
+            self.span = None
+            span.finish(self)
         for logger in hcm.access_loggers:
             logger.log(info)
 

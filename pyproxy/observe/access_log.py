@@ -42,12 +42,14 @@ from pyproxy.config.datasource import read_data_source
 from pyproxy.config.decode import ConfigError
 from pyproxy.config.model import (
     AccessLog,
+    ExpressionFilter,
     FileAccessLog,
     StderrAccessLog,
     StdoutAccessLog,
     SubstitutionFormatString,
 )
 
+from .cel import CelError, compile_filter
 from .stream_info import StreamInfo, response_flags_long, response_flags_short
 
 __all__ = [
@@ -636,14 +638,18 @@ class AccessLogManager:
 class AccessLogger:
     """One configured access log: a compiled format and the LogFile it appends to."""
 
-    __slots__ = ("name", "formatter", "file")
+    __slots__ = ("name", "formatter", "file", "predicate")
 
-    def __init__(self, name: str, formatter: Formatter, file: LogFile):
+    def __init__(self, name: str, formatter: Formatter, file: LogFile,
+                 predicate: Callable[[StreamInfo], bool] | None = None):
         self.name = name
         self.formatter = formatter
         self.file = file
+        self.predicate = predicate  # the AccessLog `filter` (CEL), None: log everything
 
     def log(self, info: StreamInfo) -> None:
+        if self.predicate is not None and not self.predicate(info):
+            return
         self.file.write(self.formatter.format(info))
 
     def __repr__(self) -> str:
@@ -684,5 +690,21 @@ def build_access_loggers(
         else:
             raise ConfigError(where, f"unsupported access logger {type(typed).__name__}; pyproxy supports "
                                      "FileAccessLog, StdoutAccessLog and StderrAccessLog")
-        loggers.append(AccessLogger(config.name or type(typed).__name__, formatter, file))
+        loggers.append(AccessLogger(config.name or type(typed).__name__, formatter, file,
+                                    _filter_predicate(config.filter, f"{path}[{i}].filter")))
     return loggers
+
+
+def _filter_predicate(flt: Any, where: str) -> Callable[[StreamInfo], bool] | None:
+    """AccessLog `filter` -> predicate. Only the CEL extension filter is implemented (model.AccessLogFilter)."""
+    if flt is None or flt.extension_filter is None:
+        return None
+    typed = flt.extension_filter.typed_config
+    if not isinstance(typed, ExpressionFilter):
+        raise ConfigError(f"{where}.extension_filter.typed_config", f"unsupported access log filter "
+                                                                    f"{type(typed).__name__}; pyproxy implements "
+                                                                    "the CEL ExpressionFilter")
+    try:
+        return compile_filter(typed.expression)
+    except CelError as e:
+        raise ConfigError(f"{where}.extension_filter.typed_config.expression", f"{typed.expression!r}: {e}") from None

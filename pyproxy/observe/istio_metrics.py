@@ -129,14 +129,76 @@ class Series:
         self.response_bytes_sum = 0
 
 
+# Istio's TCP label set: the HTTP one without response_code and grpc_response_status (request_protocol `tcp`)
+TCP_LABELS: tuple[str, ...] = tuple(n for n in LABELS if n not in ("response_code", "grpc_response_status"))
+
+
+class TcpSeries:
+    """istio_tcp_* counts of one label tuple."""
+
+    __slots__ = ("opened", "closed", "sent", "received")
+
+    def __init__(self) -> None:
+        self.opened = self.closed = self.sent = self.received = 0
+
+
+# Istio's metric names inside stats.PluginConfig `metrics[].name` -> the family pyproxy exposes
+HTTP_METRICS = {"requests_total": "istio_requests", "request_duration_milliseconds": "istio_request_duration_milliseconds",
+                "request_bytes": "istio_request_bytes", "response_bytes": "istio_response_bytes"}
+
+
+class CustomSeries:
+    """One metric's counts for one custom label set (Telemetry tagOverrides): a count, or a histogram."""
+
+    __slots__ = ("count", "buckets", "total")
+
+    def __init__(self, n_buckets: int):
+        self.count = 0
+        self.buckets = [0] * (n_buckets + 1)
+        self.total = 0.0
+
+
 class IstioMetrics:
-    """The store of one proxy (one per `Stats` store, so one per worker process), kept across config swaps."""
+    """The store of one proxy (one per `Stats` store, so one per worker process), kept across config swaps.
+    `series`: the standard label set, all four metrics together (the fast path). `custom`: one metric under a
+    label set changed by Telemetry `tagOverrides` (istio.stats `metrics[].dimensions` / `tags_to_remove`)."""
 
     def __init__(self, bounds: tuple[float, ...] = DEFAULT_BUCKETS, max_series: int = DEFAULT_MAX_SERIES):
         self.bounds = tuple(bounds)
         self.max_series = max_series
         self.series: dict[tuple[str, ...], Series] = {}
+        self.custom: dict[tuple[str, tuple[str, ...], tuple[str, ...]], CustomSeries] = {}
+        self.tcp: dict[tuple[str, ...], TcpSeries] = {}
         self.dropped = 0
+
+    def record_tcp(self, labels: tuple[str, ...], *, opened: int = 0, closed: int = 0, sent: int = 0,
+                   received: int = 0) -> None:
+        """TCP counts (labels in TCP_LABELS order): connections opened/closed, bytes sent to / received from the
+        downstream peer."""
+        s = self.tcp.get(labels)
+        if s is None:
+            if len(self.series) + len(self.custom) + len(self.tcp) >= self.max_series:
+                self.dropped += 1
+                return
+            s = self.tcp[labels] = TcpSeries()
+        s.opened += opened
+        s.closed += closed
+        s.sent += sent
+        s.received += received
+
+    def record_one(self, metric: str, names: tuple[str, ...], values: tuple[str, ...], amount: float) -> None:
+        """One metric (`requests_total`, a histogram name) under a custom label set."""
+        key = (metric, names, values)
+        s = self.custom.get(key)
+        if s is None:
+            if len(self.series) + len(self.custom) >= self.max_series:
+                self.dropped += 1
+                return
+            s = self.custom[key] = CustomSeries(len(self.bounds))
+        s.count += 1
+        if metric != "requests_total":
+            s.buckets[bisect_left(self.bounds, amount)] += 1
+            s.total += amount
 
     def record(self, labels: tuple[str, ...], duration_ms: float, request_bytes: int, response_bytes: int) -> None:
         s = self.series.get(labels)
@@ -192,6 +254,30 @@ class IstioCollector:
                     m.add_sample(name + "_bucket", {**labels, "le": le}, cumulative)
                 m.add_sample(name + "_sum", labels, total)
                 m.add_sample(name + "_count", labels, cumulative)
-        if items:
+        for (metric, names, values), c in sorted(store.custom.items()):
+            labels = dict(zip(names, values))
+            if metric == "requests_total":
+                requests.add_sample("istio_requests_total", labels, c.count)
+                continue
+            name = HTTP_METRICS[metric]
+            m = hists[name]
+            cumulative = 0
+            for le, n in zip(les, c.buckets):
+                cumulative += n
+                m.add_sample(name + "_bucket", {**labels, "le": le}, cumulative)
+            m.add_sample(name + "_sum", labels, c.total)
+            m.add_sample(name + "_count", labels, cumulative)
+        if items or store.custom:
             yield requests
-            yield from hists.values()
+            yield from (m for m in hists.values() if m.samples)
+        if store.tcp:
+            tcp = {name: Metric(name, "", "counter") for name in (
+                "istio_tcp_connections_opened", "istio_tcp_connections_closed", "istio_tcp_sent_bytes",
+                "istio_tcp_received_bytes")}
+            for key, t in sorted(store.tcp.items()):
+                labels = dict(zip(TCP_LABELS, key))
+                for name, value in (("istio_tcp_connections_opened", t.opened),
+                                    ("istio_tcp_connections_closed", t.closed),
+                                    ("istio_tcp_sent_bytes", t.sent), ("istio_tcp_received_bytes", t.received)):
+                    tcp[name].add_sample(name + "_total", labels, value)
+            yield from tcp.values()

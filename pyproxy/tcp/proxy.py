@@ -36,6 +36,8 @@ import random
 import time
 from typing import Any
 
+from ..filters.istio_stats import NAME as ISTIO_STATS
+from ..filters.istio_stats import IstioTcpStats
 from ..observe.access_log import build_access_loggers
 from ..observe.stats import Stats
 from ..observe.stream_info import ResponseFlag, StreamInfo
@@ -52,11 +54,19 @@ class TcpProxyRuntime:
     """A chain's TcpProxy config ready to serve: cluster picker, timeouts, stats, access loggers."""
 
     def __init__(self, config: Any, clusters: Any, stats: Stats, rng: random.Random, access_logs: Any = None,
-                 sni_cluster: bool = False, rbac: tuple = ()):
+                 sni_cluster: bool = False, rbac: tuple = (), network_filters: Any = (), node: Any = None,
+                 traffic_direction: str = "UNSPECIFIED"):
         self.config = config
         self.sni_cluster = sni_cluster  # envoy.filters.network.sni_cluster before it: the SNI names the cluster
         self.rbac = rbac  # the chain's network RBAC filters (pyproxy.tcp.rbac), decided before connecting
         self.clusters = clusters
+        self.node = node  # the proxy's node and the listener's direction: istio.stats' reporter and local side
+        self.traffic_direction = traffic_direction
+        # `istio.stats` network filters before the tcp_proxy (Istio's TCP metrics): at most one is used
+        self.istio_stats: IstioTcpStats | None = None
+        for f in network_filters:
+            if f.name == ISTIO_STATS and self.istio_stats is None:
+                self.istio_stats = IstioTcpStats(f.typed_config, stats, self)
         self.rng = rng
         self.picker = ClusterPicker(config)
         self.idle_timeout = config.effective_idle_timeout
@@ -152,6 +162,7 @@ class TcpProxySession(asyncio.Protocol):
         self._task: asyncio.Task | None = None  # the connect attempts (bounded by connect_timeout each)
         self._cluster_rx: Any = None
         self._cluster_tx: Any = None
+        self._istio_labels: tuple[str, ...] | None = None  # the istio_tcp_* labels once "opened" was counted
 
     @property
     def streams(self) -> tuple:
@@ -295,6 +306,8 @@ class TcpProxySession(asyncio.Protocol):
             transport.close()
             return
         self._connecting = False
+        if self.runtime.istio_stats is not None:
+            self._istio_labels = self.runtime.istio_stats.opened(self)
         pending, self.pending = self.pending, []
         for chunk in pending:
             transport.write(chunk)
@@ -401,6 +414,8 @@ class TcpProxySession(asyncio.Protocol):
             self._idle_timer = None
         info = self.info
         info.request_complete = time.monotonic()
+        if self.runtime.istio_stats is not None:
+            self.runtime.istio_stats.closed(self, self._istio_labels)
         for logger in self.runtime.access_loggers:
             logger.log(info)
         self.listener.on_connection_close(self)

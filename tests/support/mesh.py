@@ -203,10 +203,12 @@ def synced(row: dict) -> bool:
 
 
 class DemoApp(Process):
-    def __init__(self, workdir: pathlib.Path, name: str, port: int):
+    def __init__(self, workdir: pathlib.Path, name: str, port: int, outbound_port: int = 0):
         self.port = port
-        super().__init__(f"app-{name}", [sys.executable, "-m", "pyproxy.demo_app", "--port", str(port)], workdir,
-                         {"DEMO_APP_NAME": name})
+        env = {"DEMO_APP_NAME": name}
+        if outbound_port:  # its sidecar's outbound listener: /call/<host:port>/... goes through it
+            env["DEMO_APP_OUTBOUND"] = f"127.0.0.1:{outbound_port}"
+        super().__init__(f"app-{name}", [sys.executable, "-m", "pyproxy.demo_app", "--port", str(port)], workdir, env)
 
     async def ready(self) -> "DemoApp":
         async def healthy() -> bool:
@@ -249,7 +251,8 @@ class Sidecar(Process):
             "--labels", ",".join(f"{k}={v}" for k, v in labels.items()),
             "--app-port", str(app_port), "--inbound-port", str(self.inbound_port),
             "--outbound-port", str(self.outbound_port), "--admin-port", str(self.admin_port),
-            "--drain-time-s", str(drain_time), *extra_args], workdir)
+            "--drain-time-s", str(drain_time), *extra_args], workdir,
+            {"PYPROXY_TRACE_FLUSH_INTERVAL_MS": "50"})  # spans reach a test's collector quickly
 
     @property
     def stop_grace(self) -> float:
@@ -395,7 +398,7 @@ class Mesh:
             args += ["--ca-root", str(self.cp.root_cert),
                      "--token-file", str(token or self.cp.token(NAMESPACE, sa))]
         app_proc = TcpEchoApp(self.workdir, name, app_port, app_args) if app == "tcp-echo" else \
-            DemoApp(self.workdir, name, app_port)
+            DemoApp(self.workdir, name, app_port, outbound_port=ports[1])
         self._track(app_proc)
         sidecar = self._track(Sidecar(self.workdir, name, labels, self.cp, app_port, ports, service_account=sa,
                                       control_url=control_url, extra_args=args))

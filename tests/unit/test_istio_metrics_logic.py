@@ -37,7 +37,11 @@ def test_reporter_follows_the_listener_direction(direction, value, reporter):
 
 @pytest.mark.parametrize("typed,message", [
     (TypedStruct(type_url="type.googleapis.com/other.Config", value={}), "expected 'type.googleapis.com/stats"),
-    (TypedStruct(type_url=PLUGIN_CONFIG, value={"metrics": []}), "fields ['metrics'] are not supported"),
+    (TypedStruct(type_url=PLUGIN_CONFIG, value={"definitions": []}), "fields ['definitions'] are not supported"),
+    (TypedStruct(type_url=PLUGIN_CONFIG, value={"metrics": [{"name": "tcp_sent_bytes_total"}]}),
+     "metrics[0].name: 'tcp_sent_bytes_total' is not an HTTP metric"),
+    (TypedStruct(type_url=PLUGIN_CONFIG, value={"metrics": [{"dimensions": {"x": "request.nope"}}]}),
+     "metrics[0].dimensions.x: 'request.nope': unknown attribute"),
     (TypedStruct(type_url=PLUGIN_CONFIG, value={"reporter": "CLIENT"}), "reporter 'CLIENT'")])
 def test_config_refuses_what_it_does_not_implement(typed, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):

@@ -1,0 +1,230 @@
+"""The Telemetry API: Istio's three Telemetry analyzers (codes and texts) and the translation's merge rules
+(root namespace < namespace < workload, per-side match.mode, providers replacing, sampling fallbacks)."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from control.istio.load import load_text
+from control.mesh import build_mesh
+from control.translate import render_sidecar
+from tests.golden.envoy_schema import check_rendered
+from tests.unit.control.test_analyze import BASE as ANALYZE_BASE
+from tests.unit.control.test_analyze import codes, run
+
+TEL = "telemetry.istio.io/v1"
+
+
+def tel(name: str, spec: str, namespace: str = "default") -> str:
+    return (f"apiVersion: {TEL}\nkind: Telemetry\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n"
+            + textwrap.indent(textwrap.dedent(spec), "  ") + "---\n")
+
+
+def messages(findings, code):
+    return [f.message for f in findings if f.code == code]
+
+
+def test_ist0160_two_selectorless_telemetries_in_a_namespace():
+    found = run(tel("a", "tracing: [{randomSamplingPercentage: 1}]\n") + tel("b", "tracing: [{}]\n")
+                + tel("c", "selector: {matchLabels: {app: reviews}}\ntracing: [{}]\n"))
+    assert messages(found, "IST0160") == [
+        'The Telemetries [a b] in namespace "default" have no workload selector, which can lead to '
+        'undefined behavior.'] * 2
+    assert "IST0159" not in codes(found)
+
+
+def test_ist0159_two_telemetries_select_one_pod_and_ist0101_for_a_selector_matching_nothing():
+    found = run(tel("a", "selector: {matchLabels: {app: reviews}}\ntracing: [{}]\n")
+                + tel("b", "selector: {matchLabels: {version: v1}}\ntracing: [{}]\n")
+                + tel("c", "selector: {matchLabels: {app: ghost}}\ntracing: [{}]\n"))
+    assert messages(found, "IST0159") == [
+        'The Telemetries [a b] in namespace "default" select the same workload pod "reviews-v1", '
+        'which can lead to undefined behavior.'] * 2
+    assert messages(found, "IST0101") == ['Referenced selector not found: "app=ghost"']
+    assert "IST0127" not in codes(found)  # Istio's Telemetry analyzer says IST0101, not NoMatchingWorkloadsFound
+
+
+@pytest.mark.parametrize("entry,default,fires", [
+    ("accessLogging: [{}]", False, True),
+    ("accessLogging: [{disabled: true}]", False, False),
+    ("accessLogging: [{providers: [{name: envoy}]}]", False, False),
+    ("accessLogging: [{}]", True, False),  # meshConfig.defaultProviders.accessLogging fills the gap
+    ("tracing: [{}]", False, False),  # Istio's analyzer only looks at accessLogging
+])
+def test_ist0157_access_logging_without_providers(entry, default, fires):
+    mesh = ("apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nmetadata: {name: cp, namespace: istio-system}\n"
+            "spec: {meshConfig: {defaultProviders: {accessLogging: [envoy]}}}\n---\n") if default else ""
+    found = run(mesh + tel("logs", entry + "\n"))
+    assert messages(found, "IST0157") == (
+        ['The Telemetry logs in namespace "default" with empty providers will be ignored.'] if fires else [])
+
+
+# --------------------------------------------------------------------------- translation
+
+MESH = """apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {name: cp, namespace: istio-system}
+spec:
+  meshConfig:
+    extensionProviders:
+    - {name: otel, opentelemetry: {service: otel.istio-system.svc.cluster.local, port: 4318, http: {path: /v1/traces}}}
+    - {name: otel-grpc, opentelemetry: {service: otel.istio-system.svc.cluster.local, port: 4317}}
+    - {name: zipkin, zipkin: {service: otel.istio-system.svc.cluster.local, port: 9411}}
+    - {name: nowhere, zipkin: {service: zipkin.elsewhere.svc.cluster.local, port: 9411}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: otel, namespace: istio-system}
+spec: {selector: {app: otel}, ports: [{name: http, port: 4318}, {name: grpc, port: 4317}, {name: zipkin, port: 9411}]}
+---
+"""
+
+
+def render(extra: str):
+    result = load_text(ANALYZE_BASE + "---\n" + MESH + extra, "mesh.yaml")
+    rendered = render_sidecar(build_mesh(result.resources), "reviews-v1")
+    check_rendered(rendered.as_dict())
+    return rendered
+
+
+def hcms(rendered, listener: str) -> list[dict]:
+    lis = next(x for x in rendered.listeners if x["name"] == listener)
+    return [f["typed_config"] for ch in lis["filter_chains"] for f in ch["filters"]
+            if f["name"] == "envoy.filters.network.http_connection_manager"]
+
+
+def sampling(rendered, listener: str) -> float | None:
+    t = hcms(rendered, listener)[0].get("tracing")
+    return None if t is None else t["random_sampling"]["value"]
+
+
+def test_no_provider_anywhere_means_no_tracing():
+    r = render(tel("mesh", "tracing: [{randomSamplingPercentage: 5}]\n", "istio-system"))
+    assert sampling(r, "0.0.0.0_15001") is None and sampling(r, "virtualInbound") is None
+
+
+def test_levels_merge_root_then_namespace_then_workload_per_side():
+    r = render(tel("mesh", "tracing: [{providers: [{name: otel}], randomSamplingPercentage: 5}]\n", "istio-system")
+               + tel("ns", "tracing: [{randomSamplingPercentage: 20}]\n")
+               + tel("wl", "selector: {matchLabels: {app: reviews}}\n"
+                           "tracing: [{match: {mode: SERVER}, randomSamplingPercentage: 70}]\n"))
+    assert sampling(r, "0.0.0.0_15001") == 20.0  # the namespace's; the workload one is SERVER only
+    assert sampling(r, "virtualInbound") == 70.0
+    provider = hcms(r, "virtualInbound")[0]["tracing"]["provider"]
+    assert provider["typed_config"]["http_service"]["http_uri"] == {
+        "uri": "http://otel.istio-system.svc.cluster.local:4318/v1/traces",
+        "cluster": "outbound|4318||otel.istio-system.svc.cluster.local", "timeout": "5s"}
+    assert provider["typed_config"]["service_name"] == "reviews.default"
+
+
+def test_sampling_defaults_to_one_percent_then_proxy_config():
+    r = render(tel("mesh", "tracing: [{providers: [{name: otel}]}]\n", "istio-system"))
+    assert sampling(r, "0.0.0.0_15001") == 1.0
+
+
+def test_lower_level_providers_replace_and_zipkin_is_istios_shape():
+    r = render(tel("mesh", "tracing: [{providers: [{name: otel}]}]\n", "istio-system")
+               + tel("ns", "tracing: [{providers: [{name: zipkin}]}]\n"))
+    t = hcms(r, "0.0.0.0_15001")[0]["tracing"]
+    assert t["provider"] == {"name": "envoy.tracers.zipkin", "typed_config": {
+        "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
+        "collector_cluster": "outbound|9411||otel.istio-system.svc.cluster.local",
+        "collector_endpoint": "/api/v2/spans", "trace_id_128bit": True, "shared_span_context": False,
+        "collector_endpoint_version": "HTTP_JSON", "collector_hostname": "otel.istio-system.svc.cluster.local"}}
+
+
+@pytest.mark.parametrize("provider,note", [
+    ("otel-grpc", "OpenTelemetry export over gRPC is not implemented by pyproxy"),
+    ("nowhere", "zipkin.service zipkin.elsewhere.svc.cluster.local:9411 is not a service of the mesh"),
+    ("jaeger", "tracing provider 'jaeger' is not defined in meshConfig.extensionProviders: no tracing"),
+])
+def test_providers_pyproxy_cannot_serve_are_noted_not_emitted(provider, note):
+    r = render(tel("mesh", f"tracing: [{{providers: [{{name: {provider}}}]}}]\n", "istio-system"))
+    assert sampling(r, "0.0.0.0_15001") is None
+    assert any(note in n for n in r.notes), r.notes
+
+
+def test_disable_span_reporting_keeps_sampling_without_provider_and_istio_tags_can_go():
+    r = render(tel("mesh", "tracing: [{providers: [{name: otel}], disableSpanReporting: true, "
+                           "enableIstioTags: false}]\n", "istio-system"))
+    assert hcms(r, "0.0.0.0_15001")[0]["tracing"] == {
+        "client_sampling": {"value": 100.0}, "random_sampling": {"value": 1.0}, "overall_sampling": {"value": 100.0},
+        "max_path_tag_length": 256}
+
+
+def test_access_logging_providers_filter_and_disable():
+    r = render(tel("mesh", "accessLogging: [{providers: [{name: envoy}]}]\n", "istio-system")
+               + tel("ns", "accessLogging: [{filter: {expression: 'response.code >= 500'}}]\n")
+               + tel("wl", "selector: {matchLabels: {app: reviews}}\n"
+                           "accessLogging: [{match: {mode: SERVER}, disabled: true}]\n"))
+    (log,) = hcms(r, "0.0.0.0_15001")[0]["access_log"]
+    assert log["typed_config"]["path"] == "/dev/stdout"
+    assert log["typed_config"]["log_format"]["text_format_source"]["inline_string"].startswith(
+        '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% ')
+    assert log["filter"]["extension_filter"]["typed_config"]["expression"] == "response.code >= 500"
+    assert "access_log" not in hcms(r, "virtualInbound")[0]
+
+
+def test_mesh_access_log_file_json_encoding():
+    extra = ("apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nmetadata: {name: cp, namespace: istio-system}\n"
+             "spec: {meshConfig: {accessLogFile: /tmp/a.log, accessLogEncoding: JSON}}\n---\n")
+    result = load_text(ANALYZE_BASE + "---\n" + extra, "mesh.yaml")
+    r = render_sidecar(build_mesh(result.resources), "reviews-v1")
+    (log,) = hcms(r, "0.0.0.0_15001")[0]["access_log"]
+    assert log["typed_config"]["path"] == "/tmp/a.log"
+    assert log["typed_config"]["log_format"]["json_format"]["response_code"] == "%RESPONSE_CODE%"
+
+
+def test_all_metrics_disabled_drops_istio_stats_on_that_side_only():
+    r = render(tel("wl", "selector: {matchLabels: {app: reviews}}\n"
+                         "metrics: [{overrides: [{match: {metric: ALL_METRICS, mode: SERVER}, disabled: true}]}]\n"))
+    names = lambda lis: [f["name"] for f in hcms(r, lis)[0]["http_filters"]]  # noqa: E731
+    assert "istio.stats" not in names("virtualInbound") and "istio.stats" in names("0.0.0.0_15001")
+
+
+def stats_value(rendered, listener: str) -> dict:
+    f = next(f for f in hcms(rendered, listener)[0]["http_filters"] if f["name"] == "istio.stats")
+    return f["typed_config"]["value"]
+
+
+def test_tag_overrides_merge_into_istio_stats_dimensions():
+    r = render(tel("mesh", "metrics: [{overrides: [{match: {metric: ALL_METRICS}, tagOverrides: "
+                           "{request_host: {value: request.host}, response_flags: {operation: REMOVE}}}]}]\n",
+                   "istio-system")
+               + tel("wl", "selector: {matchLabels: {app: reviews}}\n"
+                           "metrics:\n"
+                           "- overrides:\n"
+                           "  - match: {metric: REQUEST_COUNT, mode: SERVER}\n"
+                           "    tagOverrides: {request_host: {operation: REMOVE}, method: {value: request.method}}\n"
+                           "  - match: {metric: RESPONSE_SIZE}\n"
+                           "    disabled: true\n"
+                           "  - match: {metric: TCP_SENT_BYTES}\n"
+                           "    disabled: true\n"
+                           "  - match: {metric: REQUEST_SIZE}\n"
+                           "    tagOverrides: {proto: {value: http}}\n"))
+    inbound = stats_value(r, "virtualInbound")["metrics"]
+    by_name = {m["name"]: m for m in inbound}
+    assert by_name["requests_total"] == {"name": "requests_total", "dimensions": {"method": "request.method"},
+                                         "tags_to_remove": ["response_flags", "request_host"]}
+    assert by_name["response_bytes"] == {"name": "response_bytes", "dimensions": {"request_host": "request.host"},
+                                         "tags_to_remove": ["response_flags"], "drop": True}
+    outbound = {m["name"]: m for m in stats_value(r, "0.0.0.0_15001")["metrics"]}
+    assert outbound["requests_total"]["dimensions"] == {"request_host": "request.host"}  # the SERVER-only one skipped
+    notes = "\n".join(r.notes)
+    assert "TCP_SENT_BYTES overrides are not translated" in notes
+    assert "tagOverrides.proto.value: 'http' is not an expression pyproxy evaluates" in notes
+
+
+def test_an_access_log_filter_the_proxy_would_refuse_is_left_out_with_a_note():
+    r = render(tel("mesh", "accessLogging: [{providers: [{name: envoy}], filter: {expression: 'response.code >'}}]\n",
+                   "istio-system"))
+    assert "access_log" not in hcms(r, "0.0.0.0_15001")[0]
+    assert any("filter 'response.code >' is not an expression the proxy evaluates" in n for n in r.notes)
+
+
+def test_target_ref_telemetry_is_noted_not_applied_namespace_wide():
+    r = render(tel("gw", "targetRef: {kind: Gateway, group: gateway.networking.k8s.io, name: gw}\n"
+                         "tracing: [{providers: [{name: otel}]}]\n"))
+    assert sampling(r, "0.0.0.0_15001") is None
+    assert any("targetRef(s) is not translated" in n for n in r.notes)

@@ -1,0 +1,101 @@
+"""The CEL subset behind access-log filters (what istiod emits for Telemetry `accessLogging[].filter`), as a
+table, and the filter wired into an access logger built from Envoy config."""
+from __future__ import annotations
+
+import pytest
+
+from pyproxy.config.decode import ConfigError, decode
+from pyproxy.config.model import AccessLog
+from pyproxy.http.headers import Headers
+from pyproxy.observe.access_log import AccessLogManager, build_access_loggers
+from pyproxy.observe.cel import CelError, compile_filter
+from pyproxy.observe.stream_info import StreamInfo
+
+
+class _Tls:
+    def __init__(self, peer: bool):
+        self.peer_presented = peer
+
+
+def info(code=200, headers=(("x-debug", "1"), ("User-Agent", "curl")), method="GET", path="/api/x?q=1",
+         mtls=False) -> StreamInfo:
+    i = StreamInfo(0.0, 0.0)
+    i.response_code, i.method, i.path, i.authority = code, method, path, "shop.example.com"
+    i.request_headers = Headers(list(headers))
+    i.downstream_tls = _Tls(True) if mtls else None
+    return i
+
+
+@pytest.mark.parametrize("expr,kwargs,expected", [
+    ("response.code >= 400", {"code": 503}, True),
+    ("response.code >= 400", {"code": 200}, False),
+    ("response.code == 404 || response.code == 503", {"code": 404}, True),
+    ("response.code != 200 && request.method == 'POST'", {"code": 500, "method": "POST"}, True),
+    ("response.code != 200 && request.method == 'POST'", {"code": 500}, False),
+    ("!(response.code < 500)", {"code": 502}, True),
+    ("'x-debug' in request.headers", {}, True),
+    ("'X-DEBUG' in request.headers", {}, True),  # Envoy lowers header keys
+    ("'x-debug' in request.headers", {"headers": ()}, False),
+    ("has(request.headers.x_trace)", {"headers": (("x_trace", "1"),)}, True),
+    ("request.headers['user-agent'] == \"curl\"", {}, True),
+    ("request.headers['missing'] == 'x'", {}, False),  # evaluation error: do not log
+    ("connection.mtls", {"mtls": True}, True),
+    ("connection.mtls", {}, False),
+    ("!connection.mtls && response.code >= 400", {"code": 403}, True),
+    ("request.url_path == '/api/x'", {}, True),
+    ("response.code == '200'", {}, False),  # CEL: no int/string equality
+    ("size(request.path) > 5", {}, True),
+])
+def test_expression(expr, kwargs, expected):
+    assert compile_filter(expr)(info(**kwargs)) is expected
+
+
+@pytest.mark.parametrize("expr,says", [
+    ("response.codes >= 400", "unknown attribute 'response.codes' at position 0"),
+    ("response.code >= ", "at position"),
+    ("response.code >> 4", "unexpected"),
+    ("request.headers['a'] ~ 1", "unexpected character '~'"),
+    ("string(response.code) == '200'", "string() at position 0: no overload in an access-log filter"),
+])
+def test_outside_the_subset_is_a_config_error_naming_the_place(expr, says):
+    with pytest.raises(CelError) as e:
+        compile_filter(expr)
+    assert says in str(e.value)
+
+
+def _logger(tmp_path, expression: str):
+    cfg = decode(AccessLog, {
+        "name": "envoy.access_loggers.file",
+        "filter": {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+            "expression": expression}}},
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                         "path": str(tmp_path / "a.log"),
+                         "log_format": {"text_format_source": {"inline_string": "%RESPONSE_CODE%\n"}}}})
+    return build_access_loggers([cfg], manager=AccessLogManager())
+
+
+def test_filtered_logger_writes_only_matching_requests(tmp_path):
+    (logger,) = _logger(tmp_path, "response.code >= 400")
+    for code in (200, 404, 204, 503):
+        logger.log(info(code=code))
+    assert (tmp_path / "a.log").read_text().split() == ["404", "503"]
+
+
+def test_bad_expression_rejects_the_config_by_field(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        _logger(tmp_path, "response.code >=")
+    assert "access_log[0].filter.extension_filter.typed_config.expression" in str(e.value)
+
+
+def test_metric_dimension_values():
+    from pyproxy.observe.cel import compile_value
+    assert compile_value("string(response.code)")(info(code=404)) == "404"
+    assert compile_value("request.headers['x-debug']")(info()) == "1"
+    assert compile_value("request.headers['nope']")(info()) == "unknown"
+    assert compile_value("connection.mtls")(info(mtls=True)) == "true"
+    assert compile_value("'literal'")(info()) == "literal"
+    i = info()
+    i.downstream_local_address, i.downstream_remote_address = "10.0.0.1:9080", "[::1]:5555"
+    assert (compile_value("string(destination.port)")(i), compile_value("source.port")(i)) == ("9080", "5555")
+    assert compile_filter("destination.port == 9080")(i) is True
