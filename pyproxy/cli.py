@@ -37,40 +37,6 @@ def _install_uvloop() -> str:
     return "uvloop"
 
 
-def loopback_endpoints(clusters) -> list[tuple[str, str, int]]:
-    """(cluster, host, port) of every static or DNS endpoint on this machine (127.0.0.0/8, ::1, localhost):
-    the backends a user starts by hand next to `pyproxy run`."""
-    out = []
-    for c in clusters:
-        if c.type not in ("STATIC", "STRICT_DNS", "LOGICAL_DNS") or c.load_assignment is None:
-            continue
-        for group in c.load_assignment.endpoints:
-            for lb in group.lb_endpoints:
-                sock = lb.endpoint.address.socket_address if lb.endpoint and lb.endpoint.address else None
-                if sock is not None and (sock.address.startswith("127.") or sock.address in ("::1", "localhost")):
-                    out.append((c.name, sock.address, sock.port_value))
-    return out
-
-
-async def unreachable_backends(clusters, timeout: float = 0.3) -> list[str]:
-    """One warning per local backend nothing listens on yet, saying what the user will see and how to fix it:
-    `pyproxy run -c examples/static/front-proxy.yaml` alone answers 503 until a backend runs on :8080. Envoy
-    says nothing here; this is a convenience of `pyproxy run` (only loopback addresses are probed, once)."""
-    async def probe(host: str, port: int) -> bool:
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        except (OSError, asyncio.TimeoutError):
-            return False
-        writer.close()
-        return True
-
-    targets = loopback_endpoints(clusters)[:16]
-    found = await asyncio.gather(*(probe(h, p) for _, h, p in targets))
-    return [f"cluster {name}: nothing listens on {host}:{port} yet; requests routed there get 503 (flag UF) "
-            f"until it does. A test backend: .venv/bin/python -m pyproxy.demo_app --port {port}"
-            for (name, host, port), up in zip(targets, found) if not up]
-
-
 async def run_single(bootstrap_path: str, *, worker_id: int | None = None, reuse_port: bool = False,
                      admin_port_override: int | None = None, drain_time: float = 5.0) -> int:
     """Run one proxy process: data plane + admin in one event loop, until SIGTERM/SIGINT/quitquitquit."""
@@ -110,9 +76,6 @@ async def run_single(bootstrap_path: str, *, worker_id: int | None = None, reuse
                       else f"{k}={rt.config.address.socket_address.address}:{rt.port}"
                       for k, rt in server.listeners.items())
     logging.getLogger("pyproxy").info("pyproxy serving: %s", ports)
-    if worker_id is None:
-        for line in await unreachable_backends(server.cluster_configs):
-            logging.getLogger("pyproxy").warning("%s", line)
     await stop.wait()
     await server.stop()
     if runner is not None:

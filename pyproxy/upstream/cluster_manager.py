@@ -19,6 +19,7 @@ endpoints labelled `tlsMode: istio` get the mTLS socket, the others plaintext).
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import socket
 import time
@@ -47,6 +48,21 @@ def endpoints_of(cla: model.ClusterLoadAssignment | None) -> list[tuple[str, int
             sa = ep.endpoint.address.socket_address
             out.append((sa.address, sa.port_value, ep.load_balancing_weight or 1, ep))
     return out
+
+log = logging.getLogger("pyproxy.upstream")
+
+
+def is_local(address: str) -> bool:
+    return address.startswith("127.") or address in ("::1", "localhost")
+
+
+def backend_hint(cluster: str, address: str, port: int) -> str:
+    """Said once per host, at its first failed connect: `pyproxy run -c examples/static/front-proxy.yaml` alone
+    answers 503 until a backend runs on :8080, which puzzles people. Only for hosts on this machine from static or
+    DNS clusters (a backend started by hand); Envoy logs connect failures at debug level only."""
+    return (f"cluster {cluster}: nothing accepted a connection to {address}:{port}; requests routed there get "
+            f"503 (flag UF) until a backend listens there (a test backend: "
+            f".venv/bin/python -m pyproxy.demo_app --port {port})")
 
 
 class ClusterRuntime:
@@ -236,6 +252,8 @@ class ClusterRuntime:
         self.stats_cx_active.dec()
         self.stats_cx_connect_fail.inc()
         host.stats_cx_connect_fail += 1
+        if host.stats_cx_connect_fail == 1 and self.config.type != "EDS" and is_local(host.address):
+            log.warning("%s", backend_hint(self.name, host.address, host.port))
 
     def on_connection_established(self, conn: Any) -> None:
         conn.counted = True
