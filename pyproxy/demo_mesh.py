@@ -30,6 +30,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -104,13 +105,27 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def http(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # show a 301 as it is, never follow it
+        return None
+
+
+def http(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0,
+         context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+    status, _, body = http_full(url, headers, timeout, context)
+    return status, body
+
+
+def http_full(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0,
+              context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str], bytes]:
+    """(status, lower-cased headers, body); an HTTP error status is an answer, not an exception."""
     req = urllib.request.Request(url, headers=headers or {})
+    opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=context))
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read()
+        with opener.open(req, timeout=timeout) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
     except urllib.error.HTTPError as e:
-        return e.code, e.read()
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
 
 
 def wait_until(check, what: str, timeout: float = 20.0) -> None:
@@ -132,10 +147,13 @@ class Mesh:
         self.workdir = workdir
         self.config_dir = workdir / "mesh"
         shutil.copytree(MESH, self.config_dir)
-        # every port the demo needs, in one batch: gateway, control plane (3), gateway proxy (3), 4 per workload
-        self._ports = iter(free_ports(7 + 4 * len(WORKLOADS)))
-        self.gateway_port = self.free_port()
-        _set_gateway_port(self.config_dir / "ingress.yaml", self.gateway_port)
+        # every port the demo needs, in one batch: gateway (2), control plane (3), gateway proxy (3), 4 per workload
+        self._ports = iter(free_ports(8 + 4 * len(WORKLOADS)))
+        self.gateway_http_port = self.free_port()
+        self.gateway_port = self.free_port()  # HTTPS
+        ca, chain, key = ingress_pki(workdir)
+        _configure_gateway(self.config_dir, self.gateway_http_port, self.gateway_port, chain, key)
+        self.ssl = ssl.create_default_context(cadata=ca.decode())  # trusts the demo's ingress CA only
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.xds_port = self.free_port()
         self.secure_port = self.free_port()
@@ -153,6 +171,10 @@ class Mesh:
 
     def free_port(self) -> int:
         return next(self._ports)
+
+    @property
+    def gateway_url(self) -> str:
+        return f"https://127.0.0.1:{self.gateway_port}"
 
     @property
     def secure_url(self) -> str:
@@ -204,7 +226,7 @@ class Mesh:
         for name, ports in self.sidecars.items():
             wait_until(lambda p=ports: http(f"http://127.0.0.1:{p['admin']}/ready")[0] == 200
                        and _synced(self.xds_port, name), f"{name}'s sidecar to sync")
-        wait_until(lambda: http(f"http://127.0.0.1:{self.gateway_port}/productpage")[0] == 200,
+        wait_until(lambda: http(f"{self.gateway_url}/productpage", context=self.ssl)[0] == 200,
                    "the ingress gateway to route /productpage")
         # every subset the demo uses has its endpoint in productpage's sidecar (EDS arrives just after SYNC)
         pp_admin = self.sidecars["productpage-v1"]["admin"]
@@ -219,7 +241,9 @@ class Mesh:
     def state(self) -> dict:
         """What meshctl and a learner need to find every process (pyproxy/demo_state.py)."""
         return {"control": f"http://127.0.0.1:{self.xds_port}", "secure": self.secure_url,
-                "metrics": f"http://127.0.0.1:{self.metrics_port}", "gateway": f"http://127.0.0.1:{self.gateway_port}",
+                "metrics": f"http://127.0.0.1:{self.metrics_port}", "gateway": self.gateway_url,
+                "gateway_http": f"http://127.0.0.1:{self.gateway_http_port}",
+                "ingress_ca": str(self.workdir / "ingress-ca.pem"),
                 "gateway_admin": self.gateway_admin, "workdir": str(self.workdir), "config_dir": str(self.config_dir),
                 "proxies": self.sidecars}
 
@@ -237,24 +261,71 @@ class Mesh:
                 p.kill()
 
 
-def _set_gateway_port(path: pathlib.Path, port: int) -> None:
-    """Point the demo copy's Gateway (and its Service targetPort) at a free port: several meshes, or anything
-    else on 8080, can then run side by side. Done on the parsed YAML, not on text."""
+INGRESS_SECRET = "bookinfo-credential"
+INGRESS_HOST = "bookinfo.example.com"
+
+
+def ingress_pki(workdir: pathlib.Path) -> tuple[bytes, bytes, bytes]:
+    """(CA PEM, certificate chain PEM, key PEM) for the gateway's HTTPS server: a CA of the demo's own (not the
+    mesh CA: ingress certificates come from whoever owns the public name), its certificate valid for
+    bookinfo.example.com, localhost and 127.0.0.1. The CA is written to <workdir>/ingress-ca.pem for curl."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    from .tls.pki import certificate_pem, generate_key, private_key_pem
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = generate_key(), generate_key()
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pyproxy mesh demo ingress CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=7))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    san = x509.SubjectAlternativeName([x509.DNSName(INGRESS_HOST), x509.DNSName("localhost"),
+                                       x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, INGRESS_HOST)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=7))
+            .add_extension(san, critical=False).sign(ca_key, hashes.SHA256()))
+    ca_pem = certificate_pem(ca).encode()
+    (workdir / "ingress-ca.pem").write_bytes(ca_pem)
+    return ca_pem, (certificate_pem(leaf) + certificate_pem(ca)).encode(), private_key_pem(key)
+
+
+def _configure_gateway(config_dir: pathlib.Path, http_port: int, https_port: int, chain: bytes, key: bytes) -> None:
+    """The demo copy's Gateway on free ports (several meshes, or anything else on 8080, can run side by side):
+    HTTPS with `credentialName` (a kubernetes.io/tls Secret written beside it, never into the repository) and
+    plain HTTP answering `httpsRedirect`'s 301. Done on the parsed YAML, not on text."""
+    import base64
+
     import yaml
 
+    path = config_dir / "ingress.yaml"
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     for d in docs:
         if d.get("kind") == "Gateway":
-            for server in d["spec"]["servers"]:
-                server["port"]["number"] = port
+            plain = d["spec"]["servers"][0]
+            plain["port"]["number"] = http_port
+            plain["tls"] = {"httpsRedirect": True}
+            d["spec"]["servers"].append({"port": {"number": https_port, "name": "https", "protocol": "HTTPS"},
+                                         "hosts": plain["hosts"],
+                                         "tls": {"mode": "SIMPLE", "credentialName": INGRESS_SECRET}})
         elif d.get("kind") == "Service" and d["metadata"]["name"] == "istio-ingressgateway":
-            for p in d["spec"]["ports"]:
-                p["targetPort"] = port
+            d["spec"]["ports"] = [{"name": "http2", "port": 80, "targetPort": http_port},
+                                  {"name": "https", "port": 443, "targetPort": https_port}]
         elif d.get("kind") == "Deployment" and d["metadata"]["name"] == "istio-ingressgateway":
             for c in d["spec"]["template"]["spec"]["containers"]:
-                for p in c.get("ports", []):
-                    p["containerPort"] = port
+                c["ports"] = [{"containerPort": http_port}, {"containerPort": https_port}]
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+              "metadata": {"name": INGRESS_SECRET, "namespace": "istio-system"},
+              "data": {"tls.crt": base64.b64encode(chain).decode(), "tls.key": base64.b64encode(key).decode()}}
+    (config_dir / "ingress-credential.yaml").write_text(yaml.safe_dump(secret, sort_keys=False))
 
 
 def _all_have_hosts(admin_port: int, clusters: list[str]) -> bool:
@@ -295,9 +366,9 @@ def plaintext_refused(port: int) -> str:
     return f"answered {status} (NOT refused)"
 
 
-def product(gateway: str, user: str = "") -> dict:
-    """productpage's JSON API through the ingress gateway (what the HTML page shows, as data)."""
-    status, body = http(f"{gateway}/api/v1/products/0" + (f"?u={user}" if user else ""))
+def product(mesh: "Mesh", user: str = "") -> dict:
+    """productpage's JSON API through the ingress gateway over HTTPS (what the HTML page shows, as data)."""
+    status, body = http(f"{mesh.gateway_url}/api/v1/products/0" + (f"?u={user}" if user else ""), context=mesh.ssl)
     if status != 200:
         return {"error": f"HTTP {status}"}
     return json.loads(body)
@@ -316,8 +387,8 @@ def reviews_seen(p: dict) -> str:
     return f"{r['version']} ({rating['color']} stars)"
 
 
-def tally(gateway: str, n: int, user: str = "") -> dict[str, int]:
-    return dict(collections.Counter(reviews_seen(product(gateway, user)) for _ in range(n)).most_common())
+def tally(mesh: "Mesh", n: int, user: str = "") -> dict[str, int]:
+    return dict(collections.Counter(reviews_seen(product(mesh, user)) for _ in range(n)).most_common())
 
 
 def _interrupt(*_) -> None:
@@ -344,8 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[demo] starting the control plane, the ingress gateway and {len(WORKLOADS)} bookinfo workloads with "
               f"sidecars, all on 127.0.0.1 (logs in {workdir})")
         mesh.start()
-        gw = f"http://127.0.0.1:{mesh.gateway_port}"
-        first = product(gw)
+        gw = mesh.gateway_url
+        first = product(mesh)
         print(f"[demo] first request through the gateway answered {time.monotonic() - started:.1f} s after start "
               f"({'OK' if 'error' not in first else first['error']})")
         state_file = write_state(mesh.state())
@@ -365,13 +436,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"       details saw: x-forwarded-client-cert: {xfcc}")
         print(f"       plaintext straight to reviews-v1's sidecar (port {mesh.sidecars['reviews-v1']['inbound']}): "
               f"{plaintext_refused(mesh.sidecars['reviews-v1']['inbound'])}\n")
+        plain = f"http://127.0.0.1:{mesh.gateway_http_port}/productpage"
+        status, headers, _ = http_full(plain)
+        print(f"[demo] the ingress gateway serves HTTPS with a certificate from the demo's own CA (Gateway credentialName "
+              f"{INGRESS_SECRET}, a Secret beside the config);\n       plain http is redirected (httpsRedirect): GET "
+              f"{plain} -> {status} location: {headers.get('location', '-')}")
+        allowed, _ = http(f"http://127.0.0.1:{mesh.sidecars['reviews-v1']['outbound']}/ratings/0",
+                          {"Host": "ratings:9080"})
+        denied, why = http(f"http://127.0.0.1:{mesh.sidecars['details-v1']['outbound']}/ratings/0",
+                           {"Host": "ratings:9080"})
+        print(f"[demo] AuthorizationPolicy ratings-viewer lets only reviews call ratings (examples/mesh/security.yaml): "
+              f"reviews-v1 -> ratings: {allowed}; details-v1 -> ratings: {denied} {why.decode(errors='replace')!r}\n")
         print(f"[demo] from outside, through the ingress gateway: 20 x GET {gw}/api/v1/products/0 (productpage asks "
               f"details and reviews; reviews v2/v3 ask ratings)")
-        print("       VirtualService reviews: 80% v1 / 20% v3 ->", tally(gw, 20))
+        print("       VirtualService reviews: 80% v1 / 20% v3 ->", tally(mesh, 20))
         print("[demo] signed in as jason (?u=jason: productpage forwards end-user: jason; matched to v2) ->",
-              tally(gw, 5, "jason"))
+              tally(mesh, 5, "jason"))
         print("[demo] signed in as tester (reviews v3; VirtualService ratings aborts tester's calls with 503, "
-              "flag FI) ->", tally(gw, 3, "tester"))
+              "flag FI) ->", tally(mesh, 3, "tester"))
         _, stats = http(f"http://127.0.0.1:{mesh.sidecars['reviews-v1']['admin']}/stats?filter=inbound")
         print("[demo] reviews-v1's sidecar saw them arrive (inbound counters):")
         for line in stats.decode().splitlines():
@@ -380,13 +462,16 @@ def main(argv: list[str] | None = None) -> int:
             print("       " + line)
         print(f"""
 [demo] try it yourself (meshctl finds this mesh through {state_file}):
-  open {gw}/productpage?u=jason in a browser                        # bookinfo, through the gateway
+  curl --cacert {mesh.workdir}/ingress-ca.pem {gw}/productpage?u=jason     # bookinfo, through the gateway
+  (or open it in a browser and accept the demo CA's certificate)
   .venv/bin/meshctl proxy-status
   .venv/bin/meshctl proxy-config route productpage-v1               # what its sidecar routes, istioctl's columns
   .venv/bin/meshctl proxy-config endpoint reviews-v3 --cluster 'outbound|9080|v1|ratings.default.svc.cluster.local'
   curl -s http://127.0.0.1:{pp['admin']}/config_dump | head -60            # productpage's sidecar config
   curl -s http://127.0.0.1:{pp['admin']}/server_info | grep -A4 identity    # its SPIFFE id and certificate
   curl -s http://127.0.0.1:{pp['admin']}/stats | grep reviews
+  curl -s http://127.0.0.1:{pp['admin']}/stats/prometheus | grep istio_requests_total   # Istio's metrics
+  tail {mesh.workdir}/productpage-v1-sidecar.log     # its access log (Telemetry mesh-default, with flags)
   edit {mesh.config_dir}/traffic.yaml (e.g. reviews weights 0/100) and reload the page: the
   control plane pushes the change to every sidecar within a second.""")
         failed = [c for name in names for c in run_scenario(name, mesh) if not c.ok]

@@ -17,8 +17,6 @@ import pathlib
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -45,19 +43,18 @@ class Scenario:
 
 # ---------------------------------------------------------------- talking to the mesh
 
-def request(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, dict, bytes]:
+def request(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0,
+            context: Any = None) -> tuple[int, dict, bytes]:
     """(status, lower-cased response headers, body); never raises on an HTTP error status."""
-    req = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+    from .demo_mesh import http_full
+
+    return http_full(url, headers, timeout, context)
 
 
 def page(mesh: Any, user: str = "") -> dict:
     """productpage's JSON through the ingress gateway."""
-    status, _, body = request(f"http://127.0.0.1:{mesh.gateway_port}/api/v1/products/0" + (f"?u={user}" if user else ""))
+    status, _, body = request(f"{mesh.gateway_url}/api/v1/products/0" + (f"?u={user}" if user else ""),
+                              context=mesh.ssl)
     return json.loads(body) if status == 200 else {"error": f"HTTP {status}"}
 
 

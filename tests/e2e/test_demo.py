@@ -67,6 +67,12 @@ def test_mesh_demo_teaches_through_bookinfo_then_meshctl_finds_it_and_ctrl_c_cle
         assert "By=spiffe://cluster.local/ns/default/sa/bookinfo-details;" in xfcc
         assert xfcc.endswith("URI=spiffe://cluster.local/ns/default/sa/bookinfo-productpage")
         assert "as STRICT requires" in line_with("plaintext straight to")
+        # the gateway: HTTPS with the demo CA's certificate (the requests above went that way), http redirected
+        assert re.search(r"GET http://127.0.0.1:\d+/productpage -> 301 location: https://", out)
+        assert "through the ingress gateway: 20 x GET https://127.0.0.1:" in out
+        # AuthorizationPolicy ratings-viewer: only reviews' identity may call ratings
+        assert line_with("lets only reviews call ratings").endswith(
+            "reviews-v1 -> ratings: 200; details-v1 -> ratings: 403 'RBAC: access denied'")
 
         # meshctl needs no flags while the demo runs: it reads the demo's state file
         written = json.loads(state.read_text())
