@@ -1,0 +1,177 @@
+"""ADS over gRPC: `envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources` (state of
+the world), what istiod serves on 15010, so that a real Envoy (whose `eds_config: {ads: {}}` needs an ADS
+stream) joins the mesh. grpcio's asyncio server (`grpc.aio`) runs in the control plane's event loop.
+
+One stream carries every type. Its first request's `node` (Envoy's config.core.v3.Node; with
+`set_node_on_first_message_only` later ones may omit it) registers the proxy exactly as a REST request's does
+(`control.xds.node.parse_node`, the same admission policy: control.xds.admission), and the registration is held
+until the stream ends, as a long-poll holds it on the REST path. Each request is fed to the same
+`XdsCache` (ACK, NACK, stale nonces, resume after a control-plane restart); after each request or push, every
+type the stream subscribed to whose response is due is sent, in ADS order CDS -> EDS -> LDS -> RDS (the cache's
+`ready` already waits for the earlier types' ACKs). Responses are converted to protobuf once per payload
+(control.xds.protos.AnyCache).
+
+Refusals are gRPC statuses with one-line messages: INVALID_ARGUMENT for a bad node, UNAUTHENTICATED /
+PERMISSION_DENIED from the admission policy, INTERNAL when a resource does not convert (the message names it).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+import grpc
+
+from control.ca.authority import Reason
+from control.serve import ControlPlane
+from control.xds.admission import Admission, PlaintextXds, admit
+from control.xds.cache import BY_URL, ORDER, DiscoveryRequest, XdsType
+from control.xds.node import NodeError, ProxyNode, parse_node
+from control.xds.protos import AnyCache, ConversionError, node_json, register_types
+from control.xds.secure import XdsAuthError
+
+log = logging.getLogger("pyproxy.control")
+
+register_types()
+from envoy.service.discovery.v3 import ads_pb2_grpc  # noqa: E402 - after the types are registered
+
+# who may use the port and whether its node registers (Admission), or XdsAuthError: (metadata, node)
+GrpcGate = Callable[[dict[str, str], ProxyNode], Admission]
+
+_AUTH_STATUS = {401: grpc.StatusCode.UNAUTHENTICATED, 403: grpc.StatusCode.PERMISSION_DENIED}
+
+
+def plaintext_grpc_gate(cp: ControlPlane, policy: PlaintextXds) -> GrpcGate:
+    """The plaintext REST port's policy (control.xds.server.plaintext_gate), for gRPC streams."""
+    def gate(_metadata: dict[str, str], node: ProxyNode) -> Admission:
+        admission = admit(node, None, anonymous_may_register=policy.anonymous_may_register)
+        if not admission.register and node.id in cp.live.members():
+            raise XdsAuthError(Reason.PERMISSION_DENIED,
+                               f"{node.short} is registered by an authenticated proxy; the plaintext xDS port "
+                               "(read-only) does not serve its node id")
+        return admission
+    return gate
+
+
+def discovery_request(message) -> DiscoveryRequest:
+    """A protobuf DiscoveryRequest as the cache reads it (error_detail: google.rpc.Status, its message)."""
+    error = None
+    if message.HasField("error_detail"):
+        error = message.error_detail.message or f"code {message.error_detail.code}"
+    return DiscoveryRequest(version_info=message.version_info, response_nonce=message.response_nonce,
+                            error_detail=error, resource_names=tuple(message.resource_names))
+
+
+class AdsStream:
+    """One StreamAggregatedResources call: reads requests, writes what is due."""
+
+    def __init__(self, cp: ControlPlane, gate: GrpcGate, anys: AnyCache, context: grpc.aio.ServicerContext):
+        self.cp, self.gate, self.anys, self.context = cp, gate, anys, context
+        self.node: ProxyNode | None = None
+        self.subscribed: dict[str, XdsType] = {}
+        self.wake = asyncio.Event()
+        self.failure: tuple[grpc.StatusCode, str] | None = None
+
+    async def run(self, requests) -> None:
+        reader = asyncio.create_task(self._read(requests))
+        try:
+            await self._write(reader)
+        finally:
+            reader.cancel()
+            try:
+                await reader
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the stream is over either way
+                pass
+            if self.node is not None:
+                self.cp.release(self.node.id)
+                log.info("proxy %s: ADS stream ended", self.node.short)
+        if self.failure is not None:
+            await self.context.abort(*self.failure)
+
+    def _first(self, message) -> bool:
+        """Register the node of the stream's first request; False (and `failure` set) when refused."""
+        try:
+            node = parse_node(node_json(message.node) if message.HasField("node") else None)
+            admission = self.gate(dict(self.context.invocation_metadata() or ()), node)
+        except NodeError as err:
+            self.failure = (grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            return False
+        except XdsAuthError as err:
+            self.failure = (_AUTH_STATUS.get(err.http_status, grpc.StatusCode.PERMISSION_DENIED), err.message)
+            return False
+        self.cp.connect(node, admission)
+        self.node = node
+        log.info("proxy %s: ADS stream (gRPC) from %s", node.short, self.context.peer())
+        return True
+
+    async def _read(self, requests) -> None:
+        async for message in requests:
+            if self.node is None and not self._first(message):
+                break
+            assert self.node is not None
+            xds_type = BY_URL.get(message.type_url)
+            if xds_type is None:
+                log.debug("proxy %s: ignoring a request for %s (not served)", self.node.short, message.type_url)
+                continue
+            self.subscribed[xds_type.short] = xds_type
+            self.cp.receive(self.node, xds_type, discovery_request(message))
+            self.wake.set()
+
+    async def _write(self, reader: asyncio.Task) -> None:
+        while not reader.done() or self.wake.is_set():
+            self.wake.clear()
+            if self.node is not None:
+                change = self.cp.change_event(self.node.id)
+                for xds_type in ORDER:
+                    if xds_type.short in self.subscribed and self.cp.cache.ready(self.node.id, xds_type):
+                        response = self.cp.respond(self.node.id, xds_type)
+                        try:
+                            message = self.anys.response(response)
+                        except ConversionError as err:
+                            log.error("proxy %s: cannot send %s: %s", self.node.short, xds_type.short.upper(), err)
+                            self.failure = (grpc.StatusCode.INTERNAL, f"cannot convert {xds_type.short.upper()}: {err}")
+                            return
+                        await self.context.write(message)
+                waiters = [asyncio.ensure_future(change.wait())]
+            else:
+                waiters = []
+            if self.cp.stopping:
+                return
+            waiters.append(asyncio.ensure_future(self.wake.wait()))
+            done, pending = await asyncio.wait([*waiters, reader], return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
+        if self.failure is None and reader.done() and not reader.cancelled() and reader.exception() is not None:
+            log.debug("ADS stream read ended: %s", reader.exception())
+
+
+class AggregatedDiscovery(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    """The servicer; `Delta` is not implemented yet (UNIMPLEMENTED, so Envoy's delta ADS fails visibly)."""
+
+    def __init__(self, cp: ControlPlane, gate: GrpcGate):
+        self.cp, self.gate = cp, gate
+        self.anys = AnyCache()
+
+    async def StreamAggregatedResources(self, request_iterator, context):  # noqa: N802 - the gRPC method name
+        await AdsStream(self.cp, self.gate, self.anys, context).run(request_iterator)
+
+    async def DeltaAggregatedResources(self, request_iterator, context):  # noqa: N802
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            "DeltaAggregatedResources is not served yet: use state-of-the-world ADS")
+
+
+async def start_grpc(cp: ControlPlane, gate: GrpcGate, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+    """Serve ADS on host:port (0 = any free port) in plaintext; (server, bound port). OSError when it
+    cannot bind (grpcio raises RuntimeError or returns 0)."""
+    server = grpc.aio.server(options=[("grpc.max_send_message_length", -1),
+                                      ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                                      ("grpc.so_reuseport", 0)])
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AggregatedDiscovery(cp, gate), server)
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as err:
+        raise OSError(f"address in use or not available ({err})") from None
+    if not bound:
+        raise OSError("address in use or not available")
+    await server.start()
+    return server, bound
