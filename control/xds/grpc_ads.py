@@ -122,8 +122,9 @@ class AdsStream:
             self.wake.clear()
             if self.node is not None:
                 change = self.cp.change_event(self.node.id)
-                for xds_type in ORDER:
-                    if xds_type.short in self.subscribed and self.cp.cache.ready(self.node.id, xds_type):
+                for xds_type in ORDER:  # one ordered stream: an earlier type sent is enough (cache.ready)
+                    due = self.cp.cache.ready(self.node.id, xds_type, ordered_stream=True)
+                    if xds_type.short in self.subscribed and due:
                         response = self.cp.respond(self.node.id, xds_type)
                         try:
                             message = self.anys.response(response)

