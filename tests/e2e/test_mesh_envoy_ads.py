@@ -11,12 +11,15 @@ translator and protobuf parsing, and Envoy's own validation rejects the cluster 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 
 import pytest
 
 from pyproxy.agent.bootstrap import Workload, envoy_bootstrap
 from tests.support.envoy import EnvoyProcess, require_envoy
+from tests.support.process import Process, _alive, pyproxy_command
 from tests.support.mesh import (XDS_TYPES, Mesh, console_script, destination_rule, free_ports, get, labels, poll,
                                 service, virtual_service)
 
@@ -131,3 +134,48 @@ async def test_real_envoy_gets_its_config_over_grpc_ads_routes_to_pyproxy_and_na
         await row_of(cp, "productpage-v1", lambda r: all(r["types"][t]["status"] == "SYNCED" for t in XDS_TYPES))
     finally:
         envoy.stop()
+
+
+async def test_pyproxy_agent_writes_the_bootstrap_runs_envoy_and_stops_it_with_itself(mesh: Mesh, tmp_path):
+    """`pyproxy agent` (pilot-agent's process part): its Envoy joins over gRPC ADS and serves; SIGTERM to the
+    agent's PID stops Envoy too (the agent forwards it and exits with Envoy's code)."""
+    binary = require_envoy()
+    svc_port = free_ports(1)[0]
+    mesh.write("services.yaml", services(svc_port))
+    mesh.write("reviews-vs.yaml", virtual_service("reviews", {"v1": 100}))
+    cp = await mesh.control_plane(extra_args=["--grpc-port", "0"])
+    await mesh.workloads(("reviews-v1", labels("reviews", "v1")))
+    inbound, outbound, admin, app = free_ports(4)
+    agent = Process("agent-productpage", [
+        *pyproxy_command(), "agent", "--control-grpc", f"127.0.0.1:{cp.grpc_port}", "--name", "productpage-v1",
+        "--labels", "app=productpage,version=v1", "--app-port", str(app), "--inbound-port", str(inbound),
+        "--outbound-port", str(outbound), "--admin-port", str(admin), "--envoy", str(binary),
+        "--work-dir", str(tmp_path / "agent")], tmp_path)
+    agent.start()
+    envoy_pid = 0
+    try:
+        async def pid() -> int:
+            agent.check_running()
+            for line in agent.output(None).splitlines():
+                if line.startswith("ENVOY_PID "):
+                    return int(line.split()[1])
+            return 0
+        envoy_pid = await poll("the agent starts Envoy", pid)
+        assert (tmp_path / "agent" / "envoy-rev.json").is_file()
+        await row_of(cp, "productpage-v1", lambda r: all(r["types"][t]["status"] == "SYNCED" for t in XDS_TYPES))
+
+        async def served():
+            status, text = await answer(outbound, f"reviews:{svc_port}")
+            return text if status == 200 else None
+        assert json.loads(await poll("agent's Envoy -> pyproxy -> reviews-v1", served))["served_by"] == "reviews-v1"
+
+        agent.terminate()
+        assert await agent.exited() == 0, agent.output()
+
+        async def envoy_gone() -> bool:
+            return not _alive(envoy_pid)
+        await poll("Envoy exits with its agent", envoy_gone)
+    finally:
+        agent.stop()
+        if envoy_pid and _alive(envoy_pid):
+            os.kill(envoy_pid, signal.SIGKILL)

@@ -40,3 +40,22 @@ def test_a_control_plane_named_by_host_is_resolved_and_a_bad_port_refused():
     assert b["static_resources"]["clusters"][0]["type"] == "STRICT_DNS"
     with pytest.raises(ValueError, match="out of range"):
         envoy_bootstrap(W, "127.0.0.1", 0)
+
+
+def test_agent_arguments_become_the_bootstrap_and_bad_addresses_are_named():
+    import argparse
+
+    from pyproxy.agent.run import add_arguments, bootstrap_from_args, parse_address
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["--control-grpc", "10.0.0.5:15011", "--name", "reviews-v2", "--labels",
+                         "app=reviews,version=v2", "--app-port", "9080", "--outbound-port", "15301"])
+    b = bootstrap_from_args(args)
+    node = parse_node(b["node"])
+    assert dict(node.labels) == {"app": "reviews", "version": "v2"} and node.outbound_port == 15301
+    sa = b["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    assert sa["endpoint"]["address"]["socket_address"] == {"address": "10.0.0.5", "port_value": 15011}
+    assert parse_address("[::1]:15011") == ("::1", 15011)
+    with pytest.raises(ValueError, match="--control-grpc: want HOST:PORT"):
+        parse_address("istiod")
