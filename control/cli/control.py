@@ -1,6 +1,7 @@
 """`pyproxy-control`: the control plane process (≈ istiod's `pilot-discovery discovery`).
 
     pyproxy-control serve --config-dir examples/mesh/ [--xds-port 15010] [--metrics-port 15014] [--grpc-port P]
+                          [--secure-grpc-port P]
                           [--host 127.0.0.1] [--grace 10] [--debounce 0.1] [--long-poll-timeout 30]
                           [--no-watch] [--state-file PATH] [--plaintext-xds on|read-only|off]
                           [--secure-port 15012] [--ca-dir DIR | --cacerts DIR] [--trust-domain TD]
@@ -63,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also serve ADS over gRPC in plaintext on this port (what istiod serves on 15010, where "
                         "this control plane serves REST-JSON; 0 = any; prints GRPC_PORT n); under the "
                         "--plaintext-xds policy; not served when absent (docs/xds.md, gRPC ADS)")
+    p.add_argument("--secure-grpc-port", type=int, default=None, metavar="PORT",
+                   help="also serve ADS over gRPC with TLS on this port, authenticated as the secure port is "
+                        "(authorization: Bearer token metadata or a mesh client certificate; istiod's 15012 "
+                        "gRPC); needs --secure-port; 0 = any; prints SECURE_GRPC_PORT n")
     p.add_argument("--metrics-port", type=int, default=15014, help="Prometheus /metrics (default 15014; 0 = any)")
     p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
                    help="remove a proxy this long after its last request (default 10, istiod's "
@@ -243,6 +248,26 @@ async def serve(args: argparse.Namespace) -> int:
                 return EXIT_BAD_INPUT
             grpc_servers.append(grpc_server)
             print(f"GRPC_PORT {bound}", flush=True)
+        if args.secure_grpc_port is not None:
+            if secure is None:
+                print("Error: --secure-grpc-port needs --secure-port (the CA that issues its certificate)",
+                      file=sys.stderr)
+                return EXIT_BAD_INPUT
+            from control.ca.server import serving_pems
+            from control.xds.grpc_ads import secure_grpc_gate, start_grpc, tls_credentials
+
+            chain_pem, key_pem = serving_pems(secure.authority)
+            gate = secure_grpc_gate(secure.service.tokens, secure.authority.policy.trust_domain, secure.auth_metrics)
+            try:
+                grpc_server, bound = await start_grpc(cp, gate, args.host, args.secure_grpc_port,
+                                                      tls_credentials(chain_pem, key_pem,
+                                                                      secure.authority.trust_bundle_pem))
+            except OSError as err:
+                print(f"Error: cannot bind {args.host}:{args.secure_grpc_port} (gRPC ADS over TLS): {err}",
+                      file=sys.stderr)
+                return EXIT_BAD_INPUT
+            grpc_servers.append(grpc_server)
+            print(f"SECURE_GRPC_PORT {bound}", flush=True)
         for name, app, port, ssl_context in sites:
             try:
                 runner, bound = await start_site(app, args.host, port, ssl_context=ssl_context)

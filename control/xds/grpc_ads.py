@@ -28,22 +28,23 @@ from control.xds.admission import Admission, PlaintextXds, admit
 from control.xds.cache import BY_URL, ORDER, DiscoveryRequest, XdsType
 from control.xds.node import NodeError, ProxyNode, parse_node
 from control.xds.protos import AnyCache, ConversionError, node_json, register_types
-from control.xds.secure import XdsAuthError
+from control.ca.tokens import TokenVerifier
+from control.xds.secure import XdsAuthError, XdsAuthMetrics, authorize_discovery
 
 log = logging.getLogger("pyproxy.control")
 
 register_types()
 from envoy.service.discovery.v3 import ads_pb2_grpc  # noqa: E402 - after the types are registered
 
-# who may use the port and whether its node registers (Admission), or XdsAuthError: (metadata, node)
-GrpcGate = Callable[[dict[str, str], ProxyNode], Admission]
+# who may use the port and whether its node registers (Admission), or XdsAuthError: (call context, node)
+GrpcGate = Callable[[grpc.aio.ServicerContext, ProxyNode], Admission]
 
 _AUTH_STATUS = {401: grpc.StatusCode.UNAUTHENTICATED, 403: grpc.StatusCode.PERMISSION_DENIED}
 
 
 def plaintext_grpc_gate(cp: ControlPlane, policy: PlaintextXds) -> GrpcGate:
     """The plaintext REST port's policy (control.xds.server.plaintext_gate), for gRPC streams."""
-    def gate(_metadata: dict[str, str], node: ProxyNode) -> Admission:
+    def gate(_context: grpc.aio.ServicerContext, node: ProxyNode) -> Admission:
         admission = admit(node, None, anonymous_may_register=policy.anonymous_may_register)
         if not admission.register and node.id in cp.live.members():
             raise XdsAuthError(Reason.PERMISSION_DENIED,
@@ -51,6 +52,31 @@ def plaintext_grpc_gate(cp: ControlPlane, policy: PlaintextXds) -> GrpcGate:
                                "(read-only) does not serve its node id")
         return admission
     return gate
+
+
+def secure_grpc_gate(tokens: TokenVerifier, trust_domain: str, metrics: XdsAuthMetrics) -> GrpcGate:
+    """The secure REST port's check (control.xds.secure.authorize_discovery), fed the stream's
+    `authorization: Bearer` metadata and the verified client certificate's URI SANs (istiod authenticates
+    each ADS stream the same way, once, at its first request)."""
+    def gate(context: grpc.aio.ServicerContext, node: ProxyNode) -> Admission:
+        metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ())}
+        try:
+            return authorize_discovery(node, metadata.get("authorization"), peercert_of(context), tokens,
+                                       trust_domain).admission
+        except XdsAuthError as err:
+            metrics.refused(err)
+            log.warning("Unauthorized XDS (gRPC) from %s: %s", context.peer(), err.message)
+            raise
+    return gate
+
+
+def peercert_of(context: grpc.aio.ServicerContext) -> dict | None:
+    """The verified client certificate's SANs in the `ssl.getpeercert()` shape control.ca.authn reads; None
+    without one. grpc only puts a certificate in the auth context after verifying it against the roots."""
+    auth = context.auth_context() or {}
+    sans = [v.decode() if isinstance(v, bytes) else str(v) for v in auth.get("x509_subject_alternative_name", ())]
+    uris = tuple(("URI", v) for v in sans if v.lower().startswith("spiffe://"))
+    return {"subjectAltName": uris} if uris else None
 
 
 def discovery_request(message) -> DiscoveryRequest:
@@ -92,7 +118,7 @@ class AdsStream:
         """Register the node of the stream's first request; False (and `failure` set) when refused."""
         try:
             node = parse_node(node_json(message.node) if message.HasField("node") else None)
-            admission = self.gate(dict(self.context.invocation_metadata() or ()), node)
+            admission = self.gate(self.context, node)
         except NodeError as err:
             self.failure = (grpc.StatusCode.INVALID_ARGUMENT, str(err))
             return False
@@ -161,18 +187,29 @@ class AggregatedDiscovery(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                             "DeltaAggregatedResources is not served yet: use state-of-the-world ADS")
 
 
-async def start_grpc(cp: ControlPlane, gate: GrpcGate, host: str, port: int) -> tuple[grpc.aio.Server, int]:
-    """Serve ADS on host:port (0 = any free port) in plaintext; (server, bound port). OSError when it
-    cannot bind (grpcio raises RuntimeError or returns 0)."""
+async def start_grpc(cp: ControlPlane, gate: GrpcGate, host: str, port: int,
+                     credentials: grpc.ServerCredentials | None = None) -> tuple[grpc.aio.Server, int]:
+    """Serve ADS on host:port (0 = any free port), in plaintext or over TLS with `credentials`
+    (`tls_credentials`); (server, bound port). OSError when it cannot bind (grpcio raises RuntimeError or
+    returns 0)."""
     server = grpc.aio.server(options=[("grpc.max_send_message_length", -1),
                                       ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                                       ("grpc.so_reuseport", 0)])
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AggregatedDiscovery(cp, gate), server)
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        address = f"{host}:{port}"
+        bound = server.add_secure_port(address, credentials) if credentials is not None else \
+            server.add_insecure_port(address)
     except RuntimeError as err:
         raise OSError(f"address in use or not available ({err})") from None
     if not bound:
         raise OSError("address in use or not available")
     await server.start()
     return server, bound
+
+
+def tls_credentials(chain_pem: bytes, key_pem: bytes, roots_pem: bytes) -> grpc.ServerCredentials:
+    """TLS for gRPC ADS on the secure side: the CA's serving certificate (control.ca.server.serving_pems); a
+    client certificate is optional (token callers have none) and verified against the mesh roots when sent."""
+    return grpc.ssl_server_credentials([(key_pem, chain_pem)], root_certificates=roots_pem,
+                                       require_client_auth=False)

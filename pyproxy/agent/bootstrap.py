@@ -13,6 +13,11 @@ Envoy learns everything else over ADS from the control plane (control.xds.grpc_a
 * `xds-grpc` speaks HTTP/2 (gRPC): `typed_extension_protocol_options`
   `envoy.extensions.upstreams.http.v3.HttpProtocolOptions.explicit_http_config.http2_protocol_options`.
 * `admin` on 127.0.0.1 only (istio-agent binds it to localhost: /config_dump is not for the network).
+* With `XdsTls` (the control plane's secure gRPC port, `--secure-grpc-port`): `xds-grpc` gets an
+  UpstreamTlsContext verifying the control plane against the mesh root file (istio-agent's
+  `root-cert.pem`, SNI `istiod.istio-system.svc`), and the stream carries the service-account token as
+  `authorization: Bearer` initial metadata (istio-agent sends it as call credentials read from the token file;
+  here it is read once, when the bootstrap is written).
 """
 from __future__ import annotations
 
@@ -23,6 +28,16 @@ from typing import Mapping
 
 HTTP_PROTOCOL_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 XDS_CLUSTER = "xds-grpc"  # istio-agent's name for the ADS cluster
+UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+
+
+@dataclass(frozen=True, slots=True)
+class XdsTls:
+    """ADS over TLS: the mesh root that verifies the control plane, and the token that authenticates us."""
+
+    root_cert_file: str
+    token: str
+    sni: str = "istiod.istio-system.svc"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +83,14 @@ def _address_type(host: str) -> str:
         return "STRICT_DNS"  # istio-agent's xds-grpc resolves istiod's name the same way
 
 
-def envoy_bootstrap(w: Workload, xds_host: str, xds_port: int) -> dict:
-    """The whole bootstrap for `w`, with ADS over plaintext gRPC to xds_host:xds_port."""
+def envoy_bootstrap(w: Workload, xds_host: str, xds_port: int, tls: XdsTls | None = None) -> dict:
+    """The whole bootstrap for `w`, with ADS over gRPC to xds_host:xds_port (plaintext, or TLS + token)."""
     if not 0 < xds_port < 65536:
         raise ValueError(f"xds port {xds_port} out of range 1..65535")
+    if tls is not None and not tls.token.strip():
+        raise ValueError("xDS over TLS needs a service-account token (the token file is empty)")
     ads = {"ads": {}, "resource_api_version": "V3"}
-    return {
+    bootstrap = {
         "node": node(w),
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": w.admin_port}}},
         "dynamic_resources": {
@@ -92,3 +109,12 @@ def envoy_bootstrap(w: Workload, xds_host: str, xds_port: int) -> dict:
                 "@type": HTTP_PROTOCOL_OPTIONS, "explicit_http_config": {"http2_protocol_options": {}}}},
         }]},
     }
+    if tls is not None:
+        grpc_service = bootstrap["dynamic_resources"]["ads_config"]["grpc_services"][0]
+        grpc_service["initial_metadata"] = [{"key": "authorization", "value": f"Bearer {tls.token.strip()}"}]
+        bootstrap["static_resources"]["clusters"][0]["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {"@type": UPSTREAM_TLS, "sni": tls.sni, "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "validation_context": {"trusted_ca": {"filename": tls.root_cert_file}}}}}
+    return bootstrap

@@ -22,7 +22,7 @@ import sys
 import tempfile
 from typing import Any
 
-from .bootstrap import Workload, envoy_bootstrap
+from .bootstrap import Workload, XdsTls, envoy_bootstrap
 
 EXIT_BAD_INPUT = 1
 
@@ -30,6 +30,10 @@ EXIT_BAD_INPUT = 1
 def add_arguments(p: Any) -> None:
     p.add_argument("--control-grpc", default="127.0.0.1:15011", metavar="HOST:PORT",
                    help="the control plane's gRPC ADS address (pyproxy-control serve --grpc-port)")
+    p.add_argument("--ca-root", default=None, metavar="FILE",
+                   help="mesh root (root-cert.pem): ADS over TLS to the control plane's --secure-grpc-port")
+    p.add_argument("--token-file", default=None, metavar="FILE",
+                   help="service-account token sent as authorization: Bearer (with --ca-root)")
     p.add_argument("--name", required=True, help="workload (pod) name, e.g. productpage-v1")
     p.add_argument("--namespace", default="default")
     p.add_argument("--service-account", default="default")
@@ -64,7 +68,17 @@ def bootstrap_from_args(args: Any) -> dict:
     w = Workload(args.name, args.namespace, args.ip, args.service_account, labels,
                  tuple(("http" if i == 0 else f"http-{i}", p) for i, p in enumerate(args.app_port)),
                  args.inbound_port, args.outbound_port, args.admin_port, args.bind)
-    return envoy_bootstrap(w, host, port)
+    tls = None
+    if args.ca_root or args.token_file:
+        if not (args.ca_root and args.token_file):
+            raise ValueError("--ca-root and --token-file go together (ADS over TLS with a token)")
+        try:
+            with open(args.token_file, encoding="utf-8") as fh:
+                token = fh.read()
+        except OSError as err:
+            raise ValueError(f"--token-file {args.token_file}: {err.strerror}") from None
+        tls = XdsTls(os.path.abspath(args.ca_root), token)
+    return envoy_bootstrap(w, host, port, tls)
 
 
 def envoy_executable(given: str | None) -> str | None:

@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 
-from pyproxy.agent.bootstrap import Workload, envoy_bootstrap
+from pyproxy.agent.bootstrap import Workload, XdsTls, envoy_bootstrap
 from tests.support.envoy import EnvoyProcess, require_envoy
 from tests.support.process import Process, _alive, pyproxy_command
 from tests.support.mesh import (XDS_TYPES, Mesh, console_script, destination_rule, free_ports, get, labels, poll,
@@ -179,3 +179,50 @@ async def test_pyproxy_agent_writes_the_bootstrap_runs_envoy_and_stops_it_with_i
         agent.stop()
         if envoy_pid and _alive(envoy_pid):
             os.kill(envoy_pid, signal.SIGKILL)
+
+
+async def test_envoy_over_tls_with_a_token_on_the_secure_grpc_port_and_a_wrong_identity_is_refused(mesh: Mesh,
+                                                                                                   tmp_path):
+    """`--secure-grpc-port`: ADS over TLS (the CA's serving certificate, verified by Envoy against the mesh root),
+    authenticated by `authorization: Bearer` as the secure REST port is; a token for another service account
+    than the node's is PermissionDenied, counted, and registers nothing."""
+    binary = require_envoy()
+    svc_port = free_ports(1)[0]
+    mesh.write("services.yaml", services(svc_port))
+    mesh.write("reviews-vs.yaml", virtual_service("reviews", {"v1": 100}))
+    cp = await mesh.control_plane(secure=True, extra_args=["--secure-grpc-port", "0"])
+    assert cp.secure_grpc_port, cp.output()
+    await mesh.workloads(("reviews-v1", labels("reviews", "v1")))
+
+    def start(name: str, sa: str, token_sa: str) -> tuple[EnvoyProcess, int]:
+        inbound, outbound, admin, app = free_ports(4)
+        w = Workload(name, labels=labels("productpage"), ports=(("http", app),), inbound_port=inbound,
+                     outbound_port=outbound, admin_port=admin, service_account=sa)
+        token = cp.token("default", token_sa).read_text()
+        workdir = tmp_path / name
+        workdir.mkdir()
+        envoy = EnvoyProcess(envoy_bootstrap(w, "127.0.0.1", cp.secure_grpc_port, XdsTls(str(cp.root_cert), token)),
+                             workdir, binary)
+        envoy.start()
+        return envoy, outbound
+
+    good, outbound = start("productpage-v1", "bookinfo-productpage", "bookinfo-productpage")
+    try:
+        await row_of(cp, "productpage-v1", lambda r: all(r["types"][t]["status"] == "SYNCED" for t in XDS_TYPES),
+                     good.output)
+
+        async def served():
+            status, text = await answer(outbound, f"reviews:{svc_port}")
+            return text if status == 200 else None
+        assert json.loads(await poll("Envoy (TLS ADS) -> pyproxy -> reviews-v1", served))["served_by"] == "reviews-v1"
+
+        bad, _ = start("productpage-v2", "bookinfo-productpage", "bookinfo-reviews")
+        try:
+            async def refused() -> bool:
+                return await cp.metric("pilot_xds_auth_failures", 'reason="PermissionDenied"') >= 1
+            await poll("the wrong identity refused", refused, detail=bad.output)
+            assert "productpage-v2" not in await cp.proxy_rows()
+        finally:
+            bad.stop()
+    finally:
+        good.stop()

@@ -59,3 +59,18 @@ def test_agent_arguments_become_the_bootstrap_and_bad_addresses_are_named():
     assert parse_address("[::1]:15011") == ("::1", 15011)
     with pytest.raises(ValueError, match="--control-grpc: want HOST:PORT"):
         parse_address("istiod")
+
+
+def test_ads_over_tls_verifies_the_control_plane_and_sends_the_token_as_bearer_metadata():
+    from pyproxy.agent.bootstrap import XdsTls
+
+    b = envoy_bootstrap(W, "127.0.0.1", 15012, XdsTls("/etc/mesh/root-cert.pem", "tok\n"))
+    msg = parse_envoy("envoy.config.bootstrap.v3.Bootstrap", b)
+    (meta,) = msg.dynamic_resources.ads_config.grpc_services[0].initial_metadata
+    assert (meta.key, meta.value) == ("authorization", "Bearer tok")
+    socket = msg.static_resources.clusters[0].transport_socket
+    assert socket.name == "envoy.transport_sockets.tls"
+    tls = b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]
+    assert tls["common_tls_context"]["validation_context"]["trusted_ca"] == {"filename": "/etc/mesh/root-cert.pem"}
+    with pytest.raises(ValueError, match="needs a service-account token"):
+        envoy_bootstrap(W, "127.0.0.1", 15012, XdsTls("/r.pem", " "))
