@@ -226,3 +226,44 @@ async def test_envoy_over_tls_with_a_token_on_the_secure_grpc_port_and_a_wrong_i
             bad.stop()
     finally:
         good.stop()
+
+
+async def test_envoy_keeps_serving_when_the_control_plane_is_killed_and_resyncs_after_its_restart(mesh: Mesh,
+                                                                                                 tmp_path):
+    """kill -9 of the control plane: Envoy keeps its config and serves; the restarted control plane (same gRPC
+    port) sees Envoy reconnect with the version it holds (a content hash, the same across restarts) and
+    shows it SYNCED again."""
+    binary = require_envoy()
+    svc_port, grpc_port = free_ports(2)
+    mesh.write("services.yaml", services(svc_port))
+    mesh.write("reviews-vs.yaml", virtual_service("reviews", {"v1": 100}))
+    cp = await mesh.control_plane(extra_args=["--grpc-port", str(grpc_port)])
+    await mesh.workloads(("reviews-v1", labels("reviews", "v1")))
+    inbound, outbound, admin, app = free_ports(4)
+    w = Workload("productpage-v1", labels=labels("productpage"), ports=(("http", app),), inbound_port=inbound,
+                 outbound_port=outbound, admin_port=admin, service_account="bookinfo-productpage")
+    workdir = tmp_path / "envoy"
+    workdir.mkdir()
+    envoy = EnvoyProcess(envoy_bootstrap(w, "127.0.0.1", grpc_port), workdir, binary)
+    envoy.start()
+    try:
+        synced = lambda r: all(r["types"][t]["status"] == "SYNCED" for t in XDS_TYPES)  # noqa: E731
+        version = (await row_of(cp, "productpage-v1", synced, envoy.output))["version"]
+        host = f"reviews:{svc_port}"
+
+        async def served():
+            status, text = await answer(outbound, host)
+            return text if status == 200 else None
+        await poll("Envoy -> pyproxy -> reviews-v1", served)
+
+        cp.kill()
+        answers = [await answer(outbound, host) for _ in range(5)]
+        assert [a[0] for a in answers] == [200] * 5, answers
+
+        await mesh.restart_control_plane()
+        assert cp.grpc_port == grpc_port
+        row = await row_of(cp, "productpage-v1", synced, envoy.output)
+        assert row["version"] == version and row["connected"]
+        assert [(await answer(outbound, host))[0] for _ in range(5)] == [200] * 5
+    finally:
+        envoy.stop()
