@@ -325,6 +325,14 @@ class XdsCache:
         current = state.snapshot.payloads[xds_type.short].hash
         if ts.acked_hash == current or ts.nack_hash == current:
             return False
+        return self.order_open(proxy_id, xds_type, ordered_stream=ordered_stream)
+
+    def order_open(self, proxy_id: str, xds_type: XdsType, *, ordered_stream: bool = False) -> bool:
+        """Every type before this one in ADS order is held (or, on an ordered stream, sent and not rejected):
+        a response of this type may go out (`ready` also asks that it carry something new)."""
+        state = self._proxies.get(proxy_id)
+        if state is None or state.snapshot is None:
+            return False
         for earlier in ORDER[:ORDER.index(xds_type)]:
             if state.holds(earlier.short):
                 continue

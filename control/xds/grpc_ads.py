@@ -26,6 +26,7 @@ from control.ca.authority import Reason
 from control.serve import ControlPlane
 from control.xds.admission import Admission, PlaintextXds, admit
 from control.xds.cache import BY_URL, ORDER, DiscoveryRequest, XdsType
+from control.xds.delta import DeltaSubscription
 from control.xds.node import NodeError, ProxyNode, parse_node
 from control.xds.protos import AnyCache, ConversionError, node_json, register_types
 from control.ca.tokens import TokenVerifier
@@ -34,7 +35,8 @@ from control.xds.secure import XdsAuthError, XdsAuthMetrics, authorize_discovery
 log = logging.getLogger("pyproxy.control")
 
 register_types()
-from envoy.service.discovery.v3 import ads_pb2_grpc  # noqa: E402 - after the types are registered
+from envoy.config.core.v3 import base_pb2  # noqa: E402 - after the types are registered
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2  # noqa: E402
 
 # who may use the port and whether its node registers (Admission), or XdsAuthError: (call context, node)
 GrpcGate = Callable[[grpc.aio.ServicerContext, ProxyNode], Admission]
@@ -79,17 +81,24 @@ def peercert_of(context: grpc.aio.ServicerContext) -> dict | None:
     return {"subjectAltName": uris} if uris else None
 
 
+def error_detail(message) -> str | None:
+    """A (Delta)DiscoveryRequest's NACK: its google.rpc.Status message; None for no error."""
+    if not message.HasField("error_detail"):
+        return None
+    return message.error_detail.message or f"code {message.error_detail.code}"
+
+
 def discovery_request(message) -> DiscoveryRequest:
-    """A protobuf DiscoveryRequest as the cache reads it (error_detail: google.rpc.Status, its message)."""
-    error = None
-    if message.HasField("error_detail"):
-        error = message.error_detail.message or f"code {message.error_detail.code}"
+    """A protobuf DiscoveryRequest as the cache reads it."""
+    error = error_detail(message)
     return DiscoveryRequest(version_info=message.version_info, response_nonce=message.response_nonce,
                             error_detail=error, resource_names=tuple(message.resource_names))
 
 
 class AdsStream:
     """One StreamAggregatedResources call: reads requests, writes what is due."""
+
+    mode = "state of the world"
 
     def __init__(self, cp: ControlPlane, gate: GrpcGate, anys: AnyCache, context: grpc.aio.ServicerContext):
         self.cp, self.gate, self.anys, self.context = cp, gate, anys, context
@@ -127,7 +136,7 @@ class AdsStream:
             return False
         self.cp.connect(node, admission)
         self.node = node
-        log.info("proxy %s: ADS stream (gRPC) from %s", node.short, self.context.peer())
+        log.info("proxy %s: ADS stream (gRPC, %s) from %s", node.short, self.mode, self.context.peer())
         return True
 
     async def _read(self, requests) -> None:
@@ -137,28 +146,23 @@ class AdsStream:
             assert self.node is not None
             xds_type = BY_URL.get(message.type_url)
             if xds_type is None:
-                log.debug("proxy %s: ignoring a request for %s (not served)", self.node.short, message.type_url)
+                log.debug("proxy %s: ignoring a %s request for %s (not served)", self.node.short, self.mode,
+                          message.type_url)
                 continue
             self.subscribed[xds_type.short] = xds_type
-            self.cp.receive(self.node, xds_type, discovery_request(message))
+            self._request(self.node, xds_type, message)
             self.wake.set()
+
+    def _request(self, node: ProxyNode, xds_type: XdsType, message) -> None:
+        self.cp.receive(node, xds_type, discovery_request(message))
 
     async def _write(self, reader: asyncio.Task) -> None:
         while not reader.done() or self.wake.is_set():
             self.wake.clear()
             if self.node is not None:
                 change = self.cp.change_event(self.node.id)
-                for xds_type in ORDER:  # one ordered stream: an earlier type sent is enough (cache.ready)
-                    due = self.cp.cache.ready(self.node.id, xds_type, ordered_stream=True)
-                    if xds_type.short in self.subscribed and due:
-                        response = self.cp.respond(self.node.id, xds_type)
-                        try:
-                            message = self.anys.response(response)
-                        except ConversionError as err:
-                            log.error("proxy %s: cannot send %s: %s", self.node.short, xds_type.short.upper(), err)
-                            self.failure = (grpc.StatusCode.INTERNAL, f"cannot convert {xds_type.short.upper()}: {err}")
-                            return
-                        await self.context.write(message)
+                if not await self._send_due():
+                    return
                 waiters = [asyncio.ensure_future(change.wait())]
             else:
                 waiters = []
@@ -172,8 +176,92 @@ class AdsStream:
             log.debug("ADS stream read ended: %s", reader.exception())
 
 
+    async def _send_due(self) -> bool:
+        """Send every response due, in ADS order; False when the stream must end (`failure` set)."""
+        assert self.node is not None
+        for xds_type in ORDER:  # one ordered stream: an earlier type sent is enough (cache.ready)
+            due = self.cp.cache.ready(self.node.id, xds_type, ordered_stream=True)
+            if xds_type.short in self.subscribed and due:
+                response = self.cp.respond(self.node.id, xds_type)
+                try:
+                    message = self.anys.response(response)
+                except ConversionError as err:
+                    return self._conversion_failed(xds_type, err)
+                await self.context.write(message)
+        return True
+
+    def _conversion_failed(self, xds_type: XdsType, err: ConversionError) -> bool:
+        assert self.node is not None
+        log.error("proxy %s: cannot send %s: %s", self.node.short, xds_type.short.upper(), err)
+        self.failure = (grpc.StatusCode.INTERNAL, f"cannot convert {xds_type.short.upper()}: {err}")
+        return False
+
+
+class DeltaStream(AdsStream):
+    """One DeltaAggregatedResources call (incremental xDS, control.xds.delta): per type, the resources added or
+    changed since what the client holds, and the names removed; ACK/NACK and versions in the same XdsCache."""
+
+    mode = "delta"
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.subs: dict[str, DeltaSubscription] = {}
+
+    def _request(self, node: ProxyNode, xds_type: XdsType, message) -> None:
+        sub = self.subs.setdefault(xds_type.short, DeltaSubscription(xds_type.type_url))
+        first = not sub.started
+        sub.request(message.resource_names_subscribe, message.resource_names_unsubscribe,
+                    dict(message.initial_resource_versions))
+        nonce = message.response_nonce
+        if nonce:
+            error = error_detail(message)
+            if error is not None:
+                sub.reject(nonce)
+            state = self.cp.cache.type_state(node.id, xds_type)
+            version = state.sent_version if nonce == state.sent_nonce and error is None else ""
+            self.cp.receive(node, xds_type, DiscoveryRequest(version_info=version, response_nonce=nonce,
+                                                             error_detail=error))
+        elif first:  # a new subscription: the client holds only its initial_resource_versions
+            self.cp.receive(node, xds_type, DiscoveryRequest())
+
+    async def _send_due(self) -> bool:
+        assert self.node is not None
+        cache = self.cp.cache
+        snapshot = cache.snapshot(self.node.id)
+        if snapshot is None:
+            return True
+        for xds_type in ORDER:
+            if xds_type.short not in self.subscribed:
+                continue
+            sub = self.subs[xds_type.short]
+            payload = snapshot.payloads[xds_type.short]
+            try:
+                named = self.anys.named(xds_type.type_url, payload)
+            except ConversionError as err:
+                return self._conversion_failed(xds_type, err)
+            current = {name: version for name, (version, _any) in named.items()}
+            update = sub.update(current)
+            due = cache.ready(self.node.id, xds_type, ordered_stream=True)
+            if not due:  # new names subscribed to content the client holds: send them, in order
+                state = cache.type_state(self.node.id, xds_type)
+                due = bool(update) and state.nack_hash != payload.hash and \
+                    cache.order_open(self.node.id, xds_type, ordered_stream=True)
+            if not due:
+                continue
+            response = self.cp.respond(self.node.id, xds_type)
+            message = discovery_pb2.DeltaDiscoveryResponse(
+                system_version_info=response.version_info, type_url=xds_type.type_url, nonce=response.nonce,
+                removed_resources=list(update.removed),
+                resources=[discovery_pb2.Resource(name=n, version=named[n][0], resource=named[n][1])
+                           for n in update.send],
+                control_plane=base_pb2.ControlPlane(identifier="pyproxy-control"))
+            sub.sent(response.nonce, update, current)
+            await self.context.write(message)
+        return True
+
+
 class AggregatedDiscovery(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
-    """The servicer; `Delta` is not implemented yet (UNIMPLEMENTED, so Envoy's delta ADS fails visibly)."""
+    """The servicer: state of the world (AdsStream) and incremental (DeltaStream)."""
 
     def __init__(self, cp: ControlPlane, gate: GrpcGate):
         self.cp, self.gate = cp, gate
@@ -183,8 +271,7 @@ class AggregatedDiscovery(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         await AdsStream(self.cp, self.gate, self.anys, context).run(request_iterator)
 
     async def DeltaAggregatedResources(self, request_iterator, context):  # noqa: N802
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            "DeltaAggregatedResources is not served yet: use state-of-the-world ADS")
+        await DeltaStream(self.cp, self.gate, self.anys, context).run(request_iterator)
 
 
 async def start_grpc(cp: ControlPlane, gate: GrpcGate, host: str, port: int,

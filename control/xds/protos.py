@@ -128,6 +128,7 @@ class AnyCache:
     def __init__(self, size: int = 512):
         self.size = size
         self._items: OrderedDict[tuple[str, str], tuple[any_pb2.Any, ...]] = OrderedDict()
+        self._named: OrderedDict[tuple, dict] = OrderedDict()
         self.conversions = 0  # payloads converted (tests: a second stream reuses them)
 
     def resources(self, type_url: str, payload: Payload) -> tuple[any_pb2.Any, ...]:
@@ -141,6 +142,22 @@ class AnyCache:
         self._items[key] = found
         while len(self._items) > self.size:
             self._items.popitem(last=False)
+        return found
+
+    def named(self, type_url: str, payload: Payload) -> dict[str, tuple[str, any_pb2.Any]]:
+        """name -> (resource version, Any): what delta xDS sends per resource (control.xds.delta)."""
+        key = ("named", type_url, payload.hash)
+        found = self._named.get(key)
+        if found is None:
+            from control.xds.delta import resource_name, resource_versions
+
+            items = json.loads(payload.body)
+            versions = resource_versions(items)
+            found = {resource_name(r): (versions[resource_name(r)], a)
+                     for r, a in zip(items, self.resources(type_url, payload))}
+            self._named[key] = found
+            while len(self._named) > self.size:
+                self._named.popitem(last=False)
         return found
 
     def response(self, response: DiscoveryResponse):

@@ -83,8 +83,10 @@ def _address_type(host: str) -> str:
         return "STRICT_DNS"  # istio-agent's xds-grpc resolves istiod's name the same way
 
 
-def envoy_bootstrap(w: Workload, xds_host: str, xds_port: int, tls: XdsTls | None = None) -> dict:
-    """The whole bootstrap for `w`, with ADS over gRPC to xds_host:xds_port (plaintext, or TLS + token)."""
+def envoy_bootstrap(w: Workload, xds_host: str, xds_port: int, tls: XdsTls | None = None, *,
+                    delta: bool = False) -> dict:
+    """The whole bootstrap for `w`, with ADS over gRPC to xds_host:xds_port (plaintext, or TLS + token);
+    `delta`: incremental xDS (`api_type: DELTA_GRPC`, DeltaAggregatedResources) instead of state of the world."""
     if not 0 < xds_port < 65536:
         raise ValueError(f"xds port {xds_port} out of range 1..65535")
     if tls is not None and not tls.token.strip():
@@ -94,7 +96,7 @@ def envoy_bootstrap(w: Workload, xds_host: str, xds_port: int, tls: XdsTls | Non
         "node": node(w),
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": w.admin_port}}},
         "dynamic_resources": {
-            "ads_config": {"api_type": "GRPC", "transport_api_version": "V3", "set_node_on_first_message_only": True,
+            "ads_config": {"api_type": "DELTA_GRPC" if delta else "GRPC", "transport_api_version": "V3", "set_node_on_first_message_only": True,
                            "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}]},
             "cds_config": dict(ads),
             "lds_config": dict(ads),

@@ -47,6 +47,7 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--envoy", default=None, metavar="PATH", help="Envoy executable (default $ENVOY_BIN, else PATH)")
     p.add_argument("--work-dir", default=None, metavar="DIR", help="where the bootstrap is written (default: temp)")
     p.add_argument("--concurrency", type=int, default=1, help="Envoy worker threads (default 1)")
+    p.add_argument("--delta", action="store_true", help="incremental xDS (DELTA_GRPC) instead of state of the world")
     p.add_argument("--print-bootstrap", action="store_true", help="print the bootstrap (JSON) and exit")
     p.add_argument("-l", "--log-level", default="warning", choices=["debug", "info", "warning", "error"],
                    help="Envoy's log level (default warning)")
@@ -78,7 +79,7 @@ def bootstrap_from_args(args: Any) -> dict:
         except OSError as err:
             raise ValueError(f"--token-file {args.token_file}: {err.strerror}") from None
         tls = XdsTls(os.path.abspath(args.ca_root), token)
-    return envoy_bootstrap(w, host, port, tls)
+    return envoy_bootstrap(w, host, port, tls, delta=args.delta)
 
 
 def envoy_executable(given: str | None) -> str | None:

@@ -79,6 +79,15 @@ class Stream:
         self.held[response.type_url] = response
         return response
 
+    async def next_of(self, type_url: str):
+        """The next response of `type_url`; others that come first (a push after the proxy registered) are
+        ACKed, as Envoy would."""
+        while True:
+            response = await self.receive()
+            if response.type_url == type_url:
+                return response
+            self.ack(response.type_url)
+
 
 async def test_clusters_then_endpoints_after_the_ack_then_listeners_and_routes_all_synced(ads):
     cp, stub, _config = ads
@@ -92,15 +101,15 @@ async def test_clusters_then_endpoints_after_the_ack_then_listeners_and_routes_a
         assert any_.Unpack(cluster)
         names.add(cluster.name)
     assert "outbound|9080|v2|reviews.default.svc.cluster.local" in names
-    s.subscribe(EDS.type_url)  # before the CDS ACK, as Envoy does: EDS waits for it
+    s.subscribe(EDS.type_url)
     s.ack(CDS.type_url)
-    assert (await s.receive()).type_url == EDS.type_url
+    await s.next_of(EDS.type_url)
     s.ack(EDS.type_url)
     s.subscribe(LDS.type_url)
-    assert (await s.receive()).type_url == LDS.type_url
+    await s.next_of(LDS.type_url)
     s.ack(LDS.type_url)
     s.subscribe(RDS.type_url)
-    assert (await s.receive()).type_url == RDS.type_url
+    await s.next_of(RDS.type_url)
     s.ack(RDS.type_url)
     row = await _row(cp, "reviews-v1.default", lambda r: r["types"]["rds"]["status"] == "SYNCED")
     assert {t: v["status"] for t, v in row["types"].items()} == dict.fromkeys(("cds", "eds", "lds", "rds"), "SYNCED")
@@ -122,8 +131,8 @@ async def test_a_nack_is_kept_and_shown_and_a_config_edit_is_pushed_on_the_strea
     text = vs.read_text()
     vs.write_text(text + "\n---\napiVersion: v1\nkind: Service\nmetadata: {name: extra, namespace: default}\n"
                   "spec: {selector: {app: extra}, ports: [{name: http, port: 9080}]}\n")
-    pushed = await s.receive()  # new content: sent again on the same stream
-    assert pushed.type_url == CDS.type_url and pushed.version_info != before
+    pushed = await s.next_of(CDS.type_url)  # new content: sent again on the same stream
+    assert pushed.version_info != before
     s.call.cancel()
 
 
@@ -143,3 +152,49 @@ async def _row(cp, name: str, want) -> dict:
             return rows[name]
         await asyncio.sleep(0.01)
     raise AssertionError(f"{name}: not as wanted in syncz: {cp.syncz()}")
+
+
+class DeltaStream(Stream):
+    """A DeltaAggregatedResources call."""
+
+    def __init__(self, stub, node: dict):
+        self.queue = asyncio.Queue()
+        self.node = node_message(node)
+        self.call = stub.DeltaAggregatedResources(self._requests())
+        self.held = {}
+
+    def subscribe(self, type_url: str, names: tuple[str, ...] = ()) -> None:
+        self.queue.put_nowait(discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, resource_names_subscribe=names))
+
+    def ack(self, type_url: str, error: str | None = None) -> None:
+        req = discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, response_nonce=self.held[type_url].nonce)
+        if error:
+            req.error_detail.code, req.error_detail.message = 3, error
+        self.queue.put_nowait(req)
+
+
+async def test_delta_sends_every_cluster_then_only_what_changed_and_acks_show_synced(ads):
+    cp, stub, config = ads
+    s = DeltaStream(stub, REVIEWS)
+    s.subscribe(CDS.type_url)  # wildcard
+    first = await s.receive()
+    names = {r.name for r in first.resources}
+    assert "outbound|9080|v2|reviews.default.svc.cluster.local" in names and all(r.version for r in first.resources)
+    assert first.system_version_info and not first.removed_resources
+    s.ack(CDS.type_url)
+    row = await _row(cp, "reviews-v1.default", lambda r: r["types"]["cds"]["status"] == "SYNCED")
+    assert row["types"]["cds"]["acked"]["version"] == first.system_version_info
+    eds_name = "outbound|9080|v1|reviews.default.svc.cluster.local"
+    s.subscribe(EDS.type_url, (eds_name,))
+    eds = await s.next_of(EDS.type_url)
+    assert [r.name for r in eds.resources] == [eds_name]
+
+    vs = next(config.glob("*.yaml"))
+    vs.write_text(vs.read_text() + "\n---\napiVersion: v1\nkind: Service\nmetadata: {name: extra, namespace: default}\n"
+                  "spec: {selector: {app: extra}, ports: [{name: http, port: 9080}]}\n")
+    pushed = await s.next_of(CDS.type_url)
+    assert [r.name for r in pushed.resources] == ["outbound|9080||extra.default.svc.cluster.local"]
+    s.ack(CDS.type_url, error="no extra")
+    row = await _row(cp, "reviews-v1.default", lambda r: r["types"]["cds"]["nacked"])
+    assert row["types"]["cds"]["nack"]["error"] == "no extra"
+    s.call.cancel()
