@@ -1,5 +1,5 @@
-"""ADS over gRPC: `envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources` (state of
-the world), what istiod serves on 15010, so that a real Envoy (whose `eds_config: {ads: {}}` needs an ADS
+"""ADS over gRPC: `envoy.service.discovery.v3.AggregatedDiscoveryService`, `StreamAggregatedResources` (state of
+the world) and `DeltaAggregatedResources` (incremental, control.xds.delta), what istiod serves on 15010/15012, so that a real Envoy (whose `eds_config: {ads: {}}` needs an ADS
 stream) joins the mesh. grpcio's asyncio server (`grpc.aio`) runs in the control plane's event loop.
 
 One stream carries every type. Its first request's `node` (Envoy's config.core.v3.Node; with
