@@ -205,5 +205,5 @@ class ServingContext:
         return f"<ServingContext replacements={self.replacements}>"
 
 
-__all__ = ["CAMetrics", "CertificateService", "ServingContext", "ca_app", "ca_routes", "server_ssl_context", "serving_pems", "CREATE_CERTIFICATE_PATH",
-           "parse_request", "Reason"]
+__all__ = ["CAMetrics", "CertificateService", "ServingContext", "ca_app", "ca_routes", "server_ssl_context",
+           "serving_pems", "CREATE_CERTIFICATE_PATH", "parse_request", "Reason"]

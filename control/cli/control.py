@@ -10,10 +10,11 @@
                           [-l info]
 
 Serves xDS (REST-JSON + long-poll, docs/xds.md) and /debug/syncz, /debug/configz on the xDS port, Prometheus
-metrics on the metrics port, and with `--grpc-port` ADS over gRPC (control.xds.grpc_ads, for real Envoy); watches the config directory and pushes changes. Prints one line per bound
-port (`XDS_PORT 15010`, `GRPC_PORT n`, `METRICS_PORT 15014`) so scripts using port 0 learn the ports. Stops on SIGTERM or
-SIGINT. `--plaintext-xds` is the xDS port's registration policy (control.xds.admission): `on` (default,
-the demo: any caller registers as an endpoint), `read-only` (config is served, nobody registers), `off`
+metrics on the metrics port, and with `--grpc-port` / `--secure-grpc-port` ADS over gRPC (control.xds.grpc_ads,
+for real Envoy); watches the config directory and pushes changes. Prints one line per bound port
+(`XDS_PORT 15010`, `GRPC_PORT n`, `SECURE_GRPC_PORT n`, `METRICS_PORT 15014`) so scripts using port 0 learn
+the ports. Stops on SIGTERM or SIGINT. `--plaintext-xds` is the xDS port's registration policy
+(control.xds.admission): `on` (default, the demo: any caller registers as an endpoint), `read-only` (config is served, nobody registers), `off`
 (no xDS port; /debug and /ready stay on the metrics port). The `--max-*` options are the config loader's
 limits (control.istio.load.LoadLimits); a file over one is reported like invalid YAML and skipped.
 Registered proxies are remembered in a state file (outside the config directory) so a restart keeps

@@ -1,6 +1,7 @@
 """ADS over gRPC: `envoy.service.discovery.v3.AggregatedDiscoveryService`, `StreamAggregatedResources` (state of
 the world) and `DeltaAggregatedResources` (incremental, control.xds.delta), what istiod serves on 15010/15012,
-so that a real Envoy (whose `eds_config: {ads: {}}` needs an ADS stream) joins the mesh. grpcio's asyncio server (`grpc.aio`) runs in the control plane's event loop.
+so that a real Envoy (whose `eds_config: {ads: {}}` needs an ADS stream) joins the mesh. grpcio's asyncio
+server (`grpc.aio`) runs in the control plane's event loop.
 
 One stream carries every type. Its first request's `node` (Envoy's config.core.v3.Node; with
 `set_node_on_first_message_only` later ones may omit it) registers the proxy exactly as a REST request's does

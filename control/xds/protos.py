@@ -79,7 +79,7 @@ def message_class(type_url: str):
 
 def _is_stats(f: Any) -> bool:
     tc = f.get("typed_config") if isinstance(f, dict) else None
-    return isinstance(tc, dict) and (tc.get("@type") == STATS_PLUGIN_CONFIG or tc.get("type_url") == STATS_PLUGIN_CONFIG)
+    return isinstance(tc, dict) and STATS_PLUGIN_CONFIG in (tc.get("@type"), tc.get("type_url"))
 
 
 def for_upstream_envoy(type_url: str, resource: dict) -> dict:

@@ -96,7 +96,8 @@ def envoy_bootstrap(w: Workload, xds_host: str, xds_port: int, tls: XdsTls | Non
         "node": node(w),
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": w.admin_port}}},
         "dynamic_resources": {
-            "ads_config": {"api_type": "DELTA_GRPC" if delta else "GRPC", "transport_api_version": "V3", "set_node_on_first_message_only": True,
+            "ads_config": {"api_type": "DELTA_GRPC" if delta else "GRPC", "transport_api_version": "V3",
+                           "set_node_on_first_message_only": True,
                            "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}]},
             "cds_config": dict(ads),
             "lds_config": dict(ads),
