@@ -235,9 +235,15 @@ async def serve(args: argparse.Namespace) -> int:
                 log.warning("plaintext xDS is on: any local process can register as an endpoint of any service "
                             "(the demo's setting; use --plaintext-xds read-only outside a demo)")
         if args.grpc_port is not None and plaintext is not PlaintextXds.OFF:
-            from control.xds.grpc_ads import plaintext_grpc_gate, start_grpc
-            from control.xds.protos import ConversionError
-
+            try:
+                from control.xds.grpc_ads import plaintext_grpc_gate, start_grpc
+                from control.xds.protos import ConversionError
+            except ImportError as err:  # ConversionError is a ValueError: a missing xds-protos module
+                print(f"Error: gRPC ADS needs grpcio and xds-protos: {err}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            except ValueError as err:
+                print(f"Error: gRPC ADS: {err}", file=sys.stderr)
+                return EXIT_BAD_INPUT
             try:
                 grpc_server, bound = await start_grpc(cp, plaintext_grpc_gate(cp, plaintext), args.host,
                                                       args.grpc_port)

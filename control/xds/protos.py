@@ -172,8 +172,16 @@ class AnyCache:
 
 
 def node_json(node_message) -> dict:
-    """A protobuf Node as the JSON `parse_node` reads (Envoy's field names; Struct metadata as JSON values)."""
-    return json_format.MessageToDict(node_message, preserving_proto_field_name=True)
+    """A protobuf Node as the JSON `parse_node` reads (Envoy's field names; Struct metadata as JSON values).
+    Without ISTIO_VERSION in the metadata, the version proxy-status shows is Envoy's own build version
+    (`user_agent_name` + `user_agent_build_version`, e.g. `envoy-1.40.0`)."""
+    node = json_format.MessageToDict(node_message, preserving_proto_field_name=True)
+    meta = node.setdefault("metadata", {})
+    build = node.get("user_agent_build_version", {}).get("version")
+    if not meta.get("ISTIO_VERSION") and build:
+        number = ".".join(str(build.get(k, 0)) for k in ("major_number", "minor_number", "patch"))
+        meta["ISTIO_VERSION"] = f"{node.get('user_agent_name') or 'envoy'}-{number}"
+    return node
 
 
 __all__ = ["AnyCache", "ConversionError", "MODULES", "for_upstream_envoy", "message_class", "node_json",

@@ -55,7 +55,7 @@ class Workload:
     admin_port: int = 15000
     bind_address: str = "127.0.0.1"
     node_type: str = "sidecar"
-    version: str = "envoy"
+    version: str = ""  # ISTIO_VERSION; "" = the control plane shows Envoy's own build version
 
 
 def node(w: Workload) -> dict:
@@ -63,13 +63,14 @@ def node(w: Workload) -> dict:
     meta = {
         "NAME": w.name, "NAMESPACE": w.namespace, "SERVICE_ACCOUNT": w.service_account,
         "LABELS": {str(k): str(v) for k, v in w.labels.items()}, "INSTANCE_IPS": w.ip,
-        "ISTIO_VERSION": w.version,
         "INBOUND_PORT": str(w.inbound_port), "OUTBOUND_PORT": str(w.outbound_port), "ADMIN_PORT": str(w.admin_port),
     }
     if w.ports:
         meta["POD_PORTS"] = json.dumps([{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in w.ports])
     if w.bind_address:
         meta["BIND_ADDRESS"] = w.bind_address
+    if w.version:
+        meta["ISTIO_VERSION"] = w.version
     app = w.labels.get("app", w.name)
     return {"id": f"{w.node_type}~{w.ip}~{w.name}.{w.namespace}~{w.namespace}.svc.cluster.local",
             "cluster": f"{app}.{w.namespace}", "metadata": meta}

@@ -67,3 +67,17 @@ def test_a_payload_is_converted_once_whatever_the_number_of_responses():
         cache.resources(CDS.type_url, Payload.of([{**CLUSTER, "name": f"c{i}"}]))
     cache.resources(CDS.type_url, payload)
     assert cache.conversions == 5
+
+
+def test_an_envoy_node_without_istio_version_shows_envoys_build_version():
+    from control.xds.node import parse_node
+    from control.xds.protos import node_json
+    from envoy.config.core.v3 import base_pb2
+
+    msg = base_pb2.Node(id="sidecar~127.0.0.1~p.default~default.svc.cluster.local", user_agent_name="envoy")
+    msg.user_agent_build_version.version.major_number, msg.user_agent_build_version.version.minor_number = 1, 40
+    msg.metadata.update({"INBOUND_PORT": 15206.0, "LABELS": {"app": "p"}})  # Struct numbers arrive as floats
+    node = parse_node(node_json(msg))
+    assert node.version == "envoy-1.40.0" and node.inbound_port == 15206 and dict(node.labels) == {"app": "p"}
+    msg.metadata.update({"ISTIO_VERSION": "1.24.0"})
+    assert parse_node(node_json(msg)).version == "1.24.0"
