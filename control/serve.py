@@ -482,8 +482,21 @@ class ControlPlane:
                 await asyncio.wait_for(event.wait(), remaining)
             except asyncio.TimeoutError:
                 pass
+        return self.respond(node_id, xds_type)
+
+    def respond(self, node_id: str, xds_type: XdsType) -> DiscoveryResponse:
+        """The response due now for this proxy and type (`cache.ready` said so), counted as pushed."""
         self.metrics.pushed(xds_type.short)
         return self.cache.respond(node_id, xds_type)
+
+    def change_event(self, node_id: str) -> asyncio.Event:
+        """Set at the proxy's next new snapshot or ACK (what may make a response due): a gRPC ADS stream waits
+        on it, as a long-poll does in `next_response`."""
+        return self._events.setdefault(node_id, asyncio.Event())
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     # --- views -------------------------------------------------------------------------------------------
     def syncz(self) -> list[dict]:

@@ -351,7 +351,15 @@ def main(argv: list[str] | None = None) -> int:
     val.add_argument("-c", "--config-path", required=True)
     _add_dynamic(sub, "sidecar")
     _add_dynamic(sub, "gateway")
+    from .agent.run import add_arguments as agent_arguments
+
+    agent_arguments(sub.add_parser("agent", help="run a real Envoy as a sidecar: write its bootstrap (ADS over "
+                                              "gRPC to the control plane), start and watch it (pilot-agent)"))
     args = parser.parse_args(argv)
+    if args.cmd == "agent":
+        from .agent.run import run as run_agent
+
+        return run_agent(args)
 
     logging.basicConfig(level=getattr(logging, getattr(args, "log_level", "info").upper()),
                         format="[%(asctime)s][%(process)d][%(levelname)s][%(name)s] %(message)s")

@@ -166,11 +166,18 @@ def server_ssl_context(authority: CertificateAuthority, *, hosts: Sequence[str] 
     """The TLS context of 15012: a serving certificate the CA issues to itself (DNS/IP SANs `hosts`, a new key
     in memory only), the trust bundle to verify client certificates, which are optional (token callers have
     none; renewing workloads and xDS clients with certificates present theirs)."""
+    chain_pem, key_pem = serving_pems(authority, hosts=hosts, key_type=key_type, ttl=ttl)
+    return server_context(chain_pem, key_pem, authority.trust_bundle_pem, require_client_cert=False)
+
+
+def serving_pems(authority: CertificateAuthority, *, hosts: Sequence[str] = SERVING_HOSTS,
+                 key_type: KeyType = KeyType.EC_P256, ttl: float | None = None) -> tuple[bytes, bytes]:
+    """(chain PEM, key PEM) of a serving certificate the CA issues to itself: what `server_ssl_context` serves
+    with, and what gRPC ADS over TLS (grpc.ssl_server_credentials, which takes PEM) serves with."""
     key = generate_key(key_type)
     chain = authority.issue_server_certificate(key.public_key(), hosts, SERVING_CERT_TTL if ttl is None else ttl)
     served = chain[:len(chain) - len(authority.roots)]  # leaf + intermediates; the peer has the roots
-    return server_context("".join(served).encode("ascii"), private_key_pem(key), authority.trust_bundle_pem,
-                          require_client_cert=False)
+    return "".join(served).encode("ascii"), private_key_pem(key)
 
 
 class ServingContext:
@@ -198,5 +205,5 @@ class ServingContext:
         return f"<ServingContext replacements={self.replacements}>"
 
 
-__all__ = ["CAMetrics", "CertificateService", "ServingContext", "ca_app", "ca_routes", "server_ssl_context", "CREATE_CERTIFICATE_PATH",
-           "parse_request", "Reason"]
+__all__ = ["CAMetrics", "CertificateService", "ServingContext", "ca_app", "ca_routes", "server_ssl_context",
+           "serving_pems", "CREATE_CERTIFICATE_PATH", "parse_request", "Reason"]

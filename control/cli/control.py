@@ -1,6 +1,7 @@
 """`pyproxy-control`: the control plane process (≈ istiod's `pilot-discovery discovery`).
 
-    pyproxy-control serve --config-dir examples/mesh/ [--xds-port 15010] [--metrics-port 15014]
+    pyproxy-control serve --config-dir examples/mesh/ [--xds-port 15010] [--metrics-port 15014] [--grpc-port P]
+                          [--secure-grpc-port P]
                           [--host 127.0.0.1] [--grace 10] [--debounce 0.1] [--long-poll-timeout 30]
                           [--no-watch] [--state-file PATH] [--plaintext-xds on|read-only|off]
                           [--secure-port 15012] [--ca-dir DIR | --cacerts DIR] [--trust-domain TD]
@@ -9,10 +10,11 @@
                           [-l info]
 
 Serves xDS (REST-JSON + long-poll, docs/xds.md) and /debug/syncz, /debug/configz on the xDS port, Prometheus
-metrics on the metrics port; watches the config directory and pushes changes. Prints one line per bound
-port (`XDS_PORT 15010`, `METRICS_PORT 15014`) so scripts using port 0 learn the ports. Stops on SIGTERM or
-SIGINT. `--plaintext-xds` is the xDS port's registration policy (control.xds.admission): `on` (default,
-the demo: any caller registers as an endpoint), `read-only` (config is served, nobody registers), `off`
+metrics on the metrics port, and with `--grpc-port` / `--secure-grpc-port` ADS over gRPC (control.xds.grpc_ads,
+for real Envoy); watches the config directory and pushes changes. Prints one line per bound port
+(`XDS_PORT 15010`, `GRPC_PORT n`, `SECURE_GRPC_PORT n`, `METRICS_PORT 15014`) so scripts using port 0 learn
+the ports. Stops on SIGTERM or SIGINT. `--plaintext-xds` is the xDS port's registration policy
+(control.xds.admission): `on` (default, the demo: any caller registers as an endpoint), `read-only` (config is served, nobody registers), `off`
 (no xDS port; /debug and /ready stay on the metrics port). The `--max-*` options are the config loader's
 limits (control.istio.load.LoadLimits); a file over one is reported like invalid YAML and skipped.
 Registered proxies are remembered in a state file (outside the config directory) so a restart keeps
@@ -59,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-dir", required=True, metavar="DIR", help="Istio + Kubernetes YAML (watched)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--xds-port", type=int, default=15010, help="REST xDS + /debug (default 15010; 0 = any)")
+    p.add_argument("--grpc-port", type=int, default=None, metavar="PORT",
+                   help="also serve ADS over gRPC in plaintext on this port (what istiod serves on 15010, where "
+                        "this control plane serves REST-JSON; 0 = any; prints GRPC_PORT n); under the "
+                        "--plaintext-xds policy; not served when absent (docs/xds.md, gRPC ADS)")
+    p.add_argument("--secure-grpc-port", type=int, default=None, metavar="PORT",
+                   help="also serve ADS over gRPC with TLS on this port, authenticated as the secure port is "
+                        "(authorization: Bearer token metadata or a mesh client certificate; istiod's 15012 "
+                        "gRPC); needs --secure-port; 0 = any; prints SECURE_GRPC_PORT n")
     p.add_argument("--metrics-port", type=int, default=15014, help="Prometheus /metrics (default 15014; 0 = any)")
     p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
                    help="remove a proxy this long after its last request (default 10, istiod's "
@@ -197,6 +207,7 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"Error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     runners = []
+    grpc_servers: list = []
     secure = None
     if args.secure_port is not None:
         from control.ca.store import CAStoreError
@@ -223,6 +234,47 @@ async def serve(args: argparse.Namespace) -> int:
             if plaintext is PlaintextXds.ON:
                 log.warning("plaintext xDS is on: any local process can register as an endpoint of any service "
                             "(the demo's setting; use --plaintext-xds read-only outside a demo)")
+        if args.grpc_port is not None and plaintext is not PlaintextXds.OFF:
+            try:
+                from control.xds.grpc_ads import plaintext_grpc_gate, start_grpc
+                from control.xds.protos import ConversionError
+            except ImportError as err:  # ConversionError is a ValueError: a missing xds-protos module
+                print(f"Error: gRPC ADS needs grpcio and xds-protos: {err}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            except ValueError as err:
+                print(f"Error: gRPC ADS: {err}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            try:
+                grpc_server, bound = await start_grpc(cp, plaintext_grpc_gate(cp, plaintext), args.host,
+                                                      args.grpc_port)
+            except OSError as err:
+                print(f"Error: cannot bind {args.host}:{args.grpc_port} (gRPC ADS): {err}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            except ConversionError as err:
+                print(f"Error: gRPC ADS: {err}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            grpc_servers.append(grpc_server)
+            print(f"GRPC_PORT {bound}", flush=True)
+        if args.secure_grpc_port is not None:
+            if secure is None:
+                print("Error: --secure-grpc-port needs --secure-port (the CA that issues its certificate)",
+                      file=sys.stderr)
+                return EXIT_BAD_INPUT
+            from control.ca.server import serving_pems
+            from control.xds.grpc_ads import secure_grpc_gate, start_grpc, tls_credentials
+
+            chain_pem, key_pem = serving_pems(secure.authority)
+            gate = secure_grpc_gate(secure.service.tokens, secure.authority.policy.trust_domain, secure.auth_metrics)
+            try:
+                grpc_server, bound = await start_grpc(cp, gate, args.host, args.secure_grpc_port,
+                                                      tls_credentials(chain_pem, key_pem,
+                                                                      secure.authority.trust_bundle_pem))
+            except OSError as err:
+                print(f"Error: cannot bind {args.host}:{args.secure_grpc_port} (gRPC ADS over TLS): {err}",
+                      file=sys.stderr)
+                return EXIT_BAD_INPUT
+            grpc_servers.append(grpc_server)
+            print(f"SECURE_GRPC_PORT {bound}", flush=True)
         for name, app, port, ssl_context in sites:
             try:
                 runner, bound = await start_site(app, args.host, port, ssl_context=ssl_context)
@@ -248,6 +300,8 @@ async def serve(args: argparse.Namespace) -> int:
             watcher.cancel()
         return 0
     finally:
+        for grpc_server in grpc_servers:
+            await grpc_server.stop(grace=0.5)  # ends the ADS streams (Envoy reconnects to the next one)
         await cp.stop()
         for runner in runners:
             await runner.cleanup()

@@ -20,7 +20,8 @@ Terms (Envoy's xDS protocol, docs/xds.md is this project's contract):
 * A response for type T is **due** when the proxy does not hold T's current content, has not rejected that
   exact content, and holds (has ACKed) the current content of every type before T in ADS order
   CDS -> EDS -> LDS -> RDS. So a proxy learns clusters before the endpoints and listeners/routes that use them,
-  and never routes to a cluster it does not know; a NACK stops the chain until new content arrives.
+  and never routes to a cluster it does not know; a NACK stops the chain until new content arrives. On one
+  ordered stream (gRPC ADS) "sent" replaces "ACKed" there: see `ready(ordered_stream=True)`.
   A type whose content did not change is not re-sent: a proxy may hold CDS at an older version string whose
   content equals the current one.
 * An **ACK** must echo the response's version: Envoy's `version_info` is the last version *applied*, so a
@@ -310,8 +311,13 @@ class XdsCache:
             return Outcome(RequestKind.RESUME, self._converged(state, now))
         return Outcome(RequestKind.STALE if nonce else RequestKind.INITIAL)
 
-    def ready(self, proxy_id: str, xds_type: XdsType) -> bool:
-        """A response for this type is due now (see the module docstring)."""
+    def ready(self, proxy_id: str, xds_type: XdsType, *, ordered_stream: bool = False) -> bool:
+        """A response for this type is due now (see the module docstring).
+
+        `ordered_stream`: the proxy reads every type from one ordered stream (gRPC ADS), so an earlier type's
+        current content having been *sent* (and not rejected) is enough: the proxy applies it before what
+        follows on the stream. istiod pushes CDS then EDS without waiting for the CDS ACK, and Envoy needs it:
+        it holds the CDS ACK back while new EDS clusters warm, i.e. until their EDS arrives."""
         state = self._proxies.get(proxy_id)
         if state is None or state.snapshot is None:
             return False
@@ -319,8 +325,20 @@ class XdsCache:
         current = state.snapshot.payloads[xds_type.short].hash
         if ts.acked_hash == current or ts.nack_hash == current:
             return False
+        return self.order_open(proxy_id, xds_type, ordered_stream=ordered_stream)
+
+    def order_open(self, proxy_id: str, xds_type: XdsType, *, ordered_stream: bool = False) -> bool:
+        """Every type before this one in ADS order is held (or, on an ordered stream, sent and not rejected):
+        a response of this type may go out (`ready` also asks that it carry something new)."""
+        state = self._proxies.get(proxy_id)
+        if state is None or state.snapshot is None:
+            return False
         for earlier in ORDER[:ORDER.index(xds_type)]:
-            if not state.holds(earlier.short):
+            if state.holds(earlier.short):
+                continue
+            sent = state.types[earlier.short]
+            if not (ordered_stream and sent.sent_hash == state.snapshot.payloads[earlier.short].hash
+                    and sent.nack_hash != sent.sent_hash):
                 return False
         return True
 

@@ -85,6 +85,8 @@ class ControlPlane(Process):
         self.grace, self.debounce, self.long_poll_timeout = grace, debounce, long_poll_timeout
         self.xds_port = xds_port
         self.metrics_port = 0
+        self.grpc_port = 0
+        self.secure_grpc_port = 0
         self.secure = secure
         self.secure_port = 0
         self.plaintext = plaintext
@@ -154,7 +156,8 @@ class ControlPlane(Process):
         ports = {}
         for line in self.stdout_path.read_text(errors="replace").splitlines():
             key, _, value = line.partition(" ")
-            if key in ("XDS_PORT", "SECURE_PORT", "METRICS_PORT") and value.strip().isdigit():
+            if key in ("XDS_PORT", "SECURE_PORT", "METRICS_PORT", "GRPC_PORT", "SECURE_GRPC_PORT") \
+                    and value.strip().isdigit():
                 ports[key] = int(value)
         return ports
 
@@ -171,6 +174,8 @@ class ControlPlane(Process):
                 assert found[key] == getattr(self, attr), (found, self.output())
             setattr(self, attr, found.get(key, getattr(self, attr)))
         self.metrics_port = found["METRICS_PORT"]
+        self.grpc_port = found.get("GRPC_PORT", 0)  # with extra_args ["--grpc-port", "0"]: ADS over gRPC
+        self.secure_grpc_port = found.get("SECURE_GRPC_PORT", 0)  # ["--secure-grpc-port", "0"]: over TLS
 
         async def live() -> bool:
             self.check_running()

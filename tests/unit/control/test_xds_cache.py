@@ -144,6 +144,20 @@ def test_a_rejected_cds_stops_the_chain_so_no_listener_names_an_unknown_cluster(
     assert [cache.ready(P, t) for t in ORDER] == [False, False, False, False]
 
 
+def test_on_one_ordered_stream_a_type_is_due_once_the_earlier_types_were_sent_not_yet_acked():
+    """gRPC ADS: Envoy holds the CDS ACK back until new EDS clusters warm, so EDS must follow CDS unacked."""
+    cache = XdsCache()
+    cache.set_snapshot(P, snapshot())
+    sync(cache)
+    cache.set_snapshot(P, snapshot(clusters=("a", "b"), endpoints=("a", "b")))
+    assert cache.ready(P, CDS, ordered_stream=True) and not cache.ready(P, EDS, ordered_stream=True)
+    cds = cache.respond(P, CDS)
+    assert cache.ready(P, EDS, ordered_stream=True)
+    assert not cache.ready(P, EDS)  # REST: separate requests, so still gated on the ACK
+    cache.receive(P, CDS, DiscoveryRequest(response_nonce=cds.nonce, error_detail="bad cluster b"))
+    assert not cache.ready(P, EDS, ordered_stream=True)  # a NACK still stops the chain
+
+
 def test_only_changed_types_are_due_after_a_change():
     cache = XdsCache()
     cache.set_snapshot(P, snapshot())
