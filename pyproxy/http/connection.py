@@ -15,7 +15,6 @@ Pipelined requests are served strictly in order: the first is active; the ones p
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import random
 import socket
@@ -31,6 +30,7 @@ from ..observe.stream_info import ResponseFlag, StreamInfo
 from ..tls.session import forwarded_client_cert
 from . import codec, local_reply
 from .flush import BatchedWriter, flush_pending
+from .forwarded import forwarded_headers, local_address
 from .headers import Headers
 from .local_reply import LocalReply
 from .path import Verdict as PathVerdict
@@ -57,14 +57,6 @@ def new_request_id() -> str:
     n = (_RID_RANDOM.getrandbits(128) & ~(0xF000 << 64) & ~(0xC000 << 48)) | (0x4000 << 64) | (0x8000 << 48)
     h = f"{n:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def is_internal_address(ip: str) -> bool:
-    """Envoy's default internal-address test (RFC 1918, loopback, ULA...) for x-request-id / XFF decisions."""
-    try:
-        return ipaddress.ip_address(ip).is_private
-    except ValueError:
-        return False
 
 
 class ActiveStream:
@@ -186,15 +178,7 @@ class ActiveStream:
         if self.upgrade is not None and self.upgrade != "CONNECT":
             h.add("connection", token)  # the handshake goes upstream as the client wrote it
             h.add("upgrade", self.upgrade)
-        remote_ip = self.conn.remote_ip
-        external = bool(cfg.use_remote_address) and not self.conn.remote_internal
-        if cfg.use_remote_address:
-            if not cfg.skip_xff_append:
-                xff = h.get("x-forwarded-for")
-                h.set("x-forwarded-for", f"{xff},{remote_ip}" if xff else remote_ip)
-            h.set("x-forwarded-proto", self.info.scheme)
-        elif "x-forwarded-proto" not in h:
-            h.add("x-forwarded-proto", self.info.scheme)
+        external = forwarded_headers(h, cfg, self.conn.remote_ip, self.info.scheme, local_address())
         xfcc_mode = cfg.forward_client_cert_details
         if xfcc_mode != "SANITIZE" or self.conn.tls is not None or "x-forwarded-client-cert" in h:
             xfcc = forwarded_client_cert(xfcc_mode, cfg.set_current_client_cert_details, self.conn.tls,
@@ -242,6 +226,11 @@ class ActiveStream:
             for f in self.filters:
                 f.encode_headers(self, headers)
         self._add_server_and_date(headers)
+        if self.hcm.config.always_set_request_id_in_response or "x-envoy-force-trace" in self.headers:
+            # Envoy: a forced trace (an internal request's x-envoy-force-trace) returns its request id
+            rid = self.headers.get_first("x-request-id")
+            if rid is not None:
+                headers.set("x-request-id", rid)
         no_body = status in codec.NO_BODY_STATUSES or 100 <= status < 200
         if status == 204:
             headers.remove("content-length")
@@ -400,7 +389,6 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
         self.streams: deque[ActiveStream] = deque()
         self.remote_address = "-"
         self.remote_ip = "-"
-        self.remote_internal = True  # a peer without an IP (unix socket) is local
         self.local_address = "-"
         self.closed = False
         self.draining = False
@@ -439,7 +427,6 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
         local = transport.get_extra_info("sockname")
         if peer:
             self.remote_ip = str(peer[0])
-            self.remote_internal = is_internal_address(self.remote_ip)
             self.remote_address = f"{peer[0]}:{peer[1]}" if ":" not in str(peer[0]) else f"[{peer[0]}]:{peer[1]}"
         if local:
             self.local_address = f"{local[0]}:{local[1]}" if ":" not in str(local[0]) else f"[{local[0]}]:{local[1]}"

@@ -19,10 +19,19 @@ class LocalReply:
     flag: int = 0  # Envoy's response flag (a ResponseFlag bit)
 
 
+RESET_PREFIX = "upstream connect error or disconnect/reset before headers. reset reason: "
+
+
 def upstream_reset(reason: str, flag: int, details: str) -> LocalReply:
-    return LocalReply(
-        503, f"upstream connect error or disconnect/reset before headers. reset reason: {reason}", details, flag
-    )
+    return LocalReply(503, RESET_PREFIX + reason, details, flag)
+
+
+def retried(reply: LocalReply) -> LocalReply:
+    """The same reset after retries: Envoy 1.40 says `retried and the latest reset reason: <reason>`
+    (tests/differential row retry-reset)."""
+    reason = reply.body[len(RESET_PREFIX):]
+    return LocalReply(reply.status, "upstream connect error or disconnect/reset before headers. retried and the "
+                      f"latest reset reason: {reason}", reply.details, reply.flag)
 
 
 NO_ROUTE = LocalReply(404, "", "route_not_found", F.NR)
