@@ -190,7 +190,10 @@ class ListenerRuntime:
         self.stats_worker_cx_total = st.counter(f"worker_{worker_id}.downstream_cx_total")  # Envoy's per-worker stat
         self.stats_no_chain = st.counter("no_filter_chain_match")
         self.stats_filters_timeout = st.counter("downstream_pre_cx_timeout")
-        self.ssl_stats = {name: st.counter(f"ssl.{name}") for name in SSL_STATS}
+        # Envoy has listener ssl.* stats only where a filter chain terminates TLS
+        chains = (*config.filter_chains, *((config.default_filter_chain,) if config.default_filter_chain else ()))
+        tls = any(fc.transport_socket is not None for fc in chains)
+        self.ssl_stats = {name: st.counter(f"ssl.{name}") for name in SSL_STATS} if tls else {}
         self.port = 0
 
     def hcms(self) -> list[HcmRuntime]:
