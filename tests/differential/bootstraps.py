@@ -11,7 +11,7 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
-from tests.support.proxy import bootstrap, cluster, virtual_host
+from tests.support.proxy import INTERNAL_LOOPBACK, bootstrap, cluster, virtual_host
 
 FAULT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
 ROUTER = {"name": "envoy.filters.http.router",
@@ -149,8 +149,30 @@ def sidecar_internal(port: int, log: pathlib.Path) -> dict:
     return bootstrap({"backend": [port]}, access_log=log, hcm={"internal_address_config": internal})
 
 
+def conformance(port: int, log: pathlib.Path) -> dict:
+    """Rows 26-28 and 31-32 of the HTTP/1.1 conformance table: header-asked retries from an internal client,
+    attempt counts, the retry buffer, unknown clusters, no route, require_tls."""
+    fwd = {"cluster": "backend", "timeout": "5s"}
+    default = {**virtual_host("default", ["*"], [
+        {"match": {"prefix": "/unknown-cluster-404"},
+         "route": {"cluster": "nope", "cluster_not_found_response_code": "NOT_FOUND"}},
+        {"match": {"prefix": "/unknown-cluster"}, "route": {"cluster": "nope"}},
+        {"match": {"prefix": "/app"}, "route": fwd},
+        {"match": {"prefix": "/flaky"}, "route": fwd},
+        {"match": {"prefix": "/status"}, "route": fwd},
+    ]), "include_request_attempt_count": True, "include_attempt_count_in_response": True}
+    secure = {**virtual_host("redirect", ["www.redirect.com"], [{"match": {"prefix": "/"}, "route": fwd}]),
+              "require_tls": "ALL"}
+    b = bootstrap([cluster("backend", [port])], virtual_hosts=[secure, default], access_log=log,
+                  hcm=INTERNAL_LOOPBACK)
+    rc = b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+    rc["validate_clusters"] = False  # else Envoy refuses the bootstrap for the unknown cluster
+    return b
+
+
 BUILDERS = {
     "routing": routing, "resilience": resilience, "breakers": breakers, "pending-breaker": pending_breaker,
     "outlier": outlier, "edge": edge, "edge-skip-xff": edge_skip_xff, "sidecar": sidecar,
     "trusted-hop": trusted_hop, "edge-internal": edge_internal, "sidecar-internal": sidecar_internal,
+    "conformance": conformance,
 }

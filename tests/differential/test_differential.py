@@ -48,6 +48,12 @@ def retry_row(id: str, route: str, path: str, envoy_status, *extra: bytes, **kw)
                volatile=("x-envoy-expected-rq-timeout-ms",), **kw)
 
 
+def post(path: str, size: int) -> bytes:
+    """A POST asking for 5xx retries (the conformance fragment's client is internal, so Envoy honours it)."""
+    return (b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nx-envoy-retry-on: 5xx\r\n"
+            b"content-length: %d\r\n\r\n" % size + b"b" * size)
+
+
 # Every x-envoy-* request header Envoy reads, sets or cleans, and the x-forwarded-* family, from a plain client.
 FORGED = (b"x-envoy-internal: true\r\n"
           b"x-envoy-expected-rq-timeout-ms: 1\r\n"
@@ -124,6 +130,16 @@ CASES = [
     row("fault-delay", "resilience", via("delay", "/"), 200),
     row("fault-header-abort", "resilience", via("header-fault", "/", b"x-envoy-fault-abort-request: 429\r\n"), 429),
     row("fault-header-abort-absent", "resilience", via("header-fault", "/"), 200),
+    # ---------------------------------------------------------------- conformance table rows 26-28, 31, 32
+    row("26-header-retry-replays-body", "conformance", post("/flaky/1/503?row=26", 1024), 200,
+        volatile=("x-envoy-expected-rq-timeout-ms",)),
+    row("27-attempt-count", "conformance", get("/flaky/1/503?row=27", b"x-envoy-retry-on: 5xx\r\n"), 200,
+        volatile=("x-envoy-expected-rq-timeout-ms",)),
+    row("28-body-over-retry-buffer", "conformance", post("/status/503?row=28", 1536 * 1024), 503),
+    row("31-unknown-cluster-503", "conformance", get("/unknown-cluster"), 503),
+    row("31-unknown-cluster-404", "conformance", get("/unknown-cluster-404"), 404),
+    row("31-no-route", "conformance", get("/elsewhere"), 404),
+    row("32-require-tls", "conformance", get("/foo", host=b"www.redirect.com"), 301),
     # ---------------------------------------------------------------- circuit breakers, outlier detection
     row("breaker-max-requests", "breakers", get("/"), 503),
     row("breaker-max-pending", "pending-breaker", get("/"), 503),
