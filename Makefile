@@ -43,7 +43,8 @@ coverage: setup envoy
 	$(BIN)/python -m coverage html -q
 	$(BIN)/python -m coverage report --skip-covered --sort=cover $(COVERAGE_ARGS)
 
-bench: setup
+# The Envoy row needs an Envoy: ENVOY_BIN, or `make envoy` (which only warns when it cannot install).
+bench: setup envoy
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
