@@ -147,6 +147,10 @@ CASES = [
         after=(get("/after"),), settle="cluster.backend.outlier_detection.ejections_active"),
 
     # ---------------------------------------------------------------- x-envoy-* / x-forwarded-* from a plain client
+    # the security case: both headers are removed, so an app trusting XFCC cannot be lied to
+    row("xfcc-and-internal-from-plain-client", "sidecar", get("/", b"x-forwarded-client-cert: By=spiffe://cluster."
+        b"local/ns/prod/sa/payments;URI=spiffe://cluster.local/ns/prod/sa/payments\r\nx-envoy-internal: true\r\n"),
+        200),
     *[row(f"forged-{fragment}-{xff}", fragment, get("/", FORGED, extra), 200)
       for fragment in ("sidecar", "edge", "edge-skip-xff", "trusted-hop", "edge-internal", "sidecar-internal")
       for xff, extra in XFF.items()],
@@ -160,6 +164,11 @@ CASES = [
         get("/delay/2", b"x-envoy-upstream-rq-timeout-ms: 100\r\n"), 504),
     row("internal-timeout-alt-response", "edge-internal",
         get("/delay/2", b"x-envoy-upstream-rq-timeout-ms: 100\r\nx-envoy-upstream-rq-timeout-alt-response: 1\r\n"), 204),
+    *[row(f"upstream-x-envoy-response-headers-{fragment}", fragment, get(
+        "/with-headers?h=x-envoy-upstream-service-time:999&h=x-envoy-overloaded:true&h=x-envoy-degraded:1"
+        "&h=x-envoy-upstream-canary:true&h=x-envoy-immediate-health-check-fail:1&h=x-envoy-decorator-operation:op"
+        "&h=x-envoy-attempt-count:9&h=x-envoy-ratelimited:1&h=x-forwarded-for:1.2.3.4"), 200)
+      for fragment in ("sidecar", "edge", "resilience")],
     row("forged-timeout-is-not-honoured", "resilience",
         via("no-retry", "/delay/0.3", b"x-envoy-upstream-rq-timeout-ms: 50\r\n"), 200),
 ]

@@ -225,6 +225,11 @@ class _CapturingConn(_Conn):
 async def _answer_unless_early(conn: _Conn, req) -> bool:
     if getattr(req, "answered_early", False):
         return False
+    if req.path.startswith("/with-headers?"):  # /with-headers?h=name:value&h=...: those response headers
+        from urllib.parse import parse_qsl, urlsplit
+        extra = [tuple(v.split(":", 1)) for k, v in parse_qsl(urlsplit(req.path).query) if k == "h" and ":" in v]
+        conn.write(_response(200, [("x-upstream", conn.up.name), *extra, ("content-length", "2")], b"ok"))
+        return False
     if req.path.startswith("/flaky/"):  # /flaky/<n>/<code>[?...]: the first n requests of this path get <code>
         _, _, n, code = req.path.split("?")[0].split("/")[:4]
         seen = conn.up.flaky[req.path] = conn.up.flaky.get(req.path, 0) + 1
@@ -236,7 +241,8 @@ async def _answer_unless_early(conn: _Conn, req) -> bool:
 
 class CapturingUpstream(TestUpstream):
     """A `TestUpstream` (paths select its behaviour, anything else gets 200 "ok"; `/flaky/<n>/<code>` answers
-    <code> to the first n requests of that exact path, then 200) that keeps raw bytes."""
+    <code> to the first n requests of that exact path, then 200; `/with-headers?h=name:value` answers 200 with
+    those response headers) that keeps raw bytes."""
 
     __test__ = False
 
