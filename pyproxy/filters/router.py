@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..http.connection import ActiveStream
     from ..upstream.cluster_manager import ClusterRuntime
 
+# Request headers Envoy's router reads and removes (the timeout and retry ones: pyproxy.routing.retry)
+ROUTER_CONSUMED = frozenset({"x-envoy-upstream-alt-stat-name", "x-envoy-upstream-rq-timeout-alt-response"})
 # Request body kept for a retry; above this the request is not retried (Envoy: per_connection_buffer_limit_bytes, 1 MiB)
 RETRY_BUFFER_LIMIT = 1024 * 1024
 # Bytes buffered while waiting for an upstream connection before we stop reading the client
@@ -115,10 +117,9 @@ class RouterFilter:
             headers.set("host", action.host_rewrite_literal)
         self.timeout = m.timeout
         # consumed by Envoy's router (an external client's were removed by pyproxy.http.forwarded)
-        headers.remove("x-envoy-upstream-alt-stat-name")
         if "x-envoy-upstream-rq-timeout-alt-response" in headers:
-            headers.remove("x-envoy-upstream-rq-timeout-alt-response")
             self.timeout_alt_response = True
+        headers.remove_names(ROUTER_CONSUMED)
         # an upgrade handshake is not retried: its connection becomes the tunnel (pyproxy.http.tunnel)
         self.retry = hcm.make_retry_state(m, headers, cluster.limits) if stream.upgrade is None else None
         timeouts = self.retry.timeouts if self.retry is not None else None

@@ -47,6 +47,7 @@ EXTERNAL_CLEANED = (
     "x-envoy-retriable-status-codes",  # not in Envoy's documented list; Envoy 1.40 drops them (row forged-*)
     "x-envoy-retriable-header-names",
 )
+EXTERNAL_CLEANED_SET = frozenset(EXTERNAL_CLEANED)
 # Removed as well from an edge request (use_remote_address and not internal).
 EDGE_CLEANED = (
     "x-envoy-decorator-operation",
@@ -55,6 +56,7 @@ EDGE_CLEANED = (
     "x-envoy-original-path",
     "x-envoy-external-address",
 )
+EDGE_CLEANED_SET = EXTERNAL_CLEANED_SET | frozenset(EDGE_CLEANED)
 
 
 @functools.lru_cache(maxsize=64)
@@ -98,7 +100,8 @@ def forwarded_headers(h: Any, cfg: Any, peer_ip: str, scheme: str, local_ip: str
     """Apply Envoy's x-forwarded-* / x-envoy-* rules to request headers `h` (changed in place).
     `cfg`: the HCM config; `peer_ip`: the downstream peer ("-" without an IP). Returns whether the request
     is an edge request (external and `use_remote_address`), which also regenerates x-request-id."""
-    xff = _xff_addresses(h.get("x-forwarded-for"))
+    xff_value = h.get("x-forwarded-for")
+    xff = _xff_addresses(xff_value)
     hops = cfg.xff_num_trusted_hops
     if cfg.use_remote_address:
         single = not xff
@@ -107,8 +110,7 @@ def forwarded_headers(h: Any, cfg: Any, peer_ip: str, scheme: str, local_ip: str
             remote = _valid_ip(xff[len(xff) - hops]) or peer_ip
         if not cfg.skip_xff_append and peer_ip != "-":
             appended = local_ip if _is_loopback(peer_ip) else peer_ip
-            old = h.get("x-forwarded-for")
-            h.set("x-forwarded-for", f"{old},{appended}" if old else appended)
+            h.set("x-forwarded-for", f"{xff_value},{appended}" if xff_value else appended)
         if hops == 0 or "x-forwarded-proto" not in h:
             h.set("x-forwarded-proto", scheme)
     else:
@@ -121,11 +123,8 @@ def forwarded_headers(h: Any, cfg: Any, peer_ip: str, scheme: str, local_ip: str
     if internal:
         h.set("x-envoy-internal", "true")
         return False
-    for name in EXTERNAL_CLEANED:
-        h.remove(name)
+    h.remove_names(EDGE_CLEANED_SET if edge else EXTERNAL_CLEANED_SET)
     if edge:
-        for name in EDGE_CLEANED:
-            h.remove(name)
         if remote is not None and remote != "-":
             h.set("x-envoy-external-address", remote)
     return edge
