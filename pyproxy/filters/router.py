@@ -467,7 +467,7 @@ class RouterFilter:
             return
         self.cluster.stats_rq_per_try_timeout.inc()  # type: ignore[union-attr]
         self._abandon_attempt()
-        self._attempt_failed(local_reply.UPSTREAM_TIMEOUT, timeout=True)
+        self._attempt_failed(local_reply.PER_TRY_TIMEOUT, timeout=True)
 
     def _abandon_attempt(self) -> None:
         if self.conn is not None:

@@ -59,6 +59,16 @@ def new_request_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def _parser_error_reply(message: str) -> LocalReply:
+    """The local reply for an llhttp error, with Envoy's details: llhttp refuses `chunked, gzip` itself (Envoy
+    answers any transfer coding but chunked with 501) and Content-Length with Transfer-Encoding."""
+    if "Invalid `Transfer-Encoding`" in message:
+        return local_reply.INVALID_TRANSFER_ENCODING
+    if "can't be present with" in message:  # Content-Length with Transfer-Encoding, either order
+        return local_reply.CONTENT_LENGTH_AND_CHUNKED
+    return local_reply.BAD_REQUEST
+
+
 class ActiveStream:
     """One request/response exchange on a downstream connection (Envoy: ActiveStream)."""
 
@@ -437,6 +447,9 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
         self.closed = True
         self._cancel_timers()
         if self.tunnel is not None:
+            if not self.tunnel.closed:  # the client ended an open tunnel: Envoy logs DC (tests/oracle websocket-enabled)
+                self.tunnel.stream.info.response_flags |= ResponseFlag.DC
+                self.tunnel.stream.info.response_code_details = "downstream_remote_disconnect"
             self.tunnel.close()
         for stream in list(self.streams):
             if stream.started and not stream.response_complete:
@@ -495,8 +508,7 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
             self._upgraded(data[e.args[0]:])
         except httptools.HttpParserError as e:
             # llhttp refuses `chunked, gzip` itself; Envoy answers any transfer coding but chunked with 501
-            self._protocol_error(local_reply.INVALID_TRANSFER_ENCODING if "Invalid `Transfer-Encoding`" in str(e)
-                                 else local_reply.BAD_REQUEST)
+            self._protocol_error(_parser_error_reply(str(e)))
         finally:
             self._in_feed = False
         if self._in_request_line and self._url and not self._errored and self._http09(data):
@@ -558,8 +570,10 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
         self._header_bytes += len(name) + len(value)
         if self._in_headers:
             self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1").strip(" \t")))
-            if self._header_bytes > hcm.header_limit or len(self._headers) > hcm.max_headers:  # type: ignore
+            if self._header_bytes > hcm.header_limit:  # type: ignore[union-attr]
                 raise _Reject(local_reply.HEADERS_TOO_LARGE)
+            if len(self._headers) > hcm.max_headers:  # type: ignore[union-attr]
+                raise _Reject(local_reply.TOO_MANY_HEADERS)
         else:  # trailers (chunked request); HTTP/1 trailers are not forwarded (Envoy: enable_trailers false)
             cur = self._cur
             if cur is not None:
@@ -588,7 +602,7 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
             raise _Reject(local_reply.MISSING_HOST)
         if hcm.underscore_action != "ALLOW" and any("_" in k for k, _ in headers):
             if hcm.underscore_action == "REJECT_REQUEST":
-                raise _Reject(local_reply.BAD_REQUEST)
+                raise _Reject(local_reply.UNEXPECTED_UNDERSCORE)
             headers = Headers.from_lowered([(k, v) for k, v in headers if "_" not in k])
         if "transfer-encoding" in headers and not codec.transfer_encoding_supported(headers):
             raise _Reject(local_reply.INVALID_TRANSFER_ENCODING)  # Envoy: 501, whatever the other coding
@@ -611,7 +625,9 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
                 raise _Reject(local_reply.BAD_REQUEST)
             headers.set("host", authority)
         redirect = None
-        if connect:
+        if not path.startswith("/") and path != "*" and not connect and not hcm.allow_absolute_url:
+            redirect = local_reply.ABSOLUTE_PATH_REJECTED  # Envoy: 404, details absolute_path_rejected
+        elif connect:
             # CONNECT (authority-form `host:port`) is matched only by routes with a connect_matcher, which pyproxy
             # does not implement: no route, as Envoy answers without one (404)
             redirect = local_reply.NO_ROUTE

@@ -389,11 +389,18 @@ def judge(c: Case, envoy: Observation, pyproxy: Observation, docs: str) -> None:
         f"the oracle moved: Envoy now answers {envoy.summary()} (expected {c.envoy_status}); "
         f"access log {list(envoy.access_log)}; update the row and {docs}")
     volatile = c.volatile_values
-    identical = envoy.normalised(volatile) == pyproxy.normalised(volatile)
+    logs = log_view(envoy), log_view(pyproxy)
+    identical = envoy.normalised(volatile) == pyproxy.normalised(volatile) and logs[0] == logs[1]
     tally(c.id, identical)
     if not identical:
-        raise Differs(f"{c.id}: pyproxy differs from Envoy\n{difference(envoy, pyproxy, volatile)}\n"
+        log_diff = f"\naccess log (code, flags, details): envoy {logs[0]} pyproxy {logs[1]}" if logs[0] != logs[1] else ""
+        raise Differs(f"{c.id}: pyproxy differs from Envoy\n{difference(envoy, pyproxy, volatile)}{log_diff}\n"
                       f"Envoy access log: {list(envoy.access_log)}")
+
+
+def log_view(obs: Observation) -> tuple[tuple, ...]:
+    """What the access log says of each request: %RESPONSE_CODE%, %RESPONSE_FLAGS%, %RESPONSE_CODE_DETAILS%."""
+    return tuple((line.get("code"), line.get("flags"), line.get("details")) for line in obs.access_log)
 
 
 # case id -> identical (True) or not: what the session's summary line counts (tests/conftest.py)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+from dataclasses import replace
 from typing import Any, Callable, Mapping
 
 import aiohttp
@@ -62,6 +63,7 @@ class ProxyPair:
         self.pyproxy_port = 0
         self.pyproxy_error = ""
         self.log = LogCursor()
+        self.pyproxy_log_cursor = LogCursor()
 
     async def start(self) -> "ProxyPair":
         await self.envoy_upstream.start()
@@ -72,7 +74,8 @@ class ProxyPair:
         self.envoy = EnvoyProcess(self.build(self.envoy_upstream.port, self.envoy_log),
                                   self.workdir / "envoy").start()
         (self.pyproxy_admin,) = free_ports(1)
-        self.pyproxy = ProxyProcess({**self.build(self.pyproxy_upstream.port, self.workdir / "pyproxy" / "access.log"),
+        self.pyproxy_log = self.workdir / "pyproxy" / "access.log"
+        self.pyproxy = ProxyProcess({**self.build(self.pyproxy_upstream.port, self.pyproxy_log),
                                      "admin": {"address": socket_address(self.pyproxy_admin)}},
                                     self.workdir / "pyproxy", "-l", "warning").start()
         await self.envoy.wait_ready()
@@ -99,31 +102,34 @@ class ProxyPair:
         return self.envoy.admin_url, f"http://127.0.0.1:{self.pyproxy_admin}"
 
     async def run(self, case: Case) -> tuple[Observation, Observation]:
-        """(Envoy's observation with its access log lines, pyproxy's observation)."""
+        """(Envoy's observation, pyproxy's), each with this case's access log lines."""
         envoy_url, pyproxy_url = self.admin_urls
         envoy_obs = await exchange(self.envoy.port, self.envoy_upstream, case, lambda: settled(envoy_url, case.settle))
-        envoy_obs = Observation(envoy_obs.replies, envoy_obs.closed, envoy_obs.upstream,
-                                envoy_obs.upstream_bytes, tuple(await self._envoy_log_lines()))
+        envoy_obs = replace(envoy_obs, access_log=tuple(await self._log_lines(
+            self.envoy.port, self.envoy_log, self.log, self.envoy.running())))
         if self.pyproxy_error:
             return envoy_obs, Observation((), False, (), startup_error=self.pyproxy_error)
-        return envoy_obs, await exchange(self.pyproxy_port, self.pyproxy_upstream, case,
-                                         lambda: settled(pyproxy_url, case.settle))
+        pyproxy_obs = await exchange(self.pyproxy_port, self.pyproxy_upstream, case,
+                                     lambda: settled(pyproxy_url, case.settle))
+        return envoy_obs, replace(pyproxy_obs, access_log=tuple(await self._log_lines(
+            self.pyproxy_port, self.pyproxy_log, self.pyproxy_log_cursor, self.pyproxy.running())))
 
-    async def _envoy_log_lines(self) -> list[dict]:
+    @staticmethod
+    async def _log_lines(port: int, path: pathlib.Path, cursor: LogCursor, running: bool) -> list[dict]:
         """This case's access log lines: everything before a mark request's line (polled, bounded)."""
-        n = self.log.next_mark
-        self.log.next_mark += 1
-        if not self.envoy.running():
-            return [{"note": "envoy exited"}]
-        await mark(self.envoy.port, n)
+        n = cursor.next_mark
+        cursor.next_mark += 1
+        if not running:
+            return [{"note": "proxy exited"}]
+        await mark(port, n)
         deadline = asyncio.get_running_loop().time() + 5 * READ_TIMEOUT
         while True:
-            found = lines_before_mark(read_json_lines(self.envoy_log), n, self.log.start)
+            found = lines_before_mark(read_json_lines(path), n, cursor.start)
             if found is not None:
-                lines, self.log.start = found
+                lines, cursor.start = found
                 return lines
             if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"envoy access log has no line for mark {n}")
+                raise AssertionError(f"{path} has no line for mark {n}")
             await asyncio.sleep(0.02)
 
 
