@@ -65,7 +65,8 @@ compose-up:
 compose-down:
 	@scripts/compose-demo.sh down
 
-bench: setup
+# The Envoy row needs an Envoy: ENVOY_BIN, or `make envoy` (which only warns when it cannot install).
+bench: setup envoy
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:

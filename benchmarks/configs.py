@@ -235,3 +235,31 @@ def nginx_proxy_config(*, workdir: str, port: int, backend_port: int, role: str 
     tls = _ssl_server(downstream_tls) if downstream_tls else []
     server = directive("server", block=[listen, *tls, directive("location", "/", block=proxy)])
     return _nginx_main(workdir, role, [upstream, server])
+
+
+def user_bootstrap(data: dict, *, listen_port: int, admin_port: int) -> dict:
+    """A user's bootstrap made runnable side by side: its first listener moved to 127.0.0.1:`listen_port`, its
+    admin to 127.0.0.1:`admin_port` (two proxies run it at once, each on its own ports). Raises ValueError
+    when it has no listener, or when a cluster endpoint is not a loopback address: the bench only talks to
+    127.0.0.1."""
+    import copy
+    import ipaddress
+
+    b = copy.deepcopy(data)
+    listeners = b.get("static_resources", {}).get("listeners") or []
+    if not listeners:
+        raise ValueError("the bootstrap has no static listener to send requests to")
+    listeners[0]["address"] = _socket_address(listen_port)
+    b["admin"] = {**b.get("admin", {}), "address": _socket_address(admin_port)}
+    for cluster in b.get("static_resources", {}).get("clusters") or []:
+        for group in (cluster.get("load_assignment") or {}).get("endpoints") or []:
+            for lb in group.get("lb_endpoints") or []:
+                address = lb.get("endpoint", {}).get("address", {}).get("socket_address", {}).get("address", "")
+                try:
+                    loopback = address == "localhost" or ipaddress.ip_address(address).is_loopback
+                except ValueError:
+                    loopback = False
+                if not loopback:
+                    raise ValueError(f"cluster {cluster.get('name')!r} sends to {address!r}: the bench only talks "
+                                     "to 127.0.0.1 (point the cluster at a local origin)")
+    return b

@@ -83,6 +83,21 @@ def cpu_seconds(pid: int) -> float:
     return total_ticks / CLOCK_TICKS
 
 
+def rss_bytes(pid: int) -> int | None:
+    """Resident memory (VmRSS) of `pid` and its live descendants, in bytes; None if it is gone."""
+    total, seen = 0, False
+    for each in [pid, *descendants(pid)]:
+        try:
+            status = Path(f"/proc/{each}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+                seen = True
+    return total if seen else None
+
+
 @dataclass
 class ManagedProcess:
     name: str

@@ -5,7 +5,8 @@ A `Row` is one way of reaching the backend (direct, through pyproxy, through ngi
 fixed rate: the bundled loadgen). A row that could not be measured carries the reason instead, and the
 report shows it ("pyproxy failed to start: ...") rather than dropping the row.
 
-The two targets from the issue are evaluated here:
+The headline is pyproxy / Envoy requests/s (both one worker, the same bootstrap, the same origin). The two
+targets from the performance issue are evaluated here:
 * throughput: pyproxy requests/s ≥ 0.5 × nginx requests/s (both one worker, small keep-alive requests);
 * latency: pyproxy's p99 at the fixed rate (1,000 req/s) minus the direct p99 < 1 ms.
 """
@@ -54,11 +55,17 @@ class FixedRate:
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    name: str  # "direct", "pyproxy", "nginx"
+    name: str  # "direct", "pyproxy", "nginx", "envoy", "floor"
     setup: str  # one line: what runs, how
     throughput: Throughput | None = None
-    fixed_rate: FixedRate | None = None
+    fixed_rate: FixedRate | None = None  # at the first (main) rate
     error: str | None = None
+    more_rates: tuple[FixedRate, ...] = ()  # the other fixed rates, in the order asked for
+    rss_bytes: int | None = None  # resident memory of the proxy (its process tree) after the throughput run
+
+    def at_rate(self, rate: float) -> FixedRate | None:
+        return next((f for f in (self.fixed_rate, *self.more_rates) if f is not None and f.target_rps == rate),
+                    None)
 
 
 def parse_wrk(stdout: str) -> Throughput:
@@ -171,13 +178,17 @@ def throughput_ratio(rows: Iterable[Row], numerator: str = "pyproxy", denominato
     return num.throughput.rps / den.throughput.rps
 
 
-def added_latency(rows: Iterable[Row], name: str, baseline: str = "direct") -> tuple[float, float, float] | None:
-    """(added p50, added p90, added p99) in µs at the fixed rate, `name` minus `baseline`."""
+def added_latency(rows: Iterable[Row], name: str, baseline: str = "direct",
+                  rate: float | None = None) -> tuple[float, float, float] | None:
+    """(added p50, added p90, added p99) in µs at the fixed rate (the main one unless `rate`), `name` minus
+    `baseline`."""
     named = _by_name(rows)
     row, base = named.get(name), named.get(baseline)
-    if row is None or base is None or row.fixed_rate is None or base.fixed_rate is None:
+    if row is None or base is None:
         return None
-    f, b = row.fixed_rate, base.fixed_rate
+    f, b = (row.fixed_rate, base.fixed_rate) if rate is None else (row.at_rate(rate), base.at_rate(rate))
+    if f is None or b is None:
+        return None
     return (f.p50_us - b.p50_us, f.p90_us - b.p90_us, f.p99_us - b.p99_us)
 
 
@@ -219,6 +230,13 @@ def render_markdown(rows: list[Row], *, rate: float, machine: Mapping[str, str],
             + " |"
         )
     lines.append("")
+    headline = throughput_ratio(rows, "pyproxy", "envoy")
+    if headline is not None:
+        envoy_cpu = _by_name(rows)["envoy"].throughput.proxy_cpu_us  # type: ignore[union-attr]
+        ours_cpu = _by_name(rows)["pyproxy"].throughput.proxy_cpu_us  # type: ignore[union-attr]
+        cpu = (f"; CPU/req pyproxy / Envoy **{ours_cpu / envoy_cpu:.2f}**"
+               if ours_cpu and envoy_cpu else "")
+        lines.append(f"- **pyproxy / Envoy requests/s: {headline:.2f}**{cpu}")
     ratio = throughput_ratio(rows)
     if ratio is None:
         lines.append("- pyproxy / nginx requests/s: not available (a row is missing)")
@@ -259,6 +277,7 @@ def render_markdown(rows: list[Row], *, rate: float, machine: Mapping[str, str],
                 f"- warning: {row.name} reached only {row.fixed_rate.achieved_rps:,.0f} of "
                 f"{row.fixed_rate.target_rps:,.0f} req/s in the fixed-rate run"
             )
+    lines += per_proxy_table(rows)
     lines += ["", "Setup:", ""]
     lines += [f"- {row.name}: {row.setup}" for row in rows]
     lines += [f"- {key}: {value}" for key, value in settings.items()]
@@ -267,9 +286,43 @@ def render_markdown(rows: list[Row], *, rate: float, machine: Mapping[str, str],
     return "\n".join(lines) + "\n"
 
 
+def _rates(rows: Iterable[Row]) -> list[float]:
+    seen: list[float] = []
+    for row in rows:
+        for f in (row.fixed_rate, *row.more_rates):
+            if f is not None and f.target_rps not in seen:
+                seen.append(f.target_rps)
+    return seen
+
+
+def _mb(value: int | None) -> str:
+    return "—" if value is None else f"{value / 1e6:,.1f} MB"
+
+
+def per_proxy_table(rows: list[Row]) -> list[str]:
+    """Markdown lines: each proxy's RSS and the p50/p99 it adds over direct at every fixed rate."""
+    rates = _rates(rows)
+    proxies = [r for r in rows if r.name != "direct" and (r.throughput is not None or r.fixed_rate is not None)]
+    if not proxies or len(rates) < 2 and all(r.rss_bytes is None for r in proxies):
+        return []
+    head = "| proxy | RSS after the run | " + " | ".join(
+        f"added p50 @ {r:,.0f}/s | added p99 @ {r:,.0f}/s" for r in rates) + " |"
+    out = ["", head, "|---|---:|" + "---:|" * (2 * len(rates))]
+    for row in proxies:
+        cells = [row.name, _mb(row.rss_bytes)]
+        for rate in rates:
+            added = added_latency(rows, row.name, rate=rate)
+            cells += [_signed_us(added[0]), _signed_us(added[2])] if added else ["—", "—"]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
 def summary_line(rows: list[Row]) -> str:
     """The result in one line, printed last so nobody has to read the table to know it."""
     parts = []
+    envoy = throughput_ratio(rows, "pyproxy", "envoy")
+    if envoy is not None:
+        parts.append(f"pyproxy/envoy {envoy:.2f}")
     for num, den in (("pyproxy", "nginx"), ("pyproxy", "floor"), ("floor", "nginx")):
         r = throughput_ratio(rows, num, den)
         parts.append(f"{num}/{den} {r:.2f}" if r is not None else f"{num}/{den} n/a")

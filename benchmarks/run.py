@@ -40,7 +40,7 @@ if str(REPO) not in sys.path:
 
 import yaml  # noqa: E402
 
-from benchmarks import configs, procs, report  # noqa: E402
+from benchmarks import chart, configs, procs, report  # noqa: E402
 
 BENCH_DIR = REPO / "benchmarks"
 WRK_SCRIPT = BENCH_DIR / "wrk_report.lua"
@@ -48,7 +48,7 @@ LOADGEN = BENCH_DIR / "loadgen.py"
 BACKEND = BENCH_DIR / "backend.py"
 DEFAULT_OUTPUT = BENCH_DIR / "results" / "latest.md"
 WARMUP_S = 1
-TARGETS = ("direct", "floor", "pyproxy", "nginx")
+TARGETS = ("direct", "floor", "pyproxy", "envoy", "nginx")
 FLOOR = BENCH_DIR / "floor_proxy.py"
 
 
@@ -197,20 +197,48 @@ def pyproxy_command(override: str | None) -> list[str]:
     return [sys.executable, "-m", "pyproxy"]
 
 
+def bootstrap_for(args, listen_port: int, admin_port: int, backend_port: int) -> dict:
+    """The bootstrap both proxies run: the bench's own, or the user's (`--bootstrap FILE`) on our ports."""
+    if args.bootstrap is not None:
+        return configs.user_bootstrap(yaml.safe_load(args.bootstrap.read_text()), listen_port=listen_port,
+                                      admin_port=admin_port)
+    return configs.pyproxy_bootstrap(listen_port=listen_port, admin_port=admin_port, backend_port=backend_port)
+
+
+def start_envoy(pm, args, workdir: Path, backend_port: int, cpus) -> tuple[int, procs.ManagedProcess]:
+    """Real Envoy on the same bootstrap as pyproxy: one worker (`--concurrency 1`), pinned like the others."""
+    from control.envoy_check import NO_ENVOY, find_envoy
+
+    binary = find_envoy(REPO)
+    if binary is None:
+        raise RowFailed(f"skipped: {NO_ENVOY}")
+    return _start_proxy(pm, "envoy", args, workdir, backend_port, cpus, lambda path: [
+        str(binary), "-c", str(path), "--concurrency", "1", "--disable-hot-restart", "--use-dynamic-base-id",
+        "-l", "warning"])
+
+
 def start_pyproxy(pm, args, workdir: Path, backend_port: int, cpus) -> tuple[int, procs.ManagedProcess]:
+    return _start_proxy(pm, "pyproxy", args, workdir, backend_port, cpus, lambda path: [
+        *pyproxy_command(args.pyproxy_cmd), "run", "-c", str(path), "--concurrency", str(args.concurrency)])
+
+
+def _start_proxy(pm, name: str, args, workdir: Path, backend_port: int, cpus, command
+                 ) -> tuple[int, procs.ManagedProcess]:
+    """Write the bootstrap with fresh ports, start `command(bootstrap_path)` pinned, wait for admin /ready and
+    the listener; (listener port, process)."""
     listen_port, admin_port = procs.free_ports(2)
-    bootstrap = configs.pyproxy_bootstrap(listen_port=listen_port, admin_port=admin_port, backend_port=backend_port)
-    path = _write(workdir / "pyproxy.yaml", yaml.safe_dump(bootstrap, sort_keys=False))
-    argv = [*pyproxy_command(args.pyproxy_cmd), "run", "-c", str(path), "--concurrency", str(args.concurrency)]
+    bootstrap = bootstrap_for(args, listen_port, admin_port, backend_port)
+    path = _write(workdir / f"{name}.yaml", yaml.safe_dump(bootstrap, sort_keys=False))
+    argv = command(path)
     log(f"starting: {shlex.join(argv)}")
-    proc = pm.start("pyproxy", argv, cpus=cpus)
+    proc = pm.start(name, argv, cpus=cpus)
     try:
         procs.wait_http_ok(proc, admin_port, "/ready", timeout=args.start_timeout)
         procs.wait_listening(proc, listen_port, timeout=args.start_timeout)
     except procs.NotReady as exc:
         pm.stop(proc)
-        log("pyproxy's last output:\n" + proc.log_tail(15))
-        raise RowFailed(f"pyproxy failed to start: {exc}") from None
+        log(f"{name}'s last output:\n" + proc.log_tail(15))
+        raise RowFailed(f"{name} failed to start: {exc}") from None
     return listen_port, proc
 
 
@@ -243,9 +271,9 @@ def closed_loop(url: str, args, wrk: str | None, duration: int, cpus) -> report.
     return report.throughput_from_loadgen(json.loads(_run_tool(argv, cpus, duration + 30)))
 
 
-def fixed_rate_round(url: str, args, cpus) -> dict:
-    """One open-loop run at --rate (a `LoadResult.as_dict(raw=True)`)."""
-    argv = [sys.executable, str(LOADGEN), url, "--rate", str(args.rate), "--duration", str(args.latency_duration),
+def fixed_rate_round(url: str, args, cpus, rate: float) -> dict:
+    """One open-loop run at `rate` (a `LoadResult.as_dict(raw=True)`)."""
+    argv = [sys.executable, str(LOADGEN), url, "--rate", str(rate), "--duration", str(args.latency_duration),
             "--connections", str(args.latency_connections), "--json", "--raw"]  # fmt: skip
     return json.loads(_run_tool(argv, cpus, args.latency_duration + 30))
 
@@ -265,17 +293,23 @@ class Subject:
     port: int = 0
     proxy: procs.ManagedProcess | None = None
     error: str | None = None
-    rounds: list[dict] = field(default_factory=list)  # fixed-rate rounds kept
-    discarded: list[dict] = field(default_factory=list)  # rounds during which the load generator was held up
+    rounds: dict[float, list[dict]] = field(default_factory=dict)  # fixed-rate rounds kept, per rate
+    discarded: dict[float, list[dict]] = field(default_factory=dict)  # rounds the load generator was held up in
     throughput: report.Throughput | None = None
+    rss_bytes: int | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    def row(self) -> report.Row:
-        fixed = report.fixed_rate_from_rounds(self.rounds, discarded=len(self.discarded)) if self.rounds else None
-        return report.Row(self.name, self.setup, self.throughput, fixed, self.error)
+    def fixed(self, rate: float) -> report.FixedRate | None:
+        kept = self.rounds.get(rate)
+        return report.fixed_rate_from_rounds(kept, discarded=len(self.discarded.get(rate, []))) if kept else None
+
+    def row(self, rates: list[float]) -> report.Row:
+        more = tuple(f for f in (self.fixed(r) for r in rates[1:]) if f is not None)
+        return report.Row(self.name, self.setup, self.throughput, self.fixed(rates[0]), self.error, more,
+                          self.rss_bytes)
 
 
 def _check_alive(path: Subject, backend: procs.ManagedProcess, stage: str) -> None:
@@ -296,35 +330,41 @@ def _guarded(path: Subject, backend: procs.ManagedProcess, stage: str, step) -> 
         log(f"{path.name}: {exc}")
 
 
-def _take_round(path: Subject, args) -> None:
-    result = fixed_rate_round(path.url, args, args.load_cpus)
-    if report.round_was_disturbed(result) and len(path.discarded) < args.rounds:
-        path.discarded.append(result)
+def _take_round(path: Subject, args, rate: float) -> None:
+    result = fixed_rate_round(path.url, args, args.load_cpus, rate)
+    discarded = path.discarded.setdefault(rate, [])
+    if report.round_was_disturbed(result) and len(discarded) < args.rounds:
+        discarded.append(result)
         log(f"{path.name}: round discarded, the load generator itself was held up "
             f"(send lag p99 {result['send_lag']['p99_us']:,.0f} µs)")  # fmt: skip
     else:
-        path.rounds.append(result)
+        path.rounds.setdefault(rate, []).append(result)
 
 
 def fixed_rate_rounds(paths: list[Subject], backend: procs.ManagedProcess, args) -> None:
-    """`--rounds` kept rounds per path, interleaved across paths. A round during which the load generator
-    could not send on time (its send lag p99 over report.SEND_LAG_LIMIT_US: the machine was busy with other
-    work) is discarded and taken again, at most `--rounds` times per path; the report says how many."""
-    attempt = 0
-    while attempt < 2 * args.rounds:
-        attempt += 1
-        due = [p for p in paths if p.error is None and len(p.rounds) < args.rounds]
-        if not due:
-            return
-        for path in due:
-            log(f"{path.name}: {args.rate:,.0f} req/s open loop for {args.latency_duration:g} s "
-                f"(round {len(path.rounds) + 1}/{args.rounds})")  # fmt: skip
-            _guarded(path, backend, "the fixed-rate run", lambda: _take_round(path, args))
+    """`--rounds` kept rounds per path and rate, interleaved across paths. A round during which the load
+    generator could not send on time (its send lag p99 over report.SEND_LAG_LIMIT_US: the machine was busy with
+    other work) is discarded and taken again, at most `--rounds` times per path and rate; the report says how
+    many. Bounded: at most 2 x --rounds rounds of --latency-duration s per path and rate."""
+    for rate in args.rates:
+        attempt = 0
+        while attempt < 2 * args.rounds:
+            attempt += 1
+            due = [p for p in paths if p.error is None and len(p.rounds.get(rate, [])) < args.rounds]
+            if not due:
+                break
+            for path in due:
+                log(f"{path.name}: {rate:,.0f} req/s open loop for {args.latency_duration:g} s "
+                    f"(round {len(path.rounds.get(rate, [])) + 1}/{args.rounds})")  # fmt: skip
+                _guarded(path, backend, "the fixed-rate run", lambda: _take_round(path, args, rate))
 
 
 def warm_up(path: Subject, args, wrk) -> None:
     status, body = procs.http_get(path.port)
-    if status != 200 or body != configs.BODY.encode():
+    if args.bootstrap is not None:  # a user's bootstrap: any answer but a proxy error will do
+        if status >= 500 or status == 0:
+            raise RowFailed(f"GET / through {path.name} answered {status} {body[:80]!r}")
+    elif status != 200 or body != configs.BODY.encode():
         raise RowFailed(f"GET / through {path.name} answered {status} {body[:80]!r}, expected 200 {configs.BODY!r}")
     closed_loop(path.url, args, wrk, WARMUP_S, args.load_cpus)
 
@@ -338,17 +378,27 @@ def throughput(path: Subject, backend: procs.ManagedProcess, args, wrk) -> None:
     path.throughput = replace(
         result,
         proxy_cpu_us=_per_request(proxy_before, proxy_after, result.requests),
-        backend_cpu_us=_per_request(backend_before, backend_after, result.requests),
+        # with --bootstrap the user's clusters go to their own origin, not to our backend
+        backend_cpu_us=None if args.bootstrap else _per_request(backend_before, backend_after, result.requests),
     )
+    path.rss_bytes = procs.rss_bytes(path.proxy.pid) if path.proxy else None
     log(f"{path.name}: {result.rps:,.0f} req/s, p50 {result.p50_us:,.0f} µs, p99 {result.p99_us:,.0f} µs")
 
 
 def start_path(pm, name: str, args, nginx: str | None, workdir: Path, backend_port: int) -> Subject:
     if name == "direct":
         return Subject(name, "client → backend, no proxy", port=backend_port)
+    what = (f"the user's bootstrap {args.bootstrap}" if args.bootstrap is not None else
+            "Envoy v3 bootstrap: listener → HCM (no access log) → router → STATIC cluster with 1 endpoint")
+    if name == "envoy":
+        path = Subject(name, f"Envoy (real), --concurrency 1, the same {what}")
+        try:
+            path.port, path.proxy = start_envoy(pm, args, workdir, backend_port, args.proxy_cpus)
+        except RowFailed as exc:
+            path.error = str(exc)
+        return path
     if name == "pyproxy":
-        path = Subject(name, f"pyproxy run --concurrency {args.concurrency}, Envoy v3 bootstrap: listener → HCM "
-                           "(no access log) → router → STATIC cluster with 1 endpoint")  # fmt: skip
+        path = Subject(name, f"pyproxy run --concurrency {args.concurrency}, {what}")  # fmt: skip
         try:
             path.port, path.proxy = start_pyproxy(pm, args, workdir, backend_port, args.proxy_cpus)
         except RowFailed as exc:
@@ -388,11 +438,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=int, default=8, help="seconds of closed-loop throughput per path (default 8)")
     p.add_argument("--connections", type=int, default=32, help="closed-loop connections (default 32)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
-    p.add_argument("--rate", type=float, default=1000.0, help="fixed rate for the latency run (default 1000/s)")
+    p.add_argument("--rates", default="1000,5000",
+                   help="comma list of fixed rates for the latency runs, req/s (default 1000,5000)")
     p.add_argument("--latency-duration", type=float, default=2.0, help="seconds of one fixed-rate round (default 2)")
     p.add_argument("--rounds", type=int, default=5, help="fixed-rate rounds, interleaved across paths (default 5)")
     p.add_argument("--latency-connections", type=int, default=16, help="fixed-rate connections (default 16)")
-    p.add_argument("--targets", default=",".join(TARGETS), help="comma list of direct,floor,pyproxy,nginx (default all)")
+    p.add_argument("--targets", default=",".join(TARGETS),
+                   help="comma list of direct,floor,pyproxy,envoy,nginx (default all)")
+    p.add_argument("--bootstrap", type=Path, default=None, metavar="FILE",
+                   help="run this Envoy v3 bootstrap on pyproxy and on Envoy side by side (its first listener and "
+                        "admin are moved to free 127.0.0.1 ports; its clusters must point at 127.0.0.1)")
     p.add_argument("--backend", choices=("auto", "nginx", "python"), default="auto",
                    help="origin server: nginx (when installed; default) or benchmarks/backend.py")  # fmt: skip
     p.add_argument("--load-tool", choices=("auto", "wrk", "loadgen"), default="auto",
@@ -406,11 +461,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None, help="also write the raw rows as JSON here")
     args = p.parse_args(argv)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if args.bootstrap is not None:
+        if not args.bootstrap.is_file():
+            p.error(f"--bootstrap: {args.bootstrap}: no such file")
+        args.targets = [t for t in args.targets if t in ("pyproxy", "envoy")]  # the user's config: both proxies
+    try:
+        args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    except ValueError:
+        p.error("--rates: a comma list of numbers, e.g. 1000,5000")
+    args.rate = args.rates[0] if args.rates else 0
     unknown = [t for t in args.targets if t not in TARGETS]
     if unknown:
         p.error(f"--targets: unknown {', '.join(unknown)} (choose from {', '.join(TARGETS)})")
-    if args.duration < 1 or args.rounds < 1 or args.latency_duration <= 0 or args.rate <= 0:
-        p.error("--duration and --rounds must be ≥ 1, --latency-duration and --rate positive")
+    if args.duration < 1 or args.rounds < 1 or args.latency_duration <= 0 or not args.rates or min(args.rates) <= 0:
+        p.error("--duration and --rounds must be ≥ 1, --latency-duration and --rates positive")
     return args
 
 
@@ -463,13 +527,15 @@ def run(args: argparse.Namespace) -> int:
                 log(f"{path.name}: closed loop for {args.duration} s ({'wrk' if wrk else 'loadgen'}, "
                     f"{args.connections} connections)")  # fmt: skip
             _guarded(path, backend, "the throughput run", lambda: throughput(path, backend, args, wrk))
-        rows = [path.row() for path in paths]
+        rows = [path.row(args.rates) for path in paths]
     tool = f"wrk -t{args.threads}" if wrk else "benchmarks/loadgen.py --closed"
     settings = {
         "backend": backend_setup,
         "throughput": f"{tool}, {args.connections} keep-alive connections, {args.duration} s after a {WARMUP_S} s "
         f"warm-up, GET / → 200, 12-byte body; req/s, p50, p99 and CPU/req come from this closed-loop run",
-        "fixed rate": f"benchmarks/loadgen.py open loop, {args.rate:,.0f} req/s, {args.rounds} rounds of "
+        "fixed rate": f"benchmarks/loadgen.py open loop (a bounded Python client: a fixed send schedule, count "
+        f"and time bounded; wrk2 is not available), {', '.join(f'{r:,.0f}' for r in args.rates)} req/s, "
+        f"{args.rounds} rounds of "
         f"{args.latency_duration:g} s per path interleaved (direct, pyproxy, nginx, direct, ...) over "
         f"{args.latency_connections} keep-alive connections; latency from each request's scheduled send time, "
         "percentiles over all kept rounds pooled; a round is discarded and taken again (at most --rounds times) "
@@ -481,13 +547,19 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(table)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("# Benchmark: direct vs pyproxy vs nginx\n\nProduced by `make bench` "
+    args.output.write_text("# Benchmark: direct vs pyproxy vs Envoy vs nginx\n\nProduced by `make bench` "
                            f"(benchmarks/run.py).\n\n{table}")  # fmt: skip
     log(f"wrote {args.output}")
+    svg = args.output.with_suffix(".svg")
+    svg.write_text(chart.render_svg(rows, args.rates, title=f"{machine['date']}, load average at start "
+                                                           f"{machine['load average at start']}"))
+    log(f"wrote {svg}")
     print(report.summary_line(rows))
     if args.json:
-        rounds = {path.name: [{"kept": kept, **{k: r[k] for k in ("completed", "errors", "latency", "send_lag")}}
-                              for kept, group in ((True, path.rounds), (False, path.discarded)) for r in group]
+        rounds = {path.name: [{"rate": rate, "kept": kept,
+                               **{k: r[k] for k in ("completed", "errors", "latency", "send_lag")}}
+                              for kept, groups in ((True, path.rounds), (False, path.discarded))
+                              for rate, group in groups.items() for r in group]
                   for path in paths}  # fmt: skip
         args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "fixed_rate_rounds": rounds,
                                          "machine": machine, "settings": settings}, indent=2) + "\n")  # fmt: skip

@@ -206,8 +206,19 @@ class ListenerRuntime:
         self.stats_worker_cx_total = st.counter(f"worker_{worker_id}.downstream_cx_total")  # Envoy's per-worker stat
         self.stats_no_chain = st.counter("no_filter_chain_match")
         self.stats_filters_timeout = st.counter("downstream_pre_cx_timeout")
-        self.ssl_stats = {name: st.counter(f"ssl.{name}") for name in SSL_STATS}
+        self._scope = st
+        self.ssl_stats: dict[str, Any] = {}
+        self.count_tls(config)
         self.port = 0
+
+    def count_tls(self, config: model.Listener) -> None:
+        """Create the listener's ssl.* stats once a filter chain terminates TLS (Envoy has them only then;
+        an update that adds TLS, e.g. PeerAuthentication DISABLE -> STRICT, creates them; they then stay)."""
+        if self.ssl_stats:
+            return
+        chains = (*config.filter_chains, *((config.default_filter_chain,) if config.default_filter_chain else ()))
+        if any(fc.transport_socket is not None for fc in chains):
+            self.ssl_stats = {name: self._scope.counter(f"ssl.{name}") for name in SSL_STATS}
 
     def hcms(self) -> list[HcmRuntime]:
         """Every HTTP connection manager this listener serves now (one per filter chain)."""
@@ -544,6 +555,7 @@ class ProxyServer:
             rt.current = new_hcms[key]
             rt.chains = new_chains[key]
             rt.config = next(lis for lis in listeners if (lis.name or _address_key(lis)) == key)
+            rt.count_tls(rt.config)
         removed = [rt for key, rt in self.listeners.items() if new_listeners.get(key) is not rt]
         self.listeners = new_listeners
         self.clusters = new_clusters

@@ -86,3 +86,13 @@ def pyproxy_process(tmp_path):
     yield make
     for proc in started:
         proc.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The differential suites' count (tests/oracle, tests/differential): "N cases, M identical"."""
+    import sys
+
+    harness = sys.modules.get("tests.oracle.harness")
+    line = harness.tally_line() if harness is not None else None
+    if line:
+        terminalreporter.write_line(line)

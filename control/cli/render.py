@@ -2,6 +2,7 @@
 
     meshctl render --config-dir DIR --workload NAME [--namespace NS] [-o json|yaml] [--inline-routes]
     meshctl render --config-dir DIR --gateway istio-ingressgateway [--namespace NS] [-o json|yaml]
+    meshctl render ... --check-envoy     # and ask a real Envoy (`envoy --mode validate`) whether it accepts it
 
 Output: `{"listeners": [...], "routes": [...], "clusters": [...], "endpoints": [...]}`, each resource an Envoy
 v3 JSON object with its `@type` (what `istioctl proxy-config all -o json` shows, minus the dump envelope).
@@ -50,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--type", choices=GROUPS, default=None, help="print only one resource group")
     p.add_argument("--inline-routes", action="store_true",
                    help="inline route configurations in the listeners instead of RDS references")
+    p.add_argument("--check-envoy", action="store_true",
+                   help="also run the output through `envoy --mode validate` (ENVOY_BIN, .venv-envoy/bin/envoy "
+                        "or envoy on PATH) inside a sidecar-like bootstrap shell; exit 1 if Envoy refuses it")
     p.set_defaults(func=cmd_render)
 
 
@@ -76,6 +80,8 @@ def cmd_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for note in rendered.notes:
         print(f"Warning: {note}", file=err)
     data = rendered.as_dict()
+    if args.check_envoy and not _check_envoy(data, err):
+        return EXIT_BAD_INPUT
     if args.type:
         data = {args.type: data[args.type]}
     if args.output == "yaml":
@@ -83,3 +89,20 @@ def cmd_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     else:
         print(json.dumps(data, indent=2), file=out)
     return 0
+
+
+def _check_envoy(data: dict, err: TextIO) -> bool:
+    """Validate with a real Envoy (control.envoy_check); one line on stderr saying what it decided."""
+    from control.envoy_check import NO_ENVOY, check_rendered, find_envoy
+
+    binary = find_envoy()
+    if binary is None:
+        print(f"Error: --check-envoy: {NO_ENVOY}", file=err)
+        return False
+    ok, why, shell = check_rendered(data, binary)
+    left_out = f" (left out, istio-proxy only: {', '.join(shell.removed)})" if shell.removed else ""
+    if ok:
+        print(f"envoy --mode validate ({binary}): accepted{left_out}", file=err)
+    else:
+        print(f"Error: envoy --mode validate ({binary}) refused it: {why}", file=err)
+    return ok

@@ -491,6 +491,14 @@ class RouteConfiguration:
 
 
 @frozen
+class InternalAddressConfig:
+    """Which downstream addresses make a request internal (HCM `internal_address_config`)."""
+
+    unix_sockets: bool = False
+    cidr_ranges: tuple["CidrRange", ...] = ()
+
+
+@frozen
 class ConfigSource:
     ads: Mapping[str, Any] | None = struct()
     api_config_source: Mapping[str, Any] | None = struct()
@@ -663,6 +671,7 @@ class HttpConnectionManager:
     drain_timeout: float | None = duration()
     delayed_close_timeout: float | None = duration()
     use_remote_address: bool | None = wrapped()
+    internal_address_config: InternalAddressConfig | None = None  # default: no address is internal (Envoy 1.40)
     xff_num_trusted_hops: int = 0
     skip_xff_append: bool = False
     via: str = ""

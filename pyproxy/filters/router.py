@@ -24,13 +24,15 @@ from ..http.headers import Headers
 from ..observe.stream_info import ResponseFlag
 from ..upstream.load_balancer import LbContext, compute_hash
 from ..upstream.pool import PoolFailure
-from ..routing.retry import Outcome
+from ..routing.retry import Outcome, Timeouts
 from .shadow import ShadowRequest, shadow_headers, should_mirror
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..http.connection import ActiveStream
     from ..upstream.cluster_manager import ClusterRuntime
 
+# Request headers Envoy's router reads and removes (the timeout and retry ones: pyproxy.routing.retry)
+ROUTER_CONSUMED = frozenset({"x-envoy-upstream-alt-stat-name", "x-envoy-upstream-rq-timeout-alt-response"})
 # Request body kept for a retry; above this the request is not retried (Envoy: per_connection_buffer_limit_bytes, 1 MiB)
 RETRY_BUFFER_LIMIT = 1024 * 1024
 # Bytes buffered while waiting for an upstream connection before we stop reading the client
@@ -42,7 +44,7 @@ class RouterFilter:
         "stream", "hcm", "match", "cluster", "host", "conn", "waiting_pool", "body", "body_bytes",
         "body_overflow", "request_chunked", "head", "timeout", "per_try_timeout", "timer", "per_try_timer",
         "response_started", "done", "counted_request", "retry", "attempts", "upstream_start",
-        "buffered_while_waiting", "request_ended", "shadows",
+        "buffered_while_waiting", "request_ended", "shadows", "timeout_alt_response",
     )
 
     def __init__(self, stream: "ActiveStream"):
@@ -71,6 +73,7 @@ class RouterFilter:
         self.upstream_start = 0.0
         self.request_ended = False  # on_request_end was delivered (the body, if any, is all here)
         self.shadows: list[ShadowRequest] | None = None
+        self.timeout_alt_response = False  # x-envoy-upstream-rq-timeout-alt-response: a timeout answers 204
 
     # ------------------------------------------------------------ request headers: route and cluster
     def on_request_headers(self) -> None:
@@ -111,15 +114,27 @@ class RouterFilter:
             headers.set("x-envoy-original-path", path)
             path = m.rewrite_path(path)
         if action.host_rewrite_literal:
+            # Envoy 1.40 keeps the client's authority in x-envoy-original-host (tests/differential route-host-rewrite)
+            headers.set("x-envoy-original-host", headers.get("host") or "")
             headers.set("host", action.host_rewrite_literal)
         self.timeout = m.timeout
+        # consumed by Envoy's router (an external client's were removed by pyproxy.http.forwarded)
+        if "x-envoy-upstream-rq-timeout-alt-response" in headers:
+            self.timeout_alt_response = True
+        headers.remove_names(ROUTER_CONSUMED)
         # an upgrade handshake is not retried: its connection becomes the tunnel (pyproxy.http.tunnel)
         self.retry = hcm.make_retry_state(m, headers, cluster.limits) if stream.upgrade is None else None
-        if self.retry is not None:
-            self.per_try_timeout = self.retry.per_try_timeout or 0.0
-            self.timeout = self.retry.timeouts.global_timeout  # honours x-envoy-upstream-rq-timeout-ms
+        timeouts = self.retry.timeouts if self.retry is not None else None
+        if timeouts is None and ("x-envoy-upstream-rq-timeout-ms" in headers
+                                 or "x-envoy-upstream-rq-per-try-timeout-ms" in headers):
+            timeouts = Timeouts.compute(self.timeout, None, headers)  # honoured without a retry policy too
+            headers.remove("x-envoy-upstream-rq-timeout-ms")
+            headers.remove("x-envoy-upstream-rq-per-try-timeout-ms")
+        if timeouts is not None:
+            self.per_try_timeout = timeouts.per_try_timeout
+            self.timeout = timeouts.global_timeout  # honours x-envoy-upstream-rq-timeout-ms
         # Envoy tells the upstream the time it has: the per-try timeout if set, else the global one
-        expected_ms = self.retry.timeouts.expected_ms if self.retry is not None else int(self.timeout * 1000)
+        expected_ms = timeouts.expected_ms if timeouts is not None else int(self.timeout * 1000)
         if expected_ms:
             headers.set("x-envoy-expected-rq-timeout-ms", str(expected_ms))
         self.head = codec.request_line(stream.method, path)
@@ -148,6 +163,7 @@ class RouterFilter:
         stream = self.stream
         location = self.match.redirect_location(stream.info.scheme, stream.info.authority, stream.path)
         h = Headers([("location", location)])
+        self.match.apply_response_headers(h)  # Envoy: route, vhost and config response headers, redirects too
         status = self.match.redirect_status
         stream.send_local_reply(local_reply.LocalReply(status, "", "direct_response"), extra_headers=h)
 
@@ -193,8 +209,12 @@ class RouterFilter:
         self.conn = conn
         stream = self.stream
         headers = stream.headers
-        if self.retry is not None and self.hcm.attempt_count_header(self.match):
+        if self.hcm.attempt_count_header(self.match):  # Envoy counts tries with or without a retry policy
             headers.set("x-envoy-attempt-count", str(self.attempts))
+        if self.attempts > 1 and self.retry is not None and not self.per_try_timeout and self.timeout:
+            # Envoy tells a retry the time left of the global timeout (FilterUtility::setTimeoutHeaders)
+            spent_ms = int((time.monotonic() - (self.stream.info.request_complete or self.upstream_start)) * 1000)
+            headers.set("x-envoy-expected-rq-timeout-ms", str(max(int(self.timeout * 1000) - spent_ms, 1)))
         if self.request_chunked:
             head = codec.encode_head(self.head, _with_chunked(headers))
         else:
@@ -295,9 +315,8 @@ class RouterFilter:
         if stream.request_complete:  # Envoy times the upstream from the request's end: none for an early answer
             elapsed_ms = int((time.monotonic() - self.upstream_start) * 1000)
             headers.set("x-envoy-upstream-service-time", str(elapsed_ms))
-        if self.retry is not None:
-            if self.hcm.attempt_count_in_response(self.match):
-                headers.set("x-envoy-attempt-count", str(self.attempts))
+        if self.hcm.attempt_count_in_response(self.match):
+            headers.set("x-envoy-attempt-count", str(self.attempts))
 
         self.match.apply_response_headers(headers, self.stream.cluster_weight)
         framed = "content-length" in headers and "transfer-encoding" not in headers
@@ -402,7 +421,12 @@ class RouterFilter:
 
     def _fail(self, reply: local_reply.LocalReply) -> None:
         self._cancel_timers()
-        self.stream.send_local_reply(reply)
+        h = None
+        if self.attempts and self.hcm.attempt_count_in_response(self.match):
+            h = Headers([("x-envoy-attempt-count", str(self.attempts))])
+        if self.attempts > 1 and reply.body.startswith(local_reply.RESET_PREFIX):
+            reply = local_reply.retried(reply)  # Envoy names the LATEST reset reason after retries
+        self.stream.send_local_reply(reply, extra_headers=h)
 
     def _retry_after(self, delay: float) -> None:
         """Drop this attempt and start another after `delay` (jittered back-off)."""
@@ -430,6 +454,8 @@ class RouterFilter:
         if self.response_started:
             self._cancel_timers()
             self.stream.reset()
+        elif self.timeout_alt_response:
+            self._fail(local_reply.LocalReply(204, "", local_reply.UPSTREAM_TIMEOUT.details, ResponseFlag.UT))
         else:
             self._fail(local_reply.UPSTREAM_TIMEOUT)
 
@@ -443,7 +469,7 @@ class RouterFilter:
             return
         self.cluster.stats_rq_per_try_timeout.inc()  # type: ignore[union-attr]
         self._abandon_attempt()
-        self._attempt_failed(local_reply.UPSTREAM_TIMEOUT, timeout=True)
+        self._attempt_failed(local_reply.PER_TRY_TIMEOUT, timeout=True)
 
     def _abandon_attempt(self) -> None:
         if self.conn is not None:

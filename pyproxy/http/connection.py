@@ -15,7 +15,6 @@ Pipelined requests are served strictly in order: the first is active; the ones p
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import random
 import socket
@@ -31,6 +30,7 @@ from ..observe.stream_info import ResponseFlag, StreamInfo
 from ..tls.session import forwarded_client_cert
 from . import codec, local_reply
 from .flush import BatchedWriter, flush_pending
+from .forwarded import forwarded_headers, local_address
 from .headers import Headers
 from .local_reply import LocalReply
 from .path import Verdict as PathVerdict
@@ -59,12 +59,14 @@ def new_request_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def is_internal_address(ip: str) -> bool:
-    """Envoy's default internal-address test (RFC 1918, loopback, ULA...) for x-request-id / XFF decisions."""
-    try:
-        return ipaddress.ip_address(ip).is_private
-    except ValueError:
-        return False
+def _parser_error_reply(message: str) -> LocalReply:
+    """The local reply for an llhttp error, with Envoy's details: llhttp refuses `chunked, gzip` itself (Envoy
+    answers any transfer coding but chunked with 501) and Content-Length with Transfer-Encoding."""
+    if "Invalid `Transfer-Encoding`" in message:
+        return local_reply.INVALID_TRANSFER_ENCODING
+    if "can't be present with" in message:  # Content-Length with Transfer-Encoding, either order
+        return local_reply.CONTENT_LENGTH_AND_CHUNKED
+    return local_reply.BAD_REQUEST
 
 
 class ActiveStream:
@@ -197,15 +199,7 @@ class ActiveStream:
         if self.upgrade is not None and self.upgrade != "CONNECT":
             h.add("connection", token)  # the handshake goes upstream as the client wrote it
             h.add("upgrade", self.upgrade)
-        remote_ip = self.conn.remote_ip
-        external = bool(cfg.use_remote_address) and not self.conn.remote_internal
-        if cfg.use_remote_address:
-            if not cfg.skip_xff_append:
-                xff = h.get("x-forwarded-for")
-                h.set("x-forwarded-for", f"{xff},{remote_ip}" if xff else remote_ip)
-            h.set("x-forwarded-proto", self.info.scheme)
-        elif "x-forwarded-proto" not in h:
-            h.add("x-forwarded-proto", self.info.scheme)
+        external = forwarded_headers(h, cfg, self.conn.remote_ip, self.info.scheme, local_address())
         xfcc_mode = cfg.forward_client_cert_details
         if xfcc_mode != "SANITIZE" or self.conn.tls is not None or "x-forwarded-client-cert" in h:
             xfcc = forwarded_client_cert(xfcc_mode, cfg.set_current_client_cert_details, self.conn.tls,
@@ -253,6 +247,11 @@ class ActiveStream:
             for f in self.filters:
                 f.encode_headers(self, headers)
         self._add_server_and_date(headers)
+        if self.hcm.config.always_set_request_id_in_response or "x-envoy-force-trace" in self.headers:
+            # Envoy: a forced trace (an internal request's x-envoy-force-trace) returns its request id
+            rid = self.headers.get_first("x-request-id")
+            if rid is not None:
+                headers.set("x-request-id", rid)
         no_body = status in codec.NO_BODY_STATUSES or 100 <= status < 200
         if status == 204:
             headers.remove("content-length")
@@ -415,7 +414,6 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
         self.streams: deque[ActiveStream] = deque()
         self.remote_address = "-"
         self.remote_ip = "-"
-        self.remote_internal = True  # a peer without an IP (unix socket) is local
         self.local_address = "-"
         self.closed = False
         self.draining = False
@@ -454,7 +452,6 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
         local = transport.get_extra_info("sockname")
         if peer:
             self.remote_ip = str(peer[0])
-            self.remote_internal = is_internal_address(self.remote_ip)
             self.remote_address = f"{peer[0]}:{peer[1]}" if ":" not in str(peer[0]) else f"[{peer[0]}]:{peer[1]}"
         if local:
             self.local_address = f"{local[0]}:{local[1]}" if ":" not in str(local[0]) else f"[{local[0]}]:{local[1]}"
@@ -465,6 +462,9 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
         self.closed = True
         self._cancel_timers()
         if self.tunnel is not None:
+            if not self.tunnel.closed:  # the client ended an open tunnel: Envoy logs DC (tests/oracle websocket-enabled)
+                self.tunnel.stream.info.response_flags |= ResponseFlag.DC
+                self.tunnel.stream.info.response_code_details = "downstream_remote_disconnect"
             self.tunnel.close()
         for stream in list(self.streams):
             if stream.started and not stream.response_complete:
@@ -523,8 +523,7 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
             self._upgraded(data[e.args[0]:])
         except httptools.HttpParserError as e:
             # llhttp refuses `chunked, gzip` itself; Envoy answers any transfer coding but chunked with 501
-            self._protocol_error(local_reply.INVALID_TRANSFER_ENCODING if "Invalid `Transfer-Encoding`" in str(e)
-                                 else local_reply.BAD_REQUEST)
+            self._protocol_error(_parser_error_reply(str(e)))
         finally:
             self._in_feed = False
         if self._in_request_line and self._url and not self._errored and self._http09(data):
@@ -586,8 +585,10 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
         self._header_bytes += len(name) + len(value)
         if self._in_headers:
             self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1").strip(" \t")))
-            if self._header_bytes > hcm.header_limit or len(self._headers) > hcm.max_headers:  # type: ignore
+            if self._header_bytes > hcm.header_limit:  # type: ignore[union-attr]
                 raise _Reject(local_reply.HEADERS_TOO_LARGE)
+            if len(self._headers) > hcm.max_headers:  # type: ignore[union-attr]
+                raise _Reject(local_reply.TOO_MANY_HEADERS)
         else:  # trailers (chunked request); HTTP/1 trailers are not forwarded (Envoy: enable_trailers false)
             cur = self._cur
             if cur is not None:
@@ -616,7 +617,7 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
             raise _Reject(local_reply.MISSING_HOST)
         if hcm.underscore_action != "ALLOW" and any("_" in k for k, _ in headers):
             if hcm.underscore_action == "REJECT_REQUEST":
-                raise _Reject(local_reply.BAD_REQUEST)
+                raise _Reject(local_reply.UNEXPECTED_UNDERSCORE)
             headers = Headers.from_lowered([(k, v) for k, v in headers if "_" not in k])
         if "transfer-encoding" in headers and not codec.transfer_encoding_supported(headers):
             raise _Reject(local_reply.INVALID_TRANSFER_ENCODING)  # Envoy: 501, whatever the other coding
@@ -639,7 +640,9 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
                 raise _Reject(local_reply.BAD_REQUEST)
             headers.set("host", authority)
         redirect = None
-        if connect:
+        if not path.startswith("/") and path != "*" and not connect and not hcm.allow_absolute_url:
+            redirect = local_reply.ABSOLUTE_PATH_REJECTED  # Envoy: 404, details absolute_path_rejected
+        elif connect:
             # CONNECT (authority-form `host:port`) is matched only by routes with a connect_matcher, which pyproxy
             # does not implement: no route, as Envoy answers without one (404)
             redirect = local_reply.NO_ROUTE

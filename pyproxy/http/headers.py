@@ -94,6 +94,14 @@ class Headers:
             return value
         return current
 
+    def remove_names(self, names: frozenset[str]) -> None:
+        """Remove every field whose (lower-case) name is in `names`: one scan, and no copy when none is."""
+        items = self._items
+        for k, _ in items:
+            if k in names:
+                self._items = [(k2, v) for k2, v in items if k2 not in names]
+                return
+
     def remove(self, name: str) -> bool:
         name = name.lower()
         before = len(self._items)

@@ -50,7 +50,7 @@ from pyproxy.config.model import (
 )
 
 from .cel import CelError, compile_filter
-from .stream_info import StreamInfo, response_flags_long, response_flags_short
+from .stream_info import StreamInfo, flags_in_set_order
 
 __all__ = [
     "DEFAULT_FORMAT",
@@ -243,8 +243,8 @@ _SIMPLE: dict[str, Getter] = {
     "RESPONSE_CODE": lambda info: info.response_code or 0,  # Envoy: value_or(0), "0" = no response sent
     "RESPONSE_CODE_DETAILS": lambda info: info.response_code_details,
     "CONNECTION_TERMINATION_DETAILS": lambda info: info.connection_termination_details,
-    "RESPONSE_FLAGS": lambda info: response_flags_short(info.response_flags),
-    "RESPONSE_FLAGS_LONG": lambda info: response_flags_long(info.response_flags),
+    "RESPONSE_FLAGS": flags_in_set_order,
+    "RESPONSE_FLAGS_LONG": lambda info: flags_in_set_order(info, long=True),
     "BYTES_RECEIVED": lambda info: info.bytes_received,
     "BYTES_SENT": lambda info: info.bytes_sent,
     "DURATION": _since_start("request_complete"),

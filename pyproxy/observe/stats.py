@@ -11,8 +11,8 @@ Renderers are pure functions of a store, for the admin endpoints (Envoy `source/
   `P0(interval,cumulative) P25(..) ... P100(..)` or `No recorded values`.
 - `render_json`: `GET /stats?format=json` — `{"stats":[{"name":..,"value":..},...,{"histograms":{...}}]}`.
 - `render_prometheus`: `GET /stats/prometheus` — tags extracted from names by Envoy's default tag
-  extractors (`source/common/config/well_known_names.cc`), names prefixed `envoy_` and sanitised, written by
-  prometheus_client's text exposition (we never write the metrics format ourselves).
+  extractors (`source/common/config/well_known_names.cc`), names prefixed `envoy_` and sanitised, in Envoy's
+  own text: `# TYPE` lines (no HELP), counters then gauges then histograms, integer values.
 Each takes `filter` (a regex searched in the stat name, as Envoy's `filter=`) and `used_only` (`usedonly`).
 `StatsQuery.from_params` reads those admin query parameters.
 
@@ -22,9 +22,11 @@ log-linear histogram, so values differ in the last digits). "Interval" values co
 latest `Stats.latch()` calls (the server calls it on its stats flush timer, Envoy's default 5 s); before
 the first latch they are `nan`.
 
-Deviation (prometheus_client's text writer names every counter family `<name>_total`): an Envoy counter
-whose name ends in `_total` is exported as a `counter`, exactly as Envoy does; any other counter keeps its
-exact Envoy name and is exported as `untyped`, so dashboards and PromQL written for Envoy keep working.
+Why the text is written here and not by prometheus_client: its writer names every counter family
+`<name>_total`, so Envoy's counters without that suffix (`envoy_cluster_upstream_rq{envoy_response_code=..}`,
+`envoy_cluster_upstream_cx_connect_fail`) could only be printed as `untyped`. Envoy types every counter as
+`counter` under its exact name; so does this text (tests/differential/test_admin_stats_differential.py).
+Extension collectors (Istio's families) still go through prometheus_client's exposition.
 """
 from __future__ import annotations
 
@@ -590,50 +592,57 @@ def _le(bound: float) -> str:
     return _num(float(bound))
 
 
-class _EnvoyCollector:
-    """A prometheus_client collector over a store: one metric family per tag-extracted name."""
+_KIND_ORDER = {"counter": 0, "gauge": 1, "histogram": 2}
 
-    def __init__(self, scalars: list[Counter | Gauge], histograms: list[Histogram],
-                 extractors: tuple[TagExtractor, ...]):
-        self.scalars = scalars
-        self.histograms = histograms
-        self.extractors = extractors
 
-    def collect(self) -> Iterator[Metric]:
-        families: dict[tuple[str, str], Metric] = {}
+def _families(scalars: list[Counter | Gauge], histograms: list[Histogram], extractors: tuple[TagExtractor, ...]
+              ) -> list[tuple[str, str, list[tuple[str, tuple[tuple[str, str], ...], str]]]]:
+    """(family name, type, [(sample name, labels, value text)]) in Envoy's order: counters, then gauges, then
+    histograms, each sorted by name. Labels in extraction order, as Envoy prints them
+    (`{envoy_response_code="200",envoy_cluster_name="backend"}`, checked in tests/differential)."""
+    families: dict[tuple[str, str], list[tuple[str, tuple[tuple[str, str], ...], str]]] = {}
 
-        def family(stat_name: str, kind: str) -> tuple[Metric, str, dict[str, str]]:
-            extracted, tags = extract_tags(stat_name, self.extractors)
-            prom = "envoy_" + _sanitize(extracted)
-            labels = {_sanitize(k): v for k, v in tags}
-            if kind == "counter" and prom.endswith("_total"):
-                metric_name, sample_name = prom[: -len("_total")], prom
-            else:
-                metric_name, sample_name = prom, prom
-                if kind == "counter":
-                    kind = "unknown"
-            metric = families.get((metric_name, kind))
-            if metric is None:
-                metric = families[(metric_name, kind)] = Metric(metric_name, "", kind)
-            return metric, sample_name, labels
+    def family(stat_name: str, kind: str) -> tuple[list, str, tuple[tuple[str, str], ...]]:
+        extracted, tags = extract_tags(stat_name, extractors)
+        prom = "envoy_" + _sanitize(extracted)
+        labels = tuple((_sanitize(k), v) for k, v in tags)
+        return families.setdefault((prom, kind), []), prom, labels
 
-        for stat in self.scalars:
-            metric, sample, labels = family(stat.name, "counter" if isinstance(stat, Counter) else "gauge")
-            metric.add_sample(sample, labels, stat.value)
-        for h in self.histograms:
-            metric, sample, labels = family(h.name, "histogram")
-            for bound, cumulative in zip((*map(_le, h.bounds), "+Inf"), h.cumulative_buckets()):
-                metric.add_sample(sample + "_bucket", {**labels, "le": bound}, cumulative)
-            metric.add_sample(sample + "_sum", labels, h.sum)
-            metric.add_sample(sample + "_count", labels, h.count)
-        yield from sorted(families.values(), key=lambda m: m.name)
+    for stat in scalars:
+        samples, name, labels = family(stat.name, "counter" if isinstance(stat, Counter) else "gauge")
+        samples.append((name, labels, _num(stat.value)))
+    for h in histograms:
+        samples, name, labels = family(h.name, "histogram")
+        for bound, cumulative in zip((*map(_le, h.bounds), "+Inf"), h.cumulative_buckets()):
+            samples.append((name + "_bucket", (*labels, ("le", bound)), str(cumulative)))
+        samples.append((name + "_sum", labels, _num(h.sum)))
+        samples.append((name + "_count", labels, str(h.count)))
+    ordered = sorted(families.items(), key=lambda kv: (_KIND_ORDER[kv[0][1]], kv[0][0]))
+    return [(name, kind, samples) for (name, kind), samples in ordered]
+
+
+def _label_text(labels: tuple[tuple[str, str], ...]) -> str:
+    if not labels:
+        return ""
+    escaped = (v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"') for _, v in labels)
+    return "{" + ",".join(f'{k}="{v}"' for (k, _), v in zip(labels, escaped)) + "}"
+
+
+def _envoy_text(families: list[tuple[str, str, list[tuple[str, tuple[tuple[str, str], ...], str]]]]) -> str:
+    """Envoy's /stats/prometheus text (PrometheusStatsFormatter): `# TYPE name type` (no HELP), then the samples."""
+    out: list[str] = []
+    for name, kind, samples in families:
+        out.append(f"# TYPE {name} {kind}\n")
+        out.extend(f"{sample}{_label_text(labels)} {value}\n" for sample, labels, value in samples)
+    return "".join(out)
 
 
 def render_prometheus(stats: Stats, *, filter: str | re.Pattern[str] | None = None, used_only: bool = False,
                       extractors: tuple[TagExtractor, ...] = DEFAULT_TAG_EXTRACTORS) -> str:
-    """Envoy's `/stats/prometheus`, written by prometheus_client's text exposition (format 0.0.4)."""
+    """Envoy's `/stats/prometheus`: Envoy's own text for the store's stats, then each extension's collector
+    (Istio's families) in prometheus_client's exposition."""
     scalars, histograms = _select(stats, filter, used_only, "All")
-    text = generate_latest(_EnvoyCollector(scalars, histograms, extractors)).decode("utf-8")  # type: ignore[arg-type]
+    text = _envoy_text(_families(scalars, histograms, extractors))
     pattern = _pattern(filter)
     for ext in list(stats.extensions.values()):
         collector = ext.collector() if hasattr(ext, "collector") else None

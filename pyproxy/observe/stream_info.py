@@ -15,8 +15,10 @@ Times: `start_time` is wall-clock epoch seconds (rendered by %START_TIME%); ever
 Response flags (%RESPONSE_FLAGS%) are an int bitmask: set one with `info.response_flags |= ResponseFlag.UH`.
 The bit order is Envoy's `ResponseFlag` enum order (`envoy/stream_info/stream_info.h`,
 `source/common/stream_info/utility.h` ALL_RESPONSE_STRINGS_FLAGS), and flags render in that order.
-Deviation: Envoy >= 1.29 keeps flags in a list and prints them in the order they were set; a bitmask cannot
-remember that order, so pyproxy prints them in Envoy's table order (what Envoy <= 1.28 did).
+Envoy >= 1.29 keeps flags in a list and prints them in the order they were set; `response_flags` is a
+property whose setter also records each newly set group of bits (`flag_order`), and %RESPONSE_FLAGS%
+(`flags_in_set_order`) prints in that order, as Envoy 1.40 does (HTTP retries `URX,UC`, tcp_proxy `UF,URX`).
+The mask alone (`response_flags_short`) renders in the table order, as Istio's metric label wants.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ __all__ = [
     "ResponseFlag",
     "StreamInfo",
     "parse_response_flag",
+    "flags_in_set_order",
     "response_flags_long",
     "response_flags_short",
 ]
@@ -125,6 +128,17 @@ def response_flags_long(mask: int) -> str:
     return _render(mask, 1, _LONG_CACHE)
 
 
+def flags_in_set_order(info: "StreamInfo", long: bool = False) -> str:
+    """%RESPONSE_FLAGS% (or _LONG) as Envoy 1.40 prints them: in the order they were set (an HTTP retry that
+    gives up logs `URX,UC`: URX when retrying stops, then the final failure; tcp_proxy logs `UF,URX`; checked
+    in tests/differential and tests/oracle/test_tcp_proxy_differential.py)."""
+    render = response_flags_long if long else response_flags_short
+    order = info.flag_order
+    if order is None or len(order) == 1:
+        return render(info.response_flags)
+    return ",".join(render(added) for added in order)
+
+
 def parse_response_flag(short: str) -> int:
     """The bit for a short name ("UH"); ValueError naming the valid ones otherwise."""
     try:
@@ -161,7 +175,8 @@ class StreamInfo:
         "response_code",
         "response_code_details",
         "connection_termination_details",
-        "response_flags",
+        "_response_flags",
+        "flag_order",  # each set of newly set flag bits, in the order they were set (None until one is)
         "response_headers",
         "response_trailers",
         "bytes_received",
@@ -206,7 +221,8 @@ class StreamInfo:
         self.response_code: int | None = None
         self.response_code_details: str | None = None
         self.connection_termination_details: str | None = None
-        self.response_flags = 0
+        self._response_flags = 0
+        self.flag_order: list[int] | None = None
         self.response_headers: Headers | None = None
         self.response_trailers: Headers | None = None
         self.bytes_received = 0
@@ -231,6 +247,19 @@ class StreamInfo:
         if self.dynamic_metadata is None:
             self.dynamic_metadata = {}
         self.dynamic_metadata.setdefault(namespace, {}).update(values)
+
+    @property
+    def response_flags(self) -> int:
+        return self._response_flags
+
+    @response_flags.setter
+    def response_flags(self, value: int) -> None:
+        added = value & ~self._response_flags
+        if added:
+            if self.flag_order is None:
+                self.flag_order = []
+            self.flag_order.append(added)
+        self._response_flags = value
 
     def has_response_flag(self, flag: int) -> bool:
         return bool(self.response_flags & flag)

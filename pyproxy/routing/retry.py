@@ -229,6 +229,7 @@ class Timeouts:
 
     global_timeout: float
     per_try_timeout: float
+    hedge: bool = False  # x-envoy-hedge-on-per-try-timeout: the upstream may use the whole global timeout
 
     @classmethod
     def compute(cls, route_timeout: float, policy: RetryPolicy | None, headers: Headers | None = None) -> "Timeouts":
@@ -245,11 +246,13 @@ class Timeouts:
                 per_try = ms / 1000.0
         if global_timeout > 0 and per_try >= global_timeout:
             per_try = 0.0
-        return cls(global_timeout, per_try)
+        hedge = headers is not None and headers.get("x-envoy-hedge-on-per-try-timeout") == "true"
+        return cls(global_timeout, per_try, hedge)
 
     @property
     def expected_ms(self) -> int | None:
-        value = self.per_try_timeout or self.global_timeout
+        """Envoy setTimeoutHeaders: the per-try timeout, or the global one without it or when hedging."""
+        value = self.global_timeout if self.hedge else (self.per_try_timeout or self.global_timeout)
         return int(value * 1000) if value else None
 
 

@@ -96,7 +96,7 @@ class ClusterRuntime:
         self.stats_cx_none_healthy = st.counter("upstream_cx_none_healthy")
         self.stats_membership_total = st.gauge("membership_total")
         self.stats_membership_healthy = st.gauge("membership_healthy")
-        self._rq_xx = {c: st.counter(f"upstream_rq_{c}xx") for c in range(1, 6)}
+        self._rq_xx: dict[int, Any] = {}  # created on first use, as Envoy's upstream_rq_<N>xx
         self._rq_codes: dict[int, Any] = {}
         secrets = secrets if secrets is not None else SecretManager()
         self.tls = self._provider(config.transport_socket, secrets, "transport_socket")
@@ -288,8 +288,11 @@ class ClusterRuntime:
     # ------------------------------------------------------------ response accounting
     def count_response(self, status: int) -> None:
         self.stats_rq_completed.inc()
-        xx = self._rq_xx.get(status // 100)
-        if xx is not None:
+        cls = status // 100
+        if 1 <= cls <= 5:
+            xx = self._rq_xx.get(cls)
+            if xx is None:
+                xx = self._rq_xx[cls] = self.stats.counter(f"upstream_rq_{cls}xx")
             xx.inc()
         c = self._rq_codes.get(status)
         if c is None:

@@ -107,7 +107,7 @@ async def test_upstream_timeout_is_504_ut(upstream, proxy_factory, tmp_path):
     assert r.status == 504
     assert r.body == b"upstream request timeout"
     e = last_log(p)
-    assert (e["code"], e["flags"], e["details"]) == (504, "UT", "upstream_response_timeout")
+    assert (e["code"], e["flags"], e["details"]) == (504, "UT", "response_timeout")
     assert p.stat("cluster.backend.upstream_rq_timeout") == 1
     assert (await p.fetch("GET", "/")).status == 200
 

@@ -13,7 +13,8 @@ import uuid
 
 import pytest
 
-from tests.support.proxy import bootstrap, listeners_and_clusters, route, virtual_host
+from pyproxy.http.forwarded import local_address
+from tests.support.proxy import INTERNAL_LOOPBACK, bootstrap, listeners_and_clusters, route, virtual_host
 
 
 @pytest.fixture
@@ -126,16 +127,23 @@ async def test_request_id_is_unique_and_kept_when_present(proxy, upstream):
 
 
 async def test_use_remote_address_appends_the_peer_to_xff(upstream, proxy_factory):
-    """`use_remote_address: true`: the client address is appended to x-forwarded-for (a trusted
-    internal client keeps its x-request-id)."""
+    """`use_remote_address: true`: the client address is appended to x-forwarded-for; a loopback peer is
+    appended as the proxy's own address, as Envoy appends `local_info.address()`. The client is external
+    (Envoy 1.40 lists no internal address by default): its x-request-id is replaced and it gets
+    x-envoy-external-address. An internal client (`internal_address_config`) keeps its x-request-id."""
     p = await proxy_factory(bootstrap({"backend": [upstream.port]}, hcm={"use_remote_address": True}))
     await p.fetch("GET", "/", [("X-Forwarded-For", "203.0.113.7"), ("x-request-id", "keep-me")])
     await p.fetch("GET", "/")
     first, second = upstream.requests
-    assert [a.strip() for a in first.header("x-forwarded-for").split(",")] == ["203.0.113.7", "127.0.0.1"]
-    assert second.header("x-forwarded-for") == "127.0.0.1"
+    assert [a.strip() for a in first.header("x-forwarded-for").split(",")] == ["203.0.113.7", local_address()]
+    assert second.header("x-forwarded-for") == local_address()
     assert first.header("x-forwarded-proto") == "http"
-    assert first.header("x-request-id") == "keep-me"
+    assert first.header("x-request-id") != "keep-me"
+    assert first.header("x-envoy-external-address") == "127.0.0.1"
+    p = await proxy_factory(bootstrap({"backend": [upstream.port]}, hcm=INTERNAL_LOOPBACK))
+    await p.fetch("GET", "/", [("x-request-id", "keep-me")])
+    assert upstream.requests[-1].header("x-request-id") == "keep-me"
+    assert upstream.requests[-1].header("x-envoy-internal") == "true"
 
 
 # ---------------------------------------------------------------- responses

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.support.proxy import bootstrap, cluster, route
+from tests.support.proxy import INTERNAL_LOOPBACK, bootstrap, cluster, route
 from tests.support.upstream import default_handler
 from tests.support.traffic import (
     PREVIOUS_HOSTS, always, by_attempt, endpoints_cluster, retry_policy, scripted, thresholds,
@@ -31,11 +31,11 @@ def vhost(routes: list[dict], policy: dict | None = None, *, attempt_count: bool
     return vh
 
 
-def retried(policy: dict | None, clusters: dict | list, *, timeout: str = "5s", log=None, **action) -> dict:
+def retried(policy: dict | None, clusters: dict | list, *, timeout: str = "5s", log=None, hcm=None, **action) -> dict:
     r = route("/", "backend" if isinstance(clusters, dict) else clusters[0]["name"], timeout=timeout, **action)
     if policy is not None:
         r["route"]["retry_policy"] = policy
-    return bootstrap(clusters, virtual_hosts=[vhost([r])], access_log=log)
+    return bootstrap(clusters, virtual_hosts=[vhost([r])], access_log=log, hcm=hcm)
 
 
 def last_log(p) -> dict:
@@ -137,9 +137,10 @@ async def test_connect_failure_retry_reaches_the_live_host(traffic_proxy, upstre
 
 
 async def test_retry_on_request_header_without_a_policy(traffic_proxy, upstream):
-    """No retry_policy: no retries (Envoy's default); `x-envoy-retry-on` asks for them, and is not forwarded."""
+    """No retry_policy: no retries (Envoy's default); `x-envoy-retry-on` from an internal client asks for them,
+    and is not forwarded (from an external one it is removed unread: tests/differential forged-*)."""
     upstream.handler = scripted("/status/503", "/status/503")
-    p = await traffic_proxy(retried(None, {"backend": [upstream.port]}))
+    p = await traffic_proxy(retried(None, {"backend": [upstream.port]}, hcm=INTERNAL_LOOPBACK))
     assert (await p.fetch("GET", "/")).status == 503
     assert len(upstream.requests) == 1
     r = await p.fetch("GET", "/", [("x-envoy-retry-on", "5xx")])
@@ -170,7 +171,8 @@ async def test_a_retried_request_replays_its_body(traffic_proxy, upstream):
 
 async def test_x_envoy_max_retries_overrides_num_retries(traffic_proxy, upstream, tmp_path):
     upstream.handler = always("/status/503")
-    p = await traffic_proxy(retried(retry_policy("5xx", 1), {"backend": [upstream.port]}, log=tmp_path / "a.log"))
+    p = await traffic_proxy(retried(retry_policy("5xx", 1), {"backend": [upstream.port]}, log=tmp_path / "a.log",
+                                    hcm=INTERNAL_LOOPBACK))
     assert (await p.fetch("GET", "/", [("x-envoy-max-retries", "3")])).status == 503
     assert len(upstream.requests) == 4
     assert upstream.requests[-1].header("x-envoy-max-retries") is None

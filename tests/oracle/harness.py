@@ -51,8 +51,8 @@ class Reply:
     body: bytes = b""
     raw: str = ""
 
-    def normalised(self) -> "Reply":
-        return replace(self, headers=normalise_headers(self.headers))
+    def normalised(self, volatile: frozenset[str] = VOLATILE_VALUES) -> "Reply":
+        return replace(self, headers=normalise_headers(self.headers, volatile))
 
     def summary(self) -> str:
         return self.raw or f"{self.status}"
@@ -70,8 +70,8 @@ class UpstreamRequest:
     complete: bool
     connection: int  # index of its upstream connection within this case (0, 1, ...)
 
-    def normalised(self) -> "UpstreamRequest":
-        return replace(self, headers=normalise_headers(self.headers))
+    def normalised(self, volatile: frozenset[str] = VOLATILE_VALUES) -> "UpstreamRequest":
+        return replace(self, headers=normalise_headers(self.headers, volatile))
 
     def header(self, name: str) -> str | None:
         vals = [v for k, v in self.headers if k == name]
@@ -89,9 +89,9 @@ class Observation:
     access_log: tuple[dict, ...] = ()  # Envoy only (not compared)
     startup_error: str = ""
 
-    def normalised(self) -> "Observation":
-        return Observation(tuple(r.normalised() for r in self.replies), self.closed,
-                           tuple(u.normalised() for u in self.upstream), startup_error=self.startup_error)
+    def normalised(self, volatile: frozenset[str] = VOLATILE_VALUES) -> "Observation":
+        return Observation(tuple(r.normalised(volatile) for r in self.replies), self.closed,
+                           tuple(u.normalised(volatile) for u in self.upstream), startup_error=self.startup_error)
 
     @property
     def upstream_connections(self) -> int:
@@ -112,13 +112,13 @@ class Observation:
         return f"{'; '.join(parts)} [{self.upstream_connections} conn]"
 
 
-def normalise_headers(headers) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, "<v>" if k in VOLATILE_VALUES else v) for k, v in headers))
+def normalise_headers(headers, volatile: frozenset[str] = VOLATILE_VALUES) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, "<v>" if k in volatile else v) for k, v in headers))
 
 
-def difference(expected: Observation, actual: Observation) -> str:
+def difference(expected: Observation, actual: Observation, volatile: frozenset[str] = VOLATILE_VALUES) -> str:
     """Human-readable lines for the fields where `actual` (pyproxy) differs from `expected` (Envoy)."""
-    e, a = expected.normalised(), actual.normalised()
+    e, a = expected.normalised(volatile), actual.normalised(volatile)
     lines = []
     if e.startup_error != a.startup_error:
         lines.append(f"startup: envoy {e.startup_error or 'ok'!r} pyproxy {a.startup_error or 'ok'!r}")
@@ -169,6 +169,17 @@ class Case:
     then: bytes = b""
     envoy_status: tuple[int, ...] | None = None  # what Envoy answers (pins the oracle); None: no response
     note: str = ""
+    # written afterwards, each on a NEW connection, its response appended to the replies (after `settle`)
+    after: tuple[bytes, ...] = ()
+    # a stat name (Envoy's, e.g. `cluster.backend.outlier_detection.ejections_active`) each proxy's admin
+    # must show non-zero before `after` is sent: sequencing on what the proxy did, not on a sleep
+    settle: str = ""
+    # header names whose VALUES this row does not compare (beyond VOLATILE_VALUES), e.g. a time left
+    volatile: tuple[str, ...] = ()
+
+    @property
+    def volatile_values(self) -> frozenset[str]:
+        return VOLATILE_VALUES | frozenset(self.volatile)
 
 
 # ------------------------------------------------------------------ the origin behind each proxy
@@ -214,17 +225,31 @@ class _CapturingConn(_Conn):
 async def _answer_unless_early(conn: _Conn, req) -> bool:
     if getattr(req, "answered_early", False):
         return False
+    if req.path.startswith("/with-headers?"):  # /with-headers?h=name:value&h=...: those response headers
+        from urllib.parse import parse_qsl, urlsplit
+        extra = [tuple(v.split(":", 1)) for k, v in parse_qsl(urlsplit(req.path).query) if k == "h" and ":" in v]
+        conn.write(_response(200, [("x-upstream", conn.up.name), *extra, ("content-length", "2")], b"ok"))
+        return False
+    if req.path.startswith("/flaky/"):  # /flaky/<n>/<code>[?...]: the first n requests of this path get <code>
+        _, _, n, code = req.path.split("?")[0].split("/")[:4]
+        seen = conn.up.flaky[req.path] = conn.up.flaky.get(req.path, 0) + 1
+        if seen <= int(n):
+            conn.write(_response(int(code), [("x-upstream", conn.up.name), ("content-length", "5")], b"flaky"))
+            return False
     return await default_handler(conn, req)
 
 
 class CapturingUpstream(TestUpstream):
-    """A `TestUpstream` (paths select its behaviour, anything else gets 200 "ok") that keeps raw bytes."""
+    """A `TestUpstream` (paths select its behaviour, anything else gets 200 "ok"; `/flaky/<n>/<code>` answers
+    <code> to the first n requests of that exact path, then 200; `/with-headers?h=name:value` answers 200 with
+    those response headers) that keeps raw bytes."""
 
     __test__ = False
 
     def __init__(self, name: str = "oracle-upstream"):
         super().__init__(name=name, handler=_answer_unless_early)
         self.raw_by_conn: dict[int, bytearray] = {}
+        self.flaky: dict[str, int] = {}  # /flaky/ path -> requests seen
 
     def _accept(self) -> _Conn:
         self.connections += 1
@@ -247,8 +272,9 @@ def _internal(path: str) -> bool:
 
 # ------------------------------------------------------------------ one exchange (I/O)
 
-async def exchange(port: int, upstream: CapturingUpstream, case: Case) -> Observation:
-    """Play `case` against the proxy listening on `port`, with `upstream` behind it."""
+async def exchange(port: int, upstream: CapturingUpstream, case: Case, settle=None) -> Observation:
+    """Play `case` against the proxy listening on `port`, with `upstream` behind it. `settle`: awaited
+    before `case.after` is sent (the pair waits there for `case.settle` on the proxy's admin)."""
     since = len(upstream.requests)
     client = await RawClient.connect(port)
     replies: list[Reply] = []
@@ -266,6 +292,10 @@ async def exchange(port: int, upstream: CapturingUpstream, case: Case) -> Observ
                 closed = await _closes(client)
         if case.then:
             await _then(port, case.then)
+        if case.after and settle is not None:
+            await settle()
+        for data in case.after:
+            replies.append(await _after(port, data))
         view, raw = upstream.snapshot(since)
         if not closed and replies and not replies[-1].raw and replies[-1].status != 101:  # 101: a tunnel now
             closed = not await _answers_probe(client)
@@ -303,6 +333,16 @@ async def _answers_probe(client: RawClient) -> bool:
     return True
 
 
+async def _after(port: int, data: bytes) -> Reply:
+    c = await RawClient.connect(port)
+    try:
+        await c.send(data)
+        reply, _ = await _read_reply(c, "GET")
+        return reply or Reply(raw="no response")
+    finally:
+        c.close()
+
+
 async def _then(port: int, data: bytes) -> None:
     c = await RawClient.connect(port)
     try:
@@ -335,6 +375,47 @@ def lines_before_mark(lines: list[dict[str, Any]], n: int, start: int) -> tuple[
         if lines[i].get("path") == f"{MARK_PREFIX}{n}":
             return [ln for ln in lines[start:i] if not _internal(str(ln.get("path") or ""))], i + 1
     return None
+
+
+class Differs(AssertionError):
+    """pyproxy's observation differs from Envoy's (the only failure an xfail mark may absorb)."""
+
+
+def judge(c: Case, envoy: Observation, pyproxy: Observation, docs: str) -> None:
+    """One row's verdict: Envoy must answer what the row pins (else a plain AssertionError: the oracle moved,
+    update the row and `docs`); the row is tallied; pyproxy must match Envoy (else `Differs`)."""
+    got = tuple(r.status for r in envoy.replies if not r.raw) or None
+    assert got == c.envoy_status, (
+        f"the oracle moved: Envoy now answers {envoy.summary()} (expected {c.envoy_status}); "
+        f"access log {list(envoy.access_log)}; update the row and {docs}")
+    volatile = c.volatile_values
+    logs = log_view(envoy), log_view(pyproxy)
+    identical = envoy.normalised(volatile) == pyproxy.normalised(volatile) and logs[0] == logs[1]
+    tally(c.id, identical)
+    if not identical:
+        log_diff = f"\naccess log (code, flags, details): envoy {logs[0]} pyproxy {logs[1]}" if logs[0] != logs[1] else ""
+        raise Differs(f"{c.id}: pyproxy differs from Envoy\n{difference(envoy, pyproxy, volatile)}{log_diff}\n"
+                      f"Envoy access log: {list(envoy.access_log)}")
+
+
+def log_view(obs: Observation) -> tuple[tuple, ...]:
+    """What the access log says of each request: %RESPONSE_CODE%, %RESPONSE_FLAGS%, %RESPONSE_CODE_DETAILS%."""
+    return tuple((line.get("code"), line.get("flags"), line.get("details")) for line in obs.access_log)
+
+
+# case id -> identical (True) or not: what the session's summary line counts (tests/conftest.py)
+TALLY: dict[str, bool] = {}
+
+
+def tally(case_id: str, identical: bool) -> None:
+    TALLY[case_id] = identical
+
+
+def tally_line() -> str | None:
+    """"differential: N cases, M identical", or None when no differential case ran."""
+    if not TALLY:
+        return None
+    return f"differential (pyproxy vs Envoy): {len(TALLY)} cases, {sum(TALLY.values())} identical"
 
 
 @dataclass

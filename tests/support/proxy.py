@@ -37,6 +37,14 @@ ACCESS_LOG_FIELDS = {
 }
 
 
+# HCM options that make the test client (on loopback) an internal client, whose x-envoy-* request headers
+# (x-envoy-retry-on, x-envoy-max-retries, timeouts...) Envoy honours: the peer address counts
+# (use_remote_address) and loopback is internal. Envoy 1.40's default internal_address_config is empty:
+# without it every client is external and those headers are removed.
+INTERNAL_LOOPBACK = {"use_remote_address": True,
+                     "internal_address_config": {"cidr_ranges": [{"address_prefix": "127.0.0.0", "prefix_len": 8}]}}
+
+
 def socket_address(port: int, address: str = "127.0.0.1") -> dict:
     return {"socket_address": {"address": address, "port_value": port}}
 

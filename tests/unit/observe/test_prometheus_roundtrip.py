@@ -1,22 +1,40 @@
-"""/stats/prometheus parsed back with prometheus_client's own parser: names, labels, types and values."""
+"""/stats/prometheus parsed back: names, labels, types and values, in Envoy's own text format.
+
+Envoy writes `# TYPE <exact name> counter` for every counter, with or without `_total` (checked against Envoy
+1.40 in tests/differential/test_admin_stats_differential.py). prometheus_client's parser folds
+`envoy_cluster_upstream_rq_total` and `envoy_cluster_upstream_rq` into one OpenMetrics family, so these tests
+read the text format (0.0.4) with the small parser below, keyed by the name on the `# TYPE` line.
+"""
+import re
+
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from pyproxy.observe.stats import DEFAULT_BUCKETS, Stats, TagExtractor, render_prometheus
 
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def _unescape(v: str) -> str:
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), v)
+
 
 def scrape(stats: Stats, **kwargs) -> dict:
-    """family name -> (type, {(sample name, frozenset(labels)): value}), as a scraper sees it.
-
-    The parser reports the text format's `untyped` as `unknown`. Envoy's names can give two families the same
-    OpenMetrics name (upstream_rq_total the counter, upstream_rq{response_code} the untyped one), so a family
-    that is not a counter is keyed by its own name plus " (unknown)".
-    """
-    families = {}
-    for family in text_string_to_metric_families(render_prometheus(stats, **kwargs)):
-        key = family.name if family.type != "unknown" else f"{family.name} (unknown)"
-        assert key not in families, f"family {key} written twice"
-        families[key] = (family.type, {(s.name, frozenset(s.labels.items())): s.value for s in family.samples})
+    """family name (as on its `# TYPE` line) -> (type, {(sample name, frozenset(labels)): value})."""
+    families: dict = {}
+    current = None
+    for line in render_prometheus(stats, **kwargs).splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, typ = line.split(" ")
+            assert name not in families, f"family {name} written twice"
+            current = families[name] = (typ, {})
+            continue
+        if line.startswith("#") or not line:
+            continue
+        m = SAMPLE.match(line)
+        assert m and current is not None, line
+        lbls = frozenset((k, _unescape(v)) for k, v in LABEL.findall(m.group(2) or ""))
+        current[1][(m.group(1), lbls)] = float(m.group(3))
     return families
 
 
@@ -43,7 +61,7 @@ def labels(**kw) -> frozenset:
 
 
 def test_a_counter_ending_in_total_is_a_prometheus_counter_with_the_cluster_as_a_label():
-    typ, samples = scrape(store())["envoy_cluster_upstream_rq"]
+    typ, samples = scrape(store())["envoy_cluster_upstream_rq_total"]
     assert typ == "counter"
     assert samples == {
         ("envoy_cluster_upstream_rq_total", labels(envoy_cluster_name="backend")): 7,
@@ -52,27 +70,28 @@ def test_a_counter_ending_in_total_is_a_prometheus_counter_with_the_cluster_as_a
 
 
 def test_response_codes_become_a_label_on_one_family():
-    # Envoy's name is envoy_cluster_upstream_rq (no _total): exported under that exact name, untyped.
-    typ, samples = scrape(store())["envoy_cluster_upstream_rq (unknown)"]
-    assert typ == "unknown"
+    # Envoy's name is envoy_cluster_upstream_rq (no _total): exported under that exact name, a counter.
+    typ, samples = scrape(store())["envoy_cluster_upstream_rq"]
+    assert typ == "counter"
     assert samples == {
         ("envoy_cluster_upstream_rq", labels(envoy_cluster_name="backend", envoy_response_code="200")): 6,
         ("envoy_cluster_upstream_rq", labels(envoy_cluster_name="backend", envoy_response_code="503")): 1,
     }
 
 
-def test_the_text_says_counter_for_total_counters_and_untyped_for_the_others():
+def test_the_text_says_counter_for_every_counter_as_envoy_does():
     text = render_prometheus(store())
     assert "# TYPE envoy_cluster_upstream_rq_total counter\n" in text
-    assert "# TYPE envoy_cluster_upstream_cx_connect_fail untyped\n" in text
+    assert "# TYPE envoy_cluster_upstream_cx_connect_fail counter\n" in text
+    assert "untyped" not in text and "# HELP" not in text
     assert "# TYPE envoy_cluster_upstream_rq_time histogram\n" in text
     assert "# TYPE envoy_server_live gauge\n" in text
 
 
 def test_the_http_response_code_class_is_extracted_as_envoy_does():
     families = scrape(store())
-    typ, samples = families["envoy_http_downstream_rq_xx (unknown)"]
-    assert typ == "unknown"
+    typ, samples = families["envoy_http_downstream_rq_xx"]
+    assert typ == "counter"
     assert samples == {
         ("envoy_http_downstream_rq_xx",
          labels(envoy_response_code_class="2", envoy_http_conn_manager_prefix="ingress_http")): 5,
@@ -83,8 +102,8 @@ def test_the_http_response_code_class_is_extracted_as_envoy_does():
 
 def test_counters_without_total_keep_envoys_exact_name():
     families = scrape(store())
-    assert families["envoy_cluster_upstream_cx_connect_fail (unknown)"] == (
-        "unknown", {("envoy_cluster_upstream_cx_connect_fail", labels(envoy_cluster_name="backend")): 4})
+    assert families["envoy_cluster_upstream_cx_connect_fail"] == (
+        "counter", {("envoy_cluster_upstream_cx_connect_fail", labels(envoy_cluster_name="backend")): 4})
 
 
 def test_gauges_and_listener_addresses():
@@ -92,7 +111,7 @@ def test_gauges_and_listener_addresses():
     assert families["envoy_cluster_upstream_rq_active"] == (
         "gauge", {("envoy_cluster_upstream_rq_active", labels(envoy_cluster_name="backend")): 3})
     assert families["envoy_server_live"] == ("gauge", {("envoy_server_live", labels()): 1})
-    assert families["envoy_listener_downstream_cx"] == (
+    assert families["envoy_listener_downstream_cx_total"] == (
         "counter", {("envoy_listener_downstream_cx_total", labels(envoy_listener_address="0.0.0.0_15001")): 9})
 
 
@@ -133,8 +152,8 @@ def test_filter_and_usedonly_apply_to_prometheus_too():
     stats.counter("cluster.idle.upstream_rq_total")
     families = scrape(stats, used_only=True, filter="^cluster")
     assert ("envoy_cluster_upstream_rq_total", labels(envoy_cluster_name="idle")) not in (
-        families["envoy_cluster_upstream_rq"][1])
-    assert "envoy_server_live" not in families and "envoy_http_downstream_rq_xx (unknown)" not in families
+        families["envoy_cluster_upstream_rq_total"][1])
+    assert "envoy_server_live" not in families and "envoy_http_downstream_rq_xx" not in families
 
 
 def test_custom_tag_extractors_change_names_and_labels():
@@ -142,7 +161,7 @@ def test_custom_tag_extractors_change_names_and_labels():
     stats.counter("cluster.outbound|80||reviews.default.svc.cluster.local.upstream_rq_total").inc(3)
     istio_like = (TagExtractor.from_regex("cluster_name", r"^cluster\.((.+?(\..+?\.svc\.cluster\.local)?)\.)"),)
     families = scrape(stats, extractors=istio_like)
-    assert families["envoy_cluster_upstream_rq"] == ("counter", {
+    assert families["envoy_cluster_upstream_rq_total"] == ("counter", {
         ("envoy_cluster_upstream_rq_total",
          labels(cluster_name="outbound|80||reviews.default.svc.cluster.local")): 3})
 
