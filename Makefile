@@ -65,9 +65,11 @@ compose-up:
 compose-down:
 	@scripts/compose-demo.sh down
 
-# The Envoy row needs an Envoy: ENVOY_BIN, or `make envoy` (which only warns when it cannot install).
+# The Envoy row needs an Envoy: ENVOY_BIN, or `make envoy` (which only warns when it cannot install). Then the
+# TLS rows (benchmarks/tls_bench.py: pyproxy mTLS vs plaintext, nginx TLS, handshakes/s P-256 vs RSA-2048).
 bench: setup envoy
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/tls_bench.py $(TLS_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info mutants
