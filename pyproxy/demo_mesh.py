@@ -148,11 +148,13 @@ class Mesh:
         self.config_dir = workdir / "mesh"
         shutil.copytree(MESH, self.config_dir)
         # every port the demo needs, in one batch: gateway (2), control plane (3), gateway proxy (3), 4 per workload
-        self._ports = iter(free_ports(8 + 4 * len(WORKLOADS)))
+        self._ports = iter(free_ports(9 + 4 * len(WORKLOADS)))
         self.gateway_http_port = self.free_port()
         self.gateway_port = self.free_port()  # HTTPS
         ca, chain, key = ingress_pki(workdir)
         _configure_gateway(self.config_dir, self.gateway_http_port, self.gateway_port, chain, key)
+        self.external_port = self.free_port()  # the ServiceEntry's server (examples/mesh/egress.yaml)
+        _set_external_port(self.config_dir / "egress.yaml", self.external_port)
         self.ssl = ssl.create_default_context(cadata=ca.decode())  # trusts the demo's ingress CA only
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.xds_port = self.free_port()
@@ -204,6 +206,8 @@ class Mesh:
                                      "--grace", "3", "--state-file", str(self.workdir / "registrations.json")])
         # the metrics port is bound last: once it answers, the secure port is up and root-cert.pem written
         wait_until(lambda: http(f"http://127.0.0.1:{self.metrics_port}/ready")[0] == 200, "the control plane")
+        self.spawn("external-api", [py, "-m", "pyproxy.demo_app", "--port", str(self.external_port)],
+                   env={"DEMO_APP_NAME": "external-api"})
         for name, sa, labels in WORKLOADS:
             ports = {"app": self.free_port(), "inbound": self.free_port(), "outbound": self.free_port(),
                      "admin": self.free_port()}
@@ -232,7 +236,8 @@ class Mesh:
         pp_admin = self.sidecars["productpage-v1"]["admin"]
         wanted = [f"outbound|9080|{subset}|{svc}.default.svc.cluster.local"
                   for svc, subset in (("reviews", "v1"), ("reviews", "v2"), ("reviews", "v3"), ("details", "v1"))]
-        wait_until(lambda: _all_have_hosts(pp_admin, wanted), "reviews/details endpoints in productpage's sidecar")
+        wanted.append("outbound|80||api.external.example")  # the ServiceEntry
+        wait_until(lambda: _all_have_hosts(pp_admin, wanted), "reviews/details/api.external.example endpoints in productpage's sidecar")
         for name in ("reviews-v2", "reviews-v3"):
             wait_until(lambda n=name: _all_have_hosts(self.sidecars[n]["admin"],
                                                       ["outbound|9080|v1|ratings.default.svc.cluster.local"]),
@@ -326,6 +331,18 @@ def _configure_gateway(config_dir: pathlib.Path, http_port: int, https_port: int
               "metadata": {"name": INGRESS_SECRET, "namespace": "istio-system"},
               "data": {"tls.crt": base64.b64encode(chain).decode(), "tls.key": base64.b64encode(key).decode()}}
     (config_dir / "ingress-credential.yaml").write_text(yaml.safe_dump(secret, sort_keys=False))
+
+
+def _set_external_port(path: pathlib.Path, port: int) -> None:
+    """The demo copy's ServiceEntry endpoint on the port its stand-in external server really listens on."""
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for d in docs:
+        if d.get("kind") == "ServiceEntry":
+            for ep in d["spec"].get("endpoints", []):
+                ep["ports"] = {name: port for name in ep.get("ports", {"http": port})}
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
 
 
 def _all_have_hosts(admin_port: int, clusters: list[str]) -> bool:
@@ -447,6 +464,11 @@ def main(argv: list[str] | None = None) -> int:
                            {"Host": "ratings:9080"})
         print(f"[demo] AuthorizationPolicy ratings-viewer lets only reviews call ratings (examples/mesh/security.yaml): "
               f"reviews-v1 -> ratings: {allowed}; details-v1 -> ratings: {denied} {why.decode(errors='replace')!r}\n")
+        status, body = http(f"http://127.0.0.1:{pp['outbound']}/anything", {"Host": "api.external.example"})
+        served = json.loads(body).get("served_by") if status == 200 else f"HTTP {status}"
+        print(f"[demo] ServiceEntry external-api (examples/mesh/egress.yaml) makes a service outside the mesh known: "
+              f"productpage's sidecar -> api.external.example -> {status} (served by {served}, plaintext: it has no "
+              f"sidecar)\n")
         print(f"[demo] from outside, through the ingress gateway: 20 x GET {gw}/api/v1/products/0 (productpage asks "
               f"details and reviews; reviews v2/v3 ask ratings)")
         print("       VirtualService reviews: 80% v1 / 20% v3 ->", tally(mesh, 20))

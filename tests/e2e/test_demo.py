@@ -70,6 +70,7 @@ def test_mesh_demo_teaches_through_bookinfo_then_meshctl_finds_it_and_ctrl_c_cle
         # the gateway: HTTPS with the demo CA's certificate (the requests above went that way), http redirected
         assert re.search(r"GET http://127.0.0.1:\d+/productpage -> 301 location: https://", out)
         assert "through the ingress gateway: 20 x GET https://127.0.0.1:" in out
+        assert "-> api.external.example -> 200 (served by external-api" in out  # the ServiceEntry
         # AuthorizationPolicy ratings-viewer: only reviews' identity may call ratings
         assert line_with("lets only reviews call ratings").endswith(
             "reviews-v1 -> ratings: 200; details-v1 -> ratings: 403 'RBAC: access denied'")
@@ -96,7 +97,7 @@ def test_mesh_demo_teaches_through_bookinfo_then_meshctl_finds_it_and_ctrl_c_cle
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         rest, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, rest
-        assert "stopping 14 processes: control-plane," in rest
+        assert "stopping 15 processes: control-plane, external-api," in rest
         workdir = re.search(r"removed (\S+)", rest).group(1)
         assert not pathlib.Path(workdir).exists() and not state.exists()
     finally:
