@@ -181,7 +181,9 @@ def _claim_string(claim: str, sm: dict) -> dict:
 
 def _claims_any(claims: list[str], values: list[str]) -> dict:
     """MetadataListValueMatcherForJWTClaims: payload.<claims...> is (or, as a list, holds) one of the values."""
-    one = {"or_match": {"value_matchers": [{"string_match": string_matcher(v)} for v in values]}}
+    matchers = [{"string_match": string_matcher(v)} for v in values]
+    # Envoy's OrMatcher needs at least two value_matchers (proto validation): one value is matched directly
+    one = matchers[0] if len(matchers) == 1 else {"or_match": {"value_matchers": matchers}}
     return {"metadata": {"filter": JWT_FILTER, "path": [{"key": k} for k in [JWT_PAYLOAD, *claims]],
                          "value": {"or_match": {"value_matchers": [{"list_match": {"one_of": one}}, one]}}}}
 

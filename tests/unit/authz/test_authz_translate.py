@@ -150,8 +150,12 @@ def test_nested_claim_condition_reads_the_payload_path():
     p = rule_policy({"when": [{"key": "request.auth.claims[team][name]", "values": ["blue"]}]}, "foo", "ALLOW", [])
     m = p["principals"][0]["and_ids"]["ids"][0]["metadata"]
     assert [s["key"] for s in m["path"]] == ["payload", "team", "name"]
-    one = {"or_match": {"value_matchers": [{"string_match": {"exact": "blue"}}]}}
+    one = {"string_match": {"exact": "blue"}}  # one value: no or_match (Envoy's needs two or more)
     assert m["value"] == {"or_match": {"value_matchers": [{"list_match": {"one_of": one}}, one]}}
+    two = rule_policy({"when": [{"key": "request.auth.claims[team]", "values": ["blue", "red"]}]}, "foo", "ALLOW",
+                      [])["principals"][0]["and_ids"]["ids"][0]["metadata"]["value"]
+    either = {"or_match": {"value_matchers": [{"string_match": {"exact": "blue"}}, {"string_match": {"exact": "red"}}]}}
+    assert two == {"or_match": {"value_matchers": [{"list_match": {"one_of": either}}, either]}}
 
 
 @pytest.mark.parametrize("key", ["request.auth.claims", "request.auth.claims[]", "request.auth.claims[a]x"])
