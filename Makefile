@@ -9,6 +9,10 @@ $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	@# xds-protos also ships (older) opentelemetry/proto modules; whichever installs last wins. The OTLP exporter
+	@# needs opentelemetry-proto's own, so it is written again last (same version, files only).
+	$(BIN)/pip install -q --force-reinstall --no-deps \
+		"opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 	touch $@
 
 setup: $(BIN)/.installed
