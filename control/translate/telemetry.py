@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from control.istio.resources import Resource, thaw
+from control.translate import accesslog
 from control.translate.common import T, Proxy, cluster_name
 
 OTEL_CONFIG = T + "envoy.config.trace.v3.OpenTelemetryConfig"
 ZIPKIN_CONFIG = T + "envoy.config.trace.v3.ZipkinConfig"
-FILE_ACCESS_LOG = T + "envoy.extensions.access_loggers.file.v3.FileAccessLog"
+FILE_ACCESS_LOG = accesslog.FILE_ACCESS_LOG
 CEL_FILTER = T + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 DEFAULT_SAMPLING = 1.0  # PILOT_TRACE_SAMPLING (pilot/pkg/features/telemetry.go)
 DEFAULT_MAX_PATH_TAG_LENGTH = 256
@@ -41,31 +42,6 @@ CLUSTER_ID = "Kubernetes"
 # built-in providers (pkg/config/mesh/mesh.go): `envoy` = file access log to stdout, `prometheus` = the stats filter
 BUILTIN_PROVIDERS: dict[str, dict] = {"envoy": {"name": "envoy", "envoyFileAccessLog": {"path": "/dev/stdout"}},
                                       "prometheus": {"name": "prometheus", "prometheus": {}}}
-
-# Istio's default text access-log format (pilot/pkg/model/telemetry_logging.go EnvoyTextLogFormat)
-ISTIO_TEXT_FORMAT = (
-    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% '
-    '%RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% '
-    '"%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% '
-    '%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%" '
-    '"%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% '
-    '%DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n')
-# ... and its JSON encoding (EnvoyJSONLogFormatIstio)
-ISTIO_JSON_FORMAT = {
-    "start_time": "%START_TIME%", "method": "%REQ(:METHOD)%", "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
-    "protocol": "%PROTOCOL%", "response_code": "%RESPONSE_CODE%", "response_flags": "%RESPONSE_FLAGS%",
-    "response_code_details": "%RESPONSE_CODE_DETAILS%",
-    "connection_termination_details": "%CONNECTION_TERMINATION_DETAILS%",
-    "upstream_transport_failure_reason": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
-    "bytes_received": "%BYTES_RECEIVED%", "bytes_sent": "%BYTES_SENT%", "duration": "%DURATION%",
-    "upstream_service_time": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%", "x_forwarded_for": "%REQ(X-FORWARDED-FOR)%",
-    "user_agent": "%REQ(USER-AGENT)%", "request_id": "%REQ(X-REQUEST-ID)%", "authority": "%REQ(:AUTHORITY)%",
-    "upstream_host": "%UPSTREAM_HOST%", "upstream_cluster": "%UPSTREAM_CLUSTER_RAW%",
-    "upstream_local_address": "%UPSTREAM_LOCAL_ADDRESS%", "downstream_local_address": "%DOWNSTREAM_LOCAL_ADDRESS%",
-    "downstream_remote_address": "%DOWNSTREAM_REMOTE_ADDRESS%", "requested_server_name": "%REQUESTED_SERVER_NAME%",
-    "route_name": "%ROUTE_NAME%",
-}
-
 
 def mode_of(direction: str) -> str:
     """Istio's workload mode of a listener class: inbound SERVER; outbound and gateways CLIENT."""
@@ -295,16 +271,15 @@ def merge_access_logging(proxy: Proxy, levels: list[Resource], mode: str) -> dic
     return current
 
 
-def _file_log(path: str, log_format: Mapping[str, Any] | None, encoding: str = "TEXT", text: str = "",
-              expression: str = "") -> dict:
+def _file_log(path: str, log_format: Mapping[str, Any] | None, expression: str = "") -> dict:
+    """A Telemetry `envoyFileAccessLog` provider's logger: its own `logFormat` (labels or text), else Istio's
+    default text format (accesslog.log_format, the same as meshConfig's)."""
     if log_format is not None and log_format.get("labels") is not None:
         fmt: dict[str, Any] = {"json_format": thaw(log_format["labels"])}
     elif log_format is not None and log_format.get("text"):
         fmt = {"text_format_source": {"inline_string": str(log_format["text"])}}
-    elif encoding == "JSON":
-        fmt = {"json_format": dict(ISTIO_JSON_FORMAT)}
     else:
-        fmt = {"text_format_source": {"inline_string": text or ISTIO_TEXT_FORMAT}}
+        fmt = accesslog.log_format("TEXT", "")
     log: dict[str, Any] = {"name": "envoy.access_loggers.file",
                            "typed_config": {"@type": FILE_ACCESS_LOG, "path": path, "log_format": fmt}}
     if expression:
@@ -315,12 +290,9 @@ def _file_log(path: str, log_format: Mapping[str, Any] | None, encoding: str = "
 
 def hcm_access_logs(proxy: Proxy, direction: str) -> list[dict]:
     """The HCM `access_log` list istiod would set for this side."""
-    config = proxy.mesh.config
     chosen = merge_access_logging(proxy, telemetries(proxy), mode_of(direction))
     if chosen is None:
-        if config.access_log_file:  # the legacy mesh-wide switch
-            return [_file_log(config.access_log_file, None, config.access_log_encoding, config.access_log_format)]
-        return []
+        return accesslog.mesh_access_logs(proxy)  # the legacy mesh-wide switch, as tcp_proxy gets it
     out = []
     for name, choice in chosen.items():
         if choice.disabled:
