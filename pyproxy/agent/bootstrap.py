@@ -26,6 +26,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from ..xds.node import build_node
+
 HTTP_PROTOCOL_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 XDS_CLUSTER = "xds-grpc"  # istio-agent's name for the ADS cluster
 UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
@@ -59,21 +61,25 @@ class Workload:
 
 
 def node(w: Workload) -> dict:
-    """Envoy's `node` as istio-agent fills it (metadata values as strings, POD_PORTS a JSON string)."""
-    meta = {
-        "NAME": w.name, "NAMESPACE": w.namespace, "SERVICE_ACCOUNT": w.service_account,
-        "LABELS": {str(k): str(v) for k, v in w.labels.items()}, "INSTANCE_IPS": w.ip,
-        "INBOUND_PORT": str(w.inbound_port), "OUTBOUND_PORT": str(w.outbound_port), "ADMIN_PORT": str(w.admin_port),
-    }
+    """Envoy's `node` as istio-agent fills it: pyproxy's own node (pyproxy.xds.node.build_node, the same keys
+    the control plane parses) with istio-agent's encodings: metadata values as strings, POD_PORTS a JSON
+    string, ISTIO_VERSION only when given (else the control plane shows Envoy's build version)."""
+    out = build_node(kind="gateway" if w.node_type == "router" else "sidecar", name=w.name, namespace=w.namespace,
+                     ip=w.ip, service_account=w.service_account, labels=dict(w.labels),
+                     inbound_port=w.inbound_port, outbound_port=w.outbound_port, admin_port=w.admin_port,
+                     bind_address=w.bind_address)
+    meta = out["metadata"]
+    for key in ("INBOUND_PORT", "OUTBOUND_PORT", "ADMIN_PORT"):
+        meta[key] = str(meta[key])
+    meta["LABELS"] = {str(k): str(v) for k, v in meta["LABELS"].items()}
+    meta.pop("POD_PORTS")
     if w.ports:
         meta["POD_PORTS"] = json.dumps([{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in w.ports])
-    if w.bind_address:
-        meta["BIND_ADDRESS"] = w.bind_address
+    meta.pop("ISTIO_VERSION")
     if w.version:
         meta["ISTIO_VERSION"] = w.version
-    app = w.labels.get("app", w.name)
-    return {"id": f"{w.node_type}~{w.ip}~{w.name}.{w.namespace}~{w.namespace}.svc.cluster.local",
-            "cluster": f"{app}.{w.namespace}", "metadata": meta}
+    out.pop("user_agent_name")  # Envoy sends its own
+    return out
 
 
 def _address_type(host: str) -> str:

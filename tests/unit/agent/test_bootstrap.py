@@ -74,3 +74,22 @@ def test_ads_over_tls_verifies_the_control_plane_and_sends_the_token_as_bearer_m
     assert tls["common_tls_context"]["validation_context"]["trusted_ca"] == {"filename": "/etc/mesh/root-cert.pem"}
     with pytest.raises(ValueError, match="needs a service-account token"):
         envoy_bootstrap(W, "127.0.0.1", 15012, XdsTls("/r.pem", " "))
+
+
+def test_the_node_is_pyproxys_in_istio_agents_encoding_and_the_control_plane_reads_it_back():
+    from control.xds.node import parse_node
+    from pyproxy.agent.bootstrap import Workload, node
+
+    w = Workload(name="reviews-v1", labels={"app": "reviews", "version": "v1"}, ports=(("http", 9080),),
+                 inbound_port=16006, outbound_port=16001, admin_port=16000, service_account="bookinfo-reviews")
+    n = node(w)
+    meta = n["metadata"]
+    assert (meta["INBOUND_PORT"], meta["OUTBOUND_PORT"], meta["ADMIN_PORT"]) == ("16006", "16001", "16000")
+    assert meta["POD_PORTS"] == '[{"name": "http", "containerPort": 9080, "protocol": "TCP"}]'
+    assert "ISTIO_VERSION" not in meta and "user_agent_name" not in n  # Envoy reports its own build
+    assert n["id"] == "sidecar~127.0.0.1~reviews-v1.default~default.svc.cluster.local"
+    parsed = parse_node(n)
+    assert (parsed.name, parsed.service_account, parsed.inbound_port, parsed.bind_address, parsed.cluster) == (
+        "reviews-v1", "bookinfo-reviews", 16006, "127.0.0.1", "reviews.default")
+    assert [(p.name, p.port) for p in parsed.pod_ports] == [("http", 9080)]
+    assert node(Workload(name="x", version="1.2"))["metadata"]["ISTIO_VERSION"] == "1.2"
