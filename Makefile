@@ -86,10 +86,12 @@ compose-down:
 	@scripts/compose-demo.sh down
 
 # The Envoy row needs an Envoy: ENVOY_BIN, or `make envoy` (which only warns when it cannot install). Then the
-# TLS rows (benchmarks/tls_bench.py: pyproxy mTLS vs plaintext, nginx TLS, handshakes/s P-256 vs RSA-2048).
+# TLS rows (benchmarks/tls_bench.py: pyproxy mTLS vs plaintext, nginx TLS, handshakes/s P-256 vs RSA-2048), then the
+# observability rows (benchmarks/telemetry_bench.py: Istio metrics, tracing at 1 % / 100 %, access log, vs none).
 bench: setup envoy
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/tls_bench.py $(TLS_BENCH_ARGS)
+	$(BIN)/python benchmarks/telemetry_bench.py --duration 4 --rounds 2 $(TELEMETRY_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info mutants
