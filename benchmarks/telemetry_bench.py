@@ -20,7 +20,6 @@ Target (the observability issue): metrics + 1 % tracing costs at most 15 % of `p
 from __future__ import annotations
 
 import atexit
-import http.client
 import os
 import shutil
 import sys
@@ -32,6 +31,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import configs, routes_bench  # noqa: E402
+from benchmarks.authz_bench import expect_answer  # noqa: E402
 from control.translate.accesslog import FILE_ACCESS_LOG, log_format  # noqa: E402
 from control.translate.listeners import istio_stats_filter  # noqa: E402
 
@@ -92,15 +92,7 @@ CONFIGS = {
 
 
 def sanity_check(name: str, port: int) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", PATH)
-        resp = conn.getresponse()
-        body = resp.read()
-    finally:
-        conn.close()
-    if resp.status != 200 or body != configs.BODY.encode():
-        raise SystemExit(f"{name}: GET {PATH} answered {resp.status} {body[:60]!r}, expected 200")
+    expect_answer(name, port, PATH, 200)
 
 
 SUITE = routes_bench.Suite("telemetry-bench", CONFIGS, PATH, sanity_check,
