@@ -371,6 +371,59 @@ class MaxStreamDuration:
 
 
 @frozen
+class GenericKeyAction:
+    """RateLimit.Action.GenericKey: the entry (`descriptor_key` or "generic_key", `descriptor_value`)."""
+
+    descriptor_value: str = fld(required=True)
+    descriptor_key: str = ""
+
+
+@frozen
+class HeaderValueMatchAction:
+    """RateLimit.Action.HeaderValueMatch: the entry (`descriptor_key` or "header_match", `descriptor_value`) when
+    the `headers` all match (or, with `expect_match: false`, when they do not)."""
+
+    descriptor_value: str = fld(required=True)
+    descriptor_key: str = ""
+    expect_match: bool | None = wrapped()  # default true
+    headers: tuple[HeaderMatcher, ...] = fld((), required=True)
+
+
+@frozen
+class RequestHeadersAction:
+    """RateLimit.Action.RequestHeaders: the entry (`descriptor_key`, the header's value); an absent header drops
+    the whole descriptor unless `skip_if_absent`."""
+
+    header_name: str = fld(required=True)
+    descriptor_key: str = fld(required=True)
+    skip_if_absent: bool = False
+
+
+@frozen
+class RateLimitAction:
+    """envoy.config.route.v3.RateLimit.Action: the kinds pyproxy computes (others are refused by name)."""
+
+    generic_key: GenericKeyAction | None = None
+    header_value_match: HeaderValueMatchAction | None = None
+    request_headers: RequestHeadersAction | None = None
+    remote_address: Mapping[str, Any] | None = struct()
+    destination_cluster: Mapping[str, Any] | None = struct()
+    source_cluster: Mapping[str, Any] | None = struct()
+    REQUIRED_ONEOFS = (("generic_key", "header_value_match", "request_headers", "remote_address",
+                        "destination_cluster", "source_cluster"),)
+
+
+@frozen
+class RateLimit:
+    """envoy.config.route.v3.RateLimit: one descriptor, built from its `actions` in order (route and virtual host
+    `rate_limits`, or the local rate limit filter's own `rate_limits`)."""
+
+    stage: int | None = wrapped()  # default 0
+    disable_key: str = ""
+    actions: tuple[RateLimitAction, ...] = fld((), required=True)
+
+
+@frozen
 class RouteAction:
     """envoy.config.route.v3.RouteAction: where a matched request goes and how."""
 
@@ -392,6 +445,8 @@ class RouteAction:
     max_grpc_timeout: float | None = duration()  # deprecated (max_stream_duration); istiod still sets it
     grpc_timeout_offset: float | None = duration()  # deprecated (max_stream_duration)
     priority: str = enum("DEFAULT", "HIGH")
+    rate_limits: tuple[RateLimit, ...] = ()  # read by the local rate limit's descriptors
+    include_vh_rate_limits: bool | None = wrapped()
     REQUIRED_ONEOFS = (("cluster", "cluster_header", "weighted_clusters"),)
     ONEOFS = (("host_rewrite_literal", "auto_host_rewrite"),)
 
@@ -468,6 +523,7 @@ class VirtualHost:
     response_headers_to_remove: tuple[str, ...] = ()
     retry_policy: RetryPolicy | None = None
     typed_per_filter_config: Mapping[str, Any] | None = fld(kind="any_map")
+    rate_limits: tuple[RateLimit, ...] = ()  # read by the local rate limit's descriptors
     include_request_attempt_count: bool = False
     include_attempt_count_in_response: bool = False
 
@@ -822,11 +878,26 @@ class HttpStatus:
     code: Any = None
 
 
+@frozen
+class DescriptorEntry:
+    """RateLimitDescriptor.Entry; an empty `value` in a configured descriptor matches any value (Envoy's dynamic
+    descriptors: one bucket per distinct value, at most `max_dynamic_descriptors`, least recently used dropped)."""
+
+    key: str = fld(required=True)
+    value: str = ""
+
+
+@frozen
+class LocalRateLimitDescriptor:
+    entries: tuple[DescriptorEntry, ...] = fld((), required=True)
+    token_bucket: TokenBucket | None = fld(required=True)
+
+
 @typed("envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit")
 @frozen
 class LocalRateLimit:
     """envoy.filters.http.local_ratelimit, in the chain and per route / virtual host (pyproxy.filters.local_ratelimit).
-    Not implemented, so refused by name when set: `descriptors`, `rate_limits`, `local_cluster_rate_limit`."""
+    Not modelled, so refused by name when set: `local_cluster_rate_limit`."""
 
     stat_prefix: str = fld(required=True)
     status: HttpStatus | None = None
@@ -842,8 +913,13 @@ class LocalRateLimit:
     always_consume_default_token_bucket: bool | None = wrapped()
     rate_limited_as_resource_exhausted: bool = False
     max_dynamic_descriptors: int | None = wrapped()
+    descriptors: tuple[LocalRateLimitDescriptor, ...] = ()
+    rate_limits: tuple[RateLimit, ...] = ()
 
     def __post_init__(self) -> None:
+        keys = [tuple((e.key, e.value) for e in d.entries) for d in self.descriptors]
+        if len(set(keys)) != len(keys):
+            raise ValueError("duplicate descriptor in the local rate descriptor")
         if len(self.response_headers_to_add) > 10 or len(self.request_headers_to_add_when_not_enforced) > 10:
             raise ValueError("at most 10 headers in response_headers_to_add / request_headers_to_add_when_not_enforced")
         if self.stage > 10:

@@ -16,21 +16,28 @@ tests/differential/test_local_ratelimit_differential.py):
   of a request that consulted a bucket, the 429 included;
 - stats in the root scope, `<stat_prefix>.http_local_rate_limit.enabled|ok|rate_limited|enforced|shadow_mode`
   (Prometheus: `envoy_http_local_rate_limit_*{envoy_local_http_ratelimit_prefix="<stat_prefix>"}`).
-Not implemented (refused by name when configured): `descriptors`, `rate_limits`, `local_cluster_rate_limit`.
+- `descriptors` (each with its own bucket; an empty value: one bucket per distinct value) are matched against
+  the request's descriptors, made by the filter's own `rate_limits`, else the route's and virtual host's
+  (`vh_rate_limits`), actions generic_key, header_value_match, request_headers, remote_address,
+  destination_cluster, source_cluster (`local_ratelimit_logic.request_descriptors`).
+Not implemented (refused by name when configured): `local_cluster_rate_limit`, other rate limit actions.
 Each pyproxy worker process has its own buckets (Envoy shares one across its worker threads).
 """
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..config.model import LocalRateLimit
 from ..http.local_reply import LocalReply
 from ..observe.stream_info import ResponseFlag
 from ..http.headers import Headers
-from ..routing.table import apply_header_mutations
+from ..routing.table import RequestView, apply_header_mutations
 from .base import FilterFactory, FilterStatus, HttpFilter
-from .local_ratelimit_logic import Decision, LocalRateLimiter, TokenBucket
+from .local_ratelimit_logic import (
+    Buckets, Decision, LocalRateLimiter, RequestFacts, applicable_rate_limits, request_descriptors,
+)
+from .rbac import remote_ip
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..http.connection import ActiveStream
@@ -72,14 +79,38 @@ class LocalRateLimitConfig:
         return entry[1]
 
 
-def connection_bucket(stream: "ActiveStream", limiter: Limiter, now: float) -> TokenBucket | None:
-    """The connection's own bucket for this limiter (Envoy: filter state with the connection's lifespan)."""
+def connection_buckets(stream: "ActiveStream", limiter: Limiter, now: float) -> Buckets:
+    """The connection's own buckets for this limiter (Envoy: filter state with the connection's lifespan)."""
     state = stream.conn.filter_state
     key = (NAME, id(limiter))
-    bucket = state.get(key)
-    if bucket is None:
-        bucket = state[key] = limiter.logic.new_bucket(now)
-    return bucket
+    buckets = state.get(key)
+    if buckets is None:
+        buckets = state[key] = limiter.logic.new_buckets(now)
+    return buckets
+
+
+def node_cluster(node: Any) -> str:
+    """The node's `cluster` (bootstrap Node model or xDS node dict): the source_cluster action's value."""
+    if isinstance(node, Mapping):
+        return str(node.get("cluster") or "")
+    return str(getattr(node, "cluster", "") or "")
+
+
+def descriptors_of(stream: "ActiveStream", cfg: LocalRateLimit) -> tuple:
+    """The request's descriptors for `cfg` (only computed when it has `descriptors`)."""
+    m = stream.route_match
+    action = m.action if m is not None else None
+    limits = applicable_rate_limits(cfg, action.rate_limits if action else (),
+                                    m.virtual_host.rate_limits if m is not None else (),
+                                    action.include_vh_rate_limits if action else None)
+    if not limits:
+        return ()
+    info = stream.info
+    direct = stream.conn.remote_ip if stream.conn.remote_ip != "-" else ""
+    view = RequestView(stream.headers, info.authority or "", stream.path, stream.method, info.scheme or "http")
+    facts = RequestFacts(view, remote_ip(stream.headers, direct, stream.hcm.config.xff_num_trusted_hops),
+                         stream.cluster_name or "", node_cluster(stream.hcm.node))
+    return request_descriptors(limits, facts)
 
 
 class LocalRateLimitFilter(HttpFilter):
@@ -97,9 +128,10 @@ class LocalRateLimitFilter(HttpFilter):
             return FilterStatus.CONTINUE
         logic, counters = limiter.logic, limiter.counters
         now = config.clock()
-        bucket = connection_bucket(stream, limiter, now) if logic.cfg.local_rate_limit_per_downstream_connection \
+        buckets = connection_buckets(stream, limiter, now) if logic.cfg.local_rate_limit_per_downstream_connection \
             else None
-        d = logic.decide(now, config.rng, bucket)
+        descriptors = descriptors_of(stream, logic.cfg) if logic.cfg.descriptors else ()
+        d = logic.decide(now, config.rng, buckets, descriptors)
         if not d.enabled:
             return FilterStatus.CONTINUE
         self.limiter, self.decision = limiter, d

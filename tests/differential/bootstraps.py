@@ -182,6 +182,11 @@ def local_ratelimit(prefix: str, max_tokens: int = 1, fill: str = "3600s", **cfg
     return {LOCAL_RATELIMIT: {k: v for k, v in out.items() if v is not None}}
 
 
+def descriptor(entries: list[tuple[str, str]], max_tokens: int) -> dict:
+    return {"entries": [{"key": k, "value": v} for k, v in entries],
+            "token_bucket": {"max_tokens": max_tokens, "tokens_per_fill": 1, "fill_interval": "3600s"}}
+
+
 def ratelimit(port: int, log: pathlib.Path) -> dict:
     """Local rate limits as Istio users write them: the filter in the chain with only a `stat_prefix`
     (disabled there), the buckets per route and per virtual host (`typed_per_filter_config`). Each row has its
@@ -199,6 +204,23 @@ def ratelimit(port: int, log: pathlib.Path) -> dict:
         limited("disabled", "rl_disabled", filter_enabled=None),
         limited("head", "rl_head"),
         limited("hundred", "rl_hundred", max_tokens=10, fill="2s", enable_x_ratelimit_headers="DRAFT_VERSION_03"),
+        # descriptors: by the filter's own rate_limits (a request header), by the route's (generic_key and a
+        # header match), and a dynamic one (empty value: a bucket per client)
+        limited("desc-header", "rl_desc_header", max_tokens=100, enable_x_ratelimit_headers="DRAFT_VERSION_03",
+                descriptors=[descriptor([("client", "a")], 1)],
+                rate_limits=[{"actions": [{"request_headers": {"header_name": "x-client",
+                                                               "descriptor_key": "client"}}]}]),
+        {**by_header("desc-route", {"rate_limits": [{"actions": [
+            {"generic_key": {"descriptor_value": "slow"}},
+            {"header_value_match": {"descriptor_value": "tagged", "headers": [
+                {"name": "x-client", "string_match": {"prefix": "t"}}]}}]}]},
+            typed_per_filter_config=local_ratelimit(
+                "rl_desc_route", max_tokens=100,
+                descriptors=[descriptor([("generic_key", "slow"), ("header_match", "tagged")], 1)]))},
+        limited("desc-dynamic", "rl_desc_dynamic", max_tokens=100,
+                descriptors=[descriptor([("client", "")], 1)],
+                rate_limits=[{"actions": [{"request_headers": {"header_name": "x-client",
+                                                               "descriptor_key": "client"}}]}]),
         {"match": {"prefix": "/"}, "route": {"cluster": "backend", "timeout": "5s"}},
     ]
     vhost = {**virtual_host("limited", ["limited.example"], [

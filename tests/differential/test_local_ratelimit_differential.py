@@ -23,6 +23,10 @@ def via(route: str) -> bytes:
     return get("/", b"x-route: " + route.encode() + b"\r\n")
 
 
+def client(route: str, name: str) -> bytes:
+    return get("/", b"x-route: " + route.encode() + b"\r\nx-client: " + name.encode() + b"\r\n")
+
+
 def row(id: str, send: bytes, status: tuple[int, ...], *after: bytes, **kw):
     return pytest.param(Case(id, send, group="ratelimit", envoy_status=status, after=after, **kw), id=id)
 
@@ -35,6 +39,12 @@ CASES = [
     row("rl-absent-filter-enabled-is-off", via("disabled"), (200, 200), via("disabled")),
     row("rl-virtual-host-config", get("/", host=b"limited.example"), (200, 429), get("/", host=b"limited.example")),
     row("rl-unlimited-route", get("/"), (200, 200), get("/")),
+    row("rl-descriptor-request-header", client("desc-header", "a"), (200, 429, 200, 200),
+        client("desc-header", "a"), client("desc-header", "b"), via("desc-header")),
+    row("rl-descriptor-route-actions", client("desc-route", "tom"), (200, 429, 200),
+        client("desc-route", "tom"), client("desc-route", "ann")),
+    row("rl-descriptor-dynamic", client("desc-dynamic", "a"), (200, 429, 200, 429),
+        client("desc-dynamic", "a"), client("desc-dynamic", "b"), client("desc-dynamic", "b")),
 ]
 
 

@@ -9,9 +9,13 @@ import pytest
 
 from pyproxy.config.decode import ConfigError, decode, decode_any
 from pyproxy.config.model import LocalRateLimit
+from pyproxy.config.model import RateLimit
 from pyproxy.filters.local_ratelimit_logic import (
-    LocalRateLimiter, TokenBucket, fraction_enabled, rate_limited_status,
+    LocalRateLimiter, RequestFacts, TokenBucket, applicable_rate_limits, fraction_enabled, rate_limited_status,
+    request_descriptors,
 )
+from pyproxy.http.headers import Headers
+from pyproxy.routing.table import RequestView
 
 LRL = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 ALL = {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}
@@ -85,7 +89,7 @@ def test_per_connection_bucket_is_separate():
     lim = LocalRateLimiter(limit(token_bucket={"max_tokens": 1, "fill_interval": "60s"},
                                  filter_enabled=ALL, filter_enforced=ALL), 0.0)
     rng = random.Random(0)
-    a, b = lim.new_bucket(0.0), lim.new_bucket(0.0)
+    a, b = lim.new_buckets(0.0), lim.new_buckets(0.0)
     assert [lim.decide(0.0, rng, a).allowed, lim.decide(0.0, rng, a).allowed] == [True, False]
     assert lim.decide(0.0, rng, b).allowed
     assert lim.decide(0.0, rng).allowed  # the shared bucket is untouched
@@ -119,8 +123,99 @@ def test_typed_struct_decodes_as_the_message_it_names():
 @pytest.mark.parametrize("cfg, where", [
     ({"token_bucket": {"max_tokens": 1, "fill_interval": "0.01s"}}, "50ms"),
     ({"token_bucket": {"max_tokens": 0, "fill_interval": "1s"}}, "max_tokens"),
-    ({"descriptors": [{"entries": [{"key": "a", "value": "b"}]}]}, "descriptors"),
+    ({"local_cluster_rate_limit": {}}, "local_cluster_rate_limit"),
+    ({"descriptors": [{"entries": [{"key": "a", "value": "b"}]}]}, "descriptors\\[0\\].token_bucket"),
+    ({"rate_limits": [{"actions": [{"query_parameters": {}}]}]}, "query_parameters"),
 ])
 def test_bad_or_unsupported_config_is_refused_by_name(cfg, where):
     with pytest.raises(ConfigError, match=where):
         limit(**cfg)
+
+
+def bucket(max_tokens: int) -> dict:
+    return {"max_tokens": max_tokens, "tokens_per_fill": 1, "fill_interval": "3600s"}
+
+
+def desc(entries, max_tokens: int) -> dict:
+    return {"entries": [{"key": k, "value": v} for k, v in entries], "token_bucket": bucket(max_tokens)}
+
+
+def facts(headers=(), path="/p", remote="10.0.0.1") -> RequestFacts:
+    view = RequestView(Headers(list(headers)), "host.example", path, "GET", "http")
+    return RequestFacts(view, remote, "outbound|80||svc", "node-cluster")
+
+
+def rate_limit(*actions) -> RateLimit:
+    return decode(RateLimit, {"actions": list(actions)})
+
+
+@pytest.mark.parametrize("actions, headers, expected", [
+    ([{"generic_key": {"descriptor_value": "v"}}], [], (("generic_key", "v"),)),
+    ([{"generic_key": {"descriptor_value": "v", "descriptor_key": "k"}}], [], (("k", "v"),)),
+    ([{"request_headers": {"header_name": "x-user", "descriptor_key": "user"}}], [("x-user", "ann")],
+     (("user", "ann"),)),
+    ([{"request_headers": {"header_name": "x-user", "descriptor_key": "user"}}], [], None),
+    ([{"generic_key": {"descriptor_value": "v"}},
+      {"request_headers": {"header_name": "x-user", "descriptor_key": "user", "skip_if_absent": True}}], [],
+     (("generic_key", "v"),)),
+    ([{"request_headers": {"header_name": ":path", "descriptor_key": "PATH"}}], [], (("PATH", "/p"),)),
+    ([{"header_value_match": {"descriptor_value": "api", "headers": [{"name": ":path", "string_match":
+                                                                       {"prefix": "/p"}}]}}], [],
+     (("header_match", "api"),)),
+    ([{"header_value_match": {"descriptor_value": "api", "expect_match": False, "headers": [
+        {"name": ":path", "string_match": {"prefix": "/p"}}]}}], [], None),
+    ([{"remote_address": {}}, {"destination_cluster": {}}, {"source_cluster": {}}], [],
+     (("remote_address", "10.0.0.1"), ("destination_cluster", "outbound|80||svc"),
+      ("source_cluster", "node-cluster"))),
+])
+def test_rate_limit_actions_make_envoys_descriptors(actions, headers, expected):
+    got = request_descriptors([rate_limit(*actions)], facts(headers))
+    assert got == ((expected,) if expected else ())
+
+
+def test_descriptor_bucket_limits_only_its_requests_and_default_still_counts():
+    lim = LocalRateLimiter(limit(token_bucket=bucket(3), filter_enabled=ALL, filter_enforced=ALL,
+                                 descriptors=[desc([("user", "ann")], 1)]), 0.0)
+    rng = random.Random(0)
+    ann, bob = ((("user", "ann"),),), ((("user", "bob"),),)
+    assert [lim.decide(0.0, rng, descriptors=d).allowed for d in (ann, ann, bob, bob, bob)] == \
+        [True, False, True, True, False]  # ann's bucket of 1; the default bucket of 3 counts ann's first too
+
+
+def test_always_consume_default_false_spares_the_default_bucket():
+    lim = LocalRateLimiter(limit(token_bucket=bucket(1), filter_enabled=ALL, filter_enforced=ALL,
+                                 always_consume_default_token_bucket=False,
+                                 descriptors=[desc([("user", "ann")], 5)]), 0.0)
+    rng = random.Random(0)
+    ann = ((("user", "ann"),),)
+    assert all(lim.decide(0.0, rng, descriptors=ann).allowed for _ in range(5))
+    assert lim.decide(0.0, rng).allowed and not lim.decide(0.0, rng).allowed
+
+
+def test_dynamic_descriptor_has_a_bucket_per_value_and_forgets_the_least_recent():
+    lim = LocalRateLimiter(limit(filter_enabled=ALL, filter_enforced=ALL, max_dynamic_descriptors=2,
+                                 descriptors=[desc([("user", "")], 1)]), 0.0)
+    rng = random.Random(0)
+
+    def user(name):
+        return lim.decide(0.0, rng, descriptors=((("user", name),),)).allowed
+    assert [user("a"), user("a"), user("b"), user("b")] == [True, False, True, False]
+    assert user("c")  # a third value: "a" (least recently used) is dropped
+    assert user("a")  # so "a" starts full again
+
+
+def test_which_rate_limits_make_descriptors():
+    route, vhost = [rate_limit({"generic_key": {"descriptor_value": "r"}})], \
+        [rate_limit({"generic_key": {"descriptor_value": "v"}})]
+    staged = decode(RateLimit, {"stage": 1, "actions": [{"generic_key": {"descriptor_value": "s"}}]})
+    with_desc = {"descriptors": [desc([("generic_key", "r")], 1)]}
+    assert applicable_rate_limits(limit(), route, vhost, None) == []  # no descriptors: none computed
+    assert applicable_rate_limits(limit(**with_desc), route, vhost, None) == route  # OVERRIDE
+    assert applicable_rate_limits(limit(**with_desc), [], vhost, None) == vhost
+    assert applicable_rate_limits(limit(**with_desc, vh_rate_limits="INCLUDE"), route, vhost, None) == route + vhost
+    assert applicable_rate_limits(limit(**with_desc), route, vhost, True) == route + vhost
+    assert applicable_rate_limits(limit(**with_desc, vh_rate_limits="IGNORE"), [], vhost, None) == []
+    assert applicable_rate_limits(limit(**with_desc, stage=1), route + [staged], vhost, None) == [staged]
+    own = {"rate_limits": [{"actions": [{"generic_key": {"descriptor_value": "own"}}]}]}
+    assert [r.actions[0].generic_key.descriptor_value for r in
+            applicable_rate_limits(limit(**with_desc, **own), route, vhost, None)] == ["own"]
