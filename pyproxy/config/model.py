@@ -262,6 +262,14 @@ class RouteMatch:
     REQUIRED_ONEOFS = (("prefix", "path", "safe_regex", "path_separated_prefix"),)
 
 
+def check_per_filter_configs(configs: Mapping[str, Any] | None) -> None:
+    """Rules Envoy applies to a `typed_per_filter_config` when it loads the route, whatever the chain holds:
+    a LocalRateLimit there must have a `token_bucket` (local_ratelimit.cc FilterConfig, `per_route`)."""
+    for value in (configs or {}).values():
+        if isinstance(value, LocalRateLimit) and value.token_bucket is None:
+            raise ValueError("local rate limit token bucket must be set for per filter configs")
+
+
 @frozen
 class ClusterWeight:
     name: str = fld(required=True)
@@ -271,6 +279,9 @@ class ClusterWeight:
     response_headers_to_add: tuple[HeaderValueOption, ...] = ()
     response_headers_to_remove: tuple[str, ...] = ()
     typed_per_filter_config: Mapping[str, Any] | None = fld(kind="any_map")
+
+    def __post_init__(self) -> None:
+        check_per_filter_configs(self.typed_per_filter_config)
 
 
 @frozen
@@ -510,6 +521,9 @@ class Route:
     response_headers_to_remove: tuple[str, ...] = ()
     REQUIRED_ONEOFS = (("route", "redirect", "direct_response"),)
 
+    def __post_init__(self) -> None:
+        check_per_filter_configs(self.typed_per_filter_config)
+
 
 @frozen
 class VirtualHost:
@@ -526,6 +540,9 @@ class VirtualHost:
     rate_limits: tuple[RateLimit, ...] = ()  # read by the local rate limit's descriptors
     include_request_attempt_count: bool = False
     include_attempt_count_in_response: bool = False
+
+    def __post_init__(self) -> None:
+        check_per_filter_configs(self.typed_per_filter_config)
 
 
 @typed("envoy.config.route.v3.RouteConfiguration")

@@ -219,3 +219,13 @@ def test_which_rate_limits_make_descriptors():
     own = {"rate_limits": [{"actions": [{"generic_key": {"descriptor_value": "own"}}]}]}
     assert [r.actions[0].generic_key.descriptor_value for r in
             applicable_rate_limits(limit(**with_desc, **own), route, vhost, None)] == ["own"]
+
+
+@pytest.mark.parametrize("where", ["route", "virtual_host"])
+def test_per_route_config_without_a_bucket_is_refused_as_envoy_does(where):
+    from pyproxy.config.model import RouteConfiguration
+    per = {"typed_per_filter_config": {"envoy.filters.http.local_ratelimit": {"@type": LRL, "stat_prefix": "p"}}}
+    route = {"match": {"prefix": "/"}, "direct_response": {"status": 200}, **(per if where == "route" else {})}
+    vhost = {"name": "v", "domains": ["*"], "routes": [route], **(per if where == "virtual_host" else {})}
+    with pytest.raises(ConfigError, match="token bucket must be set for per filter configs"):
+        decode(RouteConfiguration, {"virtual_hosts": [vhost]})
