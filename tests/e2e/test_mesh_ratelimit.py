@@ -2,12 +2,12 @@
 docs write it (the filter inserted into the inbound chain with only a stat_prefix, a TypedStruct bucket MERGEd
 into the routes of `inbound|http|9080`), pushes it to the reviews sidecar, and that sidecar answers the fourth
 request of a 3-token bucket with 429 `local_rate_limited` (flag RL: the `enforced` counter), through the
-productpage sidecar to the app's client. Processes: tests/support/mesh.py."""
+productpage sidecar to the app's client; editing the file then gives it a new, bigger bucket live. Processes: tests/support/mesh.py."""
 from __future__ import annotations
 
 import pytest
 
-from tests.support.mesh import Mesh, bookinfo_config, call, client_session, labels, outbound_cluster
+from tests.support.mesh import Mesh, bookinfo_config, call, client_session, labels, outbound_cluster, poll
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -56,3 +56,11 @@ async def test_envoy_filter_rate_limit_served_to_a_sidecar(mesh: Mesh):
         {"enabled": 5, "ok": 3, "rate_limited": 2, "enforced": 2}
     # the productpage sidecar (not selected) limits nothing
     assert not any("http_local_rate_limit" in k for k in await client.stats())
+    # editing the EnvoyFilter file is pushed live: a bigger bucket (a new one, full) lets requests through
+    mesh.write("ratelimit.yaml", rate_limit_filter("reviews", 10))
+
+    async def passes() -> bool:
+        async with client_session() as session:
+            return (await call(session, client.outbound_port, "reviews:9080", "/anything")).status == 200
+    await poll("reviews answers 200 again after the EnvoyFilter edit", passes, timeout=20, interval=0.1,
+               detail=mesh.logs)

@@ -158,3 +158,66 @@ def test_the_analyzer_is_quiet_on_istios_docs_example():
     text = BASE + "---\n" + (Path(__file__).resolve().parents[3] / "examples/ratelimit/ratelimit.yaml").read_text()
     assert [f for f in analyze(load_text(text, "ef.yaml", keep_invalid=True).resources)
             if f.code == "PYM0011"] == []
+
+
+GATEWAY = """\
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: public, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: pages, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/public]
+  http:
+  - name: api
+    match: [{uri: {prefix: /api}}]
+    route: [{destination: {host: productpage}}]
+  - route: [{destination: {host: productpage}}]
+"""
+
+GATEWAY_FILTER = """\
+  - applyTo: HTTP_FILTER
+    match:
+      context: GATEWAY
+      listener: {filterChain: {filter: {name: envoy.filters.network.http_connection_manager,
+                                         subFilter: {name: envoy.filters.http.router}}}}
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.local_ratelimit
+        typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit,
+                       stat_prefix: gw}
+  - applyTo: HTTP_ROUTE
+    match:
+      context: GATEWAY
+      routeConfiguration: {portNumber: 8080, vhost: {route: {name: api}}}
+    patch:
+      operation: MERGE
+      value: {route: {rate_limits: [{actions: [{request_headers: {header_name: x-user, descriptor_key: user}}]}]}}
+  - applyTo: VIRTUAL_HOST
+    match: {context: SIDECAR_OUTBOUND}
+    patch: {operation: MERGE, value: {response_headers_to_add: [{header: {key: x-not-on-gateways, value: "1"}}]}}
+"""
+
+
+def test_gateway_context_patches_the_gateway_chain_and_its_routes():
+    from control.translate import render_gateway
+    text = BASE + GATEWAY + envoy_filter("gw", "istio-system", GATEWAY_FILTER,
+                                         "  workloadSelector: {labels: {istio: ingressgateway}}\n")
+    rendered = render_gateway(build_mesh(load_text(text, "ef.yaml").resources), "istio-ingressgateway")
+    (listener,) = rendered.listeners
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    assert names(hcm["http_filters"])[-2:] == ["envoy.filters.http.local_ratelimit", "envoy.filters.http.router"]
+    (rc,) = rendered.routes
+    routes = [r for vh in rc["virtual_hosts"] for r in vh["routes"]]
+    assert [r["name"] for r in routes if "rate_limits" in r.get("route", {})] == ["api"]
+    assert not any("response_headers_to_add" in vh for vh in rc["virtual_hosts"])  # SIDECAR_OUTBOUND only
