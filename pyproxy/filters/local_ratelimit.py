@@ -15,7 +15,7 @@ tests/differential/test_local_ratelimit_differential.py):
 - `enable_x_ratelimit_headers: DRAFT_VERSION_03`: x-ratelimit-limit / -remaining / -reset on every response
   of a request that consulted a bucket, the 429 included;
 - stats in the root scope, `<stat_prefix>.http_local_rate_limit.enabled|ok|rate_limited|enforced|shadow_mode`
-  (Prometheus: `envoy_http_local_rate_limit_*{envoy_local_http_ratelimit_prefix="<stat_prefix>"}`).
+  (Prometheus: `envoy_http_local_rate_limit_*{envoy_local_http_ratelimit_prefix="<stat_prefix>"}`);
 - `descriptors` (each with its own bucket; an empty value: one bucket per distinct value) are matched against
   the request's descriptors, made by the filter's own `rate_limits`, else the route's and virtual host's
   (`vh_rate_limits`), actions generic_key, header_value_match, request_headers, remote_address,
@@ -29,9 +29,9 @@ import time
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..config.model import LocalRateLimit
+from ..http.headers import Headers
 from ..http.local_reply import LocalReply
 from ..observe.stream_info import ResponseFlag
-from ..http.headers import Headers
 from ..routing.table import RequestView, apply_header_mutations
 from .base import FilterFactory, FilterStatus, HttpFilter
 from .local_ratelimit_logic import (
