@@ -7,8 +7,9 @@ Istio's analyzer: envoyfilter/envoyfilter.go (EnvoyPatchAnalyzer), over the Envo
   priority may apply out of order (IST0151, warning), or IST0155 when an earlier patch with a `proxyVersion`
   match named the same filter (the patch value's `name`, else its listener filter-chain filter name), as it
   may then break during an upgrade.
-A patch without `patch` stops the EnvoyFilter's checks, as in Istio. EnvoyFilters are validated, not served
-(control.istio.load.VALIDATED_ONLY); analysis sees them.
+A patch without `patch` stops the EnvoyFilter's checks, as in Istio.
+PYM0011 (ours): a patch pyproxy mesh does not apply (control/translate/envoy_filter.py `unsupported`), named
+with the EnvoyFilter and the field; translation skips it.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any, Iterator, Mapping
 from control.analyze.index import Index, get, report
 from control.istio import messages as msg
 from control.istio.messages import Finding
+from control.translate.envoy_filter import unsupported_spec
 
 ROUTE_LEVEL = ("ROUTE_CONFIGURATION", "HTTP_ROUTE")
 REPLACEABLE = ("NETWORK_FILTER", "HTTP_FILTER", "VIRTUAL_HOST")
@@ -32,6 +34,9 @@ def _instance_name(patch: Mapping[str, Any]) -> str:
 
 
 def analyze(index: Index) -> Iterator[Finding]:
+    for ef in sorted(index.of("EnvoyFilter"), key=lambda r: (r.namespace, r.name)):
+        for path, why in unsupported_spec(ef.spec):
+            yield report(msg.ENVOY_FILTER_UNSUPPORTED, ef, path, f"not applied by pyproxy mesh: {why}")
     with_proxy_version: list[str] = []  # instance names of earlier patches matching a proxyVersion
     for ef in sorted(index.of("EnvoyFilter"), key=lambda r: (r.namespace, r.name)):
         priority = get(ef.spec, "priority", default=0) or 0

@@ -15,7 +15,8 @@ Each document is composed with PyYAML's SafeLoader into nodes first, so every fi
                          never printed: `Resource.__repr__` leaves a Secret's body out), Node (its topology
                          labels are the locality of the pods on it, for analysis)
 
-EnvoyFilter, ProxyConfig, WorkloadGroup and WasmPlugin are validated against Istio's schema (IST0106 when
+EnvoyFilter is served: a subset of its patches is applied (control/translate/envoy_filter.py; the rest is named by
+`meshctl analyze`, PYM0011). ProxyConfig, WorkloadGroup and WasmPlugin are validated against Istio's schema (IST0106 when
 invalid, as the API server would refuse them) and then skipped with an Info finding: they are not served
 (analysis, `keep_invalid=True`, still gets them).
 Other Kubernetes kinds (ConfigMap, ...) and other API groups are skipped with an Info finding.
@@ -54,6 +55,7 @@ KINDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("security.istio.io", "AuthorizationPolicy"): ("v1beta1", "v1"),
     ("security.istio.io", "RequestAuthentication"): ("v1beta1", "v1"),
     ("telemetry.istio.io", "Telemetry"): ("v1alpha1", "v1"),
+    ("networking.istio.io", "EnvoyFilter"): ("v1alpha3",),  # a subset applied: control/translate/envoy_filter.py
     ("install.istio.io", "IstioOperator"): ("v1alpha1",),
     ("", "Service"): ("v1",),
     ("", "ServiceAccount"): ("v1",),
@@ -65,14 +67,13 @@ KINDS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 # Istio kinds validated (IST0106 when invalid) but not served: reported as ignored after validation.
 VALIDATED_ONLY: dict[tuple[str, str], tuple[str, ...]] = {
-    ("networking.istio.io", "EnvoyFilter"): ("v1alpha3",),
     ("networking.istio.io", "ProxyConfig"): ("v1beta1",),
     ("networking.istio.io", "WorkloadGroup"): ("v1alpha3", "v1beta1", "v1"),
     ("extensions.istio.io", "WasmPlugin"): ("v1alpha1",),
 }
 # Kinds without a namespace (kubectl puts no "default" on them).
 CLUSTER_SCOPED = frozenset({"Namespace", "Node"})
-# Istio API groups we know of but do not load (EnvoyFilter, WorkloadGroup, ProxyConfig, WasmPlugin, ...).
+# Istio API groups we know of but do not load (WorkloadGroup, ProxyConfig, WasmPlugin, ...).
 ISTIO_GROUPS = frozenset({"networking.istio.io", "security.istio.io", "telemetry.istio.io", "install.istio.io",
                           "extensions.istio.io"})
 YAML_SUFFIXES = (".yaml", ".yml", ".json")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from control.mesh import MeshSnapshot
 from control.registry.model import Workload
 from control.translate import clusters as cds
+from control.translate import envoy_filter as ef
 from control.translate import listeners as lds
 from control.translate import routes as rds
 from control.translate.common import Extensions, Notes, Options, TranslateError, make_proxy
@@ -62,9 +63,11 @@ def render_sidecar(mesh: MeshSnapshot, workload: str | Workload, namespace: str 
     specs = cds.outbound_specs(proxy)
     index = cds.spec_index(specs)
     eds_clusters = cds.eds_clusters(specs)
-    route_configs = rds.sidecar_route_configs(proxy, index)
+    patches = ef.patches_for(mesh, wl, proxy.notes)
+    route_configs = [ef.patch_route_configuration(rc, patches, ef.rds_context("sidecar"))
+                     for rc in rds.sidecar_route_configs(proxy, index)]
     by_name = {r["name"]: r for r in route_configs}
-    listeners = lds.sidecar_listeners(proxy, by_name, index)
+    listeners = [ef.patch_listener(lis, patches, "sidecar") for lis in lds.sidecar_listeners(proxy, by_name, index)]
     return Rendered(
         listeners=tuple(sorted(listeners, key=lambda l: l["name"])),
         routes=() if options.inline_routes else tuple(route_configs),
@@ -106,9 +109,12 @@ def render_gateway(mesh: MeshSnapshot, name: str | Workload = "istio-ingressgate
             if lds.l4_server(server) is not None:
                 continue  # tcp_proxy chains, no route configuration
             by_route.setdefault(lds.gateway_route_name(gw, server), (port, []))[1].append((gw, server))
-    route_configs = [rds.route_configuration(rname, rds.gateway_virtual_hosts(proxy, index, port, entries))
-                     for rname, (port, entries) in sorted(by_route.items())]
-    listeners = lds.gateway_listeners(proxy, servers, {r["name"]: r for r in route_configs}, index)
+    patches = ef.patches_for(mesh, wl, proxy.notes)
+    route_configs = [ef.patch_route_configuration(
+        rds.route_configuration(rname, rds.gateway_virtual_hosts(proxy, index, port, entries)), patches, "GATEWAY")
+        for rname, (port, entries) in sorted(by_route.items())]
+    listeners = [ef.patch_listener(lis, patches, "router")
+                 for lis in lds.gateway_listeners(proxy, servers, {r["name"]: r for r in route_configs}, index)]
     if not servers:
         proxy.notes.add(None, "", f"no Gateway selects {wl.namespace}/{wl.owner or wl.name} "
                                   f"(labels {dict(wl.labels)}): it has no listeners")

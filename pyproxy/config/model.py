@@ -262,6 +262,14 @@ class RouteMatch:
     REQUIRED_ONEOFS = (("prefix", "path", "safe_regex", "path_separated_prefix"),)
 
 
+def check_per_filter_configs(configs: Mapping[str, Any] | None) -> None:
+    """Rules Envoy applies to a `typed_per_filter_config` when it loads the route, whatever the chain holds:
+    a LocalRateLimit there must have a `token_bucket` (local_ratelimit.cc FilterConfig, `per_route`)."""
+    for value in (configs or {}).values():
+        if isinstance(value, LocalRateLimit) and value.token_bucket is None:
+            raise ValueError("local rate limit token bucket must be set for per filter configs")
+
+
 @frozen
 class ClusterWeight:
     name: str = fld(required=True)
@@ -271,6 +279,9 @@ class ClusterWeight:
     response_headers_to_add: tuple[HeaderValueOption, ...] = ()
     response_headers_to_remove: tuple[str, ...] = ()
     typed_per_filter_config: Mapping[str, Any] | None = fld(kind="any_map")
+
+    def __post_init__(self) -> None:
+        check_per_filter_configs(self.typed_per_filter_config)
 
 
 @frozen
@@ -371,6 +382,59 @@ class MaxStreamDuration:
 
 
 @frozen
+class GenericKeyAction:
+    """RateLimit.Action.GenericKey: the entry (`descriptor_key` or "generic_key", `descriptor_value`)."""
+
+    descriptor_value: str = fld(required=True)
+    descriptor_key: str = ""
+
+
+@frozen
+class HeaderValueMatchAction:
+    """RateLimit.Action.HeaderValueMatch: the entry (`descriptor_key` or "header_match", `descriptor_value`) when
+    the `headers` all match (or, with `expect_match: false`, when they do not)."""
+
+    descriptor_value: str = fld(required=True)
+    descriptor_key: str = ""
+    expect_match: bool | None = wrapped()  # default true
+    headers: tuple[HeaderMatcher, ...] = fld((), required=True)
+
+
+@frozen
+class RequestHeadersAction:
+    """RateLimit.Action.RequestHeaders: the entry (`descriptor_key`, the header's value); an absent header drops
+    the whole descriptor unless `skip_if_absent`."""
+
+    header_name: str = fld(required=True)
+    descriptor_key: str = fld(required=True)
+    skip_if_absent: bool = False
+
+
+@frozen
+class RateLimitAction:
+    """envoy.config.route.v3.RateLimit.Action: the kinds pyproxy computes (others are refused by name)."""
+
+    generic_key: GenericKeyAction | None = None
+    header_value_match: HeaderValueMatchAction | None = None
+    request_headers: RequestHeadersAction | None = None
+    remote_address: Mapping[str, Any] | None = struct()
+    destination_cluster: Mapping[str, Any] | None = struct()
+    source_cluster: Mapping[str, Any] | None = struct()
+    REQUIRED_ONEOFS = (("generic_key", "header_value_match", "request_headers", "remote_address",
+                        "destination_cluster", "source_cluster"),)
+
+
+@frozen
+class RateLimit:
+    """envoy.config.route.v3.RateLimit: one descriptor, built from its `actions` in order (route and virtual host
+    `rate_limits`, or the local rate limit filter's own `rate_limits`)."""
+
+    stage: int | None = wrapped()  # default 0
+    disable_key: str = ""
+    actions: tuple[RateLimitAction, ...] = fld((), required=True)
+
+
+@frozen
 class RouteAction:
     """envoy.config.route.v3.RouteAction: where a matched request goes and how."""
 
@@ -392,6 +456,8 @@ class RouteAction:
     max_grpc_timeout: float | None = duration()  # deprecated (max_stream_duration); istiod still sets it
     grpc_timeout_offset: float | None = duration()  # deprecated (max_stream_duration)
     priority: str = enum("DEFAULT", "HIGH")
+    rate_limits: tuple[RateLimit, ...] = ()  # read by the local rate limit's descriptors
+    include_vh_rate_limits: bool | None = wrapped()
     REQUIRED_ONEOFS = (("cluster", "cluster_header", "weighted_clusters"),)
     ONEOFS = (("host_rewrite_literal", "auto_host_rewrite"),)
 
@@ -455,6 +521,9 @@ class Route:
     response_headers_to_remove: tuple[str, ...] = ()
     REQUIRED_ONEOFS = (("route", "redirect", "direct_response"),)
 
+    def __post_init__(self) -> None:
+        check_per_filter_configs(self.typed_per_filter_config)
+
 
 @frozen
 class VirtualHost:
@@ -468,8 +537,12 @@ class VirtualHost:
     response_headers_to_remove: tuple[str, ...] = ()
     retry_policy: RetryPolicy | None = None
     typed_per_filter_config: Mapping[str, Any] | None = fld(kind="any_map")
+    rate_limits: tuple[RateLimit, ...] = ()  # read by the local rate limit's descriptors
     include_request_attempt_count: bool = False
     include_attempt_count_in_response: bool = False
+
+    def __post_init__(self) -> None:
+        check_per_filter_configs(self.typed_per_filter_config)
 
 
 @typed("envoy.config.route.v3.RouteConfiguration")
@@ -794,6 +867,80 @@ class TypedStruct:
 
     type_url: str = ""
     value: Mapping[str, Any] | None = struct()
+
+
+@frozen
+class TokenBucket:
+    """envoy.type.v3.TokenBucket: `max_tokens` (> 0), refilled by `tokens_per_fill` (default 1) every
+    `fill_interval` (Envoy 1.40 refills continuously at that rate: pyproxy.filters.local_ratelimit_logic)."""
+
+    max_tokens: int = 0
+    tokens_per_fill: int | None = wrapped()
+    fill_interval: float | None = duration(required=True)
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        if self.tokens_per_fill is not None and self.tokens_per_fill < 1:
+            raise ValueError("tokens_per_fill must be at least 1")
+        if self.fill_interval is not None and self.fill_interval < 0.05:
+            raise ValueError("fill_interval must be at least 50ms (Envoy: local rate limit token bucket fill timer "
+                             "must be >= 50ms)")
+
+
+@frozen
+class HttpStatus:
+    """envoy.type.v3.HttpStatus: `code`, a StatusCode enum, by number (429) or name (TooManyRequests)."""
+
+    code: Any = None
+
+
+@frozen
+class DescriptorEntry:
+    """RateLimitDescriptor.Entry; an empty `value` in a configured descriptor matches any value (Envoy's dynamic
+    descriptors: one bucket per distinct value, at most `max_dynamic_descriptors`, least recently used dropped)."""
+
+    key: str = fld(required=True)
+    value: str = ""
+
+
+@frozen
+class LocalRateLimitDescriptor:
+    entries: tuple[DescriptorEntry, ...] = fld((), required=True)
+    token_bucket: TokenBucket | None = fld(required=True)
+
+
+@typed("envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit")
+@frozen
+class LocalRateLimit:
+    """envoy.filters.http.local_ratelimit, in the chain and per route / virtual host (pyproxy.filters.local_ratelimit).
+    Not modelled, so refused by name when set: `local_cluster_rate_limit`."""
+
+    stat_prefix: str = fld(required=True)
+    status: HttpStatus | None = None
+    token_bucket: TokenBucket | None = None
+    filter_enabled: RuntimeFractionalPercent | None = None  # absent: disabled (Envoy)
+    filter_enforced: RuntimeFractionalPercent | None = None  # absent: not enforced (Envoy)
+    request_headers_to_add_when_not_enforced: tuple[HeaderValueOption, ...] = ()
+    response_headers_to_add: tuple[HeaderValueOption, ...] = ()
+    stage: int = 0
+    local_rate_limit_per_downstream_connection: bool = False
+    enable_x_ratelimit_headers: str = enum("OFF", "DRAFT_VERSION_03")
+    vh_rate_limits: str = enum("OVERRIDE", "INCLUDE", "IGNORE")
+    always_consume_default_token_bucket: bool | None = wrapped()
+    rate_limited_as_resource_exhausted: bool = False
+    max_dynamic_descriptors: int | None = wrapped()
+    descriptors: tuple[LocalRateLimitDescriptor, ...] = ()
+    rate_limits: tuple[RateLimit, ...] = ()
+
+    def __post_init__(self) -> None:
+        keys = [tuple((e.key, e.value) for e in d.entries) for d in self.descriptors]
+        if len(set(keys)) != len(keys):
+            raise ValueError("duplicate descriptor in the local rate descriptor")
+        if len(self.response_headers_to_add) > 10 or len(self.request_headers_to_add_when_not_enforced) > 10:
+            raise ValueError("at most 10 headers in response_headers_to_add / request_headers_to_add_when_not_enforced")
+        if self.stage > 10:
+            raise ValueError("stage must be at most 10")
 
 
 @typed("envoy.extensions.filters.http.cors.v3.Cors")

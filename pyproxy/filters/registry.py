@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config.model import RBAC, Cors, HTTPFault, JwtAuthentication
-from . import cors, fault, istio_stats, jwt_authn, rbac
+from ..config.model import RBAC, Cors, HTTPFault, JwtAuthentication, LocalRateLimit
+from . import cors, fault, istio_stats, jwt_authn, local_ratelimit, rbac
 from .base import FactoryBuilder, FilterFactory
 
 ROUTER = "envoy.filters.http.router"
@@ -19,9 +19,11 @@ BY_NAME: dict[str, FactoryBuilder] = {
     rbac.NAME: rbac.build_factory,
     jwt_authn.NAME: jwt_authn.build_factory,
     istio_stats.NAME: istio_stats.build_factory,
+    local_ratelimit.NAME: local_ratelimit.build_factory,
 }
 BY_TYPE: dict[type, FactoryBuilder] = {HTTPFault: fault.build_factory, Cors: cors.build_factory,
-                                       RBAC: rbac.build_factory, JwtAuthentication: jwt_authn.build_factory}
+                                       RBAC: rbac.build_factory, JwtAuthentication: jwt_authn.build_factory,
+                                       LocalRateLimit: local_ratelimit.build_factory}
 
 
 def supported() -> list[str]:

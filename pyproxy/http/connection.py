@@ -438,6 +438,7 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
         self._in_request_line = False  # the request line has not ended yet (HTTP/0.9 detection)
         self._after_url = b""  # bytes after the URL seen so far on that line
         self._in_feed = False  # inside parser.feed_data (callbacks may finish a stream synchronously)
+        self.filter_state: dict[Any, Any] = {}  # Envoy's connection-lifespan filter state (per-connection buckets)
 
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

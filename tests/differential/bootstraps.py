@@ -170,9 +170,70 @@ def conformance(port: int, log: pathlib.Path) -> dict:
     return b
 
 
+LOCAL_RATELIMIT = "envoy.filters.http.local_ratelimit"
+LOCAL_RATELIMIT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+ALL = {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}
+
+
+def local_ratelimit(prefix: str, max_tokens: int = 1, fill: str = "3600s", **cfg: Any) -> dict:
+    """A per-route LocalRateLimit, enabled and enforced unless said (`filter_enforced=None` leaves it out)."""
+    out = {"@type": LOCAL_RATELIMIT_TYPE, "stat_prefix": prefix, "filter_enabled": ALL, "filter_enforced": ALL,
+           "token_bucket": {"max_tokens": max_tokens, "tokens_per_fill": 1, "fill_interval": fill}, **cfg}
+    return {LOCAL_RATELIMIT: {k: v for k, v in out.items() if v is not None}}
+
+
+def descriptor(entries: list[tuple[str, str]], max_tokens: int) -> dict:
+    return {"entries": [{"key": k, "value": v} for k, v in entries],
+            "token_bucket": {"max_tokens": max_tokens, "tokens_per_fill": 1, "fill_interval": "3600s"}}
+
+
+def ratelimit(port: int, log: pathlib.Path) -> dict:
+    """Local rate limits as Istio users write them: the filter in the chain with only a `stat_prefix`
+    (disabled there), the buckets per route and per virtual host (`typed_per_filter_config`). Each row has its
+    own route, so its own bucket; buckets refill once an hour, so a row's answers do not depend on time."""
+    def limited(value: str, prefix: str, **kw: Any) -> dict:
+        return by_header(value, {}, typed_per_filter_config=local_ratelimit(prefix, **kw))
+
+    routes = [
+        limited("burst", "rl_burst", max_tokens=2, enable_x_ratelimit_headers="DRAFT_VERSION_03",
+                response_headers_to_add=[{"append": False, "header": {"key": "x-local-rate-limit", "value": "true"}}]),
+        limited("not-enforced", "rl_not_enforced", filter_enforced=None,
+                request_headers_to_add_when_not_enforced=[hv("x-rl-not-enforced", "1")]),
+        limited("status", "rl_status", status={"code": "ServiceUnavailable"}),
+        limited("per-connection", "rl_per_connection", local_rate_limit_per_downstream_connection=True),
+        limited("disabled", "rl_disabled", filter_enabled=None),
+        limited("head", "rl_head"),
+        limited("hundred", "rl_hundred", max_tokens=10, fill="2s", enable_x_ratelimit_headers="DRAFT_VERSION_03"),
+        # descriptors: by the filter's own rate_limits (a request header), by the route's (generic_key and a
+        # header match), and a dynamic one (empty value: a bucket per client)
+        limited("desc-header", "rl_desc_header", max_tokens=100, enable_x_ratelimit_headers="DRAFT_VERSION_03",
+                descriptors=[descriptor([("client", "a")], 1)],
+                rate_limits=[{"actions": [{"request_headers": {"header_name": "x-client",
+                                                               "descriptor_key": "client"}}]}]),
+        {**by_header("desc-route", {"rate_limits": [{"actions": [
+            {"generic_key": {"descriptor_value": "slow"}},
+            {"header_value_match": {"descriptor_value": "tagged", "headers": [
+                {"name": "x-client", "string_match": {"prefix": "t"}}]}}]}]},
+            typed_per_filter_config=local_ratelimit(
+                "rl_desc_route", max_tokens=100,
+                descriptors=[descriptor([("generic_key", "slow"), ("header_match", "tagged")], 1)]))},
+        limited("desc-dynamic", "rl_desc_dynamic", max_tokens=100,
+                descriptors=[descriptor([("client", "")], 1)],
+                rate_limits=[{"actions": [{"request_headers": {"header_name": "x-client",
+                                                               "descriptor_key": "client"}}]}]),
+        {"match": {"prefix": "/"}, "route": {"cluster": "backend", "timeout": "5s"}},
+    ]
+    vhost = {**virtual_host("limited", ["limited.example"], [
+        {"match": {"prefix": "/"}, "route": {"cluster": "backend", "timeout": "5s"}}]),
+        "typed_per_filter_config": local_ratelimit("rl_vhost")}
+    chain = {"name": LOCAL_RATELIMIT, "typed_config": {"@type": LOCAL_RATELIMIT_TYPE, "stat_prefix": "rl_chain"}}
+    return bootstrap([cluster("backend", [port])], virtual_hosts=[vhost, virtual_host("default", ["*"], routes)],
+                     access_log=log, hcm={"http_filters": [chain, ROUTER]})
+
+
 BUILDERS = {
     "routing": routing, "resilience": resilience, "breakers": breakers, "pending-breaker": pending_breaker,
     "outlier": outlier, "edge": edge, "edge-skip-xff": edge_skip_xff, "sidecar": sidecar,
     "trusted-hop": trusted_hop, "edge-internal": edge_internal, "sidecar-internal": sidecar_internal,
-    "conformance": conformance,
+    "conformance": conformance, "ratelimit": ratelimit,
 }

@@ -106,8 +106,8 @@ def test_other_kubernetes_kinds_are_ignored_with_an_info_finding():
 
 
 def test_unsupported_istio_kind_is_named_as_unsupported():
-    text = "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: f}\nspec: {}\n"
-    (f,) = load_text(text, "ef.yaml").findings
+    text = "apiVersion: networking.istio.io/v1beta1\nkind: ProxyConfig\nmetadata: {name: f}\nspec: {}\n"
+    (f,) = load_text(text, "pc.yaml").findings
     assert f.level == Level.INFO and "not supported by pyproxy mesh yet" in f.message
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 import pytest
 
 from control.xds.cache import CDS, LDS, DiscoveryResponse, Payload
-from control.xds.protos import AnyCache, ConversionError, for_upstream_envoy, to_any
+from control.xds.protos import AnyCache, ConversionError, for_upstream_envoy, register_types, to_any
 from envoy.config.cluster.v3 import cluster_pb2
+
+register_types()  # what control.xds.grpc_ads does on import: without it this file passed only after another one
 
 CLUSTER = {"@type": CDS.type_url, "name": "outbound|9080||reviews.default.svc.cluster.local", "type": "EDS",
            "eds_cluster_config": {"eds_config": {"ads": {}, "resource_api_version": "V3"}},
@@ -81,3 +83,18 @@ def test_an_envoy_node_without_istio_version_shows_envoys_build_version():
     assert node.version == "envoy-1.40.0" and node.inbound_port == 15206 and dict(node.labels) == {"app": "p"}
     msg.metadata.update({"ISTIO_VERSION": "1.24.0"})
     assert parse_node(node_json(msg)).version == "1.24.0"
+
+
+def test_envoy_filter_output_converts_for_an_envoy_sidecar():
+    """What the EnvoyFilter golden (Istio's local rate limit example: a TypedStruct in the chain and per route,
+    a LocalRateLimit on the outbound chain) gives an Envoy sidecar over gRPC: every type is registered."""
+    import json
+    from pathlib import Path
+
+    from envoy.config.listener.v3 import listener_pb2
+    golden = json.loads((Path(__file__).resolve().parents[2] / "golden" / "local-ratelimit" / "expected.json")
+                        .read_text())
+    for resource in golden["listeners"]:
+        out = listener_pb2.Listener()
+        assert to_any(LDS.type_url, resource).Unpack(out)
+    assert "local_ratelimit" in json.dumps(golden["listeners"])
