@@ -132,6 +132,7 @@ class SecretDiscovery(sds_pb2_grpc.SecretDiscoveryServiceServicer):
         state = SdsStreamState()
         wake = asyncio.Event()
         self.streams += 1
+        log.info("SDS stream opened (%d open)", self.streams)
 
         async def read() -> None:
             async for message in request_iterator:
