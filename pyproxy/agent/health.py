@@ -44,8 +44,8 @@ def parse_stats(text: str) -> dict[str, int]:
 
 def config_received(stats: Mapping[str, int]) -> str | None:
     """None when CDS and LDS were each updated at least once (accepted or rejected), else Istio's message."""
-    cds_ok, cds_bad = stats.get("cluster_manager.cds.update_success", 0), stats.get("cluster_manager.cds.update_rejected", 0)
-    lds_ok, lds_bad = stats.get("listener_manager.lds.update_success", 0), stats.get("listener_manager.lds.update_rejected", 0)
+    cds_ok, cds_bad = (stats.get(f"cluster_manager.cds.update_{k}", 0) for k in ("success", "rejected"))
+    lds_ok, lds_bad = (stats.get(f"listener_manager.lds.update_{k}", 0) for k in ("success", "rejected"))
     if (cds_ok or cds_bad) and (lds_ok or lds_bad):
         return None
     return (f"config not received from XDS server (is the control plane running?): cds updates: {cds_ok} "

@@ -123,6 +123,8 @@ def bootstrap_from_args(args: Any, sds_socket: str | None = None, status_port: i
     if args.ca_address and not args.ca_address.startswith("https://"):
         raise ValueError(f"--ca-address: want https://HOST:PORT (the control plane's secure port), got "
                          f"{args.ca_address!r}")
+    if not 0.0 < args.secret_grace_ratio < 1.0:
+        raise ValueError(f"--secret-grace-ratio {args.secret_grace_ratio}: want a fraction between 0 and 1")
     if sds_socket is None and args.ca_address:
         from .sds import SOCKET_PATH
         sds_socket = os.path.join(args.work_dir or ".", SOCKET_PATH)

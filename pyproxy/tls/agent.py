@@ -231,8 +231,9 @@ class CertificateAgent:
         now = self._clock()
         not_before = issued.leaf.not_valid_before_utc.timestamp()
         not_after = issued.leaf.not_valid_after_utc.timestamp()
+        rotate_at = rotate_time(now, not_after, self._rng, grace_ratio=self.grace_ratio)
         secret = WorkloadSecret(issued.identity, issued.chain_pem, private_key_pem(key), issued.roots_pem,
-                                not_before, not_after, now, rotate_time(now, not_after, self._rng, grace_ratio=self.grace_ratio))
+                                not_before, not_after, now, rotate_at)
         self._install(secret)
         return secret
 

@@ -3,8 +3,9 @@ the bootstrap pyproxy.agent.bootstrap writes, gets its whole config from `pyprox
 reaches SYNCED in /debug/syncz, and routes through its outbound listener to a pyproxy-sidecar'd app. An edit is
 pushed over the stream; a config Envoy refuses is NACKed, shown STALE, and the last good config keeps serving.
 
-Plaintext only: Envoy has no SDS yet (the agent does not serve it), so the mesh runs with PeerAuthentication
-DISABLE and DestinationRules `tls: DISABLE` (auto-mTLS clusters would wait for the `default` secret forever).
+Plaintext only: these Envoys start from a bootstrap without SDS (no `--ca-address`; mTLS with SDS is
+tests/e2e/test_mesh_envoy_sds.py), so the mesh runs with PeerAuthentication DISABLE and DestinationRules
+`tls: DISABLE` (auto-mTLS clusters would wait for the `default` secret forever).
 The refused config is real: a DestinationRule consistentHash minimumRingSize above 8388608 passes the
 translator and protobuf parsing, and Envoy's own validation rejects the cluster (CDS NACK).
 """

@@ -135,6 +135,27 @@ async def once(port: int, host: str) -> Seen:
         return await through(s, port, host)
 
 
+def allow_only(app: str, caller_sa: str) -> dict:
+    """AuthorizationPolicy: `app`'s sidecar serves only the caller whose verified certificate is `caller_sa`."""
+    return {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": f"{app}-callers", "namespace": NAMESPACE},
+            "spec": {"selector": {"matchLabels": {"app": app}}, "action": "ALLOW", "rules": [
+                {"from": [{"source": {"principals": [f"cluster.local/ns/default/sa/{caller_sa}"]}}]}]}}
+
+
+async def direct_mtls(mesh: Mesh, port: int, host: str) -> tuple[int, str]:
+    """A request straight to a sidecar's inbound port over mTLS with a valid mesh certificate for another
+    service account (`probe`)."""
+    from pyproxy.tls.contexts import client_context
+    from tests.support.mesh import probe_secret
+
+    secret = await probe_secret(mesh)
+    ctx = client_context(secret.root_bundle_pem, secret.cert_chain_pem, secret.private_key_pem)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
+        async with s.get(f"https://127.0.0.1:{port}/anything", headers={"Host": host}, ssl=ctx) as r:
+            return r.status, (await r.read()).decode(errors="replace")
+
+
 def mesh_config(extra: list[dict] = ()) -> list[dict]:
     return [STRICT_MESH, service("productpage"), service("reviews"), destination_rule("reviews", ("v1",)),
             *extra]
@@ -176,11 +197,13 @@ async def test_envoy_and_pyproxy_sidecars_talk_strict_mtls_both_ways_and_refuse_
     mesh.write("services.yaml", mesh_config())
     envoy, reviews = await start_mixed(mesh)
 
-    # SDS: Envoy holds the CA's certificate for its own identity
+    # SDS: Envoy holds the CA's certificate for its own identity, as the secrets `default` and `ROOTCA`
     certs = await envoy.certs()
     uris = {san.get("uri") for c in certs for san in c.get("subject_alt_names", [])}
     assert f"{TD}bookinfo-productpage" in uris, certs
     assert "SDS_SOCKET " in envoy.output(None)
+    status, dump = await envoy.envoy_admin("/config_dump?resource=dynamic_active_secrets")
+    assert status == 200 and {s["name"] for s in json.loads(dump)["configs"]} == {"default", "ROOTCA"}, dump[:500]
 
     # Envoy -> pyproxy: reviews' app sees productpage's SPIFFE id (pyproxy verified Envoy's client certificate)
     seen = await once(envoy.outbound_port, "reviews:9080")
@@ -199,6 +222,23 @@ async def test_envoy_and_pyproxy_sidecars_talk_strict_mtls_both_ways_and_refuse_
     # plaintext straight to Envoy's STRICT inbound port: refused
     seen = await once(envoy.inbound_port, "productpage:9080")
     assert seen.status != 200, seen
+
+    # the servers check the client's SPIFFE id too: a mesh certificate of another service account is served
+    # until each admits only the other's service account
+    assert (await direct_mtls(mesh, envoy.inbound_port, "productpage:9080"))[0] == 200
+    assert (await direct_mtls(mesh, reviews.sidecar.inbound_port, "reviews:9080"))[0] == 200
+    mesh.write("services.yaml", mesh_config([allow_only("productpage", "bookinfo-reviews"),
+                                             allow_only("reviews", "bookinfo-productpage")]))
+
+    async def denied(port: int, host: str) -> tuple[int, str] | None:
+        got = await direct_mtls(mesh, port, host)
+        return got if got[0] == 403 else None
+    assert "RBAC: access denied" in (await poll("Envoy denies the probe identity", lambda: denied(
+        envoy.inbound_port, "productpage:9080"), detail=envoy.output))[1]
+    assert "RBAC: access denied" in (await poll("pyproxy denies the probe identity", lambda: denied(
+        reviews.sidecar.inbound_port, "reviews:9080")))[1]
+    assert (await once(envoy.outbound_port, "reviews:9080")).status == 200
+    assert (await once(reviews.sidecar.outbound_port, "productpage:9080")).status == 200
 
     # wrong identity: each client refuses a server whose certificate is not the SPIFFE id the cluster expects
     mesh.write("services.yaml", mesh_config([*impostor("fake-p", reviews.sidecar.inbound_port),

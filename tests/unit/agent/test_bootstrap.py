@@ -153,5 +153,7 @@ def test_ca_address_turns_on_sds_and_labels_the_node_for_auto_mtls(tmp_path):
     assert "security.istio.io/tlsMode" not in parse_node(plain["node"]).labels
     with pytest.raises(ValueError, match="--ca-address: want https://"):
         bootstrap_from_args(p.parse_args([*base, "--ca-address", "http://127.0.0.1:15012"]))
+    with pytest.raises(ValueError, match="--secret-grace-ratio 1.5: want a fraction between 0 and 1"):
+        bootstrap_from_args(p.parse_args([*base, "--secret-grace-ratio", "1.5"]))
     with pytest.raises(ValueError, match="--ca-address needs --ca-root and --token-file"):
         bootstrap_from_args(p.parse_args(["--name", "x", "--ca-address", "https://127.0.0.1:15012"]))

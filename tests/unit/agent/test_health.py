@@ -15,7 +15,8 @@ def test_stats_text_is_parsed_and_histograms_skipped():
 
 def test_config_received_needs_one_cds_and_one_lds_update_accepted_or_rejected():
     assert config_received(CONFIG) is None
-    assert config_received({"cluster_manager.cds.update_rejected": 1, "listener_manager.lds.update_rejected": 2}) is None
+    rejected = {"cluster_manager.cds.update_rejected": 1, "listener_manager.lds.update_rejected": 2}
+    assert config_received(rejected) is None
     reason = config_received({"cluster_manager.cds.update_success": 1})
     assert reason == ("config not received from XDS server (is the control plane running?): cds updates: 1 "
                       "successful, 0 rejected; lds updates: 0 successful, 0 rejected")
