@@ -171,9 +171,9 @@ async def start_sds(args: Any, work: str) -> Sds:
 
     def installed(secret: Any) -> None:
         store.install(secret)
-        log.info("workload certificate for %s installed (serial %x, valid %.0fs, renewal in %.0fs); SDS version %s",
+        log.info("workload certificate for %s installed (serial %x, valid %.0fs, renewal in %.0fs); SDS versions %s",
                  secret.identity.uri, _leaf_serial(secret), secret.not_after - secret.issued_at,
-                 secret.rotate_at - secret.issued_at, store.version)
+                 secret.rotate_at - secret.issued_at, store.versions)
     agent.subscribe(installed)
     path = socket_path(work) or os.path.join(tempfile.mkdtemp(prefix="pyproxy-sds-"), "socket")
     server, servicer = await serve(store, path)

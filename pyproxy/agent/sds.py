@@ -9,7 +9,7 @@ roots, `validation_context.trusted_ca`); the control plane's clusters and listen
 pyproxy.tls.agent.CertificateAgent (key made here, CSR to the control plane's CA with the token); each renewal is
 pushed on every open stream that asked for the names, so Envoy's new connections use the new certificate.
 
-Pure pieces, no I/O: `secret_messages` (WorkloadSecret -> Secret protos), `secret_version`, `SdsStreamState` (what a
+Pure pieces, no I/O: `secret_messages` (WorkloadSecret -> Secret protos), `secret_versions`, `SdsStreamState` (what a
 request means: a new subscription, an ACK, a NACK, a stale nonce). `SecretDiscovery` is the servicer,
 `start_sds` binds it on the socket.
 """
@@ -30,6 +30,7 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 from pyproxy.tls.agent import WorkloadSecret
+from pyproxy.tls.secrets import SDS_DEFAULT, SDS_ROOTCA
 
 log = logging.getLogger("pyproxy.agent")
 
@@ -50,10 +51,12 @@ def secret_messages(secret: WorkloadSecret) -> dict[str, secret_pb2.Secret]:
     return {doc["name"]: json_format.ParseDict(doc, secret_pb2.Secret()) for doc in secret.envoy_secrets()}
 
 
-def secret_version(secret: WorkloadSecret) -> str:
-    """The response's version_info: a hash of what is served (a new certificate or a new root bundle changes it)."""
-    digest = hashlib.sha256(secret.cert_chain_pem + b"\0" + secret.root_bundle_pem).hexdigest()
-    return digest[:16]
+def secret_versions(secret: WorkloadSecret) -> dict[str, str]:
+    """Per secret, a hash of its content: a renewal changes `default`; `ROOTCA` changes only with the roots, so a
+    stream for `ROOTCA` is not pushed the same bundle at every renewal (istio-agent pushes a secret when it changes)."""
+    def digest(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()[:16]
+    return {SDS_DEFAULT: digest(secret.cert_chain_pem), SDS_ROOTCA: digest(secret.root_bundle_pem)}
 
 
 @dataclass(slots=True)
@@ -96,13 +99,17 @@ class SecretStore:
 
     def __init__(self) -> None:
         self.messages: dict[str, secret_pb2.Secret] = {}
-        self.version = ""
+        self.versions: dict[str, str] = {}
         self.changed = asyncio.Event()
         self.pushes = 0
 
+    def version(self, names: Iterable[str]) -> str:
+        """The version of what a stream asking for `names` would get; "" while none of them exists."""
+        return "/".join(self.versions[n] for n in names if n in self.versions)
+
     def install(self, secret: WorkloadSecret) -> None:
         self.messages = secret_messages(secret)
-        self.version = secret_version(secret)
+        self.versions = secret_versions(secret)
         self.changed.set()
         self.changed = asyncio.Event()  # streams waiting on the old event wake; later waits use the new one
 
@@ -116,8 +123,8 @@ def response(store: SecretStore, names: Iterable[str], nonce: str) -> discovery_
             packed = any_pb2.Any()
             packed.Pack(message)
             resources.append(packed)
-    return discovery_pb2.DiscoveryResponse(version_info=store.version, resources=resources, type_url=SECRET_TYPE,
-                                           nonce=nonce)
+    return discovery_pb2.DiscoveryResponse(version_info=store.version(names), resources=resources,
+                                           type_url=SECRET_TYPE, nonce=nonce)
 
 
 class SecretDiscovery(sds_pb2_grpc.SecretDiscoveryServiceServicer):
@@ -146,12 +153,13 @@ class SecretDiscovery(sds_pb2_grpc.SecretDiscoveryServiceServicer):
         reader = asyncio.create_task(read())
         try:
             while not reader.done():
-                if self.store.version and state.due(self.store.version):
+                version = self.store.version(state.names)
+                if version and state.due(version):
                     nonce = f"sds-{next(self._nonces)}"
                     await context.write(response(self.store, state.names, nonce))
-                    state.sent(self.store.version, nonce)
+                    state.sent(version, nonce)
                     self.store.pushes += 1
-                    log.info("SDS: sent %s version %s", ",".join(state.names), self.store.version)
+                    log.info("SDS: sent %s version %s", ",".join(state.names), version)
                 wake.clear()
                 waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(self.store.changed.wait())]
                 await asyncio.wait([*waits, reader], return_when=asyncio.FIRST_COMPLETED)

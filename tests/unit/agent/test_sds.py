@@ -13,7 +13,7 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 from google.rpc import status_pb2
-from pyproxy.agent.sds import (SECRET_TYPE, SdsStreamState, SecretStore, secret_messages, secret_version, socket_path,
+from pyproxy.agent.sds import (SECRET_TYPE, SdsStreamState, SecretStore, secret_messages, secret_versions, socket_path,
                                start_sds)
 from pyproxy.tls.agent import WorkloadSecret
 from pyproxy.tls.identity import PeerIdentity
@@ -39,13 +39,15 @@ def test_default_is_the_chain_and_key_and_rootca_the_roots_as_envoy_secret_messa
     assert not root.HasField("tls_certificate") and not default.HasField("validation_context")
 
 
-def test_the_version_changes_with_the_certificate_or_the_roots_only():
+def test_default_changes_version_with_each_certificate_and_rootca_only_with_the_roots():
     ca = TestCA()
-    a, b = workload_secret(ca), workload_secret(ca)
-    assert secret_version(a) == secret_version(a) != secret_version(b)
-    other_roots = WorkloadSecret(ID, a.cert_chain_pem, a.private_key_pem, a.root_bundle_pem + TestCA().cert_pem,
-                                 0.0, 100.0, 0.0, 50.0)
-    assert secret_version(other_roots) != secret_version(a)
+    a, b = secret_versions(workload_secret(ca)), secret_versions(workload_secret(ca))
+    assert a["default"] != b["default"] and a["ROOTCA"] == b["ROOTCA"]
+    first = workload_secret(ca)
+    other_roots = WorkloadSecret(ID, first.cert_chain_pem, first.private_key_pem,
+                                 first.root_bundle_pem + TestCA().cert_pem, 0.0, 100.0, 0.0, 50.0)
+    assert secret_versions(other_roots)["ROOTCA"] != secret_versions(first)["ROOTCA"]
+    assert secret_versions(other_roots)["default"] == secret_versions(first)["default"]
 
 
 def test_stream_state_subscribe_ack_nack_stale_and_push():
@@ -97,15 +99,19 @@ async def test_the_server_answers_once_a_certificate_exists_pushes_a_rotation_an
     path = str(tmp_path / "sds.sock")
     server, servicer = await start_sds(store, path)
     channel = grpc.aio.insecure_channel(f"unix:{path}")
-    queue: asyncio.Queue = asyncio.Queue()
+    stub = sds_pb2_grpc.SecretDiscoveryServiceStub(channel)
 
-    async def requests():
-        while True:
-            item = await queue.get()
-            if item is None:
-                return
-            yield item
-    call = sds_pb2_grpc.SecretDiscoveryServiceStub(channel).StreamSecrets(requests())
+    def open_stream():
+        """A stream that stays open (Envoy never half-closes it); put requests in the queue, None ends it."""
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def requests():
+            while (item := await queue.get()) is not None:
+                yield item
+        return stub.StreamSecrets(requests()), queue
+    call, queue = open_stream()
+    roots, roots_queue = open_stream()  # Envoy's second stream: one per secret name
+    await roots_queue.put(request(["ROOTCA"]))
     try:
         await queue.put(request(["default"]))
         read = asyncio.ensure_future(call.read())
@@ -114,17 +120,23 @@ async def test_the_server_answers_once_a_certificate_exists_pushes_a_rotation_an
         first = workload_secret(ca)
         store.install(first)
         r1 = await asyncio.wait_for(read, 5)
-        assert r1.type_url == SECRET_TYPE and r1.version_info == secret_version(first)
+        assert r1.type_url == SECRET_TYPE and r1.version_info == secret_versions(first)["default"]
         assert secrets_of(r1)["default"].tls_certificate.certificate_chain.inline_bytes == first.cert_chain_pem
         assert set(secrets_of(r1)) == {"default"}  # only what the stream asked for
         await queue.put(request(["default"], r1.nonce, r1.version_info))  # ACK
+        root = await asyncio.wait_for(roots.read(), 5)
+        assert set(secrets_of(root)) == {"ROOTCA"} and root.version_info == secret_versions(first)["ROOTCA"]
 
         second = workload_secret(ca)
         store.install(second)  # a renewal: pushed on the same stream
         r2 = await asyncio.wait_for(call.read(), 5)
-        assert r2.version_info == secret_version(second) and r2.nonce != r1.nonce
+        assert r2.version_info == secret_versions(second)["default"] and r2.nonce != r1.nonce
         assert secrets_of(r2)["default"].tls_certificate.private_key.inline_bytes == second.private_key_pem
-        assert store.pushes == 2 and servicer.streams == 1
+        not_again = asyncio.ensure_future(roots.read())
+        await asyncio.sleep(0.3)
+        assert not not_again.done()  # the same roots: the ROOTCA stream is not pushed by a leaf renewal
+        not_again.cancel()
+        assert store.pushes == 3 and servicer.streams == 2
 
         await queue.put(request(["default"], r2.nonce, r1.version_info, error="bad certificate"))  # NACK
         nothing = asyncio.ensure_future(call.read())
@@ -133,9 +145,11 @@ async def test_the_server_answers_once_a_certificate_exists_pushes_a_rotation_an
         third = workload_secret(ca)
         store.install(third)
         r3 = await asyncio.wait_for(nothing, 5)
-        assert r3.version_info == secret_version(third)
+        assert r3.version_info == secret_versions(third)["default"]
     finally:
         await queue.put(None)
+        await roots_queue.put(None)
         call.cancel()
+        roots.cancel()
         await channel.close()
         await server.stop(grace=None)
