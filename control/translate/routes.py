@@ -147,6 +147,32 @@ def route_match(ctx: RouteContext, vs: Resource, path: str, m: Mapping[str, Any]
     return out
 
 
+def trace_operation(host: str, port: int) -> str:
+    """A route's `decorator.operation` (the span name) when it sends everything to one service (istiod
+    telemetry.TraceOperation): `<host>:<port>/*`."""
+    return f"{host}:{port}/*"
+
+
+def route_operation(route: Mapping[str, Any], vs_name: str, port: int) -> str:
+    """istiod getRouteOperation: the decorator of a VirtualService route. `<host>:<port><path>` when the route has
+    one `outbound|port|subset|host` cluster, else `<VirtualService name>:<listener port><path>`; the path is the
+    match's prefix + `*`, exact path or regex, `/*` without one."""
+    match = route.get("match") or {}
+    if "prefix" in match:
+        path = f"{match['prefix']}*"
+    elif "path" in match:
+        path = str(match["path"])
+    elif "safe_regex" in match:
+        path = str(match["safe_regex"].get("regex", ""))
+    else:
+        path = "/*"
+    cluster = (route.get("route") or {}).get("cluster", "")
+    parts = cluster.split("|") if isinstance(cluster, str) else []
+    if len(parts) == 4 and parts[1].isdigit():  # model.IsValidSubsetKey
+        return f"{parts[3]}:{parts[1]}{path}"
+    return f"{vs_name}:{port}{path}"
+
+
 def _is_catch_all(match: Mapping[str, Any]) -> bool:
     return match.get("prefix") == "/" and not match.get("headers") and not match.get("query_parameters") \
         and not match.get("dynamic_metadata") and match.get("case_sensitive", True)
@@ -473,6 +499,7 @@ def http_routes(ctx: RouteContext, vs: Resource) -> list[dict]:
                 continue
             if authority and "route" in route and "host_rewrite_literal" not in route["route"]:
                 route["route"]["host_rewrite_literal"] = authority
+            route["decorator"] = {"operation": route_operation(route, vs.name, ctx.port)}  # istiod TranslateRoute
             per_filter: dict = {}
             if rule.get("fault"):
                 per_filter["envoy.filters.http.fault"] = fault_config(vs, f"{path}.fault", rule["fault"])
@@ -551,7 +578,9 @@ def default_route(ctx: RouteContext, cluster: str) -> dict:
     action["max_grpc_timeout"] = "0s"
     if hp:
         action["hash_policy"] = hp
-    return {"name": "default", "match": {"prefix": "/"}, "route": action}
+    _, port, _, host = cluster.split("|")
+    return {"name": "default", "match": {"prefix": "/"}, "decorator": {"operation": trace_operation(host, int(port))},
+            "route": action}
 
 
 # --- virtual hosts ---------------------------------------------------------------------------------------

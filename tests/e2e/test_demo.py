@@ -94,10 +94,16 @@ def test_mesh_demo_teaches_through_bookinfo_then_meshctl_finds_it_and_ctrl_c_cle
         addresses = {lis["address"]["socket_address"]["address"] for lis in json.loads(listeners.stdout)}
         assert addresses == {"127.0.0.1"}, addresses
 
+        prometheus = written["prometheus"]
+        if prometheus is None:  # no Prometheus could be fetched (`make prometheus` only warns): the demo says so
+            assert "no Prometheus binary found (`make prometheus`" in out
+        else:
+            _prometheus_counts_the_traffic_sent(prometheus, written["proxies"])
+
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         rest, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, rest
-        assert "stopping 15 processes: control-plane, external-api," in rest
+        assert f"stopping {15 if prometheus is None else 16} processes: control-plane, external-api," in rest
         workdir = re.search(r"removed (\S+)", rest).group(1)
         assert not pathlib.Path(workdir).exists() and not state.exists()
     finally:
@@ -113,8 +119,8 @@ def test_mesh_demo_with_reviews_v2_as_real_envoy_routes_jason_there_over_mtls_an
     from tests.support.envoy import require_envoy
 
     env = {**os.environ, "ENVOY_BIN": str(require_envoy())}
-    r = subprocess.run([sys.executable, "-m", "pyproxy.demo_mesh", "--once", "--envoy", "reviews-v2"],
-                       capture_output=True, text=True, timeout=150, env=env)
+    r = subprocess.run([sys.executable, "-m", "pyproxy.demo_mesh", "--once", "--no-prometheus", "--envoy",
+                        "reviews-v2"], capture_output=True, text=True, timeout=150, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = r.stdout
     assert "as the sidecar of reviews-v2, run by `pyproxy agent`" in out
@@ -126,3 +132,64 @@ def test_mesh_demo_with_reviews_v2_as_real_envoy_routes_jason_there_over_mtls_an
     unknown = subprocess.run([sys.executable, "-m", "pyproxy.demo_mesh", "--once", "--envoy", "reviews-v9"],
                              capture_output=True, text=True, timeout=30, env=env)
     assert unknown.returncode == 2 and "--envoy 'reviews-v9': one of productpage-v1" in unknown.stderr
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    import urllib.request
+
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as r:
+        return r.status, r.read()
+
+
+def _details_inbound_requests(admin_port: int) -> float:
+    """istio_requests_total as details-v1's sidecar reports it (reporter destination), parsed with
+    prometheus-client's own text parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, text = _get(f"http://127.0.0.1:{admin_port}/stats/prometheus")
+    return sum(s.value for family in text_string_to_metric_families(text.decode()) for s in family.samples
+               if s.name == "istio_requests_total" and s.labels.get("reporter") == "destination")
+
+
+def _prometheus_query(base: str, query: str) -> list[dict]:
+    import urllib.parse
+
+    _, body = _get(f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": query}))
+    answer = json.loads(body)
+    assert answer["status"] == "success", answer
+    return answer["data"]["result"]
+
+
+def _prometheus_counts_the_traffic_sent(base: str, proxies: dict[str, dict[str, int]]) -> None:
+    """A real Prometheus (the demo's, pyproxy/demo_prometheus.py) scraping the sidecars: after 7 requests
+    productpage -> details, its HTTP API returns istio_requests_total equal to what details' sidecar counts,
+    with Istio's labels (the client's workload, mutual_tls)."""
+    details_admin, pp_outbound = proxies["details-v1"]["admin"], proxies["productpage-v1"]["outbound"]
+    query = 'sum(istio_requests_total{pod="details-v1",reporter="destination"})'
+
+    def prometheus_total() -> float | None:
+        result = _prometheus_query(base, query)
+        return float(result[0]["value"][1]) if result else None
+
+    def wait_equal(expected: float) -> None:
+        deadline, seen = time.monotonic() + 40, None  # a hang bound: the demo scrapes every 2 s
+        while time.monotonic() < deadline:
+            seen = prometheus_total()
+            if seen == expected:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"Prometheus says {seen}, details' sidecar counts {expected}")
+
+    before = _details_inbound_requests(details_admin)
+    wait_equal(before)
+    for _ in range(7):
+        status, _ = _get(f"http://127.0.0.1:{pp_outbound}/headers", {"Host": "details:9080"})
+        assert status == 200
+    after = _details_inbound_requests(details_admin)
+    assert after == before + 7
+    wait_equal(after)
+    by_labels = _prometheus_query(base, 'sum by (source_workload, connection_security_policy, response_code) '
+                                        '(istio_requests_total{pod="details-v1",reporter="destination"})')
+    series = {(r["metric"]["source_workload"], r["metric"]["connection_security_policy"],
+               r["metric"]["response_code"]): float(r["value"][1]) for r in by_labels}
+    assert series.get(("productpage-v1", "mutual_tls", "200"), 0) >= 7, series

@@ -77,6 +77,10 @@ async def test_three_hops_make_one_trace_with_server_and_client_spans(mesh: Mesh
     assert [s.kind for s in chain] == ["CLIENT", "SERVER"] * 3
     assert [s.service_name for s in chain] == [f"{app}.{NAMESPACE}" for app in
                                                ("productpage", "reviews", "reviews", "ratings", "ratings", "details")]
+    # span names: the route decorators istiod writes (`<host>:<port>/*`: a VirtualService route to one subset,
+    # then default routes), and the server side takes the caller's x-envoy-decorator-operation, as Envoy does
+    assert [s.name for s in chain] == [f"{svc}.{NAMESPACE}.svc.cluster.local:9080/*" for svc in
+                                       ("reviews", "reviews", "ratings", "ratings", "details", "details")]
     assert [s.attributes["istio.canonical_service"] for s in chain] == [
         "productpage", "reviews", "reviews", "ratings", "ratings", "details"]
     assert {s.attributes["team"] for s in chain} == {"bookinfo"}

@@ -156,3 +156,35 @@ def test_nginx_accepts_the_tls_configs_with_certificates_from_the_project_ca(tmp
         done = subprocess.run([NGINX, "-t", "-q", "-p", str(tmp_path), "-e", str(tmp_path / "e.log"), "-c",
                                str(conf)], capture_output=True, text=True, timeout=30)
         assert done.returncode == 0, (role, done.stderr)
+
+
+def test_memory_bench_bootstrap_routes_each_virtual_host_to_its_own_cluster():
+    from benchmarks.memory_bench import clusters_bootstrap
+    from tests.support.proxy import decode_bootstrap
+
+    config = clusters_bootstrap(3, listen_port=1001, admin_port=1002, backend_port=1003)
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    routes = {vh["domains"][0]: vh["routes"][0]["route"]["cluster"] for vh in hcm["route_config"]["virtual_hosts"]}
+    assert routes == {"svc-0.bench.local": "svc-0", "svc-1.bench.local": "svc-1", "svc-2.bench.local": "svc-2"}
+    assert [c["name"] for c in config["static_resources"]["clusters"]] == ["svc-0", "svc-1", "svc-2"]
+    endpoint = config["static_resources"]["clusters"][2]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    assert endpoint["endpoint"]["address"]["socket_address"]["port_value"] == 1003
+    decode_bootstrap(config)  # pyproxy accepts it as it will run it
+
+
+def test_telemetry_bench_configs_turn_on_only_what_each_row_names():
+    from benchmarks.telemetry_bench import CONFIGS
+    from tests.support.proxy import decode_bootstrap
+
+    seen = {}
+    for name, (_, build) in CONFIGS.items():
+        config = build(listen_port=1001, admin_port=1002, backend_port=1003)
+        hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        seen[name] = ([f["name"] for f in hcm["http_filters"]],
+                      hcm.get("tracing", {}).get("random_sampling", {}).get("value"), "access_log" in hcm)
+        decode_bootstrap(config)  # pyproxy accepts it as it will run it
+    router = "envoy.filters.http.router"
+    assert seen == {"plain": ([router], None, False), "metrics": (["istio.stats", router], None, False),
+                    "metrics+trace-1%": (["istio.stats", router], 1.0, False),
+                    "metrics+trace-100%": (["istio.stats", router], 100.0, False),
+                    "access-log": ([router], None, True)}
