@@ -182,6 +182,18 @@ async def start_sds(args: Any, work: str) -> Sds:
     return sds
 
 
+def _die_with_parent() -> None:
+    """In Envoy's child process before exec: SIGTERM it if the agent dies without forwarding a signal (kill -9),
+    so no Envoy outlives its agent (in a pod the container ends both). Linux prctl PR_SET_PDEATHSIG; elsewhere
+    nothing."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _leaf_serial(secret: Any) -> int:
     from pyproxy.tls.pki import load_certificates
     return load_certificates(secret.cert_chain_pem, "workload certificate")[0].serial_number
@@ -241,7 +253,7 @@ async def _run(args: Any, binary: str) -> int:
         argv = [binary, "-c", path, "--concurrency", str(args.concurrency), "--disable-hot-restart",
                 "--use-dynamic-base-id", "-l", args.log_level, "--component-log-level", "misc:error",
                 "--drain-time-s", "5"]
-        envoy = await asyncio.create_subprocess_exec(*argv, cwd=work)
+        envoy = await asyncio.create_subprocess_exec(*argv, cwd=work, preexec_fn=_die_with_parent)
         print(f"ENVOY_PID {envoy.pid}", flush=True)
 
         def forward(signum: int) -> None:
