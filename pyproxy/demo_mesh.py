@@ -13,6 +13,9 @@ What runs (every listener on 127.0.0.1, ports picked free at start, written to a
       pyproxy sidecar --name <workload> --labels ...      its sidecar: gets its certificate (SPIFFE identity)
           --control https://127.0.0.1:P                   from the control plane's CA with its token, then
           --ca-root <tmp>/ca/root-cert.pem --token-file   registers itself and follows xDS over the secure port
+`--envoy reviews-v2` (repeatable, or `--envoy all`) runs those workloads' sidecars as real Envoy instead, through
+`pyproxy agent` (its bootstrap, ADS over gRPC on the control plane's --secure-grpc-port, its certificate over SDS
+from the agent; Envoy from $ENVOY_BIN, else .venv-envoy/bin/envoy from `make envoy`, else PATH).
 Every sidecar talks mutual TLS to the others (examples/mesh/security.yaml says STRICT). The demo then sends
 requests from outside through the ingress gateway and shows what the mesh did: the VirtualService's 80/20
 split of reviews between v1 and v3, `end-user: jason` always on v2, the fault injected for `tester`, the
@@ -144,12 +147,14 @@ def wait_until(check, what: str, timeout: float = 20.0) -> None:
 class Mesh:
     """The processes of the demo mesh; `stop()` ends every one by PID."""
 
-    def __init__(self, workdir: pathlib.Path):
+    def __init__(self, workdir: pathlib.Path, envoy: dict[str, str] | None = None):
         self.workdir = workdir
         self.config_dir = workdir / "mesh"
         shutil.copytree(MESH, self.config_dir)
-        # every port the demo needs, in one batch: gateway (2), control plane (3), gateway proxy (3), 4 per workload
-        self._ports = iter(free_ports(10 + 4 * len(WORKLOADS)))
+        self.envoy = dict(envoy or {})  # workload -> Envoy executable: these run Envoy through `pyproxy agent`
+        # every port the demo needs, in one batch: gateway (2), control plane (4), gateway proxy (3), Prometheus (1),
+        # 4 per workload, 3 more per Envoy workload (the agent's status port, Envoy's 15021 and 15090 listeners)
+        self._ports = iter(free_ports(11 + 4 * len(WORKLOADS) + 3 * len(self.envoy)))
         self.gateway_http_port = self.free_port()
         self.gateway_port = self.free_port()  # HTTPS
         ca, chain, key = ingress_pki(workdir)
@@ -161,6 +166,7 @@ class Mesh:
         self.xds_port = self.free_port()
         self.secure_port = self.free_port()
         self.metrics_port = self.free_port()
+        self.grpc_port = self.free_port()  # secure gRPC ADS, for the Envoy sidecars
         self.ca_dir = workdir / "ca"  # the control plane's CA state: root, token key, published root-cert.pem
         self.sidecars: dict[str, dict[str, int]] = {}
         self.prometheus_url: str | None = None
@@ -204,7 +210,7 @@ class Mesh:
         self.spawn("control-plane", [py, "-m", "control.cli.control", "serve", "--config-dir", str(self.config_dir),
                                      "--xds-port", str(self.xds_port), "--metrics-port", str(self.metrics_port),
                                      "--secure-port", str(self.secure_port), "--ca-dir", str(self.ca_dir),
-                                     "--plaintext-xds", "read-only",
+                                     "--plaintext-xds", "read-only", "--secure-grpc-port", str(self.grpc_port),
                                      "--grace", "3", "--state-file", str(self.workdir / "registrations.json")])
         # the metrics port is bound last: once it answers, the secure port is up and root-cert.pem written
         wait_until(lambda: http(f"http://127.0.0.1:{self.metrics_port}/ready")[0] == 200, "the control plane")
@@ -218,6 +224,9 @@ class Mesh:
                                         "--version", labels["version"], "--port", str(ports["app"]),
                                         "--outbound", f"http://127.0.0.1:{ports['outbound']}"],
                        env={"POD_NAME": name})
+            if name in self.envoy:
+                self._spawn_agent(name, sa, labels, ports)
+                continue
             self.spawn(f"{name}-sidecar", [
                 py, "-m", "pyproxy", "sidecar", *self.secure_args("default", sa), "--bind", "127.0.0.1",
                 "--name", name, "--namespace", "default",
@@ -244,6 +253,21 @@ class Mesh:
             wait_until(lambda n=name: _all_have_hosts(self.sidecars[n]["admin"],
                                                       ["outbound|9080|v1|ratings.default.svc.cluster.local"]),
                        f"ratings endpoints in {name}'s sidecar")
+
+    def _spawn_agent(self, name: str, sa: str, labels: dict[str, str], ports: dict[str, int]) -> None:
+        """`pyproxy agent`: Envoy as this workload's sidecar, config over secure gRPC ADS, certificate over SDS."""
+        for side in ("status", "health", "stats"):
+            ports[side] = self.free_port()
+        args = self.secure_args("default", sa)
+        args[args.index("--control")] = "--ca-address"  # the CA is the secure port; ADS is gRPC
+        self.spawn(f"{name}-sidecar", [
+            sys.executable, "-m", "pyproxy", "agent", *args, "--control-grpc", f"127.0.0.1:{self.grpc_port}",
+            "--envoy", self.envoy[name], "--work-dir", str(self.workdir / f"{name}-agent"), "--bind", "127.0.0.1",
+            "--name", name, "--namespace", "default", "--labels", ",".join(f"{k}={v}" for k, v in labels.items()),
+            "--app-port", str(ports["app"]), "--inbound-port", str(ports["inbound"]),
+            "--outbound-port", str(ports["outbound"]), "--admin-port", str(ports["admin"]),
+            "--status-port", str(ports["status"]), "--health-port", str(ports["health"]),
+            "--stats-port", str(ports["stats"])])
 
     def start_prometheus(self) -> str:
         """A real Prometheus scraping every proxy and the control plane (pyproxy/demo_prometheus.py), if one is
@@ -388,9 +412,51 @@ def identities(mesh: Mesh) -> list[tuple[str, str]]:
     admins = [(name, ports["admin"]) for name, ports in mesh.sidecars.items()]
     out = []
     for name, admin in [*admins, ("istio-ingressgateway", mesh.gateway_admin)]:
+        if name in mesh.envoy:
+            out.append((name, envoy_identity(admin) + "   (Envoy, from pyproxy agent's SDS)"))
+            continue
         status, body = http(f"http://127.0.0.1:{admin}/server_info")
         out.append((name, (json.loads(body).get("identity") or "-") if status == 200 else f"HTTP {status}"))
     return out
+
+
+def envoy_identity(admin: int) -> str:
+    """The URI SAN of the workload certificate Envoy holds (its admin /certs)."""
+    status, body = http(f"http://127.0.0.1:{admin}/certs")
+    if status != 200:
+        return f"HTTP {status}"
+    for entry in json.loads(body).get("certificates", []):
+        for cert in entry.get("cert_chain", []):
+            for san in cert.get("subject_alt_names", []):
+                if san.get("uri", "").startswith("spiffe://"):
+                    return san["uri"]
+    return "-"
+
+
+def envoy_for(names: list[str]) -> dict[str, str]:
+    """`--envoy` values -> {workload: Envoy executable}; ValueError naming an unknown workload or a missing Envoy."""
+    import os
+
+    known = [w[0] for w in WORKLOADS]
+    chosen = known if "all" in names else names
+    unknown = [n for n in chosen if n not in known]
+    if unknown:
+        raise ValueError(f"--envoy {unknown[0]!r}: one of {', '.join(known)}, all")
+    if not chosen:
+        return {}
+    from .agent.run import envoy_executable
+
+    binary = envoy_executable(None) or envoy_executable(str(ROOT / ".venv-envoy" / "bin" / "envoy"))
+    if binary is None:
+        raise ValueError("--envoy needs an Envoy executable: run `make envoy`, or set ENVOY_BIN, or put envoy on PATH")
+    return {n: os.path.abspath(binary) for n in chosen}
+
+
+ENVOY_LACKS = ("what upstream Envoy lacks here: istio_requests_total and the other istio_* metrics (Istio's stats "
+               "filter exists only in\n       Istio's own Envoy build, istio-proxy; the control plane drops it for "
+               "Envoy sidecars: their /stats/prometheus has envoy_* only),\n       and Istio's peer metadata "
+               "exchange: pyproxy sidecars report an Envoy peer as workload/app \"unknown\" (its principal they "
+               "know from mTLS)")
 
 
 def plaintext_refused(port: int) -> str:
@@ -438,21 +504,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, config copy, CA) on exit")
     ap.add_argument("--scenario", action="append", default=[], metavar="NAME",
                     help="after the tour, run a lesson: one of " + ", ".join(SCENARIOS) + ", or all (repeatable)")
+    ap.add_argument("--envoy", action="append", default=[], metavar="WORKLOAD",
+                    help="run this workload's sidecar as real Envoy through `pyproxy agent` (repeatable; all = every "
+                         "workload; the ingress gateway stays pyproxy)")
     ap.add_argument("--no-prometheus", dest="prometheus", action="store_false",
                     help="do not start Prometheus even when one is installed (pyproxy/demo_prometheus.py)")
     args = ap.parse_args(argv)
+    try:
+        envoy = envoy_for(args.envoy)
+    except ValueError as e:
+        ap.error(str(e))
     names = list(SCENARIOS) if "all" in args.scenario else args.scenario
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         ap.error(f"unknown scenario {unknown[0]!r}: one of {', '.join(SCENARIOS)}, all")
     started = time.monotonic()
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="pyproxy-mesh-demo-"))
-    mesh = Mesh(workdir)
+    mesh = Mesh(workdir, envoy)
     # SIGTERM (kill, a closing terminal) stops the demo the way Ctrl-C does: every process, the temp dir
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         print(f"[demo] starting the control plane, the ingress gateway and {len(WORKLOADS)} bookinfo workloads with "
               f"sidecars, all on 127.0.0.1 (logs in {workdir})")
+        if envoy:
+            print(f"[demo] real Envoy ({next(iter(envoy.values()))}) as the sidecar of {', '.join(envoy)}, "
+                  f"run by `pyproxy agent`: its bootstrap, ADS over gRPC, its certificate over SDS")
         mesh.start()
         gw = mesh.gateway_url
         first = product(mesh)
@@ -462,6 +538,13 @@ def main(argv: list[str] | None = None) -> int:
         state_file = write_state(mesh.state())
         pp = mesh.sidecars["productpage-v1"]
         print("[demo] every sidecar registered itself and is SYNCED with the control plane\n")
+        if envoy:
+            e_name = next(iter(envoy))
+            e = mesh.sidecars[e_name]
+            ready, _ = http(f"http://127.0.0.1:{e['health']}/healthz/ready")
+            print(f"[demo] {e_name}'s Envoy: /healthz/ready on :{e['health']} (Istio's 15021) -> {ready}, "
+                  f"/stats/prometheus on :{e['stats']} (15090), admin :{e['admin']}")
+            print(f"       {ENVOY_LACKS}\n")
         print(f"[demo] identities: each proxy got its certificate from the control plane's CA on the secure port "
               f"({mesh.secure_url}) with its service-account token, then followed xDS there:")
         for name, identity in identities(mesh):
@@ -505,6 +588,14 @@ def main(argv: list[str] | None = None) -> int:
             if line.endswith(": 0") or "rq_total" not in line:
                 continue
             print("       " + line)
+        if "productpage-v1" in envoy:  # Envoy's admin has /certs, and no Istio metrics of its own
+            identity_hint = f"curl -s http://127.0.0.1:{pp['admin']}/certs     # its certificate (SDS `default`)"
+            metrics_hint = (f"curl -s http://127.0.0.1:{pp['stats']}/stats/prometheus | head   # Envoy's stats on "
+                            "its 15090 listener (envoy_* only)")
+        else:
+            identity_hint = f"curl -s http://127.0.0.1:{pp['admin']}/server_info | grep -A4 identity    # its SPIFFE id"
+            metrics_hint = (f"curl -s http://127.0.0.1:{pp['admin']}/stats/prometheus | grep istio_requests_total   "
+                            "# Istio's metrics")
         print(f"""
 [demo] try it yourself (meshctl finds this mesh through {state_file}):
   curl --cacert {mesh.workdir}/ingress-ca.pem {gw}/productpage?u=jason     # bookinfo, through the gateway
@@ -513,9 +604,9 @@ def main(argv: list[str] | None = None) -> int:
   .venv/bin/meshctl proxy-config route productpage-v1               # what its sidecar routes, istioctl's columns
   .venv/bin/meshctl proxy-config endpoint reviews-v3 --cluster 'outbound|9080|v1|ratings.default.svc.cluster.local'
   curl -s http://127.0.0.1:{pp['admin']}/config_dump | head -60            # productpage's sidecar config
-  curl -s http://127.0.0.1:{pp['admin']}/server_info | grep -A4 identity    # its SPIFFE id and certificate
+  {identity_hint}
   curl -s http://127.0.0.1:{pp['admin']}/stats | grep reviews
-  curl -s http://127.0.0.1:{pp['admin']}/stats/prometheus | grep istio_requests_total   # Istio's metrics
+  {metrics_hint}
   tail {mesh.workdir}/productpage-v1-sidecar.log     # its access log (Telemetry mesh-default, with flags)
   {prometheus_note}
   edit {mesh.config_dir}/traffic.yaml (e.g. reviews weights 0/100) and reload the page: the

@@ -1,1 +1,1 @@
-"""`pyproxy agent` pieces (istio-agent / pilot-agent analogue) for real Envoy sidecars: the bootstrap so far."""
+"""`pyproxy agent` (the istio-agent analogue) for real Envoy sidecars: bootstrap, SDS server, status server."""

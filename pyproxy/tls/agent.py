@@ -136,7 +136,8 @@ class CertificateAgent:
                  identity: PeerIdentity | None = None, key_type: KeyType = KeyType.EC_P256,
                  ttl: float = SECRET_TTL, output_dir: str | Path | None = None, renew_with_certificate: bool = False,
                  server_hostname: str | None = None, clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None, request_timeout: float = 30.0):
+                 rng: random.Random | None = None, request_timeout: float = 30.0,
+                 grace_ratio: float = GRACE_PERIOD_RATIO):
         self.ca_url = ca_url.rstrip("/")
         self.root_cert_path = Path(root_cert_path)
         self.token_path = Path(token_path) if token_path is not None else None
@@ -145,6 +146,9 @@ class CertificateAgent:
         self.ttl = ttl
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.renew_with_certificate = renew_with_certificate
+        if not 0.0 < grace_ratio < 1.0:
+            raise ValueError(f"grace period ratio {grace_ratio} must be between 0 and 1 (SECRET_GRACE_PERIOD_RATIO)")
+        self.grace_ratio = grace_ratio
         self.server_hostname = server_hostname
         self._clock = clock
         self._rng = rng or random.Random()
@@ -227,8 +231,9 @@ class CertificateAgent:
         now = self._clock()
         not_before = issued.leaf.not_valid_before_utc.timestamp()
         not_after = issued.leaf.not_valid_after_utc.timestamp()
+        rotate_at = rotate_time(now, not_after, self._rng, grace_ratio=self.grace_ratio)
         secret = WorkloadSecret(issued.identity, issued.chain_pem, private_key_pem(key), issued.roots_pem,
-                                not_before, not_after, now, rotate_time(now, not_after, self._rng))
+                                not_before, not_after, now, rotate_at)
         self._install(secret)
         return secret
 

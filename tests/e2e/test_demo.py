@@ -112,6 +112,28 @@ def test_mesh_demo_teaches_through_bookinfo_then_meshctl_finds_it_and_ctrl_c_cle
             proc.wait()
 
 
+@pytest.mark.slow
+def test_mesh_demo_with_reviews_v2_as_real_envoy_routes_jason_there_over_mtls_and_says_what_envoy_lacks():
+    """`make demo ENVOY=reviews-v2`: reviews-v2's sidecar is Envoy through `pyproxy agent` (SDS identity, secure
+    gRPC ADS); jason's requests reach it and its ratings calls leave through it, over STRICT mTLS both ways."""
+    from tests.support.envoy import require_envoy
+
+    env = {**os.environ, "ENVOY_BIN": str(require_envoy())}
+    r = subprocess.run([sys.executable, "-m", "pyproxy.demo_mesh", "--once", "--no-prometheus", "--envoy",
+                        "reviews-v2"], capture_output=True, text=True, timeout=150, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = r.stdout
+    assert "as the sidecar of reviews-v2, run by `pyproxy agent`" in out
+    assert re.search(r"reviews-v2 +spiffe://cluster.local/ns/default/sa/bookinfo-reviews +"
+                     r"\(Envoy, from pyproxy agent's SDS\)", out), out
+    assert re.search(r"reviews-v2's Envoy: /healthz/ready on :\d+ \(Istio's 15021\) -> 200", out), out
+    assert "what upstream Envoy lacks here: istio_requests_total" in out
+    assert "{'v2 (black stars)': 5}" in next(line for line in out.splitlines() if "signed in as jason" in line)
+    unknown = subprocess.run([sys.executable, "-m", "pyproxy.demo_mesh", "--once", "--envoy", "reviews-v9"],
+                             capture_output=True, text=True, timeout=30, env=env)
+    assert unknown.returncode == 2 and "--envoy 'reviews-v9': one of productpage-v1" in unknown.stderr
+
+
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     import urllib.request
 

@@ -3,8 +3,9 @@ the bootstrap pyproxy.agent.bootstrap writes, gets its whole config from `pyprox
 reaches SYNCED in /debug/syncz, and routes through its outbound listener to a pyproxy-sidecar'd app. An edit is
 pushed over the stream; a config Envoy refuses is NACKed, shown STALE, and the last good config keeps serving.
 
-Plaintext only: Envoy has no SDS yet (the agent does not serve it), so the mesh runs with PeerAuthentication
-DISABLE and DestinationRules `tls: DISABLE` (auto-mTLS clusters would wait for the `default` secret forever).
+Plaintext only: these Envoys start from a bootstrap without SDS (no `--ca-address`; mTLS with SDS is
+tests/e2e/test_mesh_envoy_sds.py), so the mesh runs with PeerAuthentication DISABLE and DestinationRules
+`tls: DISABLE` (auto-mTLS clusters would wait for the `default` secret forever).
 The refused config is real: a DestinationRule consistentHash minimumRingSize above 8388608 passes the
 translator and protobuf parsing, and Envoy's own validation rejects the cluster (CDS NACK).
 """
@@ -272,3 +273,39 @@ async def test_envoy_keeps_serving_when_the_control_plane_is_killed_and_resyncs_
         assert [(await answer(outbound, host))[0] for _ in range(5)] == [200] * 5
     finally:
         envoy.stop()
+
+
+async def test_envoy_does_not_outlive_an_agent_killed_with_sigkill(mesh: Mesh, tmp_path):
+    """kill -9 of `pyproxy agent` (no signal to forward): its Envoy gets SIGTERM from the kernel
+    (PR_SET_PDEATHSIG) and exits instead of running on without its agent."""
+    binary = require_envoy()
+    mesh.write("services.yaml", services(free_ports(1)[0]))
+    cp = await mesh.control_plane(extra_args=["--grpc-port", "0"])
+    inbound, outbound, admin, app, status = free_ports(5)
+    agent = Process("agent-productpage", [
+        *pyproxy_command(), "agent", "--control-grpc", f"127.0.0.1:{cp.grpc_port}", "--name", "productpage-v1",
+        "--labels", "app=productpage,version=v1", "--app-port", str(app), "--inbound-port", str(inbound),
+        "--outbound-port", str(outbound), "--admin-port", str(admin), "--status-port", str(status),
+        "--health-port", "0", "--stats-port", "0", "--envoy", str(binary), "--work-dir", str(tmp_path / "agent")],
+        tmp_path)
+    agent.start()
+    envoy_pid = 0
+    try:
+        async def pid() -> int:
+            agent.check_running()
+            return next((int(line.split()[1]) for line in agent.output(None).splitlines()
+                         if line.startswith("ENVOY_PID ")), 0)
+        envoy_pid = await poll("the agent starts Envoy", pid)
+        agent.kill()
+
+        async def envoy_gone() -> bool:  # gone, or a zombie not yet reaped by its new parent
+            try:
+                with open(f"/proc/{envoy_pid}/stat") as fh:
+                    return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+            except FileNotFoundError:
+                return True
+        await poll("Envoy exits when its agent is killed", envoy_gone)
+    finally:
+        agent.stop()
+        if envoy_pid and _alive(envoy_pid):
+            os.kill(envoy_pid, signal.SIGKILL)

@@ -93,6 +93,14 @@ async def test_agent_gets_a_certificate_for_its_token_over_https(mesh, tmp_path)
     assert mesh.count("citadel_server_csr_count") == mesh.count("citadel_server_success_cert_issuance_count") == 1
 
 
+async def test_the_grace_ratio_moves_the_renewal_and_a_ratio_outside_0_1_is_refused(mesh):
+    """SECRET_GRACE_PERIOD_RATIO (pyproxy agent --secret-grace-ratio): renew when that fraction is left."""
+    secret = await mesh.agent(SLEEP, grace_ratio=0.2).fetch()
+    assert 0.79 * DAY <= secret.rotate_at - secret.issued_at <= 0.81 * DAY
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        mesh.agent(SLEEP, grace_ratio=1.0)
+
+
 async def test_rsa_2048_agent_key(mesh):
     secret = await mesh.agent(HTTPBIN, key_type=KeyType.RSA_2048).fetch()
     assert load_certificates(secret.cert_chain_pem)[0].public_key().key_size == 2048

@@ -93,3 +93,67 @@ def test_the_node_is_pyproxys_in_istio_agents_encoding_and_the_control_plane_rea
         "reviews-v1", "bookinfo-reviews", 16006, "127.0.0.1", "reviews.default")
     assert [(p.name, p.port) for p in parsed.pod_ports] == [("http", 9080)]
     assert node(Workload(name="x", version="1.2"))["metadata"]["ISTIO_VERSION"] == "1.2"
+
+
+def test_sds_cluster_is_a_pipe_and_health_and_stats_listeners_route_as_istios_bootstrap():
+    from pyproxy.agent.bootstrap import Ports
+
+    b = envoy_bootstrap(W, "127.0.0.1", 15011, sds_socket="./var/run/secrets/workload-spiffe-uds/socket",
+                        ports=Ports(status=15020, health=15021, stats=15090))
+    msg = parse_envoy("envoy.config.bootstrap.v3.Bootstrap", b)
+    clusters = {c.name: c for c in msg.static_resources.clusters}
+    sds = clusters["sds-grpc"]
+    assert sds.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.pipe.path == \
+        "./var/run/secrets/workload-spiffe-uds/socket"
+    assert "envoy.extensions.upstreams.http.v3.HttpProtocolOptions" in sds.typed_extension_protocol_options
+    admin = clusters["prometheus_stats"].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address
+    assert admin.socket_address.port_value == 15200  # Envoy's own admin
+    agent = clusters["agent"].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address
+    assert agent.socket_address.port_value == 15020
+    routes = {}
+    for listener in b["static_resources"]["listeners"]:
+        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]
+        routes[listener["address"]["socket_address"]["port_value"]] = (route["match"]["prefix"],
+                                                                      route["route"]["cluster"])
+    assert routes == {15090: ("/stats/prometheus", "prometheus_stats"), 15021: ("/healthz/ready", "agent")}
+    # the control plane's TLS contexts name this cluster for their SDS secrets
+    from control.translate.authn import SDS_CLUSTER
+    assert SDS_CLUSTER == "sds-grpc"
+
+
+def test_no_sds_and_no_side_ports_by_default_and_bad_ports_named():
+    from pyproxy.agent.bootstrap import Ports
+
+    b = envoy_bootstrap(W, "127.0.0.1", 15011)
+    assert [c["name"] for c in b["static_resources"]["clusters"]] == ["xds-grpc"]
+    assert "listeners" not in b["static_resources"]
+    with pytest.raises(ValueError, match="stats port 70000 out of range"):
+        envoy_bootstrap(W, "127.0.0.1", 15011, ports=Ports(stats=70000))
+    with pytest.raises(ValueError, match="routes to the agent's status port"):
+        envoy_bootstrap(W, "127.0.0.1", 15011, ports=Ports(health=15021))
+
+
+def test_ca_address_turns_on_sds_and_labels_the_node_for_auto_mtls(tmp_path):
+    import argparse
+
+    from pyproxy.agent.run import add_arguments, bootstrap_from_args
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    token = tmp_path / "token"
+    token.write_text("tok\n")
+    base = ["--name", "reviews-v2", "--labels", "app=reviews", "--ca-root", str(tmp_path / "root.pem"),
+            "--token-file", str(token)]
+    b = bootstrap_from_args(p.parse_args([*base, "--ca-address", "https://127.0.0.1:15012"]))
+    assert "sds-grpc" in [c["name"] for c in b["static_resources"]["clusters"]]
+    assert parse_node(b["node"]).labels["security.istio.io/tlsMode"] == "istio"
+    plain = bootstrap_from_args(p.parse_args(base))
+    assert "sds-grpc" not in [c["name"] for c in plain["static_resources"]["clusters"]]
+    assert "security.istio.io/tlsMode" not in parse_node(plain["node"]).labels
+    with pytest.raises(ValueError, match="--ca-address: want https://"):
+        bootstrap_from_args(p.parse_args([*base, "--ca-address", "http://127.0.0.1:15012"]))
+    with pytest.raises(ValueError, match="--secret-grace-ratio 1.5: want a fraction between 0 and 1"):
+        bootstrap_from_args(p.parse_args([*base, "--secret-grace-ratio", "1.5"]))
+    with pytest.raises(ValueError, match="--ca-address needs --ca-root and --token-file"):
+        bootstrap_from_args(p.parse_args(["--name", "x", "--ca-address", "https://127.0.0.1:15012"]))
