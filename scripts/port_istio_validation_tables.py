@@ -37,10 +37,25 @@ TABLES: dict[str, tuple[str, str]] = {
     "TestValidateRequestAuthentication": ("RequestAuthentication", "valid"),
     "TestValidateAuthorizationPolicy": ("AuthorizationPolicy", "valid"),
     "TestValidateServiceEntries": ("ServiceEntry", "valid"),
+    "TestValidateSidecar": ("Sidecar", "valid"),
+    "TestValidatePeerAuthentication": ("PeerAuthentication", "valid"),
 }
-# Not ported yet (measured with this reader: Sidecar 46/73 cases agree; see docs/istio-config.md):
-# TestValidateSidecar; TestValidatePeerAuthentication's
-# cases all depend on the config name/namespace, which these spec-only inputs do not carry.
+# The config metadata a table's test gives every case (`config.Meta{Name, Namespace}`): written as the case's
+# `metadata` where a verdict can depend on it (a Sidecar egress host `./x` is in the config's namespace, the
+# `istio.io/dry-run` annotation, a ServiceEntry's `istio.io/use-waypoint` label). A row's own fields
+# (`META_KEYS`) set the name, labels and annotations.
+TABLE_METADATA: dict[str, dict[str, str]] = {
+    "TestValidateSidecar": {"name": "foo", "namespace": "bar"},
+    "TestValidatePeerAuthentication": {"name": "foo", "namespace": "bar"},
+    "TestValidateRequestAuthentication": {"name": "foo", "namespace": "bar"},
+    "TestValidateAuthorizationPolicy": {"name": "name", "namespace": "namespace"},
+    "TestValidateServiceEntries": {"name": "foo", "namespace": "bar"},
+}
+# Go constants the tables use as values.
+CONSTANTS = {"constants.DefaultAuthenticationPolicyName": "default", "someName": "foo", "someNamespace": "bar"}
+# Enum conversions from a number (`networking.OutboundTrafficPolicy_Mode(3)`): the name the value has in the
+# enum the validation compares it with (MeshConfig's OutboundTrafficPolicy.Mode for 3).
+ENUM_CASTS = {("networking.OutboundTrafficPolicy_Mode", 3): "ALLOW_ANY_DYNAMIC_DNS"}
 INPUT_KEYS = ("in", "route")
 # Tables with a warning column (`warning`/`warn`, or the 4th positional field); the others assert no warnings
 # either way (their `warning` is written as null).
@@ -48,7 +63,10 @@ WARNING_COLUMN = {"TestValidateGateway": True, "TestValidateVirtualService": Tru
                   "TestValidateDestinationRule": True, "TestValidateOutlierDetection": True,
                   "TestValidateWorkloadEntry": True, "TestValidateTelemetry": True, "TestValidateWasmPlugin": True,
                   "TestValidatePeerAuthentication": True, "TestValidateRequestAuthentication": True,
-                  "TestValidateAuthorizationPolicy": True, "TestValidateServiceEntries": True}
+                  "TestValidateAuthorizationPolicy": True, "TestValidateServiceEntries": True,
+                  "TestValidateSidecar": True}
+# Row fields that are the config's metadata: field -> metadata key.
+META_KEYS = {"configName": "name", "labels": "labels", "annotations": "annotations"}
 DURATIONS = {"time.Nanosecond": 1, "time.Microsecond": 10**3, "time.Millisecond": 10**6, "time.Second": 10**9,
              "time.Minute": 60 * 10**9, "time.Hour": 3600 * 10**9}
 JSON_NAMES = {"Consecutive_5XxErrors": "consecutive5xxErrors"}
@@ -144,6 +162,17 @@ class Reader:
             return _duration(ns)
         if tok in DURATIONS:
             return self.arith()
+        if tok in CONSTANTS:
+            self.take()
+            return CONSTANTS[tok]
+        if self.peek(1) == "(" and re.fullmatch(r"\w+\.\w+", tok):  # an enum from a number: T(3)
+            self.take()
+            self.take("(")
+            number = self.arith()
+            self.take(")")
+            if (tok, number) not in ENUM_CASTS:
+                raise Unsupported(f"conversion {tok}({number})")
+            return ENUM_CASTS[(tok, number)]
         if re.fullmatch(r"[A-Za-z_][\w.]*", tok) and self.peek(1) == "{":
             self.take()
             return self.composite(tok)
@@ -181,8 +210,8 @@ class Reader:
         items: list[Any] = []
         keyed: dict[str, Any] = {}
         while self.peek() != "}":
-            if self.peek(1) == ":" and (re.fullmatch(r"[A-Za-z_]\w*", self.peek()) or self.peek().startswith('"')):
-                key = self.take()
+            if self.peek(1) == ":" and (re.fullmatch(r"[A-Za-z_]\w*|\d+", self.peek()) or self.peek().startswith('"')):
+                key = self.take()  # a field, or a map key (a string or, in map[uint32]..., a number)
                 self.take(":")
                 elem_type = typ[2:] if typ.startswith("[]") else ""
                 keyed[key.strip('"') if key.startswith('"') else key] = self.value(elem_type)
@@ -234,7 +263,7 @@ def _json(value: Any) -> Any:
     if short == "Duration":
         return _duration(value.fields.get("Seconds", 0) * 10**9 + value.fields.get("Nanos", 0))
     if value.type.split(".")[0] not in ("networking", "security_beta", "v1beta1", "type_beta", "", "telemetry",
-                                         "extensions"):
+                                         "extensions", "api"):
         raise Unsupported(f"type {value.type}")
     out: dict[str, Any] = {}
     for key, field in value.fields.items():
@@ -290,7 +319,8 @@ def port(source: str, test: str, message: str, verdict: str) -> tuple[list[dict]
             if isinstance(value, list):  # positional: name, in, out[, warning]
                 name, spec, out = value[0], value[1], value[2]
                 valid = out if isinstance(out, bool) else out == ""
-                warning = (len(value) > 3 and value[3] != "") if WARNING_COLUMN.get(test) else None
+                flag = value[3] if len(value) > 3 else ""
+                warning = (flag if isinstance(flag, bool) else flag != "") if WARNING_COLUMN.get(test) else None
             else:
                 fields = value.fields
                 name = fields.get("name", "")
@@ -301,7 +331,13 @@ def port(source: str, test: str, message: str, verdict: str) -> tuple[list[dict]
                            bool(flag) if verdict == "valid" else (flag or "") != "")
             if not isinstance(spec, Msg) or spec.type.rsplit(".", 1)[-1] != message:
                 raise Unsupported("input of another type")
-            docs.append({"case": name, "valid": valid, "warning": warning, "message": message, "spec": _json(spec)})
+            doc = {"case": name, "valid": valid, "warning": warning, "message": message}
+            if test in TABLE_METADATA:
+                meta = dict(TABLE_METADATA[test])
+                if not isinstance(value, list):
+                    meta.update({key: value.fields[f] for f, key in META_KEYS.items() if value.fields.get(f)})
+                doc["metadata"] = meta
+            docs.append({**doc, "spec": _json(spec)})
         except (Unsupported, StopIteration, IndexError, ValueError, KeyError):
             skipped += 1
     return docs, skipped

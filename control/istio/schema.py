@@ -173,7 +173,7 @@ MESSAGES: dict[str, dict[str, str]] = {
                              "connectionPool": "ConnectionPoolSettings"},
     "IstioEgressListener": {"port": "SidecarPort", "bind": "string", "captureMode": "enum:DEFAULT|IPTABLES|NONE",
                             "hosts": "[]string!"},
-    "SidecarPort": {"number": "port", "protocol": "string", "name": "string", "targetPort": "uint32"},
+    "SidecarPort": {"number": "uint32", "protocol": "string", "name": "string", "targetPort": "uint32"},
     "OutboundTrafficPolicy": {"mode": "enum:REGISTRY_ONLY|ALLOW_ANY", "egressProxy": "Destination"},
 
     # ---- security ----------------------------------------------------------------------------------------

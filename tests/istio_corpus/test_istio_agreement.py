@@ -96,6 +96,6 @@ def test_istio_validation_table_case_is_judged_as_istio_judges_it(case: Validati
 
 def test_the_validation_tables_cover_valid_and_invalid_cases_of_every_table():
     tables = {c.table for c in validation_cases()}
-    assert len(tables) == 16
+    assert len(tables) == 18
     for table in tables:
         assert {c.valid for c in validation_cases() if c.table == table} == {True, False}, table

@@ -261,9 +261,12 @@ def test_the_other_selector_field_is_unknown_with_a_hint(kind, spec, path, hint)
     assert any(p == path and hint in t for p, t in found), found
 
 
-def test_sidecar_selector_without_labels_is_an_error():
+def test_sidecar_selector_without_labels_is_a_warning_as_in_istio():
+    """ValidateSidecar: "workload selector specified without labels, will be applied to all services in
+    namespace" is a warning (kept backwards compatible), and the Sidecar is namespace-wide."""
     spec = {"workloadSelector": {}, "egress": [{"hosts": ["./*"]}]}
-    assert ("spec.workloadSelector", "sidecar: workloadSelector cannot have empty labels") in errors("Sidecar", spec)
+    assert errors("Sidecar", spec) == []
+    assert any(p == "spec.workloadSelector" and "without labels" in t for p, t in issues("Sidecar", spec, "warning"))
 
 
 def test_selector_labels_reject_wildcards():
