@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from control.istio import messages as msg
 from control.istio import schema as S
+from control.istio.cel_syntax import cel_syntax_error
 from control.istio.messages import Finding, Level, finding
 from control.istio.resources import Resource, freeze, get, thaw
 from control.istio.route_reachability import unused_rules
@@ -359,7 +360,8 @@ class _Walker:
             out[key] = cleaned
             self._notes(name, key, item, field_path)
         for key, typ in fields.items():
-            if typ.endswith("!") and _is_unset(value.get(key)):
+            # a required message given as {} is set (Kubernetes: present; Istio's Go: not nil)
+            if typ.endswith("!") and _is_unset(value.get(key)) and not (typ[:-1] in S.MESSAGES and value.get(key) == {}):
                 self.add(_join(path, key), "error", f"{key} is required")
         for group in S.ONEOFS.get(name, ()):
             present = [f for f in group if not _is_unset(value.get(f))]
@@ -659,6 +661,13 @@ def _tls_route(tls: Mapping[str, Any]) -> RuleResult:
     yield from _weights(tls.get("route"), "route")
 
 
+@rule("PortSelector")
+def _port_selector(selector: Mapping[str, Any]) -> RuleResult:
+    """validatePortSelector: a port selector set is a port number (unset is 0, out of range)."""
+    if not selector.get("number"):
+        yield "number", "error", "port number 0 must be in the range 1..65535"
+
+
 @rule("Destination")
 def _destination(dest: Mapping[str, Any]) -> RuleResult:
     host = dest.get("host")
@@ -718,6 +727,8 @@ def _delay(delay: Mapping[str, Any]) -> RuleResult:
 
 @rule("HTTPRedirect")
 def _redirect(redirect: Mapping[str, Any]) -> RuleResult:
+    if redirect.get("uri") and redirect.get("prefixRewrite"):
+        yield "", "error", "redirect may only specify one of uri or prefix_rewrite"
     if not any(redirect.get(k) for k in ("uri", "prefixRewrite", "authority", "port", "derivePort", "scheme")):
         yield "", "error", "redirect must specify URI, authority, scheme, or port"
     code = redirect.get("redirectCode")
@@ -747,8 +758,23 @@ def _direct_response(dr: Mapping[str, Any]) -> RuleResult:
         yield "status", "error", f"HTTP status {status} is not in range 200-599"
 
 
+# supportedCORSMethods (Go's net/http methods) and validHeaderNameRegex (RFC 7230 tchars)
+_CORS_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE", "*"})
+_TOKEN_HEADER = re.compile(r"^[!#$%&'*+\-.^_`|~A-Za-z0-9]+$")
+
+
 @rule("CorsPolicy")
 def _cors(cors: Mapping[str, Any]) -> RuleResult:
+    """validateCORSPolicy: known methods, header names that are HTTP tokens (or `*`), maxAge in seconds."""
+    for i, method in enumerate(cors.get("allowMethods") or ()):
+        if method not in _CORS_METHODS:
+            yield f"allowMethods[{i}]", "error", f"{method!r} is not a supported HTTP method"
+    for field in ("allowHeaders", "exposeHeaders"):
+        for i, name in enumerate(cors.get(field) or ()):
+            if name == "":
+                yield f"{field}[{i}]", "error", "header name cannot be empty"
+            elif isinstance(name, str) and name != "*" and not _TOKEN_HEADER.match(name):
+                yield f"{field}[{i}]", "error", f"header name {name} is not a valid header name"
     max_age = cors.get("maxAge")
     if isinstance(max_age, str) and check_duration(max_age) is None and parse_duration(max_age) % 1_000_000_000:
         yield "maxAge", "error", "max_age duration is accurate only to seconds precision"
@@ -866,6 +892,18 @@ def _outlier(od: Mapping[str, Any]) -> RuleResult:
         yield "consecutiveLocalOriginFailures", "error", (
             "consecutive local origin failures is specified, but split external local origin errors is set "
             "to false")
+
+
+@rule("HTTPCookie")
+def _http_cookie(cookie: Mapping[str, Any]) -> RuleResult:
+    """validateLoadBalancer: cookie attribute names are unique."""
+    seen: set[str] = set()
+    for i, attr in enumerate(cookie.get("attributes") or ()):
+        name = get(attr, "name")
+        if isinstance(name, str) and name:
+            if name in seen:
+                yield f"attributes[{i}].name", "error", f"duplicate cookie attribute name: {name}"
+            seen.add(name)
 
 
 @rule("LoadBalancerSettings")
@@ -994,21 +1032,76 @@ RULES["SidecarPort"] = _protocol
 RULES["ServicePort"] = _protocol
 
 
+# security.ValidCipherSuites: what Envoy's BoringSSL takes by name
+_CIPHER_SUITES = frozenset({
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA", "ECDHE-RSA-AES256-SHA",
+    "AES128-GCM-SHA256", "AES256-GCM-SHA384", "AES128-SHA", "AES256-SHA", "DES-CBC3-SHA"})
+
+
+def _cipher_suite_ok(cs: str) -> bool:
+    """security.IsValidCipherSuite: a known name, `ALL`, or an expression (`-X`, `+X`, `!X`) left to Envoy."""
+    return cs in ("", "ALL") or not cs[0].isalnum() or cs in _CIPHER_SUITES
+
+
+def _cipher_suites(suites: Any) -> RuleResult:
+    names = [str(c) for c in suites or ()]
+    invalid = sorted({c for c in names if not _cipher_suite_ok(c)})
+    duplicate = sorted({c for i, c in enumerate(names) if _cipher_suite_ok(c) and c in names[:i]})
+    if invalid:
+        yield "cipherSuites", "warning", f"ignoring invalid cipher suites: {invalid}"
+    if duplicate:
+        yield "cipherSuites", "warning", f"ignoring duplicate cipher suites: {duplicate}"
+
+
 @rule("ServerTLSSettings")
 def _server_tls(tls: Mapping[str, Any]) -> RuleResult:
-    mode = tls.get("mode")
-    has_credential = bool(tls.get("credentialName") or tls.get("credentialNames") or tls.get("tlsCertificates"))
-    if mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL") and not has_credential:
-        if not tls.get("serverCertificate"):
-            yield "serverCertificate", "error", f"{mode} TLS requires a server certificate (or credentialName)"
-        if not tls.get("privateKey"):
-            yield "privateKey", "error", f"{mode} TLS requires a private key (or credentialName)"
-        if mode != "SIMPLE" and not tls.get("caCertificates"):
-            yield "caCertificates", "error", f"{mode} TLS requires caCertificates (or credentialName)"
+    """validateTLSOptions: ISTIO_MUTUAL takes no certificates; one certificate source (a certificate and key,
+    credentialName, credentialNames or tlsCertificates); SIMPLE/MUTUAL/OPTIONAL_MUTUAL without a credential
+    need each certificate with its key (MUTUAL a client CA bundle too); no CRL with SIMPLE or a credential."""
+    mode = tls.get("mode") or "PASSTHROUGH"
+    if tls.get("minProtocolVersion") in ("TLSV1_0", "TLSV1_1") and not tls.get("cipherSuites"):
+        yield "minProtocolVersion", "warning", ("TLS version below TLSV1_2 require setting compatible ciphers as by "
+                                                "default they no longer include compatible ciphers.")
+    yield from _cipher_suites(tls.get("cipherSuites"))
     if mode == "ISTIO_MUTUAL":
-        for f in ("serverCertificate", "privateKey", "caCertificates", "credentialName"):
+        for f in ("serverCertificate", "privateKey", "caCertificates", "tlsCertificates", "credentialName",
+                  "credentialNames"):
             if tls.get(f):
-                yield f, "error", f"cannot have associated {f} in ISTIO_MUTUAL mode"
+                yield f, "error", f"ISTIO_MUTUAL TLS cannot have associated {f}"
+        return
+    certificates = tls.get("tlsCertificates") or []
+    if mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH") and any(tls.get(f) for f in (
+            "caCrl", "serverCertificate", "privateKey", "caCertificates", "tlsCertificates", "credentialName",
+            "credentialNames")):
+        yield "", "warning", f"{mode} mode does not use certificates, they will be ignored"
+    sources = sum((bool(tls.get("serverCertificate") and tls.get("privateKey")), bool(tls.get("credentialName")),
+                   bool(tls.get("credentialNames")), bool(certificates)))
+    if sources > 1:
+        yield "", "error", ("only one of credential_name, credential_names, server_certificate/private_key, "
+                            "tls_certificates should be specified")
+    terminates = mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL")
+    if terminates and (tls.get("credentialName") or tls.get("credentialNames")):
+        return  # the credential comes from a Secret: nothing else is required
+    if terminates:
+        prefix = "SIMPLE TLS" if mode == "SIMPLE" else "MUTUAL TLS"
+        if mode != "SIMPLE" and not tls.get("caCertificates"):
+            yield "caCertificates", "error", f"{prefix} requires a client CA bundle"
+        if len(certificates) > 2:
+            yield "tlsCertificates", "warning", f"{prefix} can support up to 2 server certificates"
+        pairs = [(f"tlsCertificates[{i}].", c if isinstance(c, Mapping) else {}) for i, c in enumerate(certificates)] \
+            or [("", tls)]
+        for at, cert in pairs:
+            if not cert.get("serverCertificate"):
+                yield f"{at}serverCertificate", "error", f"{prefix} requires a server certificate"
+            if not cert.get("privateKey"):
+                yield f"{at}privateKey", "error", f"{prefix} requires a private key"
+    if tls.get("caCrl"):
+        if tls.get("credentialName"):
+            yield "caCrl", "error", "CRL is not supported with credentialName. CRL has to be specified in the credential"
+        if mode == "SIMPLE":
+            yield "caCrl", "error", "CRL is not supported with SIMPLE TLS"
 
 
 @rule("ServiceEntry", with_meta=True)
@@ -1154,6 +1247,13 @@ def _workload_entry(we: Mapping[str, Any]) -> RuleResult:
     for name in (we.get("ports") or {}):
         if len(str(name)) >= 63 or not _PORT_NAME.match(str(name)):
             yield "ports", "error", f"invalid port name {name!r}: letters, digits and '-' (not at either end)"
+
+
+@rule("WorkloadGroupTemplate")
+def _workload_group_template(template: Mapping[str, Any]) -> RuleResult:
+    """The WorkloadGroup CRD's template rule: a unix socket address takes no ports."""
+    if str(template.get("address") or "").startswith("unix://") and template.get("ports"):
+        yield "ports", "error", "UDS may not include ports"
 
 
 # labels.IsDNS1123Label / IsWildcardDNS1123Label (pkg/config/labels): letters of either case, at most 63
@@ -1445,7 +1545,9 @@ def _peer_authentication(pa: Mapping[str, Any]) -> RuleResult:
 
 @rule("AuthorizationPolicy")
 def _authorization_policy(ap: Mapping[str, Any]) -> RuleResult:
-    """ValidateAuthorizationPolicy: what CUSTOM and DENY need, and where `from`/`to` may not be empty."""
+    """ValidateAuthorizationPolicy: what CUSTOM and DENY need, where `from`/`to` may not be empty, and the
+    targetRefs' kinds."""
+    yield from _target_ref_kinds(ap)
     action = ap.get("action") or "ALLOW"
     has_rules = ap.get("rules") is not None
     if action in ("CUSTOM", "DENY") and not has_rules:
@@ -1679,6 +1781,28 @@ _TARGET_GROUP = re.compile(r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0
 _TARGET_KIND = re.compile(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
 
 
+# allowedTargetRefs: what a policy's targetRef(s) may name, (canonical group, kind); the version is not read
+_TARGET_KINDS = frozenset({("core", "Service"), ("networking.istio.io", "ServiceEntry"),
+                           ("gateway.networking.k8s.io", "Gateway"), ("gateway.networking.k8s.io", "GatewayClass")})
+
+
+def _target_ref_kinds(spec: Mapping[str, Any]) -> RuleResult:
+    """validatePolicyTargetReference(s) of AuthorizationPolicy, RequestAuthentication, Telemetry and
+    WasmPlugin: each names a Service, ServiceEntry, Gateway or GatewayClass."""
+    refs = [("targetRef", spec.get("targetRef"))] + [(f"targetRefs[{i}]", r)
+                                                    for i, r in enumerate(spec.get("targetRefs") or ())]
+    for at, ref in refs:
+        if not isinstance(ref, Mapping):
+            continue
+        group, kind = str(ref.get("group") or ""), str(ref.get("kind") or "")
+        if (group or "core", kind) not in _TARGET_KINDS:
+            yield at, "error", (f"targetRef must be to one of {', '.join(sorted(f'{g}/{k}' for g, k in _TARGET_KINDS))} "
+                                f"but was {group}/{kind}")
+
+
+RULES["RequestAuthentication"] = _target_ref_kinds
+
+
 @rule("PolicyTargetReference")
 def _target_ref(ref: Mapping[str, Any]) -> RuleResult:
     """istio.type.v1beta1.PolicyTargetReference's CRD rules: group and kind patterns, no namespace."""
@@ -1725,7 +1849,8 @@ _WASM_SCHEMES = ("", "http", "https", "oci", "file")
 
 @rule("WasmPlugin")
 def _wasm_plugin(wp: Mapping[str, Any]) -> RuleResult:
-    """The WasmPlugin CRD's rules (x-kubernetes-validations, minLength, patterns)."""
+    """The WasmPlugin CRD's rules (x-kubernetes-validations, minLength, patterns), and its targetRefs' kinds."""
+    yield from _target_ref_kinds(wp)
     url = wp.get("url")
     if isinstance(url, str) and url:
         scheme = url.split("://", 1)[0] if "://" in url else ""
@@ -1746,6 +1871,49 @@ def _wasm_plugin(wp: Mapping[str, Any]) -> RuleResult:
         seen.add(name)
         if get(env, "valueFrom") == "HOST" and get(env, "value") is not None:
             yield f"vmConfig.env[{i}].value", "error", "value may only be set when valueFrom is INLINE"
+
+
+# labels.Instance.Validate: a Kubernetes label key (an optional DNS prefix and `/`, a qualified name) and value
+_QUALIFIED_NAME = r"(?:[A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
+_LABEL_KEY = re.compile(r"^((?:[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?)*/)?"
+                        rf"({_QUALIFIED_NAME})$")
+_LABEL_VALUE = re.compile(rf"^({_QUALIFIED_NAME})?$")
+
+
+def label_errors(labels: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(key, error) for each label Istio's labels.Instance.Validate refuses."""
+    for key, value in labels.items():
+        m = _LABEL_KEY.match(str(key))
+        if not m or len(m.group(1) or "") - 1 > 253 or len(m.group(2)) > 63:
+            yield str(key), f"invalid tag key: {key!r}"
+        if not _LABEL_VALUE.match(str(value)):
+            yield str(key), f"invalid tag value: {value!r}"
+
+
+@rule("WorkloadGroupObjectMeta")
+def _workload_group_meta(meta: Mapping[str, Any]) -> RuleResult:
+    """ValidateWorkloadGroup: the template metadata's labels are valid labels."""
+    for key, error in label_errors(meta.get("labels") or {}):
+        yield f"labels.{key}", "error", f"invalid labels: {error}"
+
+
+@rule("ReadinessProbe")
+def _readiness_probe(probe: Mapping[str, Any]) -> RuleResult:
+    """validateReadinessProbe: non-negative timings, and an httpGet, tcpSocket or exec check (Istio's
+    validation knows no other method; a grpc check is refused as an unknown one)."""
+    for field in ("periodSeconds", "initialDelaySeconds", "timeoutSeconds", "successThreshold", "failureThreshold"):
+        if (_number(probe.get(field)) or 0) < 0:
+            yield field, "error", f"{field} must be non-negative"
+    if not any(probe.get(k) is not None for k in ("httpGet", "tcpSocket", "exec")):
+        yield "", "error", "unknown health check method: one of httpGet, tcpSocket or exec is required"
+
+
+@rule("AccessLogFilter")
+def _access_log_filter(f: Mapping[str, Any]) -> RuleResult:
+    """validateTelemetryFilter: the expression parses as CEL (cel.NewEnv().Parse: syntax only)."""
+    expression = f.get("expression")
+    if isinstance(expression, str) and (err := cel_syntax_error(expression)):
+        yield "expression", "error", f"must be a valid CEL expression, {err}"
 
 
 @rule("HTTPHealthCheckHeader")
@@ -1769,6 +1937,7 @@ def _metric_selector(selector: Mapping[str, Any]) -> RuleResult:
 
 @rule("Telemetry")
 def _telemetry(telemetry: Mapping[str, Any]) -> RuleResult:
+    yield from _target_ref_kinds(telemetry)
     if len(telemetry.get("tracing") or ()) > 1:  # validateTelemetryTracing warns
         yield "tracing", "warning", "multiple tracing is not currently supported"
 

@@ -378,3 +378,9 @@ def test_a_sidecar_dot_host_is_in_the_sidecar_namespace():
     spec = "{egress: [{hosts: ['./*', 'bar/a.com']}]}"
     assert any("duplicated egress host: bar/a.com" in f for f in _loaded("Sidecar", spec, "{name: s, namespace: bar}"))
     assert not any("duplicated" in f for f in _loaded("Sidecar", spec, "{name: s, namespace: foo}"))
+
+
+def test_a_telemetry_access_log_filter_must_parse_as_cel():
+    spec = {"accessLogging": [{"filter": {"expression": ")++++"}}]}
+    assert any(p == "spec.accessLogging[0].filter.expression" and "valid CEL" in t for p, t in errors("Telemetry", spec))
+    assert errors("Telemetry", {"accessLogging": [{"filter": {"expression": "response.code >= 400"}}]}) == []
