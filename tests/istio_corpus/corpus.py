@@ -208,10 +208,7 @@ ANALYZER_CASES: tuple[AnalyzerCase, ...] = (
        ("IST0101", "VirtualService httpbin-bogus"), ("IST0132", "VirtualService default/cross-test"),
        ("IST0132", "VirtualService httpbin-bogus"), ("IST0132", "VirtualService httpbin")),
     _c("virtualServiceKubernetesGateways", "virtualservice_kubernetes_gateways", VSG,
-       ("IST0132", "VirtualService default/my-vs-host-mismatch"),
-       known="Kubernetes Gateway API Gateways (gateway.networking.k8s.io) are not loaded, so a VirtualService "
-             "naming one gets IST0101 'gateway not found' and IST0132 where Istio checks the listener hostnames",
-       out_of_scope=True),
+       ("IST0132", "VirtualService default/my-vs-host-mismatch")),
     _c("virtualServiceInternalGatewayRef", "virtualservice_internal_gateway_ref", VSG,
        ("IST0165", "VirtualService httpbin")),
     _c("Route Rule no effect on Ingress", "virtualservice_route_rule_no_effects_ingress", VSH,
