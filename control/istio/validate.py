@@ -1735,15 +1735,17 @@ def _condition(cond: Mapping[str, Any]) -> RuleResult:
 
 
 def _jwks(text: str) -> tuple[str | None, list[int]]:
-    """jwk.Parse (lestrrat-go/jwx) of an inline JWKS: a JSON key set (`keys`) or one key, each with a `kty`;
-    and the indexes of keys with private material (a `d`, or a symmetric `oct` key: warnPrivateJwksKeys)."""
+    """jwk.Parse (lestrrat-go/jwx v1) of an inline JWKS: a JSON key set (`keys`, possibly empty) or else one key,
+    each of a known `kty` (`{}` is "failed to parse sole key in key set"); and the indexes of keys with private
+    material (a `d`, or a symmetric `oct` key: warnPrivateJwksKeys)."""
     try:
         doc = json.loads(text)
     except ValueError as e:
         return f"jwks parse error: {e}", []
     keys = doc.get("keys", [doc]) if isinstance(doc, dict) else None
-    if not isinstance(keys, list) or not all(isinstance(k, dict) and isinstance(k.get("kty"), str) for k in keys):
-        return "jwks parse error: not a JSON Web Key set (keys with a kty)", []
+    if not isinstance(keys, list) or not all(isinstance(k, dict) and k.get("kty") in ("RSA", "EC", "OKP", "oct")
+                                             for k in keys):
+        return "jwks parse error: not a JSON Web Key set (keys of kty RSA, EC, OKP or oct)", []
     return None, [i for i, k in enumerate(keys) if k["kty"] == "oct" or "d" in k]
 
 
