@@ -389,7 +389,7 @@ def build_mesh(resources: Iterable[Resource], registry: Registry | None = None) 
         virtual_services_by_gateway=frozen(by_gateway),
         destination_rules_by_host=frozen(dr_by_host),
         wildcard_rule_hosts=tuple(sorted((h for h in dr_by_host if h.startswith("*")), key=len, reverse=True)),
-        gateways=tuple(r for r in resources if r.kind == "Gateway"),
+        gateways=tuple(r for r in resources if r.kind == "Gateway" and r.group == "networking.istio.io"),
         sidecars_by_namespace=frozen(sidecars),
         policies_by_kind=MappingProxyType({k: frozen(v) for k, v in policies.items()}),
     )

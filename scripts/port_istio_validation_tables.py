@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-# Test function -> (Istio message the input is, how the verdict is written: "valid" field or "out" position)
+# Test function -> (the schema message the input is, how the verdict is written: "valid" field or "out"
+# position); GO_TYPES names the Go type where it differs from the message's name.
 TABLES: dict[str, tuple[str, str]] = {
     "TestValidateGateway": ("Gateway", "out"),
     "TestValidateServer": ("Server", "out"),
@@ -37,18 +38,53 @@ TABLES: dict[str, tuple[str, str]] = {
     "TestValidateRequestAuthentication": ("RequestAuthentication", "valid"),
     "TestValidateAuthorizationPolicy": ("AuthorizationPolicy", "valid"),
     "TestValidateServiceEntries": ("ServiceEntry", "valid"),
+    "TestValidateSidecar": ("Sidecar", "valid"),
+    "TestValidatePeerAuthentication": ("PeerAuthentication", "valid"),
+    "TestValidateWorkloadGroup": ("WorkloadGroup", "valid"),
+    "TestValidateProxyConfig": ("ProxyConfig", "out"),
+    "TestValidateTlsOptions": ("ServerTLSSettings", "out"),
+    "TestValidateCORSPolicy": ("CorsPolicy", "valid"),
+    "TestValidateHTTPFaultInjectionAbort": ("FaultAbort", "valid"),
+    "TestValidateHTTPFaultInjectionDelay": ("FaultDelay", "valid"),
+    "TestValidateHTTPRewrite": ("HTTPRewrite", "valid"),
+    "TestValidateUriRegexRewrite": ("RegexRewrite", "valid"),
+    "TestValidateHTTPRedirect": ("HTTPRedirect", "valid"),
+    "TestValidateHTTPDirectResponse": ("HTTPDirectResponse", "valid"),
+    "TestValidateDestination": ("Destination", "valid"),
+    "TestValidateTelemetryFilter": ("AccessLogFilter", "valid"),
 }
-# Not ported yet (measured with this reader: Sidecar 46/73 cases agree; see docs/istio-config.md):
-# TestValidateSidecar; TestValidatePeerAuthentication's
-# cases all depend on the config name/namespace, which these spec-only inputs do not carry.
-INPUT_KEYS = ("in", "route")
+GO_TYPES = {"FaultAbort": "HTTPFaultInjection_Abort", "FaultDelay": "HTTPFaultInjection_Delay",
+            "AccessLogFilter": "AccessLogging_Filter"}
+# The config metadata a table's test gives every case (`config.Meta{Name, Namespace}`): written as the case's
+# `metadata` where a verdict can depend on it (a Sidecar egress host `./x` is in the config's namespace, the
+# `istio.io/dry-run` annotation, a ServiceEntry's `istio.io/use-waypoint` label). A row's own fields
+# (`META_KEYS`) set the name, labels and annotations.
+TABLE_METADATA: dict[str, dict[str, str]] = {
+    "TestValidateSidecar": {"name": "foo", "namespace": "bar"},
+    "TestValidatePeerAuthentication": {"name": "foo", "namespace": "bar"},
+    "TestValidateRequestAuthentication": {"name": "foo", "namespace": "bar"},
+    "TestValidateAuthorizationPolicy": {"name": "name", "namespace": "namespace"},
+    "TestValidateServiceEntries": {"name": "foo", "namespace": "bar"},
+}
+# Go constants the tables use as values.
+CONSTANTS = {"constants.DefaultAuthenticationPolicyName": "default", "someName": "foo", "someNamespace": "bar",
+             "gvk.KubernetesGateway.Group": "gateway.networking.k8s.io", "gvk.KubernetesGateway.Kind": "Gateway",
+             "gvk.Service.Group": "", "gvk.Service.Kind": "Service"}
+# Enum conversions from a number (`networking.OutboundTrafficPolicy_Mode(3)`): the name the value has in the
+# enum the validation compares it with (MeshConfig's OutboundTrafficPolicy.Mode for 3).
+ENUM_CASTS = {("networking.OutboundTrafficPolicy_Mode", 3): "ALLOW_ANY_DYNAMIC_DNS"}
+INPUT_KEYS = ("in", "route", "redirect", "directResponse", "destination", "filter")
 # Tables with a warning column (`warning`/`warn`, or the 4th positional field); the others assert no warnings
 # either way (their `warning` is written as null).
 WARNING_COLUMN = {"TestValidateGateway": True, "TestValidateVirtualService": True,
                   "TestValidateDestinationRule": True, "TestValidateOutlierDetection": True,
                   "TestValidateWorkloadEntry": True, "TestValidateTelemetry": True, "TestValidateWasmPlugin": True,
                   "TestValidatePeerAuthentication": True, "TestValidateRequestAuthentication": True,
-                  "TestValidateAuthorizationPolicy": True, "TestValidateServiceEntries": True}
+                  "TestValidateAuthorizationPolicy": True, "TestValidateServiceEntries": True,
+                  "TestValidateSidecar": True, "TestValidateWorkloadGroup": True, "TestValidateProxyConfig": True,
+                  "TestValidateTlsOptions": True, "TestValidateHTTPDirectResponse": True}
+# Row fields that are the config's metadata: field -> metadata key.
+META_KEYS = {"configName": "name", "labels": "labels", "annotations": "annotations"}
 DURATIONS = {"time.Nanosecond": 1, "time.Microsecond": 10**3, "time.Millisecond": 10**6, "time.Second": 10**9,
              "time.Minute": 60 * 10**9, "time.Hour": 3600 * 10**9}
 JSON_NAMES = {"Consecutive_5XxErrors": "consecutive5xxErrors"}
@@ -84,8 +120,9 @@ class Msg:
 
 
 class Reader:
-    def __init__(self, toks: list[str]) -> None:
+    def __init__(self, toks: list[str], local: dict[str, Any] | None = None) -> None:
         self.toks, self.i = toks, 0
+        self.local = local or {}  # the test function's variables the table uses (`duration := ...`)
 
     def peek(self, k: int = 0) -> str:
         return self.toks[self.i + k] if self.i + k < len(self.toks) else ""
@@ -142,8 +179,31 @@ class Reader:
             ns = self.arith()
             self.take(")")
             return _duration(ns)
-        if tok in DURATIONS:
+        if tok in DURATIONS or (tok in ("int64", "uint32", "int32", "float64") and self.peek(1) == "("):
             return self.arith()
+        if tok == "fmt.Sprintf":  # an expected error text: only whether it is empty matters
+            self.take()
+            depth = 0
+            while True:
+                t = self.take()
+                depth += t == "("
+                depth -= t == ")"
+                if depth == 0:
+                    return "<formatted message>"
+        if tok in CONSTANTS:
+            self.take()
+            return CONSTANTS[tok]
+        if tok in self.local:
+            self.take()
+            return self.local[tok]
+        if self.peek(1) == "(" and re.fullmatch(r"\w+\.\w+", tok):  # an enum from a number: T(3)
+            self.take()
+            self.take("(")
+            number = self.arith()
+            self.take(")")
+            if (tok, number) not in ENUM_CASTS:
+                raise Unsupported(f"conversion {tok}({number})")
+            return ENUM_CASTS[(tok, number)]
         if re.fullmatch(r"[A-Za-z_][\w.]*", tok) and self.peek(1) == "{":
             self.take()
             return self.composite(tok)
@@ -181,8 +241,8 @@ class Reader:
         items: list[Any] = []
         keyed: dict[str, Any] = {}
         while self.peek() != "}":
-            if self.peek(1) == ":" and (re.fullmatch(r"[A-Za-z_]\w*", self.peek()) or self.peek().startswith('"')):
-                key = self.take()
+            if self.peek(1) == ":" and (re.fullmatch(r"[A-Za-z_]\w*|\d+", self.peek()) or self.peek().startswith('"')):
+                key = self.take()  # a field, or a map key (a string or, in map[uint32]..., a number)
                 self.take(":")
                 elem_type = typ[2:] if typ.startswith("[]") else ""
                 keyed[key.strip('"') if key.startswith('"') else key] = self.value(elem_type)
@@ -216,6 +276,7 @@ def _duration(ns: int) -> str:
 
 
 def _json_name(go: str) -> str:
+    go = go.rstrip("_")  # String_ -> string
     return JSON_NAMES.get(go) or go[0].lower() + go[1:]
 
 
@@ -234,7 +295,7 @@ def _json(value: Any) -> Any:
     if short == "Duration":
         return _duration(value.fields.get("Seconds", 0) * 10**9 + value.fields.get("Nanos", 0))
     if value.type.split(".")[0] not in ("networking", "security_beta", "v1beta1", "type_beta", "", "telemetry",
-                                         "extensions"):
+                                         "extensions", "api", "networkingv1beta1"):
         raise Unsupported(f"type {value.type}")
     out: dict[str, Any] = {}
     for key, field in value.fields.items():
@@ -248,8 +309,8 @@ def _json(value: Any) -> Any:
 
 def _is_oneof_wrapper(m: Msg) -> bool:
     """networking.LoadBalancerSettings_Simple{Simple: ...}: a oneof case, whose field is named after it."""
-    short = m.type.rsplit(".", 1)[-1]
-    return "_" in short and len(m.fields) == 1 and short.rsplit("_", 1)[1] == next(iter(m.fields))
+    short = m.type.rsplit(".", 1)[-1].rstrip("_")  # Go appends _ to a name it reserves: HTTPBody_String_
+    return "_" in short and len(m.fields) == 1 and short.rsplit("_", 1)[1] == next(iter(m.fields)).rstrip("_")
 
 
 def table_rows(source: str, test: str) -> str:
@@ -282,15 +343,30 @@ def split_rows(table: str) -> list[str]:
     return rows
 
 
+def local_values(source: str, test: str) -> dict[str, Any]:
+    """The `name := <literal>` variables the test function sets before its table, those this reader reads."""
+    start = source.index(f"func {test}(")
+    body = source[start:source.index("[]struct", start)]
+    out: dict[str, Any] = {}
+    for m in re.finditer(r"^\t(\w+) := (.+)$", body, flags=re.M):
+        try:
+            out[m.group(1)] = Reader(tokens(m.group(2))).value()
+        except (Unsupported, IndexError, ValueError):
+            pass
+    return out
+
+
 def port(source: str, test: str, message: str, verdict: str) -> tuple[list[dict], int]:
     docs, skipped = [], 0
+    local = local_values(source, test)
     for row in split_rows(table_rows(source, test)):
         try:
-            value = Reader(tokens(row)).value()
+            value = Reader(tokens(row), local).value()
             if isinstance(value, list):  # positional: name, in, out[, warning]
                 name, spec, out = value[0], value[1], value[2]
                 valid = out if isinstance(out, bool) else out == ""
-                warning = (len(value) > 3 and value[3] != "") if WARNING_COLUMN.get(test) else None
+                flag = value[3] if len(value) > 3 else ""
+                warning = (flag if isinstance(flag, bool) else flag != "") if WARNING_COLUMN.get(test) else None
             else:
                 fields = value.fields
                 name = fields.get("name", "")
@@ -299,9 +375,15 @@ def port(source: str, test: str, message: str, verdict: str) -> tuple[list[dict]
                 flag = fields.get("warning", fields.get("warn", fields.get("Warning")))
                 warning = (None if flag is None and not WARNING_COLUMN.get(test) else
                            bool(flag) if verdict == "valid" else (flag or "") != "")
-            if not isinstance(spec, Msg) or spec.type.rsplit(".", 1)[-1] != message:
+            if not isinstance(spec, Msg) or spec.type.rsplit(".", 1)[-1] != GO_TYPES.get(message, message):
                 raise Unsupported("input of another type")
-            docs.append({"case": name, "valid": valid, "warning": warning, "message": message, "spec": _json(spec)})
+            doc = {"case": name, "valid": valid, "warning": warning, "message": message}
+            if test in TABLE_METADATA:
+                meta = dict(TABLE_METADATA[test])
+                if not isinstance(value, list):
+                    meta.update({key: value.fields[f] for f, key in META_KEYS.items() if value.fields.get(f)})
+                doc["metadata"] = meta
+            docs.append({**doc, "spec": _json(spec)})
         except (Unsupported, StopIteration, IndexError, ValueError, KeyError):
             skipped += 1
     return docs, skipped

@@ -92,12 +92,13 @@ def ignored_namespace(r: Resource) -> bool:
 
 
 def dedupe(resources: Sequence[Resource]) -> tuple[list[Resource], list[Finding]]:
-    """One resource per kind/namespace/name, the last one read winning (as `kubectl apply` of the files in
-    order would leave it); each overridden one gets an Info finding."""
-    latest: dict[tuple[str, str, str], Resource] = {}
+    """One resource per API group/kind/namespace/name, the last one read winning (as `kubectl apply` of the
+    files in order would leave it); each overridden one gets an Info finding. An Istio Gateway and a Gateway API
+    Gateway of the same name are two resources."""
+    latest: dict[tuple[str, str, str, str], Resource] = {}
     findings: list[Finding] = []
     for r in resources:
-        key = (r.kind, r.namespace, r.name)
+        key = (r.group, r.kind, r.namespace, r.name)
         if key in latest:
             old = latest[key]
             findings.append(finding(msg.DUPLICATE_RESOURCE, old.key, str(r.source), file=old.source.file,

@@ -77,7 +77,7 @@ class Index:
         self.now = now  # the time certificates are checked against (None: their validity window is not checked)
         self.by_kind: dict[str, list[Resource]] = defaultdict(list)
         for r in resources:
-            self.by_kind[r.kind].append(r)
+            self.by_kind[_index_kind(r)].append(r)
         self.services: list[Service] = []
         self.workloads: list[Workload] = []
         # (scope, fqdn) -> service: who may see a host ("*" everyone, else a namespace), Istio's ScopedFqdn
@@ -109,6 +109,7 @@ class Index:
         for r in self.of("WorkloadEntry"):
             self.workloads.append(Workload(r.name, r.namespace, dict(get(r.spec, "labels", default={})), r))
         self.gateways = {f"{g.namespace}/{g.name}": g for g in self.of("Gateway")}
+        self.kubernetes_gateways = {f"{g.namespace}/{g.name}": g for g in self.of("KubernetesGateway")}
         self.destination_rules: dict[str, list[Resource]] = defaultdict(list)
         for dr in self.of("DestinationRule"):
             host = get(dr.spec, "host")
@@ -157,13 +158,29 @@ class Index:
         return names
 
     def gateway(self, ref: str, namespace: str) -> Resource | None:
-        """A VirtualService's gateway reference: `name`, `ns/name` or the legacy `name.ns[.svc...]` form."""
-        if "/" in ref:
-            return self.gateways.get(ref)
-        if "." in ref:
-            name, ns = ref.split(".")[:2]
-            return self.gateways.get(f"{ns}/{name}")
-        return self.gateways.get(f"{namespace}/{ref}")
+        """A VirtualService's (Istio) gateway reference: `name`, `ns/name` or the legacy `name.ns[.svc...]` form."""
+        return self.gateways.get(gateway_key(ref, namespace))
+
+    def kubernetes_gateway(self, ref: str, namespace: str) -> Resource | None:
+        """The Kubernetes Gateway API Gateway a VirtualService's gateway reference names, when no Istio
+        Gateway has that name (Istio's GatewayAnalyzer looks there second)."""
+        return self.kubernetes_gateways.get(gateway_key(ref, namespace))
+
+
+def gateway_key(ref: str, namespace: str) -> str:
+    """`namespace/name` of a gateway reference (`name`, `ns/name`, or `name.ns[.svc...]`)."""
+    if "/" in ref:
+        return ref
+    if "." in ref:
+        name, ns = ref.split(".")[:2]
+        return f"{ns}/{name}"
+    return f"{namespace}/{ref}"
+
+
+def _index_kind(r: Resource) -> str:
+    """The key a resource is indexed under: its kind, but `KubernetesGateway` (Istio's gvk name) for a Gateway
+    API Gateway, so that `of("Gateway")` is Istio's Gateways only."""
+    return "KubernetesGateway" if r.kind == "Gateway" and r.group == "gateway.networking.k8s.io" else r.kind
 
 
 # Node labels that become a pod's locality labels (Istio's label.AugmentLabels), and the hostname label.

@@ -63,7 +63,8 @@ def _virtual_service(index: Index, vs: Resource, subsets: set[tuple[str, str]]) 
             what = "mirror+subset in destinationrule" if mirror else "host+subset in destinationrule"
             yield report(msg.REFERENCED_RESOURCE_NOT_FOUND, vs, f"{path}.subset", what, f"{host}+{subset}")
     for i, ref in enumerate(get(vs.spec, "gateways", default=())):
-        if ref != "mesh" and not is_internal_gateway(ref) and index.gateway(ref, vs.namespace) is None:
+        if ref != "mesh" and not is_internal_gateway(ref) and index.gateway(ref, vs.namespace) is None \
+                and index.kubernetes_gateway(ref, vs.namespace) is None:
             yield report(msg.REFERENCED_RESOURCE_NOT_FOUND, vs, f"spec.gateways[{i}]", "gateway", ref)
 
 

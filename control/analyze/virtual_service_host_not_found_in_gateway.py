@@ -5,7 +5,9 @@ Istio's analyzer: virtualservice/gateways.go (vsHostInGateway): reported once pe
 gateway when none of the VirtualService's hosts overlaps a server host visible to its namespace (a gateway
 that does not exist accepts nothing, so it gets this besides IST0101). A server host is `[namespace/]dnsName`
 where the namespace is `*` (any, the default), `.` (the Gateway's own) or a name, and dnsName may be `*`
-or `*.suffix`. Internal gateway names (Istio's IST0165) are left alone.
+or `*.suffix`. Internal gateway names (Istio's IST0165) are left alone. A reference that names no Istio
+Gateway but a Kubernetes Gateway API Gateway is checked against its listeners' `hostname`s
+(vsHostInKubernetesGateway): a listener without one accepts every host.
 """
 from __future__ import annotations
 
@@ -26,6 +28,12 @@ def _server_hosts(gateway, vs_namespace: str) -> list[str]:
     return hosts
 
 
+def _listener_hosts(gateway) -> list[str]:
+    """A Kubernetes Gateway's listener hostnames; `*` when a listener has none (it accepts every host)."""
+    return [str(get(listener, "hostname", default="") or "*")
+            for listener in get(gateway.spec, "listeners", default=())]
+
+
 def analyze(index: Index) -> Iterator[Finding]:
     for vs in index.of("VirtualService"):
         vs_hosts = get(vs.spec, "hosts", default=())
@@ -33,7 +41,10 @@ def analyze(index: Index) -> Iterator[Finding]:
             if ref == "mesh" or is_internal_gateway(ref):
                 continue
             gateway = index.gateway(ref, vs.namespace)
-            accepted = _server_hosts(gateway, vs.namespace) if gateway is not None else []
+            if gateway is None and (kube := index.kubernetes_gateway(ref, vs.namespace)) is not None:
+                gateway, accepted = kube, _listener_hosts(kube)
+            else:
+                accepted = _server_hosts(gateway, vs.namespace) if gateway is not None else []
             if not any(hosts_overlap(a, h) for a in accepted for h in vs_hosts):
                 name = f"{gateway.namespace}/{gateway.name}" if gateway is not None else \
                     ref if "/" in ref else f"{vs.namespace}/{ref}"

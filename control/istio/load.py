@@ -18,7 +18,9 @@ Each document is composed with PyYAML's SafeLoader into nodes first, so every fi
 EnvoyFilter is served: a subset of its patches is applied (control/translate/envoy_filter.py; the rest is named by
 `meshctl analyze`, PYM0011). ProxyConfig, WorkloadGroup and WasmPlugin are validated against Istio's schema (IST0106 when
 invalid, as the API server would refuse them) and then skipped with an Info finding: they are not served
-(analysis, `keep_invalid=True`, still gets them).
+(analysis, `keep_invalid=True`, still gets them). A Kubernetes Gateway API `Gateway`
+(gateway.networking.k8s.io) is read for analysis only, unvalidated: a VirtualService may name it in `gateways`
+(IST0101, IST0132 against its listeners' hostnames); it is skipped with an Info finding otherwise.
 Other Kubernetes kinds (ConfigMap, ...) and other API groups are skipped with an Info finding.
 A resource with a hard schema error (wrong type, invalid value) is left out and a finding says why (for
 analysis, `keep_invalid=True` keeps what is well-typed of it, as istioctl analyze still analyzes it);
@@ -70,6 +72,11 @@ VALIDATED_ONLY: dict[tuple[str, str], tuple[str, ...]] = {
     ("networking.istio.io", "ProxyConfig"): ("v1beta1",),
     ("networking.istio.io", "WorkloadGroup"): ("v1alpha3", "v1beta1", "v1"),
     ("extensions.istio.io", "WasmPlugin"): ("v1alpha1",),
+}
+# Kinds read only for what analysis needs of them (`keep_invalid`), neither validated nor served: a Kubernetes
+# Gateway API Gateway, which a VirtualService may name in `gateways` (its listeners' hostnames: IST0132).
+ANALYZED_ONLY: dict[tuple[str, str], tuple[str, ...]] = {
+    ("gateway.networking.k8s.io", "Gateway"): ("v1", "v1beta1"),
 }
 # Kinds without a namespace (kubectl puts no "default" on them).
 CLUSTER_SCOPED = frozenset({"Namespace", "Node"})
@@ -350,7 +357,7 @@ def _load_document(body: Any, line: int, lines: dict[str, int], filename: str, s
     name = metadata.get("name") if isinstance(metadata.get("name"), str) else ""
     namespace = "" if kind in CLUSTER_SCOPED else str(metadata.get("namespace") or "default")
     label = f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
-    versions = KINDS.get((group, kind)) or VALIDATED_ONLY.get((group, kind))
+    versions = KINDS.get((group, kind)) or VALIDATED_ONLY.get((group, kind)) or ANALYZED_ONLY.get((group, kind))
     if versions is None:
         if group in ISTIO_GROUPS:
             text = f"{api_version} {kind} is not supported by pyproxy mesh yet; it is ignored"
@@ -379,6 +386,12 @@ def _load_document(body: Any, line: int, lines: dict[str, int], filename: str, s
         labels=_string_map(metadata.get("labels")), annotations=_string_map(metadata.get("annotations")),
         source=Source(filename, line), lines=MappingProxyType(dict(lines)),
     )
+    if (group, kind) in ANALYZED_ONLY:
+        findings.append(finding(msg.IGNORED_KIND, f"{api_version} {kind} is read by analysis only (not served); "
+                                                  "it is ignored", resource=label, **where))
+        if keep_invalid:
+            resources.append(resource)
+        return
     from control.istio.validate import validate_resource  # late: validate imports this module's KINDS
 
     checked = validate_resource(resource, strict=strict)

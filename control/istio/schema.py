@@ -173,7 +173,7 @@ MESSAGES: dict[str, dict[str, str]] = {
                              "connectionPool": "ConnectionPoolSettings"},
     "IstioEgressListener": {"port": "SidecarPort", "bind": "string", "captureMode": "enum:DEFAULT|IPTABLES|NONE",
                             "hosts": "[]string!"},
-    "SidecarPort": {"number": "port", "protocol": "string", "name": "string", "targetPort": "uint32"},
+    "SidecarPort": {"number": "uint32", "protocol": "string", "name": "string", "targetPort": "uint32"},
     "OutboundTrafficPolicy": {"mode": "enum:REGISTRY_ONLY|ALLOW_ANY", "egressProxy": "Destination"},
 
     # ---- security ----------------------------------------------------------------------------------------
@@ -318,7 +318,8 @@ MESSAGES: dict[str, dict[str, str]] = {
                                   "ports": "[]WasmPortSelector"},
     "WasmPortSelector": {"number": "port!"},
     # networking/v1alpha3/workload_group.proto
-    "WorkloadGroup": {"metadata": "WorkloadGroupObjectMeta", "template": "WorkloadEntry!",
+    # the template is a WorkloadEntry whose address is filled in when a workload registers (not required)
+    "WorkloadGroup": {"metadata": "WorkloadGroupObjectMeta", "template": "WorkloadGroupTemplate!",
                       "probe": "ReadinessProbe"},
     "WorkloadGroupObjectMeta": {"labels": "map:string", "annotations": "map:string"},
     "ReadinessProbe": {"initialDelaySeconds": "int32", "timeoutSeconds": "int32", "periodSeconds": "int32",
@@ -332,6 +333,9 @@ MESSAGES: dict[str, dict[str, str]] = {
     "ExecHealthCheckConfig": {"command": "[]string!"},
     "GrpcHealthCheckConfig": {"port": "port", "service": "string"},
 }
+# WorkloadGroup.template: a WorkloadEntry whose address is filled in when a workload registers (so its CRD
+# does not require one)
+MESSAGES["WorkloadGroupTemplate"] = MESSAGES["WorkloadEntry"]
 
 # Messages where unknown fields are fine (Kubernetes objects: the mesh reads a few fields of a large API).
 OPEN = frozenset({"K8sServiceSpec", "K8sServicePort", "K8sDeploymentSpec", "K8sPodTemplate", "K8sObjectMeta",

@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Iterator, Mapping
 
 from control.istio import messages as msg
 from control.istio import schema as S
+from control.istio.cel_syntax import cel_syntax_error
 from control.istio.messages import Finding, Level, finding
 from control.istio.resources import Resource, freeze, get, thaw
 from control.istio.route_reachability import unused_rules
@@ -53,6 +55,17 @@ class Issue:
     kind: str
     text: str
     args: tuple = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """The config's metadata (Istio's config.Meta), for the checks that read it: a Sidecar's `./host` is in
+    its namespace, a ServiceEntry's `istio.io/use-waypoint` label, the `istio.io/dry-run` annotation."""
+
+    name: str = ""
+    namespace: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 _INVALID = object()  # a value that failed its type check
@@ -277,8 +290,9 @@ def suggest_field(field: str, message: str, siblings: frozenset[str],
 class _Walker:
     """Walks a value against a message type, collecting issues and building the cleaned value."""
 
-    def __init__(self) -> None:
+    def __init__(self, meta: Meta = Meta()) -> None:
         self.issues: list[Issue] = []
+        self.meta = meta  # the config's metadata, for the rules that read it (`_WITH_META`)
 
     def add(self, path: str, kind: str, text: str, args: tuple = ()) -> None:
         self.issues.append(Issue(path, kind, text, args))
@@ -346,7 +360,8 @@ class _Walker:
             out[key] = cleaned
             self._notes(name, key, item, field_path)
         for key, typ in fields.items():
-            if typ.endswith("!") and _is_unset(value.get(key)):
+            # a required message given as {} is set (Kubernetes: present; Istio's Go: not nil)
+            if typ.endswith("!") and _is_unset(value.get(key)) and not (typ[:-1] in S.MESSAGES and value.get(key) == {}):
                 self.add(_join(path, key), "error", f"{key} is required")
         for group in S.ONEOFS.get(name, ()):
             present = [f for f in group if not _is_unset(value.get(f))]
@@ -355,7 +370,8 @@ class _Walker:
                          f"only one of {', '.join(group)} may be set (found {' and '.join(present)})")
         rule = RULES.get(name)
         if rule is not None:
-            for rel, kind, text, *args in rule(value):
+            results = rule(value, self.meta) if name in _WITH_META else rule(value)
+            for rel, kind, text, *args in results:
                 self.add(_join(path, rel), kind, text, tuple(args))
         return out
 
@@ -380,14 +396,17 @@ def _is_unset(value: Any) -> bool:
 # Each takes the raw message value and yields (relative path, kind, text).
 
 RuleResult = Iterator[tuple[str, str, str]]
-RULES: dict[str, Callable[[Mapping[str, Any]], RuleResult]] = {}
+RULES: dict[str, Callable[..., RuleResult]] = {}
+_WITH_META: set[str] = set()  # rules called with the config's metadata too (Istio's cfg.Meta)
 
 
-def rule(name: str):
+def rule(name: str, *, with_meta: bool = False):
     def register(fn):
         if name in RULES:  # a second rule would silently replace the first
             raise ValueError(f"a rule for {name} is already registered ({RULES[name].__name__})")
         RULES[name] = fn
+        if with_meta:
+            _WITH_META.add(name)
         return fn
     return register
 
@@ -642,6 +661,13 @@ def _tls_route(tls: Mapping[str, Any]) -> RuleResult:
     yield from _weights(tls.get("route"), "route")
 
 
+@rule("PortSelector")
+def _port_selector(selector: Mapping[str, Any]) -> RuleResult:
+    """validatePortSelector: a port selector set is a port number (unset is 0, out of range)."""
+    if not selector.get("number"):
+        yield "number", "error", "port number 0 must be in the range 1..65535"
+
+
 @rule("Destination")
 def _destination(dest: Mapping[str, Any]) -> RuleResult:
     host = dest.get("host")
@@ -701,6 +727,8 @@ def _delay(delay: Mapping[str, Any]) -> RuleResult:
 
 @rule("HTTPRedirect")
 def _redirect(redirect: Mapping[str, Any]) -> RuleResult:
+    if redirect.get("uri") and redirect.get("prefixRewrite"):
+        yield "", "error", "redirect may only specify one of uri or prefix_rewrite"
     if not any(redirect.get(k) for k in ("uri", "prefixRewrite", "authority", "port", "derivePort", "scheme")):
         yield "", "error", "redirect must specify URI, authority, scheme, or port"
     code = redirect.get("redirectCode")
@@ -730,8 +758,23 @@ def _direct_response(dr: Mapping[str, Any]) -> RuleResult:
         yield "status", "error", f"HTTP status {status} is not in range 200-599"
 
 
+# supportedCORSMethods (Go's net/http methods) and validHeaderNameRegex (RFC 7230 tchars)
+_CORS_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE", "*"})
+_TOKEN_HEADER = re.compile(r"^[!#$%&'*+\-.^_`|~A-Za-z0-9]+$")
+
+
 @rule("CorsPolicy")
 def _cors(cors: Mapping[str, Any]) -> RuleResult:
+    """validateCORSPolicy: known methods, header names that are HTTP tokens (or `*`), maxAge in seconds."""
+    for i, method in enumerate(cors.get("allowMethods") or ()):
+        if method not in _CORS_METHODS:
+            yield f"allowMethods[{i}]", "error", f"{method!r} is not a supported HTTP method"
+    for field in ("allowHeaders", "exposeHeaders"):
+        for i, name in enumerate(cors.get(field) or ()):
+            if name == "":
+                yield f"{field}[{i}]", "error", "header name cannot be empty"
+            elif isinstance(name, str) and name != "*" and not _TOKEN_HEADER.match(name):
+                yield f"{field}[{i}]", "error", f"header name {name} is not a valid header name"
     max_age = cors.get("maxAge")
     if isinstance(max_age, str) and check_duration(max_age) is None and parse_duration(max_age) % 1_000_000_000:
         yield "maxAge", "error", "max_age duration is accurate only to seconds precision"
@@ -851,6 +894,18 @@ def _outlier(od: Mapping[str, Any]) -> RuleResult:
             "to false")
 
 
+@rule("HTTPCookie")
+def _http_cookie(cookie: Mapping[str, Any]) -> RuleResult:
+    """validateLoadBalancer: cookie attribute names are unique."""
+    seen: set[str] = set()
+    for i, attr in enumerate(cookie.get("attributes") or ()):
+        name = get(attr, "name")
+        if isinstance(name, str) and name:
+            if name in seen:
+                yield f"attributes[{i}].name", "error", f"duplicate cookie attribute name: {name}"
+            seen.add(name)
+
+
 @rule("LoadBalancerSettings")
 def _load_balancer(lb: Mapping[str, Any]) -> RuleResult:
     if lb.get("localityLbSetting") is not None and lb.get("zoneAwareLbSetting") is not None:  # even when empty
@@ -925,17 +980,6 @@ def _gateway(gw: Mapping[str, Any]) -> RuleResult:
             port_names.add(port_name)
 
 
-def _namespaced_hosts(hosts: Any, what: str) -> RuleResult:
-    for i, host in enumerate(hosts or ()):
-        if not isinstance(host, str):
-            continue
-        ns, slash, name = host.rpartition("/")
-        if slash and ns not in ("*", ".", "~") and not _DNS1123_LABEL.match(ns):
-            yield f"hosts[{i}]", "error", f"invalid namespace {ns!r} in {what} host {host!r}"
-        if name != "*" and (err := _host_error(name)):
-            yield f"hosts[{i}]", "error", err
-
-
 def _gateway_hosts(hosts: Any) -> RuleResult:
     """ValidateNamespaceSlashWildcardHostname for gateways: a namespace of `*`, `.` or a DNS label, and a
     dnsName that is `*` or an FQDN (no short names, no partial wildcards like `*bar.com`), or an IP."""
@@ -988,25 +1032,80 @@ RULES["SidecarPort"] = _protocol
 RULES["ServicePort"] = _protocol
 
 
+# security.ValidCipherSuites: what Envoy's BoringSSL takes by name
+_CIPHER_SUITES = frozenset({
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA", "ECDHE-RSA-AES256-SHA",
+    "AES128-GCM-SHA256", "AES256-GCM-SHA384", "AES128-SHA", "AES256-SHA", "DES-CBC3-SHA"})
+
+
+def _cipher_suite_ok(cs: str) -> bool:
+    """security.IsValidCipherSuite: a known name, `ALL`, or an expression (`-X`, `+X`, `!X`) left to Envoy."""
+    return cs in ("", "ALL") or not cs[0].isalnum() or cs in _CIPHER_SUITES
+
+
+def _cipher_suites(suites: Any) -> RuleResult:
+    names = [str(c) for c in suites or ()]
+    invalid = sorted({c for c in names if not _cipher_suite_ok(c)})
+    duplicate = sorted({c for i, c in enumerate(names) if _cipher_suite_ok(c) and c in names[:i]})
+    if invalid:
+        yield "cipherSuites", "warning", f"ignoring invalid cipher suites: {invalid}"
+    if duplicate:
+        yield "cipherSuites", "warning", f"ignoring duplicate cipher suites: {duplicate}"
+
+
 @rule("ServerTLSSettings")
 def _server_tls(tls: Mapping[str, Any]) -> RuleResult:
-    mode = tls.get("mode")
-    has_credential = bool(tls.get("credentialName") or tls.get("credentialNames") or tls.get("tlsCertificates"))
-    if mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL") and not has_credential:
-        if not tls.get("serverCertificate"):
-            yield "serverCertificate", "error", f"{mode} TLS requires a server certificate (or credentialName)"
-        if not tls.get("privateKey"):
-            yield "privateKey", "error", f"{mode} TLS requires a private key (or credentialName)"
-        if mode != "SIMPLE" and not tls.get("caCertificates"):
-            yield "caCertificates", "error", f"{mode} TLS requires caCertificates (or credentialName)"
+    """validateTLSOptions: ISTIO_MUTUAL takes no certificates; one certificate source (a certificate and key,
+    credentialName, credentialNames or tlsCertificates); SIMPLE/MUTUAL/OPTIONAL_MUTUAL without a credential
+    need each certificate with its key (MUTUAL a client CA bundle too); no CRL with SIMPLE or a credential."""
+    mode = tls.get("mode") or "PASSTHROUGH"
+    if tls.get("minProtocolVersion") in ("TLSV1_0", "TLSV1_1") and not tls.get("cipherSuites"):
+        yield "minProtocolVersion", "warning", ("TLS version below TLSV1_2 require setting compatible ciphers as by "
+                                                "default they no longer include compatible ciphers.")
+    yield from _cipher_suites(tls.get("cipherSuites"))
     if mode == "ISTIO_MUTUAL":
-        for f in ("serverCertificate", "privateKey", "caCertificates", "credentialName"):
+        for f in ("serverCertificate", "privateKey", "caCertificates", "tlsCertificates", "credentialName",
+                  "credentialNames"):
             if tls.get(f):
-                yield f, "error", f"cannot have associated {f} in ISTIO_MUTUAL mode"
+                yield f, "error", f"ISTIO_MUTUAL TLS cannot have associated {f}"
+        return
+    certificates = tls.get("tlsCertificates") or []
+    if mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH") and any(tls.get(f) for f in (
+            "caCrl", "serverCertificate", "privateKey", "caCertificates", "tlsCertificates", "credentialName",
+            "credentialNames")):
+        yield "", "warning", f"{mode} mode does not use certificates, they will be ignored"
+    sources = sum((bool(tls.get("serverCertificate") and tls.get("privateKey")), bool(tls.get("credentialName")),
+                   bool(tls.get("credentialNames")), bool(certificates)))
+    if sources > 1:
+        yield "", "error", ("only one of credential_name, credential_names, server_certificate/private_key, "
+                            "tls_certificates should be specified")
+    terminates = mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL")
+    if terminates and (tls.get("credentialName") or tls.get("credentialNames")):
+        return  # the credential comes from a Secret: nothing else is required
+    if terminates:
+        prefix = "SIMPLE TLS" if mode == "SIMPLE" else "MUTUAL TLS"
+        if mode != "SIMPLE" and not tls.get("caCertificates"):
+            yield "caCertificates", "error", f"{prefix} requires a client CA bundle"
+        if len(certificates) > 2:
+            yield "tlsCertificates", "warning", f"{prefix} can support up to 2 server certificates"
+        pairs = [(f"tlsCertificates[{i}].", c if isinstance(c, Mapping) else {}) for i, c in enumerate(certificates)] \
+            or [("", tls)]
+        for at, cert in pairs:
+            if not cert.get("serverCertificate"):
+                yield f"{at}serverCertificate", "error", f"{prefix} requires a server certificate"
+            if not cert.get("privateKey"):
+                yield f"{at}privateKey", "error", f"{prefix} requires a private key"
+    if tls.get("caCrl"):
+        if tls.get("credentialName"):
+            yield "caCrl", "error", "CRL is not supported with credentialName. CRL has to be specified in the credential"
+        if mode == "SIMPLE":
+            yield "caCrl", "error", "CRL is not supported with SIMPLE TLS"
 
 
-@rule("ServiceEntry")
-def _service_entry(se: Mapping[str, Any]) -> RuleResult:
+@rule("ServiceEntry", with_meta=True)
+def _service_entry(se: Mapping[str, Any], meta: Meta) -> RuleResult:
     resolution = se.get("resolution") or "NONE"
     hosts = se.get("hosts") or ()
     for i, host in enumerate(hosts):
@@ -1027,8 +1126,15 @@ def _service_entry(se: Mapping[str, Any]) -> RuleResult:
         yield "endpoints", "error", "there must only be 0 or 1 endpoint for resolution mode DNS_ROUND_ROBIN"
     yield from _service_entry_endpoints(se, resolution, endpoints)
     yield from _service_entry_warnings(se, resolution)
+    selector = se.get("workloadSelector")
+    if isinstance(selector, Mapping) and not selector.get("labels"):
+        yield "workloadSelector", "warning", ("service entry: workload selector specified without labels, will be "
+                                              "applied to all services in namespace")
     if resolution == "DYNAMIC_DNS":
         yield from _dynamic_dns(se, endpoints)
+        if se.get("location") == "MESH_INTERNAL" and _uses_waypoint(meta):
+            yield "location", "error", ("location MESH_INTERNAL with resolution type DYNAMIC_DNS is not supported "
+                                        "when using waypoints")
     numbers: set[int] = set()
     names: set[str] = set()
     for i, port in enumerate(se.get("ports") or ()):
@@ -1098,6 +1204,12 @@ def _service_entry_warnings(se: Mapping[str, Any], resolution: str) -> RuleResul
                                   "address and tcp port"
 
 
+def _uses_waypoint(meta: Meta) -> bool:
+    """usesWaypoint: the `istio.io/use-waypoint` label names a waypoint (set, not "none")."""
+    value = str(meta.labels.get("istio.io/use-waypoint", ""))
+    return value != "" and value.lower() != "none"
+
+
 def _dynamic_dns(se: Mapping[str, Any], endpoints: Any) -> RuleResult:
     """ValidateServiceEntry for DYNAMIC_DNS: wildcard hosts only, no addresses or endpoints, HTTP-ish ports."""
     for i, host in enumerate(se.get("hosts") or ()):
@@ -1137,21 +1249,273 @@ def _workload_entry(we: Mapping[str, Any]) -> RuleResult:
             yield "ports", "error", f"invalid port name {name!r}: letters, digits and '-' (not at either end)"
 
 
-@rule("IstioEgressListener")
-def _egress(listener: Mapping[str, Any]) -> RuleResult:
-    for i, host in enumerate(listener.get("hosts") or ()):
-        if isinstance(host, str) and "/" not in host:
-            yield f"hosts[{i}]", "error", f"sidecar: host {host!r} must be of form namespace/dnsName"
-    yield from _namespaced_hosts(listener.get("hosts"), "egress")
+@rule("WorkloadGroupTemplate")
+def _workload_group_template(template: Mapping[str, Any]) -> RuleResult:
+    """The WorkloadGroup CRD's template rule: a unix socket address takes no ports."""
+    if str(template.get("address") or "").startswith("unix://") and template.get("ports"):
+        yield "ports", "error", "UDS may not include ports"
 
 
-@rule("Sidecar")
-def _sidecar(sc: Mapping[str, Any]) -> RuleResult:
-    if all(_is_unset(sc.get(k)) for k in ("egress", "ingress", "outboundTrafficPolicy", "inboundConnectionPool")):
-        yield "", "error", "sidecar: empty configuration provided"
+# labels.IsDNS1123Label / IsWildcardDNS1123Label (pkg/config/labels): letters of either case, at most 63
+_ISTIO_DNS_LABEL = re.compile(r"^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$")
+_ISTIO_WILDCARD_LABEL = re.compile(r"^(\*|(\*|\*-)?[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?)$")
+
+
+def _dns_label_ok(label: str, pattern: re.Pattern = _ISTIO_DNS_LABEL) -> bool:
+    return len(label) <= 63 and bool(pattern.match(label))
+
+
+def _dns1123_labels_error(domain: str) -> str | None:
+    """agent.ValidateDNS1123Labels: every label a DNS label (a trailing dot allowed), the last not a number."""
+    parts = domain.split(".")
+    if re.fullmatch(r"[+-]?\d+", parts[-1]):
+        return f"domain name {domain!r} invalid (top level domain {parts[-1]!r} cannot be all-numeric)"
+    for i, label in enumerate(parts):
+        if i == len(parts) - 1 and label == "":
+            return None
+        if not _dns_label_ok(label):
+            return f"domain name {domain!r} invalid (label {label!r} invalid)"
+    return None
+
+
+def _domain_preconditions(domain: str) -> str | None:
+    if len(domain) > 255:
+        return f"domain name {domain!r} too long (max 255)"
+    return "empty domain name not allowed" if not domain else None
+
+
+def fqdn_error(fqdn: str) -> str | None:
+    """agent.ValidateFQDN."""
+    return _domain_preconditions(fqdn) or _dns1123_labels_error(fqdn)
+
+
+def wildcard_domain_error(domain: str) -> str | None:
+    """agent.ValidateWildcardDomain: an FQDN whose first label may be `*`, `*x` or `*-x` (no IPs)."""
+    if err := _domain_preconditions(domain):
+        return err
+    first, dot, rest = domain.partition(".")
+    if not _dns_label_ok(first, _ISTIO_WILDCARD_LABEL):
+        return f"domain name {domain!r} invalid (label {first!r} invalid)"
+    return _dns1123_labels_error(rest) if dot else None
+
+
+def _sidecar_host_errors(host: str) -> Iterator[str]:
+    """agent.ValidateNamespaceSlashWildcardHostname(host, isGateway=false): `namespace/dnsName`, the namespace
+    `*`, `.`, a DNS label, or `~`-prefixed (an exclusion); the name `*` or an FQDN, no partial wildcard."""
+    ns, slash, name = host.partition("/")
+    if not slash:
+        yield "host must be of form namespace/dnsName"
+        return
+    if not ns or not name:
+        yield "config namespace and dnsName in host entry cannot be empty"
+    bare = ns.removeprefix("~")
+    if bare not in ("", "*", ".") and not _dns_label_ok(bare):
+        yield f"invalid namespace value {ns!r} in sidecar"
+    if name != "*" and "." not in name:
+        yield "short names (non FQDN) are not allowed"
+    if err := wildcard_domain_error(name):
+        yield err
+    if "*" in name and len(name) != 1 and not name.startswith("*."):
+        yield f"partial wildcard {name!r} not allowed"
+
+
+def _egress_hosts(hosts: Any, namespace: str, where: str) -> RuleResult:
+    """ValidateSidecar's egress hosts: each well formed; a host repeated (or covered by `ns/*`) in its
+    namespace, or `*/*` next to other hosts, is a warning. `.` is the config's namespace."""
+    by_ns: dict[str, set[str]] = {}
+    for i, host in enumerate(hosts if isinstance(hosts, (list, tuple)) else ()):
+        if not isinstance(host, str):
+            continue
+        ns, slash, name = host.partition("/")
+        if slash and not ns.startswith("~"):
+            seen = by_ns.setdefault(namespace if ns == "." else ns, set())
+            if (name != "*" and (name in seen or "*" in seen)) or (name == "*" and seen):
+                yield f"{where}.hosts[{i}]", "warning", f"duplicated egress host: {host}"
+            seen.add(name)
+        for err in _sidecar_host_errors(host):
+            yield f"{where}.hosts[{i}]", "error", err
+    if "*" in by_ns.get("*", ()) and len(by_ns) != 1:
+        yield f"{where}.hosts", "warning", "`*/*` host select all resources, no other hosts can be added"
+
+
+def _number(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _sidecar_port(port: Mapping[str, Any], bind: Any, where: str, uds: bool = False) -> RuleResult:
+    """The port checks shared by ingress and egress listeners (validateSidecar*PortAndBind): an optional
+    name that is a DNS label, targetPort unused, and but for a unix socket egress listener (`uds`) a port in
+    1..65535 and a `bind` that is an IP address."""
+    name = port.get("name")
+    if isinstance(name, str) and name and not _dns_label_ok(name):
+        yield f"{where}.port.name", "error", f"invalid port name: {name}"
+    if (_number(port.get("targetPort")) or 0) > 0:
+        yield f"{where}.port.targetPort", "error", "targetPort has no impact on Sidecars"
+    number = _number(port.get("number")) or 0
+    if not uds:
+        if not 1 <= number <= 65535:
+            yield f"{where}.port.number", "error", f"port number {number} must be in the range 1..65535"
+        if isinstance(bind, str) and bind and not _is_ip(bind):
+            yield f"{where}.bind", "error", f"{bind} is not a valid IP"
+
+
+def _unix_address_error(address: str) -> str | None:
+    """ValidateUnixAddress: an abstract socket (`@name`) or an absolute path to a file."""
+    if not address:
+        return "unix address must not be empty"
+    if address.startswith("@"):
+        return None
+    if not address.startswith("/") or address.endswith("/"):
+        return f"{address} is not an absolute path to a file"
+    return None
+
+
+def _split_host_port(address: str) -> tuple[str, str] | None:
+    """Go's net.SplitHostPort, for `host:port` and `[ipv6]:port` (None: not of that form)."""
+    if address.startswith("["):
+        host, close, rest = address[1:].partition("]")
+        return (host, rest[1:]) if close and rest.startswith(":") and ":" not in rest[1:] else None
+    host, colon, port = address.rpartition(":")
+    return (host, port) if colon and ":" not in host else None
+
+
+def _default_endpoint(endpoint: str, where: str) -> RuleResult:
+    """An ingress listener's defaultEndpoint: `127.0.0.1:<port>`, `0.0.0.0:<port>`, `[::1]:<port>`,
+    `[::]:<port>`, `:<port>` or `unix://<path>`."""
+    if endpoint.startswith("unix://"):
+        if err := _unix_address_error(endpoint[len("unix://"):]):
+            yield where, "error", err
+        return
+    split = _split_host_port(endpoint)
+    if split is None:
+        yield where, "error", f"address {endpoint}: not of the form host:port"
+        split = ("", "")
+    host, port = split
+    if host not in ("", "127.0.0.1", "0.0.0.0", "::1", "::"):
+        yield where, "error", ("sidecar: defaultEndpoint must be of form 127.0.0.1:<port>,0.0.0.0:<port>,"
+                               "[::1]:port,[::]:port,unix://filepath or unset")
+    if not re.fullmatch(r"[+-]?\d+", port):
+        yield where, "error", f"sidecar: defaultEndpoint port ({port}) is not a number"
+    elif not 1 <= int(port) <= 65535:
+        yield where, "error", f"port number {int(port)} must be in the range 1..65535"
+
+
+_HTTP_PROTOCOLS = ("HTTP", "HTTP2", "HTTP_PROXY", "GRPC", "GRPC-WEB")  # protocol.Instance.IsHTTP()
+
+
+def _ingress_tls(tls: Mapping[str, Any], protocol: str, where: str) -> RuleResult:
+    """ValidateSidecar on `ingress[].tls`: no SANs, redirect, credentials (the sidecar's own certificate is
+    files), nor Istio's own modes; only on HTTPS/TLS ports. The rest is validateTLSOptions (ServerTLSSettings)."""
+    for field, text in (("subjectAltNames", "subjectAltNames is not supported in ingress tls"),
+                        ("httpsRedirect", "httpsRedirect is not supported"),
+                        ("credentialName", "credentialName is not currently supported"),
+                        ("credentialNames", "credentialNames is not currently supported"),
+                        ("tlsCertificates", "tls_certificates is not currently supported")):
+        if not _is_unset(tls.get(field)) and tls.get(field) is not False:
+            yield f"{where}.{field}", "error", f"sidecar: {text}"
+    mode = tls.get("mode")
+    if mode in ("ISTIO_MUTUAL", "AUTO_PASSTHROUGH"):
+        yield f"{where}.mode", "error", f"configuration is invalid: cannot set mode to {mode} in sidecar ingress tls"
+    if protocol not in ("HTTPS", "TLS"):
+        yield where, "error", "server cannot have TLS settings for non HTTPS/TLS ports"
+
+
+def _sidecar_ingress(listeners: list, where: str = "ingress") -> RuleResult:
+    numbers: set[int] = set()
+    for i, lis in enumerate(listeners):
+        port = lis.get("port") if isinstance(lis, Mapping) else None
+        if not isinstance(port, Mapping):
+            continue  # the schema reports the missing port
+        at = f"{where}[{i}]"
+        yield from _sidecar_port(port, lis.get("bind"), at)
+        number = _number(port.get("number")) or 0
+        if number in numbers:
+            yield f"{at}.port.number", "error", "sidecar: ports on IP bound listeners must be unique"
+        numbers.add(number)
+        if isinstance(lis.get("defaultEndpoint"), str) and lis["defaultEndpoint"]:
+            yield from _default_endpoint(lis["defaultEndpoint"], f"{at}.defaultEndpoint")
+        protocol = str(port.get("protocol") or "").upper()
+        if isinstance(lis.get("tls"), Mapping):
+            yield from _ingress_tls(lis["tls"], protocol, f"{at}.tls")
+        pool = lis.get("connectionPool")
+        if isinstance(pool, Mapping) and pool.get("http") and protocol not in _HTTP_PROTOCOLS:
+            yield f"{at}.connectionPool.http", "warning", (
+                f"sidecar: HTTP connection pool settings are configured for port {number} ({port.get('name') or ''!r}) "
+                f"but its protocol is not HTTP ({port.get('protocol') or ''}); only TCP settings will apply")
+
+
+def _sidecar_egress(listeners: list, namespace: str, where: str = "egress") -> RuleResult:
+    numbers: set[int] = set()
+    sockets: set[str] = set()
+    catch_all = False
+    for i, lis in enumerate(listeners):
+        if not isinstance(lis, Mapping):
+            continue
+        at = f"{where}[{i}]"
+        port = lis.get("port")
+        if not isinstance(port, Mapping):  # the one catch-all listener, last
+            if catch_all:
+                yield at, "error", "sidecar: egress can have only one listener with empty port"
+                continue
+            if i == len(listeners) - 1:
+                catch_all = True
+            else:
+                yield at, "error", "sidecar: the egress listener with empty port should be the last listener in the list"
+        else:
+            bind = lis.get("bind")
+            number = _number(port.get("number")) or 0
+            yield from _sidecar_port(port, bind, at, uds=number == 0)
+            if number == 0:  # a unix domain socket listener
+                if not (isinstance(bind, str) and bind.startswith("unix://")):
+                    yield f"{at}.bind", "error", "sidecar: ports with 0 value must have a unix domain socket bind address"
+                elif err := _unix_address_error(bind[len("unix://"):]):
+                    yield f"{at}.bind", "error", err
+                if lis.get("captureMode") not in (None, "DEFAULT", "NONE"):
+                    yield f"{at}.captureMode", "error", \
+                        "sidecar: captureMode must be DEFAULT/NONE for unix domain socket listeners"
+                if bind in sockets:
+                    yield f"{at}.bind", "error", "sidecar: unix domain socket values for listeners must be unique"
+                sockets.add(str(bind))
+            else:
+                if number in numbers:
+                    yield f"{at}.port.number", "error", "sidecar: ports on IP bound listeners must be unique"
+                numbers.add(number)
+        yield from _egress_hosts(lis.get("hosts"), namespace, at)
+
+
+def _outbound_traffic_policy(otp: Mapping[str, Any], where: str = "outboundTrafficPolicy") -> RuleResult:
+    """validateSidecarOutboundTrafficPolicy: an egressProxy only with ALLOW_ANY, an FQDN host, and a port."""
+    proxy = otp.get("egressProxy")
+    if not isinstance(proxy, Mapping):
+        return
+    if otp.get("mode") != "ALLOW_ANY":
+        yield f"{where}.egressProxy", "error", \
+            "sidecar: egress_proxy must be set only with ALLOW_ANY outbound_traffic_policy mode"
+        return
+    if isinstance(proxy.get("host"), str) and (err := fqdn_error(proxy["host"])):
+        yield f"{where}.egressProxy.host", "error", err
+    if not isinstance(proxy.get("port"), Mapping):
+        yield f"{where}.egressProxy.port", "error", "sidecar: egress_proxy port must be non-nil"
+
+
+@rule("Sidecar", with_meta=True)
+def _sidecar(sc: Mapping[str, Any], meta: Meta) -> RuleResult:
+    """ValidateSidecar: some configuration; unique ports; egress host forms; the catch-all egress listener
+    last; UDS egress listeners; ingress default endpoints and TLS; the egress proxy."""
     selector = sc.get("workloadSelector")
     if isinstance(selector, Mapping) and not selector.get("labels"):
-        yield "workloadSelector", "error", "sidecar: workloadSelector cannot have empty labels"
+        yield "workloadSelector", "warning", ("sidecar: workload selector specified without labels, will be "
+                                              "applied to all services in namespace")
+    if not sc.get("egress") and not sc.get("ingress") and sc.get("outboundTrafficPolicy") is None \
+            and sc.get("inboundConnectionPool") is None:
+        yield "", "error", "sidecar: empty configuration provided"
+        return
+    if isinstance(sc.get("ingress"), list):
+        yield from _sidecar_ingress(sc["ingress"])
+    if isinstance(sc.get("egress"), list):
+        yield from _sidecar_egress(sc["egress"], meta.namespace)
+    if isinstance(sc.get("outboundTrafficPolicy"), Mapping):
+        yield from _outbound_traffic_policy(sc["outboundTrafficPolicy"])
 
 
 @rule("NetworkingWorkloadSelector")
@@ -1181,7 +1545,9 @@ def _peer_authentication(pa: Mapping[str, Any]) -> RuleResult:
 
 @rule("AuthorizationPolicy")
 def _authorization_policy(ap: Mapping[str, Any]) -> RuleResult:
-    """ValidateAuthorizationPolicy: what CUSTOM and DENY need, and where `from`/`to` may not be empty."""
+    """ValidateAuthorizationPolicy: what CUSTOM and DENY need, where `from`/`to` may not be empty, and the
+    targetRefs' kinds."""
+    yield from _target_ref_kinds(ap)
     action = ap.get("action") or "ALLOW"
     has_rules = ap.get("rules") is not None
     if action in ("CUSTOM", "DENY") and not has_rules:
@@ -1207,6 +1573,27 @@ def _authorization_policy(ap: Mapping[str, Any]) -> RuleResult:
                 elif isinstance(value, Mapping) and not any(value.get(k) for k in value):
                     yield f"rules[{i}].{field}[{j}].{inner}", "error", \
                         f"`{field}.{inner}` must not be empty, found at rule {i}"
+        if action == "DENY" and _http_only_deny(rule):
+            yield f"rules[{i}]", "warning", ("configured AuthorizationPolicy will deny all traffic to TCP ports under "
+                                             "its scope due to the use of only HTTP attributes in a DENY rule; it is "
+                                             "recommended to explicitly specify the port")
+
+
+# Source / Operation fields a TCP connection has (the rest are HTTP-only attributes)
+_TCP_SOURCE = ("principals", "notPrincipals", "ipBlocks", "notIpBlocks", "namespaces", "notNamespaces",
+               "remoteIpBlocks", "notRemoteIpBlocks", "serviceAccounts", "notServiceAccounts")
+
+
+def _http_only_deny(rule: Mapping[str, Any]) -> bool:
+    """ValidateAuthorizationPolicy's warning: a DENY rule whose `from` has only HTTP attributes (and no `to`),
+    or whose `to` names no port, denies all TCP traffic under its scope."""
+    sources = [get(f, "source") for f in rule.get("from") or ()]
+    sources = [src for src in sources if isinstance(src, Mapping)]
+    operations = [get(t, "operation") for t in rule.get("to") or ()]
+    operations = [op for op in operations if isinstance(op, Mapping)]
+    tcp_from = any(src.get(k) is not None for src in sources for k in _TCP_SOURCE)
+    tcp_to = any(op.get(k) is not None for op in operations for k in ("ports", "notPorts"))
+    return bool((sources and not operations and not tcp_from) or (operations and not tcp_to))
 
 
 _CUSTOM_UNSUPPORTED_SOURCE = ("namespaces", "notNamespaces", "serviceAccounts", "notServiceAccounts", "trustDomains",
@@ -1347,8 +1734,30 @@ def _condition(cond: Mapping[str, Any]) -> RuleResult:
                 yield f, "error", f"invalid `{f}` for `key` {key}: {err}"
 
 
+def _jwks(text: str) -> tuple[str | None, list[int]]:
+    """jwk.Parse (lestrrat-go/jwx v1) of an inline JWKS: a JSON key set (`keys`, possibly empty) or else one key,
+    each of a known `kty` (`{}` is "failed to parse sole key in key set"); and the indexes of keys with private
+    material (a `d`, or a symmetric `oct` key: warnPrivateJwksKeys)."""
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        return f"jwks parse error: {e}", []
+    keys = doc.get("keys", [doc]) if isinstance(doc, dict) else None
+    if not isinstance(keys, list) or not all(isinstance(k, dict) and k.get("kty") in ("RSA", "EC", "OKP", "oct")
+                                             for k in keys):
+        return "jwks parse error: not a JSON Web Key set (keys of kty RSA, EC, OKP or oct)", []
+    return None, [i for i, k in enumerate(keys) if k["kty"] == "oct" or "d" in k]
+
+
 @rule("JWTRule")
 def _jwt_rule(jwt: Mapping[str, Any]) -> RuleResult:
+    if isinstance(jwt.get("jwks"), str) and jwt["jwks"]:
+        error, private = _jwks(jwt["jwks"])
+        if error:
+            yield "jwks", "error", error
+        for i in private:
+            yield "jwks", "warning", (f"jwks key at index {i} contains private key material; only public keys are "
+                                      "used for verification")
     for field in ("jwksUri", "jwks_uri"):
         uri = jwt.get(field)
         if isinstance(uri, str) and uri and not re.match(r"^https?://[^/\s:]+(:\d+)?(/|$)", uri):
@@ -1374,6 +1783,28 @@ _TARGET_GROUP = re.compile(r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0
 _TARGET_KIND = re.compile(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
 
 
+# allowedTargetRefs: what a policy's targetRef(s) may name, (canonical group, kind); the version is not read
+_TARGET_KINDS = frozenset({("core", "Service"), ("networking.istio.io", "ServiceEntry"),
+                           ("gateway.networking.k8s.io", "Gateway"), ("gateway.networking.k8s.io", "GatewayClass")})
+
+
+def _target_ref_kinds(spec: Mapping[str, Any]) -> RuleResult:
+    """validatePolicyTargetReference(s) of AuthorizationPolicy, RequestAuthentication, Telemetry and
+    WasmPlugin: each names a Service, ServiceEntry, Gateway or GatewayClass."""
+    refs = [("targetRef", spec.get("targetRef"))] + [(f"targetRefs[{i}]", r)
+                                                    for i, r in enumerate(spec.get("targetRefs") or ())]
+    for at, ref in refs:
+        if not isinstance(ref, Mapping):
+            continue
+        group, kind = str(ref.get("group") or ""), str(ref.get("kind") or "")
+        if (group or "core", kind) not in _TARGET_KINDS:
+            yield at, "error", (f"targetRef must be to one of {', '.join(sorted(f'{g}/{k}' for g, k in _TARGET_KINDS))} "
+                                f"but was {group}/{kind}")
+
+
+RULES["RequestAuthentication"] = _target_ref_kinds
+
+
 @rule("PolicyTargetReference")
 def _target_ref(ref: Mapping[str, Any]) -> RuleResult:
     """istio.type.v1beta1.PolicyTargetReference's CRD rules: group and kind patterns, no namespace."""
@@ -1388,7 +1819,10 @@ def _target_ref(ref: Mapping[str, Any]) -> RuleResult:
 
 @rule("WorkloadSelector")
 def _workload_selector(selector: Mapping[str, Any]) -> RuleResult:
-    """istio.type.v1beta1.WorkloadSelector's CRD rules: no empty keys, no wildcards in keys or values."""
+    """istio.type.v1beta1.WorkloadSelector's CRD rules: no empty keys, no wildcards in keys or values; and
+    validateWorkloadSelector's warning when it has no labels (it then selects every workload in scope)."""
+    if not selector.get("matchLabels"):
+        yield "", "warning", "workload selector specified without labels"
     for key, value in (selector.get("matchLabels") or {}).items():
         if key == "":
             yield "matchLabels", "error", "key must not be empty"
@@ -1417,7 +1851,8 @@ _WASM_SCHEMES = ("", "http", "https", "oci", "file")
 
 @rule("WasmPlugin")
 def _wasm_plugin(wp: Mapping[str, Any]) -> RuleResult:
-    """The WasmPlugin CRD's rules (x-kubernetes-validations, minLength, patterns)."""
+    """The WasmPlugin CRD's rules (x-kubernetes-validations, minLength, patterns), and its targetRefs' kinds."""
+    yield from _target_ref_kinds(wp)
     url = wp.get("url")
     if isinstance(url, str) and url:
         scheme = url.split("://", 1)[0] if "://" in url else ""
@@ -1438,6 +1873,49 @@ def _wasm_plugin(wp: Mapping[str, Any]) -> RuleResult:
         seen.add(name)
         if get(env, "valueFrom") == "HOST" and get(env, "value") is not None:
             yield f"vmConfig.env[{i}].value", "error", "value may only be set when valueFrom is INLINE"
+
+
+# labels.Instance.Validate: a Kubernetes label key (an optional DNS prefix and `/`, a qualified name) and value
+_QUALIFIED_NAME = r"(?:[A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
+_LABEL_KEY = re.compile(r"^((?:[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?)*/)?"
+                        rf"({_QUALIFIED_NAME})$")
+_LABEL_VALUE = re.compile(rf"^({_QUALIFIED_NAME})?$")
+
+
+def label_errors(labels: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(key, error) for each label Istio's labels.Instance.Validate refuses."""
+    for key, value in labels.items():
+        m = _LABEL_KEY.match(str(key))
+        if not m or len(m.group(1) or "") - 1 > 253 or len(m.group(2)) > 63:
+            yield str(key), f"invalid tag key: {key!r}"
+        if not _LABEL_VALUE.match(str(value)):
+            yield str(key), f"invalid tag value: {value!r}"
+
+
+@rule("WorkloadGroupObjectMeta")
+def _workload_group_meta(meta: Mapping[str, Any]) -> RuleResult:
+    """ValidateWorkloadGroup: the template metadata's labels are valid labels."""
+    for key, error in label_errors(meta.get("labels") or {}):
+        yield f"labels.{key}", "error", f"invalid labels: {error}"
+
+
+@rule("ReadinessProbe")
+def _readiness_probe(probe: Mapping[str, Any]) -> RuleResult:
+    """validateReadinessProbe: non-negative timings, and an httpGet, tcpSocket or exec check (Istio's
+    validation knows no other method; a grpc check is refused as an unknown one)."""
+    for field in ("periodSeconds", "initialDelaySeconds", "timeoutSeconds", "successThreshold", "failureThreshold"):
+        if (_number(probe.get(field)) or 0) < 0:
+            yield field, "error", f"{field} must be non-negative"
+    if not any(probe.get(k) is not None for k in ("httpGet", "tcpSocket", "exec")):
+        yield "", "error", "unknown health check method: one of httpGet, tcpSocket or exec is required"
+
+
+@rule("AccessLogFilter")
+def _access_log_filter(f: Mapping[str, Any]) -> RuleResult:
+    """validateTelemetryFilter: the expression parses as CEL (cel.NewEnv().Parse: syntax only)."""
+    expression = f.get("expression")
+    if isinstance(expression, str) and (err := cel_syntax_error(expression)):
+        yield "expression", "error", f"must be a valid CEL expression, {err}"
 
 
 @rule("HTTPHealthCheckHeader")
@@ -1461,6 +1939,7 @@ def _metric_selector(selector: Mapping[str, Any]) -> RuleResult:
 
 @rule("Telemetry")
 def _telemetry(telemetry: Mapping[str, Any]) -> RuleResult:
+    yield from _target_ref_kinds(telemetry)
     if len(telemetry.get("tracing") or ()) > 1:  # validateTelemetryTracing warns
         yield "tracing", "warning", "multiple tracing is not currently supported"
 
@@ -1524,17 +2003,50 @@ _KIND_TO_FINDING = {
 }
 
 
-def check_spec(kind: str, spec: Any, root: str = "spec") -> tuple[Any, list[Issue]]:
+def check_spec(kind: str, spec: Any, root: str = "spec", meta: Meta = Meta()) -> tuple[Any, list[Issue]]:
     """Validate a kind's spec (pure, no Resource needed). Returns (cleaned spec, issues)."""
-    return check_message(S.KIND_MESSAGE[kind], spec, root)
+    return check_message(S.KIND_MESSAGE[kind], spec, root, meta)
 
 
-def check_message(message: str, value: Any, root: str = "spec") -> tuple[Any, list[Issue]]:
+def check_message(message: str, value: Any, root: str = "spec", meta: Meta = Meta()) -> tuple[Any, list[Issue]]:
     """Validate a value as one of the schema's messages (`HTTPRetry`, `OutlierDetection`, ...), as Istio's
-    validation functions for a message part do. Returns (cleaned value, issues)."""
-    walker = _Walker()
+    validation functions for a message part do; `meta` is the config's metadata (a Sidecar's `./host` is in
+    its namespace). Returns (cleaned value, issues)."""
+    walker = _Walker(meta)
     cleaned = walker.message(value, message, root, [])
     return cleaned, walker.issues
+
+
+_PARSE_BOOL = ("1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False")  # strconv.ParseBool
+DRY_RUN = "istio.io/dry-run"
+# annotations Istio's webhook always rejects (internal to istiod: they would escalate privileges)
+_REJECTED_ANNOTATIONS = {
+    "internal.istio.io/webhook-always-reject": "annotation found, rejecting",
+    "internal.istio.io/parent-namespace": "annotation found, this may not be set by users",
+    "internal.istio.io/parents": "annotation found, this may not be set by users",
+}
+
+
+def metadata_issues(kind: str, spec: Mapping[str, Any], meta: Meta) -> list[Issue]:
+    """validateMetadata, which wraps every Istio validation function: `istio.io/dry-run` only on an
+    AuthorizationPolicy (ALLOW or DENY, a boolean value), and none of istiod's internal annotations."""
+    found = []
+    if DRY_RUN in meta.annotations:
+        value = str(meta.annotations[DRY_RUN])
+        path = f"metadata.annotations.{DRY_RUN}"
+        action = str(spec.get("action") or "ALLOW") if isinstance(spec, Mapping) else "ALLOW"
+        if kind != "AuthorizationPolicy":
+            found.append(Issue(path, "error", f"{meta.namespace}/{meta.name} has unsupported annotation {DRY_RUN}, "
+                                              "please remove the annotation"))
+        elif action not in ("ALLOW", "DENY"):
+            found.append(Issue(path, "error", f"the annotation {DRY_RUN} currently only supports action ALLOW/DENY, "
+                                              f"found action {action}"))
+        elif value not in _PARSE_BOOL:
+            found.append(Issue(path, "error", f"{DRY_RUN} has an invalid value ({value}): not a boolean"))
+    for key, text in _REJECTED_ANNOTATIONS.items():
+        if key in meta.annotations:
+            found.append(Issue(f"metadata.annotations.{key}", "error", f"{key!r} {text}"))
+    return found
 
 
 def validate_resource(resource: Resource, *, strict: bool = False) -> Checked:
@@ -1543,7 +2055,9 @@ def validate_resource(resource: Resource, *, strict: bool = False) -> Checked:
     if message is None:
         return Checked(resource, ())
     root = "spec" if "spec" in resource.lines or resource.kind not in ("ServiceAccount", "Namespace", "Secret") else ""
-    cleaned, issues = check_spec(resource.kind, thaw(resource.spec), root)
+    meta = Meta(resource.name, resource.namespace, resource.labels, resource.annotations)
+    cleaned, issues = check_spec(resource.kind, thaw(resource.spec), root, meta)
+    issues += metadata_issues(resource.kind, resource.spec, meta)
     if not _NAME.match(resource.name) or len(resource.name) > 253:
         issues.append(Issue("metadata.name", "error",
                             f"invalid name {resource.name!r}: must be a lowercase RFC 1123 subdomain"))

@@ -192,17 +192,45 @@ class Options:
 
 @dataclass(frozen=True, slots=True)
 class EgressHost:
-    """One Sidecar `egress[].hosts` entry `namespace/dnsName` (`*` any ns, `.` own ns, `~` none)."""
+    """One Sidecar `egress[].hosts` entry `namespace/dnsName` (`*` any ns, `.` own ns) of egress listener
+    `listener`. A `~`-prefixed namespace excludes instead (`~ns/host`; `~/host` in any namespace, so `~/*`
+    imports nothing): istiod's hostClassification.excludedHosts, which apply within their listener."""
 
     namespace: str
     host: str
+    listener: int = 0
+    excluded: bool = False
+
+    @classmethod
+    def parse(cls, entry: str, listener: int, sidecar_ns: str, domain: str) -> "EgressHost":
+        ns, _, name = entry.partition("/")
+        excluded = ns.startswith("~")
+        if excluded:
+            ns = ns[1:] or "*"
+        return cls(ns, resolve_host(name, sidecar_ns, domain), listener, excluded)
+
+    def _in_scope(self, sidecar_ns: str, obj_ns: str) -> bool:
+        return self.namespace in ("*", obj_ns) or (self.namespace == "." and obj_ns == sidecar_ns)
 
     def admits(self, sidecar_ns: str, obj_ns: str, host: str) -> bool:
-        if self.namespace == "~":
-            return False
-        if self.namespace not in ("*", obj_ns) and not (self.namespace == "." and obj_ns == sidecar_ns):
+        if self.excluded or not self._in_scope(sidecar_ns, obj_ns):
             return False
         return host_matches(self.host, host) or (self.host.startswith("*") and host_matches(host, self.host))
+
+    def excludes(self, sidecar_ns: str, obj_ns: str, host: str) -> bool:
+        """Excluded(h): the host is a subset of this `~` entry's host, in its namespace (or any)."""
+        return self.excluded and self._in_scope(sidecar_ns, obj_ns) and host_matches(self.host, host)
+
+
+def egress_admits(hosts: tuple[EgressHost, ...], sidecar_ns: str, obj_ns: str, host: str) -> bool:
+    """Some egress listener imports the host (of a service or VirtualService in `obj_ns`): one of its entries
+    admits it and none of its `~` entries excludes it (istiod's selectServices / SelectVirtualServices)."""
+    for listener in {h.listener for h in hosts}:
+        entries = [h for h in hosts if h.listener == listener]
+        if not any(e.excludes(sidecar_ns, obj_ns, host) for e in entries) and \
+                any(e.admits(sidecar_ns, obj_ns, host) for e in entries):
+            return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +260,7 @@ class Proxy:
             return False
         if not self.egress:
             return True
-        return any(e.admits(self.sidecar.namespace, svc.namespace, svc.hostname) for e in self.egress)
+        return egress_admits(self.egress, self.sidecar.namespace, svc.namespace, svc.hostname)
 
     def sees_virtual_service(self, vs: Resource) -> bool:
         export = tuple(str(e) for e in vs.spec.get("exportTo") or ())
@@ -241,7 +269,7 @@ class Proxy:
         if not self.egress:
             return True
         hosts = [resolve_host(str(h), vs.namespace, self.mesh.config.domain) for h in vs.spec.get("hosts") or ()]
-        return any(e.admits(self.sidecar.namespace, vs.namespace, h) for e in self.egress for h in hosts)
+        return any(egress_admits(self.egress, self.sidecar.namespace, vs.namespace, h) for h in hosts)
 
     @property
     def _scope(self) -> tuple:
@@ -268,9 +296,8 @@ def make_proxy(mesh: MeshSnapshot, workload: Workload, kind: str = "sidecar", op
             if not listener.get("port") and (listener.get("bind") or listener.get("captureMode")):
                 notes.add(sidecar, f"spec.egress[{i}]", "`bind`/`captureMode` without a `port` are not translated; "
                                                         "only `hosts` scoping is applied")
-            for h in listener.get("hosts") or ():
-                ns, _, name = str(h).partition("/")
-                egress.append(EgressHost(ns, resolve_host(name, sidecar.namespace, mesh.config.domain)))
+            egress += [EgressHost.parse(str(h), i, sidecar.namespace, mesh.config.domain)
+                       for h in listener.get("hosts") or ()]
         if sidecar.spec.get("ingress"):
             notes.add(sidecar, "spec.ingress", "Sidecar ingress listeners are not translated")
         otp = sidecar.spec.get("outboundTrafficPolicy")

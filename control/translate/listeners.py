@@ -58,7 +58,7 @@ from control.translate import tcp as l4
 from control.translate.clusters import InboundPort, inbound_ports
 from control.translate.common import (ADS, CORS, DOWNSTREAM_TLS, FAULT, HCM, INBOUND_PORT, LISTENER, OUTBOUND_PORT,
                                       ROUTER, STATS_PLUGIN_CONFIG, TLS_INSPECTOR, TYPED_STRUCT, Proxy,
-                                      EgressHost, cluster_name)
+                                      EgressHost, cluster_name, egress_admits)
 from control.mesh import resolve_host
 from control.translate.routes import (HTTP_PROXY_ROUTE, retry_policy, route_configuration, RouteContext,
                                      trace_operation)
@@ -181,18 +181,19 @@ def egress_port_listeners(proxy: Proxy, specs: Mapping[str, Any]) -> dict[int, d
         if not port_spec:
             continue
         number = int(port_spec.get("number", 0))
+        if number == 0:
+            proxy.notes.add(sidecar, f"spec.egress[{i}].port", "unix domain socket egress listeners (port 0, a "
+                                                               "unix:// bind) are not translated")
+            continue
         protocol = Protocol.parse(str(port_spec.get("protocol") or "")) if port_spec.get("protocol") \
             else Protocol.from_port_name(str(port_spec.get("name") or ""))
         if str(egress.get("captureMode") or "DEFAULT") != "NONE" or protocol.is_http or protocol == Protocol.UDP:
             proxy.notes.add(sidecar, f"spec.egress[{i}].port", "only egress listeners with captureMode NONE and a "
                                                                "TCP/TLS port are translated; this one is not")
             continue
-        hosts = []
-        for h in egress.get("hosts") or ():
-            ns, _, name = str(h).partition("/")
-            hosts.append(EgressHost(ns, resolve_host(name, sidecar.namespace, domain)))
+        hosts = tuple(EgressHost.parse(str(h), i, sidecar.namespace, domain) for h in egress.get("hosts") or ())
         svc = next((s for s in proxy.visible_services() if any(sp.port == number for sp in s.ports)
-                    and any(e.admits(sidecar.namespace, s.namespace, s.hostname) for e in hosts)), None)
+                    and egress_admits(hosts, sidecar.namespace, s.namespace, s.hostname)), None)
         if svc is None:
             proxy.notes.add(sidecar, f"spec.egress[{i}].port", f"no service its hosts admit has port {number}")
             continue

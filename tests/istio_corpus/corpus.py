@@ -27,7 +27,7 @@ import yaml
 from control.analyze import analyze
 from control.istio.load import KINDS, VALIDATED_ONLY, load_text, quote_flow_ipv6
 from control.istio.messages import Finding, Level
-from control.istio.validate import check_message
+from control.istio.validate import Meta, check_message, metadata_issues
 
 TESTDATA = Path(__file__).parent / "testdata"
 
@@ -208,10 +208,7 @@ ANALYZER_CASES: tuple[AnalyzerCase, ...] = (
        ("IST0101", "VirtualService httpbin-bogus"), ("IST0132", "VirtualService default/cross-test"),
        ("IST0132", "VirtualService httpbin-bogus"), ("IST0132", "VirtualService httpbin")),
     _c("virtualServiceKubernetesGateways", "virtualservice_kubernetes_gateways", VSG,
-       ("IST0132", "VirtualService default/my-vs-host-mismatch"),
-       known="Kubernetes Gateway API Gateways (gateway.networking.k8s.io) are not loaded, so a VirtualService "
-             "naming one gets IST0101 'gateway not found' and IST0132 where Istio checks the listener hostnames",
-       out_of_scope=True),
+       ("IST0132", "VirtualService default/my-vs-host-mismatch")),
     _c("virtualServiceInternalGatewayRef", "virtualservice_internal_gateway_ref", VSG,
        ("IST0165", "VirtualService httpbin")),
     _c("Route Rule no effect on Ingress", "virtualservice_route_rule_no_effects_ingress", VSH,
@@ -410,6 +407,15 @@ class ValidationCase:
     valid: bool
     spec: Any
     warning: bool | None = None  # Istio's verdict also carries a warning (None: the table does not say)
+    # the config metadata Istio's test gives the input (name, namespace, labels, annotations), where the
+    # table sets it
+    metadata: Any = None
+
+    @property
+    def meta(self) -> Meta:
+        m = self.metadata or {}
+        return Meta(str(m.get("name", "")), str(m.get("namespace", "")), m.get("labels") or {},
+                    m.get("annotations") or {})
 
     @property
     def id(self) -> str:
@@ -417,22 +423,18 @@ class ValidationCase:
 
     @property
     def go_only(self) -> str:
-        return GO_ONLY_CASES.get(f"{self.table}#{self.index}", "")
+        return GO_ONLY_CASES.get(f"{self.table}: {self.name}", "")
 
 
-# Cases whose Go input has no YAML equivalent, left out of the figures (strict xfail in the tests): a nil
-# element in a Go slice is `null` in YAML, which the CRD schema and meshctl refuse ("list entries cannot be
-# null"), while Istio's Go validation skips it; and the few below.
+# Cases whose Go input has no YAML equivalent, left out of the figures (strict xfail in the tests), by table
+# and case name: a nil element in a Go slice is `null` in YAML, which the CRD schema and meshctl refuse
+# ("list entries cannot be null"), while Istio's Go validation skips it; and an empty JWT issuer.
 GO_ONLY_CASES: dict[str, str] = {
-    **{f"TestValidateHTTPRoute#{i}": "a Go nil match element; as YAML `null` the CRD schema refuses it too"
-       for i in (29, 32, 36)},
-    # cases whose verdict depends on metadata the spec-only port does not carry, or that only Go can write
-    **{f"TestValidateAuthorizationPolicy#{i}": "the verdict depends on the istio.io/dry-run annotation, which "
-                                               "the ported spec-only input does not carry" for i in (8, 10)},
-    "TestValidateRequestAuthentication#2": "an empty issuer passes Istio's Go validation, but the CRD's "
-                                           "`issuer` minLength 1 refuses it (as meshctl does)",
-    "TestValidateServiceEntries#58": "the verdict depends on the istio.io/use-waypoint label, which the ported "
-                                     "spec-only input does not carry",
+    **{f"TestValidateHTTPRoute: {name}": "a Go nil match element; as YAML `null` the CRD schema refuses it too"
+       for name in ("match with nil element", "valid mirror percentage", "mirrors valid mirror percentage")},
+    "TestValidateRequestAuthentication: empty issuer and set jwksUri":
+        "an empty issuer passes Istio's Go validation, but the CRD's `issuer` minLength 1 refuses it (as meshctl "
+        "does)",
 }
 
 
@@ -441,20 +443,28 @@ def validation_cases() -> list[ValidationCase]:
     for path in sorted((TESTDATA / "validation").glob("*.yaml")):
         for i, doc in enumerate(d for d in yaml.safe_load_all(path.read_text()) if d):
             cases.append(ValidationCase(path.stem, i, str(doc["case"]), doc["message"], bool(doc["valid"]),
-                                        doc["spec"], doc.get("warning")))
+                                        doc["spec"], doc.get("warning"), doc.get("metadata")))
     return cases
 
 
 def judge_validation_case(case: ValidationCase) -> tuple[bool, list[str]]:
     """(meshctl accepts it, the errors) as `meshctl validate` would judge the message: an error or an unknown
     field (strict) rejects."""
-    _, issues = check_message(case.message, case.spec)
+    _, issues = check_message(case.message, case.spec, meta=case.meta)
+    issues += metadata_issues(case.message, case.spec, case.meta)
     errors = [f"{i.path}: {i.text}" for i in issues if i.kind in ("error", "unknown")]
     return not errors, errors
 
 
+# Deprecated fields Istio reports only through its deprecation analyzer (IST0002 in `istioctl analyze`,
+# pkg/config/analysis/analyzers/deprecation), not as validation warnings; meshctl reports them as IST0002 too.
+ANALYZER_ONLY_DEPRECATIONS = (".outboundTrafficPolicy.egressProxy", ".fault.delay.percent")
+
+
 def validation_warnings(case: ValidationCase) -> list[str]:
     """The warnings meshctl gives where Istio's validation warns: schema warnings (IST0133), deprecations
-    (IST0002) and unused VirtualService rules/matches (IST0130/IST0131); this project's own notes (unsupported fields, relative weights) are not Istio's warnings."""
-    _, issues = check_message(case.message, case.spec)
-    return [f"{i.path}: {i.text}" for i in issues if i.kind in ("warning", "deprecated", "unreachable", "ineffective")]
+    (IST0002) but those only Istio's analyzer reports, and unused VirtualService rules/matches
+    (IST0130/IST0131); this project's own notes (unsupported fields, relative weights) are not Istio's warnings."""
+    _, issues = check_message(case.message, case.spec, meta=case.meta)
+    return [f"{i.path}: {i.text}" for i in issues if i.kind in ("warning", "deprecated", "unreachable", "ineffective")
+            and not (i.kind == "deprecated" and i.path.endswith(ANALYZER_ONLY_DEPRECATIONS))]

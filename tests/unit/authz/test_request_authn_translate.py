@@ -32,7 +32,8 @@ def test_one_provider_is_provider_or_allow_missing():
 
 
 def test_rules_of_several_policies_are_sorted_by_issuer():
-    pols = _ra("[{issuer: zeta, jwks: '{}'}]", "a") + _ra("[{issuer: alpha, jwks: '{}'}]", "b")
+    keys = """'{"keys": []}'"""  # an empty key set (`{}` is no JWKS: Istio's jwk.Parse refuses it)
+    pols = _ra(f"[{{issuer: zeta, jwks: {keys}}}]", "a") + _ra(f"[{{issuer: alpha, jwks: {keys}}}]", "b")
     providers = build_filter(pols, Notes())["typed_config"]["providers"]
     assert [(n, p["issuer"]) for n, p in providers.items()] == [("origins-0", "alpha"), ("origins-1", "zeta")]
 

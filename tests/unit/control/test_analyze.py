@@ -229,6 +229,44 @@ def test_ist0132_virtual_service_host_not_in_gateway(hosts, expected):
                                     "not found in Gateway default/gw.")
 
 
+KUBE_GATEWAY = """---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: kgw}
+spec:
+  gatewayClassName: istio
+  listeners: %s
+"""
+
+
+@pytest.mark.parametrize("listeners, hosts, expected", [
+    ("[{name: http, hostname: shop.example.com, port: 80, protocol: HTTP}]", "[shop.example.com]", []),
+    ("[{name: http, hostname: '*.example.com', port: 80, protocol: HTTP}]", "[shop.example.com]", []),
+    ("[{name: http, hostname: shop.example.com, port: 80, protocol: HTTP}]", "[other.example.com]", ["IST0132"]),
+    ("[{name: a, hostname: shop.example.com, port: 80, protocol: HTTP}, {name: b, port: 81, protocol: HTTP}]",
+     "[other.example.com]", []),  # a listener without a hostname accepts every host
+])
+def test_a_kubernetes_gateway_named_by_a_virtual_service_is_found_and_its_listener_hosts_checked(listeners, hosts,
+                                                                                                   expected):
+    """Istio's GatewayAnalyzer: no Istio Gateway of that name, so the Gateway API one (vsHostInKubernetesGateway);
+    it is read for analysis only (keep_invalid), never served."""
+    spec = f"hosts: {hosts}\ngateways: [default/kgw]\nhttp:\n- route: [{{destination: {{host: reviews}}}}]\n"
+    result = load_text(BASE + KUBE_GATEWAY % listeners + "---\n" + vs(spec), "x.yaml", keep_invalid=True)
+    assert [f.code for f in analyze(result.resources) if f.code in ("IST0101", "IST0132")] == expected
+    assert any(f.code == "PYM0003" and "read by analysis only" in f.message for f in result.findings)
+    assert not [f for f in result.findings if f.level.label != "Info"], result.findings
+    served = load_text(BASE + KUBE_GATEWAY % listeners, "x.yaml").resources
+    assert not [r for r in served if r.group == "gateway.networking.k8s.io"]
+
+
+def test_an_istio_gateway_of_the_same_name_wins_over_a_kubernetes_one():
+    """Istio looks for an Istio Gateway first: its servers decide, not the Gateway API listeners."""
+    kube = (KUBE_GATEWAY % "[{name: http, port: 80, protocol: HTTP}]").replace("name: kgw", "name: gw")
+    spec = "hosts: [other.example.com]\ngateways: [gw]\nhttp:\n- route: [{destination: {host: reviews}}]\n"
+    result = load_text(BASE + kube + "---\n" + vs(spec), "x.yaml", keep_invalid=True)
+    assert [f.code for f in analyze(result.resources) if f.code in ("IST0101", "IST0132", "IST0145")] == ["IST0132"]
+
+
 @pytest.mark.parametrize("port, host, expected", [(80, "shop.example.com", ["IST0145", "IST0145"]),
                                                   (80, "*.example.com", ["IST0145", "IST0145"]),
                                                   # no Secret c: gateway/secret.go's IST0101 credentialName

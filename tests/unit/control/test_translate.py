@@ -224,6 +224,28 @@ def test_sidecar_egress_hosts_hide_other_services() -> None:
     assert "outbound|80||other.elsewhere.svc.cluster.local" not in names
 
 
+OTHER = ("apiVersion: v1\nkind: Service\nmetadata: {name: other, namespace: elsewhere}\n"
+         "spec: {selector: {app: other}, ports: [{name: http, port: 80}]}\n---\n")
+OTHER_CLUSTER = "outbound|80||other.elsewhere.svc.cluster.local"
+
+
+@pytest.mark.parametrize("egress, reviews, other", [
+    ("[{hosts: ['*/*', '~elsewhere/*']}]", True, False),  # all but a namespace
+    (f"[{{hosts: ['*/*', '~/{REVIEWS}']}}]", False, True),  # all but a host, in any namespace
+    ("[{hosts: ['*/*', '~./*']}]", False, True),  # `.` is the Sidecar's own namespace
+    ("[{hosts: ['~/*']}]", False, False),  # nothing
+    # an exclusion applies within its own listener: the second listener still imports `elsewhere`
+    ("[{port: {number: 80, protocol: TCP, name: tcp}, hosts: ['*/*', '~elsewhere/*']}, {hosts: ['*/*']}]",
+     True, True),
+])
+def test_sidecar_egress_exclusions_drop_hosts_within_their_listener(egress, reviews, other) -> None:
+    """istiod's hostClassification.excludedHosts: `~ns/host` entries (validated as Istio's
+    ValidateNamespaceSlashWildcardHostname allows them) remove what the listener's other entries import."""
+    extra = OTHER + f"apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default}}\nspec: {{egress: {egress}}}\n"
+    names = {c["name"] for c in render(extra).clusters}
+    assert (f"outbound|9080||{REVIEWS}" in names, OTHER_CLUSTER in names) == (reviews, other)
+
+
 def test_unsupported_fields_are_reported_not_dropped_silently() -> None:
     extra = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\n"
              "spec:\n  hosts: [reviews]\n  tls:\n  - match: [{sniHosts: [reviews]}]\n"

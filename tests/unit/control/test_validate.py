@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from control.istio.load import load_text
 from control.istio.validate import check_duration, check_regex, check_spec, parse_duration
 
 
@@ -261,9 +262,12 @@ def test_the_other_selector_field_is_unknown_with_a_hint(kind, spec, path, hint)
     assert any(p == path and hint in t for p, t in found), found
 
 
-def test_sidecar_selector_without_labels_is_an_error():
+def test_sidecar_selector_without_labels_is_a_warning_as_in_istio():
+    """ValidateSidecar: "workload selector specified without labels, will be applied to all services in
+    namespace" is a warning (kept backwards compatible), and the Sidecar is namespace-wide."""
     spec = {"workloadSelector": {}, "egress": [{"hosts": ["./*"]}]}
-    assert ("spec.workloadSelector", "sidecar: workloadSelector cannot have empty labels") in errors("Sidecar", spec)
+    assert errors("Sidecar", spec) == []
+    assert any(p == "spec.workloadSelector" and "without labels" in t for p, t in issues("Sidecar", spec, "warning"))
 
 
 def test_selector_labels_reject_wildcards():
@@ -335,3 +339,48 @@ def test_multiple_tracing_providers_is_a_warning_as_in_istio():
     assert errors("Telemetry", spec) == []
     assert issues("Telemetry", spec, "warning") == [("spec.tracing[0].providers",
                                                      "multiple providers is not currently supported")]
+
+
+# --- metadata Istio's validation reads (validateMetadata, usesWaypoint, a Sidecar's `./` namespace) ------
+
+def _loaded(kind: str, spec: str, metadata: str) -> list[str]:
+    api = {"AuthorizationPolicy": "security.istio.io/v1", "RequestAuthentication": "security.istio.io/v1",
+           "ServiceEntry": "networking.istio.io/v1", "Sidecar": "networking.istio.io/v1"}[kind]
+    result = load_text(f"apiVersion: {api}\nkind: {kind}\nmetadata: {metadata}\nspec: {spec}\n", "x.yaml")
+    return [f"{f.level.label} {f.message}" for f in result.findings if f.level.label in ("Error", "Warning")]
+
+
+@pytest.mark.parametrize("kind, spec, annotations, error", [
+    ("AuthorizationPolicy", "{action: DENY, rules: [{}]}", "{istio.io/dry-run: 'true'}", None),
+    ("AuthorizationPolicy", "{rules: [{}]}", "{istio.io/dry-run: 'foo'}", "invalid value (foo)"),
+    ("AuthorizationPolicy", "{action: AUDIT, rules: [{}]}", "{istio.io/dry-run: 'true'}",
+     "only supports action ALLOW/DENY"),
+    ("RequestAuthentication", "{}", "{istio.io/dry-run: 'true'}", "unsupported annotation istio.io/dry-run"),
+    ("RequestAuthentication", "{}", "{internal.istio.io/parents: x}", "may not be set by users"),
+])
+def test_annotations_istio_validates_on_every_kind(kind, spec, annotations, error):
+    found = [f for f in _loaded(kind, spec, f"{{name: p, annotations: {annotations}}}") if f.startswith("Error")]
+    assert (found == []) if error is None else any(error in f for f in found), found
+
+
+def test_a_dynamic_dns_mesh_internal_service_entry_cannot_use_a_waypoint():
+    spec = ("{hosts: ['*.a.com'], ports: [{number: 80, protocol: HTTP, name: http}], resolution: DYNAMIC_DNS, "
+            "location: MESH_INTERNAL}")
+    assert not [f for f in _loaded("ServiceEntry", spec, "{name: se}") if f.startswith("Error")]
+    errors_ = [f for f in _loaded("ServiceEntry", spec, "{name: se, labels: {istio.io/use-waypoint: wp}}")
+               if f.startswith("Error")]
+    assert any("not supported when using waypoints" in f for f in errors_), errors_
+    assert not [f for f in _loaded("ServiceEntry", spec, "{name: se, labels: {istio.io/use-waypoint: none}}")
+                if f.startswith("Error")]
+
+
+def test_a_sidecar_dot_host_is_in_the_sidecar_namespace():
+    spec = "{egress: [{hosts: ['./*', 'bar/a.com']}]}"
+    assert any("duplicated egress host: bar/a.com" in f for f in _loaded("Sidecar", spec, "{name: s, namespace: bar}"))
+    assert not any("duplicated" in f for f in _loaded("Sidecar", spec, "{name: s, namespace: foo}"))
+
+
+def test_a_telemetry_access_log_filter_must_parse_as_cel():
+    spec = {"accessLogging": [{"filter": {"expression": ")++++"}}]}
+    assert any(p == "spec.accessLogging[0].filter.expression" and "valid CEL" in t for p, t in errors("Telemetry", spec))
+    assert errors("Telemetry", {"accessLogging": [{"filter": {"expression": "response.code >= 400"}}]}) == []
