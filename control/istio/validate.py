@@ -24,7 +24,7 @@ import difflib
 import ipaddress
 import re
 from dataclasses import dataclass, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Callable, Iterator, Mapping
 
 from control.istio import messages as msg
@@ -60,7 +60,7 @@ _INVALID = object()  # a value that failed its type check
 
 # --- scalar parsers ---------------------------------------------------------------------------------------
 
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)", re.ASCII)  # Go: ASCII digits only
 _DURATION_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
                      "m": 60_000_000_000, "h": 3_600_000_000_000}
 
@@ -79,13 +79,10 @@ def parse_duration(text: str) -> int:
     while pos < len(body):
         m = _DURATION_PART.match(body, pos)
         if not m:
-            if re.fullmatch(r"\d+(\.\d*)?", body[pos:]):
+            if re.fullmatch(r"\d+(\.\d*)?", body[pos:], re.ASCII):
                 raise ValueError(f"missing unit in duration {text!r} (write e.g. \"{body}s\")")
             raise ValueError(f"invalid duration {text!r} (units are ns, us, ms, s, m, h; e.g. \"1.5s\", \"100ms\")")
-        try:
-            total += Decimal(m.group(1)) * _DURATION_UNIT_NS[m.group(2)]
-        except InvalidOperation:
-            raise ValueError(f"invalid duration {text!r}") from None
+        total += Decimal(m.group(1)) * _DURATION_UNIT_NS[m.group(2)]  # ASCII digits: always a Decimal
         pos = m.end()
     return sign * int(total)
 
@@ -244,16 +241,14 @@ def _message_tree(root: str, max_depth: int = 6) -> Iterator[tuple[str, str]]:
 
 
 def suggest_field(field: str, message: str, siblings: frozenset[str],
-                  ancestors: list[tuple[str, str]], here: str) -> str | None:
+                  ancestors: list[tuple[str, str]]) -> str | None:
     """'did you mean' for an unknown field: a misplaced field elsewhere in the tree, else a misspelling."""
     best: tuple[int, int, int, str] | None = None
     for depth, (anc_path, anc_msg) in enumerate(reversed(ancestors)):
         for rel, name in _message_tree(anc_msg):
             if field not in S.MESSAGES[name]:
                 continue
-            where = ".".join(p for p in (anc_path, rel) if p)
-            if where == here:
-                continue
+            where = ".".join(p for p in (anc_path, rel) if p)  # never the field's own place: it lacks the field
             score = len(siblings & S.MESSAGES[name].keys())
             key = (-score, depth, len(rel), where)
             if best is None or key < best:
@@ -279,26 +274,33 @@ class _Walker:
 
     def __init__(self) -> None:
         self.issues: list[Issue] = []
+        self.type_errors = 0  # values that failed their type: the rules above them do not run
 
     def add(self, path: str, kind: str, text: str, args: tuple = ()) -> None:
         self.issues.append(Issue(path, kind, text, args))
 
+    def bad(self, path: str, text: str) -> None:
+        """A value of the wrong type (or out of its type's range): Istio fails to unmarshal it, so no semantic
+        rule ever sees it; ours do not either (they read the raw value and would misjudge or crash on it)."""
+        self.type_errors += 1
+        self.add(path, "error", text)
+
     def value(self, value: Any, typ: str, path: str, ancestors: list[tuple[str, str]]) -> Any:
         if typ.startswith("[]"):
             if not isinstance(value, (list, tuple)):
-                self.add(path, "error", f"must be a list, not {_describe(value)}")
+                self.bad(path, f"must be a list, not {_describe(value)}")
                 return _INVALID
             out = []
             for i, item in enumerate(value):
                 item_path = f"{path}[{i}]"
                 if item is None:
-                    self.add(item_path, "error", "list entries cannot be null")
+                    self.bad(item_path, "list entries cannot be null")
                     continue
                 out.append(self.value(item, typ[2:], item_path, ancestors))
             return out
         if typ.startswith("map:"):
             if not isinstance(value, Mapping):
-                self.add(path, "error", f"must be an object (a map), not {_describe(value)}")
+                self.bad(path, f"must be an object (a map), not {_describe(value)}")
                 return _INVALID
             return {str(k): (None if v is None and typ[4:] in S.MESSAGES else
                              self.value(v, typ[4:], f"{path}.{k}", ancestors))
@@ -307,7 +309,7 @@ class _Walker:
             return self.message(value, typ, path, ancestors)
         clean, error = _scalar(value, typ)
         if error:
-            self.add(path, "error", error)
+            self.bad(path, error)
             return _INVALID
         return clean
 
@@ -315,11 +317,12 @@ class _Walker:
         if value is None:
             return {}
         if not isinstance(value, Mapping):
-            self.add(path, "error", f"must be an object ({name}), not {_describe(value)}")
+            self.bad(path, f"must be an object ({name}), not {_describe(value)}")
             return _INVALID
         fields = S.MESSAGES[name]
         here = ancestors + [(path, name)]
         unknown = frozenset(k for k in value if str(k) not in fields)
+        type_errors = self.type_errors
         out: dict[str, Any] = {}
         for key, item in value.items():
             key = str(key)
@@ -331,7 +334,7 @@ class _Walker:
                 if name in S.OPEN:
                     out[key] = item
                     continue
-                hint = suggest_field(key, name, unknown - {key}, here, path)
+                hint = suggest_field(key, name, unknown - {key}, here)
                 text = f'unknown field "{key}" in {name}'
                 if hint:
                     text += f"; did you mean {hint}?"
@@ -354,7 +357,7 @@ class _Walker:
                 self.add(_join(path, present[1]), "error",
                          f"only one of {', '.join(group)} may be set (found {' and '.join(present)})")
         rule = RULES.get(name)
-        if rule is not None:
+        if rule is not None and self.type_errors == type_errors:
             for rel, kind, text, *args in rule(value):
                 self.add(_join(path, rel), kind, text, tuple(args))
         return out
@@ -521,8 +524,6 @@ def _sni_host(sni_host: Any, hosts: Any, bound_to_gateway: bool, where: str) -> 
     if isinstance(sni_host, str) and _is_ip(sni_host):
         yield where, "warning", f"using an IP address ({sni_host!r}) goes against SNI spec and most clients do not " \
                                 "support this"
-        return
-    if not isinstance(sni_host, str):
         return
     if not any(isinstance(h, str) and _host_subset(sni_host, h) for h in hosts or ()):
         yield where, "error", (f"SNI host {sni_host!r} is not a compatible subset of any of the virtual service "
@@ -860,6 +861,8 @@ def _load_balancer(lb: Mapping[str, Any]) -> RuleResult:
 @rule("MagLev")
 def _maglev(maglev: Mapping[str, Any]) -> RuleResult:
     size = maglev.get("tableSize")
+    if isinstance(size, str) and size.isdigit():  # uint64: protobuf JSON may write it as a string
+        size = int(size)
     if isinstance(size, int) and size and not _is_prime(size):
         yield "tableSize", "error", "tableSize must be a prime number for maglev"
 
