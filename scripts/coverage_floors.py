@@ -45,7 +45,7 @@ FLOORS = {  # module -> floor (%); below TARGET = measured when set (2026-12-04,
     "control/translate/listeners.py": 91.5,
     "control/translate/common.py": 89.0,
     "control/translate/tcp.py": 90.5,
-    "control/istio/validate.py": 75.5,
+    "control/istio/validate.py": 99.5,
     "control/inject.py": 95.0,
 }
 

@@ -314,8 +314,8 @@ class _Walker:
         return clean
 
     def message(self, value: Any, name: str, path: str, ancestors: list[tuple[str, str]]) -> Any:
-        if value is None:
-            return {}
+        if value is None:  # only a root (check_message(..., None)): null is "not set", so an empty message
+            value = {}
         if not isinstance(value, Mapping):
             self.bad(path, f"must be an object ({name}), not {_describe(value)}")
             return _INVALID
@@ -379,6 +379,11 @@ def _is_unset(value: Any) -> bool:
     return value is None or value == "" or value == [] or value == () or value == {}
 
 
+def _is_nil(value: Any) -> bool:
+    """Go's `== nil` on an unmarshalled proto field: an empty message (`{}`) is set, an empty list is not."""
+    return value is None or value == [] or value == ()
+
+
 # --- Istio's semantic rules (pkg/config/validation), one function per message -----------------------------
 # Each takes the raw message value and yields (relative path, kind, text).
 
@@ -426,14 +431,11 @@ def _weights(routes: Any, key: str) -> RuleResult:
     if not isinstance(routes, (list, tuple)):
         return
     total = 0
-    for i, dest in enumerate(routes):
-        if not isinstance(dest, Mapping):
-            continue
-        weight = dest.get("weight", 0) or 0
-        if isinstance(weight, int) and not isinstance(weight, bool):
-            if weight < 0:
-                yield f"{key}[{i}].weight", "error", f"weight {weight} < 0"
-            total += weight
+    for i, dest in enumerate(routes):  # well-typed: rules only see a message whose fields passed their types
+        weight = dest.get("weight") or 0
+        if weight < 0:
+            yield f"{key}[{i}].weight", "error", f"weight {weight} < 0"
+        total += weight
     if len(routes) > 1 and total == 0:
         yield key, "error", "total destination weight = 0"
     elif len(routes) > 1 and total != 100:
@@ -541,8 +543,6 @@ def _is_ip(text: str) -> bool:
 def _gateway_names(gateways: Any) -> RuleResult:
     """validateGatewayNames: `namespace/name` of two DNS-1123 labels, or a legacy FQDN-style name."""
     for i, name in enumerate(gateways or ()):
-        if not isinstance(name, str):
-            continue
         ns, slash, short = name.partition("/")
         if not slash:
             if (err := _host_error(name)) or "*" in name:
@@ -812,19 +812,19 @@ def _port_traffic_policy(ptp: Mapping[str, Any]) -> RuleResult:
     """validatePortTrafficPolicies: a port, and at least one policy for it."""
     if _is_unset(ptp.get("port")):
         yield "port", "error", "portTrafficPolicy must have valid port"
-    if all(_is_unset(ptp.get(k)) for k in ("outlierDetection", "connectionPool", "loadBalancer", "tls")):
+    if all(_is_nil(ptp.get(k)) for k in ("outlierDetection", "connectionPool", "loadBalancer", "tls")):
         yield "", "error", "port traffic policy must have at least one field"
 
 
 @rule("TrafficPolicy")
 def _traffic_policy(tp: Mapping[str, Any]) -> RuleResult:
-    if not any(not _is_unset(v) for v in tp.values()):
+    if all(_is_nil(v) for v in tp.values()):
         yield "", "error", "traffic policy must have at least one field"
 
 
 @rule("ConnectionPoolSettings")
 def _connection_pool(cp: Mapping[str, Any]) -> RuleResult:
-    if _is_unset(cp.get("tcp")) and _is_unset(cp.get("http")):
+    if _is_nil(cp.get("tcp")) and _is_nil(cp.get("http")):
         yield "", "error", "connection pool must have at least one field (tcp or http)"
 
 
@@ -943,8 +943,6 @@ def _gateway_hosts(hosts: Any) -> RuleResult:
     """ValidateNamespaceSlashWildcardHostname for gateways: a namespace of `*`, `.` or a DNS label, and a
     dnsName that is `*` or an FQDN (no short names, no partial wildcards like `*bar.com`), or an IP."""
     for i, host in enumerate(hosts or ()):
-        if not isinstance(host, str):
-            continue
         ns, slash, name = host.partition("/") if "/" in host else ("", "", host)
         if slash and (not ns or not name):
             yield f"hosts[{i}]", "error", "config namespace and dnsName in host entry cannot be empty"
@@ -1035,8 +1033,6 @@ def _service_entry(se: Mapping[str, Any]) -> RuleResult:
     numbers: set[int] = set()
     names: set[str] = set()
     for i, port in enumerate(se.get("ports") or ()):
-        if not isinstance(port, Mapping):
-            continue
         number, name = port.get("number"), port.get("name")
         if number in numbers:
             yield f"ports[{i}].number", "error", f"service entry port {number} already defined"
@@ -1195,8 +1191,6 @@ def _authorization_policy(ap: Mapping[str, Any]) -> RuleResult:
     if action != "CUSTOM" and ap.get("provider") is not None:
         yield "provider", "error", f"`provider` must not be with non CUSTOM action, found {action}"
     for i, rule in enumerate(ap.get("rules") or ()):
-        if not isinstance(rule, Mapping):
-            continue
         if action == "CUSTOM":
             yield from _custom_rule(rule, f"rules[{i}]")
         for field, inner in (("from", "source"), ("to", "operation")):
