@@ -41,6 +41,8 @@ def routing(port: int, log: pathlib.Path) -> dict:
          "route": fwd, "response_headers_to_add": [hv("x-matched", "variant-b")]},
         {"match": {"prefix": "/hdr", "headers": [{"name": "x-variant", "present_match": True}]},
          "route": fwd, "response_headers_to_add": [hv("x-matched", "variant-any")]},
+        {"match": {"prefix": "/range", "headers": [{"name": "x-n", "range_match": {"start": -10, "end": 0}}]},
+         "route": fwd, "response_headers_to_add": [hv("x-matched", "negative-range")]},
         {"match": {"prefix": "/host-rewrite"}, "route": {**fwd, "host_rewrite_literal": "rewritten.example"}},
         {"match": {"prefix": "/redir-https"}, "redirect": {"https_redirect": True}},
         {"match": {"prefix": "/redir-host"}, "redirect": {"host_redirect": "other.example",
