@@ -329,3 +329,54 @@ def test_mutual_tls_with_certificate_files():
 def test_an_inbound_grpc_port_speaks_h2_to_the_app():
     cluster = by_name(render(RATINGS, workload="ratings").clusters, "inbound|7070||ratings.default.svc.cluster.local")
     assert protocol_options(cluster)["explicit_http_config"] == {"http2_protocol_options": {}}
+
+
+# --- common: durations, percentages, Sidecar scope ----------------------------------------------------------
+
+@pytest.mark.parametrize("text, seconds", [(None, None), ("", None), (5, None), ("1sx", None), ("x1s", None),
+                                           ("1m30s", 90.0), ("250ms", 0.25)])
+def test_parse_seconds(text, seconds):
+    from control.translate.common import parse_seconds
+    assert parse_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("spec, legacy, percent", [
+    ({"percentage": {"value": 12.5}, "percent": 3}, "percent", 12.5),
+    ({"percent": 3}, "percent", 3.0),  # the deprecated int field
+    ({"percent": 3}, None, 0.0),  # not read where Istio has none
+    ({}, "percent", 0.0),
+])
+def test_percent_of(spec, legacy, percent):
+    from control.translate.common import percent_of
+    assert percent_of(spec, legacy_key=legacy) == percent
+
+
+def sidecar(spec: str, namespace: str = "default") -> str:
+    return (f"apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: {namespace}}}"
+            f"\nspec: {spec}\n")
+
+
+def test_sidecar_scope_notes_and_outbound_policy():
+    rendered = render(sidecar("{egress: [{bind: 127.0.0.1, hosts: ['./*']}], "
+                              "ingress: [{port: {number: 9080, protocol: HTTP, name: http}, defaultEndpoint: "
+                              "'127.0.0.1:9080'}], outboundTrafficPolicy: {mode: REGISTRY_ONLY}}"))
+    notes = "\n".join(rendered.notes)
+    assert "spec.egress[0]: `bind`/`captureMode` without a `port` are not translated" in notes
+    assert "spec.ingress: Sidecar ingress listeners are not translated" in notes
+    catch_all = vhost(rendered, "9080", "block_all")
+    assert catch_all["routes"][0]["direct_response"] == {"status": 502}  # the Sidecar's REGISTRY_ONLY
+
+
+def test_a_tilde_egress_host_sees_nothing_and_export_to_hides_from_other_namespaces():
+    rendered = render(sidecar("{egress: [{hosts: ['~/*']}]}"))
+    assert [r["name"] for r in rendered.routes] == ["http_proxy"]  # no service seen: no port route config
+    assert [v["name"] for v in rendered.routes[0]["virtual_hosts"]] == ["allow_any"]
+    private = ("apiVersion: v1\nkind: Service\nmetadata: {name: secret, namespace: other, annotations: "
+               "{networking.istio.io/exportTo: '.'}}\nspec: {selector: {app: s}, ports: [{name: http, port: 9080}]}"
+               "\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r2, namespace: other}"
+               "\nspec: {hosts: [reviews.default.svc.cluster.local], exportTo: ['.'], http: [{route: [{destination: "
+               "{host: reviews.default.svc.cluster.local}}], timeout: 7s}]}\n")
+    rendered = render(private)
+    names = [v["name"] for v in by_name(rendered.routes, "9080")["virtual_hosts"]]
+    assert "secret.other.svc.cluster.local:9080" not in names
+    assert vhost(rendered, "9080", f"{REVIEWS}:9080")["routes"][0]["route"]["timeout"] == "0s"  # r2 not seen
