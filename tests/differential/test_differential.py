@@ -100,6 +100,8 @@ CASES = [
     row("route-header-negative-range-not-a-number", "routing", api("/range", b"x-n: -1x\r\n"), 200),
     row("route-header-negative-range-fraction", "routing", api("/range", b"x-n: -1.5\r\n"), 200),
     row("route-host-rewrite", "routing", api("/host-rewrite"), 200),
+    # a consistent-hash cluster without hosts: no healthy upstream (a balancer built over no hosts crashed)
+    row("route-ring-hash-no-hosts", "routing", api("/empty-ring", b"x-user: a\r\n"), 503),
     row("route-no-virtual-host", "routing", get("/exact", host=b"other.example"), 404),
     # ---------------------------------------------------------------- redirects and direct responses
     row("redirect-https", "routing", api("/redir-https/x?y=1"), 301),
