@@ -203,8 +203,8 @@ def gw_vs(name: str, hosts: str, body: str) -> str:
             f"  hosts: {hosts}\n  gateways: [istio-system/public]\n{body}")
 
 
-def render_gw(*docs: str):
-    result = load_text(BASE + "---\n" + "---\n".join([GATEWAY, *docs]), "config.yaml")
+def render_gw(*docs: str, gateway: str = GATEWAY):
+    result = load_text(BASE + "---\n" + "---\n".join([gateway, *docs]), "config.yaml")
     assert not [f for f in result.findings if f.level.label == "Error"], [str(f) for f in result.findings]
     rendered = render_gateway(build_mesh(result.resources), "istio-ingressgateway")
     check_rendered(rendered.as_dict())
@@ -380,3 +380,72 @@ def test_a_tilde_egress_host_sees_nothing_and_export_to_hides_from_other_namespa
     names = [v["name"] for v in by_name(rendered.routes, "9080")["virtual_hosts"]]
     assert "secret.other.svc.cluster.local:9080" not in names
     assert vhost(rendered, "9080", f"{REVIEWS}:9080")["routes"][0]["route"]["timeout"] == "0s"  # r2 not seen
+
+
+# --- listeners: gateway TLS, Sidecar egress ports, extension hooks -------------------------------------------
+
+def servers(*items: str) -> str:
+    return ("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: tls, namespace: istio-system}\n"
+            "spec:\n  selector: {istio: ingressgateway}\n  servers:\n" + "".join(f"  - {s}\n" for s in items))
+
+
+def server_tls(rendered, port: int) -> dict:
+    lis = by_name(rendered.listeners, f"0.0.0.0_{port}")
+    return lis["filter_chains"][0]["transport_socket"]["typed_config"]
+
+
+def test_gateway_server_tls_contexts():
+    rendered = render_gw(gateway=servers(
+        "{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: ISTIO_MUTUAL, "
+        "subjectAltNames: [spiffe://td/ns/a/sa/b]}}",
+        "{port: {number: 8443, name: https-files, protocol: HTTPS}, hosts: ['*'], tls: {mode: MUTUAL, "
+        "serverCertificate: /s.pem, privateKey: /k.pem, caCertificates: /ca.pem, subjectAltNames: [client.example], "
+        "cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256]}}",
+        "{port: {number: 9443, name: https-gone, protocol: HTTPS}, hosts: ['*'], tls: {mode: MUTUAL, "
+        "credentialName: gone}}",
+        "{port: {number: 27017, name: mongo, protocol: MONGO}, hosts: ['*']}"))
+    istio = server_tls(rendered, 443)
+    assert istio["require_client_certificate"] is True
+    assert istio["common_tls_context"]["combined_validation_context"]["default_validation_context"] == {
+        "match_subject_alt_names": [{"exact": "spiffe://td/ns/a/sa/b"}]}
+    files = server_tls(rendered, 8443)["common_tls_context"]
+    assert files["validation_context"] == {"trusted_ca": {"filename": "/ca.pem"},
+                                           "match_subject_alt_names": [{"exact": "client.example"}]}
+    assert files["tls_params"] == {"cipher_suites": ["ECDHE-RSA-AES128-GCM-SHA256"]}
+    gone = server_tls(rendered, 9443)["common_tls_context"]
+    assert gone["combined_validation_context"]["validation_context_sds_secret_config"]["name"] == \
+        "kubernetes://gone-cacert"
+    notes = "\n".join(rendered.notes)
+    assert "spec.servers[3]: MONGO servers are not translated yet" in notes
+    assert not any(lis["name"] == "0.0.0.0_27017" for lis in rendered.listeners)
+
+
+def test_sidecar_egress_ports_that_are_not_translated_are_noted():
+    rendered = render(sidecar("{egress: [{port: {number: 9080, protocol: HTTP, name: http}, hosts: ['./*']}, "
+                              "{port: {number: 5555, protocol: TCP, name: tcp}, captureMode: NONE, hosts: ['./*']}, "
+                              "{hosts: ['./*']}]}"))
+    notes = "\n".join(rendered.notes)
+    assert "spec.egress[0].port: only egress listeners with captureMode NONE and a TCP/TLS port are translated" in notes
+    assert "spec.egress[1].port: no service its hosts admit has port 5555" in notes
+
+
+def test_extension_hooks_add_filters_and_rewrite_listeners():
+    from control.translate import Options
+    from control.translate.common import Extensions
+    cors = {"name": "envoy.filters.http.cors",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}}
+    seen: list[str] = []
+    ext = Extensions(http_filters_authn=(lambda proxy, direction: seen.append(direction) or [],),
+                     http_filters_before_router=(lambda proxy, direction: [cors] if direction == "inbound" else [],),
+                     listener_contributors=(lambda proxy, lis: {**lis, "per_connection_buffer_limit_bytes": 4096},))
+    rendered = render(RATINGS, workload="ratings", options=Options(extensions=ext))
+    assert all(lis["per_connection_buffer_limit_bytes"] == 4096 for lis in rendered.listeners)
+    assert {"inbound", "outbound"} <= set(seen)
+    inbound = by_name(rendered.listeners, "virtualInbound")
+    names = [f["name"] for ch in inbound["filter_chains"] for f in ch["filters"]
+             if f["name"] == "envoy.filters.network.http_connection_manager"
+             for f in f["typed_config"]["http_filters"]]
+    assert names.count("envoy.filters.http.cors") == 2 * names.count("envoy.filters.http.router")  # ours + theirs
+    gw = render_gateway(build_mesh(load_text(BASE + "---\n" + GATEWAY, "g.yaml").resources), "istio-ingressgateway",
+                        options=Options(extensions=ext))
+    assert gw.listeners and all(lis["per_connection_buffer_limit_bytes"] == 4096 for lis in gw.listeners)
