@@ -356,13 +356,23 @@ def sidecar(spec: str, namespace: str = "default") -> str:
             f"\nspec: {spec}\n")
 
 
-def test_sidecar_scope_notes_and_outbound_policy():
-    rendered = render(sidecar("{egress: [{bind: 127.0.0.1, hosts: ['./*']}], "
-                              "ingress: [{port: {number: 9080, protocol: HTTP, name: http}, defaultEndpoint: "
-                              "'127.0.0.1:9080'}], outboundTrafficPolicy: {mode: REGISTRY_ONLY}}"))
-    notes = "\n".join(rendered.notes)
-    assert "spec.egress[0]: `bind`/`captureMode` without a `port` are not translated" in notes
-    assert "spec.ingress: Sidecar ingress listeners are not translated" in notes
+@pytest.mark.parametrize("spec, notes", [
+    ("{egress: [{bind: 127.0.0.1, hosts: ['./*']}], ingress: [{port: {number: 9080, protocol: HTTP, name: http}, "
+     "defaultEndpoint: '127.0.0.1:9080'}], outboundTrafficPolicy: {mode: REGISTRY_ONLY}}",
+     ["spec.egress[0]: `bind`/`captureMode` without a `port` are not translated",
+      "spec.ingress: Sidecar ingress listeners are not translated"]),
+    ("{egress: [{port: {number: 9080, protocol: HTTP, name: http}, hosts: ['./*']}, "
+     "{port: {number: 5555, protocol: TCP, name: tcp}, captureMode: NONE, hosts: ['./*']}, {hosts: ['./*']}]}",
+     ["spec.egress[0].port: only egress listeners with captureMode NONE and a TCP/TLS port are translated",
+      "spec.egress[1].port: no service its hosts admit has port 5555"]),
+])
+def test_what_a_sidecar_resource_asks_and_is_not_translated_is_noted(spec, notes):
+    said = "\n".join(render(sidecar(spec)).notes)
+    assert all(n in said for n in notes), said
+
+
+def test_a_sidecar_outbound_policy():
+    rendered = render(sidecar("{egress: [{hosts: ['./*']}], outboundTrafficPolicy: {mode: REGISTRY_ONLY}}"))
     catch_all = vhost(rendered, "9080", "block_all")
     assert catch_all["routes"][0]["direct_response"] == {"status": 502}  # the Sidecar's REGISTRY_ONLY
 
@@ -418,15 +428,6 @@ def test_gateway_server_tls_contexts():
     notes = "\n".join(rendered.notes)
     assert "spec.servers[3]: MONGO servers are not translated yet" in notes
     assert not any(lis["name"] == "0.0.0.0_27017" for lis in rendered.listeners)
-
-
-def test_sidecar_egress_ports_that_are_not_translated_are_noted():
-    rendered = render(sidecar("{egress: [{port: {number: 9080, protocol: HTTP, name: http}, hosts: ['./*']}, "
-                              "{port: {number: 5555, protocol: TCP, name: tcp}, captureMode: NONE, hosts: ['./*']}, "
-                              "{hosts: ['./*']}]}"))
-    notes = "\n".join(rendered.notes)
-    assert "spec.egress[0].port: only egress listeners with captureMode NONE and a TCP/TLS port are translated" in notes
-    assert "spec.egress[1].port: no service its hosts admit has port 5555" in notes
 
 
 def test_extension_hooks_add_filters_and_rewrite_listeners():
