@@ -323,3 +323,12 @@ def test_no_outlier_detection_no_detector_and_a_repr():
     d = detector_for(decode(OutlierDetection, {"max_ejection_percent": 20}), [Host("10.0.0.1", 80)],
                      rng=random.Random(0))
     assert repr(d) == "<OutlierDetector hosts=1 ejected=0 interval=10.0s base=30.0s max%=20>"
+
+
+def test_an_ejected_host_is_not_ejected_again_by_more_failures():
+    d, hs = detector(consecutive_5xx=2, consecutive_gateway_failure=2, enforcing_consecutive_gateway_failure=100)
+    h = hs[0]
+    assert [e.type for e in fail(d, h, 2, status=503)] == ["consecutive_gateway_failure"]  # detected first
+    assert fail(d, h, 4, status=503) == []  # still ejected: counted, never ejected twice
+    assert d.stats["ejections_active"] == 1 and d.stats["ejections_enforced_total"] == 1
+    assert d.stats["ejections_detected_consecutive_5xx"] == 0  # detection stops while it is out

@@ -572,6 +572,8 @@ def first(routes, authority="a", path="/", headers=None, **kw):
     ({"name": "x-a", "exact_match": ""}, {}, False),
     ({"name": "x-a", "string_match": {"prefix": "AB", "ignore_case": True}}, {"headers": H(x_a="abc")}, True),
     ({"name": "x-a", "string_match": {"contains": "B", "ignore_case": True}}, {"headers": H(x_a="xbx")}, True),
+    ({"name": "x-a", "string_match": {"suffix": "AB", "ignore_case": True}}, {"headers": H(x_a="xab")}, True),
+    ({"name": "x-a", "string_match": {"suffix": "AB", "ignore_case": True}}, {"headers": H(x_a="abx")}, False),
     ({"name": "x-a", "string_match": {"contains": "B", "ignore_case": True}}, {"headers": H(x_a="xx")}, False),
     ({"name": "x-a", "contains_match": "b"}, {"headers": H(x_a="abc")}, True),
     ({"name": "x-a", "range_match": {"start": 1, "end": 10}}, {"headers": H(x_a="-5")}, False),
@@ -675,6 +677,8 @@ def test_a_redirect_route_chooses_no_cluster_and_reprs_name_the_target():
     r = t.match("a", "/old", Headers())
     assert r.choose_cluster(Headers(), random.Random(0)) == (None, None)
     assert repr(r) == "RouteMatchResult(vhost='v', route='r1', -> redirect)"
+    plain = table([vh("v", ["*"])]).match("a", "/", Headers())
+    assert plain.choose_cluster(Headers(), random.Random(0)) == ("v", None)
     r2 = t.match("a", "/x", Headers())
     assert r2.choose_cluster(H(x_c="up"), random.Random(0)) == ("up", None)
     assert r2.choose_cluster(Headers(), random.Random(0)) == (None, None)  # header absent: cluster not found
