@@ -4,8 +4,8 @@
 
 The decision modules are pure by design, so their unit tests alone must cover them (tests/unit, in-process:
 fast, and no subprocess measurement needed). `make coverage-floors` runs the unit tests under coverage and
-then this check; `make test` runs it after the suite. A module under its floor fails with one line naming it,
-its coverage and the floor.
+then this check (about 45 s on 2 cores; `make test` does not run it yet). A module under its floor fails with
+one line naming it, its coverage and the floor.
 
 The target for every decision module is 95 % (line + branch, coverage.py's "cover" column); every module
 listed is there. Each floor is what the module measured when the floor was last raised (rounded down to 0.5),
@@ -29,7 +29,7 @@ FLOORS = {  # module -> floor (%): what it measured when last raised (2026-12-04
     "pyproxy/filters/fault_logic.py": 97.0,
     "pyproxy/filters/rbac_logic.py": 100.0,
     "pyproxy/filters/jwt_authn_logic.py": 98.5,
-    "pyproxy/http/path.py": 97.5,
+    "pyproxy/http/path.py": 99.0,
     "pyproxy/http/headers.py": 100.0,
     "pyproxy/http/forwarded.py": 98.0,
     "pyproxy/listener/chain_match.py": 96.5,
