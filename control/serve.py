@@ -36,7 +36,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 from pyproxy.runtime.offload import Offload, freeze_after_swap
 
@@ -148,7 +148,8 @@ class ControlPlane:
                  long_poll_timeout: float = DEFAULT_LONG_POLL, nonce_prefix: str | None = None,
                  metrics: ControlMetrics | None = None, options: Options = Options(),
                  state_file: str | None = None, limits: LoadLimits = LoadLimits(),
-                 load_file: Callable[[str], LoadResult] | None = None):
+                 load_file: Callable[[str], LoadResult] | None = None,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep):
         # the heavy parts of a reload and a push run on a worker thread with the cyclic GC paused until the
         # result is frozen (pyproxy.runtime.offload), so xDS keeps answering: a collector pass over a 10 MB
         # config's objects would otherwise hold the GIL for hundreds of milliseconds
@@ -160,6 +161,7 @@ class ControlPlane:
         self.state_file = state_file
         self.clock = clock
         self.debounce = debounce
+        self.sleep = sleep  # how the push loop waits out the debounce (tests hold it on an event)
         self.long_poll_timeout = long_poll_timeout
         self.options = options
         self.metrics = metrics or ControlMetrics()
@@ -311,7 +313,7 @@ class ControlPlane:
         assert self._dirty is not None and self._push_done is not None
         while True:
             await self._dirty.wait()
-            await asyncio.sleep(self.debounce)
+            await self.sleep(self.debounce)  # changes arriving meanwhile join this push
             self._dirty.clear()
             changed_at, self._change_at = self._change_at, None
             try:

@@ -4,12 +4,13 @@
 
 The decision modules are pure by design, so their unit tests alone must cover them (tests/unit, in-process:
 fast, and no subprocess measurement needed). `make coverage-floors` runs the unit tests under coverage and
-then this check; `make test` runs it after the suite. A module under its floor fails with one line naming it,
-its coverage and the floor.
+then this check (about 45 s on 2 cores; `make test` does not run it yet). A module under its floor fails with
+one line naming it, its coverage and the floor.
 
-The target for every decision module is 95 % (line + branch, coverage.py's "cover" column). Where a module is
-not there yet its floor is what it measured when the floor was set, so coverage can only go up: raise the
-number when you add tests, never lower it. TARGET_MET lists the modules already at the target.
+The target for every decision module is 95 % (line + branch, coverage.py's "cover" column); every module
+listed is there. Each floor is what the module measured when the floor was last raised (rounded down to 0.5),
+so coverage can only go up: raise the number when you add tests, never lower it. New code in a module at 100
+needs its test in the same change.
 """
 from __future__ import annotations
 
@@ -19,34 +20,34 @@ import sys
 from coverage import Coverage
 
 TARGET = 95.0
-FLOORS = {  # module -> floor (%); below TARGET = measured when set (2026-12-04, rounded down), to be raised
-    "pyproxy/routing/table.py": 90.5,
-    "pyproxy/routing/retry.py": 95.0,
-    "pyproxy/upstream/outlier.py": 95.0,
-    "pyproxy/upstream/load_balancer.py": 92.5,
+FLOORS = {  # module -> floor (%): what it measured when last raised (2026-12-04, rounded down to 0.5)
+    "pyproxy/routing/table.py": 98.5,
+    "pyproxy/routing/retry.py": 97.5,
+    "pyproxy/upstream/outlier.py": 99.0,
+    "pyproxy/upstream/load_balancer.py": 99.0,
     "pyproxy/upstream/circuit_breaker.py": 95.0,
-    "pyproxy/filters/fault_logic.py": 95.0,
-    "pyproxy/filters/rbac_logic.py": 94.5,
-    "pyproxy/filters/jwt_authn_logic.py": 92.0,
-    "pyproxy/http/path.py": 95.0,
-    "pyproxy/http/headers.py": 89.0,
-    "pyproxy/http/forwarded.py": 88.0,
-    "pyproxy/listener/chain_match.py": 95.0,
-    "pyproxy/observe/cel.py": 86.5,
-    "pyproxy/tracing/sampling.py": 95.0,
-    "pyproxy/tcp/rbac.py": 93.5,
-    "control/translate/authn.py": 95.0,
-    "control/translate/authz.py": 94.5,
-    "control/translate/request_authn.py": 95.0,
-    "control/translate/telemetry.py": 92.5,
-    "control/translate/policy.py": 95.0,
-    "control/translate/routes.py": 88.5,
-    "control/translate/clusters.py": 86.0,
-    "control/translate/listeners.py": 91.5,
-    "control/translate/common.py": 89.0,
-    "control/translate/tcp.py": 90.5,
-    "control/istio/validate.py": 75.5,
-    "control/inject.py": 95.0,
+    "pyproxy/filters/fault_logic.py": 97.0,
+    "pyproxy/filters/rbac_logic.py": 100.0,
+    "pyproxy/filters/jwt_authn_logic.py": 98.5,
+    "pyproxy/http/path.py": 99.0,
+    "pyproxy/http/headers.py": 100.0,
+    "pyproxy/http/forwarded.py": 98.0,
+    "pyproxy/listener/chain_match.py": 96.5,
+    "pyproxy/observe/cel.py": 100.0,
+    "pyproxy/tracing/sampling.py": 100.0,
+    "pyproxy/tcp/rbac.py": 100.0,
+    "control/translate/authn.py": 97.0,
+    "control/translate/authz.py": 98.5,
+    "control/translate/request_authn.py": 99.0,
+    "control/translate/telemetry.py": 97.5,
+    "control/translate/policy.py": 96.5,
+    "control/translate/routes.py": 96.5,
+    "control/translate/clusters.py": 96.0,
+    "control/translate/listeners.py": 98.5,
+    "control/translate/common.py": 100.0,
+    "control/translate/tcp.py": 95.5,
+    "control/istio/validate.py": 99.5,
+    "control/inject.py": 98.5,
 }
 
 

@@ -31,7 +31,8 @@ import yaml
 from control.analyze import analyze, sort_findings
 from control.ca import cli as ca_cli
 from control.cli import authz, inject, proxy, render
-from control.istio.load import LoadResult, load_paths
+from control.istio import messages as msg
+from control.istio.load import VALIDATED_ONLY, LoadResult, load_paths
 from control.istio.messages import Finding, Level
 from pyproxy import __version__
 
@@ -110,9 +111,15 @@ def _suppressed(f: Finding, rules: Sequence[str]) -> bool:
     return False
 
 
+def _validated_only(result: LoadResult) -> int:
+    """Resources of kinds validated but not served (EnvoyFilter, WasmPlugin, ...): validated, then left out."""
+    kinds = {kind for _, kind in VALIDATED_ONLY}
+    return sum(1 for f in result.findings if f.code == msg.IGNORED_KIND.code and f.resource.split(" ")[0] in kinds)
+
+
 def _nothing_found(result: Any, paths: Sequence[str], err: TextIO) -> bool:
     """No resource in any input and no error to explain why: say so, as istioctl fails on empty input."""
-    if result.resources or any(f.level >= Level.ERROR for f in result.findings):
+    if result.resources or _validated_only(result) or any(f.level >= Level.ERROR for f in result.findings):
         return False
     print(f"Error: no Istio or Kubernetes resources found in {', '.join(paths)}", file=err)
     return True
@@ -150,7 +157,8 @@ def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"Error: {len(errors)} error(s) in {', '.join(args.paths)}", file=err)
         return EXIT_BAD_INPUT
     if not args.quiet:
-        print(f"\u2714 Validated {len(result.resources)} resource(s) in {', '.join(args.paths)}", file=out)
+        count = len(result.resources) + _validated_only(result)
+        print(f"\u2714 Validated {count} resource(s) in {', '.join(args.paths)}", file=out)
     return 0
 
 

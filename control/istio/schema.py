@@ -412,7 +412,6 @@ OBSOLETE: dict[tuple[str, str], str] = {
 # warmup are translated: control/translate/routes.py, clusters.py).
 UNSUPPORTED: dict[tuple[str, str], str] = {
     ("HTTPRoute", "delegate"): "VirtualService delegation",
-    ("FaultDelay", "exponentialDelay"): "exponential delay (Istio rejects it too)",
     ("TrafficPolicy", "tunnel"): "HTTP CONNECT tunnelling",
     ("TrafficPolicy", "proxyProtocol"): "PROXY protocol",
     ("TrafficPolicy", "retryBudget"): "retry budgets",

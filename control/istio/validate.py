@@ -25,7 +25,7 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass, field, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Callable, Iterator, Mapping
 
 from control.istio import messages as msg
@@ -73,7 +73,7 @@ _INVALID = object()  # a value that failed its type check
 
 # --- scalar parsers ---------------------------------------------------------------------------------------
 
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)", re.ASCII)  # Go: ASCII digits only
 _DURATION_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
                      "m": 60_000_000_000, "h": 3_600_000_000_000}
 
@@ -92,13 +92,10 @@ def parse_duration(text: str) -> int:
     while pos < len(body):
         m = _DURATION_PART.match(body, pos)
         if not m:
-            if re.fullmatch(r"\d+(\.\d*)?", body[pos:]):
+            if re.fullmatch(r"\d+(\.\d*)?", body[pos:], re.ASCII):
                 raise ValueError(f"missing unit in duration {text!r} (write e.g. \"{body}s\")")
             raise ValueError(f"invalid duration {text!r} (units are ns, us, ms, s, m, h; e.g. \"1.5s\", \"100ms\")")
-        try:
-            total += Decimal(m.group(1)) * _DURATION_UNIT_NS[m.group(2)]
-        except InvalidOperation:
-            raise ValueError(f"invalid duration {text!r}") from None
+        total += Decimal(m.group(1)) * _DURATION_UNIT_NS[m.group(2)]  # ASCII digits: always a Decimal
         pos = m.end()
     return sign * int(total)
 
@@ -257,16 +254,14 @@ def _message_tree(root: str, max_depth: int = 6) -> Iterator[tuple[str, str]]:
 
 
 def suggest_field(field: str, message: str, siblings: frozenset[str],
-                  ancestors: list[tuple[str, str]], here: str) -> str | None:
+                  ancestors: list[tuple[str, str]]) -> str | None:
     """'did you mean' for an unknown field: a misplaced field elsewhere in the tree, else a misspelling."""
     best: tuple[int, int, int, str] | None = None
     for depth, (anc_path, anc_msg) in enumerate(reversed(ancestors)):
         for rel, name in _message_tree(anc_msg):
             if field not in S.MESSAGES[name]:
                 continue
-            where = ".".join(p for p in (anc_path, rel) if p)
-            if where == here:
-                continue
+            where = ".".join(p for p in (anc_path, rel) if p)  # never the field's own place: it lacks the field
             score = len(siblings & S.MESSAGES[name].keys())
             key = (-score, depth, len(rel), where)
             if best is None or key < best:
@@ -293,26 +288,33 @@ class _Walker:
     def __init__(self, meta: Meta = Meta()) -> None:
         self.issues: list[Issue] = []
         self.meta = meta  # the config's metadata, for the rules that read it (`_WITH_META`)
+        self.type_errors = 0  # values that failed their type: the rules above them do not run
 
     def add(self, path: str, kind: str, text: str, args: tuple = ()) -> None:
         self.issues.append(Issue(path, kind, text, args))
 
+    def bad(self, path: str, text: str) -> None:
+        """A value of the wrong type (or out of its type's range): Istio fails to unmarshal it, so no semantic
+        rule ever sees it; ours do not either (they read the raw value and would misjudge or crash on it)."""
+        self.type_errors += 1
+        self.add(path, "error", text)
+
     def value(self, value: Any, typ: str, path: str, ancestors: list[tuple[str, str]]) -> Any:
         if typ.startswith("[]"):
             if not isinstance(value, (list, tuple)):
-                self.add(path, "error", f"must be a list, not {_describe(value)}")
+                self.bad(path, f"must be a list, not {_describe(value)}")
                 return _INVALID
             out = []
             for i, item in enumerate(value):
                 item_path = f"{path}[{i}]"
                 if item is None:
-                    self.add(item_path, "error", "list entries cannot be null")
+                    self.bad(item_path, "list entries cannot be null")
                     continue
                 out.append(self.value(item, typ[2:], item_path, ancestors))
             return out
         if typ.startswith("map:"):
             if not isinstance(value, Mapping):
-                self.add(path, "error", f"must be an object (a map), not {_describe(value)}")
+                self.bad(path, f"must be an object (a map), not {_describe(value)}")
                 return _INVALID
             return {str(k): (None if v is None and typ[4:] in S.MESSAGES else
                              self.value(v, typ[4:], f"{path}.{k}", ancestors))
@@ -321,19 +323,20 @@ class _Walker:
             return self.message(value, typ, path, ancestors)
         clean, error = _scalar(value, typ)
         if error:
-            self.add(path, "error", error)
+            self.bad(path, error)
             return _INVALID
         return clean
 
     def message(self, value: Any, name: str, path: str, ancestors: list[tuple[str, str]]) -> Any:
-        if value is None:
-            return {}
+        if value is None:  # only a root (check_message(..., None)): null is "not set", so an empty message
+            value = {}
         if not isinstance(value, Mapping):
-            self.add(path, "error", f"must be an object ({name}), not {_describe(value)}")
+            self.bad(path, f"must be an object ({name}), not {_describe(value)}")
             return _INVALID
         fields = S.MESSAGES[name]
         here = ancestors + [(path, name)]
         unknown = frozenset(k for k in value if str(k) not in fields)
+        type_errors = self.type_errors
         out: dict[str, Any] = {}
         for key, item in value.items():
             key = str(key)
@@ -345,7 +348,7 @@ class _Walker:
                 if name in S.OPEN:
                     out[key] = item
                     continue
-                hint = suggest_field(key, name, unknown - {key}, here, path)
+                hint = suggest_field(key, name, unknown - {key}, here)
                 text = f'unknown field "{key}" in {name}'
                 if hint:
                     text += f"; did you mean {hint}?"
@@ -369,7 +372,7 @@ class _Walker:
                 self.add(_join(path, present[1]), "error",
                          f"only one of {', '.join(group)} may be set (found {' and '.join(present)})")
         rule = RULES.get(name)
-        if rule is not None:
+        if rule is not None and self.type_errors == type_errors:
             results = rule(value, self.meta) if name in _WITH_META else rule(value)
             for rel, kind, text, *args in results:
                 self.add(_join(path, rel), kind, text, tuple(args))
@@ -390,6 +393,11 @@ def _join(path: str, rel: str) -> str:
 
 def _is_unset(value: Any) -> bool:
     return value is None or value == "" or value == [] or value == () or value == {}
+
+
+def _is_nil(value: Any) -> bool:
+    """Go's `== nil` on an unmarshalled proto field: an empty message (`{}`) is set, an empty list is not."""
+    return value is None or value == [] or value == ()
 
 
 # --- Istio's semantic rules (pkg/config/validation), one function per message -----------------------------
@@ -442,14 +450,11 @@ def _weights(routes: Any, key: str) -> RuleResult:
     if not isinstance(routes, (list, tuple)):
         return
     total = 0
-    for i, dest in enumerate(routes):
-        if not isinstance(dest, Mapping):
-            continue
-        weight = dest.get("weight", 0) or 0
-        if isinstance(weight, int) and not isinstance(weight, bool):
-            if weight < 0:
-                yield f"{key}[{i}].weight", "error", f"weight {weight} < 0"
-            total += weight
+    for i, dest in enumerate(routes):  # well-typed: rules only see a message whose fields passed their types
+        weight = dest.get("weight") or 0
+        if weight < 0:
+            yield f"{key}[{i}].weight", "error", f"weight {weight} < 0"
+        total += weight
     if len(routes) > 1 and total == 0:
         yield key, "error", "total destination weight = 0"
     elif len(routes) > 1 and total != 100:
@@ -541,8 +546,6 @@ def _sni_host(sni_host: Any, hosts: Any, bound_to_gateway: bool, where: str) -> 
         yield where, "warning", f"using an IP address ({sni_host!r}) goes against SNI spec and most clients do not " \
                                 "support this"
         return
-    if not isinstance(sni_host, str):
-        return
     if not any(isinstance(h, str) and _host_subset(sni_host, h) for h in hosts or ()):
         yield where, "error", (f"SNI host {sni_host!r} is not a compatible subset of any of the virtual service "
                                f"hosts: [{', '.join(str(h) for h in hosts or ())}]")
@@ -559,8 +562,6 @@ def _is_ip(text: str) -> bool:
 def _gateway_names(gateways: Any) -> RuleResult:
     """validateGatewayNames: `namespace/name` of two DNS-1123 labels, or a legacy FQDN-style name."""
     for i, name in enumerate(gateways or ()):
-        if not isinstance(name, str):
-            continue
         ns, slash, short = name.partition("/")
         if not slash:
             if (err := _host_error(name)) or "*" in name:
@@ -854,19 +855,19 @@ def _port_traffic_policy(ptp: Mapping[str, Any]) -> RuleResult:
     """validatePortTrafficPolicies: a port, and at least one policy for it."""
     if _is_unset(ptp.get("port")):
         yield "port", "error", "portTrafficPolicy must have valid port"
-    if all(_is_unset(ptp.get(k)) for k in ("outlierDetection", "connectionPool", "loadBalancer", "tls")):
+    if all(_is_nil(ptp.get(k)) for k in ("outlierDetection", "connectionPool", "loadBalancer", "tls")):
         yield "", "error", "port traffic policy must have at least one field"
 
 
 @rule("TrafficPolicy")
 def _traffic_policy(tp: Mapping[str, Any]) -> RuleResult:
-    if not any(not _is_unset(v) for v in tp.values()):
+    if all(_is_nil(v) for v in tp.values()):
         yield "", "error", "traffic policy must have at least one field"
 
 
 @rule("ConnectionPoolSettings")
 def _connection_pool(cp: Mapping[str, Any]) -> RuleResult:
-    if _is_unset(cp.get("tcp")) and _is_unset(cp.get("http")):
+    if _is_nil(cp.get("tcp")) and _is_nil(cp.get("http")):
         yield "", "error", "connection pool must have at least one field (tcp or http)"
 
 
@@ -915,6 +916,8 @@ def _load_balancer(lb: Mapping[str, Any]) -> RuleResult:
 @rule("MagLev")
 def _maglev(maglev: Mapping[str, Any]) -> RuleResult:
     size = maglev.get("tableSize")
+    if isinstance(size, str) and size.isdigit():  # uint64: protobuf JSON may write it as a string
+        size = int(size)
     if isinstance(size, int) and size and not _is_prime(size):
         yield "tableSize", "error", "tableSize must be a prime number for maglev"
 
@@ -984,8 +987,6 @@ def _gateway_hosts(hosts: Any) -> RuleResult:
     """ValidateNamespaceSlashWildcardHostname for gateways: a namespace of `*`, `.` or a DNS label, and a
     dnsName that is `*` or an FQDN (no short names, no partial wildcards like `*bar.com`), or an IP."""
     for i, host in enumerate(hosts or ()):
-        if not isinstance(host, str):
-            continue
         ns, slash, name = host.partition("/") if "/" in host else ("", "", host)
         if slash and (not ns or not name):
             yield f"hosts[{i}]", "error", "config namespace and dnsName in host entry cannot be empty"
@@ -1138,8 +1139,6 @@ def _service_entry(se: Mapping[str, Any], meta: Meta) -> RuleResult:
     numbers: set[int] = set()
     names: set[str] = set()
     for i, port in enumerate(se.get("ports") or ()):
-        if not isinstance(port, Mapping):
-            continue
         number, name = port.get("number"), port.get("name")
         if number in numbers:
             yield f"ports[{i}].number", "error", f"service entry port {number} already defined"
@@ -1558,8 +1557,6 @@ def _authorization_policy(ap: Mapping[str, Any]) -> RuleResult:
     if action != "CUSTOM" and ap.get("provider") is not None:
         yield "provider", "error", f"`provider` must not be with non CUSTOM action, found {action}"
     for i, rule in enumerate(ap.get("rules") or ()):
-        if not isinstance(rule, Mapping):
-            continue
         if action == "CUSTOM":
             yield from _custom_rule(rule, f"rules[{i}]")
         for field, inner in (("from", "source"), ("to", "operation")):

@@ -250,11 +250,6 @@ class Proxy:
     def namespace(self) -> str:
         return self.workload.namespace
 
-    @property
-    def dns_domain(self) -> str:
-        """`<ns>.svc.cluster.local`: what istiod calls the proxy's DNSDomain (used for short vhost domains)."""
-        return f"{self.namespace}.svc.{self.mesh.config.domain}"
-
     def sees_service(self, svc: Service) -> bool:
         if self.kind == "sidecar" and not export_visible(svc.export_to, svc.namespace, self.namespace):
             return False
@@ -303,21 +298,4 @@ def make_proxy(mesh: MeshSnapshot, workload: Workload, kind: str = "sidecar", op
         otp = sidecar.spec.get("outboundTrafficPolicy")
         if isinstance(otp, Mapping) and otp.get("mode"):
             policy = str(otp["mode"])
-    _note_later_issues(mesh, workload, notes)
     return Proxy(mesh, workload, kind, sidecar, tuple(egress), policy or ALLOW_ANY, notes, options)
-
-
-# kinds whose translation belongs to a later issue, and which issue
-LATER_ISSUE_KINDS: dict[str, str] = {}  # RequestAuthentication: request_authn.py; Telemetry: telemetry.py
-
-
-def _note_later_issues(mesh: MeshSnapshot, workload: Workload, notes: Notes) -> None:
-    """Say which policies apply to this proxy but are not in its output yet (security and telemetry issues
-    translate them through `Extensions`), so `meshctl render` never drops them silently."""
-    for kind, issue in LATER_ISSUE_KINDS.items():
-        for pol in mesh.policies_for(kind, workload):
-            notes.add(pol, "spec", f"{kind} applies to this proxy; it is translated with {issue} (a later "
-                                   "issue) and is not in this output")
-    # meshConfig.accessLogFile reaches tcp_proxy filters (control/translate/accesslog.py) and HTTP connection
-    # managers (control/translate/telemetry.py); defaultProviders are resolved in telemetry.py
-

@@ -276,8 +276,8 @@ def _file_log(path: str, log_format: Mapping[str, Any] | None, expression: str =
     default text format (accesslog.log_format, the same as meshConfig's)."""
     if log_format is not None and log_format.get("labels") is not None:
         fmt: dict[str, Any] = {"json_format": thaw(log_format["labels"])}
-    elif log_format is not None and log_format.get("text"):
-        fmt = {"text_format_source": {"inline_string": str(log_format["text"])}}
+    elif log_format is not None and log_format.get("text"):  # istiod fileAccessLogFormat: a newline added
+        fmt = accesslog.log_format("TEXT", str(log_format["text"]))
     else:
         fmt = accesslog.log_format("TEXT", "")
     log: dict[str, Any] = {"name": "envoy.access_loggers.file",

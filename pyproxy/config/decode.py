@@ -193,14 +193,14 @@ def _decode_value(f: dataclasses.Field, tp: Any, raw: Any, path: str) -> Any:
             extra = f" (did you mean {hint[0]}?)" if hint else ""
             raise ConfigError(path, f"invalid value {raw!r}; expected one of {', '.join(choices)}{extra}")
         return raw
-    return _decode_typed(tp, raw, path)
+    return _decode_typed(tp, raw, path, signed=kind == schema.SIGNED)
 
 
-def _decode_typed(tp: Any, raw: Any, path: str) -> Any:
+def _decode_typed(tp: Any, raw: Any, path: str, signed: bool = False) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, UnionType):
         args = [a for a in typing.get_args(tp) if a is not NoneType]
-        return _decode_typed(args[0], raw, path)
+        return _decode_typed(args[0], raw, path, signed)
     if origin is tuple:
         (item,) = typing.get_args(tp)[:1]
         if not isinstance(raw, (list, tuple)):
@@ -220,7 +220,7 @@ def _decode_typed(tp: Any, raw: Any, path: str) -> Any:
             value = int(raw)
         except ValueError:
             raise ConfigError(path, f"expected an integer, got {raw!r}") from None
-        if value < 0:
+        if value < 0 and not signed:
             raise ConfigError(path, f"expected a non-negative integer, got {value}")
         return value
     if tp is float:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .schema import any_config, duration, enum, fld, struct, typed, wrapped
+from .schema import SIGNED, any_config, duration, enum, fld, struct, typed, wrapped
 
 frozen = dataclass(frozen=True, slots=True, kw_only=True)
 
@@ -137,8 +137,10 @@ class StringMatcher:
 
 @frozen
 class Int64Range:
-    start: int = 0
-    end: int = 0
+    """envoy.type.v3.Int64Range: [start, end), int64 (a header range_match of [-10, 0) is valid)."""
+
+    start: int = fld(0, kind=SIGNED)
+    end: int = fld(0, kind=SIGNED)
 
 
 # ---------------------------------------------------------------- access log

@@ -20,6 +20,7 @@ ENUM = "enum"  # proto enum: its name as a string (ints accepted as proto3 JSON 
 ANY = "any"  # google.protobuf.Any: {"@type": ..., ...} -> a registered typed config
 STRUCT = "struct"  # google.protobuf.Struct / Value: kept as frozen JSON
 WRAPPED = "wrapped"  # google.protobuf.*Value wrapper: plain JSON value, or {"value": x}
+SIGNED = "signed"  # int32/int64 that may be negative (plain `int` fields are Envoy's uint32/uint64 counts)
 
 
 def fld(

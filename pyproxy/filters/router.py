@@ -420,10 +420,14 @@ class RouterFilter:
         return False
 
     def _fail(self, reply: local_reply.LocalReply) -> None:
+        """The router's own reply (no healthy upstream, timeout, reset, overflow): Envoy's `modify_headers_`
+        puts the route's, virtual host's and route configuration's response headers on it, then the
+        attempt count."""
         self._cancel_timers()
-        h = None
+        h = Headers()
+        self.match.apply_response_headers(h, self.stream.cluster_weight)
         if self.attempts and self.hcm.attempt_count_in_response(self.match):
-            h = Headers([("x-envoy-attempt-count", str(self.attempts))])
+            h.set("x-envoy-attempt-count", str(self.attempts))
         if self.attempts > 1 and reply.body.startswith(local_reply.RESET_PREFIX):
             reply = local_reply.retried(reply)  # Envoy names the LATEST reset reason after retries
         self.stream.send_local_reply(reply, extra_headers=h)

@@ -60,9 +60,6 @@ class Headers:
     def items(self) -> list[tuple[str, str]]:
         return list(self._items)
 
-    def byte_size(self) -> int:
-        return sum(len(k) + len(v) + 4 for k, v in self._items)
-
     # -- editing
     def add(self, name: str, value: str) -> None:
         self._items.append((name.lower(), value))
@@ -86,13 +83,6 @@ class Headers:
         items[first] = (name, value)
         if dup:  # rare: drop the later duplicates
             self._items = items[: first + 1] + [(k, v) for k, v in items[first + 1:] if k != name]
-
-    def setdefault(self, name: str, value: str) -> str:
-        current = self.get(name)
-        if current is None:
-            self.add(name, value)
-            return value
-        return current
 
     def remove_names(self, names: frozenset[str]) -> None:
         """Remove every field whose (lower-case) name is in `names`: one scan, and no copy when none is."""

@@ -172,17 +172,16 @@ def split_host_port(authority: str) -> tuple[str, str | None]:
 # ---------------------------------------------------------------- compiled matchers
 
 
-def _compile_regex(pattern: str, path: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern)
-    except re.error as e:
-        raise ConfigError(path, f"invalid regex {pattern!r}: {e}") from None
+def _compile_regex(pattern: str) -> re.Pattern[str]:
+    """A RegexMatcher's pattern: cannot fail, decoding compiled it already (model.RegexMatcher refuses a bad
+    one, naming the field)."""
+    return re.compile(pattern)
 
 
 def compile_string_matcher(m: StringMatcher, path: str = "") -> Callable[[str], bool]:
     """envoy.type.matcher.v3.StringMatcher → a predicate on a string. `ignore_case` has no effect on regex."""
     if m.safe_regex is not None:
-        rx = _compile_regex(m.safe_regex.regex, f"{path}.safe_regex.regex")
+        rx = _compile_regex(m.safe_regex.regex)
         return lambda v: rx.fullmatch(v) is not None
     for kind in ("exact", "prefix", "suffix", "contains"):
         expected = getattr(m, kind)
@@ -291,7 +290,7 @@ def compile_header_matcher(hm: HeaderMatcher, path: str = "") -> Callable[[Reque
             return lambda req: (req.header(name) is not None) != invert
         pred = hm.exact_match.__eq__
     elif hm.safe_regex_match is not None:
-        rx = _compile_regex(hm.safe_regex_match.regex, f"{path}.safe_regex_match.regex")
+        rx = _compile_regex(hm.safe_regex_match.regex)
         pred = lambda v: rx.fullmatch(v) is not None  # noqa: E731
     elif hm.range_match is not None:
         pred = _range_predicate(hm.range_match.start, hm.range_match.end)
@@ -356,7 +355,7 @@ def _compile_path(m: RouteMatch, path: str) -> tuple[Callable[[RequestView], boo
         lp = p.lower()
         return (lambda req: req.lower_path == lp), None
     if m.safe_regex is not None:
-        rx = _compile_regex(m.safe_regex.regex, f"{path}.safe_regex.regex")
+        rx = _compile_regex(m.safe_regex.regex)
         return (lambda req: rx.fullmatch(req.path) is not None), None
     if m.path_separated_prefix is not None:
         p = m.path_separated_prefix
@@ -421,7 +420,7 @@ class _Rewrite:
 
     def __init__(self, rr: RegexMatchAndSubstitute, path: str):
         assert rr.pattern is not None
-        self.rx = _compile_regex(rr.pattern.regex, f"{path}.pattern.regex")
+        self.rx = _compile_regex(rr.pattern.regex)
         group_count = self.rx.groups
         self.render = _compile_substitution(rr.substitution, f"{path}.substitution")
         for ref in re.findall(r"\\(\d)", rr.substitution):

@@ -97,7 +97,7 @@ def compute_hash(hash_policies: Sequence[Any], headers: Any, source_ip: str | No
         elif p.connection_properties is not None:
             if p.connection_properties.source_ip and source_ip:
                 value = source_ip
-        elif p.query_parameter is not None:
+        else:  # query_parameter: HashPolicy requires exactly one of the four
             value = parse_query(path).get(p.query_parameter.name)
         if value is not None:
             new = hash_key(value)
@@ -139,7 +139,8 @@ class LoadBalancer:
         pool = self.candidates()
         if pool != self._pool:  # element identity: Host has no __eq__
             self._pool = pool
-            self._rebuild(pool)
+            if pool:  # no ring/table/schedule over no hosts: choose() answers None (503 UH) before using one
+                self._rebuild(pool)
         return pool
 
     def _rebuild(self, pool: list[Host]) -> None:

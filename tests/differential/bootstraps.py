@@ -41,6 +41,10 @@ def routing(port: int, log: pathlib.Path) -> dict:
          "route": fwd, "response_headers_to_add": [hv("x-matched", "variant-b")]},
         {"match": {"prefix": "/hdr", "headers": [{"name": "x-variant", "present_match": True}]},
          "route": fwd, "response_headers_to_add": [hv("x-matched", "variant-any")]},
+        {"match": {"prefix": "/range", "headers": [{"name": "x-n", "range_match": {"start": -10, "end": 0}}]},
+         "route": fwd, "response_headers_to_add": [hv("x-matched", "negative-range")]},
+        {"match": {"prefix": "/empty-ring"}, "route": {"cluster": "empty-ring", "timeout": "5s",
+                                                        "hash_policy": [{"header": {"header_name": "x-user"}}]}},
         {"match": {"prefix": "/host-rewrite"}, "route": {**fwd, "host_rewrite_literal": "rewritten.example"}},
         {"match": {"prefix": "/redir-https"}, "redirect": {"https_redirect": True}},
         {"match": {"prefix": "/redir-host"}, "redirect": {"host_redirect": "other.example",
@@ -63,7 +67,8 @@ def routing(port: int, log: pathlib.Path) -> dict:
     ]
     vh = {**virtual_host("api", ["api.example"], routes),
           "request_headers_to_add": [hv("x-vhost", "api")], "response_headers_to_add": [hv("x-vhost-resp", "api")]}
-    b = bootstrap([cluster("backend", [port])], virtual_hosts=[vh], access_log=log)
+    b = bootstrap([cluster("backend", [port]), cluster("empty-ring", [], lb_policy="RING_HASH")],
+                  virtual_hosts=[vh], access_log=log)
     rc = b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
     rc["request_headers_to_add"] = [hv("x-config", "local_route")]
     rc["response_headers_to_add"] = [hv("x-config-resp", "local_route")]

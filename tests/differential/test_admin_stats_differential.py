@@ -9,6 +9,7 @@ Each row counts in the session's "N cases, M identical" line.
 """
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -69,3 +70,22 @@ async def test_prometheus_types_are_envoys(differential):
 async def test_prometheus_names_and_tags_are_envoys(differential):
     envoy, pyproxy = await scrape(differential)
     verdict("admin-prometheus-series", prometheus_series(pyproxy["prometheus"]) - prometheus_series(envoy["prometheus"]))
+
+
+def _listeners_shape(text: str, as_json: str) -> tuple[str, object]:
+    """`/listeners` and `/listeners?format=json` with each bound port replaced by PORT (the rest compared)."""
+    def no_port(node):
+        if isinstance(node, dict):
+            return {k: ("PORT" if k == "port_value" else no_port(v)) for k, v in node.items()}
+        return [no_port(v) for v in node] if isinstance(node, list) else node
+    return re.sub(r":\d+$", ":PORT", text, flags=re.M), no_port(json.loads(as_json))
+
+
+async def test_admin_listeners_are_envoys(differential):
+    """The README's admin `/listeners`: `name::address:port` lines, and `listener_statuses` as JSON."""
+    pair = await differential.pair("sidecar")
+    envoy, pyproxy = [_listeners_shape(await admin_get(url, "/listeners"),
+                                       await admin_get(url, "/listeners?format=json")) for url in pair.admin_urls]
+    tally("admin-listeners", envoy == pyproxy)
+    assert pyproxy == envoy
+    assert pyproxy[0].count("::127.0.0.1:PORT\n") >= 1

@@ -94,7 +94,14 @@ CASES = [
     row("route-header-exact", "routing", api("/hdr", b"x-variant: b\r\n"), 200),
     row("route-header-present", "routing", api("/hdr", b"x-variant: c\r\n"), 200),
     row("route-header-absent", "routing", api("/hdr"), 200),
+    # an Int64Range header match may be negative: [-10, 0) takes -5 (and " -1"), not 0, 10.9 or "-1x"
+    row("route-header-negative-range", "routing", api("/range", b"x-n: -5\r\n"), 200),
+    row("route-header-negative-range-end-excluded", "routing", api("/range", b"x-n: 0\r\n"), 200),
+    row("route-header-negative-range-not-a-number", "routing", api("/range", b"x-n: -1x\r\n"), 200),
+    row("route-header-negative-range-fraction", "routing", api("/range", b"x-n: -1.5\r\n"), 200),
     row("route-host-rewrite", "routing", api("/host-rewrite"), 200),
+    # a consistent-hash cluster without hosts: no healthy upstream (a balancer built over no hosts crashed)
+    row("route-ring-hash-no-hosts", "routing", api("/empty-ring", b"x-user: a\r\n"), 503),
     row("route-no-virtual-host", "routing", get("/exact", host=b"other.example"), 404),
     # ---------------------------------------------------------------- redirects and direct responses
     row("redirect-https", "routing", api("/redir-https/x?y=1"), 301),

@@ -188,3 +188,38 @@ def test_rule_policy_for_tcp(name, rule, action, expected):
         return
     assert rule_policy(rule, "foo", action, problems, for_tcp=True) == expected
     assert all("is HTTP only; ignored in this DENY rule" in p for p in problems)
+
+
+@pytest.mark.parametrize("rule, note", [
+    ("{to: [{operation: {paths: ['/files/{*}']}}]}",
+     "path template '/files/{*}' (uri_template matcher) is not supported"),
+    ("{when: [{key: 'experimental.envoy.filters.a.b[c]', values: [x]}]}",
+     "experimental.envoy.filters.a.b[c] (raw dynamic metadata) is not supported by this control plane"),
+    ("{when: [{key: 'request.auth.claims[a][]', values: [x]}]}",
+     "invalid claim key 'request.auth.claims[a][]': want request.auth.claims[name] or [a][b]"),
+])
+def test_a_rule_this_control_plane_cannot_express_is_skipped_with_a_note(rule, note):
+    (f,), notes = _filters(_pol("p", f"{{rules: [{rule}, {{}}]}}"))
+    assert sorted(f["typed_config"]["rules"]["policies"]) == ["ns[foo]-policy[p]-rule[1]"]
+    assert any(f"spec.rules[0]: skipped rule ns[foo]-policy[p]-rule[0]: {note}" in n for n in notes), notes
+
+
+@pytest.mark.parametrize("ports, says", [("['http']", "invalid port 'http'"),
+                                         ("['70000']", "port 70000 out of range 0..65535")])
+def test_an_invalid_port_that_reaches_the_translator_skips_the_rule(ports, says):
+    text = _pol("p", f"{{rules: [{{to: [{{operation: {{ports: {ports}}}}}]}}]}}")
+    assert load_text(text, "p.yaml").resources == ()  # validation refuses it: never served
+    res = [r for r in load_text(text, "p.yaml", keep_invalid=True).resources if r.kind == "AuthorizationPolicy"]
+    notes = Notes()
+    (f,) = build_filters(res, notes)
+    assert f["typed_config"]["rules"].get("policies", {}) == {}  # ALLOW with no policy left: allows nothing
+    assert any(says in n for n in notes.items)
+
+
+def test_a_dry_run_audit_policy_alone_is_shadow_rules_without_a_stat_prefix_and_notes_are_optional():
+    text = _pol("au", "{action: AUDIT, rules: [{}]}", ", annotations: {istio.io/dry-run: 'true'}")
+    res = [r for r in load_text(text, "p.yaml").resources if r.kind == "AuthorizationPolicy"]
+    (f,) = build_filters(res, None)  # no notes collected
+    assert "rules" not in f["typed_config"]
+    assert sorted(f["typed_config"]["shadow_rules"]["policies"]) == ["ns[foo]-policy[au]-rule[0]"]
+    assert "shadow_rules_stat_prefix" not in f["typed_config"]  # istiod: only ALLOW and DENY get one

@@ -51,6 +51,13 @@ def sign(keys, payload, key="rsa", alg="RS256", kid="rsa"):
                                         headers={"kid": kid} if kid else None)
 
 
+def forged(header: dict, payload: dict | None, signature: str = "c2ln") -> str:
+    """A token with any header (PyJWS refuses a non-string alg or kid); payload None: a part that is not base64url."""
+    part = pyjwt.utils.base64url_encode
+    body = part(json.dumps(payload).encode()).decode() if payload is not None else "a*b"
+    return f"{part(json.dumps(header).encode()).decode()}.{body}.{signature}"
+
+
 def tamper(token: str) -> str:
     h, _, s = token.split(".")
     forged = pyjwt.utils.base64url_encode(json.dumps(claims(sub="mallory")).encode()).decode()
@@ -90,6 +97,15 @@ CASES = [
     ("header not JSON", lambda k: "bm90anNvbg.e30.c2ln", Status.JwtHeaderParseErrorBadJson),
     ("iss not a string", lambda k: sign(k, claims(iss=5)), Status.JwtPayloadParseErrorIssNotString),
     ("exp not an integer", lambda k: sign(k, claims(exp="soon")), Status.JwtPayloadParseErrorExpNotInteger),
+    ("alg not a string", lambda k: forged({"alg": 5}, claims()), Status.JwtHeaderBadAlg),
+    ("kid not a string", lambda k: forged({"alg": "RS256", "kid": 5}, claims()), Status.JwtHeaderBadKid),
+    ("payload not base64url", lambda k: forged({"alg": "RS256"}, None), Status.JwtPayloadParseErrorBadBase64),
+    ("sub not a string", lambda k: sign(k, claims(sub=7)), Status.JwtPayloadParseErrorSubNotString),
+    ("aud a list with a number", lambda k: sign(k, claims(aud=["api", 3])), Status.JwtPayloadParseErrorAudNotString),
+    ("signature not base64url", lambda k: forged({"alg": "RS256"}, claims(), "c2ln*"),
+     Status.JwtSignatureParseErrorBadBase64),
+    ("signature of an impossible base64 length", lambda k: forged({"alg": "RS256"}, claims(), "abcde"),
+     Status.JwtSignatureParseErrorBadBase64),
 ]
 
 
@@ -128,6 +144,17 @@ def test_jwks_documents():
     assert parse_jwks('{"keys": 3}').status is Status.JwksBadKeys
     assert parse_jwks('{"keys": [{"kty": "RSA", "n": "bad"}]}').status is Status.JwksNoValidKeys
     assert parse_jwt("e30.e30.") is Status.JwtBadFormat
+    assert parse_jwks("[]").status is Status.JwksParseError  # JSON, but not an object
+    unusable = parse_jwks(json.dumps({"keys": [{"kty": 5}, {"kty": "RSA", "alg": "XS999"}, {"kty": "DSA"}]}))
+    assert unusable.status is Status.JwksNoValidKeys and unusable.keys == ()
+    assert repr(unusable) == "Jwks(kids=[], status=JwksNoValidKeys)"
+
+
+def test_a_key_set_without_keys_answers_with_its_own_status(keys):
+    from pyproxy.filters.jwt_authn_logic import Jwks
+    token = sign(keys, claims())
+    assert verify_token(SPEC, token, Jwks(), NOW)[0] is Status.JwksNoValidKeys
+    assert verify_token(SPEC, token, parse_jwks("{}"), NOW)[0] is Status.JwksNoKeys
 
 
 # ---------------------------------------------------------------- where tokens are
@@ -206,6 +233,24 @@ REQS = [
 @pytest.mark.parametrize("name,req,statuses,expected", REQS, ids=[r[0] for r in REQS])
 def test_requirement_table(name, req, statuses, expected):
     assert _req(req).evaluate(lambda p, auds: (statuses[p], None)) is expected
+
+
+def test_requirement_kinds_and_their_providers():
+    assert _req({"allow_missing": {}}).evaluate(lambda p, a: (S.OK, None)) is S.JwtMissed  # alone: a missing JWT
+    none = compile_requirement(None, {}, "requires")
+    assert none.kind == "allow_missing_or_failed" and none.providers() == set()
+    assert _req(ISTIO_TWO).providers() == {"a", "b"}
+    assert _req({"allow_missing": {}}).providers() == set()
+
+
+def test_a_requirement_map_rule_is_refused():
+    from pyproxy.config.decode import decode
+    from pyproxy.filters.jwt_authn_logic import check_config
+    cfg = decode(model.JwtAuthentication, {"providers": {"a": {"issuer": ISS}},
+                                           "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "a"}},
+                                                     {"match": {"prefix": "/x"}, "requirement_name": "r"}]})
+    with pytest.raises(ValueError, match=r"rules\[1\]\.requirement_name: requirement_map is not supported"):
+        check_config(cfg)
 
 
 def test_unknown_provider_is_a_config_error():

@@ -56,3 +56,18 @@ def test_http_rbac_shadow_stats_are_joined_with_a_dot():
                      stats.scope("http.x."))
     names = {c.name for c in stats.counters()}
     assert {"http.x.rbac.istio_dry_run_deny_.shadow_denied", "http.x.rbac.allowed"} <= names
+
+
+def test_only_shadow_rules_count_shadow_stats_and_no_enforcement_stats():
+    stats = Stats()
+    cfg = NetworkRbacConfig(decode(NetworkRBAC, {"shadow_rules": DENY_ALL, "stat_prefix": "tcp."}), stats)
+    assert first_denial((cfg,), connection_facts(_info(), None)) is None  # shadow rules never deny
+    assert _counters(stats) == {"tcp.rbac.shadow_denied": 1}
+    assert repr(cfg) == "NetworkRbacConfig(None, shadow=RbacEngine(DENY, policies=['all']))"
+
+
+def test_no_rules_at_all_allow_and_count_nothing():
+    stats = Stats()
+    cfg = NetworkRbacConfig(decode(NetworkRBAC, {"stat_prefix": "tcp."}), stats)
+    assert first_denial((cfg,), connection_facts(_info(), _tls("spiffe://x"))) is None
+    assert _counters(stats) == {}

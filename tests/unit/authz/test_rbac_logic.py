@@ -64,6 +64,16 @@ PERMISSIONS = [
     ("not_rule of a match", {"not_rule": {"destination_port": 8080}}, {}, False),
     ("not_rule of a miss", {"not_rule": {"destination_port": 1}}, {}, True),
     ("not_rule of any (match never)", {"not_rule": {"any": True}}, {}, False),
+    ("and_rules of three, all hold", {"and_rules": {"rules": [{"destination_port": 8080}, {"any": True},
+                                                               {"url_path": {"path": {"prefix": "/api"}}}]}}, {}, True),
+    ("and_rules of three, the last fails", {"and_rules": {"rules": [{"destination_port": 8080}, {"any": True},
+                                                                     {"destination_port": 1}]}}, {}, False),
+    ("or_rules of three, the last holds", {"or_rules": {"rules": [{"destination_port": 1}, {"destination_port": 2},
+                                                                   {"destination_port": 8080}]}}, {}, True),
+    ("or_rules of three, none holds", {"or_rules": {"rules": [{"destination_port": 1}, {"destination_port": 2},
+                                                               {"destination_port": 3}]}}, {}, False),
+    ("destination_ip that is not an IP", {"destination_ip": cidr("10.0.1.0", 24)}, {"destination_ip": "pipe"}, False),
+    ("destination_ip of another IP version", {"destination_ip": cidr("::", 0)}, {}, False),
 ]
 
 
@@ -189,3 +199,8 @@ def test_chain_audit_deny_allow(name, overrides, expected):
 
 def test_response_detail_replaces_whitespace():
     assert response_detail("ab df\txy") == "rbac_access_denied_matched_policy[ab_df_xy]"
+
+
+def test_engine_repr_names_its_policies_in_order():
+    engine = RbacEngine(decode(model.RBACRules, rules("DENY", zz=ADMIN, aa=ALL)))
+    assert repr(engine) == "RbacEngine(DENY, policies=['aa', 'zz'])"

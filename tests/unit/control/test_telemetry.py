@@ -72,6 +72,11 @@ spec:
     - {name: otel-grpc, opentelemetry: {service: otel.istio-system.svc.cluster.local, port: 4317}}
     - {name: zipkin, zipkin: {service: otel.istio-system.svc.cluster.local, port: 9411}}
     - {name: nowhere, zipkin: {service: zipkin.elsewhere.svc.cluster.local, port: 9411}}
+    - {name: zipkin-w3c, zipkin: {service: otel.istio-system.svc.cluster.local, port: 9411,
+                                  traceContextOption: USE_B3_WITH_W3C_PROPAGATION}}
+    - {name: sky, skywalking: {service: otel.istio-system.svc.cluster.local, port: 11800}}
+    - {name: text-log, envoyFileAccessLog: {path: /dev/stderr, logFormat: {text: "%RESPONSE_CODE%"}}}
+    - {name: als, envoyOtelAls: {service: otel.istio-system.svc.cluster.local, port: 4317}}
 ---
 apiVersion: v1
 kind: Service
@@ -230,3 +235,44 @@ def test_target_ref_telemetry_is_noted_not_applied_namespace_wide():
                          "tracing: [{providers: [{name: otel}]}]\n"))
     assert sampling(r, "0.0.0.0_15001") is None
     assert any("targetRef(s) is not translated" in n for n in r.notes)
+
+
+@pytest.mark.parametrize("telemetry, note", [
+    ("tracing: [{providers: [{name: sky}]}]",
+     "meshConfig.extensionProviders 'sky': skywalking is not a tracing provider pyproxy implements"),
+    ("accessLogging: [{providers: [{name: nolog}]}]",
+     "access log provider 'nolog' is not defined in meshConfig.extensionProviders"),
+    ("accessLogging: [{providers: [{name: als}]}]",
+     "access log provider 'als': envoyOtelAls is not translated (envoyFileAccessLog is)"),
+    ("metrics: [{overrides: [{match: {customMetric: my_metric}, disabled: true}]}]",
+     "spec.metrics[0].overrides[0].match.customMetric: custom metrics are not translated"),
+])
+def test_what_is_not_translated_is_noted_and_left_out(telemetry, note):
+    r = render(tel("mesh", telemetry + "\n", "istio-system"))
+    hcm = hcms(r, "0.0.0.0_15001")[0]
+    assert "tracing" not in hcm and "access_log" not in hcm
+    assert not any(f["name"] == "istio.stats" and f["typed_config"]["value"].get("metrics")
+                   for f in hcm["http_filters"])
+    assert any(note in n for n in r.notes), r.notes
+
+
+def test_zipkin_w3c_propagation_is_noted_and_b3_kept_and_only_the_first_provider_is_used():
+    r = render(tel("mesh", "tracing: [{providers: [{name: zipkin-w3c}, {name: otel}]}]\n", "istio-system"))
+    assert hcms(r, "0.0.0.0_15001")[0]["tracing"]["provider"]["name"] == "envoy.tracers.zipkin"
+    notes = "\n".join(r.notes)
+    assert "zipkin.traceContextOption USE_B3_WITH_W3C_PROPAGATION is not translated (B3 only)" in notes
+    assert "spec.tracing[0].providers: only the first tracing provider is used (zipkin-w3c), as istiod does" in notes
+
+
+def test_a_text_log_format_and_a_tag_removed_then_set_again():
+    r = render(tel("mesh", "accessLogging: [{providers: [{name: text-log}]}]\n"
+                           "metrics: [{overrides: [{match: {metric: REQUEST_COUNT}, tagOverrides: "
+                           "{request_host: {operation: REMOVE}}}]}]\n", "istio-system")
+               + tel("ns", "metrics: [{overrides: [{match: {metric: REQUEST_COUNT}, tagOverrides: "
+                           "{request_host: {value: request.host}}}]}]\n"))
+    (log,) = hcms(r, "0.0.0.0_15001")[0]["access_log"]
+    assert log["typed_config"]["path"] == "/dev/stderr"
+    # Istio: "Istio will insert a newline ('\n') on all formats (if missing)" (EnvoyFileAccessLogProvider)
+    assert log["typed_config"]["log_format"] == {"text_format_source": {"inline_string": "%RESPONSE_CODE%\n"}}
+    (requests,) = [m for m in stats_value(r, "0.0.0.0_15001")["metrics"] if m["name"] == "requests_total"]
+    assert requests == {"name": "requests_total", "dimensions": {"request_host": "request.host"}}

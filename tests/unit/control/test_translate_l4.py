@@ -87,3 +87,73 @@ def test_a_tcp_match_applies_to_the_sidecar_as_istiod_matchtcp_says(match, appli
     (proxy,) = tcp_proxies(listeners(_vs(match))["0.0.0.0_5432"])
     routed = proxy["cluster"] == "outbound|5432|routed|db.default.svc.cluster.local"
     assert routed is applies, proxy
+
+
+TLS_SERVICE = """
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {selector: {app: web}, ports: [{name: tls, port: 8443}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web}
+spec:
+  hosts: [web, "*.web.example"]
+  tls:
+  - match:
+    - {sniHosts: [a.web.example], destinationSubnets: [10.1.0.0/16, 10.2.3.4]}
+    - {sniHosts: [a.web.example], destinationSubnets: [10.1.0.0/16, 10.2.3.4], port: 8443}
+    route: [{destination: {host: web}}]
+"""
+
+
+def test_a_sidecar_tls_match_with_destination_subnets_and_a_repeated_match_gives_one_chain():
+    chains = [c for c in listeners(TLS_SERVICE)["0.0.0.0_8443"]["filter_chains"]
+              if c.get("filter_chain_match", {}).get("server_names")]
+    assert [c["filter_chain_match"] for c in chains] == [{
+        "server_names": ["a.web.example"],
+        "prefix_ranges": [{"address_prefix": "10.1.0.0", "prefix_len": 16},
+                          {"address_prefix": "10.2.3.4", "prefix_len": 32}]}]
+
+
+GATEWAY = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 15443, name: tls, protocol: TLS}
+    hosts: ["*.web.example"]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 31400, name: tcp, protocol: TCP}
+    hosts: ["*"]
+  - port: {number: 31401, name: tcp-unbound, protocol: TCP}
+    hosts: ["nothing.example"]
+"""
+
+
+def gateway_vs(name: str, rules: str) -> str:
+    return (f"---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\n"
+            f"spec:\n  hosts: ['*.web.example']\n  gateways: [istio-system/edge]\n{rules}")
+
+
+def test_gateway_l4_chains():
+    from control.translate import render_gateway
+    result = load_text(BASE + GATEWAY
+                       + gateway_vs("first", "  tls: [{match: [{sniHosts: [a.web.example]}], route: [{destination: "
+                                             "{host: db}}]}]\n"
+                                             "  tcp:\n  - {match: [{port: 9999}], route: [{destination: {host: db, "
+                                             "subset: skipped}}]}\n  - {route: [{destination: {host: db}}]}\n")
+                       + gateway_vs("second", "  tls: [{match: [{sniHosts: [a.web.example]}], route: [{destination: "
+                                              "{host: db, subset: later}}]}]\n"), "config.yaml")
+    rendered = render_gateway(build_mesh(result.resources), "istio-ingressgateway").as_dict()
+    check_rendered(rendered)
+    by = {lis["name"]: lis for lis in rendered["listeners"]}
+    passthrough = [c for c in by["0.0.0.0_15443"]["filter_chains"] if c.get("filter_chain_match")]
+    assert [(c["filter_chain_match"]["server_names"], tcp_proxies({"filter_chains": [c]})[0]["cluster"])
+            for c in passthrough] == [(["a.web.example"], "outbound|5432||db.default.svc.cluster.local")]  # 1st wins
+    (tcp,) = tcp_proxies(by["0.0.0.0_31400"])
+    assert tcp["cluster"] == "outbound|5432||db.default.svc.cluster.local"  # the rule for port 9999 is skipped
+    assert "0.0.0.0_31401" not in by or tcp_proxies(by["0.0.0.0_31401"]) == []  # no bound rule: no chain

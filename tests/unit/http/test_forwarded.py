@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from pyproxy.config.model import CidrRange, InternalAddressConfig
-from pyproxy.http.forwarded import forwarded_headers
+from pyproxy.http.forwarded import _is_loopback, forwarded_headers, is_internal, local_address
 from pyproxy.http.headers import Headers
 
 LOOPBACK_INTERNAL = InternalAddressConfig(cidr_ranges=(CidrRange(address_prefix="127.0.0.0", prefix_len=8),))
@@ -57,3 +57,43 @@ def run(hcm: Hcm, extra=(), peer="127.0.0.1") -> tuple[dict[str, str], bool]:
 ])
 def test_forwarded_headers_follow_envoy(hcm, extra, expect, edge):
     assert run(hcm, extra) == (expect, edge)
+
+
+V6_AND_UNIX = InternalAddressConfig(unix_sockets=True, cidr_ranges=(CidrRange(address_prefix="fd00::"),
+                                                                    CidrRange(address_prefix="10.1.2.3")))
+
+
+@pytest.mark.parametrize("ip, config, internal", [
+    (None, LOOPBACK_INTERNAL, False),  # no remote address could be found
+    ("-", None, False),  # a unix-socket peer: internal only with unix_sockets
+    ("-", V6_AND_UNIX, True),
+    ("-", LOOPBACK_INTERNAL, False),
+    ("not-an-ip", LOOPBACK_INTERNAL, False),
+    ("127.9.9.9", LOOPBACK_INTERNAL, True),
+    ("127.0.0.1", None, False),  # nothing is internal by default
+    ("fd00::", V6_AND_UNIX, True),  # no prefix_len: the whole address (/128, /32)
+    ("fd00::1", V6_AND_UNIX, False),
+    ("10.1.2.3", V6_AND_UNIX, True),
+    ("10.1.2.4", V6_AND_UNIX, False),
+])
+def test_is_internal(ip, config, internal):
+    assert is_internal(ip, config) is internal
+
+
+def test_a_trusted_hop_that_is_not_an_ip_falls_back_to_the_peer():
+    headers, edge = run(Hcm(use_remote_address=True, xff_num_trusted_hops=1), (("x-forwarded-for", "garbage"),),
+                        peer="198.51.100.9")
+    assert edge is True and headers["x-envoy-external-address"] == "198.51.100.9"
+    assert headers["x-forwarded-for"] == "garbage,198.51.100.9"
+
+
+def test_a_unix_socket_peer_is_not_appended_and_names_no_external_address():
+    headers, edge = run(Hcm(use_remote_address=True), peer="-")
+    assert edge is True and "x-forwarded-for" not in headers and "x-envoy-external-address" not in headers
+
+
+def test_loopback_and_local_address():
+    assert _is_loopback("127.0.0.2") and _is_loopback("::1")
+    assert not _is_loopback("192.0.2.1") and not _is_loopback("-")
+    local = local_address()
+    assert local == "127.0.0.1" or not _is_loopback(local)

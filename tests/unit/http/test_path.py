@@ -50,6 +50,8 @@ def test_unescape_slashes_both_cases():
     ("UNESCAPE_AND_FORWARD", "/a%2F..%2Fadmin", Verdict.FORWARD, "/admin"),
     ("UNESCAPE_AND_REDIRECT", "/a%2Fb", Verdict.REDIRECT, "/a/b"),
     ("UNESCAPE_AND_REDIRECT", "/a/b", Verdict.FORWARD, "/a/b"),
+    ("UNESCAPE_AND_REDIRECT", "/a%20b", Verdict.FORWARD, "/a%20b"),  # a '%' that is no slash: nothing to do
+    ("REJECT_REQUEST", "/a%25b", Verdict.FORWARD, "/a%25b"),
 ])
 def test_escaped_slashes_action(action, target, verdict, out):
     assert normalize(target, PathPolicy(normalize_path=True, escaped_slashes_action=action)) == (verdict, out)
@@ -81,3 +83,7 @@ def test_normalisation_is_idempotent(path):
     verdict, once = normalize(path, policy)
     if verdict is Verdict.FORWARD:
         assert normalize(once, policy) == (Verdict.FORWARD, once)
+
+
+def test_normalisation_refuses_a_path_with_an_escaped_nul():
+    assert normalize("/a/%00/b?q", PathPolicy(normalize_path=True)) == (Verdict.REJECT, "/a/%00/b?q")

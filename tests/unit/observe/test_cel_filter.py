@@ -56,6 +56,12 @@ def test_expression(expr, kwargs, expected):
     ("response.code >> 4", "unexpected"),
     ("request.headers['a'] ~ 1", "unexpected character '~'"),
     ("string(response.code) == '200'", "string() at position 0: no overload in an access-log filter"),
+    ("int(response.code) == 200", "int() at position 0: no overload in an access-log filter"),
+    ("has(1)", "has() takes a field selection (a.b.c) at position 4"),
+    ("has(request.bogus)", "has(request.bogus) at position 0: unknown attribute"),
+    ("request.1 == 1", "expected a field name at position 8"),
+    ("(response.code == 200", "expected ')' at position 21, found 'the end'"),
+    ("response.code == 200 200", "unexpected 200 at position 21"),
 ])
 def test_outside_the_subset_is_a_config_error_naming_the_place(expr, says):
     with pytest.raises(CelError) as e:
@@ -99,3 +105,31 @@ def test_metric_dimension_values():
     i.downstream_local_address, i.downstream_remote_address = "10.0.0.1:9080", "[::1]:5555"
     assert (compile_value("string(destination.port)")(i), compile_value("source.port")(i)) == ("9080", "5555")
     assert compile_filter("destination.port == 9080")(i) is True
+
+
+@pytest.mark.parametrize("expr, expected", [
+    ("response.headers['x'] == 'a'", False),  # no response headers: an empty map, the key missing: do not log
+    ("has(response.headers.x)", False),
+    ("has(request.method)", True),  # a field of the request: always present
+    ("source.port == 8080", False),  # no remote address: no port, an evaluation error
+    ("response.code < 'a'", False),  # no ordering between int and string
+    ("connection.mtls < true", False),  # nor between booleans
+    ("1 in request.headers", False),  # `in` needs a string key
+    ("'x' in response.code", False),  # ... and a map
+    ("response.code['a'] == 1", False),  # indexing needs a map
+    ("request.headers[1] == 'a'", False),  # ... and a string key
+    ("true", True),
+    ("null == null", True),
+    ("false || (response.code == 200 && !false)", True),
+])
+def test_evaluation_errors_do_not_log(expr, expected):
+    assert compile_filter(expr)(info()) is expected
+
+
+def test_int_and_string_conversions_in_metric_values():
+    from pyproxy.observe.cel import compile_value
+    i = info(headers=(("x-n", "42"), ("x-s", "abc")))
+    assert compile_value("int(request.headers['x-n'])")(i) == "42"
+    assert compile_value("int(request.headers['x-s'])", default="none")(i) == "none"  # not a number
+    assert compile_value("string(connection.mtls)")(i) == "false"
+    assert compile_value("null")(i) == "unknown"  # no value: the default

@@ -216,6 +216,8 @@ HASH_CASES = [
     ([{"connection_properties": {"source_ip": True}}], [], "10.1.1.1", "/", True),
     ([{"query_parameter": {"name": "u"}}], [], None, "/p?u=7", True),
     ([{"query_parameter": {"name": "u"}}], [], None, "/p", False),
+    ([{"connection_properties": {"source_ip": True}}], [], None, "/", False),  # no downstream address
+    ([{"connection_properties": {"source_ip": False}}], [], "10.1.1.1", "/", False),
 ]
 
 
@@ -266,3 +268,48 @@ def test_host_health_and_repr():
     h = Host("::1", 8080)
     assert h.address_string == "[::1]:8080" and "healthy" in repr(h)
     assert h.describe()["weight"] == 1
+
+
+def test_least_request_active_request_bias():
+    a, b = hosts(2, [1, 1])
+    a.active_requests = 9
+    flat = build_load_balancer(cluster("LEAST_REQUEST", least_request_lb_config={"active_request_bias": {
+        "default_value": 0.0, "runtime_key": "k"}}), [a, b], random.Random(1))
+    assert flat.active_request_bias == 0.0 and flat._edf_weight(a) == 1.0  # load ignored: plain weights
+    odd = build_load_balancer(cluster("LEAST_REQUEST", least_request_lb_config={"active_request_bias": {
+        "default_value": "x"}}), [a, b], random.Random(1))
+    assert odd.active_request_bias == 1.0 and odd._edf_weight(a) == 0.1  # 1 / (9 + 1)
+
+
+@pytest.mark.parametrize("policy", ["RING_HASH", "MAGLEV"])
+def test_hashing_balancers_without_hosts_choose_none_and_re_pick_an_excluded_host(policy):
+    assert build_load_balancer(cluster(policy), [], random.Random(1)).choose(LbContext(hash_key=1)) is None
+    hs = hosts(2)
+    lb = build_load_balancer(cluster(policy), hs, random.Random(1))
+    first = lb.choose(LbContext(hash_key=42))
+    other = lb.choose(LbContext(hash_key=42, excluded=(first,), host_selection_retries=5))
+    assert other is not first and other in hs
+
+
+@pytest.mark.parametrize("extra, where, says", [
+    ({"lb_policy": "RING_HASH", "ring_hash_lb_config": {"minimum_ring_size": 100, "maximum_ring_size": 10}},
+     "ring_hash_lb_config.minimum_ring_size", "minimum_ring_size 100 exceeds maximum_ring_size 10"),
+    ({"lb_policy": "MAGLEV", "maglev_lb_config": {"table_size": 1}}, "maglev_lb_config.table_size",
+     "table_size 1 must be a prime number below 5000011"),
+    ({"lb_policy": "MAGLEV", "maglev_lb_config": {"table_size": 4}}, "maglev_lb_config.table_size",
+     "table_size 4 must be a prime"),
+])
+def test_balancer_config_errors(extra, where, says):
+    with pytest.raises(ConfigError) as e:
+        build_load_balancer(decode(Cluster, {"name": "c", **extra}), hosts(2), random.Random(1))
+    assert e.value.path == where and says in e.value.message
+
+
+def test_an_unknown_policy_and_a_repr():
+    from types import SimpleNamespace
+    with pytest.raises(ConfigError, match="unsupported lb_policy 'LOAD_BALANCING_POLICY_CONFIG'"):
+        build_load_balancer(SimpleNamespace(lb_policy="LOAD_BALANCING_POLICY_CONFIG"), hosts(1), random.Random(1))
+    hs = hosts(2)
+    hs[1].ejected_until = 10.0
+    assert repr(build_load_balancer(cluster(), hs, random.Random(1))) == \
+        "<RoundRobinLoadBalancer hosts=2 healthy=1 panic=False>"

@@ -277,3 +277,58 @@ def test_a_cluster_update_keeps_an_ejection_only_while_outlier_detection_can_end
     assert host.ejected
     second = ClusterRuntime(_cluster_config(outlier), Stats(), previous=first)
     assert second.hosts[0] is host and host.ejected is still_ejected
+
+
+def test_max_ejection_time_below_base_is_a_config_error():
+    from pyproxy.config.decode import ConfigError
+    with pytest.raises(ConfigError) as e:
+        detector(base_ejection_time="30s", max_ejection_time="10s")
+    assert e.value.path == "outlier_detection.max_ejection_time"
+    assert "cannot be smaller than base_ejection_time" in e.value.message
+
+
+def test_a_connect_success_counts_only_in_split_mode():
+    d, hs = detector(consecutive_5xx=2)
+    h = hs[0]
+    d.record(h, 503, 0.0)
+    assert d.record(h, OutlierResult.LOCAL_ORIGIN_CONNECT_SUCCESS, 0.0) == []
+    assert h.sr_total == 1 and h.consecutive_5xx == 1  # not a response: nothing reset, nothing counted
+    d, hs = detector(split_external_local_origin_errors=True, consecutive_local_origin_failure=2)
+    h = hs[0]
+    d.record(h, OutlierResult.LOCAL_ORIGIN_CONNECT_FAILED, 0.0)
+    d.record(h, OutlierResult.LOCAL_ORIGIN_CONNECT_SUCCESS, 0.0)  # the connection worked: the count restarts
+    assert d.record(h, OutlierResult.LOCAL_ORIGIN_CONNECT_FAILED, 0.0) == [] and not h.ejected
+    assert (h.lo_total, h.lo_success) == (3, 1)
+
+
+def test_split_mode_runs_a_local_origin_success_rate_sweep():
+    d, hs = detector(n=6, split_external_local_origin_errors=True, consecutive_local_origin_failure=1000,
+                     consecutive_5xx=1000)
+    for h in hs[1:]:
+        for _ in range(100):
+            d.record(h, OutlierResult.LOCAL_ORIGIN_CONNECT_SUCCESS, 0.0)
+    for i in range(100):
+        d.record(hs[0], OutlierResult.LOCAL_ORIGIN_CONNECT_FAILED if i % 2 else OutlierResult.LOCAL_ORIGIN_CONNECT_SUCCESS,
+                 0.0)
+    events = d.tick(10.0)
+    assert [(e.host, e.type) for e in events] == [(hs[0], "local_origin_success_rate")]
+    assert hs[1].local_success_rate == 100.0 and hs[0].local_success_rate == 50.0
+    assert hs[1].success_rate == -1.0  # no HTTP responses: no external success rate
+    assert d.stats["ejections_success_rate"] == 0  # the legacy counter is the external one's only
+
+
+def test_no_outlier_detection_no_detector_and_a_repr():
+    from pyproxy.upstream.outlier import detector_for
+    assert detector_for(None, [], rng=random.Random(0)) is None
+    d = detector_for(decode(OutlierDetection, {"max_ejection_percent": 20}), [Host("10.0.0.1", 80)],
+                     rng=random.Random(0))
+    assert repr(d) == "<OutlierDetector hosts=1 ejected=0 interval=10.0s base=30.0s max%=20>"
+
+
+def test_an_ejected_host_is_not_ejected_again_by_more_failures():
+    d, hs = detector(consecutive_5xx=2, consecutive_gateway_failure=2, enforcing_consecutive_gateway_failure=100)
+    h = hs[0]
+    assert [e.type for e in fail(d, h, 2, status=503)] == ["consecutive_gateway_failure"]  # detected first
+    assert fail(d, h, 4, status=503) == []  # still ejected: counted, never ejected twice
+    assert d.stats["ejections_active"] == 1 and d.stats["ejections_enforced_total"] == 1
+    assert d.stats["ejections_detected_consecutive_5xx"] == 0  # detection stops while it is out

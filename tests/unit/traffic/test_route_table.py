@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyproxy.config.decode import ConfigError, decode
-from pyproxy.config.model import RedirectAction, RouteConfiguration
+from pyproxy.config.model import HeaderMatcher, HeaderValueOption, RedirectAction, RouteConfiguration
 from pyproxy.http.headers import Headers
 from pyproxy.routing.table import (
     RouteTable,
@@ -550,3 +550,137 @@ def test_weighted_picks_converge_on_the_weights(weights, seed):
             assert got == 0
         else:
             assert abs(got - expected) <= 6 * sigma + 1, (name, w, total, got, expected)
+
+
+# ---------------------------------------------------------------- matcher decisions, one each
+
+
+def first(routes, authority="a", path="/", headers=None, **kw):
+    """The cluster of the route that matches, or None."""
+    r = table([vh("v", ["*"], routes)]).match(authority, path, headers or Headers(), **kw)
+    return r.action.cluster if r is not None and r.action is not None else None
+
+
+@pytest.mark.parametrize("matcher, kw, hit", [
+    ({"name": ":scheme", "string_match": {"exact": "https"}}, {"scheme": "https"}, True),
+    ({"name": ":scheme", "string_match": {"exact": "https"}}, {"scheme": "http"}, False),
+    ({"name": ":method", "exact_match": "POST"}, {"method": "POST"}, True),
+    ({"name": ":authority", "prefix_match": "a"}, {}, True),
+    ({"name": ":path", "suffix_match": "?q=1"}, {}, True),  # :path is the full path, query included
+    ({"name": ":other", "present_match": True}, {}, False),  # an unknown pseudo-header is never present
+    ({"name": "x-a", "exact_match": ""}, {"headers": H(x_a="anything")}, True),  # legacy: presence
+    ({"name": "x-a", "exact_match": ""}, {}, False),
+    ({"name": "x-a", "string_match": {"prefix": "AB", "ignore_case": True}}, {"headers": H(x_a="abc")}, True),
+    ({"name": "x-a", "string_match": {"contains": "B", "ignore_case": True}}, {"headers": H(x_a="xbx")}, True),
+    ({"name": "x-a", "string_match": {"suffix": "AB", "ignore_case": True}}, {"headers": H(x_a="xab")}, True),
+    ({"name": "x-a", "string_match": {"suffix": "AB", "ignore_case": True}}, {"headers": H(x_a="abx")}, False),
+    ({"name": "x-a", "string_match": {"contains": "B", "ignore_case": True}}, {"headers": H(x_a="xx")}, False),
+    ({"name": "x-a", "contains_match": "b"}, {"headers": H(x_a="abc")}, True),
+    ({"name": "x-a", "range_match": {"start": 1, "end": 10}}, {"headers": H(x_a="-5")}, False),
+    ({"name": "x-a", "range_match": {"start": -10, "end": 10}}, {"headers": H(x_a=" -5 ")}, True),
+    ({"name": "x-a", "range_match": {"start": 1, "end": 10}}, {"headers": H(x_a="٣")}, False),  # ASCII only
+])
+def test_header_matchers(matcher, kw, hit):
+    assert (first([route({"prefix": "/", "headers": [matcher]})], path="/p?q=1", **kw) == "c") is hit
+
+
+@pytest.mark.parametrize("path, hit", [
+    ("/?&a=1#frag", True),  # empty parts skipped, the fragment is not part of the query
+    ("/?a=2&a=1", False),  # the first value of a name wins
+    ("/?b=1#a=1", False),
+    ("/", False),
+])
+def test_query_parameter_matching(path, hit):
+    routes = [route({"prefix": "/", "query_parameters": [{"name": "a", "string_match": {"exact": "1"}}]})]
+    assert (first(routes, path=path) == "c") is hit
+
+
+def dynamic(value, invert=False):
+    return route({"prefix": "/", "dynamic_metadata": [{"filter": "jwt", "path": [{"key": "claims"}, {"key": "groups"}],
+                                                        "value": value, "invert": invert}]})
+
+
+@pytest.mark.parametrize("value, metadata, hit", [
+    ({"list_match": {"one_of": {"string_match": {"exact": "dev"}}}}, {"jwt": {"claims": {"groups": ["a", "dev"]}}}, True),
+    ({"list_match": {"one_of": {"string_match": {"exact": "dev"}}}}, {"jwt": {"claims": {"groups": ["a"]}}}, False),
+    ({"list_match": {"one_of": {"string_match": {"exact": "dev"}}}}, {"jwt": {"claims": {"groups": "dev"}}}, False),
+    ({"or_match": {"value_matchers": [{"string_match": {"exact": "x"}}]}}, {"jwt": {"claims": {"groups": "x"}}}, True),
+    ({"or_match": {"value_matchers": [{"string_match": {"exact": "x"}}, {"bool_match": True}]}},
+     {"jwt": {"claims": {"groups": True}}}, True),
+    ({"or_match": {"value_matchers": [{"string_match": {"exact": "x"}}, {"bool_match": True}]}},
+     {"jwt": {"claims": {"groups": "y"}}}, False),
+    ({"present_match": True}, {"jwt": {"claims": {}}}, False),
+    ({"present_match": True}, None, False),
+])
+def test_dynamic_metadata_matching(value, metadata, hit):
+    assert (first([dynamic(value)], metadata=metadata) == "c") is hit
+    assert (first([dynamic(value, invert=True)], metadata=metadata) == "c") is not hit
+
+
+def test_headers_match_for_bare_headers():
+    from pyproxy.routing.table import compile_header_matcher, headers_match
+    matchers = [compile_header_matcher(decode(HeaderMatcher, {"name": ":method", "exact_match": "GET"})),
+                compile_header_matcher(decode(HeaderMatcher, {"name": "x-a", "present_match": True}))]
+    assert headers_match(matchers, H(x_a="1"), method="GET") is True
+    assert headers_match(matchers, H(x_a="1"), method="PUT") is False
+    assert headers_match(matchers, H(), method="GET") is False
+
+
+@pytest.mark.parametrize("split, expected", [
+    ("[::1", ("[::1", None)),  # an unclosed bracket: no port
+    ("[::1]:8080", ("[::1]", "8080")),
+    ("::1", ("::1", None)),
+    ("a:80", ("a", "80")),
+])
+def test_split_host_port_edges(split, expected):
+    assert split_host_port(split) == expected
+
+
+@pytest.mark.parametrize("vhosts, where, says", [
+    ([vh("v", ["*"], [route({"safe_regex": {"regex": "("}})])],
+     "virtual_hosts[0].routes[0].match.safe_regex", "missing ), unterminated subpattern"),
+    ([vh("v", [""])], "virtual_hosts[0].domains[0]", "empty domain"),
+    ([vh("v", ["*"], [{**route({"prefix": "/"}), "request_headers_to_remove": [":authority"]}])],
+     "virtual_hosts[0].routes[0].request_headers_to_remove[0]", "may not be modified"),
+    ([vh("v", ["*"], [{"match": {"prefix": "/"}, "route": {"cluster": "c", "regex_rewrite": {
+        "pattern": {"regex": "a"}, "substitution": "x\\"}}}])],
+     "virtual_hosts[0].routes[0].route.regex_rewrite.substitution", "ends with a lone backslash"),
+    ([vh("v", ["*"], [{"match": {"prefix": "/"}, "route": {"cluster": "c", "regex_rewrite": {
+        "pattern": {"regex": "a"}, "substitution": "\\n"}}}])],
+     "virtual_hosts[0].routes[0].route.regex_rewrite.substitution", "invalid escape '\\n'"),
+])
+def test_config_errors_name_the_field(vhosts, where, says):
+    with pytest.raises(ConfigError) as e:
+        table(vhosts)
+    assert e.value.path.endswith(where) and says in e.value.message
+
+
+def test_substitution_escaped_backslash():
+    r = table([vh("v", ["*"], [{"match": {"prefix": "/"}, "route": {"cluster": "c", "regex_rewrite": {
+        "pattern": {"regex": "/(a)"}, "substitution": "/\\1\\\\b"}}}])]).match("x", "/a?q", Headers())
+    assert r.rewrite_path("/a?q") == "/a\\b?q"
+
+
+def test_header_mutations_skip_a_missing_header_and_overwrite_only_what_exists():
+    h = H(x_a="1")
+    apply_header_mutations(h, [HeaderValueOption(header=None),
+                               decode(HeaderValueOption, {"header": {"key": "x-a", "value": "2"},
+                                                          "append_action": "OVERWRITE_IF_EXISTS"}),
+                               decode(HeaderValueOption, {"header": {"key": "x-b", "value": "3"},
+                                                          "append_action": "OVERWRITE_IF_EXISTS"})])
+    assert h.items() == [("x-a", "2")]
+
+
+def test_a_redirect_route_chooses_no_cluster_and_reprs_name_the_target():
+    t = table([vh("v", ["*"], [{"name": "r1", "match": {"prefix": "/old"}, "redirect": {"path_redirect": "/new"}},
+                               {"name": "r2", "match": {"prefix": "/"}, "route": {"cluster_header": "x-c"}}])])
+    r = t.match("a", "/old", Headers())
+    assert r.choose_cluster(Headers(), random.Random(0)) == (None, None)
+    assert repr(r) == "RouteMatchResult(vhost='v', route='r1', -> redirect)"
+    plain = table([vh("v", ["*"])]).match("a", "/", Headers())
+    assert plain.choose_cluster(Headers(), random.Random(0)) == ("v", None)
+    r2 = t.match("a", "/x", Headers())
+    assert r2.choose_cluster(H(x_c="up"), random.Random(0)) == ("up", None)
+    assert r2.choose_cluster(Headers(), random.Random(0)) == (None, None)  # header absent: cluster not found
+    assert repr(r2) == "RouteMatchResult(vhost='v', route='r2', -> x-c)"
+    assert repr(t) == "RouteTable('80', virtual_hosts=1)"

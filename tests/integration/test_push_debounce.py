@@ -1,0 +1,81 @@
+"""The control plane's push debounce (docs/mesh.md, docs/xds.md: "a change is debounced (100 ms)", istiod's
+PILOT_DEBOUNCE_AFTER): edits that arrive while the push loop waits out the window are one push, taken from
+the first edit's time. The wait is the loop's injected `sleep`, held on an event here, so the test decides
+when the window ends: no wall-clock window, no sleeps."""
+from __future__ import annotations
+
+import asyncio
+
+from control.cli.control import build_parser
+from control.serve import DEFAULT_DEBOUNCE, ControlPlane
+
+SERVICE = """apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec: {{selector: {{app: {name}}}, ports: [{{name: http, port: 80}}]}}
+"""
+
+
+class HeldWindow:
+    """The push loop's sleep: records each window asked for and returns only when the test lets it."""
+
+    def __init__(self) -> None:
+        self.windows: list[float] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        self.windows.append(seconds)
+        await self.release.wait()
+        self.release.clear()
+
+    async def entered(self, n: int) -> None:
+        """Yield to the loop until the push loop waits in its n-th window (bounded: a few hundred turns)."""
+        for _ in range(500):
+            if len(self.windows) >= n:
+                return
+            await asyncio.sleep(0)
+        raise AssertionError(f"the push loop never entered window {n}: {self.windows}")
+
+
+def test_the_default_debounce_is_100_ms():
+    assert DEFAULT_DEBOUNCE == 0.1
+    assert build_parser().parse_args(["serve", "--config-dir", "x"]).debounce == 0.1
+
+
+async def test_edits_inside_the_window_are_one_push_from_the_first_edit(tmp_path):
+    (tmp_path / "a.yaml").write_text(SERVICE.format(name="a"))
+    now = [1000.0]
+    window = HeldWindow()
+    cp = ControlPlane(str(tmp_path), clock=lambda: now[0], sleep=window)
+    pushed_at: list[float] = []
+    push = cp.push
+
+    async def recording_push(changed_at: float):
+        pushed_at.append(changed_at)
+        return await push(changed_at)
+
+    cp.push = recording_push
+    await cp.start(watch=False)
+    try:
+        await window.entered(1)  # the first push waits out its window too
+        window.release.set()
+        await cp.wait_push(0)
+        assert cp.pushes == 1 and window.windows == [DEFAULT_DEBOUNCE]
+
+        for i, name in enumerate(("b", "c", "d")):  # three edits, 30 ms apart on the control plane's clock
+            now[0] = 2000.0 + 0.03 * i
+            (tmp_path / f"{name}.yaml").write_text(SERVICE.format(name=name))
+            assert await cp.refresh()
+        await window.entered(2)
+        assert cp.pushes == 1  # nothing pushed while the window is open
+        window.release.set()
+        await cp.wait_push(1)
+        assert cp.pushes == 2 and window.windows == [DEFAULT_DEBOUNCE, DEFAULT_DEBOUNCE]
+        assert pushed_at[-1] == 2000.0  # the push is timed from the first edit of the burst
+        assert sorted(r.name for r in cp.resources if r.kind == "Service") == ["a", "b", "c", "d"]
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert len(window.windows) == 2  # no change since: no further window opened
+    finally:
+        window.release.set()
+        await cp.stop()

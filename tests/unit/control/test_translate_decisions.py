@@ -1,0 +1,452 @@
+"""Translation decisions the golden files do not pin, one each: VirtualService matches and actions
+(control/translate/routes.py) and DestinationRule cluster settings (control/translate/clusters.py), checked
+on the Envoy config a sidecar or gateway gets."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from control.istio.load import load_text
+from control.mesh import build_mesh
+from control.translate import TranslateError, render_gateway
+from control.translate.routes import hash_policy, header_operations, string_match
+from tests.golden.envoy_schema import check_rendered
+from tests.unit.control.test_translate import BASE, REVIEWS, by_name, render, vhost
+
+CLUSTER = f"outbound|9080||{REVIEWS}"
+
+
+def vs(http: str, **spec: str) -> str:
+    """A VirtualService for reviews with `http` (YAML of the rules, indented under `http:`)."""
+    extra = "".join(f"  {k}: {v}\n" for k, v in spec.items())
+    return (f"apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews}}\n"
+            f"spec:\n  hosts: [reviews]\n{extra}  http:\n{http}")
+
+
+def dr(policy: str, **spec: str) -> str:
+    """A DestinationRule for reviews with `trafficPolicy: policy` (YAML flow style)."""
+    extra = "".join(f"  {k}: {v}\n" for k, v in spec.items())
+    return (f"apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews}}\n"
+            f"spec:\n  host: reviews\n  trafficPolicy: {policy}\n{extra}")
+
+
+def routes_of(extra: str) -> list[dict]:
+    return vhost(render(extra), "9080", f"{REVIEWS}:9080")["routes"]
+
+
+def cluster_of(extra: str, name: str = CLUSTER) -> dict:
+    return by_name(render(extra).clusters, name)
+
+
+# --- routes: matches -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sm, envoy", [
+    (None, None), ({}, None), ({"regex": "*"}, None),  # presence only
+    ({"exact": "a"}, {"exact": "a"}), ({"prefix": "a"}, {"prefix": "a"}),
+    ({"regex": "a.*"}, {"safe_regex": {"regex": "a.*"}}),
+    ({"suffix": "a"}, None),  # not an Istio StringMatch: presence
+])
+def test_string_match(sm, envoy):
+    assert string_match(sm) == envoy
+
+
+def test_header_matches_on_uri_scheme_method_authority_are_ignored_as_istio_does():
+    (route, _) = routes_of(vs("""  - match:
+    - headers: {uri: {exact: /x}, method: {exact: GET}, x-a: {exact: b}}
+    route: [{destination: {host: reviews}}]
+  - route: [{destination: {host: reviews}}]
+"""))
+    assert route["match"]["headers"] == [{"name": "x-a", "string_match": {"exact": "b"}}]
+
+
+def test_a_match_naming_gateways_applies_on_a_sidecar_only_with_mesh():
+    routes = routes_of(vs("""  - match: [{uri: {prefix: /gw}, gateways: [istio-system/public]}]
+    route: [{destination: {host: reviews}}]
+  - match: [{uri: {prefix: /mesh}, gateways: [mesh]}]
+    route: [{destination: {host: reviews}}]
+""", gateways="[mesh, istio-system/public]"))
+    assert [r["match"] for r in routes] == [{"prefix": "/mesh"}]
+
+
+@pytest.mark.parametrize("ops, expected", [
+    (None, ([], [], None)),
+    ({"set": {":path": "/x", "Host": "h.example", "x-a": "1"}, "add": {"x-b": "2"}, "remove": [":path", "host", "x-c"]},
+     ([{"header": {"key": "x-a", "value": "1"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+       {"header": {"key": "x-b", "value": "2"}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}], ["x-c"], "h.example")),
+])
+def test_header_operations_drop_pseudo_headers_and_turn_host_into_the_authority(ops, expected):
+    assert header_operations(ops) == expected
+
+
+# --- routes: actions -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("consistent_hash, policy", [
+    (None, []),
+    ({"useSourceIp": True}, [{"connection_properties": {"source_ip": True}}]),
+    ({"httpQueryParameterName": "user"}, [{"query_parameter": {"name": "user"}}]),
+    ({"httpCookie": {"name": "c"}}, [{"cookie": {"name": "c"}}]),
+    ({"maglev": {"tableSize": 65537}}, []),  # a table size alone names no hash key
+])
+def test_hash_policy(consistent_hash, policy):
+    assert hash_policy(SimpleNamespace(consistent_hash=consistent_hash)) == policy
+
+
+def test_the_default_route_carries_the_destination_rules_hash_policy():
+    (route,) = routes_of(dr("{loadBalancer: {consistentHash: {useSourceIp: true}}}"))
+    assert route["route"]["hash_policy"] == [{"connection_properties": {"source_ip": True}}]
+    assert "retry_host_predicate" not in route["route"]["retry_policy"]  # consistent hashing keeps the host
+
+
+@pytest.mark.parametrize("fault, says", [
+    ("{delay: {percentage: {value: 10}}}", "spec.http[0].fault.delay: only fixedDelay is supported"),
+    ("{abort: {percentage: {value: 10}}}", "spec.http[0].fault.abort: abort needs httpStatus or grpcStatus"),
+])
+def test_untranslatable_faults_name_the_field(fault, says):
+    with pytest.raises(TranslateError, match=says.replace(".", r"\.").replace("[", r"\[").replace("]", r"\]")):
+        render(vs(f"  - route: [{{destination: {{host: reviews}}}}]\n    fault: {fault}\n"))
+
+
+def test_a_mirror_at_zero_percent_is_left_out():
+    (route,) = routes_of(vs("""  - route: [{destination: {host: reviews}}]
+    mirrors:
+    - destination: {host: reviews, subset: v2}
+      percentage: {value: 0}
+    - destination: {host: reviews}
+""", ) + "---\n" + dr("{loadBalancer: {simple: RANDOM}}", subsets="[{name: v2, labels: {version: v2}}]"))
+    assert [m["cluster"] for m in route["route"]["request_mirror_policies"]] == [CLUSTER]
+
+
+@pytest.mark.parametrize("redirect, envoy", [
+    ("{uri: /n, derivePort: FROM_REQUEST_PORT}", {"path_redirect": "/n", "port_redirect": 9080,
+                                                  "response_code": "MOVED_PERMANENTLY"}),
+    ("{scheme: https, derivePort: FROM_PROTOCOL_DEFAULT, redirectCode: 308}",
+     {"scheme_redirect": "https", "port_redirect": 443, "response_code": "PERMANENT_REDIRECT"}),
+    ("{uri: /n, derivePort: FROM_PROTOCOL_DEFAULT}", {"path_redirect": "/n", "port_redirect": 80,
+                                                      "response_code": "MOVED_PERMANENTLY"}),
+])
+def test_redirect_ports(redirect, envoy):
+    (route,) = routes_of(vs(f"  - redirect: {redirect}\n"))
+    assert route["redirect"] == envoy
+
+
+def test_a_redirect_code_envoy_lacks_drops_the_route_with_a_note():
+    rendered = render(vs("  - match: [{uri: {prefix: /old}}]\n    redirect: {uri: /n, redirectCode: 305}\n"
+                         "  - route: [{destination: {host: reviews}}]\n"))
+    assert [r["match"] for r in vhost(rendered, "9080", f"{REVIEWS}:9080")["routes"]] == [{"prefix": "/"}]
+    assert any("spec.http[0].redirect.redirectCode: redirect code 305 is not one of 301, 302, 303, 307, 308; "
+               "the route is dropped" in n for n in rendered.notes)
+
+
+def test_a_delegate_rule_is_noted_and_skipped():
+    rendered = render(vs("  - delegate: {name: other}\n  - route: [{destination: {host: reviews}}]\n"))
+    assert len(vhost(rendered, "9080", f"{REVIEWS}:9080")["routes"]) == 1
+    assert any("spec.http[0].delegate: delegate VirtualServices are not translated yet" in n for n in rendered.notes)
+
+
+def test_direct_response_bytes_body():
+    (route,) = routes_of(vs("  - directResponse: {status: 503, body: {bytes: aGk=}}\n"))
+    assert route["direct_response"] == {"status": 503, "body": {"inline_bytes": "aGk="}}
+
+
+# --- virtual hosts ---------------------------------------------------------------------------------------
+
+SE = """apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext}
+spec:
+  hosts: [api.example.com]
+  addresses: [10.9.9.9]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  endpoints: [{address: 10.9.9.10}]
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+"""
+
+
+def test_a_service_entry_address_is_a_domain_too():
+    rendered = render(SE)
+    assert vhost(rendered, "9080", "api.example.com:9080")["domains"] == [
+        "api.example.com", "api.example.com:9080", "10.9.9.9", "10.9.9.9:9080"]
+
+
+def test_a_wildcard_virtual_service_host_covers_matching_services_and_the_first_virtual_service_wins():
+    wild = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a-wild}\nspec:\n"
+            "  hosts: ['*.example.com']\n  http: [{route: [{destination: {host: api.example.com}}], timeout: 3s}]\n")
+    exact = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: b-exact}\nspec:\n"
+             "  hosts: [api.example.com]\n  http: [{route: [{destination: {host: api.example.com}}], timeout: 5s}]\n")
+    tcp_only = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: c-tcp}\nspec:\n"
+                "  hosts: [api.example.com]\n  tcp: [{route: [{destination: {host: api.example.com}}]}]\n")
+    rendered = render("---\n".join([SE, wild, exact, tcp_only]))
+    (route,) = vhost(rendered, "9080", "api.example.com:9080")["routes"]
+    assert route["route"]["timeout"] == "3s"  # a-wild comes first
+
+
+# --- gateways --------------------------------------------------------------------------------------------
+
+GATEWAY = """apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: public, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["default/a.example.com", "other/b.example.com"]
+  - port: {number: 8080, name: http-redirect, protocol: HTTP}
+    hosts: ["c.example.com"]
+    tls: {httpsRedirect: true}
+"""
+
+
+def gw_vs(name: str, hosts: str, body: str) -> str:
+    return (f"apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n"
+            f"  hosts: {hosts}\n  gateways: [istio-system/public]\n{body}")
+
+
+def render_gw(*docs: str, gateway: str = GATEWAY):
+    result = load_text(BASE + "---\n" + "---\n".join([gateway, *docs]), "config.yaml")
+    assert not [f for f in result.findings if f.level.label == "Error"], [str(f) for f in result.findings]
+    rendered = render_gateway(build_mesh(result.resources), "istio-ingressgateway")
+    check_rendered(rendered.as_dict())
+    return rendered
+
+
+def test_gateway_virtual_hosts():
+    rendered = render_gw(
+        gw_vs("one", "[a.example.com, b.example.com]",
+              "  http: [{match: [{uri: {prefix: /one}}], route: [{destination: {host: reviews}}]}]\n"),
+        gw_vs("two", "[a.example.com]", "  http: [{route: [{destination: {host: reviews}}]}]\n"),
+        gw_vs("three", "[a.example.com]", "  tcp: [{route: [{destination: {host: reviews}}]}]\n"))
+    (a,) = by_name(rendered.routes, "http.80")["virtual_hosts"]  # b.example.com: the server wants namespace other
+    assert a["name"] == "a.example.com:80" and [r["match"] for r in a["routes"]] == [{"prefix": "/one"},
+                                                                                      {"prefix": "/"}]
+    (c,) = by_name(rendered.routes, "http.8080")["virtual_hosts"]  # httpsRedirect without a VirtualService
+    assert c["require_tls"] == "ALL" and c["domains"] == ["c.example.com", "c.example.com:8080"]
+    assert c["routes"] == [{"name": "default", "match": {"prefix": "/"}, "direct_response": {"status": 404}}]
+
+
+# --- clusters --------------------------------------------------------------------------------------------
+
+def test_passthrough_load_balancing_is_an_original_destination_cluster():
+    cluster = cluster_of(dr("{loadBalancer: {simple: PASSTHROUGH}}"))
+    assert cluster["type"] == "ORIGINAL_DST" and cluster["lb_policy"] == "CLUSTER_PROVIDED"
+    assert "eds_cluster_config" not in cluster and "load_assignment" not in cluster
+
+
+def test_locality_load_balancing_is_noted():
+    rendered = render(dr("{loadBalancer: {localityLbSetting: {enabled: true}}}"))
+    assert any("spec.trafficPolicy.loadBalancer.localityLbSetting: locality load balancing is not translated yet"
+               in n for n in rendered.notes)
+
+
+def protocol_options(cluster: dict) -> dict:
+    return cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+
+
+def test_connection_pool_settings():
+    options = protocol_options(cluster_of(dr(
+        "{connectionPool: {tcp: {maxConnectionDuration: 30s}, http: {useClientProtocol: true}}}")))
+    assert options["common_http_protocol_options"] == {"max_connection_duration": "30s"}
+    assert options["use_downstream_protocol_config"] == {"http_protocol_options": {}, "http2_protocol_options": {}}
+    options = protocol_options(cluster_of(dr(
+        "{connectionPool: {http: {h2UpgradePolicy: UPGRADE, maxConcurrentStreams: 7}}}")))
+    assert options["explicit_http_config"] == {"http2_protocol_options": {"max_concurrent_streams": 7}}
+
+
+def test_local_origin_failures_are_split_out():
+    od = cluster_of(dr("{outlierDetection: {splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 3}}"))[
+        "outlier_detection"]
+    assert od["split_external_local_origin_errors"] is True
+    assert (od["consecutive_local_origin_failure"], od["enforcing_consecutive_local_origin_failure"]) == (3, 100)
+
+
+def tls_context(cluster: dict) -> dict:
+    return cluster["transport_socket"]["typed_config"]
+
+
+RATINGS = ("apiVersion: v1\nkind: Service\nmetadata: {name: ratings}\n"
+           "spec: {selector: {app: ratings}, ports: [{name: grpc, port: 7070}]}\n---\n"
+           "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: ratings}\nspec:\n"
+           "  selector: {matchLabels: {app: ratings}}\n  template:\n    metadata: {labels: {app: ratings}}\n"
+           "    spec: {containers: [{name: r, image: r, ports: [{containerPort: 7070}]}]}\n")
+
+
+def test_client_tls_with_a_crl_and_an_h2_port():
+    grpc = (RATINGS + "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\n"
+            "spec: {host: ratings, trafficPolicy: {tls: {mode: SIMPLE, caCertificates: /ca.pem, caCrl: /crl.pem}}}\n")
+    common = tls_context(cluster_of(grpc, "outbound|7070||ratings.default.svc.cluster.local"))["common_tls_context"]
+    assert common["validation_context"]["crl"] == {"filename": "/crl.pem"}
+    assert common["alpn_protocols"] == ["h2"]
+
+
+def test_a_credential_name_on_a_selector_less_rule_gives_a_sidecar_no_tls():
+    rendered = render(dr("{tls: {mode: SIMPLE, credentialName: reviews-ca}}"))
+    assert "transport_socket" not in by_name(rendered.clusters, CLUSTER)
+    assert any("credentialName is only used by gateways and by DestinationRules with a workloadSelector" in n
+               for n in rendered.notes)
+
+
+def test_a_missing_credential_points_at_sds_that_fails_closed():
+    rule = dr("{tls: {mode: MUTUAL, credentialName: gone}}", workloadSelector="{matchLabels: {app: client}}")
+    rendered = render(rule)
+    common = tls_context(by_name(rendered.clusters, CLUSTER))["common_tls_context"]
+    assert common["tls_certificate_sds_secret_configs"][0]["name"] == "kubernetes://gone"
+    assert common["combined_validation_context"]["validation_context_sds_secret_config"]["name"] == \
+        "kubernetes://gone-cacert"
+    assert any("which no one serves (it fails closed)" in n for n in rendered.notes)
+
+
+def test_insecure_skip_verify_with_a_credential_has_an_empty_validation_context():
+    secret = ("apiVersion: v1\nkind: Secret\nmetadata: {name: client-cred}\ntype: kubernetes.io/tls\n"
+              "data: {tls.crt: Y2VydA==, tls.key: a2V5}\n")
+    rule = dr("{tls: {mode: MUTUAL, credentialName: client-cred, insecureSkipVerify: true}}",
+              workloadSelector="{matchLabels: {app: client}}")
+    common = tls_context(cluster_of(secret + "---\n" + rule))["common_tls_context"]
+    assert common["validation_context"] == {}  # verify nothing
+    assert common["tls_certificates"] == [{"certificate_chain": {"inline_bytes": "Y2VydA=="},
+                                           "private_key": {"inline_bytes": "a2V5"}}]
+
+
+def test_udp_ports_and_resolving_wildcard_hosts_get_no_cluster():
+    extra = ("apiVersion: v1\nkind: Service\nmetadata: {name: dns}\n"
+             "spec: {selector: {app: dns}, ports: [{name: dns, port: 53, protocol: UDP}, {name: tcp, port: 5353}]}\n"
+             "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: wild}\n"
+             "spec: {hosts: ['*.wild.example'], resolution: DNS, endpoints: [{address: w.example}],"
+             " ports: [{number: 443, name: tls, protocol: TLS}]}\n")
+    names = {c["name"] for c in render(extra).clusters}
+    assert "outbound|5353||dns.default.svc.cluster.local" in names
+    assert "outbound|53||dns.default.svc.cluster.local" not in names
+    assert not any("wild.example" in n for n in names)
+
+
+def test_mutual_tls_with_certificate_files():
+    common = tls_context(cluster_of(dr("{tls: {mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem}}")))[
+        "common_tls_context"]
+    assert common["tls_certificates"] == [{"certificate_chain": {"filename": "/c.pem"},
+                                           "private_key": {"filename": "/k.pem"}}]
+
+
+def test_an_inbound_grpc_port_speaks_h2_to_the_app():
+    cluster = by_name(render(RATINGS, workload="ratings").clusters, "inbound|7070||ratings.default.svc.cluster.local")
+    assert protocol_options(cluster)["explicit_http_config"] == {"http2_protocol_options": {}}
+
+
+# --- common: durations, percentages, Sidecar scope ----------------------------------------------------------
+
+@pytest.mark.parametrize("text, seconds", [(None, None), ("", None), (5, None), ("1sx", None), ("x1s", None),
+                                           ("1m30s", 90.0), ("250ms", 0.25)])
+def test_parse_seconds(text, seconds):
+    from control.translate.common import parse_seconds
+    assert parse_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("spec, legacy, percent", [
+    ({"percentage": {"value": 12.5}, "percent": 3}, "percent", 12.5),
+    ({"percent": 3}, "percent", 3.0),  # the deprecated int field
+    ({"percent": 3}, None, 0.0),  # not read where Istio has none
+    ({}, "percent", 0.0),
+])
+def test_percent_of(spec, legacy, percent):
+    from control.translate.common import percent_of
+    assert percent_of(spec, legacy_key=legacy) == percent
+
+
+def sidecar(spec: str, namespace: str = "default") -> str:
+    return (f"apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: {namespace}}}"
+            f"\nspec: {spec}\n")
+
+
+@pytest.mark.parametrize("spec, notes", [
+    ("{egress: [{bind: 127.0.0.1, hosts: ['./*']}], ingress: [{port: {number: 9080, protocol: HTTP, name: http}, "
+     "defaultEndpoint: '127.0.0.1:9080'}], outboundTrafficPolicy: {mode: REGISTRY_ONLY}}",
+     ["spec.egress[0]: `bind`/`captureMode` without a `port` are not translated",
+      "spec.ingress: Sidecar ingress listeners are not translated"]),
+    ("{egress: [{port: {number: 9080, protocol: HTTP, name: http}, hosts: ['./*']}, "
+     "{port: {number: 5555, protocol: TCP, name: tcp}, captureMode: NONE, hosts: ['./*']}, {hosts: ['./*']}]}",
+     ["spec.egress[0].port: only egress listeners with captureMode NONE and a TCP/TLS port are translated",
+      "spec.egress[1].port: no service its hosts admit has port 5555"]),
+])
+def test_what_a_sidecar_resource_asks_and_is_not_translated_is_noted(spec, notes):
+    said = "\n".join(render(sidecar(spec)).notes)
+    assert all(n in said for n in notes), said
+
+
+def test_a_sidecar_outbound_policy():
+    rendered = render(sidecar("{egress: [{hosts: ['./*']}], outboundTrafficPolicy: {mode: REGISTRY_ONLY}}"))
+    catch_all = vhost(rendered, "9080", "block_all")
+    assert catch_all["routes"][0]["direct_response"] == {"status": 502}  # the Sidecar's REGISTRY_ONLY
+
+
+def test_a_tilde_egress_host_sees_nothing_and_export_to_hides_from_other_namespaces():
+    rendered = render(sidecar("{egress: [{hosts: ['~/*']}]}"))
+    assert [r["name"] for r in rendered.routes] == ["http_proxy"]  # no service seen: no port route config
+    assert [v["name"] for v in rendered.routes[0]["virtual_hosts"]] == ["allow_any"]
+    private = ("apiVersion: v1\nkind: Service\nmetadata: {name: secret, namespace: other, annotations: "
+               "{networking.istio.io/exportTo: '.'}}\nspec: {selector: {app: s}, ports: [{name: http, port: 9080}]}"
+               "\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r2, namespace: other}"
+               "\nspec: {hosts: [reviews.default.svc.cluster.local], exportTo: ['.'], http: [{route: [{destination: "
+               "{host: reviews.default.svc.cluster.local}}], timeout: 7s}]}\n")
+    rendered = render(private)
+    names = [v["name"] for v in by_name(rendered.routes, "9080")["virtual_hosts"]]
+    assert "secret.other.svc.cluster.local:9080" not in names
+    assert vhost(rendered, "9080", f"{REVIEWS}:9080")["routes"][0]["route"]["timeout"] == "0s"  # r2 not seen
+
+
+# --- listeners: gateway TLS, Sidecar egress ports, extension hooks -------------------------------------------
+
+def servers(*items: str) -> str:
+    return ("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: tls, namespace: istio-system}\n"
+            "spec:\n  selector: {istio: ingressgateway}\n  servers:\n" + "".join(f"  - {s}\n" for s in items))
+
+
+def server_tls(rendered, port: int) -> dict:
+    lis = by_name(rendered.listeners, f"0.0.0.0_{port}")
+    return lis["filter_chains"][0]["transport_socket"]["typed_config"]
+
+
+def test_gateway_server_tls_contexts():
+    rendered = render_gw(gateway=servers(
+        "{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: ISTIO_MUTUAL, "
+        "subjectAltNames: [spiffe://td/ns/a/sa/b]}}",
+        "{port: {number: 8443, name: https-files, protocol: HTTPS}, hosts: ['*'], tls: {mode: MUTUAL, "
+        "serverCertificate: /s.pem, privateKey: /k.pem, caCertificates: /ca.pem, subjectAltNames: [client.example], "
+        "cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256]}}",
+        "{port: {number: 9443, name: https-gone, protocol: HTTPS}, hosts: ['*'], tls: {mode: MUTUAL, "
+        "credentialName: gone}}",
+        "{port: {number: 27017, name: mongo, protocol: MONGO}, hosts: ['*']}"))
+    istio = server_tls(rendered, 443)
+    assert istio["require_client_certificate"] is True
+    assert istio["common_tls_context"]["combined_validation_context"]["default_validation_context"] == {
+        "match_subject_alt_names": [{"exact": "spiffe://td/ns/a/sa/b"}]}
+    files = server_tls(rendered, 8443)["common_tls_context"]
+    assert files["validation_context"] == {"trusted_ca": {"filename": "/ca.pem"},
+                                           "match_subject_alt_names": [{"exact": "client.example"}]}
+    assert files["tls_params"] == {"cipher_suites": ["ECDHE-RSA-AES128-GCM-SHA256"]}
+    gone = server_tls(rendered, 9443)["common_tls_context"]
+    assert gone["combined_validation_context"]["validation_context_sds_secret_config"]["name"] == \
+        "kubernetes://gone-cacert"
+    notes = "\n".join(rendered.notes)
+    assert "spec.servers[3]: MONGO servers are not translated yet" in notes
+    assert not any(lis["name"] == "0.0.0.0_27017" for lis in rendered.listeners)
+
+
+def test_extension_hooks_add_filters_and_rewrite_listeners():
+    from control.translate import Options
+    from control.translate.common import Extensions
+    cors = {"name": "envoy.filters.http.cors",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}}
+    seen: list[str] = []
+    ext = Extensions(http_filters_authn=(lambda proxy, direction: seen.append(direction) or [],),
+                     http_filters_before_router=(lambda proxy, direction: [cors] if direction == "inbound" else [],),
+                     listener_contributors=(lambda proxy, lis: {**lis, "per_connection_buffer_limit_bytes": 4096},))
+    rendered = render(RATINGS, workload="ratings", options=Options(extensions=ext))
+    assert all(lis["per_connection_buffer_limit_bytes"] == 4096 for lis in rendered.listeners)
+    assert {"inbound", "outbound"} <= set(seen)
+    inbound = by_name(rendered.listeners, "virtualInbound")
+    names = [f["name"] for ch in inbound["filter_chains"] for f in ch["filters"]
+             if f["name"] == "envoy.filters.network.http_connection_manager"
+             for f in f["typed_config"]["http_filters"]]
+    assert names.count("envoy.filters.http.cors") == 2 * names.count("envoy.filters.http.router")  # ours + theirs
+    gw = render_gateway(build_mesh(load_text(BASE + "---\n" + GATEWAY, "g.yaml").resources), "istio-ingressgateway",
+                        options=Options(extensions=ext))
+    assert gw.listeners and all(lis["per_connection_buffer_limit_bytes"] == 4096 for lis in gw.listeners)

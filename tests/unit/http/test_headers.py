@@ -1,0 +1,73 @@
+"""pyproxy.http.headers.Headers: the ordered, case-insensitive multimap every filter reads and edits."""
+from __future__ import annotations
+
+from pyproxy.http.headers import Headers
+
+
+def test_names_are_lower_cased_and_order_and_duplicates_kept():
+    h = Headers([("Set-Cookie", "a=1"), ("X-A", "1"), ("set-cookie", "b=2")])
+    assert h.items() == [("set-cookie", "a=1"), ("x-a", "1"), ("set-cookie", "b=2")]
+    assert list(h) == h.items() and len(h) == 3
+    assert h.get_all("set-cookie") == ["a=1", "b=2"]
+
+
+def test_get_joins_repeated_fields_and_get_first_does_not():
+    h = Headers([("accept", "a"), ("accept", "b")])
+    assert h.get("accept") == "a,b" and h.get_first("accept") == "a"
+    assert h.get("missing") is None and h.get("missing", "d") == "d" and h.get_first("missing") is None
+
+
+def test_contains():
+    h = Headers([("x-a", "")])
+    assert "x-a" in h and "x-b" not in h
+
+
+def test_set_replaces_every_field_keeping_the_first_position():
+    h = Headers([("a", "1"), ("b", "2"), ("a", "3"), ("c", "4"), ("a", "5")])
+    h.set("A", "9")
+    assert h.items() == [("a", "9"), ("b", "2"), ("c", "4")]
+    h.set("d", "0")
+    assert h.items()[-1] == ("d", "0")
+    h.set("b", "7")
+    assert h.items() == [("a", "9"), ("b", "7"), ("c", "4"), ("d", "0")]
+
+
+def test_add_appends_lower_cased():
+    h = Headers()
+    h.add("X-A", "1")
+    h.add("x-a", "2")
+    assert h.items() == [("x-a", "1"), ("x-a", "2")]
+
+
+def test_remove_reports_whether_anything_went():
+    h = Headers([("a", "1"), ("b", "2"), ("a", "3")])
+    assert h.remove("A") is True and h.items() == [("b", "2")]
+    assert h.remove("a") is False and h.items() == [("b", "2")]
+
+
+def test_remove_names_keeps_the_same_list_when_nothing_matches():
+    items = [("a", "1"), ("b", "2")]
+    h = Headers.from_lowered(items)
+    h.remove_names(frozenset({"c"}))
+    assert h._items is items  # no copy on the common path
+    h.remove_names(frozenset({"a", "c"}))
+    assert h.items() == [("b", "2")]
+
+
+def test_remove_many_takes_any_case_from_an_iterable_or_lower_case_from_a_frozenset():
+    h = Headers([("a", "1"), ("b", "2"), ("c", "3")])
+    h.remove_many(["A", "B"])
+    assert h.items() == [("c", "3")]
+    h = Headers([("a", "1"), ("b", "2")])
+    h.remove_many(frozenset({"b"}))
+    assert h.items() == [("a", "1")]
+
+
+def test_copy_is_independent_and_equal():
+    h = Headers([("a", "1")])
+    c = h.copy()
+    assert c == h and c is not h
+    c.add("b", "2")
+    assert h.items() == [("a", "1")] and c != h
+    assert h != [("a", "1")]  # only Headers compare equal
+    assert repr(h) == "Headers([('a', '1')])"
