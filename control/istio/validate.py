@@ -621,11 +621,9 @@ def _http_route(http: Mapping[str, Any]) -> RuleResult:
 
 
 def _redirect_prefix_rewrite(http: Mapping[str, Any]) -> RuleResult:
-    """validateHTTPRedirect: uri and prefixRewrite exclude each other; prefixRewrite needs prefix URI matches."""
+    """validateHTTPRedirect: prefixRewrite needs prefix URI matches (uri with prefixRewrite: the HTTPRedirect rule)."""
     if not get(http, "redirect", "prefixRewrite"):
         return
-    if get(http, "redirect", "uri"):
-        yield "redirect", "error", "redirect may only specify one of uri or prefix_rewrite"
     for i, match in enumerate(http.get("match") or ()):
         uri = get(match, "uri")
         if isinstance(uri, Mapping) and "prefix" not in uri:

@@ -660,10 +660,9 @@ ROWS = [
           hosts: ["*/a.com"]
           tls:  #@a
             mode: MUTUAL
-        """, E("a", "spec.servers[0].tls.serverCertificate: MUTUAL TLS requires a server certificate (or "
-                    "credentialName)"),
-        E("a", "spec.servers[0].tls.privateKey: MUTUAL TLS requires a private key (or credentialName)"),
-        E("a", "spec.servers[0].tls.caCertificates: MUTUAL TLS requires caCertificates (or credentialName)")),
+        """, E("a", "spec.servers[0].tls.serverCertificate: MUTUAL TLS requires a server certificate"),
+        E("a", "spec.servers[0].tls.privateKey: MUTUAL TLS requires a private key"),
+        E("a", "spec.servers[0].tls.caCertificates: MUTUAL TLS requires a client CA bundle")),
     row("server-tls-istio-mutual-with-credential", "Gateway", """
         servers:
         - port: {number: 443, name: https, protocol: HTTPS}
@@ -671,8 +670,7 @@ ROWS = [
           tls:
             mode: ISTIO_MUTUAL
             credentialName: a-cert  #@a
-        """, E("a", "spec.servers[0].tls.credentialName: cannot have associated credentialName in ISTIO_MUTUAL "
-                    "mode")),
+        """, E("a", "spec.servers[0].tls.credentialName: ISTIO_MUTUAL TLS cannot have associated credentialName")),
     row("connection-pool-empty-tcp-is-set", "DestinationRule", """
         host: r
         trafficPolicy:
@@ -844,9 +842,9 @@ ROWS = [
           - a.com  #@a
           - Bad_NS/a.com  #@b
           - ./a_b.com  #@c
-        """, E("a", "spec.egress[0].hosts[0]: sidecar: host 'a.com' must be of form namespace/dnsName"),
-        E("b", "spec.egress[0].hosts[1]: invalid namespace 'Bad_NS' in egress host 'Bad_NS/a.com'"),
-        E("c", "spec.egress[0].hosts[2]: invalid host 'a_b.com': 'a_b' is not a valid DNS label")),
+        """, E("a", "spec.egress[0].hosts[0]: host must be of form namespace/dnsName"),
+        E("b", "spec.egress[0].hosts[1]: invalid namespace value 'Bad_NS' in sidecar"),
+        E("c", "spec.egress[0].hosts[2]: domain name 'a_b.com' invalid (label 'a_b' invalid)")),
     row("sidecar-empty", "Sidecar", """
         workloadSelector:
           labels: {app: a}
@@ -1031,12 +1029,15 @@ ROWS = [
         E("c", "spec.jwtRules[0].outputClaimToHeaders[0].header: invalid header name ':authority': letters, "
                "digits, '-' and '_' only")),
     row("target-ref-checks", "RequestAuthentication", """
-        targetRef:
+        targetRef:  #@t
           group: Bad_Group  #@a
           kind: 1Gateway  #@b
           name: gw
           namespace: other  #@c
-        """, E("a", "spec.targetRef.group: invalid group 'Bad_Group'"),
+        """, E("t", "spec.targetRef: targetRef must be to one of core/Service, gateway.networking.k8s.io/Gateway, "
+                    "gateway.networking.k8s.io/GatewayClass, networking.istio.io/ServiceEntry but was "
+                    "Bad_Group/1Gateway"),
+        E("a", "spec.targetRef.group: invalid group 'Bad_Group'"),
         E("b", "spec.targetRef.kind: invalid kind '1Gateway'"),
         E("c", "spec.targetRef.namespace: cross namespace referencing is not currently supported")),
 
