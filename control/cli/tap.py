@@ -34,7 +34,7 @@ def entry_parts(e: dict[str, Any]) -> list[tuple[str, str]]:
     return [
         (f"{e.get('direction', '-')} ", "dim"),
         (f"{e.get('method') or '-'} ", "bold"),
-        (f"{e.get('authority') or ''}{e.get('path') or ''} ", ""),
+        (f"{(e.get('authority') or '') + (e.get('path') or '') or '-'} ", ""),
         (f"{status}", status_style(status)),
         (f" {duration:.1f}ms" if isinstance(duration, (int, float)) else " -", ""),
         (f" flags={e.get('response_flags') or '-'}", "red" if (e.get("response_flags") or "-") != "-" else ""),
