@@ -54,7 +54,7 @@ def uptime_seconds(server_info: dict) -> float:
 
 def targets(args: argparse.Namespace) -> list[Target]:
     if args.admin:
-        return [Target(a, "", admin_url(a)) for a in args.admin]
+        return [Target(a, "-", admin_url(a)) for a in args.admin]  # no registry: namespace unknown
     proxies = fetch_json(f"{_control(args)}/debug/syncz")
     return [Target(p["name"], p.get("namespace", ""), admin_url(p["admin"])) for p in proxies]
 

@@ -4,6 +4,7 @@ The scrapes are real `/stats/prometheus` text: an IstioMetrics store filled with
 the proxy's own exposition (pyproxy.observe.stats.render_prometheus), parsed back with prometheus_client."""
 from __future__ import annotations
 
+import io
 import math
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from control.cli.proxy import CommandError
 from control.cli.stat import parse_resource, uptime_seconds
 from control.cli.tap import entry_line
+from control.cli.term import print_styled, print_table, status_style
 from control.viz.stat import (Delta, Row, counter_increase, delta, group, histogram_quantile, json_rows,
                               parse_scrape, select, success, table_rows)
 from pyproxy.observe.istio_metrics import LABELS, IstioMetrics
@@ -185,3 +187,22 @@ def test_tap_line_names_every_field():
                     "peer=spiffe://cluster.local/ns/default/sa/productpage upstream=c/127.0.0.1:1 "
                     f"trace={'ab' * 16} id=r")
     assert entry_line({"status": 0}) == "- - - 0 - flags=- tls=false peer=- upstream=- trace=- id=-"
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_gets_rich_and_a_pipe_gets_plain_text():
+    header, rows = ("NAMESPACE", "NAME", "SUCCESS"), [["default", "a-very-long-workload-name-" * 4, "100.00%"]]
+    tty, pipe = Tty(), io.StringIO()
+    print_table(header, rows, tty)
+    print_table(header, rows, pipe)
+    assert "\x1b[" in tty.getvalue() and rows[0][1] in tty.getvalue()  # wider than 80 columns: not cut
+    assert "\x1b" not in pipe.getvalue() and pipe.getvalue().splitlines()[1].split() == rows[0]
+    plain = io.StringIO()
+    print_styled([("GET ", "bold"), ("/[x]", ""), (" 503", status_style(503))], plain)
+    styled = Tty()
+    print_styled([("GET ", "bold"), ("/[x]", ""), (" 503", status_style(503))], styled)
+    assert plain.getvalue() == "GET /[x] 503\n" and "/[x]" in styled.getvalue() and "\x1b[31m" in styled.getvalue()
