@@ -136,16 +136,22 @@ class TapHub:
     """The proxy's tap subscribers (one hub per ProxyServer, shared by every HCM). `subscribers` is a tuple,
     replaced on subscribe/unsubscribe, so the data path reads it without copying and `if hub.subscribers:` is
     the whole cost of having no tap. Counters (`stats` given): tap.entries_queued, tap.entries_dropped and the
-    gauge tap.subscribers."""
+    gauge tap.subscribers, created by the first subscription, so a proxy nobody tapped lists only the stat
+    names Envoy has (tests/differential/test_admin_stats_differential.py)."""
 
     def __init__(self, stats: Any = None):
         self.subscribers: tuple[TapSubscriber, ...] = ()
         self.published = 0  # streams offered to at least one subscriber's filter
-        self._queued = stats.counter("tap.entries_queued") if stats is not None else None
-        self._dropped = stats.counter("tap.entries_dropped") if stats is not None else None
-        self._active = stats.gauge("tap.subscribers") if stats is not None else None
+        self._stats = stats
+        self._queued: Any = None
+        self._dropped: Any = None
+        self._active: Any = None
 
     def subscribe(self, sub: TapSubscriber) -> TapSubscriber:
+        if self._stats is not None and self._active is None:
+            self._queued = self._stats.counter("tap.entries_queued")
+            self._dropped = self._stats.counter("tap.entries_dropped")
+            self._active = self._stats.gauge("tap.subscribers")
         self.subscribers = self.subscribers + (sub,)
         if self._active is not None:
             self._active.set(len(self.subscribers))
