@@ -603,6 +603,8 @@ def main(argv: list[str] | None = None) -> int:
   .venv/bin/meshctl proxy-status
   .venv/bin/meshctl proxy-config route productpage-v1               # what its sidecar routes, istioctl's columns
   .venv/bin/meshctl proxy-config endpoint reviews-v3 --cluster 'outbound|9080|v1|ratings.default.svc.cluster.local'
+  .venv/bin/meshctl stat deploy -n default                          # success rate, RPS, latency, mTLS per workload
+  .venv/bin/meshctl tap productpage-v1 --path /productpage          # then reload the page: each request, live
   curl -s http://127.0.0.1:{pp['admin']}/config_dump | head -60            # productpage's sidecar config
   {identity_hint}
   curl -s http://127.0.0.1:{pp['admin']}/stats | grep reviews

@@ -34,6 +34,7 @@ from .listener.accept import ChainAcceptor, ChainRuntime, ListenerChains
 from .listener.chain_match import ChainMatchError, ChainSelector
 from .http.path import PathPolicy
 from .observe.access_log import AccessLogManager, build_access_loggers
+from .observe.tap import TapHub
 from .observe.stats import Stats
 from .routing.retry import retry_state_for
 from .routing.table import RouteTable
@@ -114,8 +115,10 @@ class HcmRuntime:
     def __init__(self, config: model.HttpConnectionManager, clusters: ClusterManager, stats: Stats,
                  rng: random.Random, route_config: model.RouteConfiguration | None = None,
                  access_logs: AccessLogManager | None = None, routes: CompiledRoutes | None = None,
-                 node: Any = None, traffic_direction: str = "UNSPECIFIED", tracers: SpanExporters | None = None):
+                 node: Any = None, traffic_direction: str = "UNSPECIFIED", tracers: SpanExporters | None = None,
+                 tap: TapHub | None = None):
         self.config = config
+        self.tap = tap if tap is not None else TapHub()  # the proxy's live tap (admin /tap), shared by its HCMs
         self.node = node  # the proxy's Envoy node (bootstrap `node` or the xDS node dict): istio.stats reads it
         self.traffic_direction = traffic_direction  # of the listener this HCM serves (istio.stats' reporter)
         self.clusters = clusters
@@ -430,6 +433,7 @@ class ProxyServer:
         self._lock = asyncio.Lock()
         self.access_logs: AccessLogManager | None = None
         self.span_exporters: SpanExporters | None = None  # trace export pipelines (pyproxy.tracing.export)
+        self.tap = TapHub(self.stats)  # admin /tap subscribers (pyproxy.observe.tap); empty = no cost
         self.offload = Offload()  # where route tables are compiled and old ones freed (a worker thread)
         self._retired: list[HcmRuntime] = []  # replaced snapshots with a large route table, freed gradually
         self._release_timer: asyncio.TimerHandle | None = None
@@ -513,7 +517,8 @@ class ProxyServer:
                         serving[id(rc)] = compiled
                     hcm = HcmRuntime(hcm_cfg, new_clusters, self.stats, self.rng,
                                      access_logs=self.access_logs, routes=compiled, node=self.node,
-                                     traffic_direction=lis.traffic_direction, tracers=self.span_exporters)
+                                     traffic_direction=lis.traffic_direction, tracers=self.span_exporters,
+                                     tap=self.tap)
                     tc = tls_context_of(chain.transport_socket)
                     tls = TlsContextProvider(tc, self.secrets, f"listener {key!r} {ckey}.transport_socket") \
                         if tc is not None else None
@@ -631,6 +636,7 @@ class ProxyServer:
                 conn.draining = True
 
     async def stop(self) -> None:
+        self.tap.close()
         if self._release_timer is not None:
             self._release_timer.cancel()
             self._release_timer = None

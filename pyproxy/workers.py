@@ -114,6 +114,9 @@ async def run_supervisor(config_path: str, concurrency: int, drain_time: float) 
             except ValueError as e:
                 return web.Response(status=400, text=f"{e}\n")
             return render_stats(await summed_stats(), q)
+        if req.path == "/tap":  # a stream per worker: the buffered forwarding below cannot carry it
+            return web.Response(status=501, text="tap: not available with --concurrency > 1; ask a worker's own "
+                                                 "admin (its ADMIN_PORT line) or run one process\n")
         if req.path == "/quitquitquit":
             loop.call_soon(stop.set)
             return web.Response(text="OK\n")

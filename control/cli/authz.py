@@ -12,8 +12,8 @@ import argparse
 import re
 from typing import Iterable, TextIO
 
-from control.cli.proxy import (CommandError, EXIT_BAD_INPUT, DEFAULT_CONTROL, _control, dump_listeners, fetch_json,
-                               find_proxy, table)
+from control.cli.proxy import (CommandError, EXIT_BAD_INPUT, DEFAULT_CONTROL, dump_listeners, fetch_json,
+                               proxy_admin, table)
 
 RBAC = "envoy.filters.http.rbac"
 POLICY_NAME = re.compile(r"^ns\[(?P<ns>[^\]]*)\]-policy\[(?P<name>[^\]]*)\]-rule\[(?P<rule>\d+)\]")
@@ -61,8 +61,7 @@ def authz_rows(listeners: Iterable[dict]) -> list[list[str]]:
 
 def cmd_authz_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
-        admin = args.admin or find_proxy(fetch_json(f"{_control(args)}/debug/syncz"), args.name)["admin"]
-        base = admin if admin.startswith("http") else f"http://{admin}"
+        base = proxy_admin(args)
         rows = authz_rows(dump_listeners(fetch_json(f"{base}/config_dump")))
     except CommandError as exc:
         print(f"Error: {exc}", file=err)

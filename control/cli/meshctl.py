@@ -12,6 +12,9 @@
     meshctl ca init           a root + intermediate in Istio's cacerts layout; token create: a sidecar's
                               service-account token (control.ca.cli)
     meshctl inject -f FILE    sidecars into a docker-compose file, as istioctl kube-inject (control.cli.inject)
+    meshctl stat deploy|pod|svc  success rate, RPS, p50/p95/p99 latency, mTLS share from the sidecars' metrics
+                              (linkerd viz stat; control.cli.stat)
+    meshctl tap NAME          the requests passing a sidecar, live (linkerd viz tap; control.cli.tap)
 
 Bad input never prints a traceback: a missing file or a YAML syntax error is one line naming file:line,
 with exit code 1.
@@ -30,7 +33,7 @@ import yaml
 
 from control.analyze import analyze, sort_findings
 from control.ca import cli as ca_cli
-from control.cli import authz, inject, proxy, render
+from control.cli import authz, inject, proxy, render, stat, tap
 from control.istio import messages as msg
 from control.istio.load import VALIDATED_ONLY, LoadResult, load_paths
 from control.istio.messages import Finding, Level
@@ -92,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     authz.register(subparsers)  # authz check: the policies a proxy enforces (control.cli.authz)
     ca_cli.register(subparsers)  # ca init, token create: workload identity (control.ca.cli)
     inject.register(subparsers)  # inject: sidecars into a docker-compose file (control.cli.inject)
+    stat.register(subparsers)  # stat: success rate, RPS, latency per workload/pod/service (control.cli.stat)
+    tap.register(subparsers)  # tap: live requests through one sidecar (control.cli.tap)
     return parser
 
 

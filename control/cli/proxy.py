@@ -243,17 +243,36 @@ ENDPOINT_HEADER = ("ENDPOINT", "STATUS", "OUTLIER CHECK", "CLUSTER")
 
 # --- I/O -------------------------------------------------------------------------------------------------
 
-def fetch_json(url: str) -> Any:
+def fetch_text(url: str) -> str:
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT) as resp:
-            return json.loads(resp.read().decode())
+            return resp.read().decode()
     except urllib.error.HTTPError as err:
         raise CommandError(f"{url}: HTTP {err.code}") from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise CommandError(f"{url}: cannot connect ({reason})") from None
+    except UnicodeDecodeError:
+        raise CommandError(f"{url}: the answer is not text") from None
+
+
+def fetch_json(url: str) -> Any:
+    text = fetch_text(url)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError:
         raise CommandError(f"{url}: the answer is not JSON") from None
+
+
+def admin_url(address: str) -> str:
+    """A proxy's admin base URL from `HOST:PORT` (or a URL)."""
+    return address.rstrip("/") if address.startswith("http") else f"http://{address}"
+
+
+def proxy_admin(args: argparse.Namespace) -> str:
+    """The admin base URL of the proxy a command names: `--admin`, else `args.name` looked up in the control
+    plane's registry (/debug/syncz)."""
+    return admin_url(args.admin or find_proxy(fetch_json(f"{_control(args)}/debug/syncz"), args.name)["admin"])
 
 
 def find_proxy(proxies: Sequence[dict], name: str) -> dict:
@@ -300,8 +319,7 @@ def cmd_proxy_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def cmd_proxy_config(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     kind = KINDS[args.kind]
     try:
-        admin = args.admin or find_proxy(fetch_json(f"{_control(args)}/debug/syncz"), args.name)["admin"]
-        base = admin if admin.startswith("http") else f"http://{admin}"
+        base = proxy_admin(args)
         dump = fetch_json(f"{base}/config_dump") if kind != "endpoint" else None
         statuses = fetch_json(f"{base}/clusters?format=json") if kind in ("endpoint", "all") else None
     except CommandError as exc:

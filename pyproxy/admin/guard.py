@@ -7,7 +7,9 @@ could stop the sidecar, and DNS rebinding lets a page reach 127.0.0.1 under a na
 beyond Envoy here (documented in docs/hardening.md): a state-changing request is refused (403) when it carries
 an `Origin` that is not a loopback origin, or a `Host` that is neither loopback nor the admin's own bound
 address. Reads (GET/HEAD) are unaffected, so `meshctl proxy-config` and Prometheus keep working from anywhere
-the port is reachable.
+the port is reachable, except the live tap (`/tap`): it streams other people's requests (paths, peers, request
+ids), so a page rebound onto the admin's address must not read it either; it gets the same Origin/Host checks
+as a mutation.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Envoy's admin handlers that change state; they require POST (Envoy answers 405 to other methods)
 MUTATING_PATHS = frozenset({"/quitquitquit", "/healthcheck/fail", "/healthcheck/ok", "/reset_counters",
                             "/drain_listeners", "/logging", "/runtime_modify", "/cpuprofiler", "/heapprofiler"})
+# reads that stream live traffic: checked like mutations (pyproxy.observe.tap)
+SENSITIVE_READ_PATHS = frozenset({"/tap"})
 
 
 def _host_only(authority: str) -> str:
@@ -45,7 +49,7 @@ def refusal(method: str, path: str, host: str | None, origin: str | None, bound_
     """(status, reason) when the request must be refused, None when it may proceed."""
     if path in MUTATING_PATHS and method != "POST":
         return 405, f"Method {method} not allowed, POST required."
-    if method in SAFE_METHODS:
+    if method in SAFE_METHODS and path not in SENSITIVE_READ_PATHS:
         return None
     if origin is not None and origin != "null":
         origin_host = urlsplit(origin).hostname or ""

@@ -8,6 +8,9 @@ Endpoints (Envoy's paths and shapes):
   /stats            counters and gauges, `name: value`; `?format=json`, `?filter=<regex>`, `?usedonly`
   /stats/prometheus the same in Prometheus text form (Envoy's tag extraction)
   /listeners        listener names and bound addresses
+  /tap              a live stream of finished HTTP streams, newline-delimited JSON (pyproxy.observe.tap);
+                    `?path=<prefix>&method=M&authority=A` filter, `buffer=N` bounds the queue (entries past
+                    it are dropped and announced as `{"dropped": total}`). Not Envoy's POST /tap, see there.
   /quitquitquit     stop the proxy
 This is served by aiohttp: the admin port is not the hot path.
 """
@@ -21,6 +24,7 @@ from aiohttp import web
 
 from ..config.decode import encode
 from ..observe import stats as stats_mod
+from ..observe.tap import DEFAULT_CAPACITY, TapFilter, TapSubscriber
 from ..server import ProxyServer
 from .guard import refusal
 
@@ -177,6 +181,9 @@ def make_app(server: ProxyServer, *, bootstrap: Any = None, stats_source: StatsS
         return web.Response(text="".join(f"{i['name']}::{i['local_address']['socket_address']['address']}:"
                                          f"{i['local_address']['socket_address']['port_value']}\n" for i in items))
 
+    async def tap(req: web.Request) -> web.StreamResponse:
+        return await tap_stream(server, req)
+
     async def quit_(_: web.Request) -> web.Response:
         if on_quit is not None:
             asyncio.get_running_loop().call_soon(on_quit)
@@ -184,7 +191,7 @@ def make_app(server: ProxyServer, *, bootstrap: Any = None, stats_source: StatsS
 
     async def index(_: web.Request) -> web.Response:
         paths = ["/ready", "/server_info", "/config_dump", "/clusters", "/stats", "/stats/prometheus",
-                 "/listeners", "/quitquitquit (POST)"]
+                 "/listeners", "/tap", "/quitquitquit (POST)"]
         return web.Response(text="pyproxy admin\n" + "".join(f"  {p}\n" for p in paths))
 
     app = web.Application()
@@ -197,8 +204,61 @@ def make_app(server: ProxyServer, *, bootstrap: Any = None, stats_source: StatsS
     app.router.add_get("/stats/prometheus", prometheus)
     app[PROMETHEUS_HANDLER] = prometheus
     app.router.add_get("/listeners", listeners)
+    app.router.add_get("/tap", tap)
+
+    async def end_taps(_: web.Application) -> None:  # runs before aiohttp waits for handlers to finish
+        server.tap.close()
+
+    app.on_shutdown.append(end_taps)
     app.router.add_post("/quitquitquit", quit_)
     return app
+
+
+TAP_HEARTBEAT = 0.5  # seconds between checks that a quiet tap's client is still connected
+
+
+def _ndjson(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":")) + "\n"
+
+
+async def tap_stream(server: ProxyServer, req: web.Request) -> web.StreamResponse:
+    """GET /tap: subscribe, say so in a first line (`{"tap": {...}}`, so a client knows it is attached), then
+    write queued entries as they come. The writer runs on the admin side of the loop: when the client reads
+    slowly, `resp.write` waits here while the data path keeps offering to the bounded queue, which drops."""
+    try:
+        flt = TapFilter.from_query(req.query)
+        capacity = int(req.query.get("buffer", DEFAULT_CAPACITY))
+        wake = asyncio.Event()
+        sub = TapSubscriber(flt, capacity, wake.set)
+    except ValueError as e:
+        return web.Response(status=400, text=f"tap: {e}\n")
+    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"})
+    resp.enable_chunked_encoding()
+    await resp.prepare(req)
+    server.tap.subscribe(sub)
+    try:
+        await resp.write(_ndjson({"tap": {"filter": flt.describe(), "buffer": capacity}}).encode())
+        reported = 0
+        while not sub.closed:
+            if not sub.queue:
+                wake.clear()
+                try:
+                    await asyncio.wait_for(wake.wait(), TAP_HEARTBEAT)
+                except asyncio.TimeoutError:
+                    if req.transport is None or req.transport.is_closing():
+                        break  # the client went away while nothing happened
+                    continue
+            lines = [_ndjson(e) for e in sub.drain()]
+            if sub.dropped != reported:
+                reported = sub.dropped
+                lines.append(_ndjson({"dropped": reported}))
+            if lines:
+                await resp.write("".join(lines).encode())
+    except ConnectionError:
+        pass  # the client closed the stream: it is done listening
+    finally:
+        server.tap.unsubscribe(sub)
+    return resp
 
 
 PROMETHEUS_HANDLER: web.AppKey[Callable[[web.Request], Awaitable[web.Response]]] = web.AppKey("prometheus")

@@ -388,6 +388,9 @@ class ActiveStream:
             span.finish(self)
         for logger in hcm.access_loggers:
             logger.log(info)
+        tap = hcm.tap
+        if tap.subscribers:  # nobody tapping: this check is all it costs (pyproxy.observe.tap)
+            tap.publish(info, hcm.traffic_direction)
 
 
 _date_cache: list[Any] = [0, ""]

@@ -6,9 +6,11 @@ import os
 import pathlib
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -18,6 +20,58 @@ pytestmark = pytest.mark.timeout(180)
 def run(module: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, "--once", *args], capture_output=True, text=True,
                           timeout=150)
+
+
+def meshctl(*args: str) -> subprocess.CompletedProcess:
+    """meshctl as a user runs it while the demo runs: no flags, the demo's state file finds the mesh."""
+    return subprocess.run([sys.executable, "-m", "control.cli.meshctl", *args], capture_output=True, text=True,
+                          timeout=30, env={k: v for k, v in os.environ.items() if k != "MESHCTL_CONTROL"})
+
+
+def check_stat_and_tap(state: dict) -> None:
+    """`meshctl stat` and `meshctl tap` against the running demo (docs/telemetry.md): the numbers come from the
+    sidecars' metrics, the tap shows the request this test sends, with its trace id."""
+    stat = meshctl("stat", "deploy", "-n", "default", "-o", "json")
+    assert stat.returncode == 0, stat.stderr
+    rows = {r["name"]: r for r in json.loads(stat.stdout)}
+    assert set(rows) == {"productpage-v1", "details-v1", "reviews-v1", "reviews-v2", "reviews-v3", "ratings-v1"}
+    pp = rows["productpage-v1"]
+    assert pp["requests"] >= 20 and pp["success_rate"] == 1.0 and pp["mtls_share"] == 1.0 and pp["rps"] > 0
+    assert 0 < pp["latency_ms_p50"] <= pp["latency_ms_p95"] <= pp["latency_ms_p99"]
+    # the client side of ratings saw the faults the demo injects for `tester` (server side never did)
+    svc = meshctl("stat", "svc/ratings", "-o", "json")
+    [ratings] = json.loads(svc.stdout)
+    assert ratings["name"] == "ratings.default.svc.cluster.local" and 0 < ratings["success_rate"] < 1
+    assert ratings["mtls_share"] is None  # only the server side knows, Istio labels the client side unknown
+    table = meshctl("stat", "pod")  # not a TTY: the plain table
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["NAMESPACE", "NAME", "REQUESTS", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95",
+                                "LATENCY_P99", "MTLS"] and "\x1b" not in table.stdout
+    assert len(lines) == 8 and any(line.startswith("istio-system") for line in lines), table.stdout
+
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    tap = subprocess.Popen([sys.executable, "-m", "control.cli.meshctl", "tap", "productpage-v1", "--path",
+                            "/productpage", "--max", "1", "--duration", "30", "-o", "json"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        attached = tap.stderr.readline()  # "tapping ..." once the proxy has subscribed it
+        assert attached.startswith("tapping productpage-v1"), attached
+        ctx = ssl.create_default_context(cafile=state["ingress_ca"])
+        req = urllib.request.Request(f"{state['gateway']}/productpage?from=tap",
+                                     headers={"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"})
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+            assert resp.status == 200
+        out, err = tap.communicate(timeout=30)
+    finally:
+        if tap.poll() is None:
+            tap.kill()
+            tap.wait()
+    assert tap.returncode == 0, err
+    [entry] = [json.loads(line) for line in out.splitlines()]
+    assert entry["trace_id"] == trace_id and entry["path"] == "/productpage?from=tap", entry
+    assert (entry["direction"], entry["method"], entry["status"], entry["mtls"]) == ("inbound", "GET", 200, True)
+    assert entry["peer"] == "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+    assert entry["upstream_cluster"] == "inbound|9080||productpage.default.svc.cluster.local" and entry["request_id"]
 
 
 def test_front_proxy_demo_shows_a_request_through_the_proxy():
@@ -93,6 +147,7 @@ def test_mesh_demo_teaches_through_bookinfo_then_meshctl_finds_it_and_ctrl_c_cle
                                     "reviews-v1", "-o", "json"], capture_output=True, text=True, timeout=30)
         addresses = {lis["address"]["socket_address"]["address"] for lis in json.loads(listeners.stdout)}
         assert addresses == {"127.0.0.1"}, addresses
+        check_stat_and_tap(written)
 
         prometheus = written["prometheus"]
         if prometheus is None:  # no Prometheus could be fetched (`make prometheus` only warns): the demo says so
