@@ -62,8 +62,9 @@ class Target:
         ).encode("ascii")
 
 
-def parse_target(url: str) -> Target:
-    """`http://127.0.0.1:PORT/path` → Target. Only plain HTTP to loopback addresses is allowed."""
+def parse_target(url: str, host_header: str | None = None) -> Target:
+    """`http://127.0.0.1:PORT/path` → Target. Only plain HTTP to loopback addresses is allowed. `host_header`: the
+    Host header to send instead of the URL's (a sidecar's outbound port routes by it: `details:9080`)."""
     parts = urlsplit(url)
     if parts.scheme != "http":
         raise ValueError(f"{url!r}: only http:// URLs are supported")
@@ -79,7 +80,7 @@ def parse_target(url: str) -> Target:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    return Target(host=host, port=port, path=path, authority=parts.netloc)
+    return Target(host=host, port=port, path=path, authority=host_header or parts.netloc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,10 +307,11 @@ def _result(session: _Session, *, url: str, requested: int, elapsed: float, rate
 
 
 async def run_open_loop(
-    url: str, *, rate: float, count: int, connections: int = 16, timeout: float = DEFAULT_TIMEOUT_S
+    url: str, *, rate: float, count: int, connections: int = 16, timeout: float = DEFAULT_TIMEOUT_S,
+    host: str | None = None,
 ) -> LoadResult:
     """Send `count` requests at `rate`/s; wait at most `timeout` s after the last one is due."""
-    session = _Session(parse_target(url), connections=connections, closed=False, deadline=float("inf"))
+    session = _Session(parse_target(url, host), connections=connections, closed=False, deadline=float("inf"))
     with _gc_paused():
         try:
             await _open_connections(session, connections)
@@ -400,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=None, help="keep-alive connections (16 open, 32 closed)")
     parser.add_argument("--max-requests", type=int, default=10_000_000, help="closed loop: request budget")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="extra seconds to wait for answers")
+    parser.add_argument("--host", default=None, help="Host header to send (default: the URL's host:port)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument("--raw", action="store_true", help="with --json: include every latency (samples_s)")
     args = parser.parse_args(argv)
@@ -419,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
                 count=max(1, round(args.rate * args.duration)),
                 connections=args.connections or 16,
                 timeout=args.timeout,
+                host=args.host,
             )
         result = _run(coro)
     except (ValueError, ConnectionError) as exc:

@@ -124,6 +124,13 @@ def test_target_keeps_port_path_and_query():
     assert target.request_bytes().startswith(b"GET /a/b?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n")
 
 
+def test_a_host_header_of_its_own_still_connects_to_the_url():
+    """A sidecar's outbound port routes by Host: `--host details:9080` sends that, to the URL's loopback port."""
+    target = loadgen.parse_target("http://127.0.0.1:15001/details/0", "details:9080")
+    assert (target.host, target.port, target.authority) == ("127.0.0.1", 15001, "details:9080")
+    assert target.request_bytes().startswith(b"GET /details/0 HTTP/1.1\r\nHost: details:9080\r\n")
+
+
 async def test_the_command_line_prints_one_json_result(origin):
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(REPO / "benchmarks" / "loadgen.py"), origin, "--rate", "200", "--duration", "0.5",
