@@ -323,11 +323,28 @@ class IstioStatsFilter(HttpFilter):
             return
         amounts = {"requests_total": 1, "request_duration_milliseconds": duration_ms,
                    "request_bytes": request_bytes, "response_bytes": response_bytes}
+        view = PeerAttributes(info, self.peer if local.reporter == "destination" else None,
+                              self.peer if local.reporter == "source" else None)
         for metric, shape in config.shapes.items():
             if shape is not None:
                 names, getters = shape
-                values = tuple(labels[g] if type(g) is int else g(info) for g in getters)
+                values = tuple(labels[g] if type(g) is int else g(view) for g in getters)
                 config.metrics.record_one(metric, names, values, amounts[metric])
+
+
+class PeerAttributes:
+    """What a dimension's CEL expression reads: the StreamInfo's attributes, plus Istio's peer metadata as
+    `filter_state.downstream_peer` (server side: the client workload, from its request headers) and
+    `filter_state.upstream_peer` (client side: the server workload, from its response headers). Built only
+    when a Telemetry override adds or replaces a dimension."""
+
+    __slots__ = ("info", "downstream_peer", "upstream_peer")
+
+    def __init__(self, info: Any, downstream_peer: Any, upstream_peer: Any):
+        self.info, self.downstream_peer, self.upstream_peer = info, downstream_peer, upstream_peer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.info, name)
 
 
 def _host_of(authority: str) -> str:

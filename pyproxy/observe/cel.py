@@ -10,7 +10,9 @@ indexing `m['key']`. Attributes (Envoy's names): `response.code`,
 `request.method`, `request.path`, `request.url_path`, `request.host`, `request.scheme`, `request.protocol`,
 `request.id`, `request.useragent`, `request.size`, `request.headers`, `connection.mtls`,
 `connection.requested_server_name`, `source.address`, `source.port`, `destination.address`,
-`destination.port`, `upstream.address`.
+`destination.port`, `upstream.address`; in metric dimensions also Istio's peer metadata,
+`filter_state.downstream_peer.<field>` / `filter_state.upstream_peer.<field>` (app, version, service, revision,
+name, namespace, workload, cluster, labels['k']).
 Header maps are looked up case-insensitively (Envoy lowers the key). Anything else is a ConfigError naming the
 expression and the position, at config load. An evaluation error (a missing header read with `[]`, comparing a
 string with an int) makes the filter say "do not log", as Envoy's CEL filter does.
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import re
 from typing import Any, Callable
+
+from .istio_metrics import CANONICAL_NAME, CANONICAL_REVISION, UNKNOWN
 
 Getter = Callable[[Any], Any]
 
@@ -98,6 +102,40 @@ ATTRIBUTES: dict[tuple[str, ...], Getter] = {
     ("upstream", "address"): lambda i: i.upstream_host or "",
 }
 _MAPS = {("request", "headers"), ("response", "headers")}
+
+# Istio's peer metadata (istio-proxy 1.24+: `filter_state.downstream_peer` / `upstream_peer`, the workload on the
+# other side of the request as the metadata exchange told it): metric dimensions only, where the istio.stats filter
+# evaluates with the peers beside the StreamInfo (pyproxy/filters/istio_stats.py `PeerAttributes`). The fields of
+# Istio's table ("Classifying metrics ... peer metadata"); `name` is the workload here (no pod names), `type` is
+# not carried.
+PEER_FIELDS = {"app": "app", "version": "version", "service": "canonical_service",
+               "revision": "canonical_revision", "name": "workload", "namespace": "namespace",
+               "workload": "workload", "cluster": "cluster"}
+
+
+def _peer(side: str) -> Getter:
+    def get(i: Any) -> Any:
+        peer = getattr(i, side, None)
+        if peer is None:
+            raise _EvalError(f"no {side}")
+        return peer
+    return get
+
+
+def _peer_labels(peer: Any) -> dict[str, str]:
+    labels = {"app": peer.app, "version": peer.version, CANONICAL_NAME: peer.canonical_service,
+              CANONICAL_REVISION: peer.canonical_revision}
+    return {k: v for k, v in labels.items() if v != UNKNOWN}
+
+
+PEER_ATTRIBUTES: dict[tuple[str, ...], Getter] = {}
+for _side in ("downstream_peer", "upstream_peer"):
+    _get = _peer(_side)
+    for _field, _attr in PEER_FIELDS.items():
+        PEER_ATTRIBUTES[("filter_state", _side, _field)] = (lambda g, a: lambda i: getattr(g(i), a))(_get, _attr)
+    PEER_ATTRIBUTES[("filter_state", _side, "labels")] = (lambda g: lambda i: _peer_labels(g(i)))(_get)
+    PEER_ATTRIBUTES[("filter_state", _side)] = _get
+_PEER_MAPS = {("filter_state", "downstream_peer", "labels"), ("filter_state", "upstream_peer", "labels")}
 
 
 def _cmp(op: str) -> Callable[[Any, Any], bool]:
@@ -214,6 +252,9 @@ class _Parser:
                 return lambda i: key in (mget(i) or {})
             if tuple(parts) in ATTRIBUTES:
                 return lambda i: True
+            if self.conversions and tuple(parts) in PEER_ATTRIBUTES:  # has(filter_state.downstream_peer[.app])
+                side = parts[1]
+                return lambda i: getattr(i, side, None) is not None
             raise CelError(f"has({'.'.join(parts)}) at position {pos}: unknown attribute")
         arg = self.or_()
         self.take(")")
@@ -238,6 +279,8 @@ class _Parser:
                 raise CelError(f"expected a field name at position {tok[2]}")
             parts.append(tok[1])
         getter = ATTRIBUTES.get(tuple(parts))
+        if getter is None and self.conversions:
+            getter = PEER_ATTRIBUTES.get(tuple(parts))
         if getter is None:
             known = ", ".join(".".join(k) for k in ATTRIBUTES)
             raise CelError(f"unknown attribute {'.'.join(parts)!r} at position {pos} (supported: {known})")

@@ -215,3 +215,46 @@ async def test_plaintext_inbound_reports_connection_security_none(upstream, prox
     finally:
         for runner in runners:
             await runner.cleanup()
+
+
+async def test_peer_metadata_dimensions_name_the_other_workload_on_each_side(upstream, proxy_factory):
+    """Istio's documented override (Classifying metrics / Customizing metrics): a CLIENT dimension from
+    `filter_state.upstream_peer.app` and a SERVER one from `filter_state.downstream_peer.app`, filled from the
+    metadata the two sidecars exchange; a request with no peer (a plain client straight to the server sidecar)
+    gets `unknown`, and `has()` says whether a peer is there."""
+    server_dims = [{"name": "requests_total", "dimensions": {
+        "source_x": "filter_state.downstream_peer.app", "peer_ns": "filter_state.downstream_peer.namespace",
+        "has_peer": "string(has(filter_state.downstream_peer))",
+        "peer_version": "filter_state.downstream_peer.labels['version']"}}]
+    client_dims = [{"name": "requests_total", "dimensions": {
+        "destination_x": "filter_state.upstream_peer.app", "peer_workload": "filter_state.upstream_peer.workload"}}]
+    b_cfg = bootstrap([cluster(f"inbound|9080||{SERVICE}", [upstream.port], metadata=ISTIO_META)],
+                      hcm={"http_filters": [istio_stats_filter("inbound", server_dims), ROUTER]})
+    b_cfg["static_resources"]["listeners"][0]["traffic_direction"] = "INBOUND"
+    b_cfg["node"] = node("reviews-v2", "reviews", "v2", "bookinfo-reviews")
+    b = await proxy_factory(b_cfg)
+    a_cfg = bootstrap([cluster(f"outbound|9080||{SERVICE}", [b.port], metadata=ISTIO_META)],
+                      routes=[route("/", f"outbound|9080||{SERVICE}")],
+                      hcm={"http_filters": [istio_stats_filter("outbound", client_dims), ROUTER]})
+    a_cfg["static_resources"]["listeners"][0]["traffic_direction"] = "OUTBOUND"
+    a_cfg["node"] = node("productpage-v1", "productpage", "v1", "bookinfo-productpage")
+    a = await proxy_factory(a_cfg)
+    runners: list = []
+    try:
+        a_admin, b_admin = await _admin(a.server, runners), await _admin(b.server, runners)
+        for _ in range(2):
+            assert (await a.fetch("GET", "/status/200", host="reviews:9080")).status == 200
+        assert (await b.fetch("GET", "/status/200", host="reviews:9080")).status == 200  # no peer
+        pages = {}
+        for side, port in (("client", a_admin), ("server", b_admin)):
+            r = await fetch(port, "GET", "/stats/prometheus", host=f"127.0.0.1:{port}")
+            pages[side] = [s for f in text_string_to_metric_families(r.body.decode()) for s in f.samples
+                           if s.name == "istio_requests_total"]
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+    client = {(s.labels["destination_x"], s.labels["peer_workload"]): s.value for s in pages["client"]}
+    assert client == {("reviews", "reviews-v2"): 2.0}
+    server = {(s.labels["source_x"], s.labels["peer_ns"], s.labels["has_peer"], s.labels["peer_version"]): s.value
+              for s in pages["server"]}
+    assert server == {("productpage", "bookinfo", "true", "v1"): 2.0, ("unknown", "unknown", "false", "unknown"): 1.0}

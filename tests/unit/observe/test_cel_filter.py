@@ -133,3 +133,33 @@ def test_int_and_string_conversions_in_metric_values():
     assert compile_value("int(request.headers['x-s'])", default="none")(i) == "none"  # not a number
     assert compile_value("string(connection.mtls)")(i) == "false"
     assert compile_value("null")(i) == "unknown"  # no value: the default
+
+
+def test_peer_metadata_is_read_in_metric_dimensions_only():
+    """`filter_state.downstream_peer` / `upstream_peer` (Istio's peer metadata) are dimension attributes: the
+    istio.stats filter evaluates with the peers beside the StreamInfo; an access-log filter has no peers."""
+    from types import SimpleNamespace
+
+    from pyproxy.observe.cel import CelError, compile_filter, compile_value
+    from pyproxy.observe.istio_metrics import PeerMetadata
+
+    peer = PeerMetadata(workload="reviews-v2", namespace="bookinfo", app="reviews", version="v2",
+                        canonical_service="reviews", canonical_revision="v2", cluster="Kubernetes")
+    seen = SimpleNamespace(downstream_peer=peer, upstream_peer=None, method="GET")
+    values = {expr: compile_value(expr)(seen) for expr in (
+        "filter_state.downstream_peer.app", "filter_state.downstream_peer.workload",
+        "filter_state.downstream_peer.name", "filter_state.downstream_peer.service",
+        "filter_state.downstream_peer.revision", "filter_state.downstream_peer.cluster",
+        "filter_state.downstream_peer.labels['version']", "filter_state.upstream_peer.app",
+        "string(has(filter_state.downstream_peer))", "string(has(filter_state.upstream_peer.app))")}
+    assert values == {
+        "filter_state.downstream_peer.app": "reviews", "filter_state.downstream_peer.workload": "reviews-v2",
+        "filter_state.downstream_peer.name": "reviews-v2", "filter_state.downstream_peer.service": "reviews",
+        "filter_state.downstream_peer.revision": "v2", "filter_state.downstream_peer.cluster": "Kubernetes",
+        "filter_state.downstream_peer.labels['version']": "v2",
+        "filter_state.upstream_peer.app": "unknown",  # no peer on that side: the dimension's default
+        "string(has(filter_state.downstream_peer))": "true", "string(has(filter_state.upstream_peer.app))": "false"}
+    with pytest.raises(CelError, match="unknown attribute 'filter_state.downstream_peer.type'"):
+        compile_value("filter_state.downstream_peer.type")
+    with pytest.raises(CelError, match="unknown attribute 'filter_state.downstream_peer.app'"):
+        compile_filter("filter_state.downstream_peer.app == 'reviews'")
