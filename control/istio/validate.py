@@ -1444,19 +1444,15 @@ def _sidecar_ingress(listeners: list, where: str = "ingress") -> RuleResult:
 def _sidecar_egress(listeners: list, namespace: str, where: str = "egress") -> RuleResult:
     numbers: set[int] = set()
     sockets: set[str] = set()
-    catch_all = False
     for i, lis in enumerate(listeners):
         if not isinstance(lis, Mapping):
             continue
         at = f"{where}[{i}]"
         port = lis.get("port")
         if not isinstance(port, Mapping):  # the one catch-all listener, last
-            if catch_all:
-                yield at, "error", "sidecar: egress can have only one listener with empty port"
-                continue
-            if i == len(listeners) - 1:
-                catch_all = True
-            else:
+            # (Istio's "egress can have only one listener with empty port" can never fire: a catch-all is only
+            # counted at the last index, so no listener comes after it)
+            if i != len(listeners) - 1:
                 yield at, "error", "sidecar: the egress listener with empty port should be the last listener in the list"
         else:
             bind = lis.get("bind")
@@ -1489,7 +1485,9 @@ def _outbound_traffic_policy(otp: Mapping[str, Any], where: str = "outboundTraff
         yield f"{where}.egressProxy", "error", \
             "sidecar: egress_proxy must be set only with ALLOW_ANY outbound_traffic_policy mode"
         return
-    if isinstance(proxy.get("host"), str) and (err := fqdn_error(proxy["host"])):
+    host = proxy.get("host")
+    # the Destination rule already names a host that is no DNS name: ValidateFQDN adds only "no wildcard"
+    if isinstance(host, str) and not _host_error(host) and (err := fqdn_error(host)):
         yield f"{where}.egressProxy.host", "error", err
     if not isinstance(proxy.get("port"), Mapping):
         yield f"{where}.egressProxy.port", "error", "sidecar: egress_proxy port must be non-nil"
