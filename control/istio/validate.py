@@ -478,19 +478,18 @@ def _virtual_service(vs: Mapping[str, Any]) -> RuleResult:
     sni = any(get(match, "sniHosts") for tls in vs.get("tls") or ()  # isSniHost
               for match in (get(tls, "match") or ()))
     all_valid = True
-    if isinstance(hosts, (list, tuple)):
-        for i, host in enumerate(hosts):
-            if host == "*" and not bound_to_gateway:
-                all_valid = False
-                yield f"hosts[{i}]", "error", "wildcard host * is not allowed for virtual services bound to the mesh gateway"
-            elif host != "*" and (err := _vs_host_error(host, bound_to_gateway and sni)):
-                all_valid = False
-                yield f"hosts[{i}]", "error", err
-        if all_valid:  # literal and wildcard duplicates (*.foo.com and *.com), as Istio's host.Name.Matches
-            for i, a in enumerate(hosts):
-                for b in hosts[i + 1:]:
-                    if isinstance(a, str) and isinstance(b, str) and _hosts_overlap(a, b):
-                        yield f"hosts[{i}]", "error", f"duplicate hosts in virtual service: {a} & {b}"
+    for i, host in enumerate(hosts):  # a []string (or unset: ())
+        if host == "*" and not bound_to_gateway:
+            all_valid = False
+            yield f"hosts[{i}]", "error", "wildcard host * is not allowed for virtual services bound to the mesh gateway"
+        elif host != "*" and (err := _vs_host_error(host, bound_to_gateway and sni)):
+            all_valid = False
+            yield f"hosts[{i}]", "error", err
+    if all_valid:  # literal and wildcard duplicates (*.foo.com and *.com), as Istio's host.Name.Matches
+        for i, a in enumerate(hosts):
+            for b in hosts[i + 1:]:
+                if isinstance(a, str) and isinstance(b, str) and _hosts_overlap(a, b):
+                    yield f"hosts[{i}]", "error", f"duplicate hosts in virtual service: {a} & {b}"
     for i, tls in enumerate(vs.get("tls") or ()):
         for j, match in enumerate(tls.get("match") or () if isinstance(tls, Mapping) else ()):
             for k, sni_host in enumerate(match.get("sniHosts") or () if isinstance(match, Mapping) else ()):
@@ -1320,9 +1319,7 @@ def _egress_hosts(hosts: Any, namespace: str, where: str) -> RuleResult:
     """ValidateSidecar's egress hosts: each well formed; a host repeated (or covered by `ns/*`) in its
     namespace, or `*/*` next to other hosts, is a warning. `.` is the config's namespace."""
     by_ns: dict[str, set[str]] = {}
-    for i, host in enumerate(hosts if isinstance(hosts, (list, tuple)) else ()):
-        if not isinstance(host, str):
-            continue
+    for i, host in enumerate(hosts or ()):  # a []string: rules do not run above a type error
         ns, slash, name = host.partition("/")
         if slash and not ns.startswith("~"):
             seen = by_ns.setdefault(namespace if ns == "." else ns, set())
@@ -1530,12 +1527,11 @@ def _peer_authentication(pa: Mapping[str, Any]) -> RuleResult:
         selector = pa.get("selector") or {}
         if not (isinstance(selector, Mapping) and selector.get("matchLabels")):
             yield "portLevelMtls", "error", "portLevelMtls requires selector"
-        if isinstance(port_level, Mapping):
-            if not port_level:
-                yield "portLevelMtls", "error", "port level mtls must have at least one entry"
-            for port in port_level:
-                if not (str(port).isdigit() and 1 <= int(port) <= 65535):
-                    yield f"portLevelMtls.{port}", "error", f"port {port!r} must be a number in 1..65535"
+        if not port_level:  # a map (rules do not run above a type error)
+            yield "portLevelMtls", "error", "port level mtls must have at least one entry"
+        for port in port_level:
+            if not (str(port).isdigit() and 1 <= int(port) <= 65535):
+                yield f"portLevelMtls.{port}", "error", f"port {port!r} must be a number in 1..65535"
 
 
 @rule("AuthorizationPolicy")

@@ -1139,6 +1139,18 @@ ROWS = [
               host: r
               port: {number: 0}  #@a
         """, E("a", "spec.http[0].route[0].destination.port.number: port number 0 must be in the range 1..65535")),
+    row("port-selector-empty", "VirtualService", """
+        hosts: [r]
+        http:
+        - route:
+          - destination:
+              host: r
+              port: {}  #@a
+        """, E("a", "spec.http[0].route[0].destination.port.number: port number 0 must be in the range 1..65535")),
+    row("vs-delegate-without-hosts", "VirtualService", """
+        http:
+        - route: [{destination: {host: r}}]
+        """),
     row("cors-methods-and-headers", "VirtualService", """
         hosts: [r]
         http:
@@ -1300,6 +1312,23 @@ ROWS = [
                "0.0.0.0:<port>,[::1]:port,[::]:port,unix://filepath or unset"),
         E("g", "spec.ingress[3].defaultEndpoint: sidecar: defaultEndpoint port (x) is not a number"),
         E("h", "spec.ingress[4].defaultEndpoint: port number 0 must be in the range 1..65535")),
+    row("sidecar-ingress-without-port-and-good-tls", "Sidecar", """
+        ingress:
+        - defaultEndpoint: 127.0.0.1:8080  #@a
+        - port: {number: 8443, protocol: HTTPS}
+          defaultEndpoint: unix:///var/run/app.sock
+          tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}
+        - port: {number: 8444, protocol: TLS}
+        """, E("a", "spec.ingress[0].port: port is required")),
+    row("sidecar-egress-unix-binds", "Sidecar", """
+        egress:
+        - port: {number: 0}
+          bind: "unix://"  #@a
+          hosts: [ns1/a.com]
+        - port: {number: 0}
+          bind: unix://@abstract
+          hosts: [ns1/a.com]
+        """, E("a", "spec.egress[0].bind: unix address must not be empty")),
     row("sidecar-ingress-tls-and-pool", "Sidecar", """
         ingress:
         - port: {number: 8080, protocol: HTTP}
