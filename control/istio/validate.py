@@ -478,19 +478,18 @@ def _virtual_service(vs: Mapping[str, Any]) -> RuleResult:
     sni = any(get(match, "sniHosts") for tls in vs.get("tls") or ()  # isSniHost
               for match in (get(tls, "match") or ()))
     all_valid = True
-    if isinstance(hosts, (list, tuple)):
-        for i, host in enumerate(hosts):
-            if host == "*" and not bound_to_gateway:
-                all_valid = False
-                yield f"hosts[{i}]", "error", "wildcard host * is not allowed for virtual services bound to the mesh gateway"
-            elif host != "*" and (err := _vs_host_error(host, bound_to_gateway and sni)):
-                all_valid = False
-                yield f"hosts[{i}]", "error", err
-        if all_valid:  # literal and wildcard duplicates (*.foo.com and *.com), as Istio's host.Name.Matches
-            for i, a in enumerate(hosts):
-                for b in hosts[i + 1:]:
-                    if isinstance(a, str) and isinstance(b, str) and _hosts_overlap(a, b):
-                        yield f"hosts[{i}]", "error", f"duplicate hosts in virtual service: {a} & {b}"
+    for i, host in enumerate(hosts):  # a []string (or unset: ())
+        if host == "*" and not bound_to_gateway:
+            all_valid = False
+            yield f"hosts[{i}]", "error", "wildcard host * is not allowed for virtual services bound to the mesh gateway"
+        elif host != "*" and (err := _vs_host_error(host, bound_to_gateway and sni)):
+            all_valid = False
+            yield f"hosts[{i}]", "error", err
+    if all_valid:  # literal and wildcard duplicates (*.foo.com and *.com), as Istio's host.Name.Matches
+        for i, a in enumerate(hosts):
+            for b in hosts[i + 1:]:
+                if isinstance(a, str) and isinstance(b, str) and _hosts_overlap(a, b):
+                    yield f"hosts[{i}]", "error", f"duplicate hosts in virtual service: {a} & {b}"
     for i, tls in enumerate(vs.get("tls") or ()):
         for j, match in enumerate(tls.get("match") or () if isinstance(tls, Mapping) else ()):
             for k, sni_host in enumerate(match.get("sniHosts") or () if isinstance(match, Mapping) else ()):
@@ -1320,9 +1319,7 @@ def _egress_hosts(hosts: Any, namespace: str, where: str) -> RuleResult:
     """ValidateSidecar's egress hosts: each well formed; a host repeated (or covered by `ns/*`) in its
     namespace, or `*/*` next to other hosts, is a warning. `.` is the config's namespace."""
     by_ns: dict[str, set[str]] = {}
-    for i, host in enumerate(hosts if isinstance(hosts, (list, tuple)) else ()):
-        if not isinstance(host, str):
-            continue
+    for i, host in enumerate(hosts or ()):  # a []string: rules do not run above a type error
         ns, slash, name = host.partition("/")
         if slash and not ns.startswith("~"):
             seen = by_ns.setdefault(namespace if ns == "." else ns, set())
@@ -1444,19 +1441,15 @@ def _sidecar_ingress(listeners: list, where: str = "ingress") -> RuleResult:
 def _sidecar_egress(listeners: list, namespace: str, where: str = "egress") -> RuleResult:
     numbers: set[int] = set()
     sockets: set[str] = set()
-    catch_all = False
     for i, lis in enumerate(listeners):
         if not isinstance(lis, Mapping):
             continue
         at = f"{where}[{i}]"
         port = lis.get("port")
         if not isinstance(port, Mapping):  # the one catch-all listener, last
-            if catch_all:
-                yield at, "error", "sidecar: egress can have only one listener with empty port"
-                continue
-            if i == len(listeners) - 1:
-                catch_all = True
-            else:
+            # (Istio's "egress can have only one listener with empty port" can never fire: a catch-all is only
+            # counted at the last index, so no listener comes after it)
+            if i != len(listeners) - 1:
                 yield at, "error", "sidecar: the egress listener with empty port should be the last listener in the list"
         else:
             bind = lis.get("bind")
@@ -1489,7 +1482,9 @@ def _outbound_traffic_policy(otp: Mapping[str, Any], where: str = "outboundTraff
         yield f"{where}.egressProxy", "error", \
             "sidecar: egress_proxy must be set only with ALLOW_ANY outbound_traffic_policy mode"
         return
-    if isinstance(proxy.get("host"), str) and (err := fqdn_error(proxy["host"])):
+    host = proxy.get("host")
+    # the Destination rule already names a host that is no DNS name: ValidateFQDN adds only "no wildcard"
+    if isinstance(host, str) and not _host_error(host) and (err := fqdn_error(host)):
         yield f"{where}.egressProxy.host", "error", err
     if not isinstance(proxy.get("port"), Mapping):
         yield f"{where}.egressProxy.port", "error", "sidecar: egress_proxy port must be non-nil"
@@ -1532,12 +1527,11 @@ def _peer_authentication(pa: Mapping[str, Any]) -> RuleResult:
         selector = pa.get("selector") or {}
         if not (isinstance(selector, Mapping) and selector.get("matchLabels")):
             yield "portLevelMtls", "error", "portLevelMtls requires selector"
-        if isinstance(port_level, Mapping):
-            if not port_level:
-                yield "portLevelMtls", "error", "port level mtls must have at least one entry"
-            for port in port_level:
-                if not (str(port).isdigit() and 1 <= int(port) <= 65535):
-                    yield f"portLevelMtls.{port}", "error", f"port {port!r} must be a number in 1..65535"
+        if not port_level:  # a map (rules do not run above a type error)
+            yield "portLevelMtls", "error", "port level mtls must have at least one entry"
+        for port in port_level:
+            if not (str(port).isdigit() and 1 <= int(port) <= 65535):
+                yield f"portLevelMtls.{port}", "error", f"port {port!r} must be a number in 1..65535"
 
 
 @rule("AuthorizationPolicy")

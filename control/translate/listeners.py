@@ -324,7 +324,7 @@ def _credential_sds(name: str) -> dict:
     return {"name": f"kubernetes://{name}", "sds_config": {"ads": {}, "resource_api_version": "V3"}}
 
 
-def _server_credential(proxy: Proxy, gw: Resource | None, path: str, tls: Mapping[str, Any], common: dict,
+def _server_credential(proxy: Proxy, gw: Resource, path: str, tls: Mapping[str, Any], common: dict,
                        validate_client: bool) -> None:
     """A `credentialName` resolved to its Secret (in the gateway's namespace), inline in the context."""
     name = str(tls["credentialName"])
@@ -332,9 +332,8 @@ def _server_credential(proxy: Proxy, gw: Resource | None, path: str, tls: Mappin
     try:
         cred = credentials.credential(proxy.mesh.resources, name, proxy.namespace, cert=True, ca=validate_client)
     except credentials.CredentialError as err:
-        if gw is not None:
-            proxy.notes.add(gw, path, f"{err}; the server refers to SDS kubernetes://{name}, which no one serves "
-                                      "(its TLS handshakes fail)")
+        proxy.notes.add(gw, path, f"{err}; the server refers to SDS kubernetes://{name}, which no one serves "
+                                  "(its TLS handshakes fail)")
         common["tls_certificate_sds_secret_configs"] = [_credential_sds(name)]
         if validate_client:
             common["combined_validation_context"] = {
@@ -350,7 +349,7 @@ def _server_credential(proxy: Proxy, gw: Resource | None, path: str, tls: Mappin
         common["validation_context"] = validation
 
 
-def downstream_tls(proxy: Proxy, tls: Mapping[str, Any], gw: Resource | None = None, path: str = "") -> dict:
+def downstream_tls(proxy: Proxy, tls: Mapping[str, Any], gw: Resource, path: str) -> dict:
     """istiod's BuildListenerTLSContext for a Gateway server's `tls` (HTTP over TLS)."""
     mode = str(tls.get("mode") or "SIMPLE")
     require = mode in ("MUTUAL", "ISTIO_MUTUAL")

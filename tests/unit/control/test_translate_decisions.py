@@ -3,6 +3,7 @@
 on the Envoy config a sidecar or gateway gets."""
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -428,6 +429,44 @@ def test_gateway_server_tls_contexts():
     notes = "\n".join(rendered.notes)
     assert "spec.servers[3]: MONGO servers are not translated yet" in notes
     assert not any(lis["name"] == "0.0.0.0_27017" for lis in rendered.listeners)
+
+
+def test_gateway_server_tls_client_validation_only_when_the_mode_asks_for_it():
+    """applyServerTLSSettings: SIMPLE ignores caCertificates (no client check); MUTUAL with a credential found
+    inline gets its CA and no SAN matcher when subjectAltNames is empty."""
+    secret = ("apiVersion: v1\nkind: Secret\nmetadata: {name: cred, namespace: istio-system}\n"
+              "type: kubernetes.io/tls\ndata: {tls.crt: Y2VydA==, tls.key: a2V5, ca.crt: Y2E=}\n")
+    rendered = render_gw(secret, gateway=servers(
+        "{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: SIMPLE, "
+        "serverCertificate: /s.pem, privateKey: /k.pem, caCertificates: /ca.pem}}",
+        "{port: {number: 8443, name: https-cred, protocol: HTTPS}, hosts: ['*'], tls: {mode: MUTUAL, "
+        "credentialName: cred}}"))
+    simple = server_tls(rendered, 443)
+    assert "validation_context" not in simple["common_tls_context"]
+    assert not simple.get("require_client_certificate")
+    mutual = server_tls(rendered, 8443)
+    assert mutual["common_tls_context"]["validation_context"] == {"trusted_ca": {"inline_bytes": "Y2E="}}
+    assert mutual["require_client_certificate"] is True
+
+
+def test_plain_http_servers_sharing_a_port_share_one_chain():
+    """Two HTTP servers on one port: one filter chain whose route (http.80) holds both servers' hosts."""
+    rendered = render_gw(gateway=servers("{port: {number: 80, name: http, protocol: HTTP}, hosts: [a.example.com]}",
+                                         "{port: {number: 80, name: http2, protocol: HTTP}, hosts: [b.example.com]}"))
+    chains = by_name(rendered.listeners, "0.0.0.0_80")["filter_chains"]
+    assert len(chains) == 1
+    hcm = chains[0]["filters"][0]["typed_config"]
+    assert hcm["rds"]["route_config_name"] == "http.80"
+
+
+def test_a_unix_socket_egress_listener_is_named_in_notes_not_translated():
+    sidecar = ("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default}\n"
+               "spec:\n  egress:\n  - port: {number: 0}\n    bind: unix:///var/run/out.sock\n    hosts: ['*/*']\n"
+               "  - port: {number: 9080, protocol: HTTP, name: http}\n    hosts: ['*/*']\n")
+    rendered = render(sidecar)
+    assert any("spec.egress[0].port: unix domain socket egress listeners (port 0, a unix:// bind) are not "
+               "translated" in n for n in rendered.notes)
+    assert not any("unix" in json.dumps(lis) for lis in rendered.listeners)
 
 
 def test_extension_hooks_add_filters_and_rewrite_listeners():

@@ -58,6 +58,10 @@ def U(mark: str, text: str):
                                         "it is ignored")
 
 
+EGRESS_PROXY_DEPRECATED = ("Warning", "IST0002", "a", "Deprecated: spec.outboundTrafficPolicy.egressProxy: "
+                                                     "egressProxy is deprecated: it is ignored by Istio")
+
+
 def row(id: str, kind: str, spec: str, *expect, **meta) -> Row:
     return Row(id, kind, spec, expect, **meta)
 
@@ -1120,6 +1124,300 @@ ROWS = [
         """, E("a", "spec.probe.httpGet.scheme: scheme must be one of [HTTP, HTTPS]"),
         E("b", "spec.probe.httpGet.httpHeaders[1].name: invalid header name 'x a': letters, digits, '-' and '_' "
                "only")),
+
+    # --- rules ported later: CORS, port selector, cookies, server TLS, Sidecar, probes, JWKS, labels ---------
+    row("vs-hosts-not-a-list", "VirtualService", """
+        hosts: r  #@a
+        http:
+        - route: [{destination: {host: r}}]
+        """, E("a", "spec.hosts: must be a list, not string 'r'")),
+    row("port-selector-zero", "VirtualService", """
+        hosts: [r]
+        http:
+        - route:
+          - destination:
+              host: r
+              port: {number: 0}  #@a
+        """, E("a", "spec.http[0].route[0].destination.port.number: port number 0 must be in the range 1..65535")),
+    row("port-selector-empty", "VirtualService", """
+        hosts: [r]
+        http:
+        - route:
+          - destination:
+              host: r
+              port: {}  #@a
+        """, E("a", "spec.http[0].route[0].destination.port.number: port number 0 must be in the range 1..65535")),
+    row("vs-delegate-without-hosts", "VirtualService", """
+        http:
+        - route: [{destination: {host: r}}]
+        """),
+    row("cors-methods-and-headers", "VirtualService", """
+        hosts: [r]
+        http:
+        - route: [{destination: {host: r}}]
+          corsPolicy:
+            allowMethods: [GET, FETCH]  #@a
+            allowHeaders: ["", "*", x-ok]  #@b
+            exposeHeaders: ["x y"]  #@c
+        """, E("a", "spec.http[0].corsPolicy.allowMethods[1]: 'FETCH' is not a supported HTTP method"),
+        E("b", "spec.http[0].corsPolicy.allowHeaders[0]: header name cannot be empty"),
+        E("c", "spec.http[0].corsPolicy.exposeHeaders[0]: header name x y is not a valid header name")),
+    row("cookie-attribute-duplicate", "DestinationRule", """
+        host: r
+        trafficPolicy:
+          loadBalancer:
+            consistentHash:
+              httpCookie:
+                name: c
+                ttl: 0s
+                attributes:
+                - name: SameSite
+                - {}  #@b
+                - name: SameSite  #@a
+        """, E("b", "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[1].name: name is required"),
+        E("a", "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[2].name: duplicate cookie "
+               "attribute name: SameSite")),
+    row("gateway-tls-ciphers-and-old-versions", "Gateway", """
+        servers:
+        - port: {number: 443, name: https, protocol: HTTPS}
+          hosts: ["*"]
+          tls:
+            mode: SIMPLE
+            credentialName: c
+            cipherSuites: [NOPE, ECDHE-RSA-AES128-GCM-SHA256, ECDHE-RSA-AES128-GCM-SHA256, "-X"]  #@a
+        - port: {number: 8443, name: https2, protocol: HTTPS}
+          hosts: ["*"]
+          tls:
+            mode: SIMPLE
+            credentialName: c
+            minProtocolVersion: TLSV1_1  #@c
+        """, W("a", "spec.servers[0].tls.cipherSuites: ignoring invalid cipher suites: ['NOPE']"),
+        W("a", "spec.servers[0].tls.cipherSuites: ignoring duplicate cipher suites: ['ECDHE-RSA-AES128-GCM-SHA256']"),
+        W("c", "spec.servers[1].tls.minProtocolVersion: TLS version below TLSV1_2 require setting compatible ciphers "
+               "as by default they no longer include compatible ciphers.")),
+    row("gateway-tls-certificate-sources", "Gateway", """
+        servers:
+        - port: {number: 443, name: https, protocol: TLS}
+          hosts: ["*"]
+          tls:  #@a
+            mode: PASSTHROUGH
+            credentialName: c
+        - port: {number: 8443, name: https2, protocol: HTTPS}
+          hosts: ["*"]
+          tls:  #@b
+            mode: MUTUAL
+            serverCertificate: /c.pem
+            privateKey: /k.pem
+            caCertificates: /ca.pem
+            caCrl: /crl.pem
+            tlsCertificates:  #@c
+            - {serverCertificate: /1.pem, privateKey: /1.key}
+            - {serverCertificate: /2.pem, privateKey: /2.key}
+            - {serverCertificate: /3.pem, privateKey: /3.key}
+        """, W("a", "spec.servers[0].tls: PASSTHROUGH mode does not use certificates, they will be ignored"),
+        W("c", "spec.servers[1].tls.tlsCertificates: MUTUAL TLS can support up to 2 server certificates"),
+        E("b", "spec.servers[1].tls: only one of credential_name, credential_names, server_certificate/private_key, "
+               "tls_certificates should be specified")),
+    row("gateway-tls-crl", "Gateway", """
+        servers:
+        - port: {number: 443, name: tls, protocol: TLS}
+          hosts: ["*"]
+          tls:  #@c
+            mode: PASSTHROUGH  # SIMPLE or MUTUAL with a credential skip the CRL check, as in Istio
+            credentialName: c
+            caCrl: /crl.pem  #@a
+        - port: {number: 8443, name: https2, protocol: HTTPS}
+          hosts: ["*"]
+          tls:
+            mode: SIMPLE
+            serverCertificate: /c.pem
+            privateKey: /k.pem
+            caCrl: /crl.pem  #@b
+        """, W("c", "spec.servers[0].tls: PASSTHROUGH mode does not use certificates, they will be ignored"),
+        E("a", "spec.servers[0].tls.caCrl: CRL is not supported with credentialName. CRL has to be specified in the "
+               "credential"),
+        E("b", "spec.servers[1].tls.caCrl: CRL is not supported with SIMPLE TLS")),
+    row("workload-group-uds-with-ports", "WorkloadGroup", """
+        metadata:
+          labels:
+            "bad key!": v  #@a
+            ok: "bad value!"  #@b
+        template:
+          address: unix:///var/run/app.sock
+          ports: {http: 8080}  #@c
+        probe:  #@e
+          periodSeconds: -1  #@d
+        """, E("a", "spec.metadata.labels.bad key!: invalid labels: invalid tag key: 'bad key!'"),
+        E("b", "spec.metadata.labels.ok: invalid labels: invalid tag value: 'bad value!'"),
+        E("c", "spec.template.ports: UDS may not include ports"),
+        E("d", "spec.probe.periodSeconds: periodSeconds must be non-negative"),
+        E("e", "spec.probe: unknown health check method: one of httpGet, tcpSocket or exec is required")),
+    row("workload-group-probe-method-http", "WorkloadGroup", """
+        template:
+          address: 10.0.0.1
+        probe:
+          httpGet: {port: 8080, scheme: HTTPS}
+        """),
+    row("sidecar-egress-host-forms", "Sidecar", """
+        egress:
+        - hosts:  #@f
+          - ns1/a.b.123  #@a
+          - ns1/a.com.
+          - ns1/a_b.com  #@b
+          - /a.com  #@c
+          - ns1/foo  #@d
+          - "ns1/*x.com"  #@e
+          - "*/*"
+          - ns2/b.com
+        """, W("f", "spec.egress[0].hosts: `*/*` host select all resources, no other hosts can be added"),
+        E("a", "spec.egress[0].hosts[0]: domain name 'b.123' invalid (top level domain '123' cannot be all-numeric)"),
+        E("b", "spec.egress[0].hosts[2]: domain name 'a_b.com' invalid (label 'a_b' invalid)"),
+        E("c", "spec.egress[0].hosts[3]: config namespace and dnsName in host entry cannot be empty"),
+        E("d", "spec.egress[0].hosts[4]: short names (non FQDN) are not allowed"),
+        E("e", "spec.egress[0].hosts[5]: partial wildcard '*x.com' not allowed")),
+    row("sidecar-egress-host-too-long", "Sidecar", f"""
+        egress:
+        - hosts:
+          - ns1/{".".join(["a" * 60] * 5)}  #@a
+        """, E("a", f"spec.egress[0].hosts[0]: domain name '{'.'.join(['a' * 60] * 5)}' too long (max 255)")),
+    row("sidecar-egress-host-not-a-string", "Sidecar", """
+        egress:
+        - hosts:
+          - 3  #@a
+        """, E("a", "spec.egress[0].hosts[0]: must be a string, not number 3")),
+    row("sidecar-ingress-ports", "Sidecar", """
+        ingress:
+        - port: {number: 70000, name: Bad_Name, protocol: HTTP, targetPort: 8080}  #@a
+          bind: not-an-ip  #@b
+          defaultEndpoint: unix://relative.sock  #@c
+        - port: {number: 8080, protocol: HTTP}
+          defaultEndpoint: foo  #@d
+        - port: {number: 8080, protocol: HTTP}  #@e
+          defaultEndpoint: 10.0.0.1:80  #@f
+        - port: {number: 8081, protocol: HTTP}
+          defaultEndpoint: 127.0.0.1:x  #@g
+        - port: {number: 8082, protocol: HTTP}
+          defaultEndpoint: "[::1]:0"  #@h
+        - port: {number: 8083, protocol: HTTP}
+          defaultEndpoint: "[::1]:8083"
+        """, E("a", "spec.ingress[0].port.name: invalid port name: Bad_Name"),
+        E("a", "spec.ingress[0].port.targetPort: targetPort has no impact on Sidecars"),
+        E("a", "spec.ingress[0].port.number: port number 70000 must be in the range 1..65535"),
+        E("b", "spec.ingress[0].bind: not-an-ip is not a valid IP"),
+        E("c", "spec.ingress[0].defaultEndpoint: relative.sock is not an absolute path to a file"),
+        E("d", "spec.ingress[1].defaultEndpoint: address foo: not of the form host:port"),
+        E("d", "spec.ingress[1].defaultEndpoint: sidecar: defaultEndpoint port () is not a number"),
+        E("e", "spec.ingress[2].port.number: sidecar: ports on IP bound listeners must be unique"),
+        E("f", "spec.ingress[2].defaultEndpoint: sidecar: defaultEndpoint must be of form 127.0.0.1:<port>,"
+               "0.0.0.0:<port>,[::1]:port,[::]:port,unix://filepath or unset"),
+        E("g", "spec.ingress[3].defaultEndpoint: sidecar: defaultEndpoint port (x) is not a number"),
+        E("h", "spec.ingress[4].defaultEndpoint: port number 0 must be in the range 1..65535")),
+    row("sidecar-ingress-without-port-and-good-tls", "Sidecar", """
+        ingress:
+        - defaultEndpoint: 127.0.0.1:8080  #@a
+        - port: {number: 8443, protocol: HTTPS}
+          defaultEndpoint: unix:///var/run/app.sock
+          tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}
+        - port: {number: 8444, protocol: TLS}
+        """, E("a", "spec.ingress[0].port: port is required")),
+    row("sidecar-egress-unix-binds", "Sidecar", """
+        egress:
+        - port: {number: 0}
+          bind: "unix://"  #@a
+          hosts: [ns1/a.com]
+        - port: {number: 0}
+          bind: unix://@abstract
+          hosts: [ns1/a.com]
+        """, E("a", "spec.egress[0].bind: unix address must not be empty")),
+    row("sidecar-ingress-tls-and-pool", "Sidecar", """
+        ingress:
+        - port: {number: 8080, protocol: HTTP}
+          defaultEndpoint: 127.0.0.1:8080
+          tls:  #@a
+            mode: ISTIO_MUTUAL  #@b
+            subjectAltNames: [a]  #@c
+        - port: {number: 9000, protocol: TCP, name: db}
+          defaultEndpoint: 127.0.0.1:9000
+          connectionPool:
+            http: {http1MaxPendingRequests: 10}  #@d
+        """, W("d", "spec.ingress[1].connectionPool.http: sidecar: HTTP connection pool settings are configured for "
+                    "port 9000 ('db') but its protocol is not HTTP (TCP); only TCP settings will apply"),
+        E("c", "spec.ingress[0].tls.subjectAltNames: sidecar: subjectAltNames is not supported in ingress tls"),
+        E("b", "spec.ingress[0].tls.mode: configuration is invalid: cannot set mode to ISTIO_MUTUAL in sidecar "
+               "ingress tls"),
+        E("a", "spec.ingress[0].tls: server cannot have TLS settings for non HTTPS/TLS ports")),
+    row("sidecar-egress-listeners", "Sidecar", """
+        egress:
+        - hosts: [ns1/a.com]  #@a
+        - port: {number: 0}
+          bind: 10.0.0.1  #@b
+          hosts: [ns1/a.com]
+        - port: {number: 0}
+          bind: unix://relative  #@c
+          captureMode: IPTABLES  #@d
+          hosts: [ns1/a.com]
+        - port: {number: 0}
+          bind: unix:///a.sock
+          hosts: [ns1/a.com]
+        - port: {number: 0}
+          bind: unix:///a.sock  #@e
+          hosts: [ns1/a.com]
+        - port: {number: 80}
+          hosts: [ns1/a.com]
+        - port: {number: 80}  #@f
+          hosts: [ns1/a.com]
+        - hosts: [ns1/b.com]  #@g
+        - hosts: [ns1/c.com]
+        """, E("a", "spec.egress[0]: sidecar: the egress listener with empty port should be the last listener in "
+                    "the list"),
+        E("b", "spec.egress[1].bind: sidecar: ports with 0 value must have a unix domain socket bind address"),
+        E("c", "spec.egress[2].bind: relative is not an absolute path to a file"),
+        E("d", "spec.egress[2].captureMode: sidecar: captureMode must be DEFAULT/NONE for unix domain socket "
+               "listeners"),
+        E("e", "spec.egress[4].bind: sidecar: unix domain socket values for listeners must be unique"),
+        E("f", "spec.egress[6].port.number: sidecar: ports on IP bound listeners must be unique"),
+        E("g", "spec.egress[7]: sidecar: the egress listener with empty port should be the last listener in the "
+               "list")),
+    row("sidecar-egress-proxy", "Sidecar", """
+        outboundTrafficPolicy:
+          mode: REGISTRY_ONLY
+          egressProxy: {host: a.com, port: {number: 80}}  #@a
+        """, EGRESS_PROXY_DEPRECATED,
+        E("a", "spec.outboundTrafficPolicy.egressProxy: sidecar: egress_proxy must be set only with ALLOW_ANY "
+               "outbound_traffic_policy mode")),
+    row("sidecar-egress-proxy-host-and-port", "Sidecar", """
+        outboundTrafficPolicy:
+          mode: ALLOW_ANY
+          egressProxy:  #@a
+            host: a_b.com  #@b
+        """, EGRESS_PROXY_DEPRECATED,
+        E("b", "spec.outboundTrafficPolicy.egressProxy.host: invalid host 'a_b.com': 'a_b' is not a valid DNS label"),
+        E("a", "spec.outboundTrafficPolicy.egressProxy.port: sidecar: egress_proxy port must be non-nil")),
+    row("sidecar-egress-proxy-wildcard-host", "Sidecar", """
+        outboundTrafficPolicy:
+          mode: ALLOW_ANY
+          egressProxy:  #@a
+            host: "*.a.com"  #@b
+            port: {number: 80}
+        """, EGRESS_PROXY_DEPRECATED,
+        E("b", "spec.outboundTrafficPolicy.egressProxy.host: domain name '*.a.com' invalid (label '*' invalid)")),
+    row("pa-port-level-not-a-map", "PeerAuthentication", """
+        selector: {matchLabels: {app: a}}
+        portLevelMtls: 3  #@a
+        """, E("a", "spec.portLevelMtls: must be an object (a map), not number 3")),
+    row("jwks-not-json-and-private", "RequestAuthentication", """
+        jwtRules:
+        - issuer: a
+          jwks: "{"  #@a
+        - issuer: b
+          jwks: '{"keys": [{"kty": "RSA", "n": "x", "e": "AQAB"}, {"kty": "oct", "k": "c2VjcmV0"}]}'  #@b
+        """, W("b", "spec.jwtRules[1].jwks: jwks key at index 1 contains private key material; only public keys are "
+                    "used for verification"),
+        E("a", "spec.jwtRules[0].jwks: jwks parse error: Expecting property name enclosed in double quotes: line 1 "
+               "column 2 (char 1)")),
+    row("wasm-plugin-url-empty", "WasmPlugin", """
+        url: ""  #@a
+        """, E("a", "spec.url: url is required")),
 
     # --- metadata -----------------------------------------------------------------------------------------
     row("metadata-name-and-namespace", "DestinationRule", """
