@@ -4,7 +4,8 @@
 
 The decision modules are pure by design, so their unit tests alone must cover them (tests/unit, in-process:
 fast, and no subprocess measurement needed). `make coverage-floors` runs the unit tests under coverage and
-then this check (about 45 s on 2 cores; `make test` does not run it yet). A module under its floor fails with
+then this check (about 45 s on 2 cores); `make test` runs tests/unit the same way, checks, then runs the rest,
+so CI fails when a floor is broken. A module under its floor fails with
 one line naming it, its coverage and the floor.
 
 The target for every decision module is 95 % (line + branch, coverage.py's "cover" column); every module
