@@ -15,22 +15,24 @@ plane restarts and a reconnecting client that holds the current content is sent 
 Snapshots, nonces and sync status stay the XdsCache's (control.xds.cache), as in state of the world: a delta
 response is cut from the same snapshot and recorded as sent with the same nonce; its ACK is recorded as the ACK
 of that snapshot version. So /debug/syncz and proxy-status read the same for both modes.
+
+Shared by both transports: gRPC (control.xds.grpc_ads, one stream = one session) and REST-JSON long-polls
+(control.xds.server `/v3/delta_discovery:<type>`, this project's extension: a session per proxy and type,
+started by a request without `response_nonce`, kept in `DeltaSessions`). `receive` and `due` are the
+protocol steps both run against the XdsCache.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
-from control.xds.cache import CLUSTER, LISTENER, canonical_json
+from control.xds.cache import (CLUSTER, LISTENER, DiscoveryRequest, DiscoveryResponse, Outcome, Payload,
+                               XdsCache, XdsType, canonical_json, resource_name)
 
 WILDCARD_TYPES = (CLUSTER, LISTENER)  # Envoy subscribes to these as wildcard by default
-
-
-def resource_name(resource: Mapping) -> str:
-    """A resource's name as xDS keys it (ClusterLoadAssignment: `cluster_name`)."""
-    return str(resource.get("name") or resource.get("cluster_name") or "")
 
 
 def resource_versions(resources: Iterable[Mapping]) -> dict[str, str]:
@@ -40,6 +42,29 @@ def resource_versions(resources: Iterable[Mapping]) -> dict[str, str]:
 
 def versions_of_payload(body: bytes) -> dict[str, str]:
     return resource_versions(json.loads(body))
+
+
+class PayloadIndex:
+    """name -> (version, start, end) of each resource of a Payload (its `spans`), by payload hash, the most
+    recent `size` kept: proxies that share a payload share its index, and a version is a hash of the resource's
+    bytes as `resource_versions` computes it, without decoding anything."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self._index: OrderedDict[str, dict[str, tuple[str, int, int]]] = OrderedDict()
+
+    def __call__(self, payload: Payload) -> dict[str, tuple[str, int, int]]:
+        found = self._index.get(payload.hash)
+        if found is None:
+            view = memoryview(payload.body)
+            found = {name: (hashlib.sha256(view[start:end]).hexdigest()[:16], start, end)
+                     for name, start, end in payload.spans()}
+            self._index[payload.hash] = found
+            while len(self._index) > self.size:
+                self._index.popitem(last=False)
+        else:
+            self._index.move_to_end(payload.hash)
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,3 +129,127 @@ class DeltaSubscription:
         if self._before is not None and self._before[0] == nonce:
             self.held = self._before[1]
             self._before = None
+
+    def ack(self, nonce: str) -> None:
+        """The response `nonce` was applied: what it carried is held for good."""
+        if self._before is not None and self._before[0] == nonce:
+            self._before = None
+
+    def unanswered(self, nonce: str) -> None:
+        """A REST request answered `nonce`, not the last response sent: with one request at a time per type,
+        that response never reached the client (its long-poll was abandoned), so it holds what it held before."""
+        if self._before is not None and self._before[0] != nonce:
+            self.held = self._before[1]
+            self._before = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaResponse:
+    """Envoy's DeltaDiscoveryResponse in JSON (REST): `system_version_info` and `nonce` are the XdsCache
+    response's, `resources` the `Resource {name, version, resource}` of each name in `update.send`, spliced
+    from the payload bytes (`index`: PayloadIndex), and `removed_resources`."""
+
+    response: DiscoveryResponse
+    update: DeltaUpdate
+    index: Mapping[str, tuple[str, int, int]]
+
+    def body(self) -> bytes:
+        def enc(value) -> bytes:
+            return json.dumps(value).encode()
+        payload = self.response.payload.body
+        items = []
+        for name in self.update.send:
+            version, start, end = self.index[name]
+            items.append(b'{"name":' + enc(name) + b',"version":' + enc(version) + b',"resource":'
+                         + payload[start:end] + b"}")
+        return (b'{"system_version_info":' + enc(self.response.version_info) + b',"resources":['
+                + b",".join(items) + b'],"removed_resources":' + enc(list(self.update.removed))
+                + b',"type_url":' + enc(self.response.type_url) + b',"nonce":' + enc(self.response.nonce)
+                + b',"control_plane":{"identifier":"pyproxy-control"}}')
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaRequest:
+    """The fields of Envoy's DeltaDiscoveryRequest the server reads (the node is handled by the shell)."""
+
+    response_nonce: str = ""
+    error_detail: str | None = None  # google.rpc.Status message; None = no error
+    subscribe: tuple[str, ...] = ()
+    unsubscribe: tuple[str, ...] = ()
+    initial_versions: Mapping[str, str] = field(default_factory=dict)
+
+
+def receive(cache: XdsCache, record: Callable[[DiscoveryRequest], Outcome], node_id: str, xds_type: XdsType,
+            sub: DeltaSubscription, request: DeltaRequest, *, one_at_a_time: bool = False) -> None:
+    """One delta request: its subscription changes into `sub`, its ACK/NACK into `sub` and, through `record`
+    (the control plane's `receive`: cache, metrics, log), into the XdsCache as the ACK/NACK of the snapshot
+    version the response was cut from. `one_at_a_time` (REST): a nonce other than the last sent means that
+    response was lost (`unanswered`)."""
+    first = not sub.started
+    sub.request(request.subscribe, request.unsubscribe, request.initial_versions)
+    nonce = request.response_nonce
+    if nonce:
+        state = cache.type_state(node_id, xds_type)
+        if request.error_detail is not None:
+            sub.reject(nonce)
+        elif nonce == state.sent_nonce:
+            sub.ack(nonce)
+        if one_at_a_time:
+            sub.unanswered(nonce)
+        version = state.sent_version if nonce == state.sent_nonce and request.error_detail is None else ""
+        record(DiscoveryRequest(version_info=version, response_nonce=nonce, error_detail=request.error_detail))
+    elif first:  # a new subscription: the client holds only its initial_resource_versions
+        record(DiscoveryRequest())
+
+
+def due(cache: XdsCache, node_id: str, xds_type: XdsType, sub: DeltaSubscription, current: Mapping[str, str],
+        *, ordered_stream: bool) -> DeltaUpdate | None:
+    """The update to send now for `current` (name -> version), or None. Due when the cache says the type's
+    content is (a new snapshot, ADS order open), or when names newly subscribed hold content the client lacks
+    (the snapshot did not change: only the subscription did), unless that content was NACKed."""
+    update = sub.update(current)
+    if cache.ready(node_id, xds_type, ordered_stream=ordered_stream):
+        return update
+    snapshot = cache.snapshot(node_id)
+    if not update or snapshot is None:
+        return None
+    state = cache.type_state(node_id, xds_type)
+    if state.nack_hash == snapshot.payloads[xds_type.short].hash:
+        return None
+    return update if cache.order_open(node_id, xds_type, ordered_stream=ordered_stream) else None
+
+
+class DeltaSessions:
+    """REST delta sessions: a DeltaSubscription per proxy and type, plus a request counter so that a long-poll
+    superseded by a newer request of the same type stops (its client has moved on)."""
+
+    def __init__(self) -> None:
+        self._subs: dict[tuple[str, str], DeltaSubscription] = {}
+        self._latest: dict[tuple[str, str], int] = {}
+        self._counter = 0
+
+    def __len__(self) -> int:
+        return len(self._subs)
+
+    def get(self, node_id: str, short: str) -> DeltaSubscription | None:
+        return self._subs.get((node_id, short))
+
+    def start(self, node_id: str, xds_type: XdsType) -> DeltaSubscription:
+        """A request without a nonce: the client (re)starts its subscription, holding only what it declares."""
+        sub = self._subs[(node_id, xds_type.short)] = DeltaSubscription(xds_type.type_url)
+        return sub
+
+    def begin(self, node_id: str, short: str) -> int:
+        """A request arrived: its ticket; `current(ticket)` turns False once a newer one arrives."""
+        self._counter += 1
+        self._latest[(node_id, short)] = self._counter
+        return self._counter
+
+    def current(self, node_id: str, short: str, ticket: int) -> bool:
+        return self._latest.get((node_id, short)) == ticket
+
+    def remove(self, node_id: str) -> None:
+        for key in [k for k in self._subs if k[0] == node_id]:
+            del self._subs[key]
+        for key in [k for k in self._latest if k[0] == node_id]:
+            del self._latest[key]
