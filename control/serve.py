@@ -501,11 +501,10 @@ class ControlPlane:
             snapshot = self.cache.snapshot(node_id)
             if snapshot is not None:
                 index = self.delta_index(snapshot.payloads[xds_type.short])
-                current = {name: version for name, (version, _s, _e) in index.items()}
-                update = delta_due(self.cache, node_id, xds_type, sub, current, ordered_stream=False)
+                update = delta_due(self.cache, node_id, xds_type, sub, index.versions, ordered_stream=False)
                 if update is not None:
                     response = self.respond(node_id, xds_type)
-                    sub.sent(response.nonce, update, current)
+                    sub.sent(response.nonce, update, index.versions)
                     return DeltaResponse(response, update, index)
             remaining = deadline - loop.time()
             if remaining <= 0 or self._stopping:

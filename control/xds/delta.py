@@ -44,22 +44,33 @@ def versions_of_payload(body: bytes) -> dict[str, str]:
     return resource_versions(json.loads(body))
 
 
+@dataclass(frozen=True, slots=True)
+class Indexed:
+    """One payload's resources: name -> version (what `DeltaSubscription.update` compares) and name -> (start,
+    end) of its bytes in the payload body."""
+
+    versions: Mapping[str, str]
+    spans: Mapping[str, tuple[int, int]]
+
+
 class PayloadIndex:
-    """name -> (version, start, end) of each resource of a Payload (its `spans`), by payload hash, the most
-    recent `size` kept: proxies that share a payload share its index, and a version is a hash of the resource's
-    bytes as `resource_versions` computes it, without decoding anything."""
+    """`Indexed` of a Payload (its `spans`), by payload hash, the most recent `size` kept: proxies that share a
+    payload share its index, and a version is a hash of the resource's bytes as `resource_versions` computes it,
+    without decoding anything."""
 
     def __init__(self, size: int = 256):
         self.size = size
-        self._index: OrderedDict[str, dict[str, tuple[str, int, int]]] = OrderedDict()
+        self._index: OrderedDict[str, Indexed] = OrderedDict()
 
-    def __call__(self, payload: Payload) -> dict[str, tuple[str, int, int]]:
+    def __call__(self, payload: Payload) -> Indexed:
         found = self._index.get(payload.hash)
         if found is None:
             view = memoryview(payload.body)
-            found = {name: (hashlib.sha256(view[start:end]).hexdigest()[:16], start, end)
-                     for name, start, end in payload.spans()}
-            self._index[payload.hash] = found
+            versions, spans = {}, {}
+            for name, start, end in payload.spans():
+                versions[name] = hashlib.sha256(view[start:end]).hexdigest()[:16]
+                spans[name] = (start, end)
+            found = self._index[payload.hash] = Indexed(versions, spans)
             while len(self._index) > self.size:
                 self._index.popitem(last=False)
         else:
@@ -87,7 +98,8 @@ class DeltaSubscription:
     names: set[str] = field(default_factory=set)
     held: dict[str, str] = field(default_factory=dict)  # name -> version the client holds
     started: bool = False
-    _before: tuple[str, dict[str, str]] | None = None  # (nonce, held before that response): undone by a NACK
+    # (nonce, what that response changed in `held`: name -> version before, None = absent): undone by a NACK
+    _before: tuple[str, dict[str, str | None]] | None = None
 
     def request(self, subscribe: Iterable[str], unsubscribe: Iterable[str],
                 initial_versions: Mapping[str, str] | None = None) -> None:
@@ -118,7 +130,7 @@ class DeltaSubscription:
 
     def sent(self, nonce: str, update: DeltaUpdate, current: Mapping[str, str]) -> None:
         """Record a response as held (the client applies it unless it NACKs)."""
-        self._before = (nonce, dict(self.held))
+        self._before = (nonce, {n: self.held.get(n) for n in (*update.send, *update.removed)})
         for name in update.send:
             self.held[name] = current[name]
         for name in update.removed:
@@ -127,8 +139,16 @@ class DeltaSubscription:
     def reject(self, nonce: str) -> None:
         """The response `nonce` was NACKed: the client kept what it held before it."""
         if self._before is not None and self._before[0] == nonce:
-            self.held = self._before[1]
-            self._before = None
+            self._undo()
+
+    def _undo(self) -> None:
+        assert self._before is not None
+        for name, version in self._before[1].items():
+            if version is None:
+                self.held.pop(name, None)
+            else:
+                self.held[name] = version
+        self._before = None
 
     def ack(self, nonce: str) -> None:
         """The response `nonce` was applied: what it carried is held for good."""
@@ -139,8 +159,7 @@ class DeltaSubscription:
         """A REST request answered `nonce`, not the last response sent: with one request at a time per type,
         that response never reached the client (its long-poll was abandoned), so it holds what it held before."""
         if self._before is not None and self._before[0] != nonce:
-            self.held = self._before[1]
-            self._before = None
+            self._undo()
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +170,7 @@ class DeltaResponse:
 
     response: DiscoveryResponse
     update: DeltaUpdate
-    index: Mapping[str, tuple[str, int, int]]
+    index: Indexed
 
     def body(self) -> bytes:
         def enc(value) -> bytes:
@@ -159,7 +178,7 @@ class DeltaResponse:
         payload = self.response.payload.body
         items = []
         for name in self.update.send:
-            version, start, end = self.index[name]
+            version, (start, end) = self.index.versions[name], self.index.spans[name]
             items.append(b'{"name":' + enc(name) + b',"version":' + enc(version) + b',"resource":'
                          + payload[start:end] + b"}")
         return (b'{"system_version_info":' + enc(self.response.version_info) + b',"resources":['

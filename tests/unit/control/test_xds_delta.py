@@ -92,7 +92,7 @@ class Session:
         """The DeltaDiscoveryResponse due now (decoded), or None."""
         snap = self.cache.snapshot(PROXY)
         index = self.index(snap.payloads[t.short])
-        current = {n: v for n, (v, _s, _e) in index.items()}
+        current = index.versions
         update = due(self.cache, PROXY, t, self.subs[t.short], current, ordered_stream=False)
         if update is None:
             return None
@@ -109,8 +109,8 @@ def test_payload_index_versions_are_the_resource_versions_and_slices_are_the_res
     items = [cluster("a"), cla("b", 1), {"name": "c", "x": [1, 2]}]
     payload = Payload.of(items)
     index = PayloadIndex()(payload)
-    assert {n: v for n, (v, _s, _e) in index.items()} == resource_versions(items)
-    assert [json.loads(payload.body[s:e]) for _v, s, e in index.values()] == items
+    assert index.versions == resource_versions(items)
+    assert [json.loads(payload.body[s:e]) for s, e in index.spans.values()] == items
     assert Payload.join([json.dumps(i, sort_keys=True, separators=(",", ":")).encode() for i in items]).names == \
         ("a", "b", "c")
 
