@@ -27,7 +27,7 @@ import hashlib
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 from control.xds.cache import (CLUSTER, LISTENER, DiscoveryRequest, DiscoveryResponse, Outcome, Payload,
                                XdsCache, XdsType, canonical_json, resource_name)
@@ -51,6 +51,11 @@ class Indexed:
 
     versions: Mapping[str, str]
     spans: Mapping[str, tuple[int, int]]
+    heads: Mapping[str, bytes]  # `{"name":...,"version":...,"resource":` of each Resource, encoded once
+
+
+def _enc(value) -> bytes:
+    return json.dumps(value).encode()
 
 
 class PayloadIndex:
@@ -66,11 +71,12 @@ class PayloadIndex:
         found = self._index.get(payload.hash)
         if found is None:
             view = memoryview(payload.body)
-            versions, spans = {}, {}
+            versions, spans, heads = {}, {}, {}
             for name, start, end in payload.spans():
-                versions[name] = hashlib.sha256(view[start:end]).hexdigest()[:16]
+                versions[name] = version = hashlib.sha256(view[start:end]).hexdigest()[:16]
                 spans[name] = (start, end)
-            found = self._index[payload.hash] = Indexed(versions, spans)
+                heads[name] = b'{"name":' + _enc(name) + b',"version":' + _enc(version) + b',"resource":'
+            found = self._index[payload.hash] = Indexed(versions, spans, heads)
             while len(self._index) > self.size:
                 self._index.popitem(last=False)
         else:
@@ -98,6 +104,7 @@ class DeltaSubscription:
     names: set[str] = field(default_factory=set)
     held: dict[str, str] = field(default_factory=dict)  # name -> version the client holds
     started: bool = False
+    changed: bool = False  # the subscription changed since the last response: names may be owed
     # (nonce, what that response changed in `held`: name -> version before, None = absent): undone by a NACK
     _before: tuple[str, dict[str, str | None]] | None = None
 
@@ -105,6 +112,8 @@ class DeltaSubscription:
                 initial_versions: Mapping[str, str] | None = None) -> None:
         """A request's subscription changes (its ACK/NACK part goes to `ack` / `reject`)."""
         subscribe, unsubscribe = list(subscribe), list(unsubscribe)
+        if subscribe or unsubscribe or not self.started:
+            self.changed = True
         if not self.started:
             self.started = True
             self.wildcard = "*" in subscribe or (not subscribe and self.type_url in WILDCARD_TYPES)
@@ -131,6 +140,7 @@ class DeltaSubscription:
     def sent(self, nonce: str, update: DeltaUpdate, current: Mapping[str, str]) -> None:
         """Record a response as held (the client applies it unless it NACKs)."""
         self._before = (nonce, {n: self.held.get(n) for n in (*update.send, *update.removed)})
+        self.changed = False
         for name in update.send:
             self.held[name] = current[name]
         for name in update.removed:
@@ -172,19 +182,39 @@ class DeltaResponse:
     update: DeltaUpdate
     index: Indexed
 
+    def _envelope(self) -> tuple[bytes, bytes]:
+        r = self.response
+        return (b'{"system_version_info":' + _enc(r.version_info) + b',"resources":[',
+                b'],"removed_resources":' + _enc(list(self.update.removed)) + b',"type_url":' + _enc(r.type_url)
+                + b',"nonce":' + _enc(r.nonce) + b',"control_plane":{"identifier":"pyproxy-control"}}')
+
+    def length(self) -> int:
+        head, tail = self._envelope()
+        spans, heads = self.index.spans, self.index.heads
+        return (len(head) + len(tail) + max(0, len(self.update.send) - 1)
+                + sum(len(heads[n]) + spans[n][1] - spans[n][0] + 1 for n in self.update.send))
+
+    def chunks(self, chunk: int = 256 * 1024) -> Iterator[bytes]:
+        """The body in pieces of about `chunk` bytes, copied from the shared payload as they are written: a
+        proxy's initial response (every resource) never exists whole in memory."""
+        head, tail = self._envelope()
+        body, spans, heads = memoryview(self.response.payload.body), self.index.spans, self.index.heads
+        buf = bytearray(head)
+        for i, name in enumerate(self.update.send):
+            start, end = spans[name]
+            if i:
+                buf += b","
+            buf += heads[name]
+            buf += body[start:end]
+            buf += b"}"
+            if len(buf) >= chunk:
+                yield bytes(buf)
+                buf.clear()
+        buf += tail
+        yield bytes(buf)
+
     def body(self) -> bytes:
-        def enc(value) -> bytes:
-            return json.dumps(value).encode()
-        payload = self.response.payload.body
-        items = []
-        for name in self.update.send:
-            version, (start, end) = self.index.versions[name], self.index.spans[name]
-            items.append(b'{"name":' + enc(name) + b',"version":' + enc(version) + b',"resource":'
-                         + payload[start:end] + b"}")
-        return (b'{"system_version_info":' + enc(self.response.version_info) + b',"resources":['
-                + b",".join(items) + b'],"removed_resources":' + enc(list(self.update.removed))
-                + b',"type_url":' + enc(self.response.type_url) + b',"nonce":' + enc(self.response.nonce)
-                + b',"control_plane":{"identifier":"pyproxy-control"}}')
+        return b"".join(self.chunks())
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,11 +256,13 @@ def due(cache: XdsCache, node_id: str, xds_type: XdsType, sub: DeltaSubscription
     """The update to send now for `current` (name -> version), or None. Due when the cache says the type's
     content is (a new snapshot, ADS order open), or when names newly subscribed hold content the client lacks
     (the snapshot did not change: only the subscription did), unless that content was NACKed."""
-    update = sub.update(current)
     if cache.ready(node_id, xds_type, ordered_stream=ordered_stream):
-        return update
+        return sub.update(current)
     snapshot = cache.snapshot(node_id)
-    if not update or snapshot is None:
+    if not sub.changed or snapshot is None:  # same content, same subscription: nothing new is owed
+        return None
+    update = sub.update(current)
+    if not update:
         return None
     state = cache.type_state(node_id, xds_type)
     if state.nack_hash == snapshot.payloads[xds_type.short].hash:

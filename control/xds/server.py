@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable
 
 from aiohttp import web
 
@@ -48,7 +48,7 @@ from control.serve import ControlPlane
 from control.xds.admission import Admission, PlaintextXds, admit
 from control.xds import delta
 from control.xds.cache import BY_PATH, DiscoveryRequest, XdsType
-from control.xds.delta import DeltaRequest
+from control.xds.delta import DeltaRequest, DeltaResponse
 from control.xds.node import NodeError, ProxyNode, parse_node
 from control.xds.secure import XdsAuthError, XdsAuthMetrics, authorize_discovery
 
@@ -191,9 +191,9 @@ async def _admit(request: web.Request, xds_type: XdsType, gate: Gate, parse: Cal
     return req, node, wait
 
 
-async def _send(request: web.Request, parts: list) -> web.StreamResponse:
+async def _send(request: web.Request, parts: Iterable, length: int | None = None) -> web.StreamResponse:
     out = web.StreamResponse(headers={"Content-Type": "application/json"})
-    out.content_length = sum(len(p) for p in parts)
+    out.content_length = length if length is not None else sum(len(p) for p in parts)
     await out.prepare(request)
     for part in parts:  # write() waits for the socket to drain: no per-proxy copy of a large payload
         await out.write(part)
@@ -201,8 +201,9 @@ async def _send(request: web.Request, parts: list) -> web.StreamResponse:
     return out
 
 
-# What a discovery path does with an admitted request: the body parts to send, None (304), or an error response
-Answer = Callable[[ControlPlane, ProxyNode, Any, float], Awaitable["list | web.Response | None"]]
+# What a discovery path does with an admitted request: the body parts (or a DeltaResponse) to send, None (304),
+# or an error response
+Answer = Callable[[ControlPlane, ProxyNode, Any, float], Awaitable["list | DeltaResponse | web.Response | None"]]
 
 
 def _handler(xds_type: XdsType, gate: Gate, parse: Callable[[Any, XdsType], Any], answer: Answer):
@@ -220,6 +221,8 @@ def _handler(xds_type: XdsType, gate: Gate, parse: Callable[[Any, XdsType], Any]
             return web.Response(status=304)
         if isinstance(result, web.Response):
             return result
+        if isinstance(result, DeltaResponse):
+            return await _send(request, result.chunks(), result.length())
         return await _send(request, result)
     return handler
 
@@ -247,8 +250,7 @@ def _delta_discovery(xds_type: XdsType, gate: Gate):
                                f"{xds_type.path} here; start again without a nonce, with initial_resource_versions")
         delta.receive(cp.cache, lambda r: cp.receive(node, xds_type, r), node.id, xds_type, sub, req,
                       one_at_a_time=True)
-        response = await cp.next_delta(node.id, xds_type, sub, ticket, wait)
-        return None if response is None else [response.body()]
+        return await cp.next_delta(node.id, xds_type, sub, ticket, wait)
     return _handler(xds_type, gate, parse_delta_request, answer)
 
 

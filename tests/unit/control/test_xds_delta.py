@@ -223,3 +223,17 @@ def test_unanswered_and_ack_of_the_subscription_itself():
     assert sub.held == v2
     sub.unanswered("n1")
     assert sub.held == v1
+
+
+def test_a_delta_response_streams_in_chunks_whose_length_is_announced():
+    s = Session()
+    s.snapshot([cluster(f"c{i}") for i in range(20)], [])
+    s.request(CDS, subscribe=("*",))
+    snap = s.cache.snapshot(PROXY)
+    index = s.index(snap.payloads["cds"])
+    update = due(s.cache, PROXY, CDS, s.subs["cds"], index.versions, ordered_stream=False)
+    response = DeltaResponse(s.cache.respond(PROXY, CDS), update, index)
+    chunks = list(response.chunks(chunk=64))
+    assert len(chunks) > 5 and b"".join(chunks) == response.body() and len(response.body()) == response.length()
+    doc = json.loads(response.body())
+    assert [r["resource"] for r in doc["resources"]] == [cluster(f"c{i}") for i in sorted(range(20), key=str)]
