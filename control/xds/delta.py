@@ -159,6 +159,7 @@ class DeltaSubscription:
             else:
                 self.held[name] = version
         self._before = None
+        self.changed = True  # what the client holds moved back: names may be owed again
 
     def ack(self, nonce: str) -> None:
         """The response `nonce` was applied: what it carried is held for good."""
