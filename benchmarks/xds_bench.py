@@ -28,14 +28,14 @@ responses carry only what changed. Bytes are the response bodies the simulated p
 round, and for the registration phase, all types).
 
 The simulated proxies only read `version_info` and `nonce` (regex on the head and tail of the body; in delta
-mode also the names they subscribe to), so the client side stays cheap; the two processes still share the
+mode also, by regex, the names they subscribe to: EDS the `outbound|` clusters, RDS the route configs named by
+listeners), so the client side stays cheap; the two processes still share the
 machine's cores, printed first.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import re
@@ -67,6 +67,8 @@ TYPE_URLS = {
 VERSION_RE = re.compile(rb'"version_info":\s*"([^"]*)"')
 SYSTEM_VERSION_RE = re.compile(rb'"system_version_info":\s*"([^"]*)"')
 RDS_NAME_RE = re.compile(rb'"route_config_name":"([^"]*)"')
+RESOURCE_RE = re.compile(rb'\{"name":"([^"]*)","version":"[0-9a-f]{16}","resource":')  # a delta Resource's head
+NAME_RE = re.compile(rb'"([^"]*)"')
 NONCE_RE = re.compile(rb'"nonce":\s*"([^"]*)"')
 
 CANARY = """apiVersion: networking.istio.io/v1
@@ -124,16 +126,12 @@ class SimProxy:
 
     def _follow(self, path: str, data: bytes) -> None:
         """CDS -> the EDS names to subscribe, LDS -> the RDS names; wake that loop when they change."""
-        if path == "clusters":
-            doc = json.loads(data)
+        if path == "clusters":  # outbound clusters are the EDS ones (service_name = the cluster's name)
             names = set(self.names.get("endpoints", ()))
-            names -= set(doc["removed_resources"])
-            for r in doc["resources"]:
-                c = r["resource"]
-                if c.get("type") == "EDS":
-                    names.add((c.get("eds_cluster_config") or {}).get("service_name") or c["name"])
-                else:
-                    names.discard(r["name"])
+            at = data.rfind(b'"removed_resources":[')
+            removed = data[at:data.index(b"]", at)] if at >= 0 else b""
+            names -= {m.decode() for m in NAME_RE.findall(removed.partition(b"[")[2])}
+            names |= {m.decode() for m in RESOURCE_RE.findall(data) if m.startswith(b"outbound|")}
             follower, names = "endpoints", sorted(names)
         elif path == "listeners":
             follower = "routes"

@@ -345,6 +345,8 @@ class ControlPlane:
                 if self.cache.set_snapshot(node.id, snapshot):
                     changed += 1
                     self._notify(node.id)
+            self.delta_index.retain(p.hash for pid in self.cache.proxy_ids()
+                                    if (snap := self.cache.snapshot(pid)) is not None for p in snap.payloads.values())
             freeze_after_swap()  # the new snapshots join the permanent generation (see pyproxy.runtime.offload)
         self.last_push = PushResult(rendered.full, len(rendered.proxies), changed, rendered.renders,
                                     rendered.assignments, time.perf_counter() - started_push)

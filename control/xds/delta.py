@@ -83,6 +83,12 @@ class PayloadIndex:
             self._index.move_to_end(payload.hash)
         return found
 
+    def retain(self, hashes: Iterable[str]) -> None:
+        """Forget the payloads not in `hashes` (after a push: those no snapshot holds any more)."""
+        keep = set(hashes)
+        for key in [k for k in self._index if k not in keep]:
+            del self._index[key]
+
 
 @dataclass(frozen=True, slots=True)
 class DeltaUpdate:
@@ -102,7 +108,10 @@ class DeltaSubscription:
     type_url: str
     wildcard: bool = False
     names: set[str] = field(default_factory=set)
-    held: dict[str, str] = field(default_factory=dict)  # name -> version the client holds
+    # name -> version the client holds; while it holds exactly a payload's resources, the PayloadIndex's own
+    # (read-only) map is shared instead of a copy per proxy (`_shared`: copied before any change)
+    held: Mapping[str, str] = field(default_factory=dict)
+    _shared: bool = False
     started: bool = False
     changed: bool = False  # the subscription changed since the last response: names may be owed
     # (nonce, what that response changed in `held`: name -> version before, None = absent): undone by a NACK
@@ -117,7 +126,7 @@ class DeltaSubscription:
         if not self.started:
             self.started = True
             self.wildcard = "*" in subscribe or (not subscribe and self.type_url in WILDCARD_TYPES)
-            self.held.update(initial_versions or {})
+            self._own().update(initial_versions or {})
         if "*" in subscribe:
             self.wildcard = True
         if "*" in unsubscribe:
@@ -126,7 +135,7 @@ class DeltaSubscription:
         for name in unsubscribe:
             self.names.discard(name)
             if not self.wildcard:
-                self.held.pop(name, None)  # the client forgets it; nothing is sent for it
+                self._own().pop(name, None)  # the client forgets it; nothing is sent for it
 
     def wanted(self, name: str) -> bool:
         return self.wildcard or name in self.names
@@ -141,10 +150,20 @@ class DeltaSubscription:
         """Record a response as held (the client applies it unless it NACKs)."""
         self._before = (nonce, {n: self.held.get(n) for n in (*update.send, *update.removed)})
         self.changed = False
+        if (self.wildcard or self.names.issuperset(current)) and \
+                self.held.keys() - set(update.removed) <= current.keys():
+            self.held, self._shared = current, True  # it now holds exactly `current`
+            return
+        held = self._own()
         for name in update.send:
-            self.held[name] = current[name]
+            held[name] = current[name]
         for name in update.removed:
-            self.held.pop(name, None)
+            held.pop(name, None)
+
+    def _own(self) -> dict[str, str]:
+        if self._shared:
+            self.held, self._shared = dict(self.held), False
+        return self.held  # type: ignore[return-value]
 
     def reject(self, nonce: str) -> None:
         """The response `nonce` was NACKed: the client kept what it held before it."""
@@ -153,11 +172,12 @@ class DeltaSubscription:
 
     def _undo(self) -> None:
         assert self._before is not None
+        held = self._own()
         for name, version in self._before[1].items():
             if version is None:
-                self.held.pop(name, None)
+                held.pop(name, None)
             else:
-                self.held[name] = version
+                held[name] = version
         self._before = None
         self.changed = True  # what the client holds moved back: names may be owed again
 
@@ -195,7 +215,7 @@ class DeltaResponse:
         return (len(head) + len(tail) + max(0, len(self.update.send) - 1)
                 + sum(len(heads[n]) + spans[n][1] - spans[n][0] + 1 for n in self.update.send))
 
-    def chunks(self, chunk: int = 256 * 1024) -> Iterator[bytes]:
+    def chunks(self, chunk: int = 64 * 1024) -> Iterator[bytes]:
         """The body in pieces of about `chunk` bytes, copied from the shared payload as they are written: a
         proxy's initial response (every resource) never exists whole in memory."""
         head, tail = self._envelope()

@@ -237,3 +237,12 @@ def test_a_delta_response_streams_in_chunks_whose_length_is_announced():
     assert len(chunks) > 5 and b"".join(chunks) == response.body() and len(response.body()) == response.length()
     doc = json.loads(response.body())
     assert [r["resource"] for r in doc["resources"]] == [cluster(f"c{i}") for i in sorted(range(20), key=str)]
+
+
+def test_the_payload_index_forgets_payloads_no_snapshot_holds():
+    index = PayloadIndex()
+    old, new = Payload.of([cluster("a")]), Payload.of([cluster("b")])
+    first = index(old)
+    index(new)
+    index.retain([new.hash])
+    assert index(new) is index(new) and index(old) is not first
