@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping
@@ -51,11 +52,20 @@ class Indexed:
 
     versions: Mapping[str, str]
     spans: Mapping[str, tuple[int, int]]
-    heads: Mapping[str, bytes]  # `{"name":...,"version":...,"resource":` of each Resource, encoded once
+
+    def head(self, name: str) -> bytes:
+        """`{"name":...,"version":...,"resource":` of a Resource (encoded per response, not kept: memory)."""
+        quoted = b'"' + name.encode() + b'"' if _plain(name) else _enc(name)
+        return b'{"name":' + quoted + b',"version":"' + self.versions[name].encode() + b'","resource":'
 
 
 def _enc(value) -> bytes:
     return json.dumps(value).encode()
+
+
+def _plain(name: str) -> bool:
+    """A name JSON writes as is between quotes (cluster and route names are)."""
+    return name.isascii() and name.isprintable() and '"' not in name and "\\" not in name
 
 
 class PayloadIndex:
@@ -71,12 +81,11 @@ class PayloadIndex:
         found = self._index.get(payload.hash)
         if found is None:
             view = memoryview(payload.body)
-            versions, spans, heads = {}, {}, {}
+            versions, spans = {}, {}
             for name, start, end in payload.spans():
-                versions[name] = version = hashlib.sha256(view[start:end]).hexdigest()[:16]
+                versions[name] = hashlib.sha256(view[start:end]).hexdigest()[:16]
                 spans[name] = (start, end)
-                heads[name] = b'{"name":' + _enc(name) + b',"version":' + _enc(version) + b',"resource":'
-            found = self._index[payload.hash] = Indexed(versions, spans, heads)
+            found = self._index[payload.hash] = Indexed(versions, spans)
             while len(self._index) > self.size:
                 self._index.popitem(last=False)
         else:
@@ -131,7 +140,7 @@ class DeltaSubscription:
             self.wildcard = True
         if "*" in unsubscribe:
             self.wildcard = False
-        self.names.update(n for n in subscribe if n != "*")
+        self.names.update(sys.intern(n) for n in subscribe if n != "*")  # one string per name, not per proxy
         for name in unsubscribe:
             self.names.discard(name)
             if not self.wildcard:
@@ -209,23 +218,17 @@ class DeltaResponse:
                 b'],"removed_resources":' + _enc(list(self.update.removed)) + b',"type_url":' + _enc(r.type_url)
                 + b',"nonce":' + _enc(r.nonce) + b',"control_plane":{"identifier":"pyproxy-control"}}')
 
-    def length(self) -> int:
-        head, tail = self._envelope()
-        spans, heads = self.index.spans, self.index.heads
-        return (len(head) + len(tail) + max(0, len(self.update.send) - 1)
-                + sum(len(heads[n]) + spans[n][1] - spans[n][0] + 1 for n in self.update.send))
-
     def chunks(self, chunk: int = 64 * 1024) -> Iterator[bytes]:
         """The body in pieces of about `chunk` bytes, copied from the shared payload as they are written: a
         proxy's initial response (every resource) never exists whole in memory."""
         head, tail = self._envelope()
-        body, spans, heads = memoryview(self.response.payload.body), self.index.spans, self.index.heads
+        body, spans = memoryview(self.response.payload.body), self.index.spans
         buf = bytearray(head)
         for i, name in enumerate(self.update.send):
             start, end = spans[name]
             if i:
                 buf += b","
-            buf += heads[name]
+            buf += self.index.head(name)
             buf += body[start:end]
             buf += b"}"
             if len(buf) >= chunk:

@@ -191,9 +191,13 @@ async def _admit(request: web.Request, xds_type: XdsType, gate: Gate, parse: Cal
     return req, node, wait
 
 
-async def _send(request: web.Request, parts: Iterable, length: int | None = None) -> web.StreamResponse:
+async def _send(request: web.Request, parts: Iterable, *, chunked: bool = False) -> web.StreamResponse:
+    """Write `parts` (a list, or with `chunked` a generator: HTTP/1.1 chunked transfer coding)."""
     out = web.StreamResponse(headers={"Content-Type": "application/json"})
-    out.content_length = length if length is not None else sum(len(p) for p in parts)
+    if chunked:
+        out.enable_chunked_encoding()
+    else:
+        out.content_length = sum(len(p) for p in parts)
     await out.prepare(request)
     for part in parts:  # write() waits for the socket to drain: no per-proxy copy of a large payload
         await out.write(part)
@@ -222,7 +226,7 @@ def _handler(xds_type: XdsType, gate: Gate, parse: Callable[[Any, XdsType], Any]
         if isinstance(result, web.Response):
             return result
         if isinstance(result, DeltaResponse):
-            return await _send(request, result.chunks(), result.length())
+            return await _send(request, result.chunks(), chunked=True)
         return await _send(request, result)
     return handler
 
