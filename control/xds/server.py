@@ -198,10 +198,13 @@ async def _send(request: web.Request, parts: Iterable, *, chunked: bool = False)
         out.enable_chunked_encoding()
     else:
         out.content_length = sum(len(p) for p in parts)
-    await out.prepare(request)
-    for part in parts:  # write() waits for the socket to drain: no per-proxy copy of a large payload
-        await out.write(part)
-    await out.write_eof()
+    try:
+        await out.prepare(request)
+        for part in parts:  # write() waits for the socket to drain: no per-proxy copy of a large payload
+            await out.write(part)
+        await out.write_eof()
+    except ConnectionResetError:  # the proxy went away meanwhile; its next request says what it holds
+        log.debug("%s: the client left before its response was written", request.path)
     return out
 
 
