@@ -116,7 +116,10 @@ class DeltaSubscription:
 
     type_url: str
     wildcard: bool = False
-    names: set[str] = field(default_factory=set)
+    names: frozenset[str] = frozenset()
+    # identical name sets shared between subscriptions (DeltaSessions.pool): 100 proxies subscribing to the same
+    # 1,700 clusters hold one set, not 100
+    pool: Callable[[frozenset[str]], frozenset[str]] | None = None
     # name -> version the client holds; while it holds exactly a payload's resources, the PayloadIndex's own
     # (read-only) map is shared instead of a copy per proxy (`_shared`: copied before any change)
     held: Mapping[str, str] = field(default_factory=dict)
@@ -140,9 +143,11 @@ class DeltaSubscription:
             self.wildcard = True
         if "*" in unsubscribe:
             self.wildcard = False
-        self.names.update(sys.intern(n) for n in subscribe if n != "*")  # one string per name, not per proxy
+        if subscribe or unsubscribe:
+            names = self.names.union(sys.intern(n) for n in subscribe if n != "*").difference(unsubscribe)
+            if names != self.names:
+                self.names = self.pool(names) if self.pool is not None else names
         for name in unsubscribe:
-            self.names.discard(name)
             if not self.wildcard:
                 self._own().pop(name, None)  # the client forgets it; nothing is sent for it
 
@@ -302,6 +307,7 @@ class DeltaSessions:
         self._subs: dict[tuple[str, str], DeltaSubscription] = {}
         self._latest: dict[tuple[str, str], int] = {}
         self._counter = 0
+        self._pool: dict[frozenset[str], frozenset[str]] = {}
 
     def __len__(self) -> int:
         return len(self._subs)
@@ -311,8 +317,16 @@ class DeltaSessions:
 
     def start(self, node_id: str, xds_type: XdsType) -> DeltaSubscription:
         """A request without a nonce: the client (re)starts its subscription, holding only what it declares."""
-        sub = self._subs[(node_id, xds_type.short)] = DeltaSubscription(xds_type.type_url)
+        sub = self._subs[(node_id, xds_type.short)] = DeltaSubscription(xds_type.type_url, pool=self.pool)
         return sub
+
+    def pool(self, names: frozenset[str]) -> frozenset[str]:
+        """The one shared copy of `names`; sets no subscription uses any more are dropped as the pool grows."""
+        found = self._pool.setdefault(names, names)
+        if len(self._pool) > 2 * len(self._subs) + 16:
+            used = {id(sub.names) for sub in self._subs.values()} | {id(found)}
+            self._pool = {k: v for k, v in self._pool.items() if id(v) in used}
+        return found
 
     def begin(self, node_id: str, short: str) -> int:
         """A request arrived: its ticket; `current(ticket)` turns False once a newer one arrives."""

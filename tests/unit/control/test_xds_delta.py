@@ -249,3 +249,16 @@ def test_the_payload_index_forgets_payloads_no_snapshot_holds():
     index(new)
     index.retain([new.hash])
     assert index(new) is index(new) and index(old) is not first
+
+
+def test_rest_sessions_share_one_set_of_names_between_proxies_subscribing_to_the_same():
+    from control.xds.cache import EDS as EDS_TYPE
+    from control.xds.delta import DeltaSessions
+    sessions = DeltaSessions()
+    a, b = sessions.start("a", EDS_TYPE), sessions.start("b", EDS_TYPE)
+    a.request(["x", "y"], [])
+    b.request(["y"], [])
+    b.request(["x"], [])
+    assert a.names == b.names == {"x", "y"} and a.names is b.names
+    b.request([], ["x"])
+    assert a.names == {"x", "y"} and b.names == {"y"}
