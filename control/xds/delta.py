@@ -223,9 +223,10 @@ class DeltaResponse:
                 b'],"removed_resources":' + _enc(list(self.update.removed)) + b',"type_url":' + _enc(r.type_url)
                 + b',"nonce":' + _enc(r.nonce) + b',"control_plane":{"identifier":"pyproxy-control"}}')
 
-    def chunks(self, chunk: int = 64 * 1024) -> Iterator[bytes]:
-        """The body in pieces of about `chunk` bytes, copied from the shared payload as they are written: a
-        proxy's initial response (every resource) never exists whole in memory."""
+    def chunks(self, chunk: int = 16 * 1024) -> Iterator[bytes | memoryview]:
+        """The body in pieces of about `chunk` bytes, copied from the shared payload as they are written (a
+        proxy's initial response, every resource, never exists whole in memory), and resources of `chunk` bytes
+        or more as views of the payload (a 2 MB route configuration is not copied per proxy)."""
         head, tail = self._envelope()
         body, spans = memoryview(self.response.payload.body), self.index.spans
         buf = bytearray(head)
@@ -234,7 +235,12 @@ class DeltaResponse:
             if i:
                 buf += b","
             buf += self.index.head(name)
-            buf += body[start:end]
+            if end - start >= chunk:  # a large resource goes out as a view of the shared payload, uncopied
+                yield bytes(buf)
+                buf.clear()
+                yield body[start:end]
+            else:
+                buf += body[start:end]
             buf += b"}"
             if len(buf) >= chunk:
                 yield bytes(buf)
@@ -243,7 +249,7 @@ class DeltaResponse:
         yield bytes(buf)
 
     def body(self) -> bytes:
-        return b"".join(self.chunks())
+        return b"".join(bytes(c) for c in self.chunks())
 
 
 @dataclass(frozen=True, slots=True)

@@ -235,6 +235,8 @@ def test_a_delta_response_streams_in_chunks():
     response = DeltaResponse(s.cache.respond(PROXY, CDS), update, index)
     chunks = list(response.chunks(chunk=64))
     assert len(chunks) > 5 and b"".join(chunks) == response.body()
+    big = list(response.chunks(chunk=8))  # every resource is "large": sent as views of the payload
+    assert any(isinstance(c, memoryview) for c in big) and b"".join(big) == response.body()
     doc = json.loads(response.body())
     assert [r["resource"] for r in doc["resources"]] == [cluster(f"c{i}") for i in sorted(range(20), key=str)]
     assert [r["version"] for r in doc["resources"]] == [index.versions[f"c{i}"] for i in sorted(range(20), key=str)]
