@@ -36,9 +36,10 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+from array import array
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from control.translate.common import CLUSTER, CLUSTER_LOAD_ASSIGNMENT, LISTENER, ROUTE_CONFIGURATION
 
@@ -98,7 +99,7 @@ class Payload:
     hash: str
     count: int
     names: tuple[str, ...] = field(default=(), compare=False)
-    ends: tuple[int, ...] = field(default=(), compare=False)
+    ends: Sequence[int] = field(default=(), compare=False)  # array('Q'): 8 bytes an offset, not an int object
 
     @classmethod
     def of(cls, resources: Iterable[dict]) -> "Payload":
@@ -114,12 +115,12 @@ class Payload:
         names = tuple(names) if names is not None else tuple(resource_name(json.loads(i)) for i in items)
         if len(names) != len(items):
             raise ValueError(f"{len(names)} names for {len(items)} resources")
-        ends, pos = [], 1
+        ends, pos = array("Q"), 1
         for item in items:
             pos += len(item)
             ends.append(pos)
             pos += 1
-        return cls(body, content_hash(body), len(items), names, tuple(ends))
+        return cls(body, content_hash(body), len(items), names, ends)
 
     def spans(self) -> Iterable[tuple[str, int, int]]:
         """(name, start, end) of each resource in `body`."""
