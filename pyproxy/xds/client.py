@@ -273,14 +273,12 @@ class XdsClient:
         versions = None
         try:
             if delta:
-                added, versions = await self.server.offload.run(decode_delta, type_url, data.get("resources", []))
+                added, added_versions = await self.server.offload.run(decode_delta, type_url,
+                                                                      data.get("resources", []))
                 removed = data.get("removed_resources") or []
-                if not isinstance(removed, list):
+                if not isinstance(removed, list) or not all(isinstance(n, str) for n in removed):
                     raise ConfigError("removed_resources", "expected a list of names")
-                decoded = {n: r for n, r in self.state.resources(type_url).items() if n not in removed}
-                decoded.update(added)
-                versions = {**{n: v for n, v in self.state.types[type_url].versions.items() if n not in removed},
-                            **versions}
+                decoded, versions = self.state.after_delta(type_url, added, added_versions, removed)
             else:
                 decoded = await self.server.offload.run(decode_resources, type_url, data.get("resources", []))
         except ConfigError as e:

@@ -76,6 +76,19 @@ class XdsState:
         st.requested = want
         return body
 
+    def after_delta(self, type_url: str, added: dict[str, Any], versions: dict[str, str],
+                    removed: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+        """(resources, per-resource versions) the type would hold after a DeltaDiscoveryResponse: what is held,
+        minus `removed_resources`, with the resources `added` (new or changed) replacing those of their name.
+        Nothing changes here: the caller applies the result, then `accepted` records it."""
+        st = self.types[type_url]
+        gone = set(removed)
+        resources = {n: r for n, r in st.resources.items() if n not in gone}
+        resources.update(added)
+        held = {n: v for n, v in st.versions.items() if n not in gone}
+        held.update(versions)
+        return resources, held
+
     def reset(self, type_url: str) -> None:
         """Delta: start a new session at the next request (initial form, no nonce)."""
         st = self.types[type_url]

@@ -107,3 +107,11 @@ def test_a_delta_nack_rides_on_the_next_request_and_a_reset_declares_what_is_hel
     again = state.next_delta_request(CDS, None)
     assert again["resource_names_subscribe"] == ["*"] and again["initial_resource_versions"] == {"a": "va"}
     assert "response_nonce" not in again and "error_detail" not in again
+
+
+def test_a_delta_response_replaces_what_changed_and_drops_what_was_removed_without_touching_the_held_set():
+    state = XdsState({"id": "n"})
+    state.accepted(EDS, "v1", {"a": 1, "b": 2, "c": 3}, {"a": "va", "b": "vb", "c": "vc"})
+    resources, versions = state.after_delta(EDS, {"b": 20, "d": 4}, {"b": "vb2", "d": "vd"}, ["c"])
+    assert resources == {"a": 1, "b": 20, "d": 4} and versions == {"a": "va", "b": "vb2", "d": "vd"}
+    assert state.resources(EDS) == {"a": 1, "b": 2, "c": 3}  # until applied (a NACK keeps it)
