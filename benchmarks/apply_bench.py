@@ -129,7 +129,7 @@ async def start_proxy(off_loop: bool) -> tuple[asyncio.AbstractServer, ProxyServ
     up = await asyncio.get_running_loop().create_server(Upstream, "127.0.0.1", 0)
     server = ProxyServer(rng=random.Random(1))
     server.offload = Offload(off_loop=off_loop)
-    xds = XdsClient("http://127.0.0.1:1", {"id": "bench"}, server)
+    xds = XdsClient("http://127.0.0.1:1", {"id": "bench"}, server, mode="sotw")  # fed DiscoveryResponses
     for type_url, body in setup_bodies(up.sockets[0].getsockname()[1]):
         await xds._receive(type_url, body)
     return up, server, xds

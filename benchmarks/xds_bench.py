@@ -1,6 +1,7 @@
 """Benchmark: the control plane with many connected proxies. Not a test.
 
     .venv/bin/python benchmarks/xds_bench.py [--proxies 100] [--shapes 10] [--services 1000] [--rounds 3]
+                                             [--mode delta|sotw]
 
 Starts `pyproxy-control serve` (its own process, so its RSS is its own) on a synthetic mesh
 (benchmarks/translate_bench.synthetic_mesh: services in 10 namespaces, a DestinationRule + VirtualService on
@@ -20,8 +21,16 @@ Measured:
   endpoint-only, shapes rendered, seconds), which separates computing snapshots from delivering them;
 * control-plane RSS (VmRSS, VmHWM from /proc) after sync and at the end.
 
-The simulated proxies only read `version_info` and `nonce` (regex on the head and tail of the body), so
-the client side stays cheap; the two processes still share the machine's cores, printed first.
+`--mode sotw` (the default): DiscoveryRequests on `/v3/discovery:<type>`, each response the whole set of the
+type. `--mode delta`: DeltaDiscoveryRequests on `/v3/delta_discovery:<type>` as pyproxy sends them: CDS and LDS
+wildcard, EDS subscribed to the EDS clusters of the CDS received, RDS to the route configs its listeners name;
+responses carry only what changed. Bytes are the response bodies the simulated proxies received (per edit
+round, and for the registration phase, all types).
+
+The simulated proxies only read `version_info` and `nonce` (regex on the head and tail of the body; in delta
+mode also, by regex, the names they subscribe to: EDS the `outbound|` clusters, RDS the route configs named by
+listeners), so the client side stays cheap; the two processes still share the
+machine's cores, printed first.
 """
 from __future__ import annotations
 
@@ -56,6 +65,10 @@ TYPE_URLS = {
     "routes": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
 }
 VERSION_RE = re.compile(rb'"version_info":\s*"([^"]*)"')
+SYSTEM_VERSION_RE = re.compile(rb'"system_version_info":\s*"([^"]*)"')
+RDS_NAME_RE = re.compile(rb'"route_config_name":"([^"]*)"')
+RESOURCE_RE = re.compile(rb'\{"name":"([^"]*)","version":"[0-9a-f]{16}","resource":')  # a delta Resource's head
+NAME_RE = re.compile(rb'"([^"]*)"')
 NONCE_RE = re.compile(rb'"nonce":\s*"([^"]*)"')
 
 CANARY = """apiVersion: networking.istio.io/v1
@@ -73,7 +86,13 @@ spec:
 class SimProxy:
     """A simulated sidecar: four long-poll loops that ACK everything and record arrival times."""
 
-    def __init__(self, session: aiohttp.ClientSession, base: str, index: int, shape: int):
+    def __init__(self, session: aiohttp.ClientSession, base: str, index: int, shape: int, mode: str = "sotw"):
+        self.mode = mode
+        self.bytes = 0  # response bodies received
+        self.names: dict[str, list[str]] = {}  # delta: what EDS / RDS subscribe to (from CDS / LDS)
+        self.subscribed: dict[str, set[str]] = {}
+        self.nonce: dict[str, str] = {}
+        self.kicks = {p: asyncio.Event() for p in PATHS}
         ns = f"ns{shape % 10}"
         self.name = f"app{shape}-{index}"
         self.node = {"id": node_id("sidecar", "127.0.0.1", self.name, ns), "metadata": {
@@ -87,7 +106,84 @@ class SimProxy:
         self.tasks: list[asyncio.Task] = []
 
     def start(self) -> None:
-        self.tasks = [asyncio.create_task(self._loop(p)) for p in PATHS]
+        loop = self._delta_loop if self.mode == "delta" else self._loop
+        self.tasks = [asyncio.create_task(loop(p)) for p in PATHS]
+
+    def _delta_body(self, path: str) -> tuple[dict, set[str]]:
+        """The next DeltaDiscoveryRequest (pyproxy.xds.state's rules) and the subscription it states."""
+        want = {"*"} if path in ("clusters", "listeners") else set(self.names.get(path, ()))
+        body: dict = {"node": self.node, "type_url": TYPE_URLS[path]}
+        if path not in self.nonce:
+            body["resource_names_subscribe"] = sorted(want)
+        else:
+            body["response_nonce"] = self.nonce[path]
+            had = self.subscribed.get(path, set())
+            if want - had:
+                body["resource_names_subscribe"] = sorted(want - had)
+            if had - want:
+                body["resource_names_unsubscribe"] = sorted(had - want)
+        return body, want
+
+    def _follow(self, path: str, data: bytes) -> None:
+        """CDS -> the EDS names to subscribe, LDS -> the RDS names; wake that loop when they change."""
+        if path == "clusters":  # outbound clusters are the EDS ones (service_name = the cluster's name)
+            names = set(self.names.get("endpoints", ()))
+            at = data.rfind(b'"removed_resources":[')
+            removed = data[at:data.index(b"]", at)] if at >= 0 else b""
+            names -= {m.decode() for m in NAME_RE.findall(removed.partition(b"[")[2])}
+            names |= {m.decode() for m in RESOURCE_RE.findall(data) if m.startswith(b"outbound|")}
+            follower, names = "endpoints", sorted(names)
+        elif path == "listeners":
+            follower = "routes"
+            names = sorted(set(self.names.get("routes", ())) | {m.decode() for m in RDS_NAME_RE.findall(data)})
+        else:
+            return
+        if names != self.names.get(follower):
+            self.names[follower] = names
+            self.kicks[follower].set()
+
+    async def _delta_loop(self, path: str) -> None:
+        url = f"{self.base}/v3/delta_discovery:{path}?wait=30"
+        kick = self.kicks[path]
+        while True:
+            if path in ("endpoints", "routes") and path not in self.names:
+                await kick.wait()  # nothing to subscribe to before CDS / LDS arrived
+            kick.clear()
+            body, want = self._delta_body(path)
+            if path in self.held:
+                self.acked[path] = self.held[path][0]
+            post = asyncio.create_task(self._post(url, body))
+            kicked = asyncio.create_task(kick.wait())
+            await asyncio.wait((post, kicked), return_when=asyncio.FIRST_COMPLETED)
+            kicked.cancel()
+            if not post.done():  # the subscription changed: say so now
+                post.cancel()
+                await asyncio.gather(post, return_exceptions=True)
+                continue
+            status, data = post.result()
+            if status in (200, 304):
+                self.subscribed[path] = want
+            if status == 200:
+                version = SYSTEM_VERSION_RE.search(data[:200]).group(1).decode()
+                nonce = NONCE_RE.search(data[-300:]).group(1).decode()
+                self.nonce[path] = nonce
+                self.held[path] = (version, nonce)
+                self.bytes += len(data)
+                self.arrivals[path].append((time.monotonic(), version, data))
+                self._follow(path, data)
+                self.changed.set()
+            elif status == 409:
+                self.nonce.pop(path, None)
+            elif status != 304:
+                await asyncio.sleep(0.1)
+
+    async def _post(self, url: str, body: dict) -> tuple[int, bytes]:
+        try:
+            async with self.session.post(url, json=body) as resp:
+                return resp.status, (await resp.read() if resp.status == 200 else b"")
+        except aiohttp.ClientError:
+            await asyncio.sleep(0.1)
+            return 0, b""
 
     async def _loop(self, path: str) -> None:
         url = f"{self.base}/v3/discovery:{path}?wait=30"
@@ -107,6 +203,7 @@ class SimProxy:
                 version = VERSION_RE.search(data[:200]).group(1).decode()
                 nonce = NONCE_RE.search(data[-300:]).group(1).decode()
                 self.held[path] = (version, nonce)
+                self.bytes += len(data)
                 self.arrivals[path].append((time.monotonic(), version, data))
                 self.changed.set()
             elif status != 304:
@@ -180,7 +277,8 @@ async def run(args: argparse.Namespace) -> int:
     (workdir / "mesh.yaml").write_text(synthetic_mesh(args.services, max(args.shapes, 10)))
     canary = workdir / "canary.yaml"
     canary.write_text(CANARY.format(a=90, b=10))
-    print(f"mesh: {args.services} services, {args.proxies} proxies as replicas of {args.shapes} Deployments")
+    print(f"mesh: {args.services} services, {args.proxies} proxies as replicas of {args.shapes} Deployments; "
+          f"xDS mode {args.mode}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     server = subprocess.Popen(
         [str(ROOT / ".venv/bin/pyproxy-control"), "serve", "--config-dir", str(workdir), "--xds-port", "0",
          "--metrics-port", "0", "-l", "warning", "--grace", "60"],
@@ -199,7 +297,7 @@ async def run(args: argparse.Namespace) -> int:
         connector = aiohttp.TCPConnector(limit=0)
         timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            proxies = [SimProxy(session, base, i, i % args.shapes) for i in range(args.proxies)]
+            proxies = [SimProxy(session, base, i, i % args.shapes, args.mode) for i in range(args.proxies)]
             started = time.monotonic()
             for p in proxies:
                 p.start()
@@ -212,6 +310,7 @@ async def run(args: argparse.Namespace) -> int:
             cpu = CpuMeter(server.pid)
             for r in range(args.rounds):
                 before = {id(p): len(p.arrivals["routes"]) for p in proxies}
+                sent = sum(p.bytes for p in proxies)
                 weights = (50, 50) if r % 2 == 0 else (90, 10)
                 t0 = time.monotonic()
                 canary.write_text(CANARY.format(a=weights[0], b=weights[1]))
@@ -221,6 +320,7 @@ async def run(args: argparse.Namespace) -> int:
                 latencies += lat
                 print(f"round {r + 1}: RDS push to {len(lat)} proxies: first {min(lat) * 1000:.0f} ms, "
                       f"p50 {pct(lat, 0.5) * 1000:.0f} ms, last {max(lat) * 1000:.0f} ms; "
+                      f"{(sum(p.bytes for p in proxies) - sent) / 1e6:.1f} MB received; "
                       f"{await last_push(session, base)}")
                 await asyncio.sleep(0.5)
             print(f"  {cpu} for {args.rounds} rounds")
@@ -229,7 +329,8 @@ async def run(args: argparse.Namespace) -> int:
                   f"max {max(latencies) * 1000:.0f} ms, mean {statistics.mean(latencies) * 1000:.0f} ms")
 
             # registration: a new replica of shape 0; every other proxy's EDS must list its inbound port
-            newcomer = SimProxy(session, base, args.proxies, 0)
+            newcomer = SimProxy(session, base, args.proxies, 0, args.mode)
+            sent = sum(p.bytes for p in proxies)
             marker = f'"port_value":{20000 + args.proxies}'.encode()  # payloads are compact JSON
             before = {id(p): len(p.arrivals["endpoints"]) for p in proxies}
             cpu.start()
@@ -250,8 +351,11 @@ async def run(args: argparse.Namespace) -> int:
                 return id(p) in found
             await wait_until(lambda: all([listed(p) for p in proxies]), 600, "registration")
             reg = [found[id(p)] - t0 for p in proxies]
+            await asyncio.sleep(1.0)  # what else the registration sends (CDS, ...) lands
             print(f"registration -> in every proxy's EDS: p50 {pct(reg, 0.5) * 1000:.0f} ms, "
-                  f"max {max(reg) * 1000:.0f} ms; {await last_push(session, base)}\n  {cpu}")
+                  f"p99 {pct(reg, 0.99) * 1000:.0f} ms, max {max(reg) * 1000:.0f} ms; "
+                  f"{(sum(p.bytes for p in proxies) - sent) / 1e6:.2f} MB received by the {len(proxies)} proxies; "
+                  f"{await last_push(session, base)}\n  {cpu}")
             status = proc_status(server.pid)
             print("control plane at the end: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in status.items()))
             for p in proxies + [newcomer]:
@@ -273,6 +377,8 @@ def main() -> int:
     parser.add_argument("--shapes", type=int, default=10, help="distinct Deployments the proxies are replicas of")
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--mode", choices=["sotw", "delta"], default="sotw",
+                        help="state of the world (/v3/discovery) or incremental (/v3/delta_discovery) xDS")
     return asyncio.run(run(parser.parse_args()))
 
 

@@ -51,6 +51,8 @@ from control.translate import Options, TranslateError
 from control.xds.cache import DiscoveryRequest, DiscoveryResponse, Outcome, RequestKind, XdsCache, XdsType
 from control.xds.admission import Admission
 from control.xds.cache import ProxySnapshot
+from control.xds.delta import DeltaResponse, DeltaSessions, DeltaSubscription, PayloadIndex
+from control.xds.delta import due as delta_due
 from control.xds.generate import EndpointTable, GenerateError, ShapeCache, SnapshotBuilder, endpoint_identities
 from control.xds.node import ProxyNode, node_dict, parse_node
 
@@ -166,6 +168,8 @@ class ControlPlane:
         self.options = options
         self.metrics = metrics or ControlMetrics()
         self.cache = XdsCache(nonce_prefix if nonce_prefix is not None else secrets.token_hex(3) + "-")
+        self.delta = DeltaSessions()  # REST delta xDS subscriptions (gRPC keeps its own per stream)
+        self.delta_index = PayloadIndex()  # per-resource versions of the payloads delta responses are cut from
         self.live = LiveRegistry(grace)
         self.errors: tuple[str, ...] = ()  # error findings of the last reload
         self.notes: dict[str, tuple[str, ...]] = {}  # per proxy: what translation could not honour
@@ -343,6 +347,8 @@ class ControlPlane:
                 if self.cache.set_snapshot(node.id, snapshot):
                     changed += 1
                     self._notify(node.id)
+            self.delta_index.retain(p.hash for pid in self.cache.proxy_ids()
+                                    if (snap := self.cache.snapshot(pid)) is not None for p in snap.payloads.values())
             freeze_after_swap()  # the new snapshots join the permanent generation (see pyproxy.runtime.offload)
         self.last_push = PushResult(rendered.full, len(rendered.proxies), changed, rendered.renders,
                                     rendered.assignments, time.perf_counter() - started_push)
@@ -411,6 +417,7 @@ class ControlPlane:
         gone = self.live.expire(self.clock())
         for node in gone:
             self.cache.remove(node.id)
+            self.delta.remove(node.id)
             self.notes.pop(node.id, None)
             self._notify(node.id)
             log.info("proxy %s removed (no request for %.1fs)", node.short, self.live.grace)
@@ -485,6 +492,32 @@ class ControlPlane:
             except asyncio.TimeoutError:
                 pass
         return self.respond(node_id, xds_type)
+
+    async def next_delta(self, node_id: str, xds_type: XdsType, sub: DeltaSubscription, ticket: int,
+                         wait: float) -> DeltaResponse | None:
+        """The delta response due for this proxy and type (control.xds.delta.due), waiting up to `wait` seconds;
+        None if nothing became due, or a newer request of the same type superseded this one (`ticket`)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            if not self.delta.current(node_id, xds_type.short, ticket):
+                return None
+            snapshot = self.cache.snapshot(node_id)
+            if snapshot is not None:
+                index = self.delta_index(snapshot.payloads[xds_type.short])
+                update = delta_due(self.cache, node_id, xds_type, sub, index.versions, ordered_stream=False)
+                if update is not None:
+                    response = self.respond(node_id, xds_type)
+                    sub.sent(response.nonce, update, index.versions)
+                    return DeltaResponse(response, update, index)
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._stopping:
+                return None
+            event = self._events.setdefault(node_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
 
     def respond(self, node_id: str, xds_type: XdsType) -> DiscoveryResponse:
         """The response due now for this proxy and type (`cache.ready` said so), counted as pushed."""

@@ -114,7 +114,8 @@ async def run_dynamic(args: argparse.Namespace, kind: str) -> int:
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    client = XdsClient(args.control, node, server, credentials=secure.credentials if secure else None)
+    client = XdsClient(args.control, node, server, credentials=secure.credentials if secure else None,
+                       mode=args.xds_mode)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -316,6 +317,8 @@ def _add_dynamic(sub: Any, kind: str) -> None:
                    help="SPIFFE trust domain of this workload's identity (default cluster.local, TRUST_DOMAIN)")
     p.add_argument("--secret-ttl", type=_seconds, default=86400.0, metavar="DURATION",
                    help="certificate lifetime to ask for (default 24h, Istio's SECRET_TTL); renewal at about half")
+    p.add_argument("--xds-mode", choices=["delta", "sotw"], default="delta",
+                   help="incremental xDS (/v3/delta_discovery:*, the default) or state of the world (/v3/discovery:*)")
     p.add_argument("--name", required=kind == "sidecar", default="istio-ingressgateway",
                    help="workload (pod) name, e.g. reviews-v1")
     p.add_argument("--namespace", default="default" if kind == "sidecar" else "istio-system")

@@ -36,9 +36,10 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+from array import array
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from control.translate.common import CLUSTER, CLUSTER_LOAD_ASSIGNMENT, LISTENER, ROUTE_CONFIGURATION
 
@@ -80,28 +81,53 @@ def content_hash(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
+def resource_name(resource: Mapping) -> str:
+    """A resource's name as xDS keys it (ClusterLoadAssignment: `cluster_name`)."""
+    return str(resource.get("name") or resource.get("cluster_name") or "")
+
+
 @dataclass(frozen=True, slots=True)
 class Payload:
     """One type's resources, serialized once (the JSON array of a DiscoveryResponse's `resources`) with its
     hash. Proxies with the same content share one Payload: memory and serialization scale with distinct
-    configurations, not with proxies."""
+    configurations, not with proxies.
+
+    `names` and `ends` index the resources inside `body` (resource i is `body[start(i):ends[i]]`, start(0) = 1,
+    then one past the comma), so delta xDS (control.xds.delta) sends single resources without re-serializing."""
 
     body: bytes
     hash: str
     count: int
+    names: tuple[str, ...] = field(default=(), compare=False)
+    ends: Sequence[int] = field(default=(), compare=False)  # array('Q'): 8 bytes an offset, not an int object
 
     @classmethod
     def of(cls, resources: Iterable[dict]) -> "Payload":
         items = list(resources)
-        body = canonical_json(items)
-        return cls(body, content_hash(body), len(items))
+        return cls.join([canonical_json(i) for i in items], [resource_name(i) for i in items])
 
     @classmethod
-    def join(cls, items: list[bytes]) -> "Payload":
-        """From resources already serialized one by one with `canonical_json`: the same bytes as `of`
-        (a JSON array is its items joined by commas), so shared pieces are serialized once."""
+    def join(cls, items: list[bytes], names: Iterable[str] | None = None) -> "Payload":
+        """From resources already serialized one by one with `canonical_json` (and their names, else read back
+        from the bytes): the same bytes as `of` (a JSON array is its items joined by commas), so shared pieces
+        are serialized once."""
         body = b"[" + b",".join(items) + b"]"
-        return cls(body, content_hash(body), len(items))
+        names = tuple(names) if names is not None else tuple(resource_name(json.loads(i)) for i in items)
+        if len(names) != len(items):
+            raise ValueError(f"{len(names)} names for {len(items)} resources")
+        ends, pos = array("Q"), 1
+        for item in items:
+            pos += len(item)
+            ends.append(pos)
+            pos += 1
+        return cls(body, content_hash(body), len(items), names, ends)
+
+    def spans(self) -> Iterable[tuple[str, int, int]]:
+        """(name, start, end) of each resource in `body`."""
+        start = 1
+        for name, end in zip(self.names, self.ends):
+            yield name, start, end
+            start = end + 1
 
 
 @dataclass(frozen=True, slots=True)

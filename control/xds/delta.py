@@ -15,22 +15,25 @@ plane restarts and a reconnecting client that holds the current content is sent 
 Snapshots, nonces and sync status stay the XdsCache's (control.xds.cache), as in state of the world: a delta
 response is cut from the same snapshot and recorded as sent with the same nonce; its ACK is recorded as the ACK
 of that snapshot version. So /debug/syncz and proxy-status read the same for both modes.
+
+Shared by both transports: gRPC (control.xds.grpc_ads, one stream = one session) and REST-JSON long-polls
+(control.xds.server `/v3/delta_discovery:<type>`, this project's extension: a session per proxy and type,
+started by a request without `response_nonce`, kept in `DeltaSessions`). `receive` and `due` are the
+protocol steps both run against the XdsCache.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
-from control.xds.cache import CLUSTER, LISTENER, canonical_json
+from control.xds.cache import (CLUSTER, LISTENER, DiscoveryRequest, DiscoveryResponse, Outcome, Payload,
+                               XdsCache, XdsType, canonical_json, resource_name)
 
 WILDCARD_TYPES = (CLUSTER, LISTENER)  # Envoy subscribes to these as wildcard by default
-
-
-def resource_name(resource: Mapping) -> str:
-    """A resource's name as xDS keys it (ClusterLoadAssignment: `cluster_name`)."""
-    return str(resource.get("name") or resource.get("cluster_name") or "")
 
 
 def resource_versions(resources: Iterable[Mapping]) -> dict[str, str]:
@@ -40,6 +43,60 @@ def resource_versions(resources: Iterable[Mapping]) -> dict[str, str]:
 
 def versions_of_payload(body: bytes) -> dict[str, str]:
     return resource_versions(json.loads(body))
+
+
+@dataclass(frozen=True, slots=True)
+class Indexed:
+    """One payload's resources: name -> version (what `DeltaSubscription.update` compares) and name -> (start,
+    end) of its bytes in the payload body."""
+
+    versions: Mapping[str, str]
+    spans: Mapping[str, tuple[int, int]]
+
+    def head(self, name: str) -> bytes:
+        """`{"name":...,"version":...,"resource":` of a Resource (encoded per response, not kept: memory)."""
+        quoted = b'"' + name.encode() + b'"' if _plain(name) else _enc(name)
+        return b'{"name":' + quoted + b',"version":"' + self.versions[name].encode() + b'","resource":'
+
+
+def _enc(value) -> bytes:
+    return json.dumps(value).encode()
+
+
+def _plain(name: str) -> bool:
+    """A name JSON writes as is between quotes (cluster and route names are)."""
+    return name.isascii() and name.isprintable() and '"' not in name and "\\" not in name
+
+
+class PayloadIndex:
+    """`Indexed` of a Payload (its `spans`), by payload hash, the most recent `size` kept: proxies that share a
+    payload share its index, and a version is a hash of the resource's bytes as `resource_versions` computes it,
+    without decoding anything."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self._index: OrderedDict[str, Indexed] = OrderedDict()
+
+    def __call__(self, payload: Payload) -> Indexed:
+        found = self._index.get(payload.hash)
+        if found is None:
+            view = memoryview(payload.body)
+            versions, spans = {}, {}
+            for name, start, end in payload.spans():
+                versions[name] = hashlib.sha256(view[start:end]).hexdigest()[:16]
+                spans[name] = (start, end)
+            found = self._index[payload.hash] = Indexed(versions, spans)
+            while len(self._index) > self.size:
+                self._index.popitem(last=False)
+        else:
+            self._index.move_to_end(payload.hash)
+        return found
+
+    def retain(self, hashes: Iterable[str]) -> None:
+        """Forget the payloads not in `hashes` (after a push: those no snapshot holds any more)."""
+        keep = set(hashes)
+        for key in [k for k in self._index if k not in keep]:
+            del self._index[key]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,28 +116,40 @@ class DeltaSubscription:
 
     type_url: str
     wildcard: bool = False
-    names: set[str] = field(default_factory=set)
-    held: dict[str, str] = field(default_factory=dict)  # name -> version the client holds
+    names: frozenset[str] = frozenset()
+    # identical name sets shared between subscriptions (DeltaSessions.pool): 100 proxies subscribing to the same
+    # 1,700 clusters hold one set, not 100
+    pool: Callable[[frozenset[str]], frozenset[str]] | None = None
+    # name -> version the client holds; while it holds exactly a payload's resources, the PayloadIndex's own
+    # (read-only) map is shared instead of a copy per proxy (`_shared`: copied before any change)
+    held: Mapping[str, str] = field(default_factory=dict)
+    _shared: bool = False
     started: bool = False
-    _before: tuple[str, dict[str, str]] | None = None  # (nonce, held before that response): undone by a NACK
+    changed: bool = False  # the subscription changed since the last response: names may be owed
+    # (nonce, what that response changed in `held`: name -> version before, None = absent): undone by a NACK
+    _before: tuple[str, dict[str, str | None]] | None = None
 
     def request(self, subscribe: Iterable[str], unsubscribe: Iterable[str],
                 initial_versions: Mapping[str, str] | None = None) -> None:
         """A request's subscription changes (its ACK/NACK part goes to `ack` / `reject`)."""
         subscribe, unsubscribe = list(subscribe), list(unsubscribe)
+        if subscribe or unsubscribe or not self.started:
+            self.changed = True
         if not self.started:
             self.started = True
             self.wildcard = "*" in subscribe or (not subscribe and self.type_url in WILDCARD_TYPES)
-            self.held.update(initial_versions or {})
+            self._own().update(initial_versions or {})
         if "*" in subscribe:
             self.wildcard = True
         if "*" in unsubscribe:
             self.wildcard = False
-        self.names.update(n for n in subscribe if n != "*")
+        if subscribe or unsubscribe:
+            names = self.names.union(sys.intern(n) for n in subscribe if n != "*").difference(unsubscribe)
+            if names != self.names:
+                self.names = self.pool(names) if self.pool is not None else names
         for name in unsubscribe:
-            self.names.discard(name)
             if not self.wildcard:
-                self.held.pop(name, None)  # the client forgets it; nothing is sent for it
+                self._own().pop(name, None)  # the client forgets it; nothing is sent for it
 
     def wanted(self, name: str) -> bool:
         return self.wildcard or name in self.names
@@ -93,14 +162,189 @@ class DeltaSubscription:
 
     def sent(self, nonce: str, update: DeltaUpdate, current: Mapping[str, str]) -> None:
         """Record a response as held (the client applies it unless it NACKs)."""
-        self._before = (nonce, dict(self.held))
+        self._before = (nonce, {n: self.held.get(n) for n in (*update.send, *update.removed)})
+        self.changed = False
+        if (self.wildcard or self.names.issuperset(current)) and \
+                self.held.keys() - set(update.removed) <= current.keys():
+            self.held, self._shared = current, True  # it now holds exactly `current`
+            return
+        held = self._own()
         for name in update.send:
-            self.held[name] = current[name]
+            held[name] = current[name]
         for name in update.removed:
-            self.held.pop(name, None)
+            held.pop(name, None)
+
+    def _own(self) -> dict[str, str]:
+        if self._shared:
+            self.held, self._shared = dict(self.held), False
+        return self.held  # type: ignore[return-value]
 
     def reject(self, nonce: str) -> None:
         """The response `nonce` was NACKed: the client kept what it held before it."""
         if self._before is not None and self._before[0] == nonce:
-            self.held = self._before[1]
+            self._undo()
+
+    def _undo(self) -> None:
+        assert self._before is not None
+        held = self._own()
+        for name, version in self._before[1].items():
+            if version is None:
+                held.pop(name, None)
+            else:
+                held[name] = version
+        self._before = None
+        self.changed = True  # what the client holds moved back: names may be owed again
+
+    def ack(self, nonce: str) -> None:
+        """The response `nonce` was applied: what it carried is held for good."""
+        if self._before is not None and self._before[0] == nonce:
             self._before = None
+
+    def unanswered(self, nonce: str) -> None:
+        """A REST request answered `nonce`, not the last response sent: with one request at a time per type,
+        that response never reached the client (its long-poll was abandoned), so it holds what it held before."""
+        if self._before is not None and self._before[0] != nonce:
+            self._undo()
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaResponse:
+    """Envoy's DeltaDiscoveryResponse in JSON (REST): `system_version_info` and `nonce` are the XdsCache
+    response's, `resources` the `Resource {name, version, resource}` of each name in `update.send`, spliced
+    from the payload bytes (`index`: PayloadIndex), and `removed_resources`."""
+
+    response: DiscoveryResponse
+    update: DeltaUpdate
+    index: Indexed
+
+    def _envelope(self) -> tuple[bytes, bytes]:
+        r = self.response
+        return (b'{"system_version_info":' + _enc(r.version_info) + b',"resources":[',
+                b'],"removed_resources":' + _enc(list(self.update.removed)) + b',"type_url":' + _enc(r.type_url)
+                + b',"nonce":' + _enc(r.nonce) + b',"control_plane":{"identifier":"pyproxy-control"}}')
+
+    def chunks(self, chunk: int = 16 * 1024) -> Iterator[bytes | memoryview]:
+        """The body in pieces of about `chunk` bytes, copied from the shared payload as they are written (a
+        proxy's initial response, every resource, never exists whole in memory), and resources of `chunk` bytes
+        or more as views of the payload (a 2 MB route configuration is not copied per proxy)."""
+        head, tail = self._envelope()
+        body, spans = memoryview(self.response.payload.body), self.index.spans
+        buf = bytearray(head)
+        for i, name in enumerate(self.update.send):
+            start, end = spans[name]
+            if i:
+                buf += b","
+            buf += self.index.head(name)
+            if end - start >= chunk:  # a large resource goes out as a view of the shared payload, uncopied
+                yield bytes(buf)
+                buf.clear()
+                yield body[start:end]
+            else:
+                buf += body[start:end]
+            buf += b"}"
+            if len(buf) >= chunk:
+                yield bytes(buf)
+                buf.clear()
+        buf += tail
+        yield bytes(buf)
+
+    def body(self) -> bytes:
+        return b"".join(bytes(c) for c in self.chunks())
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaRequest:
+    """The fields of Envoy's DeltaDiscoveryRequest the server reads (the node is handled by the shell)."""
+
+    response_nonce: str = ""
+    error_detail: str | None = None  # google.rpc.Status message; None = no error
+    subscribe: tuple[str, ...] = ()
+    unsubscribe: tuple[str, ...] = ()
+    initial_versions: Mapping[str, str] = field(default_factory=dict)
+
+
+def receive(cache: XdsCache, record: Callable[[DiscoveryRequest], Outcome], node_id: str, xds_type: XdsType,
+            sub: DeltaSubscription, request: DeltaRequest, *, one_at_a_time: bool = False) -> None:
+    """One delta request: its subscription changes into `sub`, its ACK/NACK into `sub` and, through `record`
+    (the control plane's `receive`: cache, metrics, log), into the XdsCache as the ACK/NACK of the snapshot
+    version the response was cut from. `one_at_a_time` (REST): a nonce other than the last sent means that
+    response was lost (`unanswered`)."""
+    first = not sub.started
+    sub.request(request.subscribe, request.unsubscribe, request.initial_versions)
+    nonce = request.response_nonce
+    if nonce:
+        state = cache.type_state(node_id, xds_type)
+        if request.error_detail is not None:
+            sub.reject(nonce)
+        elif nonce == state.sent_nonce:
+            sub.ack(nonce)
+        if one_at_a_time:
+            sub.unanswered(nonce)
+        version = state.sent_version if nonce == state.sent_nonce and request.error_detail is None else ""
+        record(DiscoveryRequest(version_info=version, response_nonce=nonce, error_detail=request.error_detail))
+    elif first:  # a new subscription: the client holds only its initial_resource_versions
+        record(DiscoveryRequest())
+
+
+def due(cache: XdsCache, node_id: str, xds_type: XdsType, sub: DeltaSubscription, current: Mapping[str, str],
+        *, ordered_stream: bool) -> DeltaUpdate | None:
+    """The update to send now for `current` (name -> version), or None. Due when the cache says the type's
+    content is (a new snapshot, ADS order open), or when names newly subscribed hold content the client lacks
+    (the snapshot did not change: only the subscription did), unless that content was NACKed."""
+    if cache.ready(node_id, xds_type, ordered_stream=ordered_stream):
+        return sub.update(current)
+    snapshot = cache.snapshot(node_id)
+    if not sub.changed or snapshot is None:  # same content, same subscription: nothing new is owed
+        return None
+    update = sub.update(current)
+    if not update:
+        return None
+    state = cache.type_state(node_id, xds_type)
+    if state.nack_hash == snapshot.payloads[xds_type.short].hash:
+        return None
+    return update if cache.order_open(node_id, xds_type, ordered_stream=ordered_stream) else None
+
+
+class DeltaSessions:
+    """REST delta sessions: a DeltaSubscription per proxy and type, plus a request counter so that a long-poll
+    superseded by a newer request of the same type stops (its client has moved on)."""
+
+    def __init__(self) -> None:
+        self._subs: dict[tuple[str, str], DeltaSubscription] = {}
+        self._latest: dict[tuple[str, str], int] = {}
+        self._counter = 0
+        self._pool: dict[frozenset[str], frozenset[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._subs)
+
+    def get(self, node_id: str, short: str) -> DeltaSubscription | None:
+        return self._subs.get((node_id, short))
+
+    def start(self, node_id: str, xds_type: XdsType) -> DeltaSubscription:
+        """A request without a nonce: the client (re)starts its subscription, holding only what it declares."""
+        sub = self._subs[(node_id, xds_type.short)] = DeltaSubscription(xds_type.type_url, pool=self.pool)
+        return sub
+
+    def pool(self, names: frozenset[str]) -> frozenset[str]:
+        """The one shared copy of `names`; sets no subscription uses any more are dropped as the pool grows."""
+        found = self._pool.setdefault(names, names)
+        if len(self._pool) > 2 * len(self._subs) + 16:
+            used = {id(sub.names) for sub in self._subs.values()} | {id(found)}
+            self._pool = {k: v for k, v in self._pool.items() if id(v) in used}
+        return found
+
+    def begin(self, node_id: str, short: str) -> int:
+        """A request arrived: its ticket; `current(ticket)` turns False once a newer one arrives."""
+        self._counter += 1
+        self._latest[(node_id, short)] = self._counter
+        return self._counter
+
+    def current(self, node_id: str, short: str, ticket: int) -> bool:
+        return self._latest.get((node_id, short)) == ticket
+
+    def remove(self, node_id: str) -> None:
+        for key in [k for k in self._subs if k[0] == node_id]:
+            del self._subs[key]
+        for key in [k for k in self._latest if k[0] == node_id]:
+            del self._latest[key]

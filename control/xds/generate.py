@@ -208,7 +208,7 @@ class EndpointTable:
 
     def payload(self, mesh: MeshSnapshot, clusters: Iterable[ClusterSpec]) -> Payload:
         """The EDS payload listing `clusters`, endpoints from `mesh` (whose registry state is `key`)."""
-        parts = []
+        parts, names = [], []
         for spec in clusters:
             key = (spec.name, spec.service.hostname, spec.service.namespace, spec.port.port,
                    tuple(sorted(spec.subset_labels.items())) if spec.subset_labels else ())
@@ -217,7 +217,8 @@ class EndpointTable:
                 body = self._assignments[key] = canonical_json(build_endpoints(mesh, (spec,))[0])
                 self.built += 1
             parts.append(body)
-        return Payload.join(parts)
+            names.append(spec.name)
+        return Payload.join(parts, names)
 
 
 class SnapshotBuilder:
@@ -249,8 +250,9 @@ class SnapshotBuilder:
             cluster_parts = self._serialize(rendered.clusters)
             route_parts = [canonical_json_spliced(rc, "virtual_hosts", self._serialize(rc["virtual_hosts"]))
                            for rc in rendered.routes]
-            payloads = {"cds": Payload.join(cluster_parts), "lds": Payload.of(rendered.listeners),
-                        "rds": Payload.join(route_parts)}
+            payloads = {"cds": Payload.join(cluster_parts, [c["name"] for c in rendered.clusters]),
+                        "lds": Payload.of(rendered.listeners),
+                        "rds": Payload.join(route_parts, [rc["name"] for rc in rendered.routes])}
             slim = Rendered(listeners=rendered.listeners, routes=(), endpoints=(), notes=rendered.notes,
                             clusters=rendered.clusters if keep_clusters else (), eds_clusters=rendered.eds_clusters)
             shape = self.shapes.shapes[key] = Shape(slim, MappingProxyType(payloads),
@@ -290,7 +292,8 @@ class SnapshotBuilder:
             cds = payloads["cds"]
         else:  # only the inbound clusters moved to the app port are serialized again
             cds = Payload.join([part if mine is theirs else canonical_json(mine)
-                                for mine, theirs, part in zip(clusters, rendered.clusters, shape.cluster_parts)])
+                                for mine, theirs, part in zip(clusters, rendered.clusters, shape.cluster_parts)],
+                               [c["name"] for c in clusters])
         return Generated(
             resources={"cds": cds, "eds": eds, "lds": listeners, "rds": payloads["rds"]},
             notes=tuple(rendered.notes) + tuple(notes),

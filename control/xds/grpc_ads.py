@@ -27,7 +27,8 @@ from control.ca.authority import Reason
 from control.serve import ControlPlane
 from control.xds.admission import Admission, PlaintextXds, admit
 from control.xds.cache import BY_URL, ORDER, DiscoveryRequest, XdsType
-from control.xds.delta import DeltaSubscription
+from control.xds import delta
+from control.xds.delta import DeltaRequest, DeltaSubscription
 from control.xds.node import NodeError, ProxyNode, parse_node
 from control.xds.protos import AnyCache, ConversionError, node_json, register_types
 from control.ca.tokens import TokenVerifier
@@ -210,20 +211,12 @@ class DeltaStream(AdsStream):
 
     def _request(self, node: ProxyNode, xds_type: XdsType, message) -> None:
         sub = self.subs.setdefault(xds_type.short, DeltaSubscription(xds_type.type_url))
-        first = not sub.started
-        sub.request(message.resource_names_subscribe, message.resource_names_unsubscribe,
-                    dict(message.initial_resource_versions))
-        nonce = message.response_nonce
-        if nonce:
-            error = error_detail(message)
-            if error is not None:
-                sub.reject(nonce)
-            state = self.cp.cache.type_state(node.id, xds_type)
-            version = state.sent_version if nonce == state.sent_nonce and error is None else ""
-            self.cp.receive(node, xds_type, DiscoveryRequest(version_info=version, response_nonce=nonce,
-                                                             error_detail=error))
-        elif first:  # a new subscription: the client holds only its initial_resource_versions
-            self.cp.receive(node, xds_type, DiscoveryRequest())
+        request = DeltaRequest(response_nonce=message.response_nonce, error_detail=error_detail(message),
+                               subscribe=tuple(message.resource_names_subscribe),
+                               unsubscribe=tuple(message.resource_names_unsubscribe),
+                               initial_versions=dict(message.initial_resource_versions))
+        delta.receive(self.cp.cache, lambda req: self.cp.receive(node, xds_type, req), node.id, xds_type, sub,
+                      request)
 
     async def _send_due(self) -> bool:
         assert self.node is not None
@@ -241,13 +234,8 @@ class DeltaStream(AdsStream):
             except ConversionError as err:
                 return self._conversion_failed(xds_type, err)
             current = {name: version for name, (version, _any) in named.items()}
-            update = sub.update(current)
-            due = cache.ready(self.node.id, xds_type, ordered_stream=True)
-            if not due:  # new names subscribed to content the client holds: send them, in order
-                state = cache.type_state(self.node.id, xds_type)
-                due = bool(update) and state.nack_hash != payload.hash and \
-                    cache.order_open(self.node.id, xds_type, ordered_stream=True)
-            if not due:
+            update = delta.due(cache, self.node.id, xds_type, sub, current, ordered_stream=True)
+            if update is None:
                 continue
             response = self.cp.respond(self.node.id, xds_type)
             message = discovery_pb2.DeltaDiscoveryResponse(

@@ -1,6 +1,8 @@
 """The xDS server over REST-JSON (ARCHITECTURE.md decision 2), with long-polling, and the debug/metrics pages.
 
     POST /v3/discovery:clusters | :endpoints | :listeners | :routes    DiscoveryRequest -> DiscoveryResponse
+    POST /v3/delta_discovery:clusters | ...    DeltaDiscoveryRequest -> DeltaDiscoveryResponse (incremental,
+                           this project's REST extension: Envoy has delta only over gRPC; control.xds.delta)
     GET  /debug/syncz      per proxy and type: SYNCED/STALE/NOT SENT, sent/acked version+nonce, last NACK
     GET  /debug/configz    config directory, resources, current config errors
     GET  /ready            200 once the config is loaded
@@ -34,7 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, Iterable
 
 from aiohttp import web
 
@@ -44,7 +46,9 @@ from control.ca.tokens import TokenVerifier
 from control.metrics import CONTENT_TYPE
 from control.serve import ControlPlane
 from control.xds.admission import Admission, PlaintextXds, admit
+from control.xds import delta
 from control.xds.cache import BY_PATH, DiscoveryRequest, XdsType
+from control.xds.delta import DeltaRequest, DeltaResponse
 from control.xds.node import NodeError, ProxyNode, parse_node
 from control.xds.secure import XdsAuthError, XdsAuthMetrics, authorize_discovery
 
@@ -74,22 +78,49 @@ def parse_request(body: Any, xds_type: XdsType) -> DiscoveryRequest:
     """The DiscoveryRequest fields the server reads (Envoy's JSON names); BadRequest names the field."""
     if not isinstance(body, dict):
         raise BadRequest("body: want a DiscoveryRequest JSON object")
-    type_url = _string(body, "type_url")
-    if type_url and type_url != xds_type.type_url:
-        raise BadRequest(f"type_url: {type_url!r} does not match /v3/discovery:{xds_type.path} "
-                         f"(want {xds_type.type_url})")
-    names = body.get("resource_names") or []
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise BadRequest("resource_names: want a list of strings")
-    detail = body.get("error_detail")
-    error: str | None = None
-    if detail is not None:
-        if not isinstance(detail, dict):
-            raise BadRequest("error_detail: want a google.rpc.Status object {code, message}")
-        error = str(detail.get("message") or json.dumps(detail, sort_keys=True))
+    _check_type(body, xds_type, "discovery")
+    names = _names(body, "resource_names")
+    error = _error_detail(body)
     return DiscoveryRequest(version_info=_string(body, "version_info"),
                             response_nonce=_string(body, "response_nonce"),
-                            error_detail=error, resource_names=tuple(names))
+                            error_detail=error, resource_names=names)
+
+
+def _names(body: dict, key: str) -> tuple[str, ...]:
+    names = body.get(key) or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise BadRequest(f"{key}: want a list of strings")
+    return tuple(names)
+
+
+def _error_detail(body: dict) -> str | None:
+    detail = body.get("error_detail")
+    if detail is None:
+        return None
+    if not isinstance(detail, dict):
+        raise BadRequest("error_detail: want a google.rpc.Status object {code, message}")
+    return str(detail.get("message") or json.dumps(detail, sort_keys=True))
+
+
+def _check_type(body: dict, xds_type: XdsType, path: str) -> None:
+    type_url = _string(body, "type_url")
+    if type_url and type_url != xds_type.type_url:
+        raise BadRequest(f"type_url: {type_url!r} does not match /v3/{path}:{xds_type.path} "
+                         f"(want {xds_type.type_url})")
+
+
+def parse_delta_request(body: Any, xds_type: XdsType) -> DeltaRequest:
+    """Envoy's DeltaDiscoveryRequest in JSON (the fields the server reads); BadRequest names the field."""
+    if not isinstance(body, dict):
+        raise BadRequest("body: want a DeltaDiscoveryRequest JSON object")
+    _check_type(body, xds_type, "delta_discovery")
+    initial = body.get("initial_resource_versions") or {}
+    if not isinstance(initial, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                for k, v in initial.items()):
+        raise BadRequest("initial_resource_versions: want a map of resource name to version string")
+    return DeltaRequest(response_nonce=_string(body, "response_nonce"), error_detail=_error_detail(body),
+                        subscribe=_names(body, "resource_names_subscribe"),
+                        unsubscribe=_names(body, "resource_names_unsubscribe"), initial_versions=initial)
 
 
 def _wait(request: web.Request, maximum: float) -> float:
@@ -137,41 +168,97 @@ def secure_gate(tokens: TokenVerifier, trust_domain: str, metrics: XdsAuthMetric
     return gate
 
 
-def _discovery(xds_type: XdsType, gate: Gate):
-    async def handler(request: web.Request) -> web.StreamResponse:
-        cp = request.app[CONTROL_PLANE]
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(400, "body: not JSON (want a DiscoveryRequest)")
-        try:
-            req = parse_request(body, xds_type)
-            node = parse_node(body.get("node"))
-            wait = _wait(request, cp.long_poll_timeout)
-        except (BadRequest, NodeError) as err:
-            return _error(400, str(err))
-        try:
-            admission = gate(request, node)
-        except XdsAuthError as err:
-            headers = {"WWW-Authenticate": "Bearer"} if err.http_status == 401 else None
-            return web.json_response(err.body(), status=err.http_status, headers=headers)
-        cp.connect(node, admission)
-        try:
-            cp.receive(node, xds_type, req)
-            response = await cp.next_response(node.id, xds_type, wait)
-        finally:
-            cp.release(node.id)
-        if response is None:
-            return web.Response(status=304)
-        parts = response.parts()
-        out = web.StreamResponse(headers={"Content-Type": "application/json"})
+async def _admit(request: web.Request, xds_type: XdsType, gate: Gate, parse: Callable[[Any, XdsType], Any]
+                 ) -> tuple[Any, ProxyNode, float] | web.Response:
+    """A discovery request's parsed body, node and wait, with its node connected; or the error response."""
+    cp = request.app[CONTROL_PLANE]
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return _error(400, "body: not JSON (want a DiscoveryRequest)")
+    try:
+        req = parse(body, xds_type)
+        node = parse_node(body.get("node"))
+        wait = _wait(request, cp.long_poll_timeout)
+    except (BadRequest, NodeError) as err:
+        return _error(400, str(err))
+    try:
+        admission = gate(request, node)
+    except XdsAuthError as err:
+        headers = {"WWW-Authenticate": "Bearer"} if err.http_status == 401 else None
+        return web.json_response(err.body(), status=err.http_status, headers=headers)
+    cp.connect(node, admission)
+    return req, node, wait
+
+
+async def _send(request: web.Request, parts: Iterable, *, chunked: bool = False) -> web.StreamResponse:
+    """Write `parts` (a list, or with `chunked` a generator: HTTP/1.1 chunked transfer coding)."""
+    out = web.StreamResponse(headers={"Content-Type": "application/json"})
+    if chunked:
+        out.enable_chunked_encoding()
+    else:
         out.content_length = sum(len(p) for p in parts)
+    try:
         await out.prepare(request)
         for part in parts:  # write() waits for the socket to drain: no per-proxy copy of a large payload
             await out.write(part)
         await out.write_eof()
-        return out
+    except ConnectionResetError:  # the proxy went away meanwhile; its next request says what it holds
+        log.debug("%s: the client left before its response was written", request.path)
+    return out
+
+
+# What a discovery path does with an admitted request: the body parts (or a DeltaResponse) to send, None (304),
+# or an error response
+Answer = Callable[[ControlPlane, ProxyNode, Any, float], Awaitable["list | DeltaResponse | web.Response | None"]]
+
+
+def _handler(xds_type: XdsType, gate: Gate, parse: Callable[[Any, XdsType], Any], answer: Answer):
+    async def handler(request: web.Request) -> web.StreamResponse:
+        cp = request.app[CONTROL_PLANE]
+        admitted = await _admit(request, xds_type, gate, parse)
+        if isinstance(admitted, web.Response):
+            return admitted
+        req, node, wait = admitted
+        try:
+            result = await answer(cp, node, req, wait)
+        finally:
+            cp.release(node.id)
+        if result is None:
+            return web.Response(status=304)
+        if isinstance(result, web.Response):
+            return result
+        if isinstance(result, DeltaResponse):
+            return await _send(request, result.chunks(), chunked=True)
+        return await _send(request, result)
     return handler
+
+
+def _discovery(xds_type: XdsType, gate: Gate):
+    async def answer(cp: ControlPlane, node: ProxyNode, req: DiscoveryRequest, wait: float):
+        cp.receive(node, xds_type, req)
+        response = await cp.next_response(node.id, xds_type, wait)
+        return None if response is None else response.parts()
+    return _handler(xds_type, gate, parse_request, answer)
+
+
+def _delta_discovery(xds_type: XdsType, gate: Gate):
+    """Incremental xDS over REST: a request without `response_nonce` (re)starts the proxy's subscription to the
+    type (with its `initial_resource_versions`); later ones carry the last nonce received (ACK/NACK) and
+    subscription changes. A nonce with no subscription here (this control plane restarted, or the proxy
+    expired meanwhile) is `409 Conflict`: start again without a nonce."""
+    async def answer(cp: ControlPlane, node: ProxyNode, req: DeltaRequest, wait: float):
+        ticket = cp.delta.begin(node.id, xds_type.short)
+        sub = cp.delta.get(node.id, xds_type.short)
+        if not req.response_nonce:
+            sub = cp.delta.start(node.id, xds_type)
+        elif sub is None:
+            return _error(409, f"response_nonce: {req.response_nonce!r} is not of a delta subscription to "
+                               f"{xds_type.path} here; start again without a nonce, with initial_resource_versions")
+        delta.receive(cp.cache, lambda r: cp.receive(node, xds_type, r), node.id, xds_type, sub, req,
+                      one_at_a_time=True)
+        return await cp.next_delta(node.id, xds_type, sub, ticket, wait)
+    return _handler(xds_type, gate, parse_delta_request, answer)
 
 
 def make_app(cp: ControlPlane, plaintext: PlaintextXds = PlaintextXds.ON) -> web.Application:
@@ -202,6 +289,7 @@ def make_secure_app(cp: ControlPlane, ca: CertificateService, metrics: XdsAuthMe
 def _add_discovery(app: web.Application, gate: Gate) -> None:
     for xds_type in BY_PATH.values():
         app.router.add_post(f"/v3/discovery:{xds_type.path}", _discovery(xds_type, gate))
+        app.router.add_post(f"/v3/delta_discovery:{xds_type.path}", _delta_discovery(xds_type, gate))
 
 
 def _add_debug(app: web.Application, cp: ControlPlane) -> None:

@@ -17,6 +17,16 @@ certificate once the agent has one). A 401/403 from the control plane (no valid 
 that is not this node's) is logged once per distinct answer and kept in `refused` (shown on the admin
 /server_info); the proxy keeps retrying with back-off, as for an unreachable control plane.
 
+Delta xDS (the default, `mode="delta"`, `pyproxy sidecar --xds-mode delta|sotw`): the same four loops on
+`POST /v3/delta_discovery:<type>` (the control plane's REST extension, docs/xds.md) with DeltaDiscoveryRequests
+(`pyproxy.xds.state`): CDS and LDS subscribe as wildcard, EDS to the clusters of its CDS that use EDS and RDS
+to the route configs its listeners name, so a registration sends each proxy the changed ClusterLoadAssignments
+only. A response's added resources replace those of the same name and `removed_resources` leave; the whole
+next config is built and swapped as in state of the world, and ACKed/NACKed per response (a NACK keeps every
+resource of the type as it was). When the clusters or listeners change the names EDS/RDS need, that loop is
+woken to send its new subscription at once. A 409 from the control plane (it does not know our subscription:
+it restarted) or a broken connection starts the subscription again, declaring the versions held.
+
 Parsing (`pyproxy.xds.wire`, incremental) and decoding run on a worker thread (`ProxyServer.offload`), with
 the cyclic GC paused from the parse to the swap, so a huge update (26,795 virtual hosts, 18 MB of JSON) does
 not stall the requests the proxy is serving meanwhile (docs/hardening.md, "Sidecar: applying a huge config").
@@ -80,14 +90,36 @@ def decode_resources(type_url: str, resources: Any) -> dict[str, Any]:
     return out
 
 
+def decode_delta(type_url: str, resources: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """DeltaDiscoveryResponse.resources (`Resource {name, version, resource}`) -> ({name: model object},
+    {name: version}); ConfigError names the resource and field."""
+    if not isinstance(resources, list) or not all(isinstance(r, dict) for r in resources):
+        raise ConfigError("resources", "expected a list of Resource objects {name, version, resource}")
+    decoded = decode_resources(type_url, [r.get("resource") for r in resources])
+    versions = {}
+    for i, r in enumerate(resources):
+        name = r.get("name")
+        if name not in decoded:
+            raise ConfigError(f"resources[{i}].name", f"{name!r} is not the name of its resource")
+        versions[name] = str(r.get("version", ""))
+    return decoded, versions
+
+
 class Refused(Exception):
     """The control plane answered 401/403: this proxy's credentials do not let it act as its node."""
+
+
+class Resync(Exception):
+    """Delta: the control plane answered 409, it does not know this proxy's subscription (it restarted)."""
 
 
 class XdsClient:
     def __init__(self, control_url: str, node: dict[str, Any], server: ProxyServer, *,
                  wait: float = 30.0, rng: random.Random | None = None,
-                 credentials: ControlPlaneCredentials | None = None):
+                 credentials: ControlPlaneCredentials | None = None, mode: str = "delta"):
+        if mode not in ("delta", "sotw"):
+            raise ValueError(f"xds mode: want 'delta' or 'sotw', got {mode!r}")
+        self.mode = mode
         self.url = control_url.rstrip("/")
         self.credentials = credentials
         self.refused: str | None = None  # the control plane's last 401/403 answer, until a request succeeds
@@ -131,12 +163,17 @@ class XdsClient:
 
     async def _loop(self, path: str, type_url: str) -> None:
         backoff = BACKOFF_BASE
-        url = f"{self.url}/v3/discovery:{path}"
+        delta = self.mode == "delta"
+        url = f"{self.url}/v3/{'delta_discovery' if delta else 'discovery'}:{path}"
         assert self._session is not None
         kick = self._kicks[type_url]
         loop = asyncio.get_running_loop()
         while True:
-            body = self.state.next_request(type_url, self._names(type_url))
+            if delta:
+                body = self.state.next_delta_request(type_url, None if type_url in (CDS, LDS) else
+                                                     self._names(type_url))
+            else:
+                body = self.state.next_request(type_url, self._names(type_url))
             exchange = loop.create_task(self._exchange(url, body, type_url))
             kicked = loop.create_task(kick.wait())
             try:
@@ -157,6 +194,11 @@ class XdsClient:
                     await self._receive(type_url, raw)
             except asyncio.CancelledError:
                 raise
+            except Resync as e:
+                log.info("xds %s: %s; subscribing again", SHORT[type_url], e)
+                self.state.reset(type_url)
+                await asyncio.sleep(BACKOFF_BASE * self.rng.random())
+                continue
             except (Refused, CredentialsError) as e:
                 if self.refused != str(e):
                     log.warning("xds %s: %s; retrying", SHORT[type_url], e)
@@ -169,6 +211,8 @@ class XdsClient:
                     log.warning("xds %s: control plane unreachable (%s); serving the last good config",
                                 SHORT[type_url], e)
                 self.connected = False
+                if delta:  # a new connection is a new session (the control plane may have restarted)
+                    self.state.reset(type_url)
                 await asyncio.sleep(backoff * (0.5 + self.rng.random() / 2))
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
@@ -186,6 +230,8 @@ class XdsClient:
                 return None
             if resp.status in (401, 403):
                 raise Refused(await self._refusal(resp))
+            if resp.status == 409:
+                raise Resync((await resp.text())[:300])
             if resp.status != 200:
                 text = (await resp.text())[:300]
                 raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=text)
@@ -221,10 +267,20 @@ class XdsClient:
 
     async def _handle(self, type_url: str, data: dict[str, Any]) -> None:
         nonce = str(data.get("nonce", ""))
-        version = str(data.get("version_info", ""))
+        delta = self.mode == "delta"
+        version = str(data.get("system_version_info" if delta else "version_info", ""))
         self.state.received(type_url, nonce)
+        versions = None
         try:
-            decoded = await self.server.offload.run(decode_resources, type_url, data.get("resources", []))
+            if delta:
+                added, added_versions = await self.server.offload.run(decode_delta, type_url,
+                                                                      data.get("resources", []))
+                removed = data.get("removed_resources") or []
+                if not isinstance(removed, list) or not all(isinstance(n, str) for n in removed):
+                    raise ConfigError("removed_resources", "expected a list of names")
+                decoded, versions = self.state.after_delta(type_url, added, added_versions, removed)
+            else:
+                decoded = await self.server.offload.run(decode_resources, type_url, data.get("resources", []))
         except ConfigError as e:
             self._reject(type_url, version, str(e))
             return
@@ -232,26 +288,35 @@ class XdsClient:
             self._bind_retry.cancel()
             self._bind_retry = None
         try:
-            await self._apply(type_url, version, decoded)
+            await self._apply(type_url, version, decoded, versions)
         except BindFailed as e:
             self._reject(type_url, version, str(e))
             self._bind_retry = asyncio.get_running_loop().create_task(
-                self._retry_bind(type_url, version, decoded), name=f"xds-{SHORT[type_url]}-bind-retry")
+                self._retry_bind(type_url, version, decoded, versions), name=f"xds-{SHORT[type_url]}-bind-retry")
         except (ConfigRejected, ConfigError) as e:
             self._reject(type_url, version, str(e))
 
-    async def _apply(self, type_url: str, version: str, decoded: dict[str, Any]) -> None:
-        """Apply one type's resources with the last accepted ones of the others; accepted (ACKed) on success."""
+    async def _apply(self, type_url: str, version: str, decoded: dict[str, Any],
+                     versions: dict[str, str] | None = None) -> None:
+        """Apply one type's resources with the last accepted ones of the others; accepted (ACKed) on success.
+        Delta: `versions` are the per-resource versions then held; a new set of EDS clusters or RDS names
+        wakes that loop to subscribe to it."""
         async with self._apply_lock:
             sets = {url: self.state.resources(url) for _, url in TYPES}
             sets[type_url] = decoded
             listeners = self._warm(sets[LDS], sets[RDS])
             await self.server.apply(
                 listeners, sets[CDS].values(), version=version, routes=sets[RDS], endpoints=sets[EDS])
-        self.state.accepted(type_url, version, decoded)
+        self.state.accepted(type_url, version, decoded, versions)
         log.info("xds %s: applied version %s (%d resources)", SHORT[type_url], version, len(decoded))
+        follower = {CDS: EDS, LDS: RDS}.get(type_url)
+        if self.mode == "delta" and follower is not None:
+            st = self.state.types[follower]
+            if frozenset(self._names(follower)) != (st.requested if st.requested is not None else st.subscribed):
+                self._kicks[follower].set()
 
-    async def _retry_bind(self, type_url: str, version: str, decoded: dict[str, Any]) -> None:
+    async def _retry_bind(self, type_url: str, version: str, decoded: dict[str, Any],
+                          versions: dict[str, str] | None = None) -> None:
         """Envoy leaves a listener that failed to bind unserved until the next LDS update; a gateway whose port
         was taken (something else on 8080) would then wait for an unrelated config change. Instead the same
         config is tried again, 1 s, 2 s, ... up to every 30 s, until its port frees up (the next request then
@@ -261,7 +326,7 @@ class XdsClient:
             await asyncio.sleep(delay * (0.5 + self.rng.random() / 2))
             self.server.stats.counter(f"xds.{SHORT[type_url]}.bind_retry").inc()
             try:
-                await self._apply(type_url, version, decoded)
+                await self._apply(type_url, version, decoded, versions)
             except BindFailed:
                 delay = min(delay * 2, BIND_RETRY_MAX)
                 continue

@@ -8,6 +8,14 @@ has neither. The control plane decides from this what to send next (control/xds/
 `XdsState` keeps, per type: the accepted resources (decoded model objects), the version held, the last
 nonce seen, and a pending NACK message. `next_request(type)` builds the JSON body; `accepted`/`rejected`
 record the outcome of applying a response.
+
+Delta (incremental) xDS, `next_delta_request`: a DeltaDiscoveryRequest carries no version, but the
+`response_nonce` answered (ACK, or NACK with `error_detail`) and subscription *changes*
+(`resource_names_subscribe` / `_unsubscribe`) against what the control plane last heard. Until the first
+response of a subscription (no nonce yet) every request is the initial form: the whole subscription, and the
+per-resource versions held (`initial_resource_versions`, so a reconnect is sent only what changed); `reset`
+goes back to it (a new session: the control plane restarted or forgot us). Subscription changes count as
+heard once the control plane answered the request (`request_sent`); resending one is harmless (idempotent).
 """
 from __future__ import annotations
 
@@ -31,6 +39,9 @@ class TypeState:
     resources: dict[str, Any] = field(default_factory=dict)  # name -> decoded model object
     responses: int = 0
     rejects: int = 0
+    versions: dict[str, str] = field(default_factory=dict)  # delta: name -> per-resource version held
+    subscribed: frozenset[str] = frozenset()  # delta: the subscription the control plane has heard
+    requested: frozenset[str] | None = None  # delta: the subscription of the request in flight
 
 
 class XdsState:
@@ -46,15 +57,55 @@ class XdsState:
             body["error_detail"] = {"code": 3, "message": st.error}  # 3 = INVALID_ARGUMENT
         return body
 
+    def next_delta_request(self, type_url: str, wanted: list[str] | None) -> dict[str, Any]:
+        """The next DeltaDiscoveryRequest; `wanted` is the names to hold, None for wildcard (`*`)."""
+        st = self.types[type_url]
+        want = frozenset(["*"] if wanted is None else wanted)
+        body: dict[str, Any] = {"node": self.node, "type_url": type_url}
+        if not st.nonce:  # the initial form: the whole subscription and what is held
+            body["resource_names_subscribe"] = sorted(want)
+            body["initial_resource_versions"] = {n: v for n, v in st.versions.items() if wanted is None or n in want}
+        else:
+            body["response_nonce"] = st.nonce
+            if want - st.subscribed:
+                body["resource_names_subscribe"] = sorted(want - st.subscribed)
+            if st.subscribed - want:
+                body["resource_names_unsubscribe"] = sorted(st.subscribed - want)
+        if st.error is not None:
+            body["error_detail"] = {"code": 3, "message": st.error}  # 3 = INVALID_ARGUMENT
+        st.requested = want
+        return body
+
+    def after_delta(self, type_url: str, added: dict[str, Any], versions: dict[str, str],
+                    removed: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+        """(resources, per-resource versions) the type would hold after a DeltaDiscoveryResponse: what is held,
+        minus `removed_resources`, with the resources `added` (new or changed) replacing those of their name.
+        Nothing changes here: the caller applies the result, then `accepted` records it."""
+        st = self.types[type_url]
+        gone = set(removed)
+        resources = {n: r for n, r in st.resources.items() if n not in gone}
+        resources.update(added)
+        held = {n: v for n, v in st.versions.items() if n not in gone}
+        held.update(versions)
+        return resources, held
+
+    def reset(self, type_url: str) -> None:
+        """Delta: start a new session at the next request (initial form, no nonce)."""
+        st = self.types[type_url]
+        st.nonce, st.subscribed, st.requested = "", frozenset(), None
+
     def received(self, type_url: str, nonce: str) -> None:
         st = self.types[type_url]
         st.nonce = nonce
         st.responses += 1
 
-    def accepted(self, type_url: str, version: str, resources: dict[str, Any]) -> None:
+    def accepted(self, type_url: str, version: str, resources: dict[str, Any],
+                 versions: dict[str, str] | None = None) -> None:
         st = self.types[type_url]
         st.version = version
         st.resources = resources
+        if versions is not None:
+            st.versions = versions
         st.error = None
 
     def rejected(self, type_url: str, message: str) -> None:
@@ -63,8 +114,18 @@ class XdsState:
         st.rejects += 1
 
     def request_sent(self, type_url: str) -> None:
-        """The NACK (if any) went out with the request: do not repeat it."""
-        self.types[type_url].error = None
+        """The control plane answered the request: the NACK (if any) went out with it, do not repeat it; a
+        delta subscription change was heard (names unsubscribed are no longer held)."""
+        st = self.types[type_url]
+        st.error = None
+        if st.requested is not None:
+            st.subscribed, st.requested = st.requested, None
+            if "*" not in st.subscribed:
+                gone = [n for n in st.versions if n not in st.subscribed]
+                for name in gone:
+                    st.versions.pop(name, None)
+                if gone:
+                    st.resources = {n: r for n, r in st.resources.items() if n in st.subscribed}
 
     def resources(self, type_url: str) -> dict[str, Any]:
         return self.types[type_url].resources

@@ -6,7 +6,7 @@ import pytest
 
 from pyproxy.config.decode import ConfigError
 from pyproxy.xds.client import decode_resources, rds_name
-from pyproxy.xds.state import CDS, LDS, XdsState
+from pyproxy.xds.state import CDS, EDS, LDS, XdsState
 
 NODE = {"id": "sidecar~127.0.0.1~a.default~default.svc.cluster.local"}
 CLUSTER = {"@type": CDS, "name": "c1", "type": "STATIC"}
@@ -72,3 +72,46 @@ def test_rds_name_of_listeners():
 
     assert rds_name(listener({"rds": {"route_config_name": "9080"}})) == "9080"
     assert rds_name(listener({"route_config": {}})) is None
+
+
+# --- delta (incremental) requests: pyproxy.xds.state.next_delta_request -------------------------------------
+
+def test_delta_requests_start_with_the_whole_subscription_then_send_only_changes():
+    state = XdsState({"id": "n"})
+    first = state.next_delta_request(EDS, ["a", "b"])
+    assert first["resource_names_subscribe"] == ["a", "b"] and first["initial_resource_versions"] == {}
+    assert "response_nonce" not in first
+    state.request_sent(EDS)
+    state.received(EDS, "n1")
+    state.accepted(EDS, "v1", {"a": 1, "b": 2}, {"a": "va", "b": "vb"})
+    ack = state.next_delta_request(EDS, ["a", "b"])
+    assert ack == {"node": {"id": "n"}, "type_url": EDS, "response_nonce": "n1"}
+    change = state.next_delta_request(EDS, ["b", "c"])
+    assert change["resource_names_subscribe"] == ["c"] and change["resource_names_unsubscribe"] == ["a"]
+    state.request_sent(EDS)  # heard: "a" is no longer held
+    assert state.resources(EDS) == {"b": 2} and state.types[EDS].versions == {"b": "vb"}
+
+
+def test_a_delta_nack_rides_on_the_next_request_and_a_reset_declares_what_is_held():
+    state = XdsState({"id": "n"})
+    state.next_delta_request(CDS, None)
+    state.request_sent(CDS)
+    state.received(CDS, "n1")
+    state.accepted(CDS, "v1", {"a": 1}, {"a": "va"})
+    state.received(CDS, "n2")
+    state.rejected(CDS, "cluster b: bad")
+    nack = state.next_delta_request(CDS, None)
+    assert nack["response_nonce"] == "n2" and nack["error_detail"]["message"] == "cluster b: bad"
+    state.request_sent(CDS)
+    state.reset(CDS)  # the control plane restarted: a new session
+    again = state.next_delta_request(CDS, None)
+    assert again["resource_names_subscribe"] == ["*"] and again["initial_resource_versions"] == {"a": "va"}
+    assert "response_nonce" not in again and "error_detail" not in again
+
+
+def test_a_delta_response_replaces_what_changed_and_drops_what_was_removed_without_touching_the_held_set():
+    state = XdsState({"id": "n"})
+    state.accepted(EDS, "v1", {"a": 1, "b": 2, "c": 3}, {"a": "va", "b": "vb", "c": "vc"})
+    resources, versions = state.after_delta(EDS, {"b": 20, "d": 4}, {"b": "vb2", "d": "vd"}, ["c"])
+    assert resources == {"a": 1, "b": 20, "d": 4} and versions == {"a": "va", "b": "vb2", "d": "vd"}
+    assert state.resources(EDS) == {"a": 1, "b": 2, "c": 3}  # until applied (a NACK keeps it)
