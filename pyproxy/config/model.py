@@ -515,6 +515,7 @@ class Route:
     redirect: RedirectAction | None = None
     direct_response: DirectResponseAction | None = None
     decorator: Decorator | None = None
+    tracing: RouteTracing | None = None
     metadata: Mapping[str, Any] | None = struct()
     typed_per_filter_config: Mapping[str, Any] | None = fld(kind="any_map")
     request_headers_to_add: tuple[HeaderValueOption, ...] = ()
@@ -709,6 +710,18 @@ class CustomTag:
     environment: CustomTagEnvironment | None = None
     request_header: CustomTagHeader | None = None
     REQUIRED_ONEOFS = (("literal", "environment", "request_header"),)
+
+
+@frozen
+class RouteTracing:
+    """envoy.config.route.v3.Tracing: for requests this route matches, its own sampling (each fraction unset
+    means 100 %, Envoy's route default) replaces the HCM's, and its custom tags are added to the HCM's (a tag
+    of the same name replaces the HCM's)."""
+
+    client_sampling: FractionalPercent | None = None
+    random_sampling: FractionalPercent | None = None
+    overall_sampling: FractionalPercent | None = None
+    custom_tags: tuple[CustomTag, ...] = ()
 
 
 @frozen

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 
 class TraceReason(Enum):
@@ -43,6 +44,15 @@ def percent_to_ten_thousandths(value: float | None, default: int = TEN_THOUSAND)
     if value is None:
         return default
     return int(round(value * TEN_THOUSAND / 100.0))
+
+
+def fraction_to_ten_thousandths(fp: Any, default: int = TEN_THOUSAND) -> int:
+    """A route's FractionalPercent on the HCM's ten-thousandths scale (unset: `default`, Envoy's route default
+    100 %). Deviation: Envoy draws a MILLION denominator on its own scale; here it rounds to 1/10,000."""
+    if fp is None:
+        return default
+    scale = {"HUNDRED": 100, "TEN_THOUSAND": 1, "MILLION": 0.01}[fp.denominator]
+    return min(TEN_THOUSAND, int(round(fp.numerator * scale)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 from ..config import model
 from ..observe.stream_info import response_flags_short
 from . import context as tc
-from .sampling import SamplingConfig, decide, percent_to_ten_thousandths
+from .sampling import SamplingConfig, decide, fraction_to_ten_thousandths, percent_to_ten_thousandths
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..http.connection import ActiveStream
@@ -99,7 +99,10 @@ class HttpTracer:
     def start(self, stream: "ActiveStream") -> "ActiveSpan | None":
         h = stream.headers
         rid = h.get_first("x-request-id")
-        reason, new_rid = decide(rid, self.sampling, client_trace_id="x-client-trace-id" in h,
+        m = stream.route_match
+        route_tracing = m.route.tracing if m is not None and m.route is not None else None
+        sampling = self.sampling if route_tracing is None else route_sampling(route_tracing)
+        reason, new_rid = decide(rid, sampling, client_trace_id="x-client-trace-id" in h,
                                  force_trace="x-envoy-force-trace" in h and h.get_first("x-envoy-internal") == "true")
         if new_rid is not None:
             h.set("x-request-id", new_rid)
@@ -117,7 +120,8 @@ class HttpTracer:
         span = self.sdk_tracer.start_span(name, context=parent_ctx, kind=kind,
                                           start_time=int(stream.info.start_time * 1e9))
         active = ActiveSpan(self, span, parent.tracestate if parent is not None else "",
-                            parent.span_id if parent is not None else 0)
+                            parent.span_id if parent is not None else 0,
+                            route_tracing.custom_tags if route_tracing is not None else ())
         if not self.spawn_upstream:
             active.inject(h, span)
         return active
@@ -156,14 +160,16 @@ class HttpTracer:
 class ActiveSpan:
     """A sampled request's span(s). Lives from `HttpTracer.start` to `finish`."""
 
-    __slots__ = ("tracer", "span", "upstream", "tracestate", "parent_span_id")
+    __slots__ = ("tracer", "span", "upstream", "tracestate", "parent_span_id", "route_tags")
 
-    def __init__(self, tracer: HttpTracer, span: Any, tracestate: str, parent_span_id: int):
+    def __init__(self, tracer: HttpTracer, span: Any, tracestate: str, parent_span_id: int,
+                 route_tags: tuple = ()):
         self.tracer = tracer
         self.span = span
         self.upstream: Any = None
         self.tracestate = tracestate
         self.parent_span_id = parent_span_id
+        self.route_tags = route_tags  # the matched route's `tracing.custom_tags` (model.CustomTag)
 
     def inject(self, h: Any, span: Any, parent_span_id: int | None = None) -> None:
         sc = span.get_span_context()
@@ -188,6 +194,10 @@ class ActiveSpan:
         """Tag and end the span(s) (Envoy's HttpTracerUtility::finalizeDownstreamSpan / finalizeUpstreamSpan)."""
         info = stream.info
         tags = downstream_tags(self.tracer, stream)
+        if self.route_tags:  # after the HCM's: a route tag of the same name wins
+            fixed, headers = _custom_tags(self.route_tags)
+            h = info.request_headers
+            _add_tags(fixed, headers, tags, h.get_first if h is not None else (lambda name: None))
         up = self.upstream
         if up is not None:
             up.set_attributes(upstream_tags(self.tracer, info))
@@ -260,11 +270,23 @@ def upstream_tags(tracer: HttpTracer, info: Any) -> dict[str, str]:
 
 
 def _add_custom(tracer: HttpTracer, tags: dict[str, str], get: Any) -> None:
-    for name, header, default in tracer.header_tags:
+    _add_tags(tracer.fixed_tags, tracer.header_tags, tags, get)
+
+
+def _add_tags(fixed: tuple, header_tags: tuple, tags: dict[str, str], get: Any) -> None:
+    for name, header, default in header_tags:
         value = get(header)
         if value is None:
             value = default
         if value:
             tags[name] = value
-    for name, value in tracer.fixed_tags:
+    for name, value in fixed:
         tags[name] = value
+
+
+def route_sampling(rt: Any) -> SamplingConfig:
+    """A route's `tracing` sampling (envoy.config.route.v3.Tracing), which replaces the HCM's for its requests
+    (Envoy's ConnectionManagerUtility::mutateTracingRequestHeader); each unset fraction is 100 %."""
+    return SamplingConfig(fraction_to_ten_thousandths(rt.client_sampling),
+                          fraction_to_ten_thousandths(rt.random_sampling),
+                          fraction_to_ten_thousandths(rt.overall_sampling))

@@ -238,3 +238,39 @@ async def test_otlp_goes_to_a_host_of_the_http_uri_cluster(rig):
         await _one(proxy, upstream, {})
         (span,) = await collector.wait_for(1)
     assert span.name == "myop"
+
+
+@pytest.mark.parametrize("hcm_pct, route_sampling, traced", [
+    (0, {"numerator": 100, "denominator": "HUNDRED"}, True),     # the route samples what the HCM would not
+    (100, {"numerator": 0, "denominator": "HUNDRED"}, False),    # ... and keeps out what it would
+    (0, {"numerator": 10000, "denominator": "TEN_THOUSAND"}, True),
+    (0, None, True),                                             # route tracing without random_sampling: 100 %
+])
+async def test_route_tracing_overrides_the_hcm_sampling_and_adds_its_tags(rig, hcm_pct, route_sampling, traced):
+    """envoy.config.route.v3.Tracing: the matched route's sampling replaces the HCM's (each unset fraction is
+    100 %), and its custom tags join the HCM's, a tag of the same name replacing the HCM's. Other routes keep
+    the HCM's decision."""
+    collector, upstream = rig
+    route_tracing: dict = {"custom_tags": [{"tag": "lit", "literal": {"value": "from-route"}},
+                                           {"tag": "rt", "request_header": {"name": "x-r", "default_value": "d"}}]}
+    if route_sampling is not None:
+        route_tracing["random_sampling"] = route_sampling
+    cfg = config(upstream.port, otel_tracing(collector.port, hcm_pct))
+    routes = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "route_config"]["virtual_hosts"][0]["routes"]
+    routes.insert(0, dict(route("/path", "up"), decorator={"operation": "traced-route"}, tracing=route_tracing))
+    routes.insert(0, dict(route("/other", "up"), decorator={"operation": "other-route"}))
+    async with run_proxy(cfg) as proxy:
+        await _one(proxy, upstream, {"x-r": "rv"})  # GET /path?q=1: the route with `tracing`
+        n = len(upstream.requests)
+        assert (await proxy.fetch("GET", "/other")).status == 200
+        other = upstream.requests[n]
+        await _one(proxy, upstream, {"x-client-trace-id": "probe"})  # a span that is always there, last
+        spans = await collector.wait_for((2 if traced else 1) + (hcm_pct == 100))
+    names = [s.name for s in spans]
+    assert names.count("traced-route") == (2 if traced else 1)  # the probe hit /path too (client_sampling 100 %)
+    assert ("other-route" in names) == (hcm_pct == 100)
+    assert (other.header("x-request-id")[14] == "9") == (hcm_pct == 100)
+    first = next(s for s in spans if s.name == "traced-route")
+    assert (first.attributes["lit"], first.attributes["rt"], first.attributes["hdr"]) == (
+        "from-route", "rv" if traced else "d", "dflt")

@@ -42,7 +42,8 @@ CASES = [
 
 
 def config(collector: int, upstream: int, random_pct: float, spawn: bool, max_path: int | None = None,
-           direction: str | None = None, decorator: bool = True, zipkin: bool = False) -> dict:
+           direction: str | None = None, decorator: bool = True, zipkin: bool = False,
+           route_tracing: dict | None = None) -> dict:
     tracing = {"random_sampling": {"value": random_pct}, "spawn_upstream_span": spawn,
                "custom_tags": [{"tag": "lit", "literal": {"value": "v"}},
                                {"tag": "hdr", "request_header": {"name": "x-h", "default_value": "dflt"}}],
@@ -58,6 +59,8 @@ def config(collector: int, upstream: int, random_pct: float, spawn: bool, max_pa
             "collector_endpoint": "/api/v2/spans", "collector_endpoint_version": "HTTP_JSON",
             "trace_id_128bit": True, "shared_span_context": False}}
     routes = [dict(route("/", "up"), decorator={"operation": "myop"}) if decorator else route("/", "up")]
+    if route_tracing is not None:  # envoy.config.route.v3.Tracing on the one route (the probe's too)
+        routes[0]["tracing"] = route_tracing
     b = bootstrap([cluster("up", [upstream]), cluster("otel", [collector])], routes=routes,
                   hcm={"tracing": tracing})
     if direction:
@@ -113,8 +116,12 @@ async def run_cases(port: int, collector: Collector, upstream: TestUpstream) -> 
     (100, False, {"direction": "OUTBOUND"}), (100, False, {"decorator": False}),
     (100, False, {"direction": "OUTBOUND", "decorator": False}), (100, False, {"zipkin": True}),
     (0, False, {"zipkin": True}),
+    (0, False, {"route_tracing": {"random_sampling": {"numerator": 100, "denominator": "HUNDRED"},
+                                  "custom_tags": [{"tag": "lit", "literal": {"value": "from-route"}}]}}),
+    (100, False, {"route_tracing": {"random_sampling": {"numerator": 0, "denominator": "TEN_THOUSAND"}}}),
 ], ids=["random-0", "random-100", "random-100-spawn-upstream", "max-path-tag-length-5", "outbound",
-        "no-decorator", "outbound-no-decorator", "zipkin-100", "zipkin-0"])
+        "no-decorator", "outbound-no-decorator", "zipkin-100", "zipkin-0", "route-100-over-hcm-0",
+        "route-0-over-hcm-100"])
 async def test_tracing_matches_envoy(tmp_path: pathlib.Path, monkeypatch, random_pct, spawn, extra):
     require_envoy()
     monkeypatch.setenv("PYPROXY_TRACE_FLUSH_INTERVAL_MS", "20")
