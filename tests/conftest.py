@@ -88,6 +88,24 @@ def pyproxy_process(tmp_path):
         proc.stop()
 
 
+def pytest_sessionfinish(session):
+    """Under pytest-xdist (`make test` runs the slow part with -n), a worker hands its differential tally to
+    the controller through xdist's `workeroutput`; the controller gathers them in `pytest_testnodedown`."""
+    import sys
+
+    output = getattr(session.config, "workeroutput", None)
+    harness = sys.modules.get("tests.oracle.harness")
+    if output is not None and harness is not None:
+        output["differential_tally"] = dict(harness.TALLY)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    from tests.oracle import harness
+
+    harness.TALLY.update(getattr(node, "workeroutput", {}).get("differential_tally", {}))
+
+
 def pytest_terminal_summary(terminalreporter):
     """The differential suites' count (tests/oracle, tests/differential): "N cases, M identical"."""
     import sys
