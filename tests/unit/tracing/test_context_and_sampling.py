@@ -93,3 +93,19 @@ def test_percent_conversion_and_value():
     assert [percent_to_ten_thousandths(v) for v in (None, 0, 1.0, 0.01, 100, 33.333)] == [10000, 0, 100, 1, 10000, 3333]
     assert sampling_value("ffffffff-0000-4000-8000-000000000000") == 0xFFFFFFFF % 10000
     assert sampling_value("zzzzzzzz-0000-4000-8000-000000000000") is None
+
+
+@pytest.mark.parametrize("fraction, want", [
+    (None, 10000),                                    # unset: Envoy's route default, 100 %
+    ({"numerator": 25, "denominator": "HUNDRED"}, 2500),
+    ({"numerator": 7, "denominator": "TEN_THOUSAND"}, 7),
+    ({"numerator": 12345, "denominator": "MILLION"}, 123),  # rounded to 1/10,000 (a documented deviation)
+    ({"numerator": 250, "denominator": "HUNDRED"}, 10000),  # more than all is all
+    ({"numerator": 0, "denominator": "HUNDRED"}, 0),
+])
+def test_a_route_fraction_on_the_hcm_scale(fraction, want):
+    from pyproxy.config.model import FractionalPercent
+    from pyproxy.tracing.sampling import fraction_to_ten_thousandths
+
+    fp = None if fraction is None else FractionalPercent(**fraction)
+    assert fraction_to_ten_thousandths(fp) == want
