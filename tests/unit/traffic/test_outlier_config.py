@@ -16,6 +16,8 @@ SETTINGS = ("interval", "base_ejection_time", "max_ejection_time", "max_ejection
             "consecutive_local_origin_failure", "success_rate_minimum_hosts", "success_rate_request_volume",
             "success_rate_stdev_factor", "failure_percentage_threshold", "failure_percentage_minimum_hosts",
             "failure_percentage_request_volume")
+ENFORCING = ("consecutive_5xx", "consecutive_gateway_failure", "consecutive_local_origin_failure", "success_rate",
+             "local_origin_success_rate", "failure_percentage", "local_origin_failure_percentage")
 
 
 def settings(d: OutlierDetector) -> dict:
@@ -24,16 +26,9 @@ def settings(d: OutlierDetector) -> dict:
 
 def test_unset_fields_take_envoys_defaults():
     d = OutlierDetector(OutlierDetection(), [])
-    assert settings(d) == {
-        "interval": 10.0, "base_ejection_time": 30.0, "max_ejection_time": 300.0, "max_ejection_time_jitter": 0.0,
-        "max_ejection_percent": 10, "always_eject_one_host": False, "split": False, "consecutive_5xx": 5,
-        "consecutive_gateway_failure": 5, "consecutive_local_origin_failure": 5, "success_rate_minimum_hosts": 5,
-        "success_rate_request_volume": 100, "success_rate_stdev_factor": 1.9, "failure_percentage_threshold": 85,
-        "failure_percentage_minimum_hosts": 5, "failure_percentage_request_volume": 50}
-    assert d.enforcing == {"consecutive_5xx": 100, "consecutive_gateway_failure": 0,
-                           "consecutive_local_origin_failure": 100, "success_rate": 100,
-                           "local_origin_success_rate": 100, "failure_percentage": 0,
-                           "local_origin_failure_percentage": 0}
+    assert settings(d) == dict(zip(SETTINGS, (10.0, 30.0, 300.0, 0.0, 10, False, False, 5, 5, 5, 5, 100, 1.9, 85, 5,
+                                              50)))
+    assert d.enforcing == dict(zip(ENFORCING, (100, 0, 100, 100, 100, 0, 0)))
     assert d.cfg is not None and isinstance(d.rng, random.Random)
 
 
@@ -50,16 +45,8 @@ def test_set_fields_are_used_as_given():
         enforcing_failure_percentage_local_origin=27)
     rng = random.Random(1)
     d = OutlierDetector(cfg, [], rng=rng)
-    assert settings(d) == {
-        "interval": 2.0, "base_ejection_time": 3.0, "max_ejection_time": 40.0, "max_ejection_time_jitter": 0.5,
-        "max_ejection_percent": 42, "always_eject_one_host": True, "split": True, "consecutive_5xx": 7,
-        "consecutive_gateway_failure": 8, "consecutive_local_origin_failure": 9, "success_rate_minimum_hosts": 11,
-        "success_rate_request_volume": 12, "success_rate_stdev_factor": 1.5, "failure_percentage_threshold": 13,
-        "failure_percentage_minimum_hosts": 14, "failure_percentage_request_volume": 15}
-    assert d.enforcing == {"consecutive_5xx": 21, "consecutive_gateway_failure": 22,
-                           "consecutive_local_origin_failure": 23, "success_rate": 24,
-                           "local_origin_success_rate": 25, "failure_percentage": 26,
-                           "local_origin_failure_percentage": 27}
+    assert settings(d) == dict(zip(SETTINGS, (2.0, 3.0, 40.0, 0.5, 42, True, True, 7, 8, 9, 11, 12, 1.5, 13, 14, 15)))
+    assert d.enforcing == dict(zip(ENFORCING, (21, 22, 23, 24, 25, 26, 27)))
     assert d.cfg is cfg and d.rng is rng
 
 
