@@ -47,12 +47,14 @@ async def _refused(port: int, payload: bytes) -> bytes:
         return b""
 
 
-async def _until(predicate, what: str, bound: int = 500):
-    for _ in range(bound):
-        if predicate():
-            return
+async def _until(predicate, what: str, timeout: float = 30.0):
+    """Poll `predicate` until it holds; `timeout` only stops a hang (generous: `make test` runs files in
+    parallel, and a 5 s bound once expired on a busy 2-core machine before 32 MiB had filled the buffers)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"never happened: {what}")
         await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def test_bytes_flow_both_ways_and_a_fin_is_passed_on(echo, proxy_factory, tmp_path):
