@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.mesh import Mesh, bookinfo_config, call, client_session, labels, outbound_cluster, poll
+from tests.support.mesh import Mesh, bookinfo_config, call, client_session, poll
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -41,11 +41,7 @@ async def test_envoy_filter_rate_limit_served_to_a_sidecar(mesh: Mesh):
     bookinfo_config(mesh, {"v1": 100})
     mesh.write("ratelimit.yaml", rate_limit_filter("reviews", 3))
     await mesh.control_plane()
-    productpage, reviews = await mesh.workloads(("productpage-v1", labels("productpage")),
-                                                ("reviews-v1", labels("reviews", "v1")))
-    client, server = productpage.sidecar, reviews.sidecar
-    await mesh.wait_hosts(client, outbound_cluster("reviews", subset="v1"), lambda h: server.endpoint in h,
-                          "has the reviews sidecar's inbound port")
+    client, server = await mesh.productpage_and_reviews()
     async with client_session() as session:
         answers = [await call(session, client.outbound_port, "reviews:9080", "/anything") for _ in range(5)]
     assert [a.status for a in answers] == [200, 200, 200, 429, 429], (answers, mesh.logs())

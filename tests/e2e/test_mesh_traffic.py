@@ -26,11 +26,7 @@ pytestmark = pytest.mark.timeout(90)
 async def test_request_goes_through_both_sidecars_to_the_service_app(mesh: Mesh):
     bookinfo_config(mesh, {"v1": 100})
     await mesh.control_plane()
-    productpage, reviews = await mesh.workloads(("productpage-v1", labels("productpage")),
-                                                ("reviews-v1", labels("reviews", "v1")))
-    client, server = productpage.sidecar, reviews.sidecar
-    await mesh.wait_hosts(client, outbound_cluster("reviews", subset="v1"), lambda h: server.endpoint in h,
-                          "has the reviews sidecar's inbound port")
+    client, server = await mesh.productpage_and_reviews()
     before_in, before_out = await server.stats(), await client.stats()
     request_id = str(uuid.uuid4())
     async with client_session() as session:

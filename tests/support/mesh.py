@@ -433,6 +433,16 @@ class Mesh:
         await asyncio.gather(*(w.sidecar.ready() for w in started))
         return started
 
+    async def productpage_and_reviews(self) -> tuple["Sidecar", "Sidecar"]:
+        """productpage-v1 and reviews-v1 with their sidecars, once productpage's sidecar holds reviews-v1's
+        inbound endpoint (the client and server sidecars of a one-hop test)."""
+        productpage, reviews = await self.workloads(("productpage-v1", labels("productpage")),
+                                                    ("reviews-v1", labels("reviews", "v1")))
+        client, server = productpage.sidecar, reviews.sidecar
+        await self.wait_hosts(client, outbound_cluster("reviews", subset="v1"), lambda h: server.endpoint in h,
+                              "has the reviews sidecar's inbound port")
+        return client, server
+
     def stop(self) -> None:
         """Every process, by PID: SIGTERM to all (newest first: sidecars before the control plane), a second
         SIGTERM to sidecars still draining (pyproxy stops at once on a second signal), SIGKILL what is left."""
