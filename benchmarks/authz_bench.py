@@ -20,7 +20,6 @@ loadgen send identical bytes without header support; jwt_authn removes it from t
 from __future__ import annotations
 
 import functools
-import http.client
 import json
 import sys
 import time
@@ -103,20 +102,7 @@ def sanity_check(name: str, port: int) -> None:
     """The token is accepted and the request allowed; without the token the jwt config answers 403."""
     for path, want in ((PATH, 200), ("/api/orders/42", 403 if name == "authz-jwt" else 200),
                        ("/other", 200 if name == "plain" else 403)):
-        expect_answer(name, port, path, want)
-
-
-def expect_answer(name: str, port: int, path: str, want: int) -> None:
-    """GET `path` answers `want` (and the origin's body when 200), else the benchmark stops naming the config."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        body = resp.read()
-    finally:
-        conn.close()
-    if resp.status != want or (want == 200 and body != configs.BODY.encode()):
-        raise SystemExit(f"{name}: GET {path[:40]} answered {resp.status} {body[:60]!r}, expected {want}")
+        routes_bench.expect_answer(name, port, path, want)
 
 
 SUITE = routes_bench.Suite("authz-bench", CONFIGS, PATH, sanity_check,

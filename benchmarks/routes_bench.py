@@ -146,6 +146,19 @@ def start_proxy(pm: procs.Processes, args, workdir: Path, name: str, backend_por
     return listen_port, proc
 
 
+def expect_answer(name: str, port: int, path: str, want: int) -> None:
+    """GET `path` answers `want` (and the origin's body when 200), else the benchmark stops naming the config."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+    finally:
+        conn.close()
+    if resp.status != want or (want == 200 and body != configs.BODY.encode()):
+        raise SystemExit(f"{name}: GET {path[:40]} answered {resp.status} {body[:60]!r}, expected {want}")
+
+
 def sanity_check(name: str, port: int) -> None:
     """The request is answered by the backend, through the intended route of the table."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)

@@ -31,7 +31,6 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import configs, routes_bench  # noqa: E402
-from benchmarks.authz_bench import expect_answer  # noqa: E402
 from control.translate.accesslog import FILE_ACCESS_LOG, log_format  # noqa: E402
 from control.translate.listeners import istio_stats_filter  # noqa: E402
 
@@ -92,7 +91,7 @@ CONFIGS = {
 
 
 def sanity_check(name: str, port: int) -> None:
-    expect_answer(name, port, PATH, 200)
+    routes_bench.expect_answer(name, port, PATH, 200)
 
 
 SUITE = routes_bench.Suite("telemetry-bench", CONFIGS, PATH, sanity_check,
