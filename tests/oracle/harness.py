@@ -364,9 +364,12 @@ async def mark(port: int, n: int) -> None:
 
 
 def read_json_lines(path: pathlib.Path) -> list[dict[str, Any]]:
+    """The complete lines written so far: a proxy may be mid-write, so text after the last newline is left for
+    the next read (the callers poll until the line they wait for is there)."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines() if line.strip()]
 
 
 def lines_before_mark(lines: list[dict[str, Any]], n: int, start: int) -> tuple[list[dict], int] | None:
