@@ -134,6 +134,7 @@ class SecretDiscovery(sds_pb2_grpc.SecretDiscoveryServiceServicer):
         self.store = store
         self._nonces = itertools.count(1)
         self.streams = 0
+        self.decisions = 0  # stream wake-ups that decided whether to send (so a test can see a push NOT made)
 
     async def StreamSecrets(self, request_iterator, context):  # noqa: N802 - the gRPC method name
         state = SdsStreamState()
@@ -160,6 +161,7 @@ class SecretDiscovery(sds_pb2_grpc.SecretDiscoveryServiceServicer):
                     state.sent(version, nonce)
                     self.store.pushes += 1
                     log.info("SDS: sent %s version %s", ",".join(state.names), version)
+                self.decisions += 1
                 wake.clear()
                 waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(self.store.changed.wait())]
                 await asyncio.wait([*waits, reader], return_when=asyncio.FIRST_COMPLETED)

@@ -326,8 +326,10 @@ async def test_envoy_certificates_rotate_through_the_agents_sds_under_load_witho
     async def watch() -> None:
         while time.monotonic() < deadline and envoy.installed() < installed_at_start + 3:
             serials.update(c["serial_number"] for c in await envoy.certs())
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(0.5)  # a little traffic on the last certificate too
+            await asyncio.sleep(0.2)  # the poll interval of a bounded wait on the certificate count
+        counts = {name: len(requests) for name, requests in seen.items()}
+        while time.monotonic() < deadline and any(len(seen[n]) < min(c + 20, 5000) for n, c in counts.items()):
+            await asyncio.sleep(0.01)  # a little traffic on the last certificate too: 20 more requests per loop
         stop.set()
 
     await asyncio.gather(watch(), loop("envoy->reviews", envoy.outbound_port, "reviews:9080"),

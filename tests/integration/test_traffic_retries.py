@@ -241,12 +241,9 @@ async def test_route_timeout_bounds_all_tries(traffic_proxy, upstream, tmp_path)
     upstream.handler = always("/delay/1")
     policy = retry_policy("5xx", 5, per_try_timeout="0.2s")
     p = await traffic_proxy(retried(policy, {"backend": [upstream.port]}, timeout="0.5s", log=tmp_path / "a.log"))
-    start = time.monotonic()
     r = await p.fetch("GET", "/")
-    elapsed = time.monotonic() - start
     assert (r.status, r.body) == (504, b"upstream request timeout")
-    assert 2 <= len(upstream.requests) <= 3
-    assert elapsed < 2.0  # bounded by the 0.5 s route timeout, not 6 × 0.2 s + back-offs
+    assert 2 <= len(upstream.requests) <= 3  # the route timeout ended the tries, not the 6 the policy allows
     assert "UT" in last_log(p)["flags"].split(",")
     assert p.stat("cluster.backend.upstream_rq_timeout") == 1
 
@@ -262,23 +259,16 @@ async def test_route_timeout_covers_the_back_off(traffic_proxy, upstream, tmp_pa
     assert "UT" in last_log(p)["flags"].split(",")
 
 
-async def test_default_back_off_is_short(traffic_proxy, upstream):
-    """Envoy's default back-off (base 25 ms, max 250 ms): 3 retries of an always-503 upstream all happen,
-    each waiting less than the 250 ms cap (plus scheduling slack)."""
+async def test_default_back_off_lets_every_retry_happen(traffic_proxy, upstream):
+    """Envoy's default back-off (base 25 ms, max 250 ms) between 3 retries of an always-503 upstream: all four
+    tries reach it and the client gets the last 503. The back-off values themselves are the pure decision in
+    pyproxy/routing/retry.py, pinned without a clock in tests/unit/traffic/test_retry.py."""
     upstream.handler = always("/status/503")
-    arrivals: list[float] = []
-    inner = upstream.handler
-
-    async def timed(conn, req):
-        arrivals.append(time.monotonic())
-        return await inner(conn, req)
-
-    upstream.handler = timed
     p = await traffic_proxy(retried({"retry_on": "5xx", "num_retries": 3}, {"backend": [upstream.port]}))
-    assert (await p.fetch("GET", "/")).status == 503
-    assert len(arrivals) == 4
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
-    assert all(g < 0.25 + 0.5 for g in gaps), gaps
+    r = await p.fetch("GET", "/")
+    assert r.status == 503
+    assert len(upstream.requests) == 4
+    assert p.stat("cluster.backend.upstream_rq_retry") == 3
 
 
 # ---------------------------------------------------------------- hosts

@@ -448,7 +448,9 @@ class Mesh:
         SIGTERM to sidecars still draining (pyproxy stops at once on a second signal), SIGKILL what is left."""
         for proc in reversed(self.processes):
             proc.terminate()
-        time.sleep(0.3)
+        grace = time.monotonic() + 0.3  # the first SIGTERM's drain: over as soon as every process has exited
+        while time.monotonic() < grace and any(proc.running() for proc in self.processes):
+            time.sleep(0.01)
         for proc in reversed(self.processes):
             if isinstance(proc, Sidecar):
                 proc.terminate()
