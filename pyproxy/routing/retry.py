@@ -348,7 +348,7 @@ class RetryState:
         self._armed = False  # the last decision was a retry (so the next success counts retry_success)
         self.exhausted = False  # the last retriable failure found no retry left (flag URX)
         if consume:
-            request_headers.remove_many(_RETRY_REQUEST_HEADER_SET)
+            request_headers.remove_names(_RETRY_REQUEST_HEADER_SET)
 
     # -- per try
     @property
