@@ -182,9 +182,6 @@ class JitteredExponentialBackoff:
         self.next_ms = interval * 2 if interval < self.max_ms // 2 else self.max_ms
         return self.rng.randrange(interval) / 1000.0
 
-    def reset(self) -> None:
-        self.next_ms = self.base_ms
-
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -364,7 +361,7 @@ class RetryState:
         deadline = self.deadline
         if per_try > 0:
             try_deadline = now + per_try
-            return try_deadline if deadline is None or try_deadline < deadline else deadline
+            return try_deadline if deadline is None else min(try_deadline, deadline)
         return deadline
 
     def expired(self, now: float) -> bool:

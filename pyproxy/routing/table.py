@@ -36,6 +36,7 @@ TODO: `%DOWNSTREAM_REMOTE_ADDRESS%`-style substitution in header values is not i
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import random
 import re
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -691,15 +692,8 @@ class RouteMatchResult:
         # precompiled regex: do the path part here, the rest through the shared helper
         base, query = _split_query(path)
         new_path = _rewritten(base, None, None, self._redirect_rewrite) + query
-        plain = RedirectAction(
-            https_redirect=ra.https_redirect,
-            scheme_redirect=ra.scheme_redirect,
-            host_redirect=ra.host_redirect,
-            port_redirect=ra.port_redirect,
-            response_code=ra.response_code,
-            strip_query=ra.strip_query,
-        )
-        return redirect_location(plain, scheme, authority, new_path)
+        # regex_rewrite is in a oneof with path_redirect and prefix_rewrite: without it, nothing rewrites the path
+        return redirect_location(dataclasses.replace(ra, regex_rewrite=None), scheme, authority, new_path)
 
     @property
     def redirect_status(self) -> int:

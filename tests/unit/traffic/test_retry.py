@@ -172,6 +172,25 @@ def test_backoff_is_fully_jittered_exponential_with_25ms_base_and_10x_cap():
         assert got >= bound * 0.9  # 400 draws reach the top of each range
 
 
+class _TopOfRange:
+    """An rng that always draws the largest value of the range it is asked for, and records the range."""
+
+    def __init__(self):
+        self.ranges = []
+
+    def randrange(self, n):
+        self.ranges.append(n)
+        return n - 1
+
+
+def test_backoff_doubles_while_below_half_the_maximum_then_stays_at_the_maximum():
+    """Envoy's JitteredExponentialBackOffStrategy: next = next < max/2 (integer ms) ? next * 2 : max."""
+    rng = _TopOfRange()
+    b = JitteredExponentialBackoff(0.025, 0.101, rng)
+    assert [b.next() for _ in range(4)] == [0.024, 0.049, 0.1, 0.1]
+    assert rng.ranges == [25, 50, 101, 101]
+
+
 def test_retry_back_off_policy_sets_base_and_max():
     s = state("5xx", num_retries=10, retry_back_off={"base_interval": "0.1s", "max_interval": "0.15s"})
     delays = [s.decide(Outcome(status=503)).backoff for _ in range(10)]

@@ -322,6 +322,11 @@ REDIRECT_CASES = [
     ({"path_redirect": "/new", "strip_query": True}, "http", "a.com", "/old?q=1", "http://a.com/new"),
     ({"prefix_rewrite": "/v2/"}, "http", "a.com", "/v1/items?q", "http://a.com/v2/items?q"),
     ({"regex_rewrite": {"pattern": {"regex": "v1"}, "substitution": "v9"}}, "http", "a.com", "/v1/x", "http://a.com/v9/x"),
+    # a regex rewrite with every other part of the redirect (the regex runs once, on the path only)
+    ({"regex_rewrite": {"pattern": {"regex": "v"}, "substitution": "vv"}, "https_redirect": True,
+      "host_redirect": "b.com"}, "http", "a.com", "/v1?v", "https://b.com/vv1?v"),
+    ({"regex_rewrite": {"pattern": {"regex": "v"}, "substitution": "vv"}, "scheme_redirect": "https",
+      "port_redirect": 8443, "strip_query": True}, "http", "a.com:8080", "/v1?v", "https://a.com:8443/vv1"),
 ]
 
 
@@ -483,10 +488,20 @@ def test_response_layers_apply_too():
     assert "server" not in headers
 
 
-def test_host_and_pseudo_headers_cannot_be_mutated():
+@pytest.mark.parametrize("key", [":path", "host", "Host"])
+def test_host_and_pseudo_headers_cannot_be_mutated(key):
     with pytest.raises(ConfigError) as e:
-        table([vh("v", ["*"], [{**route({"prefix": "/"}), "request_headers_to_add": [hvo(":path", "/x")]}])])
+        table([vh("v", ["*"], [{**route({"prefix": "/"}), "request_headers_to_add": [hvo(key, "/x")]}])])
     assert e.value.path == "virtual_hosts[0].routes[0].request_headers_to_add[0].header.key"
+    assert f"header {key!r} may not be modified" in e.value.message
+
+
+def test_an_empty_header_value_skips_only_its_own_option():
+    from pyproxy.config.model import HeaderValueOption
+
+    headers = Headers()
+    apply_header_mutations(headers, [decode(HeaderValueOption, hvo("x-a", "")), decode(HeaderValueOption, hvo("x-b", "1"))])
+    assert headers.items() == [("x-b", "1")]
 
 
 def test_per_filter_config_most_specific_wins():
@@ -498,6 +513,15 @@ def test_per_filter_config_most_specific_wins():
         "envoy.filters.http.fault": fault})]).match("h", "/", Headers())
     assert isinstance(r.per_filter_config("envoy.filters.http.fault"), HTTPFault)
     assert r.per_filter_config("envoy.filters.http.rbac") is None
+    # a chosen weighted cluster's own config beats the route's and the virtual host's
+    cluster_fault = {**fault, "abort": {"http_status": 418, "percentage": {"numerator": 100}}}
+    r = table([vh("v", ["*"], [{"match": {"prefix": "/"}, "route": {"weighted_clusters": {"clusters": [
+        {"name": "c", "weight": 1, "typed_per_filter_config": {"envoy.filters.http.fault": cluster_fault}}]}},
+        "typed_per_filter_config": {"envoy.filters.http.fault": fault}}])]).match("h", "/", Headers())
+    _, cw = r.choose_cluster(Headers(), random.Random(0))
+    assert r.per_filter_config("envoy.filters.http.fault", cw).abort.http_status == 418
+    assert r.per_filter_config("envoy.filters.http.fault").abort.http_status == 503
+    assert repr(r) == "RouteMatchResult(vhost='v', route='', -> weighted_clusters)"
 
 
 # ---------------------------------------------------------------- robustness
@@ -590,7 +614,7 @@ def test_header_matchers(matcher, kw, hit):
     ("/?b=1#a=1", False),
     ("/", False),
 ])
-def test_query_parameter_matching(path, hit):
+def test_query_string_parsing_for_matching(path, hit):
     routes = [route({"prefix": "/", "query_parameters": [{"name": "a", "string_match": {"exact": "1"}}]})]
     assert (first(routes, path=path) == "c") is hit
 
@@ -615,6 +639,39 @@ def dynamic(value, invert=False):
 def test_dynamic_metadata_matching(value, metadata, hit):
     assert (first([dynamic(value)], metadata=metadata) == "c") is hit
     assert (first([dynamic(value, invert=True)], metadata=metadata) == "c") is not hit
+
+
+@pytest.mark.parametrize("full_path, query", [
+    ("/p?a=1?b=2", {"a": "1?b=2"}),  # the query starts at the first '?'
+    ("?a=1", {"a": "1"}),
+    ("/p?a=1#x#y", {"a": "1"}),  # and ends at the first '#'
+    ("/p?#a=1", {}),
+    ("/p?a=b=c&c", {"a": "b=c", "c": ""}),  # the value is everything after the first '='
+    ("/p", {}),
+])
+def test_parse_query(full_path, query):
+    from pyproxy.routing.table import parse_query
+    assert parse_query(full_path) == query
+
+
+def test_range_match_reads_an_optional_sign_then_digits_only():
+    def hit(value):
+        return first([route({"prefix": "/", "headers": [{"name": "x-a", "range_match": {"start": 0, "end": 10}}]})],
+                     headers=H(x_a=value)) == "c"
+    assert hit("5") and hit("+5") and not hit("X5") and not hit("5X") and not hit("") and not hit("+")
+
+
+def test_headers_match_reads_the_request_line_it_is_given():
+    from pyproxy.routing.table import compile_header_matcher, headers_match
+
+    def exact(name, value):
+        return compile_header_matcher(decode(HeaderMatcher, {"name": name, "string_match": {"exact": value}}))
+    given = [exact(":authority", "a.com"), exact(":path", "/p"), exact(":method", "PUT"), exact(":scheme", "https")]
+    assert headers_match(given, H(), authority="a.com", path="/p", method="PUT", scheme="https") is True
+    assert headers_match(given[1:], H(), path="/p", method="PUT", scheme="https") is True
+    # what is not given is present and empty
+    empty = [exact(":authority", ""), exact(":path", ""), exact(":method", ""), exact(":scheme", "")]
+    assert headers_match(empty, H()) is True
 
 
 def test_headers_match_for_bare_headers():
