@@ -169,6 +169,17 @@ async def test_a_retried_request_replays_its_body(traffic_proxy, upstream):
     assert upstream.requests[0].body_sha256 == upstream.requests[1].body_sha256
 
 
+@pytest.mark.parametrize("method, retried_", [("GET", True), ("POST", False)])
+async def test_retriable_request_headers_read_the_request_method(traffic_proxy, upstream, method, retried_):
+    """retriable_request_headers `:method: GET`: a failed GET is retried, a failed POST is not."""
+    upstream.handler = scripted("/status/503")
+    only_get = [{"name": ":method", "string_match": {"exact": "GET"}}]
+    p = await traffic_proxy(retried(retry_policy("5xx", retriable_request_headers=only_get), {"backend": [upstream.port]}))
+    r = await p.fetch(method, "/")
+    assert r.status == (200 if retried_ else 503)
+    assert len(upstream.requests) == (2 if retried_ else 1)
+
+
 async def test_x_envoy_max_retries_overrides_num_retries(traffic_proxy, upstream, tmp_path):
     upstream.handler = always("/status/503")
     p = await traffic_proxy(retried(retry_policy("5xx", 1), {"backend": [upstream.port]}, log=tmp_path / "a.log",

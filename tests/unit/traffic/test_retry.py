@@ -124,6 +124,19 @@ def test_no_policy_and_no_headers_means_no_retry_state():
     assert retry_state_for(t.match("h", "/r", Headers()), Headers(), random.Random()) is not None
 
 
+def test_retry_state_for_a_route_takes_the_request_facts_it_is_given():
+    t = RouteTable(decode(RouteConfiguration, {"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+        {"match": {"prefix": "/"}, "route": {"cluster": "c", "timeout": "3s", "retry_policy": {
+            "retry_on": "5xx", "retriable_request_headers": [{"name": ":method", "string_match": {"exact": "GET"}}]}}}]}]}))
+    match = t.match("h", "/", Headers())
+    rng, limits = random.Random(0), ResourceLimits(decode_thresholds(max_retries=1))
+    s = retry_state_for(match, Headers(), rng, now=100.0, limits=limits)  # the method defaults to GET
+    assert s.deadline == 103.0 and s.timeouts.global_timeout == 3.0
+    assert s.limits is limits and s.backoff.rng is rng
+    assert retry_state_for(match, Headers(), rng).deadline == 3.0
+    assert retry_state_for(match, Headers(), rng, method="POST") is None  # retriable_request_headers says GET only
+
+
 def test_num_retries_bounds_the_retries_then_limit_exceeded_sets_urx():
     s = state("5xx", num_retries=2)
     decisions = [s.decide(Outcome(status=503)) for _ in range(3)]

@@ -289,6 +289,8 @@ REWRITE_CASES = [
     ({"prefix": "/"}, {"regex_rewrite": {"pattern": {"regex": "o"}, "substitution": "0"}}, "/foo/o?o", "/f00/0?o"),
     ({"prefix": "/"}, {"regex_rewrite": {"pattern": {"regex": "^/a"}, "substitution": "\\0\\0"}}, "/ab", "/a/ab"),
     ({"prefix": "/"}, {}, "/unchanged?x", "/unchanged?x"),
+    # a group that did not take part in the match is empty, as is one that matched nothing
+    ({"prefix": "/"}, {"regex_rewrite": {"pattern": {"regex": "^/(a)?(c*)b"}, "substitution": "/x\\1\\2y"}}, "/b", "/xy"),
 ]
 
 
@@ -350,6 +352,30 @@ def test_redirect_status_codes(code, status):
 
 def test_plain_redirect_action_keeps_the_request():
     assert redirect_location(RedirectAction(), "http", "a.com:81", "/p?q") == "http://a.com:81/p?q"
+    assert redirect_location(RedirectAction(path_redirect=""), "http", "a.com", "/p?q") == "http://a.com/p?q"
+
+
+def test_prefix_rewrite_redirect_without_a_matched_route_replaces_the_whole_path():
+    action = RedirectAction(prefix_rewrite="/new")
+    assert redirect_location(action, "http", "a.com", "/old/x?q") == "http://a.com/new?q"
+
+
+def test_the_helpers_name_the_field_of_a_bad_substitution():
+    from pyproxy.config.model import RegexMatchAndSubstitute, RouteAction
+
+    bad = decode(RegexMatchAndSubstitute, {"pattern": {"regex": "(a)"}, "substitution": "\\2"})
+    route_ = table([vh("v", ["*"])]).match("h", "/", Headers()).route
+    with pytest.raises(ConfigError) as e:
+        rewrite_path(RouteAction(cluster="c", regex_rewrite=bad), route_, "/a")
+    assert e.value.path == "regex_rewrite.substitution"
+    with pytest.raises(ConfigError) as e:
+        redirect_location(RedirectAction(regex_rewrite=bad), "http", "h", "/a")
+    assert e.value.path == "regex_rewrite.substitution"
+
+
+def test_a_route_without_a_route_action_never_rewrites_the_path():
+    r = table([vh("v", ["*"], [{"match": {"prefix": "/"}, "redirect": {"path_redirect": "/new"}}])]).match("h", "/x", Headers())
+    assert r.rewrite_path("/x?q") == "/x?q"
 
 
 # ---------------------------------------------------------------- clusters
@@ -688,6 +714,8 @@ def test_headers_match_for_bare_headers():
     ("[::1]:8080", ("[::1]", "8080")),
     ("::1", ("::1", None)),
     ("a:80", ("a", "80")),
+    (":80", ("", "80")),  # Envoy getPortStart: the last ':' even at the start
+    ("[a]:b]", ("[a]:b]", None)),  # the last ']' is after the last ':': no port
 ])
 def test_split_host_port_edges(split, expected):
     assert split_host_port(split) == expected
