@@ -384,7 +384,7 @@ class RetryState:
         on = self.retry_on
         if not on:
             return False
-        if outcome.status is None or outcome.reset or outcome.timeout:
+        if outcome.status is None:  # no response: a reset (the engine reports a response or a reset, never both)
             if outcome.overflow:
                 return False
             if outcome.connect_failure:

@@ -188,7 +188,7 @@ def compile_string_matcher(m: StringMatcher, path: str = "") -> Callable[[str], 
         expected = getattr(m, kind)
         if expected is not None:
             break
-    else:  # pragma: no cover - the decoder enforces the oneof
+    else:  # the decoder enforces the oneof; a StringMatcher built in code may not
         raise ConfigError(path, "StringMatcher needs one of exact, prefix, suffix, contains, safe_regex")
     if m.ignore_case:
         e = expected.lower()
@@ -700,7 +700,7 @@ class RouteMatchResult:
         return RedirectAction.STATUS[self.redirect.response_code] if self.redirect else 0
 
     def _layers(self, which: int, base: tuple[HeaderLayer, ...], cw: ClusterWeight | None) -> tuple[HeaderLayer, ...]:
-        layer = self._cluster_layers.get(cw.name, (None, None))[which] if cw is not None else None
+        layer = self._cluster_layers[cw.name][which] if cw is not None else None  # cw: one of this route's
         return base if layer is None else (layer, *base)
 
     def request_layers(self, cluster_weight: ClusterWeight | None = None) -> tuple[HeaderLayer, ...]:

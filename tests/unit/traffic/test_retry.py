@@ -67,6 +67,10 @@ CASES = [
     ("resource-exhausted", RESP(status=200, headers=Headers([("grpc-status", "8")])), True),
     ("5xx,reset", RESP(reset=True, overflow=True), False),  # circuit-breaker overflow is never retried
     ("", RESP(status=503), False),
+    # a reset of each kind is not retried by a token that does not cover it
+    ("retriable-4xx", RESP(reset=True, connect_failure=True), False),
+    ("retriable-4xx", RESP(reset=True, request_started=False), False),
+    ("retriable-4xx", RESP(reset=True, refused_stream=True), False),
 ]
 
 

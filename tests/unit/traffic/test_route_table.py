@@ -769,3 +769,150 @@ def test_a_redirect_route_chooses_no_cluster_and_reprs_name_the_target():
     assert r2.choose_cluster(Headers(), random.Random(0)) == (None, None)  # header absent: cluster not found
     assert repr(r2) == "RouteMatchResult(vhost='v', route='r2', -> x-c)"
     assert repr(t) == "RouteTable('80', virtual_hosts=1)"
+
+
+# ---------------------------------------------------------------- matchers compiled directly
+
+STRING_MATCHER_CASES = [
+    # (StringMatcher fields, value, matches)
+    ({"exact": "ab"}, "ab", True), ({"exact": "ab"}, "xab", False), ({"exact": "ab"}, "abx", False),
+    ({"exact": "ab"}, "AB", False),
+    ({"prefix": "ab"}, "abx", True), ({"prefix": "ab"}, "xab", False), ({"prefix": "ab"}, "ABx", False),
+    ({"suffix": "ab"}, "xab", True), ({"suffix": "ab"}, "abx", False), ({"suffix": "ab"}, "xAB", False),
+    ({"contains": "ab"}, "xabx", True), ({"contains": "ab"}, "xx", False), ({"contains": "ab"}, "xABx", False),
+    ({"exact": "AB", "ignore_case": True}, "ab", True), ({"exact": "AB", "ignore_case": True}, "xab", False),
+    ({"exact": "AB", "ignore_case": True}, "abx", False),
+    ({"prefix": "AB", "ignore_case": True}, "abx", True), ({"prefix": "AB", "ignore_case": True}, "xab", False),
+    ({"suffix": "AB", "ignore_case": True}, "xab", True), ({"suffix": "AB", "ignore_case": True}, "abx", False),
+    ({"contains": "AB", "ignore_case": True}, "xabx", True), ({"contains": "AB", "ignore_case": True}, "xx", False),
+    ({"safe_regex": {"regex": "a."}, "ignore_case": True}, "AB", False),  # ignore_case has no effect on regex
+    ({"safe_regex": {"regex": "a."}}, "ab", True), ({"safe_regex": {"regex": "a."}}, "abc", False),
+]
+
+
+@pytest.mark.parametrize("fields, value, hit", STRING_MATCHER_CASES)
+def test_string_matcher(fields, value, hit):
+    from pyproxy.config.model import StringMatcher
+    from pyproxy.routing.table import compile_string_matcher
+
+    assert compile_string_matcher(decode(StringMatcher, fields))(value) is hit
+
+
+LEGACY_HEADER_CASES = [
+    # (HeaderMatcher fields beyond the name x-a, x-a value or None for absent, matches)
+    ({"safe_regex_match": {"regex": "a+"}}, "aa", True), ({"safe_regex_match": {"regex": "a+"}}, "ab", False),
+    ({"prefix_match": "ab"}, "abc", True), ({"prefix_match": "ab"}, "cab", False),
+    ({"suffix_match": "ab"}, "cab", True), ({"suffix_match": "ab"}, "abc", False),
+    ({"contains_match": "ab"}, "cabc", True), ({"contains_match": "ab"}, "cc", False),
+    ({"exact_match": "ab"}, "ab", True), ({"exact_match": "ab"}, "abc", False),
+    # a missing header fails every matcher, even an inverted one, unless treated as empty
+    ({"prefix_match": "X", "invert_match": True}, None, False),
+    ({"prefix_match": "X", "treat_missing_header_as_empty": True}, None, False),
+    ({"string_match": {"exact": ""}, "treat_missing_header_as_empty": True}, None, True),
+    ({"string_match": {"exact": ""}, "treat_missing_header_as_empty": True, "invert_match": True}, None, False),
+]
+
+
+@pytest.mark.parametrize("fields, value, hit", LEGACY_HEADER_CASES)
+def test_header_matcher_kinds(fields, value, hit):
+    from pyproxy.routing.table import RequestView, compile_header_matcher
+
+    check = compile_header_matcher(decode(HeaderMatcher, {"name": "x-a", **fields}))
+    headers = Headers([("x-a", value)] if value is not None else [])
+    assert check(RequestView(headers, "", "/", "GET", "http")) is hit
+
+
+def test_matchers_built_in_code_name_the_field_of_an_empty_string_matcher():
+    """The decoder refuses a StringMatcher without a kind; one built in code gets the same error, with its path."""
+    from pyproxy.config.model import (ListMatcher, MetadataMatcher, OrMatcher, QueryParameterMatcher, StringMatcher,
+                                      ValueMatcher)
+    from pyproxy.routing.table import (_compile_query_matcher, compile_header_matcher, compile_metadata_matcher,
+                                       compile_string_matcher, compile_value_matcher)
+
+    empty = StringMatcher()
+    value = ValueMatcher(string_match=empty)
+    cases = [
+        (lambda: compile_string_matcher(empty), ""),
+        (lambda: compile_string_matcher(empty, "p"), "p"),
+        (lambda: compile_header_matcher(HeaderMatcher(name="x", string_match=empty)), ".string_match"),
+        (lambda: compile_header_matcher(HeaderMatcher(name="x", string_match=empty), "h"), "h.string_match"),
+        (lambda: _compile_query_matcher(QueryParameterMatcher(name="q", string_match=empty), "q"), "q.string_match"),
+        (lambda: compile_value_matcher(value), ".string_match"),
+        (lambda: compile_value_matcher(ValueMatcher(list_match=ListMatcher(one_of=value)), "v"),
+         "v.list_match.one_of.string_match"),
+        (lambda: compile_value_matcher(ValueMatcher(or_match=OrMatcher(value_matchers=(
+            ValueMatcher(bool_match=True), value))), "v"), "v.or_match.value_matchers[1].string_match"),
+        (lambda: compile_metadata_matcher(MetadataMatcher(filter="f", value=value)), ".value.string_match"),
+        (lambda: compile_metadata_matcher(MetadataMatcher(filter="f", value=value), "m"), "m.value.string_match"),
+    ]
+    for build, where in cases:
+        with pytest.raises(ConfigError) as e:
+            build()
+        assert (e.value.path, e.value.message) == (where, "StringMatcher needs one of exact, prefix, suffix, contains, "
+                                                          "safe_regex")
+    with pytest.raises(ConfigError) as e:
+        compile_header_matcher(HeaderMatcher(name=""), "h")
+    assert (e.value.path, e.value.message) == ("h.name", "header matcher needs a name")
+    with pytest.raises(ConfigError) as e:
+        compile_header_matcher(HeaderMatcher(name=""))
+    assert e.value.path == ".name"
+
+
+@pytest.mark.parametrize("fields, value, hit", [
+    ({"bool_match": True}, True, True), ({"bool_match": True}, False, False), ({"bool_match": True}, 1, False),
+    ({"bool_match": False}, "x", False),
+    ({"present_match": True}, "x", True), ({"present_match": True}, None, False),
+    ({"present_match": False}, "x", False),  # Envoy: present_match false never matches
+])
+def test_value_matcher(fields, value, hit):
+    from pyproxy.config.model import ValueMatcher
+    from pyproxy.routing.table import compile_value_matcher
+
+    assert compile_value_matcher(decode(ValueMatcher, fields))(value) is hit
+
+
+def test_the_chosen_weighted_cluster_s_own_header_layers_run_first():
+    r = table([vh("v", ["*"], [{
+        "match": {"prefix": "/"},
+        "route": {"weighted_clusters": {"clusters": [
+            {"name": "c", "weight": 1,
+             "request_headers_to_add": [hvo("x-c", "req")], "request_headers_to_remove": ["X-Drop"],
+             "response_headers_to_add": [hvo("x-c", "resp")], "response_headers_to_remove": ["X-RDrop"]},
+            {"name": "d", "weight": 0}]}},
+        "request_headers_to_add": [hvo("x-r", "1")],
+    }])]).match("h", "/", Headers())
+    name, cw = r.choose_cluster(Headers(), random.Random(0))
+    assert name == "c"
+    assert [len(layer[0]) for layer in r.request_layers(cw)] == [1, 1] and r.request_layers(cw)[0][1] == ("x-drop",)
+    headers = H(x_drop="1", x_keep="1")
+    r.apply_request_headers(headers, cw)
+    assert headers.items() == [("x-keep", "1"), ("x-c", "req"), ("x-r", "1")]
+    headers = H(x_rdrop="1", x_keep="1")
+    r.apply_response_headers(headers, cw)
+    assert headers.items() == [("x-keep", "1"), ("x-c", "resp")]
+    assert r.response_layers(cw)[0][1] == ("x-rdrop",)
+    # without a cluster weight, or for one without headers, only the route's layers
+    d = next(c for c in r.action.weighted_clusters.clusters if c.name == "d")
+    assert r.request_layers(d) == r.request_layers() and len(r.request_layers()) == 1
+    assert r.response_layers(d) == () == r.response_layers()
+
+
+def test_weighted_clusters_without_weight_name_the_field():
+    from pyproxy.config.model import WeightedCluster
+
+    with pytest.raises(ConfigError) as e:
+        choose_weighted_cluster(decode(WeightedCluster, {"clusters": [{"name": "a", "weight": 0}]}), random.Random(0))
+    assert (e.value.path, e.value.message) == (".clusters", "weighted_clusters needs at least one cluster with weight > 0")
+
+
+@pytest.mark.parametrize("path, rewritten", [
+    ("/a?a?a", "/b?a?a"),  # the query starts at the first '?' and is never rewritten
+    ("?a", "?a"),  # an empty path: nothing to rewrite
+    ("/a", "/b"),
+])
+def test_regex_rewrite_leaves_the_query_alone(path, rewritten):
+    from pyproxy.config.model import RouteAction
+
+    action = decode(RouteAction, {"cluster": "c", "regex_rewrite": {"pattern": {"regex": "a"}, "substitution": "b"}})
+    route_ = table([vh("v", ["*"])]).match("h", "/", Headers()).route
+    assert rewrite_path(action, route_, path) == rewritten
