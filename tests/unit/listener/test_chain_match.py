@@ -96,3 +96,40 @@ def test_identical_matches_are_refused_like_envoy():
 def test_partial_wildcards_are_refused():
     with pytest.raises(ChainMatchError, match="partial wildcards"):
         ChainSelector([chain("a", server_names=["*foo.com"])])
+
+
+def test_identical_matches_name_both_chains():
+    with pytest.raises(ChainMatchError) as e:
+        ChainSelector([chain("a", transport_protocol="tls"), chain("b"), chain("c", transport_protocol="tls")])
+    assert str(e.value) == ("listener '': multiple filter chains with the same matching rules are defined "
+                            "(filter_chains[0] and [2])")
+
+
+@pytest.mark.parametrize("field", ["prefix_ranges", "direct_source_prefix_ranges", "source_prefix_ranges"])
+def test_a_bad_cidr_names_the_listener_chain_and_field(field):
+    bad = chain("a", **{field: [{"address_prefix": "not-an-ip", "prefix_len": 8}]})
+    with pytest.raises(ChainMatchError) as e:
+        ChainSelector([chain("ok"), bad], listener="l")
+    assert str(e.value).startswith(f"listener 'l' filter_chains[1].filter_chain_match.{field}: bad CIDR not-an-ip/8: ")
+    with pytest.raises(ChainMatchError) as e:
+        ChainSelector([bad])
+    assert str(e.value).startswith(f"listener '' filter_chains[0].filter_chain_match.{field}: bad CIDR")
+
+
+def test_a_wildcard_matches_only_below_its_dot():
+    chains = [chain("w", server_names=["*.example.com"])]
+    assert ChainSelector(chains).select(facts(server_name="badexample.com")) is None
+    assert ChainSelector(chains).select(facts(server_name="a.example.com")).name == "w"
+
+
+@pytest.mark.parametrize("chains, sni, transport, alpn", [
+    ([chain("a")], False, False, False),
+    ([chain("a"), chain("w", server_names=["*.a.com"])], True, False, False),
+    ([chain("e", server_names=["a.com"])], True, False, False),
+    ([chain("t", transport_protocol="tls")], False, True, False),
+    ([chain("h", application_protocols=["h2"])], False, False, True),
+])
+def test_the_selector_says_which_connection_facts_it_needs(chains, sni, transport, alpn):
+    s = ChainSelector(chains)
+    assert (s.needs_server_name, s.needs_transport, s.needs_alpn) == (sni, transport, alpn)
+    assert all(isinstance(flag, bool) for flag in (s.needs_server_name, s.needs_transport, s.needs_alpn))
