@@ -916,3 +916,18 @@ def test_regex_rewrite_leaves_the_query_alone(path, rewritten):
     action = decode(RouteAction, {"cluster": "c", "regex_rewrite": {"pattern": {"regex": "a"}, "substitution": "b"}})
     route_ = table([vh("v", ["*"])]).match("h", "/", Headers()).route
     assert rewrite_path(action, route_, path) == rewritten
+
+
+def test_find_virtual_host_without_a_match_is_none():
+    t = table([vh("a", ["a.com"])])
+    assert t.find_virtual_host("b.com") is None and t.find_virtual_host("a.com").name == "a"
+
+
+def test_a_route_action_built_without_a_cluster_finds_none():
+    """The decoder requires cluster, cluster_header or weighted_clusters; one built in code gets 'not found'."""
+    from pyproxy.config.model import Route, RouteAction, RouteMatch, VirtualHost
+    from pyproxy.routing.table import RouteMatchResult
+
+    route_ = Route(match=RouteMatch(prefix="/"), route=RouteAction())
+    r = RouteMatchResult(RouteConfiguration(), VirtualHost(name="v", domains=("*",), routes=(route_,)), route_, "r")
+    assert r.choose_cluster(H(x_c="up"), random.Random(0)) == (None, None)
