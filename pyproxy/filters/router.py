@@ -123,7 +123,7 @@ class RouterFilter:
             self.timeout_alt_response = True
         headers.remove_names(ROUTER_CONSUMED)
         # an upgrade handshake is not retried: its connection becomes the tunnel (pyproxy.http.tunnel)
-        self.retry = hcm.make_retry_state(m, headers, cluster.limits) if stream.upgrade is None else None
+        self.retry = hcm.make_retry_state(m, headers, cluster.limits, stream) if stream.upgrade is None else None
         timeouts = self.retry.timeouts if self.retry is not None else None
         if timeouts is None and ("x-envoy-upstream-rq-timeout-ms" in headers
                                  or "x-envoy-upstream-rq-per-try-timeout-ms" in headers):

@@ -79,7 +79,7 @@ def strip_hop_by_hop(headers: Headers) -> None:
     names = HOP_BY_HOP
     if conn:
         names = HOP_BY_HOP | ({t.strip().lower() for t in conn.split(",") if t.strip()} - NEVER_NOMINATED)
-    headers.remove_many(frozenset(names))
+    headers.remove_names(frozenset(names))
     if te and te.strip().lower() == "trailers":
         headers.add("te", "trailers")
 

@@ -666,7 +666,7 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
                 and method != "CONNECT":
             # Envoy does not do the HTTP/2 cleartext upgrade: it drops the upgrade headers and serves the request
             # as HTTP/1.1 (curl --http2 http://... works). llhttp still stops after it: see data_received.
-            headers.remove_many(frozenset({"upgrade", "http2-settings"}))
+            headers.remove_names(frozenset({"upgrade", "http2-settings"}))
             self._h2c_ignored = True
         elif parser.should_upgrade():
             # an upgrade request ends this connection's HTTP/1: it becomes a tunnel, or closes after the answer

@@ -103,9 +103,8 @@ def forwarded_headers(h: Any, cfg: Any, peer_ip: str, scheme: str, local_ip: str
     xff_value = h.get("x-forwarded-for")
     xff = _xff_addresses(xff_value)
     hops = cfg.xff_num_trusted_hops
+    remote: str | None = peer_ip
     if cfg.use_remote_address:
-        single = not xff
-        remote: str | None = peer_ip
         if hops > 0 and len(xff) >= hops:
             remote = _valid_ip(xff[len(xff) - hops]) or peer_ip
         if not cfg.skip_xff_append and peer_ip != "-":
@@ -113,12 +112,13 @@ def forwarded_headers(h: Any, cfg: Any, peer_ip: str, scheme: str, local_ip: str
             h.set("x-forwarded-for", f"{xff_value},{appended}" if xff_value else appended)
         if hops == 0 or "x-forwarded-proto" not in h:
             h.set("x-forwarded-proto", scheme)
+        internal = not xff and is_internal(remote, cfg.internal_address_config)
     else:
-        single = len(xff) == 1
-        remote = _valid_ip(xff[len(xff) - 1 - hops]) if len(xff) > hops else None
+        # the remote address is then x-forwarded-for's (hops+1)-th from the right; it decides only `internal`,
+        # which needs the header to hold that one address alone, so no trusted hop can be skipped
         if "x-forwarded-proto" not in h:
             h.add("x-forwarded-proto", scheme)
-    internal = single and is_internal(remote, cfg.internal_address_config)
+        internal = len(xff) == 1 and hops == 0 and is_internal(_valid_ip(xff[0]), cfg.internal_address_config)
     edge = bool(cfg.use_remote_address) and not internal
     if internal:
         h.set("x-envoy-internal", "true")

@@ -98,9 +98,9 @@ class Headers:
         self._items = [(k, v) for k, v in self._items if k != name]
         return len(self._items) != before
 
-    def remove_many(self, names: Iterable[str] | frozenset[str]) -> None:
-        names = names if isinstance(names, frozenset) else frozenset(n.lower() for n in names)
-        self._items = [(k, v) for k, v in self._items if k not in names]
+    def remove_many(self, names: Iterable[str]) -> None:
+        """Remove every field named in `names`, any case (pre-lowered frozensets go to `remove_names`)."""
+        self.remove_names(frozenset(n.lower() for n in names))
 
     def copy(self) -> "Headers":
         return Headers.from_lowered(list(self._items))

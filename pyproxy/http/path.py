@@ -123,6 +123,6 @@ def merge_slashes(path: str) -> str:
     merged = "/".join(p for p in parts if p)
     if head.startswith("/"):
         merged = "/" + merged
-    if head.endswith("/") and merged != "/" and not merged.endswith("/"):
+    if head.endswith("/") and merged != "/":  # merged ends with "/" only when it is "/" (parts are non-empty)
         merged += "/"
     return merged + query

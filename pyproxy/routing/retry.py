@@ -182,9 +182,6 @@ class JitteredExponentialBackoff:
         self.next_ms = interval * 2 if interval < self.max_ms // 2 else self.max_ms
         return self.rng.randrange(interval) / 1000.0
 
-    def reset(self) -> None:
-        self.next_ms = self.base_ms
-
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -260,7 +257,8 @@ class RetryState:
     """One downstream request's retry bookkeeping. Not shared between requests.
 
     `policy`: the effective RetryPolicy (route's, else virtual host's) or None. `request_headers`: read for the
-    x-envoy-* retry headers, which are removed when `consume` is true. `limits`: the cluster's ResourceLimits
+    x-envoy-* retry headers, which are removed when `consume` is true; with `method`, `authority`, `path` and
+    `scheme` they are what `retriable_request_headers` matches (pseudo headers included, as in Envoy). `limits`: the cluster's ResourceLimits
     (its `retries` resource is the max_retries circuit breaker), or None for no limit. `start`: when the
     downstream request was complete (the global timeout runs from there).
     """
@@ -293,6 +291,9 @@ class RetryState:
         start: float = 0.0,
         route_timeout: float = 0.0,
         method: str = "GET",
+        authority: str = "",
+        path: str = "",
+        scheme: str = "",
         limits: "ResourceLimits | None" = None,
         consume: bool = True,
     ):
@@ -312,7 +313,7 @@ class RetryState:
         if header_grpc_on:
             retry_on |= parse_retry_on(header_grpc_on, grpc_only=True)[0]
         if policy is not None and policy.retriable_request_headers:
-            req = RequestView(request_headers, "", "", method, "")
+            req = RequestView(request_headers, authority, path, method, scheme)
             checks = _compile_matchers(policy.retriable_request_headers, "retry_policy.retriable_request_headers")
             if not any(check(req) for check in checks):
                 retry_on = RetryOn.NONE
@@ -321,11 +322,13 @@ class RetryState:
             header_max = _parse_int(request_headers.get("x-envoy-max-retries"))
             if header_max is not None:
                 remaining = header_max
-        for raw in (request_headers.get("x-envoy-retriable-status-codes") or "").split(","):
+        header_codes = request_headers.get("x-envoy-retriable-status-codes")
+        for raw in header_codes.split(",") if header_codes else ():
             code = _parse_int(raw)
             if code is not None:
                 codes.append(code)
-        for raw in (request_headers.get("x-envoy-retriable-header-names") or "").split(","):
+        header_names = request_headers.get("x-envoy-retriable-header-names")
+        for raw in header_names.split(",") if header_names else ():
             if raw.strip():
                 matchers.append(compile_header_matcher(HeaderMatcher(name=raw.strip())))
         self.retry_on = retry_on
@@ -348,7 +351,7 @@ class RetryState:
         self._armed = False  # the last decision was a retry (so the next success counts retry_success)
         self.exhausted = False  # the last retriable failure found no retry left (flag URX)
         if consume:
-            request_headers.remove_many(_RETRY_REQUEST_HEADER_SET)
+            request_headers.remove_names(_RETRY_REQUEST_HEADER_SET)
 
     # -- per try
     @property
@@ -364,7 +367,7 @@ class RetryState:
         deadline = self.deadline
         if per_try > 0:
             try_deadline = now + per_try
-            return try_deadline if deadline is None or try_deadline < deadline else deadline
+            return try_deadline if deadline is None else min(try_deadline, deadline)
         return deadline
 
     def expired(self, now: float) -> bool:
@@ -387,7 +390,7 @@ class RetryState:
         on = self.retry_on
         if not on:
             return False
-        if outcome.status is None or outcome.reset or outcome.timeout:
+        if outcome.status is None:  # no response: a reset (the engine reports a response or a reset, never both)
             if outcome.overflow:
                 return False
             if outcome.connect_failure:
@@ -469,11 +472,12 @@ class RetryState:
         )
 
 
-def retry_state_for(match: Any, headers: Headers, rng: random.Random, *, now: float = 0.0,
-                    method: str = "GET", limits: "ResourceLimits | None" = None) -> RetryState | None:
+def retry_state_for(match: Any, headers: Headers, rng: random.Random, *, now: float = 0.0, method: str = "GET",
+                    authority: str = "", path: str = "", scheme: str = "",
+                    limits: "ResourceLimits | None" = None) -> RetryState | None:
     """The RetryState for a matched route, or None when nothing could ever be retried (Envoy allocates no retry
     state then, and the router need not buffer the body). `match` is a RouteMatchResult. The x-envoy-* retry
     headers are consumed either way."""
     state = RetryState(match.retry_policy, headers, rng=rng, start=now, route_timeout=match.timeout,
-                       method=method, limits=limits)
+                       method=method, authority=authority, path=path, scheme=scheme, limits=limits)
     return state if state.enabled else None

@@ -36,6 +36,7 @@ TODO: `%DOWNSTREAM_REMOTE_ADDRESS%`-style substitution in header values is not i
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import random
 import re
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -187,7 +188,7 @@ def compile_string_matcher(m: StringMatcher, path: str = "") -> Callable[[str], 
         expected = getattr(m, kind)
         if expected is not None:
             break
-    else:  # pragma: no cover - the decoder enforces the oneof
+    else:  # the decoder enforces the oneof; a StringMatcher built in code may not
         raise ConfigError(path, "StringMatcher needs one of exact, prefix, suffix, contains, safe_regex")
     if m.ignore_case:
         e = expected.lower()
@@ -691,22 +692,15 @@ class RouteMatchResult:
         # precompiled regex: do the path part here, the rest through the shared helper
         base, query = _split_query(path)
         new_path = _rewritten(base, None, None, self._redirect_rewrite) + query
-        plain = RedirectAction(
-            https_redirect=ra.https_redirect,
-            scheme_redirect=ra.scheme_redirect,
-            host_redirect=ra.host_redirect,
-            port_redirect=ra.port_redirect,
-            response_code=ra.response_code,
-            strip_query=ra.strip_query,
-        )
-        return redirect_location(plain, scheme, authority, new_path)
+        # regex_rewrite is in a oneof with path_redirect and prefix_rewrite: without it, nothing rewrites the path
+        return redirect_location(dataclasses.replace(ra, regex_rewrite=None), scheme, authority, new_path)
 
     @property
     def redirect_status(self) -> int:
         return RedirectAction.STATUS[self.redirect.response_code] if self.redirect else 0
 
     def _layers(self, which: int, base: tuple[HeaderLayer, ...], cw: ClusterWeight | None) -> tuple[HeaderLayer, ...]:
-        layer = self._cluster_layers.get(cw.name, (None, None))[which] if cw is not None else None
+        layer = self._cluster_layers[cw.name][which] if cw is not None else None  # cw: one of this route's
         return base if layer is None else (layer, *base)
 
     def request_layers(self, cluster_weight: ClusterWeight | None = None) -> tuple[HeaderLayer, ...]:

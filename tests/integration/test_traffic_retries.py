@@ -169,6 +169,23 @@ async def test_a_retried_request_replays_its_body(traffic_proxy, upstream):
     assert upstream.requests[0].body_sha256 == upstream.requests[1].body_sha256
 
 
+@pytest.mark.parametrize("name, match, method, path, retried_", [
+    (":method", {"exact": "GET"}, "GET", "/", True),
+    (":method", {"exact": "GET"}, "POST", "/", False),
+    (":path", {"prefix": "/idempotent/"}, "POST", "/idempotent/x", True),
+    (":path", {"prefix": "/idempotent/"}, "POST", "/other", False),
+])
+async def test_retriable_request_headers_read_the_request_line(traffic_proxy, upstream, name, match, method, path,
+                                                               retried_):
+    """retriable_request_headers on a pseudo header: only a request whose request line matches is retried."""
+    upstream.handler = scripted("/status/503")
+    only = [{"name": name, "string_match": match}]
+    p = await traffic_proxy(retried(retry_policy("5xx", retriable_request_headers=only), {"backend": [upstream.port]}))
+    r = await p.fetch(method, path)
+    assert r.status == (200 if retried_ else 503)
+    assert len(upstream.requests) == (2 if retried_ else 1)
+
+
 async def test_x_envoy_max_retries_overrides_num_retries(traffic_proxy, upstream, tmp_path):
     upstream.handler = always("/status/503")
     p = await traffic_proxy(retried(retry_policy("5xx", 1), {"backend": [upstream.port]}, log=tmp_path / "a.log",

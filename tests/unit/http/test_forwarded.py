@@ -54,6 +54,23 @@ def run(hcm: Hcm, extra=(), peer="127.0.0.1") -> tuple[dict[str, str], bool]:
     (Hcm(internal_address_config=LOOPBACK_INTERNAL), (("x-forwarded-for", "10.0.0.1, 127.0.0.1"),),
      {"host": "x", "x-envoy-original-path": "/f", "x-forwarded-proto": "https",
       "x-envoy-external-address": "9.9.9.9", "x-forwarded-for": "10.0.0.1, 127.0.0.1"}, False),
+    # without use_remote_address the address is x-forwarded-for's: internal only when it is the one address there
+    (Hcm(internal_address_config=LOOPBACK_INTERNAL), (("x-forwarded-for", "127.0.0.1"),),
+     {"host": "x", "x-envoy-internal": "true", "x-envoy-retry-on": "5xx", "x-envoy-original-path": "/f",
+      "x-forwarded-proto": "https", "x-envoy-external-address": "9.9.9.9", "x-forwarded-for": "127.0.0.1"}, False),
+    (Hcm(internal_address_config=LOOPBACK_INTERNAL), (("x-forwarded-for", "127.0.0.1, 10.0.0.1"),),
+     {"host": "x", "x-envoy-original-path": "/f", "x-forwarded-proto": "https",
+      "x-envoy-external-address": "9.9.9.9", "x-forwarded-for": "127.0.0.1, 10.0.0.1"}, False),
+    (Hcm(xff_num_trusted_hops=1, internal_address_config=LOOPBACK_INTERNAL), (("x-forwarded-for", "127.0.0.1"),),
+     {"host": "x", "x-envoy-original-path": "/f", "x-forwarded-proto": "https",
+      "x-envoy-external-address": "9.9.9.9", "x-forwarded-for": "127.0.0.1"}, False),
+    (Hcm(internal_address_config=LOOPBACK_INTERNAL), (("x-forwarded-for", "10.9.9.9"),),
+     {"host": "x", "x-envoy-original-path": "/f", "x-forwarded-proto": "https",
+      "x-envoy-external-address": "9.9.9.9", "x-forwarded-for": "10.9.9.9"}, False),
+    # x-forwarded-for is split on commas (no spaces needed)
+    (Hcm(use_remote_address=True, xff_num_trusted_hops=1), (("x-forwarded-for", "203.0.113.7,198.51.100.1"),),
+     {"host": "x", "x-forwarded-for": "203.0.113.7,198.51.100.1,192.0.2.2", "x-forwarded-proto": "https",
+      "x-envoy-external-address": "198.51.100.1"}, True),
 ])
 def test_forwarded_headers_follow_envoy(hcm, extra, expect, edge):
     assert run(hcm, extra) == (expect, edge)
@@ -97,3 +114,13 @@ def test_loopback_and_local_address():
     assert not _is_loopback("192.0.2.1") and not _is_loopback("-")
     local = local_address()
     assert local == "127.0.0.1" or not _is_loopback(local)
+
+
+@pytest.mark.parametrize("hcm, proto", [
+    (Hcm(), "http"),  # a sidecar adds the scheme when the client sent none
+    (Hcm(use_remote_address=True, xff_num_trusted_hops=1), "http"),  # a trusted hop keeps only a proto it sent
+])
+def test_x_forwarded_proto_is_the_scheme_when_absent(hcm, proto):
+    h = Headers([("host", "x")])
+    forwarded_headers(h, hcm, "10.0.0.1", "http", "192.0.2.2")
+    assert h.get_all("x-forwarded-proto") == [proto]

@@ -32,6 +32,14 @@ def test_set_replaces_every_field_keeping_the_first_position():
     assert h.items() == [("a", "9"), ("b", "7"), ("c", "4"), ("d", "0")]
 
 
+def test_set_of_a_single_field_edits_in_place():
+    """The common case (no duplicate to drop) replaces the value without rebuilding the list."""
+    items = [("a", "1"), ("b", "2")]
+    h = Headers.from_lowered(items)
+    h.set("b", "3")
+    assert h._items is items and items == [("a", "1"), ("b", "3")]
+
+
 def test_add_appends_lower_cased():
     h = Headers()
     h.add("X-A", "1")
@@ -54,12 +62,12 @@ def test_remove_names_keeps_the_same_list_when_nothing_matches():
     assert h.items() == [("b", "2")]
 
 
-def test_remove_many_takes_any_case_from_an_iterable_or_lower_case_from_a_frozenset():
+def test_remove_many_takes_names_in_any_case():
     h = Headers([("a", "1"), ("b", "2"), ("c", "3")])
     h.remove_many(["A", "B"])
     assert h.items() == [("c", "3")]
     h = Headers([("a", "1"), ("b", "2")])
-    h.remove_many(frozenset({"b"}))
+    h.remove_many(frozenset({"B"}))
     assert h.items() == [("a", "1")]
 
 

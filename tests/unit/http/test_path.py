@@ -33,6 +33,8 @@ def test_canonical_path_refuses_nul(raw):
     ("", ""), ("a//b/c", "a/b/c"), ("/a//b/c/", "/a/b/c/"), ("a//b/c/", "a/b/c/"), ("/a", "/a"),
     ("//a/b/c", "/a/b/c"), ("/a//b/c", "/a/b/c"), ("/a/b/c//", "/a/b/c/"), ("/a///b/c", "/a/b/c"),
     ("/a////b/c", "/a/b/c"), ("/a//b?a=///c", "/a/b?a=///c"), ("/a//b?", "/a/b?"), ("//a/?b", "/a/?b"),
+    # beyond Envoy's table: the query starts at the first '?', even the first character; "//" alone is "/"
+    ("/a?b//c?d", "/a?b//c?d"), ("?a//b", "?a//b"), ("//", "/"), ("///", "/"),
 ])
 def test_merge_slashes_matches_envoy(raw, expected):
     assert merge_slashes(raw) == expected
@@ -64,6 +66,19 @@ def test_escaped_slashes_action(action, target, verdict, out):
 def test_dot_segment_attacks_land_on_admin(attack):
     """Istio's DEFAULT normalisation (normalize_path) brings every one of these to `/admin` before matching."""
     assert normalize(attack, PathPolicy(normalize_path=True)) == (Verdict.FORWARD, "/admin")
+
+
+@pytest.mark.parametrize("target, out", [
+    ("/a/b?x=/../c?d", "/a/b?x=/../c?d"),  # a second '?' is still query
+    ("?x/../y", "/?x/../y"),  # an empty path becomes "/"; the query is kept as written
+])
+def test_normalisation_leaves_the_query_alone(target, out):
+    assert normalize(target, PathPolicy(normalize_path=True)) == (Verdict.FORWARD, out)
+
+
+def test_escaped_slash_in_the_query_after_a_second_question_mark_is_not_rejected():
+    policy = PathPolicy(escaped_slashes_action="REJECT_REQUEST")
+    assert normalize("/a?x=%2F?y", policy) == (Verdict.FORWARD, "/a?x=%2F?y")
 
 
 def test_merge_slashes_policy_runs_after_normalisation():

@@ -67,6 +67,10 @@ CASES = [
     ("resource-exhausted", RESP(status=200, headers=Headers([("grpc-status", "8")])), True),
     ("5xx,reset", RESP(reset=True, overflow=True), False),  # circuit-breaker overflow is never retried
     ("", RESP(status=503), False),
+    # a reset of each kind is not retried by a token that does not cover it
+    ("retriable-4xx", RESP(reset=True, connect_failure=True), False),
+    ("retriable-4xx", RESP(reset=True, request_started=False), False),
+    ("retriable-4xx", RESP(reset=True, refused_stream=True), False),
 ]
 
 
@@ -124,6 +128,19 @@ def test_no_policy_and_no_headers_means_no_retry_state():
     assert retry_state_for(t.match("h", "/r", Headers()), Headers(), random.Random()) is not None
 
 
+def test_retry_state_for_a_route_takes_the_request_facts_it_is_given():
+    t = RouteTable(decode(RouteConfiguration, {"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+        {"match": {"prefix": "/"}, "route": {"cluster": "c", "timeout": "3s", "retry_policy": {
+            "retry_on": "5xx", "retriable_request_headers": [{"name": ":method", "string_match": {"exact": "GET"}}]}}}]}]}))
+    match = t.match("h", "/", Headers())
+    rng, limits = random.Random(0), ResourceLimits(decode_thresholds(max_retries=1))
+    s = retry_state_for(match, Headers(), rng, now=100.0, limits=limits)  # the method defaults to GET
+    assert s.deadline == 103.0 and s.timeouts.global_timeout == 3.0
+    assert s.limits is limits and s.backoff.rng is rng
+    assert retry_state_for(match, Headers(), rng).deadline == 3.0
+    assert retry_state_for(match, Headers(), rng, method="POST") is None  # retriable_request_headers says GET only
+
+
 def test_num_retries_bounds_the_retries_then_limit_exceeded_sets_urx():
     s = state("5xx", num_retries=2)
     decisions = [s.decide(Outcome(status=503)) for _ in range(3)]
@@ -172,6 +189,25 @@ def test_backoff_is_fully_jittered_exponential_with_25ms_base_and_10x_cap():
         assert got >= bound * 0.9  # 400 draws reach the top of each range
 
 
+class _TopOfRange:
+    """An rng that always draws the largest value of the range it is asked for, and records the range."""
+
+    def __init__(self):
+        self.ranges = []
+
+    def randrange(self, n):
+        self.ranges.append(n)
+        return n - 1
+
+
+def test_backoff_doubles_while_below_half_the_maximum_then_stays_at_the_maximum():
+    """Envoy's JitteredExponentialBackOffStrategy: next = next < max/2 (integer ms) ? next * 2 : max."""
+    rng = _TopOfRange()
+    b = JitteredExponentialBackoff(0.025, 0.101, rng)
+    assert [b.next() for _ in range(4)] == [0.024, 0.049, 0.1, 0.1]
+    assert rng.ranges == [25, 50, 101, 101]
+
+
 def test_retry_back_off_policy_sets_base_and_max():
     s = state("5xx", num_retries=10, retry_back_off={"base_interval": "0.1s", "max_interval": "0.15s"})
     delays = [s.decide(Outcome(status=503)).backoff for _ in range(10)]
@@ -200,6 +236,7 @@ TIMEOUT_CASES = [
     (3.0, None, [("x-envoy-upstream-rq-timeout-ms", "500")], 0.5, 0.0),
     (3.0, "2s", [("x-envoy-upstream-rq-per-try-timeout-ms", "100")], 3.0, 0.1),
     (3.0, None, [("x-envoy-upstream-rq-timeout-ms", "junk")], 3.0, 0.0),
+    (0.5, "0.5s", [], 0.5, 0.0),  # equal to a sub-second global timeout: ignored too
 ]
 
 
@@ -234,3 +271,91 @@ def test_connect_failure_policy_ignores_a_503_then_retries_a_connect_failure_onc
 
 def test_parse_retry_on_reports_unknown_tokens():
     assert parse_retry_on("5xx, bogus ,reset") == (RetryOn.FIVE_XX | RetryOn.RESET, ("bogus",))
+
+
+def test_timeouts_without_a_policy_or_headers_and_the_hedge_header():
+    assert Timeouts.compute(5.0, None) == Timeouts(5.0, 0.0, False)
+    assert Timeouts.compute(5.0, None, Headers()).hedge is False
+    hedged = Timeouts.compute(5.0, policy(retry_on="5xx", per_try_timeout="1s"),
+                              Headers([("x-envoy-hedge-on-per-try-timeout", "true")]))
+    assert hedged == Timeouts(5.0, 1.0, True) and hedged.expected_ms == 5000
+    assert Timeouts.compute(5.0, None, Headers([("x-envoy-hedge-on-per-try-timeout", "false")])).hedge is False
+
+
+def test_a_fresh_retry_state_and_its_defaults():
+    p = policy(retry_on="5xx", num_retries=2, retriable_request_headers=[
+        {"name": ":method", "string_match": {"exact": "GET"}}])
+    s = RetryState(p, Headers([("x-envoy-upstream-rq-timeout-ms", "700")]), rng=random.Random(0))
+    assert s.policy is p and s.enabled  # the method defaults to GET
+    assert s.timeouts.global_timeout == 0.7 and s.deadline == 0.7  # start defaults to 0, the header sets the timeout
+    assert RetryState(p, Headers(), rng=random.Random(0)).deadline is None  # route_timeout defaults to 0: none
+    assert s.exhausted is False
+    first = s.decide(Outcome(status=200))
+    assert first.stat is None and first.retry is False  # nothing was retried yet: no retry_success
+    no_policy = state(headers=[("x-envoy-retry-on", "5xx")])
+    assert no_policy.host_selection_retries == 1
+
+
+def test_exhausted_says_whether_the_last_retry_was_used():
+    s = state("5xx", num_retries=2)
+    assert s.decide(Outcome(status=503)).retry is True and s.exhausted is False
+    assert s.decide(Outcome(status=503)).retry is True and s.exhausted is True
+    d = s.decide(Outcome(status=503))
+    assert d.retry is False and d.flag == "URX" and s.exhausted is True
+    after = state("5xx", num_retries=1)
+    after.decide(Outcome(status=503))
+    assert after.decide(Outcome(status=200)) == type(d)(False, stat="upstream_rq_retry_success")
+
+
+def test_retry_back_off_comes_from_the_back_off_strategy():
+    s = RetryState(policy(retry_on="5xx", num_retries=2), Headers(), rng=_TopOfRange())
+    assert s.decide(Outcome(status=503)).backoff == 0.024
+    assert s.decide(Outcome(status=503)).backoff == 0.049
+
+
+def test_a_refused_retry_is_false_with_uo_and_a_released_slot_is_released_once():
+    limits = ResourceLimits(decode_thresholds(max_retries=1))
+    a, b = state("5xx", limits=limits, num_retries=3), state("5xx", limits=limits, num_retries=3)
+    assert a.decide(Outcome(status=503)).retry is True
+    assert b.decide(Outcome(status=503)) == type(b.decide(Outcome(status=200)))(False, flag="UO")
+    assert a.decide(Outcome(status=503)).retry is True  # releases its slot, then takes it again
+    a.finish()
+    a.finish()
+    assert limits.retries.count == 0
+
+
+def test_the_grpc_header_adds_to_the_policy_and_the_header_lists_split_on_commas():
+    s = state("5xx,retriable-status-codes,retriable-headers", [
+        ("x-envoy-retry-grpc-on", "unavailable"), ("x-envoy-retriable-status-codes", "418, 419"),
+        ("x-envoy-retriable-header-names", "x-a, x-b")], num_retries=5)
+    assert s.retry_on & RetryOn.FIVE_XX and s.retry_on & RetryOn.GRPC_UNAVAILABLE
+    assert s.retriable_status_codes == {418, 419}
+    assert s.would_retry(Outcome(status=200, headers=Headers([("x-b", "1")])))
+    assert not s.would_retry(Outcome(status=200, headers=Headers([("x-c", "1")])))
+
+
+@pytest.mark.parametrize("name, value, request_line, retried", [
+    (":method", "POST", {"method": "POST"}, True),
+    (":authority", "a.example", {"authority": "a.example"}, True),
+    (":authority", "a.example", {}, False),
+    (":path", "/api/x", {"path": "/api/x"}, True),
+    (":scheme", "https", {"scheme": "https"}, True),
+    (":scheme", "https", {}, False),
+    ("x-a", "1", {}, True),  # and the request's own headers
+])
+def test_retriable_request_headers_match_the_request_line_and_headers(name, value, request_line, retried):
+    p = policy(retry_on="5xx", retriable_request_headers=[{"name": name, "string_match": {"exact": value}}])
+    s = RetryState(p, Headers([("x-a", "1")]), rng=random.Random(0), **request_line)
+    assert s.enabled is retried
+    assert s.retry_on == (RetryOn.FIVE_XX if retried else RetryOn.NONE)
+
+
+def test_retry_matchers_built_in_code_name_their_field():
+    from pyproxy.config.decode import ConfigError
+    from pyproxy.config.model import HeaderMatcher
+
+    for field in ("retriable_headers", "retriable_request_headers"):
+        p = RetryPolicy(retry_on="5xx", **{field: (HeaderMatcher(name=""),)})
+        with pytest.raises(ConfigError) as e:
+            RetryState(p, Headers(), rng=random.Random(0))
+        assert e.value.path == f"retry_policy.{field}.name"

@@ -289,6 +289,8 @@ REWRITE_CASES = [
     ({"prefix": "/"}, {"regex_rewrite": {"pattern": {"regex": "o"}, "substitution": "0"}}, "/foo/o?o", "/f00/0?o"),
     ({"prefix": "/"}, {"regex_rewrite": {"pattern": {"regex": "^/a"}, "substitution": "\\0\\0"}}, "/ab", "/a/ab"),
     ({"prefix": "/"}, {}, "/unchanged?x", "/unchanged?x"),
+    # a group that did not take part in the match is empty, as is one that matched nothing
+    ({"prefix": "/"}, {"regex_rewrite": {"pattern": {"regex": "^/(a)?(c*)b"}, "substitution": "/x\\1\\2y"}}, "/b", "/xy"),
 ]
 
 
@@ -322,6 +324,11 @@ REDIRECT_CASES = [
     ({"path_redirect": "/new", "strip_query": True}, "http", "a.com", "/old?q=1", "http://a.com/new"),
     ({"prefix_rewrite": "/v2/"}, "http", "a.com", "/v1/items?q", "http://a.com/v2/items?q"),
     ({"regex_rewrite": {"pattern": {"regex": "v1"}, "substitution": "v9"}}, "http", "a.com", "/v1/x", "http://a.com/v9/x"),
+    # a regex rewrite with every other part of the redirect (the regex runs once, on the path only)
+    ({"regex_rewrite": {"pattern": {"regex": "v"}, "substitution": "vv"}, "https_redirect": True,
+      "host_redirect": "b.com"}, "http", "a.com", "/v1?v", "https://b.com/vv1?v"),
+    ({"regex_rewrite": {"pattern": {"regex": "v"}, "substitution": "vv"}, "scheme_redirect": "https",
+      "port_redirect": 8443, "strip_query": True}, "http", "a.com:8080", "/v1?v", "https://a.com:8443/vv1"),
 ]
 
 
@@ -345,6 +352,30 @@ def test_redirect_status_codes(code, status):
 
 def test_plain_redirect_action_keeps_the_request():
     assert redirect_location(RedirectAction(), "http", "a.com:81", "/p?q") == "http://a.com:81/p?q"
+    assert redirect_location(RedirectAction(path_redirect=""), "http", "a.com", "/p?q") == "http://a.com/p?q"
+
+
+def test_prefix_rewrite_redirect_without_a_matched_route_replaces_the_whole_path():
+    action = RedirectAction(prefix_rewrite="/new")
+    assert redirect_location(action, "http", "a.com", "/old/x?q") == "http://a.com/new?q"
+
+
+def test_the_helpers_name_the_field_of_a_bad_substitution():
+    from pyproxy.config.model import RegexMatchAndSubstitute, RouteAction
+
+    bad = decode(RegexMatchAndSubstitute, {"pattern": {"regex": "(a)"}, "substitution": "\\2"})
+    route_ = table([vh("v", ["*"])]).match("h", "/", Headers()).route
+    with pytest.raises(ConfigError) as e:
+        rewrite_path(RouteAction(cluster="c", regex_rewrite=bad), route_, "/a")
+    assert e.value.path == "regex_rewrite.substitution"
+    with pytest.raises(ConfigError) as e:
+        redirect_location(RedirectAction(regex_rewrite=bad), "http", "h", "/a")
+    assert e.value.path == "regex_rewrite.substitution"
+
+
+def test_a_route_without_a_route_action_never_rewrites_the_path():
+    r = table([vh("v", ["*"], [{"match": {"prefix": "/"}, "redirect": {"path_redirect": "/new"}}])]).match("h", "/x", Headers())
+    assert r.rewrite_path("/x?q") == "/x?q"
 
 
 # ---------------------------------------------------------------- clusters
@@ -483,10 +514,20 @@ def test_response_layers_apply_too():
     assert "server" not in headers
 
 
-def test_host_and_pseudo_headers_cannot_be_mutated():
+@pytest.mark.parametrize("key", [":path", "host", "Host"])
+def test_host_and_pseudo_headers_cannot_be_mutated(key):
     with pytest.raises(ConfigError) as e:
-        table([vh("v", ["*"], [{**route({"prefix": "/"}), "request_headers_to_add": [hvo(":path", "/x")]}])])
+        table([vh("v", ["*"], [{**route({"prefix": "/"}), "request_headers_to_add": [hvo(key, "/x")]}])])
     assert e.value.path == "virtual_hosts[0].routes[0].request_headers_to_add[0].header.key"
+    assert f"header {key!r} may not be modified" in e.value.message
+
+
+def test_an_empty_header_value_skips_only_its_own_option():
+    from pyproxy.config.model import HeaderValueOption
+
+    headers = Headers()
+    apply_header_mutations(headers, [decode(HeaderValueOption, hvo("x-a", "")), decode(HeaderValueOption, hvo("x-b", "1"))])
+    assert headers.items() == [("x-b", "1")]
 
 
 def test_per_filter_config_most_specific_wins():
@@ -498,6 +539,15 @@ def test_per_filter_config_most_specific_wins():
         "envoy.filters.http.fault": fault})]).match("h", "/", Headers())
     assert isinstance(r.per_filter_config("envoy.filters.http.fault"), HTTPFault)
     assert r.per_filter_config("envoy.filters.http.rbac") is None
+    # a chosen weighted cluster's own config beats the route's and the virtual host's
+    cluster_fault = {**fault, "abort": {"http_status": 418, "percentage": {"numerator": 100}}}
+    r = table([vh("v", ["*"], [{"match": {"prefix": "/"}, "route": {"weighted_clusters": {"clusters": [
+        {"name": "c", "weight": 1, "typed_per_filter_config": {"envoy.filters.http.fault": cluster_fault}}]}},
+        "typed_per_filter_config": {"envoy.filters.http.fault": fault}}])]).match("h", "/", Headers())
+    _, cw = r.choose_cluster(Headers(), random.Random(0))
+    assert r.per_filter_config("envoy.filters.http.fault", cw).abort.http_status == 418
+    assert r.per_filter_config("envoy.filters.http.fault").abort.http_status == 503
+    assert repr(r) == "RouteMatchResult(vhost='v', route='', -> weighted_clusters)"
 
 
 # ---------------------------------------------------------------- robustness
@@ -590,7 +640,7 @@ def test_header_matchers(matcher, kw, hit):
     ("/?b=1#a=1", False),
     ("/", False),
 ])
-def test_query_parameter_matching(path, hit):
+def test_query_string_parsing_for_matching(path, hit):
     routes = [route({"prefix": "/", "query_parameters": [{"name": "a", "string_match": {"exact": "1"}}]})]
     assert (first(routes, path=path) == "c") is hit
 
@@ -617,6 +667,39 @@ def test_dynamic_metadata_matching(value, metadata, hit):
     assert (first([dynamic(value, invert=True)], metadata=metadata) == "c") is not hit
 
 
+@pytest.mark.parametrize("full_path, query", [
+    ("/p?a=1?b=2", {"a": "1?b=2"}),  # the query starts at the first '?'
+    ("?a=1", {"a": "1"}),
+    ("/p?a=1#x#y", {"a": "1"}),  # and ends at the first '#'
+    ("/p?#a=1", {}),
+    ("/p?a=b=c&c", {"a": "b=c", "c": ""}),  # the value is everything after the first '='
+    ("/p", {}),
+])
+def test_parse_query(full_path, query):
+    from pyproxy.routing.table import parse_query
+    assert parse_query(full_path) == query
+
+
+def test_range_match_reads_an_optional_sign_then_digits_only():
+    def hit(value):
+        return first([route({"prefix": "/", "headers": [{"name": "x-a", "range_match": {"start": 0, "end": 10}}]})],
+                     headers=H(x_a=value)) == "c"
+    assert hit("5") and hit("+5") and not hit("X5") and not hit("5X") and not hit("") and not hit("+")
+
+
+def test_headers_match_reads_the_request_line_it_is_given():
+    from pyproxy.routing.table import compile_header_matcher, headers_match
+
+    def exact(name, value):
+        return compile_header_matcher(decode(HeaderMatcher, {"name": name, "string_match": {"exact": value}}))
+    given = [exact(":authority", "a.com"), exact(":path", "/p"), exact(":method", "PUT"), exact(":scheme", "https")]
+    assert headers_match(given, H(), authority="a.com", path="/p", method="PUT", scheme="https") is True
+    assert headers_match(given[1:], H(), path="/p", method="PUT", scheme="https") is True
+    # what is not given is present and empty
+    empty = [exact(":authority", ""), exact(":path", ""), exact(":method", ""), exact(":scheme", "")]
+    assert headers_match(empty, H()) is True
+
+
 def test_headers_match_for_bare_headers():
     from pyproxy.routing.table import compile_header_matcher, headers_match
     matchers = [compile_header_matcher(decode(HeaderMatcher, {"name": ":method", "exact_match": "GET"})),
@@ -631,6 +714,8 @@ def test_headers_match_for_bare_headers():
     ("[::1]:8080", ("[::1]", "8080")),
     ("::1", ("::1", None)),
     ("a:80", ("a", "80")),
+    (":80", ("", "80")),  # Envoy getPortStart: the last ':' even at the start
+    ("[a]:b]", ("[a]:b]", None)),  # the last ']' is after the last ':': no port
 ])
 def test_split_host_port_edges(split, expected):
     assert split_host_port(split) == expected
@@ -684,3 +769,165 @@ def test_a_redirect_route_chooses_no_cluster_and_reprs_name_the_target():
     assert r2.choose_cluster(Headers(), random.Random(0)) == (None, None)  # header absent: cluster not found
     assert repr(r2) == "RouteMatchResult(vhost='v', route='r2', -> x-c)"
     assert repr(t) == "RouteTable('80', virtual_hosts=1)"
+
+
+# ---------------------------------------------------------------- matchers compiled directly
+
+STRING_MATCHER_CASES = [
+    # (StringMatcher fields, value, matches)
+    ({"exact": "ab"}, "ab", True), ({"exact": "ab"}, "xab", False), ({"exact": "ab"}, "abx", False),
+    ({"exact": "ab"}, "AB", False),
+    ({"prefix": "ab"}, "abx", True), ({"prefix": "ab"}, "xab", False), ({"prefix": "ab"}, "ABx", False),
+    ({"suffix": "ab"}, "xab", True), ({"suffix": "ab"}, "abx", False), ({"suffix": "ab"}, "xAB", False),
+    ({"contains": "ab"}, "xabx", True), ({"contains": "ab"}, "xx", False), ({"contains": "ab"}, "xABx", False),
+    ({"exact": "AB", "ignore_case": True}, "ab", True), ({"exact": "AB", "ignore_case": True}, "xab", False),
+    ({"exact": "AB", "ignore_case": True}, "abx", False),
+    ({"prefix": "AB", "ignore_case": True}, "abx", True), ({"prefix": "AB", "ignore_case": True}, "xab", False),
+    ({"suffix": "AB", "ignore_case": True}, "xab", True), ({"suffix": "AB", "ignore_case": True}, "abx", False),
+    ({"contains": "AB", "ignore_case": True}, "xabx", True), ({"contains": "AB", "ignore_case": True}, "xx", False),
+    ({"safe_regex": {"regex": "a."}, "ignore_case": True}, "AB", False),  # ignore_case has no effect on regex
+    ({"safe_regex": {"regex": "a."}}, "ab", True), ({"safe_regex": {"regex": "a."}}, "abc", False),
+]
+
+
+@pytest.mark.parametrize("fields, value, hit", STRING_MATCHER_CASES)
+def test_string_matcher(fields, value, hit):
+    from pyproxy.config.model import StringMatcher
+    from pyproxy.routing.table import compile_string_matcher
+
+    assert compile_string_matcher(decode(StringMatcher, fields))(value) is hit
+
+
+LEGACY_HEADER_CASES = [
+    # (HeaderMatcher fields beyond the name x-a, x-a value or None for absent, matches)
+    ({"safe_regex_match": {"regex": "a+"}}, "aa", True), ({"safe_regex_match": {"regex": "a+"}}, "ab", False),
+    ({"prefix_match": "ab"}, "abc", True), ({"prefix_match": "ab"}, "cab", False),
+    ({"suffix_match": "ab"}, "cab", True), ({"suffix_match": "ab"}, "abc", False),
+    ({"contains_match": "ab"}, "cabc", True), ({"contains_match": "ab"}, "cc", False),
+    ({"exact_match": "ab"}, "ab", True), ({"exact_match": "ab"}, "abc", False),
+    # a missing header fails every matcher, even an inverted one, unless treated as empty
+    ({"prefix_match": "X", "invert_match": True}, None, False),
+    ({"prefix_match": "X", "treat_missing_header_as_empty": True}, None, False),
+    ({"string_match": {"exact": ""}, "treat_missing_header_as_empty": True}, None, True),
+    ({"string_match": {"exact": ""}, "treat_missing_header_as_empty": True, "invert_match": True}, None, False),
+]
+
+
+@pytest.mark.parametrize("fields, value, hit", LEGACY_HEADER_CASES)
+def test_header_matcher_kinds(fields, value, hit):
+    from pyproxy.routing.table import RequestView, compile_header_matcher
+
+    check = compile_header_matcher(decode(HeaderMatcher, {"name": "x-a", **fields}))
+    headers = Headers([("x-a", value)] if value is not None else [])
+    assert check(RequestView(headers, "", "/", "GET", "http")) is hit
+
+
+def test_matchers_built_in_code_name_the_field_of_an_empty_string_matcher():
+    """The decoder refuses a StringMatcher without a kind; one built in code gets the same error, with its path."""
+    from pyproxy.config.model import (ListMatcher, MetadataMatcher, OrMatcher, QueryParameterMatcher, StringMatcher,
+                                      ValueMatcher)
+    from pyproxy.routing.table import (_compile_query_matcher, compile_header_matcher, compile_metadata_matcher,
+                                       compile_string_matcher, compile_value_matcher)
+
+    empty = StringMatcher()
+    value = ValueMatcher(string_match=empty)
+    cases = [
+        (lambda: compile_string_matcher(empty), ""),
+        (lambda: compile_string_matcher(empty, "p"), "p"),
+        (lambda: compile_header_matcher(HeaderMatcher(name="x", string_match=empty)), ".string_match"),
+        (lambda: compile_header_matcher(HeaderMatcher(name="x", string_match=empty), "h"), "h.string_match"),
+        (lambda: _compile_query_matcher(QueryParameterMatcher(name="q", string_match=empty), "q"), "q.string_match"),
+        (lambda: compile_value_matcher(value), ".string_match"),
+        (lambda: compile_value_matcher(ValueMatcher(list_match=ListMatcher(one_of=value)), "v"),
+         "v.list_match.one_of.string_match"),
+        (lambda: compile_value_matcher(ValueMatcher(or_match=OrMatcher(value_matchers=(
+            ValueMatcher(bool_match=True), value))), "v"), "v.or_match.value_matchers[1].string_match"),
+        (lambda: compile_metadata_matcher(MetadataMatcher(filter="f", value=value)), ".value.string_match"),
+        (lambda: compile_metadata_matcher(MetadataMatcher(filter="f", value=value), "m"), "m.value.string_match"),
+    ]
+    for build, where in cases:
+        with pytest.raises(ConfigError) as e:
+            build()
+        assert (e.value.path, e.value.message) == (where, "StringMatcher needs one of exact, prefix, suffix, contains, "
+                                                          "safe_regex")
+    with pytest.raises(ConfigError) as e:
+        compile_header_matcher(HeaderMatcher(name=""), "h")
+    assert (e.value.path, e.value.message) == ("h.name", "header matcher needs a name")
+    with pytest.raises(ConfigError) as e:
+        compile_header_matcher(HeaderMatcher(name=""))
+    assert e.value.path == ".name"
+
+
+@pytest.mark.parametrize("fields, value, hit", [
+    ({"bool_match": True}, True, True), ({"bool_match": True}, False, False), ({"bool_match": True}, 1, False),
+    ({"bool_match": False}, "x", False),
+    ({"present_match": True}, "x", True), ({"present_match": True}, None, False),
+    ({"present_match": False}, "x", False),  # Envoy: present_match false never matches
+])
+def test_value_matcher(fields, value, hit):
+    from pyproxy.config.model import ValueMatcher
+    from pyproxy.routing.table import compile_value_matcher
+
+    assert compile_value_matcher(decode(ValueMatcher, fields))(value) is hit
+
+
+def test_the_chosen_weighted_cluster_s_own_header_layers_run_first():
+    r = table([vh("v", ["*"], [{
+        "match": {"prefix": "/"},
+        "route": {"weighted_clusters": {"clusters": [
+            {"name": "c", "weight": 1,
+             "request_headers_to_add": [hvo("x-c", "req")], "request_headers_to_remove": ["X-Drop"],
+             "response_headers_to_add": [hvo("x-c", "resp")], "response_headers_to_remove": ["X-RDrop"]},
+            {"name": "d", "weight": 0}]}},
+        "request_headers_to_add": [hvo("x-r", "1")],
+    }])]).match("h", "/", Headers())
+    name, cw = r.choose_cluster(Headers(), random.Random(0))
+    assert name == "c"
+    assert [len(layer[0]) for layer in r.request_layers(cw)] == [1, 1] and r.request_layers(cw)[0][1] == ("x-drop",)
+    headers = H(x_drop="1", x_keep="1")
+    r.apply_request_headers(headers, cw)
+    assert headers.items() == [("x-keep", "1"), ("x-c", "req"), ("x-r", "1")]
+    headers = H(x_rdrop="1", x_keep="1")
+    r.apply_response_headers(headers, cw)
+    assert headers.items() == [("x-keep", "1"), ("x-c", "resp")]
+    assert r.response_layers(cw)[0][1] == ("x-rdrop",)
+    # without a cluster weight, or for one without headers, only the route's layers
+    d = next(c for c in r.action.weighted_clusters.clusters if c.name == "d")
+    assert r.request_layers(d) == r.request_layers() and len(r.request_layers()) == 1
+    assert r.response_layers(d) == () == r.response_layers()
+
+
+def test_weighted_clusters_without_weight_name_the_field():
+    from pyproxy.config.model import WeightedCluster
+
+    with pytest.raises(ConfigError) as e:
+        choose_weighted_cluster(decode(WeightedCluster, {"clusters": [{"name": "a", "weight": 0}]}), random.Random(0))
+    assert (e.value.path, e.value.message) == (".clusters", "weighted_clusters needs at least one cluster with weight > 0")
+
+
+@pytest.mark.parametrize("path, rewritten", [
+    ("/a?a?a", "/b?a?a"),  # the query starts at the first '?' and is never rewritten
+    ("?a", "?a"),  # an empty path: nothing to rewrite
+    ("/a", "/b"),
+])
+def test_regex_rewrite_leaves_the_query_alone(path, rewritten):
+    from pyproxy.config.model import RouteAction
+
+    action = decode(RouteAction, {"cluster": "c", "regex_rewrite": {"pattern": {"regex": "a"}, "substitution": "b"}})
+    route_ = table([vh("v", ["*"])]).match("h", "/", Headers()).route
+    assert rewrite_path(action, route_, path) == rewritten
+
+
+def test_find_virtual_host_without_a_match_is_none():
+    t = table([vh("a", ["a.com"])])
+    assert t.find_virtual_host("b.com") is None and t.find_virtual_host("a.com").name == "a"
+
+
+def test_a_route_action_built_without_a_cluster_finds_none():
+    """The decoder requires cluster, cluster_header or weighted_clusters; one built in code gets 'not found'."""
+    from pyproxy.config.model import Route, RouteAction, RouteMatch, VirtualHost
+    from pyproxy.routing.table import RouteMatchResult
+
+    route_ = Route(match=RouteMatch(prefix="/"), route=RouteAction())
+    r = RouteMatchResult(RouteConfiguration(), VirtualHost(name="v", domains=("*",), routes=(route_,)), route_, "r")
+    assert r.choose_cluster(H(x_c="up"), random.Random(0)) == (None, None)
