@@ -23,6 +23,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import math
 import re
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -233,11 +234,6 @@ def _type_step(typ: str) -> str:
     return "[]" if t.startswith("[]") else ".*" if t.startswith("map:") else ""
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p[:1].upper() + p[1:] for p in rest)
-
-
 def _message_tree(root: str, max_depth: int = 6) -> Iterator[tuple[str, str]]:
     """(relative path, message) for every message reachable from `root`, breadth first, without cycles."""
     queue: list[tuple[str, str, int, frozenset]] = [("", root, 0, frozenset({root}))]
@@ -270,10 +266,8 @@ def suggest_field(field: str, message: str, siblings: frozenset[str],
         where = best[3]
         where = where[len("spec."):] if where.startswith("spec.") else where
         return f"{where}.{field}" if where else field
+    # a snake_case spelling (`connect_timeout`) is found too: lowered, it is the camelCase name but for its '_'
     fields = list(S.MESSAGES[message])
-    camel = _camel(field)
-    if camel in fields and camel != field:
-        return camel
     close = difflib.get_close_matches(field, fields, n=1, cutoff=0.7)
     if not close:
         lowered = {f.lower(): f for f in fields}
@@ -912,15 +906,28 @@ def _load_balancer(lb: Mapping[str, Any]) -> RuleResult:
 
 @rule("MagLev")
 def _maglev(maglev: Mapping[str, Any]) -> RuleResult:
-    size = maglev.get("tableSize")
-    if isinstance(size, str) and size.isdigit():  # uint64: protobuf JSON may write it as a string
+    """validateLoadBalancer's maglev checks: a table size, below 5000011, and prime as Envoy's Primes::isPrime
+    (which Istio copies) says. Istio runs the prime check on a size already refused as too large as well; here
+    that second error is left out (trial division up to 2**32 would stall the validator)."""
+    size = maglev.get("tableSize") or 0
+    if isinstance(size, str):  # uint64: protobuf JSON may write it as a string (the schema checked its digits)
         size = int(size)
-    if isinstance(size, int) and size and not _is_prime(size):
+    if size == 0:
+        yield "tableSize", "error", "tableSize must be set for maglev"
+    if size >= 5000011:
+        yield "tableSize", "error", "tableSize must be less than 5000011 for maglev"
+    elif not _is_prime(size):
         yield "tableSize", "error", "tableSize must be a prime number for maglev"
 
 
 def _is_prime(n: int) -> bool:
-    return n > 1 and all(n % d for d in range(2, int(n ** 0.5) + 1))
+    """Envoy's Primes::isPrime, as Istio's isPrime copies it: 1, 2 and 3 are prime, 0 is not; odd trial
+    division up to the square root."""
+    if 0 < n < 4:
+        return True
+    if n % 2 == 0:
+        return False
+    return all(n % d for d in range(3, math.isqrt(n) + 1, 2))
 
 
 @rule("HTTPSettings")
@@ -1216,7 +1223,7 @@ def _dynamic_dns(se: Mapping[str, Any], endpoints: Any) -> RuleResult:
     if endpoints:
         yield "endpoints", "error", "endpoints cannot be set for resolution type DYNAMIC_DNS"
     for i, port in enumerate(se.get("ports") or ()):
-        if str(get(port, "protocol", default="") or "").upper() not in ("HTTP", "TLS", "GRPC", "HTTP2"):
+        if str(get(port, "protocol") or "").upper() not in ("HTTP", "TLS", "GRPC", "HTTP2"):
             yield f"ports[{i}].protocol", "error", \
                 "only HTTP, TLS, GRPC, and HTTP2 protocols are supported for resolution type DYNAMIC_DNS"
 

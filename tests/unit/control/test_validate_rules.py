@@ -1,0 +1,167 @@
+"""control.istio.validate: the value each of Istio's semantic rules gives at its edges (exact messages, as
+`meshctl validate` prints them after the field path), checked on the message alone with `check_message`."""
+from __future__ import annotations
+
+import pytest
+
+from control.istio import schema as S
+from control.istio.validate import RULES, Meta, check_message, header_value_error, label_errors
+
+
+def found(message, value, *kinds, meta=Meta()):
+    _, issues = check_message(message, value, meta=meta)
+    return [(i.path, i.kind, i.text) for i in issues if not kinds or i.kind in kinds]
+
+
+# --- maglev table size: Istio's validateLoadBalancer and its copy of Envoy's Primes::isPrime -------------
+
+NOT_PRIME = ("spec.tableSize", "error", "tableSize must be a prime number for maglev")
+
+
+@pytest.mark.parametrize("size, expect", [
+    (0, [("spec.tableSize", "error", "tableSize must be set for maglev"), NOT_PRIME]),
+    (1, []), (2, []), (3, []), (5, []), (65537, []), ("65537", []), (4999999, []),
+    (4, [NOT_PRIME]), (9, [NOT_PRIME]), (25, [NOT_PRIME]), (49, [NOT_PRIME]), (1000, [NOT_PRIME]),
+    ("65536", [NOT_PRIME]), (4999997, [NOT_PRIME]),
+    (5000011, [("spec.tableSize", "error", "tableSize must be less than 5000011 for maglev")]),
+    (2**64 - 59, [("spec.tableSize", "error", "tableSize must be less than 5000011 for maglev")]),
+])
+def test_maglev_table_size_is_set_small_and_prime(size, expect):
+    assert found("MagLev", {"tableSize": size}) == expect
+
+
+def test_a_maglev_without_a_table_size_is_refused():
+    assert found("MagLev", {}) == [("spec.tableSize", "error", "tableSize must be set for maglev"), NOT_PRIME]
+
+
+# --- header values: Envoy's substitution format (ValidateHTTPHeaderValue) ----------------------------------
+
+@pytest.mark.parametrize("value, ok", [
+    ("plain", True), ("100%%", True), ("%%x", True), ("%HOSTNAME%", True), ("a %REQ(x-foo)% b", True),
+    ("%A%", True), ("%START_TIME%-%HOSTNAME%", True),
+    ("%bad", False), ("%abc%", False), ("%1A%", False), ("%START_TIME%%", False), ("100%%%", False),
+    ("%HOSTNAME", False), ("x%", False), ("%A%%B", False),
+])
+def test_header_value_percent_signs(value, ok):
+    expect = None if ok else f"header value configuration {value!r}: invalid or unescaped '%' (write %% for a literal)"
+    assert header_value_error(value) == expect
+
+
+@pytest.mark.parametrize("value", ["a\nb", "a\x00", "a\x7f", "\x1f"])
+def test_header_value_control_characters(value):
+    assert header_value_error(value) == f"header value configuration {value!r} is invalid"
+
+
+def test_a_tab_is_a_valid_header_value_character():
+    assert header_value_error("a\tb") is None
+
+
+# --- cipher suites: security.IsValidCipherSuite -------------------------------------------------------------
+
+@pytest.mark.parametrize("suites, expect", [
+    (["", "ALL", "-AES128-SHA", "!DES-CBC3-SHA", "AES128-SHA"], []),
+    (["all"], [("spec.cipherSuites", "warning", "ignoring invalid cipher suites: ['all']")]),
+    (["ALL", "ALL"], [("spec.cipherSuites", "warning", "ignoring duplicate cipher suites: ['ALL']")]),
+])
+def test_cipher_suite_names(suites, expect):
+    assert found("ServerTLSSettings", {"mode": "SIMPLE", "credentialName": "c", "cipherSuites": suites}) == expect
+
+
+# --- unix sockets: ValidateUnixAddress --------------------------------------------------------------------
+
+@pytest.mark.parametrize("bind, expect", [
+    ("unix:///var/run/app.sock", []),
+    ("unix://@abstract", []),
+    ("unix:///var/run/", [("spec.egress[0].bind", "error", "/var/run/ is not an absolute path to a file")]),
+    ("unix://relative.sock", [("spec.egress[0].bind", "error", "relative.sock is not an absolute path to a file")]),
+    ("unix://", [("spec.egress[0].bind", "error", "unix address must not be empty")]),
+])
+def test_a_unix_socket_egress_listener_binds_an_absolute_file_or_abstract_socket(bind, expect):
+    spec = {"egress": [{"port": {"number": 0}, "bind": bind, "hosts": ["*/*"]}]}
+    assert found("Sidecar", spec, "error") == expect
+
+
+# --- DYNAMIC_DNS service entries: HTTP-ish ports only -----------------------------------------------------
+
+@pytest.mark.parametrize("protocol, ok", [
+    ("HTTP", True), ("http", True), ("TLS", True), ("GRPC", True), ("HTTP2", True),
+    ("TCP", False), ("HTTPS", False), (None, False),
+])
+def test_dynamic_dns_port_protocols(protocol, ok):
+    port = {"number": 80, "name": "p", **({"protocol": protocol} if protocol else {})}
+    spec = {"hosts": ["*.a.com"], "resolution": "DYNAMIC_DNS", "ports": [port]}
+    expect = [] if ok else [("spec.ports[0].protocol", "error", "only HTTP, TLS, GRPC, and HTTP2 protocols are "
+                                                                "supported for resolution type DYNAMIC_DNS")]
+    assert found("ServiceEntry", spec, "error") == expect
+
+
+# --- inline JWKS: jwk.Parse, and the private-key warning -----------------------------------------------------
+
+NOT_A_SET = ("spec.jwks", "error", "jwks parse error: not a JSON Web Key set (keys of kty RSA, EC, OKP or oct)")
+
+
+@pytest.mark.parametrize("jwks, expect", [
+    ('{"keys": []}', []),
+    ('{"kty": "RSA", "n": "x", "e": "AQAB"}', []),  # one key, not a set
+    ('{"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "y"}]}', []),
+    ('{"keys": [{"kty": "EC"}, {"kty": "EC", "d": "secret"}]}',
+     [("spec.jwks", "warning", "jwks key at index 1 contains private key material; only public keys are used for "
+                               "verification")]),
+    ('{"keys": [{"kty": "oct", "k": "x"}]}',
+     [("spec.jwks", "warning", "jwks key at index 0 contains private key material; only public keys are used for "
+                               "verification")]),
+    ('[{"kty": "RSA"}]', [NOT_A_SET]),
+    ('{"keys": [{"kty": "DSA"}]}', [NOT_A_SET]),
+    ('{"keys": "x"}', [NOT_A_SET]),
+])
+def test_inline_jwks(jwks, expect):
+    assert found("JWTRule", {"issuer": "i", "jwks": jwks}, "error", "warning") == expect
+
+
+# --- label keys: labels.Instance.Validate (a DNS-subdomain prefix of at most 253, a name of at most 63) ------
+
+PREFIX_253 = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+
+
+@pytest.mark.parametrize("key, ok", [
+    ("app", True), ("n" * 63, True), ("n" * 64, False),
+    (f"{PREFIX_253}/app", True), (f"{PREFIX_253}e/app", False), (f"{PREFIX_253}/{'n' * 64}", False),
+    ("example.com/app", True), ("-bad", False),
+])
+def test_label_keys(key, ok):
+    assert list(label_errors({key: "v"})) == ([] if ok else [(key, f"invalid tag key: {key!r}")])
+
+
+@pytest.mark.parametrize("value, ok", [("v1", True), ("", True), ("a.b-c_d", True), ("-v", False), ("v" * 64, True)])
+def test_label_values(value, ok):
+    assert list(label_errors({"app": value})) == ([] if ok else [("app", f"invalid tag value: {value!r}")])
+
+
+# --- registering a rule -----------------------------------------------------------------------------------
+
+def test_a_registered_rule_runs_for_its_message_and_can_read_the_metadata():
+    from control.istio.validate import _WITH_META, rule
+    name = next(m for m in sorted(S.MESSAGES) if m not in RULES)
+
+    def seen(value, meta):
+        yield "", "warning", f"namespace {meta.namespace}"
+
+    try:
+        assert rule(name, with_meta=True)(seen) is seen
+        assert found(name, {}, meta=Meta(namespace="ns1")) == [("spec", "warning", "namespace ns1")]
+    finally:
+        RULES.pop(name, None)
+        _WITH_META.discard(name)
+    assert found(name, {}) == []
+
+
+# --- did you mean: a snake_case spelling of a field gets its camelCase name ---------------------------------
+
+@pytest.mark.parametrize("message, field, hint", [
+    ("TCPSettings", "connect_timeout", "connectTimeout"),
+    ("TCPSettings", "max_connection_duration", "maxConnectionDuration"),
+    ("HTTPSettings", "max_requests_per_connection", "maxRequestsPerConnection"),
+])
+def test_a_snake_case_field_is_pointed_at_its_camel_case_name(message, field, hint):
+    assert found(message, {field: 1}) == [
+        (f"spec.{field}", "unknown", f'unknown field "{field}" in {message}; did you mean {hint}?')]
