@@ -997,7 +997,7 @@ def _gateway_hosts(hosts: Any) -> RuleResult:
             continue
         if slash and ns not in ("*", ".") and not _DNS1123_LABEL.match(ns):
             yield f"hosts[{i}]", "error", f"invalid namespace value {ns!r} in gateway"
-        if name != "*" and "." not in name and not _is_ip(name):
+        if name != "*" and "." not in name:  # an IPv6 address without a dot too, as in Istio
             yield f"hosts[{i}]", "error", f"short names (non FQDN) are not allowed: {name!r}"
         elif "*" in name and name != "*" and not name.startswith("*."):
             yield f"hosts[{i}]", "error", f"partial wildcard {name!r} not allowed"

@@ -165,3 +165,91 @@ def test_a_registered_rule_runs_for_its_message_and_can_read_the_metadata():
 def test_a_snake_case_field_is_pointed_at_its_camel_case_name(message, field, hint):
     assert found(message, {field: 1}) == [
         (f"spec.{field}", "unknown", f'unknown field "{field}" in {message}; did you mean {hint}?')]
+
+
+# --- gateway server hosts: ValidateNamespaceSlashWildcardHostname(isGateway) ----------------------------------
+
+def _short(name):
+    return f"short names (non FQDN) are not allowed: {name!r}"
+
+
+EMPTY_PART = "config namespace and dnsName in host entry cannot be empty"
+
+
+@pytest.mark.parametrize("hosts, expect", [
+    (["ns/a.com", "*", "*/a.com", "./a.com", "1.2.3.4", "::ffff:1.2.3.4", "*.a.com"], []),
+    (["ns/", "a"], [(0, EMPTY_PART), (1, _short("a"))]),
+    (["/a.com"], [(0, EMPTY_PART)]),
+    (["::1"], [(0, _short("::1"))]),  # an IPv6 address without a dot is a short name to Istio too
+    (["ns/a"], [(0, _short("a"))]),
+    (["*a.com"], [(0, "partial wildcard '*a.com' not allowed")]),
+    (["ns/*a.com"], [(0, "partial wildcard '*a.com' not allowed")]),
+    (["a..com"], [(0, "invalid host 'a..com': '' is not a valid DNS label")]),
+    (["ns/a/b.com"], [(0, "invalid host 'a/b.com': 'a/b' is not a valid DNS label")]),
+    (["Bad_NS/a.com"], [(0, "invalid namespace value 'Bad_NS' in gateway")]),
+])
+def test_gateway_server_hosts(hosts, expect):
+    server = {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": hosts}
+    assert found("Server", server) == [(f"spec.hosts[{i}]", "error", text) for i, text in expect]
+
+
+# --- VirtualService hosts that overlap (host.Name.Matches) ---------------------------------------------------
+
+@pytest.mark.parametrize("a, b, duplicate", [
+    ("a.com", "a.com", True), ("a.com", "b.com", False),
+    ("*.a.com", "x.a.com", True), ("x.a.com", "*.a.com", True), ("a.com", "*.com", True),
+    ("b.com", "*.b.com", False), ("*.b.com", "b.com", False),
+    ("*.a.com", "*.x.a.com", True), ("*.x.a.com", "*.a.com", True), ("*.a.com", "*.b.com", False),
+    ("*xa.com", "*.a.com", False), ("*.a.com", "*xa.com", False),
+])
+def test_virtual_service_hosts_that_overlap_are_duplicates(a, b, duplicate):
+    spec = {"hosts": [a, b], "http": [{"route": [{"destination": {"host": "r"}}]}]}
+    expect = [("spec.hosts[0]", "error", f"duplicate hosts in virtual service: {a} & {b}")] if duplicate else []
+    assert found("VirtualService", spec, "error") == expect
+
+
+# --- SNI hosts of a gateway VirtualService: validateSniHost (host.Name.SubsetOf a VirtualService host) -------
+
+@pytest.mark.parametrize("host, sni, ok", [
+    ("*.a.com", "x.a.com", True), ("*.a.com", "*.x.a.com", True), ("*.a.com", "*.a.com", True),
+    ("*.a.com", "xa.com", False), ("*.a.com", "a.com", False), ("*.a.com", "*.b.com", False),
+    ("*a.com", "a.com", True), ("a.com", "a.com", True), ("a.com", "b.com", False), ("a.com", "*.a.com", False),
+])
+def test_sni_hosts_are_a_subset_of_the_virtual_service_hosts(host, sni, ok):
+    spec = {"hosts": [host], "gateways": ["ns/gw"],
+            "tls": [{"match": [{"sniHosts": [sni]}], "route": [{"destination": {"host": "r"}}]}]}
+    expect = [] if ok else [("spec.tls[0].match[0].sniHosts[0]", "error", f"SNI host {sni!r} is not a compatible "
+                                                                          f"subset of any of the virtual service hosts: [{host}]")]
+    assert found("VirtualService", spec, "error") == expect
+
+
+# --- sidecar ingress TLS: what ValidateSidecar refuses there ---------------------------------------------------
+
+KEYS = {"serverCertificate": "/c.pem", "privateKey": "/k.pem"}
+
+
+@pytest.mark.parametrize("tls, protocol, expect", [
+    ({"mode": "SIMPLE", **KEYS}, "HTTPS", []),
+    ({"mode": "SIMPLE", **KEYS}, "TLS", []),
+    ({"mode": "SIMPLE", **KEYS, "httpsRedirect": False}, "HTTPS", []),
+    ({"mode": "SIMPLE", **KEYS, "httpsRedirect": True}, "HTTPS",
+     [("tls.httpsRedirect", "sidecar: httpsRedirect is not supported")]),
+    ({"mode": "SIMPLE", **KEYS, "subjectAltNames": ["x"]}, "HTTPS",
+     [("tls.subjectAltNames", "sidecar: subjectAltNames is not supported in ingress tls")]),
+    ({"mode": "SIMPLE", "credentialName": "c"}, "HTTPS",
+     [("tls.credentialName", "sidecar: credentialName is not currently supported")]),
+    ({"mode": "SIMPLE", "credentialNames": ["c"]}, "HTTPS",
+     [("tls.credentialNames", "sidecar: credentialNames is not currently supported")]),
+    ({"mode": "SIMPLE", "tlsCertificates": [KEYS]}, "HTTPS",
+     [("tls.tlsCertificates", "sidecar: tls_certificates is not currently supported")]),
+    ({"mode": "AUTO_PASSTHROUGH"}, "TLS",
+     [("tls.mode", "configuration is invalid: cannot set mode to AUTO_PASSTHROUGH in sidecar ingress tls")]),
+    ({"mode": "ISTIO_MUTUAL"}, "TLS",
+     [("tls.mode", "configuration is invalid: cannot set mode to ISTIO_MUTUAL in sidecar ingress tls")]),
+    ({"mode": "SIMPLE", **KEYS}, "HTTP", [("tls", "server cannot have TLS settings for non HTTPS/TLS ports")]),
+])
+def test_sidecar_ingress_tls(tls, protocol, expect):
+    listener = {"port": {"number": 8443, "protocol": protocol, "name": "p"}, "defaultEndpoint": "127.0.0.1:8080",
+                "tls": tls}
+    assert found("Sidecar", {"ingress": [listener]}, "error") == [
+        (f"spec.ingress[0].{path}", "error", text) for path, text in expect]
