@@ -1424,7 +1424,7 @@ def _ingress_tls(tls: Mapping[str, Any], protocol: str, where: str) -> RuleResul
 def _sidecar_ingress(listeners: list, where: str = "ingress") -> RuleResult:
     numbers: set[int] = set()
     for i, lis in enumerate(listeners):
-        port = lis.get("port") if isinstance(lis, Mapping) else None
+        port = lis.get("port")  # a listener is a well-typed message: rules do not run above a type error
         if not isinstance(port, Mapping):
             continue  # the schema reports the missing port
         at = f"{where}[{i}]"
@@ -1606,8 +1606,8 @@ def _custom_rule(rule: Mapping[str, Any], path: str) -> RuleResult:
                 yield f"{path}.from[{j}].source.{f}", "error", f"From.{f[0].upper() + f[1:]} is currently not " \
                                                               "supported with CUSTOM action"
     for j, cond in enumerate(rule.get("when") or ()):
-        key = str(get(cond, "key", default=""))
-        if key in _CUSTOM_UNSUPPORTED_KEYS or key.startswith("request.auth."):
+        key = get(cond, "key")
+        if isinstance(key, str) and (key in _CUSTOM_UNSUPPORTED_KEYS or key.startswith("request.auth.")):
             yield f"{path}.when[{j}].key", "error", f"{key} is currently not supported with CUSTOM action"
 
 

@@ -155,6 +155,23 @@ def test_a_registered_rule_runs_for_its_message_and_can_read_the_metadata():
     assert found(name, {}) == []
 
 
+def test_a_rule_without_metadata_is_called_with_the_value_alone():
+    from control.istio.validate import rule
+    name = next(m for m in sorted(S.MESSAGES) if m not in RULES)
+    try:
+        rule(name)(lambda value: iter([("", "warning", f"{len(value)} fields")]))
+        assert found(name, {}) == [("spec", "warning", "0 fields")]
+    finally:
+        RULES.pop(name, None)
+
+
+def test_a_second_rule_for_a_message_is_refused_by_name():
+    from control.istio.validate import rule
+    with pytest.raises(ValueError) as err:
+        rule("VirtualService")(lambda vs: iter(()))
+    assert str(err.value) == "a rule for VirtualService is already registered (_virtual_service)"
+
+
 # --- did you mean: a snake_case spelling of a field gets its camelCase name ---------------------------------
 
 @pytest.mark.parametrize("message, field, hint", [
@@ -253,3 +270,101 @@ def test_sidecar_ingress_tls(tls, protocol, expect):
                 "tls": tls}
     assert found("Sidecar", {"ingress": [listener]}, "error") == [
         (f"spec.ingress[0].{path}", "error", text) for path, text in expect]
+
+
+# --- sidecar ingress defaultEndpoint: net.SplitHostPort, the hosts Istio allows, the port --------------------
+
+NOT_HOST_PORT = "address {}: not of the form host:port"
+NO_PORT = "sidecar: defaultEndpoint port () is not a number"
+
+
+@pytest.mark.parametrize("endpoint, expect", [
+    ("127.0.0.1:8080", []), ("0.0.0.0:8080", []), ("[::1]:8080", []), ("[::]:8080", []), (":8080", []),
+    ("127.0.0.1:1", []), ("127.0.0.1:65535", []),
+    ("127.0.0.1:65536", ["port number 65536 must be in the range 1..65535"]),
+    ("127.0.0.1:0", ["port number 0 must be in the range 1..65535"]),
+    ("127.0.0.1:x", ["sidecar: defaultEndpoint port (x) is not a number"]),
+    ("10.0.0.1:80", ["sidecar: defaultEndpoint must be of form 127.0.0.1:<port>,0.0.0.0:<port>,[::1]:port,"
+                     "[::]:port,unix://filepath or unset"]),
+    *((bad, [NOT_HOST_PORT.format(bad), NO_PORT])
+      for bad in ("[::1]]:80", "[::1]", "[::1]80", "[::1]:80:90", "[::1]::80", "1:2:80", "::1:80")),
+])
+def test_sidecar_ingress_default_endpoint(endpoint, expect):
+    listener = {"port": {"number": 80, "protocol": "HTTP", "name": "http"}, "defaultEndpoint": endpoint}
+    assert found("Sidecar", {"ingress": [listener]}, "error") == [
+        ("spec.ingress[0].defaultEndpoint", "error", text) for text in expect]
+
+
+def test_sidecar_ingress_listeners_after_one_without_a_port_are_still_checked():
+    spec = {"ingress": [{"defaultEndpoint": "127.0.0.1:80"},
+                        {"port": {"number": 1, "name": "a"}}, {"port": {"name": "b"}}]}
+    assert found("Sidecar", spec, "error") == [
+        ("spec.ingress[0].port", "error", "port is required"),
+        ("spec.ingress[2].port.number", "error", "port number 0 must be in the range 1..65535")]
+
+
+def test_an_http_pool_on_a_sidecar_ingress_port_without_a_name_or_protocol():
+    spec = {"ingress": [{"port": {"number": 9080}, "connectionPool": {"http": {"maxRetries": 1}}}]}
+    assert found("Sidecar", spec, "warning") == [
+        ("spec.ingress[0].connectionPool.http", "warning", "sidecar: HTTP connection pool settings are configured for "
+                                                           "port 9080 ('') but its protocol is not HTTP (); only TCP "
+                                                           "settings will apply")]
+
+
+# --- what a value of the wrong type is called in the message ----------------------------------------------
+
+@pytest.mark.parametrize("value, described", [
+    (True, "boolean true"), (False, "boolean false"), (["a"], "a list"), ({"a": 1}, "an object"), (3, "number 3"),
+    (1.5, "number 1.5"),
+])
+def test_a_wrong_type_is_described_in_the_message(value, described):
+    assert found("Destination", {"host": value}) == [("spec.host", "error", f"must be a string, not {described}")]
+
+
+# --- CUSTOM authorization rules: the conditions ext_authz cannot see ------------------------------------------
+
+@pytest.mark.parametrize("key, supported", [
+    ("request.headers[x]", True), ("source.ip", True), ("source.namespace", False),
+    ("request.auth.claims[iss]", False), (None, True),
+])
+def test_custom_action_conditions(key, supported):
+    cond = {"values": ["v"], **({"key": key} if key else {})}
+    spec = {"action": "CUSTOM", "provider": {"name": "p"}, "rules": [{"when": [cond]}]}
+    custom = [i for i in found("AuthorizationPolicy", spec, "error") if "CUSTOM" in i[2]]
+    assert custom == ([] if supported else [("spec.rules[0].when[0].key", "error",
+                                             f"{key} is currently not supported with CUSTOM action")])
+
+
+# --- authorization conditions: security.ValidateAttribute --------------------------------------------------
+
+def _invalid(key, error):
+    return [("spec.values", "error", f"invalid `values` for `key` {key}: {error}"),
+            ("spec.notValues", "error", f"invalid `notValues` for `key` {key}: {error}")]
+
+
+@pytest.mark.parametrize("key, values, expect", [
+    ("request.headers[x]", ["a"], []),
+    ("request.headers[]", ["a"], _invalid("request.headers[]", "bad key (request.headers[]): should have format a[b]")),
+    ("request.headers]", ["a"], _invalid("request.headers]", "bad key (request.headers]): should have format a[b]")),
+    ("destination.port", ["65535"], []),
+    ("destination.port", ["65536"], [("spec.values", "error", "invalid `values` for `key` destination.port: bad port "
+                                                              "(65536)")]),
+    ("destination.name", ["a"], _invalid("destination.name", "deprecated attribute destination.name: only supported "
+                                                             "in v1alpha1")),
+    ("destination.user", ["a"], _invalid("destination.user", "deprecated attribute destination.user: only supported "
+                                                             "in v1alpha1")),
+])
+def test_authorization_condition_keys_and_values(key, values, expect):
+    assert found("Condition", {"key": key, "values": values}) == expect
+
+
+# --- sidecar egress host names: ValidateWildcardDomain / ValidateDNS1123Labels -----------------------------------
+
+@pytest.mark.parametrize("host, error", [
+    ("ns/a.b.c", None), ("ns/a.com.", None),
+    ("ns/a.b.c.123", "domain name 'b.c.123' invalid (top level domain '123' cannot be all-numeric)"),
+    ("ns/a..com", "domain name '.com' invalid (label '' invalid)"),
+])
+def test_sidecar_egress_host_domain_names(host, error):
+    assert found("Sidecar", {"egress": [{"hosts": [host]}]}, "error") == (
+        [] if error is None else [("spec.egress[0].hosts[0]", "error", error)])
