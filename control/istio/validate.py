@@ -1339,8 +1339,10 @@ def _egress_hosts(hosts: Any, namespace: str, where: str) -> RuleResult:
         yield f"{where}.hosts", "warning", "`*/*` host select all resources, no other hosts can be added"
 
 
-def _number(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def _number(value: Any) -> int:
+    """An integer field's raw value, 0 when unset. Rules see the raw spec, where the schema has accepted an
+    integral float (`80.0`) as an integer too; booleans and other types never get here (a type error)."""
+    return 0 if value is None else int(value)
 
 
 def _sidecar_port(port: Mapping[str, Any], bind: Any, where: str, uds: bool = False) -> RuleResult:
@@ -1350,9 +1352,9 @@ def _sidecar_port(port: Mapping[str, Any], bind: Any, where: str, uds: bool = Fa
     name = port.get("name")
     if isinstance(name, str) and name and not _dns_label_ok(name):
         yield f"{where}.port.name", "error", f"invalid port name: {name}"
-    if (_number(port.get("targetPort")) or 0) > 0:
+    if _number(port.get("targetPort")) > 0:
         yield f"{where}.port.targetPort", "error", "targetPort has no impact on Sidecars"
-    number = _number(port.get("number")) or 0
+    number = _number(port.get("number"))
     if not uds:
         if not 1 <= number <= 65535:
             yield f"{where}.port.number", "error", f"port number {number} must be in the range 1..65535"
@@ -1429,7 +1431,7 @@ def _sidecar_ingress(listeners: list, where: str = "ingress") -> RuleResult:
             continue  # the schema reports the missing port
         at = f"{where}[{i}]"
         yield from _sidecar_port(port, lis.get("bind"), at)
-        number = _number(port.get("number")) or 0
+        number = _number(port.get("number"))
         if number in numbers:
             yield f"{at}.port.number", "error", "sidecar: ports on IP bound listeners must be unique"
         numbers.add(number)
@@ -1460,7 +1462,7 @@ def _sidecar_egress(listeners: list, namespace: str, where: str = "egress") -> R
                 yield at, "error", "sidecar: the egress listener with empty port should be the last listener in the list"
         else:
             bind = lis.get("bind")
-            number = _number(port.get("number")) or 0
+            number = _number(port.get("number"))
             yield from _sidecar_port(port, bind, at, uds=number == 0)
             if number == 0:  # a unix domain socket listener
                 if not (isinstance(bind, str) and bind.startswith("unix://")):
@@ -1900,7 +1902,7 @@ def _readiness_probe(probe: Mapping[str, Any]) -> RuleResult:
     """validateReadinessProbe: non-negative timings, and an httpGet, tcpSocket or exec check (Istio's
     validation knows no other method; a grpc check is refused as an unknown one)."""
     for field in ("periodSeconds", "initialDelaySeconds", "timeoutSeconds", "successThreshold", "failureThreshold"):
-        if (_number(probe.get(field)) or 0) < 0:
+        if _number(probe.get(field)) < 0:
             yield field, "error", f"{field} must be non-negative"
     if not any(probe.get(k) is not None for k in ("httpGet", "tcpSocket", "exec")):
         yield "", "error", "unknown health check method: one of httpGet, tcpSocket or exec is required"

@@ -368,3 +368,40 @@ def test_authorization_condition_keys_and_values(key, values, expect):
 def test_sidecar_egress_host_domain_names(host, error):
     assert found("Sidecar", {"egress": [{"hosts": [host]}]}, "error") == (
         [] if error is None else [("spec.egress[0].hosts[0]", "error", error)])
+
+
+# --- sidecar listener ports: validateSidecar*PortAndBind ----------------------------------------------------
+
+@pytest.mark.parametrize("port, bind, expect", [
+    ({"number": 1}, None, []), ({"number": 65535}, "", []), ({"number": 8080.0}, "1.2.3.4", []),
+    ({"number": 65536}, None, [("port.number", "port number 65536 must be in the range 1..65535")]),
+    ({"number": 0}, None, [("port.number", "port number 0 must be in the range 1..65535")]),
+    ({"number": 80, "targetPort": 1}, None, [("port.targetPort", "targetPort has no impact on Sidecars")]),
+    ({"number": 80}, "x", [("bind", "x is not a valid IP")]),
+])
+def test_sidecar_ingress_port_and_bind(port, bind, expect):
+    listener = {"port": {"name": "p", **port}, **({} if bind is None else {"bind": bind})}
+    assert found("Sidecar", {"ingress": [listener]}, "error") == [
+        (f"spec.ingress[0].{path}", "error", text) for path, text in expect]
+
+
+def test_sidecar_egress_port_given_as_an_integral_float():
+    spec = {"egress": [{"port": {"number": 8080.0, "name": "p"}, "hosts": ["*/*"]}]}
+    assert found("Sidecar", spec, "error") == []
+
+
+def test_sidecar_egress_hosts_split_at_the_first_slash():
+    spec = {"egress": [{"hosts": ["ns/*", "ns/a/b.com", "ns/*.a.com"]}]}
+    assert found("Sidecar", spec) == [
+        ("spec.egress[0].hosts[1]", "warning", "duplicated egress host: ns/a/b.com"),
+        ("spec.egress[0].hosts[1]", "error", "domain name 'a/b.com' invalid (label 'a/b' invalid)"),
+        ("spec.egress[0].hosts[2]", "warning", "duplicated egress host: ns/*.a.com")]
+
+
+def test_a_rule_does_not_run_over_a_type_error_below_it_after_an_earlier_one():
+    """The Destination rule would say "invalid destination host *"; its port is not an integer, so Istio never
+    got that far (it could not unmarshal the resource), however many type errors came before."""
+    spec = {"hosts": [123], "http": [{"route": [{"destination": {"host": "*", "port": {"number": "x"}}}]}]}
+    assert found("VirtualService", spec) == [
+        ("spec.hosts[0]", "error", "must be a string, not number 123"),
+        ("spec.http[0].route[0].destination.port.number", "error", "must be an integer, not string 'x'")]
