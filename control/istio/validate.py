@@ -235,18 +235,18 @@ def _type_step(typ: str) -> str:
 
 
 def _message_tree(root: str, max_depth: int = 6) -> Iterator[tuple[str, str]]:
-    """(relative path, message) for every message reachable from `root`, breadth first, without cycles."""
-    queue: list[tuple[str, str, int, frozenset]] = [("", root, 0, frozenset({root}))]
+    """(relative path, message) for every message reachable from `root`, breadth first, at most `max_depth`
+    messages down (the schema has no cycles; the bound keeps one added later from looping)."""
+    queue: list[tuple[str, str, int]] = [("", root, 0)]
     while queue:
-        rel, name, depth, seen = queue.pop(0)
+        rel, name, depth = queue.pop(0)
         yield rel, name
         if depth >= max_depth:
             continue
         for field, typ in S.MESSAGES[name].items():
-            child = _element_message(typ)
-            if child and child not in seen:
-                child_rel = f"{rel}.{field}{_type_step(typ)}" if rel else f"{field}{_type_step(typ)}"
-                queue.append((child_rel, child, depth + 1, seen | {child}))
+            if child := _element_message(typ):
+                step = f"{field}{_type_step(typ)}"
+                queue.append((f"{rel}.{step}" if rel else step, child, depth + 1))
 
 
 def suggest_field(field: str, message: str, siblings: frozenset[str],

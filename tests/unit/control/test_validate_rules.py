@@ -405,3 +405,37 @@ def test_a_rule_does_not_run_over_a_type_error_below_it_after_an_earlier_one():
     assert found("VirtualService", spec) == [
         ("spec.hosts[0]", "error", "must be a string, not number 123"),
         ("spec.http[0].route[0].destination.port.number", "error", "must be an integer, not string 'x'")]
+
+
+# --- where a misplaced field lives: the message tree the "did you mean" searches ----------------------------
+
+def test_the_message_tree_is_breadth_first_through_lists_and_maps_to_a_depth():
+    from control.istio.validate import _message_tree
+    assert list(_message_tree("Tracing")) == [
+        ("", "Tracing"), ("match", "TracingSelector"), ("providers[]", "ProviderRef"), ("customTags.*", "CustomTag"),
+        ("customTags.*.literal", "TagLiteral"), ("customTags.*.environment", "TagEnvironment"),
+        ("customTags.*.header", "TagHeader"), ("customTags.*.formatter", "TagFormatter")]
+    assert list(_message_tree("Tracing", 1)) == [
+        ("", "Tracing"), ("match", "TracingSelector"), ("providers[]", "ProviderRef"), ("customTags.*", "CustomTag")]
+    assert list(_message_tree("Tracing", 0)) == [("", "Tracing")]
+
+
+@pytest.mark.parametrize("typ, message, step", [
+    ("HTTPRoute", "HTTPRoute", ""), ("HTTPRoute!", "HTTPRoute", ""), ("[]HTTPRoute", "HTTPRoute", "[]"),
+    ("[]HTTPRoute!", "HTTPRoute", "[]"), ("map:StringMatch", "StringMatch", ".*"), ("[]map:StringMatch", "StringMatch", "[]"),
+    ("map:[]StringMatch", "StringMatch", ".*"), ("string", None, ""), ("[]string", None, "[]"), ("map:string", None, ".*"),
+])
+def test_a_field_type_leads_to_its_message_through_lists_and_maps(typ, message, step):
+    from control.istio.validate import _element_message, _type_step
+    assert (_element_message(typ), _type_step(typ)) == (message, step)
+
+
+@pytest.mark.parametrize("kind, spec, field, hint", [
+    ("Telemetry", {"literal": {"value": "x"}}, "literal", "tracing[].customTags.*.literal"),
+    ("VirtualService", {"hosts": ["r"], "http": [{"route": [{"destination": {"host": "r"}}]}], "prefix": "/a"},
+     "prefix", "http[].match[].uri.prefix"),
+])
+def test_a_misplaced_field_is_pointed_at_its_place_through_lists_and_maps(kind, spec, field, hint):
+    from control.istio.validate import check_spec
+    assert [i.text for i in check_spec(kind, spec)[1] if i.kind == "unknown"] == [
+        f'unknown field "{field}" in {kind}; did you mean {hint}?']
