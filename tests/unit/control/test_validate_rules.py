@@ -439,3 +439,37 @@ def test_a_misplaced_field_is_pointed_at_its_place_through_lists_and_maps(kind, 
     from control.istio.validate import check_spec
     assert [i.text for i in check_spec(kind, spec)[1] if i.kind == "unknown"] == [
         f'unknown field "{field}" in {kind}; did you mean {hint}?']
+
+
+# --- a whole resource: metadata, unknown fields strict or not, rejection ----------------------------------------
+
+def _load(name="vs", namespace="ns", strict=False, extra=""):
+    from control.istio.load import load_text
+    text = (f"apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: {name}\n"
+            f"  namespace: {namespace}\nspec:\n  hosts: [r]\n  http:\n  - route: [{{destination: {{host: r}}}}]\n{extra}")
+    result = load_text(text, "x.yaml", strict=strict)
+    return [(f.type.code, f.level.label, f.line, f.message) for f in result.findings], [r.name for r in result.resources]
+
+
+TIMOUT = 'spec.http[0].timout: unknown field "timout" in HTTPRoute; did you mean timeout?'
+
+
+def test_an_unknown_field_is_dropped_with_a_warning_or_an_error_when_strict():
+    """Strict (`istioctl validate`) reports it as an error; the resource is still the one without the field."""
+    assert _load(extra="    timout: 1s\n") == ([("PYM0005", "Warning", 10, f"{TIMOUT} (ignored)")], ["vs"])
+    assert _load(extra="    timout: 1s\n", strict=True) == (
+        [("IST0106", "Error", 10, f"Schema validation error: {TIMOUT}")], ["vs"])
+
+
+@pytest.mark.parametrize("name, ok", [("a" * 253, True), ("a" * 254, False), ("a.b-c", True), ("Vs", False),
+                                      ("-vs", False)])
+def test_resource_names_are_lowercase_rfc_1123_subdomains(name, ok):
+    found_, loaded = _load(name=name)
+    assert (found_, loaded) == (([], [name]) if ok else (
+        [("IST0106", "Error", 4, f"Schema validation error: metadata.name: invalid name {name!r}: must be a "
+                                 "lowercase RFC 1123 subdomain")], []))
+
+
+def test_a_namespace_must_be_a_dns_label():
+    assert _load(namespace="Bad") == (
+        [("IST0106", "Error", 5, "Schema validation error: metadata.namespace: invalid namespace 'Bad'")], [])
