@@ -23,6 +23,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import math
 import re
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -233,24 +234,19 @@ def _type_step(typ: str) -> str:
     return "[]" if t.startswith("[]") else ".*" if t.startswith("map:") else ""
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p[:1].upper() + p[1:] for p in rest)
-
-
 def _message_tree(root: str, max_depth: int = 6) -> Iterator[tuple[str, str]]:
-    """(relative path, message) for every message reachable from `root`, breadth first, without cycles."""
-    queue: list[tuple[str, str, int, frozenset]] = [("", root, 0, frozenset({root}))]
+    """(relative path, message) for every message reachable from `root`, breadth first, at most `max_depth`
+    messages down (the schema has no cycles; the bound keeps one added later from looping)."""
+    queue: list[tuple[str, str, int]] = [("", root, 0)]
     while queue:
-        rel, name, depth, seen = queue.pop(0)
+        rel, name, depth = queue.pop(0)
         yield rel, name
         if depth >= max_depth:
             continue
         for field, typ in S.MESSAGES[name].items():
-            child = _element_message(typ)
-            if child and child not in seen:
-                child_rel = f"{rel}.{field}{_type_step(typ)}" if rel else f"{field}{_type_step(typ)}"
-                queue.append((child_rel, child, depth + 1, seen | {child}))
+            if child := _element_message(typ):
+                step = f"{field}{_type_step(typ)}"
+                queue.append((f"{rel}.{step}" if rel else step, child, depth + 1))
 
 
 def suggest_field(field: str, message: str, siblings: frozenset[str],
@@ -270,10 +266,8 @@ def suggest_field(field: str, message: str, siblings: frozenset[str],
         where = best[3]
         where = where[len("spec."):] if where.startswith("spec.") else where
         return f"{where}.{field}" if where else field
+    # a snake_case spelling (`connect_timeout`) is found too: lowered, it is the camelCase name but for its '_'
     fields = list(S.MESSAGES[message])
-    camel = _camel(field)
-    if camel in fields and camel != field:
-        return camel
     close = difflib.get_close_matches(field, fields, n=1, cutoff=0.7)
     if not close:
         lowered = {f.lower(): f for f in fields}
@@ -912,15 +906,28 @@ def _load_balancer(lb: Mapping[str, Any]) -> RuleResult:
 
 @rule("MagLev")
 def _maglev(maglev: Mapping[str, Any]) -> RuleResult:
-    size = maglev.get("tableSize")
-    if isinstance(size, str) and size.isdigit():  # uint64: protobuf JSON may write it as a string
+    """validateLoadBalancer's maglev checks: a table size, below 5000011, and prime as Envoy's Primes::isPrime
+    (which Istio copies) says. Istio runs the prime check on a size already refused as too large as well; here
+    that second error is left out (trial division up to 2**32 would stall the validator)."""
+    size = maglev.get("tableSize") or 0
+    if isinstance(size, str):  # uint64: protobuf JSON may write it as a string (the schema checked its digits)
         size = int(size)
-    if isinstance(size, int) and size and not _is_prime(size):
+    if size == 0:
+        yield "tableSize", "error", "tableSize must be set for maglev"
+    if size >= 5000011:
+        yield "tableSize", "error", "tableSize must be less than 5000011 for maglev"
+    elif not _is_prime(size):
         yield "tableSize", "error", "tableSize must be a prime number for maglev"
 
 
 def _is_prime(n: int) -> bool:
-    return n > 1 and all(n % d for d in range(2, int(n ** 0.5) + 1))
+    """Envoy's Primes::isPrime, as Istio's isPrime copies it: 1, 2 and 3 are prime, 0 is not; odd trial
+    division up to the square root."""
+    if 0 < n < 4:
+        return True
+    if n % 2 == 0:
+        return False
+    return all(n % d for d in range(3, math.isqrt(n) + 1, 2))
 
 
 @rule("HTTPSettings")
@@ -990,7 +997,7 @@ def _gateway_hosts(hosts: Any) -> RuleResult:
             continue
         if slash and ns not in ("*", ".") and not _DNS1123_LABEL.match(ns):
             yield f"hosts[{i}]", "error", f"invalid namespace value {ns!r} in gateway"
-        if name != "*" and "." not in name and not _is_ip(name):
+        if name != "*" and "." not in name:  # an IPv6 address without a dot too, as in Istio
             yield f"hosts[{i}]", "error", f"short names (non FQDN) are not allowed: {name!r}"
         elif "*" in name and name != "*" and not name.startswith("*."):
             yield f"hosts[{i}]", "error", f"partial wildcard {name!r} not allowed"
@@ -1216,7 +1223,7 @@ def _dynamic_dns(se: Mapping[str, Any], endpoints: Any) -> RuleResult:
     if endpoints:
         yield "endpoints", "error", "endpoints cannot be set for resolution type DYNAMIC_DNS"
     for i, port in enumerate(se.get("ports") or ()):
-        if str(get(port, "protocol", default="") or "").upper() not in ("HTTP", "TLS", "GRPC", "HTTP2"):
+        if str(get(port, "protocol") or "").upper() not in ("HTTP", "TLS", "GRPC", "HTTP2"):
             yield f"ports[{i}].protocol", "error", \
                 "only HTTP, TLS, GRPC, and HTTP2 protocols are supported for resolution type DYNAMIC_DNS"
 
@@ -1332,8 +1339,10 @@ def _egress_hosts(hosts: Any, namespace: str, where: str) -> RuleResult:
         yield f"{where}.hosts", "warning", "`*/*` host select all resources, no other hosts can be added"
 
 
-def _number(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def _number(value: Any) -> int:
+    """An integer field's raw value, 0 when unset. Rules see the raw spec, where the schema has accepted an
+    integral float (`80.0`) as an integer too; booleans and other types never get here (a type error)."""
+    return 0 if value is None else int(value)
 
 
 def _sidecar_port(port: Mapping[str, Any], bind: Any, where: str, uds: bool = False) -> RuleResult:
@@ -1343,9 +1352,9 @@ def _sidecar_port(port: Mapping[str, Any], bind: Any, where: str, uds: bool = Fa
     name = port.get("name")
     if isinstance(name, str) and name and not _dns_label_ok(name):
         yield f"{where}.port.name", "error", f"invalid port name: {name}"
-    if (_number(port.get("targetPort")) or 0) > 0:
+    if _number(port.get("targetPort")) > 0:
         yield f"{where}.port.targetPort", "error", "targetPort has no impact on Sidecars"
-    number = _number(port.get("number")) or 0
+    number = _number(port.get("number"))
     if not uds:
         if not 1 <= number <= 65535:
             yield f"{where}.port.number", "error", f"port number {number} must be in the range 1..65535"
@@ -1417,12 +1426,12 @@ def _ingress_tls(tls: Mapping[str, Any], protocol: str, where: str) -> RuleResul
 def _sidecar_ingress(listeners: list, where: str = "ingress") -> RuleResult:
     numbers: set[int] = set()
     for i, lis in enumerate(listeners):
-        port = lis.get("port") if isinstance(lis, Mapping) else None
+        port = lis.get("port")  # a listener is a well-typed message: rules do not run above a type error
         if not isinstance(port, Mapping):
             continue  # the schema reports the missing port
         at = f"{where}[{i}]"
         yield from _sidecar_port(port, lis.get("bind"), at)
-        number = _number(port.get("number")) or 0
+        number = _number(port.get("number"))
         if number in numbers:
             yield f"{at}.port.number", "error", "sidecar: ports on IP bound listeners must be unique"
         numbers.add(number)
@@ -1453,7 +1462,7 @@ def _sidecar_egress(listeners: list, namespace: str, where: str = "egress") -> R
                 yield at, "error", "sidecar: the egress listener with empty port should be the last listener in the list"
         else:
             bind = lis.get("bind")
-            number = _number(port.get("number")) or 0
+            number = _number(port.get("number"))
             yield from _sidecar_port(port, bind, at, uds=number == 0)
             if number == 0:  # a unix domain socket listener
                 if not (isinstance(bind, str) and bind.startswith("unix://")):
@@ -1599,8 +1608,8 @@ def _custom_rule(rule: Mapping[str, Any], path: str) -> RuleResult:
                 yield f"{path}.from[{j}].source.{f}", "error", f"From.{f[0].upper() + f[1:]} is currently not " \
                                                               "supported with CUSTOM action"
     for j, cond in enumerate(rule.get("when") or ()):
-        key = str(get(cond, "key", default=""))
-        if key in _CUSTOM_UNSUPPORTED_KEYS or key.startswith("request.auth."):
+        key = get(cond, "key")
+        if isinstance(key, str) and (key in _CUSTOM_UNSUPPORTED_KEYS or key.startswith("request.auth.")):
             yield f"{path}.when[{j}].key", "error", f"{key} is currently not supported with CUSTOM action"
 
 
@@ -1893,7 +1902,7 @@ def _readiness_probe(probe: Mapping[str, Any]) -> RuleResult:
     """validateReadinessProbe: non-negative timings, and an httpGet, tcpSocket or exec check (Istio's
     validation knows no other method; a grpc check is refused as an unknown one)."""
     for field in ("periodSeconds", "initialDelaySeconds", "timeoutSeconds", "successThreshold", "failureThreshold"):
-        if (_number(probe.get(field)) or 0) < 0:
+        if _number(probe.get(field)) < 0:
             yield field, "error", f"{field} must be non-negative"
     if not any(probe.get(k) is not None for k in ("httpGet", "tcpSocket", "exec")):
         yield "", "error", "unknown health check method: one of httpGet, tcpSocket or exec is required"
