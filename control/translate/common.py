@@ -162,9 +162,14 @@ class Notes:
     items: list[str] = field(default_factory=list)
 
     def add(self, res: Resource | None, path: str, message: str) -> None:
-        text = f"{where(res, path)}: {message}" if res is not None else message
-        if text not in self.items:
-            self.items.append(text)
+        """A note about field `path` of `res` (file:line, resource and field first); without a resource, the
+        message alone (see `text`)."""
+        self.text(f"{where(res, path)}: {message}" if res is not None else message)
+
+    def text(self, message: str) -> None:
+        """A note naming no resource (meshConfig, or a note collected before and re-added)."""
+        if message not in self.items:
+            self.items.append(message)
 
 
 # --- seams -----------------------------------------------------------------------------------------------

@@ -122,7 +122,20 @@ def test_a_file_without_control_plane_gets_the_istiod_and_token_services_the_shi
     assert out["services"][CONTROL_PLANE] == istiod
     tokens = shipped["services"][TOKENS]
     assert out["services"][TOKENS] == {**tokens, "volumes": [v for v in tokens["volumes"] if "ingressgateway" not in v]}
-    assert list(out["volumes"]) == [v for v in shipped["volumes"] if "ingressgateway" not in v]
+    assert out["volumes"] == {v: {} for v in shipped["volumes"] if "ingressgateway" not in v}
+
+
+def test_the_files_own_volumes_and_token_mounts_are_kept():
+    doc = {"services": {"web": {"expose": [80]},
+                        TOKENS: {"image": "t", "volumes": ["istiod-ca:/var/lib/istiod:ro", "extra:/x",
+                                                           "istio-token-a-b:/var/run/tokens/a/b:ro"]}},
+           "volumes": {"data": {"driver": "local"}}}
+    out = inject(doc)
+    assert out["volumes"] == {"data": {"driver": "local"}, "istiod-ca": {}, "istio-token-a-b": {},
+                              "istio-token-default-web": {}}
+    assert out["services"][TOKENS]["volumes"] == [
+        "istiod-ca:/var/lib/istiod:ro", "extra:/x", "istio-token-a-b:/var/run/tokens/a/b:ro",
+        "istio-token-default-web:/var/run/tokens/default/web"]
 
 
 @pytest.mark.parametrize("service, port", [
@@ -137,12 +150,17 @@ def test_the_app_port_is_the_container_side_of_the_first_port(service, port):
     assert identity("web", service, InjectOptions()).app_port == port
 
 
+def test_identity_of_a_service_with_malformed_labels_names_the_service():
+    with pytest.raises(InjectError, match="^service 'web': field 'labels' must be a map or a list, not int$"):
+        identity("web", {"expose": [80], "labels": 3}, InjectOptions())
+
+
 def test_labels_without_values_count_as_unset():
     ident = identity("web", {"expose": [80], "labels": {"app": None, "version": None, "tier": None}},
                      InjectOptions())
     assert (ident.app, ident.version, ident.labels) == ("web", "v1", "app=web,version=v1")
-    listed = identity("web", {"expose": [80], "labels": ["app", "version=v3"]}, InjectOptions())
-    assert (listed.app, listed.version) == ("web", "v3")
+    listed = identity("web", {"expose": [80], "labels": ["app", "version=v3=rc1"]}, InjectOptions())
+    assert (listed.app, listed.version) == ("web", "v3=rc1")  # a `k=v` item splits at its first `=`, as compose
 
 
 @pytest.mark.parametrize("doc, message", [

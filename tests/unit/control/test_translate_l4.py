@@ -23,10 +23,14 @@ spec: {address: 10.0.0.9, labels: {app: client, version: v1}}
 """
 
 
-def listeners(extra: str = "") -> dict[str, dict]:
+def listeners(extra: str = "", notes: list[str] | None = None) -> dict[str, dict]:
+    """The client's listeners by name (`notes`, when given, receives the rendering's notes)."""
     result = load_text(BASE + ("---\n" + extra if extra else ""), "config.yaml")
+    assert not [f for f in result.findings if f.level.label == "Error"], [str(f) for f in result.findings]
     rendered = render_sidecar(build_mesh(result.resources), "client")
     check_rendered(rendered.as_dict())
+    if notes is not None:
+        notes.extend(rendered.notes)
     return {lis["name"]: lis for lis in rendered.as_dict()["listeners"]}
 
 
@@ -173,14 +177,22 @@ def tcp_vs(rules: str, hosts: str = "[db]") -> str:
 
 def test_weighted_tcp_routes_leave_out_zero_weights_and_take_the_virtual_service_as_stat_prefix():
     """istiod buildOutboundNetworkFiltersWithWeightedClusters: stat_prefix `<vs name>.<vs namespace>`."""
-    lis = listeners(tcp_vs("  - route: [{destination: {host: db, subset: a}, weight: 80}, "
-                           "{destination: {host: db, subset: b}, weight: 20}, {destination: {host: db, subset: c}, "
-                           "weight: 0}]\n"))["0.0.0.0_5432"]
+    http_only = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: aaa}\nspec: "
+                 "{hosts: [web.example], http: [{route: [{destination: {host: db}}]}]}\n---\n")
+    lis = listeners(http_only + tcp_vs("  - route: [{destination: {host: db, subset: a}, weight: 99}, "
+                           "{destination: {host: db, subset: b}, weight: 1}, {destination: {host: db, subset: c}, "
+                           "weight: 0}, {destination: {host: db, subset: d}}]\n"))["0.0.0.0_5432"]
     (proxy,) = tcp_proxies(lis)
     assert proxy["stat_prefix"] == "db.default" and "cluster" not in proxy
     assert proxy["weighted_clusters"] == {"clusters": [
-        {"name": "outbound|5432|a|db.default.svc.cluster.local", "weight": 80},
-        {"name": "outbound|5432|b|db.default.svc.cluster.local", "weight": 20}]}
+        {"name": "outbound|5432|a|db.default.svc.cluster.local", "weight": 99},
+        {"name": "outbound|5432|b|db.default.svc.cluster.local", "weight": 1}]}
+
+
+def test_of_two_tcp_destinations_one_without_weight_gets_nothing():
+    (proxy,) = tcp_proxies(listeners(tcp_vs("  - route: [{destination: {host: db, subset: a}, weight: 100}, "
+                                            "{destination: {host: db, subset: b}}]\n"))["0.0.0.0_5432"])
+    assert proxy["stat_prefix"] == proxy["cluster"] == "outbound|5432|a|db.default.svc.cluster.local"
 
 
 def test_one_tcp_destination_is_its_own_stat_prefix_whatever_its_weight():
@@ -193,18 +205,23 @@ def test_sidecar_tcp_rules_give_subnet_chains_until_the_first_catch_all():
     """buildSidecarOutboundTCPFilterChainOpts: a rule whose matches all name destinationSubnets gets a chain on
     them and reading goes on; a rule that does not apply is skipped; the first rule
     without subnets is the catch-all and the last chain."""
-    lis = listeners(tcp_vs("""  - match: [{destinationSubnets: [10.0.0.0/8]}, {destinationSubnets: [192.168.1.1]}]
+    notes: list[str] = []
+    lis = listeners(tcp_vs("""  - match: [{destinationSubnets: [10.1.2.3/8]}, {destinationSubnets: [192.168.1.1, "fd00::1"]}]
     route: [{destination: {host: db, subset: a}}]
   - match: [{port: 9999}]
     route: [{destination: {host: db, subset: other-port}}]
   - match: [{destinationSubnets: [172.16.0.0/12]}, {sourceNamespace: default}]
     route: [{destination: {host: db, subset: b}}]
   - route: [{destination: {host: db, subset: never}}]
-"""))["0.0.0.0_5432"]
+"""), notes)["0.0.0.0_5432"]
     assert chain_routes(lis) == [
-        ({"prefix_ranges": [{"address_prefix": "10.0.0.0", "prefix_len": 8},
-                            {"address_prefix": "192.168.1.1", "prefix_len": 32}]}, "a"),
+        ({"prefix_ranges": [{"address_prefix": "10.1.2.3", "prefix_len": 8},  # as written, as istiod
+                            {"address_prefix": "192.168.1.1", "prefix_len": 32},
+                            {"address_prefix": "fd00::1", "prefix_len": 128}]}, "a"),
         (None, "b")]
+    assert any(n.endswith("VirtualService default/db: spec.tcp[2].route[0].destination.subset: subset 'b' of "
+                          "db.default.svc.cluster.local is not defined by a DestinationRule: Envoy answers 503 NC")
+               for n in notes), notes
 
 
 def test_tcp_rules_of_a_virtual_service_for_another_host_do_not_apply():
@@ -213,15 +230,19 @@ def test_tcp_rules_of_a_virtual_service_for_another_host_do_not_apply():
 
 
 def test_sidecar_tls_chains_one_per_applicable_sni_match_in_rule_order():
-    lis = listeners(web_tls_vs("""  - match: [{sniHosts: [b.web.example, a.web.example]}, {sniHosts: [c.web.example], port: 9999}]
+    notes: list[str] = []
+    lis = listeners(web_tls_vs("""  - match: [{sniHosts: [c.web.example], port: 9999}, {sniHosts: [b.web.example, a.web.example], gateways: [mesh]}]
     route: [{destination: {host: web, subset: one}}]
-  - match: [{sniHosts: [d.web.example]}, {sniHosts: [a.web.example, b.web.example]}]
+  - match: [{sniHosts: [a.web.example, b.web.example]}, {sniHosts: [d.web.example]}]
     route: [{destination: {host: web, subset: two}}]
-"""))["0.0.0.0_8443"]
+"""), notes)["0.0.0.0_8443"]
     assert [(m, target) for m, target in chain_routes(lis)] == [
         ({"server_names": ["a.web.example", "b.web.example"]}, "one"),
         ({"server_names": ["d.web.example"]}, "two")]
     assert lis["listener_filters"][0]["name"] == "envoy.filters.listener.tls_inspector"
+    assert any(n.endswith("VirtualService default/web: spec.tls[1].route[0].destination.subset: subset 'two' of "
+                          "web.default.svc.cluster.local is not defined by a DestinationRule: Envoy answers 503 NC")
+               for n in notes), notes
 
 
 def test_a_tls_port_without_applicable_tls_rules_is_opaque_tcp_to_the_service():
@@ -261,3 +282,77 @@ def test_an_auto_passthrough_server_routes_by_sni_to_the_sni_dnat_clusters(hosts
         "@type": "type.googleapis.com/envoy.extensions.filters.network.sni_cluster.v3.SniCluster"}
     assert last["name"] == "envoy.filters.network.tcp_proxy"
     assert last["typed_config"]["cluster"] == last["typed_config"]["stat_prefix"] == "BlackHoleCluster"
+
+
+def test_a_gateway_tcp_rule_applies_when_its_match_names_this_gateway_and_notes_name_its_field():
+    from control.translate import render_gateway
+    result = load_text(BASE + GATEWAY + gateway_vs("edge", """  tcp:
+  - match: [{gateways: [mesh]}]
+    route: [{destination: {host: db, subset: mesh-only}}]
+  - match: [{gateways: [istio-system/edge], port: 31400}]
+    route: [{destination: {host: db, subset: edge}}]
+"""), "config.yaml")
+    rendered = render_gateway(build_mesh(result.resources), "istio-ingressgateway")
+    by = {lis["name"]: lis for lis in rendered.as_dict()["listeners"]}
+    (tcp,) = tcp_proxies(by["0.0.0.0_31400"])
+    assert tcp["cluster"] == "outbound|5432|edge|db.default.svc.cluster.local"
+    assert any(n.endswith("VirtualService default/edge: spec.tcp[1].route[0].destination.subset: subset 'edge' of "
+                          "db.default.svc.cluster.local is not defined by a DestinationRule: Envoy answers 503 NC")
+               for n in rendered.notes), rendered.notes
+
+
+# the edge gateway with its PASSTHROUGH server for `default/db.default.svc.cluster.local`
+GATEWAY_DB = GATEWAY.replace('hosts: ["*.web.example"]', 'hosts: ["default/db.default.svc.cluster.local"]') + """---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: elsewhere}
+spec:
+  hosts: [other.example]
+  gateways: [istio-system/edge]
+  tls: [{match: [{sniHosts: [other.example]}], route: [{destination: {host: db, subset: never}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db}
+spec:
+  hosts: [db, "*.db.example"]
+  gateways: [istio-system/edge, mesh]
+  tls:
+  - match: [{sniHosts: [db], gateways: [mesh]}]
+    route: [{destination: {host: db, subset: mesh-only}}]
+  - match: [{sniHosts: [db], gateways: [istio-system/edge]}]
+    route: [{destination: {host: db, subset: first}}]
+  - match: [{sniHosts: [db]}, {sniHosts: [a.db.example]}]
+    route: [{destination: {host: db, subset: second}}]
+"""
+
+
+def test_gateway_passthrough_chains_per_sni_set_of_the_bound_virtual_services_whose_hosts_meet_the_server():
+    """A short VirtualService host is resolved in its namespace to meet the server's `ns/host`; a match naming
+    other gateways does not apply; a repeated SNI set keeps its first chain and the rule's other matches go on."""
+    from control.translate import render_gateway
+    result = load_text(BASE + GATEWAY_DB, "config.yaml")
+    assert not [f for f in result.findings if f.level.label == "Error"], [str(f) for f in result.findings]
+    rendered = render_gateway(build_mesh(result.resources), "istio-ingressgateway")
+    lis = {x["name"]: x for x in rendered.as_dict()["listeners"]}["0.0.0.0_15443"]
+    assert chain_routes(lis) == [({"server_names": ["db"]}, "first"), ({"server_names": ["a.db.example"]}, "second")]
+    assert any(n.endswith("VirtualService default/db: spec.tls[1].route[0].destination.subset: subset 'first' of "
+                          "db.default.svc.cluster.local is not defined by a DestinationRule: Envoy answers 503 NC")
+               for n in rendered.notes), rendered.notes
+
+
+@pytest.mark.parametrize("match, applies", [
+    ({}, True),
+    ({"port": 5432}, True), ({"port": 5433}, False),
+    ({"gateways": ["edge"]}, True),  # a bare name is in the VirtualService's namespace
+    ({"gateways": ["gateways/edge"]}, True), ({"gateways": ["other/edge", "mesh"]}, False),
+    ({"sourceLabels": {"app": "client"}}, True), ({"sourceLabels": {"app": "client", "v": "2"}}, False),
+    ({"sourceNamespace": "shop"}, True), ({"sourceNamespace": "other"}, False),
+])
+def test_l4_match_applies_as_istiod_match_tcp(match, applies):
+    from types import SimpleNamespace
+
+    from control.translate.tcp import l4_match_applies
+    ctx = SimpleNamespace(port=5432, gateway="gateways/edge", proxy=SimpleNamespace(
+        namespace="shop", workload=SimpleNamespace(labels={"app": "client", "v": "1"})))
+    assert l4_match_applies(ctx, SimpleNamespace(namespace="gateways"), match) is applies
