@@ -241,7 +241,7 @@ def inject(doc: Any, options: InjectOptions = InjectOptions()) -> dict[str, Any]
         if networks:  # the apps' own networks, so their sidecars reach it (none: compose's default network)
             services[CONTROL_PLANE]["networks"] = networks
     have = list((services.get(TOKENS) or {}).get("volumes") or [])
-    mounts = [m for m in have if str(m).split(":", 1)[0].startswith("istio-token-")]
+    mounts = [m for m in have if str(m).startswith("istio-token-")]  # `istio-token-<ns>-<sa>:<dir>`
     for ident in identities:
         mount = token_mount(ident.namespace, ident.service_account)
         if mount not in mounts:

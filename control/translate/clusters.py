@@ -523,7 +523,7 @@ def shared_outbound_cluster(proxy: Proxy, spec: ClusterSpec) -> dict:
     cluster, notes = proxy.mesh.memo(("outbound_cluster", spec.name, id(spec.service), id(spec.rule))
                                      + credential_scope(proxy, spec), build)
     for text in notes:
-        proxy.notes.add(None, "", text)
+        proxy.notes.text(text)
     return cluster
 
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from control.istio.resources import Resource
-from control.mesh import ALLOW_ANY, MESH_GATEWAY, MeshSnapshot, export_visible, host_matches, resolve_host
+from control.mesh import (ALLOW_ANY, MESH_GATEWAY, MeshSnapshot, export_visible, host_matches, hosts_intersect,
+                          resolve_host)
 from control.registry.files import where
 from control.registry.model import Service, Workload
 
@@ -161,9 +162,14 @@ class Notes:
     items: list[str] = field(default_factory=list)
 
     def add(self, res: Resource | None, path: str, message: str) -> None:
-        text = f"{where(res, path)}: {message}" if res is not None else message
-        if text not in self.items:
-            self.items.append(text)
+        """A note about field `path` of `res` (file:line, resource and field first); without a resource, the
+        message alone (see `text`)."""
+        self.text(f"{where(res, path)}: {message}" if res is not None else message)
+
+    def text(self, message: str) -> None:
+        """A note naming no resource (meshConfig, or a note collected before and re-added)."""
+        if message not in self.items:
+            self.items.append(message)
 
 
 # --- seams -----------------------------------------------------------------------------------------------
@@ -212,23 +218,27 @@ class EgressHost:
     def _in_scope(self, sidecar_ns: str, obj_ns: str) -> bool:
         return self.namespace in ("*", obj_ns) or (self.namespace == "." and obj_ns == sidecar_ns)
 
-    def admits(self, sidecar_ns: str, obj_ns: str, host: str) -> bool:
+    def admits(self, sidecar_ns: str, obj_ns: str, host: str, virtual_service: bool = False) -> bool:
+        """istiod's hostClassification: a service host must fall within the entry's host (Matches, SubsetOf);
+        a VirtualService host need only overlap it, either way (VSMatches without gateway semantics, so
+        `*.default.svc.cluster.local` is imported by `./reviews.default.svc.cluster.local`)."""
         if self.excluded or not self._in_scope(sidecar_ns, obj_ns):
             return False
-        return host_matches(self.host, host) or (self.host.startswith("*") and host_matches(host, self.host))
+        return hosts_intersect(self.host, host) if virtual_service else host_matches(self.host, host)
 
     def excludes(self, sidecar_ns: str, obj_ns: str, host: str) -> bool:
         """Excluded(h): the host is a subset of this `~` entry's host, in its namespace (or any)."""
         return self.excluded and self._in_scope(sidecar_ns, obj_ns) and host_matches(self.host, host)
 
 
-def egress_admits(hosts: tuple[EgressHost, ...], sidecar_ns: str, obj_ns: str, host: str) -> bool:
+def egress_admits(hosts: tuple[EgressHost, ...], sidecar_ns: str, obj_ns: str, host: str,
+                  virtual_service: bool = False) -> bool:
     """Some egress listener imports the host (of a service or VirtualService in `obj_ns`): one of its entries
     admits it and none of its `~` entries excludes it (istiod's selectServices / SelectVirtualServices)."""
     for listener in {h.listener for h in hosts}:
         entries = [h for h in hosts if h.listener == listener]
         if not any(e.excludes(sidecar_ns, obj_ns, host) for e in entries) and \
-                any(e.admits(sidecar_ns, obj_ns, host) for e in entries):
+                any(e.admits(sidecar_ns, obj_ns, host, virtual_service) for e in entries):
             return True
     return False
 
@@ -264,7 +274,8 @@ class Proxy:
         if not self.egress:
             return True
         hosts = [resolve_host(str(h), vs.namespace, self.mesh.config.domain) for h in vs.spec.get("hosts") or ()]
-        return any(egress_admits(self.egress, self.sidecar.namespace, vs.namespace, h) for h in hosts)
+        return any(egress_admits(self.egress, self.sidecar.namespace, vs.namespace, h, virtual_service=True)
+                   for h in hosts)
 
     @property
     def _scope(self) -> tuple:

@@ -563,7 +563,7 @@ def shared_http_routes(ctx: RouteContext, vs: Resource) -> list[dict]:
         if specs.complete:
             variants.append((specs.read, routes, notes))
     for text in notes:
-        proxy.notes.add(None, "", text)
+        proxy.notes.text(text)
     return routes
 
 

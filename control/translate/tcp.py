@@ -43,7 +43,7 @@ def tcp_proxy_filter(ctx: RouteContext, vs: Resource, path: str, route: list[Map
     """The tcp_proxy for one rule's `route` (None when no destination has a weight)."""
     clusters = []
     for k, dest in enumerate(route):
-        weight = int(dest.get("weight", 100 if len(route) == 1 else 0) or 0)
+        weight = int(dest.get("weight") or 0)  # unset: 0; one destination takes everything whatever its weight
         if weight > 0 or len(route) == 1:
             clusters.append((destination_cluster(ctx, vs, f"{path}.route[{k}].destination",
                                                  dest.get("destination") or {}), weight))
@@ -83,11 +83,13 @@ def l4_match_applies(ctx: RouteContext, vs: Resource, m: Mapping[str, Any]) -> b
 
 
 def prefix_ranges(subnets: list[Any]) -> list[dict]:
-    """`destinationSubnets` (`10.0.0.0/8`, or a bare IP) -> filter_chain_match.prefix_ranges (CidrRange)."""
+    """`destinationSubnets` (`10.0.0.0/8`, or a bare IP: /32, /128) -> filter_chain_match.prefix_ranges
+    (CidrRange). istiod's ConvertAddressToCidr keeps the address as written (`10.1.2.3/8` stays `10.1.2.3`, not
+    masked; Envoy masks it when it matches)."""
     out = []
     for s in subnets:
-        net = ipaddress.ip_network(str(s), strict=False)
-        out.append({"address_prefix": str(net.network_address), "prefix_len": net.prefixlen})
+        iface = ipaddress.ip_interface(str(s))
+        out.append({"address_prefix": str(iface.ip), "prefix_len": iface.network.prefixlen})
     return out
 
 
@@ -147,7 +149,7 @@ def sidecar_tls_chains(proxy: Proxy, specs: Mapping[str, Any], port: int, host: 
             match: dict = {"server_names": sni}
             if m.get("destinationSubnets"):
                 match["prefix_ranges"] = prefix_ranges(list(m["destinationSubnets"]))
-            key = json.dumps(match, sort_keys=True)
+            key = json.dumps(match)  # keys always in the same order
             f = tcp_proxy_filter(ctx, vs, f"spec.tls[{i}]", list(rule.get("route") or ()))
             if f is None or key in seen:
                 continue

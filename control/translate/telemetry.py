@@ -153,8 +153,8 @@ def _service_cluster(proxy: Proxy, host: str, port: int, provider: str, path: st
     for svc in proxy.mesh.services:
         if svc.hostname == host and svc.port(port) is not None:
             return cluster_name("outbound", port, "", host)
-    proxy.notes.add(None, "", f"meshConfig.extensionProviders {provider!r}: {path} {host}:{port} is not a service of "
-                              "the mesh (no cluster for it)")
+    proxy.notes.text(f"meshConfig.extensionProviders {provider!r}: {path} {host}:{port} is not a service of "
+                     "the mesh (no cluster for it)")
     return None
 
 
@@ -165,8 +165,8 @@ def tracer_provider(proxy: Proxy, provider: Mapping[str, Any], service_name: str
         host, port = str(otel.get("service", "")), int(otel.get("port") or 0)
         http = otel.get("http")
         if http is None:
-            proxy.notes.add(None, "", f"meshConfig.extensionProviders {name!r}: OpenTelemetry export over gRPC is not "
-                                      "implemented by pyproxy; add `http: {path: /v1/traces}` (OTLP/HTTP)")
+            proxy.notes.text(f"meshConfig.extensionProviders {name!r}: OpenTelemetry export over gRPC is not "
+                             "implemented by pyproxy; add `http: {path: /v1/traces}` (OTLP/HTTP)")
             return None
         cluster = _service_cluster(proxy, host, port, name, "opentelemetry.service")
         if cluster is None:
@@ -183,8 +183,8 @@ def tracer_provider(proxy: Proxy, provider: Mapping[str, Any], service_name: str
     if "zipkin" in provider:
         z = provider["zipkin"] or {}
         if z.get("traceContextOption") not in (None, "USE_B3"):
-            proxy.notes.add(None, "", f"meshConfig.extensionProviders {name!r}: zipkin.traceContextOption "
-                                      f"{z.get('traceContextOption')} is not translated (B3 only)")
+            proxy.notes.text(f"meshConfig.extensionProviders {name!r}: zipkin.traceContextOption "
+                             f"{z.get('traceContextOption')} is not translated (B3 only)")
         host, port = str(z.get("service", "")), int(z.get("port") or 0)
         cluster = _service_cluster(proxy, host, port, name, "zipkin.service")
         if cluster is None:
@@ -195,8 +195,8 @@ def tracer_provider(proxy: Proxy, provider: Mapping[str, Any], service_name: str
             "trace_id_128bit": not bool(z.get("enable64bitTraceId")), "shared_span_context": False,
             "collector_endpoint_version": "HTTP_JSON", "collector_hostname": host}}
     kind = next((k for k in provider if k != "name"), "?")
-    proxy.notes.add(None, "", f"meshConfig.extensionProviders {name!r}: {kind} is not a tracing provider pyproxy "
-                              "implements (opentelemetry with http, zipkin)")
+    proxy.notes.text(f"meshConfig.extensionProviders {name!r}: {kind} is not a tracing provider pyproxy "
+                     "implements (opentelemetry with http, zipkin)")
     return None
 
 
@@ -217,7 +217,7 @@ def hcm_tracing(proxy: Proxy, direction: str) -> dict | None:
         if where is not None:
             proxy.notes.add(where[0], f"{where[1]}.providers", text)
         else:
-            proxy.notes.add(None, "", text)
+            proxy.notes.text(text)
         return None
     name, _ = canonical_service(proxy)
     sampling = merged.sampling
@@ -271,7 +271,7 @@ def merge_access_logging(proxy: Proxy, levels: list[Resource], mode: str) -> dic
     return current
 
 
-def _file_log(path: str, log_format: Mapping[str, Any] | None, expression: str = "") -> dict:
+def _file_log(path: str, log_format: Mapping[str, Any] | None, expression: str) -> dict:
     """A Telemetry `envoyFileAccessLog` provider's logger: its own `logFormat` (labels or text), else Istio's
     default text format (accesslog.log_format, the same as meshConfig's)."""
     if log_format is not None and log_format.get("labels") is not None:
@@ -299,11 +299,11 @@ def hcm_access_logs(proxy: Proxy, direction: str) -> list[dict]:
             continue
         provider = find_provider(proxy, name)
         if provider is None:
-            proxy.notes.add(None, "", f"access log provider {name!r} is not defined in meshConfig.extensionProviders")
+            proxy.notes.text(f"access log provider {name!r} is not defined in meshConfig.extensionProviders")
             continue
         if "envoyFileAccessLog" not in provider:
             kind = next((k for k in provider if k != "name"), "?")
-            proxy.notes.add(None, "", f"access log provider {name!r}: {kind} is not translated (envoyFileAccessLog is)")
+            proxy.notes.text(f"access log provider {name!r}: {kind} is not translated (envoyFileAccessLog is)")
             continue
         spec = provider["envoyFileAccessLog"] or {}
         if choice.expression:
@@ -311,8 +311,8 @@ def hcm_access_logs(proxy: Proxy, direction: str) -> list[dict]:
             try:
                 compile_filter(choice.expression)
             except CelError as e:  # Envoy would NACK the listener; istiod does not check CEL
-                proxy.notes.add(None, "", f"access log provider {name!r}: filter {choice.expression!r} is not an "
-                                          f"expression the proxy evaluates ({e}); this access log is left out")
+                proxy.notes.text(f"access log provider {name!r}: filter {choice.expression!r} is not an "
+                                 f"expression the proxy evaluates ({e}); this access log is left out")
                 continue
         out.append(_file_log(str(spec.get("path") or "/dev/stdout"), spec.get("logFormat"),
                              expression=choice.expression))

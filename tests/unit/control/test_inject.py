@@ -112,25 +112,87 @@ def test_the_shipped_docker_compose_file_is_its_own_injection():
     assert inject(doc) == doc
 
 
+def test_a_file_without_control_plane_gets_the_istiod_and_token_services_the_shipped_file_runs():
+    """The shipped docker-compose.yml was made by injection; its control plane and token writer are what
+    injection adds (less what was added by hand: istiod's published xDS port, the gateway's token)."""
+    shipped = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    apps = {k: v for k, v in shipped["services"].items() if k not in (CONTROL_PLANE, TOKENS)}
+    out = inject({**shipped, "services": apps, "volumes": {}}, InjectOptions(mesh_config="./examples/mesh"))
+    istiod = {k: v for k, v in shipped["services"][CONTROL_PLANE].items() if k != "ports"}
+    assert out["services"][CONTROL_PLANE] == istiod
+    tokens = shipped["services"][TOKENS]
+    assert out["services"][TOKENS] == {**tokens, "volumes": [v for v in tokens["volumes"] if "ingressgateway" not in v]}
+    assert out["volumes"] == {v: {} for v in shipped["volumes"] if "ingressgateway" not in v}
+
+
+def test_the_files_own_volumes_and_token_mounts_are_kept():
+    doc = {"services": {"web": {"expose": [80]},
+                        TOKENS: {"image": "t", "volumes": ["istiod-ca:/var/lib/istiod:ro", "extra:/x",
+                                                           "istio-token-a-b:/var/run/tokens/a/b:ro"]}},
+           "volumes": {"data": {"driver": "local"}}}
+    out = inject(doc)
+    assert out["volumes"] == {"data": {"driver": "local"}, "istiod-ca": {}, "istio-token-a-b": {},
+                              "istio-token-default-web": {}}
+    assert out["services"][TOKENS]["volumes"] == [
+        "istiod-ca:/var/lib/istiod:ro", "extra:/x", "istio-token-a-b:/var/run/tokens/a/b:ro",
+        "istio-token-default-web:/var/run/tokens/default/web"]
+
+
+@pytest.mark.parametrize("service, port", [
+    ({"expose": ["9080/tcp"]}, 9080),
+    ({"ports": [{"target": 8080, "published": 80}]}, 8080),
+    ({"expose": [], "ports": ["127.0.0.1:8080:9080/tcp"]}, 9080),
+    ({"expose": [1]}, 1),
+    ({"expose": [65535]}, 65535),
+    ({"expose": [80], "labels": ["mesh.pyproxy.io/app-port=7000"]}, 7000),
+])
+def test_the_app_port_is_the_container_side_of_the_first_port(service, port):
+    assert identity("web", service, InjectOptions()).app_port == port
+
+
+def test_identity_of_a_service_with_malformed_labels_names_the_service():
+    with pytest.raises(InjectError, match="^service 'web': field 'labels' must be a map or a list, not int$"):
+        identity("web", {"expose": [80], "labels": 3}, InjectOptions())
+
+
+def test_labels_without_values_count_as_unset():
+    ident = identity("web", {"expose": [80], "labels": {"app": None, "version": None, "tier": None}},
+                     InjectOptions())
+    assert (ident.app, ident.version, ident.labels) == ("web", "v1", "app=web,version=v1")
+    listed = identity("web", {"expose": [80], "labels": ["app", "version=v3=rc1"]}, InjectOptions())
+    assert (listed.app, listed.version) == ("web", "v3=rc1")  # a `k=v` item splits at its first `=`, as compose
+
+
 @pytest.mark.parametrize("doc, message", [
-    ({"services": {"web": {"image": "x"}}}, "service 'web': no app port: set field 'expose'"),
+    ({"services": {"web": {"image": "x"}}},
+     "service 'web': no app port: set field 'expose' (or 'ports', or label mesh.pyproxy.io/app-port)"),
     ({"services": {"web": {"expose": ["http"]}}}, "service 'web': field 'expose': 'http' is not a port"),
+    ({"services": {"web": {"ports": ["8080:0"]}}}, "service 'web': field 'ports': '8080:0' is not a port"),
     ({"services": {"web": {"expose": [80], "labels": {"mesh.pyproxy.io/app-port": "99999"}}}},
      "service 'web': field 'labels.mesh.pyproxy.io/app-port': '99999' is not a port"),
+    ({"services": {"web": {"expose": [80], "labels": {"mesh.pyproxy.io/app-port": "65536"}}}},
+     "service 'web': field 'labels.mesh.pyproxy.io/app-port': '65536' is not a port"),
     ({"services": {"web": {"expose": [80], "labels": {"mesh.pyproxy.io/namespace": "Shop_1"}}}},
-     "service 'web': namespace 'Shop_1' is not a DNS-1123 label"),
-    ({"services": {"web": {"expose": [80], "network_mode": "host"}}}, "service 'web': field 'network_mode' is set"),
-    ({"services": {"web": {"expose": [80], "labels": "app=web"}}}, "service 'web': field 'labels' must be a map"),
-    ({"services": {"web": ["not", "a", "map"]}}, "service 'web': must be a map"),
+     "service 'web': namespace 'Shop_1' is not a DNS-1123 label (lowercase letters, digits, '-')"),
+    ({"services": {"web": {"expose": [80], "labels": {"mesh.pyproxy.io/service-account": "-sa"}}}},
+     "service 'web': service account '-sa' is not a DNS-1123 label (lowercase letters, digits, '-')"),
+    ({"services": {"web": {"expose": [80], "network_mode": "host"}}},
+     "service 'web': field 'network_mode' is set ('host'): a sidecar needs the service's own network namespace "
+     "(label mesh.pyproxy.io/inject: \"false\" skips it)"),
+    ({"services": {"web": {"expose": [80], "labels": "app=web"}}},
+     "service 'web': field 'labels' must be a map or a list, not str"),
+    ({"services": {"web": ["not", "a", "map"]}}, "service 'web': must be a map, not list"),
     ({"services": {"web": {"expose": [80]}, "web-sidecar": {"image": "mine"}}},
-     "service 'web': its sidecar's name 'web-sidecar' is taken"),
+     "service 'web': its sidecar's name 'web-sidecar' is taken by another service"),
     ({"version": "3"}, "not a compose file: no 'services' map"),
-    (["a", "list"], "not a compose file"),
+    ({"services": {}}, "not a compose file: no 'services' map"),
+    ({"services": ["web"]}, "not a compose file: no 'services' map"),
+    (["a", "list"], "not a compose file: no 'services' map"),
 ])
 def test_bad_input_names_the_service_and_the_field(doc, message):
     with pytest.raises(InjectError) as err:
         inject(doc)
-    assert message in str(err.value)
+    assert str(err.value) == message
 
 
 # ---------------------------------------------------------------- the command line

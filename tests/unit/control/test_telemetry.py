@@ -75,6 +75,9 @@ spec:
     - {name: zipkin-w3c, zipkin: {service: otel.istio-system.svc.cluster.local, port: 9411,
                                   traceContextOption: USE_B3_WITH_W3C_PROPAGATION}}
     - {name: sky, skywalking: {service: otel.istio-system.svc.cluster.local, port: 11800}}
+    - {name: bare-otel, opentelemetry: {http: {}}}
+    - {name: bare-zipkin, zipkin: {}}
+    - {name: kindless}
     - {name: text-log, envoyFileAccessLog: {path: /dev/stderr, logFormat: {text: "%RESPONSE_CODE%"}}}
     - {name: als, envoyOtelAls: {service: otel.istio-system.svc.cluster.local, port: 4317}}
 ---
@@ -140,8 +143,14 @@ def test_lower_level_providers_replace_and_zipkin_is_istios_shape():
 
 
 @pytest.mark.parametrize("provider,note", [
-    ("otel-grpc", "OpenTelemetry export over gRPC is not implemented by pyproxy"),
-    ("nowhere", "zipkin.service zipkin.elsewhere.svc.cluster.local:9411 is not a service of the mesh"),
+    ("otel-grpc", "meshConfig.extensionProviders 'otel-grpc': OpenTelemetry export over gRPC is not implemented by "
+                  "pyproxy; add `http: {path: /v1/traces}` (OTLP/HTTP)"),
+    ("nowhere", "meshConfig.extensionProviders 'nowhere': zipkin.service zipkin.elsewhere.svc.cluster.local:9411 is "
+                "not a service of the mesh (no cluster for it)"),
+    ("bare-otel", "meshConfig.extensionProviders 'bare-otel': opentelemetry.service :0 is not a service of the mesh"),
+    ("bare-zipkin", "meshConfig.extensionProviders 'bare-zipkin': zipkin.service :0 is not a service of the mesh"),
+    ("kindless", "meshConfig.extensionProviders 'kindless': ? is not a tracing provider pyproxy implements "
+                 "(opentelemetry with http, zipkin)"),
     ("jaeger", "tracing provider 'jaeger' is not defined in meshConfig.extensionProviders: no tracing"),
 ])
 def test_providers_pyproxy_cannot_serve_are_noted_not_emitted(provider, note):
@@ -276,3 +285,140 @@ def test_a_text_log_format_and_a_tag_removed_then_set_again():
     assert log["typed_config"]["log_format"] == {"text_format_source": {"inline_string": "%RESPONSE_CODE%\n"}}
     (requests,) = [m for m in stats_value(r, "0.0.0.0_15001")["metrics"] if m["name"] == "requests_total"]
     assert requests == {"name": "requests_total", "dimensions": {"request_host": "request.host"}}
+
+
+# --------------------------------------------------------------------------- tracing details, one rule each
+
+def fake_proxy(labels=None, owner="reviews-v1", name="reviews-v1-0", mesh_id=None, trust_domain="td.example"):
+    from types import SimpleNamespace
+
+    from control.translate.common import Notes
+    default_config = {"meshId": mesh_id} if mesh_id else {}
+    return SimpleNamespace(workload=SimpleNamespace(labels=labels or {}, owner=owner, name=name), namespace="shop",
+                           notes=Notes(), mesh=SimpleNamespace(config=SimpleNamespace(
+                               default_config=default_config, trust_domain=trust_domain)))
+
+
+@pytest.mark.parametrize("labels, owner, expected", [
+    ({"service.istio.io/canonical-name": "cn", "app.kubernetes.io/name": "k", "app": "a",
+      "service.istio.io/canonical-revision": "cr", "app.kubernetes.io/version": "kv", "version": "v"}, "o", ("cn", "cr")),
+    ({"app.kubernetes.io/name": "k", "app": "a", "app.kubernetes.io/version": "kv", "version": "v"}, "o", ("k", "kv")),
+    ({"app": "a", "version": "v"}, "o", ("a", "v")),
+    ({}, "owner", ("owner", "latest")),
+    ({}, "", ("reviews-v1-0", "latest")),
+])
+def test_canonical_service_follows_the_injectors_label_order(labels, owner, expected):
+    from control.translate.telemetry import canonical_service
+    assert canonical_service(fake_proxy(labels, owner=owner)) == expected
+
+
+def test_istio_tags_name_the_workload_and_the_mesh_id_defaults_to_the_trust_domain():
+    from control.translate.telemetry import istio_tags
+    tags = {t["tag"]: t["literal"]["value"] for t in istio_tags(fake_proxy({"app": "a", "version": "v2"}))}
+    assert tags == {"istio.canonical_revision": "v2", "istio.canonical_service": "a", "istio.mesh_id": "td.example",
+                    "istio.namespace": "shop", "istio.cluster_id": "Kubernetes"}
+    assert istio_tags(fake_proxy(mesh_id="mesh1"))[2] == {"tag": "istio.mesh_id", "literal": {"value": "mesh1"}}
+
+
+@pytest.mark.parametrize("spec, tag", [
+    ({"literal": {"value": "x"}}, {"tag": "t", "literal": {"value": "x"}}),
+    ({"literal": {}}, {"tag": "t", "literal": {"value": ""}}),
+    ({"environment": {"name": "POD", "defaultValue": "p"}},
+     {"tag": "t", "environment": {"name": "POD", "default_value": "p"}}),
+    ({"environment": {}}, {"tag": "t", "environment": {"name": "", "default_value": ""}}),
+    ({"header": {"name": "x-id", "defaultValue": "none"}},
+     {"tag": "t", "request_header": {"name": "x-id", "default_value": "none"}}),
+    ({"header": {}}, {"tag": "t", "request_header": {"name": "", "default_value": ""}}),
+])
+def test_custom_tags_become_envoys_custom_tag_kinds(spec, tag):
+    from control.translate.telemetry import custom_tag
+    assert custom_tag(fake_proxy(), "t", spec, None) == tag
+
+
+def test_a_custom_tag_of_another_kind_is_noted_at_its_field():
+    from control.istio.resources import Resource
+    from control.translate.telemetry import custom_tag
+    proxy = fake_proxy()
+    res = Resource("telemetry.istio.io/v1", "Telemetry", "mesh", "istio-system", {})
+    assert custom_tag(proxy, "t", {"formatter": {"value": "%REQ(x)%"}}, (res, "spec.tracing[0]")) is None
+    assert custom_tag(proxy, "u", {"formatter": {}}, None) is None
+    assert proxy.notes.items == [
+        "<unknown>: Telemetry istio-system/mesh: spec.tracing[0].customTags.t: only literal, environment and header custom tags are translated (formatter "
+        "is not)"]
+
+
+OTEL_HEADERS = """apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {name: cp, namespace: istio-system}
+spec:
+  meshConfig:
+    defaultConfig: {tracing: {sampling: 12.5}}
+    extensionProviders:
+    - name: otel
+      opentelemetry:
+        service: otel.istio-system.svc.cluster.local
+        port: 4318
+        http: {timeout: 2s, headers: [{name: x-tenant, value: t1}, {name: x-empty}, {value: nameless}]}
+    - {name: zipkin, zipkin: {service: otel.istio-system.svc.cluster.local, port: 9411, path: /zipkin,
+                              enable64bitTraceId: true, traceContextOption: USE_B3}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: otel, namespace: istio-system}
+spec: {selector: {app: otel}, ports: [{name: http, port: 4318}, {name: zipkin, port: 9411}]}
+---
+"""
+
+
+def render_with(mesh: str, extra: str, workload: str = "reviews-v1"):
+    from control.translate import render_gateway
+    result = load_text(ANALYZE_BASE + "---\n" + mesh + extra, "mesh.yaml")
+    mesh_snapshot = build_mesh(result.resources)
+    rendered = (render_gateway(mesh_snapshot, workload) if workload == "gw"
+                else render_sidecar(mesh_snapshot, workload))
+    check_rendered(rendered.as_dict())
+    return rendered
+
+
+def test_otel_http_export_takes_headers_timeout_and_the_default_path_and_legacy_sampling():
+    r = render_with(OTEL_HEADERS, tel("mesh", "tracing: [{providers: [{name: otel}], customTags: "
+                                              "{b: {literal: {value: '2'}}, a: {header: {name: x-a}}}}]\n",
+                                      "istio-system"))
+    tracing = hcms(r, "0.0.0.0_15001")[0]["tracing"]
+    assert tracing["random_sampling"] == {"value": 12.5}  # defaultConfig.tracing.sampling
+    assert tracing["provider"]["typed_config"]["http_service"] == {
+        "http_uri": {"uri": "http://otel.istio-system.svc.cluster.local:4318/v1/traces",
+                     "cluster": "outbound|4318||otel.istio-system.svc.cluster.local", "timeout": "2s"},
+        "request_headers_to_add": [{"header": {"key": "x-tenant", "value": "t1"}},
+                                   {"header": {"key": "x-empty", "value": ""}}]}
+    assert [t["tag"] for t in tracing["custom_tags"]] == [
+        "istio.canonical_revision", "istio.canonical_service", "istio.mesh_id", "istio.namespace",
+        "istio.cluster_id", "a", "b"]  # Istio's tags, then the custom ones by name
+    assert "spawn_upstream_span" not in tracing
+
+
+def test_zipkin_path_and_64_bit_trace_ids_and_a_gateway_spawns_an_upstream_span():
+    r = render_with(OTEL_HEADERS, tel("mesh", "tracing: [{providers: [{name: zipkin}]}]\n", "istio-system"),
+                    workload="gw")
+    (hcm,) = [f["typed_config"] for lis in r.listeners for ch in lis["filter_chains"] for f in ch["filters"]
+              if f["name"] == "envoy.filters.network.http_connection_manager"]
+    config = hcm["tracing"]["provider"]["typed_config"]
+    assert (config["collector_endpoint"], config["trace_id_128bit"]) == ("/zipkin", False)
+    assert hcm["tracing"]["spawn_upstream_span"] is True
+    assert hcm["tracing"]["max_path_tag_length"] == 256
+    assert not any("traceContextOption" in n for n in r.notes), r.notes  # USE_B3 is what pyproxy sends
+
+
+def test_tracing_entries_of_the_other_side_are_skipped_and_a_missing_default_provider_is_noted_at_the_entry():
+    r = render_with(OTEL_HEADERS.replace("defaultConfig: {tracing: {sampling: 12.5}}",
+                                         "defaultProviders: {tracing: [missing]}"),
+                    tel("mesh", "tracing: [{providers: [{name: otel}]}]\n", "istio-system")
+                    + tel("ns", "tracing:\n- {match: {mode: SERVER}, randomSamplingPercentage: 50}\n"
+                                "- {randomSamplingPercentage: 7}\n"))
+    assert sampling(r, "0.0.0.0_15001") == 7.0 and sampling(r, "virtualInbound") == 7.0
+    r = render_with(OTEL_HEADERS.replace("defaultConfig: {tracing: {sampling: 12.5}}",
+                                         "defaultProviders: {tracing: [missing]}"),
+                    tel("ns", "tracing: [{randomSamplingPercentage: 7}]\n"))
+    assert sampling(r, "0.0.0.0_15001") is None
+    assert any(n.endswith("Telemetry default/ns: spec.tracing[0].providers: tracing provider 'missing' is not "
+                          "defined in meshConfig.extensionProviders: no tracing") for n in r.notes), r.notes

@@ -234,6 +234,8 @@ OTHER_CLUSTER = "outbound|80||other.elsewhere.svc.cluster.local"
     (f"[{{hosts: ['*/*', '~/{REVIEWS}']}}]", False, True),  # all but a host, in any namespace
     ("[{hosts: ['*/*', '~./*']}]", False, True),  # `.` is the Sidecar's own namespace
     ("[{hosts: ['~/*']}]", False, False),  # nothing
+    # every listener's hosts are imported, the port listener's as well as the catch-all one's
+    ("[{port: {number: 80, protocol: TCP, name: tcp}, hosts: ['elsewhere/*']}, {hosts: ['./*']}]", True, True),
     # an exclusion applies within its own listener: the second listener still imports `elsewhere`
     ("[{port: {number: 80, protocol: TCP, name: tcp}, hosts: ['*/*', '~elsewhere/*']}, {hosts: ['*/*']}]",
      True, True),

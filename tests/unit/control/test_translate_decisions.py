@@ -108,6 +108,16 @@ def test_untranslatable_faults_name_the_field(fault, says):
         render(vs(f"  - route: [{{destination: {{host: reviews}}}}]\n    fault: {fault}\n"))
 
 
+def test_a_delay_reads_the_deprecated_int_percent_and_an_abort_does_not():
+    """HTTPFaultInjection.Delay has the deprecated int `percent` (Istio reads it when `percentage` is unset);
+    Abort has none, so an abort without `percentage` applies to 0 %."""
+    (route,) = routes_of(vs("  - route: [{destination: {host: reviews}}]\n"
+                            "    fault: {delay: {fixedDelay: 2s, percent: 30}, abort: {httpStatus: 503}}\n"))
+    fault = route["typed_per_filter_config"]["envoy.filters.http.fault"]
+    assert fault["delay"] == {"fixed_delay": "2s", "percentage": {"numerator": 300000, "denominator": "MILLION"}}
+    assert fault["abort"] == {"http_status": 503, "percentage": {"numerator": 0, "denominator": "MILLION"}}
+
+
 def test_a_mirror_at_zero_percent_is_left_out():
     (route,) = routes_of(vs("""  - route: [{destination: {host: reviews}}]
     mirrors:
@@ -360,8 +370,10 @@ def sidecar(spec: str, namespace: str = "default") -> str:
 @pytest.mark.parametrize("spec, notes", [
     ("{egress: [{bind: 127.0.0.1, hosts: ['./*']}], ingress: [{port: {number: 9080, protocol: HTTP, name: http}, "
      "defaultEndpoint: '127.0.0.1:9080'}], outboundTrafficPolicy: {mode: REGISTRY_ONLY}}",
-     ["spec.egress[0]: `bind`/`captureMode` without a `port` are not translated",
+     ["spec.egress[0]: `bind`/`captureMode` without a `port` are not translated; only `hosts` scoping is applied",
       "spec.ingress: Sidecar ingress listeners are not translated"]),
+    ("{egress: [{captureMode: NONE, hosts: ['./*']}]}",
+     ["spec.egress[0]: `bind`/`captureMode` without a `port` are not translated; only `hosts` scoping is applied"]),
     ("{egress: [{port: {number: 9080, protocol: HTTP, name: http}, hosts: ['./*']}, "
      "{port: {number: 5555, protocol: TCP, name: tcp}, captureMode: NONE, hosts: ['./*']}, {hosts: ['./*']}]}",
      ["spec.egress[0].port: only egress listeners with captureMode NONE and a TCP/TLS port are translated",
@@ -370,6 +382,13 @@ def sidecar(spec: str, namespace: str = "default") -> str:
 def test_what_a_sidecar_resource_asks_and_is_not_translated_is_noted(spec, notes):
     said = "\n".join(render(sidecar(spec)).notes)
     assert all(n in said for n in notes), said
+
+
+def test_a_gateway_is_not_scoped_by_a_sidecar_resource():
+    """istiod: Sidecar resources scope sidecars only; a gateway sees every service exported to it even with a
+    root-namespace Sidecar that imports nothing."""
+    rendered = render_gw(sidecar("{egress: [{hosts: ['~/*']}]}", namespace="istio-system"))
+    assert CLUSTER in {c["name"] for c in rendered.clusters}
 
 
 def test_a_sidecar_outbound_policy():

@@ -23,10 +23,14 @@ spec: {address: 10.0.0.9, labels: {app: client, version: v1}}
 """
 
 
-def listeners(extra: str = "") -> dict[str, dict]:
+def listeners(extra: str = "", notes: list[str] | None = None) -> dict[str, dict]:
+    """The client's listeners by name (`notes`, when given, receives the rendering's notes)."""
     result = load_text(BASE + ("---\n" + extra if extra else ""), "config.yaml")
+    assert not [f for f in result.findings if f.level.label == "Error"], [str(f) for f in result.findings]
     rendered = render_sidecar(build_mesh(result.resources), "client")
     check_rendered(rendered.as_dict())
+    if notes is not None:
+        notes.extend(rendered.notes)
     return {lis["name"]: lis for lis in rendered.as_dict()["listeners"]}
 
 
@@ -89,23 +93,19 @@ def test_a_tcp_match_applies_to_the_sidecar_as_istiod_matchtcp_says(match, appli
     assert routed is applies, proxy
 
 
-TLS_SERVICE = """
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec: {selector: {app: web}, ports: [{name: tls, port: 8443}]}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: web}
-spec:
-  hosts: [web, "*.web.example"]
-  tls:
-  - match:
+def web_tls_vs(rules: str) -> str:
+    """The TLS service `web` (port 8443) and a VirtualService with `tls` rules for it and `*.web.example`."""
+    return ("apiVersion: v1\nkind: Service\nmetadata: {name: web}\n"
+            "spec: {selector: {app: web}, ports: [{name: tls, port: 8443}]}\n---\n"
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web}\n"
+            "spec:\n  hosts: [web, \"*.web.example\"]\n  tls:\n" + rules)
+
+
+TLS_SERVICE = web_tls_vs("""  - match:
     - {sniHosts: [a.web.example], destinationSubnets: [10.1.0.0/16, 10.2.3.4]}
     - {sniHosts: [a.web.example], destinationSubnets: [10.1.0.0/16, 10.2.3.4], port: 8443}
     route: [{destination: {host: web}}]
-"""
+""")
 
 
 def test_a_sidecar_tls_match_with_destination_subnets_and_a_repeated_match_gives_one_chain():
@@ -157,3 +157,202 @@ def test_gateway_l4_chains():
     (tcp,) = tcp_proxies(by["0.0.0.0_31400"])
     assert tcp["cluster"] == "outbound|5432||db.default.svc.cluster.local"  # the rule for port 9999 is skipped
     assert "0.0.0.0_31401" not in by or tcp_proxies(by["0.0.0.0_31401"]) == []  # no bound rule: no chain
+
+
+def chain_routes(lis: dict) -> list[tuple[dict | None, object]]:
+    """(filter_chain_match, the tcp_proxy's cluster or weighted clusters) per chain."""
+    out = []
+    for chain in lis["filter_chains"]:
+        (proxy,) = tcp_proxies({"filter_chains": [chain]})
+        target = proxy.get("cluster") or [(c["name"].split("|")[2], c["weight"])
+                                          for c in proxy["weighted_clusters"]["clusters"]]
+        out.append((chain.get("filter_chain_match"), target.split("|")[2] if isinstance(target, str) else target))
+    return out
+
+
+def tcp_vs(rules: str, hosts: str = "[db]") -> str:
+    return (f"apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: db}}\n"
+            f"spec:\n  hosts: {hosts}\n  tcp:\n{rules}")
+
+
+def test_weighted_tcp_routes_leave_out_zero_weights_and_take_the_virtual_service_as_stat_prefix():
+    """istiod buildOutboundNetworkFiltersWithWeightedClusters: stat_prefix `<vs name>.<vs namespace>`."""
+    http_only = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: aaa}\nspec: "
+                 "{hosts: [web.example], http: [{route: [{destination: {host: db}}]}]}\n---\n")
+    lis = listeners(http_only + tcp_vs("  - route: [{destination: {host: db, subset: a}, weight: 99}, "
+                           "{destination: {host: db, subset: b}, weight: 1}, {destination: {host: db, subset: c}, "
+                           "weight: 0}, {destination: {host: db, subset: d}}]\n"))["0.0.0.0_5432"]
+    (proxy,) = tcp_proxies(lis)
+    assert proxy["stat_prefix"] == "db.default" and "cluster" not in proxy
+    assert proxy["weighted_clusters"] == {"clusters": [
+        {"name": "outbound|5432|a|db.default.svc.cluster.local", "weight": 99},
+        {"name": "outbound|5432|b|db.default.svc.cluster.local", "weight": 1}]}
+
+
+def test_of_two_tcp_destinations_one_without_weight_gets_nothing():
+    (proxy,) = tcp_proxies(listeners(tcp_vs("  - route: [{destination: {host: db, subset: a}, weight: 100}, "
+                                            "{destination: {host: db, subset: b}}]\n"))["0.0.0.0_5432"])
+    assert proxy["stat_prefix"] == proxy["cluster"] == "outbound|5432|a|db.default.svc.cluster.local"
+
+
+def test_one_tcp_destination_is_its_own_stat_prefix_whatever_its_weight():
+    (proxy,) = tcp_proxies(listeners(tcp_vs("  - route: [{destination: {host: db, subset: a}, weight: 0}]\n"))
+                           ["0.0.0.0_5432"])
+    assert proxy["stat_prefix"] == proxy["cluster"] == "outbound|5432|a|db.default.svc.cluster.local"
+
+
+def test_sidecar_tcp_rules_give_subnet_chains_until_the_first_catch_all():
+    """buildSidecarOutboundTCPFilterChainOpts: a rule whose matches all name destinationSubnets gets a chain on
+    them and reading goes on; a rule that does not apply is skipped; the first rule
+    without subnets is the catch-all and the last chain."""
+    notes: list[str] = []
+    lis = listeners(tcp_vs("""  - match: [{destinationSubnets: [10.1.2.3/8]}, {destinationSubnets: [192.168.1.1, "fd00::1"]}]
+    route: [{destination: {host: db, subset: a}}]
+  - match: [{port: 9999}]
+    route: [{destination: {host: db, subset: other-port}}]
+  - match: [{destinationSubnets: [172.16.0.0/12]}, {sourceNamespace: default}]
+    route: [{destination: {host: db, subset: b}}]
+  - route: [{destination: {host: db, subset: never}}]
+"""), notes)["0.0.0.0_5432"]
+    assert chain_routes(lis) == [
+        ({"prefix_ranges": [{"address_prefix": "10.1.2.3", "prefix_len": 8},  # as written, as istiod
+                            {"address_prefix": "192.168.1.1", "prefix_len": 32},
+                            {"address_prefix": "fd00::1", "prefix_len": 128}]}, "a"),
+        (None, "b")]
+    assert any(n.endswith("VirtualService default/db: spec.tcp[2].route[0].destination.subset: subset 'b' of "
+                          "db.default.svc.cluster.local is not defined by a DestinationRule: Envoy answers 503 NC")
+               for n in notes), notes
+
+
+def test_tcp_rules_of_a_virtual_service_for_another_host_do_not_apply():
+    lis = listeners(tcp_vs("  - route: [{destination: {host: db, subset: a}}]\n", hosts="[other]"))["0.0.0.0_5432"]
+    assert chain_routes(lis) == [(None, "")]
+
+
+def test_sidecar_tls_chains_one_per_applicable_sni_match_in_rule_order():
+    notes: list[str] = []
+    lis = listeners(web_tls_vs("""  - match: [{sniHosts: [c.web.example], port: 9999}, {sniHosts: [b.web.example, a.web.example], gateways: [mesh]}]
+    route: [{destination: {host: web, subset: one}}]
+  - match: [{sniHosts: [a.web.example, b.web.example]}, {sniHosts: [d.web.example]}]
+    route: [{destination: {host: web, subset: two}}]
+"""), notes)["0.0.0.0_8443"]
+    assert [(m, target) for m, target in chain_routes(lis)] == [
+        ({"server_names": ["a.web.example", "b.web.example"]}, "one"),
+        ({"server_names": ["d.web.example"]}, "two")]
+    assert lis["listener_filters"][0]["name"] == "envoy.filters.listener.tls_inspector"
+    assert any(n.endswith("VirtualService default/web: spec.tls[1].route[0].destination.subset: subset 'two' of "
+                          "web.default.svc.cluster.local is not defined by a DestinationRule: Envoy answers 503 NC")
+               for n in notes), notes
+
+
+def test_a_tls_port_without_applicable_tls_rules_is_opaque_tcp_to_the_service():
+    lis = listeners(web_tls_vs("""  - match: [{sniHosts: [a.web.example], sourceNamespace: other}]
+    route: [{destination: {host: web, subset: one}}]
+"""))["0.0.0.0_8443"]
+    assert chain_routes(lis) == [(None, "")] and "listener_filters" not in lis
+
+
+AUTO = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: cross, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 15443, name: tls, protocol: TLS}}
+    hosts: {hosts}
+    tls: {{mode: AUTO_PASSTHROUGH}}
+"""
+
+
+@pytest.mark.parametrize("hosts, match", [
+    ('["*"]', None),  # any SNI
+    ('["*.local", "default/b.example", "*", "a.example"]', {"server_names": ["*.local", "a.example", "b.example"]}),
+])
+def test_an_auto_passthrough_server_routes_by_sni_to_the_sni_dnat_clusters(hosts, match):
+    from control.translate import render_gateway
+    result = load_text(BASE + AUTO.format(hosts=hosts), "config.yaml")
+    rendered = render_gateway(build_mesh(result.resources), "istio-ingressgateway").as_dict()
+    check_rendered(rendered)
+    (chain,) = {lis["name"]: lis for lis in rendered["listeners"]}["0.0.0.0_15443"]["filter_chains"]
+    assert chain.get("filter_chain_match") == match
+    first, last = chain["filters"][0], chain["filters"][-1]
+    assert first["name"] == "envoy.filters.network.sni_cluster"
+    assert first["typed_config"] == {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.sni_cluster.v3.SniCluster"}
+    assert last["name"] == "envoy.filters.network.tcp_proxy"
+    assert last["typed_config"]["cluster"] == last["typed_config"]["stat_prefix"] == "BlackHoleCluster"
+
+
+def test_a_gateway_tcp_rule_applies_when_its_match_names_this_gateway_and_notes_name_its_field():
+    from control.translate import render_gateway
+    result = load_text(BASE + GATEWAY + gateway_vs("edge", """  tcp:
+  - match: [{gateways: [mesh]}]
+    route: [{destination: {host: db, subset: mesh-only}}]
+  - match: [{gateways: [istio-system/edge], port: 31400}]
+    route: [{destination: {host: db, subset: edge}}]
+"""), "config.yaml")
+    rendered = render_gateway(build_mesh(result.resources), "istio-ingressgateway")
+    by = {lis["name"]: lis for lis in rendered.as_dict()["listeners"]}
+    (tcp,) = tcp_proxies(by["0.0.0.0_31400"])
+    assert tcp["cluster"] == "outbound|5432|edge|db.default.svc.cluster.local"
+    assert any(n.endswith("VirtualService default/edge: spec.tcp[1].route[0].destination.subset: subset 'edge' of "
+                          "db.default.svc.cluster.local is not defined by a DestinationRule: Envoy answers 503 NC")
+               for n in rendered.notes), rendered.notes
+
+
+# the edge gateway with its PASSTHROUGH server for `default/db.default.svc.cluster.local`
+GATEWAY_DB = GATEWAY.replace('hosts: ["*.web.example"]', 'hosts: ["default/db.default.svc.cluster.local"]') + """---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: elsewhere}
+spec:
+  hosts: [other.example]
+  gateways: [istio-system/edge]
+  tls: [{match: [{sniHosts: [other.example]}], route: [{destination: {host: db, subset: never}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db}
+spec:
+  hosts: [db, "*.db.example"]
+  gateways: [istio-system/edge, mesh]
+  tls:
+  - match: [{sniHosts: [db], gateways: [mesh]}]
+    route: [{destination: {host: db, subset: mesh-only}}]
+  - match: [{sniHosts: [db], gateways: [istio-system/edge]}]
+    route: [{destination: {host: db, subset: first}}]
+  - match: [{sniHosts: [db]}, {sniHosts: [a.db.example]}]
+    route: [{destination: {host: db, subset: second}}]
+"""
+
+
+def test_gateway_passthrough_chains_per_sni_set_of_the_bound_virtual_services_whose_hosts_meet_the_server():
+    """A short VirtualService host is resolved in its namespace to meet the server's `ns/host`; a match naming
+    other gateways does not apply; a repeated SNI set keeps its first chain and the rule's other matches go on."""
+    from control.translate import render_gateway
+    result = load_text(BASE + GATEWAY_DB, "config.yaml")
+    assert not [f for f in result.findings if f.level.label == "Error"], [str(f) for f in result.findings]
+    rendered = render_gateway(build_mesh(result.resources), "istio-ingressgateway")
+    lis = {x["name"]: x for x in rendered.as_dict()["listeners"]}["0.0.0.0_15443"]
+    assert chain_routes(lis) == [({"server_names": ["db"]}, "first"), ({"server_names": ["a.db.example"]}, "second")]
+    assert any(n.endswith("VirtualService default/db: spec.tls[1].route[0].destination.subset: subset 'first' of "
+                          "db.default.svc.cluster.local is not defined by a DestinationRule: Envoy answers 503 NC")
+               for n in rendered.notes), rendered.notes
+
+
+@pytest.mark.parametrize("match, applies", [
+    ({}, True),
+    ({"port": 5432}, True), ({"port": 5433}, False),
+    ({"gateways": ["edge"]}, True),  # a bare name is in the VirtualService's namespace
+    ({"gateways": ["gateways/edge"]}, True), ({"gateways": ["other/edge", "mesh"]}, False),
+    ({"sourceLabels": {"app": "client"}}, True), ({"sourceLabels": {"app": "client", "v": "2"}}, False),
+    ({"sourceNamespace": "shop"}, True), ({"sourceNamespace": "other"}, False),
+])
+def test_l4_match_applies_as_istiod_match_tcp(match, applies):
+    from types import SimpleNamespace
+
+    from control.translate.tcp import l4_match_applies
+    ctx = SimpleNamespace(port=5432, gateway="gateways/edge", proxy=SimpleNamespace(
+        namespace="shop", workload=SimpleNamespace(labels={"app": "client", "v": "1"})))
+    assert l4_match_applies(ctx, SimpleNamespace(namespace="gateways"), match) is applies
