@@ -1131,10 +1131,6 @@ def _service_entry(se: Mapping[str, Any], meta: Meta) -> RuleResult:
         yield "endpoints", "error", "there must only be 0 or 1 endpoint for resolution mode DNS_ROUND_ROBIN"
     yield from _service_entry_endpoints(se, resolution, endpoints)
     yield from _service_entry_warnings(se, resolution)
-    selector = se.get("workloadSelector")
-    if isinstance(selector, Mapping) and not selector.get("labels"):
-        yield "workloadSelector", "warning", ("service entry: workload selector specified without labels, will be "
-                                              "applied to all services in namespace")
     if resolution == "DYNAMIC_DNS":
         yield from _dynamic_dns(se, endpoints)
         if se.get("location") == "MESH_INTERNAL" and _uses_waypoint(meta):

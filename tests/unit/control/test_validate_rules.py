@@ -473,3 +473,49 @@ def test_resource_names_are_lowercase_rfc_1123_subdomains(name, ok):
 def test_a_namespace_must_be_a_dns_label():
     assert _load(namespace="Bad") == (
         [("IST0106", "Error", 5, "Schema validation error: metadata.namespace: invalid namespace 'Bad'")], [])
+
+
+# --- ServiceEntry warnings (ValidateServiceEntry accepts the entry and warns) -----------------------------------
+
+def _port(protocol):
+    return {"number": 80, "name": "p", **({"protocol": protocol} if protocol else {})}
+
+
+NO_LABELS = ("spec.workloadSelector", "warning", "service entry: workload selector specified without labels, will "
+                                                 "be applied to all services in namespace")
+NEEDS_ADDRESS = ("spec.addresses", "warning", "addresses are required for ports serving TCP (or unset) protocol when "
+                                              "IP Autoallocation is not enabled")
+ONE_HOST = ("spec.hosts", "warning", "service entry can not have more than one host specified simultaneously with "
+                                     "address and tcp port")
+
+
+@pytest.mark.parametrize("spec, expect", [
+    ({"ports": [_port("HTTP")], "resolution": "DNS", "workloadSelector": {}}, [NO_LABELS]),
+    ({"ports": [_port("HTTP")], "resolution": "STATIC", "workloadSelector": {"labels": {"app": "a"}}}, []),
+    ({"ports": [_port("HTTP")], "addresses": ["1.1.1.1"], "workloadSelector": {"labels": {"app": "a"}}},
+     [("spec.workloadSelector", "warning", "workloadSelector should not be set when resolution mode is NONE")]),
+    ({"ports": [_port("HTTP")], "workloadSelector": {"labels": {"a*": "a"}}},
+     [("spec.workloadSelector.labels.a*", "error", 'wildcard is not supported in selector: "a*=a"')]),
+    ({"ports": [_port("HTTP")], "workloadSelector": {"labels": {"app": "*"}}},
+     [("spec.workloadSelector.labels.app", "error", 'wildcard is not supported in selector: "app=*"')]),
+    ({"ports": [_port("TCP")]}, [NEEDS_ADDRESS]),
+    ({"ports": [_port(None)]}, [NEEDS_ADDRESS]),
+    ({"ports": [_port("HTTP")]}, []),
+    ({"ports": [_port("TCP")], "addresses": ["1.1.1.1"]}, []),
+    ({"ports": [_port("TCP")], "resolution": "DNS"}, []),
+    ({"hosts": ["a.com", "b.com"], "ports": [_port("tcp")], "addresses": ["1.1.1.1"], "resolution": "DNS"}, [ONE_HOST]),
+    ({"hosts": ["a.com", "b.com"], "ports": [_port("MONGO")], "addresses": ["1.1.1.1"],
+      "resolution": "DNS_ROUND_ROBIN"}, [ONE_HOST]),
+    ({"hosts": ["a.com", "b.com"], "ports": [_port("HTTP")], "addresses": ["1.1.1.1"], "resolution": "DNS"}, []),
+    ({"hosts": ["a.com", "b.com"], "ports": [_port("TCP")], "resolution": "DNS"}, []),
+    ({"hosts": ["a.com", "b.com"], "ports": [_port("TCP")], "addresses": ["1.1.1.1"], "resolution": "STATIC",
+      "endpoints": [{"address": "2.2.2.2"}]}, []),
+    ({"ports": [_port("TCP")], "addresses": ["1.1.1.1"], "resolution": "DNS_ROUND_ROBIN"}, []),
+    ({"hosts": ["*a.com"], "ports": [_port("HTTP")], "resolution": "STATIC"},
+     [("spec.hosts[0]", "warning", "partial wildcard '*a.com' not allowed")]),
+    ({"hosts": ["*a.com"], "ports": [_port("HTTP")], "resolution": "DYNAMIC_DNS"}, []),
+    ({"hosts": ["*.a.com", "*"], "ports": [_port("HTTP")], "resolution": "STATIC"},
+     [("spec.hosts[1]", "error", "invalid host *")]),
+])
+def test_service_entry_warnings(spec, expect):
+    assert found("ServiceEntry", {"hosts": ["a.com"], **spec}, "warning", "error") == expect
