@@ -519,3 +519,39 @@ ONE_HOST = ("spec.hosts", "warning", "service entry can not have more than one h
 ])
 def test_service_entry_warnings(spec, expect):
     assert found("ServiceEntry", {"hosts": ["a.com"], **spec}, "warning", "error") == expect
+
+
+# --- metadata Istio validates on every kind (validateMetadata) ----------------------------------------------------
+
+DRY_RUN_PATH = "metadata.annotations.istio.io/dry-run"
+
+
+@pytest.mark.parametrize("kind, spec, value, error", [
+    ("AuthorizationPolicy", {}, "true", None), ("AuthorizationPolicy", {"action": "DENY"}, "0", None),
+    ("AuthorizationPolicy", {"action": "ALLOW"}, "F", None), ("AuthorizationPolicy", None, "True", None),
+    ("AuthorizationPolicy", {}, "yes", "istio.io/dry-run has an invalid value (yes): not a boolean"),
+    ("AuthorizationPolicy", {"action": "CUSTOM"}, "true",
+     "the annotation istio.io/dry-run currently only supports action ALLOW/DENY, found action CUSTOM"),
+    ("AuthorizationPolicy", {"action": "AUDIT"}, "yes",
+     "the annotation istio.io/dry-run currently only supports action ALLOW/DENY, found action AUDIT"),
+    ("PeerAuthentication", {}, "true", "ns1/p has unsupported annotation istio.io/dry-run, please remove the annotation"),
+])
+def test_the_dry_run_annotation(kind, spec, value, error):
+    from control.istio.validate import metadata_issues
+    issues = metadata_issues(kind, spec, Meta("p", "ns1", {}, {"istio.io/dry-run": value}))
+    assert [(i.path, i.kind, i.text) for i in issues] == ([] if error is None else [(DRY_RUN_PATH, "error", error)])
+
+
+def test_istiod_internal_annotations_are_refused():
+    from control.istio.validate import metadata_issues
+    annotations = {"internal.istio.io/webhook-always-reject": "x", "internal.istio.io/parent-namespace": "x",
+                   "internal.istio.io/parents": "x", "internal.istio.io/other": "x"}
+    issues = metadata_issues("VirtualService", {}, Meta("v", "ns1", {}, annotations))
+    assert [(i.path, i.kind, i.text) for i in issues] == [
+        ("metadata.annotations.internal.istio.io/webhook-always-reject", "error",
+         "'internal.istio.io/webhook-always-reject' annotation found, rejecting"),
+        ("metadata.annotations.internal.istio.io/parent-namespace", "error",
+         "'internal.istio.io/parent-namespace' annotation found, this may not be set by users"),
+        ("metadata.annotations.internal.istio.io/parents", "error",
+         "'internal.istio.io/parents' annotation found, this may not be set by users")]
+    assert metadata_issues("VirtualService", {}, Meta("v", "ns1")) == []
