@@ -266,14 +266,11 @@ def suggest_field(field: str, message: str, siblings: frozenset[str],
         where = best[3]
         where = where[len("spec."):] if where.startswith("spec.") else where
         return f"{where}.{field}" if where else field
-    # a snake_case spelling (`connect_timeout`) is found too: lowered, it is the camelCase name but for its '_'
-    fields = list(S.MESSAGES[message])
-    close = difflib.get_close_matches(field, fields, n=1, cutoff=0.7)
-    if not close:
-        lowered = {f.lower(): f for f in fields}
-        close = difflib.get_close_matches(field.lower(), list(lowered), n=1, cutoff=0.7)
-        close = [lowered[c] for c in close]
-    return close[0] if close else None
+    # compared lowercased: `MAXCONNECTIONS` and the snake_case `connect_timeout` are found too (lowered, a
+    # snake_case name is its camelCase one but for the '_')
+    lowered = {f.lower(): f for f in S.MESSAGES[message]}
+    close = difflib.get_close_matches(field.lower(), list(lowered), cutoff=0.7)  # the closest first
+    return lowered[close[0]] if close else None
 
 
 class _Walker:
@@ -1447,9 +1444,7 @@ def _sidecar_egress(listeners: list, namespace: str, where: str = "egress") -> R
     numbers: set[int] = set()
     sockets: set[str] = set()
     for i, lis in enumerate(listeners):
-        if not isinstance(lis, Mapping):
-            continue
-        at = f"{where}[{i}]"
+        at = f"{where}[{i}]"  # a listener is a well-typed message: rules do not run above a type error
         port = lis.get("port")
         if not isinstance(port, Mapping):  # the one catch-all listener, last
             # (Istio's "egress can have only one listener with empty port" can never fire: a catch-all is only

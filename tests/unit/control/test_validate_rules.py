@@ -555,3 +555,55 @@ def test_istiod_internal_annotations_are_refused():
         ("metadata.annotations.internal.istio.io/parents", "error",
          "'internal.istio.io/parents' annotation found, this may not be set by users")]
     assert metadata_issues("VirtualService", {}, Meta("v", "ns1")) == []
+
+
+# --- sidecar egress: label and name lengths, duplicates, listener binds and capture modes ------------------------
+
+LABEL_63, LABEL_64 = "a" * 63, "a" * 64
+NAME_255 = ".".join([LABEL_63] * 3 + ["b" * 61, "c"])
+NAME_256 = ".".join([LABEL_63] * 3 + ["b" * 62, "c"])
+
+
+@pytest.mark.parametrize("host, errors", [
+    (f"ns/{LABEL_63}.com", []), (f"{LABEL_63}/x.com", []), (f"ns/{NAME_255}", []),
+    (f"ns/{LABEL_64}.com", [f"domain name '{LABEL_64}.com' invalid (label '{LABEL_64}' invalid)"]),
+    (f"{LABEL_64}/x.com", [f"invalid namespace value '{LABEL_64}' in sidecar"]),
+    (f"ns/{NAME_256}", [f"domain name '{NAME_256}' too long (max 255)"]),
+    ("ns/", ["config namespace and dnsName in host entry cannot be empty", "short names (non FQDN) are not allowed",
+             "empty domain name not allowed"]),
+])
+def test_sidecar_egress_host_lengths(host, errors):
+    assert found("Sidecar", {"egress": [{"hosts": [host]}]}, "error") == [
+        ("spec.egress[0].hosts[0]", "error", e) for e in errors]
+
+
+def test_sidecar_egress_duplicate_hosts_under_a_namespace_wildcard():
+    assert found("Sidecar", {"egress": [{"hosts": ["ns/*", "ns/*", "ns/a.com"]}]}, "warning") == [
+        ("spec.egress[0].hosts[1]", "warning", "duplicated egress host: ns/*"),
+        ("spec.egress[0].hosts[2]", "warning", "duplicated egress host: ns/a.com")]
+
+
+def test_sidecar_egress_listener_bind_and_unix_socket_capture_modes():
+    assert found("Sidecar", {"egress": [{"port": {"number": 80, "name": "h"}, "bind": "x", "hosts": ["*/*"]}]},
+                 "error") == [("spec.egress[0].bind", "error", "x is not a valid IP")]
+    listeners = [{"port": {"number": 0}, "bind": f"unix:///{mode}.sock", "captureMode": mode, "hosts": ["*/*"]}
+                 for mode in ("DEFAULT", "NONE", "IPTABLES")]
+    assert found("Sidecar", {"egress": listeners}, "error") == [
+        ("spec.egress[2].captureMode", "error", "sidecar: captureMode must be DEFAULT/NONE for unix domain socket "
+                                                "listeners")]
+
+
+# --- did you mean: the cut-off, letter case, and a hint at the root -------------------------------------------
+
+def test_a_hint_needs_a_close_match_in_any_letter_case():
+    assert [t for _, _, t in found("TCPSettings", {"maxConn": 1, "MAXCONNECTIONS": 1})] == [
+        'unknown field "maxConn" in TCPSettings',
+        'unknown field "MAXCONNECTIONS" in TCPSettings; did you mean maxConnections?']
+
+
+def test_a_field_of_the_root_message_is_hinted_at_the_root():
+    spec = {"hosts": ["r"], "http": [{"route": [{"destination": {"host": "r"}}], "hosts": ["x"]}]}
+    assert [t for _, k, t in found("VirtualService", spec) if k == "unknown"] == [
+        'unknown field "hosts" in HTTPRoute; did you mean spec.hosts?']
+    _, issues = check_message("HTTPRoute", {"route": [{"destination": {"host": "r"}, "timeout": "1s"}]}, root="")
+    assert [i.text for i in issues] == ['unknown field "timeout" in HTTPRouteDestination; did you mean timeout?']
