@@ -607,3 +607,62 @@ def test_a_field_of_the_root_message_is_hinted_at_the_root():
         'unknown field "hosts" in HTTPRoute; did you mean spec.hosts?']
     _, issues = check_message("HTTPRoute", {"route": [{"destination": {"host": "r"}, "timeout": "1s"}]}, root="")
     assert [i.text for i in issues] == ['unknown field "timeout" in HTTPRouteDestination; did you mean timeout?']
+
+
+# --- JWT claim routing keys (jwt.ToRoutingClaim) -----------------------------------------------------------
+
+@pytest.mark.parametrize("header, claim", [
+    ("@request.auth.claims.iss", True), ("@request.auth.claims.i", True), ("@request.auth.claims[iss]", True),
+    ("@request.auth.claims[i]", True), ("@REQUEST.AUTH.CLAIMS.iss", True),
+    ("@request.auth.claims.", False), ("@request.auth.claims[]", False), ("@request.auth.claims[iss", False),
+    ("@request.auth.claims", False), ("@request.auth.claimsabc", False), ("@request.auth.claimsab]", False),
+    ("x-foo", False),
+])
+def test_jwt_claim_routing_keys(header, claim):
+    from control.istio.validate import is_jwt_claim
+    assert is_jwt_claim(header) is claim
+
+
+# --- authorization sources: trust domains, service accounts, IP blocks ----------------------------------------
+
+@pytest.mark.parametrize("value, ok", [("*", True), ("*.a", True), ("a*", True), ("a*b", False), ("**", False),
+                                       ("*a*", False)])
+def test_trust_domain_wildcards(value, ok):
+    expect = [] if ok else [("spec.trustDomains", "error", "wildcard is only allowed once, at the start or end, found "
+                                                            f"in trustDomains: {value!r}")]
+    assert found("Source", {"trustDomains": [value]}) == expect
+
+
+@pytest.mark.parametrize("value, ok", [("sa", True), ("ns/sa", True), ("x" * 320, True), ("ns/", False),
+                                       ("/sa", False), ("a/b/c", False), ("x" * 321, False), ("sa*", False)])
+def test_service_account_forms(value, ok):
+    expect = [] if ok else [("spec.serviceAccounts", "error", "expected format 'serviceAccount' or "
+                                                               f"'namespace/serviceAccount', found {value!r} in "
+                                                               "serviceAccounts")]
+    assert found("Source", {"serviceAccounts": [value]}) == expect
+
+
+def test_at_most_16_service_accounts():
+    assert found("Source", {"serviceAccounts": ["sa"] * 16}) == []
+    assert found("Source", {"serviceAccounts": ["sa"] * 17}) == [
+        ("spec.serviceAccounts", "error", "may not have more than 16 values")]
+
+
+def test_ip_blocks_take_a_cidr_with_host_bits_set():
+    assert found("Source", {"ipBlocks": ["10.0.0.1/8", "1.2.3.4", "::1/64"]}) == []
+    assert found("Source", {"ipBlocks": ["10.0.0.1/33"]}) == [
+        ("spec.ipBlocks", "error", "bad IP address or CIDR range (10.0.0.1/33)")]
+
+
+@pytest.mark.parametrize("value, ok", [(0, True), (1, True), (-1, False)])
+def test_connection_limits_are_non_negative(value, ok):
+    assert found("TCPSettings", {"maxConnections": value}) == (
+        [] if ok else [("spec.maxConnections", "error", "maxConnections must be non-negative")])
+
+
+@pytest.mark.parametrize("resolution", ["DNS", "DNS_ROUND_ROBIN"])
+def test_dns_service_entry_endpoints_are_fqdns_or_ips(resolution):
+    spec = {"hosts": ["a.com"], "resolution": resolution, "ports": [{"number": 80, "name": "http"}],
+            "endpoints": [{"address": "a_b"}]}
+    assert ("spec.endpoints[0].address", "error", "endpoint address 'a_b' is not a valid FQDN or an IP address") in \
+        found("ServiceEntry", spec, "error")
