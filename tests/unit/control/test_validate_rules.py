@@ -666,3 +666,33 @@ def test_dns_service_entry_endpoints_are_fqdns_or_ips(resolution):
             "endpoints": [{"address": "a_b"}]}
     assert ("spec.endpoints[0].address", "error", "endpoint address 'a_b' is not a valid FQDN or an IP address") in \
         found("ServiceEntry", spec, "error")
+
+
+def test_a_wildcard_sni_host_is_a_subset_only_at_a_label_boundary():
+    spec = {"hosts": ["*.a.com"], "gateways": ["ns/gw"],
+            "tls": [{"match": [{"sniHosts": ["*xa.com"]}], "route": [{"destination": {"host": "r"}}]}]}
+    assert found("VirtualService", spec, "error") == [
+        ("spec.tls[0].match[0].sniHosts[0]", "error", "SNI host '*xa.com' is not a compatible subset of any of the "
+                                                      "virtual service hosts: [*.a.com]")]
+
+
+# --- DENY rules with only HTTP attributes (ValidateAuthorizationPolicy's warning) ----------------------------
+
+HTTP_ONLY = ("spec.rules[0]", "warning", "configured AuthorizationPolicy will deny all traffic to TCP ports under its "
+                                         "scope due to the use of only HTTP attributes in a DENY rule; it is "
+                                         "recommended to explicitly specify the port")
+
+
+@pytest.mark.parametrize("rule, warns", [
+    ({"from": [{"source": {"requestPrincipals": ["*"]}}]}, True),
+    ({"from": [{"source": {"principals": ["a"]}}]}, False),
+    ({"from": [{"source": {"notNamespaces": ["a"]}}]}, False),
+    ({"to": [{"operation": {"methods": ["GET"]}}]}, True),
+    ({"to": [{"operation": {"ports": ["80"]}}]}, False),
+    ({"to": [{"operation": {"notPorts": ["80"]}}]}, False),
+    ({"from": [{"source": {"principals": ["a"]}}], "to": [{"operation": {"methods": ["GET"]}}]}, True),
+    ({"when": [{"key": "request.headers[x]", "values": ["a"]}]}, False),
+])
+def test_deny_rules_with_only_http_attributes_warn(rule, warns):
+    spec = {"action": "DENY", "rules": [rule]}
+    assert found("AuthorizationPolicy", spec, "warning") == ([HTTP_ONLY] if warns else [])
