@@ -654,10 +654,12 @@ def test_ip_blocks_take_a_cidr_with_host_bits_set():
         ("spec.ipBlocks", "error", "bad IP address or CIDR range (10.0.0.1/33)")]
 
 
+@pytest.mark.parametrize("message, field", [("TCPSettings", "maxConnections"), ("HTTPSettings", "maxRetries"),
+                                            ("HTTPSettings", "http2MaxRequests")])
 @pytest.mark.parametrize("value, ok", [(0, True), (1, True), (-1, False)])
-def test_connection_limits_are_non_negative(value, ok):
-    assert found("TCPSettings", {"maxConnections": value}) == (
-        [] if ok else [("spec.maxConnections", "error", "maxConnections must be non-negative")])
+def test_connection_limits_are_non_negative(message, field, value, ok):
+    expect = [] if ok else [(f"spec.{field}", "error", f"{field} must be non-negative")]
+    assert found(message, {field: value}) == expect
 
 
 @pytest.mark.parametrize("resolution", ["DNS", "DNS_ROUND_ROBIN"])
