@@ -698,3 +698,18 @@ HTTP_ONLY = ("spec.rules[0]", "warning", "configured AuthorizationPolicy will de
 def test_deny_rules_with_only_http_attributes_warn(rule, warns):
     spec = {"action": "DENY", "rules": [rule]}
     assert found("AuthorizationPolicy", spec, "warning") == ([HTTP_ONLY] if warns else [])
+
+
+def test_an_empty_service_account_is_refused_by_both_checks():
+    assert found("Source", {"serviceAccounts": [""]}) == [
+        ("spec.serviceAccounts", "error", "expected format 'serviceAccount' or 'namespace/serviceAccount', found '' in "
+                                          "serviceAccounts"),
+        ("spec.serviceAccounts", "error", "empty value not allowed, found in serviceAccounts")]
+
+
+def test_an_sni_host_outside_every_host_lists_them_all():
+    spec = {"hosts": ["a.com", "b.com"], "gateways": ["ns/gw"],
+            "tls": [{"match": [{"sniHosts": ["c.com"]}], "route": [{"destination": {"host": "r"}}]}]}
+    assert found("VirtualService", spec, "error") == [
+        ("spec.tls[0].match[0].sniHosts[0]", "error", "SNI host 'c.com' is not a compatible subset of any of the "
+                                                      "virtual service hosts: [a.com, b.com]")]
