@@ -133,8 +133,9 @@ def check_regex(value: Any) -> str | None:
     """An RE2 pattern: Python `re` must compile it and it must not use what RE2 lacks (an approximation)."""
     if not isinstance(value, str):
         return f"must be a regular expression string, not {_describe(value)}"
+    unescaped = value.replace("\\\\", "_")  # an escaped backslash, as a plain character: `\\1` is no backreference
     for pattern, feature in _RE2_UNSUPPORTED:
-        if pattern.search(value.replace("\\\\", "")):
+        if pattern.search(unescaped):
             return f"regex {value!r} uses {feature}, which RE2 (Istio's regex engine) does not support"
     try:
         re.compile(value)

@@ -713,3 +713,16 @@ def test_an_sni_host_outside_every_host_lists_them_all():
     assert found("VirtualService", spec, "error") == [
         ("spec.tls[0].match[0].sniHosts[0]", "error", "SNI host 'c.com' is not a compatible subset of any of the "
                                                       "virtual service hosts: [a.com, b.com]")]
+
+
+# --- RE2: an escaped backslash is a plain character ------------------------------------------------------------
+
+@pytest.mark.parametrize("pattern, feature", [
+    (r"a\\1", None), (r"(\\?=x)", None), (r"(\\?!x)", None), (r"\\\1", "backreferences"), (r"a\1", "backreferences"),
+    (r"(?=x)", "lookahead/lookbehind"), (r"a++", "possessive quantifiers"),
+])
+def test_an_escaped_backslash_does_not_start_an_re2_feature(pattern, feature):
+    from control.istio.validate import check_regex
+    expect = None if feature is None else (f"regex {pattern!r} uses {feature}, which RE2 (Istio's regex engine) "
+                                           "does not support")
+    assert check_regex(pattern) == expect
