@@ -1165,7 +1165,7 @@ def _service_entry_endpoints(se: Mapping[str, Any], resolution: str, endpoints: 
                         yield f"{where}.address", "error", "exactly 1 service port required for unix endpoints"
                 elif not _is_ip(address):
                     yield f"{where}.address", "error", f"endpoint address {address!r} is not a valid IP address"
-            elif not _is_ip(address) and (address.startswith("*") or _host_error(address) or "/" in address):
+            elif address.startswith("*") or _host_error(address) or "/" in address:  # _host_error takes IPs (and CIDRs)
                 yield f"{where}.address", "error", f"endpoint address {address!r} is not a valid FQDN or an IP address"
         for name in (get(ep, "ports") or {}):
             if name not in port_names:

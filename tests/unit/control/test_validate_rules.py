@@ -726,3 +726,24 @@ def test_an_escaped_backslash_does_not_start_an_re2_feature(pattern, feature):
     expect = None if feature is None else (f"regex {pattern!r} uses {feature}, which RE2 (Istio's regex engine) "
                                            "does not support")
     assert check_regex(pattern) == expect
+
+
+@pytest.mark.parametrize("address, static_error, dns_error", [
+    ("", None, None), ("1.2.3.4", None, None), ("::1", None, None), ("a.com", "is not a valid IP address", None),
+    ("10.0.0.0/8", "is not a valid IP address", "is not a valid FQDN or an IP address"),
+    ("*.a.com", "is not a valid IP address", "is not a valid FQDN or an IP address"),
+])
+def test_service_entry_endpoint_addresses_by_resolution(address, static_error, dns_error):
+    for resolution, error in (("STATIC", static_error), ("DNS", dns_error)):
+        spec = {"hosts": ["a.com"], "resolution": resolution, "ports": [{"number": 80, "name": "http"}],
+                "endpoints": [{"address": address}]}
+        expect = [("spec.endpoints[0].address", "error", f"endpoint address {address!r} {error}")] if error else []
+        if not address:
+            expect = [("spec.endpoints[0].address", "error", "address is required")]  # the WorkloadEntry rule's
+        assert found("ServiceEntry", spec, "error") == expect, resolution
+
+
+def test_a_service_entry_selector_with_an_empty_label_key_gives_no_warning():
+    spec = {"hosts": ["a.com"], "ports": [{"number": 80, "name": "http"}], "workloadSelector": {"labels": {"": "a"}}}
+    assert found("ServiceEntry", spec, "error", "warning") == [
+        ("spec.workloadSelector.labels", "error", 'empty key is not supported in selector: "=a"')]
