@@ -747,3 +747,15 @@ def test_a_service_entry_selector_with_an_empty_label_key_gives_no_warning():
     spec = {"hosts": ["a.com"], "ports": [{"number": 80, "name": "http"}], "workloadSelector": {"labels": {"": "a"}}}
     assert found("ServiceEntry", spec, "error", "warning") == [
         ("spec.workloadSelector.labels", "error", 'empty key is not supported in selector: "=a"')]
+
+
+@pytest.mark.parametrize("text", ["0", "+0", "-0"])
+def test_a_bare_zero_duration_takes_a_sign_as_in_go(text):
+    from control.istio.validate import parse_duration
+    assert parse_duration(text) == 0
+
+
+@pytest.mark.parametrize("text, ns", [("-1s", -1_000_000_000), ("-1.5ms", -1_500_000), ("+2s", 2_000_000_000)])
+def test_a_signed_duration(text, ns):
+    from control.istio.validate import parse_duration
+    assert parse_duration(text) == ns
