@@ -759,3 +759,74 @@ def test_a_bare_zero_duration_takes_a_sign_as_in_go(text):
 def test_a_signed_duration(text, ns):
     from control.istio.validate import parse_duration
     assert parse_duration(text) == ns
+
+
+# --- VirtualService gateways, authority rewrites, redirect prefix rewrites; policy targets; protocols ---------
+
+@pytest.mark.parametrize("gateways, expect", [
+    (["gw"], []), (["ns/gw"], []), (["mesh"], []), (["ns/gw", "mesh"], []),
+    (["gw.ns.svc.cluster.local"], [("warning", "using legacy gatewayName format 'gw.ns.svc.cluster.local'; prefer "
+                                               "the <namespace>/<name> format: 'ns/gw'")]),
+    (["Bad/gw"], [("error", "invalid value for namespace: 'Bad'")]),
+    (["ns/Bad"], [("error", "invalid value for gateway name: 'Bad'")]),
+    (["*"], [("error", "invalid gateway name '*'")]),
+    (["a*b.com"], [("error", "invalid host 'a*b.com': 'a*b' is not a valid DNS label")]),
+])
+def test_virtual_service_gateway_names(gateways, expect):
+    spec = {"hosts": ["r.com"], "gateways": gateways, "http": [{"route": [{"destination": {"host": "r"}}]}]}
+    assert found("VirtualService", spec) == [("spec.gateways[0]", kind, text) for kind, text in expect]
+
+
+ROUTE = {"route": [{"destination": {"host": "r"}}]}
+
+
+@pytest.mark.parametrize("extra, expect", [
+    ({"rewrite": {"authority": "a"}, "headers": {"request": {"set": {":authority": "b"}}}},
+     [("spec.headers.request.set", "error", "authority header cannot be set multiple times: have 'a', attempting to "
+                                            "set 'b'")]),
+    ({"headers": {"request": {"set": {"Host": "b"}, "add": {":authority": "c"}}}},
+     [("spec.headers.request.add", "error", "authority header cannot be set multiple times: have 'b', attempting to "
+                                            "set 'c'")]),
+    ({"headers": {"request": {"add": {"host": "c"}}}}, []),
+    ({"rewrite": {"authority": "a"}, "headers": {"request": {"set": {"x": "b"}}}}, []),
+])
+def test_the_authority_is_rewritten_in_one_place_only(extra, expect):
+    assert found("HTTPRoute", {**ROUTE, **extra}, "error") == expect
+
+
+PREFIX_ONLY = "redirect prefix_rewrite requires all URI matches to use prefix match type"
+
+
+@pytest.mark.parametrize("match, bad", [
+    ([{"uri": {"prefix": "/a"}}], None), ([{"headers": {"a": {"exact": "b"}}}], None),
+    ([{"uri": {"exact": "/a"}}], 0), ([{"uri": {"regex": "/a"}}], 0), ([{"uri": {"prefix": "/a"}}, {"uri": {"exact": "/b"}}], 1),
+])
+def test_a_redirect_prefix_rewrite_needs_prefix_uri_matches(match, bad):
+    expect = [] if bad is None else [(f"spec.match[{bad}].uri", "error", PREFIX_ONLY)]
+    assert found("HTTPRoute", {"match": match, "redirect": {"prefixRewrite": "/x"}}, "error") == expect
+
+
+ALLOWED_TARGETS = ("core/Service, gateway.networking.k8s.io/Gateway, gateway.networking.k8s.io/GatewayClass, "
+                   "networking.istio.io/ServiceEntry")
+
+
+@pytest.mark.parametrize("group, kind, ok", [
+    (None, "Service", True), ("", "Service", True), ("core", "Service", True),
+    ("networking.istio.io", "ServiceEntry", True), ("gateway.networking.k8s.io", "Gateway", True),
+    ("gateway.networking.k8s.io", "GatewayClass", True), ("gateway.networking.k8s.io", "HTTPRoute", False),
+    (None, "Pod", False),
+])
+def test_policy_target_kinds(group, kind, ok):
+    ref = {"kind": kind, "name": "a", **({} if group is None else {"group": group})}
+    expect = [] if ok else [("spec.targetRefs[0]", "error", f"targetRef must be to one of {ALLOWED_TARGETS} but was "
+                                                            f"{group or ''}/{kind}")]
+    assert found("AuthorizationPolicy", {"targetRefs": [ref]}, "error") == expect
+
+
+@pytest.mark.parametrize("protocol, error", [
+    ("http", None), ("HTPP", "unrecognized protocol 'HTPP'; did you mean HTTP?"),
+    ("xyzzy", "unrecognized protocol 'xyzzy'"),
+])
+def test_port_protocols(protocol, error):
+    assert found("ServicePort", {"number": 80, "name": "h", "protocol": protocol}) == (
+        [] if error is None else [("spec.protocol", "error", error)])
