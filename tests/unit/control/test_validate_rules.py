@@ -830,3 +830,21 @@ def test_policy_target_kinds(group, kind, ok):
 def test_port_protocols(protocol, error):
     assert found("ServicePort", {"number": 80, "name": "h", "protocol": protocol}) == (
         [] if error is None else [("spec.protocol", "error", error)])
+
+
+@pytest.mark.parametrize("ports, endpoint, expect", [
+    ([{"number": 80, "name": "http"}], {"address": "1.1.1.1", "ports": {"http": 8080}}, []),
+    ([{"number": 80, "name": "http"}], {"address": "1.1.1.1", "ports": {"grpc": 8080}},
+     [("spec.endpoints[0].ports", "endpoint port grpc is not defined by the service entry")]),
+    ([{"number": 80, "name": "http"}], {"address": "unix:///a.sock"}, []),
+    ([{"number": 80, "name": "http"}, {"number": 81, "name": "b"}], {"address": "unix:///a.sock"},
+     [("spec.endpoints[0].address", "exactly 1 service port required for unix endpoints")]),
+])
+def test_static_service_entry_endpoint_ports(ports, endpoint, expect):
+    spec = {"hosts": ["a.com"], "resolution": "STATIC", "ports": ports, "endpoints": [endpoint]}
+    assert found("ServiceEntry", spec, "error") == [(path, "error", text) for path, text in expect]
+
+
+def test_an_empty_port_protocol_counts_as_tcp_for_the_address_warning():
+    assert found("ServiceEntry", {"hosts": ["a.com"], "ports": [{"number": 80, "name": "p", "protocol": ""}]},
+                 "warning") == [NEEDS_ADDRESS]
