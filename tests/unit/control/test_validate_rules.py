@@ -848,3 +848,38 @@ def test_static_service_entry_endpoint_ports(ports, endpoint, expect):
 def test_an_empty_port_protocol_counts_as_tcp_for_the_address_warning():
     assert found("ServiceEntry", {"hosts": ["a.com"], "ports": [{"number": 80, "name": "p", "protocol": ""}]},
                  "warning") == [NEEDS_ADDRESS]
+
+
+def test_an_empty_port_level_list_is_no_traffic_policy_field():
+    assert found("TrafficPolicy", {"portLevelSettings": []}) == [
+        ("spec", "error", "traffic policy must have at least one field")]
+
+
+@pytest.mark.parametrize("field", ["headers", "withoutHeaders"])
+def test_jwt_claim_routing_needs_a_gateway(field):
+    spec = {"hosts": ["r"], "http": [{"match": [{field: {"@request.auth.claims.iss": {"exact": "a"}}}],
+                                      "route": [{"destination": {"host": "r"}}]}]}
+    assert found("VirtualService", spec, "error") == [
+        (f"spec.http[0].match[0].{field}", "error", "JWT claim based routing (key: @request.auth.claims.iss) is only "
+                                                    "supported for gateway, found no gateways: []")]
+
+
+def test_a_target_ref_without_a_kind():
+    assert found("AuthorizationPolicy", {"targetRefs": [{"name": "a"}]}, "error") == [
+        ("spec.targetRefs[0].kind", "error", "kind is required"),
+        ("spec.targetRefs[0]", "error", f"targetRef must be to one of {ALLOWED_TARGETS} but was /")]
+
+
+@pytest.mark.parametrize("value, error", [
+    (5, "must be a regular expression string, not number 5"),
+])
+def test_a_regex_that_is_not_a_string(value, error):
+    from control.istio.validate import check_regex
+    assert check_regex(value) == error
+
+
+@pytest.mark.parametrize("text", ["X1s", "\u0663"])
+def test_durations_are_ascii_digits_with_an_optional_sign(text):
+    from control.istio.validate import check_duration
+    assert check_duration(text) == (f"invalid duration {text!r} (units are ns, us, ms, s, m, h; e.g. \"1.5s\", "
+                                    "\"100ms\")")
