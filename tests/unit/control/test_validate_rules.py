@@ -418,6 +418,7 @@ def test_the_message_tree_is_breadth_first_through_lists_and_maps_to_a_depth():
     assert list(_message_tree("Tracing", 1)) == [
         ("", "Tracing"), ("match", "TracingSelector"), ("providers[]", "ProviderRef"), ("customTags.*", "CustomTag")]
     assert list(_message_tree("Tracing", 0)) == [("", "Tracing")]
+    assert list(_message_tree("Tracing", 2)) == list(_message_tree("Tracing"))  # Tracing is two messages deep
 
 
 @pytest.mark.parametrize("typ, message, step", [
