@@ -133,8 +133,9 @@ def check_regex(value: Any) -> str | None:
     """An RE2 pattern: Python `re` must compile it and it must not use what RE2 lacks (an approximation)."""
     if not isinstance(value, str):
         return f"must be a regular expression string, not {_describe(value)}"
+    unescaped = value.replace("\\\\", "_")  # an escaped backslash, as a plain character: `\\1` is no backreference
     for pattern, feature in _RE2_UNSUPPORTED:
-        if pattern.search(value.replace("\\\\", "")):
+        if pattern.search(unescaped):
             return f"regex {value!r} uses {feature}, which RE2 (Istio's regex engine) does not support"
     try:
         re.compile(value)
@@ -266,14 +267,11 @@ def suggest_field(field: str, message: str, siblings: frozenset[str],
         where = best[3]
         where = where[len("spec."):] if where.startswith("spec.") else where
         return f"{where}.{field}" if where else field
-    # a snake_case spelling (`connect_timeout`) is found too: lowered, it is the camelCase name but for its '_'
-    fields = list(S.MESSAGES[message])
-    close = difflib.get_close_matches(field, fields, n=1, cutoff=0.7)
-    if not close:
-        lowered = {f.lower(): f for f in fields}
-        close = difflib.get_close_matches(field.lower(), list(lowered), n=1, cutoff=0.7)
-        close = [lowered[c] for c in close]
-    return close[0] if close else None
+    # compared lowercased: `MAXCONNECTIONS` and the snake_case `connect_timeout` are found too (lowered, a
+    # snake_case name is its camelCase one but for the '_')
+    lowered = {f.lower(): f for f in S.MESSAGES[message]}
+    close = difflib.get_close_matches(field.lower(), list(lowered), cutoff=0.7)  # the closest first
+    return lowered[close[0]] if close else None
 
 
 class _Walker:
@@ -582,7 +580,7 @@ def is_jwt_claim(header: str) -> bool:
 def _jwt_claim_routes(vs: Mapping[str, Any], gateways: Any) -> RuleResult:
     """JWT claim based routing needs a gateway (the claims come from its RequestAuthentication)."""
     for i, http in enumerate(vs.get("http") or ()):
-        for j, match in enumerate(http.get("match") or () if isinstance(http, Mapping) else ()):
+        for j, match in enumerate(http.get("match") or ()):  # well-typed messages: rules run above no type error
             for field in ("headers", "withoutHeaders"):
                 for key in (match.get(field) or {}) if isinstance(match, Mapping) else ():
                     if is_jwt_claim(str(key)):
@@ -1131,10 +1129,6 @@ def _service_entry(se: Mapping[str, Any], meta: Meta) -> RuleResult:
         yield "endpoints", "error", "there must only be 0 or 1 endpoint for resolution mode DNS_ROUND_ROBIN"
     yield from _service_entry_endpoints(se, resolution, endpoints)
     yield from _service_entry_warnings(se, resolution)
-    selector = se.get("workloadSelector")
-    if isinstance(selector, Mapping) and not selector.get("labels"):
-        yield "workloadSelector", "warning", ("service entry: workload selector specified without labels, will be "
-                                              "applied to all services in namespace")
     if resolution == "DYNAMIC_DNS":
         yield from _dynamic_dns(se, endpoints)
         if se.get("location") == "MESH_INTERNAL" and _uses_waypoint(meta):
@@ -1171,7 +1165,7 @@ def _service_entry_endpoints(se: Mapping[str, Any], resolution: str, endpoints: 
                         yield f"{where}.address", "error", "exactly 1 service port required for unix endpoints"
                 elif not _is_ip(address):
                     yield f"{where}.address", "error", f"endpoint address {address!r} is not a valid IP address"
-            elif not _is_ip(address) and (address.startswith("*") or _host_error(address) or "/" in address):
+            elif address.startswith("*") or _host_error(address) or "/" in address:  # _host_error takes IPs (and CIDRs)
                 yield f"{where}.address", "error", f"endpoint address {address!r} is not a valid FQDN or an IP address"
         for name in (get(ep, "ports") or {}):
             if name not in port_names:
@@ -1451,9 +1445,7 @@ def _sidecar_egress(listeners: list, namespace: str, where: str = "egress") -> R
     numbers: set[int] = set()
     sockets: set[str] = set()
     for i, lis in enumerate(listeners):
-        if not isinstance(lis, Mapping):
-            continue
-        at = f"{where}[{i}]"
+        at = f"{where}[{i}]"  # a listener is a well-typed message: rules do not run above a type error
         port = lis.get("port")
         if not isinstance(port, Mapping):  # the one catch-all listener, last
             # (Istio's "egress can have only one listener with empty port" can never fire: a catch-all is only

@@ -418,6 +418,7 @@ def test_the_message_tree_is_breadth_first_through_lists_and_maps_to_a_depth():
     assert list(_message_tree("Tracing", 1)) == [
         ("", "Tracing"), ("match", "TracingSelector"), ("providers[]", "ProviderRef"), ("customTags.*", "CustomTag")]
     assert list(_message_tree("Tracing", 0)) == [("", "Tracing")]
+    assert list(_message_tree("Tracing", 2)) == list(_message_tree("Tracing"))  # Tracing is two messages deep
 
 
 @pytest.mark.parametrize("typ, message, step", [
@@ -473,3 +474,413 @@ def test_resource_names_are_lowercase_rfc_1123_subdomains(name, ok):
 def test_a_namespace_must_be_a_dns_label():
     assert _load(namespace="Bad") == (
         [("IST0106", "Error", 5, "Schema validation error: metadata.namespace: invalid namespace 'Bad'")], [])
+
+
+# --- ServiceEntry warnings (ValidateServiceEntry accepts the entry and warns) -----------------------------------
+
+def _port(protocol):
+    return {"number": 80, "name": "p", **({"protocol": protocol} if protocol else {})}
+
+
+NO_LABELS = ("spec.workloadSelector", "warning", "service entry: workload selector specified without labels, will "
+                                                 "be applied to all services in namespace")
+NEEDS_ADDRESS = ("spec.addresses", "warning", "addresses are required for ports serving TCP (or unset) protocol when "
+                                              "IP Autoallocation is not enabled")
+ONE_HOST = ("spec.hosts", "warning", "service entry can not have more than one host specified simultaneously with "
+                                     "address and tcp port")
+
+
+@pytest.mark.parametrize("spec, expect", [
+    ({"ports": [_port("HTTP")], "resolution": "DNS", "workloadSelector": {}}, [NO_LABELS]),
+    ({"ports": [_port("HTTP")], "resolution": "STATIC", "workloadSelector": {"labels": {"app": "a"}}}, []),
+    ({"ports": [_port("HTTP")], "addresses": ["1.1.1.1"], "workloadSelector": {"labels": {"app": "a"}}},
+     [("spec.workloadSelector", "warning", "workloadSelector should not be set when resolution mode is NONE")]),
+    ({"ports": [_port("HTTP")], "workloadSelector": {"labels": {"a*": "a"}}},
+     [("spec.workloadSelector.labels.a*", "error", 'wildcard is not supported in selector: "a*=a"')]),
+    ({"ports": [_port("HTTP")], "workloadSelector": {"labels": {"app": "*"}}},
+     [("spec.workloadSelector.labels.app", "error", 'wildcard is not supported in selector: "app=*"')]),
+    ({"ports": [_port("TCP")]}, [NEEDS_ADDRESS]),
+    ({"ports": [_port(None)]}, [NEEDS_ADDRESS]),
+    ({"ports": [_port("HTTP")]}, []),
+    ({"ports": [_port("TCP")], "addresses": ["1.1.1.1"]}, []),
+    ({"ports": [_port("TCP")], "resolution": "DNS"}, []),
+    ({"hosts": ["a.com", "b.com"], "ports": [_port("tcp")], "addresses": ["1.1.1.1"], "resolution": "DNS"}, [ONE_HOST]),
+    ({"hosts": ["a.com", "b.com"], "ports": [_port("MONGO")], "addresses": ["1.1.1.1"],
+      "resolution": "DNS_ROUND_ROBIN"}, [ONE_HOST]),
+    ({"hosts": ["a.com", "b.com"], "ports": [_port("HTTP")], "addresses": ["1.1.1.1"], "resolution": "DNS"}, []),
+    ({"hosts": ["a.com", "b.com"], "ports": [_port("TCP")], "resolution": "DNS"}, []),
+    ({"hosts": ["a.com", "b.com"], "ports": [_port("TCP")], "addresses": ["1.1.1.1"], "resolution": "STATIC",
+      "endpoints": [{"address": "2.2.2.2"}]}, []),
+    ({"ports": [_port("TCP")], "addresses": ["1.1.1.1"], "resolution": "DNS_ROUND_ROBIN"}, []),
+    ({"hosts": ["*a.com"], "ports": [_port("HTTP")], "resolution": "STATIC"},
+     [("spec.hosts[0]", "warning", "partial wildcard '*a.com' not allowed")]),
+    ({"hosts": ["*a.com"], "ports": [_port("HTTP")], "resolution": "DYNAMIC_DNS"}, []),
+    ({"hosts": ["*.a.com", "*"], "ports": [_port("HTTP")], "resolution": "STATIC"},
+     [("spec.hosts[1]", "error", "invalid host *")]),
+])
+def test_service_entry_warnings(spec, expect):
+    assert found("ServiceEntry", {"hosts": ["a.com"], **spec}, "warning", "error") == expect
+
+
+# --- metadata Istio validates on every kind (validateMetadata) ----------------------------------------------------
+
+DRY_RUN_PATH = "metadata.annotations.istio.io/dry-run"
+
+
+@pytest.mark.parametrize("kind, spec, value, error", [
+    ("AuthorizationPolicy", {}, "true", None), ("AuthorizationPolicy", {"action": "DENY"}, "0", None),
+    ("AuthorizationPolicy", {"action": "ALLOW"}, "F", None), ("AuthorizationPolicy", None, "True", None),
+    ("AuthorizationPolicy", {}, "yes", "istio.io/dry-run has an invalid value (yes): not a boolean"),
+    ("AuthorizationPolicy", {"action": "CUSTOM"}, "true",
+     "the annotation istio.io/dry-run currently only supports action ALLOW/DENY, found action CUSTOM"),
+    ("AuthorizationPolicy", {"action": "AUDIT"}, "yes",
+     "the annotation istio.io/dry-run currently only supports action ALLOW/DENY, found action AUDIT"),
+    ("PeerAuthentication", {}, "true", "ns1/p has unsupported annotation istio.io/dry-run, please remove the annotation"),
+])
+def test_the_dry_run_annotation(kind, spec, value, error):
+    from control.istio.validate import metadata_issues
+    issues = metadata_issues(kind, spec, Meta("p", "ns1", {}, {"istio.io/dry-run": value}))
+    assert [(i.path, i.kind, i.text) for i in issues] == ([] if error is None else [(DRY_RUN_PATH, "error", error)])
+
+
+def test_istiod_internal_annotations_are_refused():
+    from control.istio.validate import metadata_issues
+    annotations = {"internal.istio.io/webhook-always-reject": "x", "internal.istio.io/parent-namespace": "x",
+                   "internal.istio.io/parents": "x", "internal.istio.io/other": "x"}
+    issues = metadata_issues("VirtualService", {}, Meta("v", "ns1", {}, annotations))
+    assert [(i.path, i.kind, i.text) for i in issues] == [
+        ("metadata.annotations.internal.istio.io/webhook-always-reject", "error",
+         "'internal.istio.io/webhook-always-reject' annotation found, rejecting"),
+        ("metadata.annotations.internal.istio.io/parent-namespace", "error",
+         "'internal.istio.io/parent-namespace' annotation found, this may not be set by users"),
+        ("metadata.annotations.internal.istio.io/parents", "error",
+         "'internal.istio.io/parents' annotation found, this may not be set by users")]
+    assert metadata_issues("VirtualService", {}, Meta("v", "ns1")) == []
+
+
+# --- sidecar egress: label and name lengths, duplicates, listener binds and capture modes ------------------------
+
+LABEL_63, LABEL_64 = "a" * 63, "a" * 64
+NAME_255 = ".".join([LABEL_63] * 3 + ["b" * 61, "c"])
+NAME_256 = ".".join([LABEL_63] * 3 + ["b" * 62, "c"])
+
+
+@pytest.mark.parametrize("host, errors", [
+    (f"ns/{LABEL_63}.com", []), (f"{LABEL_63}/x.com", []), (f"ns/{NAME_255}", []),
+    (f"ns/{LABEL_64}.com", [f"domain name '{LABEL_64}.com' invalid (label '{LABEL_64}' invalid)"]),
+    (f"{LABEL_64}/x.com", [f"invalid namespace value '{LABEL_64}' in sidecar"]),
+    (f"ns/{NAME_256}", [f"domain name '{NAME_256}' too long (max 255)"]),
+    ("ns/", ["config namespace and dnsName in host entry cannot be empty", "short names (non FQDN) are not allowed",
+             "empty domain name not allowed"]),
+])
+def test_sidecar_egress_host_lengths(host, errors):
+    assert found("Sidecar", {"egress": [{"hosts": [host]}]}, "error") == [
+        ("spec.egress[0].hosts[0]", "error", e) for e in errors]
+
+
+def test_sidecar_egress_duplicate_hosts_under_a_namespace_wildcard():
+    assert found("Sidecar", {"egress": [{"hosts": ["ns/*", "ns/*", "ns/a.com"]}]}, "warning") == [
+        ("spec.egress[0].hosts[1]", "warning", "duplicated egress host: ns/*"),
+        ("spec.egress[0].hosts[2]", "warning", "duplicated egress host: ns/a.com")]
+
+
+def test_sidecar_egress_listener_bind_and_unix_socket_capture_modes():
+    assert found("Sidecar", {"egress": [{"port": {"number": 80, "name": "h"}, "bind": "x", "hosts": ["*/*"]}]},
+                 "error") == [("spec.egress[0].bind", "error", "x is not a valid IP")]
+    listeners = [{"port": {"number": 0}, "bind": f"unix:///{mode}.sock", "captureMode": mode, "hosts": ["*/*"]}
+                 for mode in ("DEFAULT", "NONE", "IPTABLES")]
+    assert found("Sidecar", {"egress": listeners}, "error") == [
+        ("spec.egress[2].captureMode", "error", "sidecar: captureMode must be DEFAULT/NONE for unix domain socket "
+                                                "listeners")]
+
+
+# --- did you mean: the cut-off, letter case, and a hint at the root -------------------------------------------
+
+def test_a_hint_needs_a_close_match_in_any_letter_case():
+    assert [t for _, _, t in found("TCPSettings", {"maxConn": 1, "MAXCONNECTIONS": 1})] == [
+        'unknown field "maxConn" in TCPSettings',
+        'unknown field "MAXCONNECTIONS" in TCPSettings; did you mean maxConnections?']
+
+
+def test_a_field_of_the_root_message_is_hinted_at_the_root():
+    spec = {"hosts": ["r"], "http": [{"route": [{"destination": {"host": "r"}}], "hosts": ["x"]}]}
+    assert [t for _, k, t in found("VirtualService", spec) if k == "unknown"] == [
+        'unknown field "hosts" in HTTPRoute; did you mean spec.hosts?']
+    _, issues = check_message("HTTPRoute", {"route": [{"destination": {"host": "r"}, "timeout": "1s"}]}, root="")
+    assert [i.text for i in issues] == ['unknown field "timeout" in HTTPRouteDestination; did you mean timeout?']
+
+
+# --- JWT claim routing keys (jwt.ToRoutingClaim) -----------------------------------------------------------
+
+@pytest.mark.parametrize("header, claim", [
+    ("@request.auth.claims.iss", True), ("@request.auth.claims.i", True), ("@request.auth.claims[iss]", True),
+    ("@request.auth.claims[i]", True), ("@REQUEST.AUTH.CLAIMS.iss", True),
+    ("@request.auth.claims.", False), ("@request.auth.claims[]", False), ("@request.auth.claims[iss", False),
+    ("@request.auth.claims", False), ("@request.auth.claimsabc", False), ("@request.auth.claimsab]", False),
+    ("x-foo", False),
+])
+def test_jwt_claim_routing_keys(header, claim):
+    from control.istio.validate import is_jwt_claim
+    assert is_jwt_claim(header) is claim
+
+
+# --- authorization sources: trust domains, service accounts, IP blocks ----------------------------------------
+
+@pytest.mark.parametrize("value, ok", [("*", True), ("*.a", True), ("a*", True), ("a*b", False), ("**", False),
+                                       ("*a*", False)])
+def test_trust_domain_wildcards(value, ok):
+    expect = [] if ok else [("spec.trustDomains", "error", "wildcard is only allowed once, at the start or end, found "
+                                                            f"in trustDomains: {value!r}")]
+    assert found("Source", {"trustDomains": [value]}) == expect
+
+
+@pytest.mark.parametrize("value, ok", [("sa", True), ("ns/sa", True), ("x" * 320, True), ("ns/", False),
+                                       ("/sa", False), ("a/b/c", False), ("x" * 321, False), ("sa*", False)])
+def test_service_account_forms(value, ok):
+    expect = [] if ok else [("spec.serviceAccounts", "error", "expected format 'serviceAccount' or "
+                                                               f"'namespace/serviceAccount', found {value!r} in "
+                                                               "serviceAccounts")]
+    assert found("Source", {"serviceAccounts": [value]}) == expect
+
+
+def test_at_most_16_service_accounts():
+    assert found("Source", {"serviceAccounts": ["sa"] * 16}) == []
+    assert found("Source", {"serviceAccounts": ["sa"] * 17}) == [
+        ("spec.serviceAccounts", "error", "may not have more than 16 values")]
+
+
+def test_ip_blocks_take_a_cidr_with_host_bits_set():
+    assert found("Source", {"ipBlocks": ["10.0.0.1/8", "1.2.3.4", "::1/64"]}) == []
+    assert found("Source", {"ipBlocks": ["10.0.0.1/33"]}) == [
+        ("spec.ipBlocks", "error", "bad IP address or CIDR range (10.0.0.1/33)")]
+
+
+@pytest.mark.parametrize("message, field", [("TCPSettings", "maxConnections"), ("HTTPSettings", "maxRetries"),
+                                            ("HTTPSettings", "http2MaxRequests")])
+@pytest.mark.parametrize("value, ok", [(0, True), (1, True), (-1, False)])
+def test_connection_limits_are_non_negative(message, field, value, ok):
+    expect = [] if ok else [(f"spec.{field}", "error", f"{field} must be non-negative")]
+    assert found(message, {field: value}) == expect
+
+
+@pytest.mark.parametrize("resolution", ["DNS", "DNS_ROUND_ROBIN"])
+def test_dns_service_entry_endpoints_are_fqdns_or_ips(resolution):
+    spec = {"hosts": ["a.com"], "resolution": resolution, "ports": [{"number": 80, "name": "http"}],
+            "endpoints": [{"address": "a_b"}]}
+    assert ("spec.endpoints[0].address", "error", "endpoint address 'a_b' is not a valid FQDN or an IP address") in \
+        found("ServiceEntry", spec, "error")
+
+
+def test_a_wildcard_sni_host_is_a_subset_only_at_a_label_boundary():
+    spec = {"hosts": ["*.a.com"], "gateways": ["ns/gw"],
+            "tls": [{"match": [{"sniHosts": ["*xa.com"]}], "route": [{"destination": {"host": "r"}}]}]}
+    assert found("VirtualService", spec, "error") == [
+        ("spec.tls[0].match[0].sniHosts[0]", "error", "SNI host '*xa.com' is not a compatible subset of any of the "
+                                                      "virtual service hosts: [*.a.com]")]
+
+
+# --- DENY rules with only HTTP attributes (ValidateAuthorizationPolicy's warning) ----------------------------
+
+HTTP_ONLY = ("spec.rules[0]", "warning", "configured AuthorizationPolicy will deny all traffic to TCP ports under its "
+                                         "scope due to the use of only HTTP attributes in a DENY rule; it is "
+                                         "recommended to explicitly specify the port")
+
+
+@pytest.mark.parametrize("rule, warns", [
+    ({"from": [{"source": {"requestPrincipals": ["*"]}}]}, True),
+    ({"from": [{"source": {"principals": ["a"]}}]}, False),
+    ({"from": [{"source": {"notNamespaces": ["a"]}}]}, False),
+    ({"to": [{"operation": {"methods": ["GET"]}}]}, True),
+    ({"to": [{"operation": {"ports": ["80"]}}]}, False),
+    ({"to": [{"operation": {"notPorts": ["80"]}}]}, False),
+    ({"from": [{"source": {"principals": ["a"]}}], "to": [{"operation": {"methods": ["GET"]}}]}, True),
+    ({"when": [{"key": "request.headers[x]", "values": ["a"]}]}, False),
+])
+def test_deny_rules_with_only_http_attributes_warn(rule, warns):
+    spec = {"action": "DENY", "rules": [rule]}
+    assert found("AuthorizationPolicy", spec, "warning") == ([HTTP_ONLY] if warns else [])
+
+
+def test_an_empty_service_account_is_refused_by_both_checks():
+    assert found("Source", {"serviceAccounts": [""]}) == [
+        ("spec.serviceAccounts", "error", "expected format 'serviceAccount' or 'namespace/serviceAccount', found '' in "
+                                          "serviceAccounts"),
+        ("spec.serviceAccounts", "error", "empty value not allowed, found in serviceAccounts")]
+
+
+def test_an_sni_host_outside_every_host_lists_them_all():
+    spec = {"hosts": ["a.com", "b.com"], "gateways": ["ns/gw"],
+            "tls": [{"match": [{"sniHosts": ["c.com"]}], "route": [{"destination": {"host": "r"}}]}]}
+    assert found("VirtualService", spec, "error") == [
+        ("spec.tls[0].match[0].sniHosts[0]", "error", "SNI host 'c.com' is not a compatible subset of any of the "
+                                                      "virtual service hosts: [a.com, b.com]")]
+
+
+# --- RE2: an escaped backslash is a plain character ------------------------------------------------------------
+
+@pytest.mark.parametrize("pattern, feature", [
+    (r"a\\1", None), (r"(\\?=x)", None), (r"(\\?!x)", None), (r"\\\1", "backreferences"), (r"a\1", "backreferences"),
+    (r"(?=x)", "lookahead/lookbehind"), (r"a++", "possessive quantifiers"),
+])
+def test_an_escaped_backslash_does_not_start_an_re2_feature(pattern, feature):
+    from control.istio.validate import check_regex
+    expect = None if feature is None else (f"regex {pattern!r} uses {feature}, which RE2 (Istio's regex engine) "
+                                           "does not support")
+    assert check_regex(pattern) == expect
+
+
+@pytest.mark.parametrize("address, static_error, dns_error", [
+    ("", None, None), ("1.2.3.4", None, None), ("::1", None, None), ("a.com", "is not a valid IP address", None),
+    ("10.0.0.0/8", "is not a valid IP address", "is not a valid FQDN or an IP address"),
+    ("*.a.com", "is not a valid IP address", "is not a valid FQDN or an IP address"),
+])
+def test_service_entry_endpoint_addresses_by_resolution(address, static_error, dns_error):
+    for resolution, error in (("STATIC", static_error), ("DNS", dns_error)):
+        spec = {"hosts": ["a.com"], "resolution": resolution, "ports": [{"number": 80, "name": "http"}],
+                "endpoints": [{"address": address}]}
+        expect = [("spec.endpoints[0].address", "error", f"endpoint address {address!r} {error}")] if error else []
+        if not address:
+            expect = [("spec.endpoints[0].address", "error", "address is required")]  # the WorkloadEntry rule's
+        assert found("ServiceEntry", spec, "error") == expect, resolution
+
+
+def test_a_service_entry_selector_with_an_empty_label_key_gives_no_warning():
+    spec = {"hosts": ["a.com"], "ports": [{"number": 80, "name": "http"}], "workloadSelector": {"labels": {"": "a"}}}
+    assert found("ServiceEntry", spec, "error", "warning") == [
+        ("spec.workloadSelector.labels", "error", 'empty key is not supported in selector: "=a"')]
+
+
+@pytest.mark.parametrize("text", ["0", "+0", "-0"])
+def test_a_bare_zero_duration_takes_a_sign_as_in_go(text):
+    from control.istio.validate import parse_duration
+    assert parse_duration(text) == 0
+
+
+@pytest.mark.parametrize("text, ns", [("-1s", -1_000_000_000), ("-1.5ms", -1_500_000), ("+2s", 2_000_000_000)])
+def test_a_signed_duration(text, ns):
+    from control.istio.validate import parse_duration
+    assert parse_duration(text) == ns
+
+
+# --- VirtualService gateways, authority rewrites, redirect prefix rewrites; policy targets; protocols ---------
+
+@pytest.mark.parametrize("gateways, expect", [
+    (["gw"], []), (["ns/gw"], []), (["mesh"], []), (["ns/gw", "mesh"], []),
+    (["gw.ns.svc.cluster.local"], [("warning", "using legacy gatewayName format 'gw.ns.svc.cluster.local'; prefer "
+                                               "the <namespace>/<name> format: 'ns/gw'")]),
+    (["Bad/gw"], [("error", "invalid value for namespace: 'Bad'")]),
+    (["ns/Bad"], [("error", "invalid value for gateway name: 'Bad'")]),
+    (["*"], [("error", "invalid gateway name '*'")]),
+    (["a*b.com"], [("error", "invalid host 'a*b.com': 'a*b' is not a valid DNS label")]),
+])
+def test_virtual_service_gateway_names(gateways, expect):
+    spec = {"hosts": ["r.com"], "gateways": gateways, "http": [{"route": [{"destination": {"host": "r"}}]}]}
+    assert found("VirtualService", spec) == [("spec.gateways[0]", kind, text) for kind, text in expect]
+
+
+ROUTE = {"route": [{"destination": {"host": "r"}}]}
+
+
+@pytest.mark.parametrize("extra, expect", [
+    ({"rewrite": {"authority": "a"}, "headers": {"request": {"set": {":authority": "b"}}}},
+     [("spec.headers.request.set", "error", "authority header cannot be set multiple times: have 'a', attempting to "
+                                            "set 'b'")]),
+    ({"headers": {"request": {"set": {"Host": "b"}, "add": {":authority": "c"}}}},
+     [("spec.headers.request.add", "error", "authority header cannot be set multiple times: have 'b', attempting to "
+                                            "set 'c'")]),
+    ({"headers": {"request": {"add": {"host": "c"}}}}, []),
+    ({"rewrite": {"authority": "a"}, "headers": {"request": {"set": {"x": "b"}}}}, []),
+])
+def test_the_authority_is_rewritten_in_one_place_only(extra, expect):
+    assert found("HTTPRoute", {**ROUTE, **extra}, "error") == expect
+
+
+PREFIX_ONLY = "redirect prefix_rewrite requires all URI matches to use prefix match type"
+
+
+@pytest.mark.parametrize("match, bad", [
+    ([{"uri": {"prefix": "/a"}}], None), ([{"headers": {"a": {"exact": "b"}}}], None),
+    ([{"uri": {"exact": "/a"}}], 0), ([{"uri": {"regex": "/a"}}], 0), ([{"uri": {"prefix": "/a"}}, {"uri": {"exact": "/b"}}], 1),
+])
+def test_a_redirect_prefix_rewrite_needs_prefix_uri_matches(match, bad):
+    expect = [] if bad is None else [(f"spec.match[{bad}].uri", "error", PREFIX_ONLY)]
+    assert found("HTTPRoute", {"match": match, "redirect": {"prefixRewrite": "/x"}}, "error") == expect
+
+
+ALLOWED_TARGETS = ("core/Service, gateway.networking.k8s.io/Gateway, gateway.networking.k8s.io/GatewayClass, "
+                   "networking.istio.io/ServiceEntry")
+
+
+@pytest.mark.parametrize("group, kind, ok", [
+    (None, "Service", True), ("", "Service", True), ("core", "Service", True),
+    ("networking.istio.io", "ServiceEntry", True), ("gateway.networking.k8s.io", "Gateway", True),
+    ("gateway.networking.k8s.io", "GatewayClass", True), ("gateway.networking.k8s.io", "HTTPRoute", False),
+    (None, "Pod", False),
+])
+def test_policy_target_kinds(group, kind, ok):
+    ref = {"kind": kind, "name": "a", **({} if group is None else {"group": group})}
+    expect = [] if ok else [("spec.targetRefs[0]", "error", f"targetRef must be to one of {ALLOWED_TARGETS} but was "
+                                                            f"{group or ''}/{kind}")]
+    assert found("AuthorizationPolicy", {"targetRefs": [ref]}, "error") == expect
+
+
+@pytest.mark.parametrize("protocol, error", [
+    ("http", None), ("HTPP", "unrecognized protocol 'HTPP'; did you mean HTTP?"),
+    ("xyzzy", "unrecognized protocol 'xyzzy'"),
+])
+def test_port_protocols(protocol, error):
+    assert found("ServicePort", {"number": 80, "name": "h", "protocol": protocol}) == (
+        [] if error is None else [("spec.protocol", "error", error)])
+
+
+@pytest.mark.parametrize("ports, endpoint, expect", [
+    ([{"number": 80, "name": "http"}], {"address": "1.1.1.1", "ports": {"http": 8080}}, []),
+    ([{"number": 80, "name": "http"}], {"address": "1.1.1.1", "ports": {"grpc": 8080}},
+     [("spec.endpoints[0].ports", "endpoint port grpc is not defined by the service entry")]),
+    ([{"number": 80, "name": "http"}], {"address": "unix:///a.sock"}, []),
+    ([{"number": 80, "name": "http"}, {"number": 81, "name": "b"}], {"address": "unix:///a.sock"},
+     [("spec.endpoints[0].address", "exactly 1 service port required for unix endpoints")]),
+])
+def test_static_service_entry_endpoint_ports(ports, endpoint, expect):
+    spec = {"hosts": ["a.com"], "resolution": "STATIC", "ports": ports, "endpoints": [endpoint]}
+    assert found("ServiceEntry", spec, "error") == [(path, "error", text) for path, text in expect]
+
+
+def test_an_empty_port_protocol_counts_as_tcp_for_the_address_warning():
+    assert found("ServiceEntry", {"hosts": ["a.com"], "ports": [{"number": 80, "name": "p", "protocol": ""}]},
+                 "warning") == [NEEDS_ADDRESS]
+
+
+def test_an_empty_port_level_list_is_no_traffic_policy_field():
+    assert found("TrafficPolicy", {"portLevelSettings": []}) == [
+        ("spec", "error", "traffic policy must have at least one field")]
+
+
+@pytest.mark.parametrize("field", ["headers", "withoutHeaders"])
+def test_jwt_claim_routing_needs_a_gateway(field):
+    spec = {"hosts": ["r"], "http": [{"match": [{field: {"@request.auth.claims.iss": {"exact": "a"}}}],
+                                      "route": [{"destination": {"host": "r"}}]}]}
+    assert found("VirtualService", spec, "error") == [
+        (f"spec.http[0].match[0].{field}", "error", "JWT claim based routing (key: @request.auth.claims.iss) is only "
+                                                    "supported for gateway, found no gateways: []")]
+
+
+def test_a_target_ref_without_a_kind():
+    assert found("AuthorizationPolicy", {"targetRefs": [{"name": "a"}]}, "error") == [
+        ("spec.targetRefs[0].kind", "error", "kind is required"),
+        ("spec.targetRefs[0]", "error", f"targetRef must be to one of {ALLOWED_TARGETS} but was /")]
+
+
+@pytest.mark.parametrize("value, error", [
+    (5, "must be a regular expression string, not number 5"),
+])
+def test_a_regex_that_is_not_a_string(value, error):
+    from control.istio.validate import check_regex
+    assert check_regex(value) == error
+
+
+@pytest.mark.parametrize("text", ["X1s", "\u0663"])
+def test_durations_are_ascii_digits_with_an_optional_sign(text):
+    from control.istio.validate import check_duration
+    assert check_duration(text) == (f"invalid duration {text!r} (units are ns, us, ms, s, m, h; e.g. \"1.5s\", "
+                                    "\"100ms\")")
