@@ -89,8 +89,10 @@ coverage-floors: setup
 
 # Mutation testing of the decision modules ([tool.mutmut] in pyproject.toml lists them). Long: minutes per
 # module. MODULE=pyproxy.upstream.outlier runs one; the report (score per module, survivors) follows.
+# mutants/mutmut-stats.json (which tests reach which function) is rebuilt every run: mutmut 3.8, on finding new
+# tests, re-collects stats for those alone, and mutants then run as "no tests" or against too few tests.
 mutate: setup
-	mkdir -p build && $(BIN)/mutmut run $(if $(MUTATE_JOBS),--max-children $(MUTATE_JOBS)) $(if $(MODULE),"$(MODULE).*") > build/mutmut.log 2>&1 || (tail -20 build/mutmut.log; exit 1)
+	mkdir -p build && rm -f mutants/mutmut-stats.json && $(BIN)/mutmut run $(if $(MUTATE_JOBS),--max-children $(MUTATE_JOBS)) $(if $(MODULE),"$(MODULE).*") > build/mutmut.log 2>&1 || (tail -20 build/mutmut.log; exit 1)
 	$(BIN)/python scripts/mutation_report.py $(MODULE)
 
 # docker-compose.yml on this machine: checks prerequisites, starts a Docker daemon when none runs, picks the base

@@ -1437,7 +1437,7 @@ def _sidecar_ingress(listeners: list, where: str = "ingress") -> RuleResult:
         pool = lis.get("connectionPool")
         if isinstance(pool, Mapping) and pool.get("http") and protocol not in _HTTP_PROTOCOLS:
             yield f"{at}.connectionPool.http", "warning", (
-                f"sidecar: HTTP connection pool settings are configured for port {number} ({port.get('name') or ''!r}) "
+                f"sidecar: HTTP connection pool settings are configured for port {number} ({json.dumps(str(port.get('name') or ''))}) "
                 f"but its protocol is not HTTP ({port.get('protocol') or ''}); only TCP settings will apply")
 
 

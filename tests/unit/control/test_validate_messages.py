@@ -1341,7 +1341,7 @@ ROWS = [
           connectionPool:
             http: {http1MaxPendingRequests: 10}  #@d
         """, W("d", "spec.ingress[1].connectionPool.http: sidecar: HTTP connection pool settings are configured for "
-                    "port 9000 ('db') but its protocol is not HTTP (TCP); only TCP settings will apply"),
+                    "port 9000 (\"db\") but its protocol is not HTTP (TCP); only TCP settings will apply"),
         E("c", "spec.ingress[0].tls.subjectAltNames: sidecar: subjectAltNames is not supported in ingress tls"),
         E("b", "spec.ingress[0].tls.mode: configuration is invalid: cannot set mode to ISTIO_MUTUAL in sidecar "
                "ingress tls"),
