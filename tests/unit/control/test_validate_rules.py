@@ -307,7 +307,7 @@ def test_an_http_pool_on_a_sidecar_ingress_port_without_a_name_or_protocol():
     spec = {"ingress": [{"port": {"number": 9080}, "connectionPool": {"http": {"maxRetries": 1}}}]}
     assert found("Sidecar", spec, "warning") == [
         ("spec.ingress[0].connectionPool.http", "warning", "sidecar: HTTP connection pool settings are configured for "
-                                                           "port 9080 ('') but its protocol is not HTTP (); only TCP "
+                                                           "port 9080 (\"\") but its protocol is not HTTP (); only TCP "
                                                            "settings will apply")]
 
 
