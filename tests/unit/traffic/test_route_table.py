@@ -931,3 +931,25 @@ def test_a_route_action_built_without_a_cluster_finds_none():
     route_ = Route(match=RouteMatch(prefix="/"), route=RouteAction())
     r = RouteMatchResult(RouteConfiguration(), VirtualHost(name="v", domains=("*",), routes=(route_,)), route_, "r")
     assert r.choose_cluster(H(x_c="up"), random.Random(0)) == (None, None)
+
+
+def test_a_match_result_carries_its_route_facts():
+    rc = {"name": "80", "virtual_hosts": [vh("v", ["*"], [
+        {"match": {"prefix": "/r"}, "route": {"cluster": "c", "timeout": "2s",
+                                                "hash_policy": [{"header": {"header_name": "x-user"}}]}},
+        {"match": {"prefix": "/d"}, "direct_response": {"status": 418}},
+        {"match": {"prefix": "/"}, "redirect": {"path_redirect": "/r"}},
+    ])]}
+    t = RouteTable(decode(RouteConfiguration, rc))
+    routed, direct, redirect = (t.match("h", p, Headers()) for p in ("/r", "/d", "/x"))
+    assert routed.route_config is t.config and routed.timeout == 2.0
+    assert [h.header.header_name for h in routed.hash_policies] == ["x-user"]
+    assert direct.kind == "direct_response" and direct.direct_response.status == 418
+    assert (direct.timeout, direct.hash_policies) == (0.0, ()) and (redirect.timeout, redirect.hash_policies) == (0.0, ())
+
+
+def test_a_bad_redirect_substitution_names_its_route():
+    with pytest.raises(ConfigError) as e:
+        table([vh("v", ["*"], [{"match": {"prefix": "/"}, "redirect": {"regex_rewrite": {
+            "pattern": {"regex": "(a)"}, "substitution": "\\\\2"}}}])])
+    assert e.value.path == "virtual_hosts[0].routes[0].redirect.regex_rewrite.substitution"
