@@ -161,10 +161,26 @@ def test_first_matching_route_wins_in_order():
         "v2", "api", "catch-all"]
 
 
-def test_invalid_path_separated_prefix_is_rejected_with_its_path():
+@pytest.mark.parametrize("prefix", ["/api/", "api", "/a?b", "/a#b"])
+def test_invalid_path_separated_prefix_is_rejected_with_its_path(prefix):
     with pytest.raises(ConfigError) as e:
-        table([vh("v", ["*"], [route({"path_separated_prefix": "/api/"})])])
+        table([vh("v", ["*"], [route({"path_separated_prefix": prefix})])])
     assert e.value.path == "virtual_hosts[0].routes[0].match.path_separated_prefix"
+
+
+@pytest.mark.parametrize("match, path, hit", [
+    ({"path_separated_prefix": "/Api"}, "/Api/x", True),
+    ({"path_separated_prefix": "/Api"}, "/api/x", False),  # case-sensitive by default
+    ({"path_separated_prefix": "/Api", "case_sensitive": False}, "/aPI/x", True),
+])
+def test_path_separated_prefix_case(match, path, hit):
+    assert (first([route(match)], path=path) == "c") is hit
+
+
+def test_header_layers_hold_lower_cased_names_to_remove():
+    r = table([vh("v", ["*"], [{**route({"prefix": "/"}), "request_headers_to_remove": ["X-Drop"],
+                                "response_headers_to_remove": ["X-RDrop"]}])]).match("h", "/", Headers())
+    assert r.request_layers() == (((), ("x-drop",)),) and r.response_layers() == (((), ("x-rdrop",)),)
 
 
 # ---------------------------------------------------------------- header and query matching
