@@ -969,3 +969,46 @@ def test_a_bad_redirect_substitution_names_its_route():
         table([vh("v", ["*"], [{"match": {"prefix": "/"}, "redirect": {"regex_rewrite": {
             "pattern": {"regex": "(a)"}, "substitution": "\\\\2"}}}])])
     assert e.value.path == "virtual_hosts[0].routes[0].redirect.regex_rewrite.substitution"
+
+
+def test_errors_name_the_route_config_when_it_has_a_name():
+    with pytest.raises(ConfigError) as e:
+        table([vh("a", ["a.com"]), vh("b", ["A.com"])])
+    assert (e.value.path, e.value.message) == (
+        "virtual_hosts[1].domains[0]", "route_config '80': duplicate domain 'A.com' (domains must be unique)")
+    with pytest.raises(ConfigError) as e:
+        RouteTable(decode(RouteConfiguration, {"virtual_hosts": [vh("a", ["a.com"]), vh("b", ["a.com"])]}))
+    assert e.value.message == "duplicate domain 'a.com' (domains must be unique)"
+
+
+def test_route_matchers_built_in_code_name_their_field():
+    """The decoder refuses these; a RouteConfiguration built in code gets the same errors, naming the field."""
+    from pyproxy.config.model import (MetadataMatcher, QueryParameterMatcher, Route, RouteAction, RouteMatch,
+                                      StringMatcher, ValueMatcher, VirtualHost)
+
+    def build(match):
+        route_ = Route(match=match, route=RouteAction(cluster="c"))
+        RouteTable(RouteConfiguration(virtual_hosts=(VirtualHost(name="v", domains=("*",), routes=(route_,)),)))
+
+    empty = StringMatcher()
+    cases = [
+        (RouteMatch(), "virtual_hosts[0].routes[0].match",
+         "route match needs one of prefix, path, safe_regex, path_separated_prefix"),
+        (RouteMatch(prefix="/", headers=(HeaderMatcher(name=""),)), "virtual_hosts[0].routes[0].match.headers[0].name",
+         "header matcher needs a name"),
+        (RouteMatch(prefix="/", query_parameters=(QueryParameterMatcher(name="q", string_match=empty),)),
+         "virtual_hosts[0].routes[0].match.query_parameters[0].string_match", None),
+        (RouteMatch(prefix="/", dynamic_metadata=(MetadataMatcher(filter="f", value=ValueMatcher(string_match=empty)),)),
+         "virtual_hosts[0].routes[0].match.dynamic_metadata[0].value.string_match", None),
+    ]
+    for match, where, says in cases:
+        with pytest.raises(ConfigError) as e:
+            build(match)
+        assert e.value.path == where
+        assert e.value.message == (says or "StringMatcher needs one of exact, prefix, suffix, contains, safe_regex")
+
+
+def test_the_https_redirect_of_require_tls_is_a_named_catch_all_route():
+    r = table([vh("v", ["*"], require_tls="ALL")]).match("h", "/x?q", Headers(), scheme="http")
+    assert (r.name, r.route.match.prefix, r.kind) == ("v/require_tls", "/", "redirect")
+    assert r.redirect_location("http", "h", "/x?q") == "https://h/x?q"
