@@ -1012,3 +1012,54 @@ def test_the_https_redirect_of_require_tls_is_a_named_catch_all_route():
     r = table([vh("v", ["*"], require_tls="ALL")]).match("h", "/x?q", Headers(), scheme="http")
     assert (r.name, r.route.match.prefix, r.kind) == ("v/require_tls", "/", "redirect")
     assert r.redirect_location("http", "h", "/x?q") == "https://h/x?q"
+
+
+@pytest.mark.parametrize("path, stripped", [
+    ("/a?b?c", "/a"), ("/a#x#y", "/a"), ("/a?b#c", "/a"), ("?q", ""), ("#f", ""), ("/a", "/a"),
+])
+def test_strip_query(path, stripped):
+    from pyproxy.routing.table import strip_query
+    assert strip_query(path) == stripped
+
+
+class _Draw:
+    def __init__(self, value):
+        self.value = value
+
+    def randrange(self, n):
+        return self.value
+
+
+def test_runtime_fraction_boundary_and_without_an_rng():
+    t = table([vh("v", ["*"], [route({"prefix": "/", "runtime_fraction": {"default_value": {"numerator": 50}}})])])
+    assert t.match("h", "/", Headers(), rng=_Draw(49)) is not None
+    assert t.match("h", "/", Headers(), rng=_Draw(50)) is None  # a draw equal to the numerator is out
+    one = table([vh("v", ["*"], [route({"prefix": "/", "runtime_fraction": {"default_value": {"numerator": 1}}})])])
+    assert one.match("h", "/", Headers()) is not None  # without an rng any fraction > 0 matches
+    none = table([vh("v", ["*"], [route({"prefix": "/", "runtime_fraction": {"default_value": {"numerator": 0}}})])])
+    assert none.match("h", "/", Headers()) is None
+
+
+def test_domain_errors_say_what_is_wrong():
+    with pytest.raises(ConfigError) as e:
+        table([vh("a", ["*"]), vh("b", ["*"])])
+    assert e.value.message == "route_config '80': only a single wildcard domain '*' is permitted"
+    with pytest.raises(ConfigError) as e:  # a domain listed after '*' still counts
+        table([vh("a", ["*", "a.com"]), vh("b", ["a.com"])])
+    assert e.value.path == "virtual_hosts[1].domains[0]"
+
+
+@pytest.mark.parametrize("domains, authority, found", [
+    (["*.a.com"], "x.a.com", True), (["*.a.com"], ".a.com", False),  # a wildcard never matches the empty string
+    (["api.*"], "api.x", True), (["api.*"], "api.", False),
+])
+def test_wildcard_only_tables(domains, authority, found):
+    t = table([vh("v", domains)])
+    assert (t.find_virtual_host(authority) is not None) is found
+
+
+def test_match_defaults_to_an_external_get():
+    t = table([vh("v", ["*"], [route({"prefix": "/", "headers": [{"name": ":method", "exact_match": "GET"}]})],
+                  require_tls="EXTERNAL_ONLY")])
+    assert t.match("h", "/", Headers(), scheme="https") is not None  # the method defaults to GET
+    assert t.match("h", "/", Headers()).kind == "redirect"  # not internal by default: EXTERNAL_ONLY redirects
