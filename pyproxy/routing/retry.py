@@ -176,9 +176,8 @@ class _ResponseView:
         self.status = status
 
     def header(self, name: str) -> str | None:
-        if name == ":status":
-            return str(self.status)
-        return None if name.startswith(":") else self.headers.get(name)
+        # the codec keeps pseudo headers out of the header map, so any other ':' name is simply absent
+        return str(self.status) if name == ":status" else self.headers.get(name)
 
 
 class JitteredExponentialBackoff:

@@ -1063,3 +1063,9 @@ def test_match_defaults_to_an_external_get():
                   require_tls="EXTERNAL_ONLY")])
     assert t.match("h", "/", Headers(), scheme="https") is not None  # the method defaults to GET
     assert t.match("h", "/", Headers()).kind == "redirect"  # not internal by default: EXTERNAL_ONLY redirects
+
+
+def test_a_weighted_route_reprs_its_target_as_weighted_clusters():
+    r = table([vh("v", ["*"], [{"name": "w", "match": {"prefix": "/"},
+                                "route": {"weighted_clusters": {"clusters": [{"name": "c", "weight": 1}]}}}])])
+    assert repr(r.match("h", "/", Headers())) == "RouteMatchResult(vhost='v', route='w', -> weighted_clusters)"
