@@ -165,6 +165,21 @@ def _parse_int(value: str | None) -> int | None:
     return int(value) if value.isascii() and value.isdigit() else None
 
 
+class _ResponseView:
+    """What a `retriable_headers` matcher reads: the response headers, and `:status` (Envoy matches them against
+    the response header map, whose only pseudo header is :status)."""
+
+    __slots__ = ("headers", "status")
+
+    def __init__(self, headers: Headers, status: int):
+        self.headers = headers
+        self.status = status
+
+    def header(self, name: str) -> str | None:
+        # the codec keeps pseudo headers out of the header map, so any other ':' name is simply absent
+        return str(self.status) if name == ":status" else self.headers.get(name)
+
+
 class JitteredExponentialBackoff:
     """Envoy's `JitteredExponentialBackOffStrategy`: the n-th call returns uniform [0, min(base·2^(n-1), max)),
     in whole milliseconds as Envoy computes it, returned in seconds."""
@@ -414,12 +429,12 @@ class RetryState:
         if on & RetryOn.RETRIABLE_STATUS_CODES and status in self.retriable_status_codes:
             return True
         if headers is not None and on & RetryOn.RETRIABLE_HEADERS and self._retriable_headers:
-            view = RequestView(headers, "", "", "", "")
+            view = _ResponseView(headers, status)
             if any(m(view) for m in self._retriable_headers):
                 return True
         if headers is not None and on & _ANY_GRPC:
             grpc = _parse_int(headers.get("grpc-status"))
-            bit = _GRPC_STATUS.get(grpc) if grpc is not None else None
+            bit = _GRPC_STATUS.get(grpc)  # type: ignore[arg-type]  # None (absent or not a number) is no key
             if bit is not None and on & bit:
                 return True
         return False

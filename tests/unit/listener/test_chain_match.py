@@ -66,6 +66,9 @@ CASES = [
     ("even the shortest wildcard beats no server_names", [chain("none"), chain("w", server_names=["*."])], facts(server_name="a."), "w"),
     ("a wildcard needs the name to end with its suffix", [chain("w", server_names=["*.example.com"])], facts(server_name="a-much-longer-name.other.org"), None),
     ("a wildcard does not match its bare suffix", [chain("w", server_names=["*.example.com"])], facts(server_name=".example.com"), None),
+    ("a range without prefix_len is the one address", [chain("one", prefix_ranges=[{"address_prefix": "10.0.0.1"}]), chain("any")], facts(), "one"),
+    ("a range without prefix_len excludes its neighbours", [chain("one", prefix_ranges=[{"address_prefix": "10.0.0.2"}]), chain("any")], facts(), "any"),
+    ("host bits in a range are ignored, as Envoy's CidrRange truncates them", [chain("24", prefix_ranges=[{"address_prefix": "10.0.0.77", "prefix_len": 24}]), chain("any")], facts(), "24"),
     # no backtracking: the exact-port chain wins level 1, then fails transport_protocol -> no chain at all
     ("no backtracking to a less specific level", [chain("p-tls", destination_port=15006, transport_protocol="tls"), chain("any")], facts(), None),
 ]

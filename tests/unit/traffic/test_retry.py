@@ -71,6 +71,12 @@ CASES = [
     ("retriable-4xx", RESP(reset=True, connect_failure=True), False),
     ("retriable-4xx", RESP(reset=True, request_started=False), False),
     ("retriable-4xx", RESP(reset=True, refused_stream=True), False),
+    ("5xx", RESP(status=599), True),
+    ("5xx", RESP(status=600), False),
+    ("gateway-error", RESP(status=503), True),
+    ("5xx", RESP(status=409), False),  # 409 needs retriable-4xx
+    ("unavailable", RESP(status=200), False),  # no headers, no grpc-status
+    ("unavailable", RESP(status=200, headers=Headers([("grpc-status", "x")])), False),
 ]
 
 
@@ -327,10 +333,11 @@ def test_a_refused_retry_is_false_with_uo_and_a_released_slot_is_released_once()
 def test_the_grpc_header_adds_to_the_policy_and_the_header_lists_split_on_commas():
     s = state("5xx,retriable-status-codes,retriable-headers", [
         ("x-envoy-retry-grpc-on", "unavailable"), ("x-envoy-retriable-status-codes", "418, 419"),
-        ("x-envoy-retriable-header-names", "x-a, x-b")], num_retries=5)
+        ("x-envoy-retriable-header-names", "x-a,x-b")], num_retries=5)
     assert s.retry_on & RetryOn.FIVE_XX and s.retry_on & RetryOn.GRPC_UNAVAILABLE
     assert s.retriable_status_codes == {418, 419}
     assert s.would_retry(Outcome(status=200, headers=Headers([("x-b", "1")])))
+    assert s.would_retry(Outcome(status=200, headers=Headers([("x-a", "1")])))
     assert not s.would_retry(Outcome(status=200, headers=Headers([("x-c", "1")])))
 
 
@@ -341,6 +348,9 @@ def test_the_grpc_header_adds_to_the_policy_and_the_header_lists_split_on_commas
     (":path", "/api/x", {"path": "/api/x"}, True),
     (":scheme", "https", {"scheme": "https"}, True),
     (":scheme", "https", {}, False),
+    (":authority", "", {}, True),  # a request line not given is empty
+    (":path", "", {}, True),
+    (":scheme", "", {}, True),
     ("x-a", "1", {}, True),  # and the request's own headers
 ])
 def test_retriable_request_headers_match_the_request_line_and_headers(name, value, request_line, retried):
@@ -359,3 +369,53 @@ def test_retry_matchers_built_in_code_name_their_field():
         with pytest.raises(ConfigError) as e:
             RetryState(p, Headers(), rng=random.Random(0))
         assert e.value.path == f"retry_policy.{field}.name"
+
+
+def test_retry_state_for_passes_the_request_line():
+    def table_with(name, value):
+        return RouteTable(decode(RouteConfiguration, {"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/"}, "route": {"cluster": "c", "retry_policy": {"retry_on": "5xx",
+             "retriable_request_headers": [{"name": name, "string_match": {"exact": value}}]}}}]}]}))
+    rng = random.Random(0)
+    for name, given in ((":authority", {"authority": "a.example"}), (":path", {"path": "/p"}),
+                        (":scheme", {"scheme": "https"})):
+        match = table_with(name, next(iter(given.values()))).match("h", "/", Headers())
+        assert retry_state_for(match, Headers(), rng, **given) is not None
+        assert retry_state_for(match, Headers(), rng) is None
+        assert retry_state_for(table_with(name, "").match("h", "/", Headers()), Headers(), rng) is not None
+
+
+def test_retriable_headers_match_the_response_and_its_status():
+    s = state("retriable-headers", retriable_headers=[{"name": ":status", "string_match": {"exact": "503"}}])
+    assert s.would_retry(Outcome(status=503, headers=Headers()))
+    assert not s.would_retry(Outcome(status=502, headers=Headers()))
+    s = state("retriable-headers", retriable_headers=[{"name": ":authority", "present_match": True},
+                                                      {"name": "x-retry", "present_match": True}])
+    assert not s.would_retry(Outcome(status=200, headers=Headers()))  # a response has no :authority
+    assert s.would_retry(Outcome(status=200, headers=Headers([("x-retry", "1")])))
+    # without the retriable-headers token the matchers (here from the request header) are not consulted
+    s = state("5xx", [("x-envoy-retriable-header-names", "x-retry")])
+    assert not s.would_retry(Outcome(status=200, headers=Headers([("x-retry", "1")])))
+
+
+def test_without_retriable_status_codes_in_retry_on_the_codes_are_not_consulted():
+    s = state("5xx", [("x-envoy-retriable-status-codes", "418")])
+    assert not s.would_retry(Outcome(status=418))
+
+
+def test_a_per_try_timeout_without_a_global_one():
+    s = state("5xx", start=100.0, per_try_timeout="1s")
+    assert s.deadline is None and s.attempt_deadline(50.0) == 51.0
+
+
+@pytest.mark.parametrize("base, maximum, ranges", [
+    (0.001, 0.004, [1, 2, 4, 4]),
+    (0.0001, 0.004, [1, 2, 4, 4]),  # below a millisecond: 1 ms
+    (1.0, 10.0, [1000, 2000, 4000, 8000]),
+])
+def test_backoff_works_in_whole_milliseconds(base, maximum, ranges):
+    rng = _TopOfRange()
+    b = JitteredExponentialBackoff(base, maximum, rng)
+    for _ in ranges:
+        b.next()
+    assert rng.ranges == ranges

@@ -161,10 +161,26 @@ def test_first_matching_route_wins_in_order():
         "v2", "api", "catch-all"]
 
 
-def test_invalid_path_separated_prefix_is_rejected_with_its_path():
+@pytest.mark.parametrize("prefix", ["/api/", "api", "/a?b", "/a#b"])
+def test_invalid_path_separated_prefix_is_rejected_with_its_path(prefix):
     with pytest.raises(ConfigError) as e:
-        table([vh("v", ["*"], [route({"path_separated_prefix": "/api/"})])])
+        table([vh("v", ["*"], [route({"path_separated_prefix": prefix})])])
     assert e.value.path == "virtual_hosts[0].routes[0].match.path_separated_prefix"
+
+
+@pytest.mark.parametrize("match, path, hit", [
+    ({"path_separated_prefix": "/Api"}, "/Api/x", True),
+    ({"path_separated_prefix": "/Api"}, "/api/x", False),  # case-sensitive by default
+    ({"path_separated_prefix": "/Api", "case_sensitive": False}, "/aPI/x", True),
+])
+def test_path_separated_prefix_case(match, path, hit):
+    assert (first([route(match)], path=path) == "c") is hit
+
+
+def test_header_layers_hold_lower_cased_names_to_remove():
+    r = table([vh("v", ["*"], [{**route({"prefix": "/"}), "request_headers_to_remove": ["X-Drop"],
+                                "response_headers_to_remove": ["X-RDrop"]}])]).match("h", "/", Headers())
+    assert r.request_layers() == (((), ("x-drop",)),) and r.response_layers() == (((), ("x-rdrop",)),)
 
 
 # ---------------------------------------------------------------- header and query matching
@@ -931,3 +947,125 @@ def test_a_route_action_built_without_a_cluster_finds_none():
     route_ = Route(match=RouteMatch(prefix="/"), route=RouteAction())
     r = RouteMatchResult(RouteConfiguration(), VirtualHost(name="v", domains=("*",), routes=(route_,)), route_, "r")
     assert r.choose_cluster(H(x_c="up"), random.Random(0)) == (None, None)
+
+
+def test_a_match_result_carries_its_route_facts():
+    rc = {"name": "80", "virtual_hosts": [vh("v", ["*"], [
+        {"match": {"prefix": "/r"}, "route": {"cluster": "c", "timeout": "2s",
+                                                "hash_policy": [{"header": {"header_name": "x-user"}}]}},
+        {"match": {"prefix": "/d"}, "direct_response": {"status": 418}},
+        {"match": {"prefix": "/"}, "redirect": {"path_redirect": "/r"}},
+    ])]}
+    t = RouteTable(decode(RouteConfiguration, rc))
+    routed, direct, redirect = (t.match("h", p, Headers()) for p in ("/r", "/d", "/x"))
+    assert routed.route_config is t.config and routed.timeout == 2.0
+    assert [h.header.header_name for h in routed.hash_policies] == ["x-user"]
+    assert direct.kind == "direct_response" and direct.direct_response.status == 418
+    assert (direct.timeout, direct.hash_policies) == (0.0, ()) and (redirect.timeout, redirect.hash_policies) == (0.0, ())
+
+
+def test_a_bad_redirect_substitution_names_its_route():
+    with pytest.raises(ConfigError) as e:
+        table([vh("v", ["*"], [{"match": {"prefix": "/"}, "redirect": {"regex_rewrite": {
+            "pattern": {"regex": "(a)"}, "substitution": "\\\\2"}}}])])
+    assert e.value.path == "virtual_hosts[0].routes[0].redirect.regex_rewrite.substitution"
+
+
+def test_errors_name_the_route_config_when_it_has_a_name():
+    with pytest.raises(ConfigError) as e:
+        table([vh("a", ["a.com"]), vh("b", ["A.com"])])
+    assert (e.value.path, e.value.message) == (
+        "virtual_hosts[1].domains[0]", "route_config '80': duplicate domain 'A.com' (domains must be unique)")
+    with pytest.raises(ConfigError) as e:
+        RouteTable(decode(RouteConfiguration, {"virtual_hosts": [vh("a", ["a.com"]), vh("b", ["a.com"])]}))
+    assert e.value.message == "duplicate domain 'a.com' (domains must be unique)"
+
+
+def test_route_matchers_built_in_code_name_their_field():
+    """The decoder refuses these; a RouteConfiguration built in code gets the same errors, naming the field."""
+    from pyproxy.config.model import (MetadataMatcher, QueryParameterMatcher, Route, RouteAction, RouteMatch,
+                                      StringMatcher, ValueMatcher, VirtualHost)
+
+    def build(match):
+        route_ = Route(match=match, route=RouteAction(cluster="c"))
+        RouteTable(RouteConfiguration(virtual_hosts=(VirtualHost(name="v", domains=("*",), routes=(route_,)),)))
+
+    empty = StringMatcher()
+    cases = [
+        (RouteMatch(), "virtual_hosts[0].routes[0].match",
+         "route match needs one of prefix, path, safe_regex, path_separated_prefix"),
+        (RouteMatch(prefix="/", headers=(HeaderMatcher(name=""),)), "virtual_hosts[0].routes[0].match.headers[0].name",
+         "header matcher needs a name"),
+        (RouteMatch(prefix="/", query_parameters=(QueryParameterMatcher(name="q", string_match=empty),)),
+         "virtual_hosts[0].routes[0].match.query_parameters[0].string_match", None),
+        (RouteMatch(prefix="/", dynamic_metadata=(MetadataMatcher(filter="f", value=ValueMatcher(string_match=empty)),)),
+         "virtual_hosts[0].routes[0].match.dynamic_metadata[0].value.string_match", None),
+    ]
+    for match, where, says in cases:
+        with pytest.raises(ConfigError) as e:
+            build(match)
+        assert e.value.path == where
+        assert e.value.message == (says or "StringMatcher needs one of exact, prefix, suffix, contains, safe_regex")
+
+
+def test_the_https_redirect_of_require_tls_is_a_named_catch_all_route():
+    r = table([vh("v", ["*"], require_tls="ALL")]).match("h", "/x?q", Headers(), scheme="http")
+    assert (r.name, r.route.match.prefix, r.kind) == ("v/require_tls", "/", "redirect")
+    assert r.redirect_location("http", "h", "/x?q") == "https://h/x?q"
+
+
+@pytest.mark.parametrize("path, stripped", [
+    ("/a?b?c", "/a"), ("/a#x#y", "/a"), ("/a?b#c", "/a"), ("?q", ""), ("#f", ""), ("/a", "/a"),
+])
+def test_strip_query(path, stripped):
+    from pyproxy.routing.table import strip_query
+    assert strip_query(path) == stripped
+
+
+class _Draw:
+    def __init__(self, value):
+        self.value = value
+
+    def randrange(self, n):
+        return self.value
+
+
+def test_runtime_fraction_boundary_and_without_an_rng():
+    t = table([vh("v", ["*"], [route({"prefix": "/", "runtime_fraction": {"default_value": {"numerator": 50}}})])])
+    assert t.match("h", "/", Headers(), rng=_Draw(49)) is not None
+    assert t.match("h", "/", Headers(), rng=_Draw(50)) is None  # a draw equal to the numerator is out
+    one = table([vh("v", ["*"], [route({"prefix": "/", "runtime_fraction": {"default_value": {"numerator": 1}}})])])
+    assert one.match("h", "/", Headers()) is not None  # without an rng any fraction > 0 matches
+    none = table([vh("v", ["*"], [route({"prefix": "/", "runtime_fraction": {"default_value": {"numerator": 0}}})])])
+    assert none.match("h", "/", Headers()) is None
+
+
+def test_domain_errors_say_what_is_wrong():
+    with pytest.raises(ConfigError) as e:
+        table([vh("a", ["*"]), vh("b", ["*"])])
+    assert e.value.message == "route_config '80': only a single wildcard domain '*' is permitted"
+    with pytest.raises(ConfigError) as e:  # a domain listed after '*' still counts
+        table([vh("a", ["*", "a.com"]), vh("b", ["a.com"])])
+    assert e.value.path == "virtual_hosts[1].domains[0]"
+
+
+@pytest.mark.parametrize("domains, authority, found", [
+    (["*.a.com"], "x.a.com", True), (["*.a.com"], ".a.com", False),  # a wildcard never matches the empty string
+    (["api.*"], "api.x", True), (["api.*"], "api.", False),
+])
+def test_wildcard_only_tables(domains, authority, found):
+    t = table([vh("v", domains)])
+    assert (t.find_virtual_host(authority) is not None) is found
+
+
+def test_match_defaults_to_an_external_get():
+    t = table([vh("v", ["*"], [route({"prefix": "/", "headers": [{"name": ":method", "exact_match": "GET"}]})],
+                  require_tls="EXTERNAL_ONLY")])
+    assert t.match("h", "/", Headers(), scheme="https") is not None  # the method defaults to GET
+    assert t.match("h", "/", Headers()).kind == "redirect"  # not internal by default: EXTERNAL_ONLY redirects
+
+
+def test_a_weighted_route_reprs_its_target_as_weighted_clusters():
+    r = table([vh("v", ["*"], [{"name": "w", "match": {"prefix": "/"},
+                                "route": {"weighted_clusters": {"clusters": [{"name": "c", "weight": 1}]}}}])])
+    assert repr(r.match("h", "/", Headers())) == "RouteMatchResult(vhost='v', route='w', -> weighted_clusters)"
