@@ -236,7 +236,7 @@ class LeastRequestLoadBalancer(_EdfLoadBalancer):
         cfg = getattr(cluster, "least_request_lb_config", None)
         bias = 1.0
         if cfg is not None and isinstance(cfg.active_request_bias, Mapping):
-            raw = cfg.active_request_bias.get("default_value", 1.0)
+            raw = cfg.active_request_bias.get("default_value")
             bias = float(raw) if isinstance(raw, (int, float)) else 1.0
         self.active_request_bias = bias
 

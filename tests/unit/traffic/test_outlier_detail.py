@@ -11,24 +11,11 @@ from pyproxy.config.decode import decode
 from pyproxy.config.model import OutlierDetection
 from pyproxy.upstream.host import Host
 from pyproxy.upstream.outlier import OutlierDetector, OutlierEvent, OutlierResult, detector_for
+from tests.support.draws import FixedDraws
 from tests.unit.traffic.test_outlier import detector, fail, volume
 
 CF = OutlierResult.LOCAL_ORIGIN_CONNECT_FAILED
 CS = OutlierResult.LOCAL_ORIGIN_CONNECT_SUCCESS
-
-
-class FixedDraws(random.Random):
-    """randrange(n) answers `value` (at most n - 1) and records n: the draws, and their ranges, that Envoy makes
-    as `random() % n`."""
-
-    def __init__(self, value: int):
-        super().__init__(0)
-        self.value = value
-        self.ranges: list[int] = []
-
-    def randrange(self, n, *args):  # type: ignore[override]
-        self.ranges.append(n)
-        return min(self.value, n - 1)
 
 
 def one_host(rng, **cfg):
