@@ -16,3 +16,14 @@ class FixedDraws(random.Random):
     def randrange(self, n, *args):  # type: ignore[override]
         self.ranges.append(n)
         return min(self.value, n - 1)
+
+
+class ScriptedDraws(random.Random):
+    """randrange(n) answers the next of `values` (modulo n): a decision that draws several times, step by step."""
+
+    def __init__(self, values):
+        super().__init__(0)
+        self.values = list(values)
+
+    def randrange(self, n, *args):  # type: ignore[override]
+        return self.values.pop(0) % n

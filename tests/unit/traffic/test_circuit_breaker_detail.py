@@ -119,3 +119,12 @@ def test_every_refused_acquire_counts(field, method, counter):
     lim = ResourceLimits(decode(Thresholds, {field: 1}))
     assert [getattr(lim, method)() for _ in range(4)] == [True, False, False, False]
     assert lim.stats[counter] == 3
+
+
+@pytest.mark.parametrize("thresholds", [{}, {"retry_budget": {}}])
+def test_each_resource_is_named_in_its_repr_and_its_errors(thresholds):
+    lim = ResourceLimits(decode(Thresholds, thresholds))
+    assert [repr(r) for r in (lim.connections, lim.pending_requests, lim.requests, lim.retries)] == [
+        "Resource(cx: 0/1024)", "Resource(pending: 0/1024)", "Resource(rq: 0/1024)", "Resource(retries: 0/3)"]
+    with pytest.raises(RuntimeError, match="'retries'"):
+        lim.release_retry()

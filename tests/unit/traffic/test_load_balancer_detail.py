@@ -3,12 +3,19 @@
 policies produce (Envoy's HashPolicyImpl: each new hash XORed into the previous one rotated left by one bit)."""
 from __future__ import annotations
 
+import hashlib
 import random
+from types import SimpleNamespace
 
 import pytest
 
+from pyproxy.config.decode import ConfigError
 from pyproxy.http.headers import Headers
-from pyproxy.upstream.load_balancer import LeastRequestLoadBalancer, build_load_balancer, compute_hash, hash_key
+from pyproxy.upstream.host import Host
+from pyproxy.upstream.load_balancer import (
+    LbContext, LeastRequestLoadBalancer, _is_prime, build_load_balancer, compute_hash, hash_key,
+)
+from tests.support.draws import ScriptedDraws
 from tests.unit.traffic.test_load_balancer import cluster, hosts, policies
 
 MASK = (1 << 64) - 1
@@ -71,3 +78,175 @@ def test_least_request_honours_the_panic_threshold_and_needs_no_cluster():
     bare = LeastRequestLoadBalancer(None, hs, random.Random(0))  # Envoy's defaults: 50 % threshold, so panic
     assert {bare.choose() for _ in range(100)} == set(hs) and bare.panic
     assert (bare.choice_count, bare.active_request_bias) == (2, 1.0)
+
+
+@pytest.mark.parametrize("draws, active, picked", [
+    ([0, 1], [0, 0, 0], 0),  # a tie keeps the first draw (Envoy replaces it only with a strictly less loaded host)
+    ([0, 1], [1, 0, 0], 1),
+    ([1, 0], [1, 0, 0], 1),
+    ([2, 2], [0, 0, 5], 2),  # drawn with replacement
+])
+def test_least_request_takes_the_less_loaded_of_its_draws(draws, active, picked):
+    hs = hosts(3)
+    for h, n in zip(hs, active):
+        h.active_requests = n
+    lb = build_load_balancer(cluster("LEAST_REQUEST"), hs, ScriptedDraws(draws))
+    assert lb.choose() is hs[picked]
+
+
+def expected_ring(hs, points_each):
+    """Envoy's ring for equal weights: host `ip:port` hashed as `ip:port_0`, `ip:port_1`, ...; ties to the earlier
+    host; a key goes to the first point at or after it, wrapping to the first point."""
+    ring = sorted((hash_key(f"{h.address_string}_{i}"), order, h) for order, h in enumerate(hs)
+                  for i in range(points_each))
+    return [p for p, _, _ in ring], [h for _, _, h in ring]
+
+
+def test_ring_hash_points_and_lookup():
+    hs = hosts(3)
+    lb = build_load_balancer(cluster("RING_HASH", ring_hash_lb_config={"minimum_ring_size": 6}), hs,
+                             random.Random(0))
+    points, owners = expected_ring(hs, 2)
+    keys = points + [p + 1 for p in points] + [p - 1 for p in points] + [0, MASK]
+    want = [owners[next((i for i, p in enumerate(points) if p >= k), 0)] for k in keys]
+    assert [lb.choose(LbContext(hash_key=k)) for k in keys] == want
+    assert lb.ring_size == 6
+
+
+def test_hosts_sharing_a_hostname_keep_their_own_points():
+    """Envoy hashes the address unless use_hostname_for_hashing: EDS endpoints of one DNS name share a hostname."""
+    hs = [Host(f"10.0.0.{i}", 80, hostname="db.example") for i in (1, 2, 3)]
+    for policy, extra in (("RING_HASH", {}), ("MAGLEV", {"maglev_lb_config": {"table_size": 1009}})):
+        lb = build_load_balancer(cluster(policy, **extra), hs, random.Random(0))
+        assert {lb.choose(LbContext(hash_key=hash_key(str(k)))) for k in range(200)} == set(hs)
+
+
+def test_ring_sizes_may_be_equal_and_an_empty_ring_has_no_points():
+    lb = build_load_balancer(cluster("RING_HASH", ring_hash_lb_config={"minimum_ring_size": 64,
+                                                                       "maximum_ring_size": 64}), [], random.Random(0))
+    assert lb.ring_size == 0 and lb.choose(LbContext(hash_key=1)) is None
+
+
+@pytest.mark.parametrize("policy", ["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV"])
+def test_every_policy_reads_the_panic_threshold(policy):
+    hs = hosts(4)
+    for h in hs[:3]:
+        h.ejected_until = 100.0  # 25 % healthy: below Envoy's default 50 %, but the threshold here is 0
+    extra = {"maglev_lb_config": {"table_size": 1009}} if policy == "MAGLEV" else {}
+    lb = build_load_balancer(cluster(policy, common_lb_config={"healthy_panic_threshold": {"value": 0}}, **extra), hs,
+                             random.Random(0))
+    assert {lb.choose(LbContext(hash_key=k)) for k in range(20)} == {hs[3]} and not lb.panic
+
+
+def test_an_endpoint_listed_twice_shares_its_points_with_itself():
+    """Two lb_endpoints with one address are two hosts with the same points; the ring orders a tie by host order."""
+    twins = [Host("10.0.0.1", 80), Host("10.0.0.1", 80)]
+    lb = build_load_balancer(cluster("RING_HASH", ring_hash_lb_config={"minimum_ring_size": 8}), twins,
+                             random.Random(0))
+    assert {lb.choose(LbContext(hash_key=hash_key(str(k)))) for k in range(50)} == {twins[0]}
+
+
+@pytest.mark.parametrize("n, prime", [(0, False), (1, False), (2, True), (3, True), (4, False), (9, False),
+                                      (15, False), (17, True), (25, False), (49, False), (1009, True), (65537, True)])
+def test_maglev_table_sizes_must_be_prime(n, prime):
+    assert _is_prime(n) is prime
+
+
+def test_maglev_table_size_limit_is_below_5000011():
+    with pytest.raises(ConfigError, match="must be a prime number below 5000011"):
+        build_load_balancer(cluster("MAGLEV", maglev_lb_config={"table_size": 5_000_011}), hosts(1), random.Random(0))
+
+
+def maglev_table(hs, m):
+    """Maglev (Eisenbud et al.) with Envoy's weighting, from the module docstring: each host's preference list is
+    offset + j x skip (mod m) over `ip:port` hashes; in each round a host takes its next free preferred slot only
+    while its claimed count lags weight / max weight x round."""
+    max_w = max(h.weight for h in hs)
+    prefs = [[hash_key(h.address_string) % m, hash_key(h.address_string + "#skip") % (m - 1) + 1, 0, 0] for h in hs]
+    table: list = [None] * m
+    filled, rnd = 0, 1
+    while filled < m:
+        for h, p in zip(hs, prefs):
+            if h.weight / max_w * rnd < p[3] or filled == m:
+                continue
+            p[3] += 1
+            while table[(p[0] + p[2] * p[1]) % m] is not None:
+                p[2] += 1
+            table[(p[0] + p[2] * p[1]) % m] = h
+            p[2] += 1
+            filled += 1
+        rnd += 1
+    return table
+
+
+@pytest.mark.parametrize("weights", [[1, 1, 1], [1, 2, 3]])
+def test_maglev_fills_its_table_from_each_hosts_preference_list(weights):
+    hs = hosts(len(weights), weights)
+    lb = build_load_balancer(cluster("MAGLEV", maglev_lb_config={"table_size": 31}), hs, random.Random(0))
+    assert [lb.choose(LbContext(hash_key=k)) for k in range(31)] == maglev_table(hs, 31)
+
+
+@pytest.mark.parametrize("target", [None, SimpleNamespace(lb_policy=None), SimpleNamespace(lb_policy="")])
+def test_no_lb_policy_means_round_robin(target):
+    assert build_load_balancer(target, hosts(2), random.Random(0)).policy == "ROUND_ROBIN"
+
+
+def test_an_unknown_lb_policy_is_refused_by_field():
+    with pytest.raises(ConfigError) as e:
+        build_load_balancer(SimpleNamespace(lb_policy="WRR"), hosts(1), random.Random(0))
+    assert e.value.path == "lb_policy"
+
+
+@pytest.mark.parametrize("threshold, healthy, panic", [(150, 4, False), (50.4, 2, True), (50.4, 3, False),
+                                                        (50, 2, False)])
+def test_panic_is_a_healthy_share_strictly_below_the_threshold(threshold, healthy, panic):
+    hs = hosts(4)
+    for h in hs[healthy:]:
+        h.ejected_until = 100.0
+    lb = build_load_balancer(cluster(common_lb_config={"healthy_panic_threshold": {"value": threshold}}), hs,
+                             random.Random(0))
+    lb.choose()
+    assert lb.panic is panic
+
+
+@pytest.mark.parametrize("draws, excluded, retries, picked", [
+    ([0, 1], [], 1, 0),
+    ([0, 1], [1], 1, 0),  # not excluded: kept
+    ([0, 0, 1], [0], 1, 0),  # one re-pick, excluded again: taken anyway
+    ([0, 0, 1], [0], 2, 1),
+    ([0, 1, 1], [0], 3, 1),
+])
+def test_a_retry_re_picks_an_excluded_host_up_to_host_selection_retries_times(draws, excluded, retries, picked):
+    hs = hosts(3)
+    lb = build_load_balancer(cluster("RANDOM"), hs, ScriptedDraws(draws))
+    ctx = LbContext(excluded=[hs[i] for i in excluded], host_selection_retries=retries)
+    assert lb.choose(ctx) is hs[picked]
+
+
+@pytest.mark.parametrize("policy", ["RING_HASH", "MAGLEV"])
+def test_a_hashing_balancer_moves_only_off_an_excluded_host(policy):
+    hs = hosts(3)
+    lb = build_load_balancer(cluster(policy, **({"maglev_lb_config": {"table_size": 31}} if policy == "MAGLEV"
+                                                else {})), hs, random.Random(0))
+    first = lb.choose(LbContext(hash_key=12345))
+    others = [h for h in hs if h is not first]
+    assert lb.choose(LbContext(hash_key=12345, excluded=others, host_selection_retries=3)) is first
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_round_robin_starts_at_a_random_index_and_moves_forward(seed):
+    hs = hosts(5)
+    lb = build_load_balancer(cluster(), hs, random.Random(seed))
+    start = random.Random(seed).randrange(1 << 30)
+    assert [hs.index(lb.choose()) for _ in range(6)] == [(start + i) % 5 for i in range(1, 7)]
+
+
+def test_a_hashing_balancer_without_a_key_draws_a_64_bit_one():
+    hs = hosts(3)
+    lb = build_load_balancer(cluster("RING_HASH"), hs, random.Random(9))
+    twin = build_load_balancer(cluster("RING_HASH"), hs, random.Random(0))
+    assert lb.choose() is twin.choose(LbContext(hash_key=random.Random(9).getrandbits(64)))
+
+
+def test_hash_key_takes_undecodable_bytes_as_header_values_carry_them():
+    assert hash_key("\udcff") == int.from_bytes(hashlib.blake2b(b"\xff", digest_size=8).digest(), "big")
