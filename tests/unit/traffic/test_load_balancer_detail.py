@@ -250,3 +250,19 @@ def test_a_hashing_balancer_without_a_key_draws_a_64_bit_one():
 
 def test_hash_key_takes_undecodable_bytes_as_header_values_carry_them():
     assert hash_key("\udcff") == int.from_bytes(hashlib.blake2b(b"\xff", digest_size=8).digest(), "big")
+
+
+@pytest.mark.parametrize("retries", [1, 3])
+@pytest.mark.parametrize("policy", ["RING_HASH", "MAGLEV"])
+def test_a_hashing_balancer_re_picks_at_the_key_plus_multiples_of_the_golden_ratio(policy, retries):
+    """A fixed key cannot be drawn again: re-pick number a looks up key + a x 0x9E3779B97F4A7C15 (mod 2^64), up to
+    host_selection_retries times, and takes the last one if every re-pick is excluded too."""
+    golden = 0x9E3779B97F4A7C15
+    hs = hosts(4)
+    lb = build_load_balancer(cluster(policy, **({"maglev_lb_config": {"table_size": 31}} if policy == "MAGLEV"
+                                                else {})), hs, random.Random(0))
+    for key in [MASK - 5] + list(range(0, 1 << 64, 1 << 59)):
+        first = lb.choose(LbContext(hash_key=key))
+        repicks = [lb.choose(LbContext(hash_key=(key + a * golden) & MASK)) for a in range(1, retries + 1)]
+        want = next((h for h in repicks if h is not first), repicks[-1])
+        assert lb.choose(LbContext(hash_key=key, excluded=[first], host_selection_retries=retries)) is want
