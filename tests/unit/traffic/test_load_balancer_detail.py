@@ -228,9 +228,10 @@ def test_a_hashing_balancer_moves_only_off_an_excluded_host(policy):
     hs = hosts(3)
     lb = build_load_balancer(cluster(policy, **({"maglev_lb_config": {"table_size": 31}} if policy == "MAGLEV"
                                                 else {})), hs, random.Random(0))
-    first = lb.choose(LbContext(hash_key=12345))
-    others = [h for h in hs if h is not first]
-    assert lb.choose(LbContext(hash_key=12345, excluded=others, host_selection_retries=3)) is first
+    for key in range(0, 1 << 64, 1 << 58):
+        first = lb.choose(LbContext(hash_key=key))
+        others = [h for h in hs if h is not first]
+        assert lb.choose(LbContext(hash_key=key, excluded=others, host_selection_retries=3)) is first
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -245,7 +246,9 @@ def test_a_hashing_balancer_without_a_key_draws_a_64_bit_one():
     hs = hosts(3)
     lb = build_load_balancer(cluster("RING_HASH"), hs, random.Random(9))
     twin = build_load_balancer(cluster("RING_HASH"), hs, random.Random(0))
-    assert lb.choose() is twin.choose(LbContext(hash_key=random.Random(9).getrandbits(64)))
+    keys = random.Random(9)
+    assert [lb.choose() for _ in range(40)] == [twin.choose(LbContext(hash_key=keys.getrandbits(64)))
+                                                for _ in range(40)]
 
 
 def test_hash_key_takes_undecodable_bytes_as_header_values_carry_them():
