@@ -58,7 +58,8 @@ class FaultFilter(HttpFilter):
             return FilterStatus.CONTINUE
         decision = config.compiled(cfg).decide(
             stream.headers, stream.cluster_name, config.rng, config.active_faults.value,
-            method=stream.method, authority=stream.info.authority or "", path=stream.path)
+            method=stream.method, authority=stream.info.authority or "", path=stream.path,
+            scheme=stream.info.scheme or "http")
         if decision.overflow:
             config.faults_overflow.inc()
             return FilterStatus.CONTINUE

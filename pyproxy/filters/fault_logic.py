@@ -103,17 +103,19 @@ class FaultConfig:
 
     @staticmethod
     def _enabled(fraction: tuple[int, int], rng: random.Random) -> bool:
+        """Envoy's featureEnabled: a draw every time, even at 0 % (which no draw is below)."""
         numerator, denominator = fraction
-        return numerator > 0 and rng.randrange(denominator) < numerator
+        return rng.randrange(denominator) < numerator
 
     @staticmethod
     def _header_fraction(fraction: tuple[int, int], headers: Headers, name: str) -> tuple[int, int]:
         value = _uint(_first(headers, name))
         return fraction if value is None else (min(value, fraction[0]), fraction[1])
 
-    def decide(self, headers: Headers, cluster_name: str | None, rng: random.Random, active_faults: int = 0, *,
-               method: str = "GET", authority: str = "", path: str = "") -> FaultDecision:
-        """The fault for one request. `active_faults`: faults in progress now (the filter keeps that gauge)."""
+    def decide(self, headers: Headers, cluster_name: str | None, rng: random.Random, active_faults: int, *,
+               method: str, authority: str, path: str, scheme: str) -> FaultDecision:
+        """The fault for one request. `active_faults`: faults in progress now (the filter keeps that gauge); the
+        request line (method, authority, path, scheme) is what `headers` matchers on pseudo-headers read."""
         cfg = self.cfg
         if cfg.max_active_faults is not None and active_faults >= cfg.max_active_faults:
             return FaultDecision(overflow=True)
@@ -122,7 +124,7 @@ class FaultConfig:
         if self.nodes and _first(headers, DOWNSTREAM_NODE_HEADER) not in self.nodes:
             return NO_FAULT
         if self.matchers:
-            req = RequestView(headers, authority, path, method, "")
+            req = RequestView(headers, authority, path, method, scheme)
             if not all(m(req) for m in self.matchers):
                 return NO_FAULT
         delay = 0.0
@@ -151,8 +153,6 @@ class FaultConfig:
                     abort_status = a.http_status
                 else:
                     grpc_status = a.grpc_status
-        if not delay and abort_status is None and grpc_status is None:
-            return NO_FAULT
         return FaultDecision(delay=delay, abort_status=abort_status, grpc_status=grpc_status)
 
     def __repr__(self) -> str:

@@ -73,14 +73,12 @@ class TokenBucket:
 
 
 def fraction_enabled(p: RuntimeFractionalPercent | None, rng: random.Random) -> bool:
-    """A RuntimeFractionalPercent gate; absent means off (the local rate limit's rule)."""
-    if p is None:
+    """A RuntimeFractionalPercent gate; absent means off (the local rate limit's rule). Envoy's featureEnabled:
+    a draw every time, `random % denominator < numerator` (so 0 % never, 100 % always)."""
+    dv = p.default_value if p is not None else None
+    if dv is None:
         return False
-    dv = p.default_value
-    if dv is None or dv.numerator <= 0:
-        return False
-    denominator = _DENOMINATOR[dv.denominator]
-    return dv.numerator >= denominator or rng.randrange(denominator) < dv.numerator
+    return rng.randrange(_DENOMINATOR[dv.denominator]) < dv.numerator
 
 
 def rate_limited_status(cfg: LocalRateLimit) -> int:

@@ -20,7 +20,9 @@ Envoy semantics (arch_overview/upstream/load_balancing/{load_balancers,panic_thr
 * RING_HASH: each host gets hash points in proportion to its weight, at least `minimum_ring_size` (1024) points in
   all, at most `maximum_ring_size` (8M); a request goes to the first point clockwise of its hash. Envoy hashes with
   xxHash64; pyproxy uses the first 8 bytes of BLAKE2b (hashlib) for points and keys, so ring positions differ
-  from Envoy's but the properties (stability, ~1/N movement) are the same.
+  from Envoy's but the properties (stability, ~1/N movement) are the same. Ring hash and Maglev (below) hash a
+  host by its `ip:port`, never by its EDS `hostname` (Envoy does only with `consistent_hashing_lb_config.
+  use_hostname_for_hashing`, which pyproxy does not support): endpoints sharing a DNS name would share every point.
 * MAGLEV: Maglev lookup table (`table_size` 65537, must be prime) filled from per-host permutations
   (offset, skip) in weight proportion; hash mod table size picks the entry.
 * Hash policies (route `hash_policy`): `compute_hash()` over header, cookie, source IP and query parameter, with
@@ -119,7 +121,7 @@ class LoadBalancer:
     def __init__(self, cluster: Any, hosts: Sequence[Host], rng: random.Random):
         self.hosts = list(hosts)
         self.rng = rng
-        common = getattr(cluster, "common_lb_config", None) if cluster is not None else None
+        common = getattr(cluster, "common_lb_config", None)
         threshold = common.healthy_panic_threshold if common is not None else None
         self.panic_threshold = DEFAULT_PANIC_THRESHOLD if threshold is None else min(100.0, threshold.value)
         self._pool: list[Host] | None = None
@@ -146,20 +148,18 @@ class LoadBalancer:
     def _rebuild(self, pool: list[Host]) -> None:
         """The candidate set changed: rebuild schedules / rings."""
 
-    def _pick(self, pool: list[Host], ctx: LbContext) -> Host:
+    def _pick(self, pool: list[Host]) -> Host:
         raise NotImplementedError
 
     def choose(self, ctx: LbContext = LbContext()) -> Host | None:
         pool = self._current()
         if not pool:
             return None
-        excluded = ctx.excluded
-        tries = (ctx.host_selection_retries + 1) if excluded else 1
-        host = self._pick(pool, ctx)
-        for _ in range(tries - 1):
-            if host not in excluded:
+        host = self._pick(pool)
+        for _ in range(ctx.host_selection_retries):
+            if host not in ctx.excluded:
                 break
-            host = self._pick(pool, ctx)
+            host = self._pick(pool)
         return host
 
     def __repr__(self) -> str:
@@ -217,7 +217,7 @@ class RoundRobinLoadBalancer(_EdfLoadBalancer):
         super().__init__(cluster, hosts, rng)
         self._rr = rng.randrange(1 << 30)  # Envoy seeds the index randomly so workers do not move in lockstep
 
-    def _pick(self, pool: list[Host], ctx: LbContext) -> Host:
+    def _pick(self, pool: list[Host]) -> Host:
         edf = self._edf
         if edf is None:
             self._rr += 1
@@ -236,7 +236,7 @@ class LeastRequestLoadBalancer(_EdfLoadBalancer):
         cfg = getattr(cluster, "least_request_lb_config", None)
         bias = 1.0
         if cfg is not None and isinstance(cfg.active_request_bias, Mapping):
-            raw = cfg.active_request_bias.get("default_value", 1.0)
+            raw = cfg.active_request_bias.get("default_value")
             bias = float(raw) if isinstance(raw, (int, float)) else 1.0
         self.active_request_bias = bias
 
@@ -246,7 +246,7 @@ class LeastRequestLoadBalancer(_EdfLoadBalancer):
             return float(h.weight)
         return h.weight / math.pow(h.active_requests + 1, bias)
 
-    def _pick(self, pool: list[Host], ctx: LbContext) -> Host:
+    def _pick(self, pool: list[Host]) -> Host:
         edf = self._edf
         if edf is not None:
             host = edf.pick()
@@ -265,7 +265,7 @@ class LeastRequestLoadBalancer(_EdfLoadBalancer):
 class RandomLoadBalancer(LoadBalancer):
     policy = "RANDOM"
 
-    def _pick(self, pool: list[Host], ctx: LbContext) -> Host:
+    def _pick(self, pool: list[Host]) -> Host:
         return pool[self.rng.randrange(len(pool))]
 
 
@@ -316,7 +316,7 @@ class RingHashLoadBalancer(_HashingLoadBalancer):
         current = 0.0
         target = 0.0
         for order, (h, w) in enumerate(normalized):
-            name = h.hostname or h.address_string
+            name = h.address_string  # not the hostname: see the module docstring
             target += scale * w
             i = 0
             while current < target:
@@ -364,7 +364,7 @@ class MaglevLoadBalancer(_HashingLoadBalancer):
         max_w = max(h.weight for h in pool)
         entries = []
         for h in pool:
-            name = h.hostname or h.address_string
+            name = h.address_string  # not the hostname: see the module docstring
             offset = hash_key(name) % m
             skip = hash_key(name + "#skip") % (m - 1) + 1
             entries.append([h, offset, skip, 0, h.weight / max_w, 0.0])  # host, offset, skip, next, weight, target
@@ -403,7 +403,7 @@ _BALANCERS: dict[str, type[LoadBalancer]] = {
 
 def build_load_balancer(cluster: Any, hosts: Sequence[Host], rng: random.Random) -> LoadBalancer:
     """The balancer for `cluster.lb_policy` (Envoy default ROUND_ROBIN) over `hosts`."""
-    policy = getattr(cluster, "lb_policy", "ROUND_ROBIN") or "ROUND_ROBIN"
+    policy = getattr(cluster, "lb_policy", None) or "ROUND_ROBIN"
     cls = _BALANCERS.get(policy)
     if cls is None:
         raise ConfigError("lb_policy", f"unsupported lb_policy {policy!r}")

@@ -14,6 +14,8 @@ arch_overview/upstream/outlier.rst). Istio's DestinationRule `outlierDetection` 
   consecutive_gateway_failure (default 5, enforcing 0 % ⇒ detected and counted, not enforced): 502/503/504 count,
   other 5xx reset it, non-5xx reset both. The host is ejected when a count reaches its threshold exactly, and the
   count restarts.
+* A result for a host that has left the cluster (its try ended after EDS removed it) still counts on the host but
+  ejects nothing: Envoy's `onConsecutiveErrorWorker` ignores hosts without a monitor.
 * Ejection is allowed only if, counting this host, at most `max_ejection_percent` (default 10) of the hosts would
   be ejected; otherwise `ejections_overflow`. Note: with 10 % and fewer than 10 hosts nothing is ever ejected (set
   maxEjectionPercent, or `always_eject_one_host: true`, which always allows the first ejection).
@@ -127,6 +129,7 @@ class OutlierDetector:
             self.stats[f"ejections_detected_{t}"] = 0
             self.stats[f"ejections_enforced_{t}"] = 0
         self.hosts: list[Host] = []
+        self._members: set[int] = set()  # id() of self.hosts: Host has no __eq__/__hash__ of its own
         self.update_hosts(hosts)
 
     # ------------------------------------------------------------ membership
@@ -137,11 +140,11 @@ class OutlierDetector:
         for h in self.hosts:
             if id(h) not in keep and h.ejected_until is not None:
                 self.stats["ejections_active"] -= 1
-        known = {id(h) for h in self.hosts}
         for h in new:
-            if id(h) not in known and h.ejected_until is not None:  # carried over from a previous detector
+            if id(h) not in self._members and h.ejected_until is not None:  # carried over from a previous detector
                 self.stats["ejections_active"] += 1
         self.hosts = new
+        self._members = keep
 
     # ------------------------------------------------------------ results
     def record(self, host: Host, status: int | OutlierResult | None = None, now: float | None = None, *,
@@ -204,7 +207,10 @@ class OutlierDetector:
             host.consecutive_gateway_failure = 0
 
     def _consecutive(self, host: Host, kind: str, now: float, events: list[OutlierEvent]) -> None:
-        if host.ejected_until is not None:
+        # A try that ends after its host left the cluster (EDS removed it mid-request) still counts on the host,
+        # but the detector ignores it, as Envoy's onConsecutiveErrorWorker does: no tick would ever return it,
+        # and ejections_active would count it for good.
+        if host.ejected_until is not None or id(host) not in self._members:
             return
         self.stats[f"ejections_detected_{kind}"] += 1
         self._eject(host, kind, now, events)
@@ -219,8 +225,7 @@ class OutlierDetector:
     # ------------------------------------------------------------ ejection
     def _eject(self, host: Host, kind: str, now: float, events: list[OutlierEvent]) -> None:
         active = self.stats["ejections_active"]
-        total = len(self.hosts) or 1
-        allowed = 100.0 * (active + 1) / total <= self.max_ejection_percent
+        allowed = 100.0 * (active + 1) / len(self.hosts) <= self.max_ejection_percent  # host is one of them
         if self.always_eject_one_host and active == 0:
             allowed = True
         if not allowed:
@@ -236,8 +241,8 @@ class OutlierDetector:
         self.stats[f"ejections_enforced_{kind}"] += 1
         host.times_ejected += 1
         host.ejected_at = now
-        jitter_ms = int(self.max_ejection_time_jitter * 1000)
-        host.eject_jitter = self.rng.randrange(jitter_ms + 1) / 1000.0 if jitter_ms else 0.0
+        # drawn even when the jitter is 0 (a draw of 0), as Envoy's `random() % (max_jitter_ms + 1)` is
+        host.eject_jitter = self.rng.randrange(int(self.max_ejection_time_jitter * 1000) + 1) / 1000.0
         base = self.base_ejection_time
         if host.eject_backoff * base < self.max_ejection_time + base:
             host.eject_backoff += 1

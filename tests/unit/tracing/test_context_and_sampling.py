@@ -78,6 +78,12 @@ RID = "00001234-aaaa-4aaa-8aaa-aaaaaaaaaaaa"  # sampling value 0x1234 % 10000 = 
     (RID, SamplingConfig(overall=4660), {"force_trace": True}, TraceReason.NOT_TRACEABLE),  # overall caps all
     (RID[:14] + "9" + RID[15:], SamplingConfig(random=0), {}, TraceReason.SAMPLED),  # upstream said sampled
     ("not-a-uuid", SamplingConfig(), {"client_trace_id": True}, TraceReason.NOT_TRACEABLE),
+    ("deadbeef-not-a-uuid", SamplingConfig(), {}, TraceReason.NOT_TRACEABLE),  # hex first, but not a UUID
+    (RID, SamplingConfig(), {"client_trace_id": True}, TraceReason.CLIENT),  # not turned into `sampled`
+    (RID, SamplingConfig(), {"force_trace": True}, TraceReason.FORCED),
+    (RID, SamplingConfig(client=0), {"client_trace_id": True, "force_trace": True}, TraceReason.NOT_TRACEABLE),
+    (RID[:14] + "1" + RID[15:], SamplingConfig(random=0), {}, TraceReason.NOT_TRACEABLE),  # unknown reason nibble
+    (RID[:14] + "a" + RID[15:], SamplingConfig(random=0, overall=4661), {}, TraceReason.FORCED),  # 4660 < 4661
     (None, SamplingConfig(), {}, TraceReason.NOT_TRACEABLE),
 ])
 def test_decision_from_request_id(rid, cfg, flags, reason):
@@ -87,6 +93,19 @@ def test_decision_from_request_id(rid, cfg, flags, reason):
         assert new_rid == rid[:14] + reason.value + rid[15:]
     else:
         assert new_rid is None
+
+
+def test_the_trace_reason_of_an_id_that_is_not_a_uuid_is_not_traceable():
+    """Envoy's UUID request-id extension reads the reason only from a UUID: 36 characters, dashes at 8, 13, 18, 23."""
+    assert trace_reason(None) is TraceReason.NOT_TRACEABLE
+    assert trace_reason("deadbeef-aaaa-9aaa") is TraceReason.NOT_TRACEABLE
+    assert trace_reason(RID[:14] + "9" + RID[15:]) is TraceReason.SAMPLED
+    for dash in (8, 13, 18, 23):
+        assert trace_reason(RID[:dash] + "0" + RID[dash + 1:14] + "9" + RID[15:] if dash < 14 else
+                            RID[:14] + "9" + RID[15:dash] + "0" + RID[dash + 1:]) is TraceReason.NOT_TRACEABLE
+    assert trace_reason(RID[:14] + "9" + RID[15:] + "0") is TraceReason.NOT_TRACEABLE  # 37 characters
+    assert SamplingConfig() == SamplingConfig(10000, 10000, 10000)  # HCM default: 100 % each
+    assert [TraceReason(c).traced for c in "49ab"] == [False, True, True, True]
 
 
 def test_percent_conversion_and_value():

@@ -30,6 +30,7 @@ def test_unset_fields_take_envoys_defaults():
                                               50)))
     assert d.enforcing == dict(zip(ENFORCING, (100, 0, 100, 100, 100, 0, 0)))
     assert d.cfg is not None and isinstance(d.rng, random.Random)
+    assert d.stats and set(d.stats.values()) == {0}  # every counter and the gauge start at zero
 
 
 def test_set_fields_are_used_as_given():
@@ -61,8 +62,10 @@ def test_max_ejection_percent_is_capped_at_100(given, want):
 
 
 def test_a_max_ejection_time_below_the_base_is_refused_by_name():
-    with pytest.raises(ConfigError, match="max_ejection_time cannot be smaller than base_ejection_time"):
+    with pytest.raises(ConfigError) as e:
         OutlierDetector(OutlierDetection(base_ejection_time=10.0, max_ejection_time=5.0), [])
+    assert str(e.value) == ("outlier_detection.max_ejection_time: "
+                            "max_ejection_time cannot be smaller than base_ejection_time")
 
 
 def _detector(n=10, **cfg):
