@@ -68,7 +68,7 @@ metadata: {name: cp, namespace: istio-system}
 spec:
   meshConfig:
     extensionProviders:
-    - {name: otel, opentelemetry: {service: otel.istio-system.svc.cluster.local, port: 4318, http: {path: /v1/traces}}}
+    - {name: otel, opentelemetry: {service: otel.istio-system.svc.cluster.local, port: 4318, http: {path: /otlp/traces}}}
     - {name: otel-grpc, opentelemetry: {service: otel.istio-system.svc.cluster.local, port: 4317}}
     - {name: zipkin, zipkin: {service: otel.istio-system.svc.cluster.local, port: 9411}}
     - {name: nowhere, zipkin: {service: zipkin.elsewhere.svc.cluster.local, port: 9411}}
@@ -121,7 +121,7 @@ def test_levels_merge_root_then_namespace_then_workload_per_side():
     assert sampling(r, "virtualInbound") == 70.0
     provider = hcms(r, "virtualInbound")[0]["tracing"]["provider"]
     assert provider["typed_config"]["http_service"]["http_uri"] == {
-        "uri": "http://otel.istio-system.svc.cluster.local:4318/v1/traces",
+        "uri": "http://otel.istio-system.svc.cluster.local:4318/otlp/traces",
         "cluster": "outbound|4318||otel.istio-system.svc.cluster.local", "timeout": "5s"}
     assert provider["typed_config"]["service_name"] == "reviews.default"
 
@@ -422,3 +422,11 @@ def test_tracing_entries_of_the_other_side_are_skipped_and_a_missing_default_pro
     assert sampling(r, "0.0.0.0_15001") is None
     assert any(n.endswith("Telemetry default/ns: spec.tracing[0].providers: tracing provider 'missing' is not "
                           "defined in meshConfig.extensionProviders: no tracing") for n in r.notes), r.notes
+
+
+def test_a_lower_level_can_turn_istio_tags_back_on():
+    r = render(tel("mesh", "tracing: [{providers: [{name: otel}], enableIstioTags: false}]\n", "istio-system")
+               + tel("ns", "tracing: [{enableIstioTags: true}]\n"))
+    tags = [t["tag"] for t in hcms(r, "0.0.0.0_15001")[0]["tracing"]["custom_tags"]]
+    assert tags == ["istio.canonical_revision", "istio.canonical_service", "istio.mesh_id", "istio.namespace",
+                    "istio.cluster_id"]
