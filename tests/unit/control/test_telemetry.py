@@ -430,3 +430,23 @@ def test_a_lower_level_can_turn_istio_tags_back_on():
     tags = [t["tag"] for t in hcms(r, "0.0.0.0_15001")[0]["tracing"]["custom_tags"]]
     assert tags == ["istio.canonical_revision", "istio.canonical_service", "istio.mesh_id", "istio.namespace",
                     "istio.cluster_id"]
+
+
+DEFAULT_PROVIDERS = OTEL_HEADERS.replace("defaultConfig: {tracing: {sampling: 12.5}}",
+                                         "defaultProviders: {tracing: [missing], accessLogging: [envoy]}")
+
+
+def test_mesh_default_providers_apply_where_telemetry_names_none():
+    """meshConfig.defaultProviders: a tracing provider that is not defined is noted (no Telemetry to point at);
+    logging entries without providers act on the default ones, skipping the other side's entries; a level naming
+    providers with `disabled` turns them off."""
+    r = render_with(DEFAULT_PROVIDERS, "")
+    assert sampling(r, "0.0.0.0_15001") is None
+    assert "tracing provider 'missing' is not defined in meshConfig.extensionProviders: no tracing" in r.notes
+    r = render_with(DEFAULT_PROVIDERS, tel("ns", "accessLogging:\n- {match: {mode: SERVER}, disabled: true}\n"
+                                                 "- {filter: {expression: 'response.code >= 500'}}\n"))
+    (log,) = hcms(r, "0.0.0.0_15001")[0]["access_log"]
+    assert log["typed_config"]["path"] == "/dev/stdout"
+    assert log["filter"]["extension_filter"]["typed_config"]["expression"] == "response.code >= 500"
+    r = render_with(DEFAULT_PROVIDERS, tel("ns", "accessLogging: [{providers: [{name: envoy}], disabled: true}]\n"))
+    assert "access_log" not in hcms(r, "0.0.0.0_15001")[0]
