@@ -68,7 +68,7 @@ metadata: {name: cp, namespace: istio-system}
 spec:
   meshConfig:
     extensionProviders:
-    - {name: otel, opentelemetry: {service: otel.istio-system.svc.cluster.local, port: 4318, http: {path: /v1/traces}}}
+    - {name: otel, opentelemetry: {service: otel.istio-system.svc.cluster.local, port: 4318, http: {path: /otlp/traces}}}
     - {name: otel-grpc, opentelemetry: {service: otel.istio-system.svc.cluster.local, port: 4317}}
     - {name: zipkin, zipkin: {service: otel.istio-system.svc.cluster.local, port: 9411}}
     - {name: nowhere, zipkin: {service: zipkin.elsewhere.svc.cluster.local, port: 9411}}
@@ -121,7 +121,7 @@ def test_levels_merge_root_then_namespace_then_workload_per_side():
     assert sampling(r, "virtualInbound") == 70.0
     provider = hcms(r, "virtualInbound")[0]["tracing"]["provider"]
     assert provider["typed_config"]["http_service"]["http_uri"] == {
-        "uri": "http://otel.istio-system.svc.cluster.local:4318/v1/traces",
+        "uri": "http://otel.istio-system.svc.cluster.local:4318/otlp/traces",
         "cluster": "outbound|4318||otel.istio-system.svc.cluster.local", "timeout": "5s"}
     assert provider["typed_config"]["service_name"] == "reviews.default"
 
@@ -422,3 +422,31 @@ def test_tracing_entries_of_the_other_side_are_skipped_and_a_missing_default_pro
     assert sampling(r, "0.0.0.0_15001") is None
     assert any(n.endswith("Telemetry default/ns: spec.tracing[0].providers: tracing provider 'missing' is not "
                           "defined in meshConfig.extensionProviders: no tracing") for n in r.notes), r.notes
+
+
+def test_a_lower_level_can_turn_istio_tags_back_on():
+    r = render(tel("mesh", "tracing: [{providers: [{name: otel}], enableIstioTags: false}]\n", "istio-system")
+               + tel("ns", "tracing: [{enableIstioTags: true}]\n"))
+    tags = [t["tag"] for t in hcms(r, "0.0.0.0_15001")[0]["tracing"]["custom_tags"]]
+    assert tags == ["istio.canonical_revision", "istio.canonical_service", "istio.mesh_id", "istio.namespace",
+                    "istio.cluster_id"]
+
+
+DEFAULT_PROVIDERS = OTEL_HEADERS.replace("defaultConfig: {tracing: {sampling: 12.5}}",
+                                         "defaultProviders: {tracing: [missing], accessLogging: [envoy]}")
+
+
+def test_mesh_default_providers_apply_where_telemetry_names_none():
+    """meshConfig.defaultProviders: a tracing provider that is not defined is noted (no Telemetry to point at);
+    logging entries without providers act on the default ones, skipping the other side's entries; a level naming
+    providers with `disabled` turns them off."""
+    r = render_with(DEFAULT_PROVIDERS, "")
+    assert sampling(r, "0.0.0.0_15001") is None
+    assert "tracing provider 'missing' is not defined in meshConfig.extensionProviders: no tracing" in r.notes
+    r = render_with(DEFAULT_PROVIDERS, tel("ns", "accessLogging:\n- {match: {mode: SERVER}, disabled: true}\n"
+                                                 "- {filter: {expression: 'response.code >= 500'}}\n"))
+    (log,) = hcms(r, "0.0.0.0_15001")[0]["access_log"]
+    assert log["typed_config"]["path"] == "/dev/stdout"
+    assert log["filter"]["extension_filter"]["typed_config"]["expression"] == "response.code >= 500"
+    r = render_with(DEFAULT_PROVIDERS, tel("ns", "accessLogging: [{providers: [{name: envoy}], disabled: true}]\n"))
+    assert "access_log" not in hcms(r, "0.0.0.0_15001")[0]

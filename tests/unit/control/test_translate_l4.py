@@ -177,9 +177,11 @@ def tcp_vs(rules: str, hosts: str = "[db]") -> str:
 
 def test_weighted_tcp_routes_leave_out_zero_weights_and_take_the_virtual_service_as_stat_prefix():
     """istiod buildOutboundNetworkFiltersWithWeightedClusters: stat_prefix `<vs name>.<vs namespace>`."""
-    http_only = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: aaa}\nspec: "
-                 "{hosts: [web.example], http: [{route: [{destination: {host: db}}]}]}\n---\n")
-    lis = listeners(http_only + tcp_vs("  - route: [{destination: {host: db, subset: a}, weight: 99}, "
+    others = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: aaa}\nspec: "
+              "{hosts: [web.example], http: [{route: [{destination: {host: db}}]}]}\n---\n"  # no tcp rules
+              "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bbb}\nspec: "
+              "{hosts: [web.example], tcp: [{route: [{destination: {host: db, subset: x}}]}]}\n---\n")  # not db
+    lis = listeners(others + tcp_vs("  - route: [{destination: {host: db, subset: a}, weight: 99}, "
                            "{destination: {host: db, subset: b}, weight: 1}, {destination: {host: db, subset: c}, "
                            "weight: 0}, {destination: {host: db, subset: d}}]\n"))["0.0.0.0_5432"]
     (proxy,) = tcp_proxies(lis)
