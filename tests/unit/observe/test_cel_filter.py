@@ -62,6 +62,9 @@ def test_expression(expr, kwargs, expected):
     ("request.1 == 1", "expected a field name at position 8"),
     ("(response.code == 200", "expected ')' at position 21, found 'the end'"),
     ("response.code == 200 200", "unexpected 200 at position 21"),
+    ("has(request.method]", "expected ')' at position 18, found ']'"),
+    ("size(request.path] > 1", "expected ')' at position 17, found ']'"),
+    ("has(filter_state.downstream_peer)", "has(filter_state.downstream_peer) at position 0: unknown attribute"),
 ])
 def test_outside_the_subset_is_a_config_error_naming_the_place(expr, says):
     with pytest.raises(CelError) as e:
@@ -105,6 +108,12 @@ def test_metric_dimension_values():
     i.downstream_local_address, i.downstream_remote_address = "10.0.0.1:9080", "[::1]:5555"
     assert (compile_value("string(destination.port)")(i), compile_value("source.port")(i)) == ("9080", "5555")
     assert compile_filter("destination.port == 9080")(i) is True
+    for address in ("10.0.0.1:", "10.0.0.1:http", "8080"):  # no port after a colon: an evaluation error
+        i.downstream_remote_address = address
+        assert (compile_value("source.port")(i), compile_filter("source.port > 0")(i)) == ("unknown", False)
+    assert compile_value("string(request.method)")(info()) == "GET"  # only booleans are lowered
+    with pytest.raises(CelError, match=r"^has\(foo\.bar\) at position 0: unknown attribute$"):
+        compile_value("has(foo.bar)")
 
 
 @pytest.mark.parametrize("expr, expected", [
@@ -151,6 +160,7 @@ def test_peer_metadata_is_read_in_metric_dimensions_only():
         "filter_state.downstream_peer.name", "filter_state.downstream_peer.service",
         "filter_state.downstream_peer.revision", "filter_state.downstream_peer.cluster",
         "filter_state.downstream_peer.labels['version']", "filter_state.upstream_peer.app",
+        "filter_state.downstream_peer.labels['app']", "string(has(filter_state.upstream_peer))",
         "string(has(filter_state.downstream_peer))", "string(has(filter_state.upstream_peer.app))")}
     assert values == {
         "filter_state.downstream_peer.app": "reviews", "filter_state.downstream_peer.workload": "reviews-v2",
@@ -158,7 +168,11 @@ def test_peer_metadata_is_read_in_metric_dimensions_only():
         "filter_state.downstream_peer.revision": "v2", "filter_state.downstream_peer.cluster": "Kubernetes",
         "filter_state.downstream_peer.labels['version']": "v2",
         "filter_state.upstream_peer.app": "unknown",  # no peer on that side: the dimension's default
+        "filter_state.downstream_peer.labels['app']": "reviews", "string(has(filter_state.upstream_peer))": "false",
         "string(has(filter_state.downstream_peer))": "true", "string(has(filter_state.upstream_peer.app))": "false"}
+    bare = SimpleNamespace(method="GET")  # a StreamInfo with no peers beside it at all
+    assert [compile_value(e)(bare) for e in ("filter_state.upstream_peer.app", "string(has(filter_state.upstream_peer))",
+                                             "filter_state.downstream_peer")] == ["unknown", "false", "unknown"]
     with pytest.raises(CelError, match="unknown attribute 'filter_state.downstream_peer.type'"):
         compile_value("filter_state.downstream_peer.type")
     with pytest.raises(CelError, match="unknown attribute 'filter_state.downstream_peer.app'"):
