@@ -86,7 +86,7 @@ def action_of(pol: Resource) -> str:
 
 def is_dry_run(pol: Resource) -> bool:
     """istiod parses the annotation with strconv.ParseBool."""
-    return str(pol.annotations.get(DRY_RUN, "")).strip() in ("1", "t", "T", "true", "TRUE", "True")
+    return str(pol.annotations.get(DRY_RUN)).strip() in ("1", "t", "T", "true", "TRUE", "True")
 
 
 def policy_name(ns: str, name: str, index: int) -> str:

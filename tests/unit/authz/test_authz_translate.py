@@ -199,6 +199,8 @@ def test_rule_policy_for_tcp(name, rule, action, expected):
 @pytest.mark.parametrize("rule, note", [
     ("{to: [{operation: {paths: ['/files/{*}']}}]}",
      "path template '/files/{*}' (uri_template matcher) is not supported"),
+    ("{to: [{operation: {paths: ['/files/{**}']}}]}",
+     "path template '/files/{**}' (uri_template matcher) is not supported"),
     ("{when: [{key: 'experimental.envoy.filters.a.b[c]', values: [x]}]}",
      "experimental.envoy.filters.a.b[c] (raw dynamic metadata) is not supported by this control plane"),
     ("{when: [{key: 'request.auth.claims[a][]', values: [x]}]}",
@@ -290,3 +292,19 @@ def test_raw_metadata_when_key_is_reported_on_a_deny_rule_and_dropped():
     assert p == ANY
     assert problems == ["experimental.envoy.filters.a.b[c] (raw dynamic metadata) is not supported by this control "
                         "plane; ignored in this DENY rule (the rule matches more)"]
+
+
+@pytest.mark.parametrize("value, dry", [(v, True) for v in ("1", "t", "T", "true", "TRUE", "True", " true ")]
+                         + [(v, False) for v in ("0", "false", "yes", "", None)])
+def test_dry_run_annotation_is_parsed_as_go_parsebool(value, dry):
+    from control.translate.authz import is_dry_run
+    annotations = "" if value is None else f", annotations: {{istio.io/dry-run: '{value}'}}"
+    (pol,) = load_text(_pol("p", "{rules: [{}]}", annotations), "p.yaml", keep_invalid=True).resources
+    assert is_dry_run(pol) is dry
+
+
+def test_not_service_accounts_is_a_negated_principal():
+    p = rule_policy({"from": [{"source": {"notServiceAccounts": ["ns1/robot"]}}]}, "foo", "ALLOW", [])
+    regex = "spiffe://.+/ns/ns1/(.+/|)sa/robot(/.+)?"
+    assert p["principals"] == [{"and_ids": {"ids": [{"not_id": {"or_ids": {"ids": [
+        {"authenticated": {"principal_name": {"safe_regex": {"regex": regex}}}}]}}}]}}]

@@ -97,6 +97,10 @@ CASES = [
     ("header not JSON", lambda k: "bm90anNvbg.e30.c2ln", Status.JwtHeaderParseErrorBadJson),
     ("iss not a string", lambda k: sign(k, claims(iss=5)), Status.JwtPayloadParseErrorIssNotString),
     ("exp not an integer", lambda k: sign(k, claims(exp="soon")), Status.JwtPayloadParseErrorExpNotInteger),
+    ("iat not an integer", lambda k: sign(k, claims(iat="soon")), Status.JwtPayloadParseErrorIatNotInteger),
+    ("header JSON but not an object", lambda k: "W10.e30.c2ln", Status.JwtHeaderParseErrorBadJson),
+    ("payload not JSON", lambda k: forged({"alg": "RS256"}, None).replace("a*b", "bm90anNvbg"),
+     Status.JwtPayloadParseErrorBadJson),
     ("alg not a string", lambda k: forged({"alg": 5}, claims()), Status.JwtHeaderBadAlg),
     ("kid not a string", lambda k: forged({"alg": "RS256", "kid": 5}, claims()), Status.JwtHeaderBadKid),
     ("payload not base64url", lambda k: forged({"alg": "RS256"}, None), Status.JwtPayloadParseErrorBadBase64),
@@ -168,6 +172,37 @@ def test_jwks_keys_keep_kid_alg_and_curve_and_every_key_type_loads(keys):
         ("RSA", "rsa", "RS256", ""), ("EC", "ec256", "", "P-256"), ("OKP", "ed", "EdDSA", "Ed25519"),
         ("oct", "", "", "")]
     assert verify_token(SPEC, pyjwt.encode(claims(), secret, algorithm="HS256"), jwks, NOW)[0] is Status.OK
+    assert verify_token(SPEC, sign(keys, claims()), jwks, NOW)[0] is Status.OK  # the key's alg is the token's
+    es384 = sign(keys, claims(), "ec384", "ES384", None)  # only a P-256 key: no key of the token's curve
+    assert verify_token(SPEC, es384, jwks, NOW)[0] is Status.JwksKidAlgMismatch
+
+
+def test_parsed_token_keeps_its_payload_and_defaults_absent_claims(keys):
+    """No iss/sub: empty strings; no exp/nbf: 0 (no limit), so such a token never expires."""
+    token = sign(keys, {"aud": "api"})
+    jwt = parse_jwt(token)
+    assert (jwt.iss, jwt.sub, jwt.exp, jwt.nbf, jwt.payload) == ("", "", 0, 0, {"aud": "api"})
+    assert jwt.payload_b64 == token.split(".")[1]
+    assert verify_token(ProviderSpec("p", "", (), 60, SPEC.locations), token, keys["jwks"], NOW)[0] is Status.OK
+
+
+@pytest.mark.parametrize("offset, status", [(-60, Status.OK), (-61, Status.JwtExpired)])
+def test_expiry_boundary_is_exp_plus_the_skew(keys, offset, status):
+    assert verify_token(SPEC, sign(keys, claims(exp=NOW + offset)), keys["jwks"], NOW)[0] is status
+
+
+@pytest.mark.parametrize("offset, status", [(60, Status.OK), (61, Status.JwtNotYetValid)])
+def test_not_before_boundary_is_nbf_minus_the_skew(keys, offset, status):
+    assert verify_token(SPEC, sign(keys, claims(nbf=NOW + offset)), keys["jwks"], NOW)[0] is status
+
+
+def test_base64url_parts_with_or_without_padding():
+    from pyproxy.filters.jwt_authn_logic import b64url_decode
+    for data in (b"{}", b"a", b"ab", b"abc", b"ab\x17"):  # the last one encodes to YWIX
+        encoded = pyjwt.utils.base64url_encode(data).decode()
+        assert b64url_decode(encoded) == data
+        assert b64url_decode(encoded + "=" * (-len(encoded) % 4)) == data
+    assert b64url_decode("abcde") is None  # 5 characters: no byte boundary
 
 
 def test_a_key_set_without_keys_answers_with_its_own_status(keys):

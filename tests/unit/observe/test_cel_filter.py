@@ -45,6 +45,13 @@ def info(code=200, headers=(("x-debug", "1"), ("User-Agent", "curl")), method="G
     ("request.url_path == '/api/x'", {}, True),
     ("response.code == '200'", {}, False),  # CEL: no int/string equality
     ("size(request.path) > 5", {}, True),
+    ("response.code < 200", {}, False),
+    ("response.code <= 200", {}, True),
+    ("response.code > 200", {}, False),
+    ("response.code >= 200", {}, True),
+    ("response.code >= 201", {}, False),
+    ("response.code != '200'", {}, False),  # no int/string inequality either: an error, do not log
+    ("'200' != response.code", {}, False),
 ])
 def test_expression(expr, kwargs, expected):
     assert compile_filter(expr)(info(**kwargs)) is expected
