@@ -53,7 +53,9 @@ ORDER = ("AUDIT", "DENY", "ALLOW")
 RBAC_ACTION = {"ALLOW": "ALLOW", "DENY": "DENY", "AUDIT": "LOG", "CUSTOM": "DENY"}
 
 
-PERMISSION, PRINCIPAL = "permission", "principal"  # the side of a policy a `when` key (or a field) lands on
+# The side of a policy a field or `when` key lands on, as the keys of its OR, NOT and list there
+PERMISSION = ("or_rules", "not_rule", "rules")
+PRINCIPAL = ("or_ids", "not_id", "ids")
 
 
 class Unsupported(ValueError):
@@ -307,7 +309,7 @@ class _RuleBuilder:
     `for_tcp`: the rule is for a network RBAC filter, where HTTP-only attributes cannot be evaluated (istiod
     generator.go: `"<key>" is HTTP only`): an ALLOW rule using one is dropped, a DENY/AUDIT rule loses it."""
 
-    def __init__(self, action: str, problems: list[str], for_tcp: bool = False):
+    def __init__(self, action: str, problems: list[str], for_tcp: bool):
         self.action = action
         self.problems = problems
         self.for_tcp = for_tcp
@@ -326,10 +328,9 @@ class _RuleBuilder:
                 self._error(e)
         return out
 
-    def field(self, gen, values: Any, not_values: Any, kind: str, key: str = "", http_only: bool = False) \
+    def field(self, gen, values: Any, not_values: Any, side: tuple[str, str, str], key: str, http_only: bool) \
             -> list[dict]:
-        or_key, not_key, list_key = ("or_rules", "not_rule", "rules") if kind == PERMISSION \
-            else ("or_ids", "not_id", "ids")
+        or_key, not_key, list_key = side
         if self.for_tcp and http_only and (values or not_values):
             self._error(Unsupported(f'"{key}" is HTTP only'))
             return []
@@ -361,7 +362,7 @@ def rule_policy(rule: Mapping[str, Any] | None, policy_ns: str, action: str, pro
         key = str(cond.get("key", ""))
         side, gen = _when(key)
         items = b.field(gen, cond.get("values"), cond.get("notValues"), side, key, _http_only_key(key))
-        (base_perm if side == PERMISSION else base_princ).extend(items)
+        (base_perm if side is PERMISSION else base_princ).extend(items)
     principals = []
     for entry in rule.get("from") or ():
         src = entry.get("source") or {}

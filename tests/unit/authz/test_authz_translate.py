@@ -279,11 +279,17 @@ def test_jwt_when_keys_are_one_principal_of_all_values(key, claim):
         assert one["metadata"]["path"] == [{"key": "payload"}, {"key": claim}]
 
 
-@pytest.mark.parametrize("key", ["request.headers[]", "request.bogus"])
+@pytest.mark.parametrize("key", ["request.headers[]", "request.bogus", None])
 def test_an_unknown_when_key_is_named(key):
     from control.translate.authz import UnknownAttribute
-    with pytest.raises(UnknownAttribute, match=rf"^unknown attribute {re.escape(key)}$"):
-        rule_policy({"when": [{"key": key, "values": ["v"]}]}, "foo", "DENY", [])
+    cond = {"values": ["v"]} if key is None else {"key": key, "values": ["v"]}
+    with pytest.raises(UnknownAttribute, match=rf"^unknown attribute {re.escape(key or '')}$"):
+        rule_policy({"when": [cond]}, "foo", "DENY", [])
+
+
+def test_a_source_with_no_fields_matches_any_principal():
+    p = rule_policy({"from": [{"source": {}}]}, "foo", "ALLOW", [])
+    assert p == ANY
 
 
 def test_raw_metadata_when_key_is_reported_on_a_deny_rule_and_dropped():

@@ -52,6 +52,9 @@ def info(code=200, headers=(("x-debug", "1"), ("User-Agent", "curl")), method="G
     ("response.code >= 201", {}, False),
     ("response.code != '200'", {}, False),  # no int/string inequality either: an error, do not log
     ("'200' != response.code", {}, False),
+    ("response.code == 200  ", {}, True),  # trailing blanks
+    ("request.method in request.headers", {"headers": (("get", "1"),)}, True),
+    ("request.headers[request.method] == '1'", {"headers": (("get", "1"),)}, True),
 ])
 def test_expression(expr, kwargs, expected):
     assert compile_filter(expr)(info(**kwargs)) is expected
@@ -62,7 +65,14 @@ def test_expression(expr, kwargs, expected):
     ("response.code >= ", "at position"),
     ("response.code >> 4", "unexpected"),
     ("request.headers['a'] ~ 1", "unexpected character '~'"),
-    ("string(response.code) == '200'", "string() at position 0: no overload in an access-log filter"),
+    ("string(response.code) == '200'", "string() at position 0: no overload in an access-log filter (Envoy's CEL "
+                                       "refuses it too)"),
+    ("response.code == ", "unexpected 'end of expression' at position 16"),
+    ("response.code == )", "unexpected ')' at position 17"),
+    ("response.code request.method", "unexpected 'request' at position 14"),
+    ("foo(1)", "unknown attribute 'foo' at position 0 (supported: response.code, response.code_details, "
+               "response.size, response.flags, response.headers, request.method, "),
+    ("request.headers['a') == 'x'", "expected ']' at position 19, found ')'"),
     ("int(response.code) == 200", "int() at position 0: no overload in an access-log filter"),
     ("has(1)", "has() takes a field selection (a.b.c) at position 4"),
     ("has(request.bogus)", "has(request.bogus) at position 0: unknown attribute"),
