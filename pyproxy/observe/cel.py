@@ -152,7 +152,6 @@ def _cmp(op: str) -> Callable[[Any, Any], bool]:
 class _Parser:
     def __init__(self, text: str, conversions: bool = True):
         self.conversions = conversions  # string()/int(): Envoy's access-log CEL refuses them (no overload)
-        self.text = text
         self.toks = _tokens(text)
         self.i = 0
 

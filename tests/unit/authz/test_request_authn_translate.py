@@ -60,7 +60,7 @@ def test_jwks_cluster(uri, cluster):
 @pytest.mark.parametrize("header, claims", [
     ("@request.auth.claims.groups", ["groups"]), ("@request.auth.claims.a.b", ["a", "b"]),
     ("@request.auth.claims[a][b]", ["a", "b"]), ("@request.auth.claims", None), ("@request.auth.claims.", None),
-    ("x-user", None), ("@request.auth.claimsx", None),
+    ("x-user", None), ("@request.auth.claimsx", None), ("@request.auth.claims[ab", None),
 ])
 def test_routing_claims(header, claims):
     assert routing_claims(header) == claims
@@ -91,3 +91,24 @@ def test_fields_left_out_of_a_rule_translate_to_empty_strings():
     p = build_filter(pols, Notes())["typed_config"]["providers"]["origins-0"]
     assert (p["issuer"], p["claim_to_headers"], p["from_headers"]) == (
         "", [{"header_name": "", "claim_name": ""}], [{"name": "", "value_prefix": "Bearer "}])
+
+
+def test_a_rule_without_issuer_sorts_first():
+    text = ("apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: ra, namespace: default}\n"
+            "spec:\n  jwtRules: [{issuer: M, jwks: '{}'}, {jwks: '{}'}]\n")
+    pols = list(load_text(text, "ra.yaml", keep_invalid=True).resources)
+    providers = build_filter(pols, Notes())["typed_config"]["providers"]
+    assert [p["issuer"] for p in providers.values()] == ["", "M"]
+
+
+@pytest.mark.parametrize("match, uses", [
+    ("{headers: {'@request.auth.claims.group': {exact: admin}}}", True),
+    ("{withoutHeaders: {'@request.auth.claims.group': {exact: admin}}}", True),
+    ("{headers: {x-user: {exact: admin}}}", False),
+])
+def test_virtual_services_matching_on_claims_use_claim_routing(match, uses):
+    from control.translate.request_authn import uses_claim_routing
+    text = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs, namespace: default}\n"
+            f"spec:\n  hosts: [a]\n  http: [{{match: [{match}], route: [{{destination: {{host: a}}}}]}}]\n")
+    (vs,) = load_text(text, "vs.yaml", keep_invalid=True).resources
+    assert uses_claim_routing(vs) is uses

@@ -121,6 +121,7 @@ def test_metric_dimension_values():
     assert compile_value("request.headers['nope']")(info()) == "unknown"
     assert compile_value("connection.mtls")(info(mtls=True)) == "true"
     assert compile_value("'literal'")(info()) == "literal"
+    assert compile_value("'it\\'s'")(info()) == "it's"  # a backslash escapes the next character
     i = info()
     i.downstream_local_address, i.downstream_remote_address = "10.0.0.1:9080", "[::1]:5555"
     assert (compile_value("string(destination.port)")(i), compile_value("source.port")(i)) == ("9080", "5555")
