@@ -62,7 +62,7 @@ def _mode_of(mtls: object) -> MtlsMode | None:
     """The mode a `MutualTLS` object sets; None when UNSET / absent (inherit)."""
     if not isinstance(mtls, Mapping):
         return None
-    return _API_MODES.get(str(mtls.get("mode") or "UNSET"))
+    return _API_MODES.get(str(mtls.get("mode")))  # UNSET, absent (None) or unknown: not a mode
 
 
 @dataclass(frozen=True, slots=True)

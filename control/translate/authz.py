@@ -53,6 +53,11 @@ ORDER = ("AUDIT", "DENY", "ALLOW")
 RBAC_ACTION = {"ALLOW": "ALLOW", "DENY": "DENY", "AUDIT": "LOG", "CUSTOM": "DENY"}
 
 
+# The side of a policy a field or `when` key lands on, as the keys of its OR, NOT and list there
+PERMISSION = ("or_rules", "not_rule", "rules")
+PRINCIPAL = ("or_ids", "not_id", "ids")
+
+
 class Unsupported(ValueError):
     """A value or attribute this translation cannot express (istiod: a generator error)."""
 
@@ -83,7 +88,7 @@ def action_of(pol: Resource) -> str:
 
 def is_dry_run(pol: Resource) -> bool:
     """istiod parses the annotation with strconv.ParseBool."""
-    return str(pol.annotations.get(DRY_RUN, "")).strip() in ("1", "t", "T", "true", "TRUE", "True")
+    return str(pol.annotations.get(DRY_RUN)).strip() in ("1", "t", "T", "true", "TRUE", "True")
 
 
 def policy_name(ns: str, name: str, index: int) -> str:
@@ -253,35 +258,35 @@ def _from_fields(policy_ns: str) -> tuple:
 
 
 def _when(key: str):
-    """(side, generator) of a `when` key; side is "permission" or "principal"."""
+    """(side, generator) of a `when` key; side is PERMISSION or PRINCIPAL."""
     if key == "destination.ip":
-        return "permission", lambda v: {"destination_ip": cidr(v)}
+        return PERMISSION, lambda v: {"destination_ip": cidr(v)}
     if key == "destination.port":
-        return "permission", lambda v: {"destination_port": port(v)}
+        return PERMISSION, lambda v: {"destination_port": port(v)}
     if key == "connection.sni":
-        return "permission", lambda v: {"requested_server_name": string_matcher(v)}
+        return PERMISSION, lambda v: {"requested_server_name": string_matcher(v)}
     if key == "source.ip":
-        return "principal", lambda v: {"direct_remote_ip": cidr(v)}
+        return PRINCIPAL, lambda v: {"direct_remote_ip": cidr(v)}
     if key == "remote.ip":
-        return "principal", lambda v: {"remote_ip": cidr(v)}
+        return PRINCIPAL, lambda v: {"remote_ip": cidr(v)}
     if key == "source.namespace":
-        return "principal", _namespace
+        return PRINCIPAL, _namespace
     if key == "source.principal":
-        return "principal", _principal
+        return PRINCIPAL, _principal
     if key.startswith("request.headers[") and key.endswith("]") and len(key) > len("request.headers[]"):
         name = key[len("request.headers["):-1]
-        return "principal", lambda v: {"header": header_matcher(name, v)}
+        return PRINCIPAL, lambda v: {"header": header_matcher(name, v)}
     if key == "request.auth.principal":
-        return "principal", Extended(_request_principals)
+        return PRINCIPAL, Extended(_request_principals)
     if key == "request.auth.audiences":
-        return "principal", Extended(lambda vs: _claims_any(["aud"], vs))
+        return PRINCIPAL, Extended(lambda vs: _claims_any(["aud"], vs))
     if key == "request.auth.presenter":
-        return "principal", Extended(lambda vs: _claims_any(["azp"], vs))
+        return PRINCIPAL, Extended(lambda vs: _claims_any(["azp"], vs))
     if key.startswith("request.auth.claims"):
         claims = nested_claims(key)
-        return "principal", Extended(lambda vs: _claims_any(claims, vs))
+        return PRINCIPAL, Extended(lambda vs: _claims_any(claims, vs))
     if key.startswith("experimental.envoy.filters."):
-        return "principal", _unsupported_value(f"{key} (raw dynamic metadata)")
+        return PRINCIPAL, _unsupported_value(f"{key} (raw dynamic metadata)")
     raise UnknownAttribute(f"unknown attribute {key}")
 
 
@@ -304,7 +309,7 @@ class _RuleBuilder:
     `for_tcp`: the rule is for a network RBAC filter, where HTTP-only attributes cannot be evaluated (istiod
     generator.go: `"<key>" is HTTP only`): an ALLOW rule using one is dropped, a DENY/AUDIT rule loses it."""
 
-    def __init__(self, action: str, problems: list[str], for_tcp: bool = False):
+    def __init__(self, action: str, problems: list[str], for_tcp: bool):
         self.action = action
         self.problems = problems
         self.for_tcp = for_tcp
@@ -323,10 +328,9 @@ class _RuleBuilder:
                 self._error(e)
         return out
 
-    def field(self, gen, values: Any, not_values: Any, kind: str, key: str = "", http_only: bool = False) \
+    def field(self, gen, values: Any, not_values: Any, side: tuple[str, str, str], key: str, http_only: bool) \
             -> list[dict]:
-        or_key, not_key, list_key = ("or_rules", "not_rule", "rules") if kind == "permission" \
-            else ("or_ids", "not_id", "ids")
+        or_key, not_key, list_key = side
         if self.for_tcp and http_only and (values or not_values):
             self._error(Unsupported(f'"{key}" is HTTP only'))
             return []
@@ -358,13 +362,13 @@ def rule_policy(rule: Mapping[str, Any] | None, policy_ns: str, action: str, pro
         key = str(cond.get("key", ""))
         side, gen = _when(key)
         items = b.field(gen, cond.get("values"), cond.get("notValues"), side, key, _http_only_key(key))
-        (base_perm if side == "permission" else base_princ).extend(items)
+        (base_perm if side is PERMISSION else base_princ).extend(items)
     principals = []
     for entry in rule.get("from") or ():
         src = entry.get("source") or {}
         ids: list[dict] = []
         for key, not_key, gen in _from_fields(policy_ns):
-            ids += b.field(gen, src.get(key), src.get(not_key), "principal", key, key in HTTP_ONLY_FROM)
+            ids += b.field(gen, src.get(key), src.get(not_key), PRINCIPAL, key, key in HTTP_ONLY_FROM)
         principals.append({"and_ids": {"ids": ids + base_princ or [{"any": True}]}})
     if not principals:
         principals.append({"and_ids": {"ids": base_princ or [{"any": True}]}})
@@ -373,7 +377,7 @@ def rule_policy(rule: Mapping[str, Any] | None, policy_ns: str, action: str, pro
         op = entry.get("operation") or {}
         rules: list[dict] = []
         for key, not_key, gen in TO_FIELDS:
-            rules += b.field(gen, op.get(key), op.get(not_key), "permission", key, key in HTTP_ONLY_TO)
+            rules += b.field(gen, op.get(key), op.get(not_key), PERMISSION, key, key in HTTP_ONLY_TO)
         permissions.append({"and_rules": {"rules": rules + base_perm or [{"any": True}]}})
     if not permissions:
         permissions.append({"and_rules": {"rules": base_perm or [{"any": True}]}})

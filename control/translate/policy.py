@@ -48,11 +48,13 @@ def _merge(original: Mapping[str, Any] | None, override: Mapping[str, Any] | Non
     return MappingProxyType(merged)
 
 
-def effective_policy(rule: DestinationRuleView | None, port: int, subset: str = "") -> Mapping[str, Any] | None:
-    """The traffic policy for cluster (port, subset) under `rule`; None when nothing applies."""
+def effective_policy(rule: DestinationRuleView | None, port: int, subset: str | None = None) \
+        -> Mapping[str, Any] | None:
+    """The traffic policy for cluster (port, subset) under `rule` (no subset: the service-level cluster); None
+    when nothing applies (an empty policy included)."""
     if rule is None:
         return None
-    policy = _merge(None, rule.traffic_policy, port) if rule.traffic_policy else None
+    policy = _merge(None, rule.traffic_policy, port)
     if subset:
         sub = rule.subset(subset)
         if sub is not None and sub.get("trafficPolicy"):

@@ -432,7 +432,7 @@ class Requirement:
     def providers(self) -> set[str]:
         if self.kind == "provider":
             return {self.provider}
-        return set().union(*(c.providers() for c in self.children)) if self.children else set()
+        return set().union(*(c.providers() for c in self.children))
 
     def evaluate(self, check: Check) -> Status:
         if self.kind == "provider":
@@ -453,9 +453,7 @@ class Requirement:
                 c.evaluate(check)
             return Status.OK
         statuses = []
-        for child in self.children:
-            if child.kind == "allow_missing":
-                continue
+        for child in self.children:  # an allow_missing child says JwtMissed, which the aggregate never prefers
             s = child.evaluate(check)
             if s is Status.OK:
                 return s

@@ -113,13 +113,12 @@ PEER_FIELDS = {"app": "app", "version": "version", "service": "canonical_service
                "workload": "workload", "cluster": "cluster"}
 
 
-def _peer(side: str) -> Getter:
-    def get(i: Any) -> Any:
-        peer = getattr(i, side, None)
-        if peer is None:
-            raise _EvalError(f"no {side}")
-        return peer
-    return get
+def _peer(i: Any, side: str) -> Any:
+    """The peer on `side` beside the StreamInfo; an evaluation error when the metadata exchange told none."""
+    peer = getattr(i, side, None)
+    if peer is None:
+        raise _EvalError(f"no {side}")
+    return peer
 
 
 def _peer_labels(peer: Any) -> dict[str, str]:
@@ -129,12 +128,11 @@ def _peer_labels(peer: Any) -> dict[str, str]:
 
 
 PEER_ATTRIBUTES: dict[tuple[str, ...], Getter] = {}
-for _side in ("downstream_peer", "upstream_peer"):
-    _get = _peer(_side)
+for _side in ("downstream_peer", "upstream_peer"):  # closures over _peer, looked up when evaluated
     for _field, _attr in PEER_FIELDS.items():
-        PEER_ATTRIBUTES[("filter_state", _side, _field)] = (lambda g, a: lambda i: getattr(g(i), a))(_get, _attr)
-    PEER_ATTRIBUTES[("filter_state", _side, "labels")] = (lambda g: lambda i: _peer_labels(g(i)))(_get)
-    PEER_ATTRIBUTES[("filter_state", _side)] = _get
+        PEER_ATTRIBUTES[("filter_state", _side, _field)] = (lambda s, a: lambda i: getattr(_peer(i, s), a))(_side, _attr)
+    PEER_ATTRIBUTES[("filter_state", _side, "labels")] = (lambda s: lambda i: _peer_labels(_peer(i, s)))(_side)
+    PEER_ATTRIBUTES[("filter_state", _side)] = (lambda s: lambda i: _peer(i, s))(_side)
 _PEER_MAPS = {("filter_state", "downstream_peer", "labels"), ("filter_state", "upstream_peer", "labels")}
 
 
@@ -154,7 +152,6 @@ def _cmp(op: str) -> Callable[[Any, Any], bool]:
 class _Parser:
     def __init__(self, text: str, conversions: bool = True):
         self.conversions = conversions  # string()/int(): Envoy's access-log CEL refuses them (no overload)
-        self.text = text
         self.toks = _tokens(text)
         self.i = 0
 

@@ -3,6 +3,8 @@ filter order, dry-run, empty spec / empty rule, CUSTOM, error handling per actio
 Envoy's protos and decodes into pyproxy's model."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from control.istio.load import load_text
@@ -27,7 +29,8 @@ def test_string_forms(value, prefix, expected):
 
 @pytest.mark.parametrize("value,expected", [("1.2.3.4", {"address_prefix": "1.2.3.4", "prefix_len": 32}),
                                             ("5.6.0.0/16", {"address_prefix": "5.6.0.0", "prefix_len": 16}),
-                                            ("::1", {"address_prefix": "::1", "prefix_len": 128})])
+                                            ("::1", {"address_prefix": "::1", "prefix_len": 128}),
+                                            ("10.0.0.1/24", {"address_prefix": "10.0.0.1", "prefix_len": 24})])
 def test_cidr(value, expected):
     assert cidr(value) == expected
 
@@ -133,6 +136,7 @@ PRINCIPAL_FORMS = [  # istiod requestPrincipalGenerator: split at the LAST "/"
     ("*", ".+", ".+"), ("iss/*", "exact:iss", ".+"), ("*/sub", ".+", "exact:sub"),
     ("https://a.b/c/d", "exact:https://a.b/c", "exact:d"), ("*.b/d", "suffix:.b", "exact:d"),
     ("iss/pre*", "exact:iss", "prefix:pre"), ("nosub*", "prefix:nosub", ".+"), ("*tail", ".+", "suffix:tail"),
+    ("issuer-only", "exact:issuer-only", "exact:"), ("/sub-only", "exact:", "exact:sub-only"),
 ]
 
 
@@ -158,7 +162,9 @@ def test_nested_claim_condition_reads_the_payload_path():
     assert two == {"or_match": {"value_matchers": [{"list_match": {"one_of": either}}, either]}}
 
 
-@pytest.mark.parametrize("key", ["request.auth.claims", "request.auth.claims[]", "request.auth.claims[a]x"])
+@pytest.mark.parametrize("key", ["request.auth.claims", "request.auth.claims[]", "request.auth.claims[a]x",
+                                 "request.auth.claims[ab", "request.auth.claims.ab]", "request.auth.claims[a[b]",
+                                 "request.auth.claims[a]b]"])
 def test_bad_claim_keys_skip_the_rule(key):
     with pytest.raises(ValueError, match="invalid claim key"):
         rule_policy({"when": [{"key": key, "values": ["v"]}]}, "foo", "DENY", [])
@@ -193,6 +199,8 @@ def test_rule_policy_for_tcp(name, rule, action, expected):
 @pytest.mark.parametrize("rule, note", [
     ("{to: [{operation: {paths: ['/files/{*}']}}]}",
      "path template '/files/{*}' (uri_template matcher) is not supported"),
+    ("{to: [{operation: {paths: ['/files/{**}']}}]}",
+     "path template '/files/{**}' (uri_template matcher) is not supported"),
     ("{when: [{key: 'experimental.envoy.filters.a.b[c]', values: [x]}]}",
      "experimental.envoy.filters.a.b[c] (raw dynamic metadata) is not supported by this control plane"),
     ("{when: [{key: 'request.auth.claims[a][]', values: [x]}]}",
@@ -224,3 +232,85 @@ def test_a_dry_run_audit_policy_alone_is_shadow_rules_without_a_stat_prefix_and_
     assert "rules" not in f["typed_config"]
     assert sorted(f["typed_config"]["shadow_rules"]["policies"]) == ["ns[foo]-policy[au]-rule[0]"]
     assert "shadow_rules_stat_prefix" not in f["typed_config"]  # istiod: only ALLOW and DENY get one
+
+
+def test_claim_keys_name_the_payload_path():
+    from control.translate.authz import nested_claims
+    assert nested_claims("request.auth.claims[a]") == ["a"]
+    assert nested_claims("request.auth.claims[a][bc]") == ["a", "bc"]
+
+
+@pytest.mark.parametrize("value, ok", [("0", True), ("65535", True), ("65536", False), ("-1", False)])
+def test_port_range(value, ok):
+    from control.translate.authz import Unsupported, port
+    if ok:
+        assert port(value) == int(value)
+    else:
+        with pytest.raises(Unsupported, match=f"^port {value} out of range 0..65535$"):
+            port(value)
+
+
+WHEN_PRINCIPALS = [  # `when` keys istiod puts on the principal side (and_ids), as one OR of the values
+    ("source.ip", "10.0.0.0/8", {"direct_remote_ip": {"address_prefix": "10.0.0.0", "prefix_len": 8}}),
+    ("remote.ip", "10.0.0.1", {"remote_ip": {"address_prefix": "10.0.0.1", "prefix_len": 32}}),
+    ("source.namespace", "ns1", {"authenticated": {"principal_name": {"safe_regex": {"regex": ".*/ns/ns1/.*"}}}}),
+    ("source.principal", "cluster.local/ns/a/sa/b",
+     {"authenticated": {"principal_name": {"exact": "spiffe://cluster.local/ns/a/sa/b"}}}),
+    ("request.headers[x-user]", "alice", {"header": {"name": "x-user", "string_match": {"exact": "alice"}}}),
+]
+
+
+@pytest.mark.parametrize("key, value, matcher", WHEN_PRINCIPALS, ids=[w[0] for w in WHEN_PRINCIPALS])
+def test_when_keys_on_the_principal_side(key, value, matcher):
+    p = rule_policy({"when": [{"key": key, "values": [value]}]}, "foo", "ALLOW", [])
+    assert p == {"permissions": ANY["permissions"],
+                 "principals": [{"and_ids": {"ids": [{"or_ids": {"ids": [matcher]}}]}}]}
+
+
+@pytest.mark.parametrize("key, claim", [("request.auth.principal", None), ("request.auth.audiences", "aud"),
+                                        ("request.auth.presenter", "azp"), ("request.auth.claims[team]", "team")])
+def test_jwt_when_keys_are_one_principal_of_all_values(key, claim):
+    p = rule_policy({"when": [{"key": key, "values": ["v"]}]}, "foo", "ALLOW", [])
+    assert p["permissions"] == ANY["permissions"]
+    (one,) = p["principals"][0]["and_ids"]["ids"]
+    if claim is None:
+        assert [m["metadata"]["path"][1]["key"] for m in one["and_ids"]["ids"]] == ["iss", "sub"]
+    else:
+        assert one["metadata"]["path"] == [{"key": "payload"}, {"key": claim}]
+
+
+@pytest.mark.parametrize("key", ["request.headers[]", "request.bogus", None])
+def test_an_unknown_when_key_is_named(key):
+    from control.translate.authz import UnknownAttribute
+    cond = {"values": ["v"]} if key is None else {"key": key, "values": ["v"]}
+    with pytest.raises(UnknownAttribute, match=rf"^unknown attribute {re.escape(key or '')}$"):
+        rule_policy({"when": [cond]}, "foo", "DENY", [])
+
+
+def test_a_source_with_no_fields_matches_any_principal():
+    p = rule_policy({"from": [{"source": {}}]}, "foo", "ALLOW", [])
+    assert p == ANY
+
+
+def test_raw_metadata_when_key_is_reported_on_a_deny_rule_and_dropped():
+    problems: list[str] = []
+    p = rule_policy({"when": [{"key": "experimental.envoy.filters.a.b[c]", "values": ["x"]}]}, "foo", "DENY", problems)
+    assert p == ANY
+    assert problems == ["experimental.envoy.filters.a.b[c] (raw dynamic metadata) is not supported by this control "
+                        "plane; ignored in this DENY rule (the rule matches more)"]
+
+
+@pytest.mark.parametrize("value, dry", [(v, True) for v in ("1", "t", "T", "true", "TRUE", "True", " true ")]
+                         + [(v, False) for v in ("0", "false", "yes", "", None)])
+def test_dry_run_annotation_is_parsed_as_go_parsebool(value, dry):
+    from control.translate.authz import is_dry_run
+    annotations = "" if value is None else f", annotations: {{istio.io/dry-run: '{value}'}}"
+    (pol,) = load_text(_pol("p", "{rules: [{}]}", annotations), "p.yaml", keep_invalid=True).resources
+    assert is_dry_run(pol) is dry
+
+
+def test_not_service_accounts_is_a_negated_principal():
+    p = rule_policy({"from": [{"source": {"notServiceAccounts": ["ns1/robot"]}}]}, "foo", "ALLOW", [])
+    regex = "spiffe://.+/ns/ns1/(.+/|)sa/robot(/.+)?"
+    assert p["principals"] == [{"and_ids": {"ids": [{"not_id": {"or_ids": {"ids": [
+        {"authenticated": {"principal_name": {"safe_regex": {"regex": regex}}}}]}}}]}}]

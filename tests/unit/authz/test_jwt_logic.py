@@ -97,6 +97,10 @@ CASES = [
     ("header not JSON", lambda k: "bm90anNvbg.e30.c2ln", Status.JwtHeaderParseErrorBadJson),
     ("iss not a string", lambda k: sign(k, claims(iss=5)), Status.JwtPayloadParseErrorIssNotString),
     ("exp not an integer", lambda k: sign(k, claims(exp="soon")), Status.JwtPayloadParseErrorExpNotInteger),
+    ("iat not an integer", lambda k: sign(k, claims(iat="soon")), Status.JwtPayloadParseErrorIatNotInteger),
+    ("header JSON but not an object", lambda k: "W10.e30.c2ln", Status.JwtHeaderParseErrorBadJson),
+    ("payload not JSON", lambda k: forged({"alg": "RS256"}, None).replace("a*b", "bm90anNvbg"),
+     Status.JwtPayloadParseErrorBadJson),
     ("alg not a string", lambda k: forged({"alg": 5}, claims()), Status.JwtHeaderBadAlg),
     ("kid not a string", lambda k: forged({"alg": "RS256", "kid": 5}, claims()), Status.JwtHeaderBadKid),
     ("payload not base64url", lambda k: forged({"alg": "RS256"}, None), Status.JwtPayloadParseErrorBadBase64),
@@ -139,15 +143,66 @@ def test_statuses_answer_as_envoy():
 
 
 def test_jwks_documents():
-    assert parse_jwks("not json").status is Status.JwksParseError
-    assert parse_jwks("{}").status is Status.JwksNoKeys
-    assert parse_jwks('{"keys": 3}').status is Status.JwksBadKeys
+    for text, status in (("not json", Status.JwksParseError), ("[]", Status.JwksParseError),
+                         ("{}", Status.JwksNoKeys), ('{"keys": 3}', Status.JwksBadKeys)):
+        assert (parse_jwks(text).status, parse_jwks(text).keys) == (status, ()), text
     assert parse_jwks('{"keys": [{"kty": "RSA", "n": "bad"}]}').status is Status.JwksNoValidKeys
     assert parse_jwt("e30.e30.") is Status.JwtBadFormat
     assert parse_jwks("[]").status is Status.JwksParseError  # JSON, but not an object
     unusable = parse_jwks(json.dumps({"keys": [{"kty": 5}, {"kty": "RSA", "alg": "XS999"}, {"kty": "DSA"}]}))
     assert unusable.status is Status.JwksNoValidKeys and unusable.keys == ()
     assert repr(unusable) == "Jwks(kids=[], status=JwksNoValidKeys)"
+
+
+def test_jwks_keys_keep_kid_alg_and_curve_and_every_key_type_loads(keys):
+    """Each JWK is loaded by its `kty`; `kid`, `alg`, `crv` are kept when they are strings (else absent); a key
+    whose `alg` Envoy does not know is skipped. An HS256 token verifies with the `oct` key."""
+    secret = b"s" * 32
+    oct_key = json.loads(pyjwt.algorithms.get_default_algorithms()["HS256"].to_jwk(secret))
+    doc = {"keys": [
+        {**_jwk(keys["rsa"].public_key(), "RS256", "rsa"), "alg": "RS256"},
+        _jwk(keys["ec256"].public_key(), "ES256", "ec256"),
+        {**_jwk(keys["ed"].public_key(), "EdDSA", "ed"), "alg": "EdDSA"},
+        {**oct_key, "kid": 7, "alg": 5, "crv": 9},
+        {**_jwk(keys["other"].public_key(), "RS256", "unknown-alg"), "alg": "XS999"},
+    ]}
+    jwks = parse_jwks(json.dumps(doc))
+    assert jwks.status is Status.OK
+    assert [(k.kty, k.kid, k.alg, k.crv) for k in jwks.keys] == [
+        ("RSA", "rsa", "RS256", ""), ("EC", "ec256", "", "P-256"), ("OKP", "ed", "EdDSA", "Ed25519"),
+        ("oct", "", "", "")]
+    assert verify_token(SPEC, pyjwt.encode(claims(), secret, algorithm="HS256"), jwks, NOW)[0] is Status.OK
+    assert verify_token(SPEC, sign(keys, claims()), jwks, NOW)[0] is Status.OK  # the key's alg is the token's
+    es384 = sign(keys, claims(), "ec384", "ES384", None)  # only a P-256 key: no key of the token's curve
+    assert verify_token(SPEC, es384, jwks, NOW)[0] is Status.JwksKidAlgMismatch
+
+
+def test_parsed_token_keeps_its_payload_and_defaults_absent_claims(keys):
+    """No iss/sub: empty strings; no exp/nbf: 0 (no limit), so such a token never expires."""
+    token = sign(keys, {"aud": "api"})
+    jwt = parse_jwt(token)
+    assert (jwt.iss, jwt.sub, jwt.exp, jwt.nbf, jwt.payload) == ("", "", 0, 0, {"aud": "api"})
+    assert jwt.payload_b64 == token.split(".")[1]
+    assert verify_token(ProviderSpec("p", "", (), 60, SPEC.locations), token, keys["jwks"], NOW)[0] is Status.OK
+
+
+@pytest.mark.parametrize("offset, status", [(-60, Status.OK), (-61, Status.JwtExpired)])
+def test_expiry_boundary_is_exp_plus_the_skew(keys, offset, status):
+    assert verify_token(SPEC, sign(keys, claims(exp=NOW + offset)), keys["jwks"], NOW)[0] is status
+
+
+@pytest.mark.parametrize("offset, status", [(60, Status.OK), (61, Status.JwtNotYetValid)])
+def test_not_before_boundary_is_nbf_minus_the_skew(keys, offset, status):
+    assert verify_token(SPEC, sign(keys, claims(nbf=NOW + offset)), keys["jwks"], NOW)[0] is status
+
+
+def test_base64url_parts_with_or_without_padding():
+    from pyproxy.filters.jwt_authn_logic import b64url_decode
+    for data in (b"{}", b"a", b"ab", b"abc", b"ab\x17"):  # the last one encodes to YWIX
+        encoded = pyjwt.utils.base64url_encode(data).decode()
+        assert b64url_decode(encoded) == data
+        assert b64url_decode(encoded + "=" * (-len(encoded) % 4)) == data
+    assert b64url_decode("abcde") is None  # 5 characters: no byte boundary
 
 
 def test_a_key_set_without_keys_answers_with_its_own_status(keys):
@@ -178,6 +233,9 @@ EXTRACT = [
     ("query parameter", ("param:tok",), [], {"tok": "T4"}, ["T4"]),
     ("cookie", ("cookie:session",), [("cookie", "a=1; session=T5; b=2")], {}, ["T5"]),
     ("cookie absent", ("cookie:session",), [("cookie", "a=1")], {}, []),
+    ("cookie value with = padding", ("cookie:session",), [("cookie", "session=T5==")], {}, ["T5=="]),
+    ("cookie quoted", ("cookie:session",), [("cookie", 'flag; session="T6X"')], {}, ["T6X"]),
+    ("cookie named twice: the first", ("cookie:session",), [("cookie", "session=T7; session=T8")], {}, ["T7"]),
 ]
 
 
@@ -193,6 +251,16 @@ def _locations(spec):
 def test_extraction_table(name, spec, headers, query, expected):
     locs = _locations(spec) if spec else locations_of(model.JwtProvider())
     assert [t for t, _ in extract_tokens(locs, _headers(headers), query)] == expected
+
+
+def test_provider_locations_and_spec_come_from_the_provider_config():
+    from pyproxy.config.decode import decode
+    p = decode(model.JwtProvider, {"issuer": ISS, "audiences": ["api"], "clock_skew_seconds": 5,
+                                   "from_headers": [{"name": "X-JWT", "value_prefix": "Token "}],
+                                   "from_params": ["tok"], "from_cookies": ["session"]})
+    locations = (Location("header", "x-jwt", "Token "), Location("param", "tok"), Location("cookie", "session"))
+    assert ProviderSpec.of("origins-0", p) == ProviderSpec("origins-0", ISS, ("api",), 5, locations)
+    assert ProviderSpec.of("p", model.JwtProvider(issuer=ISS)).clock_skew == 60  # 0 means Envoy's default
 
 
 # ---------------------------------------------------------------- requirements
@@ -225,6 +293,12 @@ REQS = [
      {"a": S.JwtVerificationFail, "b": S.JwtMissed}, S.JwtVerificationFail),
     ("allow_missing_or_failed: anything passes", {"requires_any": {"requirements": [
         {"provider_name": "a"}, {"allow_missing_or_failed": {}}]}}, {"a": S.JwtExpired}, S.OK),
+    ("requires_any: the error of a rejected token wins over another issuer", {"requires_any": {"requirements": [
+        {"provider_name": "a"}, {"provider_name": "b"}]}}, {"a": S.JwtExpired, "b": S.JwtUnknownIssuer}, S.JwtExpired),
+    ("requires_any without allow_missing: no token fails", {"requires_any": {"requirements": [
+        {"provider_name": "a"}, {"provider_name": "b"}]}}, {"a": S.JwtMissed, "b": S.JwtMissed}, S.JwtMissed),
+    ("allow_missing listed first: the providers after it still count", {"requires_any": {"requirements": [
+        {"allow_missing": {}}, {"provider_name": "a"}]}}, {"a": S.JwtExpired}, S.JwtExpired),
     ("requires_all: first failure", {"requires_all": {"requirements": [
         {"provider_name": "a"}, {"provider_name": "b"}]}}, {"a": S.OK, "b": S.JwtExpired}, S.JwtExpired),
 ]
@@ -243,6 +317,25 @@ def test_requirement_kinds_and_their_providers():
     assert _req({"allow_missing": {}}).providers() == set()
 
 
+def test_allow_missing_or_failed_passes_and_still_verifies_every_provider():
+    """Envoy runs every verifier of such a requires_any (their payloads are written) and passes whatever they say."""
+    asked = []
+    req = _req({"requires_any": {"requirements": [{"allow_missing_or_failed": {}}, {"provider_name": "a"}]}})
+    assert req.evaluate(lambda p, auds: (asked.append(p), (S.JwtExpired, None))[1]) is S.OK
+    assert asked == ["a"]
+    assert compile_requirement(None, {}, "requires").evaluate(lambda p, auds: (S.JwtExpired, None)) is S.OK
+
+
+def test_provider_and_audiences_overrides_the_audiences():
+    def check(p, auds):
+        return (S.OK if auds == ("x",) else S.JwtAudienceNotAllowed), None
+    assert _req({"provider_and_audiences": {"provider_name": "a", "audiences": ["x"]}}).evaluate(check) is S.OK
+    assert _req({"provider_name": "a"}).evaluate(check) is S.JwtAudienceNotAllowed  # None: the provider's own
+    r = _req({"provider_and_audiences": {"provider_name": "b", "audiences": ["x"]}})
+    assert (r.kind, r.provider, r.audiences) == ("provider", "b", ("x",))
+    assert (_req(ANY_A_MISSING).kind, _req({"requires_all": {"requirements": []}}).kind) == ("any", "all")
+
+
 def test_a_requirement_map_rule_is_refused():
     from pyproxy.config.decode import decode
     from pyproxy.filters.jwt_authn_logic import check_config
@@ -254,8 +347,10 @@ def test_a_requirement_map_rule_is_refused():
 
 
 def test_unknown_provider_is_a_config_error():
-    with pytest.raises(ValueError, match=r"requires: unknown provider 'zz'"):
+    with pytest.raises(ValueError, match=r"^requires: unknown provider 'zz' \(providers: a, b\)$"):
         _req({"provider_name": "zz"})
+    with pytest.raises(ValueError, match=r"^requires\.requires_all\[1\]: unknown provider 'zz'"):
+        _req({"requires_all": {"requirements": [{"provider_name": "a"}, {"provider_name": "zz"}]}})
 
 
 def test_payload_helpers():
@@ -267,11 +362,13 @@ def test_payload_helpers():
     assert claim_value(p, "flag") == "true"
     assert claim_value(p, "nested") is None
     assert claim_value(p, "missing") is None
+    assert claim_value({"l": ["a", {"x": 1}]}, "l") is None  # a list holding an object is not copied
 
 
 @pytest.mark.parametrize("path,expected", [
     ("/p?access_token=T", "/p"), ("/p?q=1&access_token=T&r=2", "/p?q=1&r=2"), ("/p", "/p"),
     ("/p?access_token=T&access_token=U", "/p"), ("/p?access_tokens=T", "/p?access_tokens=T"),
+    ("/p?access_token=eyJ0=&q=1", "/p?q=1"), ("/p?access_token=T?x", "/p"),
 ])
 def test_token_parameter_is_removed_from_the_path(path, expected):
     from pyproxy.filters.jwt_authn_logic import remove_query_param

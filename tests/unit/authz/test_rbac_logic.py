@@ -27,6 +27,8 @@ def cidr(prefix: str, n: int) -> dict:
     return {"address_prefix": prefix, "prefix_len": n}
 
 
+HEADER_GET = {"header": {"name": ":method", "string_match": {"exact": "GET"}}}
+
 PERMISSIONS = [
     ("any", {"any": True}, {}, True),
     ("header exact on :method", {"header": {"name": ":method", "string_match": {"exact": "GET"}}}, {}, True),
@@ -74,6 +76,19 @@ PERMISSIONS = [
                                                                {"destination_port": 3}]}}, {}, False),
     ("destination_ip that is not an IP", {"destination_ip": cidr("10.0.1.0", 24)}, {"destination_ip": "pipe"}, False),
     ("destination_ip of another IP version", {"destination_ip": cidr("::", 0)}, {}, False),
+    ("destination_ip prefix with host bits set is masked", {"destination_ip": cidr("10.0.1.77", 24)}, {}, True),
+    ("destination_ip without prefix_len: the whole family", {"destination_ip": {"address_prefix": "192.168.0.0"}},
+     {}, True),
+    ("destination_port_range start is inclusive", {"destination_port_range": {"start": 8080, "end": 8081}}, {}, True),
+    ("destination_port_range end is exclusive", {"destination_port_range": {"start": 8000, "end": 8080}}, {}, False),
+    ("header on :scheme", {"header": {"name": ":scheme", "string_match": {"exact": "https"}}}, {"scheme": "https"},
+     True),
+    ("and_rules of two, the header second", {"and_rules": {"rules": [{"destination_port": 8080}, HEADER_GET]}},
+     {}, True),
+    ("or_rules of two, the header first", {"or_rules": {"rules": [HEADER_GET, {"destination_port": 1}]}}, {}, True),
+    ("or_rules of two, the header second", {"or_rules": {"rules": [{"destination_port": 1}, HEADER_GET]}}, {}, True),
+    ("and_rules of three with a header", {"and_rules": {"rules": [HEADER_GET, {"any": True}, HEADER_GET]}}, {}, True),
+    ("not_rule of a header", {"not_rule": HEADER_GET}, {"method": "POST"}, True),
 ]
 
 
@@ -104,6 +119,9 @@ PRINCIPALS = [
     ("remote_ip (xff)", {"remote_ip": cidr("203.0.113.0", 24)}, {}, True),
     ("remote_ip is not the direct peer", {"remote_ip": cidr("10.0.0.5", 32)}, {}, False),
     ("ipv6 range vs ipv4 address", {"source_ip": cidr("::", 0)}, {}, False),
+    ("bracketed ipv6 address", {"source_ip": cidr("fd00::", 64)}, {"source_ip": "[fd00::5]"}, True),
+    ("remote_ip that is not an address (x-forwarded-for junk)", {"remote_ip": cidr("203.0.113.0", 24)},
+     {"remote_ip": "X203.0.113.9"}, False),
     ("header", {"header": {"name": "x-user", "string_match": {"exact": "alice"}}}, {}, True),
     ("header missing", {"header": {"name": "x-user", "string_match": {"exact": "alice"}}}, {"headers": Headers()}, False),
     ("url_path", {"url_path": {"path": {"prefix": "/api"}}}, {}, True),
@@ -148,12 +166,14 @@ ENGINE = [
     ("first matching policy by name", rules("ALLOW", zz=ALL, aa=GET_API), {}, (True, "aa", None)),
     ("LOG matched: allowed, logged", rules("LOG", a=ADMIN), {"path": "/admin"}, (True, "a", True)),
     ("LOG not matched: allowed, not logged", rules("LOG", a=ADMIN), {}, (True, None, False)),
+    ("principal on a header", rules("ALLOW", h=([{"any": True}], [HEADER_GET])), {}, (True, "h", None)),
 ]
 
 
 @pytest.mark.parametrize("name,cfg,overrides,expected", ENGINE, ids=[e[0] for e in ENGINE])
 def test_engine(name, cfg, overrides, expected):
-    r = RbacEngine(decode(model.RBACRules, cfg)).evaluate(req(**overrides))
+    request = req(**overrides)
+    r = RbacEngine(decode(model.RBACRules, cfg)).evaluate(request, request.view())
     assert (r.allowed, r.policy_id, r.log) == expected
 
 
@@ -204,3 +224,20 @@ def test_response_detail_replaces_whitespace():
 def test_engine_repr_names_its_policies_in_order():
     engine = RbacEngine(decode(model.RBACRules, rules("DENY", zz=ADMIN, aa=ALL)))
     assert repr(engine) == "RbacEngine(DENY, policies=['aa', 'zz'])"
+
+
+def test_log_engine_and_shadow_ids_reach_the_decision():
+    """Both engines see the request's headers; the decision carries the LOG hint and the shadow policy id."""
+    ps = policy_set(rules=rules("LOG", audit=GET_API), shadow_rules=rules("DENY", dry=GET_API))
+    d = ps.decide(req())
+    assert (d.allowed, d.policy_id, d.shadow_allowed, d.shadow_policy_id, d.log) == (True, "audit", False, "dry", True)
+    d = ps.decide(req(method="POST"))
+    assert (d.allowed, d.policy_id, d.shadow_allowed, d.shadow_policy_id, d.log) == (True, None, True, None, False)
+
+
+def test_a_rule_with_no_kind_set_is_a_clear_error():
+    """The decoder enforces the oneof; a config built in code without one still gets a message, not a crash."""
+    with pytest.raises(ValueError, match="^Permission needs one rule$"):
+        compile_permission(model.Permission())
+    with pytest.raises(ValueError, match="^Principal needs one identifier$"):
+        compile_principal(model.Principal())

@@ -51,7 +51,8 @@ def test_no_rules_no_filter():
 
 
 @pytest.mark.parametrize("uri, cluster", [("http://k.example/jwks", "outbound|80||k.example"),
-                                          ("https://k.example:8443/x", "outbound|8443||k.example")])
+                                          ("https://k.example:8443/x", "outbound|8443||k.example"),
+                                          ("https:///x", "outbound|443||")])
 def test_jwks_cluster(uri, cluster):
     assert jwks_cluster(uri) == cluster
 
@@ -59,7 +60,7 @@ def test_jwks_cluster(uri, cluster):
 @pytest.mark.parametrize("header, claims", [
     ("@request.auth.claims.groups", ["groups"]), ("@request.auth.claims.a.b", ["a", "b"]),
     ("@request.auth.claims[a][b]", ["a", "b"]), ("@request.auth.claims", None), ("@request.auth.claims.", None),
-    ("x-user", None), ("@request.auth.claimsx", None),
+    ("x-user", None), ("@request.auth.claimsx", None), ("@request.auth.claims[ab", None),
 ])
 def test_routing_claims(header, claims):
     assert routing_claims(header) == claims
@@ -70,3 +71,44 @@ def test_claim_route_matcher_is_string_or_list():
     one = {"string_match": {"exact": "admin"}}
     assert m == {"filter": "envoy.filters.http.jwt_authn", "path": [{"key": "payload"}, {"key": "groups"}],
                  "value": {"or_match": {"value_matchers": [{"list_match": {"one_of": one}}, one]}}, "invert": True}
+
+
+def test_claim_route_matcher_without_a_value_is_presence_and_not_inverted_by_default():
+    one = {"present_match": True}
+    assert claim_route_matcher(["a", "b"], None) == {
+        "filter": "envoy.filters.http.jwt_authn", "path": [{"key": "payload"}, {"key": "a"}, {"key": "b"}],
+        "value": {"or_match": {"value_matchers": [{"list_match": {"one_of": one}}, one]}}}
+
+
+def test_fields_left_out_of_a_rule_translate_to_empty_strings():
+    """Istio's validation wants them; translated as they are, an absent issuer, header or claim name is empty
+    (never the text "None")."""
+    rules = "[{jwks: '{\"keys\": []}', outputClaimToHeaders: [{}], fromHeaders: [{prefix: 'Bearer '}]}]"
+    text = ("apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: ra, namespace: default}\n"
+            f"spec:\n  jwtRules: {rules}\n")
+    assert load_text(text, "ra.yaml").resources == ()  # validation refuses it: never served
+    pols = list(load_text(text, "ra.yaml", keep_invalid=True).resources)
+    p = build_filter(pols, Notes())["typed_config"]["providers"]["origins-0"]
+    assert (p["issuer"], p["claim_to_headers"], p["from_headers"]) == (
+        "", [{"header_name": "", "claim_name": ""}], [{"name": "", "value_prefix": "Bearer "}])
+
+
+def test_a_rule_without_issuer_sorts_first():
+    text = ("apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: ra, namespace: default}\n"
+            "spec:\n  jwtRules: [{issuer: M, jwks: '{}'}, {jwks: '{}'}]\n")
+    pols = list(load_text(text, "ra.yaml", keep_invalid=True).resources)
+    providers = build_filter(pols, Notes())["typed_config"]["providers"]
+    assert [p["issuer"] for p in providers.values()] == ["", "M"]
+
+
+@pytest.mark.parametrize("match, uses", [
+    ("{headers: {'@request.auth.claims.group': {exact: admin}}}", True),
+    ("{withoutHeaders: {'@request.auth.claims.group': {exact: admin}}}", True),
+    ("{headers: {x-user: {exact: admin}}}", False),
+])
+def test_virtual_services_matching_on_claims_use_claim_routing(match, uses):
+    from control.translate.request_authn import uses_claim_routing
+    text = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs, namespace: default}\n"
+            f"spec:\n  hosts: [a]\n  http: [{{match: [{match}], route: [{{destination: {{host: a}}}}]}}]\n")
+    (vs,) = load_text(text, "vs.yaml", keep_invalid=True).resources
+    assert uses_claim_routing(vs) is uses

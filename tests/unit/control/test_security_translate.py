@@ -192,3 +192,12 @@ def test_pym0009_plaintext_to_a_strict_workload(policies, mode, expected):
     assert [code for code, _ in found] == expected
     if expected:
         assert "DestinationRule shop/app sends" in found[0][1] and "is STRICT" in found[0][1]
+
+
+def test_a_port_level_key_that_is_not_a_number_is_skipped_not_the_rest():
+    from control.mesh import build_mesh as _build
+    bad = pa("app", "shop", "{selector: {matchLabels: {app: app}}, portLevelMtls: {http: {mode: DISABLE}, "
+                            "9080: {mode: STRICT}}}")
+    result = load_text(textwrap.dedent(WORKLOAD) + bad, "mesh.yaml", keep_invalid=True)
+    mesh = _build(result.resources)
+    assert authn.effective_mtls(mesh, mesh.workload("app-v1"), 9080) == MtlsMode.STRICT

@@ -45,6 +45,16 @@ def info(code=200, headers=(("x-debug", "1"), ("User-Agent", "curl")), method="G
     ("request.url_path == '/api/x'", {}, True),
     ("response.code == '200'", {}, False),  # CEL: no int/string equality
     ("size(request.path) > 5", {}, True),
+    ("response.code < 200", {}, False),
+    ("response.code <= 200", {}, True),
+    ("response.code > 200", {}, False),
+    ("response.code >= 200", {}, True),
+    ("response.code >= 201", {}, False),
+    ("response.code != '200'", {}, False),  # no int/string inequality either: an error, do not log
+    ("'200' != response.code", {}, False),
+    ("response.code == 200  ", {}, True),  # trailing blanks
+    ("request.method in request.headers", {"headers": (("get", "1"),)}, True),
+    ("request.headers[request.method] == '1'", {"headers": (("get", "1"),)}, True),
 ])
 def test_expression(expr, kwargs, expected):
     assert compile_filter(expr)(info(**kwargs)) is expected
@@ -55,13 +65,23 @@ def test_expression(expr, kwargs, expected):
     ("response.code >= ", "at position"),
     ("response.code >> 4", "unexpected"),
     ("request.headers['a'] ~ 1", "unexpected character '~'"),
-    ("string(response.code) == '200'", "string() at position 0: no overload in an access-log filter"),
+    ("string(response.code) == '200'", "string() at position 0: no overload in an access-log filter (Envoy's CEL "
+                                       "refuses it too)"),
+    ("response.code == ", "unexpected 'end of expression' at position 16"),
+    ("response.code == )", "unexpected ')' at position 17"),
+    ("response.code request.method", "unexpected 'request' at position 14"),
+    ("foo(1)", "unknown attribute 'foo' at position 0 (supported: response.code, response.code_details, "
+               "response.size, response.flags, response.headers, request.method, "),
+    ("request.headers['a') == 'x'", "expected ']' at position 19, found ')'"),
     ("int(response.code) == 200", "int() at position 0: no overload in an access-log filter"),
     ("has(1)", "has() takes a field selection (a.b.c) at position 4"),
     ("has(request.bogus)", "has(request.bogus) at position 0: unknown attribute"),
     ("request.1 == 1", "expected a field name at position 8"),
     ("(response.code == 200", "expected ')' at position 21, found 'the end'"),
     ("response.code == 200 200", "unexpected 200 at position 21"),
+    ("has(request.method]", "expected ')' at position 18, found ']'"),
+    ("size(request.path] > 1", "expected ')' at position 17, found ']'"),
+    ("has(filter_state.downstream_peer)", "has(filter_state.downstream_peer) at position 0: unknown attribute"),
 ])
 def test_outside_the_subset_is_a_config_error_naming_the_place(expr, says):
     with pytest.raises(CelError) as e:
@@ -101,10 +121,17 @@ def test_metric_dimension_values():
     assert compile_value("request.headers['nope']")(info()) == "unknown"
     assert compile_value("connection.mtls")(info(mtls=True)) == "true"
     assert compile_value("'literal'")(info()) == "literal"
+    assert compile_value("'it\\'s'")(info()) == "it's"  # a backslash escapes the next character
     i = info()
     i.downstream_local_address, i.downstream_remote_address = "10.0.0.1:9080", "[::1]:5555"
     assert (compile_value("string(destination.port)")(i), compile_value("source.port")(i)) == ("9080", "5555")
     assert compile_filter("destination.port == 9080")(i) is True
+    for address in ("10.0.0.1:", "10.0.0.1:http", "8080"):  # no port after a colon: an evaluation error
+        i.downstream_remote_address = address
+        assert (compile_value("source.port")(i), compile_filter("source.port > 0")(i)) == ("unknown", False)
+    assert compile_value("string(request.method)")(info()) == "GET"  # only booleans are lowered
+    with pytest.raises(CelError, match=r"^has\(foo\.bar\) at position 0: unknown attribute$"):
+        compile_value("has(foo.bar)")
 
 
 @pytest.mark.parametrize("expr, expected", [
@@ -151,6 +178,7 @@ def test_peer_metadata_is_read_in_metric_dimensions_only():
         "filter_state.downstream_peer.name", "filter_state.downstream_peer.service",
         "filter_state.downstream_peer.revision", "filter_state.downstream_peer.cluster",
         "filter_state.downstream_peer.labels['version']", "filter_state.upstream_peer.app",
+        "filter_state.downstream_peer.labels['app']", "string(has(filter_state.upstream_peer))",
         "string(has(filter_state.downstream_peer))", "string(has(filter_state.upstream_peer.app))")}
     assert values == {
         "filter_state.downstream_peer.app": "reviews", "filter_state.downstream_peer.workload": "reviews-v2",
@@ -158,7 +186,11 @@ def test_peer_metadata_is_read_in_metric_dimensions_only():
         "filter_state.downstream_peer.revision": "v2", "filter_state.downstream_peer.cluster": "Kubernetes",
         "filter_state.downstream_peer.labels['version']": "v2",
         "filter_state.upstream_peer.app": "unknown",  # no peer on that side: the dimension's default
+        "filter_state.downstream_peer.labels['app']": "reviews", "string(has(filter_state.upstream_peer))": "false",
         "string(has(filter_state.downstream_peer))": "true", "string(has(filter_state.upstream_peer.app))": "false"}
+    bare = SimpleNamespace(method="GET")  # a StreamInfo with no peers beside it at all
+    assert [compile_value(e)(bare) for e in ("filter_state.upstream_peer.app", "string(has(filter_state.upstream_peer))",
+                                             "filter_state.downstream_peer")] == ["unknown", "false", "unknown"]
     with pytest.raises(CelError, match="unknown attribute 'filter_state.downstream_peer.type'"):
         compile_value("filter_state.downstream_peer.type")
     with pytest.raises(CelError, match="unknown attribute 'filter_state.downstream_peer.app'"):
