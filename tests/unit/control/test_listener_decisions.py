@@ -1,0 +1,126 @@
+"""Listener decisions (control/translate/listeners.py) checked value by value on the Envoy config they emit:
+gateway server TLS contexts (istiod BuildListenerTLSContext), route names, L4 server kinds, and the inbound
+filter-chain options per PeerAuthentication mode (istiod filterchain_options.go)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from control.translate import authn
+from control.translate.common import DOWNSTREAM_TLS
+from control.translate.listeners import (ALL_ISTIO_MTLS_ALPNS, downstream_tls, gateway_route_name,
+                                         inbound_chain_options, l4_server)
+
+GW = SimpleNamespace(name="gw", namespace="ns")
+
+
+def _context(tls: dict) -> dict:
+    socket = downstream_tls(None, tls, GW, "spec.servers[0].tls")  # no credentialName: no proxy, no notes
+    assert socket["name"] == "envoy.transport_sockets.tls"
+    context = socket["typed_config"]
+    assert context["@type"] == DOWNSTREAM_TLS
+    return context
+
+
+ALPN = ["h2", "http/1.1"]
+CERT = {"certificate_chain": {"filename": "/c.pem"}, "private_key": {"filename": "/k.pem"}}
+
+
+@pytest.mark.parametrize("tls, require, common", [
+    ({}, False, {"alpn_protocols": ALPN}),  # mode defaults to SIMPLE
+    ({"mode": "SIMPLE", "serverCertificate": "/c.pem", "privateKey": "/k.pem", "caCertificates": "/ca.pem"}, False,
+     {"alpn_protocols": ALPN, "tls_certificates": [CERT]}),  # SIMPLE does not check clients: no CA
+    ({"serverCertificate": "/c.pem"}, False,
+     {"alpn_protocols": ALPN, "tls_certificates": [
+         {"certificate_chain": {"filename": "/c.pem"}, "private_key": {"filename": ""}}]}),
+    ({"mode": "MUTUAL", "serverCertificate": "/c.pem", "privateKey": "/k.pem", "caCertificates": "/ca.pem"}, True,
+     {"alpn_protocols": ALPN, "tls_certificates": [CERT], "validation_context": {"trusted_ca": {"filename": "/ca.pem"}}}),
+    ({"mode": "OPTIONAL_MUTUAL", "caCertificates": "/ca.pem", "subjectAltNames": ["a", "b"]}, False,
+     {"alpn_protocols": ALPN, "validation_context": {
+         "trusted_ca": {"filename": "/ca.pem"}, "match_subject_alt_names": [{"exact": "a"}, {"exact": "b"}]}}),
+    ({"mode": "MUTUAL"}, True, {"alpn_protocols": ALPN}),
+    ({"mode": "ISTIO_MUTUAL", "serverCertificate": "/c.pem", "minProtocolVersion": "TLSV1_3",
+      "cipherSuites": ["X"]}, True,  # mesh certificates over SDS; the tls_params settings are not applied
+     {"alpn_protocols": ALPN, "tls_certificate_sds_secret_configs": [authn.sds(authn.SDS_DEFAULT)],
+      "combined_validation_context": {"default_validation_context": {},
+                                      "validation_context_sds_secret_config": authn.sds(authn.SDS_ROOTCA)}}),
+    ({"mode": "ISTIO_MUTUAL", "subjectAltNames": ["spiffe://x"]}, True,
+     {"alpn_protocols": ALPN, "tls_certificate_sds_secret_configs": [authn.sds(authn.SDS_DEFAULT)],
+      "combined_validation_context": {
+          "default_validation_context": {"match_subject_alt_names": [{"exact": "spiffe://x"}]},
+          "validation_context_sds_secret_config": authn.sds(authn.SDS_ROOTCA)}}),
+])
+def test_gateway_server_tls_context_per_mode(tls, require, common):
+    context = _context(tls)
+    assert context["require_client_certificate"] is require
+    assert context["common_tls_context"] == common
+
+
+@pytest.mark.parametrize("mode", ["SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", None])
+@pytest.mark.parametrize("tls, params", [
+    ({"minProtocolVersion": "TLSV1_2", "maxProtocolVersion": "TLSV1_3"},
+     {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"}),
+    ({"minProtocolVersion": "TLS_AUTO", "maxProtocolVersion": "TLSV1_2"}, {"tls_maximum_protocol_version": "TLSv1_2"}),
+    ({"maxProtocolVersion": "TLS_AUTO", "minProtocolVersion": "TLSV1_1"}, {"tls_minimum_protocol_version": "TLSv1_1"}),
+    ({"cipherSuites": ["ECDHE-RSA-AES128-GCM-SHA256", "AES256-SHA"]},
+     {"cipher_suites": ["ECDHE-RSA-AES128-GCM-SHA256", "AES256-SHA"]}),
+    ({"minProtocolVersion": "", "cipherSuites": []}, None),
+])
+def test_gateway_server_tls_params_from_versions_and_ciphers(mode, tls, params):
+    """applyServerTLSSettings: TLS_AUTO leaves Envoy's default; tls_params come first in the common context."""
+    common = _context({**tls, **({"mode": mode} if mode else {})})["common_tls_context"]
+    if params is None:
+        assert "tls_params" not in common
+    else:
+        assert common["tls_params"] == params
+        assert list(common)[0] == "tls_params"
+
+
+@pytest.mark.parametrize("server, route", [
+    ({"port": {"number": 443, "name": "https", "protocol": "HTTPS"}}, "https.443.https.gw.ns"),
+    ({"port": {"number": 443, "name": "https", "protocol": "https"}}, "https.443.https.gw.ns"),
+    ({"port": {"number": 8443, "protocol": "HTTP"}, "tls": {"mode": "MUTUAL"}}, "https.8443..gw.ns"),
+    ({"port": {"number": 8443, "name": "p", "protocol": "TLS"}, "tls": {"mode": "ISTIO_MUTUAL"}}, "https.8443.p.gw.ns"),
+    ({"port": {"number": 8443, "name": "p", "protocol": "TLS"}, "tls": {"mode": "SIMPLE"}}, "https.8443.p.gw.ns"),
+    ({"port": {"number": 8443, "name": "p", "protocol": "TLS"}, "tls": {"mode": "OPTIONAL_MUTUAL"}},
+     "https.8443.p.gw.ns"),
+    ({"port": {"number": 8443, "name": "p", "protocol": "TLS"}, "tls": {"mode": "PASSTHROUGH"}}, "http.8443"),
+    ({"port": {"number": 80, "name": "http", "protocol": "HTTP"}}, "http.80"),
+    ({"port": {"number": 80, "name": "http"}}, "http.80"),
+    ({}, "http.None"),
+])
+def test_gateway_route_names(server, route):
+    """istiod gateway.go: `https.<port>.<portName>.<gateway>.<namespace>` for terminated TLS, else `http.<port>`."""
+    assert gateway_route_name(GW, server) == route
+
+
+@pytest.mark.parametrize("server, kind", [
+    ({"port": {"protocol": "TLS"}, "tls": {"mode": "PASSTHROUGH"}}, "passthrough"),
+    ({"port": {"protocol": "TLS"}, "tls": {"mode": "AUTO_PASSTHROUGH"}}, "auto_passthrough"),
+    ({"port": {"protocol": "TCP"}}, "tcp"),
+    ({"port": {"protocol": "tcp"}, "tls": {}}, "tcp"),
+    ({"port": {"protocol": "TCP"}, "tls": {"mode": "PASSTHROUGH"}}, "passthrough"),
+    ({"port": {"protocol": "HTTPS"}, "tls": {"mode": "SIMPLE"}}, None),
+    ({"port": {"protocol": "HTTP"}}, None),
+    ({}, None),
+])
+def test_gateway_server_l4_kind(server, kind):
+    assert l4_server(server) == kind
+
+
+MTLS = {"transport_protocol": "tls", "application_protocols": list(ALL_ISTIO_MTLS_ALPNS)}
+
+
+@pytest.mark.parametrize("mode, http, options", [
+    (authn.MtlsMode.STRICT, True, [({"transport_protocol": "tls"}, True)]),
+    (authn.MtlsMode.STRICT, False, [({"transport_protocol": "tls"}, True)]),
+    (authn.MtlsMode.PERMISSIVE, True, [(MTLS, True), ({"transport_protocol": "raw_buffer"}, False)]),
+    (authn.MtlsMode.PERMISSIVE, False, [(MTLS, True), ({"transport_protocol": "tls"}, False),
+                                        ({"transport_protocol": "raw_buffer"}, False)]),
+    (authn.MtlsMode.DISABLE, True, [({"transport_protocol": "raw_buffer"}, False)]),
+    (authn.MtlsMode.DISABLE, False, [({"transport_protocol": "raw_buffer"}, False)]),
+])
+def test_inbound_chain_options_per_peer_authentication_mode(mode, http, options):
+    assert inbound_chain_options(mode, http) == options
+    assert ALL_ISTIO_MTLS_ALPNS == ("istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1", "istio-h2")
