@@ -124,3 +124,58 @@ MTLS = {"transport_protocol": "tls", "application_protocols": list(ALL_ISTIO_MTL
 def test_inbound_chain_options_per_peer_authentication_mode(mode, http, options):
     assert inbound_chain_options(mode, http) == options
     assert ALL_ISTIO_MTLS_ALPNS == ("istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1", "istio-h2")
+
+
+def _egress(*listeners: str) -> str:
+    return ("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default}\nspec:\n  egress:\n"
+            + "".join(f"  - {item}\n" for item in listeners))
+
+
+DB = "outbound|5432||db.default.svc.cluster.local"
+
+
+@pytest.mark.parametrize("egress, name, address", [
+    ("{port: {number: 5432, name: tcp-db}, captureMode: NONE, hosts: ['./*']}", "127.0.0.1_5432", "127.0.0.1"),
+    ("{port: {number: 5432, protocol: TLS, name: http-x}, captureMode: NONE, bind: 10.0.0.9, hosts: ['./*']}",
+     "10.0.0.9_5432", "10.0.0.9"),
+    ("{port: {number: 5432, protocol: tcp}, captureMode: NONE, hosts: ['*/db.default.svc.cluster.local']}",
+     "127.0.0.1_5432", "127.0.0.1"),
+])
+def test_a_sidecar_egress_port_with_capture_none_is_bound_and_named_by_its_bind(egress, name, address):
+    """istiod: a Sidecar egress listener with a port and captureMode NONE binds `<bind>_<port>` (default
+    127.0.0.1); the TCP port's listener is replaced by it, with the stats filter before the tcp_proxy."""
+    from tests.unit.control.test_translate_l4 import listeners
+    notes: list[str] = []
+    got = listeners(_egress(egress), notes)
+    assert sorted(got) == sorted(["0.0.0.0_15001", name])
+    lis = got[name]
+    assert lis["address"] == {"socket_address": {"address": address, "port_value": 5432}}
+    assert lis["traffic_direction"] == "OUTBOUND"
+    assert "bind_to_port" not in lis and "listener_filters" not in lis
+    (chain,) = lis["filter_chains"]
+    assert [f["name"] for f in chain["filters"]] == ["istio.stats", "envoy.filters.network.tcp_proxy"]
+    assert chain["filters"][1]["typed_config"]["cluster"] == DB
+    assert not [n for n in notes if "egress" in n]
+
+
+@pytest.mark.parametrize("egress, note", [
+    ("{port: {number: 5432, name: tcp-db}, hosts: ['./*']}",
+     "spec.egress[0].port: only egress listeners with captureMode NONE and a TCP/TLS port are translated; this one "
+     "is not"),
+    ("{port: {number: 5432, name: tcp-db}, captureMode: IPTABLES, hosts: ['./*']}",
+     "spec.egress[0].port: only egress listeners with captureMode NONE"),
+    ("{port: {number: 5432, name: http-db}, captureMode: NONE, hosts: ['./*']}",
+     "spec.egress[0].port: only egress listeners with captureMode NONE"),
+    ("{port: {number: 5432, protocol: UDP, name: tcp-db}, captureMode: NONE, hosts: ['./*']}",
+     "spec.egress[0].port: only egress listeners with captureMode NONE"),
+    ("{port: {number: 5433, name: tcp-db}, captureMode: NONE, hosts: ['./*']}",
+     "spec.egress[0].port: no service its hosts admit has port 5433"),
+    ("{port: {number: 5432, name: tcp-db}, captureMode: NONE, hosts: ['other/*']}",
+     "spec.egress[0].port: no service its hosts admit has port 5432"),
+])
+def test_sidecar_egress_ports_not_bound_are_noted_and_keep_the_port_listener(egress, note):
+    from tests.unit.control.test_translate_l4 import listeners
+    notes: list[str] = []
+    got = listeners(_egress(egress, "{hosts: ['./*']}"), notes)
+    assert not any(n.startswith("127.0.0.1_") for n in got)
+    assert any(note in n for n in notes), notes
