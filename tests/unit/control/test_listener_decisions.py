@@ -179,3 +179,57 @@ def test_sidecar_egress_ports_not_bound_are_noted_and_keep_the_port_listener(egr
     got = listeners(_egress(egress, "{hosts: ['./*']}"), notes)
     assert not any(n.startswith("127.0.0.1_") for n in got)
     assert any(note in n for n in notes), notes
+
+
+def test_gateway_listeners_per_port_with_sni_chains_for_terminated_tls():
+    """istiod gateway.go: one listener per server port, sorted; a terminating HTTPS server's chain matches its
+    hosts (namespace dropped, `*` left out, sorted) by SNI, read by the tls_inspector; plain HTTP servers of a
+    port share one chain on `http.<port>`; gateways use the remote address and send `server: istio-envoy`."""
+    from tests.unit.control.test_translate_decisions import render_gw, servers
+    rendered = render_gw(gateway=servers(
+        "{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['ns/b.example.com', '*', 'a.example.com'], "
+        "tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}}",
+        "{port: {number: 443, name: https2, protocol: HTTPS}, hosts: ['*'], "
+        "tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}}",
+        "{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}",
+        "{port: {number: 80, name: http2, protocol: HTTP}, hosts: ['x.example.com']}",
+        "{port: {number: 27017, name: mongo, protocol: MONGO}, hosts: ['*']}",
+        "{port: {number: 8443, name: tls, protocol: TLS}, hosts: ['*'], tls: {mode: PASSTHROUGH}}",
+        "{port: {number: 31400, name: tcp, protocol: TCP}, hosts: ['*']}"))
+    assert [lis["name"] for lis in rendered.listeners] == ["0.0.0.0_80", "0.0.0.0_443"]
+    plain, tls = rendered.listeners
+    for lis, port in ((plain, 80), (tls, 443)):
+        assert lis["address"] == {"socket_address": {"address": "0.0.0.0", "port_value": port}}
+        assert lis["traffic_direction"] == "OUTBOUND"
+        assert "bind_to_port" not in lis
+    assert "listener_filters" not in plain
+    assert tls["listener_filters"] == [{"name": "envoy.filters.listener.tls_inspector", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}]
+    (chain,) = plain["filter_chains"]
+    assert set(chain) == {"filters"}
+    (hcm,) = chain["filters"]
+    assert hcm["name"] == "envoy.filters.network.http_connection_manager"
+    config = hcm["typed_config"]
+    assert config["stat_prefix"] == "outbound_0.0.0.0_80"
+    assert config["rds"]["route_config_name"] == "http.80"
+    assert config["use_remote_address"] is True and config["server_name"] == "istio-envoy"
+    assert "forward_client_cert_details" not in config and "set_current_client_cert_details" not in config
+    assert (config["stream_idle_timeout"], config["normalize_path"], config["upgrade_configs"],
+            config["http_protocol_options"]) == ("0s", True, [{"upgrade_type": "websocket"}], {"accept_http_10": True})
+    assert [f["name"] for f in config["http_filters"]] == [
+        "envoy.filters.http.fault", "envoy.filters.http.cors", "istio.stats", "envoy.filters.http.router"]
+    sni, catch_all = tls["filter_chains"]
+    assert sni["filter_chain_match"] == {"server_names": ["a.example.com", "b.example.com"]}
+    assert "filter_chain_match" not in catch_all
+    assert [c["filters"][0]["typed_config"]["rds"]["route_config_name"] for c in (sni, catch_all)] == [
+        "https.443.https.tls.istio-system", "https.443.https2.tls.istio-system"]
+    assert [c["filters"][0]["typed_config"]["stat_prefix"] for c in (sni, catch_all)] == ["outbound_0.0.0.0_443"] * 2
+    for c in (sni, catch_all):
+        assert c["transport_socket"]["typed_config"]["common_tls_context"]["tls_certificates"] == [CERT]
+    assert [n.split(": ", 1)[1] for n in rendered.notes] == [
+        "Gateway istio-system/tls: spec.servers[4]: MONGO servers are not translated yet (HTTP, "
+        "terminated HTTPS, TLS PASSTHROUGH/AUTO_PASSTHROUGH and TCP)",
+        "Gateway istio-system/tls: spec.servers[5]: no VirtualService tls route is bound to this "
+        "server: no filter chain",
+        "Gateway istio-system/tls: spec.servers[6]: no VirtualService tcp route is bound to this "
+        "server: no filter chain"]
