@@ -233,3 +233,77 @@ def test_gateway_listeners_per_port_with_sni_chains_for_terminated_tls():
         "server: no filter chain",
         "Gateway istio-system/tls: spec.servers[6]: no VirtualService tcp route is bound to this "
         "server: no filter chain"]
+
+
+MULTI = """apiVersion: v1
+kind: Service
+metadata: {name: multi}
+spec: {selector: {app: multi}, ports: [{name: http, port: 8000}, {name: grpc, port: 7070}, {name: tcp, port: 5432}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: multi}
+spec:
+  selector: {matchLabels: {app: multi}}
+  template:
+    metadata: {labels: {app: multi}}
+    spec: {containers: [{name: r, image: r, ports: [{containerPort: 8000}]}]}
+"""
+
+
+def _inbound(extra: str = "") -> dict:
+    from tests.unit.control.test_translate import by_name, render
+    return by_name(render(MULTI + extra, workload="multi").listeners, "virtualInbound")
+
+
+def test_inbound_chains_per_port_under_permissive_mtls():
+    """istiod buildInboundListeners: per workload port an mTLS chain (Istio ALPNs, mesh context: HTTP ALPNs, TCP
+    with peer exchange) and a plaintext one (TCP also a TLS passthrough chain), all named `0.0.0.0_<port>`;
+    HTTP ports an inline `inbound|<port>||` route to the inbound cluster, retried on reset except HTTP/2."""
+    lis = _inbound()
+    assert lis["address"] == {"socket_address": {"address": "0.0.0.0", "port_value": 15006}}
+    assert lis["traffic_direction"] == "INBOUND"
+    assert [f["name"] for f in lis["listener_filters"]] == ["envoy.filters.listener.tls_inspector"]
+    chains = lis["filter_chains"]
+    assert [(c["name"], c["filter_chain_match"].get("transport_protocol"), "transport_socket" in c) for c in chains] \
+        == [("0.0.0.0_5432", "tls", True), ("0.0.0.0_5432", "tls", False), ("0.0.0.0_5432", "raw_buffer", False),
+            ("0.0.0.0_7070", "tls", True), ("0.0.0.0_7070", "raw_buffer", False),
+            ("0.0.0.0_8000", "tls", True), ("0.0.0.0_8000", "raw_buffer", False)]
+    assert [c["filter_chain_match"]["destination_port"] for c in chains] == [5432] * 3 + [7070] * 2 + [8000] * 2
+    alpns = [c["transport_socket"]["typed_config"]["common_tls_context"]["alpn_protocols"] for c in chains
+             if "transport_socket" in c]
+    assert alpns == [["istio-peer-exchange", "h2", "http/1.1"], ["h2", "http/1.1"], ["h2", "http/1.1"]]
+    tcp = chains[0]["filters"]
+    assert [f["name"] for f in tcp] == ["istio.stats", "envoy.filters.network.tcp_proxy"]
+    assert tcp[1]["typed_config"]["cluster"] == "inbound|5432||multi.default.svc.cluster.local"
+    for chain, port, retried in ((chains[3], 7070, False), (chains[5], 8000, True)):
+        (hcm,) = chain["filters"]
+        config = hcm["typed_config"]
+        assert config["stat_prefix"] == f"inbound_0.0.0.0_{port}"
+        assert "rds" not in config
+        assert config["use_remote_address"] is False and config["server_name"] == "istio-envoy"
+        assert config["forward_client_cert_details"] == "APPEND_FORWARD"
+        assert config["set_current_client_cert_details"] == {"subject": True, "dns": True, "uri": True}
+        rc = config["route_config"]
+        assert rc["name"] == f"inbound|{port}||" and "@type" not in rc
+        (vhost,) = rc["virtual_hosts"]
+        assert (vhost["name"], vhost["domains"]) == (f"inbound|http|{port}", ["*"])
+        (route,) = vhost["routes"]
+        assert (route["name"], route["match"]) == ("default", {"prefix": "/"})
+        assert route["decorator"] == {"operation": f"multi.default.svc.cluster.local:{port}/*"}
+        action = route["route"]
+        assert action["cluster"] == f"inbound|{port}||multi.default.svc.cluster.local"
+        assert (action["timeout"], action["max_grpc_timeout"]) == ("0s", "0s")
+        assert ("retry_policy" in action) is retried
+    retry = chains[5]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0]["route"][
+        "retry_policy"]
+    assert (retry["retry_on"], retry["num_retries"]) == ("reset-before-request", 2)
+
+
+def test_inbound_plaintext_only_under_disabled_mtls_needs_no_tls_inspector():
+    lis = _inbound("---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default}\n"
+                   "spec: {mtls: {mode: DISABLE}}\n")
+    assert "listener_filters" not in lis
+    assert [c["filter_chain_match"] for c in lis["filter_chains"]] == [
+        {"destination_port": p, "transport_protocol": "raw_buffer"} for p in (5432, 7070, 8000)]
+    assert not any("transport_socket" in c for c in lis["filter_chains"])
