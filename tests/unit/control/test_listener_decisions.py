@@ -11,6 +11,9 @@ from control.translate import authn
 from control.translate.common import DOWNSTREAM_TLS
 from control.translate.listeners import (ALL_ISTIO_MTLS_ALPNS, downstream_tls, gateway_route_name,
                                          inbound_chain_options, l4_server)
+from tests.unit.control.test_translate import by_name, render
+from tests.unit.control.test_translate_decisions import render_gw, servers
+from tests.unit.control.test_translate_l4 import listeners
 
 GW = SimpleNamespace(name="gw", namespace="ns")
 
@@ -144,7 +147,6 @@ DB = "outbound|5432||db.default.svc.cluster.local"
 def test_a_sidecar_egress_port_with_capture_none_is_bound_and_named_by_its_bind(egress, name, address):
     """istiod: a Sidecar egress listener with a port and captureMode NONE binds `<bind>_<port>` (default
     127.0.0.1); the TCP port's listener is replaced by it, with the stats filter before the tcp_proxy."""
-    from tests.unit.control.test_translate_l4 import listeners
     notes: list[str] = []
     got = listeners(_egress(egress), notes)
     assert sorted(got) == sorted(["0.0.0.0_15001", name])
@@ -174,7 +176,6 @@ def test_a_sidecar_egress_port_with_capture_none_is_bound_and_named_by_its_bind(
      "spec.egress[0].port: no service its hosts admit has port 5432"),
 ])
 def test_sidecar_egress_ports_not_bound_are_noted_and_keep_the_port_listener(egress, note):
-    from tests.unit.control.test_translate_l4 import listeners
     notes: list[str] = []
     got = listeners(_egress(egress, "{hosts: ['./*']}"), notes)
     assert not any(n.startswith("127.0.0.1_") for n in got)
@@ -185,7 +186,6 @@ def test_gateway_listeners_per_port_with_sni_chains_for_terminated_tls():
     """istiod gateway.go: one listener per server port, sorted; a terminating HTTPS server's chain matches its
     hosts (namespace dropped, `*` left out, sorted) by SNI, read by the tls_inspector; plain HTTP servers of a
     port share one chain on `http.<port>`; gateways use the remote address and send `server: istio-envoy`."""
-    from tests.unit.control.test_translate_decisions import render_gw, servers
     rendered = render_gw(gateway=servers(
         "{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['ns/b.example.com', '*', 'a.example.com'], "
         "tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}}",
@@ -252,7 +252,6 @@ spec:
 
 
 def _inbound(extra: str = "") -> dict:
-    from tests.unit.control.test_translate import by_name, render
     return by_name(render(MULTI + extra, workload="multi").listeners, "virtualInbound")
 
 
@@ -307,3 +306,51 @@ def test_inbound_plaintext_only_under_disabled_mtls_needs_no_tls_inspector():
     assert [c["filter_chain_match"] for c in lis["filter_chains"]] == [
         {"destination_port": p, "transport_protocol": "raw_buffer"} for p in (5432, 7070, 8000)]
     assert not any("transport_socket" in c for c in lis["filter_chains"])
+
+
+SECRET = ("apiVersion: v1\nkind: Secret\nmetadata: {name: cred, namespace: istio-system}\n"
+          "type: kubernetes.io/tls\ndata: {tls.crt: Y2VydA==, tls.key: a2V5, ca.crt: Y2E=}\n")
+
+
+@pytest.mark.parametrize("tls, common", [
+    ("{mode: SIMPLE, credentialName: cred}",
+     {"alpn_protocols": ALPN, "tls_certificates": [{"certificate_chain": {"inline_bytes": "Y2VydA=="},
+                                                    "private_key": {"inline_bytes": "a2V5"}}]}),
+    ("{mode: OPTIONAL_MUTUAL, credentialName: cred, subjectAltNames: [c.example]}",
+     {"alpn_protocols": ALPN, "tls_certificates": [{"certificate_chain": {"inline_bytes": "Y2VydA=="},
+                                                    "private_key": {"inline_bytes": "a2V5"}}],
+      "validation_context": {"trusted_ca": {"inline_bytes": "Y2E="},
+                             "match_subject_alt_names": [{"exact": "c.example"}]}}),
+    ("{mode: SIMPLE, credentialName: gone}",
+     {"alpn_protocols": ALPN, "tls_certificate_sds_secret_configs": [
+         {"name": "kubernetes://gone", "sds_config": {"ads": {}, "resource_api_version": "V3"}}]}),
+    ("{mode: OPTIONAL_MUTUAL, credentialName: gone, subjectAltNames: [c.example]}",
+     {"alpn_protocols": ALPN, "tls_certificate_sds_secret_configs": [
+         {"name": "kubernetes://gone", "sds_config": {"ads": {}, "resource_api_version": "V3"}}],
+      "combined_validation_context": {
+          "default_validation_context": {"match_subject_alt_names": [{"exact": "c.example"}]},
+          "validation_context_sds_secret_config": {"name": "kubernetes://gone-cacert",
+                                                   "sds_config": {"ads": {}, "resource_api_version": "V3"}}}}),
+    ("{mode: MUTUAL, credentialName: gone}",
+     {"alpn_protocols": ALPN, "tls_certificate_sds_secret_configs": [
+         {"name": "kubernetes://gone", "sds_config": {"ads": {}, "resource_api_version": "V3"}}],
+      "combined_validation_context": {
+          "default_validation_context": {},
+          "validation_context_sds_secret_config": {"name": "kubernetes://gone-cacert",
+                                                   "sds_config": {"ads": {}, "resource_api_version": "V3"}}}}),
+])
+def test_gateway_credential_inline_when_found_else_sds_that_fails_closed(tls, common):
+    """credentialName: the Secret in the gateway's namespace inline; a missing one is the SDS reference istiod
+    sends (`kubernetes://<name>`, `-cacert` for the client CA), which nothing serves, with a note."""
+    rendered = render_gw(SECRET, gateway=servers(
+        "{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: " + tls + "}"))
+    (chain,) = rendered.listeners[0]["filter_chains"]
+    assert chain["transport_socket"]["typed_config"]["common_tls_context"] == common
+    notes = [n.split(": ", 1)[1] for n in rendered.notes]
+    if "gone" in tls:
+        (note,) = notes
+        assert note.startswith("Gateway istio-system/tls: spec.servers[0].tls.credentialName: ")
+        assert note.endswith("; the server refers to SDS kubernetes://gone, which no one serves (its TLS handshakes "
+                             "fail)")
+    else:
+        assert not notes
