@@ -354,3 +354,51 @@ def test_gateway_credential_inline_when_found_else_sds_that_fails_closed(tls, co
                              "fail)")
     else:
         assert not notes
+
+
+DB_PORTS = """apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec: {selector: {app: db}, ports: [{name: tcp-db, port: 5432}, {name: udp-dns, port: 53, protocol: UDP},
+                                    {name: tcp-x, port: 9080}, {name: tls-web, port: 8443}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web}
+spec:
+  hosts: [db.default.svc.cluster.local]
+  tls:
+  - match: [{port: 8443, sniHosts: [db.default.svc.cluster.local]}]
+    route: [{destination: {host: db}}]
+"""
+
+
+def test_sidecar_outbound_listeners_per_port_kind():
+    """Explicit capture: 15001 bound, HTTP proxy over `http_proxy`; per HTTP port an unbound HCM on RDS `<port>`
+    (a port some service serves as HTTP stays HTTP); per TCP port an unbound tcp_proxy with Istio's TCP stats; a
+    TLS port with `tls` rules SNI chains and the tls_inspector; UDP ports get nothing."""
+    got = {lis["name"]: lis for lis in render(DB_PORTS).listeners}
+    assert sorted(got) == ["0.0.0.0_15001", "0.0.0.0_5432", "0.0.0.0_8443", "0.0.0.0_9080"]
+    proxy = got["0.0.0.0_15001"]
+    assert "bind_to_port" not in proxy and "listener_filters" not in proxy
+    assert proxy["address"] == {"socket_address": {"address": "0.0.0.0", "port_value": 15001}}
+    for name, route in (("0.0.0.0_15001", "http_proxy"), ("0.0.0.0_9080", "9080")):
+        lis = got[name]
+        assert lis["traffic_direction"] == "OUTBOUND"
+        (chain,) = lis["filter_chains"]
+        (hcm,) = chain["filters"]
+        config = hcm["typed_config"]
+        assert (config["stat_prefix"], config["rds"]["route_config_name"]) == (f"outbound_{name}", route)
+        assert config["use_remote_address"] is False
+        assert "server_name" not in config and "forward_client_cert_details" not in config
+    for name in ("0.0.0.0_9080", "0.0.0.0_5432", "0.0.0.0_8443"):
+        assert got[name]["bind_to_port"] is False
+        assert got[name]["traffic_direction"] == "OUTBOUND"
+    assert "listener_filters" not in got["0.0.0.0_5432"]
+    assert [f["name"] for f in got["0.0.0.0_8443"]["listener_filters"]] == ["envoy.filters.listener.tls_inspector"]
+    for port in (5432, 8443):
+        (chain,) = got[f"0.0.0.0_{port}"]["filter_chains"]
+        assert [f["name"] for f in chain["filters"]] == ["istio.stats", "envoy.filters.network.tcp_proxy"]
+        assert chain["filters"][1]["typed_config"]["cluster"] == f"outbound|{port}||db.default.svc.cluster.local"
+    assert got["0.0.0.0_8443"]["filter_chains"][0]["filter_chain_match"] == {
+        "server_names": ["db.default.svc.cluster.local"]}
