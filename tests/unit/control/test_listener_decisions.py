@@ -402,3 +402,24 @@ def test_sidecar_outbound_listeners_per_port_kind():
         assert chain["filters"][1]["typed_config"]["cluster"] == f"outbound|{port}||db.default.svc.cluster.local"
     assert got["0.0.0.0_8443"]["filter_chains"][0]["filter_chain_match"] == {
         "server_names": ["db.default.svc.cluster.local"]}
+
+
+def _filter_names(lis: dict) -> list[list[str]]:
+    return [[f["name"] for f in c["filters"]] for c in lis["filter_chains"]]
+
+
+def test_a_telemetry_disabling_all_metrics_server_side_drops_the_inbound_stats_filters_only():
+    """Telemetry `metrics.overrides` ALL_METRICS `disabled` in SERVER mode: no `istio.stats` on the inbound HTTP
+    or TCP chains; the outbound (CLIENT) side keeps them."""
+    off = ("---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: quiet}\nspec:\n"
+           "  selector: {matchLabels: {app: multi}}\n"
+           "  metrics: [{overrides: [{match: {metric: ALL_METRICS, mode: SERVER}, disabled: true}]}]\n")
+    got = {lis["name"]: lis for lis in render(MULTI + off, workload="multi").listeners}
+    inbound = _filter_names(got["virtualInbound"])
+    assert inbound[0] == ["envoy.filters.network.tcp_proxy"]
+    hcm = got["virtualInbound"]["filter_chains"][-1]["filters"][0]["typed_config"]
+    assert [f["name"] for f in hcm["http_filters"]] == [
+        "envoy.filters.http.fault", "envoy.filters.http.cors", "envoy.filters.http.router"]
+    assert _filter_names(got["0.0.0.0_5432"]) == [["istio.stats", "envoy.filters.network.tcp_proxy"]]
+    outbound = got["0.0.0.0_8000"]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert [f["name"] for f in outbound["http_filters"]][-2:] == ["istio.stats", "envoy.filters.http.router"]
