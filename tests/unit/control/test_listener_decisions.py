@@ -423,3 +423,16 @@ def test_a_telemetry_disabling_all_metrics_server_side_drops_the_inbound_stats_f
     assert _filter_names(got["0.0.0.0_5432"]) == [["istio.stats", "envoy.filters.network.tcp_proxy"]]
     outbound = got["0.0.0.0_8000"]["filter_chains"][0]["filters"][0]["typed_config"]
     assert [f["name"] for f in outbound["http_filters"]][-2:] == ["istio.stats", "envoy.filters.http.router"]
+
+
+@pytest.mark.parametrize("server, kind", [
+    ("{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {httpsRedirect: true}}", "HTTPS"),
+    ("{port: {number: 443, name: tls, protocol: tls}, hosts: ['*'], tls: {credentialName: x}}", "TLS"),
+    ("{port: {number: 27017, name: mongo, protocol: mongo}, hosts: ['*']}", "MONGO"),
+])
+def test_gateway_servers_not_translated_are_noted_and_get_no_listener(server, kind):
+    rendered = render_gw(gateway=servers(server))
+    assert not rendered.listeners
+    assert rendered.notes[0].split(": ", 1)[1] == (
+        f"Gateway istio-system/tls: spec.servers[0]: {kind} servers are not translated yet (HTTP, terminated HTTPS, "
+        "TLS PASSTHROUGH/AUTO_PASSTHROUGH and TCP)")
