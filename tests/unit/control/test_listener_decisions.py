@@ -436,3 +436,26 @@ def test_gateway_servers_not_translated_are_noted_and_get_no_listener(server, ki
     assert rendered.notes[0].split(": ", 1)[1] == (
         f"Gateway istio-system/tls: spec.servers[0]: {kind} servers are not translated yet (HTTP, terminated HTTPS, "
         "TLS PASSTHROUGH/AUTO_PASSTHROUGH and TCP)")
+
+
+def test_inline_routes_put_the_route_configuration_without_its_type_in_the_connection_manager():
+    """Options.inline_routes (static rendering): `route_config` is the RouteConfiguration the RDS name names."""
+    from control.translate import Options
+    routes = {rc["name"]: rc for rc in render().routes}
+    got = {lis["name"]: lis for lis in render(options=Options(inline_routes=True)).listeners}
+    for name, route in (("0.0.0.0_15001", "http_proxy"), ("0.0.0.0_9080", "9080")):
+        config = got[name]["filter_chains"][0]["filters"][0]["typed_config"]
+        assert "rds" not in config
+        assert config["route_config"] == {k: v for k, v in routes[route].items() if k != "@type"}
+        assert "@type" in routes[route]
+
+
+def test_mesh_access_log_file_puts_access_logs_on_every_connection_manager():
+    mesh = ("apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nmetadata: {name: cp, namespace: "
+            "istio-system}\nspec: {meshConfig: {accessLogFile: /dev/stdout}}\n")
+    plain = {lis["name"]: lis for lis in render().listeners}
+    logged = {lis["name"]: lis for lis in render(mesh).listeners}
+    for name in ("0.0.0.0_15001", "0.0.0.0_9080"):
+        assert "access_log" not in plain[name]["filter_chains"][0]["filters"][0]["typed_config"]
+        (log,) = logged[name]["filter_chains"][0]["filters"][0]["typed_config"]["access_log"]
+        assert log["typed_config"]["path"] == "/dev/stdout"
