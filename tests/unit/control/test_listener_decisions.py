@@ -161,7 +161,7 @@ def test_a_sidecar_egress_port_with_capture_none_is_bound_and_named_by_its_bind(
 
 
 @pytest.mark.parametrize("egress, note", [
-    ("{port: {number: 5432, name: tcp-db}, hosts: ['./*']}",
+    ("{port: {number: 5433, name: tcp-db}, hosts: ['./*']}",
      "spec.egress[0].port: only egress listeners with captureMode NONE and a TCP/TLS port are translated; this one "
      "is not"),
     ("{port: {number: 5432, name: tcp-db}, captureMode: IPTABLES, hosts: ['./*']}",
@@ -429,6 +429,8 @@ def test_a_telemetry_disabling_all_metrics_server_side_drops_the_inbound_stats_f
     ("{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {httpsRedirect: true}}", "HTTPS"),
     ("{port: {number: 443, name: tls, protocol: tls}, hosts: ['*'], tls: {credentialName: x}}", "TLS"),
     ("{port: {number: 27017, name: mongo, protocol: mongo}, hosts: ['*']}", "MONGO"),
+    ("{port: {number: 27017, name: mongo, protocol: MONGO}, hosts: ['*'], tls: {mode: PASSTHROUGH}}",
+     "MONGO PASSTHROUGH"),
 ])
 def test_gateway_servers_not_translated_are_noted_and_get_no_listener(server, kind):
     rendered = render_gw(gateway=servers(server))
@@ -459,3 +461,27 @@ def test_mesh_access_log_file_puts_access_logs_on_every_connection_manager():
         assert "access_log" not in plain[name]["filter_chains"][0]["filters"][0]["typed_config"]
         (log,) = logged[name]["filter_chains"][0]["filters"][0]["typed_config"]["access_log"]
         assert log["typed_config"]["path"] == "/dev/stdout"
+
+
+def test_skipped_sidecar_egress_listeners_do_not_stop_the_ones_after_them():
+    notes: list[str] = []
+    got = listeners(_egress("{port: {number: 0}, bind: 'unix:///var/run/out.sock', hosts: ['./*']}",
+                            "{port: {number: 5433, name: tcp-db}, hosts: ['./*']}",
+                            "{port: {number: 5432, name: tcp-db}, captureMode: NONE, hosts: ['./*']}"), notes)
+    assert "127.0.0.1_5432" in got
+    assert len([n for n in notes if "spec.egress[" in n]) == 2
+
+
+def test_gateway_inline_routes():
+    from control.translate import Options, render_gateway
+    from control.istio.load import load_text
+    from control.mesh import build_mesh
+    from tests.unit.control.test_translate_decisions import BASE
+    gateway = servers("{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}",
+                      "{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], "
+                      "tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}}")
+    mesh = build_mesh(load_text(BASE + "---\n" + gateway, "g.yaml").resources)
+    rds = {rc["name"]: rc for rc in render_gateway(mesh, "istio-ingressgateway").routes}
+    inline = render_gateway(mesh, "istio-ingressgateway", options=Options(inline_routes=True)).listeners
+    got = [lis["filter_chains"][0]["filters"][0]["typed_config"]["route_config"] for lis in inline]
+    assert got == [{k: v for k, v in rds[n].items() if k != "@type"} for n in ("http.80", "https.443.https.tls.istio-system")]
