@@ -161,7 +161,7 @@ def test_a_sidecar_egress_port_with_capture_none_is_bound_and_named_by_its_bind(
 
 
 @pytest.mark.parametrize("egress, note", [
-    ("{port: {number: 5433, name: tcp-db}, hosts: ['./*']}",
+    ("{port: {number: 5432, name: tcp-db}, hosts: ['./*']}",
      "spec.egress[0].port: only egress listeners with captureMode NONE and a TCP/TLS port are translated; this one "
      "is not"),
     ("{port: {number: 5432, name: tcp-db}, captureMode: IPTABLES, hosts: ['./*']}",
