@@ -171,11 +171,9 @@ class HcmRuntime:
             xx.inc()
 
     # retries are wired by the traffic-management layer; without a policy there are none (Envoy's default)
-    def make_retry_state(self, match: Any, headers: Any, limits: Any = None, stream: Any = None) -> Any:
+    def make_retry_state(self, match: Any, headers: Any, limits: Any, stream: Any) -> Any:
         if match.retry_policy is None and "x-envoy-retry-on" not in headers and "x-envoy-retry-grpc-on" not in headers:
             return None  # fast path: nothing could be retried, Envoy allocates no retry state either
-        if stream is None:
-            return retry_state_for(match, headers, self.rng, limits=limits)
         # the request line: retriable_request_headers may match :method, :authority, :path or :scheme
         return retry_state_for(match, headers, self.rng, method=stream.method, authority=stream.info.authority,
                                path=stream.path, scheme=stream.info.scheme, limits=limits)
