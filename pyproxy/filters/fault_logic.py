@@ -153,6 +153,8 @@ class FaultConfig:
                     abort_status = a.http_status
                 else:
                     grpc_status = a.grpc_status
+        if not delay and abort_status is None and grpc_status is None:
+            return NO_FAULT  # the common answer: the shared instance, no allocation per request
         return FaultDecision(delay=delay, abort_status=abort_status, grpc_status=grpc_status)
 
     def __repr__(self) -> str:
