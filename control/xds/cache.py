@@ -343,13 +343,21 @@ class XdsCache:
         `ordered_stream`: the proxy reads every type from one ordered stream (gRPC ADS), so an earlier type's
         current content having been *sent* (and not rejected) is enough: the proxy applies it before what
         follows on the stream. istiod pushes CDS then EDS without waiting for the CDS ACK, and Envoy needs it:
-        it holds the CDS ACK back while new EDS clusters warm, i.e. until their EDS arrives."""
+        it holds the CDS ACK back while new EDS clusters warm, i.e. until their EDS arrives.
+
+        On an ordered stream, content already sent is not due again until the proxy answers it: its ACK or
+        NACK is on the way, and a resend would make that answer stale (istiod's `shouldRespond` answers a
+        request, it does not resend on other types' requests). Resending on every request livelocks a busy
+        Envoy: each CDS it applies is superseded before its ACK lands, so it never reaches SYNCED. A REST
+        client asks again only when it lost the response, so there the content is sent again."""
         state = self._proxies.get(proxy_id)
         if state is None or state.snapshot is None:
             return False
         ts = state.types[xds_type.short]
         current = state.snapshot.payloads[xds_type.short].hash
         if ts.acked_hash == current or ts.nack_hash == current:
+            return False
+        if ordered_stream and ts.sent_hash == current:
             return False
         return self.order_open(proxy_id, xds_type, ordered_stream=ordered_stream)
 

@@ -131,6 +131,29 @@ async def test_clusters_then_endpoints_after_the_ack_then_listeners_and_routes_a
     s.call.cancel()
 
 
+async def test_a_request_for_another_type_does_not_resend_what_was_sent_and_not_yet_answered(ads):
+    """Envoy subscribes to EDS (and LDS) before it ACKs CDS: it holds that ACK while the clusters warm. The
+    stream must not answer those requests with the same CDS again (a new nonce makes the coming ACK stale:
+    under load a real Envoy applied thousands of identical CDS responses and never reached SYNCED)."""
+    cp, stub, _config = ads
+    s = Stream(stub, REVIEWS)
+    s.subscribe(CDS.type_url)
+    first = await s.receive()
+    assert first.type_url == CDS.type_url
+    s.subscribe(EDS.type_url)
+    s.subscribe(LDS.type_url)
+    seen = []
+    while not seen or seen[-1].type_url != LDS.type_url:
+        seen.append(await s.receive())
+    versions = [first.version_info] + [r.version_info for r in seen if r.type_url == CDS.type_url]
+    assert len(versions) == len(set(versions)), [(r.type_url.rsplit(".", 1)[-1], r.version_info) for r in seen]
+    assert [r.type_url for r in seen if r.version_info == first.version_info] == [EDS.type_url, LDS.type_url]
+    s.ack(CDS.type_url)
+    row = await _row(cp, "reviews-v1.default", lambda r: r["types"]["cds"]["status"] == "SYNCED")
+    assert row["types"]["cds"]["acked"]["nonce"] == s.held[CDS.type_url].nonce
+    s.call.cancel()
+
+
 async def test_a_nack_is_kept_and_shown_and_a_config_edit_is_pushed_on_the_stream(ads):
     cp, stub, config = ads
     s = Stream(stub, REVIEWS)

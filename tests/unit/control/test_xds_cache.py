@@ -158,6 +158,25 @@ def test_on_one_ordered_stream_a_type_is_due_once_the_earlier_types_were_sent_no
     assert not cache.ready(P, EDS, ordered_stream=True)  # a NACK still stops the chain
 
 
+def test_on_one_ordered_stream_content_sent_and_not_yet_answered_is_not_due_again():
+    """Envoy requests EDS before it ACKs CDS; resending that CDS would make its coming ACK stale (a busy Envoy
+    then never reached SYNCED). Over REST a second poll means the response was lost, so it is sent again."""
+    cache = XdsCache()
+    cache.set_snapshot(P, snapshot())
+    cds = cache.respond(P, CDS)
+    assert not cache.ready(P, CDS, ordered_stream=True)
+    assert cache.ready(P, CDS)  # REST
+    assert cache.ready(P, EDS, ordered_stream=True)
+    cache.set_snapshot(P, snapshot(clusters=("a", "b")))
+    assert cache.ready(P, CDS, ordered_stream=True)  # new content is due at once, answered or not
+    cache.respond(P, CDS)
+    assert cache.receive(P, CDS, DiscoveryRequest(version_info=cds.version_info,
+                                                  response_nonce=cds.nonce)).kind is RequestKind.STALE
+    assert not cache.ready(P, CDS, ordered_stream=True)  # a stale ACK is not an answer either
+    assert cache.receive(P, CDS, DiscoveryRequest()).kind is RequestKind.INITIAL  # a new stream
+    assert cache.ready(P, CDS, ordered_stream=True)
+
+
 def test_only_changed_types_are_due_after_a_change():
     cache = XdsCache()
     cache.set_snapshot(P, snapshot())
