@@ -285,7 +285,7 @@ class RouterFilter:
         if self.done:
             return
         if self.timeout and self.timer is None:
-            self.timer = asyncio.get_running_loop().call_later(self.timeout, self._on_global_timeout)
+            self.timer = self.stream.conn._loop.call_later(self.timeout, self._on_global_timeout)
         if self.per_try_timeout and self.per_try_timer is None and self.conn is not None:
             self._arm_per_try_timer()
         if self.conn is not None:
@@ -465,7 +465,7 @@ class RouterFilter:
 
     def _arm_per_try_timer(self) -> None:
         self._cancel_per_try_timer()
-        self.per_try_timer = asyncio.get_running_loop().call_later(self.per_try_timeout, self._on_per_try_timeout)
+        self.per_try_timer = self.stream.conn._loop.call_later(self.per_try_timeout, self._on_per_try_timeout)
 
     def _on_per_try_timeout(self) -> None:
         self.per_try_timer = None

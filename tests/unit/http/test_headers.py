@@ -1,6 +1,8 @@
 """pyproxy.http.headers.Headers: the ordered, case-insensitive multimap every filter reads and edits."""
 from __future__ import annotations
 
+from hypothesis import given, strategies as st
+
 from pyproxy.http.headers import Headers
 
 
@@ -79,3 +81,29 @@ def test_copy_is_independent_and_equal():
     assert h.items() == [("a", "1")] and c != h
     assert h != [("a", "1")]  # only Headers compare equal
     assert repr(h) == "Headers([('a', '1')])"
+
+
+NAMES = ("host", "x-a", "X-A", "te", "connection", "set-cookie")
+EDITS = st.lists(st.tuples(st.sampled_from(("add", "set", "remove", "remove_names", "remove_many", "in")),
+                           st.sampled_from(NAMES), st.sampled_from(NAMES)), max_size=25)
+
+
+@given(start=st.lists(st.tuples(st.sampled_from(NAMES), st.just("v")), max_size=6), edits=EDITS)
+def test_membership_always_agrees_with_the_fields_whatever_edits_came_between(start, edits):
+    """`in` answers from a set of names kept beside the fields (built at the first test, updated by each edit):
+    after any sequence of edits it must say exactly what a scan of the fields says."""
+    h = Headers(start)
+    for op, a, b in edits:
+        if op == "add":
+            h.add(a, "1")
+        elif op == "set":
+            h.set(a, "2")
+        elif op == "remove":
+            h.remove(a)
+        elif op == "remove_names":
+            h.remove_names(frozenset({a.lower(), b.lower()}))
+        elif op == "remove_many":
+            h.remove_many([a, b])
+        for name in {n.lower() for n in NAMES}:
+            assert (name in h) == any(k == name for k, _ in h.items()), (op, a, b, h)
+    assert ("x-a" in h.copy()) == ("x-a" in h)
