@@ -332,8 +332,8 @@ def fault_config(vs: Resource, path: str, fault: Mapping[str, Any]) -> dict:
         if abort.get("httpStatus") is not None:
             body["http_status"] = int(abort["httpStatus"])
         elif abort.get("grpcStatus") is not None:
-            code = abort["grpcStatus"]
-            body["grpc_status"] = GRPC_CODES.get(str(code).upper(), code) if not isinstance(code, int) else code
+            # istiod: grpc.SupportedGRPCStatus[name], 0 for a name it lacks (validation refuses those)
+            body["grpc_status"] = GRPC_CODES.get(str(abort["grpcStatus"]), 0)
         else:
             raise fail(vs, f"{path}.abort", "abort needs httpStatus or grpcStatus (http2Error is not supported)")
         out["abort"] = body

@@ -11,7 +11,7 @@ import pytest
 from control.istio.load import load_text
 from control.mesh import build_mesh
 from control.translate import TranslateError, render_gateway
-from control.translate.routes import hash_policy, header_operations, string_match
+from control.translate.routes import cors_config, fault_config, hash_policy, header_operations, string_match
 from tests.golden.envoy_schema import check_rendered
 from tests.unit.control.test_translate import BASE, REVIEWS, by_name, render, vhost
 
@@ -234,6 +234,102 @@ def test_gateway_virtual_hosts():
     (c,) = by_name(rendered.routes, "http.8080")["virtual_hosts"]  # httpsRedirect without a VirtualService
     assert c["require_tls"] == "ALL" and c["domains"] == ["c.example.com", "c.example.com:8080"]
     assert c["routes"] == [{"name": "default", "match": {"prefix": "/"}, "direct_response": {"status": 404}}]
+
+
+def test_header_matches_on_scheme_and_authority_are_ignored_too_and_an_inverted_one_is_kept():
+    (route, _) = routes_of(vs("""  - match:
+    - headers: {scheme: {exact: https}, authority: {exact: a.example}, x-a: {exact: b}}
+      withoutHeaders: {authority: {exact: c.example}}
+    route: [{destination: {host: reviews}}]
+  - route: [{destination: {host: reviews}}]
+"""))
+    assert [(h["name"], h.get("invert_match", False)) for h in route["match"]["headers"]] == [
+        ("authority", True), ("x-a", False)]
+
+
+def test_a_match_source_namespace_is_compared_with_the_client_proxys_namespace():
+    routes = routes_of(vs("""  - match: [{uri: {prefix: /mine}, sourceNamespace: default}]
+    route: [{destination: {host: reviews}}]
+  - match: [{uri: {prefix: /theirs}, sourceNamespace: other}]
+    route: [{destination: {host: reviews}}]
+"""))
+    assert [r["match"] for r in routes] == [{"prefix": "/mine"}]
+
+
+def test_a_bare_gateway_name_in_a_match_is_in_the_virtual_services_namespace():
+    local = GATEWAY.replace("{name: public, namespace: istio-system}", "{name: local, namespace: default}")
+    rendered = render_gw(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: one}\nspec:\n"
+        "  hosts: [a.example.com]\n  gateways: [local]\n"
+        "  http: [{match: [{uri: {prefix: /one}, gateways: [local]}], route: [{destination: {host: reviews}}]}]\n",
+        gateway=local)
+    (a,) = by_name(rendered.routes, "http.80")["virtual_hosts"]
+    assert [r["match"] for r in a["routes"]] == [{"prefix": "/one"}]
+
+
+def vs_resource():
+    (res,) = load_text(vs("  - route: [{destination: {host: reviews}}]\n"), "reviews.yaml").resources
+    return res
+
+
+@pytest.mark.parametrize("cors, expected", [
+    ({"allowOrigins": [{"exact": "https://a"}], "allowOrigin": ["https://b"]},
+     {"allow_origin_string_match": [{"exact": "https://a"}, {"exact": "https://b"}],
+      "forward_not_matching_preflights": True}),
+    ({"allowMethods": ["GET", "POST"], "allowHeaders": ["x-a"], "exposeHeaders": ["x-b", "x-c"], "maxAge": "24h",
+      "allowCredentials": False, "unmatchedPreflights": "IGNORE"},
+     {"allow_methods": "GET,POST", "allow_headers": "x-a", "expose_headers": "x-b,x-c", "max_age": "86400",
+      "allow_credentials": False, "forward_not_matching_preflights": False}),
+    ({"maxAge": "0s", "unmatchedPreflights": "FORWARD"}, {"max_age": "0", "forward_not_matching_preflights": True}),
+    ({"maxAge": "1.5s", "unmatchedPreflights": "UNSPECIFIED"},
+     {"max_age": "1", "forward_not_matching_preflights": True}),
+])
+def test_cors_policy(cors, expected):
+    """istiod's translateCORSPolicy: the deprecated exact `allowOrigin` list after `allowOrigins`, lists joined
+    with ",", maxAge in whole seconds, and preflights that match no origin forwarded unless IGNORE."""
+    assert cors_config(vs_resource(), "spec.http[0].corsPolicy", cors) == {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy", **expected,
+        "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}}
+
+
+def test_a_bad_cors_max_age_names_the_resource_and_field():
+    with pytest.raises(TranslateError, match=r"reviews\.yaml.*VirtualService default/reviews.*"
+                                             r"spec\.http\[0\]\.corsPolicy\.maxAge: invalid duration 'soon'"):
+        cors_config(vs_resource(), "spec.http[0].corsPolicy", {"maxAge": "soon"})
+
+
+@pytest.mark.parametrize("abort, expected", [
+    ({"grpcStatus": "UNAVAILABLE", "percentage": {"value": 5}}, {"grpc_status": 14, "percentage": 5}),
+    ({"grpcStatus": "NOT_FOUND"}, {"grpc_status": 5, "percentage": 0}),
+    ({"grpcStatus": "NOT_A_CODE"}, {"grpc_status": 0, "percentage": 0}),  # Go's map lookup: 0 (validation refuses it)
+    ({"httpStatus": 503, "percent": 40}, {"http_status": 503, "percentage": 0}),  # Abort has no deprecated int percent
+])
+def test_abort_status_and_percentage(abort, expected):
+    """istiod's translateFault: grpcStatus through grpc.SupportedGRPCStatus (names as Istio spells them), the
+    percentage from `percentage` only."""
+    out = fault_config(vs_resource(), "spec.http[0].fault", {"abort": abort})["abort"]
+    pct = expected.pop("percentage")
+    assert out == {**expected, "percentage": {"numerator": pct * 10000, "denominator": "MILLION"}}
+
+
+@pytest.mark.parametrize("mirror, percents", [
+    ("mirror: {host: reviews}\n    mirrorPercentage: {}", []),  # a percentage without a value is 0: no mirror
+    ("mirror: {host: reviews}\n    mirrorPercent: 25", [25]),  # the deprecated int field
+    ("mirror: {host: reviews}\n    mirrorPercent: 0", []),
+    ("mirror: {host: reviews}", [100]),
+    ("mirrors: [{destination: {host: reviews}, percentage: {}}, {destination: {host: reviews}}]", [100]),
+])
+def test_mirror_percentages(mirror, percents):
+    (route,) = routes_of(vs(f"  - route: [{{destination: {{host: reviews}}}}]\n    {mirror}\n"))
+    got = route["route"].get("request_mirror_policies", [])
+    assert [m["runtime_fraction"]["default_value"]["numerator"] / 10000 for m in got] == percents
+
+
+def test_a_mirror_to_an_unknown_host_is_noted_at_its_own_field():
+    rendered = render(vs("  - route: [{destination: {host: reviews}}]\n"
+                         "    mirrors: [{destination: {host: reviews}}, {destination: {host: nowhere}}]\n"))
+    assert any("spec.http[0].mirrors[1].destination.host: destination nowhere.default.svc.cluster.local is not "
+               "in the registry" in n for n in rendered.notes), rendered.notes
 
 
 # --- clusters --------------------------------------------------------------------------------------------
