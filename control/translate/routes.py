@@ -772,8 +772,8 @@ def gateway_virtual_hosts(proxy: Proxy, specs: Mapping[str, ClusterSpec], port: 
                     if redirect:
                         vhosts[name]["require_tls"] = "ALL"
                     break
-        if redirect and not any(v.get("require_tls") for v in vhosts.values()):
-            for ns, sh in _server_hosts(server):  # httpsRedirect without a VirtualService still redirects
+        if redirect:  # istiod: every server host redirects, with or without a VirtualService for it
+            for ns, sh in _server_hosts(server):
                 name = _domain(sh, port)
                 vhosts.setdefault(name, _vhost(name, ["*"] if sh == "*" else [sh, _domain(sh, port)],
                                                [{"name": "default", "match": {"prefix": "/"},

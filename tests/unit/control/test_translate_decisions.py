@@ -332,6 +332,80 @@ def test_a_mirror_to_an_unknown_host_is_noted_at_its_own_field():
                "in the registry" in n for n in rendered.notes), rendered.notes
 
 
+def gateway(name: str, namespace: str, servers: str) -> str:
+    """A Gateway on the ingress gateway; `servers` is the YAML flow list of its servers."""
+    return (f"apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: {namespace}}}\n"
+            f"spec:\n  selector: {{istio: ingressgateway}}\n  servers: {servers}\n")
+
+
+def virtual_service(name: str, hosts: str, gateways: str, http: str, namespace: str = "default") -> str:
+    return (f"apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: "
+            f"{namespace}}}\nspec:\n  hosts: {hosts}\n  gateways: {gateways}\n  http: {http}\n")
+
+
+def vhost_summary(rendered, route_config: str) -> list[tuple]:
+    """(name, domains, route prefixes (`-> status` for a direct response), require_tls) of each virtual host."""
+    return [(v["name"], v["domains"], [r["match"].get("prefix", "") + (f" -> {r['direct_response']['status']}"
+                                                                     if "direct_response" in r else "")
+                                       for r in v["routes"]], v.get("require_tls"))
+            for v in by_name(rendered.routes, route_config)["virtual_hosts"]]
+
+
+TO_REVIEWS = "{destination: {host: reviews.default.svc.cluster.local}}"
+
+
+def test_https_redirect_covers_every_server_host_with_or_without_a_virtual_service():
+    """istiod: after the VirtualServices, each host of an httpsRedirect server gets `require_tls: ALL`, on its
+    VirtualService's virtual host or on a new one."""
+    rendered = render_gw(virtual_service("c", "[c.example.com]", "[istio-system/public]",
+                                         f"[{{match: [{{uri: {{prefix: /c}}}}], route: [{TO_REVIEWS}]}}]"),
+                         gateway=gateway("public", "istio-system",
+                                         "[{port: {number: 80, name: http, protocol: HTTP}, hosts: [c.example.com, "
+                                         "d.example.com], tls: {httpsRedirect: true}}]"))
+    assert vhost_summary(rendered, "http.80") == [
+        ("c.example.com:80", ["c.example.com", "c.example.com:80"], ["/c"], "ALL"),
+        ("d.example.com:80", ["d.example.com", "d.example.com:80"], ["/ -> 404"], "ALL")]
+
+
+def test_a_wildcard_redirect_server_and_a_port_nobody_routes():
+    rendered = render_gw(gateway=gateway("public", "istio-system",
+                                         "[{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*'], "
+                                         "tls: {httpsRedirect: true}}, {port: {number: 81, name: http2, "
+                                         "protocol: HTTP}, hosts: ['*']}]"))
+    assert vhost_summary(rendered, "http.80") == [("*:80", ["*"], ["/ -> 404"], "ALL")]
+    assert by_name(rendered.routes, "http.81")["virtual_hosts"] == [
+        {"name": "blackhole:81", "domains": ["*"], "include_request_attempt_count": True,
+         "routes": [{"name": "default", "match": {"prefix": "/"}, "direct_response": {"status": 404}}]}]
+
+
+def test_which_virtual_services_a_gateway_server_takes():
+    """Server hosts `ns/host` take VirtualServices of that namespace only, `./host` those of the gateway's own
+    namespace, `*/host` any; a short VirtualService host is a service of its namespace; HTTP-less VirtualServices
+    and hosts that do not intersect are skipped without ending the scan; per-match `port` and `gateways` are
+    checked against this server and gateway."""
+    servers = ("[{port: {number: 80, name: http, protocol: HTTP}, hosts: [other/b.example.com, x.example.com, "
+               "'*/a.example.com', ./here.example.com, '*/reviews.default.svc.cluster.local']}]")
+    rendered = render_gw(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a-tcp}\nspec:\n"
+        "  hosts: [a.example.com]\n  gateways: [istio-system/edge]\n"
+        f"  tcp: [{{route: [{TO_REVIEWS}]}}]\n",
+        virtual_service("b", "[a.example.com, b.example.com]", "[istio-system/edge]",
+                        f"[{{match: [{{uri: {{prefix: /on80}}, port: 80}}], route: [{TO_REVIEWS}]}}, "
+                        f"{{match: [{{uri: {{prefix: /on81}}, port: 81}}], route: [{TO_REVIEWS}]}}, "
+                        f"{{match: [{{uri: {{prefix: /gw}}, gateways: [istio-system/edge]}}], route: [{TO_REVIEWS}]}}]"),
+        virtual_service("here", "[here.example.com]", "[istio-system/edge]", f"[{{route: [{TO_REVIEWS}]}}]"),
+        virtual_service("svc", "[reviews]", "[istio-system/edge]", f"[{{route: [{TO_REVIEWS}]}}]"),
+        gateway=gateway("edge", "istio-system", servers))
+    assert vhost_summary(rendered, "http.80") == [
+        ("a.example.com:80", ["a.example.com", "a.example.com:80"], ["/on80", "/gw"], None),
+        ("reviews.default.svc.cluster.local:80",
+         ["reviews.default.svc.cluster.local", "reviews.default.svc.cluster.local:80"], ["/"], None)]
+    here = render_gw(virtual_service("here", "[here.example.com]", "[edge]", f"[{{route: [{TO_REVIEWS}]}}]",
+                                     namespace="istio-system"),
+                     gateway=gateway("edge", "istio-system", servers))
+    assert [v[0] for v in vhost_summary(here, "http.80")] == ["here.example.com:80"]
+
+
 # --- clusters --------------------------------------------------------------------------------------------
 
 def test_passthrough_load_balancing_is_an_original_destination_cluster():
