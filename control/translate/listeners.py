@@ -386,6 +386,18 @@ def downstream_tls(proxy: Proxy, tls: Mapping[str, Any], gw: Resource, path: str
     return authn.transport_socket(context)
 
 
+def server_tls_mode(server: Mapping[str, Any]) -> str:
+    """A Gateway server's `tls.mode`. On an HTTPS or TLS server, `tls` without a mode is PASSTHROUGH
+    (ServerTLSSettings.TLSmode's zero value, so istiod's IsPassThroughServer says yes: an HTTPS server with only
+    a credentialName passes TLS through); elsewhere (an HTTP server's `httpsRedirect`) it is "", as without
+    `tls`: istiod classifies an HTTP-protocol server as HTTP before it looks at the mode."""
+    tls = server.get("tls")
+    if not isinstance(tls, Mapping):
+        return ""
+    protocol = str((server.get("port") or {}).get("protocol", "")).upper()
+    return str(tls.get("mode") or ("PASSTHROUGH" if protocol in ("HTTPS", "TLS") else ""))
+
+
 def gateway_servers(proxy: Proxy) -> dict[int, list[tuple[Resource, Mapping[str, Any]]]]:
     """Servers of the Gateways selecting this proxy, by port number."""
     by_port: dict[int, list[tuple[Resource, Mapping[str, Any]]]] = {}
@@ -393,7 +405,7 @@ def gateway_servers(proxy: Proxy) -> dict[int, list[tuple[Resource, Mapping[str,
         for i, server in enumerate(gw.spec.get("servers") or ()):
             port = server.get("port") or {}
             protocol = str(port.get("protocol", "")).upper()
-            mode = str((server.get("tls") or {}).get("mode") or "")
+            mode = server_tls_mode(server)
             if protocol == "MONGO" or \
                     (protocol in ("HTTPS", "TLS") and mode not in ("PASSTHROUGH", "AUTO_PASSTHROUGH", *TERMINATING_TLS)):
                 proxy.notes.add(gw, f"spec.servers[{i}]", f"{protocol} {mode or ''} servers are not translated "
@@ -407,7 +419,7 @@ def gateway_servers(proxy: Proxy) -> dict[int, list[tuple[Resource, Mapping[str,
 def l4_server(server: Mapping[str, Any]) -> str | None:
     """"passthrough" (tls.mode PASSTHROUGH), "tcp" (protocol TCP, or TLS terminated into TCP is not
     translated), or None for an HTTP/HTTPS server."""
-    mode = str((server.get("tls") or {}).get("mode") or "")
+    mode = server_tls_mode(server)
     protocol = str((server.get("port") or {}).get("protocol", "")).upper()
     if mode == "PASSTHROUGH":
         return "passthrough"

@@ -105,6 +105,10 @@ def test_gateway_route_names(server, route):
     ({"port": {"protocol": "tcp"}, "tls": {}}, "tcp"),
     ({"port": {"protocol": "TCP"}, "tls": {"mode": "PASSTHROUGH"}}, "passthrough"),
     ({"port": {"protocol": "HTTPS"}, "tls": {"mode": "SIMPLE"}}, None),
+    # `tls` without a mode is PASSTHROUGH (the enum's zero value) on HTTPS and TLS servers, not on HTTP ones
+    ({"port": {"protocol": "HTTPS"}, "tls": {"credentialName": "x"}}, "passthrough"),
+    ({"port": {"protocol": "tls"}, "tls": {}}, "passthrough"),
+    ({"port": {"protocol": "HTTP"}, "tls": {"httpsRedirect": True}}, None),
     ({"port": {"protocol": "HTTP"}}, None),
     ({}, None),
 ])
@@ -426,8 +430,6 @@ def test_a_telemetry_disabling_all_metrics_server_side_drops_the_inbound_stats_f
 
 
 @pytest.mark.parametrize("server, kind", [
-    ("{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {httpsRedirect: true}}", "HTTPS"),
-    ("{port: {number: 443, name: tls, protocol: tls}, hosts: ['*'], tls: {credentialName: x}}", "TLS"),
     ("{port: {number: 27017, name: mongo, protocol: mongo}, hosts: ['*']}", "MONGO"),
     ("{port: {number: 27017, name: mongo, protocol: MONGO}, hosts: ['*'], tls: {mode: PASSTHROUGH}}",
      "MONGO PASSTHROUGH"),
@@ -438,6 +440,19 @@ def test_gateway_servers_not_translated_are_noted_and_get_no_listener(server, ki
     assert rendered.notes[0].split(": ", 1)[1] == (
         f"Gateway istio-system/tls: spec.servers[0]: {kind} servers are not translated yet (HTTP, terminated HTTPS, "
         "TLS PASSTHROUGH/AUTO_PASSTHROUGH and TCP)")
+
+
+@pytest.mark.parametrize("server", [
+    "{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {httpsRedirect: true}}",
+    "{port: {number: 443, name: tls, protocol: tls}, hosts: ['*'], tls: {credentialName: x}}",
+])
+def test_an_https_or_tls_server_whose_tls_has_no_mode_passes_tls_through(server):
+    """ServerTLSSettings.mode unset is PASSTHROUGH (istiod's IsPassThroughServer): the server routes by SNI to
+    VirtualService `tls` routes and never terminates, whatever credentialName says."""
+    rendered = render_gw(gateway=servers(server))
+    assert not rendered.listeners
+    assert rendered.notes[0].split(": ", 1)[1] == (
+        "Gateway istio-system/tls: spec.servers[0]: no VirtualService tls route is bound to this server: no filter chain")
 
 
 def test_inline_routes_put_the_route_configuration_without_its_type_in_the_connection_manager():

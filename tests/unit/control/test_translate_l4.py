@@ -2,6 +2,8 @@
 match blocks apply to a sidecar (istiod matchTCP: port, gateways, sourceLabels, sourceNamespace)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from control.istio.load import load_text
@@ -157,6 +159,23 @@ def test_gateway_l4_chains():
     (tcp,) = tcp_proxies(by["0.0.0.0_31400"])
     assert tcp["cluster"] == "outbound|5432||db.default.svc.cluster.local"  # the rule for port 9999 is skipped
     assert "0.0.0.0_31401" not in by or tcp_proxies(by["0.0.0.0_31401"]) == []  # no bound rule: no chain
+
+
+def test_an_https_server_with_a_credential_but_no_tls_mode_passes_tls_through_by_sni():
+    """Gateway `tls` without `mode` is PASSTHROUGH (the enum's zero value): istiod routes such an HTTPS server by
+    SNI to the bound `tls` routes and never uses the credential."""
+    from control.translate import render_gateway
+    gateway = GATEWAY.replace("{number: 15443, name: tls, protocol: TLS}", "{number: 443, name: https, protocol: HTTPS}"
+                              ).replace("tls: {mode: PASSTHROUGH}", "tls: {credentialName: web-cert}")
+    result = load_text(BASE + gateway + gateway_vs("first", "  tls: [{match: [{sniHosts: [a.web.example]}], route: "
+                                                            "[{destination: {host: db}}]}]\n"), "config.yaml")
+    rendered = render_gateway(build_mesh(result.resources), "istio-ingressgateway").as_dict()
+    check_rendered(rendered)
+    (listener,) = [lis for lis in rendered["listeners"] if lis["name"] == "0.0.0.0_443"]
+    chains = [c for c in listener["filter_chains"] if c.get("filter_chain_match")]
+    assert [(c["filter_chain_match"]["server_names"], tcp_proxies({"filter_chains": [c]})[0]["cluster"])
+            for c in chains] == [(["a.web.example"], "outbound|5432||db.default.svc.cluster.local")]
+    assert "web-cert" not in json.dumps(listener)  # nothing terminates TLS here
 
 
 def chain_routes(lis: dict) -> list[tuple[dict | None, object]]:
