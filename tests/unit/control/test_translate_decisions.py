@@ -193,6 +193,70 @@ def test_a_wildcard_virtual_service_host_covers_matching_services_and_the_first_
     assert route["route"]["timeout"] == "3s"  # a-wild comes first
 
 
+def service(name: str, port: int) -> str:
+    return (f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\n"
+            f"spec: {{selector: {{app: {name}}}, ports: [{{name: http, port: {port}}}]}}\n")
+
+
+def named_vs(name: str, hosts: str, body: str) -> str:
+    return (f"apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\n"
+            f"spec:\n  hosts: {hosts}\n{body}")
+
+
+def prefixes(rendered, route_config: str) -> dict[str, list[str]]:
+    """Virtual host name -> its routes' prefixes, for one route configuration (the catch-all left out)."""
+    return {v["name"]: [r["match"].get("prefix", "") for r in v["routes"]]
+            for v in by_name(rendered.routes, route_config)["virtual_hosts"] if v["name"] != "allow_any"}
+
+
+def test_a_virtual_service_for_a_host_no_service_has_gets_a_virtual_host_on_port_80_only():
+    """istiod: on port 80 every VirtualService host gets a virtual host (port 80 is where a client's plain
+    HTTP to an unknown name lands); on other ports only hosts that are services of that port do."""
+    rendered = render("---\n".join([
+        service("web", 80),
+        named_vs("ext", "[external.example]", "  http: [{match: [{uri: {prefix: /ext}}], route: [{destination: {host: reviews}}]}]\n"),
+        named_vs("web", "[web]", "  http: [{match: [{uri: {prefix: /web}}], route: [{destination: {host: web}}]}]\n")]))
+    port80 = by_name(rendered.routes, "80")["virtual_hosts"]
+    assert [(v["name"], v["domains"][:2]) for v in port80 if v["name"] != "allow_any"][:1] == [
+        ("external.example:80", ["external.example", "external.example:80"])]
+    assert prefixes(rendered, "80")["external.example:80"] == ["/ext"]
+    assert prefixes(rendered, "80")["web.default.svc.cluster.local:80"] == ["/web"]
+    assert "external.example:9080" not in prefixes(rendered, "9080")
+    assert prefixes(rendered, "9080")[f"{REVIEWS}:9080"] == ["/"]  # its default route
+
+
+def test_virtual_services_that_do_not_apply_are_skipped_without_ending_the_scan():
+    """In order: one for a name no service has (not on port 9080), one without http rules, one for a service
+    already covered by an earlier VirtualService (the first wins), then a wildcard one that still covers the
+    service nobody covered yet."""
+    rendered = render("---\n".join([
+        service("zeta", 9080),  # after reviews in host order: the wildcard meets covered reviews first
+        named_vs("a-nothing", "[nothing.example]", "  http: [{route: [{destination: {host: reviews}}]}]\n"),
+        named_vs("b-tcp", "[reviews]", "  tcp: [{route: [{destination: {host: reviews}}]}]\n"),
+        named_vs("c-reviews", "[reviews]", "  http: [{match: [{uri: {prefix: /c}}], route: [{destination: {host: reviews}}]}]\n"),
+        named_vs("d-all", "['*.default.svc.cluster.local']",
+                 "  http: [{match: [{uri: {prefix: /d}}], route: [{destination: {host: zeta}}]}]\n")]))
+    assert prefixes(rendered, "9080") == {f"{REVIEWS}:9080": ["/c"], "zeta.default.svc.cluster.local:9080": ["/d"]}
+
+
+def test_on_port_80_a_wildcard_host_that_covers_services_gets_no_virtual_host_of_its_own():
+    rendered = render(service("web", 80) + "---\n" + named_vs(
+        "all", "['*.default.svc.cluster.local']", "  http: [{match: [{uri: {prefix: /all}}], route: [{destination: {host: web}}]}]\n"))
+    assert prefixes(rendered, "80") == {"web.default.svc.cluster.local:80": ["/all"]}
+
+
+def test_a_shared_virtual_host_is_rebuilt_when_the_memo_holds_another_routes_list():
+    """_shared_vhost shares one dict per (name, domains, routes list); a memo entry made for another list (an id
+    reused after that list was freed) must not be returned."""
+    from control.translate.routes import _shared_vhost
+    stale_routes = [{"name": "old"}]
+    stale = {"name": "n", "domains": ["d"], "routes": stale_routes, "include_request_attempt_count": True}
+    proxy = SimpleNamespace(mesh=SimpleNamespace(memo=lambda key, compute: (stale_routes, stale)))
+    routes = [{"name": "new"}]
+    assert _shared_vhost(proxy, "n", ["d", "d:80"], routes) == {
+        "name": "n", "domains": ["d", "d:80"], "routes": routes, "include_request_attempt_count": True}
+
+
 # --- gateways --------------------------------------------------------------------------------------------
 
 GATEWAY = """apiVersion: networking.istio.io/v1
