@@ -87,6 +87,7 @@ def test_header_operations_drop_pseudo_headers_and_turn_host_into_the_authority(
     ({"useSourceIp": True}, [{"connection_properties": {"source_ip": True}}]),
     ({"httpQueryParameterName": "user"}, [{"query_parameter": {"name": "user"}}]),
     ({"httpCookie": {"name": "c"}}, [{"cookie": {"name": "c"}}]),
+    ({"httpCookie": {"name": "c", "ttl": "0s", "path": "/p"}}, [{"cookie": {"name": "c", "ttl": "0s", "path": "/p"}}]),
     ({"maglev": {"tableSize": 65537}}, []),  # a table size alone names no hash key
 ])
 def test_hash_policy(consistent_hash, policy):
@@ -255,6 +256,114 @@ def test_a_shared_virtual_host_is_rebuilt_when_the_memo_holds_another_routes_lis
     routes = [{"name": "new"}]
     assert _shared_vhost(proxy, "n", ["d", "d:80"], routes) == {
         "name": "n", "domains": ["d", "d:80"], "routes": routes, "include_request_attempt_count": True}
+
+
+OTHER_CLIENT = """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: client2, namespace: other}
+spec:
+  selector: {matchLabels: {app: client2}}
+  template:
+    metadata: {labels: {app: client2}}
+    spec: {containers: [{name: c, image: c}]}
+"""
+
+
+def test_proxies_rendered_from_one_mesh_share_routes_only_when_they_see_the_same_rules():
+    """Default routes, virtual hosts and VirtualService routes are shared between proxies of one mesh snapshot
+    (memoized by what they read); a proxy in another namespace that sees its own DestinationRule (exportTo
+    ".") must not get the first proxy's routes: its default route carries its hash policy."""
+    hashed = ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: other}\n"
+              "spec:\n  host: reviews.default.svc.cluster.local\n  exportTo: ['.']\n"
+              "  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}\n")
+    result = load_text(BASE + "---\n" + OTHER_CLIENT + "---\n" + hashed, "config.yaml")
+    mesh = build_mesh(result.resources)
+    from control.translate import render_sidecar
+    plain, other = render_sidecar(mesh, "client"), render_sidecar(mesh, "client2", "other")
+    route_of = lambda rendered: vhost(rendered, "9080", f"{REVIEWS}:9080")["routes"][0]["route"]  # noqa: E731
+    assert "hash_policy" not in route_of(plain)
+    assert route_of(other)["hash_policy"] == [{"header": {"header_name": "x-user"}}]
+    again = render_sidecar(mesh, "client")  # the first proxy again: the shared routes, unchanged
+    assert route_of(again) is route_of(plain) and "hash_policy" not in route_of(again)
+
+
+def test_shared_default_routes_are_rebuilt_when_the_memo_holds_another_cluster_spec():
+    """The memo's entry is trusted only for the very ClusterSpec it was made from (an id can be reused)."""
+    from control.translate.routes import RouteContext, shared_default_routes
+    mesh = build_mesh(load_text(BASE, "config.yaml").resources)
+    stale = [{"name": "stale"}]
+    cluster = f"outbound|9080||{REVIEWS}"
+    proxy = SimpleNamespace(mesh=SimpleNamespace(memo=lambda key, compute: (object(), stale), config=mesh.config),
+                            namespace="default", notes=None)
+    ctx = RouteContext(proxy, {}, 9080)
+    (route,) = shared_default_routes(ctx, cluster)
+    assert route["name"] == "default" and route["route"]["cluster"] == cluster and route is not stale[0]
+
+
+MESH_RETRIES = """apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {name: cp, namespace: istio-system}
+spec:
+  meshConfig:
+    defaultHttpRetryPolicy: {attempts: 5}
+"""
+
+
+def test_retry_policy_details():
+    """istiod's retry.ConvertPolicy: meshConfig.defaultHttpRetryPolicy for routes without `retries`; attempts 1
+    is one retry; numeric retryOn tokens become retriable_status_codes plus the `retriable-status-codes` token
+    (once); backoff sets base and 10 x max; a consistent hash drops the previous-hosts predicate, also when
+    retryIgnorePreviousHosts already did."""
+    rendered = render(MESH_RETRIES + "---\n" + dr("{loadBalancer: {consistentHash: {httpHeaderName: x-user}}}") + "---\n"
+                      + vs("""  - match: [{uri: {prefix: /one}}]
+    route: [{destination: {host: reviews}}]
+    retries: {attempts: 1, retryOn: "5xx,503,retriable-status-codes"}
+  - match: [{uri: {prefix: /ignore}}]
+    route: [{destination: {host: reviews}}]
+    retries: {attempts: 2, retryIgnorePreviousHosts: false, backoff: 25ms}
+  - route: [{destination: {host: reviews}}]
+"""))
+    one, ignore, default = (r["route"] for r in vhost(rendered, "9080", f"{REVIEWS}:9080")["routes"])
+    assert one["retry_policy"]["num_retries"] == 1
+    assert one["retry_policy"]["retry_on"] == "5xx,retriable-status-codes"
+    assert one["retry_policy"]["retriable_status_codes"] == [503]
+    assert ignore["retry_policy"]["retry_back_off"] == {"base_interval": "0.025s", "max_interval": "0.25s"}
+    assert all("retry_host_predicate" not in r["retry_policy"] for r in (one, ignore, default))
+    assert default["retry_policy"]["num_retries"] == 5  # the mesh default
+
+
+@pytest.mark.parametrize("field, value", [("perTryTimeout", "soon"), ("backoff", "later")])
+def test_a_bad_retry_duration_names_the_resource_and_field(field, value):
+    from control.translate.routes import RouteContext, retry_policy
+    proxy = SimpleNamespace(mesh=build_mesh(load_text(BASE, "config.yaml").resources))
+    with pytest.raises(TranslateError, match=rf"reviews\.yaml.*VirtualService default/reviews.*"
+                                             rf"spec\.http\[0\]\.retries\.{field}: invalid duration '{value}'"):
+        retry_policy(RouteContext(proxy, {}, 9080), vs_resource(), "spec.http[0].retries",
+                     {"attempts": 2, field: value}, False)
+
+
+@pytest.mark.parametrize("ops, authority", [
+    ({"set": {":authority": "a.example"}}, "a.example"),
+    ({"add": {"HOST": "b.example"}}, "b.example"),
+])
+def test_host_or_authority_in_a_header_operation_is_the_authority_rewrite(ops, authority):
+    assert header_operations(ops) == ([], [], authority)
+
+
+@pytest.mark.parametrize("route, operation", [
+    ({"match": {"prefix": "/p"}, "route": {"cluster": f"outbound|9080|v1|{REVIEWS}"}}, f"{REVIEWS}:9080/p*"),
+    ({"match": {"path": "/exact"}, "route": {"cluster": "outbound|9080||r"}}, "r:9080/exact"),
+    ({"match": {"safe_regex": {"regex": "/r.*"}}, "route": {"cluster": "outbound|9080||r"}}, "r:9080/r.*"),
+    ({"match": {"safe_regex": {}}}, "vs:80"),
+    ({"match": {}, "route": {"weighted_clusters": {}}}, "vs:80/*"),
+    ({"match": {"prefix": "/"}, "route": {"cluster": "PassthroughCluster"}}, "vs:80/*"),
+    ({"match": {"prefix": "/"}, "route": {"cluster": "outbound|http|v1|r"}}, "vs:80/*"),
+])
+def test_route_operation(route, operation):
+    """istiod getRouteOperation (the route's decorator): host:port + path for one subset-key cluster, else
+    VirtualService name : listener port + path."""
+    from control.translate.routes import route_operation
+    assert route_operation(route, "vs", 80) == operation
 
 
 # --- gateways --------------------------------------------------------------------------------------------
