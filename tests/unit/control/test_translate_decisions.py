@@ -258,28 +258,18 @@ def test_a_shared_virtual_host_is_rebuilt_when_the_memo_holds_another_routes_lis
         "name": "n", "domains": ["d", "d:80"], "routes": routes, "include_request_attempt_count": True}
 
 
-OTHER_CLIENT = """apiVersion: apps/v1
-kind: Deployment
-metadata: {name: client2, namespace: other}
-spec:
-  selector: {matchLabels: {app: client2}}
-  template:
-    metadata: {labels: {app: client2}}
-    spec: {containers: [{name: c, image: c}]}
-"""
-
-
 def test_proxies_rendered_from_one_mesh_share_routes_only_when_they_see_the_same_rules():
     """Default routes, virtual hosts and VirtualService routes are shared between proxies of one mesh snapshot
     (memoized by what they read); a proxy in another namespace that sees its own DestinationRule (exportTo
     ".") must not get the first proxy's routes: its default route carries its hash policy."""
-    hashed = ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: other}\n"
+    hashed = ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: elsewhere}\n"
               "spec:\n  host: reviews.default.svc.cluster.local\n  exportTo: ['.']\n"
               "  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}\n")
-    result = load_text(BASE + "---\n" + OTHER_CLIENT + "---\n" + hashed, "config.yaml")
+    from tests.unit.control.test_sidecar_scope import TWO_NAMESPACES  # a client `outsider` in `elsewhere`
+    result = load_text(TWO_NAMESPACES + "---\n" + hashed, "config.yaml")
     mesh = build_mesh(result.resources)
     from control.translate import render_sidecar
-    plain, other = render_sidecar(mesh, "client"), render_sidecar(mesh, "client2", "other")
+    plain, other = render_sidecar(mesh, "client"), render_sidecar(mesh, "outsider", "elsewhere")
     route_of = lambda rendered: vhost(rendered, "9080", f"{REVIEWS}:9080")["routes"][0]["route"]  # noqa: E731
     assert "hash_policy" not in route_of(plain)
     assert route_of(other)["hash_policy"] == [{"header": {"header_name": "x-user"}}]
