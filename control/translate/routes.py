@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import abc
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from control.istio.resources import Resource
 from control.mesh import MESH_GATEWAY, REGISTRY_ONLY, gateway_key, host_matches, hosts_intersect, resolve_host
@@ -621,21 +621,24 @@ def _vhost(name: str, domains: list[str], routes: list[dict]) -> dict:
     return {"name": name, "domains": domains, "routes": routes, "include_request_attempt_count": True}
 
 
+def _shared(proxy: Proxy, key: tuple, owner: object, build: Callable[[], Any]) -> Any:
+    """`build()`, memoized on the mesh snapshot under `key` (which holds `id(owner)`) and trusted only when the
+    entry was made for this very `owner`: an id can be reused once its object is freed."""
+    held, value = proxy.mesh.memo(key, lambda: (owner, build()))
+    return value if held is owner else build()
+
+
 def _shared_vhost(proxy: Proxy, name: str, domains: list[str], routes: list[dict]) -> dict:
     """`_vhost`, one read-only dict per mesh snapshot for equal domains and the same (shared) routes list, so
     proxies in other namespaces share most virtual hosts (and serializers their bytes)."""
-    held, vhost = proxy.mesh.memo(("vhost", name, tuple(domains), id(routes)),
-                                  lambda: (routes, _vhost(name, domains, routes)))
-    return vhost if held is routes else _vhost(name, domains, routes)
+    return _shared(proxy, ("vhost", name, tuple(domains), id(routes)), routes, lambda: _vhost(name, domains, routes))
 
 
 def shared_default_routes(ctx: RouteContext, cluster: str) -> list[dict]:
     """[default_route], shared by proxies that see the cluster under the same rule (the route reads only its
     ClusterSpec and the mesh config)."""
     spec = ctx.specs.get(cluster)
-    held, routes = ctx.proxy.mesh.memo(("default_routes", cluster, id(spec)),
-                                       lambda: (spec, [default_route(ctx, cluster)]))
-    return routes if held is spec else [default_route(ctx, cluster)]
+    return _shared(ctx.proxy, ("default_routes", cluster, id(spec)), spec, lambda: [default_route(ctx, cluster)])
 
 
 def catch_all_vhost(proxy: Proxy) -> dict:
@@ -719,10 +722,8 @@ def sidecar_route_configs(proxy: Proxy, specs: Mapping[str, ClusterSpec]) -> lis
     merged: list[dict] = []
     for port, vhosts in per_port.items():
         for vh in vhosts:
-            held, proxy_vh = proxy.mesh.memo(("http_proxy_vhost", id(vh), port),
-                                             lambda: (vh, _http_proxy_vhost(vh, port)))
-            if held is not vh:
-                proxy_vh = _http_proxy_vhost(vh, port)
+            proxy_vh = _shared(proxy, ("http_proxy_vhost", id(vh), port), vh,
+                               lambda vh=vh, port=port: _http_proxy_vhost(vh, port))
             if proxy_vh is not None:
                 merged.append(proxy_vh)
     merged.sort(key=lambda v: v["name"])

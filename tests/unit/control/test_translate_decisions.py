@@ -277,6 +277,19 @@ def test_proxies_rendered_from_one_mesh_share_routes_only_when_they_see_the_same
     assert route_of(again) is route_of(plain) and "hash_policy" not in route_of(again)
 
 
+@pytest.mark.parametrize("source", ["sourceNamespace: default", "sourceLabels: {app: client}"])
+def test_routes_that_read_the_client_are_not_shared_with_a_client_they_do_not_match(source):
+    from control.translate import render_sidecar
+    from tests.unit.control.test_sidecar_scope import TWO_NAMESPACES  # a client `outsider` in `elsewhere`
+    mesh = build_mesh(load_text(TWO_NAMESPACES + "---\n" + vs(f"""  - match: [{{uri: {{prefix: /mine}}, {source}}}]
+    route: [{{destination: {{host: reviews}}}}]
+  - route: [{{destination: {{host: reviews}}}}]
+""", **{"exportTo": "['*']"}), "config.yaml").resources)
+    matches = lambda rendered: [r["match"] for r in vhost(rendered, "9080", f"{REVIEWS}:9080")["routes"]]  # noqa: E731
+    assert matches(render_sidecar(mesh, "client")) == [{"prefix": "/mine"}, {"prefix": "/"}]
+    assert matches(render_sidecar(mesh, "outsider", "elsewhere")) == [{"prefix": "/"}]
+
+
 def test_shared_default_routes_are_rebuilt_when_the_memo_holds_another_cluster_spec():
     """The memo's entry is trusted only for the very ClusterSpec it was made from (an id can be reused)."""
     from control.translate.routes import RouteContext, shared_default_routes
