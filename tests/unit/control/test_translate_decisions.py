@@ -494,11 +494,15 @@ def test_extension_hooks_add_filters_and_rewrite_listeners():
     cors = {"name": "envoy.filters.http.cors",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}}
     seen: list[str] = []
+    kinds: list[str] = []  # the proxy each listener contributor call is for
     ext = Extensions(http_filters_authn=(lambda proxy, direction: seen.append(direction) or [],),
                      http_filters_before_router=(lambda proxy, direction: [cors] if direction == "inbound" else [],),
-                     listener_contributors=(lambda proxy, lis: {**lis, "per_connection_buffer_limit_bytes": 4096},))
+                     listener_contributors=(lambda proxy, lis: kinds.append(proxy.kind) or
+                                            {**lis, "per_connection_buffer_limit_bytes": 4096},))
     rendered = render(RATINGS, workload="ratings", options=Options(extensions=ext))
     assert all(lis["per_connection_buffer_limit_bytes"] == 4096 for lis in rendered.listeners)
+    assert kinds and set(kinds) == {"sidecar"}
+    kinds.clear()
     assert {"inbound", "outbound"} <= set(seen)
     inbound = by_name(rendered.listeners, "virtualInbound")
     names = [f["name"] for ch in inbound["filter_chains"] for f in ch["filters"]
@@ -508,3 +512,4 @@ def test_extension_hooks_add_filters_and_rewrite_listeners():
     gw = render_gateway(build_mesh(load_text(BASE + "---\n" + GATEWAY, "g.yaml").resources), "istio-ingressgateway",
                         options=Options(extensions=ext))
     assert gw.listeners and all(lis["per_connection_buffer_limit_bytes"] == 4096 for lis in gw.listeners)
+    assert kinds and set(kinds) == {"router"}
