@@ -69,7 +69,7 @@ TLS_INSPECTOR_FILTER = {"name": "envoy.filters.listener.tls_inspector", "typed_c
 TERMINATING_TLS = ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL")
 
 
-def istio_stats_filter(direction: str, metrics: list[dict] | None = None) -> dict:
+def istio_stats_filter(metrics: list[dict] | None = None) -> dict:
     """Istio's stats filter as istiod names it (`istio.stats`, `stats.PluginConfig`, just before the router). The
     reporter is not in the config: the proxy derives it from the listener's `traffic_direction` (INBOUND ->
     destination; sidecar outbound and gateways, OUTBOUND -> source), as istio-proxy does. The config travels
@@ -83,7 +83,7 @@ def tcp_stats(proxy: Proxy, direction: str, filters: list[dict]) -> list[dict]:
     """Istio's TCP metrics: the `istio.stats` network filter before the tcp_proxy (sidecars; same config shape as
     the HTTP one), unless a Telemetry disables ALL_METRICS on this side."""
     stats_on, _ = telemetry.stats_config(proxy, direction)
-    return [istio_stats_filter(direction), *filters] if stats_on else filters
+    return [istio_stats_filter(), *filters] if stats_on else filters
 
 
 def http_filters(proxy: Proxy, direction: str) -> list[dict]:
@@ -98,7 +98,7 @@ def http_filters(proxy: Proxy, direction: str) -> list[dict]:
         out += contribute(proxy, direction)
     stats_on, metrics = telemetry.stats_config(proxy, direction)  # Telemetry metrics overrides
     if stats_on:  # a Telemetry disabling ALL_METRICS drops the stats filter
-        out.append(istio_stats_filter(direction, metrics))
+        out.append(istio_stats_filter(metrics))
     out.append({"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}})
     return out
 
@@ -136,7 +136,7 @@ def http_connection_manager(proxy: Proxy, direction: str, stat_prefix: str, rout
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
 
 
-def _address(port: int, ip: str = "0.0.0.0") -> dict:
+def _address(port: int, ip: str) -> dict:
     return {"socket_address": {"address": ip, "port_value": port}}
 
 

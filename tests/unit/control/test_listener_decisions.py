@@ -531,3 +531,17 @@ def test_gateway_inline_routes():
     inline = render_gateway(mesh, "istio-ingressgateway", options=Options(inline_routes=True)).listeners
     got = [lis["filter_chains"][0]["filters"][0]["typed_config"]["route_config"] for lis in inline]
     assert got == [{k: v for k, v in rds[n].items() if k != "@type"} for n in ("http.80", "https.443.https.tls.istio-system")]
+
+
+def test_a_bound_egress_port_sees_the_subsets_of_destination_rules():
+    """The bound listener's `tcp` route to a subset a DestinationRule defines is routed there, with no note."""
+    notes: list[str] = []
+    lis = listeners(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: db}\n"
+        "spec: {host: db, subsets: [{name: v1, labels: {version: v1}}]}\n---\n"
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: db}\n"
+        "spec: {hosts: [db], tcp: [{route: [{destination: {host: db, subset: v1}}]}]}\n---\n"
+        + _egress("{port: {number: 5432, name: tcp-db}, captureMode: NONE, hosts: ['./*']}"), notes)["127.0.0.1_5432"]
+    (chain,) = lis["filter_chains"]
+    assert chain["filters"][-1]["typed_config"]["cluster"] == "outbound|5432|v1|db.default.svc.cluster.local"
+    assert not [n for n in notes if "DestinationRule" in n], notes
