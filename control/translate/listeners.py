@@ -399,7 +399,7 @@ def gateway_servers(proxy: Proxy) -> dict[int, list[tuple[Resource, Mapping[str,
                                 .replace("  ", " "))
                 continue
             bind = str(server.get("bind") or "")
-            if bind.startswith("unix://"):  # port 0: istiod names and binds the listener by the socket path
+            if bind.startswith("unix://"):  # port 0: istiod listens on the socket (listener `<bind>_0`)
                 proxy.notes.add(gw, f"spec.servers[{i}].bind", "unix domain socket servers (port 0, a unix:// "
                                                                "bind) are not translated")
                 continue
