@@ -56,7 +56,7 @@ def telemetry_bootstrap(*, listen_port: int, admin_port: int, backend_port: int,
     listener["traffic_direction"] = "INBOUND"
     hcm = _hcm(b)
     if metrics:
-        hcm["http_filters"] = [istio_stats_filter("inbound"), *hcm["http_filters"]]
+        hcm["http_filters"] = [istio_stats_filter(), *hcm["http_filters"]]
     if sampling is not None:
         b["static_resources"]["clusters"].append({
             "name": "otel-collector", "type": "STATIC", "connect_timeout": "1s",

@@ -46,6 +46,7 @@ TCP_STAT_PREFIX = "tcp."  # authz model RBACTCPFilterStatPrefix
 DRY_RUN = "istio.io/dry-run"
 SHADOW_ALLOW_PREFIX = "istio_dry_run_allow_"
 SHADOW_DENY_PREFIX = "istio_dry_run_deny_"
+SHADOW_PREFIX = {"ALLOW": SHADOW_ALLOW_PREFIX, "DENY": SHADOW_DENY_PREFIX}  # no prefix for LOG
 BAD_CUSTOM_SUFFIX = "-bad-custom-action"  # what istiod appends when a CUSTOM provider is unusable
 SPIFFE = "spiffe://"
 MATCH_NEVER = {"permissions": [{"not_rule": {"any": True}}], "principals": [{"not_id": {"any": True}}]}
@@ -445,7 +446,7 @@ def build_filters(policies: list[Resource], notes: Any = None, for_tcp: bool = F
             typed["shadow_rules"] = _rbac(rbac_action, shadow)
         # istiod: shadowRuleStatPrefix(shadowRules) reads the action of a possibly nil RBAC (nil -> ALLOW)
         shadow_action = rbac_action if shadow is not None else "ALLOW"
-        prefix = {"ALLOW": SHADOW_ALLOW_PREFIX, "DENY": SHADOW_DENY_PREFIX}.get(shadow_action, "")
+        prefix = SHADOW_PREFIX.get(shadow_action)
         if prefix:
             typed["shadow_rules_stat_prefix"] = prefix
         if for_tcp:

@@ -45,7 +45,8 @@ A `tls.mode: PASSTHROUGH` server gets one chain per SNI set of the bound Virtual
 tcp_proxy and no TLS context; a `TCP` server one chain with the bound `tcp` rule's tcp_proxy (control/translate/
 tcp.py); an AUTO_PASSTHROUGH server one chain [sni_cluster, tcp_proxy] routing by the SNI to the gateway's
 SNI-DNAT clusters (tcp.py, clusters.sni_dnat_specs). TLS servers terminating into TCP are reported as not
-translated yet.
+translated yet, and so is a server's `bind` (an IP-bound server listens on 0.0.0.0; a unix-socket one, port 0,
+gets no listener).
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ from control.translate import tcp as l4
 from control.translate.clusters import InboundPort, inbound_ports
 from control.translate.common import (ADS, CORS, DOWNSTREAM_TLS, FAULT, HCM, INBOUND_PORT, LISTENER, OUTBOUND_PORT,
                                       ROUTER, STATS_PLUGIN_CONFIG, TLS_INSPECTOR, TYPED_STRUCT, Proxy,
-                                      EgressHost, cluster_name, egress_admits)
+                                      cluster_name, egress_admits)
 from control.mesh import resolve_host
 from control.translate.routes import (HTTP_PROXY_ROUTE, retry_policy, route_configuration, RouteContext,
                                      trace_operation)
@@ -68,7 +69,7 @@ TLS_INSPECTOR_FILTER = {"name": "envoy.filters.listener.tls_inspector", "typed_c
 TERMINATING_TLS = ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL")
 
 
-def istio_stats_filter(direction: str, metrics: list[dict] | None = None) -> dict:
+def istio_stats_filter(metrics: list[dict] | None = None) -> dict:
     """Istio's stats filter as istiod names it (`istio.stats`, `stats.PluginConfig`, just before the router). The
     reporter is not in the config: the proxy derives it from the listener's `traffic_direction` (INBOUND ->
     destination; sidecar outbound and gateways, OUTBOUND -> source), as istio-proxy does. The config travels
@@ -82,7 +83,7 @@ def tcp_stats(proxy: Proxy, direction: str, filters: list[dict]) -> list[dict]:
     """Istio's TCP metrics: the `istio.stats` network filter before the tcp_proxy (sidecars; same config shape as
     the HTTP one), unless a Telemetry disables ALL_METRICS on this side."""
     stats_on, _ = telemetry.stats_config(proxy, direction)
-    return [istio_stats_filter(direction), *filters] if stats_on else filters
+    return [istio_stats_filter(), *filters] if stats_on else filters
 
 
 def http_filters(proxy: Proxy, direction: str) -> list[dict]:
@@ -97,7 +98,7 @@ def http_filters(proxy: Proxy, direction: str) -> list[dict]:
         out += contribute(proxy, direction)
     stats_on, metrics = telemetry.stats_config(proxy, direction)  # Telemetry metrics overrides
     if stats_on:  # a Telemetry disabling ALL_METRICS drops the stats filter
-        out.append(istio_stats_filter(direction, metrics))
+        out.append(istio_stats_filter(metrics))
     out.append({"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}})
     return out
 
@@ -135,12 +136,12 @@ def http_connection_manager(proxy: Proxy, direction: str, stat_prefix: str, rout
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
 
 
-def _address(port: int, ip: str = "0.0.0.0") -> dict:
+def _address(port: int, ip: str) -> dict:
     return {"socket_address": {"address": ip, "port_value": port}}
 
 
-def _listener(name: str, port: int, direction: str, chains: list[dict], **extra: Any) -> dict:
-    return {"@type": LISTENER, "name": name, "address": _address(port), "traffic_direction": direction,
+def _listener(name: str, port: int, direction: str, chains: list[dict], ip: str = "0.0.0.0", **extra: Any) -> dict:
+    return {"@type": LISTENER, "name": name, "address": _address(port, ip), "traffic_direction": direction,
             "filter_chains": chains, **extra}
 
 
@@ -162,7 +163,7 @@ def _l4_port_chains(proxy: Proxy, specs: Mapping[str, Any], port: int, svc: Any,
 def _l4_listener(name: str, port: int, chains: list[dict], **extra: Any) -> dict:
     if any("server_names" in (c.get("filter_chain_match") or {}) for c in chains):
         extra["listener_filters"] = [TLS_INSPECTOR_FILTER]  # SNI is read from the ClientHello
-    return _listener(name, port, "OUTBOUND", chains, **extra)
+    return _listener(name, port, "OUTBOUND", chains, **extra)  # extra may carry `ip`
 
 
 def egress_port_listeners(proxy: Proxy, specs: Mapping[str, Any]) -> dict[int, dict]:
@@ -175,7 +176,6 @@ def egress_port_listeners(proxy: Proxy, specs: Mapping[str, Any]) -> dict[int, d
     sidecar = proxy.sidecar
     if sidecar is None:
         return out
-    domain = proxy.mesh.config.domain
     for i, egress in enumerate(sidecar.spec.get("egress") or ()):
         port_spec = egress.get("port") or {}
         if not port_spec:
@@ -185,13 +185,13 @@ def egress_port_listeners(proxy: Proxy, specs: Mapping[str, Any]) -> dict[int, d
             proxy.notes.add(sidecar, f"spec.egress[{i}].port", "unix domain socket egress listeners (port 0, a "
                                                                "unix:// bind) are not translated")
             continue
-        protocol = Protocol.parse(str(port_spec.get("protocol") or "")) if port_spec.get("protocol") \
-            else Protocol.from_port_name(str(port_spec.get("name") or ""))
-        if str(egress.get("captureMode") or "DEFAULT") != "NONE" or protocol.is_http or protocol == Protocol.UDP:
+        protocol = Protocol.parse(str(port_spec["protocol"])) if port_spec.get("protocol") \
+            else Protocol.from_port_name(port_spec.get("name"))
+        if egress.get("captureMode") != "NONE" or protocol.is_http or protocol == Protocol.UDP:
             proxy.notes.add(sidecar, f"spec.egress[{i}].port", "only egress listeners with captureMode NONE and a "
                                                                "TCP/TLS port are translated; this one is not")
             continue
-        hosts = tuple(EgressHost.parse(str(h), i, sidecar.namespace, domain) for h in egress.get("hosts") or ())
+        hosts = tuple(h for h in proxy.egress if h.listener == i)  # this listener's entries, parsed by make_proxy
         svc = next((s for s in proxy.visible_services() if any(sp.port == number for sp in s.ports)
                     and egress_admits(hosts, sidecar.namespace, s.namespace, s.hostname)), None)
         if svc is None:
@@ -199,9 +199,7 @@ def egress_port_listeners(proxy: Proxy, specs: Mapping[str, Any]) -> dict[int, d
             continue
         bind = str(egress.get("bind") or "127.0.0.1")
         chains = _l4_port_chains(proxy, specs, number, svc, protocol)
-        lis = _l4_listener(f"{bind}_{number}", number, chains)
-        lis["address"] = _address(number, bind)
-        out.setdefault(number, lis)
+        out.setdefault(number, _l4_listener(f"{bind}_{number}", number, chains, ip=bind))
     return out
 
 
@@ -403,8 +401,8 @@ def gateway_servers(proxy: Proxy) -> dict[int, list[tuple[Resource, Mapping[str,
     by_port: dict[int, list[tuple[Resource, Mapping[str, Any]]]] = {}
     for gw in proxy.mesh.gateways_for(proxy.workload):
         for i, server in enumerate(gw.spec.get("servers") or ()):
-            port = server.get("port") or {}
-            protocol = str(port.get("protocol", "")).upper()
+            port = server["port"]  # number, protocol and name are required (schema)
+            protocol = str(port["protocol"]).upper()
             mode = server_tls_mode(server)
             if protocol == "MONGO" or \
                     (protocol in ("HTTPS", "TLS") and mode not in ("PASSTHROUGH", "AUTO_PASSTHROUGH", *TERMINATING_TLS)):
@@ -412,7 +410,15 @@ def gateway_servers(proxy: Proxy) -> dict[int, list[tuple[Resource, Mapping[str,
                                                           "yet (HTTP, terminated HTTPS, TLS PASSTHROUGH/AUTO_PASSTHROUGH and TCP)"
                                 .replace("  ", " "))
                 continue
-            by_port.setdefault(int(port.get("number", 0)), []).append((gw, server))
+            bind = str(server.get("bind") or "")
+            if bind.startswith("unix://"):  # port 0: istiod listens on the socket (listener `<bind>_0`)
+                proxy.notes.add(gw, f"spec.servers[{i}].bind", "unix domain socket servers (port 0, a unix:// "
+                                                               "bind) are not translated")
+                continue
+            if bind:
+                proxy.notes.add(gw, f"spec.servers[{i}].bind", f"bind {bind} is not translated: the server's "
+                                                               "listener binds 0.0.0.0")
+            by_port.setdefault(int(port["number"]), []).append((gw, server))
     return by_port
 
 

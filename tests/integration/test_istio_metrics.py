@@ -87,7 +87,7 @@ async def mesh(pki, upstream, proxy_factory, tmp_path):
     timeout), everything else to B. Yields (a, b, admin port of a, admin port of b)."""
     ca = pki["ca"]
     b_cfg = bootstrap([cluster(f"inbound|9080||{SERVICE}", [upstream.port], metadata=ISTIO_META)],
-                      hcm={"http_filters": [istio_stats_filter("inbound"), ROUTER]})
+                      hcm={"http_filters": [istio_stats_filter(), ROUTER]})
     b_cfg = with_chains(b_cfg, [{"transport_socket": downstream_tls(None, cert_sds="default", ca_sds="ROOTCA",
                                                                     require_client=True)}])
     b_cfg["static_resources"]["listeners"][0]["traffic_direction"] = "INBOUND"
@@ -106,7 +106,7 @@ async def mesh(pki, upstream, proxy_factory, tmp_path):
     routes = [{**route("/fault", name), "typed_per_filter_config": fault}, route("/overflow", "overflow"),
               route("/delay/3", name, timeout="0.2s"), route("/", name)]
     a_cfg = bootstrap(clusters, routes=routes, hcm={"http_filters": [
-        {"name": "envoy.filters.http.fault", "typed_config": {"@type": FAULT}}, istio_stats_filter("outbound"),
+        {"name": "envoy.filters.http.fault", "typed_config": {"@type": FAULT}}, istio_stats_filter(),
         ROUTER]})
     a_cfg["static_resources"]["listeners"][0]["traffic_direction"] = "OUTBOUND"
     a_cfg["node"] = node("productpage-v1", "productpage", "v1", "bookinfo-productpage")
@@ -199,7 +199,7 @@ async def test_plaintext_inbound_reports_connection_security_none(upstream, prox
     """A destination sidecar reached without TLS (PERMISSIVE's plaintext chain): `none`, principals unknown,
     and without the client's metadata the source is unknown too."""
     cfg = bootstrap([cluster(f"inbound|9080||{SERVICE}", [upstream.port], metadata=ISTIO_META)],
-                    hcm={"http_filters": [istio_stats_filter("inbound"), ROUTER]})
+                    hcm={"http_filters": [istio_stats_filter(), ROUTER]})
     cfg["static_resources"]["listeners"][0]["traffic_direction"] = "INBOUND"
     cfg["node"] = node("reviews-v2", "reviews", "v2", "bookinfo-reviews")
     b = await proxy_factory(cfg)
@@ -229,13 +229,13 @@ async def test_peer_metadata_dimensions_name_the_other_workload_on_each_side(ups
     client_dims = [{"name": "requests_total", "dimensions": {
         "destination_x": "filter_state.upstream_peer.app", "peer_workload": "filter_state.upstream_peer.workload"}}]
     b_cfg = bootstrap([cluster(f"inbound|9080||{SERVICE}", [upstream.port], metadata=ISTIO_META)],
-                      hcm={"http_filters": [istio_stats_filter("inbound", server_dims), ROUTER]})
+                      hcm={"http_filters": [istio_stats_filter(server_dims), ROUTER]})
     b_cfg["static_resources"]["listeners"][0]["traffic_direction"] = "INBOUND"
     b_cfg["node"] = node("reviews-v2", "reviews", "v2", "bookinfo-reviews")
     b = await proxy_factory(b_cfg)
     a_cfg = bootstrap([cluster(f"outbound|9080||{SERVICE}", [b.port], metadata=ISTIO_META)],
                       routes=[route("/", f"outbound|9080||{SERVICE}")],
-                      hcm={"http_filters": [istio_stats_filter("outbound", client_dims), ROUTER]})
+                      hcm={"http_filters": [istio_stats_filter(client_dims), ROUTER]})
     a_cfg["static_resources"]["listeners"][0]["traffic_direction"] = "OUTBOUND"
     a_cfg["node"] = node("productpage-v1", "productpage", "v1", "bookinfo-productpage")
     a = await proxy_factory(a_cfg)

@@ -27,7 +27,7 @@ async def test_tag_overrides_and_drop_change_the_exported_series(proxy_factory):
     runner = None
     try:
         cfg = bootstrap([cluster("up", [upstream.port])], routes=[route("/", "up")],
-                        hcm={"http_filters": [istio_stats_filter("outbound", METRICS), ROUTER]})
+                        hcm={"http_filters": [istio_stats_filter(METRICS), ROUTER]})
         cfg["static_resources"]["listeners"][0]["traffic_direction"] = "OUTBOUND"
         proxy = await proxy_factory(cfg)
         runner, admin = await start_admin(make_app(proxy.server), "127.0.0.1", 0)

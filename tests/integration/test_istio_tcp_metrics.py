@@ -36,7 +36,7 @@ async def scrape(port: int) -> dict[str, list]:
 
 
 async def run(proxy_factory, direction: str, clusters: list[dict], payloads: list[bytes]):
-    cfg = tcp_bootstrap(clusters, [{"filters": [istio_stats_filter(direction.lower()), tcp_proxy("db")]}])
+    cfg = tcp_bootstrap(clusters, [{"filters": [istio_stats_filter(), tcp_proxy("db")]}])
     cfg["static_resources"]["listeners"][0]["traffic_direction"] = direction
     cfg["node"] = NODE
     proxy = await proxy_factory(cfg)

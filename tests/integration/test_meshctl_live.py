@@ -28,7 +28,7 @@ async def sidecar(upstream, proxy_factory):
     cfg = bootstrap([cluster("inbound|9080||reviews.default.svc.cluster.local", [upstream.port])],
                     routes=[{"match": {"prefix": "/fail"}, "direct_response": {"status": 503}},
                             route("/", "inbound|9080||reviews.default.svc.cluster.local")],
-                    hcm={"http_filters": [istio_stats_filter("inbound"), ROUTER]})
+                    hcm={"http_filters": [istio_stats_filter(), ROUTER]})
     cfg["static_resources"]["listeners"][0]["traffic_direction"] = "INBOUND"
     cfg["node"] = {"id": "sidecar~127.0.0.1~reviews-v1.default~default.svc.cluster.local",
                    "metadata": {"NAME": "reviews-v1", "NAMESPACE": "default", "LABELS": {"app": "reviews"}}}

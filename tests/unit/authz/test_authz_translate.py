@@ -8,11 +8,15 @@ import re
 import pytest
 
 from control.istio.load import load_text
-from control.translate.authz import build_filters, cidr, rule_policy, string_matcher
-from control.translate.common import Notes
+from control.istio.resources import Resource
+from control.mesh import build_mesh
+from control.translate import find_workload
+from control.translate.authz import build_filters, cidr, http_filters, rule_policy, string_matcher
+from control.translate.common import Notes, make_proxy
 import pyproxy.config.model  # noqa: F401  (registers the typed configs)
 from pyproxy.config.decode import decode_any
 from tests.golden.envoy_schema import check_resource
+from tests.unit.control.test_translate import BASE
 
 STRINGS = [("abc", "", {"exact": "abc"}), ("abc*", "", {"prefix": "abc"}), ("*abc", "", {"suffix": "abc"}),
            ("*", "", {"safe_regex": {"regex": ".+"}}),
@@ -314,3 +318,48 @@ def test_not_service_accounts_is_a_negated_principal():
     regex = "spiffe://.+/ns/ns1/(.+/|)sa/robot(/.+)?"
     assert p["principals"] == [{"and_ids": {"ids": [{"not_id": {"or_ids": {"ids": [
         {"authenticated": {"principal_name": {"safe_regex": {"regex": regex}}}}]}}}]}}]
+
+
+def _code_policy(name: str, spec: dict) -> Resource:
+    """A policy built in code (other translators call build_filters with policies from the mesh snapshot,
+    which the loader does not always produce: no provider name, an action the enum lacks)."""
+    return Resource(api_version="security.istio.io/v1", kind="AuthorizationPolicy", name=name, namespace="foo",
+                    spec=spec)
+
+
+def test_a_policy_with_an_unknown_action_is_ignored_with_a_note_and_the_others_still_apply():
+    notes = Notes()
+    fs = build_filters([_code_policy("odd", {"action": "BLOCK", "rules": [{}]}),
+                        _code_policy("d", {"action": "DENY", "rules": [{}]})], notes)
+    assert [sorted(f["typed_config"]["rules"]["policies"]) for f in fs] == [["ns[foo]-policy[d]-rule[0]"]]
+    assert notes.items == ["<unknown>: AuthorizationPolicy foo/odd: spec.action: unknown action 'BLOCK': "
+                           "policy ignored"]
+
+
+def test_a_custom_policy_without_a_provider_name_is_reported_with_an_empty_name():
+    notes = Notes()
+    (f,) = build_filters([_code_policy("ext", {"action": "CUSTOM", "provider": {}, "rules": [{}]})], notes)
+    assert f["typed_config"]["rules"]["action"] == "DENY"
+    assert notes.items == ["<unknown>: AuthorizationPolicy foo/ext: spec.action: CUSTOM authorization (provider "
+                           "'', ext_authz) is not supported: its rules are enforced as DENY rules"]
+
+
+def test_dry_run_policies_of_one_action_share_the_shadow_rules():
+    dry = ", annotations: {istio.io/dry-run: 'true'}"
+    (f,), _ = _filters(_pol("d1", "{action: DENY, rules: [{}]}", dry) + _pol("d2", "{action: DENY, rules: [{}]}", dry))
+    assert "rules" not in f["typed_config"]
+    assert sorted(f["typed_config"]["shadow_rules"]["policies"]) == ["ns[foo]-policy[d1]-rule[0]",
+                                                                     "ns[foo]-policy[d2]-rule[0]"]
+    assert f["typed_config"]["shadow_rules"]["action"] == "DENY"
+    assert f["typed_config"]["shadow_rules_stat_prefix"] == "istio_dry_run_deny_"
+
+
+@pytest.mark.parametrize("direction, rbac", [("inbound", True), ("gateway", True), ("outbound", False)])
+def test_rbac_filters_authorize_inbound_and_gateway_traffic_not_the_clients_outbound(direction, rbac):
+    """Istio enforces AuthorizationPolicy where traffic arrives: a sidecar's inbound and a gateway."""
+    result = load_text(BASE + "---\n" + _pol("deny-all", "{}").replace("namespace: foo", "namespace: default"),
+                       "p.yaml")
+    mesh = build_mesh(result.resources)
+    proxy = make_proxy(mesh, find_workload(mesh, "client"))
+    names = [f["name"] for f in http_filters(proxy, direction)]
+    assert names == (["envoy.filters.http.rbac"] if rbac else [])

@@ -13,7 +13,7 @@ from control.translate.listeners import (ALL_ISTIO_MTLS_ALPNS, downstream_tls, g
                                          inbound_chain_options, l4_server)
 from tests.unit.control.test_translate import by_name, render
 from tests.unit.control.test_translate_decisions import render_gw, servers
-from tests.unit.control.test_translate_l4 import listeners
+from tests.unit.control.test_translate_l4 import chain_routes, listeners, web_tls_vs
 
 GW = SimpleNamespace(name="gw", namespace="ns")
 
@@ -479,12 +479,58 @@ def test_mesh_access_log_file_puts_access_logs_on_every_connection_manager():
 
 
 def test_skipped_sidecar_egress_listeners_do_not_stop_the_ones_after_them():
+    """A port without a number is 0 (proto default): a unix domain socket listener."""
     notes: list[str] = []
-    got = listeners(_egress("{port: {number: 0}, bind: 'unix:///var/run/out.sock', hosts: ['./*']}",
+    got = listeners(_egress("{port: {name: tcp-sock}, bind: 'unix:///var/run/out.sock', hosts: ['./*']}",
                             "{port: {number: 5433, name: tcp-db}, hosts: ['./*']}",
+                            "{port: {number: 5434, name: tcp-db}, captureMode: NONE, hosts: ['./*']}",
                             "{port: {number: 5432, name: tcp-db}, captureMode: NONE, hosts: ['./*']}"), notes)
     assert "127.0.0.1_5432" in got
-    assert len([n for n in notes if "spec.egress[" in n]) == 2
+    assert [n.split("Sidecar default/default: ", 1)[1] for n in notes if "spec.egress[" in n] == [
+        "spec.egress[0].port: unix domain socket egress listeners (port 0, a unix:// bind) are not translated",
+        "spec.egress[1].port: only egress listeners with captureMode NONE and a TCP/TLS port are translated; this "
+        "one is not",
+        "spec.egress[2].port: no service its hosts admit has port 5434"]
+
+
+def test_a_bound_tls_egress_port_routes_by_sni_as_the_port_listener_would():
+    """A TLS egress port gets the SNI chains of the `tls` rules (read by the tls_inspector), as 0.0.0.0_<port>."""
+    lis = listeners(web_tls_vs("""  - match: [{sniHosts: [a.web.example]}]
+    route: [{destination: {host: web, subset: one}}]
+""") + "---\n" + _egress("{port: {number: 8443, protocol: TLS, name: tls}, captureMode: NONE, hosts: ['./*']}"))[
+        "127.0.0.1_8443"]
+    assert [m for m, _ in chain_routes(lis)] == [{"server_names": ["a.web.example"]}]
+    assert lis["listener_filters"][0]["name"] == "envoy.filters.listener.tls_inspector"
+
+
+def test_servers_of_every_l4_kind_share_their_port_listener():
+    """A PASSTHROUGH, an AUTO_PASSTHROUGH and a terminating HTTPS server on one port: a chain each, in order."""
+    vs = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web}\nspec:\n"
+          "  hosts: ['*.web.example']\n  gateways: [istio-system/tls]\n"
+          "  tls: [{match: [{sniHosts: [a.web.example]}], route: [{destination: {host: reviews}}]}]\n")
+    rendered = render_gw(vs, gateway=servers(
+        "{port: {number: 443, name: tls, protocol: TLS}, hosts: ['*.web.example'], tls: {mode: PASSTHROUGH}}",
+        "{port: {number: 443, name: tls-auto, protocol: TLS}, hosts: [b.local], tls: {mode: AUTO_PASSTHROUGH}}",
+        "{port: {number: 443, name: https, protocol: HTTPS}, hosts: [c.example.com], "
+        "tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}}"))
+    (lis,) = rendered.listeners
+    assert [(c["filter_chain_match"]["server_names"], c["filters"][-1]["name"]) for c in lis["filter_chains"]] == [
+        (["a.web.example"], "envoy.filters.network.tcp_proxy"),
+        (["b.local"], "envoy.filters.network.tcp_proxy"),
+        (["c.example.com"], "envoy.filters.network.http_connection_manager")]
+
+
+@pytest.mark.parametrize("server, listener, note", [
+    ("{port: {number: 0, name: http, protocol: HTTP}, bind: 'unix:///var/run/gw.sock', hosts: ['*']}", None,
+     "spec.servers[0].bind: unix domain socket servers (port 0, a unix:// bind) are not translated"),
+    ("{port: {number: 8080, name: http, protocol: HTTP}, bind: 10.0.0.7, hosts: ['*']}", "0.0.0.0_8080",
+     "spec.servers[0].bind: bind 10.0.0.7 is not translated: the server's listener binds 0.0.0.0"),
+])
+def test_a_gateway_server_bind_is_noted(server, listener, note):
+    """The server after it is translated as usual."""
+    rendered = render_gw(gateway=servers(server, "{port: {number: 80, name: http2, protocol: HTTP}, hosts: ['*']}"))
+    assert [lis["name"] for lis in rendered.listeners] == ["0.0.0.0_80"] + ([listener] if listener else [])
+    assert [n.split("Gateway istio-system/tls: ", 1)[1] for n in rendered.notes if "spec.servers" in n] == [note]
 
 
 def test_gateway_inline_routes():
@@ -500,3 +546,17 @@ def test_gateway_inline_routes():
     inline = render_gateway(mesh, "istio-ingressgateway", options=Options(inline_routes=True)).listeners
     got = [lis["filter_chains"][0]["filters"][0]["typed_config"]["route_config"] for lis in inline]
     assert got == [{k: v for k, v in rds[n].items() if k != "@type"} for n in ("http.80", "https.443.https.tls.istio-system")]
+
+
+def test_a_bound_egress_port_sees_the_subsets_of_destination_rules():
+    """The bound listener's `tcp` route to a subset a DestinationRule defines is routed there, with no note."""
+    notes: list[str] = []
+    lis = listeners(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: db}\n"
+        "spec: {host: db, subsets: [{name: v1, labels: {version: v1}}]}\n---\n"
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: db}\n"
+        "spec: {hosts: [db], tcp: [{route: [{destination: {host: db, subset: v1}}]}]}\n---\n"
+        + _egress("{port: {number: 5432, name: tcp-db}, captureMode: NONE, hosts: ['./*']}"), notes)["127.0.0.1_5432"]
+    (chain,) = lis["filter_chains"]
+    assert chain["filters"][-1]["typed_config"]["cluster"] == "outbound|5432|v1|db.default.svc.cluster.local"
+    assert not [n for n in notes if "DestinationRule" in n], notes

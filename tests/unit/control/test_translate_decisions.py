@@ -840,11 +840,15 @@ def test_extension_hooks_add_filters_and_rewrite_listeners():
     cors = {"name": "envoy.filters.http.cors",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}}
     seen: list[str] = []
+    kinds: list[str] = []  # the proxy each listener contributor call is for
     ext = Extensions(http_filters_authn=(lambda proxy, direction: seen.append(direction) or [],),
                      http_filters_before_router=(lambda proxy, direction: [cors] if direction == "inbound" else [],),
-                     listener_contributors=(lambda proxy, lis: {**lis, "per_connection_buffer_limit_bytes": 4096},))
+                     listener_contributors=(lambda proxy, lis: kinds.append(proxy.kind) or
+                                            {**lis, "per_connection_buffer_limit_bytes": 4096},))
     rendered = render(RATINGS, workload="ratings", options=Options(extensions=ext))
     assert all(lis["per_connection_buffer_limit_bytes"] == 4096 for lis in rendered.listeners)
+    assert kinds and set(kinds) == {"sidecar"}
+    kinds.clear()
     assert {"inbound", "outbound"} <= set(seen)
     inbound = by_name(rendered.listeners, "virtualInbound")
     names = [f["name"] for ch in inbound["filter_chains"] for f in ch["filters"]
@@ -854,3 +858,21 @@ def test_extension_hooks_add_filters_and_rewrite_listeners():
     gw = render_gateway(build_mesh(load_text(BASE + "---\n" + GATEWAY, "g.yaml").resources), "istio-ingressgateway",
                         options=Options(extensions=ext))
     assert gw.listeners and all(lis["per_connection_buffer_limit_bytes"] == 4096 for lis in gw.listeners)
+    assert kinds and set(kinds) == {"router"}
+
+
+def test_http_filter_contributors_add_to_the_chain_in_their_places_and_see_the_proxy():
+    """Extensions.http_filters_authn go after jwt_authn/RBAC (kept), http_filters_before_router after fault and
+    CORS; each is called with the proxy it configures."""
+    from control.translate import Options, find_workload
+    from control.translate.common import Extensions, make_proxy
+    from control.translate.listeners import http_filters
+    deny_all = ("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: none}\n"
+                "spec: {}\n")
+    ext = Extensions(http_filters_authn=(lambda proxy, direction: [{"name": f"authn.{proxy.kind}"}],),
+                     http_filters_before_router=(lambda proxy, direction: [{"name": f"late.{proxy.kind}"}],))
+    mesh = build_mesh(load_text(BASE + "---\n" + deny_all, "p.yaml").resources)
+    proxy = make_proxy(mesh, find_workload(mesh, "client"), options=Options(extensions=ext))
+    assert [f["name"] for f in http_filters(proxy, "inbound")] == [
+        "envoy.filters.http.rbac", "authn.sidecar", "envoy.filters.http.fault", "envoy.filters.http.cors",
+        "late.sidecar", "istio.stats", "envoy.filters.http.router"]
