@@ -353,7 +353,7 @@ def credential_scope(proxy: Proxy, spec: ClusterSpec) -> tuple:
     return (proxy.kind, proxy.namespace) if tls.get("credentialName") else ()
 
 
-def _validation(proxy: Proxy, spec: ClusterSpec, tls: Mapping[str, Any], res: Resource | None) -> dict | None:
+def _validation(spec: ClusterSpec, tls: Mapping[str, Any]) -> dict | None:
     """The `validation_context` of a SIMPLE/MUTUAL client (None: verify nothing, insecureSkipVerify)."""
     if tls.get("insecureSkipVerify"):
         return None
@@ -417,14 +417,13 @@ def _upstream_tls(proxy: Proxy, spec: ClusterSpec, tls: Mapping[str, Any]) -> di
     if mode == "DISABLE":
         return None
     http2 = spec.port.protocol.is_http2
-    if mode == "ISTIO_MUTUAL":
-        sans = [str(s) for s in tls.get("subjectAltNames") or ()] or service_accounts(proxy, spec.service)
-        sni = str(tls.get("sni") or sni_name(spec.port.port, spec.subset, spec.service.hostname))
-        return authn.transport_socket(authn.istio_mutual_upstream(sni, sans, http2))
+    if mode == "ISTIO_MUTUAL":  # sni and subjectAltNames are refused with it (validation): Istio sets both
+        return authn.transport_socket(authn.istio_mutual_upstream(
+            sni_name(spec.port.port, spec.subset, spec.service.hostname), service_accounts(proxy, spec.service), http2))
     res = spec.rule_resource
     common: dict = {"tls_params": {"tls_minimum_protocol_version": "TLSv1_2",
                                    "tls_maximum_protocol_version": "TLSv1_3"}}
-    validation = _validation(proxy, spec, tls, res)
+    validation = _validation(spec, tls)
     if tls.get("credentialName"):
         if not _credential_tls(proxy, spec, tls, common, validation, res):
             return None

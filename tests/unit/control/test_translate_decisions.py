@@ -664,6 +664,47 @@ def test_insecure_skip_verify_with_a_credential_has_an_empty_validation_context(
                                            "private_key": {"inline_bytes": "a2V5"}}]
 
 
+def test_tls_without_a_mode_is_disable():
+    assert "transport_socket" not in cluster_of(dr("{tls: {sni: x.example, subjectAltNames: [x.example]}}"))
+
+
+def test_istio_mutual_from_a_destination_rule_on_an_h2_port():
+    """buildUpstreamClusterTLSContext ISTIO_MUTUAL: the outbound_ SNI, the destination's service accounts, and
+    h2 offered on an HTTP/2 port (validation refuses sni and subjectAltNames with ISTIO_MUTUAL)."""
+    grpc = (RATINGS + "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\n"
+            "spec: {host: ratings, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}\n")
+    context = tls_context(cluster_of(grpc, "outbound|7070||ratings.default.svc.cluster.local"))
+    assert context["sni"] == "outbound_.7070_._.ratings.default.svc.cluster.local"
+    common = context["common_tls_context"]
+    assert common["combined_validation_context"]["default_validation_context"] == {
+        "match_subject_alt_names": [{"exact": "spiffe://cluster.local/ns/default/sa/default"}]}
+    assert common["alpn_protocols"] == ["istio-peer-exchange", "istio", "h2"]
+
+
+@pytest.mark.parametrize("tls, sni, validation", [
+    # auto SNI and auto SAN validation: the host asked for must be the server's name
+    ("{mode: SIMPLE}", REVIEWS, {"trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"},
+                                 "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": REVIEWS}}]}),
+    # an explicit sni turns the automatic SAN check off; explicit SANs are exact matches
+    ("{mode: SIMPLE, sni: r.example}", "r.example", {"trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"}}),
+    ("{mode: SIMPLE, subjectAltNames: [a.example], caCertificates: /ca.pem}", REVIEWS,
+     {"trusted_ca": {"filename": "/ca.pem"}, "match_subject_alt_names": [{"exact": "a.example"}]}),
+])
+def test_simple_tls_sni_and_validation(tls, sni, validation):
+    context = tls_context(cluster_of(dr(f"{{tls: {tls}}}")))
+    assert context["sni"] == sni and context["common_tls_context"]["validation_context"] == validation
+
+
+def test_a_service_entrys_subject_alt_names_are_the_default_for_its_destination_rule():
+    entry = ("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: ext}\n"
+             "spec: {hosts: [api.example], resolution: DNS, location: MESH_EXTERNAL, subjectAltNames: [san.example], "
+             "ports: [{number: 443, name: tls, protocol: TLS}]}\n---\n"
+             "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ext}\n"
+             "spec: {host: api.example, trafficPolicy: {tls: {mode: SIMPLE}}}\n")
+    validation = tls_context(cluster_of(entry, "outbound|443||api.example"))["common_tls_context"]["validation_context"]
+    assert validation["match_subject_alt_names"] == [{"exact": "san.example"}]
+
+
 def test_udp_ports_and_resolving_wildcard_hosts_get_no_cluster():
     extra = ("apiVersion: v1\nkind: Service\nmetadata: {name: dns}\n"
              "spec: {selector: {app: dns}, ports: [{name: dns, port: 53, protocol: UDP}, {name: tcp, port: 5353}]}\n"
