@@ -99,6 +99,23 @@ def test_auto_mtls_cluster_and_endpoint_metadata(policies, auto_mtls, expect_mat
         None if policies == NS_DISABLE else {"tlsMode": "istio"})
 
 
+@pytest.mark.parametrize("tls, metadata", [
+    ("{mode: DISABLE}", None), ("{mode: SIMPLE}", None), ("{}", None),  # a DestinationRule tls says plaintext/own TLS
+    ("{mode: ISTIO_MUTUAL}", {"tlsMode": "istio"}),
+])
+def test_a_destination_rules_tls_decides_the_endpoints_tls_mode(tls, metadata):
+    """istiod's mtlsChecker: when the cluster's DestinationRule sets `tls`, its mode alone decides whether the
+    endpoints carry `tlsMode: istio` (ISTIO_MUTUAL) or not (anything else), whatever PeerAuthentication says."""
+    from control.translate import render_sidecar
+    rule = ("---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: app, namespace: shop}\n"
+            f"spec: {{host: app.shop.svc.cluster.local, trafficPolicy: {{tls: {tls}}}}}\n")
+    mesh, _ = mesh_of(WORKLOAD + MESH_STRICT + rule)
+    rendered = render_sidecar(mesh, "app-v1")
+    (ep,) = [lb for e in rendered.endpoints if e["cluster_name"] == "outbound|8080||app.shop.svc.cluster.local"
+             for g in e["endpoints"] for lb in g["lb_endpoints"]]
+    assert ep["metadata"]["filter_metadata"].get("envoy.transport_socket_match") == metadata
+
+
 # --- Secrets -----------------------------------------------------------------------------------------------
 
 def test_secret_is_loaded_and_never_printed():

@@ -639,8 +639,9 @@ def test_client_tls_with_a_crl_and_an_h2_port():
 def test_a_credential_name_on_a_selector_less_rule_gives_a_sidecar_no_tls():
     rendered = render(dr("{tls: {mode: SIMPLE, credentialName: reviews-ca}}"))
     assert "transport_socket" not in by_name(rendered.clusters, CLUSTER)
-    assert any("credentialName is only used by gateways and by DestinationRules with a workloadSelector" in n
-               for n in rendered.notes)
+    assert any(f"DestinationRule default/reviews: spec.trafficPolicy.tls.credentialName: {CLUSTER}: credentialName "
+               "is only used by gateways and by DestinationRules with a workloadSelector" in n
+               for n in rendered.notes), rendered.notes
 
 
 def test_a_missing_credential_points_at_sds_that_fails_closed():
@@ -650,7 +651,8 @@ def test_a_missing_credential_points_at_sds_that_fails_closed():
     assert common["tls_certificate_sds_secret_configs"][0]["name"] == "kubernetes://gone"
     assert common["combined_validation_context"]["validation_context_sds_secret_config"]["name"] == \
         "kubernetes://gone-cacert"
-    assert any("which no one serves (it fails closed)" in n for n in rendered.notes)
+    assert any("DestinationRule default/reviews: spec.trafficPolicy.tls.credentialName: " in n
+               and "which no one serves (it fails closed)" in n for n in rendered.notes), rendered.notes
 
 
 def test_insecure_skip_verify_with_a_credential_has_an_empty_validation_context():
@@ -703,6 +705,30 @@ def test_a_service_entrys_subject_alt_names_are_the_default_for_its_destination_
              "spec: {host: api.example, trafficPolicy: {tls: {mode: SIMPLE}}}\n")
     validation = tls_context(cluster_of(entry, "outbound|443||api.example"))["common_tls_context"]["validation_context"]
     assert validation["match_subject_alt_names"] == [{"exact": "san.example"}]
+
+
+def test_clusters_are_shared_between_proxies_only_under_the_same_destination_rule():
+    """shared_outbound_cluster memoizes a cluster per (name, service, rule): a proxy in another namespace that
+    sees its own DestinationRule (exportTo ".") gets its settings, and the first proxy keeps its own."""
+    from control.translate import render_sidecar
+    from tests.unit.control.test_sidecar_scope import TWO_NAMESPACES  # a client `outsider` in `elsewhere`
+    rule = ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: elsewhere}\n"
+            "spec:\n  host: reviews.default.svc.cluster.local\n  exportTo: ['.']\n"
+            "  trafficPolicy: {connectionPool: {tcp: {maxConnections: 7}}}\n")
+    mesh = build_mesh(load_text(TWO_NAMESPACES + "---\n" + rule, "config.yaml").resources)
+    limit = lambda rendered: by_name(rendered.clusters, CLUSTER)["circuit_breakers"]["thresholds"][0].get(  # noqa: E731
+        "max_connections")
+    first, other, again = (render_sidecar(mesh, "client"), render_sidecar(mesh, "outsider", "elsewhere"),
+                           render_sidecar(mesh, "client"))
+    assert (limit(first), limit(other), limit(again)) == (limit(first), 7, limit(first)) and limit(first) != 7
+
+
+@pytest.mark.parametrize("tls, scope", [({"credentialName": "c"}, ("gateway", "gw-ns")), ({"mode": "SIMPLE"}, ()),
+                                        (None, ())])
+def test_a_clusters_credential_makes_it_depend_on_the_proxys_kind_and_namespace(tls, scope):
+    from control.translate.clusters import credential_scope
+    spec = SimpleNamespace(policy={"tls": tls} if tls is not None else None)
+    assert credential_scope(SimpleNamespace(kind="gateway", namespace="gw-ns"), spec) == scope
 
 
 def test_udp_ports_and_resolving_wildcard_hosts_get_no_cluster():
