@@ -50,7 +50,7 @@ def _strict_workload(mesh: MeshSnapshot, host: str, port: int | None,
             for ep in mesh.endpoints(svc, sp):
                 if labels and not all(ep.labels.get(k) == v for k, v in labels.items()):
                     continue
-                number = workload_port(svc, sp, ep.workload)
+                number = workload_port(sp, ep.workload)
                 merged = authn.compose(mesh, ep.workload)
                 if number is not None and merged.for_port(number) == authn.MtlsMode.STRICT:
                     yield sp.port, merged.policies[-1].key

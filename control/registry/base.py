@@ -58,7 +58,7 @@ class CompositeRegistry(Registry):
         return self._workloads
 
 
-def workload_port(service: Service, port: ServicePort, workload: Workload) -> int | None:
+def workload_port(port: ServicePort, workload: Workload) -> int | None:
     """The port a workload serves `port` on, or None if it cannot (a named targetPort it does not declare).
 
     WorkloadEntry / ServiceEntry endpoints may remap by port *name* (`ports: {http: 8080}`); Kubernetes
@@ -76,14 +76,14 @@ def select_endpoints(service: Service, port: ServicePort, workloads: Iterable[Wo
     whose labels match its selector (Kubernetes Service `selector`, ServiceEntry `workloadSelector`)."""
     out: list[Endpoint] = []
     for w in service.static_endpoints:
-        number = workload_port(service, port, w)
+        number = workload_port(port, w)
         if number is not None:
             out.append(Endpoint(w.address, number, w, port))
     if service.selector:  # Kubernetes: a Service without (or with an empty) selector has no endpoints
         for w in workloads:
             if w.namespace != service.namespace or not w.matches(service.selector):
                 continue
-            number = workload_port(service, port, w)
+            number = workload_port(port, w)
             if number is not None:
                 out.append(Endpoint(w.address, number, w, port))
     return tuple(out)

@@ -246,7 +246,7 @@ class MeshRegistry(Registry):
             if not w.matches(service.selector):
                 continue
             node = self._node_of[id(w)]
-            number = workload_port(service, port, w)
+            number = workload_port(port, w)
             if node.is_gateway:
                 if number is not None:
                     out.append(Endpoint(w.address, number, w, port))

@@ -153,7 +153,7 @@ def build_outbound_cluster(proxy: Proxy, spec: ClusterSpec) -> dict:
         cluster["dns_lookup_family"] = "V4_ONLY"
         cluster["dns_refresh_rate"] = "60s"  # meshConfig.dnsRefreshRate default
         cluster["respect_dns_ttl"] = True
-        cluster["load_assignment"] = _dns_load_assignment(proxy, spec)
+        cluster["load_assignment"] = _dns_load_assignment(spec)
     else:
         cluster["type"] = "ORIGINAL_DST"
     cluster["connect_timeout"] = connect_timeout(proxy)
@@ -178,14 +178,14 @@ def build_outbound_cluster(proxy: Proxy, spec: ClusterSpec) -> dict:
     return cluster
 
 
-def _dns_load_assignment(proxy: Proxy, spec: ClusterSpec) -> dict:
+def _dns_load_assignment(spec: ClusterSpec) -> dict:
     svc, port = spec.service, spec.port
     lb_endpoints = []
     if svc.static_endpoints:
         for w in svc.static_endpoints:
             if spec.subset_labels and not all(w.labels.get(k) == v for k, v in spec.subset_labels.items()):
                 continue
-            number = workload_port(svc, port, w)
+            number = workload_port(port, w)
             if number is not None:
                 lb_endpoints.append(eds.lb_endpoint(w.address, number))
     else:  # no endpoints: Envoy resolves the host itself
@@ -491,7 +491,7 @@ def inbound_ports(proxy: Proxy) -> list[InboundPort]:
     seen: dict[int, InboundPort] = {}
     for svc in proxy.mesh.services_of_workload(proxy.workload):
         for sp in svc.ports:
-            number = workload_port(svc, sp, proxy.workload)
+            number = workload_port(sp, proxy.workload)
             if number is not None and number not in seen:
                 seen[number] = InboundPort(number, svc, sp)
     return [seen[p] for p in sorted(seen)]

@@ -731,6 +731,40 @@ def test_a_clusters_credential_makes_it_depend_on_the_proxys_kind_and_namespace(
     assert credential_scope(SimpleNamespace(kind="gateway", namespace="gw-ns"), spec) == scope
 
 
+def test_a_dns_service_entrys_endpoints_per_subset_and_its_host_when_it_has_none():
+    entry = ("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: ext}\n"
+             "spec: {hosts: [api.example], resolution: DNS, location: MESH_EXTERNAL, "
+             "ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}], "
+             "endpoints: [{address: one.example, labels: {v: one}}, {address: two.example, labels: {v: two}}]}\n"
+             "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ext}\n"
+             "spec: {host: api.example, subsets: [{name: two, labels: {v: two}}]}\n---\n"
+             "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: bare}\n"
+             "spec: {hosts: [bare.example], resolution: DNS, location: MESH_EXTERNAL, "
+             "ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]}\n")
+    rendered = render(entry)
+
+    def addresses(name: str) -> list[tuple[str, int]]:
+        return [(e["endpoint"]["address"]["socket_address"]["address"],
+                 e["endpoint"]["address"]["socket_address"]["port_value"])
+                for g in by_name(rendered.clusters, name)["load_assignment"]["endpoints"] for e in g["lb_endpoints"]]
+    assert addresses("outbound|80||api.example") == [("one.example", 8080), ("two.example", 8080)]
+    assert addresses("outbound|80|two|api.example") == [("two.example", 8080)]  # the subset's only
+    assert addresses("outbound|80||bare.example") == [("bare.example", 8080)]  # Envoy resolves the host itself
+
+
+def test_inbound_ports_skip_a_named_target_port_the_workload_lacks_and_the_first_service_wins_a_port():
+    from control.translate.clusters import inbound_ports
+    extra = ("apiVersion: v1\nkind: Service\nmetadata: {name: reviews-alias}\n"
+             "spec: {selector: {app: reviews}, ports: [{name: http-alias, port: 80, targetPort: 9080}, "
+             "{name: http-named, port: 81, targetPort: missing}]}\n")
+    mesh = build_mesh(load_text(BASE + "---\n" + extra, "config.yaml").resources)
+    from control.translate.common import make_proxy
+    proxy = make_proxy(mesh, mesh.workload("reviews-v1"), "sidecar")
+    # both services expose workload port 9080: the first in host-name order (reviews-alias.default... sorts
+    # before reviews.default...) wins it; the named targetPort the pod does not declare gives no port
+    assert [(p.port, p.service.name, p.service_port.port) for p in inbound_ports(proxy)] == [(9080, "reviews-alias", 80)]
+
+
 def test_udp_ports_and_resolving_wildcard_hosts_get_no_cluster():
     extra = ("apiVersion: v1\nkind: Service\nmetadata: {name: dns}\n"
              "spec: {selector: {app: dns}, ports: [{name: dns, port: 53, protocol: UDP}, {name: tcp, port: 5353}]}\n"

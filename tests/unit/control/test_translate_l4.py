@@ -305,6 +305,19 @@ def test_an_auto_passthrough_server_routes_by_sni_to_the_sni_dnat_clusters(hosts
     assert last["typed_config"]["cluster"] == last["typed_config"]["stat_prefix"] == "BlackHoleCluster"
 
 
+def test_sni_dnat_clusters_carry_the_clients_own_mtls_whatever_the_destination_rule_says():
+    """istiod: an AUTO_PASSTHROUGH gateway's outbound_.<port>_.<subset>_.<host> clusters forward the client's TLS
+    as it is, so a DestinationRule `tls` applies to the ordinary clusters only."""
+    from control.translate import render_gateway
+    rule = ("---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: db}\n"
+            "spec: {host: db, trafficPolicy: {tls: {mode: SIMPLE}}}\n")
+    result = load_text(BASE + AUTO.format(hosts='["*"]') + rule, "config.yaml")
+    rendered = render_gateway(build_mesh(result.resources), "istio-ingressgateway").as_dict()
+    clusters = {c["name"]: c for c in rendered["clusters"]}
+    assert "transport_socket" in clusters["outbound|5432||db.default.svc.cluster.local"]
+    assert "transport_socket" not in clusters["outbound_.5432_._.db.default.svc.cluster.local"]
+
+
 def test_a_gateway_tcp_rule_applies_when_its_match_names_this_gateway_and_notes_name_its_field():
     from control.translate import render_gateway
     result = load_text(BASE + GATEWAY + gateway_vs("edge", """  tcp:
