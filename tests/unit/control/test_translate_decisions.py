@@ -765,6 +765,17 @@ def test_inbound_ports_skip_a_named_target_port_the_workload_lacks_and_the_first
     assert [(p.port, p.service.name, p.service_port.port) for p in inbound_ports(proxy)] == [(9080, "reviews-alias", 80)]
 
 
+@pytest.mark.parametrize("field, value", [
+    ("tunnel", "{protocol: CONNECT, targetHost: egress, targetPort: 8080}"),
+    ("proxyProtocol", "{version: V1}"),
+    ("retryBudget", "{percent: 20}"),
+])
+def test_traffic_policy_fields_not_translated_are_noted_at_their_field(field, value):
+    rendered = render(dr(f"{{{field}: {value}}}"))
+    assert any(n.endswith(f"DestinationRule default/reviews: spec.trafficPolicy.{field}: {field} is not translated yet")
+               for n in rendered.notes), rendered.notes
+
+
 def test_udp_ports_and_resolving_wildcard_hosts_get_no_cluster():
     extra = ("apiVersion: v1\nkind: Service\nmetadata: {name: dns}\n"
              "spec: {selector: {app: dns}, ports: [{name: dns, port: 53, protocol: UDP}, {name: tcp, port: 5353}]}\n"
