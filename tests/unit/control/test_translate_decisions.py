@@ -776,6 +776,20 @@ def test_traffic_policy_fields_not_translated_are_noted_at_their_field(field, va
                for n in rendered.notes), rendered.notes
 
 
+def test_a_destination_host_two_namespaces_define_is_the_virtual_services_namespaces_service():
+    """istiod resolves a Destination's host among the services visible to the rule's namespace first: with a
+    ServiceEntry for api.example in `aaa` (port 8080) and one in `default` (port 80), a VirtualService in
+    `default` without a port goes to the one in `default`."""
+    def entry(ns: str, port: int) -> str:
+        return (f"apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: api, namespace: {ns}}}\n"
+                f"spec: {{hosts: [api.example], location: MESH_EXTERNAL, resolution: DNS, "
+                f"ports: [{{number: {port}, name: http, protocol: HTTP}}]}}\n")
+    rendered = render(entry("aaa", 8080) + "---\n" + entry("default", 80) + "---\n" + named_vs(
+        "api", "[api.example]", "  http: [{route: [{destination: {host: api.example}}]}]\n"))
+    (route,) = vhost(rendered, "80", "api.example:80")["routes"]
+    assert route["route"]["cluster"] == "outbound|80||api.example"
+
+
 def test_udp_ports_and_resolving_wildcard_hosts_get_no_cluster():
     extra = ("apiVersion: v1\nkind: Service\nmetadata: {name: dns}\n"
              "spec: {selector: {app: dns}, ports: [{name: dns, port: 53, protocol: UDP}, {name: tcp, port: 5353}]}\n"
