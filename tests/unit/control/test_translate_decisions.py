@@ -790,6 +790,14 @@ def test_a_destination_host_two_namespaces_define_is_the_virtual_services_namesp
     assert route["route"]["cluster"] == "outbound|80||api.example"
 
 
+def test_a_service_entrys_addresses_are_domains_of_its_virtual_host_but_not_its_cidrs():
+    entry = ("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: ext}\n"
+             "spec: {hosts: [api.example], addresses: [240.0.0.1, 10.1.0.0/16, 240.0.0.2], location: MESH_EXTERNAL, "
+             "resolution: STATIC, endpoints: [{address: 10.1.2.3}], ports: [{number: 8080, name: http, protocol: HTTP}]}\n")
+    domains = vhost(render(entry), "8080", "api.example:8080")["domains"]
+    assert domains == ["api.example", "api.example:8080", "240.0.0.1", "240.0.0.1:8080", "240.0.0.2", "240.0.0.2:8080"]
+
+
 def test_udp_ports_and_resolving_wildcard_hosts_get_no_cluster():
     extra = ("apiVersion: v1\nkind: Service\nmetadata: {name: dns}\n"
              "spec: {selector: {app: dns}, ports: [{name: dns, port: 53, protocol: UDP}, {name: tcp, port: 5353}]}\n"
