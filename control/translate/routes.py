@@ -103,7 +103,8 @@ def header_matcher(name: str, sm: Mapping[str, Any] | None, invert: bool = False
     return out
 
 
-def route_match(ctx: RouteContext, vs: Resource, path: str, m: Mapping[str, Any]) -> dict:
+def route_match(m: Mapping[str, Any]) -> dict:
+    """istiod TranslateRouteMatch: one HTTPMatchRequest -> an Envoy RouteMatch."""
     out: dict = {}
     uri = m.get("uri") or {}
     if "exact" in uri:
@@ -174,8 +175,10 @@ def route_operation(route: Mapping[str, Any], vs_name: str, port: int) -> str:
 
 
 def _is_catch_all(match: Mapping[str, Any]) -> bool:
+    """istiod IsCatchAllRoute: prefix `/` with no header, query or metadata match (`case_sensitive` is not
+    consulted: `/` matches every path either way)."""
     return match.get("prefix") == "/" and not match.get("headers") and not match.get("query_parameters") \
-        and not match.get("dynamic_metadata") and match.get("case_sensitive", True)
+        and not match.get("dynamic_metadata")
 
 
 def _match_applies(ctx: RouteContext, vs: Resource, m: Mapping[str, Any]) -> bool:
@@ -395,7 +398,7 @@ def _redirect(ctx: RouteContext, vs: Resource, path: str, redirect: Mapping[str,
     elif redirect.get("derivePort") == "FROM_REQUEST_PORT":
         out["port_redirect"] = ctx.port
     elif redirect.get("derivePort") == "FROM_PROTOCOL_DEFAULT":
-        out["port_redirect"] = 443 if str(redirect.get("scheme", "")).lower() == "https" else 80
+        out["port_redirect"] = 443 if str(redirect.get("scheme")).lower() == "https" else 80
     code = int(redirect.get("redirectCode") or 301)
     if code not in REDIRECT_CODES:
         ctx.proxy.notes.add(vs, f"{path}.redirectCode", f"redirect code {code} is not one of 301, 302, 303, 307, "
@@ -405,28 +408,32 @@ def _redirect(ctx: RouteContext, vs: Resource, path: str, redirect: Mapping[str,
     return out
 
 
-def _route_action(ctx: RouteContext, vs: Resource, path: str, rule: Mapping[str, Any], route: dict) -> bool:
-    """Fill `route` with the action of one HTTPRoute; False when the route must be dropped."""
+def _route_action(ctx: RouteContext, vs: Resource, path: str, rule: Mapping[str, Any], route: dict,
+                  authority: str | None) -> bool:
+    """Fill `route` with the action of one HTTPRoute (istiod applyHTTPRouteDestination); False when the route
+    must be dropped. `authority` is the rule's own `headers` host: it and `rewrite.authority` win over a
+    destination's. Each destination's DestinationRule adds its hash policy; only a single destination's makes
+    the retry policy keep the host (istiod's consistentHash flag)."""
     dests = list(rule.get("route") or ())
     action: dict = {}
-    authority = None
-    first_spec = None
+    hashes: list[dict] = []
+    dest_authority = ""
     if len(dests) == 1:
         action["cluster"] = destination_cluster(ctx, vs, f"{path}.route[0].destination",
                                                 dests[0].get("destination") or {})
-        authority = _apply_headers(route, dests[0].get("headers"))
-        first_spec = ctx.specs.get(action["cluster"])
+        dest_authority = _apply_headers(route, dests[0].get("headers"))
+        hashes = hash_policy(ctx.specs.get(action["cluster"]))
     else:
         clusters = []
         for i, d in enumerate(dests):
             weight = int(d.get("weight") or 0)
-            name = destination_cluster(ctx, vs, f"{path}.route[{i}].destination", d.get("destination") or {})
-            if first_spec is None:
-                first_spec = ctx.specs.get(name)
             if weight <= 0:
-                continue
+                continue  # istiod: a weight-0 destination is not translated at all
+            name = destination_cluster(ctx, vs, f"{path}.route[{i}].destination", d.get("destination") or {})
             entry: dict = {"name": name, "weight": weight}
-            authority = _apply_headers(entry, d.get("headers")) or authority
+            # istiod sets it on the cluster weight; pyproxy's ClusterWeight has no host_rewrite_literal yet
+            dest_authority = _apply_headers(entry, d.get("headers")) or dest_authority
+            hashes += hash_policy(ctx.specs.get(name))
             clusters.append(entry)
         if not clusters:
             ctx.proxy.notes.add(vs, f"{path}.route", "total destination weight is 0; the route is dropped")
@@ -434,26 +441,25 @@ def _route_action(ctx: RouteContext, vs: Resource, path: str, rule: Mapping[str,
         action["weighted_clusters"] = {"clusters": clusters}
     timeout = duration(vs, f"{path}.timeout", rule["timeout"]) if rule.get("timeout") else "0s"
     action["timeout"] = timeout
-    hp = hash_policy(first_spec)
-    policy = retry_policy(ctx, vs, f"{path}.retries", rule.get("retries"), bool(hp))
+    policy = retry_policy(ctx, vs, f"{path}.retries", rule.get("retries"), "cluster" in action and bool(hashes))
     if policy is not None:
         action["retry_policy"] = policy
     action["max_grpc_timeout"] = timeout
     rewrite = rule.get("rewrite") or {}
-    if rewrite.get("uri") is not None and rewrite.get("uri") != "":
-        action["prefix_rewrite"] = str(rewrite["uri"])
     if rewrite.get("uriRegexRewrite"):
         rr = rewrite["uriRegexRewrite"]
         action["regex_rewrite"] = {"pattern": {"regex": str(rr.get("match", ""))},
                                    "substitution": str(rr.get("rewrite", ""))}
-    authority = rewrite.get("authority") or authority
+    elif rewrite.get("uri"):
+        action["prefix_rewrite"] = str(rewrite["uri"])
+    authority = rewrite.get("authority") or authority or dest_authority
     if authority:
         action["host_rewrite_literal"] = str(authority)
     mirrors = mirror_policies(ctx, vs, path, rule)
     if mirrors:
         action["request_mirror_policies"] = mirrors
-    if hp:
-        action["hash_policy"] = hp
+    if hashes:
+        action["hash_policy"] = hashes
     route["route"] = action
     return True
 
@@ -478,7 +484,7 @@ def http_routes(ctx: RouteContext, vs: Resource) -> list[dict]:
             names = [str(n) for n in (rule.get("name"), m.get("name") if m else None) if n]
             if names:
                 route["name"] = ".".join(names)
-            route["match"] = route_match(ctx, vs, f"{path}.match[{j}]", m) if m else {"prefix": "/"}
+            route["match"] = route_match(m) if m else {"prefix": "/"}
             route["metadata"] = config_metadata(vs)  # istiod TranslateRoute: the VirtualService it came from
             authority = _apply_headers(route, rule.get("headers"))
             if rule.get("redirect"):
@@ -488,17 +494,15 @@ def http_routes(ctx: RouteContext, vs: Resource) -> list[dict]:
                 route["redirect"] = redirect
             elif rule.get("directResponse"):
                 dr = rule["directResponse"]
-                direct: dict = {"status": int(dr.get("status", 200))}
+                direct: dict = {"status": int(dr["status"])}  # required: Istio's schema refuses a rule without it
                 body = dr.get("body") or {}
                 if "string" in body:
                     direct["body"] = {"inline_string": str(body["string"])}
                 elif "bytes" in body:
                     direct["body"] = {"inline_bytes": str(body["bytes"])}
                 route["direct_response"] = direct
-            elif not _route_action(ctx, vs, path, rule, route):
+            elif not _route_action(ctx, vs, path, rule, route, authority):
                 continue
-            if authority and "route" in route and "host_rewrite_literal" not in route["route"]:
-                route["route"]["host_rewrite_literal"] = authority
             route["decorator"] = {"operation": route_operation(route, vs.name, ctx.port)}  # istiod TranslateRoute
             per_filter: dict = {}
             if rule.get("fault"):
