@@ -164,11 +164,10 @@ def route_operation(route: Mapping[str, Any], vs_name: str, port: int) -> str:
     elif "path" in match:
         path = str(match["path"])
     elif "safe_regex" in match:
-        path = str(match["safe_regex"].get("regex", ""))
+        path = str(match["safe_regex"]["regex"])
     else:
         path = "/*"
-    cluster = (route.get("route") or {}).get("cluster", "")
-    parts = cluster.split("|") if isinstance(cluster, str) else []
+    parts = str((route.get("route") or {}).get("cluster")).split("|")  # "None" without one: 1 part
     if len(parts) == 4 and parts[1].isdigit():  # model.IsValidSubsetKey
         return f"{parts[3]}:{parts[1]}{path}"
     return f"{vs_name}:{port}{path}"
@@ -611,9 +610,11 @@ def _domain_forms(svc: Service, port: int, dns_domain: str) -> tuple[str | None,
         if "/" not in address and address != "0.0.0.0":
             tail += [address, _domain(address, port)]
     svc_cut = host.find(".svc.")
-    if not (svc_cut > 0 and host.endswith(f".svc.{dns_domain}")):
-        return None, head + tail, head + tail
     name_cut = host.find(".")
+    # istiod generateAltVirtualHostsForKubernetesService: short forms only for `<name>.<ns>.svc.<domain>` whose
+    # first ".svc." follows the namespace ("invalid domain" otherwise, e.g. in a namespace named `svc`)
+    if not (name_cut < svc_cut and host.endswith(f".svc.{dns_domain}")):
+        return None, head + tail, head + tail
     name, name_ns = host[:name_cut], host[:svc_cut]
     forms = {}
     for own, alts in ((True, [name, name_ns + ".svc", name_ns]), (False, [name_ns, name_ns + ".svc"])):

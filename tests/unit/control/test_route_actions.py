@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from types import SimpleNamespace
 
 import pytest
 
 from control.istio.load import load_text
 from control.mesh import build_mesh
-from control.translate import TranslateError, find_workload
+from control.translate import TranslateError, find_workload, render_sidecar
 from control.translate.common import make_proxy
-from control.translate.routes import RouteContext, _RecordedSpecs, http_routes
-from tests.unit.control.test_translate import BASE, REVIEWS, vhost
+from control.translate.routes import (RouteContext, _RecordedSpecs, default_route, header_operations, http_routes,
+                                      shared_default_routes)
+from tests.unit.control.test_sidecar_scope import TWO_NAMESPACES
+from tests.unit.control.test_translate import BASE, REVIEWS, by_name, vhost
 from tests.unit.control.test_translate_decisions import dr, render, routes_of, vs, vs_resource
 
 V1, V2 = f"outbound|9080|v1|{REVIEWS}", f"outbound|9080|v2|{REVIEWS}"
@@ -210,3 +213,153 @@ def test_recorded_specs_remember_each_lookup_and_iterating_makes_them_incomplete
     assert len(specs) == 1 and specs.complete is False
     iterated = _RecordedSpecs({"a": spec})
     assert [name for name in iterated] == ["a"] and iterated.complete is False  # (list() would ask len first)
+
+
+@pytest.mark.parametrize("ops, expected", [
+    ({"set": {"x-a": "1"}}, ([{"header": {"key": "x-a", "value": "1"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+                             [], None)),  # no host header: no authority, not an empty one
+    ({"add": {":authority": "a.example", ":path": "/p"}}, ([], [], "a.example")),
+])
+def test_header_operations_authority(ops, expected):
+    assert header_operations(ops) == expected
+
+
+def test_a_destination_without_host_is_noted_not_guessed():
+    """Validation requires `destination.host`; unvalidated, the cluster names an empty host."""
+    (route,), notes = routes_direct({"route": [{"destination": {}}]})
+    assert route["route"]["cluster"] == "outbound|9080||"
+    assert any(n.endswith("spec.http[0].route[0].destination.host: destination  is not in the registry: "
+                          "Envoy answers 503 NC") for n in notes), notes
+
+
+# --- what proxies share: routes and virtual hosts are memoized on the mesh snapshot -----------------------
+
+def render_both(extra: str) -> tuple:
+    """The sidecars of `client` (namespace default) and `outsider` (elsewhere), rendered from one mesh snapshot
+    in that order, so the second may reuse what the first memoized."""
+    mesh = build_mesh(load_text(TWO_NAMESPACES + "---\n" + extra, "config.yaml").resources)
+    return tuple(render_sidecar(mesh, name) for name in ("client", "outsider"))
+
+
+def reviews_route(rendered) -> dict:
+    (route,) = vhost(rendered, "9080", f"{REVIEWS}:9080")["routes"]
+    return route
+
+
+def test_a_default_route_is_shared_only_by_proxies_that_see_the_same_destination_rule():
+    mine, theirs = render_both(dr("{loadBalancer: {consistentHash: {useSourceIp: true}}}", exportTo="['.']"))
+    assert reviews_route(mine)["route"]["hash_policy"] == SOURCE_IP
+    assert "hash_policy" not in reviews_route(theirs)["route"]
+
+
+def test_shared_routes_bring_their_notes_to_every_proxy():
+    both = render_both(vs("  - route: [{destination: {host: reviews}, weight: 50}, "
+                          "{destination: {host: nope}, weight: 50}]\n"))
+    for rendered in both:
+        assert any("destination nope.default.svc.cluster.local is not in the registry" in n
+                   for n in rendered.notes), rendered.notes
+
+
+def test_routes_matching_a_source_namespace_are_not_shared_across_namespaces():
+    mine, theirs = render_both(vs("  - match: [{uri: {prefix: /o}, sourceNamespace: elsewhere}]\n"
+                                  "    route: [{destination: {host: reviews}}]\n"
+                                  "  - route: [{destination: {host: reviews}}]\n"))
+    routes = [[r["match"] for r in vhost(rd, "9080", f"{REVIEWS}:9080")["routes"]] for rd in (mine, theirs)]
+    assert routes == [[{"prefix": "/"}], [{"prefix": "/o"}, {"prefix": "/"}]]
+
+
+RATINGS = """apiVersion: v1
+kind: Service
+metadata: {name: ratings}
+spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}
+"""
+
+
+def test_services_sharing_one_virtual_services_routes_keep_their_own_virtual_hosts():
+    rendered = render(RATINGS + "---\n" + vs("  - route: [{destination: {host: reviews}}]\n").replace(
+        "hosts: [reviews]", "hosts: [reviews, ratings]"))
+    names = {vh["name"]: vh["domains"][0] for vh in by_name(rendered.routes, "9080")["virtual_hosts"]}
+    assert names["ratings.default.svc.cluster.local:9080"] == "ratings.default.svc.cluster.local"
+    assert names[f"{REVIEWS}:9080"] == REVIEWS
+
+
+SE_ADDRESSES = """apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext}
+spec:
+  hosts: [api.example.com]
+  addresses: [10.9.0.0/24, 10.9.9.9, 10.9.9.8]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  endpoints: [{address: 10.9.9.10}]
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+"""
+
+
+def test_service_entry_addresses_as_domains_leave_out_cidrs():
+    assert vhost(render(SE_ADDRESSES), "9080", "api.example.com:9080")["domains"] == [
+        "api.example.com", "api.example.com:9080", "10.9.9.9", "10.9.9.9:9080", "10.9.9.8", "10.9.9.8:9080"]
+
+
+def test_an_unspecified_service_entry_address_is_no_domain():
+    text = SE_ADDRESSES.replace("10.9.0.0/24, 10.9.9.9, 10.9.9.8", "0.0.0.0, 10.9.9.9")
+    assert vhost(render(text), "9080", "api.example.com:9080")["domains"] == [
+        "api.example.com", "api.example.com:9080", "10.9.9.9", "10.9.9.9:9080"]
+
+
+def test_a_service_entry_without_addresses_has_only_its_host_as_domains():
+    text = SE_ADDRESSES.replace("  addresses: [10.9.0.0/24, 10.9.9.9, 10.9.9.8]\n", "").replace(
+        "resolution: STATIC", "resolution: DNS").replace("10.9.9.10", "api.example.com")
+    assert vhost(render(text), "9080", "api.example.com:9080")["domains"] == ["api.example.com", "api.example.com:9080"]
+
+
+def test_a_service_entry_host_under_the_cluster_domain_without_a_namespace_gets_no_short_forms():
+    text = SE_ADDRESSES.replace("api.example.com", "api.svc.cluster.local").replace(
+        "  addresses: [10.9.0.0/24, 10.9.9.9, 10.9.9.8]\n", "")
+    assert vhost(render(text), "9080", "api.svc.cluster.local:9080")["domains"] == [
+        "api.svc.cluster.local", "api.svc.cluster.local:9080"]
+
+
+def test_a_service_in_a_namespace_named_svc_gets_no_short_forms_as_in_istiod():
+    """istiod finds the first ".svc." of `web.svc.svc.cluster.local` right after the name and calls the
+    domain invalid: the FQDN and its port form only."""
+    text = """apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: svc}
+spec: {selector: {app: web}, ports: [{name: http, port: 9080}]}
+"""
+    domains = vhost(render(text), "9080", "web.svc.svc.cluster.local:9080")["domains"]
+    assert domains[:2] == ["web.svc.svc.cluster.local", "web.svc.svc.cluster.local:9080"]
+    assert not [d for d in domains if d.startswith("web.svc:") or d in ("web", "web.svc", "web.svc.svc")], domains
+
+
+def test_a_default_route_memoized_for_another_spec_is_not_reused():
+    """The memo key holds id(spec); the entry also holds the spec itself, so an id the garbage collector
+    handed on to another spec cannot bring back routes built for the old one."""
+    mesh = build_mesh(load_text(BASE, "config.yaml").resources)
+    proxy = make_proxy(mesh, find_workload(mesh, "client"))
+    cluster = f"outbound|9080||{REVIEWS}"
+    spec = SimpleNamespace(consistent_hash=None)
+    mesh.memo(("default_routes", cluster, id(spec)), lambda: (object(), ["stale"]))
+    ctx = RouteContext(proxy, {cluster: spec}, 9080)
+    assert shared_default_routes(ctx, cluster) == [default_route(RouteContext(proxy, {}, 9080), cluster)]
+
+
+@pytest.mark.parametrize("rule, operation", [
+    ({"route": [to("v1")]}, f"{REVIEWS}:9080/*"),  # one cluster: its host and port
+    ({"route": [to("v1", 50), to("v2", 50)]}, "reviews:9080/*"),  # several: the VirtualService's name
+    ({"match": [{"uri": {"regex": "/r.*"}}], "route": [to("v1", 50), to("v2", 50)]}, "reviews:9080/r.*"),
+    ({"match": [{"uri": {"exact": "/e"}}], "route": [to("v1")]}, f"{REVIEWS}:9080/e"),
+])
+def test_route_decorators_name_the_service_or_the_virtual_service(rule, operation):
+    route = routes_of(rules(rule, {"route": [to("v1")]}))[0]
+    assert route["decorator"] == {"operation": operation}
+
+
+def test_a_destination_host_two_namespaces_define_takes_the_virtual_services_own():
+    """Port from the service's only port: the ServiceEntry in the VirtualService's namespace, not the first."""
+    entry = SE_ADDRESSES.replace("  addresses: [10.9.0.0/24, 10.9.9.9, 10.9.9.8]\n", "")
+    elsewhere = entry.replace("metadata: {name: ext}", "metadata: {name: ext, namespace: a}").replace(
+        "number: 9080", "number: 8080")
+    (route,) = routes_of(elsewhere + "---\n" + entry + "---\n" + vs("  - route: [{destination: {host: api.example.com}}]\n"))
+    assert route["route"]["cluster"] == "outbound|9080||api.example.com"
