@@ -672,7 +672,6 @@ def sidecar_virtual_hosts(proxy: Proxy, specs: Mapping[str, ClusterSpec], port: 
         if fresh:
             vhosts[name] = _shared_vhost(proxy, name, fresh, routes)
 
-    covered: set[str] = set()
     for vs in proxy.mesh_virtual_services():
         hosts = [resolve_host(str(h), vs.namespace, domain) for h in vs.spec.get("hosts") or ()]
         matched: dict[str, Service] = {}
@@ -687,16 +686,13 @@ def sidecar_virtual_hosts(proxy: Proxy, specs: Mapping[str, ClusterSpec], port: 
             continue
         routes = shared_http_routes(ctx, vs)
         for svc in matched.values():
-            if svc.hostname in covered:
-                continue
-            covered.add(svc.hostname)
             add(_domain(svc.hostname, port), service_domains(proxy, svc, port), routes)
         if port == 80:
             for h in hosts:
                 if h not in services and not any(host_matches(h, s) for s in services):
                     add(_domain(h, port), [h, _domain(h, port)], routes)
     for host, svc in services.items():
-        if host not in covered:
+        if _domain(host, port) not in vhosts:  # (else a VirtualService's routes: it came first)
             add(_domain(host, port), service_domains(proxy, svc, port),
                 shared_default_routes(ctx, cluster_name("outbound", port, "", host)))
     return [vhosts[n] for n in sorted(vhosts)]

@@ -14,8 +14,8 @@ from control.istio.load import load_text
 from control.mesh import build_mesh
 from control.translate import TranslateError, find_workload, render_sidecar
 from control.translate.common import make_proxy
-from control.translate.routes import (RouteContext, _RecordedSpecs, default_route, header_operations, http_routes,
-                                      shared_default_routes)
+from control.translate.routes import (RouteContext, _RecordedSpecs, _shared_vhost, _vhost, default_route,
+                                      header_operations, http_routes, shared_default_routes)
 from tests.unit.control.test_sidecar_scope import TWO_NAMESPACES
 from tests.unit.control.test_translate import BASE, REVIEWS, by_name, vhost
 from tests.unit.control.test_translate_decisions import dr, render, routes_of, vs, vs_resource
@@ -363,3 +363,63 @@ def test_a_destination_host_two_namespaces_define_takes_the_virtual_services_own
         "number: 9080", "number: 8080")
     (route,) = routes_of(elsewhere + "---\n" + entry + "---\n" + vs("  - route: [{destination: {host: api.example.com}}]\n"))
     assert route["route"]["cluster"] == "outbound|9080||api.example.com"
+
+
+def test_a_virtual_host_memoized_for_another_routes_list_is_not_reused():
+    mesh = build_mesh(load_text(BASE, "config.yaml").resources)
+    proxy = make_proxy(mesh, find_workload(mesh, "client"))
+    routes = [{"name": "r"}]
+    mesh.memo(("vhost", "h:80", ("h", "h:80"), id(routes)), lambda: (object(), "stale"))
+    assert _shared_vhost(proxy, "h:80", ["h", "h:80"], routes) == _vhost("h:80", ["h", "h:80"], routes)
+
+
+PORT_80 = RATINGS.replace("ratings", "web").replace("9080", "80") + "---\n" + SE_ADDRESSES.replace(
+    "  addresses: [10.9.0.0/24, 10.9.9.9, 10.9.9.8]\n", "").replace("9080", "80") + """---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a-ext}
+spec:
+  hosts: [external.example.org, "*.example.com"]
+  http: [{route: [{destination: {host: web}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: b-tcp}
+spec:
+  hosts: [reviews]
+  tcp: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http: [{name: mine, route: [{destination: {host: reviews}}]}]
+"""
+
+
+def test_which_virtual_hosts_virtual_services_make_on_port_80_and_on_others():
+    """On port 80 a VirtualService host that is no service (and matches none) is a virtual host of its own;
+    on other ports a VirtualService matching no service is skipped, and one without http rules too, without
+    ending the list."""
+    rendered = render(PORT_80)
+    port_80 = {vh["name"]: vh for vh in by_name(rendered.routes, "80")["virtual_hosts"]}
+    assert sorted(port_80) == ["allow_any", "api.example.com:80", "external.example.org:80",
+                               f"{REVIEWS}:80", "web.default.svc.cluster.local:80"]  # reviews: no port 80
+    external = port_80["external.example.org:80"]
+    assert external["domains"] == ["external.example.org", "external.example.org:80"]
+    assert [r["route"]["cluster"] for r in external["routes"]] == ["outbound|80||web.default.svc.cluster.local"]
+    assert port_80["api.example.com:80"]["routes"] is external["routes"]  # matched through *.example.com
+    assert port_80["web.default.svc.cluster.local:80"]["routes"][0]["name"] == "default"
+    port_9080 = {vh["name"]: vh for vh in by_name(rendered.routes, "9080")["virtual_hosts"]}
+    assert sorted(port_9080) == ["allow_any", f"{REVIEWS}:9080"]
+    assert [r["name"] for r in port_9080[f"{REVIEWS}:9080"]["routes"]] == ["mine"]
+
+
+def test_a_domain_two_virtual_hosts_would_share_is_listed_once_as_envoy_requires():
+    """Envoy refuses a route configuration whose virtual hosts repeat a domain: the first keeps it."""
+    one = SE_ADDRESSES.replace("10.9.0.0/24, 10.9.9.9, 10.9.9.8", "10.9.9.9")
+    two = one.replace("name: ext", "name: ext2").replace("api.example.com", "api2.example.com")
+    rendered = render(one + "---\n" + two)
+    assert vhost(rendered, "9080", "api.example.com:9080")["domains"][2:] == ["10.9.9.9", "10.9.9.9:9080"]
+    assert vhost(rendered, "9080", "api2.example.com:9080")["domains"] == ["api2.example.com", "api2.example.com:9080"]
