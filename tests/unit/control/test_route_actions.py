@@ -15,7 +15,7 @@ from control.mesh import build_mesh
 from control.translate import TranslateError, find_workload, render_sidecar
 from control.translate.common import make_proxy
 from control.translate.routes import (RouteContext, _RecordedSpecs, _shared_vhost, _vhost, default_route,
-                                      header_operations, http_routes, shared_default_routes)
+                                      hash_policy, header_operations, http_routes, shared_default_routes)
 from tests.unit.control.test_sidecar_scope import TWO_NAMESPACES
 from tests.unit.control.test_translate import BASE, REVIEWS, by_name, vhost
 from tests.unit.control.test_translate_decisions import dr, render, routes_of, vs, vs_resource
@@ -192,6 +192,7 @@ def test_a_claim_in_headers_and_without_headers_gives_two_metadata_matchers():
 @pytest.mark.parametrize("rule, field", [
     ({"timeout": "soon"}, "spec.http[0].timeout"),
     ({"retries": {"attempts": 3, "perTryTimeout": "soon"}}, "spec.http[0].retries.perTryTimeout"),
+    ({"retries": {"attempts": 3, "backoff": "soon"}}, "spec.http[0].retries.backoff"),
     ({"corsPolicy": {"maxAge": "soon"}}, "spec.http[0].corsPolicy.maxAge"),
 ])
 def test_a_bad_duration_names_the_resource_and_field(rule, field):
@@ -423,3 +424,42 @@ def test_a_domain_two_virtual_hosts_would_share_is_listed_once_as_envoy_requires
     rendered = render(one + "---\n" + two)
     assert vhost(rendered, "9080", "api.example.com:9080")["domains"][2:] == ["10.9.9.9", "10.9.9.9:9080"]
     assert vhost(rendered, "9080", "api2.example.com:9080")["domains"] == ["api2.example.com", "api2.example.com:9080"]
+
+
+@pytest.mark.parametrize("cookie, envoy", [
+    ({"path": "/"}, {"name": "", "path": "/"}),  # validation asks for a name; unvalidated, the proto default
+    ({"name": "c", "ttl": "0s"}, {"name": "c", "ttl": "0s"}),  # 0: a session cookie, not 1 s
+])
+def test_cookie_hash_policy(cookie, envoy):
+    assert hash_policy(SimpleNamespace(consistent_hash={"httpCookie": cookie})) == [{"cookie": envoy}]
+
+
+@pytest.mark.parametrize("retries, expected", [
+    ({"attempts": 1}, {"num_retries": 1}),
+    ({"attempts": 2, "retryOn": "503,retriable-status-codes"},
+     {"retry_on": "retriable-status-codes", "retriable_status_codes": [503]}),
+    ({"attempts": 2, "backoff": "0s"}, {"retry_back_off": {"base_interval": "0s", "max_interval": "0s"}}),
+])
+def test_retry_policy_fields(retries, expected):
+    (route,), _ = routes_direct({"route": [to("v1")], "retries": retries})
+    assert {k: v for k, v in route["route"]["retry_policy"].items() if k in expected} == expected
+
+
+def test_a_consistent_hash_with_retry_ignore_previous_hosts_false_has_no_host_predicate():
+    (route,) = routes_of(rules({"route": [to("v1")], "retries": {"attempts": 2, "retryIgnorePreviousHosts": False}}))
+    assert route["route"]["retry_policy"]["num_retries"] == 2
+    assert "retry_host_predicate" not in route["route"]["retry_policy"]
+
+
+def test_the_mesh_default_retry_policy_applies_to_default_routes():
+    operator = ("apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nmetadata: {name: cp, namespace: "
+                "istio-system}\nspec:\n  meshConfig:\n    defaultHttpRetryPolicy: {attempts: 5}\n")
+    assert reviews_route(render(operator))["route"]["retry_policy"]["num_retries"] == 5
+
+
+def test_an_http_proxy_virtual_host_memoized_for_another_virtual_host_is_not_reused():
+    mesh = build_mesh(load_text(BASE + "---\n" + PORT_80, "config.yaml").resources)  # port 80 keeps every domain
+    first = render_sidecar(mesh, "client")
+    for key in [k for k in mesh._memo if k[0] == "http_proxy_vhost"]:
+        mesh._memo[key] = (object(), {"name": "stale", "domains": ["stale"], "routes": []})
+    assert render_sidecar(mesh, "client").routes == first.routes
