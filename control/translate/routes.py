@@ -64,12 +64,14 @@ PSEUDO_MATCH_HEADERS = {"method": ":method", "authority": ":authority", "scheme"
 
 class RouteContext:
     """What route translation needs besides the rule: the proxy, the clusters it has (for consistent-hash
-    policies), the listener port and the gateway the routes are for (`mesh` for sidecars)."""
+    policies), the listener port, the gateway the routes are for (`mesh` for sidecars) and whether its
+    server terminates TLS (istiod RouteOptions.IsTLS: a redirect's default scheme)."""
 
-    __slots__ = ("proxy", "specs", "port", "gateway")
+    __slots__ = ("proxy", "specs", "port", "gateway", "tls")
 
-    def __init__(self, proxy: Proxy, specs: Mapping[str, ClusterSpec], port: int, gateway: str = MESH_GATEWAY):
-        self.proxy, self.specs, self.port, self.gateway = proxy, specs, port, gateway
+    def __init__(self, proxy: Proxy, specs: Mapping[str, ClusterSpec], port: int, gateway: str = MESH_GATEWAY,
+                 tls: bool = False):
+        self.proxy, self.specs, self.port, self.gateway, self.tls = proxy, specs, port, gateway, tls
 
 
 # --- matches ---------------------------------------------------------------------------------------------
@@ -392,12 +394,13 @@ def _redirect(ctx: RouteContext, vs: Resource, path: str, redirect: Mapping[str,
         out["host_redirect"] = str(redirect["authority"])
     if redirect.get("scheme"):
         out["scheme_redirect"] = str(redirect["scheme"])
-    if redirect.get("port"):
-        out["port_redirect"] = int(redirect["port"])
-    elif redirect.get("derivePort") == "FROM_REQUEST_PORT":
-        out["port_redirect"] = ctx.port
-    elif redirect.get("derivePort") == "FROM_PROTOCOL_DEFAULT":
-        out["port_redirect"] = 443 if str(redirect.get("scheme")).lower() == "https" else 80
+    # istiod ApplyRedirect: FROM_PROTOCOL_DEFAULT sets no port (Envoy's default); a port that is the default
+    # of the scheme (the request's when unset: https on a TLS server) is left out too
+    port = int(redirect["port"]) if redirect.get("port") else \
+        ctx.port if redirect.get("derivePort") == "FROM_REQUEST_PORT" else None
+    scheme = str(redirect.get("scheme") or ("https" if ctx.tls else "http"))
+    if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
+        out["port_redirect"] = port
     code = int(redirect.get("redirectCode") or 301)
     if code not in REDIRECT_CODES:
         ctx.proxy.notes.add(vs, f"{path}.redirectCode", f"redirect code {code} is not one of 301, 302, 303, 307, "
@@ -551,7 +554,7 @@ def shared_http_routes(ctx: RouteContext, vs: Resource) -> list[dict]:
     source = any(m.get("sourceLabels") or m.get("sourceNamespace")
                  for rule in vs.spec.get("http") or () for m in rule.get("match") or ())
     proxy = ctx.proxy
-    key = ("http_routes", id(vs), ctx.port, ctx.gateway,
+    key = ("http_routes", id(vs), ctx.port, ctx.gateway, ctx.tls,
            (tuple(sorted(proxy.workload.labels.items())), proxy.namespace) if source else None)
     variants: list = proxy.mesh.memo(key, list)
     for read, routes, notes in variants:
@@ -560,7 +563,7 @@ def shared_http_routes(ctx: RouteContext, vs: Resource) -> list[dict]:
     else:
         specs = _RecordedSpecs(ctx.specs)
         collected = Notes()
-        routes = http_routes(RouteContext(dataclasses.replace(proxy, notes=collected), specs, ctx.port, ctx.gateway),
+        routes = http_routes(RouteContext(dataclasses.replace(proxy, notes=collected), specs, ctx.port, ctx.gateway, ctx.tls),
                              vs)
         notes = tuple(collected.items)
         if specs.complete:
@@ -748,7 +751,8 @@ def gateway_virtual_hosts(proxy: Proxy, specs: Mapping[str, ClusterSpec], port: 
     vhosts: dict[str, dict] = {}
     for gw, server in servers:
         key = f"{gw.namespace}/{gw.name}"
-        ctx = RouteContext(proxy, specs, port, key)
+        tls = str((server.get("port") or {}).get("protocol", "")).upper() == "HTTPS"
+        ctx = RouteContext(proxy, specs, port, key, tls)
         redirect = bool((server.get("tls") or {}).get("httpsRedirect"))
         for vs in proxy.mesh.virtual_services_for(key):
             if not vs.spec.get("http"):

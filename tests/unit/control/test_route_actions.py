@@ -18,7 +18,7 @@ from control.translate.routes import (RouteContext, _RecordedSpecs, _shared_vhos
                                       hash_policy, header_operations, http_routes, shared_default_routes)
 from tests.unit.control.test_sidecar_scope import TWO_NAMESPACES
 from tests.unit.control.test_translate import BASE, REVIEWS, by_name, vhost
-from tests.unit.control.test_translate_decisions import dr, render, routes_of, vs, vs_resource
+from tests.unit.control.test_translate_decisions import dr, render, render_gw, routes_of, servers, vs, vs_resource
 
 V1, V2 = f"outbound|9080|v1|{REVIEWS}", f"outbound|9080|v2|{REVIEWS}"
 SUBSETS = "[{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]"
@@ -463,3 +463,45 @@ def test_an_http_proxy_virtual_host_memoized_for_another_virtual_host_is_not_reu
     for key in [k for k in mesh._memo if k[0] == "http_proxy_vhost"]:
         mesh._memo[key] = (object(), {"name": "stale", "domains": ["stale"], "routes": []})
     assert render_sidecar(mesh, "client").routes == first.routes
+
+
+@pytest.mark.parametrize("tls, redirect, envoy", [
+    (False, {"port": 80}, {}),  # the default port of the request's scheme (http on a plain server)
+    (False, {"port": 443}, {"port_redirect": 443}),
+    (False, {"scheme": "https", "port": 443}, {"scheme_redirect": "https"}),
+    (False, {"scheme": "https", "port": 80}, {"scheme_redirect": "https", "port_redirect": 80}),
+    (False, {"scheme": "http", "derivePort": "FROM_PROTOCOL_DEFAULT"}, {"scheme_redirect": "http"}),
+    (True, {"port": 443}, {}),  # https on a server that terminates TLS
+    (True, {"port": 80}, {"port_redirect": 80}),
+    (True, {"derivePort": "FROM_REQUEST_PORT"}, {"port_redirect": 9080}),
+])
+def test_redirect_ports_leave_out_the_schemes_default(tls, redirect, envoy):
+    """istiod ApplyRedirect: with a port, 80 for http and 443 for https are left out; FROM_PROTOCOL_DEFAULT
+    sets none."""
+    mesh = build_mesh(load_text(BASE, "config.yaml").resources)
+    proxy = make_proxy(mesh, find_workload(mesh, "client"))
+    res = dataclasses.replace(vs_resource(), spec={"hosts": ["reviews"], "http": [{"redirect": redirect}]})
+    ctx = RouteContext(proxy, {}, 9080, tls=True) if tls else RouteContext(proxy, {}, 9080)  # a sidecar's: no TLS
+    (route,) = http_routes(ctx, res)
+    assert route["redirect"] == {**envoy, "response_code": "MOVED_PERMANENTLY"}
+
+
+def test_a_gateway_redirect_to_the_request_port_80_names_no_port():
+    rendered = render_gw("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n"
+                         "  hosts: [a.example.com]\n  gateways: [istio-system/public]\n"
+                         "  http: [{redirect: {authority: b.example.com, derivePort: FROM_REQUEST_PORT}}]\n")
+    (vh,) = by_name(rendered.routes, "http.80")["virtual_hosts"]
+    assert vh["routes"][0]["redirect"] == {"host_redirect": "b.example.com", "response_code": "MOVED_PERMANENTLY"}
+
+
+def test_a_gateway_redirect_on_an_https_server_to_port_443_names_no_port():
+    """The route configuration of a server that terminates TLS redirects with https by default."""
+    rendered = render_gw(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n"
+        "  hosts: ['*']\n  gateways: [istio-system/tls]\n  http: [{redirect: {port: 443}}]\n",
+        gateway=servers("{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: SIMPLE, "
+                        "serverCertificate: /s.pem, privateKey: /k.pem}}",
+                        "{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}"))
+    redirects = {rc["name"]: rc["virtual_hosts"][0]["routes"][0]["redirect"] for rc in rendered.routes}
+    assert redirects == {"https.443.https.tls.istio-system": {"response_code": "MOVED_PERMANENTLY"},
+                         "http.80": {"port_redirect": 443, "response_code": "MOVED_PERMANENTLY"}}

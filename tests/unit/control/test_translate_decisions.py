@@ -131,10 +131,10 @@ def test_a_mirror_at_zero_percent_is_left_out():
 @pytest.mark.parametrize("redirect, envoy", [
     ("{uri: /n, derivePort: FROM_REQUEST_PORT}", {"path_redirect": "/n", "port_redirect": 9080,
                                                   "response_code": "MOVED_PERMANENTLY"}),
+    # FROM_PROTOCOL_DEFAULT: no port_redirect (istiod ApplyRedirect leaves the port to Envoy's default)
     ("{scheme: https, derivePort: FROM_PROTOCOL_DEFAULT, redirectCode: 308}",
-     {"scheme_redirect": "https", "port_redirect": 443, "response_code": "PERMANENT_REDIRECT"}),
-    ("{uri: /n, derivePort: FROM_PROTOCOL_DEFAULT}", {"path_redirect": "/n", "port_redirect": 80,
-                                                      "response_code": "MOVED_PERMANENTLY"}),
+     {"scheme_redirect": "https", "response_code": "PERMANENT_REDIRECT"}),
+    ("{uri: /n, derivePort: FROM_PROTOCOL_DEFAULT}", {"path_redirect": "/n", "response_code": "MOVED_PERMANENTLY"}),
 ])
 def test_redirect_ports(redirect, envoy):
     (route,) = routes_of(vs(f"  - redirect: {redirect}\n"))
