@@ -18,7 +18,8 @@ from control.translate.routes import (RouteContext, _RecordedSpecs, _shared_vhos
                                       hash_policy, header_operations, http_routes, shared_default_routes)
 from tests.unit.control.test_sidecar_scope import TWO_NAMESPACES
 from tests.unit.control.test_translate import BASE, REVIEWS, by_name, vhost
-from tests.unit.control.test_translate_decisions import dr, render, render_gw, routes_of, servers, vs, vs_resource
+from tests.unit.control.test_translate_decisions import (dr, gateway, render, render_gw, routes_of, servers, vhost_summary,
+                                                         virtual_service, vs, vs_resource)
 
 V1, V2 = f"outbound|9080|v1|{REVIEWS}", f"outbound|9080|v2|{REVIEWS}"
 SUBSETS = "[{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]"
@@ -505,3 +506,16 @@ def test_a_gateway_redirect_on_an_https_server_to_port_443_names_no_port():
     redirects = {rc["name"]: rc["virtual_hosts"][0]["routes"][0]["redirect"] for rc in rendered.routes}
     assert redirects == {"https.443.https.tls.istio-system": {"response_code": "MOVED_PERMANENTLY"},
                          "http.80": {"port_redirect": 443, "response_code": "MOVED_PERMANENTLY"}}
+
+
+def test_a_gateway_virtual_host_takes_the_narrower_of_server_and_virtual_service_host():
+    """A VirtualService host inside a wildcard server host names the virtual host (and redirects to https with
+    the server); a wildcard VirtualService host over a server host takes the server's."""
+    rendered = render_gw(
+        virtual_service("narrow", "[a.example.com]", "[istio-system/gw]", "[{route: [{destination: {host: reviews}}]}]"),
+        virtual_service("wide", "['*.example.org']", "[istio-system/gw]", "[{route: [{destination: {host: reviews}}]}]"),
+        gateway=gateway("gw", "istio-system", "[{port: {number: 8080, name: http, protocol: HTTP}, "
+                        "hosts: ['*.example.com', b.example.org], tls: {httpsRedirect: true}}]"))
+    assert [(name, tls) for name, _, _, tls in vhost_summary(rendered, "http.8080")] == [
+        ("*.example.com:8080", "ALL"), ("a.example.com:8080", "ALL"), ("b.example.org:8080", "ALL")]
+    assert [prefixes for name, _, prefixes, _ in vhost_summary(rendered, "http.8080")] == [["/ -> 404"], ["/"], ["/"]]
