@@ -360,7 +360,7 @@ def cors_config(vs: Resource, path: str, cors: Mapping[str, Any]) -> dict:
         out["max_age"] = str(int(seconds))
     if cors.get("allowCredentials") is not None:
         out["allow_credentials"] = bool(cors["allowCredentials"])
-    out["forward_not_matching_preflights"] = str(cors.get("unmatchedPreflights") or "FORWARD") != "IGNORE"
+    out["forward_not_matching_preflights"] = str(cors.get("unmatchedPreflights")) != "IGNORE"  # unset: FORWARD
     out["filter_enabled"] = {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}
     return out
 
