@@ -64,12 +64,14 @@ PSEUDO_MATCH_HEADERS = {"method": ":method", "authority": ":authority", "scheme"
 
 class RouteContext:
     """What route translation needs besides the rule: the proxy, the clusters it has (for consistent-hash
-    policies), the listener port and the gateway the routes are for (`mesh` for sidecars)."""
+    policies), the listener port, the gateway the routes are for (`mesh` for sidecars) and whether its
+    server terminates TLS (istiod RouteOptions.IsTLS: a redirect's default scheme)."""
 
-    __slots__ = ("proxy", "specs", "port", "gateway")
+    __slots__ = ("proxy", "specs", "port", "gateway", "tls")
 
-    def __init__(self, proxy: Proxy, specs: Mapping[str, ClusterSpec], port: int, gateway: str = MESH_GATEWAY):
-        self.proxy, self.specs, self.port, self.gateway = proxy, specs, port, gateway
+    def __init__(self, proxy: Proxy, specs: Mapping[str, ClusterSpec], port: int, gateway: str = MESH_GATEWAY,
+                 tls: bool = False):
+        self.proxy, self.specs, self.port, self.gateway, self.tls = proxy, specs, port, gateway, tls
 
 
 # --- matches ---------------------------------------------------------------------------------------------
@@ -103,7 +105,8 @@ def header_matcher(name: str, sm: Mapping[str, Any] | None, invert: bool = False
     return out
 
 
-def route_match(ctx: RouteContext, vs: Resource, path: str, m: Mapping[str, Any]) -> dict:
+def route_match(m: Mapping[str, Any]) -> dict:
+    """istiod TranslateRouteMatch: one HTTPMatchRequest -> an Envoy RouteMatch."""
     out: dict = {}
     uri = m.get("uri") or {}
     if "exact" in uri:
@@ -163,19 +166,20 @@ def route_operation(route: Mapping[str, Any], vs_name: str, port: int) -> str:
     elif "path" in match:
         path = str(match["path"])
     elif "safe_regex" in match:
-        path = str(match["safe_regex"].get("regex", ""))
+        path = str(match["safe_regex"]["regex"])
     else:
         path = "/*"
-    cluster = (route.get("route") or {}).get("cluster", "")
-    parts = cluster.split("|") if isinstance(cluster, str) else []
+    parts = str((route.get("route") or {}).get("cluster")).split("|")  # "None" without one: 1 part
     if len(parts) == 4 and parts[1].isdigit():  # model.IsValidSubsetKey
         return f"{parts[3]}:{parts[1]}{path}"
     return f"{vs_name}:{port}{path}"
 
 
 def _is_catch_all(match: Mapping[str, Any]) -> bool:
+    """istiod IsCatchAllRoute: prefix `/` with no header, query or metadata match (`case_sensitive` is not
+    consulted: `/` matches every path either way)."""
     return match.get("prefix") == "/" and not match.get("headers") and not match.get("query_parameters") \
-        and not match.get("dynamic_metadata") and match.get("case_sensitive", True)
+        and not match.get("dynamic_metadata")
 
 
 def _match_applies(ctx: RouteContext, vs: Resource, m: Mapping[str, Any]) -> bool:
@@ -356,7 +360,7 @@ def cors_config(vs: Resource, path: str, cors: Mapping[str, Any]) -> dict:
         out["max_age"] = str(int(seconds))
     if cors.get("allowCredentials") is not None:
         out["allow_credentials"] = bool(cors["allowCredentials"])
-    out["forward_not_matching_preflights"] = str(cors.get("unmatchedPreflights") or "FORWARD") != "IGNORE"
+    out["forward_not_matching_preflights"] = str(cors.get("unmatchedPreflights")) != "IGNORE"  # unset: FORWARD
     out["filter_enabled"] = {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}
     return out
 
@@ -390,12 +394,13 @@ def _redirect(ctx: RouteContext, vs: Resource, path: str, redirect: Mapping[str,
         out["host_redirect"] = str(redirect["authority"])
     if redirect.get("scheme"):
         out["scheme_redirect"] = str(redirect["scheme"])
-    if redirect.get("port"):
-        out["port_redirect"] = int(redirect["port"])
-    elif redirect.get("derivePort") == "FROM_REQUEST_PORT":
-        out["port_redirect"] = ctx.port
-    elif redirect.get("derivePort") == "FROM_PROTOCOL_DEFAULT":
-        out["port_redirect"] = 443 if str(redirect.get("scheme", "")).lower() == "https" else 80
+    # istiod ApplyRedirect: FROM_PROTOCOL_DEFAULT sets no port (Envoy's default); a port that is the default
+    # of the scheme (the request's when unset: https on a TLS server) is left out too
+    port = int(redirect["port"]) if redirect.get("port") else \
+        ctx.port if redirect.get("derivePort") == "FROM_REQUEST_PORT" else None
+    scheme = str(redirect.get("scheme") or ("https" if ctx.tls else "http"))
+    if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
+        out["port_redirect"] = port
     code = int(redirect.get("redirectCode") or 301)
     if code not in REDIRECT_CODES:
         ctx.proxy.notes.add(vs, f"{path}.redirectCode", f"redirect code {code} is not one of 301, 302, 303, 307, "
@@ -405,28 +410,32 @@ def _redirect(ctx: RouteContext, vs: Resource, path: str, redirect: Mapping[str,
     return out
 
 
-def _route_action(ctx: RouteContext, vs: Resource, path: str, rule: Mapping[str, Any], route: dict) -> bool:
-    """Fill `route` with the action of one HTTPRoute; False when the route must be dropped."""
+def _route_action(ctx: RouteContext, vs: Resource, path: str, rule: Mapping[str, Any], route: dict,
+                  authority: str | None) -> bool:
+    """Fill `route` with the action of one HTTPRoute (istiod applyHTTPRouteDestination); False when the route
+    must be dropped. `authority` is the rule's own `headers` host: it and `rewrite.authority` win over a
+    destination's. Each destination's DestinationRule adds its hash policy; only a single destination's makes
+    the retry policy keep the host (istiod's consistentHash flag)."""
     dests = list(rule.get("route") or ())
     action: dict = {}
-    authority = None
-    first_spec = None
+    hashes: list[dict] = []
+    dest_authority = ""
     if len(dests) == 1:
         action["cluster"] = destination_cluster(ctx, vs, f"{path}.route[0].destination",
                                                 dests[0].get("destination") or {})
-        authority = _apply_headers(route, dests[0].get("headers"))
-        first_spec = ctx.specs.get(action["cluster"])
+        dest_authority = _apply_headers(route, dests[0].get("headers"))
+        hashes = hash_policy(ctx.specs.get(action["cluster"]))
     else:
         clusters = []
         for i, d in enumerate(dests):
             weight = int(d.get("weight") or 0)
-            name = destination_cluster(ctx, vs, f"{path}.route[{i}].destination", d.get("destination") or {})
-            if first_spec is None:
-                first_spec = ctx.specs.get(name)
             if weight <= 0:
-                continue
+                continue  # istiod: a weight-0 destination is not translated at all
+            name = destination_cluster(ctx, vs, f"{path}.route[{i}].destination", d.get("destination") or {})
             entry: dict = {"name": name, "weight": weight}
-            authority = _apply_headers(entry, d.get("headers")) or authority
+            # istiod sets it on the cluster weight; pyproxy's ClusterWeight has no host_rewrite_literal yet
+            dest_authority = _apply_headers(entry, d.get("headers")) or dest_authority
+            hashes += hash_policy(ctx.specs.get(name))
             clusters.append(entry)
         if not clusters:
             ctx.proxy.notes.add(vs, f"{path}.route", "total destination weight is 0; the route is dropped")
@@ -434,26 +443,25 @@ def _route_action(ctx: RouteContext, vs: Resource, path: str, rule: Mapping[str,
         action["weighted_clusters"] = {"clusters": clusters}
     timeout = duration(vs, f"{path}.timeout", rule["timeout"]) if rule.get("timeout") else "0s"
     action["timeout"] = timeout
-    hp = hash_policy(first_spec)
-    policy = retry_policy(ctx, vs, f"{path}.retries", rule.get("retries"), bool(hp))
+    policy = retry_policy(ctx, vs, f"{path}.retries", rule.get("retries"), "cluster" in action and bool(hashes))
     if policy is not None:
         action["retry_policy"] = policy
     action["max_grpc_timeout"] = timeout
     rewrite = rule.get("rewrite") or {}
-    if rewrite.get("uri") is not None and rewrite.get("uri") != "":
-        action["prefix_rewrite"] = str(rewrite["uri"])
     if rewrite.get("uriRegexRewrite"):
         rr = rewrite["uriRegexRewrite"]
         action["regex_rewrite"] = {"pattern": {"regex": str(rr.get("match", ""))},
                                    "substitution": str(rr.get("rewrite", ""))}
-    authority = rewrite.get("authority") or authority
+    elif rewrite.get("uri"):
+        action["prefix_rewrite"] = str(rewrite["uri"])
+    authority = rewrite.get("authority") or authority or dest_authority
     if authority:
         action["host_rewrite_literal"] = str(authority)
     mirrors = mirror_policies(ctx, vs, path, rule)
     if mirrors:
         action["request_mirror_policies"] = mirrors
-    if hp:
-        action["hash_policy"] = hp
+    if hashes:
+        action["hash_policy"] = hashes
     route["route"] = action
     return True
 
@@ -478,7 +486,7 @@ def http_routes(ctx: RouteContext, vs: Resource) -> list[dict]:
             names = [str(n) for n in (rule.get("name"), m.get("name") if m else None) if n]
             if names:
                 route["name"] = ".".join(names)
-            route["match"] = route_match(ctx, vs, f"{path}.match[{j}]", m) if m else {"prefix": "/"}
+            route["match"] = route_match(m) if m else {"prefix": "/"}
             route["metadata"] = config_metadata(vs)  # istiod TranslateRoute: the VirtualService it came from
             authority = _apply_headers(route, rule.get("headers"))
             if rule.get("redirect"):
@@ -488,17 +496,15 @@ def http_routes(ctx: RouteContext, vs: Resource) -> list[dict]:
                 route["redirect"] = redirect
             elif rule.get("directResponse"):
                 dr = rule["directResponse"]
-                direct: dict = {"status": int(dr.get("status", 200))}
+                direct: dict = {"status": int(dr["status"])}  # required: Istio's schema refuses a rule without it
                 body = dr.get("body") or {}
                 if "string" in body:
                     direct["body"] = {"inline_string": str(body["string"])}
                 elif "bytes" in body:
                     direct["body"] = {"inline_bytes": str(body["bytes"])}
                 route["direct_response"] = direct
-            elif not _route_action(ctx, vs, path, rule, route):
+            elif not _route_action(ctx, vs, path, rule, route, authority):
                 continue
-            if authority and "route" in route and "host_rewrite_literal" not in route["route"]:
-                route["route"]["host_rewrite_literal"] = authority
             route["decorator"] = {"operation": route_operation(route, vs.name, ctx.port)}  # istiod TranslateRoute
             per_filter: dict = {}
             if rule.get("fault"):
@@ -548,7 +554,7 @@ def shared_http_routes(ctx: RouteContext, vs: Resource) -> list[dict]:
     source = any(m.get("sourceLabels") or m.get("sourceNamespace")
                  for rule in vs.spec.get("http") or () for m in rule.get("match") or ())
     proxy = ctx.proxy
-    key = ("http_routes", id(vs), ctx.port, ctx.gateway,
+    key = ("http_routes", id(vs), ctx.port, ctx.gateway, ctx.tls,
            (tuple(sorted(proxy.workload.labels.items())), proxy.namespace) if source else None)
     variants: list = proxy.mesh.memo(key, list)
     for read, routes, notes in variants:
@@ -557,7 +563,7 @@ def shared_http_routes(ctx: RouteContext, vs: Resource) -> list[dict]:
     else:
         specs = _RecordedSpecs(ctx.specs)
         collected = Notes()
-        routes = http_routes(RouteContext(dataclasses.replace(proxy, notes=collected), specs, ctx.port, ctx.gateway),
+        routes = http_routes(RouteContext(dataclasses.replace(proxy, notes=collected), specs, ctx.port, ctx.gateway, ctx.tls),
                              vs)
         notes = tuple(collected.items)
         if specs.complete:
@@ -607,9 +613,11 @@ def _domain_forms(svc: Service, port: int, dns_domain: str) -> tuple[str | None,
         if "/" not in address and address != "0.0.0.0":
             tail += [address, _domain(address, port)]
     svc_cut = host.find(".svc.")
-    if not (svc_cut > 0 and host.endswith(f".svc.{dns_domain}")):
-        return None, head + tail, head + tail
     name_cut = host.find(".")
+    # istiod generateAltVirtualHostsForKubernetesService: short forms only for `<name>.<ns>.svc.<domain>` whose
+    # first ".svc." follows the namespace ("invalid domain" otherwise, e.g. in a namespace named `svc`)
+    if not (name_cut < svc_cut and host.endswith(f".svc.{dns_domain}")):
+        return None, head + tail, head + tail
     name, name_ns = host[:name_cut], host[:svc_cut]
     forms = {}
     for own, alts in ((True, [name, name_ns + ".svc", name_ns]), (False, [name_ns, name_ns + ".svc"])):
@@ -670,7 +678,6 @@ def sidecar_virtual_hosts(proxy: Proxy, specs: Mapping[str, ClusterSpec], port: 
         if fresh:
             vhosts[name] = _shared_vhost(proxy, name, fresh, routes)
 
-    covered: set[str] = set()
     for vs in proxy.mesh_virtual_services():
         hosts = [resolve_host(str(h), vs.namespace, domain) for h in vs.spec.get("hosts") or ()]
         matched: dict[str, Service] = {}
@@ -685,16 +692,13 @@ def sidecar_virtual_hosts(proxy: Proxy, specs: Mapping[str, ClusterSpec], port: 
             continue
         routes = shared_http_routes(ctx, vs)
         for svc in matched.values():
-            if svc.hostname in covered:
-                continue
-            covered.add(svc.hostname)
             add(_domain(svc.hostname, port), service_domains(proxy, svc, port), routes)
         if port == 80:
             for h in hosts:
                 if h not in services and not any(host_matches(h, s) for s in services):
                     add(_domain(h, port), [h, _domain(h, port)], routes)
     for host, svc in services.items():
-        if host not in covered:
+        if _domain(host, port) not in vhosts:  # (else a VirtualService's routes: it came first)
             add(_domain(host, port), service_domains(proxy, svc, port),
                 shared_default_routes(ctx, cluster_name("outbound", port, "", host)))
     return [vhosts[n] for n in sorted(vhosts)]
@@ -748,7 +752,8 @@ def gateway_virtual_hosts(proxy: Proxy, specs: Mapping[str, ClusterSpec], port: 
     vhosts: dict[str, dict] = {}
     for gw, server in servers:
         key = f"{gw.namespace}/{gw.name}"
-        ctx = RouteContext(proxy, specs, port, key)
+        tls = str((server.get("port") or {}).get("protocol", "")).upper() == "HTTPS"
+        ctx = RouteContext(proxy, specs, port, key, tls)
         redirect = bool((server.get("tls") or {}).get("httpsRedirect"))
         for vs in proxy.mesh.virtual_services_for(key):
             if not vs.spec.get("http"):
