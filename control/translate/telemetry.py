@@ -317,13 +317,17 @@ def hcm_access_logs(proxy: Proxy, direction: str) -> list[dict]:
     them). As istiod, the legacy `meshConfig.accessLogFile` applies when no defined provider is chosen for this
     side; a provider chosen but `disabled` turns logging off instead."""
     chosen = merge_access_logging(proxy, telemetries(proxy), mode_of(direction))
-    out, configured = [], False
+    defined = []
     for name, choice in sorted((chosen or {}).items()):
         provider = find_provider(proxy, name)
         if provider is None:
             proxy.notes.text(f"access log provider {name!r} is not defined in meshConfig.extensionProviders")
             continue
-        configured = True
+        defined.append((name, choice, provider))
+    if not defined:
+        return accesslog.mesh_access_logs(proxy)  # the legacy mesh-wide switch, as tcp_proxy gets it
+    out = []
+    for name, choice, provider in defined:
         if choice.disabled:
             continue
         if "envoyFileAccessLog" not in provider:
@@ -341,8 +345,6 @@ def hcm_access_logs(proxy: Proxy, direction: str) -> list[dict]:
                 continue
         out.append(_file_log(str(spec.get("path") or "/dev/stdout"), spec.get("logFormat"),
                              expression=choice.expression))
-    if not configured:
-        return accesslog.mesh_access_logs(proxy)  # the legacy mesh-wide switch, as tcp_proxy gets it
     return out
 
 

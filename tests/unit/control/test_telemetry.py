@@ -471,7 +471,7 @@ def merged_logs(levels, mode="CLIENT", defaults=()):
     chosen = merge_access_logging(proxy, tels, mode)
     if chosen is None:
         return None
-    return {name: "off" if c.disabled else ("on if " + c.expression if c.expression else "on")
+    return {name: "off" if c.disabled else ("on" if c.expression == "" else f"on if {c.expression}")
             for name, c in chosen.items()}
 
 
@@ -547,6 +547,8 @@ def access_logs(telemetry: str, listener: str = "0.0.0.0_15001"):
     ("accessLogging: [{providers: [{name: envoy}], disabled: true}]", [], None),
     ("accessLogging: [{providers: [{name: nolog}]}]", [("/tmp/legacy.log", None)],
      "access log provider 'nolog' is not defined in meshConfig.extensionProviders"),
+    ("accessLogging: [{providers: [{name: nolog}, {name: text-log}]}]", [("/dev/stderr", None)],
+     "access log provider 'nolog' is not defined in meshConfig.extensionProviders"),
     ("accessLogging: [{match: {mode: SERVER}, providers: [{name: envoy}]}]", [("/tmp/legacy.log", None)], None),
 ])
 def test_access_log_providers_become_file_logs_or_the_legacy_file(telemetry, logs, note):
@@ -583,6 +585,8 @@ def http_metrics(telemetries: str, listener: str) -> list[dict] | None:
     ("[{disabled: true, tagOverrides: {a: {value: request.host}}}]",
      "[{match: {metric: REQUEST_SIZE, mode: CLIENT}, tagOverrides: {b: {value: request.method}}}]",
      [{"name": "request_bytes", "dimensions": {"b": "request.method"}}], None),
+    ("[{disabled: true}, {match: {metric: REQUEST_COUNT}, disabled: true}]", None,
+     [{"name": "requests_total", "drop": True}], [{"name": "requests_total", "drop": True}]),
     ("[{disabled: true}]", "[{match: {metric: ALL_METRICS}, disabled: false}]", [], []),
     ("[{disabled: true}]", "[{match: {metric: TCP_SENT_BYTES}}]", [], []),
     ("[{disabled: true}]", "[{match: {customMetric: my_metric}}]", [], []),
@@ -591,6 +595,11 @@ def http_metrics(telemetries: str, listener: str) -> list[dict] | None:
     ("[{match: {metric: REQUEST_COUNT}, disabled: true}, {match: {metric: RESPONSE_SIZE}, disabled: true}]",
      "[{match: {metric: ALL_METRICS, mode: SERVER}, disabled: false}]",
      [{"name": "requests_total", "drop": True}, {"name": "response_bytes", "drop": True}], []),
+    # an override for the other side, a custom metric or a TCP one does not stop the overrides after it
+    ("[{match: {mode: SERVER, metric: REQUEST_SIZE}, disabled: true}, {match: {customMetric: m}, disabled: true},"
+     " {match: {metric: TCP_SENT_BYTES}, disabled: true}, {match: {metric: REQUEST_COUNT}, disabled: true}]", None,
+     [{"name": "requests_total", "drop": True}],
+     [{"name": "requests_total", "drop": True}, {"name": "request_bytes", "drop": True}]),
     ("[{match: {metric: RESPONSE_SIZE}, tagOverrides: {a: {operation: UPSERT, value: request.host}}}]", None,
      [{"name": "response_bytes", "dimensions": {"a": "request.host"}}],
      [{"name": "response_bytes", "dimensions": {"a": "request.host"}}]),
@@ -620,3 +629,15 @@ def test_a_lower_levels_custom_tags_replace_the_inherited_ones_whole():
                            "{a: {literal: {value: '1'}}, b: {literal: {value: '2'}}}}]\n", "istio-system")
                + tel("ns", "tracing: [{customTags: {b: {literal: {value: '3'}}}}, {randomSamplingPercentage: 5}]\n"))
     assert hcms(r, "0.0.0.0_15001")[0]["tracing"]["custom_tags"] == [{"tag": "b", "literal": {"value": "3"}}]
+
+
+def test_stats_config_says_whether_istio_stats_stays_as_a_bool():
+    from control.translate import find_workload
+    from control.translate.common import make_proxy
+    from control.translate.telemetry import stats_config
+    result = load_text(ANALYZE_BASE + "---\n" + MESH + tel("mesh", "metrics: [{overrides: [{match: {mode: CLIENT}, "
+                                                                 "disabled: true}]}]\n", "istio-system"), "mesh.yaml")
+    mesh = build_mesh(result.resources)
+    proxy = make_proxy(mesh, find_workload(mesh, "reviews-v1"))
+    assert stats_config(proxy, "outbound") == (False, [])
+    assert stats_config(proxy, "inbound") == (True, [])
