@@ -70,10 +70,12 @@ def telemetries(proxy: Proxy) -> list[Resource]:
 
 
 def find_provider(proxy: Proxy, name: str) -> Mapping[str, Any] | None:
-    for p in proxy.mesh.config.extension_providers:
-        if p.get("name") == name:
+    """istiod's fetchProvider: the meshConfig extension provider of that name, compared case-insensitively
+    (strings.EqualFold), else the built-in one."""
+    for p in (*proxy.mesh.config.extension_providers, *BUILTIN_PROVIDERS.values()):
+        if str(p.get("name")).casefold() == name.casefold():
             return p
-    return BUILTIN_PROVIDERS.get(name)
+    return None
 
 
 # --------------------------------------------------------------------------- tracing

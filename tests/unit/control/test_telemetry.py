@@ -641,3 +641,16 @@ def test_stats_config_says_whether_istio_stats_stays_as_a_bool():
     proxy = make_proxy(mesh, find_workload(mesh, "reviews-v1"))
     assert stats_config(proxy, "outbound") == (False, [])
     assert stats_config(proxy, "inbound") == (True, [])
+
+
+def test_provider_names_match_case_insensitively_and_a_mesh_provider_named_envoy_wins():
+    """istiod's fetchProvider compares names with strings.EqualFold; the built-in `envoy` is only the default."""
+    mesh = MESH.replace("    extensionProviders:\n", "    extensionProviders:\n"
+                        "    - {name: Envoy, envoyFileAccessLog: {path: /dev/stderr}}\n", 1)
+    r = render_with(mesh, tel("mesh", "tracing: [{providers: [{name: OTEL}]}]\n"
+                                      "accessLogging: [{providers: [{name: envoy}]}]\n", "istio-system"))
+    hcm = hcms(r, "0.0.0.0_15001")[0]
+    assert hcm["tracing"]["provider"]["name"] == "envoy.tracers.opentelemetry"
+    assert [log["typed_config"]["path"] for log in hcm["access_log"]] == ["/dev/stderr"]
+    r = render(tel("mesh", "accessLogging: [{providers: [{name: ENVOY}]}]\n", "istio-system"))
+    assert [log["typed_config"]["path"] for log in hcms(r, "0.0.0.0_15001")[0]["access_log"]] == ["/dev/stdout"]
