@@ -345,8 +345,12 @@ def hcm_access_logs(proxy: Proxy, direction: str) -> list[dict]:
                 proxy.notes.text(f"access log provider {name!r}: filter {choice.expression!r} is not an "
                                  f"expression the proxy evaluates ({e}); this access log is left out")
                 continue
-        out.append(_file_log(str(spec.get("path") or "/dev/stdout"), spec.get("logFormat"),
-                             expression=choice.expression))
+        log = _file_log(str(spec.get("path") or "/dev/stdout"), spec.get("logFormat"), expression=choice.expression)
+        if provider.get("name") == "envoy" and spec.get("logFormat") is None and not spec.get("omitEmptyValues"):
+            config = proxy.mesh.config  # istiod FileAccessLogFromMeshConfig: the built-in one formats as meshConfig
+            log["typed_config"]["log_format"] = accesslog.log_format(config.access_log_encoding,
+                                                                     config.access_log_format)
+        out.append(log)
     return out
 
 

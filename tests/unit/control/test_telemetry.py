@@ -654,3 +654,32 @@ def test_provider_names_match_case_insensitively_and_a_mesh_provider_named_envoy
     assert [log["typed_config"]["path"] for log in hcm["access_log"]] == ["/dev/stderr"]
     r = render(tel("mesh", "accessLogging: [{providers: [{name: ENVOY}]}]\n", "istio-system"))
     assert [log["typed_config"]["path"] for log in hcms(r, "0.0.0.0_15001")[0]["access_log"]] == ["/dev/stdout"]
+
+
+def log_format_summary(fmt: dict) -> tuple[str, str]:
+    """('json', its first key in order) or ('text', the format's first 15 characters)."""
+    if "json_format" in fmt:
+        return "json", sorted(fmt["json_format"])[0]
+    return "text", fmt["text_format_source"]["inline_string"][:15]
+
+
+@pytest.mark.parametrize("mesh_config, expected", [
+    ("accessLogEncoding: JSON\naccessLogFormat: '{\"code\": \"%RESPONSE_CODE%\"}'", ("json", "code")),
+    ("accessLogEncoding: JSON", ("json", "authority")),  # Istio's JSON labels
+    ("accessLogFormat: '%RESPONSE_CODE%'", ("text", "%RESPONSE_CODE%")),
+    ("{}", ("text", "[%START_TIME%] ")),
+    # a mesh provider named envoy takes meshConfig's format too, unless it has its own or omits empty values
+    ("accessLogEncoding: JSON\nextensionProviders: [{name: envoy, envoyFileAccessLog: {path: /dev/stderr}}]",
+     ("json", "authority")),
+    ("accessLogEncoding: JSON\nextensionProviders: [{name: envoy, envoyFileAccessLog: {logFormat: {text: x}}}]",
+     ("text", "x\n")),
+    ("accessLogEncoding: JSON\nextensionProviders: [{name: envoy, envoyFileAccessLog: {omitEmptyValues: true}}]",
+     ("text", "[%START_TIME%] ")),
+])
+def test_the_built_in_envoy_provider_logs_in_mesh_configs_encoding_and_format(mesh_config, expected):
+    """istiod's telemetryAccessLog: the `envoy` provider without a logFormat is FileAccessLogFromMeshConfig."""
+    mesh = ("apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nmetadata: {name: cp, namespace: istio-system}\n"
+            "spec:\n  meshConfig:\n" + textwrap.indent(mesh_config, "    ") + "\n---\n")
+    r = render_with(mesh, tel("mesh", "accessLogging: [{providers: [{name: envoy}]}]\n", "istio-system"))
+    (log,) = hcms(r, "0.0.0.0_15001")[0]["access_log"]
+    assert log_format_summary(log["typed_config"]["log_format"]) == expected
