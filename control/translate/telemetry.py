@@ -13,8 +13,8 @@ outbound listeners and gateways).
   `disableSpanReporting`, `enableIstioTags`, `customTags` (whole, not merged by name) are taken from the last
   level that sets them. No provider named anywhere: `meshConfig.defaultProviders.tracing`; none there: no
   `tracing` (deviation: istiod's legacy `meshConfig.enableTracing` + `defaultConfig.tracing.zipkin` default is
-  not emitted). Only the first provider is used (Istio's rule). Sampling: Telemetry > `defaultConfig.tracing.sampling` > 1 %
-  (PILOT_TRACE_SAMPLING's default).
+  not emitted). Only the first provider is used (Istio's rule). Sampling: Telemetry >
+  `defaultConfig.tracing.sampling` > 1 % (PILOT_TRACE_SAMPLING's default).
 - access logging (istiod's mergeLogs): the most specific Telemetry whose entries for this side name providers
   sets which are in scope (else `defaultProviders.accessLogging`); each entry, in order, turns the providers it
   names (or the previous entry's) on or `disabled`; a provider's filter is the one of the last entry naming it.
@@ -253,6 +253,10 @@ def hcm_tracing(proxy: Proxy, direction: str) -> dict | None:
 
 # --------------------------------------------------------------------------- access logging
 
+# the providers istiod's telemetryAccessLog makes an access log of
+ACCESS_LOG_KINDS = ("envoyFileAccessLog", "envoyHttpAls", "envoyTcpAls", "envoyOtelAls")
+
+
 @dataclass
 class LogChoice:
     disabled: bool = False
@@ -316,7 +320,7 @@ def _file_log(path: str, log_format: Mapping[str, Any] | None, expression: str) 
 
 def hcm_access_logs(proxy: Proxy, direction: str) -> list[dict]:
     """The HCM `access_log` list istiod would set for this side, one log per provider in name order (istiod sorts
-    them). As istiod, the legacy `meshConfig.accessLogFile` applies when no defined provider is chosen for this
+    them). As istiod, the legacy `meshConfig.accessLogFile` applies when no access log provider is chosen for this
     side; a provider chosen but `disabled` turns logging off instead."""
     chosen = merge_access_logging(proxy, telemetries(proxy), mode_of(direction))
     defined = []
@@ -325,15 +329,19 @@ def hcm_access_logs(proxy: Proxy, direction: str) -> list[dict]:
         if provider is None:
             proxy.notes.text(f"access log provider {name!r} is not defined in meshConfig.extensionProviders")
             continue
-        defined.append((name, choice, provider))
+        kind = next((k for k in ACCESS_LOG_KINDS if k in provider), None)
+        if kind is None:  # istiod's telemetryAccessLog makes no log of it (a tracing or metrics provider)
+            proxy.notes.text(f"access log provider {name!r} is not an access log provider "
+                             f"({', '.join(ACCESS_LOG_KINDS)})")
+            continue
+        defined.append((name, choice, provider, kind))
     if not defined:
         return accesslog.mesh_access_logs(proxy)  # the legacy mesh-wide switch, as tcp_proxy gets it
     out = []
-    for name, choice, provider in defined:
+    for name, choice, provider, kind in defined:
         if choice.disabled:
             continue
-        if "envoyFileAccessLog" not in provider:
-            kind = next((k for k in provider if k != "name"), "?")
+        if kind != "envoyFileAccessLog":
             proxy.notes.text(f"access log provider {name!r}: {kind} is not translated (envoyFileAccessLog is)")
             continue
         spec = provider["envoyFileAccessLog"] or {}

@@ -169,7 +169,8 @@ def test_disable_span_reporting_keeps_sampling_without_provider_and_istio_tags_c
 
 def test_access_logging_providers_filter_and_disable():
     r = render(tel("mesh", "accessLogging: [{providers: [{name: envoy}]}]\n", "istio-system")
-               + tel("ns", "accessLogging: [{providers: [{name: envoy}], filter: {expression: 'response.code >= 500'}}]\n")
+               + tel("ns", "accessLogging: [{providers: [{name: envoy}], "
+                           "filter: {expression: 'response.code >= 500'}}]\n")
                + tel("wl", "selector: {matchLabels: {app: reviews}}\n"
                            "accessLogging: [{match: {mode: SERVER}, disabled: true}]\n"))
     (log,) = hcms(r, "0.0.0.0_15001")[0]["access_log"]
@@ -538,7 +539,13 @@ def access_logs(telemetry: str, listener: str = "0.0.0.0_15001"):
     ("accessLogging: [{providers: [{name: als}, {name: text-log}]}]", [("/dev/stderr", None)],
      "access log provider 'als': envoyOtelAls is not translated (envoyFileAccessLog is)"),
     ("accessLogging: [{providers: [{name: kindless}, {name: text-log}]}]", [("/dev/stderr", None)],
-     "access log provider 'kindless': ? is not translated (envoyFileAccessLog is)"),
+     "access log provider 'kindless' is not an access log provider (envoyFileAccessLog, envoyHttpAls, envoyTcpAls, "
+     "envoyOtelAls)"),
+    ("accessLogging: [{providers: [{name: otel}]}]", [("/tmp/legacy.log", None)],  # istiod makes no log of it
+     "access log provider 'otel' is not an access log provider (envoyFileAccessLog, envoyHttpAls, envoyTcpAls, "
+     "envoyOtelAls)"),
+    ("accessLogging: [{providers: [{name: als}]}, {providers: [{name: otel}], disabled: true}]", [],
+     "access log provider 'als': envoyOtelAls is not translated (envoyFileAccessLog is)"),
     ("accessLogging: [{providers: [{name: envoy}], filter: {expression: \"request.url_path.startsWith('/v1')\"}},"
      " {providers: [{name: text-log}], filter: {expression: 'response.code >= 500'}}]",
      [("/dev/stderr", "response.code >= 500")], None),
@@ -678,8 +685,8 @@ def log_format_summary(fmt: dict) -> tuple[str, str]:
 ])
 def test_the_built_in_envoy_provider_logs_in_mesh_configs_encoding_and_format(mesh_config, expected):
     """istiod's telemetryAccessLog: the `envoy` provider without a logFormat is FileAccessLogFromMeshConfig."""
-    mesh = ("apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nmetadata: {name: cp, namespace: istio-system}\n"
-            "spec:\n  meshConfig:\n" + textwrap.indent(mesh_config, "    ") + "\n---\n")
+    mesh = ("apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\n"
+            "metadata: {name: cp, namespace: istio-system}\nspec:\n  meshConfig:\n" + textwrap.indent(mesh_config, "    ") + "\n---\n")
     r = render_with(mesh, tel("mesh", "accessLogging: [{providers: [{name: envoy}]}]\n", "istio-system"))
     (log,) = hcms(r, "0.0.0.0_15001")[0]["access_log"]
     assert log_format_summary(log["typed_config"]["log_format"]) == expected
