@@ -10,18 +10,20 @@ then the one selecting the workload (`MeshSnapshot.policies_for`), merged in tha
 entries in order, skipping those whose `match.mode` is not this side (SERVER on the inbound listener, CLIENT on
 outbound listeners and gateways).
 - tracing: a level that names `providers` replaces the list; `randomSamplingPercentage`,
-  `disableSpanReporting`, `enableIstioTags` are taken from the last level that sets them; `customTags` merge by
-  name. No provider named anywhere: `meshConfig.defaultProviders.tracing`; none there: no `tracing` (deviation:
-  istiod's legacy `meshConfig.enableTracing` + `defaultConfig.tracing.zipkin` default is not emitted). Only the
-  first provider is used (Istio's rule). Sampling: Telemetry > `defaultConfig.tracing.sampling` > 1 %
-  (PILOT_TRACE_SAMPLING's default).
-- access logging: a level naming `providers` replaces the set; an entry without providers applies its
-  `disabled`/`filter` to the current set (or to `defaultProviders.accessLogging`); `filter.expression` becomes
-  Envoy's CEL extension filter (`envoy.access_loggers.extension_filters.cel`), which pyproxy evaluates for the
-  CEL subset in pyproxy/observe/cel.py. Without any Telemetry logging, `meshConfig.accessLogFile` adds a file log.
-- metrics: `disabled` for ALL_METRICS drops `istio.stats` on that side (as istiod drops the stats filter);
-  per-metric `disabled` and `tagOverrides` become the filter's stats.PluginConfig `metrics` (`drop`,
-  `dimensions`, `tags_to_remove`), for the HTTP metrics.
+  `disableSpanReporting`, `enableIstioTags`, `customTags` (whole, not merged by name) are taken from the last
+  level that sets them. No provider named anywhere: `meshConfig.defaultProviders.tracing`; none there: no
+  `tracing` (deviation: istiod's legacy `meshConfig.enableTracing` + `defaultConfig.tracing.zipkin` default is
+  not emitted). Only the first provider is used (Istio's rule). Sampling: Telemetry >
+  `defaultConfig.tracing.sampling` > 1 % (PILOT_TRACE_SAMPLING's default).
+- access logging (istiod's mergeLogs): the most specific Telemetry whose entries for this side name providers
+  sets which are in scope (else `defaultProviders.accessLogging`); each entry, in order, turns the providers it
+  names (or the previous entry's) on or `disabled`; a provider's filter is the one of the last entry naming it.
+  `filter.expression` becomes Envoy's CEL extension filter (`envoy.access_loggers.extension_filters.cel`), which
+  pyproxy evaluates for the CEL subset in pyproxy/observe/cel.py. When no defined provider is chosen,
+  `meshConfig.accessLogFile` adds a file log.
+- metrics (istiod's mergeMetrics): `disabled` for ALL_METRICS drops `istio.stats` on that side (as istiod drops
+  the stats filter) until a later override on that side; `disabled` and `tagOverrides` become the filter's
+  stats.PluginConfig `metrics` (`drop`, `dimensions`, `tags_to_remove`), for the HTTP metrics.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from control.istio.resources import Resource, thaw
+from control.mesh import selector_labels
 from control.translate import accesslog
 from control.translate.common import T, Proxy, cluster_name
 
@@ -54,22 +57,25 @@ def applies(entry: Mapping[str, Any], mode: str) -> bool:
 
 
 def telemetries(proxy: Proxy) -> list[Resource]:
-    """The Telemetries for this proxy, least specific first: root namespace, namespace, workload selector."""
-    root = proxy.mesh.config.root_namespace
+    """The Telemetries for this proxy, least specific first: root namespace, namespace, workload selector.
+    `policies_for` already lists the root namespace's before the workload namespace's; the stable sort only moves
+    the selecting ones after the selector-less ones of the same namespace."""
     found = []
     for tel in proxy.mesh.policies_for("Telemetry", proxy.workload):
         if tel.spec.get("targetRef") or tel.spec.get("targetRefs"):  # Gateway API / waypoint binding
             proxy.notes.add(tel, "spec.targetRef", "Telemetry bound by targetRef(s) is not translated (selector is)")
             continue
         found.append(tel)
-    return sorted(found, key=lambda t: (t.namespace != root, bool((t.spec.get("selector") or {}).get("matchLabels"))))
+    return sorted(found, key=lambda t: selector_labels(t.spec) is not None)
 
 
 def find_provider(proxy: Proxy, name: str) -> Mapping[str, Any] | None:
-    for p in proxy.mesh.config.extension_providers:
-        if p.get("name") == name:
+    """istiod's fetchProvider: the meshConfig extension provider of that name, compared case-insensitively
+    (strings.EqualFold), else the built-in one."""
+    for p in (*proxy.mesh.config.extension_providers, *BUILTIN_PROVIDERS.values()):
+        if str(p.get("name")).casefold() == name.casefold():
             return p
-    return BUILTIN_PROVIDERS.get(name)
+    return None
 
 
 # --------------------------------------------------------------------------- tracing
@@ -102,7 +108,8 @@ def merge_tracing(levels: list[Resource], mode: str) -> MergedTracing:
                 out.disable_span_reporting = bool(entry["disableSpanReporting"])
             if entry.get("enableIstioTags") is not None:
                 out.enable_istio_tags = bool(entry["enableIstioTags"])
-            out.custom_tags.update({str(k): v for k, v in (entry.get("customTags") or {}).items()})
+            if entry.get("customTags") is not None:  # istiod: a level's customTags replace the inherited ones
+                out.custom_tags = {str(k): v for k, v in entry["customTags"].items()}
     return out
 
 
@@ -246,29 +253,52 @@ def hcm_tracing(proxy: Proxy, direction: str) -> dict | None:
 
 # --------------------------------------------------------------------------- access logging
 
+# the providers istiod's telemetryAccessLog makes an access log of
+ACCESS_LOG_KINDS = ("envoyFileAccessLog", "envoyHttpAls", "envoyTcpAls", "envoyOtelAls")
+
+
 @dataclass
 class LogChoice:
     disabled: bool = False
     expression: str = ""
 
 
+def _provider_names(entry: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(str(p.get("name")) for p in entry.get("providers") or () if p.get("name"))
+
+
 def merge_access_logging(proxy: Proxy, levels: list[Resource], mode: str) -> dict[str, LogChoice] | None:
-    """provider name -> its state; None when no Telemetry configures logging for this side."""
-    current: dict[str, LogChoice] | None = None
-    defaults = tuple(proxy.mesh.config.default_providers.get("accessLogging", ()))
-    for tel in levels:
-        for entry in tel.spec.get("accessLogging") or ():
-            if not applies(entry, mode):
-                continue
-            names = tuple(str(p.get("name")) for p in entry.get("providers") or () if p.get("name"))
-            expression = str((entry.get("filter") or {}).get("expression") or "")
-            disabled = bool(entry.get("disabled"))
-            if names:
-                current = {n: LogChoice(disabled, expression) for n in names}
-            else:
-                base = current if current is not None else {n: LogChoice() for n in defaults}
-                current = {n: LogChoice(disabled, expression or c.expression) for n, c in base.items()}
-    return current
+    """provider name -> its state, as istiod's mergeLogs computes it; None when neither a Telemetry's
+    `accessLogging` nor `meshConfig.defaultProviders.accessLogging` configures logging (the legacy switch applies).
+    In scope: the providers named by this side's entries of the most specific Telemetry that names any (all its
+    entries together), else the defaults. Then every entry of this side, in order, sets the providers it names (or
+    the previous entry's, of either side; the defaults first) that are in scope: `disabled`, or enabled with the
+    filter of the last entry of this side that named that provider."""
+    defaults = tuple(str(n) for n in proxy.mesh.config.default_providers.get("accessLogging", ()))
+    entries_by_level = [tel.spec["accessLogging"] for tel in levels if tel.spec.get("accessLogging")]
+    if not entries_by_level:
+        return {n: LogChoice() for n in defaults} if defaults else None
+    in_scope, expressions = set(defaults), {}
+    for entries in entries_by_level:
+        named: set[str] = set()
+        for entry in entries:
+            if applies(entry, mode):
+                names = _provider_names(entry)
+                named.update(names)
+                expressions.update(dict.fromkeys(names, str((entry.get("filter") or {}).get("expression") or "")))
+        if named:
+            in_scope = named
+    chosen: dict[str, LogChoice] = {}
+    parent = defaults
+    for entries in entries_by_level:
+        for entry in entries:
+            parent = _provider_names(entry) or parent
+            if applies(entry, mode):
+                for name in parent:
+                    if name in in_scope:
+                        chosen[name] = (LogChoice(disabled=True) if entry.get("disabled")
+                                        else LogChoice(expression=expressions.get(name, "")))
+    return chosen
 
 
 def _file_log(path: str, log_format: Mapping[str, Any] | None, expression: str) -> dict:
@@ -289,20 +319,29 @@ def _file_log(path: str, log_format: Mapping[str, Any] | None, expression: str) 
 
 
 def hcm_access_logs(proxy: Proxy, direction: str) -> list[dict]:
-    """The HCM `access_log` list istiod would set for this side."""
+    """The HCM `access_log` list istiod would set for this side, one log per provider in name order (istiod sorts
+    them). As istiod, the legacy `meshConfig.accessLogFile` applies when no access log provider is chosen for this
+    side; a provider chosen but `disabled` turns logging off instead."""
     chosen = merge_access_logging(proxy, telemetries(proxy), mode_of(direction))
-    if chosen is None:
-        return accesslog.mesh_access_logs(proxy)  # the legacy mesh-wide switch, as tcp_proxy gets it
-    out = []
-    for name, choice in chosen.items():
-        if choice.disabled:
-            continue
+    defined = []
+    for name, choice in sorted((chosen or {}).items()):
         provider = find_provider(proxy, name)
         if provider is None:
             proxy.notes.text(f"access log provider {name!r} is not defined in meshConfig.extensionProviders")
             continue
-        if "envoyFileAccessLog" not in provider:
-            kind = next((k for k in provider if k != "name"), "?")
+        kind = next((k for k in ACCESS_LOG_KINDS if k in provider), None)
+        if kind is None:  # istiod's telemetryAccessLog makes no log of it (a tracing or metrics provider)
+            proxy.notes.text(f"access log provider {name!r} is not an access log provider "
+                             f"({', '.join(ACCESS_LOG_KINDS)})")
+            continue
+        defined.append((name, choice, provider, kind))
+    if not defined:
+        return accesslog.mesh_access_logs(proxy)  # the legacy mesh-wide switch, as tcp_proxy gets it
+    out = []
+    for name, choice, provider, kind in defined:
+        if choice.disabled:
+            continue
+        if kind != "envoyFileAccessLog":
             proxy.notes.text(f"access log provider {name!r}: {kind} is not translated (envoyFileAccessLog is)")
             continue
         spec = provider["envoyFileAccessLog"] or {}
@@ -314,8 +353,12 @@ def hcm_access_logs(proxy: Proxy, direction: str) -> list[dict]:
                 proxy.notes.text(f"access log provider {name!r}: filter {choice.expression!r} is not an "
                                  f"expression the proxy evaluates ({e}); this access log is left out")
                 continue
-        out.append(_file_log(str(spec.get("path") or "/dev/stdout"), spec.get("logFormat"),
-                             expression=choice.expression))
+        log = _file_log(str(spec.get("path") or "/dev/stdout"), spec.get("logFormat"), expression=choice.expression)
+        if provider.get("name") == "envoy" and spec.get("logFormat") is None and not spec.get("omitEmptyValues"):
+            config = proxy.mesh.config  # istiod FileAccessLogFromMeshConfig: the built-in one formats as meshConfig
+            log["typed_config"]["log_format"] = accesslog.log_format(config.access_log_encoding,
+                                                                     config.access_log_format)
+        out.append(log)
     return out
 
 
@@ -341,7 +384,9 @@ class MetricOverride:
 def stats_config(proxy: Proxy, direction: str) -> tuple[bool, list[dict]]:
     """(istio.stats present?, its stats.PluginConfig `metrics`) for this side. Overrides merge root ->
     namespace -> workload in list order; ALL_METRICS expands to every metric; UPSERT sets a dimension to a CEL
-    expression, REMOVE removes the tag; `disabled` on ALL_METRICS drops the filter, on one metric sets `drop`.
+    expression, REMOVE removes the tag; `disabled: true` on ALL_METRICS drops the filter until a later override
+    on this side (of any metric) brings it back, as istiod's mergeMetrics; otherwise `disabled` sets each
+    matched metric's `drop`.
     Only HTTP metrics go into the config (pyproxy reports no TCP or gRPC-message metrics yet: noted); a value
     that is not an expression pyproxy evaluates is noted and left out."""
     from pyproxy.observe.cel import CelError, compile_value
@@ -356,24 +401,26 @@ def stats_config(proxy: Proxy, direction: str) -> tuple[bool, list[dict]]:
                 if str(match.get("mode") or "CLIENT_AND_SERVER") not in ("CLIENT_AND_SERVER", mode):
                     continue
                 path = f"spec.metrics[{i}].overrides[{j}]"
+                metric = str(match.get("metric") or "ALL_METRICS")
+                if metric == "ALL_METRICS" and not match.get("customMetric") and override.get("disabled"):
+                    enabled = False  # istiod drops the filter on this side and skips the rest of this override
+                    continue
+                enabled = True  # istiod: any other override on this side turns the filter back on
                 if match.get("customMetric"):
                     proxy.notes.add(tel, f"{path}.match.customMetric", "custom metrics are not translated")
                     continue
-                metric = str(match.get("metric") or "ALL_METRICS")
                 names = HTTP_METRIC_NAMES if metric == "ALL_METRICS" else (METRIC_NAMES.get(metric),)
                 if names[0] not in HTTP_METRIC_NAMES:
                     proxy.notes.add(tel, path, f"{metric} overrides are not translated (pyproxy reports the HTTP "
                                                "metrics only)")
                     continue
-                if metric == "ALL_METRICS" and override.get("disabled") is not None:
-                    enabled = not bool(override["disabled"])
                 for name in names:
                     o = merged.setdefault(name, MetricOverride())
-                    if metric != "ALL_METRICS" and override.get("disabled") is not None:
+                    if override.get("disabled") is not None:  # ALL_METRICS `disabled: false` re-enables each one
                         o.drop = bool(override["disabled"])
                     for tag, spec in (override.get("tagOverrides") or {}).items():
                         tag = str(tag)
-                        if str((spec or {}).get("operation") or "UPSERT") == "REMOVE":
+                        if (spec or {}).get("operation") == "REMOVE":
                             o.dimensions.pop(tag, None)
                             if tag not in o.remove:
                                 o.remove.append(tag)

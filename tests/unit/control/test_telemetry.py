@@ -169,7 +169,8 @@ def test_disable_span_reporting_keeps_sampling_without_provider_and_istio_tags_c
 
 def test_access_logging_providers_filter_and_disable():
     r = render(tel("mesh", "accessLogging: [{providers: [{name: envoy}]}]\n", "istio-system")
-               + tel("ns", "accessLogging: [{filter: {expression: 'response.code >= 500'}}]\n")
+               + tel("ns", "accessLogging: [{providers: [{name: envoy}], "
+                           "filter: {expression: 'response.code >= 500'}}]\n")
                + tel("wl", "selector: {matchLabels: {app: reviews}}\n"
                            "accessLogging: [{match: {mode: SERVER}, disabled: true}]\n"))
     (log,) = hcms(r, "0.0.0.0_15001")[0]["access_log"]
@@ -438,15 +439,254 @@ DEFAULT_PROVIDERS = OTEL_HEADERS.replace("defaultConfig: {tracing: {sampling: 12
 
 def test_mesh_default_providers_apply_where_telemetry_names_none():
     """meshConfig.defaultProviders: a tracing provider that is not defined is noted (no Telemetry to point at);
-    logging entries without providers act on the default ones, skipping the other side's entries; a level naming
-    providers with `disabled` turns them off."""
+    logging entries without providers act on the default ones, skipping the other side's entries (and, as in
+    istiod's mergeLogs, a filter applies only to the providers its own entry names); a level naming providers with
+    `disabled` turns them off."""
     r = render_with(DEFAULT_PROVIDERS, "")
     assert sampling(r, "0.0.0.0_15001") is None
     assert "tracing provider 'missing' is not defined in meshConfig.extensionProviders: no tracing" in r.notes
+    (log,) = hcms(r, "0.0.0.0_15001")[0]["access_log"]  # the default provider without any Telemetry
+    assert log["typed_config"]["path"] == "/dev/stdout" and "filter" not in log
     r = render_with(DEFAULT_PROVIDERS, tel("ns", "accessLogging:\n- {match: {mode: SERVER}, disabled: true}\n"
-                                                 "- {filter: {expression: 'response.code >= 500'}}\n"))
+                                                 "- {match: {mode: CLIENT}, filter: {expression: 'response.code >= 500'}}\n"))
     (log,) = hcms(r, "0.0.0.0_15001")[0]["access_log"]
-    assert log["typed_config"]["path"] == "/dev/stdout"
-    assert log["filter"]["extension_filter"]["typed_config"]["expression"] == "response.code >= 500"
+    assert log["typed_config"]["path"] == "/dev/stdout" and "filter" not in log
+    assert "access_log" not in hcms(r, "virtualInbound")[0]
     r = render_with(DEFAULT_PROVIDERS, tel("ns", "accessLogging: [{providers: [{name: envoy}], disabled: true}]\n"))
     assert "access_log" not in hcms(r, "0.0.0.0_15001")[0]
+
+
+# --------------------------------------------------------------------------- istiod's merge rules, table-driven
+
+def merged_logs(levels, mode="CLIENT", defaults=()):
+    """merge_access_logging over Telemetries whose `accessLogging` lists are `levels` (least specific first), as
+    {provider: 'off' | 'on' | 'on if <expression>'}."""
+    from types import SimpleNamespace
+
+    from control.istio.resources import Resource
+    from control.translate.telemetry import merge_access_logging
+    proxy = SimpleNamespace(mesh=SimpleNamespace(config=SimpleNamespace(
+        default_providers={"accessLogging": list(defaults)} if defaults else {})))
+    tels = [Resource(TEL, "Telemetry", f"t{i}", "default", {"accessLogging": entries} if entries else {})
+            for i, entries in enumerate(levels)]
+    chosen = merge_access_logging(proxy, tels, mode)
+    if chosen is None:
+        return None
+    return {name: "off" if c.disabled else ("on" if c.expression == "" else f"on if {c.expression}")
+            for name, c in chosen.items()}
+
+
+def named(*names, **extra):
+    return {"providers": [{"name": n} for n in names], **extra}
+
+
+SERVER = {"match": {"mode": "SERVER"}}
+CLIENT = {"match": {"mode": "CLIENT"}}
+FILTER_500 = {"filter": {"expression": "response.code >= 500"}}
+
+
+@pytest.mark.parametrize("levels, mode, defaults, expected", [
+    ([], "CLIENT", (), None),  # nothing configured: the legacy accessLogFile decides
+    ([None, None], "CLIENT", (), None),  # Telemetries without accessLogging count as none
+    ([], "CLIENT", ("envoy",), {"envoy": "on"}),  # defaultProviders alone
+    # istiod's "disable config" / "disable default": a provider-less `disabled` turns the inherited ones off
+    ([[named("envoy")], [{"disabled": True}]], "CLIENT", (), {"envoy": "off"}),
+    ([[{"disabled": True}]], "CLIENT", ("envoy",), {"envoy": "off"}),
+    # "multi accesslogging": the entries of one Telemetry name providers together
+    ([[named("envoy")], [named("envoy"), named("json")]], "CLIENT", (), {"envoy": "on", "json": "on"}),
+    ([[named("envoy")], [named("envoy"), named("json", disabled=True)]], "CLIENT", (),
+     {"envoy": "on", "json": "off"}),
+    ([[named("envoy")], [named("envoy", "json"), named("envoy")]], "CLIENT", (), {"envoy": "on", "json": "on"}),
+    ([[named("envoy", "json")], [named("envoy")]], "CLIENT", (), {"envoy": "on"}),
+    # a more specific Telemetry naming providers puts the others out of scope, even one it names for the other side
+    ([[named("envoy")], [named("json")]], "CLIENT", (), {"json": "on"}),
+    ([[named("envoy")], [named("json", **SERVER)]], "CLIENT", (), {"envoy": "on"}),
+    ([[named("envoy", **SERVER), named("json")]], "CLIENT", (), {"json": "on"}),
+    ([[named("envoy", **SERVER), named("json")]], "SERVER", (), {"envoy": "on", "json": "on"}),
+    # a filter belongs to the providers its own entry names; a later entry naming one again replaces it
+    ([[named("envoy", **FILTER_500)]], "CLIENT", (), {"envoy": "on if response.code >= 500"}),
+    ([[named("envoy", **FILTER_500)], [named("envoy")]], "CLIENT", (), {"envoy": "on"}),
+    ([[named("envoy", **FILTER_500), {"disabled": False, "filter": {"expression": "true"}}]], "CLIENT", (),
+     {"envoy": "on if response.code >= 500"}),
+    ([[named("envoy", **FILTER_500), named("envoy", **SERVER)]], "CLIENT", (), {"envoy": "on if response.code >= 500"}),
+    # a provider-less entry acts on the previous entry's providers, of either side
+    ([[named("json", **SERVER), {"disabled": True}]], "CLIENT", ("envoy",), {}),
+    ([[named("json", **SERVER), {"disabled": True}]], "SERVER", ("envoy",), {"json": "off"}),
+    ([[{"disabled": True, **SERVER}]], "CLIENT", ("envoy",), {}),
+    ([[{"disabled": True, **SERVER}, {}]], "SERVER", ("envoy",), {"envoy": "on"}),
+])
+def test_access_logging_merges_as_istiods_merge_logs(levels, mode, defaults, expected):
+    assert merged_logs(levels, mode, defaults) == expected
+
+
+LEGACY_MESH = MESH.replace("    extensionProviders:\n", "    accessLogFile: /tmp/legacy.log\n    extensionProviders:\n"
+                           "    - {name: bare-log, envoyFileAccessLog: {}}\n", 1)
+
+
+def access_logs(telemetry: str, listener: str = "0.0.0.0_15001"):
+    r = render_with(LEGACY_MESH, tel("mesh", telemetry + "\n", "istio-system"))
+    return [(log["typed_config"]["path"], log.get("filter", {}).get("extension_filter", {}).get("typed_config", {})
+             .get("expression")) for log in hcms(r, listener)[0].get("access_log", ())], r.notes
+
+
+@pytest.mark.parametrize("telemetry, logs, note", [
+    ("", [("/tmp/legacy.log", None)], None),
+    # logs in provider-name order; one provider that cannot be built does not stop the next
+    ("accessLogging: [{providers: [{name: text-log}, {name: envoy}]}]", [("/dev/stdout", None), ("/dev/stderr", None)],
+     None),
+    ("accessLogging: [{providers: [{name: envoy}], disabled: true}, {providers: [{name: text-log}]}]",
+     [("/dev/stderr", None)], None),
+    ("accessLogging: [{providers: [{name: als}, {name: text-log}]}]", [("/dev/stderr", None)],
+     "access log provider 'als': envoyOtelAls is not translated (envoyFileAccessLog is)"),
+    ("accessLogging: [{providers: [{name: kindless}, {name: text-log}]}]", [("/dev/stderr", None)],
+     "access log provider 'kindless' is not an access log provider (envoyFileAccessLog, envoyHttpAls, envoyTcpAls, "
+     "envoyOtelAls)"),
+    ("accessLogging: [{providers: [{name: otel}]}]", [("/tmp/legacy.log", None)],  # istiod makes no log of it
+     "access log provider 'otel' is not an access log provider (envoyFileAccessLog, envoyHttpAls, envoyTcpAls, "
+     "envoyOtelAls)"),
+    ("accessLogging: [{providers: [{name: als}]}, {providers: [{name: otel}], disabled: true}]", [],
+     "access log provider 'als': envoyOtelAls is not translated (envoyFileAccessLog is)"),
+    ("accessLogging: [{providers: [{name: envoy}], filter: {expression: \"request.url_path.startsWith('/v1')\"}},"
+     " {providers: [{name: text-log}], filter: {expression: 'response.code >= 500'}}]",
+     [("/dev/stderr", "response.code >= 500")], None),
+    ("accessLogging: [{providers: [{name: bare-log}]}]", [("/dev/stdout", None)], None),
+    # a provider chosen but disabled turns logging off; only undefined ones leave the legacy file in place
+    ("accessLogging: [{providers: [{name: envoy}], disabled: true}]", [], None),
+    ("accessLogging: [{providers: [{name: nolog}]}]", [("/tmp/legacy.log", None)],
+     "access log provider 'nolog' is not defined in meshConfig.extensionProviders"),
+    ("accessLogging: [{providers: [{name: nolog}, {name: text-log}]}]", [("/dev/stderr", None)],
+     "access log provider 'nolog' is not defined in meshConfig.extensionProviders"),
+    ("accessLogging: [{match: {mode: SERVER}, providers: [{name: envoy}]}]", [("/tmp/legacy.log", None)], None),
+])
+def test_access_log_providers_become_file_logs_or_the_legacy_file(telemetry, logs, note):
+    got, notes = access_logs(telemetry)
+    assert got == logs
+    if note is not None:
+        assert note in notes, notes
+
+
+def test_a_workload_telemetry_listed_first_still_merges_last_and_target_refs_are_skipped():
+    """`policies_for` lists a namespace's Telemetries in load order; the selecting one still wins, and one bound by
+    `targetRefs` is noted (at its field) without hiding the ones after it."""
+    r = render(tel("gw", "targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: gw}]\n"
+                         "tracing: [{randomSamplingPercentage: 90}]\n")
+               + tel("wl", "selector: {matchLabels: {app: reviews}}\ntracing: [{randomSamplingPercentage: 70}]\n")
+               + tel("ns", "tracing: [{providers: [{name: otel}], randomSamplingPercentage: 20}]\n"))
+    assert sampling(r, "0.0.0.0_15001") == 70.0
+    assert [n.split(": ", 1)[1] for n in r.notes if "targetRef" in n] == [
+        "Telemetry default/gw: spec.targetRef: Telemetry bound by targetRef(s) is not translated (selector is)"]
+
+
+def http_metrics(telemetries: str, listener: str) -> list[dict] | None:
+    """istio.stats' `metrics` on that listener's HCM, or None when the filter is not there."""
+    r = render(telemetries)
+    f = next((f for f in hcms(r, listener)[0]["http_filters"] if f["name"] == "istio.stats"), None)
+    return None if f is None else f["typed_config"]["value"].get("metrics", [])
+
+
+@pytest.mark.parametrize("root, ns, outbound, inbound", [
+    # an override without `metric` is ALL_METRICS
+    ("[{disabled: true}]", None, None, None),
+    ("[{match: {mode: SERVER}, disabled: true}]", None, [], None),
+    # any later override on a side turns the filter back on there; the disabling one's tags are not kept
+    ("[{disabled: true, tagOverrides: {a: {value: request.host}}}]",
+     "[{match: {metric: REQUEST_SIZE, mode: CLIENT}, tagOverrides: {b: {value: request.method}}}]",
+     [{"name": "request_bytes", "dimensions": {"b": "request.method"}}], None),
+    ("[{disabled: true}, {match: {metric: REQUEST_COUNT}, disabled: true}]", None,
+     [{"name": "requests_total", "drop": True}], [{"name": "requests_total", "drop": True}]),
+    ("[{disabled: true}]", "[{match: {metric: ALL_METRICS}, disabled: false}]", [], []),
+    ("[{disabled: true}]", "[{match: {metric: TCP_SENT_BYTES}}]", [], []),
+    ("[{disabled: true}]", "[{match: {customMetric: my_metric}}]", [], []),
+    ("[{disabled: true}]", "[{match: {customMetric: my_metric}, disabled: true}]", [], []),
+    # ALL_METRICS `disabled: false` undoes one metric's drop, as istiod sets it on every metric
+    ("[{match: {metric: REQUEST_COUNT}, disabled: true}, {match: {metric: RESPONSE_SIZE}, disabled: true}]",
+     "[{match: {metric: ALL_METRICS, mode: SERVER}, disabled: false}]",
+     [{"name": "requests_total", "drop": True}, {"name": "response_bytes", "drop": True}], []),
+    # an override for the other side, a custom metric or a TCP one does not stop the overrides after it
+    ("[{match: {mode: SERVER, metric: REQUEST_SIZE}, disabled: true}, {match: {customMetric: m}, disabled: true},"
+     " {match: {metric: TCP_SENT_BYTES}, disabled: true}, {match: {metric: REQUEST_COUNT}, disabled: true}]", None,
+     [{"name": "requests_total", "drop": True}],
+     [{"name": "requests_total", "drop": True}, {"name": "request_bytes", "drop": True}]),
+    ("[{match: {metric: RESPONSE_SIZE}, tagOverrides: {a: {operation: UPSERT, value: request.host}}}]", None,
+     [{"name": "response_bytes", "dimensions": {"a": "request.host"}}],
+     [{"name": "response_bytes", "dimensions": {"a": "request.host"}}]),
+])
+def test_metric_overrides_disable_and_re_enable_as_istiods_merge_metrics(root, ns, outbound, inbound):
+    telemetries = tel("mesh", f"metrics: [{{overrides: {root}}}]\n", "istio-system")
+    if ns is not None:
+        telemetries += tel("ns", f"metrics: [{{overrides: {ns}}}]\n")
+    assert http_metrics(telemetries, "0.0.0.0_15001") == outbound
+    assert http_metrics(telemetries, "virtualInbound") == inbound
+
+
+def test_metric_overrides_not_translated_are_noted_at_their_field():
+    r = render(tel("mesh", "metrics: [{overrides: [{match: {metric: TCP_SENT_BYTES}, disabled: true},"
+                           " {match: {metric: REQUEST_COUNT}, tagOverrides: {empty: null}}]}]\n", "istio-system"))
+    notes = [n.split(": ", 1)[1] for n in r.notes]
+    assert ("Telemetry istio-system/mesh: spec.metrics[0].overrides[0]: TCP_SENT_BYTES overrides are not translated "
+            "(pyproxy reports the HTTP metrics only)") in notes
+    assert any(n.startswith("Telemetry istio-system/mesh: spec.metrics[0].overrides[1].tagOverrides.empty.value: "
+                            "'' is not an expression pyproxy evaluates (") and n.endswith("); tag left out")
+               for n in notes), notes
+
+
+def test_a_lower_levels_custom_tags_replace_the_inherited_ones_whole():
+    """istiod's Tracing(): `spec.CustomTags = m.CustomTags` (a shallow merge, unlike metrics' tag overrides)."""
+    r = render(tel("mesh", "tracing: [{providers: [{name: otel}], enableIstioTags: false, customTags: "
+                           "{a: {literal: {value: '1'}}, b: {literal: {value: '2'}}}}]\n", "istio-system")
+               + tel("ns", "tracing: [{customTags: {b: {literal: {value: '3'}}}}, {randomSamplingPercentage: 5}]\n"))
+    assert hcms(r, "0.0.0.0_15001")[0]["tracing"]["custom_tags"] == [{"tag": "b", "literal": {"value": "3"}}]
+
+
+def test_stats_config_says_whether_istio_stats_stays_as_a_bool():
+    from control.translate import find_workload
+    from control.translate.common import make_proxy
+    from control.translate.telemetry import stats_config
+    result = load_text(ANALYZE_BASE + "---\n" + MESH + tel("mesh", "metrics: [{overrides: [{match: {mode: CLIENT}, "
+                                                                 "disabled: true}]}]\n", "istio-system"), "mesh.yaml")
+    mesh = build_mesh(result.resources)
+    proxy = make_proxy(mesh, find_workload(mesh, "reviews-v1"))
+    assert stats_config(proxy, "outbound") == (False, [])
+    assert stats_config(proxy, "inbound") == (True, [])
+
+
+def test_provider_names_match_case_insensitively_and_a_mesh_provider_named_envoy_wins():
+    """istiod's fetchProvider compares names with strings.EqualFold; the built-in `envoy` is only the default."""
+    mesh = MESH.replace("    extensionProviders:\n", "    extensionProviders:\n"
+                        "    - {name: Envoy, envoyFileAccessLog: {path: /dev/stderr}}\n", 1)
+    r = render_with(mesh, tel("mesh", "tracing: [{providers: [{name: OTEL}]}]\n"
+                                      "accessLogging: [{providers: [{name: envoy}]}]\n", "istio-system"))
+    hcm = hcms(r, "0.0.0.0_15001")[0]
+    assert hcm["tracing"]["provider"]["name"] == "envoy.tracers.opentelemetry"
+    assert [log["typed_config"]["path"] for log in hcm["access_log"]] == ["/dev/stderr"]
+    r = render(tel("mesh", "accessLogging: [{providers: [{name: ENVOY}]}]\n", "istio-system"))
+    assert [log["typed_config"]["path"] for log in hcms(r, "0.0.0.0_15001")[0]["access_log"]] == ["/dev/stdout"]
+
+
+def log_format_summary(fmt: dict) -> tuple[str, str]:
+    """('json', its first key in order) or ('text', the format's first 15 characters)."""
+    if "json_format" in fmt:
+        return "json", sorted(fmt["json_format"])[0]
+    return "text", fmt["text_format_source"]["inline_string"][:15]
+
+
+@pytest.mark.parametrize("mesh_config, expected", [
+    ("accessLogEncoding: JSON\naccessLogFormat: '{\"code\": \"%RESPONSE_CODE%\"}'", ("json", "code")),
+    ("accessLogEncoding: JSON", ("json", "authority")),  # Istio's JSON labels
+    ("accessLogFormat: '%RESPONSE_CODE%'", ("text", "%RESPONSE_CODE%")),
+    ("{}", ("text", "[%START_TIME%] ")),
+    # a mesh provider named envoy takes meshConfig's format too, unless it has its own or omits empty values
+    ("accessLogEncoding: JSON\nextensionProviders: [{name: envoy, envoyFileAccessLog: {path: /dev/stderr}}]",
+     ("json", "authority")),
+    ("accessLogEncoding: JSON\nextensionProviders: [{name: envoy, envoyFileAccessLog: {logFormat: {text: x}}}]",
+     ("text", "x\n")),
+    ("accessLogEncoding: JSON\nextensionProviders: [{name: envoy, envoyFileAccessLog: {omitEmptyValues: true}}]",
+     ("text", "[%START_TIME%] ")),
+])
+def test_the_built_in_envoy_provider_logs_in_mesh_configs_encoding_and_format(mesh_config, expected):
+    """istiod's telemetryAccessLog: the `envoy` provider without a logFormat is FileAccessLogFromMeshConfig."""
+    mesh = ("apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\n"
+            "metadata: {name: cp, namespace: istio-system}\nspec:\n  meshConfig:\n" + textwrap.indent(mesh_config, "    ") + "\n---\n")
+    r = render_with(mesh, tel("mesh", "accessLogging: [{providers: [{name: envoy}]}]\n", "istio-system"))
+    (log,) = hcms(r, "0.0.0.0_15001")[0]["access_log"]
+    assert log_format_summary(log["typed_config"]["log_format"]) == expected
