@@ -235,12 +235,12 @@ def _apply_load_balancer(proxy: Proxy, cluster: dict, lb: Mapping[str, Any] | No
                         "locality load balancing is not translated yet")
 
 
-def _positive(value: Any) -> int | None:
+def _positive(value: Any) -> bool:
+    """A limit Istio applies: a number above 0 (0 and unset keep Envoy's default)."""
     try:
-        number = int(value)
+        return int(value) > 0
     except (TypeError, ValueError):
-        return None
-    return number if number > 0 else None
+        return False
 
 
 def _apply_connection_pool(cluster: dict, pool: Mapping[str, Any] | None, port: ServicePort,

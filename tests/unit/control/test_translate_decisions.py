@@ -609,6 +609,56 @@ def test_connection_pool_settings():
     assert options["explicit_http_config"] == {"http2_protocol_options": {"max_concurrent_streams": 7}}
 
 
+@pytest.mark.parametrize("lb, expected", [
+    ("{consistentHash: {httpHeaderName: x, ringHash: {minimumRingSize: 2048}}}",
+     {"lb_policy": "RING_HASH", "ring_hash_lb_config": {"minimum_ring_size": 2048}}),
+    ("{consistentHash: {httpHeaderName: x, minimumRingSize: 4096}}",  # the deprecated top-level field
+     {"lb_policy": "RING_HASH", "ring_hash_lb_config": {"minimum_ring_size": 4096}}),
+    ("{consistentHash: {httpHeaderName: x}}", {"lb_policy": "RING_HASH", "ring_hash_lb_config": {"minimum_ring_size": 1024}}),
+    ("{simple: LEAST_REQUEST, warmupDurationSecs: 10s}",  # the deprecated warmup field
+     {"lb_policy": "LEAST_REQUEST", "least_request_lb_config": {"slow_start_config": {"slow_start_window": "10s"}}}),
+    ("{simple: ROUND_ROBIN, warmup: {duration: 5s, aggression: 2, minimumPercent: 10}}",
+     {"lb_policy": "ROUND_ROBIN", "round_robin_lb_config": {"slow_start_config": {
+         "slow_start_window": "5s", "aggression": {"default_value": 2.0, "runtime_key": "upstream.slow_start.aggression"},
+         "min_weight_percent": {"value": 10.0}}}}),
+])
+def test_load_balancer_settings(lb, expected):
+    cluster = cluster_of(dr(f"{{loadBalancer: {lb}}}"))
+    assert {k: cluster.get(k) for k in expected} == expected
+
+
+def test_passthrough_load_balancing_on_a_dns_service_entry_drops_its_endpoints():
+    entry = ("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: ext}\n"
+             "spec: {hosts: [api.example], resolution: DNS, location: MESH_EXTERNAL, endpoints: [{address: a.example}], "
+             "ports: [{number: 80, name: http, protocol: HTTP}]}\n---\n"
+             "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ext}\n"
+             "spec: {host: api.example, trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}}\n")
+    cluster = cluster_of(entry, "outbound|80||api.example")
+    assert (cluster["type"], cluster["lb_policy"]) == ("ORIGINAL_DST", "CLUSTER_PROVIDED")
+    assert "load_assignment" not in cluster and "eds_cluster_config" not in cluster
+
+
+def test_a_bad_cluster_duration_names_the_destination_rule_and_field():
+    """Validation refuses such durations first; called directly (as code-built rules reach them), the translation
+    still names the resource and field."""
+    from control.translate.clusters import _apply_connection_pool, _apply_load_balancer
+    (rule,) = load_text(dr("{loadBalancer: {simple: ROUND_ROBIN}}"), "rules.yaml").resources
+    port = SimpleNamespace(protocol=SimpleNamespace(is_http2=False, is_http=True))
+    with pytest.raises(TranslateError, match=r"rules\.yaml.*DestinationRule default/reviews.*"
+                                             r"spec\.trafficPolicy\.loadBalancer\.warmup\.duration: invalid duration"):
+        _apply_load_balancer(None, {"lb_policy": "ROUND_ROBIN"}, {"warmup": {"duration": "soon"}}, rule)
+    with pytest.raises(TranslateError, match=r"rules\.yaml.*DestinationRule default/reviews.*"
+                                             r"spec\.trafficPolicy\.connectionPool\.tcp\.connectTimeout: invalid duration"):
+        _apply_connection_pool({}, {"tcp": {"connectTimeout": "soon"}}, port, rule)
+
+
+def test_zero_connection_limits_keep_envoys_defaults():
+    thresholds = cluster_of(dr("{connectionPool: {tcp: {maxConnections: 0}, http: {http1MaxPendingRequests: 0, "
+                               "http2MaxRequests: 0, maxRetries: 0}}}"))["circuit_breakers"]["thresholds"][0]
+    assert not {"max_connections", "max_pending_requests", "max_requests", "max_retries"} & {
+        k for k, v in thresholds.items() if v == 0}
+
+
 def test_local_origin_failures_are_split_out():
     od = cluster_of(dr("{outlierDetection: {splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 3}}"))[
         "outlier_detection"]
