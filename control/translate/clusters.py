@@ -273,9 +273,10 @@ def _apply_connection_pool(cluster: dict, pool: Mapping[str, Any] | None, port: 
             thresholds[dst] = int(http[src])
     if _positive(http.get("maxRequestsPerConnection")):
         common["max_requests_per_connection"] = int(http["maxRequestsPerConnection"])
+    idle_field = "http.idleTimeout" if http.get("idleTimeout") else "tcp.idleTimeout"
     idle = http.get("idleTimeout") or tcp.get("idleTimeout")
     if idle and res is not None:
-        common["idle_timeout"] = duration(res, f"{base}.http.idleTimeout", idle)
+        common["idle_timeout"] = duration(res, f"{base}.{idle_field}", idle)
     h2 = port.protocol.is_http2 or (http.get("h2UpgradePolicy") == "UPGRADE" and port.protocol.is_http)
     if http.get("useClientProtocol"):
         protocol["use_downstream_protocol_config"] = {"http_protocol_options": {}, "http2_protocol_options": {}}

@@ -652,6 +652,54 @@ def test_a_bad_cluster_duration_names_the_destination_rule_and_field():
         _apply_connection_pool({}, {"tcp": {"connectTimeout": "soon"}}, port, rule)
 
 
+@pytest.mark.parametrize("pool, field", [
+    ({"tcp": {"maxConnectionDuration": "soon"}}, "tcp.maxConnectionDuration"),
+    ({"http": {"idleTimeout": "soon"}}, "http.idleTimeout"),
+    ({"tcp": {"idleTimeout": "soon"}}, "tcp.idleTimeout"),
+])
+def test_a_bad_connection_pool_duration_names_its_own_field(pool, field):
+    from control.translate.clusters import _apply_connection_pool
+    (rule,) = load_text(dr("{loadBalancer: {simple: ROUND_ROBIN}}"), "rules.yaml").resources
+    port = SimpleNamespace(protocol=SimpleNamespace(is_http2=False, is_http=True))
+    with pytest.raises(TranslateError, match=rf"DestinationRule default/reviews.*spec\.trafficPolicy\.connectionPool\."
+                                             rf"{field.replace('.', chr(92) + '.')}: invalid duration 'soon'"):
+        _apply_connection_pool({}, pool, port, rule)
+
+
+def test_connection_pool_keepalive_and_a_tcp_idle_timeout():
+    from control.translate.clusters import _apply_connection_pool
+    (rule,) = load_text(dr("{loadBalancer: {simple: ROUND_ROBIN}}"), "rules.yaml").resources
+    port = SimpleNamespace(protocol=SimpleNamespace(is_http2=False, is_http=True))
+    cluster: dict = {}
+    _apply_connection_pool(cluster, {"tcp": {"tcpKeepalive": {"time": "0s", "interval": "75s", "probes": 3},
+                                             "idleTimeout": "30s"}}, port, rule)
+    assert cluster["upstream_connection_options"] == {"tcp_keepalive": {"keepalive_probes": 3, "keepalive_time": 0,
+                                                                    "keepalive_interval": 75}}
+    options = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert options["common_http_protocol_options"] == {"idle_timeout": "30s"}
+
+
+@pytest.mark.parametrize("od, expected", [
+    ({"consecutiveErrors": 4}, {"consecutive_5xx": 4, "enforcing_consecutive_5xx": 100}),  # the deprecated name
+    ({"consecutive5xxErrors": 0, "consecutiveErrors": 4}, {"consecutive_5xx": 0, "enforcing_consecutive_5xx": 0}),
+    ({"consecutiveGatewayErrors": 0}, {"consecutive_gateway_failure": 0, "enforcing_consecutive_gateway_failure": 0}),
+    ({"consecutiveGatewayErrors": 2}, {"consecutive_gateway_failure": 2, "enforcing_consecutive_gateway_failure": 100}),
+])
+def test_outlier_detection_consecutive_errors(od, expected):
+    from control.translate.clusters import _apply_outlier_detection
+    (rule,) = load_text(dr("{loadBalancer: {simple: ROUND_ROBIN}}"), "rules.yaml").resources
+    cluster: dict = {}
+    _apply_outlier_detection(cluster, od, rule)
+    assert cluster["outlier_detection"] == {**expected, "enforcing_success_rate": 0}
+
+
+def test_a_bad_outlier_duration_names_its_field():
+    from control.translate.clusters import _apply_outlier_detection
+    (rule,) = load_text(dr("{loadBalancer: {simple: ROUND_ROBIN}}"), "rules.yaml").resources
+    with pytest.raises(TranslateError, match=r"spec\.trafficPolicy\.outlierDetection\.interval: invalid duration"):
+        _apply_outlier_detection({}, {"interval": "soon"}, rule)
+
+
 def test_zero_connection_limits_keep_envoys_defaults():
     thresholds = cluster_of(dr("{connectionPool: {tcp: {maxConnections: 0}, http: {http1MaxPendingRequests: 0, "
                                "http2MaxRequests: 0, maxRetries: 0}}}"))["circuit_breakers"]["thresholds"][0]
