@@ -31,7 +31,7 @@ import signal
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from .bootstrap import Ports, Workload, XdsTls, envoy_bootstrap
 
@@ -182,16 +182,18 @@ async def start_sds(args: Any, work: str) -> Sds:
     return sds
 
 
-def _die_with_parent() -> None:
-    """In Envoy's child process before exec: SIGTERM it if the agent dies without forwarding a signal (kill -9),
+def _parent_death_signal() -> Callable[[], None] | None:
+    """For Envoy's child process before exec: SIGTERM it if the agent dies without forwarding a signal (kill -9),
     so no Envoy outlives its agent (in a pod the container ends both). Linux prctl PR_SET_PDEATHSIG; elsewhere
-    nothing."""
+    None. libc is looked up here, in the parent: the forked child of a threaded process must not import."""
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+    term = int(signal.SIGTERM)
+    return lambda: prctl(1, term)  # 1 = PR_SET_PDEATHSIG
 
 
 def _leaf_serial(secret: Any) -> int:
@@ -253,7 +255,7 @@ async def _run(args: Any, binary: str) -> int:
         argv = [binary, "-c", path, "--concurrency", str(args.concurrency), "--disable-hot-restart",
                 "--use-dynamic-base-id", "-l", args.log_level, "--component-log-level", "misc:error",
                 "--drain-time-s", "5"]
-        envoy = await asyncio.create_subprocess_exec(*argv, cwd=work, preexec_fn=_die_with_parent)
+        envoy = await asyncio.create_subprocess_exec(*argv, cwd=work, preexec_fn=_parent_death_signal())
         print(f"ENVOY_PID {envoy.pid}", flush=True)
 
         def forward(signum: int) -> None:
