@@ -71,18 +71,36 @@ def test_port_error_message():
     ((100,), []),
     ((80, 20), []),
     ((50, 50), []),
-    ((70, 20), [("info", "add up to 90, not 100")]),
-    ((0, 0), [("error", "total destination weight = 0")]),
-    ((None, None), [("error", "total destination weight = 0")]),
-    ((-10, 110), [("error", "weight -10 < 0")]),
+    ((70, 20), [("info", "spec.http[0].route", "destination weights add up to 90, not 100; Istio treats them as "
+                                               "relative shares (each gets weight/90)")]),
+    ((0, 0), [("error", "spec.http[0].route", "total destination weight = 0")]),
+    ((None, None), [("error", "spec.http[0].route", "total destination weight = 0")]),
+    ((-10, 110), [("error", "spec.http[0].route[0].weight", "weight -10 < 0")]),
 ])
 def test_route_weights(weights, expect):
+    """The messages users see, whole (a substring check let a mangled message pass)."""
     spec = route(*(dest(subset=f"v{i}", weight=w) for i, w in enumerate(weights)))
     _, found = check_spec("VirtualService", spec)
-    got = [(i.kind, i.text) for i in found]
-    assert len(got) == len(expect)
-    for (kind, text), (want_kind, want_text) in zip(got, expect):
-        assert kind == want_kind and want_text in text
+    assert [(i.kind, i.path, i.text) for i in found] == expect
+
+
+@pytest.mark.parametrize("host, problem", [
+    ("*", None), ("10.0.0.1/8", None),  # an IP network, host bits set
+    ("a.example.com.", None), ("a.example.b_c.", "invalid host 'a.example.b_c.': 'b_c' is not a valid DNS label"),
+    ("a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 63, None),  # 255 characters: the limit
+    ("a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 62 + ".e", "too long (max 255)"),
+])
+def test_host_names(host, problem):
+    from control.istio.validate import _host_error
+    got = _host_error(host)
+    assert got == problem if problem is None else problem in got
+
+
+def test_an_auto_sni_host_on_a_gateway_bound_virtual_service_must_have_the_outbound_form():
+    from control.istio.validate import _vs_host_error
+    assert _vs_host_error("outbound_.80_._.a.example", True) is None
+    assert _vs_host_error("outbound_80_a", True) == ("domain name 'outbound_80_a' invalid, should follow "
+                                                    "'outbound_.<port>_._.<hostname>' format")
 
 
 # --- regexes: RE2 approximated by Python re, RE2-only features rejected --------------------------------------
