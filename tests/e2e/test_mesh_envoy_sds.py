@@ -357,6 +357,9 @@ async def test_envoy_certificates_rotate_through_the_agents_sds_under_load_witho
         {k: v for k, v in stats.items() if k.startswith("sds.")}
     streams = envoy.output(None).count("SDS stream opened")
     assert streams <= 2, envoy.output()  # one per secret name (Envoy's SdsApi), no reconnects
+    # the agent forks only to exec Envoy: grpcio's fork handlers are off (pyproxy/agent/__init__.py); with them on,
+    # they logged this line at that fork, and once left the agent on a closed epoll fd (exit 250)
+    assert "skipping fork() handlers" not in envoy.output(None), envoy.output()
     print(f"rotation under load: {counts}, {len(serials)} Envoy serials, {len(distinct)} client certs seen, "
           f"{stats['sds.default.update_success']} SDS default updates on {streams} streams")
 
