@@ -1,6 +1,7 @@
 """Branch-coverage floors for the pure decision modules, checked against a coverage data file.
 
-    python scripts/coverage_floors.py DATA_FILE
+    python scripts/coverage_floors.py DATA_FILE            the decision modules, each against its floor
+    python scripts/coverage_floors.py --whole DATA_FILE    all of pyproxy/ and control/ against WHOLE_FLOOR
 
 The decision modules are pure by design, so their unit tests alone must cover them (tests/unit, in-process:
 fast, and no subprocess measurement needed). `make coverage-floors` runs the unit tests under coverage and
@@ -12,15 +13,24 @@ The target for every decision module is 95 % (line + branch, coverage.py's "cove
 listed is there. Each floor is what the module measured when the floor was last raised (rounded down to 0.5),
 so coverage can only go up: raise the number when you add tests, never lower it. New code in a module at 100
 needs its test in the same change.
+
+`--whole` checks the whole of pyproxy/ and control/ together, from the combined data of the whole suite
+(`make test` runs the rest of the suite under coverage too, subprocesses included, and combines it with the unit
+data): the project's floor there is 85 %; WHOLE_FLOOR is held a little under what it measures, because
+the e2e tests reach some branches (a retry after a slow start, a reconnect) only on some runs.
 """
 from __future__ import annotations
 
 import io
 import sys
+from pathlib import Path
 
 from coverage import Coverage
+from coverage.exceptions import NoDataError
 
 TARGET = 95.0
+WHOLE_FLOOR = 92.0  # measured 94.1 % (2026-12-04, c088871); the project's floor is 85 %
+ROOT = Path(__file__).resolve().parent.parent
 FLOORS = {  # module -> floor (%): what it measured when last raised (2026-12-04, rounded down to 0.5)
     "pyproxy/routing/table.py": 99.0,
     "pyproxy/routing/retry.py": 97.5,
@@ -62,7 +72,27 @@ def percent(cov: Coverage, path: str) -> float | None:
     return cov.report(include=[matches[0]], file=io.StringIO())  # the "Cover" column of `coverage report`
 
 
+def whole(data_file: str) -> int:
+    """The whole-package floor: line + branch coverage of pyproxy/ and control/ together."""
+    cov = Coverage(data_file=data_file)
+    cov.load()
+    include = [f"{ROOT}/pyproxy/*", f"{ROOT}/control/*"]
+    try:
+        got = cov.report(include=include, file=io.StringIO())
+    except NoDataError as e:  # nothing under pyproxy/ or control/ was measured
+        print(f"coverage floor: pyproxy/ and control/: {e}", file=sys.stderr)
+        return 1
+    if got + 1e-9 < WHOLE_FLOOR:
+        print(f"coverage floor: pyproxy/ and control/: {got:.1f} % branch coverage, under the floor "
+              f"{WHOLE_FLOOR:.1f} %", file=sys.stderr)
+        return 1
+    print(f"coverage of pyproxy/ and control/, whole suite: {got:.1f} % (floor {WHOLE_FLOOR:.1f} %)")
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "--whole":
+        return whole(argv[1])
     if len(argv) != 1:
         print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
         return 2
