@@ -190,7 +190,9 @@ class _Session:
         self._idle(conn)
 
     def _replace(self) -> None:
-        if not self.stopping and time.perf_counter() < self.deadline:
+        """A connection was lost: open another while requests may still come, or some wait in the queue (the
+        last ones scheduled can be queued when sending ends, each to go out on a replacement)."""
+        if (not self.stopping or self.pending) and time.perf_counter() < self.deadline:
             self.loop.create_task(self.connect())
 
     def _start(self, conn: _Connection, scheduled: float) -> None:
@@ -261,6 +263,7 @@ class _Session:
 
     def close(self) -> None:
         self.stopping = True
+        self.pending.clear()  # never sent: counted as timeouts; and no replacement connection is opened now
         for conn in list(self.live):
             if conn.transport is not None:
                 conn.transport.abort()

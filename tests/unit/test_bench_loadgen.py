@@ -153,3 +153,16 @@ async def test_the_command_line_rejects_a_non_loopback_target():
     _, stderr = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     assert b"only targets loopback" in stderr and b"Traceback" not in stderr
+
+
+async def test_requests_queued_when_sending_ends_still_go_out_on_replacement_connections():
+    """All five are due at once on one connection that the server closes after each answer: four wait in the
+    queue when the last is scheduled, and each replacement connection must still take one (a replacement used to
+    be opened only while requests were still being scheduled, so the four timed out)."""
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    server, url = await _serve_fixed(response, True)
+    try:
+        result = await loadgen.run_open_loop(url, rate=100_000, count=5, connections=1, timeout=3)
+    finally:
+        server.close()
+    assert (result.completed, result.ok, result.errors) == (5, 5, {"status": 0, "connect": 0, "read": 0, "timeout": 0})
