@@ -90,7 +90,7 @@ def service_specs(svc: Service, rule: DestinationRuleView | None) -> list[Cluste
         specs.append(ClusterSpec(cluster_name("outbound", port.port, "", svc.hostname), svc, port, "", None,
                                  rule, effective_policy(rule, port.port)))
         for sub in (rule.subsets if rule else ()):
-            name = str(sub.get("name", ""))
+            name = str(sub["name"])  # validation refuses a subset without a name
             labels = {str(k): str(v) for k, v in (sub.get("labels") or {}).items()}
             specs.append(ClusterSpec(cluster_name("outbound", port.port, name, svc.hostname), svc, port, name,
                                      labels, rule, effective_policy(rule, port.port, name)))
@@ -344,7 +344,9 @@ def service_accounts(proxy: Proxy, service: Service) -> list[str]:
 
 
 def _dr_has_selector(spec: ClusterSpec) -> bool:
-    return any(r.spec.get("workloadSelector") for r in (spec.rule.rules if spec.rule else ()))
+    """Whether the cluster's DestinationRule (there is one: a `credentialName` comes from it) has a selector."""
+    assert spec.rule is not None
+    return any(r.spec.get("workloadSelector") for r in spec.rule.rules)
 
 
 def credential_scope(proxy: Proxy, spec: ClusterSpec) -> tuple:
@@ -429,12 +431,7 @@ def _upstream_tls(proxy: Proxy, spec: ClusterSpec, tls: Mapping[str, Any]) -> di
         if not _credential_tls(proxy, spec, tls, common, validation, res):
             return None
     else:
-        if mode == "MUTUAL":
-            if not tls.get("clientCertificate") or not tls.get("privateKey"):
-                if res is not None:
-                    proxy.notes.add(res, "spec.trafficPolicy.tls", f"{spec.name}: MUTUAL needs clientCertificate "
-                                    "and privateKey (istiod then sends no TLS context)")
-                return None
+        if mode == "MUTUAL":  # validation refuses MUTUAL without both files when there is no credentialName
             common["tls_certificates"] = [{"certificate_chain": {"filename": str(tls["clientCertificate"])},
                                            "private_key": {"filename": str(tls["privateKey"])}}]
         common["validation_context"] = validation or {}
@@ -551,7 +548,7 @@ def mtls_checker(mesh: MeshSnapshot, spec: ClusterSpec) -> eds.MtlsCheck:
     endpoint port (DISABLE: plaintext)."""
     tls = (spec.policy or {}).get("tls")
     if tls is not None:
-        enabled = str(tls.get("mode") or "DISABLE") == "ISTIO_MUTUAL"
+        enabled = tls.get("mode") == "ISTIO_MUTUAL"
         return lambda ep: enabled
     return lambda ep: authn.effective_mtls(mesh, ep.workload, ep.port) != authn.MtlsMode.DISABLE
 

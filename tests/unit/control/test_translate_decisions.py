@@ -683,6 +683,7 @@ def test_connection_pool_keepalive_and_a_tcp_idle_timeout():
     ({"consecutiveErrors": 4}, {"consecutive_5xx": 4, "enforcing_consecutive_5xx": 100}),  # the deprecated name
     ({"consecutive5xxErrors": 0, "consecutiveErrors": 4}, {"consecutive_5xx": 0, "enforcing_consecutive_5xx": 0}),
     ({"consecutiveGatewayErrors": 0}, {"consecutive_gateway_failure": 0, "enforcing_consecutive_gateway_failure": 0}),
+    ({"consecutiveGatewayErrors": 1}, {"consecutive_gateway_failure": 1, "enforcing_consecutive_gateway_failure": 100}),
     ({"consecutiveGatewayErrors": 2}, {"consecutive_gateway_failure": 2, "enforcing_consecutive_gateway_failure": 100}),
 ])
 def test_outlier_detection_consecutive_errors(od, expected):
@@ -1107,3 +1108,52 @@ def test_http_filter_contributors_add_to_the_chain_in_their_places_and_see_the_p
     assert [f["name"] for f in http_filters(proxy, "inbound")] == [
         "envoy.filters.http.rbac", "authn.sidecar", "envoy.filters.http.fault", "envoy.filters.http.cors",
         "late.sidecar", "istio.stats", "envoy.filters.http.router"]
+
+
+def test_a_client_in_a_third_namespace_uses_the_rule_in_the_services_namespace():
+    """istiod's lookup order for a DestinationRule: the proxy's namespace, then the service's, then the root
+    namespace, then any other exported to it. The client (default) sees a rule in `other` (listed first) and one
+    in the service's namespace `shop`: the service's wins."""
+    extra = """
+apiVersion: v1
+kind: Service
+metadata: {name: cart, namespace: shop}
+spec: {selector: {app: cart}, ports: [{name: http, port: 8080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cart-elsewhere, namespace: other}
+spec: {host: cart.shop.svc.cluster.local, trafficPolicy: {loadBalancer: {simple: RANDOM}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cart, namespace: shop}
+spec: {host: cart.shop.svc.cluster.local, trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}}
+"""
+    cluster = cluster_of(extra, "outbound|8080||cart.shop.svc.cluster.local")
+    assert cluster["lb_policy"] == "LEAST_REQUEST"
+
+
+def test_two_services_of_one_host_seen_by_different_proxies_get_their_own_clusters():
+    """A ServiceEntry `api.example.com` in namespace a (DNS) and another in b (STATIC), each exported to its own
+    namespace only: the cluster name is the same, but a proxy in each namespace, rendered from one mesh snapshot,
+    gets the cluster of the service it sees (the per-snapshot cluster cache is keyed by the service too)."""
+    from control.translate import render_sidecar
+
+    def entry(ns: str, resolution: str) -> str:
+        return (f"apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: api, namespace: {ns}}}\n"
+                f"spec: {{hosts: [api.example.com], exportTo: ['.'], location: MESH_EXTERNAL, resolution: {resolution},"
+                f" ports: [{{number: 443, name: tls, protocol: TLS}}], endpoints: [{{address: 10.0.0.1}}]}}\n")
+
+    def client(ns: str) -> str:
+        return (f"apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: client-{ns}, namespace: {ns}}}\n"
+                f"spec:\n  selector: {{matchLabels: {{app: c}}}}\n  template:\n    metadata: {{labels: {{app: c}}}}\n"
+                f"    spec: {{containers: [{{name: c, image: c}}]}}\n")
+
+    text = "---\n".join([entry("a", "DNS"), entry("b", "STATIC"), client("a"), client("b")])
+    result = load_text(text, "config.yaml")
+    assert not [f for f in result.findings if f.level.label == "Error"], [str(f) for f in result.findings]
+    mesh = build_mesh(result.resources)
+    name = "outbound|443||api.example.com"
+    types = [by_name(render_sidecar(mesh, f"client-{ns}").clusters, name)["type"] for ns in ("a", "b")]
+    assert types == ["STRICT_DNS", "EDS"]
