@@ -186,24 +186,26 @@ def test_a_snake_case_field_is_pointed_at_its_camel_case_name(message, field, hi
 
 # --- gateway server hosts: ValidateNamespaceSlashWildcardHostname(isGateway) ----------------------------------
 
-def _short(name):
-    return f"short names (non FQDN) are not allowed: {name!r}"
-
-
+SHORT = "short names (non FQDN) are not allowed"
 EMPTY_PART = "config namespace and dnsName in host entry cannot be empty"
 
 
 @pytest.mark.parametrize("hosts, expect", [
-    (["ns/a.com", "*", "*/a.com", "./a.com", "1.2.3.4", "::ffff:1.2.3.4", "*.a.com"], []),
-    (["ns/", "a"], [(0, EMPTY_PART), (1, _short("a"))]),
-    (["/a.com"], [(0, EMPTY_PART)]),
-    (["::1"], [(0, _short("::1"))]),  # an IPv6 address without a dot is a short name to Istio too
-    (["ns/a"], [(0, _short("a"))]),
+    (["ns/a.com", "*", "*/a.com", "./a.com", "1.2.3.4", "::ffff:1.2.3.4", "*.a.com", "ns/*", "NS/a.com"], []),
+    (["ns/", "a"], [(0, EMPTY_PART), (0, SHORT), (0, "empty domain name not allowed"), (1, SHORT)]),
+    (["/a.com"], [(0, EMPTY_PART), (0, "invalid namespace value '' in gateway")]),
+    (["::1"], [(0, SHORT)]),  # an IPv6 address without a dot is a short name to Istio too (but a valid IP)
+    (["ns/a"], [(0, SHORT)]),
     (["*a.com"], [(0, "partial wildcard '*a.com' not allowed")]),
     (["ns/*a.com"], [(0, "partial wildcard '*a.com' not allowed")]),
-    (["a..com"], [(0, "invalid host 'a..com': '' is not a valid DNS label")]),
-    (["ns/a/b.com"], [(0, "invalid host 'a/b.com': 'a/b' is not a valid DNS label")]),
+    (["a*.com"], [(0, "domain name 'a*.com' invalid (label 'a*' invalid)"),
+                  (0, "partial wildcard 'a*.com' not allowed")]),
+    # agent.ValidateWildcardDomain checks the labels after the first as a domain of their own, named so
+    (["a..com"], [(0, "domain name '.com' invalid (label '' invalid)")]),
+    (["ns/a/b.com"], [(0, "domain name 'a/b.com' invalid (label 'a/b' invalid)")]),
     (["Bad_NS/a.com"], [(0, "invalid namespace value 'Bad_NS' in gateway")]),
+    (["10.0.0.300"], [(0, "domain name '0.0.300' invalid (top level domain '300' cannot be all-numeric)")]),
+    (["a.b_c"], [(0, "domain name 'b_c' invalid (label 'b_c' invalid)")]),
 ])
 def test_gateway_server_hosts(hosts, expect):
     server = {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": hosts}
@@ -766,16 +768,30 @@ def test_a_signed_duration(text, ns):
 
 @pytest.mark.parametrize("gateways, expect", [
     (["gw"], []), (["ns/gw"], []), (["mesh"], []), (["ns/gw", "mesh"], []),
-    (["gw.ns.svc.cluster.local"], [("warning", "using legacy gatewayName format 'gw.ns.svc.cluster.local'; prefer "
-                                               "the <namespace>/<name> format: 'ns/gw'")]),
-    (["Bad/gw"], [("error", "invalid value for namespace: 'Bad'")]),
-    (["ns/Bad"], [("error", "invalid value for gateway name: 'Bad'")]),
-    (["*"], [("error", "invalid gateway name '*'")]),
-    (["a*b.com"], [("error", "invalid host 'a*b.com': 'a*b' is not a valid DNS label")]),
+    (["Bad/Gw"], []), ([f"{LABEL_63}/{LABEL_63}"], []),  # labels.IsDNS1123Label: either case, at most 63
+    (["gw.ns.svc.cluster.local"], [(0, "warning", "using legacy gatewayName format 'gw.ns.svc.cluster.local'; "
+                                                  "prefer the <namespace>/<name> format: 'ns/gw'")]),
+    (["b_d/gw"], [(0, "error", "invalid value for namespace: 'b_d'")]),
+    ([f"{LABEL_64}/gw"], [(0, "error", f"invalid value for namespace: '{LABEL_64}'")]),
+    (["ns/g_w"], [(0, "error", "invalid value for gateway name: 'g_w'")]),
+    (["ns/a/gw"], [(0, "error", "invalid value for gateway name: 'a/gw'")]),  # split at the first '/'
+    (["/gw"], [(0, "error", "config namespace and gateway name cannot be empty"),
+               (0, "error", "invalid value for namespace: ''")]),
+    (["ns/gw", "ns/"], [(1, "error", "config namespace and gateway name cannot be empty"),
+                        (1, "error", "invalid value for gateway name: ''")]),
+    (["*"], [(0, "error", "domain name '*' invalid (label '*' invalid)")]),  # agent.ValidateFQDN
+    (["a*b.com"], [(0, "warning", "using legacy gatewayName format 'a*b.com'; prefer the <namespace>/<name> "
+                                  "format: 'com/a*b'"),
+                   (0, "error", "domain name 'a*b.com' invalid (label 'a*b' invalid)")]),
+    (["10.0.0.1"], [(0, "warning", "using legacy gatewayName format '10.0.0.1'; prefer the <namespace>/<name> "
+                                   "format: '0/10'"),
+                    (0, "error", "domain name '10.0.0.1' invalid (top level domain '1' cannot be all-numeric)")]),
+    # Istio's validateGatewayNames returns at the first name without a namespace: later names go unchecked
+    (["mesh", "b_d/gw"], []), (["g_w", "*"], [(0, "error", "domain name 'g_w' invalid (label 'g_w' invalid)")]),
 ])
 def test_virtual_service_gateway_names(gateways, expect):
     spec = {"hosts": ["r.com"], "gateways": gateways, "http": [{"route": [{"destination": {"host": "r"}}]}]}
-    assert found("VirtualService", spec) == [("spec.gateways[0]", kind, text) for kind, text in expect]
+    assert found("VirtualService", spec) == [(f"spec.gateways[{i}]", kind, text) for i, kind, text in expect]
 
 
 ROUTE = {"route": [{"destination": {"host": "r"}}]}
