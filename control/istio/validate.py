@@ -212,13 +212,14 @@ def _scalar(value: Any, typ: str) -> tuple[Any, str | None]:
 
 # --- the schema walker ------------------------------------------------------------------------------------
 
-def _split_type(typ: str) -> tuple[str, bool]:
-    return (typ[:-1], True) if typ.endswith("!") else (typ, False)
+def _base_type(typ: str) -> str:
+    """A field's type without the `!` that marks it required."""
+    return typ.removesuffix("!")
 
 
 def _element_message(typ: str) -> str | None:
     """The message name a field type leads to (through [] and map:), or None for scalars."""
-    t = _split_type(typ)[0]
+    t = _base_type(typ)
     while True:
         if t.startswith("[]"):
             t = t[2:]
@@ -231,7 +232,7 @@ def _element_message(typ: str) -> str | None:
 
 def _type_step(typ: str) -> str:
     """How a path goes through a field type: "[]" for repeated, "{}" for maps, "" for a message."""
-    t = _split_type(typ)[0]
+    t = _base_type(typ)
     return "[]" if t.startswith("[]") else ".*" if t.startswith("map:") else ""
 
 
@@ -346,7 +347,7 @@ class _Walker:
                     text += f"; did you mean {hint}?"
                 self.add(field_path, "unknown", text)
                 continue
-            typ, _required = _split_type(fields[key])
+            typ = _base_type(fields[key])
             if item is None:  # protobuf JSON: null is "not set"
                 continue
             cleaned = self.value(item, typ, field_path, here)
@@ -586,7 +587,7 @@ def _jwt_claim_routes(vs: Mapping[str, Any], gateways: Any) -> RuleResult:
     for i, http in enumerate(vs.get("http") or ()):
         for j, match in enumerate(http.get("match") or ()):  # well-typed messages: rules run above no type error
             for field in ("headers", "withoutHeaders"):
-                for key in (match.get(field) or {}) if isinstance(match, Mapping) else ():
+                for key in match.get(field) or {}:
                     if is_jwt_claim(str(key)):
                         yield f"http[{i}].match[{j}].{field}", "error", (
                             f"JWT claim based routing (key: {key}) is only supported for gateway, found no "
@@ -1293,16 +1294,18 @@ def _slash_host_errors(host: str, gateway: bool) -> Iterator[str]:
     """agent.ValidateNamespaceSlashWildcardHostname: `namespace/dnsName`, the namespace `*`, `.` or a DNS label
     (a sidecar's also `~`-prefixed, an exclusion); then validateSidecarOrGatewayHostnamePart on the name: `*` or
     an FQDN, no partial wildcard. A gateway's host may leave out the namespace (the old style) and may be an IP."""
-    ns, slash, name = host.partition("/") if "/" in host else ("", "", host)
-    if slash:
+    ns, slash, name = host.partition("/")
+    if not slash:
+        if not gateway:
+            yield "host must be of form namespace/dnsName"
+            return
+        name = host  # the old style
+    else:
         if not ns or not name:
             yield "config namespace and dnsName in host entry cannot be empty"
         bare = ns if gateway else ns.removeprefix("~")  # a gateway's namespace may not be empty, a sidecar's may
         if (bare or gateway) and bare not in ("*", ".") and not _dns_label_ok(bare):
             yield f"invalid namespace value {ns!r} in {'gateway' if gateway else 'sidecar'}"
-    elif not gateway:
-        yield "host must be of form namespace/dnsName"
-        return
     if name != "*" and "." not in name:  # an IPv6 address without a dot too, as in Istio
         yield "short names (non FQDN) are not allowed"
     if (err := wildcard_domain_error(name)) and not (gateway and _is_ip(name)):

@@ -423,6 +423,15 @@ def test_the_message_tree_is_breadth_first_through_lists_and_maps_to_a_depth():
     assert list(_message_tree("Tracing", 2)) == list(_message_tree("Tracing"))  # Tracing is two messages deep
 
 
+def test_the_message_tree_stops_six_messages_down_by_default():
+    """The deepest message in the schema, an IstioOperator's cookie attribute through a port-level policy, is
+    seven down: left out (the same message six down, through the default policy, is in)."""
+    from control.istio.validate import _message_tree
+    cookie = "meshConfig.defaultTrafficPolicy.{}loadBalancer.consistentHash.httpCookie.attributes[]"
+    rels = {rel for rel, _ in _message_tree("IstioOperator")}
+    assert cookie.format("") in rels and cookie.format("portLevelSettings[].") not in rels
+
+
 @pytest.mark.parametrize("typ, message, step", [
     ("HTTPRoute", "HTTPRoute", ""), ("HTTPRoute!", "HTTPRoute", ""), ("[]HTTPRoute", "HTTPRoute", "[]"),
     ("[]HTTPRoute!", "HTTPRoute", "[]"), ("map:StringMatch", "StringMatch", ".*"), ("[]map:StringMatch", "StringMatch", "[]"),
@@ -823,6 +832,10 @@ def test_a_redirect_prefix_rewrite_needs_prefix_uri_matches(match, bad):
     assert found("HTTPRoute", {"match": match, "redirect": {"prefixRewrite": "/x"}}, "error") == expect
 
 
+def test_a_redirect_without_a_prefix_rewrite_takes_any_uri_match():
+    assert found("HTTPRoute", {"match": [{"uri": {"regex": "/a"}}], "redirect": {"uri": "/x"}}, "error") == []
+
+
 ALLOWED_TARGETS = ("core/Service, gateway.networking.k8s.io/Gateway, gateway.networking.k8s.io/GatewayClass, "
                    "networking.istio.io/ServiceEntry")
 
@@ -872,13 +885,18 @@ def test_an_empty_port_level_list_is_no_traffic_policy_field():
         ("spec", "error", "traffic policy must have at least one field")]
 
 
-@pytest.mark.parametrize("field", ["headers", "withoutHeaders"])
-def test_jwt_claim_routing_needs_a_gateway(field):
+@pytest.mark.parametrize("field, gateways, shown", [
+    ("headers", None, "[]"), ("withoutHeaders", None, "[]"),
+    ("headers", ["mesh", "ns/gw"], "[mesh ns/gw]"),  # with the mesh among them it is no gateway route; Go's %v
+])
+def test_jwt_claim_routing_needs_a_gateway(field, gateways, shown):
     spec = {"hosts": ["r"], "http": [{"match": [{field: {"@request.auth.claims.iss": {"exact": "a"}}}],
                                       "route": [{"destination": {"host": "r"}}]}]}
+    if gateways:
+        spec["gateways"] = gateways
     assert found("VirtualService", spec, "error") == [
         (f"spec.http[0].match[0].{field}", "error", "JWT claim based routing (key: @request.auth.claims.iss) is only "
-                                                    "supported for gateway, found no gateways: []")]
+                                                    f"supported for gateway, found no gateways: {shown}")]
 
 
 def test_a_target_ref_without_a_kind():
