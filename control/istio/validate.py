@@ -212,13 +212,14 @@ def _scalar(value: Any, typ: str) -> tuple[Any, str | None]:
 
 # --- the schema walker ------------------------------------------------------------------------------------
 
-def _split_type(typ: str) -> tuple[str, bool]:
-    return (typ[:-1], True) if typ.endswith("!") else (typ, False)
+def _base_type(typ: str) -> str:
+    """A field's type without the `!` that marks it required."""
+    return typ.removesuffix("!")
 
 
 def _element_message(typ: str) -> str | None:
     """The message name a field type leads to (through [] and map:), or None for scalars."""
-    t = _split_type(typ)[0]
+    t = _base_type(typ)
     while True:
         if t.startswith("[]"):
             t = t[2:]
@@ -231,7 +232,7 @@ def _element_message(typ: str) -> str | None:
 
 def _type_step(typ: str) -> str:
     """How a path goes through a field type: "[]" for repeated, "{}" for maps, "" for a message."""
-    t = _split_type(typ)[0]
+    t = _base_type(typ)
     return "[]" if t.startswith("[]") else ".*" if t.startswith("map:") else ""
 
 
@@ -346,7 +347,7 @@ class _Walker:
                     text += f"; did you mean {hint}?"
                 self.add(field_path, "unknown", text)
                 continue
-            typ, _required = _split_type(fields[key])
+            typ = _base_type(fields[key])
             if item is None:  # protobuf JSON: null is "not set"
                 continue
             cleaned = self.value(item, typ, field_path, here)
@@ -551,20 +552,24 @@ def _is_ip(text: str) -> bool:
 
 
 def _gateway_names(gateways: Any) -> RuleResult:
-    """validateGatewayNames: `namespace/name` of two DNS-1123 labels, or a legacy FQDN-style name."""
+    """validateGatewayNames: `namespace/name` of two DNS labels (labels.IsDNS1123Label), or a name without a
+    namespace (`mesh`, a legacy `name.namespace...` with a warning) that must be an FQDN (agent.ValidateFQDN).
+    As in Istio, the first name without a namespace ends the check: the names after it are not validated."""
     for i, name in enumerate(gateways or ()):
         ns, slash, short = name.partition("/")
         if not slash:
-            if (err := _host_error(name)) or "*" in name:
-                yield f"gateways[{i}]", "error", err or f"invalid gateway name {name!r}"
-            elif "." in name:
+            if "." in name:
                 parts = name.split(".")
                 yield f"gateways[{i}]", "warning", (f"using legacy gatewayName format {name!r}; prefer the "
                                                     f"<namespace>/<name> format: '{parts[1]}/{parts[0]}'")
-            continue
-        if not _DNS1123_LABEL.match(ns):
+            if err := fqdn_error(name):
+                yield f"gateways[{i}]", "error", err
+            return
+        if not ns or not short:
+            yield f"gateways[{i}]", "error", "config namespace and gateway name cannot be empty"
+        if not _dns_label_ok(ns):
             yield f"gateways[{i}]", "error", f"invalid value for namespace: {ns!r}"
-        if not _DNS1123_LABEL.match(short):
+        if not _dns_label_ok(short):
             yield f"gateways[{i}]", "error", f"invalid value for gateway name: {short!r}"
 
 
@@ -582,7 +587,7 @@ def _jwt_claim_routes(vs: Mapping[str, Any], gateways: Any) -> RuleResult:
     for i, http in enumerate(vs.get("http") or ()):
         for j, match in enumerate(http.get("match") or ()):  # well-typed messages: rules run above no type error
             for field in ("headers", "withoutHeaders"):
-                for key in (match.get(field) or {}) if isinstance(match, Mapping) else ():
+                for key in match.get(field) or {}:
                     if is_jwt_claim(str(key)):
                         yield f"http[{i}].match[{j}].{field}", "error", (
                             f"JWT claim based routing (key: {key}) is only supported for gateway, found no "
@@ -986,20 +991,9 @@ def _gateway(gw: Mapping[str, Any]) -> RuleResult:
 
 
 def _gateway_hosts(hosts: Any) -> RuleResult:
-    """ValidateNamespaceSlashWildcardHostname for gateways: a namespace of `*`, `.` or a DNS label, and a
-    dnsName that is `*` or an FQDN (no short names, no partial wildcards like `*bar.com`), or an IP."""
+    """A gateway server's hosts: agent.ValidateNamespaceSlashWildcardHostname(host, isGateway=true)."""
     for i, host in enumerate(hosts or ()):
-        ns, slash, name = host.partition("/") if "/" in host else ("", "", host)
-        if slash and (not ns or not name):
-            yield f"hosts[{i}]", "error", "config namespace and dnsName in host entry cannot be empty"
-            continue
-        if slash and ns not in ("*", ".") and not _DNS1123_LABEL.match(ns):
-            yield f"hosts[{i}]", "error", f"invalid namespace value {ns!r} in gateway"
-        if name != "*" and "." not in name:  # an IPv6 address without a dot too, as in Istio
-            yield f"hosts[{i}]", "error", f"short names (non FQDN) are not allowed: {name!r}"
-        elif "*" in name and name != "*" and not name.startswith("*."):
-            yield f"hosts[{i}]", "error", f"partial wildcard {name!r} not allowed"
-        elif name != "*" and not _is_ip(name) and (err := _host_error(name)):
+        for err in _slash_host_errors(host, gateway=True):
             yield f"hosts[{i}]", "error", err
 
 
@@ -1296,21 +1290,25 @@ def wildcard_domain_error(domain: str) -> str | None:
     return _dns1123_labels_error(rest) if dot else None
 
 
-def _sidecar_host_errors(host: str) -> Iterator[str]:
-    """agent.ValidateNamespaceSlashWildcardHostname(host, isGateway=false): `namespace/dnsName`, the namespace
-    `*`, `.`, a DNS label, or `~`-prefixed (an exclusion); the name `*` or an FQDN, no partial wildcard."""
+def _slash_host_errors(host: str, gateway: bool) -> Iterator[str]:
+    """agent.ValidateNamespaceSlashWildcardHostname: `namespace/dnsName`, the namespace `*`, `.` or a DNS label
+    (a sidecar's also `~`-prefixed, an exclusion); then validateSidecarOrGatewayHostnamePart on the name: `*` or
+    an FQDN, no partial wildcard. A gateway's host may leave out the namespace (the old style) and may be an IP."""
     ns, slash, name = host.partition("/")
     if not slash:
-        yield "host must be of form namespace/dnsName"
-        return
-    if not ns or not name:
-        yield "config namespace and dnsName in host entry cannot be empty"
-    bare = ns.removeprefix("~")
-    if bare not in ("", "*", ".") and not _dns_label_ok(bare):
-        yield f"invalid namespace value {ns!r} in sidecar"
-    if name != "*" and "." not in name:
+        if not gateway:
+            yield "host must be of form namespace/dnsName"
+            return
+        name = host  # the old style
+    else:
+        if not ns or not name:
+            yield "config namespace and dnsName in host entry cannot be empty"
+        bare = ns if gateway else ns.removeprefix("~")  # a gateway's namespace may not be empty, a sidecar's may
+        if (bare or gateway) and bare not in ("*", ".") and not _dns_label_ok(bare):
+            yield f"invalid namespace value {ns!r} in {'gateway' if gateway else 'sidecar'}"
+    if name != "*" and "." not in name:  # an IPv6 address without a dot too, as in Istio
         yield "short names (non FQDN) are not allowed"
-    if err := wildcard_domain_error(name):
+    if (err := wildcard_domain_error(name)) and not (gateway and _is_ip(name)):
         yield err
     if "*" in name and len(name) != 1 and not name.startswith("*."):
         yield f"partial wildcard {name!r} not allowed"
@@ -1327,7 +1325,7 @@ def _egress_hosts(hosts: Any, namespace: str, where: str) -> RuleResult:
             if (name != "*" and (name in seen or "*" in seen)) or (name == "*" and seen):
                 yield f"{where}.hosts[{i}]", "warning", f"duplicated egress host: {host}"
             seen.add(name)
-        for err in _sidecar_host_errors(host):
+        for err in _slash_host_errors(host, gateway=False):
             yield f"{where}.hosts[{i}]", "error", err
     if "*" in by_ns.get("*", ()) and len(by_ns) != 1:
         yield f"{where}.hosts", "warning", "`*/*` host select all resources, no other hosts can be added"

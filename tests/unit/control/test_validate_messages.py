@@ -248,7 +248,7 @@ ROWS = [
         - "*"  #@a
         http:
         - route: [{destination: {host: r}}]
-        """, E("a", "spec.gateways[0]: invalid gateway name '*'")),
+        """, E("a", "spec.gateways[0]: domain name '*' invalid (label '*' invalid)")),
     row("vs-delegate-with-route", "VirtualService", """
         hosts: [r]
         http:
@@ -601,7 +601,8 @@ ROWS = [
         - port: {number: 80, name: http, protocol: HTTP}
           hosts:
           - /a.com  #@a
-        """, E("a", "spec.servers[0].hosts[0]: config namespace and dnsName in host entry cannot be empty")),
+        """, E("a", "spec.servers[0].hosts[0]: config namespace and dnsName in host entry cannot be empty"),
+        E("a", "spec.servers[0].hosts[0]: invalid namespace value '' in gateway")),
     row("gateway-host-bad-namespace", "Gateway", """
         servers:
         - port: {number: 80, name: http, protocol: HTTP}
@@ -613,7 +614,7 @@ ROWS = [
         - port: {number: 80, name: http, protocol: HTTP}
           hosts:
           - reviews  #@a
-        """, E("a", "spec.servers[0].hosts[0]: short names (non FQDN) are not allowed: 'reviews'")),
+        """, E("a", "spec.servers[0].hosts[0]: short names (non FQDN) are not allowed")),
     row("gateway-host-partial-wildcard", "Gateway", """
         servers:
         - port: {number: 80, name: http, protocol: HTTP}
@@ -625,7 +626,7 @@ ROWS = [
         - port: {number: 80, name: http, protocol: HTTP}
           hosts:
           - a_b.com  #@a
-        """, E("a", "spec.servers[0].hosts[0]: invalid host 'a_b.com': 'a_b' is not a valid DNS label")),
+        """, E("a", "spec.servers[0].hosts[0]: domain name 'a_b.com' invalid (label 'a_b' invalid)")),
     row("server-unix-bind-with-port", "Gateway", """
         servers:
         - port:
@@ -1486,7 +1487,7 @@ def test_every_field_type_in_the_schema_is_one_the_walker_knows():
                 t = t[2:] if t.startswith("[]") else t[4:]
             if t not in S.MESSAGES:
                 _scalar(None, t)  # raises KeyError for an unknown type
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="int128"):  # naming the type the schema got wrong
         _scalar(1, "int128")
 
 

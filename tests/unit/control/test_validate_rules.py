@@ -186,24 +186,26 @@ def test_a_snake_case_field_is_pointed_at_its_camel_case_name(message, field, hi
 
 # --- gateway server hosts: ValidateNamespaceSlashWildcardHostname(isGateway) ----------------------------------
 
-def _short(name):
-    return f"short names (non FQDN) are not allowed: {name!r}"
-
-
+SHORT = "short names (non FQDN) are not allowed"
 EMPTY_PART = "config namespace and dnsName in host entry cannot be empty"
 
 
 @pytest.mark.parametrize("hosts, expect", [
-    (["ns/a.com", "*", "*/a.com", "./a.com", "1.2.3.4", "::ffff:1.2.3.4", "*.a.com"], []),
-    (["ns/", "a"], [(0, EMPTY_PART), (1, _short("a"))]),
-    (["/a.com"], [(0, EMPTY_PART)]),
-    (["::1"], [(0, _short("::1"))]),  # an IPv6 address without a dot is a short name to Istio too
-    (["ns/a"], [(0, _short("a"))]),
+    (["ns/a.com", "*", "*/a.com", "./a.com", "1.2.3.4", "::ffff:1.2.3.4", "*.a.com", "ns/*", "NS/a.com"], []),
+    (["ns/", "a"], [(0, EMPTY_PART), (0, SHORT), (0, "empty domain name not allowed"), (1, SHORT)]),
+    (["/a.com"], [(0, EMPTY_PART), (0, "invalid namespace value '' in gateway")]),
+    (["::1"], [(0, SHORT)]),  # an IPv6 address without a dot is a short name to Istio too (but a valid IP)
+    (["ns/a"], [(0, SHORT)]),
     (["*a.com"], [(0, "partial wildcard '*a.com' not allowed")]),
     (["ns/*a.com"], [(0, "partial wildcard '*a.com' not allowed")]),
-    (["a..com"], [(0, "invalid host 'a..com': '' is not a valid DNS label")]),
-    (["ns/a/b.com"], [(0, "invalid host 'a/b.com': 'a/b' is not a valid DNS label")]),
+    (["a*.com"], [(0, "domain name 'a*.com' invalid (label 'a*' invalid)"),
+                  (0, "partial wildcard 'a*.com' not allowed")]),
+    # agent.ValidateWildcardDomain checks the labels after the first as a domain of their own, named so
+    (["a..com"], [(0, "domain name '.com' invalid (label '' invalid)")]),
+    (["ns/a/b.com"], [(0, "domain name 'a/b.com' invalid (label 'a/b' invalid)")]),
     (["Bad_NS/a.com"], [(0, "invalid namespace value 'Bad_NS' in gateway")]),
+    (["10.0.0.300"], [(0, "domain name '0.0.300' invalid (top level domain '300' cannot be all-numeric)")]),
+    (["a.b_c"], [(0, "domain name 'b_c' invalid (label 'b_c' invalid)")]),
 ])
 def test_gateway_server_hosts(hosts, expect):
     server = {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": hosts}
@@ -419,6 +421,15 @@ def test_the_message_tree_is_breadth_first_through_lists_and_maps_to_a_depth():
         ("", "Tracing"), ("match", "TracingSelector"), ("providers[]", "ProviderRef"), ("customTags.*", "CustomTag")]
     assert list(_message_tree("Tracing", 0)) == [("", "Tracing")]
     assert list(_message_tree("Tracing", 2)) == list(_message_tree("Tracing"))  # Tracing is two messages deep
+
+
+def test_the_message_tree_stops_six_messages_down_by_default():
+    """The deepest message in the schema, an IstioOperator's cookie attribute through a port-level policy, is
+    seven down: left out (the same message six down, through the default policy, is in)."""
+    from control.istio.validate import _message_tree
+    cookie = "meshConfig.defaultTrafficPolicy.{}loadBalancer.consistentHash.httpCookie.attributes[]"
+    rels = {rel for rel, _ in _message_tree("IstioOperator")}
+    assert cookie.format("") in rels and cookie.format("portLevelSettings[].") not in rels
 
 
 @pytest.mark.parametrize("typ, message, step", [
@@ -766,16 +777,30 @@ def test_a_signed_duration(text, ns):
 
 @pytest.mark.parametrize("gateways, expect", [
     (["gw"], []), (["ns/gw"], []), (["mesh"], []), (["ns/gw", "mesh"], []),
-    (["gw.ns.svc.cluster.local"], [("warning", "using legacy gatewayName format 'gw.ns.svc.cluster.local'; prefer "
-                                               "the <namespace>/<name> format: 'ns/gw'")]),
-    (["Bad/gw"], [("error", "invalid value for namespace: 'Bad'")]),
-    (["ns/Bad"], [("error", "invalid value for gateway name: 'Bad'")]),
-    (["*"], [("error", "invalid gateway name '*'")]),
-    (["a*b.com"], [("error", "invalid host 'a*b.com': 'a*b' is not a valid DNS label")]),
+    (["Bad/Gw"], []), ([f"{LABEL_63}/{LABEL_63}"], []),  # labels.IsDNS1123Label: either case, at most 63
+    (["gw.ns.svc.cluster.local"], [(0, "warning", "using legacy gatewayName format 'gw.ns.svc.cluster.local'; "
+                                                  "prefer the <namespace>/<name> format: 'ns/gw'")]),
+    (["b_d/gw"], [(0, "error", "invalid value for namespace: 'b_d'")]),
+    ([f"{LABEL_64}/gw"], [(0, "error", f"invalid value for namespace: '{LABEL_64}'")]),
+    (["ns/g_w"], [(0, "error", "invalid value for gateway name: 'g_w'")]),
+    (["ns/a/gw"], [(0, "error", "invalid value for gateway name: 'a/gw'")]),  # split at the first '/'
+    (["/gw"], [(0, "error", "config namespace and gateway name cannot be empty"),
+               (0, "error", "invalid value for namespace: ''")]),
+    (["ns/gw", "ns/"], [(1, "error", "config namespace and gateway name cannot be empty"),
+                        (1, "error", "invalid value for gateway name: ''")]),
+    (["*"], [(0, "error", "domain name '*' invalid (label '*' invalid)")]),  # agent.ValidateFQDN
+    (["a*b.com"], [(0, "warning", "using legacy gatewayName format 'a*b.com'; prefer the <namespace>/<name> "
+                                  "format: 'com/a*b'"),
+                   (0, "error", "domain name 'a*b.com' invalid (label 'a*b' invalid)")]),
+    (["10.0.0.1"], [(0, "warning", "using legacy gatewayName format '10.0.0.1'; prefer the <namespace>/<name> "
+                                   "format: '0/10'"),
+                    (0, "error", "domain name '10.0.0.1' invalid (top level domain '1' cannot be all-numeric)")]),
+    # Istio's validateGatewayNames returns at the first name without a namespace: later names go unchecked
+    (["mesh", "b_d/gw"], []), (["g_w", "*"], [(0, "error", "domain name 'g_w' invalid (label 'g_w' invalid)")]),
 ])
 def test_virtual_service_gateway_names(gateways, expect):
     spec = {"hosts": ["r.com"], "gateways": gateways, "http": [{"route": [{"destination": {"host": "r"}}]}]}
-    assert found("VirtualService", spec) == [("spec.gateways[0]", kind, text) for kind, text in expect]
+    assert found("VirtualService", spec) == [(f"spec.gateways[{i}]", kind, text) for i, kind, text in expect]
 
 
 ROUTE = {"route": [{"destination": {"host": "r"}}]}
@@ -805,6 +830,10 @@ PREFIX_ONLY = "redirect prefix_rewrite requires all URI matches to use prefix ma
 def test_a_redirect_prefix_rewrite_needs_prefix_uri_matches(match, bad):
     expect = [] if bad is None else [(f"spec.match[{bad}].uri", "error", PREFIX_ONLY)]
     assert found("HTTPRoute", {"match": match, "redirect": {"prefixRewrite": "/x"}}, "error") == expect
+
+
+def test_a_redirect_without_a_prefix_rewrite_takes_any_uri_match():
+    assert found("HTTPRoute", {"match": [{"uri": {"regex": "/a"}}], "redirect": {"uri": "/x"}}, "error") == []
 
 
 ALLOWED_TARGETS = ("core/Service, gateway.networking.k8s.io/Gateway, gateway.networking.k8s.io/GatewayClass, "
@@ -856,13 +885,18 @@ def test_an_empty_port_level_list_is_no_traffic_policy_field():
         ("spec", "error", "traffic policy must have at least one field")]
 
 
-@pytest.mark.parametrize("field", ["headers", "withoutHeaders"])
-def test_jwt_claim_routing_needs_a_gateway(field):
+@pytest.mark.parametrize("field, gateways, shown", [
+    ("headers", None, "[]"), ("withoutHeaders", None, "[]"),
+    ("headers", ["mesh", "ns/gw"], "[mesh ns/gw]"),  # with the mesh among them it is no gateway route; Go's %v
+])
+def test_jwt_claim_routing_needs_a_gateway(field, gateways, shown):
     spec = {"hosts": ["r"], "http": [{"match": [{field: {"@request.auth.claims.iss": {"exact": "a"}}}],
                                       "route": [{"destination": {"host": "r"}}]}]}
+    if gateways:
+        spec["gateways"] = gateways
     assert found("VirtualService", spec, "error") == [
         (f"spec.http[0].match[0].{field}", "error", "JWT claim based routing (key: @request.auth.claims.iss) is only "
-                                                    "supported for gateway, found no gateways: []")]
+                                                    f"supported for gateway, found no gateways: {shown}")]
 
 
 def test_a_target_ref_without_a_kind():
