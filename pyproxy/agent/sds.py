@@ -128,32 +128,30 @@ def response(store: SecretStore, names: Iterable[str], nonce: str) -> discovery_
 
 
 class SecretDiscovery(sds_pb2_grpc.SecretDiscoveryServiceServicer):
-    """StreamSecrets: answer each subscription once the first certificate exists, push each rotation."""
+    """StreamSecrets: answer each subscription once the first certificate exists, push each rotation.
+
+    Each stream is one loop that takes one event at a time (opening, a request read, a renewal) and then decides
+    whether to send: nothing that arrives while it writes is lost (the renewal signal it waits on is taken before
+    it looks at the store), and the counters below say, without waiting a while, what a stream has done."""
 
     def __init__(self, store: SecretStore) -> None:
         self.store = store
         self._nonces = itertools.count(1)
         self.streams = 0
-        self.decisions = 0  # stream wake-ups that decided whether to send (so a test can see a push NOT made)
+        self.requests = 0  # requests read and taken into account (so a test can wait until its request was seen)
+        self.decisions = 0  # decisions whether to send: one per stream opened, per request read, per renewal seen
+        #                     (so a test can see a push NOT made: the decision happened and sent nothing)
 
     async def StreamSecrets(self, request_iterator, context):  # noqa: N802 - the gRPC method name
         state = SdsStreamState()
-        wake = asyncio.Event()
         self.streams += 1
         log.info("SDS stream opened (%d open)", self.streams)
-
-        async def read() -> None:
-            async for message in request_iterator:
-                error = message.error_detail.message if message.HasField("error_detail") else None
-                if error is not None:
-                    log.warning("Envoy rejected SDS %s version %s: %s", ",".join(message.resource_names),
-                                message.version_info, error)
-                if state.on_request(message.resource_names, message.response_nonce, error):
-                    wake.set()
-
-        reader = asyncio.create_task(read())
+        incoming = aiter(request_iterator)
+        next_request = asyncio.ensure_future(anext(incoming, None))
+        renewal = None
         try:
-            while not reader.done():
+            while True:
+                changed = self.store.changed  # a renewal from now on wakes this stream, even one made during write
                 version = self.store.version(state.names)
                 if version and state.due(version):
                     nonce = f"sds-{next(self._nonces)}"
@@ -162,15 +160,30 @@ class SecretDiscovery(sds_pb2_grpc.SecretDiscoveryServiceServicer):
                     self.store.pushes += 1
                     log.info("SDS: sent %s version %s", ",".join(state.names), version)
                 self.decisions += 1
-                wake.clear()
-                waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(self.store.changed.wait())]
-                await asyncio.wait([*waits, reader], return_when=asyncio.FIRST_COMPLETED)
-                for w in waits:
-                    w.cancel()
+                renewal = asyncio.ensure_future(changed.wait())
+                await asyncio.wait([next_request, renewal], return_when=asyncio.FIRST_COMPLETED)
+                renewal.cancel()
+                if not next_request.done():
+                    continue
+                if next_request.exception() is not None or (message := next_request.result()) is None:
+                    return  # Envoy closed the stream (or it broke): nothing more to serve
+                self._read(state, message)
+                next_request = asyncio.ensure_future(anext(incoming, None))
         finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+            for pending in (next_request, renewal):
+                if pending is not None:
+                    pending.cancel()
+            await asyncio.gather(next_request, return_exceptions=True)
             self.streams -= 1
+
+    def _read(self, state: SdsStreamState, message: discovery_pb2.DiscoveryRequest) -> None:
+        """One request into the stream's state (the loop's next decision answers it if it asks for an answer)."""
+        error = message.error_detail.message if message.HasField("error_detail") else None
+        if error is not None:
+            log.warning("Envoy rejected SDS %s version %s: %s", ",".join(message.resource_names),
+                        message.version_info, error)
+        state.on_request(message.resource_names, message.response_nonce, error)
+        self.requests += 1
 
     async def FetchSecrets(self, request, context):  # noqa: N802
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "FetchSecrets: use StreamSecrets (as istio-agent)")

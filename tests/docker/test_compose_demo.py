@@ -100,7 +100,7 @@ def _until(check, what: str, timeout: float):
         else:
             if last:
                 return last
-        time.sleep(1)
+        time.sleep(1)  # poll interval of a bounded wait
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
 
 
@@ -183,7 +183,7 @@ def _stop_daemon(work: pathlib.Path) -> None:
             os.kill(pid, 0)
         except ProcessLookupError:
             return
-        time.sleep(0.5)
+        time.sleep(0.5)  # poll interval of a bounded wait for the exit
     os.kill(pid, signal.SIGKILL)
 
 

@@ -232,7 +232,7 @@ def _prometheus_counts_the_traffic_sent(base: str, proxies: dict[str, dict[str, 
             seen = prometheus_total()
             if seen == expected:
                 return
-            time.sleep(0.5)
+            time.sleep(0.5)  # poll interval of a bounded wait
         raise AssertionError(f"Prometheus says {seen}, details' sidecar counts {expected}")
 
     before = _details_inbound_requests(details_admin)

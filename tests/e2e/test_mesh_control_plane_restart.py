@@ -32,7 +32,7 @@ async def more_answers(live: list, n: int, traffic: asyncio.Task, timeout: float
             if traffic.done():
                 traffic.result()  # a crashed load surfaces here
                 raise AssertionError("the load stopped early")
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # poll interval of a bounded wait
     await asyncio.wait_for(wait(), timeout)
 
 
@@ -63,7 +63,7 @@ async def test_killing_the_control_plane_keeps_traffic_flowing_and_a_restart_res
     async def v2_answers() -> None:
         while not any(a.served_by == "reviews-v2" for a in live):
             traffic.done() and traffic.result()  # a crashed load surfaces here
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # poll interval of a bounded wait
     await asyncio.wait_for(v2_answers(), 20)
     rows = await mesh.wait_all_synced([name for name, _ in WORKLOADS])
     resynced = time.monotonic()

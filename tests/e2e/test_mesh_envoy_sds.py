@@ -321,7 +321,7 @@ async def test_envoy_certificates_rotate_through_the_agents_sds_under_load_witho
         async with client_session() as session:
             while not stop.is_set() and time.monotonic() < deadline and len(seen.get(name, ())) < 5000:
                 seen.setdefault(name, []).append((time.monotonic(), await through(session, port, host)))
-                await asyncio.sleep(0.005)
+                await asyncio.sleep(0.005)  # pacing of the load loop, not synchronisation
 
     async def watch() -> None:
         while time.monotonic() < deadline and envoy.installed() < installed_at_start + 3:

@@ -156,7 +156,7 @@ async def test_certificates_rotate_under_load_without_a_failed_request(mesh: Mes
                 serials[w.name].add(cert["serial_number"])
                 if w is client:
                     fingerprints[cert["sha256"]] = cert["serial_number"]
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # poll interval of the bounded watch (enough() has a deadline)
 
     async def keep_alive(kind: str, host: str) -> None:
         async with client_session() as session:

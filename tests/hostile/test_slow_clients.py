@@ -17,7 +17,7 @@ SLOW_CONNECTIONS = 200
 async def wait_for(cond, timeout: float = 10.0) -> None:
     async def poll():
         while not cond():
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # poll interval of a bounded wait
     await asyncio.wait_for(poll(), timeout)
 
 

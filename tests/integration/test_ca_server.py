@@ -214,10 +214,10 @@ async def test_renewal_follows_the_injected_clock(mesh):
     secrets: list[WorkloadSecret] = []
     three = asyncio.Event()
 
-    async def fake_sleep(seconds: float) -> None:
+    async def fake_sleep(seconds: float) -> None:  # injected into run(): the agent waits on the test's clock
         slept.append(seconds)
         mesh.clock.now += seconds
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the injected sleep: one loop turn, no real wait
 
     agent = mesh.agent(SLEEP)
     agent.subscribe(lambda s: (secrets.append(s), len(secrets) >= 3 and three.set()))
@@ -237,11 +237,11 @@ async def test_run_retries_after_a_failure_with_backoff(mesh):
     agent.token_path.unlink()
     got = asyncio.Event()
 
-    async def fake_sleep(seconds: float) -> None:
+    async def fake_sleep(seconds: float) -> None:  # injected into run(): records the back-off asked for
         slept.append(seconds)
         if len(slept) == 3:
             agent.token_path.write_text(token)  # the token appears after three failures
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the injected sleep: one loop turn, no real wait
 
     agent.subscribe(lambda s: got.set())
     await run_until(agent, fake_sleep, got)

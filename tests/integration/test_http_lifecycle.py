@@ -25,7 +25,7 @@ async def eventually(predicate, timeout: float = 5.0, what: str = "condition") -
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # poll interval of a bounded wait
 
 
 def gauges_idle(proxy) -> bool:

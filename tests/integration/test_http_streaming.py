@@ -218,7 +218,7 @@ async def test_slow_upstream_upload_is_backpressured(proxy_process, upstream):
         await c.send(request_bytes("POST", "/stall-read", [("content-length", str(total))]))
         sender = asyncio.create_task(send_body(c, total, chunked=False))
         async with RssWatch(proc) as rss:
-            done, _ = await asyncio.wait([sender], timeout=STALL)
+            done, _ = await asyncio.wait([sender], timeout=STALL)  # the stall itself: the upstream reads nothing
         assert not done, "the client sent all 512 MiB into a proxy whose upstream was not reading"
         rss.assert_bounded()
         upstream.reading_allowed.set()

@@ -52,7 +52,7 @@ async def run(proxy_factory, direction: str, clusters: list[dict], payloads: lis
             s = seen.get("istio_tcp_connections_closed_total")
             if s is not None and s.value == len(payloads):
                 return seen
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # poll interval of a bounded wait
         raise AssertionError(f"closed connections never reached {len(payloads)}: {seen}")
     finally:
         await runner.cleanup()

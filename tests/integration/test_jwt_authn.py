@@ -185,7 +185,7 @@ async def test_rotation_is_picked_up_after_the_cache_duration(proxy_factory, ups
     deadline = time.monotonic() + 10  # hang guard only: the cache expires after 0.2 s
     while (await p.fetch("GET", "/api/x", bearer(new))).status != 200:
         assert time.monotonic() < deadline, "the rotated key was never fetched"
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # poll interval of a bounded wait
     assert jwks.fetches >= 2
     r = await p.fetch("GET", "/api/x", bearer(token(keys)))  # k1 is gone from the JWKS now
     assert (r.status, r.body) == (401, b"Jwks doesn't have key to match kid or alg from Jwt")

@@ -74,7 +74,7 @@ async def test_tap_prints_the_requests_then_stops_at_max(sidecar):
     for _ in range(500):
         if proxy.server.tap.subscribers or task.done():
             break
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # poll interval of a bounded wait
     assert proxy.server.tap.subscribers, "meshctl tap did not attach"
     await proxy.fetch("GET", "/ok/1", headers=[("traceparent", "00-11111111111111111111111111111111-2222222222222222-01")])
     await proxy.fetch("GET", "/fail")

@@ -71,7 +71,7 @@ async def wait_for(predicate, what: str) -> None:
     for _ in range(200):
         if predicate():
             return
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # poll interval of a bounded wait
     raise AssertionError(f"timed out waiting for {what}")
 
 

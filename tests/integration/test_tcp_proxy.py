@@ -54,7 +54,7 @@ async def _until(predicate, what: str, timeout: float = 30.0):
     while not predicate():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # poll interval of a bounded wait
 
 
 async def test_bytes_flow_both_ways_and_a_fin_is_passed_on(echo, proxy_factory, tmp_path):

@@ -41,7 +41,7 @@ async def test_delay_holds_the_request_then_forwards_it_with_di(traffic_proxy, u
                                                                    "percentage": percent(100)}}))
     start = time.monotonic()
     r = await p.fetch("POST", "/", body=b"held body")
-    assert time.monotonic() - start >= 0.3
+    assert time.monotonic() - start >= 0.3  # a lower bound, the delay's own semantics: load only lengthens it
     assert (r.status, r.body) == (200, b"ok")
     assert upstream.requests[-1].body_length == len(b"held body")
     assert p.access_log()[-1]["flags"] == "DI"
@@ -116,7 +116,7 @@ async def test_header_controlled_abort_and_delay(traffic_proxy, upstream, tmp_pa
     assert p.access_log()[-1]["flags"] == "FI"
     start = time.monotonic()
     r = await p.fetch("GET", "/", [("x-envoy-fault-delay-request", "200")])
-    assert time.monotonic() - start >= 0.2
+    assert time.monotonic() - start >= 0.2  # a lower bound, the delay's own semantics: load only lengthens it
     assert r.status == 200
     assert p.access_log()[-1]["flags"] == "DI"
 

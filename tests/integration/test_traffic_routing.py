@@ -287,7 +287,7 @@ async def test_mirror_sends_a_shadow_copy_and_does_not_wait_for_it(traffic_proxy
 
 async def _until_complete(req) -> None:
     while not req.complete:
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # poll interval of a bounded wait (wait_for 5 s)
 
 
 async def test_mirror_runtime_fraction(traffic_proxy, upstream_factory):

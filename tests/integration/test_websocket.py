@@ -23,7 +23,7 @@ ECHO_SECONDS = 2.0  # ... and in time
 async def wait_for(cond, timeout: float = 5.0) -> None:
     async def poll():
         while not cond():
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # poll interval of a bounded wait
     await asyncio.wait_for(poll(), timeout)
 
 

@@ -129,7 +129,7 @@ async def test_pyproxy_follows_the_control_plane_with_delta_by_default_and_sotw_
                     if entry and all(t["status"] == "SYNCED" for t in entry["types"].values()) and \
                             all(st.version == entry["version"] for st in client.state.types.values()):
                         return entry
-                    await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.02)  # poll interval of a bounded wait
             entry = await asyncio.wait_for(synced(), 10)
             assert set(server.listeners) >= {f"0.0.0.0_{outbound}", "virtualInbound"}
             eds = client.state.types[EDS]
@@ -147,7 +147,7 @@ async def test_pyproxy_follows_the_control_plane_with_delta_by_default_and_sotw_
             async def moved() -> None:
                 while client.state.types[RDS].version == entry["version"] or \
                         client.state.types[RDS].version != cp.cache.snapshot(me["id"]).version:
-                    await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.02)  # poll interval of a bounded wait
             await asyncio.wait_for(moved(), 10)
             assert client.state.types[RDS].rejects == 0
         finally:

@@ -187,7 +187,7 @@ async def _row(cp, name: str, want) -> dict:
         rows = {r["name"]: r for r in cp.syncz()}
         if name in rows and rows[name]["types"] and want(rows[name]):
             return rows[name]
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # poll interval of a bounded wait
     raise AssertionError(f"{name}: not as wanted in syncz: {cp.syncz()}")
 
 

@@ -112,11 +112,12 @@ async def syncz(session, base) -> dict:
         return {p["name"]: p for p in await resp.json()}
 
 
-async def long_poll_in(cp, node_id: str, timeout: float = 5.0) -> None:
-    """Wait (bounded) until the control plane holds a long-poll of `node_id` (it counts as connected)."""
+async def long_poll_in(cp, node_id: str, timeout: float = 5.0, held: bool = True) -> None:
+    """Wait (bounded) until the control plane holds a long-poll of `node_id` (it counts as connected); with
+    `held=False`, until it holds none."""
     async def poll() -> None:
-        while not cp.live.connected(node_id):
-            await asyncio.sleep(0.01)
+        while cp.live.connected(node_id) != held:
+            await asyncio.sleep(0.01)  # the poll interval of a bounded wait
     await asyncio.wait_for(poll(), timeout)
 
 
@@ -124,7 +125,7 @@ async def wait_for_metric(session, murl: str, name: str, value: float, timeout: 
     """Poll the control plane's metric until it reads `value` (bounded): sequencing without a fixed sleep."""
     async def poll() -> None:
         while await metric(session, murl, name) != value:
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # the poll interval of a bounded wait
     await asyncio.wait_for(poll(), timeout)
 
 
@@ -160,14 +161,16 @@ async def test_first_request_gets_resources_with_version_and_nonce_then_ack_is_s
 
 
 async def test_endpoints_wait_for_the_clusters_ack(mesh):
-    _cp, base, _m, _c, _clock, session = mesh
+    cp, base, _m, _c, _clock, session = mesh
     proxy = Proxy(session, base, REVIEWS)
     assert (await proxy.post("endpoints", wait=0.2))[0] == 304  # no CDS acknowledged yet
     await proxy.post("clusters")
     pending = asyncio.create_task(proxy.post("endpoints", wait=5))
-    await asyncio.sleep(0)
+    await long_poll_in(cp, REVIEWS["id"])  # the EDS request is in and waiting (its only request in flight) ...
+    waiting_on = cp.change_event(REVIEWS["id"])  # ... on this event
     assert (await proxy.post("clusters", wait=0))[0] == 304  # the ACK of CDS ...
-    status, eds = await pending  # ... releases EDS
+    assert waiting_on.is_set()  # ... wakes it (not its 5 s expiry) ...
+    status, eds = await pending  # ... and releases EDS
     assert status == 200 and eds["version_info"] == proxy.held["clusters"]["version_info"]
 
 
@@ -255,10 +258,7 @@ async def test_a_long_poll_in_flight_keeps_a_proxy_registered(mesh):
     poll.cancel()  # the client goes away: the server's handler is cancelled and releases the proxy
     with pytest.raises(asyncio.CancelledError):
         await poll
-    for _ in range(100):
-        if not cp.live.connected(REVIEWS["id"]):
-            break
-        await asyncio.sleep(0.01)
+    await long_poll_in(cp, REVIEWS["id"], held=False)
     clock.now += GRACE
     assert [n.name for n in cp.expire()] == ["reviews-v1"]
 

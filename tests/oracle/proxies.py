@@ -132,7 +132,7 @@ class ProxyPair:
                 return lines
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"{path} has no line for mark {n}")
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # poll interval of a bounded wait
 
 
 async def admin_get(url: str, path: str) -> str:

@@ -55,7 +55,7 @@ async def observe(port: int, ca: TestCA, log_path) -> tuple:
         lines = [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.exists() else []
         if len(lines) == 3:
             return seen, sorted(lines, key=lambda e: e["sni"])
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # poll interval of a bounded wait
     raise AssertionError(f"{log_path}: not three access-log lines")
 
 

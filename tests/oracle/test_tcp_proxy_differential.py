@@ -43,7 +43,7 @@ async def _read_log(path, n: int) -> list[dict]:
                         # pyproxy alike (0 or 5 in either), so not part of the comparison
                         e["rx"] = "-"
                 return sorted(lines, key=lambda e: (e["cluster"], e["rx"] if isinstance(e["rx"], int) else -1))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # poll interval of a bounded wait
     raise AssertionError(f"{path}: fewer than {n} access-log lines")
 
 

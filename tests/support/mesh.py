@@ -450,7 +450,7 @@ class Mesh:
             proc.terminate()
         grace = time.monotonic() + 0.3  # the first SIGTERM's drain: over as soon as every process has exited
         while time.monotonic() < grace and any(proc.running() for proc in self.processes):
-            time.sleep(0.01)
+            time.sleep(0.01)  # poll interval of a bounded wait for the exits
         for proc in reversed(self.processes):
             if isinstance(proc, Sidecar):
                 proc.terminate()
@@ -657,7 +657,7 @@ async def load(port: int, host: str, *, until: Callable[[list[Answer]], bool], m
         async with client_session() as session:
             while time.monotonic() < deadline and not until(answers):
                 answers.append(await call(session, port, host, path))
-                await asyncio.sleep(pause)
+                await asyncio.sleep(pause)  # pacing of the load loop, not synchronisation
     await asyncio.gather(*(worker() for _ in range(workers)))
     return sorted(answers, key=lambda a: a.sent)
 

@@ -119,7 +119,7 @@ async def poll(what: str, probe: Callable[[], Awaitable[Any]], timeout: float = 
                 return last
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not after {timeout}s (last: {last!r})\n{detail()}")
-        await asyncio.sleep(interval)
+        await asyncio.sleep(interval)  # poll interval of a bounded wait
 
 
 class Process:
@@ -226,7 +226,7 @@ class ProxyProcess(Process):
                 return ports
             if time.monotonic() > deadline:
                 raise AssertionError(f"pyproxy pid {pid} listens on {ports} after {timeout}s:\n{self.output()}")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # poll interval of a bounded wait
 
     async def wait_workers(self, count: int, port: int, timeout: float = 30.0) -> set[int]:
         """Poll until `count` child processes of the proxy each listen on `port`; return their PIDs."""
@@ -240,7 +240,7 @@ class ProxyProcess(Process):
                 return ready
             if time.monotonic() > deadline:
                 raise AssertionError(f"{len(ready)} of {count} workers listen on {port}:\n{self.output()}")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # poll interval of a bounded wait
 
     def rss(self) -> int:
         return rss_bytes(self.pid)
@@ -258,7 +258,7 @@ class ProxyProcess(Process):
         deadline = time.monotonic() + self.stop_grace
         for pid in self.known_children:
             while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
+                time.sleep(0.05)  # poll interval of a bounded wait for the exit
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         return code

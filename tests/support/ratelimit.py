@@ -42,7 +42,7 @@ async def hundred_then_refill(port: int, headers: list[tuple[str, str]], fill_in
             assert r.status == 429, r
             polls += 1
             assert time.monotonic() < deadline, f"no token refilled after {bound}s ({polls} polls)"
-            await asyncio.sleep(fill_interval / 10)
+            await asyncio.sleep(fill_interval / 10)  # poll interval of a bounded wait for a refill
     return Burst([r.status for r in responses], responses, elapsed, r, polls)
 
 

@@ -165,7 +165,7 @@ async def until(predicate: Callable[[], bool], timeout: float = 5.0, step: float
     while not predicate():
         if loop.time() > deadline:
             raise AssertionError("condition not reached in time")
-        await asyncio.sleep(step)
+        await asyncio.sleep(step)  # poll interval of a bounded wait
 
 
 def binomial_bounds(n: int, p: float, sigmas: float = 6.0) -> tuple[float, float]:

@@ -241,7 +241,7 @@ async def default_handler(conn: _Conn, req: RecordedRequest) -> bool:
         code = int(parts[1])
         simple(code, b"x" * 5 if code not in (204, 304) else b"")
     elif first == "delay":
-        await asyncio.sleep(float(parts[1]))
+        await asyncio.sleep(float(parts[1]))  # the delay the test asked for (/delay/<s>)
         simple(200, b"delayed")
     elif first == "reset-before-headers":
         return True

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 
 import grpc
 import pytest
@@ -14,8 +13,8 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 from google.rpc import status_pb2
-from pyproxy.agent.sds import (SECRET_TYPE, SdsStreamState, SecretStore, secret_messages, secret_versions, socket_path,
-                               start_sds)
+from pyproxy.agent.sds import (SECRET_TYPE, SdsStreamState, SecretDiscovery, SecretStore, secret_messages,
+                               secret_versions, socket_path, start_sds)
 from pyproxy.tls.agent import WorkloadSecret
 from pyproxy.tls.identity import PeerIdentity
 from tests.support.pki import TestCA
@@ -110,14 +109,23 @@ async def test_the_server_answers_once_a_certificate_exists_pushes_a_rotation_an
             while (item := await queue.get()) is not None:
                 yield item
         return stub.StreamSecrets(requests()), queue
+    async def counted(requests: int, decisions: int) -> None:
+        """Wait (bounded: a hang guard) until the server has read `requests` requests and made `decisions`
+        decisions; a stream decides once when it opens, once per request it reads, once per renewal it sees."""
+        async def poll() -> None:
+            while (servicer.requests, servicer.decisions) < (requests, decisions):
+                await asyncio.sleep(0.01)  # the poll interval of a bounded wait
+        await asyncio.wait_for(poll(), 30)
+        assert (servicer.requests, servicer.decisions) == (requests, decisions)
+
     call, queue = open_stream()
     roots, roots_queue = open_stream()  # Envoy's second stream: one per secret name
     await roots_queue.put(request(["ROOTCA"]))
     try:
         await queue.put(request(["default"]))
         read = asyncio.ensure_future(call.read())
-        await asyncio.sleep(0.2)
-        assert not read.done()  # no certificate yet: the stream waits (Envoy's initial_fetch_timeout 0)
+        await counted(2, 4)  # both streams opened and read their subscription, with no certificate yet ...
+        assert store.pushes == 0 and not read.done()  # ... so they wait (Envoy's initial_fetch_timeout 0)
         first = workload_secret(ca)
         store.install(first)
         r1 = await asyncio.wait_for(read, 30)
@@ -127,27 +135,27 @@ async def test_the_server_answers_once_a_certificate_exists_pushes_a_rotation_an
         await queue.put(request(["default"], r1.nonce, r1.version_info))  # ACK
         root = await asyncio.wait_for(roots.read(), 30)
         assert set(secrets_of(root)) == {"ROOTCA"} and root.version_info == secret_versions(first)["ROOTCA"]
+        await counted(3, 7)  # the certificate woke both streams (+2, each sent), the ACK was read (+1, sent nothing)
+        assert store.pushes == 2
 
-        decided = servicer.decisions  # both streams are waiting now
         second = workload_secret(ca)
         store.install(second)  # a renewal: pushed on the same stream
         r2 = await asyncio.wait_for(call.read(), 30)
         assert r2.version_info == secret_versions(second)["default"] and r2.nonce != r1.nonce
         assert secrets_of(r2)["default"].tls_certificate.private_key.inline_bytes == second.private_key_pem
-        bound = time.monotonic() + 30  # a hang bound: both streams woke on the renewal and decided (one sent, one not)
-        while servicer.decisions < decided + 2 and time.monotonic() < bound:
-            await asyncio.sleep(0.01)
-        assert servicer.decisions == decided + 2
+        await counted(3, 9)  # both streams woke on the renewal and decided: one sent, one did not
         assert store.pushes == 3 and servicer.streams == 2  # the same roots: ROOTCA is not pushed by a leaf renewal
 
         await queue.put(request(["default"], r2.nonce, r1.version_info, error="bad certificate"))  # NACK
         nothing = asyncio.ensure_future(call.read())
-        await asyncio.sleep(0.3)
-        assert not nothing.done()  # the refused version is not sent again
+        await counted(4, 10)  # the NACK was read and decided on ...
+        assert store.pushes == 3 and not nothing.done()  # ... and the refused version is not sent again
         third = workload_secret(ca)
         store.install(third)
         r3 = await asyncio.wait_for(nothing, 30)
         assert r3.version_info == secret_versions(third)["default"]
+        await counted(4, 12)
+        assert store.pushes == 4
     finally:
         await queue.put(None)
         await roots_queue.put(None)
@@ -155,3 +163,38 @@ async def test_the_server_answers_once_a_certificate_exists_pushes_a_rotation_an
         roots.cancel()
         await channel.close()
         await server.stop(grace=None)
+
+
+async def test_a_renewal_made_while_a_stream_writes_is_pushed_after_it():
+    """The certificate is renewed while the stream is writing its first answer: the stream sends the renewal
+    next (the renewal signal it waits on was taken before it wrote, so the change is not lost)."""
+    ca = TestCA()
+    store = SecretStore()
+    servicer = SecretDiscovery(store)
+    first, renewed = workload_secret(ca), workload_secret(ca)
+    store.install(first)
+    sent: list[str] = []
+    two = asyncio.Event()
+
+    class Context:  # the gRPC context: only its write is used by StreamSecrets
+        async def write(self, message) -> None:
+            sent.append(message.version_info)
+            if len(sent) == 1:
+                store.install(renewed)  # lands while the first answer is being written
+            if len(sent) == 2:
+                two.set()
+
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def requests():
+        while (item := await queue.get()) is not None:
+            yield item
+    await queue.put(request(["default"]))
+    stream = asyncio.ensure_future(servicer.StreamSecrets(requests(), Context()))
+    try:
+        await asyncio.wait_for(two.wait(), 30)  # a hang guard: without the fix the second push never comes
+        assert sent == [secret_versions(first)["default"], secret_versions(renewed)["default"]]
+    finally:
+        await queue.put(None)
+        await asyncio.wait_for(stream, 30)
+    assert servicer.streams == 0 and store.pushes == 2

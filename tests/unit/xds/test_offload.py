@@ -1,11 +1,13 @@
 """Building a config off the event loop (pyproxy.runtime.offload, pyproxy.xds.wire): the same results as the
 inline build, the same NACKs, requests answered while a large RDS update is being built, the replaced snapshot
-freed. No timing thresholds: the "during the apply" test is sequenced on the apply task not being done."""
+freed. No timing thresholds: the "during the apply" test holds the apply's parse on its worker thread until
+its request has been answered."""
 from __future__ import annotations
 
 import asyncio
 import gc
 import json
+import threading
 import weakref
 
 import pytest
@@ -24,6 +26,7 @@ from pyproxy.runtime.offload import (
 )
 from pyproxy.server import compile_routes
 from pyproxy.xds.state import RDS
+from pyproxy.xds import wire
 from pyproxy.xds.wire import parse_response
 
 SMALL = {"name": "80", "virtual_hosts": [
@@ -132,21 +135,32 @@ async def _get(port: int, host: str = HOST) -> bytes:
         writer.close()
 
 
-async def test_a_request_sent_while_a_large_rds_is_applied_is_answered_before_the_apply_ends():
+async def test_a_request_sent_while_a_large_rds_is_applied_is_answered_before_the_apply_ends(monkeypatch):
+    """The apply's parse is held on its worker thread until the test's request has been answered: the loop
+    answers meanwhile. Were the parse on the loop, the loop would be stuck in it (until the hang guard lets
+    the parse go) and the request would be answered only after the apply."""
+    parsing, release, parsed = threading.Event(), threading.Event(), threading.Event()
+
+    def held_parse(body: bytes):
+        parsing.set()
+        release.wait(30)  # a hang guard: the test releases it as soon as its request was answered
+        parsed.set()
+        return parse_response(body)
     up, server, xds = await _proxy()
+    monkeypatch.setattr(wire, "parse_response", held_parse)  # once the proxy has its first config
     try:
         port = server.listener_port("bench")
-        body = rds_body(10_000, "v1")  # seconds of parse + decode + compile; one request takes milliseconds
-        apply = asyncio.get_running_loop().create_task(xds._receive(RDS, body))
-        await asyncio.sleep(0)  # the apply has started: its parse runs on a worker thread
-        assert not apply.done()
+        apply = asyncio.get_running_loop().create_task(xds._receive(RDS, rds_body(1000, "v1")))
+        assert await asyncio.to_thread(parsing.wait, 30)  # the apply is in its parse, on a worker thread
         response = await _get(port)
         assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"ok")
-        assert not apply.done(), "the response should have arrived while the apply was still running"
+        assert not parsed.is_set(), "the response should have arrived while the parse was still running"
+        release.set()
         await apply
         assert server.version == "v1" and xds.state.types[RDS].version == "v1"
-        assert (await _get(port, "svc9999.default")).startswith(b"HTTP/1.1 200")  # a host of the new table
+        assert (await _get(port, "svc999.default")).startswith(b"HTTP/1.1 200")  # a host of the new table
     finally:
+        release.set()
         await server.stop()
         up.close()
 
