@@ -204,6 +204,7 @@ EMPTY_PART = "config namespace and dnsName in host entry cannot be empty"
     (["a..com"], [(0, "domain name '.com' invalid (label '' invalid)")]),
     (["ns/a/b.com"], [(0, "domain name 'a/b.com' invalid (label 'a/b' invalid)")]),
     (["Bad_NS/a.com"], [(0, "invalid namespace value 'Bad_NS' in gateway")]),
+    (["~ns/a.com"], [(0, "invalid namespace value '~ns' in gateway")]),  # `~` (no namespace) is a sidecar's only
     (["10.0.0.300"], [(0, "domain name '0.0.300' invalid (top level domain '300' cannot be all-numeric)")]),
     (["a.b_c"], [(0, "domain name 'b_c' invalid (label 'b_c' invalid)")]),
 ])
