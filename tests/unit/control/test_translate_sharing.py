@@ -61,6 +61,22 @@ def test_proxies_that_see_a_service_under_the_same_rule_share_its_cluster_and_ea
         assert any("spec.trafficPolicy.tunnel" in n and "not translated yet" in n for n in rendered.notes)
 
 
+def test_proxies_that_see_a_service_under_the_same_rule_share_its_virtual_hosts():
+    """The virtual host of a service without VirtualService (its default routes), and its copy in the merged
+    `http_proxy` route configuration, are one dict for every proxy that sees the service under the same rule:
+    built once per snapshot, and serialized once."""
+    m = mesh()
+    ratings, reviews = render_sidecar(m, "ratings-v1"), render_sidecar(m, "reviews-v1")
+
+    def vhost(rendered, route_config: str) -> dict:
+        rc = next(rc for rc in rendered.routes if rc["name"] == route_config)
+        return next(vh for vh in rc["virtual_hosts"] if vh["name"].startswith("reviews.default.svc.cluster.local"))
+    for route_config in ("9080", "http_proxy"):
+        assert vhost(ratings, route_config) is vhost(reviews, route_config), route_config
+        assert vhost(ratings, route_config)["routes"] is vhost(reviews, route_config)["routes"], route_config
+    assert vhost(ratings, "9080") is not vhost(ratings, "http_proxy")  # (their domains differ)
+
+
 def test_a_cluster_contributor_gets_a_cluster_of_its_own_proxy():
     def tag(proxy, cluster):
         cluster.setdefault("metadata", {}).setdefault("filter_metadata", {})["test"] = {"by": proxy.workload.name}
