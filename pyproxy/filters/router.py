@@ -33,8 +33,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # Request headers Envoy's router reads and removes (the timeout and retry ones: pyproxy.routing.retry)
 ROUTER_CONSUMED = frozenset({"x-envoy-upstream-alt-stat-name", "x-envoy-upstream-rq-timeout-alt-response"})
+# Every request header the router reads (the timeout and retry ones included): absent from most requests
+ROUTER_READS = ROUTER_CONSUMED | frozenset({
+    "x-envoy-upstream-rq-timeout-ms", "x-envoy-upstream-rq-per-try-timeout-ms", "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on"})
 # Request body kept for a retry; above this the request is not retried (Envoy: per_connection_buffer_limit_bytes, 1 MiB)
 RETRY_BUFFER_LIMIT = 1024 * 1024
+# The pick of a request with no hash policy and no retry state (LbContext is immutable: one shared instance)
+_PLAIN_PICK = LbContext()
 # Bytes buffered while waiting for an upstream connection before we stop reading the client
 PENDING_BODY_HIGH_WATER = 256 * 1024
 
@@ -42,7 +48,7 @@ PENDING_BODY_HIGH_WATER = 256 * 1024
 class RouterFilter:
     __slots__ = (
         "stream", "hcm", "match", "cluster", "host", "conn", "waiting_pool", "body", "body_bytes",
-        "body_overflow", "request_chunked", "head", "timeout", "per_try_timeout", "timer", "per_try_timer",
+        "body_overflow", "request_chunked", "head", "timeout", "per_try_timeout", "deadline", "per_try_timer",
         "response_started", "done", "counted_request", "retry", "attempts", "upstream_start",
         "buffered_while_waiting", "request_ended", "shadows", "timeout_alt_response",
     )
@@ -63,7 +69,7 @@ class RouterFilter:
         self.head = b""
         self.timeout = 0.0
         self.per_try_timeout = 0.0
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline: float | None = None  # the route timeout's, on the loop clock (the connection's timer)
         self.per_try_timer: asyncio.TimerHandle | None = None
         self.response_started = False
         self.done = False
@@ -118,15 +124,19 @@ class RouterFilter:
             headers.set("x-envoy-original-host", headers.get("host") or "")
             headers.set("host", action.host_rewrite_literal)
         self.timeout = m.timeout
+        # one set test for the x-envoy-* request headers the router reads, instead of four `in` tests and a
+        # scan when (as nearly always) none is there
+        control = headers.has_any(ROUTER_READS)
         # consumed by Envoy's router (an external client's were removed by pyproxy.http.forwarded)
-        if "x-envoy-upstream-rq-timeout-alt-response" in headers:
-            self.timeout_alt_response = True
-        headers.remove_names(ROUTER_CONSUMED)
+        if control:
+            if "x-envoy-upstream-rq-timeout-alt-response" in headers:
+                self.timeout_alt_response = True
+            headers.remove_names(ROUTER_CONSUMED)
         # an upgrade handshake is not retried: its connection becomes the tunnel (pyproxy.http.tunnel)
         self.retry = hcm.make_retry_state(m, headers, cluster.limits, stream) if stream.upgrade is None else None
         timeouts = self.retry.timeouts if self.retry is not None else None
-        if timeouts is None and ("x-envoy-upstream-rq-timeout-ms" in headers
-                                 or "x-envoy-upstream-rq-per-try-timeout-ms" in headers):
+        if timeouts is None and control and ("x-envoy-upstream-rq-timeout-ms" in headers
+                                             or "x-envoy-upstream-rq-per-try-timeout-ms" in headers):
             timeouts = Timeouts.compute(self.timeout, None, headers)  # honoured without a retry policy too
             headers.remove("x-envoy-upstream-rq-timeout-ms")
             headers.remove("x-envoy-upstream-rq-per-try-timeout-ms")
@@ -176,11 +186,15 @@ class RouterFilter:
             cluster.limits.record_overflow("upstream_rq_pending_overflow")  # Envoy's name for max_requests too
             self._overflow()
             return
-        ctx = LbContext(hash_key=compute_hash(self.match.hash_policies, stream.headers, stream.conn.remote_ip,
-                                              path=stream.path)
-                        if self.match.hash_policies else None,
-                        excluded=self.retry.excluded_hosts if self.retry is not None else (),
-                        host_selection_retries=self.retry.host_selection_retries if self.retry is not None else 1)
+        retry = self.retry
+        if retry is None and not self.match.hash_policies:
+            ctx = _PLAIN_PICK  # saves ~0.6 us/request: building a frozen dataclass for the default facts
+        else:
+            ctx = LbContext(hash_key=compute_hash(self.match.hash_policies, stream.headers, stream.conn.remote_ip,
+                                                  path=stream.path)
+                            if self.match.hash_policies else None,
+                            excluded=retry.excluded_hosts if retry is not None else (),
+                            host_selection_retries=retry.host_selection_retries if retry is not None else 1)
         host = cluster.choose_host(ctx)
         if host is None:
             cluster.stats_cx_none_healthy.inc()
@@ -284,8 +298,8 @@ class RouterFilter:
                 sh.on_end()
         if self.done:
             return
-        if self.timeout and self.timer is None:
-            self.timer = self.stream.conn._loop.call_later(self.timeout, self._on_global_timeout)
+        if self.timeout and self.deadline is None:
+            self.stream.conn.arm_route_timeout(self, self.timeout)
         if self.per_try_timeout and self.per_try_timer is None and self.conn is not None:
             self._arm_per_try_timer()
         if self.conn is not None:
@@ -448,7 +462,7 @@ class RouterFilter:
             self._start_attempt()
 
     def _on_global_timeout(self) -> None:
-        self.timer = None
+        self.deadline = None
         if self.done:
             return
         self.cluster.stats_rq_timeout.inc()  # type: ignore[union-attr]
@@ -509,9 +523,9 @@ class RouterFilter:
 
     def _cancel_timers(self) -> None:
         self._cancel_per_try_timer()
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.deadline is not None:
+            self.deadline = None
+            self.stream.conn.disarm_route_timeout(self)
 
     def on_stream_done(self) -> None:
         """The downstream stream ended (normally, by local reply, or by reset): let go of everything."""

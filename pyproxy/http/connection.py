@@ -431,6 +431,9 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
         self._cur: ActiveStream | None = None
         self._header_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._route_timer: asyncio.TimerHandle | None = None  # the active router's route timeout (see arm_route_timeout)
+        self._route_timer_at = 0.0
+        self._timed: Any = None  # the router it serves
         self._wbuf: list[bytes] = []
         self._loop = asyncio.get_event_loop()
         self._idle_since: float | None = None
@@ -662,13 +665,14 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
                 redirect = local_reply.PATH_REDIRECT
             path = normalized
         upgrade = None
-        if parser.should_upgrade() and (headers.get_first("upgrade") or "").strip().lower() == "h2c" \
-                and method != "CONNECT":
+        if not parser.should_upgrade():
+            pass  # the common case: asked once
+        elif (headers.get_first("upgrade") or "").strip().lower() == "h2c" and method != "CONNECT":
             # Envoy does not do the HTTP/2 cleartext upgrade: it drops the upgrade headers and serves the request
             # as HTTP/1.1 (curl --http2 http://... works). llhttp still stops after it: see data_received.
             headers.remove_names(frozenset({"upgrade", "http2-settings"}))
             self._h2c_ignored = True
-        elif parser.should_upgrade():
+        else:
             # an upgrade request ends this connection's HTTP/1: it becomes a tunnel, or closes after the answer
             upgrade = "CONNECT" if method == "CONNECT" else (headers.get_first("upgrade") or "")
             keep_alive = False
@@ -823,8 +827,44 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
         else:
             self.close()
 
+    def arm_route_timeout(self, router: Any, timeout: float) -> None:
+        """Start `router`'s route timeout (Envoy: from the request's end). Saves ~1 us/request over a timer per
+        request: one timer per connection, re-armed lazily when it fires before the deadline of the router it
+        now serves (requests on a connection run one at a time, so there is one router to watch)."""
+        loop = self._loop
+        deadline = router.deadline = loop.time() + timeout
+        self._timed = router
+        if self._route_timer is not None and self._route_timer_at > deadline:
+            self._route_timer.cancel()  # armed for later than this deadline (a longer timeout before)
+            self._route_timer = None
+        if self._route_timer is None:
+            self._route_timer_at = deadline
+            self._route_timer = loop.call_later(timeout, self._on_route_timer)
+
+    def disarm_route_timeout(self, router: Any) -> None:
+        """`router` is done: its deadline no longer counts (the timer, if pending, fires and finds nothing)."""
+        if self._timed is router:
+            self._timed = None
+
+    def _on_route_timer(self) -> None:
+        self._route_timer = None
+        router = self._timed
+        if router is None or router.deadline is None:
+            return
+        remaining = router.deadline - self._loop.time()
+        if remaining > 0:
+            self._route_timer_at = router.deadline
+            self._route_timer = self._loop.call_later(remaining, self._on_route_timer)
+        else:
+            self._timed = None
+            router._on_global_timeout()
+
     def _cancel_timers(self) -> None:
         self._cancel_header_timer()
+        self._timed = None
+        if self._route_timer is not None:
+            self._route_timer.cancel()
+            self._route_timer = None
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None

@@ -711,10 +711,14 @@ class RouteMatchResult:
         return self._layers(1, self._response_layers, cluster_weight)
 
     def apply_request_headers(self, headers: Headers, cluster_weight: ClusterWeight | None = None) -> None:
+        if cluster_weight is None and not self._request_layers:
+            return  # no header rules on this route (the common case): two calls fewer a request
         for to_add, to_remove in self.request_layers(cluster_weight):
             apply_header_mutations(headers, to_add, to_remove)
 
     def apply_response_headers(self, headers: Headers, cluster_weight: ClusterWeight | None = None) -> None:
+        if cluster_weight is None and not self._response_layers:
+            return
         for to_add, to_remove in self.response_layers(cluster_weight):
             apply_header_mutations(headers, to_add, to_remove)
 

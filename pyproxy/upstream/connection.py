@@ -44,6 +44,7 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
         self._status = 0
         self._in_headers = False
         self._got_headers = False
+        self._framed = False  # the response has content-length or transfer-encoding (else: ends by close)
         self._complete = False
         self._head = False  # the request was HEAD: the response has no body whatever it says
         self._read_paused = False
@@ -218,6 +219,8 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
             raise httptools.HttpParserError("204 response with a body")
         self._status = status
         self._got_headers = True
+        # read now: the router edits `headers` in place (and its list is this parser's)
+        self._framed = "content-length" in headers or "transfer-encoding" in headers
         if not self.parser.should_keep_alive():
             self.reusable = False  # `connection: close` or HTTP/1.0 upstream
         if self.attempt is not None:
@@ -237,8 +240,7 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
 
     # ------------------------------------------------------------ completion
     def _close_delimited(self) -> bool:
-        names = {k for k, _ in self._headers}
-        return "content-length" not in names and "transfer-encoding" not in names and not self._head
+        return not self._framed and not self._head
 
     def _finish(self) -> None:
         if not self.request_sent:
