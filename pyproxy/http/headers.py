@@ -106,10 +106,8 @@ class Headers:
                 else:
                     dup = True
                     break
-        if first < 0:
+        if first < 0:  # (the name set is None here: a built set answered an absent name above)
             items.append((name, value))
-            if self._names is not None:
-                self._names.add(name)
             return
         items[first] = (name, value)
         if dup:  # rare: drop the later duplicates

@@ -107,3 +107,38 @@ def test_membership_always_agrees_with_the_fields_whatever_edits_came_between(st
         for name in {n.lower() for n in NAMES}:
             assert (name in h) == any(k == name for k, _ in h.items()), (op, a, b, h)
     assert ("x-a" in h.copy()) == ("x-a" in h)
+
+
+@given(start=st.lists(st.tuples(st.sampled_from(NAMES), st.just("v")), max_size=6),
+       edits=st.lists(st.tuples(st.sampled_from(("add", "set", "remove", "remove_names", "in", "has_any")),
+                                st.sampled_from(NAMES), st.sampled_from(NAMES)), max_size=25))
+def test_every_read_and_edit_agrees_with_a_plain_list_whatever_came_before(start, edits):
+    """Once the name set exists (after the first `in` or `has_any`), misses are answered from it: reads, edits and
+    their return values must still be exactly what a plain list of fields gives."""
+    h = Headers(start)
+    ref = [(k.lower(), v) for k, v in start]
+    for i, (op, a, b) in enumerate(edits):
+        la, lb = a.lower(), b.lower()
+        if op == "add":
+            h.add(a, str(i))
+            ref.append((la, str(i)))
+        elif op == "set":
+            h.set(a, str(i))
+            first = next((j for j, (k, _) in enumerate(ref) if k == la), None)
+            ref = ref + [(la, str(i))] if first is None else \
+                [*ref[:first], (la, str(i)), *[(k, v) for k, v in ref[first + 1:] if k != la]]
+        elif op == "remove":
+            assert h.remove(a) == any(k == la for k, _ in ref)
+            ref = [(k, v) for k, v in ref if k != la]
+        elif op == "remove_names":
+            h.remove_names(frozenset({la, lb}))
+            ref = [(k, v) for k, v in ref if k not in (la, lb)]
+        elif op == "in":
+            assert (la in h) == any(k == la for k, _ in ref)
+        else:
+            assert h.has_any(frozenset({la, lb})) == any(k in (la, lb) for k, _ in ref)
+        assert h.items() == ref, (op, a, b)
+        for name in {n.lower() for n in NAMES}:
+            values = [v for k, v in ref if k == name]
+            assert h.get_first(name) == (values[0] if values else None)
+            assert h.get(name) == (",".join(values) if values else None)

@@ -1069,3 +1069,31 @@ def test_a_weighted_route_reprs_its_target_as_weighted_clusters():
     r = table([vh("v", ["*"], [{"name": "w", "match": {"prefix": "/"},
                                 "route": {"weighted_clusters": {"clusters": [{"name": "c", "weight": 1}]}}}])])
     assert repr(r.match("h", "/", Headers())) == "RouteMatchResult(vhost='v', route='w', -> weighted_clusters)"
+
+
+@pytest.mark.parametrize("with_weight", [False, True])
+def test_header_rules_apply_from_the_route_alone_and_from_a_weighted_cluster_alone(with_weight):
+    """A route's own request/response header rules apply without a weighted cluster; a weighted cluster's apply
+    when the route, virtual host and table have none (the shortcut for a route without rules skips neither)."""
+    if with_weight:
+        route = {"match": {"prefix": "/"}, "route": {"weighted_clusters": {"clusters": [
+            {"name": "c", "weight": 1, "request_headers_to_add": [hvo("x-req", "1")],
+             "response_headers_to_add": [hvo("x-resp", "1")]}]}}}
+    else:
+        route = {"match": {"prefix": "/"}, "route": {"cluster": "c"},
+                 "request_headers_to_add": [hvo("x-req", "1")], "response_headers_to_add": [hvo("x-resp", "1")]}
+    r = table([vh("v", ["*"], [route])]).match("h", "/", Headers())
+    _, cw = r.choose_cluster(Headers(), random.Random(0))
+    assert (cw is not None) == with_weight
+    request, response = H(x_keep="1"), H(x_keep="1")
+    r.apply_request_headers(request, cw)
+    r.apply_response_headers(response, cw)
+    assert (request.items(), response.items()) == ([("x-keep", "1"), ("x-req", "1")], [("x-keep", "1"), ("x-resp", "1")])
+
+
+def test_a_route_without_header_rules_leaves_the_headers_alone():
+    r = table([vh("v", ["*"], [{"match": {"prefix": "/"}, "route": {"cluster": "c"}}])]).match("h", "/", Headers())
+    request, response = H(x_keep="1"), H(x_keep="1")
+    r.apply_request_headers(request)
+    r.apply_response_headers(response)
+    assert request.items() == response.items() == [("x-keep", "1")]
