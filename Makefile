@@ -60,7 +60,7 @@ demo-proxy: setup
 # process), with the processes the tests start measured too ([tool.coverage.run] patch = subprocess); the two
 # are combined and the whole of pyproxy/ and control/ is held to its floor. The second part mostly waits
 # (processes starting, TLS handshakes, timeouts that must expire): serially it used a 2-core machine at ~60 % of
-# one core and took 11.6 min, with 3 workers 5.1 min; coverage makes it about 1.7 x longer. With PYTEST_ARGS (a
+# one core and took 11.6 min, with 3 workers 5.1 min; under coverage 5.5 min on a quiet machine (8.4 min on a loaded one). With PYTEST_ARGS (a
 # subset) one plain run and no floors: a subset cannot be held to them.
 TEST_WORKERS ?= 3
 test: setup envoy prometheus
