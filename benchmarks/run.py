@@ -268,14 +268,24 @@ def closed_loop(url: str, args, wrk: str | None, duration: int, cpus) -> report.
         return report.parse_wrk(_run_tool(argv, cpus, duration + 30))
     argv = [sys.executable, str(LOADGEN), url, "--closed", "--connections", str(args.connections),
             "--duration", str(duration), "--json"]  # fmt: skip
-    return report.throughput_from_loadgen(json.loads(_run_tool(argv, cpus, duration + 30)))
+    return report.throughput_from_loadgen(_loadgen_json(_run_tool(argv, cpus, duration + 30)))
 
 
 def fixed_rate_round(url: str, args, cpus, rate: float) -> dict:
     """One open-loop run at `rate` (a `LoadResult.as_dict(raw=True)`)."""
     argv = [sys.executable, str(LOADGEN), url, "--rate", str(rate), "--duration", str(args.latency_duration),
             "--connections", str(args.latency_connections), "--json", "--raw"]  # fmt: skip
-    return json.loads(_run_tool(argv, cpus, args.latency_duration + 30))
+    return _loadgen_json(_run_tool(argv, cpus, args.latency_duration + 30))
+
+
+def _loadgen_json(out: str) -> dict:
+    """The loadgen's one JSON object; output that is not one is a failed row (with where it broke), not a crash."""
+    try:
+        return json.loads(out)
+    except json.JSONDecodeError as exc:
+        around = out[max(0, exc.pos - 40):exc.pos + 40]
+        raise RowFailed(f"loadgen printed no valid JSON ({exc.msg} at char {exc.pos} of {len(out)}: {around!r})") \
+            from None
 
 
 def _per_request(before: float | None, after: float | None, requests: int) -> float | None:
