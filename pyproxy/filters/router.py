@@ -461,7 +461,8 @@ class RouterFilter:
         if not self.done:
             self._start_attempt()
 
-    def _on_global_timeout(self) -> None:
+    def on_route_timeout(self) -> None:
+        """The route timeout passed (called by the connection's route timer, `arm_route_timeout`)."""
         self.deadline = None
         if self.done:
             return

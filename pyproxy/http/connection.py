@@ -849,7 +849,7 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
     def _on_route_timer(self) -> None:
         self._route_timer = None
         router = self._timed
-        if router is None or router.deadline is None:
+        if router is None:  # (a router let go of its deadline first: disarm_route_timeout)
             return
         remaining = router.deadline - self._loop.time()
         if remaining > 0:
@@ -857,7 +857,7 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
             self._route_timer = self._loop.call_later(remaining, self._on_route_timer)
         else:
             self._timed = None
-            router._on_global_timeout()
+            router.on_route_timeout()
 
     def _cancel_timers(self) -> None:
         self._cancel_header_timer()
