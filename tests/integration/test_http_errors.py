@@ -99,6 +99,19 @@ async def test_upstream_closes_mid_body_resets_downstream(proxy, upstream):
     await assert_serving(proxy)
 
 
+async def test_upstream_closes_mid_chunked_body_resets_downstream(proxy, upstream):
+    """A chunked body cut by the upstream's close (no last chunk) is not a complete response either: the proxy must
+    not end it with a last chunk of its own; it closes the downstream connection after what it had; 200 UC."""
+    c = await proxy.connect()
+    with pytest.raises(PeerClosed) as e:
+        await c.request("GET", "/close-mid-chunked")
+    assert b"a" * 100 in e.value.partial and not e.value.partial.endswith(b"0\r\n\r\n")
+    entry = last_log(proxy)
+    assert entry["code"] == 200
+    assert "UC" in entry["flags"].split(",")
+    await assert_serving(proxy)
+
+
 async def test_upstream_timeout_is_504_ut(upstream, proxy_factory, tmp_path):
     """Route timeout 0.2 s, upstream answers after 1 s → 504 `upstream request timeout`, flag UT."""
     p = await proxy_factory(bootstrap({"backend": [upstream.port]}, route_timeout="0.2s",

@@ -10,6 +10,7 @@ Paths (query strings are ignored unless stated):
   /delay/<seconds>      answer 200 after <seconds>
   /reset-before-headers close the connection without answering
   /close-mid-body       send headers with content-length 1000, then 100 bytes, then close
+  /close-mid-chunked    send headers with transfer-encoding chunked, then one 100-byte chunk, then close
   /garbage              send `bad protocol data!` instead of a response
   /three-responses      send three responses to one request
   /no-cl-close          a body delimited by closing the connection (no content-length, no chunking)
@@ -247,6 +248,9 @@ async def default_handler(conn: _Conn, req: RecordedRequest) -> bool:
         return True
     elif first == "close-mid-body":
         conn.write(_response(200, [tag, ("content-length", "1000")], b"a" * 100))
+        return True
+    elif first == "close-mid-chunked":
+        conn.write(_response(200, [tag, ("transfer-encoding", "chunked")], b"64\r\n" + b"a" * 100 + b"\r\n"))
         return True
     elif first == "garbage":
         conn.write(b"bad protocol data!\r\n\r\n")
