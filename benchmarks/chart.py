@@ -13,7 +13,7 @@ from typing import Callable
 
 from benchmarks.report import Row, added_latency
 
-COLOURS = {"direct": "#9e9e9e", "floor": "#8d6e63", "pyproxy": "#1e88e5", "envoy": "#e53935", "nginx": "#43a047"}
+COLOURS = {"direct": "#9e9e9e", "floor": "#8d6e63", "pyproxy": "#1e88e5", "pyproxy-compiled": "#3949ab", "envoy": "#e53935", "nginx": "#43a047"}
 WIDTH, BAR_H, GAP, LABEL_W, VALUE_W = 760, 18, 6, 90, 110
 PANEL_TITLE_H = 26
 

@@ -326,6 +326,10 @@ def summary_line(rows: list[Row]) -> str:
     for num, den in (("pyproxy", "nginx"), ("pyproxy", "floor"), ("floor", "nginx")):
         r = throughput_ratio(rows, num, den)
         parts.append(f"{num}/{den} {r:.2f}" if r is not None else f"{num}/{den} n/a")
+    for den in ("nginx", "floor", "envoy"):  # the compiled build (make compiled), when its row ran
+        r = throughput_ratio(rows, "pyproxy-compiled", den)
+        if r is not None:
+            parts.append(f"compiled/{den} {r:.2f}")
     added = added_latency(rows, "pyproxy")
     parts.append(f"pyproxy adds p99 {_signed_us(added[2])}" if added is not None else "pyproxy added p99 n/a")
     return "summary: " + ", ".join(parts)

@@ -48,7 +48,9 @@ LOADGEN = BENCH_DIR / "loadgen.py"
 BACKEND = BENCH_DIR / "backend.py"
 DEFAULT_OUTPUT = BENCH_DIR / "results" / "latest.md"
 WARMUP_S = 1
-TARGETS = ("direct", "floor", "pyproxy", "envoy", "nginx")
+TARGETS = ("direct", "floor", "pyproxy", "pyproxy-compiled", "envoy", "nginx")
+# `make compiled` (scripts/build_compiled.py): the same pyproxy with its request path compiled by mypyc
+COMPILED_TREE = REPO / "build" / "compiled"
 FLOOR = BENCH_DIR / "floor_proxy.py"
 
 
@@ -220,6 +222,16 @@ def start_envoy(pm, args, workdir: Path, backend_port: int, cpus) -> tuple[int, 
 def start_pyproxy(pm, args, workdir: Path, backend_port: int, cpus) -> tuple[int, procs.ManagedProcess]:
     return _start_proxy(pm, "pyproxy", args, workdir, backend_port, cpus, lambda path: [
         *pyproxy_command(args.pyproxy_cmd), "run", "-c", str(path), "--concurrency", str(args.concurrency)])
+
+
+def start_pyproxy_compiled(pm, args, workdir: Path, backend_port: int, cpus) -> tuple[int, procs.ManagedProcess]:
+    """The compiled build: the same console script with the compiled copy first on PYTHONPATH (`env` execs, so
+    the PID stopped at the end is the proxy's)."""
+    if not any(COMPILED_TREE.glob("pyproxy/http/connection.*.so")):
+        raise RowFailed("skipped: no compiled build (`make compiled` makes build/compiled/)")
+    return _start_proxy(pm, "pyproxy-compiled", args, workdir, backend_port, cpus, lambda path: [
+        "env", f"PYTHONPATH={COMPILED_TREE}", *pyproxy_command(args.pyproxy_cmd), "run", "-c", str(path),
+        "--concurrency", str(args.concurrency)])
 
 
 def _start_proxy(pm, name: str, args, workdir: Path, backend_port: int, cpus, command
@@ -407,10 +419,12 @@ def start_path(pm, name: str, args, nginx: str | None, workdir: Path, backend_po
         except RowFailed as exc:
             path.error = str(exc)
         return path
-    if name == "pyproxy":
-        path = Subject(name, f"pyproxy run --concurrency {args.concurrency}, {what}")  # fmt: skip
+    if name in ("pyproxy", "pyproxy-compiled"):
+        how = "" if name == "pyproxy" else " with the request path compiled by mypyc (make compiled)"
+        path = Subject(name, f"pyproxy run --concurrency {args.concurrency}{how}, {what}")  # fmt: skip
+        start = start_pyproxy if name == "pyproxy" else start_pyproxy_compiled
         try:
-            path.port, path.proxy = start_pyproxy(pm, args, workdir, backend_port, args.proxy_cpus)
+            path.port, path.proxy = start(pm, args, workdir, backend_port, args.proxy_cpus)
         except RowFailed as exc:
             path.error = str(exc)
         return path
@@ -474,7 +488,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.bootstrap is not None:
         if not args.bootstrap.is_file():
             p.error(f"--bootstrap: {args.bootstrap}: no such file")
-        args.targets = [t for t in args.targets if t in ("pyproxy", "envoy")]  # the user's config: both proxies
+        args.targets = [t for t in args.targets if t in ("pyproxy", "pyproxy-compiled", "envoy")]  # the user's config: the proxies
     try:
         args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
     except ValueError:

@@ -13,11 +13,18 @@ Reference: envoy/api/envoy/config/{bootstrap,listener,route,cluster,endpoint,cor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar, dataclass_transform
 
 from .schema import SIGNED, any_config, duration, enum, fld, struct, typed, wrapped
 
-frozen = dataclass(frozen=True, slots=True, kw_only=True)
+_C = TypeVar("_C", bound=type)
+
+
+@dataclass_transform(frozen_default=True, kw_only_default=True)
+def frozen(cls: _C) -> _C:
+    """`dataclass(frozen=True, slots=True, kw_only=True)`, spelled so that mypy (and the compiled build's
+    mypyc, scripts/build_compiled.py) sees the generated constructor and fields."""
+    return dataclass(frozen=True, slots=True, kw_only=True)(cls)
 
 # ---------------------------------------------------------------- core
 

@@ -28,6 +28,9 @@ from ..routing.retry import Outcome, Timeouts
 from .shadow import ShadowRequest, shadow_headers, should_mirror
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..routing.table import RouteMatchResult
+    from ..upstream.connection import UpstreamConnection
+    from ..upstream.host import Host
     from ..http.connection import ActiveStream
     from ..upstream.cluster_manager import ClusterRuntime
 
@@ -57,8 +60,8 @@ class RouterFilter:
         self.hcm = stream.hcm
         self.match: Any = None
         self.cluster: ClusterRuntime | None = None
-        self.host: Any = None
-        self.conn: Any = None
+        self.host: Host | None = None
+        self.conn: UpstreamConnection | None = None
         self.waiting_pool: Any = None
         self.body: list[bytes] = []
         self.body_bytes = 0
@@ -243,7 +246,7 @@ class RouterFilter:
             self.buffered_while_waiting = 0
             stream.conn.resume_reading_for_upstream()
         if self.request_ended:
-            self._write_request_end()
+            self._write_request_end(conn)
             if self.per_try_timeout:
                 self._arm_per_try_timer()  # Envoy: from pool-ready once the request is complete
         if stream.conn.write_paused:
@@ -302,12 +305,12 @@ class RouterFilter:
         if self.per_try_timeout and self.per_try_timer is None and self.conn is not None:
             self._arm_per_try_timer()
         if self.conn is not None:
-            self._write_request_end()
+            self._write_request_end(self.conn)
 
-    def _write_request_end(self) -> None:
+    def _write_request_end(self, conn: UpstreamConnection) -> None:
         if self.request_chunked:
-            self.conn.write(codec.LAST_CHUNK)
-        self.conn.end_request()
+            conn.write(codec.LAST_CHUNK)
+        conn.end_request()
 
     # ------------------------------------------------------------ response (from UpstreamConnection)
     def on_response_headers(self, status: int, headers: Headers) -> None:

@@ -76,9 +76,12 @@ def strip_hop_by_hop(headers: Headers) -> None:
                 te = v
     if not found:
         return  # the common case: one pass, no allocation
-    names = _COMMON_NOMINATIONS.get(conn) if conn else HOP_BY_HOP
-    if names is None:
-        names = _nominated(conn)
+    if conn:
+        names = _COMMON_NOMINATIONS.get(conn)
+        if names is None:
+            names = _nominated(conn)
+    else:
+        names = HOP_BY_HOP
     headers.remove_names(names)
     if te and te.strip().lower() == "trailers":
         headers.add("te", "trailers")

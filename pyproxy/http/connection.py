@@ -21,7 +21,7 @@ import socket
 import time
 from collections import deque
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
@@ -38,6 +38,7 @@ from .path import normalize as normalize_path
 from .tunnel import Tunnel
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..filters.router import RouterFilter
     from ..server import HcmRuntime
 
 
@@ -93,7 +94,7 @@ class ActiveStream:
         self.started = False
         self.request_complete = False
         self.pending_body: list[bytes] | None = None
-        self.router: Any = None
+        self.router: RouterFilter | None = None
         self.response_started = False
         self.response_chunked = False
         self.response_complete = False
@@ -157,7 +158,8 @@ class ActiveStream:
         (JWT claims in dynamic metadata; Envoy `clearRouteCache`). The router, made after the filters, uses it."""
         hcm = self.hcm
         m = self.route_match = hcm.route_table.match(self.info.authority or "", self.path, self.headers,
-                                                     method=self.method, scheme=self.info.scheme, rng=hcm.rng,
+                                                     method=self.method, scheme=cast(str, self.info.scheme),
+                                                     rng=hcm.rng,
                                                      metadata=self.info.dynamic_metadata)
         self.cluster_name = self.cluster_weight = None
         if m is not None and m.action is not None:
@@ -199,7 +201,7 @@ class ActiveStream:
         if self.upgrade is not None and self.upgrade != "CONNECT":
             h.add("connection", token)  # the handshake goes upstream as the client wrote it
             h.add("upgrade", self.upgrade)
-        external = forwarded_headers(h, cfg, self.conn.remote_ip, self.info.scheme, local_address())
+        external = forwarded_headers(h, cfg, self.conn.remote_ip, cast(str, self.info.scheme), local_address())
         xfcc_mode = cfg.forward_client_cert_details
         if xfcc_mode != "SANITIZE" or self.conn.tls is not None or "x-forwarded-client-cert" in h:
             xfcc = forwarded_client_cert(xfcc_mode, cfg.set_current_client_cert_details, self.conn.tls,
@@ -512,25 +514,26 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
         """Feed llhttp; returns bytes still to parse (after an ignored h2c upgrade llhttp stops and a new
         parser takes over: a loop, not recursion, so pipelined h2c requests cannot exhaust the stack)."""
         self._in_feed = True
+        # (one name per except clause: the compiled build, scripts/build_compiled.py, types a name once)
         try:
             self.parser.feed_data(data)
-        except _Reject as e:
-            self._protocol_error(e.reply)
-        except httptools.HttpParserCallbackError as e:
-            cause = e.__context__
+        except _Reject as rejected:
+            self._protocol_error(rejected.reply)
+        except httptools.HttpParserCallbackError as callback_error:
+            cause = callback_error.__context__
             if isinstance(cause, _Reject):
                 self._protocol_error(cause.reply)
             else:
                 raise
-        except httptools.HttpParserUpgrade as e:
+        except httptools.HttpParserUpgrade as upgrade:
             if self._h2c_ignored:  # not an upgrade after all: parse what follows as HTTP/1.1 again
                 self._h2c_ignored = False
                 self.parser = httptools.HttpRequestParser(self)
-                return data[e.args[0]:]
-            self._upgraded(data[e.args[0]:])
-        except httptools.HttpParserError as e:
+                return data[upgrade.args[0]:]
+            self._upgraded(data[upgrade.args[0]:])
+        except httptools.HttpParserError as parse_error:
             # llhttp refuses `chunked, gzip` itself; Envoy answers any transfer coding but chunked with 501
-            self._protocol_error(_parser_error_reply(str(e)))
+            self._protocol_error(_parser_error_reply(str(parse_error)))
         finally:
             self._in_feed = False
         if self._in_request_line and self._url and not self._errored and self._http09(data):

@@ -41,21 +41,24 @@ def flush_pending() -> None:
 class BatchedWriter:
     """Mixin for a connection protocol with `transport`, `closed`, `_loop` and `_wbuf`: queue, then flush once."""
 
-    __slots__ = ()
+    # what the host class provides (declared, not assigned: the host's __init__ sets them)
+    closed: bool
+    transport: asyncio.Transport | None
+    _wbuf: list[bytes]
 
     def write(self, data: bytes) -> None:
         """Queue bytes; they go out in one send() at the end of the current callback (see `flush`)."""
-        if self.closed:  # type: ignore[attr-defined]
+        if self.closed:
             return
-        buf = self._wbuf  # type: ignore[attr-defined]
+        buf = self._wbuf
         if not buf:
             flush_later(self)
         buf.append(data)
 
     def flush(self) -> None:
         """Coalesce the queued writes (e.g. a head + the first body chunk) into one syscall."""
-        buf = self._wbuf  # type: ignore[attr-defined]
+        buf = self._wbuf
         if buf:
-            self._wbuf = []  # type: ignore[attr-defined]
-            if not self.closed and self.transport is not None:  # type: ignore[attr-defined]
-                self.transport.write(buf[0] if len(buf) == 1 else b"".join(buf))  # type: ignore[attr-defined]
+            self._wbuf = []
+            if not self.closed and self.transport is not None:
+                self.transport.write(buf[0] if len(buf) == 1 else b"".join(buf))

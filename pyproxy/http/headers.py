@@ -22,17 +22,14 @@ class Headers:
     # without a scan (most of those calls are misses: x-request-id, x-forwarded-*, the x-envoy-* a client may send).
     __slots__ = ("_items", "_names")
 
-    def __init__(self, items: Iterable[tuple[str, str]] = ()):
-        self._items: list[tuple[str, str]] = [(k.lower(), v) for k, v in items]
+    def __init__(self, items: Iterable[tuple[str, str]] = (), *, lowered: list[tuple[str, str]] | None = None):
+        self._items: list[tuple[str, str]] = [(k.lower(), v) for k, v in items] if lowered is None else lowered
         self._names: set[str] | None = None
 
     @classmethod
     def from_lowered(cls, items: list[tuple[str, str]]) -> "Headers":
         """Adopt a list whose names are already lower-case (the codec's fast path)."""
-        h = cls.__new__(cls)
-        h._items = items
-        h._names = None
-        return h
+        return cls(lowered=items)
 
     # -- reading
     def get(self, name: str, default: str | None = None) -> str | None:

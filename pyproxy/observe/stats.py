@@ -81,7 +81,8 @@ class Counter:
     def inc(self, amount: int = 1) -> None:
         self.value += amount
 
-    add = inc
+    def add(self, amount: int = 1) -> None:  # (a method, not `add = inc`: the compiled build needs real methods)
+        self.value += amount
 
     @property
     def used(self) -> bool:
@@ -114,8 +115,11 @@ class Gauge:
         self.value = value
         self.used = True
 
-    add = inc
-    sub = dec
+    def add(self, amount: int = 1) -> None:
+        self.inc(amount)
+
+    def sub(self, amount: int = 1) -> None:
+        self.dec(amount)
 
     def __repr__(self) -> str:
         return f"Gauge({self.name}: {self.value})"
@@ -220,7 +224,8 @@ class Stats:
 
     def _create(self, kind: str, name: str, make: Any) -> Any:
         """Slow path: first use of a name. A name belongs to one kind of stat only."""
-        tables = {"counter": self._counters, "gauge": self._gauges, "histogram": self._histograms}
+        tables: dict[str, dict[str, Any]] = {"counter": self._counters, "gauge": self._gauges,
+                                             "histogram": self._histograms}
         for other, table in tables.items():
             if other != kind and name in table:
                 raise ValueError(f"stat {name!r} already exists as a {other}, cannot create it as a {kind}")
@@ -577,7 +582,7 @@ def _extract(name: str, extractors: tuple[TagExtractor, ...]) -> tuple[str, tupl
         remove[start:end] = b"\x01" * (end - start)
     if not tags:
         return name, ()
-    return "".join(ch for ch, gone in zip(name, remove) if not gone), tuple(tags)
+    return "".join(ch for i, ch in enumerate(name) if not remove[i]), tuple(tags)
 
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")

@@ -39,7 +39,7 @@ import bisect
 import dataclasses
 import random
 import re
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 from urllib.parse import unquote
 
 from pyproxy.config.decode import ConfigError
@@ -80,6 +80,13 @@ _PSEUDO = (":method", ":authority", ":path", ":scheme")
 
 
 # ---------------------------------------------------------------- request view
+
+
+class HeaderSource(Protocol):
+    """What a header matcher reads: a request (`RequestView`) or, for retry_policy `retriable_headers`, a response
+    (pyproxy.routing.retry)."""
+
+    def header(self, name: str) -> str | None: ...
 
 
 class RequestView:
@@ -275,8 +282,8 @@ def compile_metadata_matcher(m: Any, path: str = "") -> Callable[[Mapping[str, A
     return check
 
 
-def compile_header_matcher(hm: HeaderMatcher, path: str = "") -> Callable[[RequestView], bool]:
-    """envoy.config.route.v3.HeaderMatcher → a predicate on a `RequestView` (Envoy `HeaderUtility::HeaderData`)."""
+def compile_header_matcher(hm: HeaderMatcher, path: str = "") -> Callable[[HeaderSource], bool]:
+    """envoy.config.route.v3.HeaderMatcher → a predicate on a `HeaderSource` (Envoy `HeaderUtility::HeaderData`)."""
     name = hm.name.lower()
     if not name:
         raise ConfigError(f"{path}.name", "header matcher needs a name")
@@ -308,7 +315,7 @@ def compile_header_matcher(hm: HeaderMatcher, path: str = "") -> Callable[[Reque
         return lambda req: (req.header(name) is not None) != invert
     missing_as_empty = hm.treat_missing_header_as_empty
 
-    def check(req: RequestView) -> bool:
+    def check(req: HeaderSource) -> bool:
         value = req.header(name)
         if value is None:
             if not missing_as_empty:
@@ -758,8 +765,7 @@ class _CompiledRoute:
         for i, qm in enumerate(m.query_parameters):
             checks.append(_compile_query_matcher(qm, f"{path}.match.query_parameters[{i}]"))
         for i, dm in enumerate(m.dynamic_metadata):
-            meta_ok = compile_metadata_matcher(dm, f"{path}.match.dynamic_metadata[{i}]")
-            checks.append(lambda req, ok=meta_ok: ok(req.metadata))
+            checks.append(_on_metadata(compile_metadata_matcher(dm, f"{path}.match.dynamic_metadata[{i}]")))
         self.checks = tuple(checks)
         fraction = None
         if m.runtime_fraction is not None and m.runtime_fraction.default_value is not None:
@@ -785,6 +791,13 @@ class _CompiledRoute:
             if draw >= numerator:
                 return False
         return True
+
+
+def _on_metadata(ok: Callable[[Mapping[str, Any] | None], bool]) -> Callable[[RequestView], bool]:
+    """A route check from a dynamic-metadata predicate (route `match.dynamic_metadata`)."""
+    def check(req: RequestView) -> bool:
+        return ok(req.metadata)
+    return check
 
 
 class _CompiledVirtualHost:

@@ -216,10 +216,12 @@ class ResourceLimits:
         """Start a retry? False counts `upstream_rq_retry_overflow` (the retry is not attempted)."""
         return self._try(self.retries, "upstream_rq_retry_overflow")
 
-    release_connection = dec_connections
-    release_pending = dec_pending
-    release_request = dec_requests
-    release_retry = dec_retries
+    # (methods rather than `release_request = dec_requests`: the compiled build needs real methods)
+    def release_request(self) -> None:
+        self.dec_requests()
+
+    def release_retry(self) -> None:
+        self.dec_retries()
 
     def gauges(self) -> dict[str, int]:
         """Envoy's circuit-breaker gauges, named as under `cluster.<name>.`."""

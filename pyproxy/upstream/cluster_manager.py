@@ -40,12 +40,12 @@ _DEFAULT_RNG = random.Random()
 
 def endpoints_of(cla: model.ClusterLoadAssignment | None) -> list[tuple[str, int, int, Any]]:
     """(address, port, weight, LbEndpoint) for each endpoint of a load assignment, priority 0 first."""
-    out = []
+    out: list[tuple[str, int, int, Any]] = []
     if cla is None:
         return out
     for loc in sorted(cla.endpoints, key=lambda l: l.priority):
         for ep in loc.lb_endpoints:
-            sa = ep.endpoint.address.socket_address
+            sa: Any = ep.endpoint.address.socket_address  # type: ignore[union-attr]  # decode requires all three
             out.append((sa.address, sa.port_value, ep.load_balancing_weight or 1, ep))
     return out
 
@@ -214,7 +214,7 @@ class ClusterRuntime:
                 continue
             seen = set()
             for info in infos:
-                ip = info[4][0]
+                ip = str(info[4][0])  # (typeshed: str | int; an address family's first field is the host)
                 if ip not in seen:
                     seen.add(ip)
                     resolved.append((ip, port, weight, ep))

@@ -33,7 +33,7 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.attempt: Any = None  # the router's UpstreamRequest using us now
+        self.attempt: Any = None  # the RouterFilter (or a mirror's ShadowRequest) using us now
         self.requests_served = 0
         self.counted = False  # in the cluster's connection counts (set once established)
         self.closed = False
@@ -88,8 +88,9 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
             self.attempt.on_upstream_write_resumed()
 
     def data_received(self, data: bytes) -> None:
-        if self.tunnel is not None:
-            self.tunnel.from_upstream(data)
+        tunnel = self.tunnel  # (a local: the test below must not narrow `self.tunnel` to None for the compiled
+        if tunnel is not None:  # build, scripts/build_compiled.py; the parse below can open the tunnel)
+            tunnel.from_upstream(data)
             return
         if self.attempt is None:
             # Bytes with no request outstanding: an upstream protocol violation; do not reuse.

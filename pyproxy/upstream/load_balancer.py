@@ -362,7 +362,7 @@ class MaglevLoadBalancer(_HashingLoadBalancer):
         m = self.table_size
         table: list[Host | None] = [None] * m
         max_w = max(h.weight for h in pool)
-        entries = []
+        entries: list[list[Any]] = []
         for h in pool:
             name = h.address_string  # not the hostname: see the module docstring
             offset = hash_key(name) % m

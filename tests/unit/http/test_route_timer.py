@@ -3,18 +3,25 @@ deadlines the requests on a connection had before, each router times out at its 
 never later. Driven on a loop clock the test moves by hand: no waiting, no wall clock."""
 from __future__ import annotations
 
+import asyncio
+
 from pyproxy.http.connection import DownstreamConnection
 
 
-class Handle:
+class Handle(asyncio.TimerHandle):
+    """A timer handle of the right type (the compiled build, scripts/build_compiled.py, checks it) that only records."""
+
     def __init__(self, loop: "ManualLoop", when: float, callback) -> None:
         self.loop, self.when, self.callback, self.cancelled = loop, when, callback, False
+
+    __eq__ = object.__eq__  # by identity (TimerHandle compares its own `_when`, not set here)
+    __hash__ = object.__hash__
 
     def cancel(self) -> None:
         self.cancelled = True
 
 
-class ManualLoop:
+class ManualLoop(asyncio.AbstractEventLoop):
     """The two loop methods the timer uses; `advance` runs what falls due, in time order."""
 
     def __init__(self) -> None:
@@ -54,14 +61,14 @@ class Router:
 
 
 def connection() -> tuple[DownstreamConnection, ManualLoop]:
-    conn = object.__new__(DownstreamConnection)  # only the route timer's state: no transport, no config
+    conn = DownstreamConnection(None)  # made in the test's loop; only its route timer is used, on the hand-moved clock
     loop = ManualLoop()
     conn._loop = loop  # type: ignore[assignment]
     conn._route_timer, conn._route_timer_at, conn._timed = None, 0.0, None
     return conn, loop
 
 
-def test_a_shorter_deadline_after_a_longer_one_replaces_the_pending_timer():
+async def test_a_shorter_deadline_after_a_longer_one_replaces_the_pending_timer():
     conn, loop = connection()
     log: list[tuple[str, float]] = []
     first, second = Router(log, "first", loop), Router(log, "second", loop)
@@ -74,7 +81,7 @@ def test_a_shorter_deadline_after_a_longer_one_replaces_the_pending_timer():
     assert log == [("second", 1.25)]
 
 
-def test_a_longer_deadline_after_a_shorter_one_keeps_the_timer_and_re_arms_it_when_it_fires():
+async def test_a_longer_deadline_after_a_shorter_one_keeps_the_timer_and_re_arms_it_when_it_fires():
     conn, loop = connection()
     log: list[tuple[str, float]] = []
     first, second = Router(log, "first", loop), Router(log, "second", loop)
@@ -89,7 +96,7 @@ def test_a_longer_deadline_after_a_shorter_one_keeps_the_timer_and_re_arms_it_wh
     assert log == [("second", 5.125)]
 
 
-def test_letting_go_of_an_earlier_router_does_not_stop_the_current_one():
+async def test_letting_go_of_an_earlier_router_does_not_stop_the_current_one():
     conn, loop = connection()
     log: list[tuple[str, float]] = []
     first, second = Router(log, "first", loop), Router(log, "second", loop)
@@ -100,7 +107,7 @@ def test_letting_go_of_an_earlier_router_does_not_stop_the_current_one():
     assert log == [("second", 2.0)]
 
 
-def test_a_router_let_go_before_its_deadline_never_times_out():
+async def test_a_router_let_go_before_its_deadline_never_times_out():
     conn, loop = connection()
     log: list[tuple[str, float]] = []
     only = Router(log, "only", loop)
