@@ -169,8 +169,8 @@ def make_app(server: ProxyServer, *, bootstrap: Any = None, stats_source: StatsS
         return render_stats(await current_stats(), q)
 
     async def prometheus(_: web.Request) -> web.Response:
-        st = await current_stats()
-        return web.Response(text=stats_mod.render_prometheus(st), content_type="text/plain")
+        st = await current_stats()  # rendered in slices: requests on this proxy run between them
+        return web.Response(text=await stats_mod.render_prometheus_async(st), content_type="text/plain")
 
     async def listeners(req: web.Request) -> web.Response:
         items = [{"name": k, "local_address": {"socket_address": {

@@ -68,3 +68,56 @@ def test_store_is_bounded_and_renders_buckets_through_prometheus_client():
     assert samples[("istio_response_bytes_bucket", "1000")] == 1
     assert samples[("istio_response_bytes_sum", None)] == 2001
     assert "istio_requests_total" not in render_prometheus(stats, filter="envoy_")
+
+
+def _mesh_store(series: int) -> Stats:
+    stats = Stats()
+    for i in range(30):
+        stats.counter(f"cluster.outbound|9080||svc{i}.default.svc.cluster.local.upstream_rq_200").inc(i)
+    store = stats.extension("istio", lambda: IstioMetrics())
+    for s in range(series):
+        store.record(tuple(f"value-{s}-{i}" for i in range(len(LABELS))), 3.0 * s, 100 + s, 2000 + s)
+    return stats
+
+
+def test_the_text_in_pieces_is_the_text_in_one_go_with_histograms_cut_into_chunks():
+    from prometheus_client.exposition import generate_latest
+
+    from pyproxy.observe import stats as stats_mod
+
+    stats = _mesh_store(series=3)  # 3 series x 22 samples per histogram family: more than PIECE_SAMPLES
+    pieces = list(stats_mod.prometheus_pieces(stats))
+    whole = "".join(pieces)
+    assert whole == render_prometheus(stats)
+    istio = generate_latest(stats_mod._Filtered(stats.extensions["istio"].collector(), None)).decode()
+    assert whole.endswith(istio)  # exactly what prometheus_client writes for the extension in one call
+    assert sum(p.startswith("# HELP istio_request_duration_milliseconds") for p in pieces) == 1
+    cut = [p for p in pieces if p.startswith("istio_request_duration_milliseconds_bucket")]
+    assert cut and all(p.count("\n") <= stats_mod.PIECE_SAMPLES for p in pieces if p.startswith("istio_"))
+
+
+async def test_a_scrape_lets_the_event_loop_run_between_pieces():
+    """The admin server's render gives the loop back while it works (a request on the proxy waits one slice,
+    not the whole scrape); with no time slice it yields after every piece."""
+    import asyncio
+
+    from pyproxy.observe import stats as stats_mod
+
+    stats = _mesh_store(series=4)
+    ticks = 0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.get_running_loop().create_task(ticker())
+    await asyncio.sleep(0)
+    before = ticks
+    text = await stats_mod.render_prometheus_async(stats, slice_s=0.0)
+    done = True
+    await task
+    assert text == render_prometheus(stats)
+    assert ticks - before >= len(list(stats_mod.prometheus_pieces(stats))) - 1
