@@ -198,7 +198,7 @@ class ListenerRuntime:
         # None: one plaintext chain, connections go straight to the HCM (the fast path). Otherwise chain
         # selection / TLS happen per connection in pyproxy.listener.accept.
         self.chains = chains
-        self.server: asyncio.base_events.Server | None = None
+        self.server: Any = None  # asyncio's or uvloop's Server (uvloop's `sockets` is a list, not the tuple typeshed says)
         self.connections: set[DownstreamConnection] = set()
         self.acceptors: set[ChainAcceptor] = set()  # connections whose chain or TLS handshake is not settled
         self.handshakes: set[asyncio.Task] = set()
@@ -273,7 +273,7 @@ class ListenerRuntime:
     async def start(self, reuse_port: bool = False) -> None:
         if self.config.bind_to_port is False:
             return  # a listener that only exists to be handed connections (Istio's per-port listeners)
-        sa = self.config.address.socket_address
+        sa = _socket_address(self.config)
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
             self.make_protocol, host=sa.address, port=sa.port_value,
@@ -303,8 +303,13 @@ class ListenerRuntime:
             conn.abort()
 
 
+def _socket_address(listener: model.Listener) -> Any:
+    """The listener's `address.socket_address` (the decoder refuses a listener without one)."""
+    return listener.address.socket_address  # type: ignore[union-attr]
+
+
 def _address_key(listener: model.Listener) -> str:
-    sa = listener.address.socket_address
+    sa = _socket_address(listener)
     return f"{sa.address}_{sa.port_value}"
 
 
@@ -377,12 +382,12 @@ def validate_snapshot(listeners: Iterable[model.Listener], clusters: Iterable[mo
                                      "DownstreamTlsContext")
             hcm = chain.http_connection_manager
             tcp = chain.tcp_proxy
-            names = [f.name for f in chain.filters] or ["none"]
+            network = [f.name for f in chain.filters] or ["none"]
             # before a tcp_proxy: network RBAC filters, Istio's `istio.stats` (TCP metrics), an sni_cluster (run in
             # the config's order, as Envoy does); nothing else may come before the terminal filter
-            pre = names[:-1]
+            pre = network[:-1]
             pre_ok = all(n in PRE_TCP_FILTERS for n in pre) and pre.count("envoy.filters.network.sni_cluster") <= 1
-            if (hcm is None) == (tcp is None) or names[-1] not in (
+            if (hcm is None) == (tcp is None) or network[-1] not in (
                     "envoy.filters.network.http_connection_manager", "envoy.filters.network.tcp_proxy") \
                     or not pre_ok or (pre and hcm is not None):
                 raise ConfigRejected(f"listener {key!r} {ckey}: a filter chain needs exactly one network filter, "
@@ -390,8 +395,8 @@ def validate_snapshot(listeners: Iterable[model.Listener], clusters: Iterable[mo
                                      "envoy.filters.network.tcp_proxy (the latter may follow "
                                      "envoy.filters.network.rbac filters, istio.stats and an "
                                      "envoy.filters.network.sni_cluster), "
-                                     f"got {', '.join(names)}")
-            if tcp is not None:
+                                     f"got {', '.join(network)}")
+            if hcm is None:  # (then tcp is set: exactly one of the two, checked above)
                 continue
             filters = [f.name for f in hcm.http_filters]
             if not filters or filters[-1] != "envoy.filters.http.router":
@@ -485,7 +490,7 @@ class ProxyServer:
         except ValueError as e:  # a transport socket's key material (unreadable file, refused by OpenSSL)
             raise ConfigRejected(str(e)) from None
         await new_clusters.start()
-        new_hcms: dict[str, HcmRuntime] = {}
+        new_hcms: dict[str, HcmRuntime | None] = {}  # None: a listener of tcp_proxy chains only
         new_chains: dict[str, ListenerChains | None] = {}
         all_hcms: list[HcmRuntime] = []
         serving = self._compiled_now()

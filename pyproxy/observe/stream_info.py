@@ -22,7 +22,7 @@ The mask alone (`response_flags_short`) renders in the table order, as Istio's m
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from pyproxy.http.headers import Headers
@@ -71,36 +71,66 @@ RESPONSE_FLAGS: tuple[tuple[str, str], ...] = (
 
 
 class ResponseFlag:
-    """Bit values for `StreamInfo.response_flags`, by Envoy's short name and by its enum name."""
+    """Bit values for `StreamInfo.response_flags`, by Envoy's short name and by its enum name (two lines per
+    flag rather than `LH = FAILED_LOCAL_HEALTH_CHECK = ...`: the compiled build, scripts/build_compiled.py, wants
+    one constant per line; `Final` makes them constants there)."""
 
-    LH = FAILED_LOCAL_HEALTH_CHECK = 1 << 0
-    UH = NO_HEALTHY_UPSTREAM = 1 << 1
-    UT = UPSTREAM_REQUEST_TIMEOUT = 1 << 2
-    LR = LOCAL_RESET = 1 << 3
-    UR = UPSTREAM_REMOTE_RESET = 1 << 4
-    UF = UPSTREAM_CONNECTION_FAILURE = 1 << 5
-    UC = UPSTREAM_CONNECTION_TERMINATION = 1 << 6
-    UO = UPSTREAM_OVERFLOW = 1 << 7
-    NR = NO_ROUTE_FOUND = 1 << 8
-    DI = DELAY_INJECTED = 1 << 9
-    FI = FAULT_INJECTED = 1 << 10
-    RL = RATE_LIMITED = 1 << 11
-    UAEX = UNAUTHORIZED_EXTERNAL_SERVICE = 1 << 12
-    RLSE = RATE_LIMIT_SERVICE_ERROR = 1 << 13
-    DC = DOWNSTREAM_CONNECTION_TERMINATION = 1 << 14
-    URX = UPSTREAM_RETRY_LIMIT_EXCEEDED = 1 << 15
-    SI = STREAM_IDLE_TIMEOUT = 1 << 16
-    IH = INVALID_ENVOY_REQUEST_HEADERS = 1 << 17
-    DPE = DOWNSTREAM_PROTOCOL_ERROR = 1 << 18
-    UMSDR = UPSTREAM_MAX_STREAM_DURATION_REACHED = 1 << 19
-    RFCF = RESPONSE_FROM_CACHE_FILTER = 1 << 20
-    NFCF = NO_FILTER_CONFIG_FOUND = 1 << 21
-    DT = DURATION_TIMEOUT = 1 << 22
-    UPE = UPSTREAM_PROTOCOL_ERROR = 1 << 23
-    NC = NO_CLUSTER_FOUND = 1 << 24
-    OM = OVERLOAD_MANAGER = 1 << 25
-    DF = DNS_RESOLUTION_FAILED = 1 << 26
-    DO = DROP_OVERLOAD = 1 << 27
+    LH: Final = 1 << 0
+    FAILED_LOCAL_HEALTH_CHECK: Final = 1 << 0
+    UH: Final = 1 << 1
+    NO_HEALTHY_UPSTREAM: Final = 1 << 1
+    UT: Final = 1 << 2
+    UPSTREAM_REQUEST_TIMEOUT: Final = 1 << 2
+    LR: Final = 1 << 3
+    LOCAL_RESET: Final = 1 << 3
+    UR: Final = 1 << 4
+    UPSTREAM_REMOTE_RESET: Final = 1 << 4
+    UF: Final = 1 << 5
+    UPSTREAM_CONNECTION_FAILURE: Final = 1 << 5
+    UC: Final = 1 << 6
+    UPSTREAM_CONNECTION_TERMINATION: Final = 1 << 6
+    UO: Final = 1 << 7
+    UPSTREAM_OVERFLOW: Final = 1 << 7
+    NR: Final = 1 << 8
+    NO_ROUTE_FOUND: Final = 1 << 8
+    DI: Final = 1 << 9
+    DELAY_INJECTED: Final = 1 << 9
+    FI: Final = 1 << 10
+    FAULT_INJECTED: Final = 1 << 10
+    RL: Final = 1 << 11
+    RATE_LIMITED: Final = 1 << 11
+    UAEX: Final = 1 << 12
+    UNAUTHORIZED_EXTERNAL_SERVICE: Final = 1 << 12
+    RLSE: Final = 1 << 13
+    RATE_LIMIT_SERVICE_ERROR: Final = 1 << 13
+    DC: Final = 1 << 14
+    DOWNSTREAM_CONNECTION_TERMINATION: Final = 1 << 14
+    URX: Final = 1 << 15
+    UPSTREAM_RETRY_LIMIT_EXCEEDED: Final = 1 << 15
+    SI: Final = 1 << 16
+    STREAM_IDLE_TIMEOUT: Final = 1 << 16
+    IH: Final = 1 << 17
+    INVALID_ENVOY_REQUEST_HEADERS: Final = 1 << 17
+    DPE: Final = 1 << 18
+    DOWNSTREAM_PROTOCOL_ERROR: Final = 1 << 18
+    UMSDR: Final = 1 << 19
+    UPSTREAM_MAX_STREAM_DURATION_REACHED: Final = 1 << 19
+    RFCF: Final = 1 << 20
+    RESPONSE_FROM_CACHE_FILTER: Final = 1 << 20
+    NFCF: Final = 1 << 21
+    NO_FILTER_CONFIG_FOUND: Final = 1 << 21
+    DT: Final = 1 << 22
+    DURATION_TIMEOUT: Final = 1 << 22
+    UPE: Final = 1 << 23
+    UPSTREAM_PROTOCOL_ERROR: Final = 1 << 23
+    NC: Final = 1 << 24
+    NO_CLUSTER_FOUND: Final = 1 << 24
+    OM: Final = 1 << 25
+    OVERLOAD_MANAGER: Final = 1 << 25
+    DF: Final = 1 << 26
+    DNS_RESOLUTION_FAILED: Final = 1 << 26
+    DO: Final = 1 << 27
+    DROP_OVERLOAD: Final = 1 << 27
 
 
 _BY_SHORT = {short: 1 << i for i, (short, _) in enumerate(RESPONSE_FLAGS)}
