@@ -68,6 +68,41 @@ def sans_from_peercert(peercert: Mapping[str, Any]) -> tuple[tuple[str, str], ..
     return tuple(out)
 
 
+# OpenSSL's long names (what `getpeercert()["subject"]` uses) of the attributes RFC 4514 writes by short name;
+# any other attribute is written as its dotted OID, which only `cryptography` knows: that subject is parsed there
+_RFC4514_NAMES = {"commonName": "CN", "localityName": "L", "stateOrProvinceName": "ST", "organizationName": "O",
+                  "organizationalUnitName": "OU", "countryName": "C", "streetAddress": "STREET",
+                  "domainComponent": "DC", "userId": "UID"}
+_RFC4514_ESCAPES = [("\\", "\\\\"), ('"', '\\"'), ("+", "\\+"), (",", "\\,"), (";", "\\;"), ("<", "\\<"),
+                    (">", "\\>"), ("\0", "\\00")]
+
+
+def _rfc4514_value(value: str) -> str:
+    """RFC 4514 section 2.4 escaping, as `cryptography`'s Name.rfc4514_string() does it."""
+    if not value:
+        return ""
+    for char, escaped in _RFC4514_ESCAPES:
+        value = value.replace(char, escaped)
+    if value[0] == "#" or (value[0] == " " and len(value) > 1):
+        value = "\\" + value
+    if value[-1] == " ":
+        value = value[:-1] + "\\ "
+    return value
+
+
+def subject_from_peercert(peercert: Mapping[str, Any]) -> str | None:
+    """The subject as Envoy's subjectPeerCertificate writes it (RFC 4514: the most specific RDN first) from
+    `getpeercert()["subject"]`; None when it has an attribute without a short name or a multi-valued RDN (the
+    caller then asks `cryptography`, whose text this equals)."""
+    parts = []
+    for rdn in reversed(peercert.get("subject", ())):
+        if len(rdn) != 1 or rdn[0][0] not in _RFC4514_NAMES:
+            return None
+        name, value = rdn[0]
+        parts.append(f"{_RFC4514_NAMES[name]}={_rfc4514_value(value)}")
+    return ",".join(parts)
+
+
 def load_der_certificate(der: bytes) -> "x509.Certificate":
     """The `cryptography` object for a DER certificate, imported on first use: a peer verified by OpenSSL is
     read from `getpeercert()` instead, so a proxy whose peers are all verified never loads `cryptography`
@@ -126,6 +161,7 @@ class TlsSession:
     peer_der: bytes | None = field(default=None, repr=False)
     local_uri_sans: tuple[str, ...] = ()
     peer_sans: tuple[tuple[str, str], ...] = ()
+    subject: str | None = field(default=None, repr=False)  # from getpeercert(); None: parse the DER when asked
 
     @classmethod
     def build(cls, version: str, server_name: str, alpn: str, peer_der: bytes | None,
@@ -133,7 +169,7 @@ class TlsSession:
         """`peercert`: `getpeercert()` of a verified peer (its SANs are read from it); without it the DER is
         parsed."""
         return cls(version or "", server_name or "", alpn or "", peer_der, local_uri_sans,
-                   peer_sans(peer_der, peercert))
+                   peer_sans(peer_der, peercert), subject_from_peercert(peercert) if peer_der and peercert else None)
 
     @property
     def peer_certificate(self) -> "x509.Certificate | None":
@@ -163,6 +199,8 @@ class TlsSession:
     @property
     def peer_subject(self) -> str:
         """Envoy's subjectPeerCertificate: RFC 2253 (most specific RDN first), "" when the subject is empty."""
+        if self.subject is not None:
+            return self.subject
         cert = self.peer_certificate
         return cert.subject.rfc4514_string() if cert is not None else ""
 
