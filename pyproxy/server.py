@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import socket
+import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
@@ -55,6 +56,11 @@ log = logging.getLogger("pyproxy.server")
 # that big is frozen out of the collector's view after the swap (pyproxy.runtime.offload). Below it the
 # ordinary drop takes a few milliseconds at most.
 LARGE_ROUTE_TABLE_VIRTUAL_HOSTS = 1000
+# Libraries a proxy imports only when its config (or a scrape) asks for them, each several MiB of RSS
+# (docs/performance.md, Memory): aiohttp (JWKS fetches), cryptography (an unverified peer's certificate, a subject
+# without short names, JWT), PyJWT (jwt_authn), opentelemetry (HCM tracing), prometheus_client (Istio's metrics
+# at a scrape), PyYAML (a bootstrap file). /server_info lists those this process holds.
+OPTIONAL_LIBRARIES = ("aiohttp", "cryptography", "jwt", "opentelemetry", "prometheus_client", "yaml")
 RELEASE_RETRY_S = 1.0  # how often to look again at a replaced snapshot that an in-flight stream still uses
 
 
@@ -684,7 +690,13 @@ class ProxyServer:
             "pid": os.getpid(),
             "config_version": self.version,
             "worker_id": self.worker_id,
+            "optional_libraries_loaded": loaded_optional_libraries(),
         }
+
+
+def loaded_optional_libraries() -> list[str]:
+    """Which of OPTIONAL_LIBRARIES this process has imported (sorted)."""
+    return [name for name in OPTIONAL_LIBRARIES if name in sys.modules]
 
 
 def free_port() -> int:

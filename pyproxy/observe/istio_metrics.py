@@ -26,11 +26,12 @@ import base64
 import json
 from bisect import bisect_left
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
-
-from prometheus_client.metrics_core import Metric
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from .stats import DEFAULT_BUCKETS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from prometheus_client.metrics_core import Metric
 
 __all__ = ["LABELS", "IstioCollector", "IstioMetrics", "PeerMetadata", "Series", "UNKNOWN",
            "PEER_METADATA_HEADER", "PEER_METADATA_ID_HEADER"]
@@ -235,6 +236,8 @@ class IstioCollector:
         self.store = store
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import Metric  # at the first scrape, not when a sidecar starts
+
         store = self.store
         items = sorted(store.series.items())
         les = [*map(_le, store.bounds), "+Inf"]

@@ -35,10 +35,10 @@ import re
 from bisect import bisect_left
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
-from prometheus_client.exposition import generate_latest
-from prometheus_client.metrics_core import Metric
+if TYPE_CHECKING:  # pragma: no cover
+    from prometheus_client.metrics_core import Metric
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -647,6 +647,9 @@ def render_prometheus(stats: Stats, *, filter: str | re.Pattern[str] | None = No
     for ext in list(stats.extensions.values()):
         collector = ext.collector() if hasattr(ext, "collector") else None
         if collector is not None:
+            # prometheus_client's writer, imported at the first scrape of an extension (Istio's metrics)
+            from prometheus_client.exposition import generate_latest
+
             text += generate_latest(_Filtered(collector, pattern)).decode("utf-8")  # type: ignore[arg-type]
     return text
 
