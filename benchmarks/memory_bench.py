@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             if not found:
                 print("\nthe demo mesh: no sidecar processes found")
                 return 1
-            print("\n| demo mesh process | RSS (MiB) | after a /stats/prometheus scrape (MiB) | optional libraries then |"
-                  "\n|---|---:|---:|---|")
+            print("\n| demo mesh process | RSS (MiB) | after a /stats/prometheus scrape (MiB) "
+                  "| optional libraries then |\n|---|---:|---:|---|")
             for name, (rss, scraped, libraries) in sorted(found.items()):
                 print(f"| {name} | {rss / MIB:.1f} | {scraped / MIB:.1f} | {libraries} |")
             for label, i in (("", 0), ("after a scrape", 1)):

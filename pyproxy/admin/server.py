@@ -13,7 +13,7 @@ Endpoints (Envoy's paths and shapes):
                     it are dropped and announced as `{"dropped": total}`). Not Envoy's POST /tap, see there.
   /quitquitquit     stop the proxy
 Served by pyproxy.admin.httpd (asyncio and httptools, no web framework: aiohttp would cost a sidecar
-about 13 MiB of RSS); the admin port is not the hot path.
+9.5 MiB of RSS); the admin port is not the hot path.
 """
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 Where it sits: the `istio.stats` HTTP filter (`pyproxy.filters.istio_stats`) builds one label tuple per finished
 request and calls `IstioMetrics.record(labels, duration_ms, request_bytes, response_bytes)`; the admin
-`/stats/prometheus` asks the store's collector (`IstioCollector`, shaped as a prometheus_client custom collector) for the
-families at scrape time, beside Envoy's own stats. Nothing here does I/O or reads a clock.
+`/stats/prometheus` asks the store's collector (`IstioCollector`, shaped as a prometheus_client collector) for
+the families at scrape time, beside Envoy's own stats. Nothing here does I/O or reads a clock.
 
 What it implements (Istio `istio_stats.cc`, docs reference/config/metrics):
 - `istio_requests_total` (counter), `istio_request_duration_milliseconds`, `istio_request_bytes`,

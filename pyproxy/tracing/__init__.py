@@ -23,8 +23,8 @@ class TracingConfigError(ValueError):
 
 
 def __getattr__(name: str) -> Any:
-    """`tracer` and `export` load opentelemetry-sdk: imported when asked for, so a proxy whose config traces
-    nothing does not load it (benchmarks/memory_bench.py)."""
+    """`tracer` and `export` load opentelemetry-sdk (1 MiB and more): imported when asked for, so a proxy whose
+    config traces nothing does not load it (benchmarks/memory_bench.py)."""
     if name == "SpanExporters":
         from .export import SpanExporters
         return SpanExporters
