@@ -264,9 +264,12 @@ class CertificateAgent:
         """`_issue` in `python -m pyproxy.tls.agent`; its one-line error comes back as AgentError. The child is
         killed when this is cancelled or it outlives the request timeout (plus its start-up)."""
         request = json.dumps(self._child_request(authorization, client_cert)).encode()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pyproxy.tls.agent", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "pyproxy.tls.agent", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        except OSError as err:  # no process could be started (fork refused, descriptors exhausted)
+            raise AgentError(f"cannot start the certificate helper: {err}") from None
         try:
             out, err = await asyncio.wait_for(proc.communicate(request), self.request_timeout + CHILD_STARTUP)
         except asyncio.TimeoutError:
@@ -347,21 +350,27 @@ def _key_type_name(key_type: Any) -> str:
     return str(getattr(key_type, "value", key_type))
 
 
-async def _child(request: dict[str, Any]) -> dict[str, Any]:
+def _child_agent(request: dict[str, Any]) -> tuple[CertificateAgent, str | None, tuple[bytes, bytes] | None]:
+    """The in-process agent and credentials an isolated parent asked this child to use."""
     identity = parse_spiffe_uri(request["identity"]) if request.get("identity") else None
     agent = CertificateAgent(request["ca_url"], root_cert_path=request["root_cert_path"], identity=identity,
                              key_type=request["key_type"], ttl=request["ttl"],
                              server_hostname=request.get("server_hostname"),
                              request_timeout=request["request_timeout"])
     cert = request.get("client_cert")
-    return await agent._issue(request.get("authorization"), tuple(c.encode("ascii") for c in cert) if cert else None)
+    return agent, request.get("authorization"), (cert[0].encode("ascii"), cert[1].encode("ascii")) if cert else None
 
 
 def child_main() -> int:
     """`python -m pyproxy.tls.agent`: one `_issue` for an isolated agent; JSON in on stdin, JSON out on stdout
-    (`{"error": "..."}` with status 1 for an AgentError)."""
+    (`{"error": "..."}` with status 1 for an AgentError, 2 for a request it cannot read)."""
     try:
-        out = asyncio.run(_child(json.loads(sys.stdin.read())))
+        agent, authorization, client_cert = _child_agent(json.loads(sys.stdin.read()))
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:  # IdentityError is a ValueError
+        print(json.dumps({"error": f"certificate helper: unusable request: {type(err).__name__}: {err}"}))
+        return 2
+    try:
+        out = asyncio.run(agent._issue(authorization, client_cert))
     except AgentError as err:
         print(json.dumps({"error": str(err)}))
         return 1
