@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import os
 import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from urllib.parse import quote
 
 from ..config import model
+from .files import memory_file
 from .identity import IdentityError, PeerIdentity, identity_from_uri_sans
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -125,19 +125,15 @@ def peer_sans(der: bytes | None, peercert: Mapping[str, Any] | None) -> tuple[tu
 def leaf_sans_from_pem(chain_pem: bytes) -> tuple[tuple[str, str], ...]:
     """The SANs of the first certificate of a PEM chain (our own certificate: its URI SANs are XFCC's `By=`).
     Decoded by the `ssl` module's own OpenSSL decoder (`_ssl._test_decode_cert`, what `getpeercert()` returns,
-    read from an in-memory file) so `cryptography` is not loaded for it; where that is not available, by
+    read from `memory_file`) so `cryptography` is not loaded for it; where that is not available, by
     `cryptography`. ValueError when the PEM holds no certificate."""
     decode = getattr(getattr(ssl, "_ssl", None), "_test_decode_cert", None)
-    memfd = getattr(os, "memfd_create", None)
-    if decode is not None and memfd is not None:
-        fd = memfd("leaf-certificate")
-        try:
-            os.write(fd, chain_pem)
-            return sans_from_peercert(decode(f"/proc/self/fd/{fd}"))
-        except (OSError, ssl.SSLError) as err:
-            raise ValueError(f"not a PEM certificate: {err}") from None
-        finally:
-            os.close(fd)
+    if decode is not None:
+        with memory_file(chain_pem, "leaf-certificate") as path:
+            try:
+                return sans_from_peercert(decode(path))
+            except (OSError, ssl.SSLError) as err:
+                raise ValueError(f"not a PEM certificate: {err}") from None
     from cryptography import x509
 
     return certificate_sans(x509.load_pem_x509_certificate(chain_pem))
