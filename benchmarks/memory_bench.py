@@ -10,7 +10,9 @@ Two measurements, each of real processes on 127.0.0.1, every one stopped by PID 
   per-cluster state a first request creates exists: pools, host stats), then VmRSS. This is what a sidecar's
   memory grows with: the clusters, routes and endpoints of the services it can reach.
 * **The demo's sidecars**: `python -m pyproxy.demo_mesh` (what `make demo` runs), and once it says it is running,
-  the VmRSS of every `pyproxy sidecar` / `pyproxy gateway` process it started, by workload.
+  the VmRSS of every `pyproxy sidecar` / `pyproxy gateway` process it started, by workload; then again after one
+  GET /stats/prometheus on each (what the demo's Prometheus, when installed, does every few seconds: it loads
+  prometheus_client in the process), with the optional libraries each process holds (`/server_info`).
 
 RSS is VmRSS from /proc (what `ps` shows as RSS), read after the requests; Python's is mostly the interpreter,
 the imported modules (aiohttp, cryptography, opentelemetry...) and the config objects.
@@ -93,8 +95,19 @@ def measure_clusters(pm: procs.Processes, workdir: Path, n: int, backend_port: i
         pm.stop(proc)
 
 
-def demo_sidecars(pm: procs.Processes, workdir: Path, timeout: float = 180) -> dict[str, int]:
-    """{workload: RSS bytes} of every sidecar and gateway process of a running `make demo` mesh."""
+def _admin_json(port: int, path: str) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _scrape(port: int) -> None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats/prometheus", timeout=10) as r:
+        r.read()
+
+
+def demo_sidecars(pm: procs.Processes, workdir: Path, timeout: float = 180) -> dict[str, tuple[int, int, str]]:
+    """{workload: (RSS bytes, RSS bytes after one scrape of its /stats/prometheus, optional libraries loaded)}
+    of every sidecar and gateway process of a running `make demo` mesh."""
     env = {**os.environ, "PYPROXY_MESH_STATE": str(workdir / "demo-state.json")}
     log_path = workdir / "demo.log"
     with open(log_path, "wb") as log:
@@ -106,7 +119,8 @@ def demo_sidecars(pm: procs.Processes, workdir: Path, timeout: float = 180) -> d
             if demo.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the demo mesh did not start: {log_path.read_text(errors='replace')[-2000:]}")
             time.sleep(0.5)
-        found = {}
+        found: dict[str, tuple[int, int]] = {}
+        admins: dict[str, int] = {}
         for pid in procs.descendants(demo.pid):
             argv = (procs._cmdline(pid) or b"").split(b"\0")
             if b"sidecar" in argv and b"--name" in argv:
@@ -116,9 +130,15 @@ def demo_sidecars(pm: procs.Processes, workdir: Path, timeout: float = 180) -> d
             else:
                 continue
             rss = procs.rss_bytes(pid)
-            if rss is not None:
-                found[name] = rss
-        return found
+            if rss is not None and b"--admin-port" in argv:
+                found[name] = (pid, rss)
+                admins[name] = int(argv[argv.index(b"--admin-port") + 1])
+        out = {}
+        for name, (pid, rss) in found.items():
+            _scrape(admins[name])
+            libraries = ", ".join(_admin_json(admins[name], "/server_info").get("optional_libraries_loaded", []))
+            out[name] = (rss, procs.rss_bytes(pid) or 0, libraries or "none")
+        return out
     finally:
         demo.send_signal(signal.SIGINT)  # the demo's own Ctrl-C path stops everything it started
         try:
@@ -165,12 +185,15 @@ def main(argv: list[str] | None = None) -> int:
             if not found:
                 print("\nthe demo mesh: no sidecar processes found")
                 return 1
-            print("\n| demo mesh process | RSS (MiB) |\n|---|---:|")
-            for name, rss in sorted(found.items()):
-                print(f"| {name} | {rss / MIB:.1f} |")
-            values = sorted(found.values())
-            print(f"\ndemo sidecars: median {values[len(values) // 2] / MIB:.1f} MiB, max {values[-1] / MIB:.1f} "
-                  f"MiB over {len(values)} processes")
+            print("\n| demo mesh process | RSS (MiB) | after a /stats/prometheus scrape (MiB) "
+                  "| optional libraries then |\n|---|---:|---:|---|")
+            for name, (rss, scraped, libraries) in sorted(found.items()):
+                print(f"| {name} | {rss / MIB:.1f} | {scraped / MIB:.1f} | {libraries} |")
+            for label, i in (("", 0), ("after a scrape", 1)):
+                values = sorted(v[i] for v in found.values())
+                print(f"\ndemo sidecars{' ' + label if label else ''}: median {values[len(values) // 2] / MIB:.1f} "
+                      f"MiB, max {values[-1] / MIB:.1f} MiB over {len(values)} processes", end="")
+            print()
     return 0
 
 

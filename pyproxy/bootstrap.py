@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import pathlib
 
-import yaml
-
 from .config.decode import ConfigError, decode
 from .config.model import Bootstrap
 
@@ -34,6 +32,8 @@ def load_bootstrap(path: str) -> Bootstrap:
         raise BootstrapError(f"{path}: not UTF-8 text (byte {e.start}); an Envoy bootstrap is YAML or JSON") from None
     if not text.strip():
         raise BootstrapError(f"{path}: the file is empty (expected an Envoy Bootstrap: static_resources, admin...)")
+    import yaml  # only for a bootstrap file: a sidecar (config over xDS) does not load PyYAML (0.4 MiB)
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

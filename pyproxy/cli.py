@@ -213,23 +213,18 @@ class SecureControl:
         s = self.agent.secret
         return {"identity": s.identity.uri if s else None,
                 "workload_certificate": None if s is None else {
-                    "serial_number": _serial(s.cert_chain_pem), "sha256": _fingerprint(s.cert_chain_pem),
-                    "issuer": _issuer(s.cert_chain_pem),
+                    "serial_number": s.serial_hex, "sha256": _pem_fingerprints(s.cert_chain_pem)[0],
+                    "issuer": s.issuer,
                     "valid_until": _utc(s.not_after),
                     "renewal_at": _utc(s.rotate_at)},
                 # SDS ROOTCA: the roots this sidecar verifies peers with (two during a root rotation)
-                "trust_bundle": None if s is None else _root_fingerprints(s.root_bundle_pem),
+                "trust_bundle": None if s is None else _pem_fingerprints(s.root_bundle_pem),
                 "certificate_rotations": self.agent.rotations, "certificate_failures": self.agent.failures}
 
 
 def _utc(seconds: float) -> str:
     import datetime as dt
     return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _serial(chain_pem: bytes) -> str:
-    from .tls.pki import load_certificates
-    return format(load_certificates(chain_pem, "workload certificate")[0].serial_number, "x")
 
 
 def _secure_control(args: argparse.Namespace, node: dict[str, Any], server: Any) -> SecureControl:
@@ -250,35 +245,19 @@ def _secure_control(args: argparse.Namespace, node: dict[str, Any], server: Any)
     except (IdentityError, CredentialsError) as e:
         raise ValueError(str(e)) from None
     agent = CertificateAgent(args.control, root_cert_path=args.ca_root, token_path=args.token_file,
-                             identity=identity, ttl=args.secret_ttl, renew_with_certificate=True)
+                             identity=identity, ttl=args.secret_ttl, renew_with_certificate=True, isolated=True)
     return SecureControl(agent, credentials, server)
 
 
-def _issuer(chain_pem: bytes) -> str:
-    """The leaf's issuer, RFC 4514 (which intermediate signed it: it changes at step 3 of a root rotation)."""
-    from .tls.pki import load_certificates
-    return load_certificates(chain_pem, "workload certificate")[0].issuer.rfc4514_string()
-
-
-def _root_fingerprints(roots_pem: bytes) -> list[str]:
-    """SHA-256 of each root in the trust bundle, hex, in bundle order."""
+def _pem_fingerprints(pem: bytes) -> list[str]:
+    """SHA-256 of each certificate's DER in a PEM blob, hex, in order (the leaf's is what a peer's XFCC `Hash=`
+    shows). ssl's PEM decoding: no cryptography in the sidecar process."""
     import hashlib
+    import re
+    import ssl
 
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    from .tls.pki import load_certificates
-    return [hashlib.sha256(c.public_bytes(Encoding.DER)).hexdigest()
-            for c in load_certificates(roots_pem, "trust bundle")]
-
-
-def _fingerprint(chain_pem: bytes) -> str:
-    """SHA-256 of the leaf's DER, hex: what a peer's x-forwarded-client-cert `Hash=` shows for it."""
-    import hashlib
-
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    from .tls.pki import load_certificates
-    return hashlib.sha256(load_certificates(chain_pem, "workload certificate")[0].public_bytes(Encoding.DER)).hexdigest()
+    blocks = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", pem, re.DOTALL)
+    return [hashlib.sha256(ssl.PEM_cert_to_DER_cert(b.decode("ascii"))).hexdigest() for b in blocks]
 
 
 def _seconds(text: str) -> float:

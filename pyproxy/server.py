@@ -20,8 +20,9 @@ import logging
 import os
 import random
 import socket
+import sys
 import time
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from .config import model
 from .config.datasource import read_data_source
@@ -43,8 +44,11 @@ from .tls.transport_socket import SSL_STATS, TlsContextProvider, tls_context_of
 from .runtime.offload import Offload, freeze_after_swap, sole_reference
 from .tcp.proxy import TcpProxyRuntime
 from .tcp.rbac import NetworkRbacConfig
-from .tracing import SpanExporters, TracingConfigError, build_http_tracer
+from .tracing import TracingConfigError, build_http_tracer
 from .upstream.cluster_manager import ClusterManager
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .tracing.export import SpanExporters
 
 log = logging.getLogger("pyproxy.server")
 
@@ -52,6 +56,11 @@ log = logging.getLogger("pyproxy.server")
 # that big is frozen out of the collector's view after the swap (pyproxy.runtime.offload). Below it the
 # ordinary drop takes a few milliseconds at most.
 LARGE_ROUTE_TABLE_VIRTUAL_HOSTS = 1000
+# Libraries a proxy imports only when its config (or a scrape) asks for them, each several MiB of RSS
+# (docs/performance.md, Memory): aiohttp (JWKS fetches), cryptography (an unverified peer's certificate, a subject
+# without short names, JWT), PyJWT (jwt_authn), opentelemetry (HCM tracing), prometheus_client (Istio's metrics
+# at a scrape), PyYAML (a bootstrap file). /server_info lists those this process holds.
+OPTIONAL_LIBRARIES = ("aiohttp", "cryptography", "jwt", "opentelemetry", "prometheus_client", "yaml")
 RELEASE_RETRY_S = 1.0  # how often to look again at a replaced snapshot that an in-flight stream still uses
 
 
@@ -115,7 +124,8 @@ class HcmRuntime:
     def __init__(self, config: model.HttpConnectionManager, clusters: ClusterManager, stats: Stats,
                  rng: random.Random, route_config: model.RouteConfiguration | None = None,
                  access_logs: AccessLogManager | None = None, routes: CompiledRoutes | None = None,
-                 node: Any = None, traffic_direction: str = "UNSPECIFIED", tracers: SpanExporters | None = None,
+                 node: Any = None, traffic_direction: str = "UNSPECIFIED",
+                 tracers: SpanExporters | Callable[[], SpanExporters] | None = None,
                  tap: TapHub | None = None):
         self.config = config
         self.tap = tap if tap is not None else TapHub()  # the proxy's live tap (admin /tap), shared by its HCMs
@@ -476,14 +486,22 @@ class ProxyServer:
         """The route tables serving now, by id of their RouteConfiguration (an unchanged one is reused)."""
         return {id(h.route_config): h.routes for rt in self.listeners.values() for h in rt.hcms()}
 
+    def _span_exporters(self) -> SpanExporters:
+        """The proxy's trace pipelines, made when the first HCM that traces is built: opentelemetry-sdk is
+        imported then, not by a proxy whose config traces nothing (benchmarks/memory_bench.py)."""
+        if self.span_exporters is None:
+            from .tracing.export import SpanExporters
+
+            self.span_exporters = SpanExporters()
+            self.span_exporters.clusters = self.clusters
+        return self.span_exporters
+
     async def _apply_locked(self, listeners: tuple[model.Listener, ...], clusters: tuple[model.Cluster, ...],
                             version: str, routes: dict[str, model.RouteConfiguration],
                             endpoints: dict[str, model.ClusterLoadAssignment]) -> None:
         loop = asyncio.get_running_loop()
         if self.access_logs is None:
             self.access_logs = AccessLogManager(scheduler=loop.call_later)
-        if self.span_exporters is None:
-            self.span_exporters = SpanExporters()
         try:
             new_clusters = ClusterManager(clusters, self.stats, self.rng, previous=self.clusters,
                                           endpoints=endpoints, secrets=self.secrets)
@@ -524,7 +542,7 @@ class ProxyServer:
                         serving[id(rc)] = compiled
                     hcm = HcmRuntime(hcm_cfg, new_clusters, self.stats, self.rng,
                                      access_logs=self.access_logs, routes=compiled, node=self.node,
-                                     traffic_direction=lis.traffic_direction, tracers=self.span_exporters,
+                                     traffic_direction=lis.traffic_direction, tracers=self._span_exporters,
                                      tap=self.tap)
                     tc = tls_context_of(chain.transport_socket)
                     tls = TlsContextProvider(tc, self.secrets, f"listener {key!r} {ckey}.transport_socket") \
@@ -571,7 +589,8 @@ class ProxyServer:
         removed = [rt for key, rt in self.listeners.items() if new_listeners.get(key) is not rt]
         self.listeners = new_listeners
         self.clusters = new_clusters
-        self.span_exporters.clusters = new_clusters  # span export posts to hosts of the clusters now serving
+        if self.span_exporters is not None:
+            self.span_exporters.clusters = new_clusters  # span export posts to hosts of the clusters now serving
         self.listener_configs = listeners
         self.cluster_configs = clusters
         self.route_configs = routes
@@ -676,7 +695,13 @@ class ProxyServer:
             "pid": os.getpid(),
             "config_version": self.version,
             "worker_id": self.worker_id,
+            "optional_libraries_loaded": loaded_optional_libraries(),
         }
+
+
+def loaded_optional_libraries() -> list[str]:
+    """Which of OPTIONAL_LIBRARIES this process has imported (sorted)."""
+    return [name for name in OPTIONAL_LIBRARIES if name in sys.modules]
 
 
 def free_port() -> int:

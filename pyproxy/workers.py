@@ -17,7 +17,6 @@ import sys
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from .bootstrap import load_bootstrap
 from .observe.stats import Stats
@@ -68,6 +67,7 @@ async def _fetch(session: aiohttp.ClientSession, w: Worker, path: str) -> tuple[
 
 
 async def run_supervisor(config_path: str, concurrency: int, drain_time: float) -> int:
+    from .admin.httpd import App, Request, Response, StreamResponse, json_response
     from .admin.server import start_admin
 
     bootstrap = load_bootstrap(config_path)
@@ -100,7 +100,7 @@ async def run_supervisor(config_path: str, concurrency: int, drain_time: float) 
                         total.counter(entry["name"]).inc(entry["value"])
         return total
 
-    async def handler(req: web.Request) -> web.StreamResponse:
+    async def handler(req: Request) -> Response | StreamResponse:
         from .observe import stats as stats_mod
 
         if req.path in ("/stats", "/stats/prometheus"):
@@ -112,24 +112,23 @@ async def run_supervisor(config_path: str, concurrency: int, drain_time: float) 
             try:
                 q = stats_mod.StatsQuery.from_params(params)
             except ValueError as e:
-                return web.Response(status=400, text=f"{e}\n")
+                return Response(status=400, text=f"{e}\n")
             return render_stats(await summed_stats(), q)
         if req.path == "/tap":  # a stream per worker: the buffered forwarding below cannot carry it
-            return web.Response(status=501, text="tap: not available with --concurrency > 1; ask a worker's own "
+            return Response(status=501, text="tap: not available with --concurrency > 1; ask a worker's own "
                                                  "admin (its ADMIN_PORT line) or run one process\n")
         if req.path == "/quitquitquit":
             loop.call_soon(stop.set)
-            return web.Response(text="OK\n")
+            return Response(text="OK\n")
         status, body, ctype = await _fetch(session, workers[0], req.path_qs)
         if req.path == "/server_info":
             info: dict[str, Any] = json.loads(body)
             info["workers"] = [{"worker_id": w.index, "pid": w.proc.pid} for w in workers]
             info["concurrency"] = concurrency
-            return web.json_response(info)
-        return web.Response(status=status, body=body, content_type=ctype.split(";")[0])
+            return json_response(info)
+        return Response(status=status, body=body, content_type=ctype.split(";")[0])
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
+    app = App(fallback=handler)
     runner = None
     if bootstrap.admin is not None and bootstrap.admin.address is not None:
         sa = bootstrap.admin.address.socket_address

@@ -12,7 +12,8 @@ Endpoints (Envoy's paths and shapes):
                     `?path=<prefix>&method=M&authority=A` filter, `buffer=N` bounds the queue (entries past
                     it are dropped and announced as `{"dropped": total}`). Not Envoy's POST /tap, see there.
   /quitquitquit     stop the proxy
-This is served by aiohttp: the admin port is not the hot path.
+Served by pyproxy.admin.httpd (asyncio and httptools, no web framework: aiohttp would cost a sidecar
+9.5 MiB of RSS); the admin port is not the hot path.
 """
 from __future__ import annotations
 
@@ -20,13 +21,12 @@ import asyncio
 import json
 from typing import Any, Awaitable, Callable
 
-from aiohttp import web
-
 from ..config.decode import encode
 from ..observe import stats as stats_mod
 from ..observe.tap import DEFAULT_CAPACITY, TapFilter, TapSubscriber
 from ..server import ProxyServer
 from .guard import refusal
+from .httpd import App, Handler, Request, Response, Runner, StreamResponse, json_response, serve
 
 
 def _ts(epoch: float) -> str:
@@ -124,93 +124,93 @@ def clusters_json(server: ProxyServer) -> dict[str, Any]:
 StatsSource = Callable[[], Awaitable[stats_mod.Stats]]
 
 
-def render_stats(st: stats_mod.Stats, q: "stats_mod.StatsQuery") -> web.Response:
+def render_stats(st: stats_mod.Stats, q: "stats_mod.StatsQuery") -> Response:
     """/stats in the format the query asks for (text, json, prometheus)."""
     if q.format == "json":
-        return web.Response(text=stats_mod.render_json(st, filter=q.filter, used_only=q.used_only, type=q.type),
+        return Response(text=stats_mod.render_json(st, filter=q.filter, used_only=q.used_only, type=q.type),
                             content_type="application/json")
     if q.format == "prometheus":
-        return web.Response(text=stats_mod.render_prometheus(st, filter=q.filter, used_only=q.used_only))
-    return web.Response(text=stats_mod.render_text(st, filter=q.filter, used_only=q.used_only, type=q.type))
+        return Response(text=stats_mod.render_prometheus(st, filter=q.filter, used_only=q.used_only))
+    return Response(text=stats_mod.render_text(st, filter=q.filter, used_only=q.used_only, type=q.type))
 
 
 def make_app(server: ProxyServer, *, bootstrap: Any = None, stats_source: StatsSource | None = None,
              extra_info: Callable[[], dict[str, Any]] | None = None,
-             on_quit: Callable[[], None] | None = None) -> web.Application:
+             on_quit: Callable[[], None] | None = None) -> App:
     """The admin app. `stats_source` lets a multi-worker supervisor serve the sum of its workers' stats."""
 
     async def current_stats() -> stats_mod.Stats:
         return await stats_source() if stats_source is not None else server.collect_stats()
 
-    async def ready(_: web.Request) -> web.Response:
+    async def ready(_: Request) -> Response:
         if server.ready:
-            return web.Response(text="LIVE\n")
-        return web.Response(status=503, text="PRE_INITIALIZING\n")
+            return Response(text="LIVE\n")
+        return Response(status=503, text="PRE_INITIALIZING\n")
 
-    async def server_info(_: web.Request) -> web.Response:
+    async def server_info(_: Request) -> Response:
         info = server.server_info()
         if extra_info is not None:
             info.update(extra_info())
-        return web.json_response(info)
+        return json_response(info)
 
-    async def dump(_: web.Request) -> web.Response:
-        return web.json_response(config_dump(server, bootstrap), dumps=lambda o: json.dumps(o, indent=2))
+    async def dump(_: Request) -> Response:
+        return json_response(config_dump(server, bootstrap), dumps=lambda o: json.dumps(o, indent=2))
 
-    async def clusters(req: web.Request) -> web.Response:
+    async def clusters(req: Request) -> Response:
         if req.query.get("format") == "json":
-            return web.json_response(clusters_json(server), dumps=lambda o: json.dumps(o, indent=2))
-        return web.Response(text=clusters_text(server))
+            return json_response(clusters_json(server), dumps=lambda o: json.dumps(o, indent=2))
+        return Response(text=clusters_text(server))
 
-    async def stats(req: web.Request) -> web.Response:
+    async def stats(req: Request) -> Response:
         try:
             q = stats_mod.StatsQuery.from_params(req.query)
         except ValueError as e:
-            return web.Response(status=400, text=f"{e}\n")
+            return Response(status=400, text=f"{e}\n")
         return render_stats(await current_stats(), q)
 
-    async def prometheus(_: web.Request) -> web.Response:
+    async def prometheus(_: Request) -> Response:
         st = await current_stats()  # rendered in slices: requests on this proxy run between them
-        return web.Response(text=await stats_mod.render_prometheus_async(st), content_type="text/plain")
+        return Response(text=await stats_mod.render_prometheus_async(st), content_type="text/plain")
 
-    async def listeners(req: web.Request) -> web.Response:
+    async def listeners(req: Request) -> Response:
         items = [{"name": k, "local_address": {"socket_address": {
             "address": rt.config.address.socket_address.address, "port_value": rt.port}}}
             for k, rt in server.listeners.items()]
         if req.query.get("format") == "json":
-            return web.json_response({"listener_statuses": items})
-        return web.Response(text="".join(f"{i['name']}::{i['local_address']['socket_address']['address']}:"
+            return json_response({"listener_statuses": items})
+        return Response(text="".join(f"{i['name']}::{i['local_address']['socket_address']['address']}:"
                                          f"{i['local_address']['socket_address']['port_value']}\n" for i in items))
 
-    async def tap(req: web.Request) -> web.StreamResponse:
+    async def tap(req: Request) -> Response | StreamResponse:
         return await tap_stream(server, req)
 
-    async def quit_(_: web.Request) -> web.Response:
+    async def quit_(_: Request) -> Response:
         if on_quit is not None:
             asyncio.get_running_loop().call_soon(on_quit)
-        return web.Response(text="OK\n")
+        return Response(text="OK\n")
 
-    async def index(_: web.Request) -> web.Response:
+    async def index(_: Request) -> Response:
         paths = ["/ready", "/server_info", "/config_dump", "/clusters", "/stats", "/stats/prometheus",
                  "/listeners", "/tap", "/quitquitquit (POST)"]
-        return web.Response(text="pyproxy admin\n" + "".join(f"  {p}\n" for p in paths))
+        return Response(text="pyproxy admin\n" + "".join(f"  {p}\n" for p in paths))
 
-    app = web.Application()
-    app.router.add_get("/", index)
-    app.router.add_get("/ready", ready)
-    app.router.add_get("/server_info", server_info)
-    app.router.add_get("/config_dump", dump)
-    app.router.add_get("/clusters", clusters)
-    app.router.add_get("/stats", stats)
-    app.router.add_get("/stats/prometheus", prometheus)
+    app = App()
+    app.add_get("/", index)
+    app.add_get("/ready", ready)
+    app.add_get("/server_info", server_info)
+    app.add_get("/config_dump", dump)
+    app.add_get("/clusters", clusters)
+    app.add_get("/stats", stats)
+    app.add_get("/stats/prometheus", prometheus)
     app[PROMETHEUS_HANDLER] = prometheus
-    app.router.add_get("/listeners", listeners)
-    app.router.add_get("/tap", tap)
+    app.add_get("/listeners", listeners)
+    app.add_get("/tap", tap)
 
-    async def end_taps(_: web.Application) -> None:  # runs before aiohttp waits for handlers to finish
+    async def end_taps(_: App) -> None:  # runs before cleanup waits for handlers to finish
         server.tap.close()
 
     app.on_shutdown.append(end_taps)
-    app.router.add_post("/quitquitquit", quit_)
+    app.add_post("/quitquitquit", quit_)
     return app
 
 
@@ -221,7 +221,7 @@ def _ndjson(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":")) + "\n"
 
 
-async def tap_stream(server: ProxyServer, req: web.Request) -> web.StreamResponse:
+async def tap_stream(server: ProxyServer, req: Request) -> Response | StreamResponse:
     """GET /tap: subscribe, say so in a first line (`{"tap": {...}}`, so a client knows it is attached), then
     write queued entries as they come. The writer runs on the admin side of the loop: when the client reads
     slowly, `resp.write` waits here while the data path keeps offering to the bounded queue, which drops."""
@@ -231,9 +231,8 @@ async def tap_stream(server: ProxyServer, req: web.Request) -> web.StreamRespons
         wake = asyncio.Event()
         sub = TapSubscriber(flt, capacity, wake.set)
     except ValueError as e:
-        return web.Response(status=400, text=f"tap: {e}\n")
-    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"})
-    resp.enable_chunked_encoding()
+        return Response(status=400, text=f"tap: {e}\n")
+    resp = StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"})
     await resp.prepare(req)
     server.tap.subscribe(sub)
     try:
@@ -261,29 +260,24 @@ async def tap_stream(server: ProxyServer, req: web.Request) -> web.StreamRespons
     return resp
 
 
-PROMETHEUS_HANDLER: web.AppKey[Callable[[web.Request], Awaitable[web.Response]]] = web.AppKey("prometheus")
+PROMETHEUS_HANDLER = "prometheus"  # the admin app's /stats/prometheus handler, for make_prometheus_app
 
 
-def make_prometheus_app(admin: web.Application) -> web.Application:
+def make_prometheus_app(admin: App) -> App:
     """Istio's 15090: only GET /stats/prometheus, meant to be reachable by a Prometheus on the network while
     the admin port (everything else, mutations included) stays on loopback."""
-    app = web.Application()
-    app.router.add_get("/stats/prometheus", admin[PROMETHEUS_HANDLER])
+    app = App()
+    app.add_get("/stats/prometheus", admin[PROMETHEUS_HANDLER])
     return app
 
 
-async def start_admin(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    @web.middleware
-    async def guard(req: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+async def start_admin(app: App, host: str, port: int) -> tuple[Runner, int]:
+    """Serve `app` on host:port (0: a free port) behind the mutation guard (pyproxy.admin.guard);
+    (runner, bound port). OSError when the address cannot be bound."""
+    async def guard(req: Request, handler: Handler) -> Response | StreamResponse:
         refused = refusal(req.method, req.path, req.headers.get("Host"), req.headers.get("Origin"), host)
         if refused is not None:
-            return web.Response(status=refused[0], text=refused[1] + "\n")
+            return Response(status=refused[0], text=refused[1] + "\n")
         return await handler(req)
 
-    app.middlewares.append(guard)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    sock = site._server.sockets[0]  # type: ignore[union-attr]
-    return runner, sock.getsockname()[1]
+    return await serve(app, host, port, middleware=guard)

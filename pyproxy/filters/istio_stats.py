@@ -22,14 +22,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Mapping
 
-from cryptography import x509
-
 from ..config.model import TypedStruct
 from ..observe.cel import CelError, compile_value
 from ..observe.istio_metrics import (HTTP_METRICS, LABELS, PEER_METADATA_HEADER, PEER_METADATA_ID_HEADER, UNKNOWN,
                                      IstioMetrics, PeerMetadata)
 from ..observe.stream_info import response_flags_short
-from ..tls.session import certificate_sans
+from ..tls.session import peer_sans
 from .base import FilterFactory, FilterStatus, HttpFilter
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -202,10 +200,12 @@ class IstioStatsFilterConfig:
         self._services[cluster_name] = (cfg, found)
         return found
 
-    def principal_of(self, der: bytes) -> str:
+    def principal_of(self, der: bytes, peercert: Mapping[str, Any] | None = None) -> str:
+        """The first URI SAN of a peer certificate; `peercert` is `getpeercert()` of a verified peer (read
+        instead of parsing the DER)."""
         p = self._principals.get(der)
         if p is None:
-            uris = tuple(v for t, v in certificate_sans(x509.load_der_x509_certificate(der)) if t == "URI")
+            uris = tuple(v for t, v in peer_sans(der, peercert) if t == "URI")
             p = _first_uri(uris)
             if len(self._principals) > 1024:
                 self._principals.clear()
@@ -269,7 +269,7 @@ class IstioStatsFilter(HttpFilter):
             return
         der = ssl_object.getpeercert(True)
         if der:
-            self.upstream_peer = self.config.principal_of(der)
+            self.upstream_peer = self.config.principal_of(der, ssl_object.getpeercert())
         tls = getattr(getattr(conn, "pool", None), "tls", None)
         self.upstream_local = _first_uri(getattr(tls, "local_uri_sans", ()))
 
@@ -417,9 +417,10 @@ class IstioTcpStats:
             transport = getattr(up, "transport", None) if up is not None else None
             ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
             der = ssl_object.getpeercert(True) if ssl_object is not None else None
+            principal = config.principal_of(der, ssl_object.getpeercert()) if der else UNKNOWN
             return tcp_labels(reporter="source", source=local.peer, destination=peer or NO_PEER,
-                              source_principal=UNKNOWN, destination_principal=config.principal_of(der) if der else
-                              UNKNOWN, service=service, flags=info.response_flags, security=UNKNOWN)
+                              source_principal=UNKNOWN, destination_principal=principal, service=service,
+                              flags=info.response_flags, security=UNKNOWN)
         mtls = tls is not None and tls.peer_presented and bool(tls.local_uri_sans)
         source_principal = _first_uri(tls.peer_uri_sans) if tls is not None else UNKNOWN
         source = NO_PEER

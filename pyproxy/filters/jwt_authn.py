@@ -30,7 +30,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-import aiohttp
 
 from ..config.datasource import read_data_source
 from ..config.model import JwtAuthentication, JwtProvider
@@ -57,15 +56,20 @@ MAX_JWKS_BYTES = 1 << 20  # a JWKS is a few KiB; a server sending more is refuse
 
 async def http_get(uri: str, timeout: float) -> str:
     """GET a JWKS document over HTTP(S) (aiohttp: off the request path, a few times an hour), at most
-    MAX_JWKS_BYTES."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-        async with session.get(uri) as resp:
-            if resp.status != 200:
-                raise OSError(f"JWKS fetch {uri}: HTTP {resp.status}")
-            body = await resp.content.read(MAX_JWKS_BYTES + 1)
-            if len(body) > MAX_JWKS_BYTES:
-                raise OSError(f"JWKS fetch {uri}: more than {MAX_JWKS_BYTES} bytes")
-            return body.decode("utf-8")
+    MAX_JWKS_BYTES. aiohttp's failures come back as OSError naming the URI."""
+    import aiohttp  # only when a config fetches remote JWKS: a proxy without one does not load aiohttp (9.5 MiB)
+
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+            async with session.get(uri) as resp:
+                if resp.status != 200:
+                    raise OSError(f"JWKS fetch {uri}: HTTP {resp.status}")
+                body = await resp.content.read(MAX_JWKS_BYTES + 1)
+                if len(body) > MAX_JWKS_BYTES:
+                    raise OSError(f"JWKS fetch {uri}: more than {MAX_JWKS_BYTES} bytes")
+                return body.decode("utf-8")
+    except aiohttp.ClientError as e:
+        raise OSError(f"JWKS fetch {uri}: {type(e).__name__}: {e}") from e
 
 
 class RemoteJwksCache:
@@ -95,7 +99,7 @@ class RemoteJwksCache:
         cfg = self.config
         try:
             jwks = parse_jwks(await cfg.fetch(self.uri, self.timeout))
-        except (OSError, asyncio.TimeoutError, aiohttp.ClientError, ValueError) as e:
+        except (OSError, asyncio.TimeoutError, ValueError) as e:
             log.warning("JWKS fetch %s failed: %r", self.uri, e)
             jwks = None
         finally:

@@ -24,14 +24,13 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 import json
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-import jwt as pyjwt
-from jwt.algorithms import get_default_algorithms
 
 from ..config import model
 
@@ -94,7 +93,16 @@ ALGORITHMS: dict[str, tuple[str, str | None]] = {
     **{a: ("oct", None) for a in ("HS256", "HS384", "HS512")},
     "EdDSA": ("OKP", None),
 }
-_PYJWT_ALGS = get_default_algorithms()
+
+
+@functools.cache
+def _pyjwt() -> tuple[Any, dict[str, Any]]:
+    """PyJWT and its algorithm objects, imported on first use: a proxy whose config has no jwt_authn does
+    not load PyJWT and the cryptography backend under it (9.3 MiB of a sidecar's RSS, measured)."""
+    import jwt
+    from jwt.algorithms import get_default_algorithms
+
+    return jwt, get_default_algorithms()
 _B64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 
 
@@ -140,8 +148,9 @@ def _jwk(data: Mapping[str, Any]) -> Jwk | None:
     loader = {"RSA": "RS256", "EC": "ES256", "oct": "HS256", "OKP": "EdDSA"}.get(kty)
     if loader is None:
         return None
+    pyjwt, algorithms = _pyjwt()
     try:
-        key = _PYJWT_ALGS[loader].from_jwk(dict(data))
+        key = algorithms[loader].from_jwk(dict(data))
     except (pyjwt.exceptions.InvalidKeyError, ValueError, KeyError, TypeError):
         return None
     kid = data.get("kid") if isinstance(data.get("kid"), str) else ""
@@ -277,7 +286,8 @@ def verify_signature(token: Jwt, jwks: Jwks) -> Status:
     """Try every key that fits the token's kid and alg (jwt_verify_lib verifyJwt)."""
     if not jwks.keys:
         return jwks.status if jwks.status is not Status.OK else Status.JwksNoValidKeys
-    algorithm = _PYJWT_ALGS[token.alg]
+    pyjwt, algorithms = _pyjwt()
+    algorithm = algorithms[token.alg]
     fitting = [k for k in jwks.keys if _fits(k, token)]
     if not fitting:
         return Status.JwksKidAlgMismatch

@@ -319,7 +319,7 @@ class ChainAcceptor(asyncio.Protocol):
             stats["no_certificate"].inc()
         tls = TlsSession.build(sslobj.version() if sslobj else "", facts.server_name,
                                (sslobj.selected_alpn_protocol() if sslobj else "") or "", peer_der,
-                               provider.local_uri_sans)
+                               provider.local_uri_sans, sslobj.getpeercert() if peer_der else None)
         conn = chain.serve(self.runtime)
         conn.tls = tls
         conn.requested_server_name = facts.server_name or None

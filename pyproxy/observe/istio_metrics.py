@@ -2,8 +2,8 @@
 
 Where it sits: the `istio.stats` HTTP filter (`pyproxy.filters.istio_stats`) builds one label tuple per finished
 request and calls `IstioMetrics.record(labels, duration_ms, request_bytes, response_bytes)`; the admin
-`/stats/prometheus` asks the store's collector (`IstioCollector`, a prometheus_client custom collector) for the
-families at scrape time, beside Envoy's own stats. Nothing here does I/O or reads a clock.
+`/stats/prometheus` asks the store's collector (`IstioCollector`, shaped as a prometheus_client collector) for
+the families at scrape time, beside Envoy's own stats. Nothing here does I/O or reads a clock.
 
 What it implements (Istio `istio_stats.cc`, docs reference/config/metrics):
 - `istio_requests_total` (counter), `istio_request_duration_milliseconds`, `istio_request_bytes`,
@@ -28,9 +28,7 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
-from prometheus_client.metrics_core import Metric
-
-from .stats import DEFAULT_BUCKETS
+from .stats import DEFAULT_BUCKETS, MetricFamily
 
 __all__ = ["LABELS", "IstioCollector", "IstioMetrics", "PeerMetadata", "Series", "UNKNOWN",
            "PEER_METADATA_HEADER", "PEER_METADATA_ID_HEADER"]
@@ -229,17 +227,18 @@ def _le(bound: float) -> str:
 
 
 class IstioCollector:
-    """prometheus_client collector: the store's series as Istio's four families, built at scrape time."""
+    """The store's series as Istio's families (pyproxy.observe.stats.MetricFamily, prometheus_client's shape),
+    built at scrape time."""
 
     def __init__(self, store: IstioMetrics):
         self.store = store
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[MetricFamily]:
         store = self.store
         items = sorted(store.series.items())
         les = [*map(_le, store.bounds), "+Inf"]
-        requests = Metric("istio_requests", "", "counter")
-        hists = {name: Metric(name, "", "histogram") for name in (
+        requests = MetricFamily("istio_requests", "", "counter")
+        hists = {name: MetricFamily(name, "", "histogram") for name in (
             "istio_request_duration_milliseconds", "istio_request_bytes", "istio_response_bytes")}
         for key, s in items:
             labels = dict(zip(LABELS, key))
@@ -271,7 +270,7 @@ class IstioCollector:
             yield requests
             yield from (m for m in hists.values() if m.samples)
         if store.tcp:
-            tcp = {name: Metric(name, "", "counter") for name in (
+            tcp = {name: MetricFamily(name, "", "counter") for name in (
                 "istio_tcp_connections_opened", "istio_tcp_connections_closed", "istio_tcp_sent_bytes",
                 "istio_tcp_received_bytes")}
             for key, t in sorted(store.tcp.items()):

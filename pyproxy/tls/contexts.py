@@ -11,10 +11,10 @@ temporary directory (mode 0700, file 0600) that is removed as soon as OpenSSL ha
 """
 from __future__ import annotations
 
-import os
 import ssl
-import tempfile
 from typing import Sequence
+
+from .files import memory_file
 
 
 class TlsConfigError(ValueError):
@@ -23,11 +23,7 @@ class TlsConfigError(ValueError):
 
 def load_cert_chain_pem(ctx: ssl.SSLContext, chain_pem: bytes, key_pem: bytes) -> None:
     """Give `ctx` a certificate chain (leaf first) and its private key, both PEM bytes."""
-    with tempfile.TemporaryDirectory(prefix="pyproxy-tls-") as tmp:
-        path = os.path.join(tmp, "credential.pem")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(chain_pem.rstrip(b"\n") + b"\n" + key_pem)
+    with memory_file(chain_pem.rstrip(b"\n") + b"\n" + key_pem, "credential") as path:  # the key stays off disk
         try:
             ctx.load_cert_chain(path)
         except ssl.SSLError as err:

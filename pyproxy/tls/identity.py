@@ -18,9 +18,10 @@ Python's `ssl` hostname check knows DNS and IP SANs only, so the URI SAN check E
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from cryptography import x509
+if TYPE_CHECKING:  # pragma: no cover
+    from cryptography import x509
 
 SCHEME = "spiffe"
 URI_PREFIX = "spiffe://"
@@ -85,7 +86,9 @@ def uri_sans_from_peercert(peercert: Mapping[str, Any] | None) -> tuple[str, ...
     return tuple(value for kind, value in peercert.get("subjectAltName", ()) if kind == "URI")
 
 
-def uri_sans_from_certificate(cert: x509.Certificate) -> tuple[str, ...]:
+def uri_sans_from_certificate(cert: "x509.Certificate") -> tuple[str, ...]:
+    from cryptography import x509  # imported here: a sidecar reads verified peers from getpeercert() instead
+
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -95,6 +98,8 @@ def uri_sans_from_certificate(cert: x509.Certificate) -> tuple[str, ...]:
 
 def uri_sans_from_der(der: bytes) -> tuple[str, ...]:
     """URI SANs from a DER certificate (`getpeercert(binary_form=True)`, or an SDS secret)."""
+    from cryptography import x509
+
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError as err:

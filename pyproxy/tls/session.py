@@ -19,37 +19,132 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import ssl
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from urllib.parse import quote
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from ..config import model
+from .files import memory_file
 from .identity import IdentityError, PeerIdentity, identity_from_uri_sans
 
-_SAN_TYPES = {
-    "DNS": x509.DNSName,
-    "URI": x509.UniformResourceIdentifier,
-    "EMAIL": x509.RFC822Name,
-    "IP_ADDRESS": x509.IPAddress,
-}
+if TYPE_CHECKING:  # pragma: no cover
+    from cryptography import x509
+
+# Envoy's san_type names, in the order SANs are listed, and how Python's ssl (OpenSSL) names each kind in
+# `getpeercert()["subjectAltName"]` (Modules/_ssl.c _get_peer_alt_names)
+_SAN_TYPES = {"DNS": "DNS", "URI": "URI", "EMAIL": "email", "IP_ADDRESS": "IP Address"}
 
 
-def certificate_sans(cert: x509.Certificate | None) -> tuple[tuple[str, str], ...]:
-    """(type, value) for each SAN: types DNS, URI, EMAIL, IP_ADDRESS (Envoy's san_type names)."""
+def certificate_sans(cert: "x509.Certificate | None") -> tuple[tuple[str, str], ...]:
+    """(type, value) for each SAN of a parsed certificate: types DNS, URI, EMAIL, IP_ADDRESS (Envoy's san_type
+    names)."""
     if cert is None:
         return ()
+    from cryptography import x509
+
     try:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return ()
+    classes = {"DNS": x509.DNSName, "URI": x509.UniformResourceIdentifier, "EMAIL": x509.RFC822Name,
+               "IP_ADDRESS": x509.IPAddress}
     out = []
-    for name, cls in _SAN_TYPES.items():
+    for name, cls in classes.items():
         for value in ext.get_values_for_type(cls):
             out.append((name, str(value) if not isinstance(value, str) else value))
     return tuple(out)
+
+
+def sans_from_peercert(peercert: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """`certificate_sans` from the dict `ssl` decodes for a verified peer (`getpeercert()`): the same pairs in
+    the same order (IP addresses in their canonical text, as `ipaddress` writes them)."""
+    pairs = peercert.get("subjectAltName", ())
+    out = []
+    for name, kind in _SAN_TYPES.items():
+        for k, value in pairs:
+            if k == kind:
+                out.append((name, _canonical(name, value.strip()) if name == "IP_ADDRESS" else value))
+    return tuple(out)
+
+
+# OpenSSL's long names (what `getpeercert()["subject"]` uses) of the attributes RFC 4514 writes by short name;
+# any other attribute is written as its dotted OID, which only `cryptography` knows: that subject is parsed there
+_RFC4514_NAMES = {"commonName": "CN", "localityName": "L", "stateOrProvinceName": "ST", "organizationName": "O",
+                  "organizationalUnitName": "OU", "countryName": "C", "streetAddress": "STREET",
+                  "domainComponent": "DC", "userId": "UID"}
+_RFC4514_ESCAPES = [("\\", "\\\\"), ('"', '\\"'), ("+", "\\+"), (",", "\\,"), (";", "\\;"), ("<", "\\<"),
+                    (">", "\\>"), ("\0", "\\00")]
+
+
+def _rfc4514_value(value: str) -> str:
+    """RFC 4514 section 2.4 escaping, as `cryptography`'s Name.rfc4514_string() does it."""
+    if not value:
+        return ""
+    for char, escaped in _RFC4514_ESCAPES:
+        value = value.replace(char, escaped)
+    if value[0] == "#" or (value[0] == " " and len(value) > 1):
+        value = "\\" + value
+    if value[-1] == " ":
+        value = value[:-1] + "\\ "
+    return value
+
+
+def subject_from_peercert(peercert: Mapping[str, Any]) -> str | None:
+    """The subject as Envoy's subjectPeerCertificate writes it (RFC 4514: the most specific RDN first) from
+    `getpeercert()["subject"]`; None when it has an attribute without a short name or a multi-valued RDN (the
+    caller then asks `cryptography`, whose text this equals)."""
+    parts = []
+    for rdn in reversed(peercert.get("subject", ())):
+        if len(rdn) != 1 or rdn[0][0] not in _RFC4514_NAMES:
+            return None
+        name, value = rdn[0]
+        parts.append(f"{_RFC4514_NAMES[name]}={_rfc4514_value(value)}")
+    return ",".join(parts)
+
+
+def load_der_certificate(der: bytes) -> "x509.Certificate":
+    """The `cryptography` object for a DER certificate, imported on first use: a peer verified by OpenSSL is
+    read from `getpeercert()` instead, so a proxy whose peers are all verified never loads `cryptography`
+    (8.3 MiB of a sidecar's RSS, measured)."""
+    from cryptography import x509
+
+    return x509.load_der_x509_certificate(der)
+
+
+def peer_sans(der: bytes | None, peercert: Mapping[str, Any] | None) -> tuple[tuple[str, str], ...]:
+    """The peer certificate's SANs: from `ssl`'s decoding when the handshake verified it (`peercert`
+    non-empty), else (a peer that was not verified, `CERT_NONE`) parsed from its DER."""
+    if not der:
+        return ()
+    if peercert:
+        return sans_from_peercert(peercert)
+    return certificate_sans(load_der_certificate(der))
+
+
+def leaf_sans_from_pem(chain_pem: bytes) -> tuple[tuple[str, str], ...]:
+    """The SANs of the first certificate of a PEM chain (our own certificate: its URI SANs are XFCC's `By=`).
+    Decoded by the `ssl` module's own OpenSSL decoder (`_ssl._test_decode_cert`, what `getpeercert()` returns,
+    read from `memory_file`) so `cryptography` is not loaded for it; where that is not available, by
+    `cryptography`. ValueError when the PEM holds no certificate."""
+    decode = getattr(getattr(ssl, "_ssl", None), "_test_decode_cert", None)
+    if decode is not None:
+        with memory_file(chain_pem, "leaf-certificate") as path:
+            try:
+                return sans_from_peercert(decode(path))
+            except (OSError, ssl.SSLError) as err:
+                raise ValueError(f"not a PEM certificate: {err}") from None
+    from cryptography import x509
+
+    return certificate_sans(x509.load_pem_x509_certificate(chain_pem))
+
+
+def ssl_peer_sans(sslobj: Any) -> tuple[bytes | None, tuple[tuple[str, str], ...]]:
+    """(DER, SANs) of the peer of an `ssl.SSLObject` after its handshake; (None, ()) without a certificate."""
+    if sslobj is None:
+        return None, ()
+    der = sslobj.getpeercert(binary_form=True)
+    return der, peer_sans(der, sslobj.getpeercert() if der else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +156,21 @@ class TlsSession:
     alpn: str = ""  # the negotiated application protocol, "" when none
     peer_der: bytes | None = field(default=None, repr=False)
     local_uri_sans: tuple[str, ...] = ()
-    peer_certificate: x509.Certificate | None = field(default=None, repr=False, compare=False)
     peer_sans: tuple[tuple[str, str], ...] = ()
+    subject: str | None = field(default=None, repr=False)  # from getpeercert(); None: parse the DER when asked
 
     @classmethod
     def build(cls, version: str, server_name: str, alpn: str, peer_der: bytes | None,
-              local_uri_sans: tuple[str, ...] = ()) -> "TlsSession":
-        cert = x509.load_der_x509_certificate(peer_der) if peer_der else None
-        return cls(version or "", server_name or "", alpn or "", peer_der, local_uri_sans, cert,
-                   certificate_sans(cert))
+              local_uri_sans: tuple[str, ...] = (), peercert: Mapping[str, Any] | None = None) -> "TlsSession":
+        """`peercert`: `getpeercert()` of a verified peer (its SANs are read from it); without it the DER is
+        parsed."""
+        return cls(version or "", server_name or "", alpn or "", peer_der, local_uri_sans,
+                   peer_sans(peer_der, peercert), subject_from_peercert(peercert) if peer_der and peercert else None)
+
+    @property
+    def peer_certificate(self) -> "x509.Certificate | None":
+        """The parsed certificate (`cryptography`, loaded on first use: only the subject needs it)."""
+        return load_der_certificate(self.peer_der) if self.peer_der else None
 
     @property
     def peer_presented(self) -> bool:
@@ -94,7 +195,10 @@ class TlsSession:
     @property
     def peer_subject(self) -> str:
         """Envoy's subjectPeerCertificate: RFC 2253 (most specific RDN first), "" when the subject is empty."""
-        return self.peer_certificate.subject.rfc4514_string() if self.peer_certificate is not None else ""
+        if self.subject is not None:
+            return self.subject
+        cert = self.peer_certificate
+        return cert.subject.rfc4514_string() if cert is not None else ""
 
     @property
     def peer_hash(self) -> str:
@@ -102,9 +206,7 @@ class TlsSession:
 
     @property
     def peer_pem(self) -> str:
-        if self.peer_certificate is None:
-            return ""
-        return self.peer_certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+        return ssl.DER_cert_to_PEM_cert(self.peer_der) if self.peer_der else ""
 
 
 # ------------------------------------------------------------------ x-forwarded-client-cert

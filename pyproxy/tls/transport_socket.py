@@ -30,14 +30,13 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography import x509
 
 from ..config import model
 from ..config.datasource import read_data_source
 from ..config.decode import ConfigError
 from .contexts import TlsConfigError, load_cert_chain_pem
 from .secrets import SecretManager
-from .session import SanPredicate, certificate_sans, san_matcher
+from .session import SanPredicate, leaf_sans_from_pem, san_matcher
 
 SSL_STATS = ("handshake", "connection_error", "fail_verify_error", "fail_verify_san", "fail_verify_no_cert",
              "no_certificate")
@@ -202,8 +201,7 @@ class TlsContextProvider:
         if m.chain_pem and m.key_pem:
             load_cert_chain_pem(ctx, m.chain_pem, m.key_pem)
             try:
-                leaf = x509.load_pem_x509_certificate(m.chain_pem)
-                self.local_uri_sans = tuple(v for t, v in certificate_sans(leaf) if t == "URI")
+                self.local_uri_sans = tuple(v for t, v in leaf_sans_from_pem(m.chain_pem) if t == "URI")
             except ValueError:
                 self.local_uri_sans = ()
         if m.trusted_ca_pem:

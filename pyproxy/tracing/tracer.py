@@ -35,7 +35,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 
 from ..config import model
 from ..observe.stream_info import response_flags_short
-from . import context as tc
+from . import TracingConfigError, context as tc
 from .sampling import SamplingConfig, decide, fraction_to_ten_thousandths, percent_to_ten_thousandths
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,10 +47,6 @@ DEFAULT_MAX_PATH_TAG_LENGTH = 256  # Envoy's Tracing::DefaultMaxPathTagLength
 DECORATOR_HEADER = "x-envoy-decorator-operation"
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _ids = random.Random(os.urandom(32))  # ids must be unique, not secret (as pyproxy.http.connection's request ids)
-
-
-class TracingConfigError(ValueError):
-    """An HCM `tracing` block pyproxy cannot serve (the listener is rejected with this message)."""
 
 
 def _custom_tags(tags: tuple[model.CustomTag, ...]) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str, str], ...]]:

@@ -15,10 +15,9 @@ import socket
 import ssl
 from typing import Any, Callable
 
-from cryptography import x509
 
 from ..tls.half_close import connect_half_close_tls
-from ..tls.session import certificate_sans
+from ..tls.session import ssl_peer_sans
 from ..tls.transport_socket import SecretNotReady, classify_handshake_error, san_failure_reason
 
 
@@ -70,10 +69,8 @@ async def open_upstream(loop: asyncio.AbstractEventLoop, cluster: Any, host: Any
                                                             server_hostname=tls.sni or address)
     except (ssl.SSLError, ConnectionResetError, EOFError) as e:
         raise _failed(cluster, *classify_handshake_error(e)) from None
-    sslobj = transport.get_extra_info("ssl_object")
-    der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
     if tls.san_check is not None:
-        sans = certificate_sans(x509.load_der_x509_certificate(der)) if der else ()
+        _der, sans = ssl_peer_sans(transport.get_extra_info("ssl_object"))
         if not tls.san_check(sans):
             transport.abort()
             raise _failed(cluster, "fail_verify_san", san_failure_reason(tuple(v for _, v in sans)))

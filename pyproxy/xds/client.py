@@ -38,11 +38,10 @@ import logging
 import random
 from typing import Any
 
-import aiohttp
-
 from ..config.decode import ConfigError, decode_any
 from ..server import BindFailed, ConfigRejected, ProxyServer, http_connection_manager_of
 from .credentials import ControlPlaneCredentials, CredentialsError
+from .http import HttpClient, HttpError, Reply
 from .state import CDS, EDS, LDS, RDS, SHORT, TYPES, XdsState
 
 log = logging.getLogger("pyproxy.xds")
@@ -50,6 +49,7 @@ log = logging.getLogger("pyproxy.xds")
 BIND_RETRY_FIRST, BIND_RETRY_MAX = 1.0, 30.0  # seconds between tries of a config whose listener could not bind
 BACKOFF_BASE = 0.1  # seconds; doubled per failure up to BACKOFF_MAX, each wait drawn in [base/2, base]
 BACKOFF_MAX = 10.0
+CONNECT_TIMEOUT = 5.0  # seconds to connect (and handshake) to the control plane; the long poll itself is unbounded
 
 
 def resource_name(obj: Any) -> str:
@@ -129,13 +129,13 @@ class XdsClient:
         self.rng = rng or random.Random()
         self.connected = False
         self._tasks: list[asyncio.Task] = []
-        self._session: aiohttp.ClientSession | None = None
+        self._http: HttpClient | None = None
         self._apply_lock = asyncio.Lock()
         self._bind_retry: asyncio.Task | None = None
         self._kicks = {url: asyncio.Event() for _, url in TYPES}  # set: end this type's long poll, ask again now
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
+        self._http = HttpClient(connect_timeout=CONNECT_TIMEOUT)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._loop(path, url), name=f"xds-{SHORT[url]}") for path, url in TYPES]
 
@@ -145,8 +145,8 @@ class XdsClient:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
+        if self._http is not None:
+            await self._http.close()
 
     def _names(self, type_url: str) -> list[str]:
         """resource_names: EDS asks for the EDS clusters it knows, RDS for the route configs its listeners use."""
@@ -165,7 +165,7 @@ class XdsClient:
         backoff = BACKOFF_BASE
         delta = self.mode == "delta"
         url = f"{self.url}/v3/{'delta_discovery' if delta else 'discovery'}:{path}"
-        assert self._session is not None
+        assert self._http is not None
         kick = self._kicks[type_url]
         loop = asyncio.get_running_loop()
         while True:
@@ -206,7 +206,7 @@ class XdsClient:
                 await asyncio.sleep(backoff * (0.5 + self.rng.random() / 2))
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
+            except (asyncio.TimeoutError, OSError, ValueError) as e:  # HttpError is an OSError
                 if self.connected:
                     log.warning("xds %s: control plane unreachable (%s); serving the last good config",
                                 SHORT[type_url], e)
@@ -220,32 +220,29 @@ class XdsClient:
 
     async def _exchange(self, url: str, body: dict[str, Any], type_url: str) -> bytes | None:
         """One DiscoveryRequest, long-polled: the response body, or None when the wait ended with nothing new."""
-        assert self._session is not None
+        assert self._http is not None
         extra = {} if self.credentials is None else {"headers": self.credentials.headers(),
-                                                     "ssl": self.credentials.ssl_context()}
-        async with self._session.post(url, json=body, params={"wait": str(self.wait)}, **extra) as resp:
-            self.state.request_sent(type_url)
-            if resp.status == 304:
-                self.connected, self.refused = True, None
-                return None
-            if resp.status in (401, 403):
-                raise Refused(await self._refusal(resp))
-            if resp.status == 409:
-                raise Resync((await resp.text())[:300])
-            if resp.status != 200:
-                text = (await resp.text())[:300]
-                raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=text)
-            if resp.content_type != "application/json":  # what resp.json() refused, refused the same way
-                raise aiohttp.ContentTypeError(resp.request_info, resp.history, status=resp.status,
-                                               message=f"unexpected content type {resp.content_type!r}",
-                                               headers=resp.headers)
-            return await resp.read()
+                                                     "ssl_context": self.credentials.ssl_context()}
+        resp = await self._http.post_json(url, body, params={"wait": str(self.wait)}, **extra)
+        self.state.request_sent(type_url)
+        if resp.status == 304:
+            self.connected, self.refused = True, None
+            return None
+        if resp.status in (401, 403):
+            raise Refused(self._refusal(resp))
+        if resp.status == 409:
+            raise Resync(resp.text()[:300])
+        if resp.status != 200:
+            raise HttpError(f"{url}: HTTP {resp.status} {resp.reason}: {resp.text()[:300]}")
+        if resp.content_type != "application/json":
+            raise HttpError(f"{url}: HTTP 200 with unexpected content type {resp.content_type!r}")
+        return resp.body
 
     @staticmethod
-    async def _refusal(resp: aiohttp.ClientResponse) -> str:
+    def _refusal(resp: Reply) -> str:
         """One line from a 401/403 answer (`{"error", "reason"}`, control.xds.secure)."""
         try:
-            doc = await resp.json(content_type=None)
+            doc = resp.json()
         except ValueError:
             doc = None
         if isinstance(doc, dict) and doc.get("error"):

@@ -141,6 +141,11 @@ async def test_run_serves_traffic_and_admin_then_stops_on_sigterm(upstream, pypr
     # every request the listener got (probing for the admin port may have sent one more) reached the upstream
     assert [rq.path for rq in upstream.requests].count("/via-cli") == 3
     assert f"http.ingress_http.downstream_rq_total: {len(upstream.requests)}" in stats.splitlines()
+    # a proxy loads a heavy library only when its config asks for it (docs/performance.md, Memory): after serving
+    # traffic and its admin port, this one (no TLS, JWT, tracing, nor a scrape) holds PyYAML alone (its
+    # bootstrap file); a library imported at some module's top level would show up here
+    _, info = await _admin_get(admin, "/server_info")
+    assert json.loads(info)["optional_libraries_loaded"] == ["yaml"]
     assert proc.stop() == 0
     assert "Traceback" not in proc.output(tail=None)
 

@@ -69,6 +69,10 @@ async def test_a_sidecar_joins_over_the_secure_port_with_a_token_and_receives_co
     info = await reviews.sidecar.server_info()
     assert info["identity"] == REVIEWS_ID
     assert info["certificate_rotations"] == 1 and info["certificate_failures"] == 0
+    # mTLS both ways, XFCC, a certificate from the CA, xDS over HTTPS and the admin port, and none of the heavy
+    # libraries in the sidecar process (the CSR is made in a child process; docs/performance.md, Memory)
+    assert info["optional_libraries_loaded"] == []
+    assert (await productpage.sidecar.server_info())["optional_libraries_loaded"] == []
     assert (await productpage.sidecar.server_info())["identity"] == \
         "spiffe://cluster.local/ns/default/sa/bookinfo-productpage"
     assert await cp.metric(ISSUED) == 2

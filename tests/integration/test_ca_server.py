@@ -197,6 +197,30 @@ async def test_renewal_authenticates_with_the_current_certificate(mesh):
         await plain.fetch()
 
 
+async def test_an_isolated_agent_does_each_csr_in_a_child_process_with_the_same_results(mesh):
+    """`isolated=True` (pyproxy sidecar): key, CSR and the CA's answer are handled by `python -m
+    pyproxy.tls.agent`; the secret, its serial and issuer, a renewal with the certificate and the CA's
+    refusal (one line) are what the in-process agent gets."""
+    agent = mesh.agent(SLEEP, renew_with_certificate=True, isolated=True)
+    first = await agent.fetch()
+    leaf, _inter = load_certificates(first.cert_chain_pem)
+    assert first.identity == SLEEP and first.root_bundle_pem == mesh.authority.trust_bundle_pem
+    assert (first.serial_hex, first.issuer) == (format(leaf.serial_number, "x"), leaf.issuer.rfc4514_string())
+    assert first.not_after == leaf.not_valid_after_utc.timestamp()
+    assert 0.49 * DAY <= first.rotate_at - first.issued_at <= 0.51 * DAY
+    agent.token_path.unlink()
+    second = await agent.fetch()
+    assert second.identity == SLEEP and second.private_key_pem != first.private_key_pem
+    assert mesh.count("citadel_server_success_cert_issuance_count") == 2
+    refused = mesh.agent(SLEEP, token_for=HTTPBIN, isolated=True)
+    with pytest.raises(AgentError) as info:
+        await refused.fetch()
+    in_process = mesh.agent(SLEEP, token_for=HTTPBIN)
+    with pytest.raises(AgentError) as same:
+        await in_process.fetch()
+    assert str(info.value) == str(same.value) and "HTTP 403" in str(info.value) and "\n" not in str(info.value)
+
+
 async def run_until(agent: CertificateAgent, sleep, event: asyncio.Event) -> None:
     """Run the agent's loop with `sleep` until `event` is set (bounded), then stop it."""
     task = asyncio.create_task(agent.run(sleep=sleep))
