@@ -15,7 +15,11 @@
   saved on every change and restored at start, so a control-plane restart does not drop the endpoints of
   proxies that have not reconnected yet (they get the grace period to come back, as istiod's persisted
   auto-registered WorkloadEntries do).
-* **Push.** Config or registry changes are debounced (`debounce`, istiod's PILOT_DEBOUNCE_AFTER 100ms), then
+* **Push.** Config changes are debounced (`debounce`, istiod's PILOT_DEBOUNCE_AFTER 100ms); registrations
+  (proxies coming and going) are not, unless `eds_debounce` (istiod's PILOT_ENABLE_EDS_DEBOUNCE, on there by
+  default): they come from proxies' requests, not from an editor's burst of file writes, their push computes
+  only the assignments of the services they move, and those arriving while a push runs still join the next
+  one (pushes run one at a time), which batches a rollout without making every new replica wait. Then
   one mesh is built and every registered proxy's snapshot regenerated (renders shared by workload shape);
   only proxies whose snapshot changed are woken. A push after changes that only move endpoints (proxies
   registering or leaving, WorkloadEntry edits) reuses the shapes' CDS/LDS/RDS and computes EDS alone
@@ -53,7 +57,7 @@ from control.xds.admission import Admission
 from control.xds.cache import ProxySnapshot
 from control.xds.delta import DeltaResponse, DeltaSessions, DeltaSubscription, PayloadIndex
 from control.xds.delta import due as delta_due
-from control.xds.generate import EndpointTable, GenerateError, ShapeCache, SnapshotBuilder, endpoint_identities
+from control.xds.generate import EndpointTable, GenerateError, ShapeCache, SnapshotBuilder
 from control.xds.node import ProxyNode, node_dict, parse_node
 
 log = logging.getLogger("pyproxy.control")
@@ -151,7 +155,7 @@ class ControlPlane:
                  metrics: ControlMetrics | None = None, options: Options = Options(),
                  state_file: str | None = None, limits: LoadLimits = LoadLimits(),
                  load_file: Callable[[str], LoadResult] | None = None,
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep):
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep, eds_debounce: bool = False):
         # the heavy parts of a reload and a push run on a worker thread with the cyclic GC paused until the
         # result is frozen (pyproxy.runtime.offload), so xDS keeps answering: a collector pass over a 10 MB
         # config's objects would otherwise hold the GIL for hundreds of milliseconds
@@ -163,6 +167,8 @@ class ControlPlane:
         self.state_file = state_file
         self.clock = clock
         self.debounce = debounce
+        self.eds_debounce = eds_debounce  # registrations wait out `debounce` too (istiod PILOT_ENABLE_EDS_DEBOUNCE)
+        self._config_pending = False  # a change other than a registration awaits the next push
         self.sleep = sleep  # how the push loop waits out the debounce (tests hold it on an event)
         self.long_poll_timeout = long_poll_timeout
         self.options = options
@@ -306,8 +312,11 @@ class ControlPlane:
         return True
 
     # --- pushes ------------------------------------------------------------------------------------------
-    def schedule_push(self) -> None:
-        """Note a change; the push loop rebuilds after the debounce delay (no-op before `start`)."""
+    def schedule_push(self, registration: bool = False) -> None:
+        """Note a change; the push loop rebuilds after the debounce delay, or at once when only proxies
+        registered or left and `eds_debounce` is off (no-op before `start`)."""
+        if not registration:
+            self._config_pending = True
         if self._change_at is None:
             self._change_at = self.clock()
         if self._dirty is not None:
@@ -317,8 +326,10 @@ class ControlPlane:
         assert self._dirty is not None and self._push_done is not None
         while True:
             await self._dirty.wait()
-            await self.sleep(self.debounce)  # changes arriving meanwhile join this push
+            if self._config_pending or self.eds_debounce:
+                await self.sleep(self.debounce)  # changes arriving meanwhile join this push
             self._dirty.clear()
+            self._config_pending = False
             changed_at, self._change_at = self._change_at, None
             try:
                 await self.push(changed_at if changed_at is not None else self.clock())
@@ -361,8 +372,7 @@ class ControlPlane:
         registry = MeshRegistry(inputs.files, inputs.nodes, inputs.members)
         mesh = build_mesh(inputs.resources, registry=registry)
         endpoints_key = (inputs.registry_generation, inputs.live_generation)
-        if endpoints_key != self._endpoints.key:
-            self._endpoints = EndpointTable(endpoints_key, endpoint_identities(mesh))
+        self._endpoints = self._endpoints.advance(endpoints_key, mesh, registry)
         key = (inputs.config_generation, self._endpoints.identities)
         full = key != self._shapes.key
         if full:
@@ -379,7 +389,7 @@ class ControlPlane:
                 proxies.append((node, None, (f"error: {err} (keeping its last config)",), 0.0))
                 continue
             proxies.append((node, snapshot, notes, time.perf_counter() - started))
-        self._shapes.retain(builder.used)
+        self._shapes.retain(builder.used, (node.id for node in inputs.nodes))
         return Rendered(full, builder.renders, builder.endpoints.built - built, tuple(proxies))
 
     async def wait_push(self, after: int, timeout: float = 10.0) -> None:
@@ -407,7 +417,7 @@ class ControlPlane:
             else:
                 log.info("proxy %s connected, not registered: %s", node.short, admission.reason)
             self.save_registrations()
-            self.schedule_push()
+            self.schedule_push(registration=True)
 
     def release(self, node_id: str) -> None:
         self.live.release(node_id, self.clock())
@@ -423,7 +433,7 @@ class ControlPlane:
             log.info("proxy %s removed (no request for %.1fs)", node.short, self.live.grace)
         if gone:
             self.save_registrations()
-            self.schedule_push()
+            self.schedule_push(registration=True)
         return gone
 
     # --- registrations across restarts -------------------------------------------------------------------

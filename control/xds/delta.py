@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping
 
 from control.xds.cache import (CLUSTER, LISTENER, DiscoveryRequest, DiscoveryResponse, Outcome, Payload,
-                               XdsCache, XdsType, canonical_json, resource_name)
+                               XdsCache, XdsType, canonical_json, resource_name, resource_version)
 
 WILDCARD_TYPES = (CLUSTER, LISTENER)  # Envoy subscribes to these as wildcard by default
 
@@ -82,8 +82,9 @@ class PayloadIndex:
         if found is None:
             view = memoryview(payload.body)
             versions, spans = {}, {}
-            for name, start, end in payload.spans():
-                versions[name] = hashlib.sha256(view[start:end]).hexdigest()[:16]
+            known = payload.versions
+            for i, (name, start, end) in enumerate(payload.spans()):
+                versions[name] = known[i] if known else resource_version(view[start:end])
                 spans[name] = (start, end)
             found = self._index[payload.hash] = Indexed(versions, spans)
             while len(self._index) > self.size:
