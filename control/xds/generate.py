@@ -305,16 +305,21 @@ class SnapshotBuilder:
     Only what the proxy's ports change (its listeners; its clusters when it has one app port) is per proxy."""
 
     def __init__(self, mesh: MeshSnapshot, registry: MeshRegistry, options: Options = Options(),
-                 shapes: ShapeCache | None = None, endpoints: EndpointTable | None = None):
+                 shapes: ShapeCache | None = None, endpoints: EndpointTable | None = None,
+                 fragments: Mapping[int, list] | None = None):
         self.mesh = mesh
         self.registry = registry
         self.options = options
         self.shapes = shapes if shapes is not None else ShapeCache()
         self.endpoints = endpoints if endpoints is not None else EndpointTable()
         self._eds: dict[tuple, Payload] = {}
-        self._fragments: dict[int, list] = {}  # id -> [dict, its JSON, its resource_version or ""]
+        # id -> [dict, its JSON, its resource_version or ""]: those this push serialized or found in `fragments`,
+        # an earlier push's (its mesh carried over, MeshSnapshot.with_virtual_services: the same dicts)
+        self.fragments: dict[int, list] = {}
+        self._earlier = fragments or {}
         self.used: set[tuple] = set()
         self.renders = 0
+        self.serialized = 0  # clusters and virtual hosts serialized (not found serialized already)
 
     def _shape(self, node: ProxyNode, workload: Workload) -> tuple[tuple, Shape]:
         keep_clusters = not node.is_gateway and app_port(node) is not None
@@ -344,9 +349,13 @@ class SnapshotBuilder:
         control.translate memoizes them per mesh snapshot) is serialized and hashed once per push."""
         parts, hashes = [], []
         for item in resources:
-            hit = self._fragments.get(id(item))
+            hit = self.fragments.get(id(item))
             if hit is None or hit[0] is not item:
-                hit = self._fragments[id(item)] = [item, canonical_json(item), ""]  # holds `item`: its id stays
+                hit = self._earlier.get(id(item))
+                if hit is None or hit[0] is not item:
+                    hit = [item, canonical_json(item), ""]  # holds `item`: its id stays its own
+                    self.serialized += 1
+                self.fragments[id(item)] = hit
             parts.append(hit[1])
             if versions:
                 if not hit[2]:

@@ -413,3 +413,37 @@ async def test_versions_carried_with_shared_pieces_are_the_hashes_delta_xds_woul
         carried = cp.cache.snapshot(RATINGS.id).payloads[short]
         assert carried.versions  # they came with the pieces
         assert PayloadIndex()(carried).versions == resource_versions(json.loads(carried.body))  # from the dicts
+
+
+async def test_each_proxy_gets_its_snapshot_as_soon_as_it_is_computed_not_after_the_whole_push(control):
+    """The render runs in a worker thread; each proxy's snapshot is handed to the loop when computed, so the
+    first proxies' responses go out while later shapes render. Held after the first proxy: it is installed and
+    woken, the push is not over, the next proxy has nothing yet."""
+    import asyncio
+    import threading
+    cp, _ = control
+    for node in (RATINGS, REVIEWS_A):
+        cp.connect(node)
+    render, gate, held = cp._render, threading.Event(), threading.Event()
+
+    def holding(inputs, deliver):
+        def hook(item):
+            deliver(item)
+            if not held.is_set():
+                held.set()
+                gate.wait(10)
+        return render(inputs, hook)
+    cp._render = holding
+    push = asyncio.create_task(cp.push(0.0))
+    try:
+        first, second = sorted((RATINGS, REVIEWS_A), key=lambda n: n.id)
+        for _ in range(1000):  # bounded: 10 s at most
+            if cp.cache.snapshot(first.id) is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert cp.cache.snapshot(first.id) is not None and cp.cache.ready(first.id, ORDER[0])
+        assert not push.done() and cp.cache.snapshot(second.id) is None
+    finally:
+        gate.set()
+    result = await push
+    assert result.changed == 2 and cp.cache.snapshot(second.id) is not None
