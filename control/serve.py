@@ -419,7 +419,7 @@ class ControlPlane:
         key = (inputs.config_generation, self._endpoints.identities)
         full = key != self._shapes.key
         if full:
-            self._shapes = ShapeCache(key)
+            self._shapes = ShapeCache(key, previous=self._shapes)
         builder = SnapshotBuilder(mesh, registry, self.options, self._shapes, self._endpoints, self._fragments)
         if not full:
             deliver = None

@@ -194,20 +194,27 @@ class Shape:
 
     rendered: Rendered
     payloads: Mapping[str, Payload]  # "cds" | "lds" | "rds"
-    cluster_parts: tuple[bytes, ...] = ()  # each of rendered.clusters serialized (when they are kept)
+    cluster_parts: tuple[bytes, ...] = ()  # each of the clusters serialized
     eds_keys: tuple[tuple, ...] = ()  # EndpointTable.assignment_key of each of rendered.eds_clusters
+    # per route configuration: (its fields but virtual_hosts, its virtual hosts serialized, it serialized)
+    route_pieces: tuple[tuple[dict, tuple[bytes, ...], bytes], ...] = ()
 
 
 class ShapeCache:
     """Shapes by render key, kept across pushes while `key` (config generation, endpoint identities) holds:
     an endpoint-only push reuses every shape and computes EDS alone. `proxies` keeps, per proxy, its CDS and LDS
-    (its own ports applied, serialized) with the shape and node they came from, so such a push does not apply
-    the ports again either. `retain` drops shapes no proxy uses and proxies gone."""
+    (its own ports applied, serialized) with what they came from (the node, the hashes of the shape's CDS and
+    LDS, its notes), so a push that leaves those alone does not apply the ports again. `previous`: the shapes
+    of the cache this one replaces, whose payloads a new shape takes when its pieces are the very same
+    objects (a VirtualService edit carries them over: SnapshotBuilder), so they are not joined and hashed again.
+    `retain` drops shapes no proxy uses and proxies gone."""
 
-    def __init__(self, key: tuple = ()):
+    def __init__(self, key: tuple = (), previous: "ShapeCache | None" = None):
         self.key = key
         self.shapes: dict[tuple, Shape] = {}
-        self.proxies: dict[str, tuple[Shape, ProxyNode, Payload, Payload, tuple[str, ...]]] = {}
+        self.previous: Mapping[tuple, Shape] = previous.shapes if previous is not None else {}
+        self.proxies: dict[str, tuple[tuple, Payload, Payload, tuple[str, ...]]] = \
+            previous.proxies if previous is not None else {}
 
     def __repr__(self) -> str:
         return f"ShapeCache(shapes={len(self.shapes)})"
@@ -216,6 +223,7 @@ class ShapeCache:
         keep = set(keys)
         for key in [k for k in self.shapes if k not in keep]:
             del self.shapes[key]
+        self.previous = {}
         if proxies is not None:
             kept = set(proxies)
             self.proxies = {k: v for k, v in self.proxies.items() if k in kept}
@@ -240,6 +248,7 @@ class EndpointTable:
         self.built = 0  # assignments computed
         self.moved: frozenset[tuple[str, str]] | None = None  # by `advance`: services recomputed (None: all)
         self._assignments: dict[tuple, tuple[bytes, str]] = {}  # key -> (JSON, resource_version)
+        self._payloads: dict[int, tuple[tuple, Payload]] = {}  # id(keys) -> (keys, payload): see `payload`
         self._sources: Mapping[str, tuple] = {}
         self._parts: Mapping[tuple, tuple] = {}
 
@@ -283,7 +292,14 @@ class EndpointTable:
             -> Payload:
         """The EDS payload listing `clusters` (whose `assignment_key`s are `keys`, when known), endpoints from
         `mesh` (whose registry state is `key`)."""
+        if isinstance(keys, tuple):  # a shape's keys: the same tuple object gets the same payload from this table
+            hit = self._payloads.get(id(keys))
+            if hit is not None and hit[0] is keys:
+                return hit[1]
+            if len(self._payloads) > 256:
+                self._payloads.clear()
         clusters = tuple(clusters)
+        given = keys
         keys = tuple(keys) if keys is not None else tuple(self.assignment_key(spec) for spec in clusters)
         parts, names, versions = [], [], []
         for spec, key in zip(clusters, keys, strict=True):
@@ -295,7 +311,17 @@ class EndpointTable:
             parts.append(found[0])
             versions.append(found[1])
             names.append(spec.name)
-        return Payload.join(parts, names, versions)
+        payload = Payload.join(parts, names, versions)
+        if isinstance(given, tuple):
+            self._payloads[id(given)] = (given, payload)
+        return payload
+
+
+def _same_pieces(mine: Iterable, theirs: Iterable) -> bool:
+    """Equal sequences, found mostly by identity: the pieces a carried mesh gives are the last push's objects
+    (a few, built afresh by every render, e.g. the passthrough cluster, are compared by value)."""
+    mine, theirs = list(mine), list(theirs)
+    return len(mine) == len(theirs) and all(a is b or a == b for a, b in zip(mine, theirs))
 
 
 class SnapshotBuilder:
@@ -327,21 +353,41 @@ class SnapshotBuilder:
         self.used.add(key)
         shape = self.shapes.shapes.get(key)
         if shape is None:
-            rendered = _render(self.mesh, workload, node, self.options)
-            self.renders += 1
-            cluster_parts, cluster_versions = self._serialize(rendered.clusters, versions=True)
-            route_parts = [canonical_json_spliced(rc, "virtual_hosts", self._serialize(rc["virtual_hosts"])[0])
-                           for rc in rendered.routes]
-            payloads = {"cds": Payload.join(cluster_parts, [c["name"] for c in rendered.clusters],
-                                            cluster_versions),
-                        "lds": Payload.of(rendered.listeners),
-                        "rds": Payload.join(route_parts, [rc["name"] for rc in rendered.routes])}
-            slim = Rendered(listeners=rendered.listeners, routes=(), endpoints=(), notes=rendered.notes,
-                            clusters=rendered.clusters if keep_clusters else (), eds_clusters=rendered.eds_clusters)
-            shape = self.shapes.shapes[key] = Shape(
-                slim, MappingProxyType(payloads), tuple(cluster_parts) if keep_clusters else (),
-                tuple(EndpointTable.assignment_key(spec) for spec in rendered.eds_clusters))
+            shape = self.shapes.shapes[key] = self._new_shape(node, workload, keep_clusters,
+                                                              self.shapes.previous.get(key))
         return key, shape
+
+    def _new_shape(self, node: ProxyNode, workload: Workload, keep_clusters: bool, prev: Shape | None) -> Shape:
+        """Render and serialize a shape; where its pieces are the very objects of `prev` (the same shape in the
+        last push), take prev's payloads, assignment keys and route configurations instead of building them."""
+        rendered = _render(self.mesh, workload, node, self.options)
+        self.renders += 1
+        cluster_parts, cluster_versions = self._serialize(rendered.clusters, versions=True)
+        if prev is not None and _same_pieces(cluster_parts, prev.cluster_parts):
+            cds, cluster_parts = prev.payloads["cds"], prev.cluster_parts
+        else:
+            cds = Payload.join(cluster_parts, [c["name"] for c in rendered.clusters], cluster_versions)
+        eds_keys = tuple(EndpointTable.assignment_key(spec) for spec in rendered.eds_clusters)
+        if prev is not None and eds_keys == prev.eds_keys:
+            eds_keys = prev.eds_keys  # the same object: EndpointTable.payload finds its payload by it
+        earlier = prev.route_pieces if prev is not None else ()
+        route_pieces = []
+        for i, rc in enumerate(rendered.routes):
+            rest = {k: v for k, v in rc.items() if k != "virtual_hosts"}
+            parts = self._serialize(rc["virtual_hosts"])[0]
+            old = earlier[i] if i < len(earlier) else None
+            if old is not None and old[0] == rest and _same_pieces(parts, old[1]):
+                route_pieces.append(old)
+            else:
+                route_pieces.append((rest, tuple(parts), canonical_json_spliced(rc, "virtual_hosts", parts)))
+        if prev is not None and _same_pieces(route_pieces, earlier):
+            rds = prev.payloads["rds"]
+        else:
+            rds = Payload.join([p[2] for p in route_pieces], [rc["name"] for rc in rendered.routes])
+        payloads = {"cds": cds, "lds": Payload.of(rendered.listeners), "rds": rds}
+        slim = Rendered(listeners=rendered.listeners, routes=(), endpoints=(), notes=rendered.notes,
+                        clusters=rendered.clusters if keep_clusters else (), eds_clusters=rendered.eds_clusters)
+        return Shape(slim, MappingProxyType(payloads), tuple(cluster_parts), eds_keys, tuple(route_pieces))
 
     def _serialize(self, resources: Iterable[dict], versions: bool = False) -> tuple[list[bytes], list[str]]:
         """Each resource's canonical JSON (and, with `versions`, its `resource_version`: resources, not virtual
@@ -375,10 +421,11 @@ class SnapshotBuilder:
             raise GenerateError(f"proxy {node.id!r} is not registered")
         key, shape = self._shape(node, workload)
         eds = self._endpoints(key, shape)
+        made_of = (node, shape.payloads["cds"].hash, shape.payloads["lds"].hash, shape.rendered.notes)
         hit = self.shapes.proxies.get(node.id)
-        if hit is None or hit[0] is not shape or hit[1] != node:  # (else an endpoint-only push: same as before)
-            hit = self.shapes.proxies[node.id] = (shape, node, *self._own_ports(node, shape))
-        _shape, _node, cds, lds, notes = hit
+        if hit is None or hit[0] != made_of:  # (else the same node and shape content: the same output)
+            hit = self.shapes.proxies[node.id] = (made_of, *self._own_ports(node, shape))
+        _made_of, cds, lds, notes = hit
         return Generated({"cds": cds, "eds": eds, "lds": lds, "rds": shape.payloads["rds"]}, notes)
 
     @staticmethod

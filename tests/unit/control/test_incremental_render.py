@@ -109,10 +109,19 @@ def built(monkeypatch) -> dict[str, list[str]]:
 async def test_an_edit_rebuilds_only_the_edited_virtual_services_routes_and_serves_a_full_renders_bytes(
         control, built_routes, built):
     cp, config = control
+    before = {n.id: dict(cp.cache.snapshot(n.id).payloads) for n in NODES}
+    shapes = dict(cp._shapes.shapes)
     rewrite(config / "canary.yaml", CANARY.format(a=50, b=50))
     assert cp.reload()
     result = await cp.push(1.0)
     assert result.full and result.renders == 4
+    for n in NODES[:3]:  # the sidecars' clusters, endpoints, listeners came out the same: the last push's payloads
+        after = cp.cache.snapshot(n.id).payloads
+        assert [t for t in ("cds", "eds", "lds", "rds") if after[t] is before[n.id][t]] == ["cds", "eds", "lds"]
+    assert cp.cache.snapshot(NODES[3].id).payloads == before[NODES[3].id]  # the gateway's config did not change
+    for key, shape in cp._shapes.shapes.items():  # each shape took the last one's CDS and EDS keys: no join, no hash
+        assert shape is not shapes[key]
+        assert shape.payloads["cds"] is shapes[key].payloads["cds"] and shape.eds_keys is shapes[key].eds_keys
     assert set(built_routes) == {"details"}  # reviews', ratings' and the gateway's routes are the last push's
     assert built["clusters"] == []  # every outbound cluster is the last push's
     # the virtual hosts holding details' routes; besides, only those no cache holds (each render's catch-all,
