@@ -80,11 +80,8 @@ kind: Deployment
 metadata: {name: solo, namespace: ns0}
 spec:
   selector: {matchLabels: {app: solo}}
-  template:
-    metadata: {labels: {app: solo}}
-    spec:
-      serviceAccountName: solo
-      containers: [{name: main, image: app, ports: [{containerPort: 8080}]}]
+  template: {metadata: {labels: {app: solo}},
+             spec: {serviceAccountName: solo, containers: [{name: main, image: app, ports: [{containerPort: 8080}]}]}}
 ---
 apiVersion: v1
 kind: Service
