@@ -412,6 +412,9 @@ class ControlPlane:
             registry = mesh.registry
             assert isinstance(registry, MeshRegistry)
         else:
+            # nothing of the last mesh can be found again: let it and the pieces serialized from it go before the
+            # new one is built (they would double the peak memory of the push)
+            self._mesh, self._fragments = None, {}
             registry = MeshRegistry(inputs.files, inputs.nodes, inputs.members)
             mesh = build_mesh(inputs.resources, registry=registry)
         self._mesh = (endpoints_key, mesh)

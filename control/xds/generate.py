@@ -196,8 +196,9 @@ class Shape:
     payloads: Mapping[str, Payload]  # "cds" | "lds" | "rds"
     cluster_parts: tuple[bytes, ...] = ()  # each of the clusters serialized
     eds_keys: tuple[tuple, ...] = ()  # EndpointTable.assignment_key of each of rendered.eds_clusters
-    # per route configuration: (its fields but virtual_hosts, its virtual hosts serialized, it serialized)
-    route_pieces: tuple[tuple[dict, tuple[bytes, ...], bytes], ...] = ()
+    # per route configuration: (its fields but virtual_hosts, its virtual hosts serialized); its own bytes are
+    # the RDS payload's span (not kept twice)
+    route_pieces: tuple[tuple[dict, tuple[bytes, ...]], ...] = ()
 
 
 class ShapeCache:
@@ -371,19 +372,24 @@ class SnapshotBuilder:
         if prev is not None and eds_keys == prev.eds_keys:
             eds_keys = prev.eds_keys  # the same object: EndpointTable.payload finds its payload by it
         earlier = prev.route_pieces if prev is not None else ()
-        route_pieces = []
+        last_rds = prev.payloads["rds"] if prev is not None else None
+        route_pieces, bodies = [], []  # a body None: the same route configuration as the last push's
         for i, rc in enumerate(rendered.routes):
             rest = {k: v for k, v in rc.items() if k != "virtual_hosts"}
             parts = self._serialize(rc["virtual_hosts"])[0]
             old = earlier[i] if i < len(earlier) else None
             if old is not None and old[0] == rest and _same_pieces(parts, old[1]):
                 route_pieces.append(old)
+                bodies.append(None)
             else:
-                route_pieces.append((rest, tuple(parts), canonical_json_spliced(rc, "virtual_hosts", parts)))
-        if prev is not None and _same_pieces(route_pieces, earlier):
-            rds = prev.payloads["rds"]
+                route_pieces.append((rest, tuple(parts)))
+                bodies.append(canonical_json_spliced(rc, "virtual_hosts", parts))
+        if last_rds is not None and len(bodies) == len(earlier) and all(b is None for b in bodies):
+            rds = last_rds
         else:
-            rds = Payload.join([p[2] for p in route_pieces], [rc["name"] for rc in rendered.routes])
+            spans = list(last_rds.spans()) if last_rds is not None else []
+            rds = Payload.join([b if b is not None else last_rds.body[spans[i][1]:spans[i][2]]
+                                for i, b in enumerate(bodies)], [rc["name"] for rc in rendered.routes])
         payloads = {"cds": cds, "lds": Payload.of(rendered.listeners), "rds": rds}
         slim = Rendered(listeners=rendered.listeners, routes=(), endpoints=(), notes=rendered.notes,
                         clusters=rendered.clusters if keep_clusters else (), eds_clusters=rendered.eds_clusters)
