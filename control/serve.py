@@ -24,7 +24,10 @@
   only proxies whose snapshot changed are woken. A push after changes that only move endpoints (proxies
   registering or leaving, WorkloadEntry edits) reuses the shapes' CDS/LDS/RDS and computes EDS alone
   (istiod's incremental EDS push): `config_generation` counts the other changes, and
-  control.xds.generate.endpoint_identities turns it full when the service accounts behind a service change.
+  control.xds.generate.endpoint_identities turns it full when the service accounts behind a service change;
+  of EDS, only the assignments of the services whose endpoints moved are computed (EndpointTable.advance).
+  A push after changes of VirtualServices only, with the same proxies, carries the last push's mesh over
+  (MeshSnapshot.with_virtual_services): only what the edit touches is built and serialized again.
   Long-polls wait on a per-proxy event, woken by a new snapshot or by an ACK (which may open the next type in ADS order, see control.xds.cache).
 
 Time: `clock` (monotonic seconds) is injected for registration and convergence; waiting uses the event loop.

@@ -20,6 +20,12 @@ then only EDS is computed, each ClusterLoadAssignment once (`EndpointTable`, its
 no endpoint), and the unchanged types keep their content hashes, so the cache (control.xds.cache) re-sends EDS
 alone.
 
+Across pushes (control.serve keeps them): the `EndpointTable` advances to a new set of registered proxies by
+computing the assignments of the services they move only; a full push's `ShapeCache` knows the last one's
+shapes and takes their payloads where its serialized pieces are the same (after a VirtualService edit, whose
+push carries the mesh over, most are the very same objects), and `SnapshotBuilder` finds the serialized bytes
+of the last push's clusters and virtual hosts (`fragments`).
+
 Pure: returns a `Generated` (resources per xDS type, as `ProxySnapshot.build` takes them, plus notes).
 """
 from __future__ import annotations
