@@ -58,7 +58,7 @@ from control.translate import Options, TranslateError, kept_across_virtual_servi
 from control.xds.cache import DiscoveryRequest, DiscoveryResponse, Outcome, RequestKind, XdsCache, XdsType
 from control.xds.admission import Admission
 from control.xds.cache import ProxySnapshot
-from control.xds.delta import DeltaResponse, DeltaSessions, DeltaSubscription, PayloadIndex
+from control.xds.delta import DeltaResponse, DeltaSessions, DeltaSubscription, DiffCache, PayloadIndex
 from control.xds.delta import due as delta_due
 from control.xds.generate import EndpointTable, GenerateError, ShapeCache, SnapshotBuilder
 from control.xds.node import ProxyNode, node_dict, parse_node
@@ -188,6 +188,7 @@ class ControlPlane:
         self.cache = XdsCache(nonce_prefix if nonce_prefix is not None else secrets.token_hex(3) + "-")
         self.delta = DeltaSessions()  # REST delta xDS subscriptions (gRPC keeps its own per stream)
         self.delta_index = PayloadIndex()  # per-resource versions of the payloads delta responses are cut from
+        self.delta_diffs = DiffCache()  # what moves clients from one payload to the next, once per pair
         self.live = LiveRegistry(grace)
         self.errors: tuple[str, ...] = ()  # error findings of the last reload
         self.notes: dict[str, tuple[str, ...]] = {}  # per proxy: what translation could not honour
@@ -571,7 +572,8 @@ class ControlPlane:
             snapshot = self.cache.snapshot(node_id)
             if snapshot is not None:
                 index = self.delta_index(snapshot.payloads[xds_type.short])
-                update = delta_due(self.cache, node_id, xds_type, sub, index.versions, ordered_stream=False)
+                update = delta_due(self.cache, node_id, xds_type, sub, index.versions, ordered_stream=False,
+                                   diffs=self.delta_diffs)
                 if update is not None:
                     response = self.respond(node_id, xds_type)
                     sub.sent(response.nonce, update, index.versions)
