@@ -155,6 +155,17 @@ def config_events(old: Iterable[Resource], new: Iterable[Resource]) -> tuple[tup
     return tuple(sorted(events))
 
 
+def hand_over(loop: asyncio.AbstractEventLoop, callback: Callable[[Any], Any]) -> Callable[[Any], None]:
+    """A function a worker thread calls to have `callback(item)` run on `loop`; a no-op once the loop is
+    closed (the control plane stopped while a push was computing: nobody is left to tell)."""
+    def call(item: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(callback, item)
+        except RuntimeError:
+            pass
+    return call
+
+
 class ControlPlane:
     """Config, registry, snapshots and waiters of one control-plane process."""
 
@@ -373,8 +384,7 @@ class ControlPlane:
                 installed[item[0].id] = self._install(*item)
 
         with self.offload.gc_paused():  # paused from the render until the result is frozen
-            rendered = await asyncio.to_thread(self._render, inputs,
-                                               lambda item: loop.call_soon_threadsafe(install, item))
+            rendered = await asyncio.to_thread(self._render, inputs, hand_over(loop, install))
             for item in rendered.proxies:  # (each was handed over already: the loop runs them in order)
                 install(item)
             changed = sum(installed.values())

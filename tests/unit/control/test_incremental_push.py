@@ -447,3 +447,15 @@ async def test_each_proxy_gets_its_snapshot_as_soon_as_it_is_computed_not_after_
         gate.set()
     result = await push
     assert result.changed == 2 and cp.cache.snapshot(second.id) is not None
+
+
+def test_a_snapshot_handed_over_after_the_loop_closed_is_dropped_not_raised_in_the_worker_thread():
+    import asyncio
+    from control.serve import hand_over
+    got = []
+    loop = asyncio.new_event_loop()
+    hand_over(loop, got.append)("a")
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    hand_over(loop, got.append)("b")  # closed: call_soon_threadsafe raises RuntimeError, swallowed
+    assert got == ["a"]
