@@ -16,7 +16,11 @@ Measured:
   from the file write until each proxy receives its new RDS response (includes the file watcher's batching
   and the push debounce, i.e. what a user sees). p50 / p99 / max over proxies, all rounds pooled;
 * registration latency: a new proxy connects; from its first request until every other proxy's EDS
-  response lists it;
+  response lists it. The worst case first: a replica of `app0`, a Deployment behind 100 services (every
+  Deployment of this mesh is), so ~300 assignments list it. Then, labelled apart, the common case: a
+  replica of a Deployment behind one service (`solo`, a Service and Deployment added in `solo.yaml` after
+  the measurements above, so they run on the mesh as described; its first replica registers, then the
+  second is measured);
 * per phase, the control plane's own account of its last push (/debug/configz `last_push`: full or
   endpoint-only, shapes rendered, seconds), which separates computing snapshots from delivering them;
 * control-plane RSS (VmRSS, VmHWM from /proc) after sync and at the end.
@@ -71,6 +75,20 @@ RESOURCE_RE = re.compile(rb'\{"name":"([^"]*)","version":"[0-9a-f]{16}","resourc
 NAME_RE = re.compile(rb'"([^"]*)"')
 NONCE_RE = re.compile(rb'"nonce":\s*"([^"]*)"')
 
+SOLO = """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: solo, namespace: ns0}
+spec:
+  selector: {matchLabels: {app: solo}}
+  template: {metadata: {labels: {app: solo}},
+             spec: {serviceAccountName: solo, containers: [{name: main, image: app, ports: [{containerPort: 8080}]}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: solo, namespace: ns0}
+spec: {selector: {app: solo}, ports: [{name: http, port: 8080}]}
+"""
+
 CANARY = """apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: canary, namespace: ns1}}
@@ -86,7 +104,8 @@ spec:
 class SimProxy:
     """A simulated sidecar: four long-poll loops that ACK everything and record arrival times."""
 
-    def __init__(self, session: aiohttp.ClientSession, base: str, index: int, shape: int, mode: str = "sotw"):
+    def __init__(self, session: aiohttp.ClientSession, base: str, index: int, shape: int, mode: str = "sotw",
+                 name: str | None = None):
         self.mode = mode
         self.bytes = 0  # response bodies received
         self.names: dict[str, list[str]] = {}  # delta: what EDS / RDS subscribe to (from CDS / LDS)
@@ -94,7 +113,7 @@ class SimProxy:
         self.nonce: dict[str, str] = {}
         self.kicks = {p: asyncio.Event() for p in PATHS}
         ns = f"ns{shape % 10}"
-        self.name = f"app{shape}-{index}"
+        self.name = name or f"app{shape}-{index}"
         self.node = {"id": node_id("sidecar", "127.0.0.1", self.name, ns), "metadata": {
             "NAME": self.name, "NAMESPACE": ns, "INSTANCE_IPS": "127.0.0.1",
             "INBOUND_PORT": 20000 + index, "OUTBOUND_PORT": 30000 + index, "ADMIN_PORT": 40000 + index}}
@@ -328,37 +347,22 @@ async def run(args: argparse.Namespace) -> int:
                   f"p50 {pct(latencies, 0.5) * 1000:.0f} ms, p99 {pct(latencies, 0.99) * 1000:.0f} ms, "
                   f"max {max(latencies) * 1000:.0f} ms, mean {statistics.mean(latencies) * 1000:.0f} ms")
 
-            # registration: a new replica of shape 0; every other proxy's EDS must list its inbound port
+            # registration, the worst case: a new replica of shape 0, behind 100 services
             newcomer = SimProxy(session, base, args.proxies, 0, args.mode)
-            sent = sum(p.bytes for p in proxies)
-            marker = f'"port_value":{20000 + args.proxies}'.encode()  # payloads are compact JSON
-            before = {id(p): len(p.arrivals["endpoints"]) for p in proxies}
-            cpu.start()
-            t0 = time.monotonic()
-            newcomer.start()
-
-            found: dict[int, float] = {}  # proxy -> arrival time of the first EDS listing the newcomer
-            scanned = dict(before)
-
-            def listed(p: SimProxy) -> bool:  # each arrival is scanned once (a payload is megabytes)
-                if id(p) not in found:
-                    arrivals = p.arrivals["endpoints"]
-                    for t, _v, data in arrivals[scanned[id(p)]:]:
-                        if marker in data:
-                            found[id(p)] = t
-                            break
-                    scanned[id(p)] = len(arrivals)
-                return id(p) in found
-            await wait_until(lambda: all([listed(p) for p in proxies]), 600, "registration")
-            reg = [found[id(p)] - t0 for p in proxies]
-            await asyncio.sleep(1.0)  # what else the registration sends (CDS, ...) lands
-            print(f"registration -> in every proxy's EDS: p50 {pct(reg, 0.5) * 1000:.0f} ms, "
-                  f"p99 {pct(reg, 0.99) * 1000:.0f} ms, max {max(reg) * 1000:.0f} ms; "
-                  f"{(sum(p.bytes for p in proxies) - sent) / 1e6:.2f} MB received by the {len(proxies)} proxies; "
-                  f"{await last_push(session, base)}\n  {cpu}")
+            await register(newcomer, proxies, cpu, "registration (a replica behind 100 services)", session, base)
             status = proc_status(server.pid)
             print("control plane at the end: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in status.items()))
-            for p in proxies + [newcomer]:
+
+            # the common case, apart: a Deployment behind one service; its first replica, then the second measured
+            before = {id(p): len(p.arrivals["clusters"]) for p in proxies}
+            (workdir / "solo.yaml").write_text(SOLO)
+            await wait_until(lambda: all(len(p.arrivals["clusters"]) > before[id(p)] for p in proxies), 600,
+                             "solo service")
+            solo = [SimProxy(session, base, args.proxies + 1 + i, 0, args.mode, name=f"solo-{i}") for i in range(2)]
+            await register(solo[0], proxies, cpu, "", session, base)
+            await register(solo[1], proxies, cpu, "registration (a replica behind one service; solo.yaml added "
+                                                  "after the above)", session, base)
+            for p in proxies + [newcomer] + solo:
                 await p.stop()
         print(f"total {time.monotonic() - started:.1f} s")
         return 0
@@ -369,6 +373,37 @@ async def run(args: argparse.Namespace) -> int:
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+async def register(newcomer: SimProxy, proxies: list[SimProxy], cpu: CpuMeter, label: str,
+                   session: aiohttp.ClientSession, base: str) -> None:
+    """Start `newcomer`; wait until every one of `proxies` got an EDS response listing its inbound port; print
+    the latencies and the bytes the proxies received (in the 1 s after, too) under `label` (none: quiet)."""
+    sent = sum(p.bytes for p in proxies)
+    marker = f'"port_value":{newcomer.node["metadata"]["INBOUND_PORT"]}'.encode()  # payloads are compact JSON
+    scanned = {id(p): len(p.arrivals["endpoints"]) for p in proxies}
+    found: dict[int, float] = {}  # proxy -> arrival time of the first EDS listing the newcomer
+    cpu.start()
+    t0 = time.monotonic()
+    newcomer.start()
+
+    def listed(p: SimProxy) -> bool:  # each arrival is scanned once (a payload is megabytes)
+        if id(p) not in found:
+            arrivals = p.arrivals["endpoints"]
+            for t, _v, data in arrivals[scanned[id(p)]:]:
+                if marker in data:
+                    found[id(p)] = t
+                    break
+            scanned[id(p)] = len(arrivals)
+        return id(p) in found
+    await wait_until(lambda: all([listed(p) for p in proxies]), 600, "registration")
+    reg = [found[id(p)] - t0 for p in proxies]
+    await asyncio.sleep(1.0)  # what else the registration sends (CDS, ...) lands
+    if label:
+        print(f"{label} -> in every proxy's EDS: p50 {pct(reg, 0.5) * 1000:.0f} ms, "
+              f"p99 {pct(reg, 0.99) * 1000:.0f} ms, max {max(reg) * 1000:.0f} ms; "
+              f"{(sum(p.bytes for p in proxies) - sent) / 1e6:.3f} MB received by the {len(proxies)} proxies; "
+              f"{await last_push(session, base)}\n  {cpu}")
 
 
 def main() -> int:

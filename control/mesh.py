@@ -18,6 +18,7 @@ outboundTrafficPolicy ALLOW_ANY, enableAutoMtls true).
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -251,6 +252,20 @@ class MeshSnapshot:
             value = self._memo[key] = compute()
             return value
 
+    def with_virtual_services(self, resources: Iterable[Resource], keep: Callable[[tuple], bool]) -> "MeshSnapshot":
+        """This snapshot for `resources`, which the caller knows differ from its own in VirtualServices only
+        (same files otherwise, same registry): every index but the VirtualServices' is this one's (the same
+        Service and DestinationRule objects), and the memo entries whose key `keep` accepts are carried over, so
+        what a VirtualService edit does not touch is not computed again (istiod's incremental push keeps the
+        caches the changed configs do not name). Ids in carried keys stay valid: the objects they name are
+        held by both snapshots, and `keep` drops those of VirtualServices that are gone."""
+        resources = tuple(resources)
+        virtual_services, by_gateway = _virtual_service_index(resources)
+        mesh = dataclasses.replace(self, resources=resources, virtual_services=virtual_services,
+                                   virtual_services_by_gateway=by_gateway, _memo={})
+        mesh._memo.update((k, v) for k, v in self._memo.items() if keep(k))
+        return mesh
+
     def services_of_workload(self, workload: Workload) -> tuple[Service, ...]:
         """Services in the workload's namespace whose selector matches it (its inbound side)."""
         return tuple(s for s in self.services
@@ -341,6 +356,20 @@ def vs_gateways(vs: Resource) -> tuple[str, ...]:
     return tuple(dict.fromkeys(keys))
 
 
+def _frozen(d: dict) -> Mapping:
+    return MappingProxyType({k: tuple(v) for k, v in d.items()})
+
+
+def _virtual_service_index(resources: tuple[Resource, ...]) -> tuple[tuple[Resource, ...], Mapping]:
+    """The VirtualServices, and those bound to each gateway key, in input order."""
+    virtual_services = tuple(r for r in resources if r.kind == "VirtualService")
+    by_gateway: dict[str, list[Resource]] = {}
+    for vs in virtual_services:
+        for key in vs_gateways(vs):
+            by_gateway.setdefault(key, []).append(vs)
+    return virtual_services, _frozen(by_gateway)
+
+
 def build_mesh(resources: Iterable[Resource], registry: Registry | None = None) -> MeshSnapshot:
     """Index loaded resources (and a registry, by default the file registry built from the same resources)."""
     resources = tuple(resources)
@@ -352,11 +381,7 @@ def build_mesh(resources: Iterable[Resource], registry: Registry | None = None) 
     for svc in services:
         by_host.setdefault(svc.hostname, []).append(svc)
 
-    virtual_services = tuple(r for r in resources if r.kind == "VirtualService")
-    by_gateway: dict[str, list[Resource]] = {}
-    for vs in virtual_services:
-        for key in vs_gateways(vs):
-            by_gateway.setdefault(key, []).append(vs)
+    virtual_services, by_gateway = _virtual_service_index(resources)
 
     dr_groups: dict[tuple[str, str], list[Resource]] = {}
     for r in resources:
@@ -375,21 +400,18 @@ def build_mesh(resources: Iterable[Resource], registry: Registry | None = None) 
         elif r.kind in POLICY_KINDS:
             policies.setdefault(r.kind, {}).setdefault(r.namespace, []).append(r)
 
-    def frozen(d: dict) -> Mapping:
-        return MappingProxyType({k: tuple(v) for k, v in d.items()})
-
     return MeshSnapshot(
         config=config,
         registry=registry,
         resources=resources,
         services=services,
-        services_by_host=frozen(by_host),
+        services_by_host=_frozen(by_host),
         workloads=registry.workloads(),
         virtual_services=virtual_services,
-        virtual_services_by_gateway=frozen(by_gateway),
-        destination_rules_by_host=frozen(dr_by_host),
+        virtual_services_by_gateway=by_gateway,
+        destination_rules_by_host=_frozen(dr_by_host),
         wildcard_rule_hosts=tuple(sorted((h for h in dr_by_host if h.startswith("*")), key=len, reverse=True)),
         gateways=tuple(r for r in resources if r.kind == "Gateway" and r.group == "networking.istio.io"),
-        sidecars_by_namespace=frozen(sidecars),
-        policies_by_kind=MappingProxyType({k: frozen(v) for k, v in policies.items()}),
+        sidecars_by_namespace=_frozen(sidecars),
+        policies_by_kind=MappingProxyType({k: _frozen(v) for k, v in policies.items()}),
     )

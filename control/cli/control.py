@@ -2,7 +2,7 @@
 
     pyproxy-control serve --config-dir examples/mesh/ [--xds-port 15010] [--metrics-port 15014] [--grpc-port P]
                           [--secure-grpc-port P]
-                          [--host 127.0.0.1] [--grace 10] [--debounce 0.1] [--long-poll-timeout 30]
+                          [--host 127.0.0.1] [--grace 10] [--debounce 0.1] [--eds-debounce] [--long-poll-timeout 30]
                           [--no-watch] [--state-file PATH] [--plaintext-xds on|read-only|off]
                           [--secure-port 15012] [--ca-dir DIR | --cacerts DIR] [--trust-domain TD]
                           [--max-cert-ttl 2160h]
@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "PILOT_WORKLOAD_ENTRY_GRACE_PERIOD)")
     p.add_argument("--debounce", type=float, default=0.1, metavar="SECONDS",
                    help="wait this long after a change before pushing (default 0.1, PILOT_DEBOUNCE_AFTER)")
+    p.add_argument("--eds-debounce", action="store_true",
+                   help="debounce registrations too (istiod's PILOT_ENABLE_EDS_DEBOUNCE); by default a proxy "
+                        "registering or leaving is pushed at once, coalescing only while a push runs")
     p.add_argument("--long-poll-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="longest a discovery request waits for a change before 304 (default 30)")
     p.add_argument("--no-watch", action="store_true", help="do not watch the config directory")
@@ -199,7 +202,7 @@ async def serve(args: argparse.Namespace) -> int:
     state_file = default_state_file(args.config_dir) if args.state_file is None else args.state_file
     limits = LoadLimits(args.max_file_bytes, args.max_documents, args.max_depth, args.max_alias_nodes)
     plaintext = PlaintextXds(args.plaintext_xds)
-    cp = ControlPlane(args.config_dir, grace=args.grace, debounce=args.debounce,
+    cp = ControlPlane(args.config_dir, grace=args.grace, debounce=args.debounce, eds_debounce=args.eds_debounce,
                       long_poll_timeout=args.long_poll_timeout, state_file=state_file or None, limits=limits)
     try:
         await cp.start(watch=not args.no_watch)

@@ -238,6 +238,10 @@ class MeshRegistry(Registry):
         """The workload a registered proxy stands for."""
         return self._by_node_id.get(node_id)
 
+    def endpoint_sources(self) -> dict[str, tuple[ProxyNode, Workload]]:
+        """node id -> (node, workload) of the proxies that are endpoints: all `endpoints` reads of them."""
+        return {node.id: (node, w) for w in self._live for node in (self._node_of[id(w)],)}
+
     def endpoints(self, service: Service, port: ServicePort) -> tuple[Endpoint, ...]:
         out = list(select_endpoints(service, port, self._static))
         if not service.selector:

@@ -9,7 +9,9 @@ extension seams (security and telemetry add HTTP filters, listener and cluster c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
+from control.istio.resources import Resource
 from control.mesh import MeshSnapshot
 from control.registry.model import Workload
 from control.translate import clusters as cds
@@ -126,6 +128,29 @@ def render_gateway(mesh: MeshSnapshot, name: str | Workload = "istio-ingressgate
         notes=tuple(proxy.notes.items),
         eds_clusters=eds_clusters,
     )
+
+
+# MeshSnapshot.memo kinds (a key's first item) whose values read no VirtualService, directly or through another
+# entry: kept across a VirtualService edit (MeshSnapshot.with_virtual_services). A kind not listed is dropped,
+# so a new memo starts out safe. "vhost" and "http_proxy_vhost" are keyed by the identity of the routes / virtual
+# host they wrap (and hold it): those of an edited VirtualService are simply not asked for again.
+VIRTUAL_SERVICE_FREE_MEMOS = frozenset({
+    "endpoints", "destination_rule", "visible_services", "peer_authentication", "service_accounts",
+    "cluster_specs", "outbound_cluster", "service_domains", "default_routes", "vhost", "http_proxy_vhost",
+})
+
+
+def kept_across_virtual_service_edit(virtual_services: Iterable[Resource]) -> Callable[[tuple], bool]:
+    """Which memo entries of the last snapshot stay valid when the VirtualServices become `virtual_services` and
+    nothing else changes: the VirtualService-free kinds, and the routes of each VirtualService still there, the
+    same object (an edited one is a new Resource: its routes are built again, and with them the virtual hosts
+    and route configurations that list them; routes.shared_http_routes keys them by the VirtualService's id).
+    The one that lists the VirtualServices a proxy sees (`mesh_virtual_services`) is built again."""
+    present = {id(vs) for vs in virtual_services}
+
+    def keep(key: tuple) -> bool:
+        return key[0] in VIRTUAL_SERVICE_FREE_MEMOS or (key[0] == "http_routes" and key[1] in present)
+    return keep
 
 
 __all__ = ["Extensions", "Notes", "Options", "Rendered", "TranslateError", "find_workload", "render_gateway",

@@ -81,6 +81,11 @@ def content_hash(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
+def resource_version(item: bytes | memoryview) -> str:
+    """A resource's delta xDS version: the first 16 hex digits of the hash of its canonical JSON."""
+    return hashlib.sha256(item).hexdigest()[:16]
+
+
 def resource_name(resource: Mapping) -> str:
     """A resource's name as xDS keys it (ClusterLoadAssignment: `cluster_name`)."""
     return str(resource.get("name") or resource.get("cluster_name") or "")
@@ -100,6 +105,9 @@ class Payload:
     count: int
     names: tuple[str, ...] = field(default=(), compare=False)
     ends: Sequence[int] = field(default=(), compare=False)  # array('Q'): 8 bytes an offset, not an int object
+    # each resource's `resource_version` when the pieces came with it (shared pieces are hashed once, not once
+    # per payload holding them); empty: control.xds.delta.PayloadIndex hashes the spans
+    versions: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
     def of(cls, resources: Iterable[dict]) -> "Payload":
@@ -107,20 +115,24 @@ class Payload:
         return cls.join([canonical_json(i) for i in items], [resource_name(i) for i in items])
 
     @classmethod
-    def join(cls, items: list[bytes], names: Iterable[str] | None = None) -> "Payload":
+    def join(cls, items: list[bytes], names: Iterable[str] | None = None,
+             versions: Iterable[str] | None = None) -> "Payload":
         """From resources already serialized one by one with `canonical_json` (and their names, else read back
-        from the bytes): the same bytes as `of` (a JSON array is its items joined by commas), so shared pieces
-        are serialized once."""
+        from the bytes; their `resource_version`s, if known): the same bytes as `of` (a JSON array is its items
+        joined by commas), so shared pieces are serialized once."""
         body = b"[" + b",".join(items) + b"]"
         names = tuple(names) if names is not None else tuple(resource_name(json.loads(i)) for i in items)
         if len(names) != len(items):
             raise ValueError(f"{len(names)} names for {len(items)} resources")
+        versions = tuple(versions) if versions is not None else ()
+        if versions and len(versions) != len(items):
+            raise ValueError(f"{len(versions)} versions for {len(items)} resources")
         ends, pos = array("Q"), 1
         for item in items:
             pos += len(item)
             ends.append(pos)
             pos += 1
-        return cls(body, content_hash(body), len(items), names, ends)
+        return cls(body, content_hash(body), len(items), names, ends, versions)
 
     def spans(self) -> Iterable[tuple[str, int, int]]:
         """(name, start, end) of each resource in `body`."""

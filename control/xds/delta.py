@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping
 
 from control.xds.cache import (CLUSTER, LISTENER, DiscoveryRequest, DiscoveryResponse, Outcome, Payload,
-                               XdsCache, XdsType, canonical_json, resource_name)
+                               XdsCache, XdsType, canonical_json, resource_name, resource_version)
 
 WILDCARD_TYPES = (CLUSTER, LISTENER)  # Envoy subscribes to these as wildcard by default
 
@@ -82,8 +82,9 @@ class PayloadIndex:
         if found is None:
             view = memoryview(payload.body)
             versions, spans = {}, {}
-            for name, start, end in payload.spans():
-                versions[name] = hashlib.sha256(view[start:end]).hexdigest()[:16]
+            known = payload.versions
+            for i, (name, start, end) in enumerate(payload.spans()):
+                versions[name] = known[i] if known else resource_version(view[start:end])
                 spans[name] = (start, end)
             found = self._index[payload.hash] = Indexed(versions, spans)
             while len(self._index) > self.size:
@@ -97,6 +98,35 @@ class PayloadIndex:
         keep = set(hashes)
         for key in [k for k in self._index if k not in keep]:
             del self._index[key]
+
+
+def _difference(held: Mapping[str, str], current: Mapping[str, str],
+                wanted: Callable[[str], bool] = lambda _name: True) -> "DeltaUpdate":
+    send = tuple(sorted(n for n, v in current.items() if wanted(n) and held.get(n) != v))
+    removed = tuple(sorted(n for n in held if n not in current and wanted(n)))
+    return DeltaUpdate(send, removed)
+
+
+class DiffCache:
+    """The DeltaUpdate between two version maps (PayloadIndex's, shared by the clients that hold a payload
+    exactly), computed once per pair: after a push, the clients of one shape all move from the same old map
+    to the same new one. The `size` most recent pairs are kept, each holding both maps (so their ids stay
+    theirs)."""
+
+    def __init__(self, size: int = 64):
+        self.size = size
+        self._pairs: OrderedDict[tuple[int, int], tuple[Mapping, Mapping, "DeltaUpdate"]] = OrderedDict()
+
+    def __call__(self, held: Mapping[str, str], current: Mapping[str, str]) -> "DeltaUpdate":
+        key = (id(held), id(current))
+        hit = self._pairs.get(key)
+        if hit is None or hit[0] is not held or hit[1] is not current:
+            hit = self._pairs[key] = (held, current, _difference(held, current))
+            while len(self._pairs) > self.size:
+                self._pairs.popitem(last=False)
+        else:
+            self._pairs.move_to_end(key)
+        return hit[2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,11 +184,14 @@ class DeltaSubscription:
     def wanted(self, name: str) -> bool:
         return self.wildcard or name in self.names
 
-    def update(self, current: Mapping[str, str]) -> DeltaUpdate:
-        """What to send so the client holds `current` (name -> version) for what it subscribed to."""
-        send = tuple(sorted(n for n, v in current.items() if self.wanted(n) and self.held.get(n) != v))
-        removed = tuple(sorted(n for n in self.held if n not in current and self.wanted(n)))
-        return DeltaUpdate(send, removed)
+    def update(self, current: Mapping[str, str], diffs: "DiffCache | None" = None) -> DeltaUpdate:
+        """What to send so the client holds `current` (name -> version) for what it subscribed to. With
+        `diffs`, a client holding a shared version map (that of an earlier payload) and subscribed to every
+        name of both gets the difference computed once for all such clients."""
+        if diffs is not None and self._shared and (self.wildcard or (
+                self.names.issuperset(current.keys()) and self.names.issuperset(self.held.keys()))):
+            return diffs(self.held, current)
+        return _difference(self.held, current, self.wanted)
 
     def sent(self, nonce: str, update: DeltaUpdate, current: Mapping[str, str]) -> None:
         """Record a response as held (the client applies it unless it NACKs)."""
@@ -287,12 +320,12 @@ def receive(cache: XdsCache, record: Callable[[DiscoveryRequest], Outcome], node
 
 
 def due(cache: XdsCache, node_id: str, xds_type: XdsType, sub: DeltaSubscription, current: Mapping[str, str],
-        *, ordered_stream: bool) -> DeltaUpdate | None:
+        *, ordered_stream: bool, diffs: DiffCache | None = None) -> DeltaUpdate | None:
     """The update to send now for `current` (name -> version), or None. Due when the cache says the type's
     content is (a new snapshot, ADS order open), or when names newly subscribed hold content the client lacks
     (the snapshot did not change: only the subscription did), unless that content was NACKed."""
     if cache.ready(node_id, xds_type, ordered_stream=ordered_stream):
-        return sub.update(current)
+        return sub.update(current, diffs)
     snapshot = cache.snapshot(node_id)
     if not sub.changed or snapshot is None:  # same content, same subscription: nothing new is owed
         return None

@@ -80,3 +80,71 @@ async def test_edits_inside_the_window_are_one_push_from_the_first_edit(tmp_path
     finally:
         window.release.set()
         await cp.stop()
+
+
+def registering(name: str):
+    from control.xds.node import node_id, parse_node
+    return parse_node({"id": node_id("sidecar", "127.0.0.1", name, "default"),
+                       "metadata": {"INSTANCE_IPS": "127.0.0.1", "INBOUND_PORT": 20001, "LABELS": {"app": "a"}}})
+
+
+async def started(tmp_path, window: HeldWindow, **kwargs) -> ControlPlane:
+    """A control plane past its first push (which, a config load, waits out a window)."""
+    (tmp_path / "a.yaml").write_text(SERVICE.format(name="a"))
+    cp = ControlPlane(str(tmp_path), clock=lambda: 0.0, sleep=window, **kwargs)
+    await cp.start(watch=False)
+    await window.entered(1)
+    window.release.set()
+    await cp.wait_push(0)
+    return cp
+
+
+async def test_a_registration_is_pushed_without_a_window_unless_eds_debounce(tmp_path):
+    """PILOT_ENABLE_EDS_DEBOUNCE off: registrations come from proxies' requests, not from an editor's burst of
+    writes; a registration is pushed at once (its push only computes the assignments of the services it moves)."""
+    window = HeldWindow()
+    cp = await started(tmp_path, window)
+    try:
+        cp.connect(registering("a-0"))
+        await cp.wait_push(1)  # no window to release: the push ran at once
+        assert window.windows == [DEFAULT_DEBOUNCE] and cp.last_push.proxies == 1
+        assert not build_parser().parse_args(["serve", "--config-dir", "x"]).eds_debounce
+    finally:
+        window.release.set()
+        await cp.stop()
+
+
+async def test_with_eds_debounce_a_registration_waits_out_the_window(tmp_path):
+    window = HeldWindow()
+    cp = await started(tmp_path, window, eds_debounce=True)
+    try:
+        cp.connect(registering("a-0"))
+        await window.entered(2)
+        assert cp.pushes == 1
+        window.release.set()
+        await cp.wait_push(1)
+        assert window.windows == [DEFAULT_DEBOUNCE, DEFAULT_DEBOUNCE]
+        assert build_parser().parse_args(["serve", "--config-dir", "x", "--eds-debounce"]).eds_debounce
+    finally:
+        window.release.set()
+        await cp.stop()
+
+
+async def test_a_registration_with_a_config_change_pending_waits_with_it(tmp_path):
+    window = HeldWindow()
+    cp = await started(tmp_path, window)
+    try:
+        (tmp_path / "b.yaml").write_text(SERVICE.format(name="b"))
+        assert await cp.refresh()
+        cp.connect(registering("a-0"))
+        await window.entered(2)  # the config change opened a window: the registration joins it
+        assert cp.pushes == 1
+        window.release.set()
+        await cp.wait_push(1)
+        assert cp.last_push.full and cp.last_push.proxies == 1
+        cp.connect(registering("a-1"))  # the pending config change went with that push: no window now
+        await cp.wait_push(2)
+        assert len(window.windows) == 2
+    finally:
+        window.release.set()
+        await cp.stop()

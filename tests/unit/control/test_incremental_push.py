@@ -262,3 +262,200 @@ def test_bind_address_moves_every_wildcard_listener_of_sidecars_and_gateways_and
 def test_bind_address_must_be_an_ip():
     with pytest.raises(NodeError, match="BIND_ADDRESS"):
         sidecar("x", 20007, BIND_ADDRESS="localhost")
+
+
+# --- what an endpoint-only push recomputes ---------------------------------------------------------------
+
+def from_nothing(cp: ControlPlane, node) -> dict[str, bytes]:
+    """The node's payloads rendered afresh (new mesh, no table or shape kept from earlier pushes)."""
+    registry = MeshRegistry(cp._files, cp.live.nodes(), cp.live.members())
+    builder = SnapshotBuilder(build_mesh(cp.resources, registry=registry), registry)
+    snapshot, _notes = builder.snapshot(node)
+    return {t: p.body for t, p in snapshot.payloads.items()}
+
+
+async def registered(cp: ControlPlane, *nodes) -> None:
+    """`nodes` registered and pushed."""
+    for node in nodes:
+        cp.connect(node)
+    await cp.push(0.0)
+
+
+def payload_bodies(cp: ControlPlane, node) -> dict[str, bytes]:
+    return {t: p.body for t, p in cp.cache.snapshot(node.id).payloads.items()}
+
+
+REVIEWS_CLUSTERS = {f"outbound|9080|{s}|reviews.default.svc.cluster.local" for s in ("", "v1", "v2")}
+
+
+async def test_a_replica_registering_recomputes_only_the_assignments_of_the_services_it_joins(control):
+    cp, _ = control
+    await registered(cp, RATINGS, REVIEWS_A)
+    kept = {c["cluster_name"]: c for c in cp.cache.snapshot(RATINGS.id).resources("eds")}
+
+    cp.connect(REVIEWS_B)
+    result = await cp.push(1.0)
+    assert not result.full
+    assert cp._endpoints.moved == {("reviews.default.svc.cluster.local", "default")}
+    assert result.assignments == len(REVIEWS_CLUSTERS)  # reviews and its two subsets; ratings' are kept
+    now = {c["cluster_name"]: c for c in cp.cache.snapshot(RATINGS.id).resources("eds")}
+    assert {n for n in now if now[n] != kept[n]} == {"outbound|9080||reviews.default.svc.cluster.local",
+                                                      "outbound|9080|v1|reviews.default.svc.cluster.local"}
+    for node in (RATINGS, REVIEWS_A, REVIEWS_B):  # the same bytes as computed from nothing
+        assert payload_bodies(cp, node) == from_nothing(cp, node)
+
+
+async def test_a_replica_relabelled_moves_the_services_of_its_old_and_new_labels(control):
+    cp, _ = control
+    await registered(cp, RATINGS, REVIEWS_A, REVIEWS_B)
+    relabelled = sidecar("reviews-v1-b", 20003, LABELS={"app": "ratings", "version": "v1"})
+    cp.connect(relabelled)  # same id, other labels: it leaves reviews and joins ratings
+    result = await cp.push(1.0)
+    assert result.full  # the identities behind both services changed (their labels are in SANs' digest)
+    assert cp._endpoints.moved == {("reviews.default.svc.cluster.local", "default"),
+                                   ("ratings.default.svc.cluster.local", "default")}
+    assert eds_ports(cp, RATINGS, "outbound|9080||ratings.default.svc.cluster.local") == [20001, 20003]
+    for node in (RATINGS, REVIEWS_A, relabelled):
+        assert payload_bodies(cp, node) == from_nothing(cp, node)
+
+
+async def test_a_proxy_leaving_recomputes_its_services_only_and_a_file_change_recomputes_all(control):
+    cp, config = control
+    await registered(cp, RATINGS, REVIEWS_A, REVIEWS_B)
+    cp.live.remove(RATINGS.id)
+    result = await cp.push(1.0)
+    assert cp._endpoints.moved == {("ratings.default.svc.cluster.local", "default")}
+    assert result.assignments == 1  # ratings has no subsets
+    assert payload_bodies(cp, REVIEWS_A) == from_nothing(cp, REVIEWS_A)
+
+    rewrite(config / "vm.yaml", WORKLOAD_ENTRY.replace("{address}", "10.0.0.9"))  # a files generation
+    assert cp.reload()
+    result = await cp.push(2.0)
+    assert cp._endpoints.moved is None and result.assignments == 4  # every assignment of the new table
+    assert payload_bodies(cp, REVIEWS_A) == from_nothing(cp, REVIEWS_A)
+
+
+def test_moved_services_are_those_selecting_a_proxy_that_came_left_or_changed_in_their_namespace():
+    from control.xds.generate import moved_services
+    resources = load_text(SERVICES + textwrap.dedent("""
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: reviews, namespace: other}
+        spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+        """), "m.yaml").resources
+    files = FileRegistry.from_resources(resources)
+
+    def sources(*nodes):
+        return MeshRegistry(files, nodes).endpoint_sources()
+    services = files.services()
+    reviews = ("reviews.default.svc.cluster.local", "default")
+    assert moved_services(services, sources(RATINGS, REVIEWS_A), sources(RATINGS, REVIEWS_A)) == frozenset()
+    assert moved_services(services, sources(RATINGS), sources(RATINGS, REVIEWS_A)) == {reviews}
+    assert moved_services(services, sources(RATINGS, REVIEWS_A), sources(RATINGS)) == {reviews}
+    moved_port = sidecar("reviews-v1-a", 20099)  # same proxy, another inbound port: its address moved
+    assert moved_services(services, sources(REVIEWS_A), sources(moved_port)) == {reviews}
+    assert sources(REVIEWS_A) != sources(moved_port)
+
+
+def test_clusters_under_destination_rules_of_different_tls_modes_do_not_share_an_assignment():
+    """A proxy sees the DestinationRule of its own namespace first: one setting tls DISABLE makes its
+    ClusterLoadAssignment for the host carry no tlsMode, while other namespaces' proxies (ISTIO_MUTUAL rule)
+    get tlsMode istio. Shared assignments are keyed by the tls mode, so each gets its own."""
+    other_rule = textwrap.dedent("""
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: reviews-plain, namespace: other}
+        spec: {host: reviews.default.svc.cluster.local, trafficPolicy: {tls: {mode: DISABLE}}}
+        """)
+    resources = load_text(SERVICES + other_rule, "m.yaml").resources
+    mtls = sidecar("reviews-v1-m", 20010, LABELS={"app": "reviews", "version": "v1",
+                                                  "security.istio.io/tlsMode": "istio"})
+    outsider = parse_node({"id": node_id("sidecar", "127.0.0.1", "client-0", "other"),
+                           "metadata": {"INSTANCE_IPS": "127.0.0.1", "INBOUND_PORT": 20011, "NAMESPACE": "other"}})
+    registry = MeshRegistry(FileRegistry.from_resources(resources), (RATINGS, mtls, outsider))
+    mesh = build_mesh(resources, registry=registry)
+    builder = SnapshotBuilder(mesh, registry)
+    bodies = {}
+    for node in (RATINGS, outsider):
+        full = render_sidecar(mesh, registry.workload_of(node.id), endpoints=True)
+        bodies[node.id] = builder.generate(node).resources["eds"].body
+        assert bodies[node.id] == Payload.of(full.endpoints).body
+    assert bodies[RATINGS.id] != bodies[outsider.id]
+
+
+async def test_an_endpoint_only_push_keeps_each_proxys_listeners_and_a_new_port_moves_them(control):
+    cp, _ = control
+    await registered(cp, RATINGS, REVIEWS_A)
+    lds = cp.cache.snapshot(RATINGS.id).payloads["lds"]
+    cp.connect(REVIEWS_B)
+    await cp.push(1.0)
+    assert cp.cache.snapshot(RATINGS.id).payloads["lds"] is lds  # not re-applied nor serialized again
+
+    moved = sidecar("ratings-v1-a", 20001, OUTBOUND_PORT=31001)
+    cp.connect(moved)  # the same proxy with another outbound port
+    await cp.push(2.0)
+    names = [lis["name"] for lis in cp.cache.snapshot(RATINGS.id).resources("lds")]
+    assert "0.0.0.0_31001" in names
+    assert payload_bodies(cp, moved) == from_nothing(cp, moved)
+
+
+async def test_versions_carried_with_shared_pieces_are_the_hashes_delta_xds_would_compute(control):
+    """CDS and EDS payloads bring each resource's delta version, hashed once per shared piece; they must be
+    what control.xds.delta.PayloadIndex computes from the bytes (a wrong one would make delta skip a change)."""
+    from control.xds.delta import PayloadIndex, resource_versions
+    cp, _ = control
+    await registered(cp, RATINGS, REVIEWS_A)
+    cp.connect(REVIEWS_B)
+    await cp.push(1.0)
+    for short in ("cds", "eds"):
+        carried = cp.cache.snapshot(RATINGS.id).payloads[short]
+        assert carried.versions  # they came with the pieces
+        assert PayloadIndex()(carried).versions == resource_versions(json.loads(carried.body))  # from the dicts
+
+
+async def test_each_proxy_gets_its_snapshot_as_soon_as_it_is_computed_not_after_the_whole_push(control):
+    """The render runs in a worker thread; each proxy's snapshot is handed to the loop when computed, so the
+    first proxies' responses go out while later shapes render. Held after the first proxy: it is installed and
+    woken, the push is not over, the next proxy has nothing yet."""
+    import asyncio
+    import threading
+    cp, _ = control
+    for node in (RATINGS, REVIEWS_A):
+        cp.connect(node)
+    render, gate, held = cp._render, threading.Event(), threading.Event()
+
+    def holding(inputs, deliver):
+        def hook(item):
+            deliver(item)
+            if not held.is_set():
+                held.set()
+                gate.wait(10)
+        return render(inputs, hook)
+    cp._render = holding
+    push = asyncio.create_task(cp.push(0.0))
+    try:
+        first, second = sorted((RATINGS, REVIEWS_A), key=lambda n: n.id)
+        for _ in range(1000):  # bounded: 10 s at most
+            if cp.cache.snapshot(first.id) is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert cp.cache.snapshot(first.id) is not None and cp.cache.ready(first.id, ORDER[0])
+        assert not push.done() and cp.cache.snapshot(second.id) is None
+    finally:
+        gate.set()
+    result = await push
+    assert result.changed == 2 and cp.cache.snapshot(second.id) is not None
+
+
+def test_a_snapshot_handed_over_after_the_loop_closed_is_dropped_not_raised_in_the_worker_thread():
+    import asyncio
+    from control.serve import hand_over
+    got = []
+    loop = asyncio.new_event_loop()
+    hand_over(loop, got.append)("a")
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    hand_over(loop, got.append)("b")  # closed: call_soon_threadsafe raises RuntimeError, swallowed
+    assert got == ["a"]

@@ -264,3 +264,37 @@ def test_rest_sessions_share_one_set_of_names_between_proxies_subscribing_to_the
     assert a.names == b.names == {"x", "y"} and a.names is b.names
     b.request([], ["x"])
     assert a.names == {"x", "y"} and b.names == {"y"}
+
+
+def test_clients_moving_between_the_same_two_payloads_share_one_computed_difference():
+    """After a push, every client of one shape moves from the same old version map to the same new one:
+    DiffCache computes that difference once. Only for clients holding the old map exactly (shared) and
+    subscribed to every name of both: a narrower subscription gets its own, filtered answer."""
+    from control.xds.delta import DiffCache
+    old, new = {"a": "1", "b": "1", "c": "1"}, {"a": "2", "b": "1", "d": "1"}
+    subs = []
+    for names in (["a", "b", "c", "d"], ["a", "b", "c", "d"], ["a", "b", "c"]):
+        sub = DeltaSubscription(CLUSTER_LOAD_ASSIGNMENT)
+        sub.request(names, [])
+        sub.sent("n1", sub.update(old), old)
+        subs.append(sub)
+    diffs = DiffCache()
+    first, second, narrow = (sub.update(new, diffs) for sub in subs)
+    assert first is second == DeltaUpdate(("a", "d"), ("c",)) == subs[0].update(new)  # once, the same answer
+    assert narrow == DeltaUpdate(("a",), ("c",)) and narrow is not first  # d is not subscribed
+    wildcard = DeltaSubscription(CLUSTER)
+    wildcard.request([], [])
+    wildcard.sent("n1", wildcard.update(old), old)
+    assert wildcard.update(new, diffs) is first
+
+
+def test_the_difference_cache_keeps_the_most_recent_pairs_and_never_answers_for_other_maps():
+    from control.xds.delta import DiffCache
+    diffs = DiffCache(size=2)
+    maps = [{"a": str(i)} for i in range(4)]
+    answers = [diffs(maps[i], maps[i + 1]) for i in range(3)]
+    assert len(diffs._pairs) == 2 and all(a == DeltaUpdate(("a",), ()) for a in answers)
+    assert diffs(maps[1], maps[2]) is answers[1]  # kept
+    assert diffs(maps[0], maps[1]) is not answers[0]  # dropped: computed again
+    equal_but_other = dict(maps[2])
+    assert diffs(maps[2], equal_but_other) == DeltaUpdate((), ())  # an equal map is another map: no stale answer
