@@ -209,7 +209,8 @@ class ListenerRuntime:
         # selection / TLS happen per connection in pyproxy.listener.accept.
         self.chains = chains
         self.server: Any = None  # asyncio's or uvloop's Server (uvloop's `sockets` is a list, not the tuple typeshed says)
-        self.connections: set[DownstreamConnection] = set()
+        # an HTTP DownstreamConnection or a pyproxy.tcp.proxy.TcpProxySession (both: `draining`, `close`, `abort`)
+        self.connections: set[Any] = set()
         self.acceptors: set[ChainAcceptor] = set()  # connections whose chain or TLS handshake is not settled
         self.handshakes: set[asyncio.Task] = set()
         self.last_transport_failure: str | None = None  # %DOWNSTREAM_TRANSPORT_FAILURE_REASON% of the last one
@@ -260,21 +261,21 @@ class ListenerRuntime:
     def handed_over(self, acceptor: ChainAcceptor) -> None:
         self.acceptors.discard(acceptor)
 
-    def track(self, conn: DownstreamConnection) -> None:
+    def track(self, conn: Any) -> None:
         conn.draining = self.draining
         self.connections.add(conn)
 
-    def untrack(self, conn: DownstreamConnection) -> None:
+    def untrack(self, conn: Any) -> None:
         self.on_connection_close(conn)
 
-    def on_connection_open(self, conn: DownstreamConnection) -> None:
+    def on_connection_open(self, conn: Any) -> None:
         conn.draining = self.draining
         self.connections.add(conn)
         self.stats_cx_total.inc()
         self.stats_worker_cx_total.inc()
         self.stats_cx_active.inc()
 
-    def on_connection_close(self, conn: DownstreamConnection) -> None:
+    def on_connection_close(self, conn: Any) -> None:
         self.connections.discard(conn)
         self.stats_cx_active.dec()
         if not self.connections and self._all_closed is not None:
