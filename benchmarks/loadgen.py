@@ -408,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=None, help="Host header to send (default: the URL's host:port)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument("--raw", action="store_true", help="with --json: include every latency (samples_s)")
+    parser.add_argument("--json-file", default=None, metavar="PATH",
+                        help="write the JSON object to PATH instead of printing it (what benchmarks/run.py reads)")
     args = parser.parse_args(argv)
     try:
         if args.closed:
@@ -431,7 +433,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ConnectionError) as exc:
         print(f"loadgen: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(result.as_dict(raw=args.raw)) if args.json else format_result(result))
+    if args.json_file:
+        with open(args.json_file, "w") as out:
+            json.dump(result.as_dict(raw=args.raw), out)
+    else:
+        print(json.dumps(result.as_dict(raw=args.raw)) if args.json else format_result(result))
     return 0
 
 

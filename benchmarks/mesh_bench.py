@@ -87,14 +87,16 @@ class DemoMesh:
 
 
 def open_loop(url: str, rate: float, duration: float, host: str | None = None) -> dict:
-    argv = [sys.executable, str(LOADGEN), url, "--rate", str(rate), "--duration", str(duration),
-            "--connections", "16", "--json", "--raw"]
-    if host:
-        argv += ["--host", host]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
-    if done.returncode != 0:
-        raise RuntimeError(f"loadgen: {done.stderr.strip()}")
-    return json.loads(done.stdout)
+    with tempfile.TemporaryDirectory(prefix="mesh-bench-") as tmp:
+        out = Path(tmp) / "loadgen.json"  # a file, not stdout: see benchmarks/run.py _run_loadgen
+        argv = [sys.executable, str(LOADGEN), url, "--rate", str(rate), "--duration", str(duration),
+                "--connections", "16", "--raw", "--json-file", str(out)]
+        if host:
+            argv += ["--host", host]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+        if done.returncode != 0:
+            raise RuntimeError(f"loadgen: {done.stderr.strip()}")
+        return json.loads(out.read_text())
 
 
 def measure(state: dict, rate: float, duration: float, rounds: int) -> tuple[report.FixedRate, report.FixedRate]:

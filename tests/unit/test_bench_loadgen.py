@@ -145,6 +145,22 @@ async def test_the_command_line_prints_one_json_result(origin):
     assert result["latency"]["p50_us"] <= result["latency"]["p99_us"]
 
 
+async def test_the_command_line_writes_its_json_to_a_file_when_asked(origin, tmp_path):
+    """What benchmarks/run.py and mesh_bench.py read: the whole object in the file, nothing on stdout."""
+    out = tmp_path / "result.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(REPO / "benchmarks" / "loadgen.py"), origin, "--rate", "200", "--duration", "0.5",
+        "--connections", "2", "--raw", "--json-file", str(out),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, stderr.decode()
+    assert stdout == b""
+    result = json.loads(out.read_text())
+    assert (result["mode"], result["requested"], result["completed"]) == ("open", 100, 100)
+    assert len(result["samples_s"]) == 100
+
+
 async def test_the_command_line_rejects_a_non_loopback_target():
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(REPO / "benchmarks" / "loadgen.py"), "http://192.168.1.1/", "--rate", "10",
