@@ -229,7 +229,7 @@ def _utc(seconds: float) -> str:
 
 def _secure_control(args: argparse.Namespace, node: dict[str, Any], server: Any) -> SecureControl:
     """The agent and credentials for an https:// control URL; ValueError (one line) on bad options."""
-    from .tls.agent import CertificateAgent
+    from .tls.agent import ISOLATE_MIN_TTL, CertificateAgent
     from .tls.identity import IdentityError, PeerIdentity
     from .xds.credentials import ControlPlaneCredentials, CredentialsError
 
@@ -245,7 +245,8 @@ def _secure_control(args: argparse.Namespace, node: dict[str, Any], server: Any)
     except (IdentityError, CredentialsError) as e:
         raise ValueError(str(e)) from None
     agent = CertificateAgent(args.control, root_cert_path=args.ca_root, token_path=args.token_file,
-                             identity=identity, ttl=args.secret_ttl, renew_with_certificate=True, isolated=True)
+                             identity=identity, ttl=args.secret_ttl, renew_with_certificate=True,
+                             isolated=args.secret_ttl >= ISOLATE_MIN_TTL)
     return SecureControl(agent, credentials, server)
 
 

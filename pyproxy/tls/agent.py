@@ -25,7 +25,7 @@ This module must not import `control`: the sidecar and the control plane share o
 (`python -m pyproxy.tls.agent`, the request as JSON on stdin, the issued chain and key as JSON on stdout), as
 Istio keeps it in pilot-agent beside Envoy: `cryptography` and aiohttp (about 18 MiB of a sidecar's RSS
 together, measured) are then never loaded by the long-running proxy process; the child lives for one request
-(about 12 h apart).
+(about 12 h apart). A sidecar asking for certificates shorter than `ISOLATE_MIN_TTL` issues them in-process.
 """
 from __future__ import annotations
 
@@ -58,6 +58,10 @@ GRACE_PERIOD_RATIO = 0.5    # SECRET_GRACE_PERIOD_RATIO
 GRACE_PERIOD_JITTER = 0.01  # SECRET_GRACE_PERIOD_RATIO_JITTER
 RETRY_INITIAL, RETRY_MAX = 1.0, 60.0  # backoff after a failed request (seconds)
 CHILD_STARTUP = 30.0  # seconds a child process (`isolated`) may take beyond the request timeout to start
+# The shortest TTL `pyproxy sidecar` isolates: a child's start-up (an interpreter with aiohttp and cryptography,
+# ~0.3 s, seconds on a loaded machine) must stay small beside the time to renewal (half the TTL). With 6 s
+# certificates, children under CI load let certificates expire (tests/e2e/test_mesh_mtls.py root rotation: 503s).
+ISOLATE_MIN_TTL = 300.0
 OUTPUT_FILES = ("cert-chain.pem", "key.pem", "root-cert.pem")
 
 
