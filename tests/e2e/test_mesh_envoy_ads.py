@@ -270,6 +270,10 @@ async def test_envoy_keeps_serving_when_the_control_plane_is_killed_and_resyncs_
         assert cp.grpc_port == grpc_port
         row = await row_of(cp, "productpage-v1", synced, envoy.output)
         assert row["connected"]
+        # Envoy may be SYNCED before reviews-v1's sidecar, still in its reconnect backoff (doubled per failure
+        # while the control plane was down), has registered again: until then reviews has no endpoint (503 UH).
+        # The fresh-clone CI lost that race once under load. Serving resumes with that registration's EDS push.
+        await poll("Envoy -> pyproxy -> reviews-v1 after the restart", served)
         assert [(await answer(outbound, host))[0] for _ in range(5)] == [200] * 5
     finally:
         envoy.stop()
