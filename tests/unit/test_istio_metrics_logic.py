@@ -119,3 +119,34 @@ async def test_a_scrape_lets_the_event_loop_run_between_pieces():
     await task
     assert text == render_prometheus(stats)
     assert ticks - before >= len(list(stats_mod.prometheus_pieces(stats))) - 1
+
+
+@pytest.mark.parametrize("slice_s, yields", [(0.5, "every piece"), (1.0, "every other piece"), (1e9, "never")])
+async def test_a_scrape_gives_the_loop_back_once_a_slice_of_rendering_has_passed(slice_s, yields):
+    """On a clock that moves 0.5 s per reading (one reading per piece, after the first): a 0.5 s slice yields after
+    every piece, a 1 s slice after every other one, a slice longer than the render never."""
+    import asyncio
+
+    from pyproxy.observe import stats as stats_mod
+
+    stats = _mesh_store(series=2)
+    readings = iter(range(10_000))
+    ticks = 0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.get_running_loop().create_task(ticker())
+    await asyncio.sleep(0)
+    before = ticks
+    text = await stats_mod.render_prometheus_async(stats, slice_s=slice_s, clock=lambda: next(readings) * 0.5)
+    done = True
+    await task
+    pieces = len(list(stats_mod.prometheus_pieces(stats)))
+    assert text == render_prometheus(stats)
+    expected = {"every piece": pieces, "every other piece": pieces // 2, "never": 0}[yields]
+    assert ticks - before == expected
