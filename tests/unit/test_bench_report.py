@@ -166,14 +166,9 @@ def test_floor_row_gives_pyproxy_over_floor_and_a_one_line_summary():
 
 
 def test_summary_line_gives_the_compiled_builds_ratios_when_its_row_ran():
-    rows = [
-        report.Row("direct", "direct", _throughput(60_000), _fixed(100, 200)),
-        report.Row("floor", "floor", _throughput(25_000), _fixed(150, 350)),
-        report.Row("pyproxy", "pyproxy", _throughput(10_000), _fixed(200, 400)),
-        report.Row("pyproxy-compiled", "compiled", _throughput(15_000), _fixed(180, 380)),
-        report.Row("envoy", "envoy", _throughput(20_000), _fixed(120, 300)),
-        report.Row("nginx", "nginx", _throughput(30_000), _fixed(130, 400)),
-    ]
+    rows = [report.Row(name, name, _throughput(rps), _fixed(200, 400)) for name, rps in (
+        ("direct", 60_000), ("floor", 25_000), ("pyproxy", 10_000), ("pyproxy-compiled", 15_000),
+        ("envoy", 20_000), ("nginx", 30_000))]
     line = report.summary_line(rows)
     assert "compiled/nginx 0.50, compiled/floor 0.60, compiled/envoy 0.75" in line
     assert "pyproxy/nginx 0.33" in line  # the interpreted row keeps its own ratios
