@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import pathlib
 import random
 import shutil
@@ -73,7 +74,27 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+PORT_RANGE_ENV = "PYPROXY_PORT_RANGE"
+
+
+def port_range() -> tuple[int, int]:
+    """The ports `free_ports` picks from, both ends included: $PYPROXY_PORT_RANGE ("20000-20999"), else 10000 up
+    to the ephemeral range. Two meshes on one machine (or two test processes) given ranges of their own never
+    pick each other's ports."""
+    spec = os.environ.get(PORT_RANGE_ENV, "")
+    if spec:
+        try:
+            low, high = (int(part) for part in spec.split("-"))
+        except ValueError:
+            raise ValueError(f"{PORT_RANGE_ENV}={spec!r}: expected LOW-HIGH, for example 20000-20999") from None
+        if not 1024 <= low <= high <= 65535:
+            raise ValueError(f"{PORT_RANGE_ENV}={spec!r}: expected 1024 <= LOW <= HIGH <= 65535")
+        return low, high
+    return 10000, _ephemeral_low() - 1
+
+
 _port_rng = random.Random()
+_cursor: list[int] = []  # the next port this process tries; starts at a random point of the range
 
 
 def free_ports(count: int) -> list[int]:
@@ -81,18 +102,21 @@ def free_ports(count: int) -> list[int]:
 
     A port the kernel picks for `bind(port 0)` comes from the ephemeral range, which is also where every outgoing
     connection gets its source port: between our check and the process's bind, some connection may take it
-    ("address already in use", seen in CI). So pick below the ephemeral range (10000 up to its start), and check
-    each one by binding it on 0.0.0.0 (what the sidecars bind), all at once, then release them."""
-    low, high = 10000, max(_ephemeral_low() - 1, 10001 + count * 4)
+    ("address already in use", seen in CI). So pick from `port_range()`, below the ephemeral range. Walk it in
+    order from a random start rather than drawing at random: a process then never hands out a port again (one
+    its earlier meshes may still hold) until it has gone round the whole range. Each port is checked by binding
+    it on 0.0.0.0 (what the sidecars bind), all at once, then released."""
+    low, high = port_range()
+    if not _cursor or not low <= _cursor[0] <= high:
+        _cursor[:] = [_port_rng.randint(low, high)]
     socks: list[socket.socket] = []
     ports: list[int] = []
     try:
-        for _ in range(count * 200):
+        for _ in range(high - low + 1):
             if len(ports) == count:
                 break
-            port = _port_rng.randint(low, high)
-            if port in ports:
-                continue
+            port = _cursor[0]
+            _cursor[0] = low if port >= high else port + 1
             s = socket.socket()
             try:
                 s.bind(("0.0.0.0", port))

@@ -6,7 +6,8 @@
 #      (own socket, data and exec folders under $WORK; needs root) and fails within seconds if it cannot start
 #   3. picks the base image: $BASE_IMAGE if set, else python:3.12-slim (from Docker Hub), else, when Docker Hub is
 #      out of reach, a Debian bookworm made with debootstrap (cached in $CACHE) and Prometheus from Debian's package
-#   4. builds the image (context copied outside the repository), `compose up -d`, waits for /productpage
+#   4. builds the image (context copied outside the repository), `compose up -d`, waits until a product shows its
+#      details, reviews and ratings through the gateway
 # It works with `docker compose` (v2) and `docker-compose` (1.29). `down` removes containers, networks and volumes
 # and stops the daemon it started, by its PID. Exit codes: 1 failed, 2 usage, 3 no Docker daemon can run here,
 # 4 a prerequisite is missing (tests/docker/test_compose_demo.py skips on 3 and 4, fails on anything else).
@@ -113,12 +114,22 @@ build() {
     fi
 }
 
+# "Up" means the whole of bookinfo answers through the gateway, not only productpage: a product (as jason, whom
+# the demo routes to reviews v2, which asks ratings) with its details, its reviews and their ratings. A sidecar
+# that has not received its endpoints yet makes productpage answer 200 with an error in place of them.
+READY_CHECK='
+import json, sys, urllib.request
+p = json.load(urllib.request.urlopen(sys.argv[1], timeout=3))
+d, r = p["details"], p["reviews"]
+sys.exit("error" in d or "error" in r or any("error" in x.get("rating", {}) for x in r.get("reviews", [])))
+'
+
 wait_for_gateway() {
-    url="http://127.0.0.1:${GATEWAY_PORT:-8080}/productpage"
+    url="http://127.0.0.1:${GATEWAY_PORT:-8080}/api/v1/products/0?u=jason"
     i=0
-    until python3 -c "import sys, urllib.request; sys.exit(urllib.request.urlopen('$url', timeout=3).status != 200)" 2>/dev/null; do
+    until python3 -c "$READY_CHECK" "$url" 2>/dev/null; do
         i=$((i + 1))
-        [ $i -lt 120 ] || die 1 "$url did not answer 200 within 2 minutes; see: $COMPOSE logs"
+        [ $i -lt 120 ] || die 1 "$url did not show details, reviews and ratings within 2 minutes; see: $COMPOSE logs"
         sleep 1
     done
 }

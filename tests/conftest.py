@@ -16,6 +16,22 @@ def pytest_configure(config):
     """A `make demo` running on this machine writes a state file that meshctl reads (pyproxy/demo_state.py):
     point the suite, and every process it starts, at a file of its own so the two never meet."""
     os.environ["PYPROXY_MESH_STATE"] = os.path.join(tempfile.mkdtemp(prefix="pyproxy-test-state-"), "demo.json")
+    _own_port_range()
+
+
+def _own_port_range() -> None:
+    """Each pytest-xdist worker (and every process it starts) picks the ports of its meshes from a slice of the
+    range of its own ($PYPROXY_PORT_RANGE, pyproxy/demo_mesh.py): two workers drawing from one range at random
+    once handed out the same port, and a sidecar failed to bind it ("address already in use")."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not worker.startswith("gw") or not count.isdigit():
+        return
+    from pyproxy.demo_mesh import port_range
+
+    low, high = port_range()
+    index, slices = int(worker[2:]), int(count)
+    width = (high - low + 1) // slices
+    os.environ["PYPROXY_PORT_RANGE"] = f"{low + index * width}-{low + (index + 1) * width - 1}"
 
 
 def pytest_unconfigure(config):

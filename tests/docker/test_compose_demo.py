@@ -22,7 +22,6 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,8 @@ import urllib.request
 
 import pytest
 import yaml
+
+from pyproxy.demo_mesh import free_ports
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "compose-demo.sh"
@@ -66,19 +67,6 @@ def _ensure_tools() -> None:
         done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
         _skip(f"apt-get install {' '.join(missing)} failed: {done.stderr.strip().splitlines()[-1:]}")
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _http(url: str, data: bytes | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -142,7 +130,7 @@ class Mesh:
 def mesh():
     _ensure_tools()
     work = pathlib.Path(tempfile.mkdtemp(prefix="pyc-", dir="/tmp"))  # short: a socket path has a length limit
-    ports = dict(zip(("gateway", "prometheus", "xds"), _free_ports(3)))
+    ports = dict(zip(("gateway", "prometheus", "xds"), free_ports(3)))
     m = Mesh(work, ports)
     started = time.monotonic()
     try:

@@ -4,7 +4,6 @@ and by pyproxy's own XdsClient applying to a real ProxyServer, both in process."
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import aiohttp
 
@@ -12,6 +11,7 @@ from control.xds.cache import CLUSTER, CLUSTER_LOAD_ASSIGNMENT
 from pyproxy.server import ProxyServer
 from pyproxy.xds.client import XdsClient
 from pyproxy.xds.state import EDS, RDS
+from tests.support.mesh import free_ports
 from tests.integration.test_xds_server import PRODUCTPAGE, REVIEWS, mesh, node, syncz  # noqa: F401 - fixture
 
 TYPES = {"clusters": CLUSTER, "endpoints": CLUSTER_LOAD_ASSIGNMENT}
@@ -40,17 +40,6 @@ class DeltaProxy:
                 held.pop(name, None)
             held.update({r["name"]: r for r in data["resources"]})
         return status, data
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 async def test_eds_by_name_a_registration_sends_only_the_changed_assignments_and_proxy_status_reads_synced(mesh):
