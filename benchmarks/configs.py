@@ -123,6 +123,44 @@ def pyproxy_bootstrap(*, listen_port: int, admin_port: int, backend_port: int,
     }
 
 
+# A client sidecar's outbound node (Istio's node metadata): istio.stats reads its workload labels from here.
+SIDECAR_NODE = {"id": "sidecar~127.0.0.1~bench-v1.default~default.svc.cluster.local", "cluster": "bench.default",
+                "metadata": {"NAME": "bench-v1", "NAMESPACE": "default", "SERVICE_ACCOUNT": "bench",
+                             "CLUSTER_ID": "Kubernetes", "LABELS": {"app": "bench", "version": "v1"}}}
+
+
+def sidecar_bootstrap(*, listen_port: int, admin_port: int, backend_port: int, access_log_path: str,
+                      upstream_tls: TlsFiles | None = None, upstream_peer_uri: str | None = None,
+                      istio_stats: bool = True) -> dict:
+    """`pyproxy_bootstrap` with what a client sidecar's outbound side runs on every request, as istiod emits it
+    (control/translate/): Istio's default retry policy on the route (`retry_on` connect-failure,refused-stream,
+    unavailable,cancelled,retriable-status-codes, 2 retries, previous_hosts predicate), Istio's stats filter
+    (`istio.stats`, reporter source on an OUTBOUND listener), Istio's default text access log to a file
+    (meshConfig.accessLogFile) and, with `upstream_tls`, mutual TLS to the origin with its URI SAN checked
+    (ISTIO_MUTUAL). `istio_stats=False` for upstream Envoy, which has no istio.stats (istio-proxy's build has)."""
+    from control.translate.accesslog import FILE_ACCESS_LOG, log_format
+    from control.translate.common import PREVIOUS_HOSTS
+    from control.translate.listeners import istio_stats_filter
+    from control.translate.routes import DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_ON, HOST_SELECTION_RETRY_MAX_ATTEMPTS
+
+    b = pyproxy_bootstrap(listen_port=listen_port, admin_port=admin_port, backend_port=backend_port,
+                          upstream_tls=upstream_tls, upstream_peer_uri=upstream_peer_uri)
+    b["node"] = SIDECAR_NODE
+    listener = b["static_resources"]["listeners"][0]
+    listener["traffic_direction"] = "OUTBOUND"
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["retry_policy"] = {
+        "retry_on": DEFAULT_RETRY_ON, "num_retries": DEFAULT_RETRY_ATTEMPTS,
+        "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
+                                  "typed_config": {"@type": PREVIOUS_HOSTS}}],
+        "host_selection_retry_max_attempts": HOST_SELECTION_RETRY_MAX_ATTEMPTS}
+    if istio_stats:
+        hcm["http_filters"] = [istio_stats_filter(), *hcm["http_filters"]]
+    hcm["access_log"] = [{"name": "envoy.access_loggers.file", "typed_config": {
+        "@type": FILE_ACCESS_LOG, "path": access_log_path, "log_format": log_format("TEXT", "")}}]
+    return b
+
+
 @dataclass(frozen=True, slots=True)
 class Directive:
     """One nginx directive: `name args...;` or, with a block, `name args... { children }`."""

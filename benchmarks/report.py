@@ -330,6 +330,11 @@ def summary_line(rows: list[Row]) -> str:
         r = throughput_ratio(rows, "pyproxy-compiled", den)
         if r is not None:
             parts.append(f"compiled/{den} {r:.2f}")
+    for name, short in (("pyproxy-sidecar", "sidecar"), ("pyproxy-compiled-sidecar", "compiled-sidecar"),
+                        ("envoy-sidecar", "envoy-sidecar")):  # a client sidecar's features on (run.py)
+        r = throughput_ratio(rows, name, "nginx")
+        if r is not None:
+            parts.append(f"{short}/nginx {r:.2f}")
     added = added_latency(rows, "pyproxy")
     parts.append(f"pyproxy adds p99 {_signed_us(added[2])}" if added is not None else "pyproxy added p99 n/a")
     return "summary: " + ", ".join(parts)

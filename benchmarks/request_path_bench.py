@@ -22,6 +22,7 @@ import asyncio
 import gc
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -72,12 +73,16 @@ class _Transport(asyncio.Transport):
         pass
 
 
-async def measure(requests: int, runs: int = 5, *, warmup: int = 2000,
-                  freeze: bool = True) -> tuple[list[float], bytes, bytes]:
+async def measure(requests: int, runs: int = 5, *, warmup: int = 2000, freeze: bool = True,
+                  access_log: str = "") -> tuple[list[float], bytes, bytes]:
     """CPU µs per request of each run, and the bytes sent upstream and to the client for the last request.
-    `freeze`: gc.freeze() after the warm-up, as `pyproxy run` does after start-up (not inside a test run)."""
-    bootstrap = decode(Bootstrap, configs.pyproxy_bootstrap(listen_port=free_port(), admin_port=0,
-                                                            backend_port=free_port()))
+    `freeze`: gc.freeze() after the warm-up, as `pyproxy run` does after start-up (not inside a test run).
+    `access_log` (a file): the sidecar bootstrap instead (`configs.sidecar_bootstrap`: Istio's retry policy,
+    istio.stats, the access log to that file; no TLS, the transports here are not sockets)."""
+    ports = {"listen_port": free_port(), "admin_port": 0, "backend_port": free_port()}
+    config = (configs.sidecar_bootstrap(**ports, access_log_path=access_log) if access_log else
+              configs.pyproxy_bootstrap(**ports))
+    bootstrap = decode(Bootstrap, config)
     server = ProxyServer()
     await server.apply(bootstrap.static_resources.listeners, bootstrap.static_resources.clusters)
     try:
@@ -122,13 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="request_path_bench", description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=20000, help="requests per run (5 runs)")
     ap.add_argument("--show", action="store_true", help="print the last request sent upstream and its response")
+    ap.add_argument("--sidecar", action="store_true",
+                    help="a client sidecar's features on: Istio's retry policy, istio.stats, an access log file")
     args = ap.parse_args(argv)
     try:
         import uvloop
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:  # pragma: no cover
         pass
-    per_request, sent, answered = asyncio.run(measure(args.requests))
+    with tempfile.TemporaryDirectory(prefix="request-path-bench-") as tmp:
+        log = str(Path(tmp) / "access.log") if args.sidecar else ""
+        per_request, sent, answered = asyncio.run(measure(args.requests, access_log=log))
     print(f"python CPU per request: best {min(per_request):.2f} us, median {statistics.median(per_request):.2f} us "
           f"({len(per_request)} runs of {args.requests})")
     if args.show:

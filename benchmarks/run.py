@@ -2,13 +2,16 @@
 
     .venv/bin/python benchmarks/run.py            # or: make bench [BENCH_ARGS="--duration 5"]
 
-For each path (`direct`, `floor`, `pyproxy`, `nginx`) against the same backend (`floor` is
-benchmarks/floor_proxy.py, the least a Python proxy on uvloop + httptools does per request):
+For each path (`direct`, `floor`, `pyproxy`, `pyproxy-compiled`, `envoy`, `nginx`) against the same backend
+(`floor` is benchmarks/floor_proxy.py, the least a Python proxy on uvloop + httptools does per request):
 1. a sanity GET (must answer 200 "hello world\\n"), then a 1 s closed-loop warm-up;
 2. fixed-rate latency: the bundled open-loop generator (benchmarks/loadgen.py) at `--rate` (1,000 req/s) for
    `--latency-duration` s, latency counted from each request's scheduled send time;
 3. throughput: wrk (`-t1 -c32 -d8s`, closed loop, keep-alive), or the bundled generator in closed-loop mode
    when wrk is missing; CPU time used by the proxy and the backend during it, per request.
+The sidecar rows (`pyproxy-sidecar`, `pyproxy-compiled-sidecar`, `envoy-sidecar`) run a client sidecar's
+features (configs.sidecar_bootstrap: Istio's default retry policy, istio.stats, an access log file, mTLS to the
+origin's TLS port) and are measured for throughput only (steps 1 and 3).
 Then a markdown table with pyproxy/nginx requests/s and the latency each proxy adds over direct, printed
 and written to benchmarks/results/latest.md. See benchmarks/README.md for how to read it.
 
@@ -48,7 +51,11 @@ LOADGEN = BENCH_DIR / "loadgen.py"
 BACKEND = BENCH_DIR / "backend.py"
 DEFAULT_OUTPUT = BENCH_DIR / "results" / "latest.md"
 WARMUP_S = 1
-TARGETS = ("direct", "floor", "pyproxy", "pyproxy-compiled", "envoy", "nginx")
+TARGETS = ("direct", "floor", "pyproxy", "pyproxy-compiled", "envoy", "nginx",
+           "pyproxy-sidecar", "pyproxy-compiled-sidecar", "envoy-sidecar")
+# The rows that run a client sidecar's features (configs.sidecar_bootstrap): measured for throughput only; what a
+# sidecar adds to latency is the sidecar-pair benchmark's (benchmarks/mesh_bench.py)
+SIDECAR_TARGETS = ("pyproxy-sidecar", "pyproxy-compiled-sidecar", "envoy-sidecar")
 # `make compiled` (scripts/build_compiled.py): the same pyproxy with its request path compiled by mypyc
 COMPILED_TREE = REPO / "build" / "compiled"
 FLOOR = BENCH_DIR / "floor_proxy.py"
@@ -178,16 +185,42 @@ def start_nginx(pm: procs.Processes, nginx: str, workdir: Path, role: str, direc
     return proc
 
 
-def start_backend(pm, kind: str, nginx: str | None, workdir: Path, cpus) -> tuple[int, procs.ManagedProcess, str]:
-    (port,) = procs.free_ports(1)
+@dataclass(frozen=True)
+class Origin:
+    """The backend: its plain HTTP port and, when it is nginx, a port that requires mutual TLS (the sidecar rows
+    originate ISTIO_MUTUAL-like mTLS to it) with the files a proxy presents there."""
+
+    port: int
+    mtls_port: int | None = None
+    client_tls: configs.TlsFiles | None = None
+    peer_uri: str | None = None  # the URI SAN the origin's certificate carries, checked by the proxies
+
+
+def start_backend(pm, kind: str, nginx: str | None, workdir: Path, cpus, mtls: bool = False
+                  ) -> tuple[Origin, procs.ManagedProcess, str]:
     if kind == "nginx":
         assert nginx is not None
-        conf = configs.nginx_origin_config(workdir=str(workdir), port=port)
+        port, mtls_port = procs.free_ports(2)
+        pki = None
+        if mtls:
+            from benchmarks.tls_bench import make_pki
+
+            pki = make_pki(workdir / "pki")
+        conf = configs.nginx_origin_config(workdir=str(workdir), port=port, mtls_port=mtls_port if pki else None,
+                                           mtls=pki.origin if pki else None)
         proc = start_nginx(pm, nginx, workdir, "origin", conf, port, cpus)
-        return port, proc, 'nginx, 1 worker, `return 200 "hello world\\n"`, keep-alive'
+        if pki is None:
+            return Origin(port), proc, 'nginx, 1 worker, `return 200 "hello world\\n"`, keep-alive'
+        procs.wait_listening(proc, mtls_port)
+        from benchmarks.tls_bench import ORIGIN_ID
+
+        return (Origin(port, mtls_port, pki.proxy_client, ORIGIN_ID), proc,
+                f'nginx, 1 worker, `return 200 "hello world\\n"`, keep-alive; on :{mtls_port} the same behind TLS '
+                "requiring a client certificate of the bench CA (the sidecar rows)")
+    (port,) = procs.free_ports(1)
     proc = pm.start("backend", [sys.executable, str(BACKEND), "--port", str(port)], cpus=cpus)
     procs.wait_listening(proc, port)
-    return port, proc, "benchmarks/backend.py (uvloop + httptools, 1 process), 200 hello world"
+    return Origin(port), proc, "benchmarks/backend.py (uvloop + httptools, 1 process), 200 hello world"
 
 
 def pyproxy_command(override: str | None) -> list[str]:
@@ -199,47 +232,61 @@ def pyproxy_command(override: str | None) -> list[str]:
     return [sys.executable, "-m", "pyproxy"]
 
 
-def bootstrap_for(args, listen_port: int, admin_port: int, backend_port: int) -> dict:
-    """The bootstrap both proxies run: the bench's own, or the user's (`--bootstrap FILE`) on our ports."""
+def bootstrap_for(args, listen_port: int, admin_port: int, origin: Origin, workdir: Path, sidecar: str = "") -> dict:
+    """The bootstrap both proxies run: the bench's own, or the user's (`--bootstrap FILE`) on our ports.
+    `sidecar` ("pyproxy" or "envoy"): a client sidecar's features instead (configs.sidecar_bootstrap), with mTLS
+    to the origin when it has an mTLS port."""
+    if sidecar:
+        tls = origin.mtls_port is not None
+        return configs.sidecar_bootstrap(
+            listen_port=listen_port, admin_port=admin_port,
+            backend_port=origin.mtls_port if tls else origin.port,  # type: ignore[arg-type]
+            access_log_path=str(workdir / f"access-{listen_port}.log"),
+            upstream_tls=origin.client_tls if tls else None, upstream_peer_uri=origin.peer_uri,
+            istio_stats=sidecar == "pyproxy")
+    backend_port = origin.port
     if args.bootstrap is not None:
         return configs.user_bootstrap(yaml.safe_load(args.bootstrap.read_text()), listen_port=listen_port,
                                       admin_port=admin_port)
     return configs.pyproxy_bootstrap(listen_port=listen_port, admin_port=admin_port, backend_port=backend_port)
 
 
-def start_envoy(pm, args, workdir: Path, backend_port: int, cpus) -> tuple[int, procs.ManagedProcess]:
+def start_envoy(pm, args, workdir: Path, origin: Origin, cpus, name: str = "envoy") -> tuple[int, procs.ManagedProcess]:
     """Real Envoy on the same bootstrap as pyproxy: one worker (`--concurrency 1`), pinned like the others."""
     from control.envoy_check import NO_ENVOY, find_envoy
 
     binary = find_envoy(REPO)
     if binary is None:
         raise RowFailed(f"skipped: {NO_ENVOY}")
-    return _start_proxy(pm, "envoy", args, workdir, backend_port, cpus, lambda path: [
+    return _start_proxy(pm, name, args, workdir, origin, cpus, lambda path: [
         str(binary), "-c", str(path), "--concurrency", "1", "--disable-hot-restart", "--use-dynamic-base-id",
         "-l", "warning"])
 
 
-def start_pyproxy(pm, args, workdir: Path, backend_port: int, cpus) -> tuple[int, procs.ManagedProcess]:
-    return _start_proxy(pm, "pyproxy", args, workdir, backend_port, cpus, lambda path: [
+def start_pyproxy(pm, args, workdir: Path, origin: Origin, cpus, name: str = "pyproxy"
+                  ) -> tuple[int, procs.ManagedProcess]:
+    return _start_proxy(pm, name, args, workdir, origin, cpus, lambda path: [
         *pyproxy_command(args.pyproxy_cmd), "run", "-c", str(path), "--concurrency", str(args.concurrency)])
 
 
-def start_pyproxy_compiled(pm, args, workdir: Path, backend_port: int, cpus) -> tuple[int, procs.ManagedProcess]:
+def start_pyproxy_compiled(pm, args, workdir: Path, origin: Origin, cpus, name: str = "pyproxy-compiled"
+                           ) -> tuple[int, procs.ManagedProcess]:
     """The compiled build: the same console script with the compiled copy first on PYTHONPATH (`env` execs, so
     the PID stopped at the end is the proxy's)."""
     if not any(COMPILED_TREE.glob("pyproxy/http/connection.*.so")):
         raise RowFailed("skipped: no compiled build (`make compiled` makes build/compiled/)")
-    return _start_proxy(pm, "pyproxy-compiled", args, workdir, backend_port, cpus, lambda path: [
+    return _start_proxy(pm, name, args, workdir, origin, cpus, lambda path: [
         "env", f"PYTHONPATH={COMPILED_TREE}", *pyproxy_command(args.pyproxy_cmd), "run", "-c", str(path),
         "--concurrency", str(args.concurrency)])
 
 
-def _start_proxy(pm, name: str, args, workdir: Path, backend_port: int, cpus, command
+def _start_proxy(pm, name: str, args, workdir: Path, origin: Origin, cpus, command
                  ) -> tuple[int, procs.ManagedProcess]:
     """Write the bootstrap with fresh ports, start `command(bootstrap_path)` pinned, wait for admin /ready and
-    the listener; (listener port, process)."""
+    the listener; (listener port, process). A name in SIDECAR_TARGETS runs the sidecar bootstrap."""
     listen_port, admin_port = procs.free_ports(2)
-    bootstrap = bootstrap_for(args, listen_port, admin_port, backend_port)
+    sidecar = ("envoy" if name.startswith("envoy") else "pyproxy") if name in SIDECAR_TARGETS else ""
+    bootstrap = bootstrap_for(args, listen_port, admin_port, origin, workdir, sidecar)
     path = _write(workdir / f"{name}.yaml", yaml.safe_dump(bootstrap, sort_keys=False))
     argv = command(path)
     log(f"starting: {shlex.join(argv)}")
@@ -385,7 +432,8 @@ def fixed_rate_rounds(paths: list[Subject], backend: procs.ManagedProcess, args)
         attempt = 0
         while attempt < 2 * args.rounds:
             attempt += 1
-            due = [p for p in paths if p.error is None and len(p.rounds.get(rate, [])) < args.rounds]
+            due = [p for p in paths if p.error is None and p.name not in SIDECAR_TARGETS
+                   and len(p.rounds.get(rate, [])) < args.rounds]
             if not due:
                 break
             for path in due:
@@ -420,24 +468,34 @@ def throughput(path: Subject, backend: procs.ManagedProcess, args, wrk) -> None:
     log(f"{path.name}: {result.rps:,.0f} req/s, p50 {result.p50_us:,.0f} µs, p99 {result.p99_us:,.0f} µs")
 
 
-def start_path(pm, name: str, args, nginx: str | None, workdir: Path, backend_port: int) -> Subject:
+def start_path(pm, name: str, args, nginx: str | None, workdir: Path, origin: Origin) -> Subject:
+    backend_port = origin.port
     if name == "direct":
         return Subject(name, "client → backend, no proxy", port=backend_port)
     what = (f"the user's bootstrap {args.bootstrap}" if args.bootstrap is not None else
             "Envoy v3 bootstrap: listener → HCM (no access log) → router → STATIC cluster with 1 endpoint")
-    if name == "envoy":
-        path = Subject(name, f"Envoy (real), --concurrency 1, the same {what}")
+    if name in SIDECAR_TARGETS:
+        what = ("a client sidecar's outbound features (benchmarks/configs.py sidecar_bootstrap): Istio's default "
+                "retry policy on the route, "
+                + ("" if name.startswith("envoy") else "istio.stats (Istio's metrics), ")
+                + "Istio's text access log to a file, "
+                + ("mTLS to the origin (client certificate, URI SAN checked)" if origin.mtls_port else
+                   "plaintext to the origin (no nginx origin, so no mTLS)")
+                + ("; no istio.stats: upstream Envoy does not have it" if name.startswith("envoy") else "")
+                + "; throughput only")
+    if name.startswith("envoy"):
+        path = Subject(name, f"Envoy (real), --concurrency 1, {'' if name in SIDECAR_TARGETS else 'the same '}{what}")
         try:
-            path.port, path.proxy = start_envoy(pm, args, workdir, backend_port, args.proxy_cpus)
+            path.port, path.proxy = start_envoy(pm, args, workdir, origin, args.proxy_cpus, name)
         except RowFailed as exc:
             path.error = str(exc)
         return path
-    if name in ("pyproxy", "pyproxy-compiled"):
-        how = "" if name == "pyproxy" else " with the request path compiled by mypyc (make compiled)"
+    if name.startswith("pyproxy"):
+        how = "" if "compiled" not in name else " with the request path compiled by mypyc (make compiled)"
         path = Subject(name, f"pyproxy run --concurrency {args.concurrency}{how}, {what}")  # fmt: skip
-        start = start_pyproxy if name == "pyproxy" else start_pyproxy_compiled
+        start = start_pyproxy_compiled if "compiled" in name else start_pyproxy
         try:
-            path.port, path.proxy = start(pm, args, workdir, backend_port, args.proxy_cpus)
+            path.port, path.proxy = start(pm, args, workdir, origin, args.proxy_cpus, name)
         except RowFailed as exc:
             path.error = str(exc)
         return path
@@ -481,7 +539,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="fixed-rate rounds, interleaved across paths (default 5)")
     p.add_argument("--latency-connections", type=int, default=16, help="fixed-rate connections (default 16)")
     p.add_argument("--targets", default=",".join(TARGETS),
-                   help="comma list of direct,floor,pyproxy,envoy,nginx (default all)")
+                   help=f"comma list of {','.join(TARGETS)} (default all)")
     p.add_argument("--bootstrap", type=Path, default=None, metavar="FILE",
                    help="run this Envoy v3 bootstrap on pyproxy and on Envoy side by side (its first listener and "
                         "admin are moved to free 127.0.0.1 ports; its clusters must point at 127.0.0.1)")
@@ -549,9 +607,10 @@ def run(args: argparse.Namespace) -> int:
     args.proxy_cpus, args.load_cpus = proxy_cpus, load_cpus
     with tempfile.TemporaryDirectory(prefix="pyproxy-bench-") as tmp, procs.Processes(Path(tmp)) as pm:
         workdir = Path(tmp)
-        backend_port, backend, backend_setup = start_backend(pm, backend_kind, nginx, workdir, backend_cpus)
-        log(f"backend: {backend_setup} on 127.0.0.1:{backend_port}")
-        paths = [start_path(pm, name, args, nginx, workdir, backend_port) for name in args.targets]
+        origin, backend, backend_setup = start_backend(pm, backend_kind, nginx, workdir, backend_cpus,
+                                                       mtls=any(t in SIDECAR_TARGETS for t in args.targets))
+        log(f"backend: {backend_setup} on 127.0.0.1:{origin.port}")
+        paths = [start_path(pm, name, args, nginx, workdir, origin) for name in args.targets]
         for path in paths:
             if path.error:
                 log(f"{path.name}: {path.error}")

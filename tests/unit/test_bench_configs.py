@@ -188,3 +188,26 @@ def test_telemetry_bench_configs_turn_on_only_what_each_row_names():
                     "metrics+trace-1%": (["istio.stats", router], 1.0, False),
                     "metrics+trace-100%": (["istio.stats", router], 100.0, False),
                     "access-log": ([router], None, True)}
+
+
+def test_the_sidecar_bootstrap_runs_a_client_sidecars_features_and_envoys_leaves_out_istio_stats():
+    from control.translate.routes import DEFAULT_RETRY_ON
+    from tests.support.proxy import decode_bootstrap
+
+    client = configs.TlsFiles("/pki/client.crt", "/pki/client.key", trusted_ca="/pki/root.pem")
+    for stats in (True, False):
+        config = configs.sidecar_bootstrap(listen_port=1001, admin_port=1002, backend_port=1443,
+                                           access_log_path="/tmp/x.log", upstream_tls=client,
+                                           upstream_peer_uri="spiffe://cluster.local/ns/bench/sa/origin",
+                                           istio_stats=stats)
+        listener = config["static_resources"]["listeners"][0]
+        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+        assert listener["traffic_direction"] == "OUTBOUND" and config["node"]["metadata"]["NAME"] == "bench-v1"
+        assert [f["name"] for f in hcm["http_filters"]] == [*(["istio.stats"] if stats else []),
+                                                            "envoy.filters.http.router"]
+        assert route["retry_policy"]["retry_on"] == DEFAULT_RETRY_ON and route["retry_policy"]["num_retries"] == 2
+        assert hcm["access_log"][0]["typed_config"]["path"] == "/tmp/x.log"
+        cluster = config["static_resources"]["clusters"][0]
+        assert cluster["transport_socket"]["name"] == "envoy.transport_sockets.tls"
+        decode_bootstrap(config)  # pyproxy accepts it as it will run it

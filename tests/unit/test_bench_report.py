@@ -173,3 +173,12 @@ def test_summary_line_gives_the_compiled_builds_ratios_when_its_row_ran():
     assert "compiled/nginx 0.50, compiled/floor 0.60, compiled/envoy 0.75" in line
     assert "pyproxy/nginx 0.33" in line  # the interpreted row keeps its own ratios
     assert "compiled/" not in report.summary_line([r for r in rows if r.name != "pyproxy-compiled"])
+
+
+def test_summary_line_gives_the_sidecar_rows_against_nginx_when_they_ran():
+    rows = [report.Row(name, name, _throughput(rps), None) for name, rps in (
+        ("pyproxy", 10_000), ("nginx", 30_000), ("pyproxy-sidecar", 6_000), ("pyproxy-compiled-sidecar", 12_000),
+        ("envoy-sidecar", 15_000))]
+    line = report.summary_line(rows)
+    assert "sidecar/nginx 0.20, compiled-sidecar/nginx 0.40, envoy-sidecar/nginx 0.50" in line
+    assert "sidecar/nginx" not in report.summary_line(rows[:2])
