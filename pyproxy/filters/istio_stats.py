@@ -417,7 +417,7 @@ class IstioTcpStats:
             transport = getattr(up, "transport", None) if up is not None else None
             ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
             der = ssl_object.getpeercert(True) if ssl_object is not None else None
-            principal = config.principal_of(der, ssl_object.getpeercert()) if der else UNKNOWN
+            principal = config.principal_of(der, ssl_object.getpeercert()) if der and ssl_object else UNKNOWN
             return tcp_labels(reporter="source", source=local.peer, destination=peer or NO_PEER,
                               source_principal=UNKNOWN, destination_principal=principal, service=service,
                               flags=info.response_flags, security=UNKNOWN)

@@ -232,9 +232,12 @@ def _underscored(value: str | None) -> str | None:
     return value.replace(" ", "_") if value else None
 
 
-def _tls(info: StreamInfo, get: Callable[[Any], Any]) -> Any:
-    tls = info.downstream_tls
-    return get(tls) if tls is not None else None
+def _tls(get: Callable[[Any], Any]) -> Getter:
+    """A getter of the downstream TLS connection's `get(tls)`, None on a plaintext connection."""
+    def getter(info: StreamInfo) -> Any:
+        tls = info.downstream_tls
+        return get(tls) if tls is not None else None
+    return getter
 
 
 # Operators that take no argument: name -> getter. Values are str, int or None (unset).
@@ -262,10 +265,10 @@ _SIMPLE: dict[str, Getter] = {
     # Envoy renders transport failure reasons with spaces as underscores
     "UPSTREAM_TRANSPORT_FAILURE_REASON": lambda info: _underscored(info.upstream_transport_failure_reason),
     "DOWNSTREAM_TRANSPORT_FAILURE_REASON": lambda info: _underscored(info.downstream_transport_failure_reason),
-    "DOWNSTREAM_PEER_URI_SAN": lambda info: _tls(info, lambda t: ",".join(t.peer_uri_sans) or None),
-    "DOWNSTREAM_LOCAL_URI_SAN": lambda info: _tls(info, lambda t: ",".join(t.local_uri_sans) or None),
-    "DOWNSTREAM_PEER_SUBJECT": lambda info: _tls(info, lambda t: t.peer_subject or None),
-    "DOWNSTREAM_TLS_VERSION": lambda info: _tls(info, lambda t: t.version or None),
+    "DOWNSTREAM_PEER_URI_SAN": _tls(lambda t: ",".join(t.peer_uri_sans) or None),
+    "DOWNSTREAM_LOCAL_URI_SAN": _tls(lambda t: ",".join(t.local_uri_sans) or None),
+    "DOWNSTREAM_PEER_SUBJECT": _tls(lambda t: t.peer_subject or None),
+    "DOWNSTREAM_TLS_VERSION": _tls(lambda t: t.version or None),
     "UPSTREAM_REQUEST_ATTEMPT_COUNT": lambda info: info.upstream_request_attempt_count,
     "REQUESTED_SERVER_NAME": lambda info: info.requested_server_name,
     "ROUTE_NAME": lambda info: info.route_name,

@@ -253,18 +253,18 @@ class IstioCollector:
                     m.add_sample(name + "_bucket", {**labels, "le": le}, cumulative)
                 m.add_sample(name + "_sum", labels, total)
                 m.add_sample(name + "_count", labels, cumulative)
-        for (metric, names, values), c in sorted(store.custom.items()):
+        for (metric, names, values), series in sorted(store.custom.items()):
             labels = dict(zip(names, values))
             if metric == "requests_total":
-                requests.add_sample("istio_requests_total", labels, c.count)
+                requests.add_sample("istio_requests_total", labels, series.count)
                 continue
             name = HTTP_METRICS[metric]
             m = hists[name]
             cumulative = 0
-            for le, n in zip(les, c.buckets):
+            for le, n in zip(les, series.buckets):
                 cumulative += n
                 m.add_sample(name + "_bucket", {**labels, "le": le}, cumulative)
-            m.add_sample(name + "_sum", labels, c.total)
+            m.add_sample(name + "_sum", labels, series.total)
             m.add_sample(name + "_count", labels, cumulative)
         if items or store.custom:
             yield requests

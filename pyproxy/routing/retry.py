@@ -37,11 +37,11 @@ from __future__ import annotations
 import functools
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Final
 
 from pyproxy.config.model import HeaderMatcher, RetryPolicy
 from pyproxy.http.headers import Headers
-from pyproxy.routing.table import RequestView, compile_header_matcher
+from pyproxy.routing.table import HeaderSource, RequestView, compile_header_matcher
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyproxy.upstream.circuit_breaker import ResourceLimits
@@ -75,25 +75,26 @@ RETRY_REQUEST_HEADERS = (
 
 class RetryOn:
     """Envoy's retry_on bits (router.h RetryPolicy::RETRY_ON_*). Plain ints, not an enum.IntFlag: these are
-    tested on every response of every request with a retry policy, and IntFlag arithmetic costs microseconds."""
+    tested on every response of every request with a retry policy, and IntFlag arithmetic costs microseconds.
+    `Final`: constants the compiled build (scripts/build_compiled.py) inlines."""
 
-    NONE = 0
-    FIVE_XX = 1 << 0
-    GATEWAY_ERROR = 1 << 1
-    CONNECT_FAILURE = 1 << 2
-    RETRIABLE_4XX = 1 << 3
-    REFUSED_STREAM = 1 << 4
-    RETRIABLE_STATUS_CODES = 1 << 5
-    RETRIABLE_HEADERS = 1 << 6
-    RESET = 1 << 7
-    RESET_BEFORE_REQUEST = 1 << 8
-    ENVOY_RATELIMITED = 1 << 9
-    HTTP3_POST_CONNECT_FAILURE = 1 << 10
-    GRPC_CANCELLED = 1 << 11
-    GRPC_DEADLINE_EXCEEDED = 1 << 12
-    GRPC_INTERNAL = 1 << 13
-    GRPC_RESOURCE_EXHAUSTED = 1 << 14
-    GRPC_UNAVAILABLE = 1 << 15
+    NONE: Final = 0
+    FIVE_XX: Final = 1 << 0
+    GATEWAY_ERROR: Final = 1 << 1
+    CONNECT_FAILURE: Final = 1 << 2
+    RETRIABLE_4XX: Final = 1 << 3
+    REFUSED_STREAM: Final = 1 << 4
+    RETRIABLE_STATUS_CODES: Final = 1 << 5
+    RETRIABLE_HEADERS: Final = 1 << 6
+    RESET: Final = 1 << 7
+    RESET_BEFORE_REQUEST: Final = 1 << 8
+    ENVOY_RATELIMITED: Final = 1 << 9
+    HTTP3_POST_CONNECT_FAILURE: Final = 1 << 10
+    GRPC_CANCELLED: Final = 1 << 11
+    GRPC_DEADLINE_EXCEEDED: Final = 1 << 12
+    GRPC_INTERNAL: Final = 1 << 13
+    GRPC_RESOURCE_EXHAUSTED: Final = 1 << 14
+    GRPC_UNAVAILABLE: Final = 1 << 15
 
 
 _HTTP_TOKENS = {
@@ -133,7 +134,7 @@ _ANY_GRPC = (
 
 
 @functools.lru_cache(maxsize=1024)  # a route's retry_on string is parsed per request: cache it
-def parse_retry_on(text: str, *, grpc_only: bool = False) -> tuple[RetryOn, tuple[str, ...]]:
+def parse_retry_on(text: str, *, grpc_only: bool = False) -> tuple[int, tuple[str, ...]]:
     """A comma-separated retry_on string → (bits, unknown tokens). The route's `retry_on` accepts HTTP and gRPC
     tokens; the `x-envoy-retry-grpc-on` header only gRPC ones."""
     bits = RetryOn.NONE
@@ -151,7 +152,7 @@ def parse_retry_on(text: str, *, grpc_only: bool = False) -> tuple[RetryOn, tupl
 
 
 @functools.lru_cache(maxsize=1024)  # a route's matchers are compiled once, not per request
-def _compile_matchers(matchers: tuple[HeaderMatcher, ...], path: str) -> tuple[Callable[[RequestView], bool], ...]:
+def _compile_matchers(matchers: tuple[HeaderMatcher, ...], path: str) -> tuple[Callable[[HeaderSource], bool], ...]:
     return tuple(compile_header_matcher(h, path) for h in matchers)
 
 
@@ -316,7 +317,7 @@ class RetryState:
         self.limits = limits
         retry_on = RetryOn.NONE
         codes: list[int] = []
-        matchers: list[Callable[[RequestView], bool]] = []
+        matchers: list[Callable[[HeaderSource], bool]] = []
         if policy is not None:
             retry_on, _ = parse_retry_on(policy.retry_on)
             codes.extend(policy.retriable_status_codes)
