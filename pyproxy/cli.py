@@ -29,6 +29,11 @@ from . import __version__
 
 
 def _install_uvloop() -> str:
+    """The event loop every proxy process runs (uvloop when installed), and glibc's malloc tuned for its TLS reads
+    (pyproxy/runtime/malloc.py)."""
+    from .runtime.malloc import keep_tls_reads_off_mmap
+
+    keep_tls_reads_off_mmap()
     try:
         import uvloop
     except ImportError:  # pragma: no cover
