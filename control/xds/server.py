@@ -267,6 +267,10 @@ def _leds_discovery(gate: Gate):
     paths serve their types (a request without `response_nonce` starts the subscription; 409 for a nonce of no
     subscription here; a name that is not a collection of this control plane is 400)."""
     async def answer(cp: ControlPlane, node: ProxyNode, req: DeltaRequest, wait: float):
+        try:
+            leds.check_collections(req.subscribe)
+        except leds.LedsError as err:
+            return _error(400, str(err))
         ticket = cp.leds.begin(node.id)
         sub = cp.leds.get(node.id)
         if not req.response_nonce:
@@ -274,10 +278,7 @@ def _leds_discovery(gate: Gate):
         elif sub is None:
             return _error(409, f"response_nonce: {req.response_nonce!r} is not of a LEDS subscription here; "
                                "start again without a nonce, with initial_resource_versions")
-        try:
-            sub.request(req.subscribe, req.unsubscribe, req.initial_versions)
-        except leds.LedsError as err:
-            return _error(400, str(err))
+        sub.request(req.subscribe, req.unsubscribe, req.initial_versions)
         if sub.receive(req.response_nonce, req.error_detail) == "nack":
             cp.metrics.rejected(leds.LEDS.short)
             log.warning("proxy %s rejected LEDS %s: %s", node.short, req.response_nonce, req.error_detail)
