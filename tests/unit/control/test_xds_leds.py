@@ -184,3 +184,15 @@ def test_a_response_body_streams_in_chunks_and_is_one_json_document():
     doc = json.loads(b"".join(chunks))
     assert len(doc["resources"]) == 399 and doc["nonce"] == "n-1" and doc["system_version_info"] == "v1"
     assert all(r["resource"]["@type"] == LB_ENDPOINT for r in doc["resources"])
+
+
+def test_the_node_says_whether_it_wants_leds_in_client_features_and_a_restart_remembers_it():
+    from control.xds.leds import FEATURE, wants_leds
+    from control.xds.node import NodeError, node_dict, parse_node
+
+    raw = {"id": "sidecar~10.0.0.1~a.default~default.svc.cluster.local", "client_features": [FEATURE]}
+    node = parse_node(raw)
+    assert wants_leds(node.client_features) and parse_node(node_dict(node)) == node
+    assert not wants_leds(parse_node({"id": raw["id"]}).client_features)
+    with pytest.raises(NodeError, match="node.client_features: want a list of strings"):
+        parse_node({**raw, "client_features": FEATURE})
