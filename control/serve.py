@@ -460,6 +460,9 @@ class ControlPlane:
             proxies.append(item)
             if deliver is not None:
                 deliver(item)
+        for node, snapshot, _notes, _seconds in proxies:  # LEDS forms of the new EDS, here rather than on the loop
+            if snapshot is not None and wants_leds(node.client_features):
+                self.leds_views(snapshot.payloads["eds"])
         self._shapes.retain(builder.used, (node.id for node in inputs.nodes))
         if builder.renders:
             self._fragments = builder.fragments  # those this push used: the next may find the same objects
@@ -558,9 +561,12 @@ class ControlPlane:
                         self.cache.type_state(node.id, xds_type).nack_version, request.error_detail)
         elif outcome.kind in (RequestKind.ACK, RequestKind.RESUME):
             self._notify(node.id)  # may open the next type in ADS order
+        self._observe(outcome)
+        return outcome
+
+    def _observe(self, outcome: Outcome) -> None:
         if outcome.converged_after is not None:
             self.metrics.convergence.observe(outcome.converged_after)
-        return outcome
 
     async def next_response(self, node_id: str, xds_type: XdsType, wait: float) -> DiscoveryResponse | None:
         """The response due for this proxy and type, waiting up to `wait` seconds; None if nothing is due."""
@@ -594,6 +600,12 @@ class ControlPlane:
                 index = self.delta_index(payload if view is None else view.eds)
                 update = delta_due(self.cache, node_id, xds_type, sub, index.versions, ordered_stream=False,
                                    diffs=self.delta_diffs)
+                if update is not None and not update and view is not None and not sub.changed:
+                    outcome = self.cache.unchanged(node_id, xds_type, self.clock())
+                    if outcome is not None:  # only endpoints moved: they go on LEDS, no empty EDS round trip
+                        self._observe(outcome)
+                        self._notify(node_id)  # may open the next type in ADS order, as an ACK does
+                        update = None
                 if update is not None:
                     response = self.respond(node_id, xds_type)
                     if view is not None:  # its assignments in the LEDS form, endpoints on /lb_endpoints

@@ -24,7 +24,7 @@ from pyproxy.xds.client import XdsClient
 from pyproxy.xds.leds import FEATURE, LB_ENDPOINT
 from pyproxy.xds.state import EDS, LEDS
 from tests.integration.test_xds_delta import DeltaProxy
-from tests.integration.test_xds_server import FakeClock, long_poll_in
+from tests.integration.test_xds_server import FakeClock, long_poll_in, syncz
 from tests.support.mesh import free_ports
 
 ECHO = "outbound|8080||echo.default.svc.cluster.local"
@@ -136,8 +136,10 @@ async def test_a_registration_sends_a_leds_client_only_the_new_endpoint_and_othe
     assert status == 200 and update["removed_resources"] == []
     assert [r["name"] for r in update["resources"]] == [f"{glob[:-1]}127.0.0.1:{second}"]
     leds_bytes = size(update)
-    status, eds = await leds.post("endpoints", wait=10)
-    assert status == 200 and eds["resources"] == [] and eds["removed_resources"] == []
+    # its assignments did not change: no EDS response at all, and it holds the new snapshot's EDS
+    assert (await leds.post("endpoints", wait=0))[0] == 304
+    eds_status = (await syncz(session, base))["sleep-1.default"]["types"]["eds"]
+    assert eds_status["status"] == "SYNCED" and eds_status["acked"]["version"] == update["system_version_info"]
     status, whole = await plain_poll
     assert status == 200 and ECHO in [r["name"] for r in whole["resources"]]
     assert len(plain.held["endpoints"][ECHO]["resource"]["endpoints"][0]["lb_endpoints"]) == 2

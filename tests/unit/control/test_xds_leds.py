@@ -10,7 +10,7 @@ from control.translate.common import CLUSTER_LOAD_ASSIGNMENT
 from control.xds.cache import Payload
 from control.xds.delta import PayloadIndex
 from control.xds.leds import (LB_ENDPOINT, PREFIX, LedsError, LedsResponse, LedsSubscription, LedsViews,
-                              collection_of, convert)
+                              check_collections, collection_of, convert)
 
 CLUSTER = "outbound|9080||reviews.default.svc.cluster.local"
 GLOB = f"{PREFIX}{CLUSTER}/-/*"
@@ -48,7 +48,9 @@ def test_an_assignment_in_the_leds_form_names_a_collection_per_locality_and_its_
     assert collection.name == GLOB
     assert sorted(collection.members) == [f"{PREFIX}{CLUSTER}/-/10.0.0.1:15106", f"{PREFIX}{CLUSTER}/-/10.0.0.1:15107"]
     version, raw = collection.members[f"{PREFIX}{CLUSTER}/-/10.0.0.1:15106"]
-    assert json.loads(raw) == {"@type": LB_ENDPOINT, **lb(15106)} and len(version) == 16
+    assert json.loads(raw) == {"name": f"{PREFIX}{CLUSTER}/-/10.0.0.1:15106", "version": version,
+                               "resource": {"@type": LB_ENDPOINT, **lb(15106)}} and len(version) == 16
+    assert json.loads(b"[" + collection.whole + b"]") == [json.loads(r) for _v, r in collection.members.values()]
     assert collection_of(f"{PREFIX}{CLUSTER}/-/10.0.0.1:15106") == GLOB
 
 
@@ -70,7 +72,11 @@ def test_a_view_of_a_new_payload_reuses_the_collections_of_the_assignments_that_
     # the assignments themselves did not change: their LEDS form is the same bytes
     idx = PayloadIndex()
     assert idx(after.eds).versions == idx(before.eds).versions
+    # a push drops the views no snapshot holds, but the next payload's view still finds their conversions
     views.retain([])
+    assert view(views, cla("b", 5)).collections[f"{PREFIX}b/-/*"] is before.collections[f"{PREFIX}b/-/*"]
+    views.retain([])
+    views.retain([])  # no view used them since: gone
     assert view(views, cla("b", 5)).collections[f"{PREFIX}b/-/*"] is not before.collections[f"{PREFIX}b/-/*"]
 
 
@@ -93,7 +99,8 @@ def test_a_registration_sends_only_the_new_endpoint_once_per_collection_and_a_de
     assert sub.due(v1) is None  # nothing new
     v2 = view(views, cla(CLUSTER, 1, 2), cla("b", 5))
     update = sub.due(v2)
-    assert [n for n, _v, _b in update.send] == [f"{PREFIX}{CLUSTER}/-/10.0.0.1:2"] and update.removed == ()
+    assert update.send == (f"{PREFIX}{CLUSTER}/-/10.0.0.1:2",) and update.removed == ()
+    assert [r["name"] for r in body(update)["resources"]] == list(update.send)
     sub.sent("n-2", update, v2)
     sub.receive("n-2", None)
     v3 = view(views, cla(CLUSTER, 2), cla("b", 5))
@@ -108,9 +115,9 @@ def test_a_changed_weight_is_sent_as_a_new_version_of_the_same_name():
     heavier = cla(CLUSTER)
     heavier["endpoints"][0]["lb_endpoints"] = [lb(1, weight=5)]
     update = sub.due(view(views, heavier))
-    ((name, version, raw),) = update.send
-    assert name == first["resources"][0]["name"] and version != first["resources"][0]["version"]
-    assert json.loads(raw)["load_balancing_weight"] == 5
+    (sent,) = body(update)["resources"]
+    assert sent["name"] == first["resources"][0]["name"] and sent["version"] != first["resources"][0]["version"]
+    assert sent["resource"]["load_balancing_weight"] == 5
 
 
 def test_only_subscribed_collections_are_sent_and_a_new_subscription_is_answered_even_when_empty():
@@ -139,7 +146,7 @@ def test_a_nack_puts_back_what_the_client_held_and_that_content_is_not_sent_agai
     assert sub.due(v2) is None  # rejected content: not resent
     assert sub.describe()["nack"]["error"] == "bad endpoint"
     v3 = view(views, cla(CLUSTER, 1, 2, 3))
-    assert [n.rsplit(":", 1)[1] for n, _v, _b in sub.due(v3).send] == ["2", "3"]  # still owed: 2, and 3
+    assert [n.rsplit(":", 1)[1] for n in sub.due(v3).send] == ["2", "3"]  # still owed: 2, and 3
 
 
 def test_a_response_never_read_is_owed_again_when_the_client_answers_an_older_nonce():
@@ -149,7 +156,7 @@ def test_a_response_never_read_is_owed_again_when_the_client_answers_an_older_no
     v2 = view(views, cla(CLUSTER, 1, 2))
     sub.sent("n-2", sub.due(v2), v2)
     assert sub.receive("n-1", None) == "lost"
-    assert [n for n, _v, _b in sub.due(v2).send] == [f"{PREFIX}{CLUSTER}/-/10.0.0.1:2"]
+    assert sub.due(v2).send == (f"{PREFIX}{CLUSTER}/-/10.0.0.1:2",)
 
 
 def test_a_reconnect_declares_the_versions_held_and_gets_only_the_difference():
@@ -160,27 +167,26 @@ def test_a_reconnect_declares_the_versions_held_and_gets_only_the_difference():
     sub = LedsSubscription()
     sub.request([GLOB], (), {**{n: ver for n, ver in held.items() if n.endswith(":1")}, stale: "0" * 16})
     update = sub.due(v)
-    assert [n for n, _v, _b in update.send] == [f"{PREFIX}{CLUSTER}/-/10.0.0.1:2"]
+    assert update.send == (f"{PREFIX}{CLUSTER}/-/10.0.0.1:2",)
     assert update.removed == (stale,)
 
 
 def test_a_name_that_is_not_a_collection_of_this_control_plane_is_refused():
-    sub = LedsSubscription()
     with pytest.raises(LedsError, match="resource_names_subscribe: 'reviews' is not a LEDS collection"):
-        sub.request(["reviews"], ())
+        check_collections([GLOB, "reviews"])
     with pytest.raises(LedsError):
-        sub.request([f"{PREFIX}{CLUSTER}/-/10.0.0.1:1"], ())  # one resource, not a glob
-    assert not sub.started
+        check_collections([f"{PREFIX}{CLUSTER}/-/10.0.0.1:1"])  # one resource, not a glob
+    check_collections([GLOB])
 
 
-def test_a_response_body_streams_in_chunks_and_is_one_json_document():
+def test_a_response_body_streams_whole_collections_as_they_are_and_is_one_json_document():
     views = LedsViews(PayloadIndex())
     v = view(views, cla(CLUSTER, *range(1, 400)))
     sub = LedsSubscription()
     sub.request([GLOB], ())
     update = sub.due(v)
     chunks = list(LedsResponse("v1", "n-1", update).chunks(chunk=4096))
-    assert len(chunks) > 3
+    assert any(c is v.collections[GLOB].whole for c in chunks)  # a whole collection goes out uncopied
     doc = json.loads(b"".join(chunks))
     assert len(doc["resources"]) == 399 and doc["nonce"] == "n-1" and doc["system_version_info"] == "v1"
     assert all(r["resource"]["@type"] == LB_ENDPOINT for r in doc["resources"])
@@ -196,3 +202,19 @@ def test_the_node_says_whether_it_wants_leds_in_client_features_and_a_restart_re
     assert not wants_leds(parse_node({"id": raw["id"]}).client_features)
     with pytest.raises(NodeError, match="node.client_features: want a list of strings"):
         parse_node({**raw, "client_features": FEATURE})
+
+
+def test_a_type_whose_new_content_changes_nothing_the_client_holds_is_held_without_a_response():
+    from control.xds.cache import EDS, DiscoveryRequest, ProxySnapshot, XdsCache
+
+    cache, proxy = XdsCache("n-"), "sidecar~10.0.0.1~a.default~default.svc.cluster.local"
+    cache.set_snapshot(proxy, ProxySnapshot.build({"eds": [cla(CLUSTER, 1)]}))
+    assert cache.unchanged(proxy, EDS) is None  # nothing sent yet
+    sent = cache.respond(proxy, EDS)
+    assert cache.unchanged(proxy, EDS) is None  # a response is in flight
+    cache.receive(proxy, EDS, DiscoveryRequest(version_info=sent.version_info, response_nonce=sent.nonce))
+    cache.set_snapshot(proxy, ProxySnapshot.build({"eds": [cla(CLUSTER, 1, 2)]}))
+    assert cache.describe(proxy)["types"]["eds"]["acked"]["version"] == sent.version_info
+    assert cache.unchanged(proxy, EDS) is not None
+    status = cache.describe(proxy)["types"]["eds"]
+    assert status["status"] == "SYNCED" and status["acked"]["version"] == cache.snapshot(proxy).version
