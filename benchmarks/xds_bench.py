@@ -1,7 +1,7 @@
 """Benchmark: the control plane with many connected proxies. Not a test.
 
     .venv/bin/python benchmarks/xds_bench.py [--proxies 100] [--shapes 10] [--services 1000] [--rounds 3]
-                                             [--mode delta|sotw]
+                                             [--mode delta|sotw] [--leds on|off]
 
 Starts `pyproxy-control serve` (its own process, so its RSS is its own) on a synthetic mesh
 (benchmarks/translate_bench.synthetic_mesh: services in 10 namespaces, a DestinationRule + VirtualService on
@@ -28,8 +28,11 @@ Measured:
 `--mode sotw` (the default): DiscoveryRequests on `/v3/discovery:<type>`, each response the whole set of the
 type. `--mode delta`: DeltaDiscoveryRequests on `/v3/delta_discovery:<type>` as pyproxy sends them: CDS and LDS
 wildcard, EDS subscribed to the EDS clusters of the CDS received, RDS to the route configs its listeners name;
-responses carry only what changed. Bytes are the response bodies the simulated proxies received (per edit
-round, and for the registration phase, all types).
+responses carry only what changed. With `--leds on` (the default in delta, as pyproxy) they also ask for LEDS
+(node client_features `pyproxy.xds.leds`): EDS assignments name endpoint collections, and a fifth loop
+subscribes to those collections on `/v3/delta_discovery:lb_endpoints`; a registration counts as arrived at a
+proxy when a LEDS response carries the new endpoint. `--leds off`: whole assignments, as before. Bytes are the
+response bodies the simulated proxies received (per edit round, and for the registration phase, all types).
 
 The simulated proxies only read `version_info` and `nonce` (regex on the head and tail of the body; in delta
 mode also, by regex, the names they subscribe to: EDS the `outbound|` clusters, RDS the route configs named by
@@ -67,7 +70,10 @@ TYPE_URLS = {
     "endpoints": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
     "listeners": "type.googleapis.com/envoy.config.listener.v3.Listener",
     "routes": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+    "lb_endpoints": "type.googleapis.com/envoy.config.endpoint.v3.LbEndpoint",  # LEDS (delta only)
 }
+LEDS_FEATURE = "pyproxy.xds.leds"  # node.client_features: EDS names LEDS collections (control/xds/leds.py)
+COLLECTION_RE = re.compile(rb'"leds_collection_name":"([^"]*)"')
 VERSION_RE = re.compile(rb'"version_info":\s*"([^"]*)"')
 SYSTEM_VERSION_RE = re.compile(rb'"system_version_info":\s*"([^"]*)"')
 RDS_NAME_RE = re.compile(rb'"route_config_name":"([^"]*)"')
@@ -105,28 +111,32 @@ class SimProxy:
     """A simulated sidecar: four long-poll loops that ACK everything and record arrival times."""
 
     def __init__(self, session: aiohttp.ClientSession, base: str, index: int, shape: int, mode: str = "sotw",
-                 name: str | None = None):
+                 name: str | None = None, leds: bool = False):
         self.mode = mode
+        self.leds = leds and mode == "delta"  # as pyproxy: subscribe to the collections EDS names
+        self.paths = PATHS + ("lb_endpoints",) if self.leds else PATHS
         self.bytes = 0  # response bodies received
         self.names: dict[str, list[str]] = {}  # delta: what EDS / RDS subscribe to (from CDS / LDS)
         self.subscribed: dict[str, set[str]] = {}
         self.nonce: dict[str, str] = {}
-        self.kicks = {p: asyncio.Event() for p in PATHS}
+        self.kicks = {p: asyncio.Event() for p in PATHS + ("lb_endpoints",)}
         ns = f"ns{shape % 10}"
         self.name = name or f"app{shape}-{index}"
         self.node = {"id": node_id("sidecar", "127.0.0.1", self.name, ns), "metadata": {
             "NAME": self.name, "NAMESPACE": ns, "INSTANCE_IPS": "127.0.0.1",
             "INBOUND_PORT": 20000 + index, "OUTBOUND_PORT": 30000 + index, "ADMIN_PORT": 40000 + index}}
+        if self.leds:
+            self.node["client_features"] = [LEDS_FEATURE]
         self.session, self.base = session, base
         self.held: dict[str, tuple[str, str]] = {}
         self.acked: dict[str, str] = {}
-        self.arrivals: dict[str, list[tuple[float, str, bytes]]] = {p: [] for p in PATHS}
+        self.arrivals: dict[str, list[tuple[float, str, bytes]]] = {p: [] for p in PATHS + ("lb_endpoints",)}
         self.changed = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
 
     def start(self) -> None:
         loop = self._delta_loop if self.mode == "delta" else self._loop
-        self.tasks = [asyncio.create_task(loop(p)) for p in PATHS]
+        self.tasks = [asyncio.create_task(loop(p)) for p in self.paths]
 
     def _delta_body(self, path: str) -> tuple[dict, set[str]]:
         """The next DeltaDiscoveryRequest (pyproxy.xds.state's rules) and the subscription it states."""
@@ -152,6 +162,9 @@ class SimProxy:
             names -= {m.decode() for m in NAME_RE.findall(removed.partition(b"[")[2])}
             names |= {m.decode() for m in RESOURCE_RE.findall(data) if m.startswith(b"outbound|")}
             follower, names = "endpoints", sorted(names)
+        elif path == "endpoints" and self.leds:  # the collections only grow here: nothing is removed
+            follower = "lb_endpoints"
+            names = sorted(set(self.names.get(follower, ())) | {m.decode() for m in COLLECTION_RE.findall(data)})
         elif path == "listeners":
             follower = "routes"
             names = sorted(set(self.names.get("routes", ())) | {m.decode() for m in RDS_NAME_RE.findall(data)})
@@ -165,7 +178,7 @@ class SimProxy:
         url = f"{self.base}/v3/delta_discovery:{path}?wait=30"
         kick = self.kicks[path]
         while True:
-            if path in ("endpoints", "routes") and path not in self.names:
+            if path in ("endpoints", "routes", "lb_endpoints") and path not in self.names:
                 await kick.wait()  # nothing to subscribe to before CDS / LDS arrived
             kick.clear()
             body, want = self._delta_body(path)
@@ -229,7 +242,7 @@ class SimProxy:
                 await asyncio.sleep(0.1)
 
     def synced(self) -> bool:
-        return all(p in self.held for p in PATHS)
+        return all(p in self.held for p in self.paths)
 
     async def stop(self) -> None:
         for t in self.tasks:
@@ -297,7 +310,7 @@ async def run(args: argparse.Namespace) -> int:
     canary = workdir / "canary.yaml"
     canary.write_text(CANARY.format(a=90, b=10))
     print(f"mesh: {args.services} services, {args.proxies} proxies as replicas of {args.shapes} Deployments; "
-          f"xDS mode {args.mode}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+          f"xDS mode {args.mode}{', LEDS' if args.mode == 'delta' and args.leds == 'on' else ''}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     server = subprocess.Popen(
         [str(ROOT / ".venv/bin/pyproxy-control"), "serve", "--config-dir", str(workdir), "--xds-port", "0",
          "--metrics-port", "0", "-l", "warning", "--grace", "60"],
@@ -316,7 +329,8 @@ async def run(args: argparse.Namespace) -> int:
         connector = aiohttp.TCPConnector(limit=0)
         timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            proxies = [SimProxy(session, base, i, i % args.shapes, args.mode) for i in range(args.proxies)]
+            leds = args.leds == "on"
+            proxies = [SimProxy(session, base, i, i % args.shapes, args.mode, leds=leds) for i in range(args.proxies)]
             started = time.monotonic()
             for p in proxies:
                 p.start()
@@ -348,7 +362,7 @@ async def run(args: argparse.Namespace) -> int:
                   f"max {max(latencies) * 1000:.0f} ms, mean {statistics.mean(latencies) * 1000:.0f} ms")
 
             # registration, the worst case: a new replica of shape 0, behind 100 services
-            newcomer = SimProxy(session, base, args.proxies, 0, args.mode)
+            newcomer = SimProxy(session, base, args.proxies, 0, args.mode, leds=leds)
             await register(newcomer, proxies, cpu, "registration (a replica behind 100 services)", session, base)
             status = proc_status(server.pid)
             print("control plane at the end: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in status.items()))
@@ -358,7 +372,8 @@ async def run(args: argparse.Namespace) -> int:
             (workdir / "solo.yaml").write_text(SOLO)
             await wait_until(lambda: all(len(p.arrivals["clusters"]) > before[id(p)] for p in proxies), 600,
                              "solo service")
-            solo = [SimProxy(session, base, args.proxies + 1 + i, 0, args.mode, name=f"solo-{i}") for i in range(2)]
+            solo = [SimProxy(session, base, args.proxies + 1 + i, 0, args.mode, name=f"solo-{i}", leds=leds)
+                    for i in range(2)]
             await register(solo[0], proxies, cpu, "", session, base)
             await register(solo[1], proxies, cpu, "registration (a replica behind one service; solo.yaml added "
                                                   "after the above)", session, base)
@@ -377,11 +392,13 @@ async def run(args: argparse.Namespace) -> int:
 
 async def register(newcomer: SimProxy, proxies: list[SimProxy], cpu: CpuMeter, label: str,
                    session: aiohttp.ClientSession, base: str) -> None:
-    """Start `newcomer`; wait until every one of `proxies` got an EDS response listing its inbound port; print
-    the latencies and the bytes the proxies received (in the 1 s after, too) under `label` (none: quiet)."""
+    """Start `newcomer`; wait until every one of `proxies` got an EDS response listing its inbound port (with
+    LEDS: a LEDS response carrying its LbEndpoint); print the latencies and the bytes the proxies received (in
+    the 1 s after, too) under `label` (none: quiet)."""
     sent = sum(p.bytes for p in proxies)
     marker = f'"port_value":{newcomer.node["metadata"]["INBOUND_PORT"]}'.encode()  # payloads are compact JSON
-    scanned = {id(p): len(p.arrivals["endpoints"]) for p in proxies}
+    path = "lb_endpoints" if newcomer.leds else "endpoints"
+    scanned = {id(p): len(p.arrivals[path]) for p in proxies}
     found: dict[int, float] = {}  # proxy -> arrival time of the first EDS listing the newcomer
     cpu.start()
     t0 = time.monotonic()
@@ -389,7 +406,7 @@ async def register(newcomer: SimProxy, proxies: list[SimProxy], cpu: CpuMeter, l
 
     def listed(p: SimProxy) -> bool:  # each arrival is scanned once (a payload is megabytes)
         if id(p) not in found:
-            arrivals = p.arrivals["endpoints"]
+            arrivals = p.arrivals[path]
             for t, _v, data in arrivals[scanned[id(p)]:]:
                 if marker in data:
                     found[id(p)] = t
@@ -414,6 +431,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--mode", choices=["sotw", "delta"], default="sotw",
                         help="state of the world (/v3/discovery) or incremental (/v3/delta_discovery) xDS")
+    parser.add_argument("--leds", choices=["on", "off"], default="on",
+                        help="delta: ask for LEDS (endpoints as resources of their own) as pyproxy does, or not")
     return asyncio.run(run(parser.parse_args()))
 
 

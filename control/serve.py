@@ -57,9 +57,10 @@ from control.registry.live import DEFAULT_GRACE, LiveRegistry, MeshRegistry
 from control.translate import Options, TranslateError, kept_across_virtual_service_edit
 from control.xds.cache import DiscoveryRequest, DiscoveryResponse, Outcome, RequestKind, XdsCache, XdsType
 from control.xds.admission import Admission
-from control.xds.cache import ProxySnapshot
+from control.xds.cache import EDS, ProxySnapshot
 from control.xds.delta import DeltaResponse, DeltaSessions, DeltaSubscription, DiffCache, PayloadIndex
 from control.xds.delta import due as delta_due
+from control.xds.leds import LedsSessions, LedsViews, eds_response, wants_leds
 from control.xds.generate import EndpointTable, GenerateError, ShapeCache, SnapshotBuilder
 from control.xds.node import ProxyNode, node_dict, parse_node
 
@@ -196,10 +197,13 @@ class ControlPlane:
         self.long_poll_timeout = long_poll_timeout
         self.options = options
         self.metrics = metrics or ControlMetrics()
-        self.cache = XdsCache(nonce_prefix if nonce_prefix is not None else secrets.token_hex(3) + "-")
+        prefix = nonce_prefix if nonce_prefix is not None else secrets.token_hex(3) + "-"
+        self.cache = XdsCache(prefix)
+        self.leds = LedsSessions(prefix)  # REST LEDS subscriptions (control.xds.leds)
         self.delta = DeltaSessions()  # REST delta xDS subscriptions (gRPC keeps its own per stream)
         self.delta_index = PayloadIndex()  # per-resource versions of the payloads delta responses are cut from
         self.delta_diffs = DiffCache()  # what moves clients from one payload to the next, once per pair
+        self.leds_views = LedsViews(self.delta_index)  # EDS payloads in the LEDS form (control.xds.leds)
         self.live = LiveRegistry(grace)
         self.errors: tuple[str, ...] = ()  # error findings of the last reload
         self.notes: dict[str, tuple[str, ...]] = {}  # per proxy: what translation could not honour
@@ -390,6 +394,8 @@ class ControlPlane:
             changed = sum(installed.values())
             self.delta_index.retain(p.hash for pid in self.cache.proxy_ids()
                                     if (snap := self.cache.snapshot(pid)) is not None for p in snap.payloads.values())
+            self.leds_views.retain(snap.payloads["eds"].hash for pid in self.cache.proxy_ids()
+                                   if (snap := self.cache.snapshot(pid)) is not None)
             freeze_after_swap()  # the new snapshots join the permanent generation (see pyproxy.runtime.offload)
         self.last_push = PushResult(rendered.full, len(rendered.proxies), changed, rendered.renders,
                                     rendered.assignments, time.perf_counter() - started_push, rendered.serialized)
@@ -454,6 +460,9 @@ class ControlPlane:
             proxies.append(item)
             if deliver is not None:
                 deliver(item)
+        for node, snapshot, _notes, _seconds in proxies:  # LEDS forms of the new EDS, here rather than on the loop
+            if snapshot is not None and wants_leds(node.client_features):
+                self.leds_views(snapshot.payloads["eds"])
         self._shapes.retain(builder.used, (node.id for node in inputs.nodes))
         if builder.renders:
             self._fragments = builder.fragments  # those this push used: the next may find the same objects
@@ -495,6 +504,7 @@ class ControlPlane:
         for node in gone:
             self.cache.remove(node.id)
             self.delta.remove(node.id)
+            self.leds.remove(node.id)
             self.notes.pop(node.id, None)
             self._notify(node.id)
             log.info("proxy %s removed (no request for %.1fs)", node.short, self.live.grace)
@@ -551,9 +561,12 @@ class ControlPlane:
                         self.cache.type_state(node.id, xds_type).nack_version, request.error_detail)
         elif outcome.kind in (RequestKind.ACK, RequestKind.RESUME):
             self._notify(node.id)  # may open the next type in ADS order
+        self._observe(outcome)
+        return outcome
+
+    def _observe(self, outcome: Outcome) -> None:
         if outcome.converged_after is not None:
             self.metrics.convergence.observe(outcome.converged_after)
-        return outcome
 
     async def next_response(self, node_id: str, xds_type: XdsType, wait: float) -> DiscoveryResponse | None:
         """The response due for this proxy and type, waiting up to `wait` seconds; None if nothing is due."""
@@ -581,11 +594,22 @@ class ControlPlane:
                 return None
             snapshot = self.cache.snapshot(node_id)
             if snapshot is not None:
-                index = self.delta_index(snapshot.payloads[xds_type.short])
+                payload = snapshot.payloads[xds_type.short]
+                node = self.live.node(node_id) if xds_type is EDS else None
+                view = self.leds_views(payload) if node is not None and wants_leds(node.client_features) else None
+                index = self.delta_index(payload if view is None else view.eds)
                 update = delta_due(self.cache, node_id, xds_type, sub, index.versions, ordered_stream=False,
                                    diffs=self.delta_diffs)
+                if update is not None and not update and view is not None and not sub.changed:
+                    outcome = self.cache.unchanged(node_id, xds_type, self.clock())
+                    if outcome is not None:  # only endpoints moved: they go on LEDS, no empty EDS round trip
+                        self._observe(outcome)
+                        self._notify(node_id)  # may open the next type in ADS order, as an ACK does
+                        update = None
                 if update is not None:
                     response = self.respond(node_id, xds_type)
+                    if view is not None:  # its assignments in the LEDS form, endpoints on /lb_endpoints
+                        response = eds_response(response, view)
                     sub.sent(response.nonce, update, index.versions)
                     return DeltaResponse(response, update, index)
             remaining = deadline - loop.time()

@@ -401,6 +401,21 @@ class XdsCache:
         ts.sent_version, ts.sent_nonce, ts.sent_hash = snap.version, nonce, payload.hash
         return DiscoveryResponse(snap.version, xds_type.type_url, nonce, payload)
 
+    def unchanged(self, proxy_id: str, xds_type: XdsType, now: float = 0.0) -> Outcome | None:
+        """Delta: the type's new content changes nothing the proxy holds (a LEDS client's assignments when only
+        endpoints moved, control.xds.leds): record it as holding the current content, without a response to
+        ACK, as a delta server sends nothing then. Only when the last response was ACKed (None otherwise: a
+        response is in flight, send as usual)."""
+        state = self._proxies.get(proxy_id)
+        if state is None or state.snapshot is None:
+            return None
+        ts = state.types[xds_type.short]
+        if not ts.sent_nonce or ts.acked_nonce != ts.sent_nonce:
+            return None
+        ts.sent_version = ts.acked_version = state.snapshot.version
+        ts.sent_hash = ts.acked_hash = state.snapshot.payloads[xds_type.short].hash
+        return Outcome(RequestKind.ACK, self._converged(state, now))
+
     def _converged(self, state: ProxyState, now: float) -> float | None:
         snap = state.snapshot
         if snap is None or state.converged_version == snap.version:

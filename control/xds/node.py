@@ -62,6 +62,7 @@ class ProxyNode:
     cluster: str = ""  # node.cluster (Istio: `<app>.<namespace>`)
     version: str = ""  # metadata ISTIO_VERSION, shown by proxy-status
     bind_address: str = ""  # metadata BIND_ADDRESS; "" = bind what the translator says (0.0.0.0, as istiod)
+    client_features: tuple[str, ...] = ()  # Envoy's node.client_features (`pyproxy.xds.leds`: control.xds.leds)
 
     @property
     def is_gateway(self) -> bool:
@@ -170,7 +171,15 @@ def parse_node(node: Any) -> ProxyNode:
         cluster=str(node.get("cluster") or ""),
         version=str(meta.get("ISTIO_VERSION") or ""),
         bind_address=_bind_address(meta),
+        client_features=_client_features(node),
     )
+
+
+def _client_features(node: Mapping[str, Any]) -> tuple[str, ...]:
+    value = node.get("client_features") or ()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(f, str) for f in value):
+        raise NodeError("node.client_features: want a list of strings")
+    return tuple(value)
 
 
 def node_dict(node: ProxyNode) -> dict:
@@ -188,4 +197,7 @@ def node_dict(node: ProxyNode) -> dict:
         meta["ISTIO_VERSION"] = node.version
     if node.bind_address:
         meta["BIND_ADDRESS"] = node.bind_address
-    return {"id": node.id, "cluster": node.cluster, "metadata": meta}
+    out = {"id": node.id, "cluster": node.cluster, "metadata": meta}
+    if node.client_features:
+        out["client_features"] = list(node.client_features)
+    return out

@@ -49,6 +49,7 @@ from control.xds.admission import Admission, PlaintextXds, admit
 from control.xds import delta
 from control.xds.cache import BY_PATH, DiscoveryRequest, XdsType
 from control.xds.delta import DeltaRequest, DeltaResponse
+from control.xds import leds
 from control.xds.node import NodeError, ProxyNode, parse_node
 from control.xds.secure import XdsAuthError, XdsAuthMetrics, authorize_discovery
 
@@ -228,7 +229,7 @@ def _handler(xds_type: XdsType, gate: Gate, parse: Callable[[Any, XdsType], Any]
             return web.Response(status=304)
         if isinstance(result, web.Response):
             return result
-        if isinstance(result, DeltaResponse):
+        if isinstance(result, (DeltaResponse, leds.LedsResponse)):
             return await _send(request, result.chunks(), chunked=True)
         return await _send(request, result)
     return handler
@@ -261,6 +262,30 @@ def _delta_discovery(xds_type: XdsType, gate: Gate):
     return _handler(xds_type, gate, parse_delta_request, answer)
 
 
+def _leds_discovery(gate: Gate):
+    """LEDS over REST (control.xds.leds): LbEndpoint resources of the glob collections subscribed, as the delta
+    paths serve their types (a request without `response_nonce` starts the subscription; 409 for a nonce of no
+    subscription here; a name that is not a collection of this control plane is 400)."""
+    async def answer(cp: ControlPlane, node: ProxyNode, req: DeltaRequest, wait: float):
+        try:
+            leds.check_collections(req.subscribe)
+        except leds.LedsError as err:
+            return _error(400, str(err))
+        ticket = cp.leds.begin(node.id)
+        sub = cp.leds.get(node.id)
+        if not req.response_nonce:
+            sub = cp.leds.start(node.id)
+        elif sub is None:
+            return _error(409, f"response_nonce: {req.response_nonce!r} is not of a LEDS subscription here; "
+                               "start again without a nonce, with initial_resource_versions")
+        sub.request(req.subscribe, req.unsubscribe, req.initial_versions)
+        if sub.receive(req.response_nonce, req.error_detail) == "nack":
+            cp.metrics.rejected(leds.LEDS.short)
+            log.warning("proxy %s rejected LEDS %s: %s", node.short, req.response_nonce, req.error_detail)
+        return await leds.next_leds(cp, node.id, sub, ticket, wait)
+    return _handler(leds.LEDS, gate, parse_delta_request, answer)
+
+
 def make_app(cp: ControlPlane, plaintext: PlaintextXds = PlaintextXds.ON) -> web.Application:
     """The plaintext xDS port: discovery under `plaintext`'s registration policy, plus /debug and /ready."""
     if plaintext is PlaintextXds.OFF:
@@ -290,6 +315,7 @@ def _add_discovery(app: web.Application, gate: Gate) -> None:
     for xds_type in BY_PATH.values():
         app.router.add_post(f"/v3/discovery:{xds_type.path}", _discovery(xds_type, gate))
         app.router.add_post(f"/v3/delta_discovery:{xds_type.path}", _delta_discovery(xds_type, gate))
+    app.router.add_post(f"/v3/delta_discovery:{leds.LEDS.path}", _leds_discovery(gate))
 
 
 def _add_debug(app: web.Application, cp: ControlPlane) -> None:

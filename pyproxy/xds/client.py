@@ -34,6 +34,7 @@ not stall the requests the proxy is serving meanwhile (docs/hardening.md, "Sidec
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from typing import Any
@@ -42,7 +43,8 @@ from ..config.decode import ConfigError, decode_any
 from ..server import BindFailed, ConfigRejected, ProxyServer, http_connection_manager_of
 from .credentials import ControlPlaneCredentials, CredentialsError
 from .http import HttpClient, HttpError, Reply
-from .state import CDS, EDS, LDS, RDS, SHORT, TYPES, XdsState
+from . import leds
+from .state import CDS, EDS, LDS, LEDS, RDS, SHORT, TYPES, TypeState, XdsState
 
 log = logging.getLogger("pyproxy.xds")
 
@@ -50,6 +52,7 @@ BIND_RETRY_FIRST, BIND_RETRY_MAX = 1.0, 30.0  # seconds between tries of a confi
 BACKOFF_BASE = 0.1  # seconds; doubled per failure up to BACKOFF_MAX, each wait drawn in [base/2, base]
 BACKOFF_MAX = 10.0
 CONNECT_TIMEOUT = 5.0  # seconds to connect (and handshake) to the control plane; the long poll itself is unbounded
+LEDS_WARMING = 5.0  # seconds an EDS ACK waits for the LEDS collections its assignments name (cluster warming)
 
 
 def resource_name(obj: Any) -> str:
@@ -116,10 +119,14 @@ class Resync(Exception):
 class XdsClient:
     def __init__(self, control_url: str, node: dict[str, Any], server: ProxyServer, *,
                  wait: float = 30.0, rng: random.Random | None = None,
-                 credentials: ControlPlaneCredentials | None = None, mode: str = "delta"):
+                 credentials: ControlPlaneCredentials | None = None, mode: str = "delta", use_leds: bool = True):
         if mode not in ("delta", "sotw"):
             raise ValueError(f"xds mode: want 'delta' or 'sotw', got {mode!r}")
         self.mode = mode
+        # LEDS (pyproxy.xds.leds): endpoints as resources of their own, asked for in delta mode
+        self.leds = use_leds and mode == "delta"
+        if self.leds:
+            node = leds.with_feature(node)
         self.url = control_url.rstrip("/")
         self.credentials = credentials
         self.refused: str | None = None  # the control plane's last 401/403 answer, until a request succeeds
@@ -133,11 +140,19 @@ class XdsClient:
         self._apply_lock = asyncio.Lock()
         self._bind_retry: asyncio.Task | None = None
         self._kicks = {url: asyncio.Event() for _, url in TYPES}  # set: end this type's long poll, ask again now
+        self._paths = list(TYPES)
+        if self.leds:
+            self.state.types[LEDS] = TypeState()
+            self._kicks[LEDS] = asyncio.Event()
+            self._paths.append((leds.PATH, LEDS))
+        self._complete: frozenset[str] = frozenset()  # LEDS collections the control plane has answered
+        self._assembled: dict[str, Any] = {}  # the ClusterLoadAssignments last applied (LEDS: assembled)
+        self._leds_progress = asyncio.Event()
 
     async def start(self) -> None:
         self._http = HttpClient(connect_timeout=CONNECT_TIMEOUT)
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._loop(path, url), name=f"xds-{SHORT[url]}") for path, url in TYPES]
+        self._tasks = [loop.create_task(self._loop(path, url), name=f"xds-{SHORT[url]}") for path, url in self._paths]
 
     async def stop(self) -> None:
         if self._bind_retry is not None:
@@ -159,6 +174,8 @@ class XdsClient:
         if type_url == RDS:
             names = {rds_name(lis) for lis in self.state.resources(LDS).values()}
             return sorted(n for n in names if n is not None)
+        if type_url == LEDS:
+            return sorted(leds.collections(self.state.resources(EDS).values()))
         return []
 
     async def _loop(self, path: str, type_url: str) -> None:
@@ -169,6 +186,10 @@ class XdsClient:
         kick = self._kicks[type_url]
         loop = asyncio.get_running_loop()
         while True:
+            if type_url == LEDS and not self._names(LEDS) and not self.state.types[LEDS].subscribed:
+                await kick.wait()  # nothing to subscribe to until an assignment names a collection
+                kick.clear()
+                continue
             if delta:
                 body = self.state.next_delta_request(type_url, None if type_url in (CDS, LDS) else
                                                      self._names(type_url))
@@ -192,6 +213,8 @@ class XdsClient:
                 if raw is not None:
                     # parsed off the loop; a body that is not JSON raises ValueError, handled as before (back off)
                     await self._receive(type_url, raw)
+                    if type_url == EDS and self.leds:
+                        await self._leds_warming()
             except asyncio.CancelledError:
                 raise
             except Resync as e:
@@ -270,12 +293,18 @@ class XdsClient:
         versions = None
         try:
             if delta:
-                added, added_versions = await self.server.offload.run(decode_delta, type_url,
-                                                                      data.get("resources", []))
+                decoder = (leds.decode_lb_endpoints if type_url == LEDS else
+                           leds.decode_assignments if type_url == EDS and self.leds else
+                           functools.partial(decode_delta, type_url))
+                added, added_versions = await self.server.offload.run(decoder, data.get("resources", []))
                 removed = data.get("removed_resources") or []
                 if not isinstance(removed, list) or not all(isinstance(n, str) for n in removed):
                     raise ConfigError("removed_resources", "expected a list of names")
                 decoded, versions = self.state.after_delta(type_url, added, added_versions, removed)
+                if not added and not removed and type_url != LEDS and self._bind_retry is None:
+                    # nothing changed for us (a new snapshot version only): ACK without rebuilding anything
+                    self.state.accepted(type_url, version, decoded, versions)
+                    return
             else:
                 decoded = await self.server.offload.run(decode_resources, type_url, data.get("resources", []))
         except ConfigError as e:
@@ -299,18 +328,44 @@ class XdsClient:
         Delta: `versions` are the per-resource versions then held; a new set of EDS clusters or RDS names
         wakes that loop to subscribe to it."""
         async with self._apply_lock:
-            sets = {url: self.state.resources(url) for _, url in TYPES}
+            sets = {url: self.state.resources(url) for _, url in self._paths}
             sets[type_url] = decoded
             listeners = self._warm(sets[LDS], sets[RDS])
+            complete = self._complete
+            if type_url == LEDS:  # this response answered the subscription: its collections are all here
+                complete = frozenset(self.state.types[LEDS].subscribed)
+            endpoints = (leds.assemble(sets[EDS], sets[LEDS], complete, self._assembled) if self.leds
+                         else sets[EDS])
             await self.server.apply(
-                listeners, sets[CDS].values(), version=version, routes=sets[RDS], endpoints=sets[EDS])
+                listeners, sets[CDS].values(), version=version, routes=sets[RDS], endpoints=endpoints)
+            self._assembled, self._complete = endpoints, complete
         self.state.accepted(type_url, version, decoded, versions)
+        if type_url == LEDS:
+            self._leds_progress.set()
         log.info("xds %s: applied version %s (%d resources)", SHORT[type_url], version, len(decoded))
-        follower = {CDS: EDS, LDS: RDS}.get(type_url)
+        follower = {CDS: EDS, LDS: RDS, EDS: LEDS if self.leds else None}.get(type_url)
         if self.mode == "delta" and follower is not None:
             st = self.state.types[follower]
             if frozenset(self._names(follower)) != (st.requested if st.requested is not None else st.subscribed):
                 self._kicks[follower].set()
+
+    async def _leds_warming(self) -> None:
+        """Hold the EDS ACK (and so LDS, after it in ADS order) until the LEDS collections the assignments name
+        have arrived, at most LEDS_WARMING seconds: Envoy's cluster warming, so listeners do not come up before
+        the endpoints they route to."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LEDS_WARMING
+        while not self._complete.issuperset(self._names(LEDS)):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                log.warning("xds leds: collections still missing after %.0fs; acknowledging EDS anyway",
+                            LEDS_WARMING)
+                return
+            self._leds_progress.clear()
+            try:
+                await asyncio.wait_for(self._leds_progress.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
 
     async def _retry_bind(self, type_url: str, version: str, decoded: dict[str, Any],
                           versions: dict[str, str] | None = None) -> None:

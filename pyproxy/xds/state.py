@@ -28,7 +28,13 @@ LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
 RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 # ADS order: the control plane answers in this order; the REST paths are /v3/discovery:<path>
 TYPES = (("clusters", CDS), ("endpoints", EDS), ("listeners", LDS), ("routes", RDS))
-SHORT = {CDS: "cds", EDS: "eds", LDS: "lds", RDS: "rds"}
+LEDS = "type.googleapis.com/envoy.config.endpoint.v3.LbEndpoint"  # delta only, /v3/delta_discovery:lb_endpoints
+SHORT = {CDS: "cds", EDS: "eds", LDS: "lds", RDS: "rds", LEDS: "leds"}
+
+
+def _held_by(name: str, subscription: frozenset[str]) -> bool:
+    """A resource belongs to a subscription: by name, or (LEDS) by its xdstp:// glob collection `.../*`."""
+    return name in subscription or (name.startswith("xdstp://") and name.rsplit("/", 1)[0] + "/*" in subscription)
 
 
 @dataclass
@@ -64,7 +70,8 @@ class XdsState:
         body: dict[str, Any] = {"node": self.node, "type_url": type_url}
         if not st.nonce:  # the initial form: the whole subscription and what is held
             body["resource_names_subscribe"] = sorted(want)
-            body["initial_resource_versions"] = {n: v for n, v in st.versions.items() if wanted is None or n in want}
+            body["initial_resource_versions"] = {n: v for n, v in st.versions.items()
+                                                 if wanted is None or _held_by(n, want)}
         else:
             body["response_nonce"] = st.nonce
             if want - st.subscribed:
@@ -121,11 +128,11 @@ class XdsState:
         if st.requested is not None:
             st.subscribed, st.requested = st.requested, None
             if "*" not in st.subscribed:
-                gone = [n for n in st.versions if n not in st.subscribed]
+                gone = [n for n in st.versions if not _held_by(n, st.subscribed)]
                 for name in gone:
                     st.versions.pop(name, None)
                 if gone:
-                    st.resources = {n: r for n, r in st.resources.items() if n in st.subscribed}
+                    st.resources = {n: r for n, r in st.resources.items() if _held_by(n, st.subscribed)}
 
     def resources(self, type_url: str) -> dict[str, Any]:
         return self.types[type_url].resources
