@@ -28,7 +28,7 @@ Measured:
 `--mode sotw` (the default): DiscoveryRequests on `/v3/discovery:<type>`, each response the whole set of the
 type. `--mode delta`: DeltaDiscoveryRequests on `/v3/delta_discovery:<type>` as pyproxy sends them: CDS and LDS
 wildcard, EDS subscribed to the EDS clusters of the CDS received, RDS to the route configs its listeners name;
-responses carry only what changed. With `--leds on` (the default in delta, as pyproxy) they also ask for LEDS
+responses carry only what changed. With `--leds on` (the default in delta; pyproxy asks for it with `--xds-leds`) they also ask for LEDS
 (node client_features `pyproxy.xds.leds`): EDS assignments name endpoint collections, and a fifth loop
 subscribes to those collections on `/v3/delta_discovery:lb_endpoints`; a registration counts as arrived at a
 proxy when a LEDS response carries the new endpoint. `--leds off`: whole assignments, as before. Bytes are the

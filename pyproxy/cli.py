@@ -120,7 +120,7 @@ async def run_dynamic(args: argparse.Namespace, kind: str) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     client = XdsClient(args.control, node, server, credentials=secure.credentials if secure else None,
-                       mode=args.xds_mode)
+                       mode=args.xds_mode, use_leds=args.xds_leds)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -304,6 +304,10 @@ def _add_dynamic(sub: Any, kind: str) -> None:
                    help="certificate lifetime to ask for (default 24h, Istio's SECRET_TTL); renewal at about half")
     p.add_argument("--xds-mode", choices=["delta", "sotw"], default="delta",
                    help="incremental xDS (/v3/delta_discovery:*, the default) or state of the world (/v3/discovery:*)")
+    p.add_argument("--xds-leds", action="store_true",
+                   help="in delta mode, ask for endpoints as LbEndpoint resources of their own (LEDS, docs/xds.md); "
+                        "off by default: measured, it sends fewer bytes per registration but costs the control "
+                        "plane more CPU and memory")
     p.add_argument("--name", required=kind == "sidecar", default="istio-ingressgateway",
                    help="workload (pod) name, e.g. reviews-v1")
     p.add_argument("--namespace", default="default" if kind == "sidecar" else "istio-system")

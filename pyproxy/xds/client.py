@@ -119,7 +119,7 @@ class Resync(Exception):
 class XdsClient:
     def __init__(self, control_url: str, node: dict[str, Any], server: ProxyServer, *,
                  wait: float = 30.0, rng: random.Random | None = None,
-                 credentials: ControlPlaneCredentials | None = None, mode: str = "delta", use_leds: bool = True):
+                 credentials: ControlPlaneCredentials | None = None, mode: str = "delta", use_leds: bool = False):
         if mode not in ("delta", "sotw"):
             raise ValueError(f"xds mode: want 'delta' or 'sotw', got {mode!r}")
         self.mode = mode

@@ -22,12 +22,15 @@ pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
-async def test_a_new_sidecar_joins_the_endpoints_and_leaves_them_when_it_stops(mesh: Mesh, record_property, how):
+@pytest.mark.parametrize("how, xds", [("SIGTERM", "delta"), ("SIGKILL", "delta"), ("SIGTERM", "delta+LEDS")])
+async def test_a_new_sidecar_joins_the_endpoints_and_leaves_them_when_it_stops(mesh: Mesh, record_property, how,
+                                                                               xds):
+    """`delta+LEDS`: the sidecars ask for endpoints as LbEndpoint resources (`--xds-leds`, docs/xds.md)."""
     bookinfo_config(mesh, {"v1": 100})
     await mesh.control_plane(grace=1.0)
     productpage, first = await mesh.workloads(("productpage-v1", labels("productpage")),
-                                              ("reviews-v1", labels("reviews", "v1")))
+                                              ("reviews-v1", labels("reviews", "v1")),
+                                              extra_args=["--xds-leds"] if xds == "delta+LEDS" else [])
     client = productpage.sidecar
     assert await mesh.wait_hosts(client, V1, lambda h: h == {first.sidecar.endpoint}, "is the first instance")
 
@@ -54,6 +57,8 @@ async def test_a_new_sidecar_joins_the_endpoints_and_leaves_them_when_it_stops(m
                                   timeout=HANG_GUARD)
     left = time.monotonic() - stopping
     assert hosts == {first.sidecar.endpoint}
+    leds_pushes = await mesh.cp.metric("pilot_xds_pushes", 'type="leds"')  # LbEndpoint responses sent
+    assert (leds_pushes > 0) == (xds == "delta+LEDS"), leds_pushes
     assert await second.sidecar.exited() == (0 if how == "SIGTERM" else -9), second.sidecar.output()
     rows = await mesh.cp.proxy_rows()
     assert "reviews-v1-b" not in rows and {"productpage-v1", "reviews-v1"} <= set(rows)

@@ -424,11 +424,13 @@ class Mesh:
         gw.start()
         return await gw.ready()
 
-    async def workloads(self, *specs: tuple[str, dict[str, str]], control_urls: dict[str, str] | None = None
-                        ) -> list[Workload]:
-        """Start several workloads at once and wait until each is ready and SYNCED."""
+    async def workloads(self, *specs: tuple[str, dict[str, str]], control_urls: dict[str, str] | None = None,
+                        extra_args: Iterable[str] = ()) -> list[Workload]:
+        """Start several workloads at once and wait until each is ready and SYNCED (`extra_args`: to every
+        sidecar)."""
         urls = control_urls or {}
-        started = [self.start_workload(name, labels, urls.get(name, "")) for name, labels in specs]
+        started = [self.start_workload(name, labels, urls.get(name, ""), extra_args=extra_args)
+                   for name, labels in specs]
         await asyncio.gather(*(w.app.ready() for w in started))
         await asyncio.gather(*(w.sidecar.ready() for w in started))
         return started
