@@ -4,20 +4,27 @@ A ClusterLoadAssignment lists every endpoint of its cluster, so a replica of a D
 select changes ~300 assignments, each re-sent whole (11 endpoints) to every proxy. With LEDS
 (`envoy.config.endpoint.v3.LocalityLbEndpoints.leds_cluster_locality_config`) a locality of an assignment
 names a *collection* instead of listing its endpoints, and the endpoints are resources of their own
-(`envoy.config.endpoint.v3.LbEndpoint`), subscribed to per collection over delta xDS: a registration changes
-one LbEndpoint per collection that holds it, and the assignments stay as they are (unless a locality appears
-or disappears).
+(`envoy.config.endpoint.v3.LbEndpoint`), subscribed to per collection over delta xDS.
 
-Names follow Envoy's xdstp:// scheme (xDS docs, "xDS URL"; LedsClusterLocalityConfig.leds_collection_name):
-a collection is a glob `xdstp://pyproxy-control/envoy.config.endpoint.v3.LbEndpoint/<cluster>/<locality>/*`,
-its members `.../<cluster>/<locality>/<address>:<port>`. `<cluster>` is the assignment's cluster_name,
-`<locality>` Istio's `region/zone/sub_zone` percent-encoded (`-` for none), with `~<priority>` when the
-priority is not 0.
+Collections are **shared** by the clusters that list the same endpoints: the ~300 clusters selecting one
+Deployment's pods (services, ports' target, subsets) name one collection per port and locality, so a
+registration changes that handful of collections (one LbEndpoint each) and no assignment. A collection is named
+after what its endpoints share apart from which replicas they are (`Endpoints.families`: each endpoint without
+its address, weight and health, i.e. metadata such as tlsMode and istio.workload, without and with the port),
+so a replica joining or leaving keeps the name. Clusters whose endpoints differ cannot share: where two localities of the
+same family and locality list different endpoints in one EDS payload (`conflicts`), each of those clusters
+names a collection of its own.
 
-Who gets it: a node whose `client_features` lists `pyproxy.xds.leds` (`FEATURE`), on the REST delta paths
-(pyproxy does by default). Everyone else (state of the world, gRPC ADS, real Envoy) keeps whole assignments:
-the LEDS form is a *view* of the EDS payload the snapshot holds (`LedsViews`), computed once per payload and
-per assignment, so the snapshots, their versions and ADS order are the same for every client.
+Names follow Envoy's xdstp:// scheme (xDS docs, "xDS URL": `xdstp://{authority}/{resource type}/{id}`, glob
+collections `.../*`, LedsClusterLocalityConfig.leds_collection_name): shared collections are
+`xdstp://pyproxy-control/envoy.config.endpoint.v3.LbEndpoint/shared/<family>/<locality>/*`, a cluster's own
+`.../cluster/<cluster>/<locality>/*`, their members `<collection without the *><address>:<port>`. `<locality>`
+is Istio's `region/zone/sub_zone` percent-encoded (`-` for none), with `~<priority>` when the priority is not 0.
+
+Who gets it: a node whose `client_features` lists `pyproxy.xds.leds` (`FEATURE`), on the REST delta paths.
+Everyone else (state of the world, gRPC ADS, real Envoy) keeps whole assignments: the LEDS form is a *view* of
+the EDS payload the snapshot holds (`LedsViews`), so the snapshots, their versions and ADS order are the same for
+every client.
 
 The subscription (`LedsSubscription`) follows control.xds.delta's rules (ACK, NACK puts back what the client
 held, a lost REST response is owed again) per collection: what a client holds of a collection is compared
@@ -42,6 +49,8 @@ PREFIX = f"xdstp://{AUTHORITY}/envoy.config.endpoint.v3.LbEndpoint/"
 LEDS = XdsType("leds", "lb_endpoints", LB_ENDPOINT)  # REST: POST /v3/delta_discovery:lb_endpoints
 # LedsClusterLocalityConfig.leds_config: the same management server and transport as the assignment's
 LEDS_CONFIG = {"ads": {}, "resource_api_version": "V3"}
+SHARED = "shared"  # .../shared/<family>/<locality>/*: the collection of every cluster listing these endpoints
+OWN = "cluster"  # .../cluster/<cluster>/<locality>/*: a cluster whose endpoints differ from its family's
 
 
 class LedsError(ValueError):
@@ -53,7 +62,7 @@ def wants_leds(client_features: Iterable[str]) -> bool:
 
 
 def collection_of(name: str) -> str:
-    """The glob collection an LbEndpoint resource name belongs to: `.../<cluster>/<locality>/*`."""
+    """The glob collection an LbEndpoint resource name belongs to: `.../<locality>/<id>` -> `.../<locality>/*`."""
     return name.rsplit("/", 1)[0] + "/*"
 
 
@@ -62,7 +71,7 @@ def check_collections(names: Iterable[str]) -> None:
     for name in names:
         if not (name.startswith(PREFIX) and name.endswith("/*")):
             raise LedsError(f"resource_names_subscribe: {name!r} is not a LEDS collection "
-                            f"({PREFIX}<cluster>/<locality>/*)")
+                            f"({PREFIX}.../*)")
 
 
 def locality_segment(group: Mapping) -> str:
@@ -82,22 +91,145 @@ def endpoint_id(lb: Mapping) -> str:
 _SAFE = frozenset("0123456789abcdefABCDEF.:-_")  # what quote() leaves as is: IPv4, IPv6, ports
 
 
+def shared_collection(family: str, segment: str) -> str:
+    return f"{PREFIX}{SHARED}/{family}/{segment}/*"
+
+
+def own_collection(cluster: str, segment: str) -> str:
+    return f"{PREFIX}{OWN}/{quote(cluster, safe='|')}/{segment}/*"
+
+
+def family_of(lb: Mapping, with_port: bool) -> bytes:
+    """What an endpoint has in common with the other replicas of its workload: the LbEndpoint without its
+    address (and port, unless `with_port`), health and weight; what is left is its metadata (tlsMode,
+    istio.workload) and the rest of `endpoint`."""
+    endpoint = dict(lb.get("endpoint") or {})
+    address = dict(endpoint.get("address") or {})
+    if isinstance(address.get("socket_address"), Mapping):
+        drop = ("address",) if with_port else ("address", "port_value")
+        address["socket_address"] = {k: v for k, v in address["socket_address"].items() if k not in drop}
+        endpoint["address"] = address
+    rest = {k: v for k, v in lb.items() if k not in ("health_status", "load_balancing_weight")}
+    return canonical_json({**rest, "endpoint": endpoint, "with_port": with_port})
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Endpoints:
+    """The endpoints of one locality, as a collection holds them: (id, version, LbEndpoint JSON with its @type),
+    ordered by id. `content` is their hash. `families` name the collection the clusters listing them share: the
+    hash of the set of their `family_of`, without the port and with it. Each is the same for every cluster that
+    selects the same workloads (with the same metadata), and unchanged when a replica joins or leaves; the
+    first also when replicas differ by port (sidecars sharing an address, as on one host), the second tells
+    apart the clusters of two ports of the same workloads."""
+
+    content: str
+    families: tuple[str, str]
+    members: tuple[tuple[str, str, bytes], ...]
+
+
+def endpoints_of(lbs: list) -> Endpoints:
+    members, seen = [], set()
+    for lb in lbs:
+        member = endpoint_id(lb)
+        if member in seen:
+            member = f"{member}~{len(seen)}"
+        seen.add(member)
+        body = canonical_json({"@type": LB_ENDPOINT, **lb})
+        members.append((member, resource_version(body), body))
+    members.sort()
+    content = resource_version(b"\n".join(f"{m} {v}".encode() for m, v, _b in members))
+    loose, strict = (resource_version(b"\n".join(sorted({family_of(lb, p) for lb in lbs}))) for p in (False, True))
+    return Endpoints(content, (loose, strict), tuple(members))
+
+
+@dataclass(frozen=True, slots=True)
+class Locality:
+    """One LocalityLbEndpoints of an assignment, its endpoints set aside."""
+
+    fields: Mapping  # its other fields (locality, priority, load_balancing_weight): they stay in the assignment
+    segment: str  # locality_segment
+    endpoints: Endpoints
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """A ClusterLoadAssignment with the endpoints of each locality set aside."""
+
+    cluster: str
+    fields: Mapping  # the assignment without `endpoints`
+    localities: tuple[Locality, ...]
+
+
+def split(assignment: Mapping, interned: dict[bytes, Endpoints] | None = None) -> Split:
+    """A ClusterLoadAssignment (dict) -> Split. `interned` (by the endpoints' JSON) makes the ~300 localities that
+    list the same endpoints one Endpoints object, computed once."""
+    interned = {} if interned is None else interned
+    localities = []
+    for group in assignment.get("endpoints") or []:
+        lbs = group.get("lb_endpoints") or []
+        key = canonical_json(lbs)
+        found = interned.get(key)
+        if found is None:
+            found = interned[key] = endpoints_of(lbs)
+        localities.append(Locality({k: v for k, v in group.items() if k != "lb_endpoints"},
+                                   locality_segment(group), found))
+    fields = {k: v for k, v in assignment.items() if k != "endpoints"}
+    return Split(str(assignment.get("cluster_name", "")), fields, tuple(localities))
+
+
+def conflicts(splits: Iterable[Split]) -> frozenset[tuple[str, str]]:
+    """The (family, locality) pairs whose localities do not all list the same endpoints (two ports of one
+    workload, without the port; a subset by a label that some replicas lack; a departure seen by one cluster and
+    not another): those clusters cannot share that collection."""
+    seen: dict[tuple[str, str], str] = {}
+    out = set()
+    for s in splits:
+        for loc in s.localities:
+            for family in loc.endpoints.families:
+                key = (family, loc.segment)
+                if seen.setdefault(key, loc.endpoints.content) != loc.endpoints.content:
+                    out.add(key)
+    return frozenset(out)
+
+
+def collection_names(s: Split, conflicting: frozenset[tuple[str, str]] = frozenset()) -> tuple[str, ...]:
+    """The collection each locality of `s` names: shared by its first family without a conflict, else the
+    cluster's own."""
+    names: list[str] = []
+    for loc in s.localities:
+        family = next((f for f in loc.endpoints.families if (f, loc.segment) not in conflicting), None)
+        if family is not None:
+            names.append(shared_collection(family, loc.segment))
+            continue
+        name = own_collection(s.cluster, loc.segment)
+        if name in names:  # two groups of one locality and priority: keep them apart
+            name = f"{name[:-2]}~{len(names)}/*"
+        names.append(name)
+    return tuple(names)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Collection:
     """One LEDS collection's content: member name -> (version, its `Resource {name, version, resource}` as sent),
-    and `whole`, every member's Resource comma-joined (what a client holding none of it gets: 100 proxies syncing
-    18,700 endpoints copy 1,700 such pieces each, not 18,700). Compared by identity: the same assignment gives
-    the same object in every view (LedsViews caches them)."""
+    and `whole`, every member's Resource comma-joined (what a client holding none of it gets). Compared by
+    identity: a collection whose content did not change is the same object in every view (LedsViews caches them
+    by name and content)."""
 
     name: str  # the glob
     members: Mapping[str, tuple[str, bytes]]
     whole: bytes = b""
+    content: str = ""  # Endpoints.content
 
 
 def _resource(name: str, version: str, body: bytes) -> bytes:
     plain = name.isascii() and name.isprintable() and '"' not in name and "\\" not in name
     quoted = f'"{name}"' if plain else json.dumps(name)
     return b'{"name":' + quoted.encode() + b',"version":"' + version.encode() + b'","resource":' + body + b"}"
+
+
+def collection(glob: str, endpoints: Endpoints) -> Collection:
+    members = {f"{glob[:-1]}{m}": (v, _resource(f"{glob[:-1]}{m}", v, body)) for m, v, body in endpoints.members}
+    return Collection(glob, members, b",".join(r for _v, r in members.values()), endpoints.content)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,33 +241,21 @@ class Converted:
     collections: tuple[Collection, ...]
 
 
+def converted(s: Split, names: tuple[str, ...]) -> tuple[bytes, str]:
+    """The assignment with each locality's `lb_endpoints` replaced by a `leds_cluster_locality_config` naming its
+    collection: its bytes and version."""
+    groups = [{**loc.fields, "leds_cluster_locality_config": {"leds_config": LEDS_CONFIG, "leds_collection_name": n}}
+              for loc, n in zip(s.localities, names)]
+    body = canonical_json({**s.fields, "endpoints": groups})
+    return body, resource_version(body)
+
+
 def convert(assignment: Mapping) -> Converted:
-    """A ClusterLoadAssignment (dict) -> the same with each locality's `lb_endpoints` replaced by a
-    `leds_cluster_locality_config` naming its collection, and the collections' LbEndpoint resources."""
-    cluster = quote(str(assignment.get("cluster_name", "")), safe="|")
-    groups, collections, seen = [], [], set()
-    for group in assignment.get("endpoints") or []:
-        base = f"{PREFIX}{cluster}/{locality_segment(group)}"
-        glob = f"{base}/*"
-        if glob in seen:  # two groups of one locality and priority: keep them apart
-            glob = f"{base}~{len(seen)}/*"
-        seen.add(glob)
-        members: dict[str, tuple[str, bytes]] = {}
-        for lb in group.get("lb_endpoints") or []:
-            name = f"{glob[:-1]}{endpoint_id(lb)}"
-            if name in members:
-                name = f"{name}~{len(members)}"
-            body = canonical_json({"@type": LB_ENDPOINT, **lb})
-            version = resource_version(body)
-            members[name] = (version, _resource(name, version, body))
-        collections.append(Collection(glob, members, b",".join(r for _v, r in members.values())))
-        out = {k: v for k, v in group.items() if k != "lb_endpoints"}
-        out["leds_cluster_locality_config"] = {"leds_config": LEDS_CONFIG, "leds_collection_name": glob}
-        groups.append(out)
-    converted = dict(assignment)
-    converted["endpoints"] = groups
-    body = canonical_json(converted)
-    return Converted(body, resource_version(body), tuple(collections))
+    """One assignment in the LEDS form on its own (shared collections: no other cluster to conflict with)."""
+    s = split(assignment)
+    names = collection_names(s)
+    body, version = converted(s, names)
+    return Converted(body, version, tuple(collection(n, loc.endpoints) for n, loc in zip(names, s.localities)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,17 +266,24 @@ class LedsView:
     eds: Payload
     collections: Mapping[str, Collection]
     key: str  # the EDS payload's hash: what a NACK of LEDS content is remembered by
+    used: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (assignment version, its collections): for retain
 
 
 class LedsViews:
-    """`LedsView` per EDS payload hash, and `Converted` per assignment version: after a registration only the
-    assignments that changed are converted again, the others (and their Collection objects) are the last
-    push's."""
+    """`LedsView` per EDS payload hash. What the views are built from is kept across one push: the split
+    assignments (by version), the Endpoints (interned by content, so 300 localities listing the same endpoints
+    are one object), the LEDS forms of the assignments and the Collection objects (by name and content). After
+    a registration the ~400 changed assignments are split again and find their Endpoints' families unchanged:
+    their LEDS form is the same bytes, and only the few shared collections holding the new endpoint are new
+    objects, which is what makes each client's difference a walk over a handful of identities."""
 
     def __init__(self, index: PayloadIndex):
         self.index = index
         self._views: dict[str, LedsView] = {}
-        self._converted: dict[str, Converted] = {}
+        self._splits: dict[str, Split] = {}
+        self._interned: dict[bytes, Endpoints] = {}
+        self._converted: dict[tuple[str, tuple[str, ...]], tuple[bytes, str]] = {}
+        self._collections: dict[tuple[str, str], Collection] = {}
 
     def __call__(self, payload: Payload) -> LedsView:
         view = self._views.get(payload.hash)
@@ -167,30 +294,51 @@ class LedsViews:
     def _build(self, payload: Payload) -> LedsView:
         indexed = self.index(payload)
         body = memoryview(payload.body)
-        items, names, versions, collections = [], [], [], {}
+        splits = []
         for name, (start, end) in indexed.spans.items():
             version = indexed.versions[name]
-            conv = self._converted.get(version)
+            s = self._splits.get(version)
+            if s is None:
+                s = self._splits[version] = split(json.loads(bytes(body[start:end])), self._interned)
+            splits.append((name, version, s))
+        conflicting = conflicts(s for _n, _v, s in splits)
+        items, names, versions, used, collections = [], [], [], [], {}
+        for name, version, s in splits:
+            globs = collection_names(s, conflicting)
+            conv = self._converted.get((version, globs))
             if conv is None:
-                conv = self._converted[version] = convert(json.loads(bytes(body[start:end])))
-            items.append(conv.assignment)
+                conv = self._converted[(version, globs)] = converted(s, globs)
+            items.append(conv[0])
             names.append(name)
-            versions.append(conv.version)
-            for c in conv.collections:
-                collections[c.name] = c
-        return LedsView(Payload.join(items, names, versions), collections, payload.hash)
+            versions.append(conv[1])
+            used.append((version, globs))
+            for glob, loc in zip(globs, s.localities):
+                if glob not in collections:
+                    key = (glob, loc.endpoints.content)
+                    c = self._collections.get(key)
+                    if c is None:
+                        c = self._collections[key] = collection(glob, loc.endpoints)
+                    collections[glob] = c
+        return LedsView(Payload.join(items, names, versions), collections, payload.hash, tuple(used))
 
     def retain(self, hashes: Iterable[str]) -> None:
-        """After a push: keep the views of these EDS payloads (those some snapshot holds), and the conversions of
-        every view there was until now: the new payloads' views are built later, at their first request, and
-        they find there the assignments that did not change (with their Collection objects, which is what makes
-        a client's difference a walk over identities). Conversions no view used since the last push go."""
-        used = set()
+        """After a push: keep the views of these EDS payloads (those some snapshot holds), and what every view
+        there was until now was built from: the new payloads' views are built later, at their first request,
+        and find there the assignments that did not change (with their Collection objects). What no view used
+        since the last push goes."""
+        used: set[tuple[str, tuple[str, ...]]] = set()
+        contents: set[tuple[str, str]] = set()
         for view in self._views.values():
-            used.update(self.index(view.eds).versions.values())
+            used.update(view.used)
+            contents.update((c.name, c.content) for c in view.collections.values())
+        versions = {v for v, _g in used}
         keep = set(hashes)
         self._views = {h: v for h, v in self._views.items() if h in keep}
-        self._converted = {v: c for v, c in self._converted.items() if c.version in used}
+        self._splits = {v: s for v, s in self._splits.items() if v in versions}
+        self._converted = {k: c for k, c in self._converted.items() if k in used}
+        self._collections = {k: c for k, c in self._collections.items() if k in contents}
+        alive = {id(loc.endpoints) for s in self._splits.values() for loc in s.localities}
+        self._interned = {k: e for k, e in self._interned.items() if id(e) in alive}
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,7 +113,9 @@ async def test_a_registration_sends_a_leds_client_only_the_new_endpoint_and_othe
     echo = leds.held["endpoints"][ECHO]["resource"]
     assert echo["@type"] == CLUSTER_LOAD_ASSIGNMENT and "lb_endpoints" not in echo["endpoints"][0]
     glob = echo["endpoints"][0]["leds_cluster_locality_config"]["leds_collection_name"]
-    assert glob == f"xdstp://pyproxy-control/envoy.config.endpoint.v3.LbEndpoint/{ECHO}/-/*"
+    # shared by the clusters listing echo's endpoints (named after what they share), no locality
+    assert glob.startswith("xdstp://pyproxy-control/envoy.config.endpoint.v3.LbEndpoint/shared/") and \
+        glob.endswith("/-/*")
     status, first = await leds.post("lb_endpoints", resource_names_subscribe=collections(leds.held["endpoints"]))
     assert status == 200 and first["type_url"] == LB_ENDPOINT
     ((name, resource),) = [(r["name"], r["resource"]) for r in first["resources"] if r["name"].startswith(glob[:-1])]
@@ -239,9 +241,9 @@ async def test_pyproxy_assembles_assignments_from_leds_and_traffic_reaches_a_new
         assert await until(lambda: _eq(hosts(), {first_port}), "echo-1 in the assembled assignment")
         assert await until(lambda: _has(served(outbound), "echo-1"), "traffic reaches echo-1")
         leds = client.state.types[LEDS]
-        assert leds.subscribed == {f"xdstp://pyproxy-control/envoy.config.endpoint.v3.LbEndpoint/{ECHO}/-/*"}
-        assert f"xdstp://pyproxy-control/envoy.config.endpoint.v3.LbEndpoint/{ECHO}/-/127.0.0.1:{first_port}" \
-            in leds.resources
+        (glob,) = client.state.resources(EDS)[ECHO].collections
+        assert glob.startswith("xdstp://pyproxy-control/envoy.config.endpoint.v3.LbEndpoint/shared/")
+        assert glob in leds.subscribed and f"{glob[:-1]}127.0.0.1:{first_port}" in leds.resources
         eds_version = client.state.types[EDS].versions[ECHO]
 
         await Wire(session, base, node("echo-2", "echo", second_port)).post("clusters",
