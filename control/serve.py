@@ -597,7 +597,7 @@ class ControlPlane:
                 payload = snapshot.payloads[xds_type.short]
                 node = self.live.node(node_id) if xds_type is EDS else None
                 view = self.leds_views(payload) if node is not None and wants_leds(node.client_features) else None
-                index = self.delta_index(payload if view is None else view.eds)
+                index = self.delta_index(payload) if view is None else view.index
                 update = delta_due(self.cache, node_id, xds_type, sub, index.versions, ordered_stream=False,
                                    diffs=self.delta_diffs)
                 if update is not None and not update and view is not None and not sub.changed:

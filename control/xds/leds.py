@@ -40,7 +40,7 @@ from urllib.parse import quote
 
 from control.translate.common import T
 from control.xds.cache import DiscoveryResponse, Payload, XdsType, canonical_json, resource_version
-from control.xds.delta import PayloadIndex
+from control.xds.delta import Indexed, PayloadIndex
 
 FEATURE = "pyproxy.xds.leds"  # node.client_features entry: "send me ClusterLoadAssignments in the LEDS form"
 AUTHORITY = "pyproxy-control"
@@ -264,6 +264,7 @@ class LedsView:
     from the snapshot's) and every collection they name."""
 
     eds: Payload
+    index: Indexed  # of `eds`: the same object while its content is the same, across pushes (below)
     collections: Mapping[str, Collection]
     key: str  # the EDS payload's hash: what a NACK of LEDS content is remembered by
     used: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (assignment version, its collections): for retain
@@ -275,7 +276,10 @@ class LedsViews:
     are one object), the LEDS forms of the assignments and the Collection objects (by name and content). After
     a registration the ~400 changed assignments are split again and find their Endpoints' families unchanged:
     their LEDS form is the same bytes, and only the few shared collections holding the new endpoint are new
-    objects, which is what makes each client's difference a walk over a handful of identities."""
+    objects, which is what makes each client's difference a walk over a handful of identities. The LEDS form
+    of the EDS payload is then the same bytes too, and the view takes the last one's Payload and its `Indexed`:
+    the clients that hold it (their DeltaSubscription keeps the versions map it was sent) keep sharing one map,
+    instead of one per push they last got EDS at (100 proxies x 1,700 names)."""
 
     def __init__(self, index: PayloadIndex):
         self.index = index
@@ -284,6 +288,7 @@ class LedsViews:
         self._interned: dict[bytes, Endpoints] = {}
         self._converted: dict[tuple[str, tuple[str, ...]], tuple[bytes, str]] = {}
         self._collections: dict[tuple[str, str], Collection] = {}
+        self._eds: dict[str, tuple[Payload, Indexed]] = {}  # by the LEDS form's hash
 
     def __call__(self, payload: Payload) -> LedsView:
         view = self._views.get(payload.hash)
@@ -319,7 +324,10 @@ class LedsViews:
                     if c is None:
                         c = self._collections[key] = collection(glob, loc.endpoints)
                     collections[glob] = c
-        return LedsView(Payload.join(items, names, versions), collections, payload.hash, tuple(used))
+        eds = Payload.join(items, names, versions)
+        eds, index = self._eds.get(eds.hash) or (eds, self.index(eds))
+        self._eds[eds.hash] = (eds, index)
+        return LedsView(eds, index, collections, payload.hash, tuple(used))
 
     def retain(self, hashes: Iterable[str]) -> None:
         """After a push: keep the views of these EDS payloads (those some snapshot holds), and what every view
@@ -332,11 +340,13 @@ class LedsViews:
             used.update(view.used)
             contents.update((c.name, c.content) for c in view.collections.values())
         versions = {v for v, _g in used}
+        forms = {view.eds.hash for view in self._views.values()}
         keep = set(hashes)
         self._views = {h: v for h, v in self._views.items() if h in keep}
         self._splits = {v: s for v, s in self._splits.items() if v in versions}
         self._converted = {k: c for k, c in self._converted.items() if k in used}
         self._collections = {k: c for k, c in self._collections.items() if k in contents}
+        self._eds = {h: e for h, e in self._eds.items() if h in forms}
         alive = {id(loc.endpoints) for s in self._splits.values() for loc in s.localities}
         self._interned = {k: e for k, e in self._interned.items() if id(e) in alive}
 
