@@ -60,10 +60,28 @@ def node(name: str, app: str, inbound: int, *features: str) -> dict:
     return out
 
 
-@pytest.fixture
-async def plane(tmp_path):
-    """(control plane, base URL, session); all stopped after the test."""
-    (tmp_path / "mesh.yaml").write_text(MESH)
+# two more Services selecting echo's pods: `echo-alias` plaintext as `echo` (its endpoints are the same), `echo-mtls`
+# without a DestinationRule (its endpoints carry tlsMode: istio, echo's do not)
+ALIASES = """apiVersion: v1
+kind: Service
+metadata: {name: echo-alias, namespace: default}
+spec: {selector: {app: echo}, ports: [{name: http, port: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo-mtls, namespace: default}
+spec: {selector: {app: echo}, ports: [{name: http, port: 8080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo-alias, namespace: default}
+spec: {host: echo-alias, trafficPolicy: {tls: {mode: DISABLE}}}
+"""
+
+
+async def serve(tmp_path, text: str):
+    """(control plane, base URL, session) on the mesh `text`; all stopped after the test."""
+    (tmp_path / "mesh.yaml").write_text(text)
     cp = ControlPlane(str(tmp_path), clock=FakeClock(), grace=30.0, debounce=0.01, long_poll_timeout=10.0,
                       nonce_prefix="t-")
     await cp.start(watch=False)
@@ -75,6 +93,19 @@ async def plane(tmp_path):
         await session.close()
         await runner.cleanup()
         await cp.stop()
+
+
+@pytest.fixture
+async def plane(tmp_path):
+    async for served in serve(tmp_path, MESH):
+        yield served
+
+
+@pytest.fixture
+async def aliased_plane(tmp_path):
+    """`plane` with ALIASES."""
+    async for served in serve(tmp_path, MESH + "---\n" + ALIASES):
+        yield served
 
 
 class Wire(DeltaProxy):
@@ -164,6 +195,33 @@ async def test_a_registration_sends_a_leds_client_only_the_new_endpoint_and_othe
     assert status == 200 and gone["resources"] == []
     assert sorted(gone["removed_resources"]) == sorted([f"{glob[:-1]}127.0.0.1:{second}",
                                                         f"{glob[:-1]}127.0.0.1:{backends[0]}"])
+
+
+async def test_clusters_of_the_same_pods_share_a_collection_unless_their_endpoints_differ(aliased_plane):
+    _cp, base, session = aliased_plane
+    backends = free_ports(3)
+    for i, port in enumerate(backends[:2]):  # injected sidecars: mTLS where no DestinationRule disables it
+        echo = node(f"echo-{i}", "echo", port)
+        echo["metadata"]["LABELS"]["security.istio.io/tlsMode"] = "istio"
+        await Wire(session, base, echo).post("clusters", resource_names_subscribe=["*"])
+    leds = Wire(session, base, node("sleep-1", "sleep", backends[2], FEATURE))
+    await leds.sync_eds()
+    alias, mtls = (ECHO.replace("||echo.", f"||{s}.") for s in ("echo-alias", "echo-mtls"))
+    named = {c: [g["leds_cluster_locality_config"]["leds_collection_name"]
+                 for g in leds.held["endpoints"][c]["resource"]["endpoints"]] for c in (ECHO, alias, mtls)}
+    assert named[ECHO] == named[alias] and len(named[ECHO]) == 1  # same pods, same endpoints: one collection
+    assert named[mtls] != named[ECHO] and len(named[mtls]) == 1  # same pods, but tlsMode: istio on its endpoints
+    status, got = await leds.post("lb_endpoints", resource_names_subscribe=sorted({*named[ECHO], *named[mtls]}))
+    assert status == 200
+    members: dict[str, dict[int, dict]] = {}
+    for r in got["resources"]:
+        port = r["resource"]["endpoint"]["address"]["socket_address"]["port_value"]
+        members.setdefault(r["name"].rsplit("/", 1)[0] + "/*", {})[port] = r["resource"].get("metadata", {})
+    assert {g: sorted(m) for g, m in members.items()} == {named[ECHO][0]: sorted(backends[:2]),
+                                                          named[mtls][0]: sorted(backends[:2])}
+    assert all("envoy.transport_socket_match" not in md["filter_metadata"] for md in members[named[ECHO][0]].values())
+    assert all(md["filter_metadata"]["envoy.transport_socket_match"] == {"tlsMode": "istio"}
+               for md in members[named[mtls][0]].values())
 
 
 async def test_bad_leds_requests_are_refused_with_the_field_named(plane):
