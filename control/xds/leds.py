@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterable, Iterator, Mapping
 from urllib.parse import quote
 
@@ -91,7 +92,9 @@ def endpoint_id(lb: Mapping) -> str:
 _SAFE = frozenset("0123456789abcdefABCDEF.:-_")  # what quote() leaves as is: IPv4, IPv6, ports
 
 
+@lru_cache(maxsize=4096)
 def shared_collection(family: str, segment: str) -> str:
+    """(cached: one string for the ~300 assignments naming it, which keep it between pushes)"""
     return f"{PREFIX}{SHARED}/{family}/{segment}/*"
 
 
@@ -128,7 +131,8 @@ class Endpoints:
 
 
 def endpoints_of(lbs: list) -> Endpoints:
-    members, seen = [], set()
+    members: list[tuple[str, str, bytes]] = []
+    seen: set[str] = set()
     for lb in lbs:
         member = endpoint_id(lb)
         if member in seen:
@@ -143,21 +147,13 @@ def endpoints_of(lbs: list) -> Endpoints:
 
 
 @dataclass(frozen=True, slots=True)
-class Locality:
-    """One LocalityLbEndpoints of an assignment, its endpoints set aside."""
-
-    fields: Mapping  # its other fields (locality, priority, load_balancing_weight): they stay in the assignment
-    segment: str  # locality_segment
-    endpoints: Endpoints
-
-
-@dataclass(frozen=True, slots=True)
 class Split:
-    """A ClusterLoadAssignment with the endpoints of each locality set aside."""
+    """What names the collections of a ClusterLoadAssignment: its cluster and, per locality, the locality's
+    segment and endpoints. Kept between pushes (1,700 of them), so not the assignment's other fields: `converted`
+    reads those from the assignment itself."""
 
     cluster: str
-    fields: Mapping  # the assignment without `endpoints`
-    localities: tuple[Locality, ...]
+    localities: tuple[tuple[str, Endpoints], ...]  # (locality_segment, its endpoints) per LocalityLbEndpoints
 
 
 def split(assignment: Mapping, interned: dict[bytes, Endpoints] | None = None) -> Split:
@@ -171,10 +167,8 @@ def split(assignment: Mapping, interned: dict[bytes, Endpoints] | None = None) -
         found = interned.get(key)
         if found is None:
             found = interned[key] = endpoints_of(lbs)
-        localities.append(Locality({k: v for k, v in group.items() if k != "lb_endpoints"},
-                                   locality_segment(group), found))
-    fields = {k: v for k, v in assignment.items() if k != "endpoints"}
-    return Split(str(assignment.get("cluster_name", "")), fields, tuple(localities))
+        localities.append((locality_segment(group), found))
+    return Split(str(assignment.get("cluster_name", "")), tuple(localities))
 
 
 def conflicts(splits: Iterable[Split]) -> frozenset[tuple[str, str]]:
@@ -184,10 +178,10 @@ def conflicts(splits: Iterable[Split]) -> frozenset[tuple[str, str]]:
     seen: dict[tuple[str, str], str] = {}
     out = set()
     for s in splits:
-        for loc in s.localities:
-            for family in loc.endpoints.families:
-                key = (family, loc.segment)
-                if seen.setdefault(key, loc.endpoints.content) != loc.endpoints.content:
+        for segment, endpoints in s.localities:
+            for family in endpoints.families:
+                key = (family, segment)
+                if seen.setdefault(key, endpoints.content) != endpoints.content:
                     out.add(key)
     return frozenset(out)
 
@@ -196,12 +190,12 @@ def collection_names(s: Split, conflicting: frozenset[tuple[str, str]] = frozens
     """The collection each locality of `s` names: shared by its first family without a conflict, else the
     cluster's own."""
     names: list[str] = []
-    for loc in s.localities:
-        family = next((f for f in loc.endpoints.families if (f, loc.segment) not in conflicting), None)
+    for segment, endpoints in s.localities:
+        family = next((f for f in endpoints.families if (f, segment) not in conflicting), None)
         if family is not None:
-            names.append(shared_collection(family, loc.segment))
+            names.append(shared_collection(family, segment))
             continue
-        name = own_collection(s.cluster, loc.segment)
+        name = own_collection(s.cluster, segment)
         if name in names:  # two groups of one locality and priority: keep them apart
             name = f"{name[:-2]}~{len(names)}/*"
         names.append(name)
@@ -241,12 +235,13 @@ class Converted:
     collections: tuple[Collection, ...]
 
 
-def converted(s: Split, names: tuple[str, ...]) -> tuple[bytes, str]:
+def converted(assignment: Mapping, names: tuple[str, ...]) -> tuple[bytes, str]:
     """The assignment with each locality's `lb_endpoints` replaced by a `leds_cluster_locality_config` naming its
-    collection: its bytes and version."""
-    groups = [{**loc.fields, "leds_cluster_locality_config": {"leds_config": LEDS_CONFIG, "leds_collection_name": n}}
-              for loc, n in zip(s.localities, names)]
-    body = canonical_json({**s.fields, "endpoints": groups})
+    collection (`names`, one per locality): its bytes and version."""
+    groups = [{**{k: v for k, v in group.items() if k != "lb_endpoints"},
+               "leds_cluster_locality_config": {"leds_config": LEDS_CONFIG, "leds_collection_name": n}}
+              for group, n in zip(assignment.get("endpoints") or [], names)]
+    body = canonical_json({**assignment, "endpoints": groups})
     return body, resource_version(body)
 
 
@@ -254,8 +249,8 @@ def convert(assignment: Mapping) -> Converted:
     """One assignment in the LEDS form on its own (shared collections: no other cluster to conflict with)."""
     s = split(assignment)
     names = collection_names(s)
-    body, version = converted(s, names)
-    return Converted(body, version, tuple(collection(n, loc.endpoints) for n, loc in zip(names, s.localities)))
+    body, version = converted(assignment, names)
+    return Converted(body, version, tuple(collection(n, e) for n, (_seg, e) in zip(names, s.localities)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +284,7 @@ class LedsViews:
         self._converted: dict[tuple[str, tuple[str, ...]], tuple[bytes, str]] = {}
         self._collections: dict[tuple[str, str], Collection] = {}
         self._eds: dict[str, tuple[Payload, Indexed]] = {}  # by the LEDS form's hash
+        self._conflicts: frozenset[tuple[str, str]] = frozenset()  # the last view's
 
     def __call__(self, payload: Payload) -> LedsView:
         view = self._views.get(payload.hash)
@@ -303,26 +299,30 @@ class LedsViews:
         for name, (start, end) in indexed.spans.items():
             version = indexed.versions[name]
             s = self._splits.get(version)
-            if s is None:
-                s = self._splits[version] = split(json.loads(bytes(body[start:end])), self._interned)
+            if s is None:  # converted at once, named as the last view's conflicts would (checked below)
+                assignment = json.loads(bytes(body[start:end]))
+                s = self._splits[version] = split(assignment, self._interned)
+                guess = collection_names(s, self._conflicts)
+                self._converted[(version, guess)] = converted(assignment, guess)
             splits.append((name, version, s))
-        conflicting = conflicts(s for _n, _v, s in splits)
+        conflicting = self._conflicts = conflicts(s for _n, _v, s in splits)
         items, names, versions, used, collections = [], [], [], [], {}
         for name, version, s in splits:
             globs = collection_names(s, conflicting)
             conv = self._converted.get((version, globs))
-            if conv is None:
-                conv = self._converted[(version, globs)] = converted(s, globs)
+            if conv is None:  # its collections' names changed with the conflicts (rare): parsed again
+                start, end = indexed.spans[name]
+                conv = self._converted[(version, globs)] = converted(json.loads(bytes(body[start:end])), globs)
             items.append(conv[0])
             names.append(name)
             versions.append(conv[1])
             used.append((version, globs))
-            for glob, loc in zip(globs, s.localities):
+            for glob, (_segment, endpoints) in zip(globs, s.localities):
                 if glob not in collections:
-                    key = (glob, loc.endpoints.content)
+                    key = (glob, endpoints.content)
                     c = self._collections.get(key)
                     if c is None:
-                        c = self._collections[key] = collection(glob, loc.endpoints)
+                        c = self._collections[key] = collection(glob, endpoints)
                     collections[glob] = c
         eds = Payload.join(items, names, versions)
         eds, index = self._eds.get(eds.hash) or (eds, self.index(eds))
@@ -347,7 +347,7 @@ class LedsViews:
         self._converted = {k: c for k, c in self._converted.items() if k in used}
         self._collections = {k: c for k, c in self._collections.items() if k in contents}
         self._eds = {h: e for h, e in self._eds.items() if h in forms}
-        alive = {id(loc.endpoints) for s in self._splits.values() for loc in s.localities}
+        alive = {id(e) for s in self._splits.values() for _segment, e in s.localities}
         self._interned = {k: e for k, e in self._interned.items() if id(e) in alive}
 
 

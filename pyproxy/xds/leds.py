@@ -3,8 +3,8 @@ LbEndpoint resources of those collections. No I/O; pyproxy.xds.client runs the s
 
 Envoy's LEDS (`LocalityLbEndpoints.leds_cluster_locality_config`): a locality carries, instead of its
 `lb_endpoints`, a `leds_collection_name`, an xdstp:// glob (`xdstp://<authority>/envoy.config.endpoint.v3.
-LbEndpoint/<cluster>/<locality>/*`); the client subscribes to it over delta xDS and receives each endpoint as a
-resource of its own (`.../<cluster>/<locality>/<id>`), so an endpoint joining a service is one small resource
+LbEndpoint/<path>/*`); the client subscribes to it over delta xDS and receives each endpoint as a
+resource of its own (`.../<path>/<id>`), so an endpoint joining a service is one small resource
 instead of every assignment listing it (control/xds/leds.py is the server's side). pyproxy asks for it with the
 node's `client_features` entry `pyproxy.xds.leds` (`FEATURE`); a control plane that does not know it sends
 whole assignments, which go through here unchanged.
@@ -31,7 +31,7 @@ PATH = "lb_endpoints"  # POST /v3/delta_discovery:lb_endpoints
 
 
 def collection_of(name: str) -> str:
-    """`xdstp://a/T/<cluster>/<locality>/<id>` -> its glob collection `xdstp://a/T/<cluster>/<locality>/*`."""
+    """`xdstp://a/T/<path>/<id>` -> its glob collection `xdstp://a/T/<path>/*`."""
     return name.rsplit("/", 1)[0] + "/*"
 
 

@@ -97,6 +97,17 @@ def test_endpoints_arriving_before_their_assignment_wait_for_it_and_an_assignmen
     assert ports(assemble(assignments(leds_cla("b", f"{PREFIX}b/-/*")), eps, set(), {})["b"]) == [[]]
 
 
+def test_assignments_naming_one_shared_collection_each_get_its_endpoints_and_it_stays_while_one_names_it():
+    shared = f"{PREFIX}shared/9205bacb01390d8b/-/*"  # the control plane names it after what its endpoints share
+    other = "outbound|9080||reviews-alias.default.svc.cluster.local"
+    held = assignments(leds_cla(CLUSTER, shared), leds_cla(other, shared))
+    eps = endpoints((member(1, shared), lb(1)), (member(2, shared), lb(2)))
+    out = assemble(held, eps, {shared}, {})
+    assert ports(out[CLUSTER]) == ports(out[other]) == [[1, 2]]
+    assert collections(held.values()) == {shared}
+    assert collections([held[other]]) == {shared}  # the one left still needs it: not unsubscribed
+
+
 def test_a_collection_becoming_empty_leaves_its_locality_without_endpoints():
     held = assignments(leds_cla(CLUSTER, GLOB))
     assert ports(assemble(held, {}, {GLOB}, {})[CLUSTER]) == [[]]
