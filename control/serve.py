@@ -57,9 +57,10 @@ from control.registry.live import DEFAULT_GRACE, LiveRegistry, MeshRegistry
 from control.translate import Options, TranslateError, kept_across_virtual_service_edit
 from control.xds.cache import DiscoveryRequest, DiscoveryResponse, Outcome, RequestKind, XdsCache, XdsType
 from control.xds.admission import Admission
-from control.xds.cache import ProxySnapshot
+from control.xds.cache import VHDS, ProxySnapshot
 from control.xds.delta import DeltaResponse, DeltaSessions, DeltaSubscription, DiffCache, PayloadIndex
 from control.xds.delta import due as delta_due
+from control.xds.vhds import VersionMemo, VhdsSubscription
 from control.xds.generate import EndpointTable, GenerateError, ShapeCache, SnapshotBuilder
 from control.xds.node import ProxyNode, node_dict, parse_node
 
@@ -192,12 +193,14 @@ class ControlPlane:
         self._virtual_services_only = False  # the files changed only in VirtualServices since the last push
         self._mesh: tuple[tuple, MeshSnapshot] | None = None  # the last push's (registry state, mesh)
         self._fragments: dict[int, list] = {}  # the last full push's serialized pieces (SnapshotBuilder)
+        self._vh_versions = VersionMemo()  # VHDS versions of those pieces (control.xds.vhds)
         self.sleep = sleep  # how the push loop waits out the debounce (tests hold it on an event)
         self.long_poll_timeout = long_poll_timeout
         self.options = options
         self.metrics = metrics or ControlMetrics()
         self.cache = XdsCache(nonce_prefix if nonce_prefix is not None else secrets.token_hex(3) + "-")
-        self.delta = DeltaSessions()  # REST delta xDS subscriptions (gRPC keeps its own per stream)
+        # REST delta xDS subscriptions (gRPC keeps its own per stream); VHDS subscribes by route configuration glob
+        self.delta = DeltaSessions(kinds={VHDS.short: VhdsSubscription})
         self.delta_index = PayloadIndex()  # per-resource versions of the payloads delta responses are cut from
         self.delta_diffs = DiffCache()  # what moves clients from one payload to the next, once per pair
         self.live = LiveRegistry(grace)
@@ -437,7 +440,8 @@ class ControlPlane:
         full = key != self._shapes.key
         if full:
             self._shapes = ShapeCache(key, previous=self._shapes)
-        builder = SnapshotBuilder(mesh, registry, self.options, self._shapes, self._endpoints, self._fragments)
+        builder = SnapshotBuilder(mesh, registry, self.options, self._shapes, self._endpoints, self._fragments,
+                                  self._vh_versions)
         if not full:
             deliver = None
         built = self._endpoints.built
@@ -457,6 +461,7 @@ class ControlPlane:
         self._shapes.retain(builder.used, (node.id for node in inputs.nodes))
         if builder.renders:
             self._fragments = builder.fragments  # those this push used: the next may find the same objects
+            self._vh_versions.retain()
         return Rendered(full, builder.renders, builder.endpoints.built - built, tuple(proxies), builder.serialized)
 
     async def wait_push(self, after: int, timeout: float = 10.0) -> None:
@@ -580,7 +585,7 @@ class ControlPlane:
             if not self.delta.current(node_id, xds_type.short, ticket):
                 return None
             snapshot = self.cache.snapshot(node_id)
-            if snapshot is not None:
+            if snapshot is not None and xds_type.short in snapshot.payloads:  # (VHDS: once the node asked for it)
                 index = self.delta_index(snapshot.payloads[xds_type.short])
                 update = delta_due(self.cache, node_id, xds_type, sub, index.versions, ordered_stream=False,
                                    diffs=self.delta_diffs)

@@ -31,7 +31,7 @@ Pure: returns a `Generated` (resources per xDS type, as `ProxySnapshot.build` ta
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
@@ -43,6 +43,7 @@ from control.translate.clusters import ClusterSpec, build_endpoints
 from control.translate.common import INBOUND_PORT, OUTBOUND_PORT
 from control.xds.cache import (Payload, ProxySnapshot, canonical_json, canonical_json_spliced, content_hash,
                                resource_version)
+from control.xds import vhds
 from control.xds.node import ProxyNode
 
 VIRTUAL_INBOUND = "virtualInbound"
@@ -202,9 +203,12 @@ class Shape:
     payloads: Mapping[str, Payload]  # "cds" | "lds" | "rds"
     cluster_parts: tuple[bytes, ...] = ()  # each of the clusters serialized
     eds_keys: tuple[tuple, ...] = ()  # EndpointTable.assignment_key of each of rendered.eds_clusters
-    # per route configuration: (its fields but virtual_hosts, its virtual hosts serialized); its own bytes are
-    # the RDS payload's span (not kept twice)
-    route_pieces: tuple[tuple[dict, tuple[bytes, ...]], ...] = ()
+    # per route configuration: (its fields but virtual_hosts, its virtual hosts serialized, their VHDS names); its
+    # own bytes are the RDS payload's span (not kept twice)
+    route_pieces: tuple[tuple[dict, tuple[bytes, ...], tuple[str, ...]], ...] = ()
+    # (RDS, VHDS) for proxies that asked for VHDS (control.xds.vhds.split), made at the first such proxy; shared
+    # with the next push's shape while its RDS is the same
+    vhds: dict = field(default_factory=dict, compare=False)
 
 
 class ShapeCache:
@@ -339,7 +343,7 @@ class SnapshotBuilder:
 
     def __init__(self, mesh: MeshSnapshot, registry: MeshRegistry, options: Options = Options(),
                  shapes: ShapeCache | None = None, endpoints: EndpointTable | None = None,
-                 fragments: Mapping[int, list] | None = None):
+                 fragments: Mapping[int, list] | None = None, vh_versions: vhds.VersionMemo | None = None):
         self.mesh = mesh
         self.registry = registry
         self.options = options
@@ -351,6 +355,9 @@ class SnapshotBuilder:
         self.fragments: dict[int, list] = {}
         self._earlier = fragments or {}
         self.used: set[tuple] = set()
+        # VHDS resource versions by virtual host bytes, kept across pushes (control.serve): an edit hashes only
+        # the virtual hosts it rebuilt
+        self.vh_versions = vh_versions if vh_versions is not None else vhds.VersionMemo()
         self.renders = 0
         self.serialized = 0  # clusters and virtual hosts serialized (not found serialized already)
 
@@ -388,10 +395,12 @@ class SnapshotBuilder:
                 route_pieces.append(old)
                 bodies.append(None)
             else:
-                route_pieces.append((rest, tuple(parts)))
+                route_pieces.append((rest, tuple(parts), vhds.names_of(rc)))
                 bodies.append(canonical_json_spliced(rc, "virtual_hosts", parts))
+        split: dict = {}
         if last_rds is not None and len(bodies) == len(earlier) and all(b is None for b in bodies):
             rds = last_rds
+            split = prev.vhds if prev is not None else split
         else:
             spans = list(last_rds.spans()) if last_rds is not None else []
             rds = Payload.join([b if b is not None else last_rds.body[spans[i][1]:spans[i][2]]
@@ -399,7 +408,7 @@ class SnapshotBuilder:
         payloads = {"cds": cds, "lds": Payload.of(rendered.listeners), "rds": rds}
         slim = Rendered(listeners=rendered.listeners, routes=(), endpoints=(), notes=rendered.notes,
                         clusters=rendered.clusters if keep_clusters else (), eds_clusters=rendered.eds_clusters)
-        return Shape(slim, MappingProxyType(payloads), tuple(cluster_parts), eds_keys, tuple(route_pieces))
+        return Shape(slim, MappingProxyType(payloads), tuple(cluster_parts), eds_keys, tuple(route_pieces), split)
 
     def _serialize(self, resources: Iterable[dict], versions: bool = False) -> tuple[list[bytes], list[str]]:
         """Each resource's canonical JSON (and, with `versions`, its `resource_version`: resources, not virtual
@@ -438,7 +447,12 @@ class SnapshotBuilder:
         if hit is None or hit[0] != made_of:  # (else the same node and shape content: the same output)
             hit = self.shapes.proxies[node.id] = (made_of, *self._own_ports(node, shape))
         _made_of, cds, lds, notes = hit
-        return Generated({"cds": cds, "eds": eds, "lds": lds, "rds": shape.payloads["rds"]}, notes)
+        resources = {"cds": cds, "eds": eds, "lds": lds, "rds": shape.payloads["rds"]}
+        if node.vhds:
+            if "split" not in shape.vhds:
+                shape.vhds["split"] = vhds.split(shape.route_pieces, self.vh_versions)
+            resources["rds"], resources["vhds"] = shape.vhds["split"]
+        return Generated(resources, notes)
 
     @staticmethod
     def _own_ports(node: ProxyNode, shape: Shape) -> tuple[Payload, Payload, tuple[str, ...]]:

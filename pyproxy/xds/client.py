@@ -42,6 +42,7 @@ from ..config.decode import ConfigError, decode_any
 from ..server import BindFailed, ConfigRejected, ProxyServer, http_connection_manager_of
 from .credentials import ControlPlaneCredentials, CredentialsError
 from .http import HttpClient, HttpError, Reply
+from . import vhds as vhds_mod
 from .state import CDS, EDS, LDS, RDS, SHORT, TYPES, XdsState
 
 log = logging.getLogger("pyproxy.xds")
@@ -116,15 +117,19 @@ class Resync(Exception):
 class XdsClient:
     def __init__(self, control_url: str, node: dict[str, Any], server: ProxyServer, *,
                  wait: float = 30.0, rng: random.Random | None = None,
-                 credentials: ControlPlaneCredentials | None = None, mode: str = "delta"):
+                 credentials: ControlPlaneCredentials | None = None, mode: str = "delta", vhds: bool = True):
         if mode not in ("delta", "sotw"):
             raise ValueError(f"xds mode: want 'delta' or 'sotw', got {mode!r}")
         self.mode = mode
+        self.vhds = vhds and mode == "delta"  # VHDS (pyproxy.xds.vhds): announced on the node, delta only
+        if self.vhds:
+            node = {**node, "client_features": sorted({*node.get("client_features", ()), vhds_mod.FEATURE})}
+        self._assemble = vhds_mod.Assembler()
         self.url = control_url.rstrip("/")
         self.credentials = credentials
         self.refused: str | None = None  # the control plane's last 401/403 answer, until a request succeeds
         self.server = server
-        self.state = XdsState(node)
+        self.state = XdsState(node, vhds=self.vhds)
         self.wait = wait
         self.rng = rng or random.Random()
         self.connected = False
@@ -132,12 +137,13 @@ class XdsClient:
         self._http: HttpClient | None = None
         self._apply_lock = asyncio.Lock()
         self._bind_retry: asyncio.Task | None = None
-        self._kicks = {url: asyncio.Event() for _, url in TYPES}  # set: end this type's long poll, ask again now
+        self._types = TYPES + ((("virtual_hosts", vhds_mod.VHDS),) if self.vhds else ())  # one loop each
+        self._kicks = {url: asyncio.Event() for _, url in self._types}  # set: end this long poll, ask again now
 
     async def start(self) -> None:
         self._http = HttpClient(connect_timeout=CONNECT_TIMEOUT)
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._loop(path, url), name=f"xds-{SHORT[url]}") for path, url in TYPES]
+        self._tasks = [loop.create_task(self._loop(path, url), name=f"xds-{SHORT[url]}") for path, url in self._types]
 
     async def stop(self) -> None:
         if self._bind_retry is not None:
@@ -159,6 +165,8 @@ class XdsClient:
         if type_url == RDS:
             names = {rds_name(lis) for lis in self.state.resources(LDS).values()}
             return sorted(n for n in names if n is not None)
+        if type_url == vhds_mod.VHDS:
+            return vhds_mod.wanted(self.state.resources(RDS))
         return []
 
     async def _loop(self, path: str, type_url: str) -> None:
@@ -169,6 +177,10 @@ class XdsClient:
         kick = self._kicks[type_url]
         loop = asyncio.get_running_loop()
         while True:
+            if type_url == vhds_mod.VHDS and not self.state.types[type_url].nonce and not self._names(type_url):
+                await kick.wait()  # no route configuration says vhds (yet): nothing to subscribe to
+                kick.clear()
+                continue
             if delta:
                 body = self.state.next_delta_request(type_url, None if type_url in (CDS, LDS) else
                                                      self._names(type_url))
@@ -270,8 +282,9 @@ class XdsClient:
         versions = None
         try:
             if delta:
-                added, added_versions = await self.server.offload.run(decode_delta, type_url,
-                                                                      data.get("resources", []))
+                # VHDS keys its virtual hosts by resource name, not by their own (pyproxy.xds.vhds)
+                decoder = (vhds_mod.decode_virtual_hosts,) if type_url == vhds_mod.VHDS else (decode_delta, type_url)
+                added, added_versions = await self.server.offload.run(*decoder, data.get("resources", []))
                 removed = data.get("removed_resources") or []
                 if not isinstance(removed, list) or not all(isinstance(n, str) for n in removed):
                     raise ConfigError("removed_resources", "expected a list of names")
@@ -299,14 +312,19 @@ class XdsClient:
         Delta: `versions` are the per-resource versions then held; a new set of EDS clusters or RDS names
         wakes that loop to subscribe to it."""
         async with self._apply_lock:
-            sets = {url: self.state.resources(url) for _, url in TYPES}
+            sets = {url: self.state.resources(url) for _, url in self._types}
             sets[type_url] = decoded
-            listeners = self._warm(sets[LDS], sets[RDS])
+            routes = sets[RDS]
+            if self.vhds:  # route configurations that say vhds get their virtual hosts; warming until VHDS answers
+                st = self.state.types[vhds_mod.VHDS]
+                routes = self._assemble(routes, sets[vhds_mod.VHDS],
+                                        st.subscribed if type_url == vhds_mod.VHDS else st.answered)
+            listeners = self._warm(sets[LDS], routes)
             await self.server.apply(
-                listeners, sets[CDS].values(), version=version, routes=sets[RDS], endpoints=sets[EDS])
+                listeners, sets[CDS].values(), version=version, routes=routes, endpoints=sets[EDS])
         self.state.accepted(type_url, version, decoded, versions)
         log.info("xds %s: applied version %s (%d resources)", SHORT[type_url], version, len(decoded))
-        follower = {CDS: EDS, LDS: RDS}.get(type_url)
+        follower = {CDS: EDS, LDS: RDS, RDS: vhds_mod.VHDS if self.vhds else None}.get(type_url)
         if self.mode == "delta" and follower is not None:
             st = self.state.types[follower]
             if frozenset(self._names(follower)) != (st.requested if st.requested is not None else st.subscribed):
