@@ -27,6 +27,9 @@ Terms (Envoy's xDS protocol, docs/xds.md is this project's contract):
 * An **ACK** must echo the response's version: Envoy's `version_info` is the last version *applied*, so a
   request with the last nonce but an older version (a proxy polling again after its NACK) **holds**: it
   changes nothing, the NACK stands.
+* **VHDS** (control.xds.vhds) is a fifth type, only in the snapshots of proxies that asked for it and only over
+  delta xDS: after RDS in ADS order, held, sent and shown like the others (`ALL`); state of the world, gRPC and
+  the convergence of other proxies read the four of `ORDER` as before.
 * **Sync status** (istioctl proxy-status): NOT SENT (nothing sent for the type), SYNCED (the last nonce sent
   was ACKed, or the proxy holds the current content anyway: a rejected config was reverted), STALE
   otherwise; a NACK of the last nonce is STALE with the error kept for display.

@@ -448,7 +448,7 @@ class SnapshotBuilder:
             hit = self.shapes.proxies[node.id] = (made_of, *self._own_ports(node, shape))
         _made_of, cds, lds, notes = hit
         resources = {"cds": cds, "eds": eds, "lds": lds, "rds": shape.payloads["rds"]}
-        if node.vhds:
+        if node.vhds and shape.route_pieces:  # (no route configuration: nothing for VHDS to answer, no VHDS)
             if "split" not in shape.vhds:
                 shape.vhds["split"] = vhds.split(shape.route_pieces, self.vh_versions)
             resources["rds"], resources["vhds"] = shape.vhds["split"]

@@ -264,3 +264,20 @@ async def test_a_push_that_leaves_the_routes_alone_keeps_the_vhds_payloads_witho
     after = cp.cache.snapshot(node.id).payloads
     assert result.full and after["lds"] is not before["lds"]  # a full push: the listeners changed
     assert after["vhds"] is before["vhds"] and after["rds"] is before["rds"]
+
+
+async def test_a_proxy_without_route_configurations_has_no_vhds_to_wait_for(control):
+    """An auto-passthrough gateway (TCP listeners only) never subscribes to VHDS: its snapshot has no VHDS type,
+    so it is SYNCED (and converges) with four."""
+    cp, config = control
+    ingress = config / "ingress.yaml"
+    rewrite(ingress, "")
+    assert cp.reload()
+    gateway, sidecar = vhds_node(NODES[3]), vhds_node(NODES[0])
+    cp.connect(gateway)
+    cp.connect(sidecar)
+    await cp.push(1.0)
+    snapshot = cp.cache.snapshot(gateway.id)
+    assert snapshot.resources("rds") == [] and "vhds" not in snapshot.payloads
+    assert set(cp.cache.describe(gateway.id)["types"]) == {"cds", "eds", "lds", "rds"}
+    assert "vhds" in cp.cache.snapshot(sidecar.id).payloads  # (a sidecar has route configurations)
