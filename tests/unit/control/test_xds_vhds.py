@@ -19,7 +19,7 @@ from control.xds.vhds import (VhdsSubscription, as_resource, glob, names_of, res
                               split)
 from pyproxy.xds.vhds import FEATURE as PROXY_FEATURE
 from pyproxy.xds.vhds import VHDS as PROXY_VHDS
-from tests.unit.control.test_incremental_render import CANARY, NODES, control, rewrite  # noqa: F401 - fixture
+from tests.unit.control.test_incremental_render import CANARY, NODES, control, rewrite, sidecar  # noqa: F401
 
 
 def vhds_node(node, ip: str = "127.0.0.2"):
@@ -281,3 +281,14 @@ async def test_a_proxy_without_route_configurations_has_no_vhds_to_wait_for(cont
     assert snapshot.resources("rds") == [] and "vhds" not in snapshot.payloads
     assert set(cp.cache.describe(gateway.id)["types"]) == {"cds", "eds", "lds", "rds"}
     assert "vhds" in cp.cache.snapshot(sidecar.id).payloads  # (a sidecar has route configurations)
+
+
+async def test_a_shape_whose_proxies_all_use_vhds_never_joins_its_whole_route_configurations(control):
+    """Memory: the whole RDS payload (~2 MB per shape at 1,000 services) is joined only for a proxy that takes it."""
+    cp, _config = control
+    details = vhds_node(sidecar("details-v1", {"app": "details", "version": "v1"}, 21030))
+    cp.connect(details)
+    await cp.push(1.0)
+    built = [set(shape.rds) for shape in cp._shapes.shapes.values()]
+    assert sorted(map(sorted, built)) == [["split"]] + [["whole"]] * 4  # details (VHDS), the four of NODES
+    assert "vhds" in cp.cache.snapshot(details.id).payloads
