@@ -30,8 +30,8 @@ type. `--mode delta`: DeltaDiscoveryRequests on `/v3/delta_discovery:<type>` as 
 wildcard, EDS subscribed to the EDS clusters of the CDS received, RDS to the route configs its listeners name, and
 (`--vhds on`, the default, as pyproxy) the virtual hosts of each route configuration over VHDS (`<route config>/*`):
 an edit counts as arrived when the proxy receives its VHDS response (the changed virtual hosts); `--vhds off` is
-delta with whole route configurations. Responses carry only what changed. Bytes are the response bodies the simulated proxies received (per edit
-round, and for the registration phase, all types).
+delta with whole route configurations. Responses carry only what changed. Bytes are the response bodies the
+simulated proxies received (per edit round, and for the registration phase, all types).
 
 The simulated proxies only read `version_info` and `nonce` (regex on the head and tail of the body; in delta
 mode also, by regex, the names they subscribe to: EDS the `outbound|` clusters, RDS the route configs named by
@@ -307,7 +307,8 @@ async def run(args: argparse.Namespace) -> int:
     canary = workdir / "canary.yaml"
     canary.write_text(CANARY.format(a=90, b=10))
     print(f"mesh: {args.services} services, {args.proxies} proxies as replicas of {args.shapes} Deployments; "
-          f"xDS mode {args.mode}{' with VHDS' if args.mode == 'delta' and args.vhds == 'on' else ''}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+          f"xDS mode {args.mode}{' with VHDS' if args.mode == 'delta' and args.vhds == 'on' else ''}; "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     server = subprocess.Popen(
         [str(ROOT / ".venv/bin/pyproxy-control"), "serve", "--config-dir", str(workdir), "--xds-port", "0",
          "--metrics-port", "0", "-l", "warning", "--grace", "60"],

@@ -8,10 +8,10 @@ configuration name may), over delta xDS only. The management server may send a "
 hosts unsolicited, and answers on-demand subscriptions of single names; an update of the route configuration
 itself does not carry them.
 
-Here, for a proxy that asks for it (`pyproxy.vhds` in its node's `client_features`, control.xds.node, as Envoy announces what it
-supports; pyproxy does in delta mode), its snapshot's RDS holds each route configuration without its virtual
-hosts and with `vhds` (`split`), and a fifth payload, VHDS, holds every virtual host of those route
-configurations, named `<route configuration>/<its first domain>` (domains are unique within a route
+Here, for a proxy that asks for it (`pyproxy.vhds` in its node's `client_features`, control.xds.node, as Envoy
+announces what it supports; pyproxy does in delta mode), its snapshot's RDS holds each route configuration
+without its virtual hosts and with `vhds` (`split`), and a fifth payload, VHDS, holds every virtual host of those
+route configurations, named `<route configuration>/<its first domain>` (domains are unique within a route
 configuration, so names are). A virtual host is serialized once per push (control.xds.generate), so an edit of
 one VirtualService changes the version of the virtual hosts holding its routes and of nothing else, and delta
 sends those alone: a few KB per proxy instead of the whole route configuration (~2 MB for 1,000 services).

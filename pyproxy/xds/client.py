@@ -26,8 +26,8 @@ next config is built and swapped as in state of the world, and ACKed/NACKed per 
 resource of the type as it was). When the clusters or listeners change the names EDS/RDS need, that loop is
 woken to send its new subscription at once. With VHDS (on by default in delta mode, pyproxy.xds.vhds) a fifth
 loop subscribes to the virtual hosts of the route configs whose RDS says `vhds`, and the route configs applied
-are assembled from both (warming until VHDS has answered). A 409 from the control plane (it does not know our subscription:
-it restarted) or a broken connection starts the subscription again, declaring the versions held.
+are assembled from both (warming until VHDS has answered). A 409 from the control plane (it does not know our
+subscription: it restarted) or a broken connection starts the subscription again, declaring the versions held.
 
 Parsing (`pyproxy.xds.wire`, incremental) and decoding run on a worker thread (`ProxyServer.offload`), with
 the cyclic GC paused from the parse to the swap, so a huge update (26,795 virtual hosts, 18 MB of JSON) does

@@ -81,13 +81,18 @@ def rewrite_details(config, status: int) -> None:
 
 
 async def test_vhds_sends_route_configs_without_virtual_hosts_then_only_the_virtual_hosts_an_edit_changed(mesh):
-    _cp, base, _m, config, _clock, session = mesh
+    cp, base, _m, config, _clock, session = mesh
     me = WireProxy(session, base, {**node("productpage-vhds", {"app": "productpage", "version": "v1"}, 15306, 9380),
                                    "client_features": [VHDS_FEATURE]})
     plain = WireProxy(session, base, PRODUCTPAGE)  # the same shape, without VHDS
     names = await me.sync()
     assert names == await plain.sync() and "9080" in names
-    await me.settle()  # (plain registered meanwhile: our EDS lists it)
+
+    async def listed() -> None:  # plain's registration reached our snapshot too (its push may still install it)
+        while b'"port_value":15206' not in cp.cache.snapshot(me.node["id"]).payloads["eds"].body:
+            await asyncio.sleep(0.01)  # poll interval of a bounded wait
+    await asyncio.wait_for(listed(), 10)
+    await me.settle()  # our EDS lists plain now: ACK it, or VHDS waits behind it in ADS order
     for name in names:
         rc = me.held["routes"][name]["resource"]
         assert rc["virtual_hosts"] == [] and rc["vhds"]["config_source"]["ads"] == {}
@@ -111,7 +116,7 @@ async def test_vhds_sends_route_configs_without_virtual_hosts_then_only_the_virt
     polls = asyncio.gather(me.post("virtual_hosts", wait=10), plain.post("routes", wait=10))
     rewrite_details(config, 418)
     (status, update), (plain_status, plain_update) = await polls
-    assert status == 200 and plain_status == 200, (status, plain_status, update, plain_update)
+    assert status == 200 and plain_status == 200, (status, plain_status)
     assert {r["name"] for r in update["resources"]} == DETAILS_HOSTS and update["removed_resources"] == []
     vh = me.held["virtual_hosts"]["9080/details.default.svc.cluster.local"]["resource"]
     assert "envoy.filters.http.fault" in json.dumps(vh)

@@ -96,7 +96,8 @@ async def test_a_vhds_proxy_gets_the_same_virtual_hosts_split_and_the_others_wha
     for n in NODES:
         mine, theirs = cp.cache.snapshot(vhds_node(n).id), cp.cache.snapshot(n.id)
         # (their EDS moved: the VHDS proxies registered as endpoints too)
-        assert theirs.payloads["rds"] is plain[n.id].payloads["rds"] and set(theirs.payloads) == {"cds", "eds", "lds", "rds"}
+        assert theirs.payloads["rds"] is plain[n.id].payloads["rds"]
+        assert set(theirs.payloads) == {"cds", "eds", "lds", "rds"}
         assert set(mine.payloads) == {t.short for t in ALL}
         assert all(mine.payloads[t].body == theirs.payloads[t].body for t in ("cds", "eds"))
         assert assembled(mine) == theirs.resources("rds")
