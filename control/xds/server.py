@@ -50,7 +50,7 @@ from control.xds.admission import Admission, PlaintextXds, admit
 from control.xds import delta
 from control.xds.cache import BY_PATH, VHDS, DiscoveryRequest, XdsType
 from control.xds.delta import DeltaRequest, DeltaResponse
-from control.xds.node import VHDS_FEATURE, NodeError, ProxyNode, parse_node
+from control.xds.node import VHDS_FEATURE, NodeError, ProxyNode, parse_node, without_vhds
 from control.xds.secure import XdsAuthError, XdsAuthMetrics, authorize_discovery
 
 log = logging.getLogger("pyproxy.control")
@@ -180,6 +180,8 @@ async def _admit(request: web.Request, xds_type: XdsType, gate: Gate, parse: Cal
     try:
         req = parse(body, xds_type)
         node = parse_node(body.get("node"))
+        if parse is parse_request:  # VHDS is delta only: state of the world keeps whole route configurations
+            node = without_vhds(node)
         wait = _wait(request, cp.long_poll_timeout)
     except (BadRequest, NodeError) as err:
         return _error(400, str(err))

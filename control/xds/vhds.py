@@ -24,8 +24,8 @@ single names are accepted too (on-demand), but a name the control plane does not
 wants an empty resource with `aliases` back: on-demand VHDS is not built). A virtual host whose only domain is
 `*` is named `<route configuration>/*` too, and a glob subscription includes it.
 
-State of the world and gRPC (real Envoy) never see any of this: only the node's feature turns it on, and the
-gRPC shell does not honour it (control.xds.grpc_ads).
+State of the world and gRPC (real Envoy) never see any of this: only the node's feature turns it on, and
+neither the state-of-the-world paths (control.xds.server) nor the gRPC shell (control.xds.grpc_ads) honour it.
 """
 from __future__ import annotations
 

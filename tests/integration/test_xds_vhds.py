@@ -18,7 +18,7 @@ from pyproxy.xds.client import XdsClient
 from pyproxy.xds.state import RDS
 from pyproxy.xds.vhds import VHDS
 from tests.support.mesh import call, client_session, free_ports
-from tests.integration.test_xds_server import PRODUCTPAGE, mesh, node, syncz  # noqa: F401 - fixture
+from tests.integration.test_xds_server import PRODUCTPAGE, Proxy, mesh, node, syncz  # noqa: F401 - fixture
 
 # the virtual hosts holding details' routes: ports 9080 and 80, in their port's route configuration and http_proxy's
 DETAILS_HOSTS = {"9080/details.default.svc.cluster.local", "80/details.default.svc.cluster.local",
@@ -129,9 +129,13 @@ async def test_vhds_sends_route_configs_without_virtual_hosts_then_only_the_virt
     row = (await syncz(session, base))["productpage-vhds.default"]["types"]["vhds"]
     assert row["status"] == "STALE" and row["nacked"] and row["nack"]["error"] == "vh x: bad"
 
-    # VHDS is only for a node that asked for it
+    # VHDS is only for a node that asked for it, and only in delta: state of the world ignores the feature
     status, err = await plain.post("virtual_hosts", resource_names_subscribe=["9080/*"])
     assert status == 400 and err["error"].startswith("node.client_features: 'pyproxy.vhds' is required")
+    sotw = Proxy(session, base, {**node("productpage-sotw", {"app": "productpage", "version": "v1"}, 15406, 9480),
+                                 "client_features": [VHDS_FEATURE]})
+    await sotw.sync()
+    assert all(rc["virtual_hosts"] and "vhds" not in rc for rc in sotw.held["routes"]["resources"])
 
 
 async def test_pyproxy_assembles_its_routes_from_vhds_traffic_follows_an_edit_and_a_bad_virtual_host_is_nacked(mesh):
