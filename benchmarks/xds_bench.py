@@ -1,7 +1,7 @@
 """Benchmark: the control plane with many connected proxies. Not a test.
 
     .venv/bin/python benchmarks/xds_bench.py [--proxies 100] [--shapes 10] [--services 1000] [--rounds 3]
-                                             [--mode delta|sotw] [--leds on|off]
+                                             [--mode delta|sotw] [--vhds on|off] [--leds on|off]
 
 Starts `pyproxy-control serve` (its own process, so its RSS is its own) on a synthetic mesh
 (benchmarks/translate_bench.synthetic_mesh: services in 10 namespaces, a DestinationRule + VirtualService on
@@ -27,12 +27,15 @@ Measured:
 
 `--mode sotw` (the default): DiscoveryRequests on `/v3/discovery:<type>`, each response the whole set of the
 type. `--mode delta`: DeltaDiscoveryRequests on `/v3/delta_discovery:<type>` as pyproxy sends them: CDS and LDS
-wildcard, EDS subscribed to the EDS clusters of the CDS received, RDS to the route configs its listeners name;
-responses carry only what changed. With `--leds on` (the default in delta; pyproxy asks for it with `--xds-leds`) they also ask for LEDS
-(node client_features `pyproxy.xds.leds`): EDS assignments name endpoint collections, and a fifth loop
-subscribes to those collections on `/v3/delta_discovery:lb_endpoints`; a registration counts as arrived at a
-proxy when a LEDS response carries the new endpoint. `--leds off`: whole assignments, as before. Bytes are the
-response bodies the simulated proxies received (per edit round, and for the registration phase, all types).
+wildcard, EDS subscribed to the EDS clusters of the CDS received, RDS to the route configs its listeners name, and
+(`--vhds on`, the default, as pyproxy) the virtual hosts of each route configuration over VHDS (`<route config>/*`):
+an edit counts as arrived when the proxy receives its VHDS response (the changed virtual hosts); `--vhds off` is
+delta with whole route configurations. Responses carry only what changed. With `--leds on` (the default in delta;
+pyproxy asks for it with `--xds-leds`) they also ask for LEDS (node client_features `pyproxy.xds.leds`): EDS
+assignments name endpoint collections, and one more loop subscribes to those collections on
+`/v3/delta_discovery:lb_endpoints`; a registration counts as arrived at a proxy when a LEDS response carries the
+new endpoint. `--leds off`: whole assignments. Bytes are the response bodies the simulated proxies received (per
+edit round, and for the registration phase, all types).
 
 The simulated proxies only read `version_info` and `nonce` (regex on the head and tail of the body; in delta
 mode also, by regex, the names they subscribe to: EDS the `outbound|` clusters, RDS the route configs named by
@@ -62,7 +65,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.procs import cpu_seconds  # noqa: E402
 from benchmarks.stats import percentile  # noqa: E402
 from benchmarks.translate_bench import cpu_model, synthetic_mesh  # noqa: E402
-from control.xds.node import node_id  # noqa: E402
+from control.xds.node import VHDS_FEATURE, node_id  # noqa: E402
+from pyproxy.xds.vhds import VHDS, glob  # noqa: E402
 
 PATHS = ("clusters", "endpoints", "listeners", "routes")
 TYPE_URLS = {
@@ -70,6 +74,7 @@ TYPE_URLS = {
     "endpoints": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
     "listeners": "type.googleapis.com/envoy.config.listener.v3.Listener",
     "routes": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+    "virtual_hosts": VHDS,  # delta with VHDS (the default there, as pyproxy): after routes
     "lb_endpoints": "type.googleapis.com/envoy.config.endpoint.v3.LbEndpoint",  # LEDS (delta only)
 }
 LEDS_FEATURE = "pyproxy.xds.leds"  # node.client_features: EDS names LEDS collections (control/xds/leds.py)
@@ -111,26 +116,27 @@ class SimProxy:
     """A simulated sidecar: four long-poll loops that ACK everything and record arrival times."""
 
     def __init__(self, session: aiohttp.ClientSession, base: str, index: int, shape: int, mode: str = "sotw",
-                 name: str | None = None, leds: bool = False):
+                 name: str | None = None, vhds: bool = False, leds: bool = False):
         self.mode = mode
         self.leds = leds and mode == "delta"  # as pyproxy: subscribe to the collections EDS names
-        self.paths = PATHS + ("lb_endpoints",) if self.leds else PATHS
+        self.paths = PATHS + (("virtual_hosts",) if vhds else ()) + (("lb_endpoints",) if self.leds else ())
         self.bytes = 0  # response bodies received
         self.names: dict[str, list[str]] = {}  # delta: what EDS / RDS subscribe to (from CDS / LDS)
         self.subscribed: dict[str, set[str]] = {}
         self.nonce: dict[str, str] = {}
-        self.kicks = {p: asyncio.Event() for p in PATHS + ("lb_endpoints",)}
+        self.kicks = {p: asyncio.Event() for p in PATHS + ("virtual_hosts", "lb_endpoints")}
         ns = f"ns{shape % 10}"
         self.name = name or f"app{shape}-{index}"
         self.node = {"id": node_id("sidecar", "127.0.0.1", self.name, ns), "metadata": {
             "NAME": self.name, "NAMESPACE": ns, "INSTANCE_IPS": "127.0.0.1",
             "INBOUND_PORT": 20000 + index, "OUTBOUND_PORT": 30000 + index, "ADMIN_PORT": 40000 + index}}
-        if self.leds:
-            self.node["client_features"] = [LEDS_FEATURE]
+        features = ([VHDS_FEATURE] if vhds else []) + ([LEDS_FEATURE] if self.leds else [])
+        if features:  # VHDS: route configurations without virtual hosts, those per route config; LEDS: endpoints
+            self.node["client_features"] = features
         self.session, self.base = session, base
         self.held: dict[str, tuple[str, str]] = {}
         self.acked: dict[str, str] = {}
-        self.arrivals: dict[str, list[tuple[float, str, bytes]]] = {p: [] for p in PATHS + ("lb_endpoints",)}
+        self.arrivals: dict[str, list[tuple[float, str, bytes]]] = {p: [] for p in self.paths}
         self.changed = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
 
@@ -168,6 +174,9 @@ class SimProxy:
         elif path == "listeners":
             follower = "routes"
             names = sorted(set(self.names.get("routes", ())) | {m.decode() for m in RDS_NAME_RE.findall(data)})
+        elif path == "routes" and "virtual_hosts" in self.paths:  # the glob of each route config received
+            follower = "virtual_hosts"
+            names = sorted(set(self.names.get(follower, ())) | {glob(m.decode()) for m in RESOURCE_RE.findall(data)})
         else:
             return
         if names != self.names.get(follower):
@@ -178,8 +187,8 @@ class SimProxy:
         url = f"{self.base}/v3/delta_discovery:{path}?wait=30"
         kick = self.kicks[path]
         while True:
-            if path in ("endpoints", "routes", "lb_endpoints") and path not in self.names:
-                await kick.wait()  # nothing to subscribe to before CDS / LDS arrived
+            if path in ("endpoints", "routes", "virtual_hosts", "lb_endpoints") and path not in self.names:
+                await kick.wait()  # nothing to subscribe to before CDS / LDS / RDS / EDS arrived
             kick.clear()
             body, want = self._delta_body(path)
             if path in self.held:
@@ -310,7 +319,9 @@ async def run(args: argparse.Namespace) -> int:
     canary = workdir / "canary.yaml"
     canary.write_text(CANARY.format(a=90, b=10))
     print(f"mesh: {args.services} services, {args.proxies} proxies as replicas of {args.shapes} Deployments; "
-          f"xDS mode {args.mode}{', LEDS' if args.mode == 'delta' and args.leds == 'on' else ''}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+          f"xDS mode {args.mode}{' with VHDS' if args.mode == 'delta' and args.vhds == 'on' else ''}"
+          f"{', LEDS' if args.mode == 'delta' and args.leds == 'on' else ''}; "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     server = subprocess.Popen(
         [str(ROOT / ".venv/bin/pyproxy-control"), "serve", "--config-dir", str(workdir), "--xds-port", "0",
          "--metrics-port", "0", "-l", "warning", "--grace", "60"],
@@ -329,8 +340,11 @@ async def run(args: argparse.Namespace) -> int:
         connector = aiohttp.TCPConnector(limit=0)
         timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            vhds = args.mode == "delta" and args.vhds == "on"
             leds = args.leds == "on"
-            proxies = [SimProxy(session, base, i, i % args.shapes, args.mode, leds=leds) for i in range(args.proxies)]
+            edited = "virtual_hosts" if vhds else "routes"  # where an edit's new routes arrive
+            proxies = [SimProxy(session, base, i, i % args.shapes, args.mode, vhds=vhds, leds=leds)
+                       for i in range(args.proxies)]
             started = time.monotonic()
             for p in proxies:
                 p.start()
@@ -342,27 +356,30 @@ async def run(args: argparse.Namespace) -> int:
             latencies: list[float] = []
             cpu = CpuMeter(server.pid)
             for r in range(args.rounds):
-                before = {id(p): len(p.arrivals["routes"]) for p in proxies}
+                before = {id(p): len(p.arrivals[edited]) for p in proxies}
                 sent = sum(p.bytes for p in proxies)
                 weights = (50, 50) if r % 2 == 0 else (90, 10)
                 t0 = time.monotonic()
                 canary.write_text(CANARY.format(a=weights[0], b=weights[1]))
-                await wait_until(lambda: all(len(p.arrivals["routes"]) > before[id(p)] for p in proxies), 600,
+                await wait_until(lambda: all(len(p.arrivals[edited]) > before[id(p)] for p in proxies), 600,
                                  f"round {r + 1}")
-                lat = [p.arrivals["routes"][before[id(p)]][0] - t0 for p in proxies]
+                lat = [p.arrivals[edited][before[id(p)]][0] - t0 for p in proxies]
                 latencies += lat
-                print(f"round {r + 1}: RDS push to {len(lat)} proxies: first {min(lat) * 1000:.0f} ms, "
+                sizes = {len(RESOURCE_RE.findall(p.arrivals[edited][before[id(p)]][2])) for p in proxies}
+                print(f"round {r + 1}: {'VHDS' if vhds else 'RDS'} push to {len(lat)} proxies "
+                      f"({'/'.join(map(str, sorted(sizes))) if args.mode == 'delta' else 'all'} resources each): "
+                      f"first {min(lat) * 1000:.0f} ms, "
                       f"p50 {pct(lat, 0.5) * 1000:.0f} ms, last {max(lat) * 1000:.0f} ms; "
                       f"{(sum(p.bytes for p in proxies) - sent) / 1e6:.1f} MB received; "
                       f"{await last_push(session, base)}")
                 await asyncio.sleep(0.5)
             print(f"  {cpu} for {args.rounds} rounds")
-            print(f"push latency (file write -> RDS received), {len(latencies)} samples: "
+            print(f"push latency (file write -> {'VHDS' if vhds else 'RDS'} received), {len(latencies)} samples: "
                   f"p50 {pct(latencies, 0.5) * 1000:.0f} ms, p99 {pct(latencies, 0.99) * 1000:.0f} ms, "
                   f"max {max(latencies) * 1000:.0f} ms, mean {statistics.mean(latencies) * 1000:.0f} ms")
 
             # registration, the worst case: a new replica of shape 0, behind 100 services
-            newcomer = SimProxy(session, base, args.proxies, 0, args.mode, leds=leds)
+            newcomer = SimProxy(session, base, args.proxies, 0, args.mode, vhds=vhds, leds=leds)
             await register(newcomer, proxies, cpu, "registration (a replica behind 100 services)", session, base)
             status = proc_status(server.pid)
             print("control plane at the end: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in status.items()))
@@ -372,7 +389,8 @@ async def run(args: argparse.Namespace) -> int:
             (workdir / "solo.yaml").write_text(SOLO)
             await wait_until(lambda: all(len(p.arrivals["clusters"]) > before[id(p)] for p in proxies), 600,
                              "solo service")
-            solo = [SimProxy(session, base, args.proxies + 1 + i, 0, args.mode, name=f"solo-{i}", leds=leds)
+            solo = [SimProxy(session, base, args.proxies + 1 + i, 0, args.mode, name=f"solo-{i}", vhds=vhds,
+                             leds=leds)
                     for i in range(2)]
             await register(solo[0], proxies, cpu, "", session, base)
             await register(solo[1], proxies, cpu, "registration (a replica behind one service; solo.yaml added "
@@ -431,8 +449,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--mode", choices=["sotw", "delta"], default="sotw",
                         help="state of the world (/v3/discovery) or incremental (/v3/delta_discovery) xDS")
+    parser.add_argument("--vhds", choices=["on", "off"], default="on",
+                        help="delta: route configurations' virtual hosts over VHDS, as pyproxy does (off: whole "
+                             "route configurations over RDS)")
     parser.add_argument("--leds", choices=["on", "off"], default="on",
-                        help="delta: ask for LEDS (endpoints as resources of their own) as pyproxy does, or not")
+                        help="delta: ask for LEDS (endpoints as resources of their own, pyproxy's --xds-leds), or not")
     return asyncio.run(run(parser.parse_args()))
 
 

@@ -57,10 +57,11 @@ from control.registry.live import DEFAULT_GRACE, LiveRegistry, MeshRegistry
 from control.translate import Options, TranslateError, kept_across_virtual_service_edit
 from control.xds.cache import DiscoveryRequest, DiscoveryResponse, Outcome, RequestKind, XdsCache, XdsType
 from control.xds.admission import Admission
-from control.xds.cache import EDS, ProxySnapshot
+from control.xds.cache import EDS, VHDS, ProxySnapshot
 from control.xds.delta import DeltaResponse, DeltaSessions, DeltaSubscription, DiffCache, PayloadIndex
 from control.xds.delta import due as delta_due
 from control.xds.leds import LedsSessions, LedsViews, eds_response, wants_leds
+from control.xds.vhds import VersionMemo, VhdsSubscription
 from control.xds.generate import EndpointTable, GenerateError, ShapeCache, SnapshotBuilder
 from control.xds.node import ProxyNode, node_dict, parse_node
 
@@ -193,6 +194,7 @@ class ControlPlane:
         self._virtual_services_only = False  # the files changed only in VirtualServices since the last push
         self._mesh: tuple[tuple, MeshSnapshot] | None = None  # the last push's (registry state, mesh)
         self._fragments: dict[int, list] = {}  # the last full push's serialized pieces (SnapshotBuilder)
+        self._vh_versions = VersionMemo()  # VHDS versions of those pieces (control.xds.vhds)
         self.sleep = sleep  # how the push loop waits out the debounce (tests hold it on an event)
         self.long_poll_timeout = long_poll_timeout
         self.options = options
@@ -200,7 +202,8 @@ class ControlPlane:
         prefix = nonce_prefix if nonce_prefix is not None else secrets.token_hex(3) + "-"
         self.cache = XdsCache(prefix)
         self.leds = LedsSessions(prefix)  # REST LEDS subscriptions (control.xds.leds)
-        self.delta = DeltaSessions()  # REST delta xDS subscriptions (gRPC keeps its own per stream)
+        # REST delta xDS subscriptions (gRPC keeps its own per stream); VHDS subscribes by route configuration glob
+        self.delta = DeltaSessions(kinds={VHDS.short: VhdsSubscription})
         self.delta_index = PayloadIndex()  # per-resource versions of the payloads delta responses are cut from
         self.delta_diffs = DiffCache()  # what moves clients from one payload to the next, once per pair
         self.leds_views = LedsViews(self.delta_index)  # EDS payloads in the LEDS form (control.xds.leds)
@@ -443,7 +446,8 @@ class ControlPlane:
         full = key != self._shapes.key
         if full:
             self._shapes = ShapeCache(key, previous=self._shapes)
-        builder = SnapshotBuilder(mesh, registry, self.options, self._shapes, self._endpoints, self._fragments)
+        builder = SnapshotBuilder(mesh, registry, self.options, self._shapes, self._endpoints, self._fragments,
+                                  self._vh_versions)
         if not full:
             deliver = None
         built = self._endpoints.built
@@ -466,6 +470,7 @@ class ControlPlane:
         self._shapes.retain(builder.used, (node.id for node in inputs.nodes))
         if builder.renders:
             self._fragments = builder.fragments  # those this push used: the next may find the same objects
+            self._vh_versions.retain()
         return Rendered(full, builder.renders, builder.endpoints.built - built, tuple(proxies), builder.serialized)
 
     async def wait_push(self, after: int, timeout: float = 10.0) -> None:
@@ -593,7 +598,7 @@ class ControlPlane:
             if not self.delta.current(node_id, xds_type.short, ticket):
                 return None
             snapshot = self.cache.snapshot(node_id)
-            if snapshot is not None:
+            if snapshot is not None and xds_type.short in snapshot.payloads:  # (VHDS: once the node asked for it)
                 payload = snapshot.payloads[xds_type.short]
                 node = self.live.node(node_id) if xds_type is EDS else None
                 view = self.leds_views(payload) if node is not None and wants_leds(node.client_features) else None

@@ -27,6 +27,9 @@ Terms (Envoy's xDS protocol, docs/xds.md is this project's contract):
 * An **ACK** must echo the response's version: Envoy's `version_info` is the last version *applied*, so a
   request with the last nonce but an older version (a proxy polling again after its NACK) **holds**: it
   changes nothing, the NACK stands.
+* **VHDS** (control.xds.vhds) is a fifth type, only in the snapshots of proxies that asked for it and only over
+  delta xDS: after RDS in ADS order, held, sent and shown like the others (`ALL`); state of the world, gRPC and
+  the convergence of other proxies read the four of `ORDER` as before.
 * **Sync status** (istioctl proxy-status): NOT SENT (nothing sent for the type), SYNCED (the last nonce sent
   was ACKed, or the proxy holds the current content anyway: a rejected config was reverted), STALE
   otherwise; a NACK of the last nonce is STALE with the error kept for display.
@@ -41,7 +44,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence
 
-from control.translate.common import CLUSTER, CLUSTER_LOAD_ASSIGNMENT, LISTENER, ROUTE_CONFIGURATION
+from control.translate.common import CLUSTER, CLUSTER_LOAD_ASSIGNMENT, LISTENER, ROUTE_CONFIGURATION, T
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,9 @@ ORDER: tuple[XdsType, ...] = (CDS, EDS, LDS, RDS)  # ADS order (Envoy's xDS docs
 BY_SHORT = MappingProxyType({t.short: t for t in ORDER})
 BY_PATH = MappingProxyType({t.path: t for t in ORDER})
 BY_URL = MappingProxyType({t.type_url: t for t in ORDER})
+# VHDS (control.xds.vhds): only in the snapshots of proxies that asked for it, only over delta xDS, after RDS
+VHDS = XdsType("vhds", "virtual_hosts", T + "envoy.config.route.v3.VirtualHost")
+ALL: tuple[XdsType, ...] = ORDER + (VHDS,)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -160,12 +166,14 @@ class ProxySnapshot:
 
     @classmethod
     def build(cls, resources: Mapping[str, Iterable[dict] | Payload], changed_at: float = 0.0) -> "ProxySnapshot":
-        """From resources per type, each a list of dicts or an already serialized Payload."""
+        """From resources per type, each a list of dicts or an already serialized Payload. VHDS only when given."""
         payloads = {}
-        for t in ORDER:
-            value = resources.get(t.short, ())
-            payloads[t.short] = value if isinstance(value, Payload) else Payload.of(value)
-        version = hashlib.sha256("".join(payloads[t.short].hash for t in ORDER).encode()).hexdigest()[:16]
+        for t in ALL:
+            if t in ORDER or t.short in resources:
+                value = resources.get(t.short, ())
+                payloads[t.short] = value if isinstance(value, Payload) else Payload.of(value)
+        version = hashlib.sha256("".join(payloads[t.short].hash for t in ALL if t.short in payloads)
+                                 .encode()).hexdigest()[:16]
         return cls(version, MappingProxyType(payloads), changed_at)
 
 
@@ -281,12 +289,16 @@ class TypeState:
 @dataclass(slots=True)
 class ProxyState:
     snapshot: ProxySnapshot | None = None
-    types: dict[str, TypeState] = field(default_factory=lambda: {t.short: TypeState() for t in ORDER})
+    types: dict[str, TypeState] = field(default_factory=lambda: {t.short: TypeState() for t in ALL})
     converged_version: str = ""
 
     def holds(self, short: str) -> bool:
-        """The proxy has acknowledged the current content of this type."""
-        return self.snapshot is not None and self.types[short].acked_hash == self.snapshot.payloads[short].hash
+        """The proxy has acknowledged the current content of this type (a type its snapshot lacks: VHDS for a
+        proxy that did not ask for it, is held)."""
+        if self.snapshot is None:
+            return False
+        payload = self.snapshot.payloads.get(short)
+        return payload is None or self.types[short].acked_hash == payload.hash
 
 
 class XdsCache:
@@ -341,7 +353,8 @@ class XdsCache:
         if not nonce:  # a new subscription (the proxy started or restarted): it holds only what it says
             state.types[xds_type.short] = ts = TypeState(resource_names=request.resource_names)
         current = state.snapshot
-        if current is not None and request.version_info == current.version and request.error_detail is None:
+        if current is not None and request.version_info == current.version and request.error_detail is None \
+                and xds_type.short in current.payloads:
             h = current.payloads[xds_type.short].hash
             ts.sent_version = ts.acked_version = current.version
             ts.sent_nonce = ts.acked_nonce = nonce or "resumed"
@@ -363,7 +376,7 @@ class XdsCache:
         Envoy: each CDS it applies is superseded before its ACK lands, so it never reaches SYNCED. A REST
         client asks again only when it lost the response, so there the content is sent again."""
         state = self._proxies.get(proxy_id)
-        if state is None or state.snapshot is None:
+        if state is None or state.snapshot is None or xds_type.short not in state.snapshot.payloads:
             return False
         ts = state.types[xds_type.short]
         current = state.snapshot.payloads[xds_type.short].hash
@@ -379,7 +392,7 @@ class XdsCache:
         state = self._proxies.get(proxy_id)
         if state is None or state.snapshot is None:
             return False
-        for earlier in ORDER[:ORDER.index(xds_type)]:
+        for earlier in ALL[:ALL.index(xds_type)]:
             if state.holds(earlier.short):
                 continue
             sent = state.types[earlier.short]
@@ -420,7 +433,7 @@ class XdsCache:
         snap = state.snapshot
         if snap is None or state.converged_version == snap.version:
             return None
-        if all(state.holds(t.short) for t in ORDER):
+        if all(state.holds(t.short) for t in ALL):
             state.converged_version = snap.version
             return max(0.0, now - snap.changed_at)
         return None
@@ -435,5 +448,6 @@ class XdsCache:
         return {
             "version": state.snapshot.version if state.snapshot else "",
             "types": {t.short: state.types[t.short].as_dict(state.snapshot.payloads[t.short].hash
-                                                             if state.snapshot else "") for t in ORDER},
+                                                             if state.snapshot else "")
+                      for t in ALL if t in ORDER or (state.snapshot and t.short in state.snapshot.payloads)},
         }

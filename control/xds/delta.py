@@ -28,7 +28,7 @@ import json
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, ClassVar, Iterable, Iterator, Mapping
 
 from control.xds.cache import (CLUSTER, LISTENER, DiscoveryRequest, DiscoveryResponse, Outcome, Payload,
                                XdsCache, XdsType, canonical_json, resource_name, resource_version)
@@ -144,6 +144,8 @@ class DeltaUpdate:
 class DeltaSubscription:
     """One type on one delta stream."""
 
+    answers_changes: ClassVar[bool] = False  # a subscription change is answered even with nothing to send
+
     type_url: str
     wildcard: bool = False
     names: frozenset[str] = frozenset()
@@ -184,12 +186,15 @@ class DeltaSubscription:
     def wanted(self, name: str) -> bool:
         return self.wildcard or name in self.names
 
+    def covers(self, versions: Mapping[str, str]) -> bool:
+        """Every name of `versions` (a PayloadIndex version map) is subscribed by name (VHDS: or by glob)."""
+        return self.names.issuperset(versions)
+
     def update(self, current: Mapping[str, str], diffs: "DiffCache | None" = None) -> DeltaUpdate:
         """What to send so the client holds `current` (name -> version) for what it subscribed to. With
         `diffs`, a client holding a shared version map (that of an earlier payload) and subscribed to every
         name of both gets the difference computed once for all such clients."""
-        if diffs is not None and self._shared and (self.wildcard or (
-                self.names.issuperset(current.keys()) and self.names.issuperset(self.held.keys()))):
+        if diffs is not None and self._shared and (self.wildcard or (self.covers(current) and self.covers(self.held))):
             return diffs(self.held, current)
         return _difference(self.held, current, self.wanted)
 
@@ -197,7 +202,7 @@ class DeltaSubscription:
         """Record a response as held (the client applies it unless it NACKs)."""
         self._before = (nonce, {n: self.held.get(n) for n in (*update.send, *update.removed)})
         self.changed = False
-        if (self.wildcard or self.names.issuperset(current)) and \
+        if (self.wildcard or self.covers(current)) and \
                 self.held.keys() - set(update.removed) <= current.keys():
             self.held, self._shared = current, True  # it now holds exactly `current`
             return
@@ -330,7 +335,7 @@ def due(cache: XdsCache, node_id: str, xds_type: XdsType, sub: DeltaSubscription
     if not sub.changed or snapshot is None:  # same content, same subscription: nothing new is owed
         return None
     update = sub.update(current)
-    if not update:
+    if not update and not sub.answers_changes:
         return None
     state = cache.type_state(node_id, xds_type)
     if state.nack_hash == snapshot.payloads[xds_type.short].hash:
@@ -342,7 +347,8 @@ class DeltaSessions:
     """REST delta sessions: a DeltaSubscription per proxy and type, plus a request counter so that a long-poll
     superseded by a newer request of the same type stops (its client has moved on)."""
 
-    def __init__(self) -> None:
+    def __init__(self, kinds: Mapping[str, type[DeltaSubscription]] | None = None) -> None:
+        self._kinds = dict(kinds or {})  # type short name -> its subscription class (VHDS: globs)
         self._subs: dict[tuple[str, str], DeltaSubscription] = {}
         self._latest: dict[tuple[str, str], int] = {}
         self._counter = 0
@@ -356,7 +362,8 @@ class DeltaSessions:
 
     def start(self, node_id: str, xds_type: XdsType) -> DeltaSubscription:
         """A request without a nonce: the client (re)starts its subscription, holding only what it declares."""
-        sub = self._subs[(node_id, xds_type.short)] = DeltaSubscription(xds_type.type_url, pool=self.pool)
+        kind = self._kinds.get(xds_type.short, DeltaSubscription)
+        sub = self._subs[(node_id, xds_type.short)] = kind(xds_type.type_url, pool=self.pool)
         return sub
 
     def pool(self, names: frozenset[str]) -> frozenset[str]:

@@ -31,7 +31,8 @@ Pure: returns a `Generated` (resources per xDS type, as `ProxySnapshot.build` ta
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
@@ -43,6 +44,7 @@ from control.translate.clusters import ClusterSpec, build_endpoints
 from control.translate.common import INBOUND_PORT, OUTBOUND_PORT
 from control.xds.cache import (Payload, ProxySnapshot, canonical_json, canonical_json_spliced, content_hash,
                                resource_version)
+from control.xds import vhds
 from control.xds.node import ProxyNode
 
 VIRTUAL_INBOUND = "virtualInbound"
@@ -199,12 +201,15 @@ class Shape:
     The rest is dropped once serialized, so memory holds one copy of each distinct config as bytes."""
 
     rendered: Rendered
-    payloads: Mapping[str, Payload]  # "cds" | "lds" | "rds"
+    payloads: Mapping[str, Payload]  # "cds" | "lds" (RDS: `rds`)
     cluster_parts: tuple[bytes, ...] = ()  # each of the clusters serialized
     eds_keys: tuple[tuple, ...] = ()  # EndpointTable.assignment_key of each of rendered.eds_clusters
-    # per route configuration: (its fields but virtual_hosts, its virtual hosts serialized); its own bytes are
-    # the RDS payload's span (not kept twice)
-    route_pieces: tuple[tuple[dict, tuple[bytes, ...]], ...] = ()
+    # per route configuration: (its fields but virtual_hosts, its virtual hosts serialized, their VHDS names)
+    route_pieces: tuple[tuple[dict, tuple[bytes, ...], tuple[str, ...]], ...] = ()
+    # RDS payloads joined from route_pieces when a proxy first needs them (SnapshotBuilder._rds): "whole", and
+    # "split" (RDS, VHDS) for proxies that asked for VHDS (control.xds.vhds.split); a shape whose proxies all use
+    # VHDS never holds the whole one. Shared with the next push's shape while its route configurations are the same
+    rds: dict = field(default_factory=dict, compare=False)
 
 
 class ShapeCache:
@@ -324,6 +329,13 @@ class EndpointTable:
         return payload
 
 
+def _route_config_json(rest: dict, parts: tuple[bytes, ...]) -> bytes:
+    """canonical_json of a route configuration: its fields but virtual_hosts, and its virtual hosts serialized."""
+    if any(k > "virtual_hosts" for k in rest):  # (no RouteConfiguration field sorts after it: never, but correct)
+        return canonical_json({**rest, "virtual_hosts": [json.loads(p) for p in parts]})
+    return canonical_json_spliced({**rest, "virtual_hosts": []}, "virtual_hosts", list(parts))
+
+
 def _same_pieces(mine: Iterable, theirs: Iterable) -> bool:
     """Equal sequences, found mostly by identity: the pieces a carried mesh gives are the last push's objects
     (a few, built afresh by every render, e.g. the passthrough cluster, are compared by value)."""
@@ -339,7 +351,7 @@ class SnapshotBuilder:
 
     def __init__(self, mesh: MeshSnapshot, registry: MeshRegistry, options: Options = Options(),
                  shapes: ShapeCache | None = None, endpoints: EndpointTable | None = None,
-                 fragments: Mapping[int, list] | None = None):
+                 fragments: Mapping[int, list] | None = None, vh_versions: vhds.VersionMemo | None = None):
         self.mesh = mesh
         self.registry = registry
         self.options = options
@@ -351,6 +363,9 @@ class SnapshotBuilder:
         self.fragments: dict[int, list] = {}
         self._earlier = fragments or {}
         self.used: set[tuple] = set()
+        # VHDS resource versions by virtual host bytes, kept across pushes (control.serve): an edit hashes only
+        # the virtual hosts it rebuilt
+        self.vh_versions = vh_versions if vh_versions is not None else vhds.VersionMemo()
         self.renders = 0
         self.serialized = 0  # clusters and virtual hosts serialized (not found serialized already)
 
@@ -378,28 +393,21 @@ class SnapshotBuilder:
         if prev is not None and eds_keys == prev.eds_keys:
             eds_keys = prev.eds_keys  # the same object: EndpointTable.payload finds its payload by it
         earlier = prev.route_pieces if prev is not None else ()
-        last_rds = prev.payloads["rds"] if prev is not None else None
-        route_pieces, bodies = [], []  # a body None: the same route configuration as the last push's
+        route_pieces, same = [], prev is not None and len(rendered.routes) == len(earlier)
         for i, rc in enumerate(rendered.routes):
             rest = {k: v for k, v in rc.items() if k != "virtual_hosts"}
             parts = self._serialize(rc["virtual_hosts"])[0]
             old = earlier[i] if i < len(earlier) else None
             if old is not None and old[0] == rest and _same_pieces(parts, old[1]):
                 route_pieces.append(old)
-                bodies.append(None)
             else:
-                route_pieces.append((rest, tuple(parts)))
-                bodies.append(canonical_json_spliced(rc, "virtual_hosts", parts))
-        if last_rds is not None and len(bodies) == len(earlier) and all(b is None for b in bodies):
-            rds = last_rds
-        else:
-            spans = list(last_rds.spans()) if last_rds is not None else []
-            rds = Payload.join([b if b is not None else last_rds.body[spans[i][1]:spans[i][2]]
-                                for i, b in enumerate(bodies)], [rc["name"] for rc in rendered.routes])
-        payloads = {"cds": cds, "lds": Payload.of(rendered.listeners), "rds": rds}
+                route_pieces.append((rest, tuple(parts), vhds.names_of(rc)))
+                same = False
+        payloads = {"cds": cds, "lds": Payload.of(rendered.listeners)}
         slim = Rendered(listeners=rendered.listeners, routes=(), endpoints=(), notes=rendered.notes,
                         clusters=rendered.clusters if keep_clusters else (), eds_clusters=rendered.eds_clusters)
-        return Shape(slim, MappingProxyType(payloads), tuple(cluster_parts), eds_keys, tuple(route_pieces))
+        rds = prev.rds if same and prev is not None else {}  # the same route configurations: the last push's RDS
+        return Shape(slim, MappingProxyType(payloads), tuple(cluster_parts), eds_keys, tuple(route_pieces), rds)
 
     def _serialize(self, resources: Iterable[dict], versions: bool = False) -> tuple[list[bytes], list[str]]:
         """Each resource's canonical JSON (and, with `versions`, its `resource_version`: resources, not virtual
@@ -438,7 +446,21 @@ class SnapshotBuilder:
         if hit is None or hit[0] != made_of:  # (else the same node and shape content: the same output)
             hit = self.shapes.proxies[node.id] = (made_of, *self._own_ports(node, shape))
         _made_of, cds, lds, notes = hit
-        return Generated({"cds": cds, "eds": eds, "lds": lds, "rds": shape.payloads["rds"]}, notes)
+        resources = {"cds": cds, "eds": eds, "lds": lds}
+        if node.vhds and shape.route_pieces:  # (no route configuration: nothing for VHDS to answer, no VHDS)
+            resources["rds"], resources["vhds"] = self._rds(shape, "split")
+        else:
+            resources["rds"] = self._rds(shape, "whole")
+        return Generated(resources, notes)
+
+    def _rds(self, shape: Shape, kind: str):
+        """The shape's RDS payload ("whole"), or (RDS, VHDS) ("split"), joined at the first proxy that needs it."""
+        found = shape.rds.get(kind)
+        if found is None:
+            pieces = shape.route_pieces
+            found = shape.rds[kind] = vhds.split(pieces, self.vh_versions) if kind == "split" else Payload.join(
+                [_route_config_json(rest, parts) for rest, parts, _names in pieces], [p[0]["name"] for p in pieces])
+        return found
 
     @staticmethod
     def _own_ports(node: ProxyNode, shape: Shape) -> tuple[Payload, Payload, tuple[str, ...]]:

@@ -29,7 +29,7 @@ from control.xds.admission import Admission, PlaintextXds, admit
 from control.xds.cache import BY_URL, ORDER, DiscoveryRequest, XdsType
 from control.xds import delta
 from control.xds.delta import DeltaRequest, DeltaSubscription
-from control.xds.node import NodeError, ProxyNode, parse_node
+from control.xds.node import NodeError, ProxyNode, parse_node, without_vhds
 from control.xds.protos import AnyCache, ConversionError, node_json, register_types
 from control.ca.tokens import TokenVerifier
 from control.xds.secure import XdsAuthError, XdsAuthMetrics, authorize_discovery
@@ -128,7 +128,7 @@ class AdsStream:
     def _first(self, message) -> bool:
         """Register the node of the stream's first request; False (and `failure` set) when refused."""
         try:
-            node = parse_node(node_json(message.node) if message.HasField("node") else None)
+            node = without_vhds(parse_node(node_json(message.node) if message.HasField("node") else None))
             admission = self.gate(self.context, node)
         except NodeError as err:
             self.failure = (grpc.StatusCode.INVALID_ARGUMENT, str(err))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -29,6 +29,7 @@ DEFAULT_INBOUND_PORT = 15006  # ARCHITECTURE.md decision 4
 DEFAULT_OUTBOUND_PORT = 15001
 DEFAULT_ADMIN_PORT = 15000
 DNS_SUFFIX = "svc.cluster.local"
+VHDS_FEATURE = "pyproxy.vhds"  # node.client_features entry (control.xds.vhds.FEATURE)
 
 
 class NodeError(ValueError):
@@ -62,7 +63,12 @@ class ProxyNode:
     cluster: str = ""  # node.cluster (Istio: `<app>.<namespace>`)
     version: str = ""  # metadata ISTIO_VERSION, shown by proxy-status
     bind_address: str = ""  # metadata BIND_ADDRESS; "" = bind what the translator says (0.0.0.0, as istiod)
-    client_features: tuple[str, ...] = ()  # Envoy's node.client_features (`pyproxy.xds.leds`: control.xds.leds)
+    client_features: tuple[str, ...] = ()  # Envoy's node.client_features: `pyproxy.vhds`, `pyproxy.xds.leds`
+
+    @property
+    def vhds(self) -> bool:
+        """It wants its route configurations' virtual hosts over VHDS (control.xds.vhds)."""
+        return VHDS_FEATURE in self.client_features
 
     @property
     def is_gateway(self) -> bool:
@@ -138,6 +144,13 @@ def _bind_address(meta: Mapping[str, Any]) -> str:
     return value
 
 
+def _client_features(node: Mapping[str, Any]) -> tuple[str, ...]:
+    value = node.get("client_features") or ()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(f, str) for f in value):
+        raise NodeError("node.client_features: want a list of strings")
+    return tuple(sorted(set(value)))
+
+
 def parse_node(node: Any) -> ProxyNode:
     """A DiscoveryRequest's `node` -> ProxyNode (NodeError names the bad field)."""
     if not isinstance(node, Mapping):
@@ -175,11 +188,12 @@ def parse_node(node: Any) -> ProxyNode:
     )
 
 
-def _client_features(node: Mapping[str, Any]) -> tuple[str, ...]:
-    value = node.get("client_features") or ()
-    if not isinstance(value, (list, tuple)) or not all(isinstance(f, str) for f in value):
-        raise NodeError("node.client_features: want a list of strings")
-    return tuple(value)
+def without_vhds(node: ProxyNode) -> ProxyNode:
+    """The node as served where VHDS is not (gRPC ADS: its streams carry CDS, EDS, LDS, RDS only), so its route
+    configurations keep their virtual hosts whatever its client_features say."""
+    if not node.vhds:
+        return node
+    return replace(node, client_features=tuple(f for f in node.client_features if f != VHDS_FEATURE))
 
 
 def node_dict(node: ProxyNode) -> dict:

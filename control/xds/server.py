@@ -3,6 +3,7 @@
     POST /v3/discovery:clusters | :endpoints | :listeners | :routes    DiscoveryRequest -> DiscoveryResponse
     POST /v3/delta_discovery:clusters | ...    DeltaDiscoveryRequest -> DeltaDiscoveryResponse (incremental,
                            this project's REST extension: Envoy has delta only over gRPC; control.xds.delta)
+    POST /v3/delta_discovery:virtual_hosts    VHDS, for a node whose client_features ask for it (control.xds.vhds)
     GET  /debug/syncz      per proxy and type: SYNCED/STALE/NOT SENT, sent/acked version+nonce, last NACK
     GET  /debug/configz    config directory, resources, current config errors
     GET  /ready            200 once the config is loaded
@@ -47,10 +48,10 @@ from control.metrics import CONTENT_TYPE
 from control.serve import ControlPlane
 from control.xds.admission import Admission, PlaintextXds, admit
 from control.xds import delta
-from control.xds.cache import BY_PATH, DiscoveryRequest, XdsType
+from control.xds.cache import BY_PATH, VHDS, DiscoveryRequest, XdsType
 from control.xds.delta import DeltaRequest, DeltaResponse
 from control.xds import leds
-from control.xds.node import NodeError, ProxyNode, parse_node
+from control.xds.node import VHDS_FEATURE, NodeError, ProxyNode, parse_node, without_vhds
 from control.xds.secure import XdsAuthError, XdsAuthMetrics, authorize_discovery
 
 log = logging.getLogger("pyproxy.control")
@@ -180,6 +181,8 @@ async def _admit(request: web.Request, xds_type: XdsType, gate: Gate, parse: Cal
     try:
         req = parse(body, xds_type)
         node = parse_node(body.get("node"))
+        if parse is parse_request:  # VHDS is delta only: state of the world keeps whole route configurations
+            node = without_vhds(node)
         wait = _wait(request, cp.long_poll_timeout)
     except (BadRequest, NodeError) as err:
         return _error(400, str(err))
@@ -249,6 +252,9 @@ def _delta_discovery(xds_type: XdsType, gate: Gate):
     subscription changes. A nonce with no subscription here (this control plane restarted, or the proxy
     expired meanwhile) is `409 Conflict`: start again without a nonce."""
     async def answer(cp: ControlPlane, node: ProxyNode, req: DeltaRequest, wait: float):
+        if xds_type is VHDS and not node.vhds:
+            return _error(400, f"node.client_features: {VHDS_FEATURE!r} is required for VHDS (without it, route "
+                               "configurations carry their virtual hosts)")
         ticket = cp.delta.begin(node.id, xds_type.short)
         sub = cp.delta.get(node.id, xds_type.short)
         if not req.response_nonce:
@@ -315,6 +321,8 @@ def _add_discovery(app: web.Application, gate: Gate) -> None:
     for xds_type in BY_PATH.values():
         app.router.add_post(f"/v3/discovery:{xds_type.path}", _discovery(xds_type, gate))
         app.router.add_post(f"/v3/delta_discovery:{xds_type.path}", _delta_discovery(xds_type, gate))
+    # VHDS and LEDS are delta only (Envoy's too); control.xds.vhds, control.xds.leds
+    app.router.add_post(f"/v3/delta_discovery:{VHDS.path}", _delta_discovery(VHDS, gate))
     app.router.add_post(f"/v3/delta_discovery:{leds.LEDS.path}", _leds_discovery(gate))
 
 

@@ -535,6 +535,7 @@ class Route:
         check_per_filter_configs(self.typed_per_filter_config)
 
 
+@typed("envoy.config.route.v3.VirtualHost")  # a VHDS resource (pyproxy.xds.vhds)
 @frozen
 class VirtualHost:
     name: str = fld(required=True)
@@ -568,6 +569,14 @@ class RouteConfiguration:
     validate_clusters: bool | None = wrapped()
     most_specific_header_mutations_wins: bool = False  # default: route, then vhost, then this level
     ignore_port_in_host_matching: bool = False  # default: the Host header is matched with its port
+    vhds: Vhds | None = None  # its virtual hosts (also) come over VHDS: pyproxy.xds assembles them in
+
+
+@frozen
+class Vhds:
+    """RouteConfiguration.vhds: where the virtual hosts come from (envoy.config.route.v3.Vhds)."""
+
+    config_source: ConfigSource | None = fld(required=True)
 
 
 # ---------------------------------------------------------------- HTTP connection manager

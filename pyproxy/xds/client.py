@@ -24,8 +24,10 @@ to the route configs its listeners name, so a registration sends each proxy the 
 only. A response's added resources replace those of the same name and `removed_resources` leave; the whole
 next config is built and swapped as in state of the world, and ACKed/NACKed per response (a NACK keeps every
 resource of the type as it was). When the clusters or listeners change the names EDS/RDS need, that loop is
-woken to send its new subscription at once. A 409 from the control plane (it does not know our subscription:
-it restarted) or a broken connection starts the subscription again, declaring the versions held.
+woken to send its new subscription at once. With VHDS (on by default in delta mode, pyproxy.xds.vhds) a fifth
+loop subscribes to the virtual hosts of the route configs whose RDS says `vhds`, and the route configs applied
+are assembled from both (warming until VHDS has answered). A 409 from the control plane (it does not know our
+subscription: it restarted) or a broken connection starts the subscription again, declaring the versions held.
 
 Parsing (`pyproxy.xds.wire`, incremental) and decoding run on a worker thread (`ProxyServer.offload`), with
 the cyclic GC paused from the parse to the swap, so a huge update (26,795 virtual hosts, 18 MB of JSON) does
@@ -44,6 +46,7 @@ from ..server import BindFailed, ConfigRejected, ProxyServer, http_connection_ma
 from .credentials import ControlPlaneCredentials, CredentialsError
 from .http import HttpClient, HttpError, Reply
 from . import leds
+from . import vhds as vhds_mod
 from .state import CDS, EDS, LDS, LEDS, RDS, SHORT, TYPES, TypeState, XdsState
 
 log = logging.getLogger("pyproxy.xds")
@@ -119,11 +122,16 @@ class Resync(Exception):
 class XdsClient:
     def __init__(self, control_url: str, node: dict[str, Any], server: ProxyServer, *,
                  wait: float = 30.0, rng: random.Random | None = None,
-                 credentials: ControlPlaneCredentials | None = None, mode: str = "delta", use_leds: bool = False):
+                 credentials: ControlPlaneCredentials | None = None, mode: str = "delta", vhds: bool = True,
+                 use_leds: bool = False):
         if mode not in ("delta", "sotw"):
             raise ValueError(f"xds mode: want 'delta' or 'sotw', got {mode!r}")
         self.mode = mode
-        # LEDS (pyproxy.xds.leds): endpoints as resources of their own, asked for in delta mode
+        self.vhds = vhds and mode == "delta"  # VHDS (pyproxy.xds.vhds): announced on the node, delta only
+        if self.vhds:
+            node = {**node, "client_features": sorted({*node.get("client_features", ()), vhds_mod.FEATURE})}
+        self._assemble = vhds_mod.Assembler()
+        # LEDS (pyproxy.xds.leds): endpoints as resources of their own, asked for in delta mode (opt-in)
         self.leds = use_leds and mode == "delta"
         if self.leds:
             node = leds.with_feature(node)
@@ -131,7 +139,7 @@ class XdsClient:
         self.credentials = credentials
         self.refused: str | None = None  # the control plane's last 401/403 answer, until a request succeeds
         self.server = server
-        self.state = XdsState(node)
+        self.state = XdsState(node, vhds=self.vhds)
         self.wait = wait
         self.rng = rng or random.Random()
         self.connected = False
@@ -139,12 +147,12 @@ class XdsClient:
         self._http: HttpClient | None = None
         self._apply_lock = asyncio.Lock()
         self._bind_retry: asyncio.Task | None = None
-        self._kicks = {url: asyncio.Event() for _, url in TYPES}  # set: end this type's long poll, ask again now
-        self._paths = list(TYPES)
+        # one loop each: the four of ADS, then VHDS and LEDS where used
+        self._types = (TYPES + ((("virtual_hosts", vhds_mod.VHDS),) if self.vhds else ())
+                       + (((leds.PATH, LEDS),) if self.leds else ()))
+        self._kicks = {url: asyncio.Event() for _, url in self._types}  # set: end this long poll, ask again now
         if self.leds:
             self.state.types[LEDS] = TypeState()
-            self._kicks[LEDS] = asyncio.Event()
-            self._paths.append((leds.PATH, LEDS))
         self._complete: frozenset[str] = frozenset()  # LEDS collections the control plane has answered
         self._assembled: dict[str, Any] = {}  # the ClusterLoadAssignments last applied (LEDS: assembled)
         self._leds_progress = asyncio.Event()
@@ -152,7 +160,7 @@ class XdsClient:
     async def start(self) -> None:
         self._http = HttpClient(connect_timeout=CONNECT_TIMEOUT)
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._loop(path, url), name=f"xds-{SHORT[url]}") for path, url in self._paths]
+        self._tasks = [loop.create_task(self._loop(path, url), name=f"xds-{SHORT[url]}") for path, url in self._types]
 
     async def stop(self) -> None:
         if self._bind_retry is not None:
@@ -174,6 +182,8 @@ class XdsClient:
         if type_url == RDS:
             names = {rds_name(lis) for lis in self.state.resources(LDS).values()}
             return sorted(n for n in names if n is not None)
+        if type_url == vhds_mod.VHDS:
+            return vhds_mod.wanted(self.state.resources(RDS))
         if type_url == LEDS:
             return sorted(leds.collections(self.state.resources(EDS).values()))
         return []
@@ -186,6 +196,10 @@ class XdsClient:
         kick = self._kicks[type_url]
         loop = asyncio.get_running_loop()
         while True:
+            if type_url == vhds_mod.VHDS and not self.state.types[type_url].nonce and not self._names(type_url):
+                await kick.wait()  # no route configuration says vhds (yet): nothing to subscribe to
+                kick.clear()
+                continue
             if type_url == LEDS and not self._names(LEDS) and not self.state.types[LEDS].subscribed:
                 await kick.wait()  # nothing to subscribe to until an assignment names a collection
                 kick.clear()
@@ -293,7 +307,9 @@ class XdsClient:
         versions = None
         try:
             if delta:
-                decoder = (leds.decode_lb_endpoints if type_url == LEDS else
+                # VHDS keys its virtual hosts by resource name, not by their own (pyproxy.xds.vhds); LEDS assembles
+                decoder = (vhds_mod.decode_virtual_hosts if type_url == vhds_mod.VHDS else
+                           leds.decode_lb_endpoints if type_url == LEDS else
                            leds.decode_assignments if type_url == EDS and self.leds else
                            functools.partial(decode_delta, type_url))
                 added, added_versions = await self.server.offload.run(decoder, data.get("resources", []))
@@ -328,22 +344,28 @@ class XdsClient:
         Delta: `versions` are the per-resource versions then held; a new set of EDS clusters or RDS names
         wakes that loop to subscribe to it."""
         async with self._apply_lock:
-            sets = {url: self.state.resources(url) for _, url in self._paths}
+            sets = {url: self.state.resources(url) for _, url in self._types}
             sets[type_url] = decoded
-            listeners = self._warm(sets[LDS], sets[RDS])
+            routes = sets[RDS]
+            if self.vhds:  # route configurations that say vhds get their virtual hosts; warming until VHDS answers
+                st = self.state.types[vhds_mod.VHDS]
+                routes = self._assemble(routes, sets[vhds_mod.VHDS],
+                                        st.subscribed if type_url == vhds_mod.VHDS else st.answered)
+            listeners = self._warm(sets[LDS], routes)
             complete = self._complete
             if type_url == LEDS:  # this response answered the subscription: its collections are all here
                 complete = frozenset(self.state.types[LEDS].subscribed)
             endpoints = (leds.assemble(sets[EDS], sets[LEDS], complete, self._assembled) if self.leds
                          else sets[EDS])
             await self.server.apply(
-                listeners, sets[CDS].values(), version=version, routes=sets[RDS], endpoints=endpoints)
+                listeners, sets[CDS].values(), version=version, routes=routes, endpoints=endpoints)
             self._assembled, self._complete = endpoints, complete
         self.state.accepted(type_url, version, decoded, versions)
         if type_url == LEDS:
             self._leds_progress.set()
         log.info("xds %s: applied version %s (%d resources)", SHORT[type_url], version, len(decoded))
-        follower = {CDS: EDS, LDS: RDS, EDS: LEDS if self.leds else None}.get(type_url)
+        follower = {CDS: EDS, LDS: RDS, RDS: vhds_mod.VHDS if self.vhds else None,
+                    EDS: LEDS if self.leds else None}.get(type_url)
         if self.mode == "delta" and follower is not None:
             st = self.state.types[follower]
             if frozenset(self._names(follower)) != (st.requested if st.requested is not None else st.subscribed):

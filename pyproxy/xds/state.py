@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .vhds import VHDS, covered
+
 CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -29,12 +31,7 @@ RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 # ADS order: the control plane answers in this order; the REST paths are /v3/discovery:<path>
 TYPES = (("clusters", CDS), ("endpoints", EDS), ("listeners", LDS), ("routes", RDS))
 LEDS = "type.googleapis.com/envoy.config.endpoint.v3.LbEndpoint"  # delta only, /v3/delta_discovery:lb_endpoints
-SHORT = {CDS: "cds", EDS: "eds", LDS: "lds", RDS: "rds", LEDS: "leds"}
-
-
-def _held_by(name: str, subscription: frozenset[str]) -> bool:
-    """A resource belongs to a subscription: by name, or (LEDS) by its xdstp:// glob collection `.../*`."""
-    return name in subscription or (name.startswith("xdstp://") and name.rsplit("/", 1)[0] + "/*" in subscription)
+SHORT = {CDS: "cds", EDS: "eds", LDS: "lds", RDS: "rds", VHDS: "vhds", LEDS: "leds"}  # VHDS, LEDS: delta only
 
 
 @dataclass
@@ -48,12 +45,13 @@ class TypeState:
     versions: dict[str, str] = field(default_factory=dict)  # delta: name -> per-resource version held
     subscribed: frozenset[str] = frozenset()  # delta: the subscription the control plane has heard
     requested: frozenset[str] | None = None  # delta: the subscription of the request in flight
+    answered: frozenset[str] = frozenset()  # delta: the subscription the last response applied answered
 
 
 class XdsState:
-    def __init__(self, node: dict[str, Any]):
+    def __init__(self, node: dict[str, Any], *, vhds: bool = False):
         self.node = node
-        self.types = {url: TypeState() for _, url in TYPES}
+        self.types = {url: TypeState() for url in (*(u for _, u in TYPES), *((VHDS,) if vhds else ()))}
 
     def next_request(self, type_url: str, resource_names: list[str] | None = None) -> dict[str, Any]:
         st = self.types[type_url]
@@ -71,7 +69,7 @@ class XdsState:
         if not st.nonce:  # the initial form: the whole subscription and what is held
             body["resource_names_subscribe"] = sorted(want)
             body["initial_resource_versions"] = {n: v for n, v in st.versions.items()
-                                                 if wanted is None or _held_by(n, want)}
+                                                 if wanted is None or covered(n, want)}
         else:
             body["response_nonce"] = st.nonce
             if want - st.subscribed:
@@ -113,6 +111,7 @@ class XdsState:
         st.resources = resources
         if versions is not None:
             st.versions = versions
+            st.answered = st.subscribed
         st.error = None
 
     def rejected(self, type_url: str, message: str) -> None:
@@ -127,12 +126,13 @@ class XdsState:
         st.error = None
         if st.requested is not None:
             st.subscribed, st.requested = st.requested, None
+            st.answered &= st.subscribed
             if "*" not in st.subscribed:
-                gone = [n for n in st.versions if not _held_by(n, st.subscribed)]
+                gone = [n for n in st.versions if not covered(n, st.subscribed)]
                 for name in gone:
                     st.versions.pop(name, None)
                 if gone:
-                    st.resources = {n: r for n, r in st.resources.items() if _held_by(n, st.subscribed)}
+                    st.resources = {n: r for n, r in st.resources.items() if covered(n, st.subscribed)}
 
     def resources(self, type_url: str) -> dict[str, Any]:
         return self.types[type_url].resources

@@ -42,7 +42,7 @@ async def nacked(cp, name: str, xds_type: str = "cds") -> dict:
     """Wait until `name`'s last response of this type is NACKed in /debug/syncz; its row."""
     async def probe() -> dict | None:
         row = (await cp.proxy_rows()).get(name)
-        return row if row and row["types"][xds_type]["nacked"] else None
+        return row if row and row["types"].get(xds_type, {}).get("nacked") else None
     return await poll(f"{name} {xds_type.upper()} NACKed in /debug/syncz", probe)
 
 
@@ -110,8 +110,9 @@ async def test_the_nack_error_names_the_rejected_cluster(mesh: Mesh):
 @pytest.mark.slow
 async def test_a_listener_whose_port_is_taken_is_nacked_then_serves_once_the_port_frees(mesh: Mesh):
     """Something else holds the outbound port (a gateway's 8080 taken by `pyproxy run`): the listener cannot bind,
-    the update that would start it is NACKed (RDS: the listener warms until its routes arrive), and once the port
-    frees the proxy binds it on its own (no config change needed) and ACKs."""
+    the update that would start it is NACKed (VHDS, pyproxy's default in delta mode: the listener warms until the
+    virtual hosts of its route configuration arrive; RDS without VHDS), and once the port frees the proxy binds it
+    on its own (no config change needed) and ACKs."""
     bookinfo_config(mesh, {"v1": 100})
     cp = await mesh.control_plane()
     inbound, outbound, admin = free_ports(3)
@@ -122,9 +123,9 @@ async def test_a_listener_whose_port_is_taken_is_nacked_then_serves_once_the_por
         w = mesh.start_workload("productpage-v1", labels("productpage"), extra_args=["--bind", "127.0.0.1"],
                                 ports=(inbound, outbound, admin))
         await w.app.ready()
-        row = await nacked(cp, "productpage-v1", "rds")
-        assert "cannot bind listener" in row["types"]["rds"]["nack"]["error"]
-        assert row["types"]["rds"]["status"] == "STALE"
+        row = await nacked(cp, "productpage-v1", "vhds")
+        assert "cannot bind listener" in row["types"]["vhds"]["nack"]["error"]
+        assert row["types"]["vhds"]["status"] == "STALE" and row["types"]["rds"]["status"] == "SYNCED"
     finally:
         blocker.close()
 
@@ -134,7 +135,7 @@ async def test_a_listener_whose_port_is_taken_is_nacked_then_serves_once_the_por
 
     await poll("productpage-v1 SYNCED after the port freed", serving)
     stats = await w.sidecar.stats()
-    assert stats["xds.rds.bind_retry"] >= 1
+    assert stats["xds.vhds.bind_retry"] >= 1
     listener = json.loads(subprocess.run(
         [*console_script("meshctl", "control.cli.meshctl"), "proxy-config", "listener", "productpage-v1",
          "--control", cp.url, "-o", "json"], capture_output=True, text=True, timeout=30).stdout)

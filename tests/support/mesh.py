@@ -203,8 +203,10 @@ class ControlPlane(Process):
 
 
 def synced(row: dict) -> bool:
-    """Every xDS type of this syncz row is SYNCED."""
-    return all(row.get("types", {}).get(t, {}).get("status") == "SYNCED" for t in XDS_TYPES)
+    """Every xDS type of this syncz row is SYNCED (the four, and VHDS when the proxy uses it)."""
+    types = row.get("types", {})
+    return all(types.get(t, {}).get("status") == "SYNCED" for t in XDS_TYPES) and \
+        all(state.get("status") == "SYNCED" for state in types.values())
 
 
 class DemoApp(Process):
