@@ -30,8 +30,8 @@ type. `--mode delta`: DeltaDiscoveryRequests on `/v3/delta_discovery:<type>` as 
 wildcard, EDS subscribed to the EDS clusters of the CDS received, RDS to the route configs its listeners name, and
 (`--vhds on`, the default, as pyproxy) the virtual hosts of each route configuration over VHDS (`<route config>/*`):
 an edit counts as arrived when the proxy receives its VHDS response (the changed virtual hosts); `--vhds off` is
-delta with whole route configurations. Responses carry only what changed. With `--leds on` (the default in delta;
-pyproxy asks for it with `--xds-leds`) they also ask for LEDS (node client_features `pyproxy.xds.leds`): EDS
+delta with whole route configurations. Responses carry only what changed. With `--leds on` (the default in delta,
+as pyproxy's) they also ask for LEDS (node client_features `pyproxy.xds.leds`): EDS
 assignments name endpoint collections, and one more loop subscribes to those collections on
 `/v3/delta_discovery:lb_endpoints`; a registration counts as arrived at a proxy when a LEDS response carries the
 new endpoint. `--leds off`: whole assignments. Bytes are the response bodies the simulated proxies received (per
@@ -453,7 +453,7 @@ def main() -> int:
                         help="delta: route configurations' virtual hosts over VHDS, as pyproxy does (off: whole "
                              "route configurations over RDS)")
     parser.add_argument("--leds", choices=["on", "off"], default="on",
-                        help="delta: ask for LEDS (endpoints as resources of their own, pyproxy's --xds-leds), or not")
+                        help="delta: ask for LEDS (endpoints as resources of their own, as pyproxy by default), or not")
     return asyncio.run(run(parser.parse_args()))
 
 

@@ -304,10 +304,10 @@ def _add_dynamic(sub: Any, kind: str) -> None:
                    help="certificate lifetime to ask for (default 24h, Istio's SECRET_TTL); renewal at about half")
     p.add_argument("--xds-mode", choices=["delta", "sotw"], default="delta",
                    help="incremental xDS (/v3/delta_discovery:*, the default) or state of the world (/v3/discovery:*)")
-    p.add_argument("--xds-leds", action="store_true",
-                   help="in delta mode, ask for endpoints as LbEndpoint resources of their own (LEDS, docs/xds.md); "
-                        "off by default: measured, it sends fewer bytes per registration but costs the control "
-                        "plane more CPU and memory")
+    p.add_argument("--xds-leds", action=argparse.BooleanOptionalAction, default=True,
+                   help="in delta mode, ask for endpoints as LbEndpoint resources of their own (LEDS, docs/xds.md; "
+                        "the default): a registration then sends each proxy the new endpoint, not the "
+                        "assignments that list it. --no-xds-leds: whole ClusterLoadAssignments")
     p.add_argument("--name", required=kind == "sidecar", default="istio-ingressgateway",
                    help="workload (pod) name, e.g. reviews-v1")
     p.add_argument("--namespace", default="default" if kind == "sidecar" else "istio-system")

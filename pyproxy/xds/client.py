@@ -123,7 +123,7 @@ class XdsClient:
     def __init__(self, control_url: str, node: dict[str, Any], server: ProxyServer, *,
                  wait: float = 30.0, rng: random.Random | None = None,
                  credentials: ControlPlaneCredentials | None = None, mode: str = "delta", vhds: bool = True,
-                 use_leds: bool = False):
+                 use_leds: bool = True):
         if mode not in ("delta", "sotw"):
             raise ValueError(f"xds mode: want 'delta' or 'sotw', got {mode!r}")
         self.mode = mode
@@ -131,7 +131,7 @@ class XdsClient:
         if self.vhds:
             node = {**node, "client_features": sorted({*node.get("client_features", ()), vhds_mod.FEATURE})}
         self._assemble = vhds_mod.Assembler()
-        # LEDS (pyproxy.xds.leds): endpoints as resources of their own, asked for in delta mode (opt-in)
+        # LEDS (pyproxy.xds.leds): endpoints as resources of their own, asked for in delta mode
         self.leds = use_leds and mode == "delta"
         if self.leds:
             node = leds.with_feature(node)

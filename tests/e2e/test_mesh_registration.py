@@ -22,19 +22,20 @@ pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how, xds", [("SIGTERM", "delta"), ("SIGKILL", "delta"), ("SIGTERM", "delta+LEDS")])
+@pytest.mark.parametrize("how, xds", [("SIGTERM", "delta+LEDS"), ("SIGKILL", "delta+LEDS"), ("SIGTERM", "delta")])
 async def test_a_new_sidecar_joins_the_endpoints_and_leaves_them_when_it_stops(mesh: Mesh, record_property, how,
                                                                                xds):
-    """`delta+LEDS`: the sidecars ask for endpoints as LbEndpoint resources (`--xds-leds`, docs/xds.md)."""
+    """`delta+LEDS` (the default): the sidecars ask for endpoints as LbEndpoint resources (LEDS, docs/xds.md);
+    `delta`: whole ClusterLoadAssignments (`--no-xds-leds`)."""
     bookinfo_config(mesh, {"v1": 100})
     await mesh.control_plane(grace=1.0)
+    args = [] if xds == "delta+LEDS" else ["--no-xds-leds"]
     productpage, first = await mesh.workloads(("productpage-v1", labels("productpage")),
-                                              ("reviews-v1", labels("reviews", "v1")),
-                                              extra_args=["--xds-leds"] if xds == "delta+LEDS" else [])
+                                              ("reviews-v1", labels("reviews", "v1")), extra_args=args)
     client = productpage.sidecar
     assert await mesh.wait_hosts(client, V1, lambda h: h == {first.sidecar.endpoint}, "is the first instance")
 
-    second = mesh.start_workload("reviews-v1-b", labels("reviews", "v1"))
+    second = mesh.start_workload("reviews-v1-b", labels("reviews", "v1"), extra_args=args)
     started = second.sidecar.started_at
     await mesh.wait_hosts(client, V1, lambda h: second.sidecar.endpoint in h, "has the new instance",
                           timeout=HANG_GUARD)

@@ -275,7 +275,7 @@ async def test_pyproxy_assembles_assignments_from_leds_and_traffic_reaches_a_new
     me["metadata"].update(OUTBOUND_PORT=outbound, ADMIN_PORT=admin)
     first, second = await Backend("echo-1", first_port).start(), await Backend("echo-2", second_port).start()
     server = ProxyServer(drain_time=0.1)
-    client = XdsClient(base, me, server, wait=5.0, use_leds=True)  # delta with LEDS (`--xds-leds`)
+    client = XdsClient(base, me, server, wait=5.0)  # delta with LEDS: the default
     await client.start()
     try:
         await Wire(session, base, node("echo-1", "echo", first_port)).post("clusters", resource_names_subscribe=["*"])
