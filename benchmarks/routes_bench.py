@@ -257,7 +257,8 @@ def main(argv: list[str] | None = None, suite: Suite | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix=f"pyproxy-{suite.name}-") as tmp, procs.Processes(Path(tmp)) as pm:
             workdir = Path(tmp)
-            backend_port, _, backend_setup = run.start_backend(pm, backend_kind, nginx, workdir, backend_cpus)
+            origin, _, backend_setup = run.start_backend(pm, backend_kind, nginx, workdir, backend_cpus)
+            backend_port = origin.port
             log(f"backend: {backend_setup} on 127.0.0.1:{backend_port}", suite.name)
             for i in range(args.rounds):
                 for name in args.configs:
