@@ -652,7 +652,8 @@ class SetCurrentClientCertDetails:
 
 @frozen
 class HttpUri:
-    """envoy.config.core.v3.HttpUri: where a tracer posts spans (`cluster` names the collector's cluster)."""
+    """envoy.config.core.v3.HttpUri: where a tracer posts spans, or a remote JWKS lives (`cluster` names the
+    cluster Envoy reaches it through)."""
 
     uri: str = fld(required=True)
     cluster: str = ""
@@ -1162,15 +1163,6 @@ class NetworkRBAC:
 class JwtHeader:
     name: str = fld(required=True)
     value_prefix: str = ""
-
-
-@frozen
-class HttpUri:
-    """envoy.config.core.v3.HttpUri: where a remote JWKS lives (`cluster` names Envoy's route to it)."""
-
-    uri: str = fld(required=True)
-    cluster: str = ""
-    timeout: float | None = duration(required=True)
 
 
 @frozen
