@@ -654,6 +654,9 @@ class ControlPlane:
                 "notes": list(self.notes.get(node.id, ())),
             }
             entry.update(self.cache.describe(node.id) if node.id in known else {"version": "", "types": {}})
+            leds_sub = self.leds.get(node.id)
+            if leds_sub is not None and leds_sub.started:  # LEDS keeps its own subscriptions (control.xds.leds)
+                entry["types"] = {**entry["types"], "leds": leds_sub.describe()}
             out.append(entry)
         return out
 

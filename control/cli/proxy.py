@@ -2,7 +2,7 @@
 runs (istioctl's commands of the same names).
 
     meshctl proxy-status [NAME] [--control URL] [-o table|json]
-        NAME  CDS  LDS  EDS  RDS  VERSION, one row per registered proxy, from the control plane's
+        NAME  CDS  LDS  EDS  RDS  [VHDS  LEDS]  VERSION, one row per registered proxy, from the control plane's
         /debug/syncz: SYNCED (the last nonce sent was ACKed), STALE (not acknowledged; "STALE (NACK)" when the
         proxy rejected it, the error printed below the table), NOT SENT.
     meshctl proxy-config cluster|route|listener|endpoint|all NAME [-o table|json|yaml] [filters]
@@ -39,6 +39,8 @@ TIMEOUT = 5.0
 CONTROL_HELP = f"control plane xDS address (default: $MESHCTL_CONTROL, the running make demo's, {DEFAULT_CONTROL})"
 T = "type.googleapis.com/envoy.admin.v3."
 TYPE_COLUMNS = (("CDS", "cds"), ("LDS", "lds"), ("EDS", "eds"), ("RDS", "rds"))  # istioctl's column order
+# pyproxy's delta extras (docs/xds.md), shown when some proxy uses them
+EXTRA_COLUMNS = (("VHDS", "vhds"), ("LEDS", "leds"))
 KINDS = {"cluster": "cluster", "clusters": "cluster", "route": "route", "routes": "route",
          "listener": "listener", "listeners": "listener", "endpoint": "endpoint", "endpoints": "endpoint",
          "all": "all"}
@@ -65,15 +67,25 @@ def status_cell(types: dict, short: str) -> str:
     return "STALE (NACK)" if state.get("nacked") else state["status"]
 
 
+def columns(proxies: Iterable[dict]) -> tuple[tuple[str, str], ...]:
+    """istioctl's four type columns, then VHDS and LEDS when some proxy has that type (a proxy without it shows
+    `-` there: it gets whole route configurations or assignments)."""
+    used = {short for p in proxies for short in p.get("types", {})}
+    return TYPE_COLUMNS + tuple(c for c in EXTRA_COLUMNS if c[1] in used)
+
+
 def status_rows(proxies: Iterable[dict]) -> list[list[str]]:
-    return [[p["name"]] + [status_cell(p.get("types", {}), s) for _c, s in TYPE_COLUMNS] + [p.get("version", "")]
+    proxies = list(proxies)
+    cols = columns(proxies)
+    return [[p["name"]] + [status_cell(p.get("types", {}), s) if (c, s) in TYPE_COLUMNS or s in p.get("types", {})
+                           else "-" for c, s in cols] + [p.get("version", "")]
             for p in sorted(proxies, key=lambda p: p["name"])]
 
 
 def nack_lines(proxies: Iterable[dict]) -> list[str]:
     out = []
     for p in sorted(proxies, key=lambda p: p["name"]):
-        for col, short in TYPE_COLUMNS:
+        for col, short in TYPE_COLUMNS + EXTRA_COLUMNS:
             state = p.get("types", {}).get(short) or {}
             if state.get("nacked"):
                 nack = state["nack"]
@@ -310,7 +322,8 @@ def cmd_proxy_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.output == "json":
         _print(proxies, "json", out)
         return 0
-    print(table(("NAME",) + tuple(c for c, _s in TYPE_COLUMNS) + ("VERSION",), status_rows(proxies)), end="", file=out)
+    print(table(("NAME",) + tuple(c for c, _s in columns(proxies)) + ("VERSION",), status_rows(proxies)), end="",
+          file=out)
     for line in nack_lines(proxies):
         print(line, file=out)
     return 0

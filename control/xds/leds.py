@@ -485,9 +485,15 @@ class LedsSubscription:
         return "ack"
 
     def describe(self) -> dict:
-        return {"collections": len(self.collections), "held": sum(len(c.members) for c in self.held.values()),
-                "sent_nonce": self.sent_nonce, "acked_nonce": self.acked_nonce,
-                "nack": {"nonce": self.sent_nonce, "error": self.nack_error} if self.nack_error else None}
+        """Its /debug/syncz row (the keys of the other types' rows, control/xds/cache.py): SYNCED when the last
+        response was ACKed, STALE while it is unanswered or was NACKed, NOT SENT before the first one."""
+        status = "NOT SENT" if not self.sent_nonce else "SYNCED" if self.acked_nonce == self.sent_nonce else "STALE"
+        nacked = bool(self.nack_error) and status != "SYNCED"
+        return {"status": status, "sent": {"version": "", "nonce": self.sent_nonce},
+                "acked": {"version": "", "nonce": self.acked_nonce},
+                "nack": {"version": "", "nonce": self.sent_nonce, "error": self.nack_error} if nacked else None,
+                "nacked": nacked, "collections": len(self.collections),
+                "held": sum(len(c.members) for c in self.held.values())}
 
 
 class LedsSessions:

@@ -14,11 +14,16 @@ import pytest
 
 from tests.support.mesh import (Mesh, bookinfo_config, call, client_session, failures, labels, load,
                                 outbound_cluster)
+from tests.support.process import poll
 
 V1 = outbound_cluster("reviews", subset="v1")
 HANG_GUARD = 10.0
 
 pytestmark = pytest.mark.timeout(90)
+
+
+async def _status_is(row, status: str) -> bool:
+    return ((await row) or {}).get("status") == status
 
 
 @pytest.mark.slow
@@ -60,6 +65,13 @@ async def test_a_new_sidecar_joins_the_endpoints_and_leaves_them_when_it_stops(m
     assert hosts == {first.sidecar.endpoint}
     leds_pushes = await mesh.cp.metric("pilot_xds_pushes", 'type="leds"')  # LbEndpoint responses sent
     assert (leds_pushes > 0) == (xds == "delta+LEDS"), leds_pushes
+    async def leds_row() -> dict | None:  # meshctl proxy-status's LEDS column (the ACK may be on its way)
+        return (await mesh.cp.proxy_rows())["productpage-v1"]["types"].get("leds")
+    if xds == "delta+LEDS":
+        await poll("productpage's LEDS SYNCED in /debug/syncz",
+                   lambda: _status_is(leds_row(), "SYNCED"), timeout=HANG_GUARD)
+    else:
+        assert await leds_row() is None
     assert await second.sidecar.exited() == (0 if how == "SIGTERM" else -9), second.sidecar.output()
     rows = await mesh.cp.proxy_rows()
     assert "reviews-v1-b" not in rows and {"productpage-v1", "reviews-v1"} <= set(rows)

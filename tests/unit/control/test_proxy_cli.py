@@ -40,6 +40,19 @@ def test_proxy_status_rows_in_istioctl_column_order_with_nack_detail():
     assert text.splitlines()[0].split() == ["NAME", "CDS", "LDS", "EDS", "RDS", "VERSION"]
 
 
+def test_vhds_and_leds_columns_appear_when_a_proxy_uses_them():
+    four = {"cds": "SYNCED", "lds": "SYNCED", "eds": "SYNCED", "rds": "SYNCED"}
+    proxies = [entry("productpage-v1.default", {**four, "vhds": "SYNCED"}, nack=("leds", "bad endpoint")),
+               entry("gateway.istio-system", four)]
+    assert [c for c, _s in cli.columns(proxies)] == ["CDS", "LDS", "EDS", "RDS", "VHDS", "LEDS"]
+    assert cli.status_rows(proxies) == [
+        ["gateway.istio-system", "SYNCED", "SYNCED", "SYNCED", "SYNCED", "-", "-", "v1"],
+        ["productpage-v1.default", "SYNCED", "SYNCED", "SYNCED", "SYNCED", "SYNCED", "STALE (NACK)", "v1"],
+    ]
+    assert cli.nack_lines(proxies) == ["productpage-v1.default rejected LEDS version v1: bad endpoint"]
+    assert [c for c, _s in cli.columns(proxies[1:])] == ["CDS", "LDS", "EDS", "RDS"]  # nobody uses them
+
+
 @pytest.fixture(scope="module")
 def dump():
     """A dynamic Envoy ConfigDump (pyproxy admin's shape) of reviews-v1's translated config."""
