@@ -138,7 +138,9 @@ def test_mesh_demo_teaches_through_bookinfo_then_meshctl_finds_it_and_ctrl_c_cle
                                                             if k != "MESHCTL_CONTROL"})
         assert status.returncode == 0, status.stderr
         rows = [r for r in status.stdout.splitlines()[1:] if r.strip()]
-        assert len(rows) == 7 and all(r.count("SYNCED") == 4 for r in rows), status.stdout
+        header = status.stdout.splitlines()[0].split()  # the demo's sidecars use VHDS and LEDS (delta's defaults)
+        assert header == ["NAME", "CDS", "LDS", "EDS", "RDS", "VHDS", "LEDS", "VERSION"], status.stdout
+        assert len(rows) == 7 and all(r.count("SYNCED") == 6 for r in rows), status.stdout
         routes = subprocess.run([sys.executable, "-m", "control.cli.meshctl", "proxy-config", "route",
                                  "productpage-v1"], capture_output=True, text=True, timeout=30)
         assert routes.returncode == 0 and "reviews" in routes.stdout, routes.stderr

@@ -150,7 +150,7 @@ async def test_pyproxy_assembles_its_routes_from_vhds_traffic_follows_an_edit_an
         async def synced() -> dict:
             while True:
                 entry = (await syncz(session, base)).get("productpage-px.default")
-                if entry and set(entry["types"]) == {"cds", "eds", "lds", "rds", "vhds"} and \
+                if entry and set(entry["types"]) == {"cds", "eds", "lds", "rds", "vhds", "leds"} and \
                         all(t["status"] == "SYNCED" for t in entry["types"].values()) and \
                         all(st.version == entry["version"] for st in client.state.types.values()):
                     return entry
