@@ -236,14 +236,11 @@ def bootstrap_for(args, listen_port: int, admin_port: int, origin: Origin, workd
     """The bootstrap both proxies run: the bench's own, or the user's (`--bootstrap FILE`) on our ports.
     `sidecar` ("pyproxy" or "envoy"): a client sidecar's features instead (configs.sidecar_bootstrap), with mTLS
     to the origin when it has an mTLS port."""
-    if sidecar:
-        tls = origin.mtls_port is not None
+    if sidecar:  # an origin without an mTLS port has no client_tls or peer_uri either: plaintext
         return configs.sidecar_bootstrap(
-            listen_port=listen_port, admin_port=admin_port,
-            backend_port=origin.mtls_port if tls else origin.port,  # type: ignore[arg-type]
+            listen_port=listen_port, admin_port=admin_port, backend_port=origin.mtls_port or origin.port,
             access_log_path=str(workdir / f"access-{listen_port}.log"),
-            upstream_tls=origin.client_tls if tls else None, upstream_peer_uri=origin.peer_uri,
-            istio_stats=sidecar == "pyproxy")
+            upstream_tls=origin.client_tls, upstream_peer_uri=origin.peer_uri, istio_stats=sidecar == "pyproxy")
     backend_port = origin.port
     if args.bootstrap is not None:
         return configs.user_bootstrap(yaml.safe_load(args.bootstrap.read_text()), listen_port=listen_port,

@@ -45,9 +45,10 @@ from ..config.decode import ConfigError, decode_any
 from ..server import BindFailed, ConfigRejected, ProxyServer, http_connection_manager_of
 from .credentials import ControlPlaneCredentials, CredentialsError
 from .http import HttpClient, HttpError, Reply
+from .node import with_client_feature
 from . import leds
 from . import vhds as vhds_mod
-from .state import CDS, EDS, LDS, LEDS, RDS, SHORT, TYPES, TypeState, XdsState
+from .state import CDS, EDS, LDS, LEDS, RDS, SHORT, TYPES, XdsState
 
 log = logging.getLogger("pyproxy.xds")
 
@@ -129,17 +130,17 @@ class XdsClient:
         self.mode = mode
         self.vhds = vhds and mode == "delta"  # VHDS (pyproxy.xds.vhds): announced on the node, delta only
         if self.vhds:
-            node = {**node, "client_features": sorted({*node.get("client_features", ()), vhds_mod.FEATURE})}
+            node = with_client_feature(node, vhds_mod.FEATURE)
         self._assemble = vhds_mod.Assembler()
         # LEDS (pyproxy.xds.leds): endpoints as resources of their own, asked for in delta mode
         self.leds = use_leds and mode == "delta"
         if self.leds:
-            node = leds.with_feature(node)
+            node = with_client_feature(node, leds.FEATURE)
         self.url = control_url.rstrip("/")
         self.credentials = credentials
         self.refused: str | None = None  # the control plane's last 401/403 answer, until a request succeeds
         self.server = server
-        self.state = XdsState(node, vhds=self.vhds)
+        self.state = XdsState(node, vhds=self.vhds, leds=self.leds)
         self.wait = wait
         self.rng = rng or random.Random()
         self.connected = False
@@ -151,8 +152,6 @@ class XdsClient:
         self._types = (TYPES + ((("virtual_hosts", vhds_mod.VHDS),) if self.vhds else ())
                        + (((leds.PATH, LEDS),) if self.leds else ()))
         self._kicks = {url: asyncio.Event() for _, url in self._types}  # set: end this long poll, ask again now
-        if self.leds:
-            self.state.types[LEDS] = TypeState()
         self._complete: frozenset[str] = frozenset()  # LEDS collections the control plane has answered
         self._assembled: dict[str, Any] = {}  # the ClusterLoadAssignments last applied (LEDS: assembled)
         self._leds_progress = asyncio.Event()

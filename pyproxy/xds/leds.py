@@ -152,9 +152,3 @@ def assemble(assignments: Mapping[str, Any], endpoints: Mapping[str, LbEndpoint]
                            for g, c in zip(a.assignment.endpoints, a.collections))
             out[name] = dataclasses.replace(a.assignment, endpoints=groups)
     return out
-
-
-def with_feature(node: Mapping[str, Any]) -> dict[str, Any]:
-    """The node with `FEATURE` among its client_features."""
-    features = list(node.get("client_features") or [])
-    return {**node, "client_features": features if FEATURE in features else features + [FEATURE]}

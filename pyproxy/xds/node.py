@@ -7,7 +7,7 @@ is how automatic registration works: the control plane learns the workload from 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from .. import __version__
 
@@ -48,3 +48,10 @@ def build_node(*, kind: str, name: str, namespace: str, ip: str, service_account
     if bind_address:  # this project's key: bind listeners here instead of 0.0.0.0 (control/xds/node.py)
         node["metadata"]["BIND_ADDRESS"] = bind_address
     return node
+
+
+def with_client_feature(node: Mapping[str, Any], feature: str) -> dict[str, Any]:
+    """The node with `feature` among its `client_features` (Envoy's Node.client_features: what the client
+    supports; `pyproxy.vhds` and `pyproxy.xds.leds` ask the control plane for VHDS and LEDS)."""
+    features = list(node.get("client_features") or [])
+    return {**node, "client_features": features if feature in features else features + [feature]}

@@ -49,9 +49,11 @@ class TypeState:
 
 
 class XdsState:
-    def __init__(self, node: dict[str, Any], *, vhds: bool = False):
+    def __init__(self, node: dict[str, Any], *, vhds: bool = False, leds: bool = False):
+        """The four types of ADS, then VHDS and LEDS when the client uses them (delta only)."""
         self.node = node
-        self.types = {url: TypeState() for url in (*(u for _, u in TYPES), *((VHDS,) if vhds else ()))}
+        extra = (*((VHDS,) if vhds else ()), *((LEDS,) if leds else ()))
+        self.types = {url: TypeState() for url in (*(u for _, u in TYPES), *extra)}
 
     def next_request(self, type_url: str, resource_names: list[str] | None = None) -> dict[str, Any]:
         st = self.types[type_url]

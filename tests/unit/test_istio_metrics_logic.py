@@ -94,14 +94,12 @@ def test_the_text_in_pieces_is_the_text_in_one_go_with_histograms_cut_into_chunk
     assert cut and all(p.count("\n") <= stats_mod.PIECE_SAMPLES for p in pieces if p.startswith("istio_"))
 
 
-async def test_a_scrape_lets_the_event_loop_run_between_pieces():
-    """The admin server's render gives the loop back while it works (a request on the proxy waits one slice,
-    not the whole scrape); with no time slice it yields after every piece."""
+async def _render_counting_loop_turns(stats: Stats, **render_kw) -> tuple[str, int]:
+    """render_prometheus_async's text, and how many times another task ran on the loop while it rendered."""
     import asyncio
 
-    from pyproxy.observe import stats as stats_mod
+    from pyproxy.observe.stats import render_prometheus_async
 
-    stats = _mesh_store(series=4)
     ticks = 0
     done = False
 
@@ -114,39 +112,76 @@ async def test_a_scrape_lets_the_event_loop_run_between_pieces():
     task = asyncio.get_running_loop().create_task(ticker())
     await asyncio.sleep(0)
     before = ticks
-    text = await stats_mod.render_prometheus_async(stats, slice_s=0.0)
+    text = await render_prometheus_async(stats, **render_kw)
     done = True
     await task
+    return text, ticks - before
+
+
+async def test_a_scrape_lets_the_event_loop_run_between_pieces():
+    """The admin server's render gives the loop back while it works (a request on the proxy waits one slice,
+    not the whole scrape); with no time slice it yields after every piece."""
+    from pyproxy.observe.stats import prometheus_pieces
+
+    stats = _mesh_store(series=4)
+    text, turns = await _render_counting_loop_turns(stats, slice_s=0.0)
     assert text == render_prometheus(stats)
-    assert ticks - before >= len(list(stats_mod.prometheus_pieces(stats))) - 1
+    assert turns >= len(list(prometheus_pieces(stats))) - 1
 
 
 @pytest.mark.parametrize("slice_s, yields", [(0.5, "every piece"), (1.0, "every other piece"), (1e9, "never")])
 async def test_a_scrape_gives_the_loop_back_once_a_slice_of_rendering_has_passed(slice_s, yields):
     """On a clock that moves 0.5 s per reading (one reading per piece, after the first): a 0.5 s slice yields after
     every piece, a 1 s slice after every other one, a slice longer than the render never."""
-    import asyncio
-
-    from pyproxy.observe import stats as stats_mod
+    from pyproxy.observe.stats import prometheus_pieces
 
     stats = _mesh_store(series=2)
     readings = iter(range(10_000))
-    ticks = 0
-    done = False
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not done:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.get_running_loop().create_task(ticker())
-    await asyncio.sleep(0)
-    before = ticks
-    text = await stats_mod.render_prometheus_async(stats, slice_s=slice_s, clock=lambda: next(readings) * 0.5)
-    done = True
-    await task
-    pieces = len(list(stats_mod.prometheus_pieces(stats)))
+    text, turns = await _render_counting_loop_turns(stats, slice_s=slice_s, clock=lambda: next(readings) * 0.5)
+    pieces = len(list(prometheus_pieces(stats)))
     assert text == render_prometheus(stats)
     expected = {"every piece": pieces, "every other piece": pieces // 2, "never": 0}[yields]
-    assert ticks - before == expected
+    assert turns == expected
+
+
+class _CountingPeer:
+    """A real `ssl.SSLObject` after a real handshake, counting the parsed `getpeercert()` reads (the costly ones)."""
+
+    def __init__(self, obj):
+        self.obj, self.parsed_reads = obj, 0
+
+    def getpeercert(self, binary_form: bool = False):
+        if not binary_form:
+            self.parsed_reads += 1
+        return self.obj.getpeercert(binary_form)
+
+
+def _handshaken_client(server_uri: str) -> _CountingPeer:
+    """Both ends of a TLS handshake over memory BIOs; the client's SSLObject, which verified the server."""
+    import ssl
+
+    from tests.support.pki import TestCA
+    from tests.support.tls import client_ctx, server_ctx
+
+    ca = TestCA("mesh")
+    bios = [ssl.MemoryBIO() for _ in range(4)]
+    server = server_ctx(ca.issue(uris=[server_uri])).wrap_bio(bios[0], bios[1], server_side=True)
+    client = client_ctx(ca.cert_pem).wrap_bio(bios[2], bios[3])
+    for _ in range(10):
+        for side in (client, server):
+            try:
+                side.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+        bios[0].write(bios[3].read())
+        bios[2].write(bios[1].read())
+    return _CountingPeer(client)
+
+
+def test_the_upstream_principal_is_parsed_once_per_certificate_not_per_request():
+    """istio.stats (reporter source) names the server's SPIFFE identity on every request of a pooled mTLS
+    connection; the parsed certificate (getpeercert(), ~4 µs of dict building) is read only the first time."""
+    cfg = IstioStatsFilterConfig(None, Stats())
+    peer = _handshaken_client("spiffe://cluster.local/ns/default/sa/reviews")
+    assert [cfg.principal_of(peer) for _ in range(3)] == ["spiffe://cluster.local/ns/default/sa/reviews"] * 3
+    assert peer.parsed_reads == 1

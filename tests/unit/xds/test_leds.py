@@ -7,7 +7,7 @@ import pytest
 
 from pyproxy.config.decode import ConfigError
 from pyproxy.xds.leds import (CLA, FEATURE, LB_ENDPOINT, assemble, collections, decode_assignments,
-                              decode_lb_endpoints, split_assignment, with_feature)
+                              decode_lb_endpoints, split_assignment)
 from pyproxy.xds.state import LEDS, XdsState
 
 PREFIX = "xdstp://pyproxy-control/envoy.config.endpoint.v3.LbEndpoint/"
@@ -147,14 +147,16 @@ def test_a_bad_collection_config_is_a_config_error():
 
 
 def test_the_node_asks_for_leds_once():
-    node = with_feature({"id": "x", "client_features": ["envoy.lb.does_not_support_overprovisioning"]})
+    from pyproxy.xds.node import with_client_feature
+
+    node = with_client_feature({"id": "x", "client_features": ["envoy.lb.does_not_support_overprovisioning"]},
+                               FEATURE)
     assert node["client_features"] == ["envoy.lb.does_not_support_overprovisioning", FEATURE]
-    assert with_feature(node)["client_features"] == node["client_features"]
+    assert with_client_feature(node, FEATURE)["client_features"] == node["client_features"]
 
 
 def test_leds_subscription_keeps_the_members_of_its_collections_and_declares_them_at_a_reconnect():
-    state = XdsState({"id": "x"})
-    state.types[LEDS] = type(state.types[next(iter(state.types))])()
+    state = XdsState({"id": "x"}, leds=True)
     first = state.next_delta_request(LEDS, [GLOB])
     assert first["resource_names_subscribe"] == [GLOB]
     state.request_sent(LEDS)

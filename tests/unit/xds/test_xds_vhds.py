@@ -127,3 +127,9 @@ def test_state_keeps_virtual_hosts_under_a_subscribed_glob_and_declares_them_on_
     body = state.next_delta_request(VHDS, ["80/*"])
     assert body["initial_resource_versions"] == {"80/a": "1"} and "response_nonce" not in body
     assert st.answered == {"80/*"}  # still served meanwhile
+
+
+def test_xds_state_holds_leds_only_for_a_client_that_uses_it():
+    from pyproxy.xds.state import LEDS
+
+    assert LEDS in XdsState({"id": "n"}, leds=True).types and LEDS not in XdsState({"id": "n"}).types
