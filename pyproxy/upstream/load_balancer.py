@@ -38,7 +38,6 @@ import hashlib
 import heapq
 import math
 import random
-from dataclasses import dataclass
 from typing import Any, Container, Mapping, Sequence
 
 from pyproxy.config.decode import ConfigError
@@ -55,13 +54,20 @@ DEFAULT_MAGLEV_TABLE_SIZE = 65537
 _MASK64 = (1 << 64) - 1
 
 
-@dataclass(frozen=True, slots=True)
 class LbContext:
-    """Per-pick facts: the request's hash (consistent-hash policies) and hosts a retry should avoid."""
+    """Per-pick facts: the request's hash (consistent-hash policies) and hosts a retry should avoid. Read-only;
+    a plain class rather than a frozen dataclass because one is built per pick (see routing.retry.Outcome)."""
 
-    hash_key: int | None = None
-    excluded: Container[Host] = ()
-    host_selection_retries: int = 1
+    __slots__ = ("hash_key", "excluded", "host_selection_retries")
+
+    def __init__(self, hash_key: int | None = None, excluded: Container[Host] = (), host_selection_retries: int = 1):
+        self.hash_key = hash_key
+        self.excluded = excluded
+        self.host_selection_retries = host_selection_retries
+
+    def __repr__(self) -> str:
+        return (f"LbContext(hash_key={self.hash_key!r}, excluded={self.excluded!r}, "
+                f"host_selection_retries={self.host_selection_retries!r})")
 
 
 # ---------------------------------------------------------------- hashing

@@ -142,3 +142,10 @@ def test_every_read_and_edit_agrees_with_a_plain_list_whatever_came_before(start
             values = [v for k, v in ref if k == name]
             assert h.get_first(name) == (values[0] if values else None)
             assert h.get(name) == (",".join(values) if values else None)
+
+
+def test_byte_size_counts_every_name_and_value_as_envoy_does():
+    # Envoy's HeaderMap::byteSize: names and values, no separators; repeated fields each count
+    h = Headers([("Host", "a.b"), ("x-b", "1"), ("x-b", "22")])
+    assert h.byte_size() == len("host") + 3 + len("x-b") + 1 + len("x-b") + 2
+    assert Headers().byte_size() == 0
