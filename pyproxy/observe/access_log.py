@@ -467,10 +467,12 @@ def _render_text(pieces: list[Any], info: StreamInfo, empty: str) -> str:
             out.append(piece)
             continue
         value = piece(info)
-        if value is None or value == "":
+        if type(value) is str:  # most values: one type test, then a length test ("" renders as `empty`)
+            out.append(value if value else empty)
+        elif value is None:
             out.append(empty)
         else:
-            out.append(value if type(value) is str else str(value))
+            out.append(str(value))
     return "".join(out)
 
 

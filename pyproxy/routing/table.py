@@ -619,6 +619,7 @@ class RouteMatchResult:
         "redirect",
         "direct_response",
         "retry_policy",
+        "retry_plan",
         "timeout",
         "hash_policies",
         "_prefix_len",
@@ -642,6 +643,9 @@ class RouteMatchResult:
         # route-level retry policy replaces the virtual host's entirely (route_components.proto)
         self.retry_policy = (act.retry_policy if act and act.retry_policy else None) or vh.retry_policy
         self.timeout = act.effective_timeout if act else 0.0
+        from pyproxy.routing.retry import RetryPlan  # here: retry.py imports this module
+
+        self.retry_plan = RetryPlan(self.retry_policy, self.timeout)  # the policy's per-request work, done once
         self.hash_policies = tuple(act.hash_policy) if act else ()
         self._prefix_len = _matched_prefix_len(route)
         self._rewrite = _Rewrite(act.regex_rewrite, f"{path}.route.regex_rewrite") if act and act.regex_rewrite else None

@@ -147,6 +147,30 @@ def test_retry_state_for_a_route_takes_the_request_facts_it_is_given():
     assert retry_state_for(match, Headers(), rng, method="POST") is None  # retriable_request_headers says GET only
 
 
+def test_a_routes_retry_plan_is_built_with_the_table_and_the_request_headers_still_override_it():
+    t = RouteTable(decode(RouteConfiguration, {"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+        {"match": {"prefix": "/"}, "route": {"cluster": "c", "timeout": "3s", "retry_policy": {
+            "retry_on": "connect-failure,retriable-status-codes", "num_retries": 2, "retriable_status_codes": [503],
+            "per_try_timeout": "1s", "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts"}],
+            "host_selection_retry_max_attempts": 5}}}]}]}))
+    match = t.match("h", "/", Headers())
+    plan = match.retry_plan
+    assert t.match("h", "/other", Headers()).retry_plan is plan  # one per route, shared by its requests
+    assert plan.retry_on == RetryOn.CONNECT_FAILURE | RetryOn.RETRIABLE_STATUS_CODES and plan.num_retries == 2
+    assert plan.retriable_status_codes == {503} and plan.exclude_previous and plan.host_selection_retries == 5
+    assert plan.timeouts == Timeouts(3.0, 1.0)
+    plain = retry_state_for(match, Headers([("x-other", "1")]), random.Random(0))
+    assert (plain.retry_on, plain.retries_remaining, plain.retriable_status_codes) == (plan.retry_on, 2, {503})
+    assert plain.timeouts is plan.timeouts and plain.host_selection_retries == 5
+    headers = Headers([("x-envoy-retry-on", "5xx"), ("x-envoy-max-retries", "4"),
+                       ("x-envoy-retriable-status-codes", "502"), ("x-envoy-upstream-rq-timeout-ms", "500")])
+    asked = retry_state_for(match, headers, random.Random(0))
+    assert asked.retry_on == plan.retry_on | RetryOn.FIVE_XX and asked.retries_remaining == 4
+    assert asked.retriable_status_codes == {502, 503} and asked.timeouts == Timeouts(0.5, 0.0)  # per-try ≥ global
+    assert list(headers) == []  # consumed
+    assert plan.retriable_status_codes == {503} and plan.num_retries == 2  # the plan itself is never edited
+
+
 def test_num_retries_bounds_the_retries_then_limit_exceeded_sets_urx():
     s = state("5xx", num_retries=2)
     decisions = [s.decide(Outcome(status=503)) for _ in range(3)]
