@@ -28,7 +28,7 @@ from ..filters.base import FilterStatus
 from ..observe.stream_info import ResponseFlag, StreamInfo
 from ..tls.session import forwarded_client_cert
 from . import codec, local_reply
-from .flush import BatchedWriter, flush_pending
+from .flush import BatchedWriter, batch_begin, batch_end
 from .forwarded import forwarded_headers, local_address
 from .headers import Headers
 from .local_reply import LocalReply
@@ -516,12 +516,15 @@ class DownstreamConnection(BatchedWriter, asyncio.Protocol):
         if self.tunnel is not None:
             self.tunnel.from_downstream(data)
             return
-        while data and not self._errored:  # never parse past a codec error
-            data = self._feed(data)
-        if self._early is not None:  # answered early and the request body is still coming: give up on it
-            self._early = None
-            self.close()
-        flush_pending()
+        batch_begin()  # what this callback writes leaves in one send per connection, at batch_end
+        try:
+            while data and not self._errored:  # never parse past a codec error
+                data = self._feed(data)
+            if self._early is not None:  # answered early and the request body is still coming: give up on it
+                self._early = None
+                self.close()
+        finally:
+            batch_end()
 
     def _feed(self, data: bytes) -> bytes:
         """Feed llhttp; returns bytes still to parse (after an ignored h2c upgrade llhttp stops and a new

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from ..http.flush import BatchedWriter, flush_pending
+from ..http.flush import BatchedWriter, batch_begin, batch_end
 from ..http.headers import Headers
 from .connect import tune_upstream_socket
 
@@ -92,41 +92,42 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
         if tunnel is not None:  # build, scripts/build_compiled.py; the parse below can open the tunnel)
             tunnel.from_upstream(data)
             return
-        if self.attempt is None:
-            # Bytes with no request outstanding: an upstream protocol violation; do not reuse.
-            self.pool.stats_protocol_error.inc()
-            self.close()
-            return
-        attempt = self.attempt
+        batch_begin()  # what this callback writes leaves in one send per connection, at batch_end
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as e:
-            # a 101 answered an upgrade request: the router has opened the tunnel (on_response_headers)
-            if self.tunnel is not None:
-                self.tunnel.from_upstream(data[e.args[0]:])
-            else:  # a 101 nobody asked for, or an upgrade the downstream gave up on
-                self.attempt = None
+            if self.attempt is None:
+                # Bytes with no request outstanding: an upstream protocol violation; do not reuse.
+                self.pool.stats_protocol_error.inc()
                 self.close()
-                if attempt is not None and not self._got_headers:
+                return
+            attempt = self.attempt
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserUpgrade as e:
+                # a 101 answered an upgrade request: the router has opened the tunnel (on_response_headers)
+                if self.tunnel is not None:
+                    self.tunnel.from_upstream(data[e.args[0]:])
+                else:  # a 101 nobody asked for, or an upgrade the downstream gave up on
+                    self.attempt = None
+                    self.close()
+                    if attempt is not None and not self._got_headers:
+                        attempt.on_upstream_reset("protocol error")
+                return
+            except httptools.HttpParserError:
+                self.reusable = False
+                self.pool.stats_protocol_error.inc()
+                if self._complete:
+                    # the response was whole; what followed (e.g. unrequested pipelined responses, conformance
+                    # #14) only poisons this connection: forward the first response, close the connection
+                    self._finish()
+                else:
+                    self.attempt = None
+                    self.close()
                     attempt.on_upstream_reset("protocol error")
-            flush_pending()
-            return
-        except httptools.HttpParserError:
-            self.reusable = False
-            self.pool.stats_protocol_error.inc()
+                return
             if self._complete:
-                # the response was whole; what followed (e.g. unrequested pipelined responses, conformance
-                # #14) only poisons this connection: forward the first response, close the connection
                 self._finish()
-            else:
-                self.attempt = None
-                self.close()
-                attempt.on_upstream_reset("protocol error")
-            flush_pending()
-            return
-        if self._complete:
-            self._finish()
-        flush_pending()
+        finally:
+            batch_end()
 
     # ------------------------------------------------------------ sending
     def send(self, attempt: Any, head: bytes, head_request: bool) -> None:
