@@ -61,7 +61,7 @@ from control.xds.cache import EDS, VHDS, ProxySnapshot
 from control.xds.delta import DeltaResponse, DeltaSessions, DeltaSubscription, DiffCache, PayloadIndex
 from control.xds.delta import due as delta_due
 from control.xds.leds import LedsSessions, LedsViews, eds_response, wants_leds
-from control.xds.vhds import VersionMemo, VhdsSubscription
+from control.xds.vhds import ResourceMemo, VhdsSubscription
 from control.xds.generate import EndpointTable, GenerateError, ShapeCache, SnapshotBuilder
 from control.xds.node import ProxyNode, node_dict, parse_node
 
@@ -194,7 +194,7 @@ class ControlPlane:
         self._virtual_services_only = False  # the files changed only in VirtualServices since the last push
         self._mesh: tuple[tuple, MeshSnapshot] | None = None  # the last push's (registry state, mesh)
         self._fragments: dict[int, list] = {}  # the last full push's serialized pieces (SnapshotBuilder)
-        self._vh_versions = VersionMemo()  # VHDS versions of those pieces (control.xds.vhds)
+        self._vh_resources = ResourceMemo()  # VHDS resources of those pieces (control.xds.vhds)
         self.sleep = sleep  # how the push loop waits out the debounce (tests hold it on an event)
         self.long_poll_timeout = long_poll_timeout
         self.options = options
@@ -447,7 +447,7 @@ class ControlPlane:
         if full:
             self._shapes = ShapeCache(key, previous=self._shapes)
         builder = SnapshotBuilder(mesh, registry, self.options, self._shapes, self._endpoints, self._fragments,
-                                  self._vh_versions)
+                                  self._vh_resources)
         if not full:
             deliver = None
         built = self._endpoints.built
@@ -470,7 +470,7 @@ class ControlPlane:
         self._shapes.retain(builder.used, (node.id for node in inputs.nodes))
         if builder.renders:
             self._fragments = builder.fragments  # those this push used: the next may find the same objects
-            self._vh_versions.retain()
+            self._vh_resources.retain()
         return Rendered(full, builder.renders, builder.endpoints.built - built, tuple(proxies), builder.serialized)
 
     async def wait_push(self, after: int, timeout: float = 10.0) -> None:

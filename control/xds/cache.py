@@ -39,10 +39,9 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from array import array
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping
 
 from control.translate.common import CLUSTER, CLUSTER_LOAD_ASSIGNMENT, LISTENER, ROUTE_CONFIGURATION, T
 
@@ -99,21 +98,35 @@ def resource_name(resource: Mapping) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Payload:
-    """One type's resources, serialized once (the JSON array of a DiscoveryResponse's `resources`) with its
-    hash. Proxies with the same content share one Payload: memory and serialization scale with distinct
-    configurations, not with proxies.
+    """One type's resources, each serialized once (`items`, canonical JSON), and the hash of the JSON array they
+    make (a DiscoveryResponse's `resources`). Proxies with the same content share one Payload: memory and
+    serialization scale with distinct configurations, not with proxies.
 
-    `names` and `ends` index the resources inside `body` (resource i is `body[start(i):ends[i]]`, start(0) = 1,
-    then one past the comma), so delta xDS (control.xds.delta) sends single resources without re-serializing."""
+    Payloads also share their items: the array is not kept joined. The shapes of a mesh list mostly the same
+    resources (every sidecar without a Sidecar resource sees the same ~1,700 outbound clusters, assignments and
+    virtual hosts), whose bytes the renderer keeps once (control.xds.generate); a joined array per payload copied
+    them once per shape. Measured with benchmarks/xds_bench.py --mode delta (10 shapes, 1,000 services): the
+    joined arrays were 93 MiB of the control plane's 192 MiB of Python objects after the initial sync; with the
+    items shared it holds 100 MiB, and its VmHWM after the sync went from 238-240 to 139-141 MiB (docs/xds.md).
+    Responses are written from the items (`DiscoveryResponse.chunks`, control.xds.delta); `body` joins them
+    where a whole copy is wanted (gRPC's conversion, once per payload; views; tests)."""
 
-    body: bytes
+    items: tuple[bytes, ...]
     hash: str
-    count: int
+    size: int = field(compare=False)  # len(body)
     names: tuple[str, ...] = field(default=(), compare=False)
-    ends: Sequence[int] = field(default=(), compare=False)  # array('Q'): 8 bytes an offset, not an int object
     # each resource's `resource_version` when the pieces came with it (shared pieces are hashed once, not once
-    # per payload holding them); empty: control.xds.delta.PayloadIndex hashes the spans
+    # per payload holding them); empty: control.xds.delta.PayloadIndex hashes the items
     versions: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def count(self) -> int:
+        return len(self.items)
+
+    @property
+    def body(self) -> bytes:
+        """The JSON array of the resources (a copy, joined now)."""
+        return b"[" + b",".join(self.items) + b"]"
 
     @classmethod
     def of(cls, resources: Iterable[dict]) -> "Payload":
@@ -121,31 +134,48 @@ class Payload:
         return cls.join([canonical_json(i) for i in items], [resource_name(i) for i in items])
 
     @classmethod
-    def join(cls, items: list[bytes], names: Iterable[str] | None = None,
+    def join(cls, items: Iterable[bytes], names: Iterable[str] | None = None,
              versions: Iterable[str] | None = None) -> "Payload":
         """From resources already serialized one by one with `canonical_json` (and their names, else read back
-        from the bytes; their `resource_version`s, if known): the same bytes as `of` (a JSON array is its items
-        joined by commas), so shared pieces are serialized once."""
-        body = b"[" + b",".join(items) + b"]"
+        from the bytes; their `resource_version`s, if known): the same content and hash as `of`, the pieces
+        shared, not copied. The hash is that of the joined array (`content_hash(body)`), fed piece by piece."""
+        items = tuple(items)
         names = tuple(names) if names is not None else tuple(resource_name(json.loads(i)) for i in items)
         if len(names) != len(items):
             raise ValueError(f"{len(names)} names for {len(items)} resources")
         versions = tuple(versions) if versions is not None else ()
         if versions and len(versions) != len(items):
             raise ValueError(f"{len(versions)} versions for {len(items)} resources")
-        ends, pos = array("Q"), 1
-        for item in items:
-            pos += len(item)
-            ends.append(pos)
-            pos += 1
-        return cls(body, content_hash(body), len(items), names, ends, versions)
+        digest, size = hashlib.sha256(b"["), 2 + max(0, len(items) - 1)
+        for i, item in enumerate(items):
+            if i:
+                digest.update(b",")
+            digest.update(item)
+            size += len(item)
+        digest.update(b"]")
+        return cls(items, digest.hexdigest(), size, names, versions)
 
-    def spans(self) -> Iterable[tuple[str, int, int]]:
-        """(name, start, end) of each resource in `body`."""
-        start = 1
-        for name, end in zip(self.names, self.ends):
-            yield name, start, end
-            start = end + 1
+
+def joined(head: bytes, items: Iterable[bytes | memoryview], tail: bytes, chunk: int,
+           separator: bytes = b",") -> Iterator[bytes | memoryview]:
+    """`head`, the items separated by `separator`, `tail`, in pieces of about `chunk` bytes: small items are
+    copied into a piece as it is written (one response never exists whole in memory), an item of `chunk` bytes or
+    more goes out as it is (a shared object: not copied per proxy)."""
+    buf = bytearray(head)
+    for i, item in enumerate(items):
+        if i:
+            buf += separator
+        if len(item) >= chunk:
+            yield bytes(buf)
+            buf.clear()
+            yield item
+        else:
+            buf += item
+            if len(buf) >= chunk:
+                yield bytes(buf)
+                buf.clear()
+    buf += tail
+    yield bytes(buf)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,27 +209,35 @@ class ProxySnapshot:
 
 @dataclass(frozen=True, slots=True)
 class DiscoveryResponse:
-    """Envoy's DiscoveryResponse. `body()` / `parts()` are its JSON: the envelope fields encoded here,
-    `resources` spliced in from the shared payload bytes (no re-serialization per proxy)."""
+    """Envoy's DiscoveryResponse. `body()` / `chunks()` are its JSON: the envelope fields encoded here,
+    `resources` spliced in from the shared payload items (no re-serialization per proxy)."""
 
     version_info: str
     type_url: str
     nonce: str
     payload: Payload
 
-    def parts(self, chunk: int = 256 * 1024) -> list[bytes | memoryview]:
-        """The body in pieces: the envelope around zero-copy slices of the shared payload, so a server can
-        write it without building a per-proxy copy (and wait for the socket between slices)."""
+    def envelope(self) -> tuple[bytes, bytes]:
+        """The JSON before and after the `resources` array."""
         def enc(value: Any) -> bytes:
             return json.dumps(value).encode()
-        view = memoryview(self.payload.body)
-        return ([b'{"version_info":' + enc(self.version_info) + b',"resources":']
-                + [view[i:i + chunk] for i in range(0, len(view), chunk)]
-                + [b',"type_url":' + enc(self.type_url) + b',"nonce":' + enc(self.nonce)
-                   + b',"control_plane":{"identifier":"pyproxy-control"}}'])
+        return (b'{"version_info":' + enc(self.version_info) + b',"resources":',
+                b',"type_url":' + enc(self.type_url) + b',"nonce":' + enc(self.nonce)
+                + b',"control_plane":{"identifier":"pyproxy-control"}}')
+
+    def size(self) -> int:
+        """len(body()), without building it (a Content-Length)."""
+        head, tail = self.envelope()
+        return len(head) + self.payload.size + len(tail)
+
+    def chunks(self, chunk: int = 64 * 1024) -> Iterator[bytes | memoryview]:
+        """The body in pieces of about `chunk` bytes, made from the payload's shared items as they are written,
+        so a server writes it without a per-proxy copy of the whole (and waits for the socket between pieces)."""
+        head, tail = self.envelope()
+        return joined(head + b"[", self.payload.items, b"]" + tail, chunk)
 
     def body(self) -> bytes:
-        return b"".join(self.parts())
+        return b"".join(self.chunks())
 
     def as_dict(self) -> dict:
         return json.loads(self.body())

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable, Iterator, Mapping
 
 from control.xds.cache import (CLUSTER, LISTENER, DiscoveryRequest, DiscoveryResponse, Outcome, Payload,
-                               XdsCache, XdsType, canonical_json, resource_name, resource_version)
+                               XdsCache, XdsType, canonical_json, joined, resource_name, resource_version)
 
 WILDCARD_TYPES = (CLUSTER, LISTENER)  # Envoy subscribes to these as wildcard by default
 
@@ -47,11 +47,11 @@ def versions_of_payload(body: bytes) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class Indexed:
-    """One payload's resources: name -> version (what `DeltaSubscription.update` compares) and name -> (start,
-    end) of its bytes in the payload body."""
+    """One payload's resources: name -> version (what `DeltaSubscription.update` compares) and name -> its
+    serialized resource (the payload's own item: shared, not copied)."""
 
     versions: Mapping[str, str]
-    spans: Mapping[str, tuple[int, int]]
+    items: Mapping[str, bytes]
 
     def head(self, name: str) -> bytes:
         """`{"name":...,"version":...,"resource":` of a Resource (encoded per response, not kept: memory)."""
@@ -69,9 +69,9 @@ def _plain(name: str) -> bool:
 
 
 class PayloadIndex:
-    """`Indexed` of a Payload (its `spans`), by payload hash, the most recent `size` kept: proxies that share a
-    payload share its index, and a version is a hash of the resource's bytes as `resource_versions` computes it,
-    without decoding anything."""
+    """`Indexed` of a Payload, by payload hash, the most recent `size` kept: proxies that share a payload share its
+    index, and a version is a hash of the resource's bytes as `resource_versions` computes it, without decoding
+    anything."""
 
     def __init__(self, size: int = 256):
         self.size = size
@@ -80,13 +80,8 @@ class PayloadIndex:
     def __call__(self, payload: Payload) -> Indexed:
         found = self._index.get(payload.hash)
         if found is None:
-            view = memoryview(payload.body)
-            versions, spans = {}, {}
-            known = payload.versions
-            for i, (name, start, end) in enumerate(payload.spans()):
-                versions[name] = known[i] if known else resource_version(view[start:end])
-                spans[name] = (start, end)
-            found = self._index[payload.hash] = Indexed(versions, spans)
+            versions = dict(zip(payload.names, payload.versions or map(resource_version, payload.items)))
+            found = self._index[payload.hash] = Indexed(versions, dict(zip(payload.names, payload.items)))
             while len(self._index) > self.size:
                 self._index.popitem(last=False)
         else:
@@ -262,29 +257,20 @@ class DeltaResponse:
                 + b',"nonce":' + _enc(r.nonce) + b',"control_plane":{"identifier":"pyproxy-control"}}')
 
     def chunks(self, chunk: int = 16 * 1024) -> Iterator[bytes | memoryview]:
-        """The body in pieces of about `chunk` bytes, copied from the shared payload as they are written (a
+        """The body in pieces of about `chunk` bytes, copied from the shared payload items as they are written (a
         proxy's initial response, every resource, never exists whole in memory), and resources of `chunk` bytes
-        or more as views of the payload (a 2 MB route configuration is not copied per proxy)."""
+        or more as the payload's own objects (a 2 MB route configuration is not copied per proxy)."""
         head, tail = self._envelope()
-        body, spans = memoryview(self.response.payload.body), self.index.spans
-        buf = bytearray(head)
+        return joined(head, self._resources(), tail, chunk, separator=b"")
+
+    def _resources(self) -> Iterator[bytes]:
+        """Each `Resource {name, version, resource}` of `update.send` in three pieces, the resource's the
+        payload's own bytes."""
+        items = self.index.items
         for i, name in enumerate(self.update.send):
-            start, end = spans[name]
-            if i:
-                buf += b","
-            buf += self.index.head(name)
-            if end - start >= chunk:  # a large resource goes out as a view of the shared payload, uncopied
-                yield bytes(buf)
-                buf.clear()
-                yield body[start:end]
-            else:
-                buf += body[start:end]
-            buf += b"}"
-            if len(buf) >= chunk:
-                yield bytes(buf)
-                buf.clear()
-        buf += tail
-        yield bytes(buf)
+            yield (b"," if i else b"") + self.index.head(name)
+            yield items[name]
+            yield b"}"
 
     def body(self) -> bytes:
         return b"".join(bytes(c) for c in self.chunks())

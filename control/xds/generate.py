@@ -351,7 +351,7 @@ class SnapshotBuilder:
 
     def __init__(self, mesh: MeshSnapshot, registry: MeshRegistry, options: Options = Options(),
                  shapes: ShapeCache | None = None, endpoints: EndpointTable | None = None,
-                 fragments: Mapping[int, list] | None = None, vh_versions: vhds.VersionMemo | None = None):
+                 fragments: Mapping[int, list] | None = None, vh_resources: vhds.ResourceMemo | None = None):
         self.mesh = mesh
         self.registry = registry
         self.options = options
@@ -363,9 +363,9 @@ class SnapshotBuilder:
         self.fragments: dict[int, list] = {}
         self._earlier = fragments or {}
         self.used: set[tuple] = set()
-        # VHDS resource versions by virtual host bytes, kept across pushes (control.serve): an edit hashes only
-        # the virtual hosts it rebuilt
-        self.vh_versions = vh_versions if vh_versions is not None else vhds.VersionMemo()
+        # VHDS resources and versions by virtual host bytes, kept across pushes (control.serve): shapes share them,
+        # and an edit hashes only the virtual hosts it rebuilt
+        self.vh_resources = vh_resources if vh_resources is not None else vhds.ResourceMemo()
         self.renders = 0
         self.serialized = 0  # clusters and virtual hosts serialized (not found serialized already)
 
@@ -458,7 +458,7 @@ class SnapshotBuilder:
         found = shape.rds.get(kind)
         if found is None:
             pieces = shape.route_pieces
-            found = shape.rds[kind] = vhds.split(pieces, self.vh_versions) if kind == "split" else Payload.join(
+            found = shape.rds[kind] = vhds.split(pieces, self.vh_resources) if kind == "split" else Payload.join(
                 [_route_config_json(rest, parts) for rest, parts, _names in pieces], [p[0]["name"] for p in pieces])
         return found
 

@@ -40,7 +40,7 @@ from typing import Iterable, Iterator, Mapping
 from urllib.parse import quote
 
 from control.translate.common import T
-from control.xds.cache import DiscoveryResponse, Payload, XdsType, canonical_json, resource_version
+from control.xds.cache import DiscoveryResponse, Payload, XdsType, canonical_json, joined, resource_version
 from control.xds.delta import Indexed, PayloadIndex
 
 FEATURE = "pyproxy.xds.leds"  # node.client_features entry: "send me ClusterLoadAssignments in the LEDS form"
@@ -294,13 +294,12 @@ class LedsViews:
 
     def _build(self, payload: Payload) -> LedsView:
         indexed = self.index(payload)
-        body = memoryview(payload.body)
         splits = []
-        for name, (start, end) in indexed.spans.items():
+        for name, item in indexed.items.items():
             version = indexed.versions[name]
             s = self._splits.get(version)
             if s is None:  # converted at once, named as the last view's conflicts would (checked below)
-                assignment = json.loads(bytes(body[start:end]))
+                assignment = json.loads(item)
                 s = self._splits[version] = split(assignment, self._interned)
                 guess = collection_names(s, self._conflicts)
                 self._converted[(version, guess)] = converted(assignment, guess)
@@ -311,8 +310,7 @@ class LedsViews:
             globs = collection_names(s, conflicting)
             conv = self._converted.get((version, globs))
             if conv is None:  # its collections' names changed with the conflicts (rare): parsed again
-                start, end = indexed.spans[name]
-                conv = self._converted[(version, globs)] = converted(json.loads(bytes(body[start:end])), globs)
+                conv = self._converted[(version, globs)] = converted(json.loads(indexed.items[name]), globs)
             items.append(conv[0])
             names.append(name)
             versions.append(conv[1])
@@ -543,26 +541,14 @@ class LedsResponse:
     nonce: str
     update: LedsUpdate
 
-    def chunks(self, chunk: int = 16 * 1024) -> Iterator[bytes]:
+    def chunks(self, chunk: int = 16 * 1024) -> Iterator[bytes | memoryview]:
         """The body in pieces of about `chunk` bytes; a part of `chunk` bytes or more (a whole collection) is
         written as it is, uncopied."""
-        buf = bytearray(b'{"system_version_info":' + json.dumps(self.version_info).encode() + b',"resources":[')
-        for i, part in enumerate(self.update.parts):
-            if i:
-                buf += b","
-            if len(part) >= chunk:
-                yield bytes(buf)
-                buf.clear()
-                yield part
-                continue
-            buf += part
-            if len(buf) >= chunk:
-                yield bytes(buf)
-                buf.clear()
-        buf += (b'],"removed_resources":' + json.dumps(list(self.update.removed)).encode()
+        head = b'{"system_version_info":' + json.dumps(self.version_info).encode() + b',"resources":['
+        tail = (b'],"removed_resources":' + json.dumps(list(self.update.removed)).encode()
                 + b',"type_url":"' + LB_ENDPOINT.encode() + b'","nonce":' + json.dumps(self.nonce).encode()
                 + b',"control_plane":{"identifier":"pyproxy-control"}}')
-        yield bytes(buf)
+        return joined(head, self.update.parts, tail, chunk)
 
     def body(self) -> bytes:
         return b"".join(self.chunks())

@@ -48,7 +48,7 @@ from control.metrics import CONTENT_TYPE
 from control.serve import ControlPlane
 from control.xds.admission import Admission, PlaintextXds, admit
 from control.xds import delta
-from control.xds.cache import BY_PATH, VHDS, DiscoveryRequest, XdsType
+from control.xds.cache import BY_PATH, VHDS, DiscoveryRequest, DiscoveryResponse, XdsType
 from control.xds.delta import DeltaRequest, DeltaResponse
 from control.xds import leds
 from control.xds.node import VHDS_FEATURE, NodeError, ProxyNode, parse_node, without_vhds
@@ -195,13 +195,13 @@ async def _admit(request: web.Request, xds_type: XdsType, gate: Gate, parse: Cal
     return req, node, wait
 
 
-async def _send(request: web.Request, parts: Iterable, *, chunked: bool = False) -> web.StreamResponse:
-    """Write `parts` (a list, or with `chunked` a generator: HTTP/1.1 chunked transfer coding)."""
+async def _send(request: web.Request, parts: Iterable, *, length: int | None = None) -> web.StreamResponse:
+    """Write `parts`, `length` bytes in all (Content-Length), or when None with HTTP/1.1 chunked transfer coding."""
     out = web.StreamResponse(headers={"Content-Type": "application/json"})
-    if chunked:
+    if length is None:
         out.enable_chunked_encoding()
     else:
-        out.content_length = sum(len(p) for p in parts)
+        out.content_length = length
     try:
         await out.prepare(request)
         for part in parts:  # write() waits for the socket to drain: no per-proxy copy of a large payload
@@ -212,9 +212,9 @@ async def _send(request: web.Request, parts: Iterable, *, chunked: bool = False)
     return out
 
 
-# What a discovery path does with an admitted request: the body parts (or a DeltaResponse) to send, None (304),
-# or an error response
-Answer = Callable[[ControlPlane, ProxyNode, Any, float], Awaitable["list | DeltaResponse | web.Response | None"]]
+# What a discovery path does with an admitted request: the response to send (DiscoveryResponse, DeltaResponse,
+# LedsResponse), None (304), or an error response
+Answer = Callable[[ControlPlane, ProxyNode, Any, float], Awaitable["Any | web.Response | None"]]
 
 
 def _handler(xds_type: XdsType, gate: Gate, parse: Callable[[Any, XdsType], Any], answer: Answer):
@@ -233,8 +233,8 @@ def _handler(xds_type: XdsType, gate: Gate, parse: Callable[[Any, XdsType], Any]
         if isinstance(result, web.Response):
             return result
         if isinstance(result, (DeltaResponse, leds.LedsResponse)):
-            return await _send(request, result.chunks(), chunked=True)
-        return await _send(request, result)
+            return await _send(request, result.chunks())
+        return await _send(request, result.chunks(), length=result.size())
     return handler
 
 
@@ -242,7 +242,7 @@ def _discovery(xds_type: XdsType, gate: Gate):
     async def answer(cp: ControlPlane, node: ProxyNode, req: DiscoveryRequest, wait: float):
         cp.receive(node, xds_type, req)
         response = await cp.next_response(node.id, xds_type, wait)
-        return None if response is None else response.parts()
+        return response
     return _handler(xds_type, gate, parse_request, answer)
 
 

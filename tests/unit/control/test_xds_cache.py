@@ -308,3 +308,30 @@ def test_node_dict_is_the_inverse_of_parse_node():
         "SERVICE_ACCOUNT": "sa", "LABELS": {"app": "reviews"}, "POD_PORTS": [{"name": "http", "containerPort": 9}],
         "INBOUND_PORT": 1, "ISTIO_VERSION": "x"}})
     assert parse_node(node_dict(node)) == node
+
+
+def test_a_payload_keeps_the_pieces_it_is_joined_from_and_hashes_the_array_they_make():
+    from control.xds.cache import Payload, canonical_json, content_hash
+
+    parts = [canonical_json(cluster(n)) for n in ("a", "b", "c")]
+    payload = Payload.join(parts, ["a", "b", "c"])
+    assert all(mine is theirs for mine, theirs in zip(payload.items, parts))  # shared with the renderer, not copied
+    assert payload.body == canonical_json([cluster("a"), cluster("b"), cluster("c")])
+    assert payload.hash == content_hash(payload.body) and payload.size == len(payload.body) and payload.count == 3
+    assert payload == Payload.of([cluster("a"), cluster("b"), cluster("c")]) != Payload.of([cluster("a")])
+    assert Payload.join([]).body == b"[]" and Payload.join([]).size == 2
+
+
+def test_a_response_is_written_in_pieces_from_the_payloads_items():
+    import json
+
+    cache = XdsCache("n-")
+    cache.set_snapshot(P, snapshot(clusters=[f"c{i:02}" for i in range(30)]))
+    resp = cache.respond(P, CDS)
+    body = resp.body()
+    assert json.loads(body)["resources"] == [cluster(f"c{i:02}") for i in range(30)] and resp.size() == len(body)
+    small = list(resp.chunks(chunk=200))
+    assert len(small) > 5 and b"".join(small) == body and all(len(c) < 400 for c in small)
+    big = list(resp.chunks(chunk=8))  # every resource is "large": written as the payload's own bytes, uncopied
+    own = {id(i) for i in cache.snapshot(P).payloads["cds"].items}
+    assert sum(id(c) in own for c in big) == 30 and b"".join(big) == body

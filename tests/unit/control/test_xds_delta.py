@@ -105,12 +105,13 @@ def names(response: dict) -> list[str]:
     return [r["name"] for r in response["resources"]]
 
 
-def test_payload_index_versions_are_the_resource_versions_and_slices_are_the_resources():
+def test_payload_index_versions_are_the_resource_versions_and_items_are_the_payloads_own():
     items = [cluster("a"), cla("b", 1), {"name": "c", "x": [1, 2]}]
     payload = Payload.of(items)
     index = PayloadIndex()(payload)
     assert index.versions == resource_versions(items)
-    assert [json.loads(payload.body[s:e]) for s, e in index.spans.values()] == items
+    assert [json.loads(i) for i in index.items.values()] == items
+    assert all(mine is theirs for mine, theirs in zip(index.items.values(), payload.items))  # not copies
     assert Payload.join([json.dumps(i, sort_keys=True, separators=(",", ":")).encode() for i in items]).names == \
         ("a", "b", "c")
 
@@ -235,8 +236,9 @@ def test_a_delta_response_streams_in_chunks():
     response = DeltaResponse(s.cache.respond(PROXY, CDS), update, index)
     chunks = list(response.chunks(chunk=64))
     assert len(chunks) > 5 and b"".join(chunks) == response.body()
-    big = list(response.chunks(chunk=8))  # every resource is "large": sent as views of the payload
-    assert any(isinstance(c, memoryview) for c in big) and b"".join(big) == response.body()
+    big = list(response.chunks(chunk=8))  # every resource is "large": sent as the payload's own bytes, uncopied
+    own = {id(i) for i in snap.payloads["cds"].items}
+    assert sum(id(c) in own for c in big) == 20 and b"".join(big) == response.body()
     doc = json.loads(response.body())
     assert [r["resource"] for r in doc["resources"]] == [cluster(f"c{i}") for i in sorted(range(20), key=str)]
     assert [r["version"] for r in doc["resources"]] == [index.versions[f"c{i}"] for i in sorted(range(20), key=str)]

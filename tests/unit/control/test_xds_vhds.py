@@ -293,3 +293,22 @@ async def test_a_shape_whose_proxies_all_use_vhds_never_joins_its_whole_route_co
     built = [set(shape.rds) for shape in cp._shapes.shapes.values()]
     assert sorted(map(sorted, built)) == [["split"]] + [["whole"]] * 4  # details (VHDS), the four of NODES
     assert "vhds" in cp.cache.snapshot(details.id).payloads
+
+
+async def test_shapes_share_the_bytes_of_the_clusters_and_virtual_hosts_they_have_in_common(control):
+    """Payloads keep their items, not a joined copy (control.xds.cache.Payload), and a virtual host's VHDS resource
+    is made once per push (vhds.ResourceMemo): two shapes' payloads hold one copy of what they list alike."""
+    cp, _config = control
+    for n in NODES[:2]:  # productpage and reviews: two shapes, the same outbound clusters and virtual hosts
+        cp.connect(vhds_node(n))
+    await cp.push(1.0)
+    a, b = (cp.cache.snapshot(vhds_node(n).id).payloads for n in NODES[:2])
+    for t in ("cds", "vhds"):
+        assert a[t] is not b[t]
+        theirs = dict(zip(b[t].names, b[t].items))
+        # (each render builds its own passthrough and black hole clusters and `allow_any` virtual hosts, `<rc>/*`)
+        alike = [(item, theirs[name]) for name, item in zip(a[t].names, a[t].items)
+                 if theirs.get(name) == item and name.startswith("outbound|" if t == "cds" else "") and
+                 not name.endswith("/*")]
+        assert len(alike) > 10
+        assert all(mine is other for mine, other in alike), t
