@@ -31,6 +31,7 @@ from .filters.jwt_authn_logic import check_config as check_jwt_config
 from .filters.registry import build_chain, builder_for, unsupported_message
 from .filters.router import RouterFilter
 from .http.connection import DownstreamConnection
+from .http.headers import Headers
 from .listener.accept import ChainAcceptor, ChainRuntime, ListenerChains
 from .listener.chain_match import ChainMatchError, ChainSelector
 from .http.path import PathPolicy
@@ -38,7 +39,7 @@ from .observe.access_log import AccessLogManager, build_access_loggers
 from .observe.tap import TapHub
 from .observe.stats import Stats
 from .routing.retry import retry_state_for
-from .routing.table import RouteTable
+from .routing.table import RouteMatchResult, RouteTable
 from .tls.secrets import SecretManager
 from .tls.transport_socket import SSL_STATS, TlsContextProvider, tls_context_of
 from .runtime.offload import Offload, freeze_after_swap, sole_reference
@@ -181,7 +182,7 @@ class HcmRuntime:
             xx.inc()
 
     # retries are wired by the traffic-management layer; without a policy there are none (Envoy's default)
-    def make_retry_state(self, match: Any, headers: Any, limits: Any, stream: Any) -> Any:
+    def make_retry_state(self, match: RouteMatchResult, headers: Headers, limits: Any, stream: Any) -> Any:
         if match.retry_policy is None and "x-envoy-retry-on" not in headers and "x-envoy-retry-grpc-on" not in headers:
             return None  # fast path: nothing could be retried, Envoy allocates no retry state either
         # the request line: retriable_request_headers may match :method, :authority, :path or :scheme
@@ -189,12 +190,12 @@ class HcmRuntime:
                                path=stream.path, scheme=stream.info.scheme, limits=limits)
 
     @staticmethod
-    def attempt_count_header(match: Any) -> bool:
-        return bool(match.virtual_host.include_request_attempt_count)
+    def attempt_count_header(match: RouteMatchResult) -> bool:
+        return match.attempt_count_header  # the virtual host's include_request_attempt_count
 
     @staticmethod
-    def attempt_count_in_response(match: Any) -> bool:
-        return bool(match.virtual_host.include_attempt_count_in_response)
+    def attempt_count_in_response(match: RouteMatchResult) -> bool:
+        return match.attempt_count_in_response  # the virtual host's include_attempt_count_in_response
 
 
 class ListenerRuntime:

@@ -25,6 +25,7 @@ from ..observe.stream_info import ResponseFlag
 from ..upstream.load_balancer import LbContext, compute_hash
 from ..upstream.pool import PoolFailure
 from ..routing.retry import Outcome, Timeouts
+from ..routing.table import RouteMatchResult
 from .shadow import ShadowRequest, shadow_headers, should_mirror
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -90,26 +91,25 @@ class RouterFilter:
         headers = stream.headers
         hcm = self.hcm
         self.request_chunked = stream.request_chunked
-        m = stream.route_match  # resolved by the connection manager before the filters ran
+        # resolved by the connection manager before the filters ran (typed: its fields are read natively compiled)
+        m: RouteMatchResult | None = stream.route_match
         if m is None:
             stream.send_local_reply(local_reply.NO_ROUTE)
             return
         self.match = m
-        route = m.route
-        info.route_name = route.name or None
+        info.route_name = m.name or None
         if m.direct_response is not None:
             self._direct_response(m.direct_response)
             return
         if m.redirect is not None:
             self._redirect()
             return
-        action = route.route
         name = stream.cluster_name  # chosen with the route (weighted clusters draw there)
         cluster = hcm.clusters.get(name) if name else None
         info.upstream_cluster = name
         if cluster is None:
-            code = 404 if action.cluster_not_found_response_code == "NOT_FOUND" else (
-                500 if action.cluster_not_found_response_code == "INTERNAL_SERVER_ERROR" else 503)
+            not_found = m.action.cluster_not_found_response_code if m.action is not None else ""
+            code = 404 if not_found == "NOT_FOUND" else (500 if not_found == "INTERNAL_SERVER_ERROR" else 503)
             stream.send_local_reply(local_reply.NO_CLUSTER, status=code)
             return
         self.cluster = cluster
@@ -118,13 +118,13 @@ class RouterFilter:
         # header mutations: route, then virtual host, then route configuration (Envoy's default order)
         m.apply_request_headers(headers, stream.cluster_weight)
         path = stream.path
-        if action.prefix_rewrite or action.regex_rewrite is not None:
+        if m.rewrites_path:  # prefix_rewrite or regex_rewrite
             headers.set("x-envoy-original-path", path)
             path = m.rewrite_path(path)
-        if action.host_rewrite_literal:
+        if m.host_rewrite:  # host_rewrite_literal
             # Envoy 1.40 keeps the client's authority in x-envoy-original-host (tests/differential route-host-rewrite)
             headers.set("x-envoy-original-host", headers.get("host") or "")
-            headers.set("host", action.host_rewrite_literal)
+            headers.set("host", m.host_rewrite)
         self.timeout = m.timeout
         # one set test for the x-envoy-* request headers the router reads, instead of four `in` tests and a
         # scan when (as nearly always) none is there
@@ -150,8 +150,8 @@ class RouterFilter:
         if expected_ms:
             headers.set("x-envoy-expected-rq-timeout-ms", str(expected_ms))
         self.head = codec.request_line(stream.method, path)
-        if action.request_mirror_policies:
-            self._start_shadows(action.request_mirror_policies, headers)
+        if m.mirror_policies:
+            self._start_shadows(m.mirror_policies, headers)
         self._start_attempt()
 
     def _start_shadows(self, policies: Any, headers: Headers) -> None:

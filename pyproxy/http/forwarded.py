@@ -27,7 +27,10 @@ import functools
 import ipaddress
 import socket
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .headers import Headers
 
 # Removed from every request that is not internal (Envoy cleanInternalHeaders).
 EXTERNAL_CLEANED = (
@@ -96,7 +99,7 @@ def _valid_ip(text: str) -> str | None:
         return None
 
 
-def forwarded_headers(h: Any, cfg: Any, peer_ip: str, scheme: str, local_ip: str) -> bool:
+def forwarded_headers(h: Headers, cfg: Any, peer_ip: str, scheme: str, local_ip: str) -> bool:
     """Apply Envoy's x-forwarded-* / x-envoy-* rules to request headers `h` (changed in place).
     `cfg`: the HCM config; `peer_ip`: the downstream peer ("-" without an IP). Returns whether the request
     is an edge request (external and `use_remote_address`), which also regenerates x-request-id."""

@@ -12,6 +12,22 @@ from __future__ import annotations
 from typing import Iterable, Iterator
 
 
+_NAME_CACHE: dict[bytes, str] = {}
+_NAME_CACHE_MAX = 512  # distinct names kept; beyond it (a peer inventing names) they are decoded every time
+
+
+def lower_name(raw: bytes) -> str:
+    """A header name off the wire, lower-cased. The same few dozen names arrive on every request: a dict hit
+    returns the one str kept for it, instead of decoding and lower-casing two new strings (30 against 50 ns a
+    name compiled, 47 against 85 interpreted; ~10 names a proxied request)."""
+    name = _NAME_CACHE.get(raw)
+    if name is None:
+        name = raw.decode("latin-1").lower()
+        if len(_NAME_CACHE) < _NAME_CACHE_MAX:
+            _NAME_CACHE[bytes(raw)] = name
+    return name
+
+
 class Headers:
     """An ordered multimap of lower-case header names to values."""
 
@@ -26,10 +42,12 @@ class Headers:
         self._items: list[tuple[str, str]] = [(k.lower(), v) for k, v in items] if lowered is None else lowered
         self._names: set[str] | None = None
 
-    @classmethod
-    def from_lowered(cls, items: list[tuple[str, str]]) -> "Headers":
-        """Adopt a list whose names are already lower-case (the codec's fast path)."""
-        return cls(lowered=items)
+    @staticmethod
+    def from_lowered(items: list[tuple[str, str]]) -> "Headers":
+        """Adopt a list whose names are already lower-case (the codec's fast path). A staticmethod naming the
+        class, not a classmethod calling `cls(...)`: compiled, that is a generic call with keywords (0.16 µs
+        against 0.02)."""
+        return Headers(lowered=items)
 
     # -- reading
     def get(self, name: str, default: str | None = None) -> str | None:

@@ -621,6 +621,11 @@ class RouteMatchResult:
         "retry_policy",
         "retry_plan",
         "timeout",
+        "rewrites_path",
+        "host_rewrite",
+        "mirror_policies",
+        "attempt_count_header",
+        "attempt_count_in_response",
         "hash_policies",
         "_prefix_len",
         "_rewrite",
@@ -646,6 +651,13 @@ class RouteMatchResult:
         from pyproxy.routing.retry import RetryPlan  # here: retry.py imports this module
 
         self.retry_plan = RetryPlan(self.retry_policy, self.timeout)  # the policy's per-request work, done once
+        # what the router reads per request, as plain fields here: compiled, reading them off the config model's
+        # dataclasses is a generic attribute lookup each (scripts/build_compiled.py)
+        self.rewrites_path = bool(act and (act.prefix_rewrite or act.regex_rewrite is not None))
+        self.host_rewrite = act.host_rewrite_literal if act and act.host_rewrite_literal else ""
+        self.mirror_policies = tuple(act.request_mirror_policies) if act else ()
+        self.attempt_count_header = bool(vh.include_request_attempt_count)
+        self.attempt_count_in_response = bool(vh.include_attempt_count_in_response)
         self.hash_policies = tuple(act.hash_policy) if act else ()
         self._prefix_len = _matched_prefix_len(route)
         self._rewrite = _Rewrite(act.regex_rewrite, f"{path}.route.regex_rewrite") if act and act.regex_rewrite else None

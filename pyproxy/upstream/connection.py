@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from ..http.flush import BatchedWriter, batch_begin, batch_end
-from ..http.headers import Headers
+from ..http.headers import Headers, lower_name
 from .connect import tune_upstream_socket
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -205,7 +205,7 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_headers:
-            self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+            self._headers.append((lower_name(name), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         self._in_headers = False

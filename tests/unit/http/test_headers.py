@@ -149,3 +149,16 @@ def test_byte_size_counts_every_name_and_value_as_envoy_does():
     h = Headers([("Host", "a.b"), ("x-b", "1"), ("x-b", "22")])
     assert h.byte_size() == len("host") + 3 + len("x-b") + 1 + len("x-b") + 2
     assert Headers().byte_size() == 0
+
+
+def test_lower_name_returns_one_kept_string_per_name_and_stops_keeping_at_its_bound(monkeypatch):
+    from pyproxy.http import headers as module
+
+    monkeypatch.setattr(module, "_NAME_CACHE", {})
+    first = module.lower_name(b"Content-Type")
+    assert first == "content-type" and module.lower_name(b"Content-Type") is first  # the kept str, not a new one
+    assert module.lower_name(b"X-\xc0") == "x-\xe0"  # latin-1, lower-cased as before
+    monkeypatch.setattr(module, "_NAME_CACHE_MAX", 3)
+    for i in range(10):  # a peer inventing names: decoded each time, never kept past the bound
+        assert module.lower_name(f"X-Made-Up-{i}".encode()) == f"x-made-up-{i}"
+    assert len(module._NAME_CACHE) == 3
