@@ -99,10 +99,12 @@ def _valid_ip(text: str) -> str | None:
         return None
 
 
-def forwarded_headers(h: Headers, cfg: Any, peer_ip: str, scheme: str, local_ip: str) -> bool:
+def forwarded_headers(h: Headers, cfg: Any, peer_ip: str, scheme: str, local_ip: str | None = None) -> bool:
     """Apply Envoy's x-forwarded-* / x-envoy-* rules to request headers `h` (changed in place).
-    `cfg`: the HCM config; `peer_ip`: the downstream peer ("-" without an IP). Returns whether the request
-    is an edge request (external and `use_remote_address`), which also regenerates x-request-id."""
+    `cfg`: the HCM config; `peer_ip`: the downstream peer ("-" without an IP); `local_ip`: what a loopback peer
+    is appended to x-forwarded-for as (default: `local_address()`, looked up only then: not a call per request).
+    Returns whether the request is an edge request (external and `use_remote_address`), which also regenerates
+    x-request-id."""
     xff_value = h.get("x-forwarded-for")
     xff = _xff_addresses(xff_value)
     hops = cfg.xff_num_trusted_hops
@@ -111,7 +113,10 @@ def forwarded_headers(h: Headers, cfg: Any, peer_ip: str, scheme: str, local_ip:
         if hops > 0 and len(xff) >= hops:
             remote = _valid_ip(xff[len(xff) - hops]) or peer_ip
         if not cfg.skip_xff_append and peer_ip != "-":
-            appended = local_ip if _is_loopback(peer_ip) else peer_ip
+            if _is_loopback(peer_ip):  # the machine's own address, read (once) only when needed
+                appended = local_ip if local_ip is not None else local_address()
+            else:
+                appended = peer_ip
             h.set("x-forwarded-for", f"{xff_value},{appended}" if xff_value else appended)
         if hops == 0 or "x-forwarded-proto" not in h:
             h.set("x-forwarded-proto", scheme)
