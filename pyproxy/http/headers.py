@@ -145,7 +145,7 @@ class Headers:
         items = self._items
         for k, _ in items:
             if k in names:
-                self._items = [(k2, v) for k2, v in items if k2 not in names]
+                self._items = [field for field in items if field[0] not in names]  # the same tuples, kept
                 if self._names is not None:
                     self._names.difference_update(names)
                 return
@@ -155,7 +155,7 @@ class Headers:
         if self._names is not None and name not in self._names:
             return False
         before = len(self._items)
-        self._items = [(k, v) for k, v in self._items if k != name]
+        self._items = [field for field in self._items if field[0] != name]
         if self._names is not None:
             self._names.discard(name)
         return len(self._items) != before
