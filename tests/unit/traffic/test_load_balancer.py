@@ -313,3 +313,8 @@ def test_an_unknown_policy_and_a_repr():
     hs[1].ejected_until = 10.0
     assert repr(build_load_balancer(cluster(), hs, random.Random(1))) == \
         "<RoundRobinLoadBalancer hosts=2 healthy=1 panic=False>"
+
+
+def test_a_pick_context_prints_its_facts():
+    assert repr(LbContext(hash_key=7, host_selection_retries=3)) == (
+        "LbContext(hash_key=7, excluded=(), host_selection_retries=3)")

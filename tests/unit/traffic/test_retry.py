@@ -12,6 +12,7 @@ from pyproxy.http.headers import Headers
 from pyproxy.routing.retry import (
     JitteredExponentialBackoff,
     Outcome,
+    RetryDecision,
     RetryOn,
     RetryState,
     Timeouts,
@@ -443,3 +444,29 @@ def test_backoff_works_in_whole_milliseconds(base, maximum, ranges):
     for _ in ranges:
         b.next()
     assert rng.ranges == ranges
+
+
+def test_the_value_objects_print_their_fields_and_compare_by_value():
+    assert repr(Outcome(status=503)) == ("Outcome(status=503, reset=False, connect_failure=False, refused_stream=False, "
+                                         "overflow=False, timeout=False, request_started=True)")
+    assert repr(Timeouts(1.5, 0.25)) == "Timeouts(1.5, 0.25, hedge=False)"
+    assert Timeouts(1.0, 0.0) != (1.0, 0.0, False)  # only Timeouts compare equal to a Timeouts
+    decision = RetryDecision(True, backoff=0.025, stat="upstream_rq_retry")
+    assert decision == RetryDecision(True, 0.025, "upstream_rq_retry") and decision != RetryDecision(True, 0.025)
+    assert decision != "retry"
+    assert repr(decision) == "RetryDecision(retry=True, backoff=0.025, stat='upstream_rq_retry', flag=None)"
+    s = state("5xx", route_timeout=2.0, per_try_timeout="0.5s")
+    assert s.per_try_timeout == 0.5
+    assert repr(s) == "RetryState(retry_on=1, remaining=1, attempts=0, timeouts=2.0s/0.5s)"
+
+
+def test_empty_retry_on_tokens_are_skipped():
+    assert parse_retry_on("5xx,, reset ,") == (RetryOn.FIVE_XX | RetryOn.RESET, ())
+
+
+def test_override_headers_without_any_retry_on_read_no_max_retries_and_are_kept_when_not_consumed():
+    headers = Headers([("x-envoy-max-retries", "7"), ("x-envoy-upstream-rq-timeout-ms", "250")])
+    s = RetryState(None, headers, rng=random.Random(0), consume=False)
+    assert s.retry_on == RetryOn.NONE and s.retries_remaining == 1  # no retry_on: x-envoy-max-retries not read
+    assert s.timeouts == Timeouts(0.25, 0.0)
+    assert [k for k, _ in headers] == ["x-envoy-max-retries", "x-envoy-upstream-rq-timeout-ms"]  # not consumed
