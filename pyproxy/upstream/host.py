@@ -15,9 +15,18 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from pyproxy.config.model import ClusterLoadAssignment, LbEndpoint
 
-__all__ = ["Host", "HostSet", "HEALTHY_STATUSES", "lb_endpoints_of"]
+__all__ = ["Host", "HostSet", "HEALTHY_STATUSES", "health_epoch", "lb_endpoints_of"]
 
 HEALTHY_STATUSES = frozenset({"HEALTHY", "UNKNOWN", "DEGRADED"})
+
+_HEALTH_EPOCH = [0]  # bumped by every change to any host's health inputs (a list: see flush.py's _batches)
+
+
+def health_epoch() -> int:
+    """A number that moves whenever some host's `healthy` may have changed: an ejection or its end, a new EDS
+    health_status. A load balancer recomputes its candidate hosts only when it moved, not per pick (Envoy too
+    rebuilds a host set's healthy hosts on a health change): a pick no longer walks every host."""
+    return _HEALTH_EPOCH[0]
 
 
 class Host:
@@ -25,12 +34,12 @@ class Host:
 
     __slots__ = (
         # identity and config
-        "address", "port", "weight", "metadata", "health_status", "hostname", "locality", "priority",
+        "address", "port", "weight", "metadata", "_health_status", "hostname", "locality", "priority",
         # live load and Envoy's per-host counters (/clusters)
         "active_requests", "rq_total", "rq_success", "rq_error", "rq_timeout",
         "cx_total", "cx_active", "stats_cx_connect_fail",
         # outlier detection state
-        "ejected_until", "ejected_at", "unejected_at", "times_ejected", "eject_backoff", "eject_jitter",
+        "_ejected_until", "ejected_at", "unejected_at", "times_ejected", "eject_backoff", "eject_jitter",
         "consecutive_5xx", "consecutive_gateway_failure", "consecutive_local_origin_failure",
         "sr_total", "sr_success", "sr_prev_total", "sr_prev_success",
         "lo_total", "lo_success", "lo_prev_total", "lo_prev_success", "success_rate", "local_success_rate",
@@ -50,7 +59,7 @@ class Host:
         self.cx_total = 0
         self.cx_active = 0
         self.stats_cx_connect_fail = 0
-        self.ejected_until: float | None = None  # monotonic time it may return; None when not ejected
+        self.ejected_until = None
         self.ejected_at: float | None = None
         self.unejected_at: float | None = None
         self.times_ejected = 0  # Envoy num_ejections (ever)
@@ -74,14 +83,35 @@ class Host:
         """`ip:port` as Envoy prints it (%UPSTREAM_HOST%, /clusters); IPv6 in brackets."""
         return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
 
+    # the two inputs of `healthy`: properties, so that every change moves health_epoch()
+    @property
+    def ejected_until(self) -> float | None:
+        """Monotonic time the host may return; None when not ejected (outlier detection)."""
+        return self._ejected_until
+
+    @ejected_until.setter
+    def ejected_until(self, value: float | None) -> None:
+        self._ejected_until = value
+        _HEALTH_EPOCH[0] += 1
+
+    @property
+    def health_status(self) -> str:
+        """EDS health_status (HEALTHY, UNKNOWN, DEGRADED count as healthy)."""
+        return self._health_status
+
+    @health_status.setter
+    def health_status(self, value: str) -> None:
+        self._health_status = value
+        _HEALTH_EPOCH[0] += 1
+
     @property
     def ejected(self) -> bool:
-        return self.ejected_until is not None
+        return self._ejected_until is not None
 
     @property
     def healthy(self) -> bool:
         """Usable outside panic mode: EDS-healthy and not ejected by outlier detection."""
-        return self.ejected_until is None and self.health_status in HEALTHY_STATUSES
+        return self._ejected_until is None and self._health_status in HEALTHY_STATUSES
 
     def update_config(self, weight: int, metadata: Any, health_status: str, hostname: str = "",
                       locality: Any = None, priority: int = 0) -> None:

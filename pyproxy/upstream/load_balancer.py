@@ -43,7 +43,7 @@ from typing import Any, Container, Mapping, Sequence
 from pyproxy.config.decode import ConfigError
 from pyproxy.routing.table import parse_query
 
-from .host import Host
+from .host import Host, health_epoch
 
 __all__ = ["LbContext", "LoadBalancer", "build_load_balancer", "compute_hash", "hash_key"]
 
@@ -130,7 +130,8 @@ class LoadBalancer:
         common = getattr(cluster, "common_lb_config", None)
         threshold = common.healthy_panic_threshold if common is not None else None
         self.panic_threshold = DEFAULT_PANIC_THRESHOLD if threshold is None else min(100.0, threshold.value)
-        self._pool: list[Host] | None = None
+        self._pool: list[Host] = []
+        self._epoch = -1  # host.health_epoch() when _pool was computed (-1: never)
         self.panic = False
 
     def candidates(self) -> list[Host]:
@@ -144,6 +145,10 @@ class LoadBalancer:
         return healthy
 
     def _current(self) -> list[Host]:
+        epoch = health_epoch()
+        if epoch == self._epoch:
+            return self._pool  # no host's health moved since the last pick
+        self._epoch = epoch
         pool = self.candidates()
         if pool != self._pool:  # element identity: Host has no __eq__
             self._pool = pool

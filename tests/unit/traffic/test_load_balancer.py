@@ -318,3 +318,16 @@ def test_an_unknown_policy_and_a_repr():
 def test_a_pick_context_prints_its_facts():
     assert repr(LbContext(hash_key=7, host_selection_retries=3)) == (
         "LbContext(hash_key=7, excluded=(), host_selection_retries=3)")
+
+
+def test_a_health_change_moves_the_epoch_the_balancers_recompute_on():
+    from pyproxy.upstream.host import health_epoch
+
+    h = Host("10.0.0.1", 80)
+    before = health_epoch()
+    h.ejected_until = 5.0
+    assert health_epoch() > before and h.ejected and not h.healthy
+    before = health_epoch()
+    h.ejected_until = None
+    h.health_status = "DRAINING"
+    assert health_epoch() >= before + 2 and not h.healthy
