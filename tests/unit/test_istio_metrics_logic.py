@@ -26,6 +26,24 @@ def test_peer_metadata_from_node_defaults_and_survives_its_header():
     assert PeerMetadata.decode("not base64!") is None and PeerMetadata.decode("") is None
 
 
+def test_a_peer_header_is_decoded_once_per_value_and_hostile_values_are_refused(monkeypatch):
+    import base64
+
+    from pyproxy.observe import istio_metrics
+
+    monkeypatch.setattr(istio_metrics, "_DECODED", {})
+    value = PeerMetadata.from_node("sidecar~1", NODE_MD).encode()
+    first = PeerMetadata.decode(value, "sidecar~1")
+    assert first is not None and PeerMetadata.decode(value, "sidecar~1") is first  # kept, not decoded again
+    assert PeerMetadata.decode(value, "sidecar~2") is not first  # the node id is part of what is kept
+    deep = base64.b64encode(b"[" * 3000 + b"]" * 3000).decode()  # JSON nested deeper than Python recurses
+    assert PeerMetadata.decode(deep) is None
+    monkeypatch.setattr(istio_metrics, "_DECODED_MAX", 4)
+    for i in range(10):  # a peer inventing values: the kept answers never pass the bound
+        PeerMetadata.decode(base64.b64encode(b'{"NAME": "w%d"}' % i).decode())
+        assert len(istio_metrics._DECODED) <= 4
+
+
 @pytest.mark.parametrize("direction,value,reporter", [
     ("INBOUND", {}, "destination"), ("OUTBOUND", {}, "source"), ("UNSPECIFIED", {}, "source"),
     ("INBOUND", {"reporter": "SERVER_GATEWAY"}, "waypoint")])
