@@ -138,6 +138,19 @@ def test_every_policy_reads_the_panic_threshold(policy):
     assert {lb.choose(LbContext(hash_key=k)) for k in range(20)} == {hs[3]} and not lb.panic
 
 
+@pytest.mark.parametrize("policy", ["ROUND_ROBIN", "RING_HASH"])
+def test_with_no_panic_every_host_ejected_leaves_nothing_to_pick_until_one_returns(policy):
+    hs = hosts(2)
+    lb = build_load_balancer(cluster(policy, common_lb_config={"healthy_panic_threshold": {"value": 0}}), hs,
+                             random.Random(0))
+    assert lb.choose(LbContext(hash_key=1)) in hs
+    for h in hs:
+        h.ejected_until = 100.0
+    assert lb.choose(LbContext(hash_key=1)) is None and not lb.panic  # 503 UH, not a pick of an ejected host
+    hs[1].ejected_until = None
+    assert {lb.choose(LbContext(hash_key=k)) for k in range(10)} == {hs[1]}
+
+
 def test_an_endpoint_listed_twice_shares_its_points_with_itself():
     """Two lb_endpoints with one address are two hosts with the same points; the ring orders a tie by host order."""
     twins = [Host("10.0.0.1", 80), Host("10.0.0.1", 80)]
