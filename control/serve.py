@@ -555,7 +555,10 @@ class ControlPlane:
         period = max(0.05, min(1.0, self.live.grace / 4))
         while True:
             await asyncio.sleep(period)
-            self.expire()
+            try:
+                self.expire()
+            except Exception:  # a bug of ours must not end expiry for good (a dead task says nothing)
+                log.exception("expiring proxies failed; trying again in %.2fs", period)
 
     # --- xDS ---------------------------------------------------------------------------------------------
     def receive(self, node: ProxyNode, xds_type: XdsType, request: DiscoveryRequest) -> Outcome:
