@@ -105,8 +105,9 @@ class PeerMetadata:
         if not value or len(value) > 8192:
             return None
         key = (value, node_id)
-        if key in _DECODED:
-            return _DECODED[key]
+        peer = _DECODED.get(key, _NOT_KEPT)  # one lookup: None (an invalid value) is kept too
+        if peer is not _NOT_KEPT:
+            return peer
         peer = _decode_peer(cls, value, node_id)
         if len(_DECODED) >= _DECODED_MAX:  # a peer inventing values: start again rather than grow
             _DECODED.clear()
@@ -124,7 +125,8 @@ def _decode_peer(cls: type[PeerMetadata], value: str, node_id: str) -> PeerMetad
     return cls.from_node(node_id, md)
 
 
-_DECODED: dict[tuple[str, str], PeerMetadata | None] = {}
+_DECODED: dict[tuple[str, str], Any] = {}
+_NOT_KEPT = object()
 _DECODED_MAX = 256
 
 

@@ -195,19 +195,46 @@ async def test_histograms_place_a_slow_request_and_known_sizes_in_their_buckets(
         assert page["istio_request_duration_milliseconds_sum"][key] >= 1100
 
 
-async def test_plaintext_inbound_reports_connection_security_none(upstream, proxy_factory):
-    """A destination sidecar reached without TLS (PERMISSIVE's plaintext chain): `none`, principals unknown,
-    and without the client's metadata the source is unknown too."""
+async def _plaintext_inbound(upstream, proxy_factory):
+    """The reviews-v2 sidecar's inbound listener without TLS: (proxy, admin runners to clean up, admin port)."""
     cfg = bootstrap([cluster(f"inbound|9080||{SERVICE}", [upstream.port], metadata=ISTIO_META)],
                     hcm={"http_filters": [istio_stats_filter(), ROUTER]})
     cfg["static_resources"]["listeners"][0]["traffic_direction"] = "INBOUND"
     cfg["node"] = node("reviews-v2", "reviews", "v2", "bookinfo-reviews")
     b = await proxy_factory(cfg)
     runners: list = []
-    port = await _admin(b.server, runners)
+    return b, runners, await _admin(b.server, runners)
+
+
+async def test_plaintext_inbound_reports_connection_security_none(upstream, proxy_factory):
+    """A destination sidecar reached without TLS (PERMISSIVE's plaintext chain): `none`, principals unknown,
+    and without the client's metadata the source is unknown too."""
+    b, runners, port = await _plaintext_inbound(upstream, proxy_factory)
     try:
         r = await b.fetch("GET", "/status/200", host="reviews:9080")
         assert r.status == 200 and r.header("x-envoy-peer-metadata") is None  # not offered to a non-mesh client
+        page = await scrape(port)
+        assert page["istio_requests_total"] == {
+            labels("destination", code="200", security="none", source_known=False, destination_principal="unknown",
+                   ): 1}
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+async def test_a_hostile_peer_metadata_header_is_refused_and_the_request_still_reaches_the_app(upstream,
+                                                                                                  proxy_factory):
+    """A client's x-envoy-peer-metadata holding JSON nested thousands deep (deeper than Python's recursion limit):
+    the destination sidecar treats the peer as unknown, forwards the request without the header, and counts it."""
+    import base64
+
+    b, runners, port = await _plaintext_inbound(upstream, proxy_factory)
+    deep = base64.b64encode(b"[" * 3000 + b"]" * 3000).decode()
+    try:
+        r = await b.fetch("GET", "/status/200", [("x-envoy-peer-metadata", deep)], host="reviews:9080")
+        assert r.status == 200
+        (req,) = upstream.requests
+        assert req.path == "/status/200" and req.header("x-envoy-peer-metadata") is None  # stripped, not passed on
         page = await scrape(port)
         assert page["istio_requests_total"] == {
             labels("destination", code="200", security="none", source_known=False, destination_principal="unknown",
