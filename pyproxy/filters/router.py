@@ -52,7 +52,7 @@ class RouterFilter:
     __slots__ = (
         "stream", "hcm", "match", "cluster", "host", "conn", "waiting_pool", "body", "body_bytes",
         "body_overflow", "request_chunked", "head", "timeout", "per_try_timeout", "deadline", "per_try_timer",
-        "response_started", "done", "counted_request", "retry", "attempts", "upstream_start",
+        "response_started", "done", "counted_request", "retry", "attempts",
         "buffered_while_waiting", "request_ended", "shadows", "timeout_alt_response",
     )
 
@@ -79,7 +79,6 @@ class RouterFilter:
         self.counted_request = False
         self.retry: Any = None
         self.attempts = 0
-        self.upstream_start = 0.0
         self.request_ended = False  # on_request_end was delivered (the body, if any, is all here)
         self.shadows: list[ShadowRequest] | None = None
         self.timeout_alt_response = False  # x-envoy-upstream-rq-timeout-alt-response: a timeout answers 204
@@ -213,7 +212,6 @@ class RouterFilter:
         cluster.stats_rq_active.inc()
         host.active_requests += 1
         host.rq_total += 1
-        self.upstream_start = time.monotonic()
         self.waiting_pool = cluster.pool_for(host)
         self.waiting_pool.acquire(self)
 
@@ -229,7 +227,8 @@ class RouterFilter:
             headers.set("x-envoy-attempt-count", str(self.attempts))
         if self.attempts > 1 and self.retry is not None and not self.per_try_timeout and self.timeout:
             # Envoy tells a retry the time left of the global timeout (FilterUtility::setTimeoutHeaders)
-            spent_ms = int((time.monotonic() - (self.stream.info.request_complete or self.upstream_start)) * 1000)
+            info = stream.info
+            spent_ms = int((time.monotonic() - (info.last_downstream_rx or info.start_monotonic)) * 1000)
             headers.set("x-envoy-expected-rq-timeout-ms", str(max(int(self.timeout * 1000) - spent_ms, 1)))
         if self.request_chunked:
             head = codec.encode_head(self.head, _with_chunked(headers))
@@ -311,6 +310,7 @@ class RouterFilter:
         if self.request_chunked:
             conn.write(codec.LAST_CHUNK)
         conn.end_request()
+        self.stream.info.last_upstream_tx = time.monotonic()  # %REQUEST_TX_DURATION%
 
     # ------------------------------------------------------------ response (from UpstreamConnection)
     def on_response_headers(self, status: int, headers: Headers) -> None:
@@ -328,8 +328,10 @@ class RouterFilter:
         info = stream.info
         self.response_started = True
         info.response_code_details = "via_upstream"
+        info.first_upstream_rx = now = time.monotonic()  # %RESPONSE_DURATION%
         if stream.request_complete:  # Envoy times the upstream from the request's end: none for an early answer
-            elapsed_ms = int((time.monotonic() - self.upstream_start) * 1000)
+            # (Router::Filter::onUpstreamHeaders: from the downstream request's end, earlier tries included)
+            elapsed_ms = int((now - info.last_downstream_rx) * 1000)  # type: ignore[operator]
             headers.set("x-envoy-upstream-service-time", str(elapsed_ms))
         if self.hcm.attempt_count_in_response(self.match):
             headers.set("x-envoy-attempt-count", str(self.attempts))

@@ -235,7 +235,7 @@ class ActiveStream:
 
     def on_complete(self) -> None:
         self.request_complete = True
-        self.info.request_complete = time.monotonic()
+        self.info.last_downstream_rx = time.monotonic()  # Envoy's last downstream byte received: %REQUEST_DURATION%
         if self.router is not None and not self.response_complete:
             self.router.on_request_end()
 
@@ -374,7 +374,12 @@ class ActiveStream:
 
     def _log_and_count(self) -> None:
         info = self.info
-        info.last_downstream_tx = time.monotonic()
+        # Envoy's request complete is the whole exchange's end (%DURATION%), not the request half's
+        info.last_downstream_tx = info.request_complete = time.monotonic()
+        if info.last_downstream_rx is None and not self.request_complete and _bodyless(self.headers):
+            # answered from its head, before llhttp reported the message end: a request without a body ends
+            # with its head (Envoy: end_stream on the headers), so %REQUEST_DURATION% is 0, not "-"
+            info.last_downstream_rx = info.start_monotonic
         hcm = self.hcm
         hcm.stats_rq_active.dec()
         code = info.response_code
@@ -411,6 +416,11 @@ def http_date(seconds: int) -> str:
     t = time.gmtime(seconds)
     return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
             f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT")
+
+
+def _bodyless(headers: Headers) -> bool:
+    """A request with neither a body length nor a transfer coding has no body (RFC 9112 §6.3)."""
+    return "transfer-encoding" not in headers and headers.get_first("content-length") in (None, "0")
 
 
 def _http_date() -> str:

@@ -186,14 +186,11 @@ class StreamInfo:
         # timing: wall clock for display, monotonic for durations
         "start_time",
         "start_monotonic",
-        "last_downstream_rx",
-        "first_upstream_tx",
-        "last_upstream_tx",
-        "first_upstream_rx",
-        "last_upstream_rx",
-        "first_downstream_tx",
-        "last_downstream_tx",
-        "request_complete",
+        "last_downstream_rx",  # the request's last byte in: %REQUEST_DURATION%, x-envoy-upstream-service-time's start
+        "last_upstream_tx",  # its last byte sent upstream (this try's): %REQUEST_TX_DURATION%
+        "first_upstream_rx",  # the answer's first byte from upstream: %RESPONSE_DURATION%
+        "last_downstream_tx",  # the response's last byte out: %RESPONSE_TX_DURATION%'s end, istio's duration
+        "request_complete",  # the exchange's end (Envoy's requestComplete): %DURATION%
         # request: pseudo-headers are fields, not entries of request_headers
         "method",
         "path",
@@ -235,11 +232,8 @@ class StreamInfo:
         self.start_time = start_time
         self.start_monotonic = start_monotonic
         self.last_downstream_rx: float | None = None
-        self.first_upstream_tx: float | None = None
         self.last_upstream_tx: float | None = None
         self.first_upstream_rx: float | None = None
-        self.last_upstream_rx: float | None = None
-        self.first_downstream_tx: float | None = None
         self.last_downstream_tx: float | None = None
         self.request_complete: float | None = None
         self.method: str | None = None
