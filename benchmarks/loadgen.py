@@ -7,9 +7,11 @@ parsed with httptools (llhttp), uvloop when installed. Only loopback targets are
   answers come back. A request is sent at its time on an idle connection; when every connection is busy it
   waits in a queue. Its latency runs from the *scheduled* time to the last byte of the response, so a slow
   server is charged for the queueing it causes (no coordinated omission, unlike a closed-loop tool such as
-  wrk). Timers in an event loop have millisecond granularity, so the pacer sleeps until ~2 ms before a send
-  and then polls the loop without blocking until the time comes: sub-millisecond precision for the cost of
-  one busy core. How late sends actually left is reported as `send_lag`.
+  wrk). Timers in an event loop have millisecond granularity, so the pacer (`--pacer timer`, the default)
+  sleeps on a Linux timerfd, which the loop polls like a socket, until 0.2 ms before a send, then polls the
+  loop without blocking until the time comes. `--pacer spin` polls from 2 ms before instead: as precise, for
+  the cost of one busy core, which `run.py` can afford when it pins the generator to a CPU of its own. How
+  late sends actually left is reported as `send_lag`.
 * **Closed loop** (`--closed`): each connection sends its next request as soon as the previous answer
   arrives, for `--duration` seconds (or `--max-requests`); this is what wrk does, and `run.py` uses it as the
   throughput tool when wrk is not installed.
@@ -28,7 +30,9 @@ import collections
 import contextlib
 import gc
 import ipaddress
+import ctypes
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -44,6 +48,7 @@ from benchmarks.stats import LatencySummary, open_loop_schedule
 # The pacer blocks in the event loop only while the next send is further away than this; closer than
 # this it polls (event-loop timers have 1 ms resolution, so a blocking sleep could overshoot by ~1 ms).
 SPIN_WINDOW_S = 0.002
+TIMER_EARLY_S = 0.0002  # the timer pacer polls only this close to a send (a timerfd wakes within ~0.1 ms)
 DEFAULT_TIMEOUT_S = 5.0
 
 
@@ -309,12 +314,91 @@ def _result(session: _Session, *, url: str, requested: int, elapsed: float, rate
     )
 
 
+class _TimerClock:
+    """Sub-millisecond sleeps for the pacer, on a Linux timerfd the event loop polls like a socket.
+
+    Event-loop timers round to whole milliseconds, so the old pacer polled the loop without blocking for the
+    last 2 ms before each send: at 1,000 req/s that is one CPU at 100 %. On a small machine that CPU is taken
+    from the proxies being measured: `perf sched` showed a sidecar pair's processes woken onto the generator's
+    CPU and waiting there for a scheduler tick (3-4 ms), the tail of the pair's latency. A timerfd wakes the
+    loop at the microsecond, so the generator sleeps until TIMER_EARLY_S before a send and polls only then.
+    No signals (pytest-timeout owns SIGALRM) and no thread (a pacer thread waits for the GIL)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiter: asyncio.Future[None] | None = None
+        self.fd = _timerfd_create()
+        loop.add_reader(self.fd, self._ring)
+
+    def _ring(self) -> None:
+        try:
+            os.read(self.fd, 8)  # the expiry count; reading it disarms the readiness
+        except BlockingIOError:
+            return
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def sleep(self, seconds: float) -> None:
+        self.waiter = self.loop.create_future()
+        _timerfd_arm(self.fd, max(int(seconds * 1e9), 1))  # 0 would disarm it
+        await self.waiter
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.fd)
+        os.close(self.fd)
+
+
+if hasattr(os, "timerfd_create"):  # Python 3.13+
+    def _timerfd_create() -> int:
+        return os.timerfd_create(time.CLOCK_MONOTONIC, flags=os.TFD_NONBLOCK | os.TFD_CLOEXEC)
+
+    def _timerfd_arm(fd: int, ns: int) -> None:
+        os.timerfd_settime_ns(fd, initial=ns)
+else:  # the same two Linux calls through ctypes (timerfd_create(2), timerfd_settime(2))
+    class _Timespec(ctypes.Structure):
+        _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+    class _Itimerspec(ctypes.Structure):
+        _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+    _TFD_NONBLOCK, _TFD_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC  # the kernel defines them so
+
+    def _libc() -> ctypes.CDLL:
+        return ctypes.CDLL(None, use_errno=True)
+
+    def _timerfd_create() -> int:
+        fd = _libc().timerfd_create(time.CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"timerfd_create: {os.strerror(err)}")
+        return fd
+
+    def _timerfd_arm(fd: int, ns: int) -> None:
+        spec = _Itimerspec(_Timespec(0, 0), _Timespec(ns // 1_000_000_000, ns % 1_000_000_000))
+        if _libc().timerfd_settime(fd, 0, ctypes.byref(spec), None) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"timerfd_settime: {os.strerror(err)}")
+
+
+def _timer_clock(loop: asyncio.AbstractEventLoop) -> _TimerClock | None:
+    """A timerfd clock, or None where there is none (not Linux): the pacer then polls, as before."""
+    try:
+        return _TimerClock(loop)
+    except (OSError, AttributeError, NotImplementedError):
+        return None
+
+
 async def run_open_loop(
     url: str, *, rate: float, count: int, connections: int = 16, timeout: float = DEFAULT_TIMEOUT_S,
-    host: str | None = None,
+    host: str | None = None, pacer: str = "timer",
 ) -> LoadResult:
-    """Send `count` requests at `rate`/s; wait at most `timeout` s after the last one is due."""
+    """Send `count` requests at `rate`/s; wait at most `timeout` s after the last one is due. `pacer`: "timer"
+    (sleep on a timerfd until TIMER_EARLY_S before a send, then poll) or "spin" (poll from SPIN_WINDOW_S
+    before: one CPU busy, what a generator on a CPU of its own can afford)."""
     session = _Session(parse_target(url, host), connections=connections, closed=False, deadline=float("inf"))
+    clock = _timer_clock(session.loop) if pacer == "timer" else None
+    window = TIMER_EARLY_S if clock is not None else SPIN_WINDOW_S
     with _gc_paused():
         try:
             await _open_connections(session, connections)
@@ -326,7 +410,12 @@ async def run_open_loop(
                     wait = due - perf()
                     if wait <= 0:
                         break
-                    await asyncio.sleep(wait - SPIN_WINDOW_S if wait > SPIN_WINDOW_S else 0)
+                    if wait <= window:
+                        await asyncio.sleep(0)  # poll: answers that arrived meanwhile are read now
+                    elif clock is not None:
+                        await clock.sleep(wait - window)
+                    else:
+                        await asyncio.sleep(wait - window)
                 if perf() > session.deadline:
                     break
                 session.dispatch(due)
@@ -335,6 +424,8 @@ async def run_open_loop(
             end = time.perf_counter()
         finally:
             session.close()
+            if clock is not None:
+                clock.close()
     errors = session.counters.errors
     never_sent = count - session.counters.completed - errors["read"] - errors["timeout"]
     errors["timeout"] += max(never_sent, 0)
@@ -406,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-requests", type=int, default=10_000_000, help="closed loop: request budget")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="extra seconds to wait for answers")
     parser.add_argument("--host", default=None, help="Host header to send (default: the URL's host:port)")
+    parser.add_argument("--pacer", choices=("timer", "spin"), default="timer",
+                        help="open loop: sleep on a timer until just before each send (default), or poll (one CPU busy)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument("--raw", action="store_true", help="with --json: include every latency (samples_s)")
     parser.add_argument("--json-file", default=None, metavar="PATH",
@@ -428,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
                 connections=args.connections or 16,
                 timeout=args.timeout,
                 host=args.host,
+                pacer=args.pacer,
             )
         result = _run(coro)
     except (ValueError, ConnectionError) as exc:

@@ -9,7 +9,9 @@ SDS). The measured hop is productpage's sidecar (outbound listener, `Host: detai
 (inbound, mTLS) → the details app, `GET /details/0`; the baseline is the same request straight to the details
 app. Both go through benchmarks/loadgen.py's open loop (a fixed send schedule, latency from each request's
 scheduled time), rounds interleaved (direct, pair, direct, pair ...), percentiles over all kept rounds pooled;
-"added" is pair minus direct at the same percentile. Pair kinds:
+"added" is pair minus direct at the same percentile. The generator sleeps on a timerfd until just before each
+send (`--pacer timer`): polling, it would keep one of this machine's CPUs busy, and `perf sched` showed the
+pair's processes waiting behind it for a scheduler tick, which doubled the pair's p99. Pair kinds:
 
 * `pyproxy`: both sidecars pyproxy;
 * `envoy`: both Envoy 1.40 (needs `make envoy` or $ENVOY_BIN);
@@ -86,11 +88,11 @@ class DemoMesh:
                 self.proc.wait()
 
 
-def open_loop(url: str, rate: float, duration: float, host: str | None = None) -> dict:
+def open_loop(url: str, rate: float, duration: float, host: str | None = None, pacer: str = "timer") -> dict:
     with tempfile.TemporaryDirectory(prefix="mesh-bench-") as tmp:
         out = Path(tmp) / "loadgen.json"  # a file, not stdout: see benchmarks/run.py _run_loadgen
         argv = [sys.executable, str(LOADGEN), url, "--rate", str(rate), "--duration", str(duration),
-                "--connections", "16", "--raw", "--json-file", str(out)]
+                "--connections", "16", "--raw", "--json-file", str(out), "--pacer", pacer]
         if host:
             argv += ["--host", host]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
@@ -99,21 +101,22 @@ def open_loop(url: str, rate: float, duration: float, host: str | None = None) -
         return json.loads(out.read_text())
 
 
-def measure(state: dict, rate: float, duration: float, rounds: int) -> tuple[report.FixedRate, report.FixedRate]:
+def measure(state: dict, rate: float, duration: float, rounds: int,
+            pacer: str = "timer") -> tuple[report.FixedRate, report.FixedRate]:
     """(direct, through the pair) at `rate`, `rounds` kept rounds each, interleaved; disturbed rounds retaken
     (at most `rounds` times per path)."""
     proxies = state["proxies"]
     paths = {"direct": (f"http://127.0.0.1:{proxies[SERVER]['app']}{PATH}", None),
              "pair": (f"http://127.0.0.1:{proxies[CLIENT]['outbound']}{PATH}", "details:9080")}
     for url, host in paths.values():  # warm-up: connections, pools, TLS sessions
-        open_loop(url, rate, 1.0, host)
+        open_loop(url, rate, 1.0, host, pacer)
     kept: dict[str, list[dict]] = {name: [] for name in paths}
     discarded = dict.fromkeys(paths, 0)
     while any(len(v) < rounds for v in kept.values()):
         for name, (url, host) in paths.items():
             if len(kept[name]) >= rounds:
                 continue
-            result = open_loop(url, rate, duration, host)
+            result = open_loop(url, rate, duration, host, pacer)
             if result["errors"] and sum(result["errors"].values()):
                 raise RuntimeError(f"{name}: errors {result['errors']}")
             if report.round_was_disturbed(result) and discarded[name] < rounds:
@@ -129,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=1000.0, help="requests per second (default 1000)")
     p.add_argument("--duration", type=float, default=2.0, help="seconds per round (default 2)")
     p.add_argument("--rounds", type=int, default=3, help="kept rounds per path (default 3)")
+    p.add_argument("--pacer", choices=("timer", "spin"), default="timer",
+                   help="how the generator waits for each send (benchmarks/loadgen.py --pacer; default timer)")
     p.add_argument("--pairs", default=",".join(PAIRS), help=f"comma list of {', '.join(PAIRS)} (default all)")
     args = p.parse_args(argv)
     kinds = [k.strip() for k in args.pairs.split(",") if k.strip()]
@@ -139,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--rate and --duration must be > 0, --rounds ≥ 1")
     print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, Linux {platform.release()}, Python "
           f"{platform.python_version()}; load average at start {os.getloadavg()[0]:.2f}; "
-          f"{args.rate:g} req/s, {args.rounds} × {args.duration:g} s rounds per path")
+          f"{args.rate:g} req/s, {args.rounds} × {args.duration:g} s rounds per path, pacer {args.pacer}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="mesh-bench-") as tmp:
         for kind in kinds:
@@ -149,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             mesh = DemoMesh(workdir, PAIRS[kind])
             try:
                 state = mesh.wait_running()
-                direct, pair = measure(state, args.rate, args.duration, args.rounds)
+                direct, pair = measure(state, args.rate, args.duration, args.rounds, args.pacer)
             except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
                 log(f"{kind}: failed: {exc}")
                 rows.append(f"| {kind} | failed: {report.one_line(str(exc), 120)} | | | | |")

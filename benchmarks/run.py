@@ -330,7 +330,9 @@ def closed_loop(url: str, args, wrk: str | None, duration: int, cpus) -> report.
 def fixed_rate_round(url: str, args, cpus, rate: float) -> dict:
     """One open-loop run at `rate` (a `LoadResult.as_dict(raw=True)`)."""
     argv = [sys.executable, str(LOADGEN), url, "--rate", str(rate), "--duration", str(args.latency_duration),
-            "--connections", str(args.latency_connections), "--raw"]  # fmt: skip
+            "--connections", str(args.latency_connections), "--raw",
+            # pinned, the generator has a CPU of its own and may poll it for the most precise sends
+            "--pacer", "spin" if cpus else "timer"]  # fmt: skip
     return _run_loadgen(argv, cpus, args.latency_duration + 30)
 
 

@@ -314,12 +314,11 @@ class RetryPlan:
     of a request that carries no x-envoy-* override. RetryState starts from it, so a request reads no policy
     field and parses nothing: saves ~1 µs a request on a route with Istio's default retry policy (compiled)."""
 
-    __slots__ = ("policy", "retry_on", "retriable_status_codes", "retriable_headers", "request_checks",
+    __slots__ = ("retry_on", "retriable_status_codes", "retriable_headers", "request_checks",
                  "num_retries", "base_interval", "max_interval", "exclude_previous", "host_selection_retries",
                  "timeouts")
 
     def __init__(self, policy: RetryPolicy | None, route_timeout: float = 0.0):
-        self.policy = policy
         self.timeouts = Timeouts.compute(route_timeout, policy)
         if policy is None:  # no policy: nothing retries unless a request asks (x-envoy-retry-on), then once
             self.retry_on = RetryOn.NONE

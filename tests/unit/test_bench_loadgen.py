@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,29 @@ async def test_open_loop_completes_every_scheduled_request(origin):
     _assert_sane(result.latency)
     assert result.send_lag is not None and result.send_lag.count == 200
     assert result.target_rps == 400 and result.achieved_rps > 0
+
+
+async def test_the_polling_pacer_completes_every_scheduled_request_too(origin):
+    result = await loadgen.run_open_loop(origin, rate=400, count=100, connections=4, pacer="spin")
+    assert (result.requested, result.completed, result.ok) == (100, 100, 100)
+    assert result.send_lag is not None and result.send_lag.count == 100
+
+
+async def test_the_timer_clock_never_wakes_the_pacer_early():
+    """A send must not leave before its time: each timerfd sleep lasts at least what was asked (sub-millisecond,
+    which an event-loop timer cannot do), and the clock is released after."""
+    loop = asyncio.get_running_loop()
+    clock = loadgen._timer_clock(loop)
+    assert clock is not None, "Linux has timerfd"
+    try:
+        for seconds in (0.0003, 0.0007, 0.002):
+            began = time.monotonic()
+            await asyncio.wait_for(clock.sleep(seconds), 5)  # bounded only against a hang
+            assert time.monotonic() - began >= seconds
+    finally:
+        clock.close()
+    with pytest.raises(OSError):
+        loadgen.os.fstat(clock.fd)
 
 
 async def test_closed_loop_stops_at_its_request_budget(origin):
