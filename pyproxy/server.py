@@ -698,12 +698,22 @@ class ProxyServer:
             "config_version": self.version,
             "worker_id": self.worker_id,
             "optional_libraries_loaded": loaded_optional_libraries(),
+            "request_path_compiled": request_path_compiled(),
         }
 
 
 def loaded_optional_libraries() -> list[str]:
     """Which of OPTIONAL_LIBRARIES this process has imported (sorted)."""
     return [name for name in OPTIONAL_LIBRARIES if name in sys.modules]
+
+
+def request_path_compiled() -> bool:
+    """Does this process run the mypyc build of the request path (`make compiled`)? A compiled module is an
+    extension (.so); `python -m` from the repository imports the interpreted tree even with the build on
+    PYTHONPATH, so this is the way to tell (docs/performance.md, *Compiled build*)."""
+    from pyproxy.http import connection
+
+    return not (connection.__file__ or "").endswith(".py")
 
 
 def free_port() -> int:

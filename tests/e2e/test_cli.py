@@ -146,6 +146,7 @@ async def test_run_serves_traffic_and_admin_then_stops_on_sigterm(upstream, pypr
     # bootstrap file); a library imported at some module's top level would show up here
     _, info = await _admin_get(admin, "/server_info")
     assert json.loads(info)["optional_libraries_loaded"] == ["yaml"]
+    assert json.loads(info)["request_path_compiled"] is False  # the source tree, as `make test` runs it
     assert proc.stop() == 0
     assert "Traceback" not in proc.output(tail=None)
 

@@ -8,10 +8,13 @@ itself counted. /config_dump must parse as Envoy's own `envoy.admin.v3.ConfigDum
 from __future__ import annotations
 
 import json
+import pathlib
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+import pyproxy
 
 from tests.envoy_protos import parse_envoy
 from tests.support.proxy import bootstrap, decode_bootstrap
@@ -157,6 +160,11 @@ async def test_server_info(admin):
     status, text = await admin("/server_info")
     info = json.loads(text)
     assert status == 200 and info["state"] == "LIVE"
+    # this suite runs twice in CI: in the source tree, then inside build/compiled/ (make test-compiled), where
+    # the request path must really be the mypyc build; the proxy says which it runs
+    tree = pathlib.Path(pyproxy.__file__).resolve().parents[1]
+    in_build = tree.name == "compiled" and tree.parent.name == "build"
+    assert info["request_path_compiled"] is in_build
 
 
 async def test_prometheus_port_serves_the_same_metrics_and_nothing_else(admin):
