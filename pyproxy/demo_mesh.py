@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import faulthandler
 import json
 import os
 import pathlib
@@ -547,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     mesh = Mesh(workdir, envoy)
     # SIGTERM (kill, a closing terminal) stops the demo the way Ctrl-C does: every process, the temp dir
     signal.signal(signal.SIGTERM, _interrupt)
+    # `kill -USR1 <pid>` prints where the demo is (every thread's stack), without stopping it
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         print(f"[demo] starting the control plane, the ingress gateway and {len(WORKLOADS)} bookinfo workloads with "
               f"sidecars, all on 127.0.0.1 (logs in {workdir})")

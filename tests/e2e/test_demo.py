@@ -86,8 +86,10 @@ def test_front_proxy_demo_shows_a_request_through_the_proxy():
 def test_mesh_demo_teaches_through_bookinfo_then_meshctl_finds_it_and_ctrl_c_cleans_up(tmp_path):
     """`make demo` as a user runs it: bookinfo through the gateway, then meshctl with no flags, then Ctrl-C."""
     state = pathlib.Path(os.environ["PYPROXY_MESH_STATE"])  # tests/conftest.py: the suite's own state file
+    # a process group of its own: Ctrl-C goes to the demo alone (it stops its children), and if it hangs the
+    # test can still stop every process it started
     proc = subprocess.Popen([sys.executable, "-m", "pyproxy.demo_mesh"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, process_group=0)
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 120
@@ -158,14 +160,25 @@ def test_mesh_demo_teaches_through_bookinfo_then_meshctl_finds_it_and_ctrl_c_cle
             _prometheus_counts_the_traffic_sent(prometheus, written["proxies"])
 
         proc.send_signal(signal.SIGINT)  # Ctrl-C
-        rest, _ = proc.communicate(timeout=60)
+        try:
+            rest, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # seen once in CI: say what was still running and what the demo said
+            proc.send_signal(signal.SIGUSR1)  # the demo prints its stacks (faulthandler) to the pipe read below
+            time.sleep(1)  # for the dump to be written
+            table = subprocess.run(["ps", "-eo", "pgid=,pid=,stat=,etime=,args="], capture_output=True,
+                                   text=True).stdout
+            alive = "\n".join(line for line in table.splitlines() if line.split()[0] == str(proc.pid))
+            os.killpg(proc.pid, signal.SIGKILL)
+            said, _ = proc.communicate()
+            raise AssertionError(f"the demo did not stop within 60 s of Ctrl-C; its process group:\n{alive}\n"
+                                 f"it printed after Ctrl-C:\n{said[-3000:]}") from None
         assert proc.returncode == 0, rest
         assert f"stopping {15 if prometheus is None else 16} processes: control-plane, external-api," in rest
         workdir = re.search(r"removed (\S+)", rest).group(1)
         assert not pathlib.Path(workdir).exists() and not state.exists()
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # the demo and everything it started
             proc.wait()
 
 
