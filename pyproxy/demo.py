@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--once", action="store_true", help="show one request going through, then stop")
     ap.add_argument("--free-ports", action="store_true", help="use any free ports, not 8080/10000/9901")
     args = ap.parse_args(argv)
+    # Ctrl-C stops it even when started with SIGINT ignored (`cmd &` in a script: see pyproxy/demo_mesh.py)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="pyproxy-demo-"))
     if args.free_ports:

@@ -548,6 +548,10 @@ def main(argv: list[str] | None = None) -> int:
     mesh = Mesh(workdir, envoy)
     # SIGTERM (kill, a closing terminal) stops the demo the way Ctrl-C does: every process, the temp dir
     signal.signal(signal.SIGTERM, _interrupt)
+    # and Ctrl-C always does: a shell starts a background job (`cmd &`, no job control) with SIGINT ignored, and
+    # Python installs its KeyboardInterrupt handler only when SIGINT is not ignored at startup, so a demo started
+    # from a script would otherwise shrug off SIGINT and keep all its processes running
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # `kill -USR1 <pid>` prints where the demo is (every thread's stack), without stopping it
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:

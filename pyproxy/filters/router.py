@@ -222,6 +222,7 @@ class RouterFilter:
             return
         self.conn = conn
         stream = self.stream
+        stream.info.upstream_local_address = conn.local_address  # this try's connection, as Envoy logs it
         headers = stream.headers
         if self.hcm.attempt_count_header(self.match):  # Envoy counts tries with or without a retry policy
             headers.set("x-envoy-attempt-count", str(self.attempts))

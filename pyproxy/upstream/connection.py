@@ -39,7 +39,7 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
         self.closed = False
         self.reusable = True
         self.request_sent = True  # the current request went out whole (no request: trivially true)
-        self.local_address = "-"
+        self.local_address: str | None = None  # ip:port once connected (%UPSTREAM_LOCAL_ADDRESS%)
         self._headers: list[tuple[str, str]] = []
         self._status = 0
         self._in_headers = False
@@ -60,7 +60,8 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
         tune_upstream_socket(transport, self.pool.cluster)
         local = transport.get_extra_info("sockname")
         if local:
-            self.local_address = f"{local[0]}:{local[1]}"
+            host = str(local[0])
+            self.local_address = f"[{host}]:{local[1]}" if ":" in host else f"{host}:{local[1]}"
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -254,4 +255,4 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
 
     def __repr__(self) -> str:
         state = "busy" if self.attempt is not None else ("closed" if self.closed else "idle")
-        return f"<UpstreamConnection {self.local_address} {state} served={self.requests_served}>"
+        return f"<UpstreamConnection {self.local_address or '-'} {state} served={self.requests_served}>"

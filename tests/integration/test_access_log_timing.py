@@ -1,4 +1,4 @@
-"""The access log's durations through a real proxy: which moment each one ends at.
+"""The access log's durations through a real proxy: which moment each one ends at (and the upstream address).
 
 Envoy's `%DURATION%` is the whole exchange (start to the last byte sent downstream), `%REQUEST_DURATION%`
 ends at the request's last byte received, `%REQUEST_TX_DURATION%` at its last byte sent upstream,
@@ -7,6 +7,8 @@ the last byte sent downstream; `x-envoy-upstream-service-time` counts from the d
 Two slow exchanges tell them apart: an origin that waits before answering, and a client that waits before
 sending its body. Each duration is classed as slow (≥ the wait), fast, or `-` (no upstream). The same table
 is what real Envoy 1.40 logs for the same bootstrap and bytes (tests/oracle/test_access_log_timing_differential.py).
+`%UPSTREAM_LOCAL_ADDRESS%`, the proxy's end of the upstream connection, rides along: set when an upstream
+answered, `-` for a direct response.
 """
 from __future__ import annotations
 
@@ -21,14 +23,15 @@ from tests.support.upstream import TestUpstream
 WAIT_S = 0.3
 FIELDS = {"path": "%REQ(:PATH)%", "duration": "%DURATION%", "request": "%REQUEST_DURATION%",
           "request_tx": "%REQUEST_TX_DURATION%", "response": "%RESPONSE_DURATION%",
-          "response_tx": "%RESPONSE_TX_DURATION%", "service_time": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%"}
+          "response_tx": "%RESPONSE_TX_DURATION%", "service_time": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+          "upstream_local": "%UPSTREAM_LOCAL_ADDRESS%"}
 EXPECTED = {  # what Envoy 1.40 logs (the oracle test checks this table against it)
     f"/delay/{WAIT_S}": {"duration": "slow", "request": "fast", "request_tx": "fast", "response": "slow",
-                         "response_tx": "fast", "service_time": "slow"},
+                         "response_tx": "fast", "service_time": "slow", "upstream_local": "127.0.0.1:port"},
     "/slow-upload": {"duration": "slow", "request": "slow", "request_tx": "slow", "response": "slow",
-                     "response_tx": "fast", "service_time": "fast"},
+                     "response_tx": "fast", "service_time": "fast", "upstream_local": "127.0.0.1:port"},
     "/direct": {"duration": "fast", "request": "fast", "request_tx": "-", "response": "-",
-                "response_tx": "-", "service_time": "-"},
+                "response_tx": "-", "service_time": "-", "upstream_local": "-"},
 }
 
 
@@ -72,6 +75,9 @@ def classify(log_path: pathlib.Path) -> dict[str, dict[str, str]]:
             value = entry[name]
             if value is None or value == "-":
                 row[name] = "-"
+            elif name == "upstream_local":  # the proxy's end of the upstream connection: which port varies
+                host, _, port = str(value).rpartition(":")
+                row[name] = f"{host}:port" if port.isdigit() and int(port) > 0 else str(value)
             else:
                 ms = int(value)
                 assert not WAIT_S * 1000 / 2 < ms < WAIT_S * 1000, f"{entry['path']} {name}={ms} ms: neither"
