@@ -15,6 +15,7 @@ import ssl
 from typing import Sequence
 
 from .files import memory_file
+from .sslobject import use_direct_sslobject
 
 
 class TlsConfigError(ValueError):
@@ -42,7 +43,7 @@ def server_context(chain_pem: bytes, key_pem: bytes, roots_pem: bytes, *, requir
     """Inbound mTLS (Envoy's DownstreamTlsContext with require_client_certificate): present `chain_pem`,
     validate the client's chain against `roots_pem`. With require_client_cert=False a client may come
     without a certificate (CERT_OPTIONAL: one that is presented is still verified)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx = use_direct_sslobject(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     load_cert_chain_pem(ctx, chain_pem, key_pem)
     _trust(ctx, roots_pem)
@@ -57,7 +58,7 @@ def client_context(roots_pem: bytes, chain_pem: bytes | None = None, key_pem: by
     """Outbound TLS: verify the server's chain against `roots_pem`; present `chain_pem` when given (mTLS).
     `check_hostname=True` checks DNS/IP SANs against the server name (used for the control plane, whose
     serving certificate has DNS and IP SANs); mesh peers are checked by URI SAN after the handshake."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx = use_direct_sslobject(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.check_hostname = check_hostname
     ctx.verify_mode = ssl.CERT_REQUIRED

@@ -37,6 +37,7 @@ from ..config.decode import ConfigError
 from .contexts import TlsConfigError, load_cert_chain_pem
 from .secrets import SecretManager
 from .session import SanPredicate, leaf_sans_from_pem, san_matcher
+from .sslobject import use_direct_sslobject
 
 SSL_STATS = ("handshake", "connection_error", "fail_verify_error", "fail_verify_san", "fail_verify_no_cert",
              "no_certificate")
@@ -182,7 +183,8 @@ class TlsContextProvider:
         return self._ctx
 
     def _build(self, m: _Material) -> ssl.SSLContext:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if self.server_side else ssl.PROTOCOL_TLS_CLIENT)
+        ctx = use_direct_sslobject(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if self.server_side
+                                                  else ssl.PROTOCOL_TLS_CLIENT))
         ctx.minimum_version = self.min_version
         ctx.maximum_version = self.max_version
         if self.cipher_suites:
