@@ -268,14 +268,22 @@ class IstioStatsFilter(HttpFilter):
         """The mTLS identities of the upstream connection that carried the response (client side)."""
         router = stream.router
         conn = getattr(router, "conn", None) if router is not None else None
-        transport = getattr(conn, "transport", None)
-        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-        if ssl_object is None:
+        if conn is None:
             return
-        principal = self.config.principal_of(ssl_object)
+        identity = conn.peer_identity
+        if identity is None:  # once per connection, not per request: its peer certificate cannot change
+            transport = conn.transport
+            if transport is None:
+                return
+            ssl_object = transport.get_extra_info("ssl_object")
+            identity = conn.peer_identity = (ssl_object is not None,
+                                             self.config.principal_of(ssl_object) if ssl_object is not None else None)
+        is_tls, principal = identity
+        if not is_tls:
+            return
         if principal is not None:
             self.upstream_peer = principal
-        tls = getattr(getattr(conn, "pool", None), "tls", None)
+        tls = getattr(conn.pool, "tls", None)
         self.upstream_local = _first_uri(getattr(tls, "local_uri_sans", ()))
 
     def on_destroy(self) -> None:
