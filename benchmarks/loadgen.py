@@ -364,8 +364,13 @@ else:  # the same two Linux calls through ctypes (timerfd_create(2), timerfd_set
 
     _TFD_NONBLOCK, _TFD_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC  # the kernel defines them so
 
+    _LIBC: list[ctypes.CDLL] = []
+
     def _libc() -> ctypes.CDLL:
-        return ctypes.CDLL(None, use_errno=True)
+        """The C library, opened once (a dlopen per send would cost more than the send)."""
+        if not _LIBC:
+            _LIBC.append(ctypes.CDLL(None, use_errno=True))
+        return _LIBC[0]
 
     def _timerfd_create() -> int:
         fd = _libc().timerfd_create(time.CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)

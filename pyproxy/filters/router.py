@@ -330,10 +330,11 @@ class RouterFilter:
         self.response_started = True
         info.response_code_details = "via_upstream"
         info.first_upstream_rx = now = time.monotonic()  # %RESPONSE_DURATION%
-        if stream.request_complete:  # Envoy times the upstream from the request's end: none for an early answer
-            # (Router::Filter::onUpstreamHeaders: from the downstream request's end, earlier tries included)
-            elapsed_ms = int((now - info.last_downstream_rx) * 1000)  # type: ignore[operator]
-            headers.set("x-envoy-upstream-service-time", str(elapsed_ms))
+        request_end = info.last_downstream_rx
+        if stream.request_complete and request_end is not None:
+            # Envoy times the upstream from the downstream request's end, earlier tries included
+            # (Router::Filter::onUpstreamHeaders); an answer before the request's end gets none
+            headers.set("x-envoy-upstream-service-time", str(int((now - request_end) * 1000)))
         if self.hcm.attempt_count_in_response(self.match):
             headers.set("x-envoy-attempt-count", str(self.attempts))
 
