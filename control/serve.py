@@ -576,6 +576,11 @@ class ControlPlane:
         if outcome.converged_after is not None:
             self.metrics.convergence.observe(outcome.converged_after)
 
+    # A long-poll's waits use asyncio.timeout, never asyncio.wait_for: on Python 3.11 wait_for swallows a
+    # cancellation that lands just after the awaited event fired (CPython gh-86296). aiohttp cancels the handler
+    # when the proxy's connection closes, and a push that woke the poll in the same loop pass then left the
+    # handler waiting again, the proxy counted in flight and kept in every EDS for up to the long-poll's 30 s
+    # (tests/integration/test_long_poll_cancel.py).
     async def next_response(self, node_id: str, xds_type: XdsType, wait: float) -> DiscoveryResponse | None:
         """The response due for this proxy and type, waiting up to `wait` seconds; None if nothing is due."""
         loop = asyncio.get_running_loop()
@@ -585,9 +590,10 @@ class ControlPlane:
             if remaining <= 0 or self._stopping:
                 return None  # 304: poll again (after a stop, the proxy reconnects to the next control plane)
             event = self._events.setdefault(node_id, asyncio.Event())
-            try:
-                await asyncio.wait_for(event.wait(), remaining)
-            except asyncio.TimeoutError:
+            try:  # asyncio.timeout, not wait_for: see above next_response
+                async with asyncio.timeout(remaining):
+                    await event.wait()
+            except TimeoutError:
                 pass
         return self.respond(node_id, xds_type)
 
@@ -624,9 +630,10 @@ class ControlPlane:
             if remaining <= 0 or self._stopping:
                 return None
             event = self._events.setdefault(node_id, asyncio.Event())
-            try:
-                await asyncio.wait_for(event.wait(), remaining)
-            except asyncio.TimeoutError:
+            try:  # asyncio.timeout, not wait_for: see above next_response
+                async with asyncio.timeout(remaining):
+                    await event.wait()
+            except TimeoutError:
                 pass
 
     def respond(self, node_id: str, xds_type: XdsType) -> DiscoveryResponse:

@@ -579,8 +579,9 @@ async def next_leds(cp, node_id: str, sub: LedsSubscription, ticket: int, wait: 
         remaining = deadline - loop.time()
         if remaining <= 0 or cp.stopping:
             return None
-        try:
-            await asyncio.wait_for(cp.change_event(node_id).wait(), remaining)
-        except asyncio.TimeoutError:
+        try:  # asyncio.timeout, not wait_for, which swallows a disconnect's cancellation (control.serve)
+            async with asyncio.timeout(remaining):
+                await cp.change_event(node_id).wait()
+        except TimeoutError:
             pass
     return None
