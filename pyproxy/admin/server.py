@@ -241,9 +241,10 @@ async def tap_stream(server: ProxyServer, req: Request) -> Response | StreamResp
         while not sub.closed:
             if not sub.queue:
                 wake.clear()
-                try:
-                    await asyncio.wait_for(wake.wait(), TAP_HEARTBEAT)
-                except asyncio.TimeoutError:
+                try:  # not wait_for, which on Python 3.11 can swallow aiohttp's cancellation (CPython gh-86296)
+                    async with asyncio.timeout(TAP_HEARTBEAT):
+                        await wake.wait()
+                except TimeoutError:
                     if req.transport is None or req.transport.is_closing():
                         break  # the client went away while nothing happened
                     continue

@@ -383,9 +383,10 @@ class XdsClient:
                             LEDS_WARMING)
                 return
             self._leds_progress.clear()
-            try:
-                await asyncio.wait_for(self._leds_progress.wait(), remaining)
-            except asyncio.TimeoutError:
+            try:  # not wait_for: on Python 3.11 it can swallow stop()'s cancellation (CPython gh-86296)
+                async with asyncio.timeout(remaining):
+                    await self._leds_progress.wait()
+            except TimeoutError:
                 pass
 
     async def _retry_bind(self, type_url: str, version: str, decoded: dict[str, Any],
