@@ -276,15 +276,17 @@ class IstioStatsFilter(HttpFilter):
             if transport is None:
                 return
             ssl_object = transport.get_extra_info("ssl_object")
-            identity = conn.peer_identity = (ssl_object is not None,
-                                             self.config.principal_of(ssl_object) if ssl_object is not None else None)
-        is_tls, principal = identity
+            if ssl_object is None:
+                identity = conn.peer_identity = (False, None, UNKNOWN)
+            else:
+                local_sans = getattr(getattr(conn.pool, "tls", None), "local_uri_sans", ())
+                identity = conn.peer_identity = (True, self.config.principal_of(ssl_object), _first_uri(local_sans))
+        is_tls, principal, local_principal = identity
         if not is_tls:
             return
         if principal is not None:
             self.upstream_peer = principal
-        tls = getattr(conn.pool, "tls", None)
-        self.upstream_local = _first_uri(getattr(tls, "local_uri_sans", ()))
+        self.upstream_local = local_principal
 
     def on_destroy(self) -> None:
         stream, local = self.stream, self.local

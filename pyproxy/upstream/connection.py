@@ -40,8 +40,8 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
         self.reusable = True
         self.request_sent = True  # the current request went out whole (no request: trivially true)
         self.local_address: str | None = None  # ip:port once connected (%UPSTREAM_LOCAL_ADDRESS%)
-        # (TLS?, the peer certificate's first URI SAN), read once by istio.stats: a connection's peer never changes
-        self.peer_identity: tuple[bool, str | None] | None = None
+        # (TLS?, the peer's first URI SAN, our own), read once by istio.stats: a connection's identities never change
+        self.peer_identity: tuple[bool, str | None, str] | None = None
         self._headers: list[tuple[str, str]] = []
         self._status = 0
         self._in_headers = False

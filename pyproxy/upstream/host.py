@@ -50,6 +50,7 @@ class Host:
                  health_status: str = "HEALTHY", hostname: str = "", locality: Any = None, priority: int = 0):
         self.address = address
         self.port = port
+        self._health_status = ""  # none yet: update_config sets it (and moves the epoch)
         self.update_config(weight, metadata, health_status, hostname, locality, priority)
         self.active_requests = 0
         self.rq_total = 0
@@ -118,7 +119,8 @@ class Host:
         """New config for the same endpoint: live counters and outlier state are kept."""
         self.weight = weight if weight and weight > 0 else 1
         self.metadata = metadata
-        self.health_status = health_status
+        if health_status != self._health_status:  # an unchanged host does not make every balancer recompute
+            self.health_status = health_status
         self.hostname = hostname
         self.locality = locality
         self.priority = priority

@@ -320,6 +320,17 @@ def test_a_pick_context_prints_its_facts():
         "LbContext(hash_key=7, excluded=(), host_selection_retries=3)")
 
 
+def test_an_eds_update_that_keeps_a_hosts_health_leaves_the_epoch_alone():
+    from pyproxy.upstream.host import health_epoch
+
+    h = Host("10.0.0.1", 80)
+    before = health_epoch()
+    h.update_config(2, None, h.health_status)  # every EDS push re-applies each host's config
+    assert health_epoch() == before and h.weight == 2
+    h.update_config(2, None, "UNHEALTHY")
+    assert health_epoch() > before and not h.healthy
+
+
 def test_a_health_change_moves_the_epoch_the_balancers_recompute_on():
     from pyproxy.upstream.host import health_epoch
 
