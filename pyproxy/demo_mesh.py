@@ -319,7 +319,8 @@ class Mesh:
                 "gateway_http": f"http://127.0.0.1:{self.gateway_http_port}",
                 "ingress_ca": str(self.workdir / "ingress-ca.pem"),
                 "gateway_admin": self.gateway_admin, "workdir": str(self.workdir), "config_dir": str(self.config_dir),
-                "proxies": self.sidecars, "prometheus": self.prometheus_url}
+                "proxies": self.sidecars, "prometheus": self.prometheus_url,
+                "pids": {name: p.pid for name, p in self.procs if p.poll() is None}}
 
     def stop(self, say=None) -> None:
         running = [name for name, p in self.procs if p.poll() is None]

@@ -6,7 +6,8 @@ JSON file, the state file, and `meshctl` reads its `control` address when neithe
 $MESHCTL_CONTROL says otherwise:
 
     {"pid": 4242, "control": "http://127.0.0.1:P", "secure": "https://127.0.0.1:S", "gateway": "http://...",
-     "workdir": "/tmp/pyproxy-mesh-demo-x", "proxies": {"reviews-v1": {"admin": A, "inbound": I, ...}, ...}}
+     "workdir": "/tmp/pyproxy-mesh-demo-x", "proxies": {"reviews-v1": {"admin": A, "inbound": I, ...}, ...},
+     "pids": {"control-plane": 4243, "reviews-v1-sidecar": 4250, ...}}
 
 Path: $PYPROXY_MESH_STATE, else $XDG_STATE_HOME/pyproxy-mesh/demo.json (~/.local/state/...). A file whose
 `pid` is no longer alive (a demo killed with SIGKILL) is ignored, so a stale file never points meshctl at ports

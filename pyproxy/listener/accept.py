@@ -14,14 +14,15 @@
                            a tcp_proxy chain without a DownstreamTlsContext matched by `server_names` is TLS
                            passthrough: the kept bytes (the ClientHello) are replayed to the upstream unchanged.
 
-Why bytes are read, not peeked: the acceptor stays the raw transport's protocol for the connection's life and
-forwards every event to what serves the connection: the DownstreamConnection (plaintext) or a server-side
-SSLProtocol (uvloop's own, in C, under uvloop; asyncio's otherwise) whose application side is the
-DownstreamConnection. Because the proxy owns that TLS layer, the ClientHello bytes it already read are simply
-fed to it first; no MSG_PEEK, no second poller. (`loop.start_tls` would need the bytes left unread, and under
-uvloop 0.23 neither pausing an accepted transport in connection_made nor start_tls/set_protocol on it took
-effect: reads kept going to the first protocol.) A listener with one plaintext chain never
-comes here: `ListenerRuntime` keeps today's direct path for it.
+Why bytes are read, not peeked: once the chain is chosen the acceptor hands the raw transport to what serves
+the connection (`transport.set_protocol`): the DownstreamConnection (plaintext) or a server-side SSLProtocol
+(uvloop's own, in C, under uvloop; asyncio's otherwise) whose application side is the DownstreamConnection.
+Because the proxy owns that TLS layer, the ClientHello bytes it already read are simply fed to it first
+(`_replay`); no MSG_PEEK, no second poller, and `loop.start_tls` is not needed (it would want the bytes left
+unread). An acceptor that stayed the transport's protocol and forwarded every read would cost one interpreted
+Python call and a copy per TLS record: 5-7 % of an inbound sidecar's CPU at 1,000 req/s in the compiled build
+(perf; docs/performance.md). A listener with one plaintext chain never comes here:
+`ListenerRuntime` keeps today's direct path for it.
 
 A `ChainView` is what a DownstreamConnection on such a listener uses as its `listener`: `current` resolves the
 chain's HTTP connection manager in the listener's *current* chains (by chain key), so a config swap reaches
@@ -211,9 +212,14 @@ class ChainAcceptor(asyncio.Protocol):
             self.runtime.rejected(self)
 
     def _forward_to(self, inner: Any) -> None:
+        """From now on the raw transport's events go to `inner` directly; the bytes already read are replayed
+        into it by `_replay` (through `_feed`). A connection lost during a TLS handshake still reaches the
+        accounting: the SSLProtocol wakes the handshake's waiter, and `_handshake` closes and counts it."""
         self.inner = inner
         self._inner_buffered = isinstance(inner, asyncio.BufferedProtocol) or (
             _UvSSLProtocol is not None and isinstance(inner, _UvSSLProtocol))
+        if self.transport is not None:
+            self.transport.set_protocol(inner)
 
     # ------------------------------------------------------------------ listener filters
     def _start_inspection(self) -> None:

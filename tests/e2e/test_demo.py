@@ -49,6 +49,11 @@ def check_stat_and_tap(state: dict) -> None:
                                 "LATENCY_P99", "MTLS"] and "\x1b" not in table.stdout
     assert len(lines) == 8 and any(line.startswith("istio-system") for line in lines), table.stdout
 
+    # the state file names every process the demo started (benchmarks/mesh_bench.py reads sidecars' CPU by PID)
+    sidecars = {name for name in state["pids"] if name.endswith("-sidecar")}
+    assert sidecars == {f"{name}-sidecar" for name in state["proxies"]}, state["pids"]
+    assert all(os.path.exists(f"/proc/{pid}") for pid in state["pids"].values())
+
     trace_id = "0af7651916cd43dd8448eb211c80319c"
     tap = subprocess.Popen([sys.executable, "-m", "control.cli.meshctl", "tap", "productpage-v1", "--path",
                             "/productpage", "--max", "1", "--duration", "30", "-o", "json"],

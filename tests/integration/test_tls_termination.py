@@ -153,6 +153,29 @@ async def test_permissive_listener_serves_tls_and_plaintext_on_one_port(pki, ups
     assert [e["xfp"] for e in proxy.access_log()] == ["https", "https", "http"]
 
 
+async def test_a_chosen_chain_gets_the_raw_transport_itself(pki, upstream, proxy_factory, tmp_path):
+    """After tls_inspector picked the chain, the listener's acceptor steps aside (`transport.set_protocol`):
+    the plaintext connection's reads go to its DownstreamConnection, not through a forwarding acceptor."""
+    chains = [{"name": "mtls", "filter_chain_match": {"transport_protocol": "tls"},
+               "transport_socket": downstream_tls(pki["server"], pki["ca"].cert_pem, require_client=True)},
+              {"name": "plaintext", "filter_chain_match": {"transport_protocol": "raw_buffer"}}]
+    proxy = await proxy_factory(_config(upstream, tmp_path, chains, listener_filters=[TLS_INSPECTOR]))
+    p, c = await _get(proxy, None)
+    r, c2 = await _get(proxy, client_ctx(pki["ca"].cert_pem, pki["client"]))
+    try:
+        (listener,) = proxy.server.listeners.values()
+        (plain,) = [conn for conn in listener.connections if conn.tls is None]
+        (tls,) = [conn for conn in listener.connections if conn.tls is not None]
+        assert (p.status, r.status) == (200, 200)
+        assert plain.transport.get_protocol() is plain
+        assert tls.transport.get_protocol() is tls  # the TLS layer's application side
+        assert not listener.acceptors
+        assert (await c.request("GET", "/again")).status == 200  # and the connection still serves
+    finally:
+        c.writer.close()
+        c2.writer.close()
+
+
 async def test_strict_listener_closes_plaintext_with_no_filter_chain_match(pki, upstream, proxy_factory, tmp_path):
     chains = [{"filter_chain_match": {"transport_protocol": "tls"},
                "transport_socket": downstream_tls(pki["server"], pki["ca"].cert_pem, require_client=True)}]
