@@ -477,10 +477,9 @@ class ControlPlane:
         """Wait until more than `after` push cycles completed (tests, benchmarks)."""
         assert self._push_done is not None
 
-        async def done() -> None:
+        async with asyncio.timeout(timeout):
             async with self._push_done:
                 await self._push_done.wait_for(lambda: self.pushes > after)
-        await asyncio.wait_for(done(), timeout)
 
     def _notify(self, proxy_id: str) -> None:
         event = self._events.pop(proxy_id, None)
@@ -718,7 +717,8 @@ class ControlPlane:
                     log.warning("config: %s is gone; watching for it to come back", self.config_dir)
             while not stop.is_set():
                 try:
-                    await asyncio.wait_for(stop.wait(), retry_after)
+                    async with asyncio.timeout(retry_after):
+                        await stop.wait()
                 except asyncio.TimeoutError:
                     if os.path.isdir(self.config_dir):
                         await self.refresh()  # what changed while nobody watched

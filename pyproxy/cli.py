@@ -169,7 +169,8 @@ async def run_dynamic(args: argparse.Namespace, kind: str) -> int:
     if args.drain_time_s > 0:
         logging.getLogger("pyproxy").info("draining for %.1fs", args.drain_time_s)
         try:
-            await asyncio.wait_for(_second_signal(loop), args.drain_time_s)
+            async with asyncio.timeout(args.drain_time_s):
+                await _second_signal(loop)
         except asyncio.TimeoutError:
             pass
     await server.stop()

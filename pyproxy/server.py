@@ -308,7 +308,8 @@ class ListenerRuntime:
         if self.connections and timeout > 0:
             self._all_closed = asyncio.Event()
             try:
-                await asyncio.wait_for(self._all_closed.wait(), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for (CPython gh-86296: see upstream/pool.py)
+                    await self._all_closed.wait()
             except asyncio.TimeoutError:
                 pass
         for conn in list(self.connections):

@@ -39,7 +39,8 @@ async def _spawn(index: int, config_path: str, drain_time: float) -> Worker:
     w = Worker(index, proc)
     assert proc.stdout is not None
     while True:
-        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        async with asyncio.timeout(30):
+            line = await proc.stdout.readline()
         if not line:
             raise RuntimeError(f"worker {index} exited before it was ready (exit code {await proc.wait()})")
         text = line.decode().strip()
@@ -142,7 +143,8 @@ async def run_supervisor(config_path: str, concurrency: int, drain_time: float) 
             w.proc.send_signal(signal.SIGTERM)
     for w in workers:
         try:
-            await asyncio.wait_for(w.proc.wait(), drain_time + 5)
+            async with asyncio.timeout(drain_time + 5):
+                await w.proc.wait()
         except asyncio.TimeoutError:
             w.proc.kill()
     await session.close()

@@ -65,7 +65,8 @@ async def _tap(base: str, query: dict[str, str], args: argparse.Namespace, out: 
                     if left is not None and left <= 0:
                         break
                     try:
-                        line = await asyncio.wait_for(resp.content.readline(), left)
+                        async with asyncio.timeout(left):
+                            line = await resp.content.readline()
                     except asyncio.TimeoutError:
                         break
                     if not line:

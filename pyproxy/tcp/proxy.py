@@ -267,9 +267,9 @@ class TcpProxySession(asyncio.Protocol):
             cluster.on_connection_start(http1=False)
             up = UpstreamTcp(self, host)
             try:
-                transport, _ = await asyncio.wait_for(
-                    open_upstream(self.loop, cluster, host, cluster.tls_for(host), lambda: up, half_close=True),
-                    cluster.connect_timeout)
+                async with asyncio.timeout(cluster.connect_timeout):  # not wait_for: see upstream/pool.py
+                    transport, _ = await open_upstream(self.loop, cluster, host, cluster.tls_for(host), lambda: up,
+                                                       half_close=True)
             except asyncio.TimeoutError:
                 cluster.stats_cx_connect_timeout.inc()
                 failed = True

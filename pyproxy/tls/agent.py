@@ -275,7 +275,8 @@ class CertificateAgent:
         except OSError as err:  # no process could be started (fork refused, descriptors exhausted)
             raise AgentError(f"cannot start the certificate helper: {err}") from None
         try:
-            out, err = await asyncio.wait_for(proc.communicate(request), self.request_timeout + CHILD_STARTUP)
+            async with asyncio.timeout(self.request_timeout + CHILD_STARTUP):
+                out, err = await proc.communicate(request)
         except asyncio.TimeoutError:
             raise AgentError(f"certificate helper did not finish in {self.request_timeout + CHILD_STARTUP:.0f}s "
                              f"(CA at {self.ca_url})") from None

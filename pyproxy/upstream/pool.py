@@ -162,13 +162,14 @@ class ConnectionPool:
         conn: UpstreamConnection | None = None
         tls = self.tls
         try:
-            if tls is None:
-                _, conn = await asyncio.wait_for(
-                    loop.create_connection(lambda: UpstreamConnection(self), self.host.address, self.host.port),
-                    cluster.connect_timeout,
-                )
-            else:
-                conn = await asyncio.wait_for(self._connect_tls(loop, tls), cluster.connect_timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation (the pool closing)
+            # that lands as the connect completes (CPython gh-86296), and the connection would join a closed pool.
+            async with asyncio.timeout(cluster.connect_timeout):
+                if tls is None:
+                    _, conn = await loop.create_connection(lambda: UpstreamConnection(self), self.host.address,
+                                                           self.host.port)
+                else:
+                    conn = await self._connect_tls(loop, tls)
         except asyncio.TimeoutError:
             failure = PoolFailure.CONNECT_TIMEOUT
             cluster.stats_cx_connect_timeout.inc()

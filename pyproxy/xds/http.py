@@ -188,10 +188,9 @@ class HttpClient:
         loop = asyncio.get_running_loop()
         where = url.split("?", 1)[0]
         try:
-            _t, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(where), host, port, ssl=context,
-                                       server_hostname=host if context is not None else None),
-                self.connect_timeout)
+            async with asyncio.timeout(self.connect_timeout):  # not wait_for, which can swallow stop()'s cancel
+                _t, conn = await loop.create_connection(lambda: _Connection(where), host, port, ssl=context,
+                                                        server_hostname=host if context is not None else None)
         except asyncio.TimeoutError:
             raise HttpError(f"{where}: cannot connect to {host}:{port} in {self.connect_timeout:g}s") from None
         except OSError as err:  # refused, unreachable, TLS handshake (ssl.SSLError is an OSError)

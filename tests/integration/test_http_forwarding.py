@@ -261,7 +261,9 @@ async def test_config_swap_during_a_long_request(upstream_factory, proxy_factory
     old = await upstream_factory("old")
     new = await upstream_factory("new")
     p = await proxy_factory(bootstrap({"old": [old.port]}))
-    in_flight = asyncio.create_task(p.fetch("GET", "/delay/0.5"))
+    # 0.2 s: well inside the proxy's 0.5 s drain (tests/support/proxy.py); a delay equal to the drain made the
+    # test a race between the upstream's answer and the drain's deadline
+    in_flight = asyncio.create_task(p.fetch("GET", "/delay/0.2"))
     await old.wait_requests(1)
     await p.server.apply(*listeners_and_clusters(bootstrap({"new": [new.port]})), version="2")
     after = await p.fetch("GET", "/")
@@ -292,7 +294,9 @@ async def test_removed_listener_drains_its_in_flight_request(upstream, proxy_fac
 
     p = await proxy_factory(bootstrap({"backend": [upstream.port]}))
     old_port = p.port
-    in_flight = asyncio.create_task(p.fetch("GET", "/delay/0.5"))
+    # 0.2 s: well inside the proxy's 0.5 s drain (tests/support/proxy.py); a delay equal to the drain made the
+    # test a race between the upstream's answer and the drain's deadline
+    in_flight = asyncio.create_task(p.fetch("GET", "/delay/0.2"))
     await upstream.wait_requests(1)
     await p.server.apply(*listeners_and_clusters(bootstrap({"backend": [upstream.port]},
                                                            listener_name="listener_1")), version="2")
