@@ -158,6 +158,9 @@ class TlsSession:
     local_uri_sans: tuple[str, ...] = ()
     peer_sans: tuple[tuple[str, str], ...] = ()
     subject: str | None = field(default=None, repr=False)  # from getpeercert(); None: parse the DER when asked
+    # values derived from the session that every request on the connection would otherwise recompute
+    # (xfcc_element: a SHA-256 of the certificate and five joins, 2.7 µs per request), filled on first use
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def build(cls, version: str, server_name: str, alpn: str, peer_der: bytes | None,
@@ -221,6 +224,18 @@ def forwarded_client_cert(mode: str, details: model.SetCurrentClientCertDetails 
         return None
     if mode == "FORWARD_ONLY":
         return existing
+    value = xfcc_element(details, tls)
+    if mode == "APPEND_FORWARD" and existing:
+        return f"{existing},{value}"
+    return value
+
+
+def xfcc_element(details: model.SetCurrentClientCertDetails | None, tls: TlsSession) -> str:
+    """This hop's x-forwarded-client-cert element (By, Hash, then what `set_current_client_cert_details` asks
+    for): the same for every request on a connection, so it is built once per (session, details)."""
+    cached = tls.memo.get(id(details))
+    if cached is not None and cached[0] is details:
+        return cached[1]
     parts = [f"By={uri}" for uri in tls.local_uri_sans]
     if tls.peer_hash:
         parts.append(f"Hash={tls.peer_hash}")
@@ -238,8 +253,7 @@ def forwarded_client_cert(mode: str, details: model.SetCurrentClientCertDetails 
         if details.dns:
             parts.extend(f"DNS={d}" for d in tls.peer_dns_sans)
     value = ";".join(parts)
-    if mode == "APPEND_FORWARD" and existing:
-        return f"{existing},{value}"
+    tls.memo[id(details)] = (details, value)  # the details object is kept: its id cannot be reused meanwhile
     return value
 
 

@@ -53,6 +53,22 @@ def test_xfcc_without_a_client_certificate_is_removed_unless_always_forward_only
     assert forwarded_client_cert("ALWAYS_FORWARD_ONLY", DETAILS, None, "By=x") == "By=x"
 
 
+def test_the_xfcc_element_is_built_once_per_session_and_details_and_follows_new_details(session):
+    """A connection's element is cached on its session; a config swap brings a new details object, which gets
+    its own element (not the old one's), and the old details still find theirs."""
+    uri_only = SetCurrentClientCertDetails(uri=True)
+    first = forwarded_client_cert("SANITIZE_SET", DETAILS, session, None)
+    assert forwarded_client_cert("SANITIZE_SET", uri_only, session, None) == (
+        f"By={SERVER};Hash={session.peer_hash};URI={CLIENT}")
+    assert forwarded_client_cert("SANITIZE_SET", DETAILS, session, None) == first
+    assert forwarded_client_cert("SANITIZE_SET", None, session, None) == f"By={SERVER};Hash={session.peer_hash}"
+    session.memo[id(DETAILS)] = (DETAILS, "cached")  # what a second request on the connection reads
+    try:
+        assert forwarded_client_cert("APPEND_FORWARD", DETAILS, session, "By=x") == "By=x,cached"
+    finally:
+        session.memo.clear()
+
+
 @pytest.mark.parametrize("vc, ok", [
     ({"match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": CLIENT}}]}, True),
     ({"match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"prefix": "spiffe://cluster.local/"}}]}, True),
