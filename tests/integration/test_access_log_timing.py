@@ -5,7 +5,9 @@ ends at the request's last byte received, `%REQUEST_TX_DURATION%` at its last by
 `%RESPONSE_DURATION%` at the upstream's first byte, and `%RESPONSE_TX_DURATION%` runs from that first byte to
 the last byte sent downstream; `x-envoy-upstream-service-time` counts from the downstream request's end.
 Two slow exchanges tell them apart: an origin that waits before answering, and a client that waits before
-sending its body. Each duration is classed as slow (≥ the wait), fast, or `-` (no upstream). The same table
+sending its body; a third, a retried request whose first try failed after the wait, shows that the
+answering try's moments and the service time count through the failed try. Each duration is classed as slow
+(≥ the wait), fast, or `-` (no upstream). The same table
 is what real Envoy 1.40 logs for the same bootstrap and bytes (tests/oracle/test_access_log_timing_differential.py).
 `%UPSTREAM_LOCAL_ADDRESS%`, the proxy's end of the upstream connection, rides along: set when an upstream
 answered, `-` for a direct response.
@@ -32,11 +34,17 @@ EXPECTED = {  # what Envoy 1.40 logs (the oracle test checks this table against 
                      "response_tx": "fast", "service_time": "fast", "upstream_local": "127.0.0.1:port"},
     "/direct": {"duration": "fast", "request": "fast", "request_tx": "-", "response": "-",
                 "response_tx": "-", "service_time": "-", "upstream_local": "-"},
+    # a retried request whose first try failed slowly: the answering try's moments count from the stream's
+    # start, and the service time from the downstream request's end, both through the failed try
+    f"/fail-first/{WAIT_S}": {"duration": "slow", "request": "fast", "request_tx": "slow", "response": "slow",
+                              "response_tx": "fast", "service_time": "slow", "upstream_local": "127.0.0.1:port"},
 }
 
 
 def config(log_path: pathlib.Path, upstream_port: int) -> dict:
-    routes = [{"match": {"path": "/direct"}, "direct_response": {"status": 204}}, route("/", "up")]
+    retried = route("/fail-first/", "up", retry_policy={"retry_on": "5xx", "num_retries": 1,
+                                                        "retry_back_off": {"base_interval": "0.001s"}})
+    routes = [{"match": {"path": "/direct"}, "direct_response": {"status": 204}}, retried, route("/", "up")]
     hcm = {"@type": HCM_TYPE, "stat_prefix": "timing",
            "access_log": [{"name": "envoy.access_loggers.file",
                            "typed_config": {"@type": FILE_LOG_TYPE, "path": str(log_path),
@@ -49,7 +57,7 @@ def config(log_path: pathlib.Path, upstream_port: int) -> dict:
 
 
 async def exchanges(port: int) -> None:
-    """The three exchanges, one connection each, each read to its end."""
+    """The four exchanges, one connection each, each read to its end."""
     async with await RawClient.connect(port) as c:
         await c.send(request_bytes("GET", f"/delay/{WAIT_S}"))
         assert (await c.read_response()).status == 200
@@ -61,6 +69,9 @@ async def exchanges(port: int) -> None:
     async with await RawClient.connect(port) as c:
         await c.send(request_bytes("GET", "/direct"))
         assert (await c.read_response()).status == 204
+    async with await RawClient.connect(port) as c:
+        await c.send(request_bytes("GET", f"/fail-first/{WAIT_S}"))
+        assert (await c.read_response()).status == 200  # the retry's answer
 
 
 def classify(log_path: pathlib.Path) -> dict[str, dict[str, str]]:

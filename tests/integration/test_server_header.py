@@ -10,6 +10,8 @@ Envoy 1.40 on every row.
 """
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.support.proxy import bootstrap, route
@@ -55,3 +57,26 @@ async def test_upstream_service_time_is_the_upstreams_time_in_milliseconds(upstr
     fast_ms, slow_ms = int(fast.header("x-envoy-upstream-service-time")), int(slow.header("x-envoy-upstream-service-time"))
     assert fast_ms >= 0 and slow_ms >= 200  # the origin waited 200 ms before its headers: never less
     assert len(fast.header_values("x-envoy-upstream-service-time")) == 1
+
+
+async def test_upstream_service_time_counts_the_earlier_tries_of_a_retried_request(upstream_factory, proxy_factory):
+    """Envoy's router measures it from the downstream request's end to the headers it forwards, so a retried
+    request's service time includes the failed try before it (and the backoff), not only the answering one."""
+    tries = []
+
+    async def slow_failure_then_ok(conn, req) -> bool:
+        tries.append(req.path)
+        if len(tries) == 1:
+            await asyncio.sleep(0.2)
+            conn.write(_response(503, [("content-length", "0")]))
+        else:
+            conn.write(_response(200, [("content-length", "2")], b"ok"))
+        return False
+
+    up = await upstream_factory("flaky", handler=slow_failure_then_ok)
+    retried = route("/", "app", retry_policy={"retry_on": "5xx", "num_retries": 1,
+                                              "retry_back_off": {"base_interval": "0.001s"}})
+    proxy = await proxy_factory(bootstrap({"app": [up.port]}, routes=[retried]))
+    r = await proxy.fetch("GET", "/")
+    assert (r.status, r.header("x-envoy-attempt-count"), len(tries)) == (200, None, 2)
+    assert int(r.header("x-envoy-upstream-service-time")) >= 200  # the first try's 200 ms are in it

@@ -1,5 +1,6 @@
 """The access log's durations, pyproxy against real Envoy: the same bootstrap and the same two slow exchanges
-(an origin that waits before answering, a client that waits before its body) and one direct response; each
+(an origin that waits before answering, a client that waits before its body), one direct response and one
+retried request whose first try failed slowly; each
 duration classed slow / fast / `-` must be the same in both logs (tests/integration/test_access_log_timing.py
 has the table and checks pyproxy alone)."""
 from __future__ import annotations
@@ -21,6 +22,7 @@ async def test_durations_end_where_envoys_end(tmp_path: pathlib.Path):
         envoy.start()
         await envoy.wait_ready()
         await exchanges(envoy.listener_ports[0])
+        upstream.fail_first_seen.clear()  # pyproxy's retried request meets a slow failure first too
         async with run_proxy(config(ours_log, upstream.port)) as proxy:
             await exchanges(next(iter(proxy.server.listeners.values())).port)
             proxy.server.access_logs.flush()

@@ -8,6 +8,8 @@ counts accepted connections (`connections`). Keep-alive unless the request asks 
 Paths (query strings are ignored unless stated):
   /status/<code>        answer <code> (a 5-byte body, none for 1xx/204/304)
   /delay/<seconds>      answer 200 after <seconds>
+  /fail-first/<seconds> the first request to this path (on this upstream) gets 503 after <seconds>, later ones
+                        200 at once (a retried request whose first try was slow)
   /reset-before-headers close the connection without answering
   /close-mid-body       send headers with content-length 1000, then 100 bytes, then close
   /close-mid-chunked    send headers with transfer-encoding chunked, then one 100-byte chunk, then close
@@ -37,6 +39,7 @@ Every response carries `x-upstream: <name>`. HEAD requests get the headers a GET
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import itertools
 from dataclasses import dataclass, field
@@ -244,6 +247,13 @@ async def default_handler(conn: _Conn, req: RecordedRequest) -> bool:
     elif first == "delay":
         await asyncio.sleep(float(parts[1]))  # the delay the test asked for (/delay/<s>)
         simple(200, b"delayed")
+    elif first == "fail-first":
+        conn.up.fail_first_seen[u.path] += 1
+        if conn.up.fail_first_seen[u.path] == 1:
+            await asyncio.sleep(float(parts[1]))
+            simple(503, b"first")
+        else:
+            simple(200, b"again")
     elif first == "reset-before-headers":
         return True
     elif first == "close-mid-body":
@@ -339,6 +349,7 @@ class TestUpstream:
     port: int = 0
     ssl: Any = None  # an ssl.SSLContext: serve HTTPS (each connection's peer cert lands in `peer_certs`)
     peer_certs: list = field(default_factory=list)
+    fail_first_seen: collections.Counter = field(default_factory=collections.Counter)  # /fail-first/ per path
     _server: asyncio.base_events.Server | None = None
     _conns: set = field(default_factory=set)
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
