@@ -20,10 +20,19 @@ from control.xds.cache import CDS
 NODE = "sidecar~127.0.0.1~reviews-v1-b.default~default.svc.cluster.local"
 
 
+def _poll(cp: ControlPlane, protocol: str):
+    """The long-poll a proxy's request opens: state of the world, or delta (its own wait loop)."""
+    if protocol == "sotw":
+        return cp.next_response(NODE, CDS, 30.0)
+    ticket = cp.delta.begin(NODE, CDS.short)
+    return cp.next_delta(NODE, CDS, cp.delta.start(NODE, CDS), ticket, 30.0)
+
+
+@pytest.mark.parametrize("protocol", ["sotw", "delta"])
 @pytest.mark.parametrize("passes", [0, 1, 2, 3])
-async def test_a_poll_cancelled_as_a_push_wakes_it_ends_with_the_cancellation(tmp_path, passes):
+async def test_a_poll_cancelled_as_a_push_wakes_it_ends_with_the_cancellation(tmp_path, passes, protocol):
     cp = ControlPlane(str(tmp_path))
-    poll = asyncio.ensure_future(cp.next_response(NODE, CDS, 30.0))  # nothing is due for this proxy: it waits
+    poll = asyncio.ensure_future(_poll(cp, protocol))  # nothing is due for this proxy: it waits
     for _ in range(3):
         await asyncio.sleep(0)
     cp._notify(NODE)  # a push wakes it ...
