@@ -188,7 +188,15 @@ class TcpProxySession(asyncio.Protocol):
                 self.close()
                 return
         self._set_down_reading()
+        # uvloop starts reading an accepted transport after connection_made returns, whatever the protocol
+        # asked in it (CPython gh-103607's bug, still in uvloop 0.23): pause again once it has
+        self.loop.call_soon(self._repause_down_reading)
         self._task = self.loop.create_task(self._connect())
+
+    def _repause_down_reading(self) -> None:
+        if self._down_reading_paused and self.transport is not None and not self.transport.is_closing() \
+                and self.transport.is_reading():
+            self.transport.pause_reading()
 
     def data_received(self, data: bytes) -> None:
         if self.done or not data:

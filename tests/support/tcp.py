@@ -36,7 +36,14 @@ class EchoConn(asyncio.Protocol):
             self.sni = self.server.last_sni
         if self.server.held:
             transport.pause_reading()
+            # uvloop starts reading an accepted transport after connection_made whatever it asked (CPython
+            # gh-103607's bug, still in uvloop 0.23): hold again once it has
+            asyncio.get_running_loop().call_soon(self._hold_again)
         self.server.accepted.set()
+
+    def _hold_again(self) -> None:
+        if self.server.held and not self.transport.is_closing() and self.transport.is_reading():
+            self.transport.pause_reading()
 
     def data_received(self, data):
         self.received += len(data)
