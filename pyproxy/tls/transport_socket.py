@@ -10,8 +10,10 @@ Key material comes from `common_tls_context` (envoy/extensions/transport_sockets
   `tls_certificate_sds_secret_configs[0]` (a name in `ProxyServer.secrets`: `default` from istiod);
 * `validation_context.trusted_ca` + SAN matchers, or `validation_context_sds_secret_config` (`ROOTCA`), or
   `combined_validation_context` (its `default_validation_context` + the SDS secret's trusted CA);
-* `alpn_protocols`, `tls_params` (min/max version: Envoy's defaults are TLS 1.2 .. 1.3 on both sides;
-  `cipher_suites` for TLS <= 1.2; one `ecdh_curves` entry).
+* `alpn_protocols`, less the HTTP/2 names (`h2`, `istio-h2`: pyproxy has no HTTP/2 codec, and a peer that
+  negotiated one would speak a protocol nobody here understands: curl against Istio's gateway config, which
+  offers `h2,http/1.1`, got an empty reply), `tls_params` (min/max version: Envoy's defaults are TLS 1.2 .. 1.3
+  on both sides; `cipher_suites` for TLS <= 1.2; one `ecdh_curves` entry).
 
 Secrets: a context is built once per (config, secret contents) and cached; `context()` compares the
 SecretManager's version first, so the per-connection cost is an integer compare. After an SDS update the next
@@ -38,6 +40,10 @@ from .contexts import TlsConfigError, load_cert_chain_pem
 from .secrets import SecretManager
 from .session import SanPredicate, leaf_sans_from_pem, san_matcher
 from .sslobject import use_direct_sslobject
+
+# ALPN names of HTTP/2 (RFC 9113's `h2`; Istio's `istio-h2` for mTLS between sidecars): never offered or
+# accepted, since the HTTP connection manager and the upstream pool speak HTTP/1.1 only (docs/envoy-differences.md)
+NOT_SPOKEN_ALPN = frozenset({"h2", "istio-h2"})
 
 SSL_STATS = ("handshake", "connection_error", "fail_verify_error", "fail_verify_san", "fail_verify_no_cert",
              "no_certificate")
@@ -122,7 +128,7 @@ class TlsContextProvider:
         self.cert_secret = common.tls_certificate_sds_secret_configs[0].name \
             if common.tls_certificate_sds_secret_configs else None
         self.san_check: SanPredicate | None = san_matcher(vc, f"{cw}.validation_context")
-        self.alpn = tuple(common.alpn_protocols)
+        self.alpn = tuple(p for p in common.alpn_protocols if p not in NOT_SPOKEN_ALPN)
         params = common.tls_params or model.TlsParameters()
         # Envoy's defaults (TLS_AUTO): TLS 1.2 minimum on both sides; maximum TLS 1.3 for a server, TLS 1.2 for
         # a client (checked against Envoy 1.40: its upstream handshakes are TLSv1.2 unless told otherwise)

@@ -137,6 +137,19 @@ async def test_tls_versions_and_alpn_come_from_common_tls_context(pki, upstream,
     assert _stat(proxy, "ssl.connection_error") == 1
 
 
+async def test_a_client_offering_h2_first_gets_http_1_1(pki, upstream, proxy_factory, tmp_path):
+    """Istio's gateway config offers `h2,http/1.1`; curl offers the same. pyproxy speaks no HTTP/2, so it must
+    not agree to it (a client that got h2 sent an HTTP/2 preface and read an empty reply)."""
+    ts = downstream_tls(pki["server"], alpn=["h2", "http/1.1"])
+    proxy = await proxy_factory(_config(upstream, tmp_path, [{"transport_socket": ts}]))
+    c = await RawClient.connect(proxy.port, ssl=client_ctx(pki["ca"].cert_pem, alpn=["h2", "http/1.1"]))
+    try:
+        assert c.writer.get_extra_info("ssl_object").selected_alpn_protocol() == "http/1.1"
+        assert (await c.request("GET", "/")).status == 200
+    finally:
+        c.writer.close()
+
+
 async def test_permissive_listener_serves_tls_and_plaintext_on_one_port(pki, upstream, proxy_factory, tmp_path):
     """Istio's PERMISSIVE inbound: tls_inspector decides per connection which chain serves it."""
     chains = [{"name": "mtls", "filter_chain_match": {"transport_protocol": "tls"},
