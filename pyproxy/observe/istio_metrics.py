@@ -11,9 +11,10 @@ What it implements (Istio `istio_stats.cc`, docs reference/config/metrics):
   `LABELS` in Istio's emission order. Missing values are `unknown`, `*_canonical_revision` defaults to `latest`.
 - Peer metadata (`PeerMetadata`): the workload facts a proxy learns from its node (NAME, NAMESPACE, CLUSTER_ID,
   SERVICE_ACCOUNT, LABELS app/version/canonical name+revision) and exchanges with its peer in
-  `x-envoy-peer-metadata` (base64) + `x-envoy-peer-metadata-id`.
-  Deviation: Istio base64-encodes a serialized `google.protobuf.Struct`; pyproxy base64-encodes the same keys as
-  JSON (protobuf is not a runtime dependency). Two pyproxies understand each other; a real Envoy would not.
+  `x-envoy-peer-metadata` + `x-envoy-peer-metadata-id`, in Istio's wire form: base64 of a deterministically
+  serialized `google.protobuf.Struct` with Istio's keys (istio/proxy extensions/common/metadata_object.cc
+  `convertWorkloadMetadataToStruct`, read back by the peer_metadata filter's `ParseFromString`), so istio-proxy
+  sidecars and pyproxy read each other's.
 
 Hot path: a series is a plain `__slots__` object found by one dict lookup on the label tuple; a record is a few
 integer adds and one `bisect`. No locks, no prometheus_client objects per request. Cardinality is bounded:
@@ -23,10 +24,12 @@ labels never carry paths or ids, and past `max_series` distinct tuples new ones 
 from __future__ import annotations
 
 import base64
-import json
+import binascii
 from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
+
+from google.protobuf import message, struct_pb2
 
 from .stats import DEFAULT_BUCKETS, MetricFamily
 
@@ -89,19 +92,22 @@ class PeerMetadata:
         )
 
     def encode(self) -> str:
-        """The `x-envoy-peer-metadata` value: base64 of the Istio NodeMetadata keys (JSON, see the module doc)."""
+        """The `x-envoy-peer-metadata` value: base64 of a `google.protobuf.Struct` with Istio's NodeMetadata keys,
+        serialized deterministically (map keys sorted) as istio-proxy does, so the value is the same every time
+        (computed once per config, not per request). SERVICE_ACCOUNT rides along: Istio's reader ignores it."""
         labels = {"app": self.app, "version": self.version, CANONICAL_NAME: self.canonical_service,
                   CANONICAL_REVISION: self.canonical_revision}
-        md = {"WORKLOAD_NAME": self.workload, "NAMESPACE": self.namespace, "CLUSTER_ID": self.cluster,
-              "SERVICE_ACCOUNT": self.service_account,
-              "LABELS": {k: v for k, v in labels.items() if v != UNKNOWN}}
-        return base64.b64encode(json.dumps(md, separators=(",", ":"), sort_keys=True).encode()).decode("ascii")
+        md = struct_pb2.Struct()
+        md.update({"WORKLOAD_NAME": self.workload, "NAMESPACE": self.namespace, "CLUSTER_ID": self.cluster,
+                   "SERVICE_ACCOUNT": self.service_account,
+                   "LABELS": {k: v for k, v in labels.items() if v != UNKNOWN}})
+        return base64.b64encode(md.SerializeToString(deterministic=True)).decode("ascii")
 
     @classmethod
     def decode(cls, value: str | None, node_id: str = "") -> "PeerMetadata | None":
         """The peer's metadata from its header; None when absent or not valid (then the peer is unknown).
         A sidecar reads the same few peers' headers on every request: decoded answers are kept (immutable,
-        so shared) by value, 0.05 µs against 4.9 µs for base64 + JSON + building one (compiled, timeit)."""
+        so shared) by value: 0.16 µs against 10 µs to decode and parse a Struct and build one (interpreted, timeit)."""
         if not value or len(value) > 8192:
             return None
         key = (value, node_id)
@@ -116,12 +122,23 @@ class PeerMetadata:
 
 
 def _decode_peer(cls: type[PeerMetadata], value: str, node_id: str) -> PeerMetadata | None:
+    """Istio's reader (Base64::decodeWithoutPadding, then Struct.ParseFromString): padding is optional; a value
+    that is not base64 or not a Struct (protobuf refuses messages nested deeper than 100) is no peer at all."""
+    text = value.rstrip("=")
     try:
-        md = json.loads(base64.b64decode(value, validate=True))
-    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep, from a hostile peer
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        struct = struct_pb2.Struct.FromString(raw)
+    except (binascii.Error, ValueError, message.DecodeError, RecursionError):
         return None
-    if not isinstance(md, dict) or not isinstance(md.get("LABELS", {}), dict):
-        return None
+    # Istio reads string values only (`string_value()`: "" for any other kind), LABELS as a nested Struct
+    fields = struct.fields
+    md: dict[str, Any] = {k: v.string_value for k, v in fields.items() if v.WhichOneof("kind") == "string_value"}
+    if "LABELS" in fields:
+        labels = fields["LABELS"]
+        if labels.WhichOneof("kind") != "struct_value":
+            return None
+        md["LABELS"] = {k: v.string_value for k, v in labels.struct_value.fields.items()
+                        if v.WhichOneof("kind") == "string_value"}
     return cls.from_node(node_id, md)
 
 

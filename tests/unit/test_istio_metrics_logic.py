@@ -2,7 +2,10 @@
 checks and reporter rule, the bounded store and its exposition (parsed back with prometheus_client)."""
 from __future__ import annotations
 
+import base64
+
 import pytest
+from google.protobuf import json_format, struct_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
 from pyproxy.config.model import TypedStruct
@@ -26,9 +29,57 @@ def test_peer_metadata_from_node_defaults_and_survives_its_header():
     assert PeerMetadata.decode("not base64!") is None and PeerMetadata.decode("") is None
 
 
-def test_a_peer_header_is_decoded_once_per_value_and_hostile_values_are_refused(monkeypatch):
-    import base64
+def nested_struct(depth: int) -> str:
+    """A hostile peer header: base64 of a google.protobuf.Struct nested `depth` deep ({"a": {"a": ...}}), written
+    as protobuf wire bytes by hand so that no library refuses to build it first."""
+    def field(number: int, payload: bytes) -> bytes:  # a length-delimited field: tag, varint length, bytes
+        n, length = len(payload), b""
+        while True:
+            byte, n = n & 0x7F, n >> 7
+            length += bytes([byte | (0x80 if n else 0)])
+            if not n:
+                break
+        return bytes([number << 3 | 2]) + length + payload
+    struct = b""
+    for _ in range(depth):  # Struct.fields is a map: entry {1: key, 2: Value}; Value.struct_value is field 5
+        struct = field(1, field(1, b"a") + field(2, field(5, struct)))
+    return base64.b64encode(struct).decode()
 
+
+def test_the_header_is_istios_wire_form_a_base64_protobuf_struct():
+    """What istio-proxy writes and reads (extensions/common/metadata_object.cc): a google.protobuf.Struct with
+    WORKLOAD_NAME, NAMESPACE, CLUSTER_ID and LABELS (app, version, canonical name and revision)."""
+    value = PeerMetadata.from_node("sidecar~1", NODE_MD).encode()
+    struct = struct_pb2.Struct.FromString(base64.b64decode(value, validate=True))
+    assert json_format.MessageToDict(struct) == {
+        "WORKLOAD_NAME": "reviews-v2", "NAMESPACE": "bookinfo", "CLUSTER_ID": "c1", "SERVICE_ACCOUNT": "reviews",
+        "LABELS": {"app": "reviews", "version": "v2", "service.istio.io/canonical-name": "reviews",
+                   "service.istio.io/canonical-revision": "v2"}}
+    assert struct.SerializeToString(deterministic=True) == base64.b64decode(value)  # keys sorted, every time
+
+
+def test_an_istio_proxy_header_with_all_its_node_keys_is_read():
+    """istio-proxy 1.14 sent the whole node metadata (APP_CONTAINERS, INSTANCE_IPS, MESH_ID, NAME, OWNER,
+    PLATFORM_METADATA...); the labels the metrics need come from the keys Istio reads, padding or not."""
+    struct = struct_pb2.Struct()
+    struct.update({"APP_CONTAINERS": "reviews", "CLUSTER_ID": "Kubernetes", "INSTANCE_IPS": "172.16.0.133",
+                   "ISTIO_VERSION": "1.14.5", "MESH_ID": "cluster.local", "NAME": "reviews-v3-58b6479b-62rv5",
+                   "NAMESPACE": "default", "WORKLOAD_NAME": "reviews-v3", "PLATFORM_METADATA": {},
+                   "OWNER": "kubernetes://apis/apps/v1/namespaces/default/deployments/reviews-v3",
+                   "LABELS": {"app": "reviews", "version": "v3", "pod-template-hash": "58b6479b",
+                              "security.istio.io/tlsMode": "istio",
+                              "service.istio.io/canonical-name": "reviews",
+                              "service.istio.io/canonical-revision": "v3"}})
+    value = base64.b64encode(struct.SerializeToString(deterministic=True)).decode()
+    for sent in (value, value.rstrip("=")):  # Istio decodes with or without padding
+        peer = PeerMetadata.decode(sent, "sidecar~172.16.0.133~reviews-v3-58b6479b-62rv5.default~x")
+        assert peer is not None
+        assert (peer.workload, peer.namespace, peer.app, peer.version, peer.canonical_service,
+                peer.canonical_revision, peer.cluster) == ("reviews-v3", "default", "reviews", "v3", "reviews", "v3",
+                                                           "Kubernetes")
+
+
+def test_a_peer_header_is_decoded_once_per_value_and_hostile_values_are_refused(monkeypatch):
     from pyproxy.observe import istio_metrics
 
     monkeypatch.setattr(istio_metrics, "_DECODED", {})
@@ -36,11 +87,17 @@ def test_a_peer_header_is_decoded_once_per_value_and_hostile_values_are_refused(
     first = PeerMetadata.decode(value, "sidecar~1")
     assert first is not None and PeerMetadata.decode(value, "sidecar~1") is first  # kept, not decoded again
     assert PeerMetadata.decode(value, "sidecar~2") is not first  # the node id is part of what is kept
-    deep = base64.b64encode(b"[" * 3000 + b"]" * 3000).decode()  # JSON nested deeper than Python recurses
-    assert PeerMetadata.decode(deep) is None
+    assert PeerMetadata.decode(nested_struct(500)) is None  # deeper than protobuf parses (100)
+    assert PeerMetadata.decode(nested_struct(3)) is not None  # the same shape, shallow: a (useless) peer
+    assert PeerMetadata.decode(base64.b64encode(b"\xff\xfe not a message").decode()) is None
+    labels_not_a_map = struct_pb2.Struct()
+    labels_not_a_map.update({"LABELS": "app=x"})
+    assert PeerMetadata.decode(base64.b64encode(labels_not_a_map.SerializeToString()).decode()) is None
     monkeypatch.setattr(istio_metrics, "_DECODED_MAX", 4)
     for i in range(10):  # a peer inventing values: the kept answers never pass the bound
-        PeerMetadata.decode(base64.b64encode(b'{"NAME": "w%d"}' % i).decode())
+        invented = struct_pb2.Struct()
+        invented.update({"NAME": f"w{i}"})
+        PeerMetadata.decode(base64.b64encode(invented.SerializeToString()).decode())
         assert len(istio_metrics._DECODED) <= 4
 
 
