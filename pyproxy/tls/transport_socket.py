@@ -10,9 +10,9 @@ Key material comes from `common_tls_context` (envoy/extensions/transport_sockets
   `tls_certificate_sds_secret_configs[0]` (a name in `ProxyServer.secrets`: `default` from istiod);
 * `validation_context.trusted_ca` + SAN matchers, or `validation_context_sds_secret_config` (`ROOTCA`), or
   `combined_validation_context` (its `default_validation_context` + the SDS secret's trusted CA);
-* `alpn_protocols`, less the HTTP/2 names (`h2`, `istio-h2`: pyproxy has no HTTP/2 codec, and a peer that
-  negotiated one would speak a protocol nobody here understands: curl against Istio's gateway config, which
-  offers `h2,http/1.1`, got an empty reply), `tls_params` (min/max version: Envoy's defaults are TLS 1.2 .. 1.3
+* `alpn_protocols`, less the names of protocols pyproxy does not speak (`NOT_SPOKEN_ALPN`: HTTP/2, and Istio's
+  TCP metadata exchange; a peer that negotiated one would speak a protocol nobody here understands: curl against
+  Istio's gateway config, which offers `h2,http/1.1`, got an empty reply), `tls_params` (min/max version: Envoy's defaults are TLS 1.2 .. 1.3
   on both sides; `cipher_suites` for TLS <= 1.2; one `ecdh_curves` entry).
 
 Secrets: a context is built once per (config, secret contents) and cached; `context()` compares the
@@ -41,9 +41,11 @@ from .secrets import SecretManager
 from .session import SanPredicate, leaf_sans_from_pem, san_matcher
 from .sslobject import use_direct_sslobject
 
-# ALPN names of HTTP/2 (RFC 9113's `h2`; Istio's `istio-h2` for mTLS between sidecars): never offered or
-# accepted, since the HTTP connection manager and the upstream pool speak HTTP/1.1 only (docs/envoy-differences.md)
-NOT_SPOKEN_ALPN = frozenset({"h2", "istio-h2"})
+# ALPN names of protocols pyproxy does not speak, never offered or accepted (docs/envoy-differences.md): HTTP/2
+# (RFC 9113's `h2`; Istio's `istio-h2` between sidecars): the HTTP connection manager and the upstream pool speak
+# HTTP/1.1 only; and Istio's TCP metadata exchange (`istio-peer-exchange`, which istiod puts in every mesh TLS
+# context): a peer that negotiated it, istio-proxy, would send its metadata frame into the proxied byte stream.
+NOT_SPOKEN_ALPN = frozenset({"h2", "istio-h2", "istio-peer-exchange"})
 
 SSL_STATS = ("handshake", "connection_error", "fail_verify_error", "fail_verify_san", "fail_verify_no_cert",
              "no_certificate")

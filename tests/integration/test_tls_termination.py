@@ -137,12 +137,14 @@ async def test_tls_versions_and_alpn_come_from_common_tls_context(pki, upstream,
     assert _stat(proxy, "ssl.connection_error") == 1
 
 
-async def test_a_client_offering_h2_first_gets_http_1_1(pki, upstream, proxy_factory, tmp_path):
-    """Istio's gateway config offers `h2,http/1.1`; curl offers the same. pyproxy speaks no HTTP/2, so it must
-    not agree to it (a client that got h2 sent an HTTP/2 preface and read an empty reply)."""
-    ts = downstream_tls(pki["server"], alpn=["h2", "http/1.1"])
+@pytest.mark.parametrize("offered", [["h2", "http/1.1"], ["istio-peer-exchange", "h2", "http/1.1"]])
+async def test_a_client_offering_h2_first_gets_http_1_1(pki, upstream, proxy_factory, tmp_path, offered):
+    """Istio's gateway config offers `h2,http/1.1` (its sidecars' TCP chains `istio-peer-exchange` first); curl
+    offers the same. pyproxy speaks neither HTTP/2 nor the metadata exchange, so it must not agree to them (a
+    client that got h2 sent an HTTP/2 preface and read an empty reply)."""
+    ts = downstream_tls(pki["server"], alpn=offered)
     proxy = await proxy_factory(_config(upstream, tmp_path, [{"transport_socket": ts}]))
-    c = await RawClient.connect(proxy.port, ssl=client_ctx(pki["ca"].cert_pem, alpn=["h2", "http/1.1"]))
+    c = await RawClient.connect(proxy.port, ssl=client_ctx(pki["ca"].cert_pem, alpn=offered))
     try:
         assert c.writer.get_extra_info("ssl_object").selected_alpn_protocol() == "http/1.1"
         assert (await c.request("GET", "/")).status == 200
