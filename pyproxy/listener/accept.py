@@ -321,6 +321,8 @@ class ChainAcceptor(asyncio.Protocol):
         sslobj = ssl_transport.get_extra_info("ssl_object")
         peer_der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
         stats["handshake"].inc()
+        if sslobj is not None and sslobj.session_reused:  # a client that resumed a session this listener issued
+            stats["session_reused"].inc()
         if peer_der is None:
             stats["no_certificate"].inc()
         tls = TlsSession.build(sslobj.version() if sslobj else "", facts.server_name,

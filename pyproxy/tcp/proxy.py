@@ -41,6 +41,7 @@ from ..filters.istio_stats import IstioTcpStats
 from ..observe.access_log import build_access_loggers
 from ..observe.stats import Stats
 from ..observe.stream_info import ResponseFlag, StreamInfo
+from ..tls.sslobject import remember_session
 from ..upstream.connect import UpstreamTlsFailure, open_upstream, tune_upstream_socket
 from ..upstream.load_balancer import LbContext
 from .rbac import connection_facts, first_denial
@@ -128,6 +129,8 @@ class UpstreamTcp(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.transport is not None:  # a TLS 1.3 ticket came after the handshake: keep it for the next one
+            remember_session(self.transport.get_extra_info("ssl_object"))
         cluster = self.session.cluster
         if cluster is not None:
             cluster.on_connection_closed(self)

@@ -48,7 +48,7 @@ from .sslobject import use_direct_sslobject
 NOT_SPOKEN_ALPN = frozenset({"h2", "istio-h2", "istio-peer-exchange"})
 
 SSL_STATS = ("handshake", "connection_error", "fail_verify_error", "fail_verify_san", "fail_verify_no_cert",
-             "no_certificate")
+             "no_certificate", "session_reused")
 
 _VERSIONS = {
     "TLSv1_0": ssl.TLSVersion.TLSv1, "TLSv1_1": ssl.TLSVersion.TLSv1_1,

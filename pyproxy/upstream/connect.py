@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from ..tls.half_close import connect_half_close_tls
 from ..tls.session import ssl_peer_sans
+from ..tls.sslobject import remember_session
 from ..tls.transport_socket import SecretNotReady, classify_handshake_error, san_failure_reason
 
 
@@ -75,4 +76,9 @@ async def open_upstream(loop: asyncio.AbstractEventLoop, cluster: Any, host: Any
             transport.abort()
             raise _failed(cluster, "fail_verify_san", san_failure_reason(tuple(v for _, v in sans)))
     cluster.ssl_stats["handshake"].inc()
+    sslobj = transport.get_extra_info("ssl_object")
+    if sslobj is not None:
+        if sslobj.session_reused:  # it offered the cluster's last session (pyproxy.tls.sslobject) and was taken
+            cluster.ssl_stats["session_reused"].inc()
+        remember_session(sslobj)  # TLS 1.2: the ticket came in the handshake (1.3: see UpstreamConnection)
     return transport, proto

@@ -22,6 +22,7 @@ import httptools
 
 from ..http.flush import BatchedWriter, batch_begin, batch_end
 from ..http.headers import Headers, lower_name
+from ..tls.sslobject import remember_session
 from .connect import tune_upstream_socket
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,6 +43,7 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
         self.local_address: str | None = None  # ip:port once connected (%UPSTREAM_LOCAL_ADDRESS%)
         # (TLS?, the peer's first URI SAN, our own), read once by istio.stats: a connection's identities never change
         self.peer_identity: tuple[bool, str | None, str] | None = None
+        self.session_unsaved = False  # TLS 1.3: its session (ticket) is not yet kept for resumption (pool.py)
         self._headers: list[tuple[str, str]] = []
         self._status = 0
         self._in_headers = False
@@ -250,6 +252,8 @@ class UpstreamConnection(BatchedWriter, asyncio.Protocol):
     def _finish(self) -> None:
         if not self.request_sent:
             self.reusable = False  # answered before the request body was all sent: never reuse
+        if self.session_unsaved and self.transport is not None:  # the ticket has arrived by now, as a rule
+            self.session_unsaved = not remember_session(self.transport.get_extra_info("ssl_object"))
         attempt, self.attempt = self.attempt, None
         self.pool.release(self)
         if attempt is not None:

@@ -12,14 +12,14 @@ TLS (cluster `transport_socket` / `transport_socket_matches`, chosen per host on
 the connect step also runs the handshake with the provider's current `SSLContext`, SNI = `sni` (or none), then
 checks the server's SANs against the matchers. A handshake or SAN failure is a connect failure (503 UF,
 `remote connection failure`, the TLS text in `%UPSTREAM_TRANSPORT_FAILURE_REASON%`), counted under
-`cluster.<name>.ssl.*`. The last TLS session of the pool is offered again on the next connect (resumption).
+`cluster.<name>.ssl.*`. The cluster's last resumable TLS session is offered on the next connect, to any of its
+hosts (Envoy's `max_session_keys` 1; pyproxy.tls.sslobject), and `ssl.session_reused` counts the ones taken.
 """
 from __future__ import annotations
 
 import asyncio
 import enum
 import ipaddress
-import ssl
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +57,6 @@ class ConnectionPool:
         self.stats_idle_timeout = cluster.stats.counter("upstream_cx_idle_timeout")
         self._tasks: set[asyncio.Task] = set()
         self.tls = cluster.tls_for(host) if hasattr(cluster, "tls_for") else None  # TlsContextProvider or None
-        self.tls_session: ssl.SSLSession | None = None  # the last session, offered for resumption
         self.transport_failure: str = ""  # the last handshake failure's text (for the waiters it fails)
 
     # ------------------------------------------------------------ pure decision
@@ -208,9 +207,9 @@ class ConnectionPool:
             self.transport_failure = e.reason
             raise _TlsFailure(e.reason) from None
         sslobj = transport.get_extra_info("ssl_object")
-        if sslobj is not None and sslobj.session is not None:
-            self.tls_session = sslobj.session
         conn.tls_version = sslobj.version() if sslobj is not None else ""
+        # TLS 1.3 sends its session ticket after the handshake: keep the session after the first response
+        conn.session_unsaved = conn.tls_version == "TLSv1.3"
         return conn
 
     def drain(self) -> None:

@@ -45,6 +45,29 @@ def _stat(proxy, name):
     return proxy.stat(f"cluster.backend.ssl.{name}")
 
 
+@pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
+async def test_a_new_upstream_connection_resumes_the_clusters_last_session(pki, upstream_factory, proxy_factory,
+                                                                           tmp_path, version):
+    """Envoy's UpstreamTlsContext max_session_keys (default 1): the next connection to the cluster offers the last
+    session, the server takes it (no certificate exchange), `ssl.session_reused` counts it, and the SAN check and
+    the client identity hold as on a full handshake. TLS 1.2 (Envoy's client default) has its ticket in the
+    handshake; TLS 1.3 sends it after, so it is kept after the first response."""
+    up = await upstream_factory("tls", ssl=server_ctx(pki["server"], pki["ca"].cert_pem))
+    ts = upstream_tls(pki["client"], pki["ca"].cert_pem, sans=[uri_san(SERVER_ID)],
+                      tls_params={"tls_minimum_protocol_version": version, "tls_maximum_protocol_version": version})
+    proxy = await proxy_factory(_config(tmp_path, [cluster("backend", [up.port], transport_socket=ts)]))
+    for _ in range(3):  # /conn-close: the upstream closes each connection after its answer, the next is new
+        c = await RawClient.connect(proxy.port)
+        assert (await c.request("GET", "/conn-close")).status == 200
+        c.writer.close()
+    assert up.connections == 3
+    assert up.sessions_reused == [False, True, True]
+    assert (_stat(proxy, "handshake"), _stat(proxy, "session_reused")) == (3, 2)
+    client_der = pki["client"].cert.public_bytes(__import__("cryptography").hazmat.primitives.serialization
+                                                 .Encoding.DER)
+    assert up.peer_certs == [client_der] * 3  # the server still knows who the client is
+
+
 async def test_origination_with_san_check_reaches_a_tls_upstream(pki, upstream_factory, proxy_factory, tmp_path):
     up = await upstream_factory("tls", ssl=server_ctx(pki["server"], pki["ca"].cert_pem))
     ts = upstream_tls(pki["client"], pki["ca"].cert_pem, sni="outbound_.80_._.httpbin.server.svc.cluster.local",

@@ -12,6 +12,7 @@ import ssl
 
 import pytest
 
+from pyproxy.tls.sslobject import remember_session, use_direct_sslobject
 from tests.support.client import PeerClosed, RawClient
 from tests.support.pki import TestCA
 from tests.support.proxy import bootstrap
@@ -150,6 +151,27 @@ async def test_a_client_offering_h2_first_gets_http_1_1(pki, upstream, proxy_fac
         assert (await c.request("GET", "/")).status == 200
     finally:
         c.writer.close()
+
+
+async def test_a_client_resuming_its_session_is_counted_and_still_known(pki, upstream, proxy_factory, tmp_path):
+    """A client that comes back with the session this listener gave it: resumed (no certificates exchanged),
+    counted in `ssl.session_reused`, and its identity (kept in the session) still reaches the access log."""
+    chain = {"transport_socket": downstream_tls(pki["server"], pki["ca"].cert_pem, require_client=True)}
+    proxy = await proxy_factory(_config(upstream, tmp_path, [chain]))
+    # the client offers its last session as pyproxy's own upstream side does (pyproxy.tls.sslobject)
+    ctx = use_direct_sslobject(client_ctx(pki["ca"].cert_pem, pki["client"], max_version=ssl.TLSVersion.TLSv1_2))
+    first = await RawClient.connect(proxy.port, ssl=ctx)
+    assert (await first.request("GET", "/")).status == 200
+    assert remember_session(first.writer.get_extra_info("ssl_object"))
+    first.writer.close()
+    again = await RawClient.connect(proxy.port, ssl=ctx)
+    try:
+        assert again.writer.get_extra_info("ssl_object").session_reused
+        assert (await again.request("GET", "/")).status == 200
+    finally:
+        again.writer.close()
+    assert (_stat(proxy, "ssl.handshake"), _stat(proxy, "ssl.session_reused")) == (2, 1)
+    assert [e["peer"] for e in proxy.access_log()] == [CLIENT_ID, CLIENT_ID]
 
 
 async def test_permissive_listener_serves_tls_and_plaintext_on_one_port(pki, upstream, proxy_factory, tmp_path):

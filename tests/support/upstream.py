@@ -124,6 +124,7 @@ class _Conn(asyncio.Protocol):
         if self.up.ssl is not None:
             sslobj = transport.get_extra_info("ssl_object")
             self.up.peer_certs.append(sslobj.getpeercert(binary_form=True) if sslobj is not None else None)
+            self.up.sessions_reused.append(bool(sslobj.session_reused) if sslobj is not None else None)
 
     def connection_lost(self, exc):
         self.closed = True
@@ -349,6 +350,7 @@ class TestUpstream:
     port: int = 0
     ssl: Any = None  # an ssl.SSLContext: serve HTTPS (each connection's peer cert lands in `peer_certs`)
     peer_certs: list = field(default_factory=list)
+    sessions_reused: list = field(default_factory=list)  # per TLS connection: did the client resume a session
     fail_first_seen: collections.Counter = field(default_factory=collections.Counter)  # /fail-first/ per path
     _server: asyncio.base_events.Server | None = None
     _conns: set = field(default_factory=set)
