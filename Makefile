@@ -47,7 +47,8 @@ $(PROMETHEUS_DIR)/usr/bin/prometheus:
 prometheus: $(PROMETHEUS_DIR)/usr/bin/prometheus
 
 # make demo SCENARIO=canary|fault|circuit-breaker|outlier|retries|mtls|authz|all: a lesson after the tour
-# make demo ENVOY=reviews-v2 (or "productpage-v1 reviews-v2", or all): those sidecars run real Envoy (make envoy)
+# make demo ENVOY=reviews-v2 (or "productpage-v1 reviews-v2", productpage-v1,reviews-v2, or all): those sidecars
+# run real Envoy (make envoy)
 demo: setup prometheus
 	$(BIN)/python -m pyproxy.demo_mesh $(if $(SCENARIO),--scenario $(SCENARIO)) $(foreach e,$(ENVOY),--envoy $(e))
 

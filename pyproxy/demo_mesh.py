@@ -459,15 +459,22 @@ def envoy_identity(admin: int) -> str:
     return "-"
 
 
+def envoy_workloads(values: list[str]) -> list[str]:
+    """`--envoy` values (repeated, comma- or space-separated, or `all`) -> the workloads, in the demo's order;
+    ValueError naming an unknown one."""
+    known = [w[0] for w in WORKLOADS]
+    names = [n for v in values for n in v.replace(",", " ").split()]
+    unknown = [n for n in names if n not in known and n != "all"]
+    if unknown:
+        raise ValueError(f"--envoy {unknown[0]!r}: one of {', '.join(known)}, all")
+    return known if "all" in names else [w for w in known if w in names]
+
+
 def envoy_for(names: list[str]) -> dict[str, str]:
     """`--envoy` values -> {workload: Envoy executable}; ValueError naming an unknown workload or a missing Envoy."""
     import os
 
-    known = [w[0] for w in WORKLOADS]
-    chosen = known if "all" in names else names
-    unknown = [n for n in chosen if n not in known]
-    if unknown:
-        raise ValueError(f"--envoy {unknown[0]!r}: one of {', '.join(known)}, all")
+    chosen = envoy_workloads(names)
     if not chosen:
         return {}
     from .agent.run import envoy_executable
@@ -531,8 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenario", action="append", default=[], metavar="NAME",
                     help="after the tour, run a lesson: one of " + ", ".join(SCENARIOS) + ", or all (repeatable)")
     ap.add_argument("--envoy", action="append", default=[], metavar="WORKLOAD",
-                    help="run this workload's sidecar as real Envoy through `pyproxy agent` (repeatable; all = every "
-                         "workload; the ingress gateway stays pyproxy)")
+                    help="run this workload's sidecar as real Envoy through `pyproxy agent` (repeatable, or several "
+                         "names with commas; all = every workload; the ingress gateway stays pyproxy)")
     ap.add_argument("--no-prometheus", dest="prometheus", action="store_false",
                     help="do not start Prometheus even when one is installed (pyproxy/demo_prometheus.py)")
     args = ap.parse_args(argv)
