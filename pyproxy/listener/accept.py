@@ -167,15 +167,14 @@ class ChainAcceptor(asyncio.Protocol):
         else:
             self._dispatch(self.facts)
 
+    # Events reach the acceptor only until `_forward_to` gives the transport to the chain's connection (or its
+    # TLS layer): from then on they go there directly, so nothing here forwards.
     def data_received(self, data: bytes) -> None:
-        inner = self.inner
-        if inner is None:
-            if self._inspecting:
-                self._on_first_bytes(data)
-            return
-        self._feed(data)
+        if self._inspecting:
+            self._on_first_bytes(data)
 
     def _feed(self, data: bytes) -> None:
+        """Replay bytes read before the hand-over into what now serves the connection."""
         inner = self.inner
         if not self._inner_buffered:
             inner.data_received(data)
@@ -189,24 +188,12 @@ class ChainAcceptor(asyncio.Protocol):
             view = view[n:]
 
     def eof_received(self) -> bool | None:
-        if self.inner is not None:
-            return self.inner.eof_received()
         self._stop_timer()
         self._close()  # closed before its chain was known
         return None
 
-    def pause_writing(self) -> None:
-        if self.inner is not None:
-            self.inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self.inner is not None:
-            self.inner.resume_writing()
-
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
-        if self.inner is not None:
-            self.inner.connection_lost(exc)
         if not self.done:
             self.done = True
             self.runtime.rejected(self)
