@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable
 
 from pyproxy.runtime.offload import Offload, freeze_after_swap
+from pyproxy.runtime.waits import wait_event
 
 from control.istio.load import LoadLimits, LoadResult, expand_paths, load_paths
 from control.istio.messages import Level
@@ -575,11 +576,9 @@ class ControlPlane:
         if outcome.converged_after is not None:
             self.metrics.convergence.observe(outcome.converged_after)
 
-    # A long-poll's waits use asyncio.timeout, never asyncio.wait_for: on Python 3.11 wait_for swallows a
-    # cancellation that lands just after the awaited event fired (CPython gh-86296). aiohttp cancels the handler
-    # when the proxy's connection closes, and a push that woke the poll in the same loop pass then left the
-    # handler waiting again, the proxy counted in flight and kept in every EDS for up to the long-poll's 30 s
-    # (tests/integration/test_long_poll_cancel.py).
+    # A long-poll waits with pyproxy.runtime.waits.wait_event, never asyncio.wait_for: aiohttp cancels the handler
+    # when the proxy's connection closes, and wait_for could drop that cancellation (see waits.py), leaving the
+    # proxy counted in flight and kept in every EDS for up to the long-poll's 30 s.
     async def next_response(self, node_id: str, xds_type: XdsType, wait: float) -> DiscoveryResponse | None:
         """The response due for this proxy and type, waiting up to `wait` seconds; None if nothing is due."""
         loop = asyncio.get_running_loop()
@@ -588,12 +587,7 @@ class ControlPlane:
             remaining = deadline - loop.time()
             if remaining <= 0 or self._stopping:
                 return None  # 304: poll again (after a stop, the proxy reconnects to the next control plane)
-            event = self._events.setdefault(node_id, asyncio.Event())
-            try:  # asyncio.timeout, not wait_for: see above next_response
-                async with asyncio.timeout(remaining):
-                    await event.wait()
-            except TimeoutError:
-                pass
+            await wait_event(self._events.setdefault(node_id, asyncio.Event()), remaining)
         return self.respond(node_id, xds_type)
 
     async def next_delta(self, node_id: str, xds_type: XdsType, sub: DeltaSubscription, ticket: int,
@@ -628,12 +622,7 @@ class ControlPlane:
             remaining = deadline - loop.time()
             if remaining <= 0 or self._stopping:
                 return None
-            event = self._events.setdefault(node_id, asyncio.Event())
-            try:  # asyncio.timeout, not wait_for: see above next_response
-                async with asyncio.timeout(remaining):
-                    await event.wait()
-            except TimeoutError:
-                pass
+            await wait_event(self._events.setdefault(node_id, asyncio.Event()), remaining)
 
     def respond(self, node_id: str, xds_type: XdsType) -> DiscoveryResponse:
         """The response due now for this proxy and type (`cache.ready` said so), counted as pushed."""
@@ -715,14 +704,10 @@ class ControlPlane:
                     log.error("config watcher failed (%s: %s); restarting it", type(err).__name__, err)
                 if not stop.is_set():
                     log.warning("config: %s is gone; watching for it to come back", self.config_dir)
-            while not stop.is_set():
-                try:
-                    async with asyncio.timeout(retry_after):
-                        await stop.wait()
-                except asyncio.TimeoutError:
-                    if os.path.isdir(self.config_dir):
-                        await self.refresh()  # what changed while nobody watched
-                        break
+            while not await wait_event(stop, retry_after):
+                if os.path.isdir(self.config_dir):
+                    await self.refresh()  # what changed while nobody watched
+                    break
 
     async def stop(self) -> None:
         self._stopping = True  # long-polls end now instead of when their wait expires

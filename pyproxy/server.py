@@ -28,6 +28,7 @@ from .config import model
 from .config.datasource import read_data_source
 from .config.decode import ConfigError
 from .filters.jwt_authn_logic import check_config as check_jwt_config
+from .runtime.waits import wait_event
 from .filters.registry import build_chain, builder_for, unsupported_message
 from .filters.router import RouterFilter
 from .http.connection import DownstreamConnection
@@ -307,11 +308,7 @@ class ListenerRuntime:
                 conn.close()
         if self.connections and timeout > 0:
             self._all_closed = asyncio.Event()
-            try:
-                async with asyncio.timeout(timeout):  # not wait_for (CPython gh-86296: see upstream/pool.py)
-                    await self._all_closed.wait()
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(self._all_closed, timeout)
         for conn in list(self.connections):
             conn.abort()
 

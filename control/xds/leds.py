@@ -42,6 +42,7 @@ from urllib.parse import quote
 from control.translate.common import T
 from control.xds.cache import DiscoveryResponse, Payload, XdsType, canonical_json, joined, resource_version
 from control.xds.delta import Indexed, PayloadIndex
+from pyproxy.runtime.waits import wait_event
 
 FEATURE = "pyproxy.xds.leds"  # node.client_features entry: "send me ClusterLoadAssignments in the LEDS form"
 AUTHORITY = "pyproxy-control"
@@ -579,9 +580,5 @@ async def next_leds(cp, node_id: str, sub: LedsSubscription, ticket: int, wait: 
         remaining = deadline - loop.time()
         if remaining <= 0 or cp.stopping:
             return None
-        try:  # asyncio.timeout, not wait_for, which swallows a disconnect's cancellation (control.serve)
-            async with asyncio.timeout(remaining):
-                await cp.change_event(node_id).wait()
-        except TimeoutError:
-            pass
+        await wait_event(cp.change_event(node_id), remaining)  # not wait_for: pyproxy/runtime/waits.py
     return None

@@ -24,6 +24,7 @@ from typing import Any, Awaitable, Callable
 from ..config.decode import encode
 from ..observe import stats as stats_mod
 from ..observe.tap import DEFAULT_CAPACITY, TapFilter, TapSubscriber
+from ..runtime.waits import wait_event
 from ..server import ProxyServer
 from .guard import refusal
 from .httpd import App, Handler, Request, Response, Runner, StreamResponse, json_response, serve
@@ -241,10 +242,7 @@ async def tap_stream(server: ProxyServer, req: Request) -> Response | StreamResp
         while not sub.closed:
             if not sub.queue:
                 wake.clear()
-                try:  # not wait_for, which on Python 3.11 can swallow aiohttp's cancellation (CPython gh-86296)
-                    async with asyncio.timeout(TAP_HEARTBEAT):
-                        await wake.wait()
-                except TimeoutError:
+                if not await wait_event(wake, TAP_HEARTBEAT):  # not wait_for: pyproxy/runtime/waits.py
                     if req.transport is None or req.transport.is_closing():
                         break  # the client went away while nothing happened
                     continue

@@ -278,7 +278,7 @@ class TcpProxySession(asyncio.Protocol):
             cluster.on_connection_start(http1=False)
             up = UpstreamTcp(self, host)
             try:
-                async with asyncio.timeout(cluster.connect_timeout):  # not wait_for: see upstream/pool.py
+                async with asyncio.timeout(cluster.connect_timeout):  # not wait_for: pyproxy/runtime/waits.py
                     transport, _ = await open_upstream(self.loop, cluster, host, cluster.tls_for(host), lambda: up,
                                                        half_close=True)
             except asyncio.TimeoutError:

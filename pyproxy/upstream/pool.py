@@ -161,9 +161,8 @@ class ConnectionPool:
         conn: UpstreamConnection | None = None
         tls = self.tls
         try:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation that lands as the connect
-            # completes (CPython gh-86296; nothing cancels these tasks today, but one that did would be ignored),
-            # and it runs the connect in a task of its own, one more per new upstream connection.
+            # asyncio.timeout, not wait_for, which can drop a cancellation (pyproxy/runtime/waits.py; nothing
+            # cancels these tasks today) and runs the connect in a task of its own, one more per new connection
             async with asyncio.timeout(cluster.connect_timeout):
                 if tls is None:
                     _, conn = await loop.create_connection(lambda: UpstreamConnection(self), self.host.address,

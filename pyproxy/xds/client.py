@@ -42,6 +42,7 @@ import random
 from typing import Any
 
 from ..config.decode import ConfigError, decode_any
+from ..runtime.waits import wait_event
 from ..server import BindFailed, ConfigRejected, ProxyServer, http_connection_manager_of
 from .credentials import ControlPlaneCredentials, CredentialsError
 from .http import HttpClient, HttpError, Reply
@@ -383,11 +384,7 @@ class XdsClient:
                             LEDS_WARMING)
                 return
             self._leds_progress.clear()
-            try:  # not wait_for: on Python 3.11 it can swallow stop()'s cancellation (CPython gh-86296)
-                async with asyncio.timeout(remaining):
-                    await self._leds_progress.wait()
-            except TimeoutError:
-                pass
+            await wait_event(self._leds_progress, remaining)  # not wait_for: pyproxy/runtime/waits.py
 
     async def _retry_bind(self, type_url: str, version: str, decoded: dict[str, Any],
                           versions: dict[str, str] | None = None) -> None:

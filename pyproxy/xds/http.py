@@ -188,7 +188,7 @@ class HttpClient:
         loop = asyncio.get_running_loop()
         where = url.split("?", 1)[0]
         try:
-            async with asyncio.timeout(self.connect_timeout):  # not wait_for, which can swallow stop()'s cancel
+            async with asyncio.timeout(self.connect_timeout):  # not wait_for: pyproxy/runtime/waits.py
                 _t, conn = await loop.create_connection(lambda: _Connection(where), host, port, ssl=context,
                                                         server_hostname=host if context is not None else None)
         except asyncio.TimeoutError:
