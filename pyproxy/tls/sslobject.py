@@ -32,8 +32,8 @@ class DirectSSLObject(ssl.SSLObject):
     @classmethod
     def _create(cls, incoming: Any, outgoing: Any, server_side: bool = False, server_hostname: Any = None,
                 session: Any = None, context: Any = None) -> "DirectSSLObject":
-        if session is None and not server_side and context is not None:
-            session = getattr(context, RESUME_ATTR, None)  # the cluster's last session (see the module doc)
+        if session is None:  # a client context's last session (see the module doc); a server's holds none
+            session = getattr(context, RESUME_ATTR, None)
         self = super()._create(incoming, outgoing, server_side, server_hostname, session, context)
         c = self._sslobj
         self.read = c.read  # type: ignore[method-assign]
@@ -47,8 +47,9 @@ RESUME_ATTR = "pyproxy_resume_session"  # on a client SSLContext: the session it
 
 def remember_session(ssl_object: Any) -> bool:
     """Keep `ssl_object`'s session on its context for the next connection if it can be resumed (it carries a
-    ticket); True when it did. Client side only: a server's sessions live in OpenSSL's own cache."""
-    if ssl_object is None or ssl_object.server_side:
+    ticket); True when it did. Only a client's session has a ticket: a server's stay in OpenSSL's own cache (and
+    one set on a server context would make its next object refuse to start, `wrap_bio` refusing a session)."""
+    if ssl_object is None:
         return False
     try:
         session = ssl_object.session

@@ -70,13 +70,13 @@ async def open_upstream(loop: asyncio.AbstractEventLoop, cluster: Any, host: Any
                                                             server_hostname=tls.sni or address)
     except (ssl.SSLError, ConnectionResetError, EOFError) as e:
         raise _failed(cluster, *classify_handshake_error(e)) from None
+    sslobj = transport.get_extra_info("ssl_object")
     if tls.san_check is not None:
-        _der, sans = ssl_peer_sans(transport.get_extra_info("ssl_object"))
+        _der, sans = ssl_peer_sans(sslobj)
         if not tls.san_check(sans):
             transport.abort()
             raise _failed(cluster, "fail_verify_san", san_failure_reason(tuple(v for _, v in sans)))
     cluster.ssl_stats["handshake"].inc()
-    sslobj = transport.get_extra_info("ssl_object")
     if sslobj is not None:
         if sslobj.session_reused:  # it offered the cluster's last session (pyproxy.tls.sslobject) and was taken
             cluster.ssl_stats["session_reused"].inc()
