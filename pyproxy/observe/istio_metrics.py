@@ -130,15 +130,15 @@ def _decode_peer(cls: type[PeerMetadata], value: str, node_id: str) -> PeerMetad
         struct = struct_pb2.Struct.FromString(raw)
     except (binascii.Error, ValueError, message.DecodeError, RecursionError):
         return None
-    # Istio reads string values only (`string_value()`: "" for any other kind), LABELS as a nested Struct
+    # Istio reads `string_value()` ("" for any other kind, which from_node then treats as absent) and LABELS as a
+    # nested Struct
     fields = struct.fields
-    md: dict[str, Any] = {k: v.string_value for k, v in fields.items() if v.WhichOneof("kind") == "string_value"}
+    md: dict[str, Any] = {k: v.string_value for k, v in fields.items()}
     if "LABELS" in fields:
         labels = fields["LABELS"]
         if labels.WhichOneof("kind") != "struct_value":
             return None
-        md["LABELS"] = {k: v.string_value for k, v in labels.struct_value.fields.items()
-                        if v.WhichOneof("kind") == "string_value"}
+        md["LABELS"] = {k: v.string_value for k, v in labels.struct_value.fields.items()}
     return cls.from_node(node_id, md)
 
 

@@ -90,6 +90,11 @@ def test_a_peer_header_is_decoded_once_per_value_and_hostile_values_are_refused(
     assert PeerMetadata.decode(nested_struct(500)) is None  # deeper than protobuf parses (100)
     assert PeerMetadata.decode(nested_struct(3)) is not None  # the same shape, shallow: a (useless) peer
     assert PeerMetadata.decode(base64.b64encode(b"\xff\xfe not a message").decode()) is None
+    odd_kinds = struct_pb2.Struct()  # Istio reads string_value(): a number or a list is no value at all
+    odd_kinds.update({"NAMESPACE": 5, "WORKLOAD_NAME": ["w"], "LABELS": {"app": True, "version": "v1"}})
+    odd = PeerMetadata.decode(base64.b64encode(odd_kinds.SerializeToString()).decode())
+    assert odd is not None and (odd.namespace, odd.workload, odd.app, odd.version) == ("unknown", "unknown",
+                                                                                      "unknown", "v1")
     labels_not_a_map = struct_pb2.Struct()
     labels_not_a_map.update({"LABELS": "app=x"})
     assert PeerMetadata.decode(base64.b64encode(labels_not_a_map.SerializeToString()).decode()) is None
