@@ -31,6 +31,7 @@ import contextlib
 import gc
 import ipaddress
 import ctypes
+import functools
 import json
 import os
 import sys
@@ -364,13 +365,10 @@ else:  # the same two Linux calls through ctypes (timerfd_create(2), timerfd_set
 
     _TFD_NONBLOCK, _TFD_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC  # the kernel defines them so
 
-    _LIBC: list[ctypes.CDLL] = []
-
+    @functools.cache
     def _libc() -> ctypes.CDLL:
         """The C library, opened once (a dlopen per send would cost more than the send)."""
-        if not _LIBC:
-            _LIBC.append(ctypes.CDLL(None, use_errno=True))
-        return _LIBC[0]
+        return ctypes.CDLL(None, use_errno=True)
 
     def _timerfd_create() -> int:
         fd = _libc().timerfd_create(time.CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)

@@ -12,8 +12,8 @@ Key material comes from `common_tls_context` (envoy/extensions/transport_sockets
   `combined_validation_context` (its `default_validation_context` + the SDS secret's trusted CA);
 * `alpn_protocols`, less the names of protocols pyproxy does not speak (`NOT_SPOKEN_ALPN`: HTTP/2, and Istio's
   TCP metadata exchange; a peer that negotiated one would speak a protocol nobody here understands: curl against
-  Istio's gateway config, which offers `h2,http/1.1`, got an empty reply), `tls_params` (min/max version: Envoy's defaults are TLS 1.2 .. 1.3
-  on both sides; `cipher_suites` for TLS <= 1.2; one `ecdh_curves` entry).
+  Istio's gateway config, which offers `h2,http/1.1`, got an empty reply), `tls_params` (min/max version:
+  Envoy's defaults are TLS 1.2 .. 1.3 on both sides; `cipher_suites` for TLS <= 1.2; one `ecdh_curves` entry).
 
 Secrets: a context is built once per (config, secret contents) and cached; `context()` compares the
 SecretManager's version first, so the per-connection cost is an integer compare. After an SDS update the next
