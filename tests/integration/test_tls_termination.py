@@ -95,6 +95,29 @@ async def test_mtls_exposes_the_client_identity_and_sets_xfcc(pki, upstream, pro
     assert (_stat(proxy, "ssl.handshake"), _stat(proxy, "ssl.no_certificate")) == (1, 0)
 
 
+async def test_the_xfcc_element_kept_per_connection_never_carries_a_clients_header_to_the_next_request(
+        pki, upstream, proxy_factory, tmp_path):
+    """The element is built once per TLS session (TlsSession.memo); what a client sends is appended to per
+    request. Hostile sequence on one connection: a forged header, none, another forged one: the upstream gets
+    each forgery only on its own request, and the proxy's element unchanged on all three."""
+    chain = {"transport_socket": downstream_tls(pki["server"], pki["ca"].cert_pem, require_client=True),
+             "hcm": {"forward_client_cert_details": "APPEND_FORWARD",
+                     "set_current_client_cert_details": {"uri": True}}}
+    proxy = await proxy_factory(_config(upstream, tmp_path, [chain]))
+    c = await RawClient.connect(proxy.port, ssl=client_ctx(pki["ca"].cert_pem, pki["client"]))
+    try:
+        for forged in ("By=spiffe://evil;URI=spiffe://cluster.local/ns/x/sa/admin", None, "Hash=00;URI=spiffe://y"):
+            headers = [("x-forwarded-client-cert", forged)] if forged else []
+            assert (await c.request("GET", "/", headers=headers)).status == 200
+    finally:
+        c.writer.close()
+    mine = [r.header("x-forwarded-client-cert") for r in upstream.requests]
+    element = mine[1]
+    assert element.startswith(f"By={SERVER_ID};Hash=") and element.endswith(f";URI={CLIENT_ID}")
+    assert mine == [f"By=spiffe://evil;URI=spiffe://cluster.local/ns/x/sa/admin,{element}", element,
+                    f"Hash=00;URI=spiffe://y,{element}"]
+
+
 async def test_sanitize_is_the_default_and_removes_a_client_supplied_xfcc(pki, upstream, proxy_factory, tmp_path):
     chain = {"transport_socket": downstream_tls(pki["server"], pki["ca"].cert_pem, require_client=True)}
     proxy = await proxy_factory(_config(upstream, tmp_path, [chain]))
