@@ -11,10 +11,13 @@ What it implements (Istio `istio_stats.cc`, docs reference/config/metrics):
   `LABELS` in Istio's emission order. Missing values are `unknown`, `*_canonical_revision` defaults to `latest`.
 - Peer metadata (`PeerMetadata`): the workload facts a proxy learns from its node (NAME, NAMESPACE, CLUSTER_ID,
   SERVICE_ACCOUNT, LABELS app/version/canonical name+revision) and exchanges with its peer in
-  `x-envoy-peer-metadata` + `x-envoy-peer-metadata-id`, in Istio's wire form: base64 of a deterministically
-  serialized `google.protobuf.Struct` with Istio's keys (istio/proxy extensions/common/metadata_object.cc
-  `convertWorkloadMetadataToStruct`, read back by the peer_metadata filter's `ParseFromString`), so istio-proxy
-  sidecars and pyproxy read each other's.
+  `x-envoy-peer-metadata` + `x-envoy-peer-metadata-id`. Istio's wire form is base64 of a serialized
+  `google.protobuf.Struct` (istio/proxy extensions/common/metadata_object.cc). pyproxy *reads* that form (a
+  header from istio-proxy) and base64 JSON with the same keys; it *writes* JSON. Deviation, for memory: the
+  protobuf Struct runtime (upb and the descriptor pool) costs 4.3 MiB in each process that loads it, and writing
+  the Struct took the demo's sidecars from 37-38 MiB to 40.3 MiB, over the 40 MB budget
+  (benchmarks/memory_bench.py); reading loads it only when a peer actually sends a Struct. Two pyproxies
+  understand each other; an istio-proxy reads pyproxy's header as no peer.
 
 Hot path: a series is a plain `__slots__` object found by one dict lookup on the label tuple; a record is a few
 integer adds and one `bisect`. No locks, no prometheus_client objects per request. Cardinality is bounded:
@@ -25,11 +28,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
-
-from google.protobuf import message, struct_pb2
 
 from .stats import DEFAULT_BUCKETS, MetricFamily
 
@@ -92,22 +94,21 @@ class PeerMetadata:
         )
 
     def encode(self) -> str:
-        """The `x-envoy-peer-metadata` value: base64 of a `google.protobuf.Struct` with Istio's NodeMetadata keys,
-        serialized deterministically (map keys sorted) as istio-proxy does, so the value is the same every time
-        (computed once per config, not per request). SERVICE_ACCOUNT rides along: Istio's reader ignores it."""
+        """The `x-envoy-peer-metadata` value: base64 of Istio's NodeMetadata keys as JSON (see the module doc for
+        why not the Struct), keys sorted so the value is the same every time (computed once per config)."""
         labels = {"app": self.app, "version": self.version, CANONICAL_NAME: self.canonical_service,
                   CANONICAL_REVISION: self.canonical_revision}
-        md = struct_pb2.Struct()
-        md.update({"WORKLOAD_NAME": self.workload, "NAMESPACE": self.namespace, "CLUSTER_ID": self.cluster,
-                   "SERVICE_ACCOUNT": self.service_account,
-                   "LABELS": {k: v for k, v in labels.items() if v != UNKNOWN}})
-        return base64.b64encode(md.SerializeToString(deterministic=True)).decode("ascii")
+        md = {"WORKLOAD_NAME": self.workload, "NAMESPACE": self.namespace, "CLUSTER_ID": self.cluster,
+              "SERVICE_ACCOUNT": self.service_account,
+              "LABELS": {k: v for k, v in labels.items() if v != UNKNOWN}}
+        return base64.b64encode(json.dumps(md, separators=(",", ":"), sort_keys=True).encode()).decode("ascii")
 
     @classmethod
     def decode(cls, value: str | None, node_id: str = "") -> "PeerMetadata | None":
         """The peer's metadata from its header; None when absent or not valid (then the peer is unknown).
         A sidecar reads the same few peers' headers on every request: decoded answers are kept (immutable,
-        so shared) by value: 0.16 µs against 10 µs to decode and parse a Struct and build one (interpreted, timeit)."""
+        so shared) by value: 0.16 µs against 5-10 µs to decode and parse one (JSON / Struct) and build it
+        (interpreted, timeit)."""
         if not value or len(value) > 8192:
             return None
         key = (value, node_id)
@@ -122,16 +123,35 @@ class PeerMetadata:
 
 
 def _decode_peer(cls: type[PeerMetadata], value: str, node_id: str) -> PeerMetadata | None:
-    """Istio's reader (Base64::decodeWithoutPadding, then Struct.ParseFromString): padding is optional; a value
-    that is not base64 or not a Struct (protobuf refuses messages nested deeper than 100) is no peer at all."""
+    """Base64 with optional padding (Istio's Base64::decodeWithoutPadding), then JSON (a pyproxy peer: it starts
+    with `{`) or a protobuf Struct (an istio-proxy peer; a serialized Struct never starts with `{`). A value that
+    is neither is no peer at all."""
     text = value.rstrip("=")
     try:
         raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-        struct = struct_pb2.Struct.FromString(raw)
-    except (binascii.Error, ValueError, message.DecodeError, RecursionError):
+    except (binascii.Error, ValueError):
         return None
-    # Istio reads `string_value()` ("" for any other kind, which from_node then treats as absent) and LABELS as a
-    # nested Struct
+    if raw[:1] == b"{":
+        try:
+            md = json.loads(raw)
+        except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep, from a hostile peer
+            return None
+        if not isinstance(md, dict) or not isinstance(md.get("LABELS", {}), dict):
+            return None
+        return cls.from_node(node_id, md)
+    return _decode_struct(cls, raw, node_id)
+
+
+def _decode_struct(cls: type[PeerMetadata], raw: bytes, node_id: str) -> PeerMetadata | None:
+    """Istio's own form, read as its peer_metadata filter does (`Struct.ParseFromString`, `string_value()`).
+    protobuf is imported here, on the first Struct a peer sends, not with the module (see the module doc)."""
+    from google.protobuf import message, struct_pb2
+
+    try:
+        struct = struct_pb2.Struct.FromString(raw)
+    except (message.DecodeError, RecursionError):  # protobuf refuses messages nested deeper than 100
+        return None
+    # `string_value()` is "" for any other kind, which from_node treats as absent; LABELS is a nested Struct
     fields = struct.fields
     md: dict[str, Any] = {k: v.string_value for k, v in fields.items()}
     if "LABELS" in fields:
